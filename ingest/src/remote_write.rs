@@ -1,0 +1,269 @@
+//! Prometheus remote write 1.0: a snappy block (not framed) around a protobuf
+//! `prometheus.WriteRequest`. Samples keep their exact float bits (the stale marker is a
+//! NaN payload); metadata-only requests (zero series) are valid; native histograms and
+//! exemplars are counted and not stored.
+
+use prost::Message;
+use vigil_storage::write::{LabelError, is_valid_metric_name};
+use vigil_storage::{LabelSet, MetricSeries, Sample, WriteBatch};
+
+use crate::{IngestError, Limits};
+
+/// `prometheus.WriteRequest` (prompb/remote.proto), the fields Vigil reads.
+#[derive(Clone, PartialEq, Message)]
+pub struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<PromSample>,
+    /// Exemplars, kept opaque: counted, not stored.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub exemplars: Vec<Vec<u8>>,
+    /// Native histograms, kept opaque: counted, not stored.
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub histograms: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Label {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct PromSample {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct MetricMetadata {
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    #[prost(string, tag = "4")]
+    pub help: String,
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+/// What one request carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub series: usize,
+    pub samples: usize,
+    pub metadata: usize,
+    pub exemplars_dropped: usize,
+    pub histograms_dropped: usize,
+}
+
+pub struct Decoded {
+    pub batch: WriteBatch,
+    pub metadata: Vec<MetricMetadata>,
+    pub summary: Summary,
+}
+
+pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
+    let snappy = |e: snap::Error| IngestError::Malformed { what: "snappy", message: e.to_string() };
+    let raw_len = snap::raw::decompress_len(body).map_err(snappy)?;
+    if raw_len > limits.max_decompressed_bytes {
+        return Err(IngestError::TooLarge {
+            what: "decompressed body (bytes)",
+            actual: raw_len,
+            limit: limits.max_decompressed_bytes,
+        });
+    }
+    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(snappy)?;
+    let request = WriteRequest::decode(raw.as_slice())
+        .map_err(|e| IngestError::Malformed { what: "protobuf WriteRequest", message: e.to_string() })?;
+    if request.timeseries.len() > limits.max_series_per_request {
+        return Err(IngestError::TooLarge {
+            what: "series in the request",
+            actual: request.timeseries.len(),
+            limit: limits.max_series_per_request,
+        });
+    }
+    let samples: usize = request.timeseries.iter().map(|s| s.samples.len()).sum();
+    if samples > limits.max_samples_per_request {
+        return Err(IngestError::TooLarge {
+            what: "samples in the request",
+            actual: samples,
+            limit: limits.max_samples_per_request,
+        });
+    }
+    let mut summary = Summary { metadata: request.metadata.len(), ..Summary::default() };
+    let mut metrics = Vec::with_capacity(request.timeseries.len());
+    for (index, series) in request.timeseries.into_iter().enumerate() {
+        summary.exemplars_dropped += series.exemplars.len();
+        summary.histograms_dropped += series.histograms.len();
+        if series.samples.is_empty() {
+            continue;
+        }
+        metrics.push(convert(index, series, limits)?);
+    }
+    summary.series = metrics.len();
+    summary.samples = samples;
+    Ok(Decoded { batch: WriteBatch { metrics, rows: Vec::new() }, metadata: request.metadata, summary })
+}
+
+fn convert(index: usize, series: TimeSeries, limits: &Limits) -> Result<MetricSeries, IngestError> {
+    let invalid = |series: &TimeSeries, message: String| IngestError::InvalidSeries {
+        index,
+        series: describe(&series.labels),
+        message,
+    };
+    if series.labels.len() > limits.max_labels_per_series {
+        let message = format!("{} labels, above the limit of {}", series.labels.len(), limits.max_labels_per_series);
+        return Err(invalid(&series, message));
+    }
+    let mut metric = None;
+    let mut pairs = Vec::with_capacity(series.labels.len());
+    for label in &series.labels {
+        if label.name.len() > limits.max_label_name_bytes || label.value.len() > limits.max_label_value_bytes {
+            let message = format!(
+                "label {:.64} is longer than the limit ({} bytes for names, {} for values)",
+                label.name, limits.max_label_name_bytes, limits.max_label_value_bytes
+            );
+            return Err(invalid(&series, message));
+        }
+        if label.name == "__name__" {
+            if metric.replace(label.value.clone()).is_some() {
+                return Err(invalid(&series, "duplicate label name \"__name__\"".into()));
+            }
+        } else {
+            pairs.push((label.name.clone(), label.value.clone()));
+        }
+    }
+    let metric = match metric {
+        Some(name) if is_valid_metric_name(&name) => name,
+        Some(name) => return Err(invalid(&series, format!("invalid metric name {name:?}"))),
+        None => return Err(invalid(&series, "no __name__ label".into())),
+    };
+    let labels = LabelSet::new(pairs).map_err(|e: LabelError| invalid(&series, e.to_string()))?;
+    let mut samples = Vec::with_capacity(series.samples.len());
+    for sample in &series.samples {
+        let timestamp_ns = sample
+            .timestamp
+            .checked_mul(1_000_000)
+            .ok_or_else(|| invalid(&series, format!("timestamp {} ms is out of range", sample.timestamp)))?;
+        samples.push(Sample { timestamp_ns, value: sample.value });
+    }
+    Ok(MetricSeries { metric, labels, samples })
+}
+
+/// `name{a="b", ...}` for error messages, cut short.
+fn describe(labels: &[Label]) -> String {
+    let name = labels.iter().find(|l| l.name == "__name__").map_or("", |l| l.value.as_str());
+    let rest: Vec<String> = labels
+        .iter()
+        .filter(|l| l.name != "__name__")
+        .take(8)
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    let mut text = format!("{name}{{{}}}", rest.join(", "));
+    if text.len() > 200 {
+        text.truncate(200);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(name: &str, value: &str) -> Label {
+        Label { name: name.into(), value: value.into() }
+    }
+
+    fn encode(request: &WriteRequest) -> Vec<u8> {
+        snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap()
+    }
+
+    fn one_series(labels: Vec<Label>) -> WriteRequest {
+        WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels,
+                samples: vec![PromSample { value: f64::from_bits(0x7ff0_0000_0000_0002), timestamp: 1_700_000_000_123 }],
+                ..Default::default()
+            }],
+            metadata: vec![],
+        }
+    }
+
+    #[test]
+    fn decodes_samples_with_exact_bits_and_sorted_labels() {
+        let body = encode(&one_series(vec![label("job", "a"), label("__name__", "up"), label("instance", "i")]));
+        let decoded = decode(&body, &Limits::default()).unwrap();
+        let series = &decoded.batch.metrics[0];
+        assert_eq!(series.metric, "up");
+        assert_eq!(series.labels.iter().collect::<Vec<_>>(), vec![("instance", "i"), ("job", "a")]);
+        assert_eq!(series.samples[0].timestamp_ns, 1_700_000_000_123_000_000);
+        assert_eq!(series.samples[0].value.to_bits(), 0x7ff0_0000_0000_0002);
+        assert_eq!(decoded.summary.samples, 1);
+    }
+
+    #[test]
+    fn metadata_only_requests_are_valid() {
+        let request = WriteRequest {
+            timeseries: vec![],
+            metadata: vec![MetricMetadata { r#type: 1, metric_family_name: "up".into(), help: "h".into(), unit: String::new() }],
+        };
+        let decoded = decode(&encode(&request), &Limits::default()).unwrap();
+        assert!(decoded.batch.is_empty());
+        assert_eq!(decoded.summary.metadata, 1);
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_the_reason() {
+        let limits = Limits::default();
+        assert!(matches!(decode(b"garbage", &limits), Err(IngestError::Malformed { what: "snappy", .. })));
+        let not_protobuf = snap::raw::Encoder::new().compress_vec(&[0xff, 0xff, 0xff]).unwrap();
+        assert!(matches!(decode(&not_protobuf, &limits), Err(IngestError::Malformed { .. })));
+        let unnamed = encode(&one_series(vec![label("job", "a")]));
+        let error = decode(&unnamed, &limits).err().unwrap();
+        assert_eq!(error.to_string(), "series 0 ({job=\"a\"}): no __name__ label");
+        let duplicated = encode(&one_series(vec![label("__name__", "up"), label("a", "1"), label("a", "2")]));
+        assert!(matches!(decode(&duplicated, &limits), Err(IngestError::InvalidSeries { .. })));
+        let bad_name = encode(&one_series(vec![label("__name__", "up"), label("a-b", "1")]));
+        assert!(matches!(decode(&bad_name, &limits), Err(IngestError::InvalidSeries { .. })));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_before_decompressing() {
+        let limits = Limits { max_decompressed_bytes: 1000, ..Limits::default() };
+        let bomb = snap::raw::Encoder::new().compress_vec(&vec![0u8; 1_000_000]).unwrap();
+        assert!(bomb.len() < 60_000);
+        let error = decode(&bomb, &limits).err().unwrap();
+        assert!(matches!(error, IngestError::TooLarge { actual: 1_000_000, .. }));
+    }
+
+    #[test]
+    fn ten_thousand_series_fit_the_default_limits() {
+        let request = WriteRequest {
+            timeseries: (0..10_000)
+                .map(|i| TimeSeries {
+                    labels: vec![label("__name__", "m"), label("i", &i.to_string())],
+                    samples: vec![PromSample { value: 1.0, timestamp: 1 }],
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        assert_eq!(decode(&encode(&request), &Limits::default()).unwrap().summary.series, 10_000);
+    }
+}

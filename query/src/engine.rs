@@ -1,0 +1,215 @@
+//! The DataFusion session and the SQL entry point.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use vigil_storage::Storage;
+
+#[derive(Clone, Debug)]
+pub struct QueryOptions {
+    /// A query running longer is cancelled.
+    pub timeout: Duration,
+    /// Memory all running queries may hold together for sorts, joins and aggregations.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions { timeout: Duration::from_secs(120), max_memory_bytes: 1 << 30 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query text is wrong: syntax, unknown table or column, type errors.
+    #[error("{message}")]
+    Invalid { message: String, position: Option<(u64, u64)> },
+    /// Statements that would change data or settings.
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("query exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    #[error("query needs more memory than allowed: {0}")]
+    ResourcesExhausted(String),
+    #[error("query failed: {0}")]
+    Execution(String),
+    #[error("internal query error: {0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    pub fn hint(&self) -> String {
+        match self {
+            QueryError::Invalid { position: Some((line, column)), .. } => {
+                format!("the error is at line {line}, column {column}; list tables and columns with SELECT * FROM information_schema.columns")
+            }
+            QueryError::Invalid { .. } => {
+                "list tables and columns with SELECT * FROM information_schema.columns".into()
+            }
+            QueryError::NotAllowed(_) => "the SQL API is read-only: only queries (SELECT, EXPLAIN, SHOW) run".into(),
+            QueryError::Timeout(_) => "narrow the time range or raise query.timeout".into(),
+            QueryError::ResourcesExhausted(_) => "narrow the time range, aggregate more, or raise query.max_memory".into(),
+            QueryError::Execution(_) => "the query is valid but failed on the data; check casts and divisions".into(),
+            QueryError::Internal(_) => "this is a bug in Vigil; please report it with the query".into(),
+        }
+    }
+
+    fn from_datafusion(error: DataFusionError) -> QueryError {
+        let position = error.diagnostic().and_then(|d| d.span).map(|s| (s.start.line, s.start.column));
+        let message = error.strip_backtrace();
+        match error.find_root() {
+            DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
+                let position = position.or_else(|| position_in_message(&message));
+                QueryError::Invalid { message, position }
+            }
+            DataFusionError::NotImplemented(_) => QueryError::Invalid { message, position },
+            DataFusionError::ResourcesExhausted(_) => QueryError::ResourcesExhausted(message),
+            DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => QueryError::Execution(message),
+            _ => QueryError::Internal(message),
+        }
+    }
+}
+
+/// sqlparser reports positions as "at Line: 1, Column: 8".
+fn position_in_message(message: &str) -> Option<(u64, u64)> {
+    let rest = &message[message.find("Line: ")? + 6..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
+}
+
+/// Line and column just past the end of `text` (1-based), where "found: EOF" errors are.
+fn end_position(text: &str) -> (u64, u64) {
+    let trimmed = text.trim_end();
+    let line = trimmed.lines().count().max(1) as u64;
+    let column = trimmed.lines().last().map_or(0, |l| l.chars().count()) as u64 + 1;
+    (line, column)
+}
+
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// One shared session: catalogs, object stores and the memory pool are shared by all queries.
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+    options: QueryOptions,
+    storage: Storage,
+}
+
+impl QueryEngine {
+    pub fn new(storage: Storage, options: QueryOptions) -> Result<Self, QueryError> {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("vigil", "public")
+            .with_create_default_catalog_and_schema(true);
+        // Keeps source positions so errors can say where they are.
+        config.options_mut().sql_parser.collect_spans = true;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(options.max_memory_bytes, 1.0)
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        vigil_storage::catalog::register(&storage, &ctx).map_err(|e| QueryError::Internal(e.to_string()))?;
+        Ok(QueryEngine { ctx, options, storage })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Runs one read-only SQL statement within the time limit.
+    pub async fn sql(&self, query: &str) -> Result<QueryResult, QueryError> {
+        let started = std::time::Instant::now();
+        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let run = async {
+            let frame = self.ctx.sql_with_options(query, read_only).await.map_err(|e| match e.find_root() {
+                DataFusionError::Plan(message) if message.contains("not supported") => {
+                    QueryError::NotAllowed(e.strip_backtrace())
+                }
+                _ => QueryError::from_datafusion(e),
+            })?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await.map_err(QueryError::from_datafusion)?;
+            Ok(QueryResult { schema, batches })
+        };
+        let result = match tokio::time::timeout(self.options.timeout, run).await {
+            Ok(Err(QueryError::Invalid { message, position: None })) if message.contains("found: EOF") => {
+                Err(QueryError::Invalid { message, position: Some(end_position(query)) })
+            }
+            Ok(result) => result,
+            Err(_) => Err(QueryError::Timeout(self.options.timeout)),
+        };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("vigil_query_duration_seconds", "language" => "sql", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_read_from_parser_messages() {
+        assert_eq!(
+            position_in_message("SQL error: ParserError(\"Expected: end of statement, found: x at Line: 2, Column: 15\")"),
+            Some((2, 15))
+        );
+        assert_eq!(position_in_message("no position"), None);
+    }
+
+    async fn engine() -> (QueryEngine, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(vigil_storage::StorageOptions::new(dir.path())).await.unwrap();
+        (QueryEngine::new(storage, QueryOptions::default()).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn bad_sql_is_invalid_with_a_position() {
+        let (engine, _dir) = engine().await;
+        match engine.sql("SELECT * FROM nowhere").await {
+            Err(QueryError::Invalid { message, .. }) => assert!(message.contains("nowhere"), "{message}"),
+            other => panic!("unexpected {:?}", other.err()),
+        }
+        match engine.sql("SELECT 1 +").await {
+            Err(QueryError::Invalid { position: Some((1, 11)), .. }) => {}
+            other => panic!("unexpected {:?}", other.err()),
+        }
+        match engine.sql("SELECT 1\nFROM spans WHERE WHERE").await {
+            Err(QueryError::Invalid { position: Some((2, 18)), .. }) => {}
+            other => panic!("unexpected {:?}", other.err()),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_through_sql_are_refused() {
+        let (engine, _dir) = engine().await;
+        for statement in ["CREATE TABLE t AS SELECT 1", "INSERT INTO spans SELECT * FROM spans", "SET datafusion.execution.batch_size = 1"] {
+            assert!(matches!(engine.sql(statement).await, Err(QueryError::NotAllowed(_))), "{statement}");
+        }
+    }
+
+    #[tokio::test]
+    async fn information_schema_lists_the_fixed_tables() {
+        let (engine, _dir) = engine().await;
+        let result = engine
+            .sql("SELECT count(DISTINCT table_name) FROM information_schema.columns WHERE table_schema = 'public'")
+            .await
+            .unwrap();
+        let count = result.batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+        assert_eq!(count, vigil_storage::schema::FixedTable::ALL.len() as i64);
+    }
+}

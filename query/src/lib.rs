@@ -1,0 +1,8 @@
+//! Vigil's query layer: one DataFusion session over every stored table, read-only SQL with
+//! time and memory bounds, and the encoders that turn results into JSON, CSV or Arrow IPC.
+//! PromQL and SLO evaluation build on the same session.
+
+pub mod engine;
+pub mod output;
+
+pub use engine::{QueryEngine, QueryError, QueryOptions, QueryResult};

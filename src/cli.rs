@@ -1,0 +1,200 @@
+//! Command line. Every setting of the config file that is a single value has a flag and a
+//! `VIGIL_*` variable here; flags beat variables, variables beat the file. `vigil serve
+//! --help` is the reference.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, FsyncMode, PromDuration};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "One server for telemetry, SLOs, alerting and dashboards.",
+    long_about = "Vigil receives telemetry (Prometheus remote write, OTLP, ...), stores it as Arrow and \
+                  Parquet, answers SQL, and evaluates SLOs. Run `vigil serve` to start on embedded defaults."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(Box<ServeArgs>),
+    /// Check config files; print `file:line:col: message` for each error. Exit 0 when valid, 1 when not.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (YAML). Without one, Vigil runs on embedded defaults.
+    #[arg(long, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The URL people reach Vigil at, used in links sent out.
+    #[arg(long, env = "VIGIL_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+    /// Log filter (`info`, `debug`, `vigil_storage=debug,info`).
+    #[arg(long, env = "VIGIL_LOG")]
+    pub log_level: Option<String>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Listeners")]
+pub struct ListenArgs {
+    /// Address of the HTTP API, dashboard and ops endpoints [default: 127.0.0.1:9400]
+    #[arg(long, env = "VIGIL_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Storage")]
+pub struct StorageArgs {
+    /// Directory for the WAL and Parquet segments [default: ./vigil-data]
+    #[arg(long, env = "VIGIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Delete data older than this, whole segments at a time; 0 keeps everything [default: 30d]
+    #[arg(long, env = "VIGIL_RETENTION")]
+    pub retention: Option<PromDuration>,
+    /// Time span of one Parquet partition: longer means fewer, larger files [default: 2h]
+    #[arg(long, env = "VIGIL_PARTITION")]
+    pub partition: Option<PromDuration>,
+    /// Flush the write buffer to Parquet at least this often: longer means fewer files,
+    /// more memory and a longer WAL replay after a crash [default: 10m]
+    #[arg(long, env = "VIGIL_FLUSH_INTERVAL")]
+    pub flush_interval: Option<PromDuration>,
+    /// Memory budget of the write buffer; past half a flush starts, past all writes get 503 [default: 1GiB]
+    #[arg(long, env = "VIGIL_BUFFER_SIZE")]
+    pub buffer_size: Option<ByteSize>,
+    /// When a write is acknowledged: `always` after fdatasync (group commit), `interval` after
+    /// reaching the OS with a sync every --wal-fsync-interval, `never` leaves syncing to the OS [default: always]
+    #[arg(long, env = "VIGIL_WAL_FSYNC")]
+    pub wal_fsync: Option<FsyncMode>,
+    /// Sync period for `--wal-fsync interval`: the most an OS crash can lose [default: 1s]
+    #[arg(long, env = "VIGIL_WAL_FSYNC_INTERVAL")]
+    pub wal_fsync_interval: Option<PromDuration>,
+    /// Bytes that may wait for the WAL writer before writes are refused with 503 [default: 256MiB]
+    #[arg(long, env = "VIGIL_WAL_MAX_PENDING")]
+    pub wal_max_pending: Option<ByteSize>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsArgs {
+    /// Largest request body, as sent (413 above) [default: 64MiB]
+    #[arg(long, env = "VIGIL_MAX_BODY_SIZE")]
+    pub max_body_size: Option<ByteSize>,
+    /// Largest body once decompressed: refuses decompression bombs (413) [default: 256MiB]
+    #[arg(long, env = "VIGIL_MAX_DECOMPRESSED_SIZE")]
+    pub max_decompressed_size: Option<ByteSize>,
+    /// Series in one write request (413 above) [default: 100000]
+    #[arg(long, env = "VIGIL_MAX_SERIES_PER_REQUEST")]
+    pub max_series_per_request: Option<usize>,
+    /// Samples in one write request (413 above) [default: 1000000]
+    #[arg(long, env = "VIGIL_MAX_SAMPLES_PER_REQUEST")]
+    pub max_samples_per_request: Option<usize>,
+    /// Labels on one series (400 above) [default: 128]
+    #[arg(long, env = "VIGIL_MAX_LABELS_PER_SERIES")]
+    pub max_labels_per_series: Option<usize>,
+    /// Bytes in a label name (400 above) [default: 1024]
+    #[arg(long, env = "VIGIL_MAX_LABEL_NAME_LENGTH")]
+    pub max_label_name_length: Option<usize>,
+    /// Bytes in a label value (400 above) [default: 16384]
+    #[arg(long, env = "VIGIL_MAX_LABEL_VALUE_LENGTH")]
+    pub max_label_value_length: Option<usize>,
+    /// Ingest requests handled at once; more get 503 instead of queueing [default: 256]
+    #[arg(long, env = "VIGIL_MAX_CONCURRENT_INGEST")]
+    pub max_concurrent_ingest: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Queries")]
+pub struct QueryArgs {
+    /// Cancel a query running longer than this (503) [default: 2m]
+    #[arg(long, env = "VIGIL_QUERY_TIMEOUT")]
+    pub query_timeout: Option<PromDuration>,
+    /// Memory all running queries may use together for sorts, joins and aggregations (422 above) [default: 1GiB]
+    #[arg(long, env = "VIGIL_QUERY_MAX_MEMORY")]
+    pub query_max_memory: Option<ByteSize>,
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
+    }
+}
+
+impl ServeArgs {
+    /// Lays flags and variables over the file's settings.
+    pub fn apply(&self, config: &mut Config) {
+        set(&mut config.external_url, self.external_url.clone().map(Some));
+        set(&mut config.log.level, self.log_level.clone());
+        set(&mut config.listen.http, self.listen.http_addr);
+
+        let storage = &mut config.storage;
+        set(&mut storage.data_dir, self.storage.data_dir.clone());
+        set(&mut storage.retention, self.storage.retention);
+        set(&mut storage.partition, self.storage.partition);
+        set(&mut storage.flush_interval, self.storage.flush_interval);
+        set(&mut storage.buffer_size, self.storage.buffer_size);
+        set(&mut storage.wal.fsync, self.storage.wal_fsync);
+        set(&mut storage.wal.fsync_interval, self.storage.wal_fsync_interval);
+        set(&mut storage.wal.max_pending, self.storage.wal_max_pending);
+
+        let limits = &mut config.limits;
+        set(&mut limits.max_body_size, self.limits.max_body_size);
+        set(&mut limits.max_decompressed_size, self.limits.max_decompressed_size);
+        set(&mut limits.max_series_per_request, self.limits.max_series_per_request);
+        set(&mut limits.max_samples_per_request, self.limits.max_samples_per_request);
+        set(&mut limits.max_labels_per_series, self.limits.max_labels_per_series);
+        set(&mut limits.max_label_name_length, self.limits.max_label_name_length);
+        set(&mut limits.max_label_value_length, self.limits.max_label_value_length);
+        set(&mut limits.max_concurrent_ingest, self.limits.max_concurrent_ingest);
+
+        set(&mut config.query.timeout, self.query.query_timeout);
+        set(&mut config.query.max_memory, self.query.query_max_memory);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::try_parse_from(["vigil", "serve", "--data-dir", "/tmp/x", "--wal-fsync", "never", "--retention", "7d"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let mut config = Config::parse(std::path::Path::new("/etc/vigil.yaml"), "storage: {retention: 1d, data_dir: data}").unwrap();
+        assert_eq!(config.storage.data_dir, PathBuf::from("/etc/data"), "file paths are relative to the file");
+        args.apply(&mut config);
+        assert_eq!(config.storage.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.storage.wal.fsync, FsyncMode::Never);
+        assert_eq!(config.storage.retention, PromDuration::days(7));
+    }
+}

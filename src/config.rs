@@ -1,0 +1,295 @@
+//! The configuration file, typed. Every section has defaults that run out of the box; an
+//! unknown key or a bad value is an error at `file:line:col`. Flags and `VIGIL_*` variables
+//! (see `cli.rs`) override the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: ListenConfig,
+    /// The URL people reach Vigil at; used in links from alerts.
+    pub external_url: Option<String>,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub query: QueryConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: ListenConfig::default(),
+            external_url: None,
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            query: QueryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// API, dashboard and ops endpoints.
+    pub http: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig { http: SocketAddr::from(([127, 0, 0, 1], 9400)) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub retention: PromDuration,
+    /// Time span of one Parquet partition.
+    pub partition: PromDuration,
+    pub flush_interval: PromDuration,
+    /// Memory budget of the write buffer.
+    pub buffer_size: ByteSize,
+    pub wal: WalConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./vigil-data"),
+            retention: PromDuration::days(30),
+            partition: PromDuration(Duration::from_secs(2 * 3600)),
+            flush_interval: PromDuration(Duration::from_secs(600)),
+            buffer_size: ByteSize::gib(1),
+            wal: WalConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    Always,
+    Interval,
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    pub fsync: FsyncMode,
+    /// With `fsync: interval`, how often the WAL is synced.
+    pub fsync_interval: PromDuration,
+    /// Bytes that may queue for the WAL writer before writes are refused.
+    pub max_pending: ByteSize,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            fsync: FsyncMode::Always,
+            fsync_interval: PromDuration(Duration::from_secs(1)),
+            max_pending: ByteSize::mib(256),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_body_size: ByteSize,
+    pub max_decompressed_size: ByteSize,
+    pub max_series_per_request: usize,
+    pub max_samples_per_request: usize,
+    pub max_labels_per_series: usize,
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
+    pub max_concurrent_ingest: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let ingest = vigil_ingest::Limits::default();
+        let http = vigil_web::HttpOptions::default();
+        LimitsConfig {
+            max_body_size: ByteSize::b(http.max_body_bytes as u64),
+            max_decompressed_size: ByteSize::b(ingest.max_decompressed_bytes as u64),
+            max_series_per_request: ingest.max_series_per_request,
+            max_samples_per_request: ingest.max_samples_per_request,
+            max_labels_per_series: ingest.max_labels_per_series,
+            max_label_name_length: ingest.max_label_name_bytes,
+            max_label_value_length: ingest.max_label_value_bytes,
+            max_concurrent_ingest: http.max_concurrent_ingest,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    pub timeout: PromDuration,
+    pub max_memory: ByteSize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        let defaults = vigil_query::QueryOptions::default();
+        QueryConfig { timeout: PromDuration(defaults.timeout), max_memory: ByteSize::b(defaults.max_memory_bytes as u64) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `vigil_storage=debug,info`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+/// A duration written the Prometheus way: `30s`, `5m`, `1h30m`, `30d`, `1w`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PromDuration(pub Duration);
+
+impl PromDuration {
+    pub const fn days(n: u64) -> Self {
+        PromDuration(Duration::from_secs(n * 86400))
+    }
+}
+
+impl fmt::Debug for PromDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self)
+    }
+}
+
+impl fmt::Display for PromDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", promql_parser::util::duration::display_duration(&self.0))
+    }
+}
+
+impl std::str::FromStr for PromDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "0" {
+            return Ok(PromDuration(Duration::ZERO));
+        }
+        promql_parser::util::duration::parse_duration(text)
+            .map(PromDuration)
+            .map_err(|_| format!("invalid duration {text:?}: use a number and a unit (ms, s, m, h, d, w, y), e.g. 30s or 1h30m"))
+    }
+}
+
+impl<'de> Deserialize<'de> for PromDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A config error with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Turns a serde-saphyr error into `file:line:col: message`.
+pub fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
+    let (line, column) = error.location().map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
+    let text = error.without_snippet().to_string();
+    let suffix = format!(" at line {line}, column {column}");
+    let message = text.strip_suffix(&suffix).unwrap_or(&text).to_string();
+    ConfigError { path: path.to_path_buf(), line, column, message }
+}
+
+impl Config {
+    /// Parses a config file. Relative paths in it are relative to the file's directory.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?
+        };
+        if let Some(base) = path.parent() {
+            if config.storage.data_dir.is_relative() {
+                config.storage.data_dir = base.join(&config.storage.data_dir);
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("vigil.yaml"), text)
+    }
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        assert_eq!(Config::parse(Path::new("vigil.yaml"), "").unwrap().listen, ListenConfig::default());
+        assert_eq!(Config::default().storage.data_dir, PathBuf::from("./vigil-data"));
+    }
+
+    #[test]
+    fn values_are_typed() {
+        let config = parse("storage:\n  retention: 7d\n  buffer_size: 256MiB\n  wal: {fsync: interval, fsync_interval: 200ms}\n").unwrap();
+        assert_eq!(config.storage.retention.0, Duration::from_secs(7 * 86400));
+        assert_eq!(config.storage.buffer_size, ByteSize::mib(256));
+        assert_eq!(config.storage.wal.fsync, FsyncMode::Interval);
+        assert_eq!(config.storage.wal.fsync_interval.0, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn errors_point_at_file_line_and_column() {
+        let error = parse("storage:\n  data_dir: x\n  retentoin: 3d\n").unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("vigil.yaml:3:3: unknown field `retentoin`, expected one of"), "{text}");
+        assert!(text.contains("retention"), "{text}");
+        let error = parse("storage:\n  wal: {fsync: sometimes}\n").unwrap_err();
+        assert_eq!((error.line, error.column), (2, 16));
+        assert!(error.message.contains("unknown variant `sometimes`"), "{}", error.message);
+        let error = parse("storage:\n  retention: soon\n").unwrap_err();
+        assert_eq!((error.line, error.column), (2, 14));
+        assert!(error.message.starts_with("invalid duration \"soon\""), "{}", error.message);
+        let error = parse("listen:\n  http: not-an-address\n").unwrap_err();
+        assert_eq!(error.line, 2);
+    }
+}

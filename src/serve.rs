@@ -1,0 +1,138 @@
+//! `vigil serve`: open storage, start maintenance, serve HTTP until SIGTERM or ctrl-c, then
+//! stop accepting, flush, and exit 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use vigil_ingest::{Ingestor, Limits};
+use vigil_query::{QueryEngine, QueryOptions};
+use vigil_storage::wal::FsyncPolicy;
+use vigil_storage::{Storage, StorageOptions};
+use vigil_web::{AppState, HttpOptions};
+
+use crate::cli::ServeArgs;
+use crate::config::{Config, FsyncMode};
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    args.apply(&mut config);
+    init_logging(&config.log.level)?;
+    let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    metrics::gauge!("vigil_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+
+    let storage = Storage::open(storage_options(&config))
+        .await
+        .with_context(|| format!("opening storage in {}", config.storage.data_dir.display()))?;
+    let stop = CancellationToken::new();
+    let maintenance = tokio::spawn({
+        let storage = storage.clone();
+        let stop = stop.clone();
+        async move { storage.run_maintenance(stop.cancelled_owned()).await }
+    });
+    tokio::spawn({
+        let metrics = metrics.clone();
+        let stop = stop.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            while stop.run_until_cancelled(every.tick()).await.is_some() {
+                metrics.run_upkeep();
+            }
+        }
+    });
+
+    let engine = QueryEngine::new(storage.clone(), query_options(&config))?;
+    let ingestor = Ingestor::new(storage.clone(), ingest_limits(&config));
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState { ingestor, engine, metrics, ready: ready.clone() };
+    let http = HttpOptions {
+        max_body_bytes: config.limits.max_body_size.as_u64() as usize,
+        max_concurrent_ingest: config.limits.max_concurrent_ingest,
+    };
+    let app = vigil_web::router(state, &http);
+    let listener = TcpListener::bind(config.listen.http)
+        .await
+        .with_context(|| format!("binding the HTTP listener to {}", config.listen.http))?;
+    info!(address = %listener.local_addr()?, "HTTP API listening");
+    ready.store(true, Ordering::Release);
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(ready))
+        .await
+        .context("serving HTTP")?;
+    info!("no longer accepting requests; flushing");
+    stop.cancel();
+    let _ = maintenance.await;
+    storage.close().await.context("flushing storage")?;
+    info!("stopped cleanly");
+    Ok(())
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("invalid log filter {filter:?}"))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    Ok(())
+}
+
+fn storage_options(config: &Config) -> StorageOptions {
+    let storage = &config.storage;
+    let mut options = StorageOptions::new(&storage.data_dir);
+    options.wal_fsync = match storage.wal.fsync {
+        FsyncMode::Always => FsyncPolicy::Always,
+        FsyncMode::Interval => FsyncPolicy::Interval(storage.wal.fsync_interval.0),
+        FsyncMode::Never => FsyncPolicy::Never,
+    };
+    options.wal_max_pending_bytes = storage.wal.max_pending.as_u64() as usize;
+    options.partition_duration = storage.partition.0.max(Duration::from_secs(60));
+    options.flush_interval = storage.flush_interval.0.max(Duration::from_secs(1));
+    options.buffer_max_bytes = storage.buffer_size.as_u64() as usize;
+    options.retention = storage.retention.0;
+    options
+}
+
+fn query_options(config: &Config) -> QueryOptions {
+    QueryOptions { timeout: config.query.timeout.0, max_memory_bytes: config.query.max_memory.as_u64() as usize }
+}
+
+fn ingest_limits(config: &Config) -> Limits {
+    let limits = &config.limits;
+    Limits {
+        max_decompressed_bytes: limits.max_decompressed_size.as_u64() as usize,
+        max_series_per_request: limits.max_series_per_request,
+        max_samples_per_request: limits.max_samples_per_request,
+        max_labels_per_series: limits.max_labels_per_series,
+        max_label_name_bytes: limits.max_label_name_length,
+        max_label_value_bytes: limits.max_label_value_length,
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c, after marking the server not ready.
+async fn shutdown_signal(ready: Arc<AtomicBool>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("interrupted"),
+        _ = terminate => info!("SIGTERM received"),
+    }
+    ready.store(false, Ordering::Release);
+}

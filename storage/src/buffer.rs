@@ -1,0 +1,480 @@
+//! The in-memory write buffer: what was written since the last flush, queryable at once.
+//!
+//! Metric tables keep one entry per series (its label set once, then timestamps and values
+//! in time order, one value per timestamp: a repeated timestamp replaces the value, so a
+//! retried write or a replayed WAL never doubles a sample). Arrow batches are built on
+//! demand, series sorted by their label columns then time, which is also the order segments
+//! are written in. Fixed tables keep the batches they were given.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, StringArray,
+    TimestampNanosecondArray,
+};
+use datafusion::arrow::compute;
+use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::schema::{
+    FixedTable, label_column_name, label_columns, label_name_of_column, metric_schema,
+    metric_table_name,
+};
+use crate::write::{LabelSet, MetricSeries, TableRows};
+
+/// Which rows a scan wants. Bounds are inclusive, in nanoseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanFilter {
+    pub start_ns: Option<i64>,
+    pub end_ns: Option<i64>,
+    /// Column = value conditions on label columns.
+    pub label_equals: Vec<(String, String)>,
+}
+
+impl ScanFilter {
+    pub fn overlaps(&self, min_ns: i64, max_ns: i64) -> bool {
+        self.start_ns.is_none_or(|s| max_ns >= s) && self.end_ns.is_none_or(|e| min_ns <= e)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct WriteBuffer {
+    tables: HashMap<String, TableBuffer>,
+    bytes: usize,
+}
+
+pub(crate) enum TableBuffer {
+    Metric(MetricBuffer),
+    Rows(RowsBuffer),
+}
+
+#[derive(Default)]
+pub(crate) struct MetricBuffer {
+    index: HashMap<LabelSet, usize>,
+    series: Vec<SeriesBuffer>,
+    label_columns: BTreeSet<String>,
+}
+
+struct SeriesBuffer {
+    labels: LabelSet,
+    timestamps: Vec<i64>,
+    values: Vec<f64>,
+}
+
+pub(crate) struct RowsBuffer {
+    table: FixedTable,
+    batches: Vec<RecordBatch>,
+}
+
+impl WriteBuffer {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Approximate heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn apply_series(&mut self, series: &MetricSeries) {
+        if series.samples.is_empty() {
+            return;
+        }
+        let table = metric_table_name(&series.metric);
+        let buffer = match self
+            .tables
+            .entry(table.into_owned())
+            .or_insert_with(|| TableBuffer::Metric(MetricBuffer::default()))
+        {
+            TableBuffer::Metric(buffer) => buffer,
+            TableBuffer::Rows(_) => return, // unreachable: metric names never map to fixed tables
+        };
+        self.bytes += buffer.apply(series);
+    }
+
+    pub fn apply_rows(&mut self, rows: &TableRows) {
+        if rows.batch.num_rows() == 0 {
+            return;
+        }
+        let entry = self
+            .tables
+            .entry(rows.table.name().to_string())
+            .or_insert_with(|| TableBuffer::Rows(RowsBuffer { table: rows.table, batches: Vec::new() }));
+        if let TableBuffer::Rows(buffer) = entry {
+            self.bytes += rows.batch.get_array_memory_size();
+            buffer.batches.push(rows.batch.clone());
+        }
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableBuffer> {
+        self.tables.get(name)
+    }
+
+    pub fn table_names(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().map(String::as_str)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = (&str, &TableBuffer)> {
+        self.tables.iter().map(|(n, t)| (n.as_str(), t))
+    }
+}
+
+impl MetricBuffer {
+    /// Adds samples; returns the bytes added.
+    fn apply(&mut self, series: &MetricSeries) -> usize {
+        let mut added = 0;
+        let index = match self.index.get(&series.labels) {
+            Some(&index) => index,
+            None => {
+                for (name, _) in series.labels.iter() {
+                    if !self.label_columns.contains(label_column_name(name).as_ref()) {
+                        self.label_columns.insert(label_column_name(name).into_owned());
+                    }
+                }
+                added += series.labels.heap_bytes() * 2 + 96;
+                self.index.insert(series.labels.clone(), self.series.len());
+                self.series.push(SeriesBuffer {
+                    labels: series.labels.clone(),
+                    timestamps: Vec::new(),
+                    values: Vec::new(),
+                });
+                self.series.len() - 1
+            }
+        };
+        let buffer = &mut self.series[index];
+        for sample in &series.samples {
+            let ts = sample.timestamp_ns;
+            match buffer.timestamps.last() {
+                Some(&last) if ts <= last => {
+                    match buffer.timestamps.binary_search(&ts) {
+                        Ok(at) => buffer.values[at] = sample.value,
+                        Err(at) => {
+                            buffer.timestamps.insert(at, ts);
+                            buffer.values.insert(at, sample.value);
+                            added += 16;
+                        }
+                    }
+                }
+                _ => {
+                    buffer.timestamps.push(ts);
+                    buffer.values.push(sample.value);
+                    added += 16;
+                }
+            }
+        }
+        added
+    }
+
+    pub fn label_columns(&self) -> impl Iterator<Item = &str> {
+        self.label_columns.iter().map(String::as_str)
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        metric_schema(self.label_columns())
+    }
+
+    /// Smallest and largest timestamp held.
+    pub fn time_bounds(&self) -> Option<(i64, i64)> {
+        let mut bounds: Option<(i64, i64)> = None;
+        for s in &self.series {
+            if let (Some(&first), Some(&last)) = (s.timestamps.first(), s.timestamps.last()) {
+                bounds = Some(match bounds {
+                    None => (first, last),
+                    Some((lo, hi)) => (lo.min(first), hi.max(last)),
+                });
+            }
+        }
+        bounds
+    }
+
+    /// Builds batches in `schema` (a metric schema holding at least this buffer's label
+    /// columns) with the rows the filter selects, series sorted by label columns then time.
+    pub fn batches(
+        &self,
+        schema: &SchemaRef,
+        filter: &ScanFilter,
+        max_rows: usize,
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
+        let columns: Vec<&str> = label_columns(schema).collect();
+        let wanted: Vec<(&str, &str)> = filter
+            .label_equals
+            .iter()
+            .map(|(c, v)| (label_name_of_column(c), v.as_str()))
+            .collect();
+        let mut selected: Vec<(&SeriesBuffer, std::ops::Range<usize>)> = self
+            .series
+            .iter()
+            .filter(|s| wanted.iter().all(|(name, value)| s.labels.get(name) == Some(*value)))
+            .filter_map(|s| {
+                let from = filter.start_ns.map_or(0, |t| s.timestamps.partition_point(|&x| x < t));
+                let to = filter
+                    .end_ns
+                    .map_or(s.timestamps.len(), |t| s.timestamps.partition_point(|&x| x <= t));
+                (from < to).then_some((s, from..to))
+            })
+            .collect();
+        // Series order = lexicographic order of their label columns, nulls first.
+        selected.sort_by(|(a, _), (b, _)| {
+            columns
+                .iter()
+                .map(|c| label_name_of_column(c))
+                .map(|name| a.labels.get(name).cmp(&b.labels.get(name)))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+
+        let mut batches = Vec::new();
+        let mut builder = BatchBuilder::new(schema.clone(), &columns);
+        for (series, range) in selected {
+            let mut start = range.start;
+            while start < range.end {
+                let take = (range.end - start).min(max_rows - builder.rows);
+                builder.push_series(series, start..start + take, &columns);
+                start += take;
+                if builder.rows >= max_rows {
+                    batches.push(builder.finish()?);
+                    builder = BatchBuilder::new(schema.clone(), &columns);
+                }
+            }
+        }
+        if builder.rows > 0 {
+            batches.push(builder.finish()?);
+        }
+        Ok(batches)
+    }
+
+}
+
+/// Accumulates rows of series into one record batch.
+struct BatchBuilder {
+    schema: SchemaRef,
+    labels: Vec<DictionaryColumn>,
+    timestamps: Vec<i64>,
+    values: Vec<f64>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    fn new(schema: SchemaRef, columns: &[&str]) -> Self {
+        BatchBuilder {
+            schema,
+            labels: columns.iter().map(|_| DictionaryColumn::default()).collect(),
+            timestamps: Vec::new(),
+            values: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    fn push_series(&mut self, series: &SeriesBuffer, range: std::ops::Range<usize>, columns: &[&str]) {
+        let n = range.len();
+        for (column, builder) in columns.iter().zip(&mut self.labels) {
+            builder.push_repeated(series.labels.get(label_name_of_column(column)), n);
+        }
+        self.timestamps.extend_from_slice(&series.timestamps[range.clone()]);
+        self.values.extend_from_slice(&series.values[range]);
+        self.rows += n;
+    }
+
+    fn finish(self) -> Result<RecordBatch, ArrowError> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.labels.len() + 2);
+        for column in self.labels {
+            arrays.push(Arc::new(column.finish()?));
+        }
+        arrays.push(Arc::new(
+            TimestampNanosecondArray::from(self.timestamps).with_timezone("UTC"),
+        ));
+        arrays.push(Arc::new(Float64Array::from(self.values)));
+        RecordBatch::try_new(self.schema, arrays)
+    }
+}
+
+/// Builds a dictionary column whose values repeat in runs (one run per series).
+#[derive(Default)]
+struct DictionaryColumn {
+    keys: Vec<Option<i32>>,
+    values: Vec<String>,
+    index: HashMap<String, i32>,
+}
+
+impl DictionaryColumn {
+    fn push_repeated(&mut self, value: Option<&str>, n: usize) {
+        let key = value.map(|v| match self.index.get(v) {
+            Some(&key) => key,
+            None => {
+                let key = self.values.len() as i32;
+                self.values.push(v.to_string());
+                self.index.insert(v.to_string(), key);
+                key
+            }
+        });
+        self.keys.extend(std::iter::repeat_n(key, n));
+    }
+
+    fn finish(self) -> Result<DictionaryArray<Int32Type>, ArrowError> {
+        DictionaryArray::try_new(Int32Array::from(self.keys), Arc::new(StringArray::from(self.values)))
+    }
+}
+
+impl RowsBuffer {
+    pub fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+
+    /// Rows of one time partition `[start, end)`, sorted by the table's time column.
+    pub fn partition_batch(&self, start_ns: i64, end_ns: i64) -> Result<Option<RecordBatch>, ArrowError> {
+        let schema = self.table.schema();
+        let time_index = schema.index_of(self.table.time_column())?;
+        let mut parts = Vec::new();
+        for batch in &self.batches {
+            let times = time_values(batch.column(time_index))?;
+            let mask: BooleanArray =
+                times.iter().map(|t| Some(t.is_some_and(|t| t >= start_ns && t < end_ns))).collect();
+            let part = compute::filter_record_batch(batch, &mask)?;
+            if part.num_rows() > 0 {
+                parts.push(part);
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let merged = compute::concat_batches(&schema, &parts)?;
+        sort_batch_by(&merged, &[time_index]).map(Some)
+    }
+
+    pub fn time_bounds(&self) -> Result<Option<(i64, i64)>, ArrowError> {
+        let time_index = self.table.schema().index_of(self.table.time_column())?;
+        let mut bounds: Option<(i64, i64)> = None;
+        for batch in &self.batches {
+            let times = time_values(batch.column(time_index))?;
+            if let (Some(lo), Some(hi)) = (compute::min(times), compute::max(times)) {
+                bounds = Some(bounds.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+        }
+        Ok(bounds)
+    }
+}
+
+pub(crate) fn time_values(array: &ArrayRef) -> Result<&TimestampNanosecondArray, ArrowError> {
+    array
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .ok_or_else(|| ArrowError::SchemaError("time column is not a nanosecond timestamp".into()))
+}
+
+/// Sorts a batch by the given columns (lexicographically, nulls first), stable.
+pub(crate) fn sort_batch_by(batch: &RecordBatch, columns: &[usize]) -> Result<RecordBatch, ArrowError> {
+    let sort_columns: Vec<compute::SortColumn> = columns
+        .iter()
+        .map(|&i| compute::SortColumn { values: batch.column(i).clone(), options: None })
+        .collect();
+    let indices = compute::lexsort_to_indices(&sort_columns, None)?;
+    compute::take_record_batch(batch, &indices)
+}
+
+/// Splits a buffer's content per table and time partition, for a flush.
+pub(crate) fn partitioned_batches(
+    buffer: &WriteBuffer,
+    partition_ns: i64,
+) -> Result<Vec<(String, i64, RecordBatch)>, ArrowError> {
+    let mut out = Vec::new();
+    for (table, content) in buffer.tables() {
+        match content {
+            TableBuffer::Metric(metric) => {
+                let Some((lo, hi)) = metric.time_bounds() else { continue };
+                let schema = metric.schema();
+                let mut partition = partition_start(lo, partition_ns);
+                while partition <= hi {
+                    let filter = ScanFilter {
+                        start_ns: Some(partition),
+                        end_ns: Some(partition.saturating_add(partition_ns - 1)),
+                        label_equals: Vec::new(),
+                    };
+                    let batches = metric.batches(&schema, &filter, usize::MAX)?;
+                    for batch in batches {
+                        out.push((table.to_string(), partition, batch));
+                    }
+                    partition = partition.saturating_add(partition_ns);
+                }
+            }
+            TableBuffer::Rows(rows) => {
+                let Some((lo, hi)) = rows.time_bounds()? else { continue };
+                let mut partition = partition_start(lo, partition_ns);
+                while partition <= hi {
+                    if let Some(batch) = rows.partition_batch(partition, partition.saturating_add(partition_ns))? {
+                        out.push((table.to_string(), partition, batch));
+                    }
+                    partition = partition.saturating_add(partition_ns);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Start of the partition holding `ts` (floor, also for negative times).
+pub fn partition_start(ts: i64, partition_ns: i64) -> i64 {
+    ts.div_euclid(partition_ns) * partition_ns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::write::Sample;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    fn series(metric: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> MetricSeries {
+        MetricSeries {
+            metric: metric.into(),
+            labels: LabelSet::new(labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
+                .unwrap(),
+            samples: samples.iter().map(|&(t, v)| Sample { timestamp_ns: t, value: v }).collect(),
+        }
+    }
+
+    fn render(batches: &[RecordBatch]) -> String {
+        pretty_format_batches(batches).unwrap().to_string()
+    }
+
+    #[test]
+    fn series_are_sorted_deduplicated_and_filtered() {
+        let mut buffer = WriteBuffer::default();
+        buffer.apply_series(&series("up", &[("job", "b")], &[(30, 1.0), (10, 2.0)]));
+        buffer.apply_series(&series("up", &[("job", "a"), ("instance", "x")], &[(20, 3.0)]));
+        // A repeated timestamp replaces the value instead of adding a row.
+        buffer.apply_series(&series("up", &[("job", "b")], &[(10, 4.0)]));
+        let Some(TableBuffer::Metric(up)) = buffer.table("up") else { panic!("no table") };
+        let schema = up.schema();
+        let all = up.batches(&schema, &ScanFilter::default(), 2).unwrap();
+        assert_eq!(all.len(), 2, "split at max_rows");
+        let expected = "\
++----------+-----+--------------------------------+-------+
+| instance | job | timestamp                      | value |
++----------+-----+--------------------------------+-------+
+|          | b   | 1970-01-01T00:00:00.000000010Z | 4.0   |
+|          | b   | 1970-01-01T00:00:00.000000030Z | 1.0   |
+| x        | a   | 1970-01-01T00:00:00.000000020Z | 3.0   |
++----------+-----+--------------------------------+-------+";
+        assert_eq!(render(&all), expected);
+
+        let filter = ScanFilter {
+            start_ns: Some(15),
+            end_ns: Some(30),
+            label_equals: vec![("job".into(), "b".into())],
+        };
+        let some = up.batches(&schema, &filter, 1000).unwrap();
+        assert_eq!(some.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        assert_eq!(up.time_bounds(), Some((10, 30)));
+    }
+
+    #[test]
+    fn flush_splits_per_partition() {
+        let mut buffer = WriteBuffer::default();
+        buffer.apply_series(&series("up", &[("job", "a")], &[(5, 1.0), (15, 2.0), (25, 3.0), (-1, 0.0)]));
+        let parts = partitioned_batches(&buffer, 10).unwrap();
+        let summary: Vec<(i64, usize)> = parts.iter().map(|(_, p, b)| (*p, b.num_rows())).collect();
+        assert_eq!(summary, vec![(-10, 1), (0, 1), (10, 1), (20, 1)]);
+        assert!(buffer.bytes() > 0);
+    }
+}

@@ -1,0 +1,240 @@
+//! DataFusion catalog over storage: every metric is a table, and so is every fixed table.
+//!
+//! A scan takes one consistent snapshot (manifest + both buffer generations), then plans a
+//! Parquet scan of only the segments whose time bounds overlap the query's time range (with
+//! the filters as a row-group pruning predicate) united with the matching buffered rows.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, SchemaProvider, TableProvider};
+use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+
+use crate::buffer::{ScanFilter, TableBuffer, WriteBuffer};
+use crate::filters::scan_filter;
+use crate::manifest::SegmentMeta;
+use crate::maintenance::adapt_to;
+use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema};
+use crate::{Storage, StorageError};
+
+/// Rows per batch handed to queries from the buffer.
+const QUERY_BATCH_ROWS: usize = 64 * 1024;
+
+/// The schema provider holding every Vigil table.
+#[derive(Debug, Clone)]
+pub struct VigilSchemaProvider {
+    storage: Storage,
+}
+
+impl VigilSchemaProvider {
+    pub fn new(storage: Storage) -> Self {
+        VigilSchemaProvider { storage }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for VigilSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.storage.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(self.storage.table_schema(name).map(|schema| {
+            Arc::new(VigilTable { storage: self.storage.clone(), name: name.to_string(), schema })
+                as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.storage.table_schema(name).is_some()
+    }
+}
+
+impl Storage {
+    /// Every table: the fixed ones and each metric seen in segments or buffers, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = FixedTable::ALL.iter().map(|t| t.name().to_string()).collect();
+        let state = self.inner.state.lock();
+        names.extend(state.manifest.table_names().map(str::to_string));
+        names.extend(state.active.table_names().map(str::to_string));
+        if let Some(persisting) = &state.persisting {
+            names.extend(persisting.table_names().map(str::to_string));
+        }
+        names.into_iter().collect()
+    }
+
+    /// The current schema of a table: fixed, or for a metric the union of the label columns
+    /// seen in its segments and buffers. `None` for an unknown table.
+    pub fn table_schema(&self, name: &str) -> Option<SchemaRef> {
+        if let Some(fixed) = FixedTable::from_name(name) {
+            return Some(fixed.schema());
+        }
+        let state = self.inner.state.lock();
+        let mut columns: BTreeSet<String> = BTreeSet::new();
+        let mut found = false;
+        for segment in state.manifest.segments_of(name) {
+            found = true;
+            columns.extend(
+                segment.columns.iter().filter(|c| *c != TIMESTAMP_COLUMN && *c != crate::schema::VALUE_COLUMN).cloned(),
+            );
+        }
+        let generations = std::iter::once(&state.active).chain(state.persisting.as_deref());
+        for generation in generations {
+            if let Some(TableBuffer::Metric(metric)) = generation.table(name) {
+                found = true;
+                columns.extend(metric.label_columns().map(str::to_string));
+            }
+        }
+        found.then(|| metric_schema(columns.iter().map(String::as_str)))
+    }
+}
+
+/// One table as DataFusion sees it, with the schema it had when the query was planned.
+#[derive(Debug)]
+pub struct VigilTable {
+    storage: Storage,
+    name: String,
+    schema: SchemaRef,
+}
+
+impl VigilTable {
+    fn time_column(&self) -> &'static str {
+        FixedTable::from_name(&self.name).map_or(TIMESTAMP_COLUMN, FixedTable::time_column)
+    }
+
+    fn is_metric(&self) -> bool {
+        FixedTable::from_name(&self.name).is_none()
+    }
+
+    /// Buffered rows of one generation in this table's schema.
+    fn buffered(&self, generation: &WriteBuffer, filter: &ScanFilter) -> Result<Vec<RecordBatch>, StorageError> {
+        match generation.table(&self.name) {
+            None => Ok(Vec::new()),
+            Some(TableBuffer::Metric(metric)) => Ok(metric.batches(&self.schema, filter, QUERY_BATCH_ROWS)?),
+            Some(TableBuffer::Rows(rows)) => {
+                rows.batches().iter().map(|b| adapt_to(b, &self.schema)).collect()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for VigilTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let labels: BTreeSet<&str> =
+            if self.is_metric() { label_columns(&self.schema).collect() } else { BTreeSet::new() };
+        let filter = scan_filter(filters, self.time_column(), |c| labels.contains(c));
+
+        // One consistent snapshot: a flush publishes its segments and retires the buffer
+        // generation they came from under the same lock.
+        let (segments, mut buffered, persisting) = {
+            let state = self.storage.inner.state.lock();
+            let segments: Vec<SegmentMeta> = state
+                .manifest
+                .segments_of(&self.name)
+                .filter(|s| filter.overlaps(s.min_time_ns, s.max_time_ns))
+                .cloned()
+                .collect();
+            let active = self.buffered(&state.active, &filter).map_err(to_df)?;
+            (segments, active, state.persisting.clone())
+        };
+        if let Some(persisting) = persisting {
+            buffered.extend(self.buffered(&persisting, &filter).map_err(to_df)?);
+        }
+        self.storage.inner.segments_scanned.fetch_add(segments.len() as u64, Ordering::Relaxed);
+        metrics::counter!("vigil_storage_segments_scanned_total").increment(segments.len() as u64);
+
+        let projection = projection.cloned();
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !segments.is_empty() {
+            inputs.push(self.segment_scan(state, segments, projection.clone(), filters, limit).await?);
+        }
+        if !buffered.is_empty() {
+            inputs.push(MemorySourceConfig::try_new_exec(&[buffered], self.schema.clone(), projection.clone())?);
+        }
+        if inputs.is_empty() {
+            let schema = datafusion::physical_plan::project_schema(&self.schema, projection.as_ref())?;
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+impl VigilTable {
+    async fn segment_scan(
+        &self,
+        state: &dyn Session,
+        segments: Vec<SegmentMeta>,
+        projection: Option<Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let (store_url, _) = self.storage.object_store();
+        let mut source = ParquetSource::new(self.schema.clone());
+        if let Some(predicate) = conjunction(filters.iter().cloned()) {
+            let df_schema = DFSchema::try_from(self.schema.clone())?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let groups = state.config().target_partitions().max(1).min(segments.len());
+        let mut files: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
+        for (i, segment) in segments.iter().enumerate() {
+            files[i % groups].push(PartitionedFile::new(segment.path.clone(), segment.size_bytes));
+        }
+        let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
+            .with_file_groups(files.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection)?
+            .with_limit(limit)
+            .build();
+        ParquetFormat::default().create_physical_plan(state, config).await
+    }
+}
+
+fn to_df(e: StorageError) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
+}
+
+/// Makes every Vigil table the default schema of `ctx` and lets it read segments.
+pub fn register(storage: &Storage, ctx: &datafusion::prelude::SessionContext) -> DfResult<()> {
+    let (url, store) = storage.object_store();
+    ctx.register_object_store(url.as_ref(), store);
+    let options = ctx.copied_config();
+    let defaults = &options.options().catalog;
+    let catalog = ctx.catalog(&defaults.default_catalog).ok_or_else(|| {
+        datafusion::error::DataFusionError::Plan(format!("no catalog {}", defaults.default_catalog))
+    })?;
+    catalog.register_schema(&defaults.default_schema, Arc::new(VigilSchemaProvider::new(storage.clone())))?;
+    Ok(())
+}

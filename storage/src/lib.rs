@@ -1,0 +1,322 @@
+//! Vigil's storage: durable, queryable telemetry.
+//!
+//! ```text
+//!  write(WriteBatch) ──► WAL (group commit, fsync policy) ──► ack
+//!        │
+//!        └──► write buffer (in memory, queryable at once)
+//!                 │  flush: every flush_interval, or when half the memory budget is used
+//!                 ▼
+//!     Parquet segments per table × time partition ──► object_store (local disk by default)
+//!                 │  manifest.json names the live segments and the WAL persisted through
+//!                 ▼
+//!     compaction (merge a partition's segments, dedupe) · retention (drop whole segments)
+//! ```
+//!
+//! Guarantees: a write is acknowledged only once its WAL record is durable under the fsync
+//! policy; on start the WAL is replayed after the last persisted file, so a crash loses no
+//! acknowledged write (`always`). A repeated (series, timestamp) keeps one value, so replays
+//! and retries never double samples. Memory stays under `buffer_max_bytes`: past half of it
+//! a flush starts, past all of it writes are refused with [`StorageError::Backpressure`].
+//!
+//! Queries go through [`catalog::VigilSchemaProvider`]: one DataFusion table per metric and
+//! the fixed tables of [`schema::FixedTable`], each scanning buffer and segments together.
+
+pub mod buffer;
+pub mod catalog;
+mod filters;
+pub mod manifest;
+mod maintenance;
+pub use maintenance::PersistSummary;
+pub mod schema;
+pub mod segment;
+pub mod wal;
+pub mod write;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::object_store::ObjectStore;
+use datafusion::object_store::local::LocalFileSystem;
+use datafusion::parquet::errors::ParquetError;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use buffer::WriteBuffer;
+use manifest::Manifest;
+use wal::{FsyncPolicy, Wal, WalError, codec};
+pub use write::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch, WriteSummary};
+
+/// Storage settings. Defaults run out of the box.
+#[derive(Clone, Debug)]
+pub struct StorageOptions {
+    /// Holds `wal/` and, for the default local object store, `segments/`.
+    pub data_dir: PathBuf,
+    /// Where segments and the manifest live; `None` = local disk under `data_dir/segments`.
+    pub object_store: Option<Arc<dyn ObjectStore>>,
+    pub wal_fsync: FsyncPolicy,
+    /// Bytes that may wait for the WAL writer before writes are refused.
+    pub wal_max_pending_bytes: usize,
+    /// Time span of one segment partition.
+    pub partition_duration: Duration,
+    /// How often the buffer is flushed to Parquet even when it is small.
+    pub flush_interval: Duration,
+    /// Memory budget of the write buffer (being written and being flushed together).
+    pub buffer_max_bytes: usize,
+    /// Data older than this is deleted, whole segments at a time. Zero keeps everything.
+    pub retention: Duration,
+    /// A partition with this many segments is compacted even while still open.
+    pub compaction_max_segments: usize,
+}
+
+impl StorageOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StorageOptions {
+            data_dir: data_dir.into(),
+            object_store: None,
+            wal_fsync: FsyncPolicy::Always,
+            wal_max_pending_bytes: 256 << 20,
+            partition_duration: Duration::from_secs(2 * 3600),
+            flush_interval: Duration::from_secs(600),
+            buffer_max_bytes: 1 << 30,
+            retention: Duration::from_secs(30 * 86400),
+            compaction_max_segments: 8,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the write buffer is full ({held_bytes} of {max_bytes} bytes); retry shortly")]
+    Backpressure { held_bytes: usize, max_bytes: usize },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] datafusion::object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("WAL record: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("manifest: {0}")]
+    Manifest(String),
+    #[error("rows for table {table} do not match its schema")]
+    SchemaMismatch { table: String },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl StorageError {
+    /// True when retrying the same write later can succeed (overload, I/O trouble): the
+    /// edge answers 503 then, never a 4xx that senders would drop.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StorageError::SchemaMismatch { .. } | StorageError::Codec(_))
+    }
+
+    /// True for the overload kinds (answered with `Retry-After`).
+    pub fn is_backpressure(&self) -> bool {
+        matches!(self, StorageError::Backpressure { .. } | StorageError::Wal(WalError::Backpressure))
+    }
+}
+
+/// Cheap to clone handle to one storage instance.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("data_dir", &self.inner.options.data_dir).finish()
+    }
+}
+
+struct Inner {
+    options: StorageOptions,
+    store: Arc<dyn ObjectStore>,
+    store_url: ObjectStoreUrl,
+    wal: Wal,
+    state: Mutex<State>,
+    /// Serialises flushes, compactions and retention: the only writers of the manifest.
+    maintenance: tokio::sync::Mutex<maintenance::MaintenanceState>,
+    flush_wanted: Notify,
+    segments_scanned: AtomicU64,
+}
+
+struct State {
+    active: WriteBuffer,
+    /// The generation being flushed: still queried until its segments are in the manifest.
+    persisting: Option<Arc<WriteBuffer>>,
+    manifest: Arc<Manifest>,
+}
+
+impl Storage {
+    /// Opens storage: loads the manifest, replays the WAL past it, starts the WAL writer.
+    pub async fn open(options: StorageOptions) -> Result<Storage, StorageError> {
+        let wal_dir = options.data_dir.join("wal");
+        std::fs::create_dir_all(&wal_dir)?;
+        let store: Arc<dyn ObjectStore> = match &options.object_store {
+            Some(store) => store.clone(),
+            None => {
+                let dir = options.data_dir.join("segments");
+                std::fs::create_dir_all(&dir)?;
+                Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
+            }
+        };
+        let store_url = ObjectStoreUrl::parse("vigil://segments")
+            .map_err(|e| StorageError::Internal(e.to_string()))?;
+        let manifest = manifest::load(&store).await?;
+
+        let mut active = WriteBuffer::default();
+        let persisted = manifest.wal_persisted_through;
+        let (stats, undecodable) = {
+            let dir = wal_dir.clone();
+            let (stats, buffer, bad) = tokio::task::spawn_blocking(move || {
+                let mut bad = 0usize;
+                let stats = wal::replay(&dir, persisted, |seq, payload| match codec::decode(payload) {
+                    Ok(batch) => {
+                        for series in &batch.metrics {
+                            active.apply_series(series);
+                        }
+                        for rows in &batch.rows {
+                            active.apply_rows(rows);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(seq, error = %e, "undecodable WAL record skipped");
+                        bad += 1;
+                    }
+                });
+                (stats, active, bad)
+            })
+            .await
+            .map_err(|e| StorageError::Internal(e.to_string()))?;
+            active = buffer;
+            (stats?, bad)
+        };
+        metrics::counter!("vigil_wal_replayed_records_total").increment(stats.records as u64);
+        metrics::counter!("vigil_wal_damaged_files_total").increment(stats.damaged_files as u64);
+        if undecodable > 0 {
+            warn!(undecodable, "WAL records that could not be decoded were skipped");
+        }
+        let first_seq = stats.last_seq.max(persisted) + 1;
+        let wal = Wal::start(&wal_dir, first_seq, options.wal_fsync, options.wal_max_pending_bytes)?;
+        // Files a crash left behind after their contents reached the manifest.
+        wal.remove_through(persisted)?;
+        info!(
+            data_dir = %options.data_dir.display(),
+            segments = manifest.segments.len(),
+            replayed_records = stats.records,
+            "storage opened"
+        );
+        Ok(Storage {
+            inner: Arc::new(Inner {
+                options,
+                store,
+                store_url,
+                wal,
+                state: Mutex::new(State { active, persisting: None, manifest: Arc::new(manifest) }),
+                maintenance: tokio::sync::Mutex::new(maintenance::MaintenanceState::default()),
+                flush_wanted: Notify::new(),
+                segments_scanned: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &StorageOptions {
+        &self.inner.options
+    }
+
+    /// Logs, applies and (once durable) acknowledges one write.
+    pub async fn write(&self, batch: WriteBatch) -> Result<WriteSummary, StorageError> {
+        let summary = WriteSummary { samples: batch.sample_count(), rows: batch.row_count() };
+        if batch.is_empty() {
+            return Ok(summary);
+        }
+        for rows in &batch.rows {
+            if rows.batch.schema().fields() != rows.table.schema().fields() {
+                return Err(StorageError::SchemaMismatch { table: rows.table.name().into() });
+            }
+        }
+        let payload = codec::encode(&batch)?;
+        let max_bytes = self.inner.options.buffer_max_bytes;
+        let durable = {
+            let mut state = self.inner.state.lock();
+            let held_bytes =
+                state.active.bytes() + state.persisting.as_ref().map_or(0, |p| p.bytes());
+            if held_bytes >= max_bytes {
+                self.inner.flush_wanted.notify_one();
+                metrics::counter!("vigil_storage_writes_refused_total", "reason" => "buffer_full")
+                    .increment(1);
+                return Err(StorageError::Backpressure { held_bytes, max_bytes });
+            }
+            let durable = self.inner.wal.append(payload).inspect_err(|e| {
+                if matches!(e, WalError::Backpressure) {
+                    metrics::counter!("vigil_storage_writes_refused_total", "reason" => "wal_queue")
+                        .increment(1);
+                }
+            })?;
+            for series in &batch.metrics {
+                state.active.apply_series(series);
+            }
+            for rows in &batch.rows {
+                state.active.apply_rows(rows);
+            }
+            if state.active.bytes() >= max_bytes / 2 {
+                self.inner.flush_wanted.notify_one();
+            }
+            metrics::gauge!("vigil_storage_buffer_bytes").set(state.active.bytes() as f64);
+            durable
+        };
+        durable.await.map_err(|_| WalError::Closed)??;
+        metrics::counter!("vigil_storage_samples_written_total").increment(summary.samples as u64);
+        metrics::counter!("vigil_storage_rows_written_total").increment(summary.rows as u64);
+        Ok(summary)
+    }
+
+    /// The object store holding segments and the URL queries reach it by.
+    pub fn object_store(&self) -> (ObjectStoreUrl, Arc<dyn ObjectStore>) {
+        (self.inner.store_url.clone(), self.inner.store.clone())
+    }
+
+    /// A snapshot of the manifest.
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.inner.state.lock().manifest.clone()
+    }
+
+    /// Bytes held by the write buffer (both generations).
+    pub fn buffered_bytes(&self) -> usize {
+        let state = self.inner.state.lock();
+        state.active.bytes() + state.persisting.as_ref().map_or(0, |p| p.bytes())
+    }
+
+    /// Segment files handed to query plans since start (pruning shows here).
+    pub fn segments_scanned(&self) -> u64 {
+        self.inner.segments_scanned.load(Ordering::Relaxed)
+    }
+
+    /// Flushes, then stops the WAL writer after syncing it.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        let flushed = self.persist().await;
+        if let Err(e) = &flushed {
+            warn!(error = %e, "final flush failed; the WAL keeps the data for the next start");
+        }
+        self.inner.wal.shutdown().await?;
+        flushed.map(|_| ())
+    }
+
+    /// Runs flushes, compaction and retention until `stop` resolves.
+    pub async fn run_maintenance(&self, stop: impl std::future::Future<Output = ()>) {
+        maintenance::run(self, stop).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,363 @@
+//! Background work on segments: flush the buffer to Parquet, compact a partition's segments
+//! into one, drop segments past retention, delete replaced files after a grace period.
+//! All of it runs under one lock, so the manifest has a single writer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array, new_null_array};
+use datafusion::arrow::compute::{self, SortColumn};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::object_store::ObjectStoreExt;
+use datafusion::object_store::path::Path;
+use tracing::{debug, info, warn};
+
+use crate::buffer::{self, time_values};
+use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
+use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema};
+use crate::{Storage, StorageError, segment};
+
+/// Replaced segment files stay this long, for queries that planned with them.
+const DELETE_GRACE: Duration = Duration::from_secs(600);
+/// How often compaction, retention and deletions run.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+/// Partitions compacted per pass at most, so one pass stays short.
+const MAX_COMPACTIONS_PER_PASS: usize = 16;
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn time_column_of(table: &str) -> &'static str {
+    FixedTable::from_name(table).map_or(TIMESTAMP_COLUMN, FixedTable::time_column)
+}
+
+/// What a flush wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistSummary {
+    pub segments: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Storage {
+    /// Flushes the write buffer to Parquet segments now. A flush that fails keeps its data
+    /// in memory (and in the WAL) and is retried by the next call.
+    pub async fn persist(&self) -> Result<PersistSummary, StorageError> {
+        let mut maintenance = self.inner.maintenance.lock().await;
+        let (generation, rotation) = {
+            let mut state = self.inner.state.lock();
+            match &state.persisting {
+                Some(generation) => (generation.clone(), None),
+                None if state.active.is_empty() => return Ok(PersistSummary::default()),
+                None => {
+                    // Rotating under the state lock ties WAL files to buffer generations:
+                    // every record of this generation is in a file up to the closed one.
+                    let rotation = self.inner.wal.rotate()?;
+                    let generation = Arc::new(std::mem::take(&mut state.active));
+                    state.persisting = Some(generation.clone());
+                    (generation, Some(rotation))
+                }
+            }
+        };
+        if let Some(rotation) = rotation {
+            maintenance.wal_through = match rotation.await {
+                Ok(Ok(seq)) => Some(seq),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "WAL rotation failed; its files stay until a later flush");
+                    None
+                }
+                Err(_) => None,
+            };
+        }
+
+        let partition_ns = self.inner.options.partition_duration.as_nanos() as i64;
+        let parts = {
+            let generation = generation.clone();
+            tokio::task::spawn_blocking(move || buffer::partitioned_batches(&generation, partition_ns))
+                .await
+                .map_err(|e| StorageError::Internal(e.to_string()))??
+        };
+        let current = self.manifest();
+        let mut next_id = current.next_segment_id;
+        let mut written = Vec::with_capacity(parts.len());
+        let mut summary = PersistSummary::default();
+        for (table, partition, batch) in parts {
+            let meta = self.write_segment(&table, partition, next_id, 0, &[batch]).await?;
+            next_id += 1;
+            summary.segments += 1;
+            summary.rows += meta.rows;
+            summary.bytes += meta.size_bytes;
+            written.push(meta);
+        }
+        let mut manifest = (*current).clone();
+        manifest.segments.extend(written);
+        manifest.next_segment_id = next_id;
+        if let Some(seq) = maintenance.wal_through {
+            manifest.wal_persisted_through = manifest.wal_persisted_through.max(seq);
+        }
+        manifest::save(&self.inner.store, &manifest).await?;
+        {
+            let mut state = self.inner.state.lock();
+            state.manifest = Arc::new(manifest);
+            state.persisting = None;
+        }
+        if let Some(seq) = maintenance.wal_through.take() {
+            self.inner.wal.remove_through(seq)?;
+        }
+        metrics::counter!("vigil_storage_flushes_total").increment(1);
+        metrics::counter!("vigil_storage_rows_flushed_total").increment(summary.rows);
+        debug!(segments = summary.segments, rows = summary.rows, bytes = summary.bytes, "flushed");
+        Ok(summary)
+    }
+
+    async fn write_segment(
+        &self,
+        table: &str,
+        partition: i64,
+        id: u64,
+        level: u32,
+        batches: &[RecordBatch],
+    ) -> Result<SegmentMeta, StorageError> {
+        let path = segment::segment_path(table, partition, id);
+        let size = segment::write(&self.inner.store, &path, batches).await?;
+        let schema = batches[0].schema();
+        let time_index = schema.index_of(time_column_of(table))?;
+        let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
+        for batch in batches {
+            let times = time_values(batch.column(time_index))?;
+            min = min.min(compute::min(times).unwrap_or(i64::MAX));
+            max = max.max(compute::max(times).unwrap_or(i64::MIN));
+            rows += batch.num_rows() as u64;
+        }
+        Ok(SegmentMeta {
+            id,
+            table: table.to_string(),
+            path: path.to_string(),
+            partition_start_ns: partition,
+            min_time_ns: min,
+            max_time_ns: max,
+            rows,
+            size_bytes: size,
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            level,
+        })
+    }
+
+    /// Merges the segments of partitions that have several: every closed partition, and open
+    /// ones past `compaction_max_segments`. Returns how many partitions were compacted.
+    pub async fn compact(&self) -> Result<usize, StorageError> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        let current = self.manifest();
+        let partition_ns = self.inner.options.partition_duration.as_nanos() as i64;
+        let grace_ns = self.inner.options.flush_interval.as_nanos() as i64;
+        let now = now_ns();
+        let mut groups: BTreeMap<(&str, i64), Vec<&SegmentMeta>> = BTreeMap::new();
+        for segment in &current.segments {
+            groups.entry((segment.table.as_str(), segment.partition_start_ns)).or_default().push(segment);
+        }
+        let due: Vec<((&str, i64), Vec<&SegmentMeta>)> = groups
+            .into_iter()
+            .filter(|((_, partition), segments)| {
+                let closed = partition.saturating_add(partition_ns).saturating_add(grace_ns) <= now;
+                segments.len() >= 2
+                    && (closed || segments.len() >= self.inner.options.compaction_max_segments)
+            })
+            .take(MAX_COMPACTIONS_PER_PASS)
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut manifest = (*current).clone();
+        let mut compacted = 0;
+        for ((table, partition), mut segments) in due {
+            segments.sort_by_key(|s| s.id);
+            let mut inputs = Vec::new();
+            for s in &segments {
+                inputs.extend(segment::read(&self.inner.store, &Path::from(s.path.as_str())).await?);
+            }
+            let table_owned = table.to_string();
+            let merged = tokio::task::spawn_blocking(move || merge_segments(&table_owned, inputs))
+                .await
+                .map_err(|e| StorageError::Internal(e.to_string()))??;
+            let level = segments.iter().map(|s| s.level).max().unwrap_or(0) + 1;
+            let id = manifest.next_segment_id;
+            manifest.next_segment_id += 1;
+            let meta = self.write_segment(table, partition, id, level, &[merged]).await?;
+            let replaced: Vec<u64> = segments.iter().map(|s| s.id).collect();
+            retire(&mut manifest, |s| replaced.contains(&s.id));
+            info!(table, partition, inputs = replaced.len(), rows = meta.rows, "compacted");
+            manifest.segments.push(meta);
+            compacted += 1;
+        }
+        self.publish(manifest).await?;
+        metrics::counter!("vigil_storage_compactions_total").increment(compacted as u64);
+        Ok(compacted)
+    }
+
+    /// Drops segments whose newest row is older than the retention period.
+    pub async fn enforce_retention(&self) -> Result<usize, StorageError> {
+        let retention = self.inner.options.retention;
+        if retention.is_zero() {
+            return Ok(0);
+        }
+        let _maintenance = self.inner.maintenance.lock().await;
+        let cutoff = now_ns().saturating_sub(retention.as_nanos() as i64);
+        let mut manifest = (*self.manifest()).clone();
+        let expired = retire(&mut manifest, |s| s.max_time_ns < cutoff);
+        if expired > 0 {
+            self.publish(manifest).await?;
+            info!(segments = expired, "segments past retention dropped");
+            metrics::counter!("vigil_storage_segments_expired_total").increment(expired as u64);
+        }
+        Ok(expired)
+    }
+
+    /// Deletes replaced files whose grace period is over.
+    pub async fn delete_retired_files(&self) -> Result<usize, StorageError> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        let now_ms = now_ns() / 1_000_000;
+        let mut manifest = (*self.manifest()).clone();
+        let (due, keep): (Vec<PendingDelete>, Vec<PendingDelete>) =
+            manifest.pending_deletes.drain(..).partition(|d| d.not_before_unix_ms <= now_ms);
+        if due.is_empty() {
+            manifest.pending_deletes = keep;
+            return Ok(0);
+        }
+        for file in &due {
+            match self.inner.store.delete(&Path::from(file.path.as_str())).await {
+                Ok(()) | Err(datafusion::object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        manifest.pending_deletes = keep;
+        self.publish(manifest).await?;
+        Ok(due.len())
+    }
+
+    async fn publish(&self, manifest: Manifest) -> Result<(), StorageError> {
+        manifest::save(&self.inner.store, &manifest).await?;
+        self.inner.state.lock().manifest = Arc::new(manifest);
+        Ok(())
+    }
+}
+
+/// Removes matching segments from the manifest and schedules their files for deletion.
+fn retire(manifest: &mut Manifest, doomed: impl Fn(&SegmentMeta) -> bool) -> usize {
+    let not_before_unix_ms = (now_ns() + DELETE_GRACE.as_nanos() as i64) / 1_000_000;
+    let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
+        manifest.segments.drain(..).partition(|s| doomed(s));
+    manifest.segments = kept;
+    manifest
+        .pending_deletes
+        .extend(gone.iter().map(|s| PendingDelete { path: s.path.clone(), not_before_unix_ms }));
+    gone.len()
+}
+
+/// Merges a partition's segments (oldest first) into one sorted batch. Metric rows that
+/// repeat a (series, timestamp) keep the newest value.
+fn merge_segments(table: &str, inputs: Vec<RecordBatch>) -> Result<RecordBatch, StorageError> {
+    let schema: SchemaRef = match FixedTable::from_name(table) {
+        Some(fixed) => fixed.schema(),
+        None => {
+            let mut columns = BTreeSet::new();
+            for input in &inputs {
+                columns.extend(label_columns(&input.schema()).map(str::to_string));
+            }
+            metric_schema(columns.iter().map(String::as_str))
+        }
+    };
+    let adapted = inputs.iter().map(|b| adapt_to(b, &schema)).collect::<Result<Vec<_>, _>>()?;
+    let merged = compute::concat_batches(&schema, &adapted)?;
+    match FixedTable::from_name(table) {
+        Some(fixed) => Ok(buffer::sort_batch_by(&merged, &[schema.index_of(fixed.time_column())?])?),
+        None => Ok(sort_and_dedupe_metric(&merged)?),
+    }
+}
+
+/// Brings a batch to `schema`: columns by name, missing ones as nulls.
+pub(crate) fn adapt_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StorageError> {
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => column.clone(),
+            None => new_null_array(field.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn sort_and_dedupe_metric(batch: &RecordBatch) -> Result<RecordBatch, StorageError> {
+    let schema = batch.schema();
+    let key_columns: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() != crate::schema::VALUE_COLUMN)
+        .map(|(i, _)| i)
+        .collect();
+    // The input position breaks ties, so the newest of equal keys sorts last.
+    let position: ArrayRef = Arc::new(UInt64Array::from_iter_values(0..batch.num_rows() as u64));
+    let mut sort_columns: Vec<SortColumn> = key_columns
+        .iter()
+        .map(|&i| SortColumn { values: batch.column(i).clone(), options: None })
+        .collect();
+    sort_columns.push(SortColumn { values: position, options: None });
+    let indices = compute::lexsort_to_indices(&sort_columns, None)?;
+    let sorted = compute::take_record_batch(batch, &indices)?;
+
+    let keys: Vec<ArrayRef> = key_columns.iter().map(|&i| sorted.column(i).clone()).collect();
+    let converter = RowConverter::new(
+        keys.iter().map(|k| SortField::new(k.data_type().clone())).collect(),
+    )?;
+    let rows = converter.convert_columns(&keys)?;
+    let n = sorted.num_rows();
+    let keep: BooleanArray = (0..n).map(|i| Some(i + 1 == n || rows.row(i) != rows.row(i + 1))).collect();
+    if keep.true_count() == n {
+        return Ok(sorted);
+    }
+    Ok(compute::filter_record_batch(&sorted, &keep)?)
+}
+
+#[derive(Default)]
+pub(crate) struct MaintenanceState {
+    /// WAL sequence covered by the generation being flushed, once its rotation answered.
+    wal_through: Option<u64>,
+}
+
+/// The maintenance loop: flush on schedule or when the buffer fills, housekeeping each minute.
+pub(crate) async fn run(storage: &Storage, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut flush_ticker = tokio::time::interval(storage.inner.options.flush_interval);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+    flush_ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = flush_ticker.tick() => flush_logged(storage).await,
+            _ = storage.inner.flush_wanted.notified() => flush_logged(storage).await,
+            _ = housekeeping.tick() => {
+                if let Err(e) = storage.compact().await {
+                    warn!(error = %e, "compaction failed");
+                }
+                if let Err(e) = storage.enforce_retention().await {
+                    warn!(error = %e, "retention pass failed");
+                }
+                if let Err(e) = storage.delete_retired_files().await {
+                    warn!(error = %e, "deleting retired segment files failed");
+                }
+            }
+        }
+    }
+}
+
+async fn flush_logged(storage: &Storage) {
+    if let Err(e) = storage.persist().await {
+        metrics::counter!("vigil_storage_flush_failures_total").increment(1);
+        warn!(error = %e, "flush failed; data stays in memory and in the WAL");
+    }
+}

@@ -1,0 +1,176 @@
+//! What a write carries into storage: metric samples keyed by label set, and rows for the
+//! fixed tables. Ingest decoders produce these; the WAL encodes them; the buffer applies them.
+
+use std::fmt;
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::schema::FixedTable;
+
+/// A Prometheus label set without `__name__`: label names sorted and unique, values non-empty
+/// (Prometheus treats an empty value as an absent label).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LabelSet(Vec<(String, String)>);
+
+/// Why a label set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("duplicate label name {0:?}")]
+    Duplicate(String),
+    #[error("invalid label name {0:?}: must match [a-zA-Z_][a-zA-Z0-9_]*")]
+    InvalidName(String),
+}
+
+impl LabelSet {
+    /// Builds a label set from pairs in any order; empty values are dropped.
+    pub fn new(mut pairs: Vec<(String, String)>) -> Result<Self, LabelError> {
+        pairs.retain(|(_, value)| !value.is_empty());
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for pair in pairs.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                return Err(LabelError::Duplicate(pair[0].0.clone()));
+            }
+        }
+        for (name, _) in &pairs {
+            if !is_valid_label_name(name) {
+                return Err(LabelError::InvalidName(name.clone()));
+            }
+        }
+        Ok(LabelSet(pairs))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Approximate heap bytes, for the write buffer's memory budget.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.0.iter().map(|(n, v)| n.len() + v.len() + 48).sum()
+    }
+}
+
+impl fmt::Display for LabelSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (name, value)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{name}={value:?}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// Prometheus label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Prometheus metric name rule: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// One sample: nanoseconds since the Unix epoch and a float whose bits are kept exactly
+/// (the Prometheus stale marker is a particular NaN).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub timestamp_ns: i64,
+    pub value: f64,
+}
+
+/// Samples of one series of one metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricSeries {
+    pub metric: String,
+    pub labels: LabelSet,
+    pub samples: Vec<Sample>,
+}
+
+/// Rows for one fixed table, in that table's schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableRows {
+    pub table: FixedTable,
+    pub batch: RecordBatch,
+}
+
+/// Everything one request writes. It is logged and applied as a unit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteBatch {
+    pub metrics: Vec<MetricSeries>,
+    pub rows: Vec<TableRows>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.metrics.iter().all(|s| s.samples.is_empty())
+            && self.rows.iter().all(|r| r.batch.num_rows() == 0)
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.metrics.iter().map(|s| s.samples.len()).sum()
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.rows.iter().map(|r| r.batch.num_rows()).sum()
+    }
+}
+
+/// What storage accepted from one write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub samples: usize,
+    pub rows: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn label_sets_are_sorted_and_drop_empty_values() {
+        let labels = LabelSet::new(pairs(&[("job", "a"), ("env", ""), ("code", "200")])).unwrap();
+        assert_eq!(labels.iter().collect::<Vec<_>>(), vec![("code", "200"), ("job", "a")]);
+        assert_eq!(labels.get("job"), Some("a"));
+        assert_eq!(labels.get("env"), None);
+    }
+
+    #[test]
+    fn duplicate_and_invalid_label_names_are_refused() {
+        assert_eq!(
+            LabelSet::new(pairs(&[("a", "1"), ("a", "2")])),
+            Err(LabelError::Duplicate("a".into()))
+        );
+        assert_eq!(
+            LabelSet::new(pairs(&[("1a", "1")])),
+            Err(LabelError::InvalidName("1a".into()))
+        );
+        assert!(!is_valid_metric_name(""));
+        assert!(is_valid_metric_name("job:http_requests:rate5m"));
+        assert!(!is_valid_label_name("a:b"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Starts the real `vigil` binary and talks to it as a client does.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Under CI every outside program must be there; elsewhere a missing one skips the test.
+pub fn require_program(path: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{path} is missing: .ci/run must install it");
+    }
+    eprintln!("skipping: {path} is not installed (CI=true makes this a failure)");
+    false
+}
+
+pub struct Vigil {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    log: PathBuf,
+}
+
+impl Vigil {
+    /// Starts `vigil serve` on a free port with `data_dir`, plus `extra` arguments.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Vigil {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension(format!("{}.log", addr.port()));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(VIGIL)
+            .arg("serve")
+            .arg("--http-addr")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("VIGIL_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn vigil");
+        let vigil = Vigil {
+            child: Some(child),
+            addr,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            log,
+        };
+        vigil.wait_ready().await;
+        vigil
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(response) = self.client.get(self.url("/-/ready")).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("vigil did not become ready; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs SQL and returns the JSON document, panicking on an error status.
+    pub async fn sql(&self, query: &str) -> Value {
+        let response = self.client.post(self.url("/api/v1/sql")).json(&serde_json::json!({"query": query})).send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{query} -> {status}: {body}");
+        body
+    }
+
+    /// The single integer a `SELECT count(*) ...` returns.
+    pub async fn count(&self, query: &str) -> i64 {
+        let body = self.sql(query).await;
+        body["rows"][0][0].as_i64().unwrap_or_else(|| panic!("{query} -> {body}"))
+    }
+
+    /// Sends SIGKILL: no flush, no clean WAL close.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("vigil did not stop after SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

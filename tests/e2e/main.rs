@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `vigil` binary driven by real clients. One test binary, so
+//! DataFusion is linked once.
+
+mod foundation;
+mod harness;
+mod prometheus;
+mod remote_write_client;

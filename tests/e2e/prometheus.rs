@@ -1,0 +1,136 @@
+//! A real Prometheus (Debian package) scraping a real node-exporter and remote-writing to
+//! Vigil: after the run Vigil holds exactly the series Prometheus holds.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Vigil, free_port, require_program};
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+type SeriesKey = BTreeSet<(String, String)>;
+
+/// Series as Prometheus's `/api/v1/series` returns them.
+async fn prometheus_series(client: &reqwest::Client, base: &str, start: f64, end: f64) -> BTreeSet<SeriesKey> {
+    let response: Value = client
+        .get(format!("{base}/api/v1/series"))
+        .query(&[("match[]", "{__name__=~\".+\"}"), ("start", &start.to_string()), ("end", &end.to_string())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect())
+        .collect()
+}
+
+/// Series Vigil holds, read back through SQL: one table per metric, one column per label.
+async fn vigil_series(vigil: &Vigil) -> BTreeSet<SeriesKey> {
+    let tables = vigil
+        .sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")
+        .await;
+    let mut all = BTreeSet::new();
+    for row in tables["rows"].as_array().unwrap() {
+        let table = row[0].as_str().unwrap();
+        if ["spans", "logs", "drift_references", "drift_values", "drift_scores", "slo_status", "alerts"].contains(&table) {
+            continue;
+        }
+        let result = vigil.sql(&format!("SELECT DISTINCT * EXCEPT (timestamp, value) FROM \"{table}\"")).await;
+        let columns: Vec<String> = result["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+        for values in result["rows"].as_array().unwrap() {
+            let mut key: SeriesKey = BTreeSet::from([("__name__".to_string(), table.to_string())]);
+            for (column, value) in columns.iter().zip(values.as_array().unwrap()) {
+                if let Some(value) = value.as_str() {
+                    key.insert((column.clone(), value.to_string()));
+                }
+            }
+            all.insert(key);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn vigil_holds_the_series_a_real_prometheus_holds() {
+    if !require_program(PROMETHEUS) || !require_program(NODE_EXPORTER) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&dir.path().join("vigil"), &[]).await;
+    let exporter_port = free_port();
+    let _exporter = Killed(
+        Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let prometheus_port = free_port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 2s\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{prometheus_port}']}}]\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 1s, max_samples_per_send: 500, min_backoff: 100ms, max_backoff: 1s}}\n    metadata_config: {{send: true, send_interval: 5s}}\n",
+            vigil.url("/api/v1/write")
+        ),
+    )
+    .unwrap();
+    let prometheus_log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let _prometheus = Killed(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .stdout(Stdio::null())
+            .stderr(prometheus_log)
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{prometheus_port}");
+    let client = reqwest::Client::new();
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 60.0;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    // What Prometheus held a little while ago must have reached Vigil by now (the queue
+    // sends at least every second); what Vigil holds must be known to Prometheus.
+    let cutoff = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 5.0;
+    let expected = prometheus_series(&client, &base, started, cutoff).await;
+    assert!(expected.len() > 200, "node-exporter should give hundreds of series, got {}", expected.len());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let held = vigil_series(&vigil).await;
+        if expected.is_subset(&held) || Instant::now() > deadline {
+            break held;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let missing: Vec<_> = expected.difference(&held).take(5).collect();
+    assert!(missing.is_empty(), "{} of {} series missing in Vigil, e.g. {missing:?}", expected.difference(&held).count(), expected.len());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() + 5.0;
+    let known = prometheus_series(&client, &base, started, now).await;
+    let unknown: Vec<_> = held.difference(&known).take(5).collect();
+    assert!(unknown.is_empty(), "Vigil holds series Prometheus does not: {unknown:?}");
+
+    // Sample values agree too: the latest `up` of each job.
+    let up = vigil.sql("SELECT job, count(*) FROM up GROUP BY job ORDER BY job").await;
+    assert_eq!(up["rows"].as_array().unwrap().len(), 2, "{up}");
+}

@@ -1,0 +1,99 @@
+//! The one error shape of Vigil's own endpoints: JSON `{"error", "hint"}` with the status
+//! that tells a sender whether to retry (4xx: never; 429/503: after `Retry-After`).
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use vigil_ingest::IngestError;
+use vigil_query::QueryError;
+
+/// Seconds a refused sender should wait; one flush usually frees the buffer by then.
+const RETRY_AFTER_SECONDS: u64 = 5;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: String,
+    pub hint: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>, hint: impl Into<String>) -> Self {
+        ApiError { status, error: error.into(), hint: hint.into(), retry_after: None }
+    }
+
+    pub fn bad_request(error: impl Into<String>, hint: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, error, hint)
+    }
+
+    pub fn overloaded(error: impl Into<String>, hint: impl Into<String>) -> Self {
+        ApiError { retry_after: Some(RETRY_AFTER_SECONDS), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error, hint) }
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no route for {path}"), "see the endpoint list in the README")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, error = %self.error, "request failed");
+        }
+        let mut response = (self.status, Json(json!({"error": self.error, "hint": self.hint}))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let hint = e.hint();
+        match &e {
+            IngestError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), hint),
+            IngestError::Storage(storage) if storage.is_transient() => ApiError::overloaded(e.to_string(), hint),
+            IngestError::Storage(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint),
+            IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } => ApiError::bad_request(e.to_string(), hint),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        let hint = e.hint();
+        let status = match e {
+            QueryError::Invalid { .. } | QueryError::NotAllowed(_) | QueryError::Execution(_) => StatusCode::BAD_REQUEST,
+            QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            QueryError::Timeout(_) => return ApiError::overloaded(e.to_string(), hint),
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string(), hint)
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        let hint = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "split the request, or raise limits.max_body_size"
+        } else {
+            "the request body could not be read"
+        };
+        ApiError::new(status, rejection.body_text(), hint)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, rejection.body_text(), "send a JSON object with Content-Type: application/json")
+    }
+}

@@ -1,0 +1,94 @@
+//! Vigil's HTTP edge: one axum router for the JSON APIs, ingest endpoints, ops endpoints and
+//! (later) the dashboard. Handlers decode the request, call the crate that owns the work and
+//! encode the answer; no query or storage logic lives here.
+
+mod error;
+mod ingest_routes;
+mod ops;
+mod sql;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Uri;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use vigil_ingest::Ingestor;
+use vigil_query::QueryEngine;
+
+pub use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingestor: Ingestor,
+    pub engine: QueryEngine,
+    pub metrics: PrometheusHandle,
+    /// False until start-up is complete and again once shutdown begins.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Bounds applied at the HTTP edge.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Largest request body accepted, compressed as sent.
+    pub max_body_bytes: usize,
+    /// Ingest requests processed at once; more are refused with 503 rather than queued.
+    pub max_concurrent_ingest: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions { max_body_bytes: 64 << 20, max_concurrent_ingest: 256 }
+    }
+}
+
+pub fn router(state: AppState, options: &HttpOptions) -> Router {
+    let shed_ingest = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            metrics::counter!("vigil_http_requests_shed_total").increment(1);
+            ApiError::overloaded("too many ingest requests in flight", "retry after the Retry-After delay")
+        }))
+        .load_shed()
+        .concurrency_limit(options.max_concurrent_ingest);
+    let ingest = Router::new().route("/api/v1/write", post(ingest_routes::remote_write)).layer(shed_ingest);
+
+    Router::new()
+        .route("/-/healthy", get(ops::healthy).head(ops::healthy))
+        .route("/-/ready", get(ops::ready).head(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/sql", post(sql::sql))
+        .merge(ingest)
+        .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(middleware::from_fn(record_request))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error", "this is a bug in Vigil; please report it")
+                .into_response()
+        }))
+        .with_state(state)
+}
+
+/// Counts requests and their latency per route and status.
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("vigil_http_request_duration_seconds", "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
