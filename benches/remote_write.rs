@@ -1,0 +1,272 @@
+//! Remote-write ingest, Vigil beside Prometheus 2.42 on the same load in the same run.
+//!
+//! Load: 10,000 series (20 metric names × 500 instances, half counters, half gauges), one
+//! sample per 15 s over 2 h (480 steps, 4.8 M samples), sent as Prometheus sends it: four
+//! shards, each owning a quarter of the series and sending its requests in time order.
+//!
+//! Reports per target: samples/s accepted, CPU seconds per million samples (process
+//! utime+stime over the ingest window), peak RSS, and bytes per sample on disk after the data
+//! is persisted (Vigil: Parquet segments after its shutdown flush; Prometheus: the block a TSDB
+//! snapshot writes from its head, i.e. its compacted form).
+//!
+//!     cargo bench --bench remote_write            (needs /usr/bin/prometheus for the peer)
+
+#[path = "../tests/e2e/remote_write_client.rs"]
+#[allow(dead_code)]
+mod client;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client::{Label, Sample, TimeSeries, WriteRequest, encode};
+
+const SERIES: usize = 10_000;
+const STEPS: usize = 480;
+const STEP_MS: i64 = 15_000;
+const SHARDS: usize = 4;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+/// One request body per shard per step, encoded before any timing starts.
+fn build_load() -> Vec<Vec<Vec<u8>>> {
+    let end_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64) / STEP_MS * STEP_MS;
+    let start_ms = end_ms - STEPS as i64 * STEP_MS;
+    let mut counters = vec![0f64; SERIES];
+    let labels: Vec<Vec<Label>> = (0..SERIES)
+        .map(|i| {
+            let metric = i % 20;
+            let name = if metric < 10 { format!("bench_requests_{metric}_total") } else { format!("bench_gauge_{metric}") };
+            let mut labels = vec![
+                Label { name: "__name__".into(), value: name },
+                Label { name: "instance".into(), value: format!("host-{:03}:9100", i / 20) },
+                Label { name: "job".into(), value: "node".into() },
+                Label { name: "region".into(), value: ["eu-west-1", "us-east-1", "ap-south-1"][i % 3].into() },
+            ];
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            labels
+        })
+        .collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % 1000) as f64
+    };
+    let mut shards: Vec<Vec<Vec<u8>>> = vec![Vec::with_capacity(STEPS); SHARDS];
+    for step in 0..STEPS {
+        let t = start_ms + step as i64 * STEP_MS;
+        for (shard, requests) in shards.iter_mut().enumerate() {
+            let timeseries: Vec<TimeSeries> = (shard..SERIES)
+                .step_by(SHARDS)
+                .map(|i| {
+                    let value = if i % 20 < 10 {
+                        counters[i] += noise().floor();
+                        counters[i]
+                    } else {
+                        ((step as f64 / 40.0 + i as f64).sin() * 100.0 + noise() / 100.0).round() / 100.0
+                    };
+                    TimeSeries { labels: labels[i].clone(), samples: vec![Sample { value, timestamp: t }] }
+                })
+                .collect();
+            requests.push(encode(&WriteRequest { timeseries }));
+        }
+    }
+    shards
+}
+
+struct Measured {
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+    refused: usize,
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+}
+
+async fn send_load(url: &str, pid: u32, load: &[Vec<Vec<u8>>]) -> Measured {
+    let client = reqwest::Client::new();
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for shard in load {
+        let client = client.clone();
+        let url = url.to_string();
+        let shard = shard.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for body in shard {
+                // Retry 5xx/429 as Prometheus does; a 4xx would be dropped and is a failure.
+                loop {
+                    let (status, text) = client::send(&client, &url, body.clone()).await;
+                    match status {
+                        200..=299 => break,
+                        429 | 500..=599 => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        _ => panic!("{url} answered {status}: {text}"),
+                    }
+                }
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        refused += task.await.unwrap();
+    }
+    Measured {
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: cpu_seconds(pid) - cpu_before,
+        peak_rss_mib: peak_rss_mib(pid),
+        refused,
+    }
+}
+
+fn dir_bytes(path: &Path, suffix: Option<&str>) -> u64 {
+    let mut total = 0;
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    for entry in entries.flatten() {
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            total += dir_bytes(&entry.path(), suffix);
+        } else if suffix.is_none_or(|s| entry.path().to_string_lossy().ends_with(s)) {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+async fn wait_ready(url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn report(name: &str, m: &Measured, disk_bytes: u64) {
+    let samples = (SERIES * STEPS) as f64;
+    println!(
+        "{name:<28} {:>10.0} samples/s  {:>6.2} CPU s/M samples  {:>7.1} MiB peak RSS  {:>6.2} bytes/sample on disk  ({} refused+retried)",
+        samples / m.seconds,
+        m.cpu_seconds / (samples / 1e6),
+        m.peak_rss_mib,
+        disk_bytes as f64 / samples,
+        m.refused
+    );
+}
+
+async fn bench_vigil(load: &[Vec<Vec<u8>>], fsync: &str, work: &Path) -> (Measured, u64) {
+    let data: PathBuf = work.join(format!("vigil-{fsync}"));
+    let port = port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--wal-fsync", fsync, "--log-level", "warn"])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
+    let measured = send_load(&format!("http://127.0.0.1:{port}/api/v1/write"), child.id(), load).await;
+    let flush_started = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let parquet = dir_bytes(&data.join("segments"), Some(".parquet"));
+    println!("  (vigil {fsync}: shutdown flush {:.1} s, WAL peak not kept after flush)", flush_started.elapsed().as_secs_f64());
+    (measured, parquet)
+}
+
+async fn bench_prometheus(load: &[Vec<Vec<u8>>], work: &Path) -> Option<(Measured, u64)> {
+    if !Path::new("/usr/bin/prometheus").exists() {
+        println!("prometheus not installed: no peer figures");
+        return None;
+    }
+    let data = work.join("prometheus");
+    let config = work.join("prometheus.yml");
+    std::fs::write(&config, "global: {scrape_interval: 1m}\nscrape_configs: []\n").unwrap();
+    let port = port();
+    let mut child: Child = Command::new("/usr/bin/prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(["--web.enable-remote-write-receiver", "--web.enable-admin-api", "--log.level=warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/-/ready")).await;
+    let measured = send_load(&format!("{base}/api/v1/write"), child.id(), load).await;
+    // A snapshot writes the head as a block: Prometheus's compacted on-disk form.
+    let snapshot: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/admin/tsdb/snapshot"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = snapshot["data"]["name"].as_str().unwrap();
+    let block_bytes = dir_bytes(&data.join("snapshots").join(name), None);
+    let wal_bytes = dir_bytes(&data.join("wal"), None);
+    println!("  (prometheus: WAL {:.1} MiB before compaction)", wal_bytes as f64 / (1 << 20) as f64);
+    let _ = child.kill();
+    let _ = child.wait();
+    Some((measured, block_bytes))
+}
+
+async fn run() {
+    let work = tempfile::tempdir().unwrap();
+    let load = build_load();
+    let request_bytes: usize = load.iter().flatten().map(Vec::len).sum();
+    println!(
+        "load: {SERIES} series x {STEPS} samples = {} samples in {} requests ({:.1} MiB snappy)",
+        SERIES * STEPS,
+        load.iter().map(Vec::len).sum::<usize>(),
+        request_bytes as f64 / (1 << 20) as f64
+    );
+    let (always, always_disk) = bench_vigil(&load, "always", work.path()).await;
+    let (interval, interval_disk) = bench_vigil(&load, "interval", work.path()).await;
+    let prometheus = bench_prometheus(&load, work.path()).await;
+    println!();
+    report("vigil (fsync=always)", &always, always_disk);
+    report("vigil (fsync=interval)", &interval, interval_disk);
+    if let Some((prometheus, disk)) = &prometheus {
+        report("prometheus 2.42", prometheus, *disk);
+        let rate = |m: &Measured| (SERIES * STEPS) as f64 / m.seconds;
+        println!(
+            "\nratios vs prometheus: throughput always {:.2}x, interval {:.2}x; CPU/sample always {:.2}x, interval {:.2}x; bytes/sample {:.2}x",
+            rate(&always) / rate(prometheus),
+            rate(&interval) / rate(prometheus),
+            always.cpu_seconds / prometheus.cpu_seconds,
+            interval.cpu_seconds / prometheus.cpu_seconds,
+            interval_disk as f64 / *disk as f64,
+        );
+    }
+}
