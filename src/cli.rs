@@ -65,6 +65,12 @@ pub struct ListenArgs {
     /// Address of the HTTP API, dashboard and ops endpoints [default: 127.0.0.1:9400]
     #[arg(long, env = "VIGIL_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the OTLP/HTTP receiver [default: 127.0.0.1:4318]
+    #[arg(long, env = "VIGIL_OTLP_HTTP_ADDR")]
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// Address of the OTLP/gRPC receiver [default: 127.0.0.1:4317]
+    #[arg(long, env = "VIGIL_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +156,8 @@ impl ServeArgs {
         set(&mut config.external_url, self.external_url.clone().map(Some));
         set(&mut config.log.level, self.log_level.clone());
         set(&mut config.listen.http, self.listen.http_addr);
+        set(&mut config.listen.otlp_http, self.listen.otlp_http_addr);
+        set(&mut config.listen.otlp_grpc, self.listen.otlp_grpc_addr);
 
         let storage = &mut config.storage;
         set(&mut storage.data_dir, self.storage.data_dir.clone());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -20,6 +21,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub query: QueryConfig,
     pub log: LogConfig,
+    /// Prometheus-style pull, besides push.
+    pub scrape_configs: Vec<ScrapeConfig>,
 }
 
 impl Default for Config {
@@ -31,20 +34,73 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             query: QueryConfig::default(),
             log: LogConfig::default(),
+            scrape_configs: Vec::new(),
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    pub job_name: Spanned<String>,
+    #[serde(default = "ScrapeConfig::default_interval")]
+    pub scrape_interval: PromDuration,
+    pub scrape_timeout: Option<Spanned<PromDuration>>,
+    #[serde(default = "ScrapeConfig::default_path")]
+    pub metrics_path: String,
+    #[serde(default = "ScrapeConfig::default_scheme")]
+    pub scheme: Spanned<String>,
+    #[serde(default)]
+    pub honor_labels: bool,
+    #[serde(default)]
+    pub static_configs: Vec<StaticConfig>,
+}
+
+impl ScrapeConfig {
+    fn default_interval() -> PromDuration {
+        PromDuration(Duration::from_secs(60))
+    }
+
+    fn default_path() -> String {
+        "/metrics".into()
+    }
+
+    fn default_scheme() -> Spanned<String> {
+        Spanned::new("http".to_string(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+    }
+
+    /// Prometheus's default: 10s, or the interval when that is shorter.
+    pub fn timeout(&self) -> Duration {
+        self.scrape_timeout.as_ref().map_or(Duration::from_secs(10).min(self.scrape_interval.0), |t| t.value.0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    pub targets: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
-    /// API, dashboard and ops endpoints.
+    /// API, dashboard and ops endpoints (and the OTLP/HTTP routes).
     pub http: SocketAddr,
+    /// OTLP/HTTP receiver.
+    pub otlp_http: SocketAddr,
+    /// OTLP/gRPC receiver.
+    pub otlp_grpc: SocketAddr,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        ListenConfig { http: SocketAddr::from(([127, 0, 0, 1], 9400)) }
+        ListenConfig {
+            http: SocketAddr::from(([127, 0, 0, 1], 9400)),
+            otlp_http: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            otlp_grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
+        }
     }
 }
 
@@ -235,12 +291,71 @@ impl Config {
         } else {
             serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?
         };
+        config.check(path)?;
         if let Some(base) = path.parent() {
             if config.storage.data_dir.is_relative() {
                 config.storage.data_dir = base.join(&config.storage.data_dir);
             }
         }
         Ok(config)
+    }
+
+    /// The scrape targets of every scrape config.
+    pub fn scrape_targets(&self) -> Vec<vigil_ingest::scrape::ScrapeTarget> {
+        let mut targets = Vec::new();
+        for scrape in &self.scrape_configs {
+            for static_config in &scrape.static_configs {
+                for address in &static_config.targets {
+                    targets.push(vigil_ingest::scrape::ScrapeTarget {
+                        job: scrape.job_name.value.clone(),
+                        address: address.value.clone(),
+                        scheme: scrape.scheme.value.clone(),
+                        metrics_path: scrape.metrics_path.clone(),
+                        interval: scrape.scrape_interval.0,
+                        timeout: scrape.timeout(),
+                        honor_labels: scrape.honor_labels,
+                        labels: static_config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    });
+                }
+            }
+        }
+        targets
+    }
+
+    /// Checks what types alone cannot, pointing at the offending value.
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let at = |location: serde_saphyr::Location, message: String| ConfigError {
+            path: path.to_path_buf(),
+            line: location.line().max(1),
+            column: location.column().max(1),
+            message,
+        };
+        let mut jobs = std::collections::HashSet::new();
+        for scrape in &self.scrape_configs {
+            let job = &scrape.job_name;
+            if job.value.is_empty() {
+                return Err(at(job.referenced, "job_name must not be empty".into()));
+            }
+            if !jobs.insert(job.value.as_str()) {
+                return Err(at(job.referenced, format!("duplicate job_name {:?}", job.value)));
+            }
+            if let Some(timeout) = &scrape.scrape_timeout {
+                if timeout.value.0 > scrape.scrape_interval.0 {
+                    let message = format!("scrape_timeout {} is greater than scrape_interval {}", timeout.value, scrape.scrape_interval);
+                    return Err(at(timeout.referenced, message));
+                }
+            }
+            if !matches!(scrape.scheme.value.as_str(), "http" | "https") {
+                return Err(at(scrape.scheme.referenced, format!("scheme must be http or https, not {:?}", scrape.scheme.value)));
+            }
+            for target in scrape.static_configs.iter().flat_map(|c| &c.targets) {
+                let valid = target.value.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !valid {
+                    return Err(at(target.referenced, format!("target {:?} is not host:port", target.value)));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -275,6 +390,20 @@ mod tests {
         assert_eq!(config.storage.buffer_size, ByteSize::mib(256));
         assert_eq!(config.storage.wal.fsync, FsyncMode::Interval);
         assert_eq!(config.storage.wal.fsync_interval.0, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn scrape_configs_are_checked_in_place() {
+        let config = parse("scrape_configs:\n  - job_name: node\n    scrape_interval: 15s\n    static_configs: [{targets: ['127.0.0.1:9100'], labels: {env: prod}}]\n").unwrap();
+        assert_eq!(config.scrape_configs[0].timeout(), Duration::from_secs(10));
+        assert_eq!(config.scrape_configs[0].static_configs[0].labels["env"], "prod");
+        let error = parse("scrape_configs:\n  - job_name: a\n    static_configs: [{targets: [nohost]}]\n").unwrap_err();
+        assert_eq!((error.line, error.column), (3, 33));
+        assert_eq!(error.message, "target \"nohost\" is not host:port");
+        let error = parse("scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n").unwrap_err();
+        assert_eq!((error.line, error.message.as_str()), (4, "scrape_timeout 10s is greater than scrape_interval 5s"));
+        let error = parse("scrape_configs:\n  - job_name: a\n  - job_name: a\n").unwrap_err();
+        assert_eq!((error.line, error.column), (3, 15));
     }
 
     #[test]

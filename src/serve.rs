@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -51,29 +52,52 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let engine = QueryEngine::new(storage.clone(), query_options(&config))?;
     let ingestor = Ingestor::new(storage.clone(), ingest_limits(&config));
+    tokio::spawn({
+        let ingestor = ingestor.clone();
+        let stop = stop.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(300));
+            while stop.run_until_cancelled(every.tick()).await.is_some() {
+                ingestor.prune_delta_totals();
+            }
+        }
+    });
+    let scraper = Arc::new(vigil_ingest::scrape::Scraper::start(config.scrape_targets(), ingestor.clone()));
     let ready = Arc::new(AtomicBool::new(false));
-    let state = AppState { ingestor, engine, metrics, ready: ready.clone() };
     let http = HttpOptions {
         max_body_bytes: config.limits.max_body_size.as_u64() as usize,
         max_concurrent_ingest: config.limits.max_concurrent_ingest,
     };
-    let app = vigil_web::router(state, &http);
-    let listener = TcpListener::bind(config.listen.http)
-        .await
-        .with_context(|| format!("binding the HTTP listener to {}", config.listen.http))?;
-    info!(address = %listener.local_addr()?, "HTTP API listening");
+    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), ready: ready.clone() };
+    let api = bind(config.listen.http, "HTTP API").await?;
+    let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
+    let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;
+    let shutdown = CancellationToken::new();
+    let servers = [
+        (api, vigil_web::router(state.clone(), &http)),
+        (otlp_http, vigil_web::otlp_http_router(state, &http)),
+        (otlp_grpc, vigil_web::otlp_grpc_router(ingestor, http.max_body_bytes)),
+    ]
+    .map(|(listener, app)| tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future()));
     ready.store(true, Ordering::Release);
-
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(ready))
-        .await
-        .context("serving HTTP")?;
+    shutdown_signal(ready).await;
+    shutdown.cancel();
+    for server in servers {
+        server.await.context("HTTP server task")?.context("serving HTTP")?;
+    }
+    drop(scraper);
     info!("no longer accepting requests; flushing");
     stop.cancel();
     let _ = maintenance.await;
     storage.close().await.context("flushing storage")?;
     info!("stopped cleanly");
     Ok(())
+}
+
+async fn bind(address: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(address).await.with_context(|| format!("binding the {what} listener to {address}"))?;
+    info!(address = %listener.local_addr()?, "{what} listening");
+    Ok(listener)
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {

@@ -6,12 +6,23 @@
 //!                                                                                  │
 //!                                                      Storage::write (WAL, ack) ◄─┘
 //! ```
-//! A request is accepted or refused whole: nothing of a refused request is stored. Errors say
+//! Pull scraping lives in [`scrape`]. A request is accepted or refused whole: nothing of a refused request is stored. Errors say
 //! whether retrying can help ([`IngestError::is_transient`]), since senders drop 4xx for good.
 
+pub mod exposition;
+pub mod otlp;
 pub mod remote_write;
+pub mod scrape;
+pub mod text_import;
 
-use vigil_storage::{Storage, StorageError};
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use otlp::{Encoding, ExportOutcome, Signal};
+use vigil_storage::schema::FixedTable;
+use vigil_storage::{Storage, StorageError, TableRows, WriteBatch};
 
 /// Bounds on one request. Defaults accept what real senders send.
 #[derive(Clone, Debug)]
@@ -48,6 +59,8 @@ pub enum IngestError {
     TooLarge { what: &'static str, actual: usize, limit: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("internal ingest error: {0}")]
+    Internal(String),
 }
 
 impl IngestError {
@@ -69,8 +82,16 @@ impl IngestError {
             IngestError::TooLarge { .. } => "split the request into smaller ones, or raise the limit in the config".into(),
             IngestError::Storage(e) if e.is_backpressure() => "Vigil is flushing to disk; retry after the Retry-After delay".into(),
             IngestError::Storage(_) => "a storage fault; the write was not acknowledged, retry it".into(),
+            IngestError::Internal(_) => "this is a bug in Vigil; please report it".into(),
         }
     }
+}
+
+/// What a text import stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImportSummary {
+    pub samples: usize,
+    pub exemplars_dropped: usize,
 }
 
 /// Decodes requests and writes them to storage.
@@ -78,11 +99,12 @@ impl IngestError {
 pub struct Ingestor {
     storage: Storage,
     limits: Limits,
+    deltas: Arc<otlp::metrics::DeltaTotals>,
 }
 
 impl Ingestor {
     pub fn new(storage: Storage, limits: Limits) -> Self {
-        Ingestor { storage, limits }
+        Ingestor { storage, limits, deltas: Arc::default() }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -106,11 +128,116 @@ impl Ingestor {
     }
 }
 
+impl Ingestor {
+    /// An OTLP/HTTP body: gzip (when the sender says so), then protobuf or JSON.
+    pub async fn otlp_http(&self, signal: Signal, body: &[u8], encoding: Encoding, gzip: bool) -> Result<ExportOutcome, IngestError> {
+        let result = self.otlp_http_inner(signal, body, encoding, gzip).await;
+        if let Err(e) = &result {
+            metrics::counter!("vigil_ingest_requests_refused_total", "protocol" => "otlp", "reason" => reason(e)).increment(1);
+        }
+        result
+    }
+
+    async fn otlp_http_inner(&self, signal: Signal, body: &[u8], encoding: Encoding, gzip: bool) -> Result<ExportOutcome, IngestError> {
+        let inflated;
+        let body = if gzip {
+            inflated = otlp::gunzip(body, self.limits.max_decompressed_bytes)?;
+            &inflated[..]
+        } else {
+            body
+        };
+        match signal {
+            Signal::Metrics => self.otlp_metrics(otlp::decode(body, encoding, "OTLP metrics request")?).await,
+            Signal::Traces => self.otlp_traces(otlp::decode(body, encoding, "OTLP trace request")?).await,
+            Signal::Logs => self.otlp_logs(otlp::decode(body, encoding, "OTLP logs request")?).await,
+        }
+    }
+
+    pub async fn otlp_metrics(&self, request: ExportMetricsServiceRequest) -> Result<ExportOutcome, IngestError> {
+        let mapped = otlp::metrics::map(&request, &self.limits, &self.deltas);
+        if mapped.series.len() > self.limits.max_series_per_request {
+            return Err(IngestError::TooLarge {
+                what: "series in the request",
+                actual: mapped.series.len(),
+                limit: self.limits.max_series_per_request,
+            });
+        }
+        let samples = mapped.series.len();
+        self.storage.write(WriteBatch { metrics: mapped.series, rows: Vec::new() }).await?;
+        metrics::counter!("vigil_ingest_samples_total", "protocol" => "otlp").increment(samples as u64);
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "metrics").increment(mapped.rejected_points as u64);
+        Ok(ExportOutcome { accepted: mapped.accepted_points, rejected: mapped.rejected_points, message: mapped.first_error })
+    }
+
+    pub async fn otlp_traces(&self, request: ExportTraceServiceRequest) -> Result<ExportOutcome, IngestError> {
+        let mapped = otlp::traces::map(&request).map_err(|e| IngestError::Internal(e.to_string()))?;
+        self.write_rows(FixedTable::Spans, mapped.batch).await?;
+        metrics::counter!("vigil_ingest_spans_total").increment(mapped.accepted as u64);
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "traces").increment(mapped.rejected as u64);
+        Ok(ExportOutcome { accepted: mapped.accepted, rejected: mapped.rejected, message: mapped.first_error })
+    }
+
+    pub async fn otlp_logs(&self, request: ExportLogsServiceRequest) -> Result<ExportOutcome, IngestError> {
+        let received_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        let mapped = otlp::logs::map(&request, received_ns).map_err(|e| IngestError::Internal(e.to_string()))?;
+        self.write_rows(FixedTable::Logs, mapped.batch).await?;
+        metrics::counter!("vigil_ingest_log_records_total").increment(mapped.accepted as u64);
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "logs").increment(mapped.rejected as u64);
+        Ok(ExportOutcome { accepted: mapped.accepted, rejected: mapped.rejected, message: mapped.first_error })
+    }
+
+    async fn write_rows(&self, table: FixedTable, batch: Option<datafusion::arrow::record_batch::RecordBatch>) -> Result<(), IngestError> {
+        if let Some(batch) = batch {
+            self.storage.write(WriteBatch { metrics: Vec::new(), rows: vec![TableRows { table, batch }] }).await?;
+        }
+        Ok(())
+    }
+
+    /// Prometheus text exposition or OpenMetrics, `extra` labels added to every series
+    /// (replacing a label of the same name). The body is stored whole or not at all.
+    pub async fn import_text(&self, body: &[u8], content_type: &str, gzip: bool, extra: &[(String, String)]) -> Result<ImportSummary, IngestError> {
+        let result = async {
+            let inflated;
+            let body = if gzip {
+                inflated = otlp::gunzip(body, self.limits.max_decompressed_bytes)?;
+                &inflated[..]
+            } else {
+                body
+            };
+            let text = std::str::from_utf8(body)
+                .map_err(|e| IngestError::Malformed { what: "exposition text", message: format!("not UTF-8: {e}") })?;
+            let parsed = exposition::parse(text, exposition::Format::detect(content_type, text))
+                .map_err(|e| IngestError::Malformed { what: "exposition text", message: e.to_string() })?;
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let exemplars = parsed.exemplars;
+            let series = text_import::to_series(parsed.samples, now_ms, extra, text_import::LabelMerge::AddedWin, &self.limits)?;
+            let samples = series.len();
+            self.storage.write(WriteBatch { metrics: series, rows: Vec::new() }).await?;
+            Ok(ImportSummary { samples, exemplars_dropped: exemplars })
+        }
+        .await;
+        match &result {
+            Ok(summary) => metrics::counter!("vigil_ingest_samples_total", "protocol" => "text").increment(summary.samples as u64),
+            Err(e) => metrics::counter!("vigil_ingest_requests_refused_total", "protocol" => "text", "reason" => reason(e)).increment(1),
+        }
+        result
+    }
+
+    /// Forgets delta totals idle for an hour; call now and then.
+    pub fn prune_delta_totals(&self) -> usize {
+        self.deltas.prune()
+    }
+}
+
 fn reason(error: &IngestError) -> &'static str {
     match error {
         IngestError::Malformed { .. } => "malformed",
         IngestError::InvalidSeries { .. } => "invalid_series",
         IngestError::TooLarge { .. } => "too_large",
         IngestError::Storage(_) => "storage",
+        IngestError::Internal(_) => "internal",
     }
 }
+
+#[cfg(test)]
+mod tests;

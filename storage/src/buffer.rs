@@ -167,6 +167,10 @@ impl MetricBuffer {
         added
     }
 
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
     pub fn label_columns(&self) -> impl Iterator<Item = &str> {
         self.label_columns.iter().map(String::as_str)
     }

@@ -78,6 +78,23 @@ impl Storage {
         names.into_iter().collect()
     }
 
+    /// Distinct series per metric table in the write buffer (what was written since the last
+    /// flush), largest first.
+    pub fn buffered_series(&self) -> Vec<(String, usize)> {
+        let state = self.inner.state.lock();
+        let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
+            for (name, table) in generation.tables() {
+                if let TableBuffer::Metric(metric) = table {
+                    *counts.entry(name.to_string()).or_default() += metric.series_count();
+                }
+            }
+        }
+        let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counts
+    }
+
     /// The current schema of a table: fixed, or for a metric the union of the label columns
     /// seen in its segments and buffers. `None` for an unknown table.
     pub fn table_schema(&self, name: &str) -> Option<SchemaRef> {

@@ -199,6 +199,7 @@ async fn ops_endpoints_follow_prometheus_conventions() {
         .unwrap_or_else(|| panic!("no samples counter in:\n{metrics}"));
     assert!(samples_written.ends_with(" 3"), "{samples_written}");
     assert!(metrics.contains("vigil_http_request_duration_seconds"), "{metrics}");
+    assert!(metrics.contains("vigil_storage_buffered_series_by_metric{metric=\"ops_metric\"} 1\n"), "{metrics}");
     let missing = vigil.client.get(vigil.url("/api/v1/nothing")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     let error: Value = missing.json().await.unwrap();

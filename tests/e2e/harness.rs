@@ -26,17 +26,54 @@ pub fn require_program(path: &str) -> bool {
     false
 }
 
+/// The Python with the tests' requirements: `.venv` (made by .ci/run) or `VIGIL_TEST_PYTHON`.
+pub fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("VIGIL_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let works = Command::new(&candidate)
+        .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Some(candidate);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{} lacks tests/requirements.txt: .ci/run must install them", candidate.display());
+    }
+    eprintln!("skipping: no Python with tests/requirements.txt (CI=true makes this a failure)");
+    None
+}
+
+/// A file of the tests' own data.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
+}
+
 pub struct Vigil {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Base URLs of the OTLP receivers.
+    pub otlp_http: String,
+    pub otlp_grpc: String,
     pub client: reqwest::Client,
     log: PathBuf,
 }
 
 impl Vigil {
+    /// Starts `vigil serve` with a config file holding `config` (YAML).
+    pub async fn start_with_config(data_dir: &Path, config: &str, extra: &[&str]) -> Vigil {
+        let path = data_dir.with_extension("yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut args = vec!["--config", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Vigil::start(data_dir, &args).await
+    }
+
     /// Starts `vigil serve` on a free port with `data_dir`, plus `extra` arguments.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Vigil {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (otlp_http, otlp_grpc) = (free_port(), free_port());
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension(format!("{}.log", addr.port()));
         let log_file = std::fs::File::create(&log).unwrap();
@@ -44,6 +81,10 @@ impl Vigil {
             .arg("serve")
             .arg("--http-addr")
             .arg(addr.to_string())
+            .arg("--otlp-http-addr")
+            .arg(format!("127.0.0.1:{}", otlp_http))
+            .arg("--otlp-grpc-addr")
+            .arg(format!("127.0.0.1:{}", otlp_grpc))
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -55,6 +96,8 @@ impl Vigil {
         let vigil = Vigil {
             child: Some(child),
             addr,
+            otlp_http: format!("http://127.0.0.1:{otlp_http}"),
+            otlp_grpc: format!("http://127.0.0.1:{otlp_grpc}"),
             client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
             log,
         };
@@ -81,6 +124,11 @@ impl Vigil {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The rows of a query, as JSON arrays.
+    pub async fn rows(&self, query: &str) -> Vec<Value> {
+        self.sql(query).await["rows"].as_array().unwrap().clone()
     }
 
     /// Runs SQL and returns the JSON document, panicking on an error status.

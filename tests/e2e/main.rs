@@ -3,5 +3,6 @@
 
 mod foundation;
 mod harness;
+mod ingestion;
 mod prometheus;
 mod remote_write_client;

@@ -12,7 +12,7 @@ use crate::harness::{Vigil, free_port, require_program};
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
-struct Killed(Child);
+pub struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -84,6 +84,13 @@ async fn vigil_holds_the_series_a_real_prometheus_holds() {
             .spawn()
             .unwrap(),
     );
+    // A second Vigil scrapes the same exporter itself, to compare with Prometheus's scrape.
+    let scraper = Vigil::start_with_config(
+        &dir.path().join("vigil-scraper"),
+        &format!("scrape_configs:\n  - job_name: node\n    scrape_interval: 2s\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n"),
+        &[],
+    )
+    .await;
     let prometheus_port = free_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -130,7 +137,23 @@ async fn vigil_holds_the_series_a_real_prometheus_holds() {
     let unknown: Vec<_> = held.difference(&known).take(5).collect();
     assert!(unknown.is_empty(), "Vigil holds series Prometheus does not: {unknown:?}");
 
-    // Sample values agree too: the latest `up` of each job.
     let up = vigil.sql("SELECT job, count(*) FROM up GROUP BY job ORDER BY job").await;
     assert_eq!(up["rows"].as_array().unwrap().len(), 2, "{up}");
+
+    // Vigil's own scrape of node-exporter yields the series Prometheus's scrape does
+    // (leaving out the per-scrape report series, of which Prometheus writes more kinds).
+    let is_node = |s: &SeriesKey| {
+        s.contains(&("job".to_string(), "node".to_string()))
+            && !s.iter().any(|(k, v)| k == "__name__" && (v == "up" || v.starts_with("scrape_")))
+    };
+    let by_prometheus: BTreeSet<SeriesKey> = known.into_iter().filter(|s| is_node(s)).collect();
+    let by_vigil: BTreeSet<SeriesKey> = vigil_series(&scraper).await.into_iter().filter(|s| is_node(s)).collect();
+    let only_prometheus: Vec<_> = by_prometheus.difference(&by_vigil).take(5).collect();
+    let only_vigil: Vec<_> = by_vigil.difference(&by_prometheus).take(5).collect();
+    assert!(
+        only_prometheus.is_empty() && only_vigil.is_empty(),
+        "scrapes differ: only Prometheus {only_prometheus:?}, only Vigil {only_vigil:?} ({} vs {} series)",
+        by_prometheus.len(),
+        by_vigil.len()
+    );
 }

@@ -44,6 +44,10 @@ impl IntoResponse for ApiError {
             tracing::warn!(status = %self.status, error = %self.error, "request failed");
         }
         let mut response = (self.status, Json(json!({"error": self.error, "hint": self.hint}))).into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was not read: the connection cannot carry another request.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -57,7 +61,7 @@ impl From<IngestError> for ApiError {
         match &e {
             IngestError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), hint),
             IngestError::Storage(storage) if storage.is_transient() => ApiError::overloaded(e.to_string(), hint),
-            IngestError::Storage(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint),
+            IngestError::Storage(_) | IngestError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint),
             IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } => ApiError::bad_request(e.to_string(), hint),
         }
     }

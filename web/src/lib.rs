@@ -5,7 +5,10 @@
 mod error;
 mod ingest_routes;
 mod ops;
+mod otlp_grpc;
+mod otlp_http;
 mod sql;
+mod targets;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -23,9 +26,11 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use vigil_ingest::Ingestor;
+use vigil_ingest::scrape::Scraper;
 use vigil_query::QueryEngine;
 
 pub use error::ApiError;
+pub use otlp_grpc::router as otlp_grpc_router;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -33,6 +38,7 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub engine: QueryEngine,
     pub metrics: PrometheusHandle,
+    pub scraper: Arc<Scraper>,
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
 }
@@ -52,22 +58,47 @@ impl Default for HttpOptions {
     }
 }
 
-pub fn router(state: AppState, options: &HttpOptions) -> Router {
-    let shed_ingest = ServiceBuilder::new()
+/// Ingest routes, behind a concurrency limit that sheds load with 503 instead of queueing.
+fn ingest_routes(options: &HttpOptions, otlp_only: bool) -> Router<AppState> {
+    let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             metrics::counter!("vigil_http_requests_shed_total").increment(1);
             ApiError::overloaded("too many ingest requests in flight", "retry after the Retry-After delay")
         }))
         .load_shed()
         .concurrency_limit(options.max_concurrent_ingest);
-    let ingest = Router::new().route("/api/v1/write", post(ingest_routes::remote_write)).layer(shed_ingest);
+    let otlp = Router::new()
+        .route("/v1/metrics", post(otlp_http::metrics))
+        .route("/v1/traces", post(otlp_http::traces))
+        .route("/v1/logs", post(otlp_http::logs));
+    let routes = if otlp_only {
+        otlp
+    } else {
+        otlp.route("/api/v1/write", post(ingest_routes::remote_write))
+            .route("/api/v1/import/prometheus", post(ingest_routes::import_prometheus))
+    };
+    routes.layer(shed)
+}
 
-    Router::new()
+/// The API port: everything.
+pub fn router(state: AppState, options: &HttpOptions) -> Router {
+    let routes = Router::new()
         .route("/-/healthy", get(ops::healthy).head(ops::healthy))
         .route("/-/ready", get(ops::ready).head(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/sql", post(sql::sql))
-        .merge(ingest)
+        .route("/api/v1/targets", get(targets::targets))
+        .merge(ingest_routes(options, false));
+    with_edge_layers(routes, state, options)
+}
+
+/// The OTLP/HTTP port (4318 by default): the three OTLP routes only.
+pub fn otlp_http_router(state: AppState, options: &HttpOptions) -> Router {
+    with_edge_layers(ingest_routes(options, true), state, options)
+}
+
+fn with_edge_layers(routes: Router<AppState>, state: AppState, options: &HttpOptions) -> Router {
+    routes
         .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(middleware::from_fn(record_request))

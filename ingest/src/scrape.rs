@@ -1,0 +1,214 @@
+//! Pull: scraping Prometheus targets the way Prometheus does.
+//!
+//! Each target is scraped every `interval` (first scrape offset by a hash of its URL, so
+//! targets spread out), with `timeout`. Samples get `job` and `instance` (and the static
+//! labels); a clashing scraped label becomes `exported_<name>` unless `honor_labels`. Every
+//! scrape also writes `up`, `scrape_duration_seconds` and `scrape_samples_scraped`. A series
+//! that disappears, or every series of a target that fails, gets a stale marker, so queries
+//! stop seeing it at once. A failing target is reported, never fatal.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+use vigil_storage::{LabelSet, MetricSeries, Sample, WriteBatch};
+
+use crate::exposition::{self, Format};
+use crate::otlp::metrics::STALE_NAN;
+use crate::text_import::{LabelMerge, to_series};
+use crate::{Ingestor, Limits};
+
+const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScrapeTarget {
+    pub job: String,
+    /// `host:port`
+    pub address: String,
+    pub scheme: String,
+    pub metrics_path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub honor_labels: bool,
+    /// Static labels from the config (`labels:` of a static config).
+    pub labels: Vec<(String, String)>,
+}
+
+impl ScrapeTarget {
+    pub fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.address, self.metrics_path)
+    }
+
+    /// `job`, `instance` and the static labels; static ones win.
+    pub fn target_labels(&self) -> Vec<(String, String)> {
+        let mut labels = vec![("job".to_string(), self.job.clone()), ("instance".to_string(), self.address.clone())];
+        for (name, value) in &self.labels {
+            labels.retain(|(n, _)| n != name);
+            labels.push((name.clone(), value.clone()));
+        }
+        labels
+    }
+}
+
+/// The state of a target as the targets API shows it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct TargetHealth {
+    /// `unknown` before the first scrape, then `up` or `down`.
+    pub health: &'static str,
+    pub last_error: String,
+    pub last_scrape_unix_ms: Option<i64>,
+    pub last_duration_seconds: f64,
+    pub samples: usize,
+}
+
+struct TargetState {
+    target: ScrapeTarget,
+    health: Mutex<TargetHealth>,
+}
+
+/// Runs the scrape loops; stops them when dropped.
+pub struct Scraper {
+    states: Vec<Arc<TargetState>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Scraper {
+    pub fn start(targets: Vec<ScrapeTarget>, ingestor: Ingestor) -> Scraper {
+        let client = reqwest::Client::builder().user_agent(concat!("Vigil/", env!("CARGO_PKG_VERSION"))).build().unwrap_or_default();
+        let mut states = Vec::new();
+        let mut tasks = Vec::new();
+        for target in targets {
+            let state = Arc::new(TargetState { target, health: Mutex::new(TargetHealth { health: "unknown", ..Default::default() }) });
+            states.push(state.clone());
+            tasks.push(tokio::spawn(scrape_loop(state, ingestor.clone(), client.clone())));
+        }
+        Scraper { states, tasks }
+    }
+
+    pub fn targets(&self) -> Vec<(ScrapeTarget, TargetHealth)> {
+        self.states.iter().map(|s| (s.target.clone(), s.health.lock().clone())).collect()
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn scrape_loop(state: Arc<TargetState>, ingestor: Ingestor, client: reqwest::Client) {
+    let target = &state.target;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    target.url().hash(&mut hasher);
+    let interval_ms = target.interval.as_millis().max(1) as u64;
+    tokio::time::sleep(Duration::from_millis(hasher.finish() % interval_ms)).await;
+    let mut ticker = tokio::time::interval(target.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: HashSet<(String, LabelSet)> = HashSet::new();
+    loop {
+        ticker.tick().await;
+        previous = scrape_once(&state, &ingestor, &client, previous).await;
+    }
+}
+
+/// Fetches the body, refusing more than `limit` bytes.
+async fn fetch(client: &reqwest::Client, target: &ScrapeTarget, limit: usize) -> Result<(String, String), String> {
+    let request = client
+        .get(target.url())
+        .header(reqwest::header::ACCEPT, ACCEPT)
+        .header("X-Prometheus-Scrape-Timeout-Seconds", target.timeout.as_secs_f64().to_string())
+        .timeout(target.timeout);
+    let mut response = request.send().await.map_err(|e| format!("{e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("server returned HTTP status {}", response.status()));
+    }
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("{e}"))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("body exceeds the limit of {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
+    Ok((content_type, text))
+}
+
+fn parse_body(content_type: &str, body: &str, target: &ScrapeTarget, timestamp_ms: i64, limits: &Limits) -> Result<Vec<MetricSeries>, String> {
+    let parsed = exposition::parse(body, Format::detect(content_type, body)).map_err(|e| e.to_string())?;
+    let merge = if target.honor_labels { LabelMerge::ScrapedWin } else { LabelMerge::RenameScraped };
+    to_series(parsed.samples, timestamp_ms, &target.target_labels(), merge, limits).map_err(|e| e.to_string())
+}
+
+/// One scrape; returns the series it saw, for the next scrape's staleness check.
+async fn scrape_once(
+    state: &TargetState,
+    ingestor: &Ingestor,
+    client: &reqwest::Client,
+    previous: HashSet<(String, LabelSet)>,
+) -> HashSet<(String, LabelSet)> {
+    let target = &state.target;
+    let started = Instant::now();
+    let timestamp_ms = now_ms();
+    let limit = ingestor.limits().max_decompressed_bytes;
+    let result = match fetch(client, target, limit).await {
+        Ok((content_type, body)) => parse_body(&content_type, &body, target, timestamp_ms, ingestor.limits()),
+        Err(e) => Err(e),
+    };
+    let duration = started.elapsed().as_secs_f64();
+    let timestamp_ns = timestamp_ms.saturating_mul(1_000_000);
+    let (mut series, error) = match result {
+        Ok(series) => (series, None),
+        Err(error) => (Vec::new(), Some(error)),
+    };
+    let scraped = series.len();
+    let current: HashSet<(String, LabelSet)> = series.iter().map(|s| (s.metric.clone(), s.labels.clone())).collect();
+    for (metric, labels) in previous.difference(&current) {
+        series.push(MetricSeries { metric: metric.clone(), labels: labels.clone(), samples: vec![Sample { timestamp_ns, value: STALE_NAN }] });
+    }
+    let report_labels = LabelSet::new(target.target_labels()).unwrap_or_default();
+    let report = |metric: &str, value: f64| MetricSeries {
+        metric: metric.into(),
+        labels: report_labels.clone(),
+        samples: vec![Sample { timestamp_ns, value }],
+    };
+    series.push(report("up", if error.is_none() { 1.0 } else { 0.0 }));
+    series.push(report("scrape_duration_seconds", duration));
+    series.push(report("scrape_samples_scraped", scraped as f64));
+    let written = ingestor.storage().write(WriteBatch { metrics: series, rows: Vec::new() }).await;
+    let error = match (error, written) {
+        (Some(e), _) => Some(e),
+        (None, Err(e)) => Some(format!("storing the scrape failed: {e}")),
+        (None, Ok(_)) => None,
+    };
+    metrics::counter!("vigil_scrapes_total", "job" => target.job.clone(), "outcome" => if error.is_some() { "failure" } else { "success" })
+        .increment(1);
+    match &error {
+        Some(e) => warn!(url = %target.url(), error = %e, "scrape failed"),
+        None => debug!(url = %target.url(), samples = scraped, "scraped"),
+    }
+    *state.health.lock() = TargetHealth {
+        health: if error.is_none() { "up" } else { "down" },
+        last_error: error.clone().unwrap_or_default(),
+        last_scrape_unix_ms: Some(timestamp_ms),
+        last_duration_seconds: duration,
+        samples: scraped,
+    };
+    if error.is_some() { HashSet::new() } else { current }
+}
