@@ -1,0 +1,90 @@
+//! What the benches share: starting Vigil, reading a process's CPU time and peak memory.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Peak resident memory (VmHWM) of a process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+}
+
+pub fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub async fn wait_ready(url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+/// A running `vigil serve` on free ports.
+pub struct VigilProcess {
+    pub child: Child,
+    pub http: u16,
+    pub otlp_http: u16,
+    pub otlp_grpc: u16,
+}
+
+impl VigilProcess {
+    pub async fn start(data: &Path, extra: &[&str]) -> VigilProcess {
+        let (http, otlp_http, otlp_grpc) = (port(), port(), port());
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("serve")
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--otlp-http-addr", &format!("127.0.0.1:{otlp_http}")])
+            .args(["--otlp-grpc-addr", &format!("127.0.0.1:{otlp_grpc}")])
+            .args(["--log-level", "warn"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_ready(&format!("http://127.0.0.1:{http}/-/ready")).await;
+        VigilProcess { child, http, otlp_http, otlp_grpc }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (flush) and wait.
+    pub fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap();
+    }
+}
+
+pub fn dir_bytes(path: &Path, suffix: Option<&str>) -> u64 {
+    let mut total = 0;
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    for entry in entries.flatten() {
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            total += dir_bytes(&entry.path(), suffix);
+        } else if suffix.is_none_or(|s| entry.path().to_string_lossy().ends_with(s)) {
+            total += meta.len();
+        }
+    }
+    total
+}
