@@ -125,6 +125,10 @@ impl QueryEngine {
         &self.ctx
     }
 
+    pub fn options(&self) -> &QueryOptions {
+        &self.options
+    }
+
     pub fn storage(&self) -> &Storage {
         &self.storage
     }

@@ -3,6 +3,7 @@
 //! PromQL and SLO evaluation build on the same session.
 
 pub mod engine;
+pub mod promql;
 pub mod output;
 
 pub use engine::{QueryEngine, QueryError, QueryOptions, QueryResult};

@@ -1,0 +1,867 @@
+//! Compiles a PromQL AST into DataFusion plans (see the module docs for the row shapes).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{ScalarValue, TableReference};
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::{array_agg, avg, count, max, min, stddev_pop, sum, var_pop};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{ExprFunctionExt, JoinType, ScalarUDF, when};
+use datafusion::prelude::{Expr, cast, coalesce, concat_ws, get_field, ident, isnan, lit, nullif, regexp_like};
+use futures::future::BoxFuture;
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::token::{self, TokenType};
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Call, Expr as PromExpr, LabelModifier, Offset, SubqueryExpr,
+    VectorMatchCardinality, VectorSelector,
+};
+use vigil_storage::schema::{FixedTable, TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, label_columns, label_name_of_column};
+
+use super::errors::PromError;
+use super::kernels::{BinaryOp, RangeFunction};
+use super::udf::{
+    BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelReplaceUdf, MathFunction, MathUdf, QuantileUdf,
+    SeriesStepsUdf, Steps,
+};
+use super::EvalRange;
+use crate::QueryEngine;
+
+pub const TS: &str = "__ts__";
+pub const VALUE: &str = "__value__";
+pub const TSS: &str = "__tss__";
+pub const VALS: &str = "__vals__";
+pub const NAME: &str = "__name__";
+const POINTS: &str = "__points__";
+const RIGHT: &str = "__r_";
+/// Subqueries without a step use Prometheus's default evaluation interval.
+const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// Rows of (labels, `__ts__`, `__value__`): one sample per series and step.
+#[derive(Clone)]
+pub struct VectorPlan {
+    pub frame: DataFrame,
+    /// Label columns, sorted.
+    pub labels: Vec<String>,
+}
+
+/// Rows of (labels, `__tss__`, `__vals__`): every sample of a series a range function may
+/// need, and where its windows are.
+#[derive(Clone)]
+pub struct MatrixPlan {
+    pub frame: DataFrame,
+    pub labels: Vec<String>,
+    pub range_ms: i64,
+    pub offset_ms: i64,
+    pub at_ms: Option<i64>,
+}
+
+#[derive(Clone)]
+pub enum ScalarPlan {
+    Constant(f64),
+    /// Rows of (`__ts__`, `__value__`), one per step.
+    Frame(DataFrame),
+}
+
+pub enum Value {
+    Vector(VectorPlan),
+    Matrix(MatrixPlan),
+    Scalar(ScalarPlan),
+    String(String),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Vector(_) => "instant vector",
+            Value::Matrix(_) => "range vector",
+            Value::Scalar(_) => "scalar",
+            Value::String(_) => "string",
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> PromError {
+    PromError::BadData(message.into())
+}
+
+fn wrong_type(expected: &str, got: &Value) -> PromError {
+    bad(format!("expected {expected}, got {}", got.kind()))
+}
+
+fn ms(duration: &std::time::Duration) -> i64 {
+    duration.as_millis() as i64
+}
+
+fn offset_ms(offset: &Option<Offset>) -> i64 {
+    match offset {
+        None => 0,
+        Some(Offset::Pos(d)) => ms(d),
+        Some(Offset::Neg(d)) => -ms(d),
+    }
+}
+
+fn time_ms(time: &SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+fn null_label() -> Expr {
+    lit(ScalarValue::Utf8(None))
+}
+
+/// A label's value for matching: absent labels are the empty string.
+fn label_or_empty(column: Option<String>) -> Expr {
+    match column {
+        Some(column) => coalesce(vec![ident(column), lit("")]),
+        None => lit(""),
+    }
+}
+
+fn union_labels<'a>(sets: impl IntoIterator<Item = &'a Vec<String>>) -> Vec<String> {
+    sets.into_iter().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+/// The `sort`/`sort_desc` at the top of a query, which orders an instant result.
+pub fn sort_order(expr: &PromExpr) -> Option<bool> {
+    match expr {
+        PromExpr::Paren(p) => sort_order(&p.expr),
+        PromExpr::Call(call) if call.func.name == "sort" => Some(false),
+        PromExpr::Call(call) if call.func.name == "sort_desc" => Some(true),
+        _ => None,
+    }
+}
+
+pub struct Compiler<'a> {
+    engine: &'a QueryEngine,
+    range: EvalRange,
+    lookback_ms: i64,
+}
+
+impl<'a> Compiler<'a> {
+    pub fn new(engine: &'a QueryEngine, range: EvalRange, lookback_ms: i64) -> Self {
+        Compiler { engine, range, lookback_ms }
+    }
+
+    fn steps(&self) -> Steps {
+        Steps { start: self.range.start_ms, end: self.range.end_ms, step: self.range.step_ms }
+    }
+
+    fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.range.start_ms),
+            Some(AtModifier::End) => Some(self.range.end_ms),
+            Some(AtModifier::At(time)) => Some(time_ms(time)),
+        }
+    }
+
+    pub fn compile<'b>(&'b self, expr: &'b PromExpr) -> BoxFuture<'b, Result<Value, PromError>> {
+        Box::pin(async move {
+            match expr {
+                PromExpr::NumberLiteral(n) => Ok(Value::Scalar(ScalarPlan::Constant(n.val))),
+                PromExpr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+                PromExpr::Paren(p) => self.compile(&p.expr).await,
+                PromExpr::VectorSelector(vs) => {
+                    let samples = self.series_samples(vs, self.lookback_ms).await?;
+                    Ok(Value::Vector(self.apply_steps(samples, RangeFunction::Instant, self.lookback_ms, 0.0, true)?))
+                }
+                PromExpr::MatrixSelector(selector) => {
+                    Ok(Value::Matrix(self.series_samples(&selector.vs, ms(&selector.range)).await?))
+                }
+                PromExpr::Subquery(subquery) => Ok(Value::Matrix(self.subquery(subquery).await?)),
+                PromExpr::Unary(unary) => {
+                    let value = self.compile(&unary.expr).await?;
+                    self.arithmetic_with_constant(value, BinaryOp::Mul, -1.0)
+                }
+                PromExpr::Binary(binary) => self.binary(binary).await,
+                PromExpr::Aggregate(aggregate) => self.aggregate(aggregate).await,
+                PromExpr::Call(call) => self.call(call).await,
+                PromExpr::Extension(_) => Err(bad("extension expressions are not supported")),
+            }
+        })
+    }
+
+    // ---- selectors -------------------------------------------------------------------
+
+    /// Metric tables a selector may read, with their metric names.
+    fn tables_for(&self, selector: &VectorSelector) -> Vec<(String, String)> {
+        let storage = self.engine.storage();
+        let name_matchers: Vec<&Matcher> = selector.matchers.matchers.iter().filter(|m| m.name == NAME).collect();
+        let candidates: Vec<String> = match &selector.name {
+            Some(name) => vec![name.clone()],
+            None => storage
+                .table_names()
+                .into_iter()
+                .filter(|t| FixedTable::from_name(t).is_none())
+                .map(|t| t.strip_suffix("_metric").filter(|m| FixedTable::from_name(m).is_some()).map_or(t.clone(), str::to_string))
+                .collect(),
+        };
+        candidates
+            .into_iter()
+            .filter(|metric| name_matchers.iter().all(|m| m.is_match(metric)))
+            .map(|metric| (vigil_storage::schema::metric_table_name(&metric).into_owned(), metric))
+            .filter(|(table, _)| storage.table_schema(table).is_some())
+            .collect()
+    }
+
+    /// One row per series with all its samples in the time span the steps need.
+    async fn series_samples(&self, selector: &VectorSelector, window_ms: i64) -> Result<MatrixPlan, PromError> {
+        if !selector.matchers.or_matchers.is_empty() {
+            return Err(bad("`or` in label matchers is not supported"));
+        }
+        let offset = offset_ms(&selector.offset);
+        let at = self.at_ms(&selector.at);
+        let (first, last) = at.map_or((self.range.start_ms, self.range.end_ms), |a| (a, a));
+        let (low_ns, high_ns) = ((first - offset - window_ms) * 1_000_000, (last - offset) * 1_000_000);
+        let storage = self.engine.storage();
+        let mut tables = Vec::new();
+        for (table, metric) in self.tables_for(selector) {
+            let Some(schema) = storage.table_schema(&table) else { continue };
+            let columns: BTreeSet<String> = label_columns(&schema).map(str::to_string).collect();
+            let mut filters = vec![
+                ident(TIMESTAMP_COLUMN).gt_eq(lit(ScalarValue::TimestampNanosecond(Some(low_ns), Some("UTC".into())))),
+                ident(TIMESTAMP_COLUMN).lt_eq(lit(ScalarValue::TimestampNanosecond(Some(high_ns), Some("UTC".into())))),
+            ];
+            let mut possible = true;
+            for matcher in selector.matchers.matchers.iter().filter(|m| m.name != NAME) {
+                let column = label_column_name(&matcher.name).into_owned();
+                if columns.contains(&column) {
+                    filters.push(matcher_filter(matcher, &column));
+                } else if !matcher.is_match("") {
+                    possible = false;
+                }
+            }
+            if possible {
+                tables.push((table, metric, columns, filters));
+            }
+        }
+        let labels: Vec<String> = tables
+            .iter()
+            .flat_map(|(_, _, columns, _)| columns.iter().map(|c| label_name_of_column(c).to_string()))
+            .chain([NAME.to_string()])
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut union: Option<DataFrame> = None;
+        for (table, metric, columns, filters) in tables {
+            let frame = self.engine.context().table(TableReference::bare(table.as_str())).await?;
+            let filter = filters.into_iter().reduce(Expr::and).unwrap_or(lit(true));
+            let mut projection: Vec<Expr> = labels
+                .iter()
+                .map(|label| {
+                    if label == NAME {
+                        return lit(metric.clone()).alias(NAME);
+                    }
+                    let column = label_column_name(label).into_owned();
+                    if columns.contains(&column) { cast(ident(column), DataType::Utf8).alias(label) } else { null_label().alias(label) }
+                })
+                .collect();
+            projection.push((cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)).alias(TS));
+            projection.push(ident(VALUE_COLUMN).alias(VALUE));
+            let frame = frame.filter(filter)?.select(projection)?;
+            union = Some(match union {
+                None => frame,
+                Some(all) => all.union(frame)?,
+            });
+        }
+        let frame = match union {
+            Some(frame) => frame
+                .aggregate(labels.iter().map(ident).collect(), vec![array_agg(ident(TS)).alias(TSS), array_agg(ident(VALUE)).alias(VALS)])?,
+            None => return self.empty_matrix(window_ms, offset, at),
+        };
+        Ok(MatrixPlan { frame, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
+    }
+
+    fn empty_matrix(&self, range_ms: i64, offset_ms: i64, at_ms: Option<i64>) -> Result<MatrixPlan, PromError> {
+        let list = |item: DataType| DataType::List(Arc::new(Field::new("item", item, true)));
+        let schema = Arc::new(Schema::new(vec![Field::new(TSS, list(DataType::Int64), true), Field::new(VALS, list(DataType::Float64), true)]));
+        let frame = self.engine.context().read_batch(RecordBatch::new_empty(schema))?;
+        Ok(MatrixPlan { frame, labels: Vec::new(), range_ms, offset_ms, at_ms })
+    }
+
+    /// Evaluates `function` over every series' windows at every step.
+    fn apply_steps(&self, matrix: MatrixPlan, function: RangeFunction, window_ms: i64, param: f64, keep_name: bool) -> Result<VectorPlan, PromError> {
+        let udf = SeriesStepsUdf::new(function, self.steps(), window_ms, matrix.offset_ms, matrix.at_ms, param);
+        let labels: Vec<String> = matrix.labels.iter().filter(|l| keep_name || *l != NAME).cloned().collect();
+        let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
+        projection.push(udf.call(vec![ident(TSS), ident(VALS)]).alias(POINTS));
+        let frame = matrix.frame.select(projection)?.unnest_columns(&[POINTS])?;
+        let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
+        projection.push(get_field(ident(POINTS), "t").alias(TS));
+        projection.push(get_field(ident(POINTS), "v").alias(VALUE));
+        Ok(VectorPlan { frame: frame.select(projection)?, labels })
+    }
+
+    async fn subquery(&self, subquery: &SubqueryExpr) -> Result<MatrixPlan, PromError> {
+        let offset = offset_ms(&subquery.offset);
+        let at = self.at_ms(&subquery.at);
+        let range_ms = ms(&subquery.range);
+        let step = subquery.step.as_ref().map_or(DEFAULT_SUBQUERY_STEP_MS, ms).max(1);
+        let (first, last) = at.map_or((self.range.start_ms, self.range.end_ms), |a| (a, a));
+        let low = first - offset - range_ms;
+        let mut start = step * low.div_euclid(step);
+        if start < low {
+            start += step;
+        }
+        let inner = Compiler::new(self.engine, EvalRange { start_ms: start, end_ms: last - offset, step_ms: step }, self.lookback_ms);
+        let vector = match inner.compile(&subquery.expr).await? {
+            Value::Vector(vector) => vector,
+            Value::Scalar(scalar) => inner.scalar_to_vector(scalar)?,
+            other => return Err(wrong_type("instant vector or scalar in subquery", &other)),
+        };
+        let frame = vector
+            .frame
+            .aggregate(vector.labels.iter().map(ident).collect(), vec![array_agg(ident(TS)).alias(TSS), array_agg(ident(VALUE)).alias(VALS)])?;
+        Ok(MatrixPlan { frame, labels: vector.labels, range_ms, offset_ms: offset, at_ms: at })
+    }
+
+    // ---- scalars -----------------------------------------------------------------------
+
+    fn steps_frame(&self) -> Result<DataFrame, PromError> {
+        let steps: Vec<i64> = self.steps().iter().collect();
+        let schema = Arc::new(Schema::new(vec![Field::new(TS, DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(steps))]).map_err(|e| PromError::Internal(e.to_string()))?;
+        Ok(self.engine.context().read_batch(batch)?)
+    }
+
+    fn scalar_frame(&self, scalar: ScalarPlan) -> Result<DataFrame, PromError> {
+        match scalar {
+            ScalarPlan::Frame(frame) => Ok(frame),
+            ScalarPlan::Constant(value) => Ok(self.steps_frame()?.select(vec![ident(TS), lit(value).alias(VALUE)])?),
+        }
+    }
+
+    fn scalar_to_vector(&self, scalar: ScalarPlan) -> Result<VectorPlan, PromError> {
+        Ok(VectorPlan { frame: self.scalar_frame(scalar)?, labels: Vec::new() })
+    }
+
+    fn time_scalar(&self) -> Result<ScalarPlan, PromError> {
+        let frame = self.steps_frame()?;
+        Ok(ScalarPlan::Frame(frame.select(vec![ident(TS), (cast(ident(TS), DataType::Float64) / lit(1000.0)).alias(VALUE)])?))
+    }
+
+    // ---- binary operators --------------------------------------------------------------
+
+    fn arithmetic_with_constant(&self, value: Value, op: BinaryOp, constant: f64) -> Result<Value, PromError> {
+        match value {
+            Value::Scalar(ScalarPlan::Constant(v)) => Ok(Value::Scalar(ScalarPlan::Constant(op.apply(v, constant)))),
+            Value::Scalar(ScalarPlan::Frame(frame)) => {
+                let v = BinaryUdf::new(op).call(vec![ident(VALUE), lit(constant)]);
+                Ok(Value::Scalar(ScalarPlan::Frame(frame.select(vec![ident(TS), v.alias(VALUE)])?)))
+            }
+            Value::Vector(vector) => Ok(Value::Vector(self.vector_scalar(vector, ScalarPlan::Constant(constant), op, false, false)?)),
+            other => Err(wrong_type("scalar or instant vector", &other)),
+        }
+    }
+
+    async fn binary(&self, binary: &BinaryExpr) -> Result<Value, PromError> {
+        let lhs = self.compile(&binary.lhs).await?;
+        let rhs = self.compile(&binary.rhs).await?;
+        let modifier = binary.modifier.as_ref();
+        let return_bool = modifier.is_some_and(|m| m.return_bool);
+        let op_id = binary.op.id();
+        if matches!(op_id, token::T_LAND | token::T_LOR | token::T_LUNLESS) {
+            let (Value::Vector(l), Value::Vector(r)) = (lhs, rhs) else {
+                return Err(bad("set operators (and, or, unless) need instant vectors on both sides"));
+            };
+            return Ok(Value::Vector(self.set_operation(op_id, l, r, modifier.and_then(|m| m.matching.as_ref()))?));
+        }
+        let op = binary_op(binary.op)?;
+        match (lhs, rhs) {
+            (Value::Scalar(ScalarPlan::Constant(a)), Value::Scalar(ScalarPlan::Constant(b))) => {
+                Ok(Value::Scalar(ScalarPlan::Constant(op.apply(a, b))))
+            }
+            (Value::Scalar(a), Value::Scalar(b)) => {
+                let left = self.scalar_frame(a)?;
+                let right = self.scalar_frame(b)?.select(vec![ident(TS).alias("__r_ts"), ident(VALUE).alias("__r_v")])?;
+                let joined = left.join_on(right, JoinType::Inner, vec![ident(TS).eq(ident("__r_ts"))])?;
+                let v = BinaryUdf::new(op).call(vec![ident(VALUE), ident("__r_v")]);
+                Ok(Value::Scalar(ScalarPlan::Frame(joined.select(vec![ident(TS), v.alias(VALUE)])?)))
+            }
+            (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(self.vector_scalar(v, s, op, false, return_bool)?)),
+            (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(self.vector_scalar(v, s, op, true, return_bool)?)),
+            (Value::Vector(l), Value::Vector(r)) => {
+                let card = modifier.map_or(VectorMatchCardinality::OneToOne, |m| m.card.clone());
+                Ok(Value::Vector(self.vector_vector(l, r, op, return_bool, &card, modifier.and_then(|m| m.matching.as_ref()))?))
+            }
+            (l, r) => Err(bad(format!("binary operator between {} and {} is not allowed", l.kind(), r.kind()))),
+        }
+    }
+
+    /// Vector ∘ scalar; `swap` when the scalar was on the left.
+    fn vector_scalar(&self, vector: VectorPlan, scalar: ScalarPlan, op: BinaryOp, swap: bool, return_bool: bool) -> Result<VectorPlan, PromError> {
+        let (frame, scalar_value) = match scalar {
+            ScalarPlan::Constant(c) => (vector.frame, lit(c)),
+            ScalarPlan::Frame(s) => {
+                let s = s.select(vec![ident(TS).alias("__s_ts"), ident(VALUE).alias("__s_v")])?;
+                (vector.frame.join_on(s, JoinType::Inner, vec![ident(TS).eq(ident("__s_ts"))])?, ident("__s_v"))
+            }
+        };
+        let (l, r) = if swap { (scalar_value, ident(VALUE)) } else { (ident(VALUE), scalar_value) };
+        let filtering = op.is_comparison() && !return_bool;
+        let labels: Vec<String> = vector.labels.iter().filter(|l| filtering || *l != NAME).cloned().collect();
+        let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
+        projection.push(ident(TS));
+        if filtering {
+            let kept = frame.filter(CompareUdf::new(op).call(vec![l, r]))?;
+            projection.push(ident(VALUE));
+            return Ok(VectorPlan { frame: kept.select(projection)?, labels });
+        }
+        projection.push(BinaryUdf::new(op).call(vec![l, r]).alias(VALUE));
+        Ok(VectorPlan { frame: frame.select(projection)?, labels })
+    }
+
+    /// The labels two vectors match on.
+    fn matching_keys(lhs: &VectorPlan, rhs: &VectorPlan, matching: Option<&LabelModifier>) -> Vec<String> {
+        match matching {
+            Some(LabelModifier::Include(on)) => on.labels.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect(),
+            Some(LabelModifier::Exclude(ignoring)) => union_labels([&lhs.labels, &rhs.labels])
+                .into_iter()
+                .filter(|l| l != NAME && !ignoring.labels.contains(l))
+                .collect(),
+            None => union_labels([&lhs.labels, &rhs.labels]).into_iter().filter(|l| l != NAME).collect(),
+        }
+    }
+
+    /// The right side with every column renamed, so the join has no ambiguous names.
+    fn renamed_right(rhs: &VectorPlan) -> Result<DataFrame, PromError> {
+        let mut projection: Vec<Expr> = rhs.labels.iter().map(|l| ident(l).alias(format!("{RIGHT}{l}"))).collect();
+        projection.push(ident(TS).alias(format!("{RIGHT}{TS}")));
+        projection.push(ident(VALUE).alias(format!("{RIGHT}{VALUE}")));
+        Ok(rhs.frame.clone().select(projection)?)
+    }
+
+    fn join_conditions(lhs: &VectorPlan, rhs: &VectorPlan, keys: &[String]) -> Vec<Expr> {
+        let mut conditions = vec![ident(TS).eq(ident(format!("{RIGHT}{TS}")))];
+        for key in keys {
+            let left = label_or_empty(lhs.labels.contains(key).then(|| key.clone()));
+            let right = label_or_empty(rhs.labels.contains(key).then(|| format!("{RIGHT}{key}")));
+            conditions.push(left.eq(right));
+        }
+        conditions
+    }
+
+    fn vector_vector(
+        &self,
+        lhs: VectorPlan,
+        rhs: VectorPlan,
+        op: BinaryOp,
+        return_bool: bool,
+        card: &VectorMatchCardinality,
+        matching: Option<&LabelModifier>,
+    ) -> Result<VectorPlan, PromError> {
+        let keys = Self::matching_keys(&lhs, &rhs, matching);
+        let conditions = Self::join_conditions(&lhs, &rhs, &keys);
+        let joined = lhs.frame.clone().join_on(Self::renamed_right(&rhs)?, JoinType::Inner, conditions)?;
+        // The "many" side gives the labels; the "one" side may add `group_x(...)` labels.
+        let right_column = |l: &str| format!("{RIGHT}{l}");
+        let (many, many_is_right) = match card {
+            VectorMatchCardinality::OneToMany(_) => (&rhs, true),
+            _ => (&lhs, false),
+        };
+        let filtering = op.is_comparison() && !return_bool;
+        let mut labels: BTreeSet<String> = many.labels.iter().filter(|l| filtering || *l != NAME).cloned().collect();
+        if matches!(card, VectorMatchCardinality::OneToOne) {
+            match matching {
+                Some(LabelModifier::Include(on)) => labels.retain(|l| on.labels.contains(l)),
+                Some(LabelModifier::Exclude(ignoring)) => labels.retain(|l| !ignoring.labels.contains(l)),
+                None => {}
+            }
+        }
+        let include: Vec<String> = card.labels().map(|l| l.labels.clone()).unwrap_or_default();
+        let mut projection = Vec::new();
+        for label in labels.iter().filter(|l| !include.contains(l)) {
+            let column = if many_is_right { right_column(label) } else { label.clone() };
+            projection.push(ident(column).alias(label));
+        }
+        for label in &include {
+            let one = if many_is_right { &lhs } else { &rhs };
+            let value = if !one.labels.contains(label) {
+                null_label()
+            } else if many_is_right {
+                nullif(ident(label), lit(""))
+            } else {
+                nullif(ident(right_column(label)), lit(""))
+            };
+            projection.push(value.alias(label));
+        }
+        projection.push(ident(TS));
+        let (l, r) = (ident(VALUE), ident(right_column(VALUE)));
+        let out_labels: Vec<String> = labels.iter().filter(|l| !include.contains(l)).cloned().chain(include.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+        let frame = if filtering {
+            projection.push(ident(VALUE));
+            joined.filter(CompareUdf::new(op).call(vec![l, r]))?.select(projection)?
+        } else {
+            projection.push(BinaryUdf::new(op).call(vec![l, r]).alias(VALUE));
+            joined.select(projection)?
+        };
+        Ok(VectorPlan { frame, labels: out_labels })
+    }
+
+    fn set_operation(&self, op: token::TokenId, lhs: VectorPlan, rhs: VectorPlan, matching: Option<&LabelModifier>) -> Result<VectorPlan, PromError> {
+        let keys = Self::matching_keys(&lhs, &rhs, matching);
+        match op {
+            token::T_LAND | token::T_LUNLESS => {
+                let join = if op == token::T_LAND { JoinType::LeftSemi } else { JoinType::LeftAnti };
+                let conditions = Self::join_conditions(&lhs, &rhs, &keys);
+                let frame = lhs.frame.clone().join_on(Self::renamed_right(&rhs)?, join, conditions)?;
+                Ok(VectorPlan { frame, labels: lhs.labels })
+            }
+            _ => {
+                // lhs, plus the rhs series whose signature lhs lacks at that step.
+                let conditions = Self::join_conditions(&rhs, &lhs, &keys);
+                let left_renamed = Self::renamed_right(&lhs)?;
+                let extra = rhs.frame.clone().join_on(left_renamed, JoinType::LeftAnti, conditions)?;
+                let labels = union_labels([&lhs.labels, &rhs.labels]);
+                let align = |frame: DataFrame, have: &Vec<String>| -> Result<DataFrame, PromError> {
+                    let mut projection: Vec<Expr> =
+                        labels.iter().map(|l| if have.contains(l) { ident(l) } else { null_label().alias(l) }).collect();
+                    projection.push(ident(TS));
+                    projection.push(ident(VALUE));
+                    Ok(frame.select(projection)?)
+                };
+                let frame = align(lhs.frame, &lhs.labels)?.union(align(extra, &rhs.labels)?)?;
+                Ok(VectorPlan { frame, labels })
+            }
+        }
+    }
+
+    // ---- aggregations ------------------------------------------------------------------
+
+    async fn aggregate(&self, aggregate: &AggregateExpr) -> Result<Value, PromError> {
+        let vector = match self.compile(&aggregate.expr).await? {
+            Value::Vector(v) => v,
+            other => return Err(wrong_type("instant vector in aggregation", &other)),
+        };
+        let param = match &aggregate.param {
+            Some(p) => Some(self.compile(p).await?),
+            None => None,
+        };
+        let op = aggregate.op.id();
+        let (by, listed): (bool, Vec<String>) = match &aggregate.modifier {
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+            None => (true, Vec::new()),
+        };
+        let grouping = |labels: &[String]| -> Vec<String> {
+            labels.iter().filter(|l| if by { listed.contains(l) } else { !listed.contains(l) && *l != NAME }).cloned().collect()
+        };
+        let constant = |what: &str| -> Result<f64, PromError> {
+            match &param {
+                Some(Value::Scalar(ScalarPlan::Constant(c))) => Ok(*c),
+                _ => Err(bad(format!("{what} needs a constant scalar parameter"))),
+            }
+        };
+        match op {
+            token::T_TOPK | token::T_BOTTOMK => {
+                let k = constant("topk/bottomk")?;
+                let group = grouping(&vector.labels);
+                let descending = op == token::T_TOPK;
+                let mut partition: Vec<Expr> = group.iter().map(ident).collect();
+                partition.push(ident(TS));
+                let rank = row_number()
+                    .partition_by(partition)
+                    .order_by(vec![isnan(ident(VALUE)).sort(true, false), ident(VALUE).sort(!descending, false)])
+                    .build()?
+                    .alias("__rank__");
+                let frame = vector.frame.window(vec![rank])?.filter(ident("__rank__").lt_eq(lit(k.floor() as i64)))?;
+                let mut projection: Vec<Expr> = vector.labels.iter().map(ident).collect();
+                projection.extend([ident(TS), ident(VALUE)]);
+                Ok(Value::Vector(VectorPlan { frame: frame.select(projection)?, labels: vector.labels }))
+            }
+            token::T_COUNT_VALUES => {
+                let Some(Value::String(label)) = &param else { return Err(bad("count_values needs a string parameter")) };
+                if !vigil_storage::write::is_valid_label_name(label) {
+                    return Err(bad(format!("invalid label name {label:?}")));
+                }
+                let mut projection: Vec<Expr> = vector.labels.iter().filter(|l| *l != label).map(ident).collect();
+                projection.push(FormatValueUdf::new().call(vec![ident(VALUE)]).alias(label.as_str()));
+                projection.extend([ident(TS), ident(VALUE)]);
+                let with_label: Vec<String> = union_labels([&vector.labels, &vec![label.clone()]]);
+                let group: Vec<String> =
+                    with_label.iter().filter(|l| *l == label || (if by { listed.contains(l) } else { !listed.contains(l) && *l != NAME })).cloned().collect();
+                let frame = vector.frame.select(projection)?;
+                let mut keys: Vec<Expr> = group.iter().map(ident).collect();
+                keys.push(ident(TS));
+                let frame = frame.aggregate(keys, vec![count(ident(VALUE)).alias("__n__")])?;
+                let mut projection: Vec<Expr> = group.iter().map(ident).collect();
+                projection.push(ident(TS));
+                projection.push(cast(ident("__n__"), DataType::Float64).alias(VALUE));
+                Ok(Value::Vector(VectorPlan { frame: frame.select(projection)?, labels: group }))
+            }
+            _ => {
+                let group = grouping(&vector.labels);
+                let mut keys: Vec<Expr> = group.iter().map(ident).collect();
+                keys.push(ident(TS));
+                let without_nan = when(isnan(ident(VALUE)), lit(ScalarValue::Float64(None))).otherwise(ident(VALUE))?;
+                let (aggregates, value): (Vec<Expr>, Expr) = match op {
+                    token::T_SUM => (vec![sum(ident(VALUE)).alias("__a__")], ident("__a__")),
+                    token::T_AVG => (vec![avg(ident(VALUE)).alias("__a__")], ident("__a__")),
+                    token::T_COUNT => (vec![count(ident(VALUE)).alias("__a__")], cast(ident("__a__"), DataType::Float64)),
+                    token::T_GROUP => (vec![count(ident(VALUE)).alias("__a__")], lit(1.0)),
+                    token::T_STDDEV => (vec![stddev_pop(ident(VALUE)).alias("__a__")], ident("__a__")),
+                    token::T_STDVAR => (vec![var_pop(ident(VALUE)).alias("__a__")], ident("__a__")),
+                    // NaN loses to any number, as in Prometheus; all NaN gives NaN.
+                    token::T_MIN => (
+                        vec![min(without_nan).alias("__a__"), min(ident(VALUE)).alias("__b__")],
+                        coalesce(vec![ident("__a__"), ident("__b__")]),
+                    ),
+                    token::T_MAX => (
+                        vec![max(without_nan).alias("__a__"), max(ident(VALUE)).alias("__b__")],
+                        coalesce(vec![ident("__a__"), ident("__b__")]),
+                    ),
+                    token::T_QUANTILE => {
+                        let q = constant("quantile")?;
+                        (vec![array_agg(ident(VALUE)).alias("__a__")], QuantileUdf::new().call(vec![lit(q), ident("__a__")]))
+                    }
+                    _ => return Err(bad(format!("aggregation {} is not supported", aggregate.op))),
+                };
+                let frame = vector.frame.aggregate(keys, aggregates)?;
+                let mut projection: Vec<Expr> = group.iter().map(ident).collect();
+                projection.push(ident(TS));
+                projection.push(value.alias(VALUE));
+                Ok(Value::Vector(VectorPlan { frame: frame.select(projection)?, labels: group }))
+            }
+        }
+    }
+
+    // ---- functions ---------------------------------------------------------------------
+
+    async fn arguments(&self, call: &Call) -> Result<Vec<Value>, PromError> {
+        let mut values = Vec::with_capacity(call.args.args.len());
+        for arg in &call.args.args {
+            values.push(self.compile(arg).await?);
+        }
+        Ok(values)
+    }
+
+    async fn call(&self, call: &Call) -> Result<Value, PromError> {
+        let name = call.func.name;
+        let mut args = self.arguments(call).await?;
+        let constant = |value: Option<&Value>, what: &str| -> Result<f64, PromError> {
+            match value {
+                Some(Value::Scalar(ScalarPlan::Constant(c))) => Ok(*c),
+                _ => Err(bad(format!("{name}: {what} must be a constant scalar"))),
+            }
+        };
+        if let Some(function) = RangeFunction::from_name(name) {
+            let (matrix, param) = match function {
+                RangeFunction::QuantileOverTime => (args.pop(), constant(args.first(), "φ")?),
+                RangeFunction::PredictLinear => {
+                    let seconds = constant(args.get(1), "the duration")?;
+                    (args.into_iter().next(), seconds)
+                }
+                _ => (args.pop(), 0.0),
+            };
+            let Some(Value::Matrix(matrix)) = matrix else { return Err(bad(format!("{name} needs a range vector"))) };
+            let range = matrix.range_ms;
+            return Ok(Value::Vector(self.apply_steps(matrix, function, range, param, false)?));
+        }
+        if let Some(function) = MathFunction::from_name(name) {
+            let mut args = args.into_iter();
+            let vector = match args.next() {
+                Some(Value::Vector(v)) => v,
+                None if function.is_date() => self.scalar_to_vector(self.time_scalar()?)?,
+                Some(other) => return Err(wrong_type("instant vector", &other)),
+                None => return Err(bad(format!("{name} needs an argument"))),
+            };
+            let mut params: Vec<Expr> = vec![ident(VALUE)];
+            for value in args {
+                params.push(lit(constant(Some(&value), "parameter")?));
+            }
+            if function == MathFunction::Round && params.len() == 1 {
+                params.push(lit(1.0));
+            }
+            let labels: Vec<String> = vector.labels.iter().filter(|l| *l != NAME).cloned().collect();
+            let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
+            projection.push(ident(TS));
+            projection.push(MathUdf::new(function).call(params).alias(VALUE));
+            return Ok(Value::Vector(VectorPlan { frame: vector.frame.select(projection)?, labels }));
+        }
+        match name {
+            "time" => Ok(Value::Scalar(self.time_scalar()?)),
+            "pi" => Ok(Value::Scalar(ScalarPlan::Constant(std::f64::consts::PI))),
+            "vector" => match args.pop() {
+                Some(Value::Scalar(s)) => Ok(Value::Vector(self.scalar_to_vector(s)?)),
+                _ => Err(bad("vector() needs a scalar")),
+            },
+            "scalar" => match args.pop() {
+                Some(Value::Vector(v)) => Ok(Value::Scalar(self.scalar_of(v)?)),
+                _ => Err(bad("scalar() needs an instant vector")),
+            },
+            "sort" | "sort_desc" => match args.pop() {
+                Some(Value::Vector(v)) => Ok(Value::Vector(v)),
+                _ => Err(bad(format!("{name}() needs an instant vector"))),
+            },
+            "timestamp" => self.timestamp(call, args).await,
+            "absent" => {
+                let Some(Value::Vector(v)) = args.pop() else { return Err(bad("absent() needs an instant vector")) };
+                Ok(Value::Vector(self.absent(v, call.args.args.first().map(|a| a.as_ref()))?))
+            }
+            "absent_over_time" => {
+                let Some(Value::Matrix(m)) = args.pop() else { return Err(bad("absent_over_time() needs a range vector")) };
+                let range = m.range_ms;
+                let present = self.apply_steps(m, RangeFunction::PresentOverTime, range, 0.0, false)?;
+                Ok(Value::Vector(self.absent(present, call.args.args.first().map(|a| a.as_ref()))?))
+            }
+            "histogram_quantile" => {
+                let q = constant(args.first(), "φ")?;
+                let Some(Value::Vector(v)) = args.pop() else { return Err(bad("histogram_quantile() needs an instant vector")) };
+                Ok(Value::Vector(self.histogram_quantile(q, v)?))
+            }
+            "label_replace" => self.label_replace(args),
+            "label_join" => self.label_join(args),
+            _ => Err(bad(format!("function {name}() is not supported"))),
+        }
+    }
+
+    /// `scalar(v)`: the single sample's value at each step, NaN otherwise.
+    fn scalar_of(&self, vector: VectorPlan) -> Result<ScalarPlan, PromError> {
+        let grouped = vector
+            .frame
+            .aggregate(vec![ident(TS)], vec![count(ident(VALUE)).alias("__n__"), max(ident(VALUE)).alias("__m__")])?
+            .select(vec![ident(TS).alias("__r_ts"), ident("__n__"), ident("__m__")])?;
+        let frame = self.steps_frame()?.join_on(grouped, JoinType::Left, vec![ident(TS).eq(ident("__r_ts"))])?;
+        let value = when(ident("__n__").eq(lit(1i64)), ident("__m__")).otherwise(lit(f64::NAN))?;
+        Ok(ScalarPlan::Frame(frame.select(vec![ident(TS), value.alias(VALUE)])?))
+    }
+
+    async fn timestamp(&self, call: &Call, mut args: Vec<Value>) -> Result<Value, PromError> {
+        let mut arg = call.args.args.first().map(|a| a.as_ref());
+        while let Some(PromExpr::Paren(p)) = arg {
+            arg = Some(&p.expr);
+        }
+        if let Some(PromExpr::VectorSelector(selector)) = arg {
+            let samples = self.series_samples(selector, self.lookback_ms).await?;
+            return Ok(Value::Vector(self.apply_steps(samples, RangeFunction::InstantTimestamp, self.lookback_ms, 0.0, false)?));
+        }
+        let Some(Value::Vector(v)) = args.pop() else { return Err(bad("timestamp() needs an instant vector")) };
+        let labels: Vec<String> = v.labels.iter().filter(|l| *l != NAME).cloned().collect();
+        let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
+        projection.push(ident(TS));
+        projection.push((cast(ident(TS), DataType::Float64) / lit(1000.0)).alias(VALUE));
+        Ok(Value::Vector(VectorPlan { frame: v.frame.select(projection)?, labels }))
+    }
+
+    /// 1 at every step where the vector is empty, labelled with the selector's equalities.
+    fn absent(&self, vector: VectorPlan, arg: Option<&PromExpr>) -> Result<VectorPlan, PromError> {
+        let present = vector.frame.select(vec![ident(TS).alias("__r_ts")])?.distinct()?;
+        let missing = self.steps_frame()?.join_on(present, JoinType::LeftAnti, vec![ident(TS).eq(ident("__r_ts"))])?;
+        let mut labels: Vec<(String, String)> = Vec::new();
+        let mut selector = arg;
+        while let Some(PromExpr::Paren(p)) = selector {
+            selector = Some(&p.expr);
+        }
+        let matchers = match selector {
+            Some(PromExpr::VectorSelector(vs)) => Some(&vs.matchers),
+            Some(PromExpr::MatrixSelector(ms)) => Some(&ms.vs.matchers),
+            _ => None,
+        };
+        for matcher in matchers.map(|m| m.matchers.as_slice()).unwrap_or_default() {
+            if matcher.name != NAME && matches!(matcher.op, MatchOp::Equal) && !labels.iter().any(|(n, _)| *n == matcher.name) {
+                labels.push((matcher.name.clone(), matcher.value.clone()));
+            }
+        }
+        labels.sort();
+        let mut projection: Vec<Expr> = labels.iter().map(|(n, v)| lit(v.clone()).alias(n)).collect();
+        projection.push(ident(TS));
+        projection.push(lit(1.0).alias(VALUE));
+        Ok(VectorPlan { frame: missing.select(projection)?, labels: labels.into_iter().map(|(n, _)| n).collect() })
+    }
+
+    fn histogram_quantile(&self, q: f64, vector: VectorPlan) -> Result<VectorPlan, PromError> {
+        let group: Vec<String> = vector.labels.iter().filter(|l| *l != NAME && *l != "le").cloned().collect();
+        if !vector.labels.iter().any(|l| l == "le") {
+            let frame = vector.frame.filter(lit(false))?;
+            let mut projection: Vec<Expr> = group.iter().map(ident).collect();
+            projection.extend([ident(TS), ident(VALUE)]);
+            return Ok(VectorPlan { frame: frame.select(projection)?, labels: group });
+        }
+        let mut keys: Vec<Expr> = group.iter().map(ident).collect();
+        keys.push(ident(TS));
+        let frame = vector
+            .frame
+            .filter(ident("le").is_not_null())?
+            .aggregate(keys, vec![array_agg(ident("le")).alias("__les__"), array_agg(ident(VALUE)).alias("__counts__")])?;
+        let mut projection: Vec<Expr> = group.iter().map(ident).collect();
+        projection.push(ident(TS));
+        projection.push(HistogramQuantileUdf::new().call(vec![lit(q), ident("__les__"), ident("__counts__")]).alias(VALUE));
+        Ok(VectorPlan { frame: frame.select(projection)?, labels: group })
+    }
+
+    fn label_replace(&self, args: Vec<Value>) -> Result<Value, PromError> {
+        let mut args = args.into_iter();
+        let (Some(Value::Vector(v)), Some(Value::String(destination)), Some(Value::String(replacement)), Some(Value::String(source)), Some(Value::String(regex))) =
+            (args.next(), args.next(), args.next(), args.next(), args.next())
+        else {
+            return Err(bad("label_replace(v, dst, replacement, src, regex) takes a vector and four strings"));
+        };
+        if !vigil_storage::write::is_valid_label_name(&destination) {
+            return Err(bad(format!("invalid destination label name in label_replace(): {destination}")));
+        }
+        let udf: ScalarUDF = LabelReplaceUdf::new(&regex, &replacement).map_err(|e| bad(format!("invalid regular expression in label_replace(): {e}")))?;
+        let source_value = if v.labels.contains(&source) { ident(source.as_str()) } else { null_label() };
+        let destination_value = if v.labels.contains(&destination) { ident(destination.as_str()) } else { null_label() };
+        Ok(Value::Vector(self.set_label(v, &destination, udf.call(vec![destination_value, source_value]))?))
+    }
+
+    fn label_join(&self, args: Vec<Value>) -> Result<Value, PromError> {
+        let mut args = args.into_iter();
+        let (Some(Value::Vector(v)), Some(Value::String(destination)), Some(Value::String(separator))) = (args.next(), args.next(), args.next()) else {
+            return Err(bad("label_join(v, dst, separator, src...) takes a vector and strings"));
+        };
+        if !vigil_storage::write::is_valid_label_name(&destination) {
+            return Err(bad(format!("invalid destination label name in label_join(): {destination}")));
+        }
+        let mut parts = Vec::new();
+        for arg in args {
+            let Value::String(source) = arg else { return Err(bad("label_join() source labels must be strings")) };
+            parts.push(if v.labels.contains(&source) { coalesce(vec![ident(source.as_str()), lit("")]) } else { lit("") });
+        }
+        let joined = if parts.is_empty() { lit("") } else { concat_ws(lit(separator), parts) };
+        Ok(Value::Vector(self.set_label(v, &destination, nullif(joined, lit("")))?))
+    }
+
+    fn set_label(&self, vector: VectorPlan, label: &str, value: Expr) -> Result<VectorPlan, PromError> {
+        let labels: Vec<String> = union_labels([&vector.labels, &vec![label.to_string()]]);
+        let mut projection: Vec<Expr> = labels.iter().map(|l| if l == label { value.clone().alias(l) } else { ident(l) }).collect();
+        projection.extend([ident(TS), ident(VALUE)]);
+        Ok(VectorPlan { frame: vector.frame.select(projection)?, labels })
+    }
+}
+
+/// A label matcher as a filter on its column (absent = empty string, as Prometheus).
+fn matcher_filter(matcher: &Matcher, column: &str) -> Expr {
+    let value = coalesce(vec![cast(ident(column), DataType::Utf8), lit("")]);
+    match &matcher.op {
+        MatchOp::Equal => value.eq(lit(matcher.value.clone())),
+        MatchOp::NotEqual => value.not_eq(lit(matcher.value.clone())),
+        MatchOp::Re(_) => regexp_like(value, lit(format!("^(?:{})$", matcher.value)), None),
+        MatchOp::NotRe(_) => datafusion::logical_expr::not(regexp_like(value, lit(format!("^(?:{})$", matcher.value)), None)),
+    }
+}
+
+fn binary_op(op: TokenType) -> Result<BinaryOp, PromError> {
+    Ok(match op.id() {
+        token::T_ADD => BinaryOp::Add,
+        token::T_SUB => BinaryOp::Sub,
+        token::T_MUL => BinaryOp::Mul,
+        token::T_DIV => BinaryOp::Div,
+        token::T_MOD => BinaryOp::Mod,
+        token::T_POW => BinaryOp::Pow,
+        token::T_ATAN2 => BinaryOp::Atan2,
+        token::T_EQLC => BinaryOp::Eq,
+        token::T_NEQ => BinaryOp::Ne,
+        token::T_GTR => BinaryOp::Gt,
+        token::T_LSS => BinaryOp::Lt,
+        token::T_GTE => BinaryOp::Ge,
+        token::T_LTE => BinaryOp::Le,
+        _ => return Err(bad(format!("operator {op} is not supported"))),
+    })
+}

@@ -1,0 +1,171 @@
+//! PromQL errors, in the kinds of the Prometheus HTTP API, and parsing with positions.
+
+use lrpar::{Lexeme, Lexer};
+use promql_parser::parser::Expr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromError {
+    /// The query is wrong (`errorType: bad_data`, 400).
+    #[error("{0}")]
+    BadData(String),
+    /// Evaluation failed (`errorType: execution`, 422).
+    #[error("{0}")]
+    Execution(String),
+    #[error("query timed out in expression evaluation after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("query needs more memory than allowed: {0}")]
+    ResourcesExhausted(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PromError {
+    /// The Prometheus API's `errorType`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            PromError::BadData(_) => "bad_data",
+            PromError::Execution(_) | PromError::ResourcesExhausted(_) => "execution",
+            PromError::Timeout(_) => "timeout",
+            PromError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for PromError {
+    fn from(error: datafusion::error::DataFusionError) -> Self {
+        let message = error.strip_backtrace();
+        match error.find_root() {
+            datafusion::error::DataFusionError::ResourcesExhausted(_) => PromError::ResourcesExhausted(message),
+            datafusion::error::DataFusionError::Execution(_) | datafusion::error::DataFusionError::ArrowError(..) => {
+                PromError::Execution(message)
+            }
+            _ => PromError::Internal(message),
+        }
+    }
+}
+
+/// Parses a query; errors read `line:column: parse error: message`, as Prometheus writes them.
+pub fn parse(text: &str) -> Result<Expr, PromError> {
+    promql_parser::parser::parse(text).map_err(|message| {
+        let offset = error_offset(text, &message);
+        let (line, column) = line_column(text, offset);
+        PromError::BadData(format!("{line}:{column}: parse error: {message}"))
+    })
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Byte spans of the tokens of `text`, when it lexes.
+fn token_spans(text: &str) -> Option<Vec<(usize, usize)>> {
+    let lexer = promql_parser::parser::lexer(text).ok()?;
+    Some(lexer.iter().filter_map(|l| l.ok()).map(|l| (l.span().start(), l.span().end())).collect())
+}
+
+/// Where the parser's (position-less) error is: an unclosed bracket's opener, a stray
+/// closer, a named function or regex, else the token after the longest valid prefix.
+fn error_offset(text: &str, message: &str) -> usize {
+    let Some(spans) = token_spans(text) else { return lexer_error_offset(text) };
+    let mut open: Vec<usize> = Vec::new();
+    for &(start, end) in &spans {
+        match &text[start..end] {
+            "(" | "{" | "[" => open.push(start),
+            ")" | "}" | "]" => {
+                if open.pop().is_none() {
+                    return start;
+                }
+            }
+            _ => {}
+        }
+    }
+    if message.contains("unclosed") {
+        if let Some(&start) = open.last() {
+            return start;
+        }
+    }
+    for quoted in [message.split('\'').nth(1), message.strip_prefix("illegal regex for ")] {
+        if let Some(fragment) = quoted.filter(|f| !f.is_empty()) {
+            if let Some(at) = text.find(fragment) {
+                return at;
+            }
+        }
+    }
+    let mut valid_until = None;
+    for (index, &(_, end)) in spans.iter().enumerate() {
+        if promql_parser::parser::parse(&text[..end]).is_ok() {
+            valid_until = Some(index);
+        }
+    }
+    match valid_until {
+        Some(index) if index + 1 < spans.len() => spans[index + 1].0,
+        Some(_) => text.len(),
+        None => spans.first().map_or(0, |s| s.0),
+    }
+}
+
+/// The lexer failed: an unclosed bracket (outside string literals), or else the first
+/// character that is no part of a PromQL token.
+fn lexer_error_offset(text: &str) -> usize {
+    let mut open: Vec<usize> = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (at, c) in text.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q != '`' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' | '`' => quote = Some(c),
+                '(' | '{' | '[' => open.push(at),
+                ')' | '}' | ']' => {
+                    if open.pop().is_none() {
+                        return at;
+                    }
+                }
+                '#' => break,
+                _ => {}
+            },
+        }
+    }
+    if let Some(&at) = open.last() {
+        return at;
+    }
+    first_unlexable(text)
+}
+
+fn first_unlexable(text: &str) -> usize {
+    (1..=text.len())
+        .filter(|&end| text.is_char_boundary(end))
+        .find(|&end| promql_parser::parser::lexer(&text[..end]).is_err())
+        .map_or(0, |end| text[..end].char_indices().last().map_or(0, |(i, _)| i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parse_errors_say_where() {
+        assert_eq!(position("sum(rate(x[5m])) by (job"), "1:21: parse error: unclosed left parenthesis");
+        assert!(position("1 +").starts_with("1:3: parse error"), "{}", position("1 +"));
+        assert!(position("foo @ bar").starts_with("1:5: "), "{}", position("foo @ bar"));
+        assert!(position("rate(foo)").starts_with("1:1: "), "{}", position("rate(foo)"));
+        assert!(position("up{a=~\"(\"}").starts_with("1:8: "), "{}", position("up{a=~\"(\"}"));
+        assert!(position("up)").starts_with("1:3: "), "{}", position("up)"));
+        assert!(position("up\n  + ` ").contains("parse error"));
+    }
+}

@@ -1,0 +1,466 @@
+//! PromQL's numeric kernels, written to give Prometheus 2.42's answers bit for bit where
+//! possible: range-vector functions over one window of samples, the quantile rules,
+//! `histogram_quantile`, and element-wise operators with Go's float semantics.
+
+/// Prometheus's stale marker: a NaN with this exact bit pattern.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+pub fn is_stale(value: f64) -> bool {
+    value.to_bits() == STALE_NAN_BITS
+}
+
+/// Kahan–Babuška compensated summation step, as Prometheus's `kahanSumInc`.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Functions applied to the samples of one range-vector window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RangeFunction {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Resets,
+    Changes,
+    Deriv,
+    /// `predict_linear(v, seconds)`: the parameter is the duration.
+    PredictLinear,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    SumOverTime,
+    CountOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    LastOverTime,
+    PresentOverTime,
+    /// `quantile_over_time(φ, v)`: the parameter is φ.
+    QuantileOverTime,
+    /// The latest sample at or before the evaluation time, within the lookback.
+    Instant,
+    /// The sample's own timestamp (for `timestamp(v)`), in seconds.
+    InstantTimestamp,
+}
+
+impl RangeFunction {
+    pub fn from_name(name: &str) -> Option<RangeFunction> {
+        use RangeFunction::*;
+        Some(match name {
+            "rate" => Rate,
+            "increase" => Increase,
+            "delta" => Delta,
+            "irate" => Irate,
+            "idelta" => Idelta,
+            "resets" => Resets,
+            "changes" => Changes,
+            "deriv" => Deriv,
+            "predict_linear" => PredictLinear,
+            "avg_over_time" => AvgOverTime,
+            "min_over_time" => MinOverTime,
+            "max_over_time" => MaxOverTime,
+            "sum_over_time" => SumOverTime,
+            "count_over_time" => CountOverTime,
+            "stddev_over_time" => StddevOverTime,
+            "stdvar_over_time" => StdvarOverTime,
+            "last_over_time" => LastOverTime,
+            "present_over_time" => PresentOverTime,
+            "quantile_over_time" => QuantileOverTime,
+            _ => return None,
+        })
+    }
+}
+
+/// One window: timestamps (ms, ascending) and values, stale markers already removed, plus
+/// where the window is.
+pub struct Window<'a> {
+    pub timestamps: &'a [i64],
+    pub values: &'a [f64],
+    /// Start and end of the selected range, in ms (after offset).
+    pub range_start: i64,
+    pub range_end: i64,
+    /// The evaluation time (for `predict_linear`), in ms.
+    pub eval_time: i64,
+}
+
+/// Evaluates a range function; `None` where Prometheus returns no sample.
+pub fn apply(function: RangeFunction, window: &Window, param: f64) -> Option<f64> {
+    use RangeFunction::*;
+    let values = window.values;
+    if values.is_empty() {
+        return None;
+    }
+    match function {
+        Rate => extrapolated_rate(window, true, true),
+        Increase => extrapolated_rate(window, true, false),
+        Delta => extrapolated_rate(window, false, false),
+        Irate => instant_value(window, true),
+        Idelta => instant_value(window, false),
+        Resets => Some(values.windows(2).filter(|w| w[1] < w[0]).count() as f64),
+        Changes => Some(values.windows(2).filter(|w| !(w[0] == w[1] || (w[0].is_nan() && w[1].is_nan()))).count() as f64),
+        Deriv => {
+            if values.len() < 2 {
+                return None;
+            }
+            Some(linear_regression(window.timestamps, values, window.timestamps[0]).0)
+        }
+        PredictLinear => {
+            if values.len() < 2 {
+                return None;
+            }
+            let (slope, intercept) = linear_regression(window.timestamps, values, window.eval_time);
+            Some(slope * param + intercept)
+        }
+        AvgOverTime => Some(avg_over_time(values)),
+        MinOverTime => Some(values.iter().skip(1).fold(values[0], |min, &v| if v < min || min.is_nan() { v } else { min })),
+        MaxOverTime => Some(values.iter().skip(1).fold(values[0], |max, &v| if v > max || max.is_nan() { v } else { max })),
+        SumOverTime => {
+            let (sum, c) = values.iter().fold((0.0, 0.0), |(sum, c), &v| kahan_inc(v, sum, c));
+            Some(if sum.is_infinite() { sum } else { sum + c })
+        }
+        CountOverTime => Some(values.len() as f64),
+        StddevOverTime => Some(variance_over_time(values).sqrt()),
+        StdvarOverTime => Some(variance_over_time(values)),
+        LastOverTime => values.last().copied(),
+        PresentOverTime => Some(1.0),
+        QuantileOverTime => Some(quantile(param, &mut values.to_vec())),
+        Instant => values.last().copied(),
+        InstantTimestamp => window.timestamps.last().map(|&t| t as f64 / 1000.0),
+    }
+}
+
+/// Prometheus's `extrapolatedRate` (2.x): rate, increase and delta with extrapolation to the
+/// window edges and counter-reset correction.
+fn extrapolated_rate(window: &Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let (timestamps, values) = (window.timestamps, window.values);
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mut result = values[n - 1] - values[0];
+    if is_counter {
+        let mut last = 0.0;
+        let mut correction = 0.0;
+        for &v in values {
+            if v < last {
+                correction += last;
+            }
+            last = v;
+        }
+        result += correction;
+    }
+    let (first_t, last_t) = (timestamps[0], timestamps[n - 1]);
+    let mut duration_to_start = (first_t - window.range_start) as f64 / 1000.0;
+    let duration_to_end = (window.range_end - last_t) as f64 / 1000.0;
+    let sampled_interval = (last_t - first_t) as f64 / 1000.0;
+    let average_between = sampled_interval / (n - 1) as f64;
+    if is_counter && result > 0.0 && values[0] >= 0.0 {
+        let duration_to_zero = sampled_interval * (values[0] / result);
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    let threshold = average_between * 1.1;
+    let mut extrapolate_to = sampled_interval;
+    extrapolate_to += if duration_to_start < threshold { duration_to_start } else { average_between / 2.0 };
+    extrapolate_to += if duration_to_end < threshold { duration_to_end } else { average_between / 2.0 };
+    result *= extrapolate_to / sampled_interval;
+    if is_rate {
+        result /= (window.range_end - window.range_start) as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+/// `irate` / `idelta`: the last two samples.
+fn instant_value(window: &Window, is_rate: bool) -> Option<f64> {
+    let n = window.values.len();
+    if n < 2 {
+        return None;
+    }
+    let (last, previous) = (window.values[n - 1], window.values[n - 2]);
+    let interval = window.timestamps[n - 1] - window.timestamps[n - 2];
+    if interval == 0 {
+        return None;
+    }
+    let mut result = if is_rate && last < previous { last } else { last - previous };
+    if is_rate {
+        result /= interval as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+/// Least squares over (seconds since `intercept_time`, value), Kahan-summed.
+fn linear_regression(timestamps: &[i64], values: &[f64], intercept_time: i64) -> (f64, f64) {
+    let (mut n, mut sum_x, mut c_x, mut sum_y, mut c_y) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut sum_xy, mut c_xy, mut sum_x2, mut c_x2) = (0.0, 0.0, 0.0, 0.0);
+    let init_y = values[0];
+    let mut const_y = true;
+    for (i, (&t, &v)) in timestamps.iter().zip(values).enumerate() {
+        if const_y && i > 0 && v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (t - intercept_time) as f64 / 1e3;
+        (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_inc(v, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_inc(x * v, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_inc(x * x, sum_x2, c_x2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    let (sum_x, sum_y, sum_xy, sum_x2) = (sum_x + c_x, sum_y + c_y, sum_xy + c_xy, sum_x2 + c_x2);
+    let cov_xy = sum_xy - sum_x * sum_y / n;
+    let var_x = sum_x2 - sum_x * sum_x / n;
+    let slope = cov_xy / var_x;
+    let intercept = sum_y / n - slope * sum_x / n;
+    (slope, intercept)
+}
+
+fn avg_over_time(values: &[f64]) -> f64 {
+    let (mut mean, mut count, mut c) = (0.0f64, 0.0f64, 0.0f64);
+    for &v in values {
+        count += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+    }
+    if mean.is_infinite() { mean } else { mean + c }
+}
+
+fn variance_over_time(values: &[f64]) -> f64 {
+    let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &v in values {
+        count += 1.0;
+        let delta = v - (mean + c_mean);
+        (mean, c_mean) = kahan_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_inc(delta * (v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+/// The φ-quantile of values, interpolating between neighbours, as Prometheus's `quantile`.
+pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// `histogram_quantile` over cumulative `(upper bound, count)` buckets (Prometheus's
+/// `bucketQuantile`).
+pub fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Buckets with the same bound (e.g. "1" and "1.0") are one bucket.
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(bound, count) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == bound => last.1 += count,
+            _ => merged.push((bound, count)),
+        }
+    }
+    // Counts must not decrease (scrapes are not atomic).
+    let mut max = f64::NEG_INFINITY;
+    for bucket in merged.iter_mut() {
+        if bucket.1 > max {
+            max = bucket.1;
+        } else if bucket.1 < max {
+            bucket.1 = max;
+        }
+    }
+    if merged.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = merged[merged.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let b = merged[..merged.len() - 1].partition_point(|bucket| bucket.1 < rank);
+    if b == merged.len() - 1 {
+        return merged[merged.len() - 2].0;
+    }
+    if b == 0 && merged[0].0 <= 0.0 {
+        return merged[0].0;
+    }
+    let bucket_end = merged[b].0;
+    let mut count = merged[b].1;
+    let mut bucket_start = 0.0;
+    if b > 0 {
+        bucket_start = merged[b - 1].0;
+        count -= merged[b - 1].1;
+        rank -= merged[b - 1].1;
+    }
+    bucket_start + (bucket_end - bucket_start) * (rank / count)
+}
+
+/// Binary operators between two floats, with Go's semantics (IEEE comparisons: any
+/// comparison with NaN is false).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+}
+
+impl BinaryOp {
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Gt | BinaryOp::Lt | BinaryOp::Ge | BinaryOp::Le)
+    }
+
+    /// The arithmetic result, or for comparisons 1.0 / 0.0.
+    pub fn apply(self, l: f64, r: f64) -> f64 {
+        let truth = |b: bool| if b { 1.0 } else { 0.0 };
+        match self {
+            BinaryOp::Add => l + r,
+            BinaryOp::Sub => l - r,
+            BinaryOp::Mul => l * r,
+            BinaryOp::Div => l / r,
+            BinaryOp::Mod => l % r,
+            BinaryOp::Pow => l.powf(r),
+            BinaryOp::Atan2 => l.atan2(r),
+            BinaryOp::Eq => truth(l == r),
+            BinaryOp::Ne => truth(l != r),
+            BinaryOp::Gt => truth(l > r),
+            BinaryOp::Lt => truth(l < r),
+            BinaryOp::Ge => truth(l >= r),
+            BinaryOp::Le => truth(l <= r),
+        }
+    }
+}
+
+/// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it (for `count_values`).
+pub fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value == f64::INFINITY {
+        "+Inf".into()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window<'a>(timestamps: &'a [i64], values: &'a [f64], start: i64, end: i64) -> Window<'a> {
+        Window { timestamps, values, range_start: start, range_end: end, eval_time: end }
+    }
+
+    #[test]
+    fn rate_extrapolates_like_prometheus() {
+        // Counter 0,10,20,30,40 every 15 s; window [0, 60s].
+        let ts = [0, 15_000, 30_000, 45_000, 60_000];
+        let vs = [0.0, 10.0, 20.0, 30.0, 40.0];
+        let w = window(&ts, &vs, 0, 60_000);
+        assert_eq!(apply(RangeFunction::Increase, &w, 0.0), Some(40.0));
+        assert!((apply(RangeFunction::Rate, &w, 0.0).unwrap() - 40.0 / 60.0).abs() < 1e-12);
+        // A reset: 30 → 5 adds 30.
+        let vs = [10.0, 20.0, 30.0, 5.0, 15.0];
+        let w = window(&ts, &vs, 0, 60_000);
+        assert_eq!(apply(RangeFunction::Increase, &w, 0.0), Some(35.0));
+        assert_eq!(apply(RangeFunction::Resets, &w, 0.0), Some(1.0));
+        assert_eq!(apply(RangeFunction::Changes, &w, 0.0), Some(4.0));
+        // Samples far from the edges extrapolate by half an interval only.
+        let ts = [20_000, 35_000];
+        let vs = [1.0, 2.0];
+        let w = window(&ts, &vs, 0, 60_000);
+        assert_eq!(apply(RangeFunction::Delta, &w, 0.0), Some(2.0));
+        // As a counter the zero point (15 s before the first sample) is the nearer start.
+        assert!((apply(RangeFunction::Rate, &w, 0.0).unwrap() - 2.5 / 60.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn over_time_and_regression() {
+        let ts = [0, 1000, 2000, 3000];
+        let vs = [1.0, 3.0, 5.0, 7.0];
+        let w = window(&ts, &vs, 0, 3000);
+        assert_eq!(apply(RangeFunction::Deriv, &w, 0.0), Some(2.0));
+        assert_eq!(apply(RangeFunction::PredictLinear, &w, 10.0), Some(27.0));
+        assert_eq!(apply(RangeFunction::AvgOverTime, &w, 0.0), Some(4.0));
+        assert_eq!(apply(RangeFunction::StdvarOverTime, &w, 0.0), Some(5.0));
+        assert_eq!(apply(RangeFunction::QuantileOverTime, &w, 0.5), Some(4.0));
+        let with_nan = [f64::NAN, 2.0, 1.0];
+        let w = window(&ts[..3], &with_nan, 0, 2000);
+        assert_eq!(apply(RangeFunction::MaxOverTime, &w, 0.0), Some(2.0));
+        assert_eq!(apply(RangeFunction::MinOverTime, &w, 0.0), Some(1.0));
+        assert_eq!(apply(RangeFunction::Irate, &window(&ts, &vs, 0, 3000), 0.0), Some(2.0));
+    }
+
+    #[test]
+    fn histogram_quantile_matches_bucket_quantile() {
+        let mut buckets = vec![(0.1, 10.0), (0.5, 50.0), (1.0, 90.0), (f64::INFINITY, 100.0)];
+        assert!((bucket_quantile(0.5, &mut buckets) - 0.5).abs() < 1e-12);
+        assert!((bucket_quantile(0.9, &mut buckets) - 1.0).abs() < 1e-12);
+        assert_eq!(bucket_quantile(0.99, &mut buckets), 1.0, "beyond the last finite bucket");
+        let mut no_inf = vec![(1.0, 1.0)];
+        assert!(bucket_quantile(0.5, &mut no_inf).is_nan());
+        assert_eq!(bucket_quantile(-1.0, &mut buckets), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn comparisons_follow_ieee_not_arrow() {
+        assert_eq!(BinaryOp::Eq.apply(f64::NAN, f64::NAN), 0.0);
+        assert_eq!(BinaryOp::Ne.apply(f64::NAN, f64::NAN), 1.0);
+        assert_eq!(BinaryOp::Gt.apply(f64::NAN, 1.0), 0.0);
+        assert_eq!(BinaryOp::Mod.apply(-7.0, 3.0), -1.0);
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(0.1), "0.1");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+    }
+}

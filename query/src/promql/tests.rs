@@ -1,0 +1,136 @@
+//! PromQL over real storage, with answers worked out by hand. The full comparison against a
+//! real Prometheus is the end-to-end corpus (tests/e2e/promql.rs).
+
+use vigil_storage::{LabelSet, MetricSeries, Sample as StorageSample, Storage, StorageOptions, WriteBatch};
+
+use super::*;
+use crate::QueryOptions;
+
+const MINUTE: i64 = 60_000;
+/// A whole hour, in ms.
+const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+
+fn series(metric: &str, labels: &[(&str, &str)], points: impl IntoIterator<Item = (i64, f64)>) -> MetricSeries {
+    MetricSeries {
+        metric: metric.into(),
+        labels: LabelSet::new(labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()).unwrap(),
+        samples: points.into_iter().map(|(t, v)| StorageSample { timestamp_ns: t * 1_000_000, value: v }).collect(),
+    }
+}
+
+/// Counters every 15 s for 30 minutes: `requests_total{job, code}` rising 1/s (code 200,
+/// job api), 0.1/s (code 500, job api), 2/s (code 200, job web); a gauge `temp{room}`; a
+/// histogram `latency_bucket{le}`.
+async fn engine() -> (QueryEngine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(StorageOptions::new(dir.path())).await.unwrap();
+    let steps = || (0..=120).map(|i| T0 + i * 15_000);
+    let rising = |per_second: f64| steps().map(move |t| (t, (t - T0) as f64 / 1000.0 * per_second));
+    let batch = WriteBatch {
+        metrics: vec![
+            series("requests_total", &[("job", "api"), ("code", "200")], rising(1.0)),
+            series("requests_total", &[("job", "api"), ("code", "500")], rising(0.1)),
+            series("requests_total", &[("job", "web"), ("code", "200")], rising(2.0)),
+            series("temp", &[("room", "a")], steps().map(|t| (t, 20.0))),
+            series("temp", &[("room", "b")], steps().map(|t| (t, 25.0))),
+            series("latency_bucket", &[("le", "0.1")], steps().map(|t| (t, 10.0))),
+            series("latency_bucket", &[("le", "0.5")], steps().map(|t| (t, 50.0))),
+            series("latency_bucket", &[("le", "+Inf")], steps().map(|t| (t, 100.0))),
+        ],
+        rows: vec![],
+    };
+    storage.write(batch).await.unwrap();
+    (QueryEngine::new(storage, QueryOptions::default()).unwrap(), dir)
+}
+
+async fn instant(engine: &QueryEngine, query: &str, at: i64) -> Vec<(String, f64)> {
+    match engine.promql(query, EvalRange::instant(at), true).await.unwrap_or_else(|e| panic!("{query}: {e}")) {
+        PromResult::Vector(samples) => {
+            let mut out: Vec<(String, f64)> = samples
+                .into_iter()
+                .map(|s| (s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","), s.value))
+                .collect();
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        }
+        PromResult::Scalar(_, v) => vec![(String::new(), v)],
+        other => panic!("{query}: unexpected {other:?}"),
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+#[tokio::test]
+async fn selectors_rates_and_aggregations() {
+    let (engine, _dir) = engine().await;
+    let at = T0 + 20 * MINUTE;
+    assert_eq!(
+        instant(&engine, "requests_total{code=\"200\"}", at).await,
+        vec![("__name__=requests_total,code=200,job=api".into(), 1200.0), ("__name__=requests_total,code=200,job=web".into(), 2400.0)]
+    );
+    let rates = instant(&engine, "rate(requests_total[5m])", at).await;
+    assert_eq!(rates.len(), 3);
+    // Sorted by labels: code=200/api, code=200/web, code=500/api.
+    assert!(close(rates[0].1, 1.0) && close(rates[1].1, 2.0) && close(rates[2].1, 0.1), "{rates:?}");
+    let by_job = instant(&engine, "sum by (job) (rate(requests_total[5m]))", at).await;
+    assert_eq!(by_job.len(), 2);
+    assert!(close(by_job[0].1, 1.1) && close(by_job[1].1, 2.0), "{by_job:?}");
+    assert_eq!(instant(&engine, "count(temp)", at).await, vec![(String::new(), 2.0)]);
+    assert_eq!(instant(&engine, "max without (room) (temp)", at).await, vec![(String::new(), 25.0)]);
+    assert_eq!(instant(&engine, "topk(1, temp)", at).await, vec![("__name__=temp,room=b".into(), 25.0)]);
+    // Lookback: 4 minutes after the last sample it is still there, 6 minutes after gone.
+    let last = T0 + 30 * MINUTE;
+    assert_eq!(instant(&engine, "temp{room=\"a\"}", last + 4 * MINUTE).await.len(), 1);
+    assert_eq!(instant(&engine, "temp{room=\"a\"}", last + 6 * MINUTE).await.len(), 0);
+    assert_eq!(instant(&engine, "temp{room=~\"a|b\", room!=\"b\"} offset 1m", at).await.len(), 1);
+}
+
+#[tokio::test]
+async fn binary_operators_match_labels() {
+    let (engine, _dir) = engine().await;
+    let at = T0 + 20 * MINUTE;
+    let ratio = instant(&engine, "sum by (job) (rate(requests_total{code=\"500\"}[5m])) / on (job) sum by (job) (rate(requests_total[5m]))", at).await;
+    assert_eq!(ratio.len(), 1, "{ratio:?}");
+    assert!(close(ratio[0].1, 0.1 / 1.1), "{ratio:?}");
+    assert_eq!(instant(&engine, "temp > 21", at).await, vec![("__name__=temp,room=b".into(), 25.0)]);
+    assert_eq!(instant(&engine, "temp > bool 21", at).await, vec![("room=a".into(), 0.0), ("room=b".into(), 1.0)]);
+    assert_eq!(instant(&engine, "21 < temp", at).await, vec![("__name__=temp,room=b".into(), 25.0)]);
+    assert_eq!(instant(&engine, "temp{room=\"a\"} or temp", at).await.len(), 2);
+    assert_eq!(instant(&engine, "temp unless temp{room=\"a\"}", at).await, vec![("__name__=temp,room=b".into(), 25.0)]);
+    assert_eq!(instant(&engine, "temp and on() vector(1)", at).await.len(), 2);
+    let grouped = instant(&engine, "requests_total * on (job) group_left (room) (label_replace(temp{room=\"a\"}, \"job\", \"api\", \"\", \"\"))", at).await;
+    assert_eq!(grouped.len(), 2, "{grouped:?}");
+    assert!(grouped[0].0.contains("room=a"), "{grouped:?}");
+    assert_eq!(instant(&engine, "2 * 3 + 1", at).await, vec![(String::new(), 7.0)]);
+    assert_eq!(instant(&engine, "-temp{room=\"a\"}", at).await, vec![("room=a".into(), -20.0)]);
+}
+
+#[tokio::test]
+async fn functions_and_subqueries() {
+    let (engine, _dir) = engine().await;
+    let at = T0 + 20 * MINUTE;
+    let q = instant(&engine, "histogram_quantile(0.5, latency_bucket)", at).await;
+    assert_eq!(q.len(), 1);
+    assert!(close(q[0].1, 0.5), "{q:?}");
+    assert_eq!(instant(&engine, "absent(nothing{job=\"x\"})", at).await, vec![("job=x".into(), 1.0)]);
+    assert_eq!(instant(&engine, "absent(temp)", at).await.len(), 0);
+    assert_eq!(instant(&engine, "label_join(temp{room=\"a\"}, \"x\", \"-\", \"room\", \"room\")", at).await, vec![("__name__=temp,room=a,x=a-a".into(), 20.0)]);
+    assert_eq!(instant(&engine, "scalar(temp{room=\"b\"})", at).await, vec![(String::new(), 25.0)]);
+    assert!(instant(&engine, "scalar(temp)", at).await[0].1.is_nan());
+    let sub = instant(&engine, "max_over_time(rate(requests_total{job=\"web\"}[1m])[5m:1m])", at).await;
+    assert_eq!(sub.len(), 1);
+    assert!(close(sub[0].1, 2.0), "{sub:?}");
+    assert_eq!(instant(&engine, "count_values(\"v\", temp)", at).await, vec![("v=20".into(), 1.0), ("v=25".into(), 1.0)]);
+    assert_eq!(instant(&engine, "timestamp(temp{room=\"a\"})", at).await, vec![("room=a".into(), (at / 1000) as f64)]);
+    assert_eq!(instant(&engine, "clamp_max(temp, 22)", at).await, vec![("room=a".into(), 20.0), ("room=b".into(), 22.0)]);
+    // A range query gives one point per step.
+    let range = EvalRange { start_ms: at, end_ms: at + 5 * MINUTE, step_ms: MINUTE };
+    match engine.promql("sum(temp)", range, false).await.unwrap() {
+        PromResult::Matrix(series) => assert_eq!(series[0].points.len(), 6),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(engine.promql("temp[5m]", range, false).await, Err(PromError::BadData(_))));
+    assert!(matches!(engine.promql("rate(temp)", range, false).await, Err(PromError::BadData(_))));
+}

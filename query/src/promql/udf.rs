@@ -1,0 +1,714 @@
+//! DataFusion scalar UDFs that carry PromQL's kernels into plans.
+//!
+//! The central one is [`SeriesStepsUdf`]: given one series' sample timestamps and values (as
+//! lists, gathered by `array_agg`), it evaluates a range function or the instant lookup at
+//! every step of the query and returns `List<Struct<t, v>>`, which the plan unnests into one
+//! row per (series, step). Its cost is O(samples + steps · log samples) per series.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, Int64Builder, ListBuilder, StringArray,
+    StructBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Float64Type, Int64Type};
+use datafusion::common::{Result as DfResult, exec_err};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use regex::Regex;
+
+use super::kernels::{self, BinaryOp, RangeFunction, Window, is_stale};
+
+/// Evaluation steps of a query, in ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Steps {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Steps {
+    pub fn iter(self) -> impl Iterator<Item = i64> {
+        let step = self.step.max(1);
+        (0..).map(move |i| self.start + i * step).take_while(move |t| *t <= self.end)
+    }
+
+    pub fn count(self) -> usize {
+        if self.end < self.start { 0 } else { ((self.end - self.start) / self.step.max(1) + 1) as usize }
+    }
+}
+
+pub fn point_fields() -> Fields {
+    Fields::from(vec![Field::new("t", DataType::Int64, false), Field::new("v", DataType::Float64, false)])
+}
+
+pub fn points_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(point_fields()), true)))
+}
+
+/// Turns a list-typed column argument into per-row slices.
+fn list_arg(value: &ColumnarValue, rows: usize) -> DfResult<ArrayRef> {
+    value.to_array(rows)
+}
+
+/// Evaluates a range function (or the instant lookup) for one series at every step.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SeriesStepsUdf {
+    pub function: RangeFunction,
+    pub steps: Steps,
+    /// Window length: the range of a range vector, or the lookback for an instant lookup.
+    pub range_ms: i64,
+    pub offset_ms: i64,
+    /// `@` modifier: evaluate every step at this time instead.
+    pub at_ms: Option<i64>,
+    /// φ for `quantile_over_time`, seconds for `predict_linear` (bits, to be hashable).
+    pub param_bits: u64,
+    signature: Signature,
+}
+
+impl SeriesStepsUdf {
+    pub fn new(function: RangeFunction, steps: Steps, range_ms: i64, offset_ms: i64, at_ms: Option<i64>, param: f64) -> ScalarUDF {
+        ScalarUDF::new_from_impl(SeriesStepsUdf {
+            function,
+            steps,
+            range_ms,
+            offset_ms,
+            at_ms,
+            param_bits: param.to_bits(),
+            signature: Signature::any(2, Volatility::Immutable),
+        })
+    }
+
+    fn evaluate_series(&self, timestamps: &[i64], values: &[f64], out: &mut ListBuilder<StructBuilder>) {
+        // Samples in time order, one per timestamp (the last written wins).
+        let mut order: Vec<usize> = (0..timestamps.len()).collect();
+        if timestamps.windows(2).any(|w| w[0] >= w[1]) {
+            order.sort_by_key(|&i| timestamps[i]);
+            order.dedup_by(|later, earlier| {
+                let same = timestamps[*later] == timestamps[*earlier];
+                if same {
+                    *earlier = *later;
+                }
+                same
+            });
+        }
+        let instant = matches!(self.function, RangeFunction::Instant | RangeFunction::InstantTimestamp);
+        // Range functions never see stale markers; the instant lookup must, to stop at one.
+        let kept: Vec<usize> = order.into_iter().filter(|&i| instant || !is_stale(values[i])).collect();
+        let ts: Vec<i64> = kept.iter().map(|&i| timestamps[i]).collect();
+        let vs: Vec<f64> = kept.iter().map(|&i| values[i]).collect();
+        let param = f64::from_bits(self.param_bits);
+        let points = out.values();
+        let mut any = false;
+        for step in self.steps.iter() {
+            let eval = self.at_ms.unwrap_or(step) - self.offset_ms;
+            let from = ts.partition_point(|&t| t < eval - self.range_ms);
+            let to = ts.partition_point(|&t| t <= eval);
+            if from >= to {
+                continue;
+            }
+            if instant && is_stale(vs[to - 1]) {
+                continue;
+            }
+            let window = Window {
+                timestamps: &ts[from..to],
+                values: &vs[from..to],
+                range_start: eval - self.range_ms,
+                range_end: eval,
+                eval_time: step,
+            };
+            if let Some(value) = kernels::apply(self.function, &window, param) {
+                points.field_builder::<Int64Builder>(0).map(|b| b.append_value(step));
+                points.field_builder::<Float64Builder>(1).map(|b| b.append_value(value));
+                points.append(true);
+                any = true;
+            }
+        }
+        let _ = any;
+        out.append(true);
+    }
+}
+
+impl ScalarUDFImpl for SeriesStepsUdf {
+    fn name(&self) -> &str {
+        "promql_series_steps"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(points_type())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let timestamps = list_arg(&args.args[0], rows)?;
+        let values = list_arg(&args.args[1], rows)?;
+        let (timestamps, values) = (timestamps.as_list::<i32>(), values.as_list::<i32>());
+        let mut out = ListBuilder::new(StructBuilder::from_fields(point_fields(), self.steps.count().min(4096)))
+            .with_field(Arc::new(Field::new("item", DataType::Struct(point_fields()), true)));
+        for row in 0..rows {
+            if timestamps.is_null(row) || values.is_null(row) {
+                out.append(true);
+                continue;
+            }
+            let ts = timestamps.value(row);
+            let vs = values.value(row);
+            let ts = ts.as_primitive::<Int64Type>();
+            let vs = vs.as_primitive::<Float64Type>();
+            if ts.null_count() > 0 || vs.null_count() > 0 || ts.len() != vs.len() {
+                return exec_err!("series samples must be non-null and paired");
+            }
+            self.evaluate_series(ts.values(), vs.values(), &mut out);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// Element-wise binary operator with Go float semantics; comparisons give 1/0.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BinaryUdf {
+    op: BinaryOp,
+    signature: Signature,
+}
+
+impl BinaryUdf {
+    pub fn new(op: BinaryOp) -> ScalarUDF {
+        ScalarUDF::new_from_impl(BinaryUdf {
+            op,
+            signature: Signature::exact(vec![DataType::Float64, DataType::Float64], Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for BinaryUdf {
+    fn name(&self) -> &str {
+        "promql_binary"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let l = args.args[0].to_array(args.number_rows)?;
+        let r = args.args[1].to_array(args.number_rows)?;
+        let (l, r) = (l.as_primitive::<Float64Type>(), r.as_primitive::<Float64Type>());
+        let out: Float64Array = l.iter().zip(r.iter()).map(|(a, b)| Some(self.op.apply(a?, b?))).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// Element-wise functions of `(value, params...)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MathFunction {
+    Abs,
+    Ceil,
+    Floor,
+    Exp,
+    Ln,
+    Log2,
+    Log10,
+    Sqrt,
+    Sgn,
+    /// `round(v, to_nearest)`
+    Round,
+    /// `clamp(v, min, max)`
+    Clamp,
+    ClampMin,
+    ClampMax,
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Tanh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Deg,
+    Rad,
+    Minute,
+    Hour,
+    DayOfMonth,
+    DayOfWeek,
+    DayOfYear,
+    DaysInMonth,
+    Month,
+    Year,
+}
+
+impl MathFunction {
+    pub fn from_name(name: &str) -> Option<MathFunction> {
+        use MathFunction::*;
+        Some(match name {
+            "abs" => Abs,
+            "ceil" => Ceil,
+            "floor" => Floor,
+            "exp" => Exp,
+            "ln" => Ln,
+            "log2" => Log2,
+            "log10" => Log10,
+            "sqrt" => Sqrt,
+            "sgn" => Sgn,
+            "round" => Round,
+            "clamp" => Clamp,
+            "clamp_min" => ClampMin,
+            "clamp_max" => ClampMax,
+            "sin" => Sin,
+            "cos" => Cos,
+            "tan" => Tan,
+            "asin" => Asin,
+            "acos" => Acos,
+            "atan" => Atan,
+            "sinh" => Sinh,
+            "cosh" => Cosh,
+            "tanh" => Tanh,
+            "asinh" => Asinh,
+            "acosh" => Acosh,
+            "atanh" => Atanh,
+            "deg" => Deg,
+            "rad" => Rad,
+            "minute" => Minute,
+            "hour" => Hour,
+            "day_of_month" => DayOfMonth,
+            "day_of_week" => DayOfWeek,
+            "day_of_year" => DayOfYear,
+            "days_in_month" => DaysInMonth,
+            "month" => Month,
+            "year" => Year,
+            _ => return None,
+        })
+    }
+
+    pub fn is_date(self) -> bool {
+        use MathFunction::*;
+        matches!(self, Minute | Hour | DayOfMonth | DayOfWeek | DayOfYear | DaysInMonth | Month | Year)
+    }
+
+    fn apply(self, v: f64, a: f64, b: f64) -> f64 {
+        use MathFunction::*;
+        match self {
+            Abs => v.abs(),
+            Ceil => v.ceil(),
+            Floor => v.floor(),
+            Exp => v.exp(),
+            Ln => v.ln(),
+            Log2 => v.log2(),
+            Log10 => v.log10(),
+            Sqrt => v.sqrt(),
+            Sgn => {
+                if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else {
+                    v
+                }
+            }
+            // Prometheus: floor(v / to_nearest + 0.5) * to_nearest, with the inverse first.
+            Round => {
+                let inverse = 1.0 / a;
+                (v * inverse + 0.5).floor() / inverse
+            }
+            Clamp => go_max(a, go_min(b, v)),
+            ClampMin => go_max(a, v),
+            ClampMax => go_min(a, v),
+            Sin => v.sin(),
+            Cos => v.cos(),
+            Tan => v.tan(),
+            Asin => v.asin(),
+            Acos => v.acos(),
+            Atan => v.atan(),
+            Sinh => v.sinh(),
+            Cosh => v.cosh(),
+            Tanh => v.tanh(),
+            Asinh => v.asinh(),
+            Acosh => v.acosh(),
+            Atanh => v.atanh(),
+            Deg => v * 180.0 / std::f64::consts::PI,
+            Rad => v * std::f64::consts::PI / 180.0,
+            Minute | Hour | DayOfMonth | DayOfWeek | DayOfYear | DaysInMonth | Month | Year => date_part(self, v),
+        }
+    }
+}
+
+/// Go's `math.Max`: NaN wins, +0 beats -0.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { b } else { a }
+    } else {
+        a.max(b)
+    }
+}
+
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { a } else { b }
+    } else {
+        a.min(b)
+    }
+}
+
+fn date_part(function: MathFunction, seconds: f64) -> f64 {
+    use chrono::{Datelike, Timelike};
+    if !seconds.is_finite() {
+        return f64::NAN;
+    }
+    let Some(time) = chrono::DateTime::from_timestamp(seconds as i64, 0) else { return f64::NAN };
+    match function {
+        MathFunction::Minute => time.minute() as f64,
+        MathFunction::Hour => time.hour() as f64,
+        MathFunction::DayOfMonth => time.day() as f64,
+        MathFunction::DayOfWeek => time.weekday().num_days_from_sunday() as f64,
+        MathFunction::DayOfYear => time.ordinal() as f64,
+        MathFunction::Month => time.month() as f64,
+        MathFunction::Year => time.year() as f64,
+        _ => {
+            let (year, month) = (time.year(), time.month());
+            let next = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+            let first = chrono::NaiveDate::from_ymd_opt(year, month, 1);
+            let following = chrono::NaiveDate::from_ymd_opt(next.0, next.1, 1);
+            match (first, following) {
+                (Some(a), Some(b)) => (b - a).num_days() as f64,
+                _ => f64::NAN,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MathUdf {
+    function: MathFunction,
+    signature: Signature,
+}
+
+impl MathUdf {
+    pub fn new(function: MathFunction) -> ScalarUDF {
+        ScalarUDF::new_from_impl(MathUdf { function, signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable) })
+    }
+}
+
+impl ScalarUDFImpl for MathUdf {
+    fn name(&self) -> &str {
+        "promql_math"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays: Vec<ArrayRef> = args.args.iter().map(|a| a.to_array(args.number_rows)).collect::<DfResult<_>>()?;
+        let columns: Vec<&Float64Array> = arrays.iter().map(|a| a.as_primitive::<Float64Type>()).collect();
+        let param = |i: usize, row: usize| columns.get(i).map_or(f64::NAN, |c| c.value(row));
+        let values = columns[0];
+        let out: Float64Array = (0..args.number_rows)
+            .map(|row| (!values.is_null(row)).then(|| self.function.apply(values.value(row), param(1, row), param(2, row))))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `quantile(φ, values)` over a list column (the aggregation's gathered values).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QuantileUdf {
+    signature: Signature,
+}
+
+impl QuantileUdf {
+    pub fn new() -> ScalarUDF {
+        ScalarUDF::new_from_impl(QuantileUdf { signature: Signature::any(2, Volatility::Immutable) })
+    }
+}
+
+impl ScalarUDFImpl for QuantileUdf {
+    fn name(&self) -> &str {
+        "promql_quantile"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let q = args.args[0].to_array(args.number_rows)?;
+        let lists = args.args[1].to_array(args.number_rows)?;
+        let (q, lists) = (q.as_primitive::<Float64Type>(), lists.as_list::<i32>());
+        let out: Float64Array = (0..args.number_rows)
+            .map(|row| {
+                let values = lists.value(row);
+                let mut values: Vec<f64> = values.as_primitive::<Float64Type>().iter().flatten().collect();
+                Some(kernels::quantile(q.value(row), &mut values))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `histogram_quantile(φ, les, counts)` over gathered buckets; null where no answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HistogramQuantileUdf {
+    signature: Signature,
+}
+
+impl HistogramQuantileUdf {
+    pub fn new() -> ScalarUDF {
+        ScalarUDF::new_from_impl(HistogramQuantileUdf { signature: Signature::any(3, Volatility::Immutable) })
+    }
+}
+
+impl ScalarUDFImpl for HistogramQuantileUdf {
+    fn name(&self) -> &str {
+        "promql_histogram_quantile"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let q = args.args[0].to_array(rows)?;
+        let les = args.args[1].to_array(rows)?;
+        let counts = args.args[2].to_array(rows)?;
+        let (q, les, counts) = (q.as_primitive::<Float64Type>(), les.as_list::<i32>(), counts.as_list::<i32>());
+        let out: Float64Array = (0..rows)
+            .map(|row| {
+                let bounds = les.value(row);
+                let bounds = bounds.as_string::<i32>();
+                let values = counts.value(row);
+                let values = values.as_primitive::<Float64Type>();
+                let mut buckets: Vec<(f64, f64)> = (0..bounds.len())
+                    .filter(|&i| !bounds.is_null(i) && !values.is_null(i))
+                    .filter_map(|i| parse_bound(bounds.value(i)).map(|b| (b, values.value(i))))
+                    .collect();
+                Some(kernels::bucket_quantile(q.value(row), &mut buckets))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// An `le` value as Go's `strconv.ParseFloat` reads it.
+pub fn parse_bound(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => text.parse::<f64>().ok(),
+    }
+}
+
+/// A value as text for `count_values`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FormatValueUdf {
+    signature: Signature,
+}
+
+impl FormatValueUdf {
+    pub fn new() -> ScalarUDF {
+        ScalarUDF::new_from_impl(FormatValueUdf { signature: Signature::exact(vec![DataType::Float64], Volatility::Immutable) })
+    }
+}
+
+impl ScalarUDFImpl for FormatValueUdf {
+    fn name(&self) -> &str {
+        "promql_format_value"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let values = args.args[0].to_array(args.number_rows)?;
+        let out: StringArray = values.as_primitive::<Float64Type>().iter().map(|v| v.map(kernels::format_value)).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `label_replace`: the new value of the destination label, given (destination, source).
+#[derive(Debug, Clone)]
+pub struct LabelReplaceUdf {
+    regex: Regex,
+    replacement: String,
+    signature: Signature,
+}
+
+impl PartialEq for LabelReplaceUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.regex.as_str() == other.regex.as_str() && self.replacement == other.replacement
+    }
+}
+
+impl Eq for LabelReplaceUdf {}
+
+impl Hash for LabelReplaceUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.regex.as_str().hash(state);
+        self.replacement.hash(state);
+    }
+}
+
+impl LabelReplaceUdf {
+    /// `regex` is anchored at both ends, as Prometheus does.
+    pub fn new(regex: &str, replacement: &str) -> Result<ScalarUDF, regex::Error> {
+        let regex = Regex::new(&format!("^(?s:{regex})$"))?;
+        Ok(ScalarUDF::new_from_impl(LabelReplaceUdf {
+            regex,
+            replacement: replacement.to_string(),
+            signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for LabelReplaceUdf {
+    fn name(&self) -> &str {
+        "promql_label_replace"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let destination = args.args[0].to_array(args.number_rows)?;
+        let source = args.args[1].to_array(args.number_rows)?;
+        let (destination, source) = (destination.as_string::<i32>(), source.as_string::<i32>());
+        let out: StringArray = (0..args.number_rows)
+            .map(|row| {
+                let current = (!destination.is_null(row)).then(|| destination.value(row).to_string());
+                let text = if source.is_null(row) { "" } else { source.value(row) };
+                match self.regex.captures(text) {
+                    Some(captures) => {
+                        let mut value = String::new();
+                        captures.expand(&self.replacement, &mut value);
+                        (!value.is_empty()).then_some(value)
+                    }
+                    None => current,
+                }
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// Keeps rows whose comparison holds; a Boolean column for filters with Go semantics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CompareUdf {
+    op: BinaryOp,
+    signature: Signature,
+}
+
+impl CompareUdf {
+    pub fn new(op: BinaryOp) -> ScalarUDF {
+        ScalarUDF::new_from_impl(CompareUdf {
+            op,
+            signature: Signature::exact(vec![DataType::Float64, DataType::Float64], Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for CompareUdf {
+    fn name(&self) -> &str {
+        "promql_compare"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let l = args.args[0].to_array(args.number_rows)?;
+        let r = args.args[1].to_array(args.number_rows)?;
+        let (l, r) = (l.as_primitive::<Float64Type>(), r.as_primitive::<Float64Type>());
+        let out: BooleanArray = l.iter().zip(r.iter()).map(|(a, b)| Some(self.op.apply(a?, b?) == 1.0)).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_cover_start_to_end() {
+        let steps = Steps { start: 0, end: 30, step: 15 };
+        assert_eq!(steps.iter().collect::<Vec<_>>(), vec![0, 15, 30]);
+        assert_eq!(steps.count(), 3);
+    }
+
+    #[test]
+    fn series_steps_pick_the_latest_sample_and_stop_at_stale_markers() {
+        let udf = SeriesStepsUdf {
+            function: RangeFunction::Instant,
+            steps: Steps { start: 10, end: 40, step: 10 },
+            range_ms: 15,
+            offset_ms: 0,
+            at_ms: None,
+            param_bits: 0,
+            signature: Signature::any(2, Volatility::Immutable),
+        };
+        let mut out = ListBuilder::new(StructBuilder::from_fields(point_fields(), 0));
+        let stale = f64::from_bits(kernels::STALE_NAN_BITS);
+        // Out of order on purpose; t=30 is a stale marker.
+        udf.evaluate_series(&[20, 5, 30], &[2.0, 1.0, stale], &mut out);
+        let list = out.finish();
+        let points = list.value(0);
+        let points = points.as_struct();
+        let t: Vec<i64> = points.column(0).as_primitive::<Int64Type>().values().to_vec();
+        let v: Vec<f64> = points.column(1).as_primitive::<Float64Type>().values().to_vec();
+        // t=10 sees 5 (within 15 ms); t=20 and t=30... 30 is stale; t=40 lookback reaches 30: stale.
+        assert_eq!(t, vec![10, 20]);
+        assert_eq!(v, vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn label_replace_anchors_and_expands() {
+        let udf = LabelReplaceUdf { regex: Regex::new("^(?s:(.*):.*)$").unwrap(), replacement: "$1".into(), signature: Signature::any(2, Volatility::Immutable) };
+        assert_eq!(udf.regex.captures("host:9100").map(|c| { let mut s = String::new(); c.expand(&udf.replacement, &mut s); s }), Some("host".into()));
+        assert_eq!(date_part(MathFunction::DaysInMonth, 1_709_251_200.0), 31.0, "2024-03-01");
+        assert_eq!(date_part(MathFunction::DayOfWeek, 0.0), 4.0, "1970-01-01 was a Thursday");
+        assert_eq!(MathFunction::Round.apply(2.5, 1.0, 0.0), 3.0);
+        assert_eq!(MathFunction::Round.apply(-2.5, 1.0, 0.0), -2.0);
+        assert!(MathFunction::Clamp.apply(f64::NAN, 0.0, 1.0).is_nan());
+    }
+}
