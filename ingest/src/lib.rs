@@ -10,6 +10,7 @@
 //! whether retrying can help ([`IngestError::is_transient`]), since senders drop 4xx for good.
 
 pub mod exposition;
+pub mod metadata;
 pub mod otlp;
 pub mod remote_write;
 pub mod scrape;
@@ -100,11 +101,12 @@ pub struct Ingestor {
     storage: Storage,
     limits: Limits,
     deltas: Arc<otlp::metrics::DeltaTotals>,
+    metadata: Arc<metadata::MetadataStore>,
 }
 
 impl Ingestor {
     pub fn new(storage: Storage, limits: Limits) -> Self {
-        Ingestor { storage, limits, deltas: Arc::default() }
+        Ingestor { storage, limits, deltas: Arc::default(), metadata: Arc::default() }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -115,12 +117,40 @@ impl Ingestor {
         &self.storage
     }
 
+    /// Type, help and unit of metrics, as senders described them.
+    pub fn metadata(&self) -> &metadata::MetadataStore {
+        &self.metadata
+    }
+
+    pub(crate) fn record_families(&self, families: &[exposition::Family]) {
+        for family in families {
+            self.metadata.record(
+                &family.name,
+                metadata::MetricMetadata {
+                    kind: family.kind.clone().unwrap_or_else(|| "unknown".into()),
+                    help: family.help.clone().unwrap_or_default(),
+                    unit: family.unit.clone().unwrap_or_default(),
+                },
+            );
+        }
+    }
+
     /// Prometheus remote write 1.0: a snappy-compressed `WriteRequest`.
     pub async fn remote_write(&self, body: &[u8]) -> Result<remote_write::Summary, IngestError> {
         let decoded = remote_write::decode(body, &self.limits).inspect_err(|e| {
             metrics::counter!("vigil_ingest_requests_refused_total", "protocol" => "remote_write", "reason" => reason(e))
                 .increment(1);
         })?;
+        for entry in &decoded.metadata {
+            self.metadata.record(
+                &entry.metric_family_name,
+                metadata::MetricMetadata {
+                    kind: metadata::remote_write_type(entry.r#type).into(),
+                    help: entry.help.clone(),
+                    unit: entry.unit.clone(),
+                },
+            );
+        }
         self.storage.write(decoded.batch).await?;
         metrics::counter!("vigil_ingest_samples_total", "protocol" => "remote_write")
             .increment(decoded.summary.samples as u64);
@@ -155,6 +185,9 @@ impl Ingestor {
 
     pub async fn otlp_metrics(&self, request: ExportMetricsServiceRequest) -> Result<ExportOutcome, IngestError> {
         let mapped = otlp::metrics::map(&request, &self.limits, &self.deltas);
+        for (name, entry) in &mapped.metadata {
+            self.metadata.record(name, entry.clone());
+        }
         if mapped.series.len() > self.limits.max_series_per_request {
             return Err(IngestError::TooLarge {
                 what: "series in the request",
@@ -210,6 +243,7 @@ impl Ingestor {
                 .map_err(|e| IngestError::Malformed { what: "exposition text", message: e.to_string() })?;
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
             let exemplars = parsed.exemplars;
+            self.record_families(&parsed.families);
             let series = text_import::to_series(parsed.samples, now_ms, extra, text_import::LabelMerge::AddedWin, &self.limits)?;
             let samples = series.len();
             self.storage.write(WriteBatch { metrics: series, rows: Vec::new() }).await?;

@@ -150,8 +150,9 @@ async fn fetch(client: &reqwest::Client, target: &ScrapeTarget, limit: usize) ->
     Ok((content_type, text))
 }
 
-fn parse_body(content_type: &str, body: &str, target: &ScrapeTarget, timestamp_ms: i64, limits: &Limits) -> Result<Vec<MetricSeries>, String> {
+fn parse_body(ingestor: &Ingestor, content_type: &str, body: &str, target: &ScrapeTarget, timestamp_ms: i64, limits: &Limits) -> Result<Vec<MetricSeries>, String> {
     let parsed = exposition::parse(body, Format::detect(content_type, body)).map_err(|e| e.to_string())?;
+    ingestor.record_families(&parsed.families);
     let merge = if target.honor_labels { LabelMerge::ScrapedWin } else { LabelMerge::RenameScraped };
     to_series(parsed.samples, timestamp_ms, &target.target_labels(), merge, limits).map_err(|e| e.to_string())
 }
@@ -168,7 +169,7 @@ async fn scrape_once(
     let timestamp_ms = now_ms();
     let limit = ingestor.limits().max_decompressed_bytes;
     let result = match fetch(client, target, limit).await {
-        Ok((content_type, body)) => parse_body(&content_type, &body, target, timestamp_ms, ingestor.limits()),
+        Ok((content_type, body)) => parse_body(ingestor, &content_type, &body, target, timestamp_ms, ingestor.limits()),
         Err(e) => Err(e),
     };
     let duration = started.elapsed().as_secs_f64();

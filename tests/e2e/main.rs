@@ -5,4 +5,6 @@ mod foundation;
 mod harness;
 mod ingestion;
 mod prometheus;
+mod promql;
+mod query_api;
 mod remote_write_client;

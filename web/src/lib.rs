@@ -7,6 +7,7 @@ mod ingest_routes;
 mod ops;
 mod otlp_grpc;
 mod otlp_http;
+mod prom_api;
 mod sql;
 mod targets;
 
@@ -88,6 +89,14 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/sql", post(sql::sql))
         .route("/api/v1/targets", get(targets::targets))
+        .route("/api/v1/query", get(prom_api::query).post(prom_api::query))
+        .route("/api/v1/query_range", get(prom_api::query_range).post(prom_api::query_range))
+        .route("/api/v1/series", get(prom_api::series).post(prom_api::series))
+        .route("/api/v1/labels", get(prom_api::labels).post(prom_api::labels))
+        .route("/api/v1/label/{name}/values", get(prom_api::label_values))
+        .route("/api/v1/metadata", get(prom_api::metadata))
+        .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
+        .route("/api/v1/query_exemplars", get(prom_api::query_exemplars).post(prom_api::query_exemplars))
         .merge(ingest_routes(options, false));
     with_edge_layers(routes, state, options)
 }

@@ -60,6 +60,8 @@ pub struct MappedMetrics {
     pub rejected_points: usize,
     /// The first rejection's reason, for `partial_success.error_message`.
     pub first_error: Option<String>,
+    /// Type, description and unit per metric name, for `/api/v1/metadata`.
+    pub metadata: Vec<(String, crate::metadata::MetricMetadata)>,
 }
 
 impl MappedMetrics {
@@ -154,6 +156,17 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
                     out.reject(format!("metric {:?} has no data", metric.name));
                     continue;
                 };
+                let (kind, family) = match data {
+                    Data::Gauge(_) => ("gauge", metric_name(&metric.name, &metric.unit, MetricKind::Gauge)),
+                    Data::Sum(s) if s.is_monotonic => ("counter", metric_name(&metric.name, &metric.unit, MetricKind::MonotonicCounter)),
+                    Data::Sum(_) => ("gauge", metric_name(&metric.name, &metric.unit, MetricKind::NonMonotonicCounter)),
+                    Data::Histogram(_) | Data::ExponentialHistogram(_) => ("histogram", metric_name(&metric.name, &metric.unit, MetricKind::Histogram)),
+                    Data::Summary(_) => ("summary", metric_name(&metric.name, &metric.unit, MetricKind::Summary)),
+                };
+                out.metadata.push((
+                    family,
+                    crate::metadata::MetricMetadata { kind: kind.into(), help: metric.description.clone(), unit: metric.unit.clone() },
+                ));
                 let results: Vec<Result<PointSeries, String>> = match data {
                     Data::Gauge(gauge) => {
                         let name = metric_name(&metric.name, &metric.unit, MetricKind::Gauge);

@@ -212,13 +212,28 @@ impl<'a> Compiler<'a> {
 
     /// One row per series with all its samples in the time span the steps need.
     async fn series_samples(&self, selector: &VectorSelector, window_ms: i64) -> Result<MatrixPlan, PromError> {
-        if !selector.matchers.or_matchers.is_empty() {
-            return Err(bad("`or` in label matchers is not supported"));
-        }
         let offset = offset_ms(&selector.offset);
         let at = self.at_ms(&selector.at);
         let (first, last) = at.map_or((self.range.start_ms, self.range.end_ms), |a| (a, a));
-        let (low_ns, high_ns) = ((first - offset - window_ms) * 1_000_000, (last - offset) * 1_000_000);
+        match self.selector_rows(selector, first - offset - window_ms, last - offset).await? {
+            Some((frame, labels)) => {
+                let frame = frame.aggregate(
+                    labels.iter().map(ident).collect(),
+                    vec![array_agg(ident(TS)).alias(TSS), array_agg(ident(VALUE)).alias(VALS)],
+                )?;
+                Ok(MatrixPlan { frame, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
+            }
+            None => self.empty_matrix(window_ms, offset, at),
+        }
+    }
+
+    /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `__ts__`,
+    /// `__value__`) over every matching metric table; `None` when no table can match.
+    pub async fn selector_rows(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
+        if !selector.matchers.or_matchers.is_empty() {
+            return Err(bad("`or` in label matchers is not supported"));
+        }
+        let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
         let storage = self.engine.storage();
         let mut tables = Vec::new();
         for (table, metric) in self.tables_for(selector) {
@@ -270,12 +285,7 @@ impl<'a> Compiler<'a> {
                 Some(all) => all.union(frame)?,
             });
         }
-        let frame = match union {
-            Some(frame) => frame
-                .aggregate(labels.iter().map(ident).collect(), vec![array_agg(ident(TS)).alias(TSS), array_agg(ident(VALUE)).alias(VALS)])?,
-            None => return self.empty_matrix(window_ms, offset, at),
-        };
-        Ok(MatrixPlan { frame, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
+        Ok(union.map(|frame| (frame, labels)))
     }
 
     fn empty_matrix(&self, range_ms: i64, offset_ms: i64, at_ms: Option<i64>) -> Result<MatrixPlan, PromError> {
@@ -661,7 +671,9 @@ impl<'a> Compiler<'a> {
             };
             let Some(Value::Matrix(matrix)) = matrix else { return Err(bad(format!("{name} needs a range vector"))) };
             let range = matrix.range_ms;
-            return Ok(Value::Vector(self.apply_steps(matrix, function, range, param, false)?));
+            // Prometheus 2.x keeps the metric name for last_over_time only.
+            let keep_name = function == RangeFunction::LastOverTime;
+            return Ok(Value::Vector(self.apply_steps(matrix, function, range, param, keep_name)?));
         }
         if let Some(function) = MathFunction::from_name(name) {
             let mut args = args.into_iter();

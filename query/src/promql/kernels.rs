@@ -257,6 +257,17 @@ fn variance_over_time(values: &[f64]) -> f64 {
     (aux + c_aux) / count
 }
 
+/// Prometheus's order for sorting sample values: NaN before every number (its `Less` says
+/// so), numbers ascending. A total order, unlike `partial_cmp`.
+pub fn nan_first(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => a.total_cmp(&b),
+    }
+}
+
 /// The φ-quantile of values, interpolating between neighbours, as Prometheus's `quantile`.
 pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if values.is_empty() {
@@ -268,7 +279,7 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values.sort_by(|a, b| nan_first(*a, *b));
     let n = values.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0);
@@ -289,7 +300,7 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    buckets.sort_by(|a, b| nan_first(a.0, b.0));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
         return f64::NAN;
     }
@@ -462,5 +473,10 @@ mod tests {
         assert_eq!(format_value(1.0), "1");
         assert_eq!(format_value(0.1), "0.1");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
+        let mut values = vec![3.0, f64::NAN, 1.0, f64::NAN, 2.0];
+        values.sort_by(|a, b| nan_first(*a, *b));
+        assert!(values[0].is_nan() && values[1].is_nan());
+        assert_eq!(values[2..], [1.0, 2.0, 3.0]);
+        assert_eq!(quantile(1.0, &mut vec![f64::NAN, 5.0, 1.0]), 5.0);
     }
 }

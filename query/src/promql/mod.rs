@@ -15,12 +15,13 @@ mod compile;
 mod errors;
 pub mod kernels;
 mod result;
+mod series;
 pub mod udf;
 
 use std::time::Duration;
 
 pub use errors::PromError;
-pub use result::{PromResult, Sample, Series};
+pub use result::{Labels, PromResult, Sample, Series};
 
 use crate::QueryEngine;
 
@@ -40,6 +41,11 @@ impl EvalRange {
 
 /// Most points per series a range query may produce (as Prometheus).
 pub const MAX_POINTS: i64 = 11_000;
+
+/// A Prometheus duration (`5m`, `1h30m`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    promql_parser::util::duration::parse_duration(text).ok()
+}
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(300);
 
 impl QueryEngine {

@@ -59,7 +59,9 @@ fn rows(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<(Labels, i64, 
     Ok(out)
 }
 
-fn into_series(rows: Vec<(Labels, i64, f64)>) -> Vec<Series> {
+/// Groups rows into series. Two samples of one label set at one step is an error, as in
+/// Prometheus (e.g. `label_replace` making two series alike).
+fn into_series(rows: Vec<(Labels, i64, f64)>) -> Result<Vec<Series>, PromError> {
     let mut grouped: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
     for (labels, t, v) in rows {
         grouped.entry(labels).or_default().push((t, v));
@@ -68,7 +70,10 @@ fn into_series(rows: Vec<(Labels, i64, f64)>) -> Vec<Series> {
         .into_iter()
         .map(|(labels, mut points)| {
             points.sort_by_key(|p| p.0);
-            Series { labels, points }
+            if points.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(PromError::Execution("vector cannot contain metrics with the same labelset".into()));
+            }
+            Ok(Series { labels, points })
         })
         .collect()
 }
@@ -88,7 +93,7 @@ pub async fn collect(value: Value, range: EvalRange, instant: bool, sort: Option
                 let (_, t, v) = points.into_iter().next().unwrap_or((Labels::new(), range.end_ms, f64::NAN));
                 Ok(PromResult::Scalar(t, v))
             } else {
-                Ok(PromResult::Matrix(into_series(points)))
+                Ok(PromResult::Matrix(into_series(points)?))
             }
         }
         Value::Vector(vector) => {
@@ -96,16 +101,17 @@ pub async fn collect(value: Value, range: EvalRange, instant: bool, sort: Option
             let points = rows(&batches, &vector.labels)?;
             if instant {
                 let mut samples: Vec<Sample> =
-                    into_series(points).into_iter().flat_map(|s| s.points.into_iter().map(move |(t, v)| Sample { labels: s.labels.clone(), timestamp_ms: t, value: v })).collect();
+                    into_series(points)?.into_iter().flat_map(|s| s.points.into_iter().map(move |(t, v)| Sample { labels: s.labels.clone(), timestamp_ms: t, value: v })).collect();
                 if let Some(descending) = sort {
-                    samples.sort_by(|a, b| {
-                        let order = a.value.partial_cmp(&b.value).unwrap_or(std::cmp::Ordering::Equal);
-                        if descending { order.reverse() } else { order }
+                    // NaN first in both directions, as Prometheus's sort and sort_desc.
+                    samples.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan(), descending) {
+                        (false, false, true) => b.value.total_cmp(&a.value),
+                        _ => super::kernels::nan_first(a.value, b.value),
                     });
                 }
                 Ok(PromResult::Vector(samples))
             } else {
-                Ok(PromResult::Matrix(into_series(points)))
+                Ok(PromResult::Matrix(into_series(points)?))
             }
         }
         Value::Matrix(matrix) => Ok(PromResult::Matrix(raw_samples(matrix, range.end_ms).await?)),

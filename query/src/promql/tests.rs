@@ -134,3 +134,4 @@ async fn functions_and_subqueries() {
     assert!(matches!(engine.promql("temp[5m]", range, false).await, Err(PromError::BadData(_))));
     assert!(matches!(engine.promql("rate(temp)", range, false).await, Err(PromError::BadData(_))));
 }
+

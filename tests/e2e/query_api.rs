@@ -1,0 +1,86 @@
+//! The query APIs' edges: Prometheus-shaped errors with positions, form POSTs, metadata,
+//! build info, and the query time and memory limits.
+
+use serde_json::{Value, json};
+
+use crate::harness::Vigil;
+
+async fn prom_get(vigil: &Vigil, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    let response = vigil.client.get(vigil.url(path)).query(params).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn prometheus_api_errors_and_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&dir.path().join("data"), &[]).await;
+    let body = "# HELP temp_celsius Room temperature.\n# TYPE temp_celsius gauge\ntemp_celsius{room=\"a\"} 21.5\n";
+    assert_eq!(vigil.client.post(vigil.url("/api/v1/import/prometheus")).body(body).send().await.unwrap().status(), 200);
+
+    let (status, error) = prom_get(&vigil, "/api/v1/query", &[("query", "sum(rate(temp_celsius[5m])) by (room")]).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["status"], "error");
+    assert_eq!(error["errorType"], "bad_data");
+    assert_eq!(error["error"], "1:32: parse error: unclosed left parenthesis");
+    let (status, error) = prom_get(&vigil, "/api/v1/query", &[("query", "rate(temp_celsius)")]).await;
+    assert_eq!((status, error["errorType"].as_str()), (400, Some("bad_data")));
+    assert!(error["error"].as_str().unwrap().starts_with("1:1: parse error: expected type matrix"), "{error}");
+    assert_eq!(prom_get(&vigil, "/api/v1/query", &[]).await.0, 400);
+    assert_eq!(prom_get(&vigil, "/api/v1/query", &[("query", "1"), ("time", "yesterday")]).await.0, 400);
+    let (status, error) = prom_get(&vigil, "/api/v1/query_range", &[("query", "1"), ("start", "0"), ("end", "100000"), ("step", "1")]).await;
+    assert_eq!(status, 400);
+    assert!(error["error"].as_str().unwrap().contains("11000 points"), "{error}");
+    assert_eq!(prom_get(&vigil, "/api/v1/query_range", &[("query", "1"), ("start", "10"), ("end", "0"), ("step", "1")]).await.0, 400);
+
+    // Grafana sends form POSTs.
+    let response = vigil
+        .client
+        .post(vigil.url("/api/v1/query"))
+        .form(&[("query", "temp_celsius * 2")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let result: Value = response.json().await.unwrap();
+    assert_eq!(result["data"]["resultType"], "vector");
+    assert_eq!(result["data"]["result"][0]["metric"], json!({"room": "a"}));
+    assert_eq!(result["data"]["result"][0]["value"][1], "43");
+    let (_, scalar) = prom_get(&vigil, "/api/v1/query", &[("query", "1/0"), ("time", "1700000000.5")]).await;
+    assert_eq!(scalar["data"], json!({"resultType": "scalar", "result": [1700000000.5, "+Inf"]}));
+
+    let (_, metadata) = prom_get(&vigil, "/api/v1/metadata", &[("metric", "temp_celsius")]).await;
+    assert_eq!(metadata["data"]["temp_celsius"], json!([{"type": "gauge", "help": "Room temperature.", "unit": ""}]));
+    let (_, info) = prom_get(&vigil, "/api/v1/status/buildinfo", &[]).await;
+    assert_eq!(info["data"]["version"], "2.42.0");
+    let (_, exemplars) = prom_get(&vigil, "/api/v1/query_exemplars", &[("query", "up")]).await;
+    assert_eq!(exemplars, json!({"status": "success", "data": []}));
+}
+
+#[tokio::test]
+async fn query_limits_answer_503_and_422() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&dir.path().join("data"), &["--query-timeout", "300ms", "--query-max-memory", "2MiB"]).await;
+    let slow = vigil
+        .client
+        .post(vigil.url("/api/v1/sql"))
+        .json(&json!({"query": "SELECT sum(value * 1.5) FROM generate_series(1, 5000000000) AS t(value)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 503);
+    assert!(slow.headers().contains_key("retry-after"));
+    let error: Value = slow.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap().contains("time limit"), "{error}");
+
+    let hungry = vigil
+        .client
+        .post(vigil.url("/api/v1/sql"))
+        .json(&json!({"query": "SELECT array_agg(value) FROM generate_series(1, 3000000) AS t(value)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hungry.status(), 422, "{}", hungry.text().await.unwrap());
+
+    // Small queries still run.
+    assert_eq!(vigil.count("SELECT count(*) FROM generate_series(1, 1000)").await, 1000);
+}

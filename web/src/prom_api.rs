@@ -1,0 +1,337 @@
+//! The Prometheus HTTP API (`/api/v1/query`, `query_range`, `series`, `labels`,
+//! `label/{name}/values`, `metadata`, `status/buildinfo`), GET or form POST, with
+//! Prometheus's response shapes: `{"status", "data"}`, sample values as strings, timestamps
+//! as seconds, errors as `{"status": "error", "errorType", "error"}`. Grafana's Prometheus
+//! data source works against it unchanged.
+
+use std::fmt::Write;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use vigil_query::promql::{EvalRange, Labels, PromError, PromResult};
+
+use crate::AppState;
+
+/// Parameters from the query string and, for form POSTs, the body; repeatable keys kept.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn read(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
+        let mut pairs: Vec<(String, String)> =
+            form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            pairs.extend(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())));
+        }
+        Params(pairs)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+/// An API error in Prometheus's shape.
+struct ApiFailure {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl ApiFailure {
+    fn bad_data(message: impl Into<String>) -> Self {
+        ApiFailure { status: StatusCode::BAD_REQUEST, error_type: "bad_data", message: message.into() }
+    }
+}
+
+impl From<PromError> for ApiFailure {
+    fn from(error: PromError) -> Self {
+        let status = match &error {
+            PromError::BadData(_) => StatusCode::BAD_REQUEST,
+            PromError::Execution(_) | PromError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            PromError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PromError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiFailure { status, error_type: error.error_type(), message: error.to_string() }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "errorType": self.error_type, "error": self.message});
+        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+fn success(data: Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], json!({"status": "success", "data": data}).to_string()).into_response()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A time as Prometheus accepts it: Unix seconds (fractions allowed) or RFC 3339.
+fn parse_time(text: &str, name: &str) -> Result<i64, ApiFailure> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() {
+            return Ok((seconds * 1000.0).round() as i64);
+        }
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiFailure::bad_data(format!("invalid parameter \"{name}\": cannot parse {text:?} to a valid timestamp")))
+}
+
+/// A step or timeout: seconds (fractions allowed) or a Prometheus duration.
+fn parse_duration_ms(text: &str, name: &str) -> Result<i64, ApiFailure> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() {
+            return Ok((seconds * 1000.0).round() as i64);
+        }
+    }
+    promql_duration(text).ok_or_else(|| ApiFailure::bad_data(format!("invalid parameter \"{name}\": cannot parse {text:?} to a valid duration")))
+}
+
+fn promql_duration(text: &str) -> Option<i64> {
+    vigil_query::promql::parse_duration(text).map(|d| d.as_millis() as i64)
+}
+
+/// `ts` as Prometheus writes it: seconds, with the milliseconds as a 3-digit fraction.
+fn write_timestamp(out: &mut String, ms: i64) {
+    let (sign, ms) = if ms < 0 { ("-", -ms) } else { ("", ms) };
+    let _ = write!(out, "{sign}{}", ms / 1000);
+    if ms % 1000 != 0 {
+        let _ = write!(out, ".{:03}", ms % 1000);
+    }
+}
+
+fn write_point(out: &mut String, ms: i64, value: &str) {
+    out.push('[');
+    write_timestamp(out, ms);
+    out.push(',');
+    out.push_str(&Value::String(value.to_string()).to_string());
+    out.push(']');
+}
+
+fn write_labels(out: &mut String, labels: &Labels) {
+    out.push_str(&serde_json::to_string(labels).unwrap_or_else(|_| "{}".into()));
+}
+
+fn format_value(value: f64) -> String {
+    vigil_query::promql::kernels::format_value(value)
+}
+
+/// The `data` object of a query result, as raw JSON.
+fn result_json(result: &PromResult) -> String {
+    let mut out = String::new();
+    match result {
+        PromResult::Vector(samples) => {
+            out.push_str(r#"{"resultType":"vector","result":["#);
+            for (i, sample) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"metric":"#);
+                write_labels(&mut out, &sample.labels);
+                out.push_str(r#","value":"#);
+                write_point(&mut out, sample.timestamp_ms, &format_value(sample.value));
+                out.push('}');
+            }
+            out.push_str("]}");
+        }
+        PromResult::Matrix(series) => {
+            out.push_str(r#"{"resultType":"matrix","result":["#);
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"metric":"#);
+                write_labels(&mut out, &s.labels);
+                out.push_str(r#","values":["#);
+                for (j, (t, v)) in s.points.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    write_point(&mut out, *t, &format_value(*v));
+                }
+                out.push_str("]}");
+            }
+            out.push_str("]}");
+        }
+        PromResult::Scalar(t, v) => {
+            out.push_str(r#"{"resultType":"scalar","result":"#);
+            write_point(&mut out, *t, &format_value(*v));
+            out.push('}');
+        }
+        PromResult::String(t, s) => {
+            out.push_str(r#"{"resultType":"string","result":"#);
+            write_point(&mut out, *t, s);
+            out.push('}');
+        }
+    }
+    out
+}
+
+fn query_response(result: &PromResult) -> Response {
+    let body = format!(r#"{{"status":"success","data":{}}}"#, result_json(result));
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiFailure> {
+    params.get(name).filter(|v| !v.is_empty()).ok_or_else(|| ApiFailure::bad_data(format!("invalid parameter \"{name}\": missing")))
+}
+
+pub async fn query(State(app): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let params = Params::read(raw.as_deref(), &headers, &body);
+    let run = async {
+        let text = required(&params, "query")?;
+        let at = match params.get("time") {
+            Some(t) if !t.is_empty() => parse_time(t, "time")?,
+            _ => now_ms(),
+        };
+        Ok::<_, ApiFailure>(app.engine.promql(text, EvalRange::instant(at), true).await?)
+    };
+    match run.await {
+        Ok(result) => query_response(&result),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+pub async fn query_range(State(app): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let params = Params::read(raw.as_deref(), &headers, &body);
+    let run = async {
+        let text = required(&params, "query")?;
+        let start = parse_time(required(&params, "start")?, "start")?;
+        let end = parse_time(required(&params, "end")?, "end")?;
+        let step = parse_duration_ms(required(&params, "step")?, "step")?;
+        if end < start {
+            return Err(ApiFailure::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+        }
+        if step <= 0 {
+            return Err(ApiFailure::bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
+        }
+        Ok(app.engine.promql(text, EvalRange { start_ms: start, end_ms: end, step_ms: step }, false).await?)
+    };
+    match run.await {
+        Ok(result) => query_response(&result),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// `start`/`end` of the metadata endpoints: default to all time.
+fn time_bounds(params: &Params) -> Result<(i64, i64), ApiFailure> {
+    let start = params.get("start").filter(|s| !s.is_empty()).map(|s| parse_time(s, "start")).transpose()?.unwrap_or(i64::MIN / 2_000_000);
+    let end = params.get("end").filter(|s| !s.is_empty()).map(|s| parse_time(s, "end")).transpose()?.unwrap_or(i64::MAX / 2_000_000);
+    Ok((start, end))
+}
+
+pub async fn series(State(app): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let params = Params::read(raw.as_deref(), &headers, &body);
+    let run = async {
+        let selectors = params.all("match[]");
+        if selectors.is_empty() {
+            return Err(ApiFailure::bad_data("no match[] parameter provided"));
+        }
+        let (start, end) = time_bounds(&params)?;
+        Ok(app.engine.series(&selectors, start, end).await?)
+    };
+    match run.await {
+        Ok(series) => success(json!(series)),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+pub async fn labels(State(app): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let params = Params::read(raw.as_deref(), &headers, &body);
+    let run = async {
+        let (start, end) = time_bounds(&params)?;
+        Ok::<_, ApiFailure>(app.engine.label_names(&params.all("match[]"), start, end).await?)
+    };
+    match run.await {
+        Ok(names) => success(json!(names)),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+pub async fn label_values(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::read(raw.as_deref(), &headers, &body);
+    let run = async {
+        if name != "__name__" && !vigil_storage::write::is_valid_label_name(&name) {
+            return Err(ApiFailure::bad_data(format!("invalid label name: {name:?}")));
+        }
+        let (start, end) = time_bounds(&params)?;
+        Ok(app.engine.label_values(&name, &params.all("match[]"), start, end).await?)
+    };
+    match run.await {
+        Ok(values) => success(json!(values)),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+pub async fn metadata(State(app): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let params = Params::read(raw.as_deref(), &HeaderMap::new(), &[]);
+    let limit = params.get("limit").and_then(|l| l.parse::<i64>().ok()).filter(|l| *l >= 0).map(|l| l as usize);
+    let metadata = app.ingestor.metadata().get(params.get("metric").filter(|m| !m.is_empty()), limit);
+    success(json!(metadata))
+}
+
+pub async fn buildinfo() -> Response {
+    // The Prometheus API version Vigil answers as; Grafana reads features from it.
+    success(json!({
+        "version": "2.42.0",
+        "revision": concat!("vigil-", env!("CARGO_PKG_VERSION")),
+        "branch": "vigil",
+        "buildUser": "vigil",
+        "buildDate": "",
+        "goVersion": "none (Vigil is written in Rust)",
+    }))
+}
+
+pub async fn query_exemplars() -> Response {
+    success(json!([]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_values_are_written_like_prometheus() {
+        let mut out = String::new();
+        write_point(&mut out, 1_435_781_451_781, "1");
+        assert_eq!(out, r#"[1435781451.781,"1"]"#);
+        let mut out = String::new();
+        write_point(&mut out, 1_435_781_451_000, "NaN");
+        assert_eq!(out, r#"[1435781451,"NaN"]"#);
+        let mut out = String::new();
+        write_timestamp(&mut out, 1_500);
+        assert_eq!(out, "1.500");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+    }
+
+    #[test]
+    fn times_and_durations_parse_both_ways() {
+        assert_eq!(parse_time("1435781451.781", "t").ok(), Some(1_435_781_451_781));
+        assert_eq!(parse_time("2015-07-01T20:10:51.781Z", "t").ok(), Some(1_435_781_451_781));
+        assert!(parse_time("yesterday", "t").is_err());
+        assert_eq!(parse_duration_ms("15", "step").ok(), Some(15_000));
+        assert_eq!(parse_duration_ms("1m30s", "step").ok(), Some(90_000));
+    }
+}
