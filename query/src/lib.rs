@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod promql;
+pub mod slo;
 pub mod output;
 
 pub use engine::{QueryEngine, QueryError, QueryOptions, QueryResult};

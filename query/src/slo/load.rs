@@ -1,0 +1,185 @@
+//! Loading SLO files: each YAML document is recognised by `apiVersion` (Sloth's plain files
+//! by `version`), parsed in its dialect, and mapped to [`SloDefinition`]s. OpenSLO
+//! references and Sloth AlertWindows resolve across all files of one load. Every error is
+//! collected, not just the first.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::model::SloDefinition;
+use super::openslo::Catalog;
+use super::yaml::{LoadError, Place, documents};
+use super::{sloth, vigil};
+
+/// The keys that tell a document's dialect.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(rename = "apiVersion", default)]
+    api_version: Option<Spanned<String>>,
+    #[serde(default)]
+    version: Option<Spanned<String>>,
+    #[serde(default)]
+    kind: Option<Spanned<String>>,
+}
+
+/// What a definition file holds, judged by its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Slo,
+    Rules,
+    Config,
+}
+
+/// Tells SLO files (apiVersion/version keys) and rule files (`groups`) from config files.
+pub fn file_kind(text: &str) -> FileKind {
+    let keys: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with([' ', '\t', '#', '-']) && l.contains(':'))
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    if keys.contains("apiVersion") || keys.contains("version") {
+        FileKind::Slo
+    } else if keys.contains("groups") {
+        FileKind::Rules
+    } else {
+        FileKind::Config
+    }
+}
+
+/// Files matching the patterns (relative ones against `base`), sorted, deduplicated.
+pub fn expand(base: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+    let mut files = BTreeSet::new();
+    for pattern in patterns {
+        let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base.join(pattern) };
+        let text = full.to_string_lossy().to_string();
+        let matches = glob::glob(&text).map_err(|e| format!("invalid pattern {pattern:?}: {e}"))?;
+        for path in matches.flatten() {
+            if path.is_file() {
+                files.insert(path);
+            }
+        }
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// Loads SLO definitions from files. With `receivers`, every receiver an SLO names must be
+/// among them.
+pub fn load_files(paths: &[PathBuf], receivers: Option<&BTreeSet<String>>) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
+    let mut texts = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(path) {
+            Ok(text) => texts.push((path.display().to_string(), text)),
+            Err(e) => errors.push(LoadError { file: path.display().to_string(), line: 1, column: 1, message: format!("cannot read the file: {e}"), hint: None }),
+        }
+    }
+    match load_texts(&texts, receivers) {
+        Ok(slos) if errors.is_empty() => Ok(slos),
+        Ok(_) => Err(errors),
+        Err(mut more) => {
+            errors.append(&mut more);
+            Err(errors)
+        }
+    }
+}
+
+/// Loads SLO definitions from (file name, text) pairs.
+pub fn load_texts(files: &[(String, String)], receivers: Option<&BTreeSet<String>>) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
+    let mut errors: Vec<LoadError> = Vec::new();
+    let mut slos: Vec<SloDefinition> = Vec::new();
+    let mut sloth_slos: Vec<SloDefinition> = Vec::new();
+    let mut alert_windows = None;
+    let mut catalog = Catalog::default();
+    let mut references: Vec<(String, u64, Spanned<String>)> = Vec::new();
+    for (file, text) in files {
+        for document in documents(text) {
+            let place = Place { file, line_offset: document.line_offset };
+            let result = (|| -> Result<(), LoadError> {
+                let probe: Probe = place.parse(document.text)?;
+                match (&probe.api_version, &probe.version, &probe.kind) {
+                    (Some(api), _, _) if api.value == "vigil/v1" => {
+                        let parsed: vigil::VigilSlo = place.parse(document.text)?;
+                        let mut named = Vec::new();
+                        slos.push(vigil::convert(&place, parsed, document.text, &mut named)?);
+                        references.extend(named.into_iter().map(|r| (file.clone(), document.line_offset, r)));
+                    }
+                    (Some(api), _, Some(kind)) if api.value == "openslo/v1" => catalog.add(&place, kind, document.text)?,
+                    (Some(api), _, Some(kind)) if api.value == "sloth.slok.dev/v1" => match kind.value.as_str() {
+                        "PrometheusServiceLevel" => {
+                            let parsed: sloth::ServiceLevel = place.parse(document.text)?;
+                            sloth_slos.extend(sloth::convert_crd(&place, document.text, &parsed)?);
+                        }
+                        "AlertWindows" => {
+                            let parsed: sloth::AlertWindows = place.parse(document.text)?;
+                            alert_windows = Some(sloth::alert_windows(&place, &parsed)?);
+                        }
+                        other => {
+                            return Err(place.at(kind, format!("unknown Sloth kind {other:?}"), Some("PrometheusServiceLevel or AlertWindows".into())));
+                        }
+                    },
+                    (Some(api), _, None) if api.value == "openslo/v1" || api.value == "sloth.slok.dev/v1" => {
+                        return Err(place.at(api, "the document has no kind", Some("add kind: SLO (or another kind of this apiVersion)".into())));
+                    }
+                    (Some(api), _, _) => {
+                        return Err(place.at(api, format!("unknown apiVersion {:?}", api.value), Some("vigil/v1, openslo/v1 or sloth.slok.dev/v1 (or version: prometheus/v1)".into())));
+                    }
+                    (None, Some(version), _) if version.value == "prometheus/v1" => {
+                        let parsed: sloth::PlainSpec = place.parse(document.text)?;
+                        sloth_slos.extend(sloth::convert_plain(&place, document.text, &parsed)?);
+                    }
+                    (None, Some(version), _) => {
+                        return Err(place.at(version, format!("unknown Sloth version {:?}", version.value), Some("prometheus/v1".into())));
+                    }
+                    (None, None, _) => {
+                        return Err(place.start("not an SLO document: no apiVersion or version", Some("start with apiVersion: vigil/v1, openslo/v1 or sloth.slok.dev/v1".into())));
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                errors.push(e);
+            }
+        }
+    }
+    match catalog.resolve(&mut references) {
+        Ok(mut resolved) => slos.append(&mut resolved),
+        Err(mut more) => errors.append(&mut more),
+    }
+    if let Some((period, conditions)) = &alert_windows {
+        for slo in &mut sloth_slos {
+            sloth::apply_windows(slo, *period, conditions);
+        }
+    }
+    slos.append(&mut sloth_slos);
+    if let Some(known) = receivers {
+        for (file, line_offset, reference) in &references {
+            if !known.contains(&reference.value) {
+                let place = Place { file, line_offset: *line_offset };
+                let hint = super::yaml::closest(&reference.value, known, 3).map(|k| format!("did you mean `{k}`?"));
+                errors.push(place.at(reference, format!("unknown receiver {:?}", reference.value), hint.or_else(|| Some("define it under receivers: in the config".into()))));
+            }
+        }
+    }
+    let mut seen: HashMap<&str, &SloDefinition> = HashMap::new();
+    for slo in &slos {
+        if let Some(first) = seen.insert(&slo.name, slo) {
+            errors.push(LoadError {
+                file: slo.source.file.clone(),
+                line: slo.source.line,
+                column: 1,
+                message: format!("duplicate SLO name {:?}", slo.name),
+                hint: Some(format!("also defined at {}:{}", first.source.file, first.source.line)),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(slos)
+    } else {
+        errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        Err(errors)
+    }
+}

@@ -1,0 +1,25 @@
+//! SLOs: definitions in three dialects mapped to one model, and their evaluation.
+//!
+//! ```text
+//!  YAML (vigil/v1 · openslo/v1 · Sloth) ──load──► SloDefinition
+//!                                                     │ every 30 s
+//!   stored samples / spans / drift scores ──source──► per-minute good & total (new data only)
+//!                                                     ▼
+//!   rollups (minute buckets for 3 days, hour buckets for the window, prefix sums)
+//!                                                     ▼
+//!   SLI, error budget, burn rates (5m … 3d), state ──► slo_status rows + vigil_slo_* series
+//! ```
+
+pub mod load;
+pub mod model;
+mod openslo;
+mod sloth;
+mod vigil;
+pub mod yaml;
+
+pub use load::{FileKind, expand, file_kind, load_files, load_texts};
+pub use model::SloDefinition;
+pub use yaml::LoadError;
+
+#[cfg(test)]
+mod tests;
