@@ -42,6 +42,11 @@ impl EvalRange {
 /// Most points per series a range query may produce (as Prometheus).
 pub const MAX_POINTS: i64 = 11_000;
 
+/// A compiler for reading raw selector samples (SLI sources); its steps are unused.
+pub(crate) fn compile_for_sources(engine: &QueryEngine) -> compile::Compiler<'_> {
+    compile::Compiler::new(engine, EvalRange::instant(0), DEFAULT_LOOKBACK.as_millis() as i64)
+}
+
 /// A Prometheus duration (`5m`, `1h30m`).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     promql_parser::util::duration::parse_duration(text).ok()

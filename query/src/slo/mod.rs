@@ -10,16 +10,23 @@
 //!   SLI, error budget, burn rates (5m … 3d), state ──► slo_status rows + vigil_slo_* series
 //! ```
 
+pub mod evaluate;
 pub mod load;
 pub mod model;
 mod openslo;
+pub mod rollup;
+mod sources;
 mod sloth;
 mod vigil;
 pub mod yaml;
 
+pub use evaluate::{SloEvaluator, SloStatus};
 pub use load::{FileKind, expand, file_kind, load_files, load_texts};
 pub use model::SloDefinition;
 pub use yaml::LoadError;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod eval_tests;

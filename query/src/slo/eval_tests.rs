@@ -1,0 +1,357 @@
+//! SLO evaluation against data whose good/total per minute is known, so SLI, budget and
+//! every burn rate have closed forms.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, DictionaryArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use datafusion::arrow::datatypes::Int32Type;
+use datafusion::arrow::record_batch::RecordBatch;
+use vigil_storage::schema::FixedTable;
+use vigil_storage::{LabelSet, MetricSeries, Sample, Storage, StorageOptions, TableRows, WriteBatch};
+
+use super::evaluate::{SloEvaluator, SloStatus};
+use super::load_texts;
+use crate::{QueryEngine, QueryOptions};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+/// 2024-03-04T00:00:00Z, a Monday.
+const NOW: i64 = 1_709_510_400_000;
+
+async fn engine() -> (QueryEngine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.retention = std::time::Duration::ZERO;
+    let storage = Storage::open(options).await.unwrap();
+    (QueryEngine::new(storage, QueryOptions::default()).unwrap(), dir)
+}
+
+/// A counter with `per_minute(m)` events in minute m (m = minutes since `start`), sampled
+/// every 15 s, a quarter of the minute's events at each sample. `reset_at` restarts it.
+fn counter(metric: &str, labels: &[(&str, &str)], start: i64, minutes: i64, per_minute: impl Fn(i64) -> f64, reset_at: Option<i64>, gap: Option<(i64, i64)>) -> MetricSeries {
+    let mut value = 0.0;
+    let mut samples = vec![Sample { timestamp_ns: start * 1_000_000, value: 0.0 }];
+    for m in 0..minutes {
+        if Some(m) == reset_at {
+            value = 0.0;
+        }
+        for quarter in 1..=4 {
+            value += per_minute(m) / 4.0;
+            let t = start + m * MINUTE + quarter * 15_000;
+            if gap.is_some_and(|(from, to)| m >= from && m < to) {
+                continue;
+            }
+            samples.push(Sample { timestamp_ns: t * 1_000_000, value });
+        }
+    }
+    MetricSeries {
+        metric: metric.into(),
+        labels: LabelSet::new(labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()).unwrap(),
+        samples,
+    }
+}
+
+async fn evaluate(engine: &QueryEngine, yaml: &str, now: i64) -> Vec<SloStatus> {
+    let definitions = load_texts(&[("t.yaml".into(), yaml.into())], None).unwrap_or_else(|e| panic!("{e:?}"));
+    let evaluator = SloEvaluator::new(engine.clone());
+    evaluator.set_definitions(definitions).await;
+    evaluator.evaluate(now).await
+}
+
+fn close(actual: Option<f64>, expected: f64) {
+    let actual = actual.unwrap_or(f64::NAN);
+    assert!((actual - expected).abs() <= 1e-9 * expected.abs().max(1.0), "{actual} vs {expected}");
+}
+
+fn slo(name: &str, objective: &str, window: &str, sli: &str) -> String {
+    format!("apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: {name}, service: shop}}\nspec:\n  objective: {objective}\n  window: {window}\n  sli: {sli}\n")
+}
+
+/// Total 100/min for 3 days; bad 1/min, but 10/min during the last 2 hours.
+fn bad_rate(m: i64, minutes: i64) -> f64 {
+    if m >= minutes - 120 { 10.0 } else { 1.0 }
+}
+
+#[tokio::test]
+async fn ratio_sli_budget_and_every_burn_rate() {
+    let (engine, _dir) = engine().await;
+    let minutes = 3 * 24 * 60;
+    let start = NOW - minutes * MINUTE;
+    let batch = WriteBatch {
+        metrics: vec![
+            counter("requests_total", &[("job", "shop")], start, minutes, |_| 100.0, None, None),
+            counter("errors_total", &[("job", "shop")], start, minutes, |m| bad_rate(m, minutes), None, None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+    let yaml = slo("avail", "97", "1d", "{ratio: {bad: 'errors_total{job=\"shop\"}', total: 'requests_total{job=\"shop\"}'}}");
+    let status = &evaluate(&engine, &yaml, NOW).await[0];
+    // Last day: 120 minutes at 10, 1320 at 1, of 144000.
+    let bad_day = 10.0 * 120.0 + 1320.0;
+    close(status.sli, 1.0 - bad_day / 144_000.0);
+    close(Some(status.total), 144_000.0);
+    close(status.error_budget_remaining, 1.0 - (bad_day / 144_000.0) / 0.03);
+    let burn = |bad: f64, total: f64| Some((bad / total) / 0.03);
+    close(status.burn_rates["5m"], burn(0.1, 1.0).unwrap());
+    close(status.burn_rates["2h"], burn(0.1, 1.0).unwrap());
+    close(status.burn_rates["6h"], burn(1200.0 + 240.0, 36_000.0).unwrap());
+    close(status.burn_rates["1d"], burn(bad_day, 144_000.0).unwrap());
+    close(status.burn_rates["3d"], burn(1200.0 + (4320.0 - 120.0), 432_000.0).unwrap());
+    // A 1-day window scales the alert windows by 1/30: 3.3x over the last 48 min (and 1x over
+    // 2.4 h) is a ticket, not a page.
+    assert_eq!(status.state, "burning");
+    assert!(status.conditions.iter().filter(|c| c.severity == "page").all(|c| !c.active));
+    assert!(status.conditions.iter().filter(|c| c.severity == "ticket").all(|c| c.active));
+    // 1 hour burn = 3.33: remaining × 1 day / 3.33.
+    close(status.time_to_exhaustion_seconds, status.error_budget_remaining.unwrap() * 86_400.0 / (0.1 / 0.03));
+
+    // A page-level burn: objective 99.5% makes the last hour burn 20x.
+    let yaml = slo("tight", "99.5", "30d", "{ratio: {good: 'requests_total', total: 'requests_total'}}");
+    let all_good = &evaluate(&engine, &yaml, NOW).await[0];
+    close(all_good.sli, 1.0);
+    close(all_good.burn_rates["5m"], 0.0);
+    let yaml = slo("burning", "99.5", "30d", "{ratio: {bad: 'errors_total', total: 'requests_total'}}");
+    let burning = &evaluate(&engine, &yaml, NOW).await[0];
+    close(burning.burn_rates["1h"], 0.1 / 0.005);
+    assert_eq!(burning.state, "exhausted", "3 days of 1% errors exhaust a 0.5% budget");
+    let page = burning.conditions.iter().find(|c| c.severity == "page" && c.long_window == "1h").unwrap();
+    assert!(page.active);
+}
+
+#[tokio::test]
+async fn counter_resets_gaps_and_no_data() {
+    let (engine, _dir) = engine().await;
+    let minutes = 600;
+    let start = NOW - minutes * MINUTE;
+    let batch = WriteBatch {
+        metrics: vec![
+            // The total restarts from zero at minute 300 and misses samples for 30 minutes.
+            counter("reqs_total", &[], start, minutes, |_| 60.0, Some(300), Some((400, 430))),
+            counter("errs_total", &[], start, minutes, |_| 0.6, Some(300), None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+    let yaml = slo("resets", "99", "12h", "{ratio: {bad: 'errs_total', total: 'reqs_total'}}");
+    let status = &evaluate(&engine, &yaml, NOW).await[0];
+    close(Some(status.total), 60.0 * 600.0);
+    close(status.sli, 0.99);
+    // The gap's events land when the series resumes: a 30-minute window over the gap is empty...
+    let gap_end = start + 430 * MINUTE;
+    let evaluator_at = |t: i64| {
+        let engine = engine.clone();
+        let yaml = yaml.clone();
+        async move { evaluate(&engine, &yaml, t).await.remove(0) }
+    };
+    let during = evaluator_at(gap_end - MINUTE).await;
+    assert_eq!(during.burn_rates["5m"], None, "no total events during the gap");
+    // ...and a window that spans it counts all of them.
+    let after = evaluator_at(gap_end + 5 * MINUTE).await;
+    close(Some(after.total), 60.0 * 435.0);
+
+    let yaml = slo("nothing", "99", "1d", "{ratio: {bad: 'missing_errors_total', total: 'missing_total'}}");
+    let none = &evaluate(&engine, &yaml, NOW).await[0];
+    assert_eq!((none.state, none.sli), ("no_data", None));
+}
+
+#[tokio::test]
+async fn latency_from_buckets_and_thresholds_that_are_no_bucket() {
+    let (engine, _dir) = engine().await;
+    let minutes = 120;
+    let start = NOW - minutes * MINUTE;
+    let bucket = |le: &str, per_minute: f64| counter("latency_seconds_bucket", &[("job", "api"), ("le", le)], start, minutes, move |_| per_minute, None, None);
+    let batch = WriteBatch { metrics: vec![bucket("0.1", 50.0), bucket("0.3", 95.0), bucket("+Inf", 100.0)], rows: vec![] };
+    engine.storage().write(batch).await.unwrap();
+    let ok = slo("lat", "90", "1h", "{latency: {histogram: 'latency_seconds{job=\"api\"}', threshold: 0.3}}");
+    let status = &evaluate(&engine, &ok, NOW).await[0];
+    close(status.sli, 0.95);
+    close(status.burn_rates["30m"], 0.05 / 0.1);
+    let wrong = slo("lat", "90", "1h", "{latency: {histogram: 'latency_seconds_bucket{job=\"api\"}', threshold: 0.25}}");
+    let status = &evaluate(&engine, &wrong, NOW).await[0];
+    assert_eq!(status.state, "error");
+    assert_eq!(
+        status.error.as_deref(),
+        Some("latency threshold 0.25 is no bucket bound of latency_seconds_bucket; the bounds are 0.1, 0.3, +Inf")
+    );
+}
+
+fn dictionary(values: Vec<&str>) -> ArrayRef {
+    Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>())
+}
+
+fn timestamps(values: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from(values.into_iter().map(|ms| ms * 1_000_000).collect::<Vec<_>>()).with_timezone("UTC"))
+}
+
+#[tokio::test]
+async fn spans_drift_and_sql_slis() {
+    let (engine, _dir) = engine().await;
+    // 60 spans of POST /pay in the last hour: every 10th failed, every 5th took 2 s.
+    let n = 60;
+    let starts: Vec<i64> = (0..n).map(|i| NOW - HOUR + i * MINUTE + 1000).collect();
+    let statuses: Vec<&str> = (0..n).map(|i| if i % 10 == 0 { "error" } else { "ok" }).collect();
+    let durations: Vec<i64> = (0..n).map(|i| if i % 5 == 1 { 2_000_000_000 } else { 100_000_000 }).collect();
+    let schema = FixedTable::Spans.schema();
+    let nulls = |i: usize| datafusion::arrow::array::new_null_array(schema.field(i).data_type(), n as usize);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["0123456789abcdef0123456789abcdef"; n as usize])),
+        Arc::new(StringArray::from((0..n).map(|i| format!("{i:016x}")).collect::<Vec<_>>())),
+        nulls(2),
+        nulls(3),
+        dictionary(vec!["payments"; n as usize]),
+        dictionary(vec!["POST /pay"; n as usize]),
+        dictionary(vec!["server"; n as usize]),
+        timestamps(starts.clone()),
+        timestamps(starts.iter().zip(&durations).map(|(s, d)| s + d / 1_000_000).collect()),
+        Arc::new(Int64Array::from(durations)),
+        dictionary(statuses),
+        nulls(11),
+        nulls(12),
+        nulls(13),
+        nulls(14),
+        nulls(15),
+        nulls(16),
+        nulls(17),
+    ];
+    let spans = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    // Hourly PSI over 10 hours: 3 of them above 0.2.
+    let hours = 10;
+    let scores: Vec<f64> = (0..hours).map(|h| if h % 4 == 1 { 0.3 } else { 0.05 }).collect();
+    let score_times: Vec<i64> = (0..hours).map(|h| NOW - (hours - h) * HOUR + 30 * MINUTE).collect();
+    let drift = RecordBatch::try_new(
+        FixedTable::DriftScores.schema(),
+        vec![
+            timestamps(score_times.clone()),
+            timestamps(score_times.iter().map(|t| t + HOUR).collect()),
+            dictionary(vec!["fraud"; hours as usize]),
+            dictionary(vec!["v1"; hours as usize]),
+            dictionary(vec!["amount"; hours as usize]),
+            dictionary(vec!["psi"; hours as usize]),
+            Arc::new(Float64Array::from(scores)),
+            Arc::new(UInt64Array::from(vec![1000u64; hours as usize])),
+            Arc::new(UInt64Array::from(vec![100u64; hours as usize])),
+        ],
+    )
+    .unwrap();
+    engine
+        .storage()
+        .write(WriteBatch { metrics: vec![], rows: vec![TableRows { table: FixedTable::Spans, batch: spans }, TableRows { table: FixedTable::DriftScores, batch: drift }] })
+        .await
+        .unwrap();
+
+    let yaml = slo("pay", "90", "1d", "{spans: {service: payments, name: \"POST /pay\", good: {status: [unset, ok], max_duration: 1s}}}");
+    let status = &evaluate(&engine, &yaml, NOW).await[0];
+    // Bad: 6 errors, 12 slow, 0 both (i%10==0 and i%5==1 never meet): 18 of 60.
+    close(status.sli, 42.0 / 60.0);
+    let yaml = slo("drift", "90", "1d", "{drift: {model: fraud, feature: amount, statistic: psi, below: 0.2, slice: 1h}}");
+    let status = &evaluate(&engine, &yaml, NOW).await[0];
+    close(Some(status.total), 10.0);
+    close(status.sli, 0.7);
+    let yaml = slo("sqlspans", "90", "1d", "{sql: {bad: \"SELECT start AS timestamp FROM spans WHERE status = 'error'\", total: 'SELECT start AS timestamp FROM spans'}}");
+    let status = &evaluate(&engine, &yaml, NOW).await[0];
+    close(status.sli, 54.0 / 60.0);
+}
+
+#[tokio::test]
+async fn the_three_dialects_give_the_same_numbers() {
+    let (engine, _dir) = engine().await;
+    let minutes = 2 * 24 * 60;
+    let start = NOW - minutes * MINUTE;
+    let batch = WriteBatch {
+        metrics: vec![
+            counter("http_requests_total", &[("job", "checkout"), ("code", "200")], start, minutes, |m| 100.0 + (m % 7) as f64, None, None),
+            counter("http_requests_total", &[("job", "checkout"), ("code", "500")], start, minutes, |m| if m % 60 < 5 { 8.0 } else { 0.5 }, None, None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+    let vigil = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: v, service: checkout}\nspec:\n  objective: 99.9\n  window: 1d\n  sli: {ratio: {bad: 'http_requests_total{job=\"checkout\", code=~\"5..\"}', total: 'http_requests_total{job=\"checkout\"}'}}\n";
+    let sloth = "version: prometheus/v1\nservice: checkout\nslos:\n  - name: s\n    objective: 99.9\n    sli:\n      events:\n        error_query: sum(rate(http_requests_total{job=\"checkout\",code=~\"5..\"}[{{.window}}]))\n        total_query: sum(rate(http_requests_total{job=\"checkout\"}[{{.window}}]))\n---\napiVersion: sloth.slok.dev/v1\nkind: AlertWindows\nspec:\n  sloPeriod: 1d\n  page:\n    quick: {errorBudgetPercent: 2, shortWindow: 5m, longWindow: 1h}\n    slow: {errorBudgetPercent: 5, shortWindow: 30m, longWindow: 6h}\n  ticket:\n    quick: {errorBudgetPercent: 10, shortWindow: 2h, longWindow: 1d}\n    slow: {errorBudgetPercent: 10, shortWindow: 6h, longWindow: 3d}\n";
+    let openslo = "apiVersion: openslo/v1\nkind: Service\nmetadata: {name: checkout}\nspec: {}\n---\napiVersion: openslo/v1\nkind: SLO\nmetadata: {name: o}\nspec:\n  service: checkout\n  indicator:\n    metadata: {name: good}\n    spec:\n      ratioMetric:\n        counter: true\n        good: {metricSource: {type: Prometheus, spec: {query: 'sum(http_requests_total{job=\"checkout\",code!~\"5..\"})'}}}\n        total: {metricSource: {type: Prometheus, spec: {query: 'sum(http_requests_total{job=\"checkout\"})'}}}\n  timeWindow: [{duration: 1d, isRolling: true}]\n  budgetingMethod: Occurrences\n  objectives: [{target: 0.999}]\n";
+    let v = evaluate(&engine, vigil, NOW).await.remove(0);
+    let s = evaluate(&engine, sloth, NOW).await.remove(0);
+    let o = evaluate(&engine, openslo, NOW).await.remove(0);
+    for other in [&s, &o] {
+        close(other.sli, v.sli.unwrap());
+        close(other.error_budget_remaining, v.error_budget_remaining.unwrap());
+        for window in ["5m", "30m", "1h", "6h", "1d"] {
+            close(other.burn_rates[window], v.burn_rates[window].unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn calendar_months_in_a_time_zone_and_time_slices() {
+    let (engine, _dir) = engine().await;
+    // 2024-03-02T10:00Z; March began at 2024-02-29T23:00Z in Paris.
+    let now = 1_709_373_600_000;
+    let minutes = 5 * 24 * 60;
+    let start = now - minutes * MINUTE;
+    let march_paris = 1_709_247_600_000;
+    let first_march_minute = (march_paris - start) / MINUTE;
+    let batch = WriteBatch {
+        metrics: vec![
+            counter("cal_total", &[], start, minutes, |_| 10.0, None, None),
+            counter("cal_errors_total", &[], start, minutes, move |m| if m < first_march_minute { 5.0 } else { 0.1 }, None, None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+    let yaml = slo("cal", "95", "{calendar: month, timeZone: Europe/Paris}", "{ratio: {bad: 'cal_errors_total', total: 'cal_total'}}");
+    let status = &evaluate(&engine, &yaml, now).await[0];
+    close(Some(status.total), 10.0 * ((now - march_paris) / MINUTE) as f64);
+    close(status.sli, 0.99);
+    let utc = slo("cal", "95", "{calendar: month, timeZone: UTC}", "{ratio: {bad: 'cal_errors_total', total: 'cal_total'}}");
+    let status_utc = &evaluate(&engine, &utc, now).await[0];
+    assert!(status_utc.total < status.total, "March starts an hour later in UTC");
+
+    // Time slices of 1 hour, good when 98.5% of the hour's requests are good: the hours
+    // before March (50% errors) are bad, the March ones (1%) are good.
+    let slices = format!(
+        "apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: sl, service: shop}}\nspec:\n  objective: 90\n  window: 2d\n  budgeting: {{timeslices: {{slice: 1h, target: 0.985}}}}\n  sli: {{ratio: {{bad: 'cal_errors_total', total: 'cal_total'}}}}\n"
+    );
+    let status = &evaluate(&engine, &slices, now).await[0];
+    // 48 slices: the last 35 hours are March (good), 13 before (bad); the open slice is empty at :00.
+    let good_hours = ((now - march_paris) / HOUR) as f64;
+    close(Some(status.total), 48.0);
+    close(status.sli, good_hours / 48.0);
+}
+
+#[tokio::test]
+async fn incremental_evaluation_equals_a_fresh_backfill() {
+    let (engine, _dir) = engine().await;
+    let minutes = 24 * 60;
+    let start = NOW - minutes * MINUTE;
+    let pattern = |m: i64| if m % 90 < 10 { 3.0 } else { 0.2 };
+    let write = |from: i64, count: i64| {
+        let engine = engine.clone();
+        async move {
+            let total = counter("inc_total", &[], start, from + count, |_| 20.0, None, None);
+            let bad = counter("inc_errors_total", &[], start, from + count, pattern, None, None);
+            let keep = |mut s: MetricSeries| {
+                s.samples.retain(|x| x.timestamp_ns > (start + from * MINUTE) * 1_000_000 - 1);
+                s
+            };
+            engine.storage().write(WriteBatch { metrics: vec![keep(total), keep(bad)], rows: vec![] }).await.unwrap();
+        }
+    };
+    write(0, minutes - 30).await;
+    let yaml = slo("inc", "99", "12h", "{ratio: {bad: 'inc_errors_total', total: 'inc_total'}}");
+    let definitions = load_texts(&[("t.yaml".into(), yaml.clone())], None).unwrap();
+    let incremental = SloEvaluator::new(engine.clone());
+    incremental.set_definitions(definitions).await;
+    incremental.evaluate(NOW - 30 * MINUTE).await;
+    // Thirty more minutes arrive, in two parts, evaluated as they come.
+    write(minutes - 30, 15).await;
+    incremental.evaluate(NOW - 15 * MINUTE).await;
+    write(minutes - 15, 15).await;
+    let stepped = incremental.evaluate(NOW).await.remove(0);
+    let fresh = evaluate(&engine, &yaml, NOW).await.remove(0);
+    close(stepped.sli, fresh.sli.unwrap());
+    close(Some(stepped.total), fresh.total);
+    for window in ["5m", "30m", "1h", "6h", "1d"] {
+        close(stepped.burn_rates[window], fresh.burn_rates[window].unwrap());
+    }
+}

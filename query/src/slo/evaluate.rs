@@ -1,0 +1,416 @@
+//! SLO evaluation: each call reads what arrived since the last one, updates the rollups and
+//! computes SLI, error budget, burn rates and state for every SLO (and group).
+//!
+//! Buckets from the commit point on are recomputed each time (so data arriving up to
+//! `OVERLAP` late still counts); older ones are final. A new SLO is backfilled from stored
+//! data on its first evaluation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{Datelike, TimeZone};
+use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringDictionaryBuilder, TimestampNanosecondArray};
+use datafusion::arrow::datatypes::Int32Type;
+use serde::Serialize;
+use vigil_storage::schema::FixedTable;
+use vigil_storage::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch};
+
+use super::model::{BURN_WINDOWS, Budgeting, CalendarUnit, Severity, SloDefinition, Window};
+use super::rollup::{HOUR_MS, MINUTE_MS, Rollup, minute_of};
+use super::sources::{self, GroupKey, SourceState};
+use crate::QueryEngine;
+
+/// How late data may arrive and still be counted.
+pub const OVERLAP_MS: i64 = 5 * MINUTE_MS;
+/// Minute buckets kept: the longest burn window and one slice more.
+const MINUTE_SPAN_MS: i64 = 3 * 24 * HOUR_MS + 2 * HOUR_MS;
+
+/// One condition of an SLO's multiwindow alerting, with its current burn rates.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ConditionStatus {
+    pub severity: &'static str,
+    pub burn_rate_threshold: f64,
+    pub long_window: String,
+    pub short_window: String,
+    pub long_burn_rate: Option<f64>,
+    pub short_burn_rate: Option<f64>,
+    pub active: bool,
+}
+
+/// The state of one SLO (one group of a grouped SLO) after an evaluation.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SloStatus {
+    pub name: String,
+    /// Values of the grouping labels, for grouped SLOs.
+    pub group: BTreeMap<String, String>,
+    pub service: String,
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+    pub objective: f64,
+    pub window: String,
+    pub sli: Option<f64>,
+    pub good: f64,
+    pub total: f64,
+    pub error_budget_remaining: Option<f64>,
+    pub burn_rates: BTreeMap<String, Option<f64>>,
+    pub time_to_exhaustion_seconds: Option<f64>,
+    /// `ok`, `burning`, `exhausted`, `no_data` or `error`.
+    pub state: &'static str,
+    pub error: Option<String>,
+    pub conditions: Vec<ConditionStatus>,
+    pub evaluated_at_ms: i64,
+}
+
+impl SloStatus {
+    /// `name` or `name{group…}`: unique per instance.
+    pub fn id(&self) -> String {
+        if self.group.is_empty() {
+            self.name.clone()
+        } else {
+            let labels: Vec<String> = self.group.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            format!("{}{{{}}}", self.name, labels.join(","))
+        }
+    }
+}
+
+/// Rollups of one group: events, and for time-slice budgeting the slice outcomes.
+struct GroupState {
+    events: Rollup,
+    slices: Option<Rollup>,
+}
+
+/// What is kept for one SLO between evaluations.
+struct SloRuntime {
+    definition: Arc<SloDefinition>,
+    groups: BTreeMap<GroupKey, GroupState>,
+    source: SourceState,
+    /// Buckets before this are final; the source state is at this point.
+    committed_ms: Option<i64>,
+}
+
+pub struct SloEvaluator {
+    engine: QueryEngine,
+    runtimes: tokio::sync::Mutex<Vec<SloRuntime>>,
+    latest: parking_lot::RwLock<Vec<SloStatus>>,
+}
+
+fn format_duration(ms: i64) -> String {
+    promql_parser::util::duration::display_duration(&std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+/// Start of the SLO window ending at `now` (exclusive).
+pub fn window_start(window: &Window, now_ms: i64) -> i64 {
+    match window {
+        Window::Rolling(d) => now_ms - d.as_millis() as i64,
+        Window::Calendar { unit, time_zone } => {
+            let Some(now) = chrono::DateTime::from_timestamp_millis(now_ms) else { return now_ms };
+            let local = now.with_timezone(time_zone);
+            let date = match unit {
+                CalendarUnit::Month => local.date_naive().with_day(1),
+                CalendarUnit::Week => Some(local.date_naive() - chrono::Duration::days(local.weekday().num_days_from_monday() as i64)),
+            };
+            date.and_then(|d| d.and_hms_opt(0, 0, 0))
+                .and_then(|midnight| time_zone.from_local_datetime(&midnight).earliest())
+                .map_or(now_ms, |start| start.timestamp_millis())
+        }
+    }
+}
+
+fn window_label(window: &Window) -> String {
+    match window {
+        Window::Rolling(d) => format_duration(d.as_millis() as i64),
+        Window::Calendar { unit: CalendarUnit::Month, time_zone } => format!("calendar month ({time_zone})"),
+        Window::Calendar { unit: CalendarUnit::Week, time_zone } => format!("calendar week ({time_zone})"),
+    }
+}
+
+impl SloEvaluator {
+    pub fn new(engine: QueryEngine) -> Self {
+        SloEvaluator { engine, runtimes: tokio::sync::Mutex::new(Vec::new()), latest: parking_lot::RwLock::new(Vec::new()) }
+    }
+
+    /// Replaces the set of SLOs; unchanged definitions keep their state, new ones are
+    /// backfilled at their first evaluation.
+    pub async fn set_definitions(&self, definitions: Vec<SloDefinition>) {
+        let mut runtimes = self.runtimes.lock().await;
+        let mut previous: HashMap<String, SloRuntime> = runtimes.drain(..).map(|r| (r.definition.name.clone(), r)).collect();
+        for definition in definitions {
+            match previous.remove(&definition.name) {
+                Some(runtime) if *runtime.definition == definition => runtimes.push(runtime),
+                _ => runtimes.push(SloRuntime { definition: Arc::new(definition), groups: BTreeMap::new(), source: SourceState::default(), committed_ms: None }),
+            }
+        }
+        let names: Vec<String> = runtimes.iter().map(|r| r.definition.name.clone()).collect();
+        self.latest.write().retain(|s| names.contains(&s.name));
+    }
+
+    pub async fn definitions(&self) -> Vec<Arc<SloDefinition>> {
+        self.runtimes.lock().await.iter().map(|r| r.definition.clone()).collect()
+    }
+
+    /// The statuses of the last evaluation.
+    pub fn statuses(&self) -> Vec<SloStatus> {
+        self.latest.read().clone()
+    }
+
+    /// Evaluates every SLO at `now_ms`, stores the results, and returns them.
+    pub async fn evaluate(&self, now_ms: i64) -> Vec<SloStatus> {
+        let started = std::time::Instant::now();
+        let mut runtimes = self.runtimes.lock().await;
+        let mut statuses = Vec::new();
+        for runtime in runtimes.iter_mut() {
+            statuses.extend(self.evaluate_one(runtime, now_ms).await);
+        }
+        drop(runtimes);
+        if let Err(e) = self.engine.storage().write(status_batch(&statuses, now_ms)).await {
+            tracing::warn!(error = %e, "storing SLO results failed");
+        }
+        metrics::histogram!("vigil_slo_evaluation_seconds").record(started.elapsed().as_secs_f64());
+        metrics::gauge!("vigil_slos").set(statuses.len() as f64);
+        *self.latest.write() = statuses.clone();
+        statuses
+    }
+
+    async fn evaluate_one(&self, runtime: &mut SloRuntime, now_ms: i64) -> Vec<SloStatus> {
+        let definition = runtime.definition.clone();
+        let history_start = window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS);
+        let from = runtime.committed_ms.unwrap_or_else(|| minute_of(history_start));
+        let commit = minute_of(now_ms - OVERLAP_MS).max(from);
+        let fetched = sources::fetch(&self.engine, &definition, from, now_ms, commit, &mut runtime.source).await;
+        let counts = match fetched {
+            Ok(counts) => counts,
+            Err(error) => {
+                let message = error.to_string();
+                if runtime.groups.is_empty() {
+                    return vec![error_status(&definition, now_ms, message)];
+                }
+                let mut statuses: Vec<SloStatus> =
+                    runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect();
+                for s in &mut statuses {
+                    s.state = "error";
+                    s.error = Some(message.clone());
+                }
+                return statuses;
+            }
+        };
+        let hour_span = now_ms - history_start + 2 * HOUR_MS;
+        for (group, minutes) in counts {
+            let state = runtime.groups.entry(group).or_insert_with(|| GroupState {
+                events: Rollup::new(MINUTE_SPAN_MS, hour_span),
+                slices: match definition.budgeting {
+                    Budgeting::Occurrences => None,
+                    _ => Some(Rollup::new(MINUTE_SPAN_MS, hour_span)),
+                },
+            });
+            let mut minute = from;
+            while minute <= minute_of(now_ms) {
+                let (good, total) = minutes.get(&minute).copied().unwrap_or((0.0, 0.0));
+                state.events.set(minute, good, total);
+                minute += MINUTE_MS;
+            }
+        }
+        for state in runtime.groups.values_mut() {
+            if let Some(slices) = &mut state.slices {
+                update_slices(&definition.budgeting, &state.events, slices, from, now_ms);
+                slices.trim(now_ms);
+            }
+            state.events.trim(now_ms);
+        }
+        runtime.committed_ms = Some(commit);
+        runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect()
+    }
+}
+
+/// Recomputes the outcomes of the slices touching `[from, now]`: one event per slice, good
+/// when the slice meets its target (Timeslices) or weighted by its ratio (RatioTimeslices).
+/// The open slice counts provisionally at the current minute.
+fn update_slices(budgeting: &Budgeting, events: &Rollup, slices: &mut Rollup, from: i64, now_ms: i64) {
+    let slice_ms = match budgeting {
+        Budgeting::Timeslices { slice, .. } | Budgeting::RatioTimeslices { slice } => (slice.as_millis() as i64).max(MINUTE_MS),
+        Budgeting::Occurrences => return,
+    };
+    let mut start = from.div_euclid(slice_ms) * slice_ms;
+    while start <= now_ms {
+        let end = start + slice_ms;
+        let (good, total) = events.recent(start, end.min(now_ms));
+        let outcome = if total <= 0.0 {
+            (0.0, 0.0)
+        } else {
+            match budgeting {
+                Budgeting::Timeslices { target, .. } => (if good / total >= *target { 1.0 } else { 0.0 }, 1.0),
+                _ => (good / total, 1.0),
+            }
+        };
+        let at = if end <= now_ms { minute_of(end) } else { minute_of(now_ms) };
+        let mut minute = start;
+        while minute < end {
+            if minute == at {
+                slices.set(minute, outcome.0, outcome.1);
+            } else if slices.get(minute) != (0.0, 0.0) {
+                slices.set(minute, 0.0, 0.0);
+            }
+            minute += MINUTE_MS;
+        }
+        start = end;
+    }
+}
+
+fn burn(good: f64, total: f64, objective: f64) -> Option<f64> {
+    (total > 0.0).then(|| (1.0 - good / total) / (1.0 - objective))
+}
+
+fn error_status(definition: &SloDefinition, now_ms: i64, message: String) -> SloStatus {
+    SloStatus {
+        name: definition.name.clone(),
+        group: BTreeMap::new(),
+        service: definition.service.clone(),
+        description: definition.description.clone(),
+        labels: definition.labels.clone(),
+        objective: definition.objective,
+        window: window_label(&definition.window),
+        sli: None,
+        good: 0.0,
+        total: 0.0,
+        error_budget_remaining: None,
+        burn_rates: BURN_WINDOWS.iter().map(|(w, _)| (w.to_string(), None)).collect(),
+        time_to_exhaustion_seconds: None,
+        state: "error",
+        error: Some(message),
+        conditions: Vec::new(),
+        evaluated_at_ms: now_ms,
+    }
+}
+
+fn status(definition: &SloDefinition, group: &GroupKey, state: &GroupState, now_ms: i64) -> SloStatus {
+    let rollup = state.slices.as_ref().unwrap_or(&state.events);
+    let objective = definition.objective;
+    let start = window_start(&definition.window, now_ms);
+    let (good, total) = rollup.window(start, now_ms);
+    let sli = (total > 0.0).then(|| good / total);
+    let remaining = sli.map(|s| 1.0 - (1.0 - s) / (1.0 - objective));
+    let rate_over = |ms: i64| {
+        let (g, t) = rollup.recent(now_ms - ms, now_ms);
+        burn(g, t, objective)
+    };
+    let burn_rates: BTreeMap<String, Option<f64>> = BURN_WINDOWS.iter().map(|(w, secs)| (w.to_string(), rate_over(*secs as i64 * 1000))).collect();
+    let conditions: Vec<ConditionStatus> = definition
+        .alerting
+        .conditions
+        .iter()
+        .filter(|c| match c.severity {
+            Severity::Page => !definition.alerting.page.disabled,
+            Severity::Ticket => !definition.alerting.ticket.disabled,
+        })
+        .map(|c| {
+            let long = rate_over(c.long_window.as_millis() as i64);
+            let short = rate_over(c.short_window.as_millis() as i64);
+            ConditionStatus {
+                severity: c.severity.as_str(),
+                burn_rate_threshold: c.burn_rate,
+                long_window: format_duration(c.long_window.as_millis() as i64),
+                short_window: format_duration(c.short_window.as_millis() as i64),
+                long_burn_rate: long,
+                short_burn_rate: short,
+                active: matches!((long, short), (Some(l), Some(s)) if l >= c.burn_rate && s >= c.burn_rate),
+            }
+        })
+        .collect();
+    // Time left at the last hour's burn rate, as a share of the window.
+    let time_to_exhaustion = match (remaining, burn_rates.get("1h").copied().flatten()) {
+        (Some(r), _) if r <= 0.0 => Some(0.0),
+        (Some(r), Some(b)) if b > 0.0 => Some(r * definition.window.period().as_secs_f64() / b),
+        _ => None,
+    };
+    let state_name = match remaining {
+        None => "no_data",
+        Some(r) if r <= 0.0 => "exhausted",
+        _ if conditions.iter().any(|c| c.active) => "burning",
+        _ => "ok",
+    };
+    SloStatus {
+        name: definition.name.clone(),
+        group: group.iter().cloned().collect(),
+        service: definition.service.clone(),
+        description: definition.description.clone(),
+        labels: definition.labels.clone(),
+        objective,
+        window: window_label(&definition.window),
+        sli,
+        good,
+        total,
+        error_budget_remaining: remaining,
+        burn_rates,
+        time_to_exhaustion_seconds: time_to_exhaustion,
+        state: state_name,
+        error: None,
+        conditions,
+        evaluated_at_ms: now_ms,
+    }
+}
+
+/// `slo_status` rows and `vigil_slo_*` series for one evaluation.
+fn status_batch(statuses: &[SloStatus], now_ms: i64) -> WriteBatch {
+    let now_ns = now_ms * 1_000_000;
+    let mut metrics = Vec::new();
+    for status in statuses {
+        let mut labels: Vec<(String, String)> = status.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        labels.extend(status.group.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.retain(|(k, _)| k != "slo" && k != "service" && k != "window");
+        labels.push(("slo".into(), status.name.clone()));
+        labels.push(("service".into(), status.service.clone()));
+        let Ok(base) = LabelSet::new(labels.clone()) else { continue };
+        let mut push = |metric: &str, labels: LabelSet, value: Option<f64>| {
+            if let Some(value) = value {
+                metrics.push(MetricSeries { metric: metric.into(), labels, samples: vec![Sample { timestamp_ns: now_ns, value }] });
+            }
+        };
+        push("vigil_slo_objective", base.clone(), Some(status.objective));
+        push("vigil_slo_sli", base.clone(), status.sli);
+        push("vigil_slo_error_budget_remaining", base.clone(), status.error_budget_remaining);
+        for (window, rate) in &status.burn_rates {
+            let mut with_window = labels.clone();
+            with_window.push(("window".into(), window.clone()));
+            if let Ok(set) = LabelSet::new(with_window) {
+                push("vigil_slo_burn_rate", set, *rate);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    if !statuses.is_empty() {
+        if let Ok(batch) = slo_status_rows(statuses, now_ns) {
+            rows.push(TableRows { table: FixedTable::SloStatus, batch });
+        }
+    }
+    WriteBatch { metrics, rows }
+}
+
+fn slo_status_rows(statuses: &[SloStatus], now_ns: i64) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let dictionary = |values: Vec<Option<String>>| -> ArrayRef {
+        let mut builder = StringDictionaryBuilder::<Int32Type>::new();
+        for value in values {
+            builder.append_option(value);
+        }
+        Arc::new(builder.finish())
+    };
+    let floats = |f: &dyn Fn(&SloStatus) -> Option<f64>| -> ArrayRef { Arc::new(statuses.iter().map(f).collect::<Float64Array>()) };
+    let rate = |window: &'static str| move |s: &SloStatus| s.burn_rates.get(window).copied().flatten();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(TimestampNanosecondArray::from(vec![now_ns; statuses.len()]).with_timezone("UTC")),
+        dictionary(statuses.iter().map(|s| Some(s.id())).collect()),
+        dictionary(statuses.iter().map(|s| Some(s.service.clone())).collect()),
+        Arc::new(statuses.iter().map(|s| Some(s.objective)).collect::<Float64Array>()),
+        floats(&|s| s.sli),
+        floats(&|s| Some(s.good)),
+        floats(&|s| Some(s.total)),
+        floats(&|s| s.error_budget_remaining),
+        floats(&rate("5m")),
+        floats(&rate("30m")),
+        floats(&rate("1h")),
+        floats(&rate("2h")),
+        floats(&rate("6h")),
+        floats(&rate("1d")),
+        floats(&rate("3d")),
+        dictionary(statuses.iter().map(|s| Some(s.state.to_string())).collect()),
+    ];
+    RecordBatch::try_new(FixedTable::SloStatus.schema(), columns)
+}

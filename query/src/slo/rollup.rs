@@ -1,0 +1,191 @@
+//! Good/total counts in time buckets, with prefix sums so that the sum over any window is
+//! two lookups: an evaluation costs what the new data costs, whatever the window's length.
+//!
+//! Minute buckets cover the last `minute_span` (enough for the 3-day burn window); hour
+//! buckets cover the SLO window. A bucket `m` holds the events with timestamps in
+//! `(m, m + 1 min]`. Buckets are overwritten, not added to, so the recent ones can be
+//! recomputed from data that arrived late.
+
+use std::collections::VecDeque;
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The bucket an event at `ts` belongs to.
+pub fn minute_of(ts_ms: i64) -> i64 {
+    (ts_ms - 1).div_euclid(MINUTE_MS) * MINUTE_MS
+}
+
+/// Buckets of one width: values and running sums, oldest first.
+#[derive(Clone, Debug)]
+struct Buckets {
+    width: i64,
+    /// Start of the first bucket.
+    start: i64,
+    values: VecDeque<(f64, f64)>,
+    /// `sums[i]` = Σ values[..=i] (plus whatever was popped before, which cancels out).
+    sums: VecDeque<(f64, f64)>,
+}
+
+impl Buckets {
+    fn new(width: i64) -> Self {
+        Buckets { width, start: 0, values: VecDeque::new(), sums: VecDeque::new() }
+    }
+
+    fn end(&self) -> i64 {
+        self.start + self.values.len() as i64 * self.width
+    }
+
+    /// Makes room for `bucket` (growing the tail); false when it is older than what is kept.
+    fn reach(&mut self, bucket: i64) -> bool {
+        if self.values.is_empty() {
+            self.start = bucket;
+        }
+        if bucket < self.start {
+            return false;
+        }
+        while bucket >= self.end() {
+            let last = self.sums.back().copied().unwrap_or((0.0, 0.0));
+            self.values.push_back((0.0, 0.0));
+            self.sums.push_back(last);
+        }
+        true
+    }
+
+    /// Adds `delta` to a bucket, keeping the sums right.
+    fn add(&mut self, bucket: i64, delta: (f64, f64)) {
+        if delta == (0.0, 0.0) || !self.reach(bucket) {
+            return;
+        }
+        let index = ((bucket - self.start) / self.width) as usize;
+        self.values[index].0 += delta.0;
+        self.values[index].1 += delta.1;
+        for sum in self.sums.iter_mut().skip(index) {
+            sum.0 += delta.0;
+            sum.1 += delta.1;
+        }
+    }
+
+    fn get(&self, bucket: i64) -> (f64, f64) {
+        if bucket < self.start || bucket >= self.end() {
+            return (0.0, 0.0);
+        }
+        self.values[((bucket - self.start) / self.width) as usize]
+    }
+
+    /// Drops buckets that start before `keep_from`.
+    fn trim(&mut self, keep_from: i64) {
+        while !self.values.is_empty() && self.start + self.width <= keep_from {
+            self.values.pop_front();
+            self.sums.pop_front();
+            self.start += self.width;
+        }
+    }
+
+    /// Σ of the buckets starting in `[from, to)`.
+    fn sum(&self, from: i64, to: i64) -> (f64, f64) {
+        if self.values.is_empty() {
+            return (0.0, 0.0);
+        }
+        let index = |t: i64| -> i64 { ((t - self.start) as f64 / self.width as f64).ceil() as i64 };
+        let first = index(from).clamp(0, self.values.len() as i64);
+        let last = index(to).clamp(0, self.values.len() as i64);
+        if last <= first {
+            return (0.0, 0.0);
+        }
+        let upper = self.sums[last as usize - 1];
+        let lower = if first == 0 { self.sums_before_start() } else { self.sums[first as usize - 1] };
+        (upper.0 - lower.0, upper.1 - lower.1)
+    }
+
+    /// The running sum just before the first bucket kept.
+    fn sums_before_start(&self) -> (f64, f64) {
+        match (self.sums.front(), self.values.front()) {
+            (Some(s), Some(v)) => (s.0 - v.0, s.1 - v.1),
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
+/// Good/total per minute (recent) and per hour (the whole window).
+#[derive(Clone, Debug)]
+pub struct Rollup {
+    minutes: Buckets,
+    hours: Buckets,
+    minute_span: i64,
+    hour_span: i64,
+}
+
+impl Rollup {
+    pub fn new(minute_span_ms: i64, hour_span_ms: i64) -> Self {
+        Rollup { minutes: Buckets::new(MINUTE_MS), hours: Buckets::new(HOUR_MS), minute_span: minute_span_ms, hour_span: hour_span_ms }
+    }
+
+    /// Sets a minute bucket to (good, total).
+    pub fn set(&mut self, minute: i64, good: f64, total: f64) {
+        let old = self.minutes.get(minute);
+        let delta = (good - old.0, total - old.1);
+        self.minutes.add(minute, delta);
+        self.hours.add(minute.div_euclid(HOUR_MS) * HOUR_MS, delta);
+    }
+
+    pub fn get(&self, minute: i64) -> (f64, f64) {
+        self.minutes.get(minute)
+    }
+
+    /// Forgets what is older than the spans, relative to `now`.
+    pub fn trim(&mut self, now_ms: i64) {
+        self.minutes.trim(now_ms - self.minute_span);
+        self.hours.trim(now_ms - self.hour_span);
+    }
+
+    /// Good and total over `(from, to]` from minute buckets (windows up to the minute span).
+    pub fn recent(&self, from_ms: i64, to_ms: i64) -> (f64, f64) {
+        self.minutes.sum(minute_of(from_ms + 1), minute_of(to_ms) + MINUTE_MS)
+    }
+
+    /// Good and total over `(from, to]`: whole hours from hour buckets, the current hour and
+    /// the edges from minute buckets where they are still kept. The oldest partial hour
+    /// counts whole once its minutes are gone.
+    pub fn window(&self, from_ms: i64, to_ms: i64) -> (f64, f64) {
+        let minutes_from = self.minutes.start.max(minute_of(from_ms + 1));
+        if self.minutes.values.is_empty() || minutes_from <= minute_of(from_ms + 1) {
+            return self.recent(from_ms, to_ms);
+        }
+        // Hours (rounded down at the old edge) up to the hour where minutes take over.
+        let split = minutes_from.div_euclid(HOUR_MS) * HOUR_MS + if minutes_from % HOUR_MS == 0 { 0 } else { HOUR_MS };
+        let old = self.hours.sum(from_ms.div_euclid(HOUR_MS) * HOUR_MS, split);
+        let new = self.minutes.sum(split, minute_of(to_ms) + MINUTE_MS);
+        (old.0 + new.0, old.1 + new.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_of_an_event_is_the_minute_that_ends_at_or_after_it() {
+        assert_eq!(minute_of(60_000), 0);
+        assert_eq!(minute_of(60_001), 60_000);
+        assert_eq!(minute_of(1), 0);
+    }
+
+    #[test]
+    fn sums_over_windows_and_overwrites() {
+        let mut rollup = Rollup::new(3 * HOUR_MS, 48 * HOUR_MS);
+        for m in 0..300 {
+            rollup.set(m * MINUTE_MS, 9.0, 10.0);
+        }
+        assert_eq!(rollup.recent(0, 60 * MINUTE_MS), (540.0, 600.0));
+        assert_eq!(rollup.recent(10 * MINUTE_MS, 20 * MINUTE_MS), (90.0, 100.0));
+        rollup.set(15 * MINUTE_MS, 0.0, 10.0);
+        assert_eq!(rollup.recent(10 * MINUTE_MS, 20 * MINUTE_MS), (81.0, 100.0));
+        rollup.set(15 * MINUTE_MS, 9.0, 10.0);
+        // Trim the minutes to the last 3 hours: the window still sees everything by hours.
+        rollup.trim(300 * MINUTE_MS);
+        assert_eq!(rollup.recent(0, 300 * MINUTE_MS), (9.0 * 180.0, 10.0 * 180.0));
+        assert_eq!(rollup.window(0, 300 * MINUTE_MS), (2700.0, 3000.0));
+        assert_eq!(rollup.window(HOUR_MS, 300 * MINUTE_MS), (2160.0, 2400.0));
+    }
+}

@@ -1,0 +1,455 @@
+//! Per-minute good and total events of an SLI, read from stored data in `(from, to]`.
+//!
+//! Counters (ratio and latency SLIs, PromQL `counter: true`) are turned into increases
+//! sample by sample: a drop is a reset (the new value is the increase), a gap just puts the
+//! whole increase in the minute the series resumes. The last sample of each series at or
+//! before the commit point is kept, so the next evaluation reads only newer data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::common::{ScalarValue, TableReference};
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::when;
+use datafusion::prelude::{Expr, cast, ident, lit};
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::Expr as PromExpr;
+
+use super::model::{PromQlKind, Sli, SloDefinition};
+use super::rollup::{MINUTE_MS, minute_of};
+use crate::QueryEngine;
+use crate::promql::{EvalRange, PromResult};
+
+/// Values of the grouping labels (empty when the SLO is not grouped).
+pub type GroupKey = Vec<(String, String)>;
+
+/// good/total per group per minute bucket.
+pub type Counts = BTreeMap<GroupKey, BTreeMap<i64, (f64, f64)>>;
+
+/// What an SLI source remembers between evaluations: the last committed sample of each
+/// counter series (role, series) → (ms, value).
+#[derive(Default, Debug, Clone)]
+pub struct SourceState {
+    counters: HashMap<(u8, String), (i64, f64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The SLI cannot be computed as written (e.g. a latency threshold that is no bucket).
+    #[error("{0}")]
+    Definition(String),
+    #[error("{0}")]
+    Query(String),
+}
+
+impl From<crate::promql::PromError> for SourceError {
+    fn from(e: crate::promql::PromError) -> Self {
+        SourceError::Query(e.to_string())
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for SourceError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        SourceError::Query(e.strip_backtrace())
+    }
+}
+
+const GOOD: u8 = 0;
+const BAD: u8 = 1;
+const TOTAL: u8 = 2;
+
+fn group_key(labels: &BTreeMap<String, String>, group_by: &[String]) -> GroupKey {
+    group_by.iter().map(|l| (l.clone(), labels.get(l).cloned().unwrap_or_default())).collect()
+}
+
+/// Accumulates events by role, then yields good/total.
+#[derive(Default)]
+struct Accumulator {
+    roles: BTreeMap<GroupKey, BTreeMap<i64, [f64; 3]>>,
+}
+
+impl Accumulator {
+    fn add(&mut self, group: GroupKey, minute: i64, role: u8, value: f64) {
+        self.roles.entry(group).or_default().entry(minute).or_default()[role as usize] += value;
+    }
+
+    fn ensure_group(&mut self, group: GroupKey) {
+        self.roles.entry(group).or_default();
+    }
+
+    /// good = good, or total − bad.
+    fn counts(self, has_good: bool) -> Counts {
+        self.roles
+            .into_iter()
+            .map(|(group, minutes)| {
+                let minutes = minutes
+                    .into_iter()
+                    .map(|(m, r)| (m, (if has_good { r[GOOD as usize] } else { r[TOTAL as usize] - r[BAD as usize] }, r[TOTAL as usize])))
+                    .collect();
+                (group, minutes)
+            })
+            .collect()
+    }
+}
+
+pub async fn fetch(
+    engine: &QueryEngine,
+    slo: &SloDefinition,
+    from_ms: i64,
+    to_ms: i64,
+    commit_ms: i64,
+    state: &mut SourceState,
+) -> Result<Counts, SourceError> {
+    match &slo.sli {
+        Sli::Ratio { good, bad, total } => {
+            let mut accumulator = Accumulator::default();
+            let mut roles = vec![(TOTAL, total.clone())];
+            roles.extend(good.iter().map(|g| (GOOD, g.clone())));
+            roles.extend(bad.iter().map(|b| (BAD, b.clone())));
+            for (role, selector) in roles {
+                let series = selector_samples(engine, &parse_selector(&selector)?, from_ms, to_ms).await?;
+                counter_increases(series, role, &slo.group_by, commit_ms, state, &mut accumulator, |_| true);
+            }
+            if slo.group_by.is_empty() {
+                accumulator.ensure_group(Vec::new());
+            }
+            Ok(accumulator.counts(good.is_some()))
+        }
+        Sli::Latency { histogram, threshold } => latency(engine, slo, histogram, *threshold, from_ms, to_ms, commit_ms, state).await,
+        Sli::Spans { service, name, good_status, max_duration } => {
+            spans(engine, slo, service, name.as_deref(), good_status, max_duration.map(|d| d.as_nanos() as i64), from_ms, to_ms).await
+        }
+        Sli::Drift { model, version, feature, statistic, below, .. } => drift(engine, model, version.as_deref(), feature, statistic, *below, from_ms, to_ms).await,
+        Sli::Sql { good, bad, total } => {
+            let mut accumulator = Accumulator::default();
+            accumulator.ensure_group(Vec::new());
+            let mut roles = vec![(TOTAL, total)];
+            roles.extend(good.iter().map(|g| (GOOD, g)));
+            roles.extend(bad.iter().map(|b| (BAD, b)));
+            for (role, query) in roles {
+                for (minute, events) in sql_events(engine, query, from_ms, to_ms).await? {
+                    accumulator.add(Vec::new(), minute, role, events);
+                }
+            }
+            Ok(accumulator.counts(good.is_some()))
+        }
+        Sli::PromQl { good, bad, total, kind } => {
+            let mut accumulator = Accumulator::default();
+            if slo.group_by.is_empty() {
+                accumulator.ensure_group(Vec::new());
+            }
+            let mut roles = vec![(TOTAL, total)];
+            roles.extend(good.iter().map(|g| (GOOD, g)));
+            roles.extend(bad.iter().map(|b| (BAD, b)));
+            for (role, query) in roles {
+                promql_events(engine, query, *kind, role, &slo.group_by, from_ms, to_ms, &mut accumulator).await?;
+            }
+            Ok(accumulator.counts(good.is_some()))
+        }
+    }
+}
+
+fn parse_selector(text: &str) -> Result<promql_parser::parser::VectorSelector, SourceError> {
+    match promql_parser::parser::parse(text) {
+        Ok(PromExpr::VectorSelector(selector)) => Ok(selector),
+        _ => Err(SourceError::Definition(format!("{text:?} is not a series selector"))),
+    }
+}
+
+/// Samples of a selector in `(from, to]`, grouped per series, in time order.
+async fn selector_samples(
+    engine: &QueryEngine,
+    selector: &promql_parser::parser::VectorSelector,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)>, SourceError> {
+    let compiler = crate::promql::compile_for_sources(engine);
+    let Some((frame, labels)) = compiler.selector_rows(selector, from_ms + 1, to_ms).await? else { return Ok(Vec::new()) };
+    let batches = frame.collect().await?;
+    let mut series: HashMap<BTreeMap<String, String>, Vec<(i64, f64)>> = HashMap::new();
+    for batch in &batches {
+        let schema = batch.schema();
+        let ts = batch.column(schema.index_of("__ts__").map_err(|e| SourceError::Query(e.to_string()))?).as_primitive::<Int64Type>();
+        let vs = batch.column(schema.index_of("__value__").map_err(|e| SourceError::Query(e.to_string()))?).as_primitive::<Float64Type>();
+        let columns: Vec<(&String, usize)> = labels.iter().filter_map(|l| schema.index_of(l).ok().map(|i| (l, i))).collect();
+        for row in 0..batch.num_rows() {
+            let mut set = BTreeMap::new();
+            for (name, index) in &columns {
+                let column = batch.column(*index).as_string::<i32>();
+                if !column.is_null(row) && !column.value(row).is_empty() {
+                    set.insert((*name).clone(), column.value(row).to_string());
+                }
+            }
+            series.entry(set).or_default().push((ts.value(row), vs.value(row)));
+        }
+    }
+    Ok(series
+        .into_iter()
+        .map(|(labels, mut points)| {
+            points.sort_by_key(|p| p.0);
+            points.dedup_by_key(|p| p.0);
+            (labels, points)
+        })
+        .collect())
+}
+
+/// Increases of counter series, in the minute of the later sample. `keep` picks series.
+fn counter_increases(
+    series: Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)>,
+    role: u8,
+    group_by: &[String],
+    commit_ms: i64,
+    state: &mut SourceState,
+    accumulator: &mut Accumulator,
+    keep: impl Fn(&BTreeMap<String, String>) -> bool,
+) {
+    for (labels, points) in series {
+        if !keep(&labels) {
+            continue;
+        }
+        let key = (role, format!("{labels:?}"));
+        let group = group_key(&labels, group_by);
+        accumulator.ensure_group(group.clone());
+        let mut previous = state.counters.get(&key).copied();
+        let mut committed = previous;
+        for (ts, value) in points {
+            if value.is_nan() {
+                continue; // stale markers and NaN samples carry no count
+            }
+            if let Some((_, before)) = previous {
+                let increase = if value < before { value } else { value - before };
+                accumulator.add(group.clone(), minute_of(ts), role, increase);
+            }
+            previous = Some((ts, value));
+            if ts <= commit_ms {
+                committed = previous;
+            }
+        }
+        if let Some(committed) = committed {
+            state.counters.insert(key, committed);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn latency(
+    engine: &QueryEngine,
+    slo: &SloDefinition,
+    histogram: &str,
+    threshold: f64,
+    from_ms: i64,
+    to_ms: i64,
+    commit_ms: i64,
+    state: &mut SourceState,
+) -> Result<Counts, SourceError> {
+    let mut selector = parse_selector(histogram)?;
+    let name = selector.name.clone().ok_or_else(|| SourceError::Definition("the histogram selector needs a metric name".into()))?;
+    let bucket_name = format!("{name}_bucket");
+    selector.name = Some(bucket_name.clone());
+    for matcher in selector.matchers.matchers.iter_mut().filter(|m| m.name == "__name__") {
+        *matcher = Matcher::new(MatchOp::Equal, "__name__", &bucket_name);
+    }
+    let series = selector_samples(engine, &selector, from_ms, to_ms).await?;
+    let bound = |labels: &BTreeMap<String, String>| labels.get("le").and_then(|le| crate::promql::udf::parse_bound(le));
+    let bounds: Vec<f64> = {
+        let mut b: Vec<f64> = series.iter().filter_map(|(l, _)| bound(l)).collect();
+        b.sort_by(f64::total_cmp);
+        b.dedup();
+        b
+    };
+    if !bounds.is_empty() && !bounds.contains(&threshold) {
+        let listed: Vec<String> = bounds.iter().map(|b| crate::promql::kernels::format_value(*b)).collect();
+        return Err(SourceError::Definition(format!(
+            "latency threshold {threshold} is no bucket bound of {bucket_name}; the bounds are {}",
+            listed.join(", ")
+        )));
+    }
+    let mut group_by: Vec<String> = slo.group_by.clone();
+    group_by.retain(|l| l != "le");
+    let mut accumulator = Accumulator::default();
+    if group_by.is_empty() {
+        accumulator.ensure_group(Vec::new());
+    }
+    let good: Vec<_> = series.iter().filter(|(l, _)| bound(l) == Some(threshold)).cloned().collect();
+    let total: Vec<_> = series.into_iter().filter(|(l, _)| bound(l) == Some(f64::INFINITY)).collect();
+    counter_increases(good, GOOD, &group_by, commit_ms, state, &mut accumulator, |_| true);
+    counter_increases(total, TOTAL, &group_by, commit_ms, state, &mut accumulator, |_| true);
+    Ok(accumulator.counts(true))
+}
+
+fn ts_literal(ms: i64) -> Expr {
+    lit(ScalarValue::TimestampNanosecond(Some(ms.saturating_mul(1_000_000)), Some("UTC".into())))
+}
+
+/// `((t_ns − 1) / 60 s) · 60 s` in ms: the minute bucket of a time column.
+fn minute_expr(column: &str) -> Expr {
+    ((cast(ident(column), DataType::Int64) - lit(1i64)) / lit(60_000_000_000i64)) * lit(MINUTE_MS)
+}
+
+/// Collects (group, minute, good, total) rows of an aggregate.
+async fn collect_counts(frame: datafusion::dataframe::DataFrame, group_by: &[String]) -> Result<Counts, SourceError> {
+    let mut counts: Counts = BTreeMap::new();
+    if group_by.is_empty() {
+        counts.insert(Vec::new(), BTreeMap::new());
+    }
+    for batch in frame.collect().await? {
+        let minutes = batch.column(group_by.len()).as_primitive::<Int64Type>();
+        let good = datafusion::arrow::compute::cast(batch.column(group_by.len() + 1), &DataType::Float64).map_err(|e| SourceError::Query(e.to_string()))?;
+        let total = datafusion::arrow::compute::cast(batch.column(group_by.len() + 2), &DataType::Float64).map_err(|e| SourceError::Query(e.to_string()))?;
+        let (good, total) = (good.as_primitive::<Float64Type>(), total.as_primitive::<Float64Type>());
+        for row in 0..batch.num_rows() {
+            let key: GroupKey = group_by
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let column = datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8).ok();
+                    let value = column.as_ref().map(|c| c.as_string::<i32>()).filter(|c| !c.is_null(row)).map(|c| c.value(row).to_string());
+                    (l.clone(), value.unwrap_or_default())
+                })
+                .collect();
+            counts.entry(key).or_default().insert(minutes.value(row), (good.value(row), total.value(row)));
+        }
+    }
+    Ok(counts)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn spans(
+    engine: &QueryEngine,
+    slo: &SloDefinition,
+    service: &str,
+    name: Option<&str>,
+    good_status: &[String],
+    max_duration_ns: Option<i64>,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Counts, SourceError> {
+    let mut filter = cast(ident("service"), DataType::Utf8)
+        .eq(lit(service))
+        .and(ident("start").gt(ts_literal(from_ms)))
+        .and(ident("start").lt_eq(ts_literal(to_ms)));
+    if let Some(name) = name {
+        filter = filter.and(cast(ident("name"), DataType::Utf8).eq(lit(name)));
+    }
+    let mut good = cast(ident("status"), DataType::Utf8).in_list(good_status.iter().map(|s| lit(s.as_str())).collect(), false);
+    if let Some(max) = max_duration_ns {
+        good = good.and(ident("duration").lt_eq(lit(max)));
+    }
+    let good_value = when(good, lit(1.0)).otherwise(lit(0.0))?;
+    let mut keys: Vec<Expr> = slo.group_by.iter().map(|c| cast(ident(c.as_str()), DataType::Utf8).alias(c.as_str())).collect();
+    keys.push(minute_expr("start").alias("__minute__"));
+    let frame = engine
+        .context()
+        .table(TableReference::bare("spans"))
+        .await?
+        .filter(filter)?
+        .aggregate(keys, vec![sum(good_value).alias("__good__"), count(lit(1)).alias("__total__")])?;
+    collect_counts(frame, &slo.group_by).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drift(
+    engine: &QueryEngine,
+    model: &str,
+    version: Option<&str>,
+    feature: &str,
+    statistic: &str,
+    below: f64,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Counts, SourceError> {
+    let text = |c: &str| cast(ident(c), DataType::Utf8);
+    let mut filter = text("model")
+        .eq(lit(model))
+        .and(text("feature").eq(lit(feature)))
+        .and(text("statistic").eq(lit(statistic)))
+        .and(ident("timestamp").gt(ts_literal(from_ms)))
+        .and(ident("timestamp").lt_eq(ts_literal(to_ms)));
+    if let Some(version) = version {
+        filter = filter.and(text("version").eq(lit(version)));
+    }
+    let good = when(ident("value").lt(lit(below)), lit(1.0)).otherwise(lit(0.0))?;
+    let frame = engine
+        .context()
+        .table(TableReference::bare("drift_scores"))
+        .await?
+        .filter(filter.and(ident("value").is_not_null()))?
+        .aggregate(vec![minute_expr("timestamp").alias("__minute__")], vec![sum(good).alias("__good__"), count(lit(1)).alias("__total__")])?;
+    collect_counts(frame, &[]).await
+}
+
+/// Events per minute of a user query returning `timestamp` (and optionally `value`).
+async fn sql_events(engine: &QueryEngine, query: &str, from_ms: i64, to_ms: i64) -> Result<BTreeMap<i64, f64>, SourceError> {
+    let inner = engine.context().sql(query).await?;
+    let has_value = inner.schema().fields().iter().any(|f| f.name() == "value");
+    if !inner.schema().fields().iter().any(|f| f.name() == "timestamp") {
+        return Err(SourceError::Definition(format!("the SLI query must return a timestamp column: {query}")));
+    }
+    let weight = if has_value { cast(ident("value"), DataType::Float64) } else { lit(1.0) };
+    let frame = inner
+        .filter(ident("timestamp").gt(ts_literal(from_ms)).and(ident("timestamp").lt_eq(ts_literal(to_ms))))?
+        .aggregate(vec![minute_expr("timestamp").alias("__minute__")], vec![sum(weight).alias("__events__")])?;
+    let mut out = BTreeMap::new();
+    for batch in frame.collect().await? {
+        let minutes = batch.column(0).as_primitive::<Int64Type>();
+        let events = batch.column(1).as_primitive::<Float64Type>();
+        for row in 0..batch.num_rows() {
+            if !events.is_null(row) {
+                out.insert(minutes.value(row), events.value(row));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A PromQL query evaluated at every minute end in `[from, to]`.
+#[allow(clippy::too_many_arguments)]
+async fn promql_events(
+    engine: &QueryEngine,
+    query: &str,
+    kind: PromQlKind,
+    role: u8,
+    group_by: &[String],
+    from_ms: i64,
+    to_ms: i64,
+    accumulator: &mut Accumulator,
+) -> Result<(), SourceError> {
+    let text = query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m");
+    let end = to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+    if end <= from_ms {
+        return Ok(());
+    }
+    let range = EvalRange { start_ms: from_ms, end_ms: end, step_ms: MINUTE_MS };
+    let series = match engine.promql(&text, range, false).await? {
+        PromResult::Matrix(series) => series,
+        other => return Err(SourceError::Definition(format!("the query must give a vector, not {other:?}"))),
+    };
+    for s in series {
+        let group = group_key(&s.labels, group_by);
+        accumulator.ensure_group(group.clone());
+        let mut previous: Option<f64> = None;
+        for (t, v) in s.points {
+            if v.is_nan() {
+                previous = None;
+                continue;
+            }
+            let events = match kind {
+                PromQlKind::Counter => {
+                    let increase = previous.map(|p| if v < p { v } else { v - p });
+                    previous = Some(v);
+                    match increase {
+                        Some(i) => i,
+                        None => continue,
+                    }
+                }
+                PromQlKind::Rate => v * 60.0,
+                PromQlKind::ErrorRatio => v,
+            };
+            if t > from_ms {
+                accumulator.add(group.clone(), minute_of(t), role, events);
+            }
+        }
+    }
+    Ok(())
+}
