@@ -57,6 +57,9 @@ pub struct ServeArgs {
     pub limits: LimitsArgs,
     #[command(flatten)]
     pub query: QueryArgs,
+    /// How often SLOs are evaluated [default: 30s]
+    #[arg(long, env = "VIGIL_EVALUATION_INTERVAL")]
+    pub evaluation_interval: Option<PromDuration>,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +158,7 @@ impl ServeArgs {
     pub fn apply(&self, config: &mut Config) {
         set(&mut config.external_url, self.external_url.clone().map(Some));
         set(&mut config.log.level, self.log_level.clone());
+        set(&mut config.evaluation_interval, self.evaluation_interval);
         set(&mut config.listen.http, self.listen.http_addr);
         set(&mut config.listen.otlp_http, self.listen.otlp_http_addr);
         set(&mut config.listen.otlp_grpc, self.listen.otlp_grpc_addr);

@@ -23,6 +23,13 @@ pub struct Config {
     pub log: LogConfig,
     /// Prometheus-style pull, besides push.
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// SLO files (globs, relative to this file).
+    pub slos: Vec<String>,
+    /// How often SLOs (and rules) are evaluated.
+    pub evaluation_interval: PromDuration,
+    /// The directory relative paths of the file are resolved against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -35,6 +42,9 @@ impl Default for Config {
             query: QueryConfig::default(),
             log: LogConfig::default(),
             scrape_configs: Vec::new(),
+            slos: Vec::new(),
+            evaluation_interval: PromDuration(Duration::from_secs(30)),
+            base_dir: PathBuf::from("."),
         }
     }
 }
@@ -293,6 +303,7 @@ impl Config {
         };
         config.check(path)?;
         if let Some(base) = path.parent() {
+            config.base_dir = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base.to_path_buf() };
             if config.storage.data_dir.is_relative() {
                 config.storage.data_dir = base.join(&config.storage.data_dir);
             }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod reload;
 mod serve;
 mod validate;
 

@@ -63,12 +63,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let scraper = Arc::new(vigil_ingest::scrape::Scraper::start(config.scrape_targets(), ingestor.clone()));
+    let slos = Arc::new(vigil_query::slo::SloEvaluator::new(engine.clone()));
+    let reloader = Arc::new(crate::reload::DefinitionReloader::new(args.config.clone(), config.clone(), slos.clone()));
+    // At start-up there is no previous set to keep: invalid definitions stop Vigil.
+    reloader.apply().await.map_err(|errors| anyhow::anyhow!("invalid definitions:\n{errors}"))?;
+    tokio::spawn(reloader.clone().watch(stop.clone()));
+    tokio::spawn({
+        let slos = slos.clone();
+        let stop = stop.clone();
+        let every = config.evaluation_interval.0.max(Duration::from_secs(1));
+        async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while stop.run_until_cancelled(ticker.tick()).await.is_some() {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                slos.evaluate(now).await;
+            }
+        }
+    });
     let ready = Arc::new(AtomicBool::new(false));
     let http = HttpOptions {
         max_body_bytes: config.limits.max_body_size.as_u64() as usize,
         max_concurrent_ingest: config.limits.max_concurrent_ingest,
     };
-    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), ready: ready.clone() };
+    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), slos, reloader, ready: ready.clone() };
     let api = bind(config.listen.http, "HTTP API").await?;
     let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
     let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;

@@ -1,18 +1,54 @@
 //! `vigil validate FILE...`: like `promtool check`, one line per error, exit 1 if any.
+//! Each file is recognised by its content: SLO files (apiVersion/version), rule files
+//! (`groups`), otherwise a Vigil config. SLO references resolve among the files given.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use vigil_query::slo::{FileKind, file_kind};
 
 use crate::config::Config;
 
 pub fn run(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
+    let mut slo_files = Vec::new();
     for path in files {
-        match Config::load(path) {
-            Ok(_) => println!("{}: valid Vigil config", path.display()),
-            Err(error) => {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("{}:1:1: cannot read the file: {e}", path.display());
                 failed = true;
-                eprintln!("{error}");
+                continue;
+            }
+        };
+        match file_kind(&text) {
+            FileKind::Slo => slo_files.push(path.clone()),
+            FileKind::Rules => {
+                eprintln!("{}:1:1: rule files are not supported yet", path.display());
+                failed = true;
+            }
+            FileKind::Config => match Config::parse(path, &text) {
+                Ok(_) => println!("{}: valid Vigil config", path.display()),
+                Err(error) => {
+                    failed = true;
+                    eprintln!("{error}");
+                }
+            },
+        }
+    }
+    if !slo_files.is_empty() {
+        match vigil_query::slo::load_files(&slo_files, None) {
+            Ok(slos) => {
+                for path in &slo_files {
+                    let count = slos.iter().filter(|s| s.source.file == path.display().to_string()).count();
+                    println!("{}: {count} valid SLO{}", path.display(), if count == 1 { "" } else { "s" });
+                }
+            }
+            Err(errors) => {
+                failed = true;
+                for error in errors {
+                    eprintln!("{error}");
+                }
             }
         }
     }

@@ -8,3 +8,4 @@ mod prometheus;
 mod promql;
 mod query_api;
 mod remote_write_client;
+mod slos;

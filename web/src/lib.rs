@@ -8,6 +8,8 @@ mod ops;
 mod otlp_grpc;
 mod otlp_http;
 mod prom_api;
+mod reload;
+mod slo_api;
 mod sql;
 mod targets;
 
@@ -32,6 +34,7 @@ use vigil_query::QueryEngine;
 
 pub use error::ApiError;
 pub use otlp_grpc::router as otlp_grpc_router;
+pub use reload::{Reload, ReloadStatus};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -40,6 +43,8 @@ pub struct AppState {
     pub engine: QueryEngine,
     pub metrics: PrometheusHandle,
     pub scraper: Arc<Scraper>,
+    pub slos: Arc<vigil_query::slo::SloEvaluator>,
+    pub reloader: Arc<dyn Reload>,
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
 }
@@ -89,6 +94,9 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/sql", post(sql::sql))
         .route("/api/v1/targets", get(targets::targets))
+        .route("/-/reload", post(reload::reload).put(reload::reload))
+        .route("/api/v1/slos", get(slo_api::list))
+        .route("/api/v1/slos/{name}", get(slo_api::one))
         .route("/api/v1/query", get(prom_api::query).post(prom_api::query))
         .route("/api/v1/query_range", get(prom_api::query_range).post(prom_api::query_range))
         .route("/api/v1/series", get(prom_api::series).post(prom_api::series))

@@ -1,0 +1,116 @@
+//! SLOs in the running server: loaded from the config's globs, evaluated on schedule,
+//! exposed by the API, as series and rows; reloads that fail keep the running set.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{VIGIL, Vigil, fixture};
+use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
+
+async fn slos(vigil: &Vigil) -> Value {
+    vigil.client.get(vigil.url("/api/v1/slos")).send().await.unwrap().json().await.unwrap()
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn slos_evaluate_reload_and_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo_dir = dir.path().join("slos");
+    std::fs::create_dir_all(&slo_dir).unwrap();
+    for name in ["checkout.vigil.yaml", "checkout.openslo.yaml", "checkout.sloth.yaml"] {
+        std::fs::copy(fixture(&format!("fixtures/slos/{name}")), slo_dir.join(name)).unwrap();
+    }
+    let config = "slos: [\"slos/*.yaml\"]\nevaluation_interval: 1s\n";
+    let vigil = Vigil::start_with_config(&dir.path().join("data"), config, &[]).await;
+
+    // Ten minutes of checkout traffic: 100 requests and 2 server errors per 15 s.
+    let t0 = now_ms() - 10 * 60_000;
+    let points = |per_step: f64| -> Vec<(i64, f64)> { (0..=40).map(|i| (t0 + i * 15_000, per_step * i as f64)).collect() };
+    let body = encode(&WriteRequest {
+        timeseries: vec![
+            series("http_requests_total", &[("job", "checkout"), ("code", "200")], &points(98.0)),
+            series("http_requests_total", &[("job", "checkout"), ("code", "500")], &points(2.0)),
+        ],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+
+    wait_for("an evaluation with data", async || {
+        let body = slos(&vigil).await;
+        body["slos"].as_array().unwrap().iter().any(|s| s["name"] == "checkout-availability" && s["sli"].is_number())
+    })
+    .await;
+    let body = slos(&vigil).await;
+    let all = body["slos"].as_array().unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for expected in ["checkout-availability", "checkout-latency", "payment-spans", "fraud-model-drift", "checkout-availability-openslo", "checkout-requests-availability"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    let availability = all.iter().find(|s| s["name"] == "checkout-availability").unwrap();
+    assert!((availability["sli"].as_f64().unwrap() - 0.98).abs() < 1e-9, "{availability}");
+    assert!((availability["burn_rates"]["5m"].as_f64().unwrap() - 20.0).abs() < 1e-6, "{availability}");
+    assert_eq!(availability["state"], "exhausted");
+    assert_eq!(availability["objective"], 0.999);
+    let windows: Vec<&String> = availability["burn_rates"].as_object().unwrap().keys().collect();
+    assert_eq!(windows, ["1d", "1h", "2h", "30m", "3d", "5m", "6h"]);
+    let spans = all.iter().find(|s| s["name"] == "payment-spans").unwrap();
+    assert_eq!(spans["state"], "no_data");
+    assert!(spans["sli"].is_null());
+    let body: Value = vigil.client.get(vigil.url("/api/v1/slos/checkout-availability")).send().await.unwrap().json().await.unwrap();
+    assert!(body["source"]["yaml"].as_str().unwrap().contains("checkout-availability"));
+    assert_eq!(body["alerting"]["page_receivers"], serde_json::json!(["oncall-email"]));
+    assert_eq!(vigil.client.get(vigil.url("/api/v1/slos/nope")).send().await.unwrap().status(), 404);
+
+    // The results are series and rows like any other.
+    let query: Value = vigil
+        .client
+        .get(vigil.url("/api/v1/query"))
+        .query(&[("query", "vigil_slo_burn_rate{slo=\"checkout-availability\", window=\"5m\"}")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let value: f64 = query["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((value - 20.0).abs() < 1e-6, "{query}");
+    assert!(vigil.count("SELECT count(*) FROM slo_status WHERE slo = 'checkout-availability'").await >= 1);
+
+    // A broken file never replaces the running set.
+    let broken = slo_dir.join("broken.yaml");
+    std::fs::write(&broken, "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: broken, service: x}\nspec:\n  objectiv: 99\n").unwrap();
+    let response = vigil.client.post(vigil.url("/-/reload")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap().contains("broken.yaml:5:3: unknown field `objectiv`"), "{error}");
+    let body = slos(&vigil).await;
+    assert_eq!(body["reload"]["successful"], false);
+    assert!(body["slos"].as_array().unwrap().iter().any(|s| s["name"] == "checkout-availability"));
+    let metrics = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vigil_config_last_reload_successful 0"), "{metrics}");
+
+    // Fixing the file is noticed without a signal.
+    std::fs::write(&broken, "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: fixed, service: x}\nspec:\n  objective: 99\n  window: 7d\n  sli: {ratio: {bad: 'http_requests_total{code=\"500\"}', total: http_requests_total}}\n").unwrap();
+    wait_for("the file change to reload", async || {
+        let body = slos(&vigil).await;
+        body["reload"]["successful"] == true && body["slos"].as_array().unwrap().iter().any(|s| s["name"] == "fixed")
+    })
+    .await;
+
+    // vigil validate, as promtool check.
+    let output = Command::new(VIGIL).arg("validate").args(["checkout.vigil.yaml", "checkout.openslo.yaml", "checkout.sloth.yaml"].map(|f| slo_dir.join(f))).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::write(&broken, "apiVersion: openslo/v1\nkind: SLO\nmetadata: {name: o}\nspec:\n  service: nowhere\n  indicatorRef: x\n  timeWindow: [{duration: 28d, isRolling: true}]\n  budgetingMethod: Occurrences\n  objectives: [{target: 0.99}]\n").unwrap();
+    let output = Command::new(VIGIL).arg("validate").arg(&broken).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.yaml:5:12: unresolved Service reference \"nowhere\""), "{stderr}");
+}

@@ -1,0 +1,44 @@
+//! `GET /api/v1/slos` and `/api/v1/slos/{name}`: SLO status as the last evaluation left it,
+//! with the state of the last reload (a reload that failed keeps the previous SLOs and says
+//! why here).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub async fn list(State(app): State<AppState>) -> Json<Value> {
+    let statuses = app.slos.statuses();
+    Json(json!({"slos": statuses, "reload": app.reloader.status()}))
+}
+
+pub async fn one(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let definitions = app.slos.definitions().await;
+    let Some(definition) = definitions.iter().find(|d| d.name == name) else {
+        return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, format!("no SLO named {name:?}"), "list them with GET /api/v1/slos"));
+    };
+    let statuses: Vec<_> = app.slos.statuses().into_iter().filter(|s| s.name == name).collect();
+    let conditions: Vec<Value> = definition
+        .alerting
+        .conditions
+        .iter()
+        .map(|c| json!({"severity": c.severity.as_str(), "burn_rate": c.burn_rate, "long_window_seconds": c.long_window.as_secs(), "short_window_seconds": c.short_window.as_secs()}))
+        .collect();
+    Ok(Json(json!({
+        "name": definition.name,
+        "display_name": definition.display_name,
+        "service": definition.service,
+        "description": definition.description,
+        "objective": definition.objective,
+        "alerting": {
+            "name": definition.alerting.name,
+            "page_receivers": definition.alerting.page.receivers,
+            "ticket_receivers": definition.alerting.ticket.receivers,
+            "conditions": conditions,
+        },
+        "source": {"file": definition.source.file, "line": definition.source.line, "yaml": definition.source.text},
+        "status": statuses,
+    })))
+}
