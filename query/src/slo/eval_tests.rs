@@ -355,3 +355,24 @@ async fn incremental_evaluation_equals_a_fresh_backfill() {
         close(stepped.burn_rates[window], fresh.burn_rates[window].unwrap());
     }
 }
+
+#[tokio::test]
+async fn grouping_gives_one_slo_per_label_value() {
+    let (engine, _dir) = engine().await;
+    let minutes = 120;
+    let start = NOW - minutes * MINUTE;
+    let mut metrics = Vec::new();
+    for (route, errors) in [("/pay", 5.0), ("/cart", 1.0)] {
+        metrics.push(counter("grouped_total", &[("route", route), ("pod", "a")], start, minutes, |_| 50.0, None, None));
+        metrics.push(counter("grouped_total", &[("route", route), ("pod", "b")], start, minutes, |_| 50.0, None, None));
+        metrics.push(counter("grouped_errors_total", &[("route", route), ("pod", "a")], start, minutes, move |_| errors, None, None));
+    }
+    engine.storage().write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
+    let yaml = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: g, service: shop}\nspec:\n  objective: 99\n  window: 1h\n  group_by: [route]\n  sli: {ratio: {bad: grouped_errors_total, total: grouped_total}}\n";
+    let statuses = evaluate(&engine, yaml, NOW).await;
+    assert_eq!(statuses.len(), 2);
+    let by_route = |route: &str| statuses.iter().find(|s| s.group.get("route").map(String::as_str) == Some(route)).unwrap();
+    close(by_route("/pay").sli, 1.0 - 5.0 / 100.0);
+    close(by_route("/cart").sli, 1.0 - 1.0 / 100.0);
+    assert_eq!(by_route("/pay").id(), "g{route=\"/pay\"}");
+}
