@@ -60,6 +60,15 @@ pub struct ServeArgs {
     /// How often SLOs are evaluated [default: 30s]
     #[arg(long, env = "VIGIL_EVALUATION_INTERVAL")]
     pub evaluation_interval: Option<PromDuration>,
+    /// SLO files (globs; comma-separated in the env var)
+    #[arg(long = "slos", env = "VIGIL_SLOS", value_delimiter = ',')]
+    pub slos: Vec<String>,
+    /// Prometheus rule files (globs; comma-separated in the env var)
+    #[arg(long = "rules", env = "VIGIL_RULES", value_delimiter = ',')]
+    pub rules: Vec<String>,
+    /// Delivery attempts per notification before it counts as failed [default: 5]
+    #[arg(long, env = "VIGIL_ALERTING_MAX_ATTEMPTS")]
+    pub alerting_max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +168,13 @@ impl ServeArgs {
         set(&mut config.external_url, self.external_url.clone().map(Some));
         set(&mut config.log.level, self.log_level.clone());
         set(&mut config.evaluation_interval, self.evaluation_interval);
+        if !self.slos.is_empty() {
+            config.slos = self.slos.clone();
+        }
+        if !self.rules.is_empty() {
+            config.rules = self.rules.clone();
+        }
+        set(&mut config.alerting.max_attempts, self.alerting_max_attempts);
         set(&mut config.listen.http, self.listen.http_addr);
         set(&mut config.listen.otlp_http, self.listen.otlp_http_addr);
         set(&mut config.listen.otlp_grpc, self.listen.otlp_grpc_addr);

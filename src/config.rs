@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+pub use vigil_query::PromDuration;
 use serde_saphyr::Spanned;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -25,8 +26,18 @@ pub struct Config {
     pub scrape_configs: Vec<ScrapeConfig>,
     /// SLO files (globs, relative to this file).
     pub slos: Vec<String>,
-    /// How often SLOs (and rules) are evaluated.
+    /// Prometheus rule files (globs, relative to this file).
+    pub rules: Vec<String>,
+    /// How often SLOs (and rule groups without an `interval`) are evaluated.
     pub evaluation_interval: PromDuration,
+    /// Where notifications go.
+    pub receivers: Vec<vigil_alerting::config::ReceiverConfig>,
+    /// The routing tree, as Alertmanager's; without one, everything goes to the first receiver.
+    pub route: Option<vigil_alerting::config::RouteConfig>,
+    /// Without them, a page inhibits the ticket of the same SLO.
+    pub inhibit_rules: Option<Vec<vigil_alerting::config::InhibitRuleConfig>>,
+    pub alerting: AlertingSettings,
+    pub auth: AuthConfig,
     /// The directory relative paths of the file are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -43,10 +54,55 @@ impl Default for Config {
             log: LogConfig::default(),
             scrape_configs: Vec::new(),
             slos: Vec::new(),
+            rules: Vec::new(),
             evaluation_interval: PromDuration(Duration::from_secs(30)),
+            receivers: Vec::new(),
+            route: None,
+            inhibit_rules: None,
+            alerting: AlertingSettings::default(),
+            auth: AuthConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingSettings {
+    /// Delivery attempts per notification (with exponential backoff) before it counts as failed.
+    pub max_attempts: u32,
+}
+
+impl Default for AlertingSettings {
+    fn default() -> Self {
+        AlertingSettings { max_attempts: 5 }
+    }
+}
+
+/// Bearer tokens. Parsed and checked now; enforcing them is the hardening work (see README).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Ingest,
+    Read,
+    Admin,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -225,48 +281,6 @@ impl Default for LogConfig {
     }
 }
 
-/// A duration written the Prometheus way: `30s`, `5m`, `1h30m`, `30d`, `1w`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PromDuration(pub Duration);
-
-impl PromDuration {
-    pub const fn days(n: u64) -> Self {
-        PromDuration(Duration::from_secs(n * 86400))
-    }
-}
-
-impl fmt::Debug for PromDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self)
-    }
-}
-
-impl fmt::Display for PromDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", promql_parser::util::duration::display_duration(&self.0))
-    }
-}
-
-impl std::str::FromStr for PromDuration {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text == "0" {
-            return Ok(PromDuration(Duration::ZERO));
-        }
-        promql_parser::util::duration::parse_duration(text)
-            .map(PromDuration)
-            .map_err(|_| format!("invalid duration {text:?}: use a number and a unit (ms, s, m, h, d, w, y), e.g. 30s or 1h30m"))
-    }
-}
-
-impl<'de> Deserialize<'de> for PromDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// A config error with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -341,6 +355,8 @@ impl Config {
             column: location.column().max(1),
             message,
         };
+        vigil_alerting::config::check(&self.receivers, self.route.as_ref(), self.inhibit_rules.as_deref().unwrap_or_default())
+            .map_err(|issue| at(issue.location, issue.message))?;
         let mut jobs = std::collections::HashSet::new();
         for scrape in &self.scrape_configs {
             let job = &scrape.job_name;
@@ -367,6 +383,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Names of the configured receivers.
+    pub fn receiver_names(&self) -> std::collections::BTreeSet<String> {
+        self.receivers.iter().map(|r| r.name.value.clone()).collect()
+    }
+
+    /// The alerting part, with the rule files loaded.
+    pub fn alerting(&self) -> Result<vigil_alerting::AlertingConfig, String> {
+        let files = vigil_query::slo::expand(&self.base_dir, &self.rules)?;
+        let groups = vigil_alerting::rules::load_files(&files).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+        Ok(vigil_alerting::AlertingConfig { receivers: self.receivers.clone(), route: self.route.clone(), inhibit_rules: self.inhibit_rules.clone(), groups })
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -415,6 +443,26 @@ mod tests {
         assert_eq!((error.line, error.message.as_str()), (4, "scrape_timeout 10s is greater than scrape_interval 5s"));
         let error = parse("scrape_configs:\n  - job_name: a\n  - job_name: a\n").unwrap_err();
         assert_eq!((error.line, error.column), (3, 15));
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let text = include_str!("../tests/fixtures/vigil.example.yaml");
+        let config = parse(text).unwrap();
+        assert_eq!(config.receivers.len(), 2);
+        assert_eq!(config.route.as_ref().unwrap().routes.len(), 1);
+        assert_eq!(config.auth.tokens[0].scopes, [Scope::Ingest]);
+    }
+
+    #[test]
+    fn receivers_and_routes_are_checked_in_place() {
+        let error = parse("receivers:\n  - name: mail\n    webhook: {url: 'http://x/'}\nroute:\n  receiver: mial\n").unwrap_err();
+        assert_eq!((error.line, error.column), (5, 13));
+        assert!(error.message.contains("unknown receiver \"mial\" (did you mean \"mail\"?)"), "{}", error.message);
+        let error = parse("receivers:\n  - name: a\n    webhook: {url: 'ftp://x/'}\n").unwrap_err();
+        assert_eq!(error.line, 3);
+        let error = parse("receivers:\n  - name: a\n    webhook: {url: 'http://x/'}\nroute:\n  receiver: a\n  routes:\n    - matchers: ['severity=~\"(\"']\n").unwrap_err();
+        assert_eq!(error.line, 7, "{error}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Reloading definitions (SLO files named by the config) on `POST /-/reload`, SIGHUP and
-//! file change. A set that fails to load never replaces the running one; the error is
-//! logged, kept for `/api/v1/slos`, and `vigil_config_last_reload_successful` drops to 0.
+//! Reloading definitions (SLO files, rule files, receivers and routes named by the config)
+//! on `POST /-/reload`, SIGHUP and file change. A set that fails to load never replaces the
+//! running one; the error is logged, kept for `/api/v1/slos`, and
+//! `vigil_config_last_reload_successful` drops to 0.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use vigil_alerting::{Alerting, AlertingConfig};
 use vigil_query::slo::{SloDefinition, SloEvaluator};
 use vigil_web::{Reload, ReloadStatus};
 
@@ -20,6 +22,7 @@ pub struct DefinitionReloader {
     config_path: Option<PathBuf>,
     startup: Config,
     evaluator: Arc<SloEvaluator>,
+    alerting: Alerting,
     status: RwLock<ReloadStatus>,
     /// What the files looked like at the last load, to notice changes.
     fingerprint: Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
@@ -30,8 +33,8 @@ fn now_ms() -> i64 {
 }
 
 impl DefinitionReloader {
-    pub fn new(config_path: Option<PathBuf>, startup: Config, evaluator: Arc<SloEvaluator>) -> Self {
-        DefinitionReloader { config_path, startup, evaluator, status: RwLock::new(ReloadStatus::default()), fingerprint: Mutex::new(Vec::new()) }
+    pub fn new(config_path: Option<PathBuf>, startup: Config, evaluator: Arc<SloEvaluator>, alerting: Alerting) -> Self {
+        DefinitionReloader { config_path, startup, evaluator, alerting, status: RwLock::new(ReloadStatus::default()), fingerprint: Mutex::new(Vec::new()) }
     }
 
     fn config(&self) -> Result<Config, String> {
@@ -41,21 +44,27 @@ impl DefinitionReloader {
         }
     }
 
-    fn slo_files(config: &Config) -> Result<Vec<PathBuf>, String> {
-        vigil_query::slo::expand(&config.base_dir, &config.slos)
+    fn definition_files(config: &Config) -> Result<Vec<PathBuf>, String> {
+        let mut files = vigil_query::slo::expand(&config.base_dir, &config.slos)?;
+        files.extend(vigil_query::slo::expand(&config.base_dir, &config.rules)?);
+        Ok(files)
     }
 
     /// Loads the definitions the config names, without applying them.
-    pub fn load(&self) -> Result<Vec<SloDefinition>, String> {
+    pub fn load(&self) -> Result<(Vec<SloDefinition>, AlertingConfig), String> {
         let config = self.config()?;
-        let files = Self::slo_files(&config)?;
-        vigil_query::slo::load_files(&files, None).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        let files = vigil_query::slo::expand(&config.base_dir, &config.slos)?;
+        let slos = vigil_query::slo::load_files(&files, Some(&config.receiver_names()))
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+        let alerting = config.alerting()?;
+        vigil_alerting::check_config(&alerting)?;
+        Ok((slos, alerting))
     }
 
     fn current_fingerprint(&self) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
         let mut files: Vec<PathBuf> = self.config_path.iter().cloned().collect();
         if let Ok(config) = self.config() {
-            files.extend(Self::slo_files(&config).unwrap_or_default());
+            files.extend(Self::definition_files(&config).unwrap_or_default());
         }
         files
             .into_iter()
@@ -72,27 +81,33 @@ impl DefinitionReloader {
     pub async fn apply(&self) -> Result<(), String> {
         *self.fingerprint.lock() = self.current_fingerprint();
         match self.load() {
-            Ok(definitions) => {
+            Ok((definitions, alerting)) => {
                 let count = definitions.len();
+                let rules: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
+                if let Err(error) = self.alerting.configure(&alerting) {
+                    return self.failed(error);
+                }
                 self.evaluator.set_definitions(definitions).await;
                 *self.status.write() = ReloadStatus { successful: true, at_ms: now_ms(), error: None, slos: count };
                 metrics::gauge!("vigil_config_last_reload_successful").set(1.0);
                 metrics::gauge!("vigil_config_last_reload_success_timestamp_seconds").set(now_ms() as f64 / 1000.0);
-                info!(slos = count, "definitions loaded");
+                info!(slos = count, rules, "definitions loaded");
                 Ok(())
             }
-            Err(error) => {
-                {
-                    let mut status = self.status.write();
-                    status.successful = false;
-                    status.at_ms = now_ms();
-                    status.error = Some(error.clone());
-                }
-                metrics::gauge!("vigil_config_last_reload_successful").set(0.0);
-                warn!(%error, "reload failed; the previous definitions stay in force");
-                Err(error)
-            }
+            Err(error) => self.failed(error),
         }
+    }
+
+    fn failed(&self, error: String) -> Result<(), String> {
+        {
+            let mut status = self.status.write();
+            status.successful = false;
+            status.at_ms = now_ms();
+            status.error = Some(error.clone());
+        }
+        metrics::gauge!("vigil_config_last_reload_successful").set(0.0);
+        warn!(%error, "reload failed; the previous definitions stay in force");
+        Err(error)
     }
 
     /// Reloads on SIGHUP and whenever a file changes, until `stop`.

@@ -64,12 +64,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let scraper = Arc::new(vigil_ingest::scrape::Scraper::start(config.scrape_targets(), ingestor.clone()));
     let slos = Arc::new(vigil_query::slo::SloEvaluator::new(engine.clone()));
-    let reloader = Arc::new(crate::reload::DefinitionReloader::new(args.config.clone(), config.clone(), slos.clone()));
+    let alerting = vigil_alerting::Alerting::open(engine.clone(), alerting_options(&config), Arc::new(vigil_alerting::SystemClock));
+    let reloader = Arc::new(crate::reload::DefinitionReloader::new(args.config.clone(), config.clone(), slos.clone(), alerting.clone()));
     // At start-up there is no previous set to keep: invalid definitions stop Vigil.
     reloader.apply().await.map_err(|errors| anyhow::anyhow!("invalid definitions:\n{errors}"))?;
     tokio::spawn(reloader.clone().watch(stop.clone()));
+    let alerting_task = tokio::spawn(alerting.clone().run(stop.clone()));
     tokio::spawn({
         let slos = slos.clone();
+        let alerting = alerting.clone();
         let stop = stop.clone();
         let every = config.evaluation_interval.0.max(Duration::from_secs(1));
         async move {
@@ -77,7 +80,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while stop.run_until_cancelled(ticker.tick()).await.is_some() {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-                slos.evaluate(now).await;
+                let statuses = slos.evaluate(now).await;
+                alerting.evaluate_slos(&slos.definitions().await, &statuses).await;
             }
         }
     });
@@ -86,7 +90,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: config.limits.max_body_size.as_u64() as usize,
         max_concurrent_ingest: config.limits.max_concurrent_ingest,
     };
-    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), slos, reloader, ready: ready.clone() };
+    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), slos, alerting, reloader, ready: ready.clone() };
     let api = bind(config.listen.http, "HTTP API").await?;
     let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
     let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;
@@ -106,6 +110,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(scraper);
     info!("no longer accepting requests; flushing");
     stop.cancel();
+    let _ = alerting_task.await;
     let _ = maintenance.await;
     storage.close().await.context("flushing storage")?;
     info!("stopped cleanly");
@@ -137,6 +142,14 @@ fn storage_options(config: &Config) -> StorageOptions {
     options.flush_interval = storage.flush_interval.0.max(Duration::from_secs(1));
     options.buffer_max_bytes = storage.buffer_size.as_u64() as usize;
     options.retention = storage.retention.0;
+    options
+}
+
+fn alerting_options(config: &Config) -> vigil_alerting::AlertingOptions {
+    let mut options = vigil_alerting::AlertingOptions::new(config.storage.data_dir.join("alerting"));
+    options.external_url = config.external_url.clone().unwrap_or_else(|| format!("http://{}", config.listen.http));
+    options.default_interval = config.evaluation_interval.0.max(Duration::from_secs(1));
+    options.max_attempts = config.alerting.max_attempts.max(1);
     options
 }
 

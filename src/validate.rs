@@ -1,6 +1,7 @@
 //! `vigil validate FILE...`: like `promtool check`, one line per error, exit 1 if any.
 //! Each file is recognised by its content: SLO files (apiVersion/version), rule files
-//! (`groups`), otherwise a Vigil config. SLO references resolve among the files given.
+//! (`groups`), otherwise a Vigil config. SLO references resolve among the files given, and
+//! receivers named by SLOs must exist in a config given alongside.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use crate::config::Config;
 pub fn run(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     let mut slo_files = Vec::new();
+    let mut receivers: Option<std::collections::BTreeSet<String>> = None;
     for path in files {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -23,12 +25,23 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
         };
         match file_kind(&text) {
             FileKind::Slo => slo_files.push(path.clone()),
-            FileKind::Rules => {
-                eprintln!("{}:1:1: rule files are not supported yet", path.display());
-                failed = true;
-            }
+            FileKind::Rules => match vigil_alerting::rules::parse(&path.display().to_string(), &text) {
+                Ok(groups) => {
+                    let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+                    println!("{}: {rules} valid rule{} in {} group{}", path.display(), plural(rules), groups.len(), plural(groups.len()));
+                }
+                Err(errors) => {
+                    failed = true;
+                    for error in errors {
+                        eprintln!("{error}");
+                    }
+                }
+            },
             FileKind::Config => match Config::parse(path, &text) {
-                Ok(_) => println!("{}: valid Vigil config", path.display()),
+                Ok(config) => {
+                    receivers.get_or_insert_with(Default::default).extend(config.receiver_names());
+                    println!("{}: valid Vigil config", path.display());
+                }
                 Err(error) => {
                     failed = true;
                     eprintln!("{error}");
@@ -37,11 +50,11 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
         }
     }
     if !slo_files.is_empty() {
-        match vigil_query::slo::load_files(&slo_files, None) {
+        match vigil_query::slo::load_files(&slo_files, receivers.as_ref()) {
             Ok(slos) => {
                 for path in &slo_files {
                     let count = slos.iter().filter(|s| s.source.file == path.display().to_string()).count();
-                    println!("{}: {count} valid SLO{}", path.display(), if count == 1 { "" } else { "s" });
+                    println!("{}: {count} valid SLO{}", path.display(), plural(count));
                 }
             }
             Err(errors) => {
@@ -53,4 +66,8 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }

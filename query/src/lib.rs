@@ -2,9 +2,11 @@
 //! time and memory bounds, and the encoders that turn results into JSON, CSV or Arrow IPC.
 //! PromQL and SLO evaluation build on the same session.
 
+pub mod duration;
 pub mod engine;
 pub mod promql;
 pub mod slo;
 pub mod output;
 
+pub use duration::PromDuration;
 pub use engine::{QueryEngine, QueryError, QueryOptions, QueryResult};

@@ -49,6 +49,9 @@ use tracing::{info, warn};
 use buffer::WriteBuffer;
 use manifest::Manifest;
 use wal::{FsyncPolicy, Wal, WalError, codec};
+/// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
+pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
 pub use write::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch, WriteSummary};
 
 /// Storage settings. Defaults run out of the box.

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
+use datafusion::arrow::array::{MapBuilder, MapFieldNames, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 pub const TIMESTAMP_COLUMN: &str = "timestamp";
@@ -33,6 +34,12 @@ pub fn string_map_type() -> DataType {
         false,
     );
     DataType::Map(Arc::new(entries), false)
+}
+
+/// Builds `Map<Utf8, Utf8>` columns with the field names of [`string_map_type`].
+pub fn string_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    let names = MapFieldNames { entry: "entries".into(), key: "key".into(), value: "value".into() };
+    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
 }
 
 /// The column holding a label. Labels called `timestamp` or `value` would collide with the

@@ -29,7 +29,8 @@ async fn slos_evaluate_reload_and_validate() {
     for name in ["checkout.vigil.yaml", "checkout.openslo.yaml", "checkout.sloth.yaml"] {
         std::fs::copy(fixture(&format!("fixtures/slos/{name}")), slo_dir.join(name)).unwrap();
     }
-    let config = "slos: [\"slos/*.yaml\"]\nevaluation_interval: 1s\n";
+    // The example SLOs name these receivers; nothing listens on their port.
+    let config = "slos: [\"slos/*.yaml\"]\nevaluation_interval: 1s\nreceivers:\n  - {name: oncall-email, webhook: {url: 'http://127.0.0.1:9/'}}\n  - {name: payments-webhook, webhook: {url: 'http://127.0.0.1:9/'}}\n";
     let vigil = Vigil::start_with_config(&dir.path().join("data"), config, &[]).await;
 
     // Ten minutes of checkout traffic: 100 requests and 2 server errors per 15 s.

@@ -2,6 +2,7 @@
 //! (later) the dashboard. Handlers decode the request, call the crate that owns the work and
 //! encode the answer; no query or storage logic lives here.
 
+mod alerts_api;
 mod error;
 mod ingest_routes;
 mod ops;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub scraper: Arc<Scraper>,
     pub slos: Arc<vigil_query::slo::SloEvaluator>,
+    pub alerting: vigil_alerting::Alerting,
     pub reloader: Arc<dyn Reload>,
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
@@ -97,6 +99,10 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/-/reload", post(reload::reload).put(reload::reload))
         .route("/api/v1/slos", get(slo_api::list))
         .route("/api/v1/slos/{name}", get(slo_api::one))
+        .route("/api/v1/alerts", get(alerts_api::alerts))
+        .route("/api/v1/rules", get(alerts_api::rules))
+        .route("/api/v1/silences", get(alerts_api::silences).post(alerts_api::create_silence))
+        .route("/api/v1/silences/{id}", axum::routing::delete(alerts_api::expire_silence))
         .route("/api/v1/query", get(prom_api::query).post(prom_api::query))
         .route("/api/v1/query_range", get(prom_api::query_range).post(prom_api::query_range))
         .route("/api/v1/series", get(prom_api::series).post(prom_api::series))

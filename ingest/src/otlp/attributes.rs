@@ -1,7 +1,7 @@
 //! OTLP attributes: values as text, the resource's service identity, and the Arrow map
 //! columns spans and logs keep them in.
 
-use datafusion::arrow::array::{MapBuilder, MapFieldNames, StringBuilder};
+use datafusion::arrow::array::{MapBuilder, StringBuilder};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -84,11 +84,7 @@ impl ServiceIdentity {
     }
 }
 
-/// Builds `Map<Utf8, Utf8>` columns in the storage schema's field names.
-pub fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    let names = MapFieldNames { entry: "entries".into(), key: "key".into(), value: "value".into() };
-    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
-}
+pub use vigil_storage::schema::string_map_builder as map_builder;
 
 pub fn append_map(builder: &mut MapBuilder<StringBuilder, StringBuilder>, attributes: &[KeyValue]) {
     for kv in attributes {

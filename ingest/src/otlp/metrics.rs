@@ -32,7 +32,7 @@ use super::names::{MetricKind, format_bound, label_name, metric_name};
 use crate::Limits;
 
 /// Prometheus's stale marker.
-pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+pub use vigil_storage::STALE_NAN;
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
 /// Delta totals not updated for this long are forgotten.
 const DELTA_IDLE: Duration = Duration::from_secs(3600);

@@ -15,7 +15,6 @@ use crate::{QueryEngine, QueryOptions};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
-const DAY: i64 = 24 * HOUR;
 /// 2024-03-04T00:00:00Z, a Monday.
 const NOW: i64 = 1_709_510_400_000;
 

@@ -34,6 +34,8 @@ pub struct ConditionStatus {
     pub short_window: String,
     pub long_burn_rate: Option<f64>,
     pub short_burn_rate: Option<f64>,
+    /// Events (or slices) in the long window, for the minimum-traffic guard.
+    pub long_window_events: f64,
     pub active: bool,
 }
 
@@ -302,7 +304,8 @@ fn status(definition: &SloDefinition, group: &GroupKey, state: &GroupState, now_
             Severity::Ticket => !definition.alerting.ticket.disabled,
         })
         .map(|c| {
-            let long = rate_over(c.long_window.as_millis() as i64);
+            let long_ms = c.long_window.as_millis() as i64;
+            let long = rate_over(long_ms);
             let short = rate_over(c.short_window.as_millis() as i64);
             ConditionStatus {
                 severity: c.severity.as_str(),
@@ -311,6 +314,7 @@ fn status(definition: &SloDefinition, group: &GroupKey, state: &GroupState, now_
                 short_window: format_duration(c.short_window.as_millis() as i64),
                 long_burn_rate: long,
                 short_burn_rate: short,
+                long_window_events: rollup.recent(now_ms - long_ms, now_ms).1,
                 active: matches!((long, short), (Some(l), Some(s)) if l >= c.burn_rate && s >= c.burn_rate),
             }
         })

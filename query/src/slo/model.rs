@@ -125,7 +125,16 @@ pub struct AlertingSpec {
     pub page: SeverityAlerting,
     pub ticket: SeverityAlerting,
     pub conditions: Vec<BurnCondition>,
+    /// Burn-rate alerts need at least this many events (or slices) in the long window, so a
+    /// couple of failed requests on an idle service page nobody.
+    pub min_events: f64,
+    /// How long an SLO must lack data before its no-data alert fires; zero disables it.
+    pub no_data_for: Duration,
 }
+
+/// Defaults of the minimum-traffic guard and the no-data alert.
+pub const DEFAULT_MIN_EVENTS: f64 = 10.0;
+pub const DEFAULT_NO_DATA_FOR: Duration = Duration::from_secs(15 * 60);
 
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
@@ -163,6 +172,8 @@ impl AlertingSpec {
             page: SeverityAlerting::default(),
             ticket: SeverityAlerting::default(),
             conditions: default_conditions(period),
+            min_events: DEFAULT_MIN_EVENTS,
+            no_data_for: DEFAULT_NO_DATA_FOR,
         }
     }
 }

@@ -151,6 +151,12 @@ pub struct AlertingYaml {
     /// Replaces the SRE workbook's conditions.
     #[serde(default)]
     pub conditions: Option<Vec<ConditionYaml>>,
+    /// Events needed in the long window before a burn-rate alert may fire.
+    #[serde(default)]
+    pub min_events: Option<Spanned<f64>>,
+    /// How long without data before the no-data alert fires (`0s` disables it).
+    #[serde(default)]
+    pub no_data_for: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -244,6 +250,15 @@ pub fn convert(place: &Place, doc: VigilSlo, text: &str, receivers: &mut Vec<Spa
     alerting.annotations = alerting_yaml.annotations;
     alerting.page = severity_alerting(alerting_yaml.page, receivers);
     alerting.ticket = severity_alerting(alerting_yaml.ticket, receivers);
+    if let Some(min) = &alerting_yaml.min_events {
+        if !(min.value >= 0.0 && min.value.is_finite()) {
+            return Err(place.at(min, format!("min_events {} is out of range", min.value), Some("a count of events, 0 or more".into())));
+        }
+        alerting.min_events = min.value;
+    }
+    if let Some(no_data_for) = &alerting_yaml.no_data_for {
+        alerting.no_data_for = super::yaml::duration(place, no_data_for)?;
+    }
     if let Some(conditions) = alerting_yaml.conditions {
         alerting.conditions = conditions
             .iter()
