@@ -41,8 +41,12 @@ pub struct SmtpConfig {
     pub tls: SmtpTls,
     #[serde(default)]
     pub auth: Option<SmtpAuth>,
+    /// A whole delivery attempt (connect, TLS, auth, send) must finish within this.
     #[serde(default = "default_timeout")]
     pub timeout: PromDuration,
+    /// A PEM file of CA certificates to trust besides the system's (a private mail relay).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl SmtpConfig {

@@ -161,6 +161,7 @@ struct GroupRuntime {
 
 /// Delivery record of one receiver.
 #[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReceiverStatus {
     pub name: String,
     pub integrations: Vec<&'static str>,

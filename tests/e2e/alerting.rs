@@ -13,7 +13,7 @@ use axum::extract::State;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::harness::{VIGIL, Vigil, fixture, free_port, python};
+use crate::harness::{VIGIL, Vigil, fixture, free_port, python, require_program};
 use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
 
 type Received = Arc<Mutex<Vec<Value>>>;
@@ -44,9 +44,13 @@ struct SmtpSink {
 
 impl SmtpSink {
     fn start(python: &Path, folder: &Path, port: u16) -> SmtpSink {
+        SmtpSink::start_script(python, folder, port, "fixtures/smtp_sink.py", &["127.0.0.1", &port.to_string()])
+    }
+
+    fn start_script(python: &Path, folder: &Path, port: u16, script: &str, args: &[&str]) -> SmtpSink {
         let child = Command::new(python)
-            .arg(fixture("fixtures/smtp_sink.py"))
-            .args(["127.0.0.1", &port.to_string()])
+            .arg(fixture(script))
+            .args(args)
             .env("SMTP_SINK_DIR", folder)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -362,4 +366,63 @@ fn validate_checks_rule_files_and_receivers() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown receiver \"oncall-mail\""), "{stderr}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
+fn certificates(dir: &Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).to_string_lossy().to_string();
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl").args(args).output().unwrap();
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &path("ca.key"), "-out", &path("ca.pem"), "-days", "2", "-subj", "/CN=Vigil test CA"]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &path("server.key"), "-out", &path("server.csr"), "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(&[
+        "x509", "-req", "-in", &path("server.csr"), "-CA", &path("ca.pem"), "-CAkey", &path("ca.key"), "-CAcreateserial", "-out", &path("server.pem"), "-days", "2",
+        "-extfile", &path("server.ext"),
+    ]);
+    (path("ca.pem"), path("server.pem"), path("server.key"))
+}
+
+#[tokio::test]
+async fn email_over_starttls_and_tls_with_auth() {
+    let Some(python) = python() else { return };
+    if !require_program("/usr/bin/openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let (starttls_port, tls_port) = (free_port(), free_port());
+    let sink = |mode: &str, port: u16, folder: &str| {
+        SmtpSink::start_script(&python, &dir.path().join(folder), port, "fixtures/smtp_tls_sink.py", &[mode, "127.0.0.1", &port.to_string(), &cert, &key, "vigil", "s3cret"])
+    };
+    let starttls = sink("starttls", starttls_port, "starttls-mail");
+    let tls = sink("tls", tls_port, "tls-mail");
+    std::fs::write(dir.path().join("rules.yaml"), "groups:\n  - name: smtp\n    interval: 1s\n    rules:\n      - alert: Always\n        expr: vector(1)\n").unwrap();
+    let receiver = |name: &str, port: u16, mode: &str, password: &str| {
+        format!("  - name: {name}\n    email:\n      to: [oncall@example.com]\n      from: vigil@example.com\n      smtp: {{host: 127.0.0.1, port: {port}, tls: {mode}, ca_file: '{ca}', auth: {{username: vigil, password: {password}}}, timeout: 5s}}\n")
+    };
+    let config = format!(
+        "rules: [rules.yaml]\nevaluation_interval: 1s\nalerting: {{max_attempts: 2}}\nreceivers:\n{}{}{}route:\n  receiver: starttls\n  group_wait: 1s\n  group_interval: 2s\n  routes:\n    - {{matchers: ['alertname=\"Always\"'], receiver: starttls, continue: true}}\n    - {{matchers: ['alertname=\"Always\"'], receiver: tls, continue: true}}\n    - {{matchers: ['alertname=\"Always\"'], receiver: wrong-password}}\n",
+        receiver("starttls", starttls_port, "starttls", "s3cret"),
+        receiver("tls", tls_port, "tls", "s3cret"),
+        receiver("wrong-password", starttls_port, "starttls", "guess"),
+    );
+    let vigil = Vigil::start_with_config(&dir.path().join("data"), &config, &[]).await;
+    for (sink, what) in [(&starttls, "STARTTLS"), (&tls, "TLS")] {
+        let mail = wait_until(&format!("mail over {what}"), 60, async || sink.mails().into_iter().next()).await;
+        assert_eq!(mail["subject"], "[FIRING:1] (Always)", "no group labels: the common ones in parentheses, as Alertmanager");
+    }
+    let refused = wait_until("the refused login to count", 60, async || {
+        let body = alerts_api(&vigil).await;
+        body["data"]["receivers"].as_array().unwrap().iter().find(|r| r["name"] == "wrong-password" && r["failures"].as_u64() >= Some(1)).cloned()
+    })
+    .await;
+    assert_eq!(refused["notifications"], 0);
+    let error = refused["lastError"].as_str().or(refused["last_error"].as_str()).unwrap_or_default();
+    assert!(error.contains("535") || error.to_lowercase().contains("auth"), "{refused}");
+    assert_eq!(starttls.mails().len(), 1, "the wrong password delivered nothing");
+    let metrics = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("vigil_notifications_failed_total") && l.contains("wrong-password")), "{metrics}");
 }

@@ -5,7 +5,7 @@
 use askama::Template;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{DeliveryError, Message, MessageAlert, without_resolved};
@@ -13,6 +13,9 @@ use crate::config::{EmailConfig, SmtpTls};
 
 pub struct EmailNotifier {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Bound of one whole delivery attempt: a server that stops answering mid-dialogue
+    /// must not hold a notification forever.
+    timeout: std::time::Duration,
     from: Mailbox,
     to: Vec<Mailbox>,
     pub send_resolved: bool,
@@ -26,7 +29,15 @@ impl EmailNotifier {
     pub fn new(config: &EmailConfig) -> Result<Self, String> {
         let smtp = &config.smtp;
         let host = smtp.host.as_str();
-        let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(|e| format!("TLS for {host}: {e}"));
+        let tls = |host: &str| {
+            let mut builder = TlsParameters::builder(host.to_string());
+            if let Some(path) = &smtp.ca_file {
+                let pem = std::fs::read(path).map_err(|e| format!("reading ca_file {}: {e}", path.display()))?;
+                let certificate = Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                builder = builder.add_root_certificate(certificate);
+            }
+            builder.build_rustls().map_err(|e| format!("TLS for {host}: {e}"))
+        };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(smtp.port()).timeout(Some(smtp.timeout.0));
         builder = match smtp.tls {
             SmtpTls::None => builder.tls(Tls::None),
@@ -39,6 +50,7 @@ impl EmailNotifier {
         }
         Ok(EmailNotifier {
             transport: builder.build(),
+            timeout: smtp.timeout.0,
             from: mailbox(&config.from)?,
             to: config.to.iter().map(|t| mailbox(t)).collect::<Result<_, _>>()?,
             send_resolved: config.send_resolved,
@@ -58,11 +70,15 @@ impl EmailNotifier {
         let email = builder
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| DeliveryError { message: format!("building the email: {e}"), retryable: false })?;
-        self.transport.send(email).await.map(|_| ()).map_err(|e| DeliveryError {
-            message: format!("SMTP: {e}"),
-            // A permanent SMTP refusal (5xx) will not pass later; connection trouble may.
-            retryable: !e.is_permanent(),
-        })
+        match tokio::time::timeout(self.timeout, self.transport.send(email)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(DeliveryError {
+                message: format!("SMTP: {e}"),
+                // A permanent SMTP refusal (5xx) will not pass later; connection trouble may.
+                retryable: !e.is_permanent(),
+            }),
+            Err(_) => Err(DeliveryError { message: format!("SMTP: no answer within {:?}", self.timeout), retryable: true }),
+        }
     }
 }
 
@@ -181,6 +197,23 @@ mod tests {
                 fingerprint: "0".into(),
             }],
         }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and then says nothing, not even the greeting.
+        let held = tokio::spawn(async move { listener.accept().await.map(|(socket, _)| socket) });
+        let config: EmailConfig = serde_saphyr::from_str(&format!(
+            "to: [a@example.com]\nfrom: v@example.com\nsmtp: {{host: 127.0.0.1, port: {port}, tls: none, timeout: 300ms}}\n"
+        ))
+        .unwrap();
+        let notifier = EmailNotifier::new(&config).unwrap();
+        let error = notifier.send(&message()).await.unwrap_err();
+        assert!(error.retryable);
+        assert!(error.message.contains("no answer within"), "{}", error.message);
+        drop(held);
     }
 
     #[test]
