@@ -2,7 +2,7 @@
 //! an active silence matches is muted. Expiring a silence ends it now (a pending one never
 //! starts). The whole set is saved on every change.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::labels::Labels;
@@ -203,10 +203,6 @@ impl Silences {
     pub fn gc(&mut self, now: DateTime<Utc>) {
         self.silences.retain(|s| s.ends_at + EXPIRED_RETENTION > now);
     }
-}
-
-pub fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

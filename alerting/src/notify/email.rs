@@ -128,9 +128,8 @@ fn view(alert: &MessageAlert) -> AlertView {
     }
 }
 
-#[derive(Template)]
-#[template(path = "email.html")]
-struct HtmlBody<'a> {
+/// What both bodies show.
+struct Mail<'a> {
     subject: &'a str,
     firing: &'a [AlertView],
     resolved: &'a [AlertView],
@@ -138,12 +137,15 @@ struct HtmlBody<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "email.html")]
+struct HtmlBody<'a> {
+    mail: &'a Mail<'a>,
+}
+
+#[derive(Template)]
 #[template(path = "email.txt")]
 struct TextBody<'a> {
-    subject: &'a str,
-    firing: &'a [AlertView],
-    resolved: &'a [AlertView],
-    alerts_url: &'a str,
+    mail: &'a Mail<'a>,
 }
 
 /// The text and HTML bodies of a message.
@@ -152,8 +154,9 @@ pub fn render(message: &Message) -> Result<(String, String), askama::Error> {
     let firing: Vec<AlertView> = message.alerts.iter().filter(|a| a.status == "firing").map(view).collect();
     let resolved: Vec<AlertView> = message.alerts.iter().filter(|a| a.status == "resolved").map(view).collect();
     let alerts_url = format!("{}/alerts", message.external_url.trim_end_matches('/'));
-    let text = TextBody { subject: &subject, firing: &firing, resolved: &resolved, alerts_url: &alerts_url }.render()?;
-    let html = HtmlBody { subject: &subject, firing: &firing, resolved: &resolved, alerts_url: &alerts_url }.render()?;
+    let mail = Mail { subject: &subject, firing: &firing, resolved: &resolved, alerts_url: &alerts_url };
+    let text = TextBody { mail: &mail }.render()?;
+    let html = HtmlBody { mail: &mail }.render()?;
     Ok((text, html))
 }
 
