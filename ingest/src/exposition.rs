@@ -34,6 +34,15 @@ pub struct ParsedSample {
     pub labels: Vec<(String, String)>,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
+    /// OpenMetrics `# {labels} value [timestamp]` after the sample.
+    pub exemplar: Option<ParsedExemplar>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedExemplar {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    pub timestamp_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -291,6 +300,7 @@ impl<'a> Cursor<'a> {
             timestamp_ms = Some(parse_timestamp(token, format)?);
             self.skip_blanks();
         }
+        let mut exemplar = None;
         if self.peek() == Some('#') {
             if format == Format::Text {
                 return Err(format!("unexpected '#' at column {} (exemplars are OpenMetrics only)", self.column()));
@@ -302,22 +312,24 @@ impl<'a> Cursor<'a> {
             if self.peek() != Some('{') {
                 return Err(format!("expected an exemplar label set at column {}", self.column()));
             }
-            self.labels()?;
+            let labels = self.labels()?;
             if self.skip_blanks() == 0 {
                 return Err("expected a value after the exemplar labels".into());
             }
-            parse_value(self.token())?;
+            let value = parse_value(self.token())?;
             self.skip_blanks();
+            let mut timestamp_ms = None;
             if self.peek().is_some() {
-                parse_timestamp(self.token(), Format::OpenMetrics)?;
+                timestamp_ms = Some(parse_timestamp(self.token(), Format::OpenMetrics)?);
                 self.skip_blanks();
             }
             *exemplars += 1;
+            exemplar = Some(ParsedExemplar { labels, value, timestamp_ms });
         }
         if let Some(c) = self.peek() {
             return Err(format!("unexpected {c:?} at column {}", self.column()));
         }
-        Ok(ParsedSample { name, labels, value, timestamp_ms })
+        Ok(ParsedSample { name, labels, value, timestamp_ms, exemplar })
     }
 }
 
@@ -394,6 +406,8 @@ mod tests {
         assert_eq!(parsed.families[0].unit.as_deref(), Some("seconds"));
         assert_eq!(parsed.samples[0].timestamp_ms, Some(1_700_000_000_123));
         assert_eq!(parsed.exemplars, 1);
+        let exemplar = parsed.samples[0].exemplar.as_ref().unwrap();
+        assert_eq!((exemplar.labels[0].1.as_str(), exemplar.value, exemplar.timestamp_ms), ("abc", 0.5, Some(1_700_000_000_000)));
     }
 
     #[test]

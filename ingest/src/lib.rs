@@ -88,11 +88,21 @@ impl IngestError {
     }
 }
 
+/// The `exemplars` rows of a request (none when it carried none).
+fn exemplar_rows(exemplars: &[vigil_storage::exemplars::Exemplar]) -> Result<Vec<TableRows>, IngestError> {
+    if exemplars.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batch = vigil_storage::exemplars::exemplar_batch(exemplars).map_err(|e| IngestError::Internal(e.to_string()))?;
+    Ok(vec![TableRows { table: FixedTable::Exemplars, batch }])
+}
+
 /// What a text import stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ImportSummary {
     pub samples: usize,
-    pub exemplars_dropped: usize,
+    /// Exemplars stored in the `exemplars` table.
+    pub exemplars: usize,
 }
 
 /// Decodes requests and writes them to storage.
@@ -196,8 +206,11 @@ impl Ingestor {
             });
         }
         let samples = mapped.series.len();
-        self.storage.write(WriteBatch { metrics: mapped.series, rows: Vec::new() }).await?;
+        let exemplars = mapped.exemplars.len();
+        let rows = exemplar_rows(&mapped.exemplars)?;
+        self.storage.write(WriteBatch { metrics: mapped.series, rows }).await?;
         metrics::counter!("vigil_ingest_samples_total", "protocol" => "otlp").increment(samples as u64);
+        metrics::counter!("vigil_ingest_exemplars_total", "protocol" => "otlp").increment(exemplars as u64);
         metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "metrics").increment(mapped.rejected_points as u64);
         Ok(ExportOutcome { accepted: mapped.accepted_points, rejected: mapped.rejected_points, message: mapped.first_error })
     }
@@ -242,12 +255,15 @@ impl Ingestor {
             let parsed = exposition::parse(text, exposition::Format::detect(content_type, text))
                 .map_err(|e| IngestError::Malformed { what: "exposition text", message: e.to_string() })?;
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            let exemplars = parsed.exemplars;
             self.record_families(&parsed.families);
+            let with_exemplar: Vec<(usize, exposition::ParsedExemplar)> =
+                parsed.samples.iter().enumerate().filter_map(|(i, s)| s.exemplar.clone().map(|e| (i, e))).collect();
             let series = text_import::to_series(parsed.samples, now_ms, extra, text_import::LabelMerge::AddedWin, &self.limits)?;
+            let exemplars: Vec<vigil_storage::exemplars::Exemplar> =
+                with_exemplar.into_iter().filter_map(|(i, e)| series.get(i).map(|s| text_import::exemplar(s, e))).collect();
             let samples = series.len();
-            self.storage.write(WriteBatch { metrics: series, rows: Vec::new() }).await?;
-            Ok(ImportSummary { samples, exemplars_dropped: exemplars })
+            self.storage.write(WriteBatch { metrics: series, rows: exemplar_rows(&exemplars)? }).await?;
+            Ok(ImportSummary { samples, exemplars: exemplars.len() })
         }
         .await;
         match &result {

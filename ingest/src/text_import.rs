@@ -1,9 +1,10 @@
 //! Parsed exposition samples to storage series: the step shared by `POST
 //! /api/v1/import/prometheus` and the scraper.
 
+use vigil_storage::exemplars::Exemplar;
 use vigil_storage::{LabelSet, MetricSeries, Sample};
 
-use crate::exposition::ParsedSample;
+use crate::exposition::{ParsedExemplar, ParsedSample};
 use crate::{IngestError, Limits};
 
 /// How the labels a sample came with meet the labels the receiver adds (`extra`).
@@ -58,6 +59,21 @@ pub fn to_series(
     Ok(out)
 }
 
+/// The exemplar of a sample, beside the series `to_series` made of it.
+pub fn exemplar(series: &MetricSeries, exemplar: ParsedExemplar) -> Exemplar {
+    let id = |names: &[&str]| exemplar.labels.iter().find(|(n, _)| names.contains(&n.as_str())).map(|(_, v)| v.clone());
+    let default_ns = series.samples.first().map_or(0, |s| s.timestamp_ns);
+    Exemplar {
+        metric: series.metric.clone(),
+        series: series.labels.clone(),
+        trace_id: id(&["trace_id", "traceID", "TraceID"]),
+        span_id: id(&["span_id", "spanID", "SpanID"]),
+        timestamp_ns: exemplar.timestamp_ms.and_then(|ms| ms.checked_mul(1_000_000)).unwrap_or(default_ns),
+        value: exemplar.value,
+        labels: exemplar.labels,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +84,7 @@ mod tests {
             labels: labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             value: 1.0,
             timestamp_ms: None,
+            exemplar: None,
         }
     }
 

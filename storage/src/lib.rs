@@ -30,6 +30,7 @@ pub use maintenance::PersistSummary;
 pub mod schema;
 pub mod segment;
 pub mod wal;
+pub mod exemplars;
 pub mod write;
 
 use std::path::PathBuf;

@@ -102,10 +102,11 @@ pub enum FixedTable {
     DriftScores,
     SloStatus,
     Alerts,
+    Exemplars,
 }
 
 impl FixedTable {
-    pub const ALL: [FixedTable; 7] = [
+    pub const ALL: [FixedTable; 8] = [
         FixedTable::Spans,
         FixedTable::Logs,
         FixedTable::DriftReferences,
@@ -113,6 +114,7 @@ impl FixedTable {
         FixedTable::DriftScores,
         FixedTable::SloStatus,
         FixedTable::Alerts,
+        FixedTable::Exemplars,
     ];
 
     pub fn name(self) -> &'static str {
@@ -124,6 +126,7 @@ impl FixedTable {
             FixedTable::DriftScores => "drift_scores",
             FixedTable::SloStatus => "slo_status",
             FixedTable::Alerts => "alerts",
+            FixedTable::Exemplars => "exemplars",
         }
     }
 
@@ -271,6 +274,17 @@ fn build_fixed_schema(table: FixedTable) -> SchemaRef {
             map("annotations"),
             f64_("value", true),
             ts("active_at", true),
+        ],
+        // Exemplars of metric samples: the series they belong to (metric and labels), their
+        // own labels (`trace_id`, `span_id` and filtered attributes), value and time.
+        FixedTable::Exemplars => vec![
+            ts(TIMESTAMP_COLUMN, false),
+            dict("metric", false),
+            map("series_labels"),
+            map("labels"),
+            f64_("value", false),
+            utf8("trace_id", true),
+            utf8("span_id", true),
         ],
     };
     Arc::new(Schema::new(fields))

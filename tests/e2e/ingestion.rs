@@ -56,6 +56,30 @@ async fn the_opentelemetry_sdk_exports_over_every_transport() {
             "{mode}"
         );
         assert_eq!(vigil.rows(&q("SELECT value FROM rig_inflight WHERE job = '$job'")).await, vec![json!([2.0])], "{mode}");
+        // Exemplars recorded inside the trace, kept beside their series (a histogram's on the
+        // bucket the value falls in).
+        assert_eq!(
+            vigil
+                .rows(&q(&format!(
+                    "SELECT DISTINCT metric, series_labels['route'], series_labels['le'], value, trace_id, length(span_id) \
+                     FROM exemplars WHERE series_labels['job'] = '$job' AND trace_id = '{trace_id}' ORDER BY metric"
+                )))
+                .await,
+            vec![
+                json!(["rig_order_latency_milliseconds_bucket", "/api/orders", "50", 42.0, trace_id, 16]),
+                json!(["rig_orders_total", "/api/orders", null, 1.0, trace_id, 16]),
+            ],
+            "{mode}"
+        );
+        let url = vigil.url(&format!("/api/v1/query_exemplars?query=rate(rig_orders_total{{job=\"{service}\"}}[5m])&start=0&end={}", now_secs() + 60));
+        let found: Value = vigil.client.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(found["status"], "success", "{found}");
+        let series = &found["data"][0];
+        assert_eq!(series["seriesLabels"]["__name__"], "rig_orders_total", "{found}");
+        assert_eq!(series["seriesLabels"]["route"], "/api/orders");
+        assert_eq!(series["exemplars"][0]["labels"]["trace_id"], trace_id);
+        assert_eq!(series["exemplars"][0]["value"], "1");
+        assert!(series["exemplars"][0]["timestamp"].is_f64() || series["exemplars"][0]["timestamp"].is_u64());
         assert_eq!(
             vigil.rows(&q("SELECT room, value FROM rig_temperature_celsius WHERE job = '$job' ORDER BY room")).await,
             vec![json!(["a", 21.5]), json!(["b", 19.0])],
@@ -452,8 +476,12 @@ async fn hard_text_cases_are_stored_exactly_and_bad_bodies_not_at_all() {
     let open_metrics = "# TYPE om counter\n# UNIT om seconds\nom_total{a=\"1\"} 2.5 1700000000.5 # {trace_id=\"abc\"} 1.0 1700000000\n# EOF\n";
     let response = vigil.client.post(&import).header("Content-Type", "application/openmetrics-text; version=1.0.0").body(open_metrics).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["exemplars_dropped"], 1);
+    assert_eq!(response.json::<Value>().await.unwrap()["exemplars"], 1);
     assert_eq!(vigil.rows("SELECT value, timestamp FROM om_total").await, vec![json!([2.5, "2023-11-14T22:13:20.500Z"])]);
+    assert_eq!(
+        vigil.rows("SELECT metric, series_labels['a'], labels['trace_id'], trace_id, value, timestamp FROM exemplars WHERE metric = 'om_total'").await,
+        vec![json!(["om_total", "1", "abc", "abc", 1.0, "2023-11-14T22:13:20Z"])]
+    );
 
     let tables_before = vigil.count("SELECT count(*) FROM information_schema.tables").await;
     for (body, fragment) in [
@@ -470,4 +498,8 @@ async fn hard_text_cases_are_stored_exactly_and_bad_bodies_not_at_all() {
     let response = vigil.client.post(format!("{import}?extra_label=bad")).body("x 1").send().await.unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(vigil.count("SELECT count(*) FROM information_schema.tables").await, tables_before, "nothing half-stored");
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }

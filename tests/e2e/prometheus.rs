@@ -50,7 +50,7 @@ async fn vigil_series(vigil: &Vigil) -> BTreeSet<SeriesKey> {
     let mut all = BTreeSet::new();
     for row in tables["rows"].as_array().unwrap() {
         let table = row[0].as_str().unwrap();
-        if ["spans", "logs", "drift_references", "drift_values", "drift_scores", "slo_status", "alerts"].contains(&table) {
+        if ["spans", "logs", "drift_references", "drift_values", "drift_scores", "slo_status", "alerts", "exemplars"].contains(&table) {
             continue;
         }
         let result = vigil.sql(&format!("SELECT DISTINCT * EXCEPT (timestamp, value) FROM \"{table}\"")).await;

@@ -80,6 +80,9 @@ with tracer.start_as_current_span("GET /api/orders", kind=trace.SpanKind.SERVER,
     with tracer.start_as_current_span("cache.get", kind=trace.SpanKind.CLIENT) as failing:
         failing.add_event("cache miss", {"key": "orders:42"})
         failing.set_status(Status(StatusCode.ERROR, "redis timeout"))
+    # Recorded inside a sampled span: the SDK attaches exemplars carrying this trace.
+    meter.create_counter("rig_orders", unit="1").add(1, {"route": "/api/orders"})
+    meter.create_histogram("rig_order_latency", unit="ms").record(42.0, {"route": "/api/orders"})
 trace_id = format(root.get_span_context().trace_id, "032x")
 
 meter_provider.shutdown()  # one final collect + export

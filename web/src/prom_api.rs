@@ -304,8 +304,41 @@ pub async fn buildinfo() -> Response {
     }))
 }
 
-pub async fn query_exemplars() -> Response {
-    success(json!([]))
+/// Exemplars of the selected series (stored from OTLP), in Prometheus's shape.
+pub async fn query_exemplars(State(app): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let params = Params::read(raw.as_deref(), &headers, &body);
+    let run = async {
+        let text = required(&params, "query")?;
+        let end = match params.get("end") {
+            Some(t) if !t.is_empty() => parse_time(t, "end")?,
+            _ => now_ms(),
+        };
+        let start = match params.get("start") {
+            Some(t) if !t.is_empty() => parse_time(t, "start")?,
+            _ => end - 3_600_000,
+        };
+        if end < start {
+            return Err(ApiFailure::bad_data("end timestamp must not be before start time"));
+        }
+        Ok::<_, ApiFailure>(app.engine.exemplars(text, start, end).await?)
+    };
+    match run.await {
+        Ok(found) => {
+            let data: Vec<Value> = found
+                .into_iter()
+                .map(|series| {
+                    let exemplars: Vec<Value> = series
+                        .exemplars
+                        .iter()
+                        .map(|e| json!({"labels": e.labels, "value": format_value(e.value), "timestamp": e.timestamp_ms as f64 / 1000.0}))
+                        .collect();
+                    json!({"seriesLabels": series.series_labels, "exemplars": exemplars})
+                })
+                .collect();
+            success(Value::Array(data))
+        }
+        Err(failure) => failure.into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -20,14 +20,17 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::exemplar::Value as ExemplarValue;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
+use opentelemetry_proto::tonic::metrics::v1::Exemplar as OtlpExemplar;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint, SummaryDataPoint,
 };
 use parking_lot::Mutex;
+use vigil_storage::exemplars::Exemplar;
 use vigil_storage::{LabelSet, MetricSeries, Sample};
 
-use super::attributes::{ServiceIdentity, value_text};
+use super::attributes::{ServiceIdentity, hex, value_text};
 use super::names::{MetricKind, format_bound, label_name, metric_name};
 use crate::Limits;
 
@@ -62,6 +65,8 @@ pub struct MappedMetrics {
     pub first_error: Option<String>,
     /// Type, description and unit per metric name, for `/api/v1/metadata`.
     pub metadata: Vec<(String, crate::metadata::MetricMetadata)>,
+    /// Exemplars of the accepted points, for the `exemplars` table.
+    pub exemplars: Vec<Exemplar>,
 }
 
 impl MappedMetrics {
@@ -122,11 +127,33 @@ impl PointContext<'_> {
 /// Collects the series of one point, all or nothing.
 struct PointSeries {
     series: Vec<MetricSeries>,
+    exemplars: Vec<Exemplar>,
 }
 
 impl PointSeries {
     fn new() -> Self {
-        PointSeries { series: Vec::new() }
+        PointSeries { series: Vec::new(), exemplars: Vec::new() }
+    }
+
+    /// Keeps a point's exemplars with the series `series_of` picks for each value (the
+    /// series itself, or for histograms the bucket the value falls in, as Prometheus does).
+    fn exemplars(&mut self, exemplars: &[OtlpExemplar], mut series_of: impl FnMut(f64) -> Result<(String, LabelSet), String>) -> Result<(), String> {
+        for exemplar in exemplars {
+            let value = match exemplar.value {
+                Some(ExemplarValue::AsDouble(v)) => v,
+                Some(ExemplarValue::AsInt(v)) => v as f64,
+                None => continue,
+            };
+            let (metric, series) = series_of(value)?;
+            let trace_id = (!exemplar.trace_id.is_empty()).then(|| hex(&exemplar.trace_id));
+            let span_id = (!exemplar.span_id.is_empty()).then(|| hex(&exemplar.span_id));
+            let mut labels: Vec<(String, String)> =
+                exemplar.filtered_attributes.iter().filter_map(|kv| value_text(kv.value.as_ref()).map(|v| (label_name(&kv.key), v))).collect();
+            labels.extend(trace_id.clone().map(|t| ("trace_id".to_string(), t)));
+            labels.extend(span_id.clone().map(|s| ("span_id".to_string(), s)));
+            self.exemplars.push(Exemplar { metric, series, labels, timestamp_ns: timestamp(exemplar.time_unix_nano)?, value, trace_id, span_id });
+        }
+        Ok(())
     }
 
     fn push(&mut self, metric: &str, labels: LabelSet, timestamp_ns: i64, value: f64) {
@@ -207,6 +234,7 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
                                 }
                             }
                             out.series.extend(point.series);
+                            out.exemplars.extend(point.exemplars);
                         }
                         Err(reason) => out.reject(format!("metric {:?}: {reason}", metric.name)),
                     }
@@ -270,6 +298,7 @@ fn number_point(name: &str, point: &NumberDataPoint, delta: bool, context: &Poin
         None => return Err("data point without a value".into()),
     };
     let value = cumulative(totals, delta, name, &labels, value);
+    out.exemplars(&point.exemplars, |_| Ok((name.to_string(), labels.clone())))?;
     out.push(name, labels, ts, value);
     Ok(out)
 }
@@ -286,11 +315,16 @@ fn histogram_series(
     sum: Option<f64>,
     stale: bool,
     delta: bool,
+    exemplars: &[OtlpExemplar],
     context: &PointContext,
     totals: &mut Totals,
 ) -> Result<PointSeries, String> {
     let mut out = PointSeries::new();
     let bucket_name = format!("{name}_bucket");
+    out.exemplars(exemplars, |value| {
+        let bound = cumulative_buckets.iter().map(|(b, _)| *b).find(|b| b.is_finite() && value <= *b).map_or_else(|| "+Inf".to_string(), format_bound);
+        Ok((bucket_name.clone(), context.labels(attributes, Some(("le", bound)))?))
+    })?;
     let emit = |out: &mut PointSeries, metric: &str, labels: LabelSet, value: f64, totals: &mut Totals| {
         let value = if stale { STALE_NAN } else { cumulative(totals, delta, metric, &labels, value) };
         out.push(metric, labels, ts, value);
@@ -329,7 +363,7 @@ fn histogram_point(name: &str, point: &HistogramDataPoint, delta: bool, context:
         })
         .collect();
     let stale = point.flags & FLAG_NO_RECORDED_VALUE != 0;
-    histogram_series(name, &point.attributes, ts, &buckets, point.count as f64, point.sum, stale, delta, context, totals)
+    histogram_series(name, &point.attributes, ts, &buckets, point.count as f64, point.sum, stale, delta, &point.exemplars, context, totals)
 }
 
 fn exponential_point(
@@ -367,7 +401,7 @@ fn exponential_point(
         })
         .collect();
     let stale = point.flags & FLAG_NO_RECORDED_VALUE != 0;
-    histogram_series(name, &point.attributes, ts, &cumulative_buckets, point.count as f64, point.sum, stale, delta, context, totals)
+    histogram_series(name, &point.attributes, ts, &cumulative_buckets, point.count as f64, point.sum, stale, delta, &point.exemplars, context, totals)
 }
 
 fn summary_point(name: &str, point: &SummaryDataPoint, context: &PointContext) -> Result<PointSeries, String> {

@@ -13,6 +13,7 @@
 
 mod compile;
 mod errors;
+mod exemplars;
 pub mod kernels;
 mod result;
 mod series;
@@ -21,6 +22,7 @@ pub mod udf;
 use std::time::Duration;
 
 pub use errors::PromError;
+pub use exemplars::{ExemplarPoint, ExemplarSeries};
 pub use result::{Labels, PromResult, Sample, Series};
 
 use crate::QueryEngine;

@@ -190,3 +190,47 @@ fn bad_points_are_rejected_alone() {
     let values: Vec<u64> = mapped.series.iter().filter(|s| s.metric == "g").map(|s| s.samples[0].value.to_bits()).collect();
     assert_eq!(values, vec![1f64.to_bits(), STALE_NAN.to_bits()]);
 }
+
+#[test]
+fn exemplars_are_kept_with_their_series_or_bucket() {
+    let exemplar = |value: f64, span: u8| OtlpExemplar {
+        filtered_attributes: vec![kv("user.id", "42")],
+        time_unix_nano: T,
+        value: Some(ExemplarValue::AsDouble(value)),
+        span_id: vec![span; 8],
+        trace_id: vec![0xab; 16],
+    };
+    let point = HistogramDataPoint {
+        time_unix_nano: T,
+        count: 2,
+        bucket_counts: vec![1, 0, 1],
+        explicit_bounds: vec![0.1, 0.5],
+        exemplars: vec![exemplar(0.3, 1), exemplar(5.0, 2)],
+        ..Default::default()
+    };
+    let mut counter = number(3.0, vec![]);
+    counter.exemplars = vec![exemplar(1.0, 3)];
+    let mapped = map_one(vec![
+        metric("rig_latency", "s", Data::Histogram(Histogram { data_points: vec![point], aggregation_temporality: 2 })),
+        metric("rig.requests", "1", Data::Sum(Sum { data_points: vec![counter], aggregation_temporality: 2, is_monotonic: true })),
+    ]);
+    let seen: Vec<(String, Option<String>, f64, Option<String>)> = mapped
+        .exemplars
+        .iter()
+        .map(|e| (e.metric.clone(), e.series.get("le").map(str::to_string), e.value, e.span_id.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("rig_latency_seconds_bucket".into(), Some("0.5".into()), 0.3, Some("0101010101010101".into())),
+            ("rig_latency_seconds_bucket".into(), Some("+Inf".into()), 5.0, Some("0202020202020202".into())),
+            ("rig_requests_total".into(), None, 1.0, Some("0303030303030303".into())),
+        ]
+    );
+    let first = &mapped.exemplars[0];
+    assert_eq!(first.trace_id.as_deref(), Some("abababababababababababababababab"));
+    assert!(first.labels.contains(&("user_id".to_string(), "42".to_string())));
+    assert!(first.labels.contains(&("trace_id".to_string(), "abababababababababababababababab".to_string())));
+    let batch = vigil_storage::exemplars::exemplar_batch(&mapped.exemplars).unwrap();
+    assert_eq!(batch.num_rows(), 3);
+}
