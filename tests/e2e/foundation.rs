@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::harness::{VIGIL, Vigil};
 use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
 
-const FIXED_TABLES: i64 = 7;
+const FIXED_TABLES: i64 = 8;
 
 fn request(metric: &str, batch: usize, series_count: usize, samples: usize, t0: i64) -> WriteRequest {
     WriteRequest {
