@@ -161,7 +161,9 @@ impl Ingestor {
                 },
             );
         }
-        self.storage.write(decoded.batch).await?;
+        let mut batch = decoded.batch;
+        batch.rows = exemplar_rows(&decoded.exemplars)?;
+        self.storage.write(batch).await?;
         metrics::counter!("vigil_ingest_samples_total", "protocol" => "remote_write")
             .increment(decoded.summary.samples as u64);
         Ok(decoded.summary)

@@ -1,10 +1,11 @@
 //! Prometheus remote write 1.0: a snappy block (not framed) around a protobuf
 //! `prometheus.WriteRequest`. Samples keep their exact float bits (the stale marker is a
-//! NaN payload); metadata-only requests (zero series) are valid; native histograms and
-//! exemplars are counted and not stored.
+//! NaN payload); metadata-only requests (zero series) are valid; exemplars go to the
+//! `exemplars` table; native histograms are counted and not stored.
 
 use prost::Message;
 use vigil_storage::write::{LabelError, is_valid_metric_name};
+use vigil_storage::exemplars::Exemplar;
 use vigil_storage::{LabelSet, MetricSeries, Sample, WriteBatch};
 
 use crate::{IngestError, Limits};
@@ -24,9 +25,8 @@ pub struct TimeSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<PromSample>,
-    /// Exemplars, kept opaque: counted, not stored.
-    #[prost(bytes = "vec", repeated, tag = "3")]
-    pub exemplars: Vec<Vec<u8>>,
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<PromExemplar>,
     /// Native histograms, kept opaque: counted, not stored.
     #[prost(bytes = "vec", repeated, tag = "4")]
     pub histograms: Vec<Vec<u8>>,
@@ -50,6 +50,18 @@ pub struct PromSample {
 }
 
 #[derive(Clone, PartialEq, Message)]
+pub struct PromExemplar {
+    /// Usually `trace_id` (and `span_id`).
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
 pub struct MetricMetadata {
     #[prost(int32, tag = "1")]
     pub r#type: i32,
@@ -67,12 +79,13 @@ pub struct Summary {
     pub series: usize,
     pub samples: usize,
     pub metadata: usize,
-    pub exemplars_dropped: usize,
+    pub exemplars: usize,
     pub histograms_dropped: usize,
 }
 
 pub struct Decoded {
     pub batch: WriteBatch,
+    pub exemplars: Vec<Exemplar>,
     pub metadata: Vec<MetricMetadata>,
     pub summary: Summary,
 }
@@ -107,20 +120,38 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
     }
     let mut summary = Summary { metadata: request.metadata.len(), ..Summary::default() };
     let mut metrics = Vec::with_capacity(request.timeseries.len());
+    let mut exemplars = Vec::new();
     for (index, series) in request.timeseries.into_iter().enumerate() {
-        summary.exemplars_dropped += series.exemplars.len();
         summary.histograms_dropped += series.histograms.len();
-        if series.samples.is_empty() {
+        if series.samples.is_empty() && series.exemplars.is_empty() {
             continue;
         }
-        metrics.push(convert(index, series, limits)?);
+        // Prometheus sends exemplars in series of their own, without samples.
+        let converted = convert(index, &series, limits)?;
+        for exemplar in &series.exemplars {
+            let labels: Vec<(String, String)> = exemplar.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+            let id = |name: &str| labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+            exemplars.push(Exemplar {
+                metric: converted.metric.clone(),
+                series: converted.labels.clone(),
+                trace_id: id("trace_id"),
+                span_id: id("span_id"),
+                timestamp_ns: exemplar.timestamp.saturating_mul(1_000_000),
+                value: exemplar.value,
+                labels,
+            });
+        }
+        if !converted.samples.is_empty() {
+            metrics.push(converted);
+        }
     }
     summary.series = metrics.len();
     summary.samples = samples;
-    Ok(Decoded { batch: WriteBatch { metrics, rows: Vec::new() }, metadata: request.metadata, summary })
+    summary.exemplars = exemplars.len();
+    Ok(Decoded { batch: WriteBatch { metrics, rows: Vec::new() }, exemplars, metadata: request.metadata, summary })
 }
 
-fn convert(index: usize, series: TimeSeries, limits: &Limits) -> Result<MetricSeries, IngestError> {
+fn convert(index: usize, series: &TimeSeries, limits: &Limits) -> Result<MetricSeries, IngestError> {
     let invalid = |series: &TimeSeries, message: String| IngestError::InvalidSeries {
         index,
         series: describe(&series.labels),
@@ -215,6 +246,23 @@ mod tests {
         assert_eq!(series.samples[0].timestamp_ns, 1_700_000_000_123_000_000);
         assert_eq!(series.samples[0].value.to_bits(), 0x7ff0_0000_0000_0002);
         assert_eq!(decoded.summary.samples, 1);
+    }
+
+    #[test]
+    fn exemplars_are_kept_even_in_series_without_samples() {
+        let mut request = one_series(vec![label("__name__", "http_requests_total"), label("job", "a")]);
+        request.timeseries.push(TimeSeries {
+            labels: vec![label("__name__", "http_requests_total"), label("job", "a")],
+            exemplars: vec![PromExemplar { labels: vec![label("trace_id", "4bf92f3577b34da6")], value: 1.0, timestamp: 1_700_000_000_000 }],
+            ..Default::default()
+        });
+        let decoded = decode(&encode(&request), &Limits::default()).unwrap();
+        assert_eq!(decoded.batch.metrics.len(), 1, "the exemplar-only series adds no samples");
+        assert_eq!(decoded.summary.exemplars, 1);
+        let exemplar = &decoded.exemplars[0];
+        assert_eq!((exemplar.metric.as_str(), exemplar.trace_id.as_deref(), exemplar.value), ("http_requests_total", Some("4bf92f3577b34da6"), 1.0));
+        assert_eq!(exemplar.series.get("job"), Some("a"));
+        assert_eq!(exemplar.timestamp_ns, 1_700_000_000_000_000_000);
     }
 
     #[test]
