@@ -28,7 +28,7 @@ use crate::config::{InhibitRuleConfig, ReceiverConfig, RouteConfig, parse_matche
 use crate::dispatch::{Dispatcher, Flush, NotifyAlert, Route};
 use crate::labels::{Labels, fingerprint_hex};
 use crate::matchers::{MatchOp, Matcher, all_match};
-use crate::notify::{Message, Notifier};
+use crate::notify::{Message, Notifier, rfc3339_ms};
 use crate::persist::{NflogRecord, Snapshot, StateFiles};
 use crate::rules::{Rule, RuleGroup, RuleKind, RuleQuery};
 use crate::silences::{Silence, SilenceError, SilenceRequest, Silences};
@@ -202,10 +202,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Alerting {
     inner: Arc<Inner>,
-}
-
-fn ms_to_time(ms: i64) -> String {
-    crate::notify::rfc3339_ms(ms)
 }
 
 fn to_utc(ms: i64) -> DateTime<Utc> {
@@ -554,11 +550,11 @@ impl Alerting {
         {
             let mut receivers = self.inner.receivers.lock();
             let status = receivers.entry(flush.receiver.clone()).or_insert_with(|| ReceiverStatus { name: flush.receiver.clone(), ..Default::default() });
-            status.last_attempt = Some(ms_to_time(now));
+            status.last_attempt = Some(rfc3339_ms(now));
             match &outcome {
                 Ok(()) => {
                     status.notifications += 1;
-                    status.last_success = Some(ms_to_time(now));
+                    status.last_success = Some(rfc3339_ms(now));
                     status.last_error = None;
                 }
                 Err(e) => {
@@ -609,9 +605,9 @@ impl Alerting {
                     labels: alert.labels.clone(),
                     annotations: alert.annotations.clone(),
                     state: if alert.state == AlertState::Inactive { "resolved" } else { alert.state.as_str() },
-                    active_at: ms_to_time(alert.active_at_ms),
-                    fired_at: alert.fired_at_ms.map(ms_to_time),
-                    resolved_at: alert.resolved_at_ms.map(ms_to_time),
+                    active_at: rfc3339_ms(alert.active_at_ms),
+                    fired_at: alert.fired_at_ms.map(rfc3339_ms),
+                    resolved_at: alert.resolved_at_ms.map(rfc3339_ms),
                     value: format_go_float(alert.value),
                     fingerprint: fingerprint_hex(&alert.labels),
                     source: source.kind,
@@ -654,7 +650,7 @@ impl Alerting {
                             "labels": rule.labels,
                             "health": health,
                             "lastError": source.and_then(|s| s.last_error.clone()).unwrap_or_default(),
-                            "lastEvaluation": source.and_then(|s| s.last_evaluation_ms).map(ms_to_time),
+                            "lastEvaluation": source.and_then(|s| s.last_evaluation_ms).map(rfc3339_ms),
                         });
                         if let RuleKind::Alert { hold, keep_firing_for, annotations, .. } = &rule.kind {
                             let alerts: Vec<&Alert> = source.map(|s| s.alerts.active().collect()).unwrap_or_default();
@@ -672,7 +668,7 @@ impl Alerting {
                             value["state"] = rule_state.into();
                             value["alerts"] = alerts
                                 .iter()
-                                .map(|a| serde_json::json!({"labels": a.labels, "annotations": a.annotations, "state": a.state.as_str(), "activeAt": ms_to_time(a.active_at_ms), "value": format_go_float(a.value)}))
+                                .map(|a| serde_json::json!({"labels": a.labels, "annotations": a.annotations, "state": a.state.as_str(), "activeAt": rfc3339_ms(a.active_at_ms), "value": format_go_float(a.value)}))
                                 .collect();
                         } else {
                             value["type"] = "recording".into();

@@ -180,14 +180,14 @@ impl Ingestor {
         result
     }
 
+    /// The body as sent, or gunzipped within the decompressed-size limit.
+    fn inflate<'a>(&self, body: &'a [u8], gzip: bool) -> Result<std::borrow::Cow<'a, [u8]>, IngestError> {
+        Ok(if gzip { std::borrow::Cow::Owned(otlp::gunzip(body, self.limits.max_decompressed_bytes)?) } else { std::borrow::Cow::Borrowed(body) })
+    }
+
     async fn otlp_http_inner(&self, signal: Signal, body: &[u8], encoding: Encoding, gzip: bool) -> Result<ExportOutcome, IngestError> {
-        let inflated;
-        let body = if gzip {
-            inflated = otlp::gunzip(body, self.limits.max_decompressed_bytes)?;
-            &inflated[..]
-        } else {
-            body
-        };
+        let body = self.inflate(body, gzip)?;
+        let body = &body[..];
         match signal {
             Signal::Metrics => self.otlp_metrics(otlp::decode(body, encoding, "OTLP metrics request")?).await,
             Signal::Traces => self.otlp_traces(otlp::decode(body, encoding, "OTLP trace request")?).await,
@@ -245,14 +245,8 @@ impl Ingestor {
     /// (replacing a label of the same name). The body is stored whole or not at all.
     pub async fn import_text(&self, body: &[u8], content_type: &str, gzip: bool, extra: &[(String, String)]) -> Result<ImportSummary, IngestError> {
         let result = async {
-            let inflated;
-            let body = if gzip {
-                inflated = otlp::gunzip(body, self.limits.max_decompressed_bytes)?;
-                &inflated[..]
-            } else {
-                body
-            };
-            let text = std::str::from_utf8(body)
+            let body = self.inflate(body, gzip)?;
+            let text = std::str::from_utf8(&body)
                 .map_err(|e| IngestError::Malformed { what: "exposition text", message: format!("not UTF-8: {e}") })?;
             let parsed = exposition::parse(text, exposition::Format::detect(content_type, text))
                 .map_err(|e| IngestError::Malformed { what: "exposition text", message: e.to_string() })?;

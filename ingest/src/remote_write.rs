@@ -129,17 +129,9 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
         // Prometheus sends exemplars in series of their own, without samples.
         let converted = convert(index, &series, limits)?;
         for exemplar in &series.exemplars {
-            let labels: Vec<(String, String)> = exemplar.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
-            let id = |name: &str| labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-            exemplars.push(Exemplar {
-                metric: converted.metric.clone(),
-                series: converted.labels.clone(),
-                trace_id: id("trace_id"),
-                span_id: id("span_id"),
-                timestamp_ns: exemplar.timestamp.saturating_mul(1_000_000),
-                value: exemplar.value,
-                labels,
-            });
+            let labels = exemplar.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+            let timestamp_ns = exemplar.timestamp.saturating_mul(1_000_000);
+            exemplars.push(Exemplar::new(converted.metric.clone(), converted.labels.clone(), labels, timestamp_ns, exemplar.value));
         }
         if !converted.samples.is_empty() {
             metrics.push(converted);

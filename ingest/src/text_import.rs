@@ -61,17 +61,9 @@ pub fn to_series(
 
 /// The exemplar of a sample, beside the series `to_series` made of it.
 pub fn exemplar(series: &MetricSeries, exemplar: ParsedExemplar) -> Exemplar {
-    let id = |names: &[&str]| exemplar.labels.iter().find(|(n, _)| names.contains(&n.as_str())).map(|(_, v)| v.clone());
     let default_ns = series.samples.first().map_or(0, |s| s.timestamp_ns);
-    Exemplar {
-        metric: series.metric.clone(),
-        series: series.labels.clone(),
-        trace_id: id(&["trace_id", "traceID", "TraceID"]),
-        span_id: id(&["span_id", "spanID", "SpanID"]),
-        timestamp_ns: exemplar.timestamp_ms.and_then(|ms| ms.checked_mul(1_000_000)).unwrap_or(default_ns),
-        value: exemplar.value,
-        labels: exemplar.labels,
-    }
+    let timestamp_ns = exemplar.timestamp_ms.and_then(|ms| ms.checked_mul(1_000_000)).unwrap_or(default_ns);
+    Exemplar::new(series.metric.clone(), series.labels.clone(), exemplar.labels, timestamp_ns, exemplar.value)
 }
 
 #[cfg(test)]

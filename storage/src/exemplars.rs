@@ -22,6 +22,20 @@ pub struct Exemplar {
     pub span_id: Option<String>,
 }
 
+/// Label names that carry an exemplar's trace and span ids (OpenTelemetry's, then the
+/// spellings Grafana and Jaeger use).
+const TRACE_ID_LABELS: [&str; 3] = ["trace_id", "traceID", "TraceID"];
+const SPAN_ID_LABELS: [&str; 3] = ["span_id", "spanID", "SpanID"];
+
+impl Exemplar {
+    /// An exemplar whose `trace_id`/`span_id` columns are read from its labels.
+    pub fn new(metric: String, series: LabelSet, labels: Vec<(String, String)>, timestamp_ns: i64, value: f64) -> Exemplar {
+        let id = |names: &[&str]| labels.iter().find(|(n, _)| names.contains(&n.as_str())).map(|(_, v)| v.clone());
+        let (trace_id, span_id) = (id(&TRACE_ID_LABELS), id(&SPAN_ID_LABELS));
+        Exemplar { metric, series, labels, timestamp_ns, value, trace_id, span_id }
+    }
+}
+
 /// One `exemplars` batch.
 pub fn exemplar_batch(exemplars: &[Exemplar]) -> Result<RecordBatch, ArrowError> {
     let mut metric = StringDictionaryBuilder::<Int32Type>::new();

@@ -102,6 +102,12 @@ fn open(engine: &QueryEngine, dir: &std::path::Path, clock: &Arc<ManualClock>, u
     alerting
 }
 
+async fn evaluate_groups(alerting: &Alerting) {
+    for handle in alerting.evaluate_due_groups() {
+        handle.await.unwrap();
+    }
+}
+
 async fn step(alerting: &Alerting, clock: &ManualClock, by_secs: u64) {
     clock.advance(Duration::from_secs(by_secs));
     alerting.dispatch_due();
@@ -193,23 +199,17 @@ async fn rule_for_progress_survives_a_restart() {
     engine.storage().write(WriteBatch { metrics: vec![up], rows: vec![] }).await.unwrap();
     let rules = "groups:\n  - name: availability\n    interval: 30s\n    rules:\n      - alert: TargetDown\n        expr: up == 0\n        for: 1m\n        labels: {severity: page}\n        annotations: {summary: '{{ $labels.job }} is down ({{ $value }})'}\n";
     let alerting = open(&engine, dir.path(), &clock, &url, rules);
-    for handle in alerting.evaluate_due_groups() {
-        handle.await.unwrap();
-    }
+    evaluate_groups(&alerting).await;
     assert_eq!(alerting.alerts()[0].state, "pending");
     drop(alerting);
 
     clock.advance(Duration::from_secs(30));
     let alerting = open(&engine, dir.path(), &clock, &url, rules);
-    for handle in alerting.evaluate_due_groups() {
-        handle.await.unwrap();
-    }
+    evaluate_groups(&alerting).await;
     let view = &alerting.alerts()[0];
     assert_eq!((view.state, view.active_at.as_str()), ("pending", crate::notify::rfc3339_ms(T0).as_str()), "for progress kept");
     clock.advance(Duration::from_secs(30));
-    for handle in alerting.evaluate_due_groups() {
-        handle.await.unwrap();
-    }
+    evaluate_groups(&alerting).await;
     let view = &alerting.alerts()[0];
     assert_eq!(view.state, "firing");
     assert_eq!(view.annotations["summary"], "api is down (0)");

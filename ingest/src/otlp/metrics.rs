@@ -145,13 +145,14 @@ impl PointSeries {
                 None => continue,
             };
             let (metric, series) = series_of(value)?;
-            let trace_id = (!exemplar.trace_id.is_empty()).then(|| hex(&exemplar.trace_id));
-            let span_id = (!exemplar.span_id.is_empty()).then(|| hex(&exemplar.span_id));
             let mut labels: Vec<(String, String)> =
                 exemplar.filtered_attributes.iter().filter_map(|kv| value_text(kv.value.as_ref()).map(|v| (label_name(&kv.key), v))).collect();
-            labels.extend(trace_id.clone().map(|t| ("trace_id".to_string(), t)));
-            labels.extend(span_id.clone().map(|s| ("span_id".to_string(), s)));
-            self.exemplars.push(Exemplar { metric, series, labels, timestamp_ns: timestamp(exemplar.time_unix_nano)?, value, trace_id, span_id });
+            for (name, id) in [("trace_id", &exemplar.trace_id), ("span_id", &exemplar.span_id)] {
+                if !id.is_empty() {
+                    labels.push((name.to_string(), hex(id)));
+                }
+            }
+            self.exemplars.push(Exemplar::new(metric, series, labels, timestamp(exemplar.time_unix_nano)?, value));
         }
         Ok(())
     }
