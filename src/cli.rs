@@ -69,6 +69,22 @@ pub struct ServeArgs {
     /// Delivery attempts per notification before it counts as failed [default: 5]
     #[arg(long, env = "VIGIL_ALERTING_MAX_ATTEMPTS")]
     pub alerting_max_attempts: Option<u32>,
+    #[command(flatten)]
+    pub drift: DriftArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Model drift")]
+pub struct DriftArgs {
+    /// Width of a drift scoring window [default: 1h]
+    #[arg(long, env = "VIGIL_DRIFT_WINDOW")]
+    pub drift_window: Option<PromDuration>,
+    /// Values needed on each side before a window is scored [default: 5]
+    #[arg(long, env = "VIGIL_DRIFT_MIN_SAMPLES")]
+    pub drift_min_samples: Option<u64>,
+    /// How often windows that received data are scored [default: 10s]
+    #[arg(long, env = "VIGIL_DRIFT_FLUSH_INTERVAL")]
+    pub drift_flush_interval: Option<PromDuration>,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +191,9 @@ impl ServeArgs {
             config.rules = self.rules.clone();
         }
         set(&mut config.alerting.max_attempts, self.alerting_max_attempts);
+        set(&mut config.drift.window, self.drift.drift_window);
+        set(&mut config.drift.min_samples, self.drift.drift_min_samples);
+        set(&mut config.drift.flush_interval, self.drift.drift_flush_interval);
         set(&mut config.listen.http, self.listen.http_addr);
         set(&mut config.listen.otlp_http, self.listen.otlp_http_addr);
         set(&mut config.listen.otlp_grpc, self.listen.otlp_grpc_addr);

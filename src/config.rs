@@ -37,6 +37,8 @@ pub struct Config {
     /// Without them, a page inhibits the ticket of the same SLO.
     pub inhibit_rules: Option<Vec<vigil_alerting::config::InhibitRuleConfig>>,
     pub alerting: AlertingSettings,
+    /// Model drift scoring.
+    pub drift: DriftConfig,
     pub auth: AuthConfig,
     /// The directory relative paths of the file are resolved against.
     #[serde(skip)]
@@ -60,6 +62,7 @@ impl Default for Config {
             route: None,
             inhibit_rules: None,
             alerting: AlertingSettings::default(),
+            drift: DriftConfig::default(),
             auth: AuthConfig::default(),
             base_dir: PathBuf::from("."),
         }
@@ -76,6 +79,32 @@ pub struct AlertingSettings {
 impl Default for AlertingSettings {
     fn default() -> Self {
         AlertingSettings { max_attempts: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Width of a scoring window (windows align to multiples of it).
+    pub window: PromDuration,
+    /// Fewer values than this on either side of a window: no scores.
+    pub min_samples: u64,
+    /// How often windows that received data are scored and written.
+    pub flush_interval: PromDuration,
+    /// Thresholds of the per-model view, per statistic, laid over the defaults (PSI 0.2,
+    /// js_distance 0.1, ks_p 0.05); p-values drift below theirs, the others at or above.
+    pub thresholds: std::collections::BTreeMap<String, Spanned<f64>>,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        let defaults = vigil_ingest::drift::DriftOptions::default();
+        DriftConfig {
+            window: PromDuration(defaults.window),
+            min_samples: defaults.min_samples,
+            flush_interval: PromDuration(defaults.flush_interval),
+            thresholds: Default::default(),
+        }
     }
 }
 
@@ -357,6 +386,18 @@ impl Config {
         };
         vigil_alerting::config::check(&self.receivers, self.route.as_ref(), self.inhibit_rules.as_deref().unwrap_or_default())
             .map_err(|issue| at(issue.location, issue.message))?;
+        for (statistic, value) in &self.drift.thresholds {
+            let known = vigil_storage::schema::DRIFT_STATISTICS;
+            if !known.contains(&statistic.as_str()) {
+                return Err(at(value.referenced, format!("unknown drift statistic {statistic:?} in drift.thresholds; one of {}", known.join(", "))));
+            }
+            if !value.value.is_finite() {
+                return Err(at(value.referenced, format!("the {statistic} threshold must be a finite number")));
+            }
+        }
+        if self.drift.window.0 < Duration::from_secs(60) {
+            return Err(ConfigError { path: path.to_path_buf(), line: 1, column: 1, message: format!("drift.window {} is under a minute", self.drift.window) });
+        }
         let mut jobs = std::collections::HashSet::new();
         for scrape in &self.scrape_configs {
             let job = &scrape.job_name;

@@ -51,7 +51,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     let engine = QueryEngine::new(storage.clone(), query_options(&config))?;
-    let ingestor = Ingestor::new(storage.clone(), ingest_limits(&config));
+    let drift = vigil_ingest::drift::DriftEngine::open(storage.clone(), drift_options(&config)).await?;
+    let drift_task = tokio::spawn({
+        let drift = drift.clone();
+        let stop = stop.clone();
+        async move { drift.run(stop.cancelled_owned()).await }
+    });
+    let ingestor = Ingestor::new(storage.clone(), ingest_limits(&config)).with_drift(drift.clone());
     tokio::spawn({
         let ingestor = ingestor.clone();
         let stop = stop.clone();
@@ -90,7 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: config.limits.max_body_size.as_u64() as usize,
         max_concurrent_ingest: config.limits.max_concurrent_ingest,
     };
-    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), slos, alerting, reloader, ready: ready.clone() };
+    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), slos, alerting, drift, reloader, ready: ready.clone() };
     let api = bind(config.listen.http, "HTTP API").await?;
     let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
     let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;
@@ -111,6 +117,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     info!("no longer accepting requests; flushing");
     stop.cancel();
     let _ = alerting_task.await;
+    let _ = drift_task.await;
     let _ = maintenance.await;
     storage.close().await.context("flushing storage")?;
     info!("stopped cleanly");
@@ -151,6 +158,20 @@ fn alerting_options(config: &Config) -> vigil_alerting::AlertingOptions {
     options.default_interval = config.evaluation_interval.0.max(Duration::from_secs(1));
     options.max_attempts = config.alerting.max_attempts.max(1);
     options
+}
+
+fn drift_options(config: &Config) -> vigil_ingest::drift::DriftOptions {
+    let drift = &config.drift;
+    vigil_ingest::drift::DriftOptions {
+        window: drift.window.0,
+        min_samples: drift.min_samples.max(1),
+        flush_interval: drift.flush_interval.0,
+        thresholds: vigil_ingest::drift::default_thresholds()
+            .into_iter()
+            .chain(drift.thresholds.iter().map(|(name, value)| (name.clone(), value.value)))
+            .collect(),
+        max_values_per_request: config.limits.max_samples_per_request,
+    }
 }
 
 fn query_options(config: &Config) -> QueryOptions {

@@ -247,7 +247,7 @@ mod tests {
   - name: drift
     rules:
       - alert: FeatureDrift
-        sql: SELECT model, feature, psi AS value FROM drift_scores WHERE psi > 0.2
+        sql: SELECT model, feature, value FROM drift_scores WHERE statistic = 'psi' AND value > 0.2
 "#;
         let groups = parse("rules.yaml", text).unwrap();
         assert_eq!(groups.len(), 2);

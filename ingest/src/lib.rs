@@ -9,6 +9,7 @@
 //! Pull scraping lives in [`scrape`]. A request is accepted or refused whole: nothing of a refused request is stored. Errors say
 //! whether retrying can help ([`IngestError::is_transient`]), since senders drop 4xx for good.
 
+pub mod drift;
 pub mod exposition;
 pub mod metadata;
 pub mod otlp;
@@ -112,11 +113,22 @@ pub struct Ingestor {
     limits: Limits,
     deltas: Arc<otlp::metrics::DeltaTotals>,
     metadata: Arc<metadata::MetadataStore>,
+    drift: Option<drift::DriftEngine>,
 }
 
 impl Ingestor {
     pub fn new(storage: Storage, limits: Limits) -> Self {
-        Ingestor { storage, limits, deltas: Arc::default(), metadata: Arc::default() }
+        Ingestor { storage, limits, deltas: Arc::default(), metadata: Arc::default(), drift: None }
+    }
+
+    /// Also feeds OTLP histograms and sums carrying `ml.*` attributes to `drift`.
+    pub fn with_drift(mut self, drift: drift::DriftEngine) -> Self {
+        self.drift = Some(drift);
+        self
+    }
+
+    pub fn drift(&self) -> Option<&drift::DriftEngine> {
+        self.drift.as_ref()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -209,12 +221,29 @@ impl Ingestor {
         }
         let samples = mapped.series.len();
         let exemplars = mapped.exemplars.len();
-        let rows = exemplar_rows(&mapped.exemplars)?;
+        let mut rows = exemplar_rows(&mapped.exemplars)?;
+        let mut message = mapped.first_error;
+        // Drift counts ride in the same write, so the request is stored whole or not at all.
+        let drift_points = match &self.drift {
+            Some(engine) => {
+                let (points, warnings) = drift::otlp::extract(engine, &request);
+                rows.extend(drift::counts_rows(&points).map_err(|e| IngestError::Internal(e.to_string()))?);
+                // A warning rides in partial_success with nothing rejected, as the OTLP spec allows.
+                if message.is_none() && !warnings.is_empty() {
+                    message = Some(warnings.join("; "));
+                }
+                points
+            }
+            None => Vec::new(),
+        };
         self.storage.write(WriteBatch { metrics: mapped.series, rows }).await?;
+        if let Some(engine) = &self.drift {
+            engine.mark_dirty(&drift_points);
+        }
         metrics::counter!("vigil_ingest_samples_total", "protocol" => "otlp").increment(samples as u64);
         metrics::counter!("vigil_ingest_exemplars_total", "protocol" => "otlp").increment(exemplars as u64);
         metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "metrics").increment(mapped.rejected_points as u64);
-        Ok(ExportOutcome { accepted: mapped.accepted_points, rejected: mapped.rejected_points, message: mapped.first_error })
+        Ok(ExportOutcome { accepted: mapped.accepted_points, rejected: mapped.rejected_points, message })
     }
 
     pub async fn otlp_traces(&self, request: ExportTraceServiceRequest) -> Result<ExportOutcome, IngestError> {

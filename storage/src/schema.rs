@@ -13,6 +13,22 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, T
 pub const TIMESTAMP_COLUMN: &str = "timestamp";
 pub const VALUE_COLUMN: &str = "value";
 
+/// The statistics a `drift_scores` row can hold (its `statistic` column), as SLO files and
+/// rules name them.
+pub const DRIFT_STATISTICS: &[&str] = &[
+    "psi",
+    "js_distance",
+    "js_distance_base2",
+    "hellinger",
+    "kl",
+    "chi_square",
+    "chi_square_p",
+    "ks",
+    "ks_p",
+    "wasserstein",
+    "wasserstein_normalized",
+];
+
 /// Timestamps are nanoseconds in UTC everywhere.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
@@ -231,8 +247,12 @@ fn build_fixed_schema(table: FixedTable) -> SchemaRef {
             dict("model", false),
             dict("version", false),
             dict("feature", false),
+            // A row holds one raw value (`value` or `category`), or bin counts against the
+            // bins of reference `reference_id` (pre-binned posts, OTLP histograms and sums).
             f64_("value", true),
             dict("category", true),
+            utf8("reference_id", true),
+            Field::new("counts", list_of(DataType::UInt64), true),
         ],
         FixedTable::DriftScores => vec![
             ts(TIMESTAMP_COLUMN, false),
@@ -244,6 +264,8 @@ fn build_fixed_schema(table: FixedTable) -> SchemaRef {
             f64_("value", true),
             Field::new("reference_count", DataType::UInt64, false),
             Field::new("current_count", DataType::UInt64, false),
+            // The reference the window was compared with; null for scores posted precomputed.
+            utf8("reference_id", true),
         ],
         FixedTable::SloStatus => vec![
             ts(TIMESTAMP_COLUMN, false),

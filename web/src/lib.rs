@@ -3,6 +3,7 @@
 //! encode the answer; no query or storage logic lives here.
 
 mod alerts_api;
+mod drift_api;
 mod error;
 mod ingest_routes;
 mod ops;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub scraper: Arc<Scraper>,
     pub slos: Arc<vigil_query::slo::SloEvaluator>,
     pub alerting: vigil_alerting::Alerting,
+    pub drift: vigil_ingest::drift::DriftEngine,
     pub reloader: Arc<dyn Reload>,
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
@@ -84,6 +86,8 @@ fn ingest_routes(options: &HttpOptions, otlp_only: bool) -> Router<AppState> {
     } else {
         otlp.route("/api/v1/write", post(ingest_routes::remote_write))
             .route("/api/v1/import/prometheus", post(ingest_routes::import_prometheus))
+            .route("/api/v1/drift", post(drift_api::ingest))
+            .route("/api/v1/drift/reference", post(drift_api::register_reference))
     };
     routes.layer(shed)
 }
@@ -110,6 +114,9 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/api/v1/label/{name}/values", get(prom_api::label_values))
         .route("/api/v1/metadata", get(prom_api::metadata))
         .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
+        .route("/api/v1/drift/reference", get(drift_api::references))
+        .route("/api/v1/drift/scores", get(drift_api::scores))
+        .route("/api/v1/drift/models", get(drift_api::models))
         .route("/api/v1/query_exemplars", get(prom_api::query_exemplars).post(prom_api::query_exemplars))
         .merge(ingest_routes(options, false));
     with_edge_layers(routes, state, options)

@@ -231,6 +231,7 @@ async fn spans_drift_and_sql_slis() {
             Arc::new(Float64Array::from(scores)),
             Arc::new(UInt64Array::from(vec![1000u64; hours as usize])),
             Arc::new(UInt64Array::from(vec![100u64; hours as usize])),
+            Arc::new(datafusion::arrow::array::StringArray::from(vec![Some("ref"); hours as usize])),
         ],
     )
     .unwrap();

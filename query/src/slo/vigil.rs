@@ -181,7 +181,7 @@ pub struct ConditionYaml {
     pub short_window: Spanned<String>,
 }
 
-pub const STATISTICS: &[&str] = &["psi", "js_distance", "js_distance_base2", "hellinger", "kl", "chi_square", "chi_square_p", "ks", "ks_p", "wasserstein", "wasserstein_normalized"];
+use vigil_storage::schema::DRIFT_STATISTICS as STATISTICS;
 
 /// Reads a time zone name; errors point at `at`.
 pub fn time_zone<T>(place: &Place, name: &str, at: &Spanned<T>) -> Result<chrono_tz::Tz, LoadError> {

@@ -211,6 +211,7 @@ mod tests {
             Arc::new(Float64Array::from(vec![0.25])),
             Arc::new(UInt64Array::from(vec![100])),
             Arc::new(UInt64Array::from(vec![50])),
+            Arc::new(datafusion::arrow::array::StringArray::from(vec![Some("ref-1")])),
         ];
         WriteBatch {
             metrics: vec![MetricSeries {
