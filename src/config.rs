@@ -473,6 +473,18 @@ mod tests {
     }
 
     #[test]
+    fn drift_settings_are_checked_in_place() {
+        let config = parse("drift:\n  window: 30m\n  thresholds: {psi: 0.25, ks_p: 0.01}\n").unwrap();
+        assert_eq!(config.drift.window.0, Duration::from_secs(1800));
+        assert_eq!(config.drift.thresholds["psi"].value, 0.25);
+        assert_eq!(config.drift.min_samples, 5, "unset keys keep their defaults");
+        let error = parse("drift:\n  thresholds:\n    psy: 0.2\n").unwrap_err();
+        assert_eq!(error.line, 3);
+        assert!(error.message.contains("unknown drift statistic \"psy\""), "{}", error.message);
+        assert!(parse("drift: {window: 10s}\n").unwrap_err().message.contains("under a minute"));
+    }
+
+    #[test]
     fn scrape_configs_are_checked_in_place() {
         let config = parse("scrape_configs:\n  - job_name: node\n    scrape_interval: 15s\n    static_configs: [{targets: ['127.0.0.1:9100'], labels: {env: prod}}]\n").unwrap();
         assert_eq!(config.scrape_configs[0].timeout(), Duration::from_secs(10));
