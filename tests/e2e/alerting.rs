@@ -13,7 +13,7 @@ use axum::extract::State;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::harness::{VIGIL, Vigil, fixture, free_port, python, require_program};
+use crate::harness::{VIGIL, Vigil, fixture, free_port, python, require_program, wait_until};
 use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
 
 type Received = Arc<Mutex<Vec<Value>>>;
@@ -76,17 +76,6 @@ impl Drop for SmtpSink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-async fn wait_until<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -5,11 +5,10 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Vigil, fixture, python};
+use crate::harness::{Vigil, fixture, python, wait_until};
 
 fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ingest/testdata/drift").join(name)
@@ -59,17 +58,6 @@ async fn latest(vigil: &Vigil, model: &str, feature: &str) -> Value {
     let features = body["features"].as_array().unwrap();
     assert_eq!(features.len(), 1, "{body}");
     features[0].clone()
-}
-
-async fn wait_until<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn close(actual: &Value, expected: &Value, tolerance: f64, what: &str) {

@@ -182,3 +182,15 @@ impl Drop for Vigil {
         }
     }
 }
+
+/// Polls `check` every 200 ms until it yields, failing the test after `seconds`.
+pub async fn wait_until<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

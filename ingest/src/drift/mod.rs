@@ -259,6 +259,15 @@ pub fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Rows of one feature (dictionary columns compared as text).
+fn feature_filter(key: &FeatureKey) -> datafusion::logical_expr::Expr {
+    let text = |c: &str| cast(col(c), DataType::Utf8);
+    text("model")
+        .eq(lit(key.model.as_str()))
+        .and(text("version").eq(lit(key.version.as_str())))
+        .and(text("feature").eq(lit(key.feature.as_str())))
+}
+
 fn ts_literal(ns: i64) -> datafusion::logical_expr::Expr {
     lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
 }
@@ -504,10 +513,7 @@ impl DriftEngine {
     /// The current data of `key` in `[from, to)`.
     async fn window_data(&self, key: &FeatureKey, from: i64, to: i64) -> Result<WindowData, DriftError> {
         let text = |c: &str| cast(col(c), DataType::Utf8);
-        let filter = text("model")
-            .eq(lit(key.model.as_str()))
-            .and(text("version").eq(lit(key.version.as_str())))
-            .and(text("feature").eq(lit(key.feature.as_str())))
+        let filter = feature_filter(key)
             .and(col("timestamp").gt_eq(ts_literal(from)))
             .and(col("timestamp").lt(ts_literal(to)));
         let frame = self
@@ -593,7 +599,7 @@ impl DriftEngine {
         let rows: Vec<(WindowOutcome, i64)> = scored
             .iter()
             .filter(|o| !o.scores.is_empty())
-            .map(|o| (o.clone(), now.min(o.window_start_ns + window - 1_000_000)))
+            .map(|o| (o.clone(), now.clamp(o.window_start_ns, o.window_start_ns + window - 1_000_000)))
             .collect();
         if !rows.is_empty() {
             let mut batch = self.score_rows(&rows)?;
@@ -771,10 +777,7 @@ impl DriftEngine {
     /// statistic per window.
     pub async fn history(&self, key: &FeatureKey, from: i64, to: i64) -> Result<Vec<WindowOutcome>, DriftError> {
         let text = |c: &str| cast(col(c), DataType::Utf8);
-        let filter = text("model")
-            .eq(lit(key.model.as_str()))
-            .and(text("version").eq(lit(key.version.as_str())))
-            .and(text("feature").eq(lit(key.feature.as_str())))
+        let filter = feature_filter(key)
             .and(col("window_end").gt(ts_literal(from)))
             .and(col("window_end").lt_eq(ts_literal(to.saturating_add(self.window_ns()))));
         let frame = self.inner.ctx.table(FixedTable::DriftScores.name()).await?.filter(filter)?.select(vec![

@@ -114,17 +114,9 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
                                 warnings.push(format!("{}: the histogram's bounds are not the edges of {key}'s reference", metric.name));
                                 continue;
                             }
+                            let series = Series { metric: &metric.name, resource, attributes: &point.attributes, start_ns: point.start_time_unix_nano };
                             let at = point.time_unix_nano as i64;
-                            let counts = if cumulative {
-                                let fresh = point.start_time_unix_nano > 0 && point.start_time_unix_nano as i64 >= engine.window_start(at);
-                                let series = series_id(&metric.name, resource, &point.attributes);
-                                match engine.cumulative().increment(series, point.start_time_unix_nano, &point.bucket_counts, fresh) {
-                                    Some(counts) => counts,
-                                    None => continue,
-                                }
-                            } else {
-                                point.bucket_counts.clone()
-                            };
+                            let Some(counts) = increment(engine, cumulative, &series, at, point.bucket_counts.clone()) else { continue };
                             add(&mut merged, key, at, &reference.id, &counts);
                         }
                     }
@@ -147,17 +139,10 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
                                 Some(Value::AsDouble(d)) if d >= 0.0 && d.is_finite() => d.round() as u64,
                                 _ => continue,
                             };
+                            let series = Series { metric: &metric.name, resource, attributes: &point.attributes, start_ns: point.start_time_unix_nano };
                             let at = point.time_unix_nano as i64;
-                            let count = if cumulative {
-                                let fresh = point.start_time_unix_nano > 0 && point.start_time_unix_nano as i64 >= engine.window_start(at);
-                                let series = series_id(&metric.name, resource, &point.attributes);
-                                match engine.cumulative().increment(series, point.start_time_unix_nano, &[count], fresh) {
-                                    Some(counts) => counts[0],
-                                    None => continue,
-                                }
-                            } else {
-                                count
-                            };
+                            let Some(count) = increment(engine, cumulative, &series, at, vec![count]) else { continue };
+                            let count = count[0];
                             let mut counts = vec![0u64; categories.len() + 1];
                             counts[Bins::category_bin(categories, &category)] = count;
                             add(&mut merged, key, at, &reference.id, &counts);
@@ -176,6 +161,25 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
         .map(|((key, at_ns, reference_id), counts)| BinnedPoint { key, at_ns, reference_id, counts })
         .collect();
     (points, warnings)
+}
+
+/// One OTLP series: what identifies it, and when its cumulative counts started.
+struct Series<'a> {
+    metric: &'a str,
+    resource: &'a [KeyValue],
+    attributes: &'a [KeyValue],
+    start_ns: u64,
+}
+
+/// Counts of a point as increments: delta points as they are, cumulative ones against the
+/// series' previous point (None for a baseline).
+fn increment(engine: &DriftEngine, cumulative: bool, series: &Series<'_>, at: i64, counts: Vec<u64>) -> Option<Vec<u64>> {
+    if !cumulative {
+        return Some(counts);
+    }
+    let fresh = series.start_ns > 0 && series.start_ns as i64 >= engine.window_start(at);
+    let id = series_id(series.metric, series.resource, series.attributes);
+    engine.cumulative().increment(id, series.start_ns, &counts, fresh)
 }
 
 fn add(merged: &mut BTreeMap<(FeatureKey, i64, String), Vec<u64>>, key: FeatureKey, at: i64, reference_id: &str, counts: &[u64]) {
