@@ -46,7 +46,7 @@ fn main() {
         let mut scores = Default::default();
         for _ in 0..5 {
             let started = Instant::now();
-            let (_, _, _, s) = evaluate(&reference, &data, 5);
+            let s = evaluate(&reference, &data, 5).scores;
             best = best.min(started.elapsed().as_secs_f64() * 1e3);
             scores = s;
         }

@@ -59,7 +59,7 @@ impl QueryError {
         }
     }
 
-    fn from_datafusion(error: DataFusionError) -> QueryError {
+    pub(crate) fn from_datafusion(error: DataFusionError) -> QueryError {
         let position = error.diagnostic().and_then(|d| d.span).map(|s| (s.start.line, s.start.column));
         let message = error.strip_backtrace();
         match error.find_root() {

@@ -3,6 +3,7 @@
 //! encode the answer; no query or storage logic lives here.
 
 mod alerts_api;
+pub mod dashboard;
 mod drift_api;
 mod error;
 mod ingest_routes;
@@ -118,7 +119,8 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/api/v1/drift/scores", get(drift_api::scores))
         .route("/api/v1/drift/models", get(drift_api::models))
         .route("/api/v1/query_exemplars", get(prom_api::query_exemplars).post(prom_api::query_exemplars))
-        .merge(ingest_routes(options, false));
+        .merge(ingest_routes(options, false))
+        .merge(dashboard::routes());
     with_edge_layers(routes, state, options)
 }
 
@@ -129,7 +131,11 @@ pub fn otlp_http_router(state: AppState, options: &HttpOptions) -> Router {
 
 fn with_edge_layers(routes: Router<AppState>, state: AppState, options: &HttpOptions) -> Router {
     routes
-        .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
+        .fallback(|uri: Uri, headers: axum::http::HeaderMap| async move {
+            // Browsers get the dashboard's error page; API clients the JSON error.
+            let wants_html = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
+            if wants_html { dashboard::PageError::not_found(format!("no page at {}", uri.path())).into_response() } else { ApiError::not_found(uri.path()).into_response() }
+        })
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(middleware::from_fn(record_request))
         .layer(TraceLayer::new_for_http())

@@ -163,6 +163,8 @@ pub struct WindowOutcome {
     pub current_count: u64,
     /// Current values binned against another (older) reference's bins, left out.
     pub stale_counts: u64,
+    /// The window's count per reference bin (empty for stored history and posted scores).
+    pub bin_counts: Vec<u64>,
     pub scores: stats::Scores,
 }
 
@@ -175,8 +177,20 @@ pub struct WindowData {
     pub binned: Vec<(String, Vec<u64>)>,
 }
 
+/// A window binned against its reference, and its statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// `ok` or `insufficient_samples`.
+    pub status: &'static str,
+    /// Count per reference bin.
+    pub counts: Vec<u64>,
+    pub current: u64,
+    pub stale: u64,
+    pub scores: stats::Scores,
+}
+
 /// Bins the window against the reference and computes every statistic the data allows.
-pub fn evaluate(reference: &Reference, data: &WindowData, min_samples: u64) -> (&'static str, u64, u64, stats::Scores) {
+pub fn evaluate(reference: &Reference, data: &WindowData, min_samples: u64) -> Evaluation {
     let mut counts = vec![0u64; reference.bins.len()];
     let mut stale = 0u64;
     match &reference.bins {
@@ -204,7 +218,7 @@ pub fn evaluate(reference: &Reference, data: &WindowData, min_samples: u64) -> (
     }
     let current: u64 = counts.iter().sum();
     if reference.sample_count() < min_samples || current < min_samples {
-        return ("insufficient_samples", current, stale, stats::Scores::new());
+        return Evaluation { status: "insufficient_samples", counts, current, stale, scores: stats::Scores::new() };
     }
     let mut scores = stats::binned(&reference.counts, &counts);
     // KS and Wasserstein need raw values on both sides, and only raw values in the window.
@@ -213,7 +227,7 @@ pub fn evaluate(reference: &Reference, data: &WindowData, min_samples: u64) -> (
         current_values.sort_by(f64::total_cmp);
         scores.extend(stats::raw(reference_values, &current_values));
     }
-    ("ok", current, stale, scores)
+    Evaluation { status: "ok", counts, current, stale, scores }
 }
 
 /// What a drift post stored.
@@ -469,6 +483,7 @@ impl DriftEngine {
                 reference_count: 0,
                 current_count: 0,
                 stale_counts: 0,
+                bin_counts: Vec::new(),
                 scores: scores.iter().filter_map(|(k, v)| DRIFT_STATISTICS.iter().find(|s| **s == k).map(|s| (*s, *v))).collect(),
             };
             let batch = self.score_rows(&[(outcome.clone(), at)])?;
@@ -555,19 +570,21 @@ impl DriftEngine {
             reference_count: 0,
             current_count: 0,
             stale_counts: 0,
+                bin_counts: Vec::new(),
             scores: stats::Scores::new(),
         };
         let Some(reference) = self.reference(key) else {
             return Ok(outcome);
         };
         let data = self.window_data(key, start, end).await?;
-        let (status, current, stale, scores) = evaluate(&reference, &data, self.inner.options.min_samples);
-        outcome.status = status;
+        let evaluation = evaluate(&reference, &data, self.inner.options.min_samples);
+        outcome.status = evaluation.status;
         outcome.reference_id = Some(reference.id.clone());
         outcome.reference_count = reference.sample_count();
-        outcome.current_count = current;
-        outcome.stale_counts = stale;
-        outcome.scores = scores;
+        outcome.current_count = evaluation.current;
+        outcome.stale_counts = evaluation.stale;
+        outcome.bin_counts = evaluation.counts;
+        outcome.scores = evaluation.scores;
         Ok(outcome)
     }
 
@@ -828,6 +845,7 @@ impl DriftEngine {
                 reference_count: stored.reference_count,
                 current_count: stored.current_count,
                 stale_counts: 0,
+                bin_counts: Vec::new(),
                 scores: stored.scores.into_iter().filter_map(|(s, (_, v))| DRIFT_STATISTICS.iter().find(|n| **n == s).map(|n| (*n, v))).collect(),
             })
             .collect())

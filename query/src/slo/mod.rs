@@ -11,6 +11,7 @@
 //! ```
 
 pub mod evaluate;
+pub mod history;
 pub mod load;
 pub mod model;
 mod openslo;

@@ -1,0 +1,172 @@
+//! The dashboard in headless Chromium: every page loads against a Vigil holding real data
+//! (remote-written counters behind an SLO in a fast burn, a firing rule alert, a drifted
+//! model), its DOM says what it should, no console errors, no broken links, a screenshot of
+//! each; the silence form works only with its CSRF token; an empty Vigil shows what to do.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::harness::{Vigil, require_program, wait_until};
+use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Where screenshots go (the README's come from here).
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs headless Chromium with the flags this machine needs; returns (stdout, stderr).
+fn chromium(profile: &Path, args: &[&str]) -> (String, String) {
+    let output = Command::new(CHROMIUM)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("run chromium");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The rendered DOM of a page, failing on console errors.
+fn dom(profile: &Path, url: &str) -> String {
+    let (stdout, stderr) = chromium(profile, &["--dump-dom", url]);
+    let console_errors: Vec<&str> = stderr.lines().filter(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught") || l.contains("Failed to load"))).collect();
+    assert!(console_errors.is_empty(), "{url}: console errors: {console_errors:?}");
+    assert!(stdout.contains("</html>"), "{url}: no document: {stdout}\n{stderr}");
+    stdout
+}
+
+fn screenshot(profile: &Path, url: &str, name: &str) {
+    let path = screenshot_dir().join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&path);
+    chromium(profile, &["--window-size=1280,1000", "--hide-scrollbars", &format!("--screenshot={}", path.display()), url]);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "{url}: screenshot {} is {size} bytes", path.display());
+}
+
+/// Local links of a document (no fragments, no form actions).
+fn links(html: &str) -> Vec<String> {
+    html.split("href=\"").skip(1).filter_map(|rest| rest.split('"').next()).filter(|h| h.starts_with('/')).map(|h| h.replace("&amp;", "&")).collect()
+}
+
+const SLO: &str = r#"apiVersion: vigil/v1
+kind: SLO
+metadata: {name: checkout-availability, service: checkout, labels: {team: payments}}
+spec:
+  description: 99.9% of checkout requests do not fail.
+  objective: 99.9
+  window: 30d
+  sli:
+    ratio:
+      bad: 'http_requests_total{job="checkout", code=~"5.."}'
+      total: 'http_requests_total{job="checkout"}'
+  alerting:
+    conditions:
+      - {severity: page, burn_rate: 14.4, long_window: 2m, short_window: 1m}
+"#;
+
+const RULES: &str = r#"groups:
+  - name: drift
+    interval: 1s
+    rules:
+      - alert: FeatureDrift
+        expr: vigil_drift_score{statistic="psi"} > 0.2
+        annotations: {summary: 'PSI above 0.2'}
+"#;
+
+#[tokio::test]
+async fn every_page_renders_in_chromium_with_real_data() {
+    if !require_program(CHROMIUM) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slo.yaml"), SLO).unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let config = "slos: [slo.yaml]\nrules: [rules.yaml]\nevaluation_interval: 1s\ndrift: {flush_interval: 1s}\n";
+    let vigil = Vigil::start_with_config(&dir.path().join("data"), config, &[]).await;
+    let profile = dir.path().join("chromium");
+
+    // Three minutes of checkout traffic with 10 % errors: a fast burn.
+    let t0 = now_ms() - 3 * 60_000;
+    let points = |per_step: f64| -> Vec<(i64, f64)> { (0..=18).map(|i| (t0 + i * 10_000, per_step * i as f64)).collect() };
+    let body = encode(&WriteRequest {
+        timeseries: vec![
+            series("http_requests_total", &[("job", "checkout"), ("code", "200")], &points(90.0)),
+            series("http_requests_total", &[("job", "checkout"), ("code", "500")], &points(10.0)),
+        ],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+    // A drifted feature.
+    let reference: Vec<f64> = (0..200).map(|i| f64::from(i % 50)).collect();
+    let current: Vec<f64> = (0..200).map(|i| f64::from(i % 50) * 1.6 + 5.0).collect();
+    for (path, values) in [("/api/v1/drift/reference", &reference), ("/api/v1/drift", &current)] {
+        let response = vigil.client.post(vigil.url(path)).json(&json!({"model": "fraud", "version": "v1", "feature": "amount", "values": values})).send().await.unwrap();
+        assert!(response.status().is_success());
+    }
+    wait_until("the SLO page and the drift rule alert", 60, async || {
+        let body: serde_json::Value = vigil.client.get(vigil.url("/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
+        let alerts = body["data"]["alerts"].as_array().cloned().unwrap_or_default();
+        let firing = |name: &str| alerts.iter().any(|a| a["labels"]["alertname"] == name && a["state"] == "firing");
+        (firing("SLOBurnRate") && firing("FeatureDrift")).then_some(())
+    })
+    .await;
+
+    let pages: [(&str, &str, &[&str]); 4] = [
+        ("/", "overview", &["<table id=\"slos\"", "checkout-availability", "class=\"state exhausted\"", "svg class=\"spark\"", "payments"]),
+        ("/slos/checkout-availability", "slo", &["SLI over the window", "Error budget burn-down", "<svg class=\"chart\"", "id=\"burn-rates\"", "objective: 99.9", "class=\"state firing\""]),
+        ("/alerts", "alerts", &["id=\"firing\"", "FeatureDrift", "SLOBurnRate", "name=\"csrf\"", "PSI above 0.2"]),
+        ("/models", "models", &["fraud", "amount", "class=\"state drifted\"", "PSI over time", "col ref", "col cur"]),
+    ];
+    let mut seen_links = std::collections::BTreeSet::new();
+    for (path, name, needles) in pages {
+        let url = vigil.url(path);
+        let html = dom(&profile, &url);
+        for needle in needles {
+            assert!(html.contains(needle), "{path}: {needle:?} missing from the DOM:\n{html}");
+        }
+        assert!(!html.contains("NaN"), "{path}: NaN rendered");
+        assert!(html.contains(" UTC"), "{path}: times say their zone");
+        seen_links.extend(links(&html));
+        screenshot(&profile, &url, name);
+    }
+    for link in &seen_links {
+        let response = vigil.client.get(vigil.url(link)).header("accept", "text/html").send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "broken link {link}");
+    }
+    // Unknown pages and SLOs get the HTML error page, not a trace.
+    let html = dom(&profile, &vigil.url("/slos/no-such-slo"));
+    assert!(html.contains("no SLO named") && html.contains("Back to the SLO overview"), "{html}");
+
+    // The silence form: refused without the cookie's token, accepted with it.
+    let page = vigil.client.get(vigil.url("/alerts")).send().await.unwrap();
+    let cookie = page.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    let token = cookie.split_once('=').unwrap().1.to_string();
+    let form = [("csrf", token.as_str()), ("matchers", "alertname=\"FeatureDrift\""), ("duration", "1h"), ("created_by", "tester"), ("comment", "retraining")];
+    let forged = vigil.client.post(vigil.url("/alerts/silences")).form(&form).send().await.unwrap();
+    assert_eq!(forged.status().as_u16(), 403, "no cookie, no silence");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let created = client.post(vigil.url("/alerts/silences")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    assert_eq!(created.status().as_u16(), 303);
+    let html = client.get(vigil.url("/alerts")).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("id=\"silences\"") && html.contains("retraining"), "{html}");
+    assert!(html.contains("id=\"silenced\""), "the alert moved to the silenced section: {html}");
+}
+
+#[tokio::test]
+async fn an_empty_vigil_says_what_to_do_next() {
+    if !require_program(CHROMIUM) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&dir.path().join("data"), &[]).await;
+    let profile = dir.path().join("chromium");
+    for (path, needle) in [("/", "No SLOs yet"), ("/alerts", "No alerts"), ("/models", "No model references yet")] {
+        let html = dom(&profile, &vigil.url(path));
+        assert!(html.contains(needle), "{path}: {needle:?} missing:\n{html}");
+        assert!(html.contains("4318") || path != "/", "the overview says where to send OTLP");
+    }
+}

@@ -1,0 +1,177 @@
+//! `/alerts`: firing, pending, silenced and resolved alerts; silences created from an alert's
+//! row and expired from the list. The forms carry a CSRF token that must equal the
+//! `vigil_csrf` cookie (SameSite=Strict) set with the page: another site can neither read
+//! the token nor send the cookie.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use vigil_alerting::silences::{MatcherInput, SilenceRequest};
+
+use super::{Layout, PageError, render};
+use crate::AppState;
+
+const CSRF_COOKIE: &str = "vigil_csrf";
+
+pub struct AlertRow {
+    pub name: String,
+    pub state: &'static str,
+    pub summary: String,
+    pub labels: String,
+    pub since: String,
+    pub value: String,
+    /// The alert's labels as matchers, one `name="value"` per line, for the silence form.
+    pub matchers: String,
+}
+
+pub struct Section {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub alerts: Vec<AlertRow>,
+    pub silenceable: bool,
+}
+
+pub struct SilenceRow {
+    pub id: String,
+    pub matchers: String,
+    pub state: String,
+    pub ends: String,
+    pub created_by: String,
+    pub comment: String,
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage {
+    layout: Layout,
+    sections: Vec<Section>,
+    no_alerts: bool,
+    silences: Vec<SilenceRow>,
+    csrf: String,
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == CSRF_COOKIE)
+        .map(|(_, value)| value.to_string())
+        .filter(|v| v.len() >= 32)
+}
+
+fn quoted(value: &str) -> String {
+    format!("{:?}", value)
+}
+
+pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+    let (csrf, fresh) = match cookie_token(&headers) {
+        Some(token) => (token, false),
+        None => (uuid::Uuid::new_v4().simple().to_string(), true),
+    };
+    let mut sections = vec![
+        Section { id: "firing", title: "Firing", alerts: Vec::new(), silenceable: true },
+        Section { id: "pending", title: "Pending", alerts: Vec::new(), silenceable: true },
+        Section { id: "silenced", title: "Silenced or inhibited", alerts: Vec::new(), silenceable: false },
+        Section { id: "resolved", title: "Resolved (last 15 minutes)", alerts: Vec::new(), silenceable: false },
+    ];
+    for alert in app.alerting.alerts() {
+        let index = match alert.state {
+            _ if alert.silenced || alert.inhibited => 2,
+            "firing" => 0,
+            "pending" => 1,
+            _ => 3,
+        };
+        let name = alert.labels.get("alertname").cloned().unwrap_or_default();
+        let labels: Vec<String> = alert.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={}", quoted(v))).collect();
+        let matchers: Vec<String> = alert.labels.iter().map(|(k, v)| format!("{k}={}", quoted(v))).collect();
+        sections[index].alerts.push(AlertRow {
+            name,
+            state: if index == 2 { "silenced" } else { alert.state },
+            summary: alert.annotations.get("summary").cloned().unwrap_or_default(),
+            labels: labels.join(", "),
+            since: alert.fired_at.clone().unwrap_or_else(|| alert.active_at.clone()).replace('T', " ").trim_end_matches('Z').to_string(),
+            value: alert.value.parse::<f64>().map_or_else(|_| alert.value.clone(), |v| super::number(Some(v))),
+            matchers: matchers.join("\n"),
+        });
+    }
+    let silences = app
+        .alerting
+        .silences()
+        .into_iter()
+        .map(|(silence, state)| SilenceRow {
+            id: silence.id.clone(),
+            matchers: silence
+                .matchers
+                .iter()
+                .map(|m| format!("{}{}{}", m.name, match (m.is_regex, m.is_equal) {
+                    (false, true) => "=",
+                    (false, false) => "!=",
+                    (true, true) => "=~",
+                    (true, false) => "!~",
+                }, quoted(&m.value)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            state: serde_json::to_value(state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            ends: silence.ends_at.format("%Y-%m-%d %H:%M").to_string(),
+            created_by: silence.created_by.clone(),
+            comment: silence.comment.clone(),
+        })
+        .collect();
+    let no_alerts = sections.iter().all(|s| s.alerts.is_empty());
+    let html = render(&AlertsPage { layout: Layout::new("Alerts", "/alerts"), sections, no_alerts, silences, csrf: csrf.clone() })?;
+    let mut response = html.into_response();
+    if fresh {
+        let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/; HttpOnly; SameSite=Strict");
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
+}
+
+fn check_csrf(headers: &HeaderMap, token: &str) -> Result<(), PageError> {
+    match cookie_token(headers) {
+        Some(cookie) if !token.is_empty() && cookie == token => Ok(()),
+        _ => Err(PageError::new(StatusCode::FORBIDDEN, "the form's security token did not match", "reload the alerts page and submit the form again")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SilenceForm {
+    csrf: String,
+    matchers: String,
+    duration: String,
+    created_by: String,
+    comment: String,
+}
+
+pub async fn create_silence(State(app): State<AppState>, headers: HeaderMap, Form(form): Form<SilenceForm>) -> Result<Redirect, PageError> {
+    check_csrf(&headers, &form.csrf)?;
+    let duration = form.duration.parse::<vigil_query::PromDuration>()
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, format!("duration {:?}: {e}", form.duration), "pick one of the offered durations"))?;
+    let matchers: Vec<MatcherInput> = form.matchers.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| MatcherInput::Text(l.to_string())).collect();
+    if form.created_by.trim().is_empty() || form.comment.trim().is_empty() {
+        return Err(PageError::new(StatusCode::BAD_REQUEST, "a silence needs who and why", "fill in both fields"));
+    }
+    let ends_at = chrono::Utc::now() + chrono::Duration::from_std(duration.0).unwrap_or(chrono::Duration::hours(1));
+    let request = SilenceRequest { id: None, matchers, starts_at: None, ends_at, created_by: form.created_by, comment: form.comment };
+    app.alerting.create_silence(request).await.map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.to_string(), "check the matchers"))?;
+    Ok(Redirect::to("/alerts"))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn expire_silence(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<CsrfForm>) -> Result<Redirect, PageError> {
+    check_csrf(&headers, &form.csrf)?;
+    app.alerting.expire_silence(&id).await.map_err(|e| PageError::new(StatusCode::NOT_FOUND, e.to_string(), "the silence may have been expired already"))?;
+    Ok(Redirect::to("/alerts"))
+}

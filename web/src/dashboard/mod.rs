@@ -1,0 +1,126 @@
+//! The dashboard: server-rendered HTML (askama), charts drawn as SVG on the server, one
+//! stylesheet, no JavaScript. Pages read what the JSON APIs read; auto-refresh reloads the
+//! same URL, so filters survive it.
+
+mod alerts;
+mod models;
+mod overview;
+mod slo;
+pub mod svg;
+
+use askama::Template;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::AppState;
+
+/// What every page shares: title, active nav entry, refresh, render time.
+pub struct Layout {
+    pub title: String,
+    pub nav: &'static str,
+    pub refresh_seconds: u32,
+    pub generated: String,
+}
+
+impl Layout {
+    pub fn new(title: impl Into<String>, nav: &'static str) -> Layout {
+        Layout { title: title.into(), nav, refresh_seconds: 30, generated: chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string() }
+    }
+
+    pub fn nav_items(&self) -> &'static [(&'static str, &'static str)] {
+        &[("/", "SLOs"), ("/alerts", "Alerts"), ("/models", "Models")]
+    }
+}
+
+/// A page that could not be rendered: an HTML error page, never a stack trace.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+    hint: String,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, message: impl Into<String>, hint: impl Into<String>) -> PageError {
+        PageError { status, message: message.into(), hint: hint.into() }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::NOT_FOUND, what, "check the address, or start from the SLO overview")
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> PageError {
+        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("this page failed: {error}"), "reload it; if it keeps failing, the server log says more")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    layout: Layout,
+    heading: &'a str,
+    message: &'a str,
+    hint: &'a str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, error = %self.message, "page failed");
+        }
+        let heading = self.status.canonical_reason().unwrap_or("Error");
+        let mut layout = Layout::new(heading, "");
+        layout.refresh_seconds = 0;
+        let page = ErrorPage { layout, heading, message: &self.message, hint: &self.hint };
+        let body = page.render().unwrap_or_else(|_| self.message.clone());
+        (self.status, Html(body)).into_response()
+    }
+}
+
+/// Renders a template into a response.
+pub fn render(page: &impl Template) -> Result<Html<String>, PageError> {
+    page.render().map(Html).map_err(PageError::internal)
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")], include_str!("../../static/vigil.css"))
+}
+
+/// The dashboard's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(overview::page))
+        .route("/slos/{name}", get(slo::page))
+        .route("/alerts", get(alerts::page))
+        .route("/alerts/silences", post(alerts::create_silence))
+        .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
+        .route("/models", get(models::page))
+        .route("/static/vigil.css", get(stylesheet))
+}
+
+/// A percentage with up to `decimals` decimals, or an en dash.
+pub fn percent(value: Option<f64>, decimals: usize) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{:.*}%", decimals, v * 100.0),
+        _ => "–".into(),
+    }
+}
+
+/// A plain number with a sensible precision, or an en dash.
+pub fn number(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v.is_finite() => svg::short_number(v),
+        _ => "–".into(),
+    }
+}
+
+/// UTC time of Unix milliseconds, as the pages show it.
+pub fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,129 @@
+//! `/models`: per model version, its features' latest drift against the thresholds, PSI
+//! over the last week with the PSI threshold, and the reference's bin shares beside the
+//! current window's.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Html;
+use vigil_ingest::drift::reference::Bins;
+use vigil_ingest::drift::stats::proportions;
+use vigil_ingest::drift::{Threshold, WindowOutcome};
+
+use super::svg::{Rule, Series, line_chart, paired_bars};
+use super::{Layout, PageError, number, percent, render};
+use crate::AppState;
+
+pub struct FeatureRow {
+    pub name: String,
+    pub anchor: String,
+    pub state: &'static str,
+    pub window: String,
+    pub counts: String,
+    pub psi: String,
+    pub js: String,
+    pub ks_p: String,
+    pub wasserstein: String,
+    pub chart: String,
+    pub bars: String,
+}
+
+pub struct Model {
+    pub name: String,
+    pub version: String,
+    pub anchor: String,
+    pub scored: usize,
+    pub drifted: usize,
+    pub share: Option<String>,
+    pub features: Vec<FeatureRow>,
+}
+
+#[derive(Template)]
+#[template(path = "models.html")]
+struct ModelsPage {
+    layout: Layout,
+    models: Vec<Model>,
+    thresholds: String,
+}
+
+/// Letters, digits and dashes only: safe in an id and a fragment.
+fn anchor(parts: &[&str]) -> String {
+    parts.join("-").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+}
+
+pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError> {
+    let outcomes = app.drift.latest(None, None, None).await.map_err(PageError::internal)?;
+    let thresholds = app.drift.thresholds();
+    let psi_threshold = thresholds.iter().find(|(s, _)| s == "psi").map(|(_, t)| t.value());
+    let mut latest: BTreeMap<(String, String, String), WindowOutcome> = BTreeMap::new();
+    for outcome in outcomes {
+        latest.insert((outcome.key.model.clone(), outcome.key.version.clone(), outcome.key.feature.clone()), outcome);
+    }
+    let mut models: BTreeMap<(String, String), Model> = BTreeMap::new();
+    let now = super::now_ms() * 1_000_000;
+    for reference in app.drift.references() {
+        let key = &reference.key;
+        let outcome = latest.get(&(key.model.clone(), key.version.clone(), key.feature.clone()));
+        let drifted = outcome.is_some_and(|o| o.status == "ok" && thresholds.iter().any(|(s, t): &(String, Threshold)| o.scores.get(s.as_str()).is_some_and(|v| t.drifted(*v))));
+        let state = match outcome.map(|o| o.status) {
+            Some("ok") if drifted => "drifted",
+            Some("ok") => "ok",
+            _ => "no_data",
+        };
+        let history = app.drift.history(key, now - 7 * 86_400_000_000_000, now).await.map_err(PageError::internal)?;
+        let psi: Vec<(i64, f64)> = history.iter().filter_map(|w| w.scores.get("psi").map(|v| (w.window_start_ns / 1_000_000, *v))).collect();
+        let rules: Vec<Rule<'_>> = psi_threshold.map(|value| Rule { label: "threshold", value }).into_iter().collect();
+        let chart = line_chart("PSI per window", Some(((now / 1_000_000) - 7 * 86_400_000, now / 1_000_000)), &[Series { name: "PSI", points: &psi, class: "s0" }], &rules);
+        let labels: Vec<String> = match &reference.bins {
+            Bins::Numeric { edges } => (0..=edges.len())
+                .map(|i| match i {
+                    0 => format!("≤{}", number(edges.first().copied())),
+                    i if i == edges.len() => format!(">{}", number(edges.last().copied())),
+                    i => format!("≤{}", number(Some(edges[i]))),
+                })
+                .collect(),
+            Bins::Categorical { categories } => categories.iter().cloned().chain(std::iter::once("other".to_string())).collect(),
+        };
+        let current = outcome.filter(|o| !o.bin_counts.is_empty()).map(|o| proportions(&o.bin_counts)).unwrap_or_default();
+        let bars = paired_bars(&labels, &proportions(&reference.counts), &current);
+        let score = |name: &str| number(outcome.and_then(|o| o.scores.get(name).copied()));
+        let entry = models.entry((key.model.clone(), key.version.clone())).or_insert_with(|| Model {
+            name: key.model.clone(),
+            version: key.version.clone(),
+            anchor: anchor(&[&key.model, &key.version]),
+            scored: 0,
+            drifted: 0,
+            share: None,
+            features: Vec::new(),
+        });
+        entry.scored += usize::from(state != "no_data");
+        entry.drifted += usize::from(drifted);
+        entry.features.push(FeatureRow {
+            name: key.feature.clone(),
+            anchor: anchor(&[&key.model, &key.version, &key.feature]),
+            state,
+            window: outcome.map(|o| o.window_start.replace('T', " ").trim_end_matches('Z').to_string()).unwrap_or_else(|| "–".into()),
+            counts: format!("{} / {}", reference.sample_count(), outcome.map_or(0, |o| o.current_count)),
+            psi: score("psi"),
+            js: score("js_distance"),
+            ks_p: score("ks_p"),
+            wasserstein: score("wasserstein"),
+            chart,
+            bars,
+        });
+    }
+    let mut models: Vec<Model> = models.into_values().collect();
+    for model in &mut models {
+        model.share = (model.scored > 0).then(|| percent(Some(model.drifted as f64 / model.scored as f64), 0));
+    }
+    let thresholds = thresholds
+        .iter()
+        .map(|(s, t)| match t {
+            Threshold::AtLeast(v) => format!("{s} ≥ {}", number(Some(*v))),
+            Threshold::Below(v) => format!("{s} < {}", number(Some(*v))),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    render(&ModelsPage { layout: Layout::new("Models", "/models"), models, thresholds })
+}
