@@ -6,6 +6,7 @@ pub mod duration;
 pub mod engine;
 pub mod promql;
 pub mod slo;
+pub mod traces;
 pub mod output;
 
 pub use duration::PromDuration;

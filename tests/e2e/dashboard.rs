@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::harness::{Vigil, require_program, wait_until};
+use crate::harness::{Vigil, fixture, python, require_program, wait_until};
 use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -107,6 +107,12 @@ async fn every_page_renders_in_chromium_with_real_data() {
         let response = vigil.client.post(vigil.url(path)).json(&json!({"model": "fraud", "version": "v1", "feature": "amount", "values": values})).send().await.unwrap();
         assert!(response.status().is_success());
     }
+    // A trace of three spans (one failing, with an event) from the OpenTelemetry SDK.
+    let Some(python) = python() else { return };
+    let output = Command::new(&python).arg(fixture("otlp/client.py")).args(["http", &vigil.otlp_http, "checkout-web"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sent: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let trace_id = sent["trace_id"].as_str().unwrap().to_string();
     wait_until("the SLO page and the drift rule alert", 60, async || {
         let body: serde_json::Value = vigil.client.get(vigil.url("/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
         let alerts = body["data"]["alerts"].as_array().cloned().unwrap_or_default();
@@ -115,11 +121,14 @@ async fn every_page_renders_in_chromium_with_real_data() {
     })
     .await;
 
-    let pages: [(&str, &str, &[&str]); 4] = [
+    let trace_path = format!("/traces/{trace_id}");
+    let pages: [(&str, &str, &[&str]); 6] = [
         ("/", "overview", &["<table id=\"slos\"", "checkout-availability", "class=\"state exhausted\"", "svg class=\"spark\"", "payments"]),
         ("/slos/checkout-availability", "slo", &["SLI over the window", "Error budget burn-down", "<svg class=\"chart\"", "id=\"burn-rates\"", "objective: 99.9", "class=\"state firing\""]),
         ("/alerts", "alerts", &["id=\"firing\"", "FeatureDrift", "SLOBurnRate", "name=\"csrf\"", "PSI above 0.2"]),
         ("/models", "models", &["fraud", "amount", "class=\"state drifted\"", "PSI over time", "col ref", "col cur"]),
+        ("/traces?service=checkout-web", "traces", &["<table id=\"spans\"", "checkout-web", "href=\"/traces/"]),
+        (&trace_path, "trace", &["id=\"waterfall\"", "class=\"seg error\"", "class=\"seg unset\"", "details"]),
     ];
     let mut seen_links = std::collections::BTreeSet::new();
     for (path, name, needles) in pages {

@@ -6,6 +6,7 @@ mod alerts;
 mod models;
 mod overview;
 mod slo;
+mod traces;
 pub mod svg;
 
 use askama::Template;
@@ -30,7 +31,7 @@ impl Layout {
     }
 
     pub fn nav_items(&self) -> &'static [(&'static str, &'static str)] {
-        &[("/", "SLOs"), ("/alerts", "Alerts"), ("/models", "Models")]
+        &[("/", "SLOs"), ("/alerts", "Alerts"), ("/traces", "Traces"), ("/models", "Models")]
     }
 }
 
@@ -97,6 +98,8 @@ pub fn routes() -> Router<AppState> {
         .route("/alerts/silences", post(alerts::create_silence))
         .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
         .route("/models", get(models::page))
+        .route("/traces", get(traces::search))
+        .route("/traces/{trace_id}", get(traces::trace))
         .route("/static/vigil.css", get(stylesheet))
 }
 
