@@ -122,7 +122,9 @@ async fn every_page_renders_in_chromium_with_real_data() {
     .await;
 
     let trace_path = format!("/traces/{trace_id}");
-    let pages: [(&str, &str, &[&str]); 6] = [
+    let pages: [(&str, &str, &[&str]); 8] = [
+        ("/explore?lang=promql&q=sum+by+(code)+(http_requests_total)&range=1h", "explore", &["<svg class=\"chart\"", "<table id=\"result\"", "{code=\"500\"}"]),
+        ("/explore?lang=sql&q=SELECT+statistic%2C+value+FROM+drift_scores+WHERE+statistic+%3D+%27psi%27", "explore-sql", &["<table id=\"result\"", "psi"]),
         ("/", "overview", &["<table id=\"slos\"", "checkout-availability", "class=\"state exhausted\"", "svg class=\"spark\"", "payments"]),
         ("/slos/checkout-availability", "slo", &["SLI over the window", "Error budget burn-down", "<svg class=\"chart\"", "id=\"burn-rates\"", "objective: 99.9", "class=\"state firing\""]),
         ("/alerts", "alerts", &["id=\"firing\"", "FeatureDrift", "SLOBurnRate", "name=\"csrf\"", "PSI above 0.2"]),

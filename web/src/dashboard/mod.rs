@@ -3,6 +3,7 @@
 //! same URL, so filters survive it.
 
 mod alerts;
+mod explore;
 mod models;
 mod overview;
 mod slo;
@@ -31,7 +32,7 @@ impl Layout {
     }
 
     pub fn nav_items(&self) -> &'static [(&'static str, &'static str)] {
-        &[("/", "SLOs"), ("/alerts", "Alerts"), ("/traces", "Traces"), ("/models", "Models")]
+        &[("/", "SLOs"), ("/alerts", "Alerts"), ("/traces", "Traces"), ("/explore", "Explore"), ("/models", "Models")]
     }
 }
 
@@ -98,6 +99,7 @@ pub fn routes() -> Router<AppState> {
         .route("/alerts/silences", post(alerts::create_silence))
         .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
         .route("/models", get(models::page))
+        .route("/explore", get(explore::page))
         .route("/traces", get(traces::search))
         .route("/traces/{trace_id}", get(traces::trace))
         .route("/static/vigil.css", get(stylesheet))
