@@ -41,9 +41,14 @@ fn dom(profile: &Path, url: &str) -> String {
 }
 
 fn screenshot(profile: &Path, url: &str, name: &str) {
+    screenshot_at(profile, url, name, "1280,1000");
+}
+
+/// A screenshot at a window size (`width,height`).
+fn screenshot_at(profile: &Path, url: &str, name: &str, size: &str) {
     let path = screenshot_dir().join(format!("{name}.png"));
     let _ = std::fs::remove_file(&path);
-    chromium(profile, &["--window-size=1280,1000", "--hide-scrollbars", &format!("--screenshot={}", path.display()), url]);
+    chromium(profile, &[&format!("--window-size={size}"), "--hide-scrollbars", &format!("--screenshot={}", path.display()), url]);
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "{url}: screenshot {} is {size} bytes", path.display());
 }
@@ -144,6 +149,9 @@ async fn every_page_renders_in_chromium_with_real_data() {
         seen_links.extend(links(&html));
         screenshot(&profile, &url, name);
     }
+    // A phone's width: the same pages, narrower (wide-only columns drop out).
+    screenshot_at(&profile, &vigil.url("/"), "overview-phone", "390,844");
+    screenshot_at(&profile, &vigil.url("/slos/checkout-availability"), "slo-phone", "390,844");
     for link in &seen_links {
         let response = vigil.client.get(vigil.url(link)).header("accept", "text/html").send().await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "broken link {link}");
