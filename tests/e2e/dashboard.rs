@@ -112,9 +112,10 @@ async fn every_page_renders_in_chromium_with_real_data() {
         let response = vigil.client.post(vigil.url(path)).json(&json!({"model": "fraud", "version": "v1", "feature": "amount", "values": values})).send().await.unwrap();
         assert!(response.status().is_success());
     }
-    // A trace of three spans (one failing, with an event) from the OpenTelemetry SDK.
+    // A trace of three spans (one failing, with an event) from the OpenTelemetry SDK, whose
+    // resource says service.version 1.2.3: a deploy of the SLO's service.
     let Some(python) = python() else { return };
-    let output = Command::new(&python).arg(fixture("otlp/client.py")).args(["http", &vigil.otlp_http, "checkout-web"]).output().unwrap();
+    let output = Command::new(&python).arg(fixture("otlp/client.py")).args(["http", &vigil.otlp_http, "checkout"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let sent: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
     let trace_id = sent["trace_id"].as_str().unwrap().to_string();
@@ -131,10 +132,10 @@ async fn every_page_renders_in_chromium_with_real_data() {
         ("/explore?lang=promql&q=sum+by+(code)+(http_requests_total)&range=1h", "explore", &["<svg class=\"chart\"", "<table id=\"result\"", "{code=\"500\"}"]),
         ("/explore?lang=sql&q=SELECT+statistic%2C+value+FROM+drift_scores+WHERE+statistic+%3D+%27psi%27", "explore-sql", &["<table id=\"result\"", "psi"]),
         ("/", "overview", &["<table id=\"slos\"", "checkout-availability", "class=\"state exhausted\"", "svg class=\"spark\"", "payments"]),
-        ("/slos/checkout-availability", "slo", &["SLI over the window", "Error budget burn-down", "<svg class=\"chart\"", "id=\"burn-rates\"", "objective: 99.9", "class=\"state firing\""]),
+        ("/slos/checkout-availability", "slo", &["SLI over the window", "Error budget burn-down", "<svg class=\"chart\"", "id=\"burn-rates\"", "objective: 99.9", "class=\"state firing\"", "deploy 1.2.3", "class=\"marker\""]),
         ("/alerts", "alerts", &["id=\"firing\"", "FeatureDrift", "SLOBurnRate", "name=\"csrf\"", "PSI above 0.2"]),
         ("/models", "models", &["fraud", "amount", "class=\"state drifted\"", "PSI over time", "col ref", "col cur"]),
-        ("/traces?service=checkout-web", "traces", &["<table id=\"spans\"", "checkout-web", "href=\"/traces/"]),
+        ("/traces?service=checkout", "traces", &["<table id=\"spans\"", "GET /api/orders", "href=\"/traces/"]),
         (&trace_path, "trace", &["id=\"waterfall\"", "class=\"seg error\"", "class=\"seg unset\"", "details"]),
     ];
     let mut seen_links = std::collections::BTreeSet::new();

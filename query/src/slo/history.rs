@@ -95,3 +95,39 @@ pub async fn alert_history(engine: &QueryEngine, slo: &str, limit: usize) -> Res
     }
     Ok(out)
 }
+
+/// Deploys of a service: the first time each `service_version` of its `target_info` series was
+/// seen (OTLP senders put `service.version` there), in `[from_ms, to_ms]`. Empty when no sender
+/// reports versions.
+pub async fn deploys(engine: &QueryEngine, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, String)>, QueryError> {
+    let Ok(table) = engine.context().table("target_info").await else { return Ok(Vec::new()) };
+    let has = |name: &str| table.schema().fields().iter().any(|f| f.name() == name);
+    if !has("service_version") || !has("job") {
+        return Ok(Vec::new());
+    }
+    let job = cast(col("job"), DataType::Utf8);
+    let frame = table
+        .filter(job.clone().eq(lit(service)).or(job.like(lit(format!("%/{service}")))))
+        .map_err(QueryError::from_datafusion)?
+        .aggregate(
+            vec![cast(col("service_version"), DataType::Utf8).alias("version")],
+            vec![datafusion::functions_aggregate::expr_fn::min(cast(col("timestamp"), DataType::Int64) / lit(1_000_000i64)).alias("first")],
+        )
+        .map_err(QueryError::from_datafusion)?;
+    let mut out = Vec::new();
+    for batch in frame.collect().await.map_err(QueryError::from_datafusion)? {
+        let versions = batch.column(0).as_string::<i32>();
+        let first = batch.column(1).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            if versions.is_null(row) || first.is_null(row) {
+                continue;
+            }
+            let at = first.value(row);
+            if at >= from_ms && at <= to_ms {
+                out.push((at, versions.value(row).to_string()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -86,7 +86,7 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<Params>) -> 
                 let classes = ["s0", "s1", "s2", "s3"];
                 let lines: Vec<Series<'_>> =
                     series.iter().zip(&names).enumerate().map(|(i, (s, name))| Series { name, points: &s.points, class: classes[i % classes.len()] }).collect();
-                page.chart = Some(line_chart(&query, Some((now - range_ms, now)), &lines, &[]));
+                page.chart = Some(line_chart(&query, Some((now - range_ms, now)), &lines, &[], &[]));
                 page.columns = vec!["series".into(), "last value".into(), "at (UTC)".into()];
                 for (s, name) in series.iter().zip(&names) {
                     if let Some((t, v)) = s.points.last() {
@@ -128,7 +128,7 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<Params>) -> 
                             .collect();
                         points.sort_by_key(|p| p.0);
                         if !points.is_empty() {
-                            page.chart = Some(line_chart(&query, None, &[Series { name: "value", points: &points, class: "s0" }], &[]));
+                            page.chart = Some(line_chart(&query, None, &[Series { name: "value", points: &points, class: "s0" }], &[], &[]));
                         }
                     }
                 }

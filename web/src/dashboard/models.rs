@@ -74,7 +74,7 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
         let history = app.drift.history(key, now - 7 * 86_400_000_000_000, now).await.map_err(PageError::internal)?;
         let psi: Vec<(i64, f64)> = history.iter().filter_map(|w| w.scores.get("psi").map(|v| (w.window_start_ns / 1_000_000, *v))).collect();
         let rules: Vec<Rule<'_>> = psi_threshold.map(|value| Rule { label: "threshold", value }).into_iter().collect();
-        let chart = line_chart("PSI per window", Some(((now / 1_000_000) - 7 * 86_400_000, now / 1_000_000)), &[Series { name: "PSI", points: &psi, class: "s0" }], &rules);
+        let chart = line_chart("PSI per window", Some(((now / 1_000_000) - 7 * 86_400_000, now / 1_000_000)), &[Series { name: "PSI", points: &psi, class: "s0" }], &rules, &[]);
         let labels: Vec<String> = match &reference.bins {
             Bins::Numeric { edges } => (0..=edges.len())
                 .map(|i| match i {

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::response::Html;
 
 use super::overview::state_label;
-use super::svg::{Rule, Series, line_chart};
+use super::svg::{Marker, Rule, Series, line_chart};
 use super::{Layout, PageError, number, percent, render, utc};
 use crate::AppState;
 
@@ -45,6 +45,7 @@ struct SloPage {
     conditions: Vec<Condition>,
     alerts: Vec<(String, String, String)>,
     reloaded: String,
+    deploys: Vec<String>,
     reload_outcome: &'static str,
     source_file: String,
     source_line: u64,
@@ -77,7 +78,17 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
         .unwrap_or_default();
     let objective = definition.objective;
     let span = Some((now - window_ms, now));
-    let sli_chart = line_chart("SLI", span, &[Series { name: "SLI", points: &history.sli, class: "s0" }], &[Rule { label: "objective", value: objective }]);
+    let reload = app.reloader.status();
+    let mut markers: Vec<Marker> = vigil_query::slo::history::deploys(&app.engine, &definition.service, now - window_ms, now)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(at_ms, version)| Marker { at_ms, label: format!("deploy {version}") })
+        .collect();
+    if reload.at_ms > now - window_ms {
+        markers.push(Marker { at_ms: reload.at_ms, label: "config reload".into() });
+    }
+    let sli_chart = line_chart("SLI", span, &[Series { name: "SLI", points: &history.sli, class: "s0" }], &[Rule { label: "objective", value: objective }], &markers);
     // The ideal burn-down spends the budget evenly over the window.
     let start = now - window_ms;
     let ideal: Vec<(i64, f64)> = history.budget.first().map_or_else(Vec::new, |(t0, _)| {
@@ -89,6 +100,7 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
         span,
         &[Series { name: "budget left", points: &history.budget, class: "s0" }, Series { name: "ideal", points: &ideal, class: "s2" }],
         &[Rule { label: "exhausted", value: 0.0 }],
+        &markers,
     );
     let instances = statuses
         .iter()
@@ -120,7 +132,7 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
         })
         .unwrap_or_default();
     let alerts = vigil_query::slo::history::alert_history(&app.engine, &name, 50).await.unwrap_or_default();
-    let reload = app.reloader.status();
+    let deploys: Vec<String> = markers.iter().filter(|m| m.label.starts_with("deploy")).map(|m| format!("{} at {} UTC", m.label, utc(m.at_ms))).collect();
     render(&SloPage {
         layout: Layout::new(&name, "/"),
         name: definition.name.clone(),
@@ -134,6 +146,7 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
         conditions,
         alerts: alerts.into_iter().map(|(t, severity, state)| (utc(t), severity, state)).collect(),
         reloaded: utc(reload.at_ms),
+        deploys,
         reload_outcome: if reload.successful { "successful" } else { "failed" },
         source_file: definition.source.file.clone(),
         source_line: definition.source.line,

@@ -12,6 +12,12 @@ pub struct Series<'a> {
     pub class: &'a str,
 }
 
+/// A vertical marker at a time (a deploy, a config change).
+pub struct Marker {
+    pub at_ms: i64,
+    pub label: String,
+}
+
 /// A horizontal reference line (a threshold, an objective).
 pub struct Rule<'a> {
     pub label: &'a str,
@@ -109,7 +115,7 @@ fn trace(points: &[(i64, f64)], x: impl Fn(i64) -> f64, y: impl Fn(f64) -> f64) 
 
 /// A line chart with time and value axes over `span` (ms; the data's own when None); an
 /// empty-state box when nothing is finite.
-pub fn line_chart(title: &str, span: Option<(i64, i64)>, series: &[Series<'_>], rules: &[Rule<'_>]) -> String {
+pub fn line_chart(title: &str, span: Option<(i64, i64)>, series: &[Series<'_>], rules: &[Rule<'_>], markers: &[Marker]) -> String {
     let mut out = String::new();
     let _ = write!(out, r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}">"#, escape(title));
     let Some((t0, t1, lo, hi)) = bounds(series, rules).map(|(t0, t1, lo, hi)| match span {
@@ -143,6 +149,18 @@ pub fn line_chart(title: &str, span: Option<(i64, i64)>, series: &[Series<'_>], 
             WIDTH - RIGHT - 2.0,
             y(rule.value) - 3.0,
             escape(rule.label)
+        );
+    }
+    for marker in markers.iter().filter(|m| m.at_ms >= t0 && m.at_ms <= t1) {
+        let mx = x(marker.at_ms);
+        // Labels in the right half read leftwards, so they stay inside the chart.
+        let (tx, anchor) = if mx > WIDTH / 2.0 { (mx - 3.0, "end") } else { (mx + 3.0, "start") };
+        let _ = write!(
+            out,
+            r#"<g class="marker"><path d="M{mx:.1} {TOP}V{}"/><text x="{tx:.1}" y="{}" class="tick" text-anchor="{anchor}">{}</text></g>"#,
+            HEIGHT - BOTTOM,
+            TOP + 22.0,
+            escape(&marker.label)
         );
     }
     for s in series {
@@ -201,18 +219,18 @@ mod tests {
     #[test]
     fn nan_points_are_gaps_and_empty_series_say_so() {
         let points = [(0, 1.0), (1, f64::NAN), (2, 2.0), (3, f64::INFINITY)];
-        let svg = line_chart("t", None, &[Series { name: "a<b", points: &points, class: "s0" }], &[Rule { label: "objective", value: 1.5 }]);
+        let svg = line_chart("t", None, &[Series { name: "a<b", points: &points, class: "s0" }], &[Rule { label: "objective", value: 1.5 }], &[]);
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
         assert_eq!(svg.matches("<circle").count(), 2, "points standing alone are dots: {svg}");
         assert!(svg.contains("a&lt;b"), "names are escaped");
-        let empty = line_chart("t", None, &[Series { name: "a", points: &[(0, f64::NAN)], class: "s0" }], &[]);
+        let empty = line_chart("t", None, &[Series { name: "a", points: &[(0, f64::NAN)], class: "s0" }], &[], &[]);
         assert!(empty.contains("no data"), "{empty}");
         assert!(sparkline(&[]).contains("no data"));
     }
 
     #[test]
     fn flat_series_get_a_visible_range() {
-        let svg = line_chart("t", Some((0, 100)), &[Series { name: "a", points: &[(0, 0.0), (10, 0.0)], class: "s0" }], &[]);
+        let svg = line_chart("t", Some((0, 100)), &[Series { name: "a", points: &[(0, 0.0), (10, 0.0)], class: "s0" }], &[], &[]);
         assert!(!svg.contains("NaN") && svg.contains("<path d=\"M"), "{svg}");
     }
 }
