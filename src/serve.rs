@@ -96,7 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: config.limits.max_body_size.as_u64() as usize,
         max_concurrent_ingest: config.limits.max_concurrent_ingest,
     };
-    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), slos, alerting, drift, reloader, ready: ready.clone() };
+    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), slos, alerting, drift, reloader, ready: ready.clone(), dashboard: Default::default() };
     let api = bind(config.listen.http, "HTTP API").await?;
     let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
     let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;

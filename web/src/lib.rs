@@ -52,6 +52,7 @@ pub struct AppState {
     pub reloader: Arc<dyn Reload>,
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
+    pub dashboard: dashboard::DashboardState,
 }
 
 /// Bounds applied at the HTTP edge.

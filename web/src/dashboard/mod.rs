@@ -10,6 +10,10 @@ mod slo;
 mod traces;
 pub mod svg;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use askama::Template;
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -17,6 +21,36 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::AppState;
+
+/// Sparkline data kept between requests.
+type Sparklines = Arc<BTreeMap<String, vigil_query::slo::history::SloHistory>>;
+
+/// What the pages keep between requests: the 7-day SLI history behind the overview's
+/// sparklines, for a minute. It moves by the hour, and reading it scans every SLO's status
+/// rows of the week, too much for every page load with thousands of SLOs.
+#[derive(Clone, Default)]
+pub struct DashboardState {
+    sparklines: Arc<Mutex<Option<(Instant, Sparklines)>>>,
+}
+
+impl DashboardState {
+    const TTL: Duration = Duration::from_secs(60);
+
+    pub async fn sparklines(&self, engine: &vigil_query::QueryEngine) -> Sparklines {
+        if let Ok(guard) = self.sparklines.lock()
+            && let Some((at, cached)) = guard.as_ref()
+            && at.elapsed() < Self::TTL
+        {
+            return cached.clone();
+        }
+        let now = now_ms();
+        let fresh: Sparklines = Arc::new(vigil_query::slo::history::history(engine, None, now - 7 * 86_400_000, now, 3_600_000).await.unwrap_or_default());
+        if let Ok(mut guard) = self.sparklines.lock() {
+            *guard = Some((Instant::now(), fresh.clone()));
+        }
+        fresh
+    }
+}
 
 /// What every page shares: title, active nav entry, refresh, render time.
 pub struct Layout {

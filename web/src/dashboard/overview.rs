@@ -93,8 +93,7 @@ fn row(status: &vigil_query::slo::SloStatus, team: String, firing: usize, sparkl
 
 pub async fn page(State(app): State<AppState>, Query(filter): Query<Filter>) -> Result<Html<String>, PageError> {
     let statuses = app.slos.statuses();
-    let now = super::now_ms();
-    let history = vigil_query::slo::history::history(&app.engine, None, now - 7 * 86_400_000, now, 3_600_000).await.unwrap_or_default();
+    let history = app.dashboard.sparklines(&app.engine).await;
     let mut firing: BTreeMap<String, usize> = BTreeMap::new();
     for alert in app.alerting.alerts() {
         if alert.state == "firing" {
