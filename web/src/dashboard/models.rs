@@ -127,3 +127,36 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
         .join(", ");
     render(&ModelsPage { layout: Layout::new("Models", "/models"), models, thresholds })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::svg;
+
+    #[test]
+    fn a_model_without_scores_renders_dashes_not_nan() {
+        let feature = FeatureRow {
+            name: "x".repeat(300),
+            anchor: anchor(&["m", "v 1", "f/x"]),
+            state: "no_data",
+            window: "–".into(),
+            counts: "10 / 0".into(),
+            psi: number(Some(f64::NAN)),
+            js: number(None),
+            ks_p: number(Some(f64::INFINITY)),
+            wasserstein: number(None),
+            chart: line_chart("PSI", None, &[Series { name: "PSI", points: &[], class: "s0" }], &[], &[]),
+            bars: svg::paired_bars(&["a".into(), "other".into()], &[0.5, 0.5], &[]),
+        };
+        assert_eq!(feature.anchor, "m-v-1-f-x", "anchors are id-safe");
+        let page = ModelsPage {
+            layout: Layout::new("Models", "/models"),
+            models: vec![Model { name: "m".into(), version: String::new(), anchor: "m".into(), scored: 0, drifted: 0, share: None, features: vec![feature] }],
+            thresholds: "psi ≥ 0.2".into(),
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("NaN") && !html.contains("inf"), "no NaN or inf on the page");
+        assert!(html.contains("no data in this range"), "an empty chart says so");
+        assert!(html.contains("0 of 0 scored features"));
+    }
+}

@@ -153,3 +153,44 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
         source_yaml: definition.source.text.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_slo_without_data_renders_dashes_and_empty_charts() {
+        let page = SloPage {
+            layout: Layout::new("s", "/"),
+            name: "s".into(),
+            description: "<i>desc</i>".into(),
+            service: String::new(),
+            objective: percent(Some(1.0), 3),
+            window: "30d".into(),
+            instances: vec![Instance {
+                id: "s".into(),
+                state: "no_data",
+                state_label: "no data",
+                sli: percent(Some(f64::NAN), 3),
+                events: format!("{} good of {}", number(Some(0.0)), number(Some(0.0))),
+                budget: percent(None, 1),
+                exhaustion: String::new(),
+                error: None,
+            }],
+            sli_chart: line_chart("SLI", Some((0, 1000)), &[Series { name: "SLI", points: &[(10, f64::NAN)], class: "s0" }], &[Rule { label: "objective", value: 1.0 }], &[]),
+            budget_chart: line_chart("budget", Some((0, 1000)), &[], &[], &[Marker { at_ms: 500, label: "deploy <x>".into() }]),
+            conditions: Vec::new(),
+            alerts: Vec::new(),
+            reloaded: utc(0),
+            reload_outcome: "successful",
+            deploys: Vec::new(),
+            source_file: "s.yaml".into(),
+            source_line: 1,
+            source_yaml: "objective: 100".into(),
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("NaN") && !html.contains("<i>"), "{html}");
+        assert!(html.contains("100.000%"), "a 100 % objective shows");
+        assert!(html.contains("No evaluation yet") && html.contains("No deploys seen"));
+    }
+}

@@ -189,3 +189,42 @@ pub async fn trace(State(app): State<AppState>, Path(trace_id): Path<String>) ->
     layout.refresh_seconds = 0;
     render(&TracePage { layout, trace_id, total: duration(end - start), started: utc_ns(start), spans: rows })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waterfall_edge_data_renders_bounded_and_escaped() {
+        let long = format!("{}<b>", "deeply.nested.operation.".repeat(30));
+        let row = |id: &str, parent: Option<&str>, offset: f64, width: f64| WaterfallRow {
+            span_id: id.into(),
+            parent: parent.map(String::from),
+            service: "svc".into(),
+            name: long.clone(),
+            kind: "server".into(),
+            status: "error".into(),
+            status_class: "error",
+            status_message: "<timeout>".into(),
+            duration: duration(0),
+            indent: 0.5,
+            offset,
+            width,
+            attributes: r#"{"k":"<v>"}"#.into(),
+            events: String::new(),
+        };
+        let page = TracePage {
+            layout: Layout::new("Trace", "/traces"),
+            trace_id: "0".repeat(32),
+            total: duration(0),
+            started: utc_ns(0),
+            spans: vec![row("a", None, 0.0, 100.0), row("b", Some("a"), 100.0, 0.3)],
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("<b>") && !html.contains("<timeout>") && !html.contains("<v>"), "markup from spans is escaped");
+        assert_eq!(html.matches("class=\"seg error\"").count(), 2);
+        assert!(html.contains("href=\"#span-a\""), "a child links its parent");
+        assert_eq!(duration(0), "0 µs");
+        assert_eq!(duration(1_500_000_000), "1.50 s");
+    }
+}
