@@ -175,3 +175,33 @@ pub async fn expire_silence(State(app): State<AppState>, headers: HeaderMap, Pat
     app.alerting.expire_silence(&id).await.map_err(|e| PageError::new(StatusCode::NOT_FOUND, e.to_string(), "the silence may have been expired already"))?;
     Ok(Redirect::to("/alerts"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_rows_escape_labels_and_carry_the_token() {
+        let row = AlertRow {
+            name: "<Alert>".into(),
+            state: "firing",
+            summary: "a \"quoted\" <sum>".into(),
+            labels: format!("team={}", quoted(&"x".repeat(500))),
+            since: "2026-01-01 00:00:00".into(),
+            value: super::super::number(Some(f64::NAN)),
+            matchers: "alertname=\"<Alert>\"\nteam=\"a\\\"b\"".into(),
+        };
+        let page = AlertsPage {
+            layout: Layout::new("Alerts", "/alerts"),
+            sections: vec![Section { id: "firing", title: "Firing", alerts: vec![row], silenceable: true }],
+            no_alerts: false,
+            silences: vec![SilenceRow { id: "s1".into(), matchers: "a=\"b\"".into(), state: "expired".into(), ends: String::new(), created_by: "<me>".into(), comment: String::new() }],
+            csrf: "t".repeat(32),
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("<Alert>") && !html.contains("<me>") && !html.contains("<sum>"), "{html}");
+        assert!(!html.contains("NaN"));
+        assert_eq!(html.matches(&format!("value=\"{}\"", "t".repeat(32))).count(), 1, "the firing row's form carries the token");
+        assert!(!html.contains("/alerts/silences/s1/expire"), "an expired silence offers no expire button");
+    }
+}

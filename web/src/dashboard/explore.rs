@@ -139,3 +139,27 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<Params>) -> 
     }
     render(&page)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_and_odd_cells_render_escaped() {
+        let page = ExplorePage {
+            layout: Layout::new("Explore", "/explore"),
+            lang: "sql".into(),
+            query: "SELECT '<b>'".into(),
+            range: "1h".into(),
+            error: Some("syntax error near <".into()),
+            chart: None,
+            columns: vec!["<col>".into()],
+            rows: vec![vec![cell_text(&Value::Null)], vec![cell_text(&serde_json::json!("NaN"))], vec![cell_text(&serde_json::json!({"a": 1}))]],
+            truncated: false,
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("<b>") && !html.contains("<col>") && !html.contains("near <"), "{html}");
+        assert!(html.contains("3 rows"));
+        assert_eq!(label_text(&std::collections::BTreeMap::from([("__name__".to_string(), "up".to_string()), ("job".to_string(), "a".to_string())])), "up{job=\"a\"}");
+    }
+}

@@ -228,3 +228,24 @@ mod tests {
         assert_eq!(duration(1_500_000_000), "1.50 s");
     }
 }
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    #[test]
+    fn no_spans_shows_how_to_send_them_and_a_bad_duration_says_why() {
+        let page = TracesPage {
+            layout: Layout::new("Traces", "/traces"),
+            query: Search { service: Some("<svc>".into()), min_duration: Some("fast".into()), ..Search::default() },
+            range: "1h".into(),
+            services: vec!["<svc>".into()],
+            spans: Vec::new(),
+            error: Some("min duration \"fast\": not a duration".into()),
+        };
+        let html = page.render().unwrap();
+        assert!(html.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && html.contains("not a duration"));
+        assert!(!html.contains("<svc>"), "{html}");
+        assert!(html.contains(" selected>"), "the chosen service stays selected");
+    }
+}
