@@ -96,6 +96,11 @@ pub struct QueryResult {
     pub batches: Vec<RecordBatch>,
 }
 
+/// A UTC timestamp literal of Unix milliseconds, for filters on timestamp columns.
+pub(crate) fn ts_literal(ms: i64) -> datafusion::prelude::Expr {
+    datafusion::prelude::lit(datafusion::common::ScalarValue::TimestampNanosecond(Some(ms.saturating_mul(1_000_000)), Some("UTC".into())))
+}
+
 /// One shared session: catalogs, object stores and the memory pool are shared by all queries.
 #[derive(Clone)]
 pub struct QueryEngine {

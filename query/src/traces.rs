@@ -2,10 +2,10 @@
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{cast, col, lit};
 use datafusion::prelude::Expr;
 
+use crate::engine::ts_literal;
 use crate::output::cell;
 use crate::{QueryEngine, QueryError};
 
@@ -40,9 +40,6 @@ pub struct SpanRow {
     pub events: String,
 }
 
-fn ts_literal(ms: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(ms.saturating_mul(1_000_000)), Some("UTC".into())))
-}
 
 fn text(column: &str) -> Expr {
     cast(col(column), DataType::Utf8)

@@ -100,7 +100,7 @@ pub async fn scores(State(app): State<AppState>, Query(filter): Query<FeatureFil
         Some(start) => {
             let end = match &filter.end {
                 Some(end) => time_param(end, "end")?,
-                None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64),
+                None => crate::now_ms().saturating_mul(1_000_000),
             };
             Some((time_param(start, "start")?, end))
         }

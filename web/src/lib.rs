@@ -39,6 +39,11 @@ pub use error::ApiError;
 pub use otlp_grpc::router as otlp_grpc_router;
 pub use reload::{Reload, ReloadStatus};
 
+/// Wall-clock time in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {

@@ -77,9 +77,6 @@ fn success(data: Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json!({"status": "success", "data": data}).to_string()).into_response()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// A time as Prometheus accepts it: Unix seconds (fractions allowed) or RFC 3339.
 fn parse_time(text: &str, name: &str) -> Result<i64, ApiFailure> {
@@ -198,7 +195,7 @@ pub async fn query(State(app): State<AppState>, RawQuery(raw): RawQuery, headers
         let text = required(&params, "query")?;
         let at = match params.get("time") {
             Some(t) if !t.is_empty() => parse_time(t, "time")?,
-            _ => now_ms(),
+            _ => crate::now_ms(),
         };
         Ok::<_, ApiFailure>(app.engine.promql(text, EvalRange::instant(at), true).await?)
     };
@@ -311,7 +308,7 @@ pub async fn query_exemplars(State(app): State<AppState>, RawQuery(raw): RawQuer
         let text = required(&params, "query")?;
         let end = match params.get("end") {
             Some(t) if !t.is_empty() => parse_time(t, "end")?,
-            _ => now_ms(),
+            _ => crate::now_ms(),
         };
         let start = match params.get("start") {
             Some(t) if !t.is_empty() => parse_time(t, "start")?,

@@ -168,6 +168,25 @@ pub struct WindowOutcome {
     pub scores: stats::Scores,
 }
 
+impl WindowOutcome {
+    /// A window of `key` starting at `start_ns`, `window_ns` long, with nothing in it yet.
+    fn new(key: FeatureKey, start_ns: i64, window_ns: i64, status: &'static str) -> WindowOutcome {
+        WindowOutcome {
+            key,
+            window_start: rfc3339(start_ns),
+            window_end: rfc3339(start_ns + window_ns),
+            window_start_ns: start_ns,
+            status,
+            reference_id: None,
+            reference_count: 0,
+            current_count: 0,
+            stale_counts: 0,
+            bin_counts: Vec::new(),
+            scores: stats::Scores::new(),
+        }
+    }
+}
+
 /// The current data of one window, as read back from `drift_values`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WindowData {
@@ -473,28 +492,18 @@ impl DriftEngine {
                     return Err(invalid(format!("scores.{name} is not a finite number"), "send finite numbers"));
                 }
             }
-            let outcome = WindowOutcome {
-                key: key.clone(),
-                window_start: rfc3339(start),
-                window_end: rfc3339(start + self.window_ns()),
-                window_start_ns: start,
-                status: "ok",
-                reference_id: None,
-                reference_count: 0,
-                current_count: 0,
-                stale_counts: 0,
-                bin_counts: Vec::new(),
-                scores: scores.iter().filter_map(|(k, v)| DRIFT_STATISTICS.iter().find(|s| **s == k).map(|s| (*s, *v))).collect(),
-            };
+            let mut outcome = WindowOutcome::new(key.clone(), start, self.window_ns(), "ok");
+            outcome.scores = scores.iter().filter_map(|(k, v)| statistic_name(k).map(|s| (s, *v))).collect();
             let batch = self.score_rows(&[(outcome.clone(), at)])?;
             self.inner.storage.write(batch).await?;
+            let outcome_window = (outcome.window_start.clone(), outcome.window_end.clone());
             self.remember(outcome);
             metrics::counter!("vigil_drift_scores_posted_total").increment(scores.len() as u64);
             return Ok(Accepted {
                 key,
                 accepted: json!({"scores": scores.len()}),
-                window_start: rfc3339(start),
-                window_end: rfc3339(start + self.window_ns()),
+                window_start: outcome_window.0,
+                window_end: outcome_window.1,
                 reference_id: None,
                 warnings,
             });
@@ -560,19 +569,7 @@ impl DriftEngine {
     /// Scores one window of one feature from storage.
     pub async fn score_window(&self, key: &FeatureKey, start: i64) -> Result<WindowOutcome, DriftError> {
         let end = start + self.window_ns();
-        let mut outcome = WindowOutcome {
-            key: key.clone(),
-            window_start: rfc3339(start),
-            window_end: rfc3339(end),
-            window_start_ns: start,
-            status: "no_reference",
-            reference_id: None,
-            reference_count: 0,
-            current_count: 0,
-            stale_counts: 0,
-                bin_counts: Vec::new(),
-            scores: stats::Scores::new(),
-        };
+        let mut outcome = WindowOutcome::new(key.clone(), start, self.window_ns(), "no_reference");
         let Some(reference) = self.reference(key) else {
             return Ok(outcome);
         };
@@ -649,7 +646,6 @@ impl DriftEngine {
         let mut ends = Vec::new();
         let (mut models, mut versions, mut features, mut statistics) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut values, mut reference_counts, mut current_counts, mut ids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut series = Vec::new();
         for (outcome, at) in outcomes {
             for (statistic, value) in &outcome.scores {
                 times.push(*at);
@@ -662,14 +658,6 @@ impl DriftEngine {
                 reference_counts.push(outcome.reference_count);
                 current_counts.push(outcome.current_count);
                 ids.push(outcome.reference_id.clone());
-                let labels = LabelSet::new(vec![
-                    ("model".into(), outcome.key.model.clone()),
-                    ("version".into(), outcome.key.version.clone()),
-                    ("feature".into(), outcome.key.feature.clone()),
-                    ("statistic".into(), statistic.to_string()),
-                ])
-                .map_err(|e| invalid(format!("drift labels: {e}"), "model, version and feature must be usable label values"))?;
-                series.push(MetricSeries { metric: SCORE_METRIC.into(), labels, samples: vec![Sample { timestamp_ns: *at, value: *value }] });
             }
         }
         let columns: Vec<ArrayRef> = vec![
@@ -685,7 +673,7 @@ impl DriftEngine {
             Arc::new(StringArray::from(ids)),
         ];
         let batch = RecordBatch::try_new(FixedTable::DriftScores.schema(), columns).map_err(|e| DriftError::Query(e.to_string()))?;
-        Ok(WriteBatch { metrics: series, rows: vec![TableRows { table: FixedTable::DriftScores, batch }] })
+        Ok(WriteBatch { metrics: score_series(outcomes)?, rows: vec![TableRows { table: FixedTable::DriftScores, batch }] })
     }
 
     /// Thresholds in force, with their direction.
@@ -835,18 +823,13 @@ impl DriftEngine {
         Ok(windows
             .into_iter()
             .filter(|(end, _)| *end - window < to)
-            .map(|(end, stored)| WindowOutcome {
-                key: key.clone(),
-                window_start: rfc3339(end - window),
-                window_end: rfc3339(end),
-                window_start_ns: end - window,
-                status: "ok",
-                reference_id: stored.reference_id,
-                reference_count: stored.reference_count,
-                current_count: stored.current_count,
-                stale_counts: 0,
-                bin_counts: Vec::new(),
-                scores: stored.scores.into_iter().filter_map(|(s, (_, v))| DRIFT_STATISTICS.iter().find(|n| **n == s).map(|n| (*n, v))).collect(),
+            .map(|(end, stored)| {
+                let mut outcome = WindowOutcome::new(key.clone(), end - window, window, "ok");
+                outcome.reference_id = stored.reference_id;
+                outcome.reference_count = stored.reference_count;
+                outcome.current_count = stored.current_count;
+                outcome.scores = stored.scores.into_iter().filter_map(|(s, (_, v))| statistic_name(&s).map(|n| (n, v))).collect();
+                outcome
             })
             .collect())
     }
@@ -867,8 +850,7 @@ impl DriftEngine {
         if recent.is_empty() {
             return Ok(());
         }
-        let batch = self.score_rows(&recent)?;
-        self.inner.storage.write(WriteBatch { metrics: batch.metrics, rows: Vec::new() }).await?;
+        self.inner.storage.write(WriteBatch { metrics: score_series(&recent)?, rows: Vec::new() }).await?;
         Ok(())
     }
 
@@ -895,6 +877,29 @@ impl DriftEngine {
             tracing::warn!(error = %e, "scoring drift windows at shutdown failed");
         }
     }
+}
+
+/// The static name of a known statistic.
+fn statistic_name(name: &str) -> Option<&'static str> {
+    DRIFT_STATISTICS.iter().find(|s| **s == name).copied()
+}
+
+/// `vigil_drift_score` samples of scored windows, each at `at`.
+fn score_series(outcomes: &[(WindowOutcome, i64)]) -> Result<Vec<MetricSeries>, DriftError> {
+    let mut series = Vec::new();
+    for (outcome, at) in outcomes {
+        for (statistic, value) in &outcome.scores {
+            let labels = LabelSet::new(vec![
+                ("model".into(), outcome.key.model.clone()),
+                ("version".into(), outcome.key.version.clone()),
+                ("feature".into(), outcome.key.feature.clone()),
+                ("statistic".into(), statistic.to_string()),
+            ])
+            .map_err(|e| invalid(format!("drift labels: {e}"), "model, version and feature must be usable label values"))?;
+            series.push(MetricSeries { metric: SCORE_METRIC.into(), labels, samples: vec![Sample { timestamp_ns: *at, value: *value }] });
+        }
+    }
+    Ok(series)
 }
 
 /// One window's newest stored scores, read back from `drift_scores`.

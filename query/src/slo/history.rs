@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::avg;
 use datafusion::logical_expr::{cast, col, lit};
-use datafusion::prelude::Expr;
 
+use crate::engine::ts_literal;
 use crate::{QueryEngine, QueryError};
 
 /// Points of one SLO: (bucket start in ms, SLI, error budget left).
@@ -19,9 +18,6 @@ pub struct SloHistory {
     pub budget: Vec<(i64, f64)>,
 }
 
-fn ts_literal(ms: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(ms.saturating_mul(1_000_000)), Some("UTC".into())))
-}
 
 /// SLI and budget per `step_ms` bucket in `[from_ms, to_ms]`, per SLO (all, or `only`).
 pub async fn history(engine: &QueryEngine, only: Option<&str>, from_ms: i64, to_ms: i64, step_ms: i64) -> Result<BTreeMap<String, SloHistory>, QueryError> {

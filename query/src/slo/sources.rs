@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::common::{ScalarValue, TableReference};
+use datafusion::common::TableReference;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::when;
 use datafusion::prelude::{Expr, cast, ident, lit};
@@ -19,6 +19,7 @@ use promql_parser::parser::Expr as PromExpr;
 use super::model::{PromQlKind, Sli, SloDefinition};
 use super::rollup::{MINUTE_MS, minute_of};
 use crate::QueryEngine;
+use crate::engine::ts_literal;
 use crate::promql::{EvalRange, PromResult};
 
 /// Values of the grouping labels (empty when the SLO is not grouped).
@@ -278,9 +279,6 @@ async fn latency(
     Ok(accumulator.counts(true))
 }
 
-fn ts_literal(ms: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(ms.saturating_mul(1_000_000)), Some("UTC".into())))
-}
 
 /// `((t_ns − 1) / 60 s) · 60 s` in ms: the minute bucket of a time column.
 fn minute_expr(column: &str) -> Expr {
