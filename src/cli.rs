@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, FsyncMode, PromDuration};
+use crate::config::{Config, FsyncMode, PromDuration, Scope, Secret, TlsConfig, TokenConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +71,62 @@ pub struct ServeArgs {
     pub alerting_max_attempts: Option<u32>,
     #[command(flatten)]
     pub drift: DriftArgs,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Auth and TLS")]
+pub struct SecurityArgs {
+    /// A bearer token as NAME:SCOPES:TOKEN, scopes joined by `+` (`ci:ingest+read:...`);
+    /// repeatable, comma-separated in the env var. Added to the file's `auth.tokens`.
+    /// Prefer `token_env` in the file: flags show in the process list.
+    #[arg(long = "auth-token", env = "VIGIL_AUTH_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub auth_tokens: Vec<TokenArg>,
+    /// Certificate chain (PEM) to serve every listener over TLS; needs --tls-key-file
+    #[arg(long, env = "VIGIL_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert-file
+    #[arg(long, env = "VIGIL_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// `NAME:SCOPES:TOKEN` from the command line.
+#[derive(Clone)]
+pub struct TokenArg {
+    name: String,
+    scopes: Vec<Scope>,
+    secret: Secret,
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenArg").field("name", &self.name).field("scopes", &self.scopes).field("secret", &self.secret).finish()
+    }
+}
+
+impl std::str::FromStr for TokenArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut parts = text.splitn(3, ':');
+        let (Some(name), Some(scopes), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("expected NAME:SCOPES:TOKEN, e.g. ci:ingest+read:<token>".into());
+        };
+        let scopes = scopes
+            .split('+')
+            .map(|scope| match scope {
+                "ingest" => Ok(Scope::Ingest),
+                "read" => Ok(Scope::Read),
+                "admin" => Ok(Scope::Admin),
+                other => Err(format!("unknown scope {other:?}; one of ingest, read, admin")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if name.is_empty() || secret.trim().is_empty() {
+            return Err("the token's name and value must not be empty".into());
+        }
+        Ok(TokenArg { name: name.to_string(), scopes, secret: Secret(secret.to_string()) })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +176,9 @@ pub struct StorageArgs {
     /// Memory budget of the write buffer; past half a flush starts, past all writes get 503 [default: 1GiB]
     #[arg(long, env = "VIGIL_BUFFER_SIZE")]
     pub buffer_size: Option<ByteSize>,
+    /// Rows one compaction merges at most; bounds compaction memory [default: 4000000]
+    #[arg(long, env = "VIGIL_COMPACTION_MAX_ROWS")]
+    pub compaction_max_rows: Option<u64>,
     /// When a write is acknowledged: `always` after fdatasync (group commit), `interval` after
     /// reaching the OS with a sync every --wal-fsync-interval, `never` leaves syncing to the OS [default: always]
     #[arg(long, env = "VIGIL_WAL_FSYNC")]
@@ -159,6 +218,9 @@ pub struct LimitsArgs {
     /// Ingest requests handled at once; more get 503 instead of queueing [default: 256]
     #[arg(long, env = "VIGIL_MAX_CONCURRENT_INGEST")]
     pub max_concurrent_ingest: Option<usize>,
+    /// Queries (SQL, PromQL) handled at once; more get 503 instead of queueing [default: 64]
+    #[arg(long, env = "VIGIL_MAX_CONCURRENT_QUERIES")]
+    pub max_concurrent_queries: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +266,7 @@ impl ServeArgs {
         set(&mut storage.partition, self.storage.partition);
         set(&mut storage.flush_interval, self.storage.flush_interval);
         set(&mut storage.buffer_size, self.storage.buffer_size);
+        set(&mut storage.compaction_max_rows, self.storage.compaction_max_rows);
         set(&mut storage.wal.fsync, self.storage.wal_fsync);
         set(&mut storage.wal.fsync_interval, self.storage.wal_fsync_interval);
         set(&mut storage.wal.max_pending, self.storage.wal_max_pending);
@@ -217,6 +280,16 @@ impl ServeArgs {
         set(&mut limits.max_label_name_length, self.limits.max_label_name_length);
         set(&mut limits.max_label_value_length, self.limits.max_label_value_length);
         set(&mut limits.max_concurrent_ingest, self.limits.max_concurrent_ingest);
+
+        set(&mut limits.max_concurrent_queries, self.limits.max_concurrent_queries);
+
+        for token in &self.security.auth_tokens {
+            let name = serde_saphyr::Spanned::new(token.name.clone(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN);
+            config.auth.tokens.push(TokenConfig { name, token: Some(token.secret.clone()), token_env: None, scopes: token.scopes.clone() });
+        }
+        if let (Some(cert_file), Some(key_file)) = (&self.security.tls_cert_file, &self.security.tls_key_file) {
+            config.tls = Some(TlsConfig { cert_file: cert_file.clone(), key_file: key_file.clone() });
+        }
 
         set(&mut config.query.timeout, self.query.query_timeout);
         set(&mut config.query.max_memory, self.query.query_max_memory);
@@ -243,5 +316,19 @@ mod tests {
         assert_eq!(config.storage.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.storage.wal.fsync, FsyncMode::Never);
         assert_eq!(config.storage.retention, PromDuration::days(7));
+    }
+
+    #[test]
+    fn tokens_and_tls_come_from_flags() {
+        let cli = Cli::try_parse_from(["vigil", "serve", "--auth-token", "ci:ingest+read:a:b:c", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert!(!format!("{args:?}").contains("a:b:c"), "Debug output shows the token");
+        let mut config = Config::default();
+        args.apply(&mut config);
+        let specs = config.auth.resolve().unwrap();
+        assert_eq!((specs[0].name.as_str(), specs[0].secret.as_str(), specs[0].scopes.as_slice()), ("ci", "a:b:c", &[Scope::Ingest, Scope::Read][..]));
+        assert_eq!(config.tls.unwrap().key_file, PathBuf::from("k.pem"));
+        assert!(Cli::try_parse_from(["vigil", "serve", "--auth-token", "ci:write:x"]).is_err());
+        assert!(Cli::try_parse_from(["vigil", "serve", "--tls-cert-file", "c.pem"]).is_err(), "a certificate needs its key");
     }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     /// Model drift scoring.
     pub drift: DriftConfig,
     pub auth: AuthConfig,
+    /// Serve every listener over TLS; plain HTTP without it.
+    pub tls: Option<TlsConfig>,
     /// The directory relative paths of the file are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -64,6 +66,7 @@ impl Default for Config {
             alerting: AlertingSettings::default(),
             drift: DriftConfig::default(),
             auth: AuthConfig::default(),
+            tls: None,
             base_dir: PathBuf::from("."),
         }
     }
@@ -108,7 +111,8 @@ impl Default for DriftConfig {
     }
 }
 
-/// Bearer tokens. Parsed and checked now; enforcing them is the hardening work (see README).
+/// Bearer tokens. None configured: every endpoint is open (the loopback default); any
+/// configured: every endpoint but `/-/healthy` and `/-/ready` needs one with the right scope.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -118,20 +122,57 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    pub name: String,
+    pub name: Spanned<String>,
+    /// The token itself; `token_env` keeps it out of the file.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+    /// The environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
     pub scopes: Vec<Scope>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Ingest,
-    Read,
-    Admin,
+pub use vigil_web::Scope;
+
+/// A value that never shows in logs or `Debug` output.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl AuthConfig {
+    /// The tokens with their secrets read (from the file or the environment).
+    pub fn resolve(&self) -> Result<Vec<vigil_web::TokenSpec>, String> {
+        self.tokens
+            .iter()
+            .map(|token| {
+                let secret = match (&token.token, &token.token_env) {
+                    (Some(secret), _) => secret.0.clone(),
+                    (None, Some(var)) => std::env::var(var).map_err(|_| format!("auth token {:?}: environment variable {var} is not set", token.name.value))?,
+                    (None, None) => return Err(format!("auth token {:?} has neither token nor token_env", token.name.value)),
+                };
+                if secret.trim().is_empty() {
+                    return Err(format!("auth token {:?} is empty", token.name.value));
+                }
+                Ok(vigil_web::TokenSpec { name: token.name.value.clone(), secret: secret.trim().to_string(), scopes: token.scopes.clone() })
+            })
+            .collect()
+    }
+}
+
+/// TLS for every listener (API, OTLP/HTTP, OTLP/gRPC), PEM files.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1 private key.
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -209,6 +250,8 @@ pub struct StorageConfig {
     pub flush_interval: PromDuration,
     /// Memory budget of the write buffer.
     pub buffer_size: ByteSize,
+    /// Rows one compaction merges (in memory) at most.
+    pub compaction_max_rows: u64,
     pub wal: WalConfig,
 }
 
@@ -220,6 +263,7 @@ impl Default for StorageConfig {
             partition: PromDuration(Duration::from_secs(2 * 3600)),
             flush_interval: PromDuration(Duration::from_secs(600)),
             buffer_size: ByteSize::gib(1),
+            compaction_max_rows: vigil_storage::StorageOptions::new(".").compaction_max_rows,
             wal: WalConfig::default(),
         }
     }
@@ -264,6 +308,7 @@ pub struct LimitsConfig {
     pub max_label_name_length: usize,
     pub max_label_value_length: usize,
     pub max_concurrent_ingest: usize,
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for LimitsConfig {
@@ -279,6 +324,7 @@ impl Default for LimitsConfig {
             max_label_name_length: ingest.max_label_name_bytes,
             max_label_value_length: ingest.max_label_value_bytes,
             max_concurrent_ingest: http.max_concurrent_ingest,
+            max_concurrent_queries: http.max_concurrent_queries,
         }
     }
 }
@@ -350,6 +396,10 @@ impl Config {
             if config.storage.data_dir.is_relative() {
                 config.storage.data_dir = base.join(&config.storage.data_dir);
             }
+            if let Some(tls) = &mut config.tls {
+                tls.cert_file = base.join(&tls.cert_file);
+                tls.key_file = base.join(&tls.key_file);
+            }
         }
         Ok(config)
     }
@@ -397,6 +447,19 @@ impl Config {
         }
         if self.drift.window.0 < Duration::from_secs(60) {
             return Err(ConfigError { path: path.to_path_buf(), line: 1, column: 1, message: format!("drift.window {} is under a minute", self.drift.window) });
+        }
+        let mut names = std::collections::HashSet::new();
+        for token in &self.auth.tokens {
+            let name = &token.name;
+            if name.value.is_empty() || !names.insert(name.value.as_str()) {
+                return Err(at(name.referenced, format!("auth token names must be unique and not empty ({:?})", name.value)));
+            }
+            if token.token.is_some() == token.token_env.is_some() {
+                return Err(at(name.referenced, format!("auth token {:?} needs exactly one of token and token_env", name.value)));
+            }
+            if token.scopes.is_empty() {
+                return Err(at(name.referenced, format!("auth token {:?} has no scopes; give it some of ingest, read, admin", name.value)));
+            }
         }
         let mut jobs = std::collections::HashSet::new();
         for scrape in &self.scrape_configs {
@@ -505,6 +568,28 @@ mod tests {
         assert_eq!(config.receivers.len(), 2);
         assert_eq!(config.route.as_ref().unwrap().routes.len(), 1);
         assert_eq!(config.auth.tokens[0].scopes, [Scope::Ingest]);
+    }
+
+    #[test]
+    fn tokens_are_checked_and_never_printed() {
+        let config = parse("auth:\n  tokens:\n    - {name: ci, token: s3cret-value, scopes: [ingest, read]}\n").unwrap();
+        assert!(!format!("{config:?}").contains("s3cret-value"), "Debug output shows the token");
+        let specs = config.auth.resolve().unwrap();
+        assert_eq!((specs[0].name.as_str(), specs[0].secret.as_str()), ("ci", "s3cret-value"));
+        let error = parse("auth:\n  tokens:\n    - {name: ci, scopes: [read]}\n").unwrap_err();
+        assert_eq!(error.line, 3);
+        assert!(error.message.contains("exactly one of token and token_env"), "{}", error.message);
+        let error = parse("auth:\n  tokens:\n    - {name: a, token: x, scopes: []}\n").unwrap_err();
+        assert!(error.message.contains("no scopes"), "{}", error.message);
+        let error = parse("auth:\n  tokens:\n    - {name: a, token: x, scopes: [read]}\n    - {name: a, token: y, scopes: [read]}\n").unwrap_err();
+        assert_eq!(error.line, 4);
+        let error = parse("auth:\n  tokens:\n    - {name: a, token: x, scopes: [write]}\n").unwrap_err();
+        assert!(error.message.contains("unknown variant `write`"), "{}", error.message);
+        let config = parse("auth:\n  tokens:\n    - {name: a, token_env: VIGIL_TEST_UNSET_TOKEN_VAR, scopes: [read]}\n").unwrap();
+        assert!(config.auth.resolve().unwrap_err().contains("VIGIL_TEST_UNSET_TOKEN_VAR is not set"));
+        let config = Config::parse(Path::new("/etc/vigil/vigil.yaml"), "tls: {cert_file: c.pem, key_file: /k.pem}\n").unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!((tls.cert_file, tls.key_file), (PathBuf::from("/etc/vigil/c.pem"), PathBuf::from("/k.pem")));
     }
 
     #[test]

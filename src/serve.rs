@@ -7,6 +7,7 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -95,23 +96,46 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http = HttpOptions {
         max_body_bytes: config.limits.max_body_size.as_u64() as usize,
         max_concurrent_ingest: config.limits.max_concurrent_ingest,
+        max_concurrent_queries: config.limits.max_concurrent_queries,
     };
-    let state = AppState { ingestor: ingestor.clone(), engine, metrics, scraper: scraper.clone(), slos, alerting, drift, reloader, ready: ready.clone(), dashboard: Default::default() };
-    let api = bind(config.listen.http, "HTTP API").await?;
-    let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP").await?;
-    let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC").await?;
+    let auth = vigil_web::Auth::new(config.auth.resolve().map_err(anyhow::Error::msg)?);
+    if auth.enabled() {
+        info!(tokens = config.auth.tokens.len(), "bearer-token auth on");
+    } else if !config.listen.http.ip().is_loopback() {
+        tracing::warn!(address = %config.listen.http, "no auth.tokens configured: every endpoint is open to whoever reaches this address");
+    }
+    let tls = match &config.tls {
+        Some(tls) => Some(tls_config(tls).await?),
+        None => None,
+    };
+    let state = AppState {
+        ingestor: ingestor.clone(),
+        engine,
+        metrics,
+        scraper: scraper.clone(),
+        slos,
+        alerting,
+        drift,
+        reloader,
+        ready: ready.clone(),
+        dashboard: Default::default(),
+        auth: auth.clone(),
+    };
+    let api = bind(config.listen.http, "HTTP API", tls.is_some()).await?;
+    let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP", tls.is_some()).await?;
+    let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC", tls.is_some()).await?;
     let shutdown = CancellationToken::new();
     let servers = [
         (api, vigil_web::router(state.clone(), &http)),
         (otlp_http, vigil_web::otlp_http_router(state, &http)),
-        (otlp_grpc, vigil_web::otlp_grpc_router(ingestor, http.max_body_bytes)),
+        (otlp_grpc, vigil_web::otlp_grpc_router(ingestor, http.max_body_bytes, auth)),
     ]
-    .map(|(listener, app)| tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future()));
+    .map(|(listener, app)| tokio::spawn(serve_listener(listener, app, tls.clone(), shutdown.clone())));
     ready.store(true, Ordering::Release);
     shutdown_signal(ready).await;
     shutdown.cancel();
     for server in servers {
-        server.await.context("HTTP server task")?.context("serving HTTP")?;
+        server.await.context("HTTP server task")??;
     }
     drop(scraper);
     info!("no longer accepting requests; flushing");
@@ -124,10 +148,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind(address: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+async fn bind(address: std::net::SocketAddr, what: &str, tls: bool) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(address).await.with_context(|| format!("binding the {what} listener to {address}"))?;
-    info!(address = %listener.local_addr()?, "{what} listening");
+    info!(address = %listener.local_addr()?, tls, "{what} listening");
     Ok(listener)
+}
+
+/// Serves one listener until `shutdown`, then lets requests in flight finish.
+async fn serve_listener(listener: TcpListener, app: axum::Router, tls: Option<RustlsConfig>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(tls) = tls else {
+        return axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).into_future().await.context("serving HTTP");
+    };
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown.cancelled().await;
+            handle.graceful_shutdown(Some(Duration::from_secs(30)));
+        }
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await
+        .context("serving HTTPS")
+}
+
+/// The certificate and key, checked now so that a bad file stops start-up with its name.
+/// ALPN offers h2 (gRPC needs it) and HTTP/1.1.
+async fn tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<RustlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    // One crypto provider for the process (ring); a second call is a no-op error.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the TLS certificate {}", tls.cert_file.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", tls.cert_file.display());
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).with_context(|| format!("reading the TLS private key {}", tls.key_file.display()))?;
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| format!("the key {} does not fit the certificate {}", tls.key_file.display(), tls.cert_file.display()))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(RustlsConfig::from_config(Arc::new(server)))
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -149,6 +213,7 @@ fn storage_options(config: &Config) -> StorageOptions {
     options.flush_interval = storage.flush_interval.0.max(Duration::from_secs(1));
     options.buffer_max_bytes = storage.buffer_size.as_u64() as usize;
     options.retention = storage.retention.0;
+    options.compaction_max_rows = storage.compaction_max_rows.max(1);
     options
 }
 

@@ -51,6 +51,66 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks one series' labels against the count and length bounds; the message names the
+    /// offending label. A breach is counted in `/metrics`.
+    pub fn check_labels<'a>(&self, labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Result<(), String> {
+        if labels.len() > self.max_labels_per_series {
+            Limit::LabelsPerSeries.count();
+            return Err(format!("{} labels, above the limit of {}", labels.len(), self.max_labels_per_series));
+        }
+        for (name, value) in labels {
+            if name.len() > self.max_label_name_bytes || value.len() > self.max_label_value_bytes {
+                Limit::LabelLength.count();
+                return Err(format!(
+                    "label {name:.64} is longer than the limit ({} bytes for names, {} for values)",
+                    self.max_label_name_bytes, self.max_label_value_bytes
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A bound a request can break; its name labels `vigil_limit_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    DecompressedSize,
+    SeriesPerRequest,
+    SamplesPerRequest,
+    LabelsPerSeries,
+    LabelLength,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::DecompressedSize => "decompressed_size",
+            Limit::SeriesPerRequest => "series_per_request",
+            Limit::SamplesPerRequest => "samples_per_request",
+            Limit::LabelsPerSeries => "labels_per_series",
+            Limit::LabelLength => "label_length",
+        }
+    }
+
+    /// Counts one refusal in `/metrics`.
+    pub fn count(self) {
+        metrics::counter!("vigil_limit_refusals_total", "limit" => self.as_str()).increment(1);
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::DecompressedSize => "decompressed body (bytes)",
+            Limit::SeriesPerRequest => "series in the request",
+            Limit::SamplesPerRequest => "samples in the request",
+            Limit::LabelsPerSeries => "labels of a series",
+            Limit::LabelLength => "label length (bytes)",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{what}: {message}")]
@@ -58,7 +118,7 @@ pub enum IngestError {
     #[error("series {index} ({series}): {message}")]
     InvalidSeries { index: usize, series: String, message: String },
     #[error("{what} is {actual}, above the limit of {limit}")]
-    TooLarge { what: &'static str, actual: usize, limit: usize },
+    TooLarge { what: Limit, actual: usize, limit: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("internal ingest error: {0}")]
@@ -66,6 +126,12 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// A request over one of the limits, counted in `/metrics`.
+    pub fn too_large(what: Limit, actual: usize, limit: usize) -> IngestError {
+        what.count();
+        IngestError::TooLarge { what, actual, limit }
+    }
+
     /// True when the same request can succeed later.
     pub fn is_transient(&self) -> bool {
         matches!(self, IngestError::Storage(e) if e.is_transient())
@@ -213,11 +279,7 @@ impl Ingestor {
             self.metadata.record(name, entry.clone());
         }
         if mapped.series.len() > self.limits.max_series_per_request {
-            return Err(IngestError::TooLarge {
-                what: "series in the request",
-                actual: mapped.series.len(),
-                limit: self.limits.max_series_per_request,
-            });
+            return Err(IngestError::too_large(Limit::SeriesPerRequest, mapped.series.len(), self.limits.max_series_per_request));
         }
         let samples = mapped.series.len();
         let exemplars = mapped.exemplars.len();

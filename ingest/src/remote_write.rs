@@ -8,7 +8,7 @@ use vigil_storage::write::{LabelError, is_valid_metric_name};
 use vigil_storage::exemplars::Exemplar;
 use vigil_storage::{LabelSet, MetricSeries, Sample, WriteBatch};
 
-use crate::{IngestError, Limits};
+use crate::{IngestError, Limit, Limits};
 
 /// `prometheus.WriteRequest` (prompb/remote.proto), the fields Vigil reads.
 #[derive(Clone, PartialEq, Message)]
@@ -94,29 +94,17 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
     let snappy = |e: snap::Error| IngestError::Malformed { what: "snappy", message: e.to_string() };
     let raw_len = snap::raw::decompress_len(body).map_err(snappy)?;
     if raw_len > limits.max_decompressed_bytes {
-        return Err(IngestError::TooLarge {
-            what: "decompressed body (bytes)",
-            actual: raw_len,
-            limit: limits.max_decompressed_bytes,
-        });
+        return Err(IngestError::too_large(Limit::DecompressedSize, raw_len, limits.max_decompressed_bytes));
     }
     let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(snappy)?;
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|e| IngestError::Malformed { what: "protobuf WriteRequest", message: e.to_string() })?;
     if request.timeseries.len() > limits.max_series_per_request {
-        return Err(IngestError::TooLarge {
-            what: "series in the request",
-            actual: request.timeseries.len(),
-            limit: limits.max_series_per_request,
-        });
+        return Err(IngestError::too_large(Limit::SeriesPerRequest, request.timeseries.len(), limits.max_series_per_request));
     }
     let samples: usize = request.timeseries.iter().map(|s| s.samples.len()).sum();
     if samples > limits.max_samples_per_request {
-        return Err(IngestError::TooLarge {
-            what: "samples in the request",
-            actual: samples,
-            limit: limits.max_samples_per_request,
-        });
+        return Err(IngestError::too_large(Limit::SamplesPerRequest, samples, limits.max_samples_per_request));
     }
     let mut summary = Summary { metadata: request.metadata.len(), ..Summary::default() };
     let mut metrics = Vec::with_capacity(request.timeseries.len());
@@ -149,20 +137,10 @@ fn convert(index: usize, series: &TimeSeries, limits: &Limits) -> Result<MetricS
         series: describe(&series.labels),
         message,
     };
-    if series.labels.len() > limits.max_labels_per_series {
-        let message = format!("{} labels, above the limit of {}", series.labels.len(), limits.max_labels_per_series);
-        return Err(invalid(&series, message));
-    }
+    limits.check_labels(series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))).map_err(|message| invalid(series, message))?;
     let mut metric = None;
     let mut pairs = Vec::with_capacity(series.labels.len());
     for label in &series.labels {
-        if label.name.len() > limits.max_label_name_bytes || label.value.len() > limits.max_label_value_bytes {
-            let message = format!(
-                "label {:.64} is longer than the limit ({} bytes for names, {} for values)",
-                label.name, limits.max_label_name_bytes, limits.max_label_value_bytes
-            );
-            return Err(invalid(&series, message));
-        }
         if label.name == "__name__" {
             if metric.replace(label.value.clone()).is_some() {
                 return Err(invalid(&series, "duplicate label name \"__name__\"".into()));

@@ -26,7 +26,7 @@ pub fn to_series(
     limits: &Limits,
 ) -> Result<Vec<MetricSeries>, IngestError> {
     if samples.len() > limits.max_series_per_request {
-        return Err(IngestError::TooLarge { what: "samples in the body", actual: samples.len(), limit: limits.max_series_per_request });
+        return Err(IngestError::too_large(crate::Limit::SeriesPerRequest, samples.len(), limits.max_series_per_request));
     }
     let mut out = Vec::with_capacity(samples.len());
     for (index, sample) in samples.into_iter().enumerate() {
@@ -45,12 +45,7 @@ pub fn to_series(
             }
         }
         let invalid = |message: String| IngestError::InvalidSeries { index, series: sample.name.clone(), message };
-        if labels.len() > limits.max_labels_per_series {
-            return Err(invalid(format!("{} labels, above the limit of {}", labels.len(), limits.max_labels_per_series)));
-        }
-        if let Some((name, _)) = labels.iter().find(|(n, v)| n.len() > limits.max_label_name_bytes || v.len() > limits.max_label_value_bytes) {
-            return Err(invalid(format!("label {name:.64} is longer than the limit")));
-        }
+        limits.check_labels(labels.iter().map(|(n, v)| (n.as_str(), v.as_str()))).map_err(invalid)?;
         let labels = LabelSet::new(labels).map_err(|e| invalid(e.to_string()))?;
         let timestamp_ms = sample.timestamp_ms.unwrap_or(default_timestamp_ms);
         let timestamp_ns = timestamp_ms.checked_mul(1_000_000).ok_or_else(|| invalid(format!("timestamp {timestamp_ms} ms is out of range")))?;

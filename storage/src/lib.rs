@@ -75,6 +75,9 @@ pub struct StorageOptions {
     pub retention: Duration,
     /// A partition with this many segments is compacted even while still open.
     pub compaction_max_segments: usize,
+    /// Rows one compaction merges at most. The merge happens in memory, so this bounds its
+    /// memory; a partition larger than this ends up as several segments of about this size.
+    pub compaction_max_rows: u64,
 }
 
 impl StorageOptions {
@@ -89,6 +92,7 @@ impl StorageOptions {
             buffer_max_bytes: 1 << 30,
             retention: Duration::from_secs(30 * 86400),
             compaction_max_segments: 8,
+            compaction_max_rows: 4_000_000,
         }
     }
 }

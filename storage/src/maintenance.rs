@@ -159,12 +159,15 @@ impl Storage {
         for segment in &current.segments {
             groups.entry((segment.table.as_str(), segment.partition_start_ns)).or_default().push(segment);
         }
+        let max_rows = self.inner.options.compaction_max_rows;
         let due: Vec<((&str, i64), Vec<&SegmentMeta>)> = groups
             .into_iter()
-            .filter(|((_, partition), segments)| {
+            .filter_map(|((table, partition), mut segments)| {
                 let closed = partition.saturating_add(partition_ns).saturating_add(grace_ns) <= now;
-                segments.len() >= 2
-                    && (closed || segments.len() >= self.inner.options.compaction_max_segments)
+                let wanted = closed || segments.len() >= self.inner.options.compaction_max_segments;
+                segments.sort_by_key(|s| s.id);
+                let run = segments.split_off(newest_run_start(&segments, max_rows));
+                (wanted && run.len() >= 2).then_some(((table, partition), run))
             })
             .take(MAX_COMPACTIONS_PER_PASS)
             .collect();
@@ -173,8 +176,7 @@ impl Storage {
         }
         let mut manifest = (*current).clone();
         let mut compacted = 0;
-        for ((table, partition), mut segments) in due {
-            segments.sort_by_key(|s| s.id);
+        for ((table, partition), segments) in due {
             let mut inputs = Vec::new();
             for s in &segments {
                 inputs.extend(segment::read(&self.inner.store, &Path::from(s.path.as_str())).await?);
@@ -243,6 +245,20 @@ impl Storage {
         self.inner.state.lock().manifest = Arc::new(manifest);
         Ok(())
     }
+}
+
+/// Where the run of newest segments (sorted by id) whose rows together stay within
+/// `max_rows` starts.
+/// Only a run of the newest may merge: the merged segment gets the newest id, and newer rows
+/// must keep winning over older duplicates.
+fn newest_run_start(segments: &[&SegmentMeta], max_rows: u64) -> usize {
+    let mut rows = 0u64;
+    let mut start = segments.len();
+    while start > 0 && rows.saturating_add(segments[start - 1].rows) <= max_rows {
+        start -= 1;
+        rows += segments[start].rows;
+    }
+    start
 }
 
 /// Removes matching segments from the manifest and schedules their files for deletion.

@@ -167,6 +167,30 @@ async fn compaction_merges_a_partition_and_keeps_the_newest_duplicate() {
 }
 
 #[tokio::test]
+async fn compaction_merges_at_most_its_row_cap_and_only_the_newest_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.compaction_max_rows = 250;
+    let storage = Storage::open(opts).await.unwrap();
+    // Five segments of 100 rows; the last one rewrites timestamp T0 of the first.
+    for segment in 0..5i64 {
+        let points: Vec<(i64, f64)> = (0..100).map(|i| (T0 + segment * 100 + i, segment as f64)).collect();
+        storage.write(batch(vec![series("m", &[("k", "v")], points)])).await.unwrap();
+        storage.persist().await.unwrap();
+    }
+    storage.write(batch(vec![series("m", &[("k", "v")], [(T0, 99.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(storage.compact().await.unwrap(), 1);
+    let rows: Vec<u64> = storage.manifest().segments.iter().map(|s| s.rows).collect();
+    assert_eq!(rows, vec![100, 100, 100, 201], "the newest run within 250 rows merged: two of 100 and the one-row fix");
+    assert!(storage.manifest().segments.iter().all(|s| s.rows <= 250));
+    // Another pass: no run of two fits any more.
+    assert_eq!(storage.compact().await.unwrap(), 0);
+    assert_eq!(count(&storage, "SELECT count(*) FROM m").await, 501, "no row lost; the duplicate of T0 is merged only once the segments meet");
+    storage.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn retention_drops_whole_old_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path());

@@ -58,6 +58,8 @@ pub struct Vigil {
     pub otlp_grpc: String,
     pub client: reqwest::Client,
     log: PathBuf,
+    scheme: &'static str,
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Vigil {
@@ -72,6 +74,15 @@ impl Vigil {
 
     /// Starts `vigil serve` on a free port with `data_dir`, plus `extra` arguments.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Vigil {
+        Vigil::launch(data_dir, extra, None).await
+    }
+
+    /// As `start`, with `extra` turning TLS on; the client trusts `ca_pem`.
+    pub async fn start_tls(data_dir: &Path, extra: &[&str], ca_pem: &[u8]) -> Vigil {
+        Vigil::launch(data_dir, extra, Some(ca_pem)).await
+    }
+
+    async fn launch(data_dir: &Path, extra: &[&str], ca_pem: Option<&[u8]>) -> Vigil {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let (otlp_http, otlp_grpc) = (free_port(), free_port());
         std::fs::create_dir_all(data_dir).unwrap();
@@ -93,20 +104,45 @@ impl Vigil {
             .stderr(log_file)
             .spawn()
             .expect("spawn vigil");
+        let scheme = if ca_pem.is_some() { "https" } else { "http" };
+        let ca_pem = ca_pem.map(<[u8]>::to_vec);
         let vigil = Vigil {
             child: Some(child),
             addr,
-            otlp_http: format!("http://127.0.0.1:{otlp_http}"),
-            otlp_grpc: format!("http://127.0.0.1:{otlp_grpc}"),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            otlp_http: format!("{scheme}://127.0.0.1:{otlp_http}"),
+            otlp_grpc: format!("{scheme}://127.0.0.1:{otlp_grpc}"),
+            client: client(ca_pem.as_deref(), None),
             log,
+            scheme,
+            ca_pem,
         };
         vigil.wait_ready().await;
         vigil
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
+    }
+
+    /// A client that sends `token` as a bearer token with every request (`None`: no token).
+    pub fn client_with_token(&self, token: Option<&str>) -> reqwest::Client {
+        client(self.ca_pem.as_deref(), token)
+    }
+
+    /// From now on the helpers (`sql`, `count`, ...) send `token`.
+    pub fn use_token(&mut self, token: &str) {
+        self.client = self.client_with_token(Some(token));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A `/proc/PID/status` memory figure (`VmRSS`, `VmHWM`) in bytes.
+    pub fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in /proc status"));
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
     }
 
     async fn wait_ready(&self) {
@@ -172,6 +208,19 @@ impl Vigil {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+fn client(ca_pem: Option<&[u8]>, token: Option<&str>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    if let Some(pem) = ca_pem {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap());
+    }
+    if let Some(token) = token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        builder = builder.default_headers(headers);
+    }
+    builder.build().unwrap()
 }
 
 impl Drop for Vigil {

@@ -5,6 +5,7 @@ mod alerting;
 mod dashboard;
 mod drift;
 mod foundation;
+mod hardening;
 mod harness;
 mod ingestion;
 mod prometheus;

@@ -30,9 +30,12 @@ if mode.startswith("grpc"):
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     compression = Compression.Gzip if gzip else Compression.NoCompression
-    metric_exporter = OTLPMetricExporter(endpoint=endpoint, insecure=True, compression=compression,
+    # An https:// endpoint uses TLS with the CA of OTEL_EXPORTER_OTLP_CERTIFICATE; headers
+    # (a bearer token) come from OTEL_EXPORTER_OTLP_HEADERS, as for any SDK user.
+    insecure = not endpoint.startswith("https://")
+    metric_exporter = OTLPMetricExporter(endpoint=endpoint, insecure=insecure, compression=compression,
                                          preferred_temporality=cumulative)
-    span_exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, compression=compression)
+    span_exporter = OTLPSpanExporter(endpoint=endpoint, insecure=insecure, compression=compression)
 else:
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter

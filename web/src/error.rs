@@ -55,6 +55,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Counts a refusal at the edge (the ingest limits count themselves).
+pub(crate) fn count_limit(limit: &'static str) {
+    metrics::counter!("vigil_limit_refusals_total", "limit" => limit).increment(1);
+}
+
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         let hint = e.hint();
@@ -72,8 +77,14 @@ impl From<QueryError> for ApiError {
         let hint = e.hint();
         let status = match e {
             QueryError::Invalid { .. } | QueryError::NotAllowed(_) | QueryError::Execution(_) => StatusCode::BAD_REQUEST,
-            QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            QueryError::Timeout(_) => return ApiError::overloaded(e.to_string(), hint),
+            QueryError::ResourcesExhausted(_) => {
+                count_limit("query_memory");
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            QueryError::Timeout(_) => {
+                count_limit("query_time");
+                return ApiError::overloaded(e.to_string(), hint);
+            }
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string(), hint)
@@ -84,6 +95,7 @@ impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         let status = rejection.status();
         let hint = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            count_limit("body_size");
             "split the request, or raise limits.max_body_size"
         } else {
             "the request body could not be read"
@@ -95,7 +107,10 @@ impl From<BytesRejection> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                count_limit("body_size");
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, rejection.body_text(), "send a JSON object with Content-Type: application/json")

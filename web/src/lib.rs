@@ -3,6 +3,7 @@
 //! encode the answer; no query or storage logic lives here.
 
 mod alerts_api;
+pub mod auth;
 pub mod dashboard;
 mod drift_api;
 mod error;
@@ -35,6 +36,9 @@ use vigil_ingest::Ingestor;
 use vigil_ingest::scrape::Scraper;
 use vigil_query::QueryEngine;
 
+use auth::Guard;
+
+pub use auth::{Auth, Scope, TokenSpec};
 pub use error::ApiError;
 pub use otlp_grpc::router as otlp_grpc_router;
 pub use reload::{Reload, ReloadStatus};
@@ -58,6 +62,14 @@ pub struct AppState {
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
     pub dashboard: dashboard::DashboardState,
+    /// Bearer tokens; none configured means open.
+    pub auth: Auth,
+}
+
+impl axum::extract::FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Auth {
+        state.auth.clone()
+    }
 }
 
 /// Bounds applied at the HTTP edge.
@@ -67,23 +79,24 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Ingest requests processed at once; more are refused with 503 rather than queued.
     pub max_concurrent_ingest: usize,
+    /// Queries (SQL, PromQL) processed at once; more are refused with 503.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        HttpOptions { max_body_bytes: 64 << 20, max_concurrent_ingest: 256 }
+        HttpOptions { max_body_bytes: 64 << 20, max_concurrent_ingest: 256, max_concurrent_queries: 64 }
     }
 }
 
-/// Ingest routes, behind a concurrency limit that sheds load with 503 instead of queueing.
-fn ingest_routes(options: &HttpOptions, otlp_only: bool) -> Router<AppState> {
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            metrics::counter!("vigil_http_requests_shed_total").increment(1);
-            ApiError::overloaded("too many ingest requests in flight", "retry after the Retry-After delay")
-        }))
-        .load_shed()
-        .concurrency_limit(options.max_concurrent_ingest);
+/// A route group's admission rule, as a route layer.
+fn guarded(routes: Router<AppState>, auth: &Auth, scope: Scope, cookie_allowed: bool) -> Router<AppState> {
+    routes.route_layer(middleware::from_fn_with_state(Guard { auth: auth.clone(), scope, cookie_allowed }, auth::guard))
+}
+
+/// Ingest routes, behind the ingest scope and a concurrency limit that sheds load with 503
+/// instead of queueing.
+fn ingest_routes(options: &HttpOptions, auth: &Auth, otlp_only: bool) -> Router<AppState> {
     let otlp = Router::new()
         .route("/v1/metrics", post(otlp_http::metrics))
         .route("/v1/traces", post(otlp_http::traces))
@@ -96,43 +109,72 @@ fn ingest_routes(options: &HttpOptions, otlp_only: bool) -> Router<AppState> {
             .route("/api/v1/drift", post(drift_api::ingest))
             .route("/api/v1/drift/reference", post(drift_api::register_reference))
     };
+    guarded(with_concurrency_limit(routes, "concurrent_ingest", options.max_concurrent_ingest), auth, Scope::Ingest, false)
+}
+
+/// At most `max` requests of these routes at once; the next one gets 503 with `Retry-After`
+/// at once rather than a place in a queue that would grow without bound.
+fn with_concurrency_limit(routes: Router<AppState>, limit: &'static str, max: usize) -> Router<AppState> {
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
+            error::count_limit(limit);
+            ApiError::overloaded(format!("too many requests in flight ({})", limit.replace('_', " ")), "retry after the Retry-After delay")
+        }))
+        .load_shed()
+        .concurrency_limit(max.max(1));
     routes.layer(shed)
 }
 
-/// The API port: everything.
+/// The API port: everything. Routes are grouped by the scope they need; with no token
+/// configured the guards let everything through.
 pub fn router(state: AppState, options: &HttpOptions) -> Router {
-    let routes = Router::new()
+    let auth = state.auth.clone();
+    let open = Router::new()
         .route("/-/healthy", get(ops::healthy).head(ops::healthy))
         .route("/-/ready", get(ops::ready).head(ops::ready))
-        .route("/metrics", get(ops::metrics))
+        .route("/-/login", get(auth::login_form).post(auth::login))
+        .route("/-/logout", post(auth::logout))
+        .route("/static/vigil.css", get(dashboard::stylesheet));
+    let queries = Router::new()
         .route("/api/v1/sql", post(sql::sql))
-        .route("/api/v1/targets", get(targets::targets))
-        .route("/-/reload", post(reload::reload).put(reload::reload))
-        .route("/api/v1/slos", get(slo_api::list))
-        .route("/api/v1/slos/{name}", get(slo_api::one))
-        .route("/api/v1/alerts", get(alerts_api::alerts))
-        .route("/api/v1/rules", get(alerts_api::rules))
-        .route("/api/v1/silences", get(alerts_api::silences).post(alerts_api::create_silence))
-        .route("/api/v1/silences/{id}", axum::routing::delete(alerts_api::expire_silence))
         .route("/api/v1/query", get(prom_api::query).post(prom_api::query))
         .route("/api/v1/query_range", get(prom_api::query_range).post(prom_api::query_range))
         .route("/api/v1/series", get(prom_api::series).post(prom_api::series))
         .route("/api/v1/labels", get(prom_api::labels).post(prom_api::labels))
         .route("/api/v1/label/{name}/values", get(prom_api::label_values))
+        .route("/api/v1/query_exemplars", get(prom_api::query_exemplars).post(prom_api::query_exemplars));
+    let read = Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/targets", get(targets::targets))
+        .route("/api/v1/slos", get(slo_api::list))
+        .route("/api/v1/slos/{name}", get(slo_api::one))
+        .route("/api/v1/alerts", get(alerts_api::alerts))
+        .route("/api/v1/rules", get(alerts_api::rules))
+        .route("/api/v1/silences", get(alerts_api::silences))
         .route("/api/v1/metadata", get(prom_api::metadata))
         .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
         .route("/api/v1/drift/reference", get(drift_api::references))
         .route("/api/v1/drift/scores", get(drift_api::scores))
         .route("/api/v1/drift/models", get(drift_api::models))
-        .route("/api/v1/query_exemplars", get(prom_api::query_exemplars).post(prom_api::query_exemplars))
-        .merge(ingest_routes(options, false))
-        .merge(dashboard::routes());
+        .merge(with_concurrency_limit(queries, "concurrent_queries", options.max_concurrent_queries))
+        .merge(dashboard::pages());
+    let admin = Router::new()
+        .route("/-/reload", post(reload::reload).put(reload::reload))
+        .route("/api/v1/silences", post(alerts_api::create_silence))
+        .route("/api/v1/silences/{id}", axum::routing::delete(alerts_api::expire_silence));
+    let routes = open
+        .merge(guarded(read, &auth, Scope::Read, true))
+        .merge(guarded(admin, &auth, Scope::Admin, false))
+        // The dashboard's silence forms: the login cookie counts, their CSRF token guards it.
+        .merge(guarded(dashboard::forms(), &auth, Scope::Admin, true))
+        .merge(ingest_routes(options, &auth, false));
     with_edge_layers(routes, state, options)
 }
 
 /// The OTLP/HTTP port (4318 by default): the three OTLP routes only.
 pub fn otlp_http_router(state: AppState, options: &HttpOptions) -> Router {
-    with_edge_layers(ingest_routes(options, true), state, options)
+    let auth = state.auth.clone();
+    with_edge_layers(ingest_routes(options, &auth, true), state, options)
 }
 
 fn with_edge_layers(routes: Router<AppState>, state: AppState, options: &HttpOptions) -> Router {

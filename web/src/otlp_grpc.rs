@@ -53,8 +53,9 @@ impl LogsService for Otlp {
     }
 }
 
-/// The three services as one router, served by `axum::serve` (HTTP/2 for gRPC clients).
-pub fn router(ingestor: Ingestor, max_message_bytes: usize) -> axum::Router {
+/// The three services as one router (HTTP/2 for gRPC clients), every call needing an
+/// ingest token once tokens are configured.
+pub fn router(ingestor: Ingestor, max_message_bytes: usize, auth: crate::Auth) -> axum::Router {
     let otlp = Otlp { ingestor };
     tonic::service::Routes::new(
         MetricsServiceServer::new(otlp.clone())
@@ -75,4 +76,5 @@ pub fn router(ingestor: Ingestor, max_message_bytes: usize) -> axum::Router {
             .max_decoding_message_size(max_message_bytes),
     )
     .into_axum_router()
+    .layer(axum::middleware::from_fn_with_state(auth, crate::auth::grpc_guard))
 }

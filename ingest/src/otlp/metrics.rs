@@ -112,14 +112,7 @@ impl PointContext<'_> {
         if let Some((name, value)) = extra {
             labels.insert(name.into(), value);
         }
-        if labels.len() > self.limits.max_labels_per_series {
-            return Err(format!("{} labels, above the limit of {}", labels.len(), self.limits.max_labels_per_series));
-        }
-        for (name, value) in &labels {
-            if name.len() > self.limits.max_label_name_bytes || value.len() > self.limits.max_label_value_bytes {
-                return Err(format!("label {name:.64} is longer than the limit"));
-            }
-        }
+        self.limits.check_labels(labels.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
         LabelSet::new(labels.into_iter().collect()).map_err(|e| e.to_string())
     }
 }

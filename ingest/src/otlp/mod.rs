@@ -71,7 +71,7 @@ pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
         .read_to_end(&mut out)
         .map_err(|e| IngestError::Malformed { what: "gzip", message: e.to_string() })?;
     if out.len() > limit {
-        return Err(IngestError::TooLarge { what: "decompressed body (bytes)", actual: out.len(), limit });
+        return Err(IngestError::too_large(crate::Limit::DecompressedSize, out.len(), limit));
     }
     Ok(out)
 }

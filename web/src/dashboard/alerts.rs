@@ -54,15 +54,7 @@ struct AlertsPage {
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CSRF_COOKIE)
-        .map(|(_, value)| value.to_string())
-        .filter(|v| v.len() >= 32)
+    crate::auth::cookie(headers, CSRF_COOKIE).filter(|v| v.len() >= 32).map(str::to_string)
 }
 
 fn quoted(value: &str) -> String {

@@ -120,23 +120,27 @@ pub fn render(page: &impl Template) -> Result<Html<String>, PageError> {
     page.render().map(Html).map_err(PageError::internal)
 }
 
-async fn stylesheet() -> impl IntoResponse {
+pub async fn stylesheet() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")], include_str!("../../static/vigil.css"))
 }
 
-/// The dashboard's routes.
-pub fn routes() -> Router<AppState> {
+/// The dashboard's pages (read scope).
+pub fn pages() -> Router<AppState> {
     Router::new()
         .route("/", get(overview::page))
         .route("/slos/{name}", get(slo::page))
         .route("/alerts", get(alerts::page))
-        .route("/alerts/silences", post(alerts::create_silence))
-        .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
         .route("/models", get(models::page))
         .route("/explore", get(explore::page))
         .route("/traces", get(traces::search))
         .route("/traces/{trace_id}", get(traces::trace))
-        .route("/static/vigil.css", get(stylesheet))
+}
+
+/// The dashboard's forms that change something (admin scope, CSRF-checked).
+pub fn forms() -> Router<AppState> {
+    Router::new()
+        .route("/alerts/silences", post(alerts::create_silence))
+        .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
 }
 
 /// A percentage with up to `decimals` decimals, or an en dash.

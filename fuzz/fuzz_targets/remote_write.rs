@@ -1,0 +1,11 @@
+//! Remote write bodies: snappy block, then protobuf `WriteRequest`, then validation.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vigil_ingest::Limits;
+
+fuzz_target!(|body: &[u8]| {
+    // Small limits, so that a claimed size past them is refused rather than allocated.
+    let limits = Limits { max_decompressed_bytes: 1 << 20, ..Limits::default() };
+    let _ = vigil_ingest::remote_write::decode(body, &limits);
+});
