@@ -4,6 +4,9 @@
 //! sample per 15 s over 2 h (480 steps, 4.8 M samples), sent as Prometheus sends it: four
 //! shards, each owning a quarter of the series and sending its requests in time order.
 //!
+//! Vigil also runs with a bearer token, and with a token over TLS, to show what auth and TLS
+//! cost on the same load.
+//!
 //! Reports per target: samples/s accepted, CPU seconds per million samples (process
 //! utime+stime over the ingest window), peak RSS, and bytes per sample on disk after the data
 //! is persisted (Vigil: Parquet segments after its shutdown flush; Prometheus: the block a TSDB
@@ -15,6 +18,8 @@
 #[allow(dead_code)]
 mod client;
 mod common;
+#[path = "../tests/e2e/tls.rs"]
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -88,8 +93,7 @@ struct Measured {
     refused: usize,
 }
 
-async fn send_load(url: &str, pid: u32, load: &[Vec<Vec<u8>>]) -> Measured {
-    let client = reqwest::Client::new();
+async fn send_load(client: &reqwest::Client, url: &str, pid: u32, load: &[Vec<Vec<u8>>]) -> Measured {
     let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -143,12 +147,40 @@ fn report(name: &str, m: &Measured, disk_bytes: u64) {
 async fn bench_vigil(load: &[Vec<Vec<u8>>], fsync: &str, work: &Path) -> (Measured, u64) {
     let data: PathBuf = work.join(format!("vigil-{fsync}"));
     let vigil = VigilProcess::start(&data, &["--wal-fsync", fsync]).await;
-    let measured = send_load(&format!("http://127.0.0.1:{}/api/v1/write", vigil.http), vigil.pid(), load).await;
+    let measured = send_load(&reqwest::Client::new(), &format!("http://127.0.0.1:{}/api/v1/write", vigil.http), vigil.pid(), load).await;
     let flush_started = Instant::now();
     vigil.stop();
     let parquet = dir_bytes(&data.join("segments"), Some(".parquet"));
     println!("  (vigil {fsync}: shutdown flush {:.1} s)", flush_started.elapsed().as_secs_f64());
     (measured, parquet)
+}
+
+/// fsync=interval with a bearer token, plain or over TLS (a CA and certificate made here).
+async fn bench_vigil_secured(load: &[Vec<Vec<u8>>], tls: bool, work: &Path) -> Measured {
+    const TOKEN: &str = "bench-ingest-token-0123456789abcdef";
+    let data = work.join(format!("vigil-secured-{tls}"));
+    let token_flag = format!("bench:ingest+read:{TOKEN}");
+    let mut args = vec!["--wal-fsync", "interval", "--auth-token", token_flag.as_str()];
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {TOKEN}").parse().unwrap());
+    let mut client = reqwest::Client::builder().default_headers(headers);
+    let certificates = tls.then(|| {
+        let dir = work.join("certificates");
+        std::fs::create_dir_all(&dir).unwrap();
+        tls::certificates(&dir)
+    });
+    let (cert, key);
+    if let Some((cert_path, key_path, ca)) = &certificates {
+        (cert, key) = (cert_path.display().to_string(), key_path.display().to_string());
+        args.extend(["--tls-cert-file", cert.as_str(), "--tls-key-file", key.as_str()]);
+        client = client.add_root_certificate(reqwest::Certificate::from_pem(ca).unwrap());
+    }
+    let client = client.build().unwrap();
+    let vigil = if tls { VigilProcess::start_tls(&data, &args, &client).await } else { VigilProcess::start(&data, &args).await };
+    let scheme = if tls { "https" } else { "http" };
+    let measured = send_load(&client, &format!("{scheme}://127.0.0.1:{}/api/v1/write", vigil.http), vigil.pid(), load).await;
+    vigil.stop();
+    measured
 }
 
 async fn bench_prometheus(load: &[Vec<Vec<u8>>], work: &Path) -> Option<(Measured, u64)> {
@@ -171,7 +203,7 @@ async fn bench_prometheus(load: &[Vec<Vec<u8>>], work: &Path) -> Option<(Measure
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/-/ready")).await;
-    let measured = send_load(&format!("{base}/api/v1/write"), child.id(), load).await;
+    let measured = send_load(&reqwest::Client::new(), &format!("{base}/api/v1/write"), child.id(), load).await;
     // A snapshot writes the head as a block: Prometheus's compacted on-disk form.
     let snapshot: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/api/v1/admin/tsdb/snapshot"))
@@ -202,10 +234,22 @@ async fn run() {
     );
     let (always, always_disk) = bench_vigil(&load, "always", work.path()).await;
     let (interval, interval_disk) = bench_vigil(&load, "interval", work.path()).await;
+    let token = bench_vigil_secured(&load, false, work.path()).await;
+    let token_tls = bench_vigil_secured(&load, true, work.path()).await;
     let prometheus = bench_prometheus(&load, work.path()).await;
     println!();
     report("vigil (fsync=always)", &always, always_disk);
     report("vigil (fsync=interval)", &interval, interval_disk);
+    report("vigil (interval, token)", &token, interval_disk);
+    report("vigil (interval, token+TLS)", &token_tls, interval_disk);
+    let rate = |m: &Measured| (SERIES * STEPS) as f64 / m.seconds;
+    println!(
+        "\nauth and TLS vs plain (fsync=interval): throughput token {:.2}x, token+TLS {:.2}x; CPU/sample token {:.2}x, token+TLS {:.2}x",
+        rate(&token) / rate(&interval),
+        rate(&token_tls) / rate(&interval),
+        token.cpu_seconds / interval.cpu_seconds,
+        token_tls.cpu_seconds / interval.cpu_seconds,
+    );
     if let Some((prometheus, disk)) = &prometheus {
         report("prometheus 2.42", prometheus, *disk);
         let rate = |m: &Measured| (SERIES * STEPS) as f64 / m.seconds;

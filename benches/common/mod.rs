@@ -27,7 +27,10 @@ pub fn port() -> u16 {
 }
 
 pub async fn wait_ready(url: &str) {
-    let client = reqwest::Client::new();
+    wait_ready_with(&reqwest::Client::new(), url).await;
+}
+
+pub async fn wait_ready_with(client: &reqwest::Client, url: &str) {
     for _ in 0..600 {
         if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
             return;
@@ -47,6 +50,19 @@ pub struct VigilProcess {
 
 impl VigilProcess {
     pub async fn start(data: &Path, extra: &[&str]) -> VigilProcess {
+        let vigil = VigilProcess::spawn(data, extra);
+        wait_ready(&format!("http://127.0.0.1:{}/-/ready", vigil.http)).await;
+        vigil
+    }
+
+    /// As `start`, with `extra` turning TLS on; `client` trusts its CA.
+    pub async fn start_tls(data: &Path, extra: &[&str], client: &reqwest::Client) -> VigilProcess {
+        let vigil = VigilProcess::spawn(data, extra);
+        wait_ready_with(client, &format!("https://127.0.0.1:{}/-/ready", vigil.http)).await;
+        vigil
+    }
+
+    fn spawn(data: &Path, extra: &[&str]) -> VigilProcess {
         let (http, otlp_http, otlp_grpc) = (port(), port(), port());
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .arg("serve")
@@ -60,7 +76,6 @@ impl VigilProcess {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        wait_ready(&format!("http://127.0.0.1:{http}/-/ready")).await;
         VigilProcess { child, http, otlp_http, otlp_grpc }
     }
 

@@ -2,7 +2,6 @@
 //! oversized bodies, overload, SIGKILL under load, and a soak. Memory is read from
 //! `/proc/PID/status`; nothing here asserts wall-clock time.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::harness::{Vigil, fixture, python, wait_until};
+use crate::tls::certificates;
 use crate::remote_write_client::{WriteRequest, encode, now_ms, series};
 
 const INGEST: &str = "ingest-token-7f3a9c";
@@ -21,49 +21,6 @@ const CSRF: &str = "0123456789abcdef0123456789abcdef";
 
 fn auth_config() -> String {
     format!("auth:\n  tokens:\n    - {{name: collector, token: {INGEST}, scopes: [ingest]}}\n    - {{name: grafana, token: {READ}, scopes: [read]}}\n")
-}
-
-/// A CA and a leaf for localhost / 127.0.0.1 signed by it, made with the openssl CLI:
-/// (certificate, key, CA PEM).
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
-    let path = |name: &str| dir.join(name);
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "2", "-subj", "/CN=Vigil test CA", "-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat(),
-    );
-    openssl(&[&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr"]].concat());
-    std::fs::write(
-        path("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    (path("cert.pem"), path("key.pem"), std::fs::read(path("ca.pem")).unwrap())
 }
 
 /// What a route needs. `None`: open to all.

@@ -13,3 +13,4 @@ mod promql;
 mod query_api;
 mod remote_write_client;
 mod slos;
+mod tls;
