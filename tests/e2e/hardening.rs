@@ -23,6 +23,16 @@ fn auth_config() -> String {
     format!("auth:\n  tokens:\n    - {{name: collector, token: {INGEST}, scopes: [ingest]}}\n    - {{name: grafana, token: {READ}, scopes: [read]}}\n")
 }
 
+/// POSTs a remote-write body (snappy already applied).
+async fn remote_write(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> reqwest::Result<reqwest::Response> {
+    client.post(url).header("content-encoding", "snappy").body(body).send().await
+}
+
+/// Vigil's own `/metrics` text.
+async fn own_metrics(vigil: &Vigil, client: &reqwest::Client) -> String {
+    client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
 /// What a route needs. `None`: open to all.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Needs {
@@ -197,7 +207,7 @@ async fn check_route(vigil: &Vigil, base: &str, route: &Route) {
 async fn every_route_and_listener_needs_the_right_token() {
     let dir = tempfile::tempdir().unwrap();
     let admin_flag = format!("ops:admin:{ADMIN}");
-    let vigil = Vigil::start_with_config(&dir.path().join("data"), &auth_config(), &["--auth-token", &admin_flag, "--log-level", "debug"]).await;
+    let mut vigil = Vigil::start_with_config(&dir.path().join("data"), &auth_config(), &["--auth-token", &admin_flag, "--log-level", "debug"]).await;
     let api = format!("http://{}", vigil.addr);
     for route in api_routes() {
         check_route(&vigil, &api, &route).await;
@@ -233,31 +243,13 @@ async fn every_route_and_listener_needs_the_right_token() {
                 None => assert!(output.status.success(), "gRPC export with the ingest token failed:\n{stderr}"),
             }
         }
-        let query = serde_json::json!({"query": "SELECT count(*) FROM rig_requests_total WHERE job = 'grpc-auth'"});
-        let body: Value = vigil
-            .client_with_token(Some(READ))
-            .post(vigil.url("/api/v1/sql"))
-            .json(&query)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let count = body["rows"][0][0].as_i64().unwrap();
+        vigil.use_token(READ);
+        let count = vigil.count("SELECT count(*) FROM rig_requests_total WHERE job = 'grpc-auth'").await;
         assert_eq!(count, 2, "only the authorised export was stored");
     }
 
     // /metrics counts the refusals by reason.
-    let metrics = vigil
-        .client_with_token(Some(READ))
-        .get(vigil.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = own_metrics(&vigil, &vigil.client_with_token(Some(READ))).await;
     for reason in ["missing", "unknown", "forbidden"] {
         assert!(
             metrics.contains(&format!("vigil_auth_refusals_total{{reason=\"{reason}\"}}")),
@@ -367,14 +359,7 @@ async fn every_listener_speaks_tls_to_real_clients() {
     let body = encode(&WriteRequest {
         timeseries: vec![series("tls_write_total", &[("job", "tls")], &[(t0, 1.0), (t0 + 1000, 2.0)])],
     });
-    let response = vigil
-        .client
-        .post(vigil.url("/api/v1/write"))
-        .header("content-encoding", "snappy")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = remote_write(&vigil.client, &vigil.url("/api/v1/write"), body).await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(vigil.count("SELECT count(*) FROM tls_write_total").await, 2);
 
@@ -471,14 +456,7 @@ async fn decompression_bombs_and_oversized_bodies_are_refused_without_allocating
     }
     claims_3gib.push(length as u8);
     claims_3gib.extend_from_slice(&[0u8; 64]);
-    let response = vigil
-        .client
-        .post(vigil.url("/api/v1/write"))
-        .header("content-encoding", "snappy")
-        .body(claims_3gib)
-        .send()
-        .await
-        .unwrap();
+    let response = remote_write(&vigil.client, &vigil.url("/api/v1/write"), claims_3gib).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     // Bodies over the size limit, with a Content-Length and streamed without one.
@@ -493,13 +471,7 @@ async fn decompression_bombs_and_oversized_bodies_are_refused_without_allocating
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
     let streamed = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-    let response = vigil
-        .client
-        .post(vigil.url("/api/v1/write"))
-        .header("content-encoding", "snappy")
-        .body(streamed)
-        .send()
-        .await;
+    let response = remote_write(&vigil.client, &vigil.url("/api/v1/write"), streamed).await;
     // The server may close the connection once the limit is hit: a 413 or a reset, never a 2xx.
     if let Ok(response) = response {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
@@ -515,7 +487,7 @@ async fn decompression_bombs_and_oversized_bodies_are_refused_without_allocating
     assert!(grown < 200 << 20, "peak memory grew by {} MiB: a bomb was inflated", grown >> 20);
     // Still serving, and the refusals are counted by limit.
     assert_eq!(vigil.client.get(vigil.url("/-/ready")).send().await.unwrap().status(), StatusCode::OK);
-    let metrics = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = own_metrics(&vigil, &vigil.client).await;
     for limit in ["decompressed_size", "body_size"] {
         assert!(
             metrics.contains(&format!("vigil_limit_refusals_total{{limit=\"{limit}\"}}")),
@@ -581,7 +553,7 @@ async fn sigkill_under_load_loses_no_acknowledged_sample() {
                 let mut acked = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let body = batch("crash_load_total", writer, sequence, SERIES, SAMPLES, t0);
-                    match client.post(&url).header("content-encoding", "snappy").body(body).send().await {
+                    match remote_write(&client, &url, body).await {
                         Ok(response) if response.status() == StatusCode::NO_CONTENT => {
                             acked += 1;
                             sequence += 1;
@@ -652,7 +624,7 @@ async fn overload_is_refused_with_retry_after_and_the_server_recovers() {
             let mut sequence = 0u64;
             while Instant::now() < deadline {
                 let body = batch("overload_total", writer, sequence, 200, 25, t0);
-                let Ok(response) = client.post(&url).header("content-encoding", "snappy").body(body).send().await else {
+                let Ok(response) = remote_write(&client, &url, body).await else {
                     continue;
                 };
                 let status = response.status();
@@ -689,13 +661,13 @@ async fn overload_is_refused_with_retry_after_and_the_server_recovers() {
     // Recovered: a normal write is accepted again, and every acknowledged sample is there.
     wait_until("a write accepted after the overload", 60, async || {
         let body = batch("after_overload_total", 0, 0, 1, 1, t0);
-        let response = vigil.client.post(&url).header("content-encoding", "snappy").body(body).send().await.ok()?;
+        let response = remote_write(&vigil.client, &url, body).await.ok()?;
         (response.status() == StatusCode::NO_CONTENT).then_some(())
     })
     .await;
     let acknowledged = acknowledged.load(Ordering::Relaxed) as i64;
     assert_eq!(vigil.count("SELECT count(*) FROM overload_total").await, acknowledged);
-    let metrics = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = own_metrics(&vigil, &vigil.client).await;
     assert!(metrics.contains("vigil_limit_refusals_total{limit="), "refusals not counted:\n{metrics}");
 }
 
@@ -722,7 +694,7 @@ async fn soak_at_a_fixed_rate_keeps_memory_flat() {
             while started.elapsed() < Duration::from_secs(seconds) {
                 ticker.tick().await;
                 let body = batch("soak_total", (sequence % 20) as usize, sequence / 20, 100, 10, t0);
-                match client.post(&url).header("content-encoding", "snappy").body(body).send().await {
+                match remote_write(&client, &url, body).await {
                     Ok(r) if r.status() == StatusCode::NO_CONTENT => {}
                     other => {
                         eprintln!("soak write failed: {:?}", other.map(|r| r.status()));
