@@ -116,12 +116,6 @@ impl Denied {
     }
 }
 
-/// Where a credential came from: a header from any client, or the login cookie of a browser.
-enum Credential {
-    Bearer(Digest),
-    Cookie(Digest),
-}
-
 impl Auth {
     pub fn new(specs: Vec<TokenSpec>) -> Auth {
         let tokens: Vec<Token> = specs.into_iter().map(|s| Token { digest: digest(s.secret.as_bytes()), name: s.name, scopes: s.scopes }).collect();
@@ -159,12 +153,13 @@ impl Auth {
     /// Checks a request's headers. The cookie counts only where `cookie_allowed`: pages and
     /// read endpoints, and the dashboard's forms (which carry their own CSRF token).
     pub fn check_headers(&self, headers: &HeaderMap, scope: Scope, cookie_allowed: bool) -> Result<(), Denied> {
-        let credential = bearer(headers).map(|secret| Credential::Bearer(digest(secret.as_bytes()))).or_else(|| {
-            cookie_allowed.then(|| cookie(headers, SESSION_COOKIE).and_then(hex_digest).map(Credential::Cookie)).flatten()
-        });
-        match credential {
+        // A header from any client, or the login cookie of a browser (which holds the digest).
+        let presented = bearer(headers)
+            .map(|secret| digest(secret.as_bytes()))
+            .or_else(|| if cookie_allowed { cookie(headers, SESSION_COOKIE).and_then(hex_digest) } else { None });
+        match presented {
             None => Err(Denied::Missing),
-            Some(Credential::Bearer(d) | Credential::Cookie(d)) => self.check_digest(&d, scope),
+            Some(presented) => self.check_digest(&presented, scope),
         }
     }
 }
