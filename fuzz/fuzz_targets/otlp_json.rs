@@ -4,8 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use vigil_ingest::otlp::Encoding;
 
-#[path = "otlp_protobuf.rs"]
-#[allow(dead_code)]
+#[path = "otlp_shared.rs"]
 mod shared;
 
 fuzz_target!(|data: &[u8]| {
