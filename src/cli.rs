@@ -113,15 +113,7 @@ impl std::str::FromStr for TokenArg {
         let (Some(name), Some(scopes), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
             return Err("expected NAME:SCOPES:TOKEN, e.g. ci:ingest+read:<token>".into());
         };
-        let scopes = scopes
-            .split('+')
-            .map(|scope| match scope {
-                "ingest" => Ok(Scope::Ingest),
-                "read" => Ok(Scope::Read),
-                "admin" => Ok(Scope::Admin),
-                other => Err(format!("unknown scope {other:?}; one of ingest, read, admin")),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let scopes = scopes.split('+').map(str::parse).collect::<Result<Vec<Scope>, _>>()?;
         if name.is_empty() || secret.trim().is_empty() {
             return Err("the token's name and value must not be empty".into());
         }

@@ -45,6 +45,17 @@ impl Scope {
     }
 }
 
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Scope, String> {
+        [Scope::Ingest, Scope::Read, Scope::Admin]
+            .into_iter()
+            .find(|scope| scope.as_str() == text)
+            .ok_or_else(|| format!("unknown scope {text:?}; one of ingest, read, admin"))
+    }
+}
+
 /// One configured token, as the config gives it.
 pub struct TokenSpec {
     pub name: String,
@@ -96,12 +107,14 @@ pub enum Denied {
 }
 
 impl Denied {
-    fn reason(&self) -> &'static str {
-        match self {
+    /// Counts the refusal in `vigil_auth_refusals_total{reason}`.
+    fn count(&self) {
+        let reason = match self {
             Denied::Missing => "missing",
             Denied::Unknown => "unknown",
             Denied::Forbidden { .. } => "forbidden",
-        }
+        };
+        metrics::counter!("vigil_auth_refusals_total", "reason" => reason).increment(1);
     }
 
     pub fn message(&self, scope: Scope) -> (String, String) {
@@ -215,7 +228,7 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
     match guard.auth.check_headers(request.headers(), guard.scope, guard.cookie_allowed) {
         Ok(()) => next.run(request).await,
         Err(denied) => {
-            metrics::counter!("vigil_auth_refusals_total", "reason" => denied.reason()).increment(1);
+            denied.count();
             let browser = guard.cookie_allowed && request.method() == Method::GET && wants_html(request.headers());
             if browser {
                 let next = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
@@ -259,7 +272,7 @@ pub async fn grpc_guard(State(auth): State<Auth>, request: Request, next: Next) 
     match auth.check_headers(request.headers(), Scope::Ingest, false) {
         Ok(()) => next.run(request).await,
         Err(denied) => {
-            metrics::counter!("vigil_auth_refusals_total", "reason" => denied.reason()).increment(1);
+            denied.count();
             grpc_refusal(&denied, Scope::Ingest)
         }
     }
@@ -327,7 +340,7 @@ pub struct LoginForm {
 pub async fn login(State(auth): State<Auth>, Form(form): Form<LoginForm>) -> Response {
     let token = form.token.trim();
     if let Err(denied) = auth.check_secret(token, Scope::Read) {
-        metrics::counter!("vigil_auth_refusals_total", "reason" => denied.reason()).increment(1);
+        denied.count();
         return login_page(&denied, Scope::Read, &form.next);
     }
     let cookie = format!("{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=2592000", hex(&digest(token.as_bytes())));
