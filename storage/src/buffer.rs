@@ -37,6 +37,11 @@ impl ScanFilter {
     pub fn overlaps(&self, min_ns: i64, max_ns: i64) -> bool {
         self.start_ns.is_none_or(|s| max_ns >= s) && self.end_ns.is_none_or(|e| min_ns <= e)
     }
+
+    /// True when every time in `[min_ns, max_ns]` is inside the bounds.
+    pub fn contains(&self, min_ns: i64, max_ns: i64) -> bool {
+        self.start_ns.is_none_or(|s| min_ns >= s) && self.end_ns.is_none_or(|e| max_ns <= e)
+    }
 }
 
 #[derive(Default)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, SchemaProvider, TableProvider};
@@ -26,8 +27,8 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::buffer::{ScanFilter, TableBuffer, WriteBuffer};
-use crate::filters::scan_filter;
-use crate::manifest::SegmentMeta;
+use crate::filters::{is_time_bound, scan_filter};
+use crate::manifest::{SegmentMeta, table_statistics};
 use crate::maintenance::adapt_to;
 use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema};
 use crate::{Storage, StorageError};
@@ -71,6 +72,9 @@ impl Storage {
         let mut names: BTreeSet<String> = FixedTable::ALL.iter().map(|t| t.name().to_string()).collect();
         let state = self.inner.state.lock();
         names.extend(state.manifest.table_names().map(str::to_string));
+        for peer in state.peers.values() {
+            names.extend(peer.table_names().map(str::to_string));
+        }
         names.extend(state.active.table_names().map(str::to_string));
         if let Some(persisting) = &state.persisting {
             names.extend(persisting.table_names().map(str::to_string));
@@ -104,7 +108,8 @@ impl Storage {
         let state = self.inner.state.lock();
         let mut columns: BTreeSet<String> = BTreeSet::new();
         let mut found = false;
-        for segment in state.manifest.segments_of(name) {
+        let peers = state.peers.values().flat_map(|peer| peer.segments_of(name));
+        for segment in state.manifest.segments_of(name).chain(peers) {
             found = true;
             columns.extend(
                 segment.columns.iter().filter(|c| *c != TIMESTAMP_COLUMN && *c != crate::schema::VALUE_COLUMN).cloned(),
@@ -144,7 +149,16 @@ impl VigilTable {
             None => Ok(Vec::new()),
             Some(TableBuffer::Metric(metric)) => Ok(metric.batches(&self.schema, filter, QUERY_BATCH_ROWS)?),
             Some(TableBuffer::Rows(rows)) => {
-                rows.batches().iter().map(|b| adapt_to(b, &self.schema)).collect()
+                let time_index = self.schema.index_of(self.time_column()).map_err(StorageError::Arrow)?;
+                let mut out = Vec::new();
+                for batch in rows.batches() {
+                    let batch = adapt_to(batch, &self.schema)?;
+                    let kept = within(&batch, time_index, filter)?;
+                    if kept.num_rows() > 0 {
+                        out.push(kept);
+                    }
+                }
+                Ok(out)
             }
         }
     }
@@ -160,8 +174,19 @@ impl TableProvider for VigilTable {
         TableType::Base
     }
 
+    /// Time bounds are applied exactly (segments wholly inside them are read without a
+    /// filter, so their statistics stay exact); everything else only prunes.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if is_time_bound(f, self.time_column()) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -179,10 +204,13 @@ impl TableProvider for VigilTable {
         // generation they came from under the same lock.
         let (segments, mut buffered, persisting) = {
             let state = self.storage.inner.state.lock();
+            let peers = state.peers.values().flat_map(|peer| peer.segments_of(&self.name));
             let segments: Vec<SegmentMeta> = state
                 .manifest
                 .segments_of(&self.name)
+                .chain(peers)
                 .filter(|s| filter.overlaps(s.min_time_ns, s.max_time_ns))
+                .filter(|s| !label_excludes(s, &filter))
                 .cloned()
                 .collect();
             let active = self.buffered(&state.active, &filter).map_err(to_df)?;
@@ -196,8 +224,18 @@ impl TableProvider for VigilTable {
 
         let projection = projection.cloned();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !segments.is_empty() {
-            inputs.push(self.segment_scan(state, segments, projection.clone(), filters, limit).await?);
+        // Segments wholly inside the time range need no filter when the time bounds are all
+        // there is: read unfiltered, their manifest statistics are exact, and DataFusion answers
+        // count/min/max from them without opening a file.
+        let only_time = filters.iter().all(|f| is_time_bound(f, self.time_column()));
+        let (covered, partial): (Vec<SegmentMeta>, Vec<SegmentMeta>) = segments
+            .into_iter()
+            .partition(|s| only_time && filter.contains(s.min_time_ns, s.max_time_ns));
+        if !covered.is_empty() {
+            inputs.push(self.segment_scan(state, covered, projection.clone(), &[], limit).await?);
+        }
+        if !partial.is_empty() {
+            inputs.push(self.segment_scan(state, partial, projection.clone(), filters, limit).await?);
         }
         if !buffered.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(&[buffered], self.schema.clone(), projection.clone())?);
@@ -221,10 +259,13 @@ impl VigilTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let (store_url, _) = self.storage.object_store();
         let mut source = ParquetSource::new(self.schema.clone());
+        let pushdown = !filters.is_empty();
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let df_schema = DFSchema::try_from(self.schema.clone())?;
+            // Row-level filtering: the time bounds were promised exact.
             source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
         }
+        let statistics = table_statistics(&segments, &self.schema);
         let groups = state.config().target_partitions().max(1).min(segments.len());
         let mut files: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
         for (i, segment) in segments.iter().enumerate() {
@@ -234,9 +275,41 @@ impl VigilTable {
             .with_file_groups(files.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection)?
             .with_limit(limit)
+            .with_statistics(statistics)
             .build();
-        ParquetFormat::default().create_physical_plan(state, config).await
+        let mut options = datafusion::config::TableParquetOptions::default();
+        options.global = state.config().options().execution.parquet.clone();
+        options.global.pushdown_filters |= pushdown;
+        ParquetFormat::default().with_options(options).create_physical_plan(state, config).await
     }
+}
+
+/// Rows of `batch` inside the filter's time bounds.
+fn within(batch: &RecordBatch, time_index: usize, filter: &ScanFilter) -> Result<RecordBatch, StorageError> {
+    if filter.start_ns.is_none() && filter.end_ns.is_none() {
+        return Ok(batch.clone());
+    }
+    let times = crate::buffer::time_values(batch.column(time_index))?;
+    let mask: BooleanArray = times
+        .iter()
+        .map(|t| Some(t.is_some_and(|t| filter.overlaps(t, t))))
+        .collect();
+    Ok(datafusion::arrow::compute::filter_record_batch(batch, &mask)?)
+}
+
+/// True when the segment's statistics show that no row can match a label equality.
+fn label_excludes(segment: &SegmentMeta, filter: &ScanFilter) -> bool {
+    use crate::manifest::StatValue;
+    filter.label_equals.iter().any(|(column, value)| {
+        let Some(stats) = segment.stats.iter().find(|c| &c.name == column) else {
+            // A label column the segment lacks is null in all its rows.
+            return !segment.columns.iter().any(|c| c == column);
+        };
+        match (&stats.min, &stats.max) {
+            (Some(StatValue::Text(lo)), Some(StatValue::Text(hi))) => value < lo || value > hi,
+            _ => stats.nulls == segment.rows,
+        }
+    })
 }
 
 fn to_df(e: StorageError) -> datafusion::error::DataFusionError {

@@ -51,6 +51,24 @@ fn collect(expr: &Expr, time_column: &str, is_label: &impl Fn(&str) -> bool, sca
     }
 }
 
+/// True for a filter storage applies exactly: a comparison of the bare time column with a
+/// timestamp literal, a `BETWEEN` of two, or an `AND` of such.
+pub(crate) fn is_time_bound(expr: &Expr, time_column: &str) -> bool {
+    let bare = |e: &Expr| matches!(e, Expr::Column(c) if c.name == time_column);
+    let stamp = |e: &Expr| literal(e).and_then(timestamp_ns).is_some();
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            is_time_bound(left, time_column) && is_time_bound(right, time_column)
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            matches!(op, Operator::Eq | Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq)
+                && ((bare(left) && stamp(right)) || (stamp(left) && bare(right)))
+        }
+        Expr::Between(Between { expr, negated: false, low, high }) => bare(expr) && stamp(low) && stamp(high),
+        _ => false,
+    }
+}
+
 fn narrow(scan: &mut ScanFilter, op: Operator, ns: i64) {
     let (start, end) = match op {
         Operator::Eq => (Some(ns), Some(ns)),
@@ -125,6 +143,16 @@ mod tests {
         assert_eq!(scan.start_ns, Some(100));
         assert_eq!(scan.end_ns, Some(199));
         assert_eq!(scan.label_equals, vec![("job".to_string(), "api".to_string())]);
+    }
+
+    #[test]
+    fn only_bare_time_comparisons_are_exact() {
+        assert!(is_time_bound(&col("timestamp").gt_eq(ts(1)).and(col("timestamp").lt(ts(9))), "timestamp"));
+        assert!(is_time_bound(&ts(1).lt(col("timestamp")), "timestamp"));
+        assert!(!is_time_bound(&col("timestamp").not_eq(ts(1)), "timestamp"));
+        assert!(!is_time_bound(&col("timestamp").gt(ts(1)).or(col("timestamp").lt(ts(0))), "timestamp"));
+        assert!(!is_time_bound(&col("start").gt(ts(1)), "timestamp"));
+        assert!(!is_time_bound(&col("timestamp").gt(ts(1)).and(col("job").eq(lit("a"))), "timestamp"));
     }
 
     #[test]

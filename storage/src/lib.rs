@@ -29,6 +29,7 @@ mod maintenance;
 pub use maintenance::PersistSummary;
 pub mod schema;
 pub mod segment;
+pub mod store;
 pub mod wal;
 pub mod exemplars;
 pub mod write;
@@ -40,15 +41,16 @@ use std::time::Duration;
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::object_store::ObjectStore;
-use datafusion::object_store::local::LocalFileSystem;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::parquet::errors::ParquetError;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use std::collections::BTreeMap;
+
 use buffer::WriteBuffer;
-use manifest::Manifest;
+use manifest::{Manifest, PartitionCache};
 use wal::{FsyncPolicy, Wal, WalError, codec};
 /// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
 pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
@@ -60,7 +62,9 @@ pub use write::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch, WriteSumm
 pub struct StorageOptions {
     /// Holds `wal/` and, for the default local object store, `segments/`.
     pub data_dir: PathBuf,
-    /// Where segments and the manifest live; `None` = local disk under `data_dir/segments`.
+    /// Where segments and manifests live (local disk under `data_dir/segments` by default).
+    pub store: store::ObjectStoreConfig,
+    /// A store to use instead of building one from `store` (tests, embedding).
     pub object_store: Option<Arc<dyn ObjectStore>>,
     pub wal_fsync: FsyncPolicy,
     /// Bytes that may wait for the WAL writer before writes are refused.
@@ -78,12 +82,19 @@ pub struct StorageOptions {
     /// Rows one compaction merges at most. The merge happens in memory, so this bounds its
     /// memory; a partition larger than this ends up as several segments of about this size.
     pub compaction_max_rows: u64,
+    /// This node's name in a shared store; `None` = the one kept in `data_dir/node_id`
+    /// (made up at first start).
+    pub node_id: Option<String>,
+    /// How often other nodes' manifests are re-read from a shared store: the bound on how
+    /// late their flushed data shows up here. Zero = never (a store of one node).
+    pub peer_refresh_interval: Duration,
 }
 
 impl StorageOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StorageOptions {
             data_dir: data_dir.into(),
+            store: store::ObjectStoreConfig::default(),
             object_store: None,
             wal_fsync: FsyncPolicy::Always,
             wal_max_pending_bytes: 256 << 20,
@@ -93,6 +104,8 @@ impl StorageOptions {
             retention: Duration::from_secs(30 * 86400),
             compaction_max_segments: 8,
             compaction_max_rows: 4_000_000,
+            node_id: None,
+            peer_refresh_interval: Duration::from_secs(15),
         }
     }
 }
@@ -117,6 +130,8 @@ pub enum StorageError {
     SchemaMismatch { table: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -148,6 +163,7 @@ impl std::fmt::Debug for Storage {
 
 struct Inner {
     options: StorageOptions,
+    node_id: String,
     store: Arc<dyn ObjectStore>,
     store_url: ObjectStoreUrl,
     wal: Wal,
@@ -156,6 +172,8 @@ struct Inner {
     maintenance: tokio::sync::Mutex<maintenance::MaintenanceState>,
     flush_wanted: Notify,
     segments_scanned: AtomicU64,
+    /// Partition manifests of other nodes already read.
+    peer_partitions: tokio::sync::Mutex<PartitionCache>,
 }
 
 struct State {
@@ -163,6 +181,8 @@ struct State {
     /// The generation being flushed: still queried until its segments are in the manifest.
     persisting: Option<Arc<WriteBuffer>>,
     manifest: Arc<Manifest>,
+    /// Other nodes sharing the store, as last read.
+    peers: Arc<BTreeMap<String, Arc<Manifest>>>,
 }
 
 impl Storage {
@@ -172,15 +192,25 @@ impl Storage {
         std::fs::create_dir_all(&wal_dir)?;
         let store: Arc<dyn ObjectStore> = match &options.object_store {
             Some(store) => store.clone(),
-            None => {
-                let dir = options.data_dir.join("segments");
-                std::fs::create_dir_all(&dir)?;
-                Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
-            }
+            None => options.store.build(&options.data_dir)?,
         };
         let store_url = ObjectStoreUrl::parse("vigil://segments")
             .map_err(|e| StorageError::Internal(e.to_string()))?;
-        let manifest = manifest::load(&store).await?;
+        let node_id = match &options.node_id {
+            Some(id) => id.clone(),
+            None => node_id_in(&options.data_dir)?,
+        };
+        validate_node_id(&node_id)?;
+        let (manifest, migrated) = manifest::load_own(&store, &node_id).await?;
+        let manifest = if migrated {
+            let mut migrated = manifest;
+            manifest::save(&store, &mut migrated, &Manifest::empty(&node_id), 0).await?;
+            store.delete(&datafusion::object_store::path::Path::from(manifest::LEGACY_MANIFEST_PATH)).await?;
+            info!(node = %node_id, segments = migrated.segments.len(), "manifest moved to the per-node layout");
+            migrated
+        } else {
+            manifest
+        };
 
         let mut active = WriteBuffer::default();
         let persisted = manifest.wal_persisted_through;
@@ -219,23 +249,64 @@ impl Storage {
         // Files a crash left behind after their contents reached the manifest.
         wal.remove_through(persisted)?;
         info!(
+            node = %node_id,
             data_dir = %options.data_dir.display(),
             segments = manifest.segments.len(),
             replayed_records = stats.records,
             "storage opened"
         );
-        Ok(Storage {
+        let storage = Storage {
             inner: Arc::new(Inner {
                 options,
+                node_id,
                 store,
                 store_url,
                 wal,
-                state: Mutex::new(State { active, persisting: None, manifest: Arc::new(manifest) }),
+                state: Mutex::new(State {
+                    active,
+                    persisting: None,
+                    manifest: Arc::new(manifest),
+                    peers: Arc::new(BTreeMap::new()),
+                }),
                 maintenance: tokio::sync::Mutex::new(maintenance::MaintenanceState::default()),
                 flush_wanted: Notify::new(),
                 segments_scanned: AtomicU64::new(0),
+                peer_partitions: tokio::sync::Mutex::new(PartitionCache::default()),
             }),
-        })
+        };
+        if !storage.inner.options.peer_refresh_interval.is_zero() {
+            storage.refresh_peers().await?;
+        }
+        Ok(storage)
+    }
+
+    /// This node's name in the store.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Re-reads the manifests of the other nodes in the store. Their segments become
+    /// queryable here; what they still hold in memory does not (see `peer_refresh_interval`).
+    pub async fn refresh_peers(&self) -> Result<usize, StorageError> {
+        let mut cache = self.inner.peer_partitions.lock().await;
+        let mut peers = BTreeMap::new();
+        for node in manifest::list_nodes(&self.inner.store).await? {
+            if node == self.inner.node_id {
+                continue;
+            }
+            if let Some(manifest) = manifest::load_node(&self.inner.store, &node, &mut cache).await? {
+                peers.insert(node, Arc::new(manifest));
+            }
+        }
+        let count = peers.len();
+        metrics::gauge!("vigil_storage_peer_nodes").set(count as f64);
+        self.inner.state.lock().peers = Arc::new(peers);
+        Ok(count)
+    }
+
+    /// The other nodes' manifests, as last read.
+    pub fn peers(&self) -> Arc<BTreeMap<String, Arc<Manifest>>> {
+        self.inner.state.lock().peers.clone()
     }
 
     pub fn options(&self) -> &StorageOptions {
@@ -323,6 +394,36 @@ impl Storage {
     /// Runs flushes, compaction and retention until `stop` resolves.
     pub async fn run_maintenance(&self, stop: impl std::future::Future<Output = ()>) {
         maintenance::run(self, stop).await
+    }
+}
+
+/// The node id kept in `data_dir/node_id`, made up (`node-` and 8 hex digits) at first start.
+fn node_id_in(data_dir: &std::path::Path) -> Result<String, StorageError> {
+    let path = data_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => Ok(id.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            std::fs::write(&path, format!("{id}\n"))?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Node ids become object path segments: letters, digits, `-`, `_` and `.` only.
+pub fn validate_node_id(id: &str) -> Result<(), StorageError> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id != "."
+        && id != ".."
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError::Config(format!(
+            "node id {id:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
     }
 }
 

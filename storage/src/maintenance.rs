@@ -99,7 +99,7 @@ impl Storage {
         if let Some(seq) = maintenance.wal_through {
             manifest.wal_persisted_through = manifest.wal_persisted_through.max(seq);
         }
-        manifest::save(&self.inner.store, &manifest).await?;
+        manifest::save(&self.inner.store, &mut manifest, &current, delete_after_ms()).await?;
         {
             let mut state = self.inner.state.lock();
             state.manifest = Arc::new(manifest);
@@ -122,8 +122,8 @@ impl Storage {
         level: u32,
         batches: &[RecordBatch],
     ) -> Result<SegmentMeta, StorageError> {
-        let path = segment::segment_path(table, partition, id);
-        let size = segment::write(&self.inner.store, &path, batches).await?;
+        let path = segment::segment_path(&self.inner.node_id, table, partition, id);
+        let (size, stats) = segment::write(&self.inner.store, &path, batches).await?;
         let schema = batches[0].schema();
         let time_index = schema.index_of(time_column_of(table))?;
         let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
@@ -144,6 +144,7 @@ impl Storage {
             size_bytes: size,
             columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
             level,
+            stats,
         })
     }
 
@@ -240,8 +241,9 @@ impl Storage {
         Ok(due.len())
     }
 
-    async fn publish(&self, manifest: Manifest) -> Result<(), StorageError> {
-        manifest::save(&self.inner.store, &manifest).await?;
+    async fn publish(&self, mut manifest: Manifest) -> Result<(), StorageError> {
+        let previous = self.manifest();
+        manifest::save(&self.inner.store, &mut manifest, &previous, delete_after_ms()).await?;
         self.inner.state.lock().manifest = Arc::new(manifest);
         Ok(())
     }
@@ -261,9 +263,15 @@ fn newest_run_start(segments: &[&SegmentMeta], max_rows: u64) -> usize {
     start
 }
 
+/// When a file replaced now may be deleted: after the grace period for queries planned with it
+/// (here or on another node: peers re-read manifests far more often).
+fn delete_after_ms() -> i64 {
+    (now_ns() + DELETE_GRACE.as_nanos() as i64) / 1_000_000
+}
+
 /// Removes matching segments from the manifest and schedules their files for deletion.
 fn retire(manifest: &mut Manifest, doomed: impl Fn(&SegmentMeta) -> bool) -> usize {
-    let not_before_unix_ms = (now_ns() + DELETE_GRACE.as_nanos() as i64) / 1_000_000;
+    let not_before_unix_ms = delete_after_ms();
     let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
         manifest.segments.drain(..).partition(|s| doomed(s));
     manifest.segments = kept;
@@ -350,12 +358,21 @@ pub(crate) async fn run(storage: &Storage, stop: impl std::future::Future<Output
     tokio::pin!(stop);
     let mut flush_ticker = tokio::time::interval(storage.inner.options.flush_interval);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+    let peer_every = storage.inner.options.peer_refresh_interval;
+    let mut peer_ticker = tokio::time::interval(if peer_every.is_zero() { Duration::from_secs(3600) } else { peer_every });
+    peer_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush_ticker.tick().await;
+    peer_ticker.tick().await;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = flush_ticker.tick() => flush_logged(storage).await,
             _ = storage.inner.flush_wanted.notified() => flush_logged(storage).await,
+            _ = peer_ticker.tick(), if !peer_every.is_zero() => {
+                if let Err(e) = storage.refresh_peers().await {
+                    warn!(error = %e, "reading other nodes' manifests failed; their data may be stale here");
+                }
+            }
             _ = housekeeping.tick() => {
                 if let Err(e) = storage.compact().await {
                     warn!(error = %e, "compaction failed");

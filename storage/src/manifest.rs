@@ -1,29 +1,68 @@
-//! The manifest: the list of live Parquet segments and how far the WAL has been persisted.
+//! Manifests: which Parquet segments are live, with their statistics, and how far the WAL
+//! has been persisted.
 //!
-//! It is one JSON object in the object store, replaced whole (an object-store `put` is atomic)
-//! after every flush, compaction or retention pass. A segment file that no manifest names
-//! (left by a crash between the Parquet write and the manifest write) is never read.
+//! Layout in the object store, one directory per node so that every file has one writer:
+//!
+//! ```text
+//! nodes/<node>/manifest.json                                   the node's root: the commit point
+//! nodes/<node>/partitions/<table>/<partition>/<generation>.json one per table × time partition
+//! nodes/<node>/tables/<table>/<partition>/<id>.parquet         segments
+//! ```
+//!
+//! A partition manifest lists its segments with row counts, time bounds and min/max/null
+//! count per column; it is never changed once written: a flush or compaction writes a new
+//! generation of the partitions it touched and then replaces the root, which names the
+//! current generation of every partition (an object-store `put` is atomic). So a reader
+//! sees a whole flush or none of it, a flush rewrites only what it touched, and a query
+//! lists no directory: it prunes partitions by the root's bounds and segments by theirs.
+//! A segment or partition file no root names (a crash between writes) is never read.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
 
-pub const MANIFEST_PATH: &str = "manifest.json";
+/// The single manifest of stores written before nodes had their own directory.
+pub const LEGACY_MANIFEST_PATH: &str = "manifest.json";
+/// Partition manifests fetched at once while loading a node.
+const LOAD_CONCURRENCY: usize = 16;
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub fn node_root(node: &str) -> Path {
+    Path::from_iter(["nodes", node, "manifest.json"])
+}
+
+fn partition_manifest_path(node: &str, table: &str, partition_start_ns: i64, generation: u64) -> Path {
+    Path::from_iter([
+        "nodes",
+        node,
+        "partitions",
+        table,
+        &partition_start_ns.to_string(),
+        &format!("{generation:016}.json"),
+    ])
+}
+
+/// One node's live segments, in memory.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Manifest {
-    pub version: u32,
+    pub node: String,
     pub next_segment_id: u64,
     /// WAL files with this sequence or lower are fully contained in segments.
     pub wal_persisted_through: u64,
     pub segments: Vec<SegmentMeta>,
     /// Files replaced by compaction or expired by retention, deleted once no query can still
     /// be reading them.
-    #[serde(default)]
     pub pending_deletes: Vec<PendingDelete>,
+    next_generation: u64,
+    /// The partition manifest file currently naming each (table, partition)'s segments.
+    partition_files: BTreeMap<(String, i64), String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +79,152 @@ pub struct SegmentMeta {
     pub columns: Vec<String>,
     /// 0 for a flushed segment, 1 and up for compaction outputs.
     pub level: u32,
+    /// Exact statistics per column, where Parquet had them (absent in old manifests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stats: Vec<ColumnStats>,
+}
+
+/// Null count and exact bounds of one column of one segment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnStats {
+    pub name: String,
+    pub nulls: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<StatValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<StatValue>,
+}
+
+/// A bound as JSON: timestamps and integers as integers, floats as floats, labels as text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StatValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl StatValue {
+    fn from_scalar(value: &ScalarValue) -> Option<StatValue> {
+        match value {
+            ScalarValue::Dictionary(_, inner) => StatValue::from_scalar(inner),
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+                Some(StatValue::Text(s.clone()))
+            }
+            ScalarValue::Float64(Some(v)) if v.is_finite() => Some(StatValue::Float(*v)),
+            ScalarValue::Int64(Some(v)) | ScalarValue::TimestampNanosecond(Some(v), _) => Some(StatValue::Int(*v)),
+            ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok().map(StatValue::Int),
+            ScalarValue::Int32(Some(v)) => Some(StatValue::Int(i64::from(*v))),
+            _ => None,
+        }
+    }
+
+    /// The value as a scalar of `data_type`, when the two agree.
+    fn to_scalar(&self, data_type: &DataType) -> Option<ScalarValue> {
+        Some(match (self, data_type) {
+            (StatValue::Text(s), DataType::Dictionary(key, value)) if value.as_ref() == &DataType::Utf8 => {
+                ScalarValue::Dictionary(key.clone(), Box::new(ScalarValue::Utf8(Some(s.clone()))))
+            }
+            (StatValue::Text(s), DataType::Utf8) => ScalarValue::Utf8(Some(s.clone())),
+            (StatValue::Float(v), DataType::Float64) => ScalarValue::Float64(Some(*v)),
+            (StatValue::Int(v), DataType::Float64) => ScalarValue::Float64(Some(*v as f64)),
+            (StatValue::Int(v), DataType::Int64) => ScalarValue::Int64(Some(*v)),
+            (StatValue::Int(v), DataType::UInt64) => ScalarValue::UInt64(Some(u64::try_from(*v).ok()?)),
+            (StatValue::Int(v), DataType::Int32) => ScalarValue::Int32(Some(i32::try_from(*v).ok()?)),
+            (StatValue::Int(v), DataType::Timestamp(TimeUnit::Nanosecond, zone)) => {
+                ScalarValue::TimestampNanosecond(Some(*v), zone.clone())
+            }
+            _ => return None,
+        })
+    }
+
+    fn partial_cmp(&self, other: &StatValue) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (StatValue::Int(a), StatValue::Int(b)) => Some(a.cmp(b)),
+            (StatValue::Float(a), StatValue::Float(b)) => a.partial_cmp(b),
+            (StatValue::Text(a), StatValue::Text(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
+}
+
+/// Per-column statistics of a written segment, from the metadata Parquet wrote: only exact
+/// bounds are kept.
+pub fn column_stats(statistics: &Statistics, schema: &Schema) -> Vec<ColumnStats> {
+    schema
+        .fields()
+        .iter()
+        .zip(&statistics.column_statistics)
+        .map(|(field, column)| {
+            let exact = |p: &Precision<ScalarValue>| match p {
+                Precision::Exact(v) => StatValue::from_scalar(v),
+                _ => None,
+            };
+            ColumnStats {
+                name: field.name().clone(),
+                nulls: match column.null_count {
+                    Precision::Exact(n) => n as u64,
+                    _ => u64::MAX,
+                },
+                min: exact(&column.min_value),
+                max: exact(&column.max_value),
+            }
+        })
+        .filter(|c| c.nulls != u64::MAX)
+        .collect()
+}
+
+/// Exact statistics of a set of whole segments in `schema`: row count always, and per column
+/// what every segment knows. A column a segment lacks is all nulls there.
+pub fn table_statistics<'a>(segments: impl IntoIterator<Item = &'a SegmentMeta>, schema: &Schema) -> Statistics {
+    let segments: Vec<&SegmentMeta> = segments.into_iter().collect();
+    let rows: u64 = segments.iter().map(|s| s.rows).sum();
+    let column = |field: &Field| -> ColumnStatistics {
+        let mut nulls = 0u64;
+        let (mut min, mut max): (Option<StatValue>, Option<StatValue>) = (None, None);
+        for segment in &segments {
+            if !segment.columns.iter().any(|c| c == field.name()) {
+                nulls += segment.rows;
+                continue;
+            }
+            let Some(stats) = segment.stats.iter().find(|c| c.name == *field.name()) else {
+                return ColumnStatistics::new_unknown();
+            };
+            nulls += stats.nulls;
+            if stats.nulls == segment.rows {
+                continue;
+            }
+            let (Some(lo), Some(hi)) = (&stats.min, &stats.max) else {
+                return ColumnStatistics::new_unknown();
+            };
+            match min.as_ref().map(|m| lo.partial_cmp(m)) {
+                None => min = Some(lo.clone()),
+                Some(Some(std::cmp::Ordering::Less)) => min = Some(lo.clone()),
+                Some(Some(_)) => {}
+                Some(None) => return ColumnStatistics::new_unknown(),
+            }
+            match max.as_ref().map(|m| hi.partial_cmp(m)) {
+                None => max = Some(hi.clone()),
+                Some(Some(std::cmp::Ordering::Greater)) => max = Some(hi.clone()),
+                Some(Some(_)) => {}
+                Some(None) => return ColumnStatistics::new_unknown(),
+            }
+        }
+        let bound = |v: Option<StatValue>| {
+            v.and_then(|v| v.to_scalar(field.data_type())).map_or(Precision::Absent, Precision::Exact)
+        };
+        let mut out = ColumnStatistics::new_unknown();
+        out.null_count = Precision::Exact(nulls as usize);
+        out.min_value = bound(min);
+        out.max_value = bound(max);
+        out
+    };
+    let mut statistics = Statistics::new_unknown(schema);
+    statistics.num_rows = Precision::Exact(rows as usize);
+    statistics.total_byte_size =
+        Precision::Inexact(segments.iter().map(|s| s.size_bytes as usize).sum());
+    statistics.column_statistics = schema.fields().iter().map(|f| column(f)).collect();
+    statistics
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,7 +233,53 @@ pub struct PendingDelete {
     pub not_before_unix_ms: i64,
 }
 
+/// The root file of a node.
+#[derive(Debug, Serialize, Deserialize)]
+struct Root {
+    version: u32,
+    node: String,
+    next_segment_id: u64,
+    next_generation: u64,
+    wal_persisted_through: u64,
+    partitions: Vec<PartitionEntry>,
+    #[serde(default)]
+    pending_deletes: Vec<PendingDelete>,
+}
+
+/// A partition as the root names it: enough to prune it without reading its manifest.
+#[derive(Debug, Serialize, Deserialize)]
+struct PartitionEntry {
+    table: String,
+    partition_start_ns: i64,
+    path: String,
+    segments: usize,
+    rows: u64,
+    min_time_ns: i64,
+    max_time_ns: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PartitionManifest {
+    table: String,
+    partition_start_ns: i64,
+    segments: Vec<SegmentMeta>,
+}
+
+/// The manifest of stores from before per-node layout.
+#[derive(Deserialize)]
+struct LegacyManifest {
+    next_segment_id: u64,
+    wal_persisted_through: u64,
+    segments: Vec<SegmentMeta>,
+    #[serde(default)]
+    pending_deletes: Vec<PendingDelete>,
+}
+
 impl Manifest {
+    pub fn empty(node: &str) -> Manifest {
+        Manifest { node: node.to_string(), next_segment_id: 1, next_generation: 1, ..Manifest::default() }
+    }
+
     pub fn segments_of<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a SegmentMeta> + 'a {
         self.segments.iter().filter(move |s| s.table == table)
     }
@@ -56,23 +287,253 @@ impl Manifest {
     pub fn table_names(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().map(|s| s.table.as_str())
     }
+
+    fn partition_keys(&self) -> BTreeMap<(String, i64), Vec<u64>> {
+        let mut keys: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
+        for s in &self.segments {
+            keys.entry((s.table.clone(), s.partition_start_ns)).or_default().push(s.id);
+        }
+        for ids in keys.values_mut() {
+            ids.sort_unstable();
+        }
+        keys
+    }
 }
 
-pub async fn load(store: &Arc<dyn ObjectStore>) -> Result<Manifest, StorageError> {
-    match store.get(&Path::from(MANIFEST_PATH)).await {
-        Ok(result) => {
-            let bytes = result.bytes().await?;
-            serde_json::from_slice(&bytes).map_err(|e| StorageError::Manifest(e.to_string()))
-        }
-        Err(datafusion::object_store::Error::NotFound { .. }) => {
-            Ok(Manifest { version: 1, next_segment_id: 1, ..Manifest::default() })
-        }
+fn decode<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Manifest(format!("{path}: {e}")))
+}
+
+async fn get_json<T: for<'de> Deserialize<'de>>(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<T>, StorageError> {
+    match store.get(path).await {
+        Ok(result) => Ok(Some(decode(path, &result.bytes().await?)?)),
+        Err(datafusion::object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn save(store: &Arc<dyn ObjectStore>, manifest: &Manifest) -> Result<(), StorageError> {
-    let json = serde_json::to_vec(manifest).map_err(|e| StorageError::Manifest(e.to_string()))?;
-    store.put(&Path::from(MANIFEST_PATH), PutPayload::from(json)).await?;
+/// Partition manifests already read, by path: they never change once written.
+#[derive(Default)]
+pub struct PartitionCache(HashMap<String, Arc<Vec<SegmentMeta>>>);
+
+/// Loads a node's manifest; `None` when the node has none yet. `cache` spares re-reading
+/// partition manifests seen before (other nodes are reloaded often).
+pub async fn load_node(
+    store: &Arc<dyn ObjectStore>,
+    node: &str,
+    cache: &mut PartitionCache,
+) -> Result<Option<Manifest>, StorageError> {
+    let Some(root) = get_json::<Root>(store, &node_root(node)).await? else {
+        return Ok(None);
+    };
+    let missing: Vec<String> =
+        root.partitions.iter().map(|p| p.path.clone()).filter(|p| !cache.0.contains_key(p)).collect();
+    let fetched: Vec<(String, PartitionManifest)> = futures::stream::iter(missing)
+        .map(|path| async move {
+            let object = Path::from(path.as_str());
+            let manifest = get_json::<PartitionManifest>(store, &object)
+                .await?
+                .ok_or_else(|| StorageError::Manifest(format!("{object} is named by the root but missing")))?;
+            Ok::<_, StorageError>((path, manifest))
+        })
+        .buffer_unordered(LOAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (path, partition) in fetched {
+        cache.0.insert(path, Arc::new(partition.segments));
+    }
+    let mut manifest = Manifest {
+        node: root.node,
+        next_segment_id: root.next_segment_id,
+        wal_persisted_through: root.wal_persisted_through,
+        segments: Vec::new(),
+        pending_deletes: root.pending_deletes,
+        next_generation: root.next_generation,
+        partition_files: BTreeMap::new(),
+    };
+    let live: std::collections::HashSet<&str> = root.partitions.iter().map(|p| p.path.as_str()).collect();
+    for entry in &root.partitions {
+        if let Some(segments) = cache.0.get(&entry.path) {
+            manifest.segments.extend(segments.iter().cloned());
+        }
+        manifest.partition_files.insert((entry.table.clone(), entry.partition_start_ns), entry.path.clone());
+    }
+    cache.0.retain(|path, _| live.contains(path.as_str()));
+    Ok(Some(manifest))
+}
+
+/// Loads this node's manifest: its own, or one made from a store of the single-manifest
+/// layout (its segments keep their paths; `true` = migrated, save it), or an empty one.
+pub async fn load_own(store: &Arc<dyn ObjectStore>, node: &str) -> Result<(Manifest, bool), StorageError> {
+    if let Some(manifest) = load_node(store, node, &mut PartitionCache::default()).await? {
+        return Ok((manifest, false));
+    }
+    let legacy_path = Path::from(LEGACY_MANIFEST_PATH);
+    if let Some(legacy) = get_json::<LegacyManifest>(store, &legacy_path).await? {
+        let mut manifest = Manifest::empty(node);
+        manifest.next_segment_id = legacy.next_segment_id.max(1);
+        manifest.wal_persisted_through = legacy.wal_persisted_through;
+        manifest.segments = legacy.segments;
+        manifest.pending_deletes = legacy.pending_deletes;
+        return Ok((manifest, true));
+    }
+    Ok((Manifest::empty(node), false))
+}
+
+/// Writes a new generation of every partition whose segments changed since `previous`, then
+/// the root. Replaced partition manifests are scheduled for deletion at `delete_after_ms`.
+pub async fn save(
+    store: &Arc<dyn ObjectStore>,
+    manifest: &mut Manifest,
+    previous: &Manifest,
+    delete_after_ms: i64,
+) -> Result<(), StorageError> {
+    let before = previous.partition_keys();
+    let after = manifest.partition_keys();
+    let mut by_key: BTreeMap<(String, i64), Vec<&SegmentMeta>> = BTreeMap::new();
+    for s in &manifest.segments {
+        by_key.entry((s.table.clone(), s.partition_start_ns)).or_default().push(s);
+    }
+    let mut writes = Vec::new();
+    let mut replaced = Vec::new();
+    for (key, ids) in &after {
+        if before.get(key) == Some(ids) && manifest.partition_files.contains_key(key) {
+            continue;
+        }
+        let generation = manifest.next_generation;
+        manifest.next_generation += 1;
+        let path = partition_manifest_path(&manifest.node, &key.0, key.1, generation);
+        let body = PartitionManifest {
+            table: key.0.clone(),
+            partition_start_ns: key.1,
+            segments: by_key.get(key).map(|s| s.iter().map(|s| (*s).clone()).collect()).unwrap_or_default(),
+        };
+        let json = serde_json::to_vec(&body).map_err(|e| StorageError::Manifest(e.to_string()))?;
+        writes.push((path.clone(), json));
+        if let Some(old) = manifest.partition_files.insert(key.clone(), path.to_string()) {
+            replaced.push(old);
+        }
+    }
+    let gone: Vec<(String, i64)> =
+        manifest.partition_files.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
+    for key in gone {
+        if let Some(old) = manifest.partition_files.remove(&key) {
+            replaced.push(old);
+        }
+    }
+    futures::stream::iter(writes)
+        .map(|(path, json)| async move { store.put(&path, PutPayload::from(json)).await })
+        .buffer_unordered(LOAD_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    manifest
+        .pending_deletes
+        .extend(replaced.into_iter().map(|path| PendingDelete { path, not_before_unix_ms: delete_after_ms }));
+
+    let partitions = manifest
+        .partition_files
+        .iter()
+        .map(|((table, partition), path)| {
+            let segments: Vec<&&SegmentMeta> = by_key.get(&(table.clone(), *partition)).map(|v| v.iter().collect()).unwrap_or_default();
+            PartitionEntry {
+                table: table.clone(),
+                partition_start_ns: *partition,
+                path: path.clone(),
+                segments: segments.len(),
+                rows: segments.iter().map(|s| s.rows).sum(),
+                min_time_ns: segments.iter().map(|s| s.min_time_ns).min().unwrap_or(i64::MAX),
+                max_time_ns: segments.iter().map(|s| s.max_time_ns).max().unwrap_or(i64::MIN),
+            }
+        })
+        .collect();
+    let root = Root {
+        version: 2,
+        node: manifest.node.clone(),
+        next_segment_id: manifest.next_segment_id,
+        next_generation: manifest.next_generation,
+        wal_persisted_through: manifest.wal_persisted_through,
+        partitions,
+        pending_deletes: manifest.pending_deletes.clone(),
+    };
+    let json = serde_json::to_vec(&root).map_err(|e| StorageError::Manifest(e.to_string()))?;
+    store.put(&node_root(&manifest.node), PutPayload::from(json)).await?;
     Ok(())
+}
+
+/// The nodes that have a directory in the store.
+pub async fn list_nodes(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>, StorageError> {
+    let listing = store.list_with_delimiter(Some(&Path::from("nodes"))).await?;
+    Ok(listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::object_store::memory::InMemory;
+
+    fn segment(id: u64, table: &str, partition: i64, rows: u64) -> SegmentMeta {
+        SegmentMeta {
+            id,
+            table: table.into(),
+            path: format!("nodes/a/tables/{table}/{partition}/{id}.parquet"),
+            partition_start_ns: partition,
+            min_time_ns: partition,
+            max_time_ns: partition + 10,
+            rows,
+            size_bytes: 100,
+            columns: vec!["job".into(), "timestamp".into(), "value".into()],
+            level: 0,
+            stats: vec![ColumnStats { name: "job".into(), nulls: 0, min: Some(StatValue::Text(format!("j{id}"))), max: Some(StatValue::Text(format!("k{id}"))) }],
+        }
+    }
+
+    #[tokio::test]
+    async fn saves_only_changed_partitions_and_loads_back() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut first = Manifest::empty("a");
+        first.segments = vec![segment(1, "m", 0, 5), segment(2, "n", 0, 7)];
+        first.next_segment_id = 3;
+        save(&store, &mut first, &Manifest::empty("a"), 0).await.unwrap();
+        let files_after_first = first.partition_files.clone();
+
+        let mut second = first.clone();
+        second.segments.push(segment(3, "m", 0, 1));
+        second.next_segment_id = 4;
+        save(&store, &mut second, &first, 42).await.unwrap();
+        // Only partition m/0 got a new generation; its old file waits for deletion.
+        assert_eq!(second.partition_files[&("n".to_string(), 0)], files_after_first[&("n".to_string(), 0)]);
+        assert_ne!(second.partition_files[&("m".to_string(), 0)], files_after_first[&("m".to_string(), 0)]);
+        assert_eq!(second.pending_deletes, vec![PendingDelete { path: files_after_first[&("m".to_string(), 0)].clone(), not_before_unix_ms: 42 }]);
+
+        let mut cache = PartitionCache::default();
+        let loaded = load_node(&store, "a", &mut cache).await.unwrap().unwrap();
+        let mut ids: Vec<u64> = loaded.segments.iter().map(|s| s.id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(loaded.next_segment_id, 4);
+        assert_eq!(loaded.segments.iter().find(|s| s.id == 3).unwrap().stats, segment(3, "m", 0, 1).stats);
+        assert_eq!(list_nodes(&store).await.unwrap(), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn statistics_combine_segments_and_fill_missing_columns_with_nulls() {
+        let schema = Schema::new(vec![
+            Field::new("instance", DataType::Utf8, true),
+            Field::new("job", DataType::Utf8, true),
+        ]);
+        let stats = table_statistics([&segment(1, "m", 0, 5), &segment(2, "m", 0, 7)], &schema);
+        assert_eq!(stats.num_rows, Precision::Exact(12));
+        assert_eq!(stats.column_statistics[0].null_count, Precision::Exact(12));
+        assert_eq!(stats.column_statistics[1].min_value, Precision::Exact(ScalarValue::Utf8(Some("j1".into()))));
+        assert_eq!(stats.column_statistics[1].max_value, Precision::Exact(ScalarValue::Utf8(Some("k2".into()))));
+        let mut unknown = segment(3, "m", 0, 1);
+        unknown.stats.clear();
+        let stats = table_statistics([&segment(1, "m", 0, 5), &unknown], &schema);
+        assert_eq!(stats.column_statistics[1].min_value, Precision::Absent);
+        assert_eq!(stats.num_rows, Precision::Exact(6));
+    }
 }

@@ -11,15 +11,21 @@ use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+
 use crate::StorageError;
+use crate::manifest::{ColumnStats, column_stats};
 use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
 
 /// Rows per row group: small enough that statistics prune within a segment.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-/// Object path of a segment.
-pub fn segment_path(table: &str, partition_start_ns: i64, id: u64) -> Path {
+/// Object path of a segment: under its node's directory, so that nodes never write the same
+/// file.
+pub fn segment_path(node: &str, table: &str, partition_start_ns: i64, id: u64) -> Path {
     Path::from_iter([
+        "nodes",
+        node,
         "tables",
         table,
         &partition_start_ns.to_string(),
@@ -53,8 +59,12 @@ fn writer_properties(batch: &RecordBatch) -> WriterProperties {
     props.build()
 }
 
-/// Writes one segment; returns its size in bytes.
-pub async fn write(store: &Arc<dyn ObjectStore>, path: &Path, batches: &[RecordBatch]) -> Result<u64, StorageError> {
+/// Writes one segment; returns its size in bytes and the exact statistics of its columns.
+pub async fn write(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    batches: &[RecordBatch],
+) -> Result<(u64, Vec<ColumnStats>), StorageError> {
     let Some(first) = batches.first() else {
         return Err(StorageError::Internal("empty segment".into()));
     };
@@ -63,11 +73,14 @@ pub async fn write(store: &Arc<dyn ObjectStore>, path: &Path, batches: &[RecordB
     for batch in batches {
         writer.write(batch)?;
     }
-    writer.close()?;
+    let metadata = writer.close()?;
+    let schema = first.schema();
+    let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema)
+        .map_err(|e| StorageError::Internal(format!("segment statistics: {e}")))?;
     let size = bytes.len() as u64;
     store.put(path, PutPayload::from(bytes)).await?;
     metrics::counter!("vigil_storage_segment_bytes_written_total").increment(size);
-    Ok(size)
+    Ok((size, column_stats(&statistics, &schema)))
 }
 
 /// Reads a whole segment (compaction input). Segments are bounded by the buffer budget, so

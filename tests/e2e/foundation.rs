@@ -66,8 +66,13 @@ async fn sigterm_flushes_to_parquet_and_exits_zero() {
     assert_eq!(status, 204);
     let exit = vigil.terminate();
     assert!(exit.success(), "exit status {exit:?}");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(data.join("segments/manifest.json")).unwrap()).unwrap();
-    let segments = manifest["segments"].as_array().unwrap();
+    let node = std::fs::read_to_string(data.join("node_id")).unwrap();
+    let read = |path: &str| -> Value { serde_json::from_slice(&std::fs::read(data.join("segments").join(path)).unwrap()).unwrap() };
+    let root = read(&format!("nodes/{}/manifest.json", node.trim()));
+    let partitions = root["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 1);
+    let partition = read(partitions[0]["path"].as_str().unwrap());
+    let segments = partition["segments"].as_array().unwrap();
     assert_eq!(segments.len(), 1);
     assert_eq!(segments[0]["rows"], 15);
     let path = data.join("segments").join(segments[0]["path"].as_str().unwrap());
