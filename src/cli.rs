@@ -73,6 +73,54 @@ pub struct ServeArgs {
     pub drift: DriftArgs,
     #[command(flatten)]
     pub security: SecurityArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Object store and cluster")]
+pub struct ClusterArgs {
+    /// Where segments live: local, s3, gcs or azure [default: local]
+    #[arg(long, env = "VIGIL_OBJECT_STORE_KIND", value_parser = parse_store_kind)]
+    pub object_store_kind: Option<vigil_storage::store::StoreKind>,
+    /// Bucket (S3, GCS) or container (Azure)
+    #[arg(long, env = "VIGIL_OBJECT_STORE_BUCKET")]
+    pub object_store_bucket: Option<String>,
+    /// Key prefix inside the bucket
+    #[arg(long, env = "VIGIL_OBJECT_STORE_PREFIX")]
+    pub object_store_prefix: Option<String>,
+    /// Directory of a local store shared by several nodes [default: DATA_DIR/segments]
+    #[arg(long, env = "VIGIL_OBJECT_STORE_PATH")]
+    pub object_store_path: Option<PathBuf>,
+    /// S3-compatible endpoint URL (MinIO, moto, ...)
+    #[arg(long, env = "VIGIL_OBJECT_STORE_ENDPOINT")]
+    pub object_store_endpoint: Option<String>,
+    /// Region of the bucket
+    #[arg(long, env = "VIGIL_OBJECT_STORE_REGION")]
+    pub object_store_region: Option<String>,
+    /// Allow a plain-http endpoint
+    #[arg(long, env = "VIGIL_OBJECT_STORE_ALLOW_HTTP")]
+    pub object_store_allow_http: bool,
+    /// This node's name in a shared store [default: kept in DATA_DIR/node_id]
+    #[arg(long, env = "VIGIL_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How often other nodes' manifests are re-read [default: 15s]
+    #[arg(long, env = "VIGIL_PEER_REFRESH")]
+    pub peer_refresh: Option<PromDuration>,
+    /// Lifetime of the alerting lease: how long alerting pauses when its node dies [default: 15s]
+    #[arg(long, env = "VIGIL_LEASE_TTL")]
+    pub lease_ttl: Option<PromDuration>,
+}
+
+fn parse_store_kind(text: &str) -> Result<vigil_storage::store::StoreKind, String> {
+    use vigil_storage::store::StoreKind;
+    match text {
+        "local" => Ok(StoreKind::Local),
+        "s3" => Ok(StoreKind::S3),
+        "gcs" => Ok(StoreKind::Gcs),
+        "azure" => Ok(StoreKind::Azure),
+        other => Err(format!("{other:?} is not one of local, s3, gcs, azure")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +330,29 @@ impl ServeArgs {
         if let (Some(cert_file), Some(key_file)) = (&self.security.tls_cert_file, &self.security.tls_key_file) {
             config.tls = Some(TlsConfig { cert_file: cert_file.clone(), key_file: key_file.clone() });
         }
+
+        let store = &mut config.storage.object_store;
+        set(&mut store.kind, self.cluster.object_store_kind);
+        let cluster = &self.cluster;
+        for (target, value) in [
+            (&mut store.bucket, &cluster.object_store_bucket),
+            (&mut store.prefix, &cluster.object_store_prefix),
+            (&mut store.endpoint, &cluster.object_store_endpoint),
+            (&mut store.region, &cluster.object_store_region),
+        ] {
+            if value.is_some() {
+                target.clone_from(value);
+            }
+        }
+        if cluster.object_store_path.is_some() {
+            store.path.clone_from(&cluster.object_store_path);
+        }
+        store.allow_http |= cluster.object_store_allow_http;
+        if cluster.node_id.is_some() {
+            config.cluster.node_id.clone_from(&cluster.node_id);
+        }
+        set(&mut config.cluster.peer_refresh, cluster.peer_refresh);
+        set(&mut config.cluster.lease_ttl, cluster.lease_ttl);
 
         set(&mut config.query.timeout, self.query.query_timeout);
         set(&mut config.query.max_memory, self.query.query_max_memory);

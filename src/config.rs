@@ -42,6 +42,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Serve every listener over TLS; plain HTTP without it.
     pub tls: Option<TlsConfig>,
+    /// Several nodes on one object store.
+    pub cluster: ClusterConfig,
     /// The directory relative paths of the file are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -56,6 +58,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             query: QueryConfig::default(),
             log: LogConfig::default(),
+            cluster: ClusterConfig::default(),
             scrape_configs: Vec::new(),
             slos: Vec::new(),
             rules: Vec::new(),
@@ -253,6 +256,8 @@ pub struct StorageConfig {
     /// Rows one compaction merges (in memory) at most.
     pub compaction_max_rows: u64,
     pub wal: WalConfig,
+    /// Where segments and manifests live: local disk by default; S3, GCS or Azure.
+    pub object_store: vigil_storage::store::ObjectStoreConfig,
 }
 
 impl Default for StorageConfig {
@@ -265,6 +270,7 @@ impl Default for StorageConfig {
             buffer_size: ByteSize::gib(1),
             compaction_max_rows: vigil_storage::StorageOptions::new(".").compaction_max_rows,
             wal: WalConfig::default(),
+            object_store: Default::default(),
         }
     }
 }
@@ -326,6 +332,24 @@ impl Default for LimitsConfig {
             max_concurrent_ingest: http.max_concurrent_ingest,
             max_concurrent_queries: http.max_concurrent_queries,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name in the shared store; default: the one made up at first start and
+    /// kept in `data_dir/node_id`.
+    pub node_id: Option<String>,
+    /// How often other nodes' manifests are re-read: how late their flushed data may show.
+    pub peer_refresh: PromDuration,
+    /// Lifetime of the alerting lease: how long alerting pauses when its node dies.
+    pub lease_ttl: PromDuration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { node_id: None, peer_refresh: PromDuration(Duration::from_secs(15)), lease_ttl: PromDuration(Duration::from_secs(15)) }
     }
 }
 
@@ -395,6 +419,11 @@ impl Config {
             config.base_dir = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base.to_path_buf() };
             if config.storage.data_dir.is_relative() {
                 config.storage.data_dir = base.join(&config.storage.data_dir);
+            }
+            if let Some(path) = &mut config.storage.object_store.path {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
             }
             if let Some(tls) = &mut config.tls {
                 tls.cert_file = base.join(&tls.cert_file);

@@ -1,6 +1,7 @@
 //! The `vigil` binary: command line, configuration and wiring of the crates.
 
 mod cli;
+mod cluster;
 mod config;
 mod reload;
 mod serve;

@@ -71,7 +71,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let scraper = Arc::new(vigil_ingest::scrape::Scraper::start(config.scrape_targets(), ingestor.clone()));
     let slos = Arc::new(vigil_query::slo::SloEvaluator::new(engine.clone()));
-    let alerting = vigil_alerting::Alerting::open(engine.clone(), alerting_options(&config), Arc::new(vigil_alerting::SystemClock));
+    let mut alerting_options = alerting_options(&config);
+    alerting_options.shared_store = Some(storage.object_store().1);
+    let alerting = vigil_alerting::Alerting::open(engine.clone(), alerting_options, Arc::new(vigil_alerting::SystemClock));
+    // Only the node holding the lease evaluates SLOs and alerts; it is taken before the first
+    // evaluation, so a single node starts alerting at once.
+    let mut lease = vigil_storage::lease::Lease::new(storage.object_store().1, "alerting", storage.node_id(), config.cluster.lease_ttl.0.max(Duration::from_secs(1)));
+    alerting.set_active(false);
+    crate::cluster::lease_tick(&mut lease, &alerting).await;
+    let lease_task = tokio::spawn(crate::cluster::hold_lease(lease, alerting.clone(), stop.clone()));
     let reloader = Arc::new(crate::reload::DefinitionReloader::new(args.config.clone(), config.clone(), slos.clone(), alerting.clone()));
     // At start-up there is no previous set to keep: invalid definitions stop Vigil.
     reloader.apply().await.map_err(|errors| anyhow::anyhow!("invalid definitions:\n{errors}"))?;
@@ -86,6 +94,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while stop.run_until_cancelled(ticker.tick()).await.is_some() {
+                if !alerting.is_active() {
+                    continue;
+                }
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
                 let statuses = slos.evaluate(now).await;
                 alerting.evaluate_slos(&slos.definitions().await, &statuses).await;
@@ -141,6 +152,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     info!("no longer accepting requests; flushing");
     stop.cancel();
     let _ = alerting_task.await;
+    let _ = lease_task.await;
     let _ = drift_task.await;
     let _ = maintenance.await;
     storage.close().await.context("flushing storage")?;
@@ -214,6 +226,9 @@ fn storage_options(config: &Config) -> StorageOptions {
     options.buffer_max_bytes = storage.buffer_size.as_u64() as usize;
     options.retention = storage.retention.0;
     options.compaction_max_rows = storage.compaction_max_rows.max(1);
+    options.store = storage.object_store.clone();
+    options.node_id = config.cluster.node_id.clone();
+    options.peer_refresh_interval = config.cluster.peer_refresh.0;
     options
 }
 

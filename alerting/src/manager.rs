@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,7 +29,8 @@ use crate::dispatch::{Dispatcher, Flush, NotifyAlert, Route};
 use crate::labels::{Labels, fingerprint_hex};
 use crate::matchers::{MatchOp, Matcher, all_match};
 use crate::notify::{Message, Notifier, rfc3339_ms};
-use crate::persist::{NflogRecord, Snapshot, StateFiles};
+use crate::persist::{NflogRecord, SHARED_SILENCES, SHARED_STATE, Snapshot, StateFiles};
+use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use crate::rules::{Rule, RuleGroup, RuleKind, RuleQuery};
 use crate::silences::{Silence, SilenceError, SilenceRequest, Silences};
 use crate::state::{Alert, AlertState, Candidate, RuleAlerts, Transition};
@@ -83,6 +84,9 @@ pub struct AlertingOptions {
     pub max_attempts: u32,
     /// How often due groups and flushes are looked for.
     pub tick: Duration,
+    /// A store shared with other nodes: alert state, notification log and silences are
+    /// copied there, so the node that takes over alerting neither re-pages nor forgets.
+    pub shared_store: Option<Arc<dyn ObjectStore>>,
 }
 
 impl AlertingOptions {
@@ -93,6 +97,7 @@ impl AlertingOptions {
             default_interval: Duration::from_secs(30),
             max_attempts: 5,
             tick: Duration::from_millis(250),
+            shared_store: None,
         }
     }
 }
@@ -197,6 +202,8 @@ struct Inner {
     http: reqwest::Client,
     persisting: tokio::sync::Mutex<()>,
     deliveries: tokio_util::task::TaskTracker,
+    /// False on a node that does not hold the alerting lease: it evaluates and pages nothing.
+    active: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -274,6 +281,7 @@ impl Alerting {
                 http,
                 persisting: tokio::sync::Mutex::new(()),
                 deliveries: tokio_util::task::TaskTracker::new(),
+                active: AtomicBool::new(true),
                 options,
             }),
         }
@@ -511,11 +519,70 @@ impl Alerting {
                 nflog: state.dispatcher.nflog().into_iter().map(|((receiver, group_key), entry)| NflogRecord { receiver, group_key, entry }).collect(),
             }
         };
+        self.share(SHARED_STATE, serde_json::to_vec(&snapshot)).await;
         let this = self.clone();
         let saved = tokio::task::spawn_blocking(move || this.inner.files.save_state(&snapshot)).await;
         if let Ok(Err(e)) | Err(e) = saved.map_err(std::io::Error::other) {
             tracing::warn!(error = %e, "saving alerting state failed");
         }
+    }
+
+    /// Copies state to the shared store, when there is one.
+    async fn share(&self, path: &str, json: serde_json::Result<Vec<u8>>) {
+        let Some(store) = &self.inner.options.shared_store else { return };
+        let put = match json {
+            Ok(json) => store.put(&path.into(), PutPayload::from(json)).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = put {
+            metrics::counter!("vigil_alerting_shared_state_failures_total").increment(1);
+            tracing::warn!(error = %e, path, "copying alerting state to the shared store failed");
+        }
+    }
+
+    /// Whether this node evaluates rules and SLO alerts and sends notifications.
+    pub fn is_active(&self) -> bool {
+        self.inner.active.load(Ordering::Acquire)
+    }
+
+    /// Starts or stops evaluating and paging (the alerting lease was taken or lost).
+    pub fn set_active(&self, active: bool) {
+        self.inner.active.store(active, Ordering::Release);
+        metrics::gauge!("vigil_alerting_active").set(if active { 1.0 } else { 0.0 });
+    }
+
+    /// Replaces alert states, the notification log and silences with the copies in the
+    /// shared store (written by the node that held the lease). Done before taking over, and
+    /// now and then on standby nodes so that their APIs show current alerts.
+    pub async fn load_shared(&self) -> Result<(), String> {
+        let Some(store) = &self.inner.options.shared_store else { return Ok(()) };
+        let fetch = |path: &'static str| async move {
+            match store.get(&path.into()).await {
+                Ok(result) => result.bytes().await.map(Some).map_err(|e| e.to_string()),
+                Err(datafusion::object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let (state, silences) = (fetch(SHARED_STATE).await?, fetch(SHARED_SILENCES).await?);
+        if let Some(bytes) = state {
+            let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(|e| format!("{SHARED_STATE}: {e}"))?;
+            let mut state = self.inner.state.lock();
+            state.dispatcher.restore_nflog(snapshot.nflog.into_iter().map(|r| ((r.receiver, r.group_key), r.entry)).collect());
+            for (key, alerts) in snapshot.sources {
+                match state.sources.get_mut(&key) {
+                    Some(source) => source.alerts = alerts,
+                    None => {
+                        let kind = if key.starts_with("slo:") { "slo" } else { "rule" };
+                        state.sources.insert(key, Source::new(kind, alerts));
+                    }
+                }
+            }
+        }
+        if let Some(bytes) = silences {
+            let silences: Vec<Silence> = serde_json::from_slice(&bytes).map_err(|e| format!("{SHARED_SILENCES}: {e}"))?;
+            *self.inner.silences.lock() = Silences::restore(silences);
+        }
+        Ok(())
     }
 
     /// Hands due flushes to delivery tasks.
@@ -579,8 +646,10 @@ impl Alerting {
         let mut ticker = tokio::time::interval(self.inner.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while stop.run_until_cancelled(ticker.tick()).await.is_some() {
-            self.evaluate_due_groups();
-            self.dispatch_due();
+            if self.is_active() {
+                self.evaluate_due_groups();
+                self.dispatch_due();
+            }
         }
         self.inner.deliveries.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.deliveries.wait()).await;
@@ -715,6 +784,7 @@ impl Alerting {
     async fn save_silences(&self) {
         let _writing = self.inner.persisting.lock().await;
         let silences = self.inner.silences.lock().all().to_vec();
+        self.share(SHARED_SILENCES, serde_json::to_vec(&silences)).await;
         let this = self.clone();
         let saved = tokio::task::spawn_blocking(move || this.inner.files.save_silences(&silences)).await;
         if let Ok(Err(e)) | Err(e) = saved.map_err(std::io::Error::other) {

@@ -12,6 +12,10 @@ use crate::dispatch::NflogEntry;
 use crate::silences::Silence;
 use crate::state::RuleAlerts;
 
+/// Where a shared store keeps the alerting node's copies.
+pub const SHARED_STATE: &str = "cluster/alerting/state.json";
+pub const SHARED_SILENCES: &str = "cluster/alerting/silences.json";
+
 #[derive(Default, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: u32,

@@ -24,6 +24,7 @@
 pub mod buffer;
 pub mod catalog;
 mod filters;
+pub mod lease;
 pub mod manifest;
 mod maintenance;
 pub use maintenance::PersistSummary;

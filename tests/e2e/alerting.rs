@@ -16,10 +16,10 @@ use serde_json::Value;
 use crate::harness::{VIGIL, Vigil, fixture, free_port, python, require_program, wait_until};
 use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
 
-type Received = Arc<Mutex<Vec<Value>>>;
+pub(crate) type Received = Arc<Mutex<Vec<Value>>>;
 
 /// A webhook receiver that keeps every payload.
-async fn webhook_receiver() -> (String, Received) {
+pub(crate) async fn webhook_receiver() -> (String, Received) {
     let received: Received = Arc::default();
     let app = axum::Router::new()
         .route(
@@ -79,7 +79,7 @@ impl Drop for SmtpSink {
     }
 }
 
-async fn alerts_api(vigil: &Vigil) -> Value {
+pub(crate) async fn alerts_api(vigil: &Vigil) -> Value {
     vigil.client.get(vigil.url("/api/v1/alerts")).send().await.unwrap().json().await.unwrap()
 }
 
@@ -206,7 +206,7 @@ route:
     assert!(states.contains(&"firing/page".to_string()) && states.contains(&"resolved/page".to_string()), "{states:?}");
 }
 
-const RULES: &str = r#"groups:
+pub(crate) const RULES: &str = r#"groups:
   - name: e2e
     interval: 1s
     rules:
@@ -220,7 +220,7 @@ const RULES: &str = r#"groups:
         labels: {severity: page}
 "#;
 
-async fn import(vigil: &Vigil, text: &str) {
+pub(crate) async fn import(vigil: &Vigil, text: &str) {
     let response = vigil.client.post(vigil.url("/api/v1/import/prometheus")).body(text.to_string()).send().await.unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }

@@ -2,6 +2,7 @@
 //! DataFusion is linked once.
 
 mod alerting;
+mod cluster;
 mod dashboard;
 mod drift;
 mod foundation;
