@@ -85,3 +85,74 @@ async fn two_nodes_share_one_store_and_one_of_them_pages() {
     assert_eq!(grown["status"], "firing");
     assert_eq!(hook.lock().len(), 2, "{:?}", hook.lock());
 }
+
+/// moto's S3 server (the S3-compatible server installable here; a mock, so this checks
+/// compatibility of Vigil's S3 path, not S3's own behaviour).
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Option<Moto> {
+        let python = crate::harness::python()?;
+        let server = python.with_file_name("moto_server");
+        if !crate::harness::require_program(server.to_str().unwrap()) {
+            return None;
+        }
+        let port = crate::harness::free_port();
+        let child = std::process::Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Moto { child, endpoint: format!("http://127.0.0.1:{port}") })
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn segments_manifests_and_the_lease_live_in_s3() {
+    let Some(moto) = Moto::start() else { return };
+    let client = reqwest::Client::new();
+    // moto's server accepts an unsigned bucket creation.
+    let created = client.put(format!("{}/vigil-test", moto.endpoint)).send().await.unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage:\n  object_store:\n    kind: s3\n    bucket: vigil-test\n    prefix: prod/eu\n    endpoint: '{}'\n    region: us-east-1\n    allow_http: true\n    options: {{aws_access_key_id: test, aws_secret_access_key: test}}\n",
+        moto.endpoint
+    );
+    let args = ["--flush-interval", "1s", "--node-id", "s3-node"];
+    let mut vigil = Vigil::start_with_config(&dir.path().join("first"), &config, &args).await;
+    assert!(alerting_active(&vigil).await, "the lease was created in S3");
+    import(&vigil, "in_s3{k=\"1\"} 1\nin_s3{k=\"2\"} 2\n").await;
+    let keys = wait_until("a flushed segment in the bucket", 30, async || {
+        let listing = client.get(format!("{}/vigil-test?list-type=2&prefix=prod/eu/nodes/s3-node/", moto.endpoint)).send().await.unwrap().text().await.unwrap();
+        listing.contains(".parquet").then_some(listing)
+    })
+    .await;
+    assert!(keys.contains("prod/eu/nodes/s3-node/manifest.json"), "{keys}");
+    assert!(keys.contains("prod/eu/nodes/s3-node/partitions/in_s3/"), "{keys}");
+    let lease = client.get(format!("{}/vigil-test?list-type=2&prefix=prod/eu/cluster/leases/", moto.endpoint)).send().await.unwrap().text().await.unwrap();
+    assert!(lease.contains("cluster/leases/alerting/0000000000000001.json"), "{lease}");
+    vigil.kill9();
+
+    // A new machine (empty data dir, no WAL) with the same node id reads it all from S3.
+    let vigil = Vigil::start_with_config(&dir.path().join("second"), &config, &args).await;
+    assert_eq!(vigil.count("SELECT count(*) FROM in_s3").await, 2);
+    let body = vigil.sql("SELECT sum(value) FROM in_s3 WHERE k = '2'").await;
+    assert_eq!(body["rows"][0][0].as_f64(), Some(2.0));
+}
