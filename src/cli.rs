@@ -29,6 +29,17 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Check config files; print `file:line:col: message` for each error. Exit 0 when valid, 1 when not.
     Validate(ValidateArgs),
+    /// Run a Ballista scheduler for distributed queries (Ballista's flags: `-- --help`).
+    BallistaScheduler(PassThrough),
+    /// Run a Ballista executor for distributed queries (Ballista's flags: `-- --help`).
+    BallistaExecutor(PassThrough),
+}
+
+#[derive(Debug, Args)]
+pub struct PassThrough {
+    /// Ballista's own arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

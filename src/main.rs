@@ -1,5 +1,6 @@
 //! The `vigil` binary: command line, configuration and wiring of the crates.
 
+mod ballista;
 mod cli;
 mod cluster;
 mod config;
@@ -33,5 +34,17 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate(args) => validate::run(&args.files),
+        Command::BallistaScheduler(pass) => exit(ballista::scheduler(&pass.args)),
+        Command::BallistaExecutor(pass) => exit(ballista::executor(&pass.args)),
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
