@@ -283,6 +283,12 @@ pub struct QueryArgs {
     /// Memory all running queries may use together for sorts, joins and aggregations (422 above) [default: 1GiB]
     #[arg(long, env = "VIGIL_QUERY_MAX_MEMORY")]
     pub query_max_memory: Option<ByteSize>,
+    /// Ballista scheduler (`df://host:50050`) for SQL over long ranges [default: none, all local]
+    #[arg(long, env = "VIGIL_BALLISTA_SCHEDULER")]
+    pub ballista_scheduler: Option<String>,
+    /// SQL scanning at least this much time (or unbounded) runs on Ballista [default: 7d]
+    #[arg(long, env = "VIGIL_BALLISTA_MIN_RANGE")]
+    pub ballista_min_range: Option<PromDuration>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -367,6 +373,10 @@ impl ServeArgs {
 
         set(&mut config.query.timeout, self.query.query_timeout);
         set(&mut config.query.max_memory, self.query.query_max_memory);
+        if self.query.ballista_scheduler.is_some() {
+            config.query.ballista_scheduler.clone_from(&self.query.ballista_scheduler);
+        }
+        set(&mut config.query.ballista_min_range, self.query.ballista_min_range);
     }
 }
 

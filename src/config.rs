@@ -358,12 +358,21 @@ impl Default for ClusterConfig {
 pub struct QueryConfig {
     pub timeout: PromDuration,
     pub max_memory: ByteSize,
+    /// A Ballista scheduler (`df://host:50050`): SQL over long ranges runs there.
+    pub ballista_scheduler: Option<String>,
+    /// SQL scanning at least this much time (or unbounded) goes to Ballista.
+    pub ballista_min_range: PromDuration,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         let defaults = vigil_query::QueryOptions::default();
-        QueryConfig { timeout: PromDuration(defaults.timeout), max_memory: ByteSize::b(defaults.max_memory_bytes as u64) }
+        QueryConfig {
+            timeout: PromDuration(defaults.timeout),
+            max_memory: ByteSize::b(defaults.max_memory_bytes as u64),
+            ballista_scheduler: None,
+            ballista_min_range: PromDuration::days(7),
+        }
     }
 }
 

@@ -51,7 +51,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
-    let engine = QueryEngine::new(storage.clone(), query_options(&config))?;
+    let engine = QueryEngine::new(storage.clone(), query_options(&config)?)?;
     let drift = vigil_ingest::drift::DriftEngine::open(storage.clone(), drift_options(&config)).await?;
     let drift_task = tokio::spawn({
         let drift = drift.clone();
@@ -254,8 +254,16 @@ fn drift_options(config: &Config) -> vigil_ingest::drift::DriftOptions {
     }
 }
 
-fn query_options(config: &Config) -> QueryOptions {
-    QueryOptions { timeout: config.query.timeout.0, max_memory_bytes: config.query.max_memory.as_u64() as usize }
+fn query_options(config: &Config) -> anyhow::Result<QueryOptions> {
+    let ballista = match &config.query.ballista_scheduler {
+        Some(scheduler) => Some(vigil_query::distributed::BallistaOptions {
+            scheduler: scheduler.clone(),
+            min_range: config.query.ballista_min_range.0,
+            store_url: config.storage.object_store.base_url(&config.storage.data_dir).context("the store's URL for Ballista")?,
+        }),
+        None => None,
+    };
+    Ok(QueryOptions { timeout: config.query.timeout.0, max_memory_bytes: config.query.max_memory.as_u64() as usize, ballista })
 }
 
 fn ingest_limits(config: &Config) -> Limits {

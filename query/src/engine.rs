@@ -16,11 +16,13 @@ pub struct QueryOptions {
     pub timeout: Duration,
     /// Memory all running queries may hold together for sorts, joins and aggregations.
     pub max_memory_bytes: usize,
+    /// Run queries over long ranges on Ballista; `None` = everything runs here.
+    pub ballista: Option<crate::distributed::BallistaOptions>,
 }
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        QueryOptions { timeout: Duration::from_secs(120), max_memory_bytes: 1 << 30 }
+        QueryOptions { timeout: Duration::from_secs(120), max_memory_bytes: 1 << 30, ballista: None }
     }
 }
 
@@ -143,12 +145,23 @@ impl QueryEngine {
         let started = std::time::Instant::now();
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let run = async {
-            let frame = self.ctx.sql_with_options(query, read_only).await.map_err(|e| match e.find_root() {
+            let not_allowed = |e: DataFusionError| match e.find_root() {
                 DataFusionError::Plan(message) if message.contains("not supported") => {
                     QueryError::NotAllowed(e.strip_backtrace())
                 }
                 _ => QueryError::from_datafusion(e),
-            })?;
+            };
+            let mut frame = self.ctx.sql_with_options(query, read_only).await.map_err(not_allowed)?;
+            if let Some(ballista) = &self.options.ballista {
+                let optimized = frame.clone().into_optimized_plan().map_err(QueryError::from_datafusion)?;
+                let long = crate::distributed::scanned_span_ns(&optimized)
+                    .is_none_or(|span| span >= ballista.min_range.as_nanos() as i64);
+                if long {
+                    let remote = crate::distributed::session(&self.storage, ballista).await.map_err(QueryError::from_datafusion)?;
+                    frame = remote.sql_with_options(query, read_only).await.map_err(not_allowed)?;
+                    metrics::counter!("vigil_query_distributed_total", "language" => "sql").increment(1);
+                }
+            }
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let batches = frame.collect().await.map_err(QueryError::from_datafusion)?;
             Ok(QueryResult { schema, batches })

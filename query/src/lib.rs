@@ -2,6 +2,7 @@
 //! time and memory bounds, and the encoders that turn results into JSON, CSV or Arrow IPC.
 //! PromQL and SLO evaluation build on the same session.
 
+pub mod distributed;
 pub mod duration;
 pub mod engine;
 pub mod promql;

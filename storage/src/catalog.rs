@@ -284,6 +284,23 @@ impl VigilTable {
     }
 }
 
+/// The time span a scan of `table` with `filters` covers, in nanoseconds; `None` when it
+/// has no lower or no upper bound.
+pub fn time_span_ns(table: &str, filters: &[Expr]) -> Option<i64> {
+    let time_column = FixedTable::from_name(table).map_or(TIMESTAMP_COLUMN, FixedTable::time_column);
+    let filter = scan_filter(filters, time_column, |_| false);
+    Some(filter.end_ns?.saturating_sub(filter.start_ns?))
+}
+
+impl Storage {
+    /// The segments of a table on every node, as last read.
+    pub fn all_segments_of(&self, table: &str) -> Vec<SegmentMeta> {
+        let state = self.inner.state.lock();
+        let peers = state.peers.values().flat_map(|peer| peer.segments_of(table));
+        state.manifest.segments_of(table).chain(peers).cloned().collect()
+    }
+}
+
 /// Rows of `batch` inside the filter's time bounds.
 fn within(batch: &RecordBatch, time_index: usize, filter: &ScanFilter) -> Result<RecordBatch, StorageError> {
     if filter.start_ns.is_none() && filter.end_ns.is_none() {

@@ -156,3 +156,120 @@ async fn segments_manifests_and_the_lease_live_in_s3() {
     let body = vigil.sql("SELECT sum(value) FROM in_s3 WHERE k = '2'").await;
     assert_eq!(body["rows"][0][0].as_f64(), Some(2.0));
 }
+
+/// A process of the Vigil binary (a Ballista role), killed on drop.
+struct Role(std::process::Child);
+
+impl Role {
+    fn start(args: &[&str], log: &Path, port: u16) -> Role {
+        let child = std::process::Command::new(crate::harness::VIGIL)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start a Ballista role");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "{args:?} did not listen: {}", std::fs::read_to_string(log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Role(child)
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn prom_range(vigil: &Vigil, query: &str, start: i64, end: i64, step: &str) -> Value {
+    let url = vigil.url(&format!("/api/v1/query_range?start={}&end={}&step={step}", start / 1000, end / 1000));
+    let body: Value = vigil.client.get(url).query(&[("query", query)]).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "success", "{query}: {body}");
+    body["data"].clone()
+}
+
+#[tokio::test]
+async fn ballista_gives_the_single_nodes_answers() {
+    use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let free = crate::harness::free_port;
+    let (scheduler_port, flight_port, grpc_port) = (free(), free(), free());
+    let _scheduler = Role::start(
+        &["ballista-scheduler", "--bind-host", "127.0.0.1", "--bind-port", &scheduler_port.to_string()],
+        &dir.path().join("scheduler.log"),
+        scheduler_port,
+    );
+    let work = dir.path().join("executor-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let _executor = Role::start(
+        &[
+            "ballista-executor", "--bind-host", "127.0.0.1", "--external-host", "127.0.0.1",
+            "--bind-port", &flight_port.to_string(), "--bind-grpc-port", &grpc_port.to_string(),
+            "--scheduler-host", "127.0.0.1", "--scheduler-port", &scheduler_port.to_string(),
+            "--work-dir", work.to_str().unwrap(),
+        ],
+        &dir.path().join("executor.log"),
+        flight_port,
+    );
+
+    // Six hours of two counters per job in one-hour partitions, flushed at once.
+    let common = ["--object-store-path", store.to_str().unwrap(), "--flush-interval", "1s", "--peer-refresh", "1s", "--partition", "1h"];
+    let mut single_args = common.to_vec();
+    single_args.extend(["--node-id", "single"]);
+    let single = Vigil::start(&dir.path().join("single"), &single_args).await;
+    let end = now_ms() - now_ms() % 60_000;
+    let start = end - 6 * 3_600_000;
+    let mut timeseries = Vec::new();
+    for job in ["api", "db", "web"] {
+        for instance in ["1", "2"] {
+            let samples: Vec<(i64, f64)> = (0..=360).map(|m| (start + m * 60_000, (m * (instance.len() as i64 + job.len() as i64)) as f64)).collect();
+            timeseries.push(series("requests_total", &[("job", job), ("instance", instance)], &samples));
+        }
+    }
+    let (status, text) = send(&single.client, &single.url("/api/v1/write"), encode(&WriteRequest { timeseries })).await;
+    assert_eq!(status, 204, "{text}");
+    wait_until("every sample flushed to segments", 30, async || {
+        let flushed = std::fs::read_dir(store.join("nodes/single/tables/requests_total")).map(|d| d.count()).unwrap_or(0);
+        (flushed >= 6).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A second node sends every query (min range 0) to the scheduler; its own buffer is empty.
+    let scheduler = format!("df://127.0.0.1:{scheduler_port}");
+    let mut distributed_args = common.to_vec();
+    distributed_args.extend(["--node-id", "distributed", "--ballista-scheduler", &scheduler, "--ballista-min-range", "0s"]);
+    let distributed = Vigil::start(&dir.path().join("distributed"), &distributed_args).await;
+
+    let queries = [
+        "SELECT count(*) AS n, sum(value) AS total, min(timestamp) AS first, max(timestamp) AS last FROM requests_total".to_string(),
+        "SELECT job, instance, count(*) AS n, max(value) AS top FROM requests_total GROUP BY job, instance ORDER BY job, instance".to_string(),
+        format!(
+            "SELECT job, avg(value) AS mean FROM requests_total WHERE timestamp >= to_timestamp_millis({}) AND timestamp < to_timestamp_millis({}) AND instance = '2' GROUP BY job ORDER BY job",
+            start + 90 * 60_000,
+            start + 200 * 60_000
+        ),
+    ];
+    for query in &queries {
+        let expected = single.sql(query).await;
+        let got = distributed.sql(query).await;
+        assert!(expected["rows"].as_array().is_some_and(|r| !r.is_empty()), "{query}: {expected}");
+        assert_eq!(got["rows"], expected["rows"], "{query}");
+    }
+    for query in ["sum by (job) (rate(requests_total[5m]))", "requests_total{job=~\"a.*|web\", instance=\"1\"}", "max_over_time(requests_total[30m]) - min_over_time(requests_total[30m])"] {
+        let expected = prom_range(&single, query, start + 3_600_000, end, "300").await;
+        let got = prom_range(&distributed, query, start + 3_600_000, end, "300").await;
+        assert!(expected["result"].as_array().is_some_and(|r| !r.is_empty()), "{query}: {expected}");
+        assert_eq!(got, expected, "{query}");
+    }
+    let metrics = distributed.client.get(distributed.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for language in ["sql", "promql"] {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("vigil_query_distributed_total{{language=\"{language}\"}}"))).unwrap_or_default();
+        let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        assert!(count >= 3.0, "{language} queries went to Ballista: {line:?}");
+    }
+}

@@ -141,11 +141,13 @@ pub struct Compiler<'a> {
     engine: &'a QueryEngine,
     range: EvalRange,
     lookback_ms: i64,
+    /// The Ballista session of this query, made when a selector first needs it.
+    distributed: tokio::sync::OnceCell<datafusion::prelude::SessionContext>,
 }
 
 impl<'a> Compiler<'a> {
     pub fn new(engine: &'a QueryEngine, range: EvalRange, lookback_ms: i64) -> Self {
-        Compiler { engine, range, lookback_ms }
+        Compiler { engine, range, lookback_ms, distributed: tokio::sync::OnceCell::new() }
     }
 
     fn steps(&self) -> Steps {
@@ -215,21 +217,54 @@ impl<'a> Compiler<'a> {
         let offset = offset_ms(&selector.offset);
         let at = self.at_ms(&selector.at);
         let (first, last) = at.map_or((self.range.start_ms, self.range.end_ms), |a| (a, a));
-        match self.selector_rows(selector, first - offset - window_ms, last - offset).await? {
-            Some((frame, labels)) => {
-                let frame = frame.aggregate(
-                    labels.iter().map(ident).collect(),
-                    vec![array_agg(ident(TS)).alias(TSS), array_agg(ident(VALUE)).alias(VALS)],
-                )?;
-                Ok(MatrixPlan { frame, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
-            }
-            None => self.empty_matrix(window_ms, offset, at),
+        let (low_ms, high_ms) = (first - offset - window_ms, last - offset);
+        let remote = self.distributed_context(high_ms - low_ms).await?;
+        let ctx = remote.unwrap_or(self.engine.context());
+        let Some((frame, labels)) = self.selector_rows_on(ctx, selector, low_ms, high_ms).await? else {
+            return self.empty_matrix(window_ms, offset, at);
+        };
+        let mut frame = frame.aggregate(
+            labels.iter().map(ident).collect(),
+            vec![array_agg(ident(TS)).alias(TSS), array_agg(ident(VALUE)).alias(VALS)],
+        )?;
+        if remote.is_some() {
+            // The scan, filter and grouping into series ran on Ballista; the per-step work on
+            // the series continues here.
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await?;
+            let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+            frame = self.engine.context().read_table(Arc::new(table))?;
         }
+        Ok(MatrixPlan { frame, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
     }
 
     /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `__ts__`,
     /// `__value__`) over every matching metric table; `None` when no table can match.
     pub async fn selector_rows(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
+        self.selector_rows_on(self.engine.context(), selector, low_ms, high_ms).await
+    }
+
+    /// The Ballista session, when distributed queries are on and `span_ms` is long enough.
+    async fn distributed_context(&self, span_ms: i64) -> Result<Option<&datafusion::prelude::SessionContext>, PromError> {
+        let Some(ballista) = &self.engine.options().ballista else { return Ok(None) };
+        if (span_ms as i128) * 1_000_000 < ballista.min_range.as_nanos() as i128 {
+            return Ok(None);
+        }
+        let ctx = self
+            .distributed
+            .get_or_try_init(|| crate::distributed::session(self.engine.storage(), ballista))
+            .await?;
+        metrics::counter!("vigil_query_distributed_total", "language" => "promql").increment(1);
+        Ok(Some(ctx))
+    }
+
+    async fn selector_rows_on(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        selector: &VectorSelector,
+        low_ms: i64,
+        high_ms: i64,
+    ) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
         if !selector.matchers.or_matchers.is_empty() {
             return Err(bad("`or` in label matchers is not supported"));
         }
@@ -238,6 +273,9 @@ impl<'a> Compiler<'a> {
         let mut tables = Vec::new();
         for (table, metric) in self.tables_for(selector) {
             let Some(schema) = storage.table_schema(&table) else { continue };
+            if !ctx.table_exist(TableReference::bare(table.as_str()))? {
+                continue;
+            }
             let columns: BTreeSet<String> = label_columns(&schema).map(str::to_string).collect();
             let mut filters = vec![
                 ident(TIMESTAMP_COLUMN).gt_eq(lit(ScalarValue::TimestampNanosecond(Some(low_ns), Some("UTC".into())))),
@@ -265,7 +303,7 @@ impl<'a> Compiler<'a> {
             .collect();
         let mut union: Option<DataFrame> = None;
         for (table, metric, columns, filters) in tables {
-            let frame = self.engine.context().table(TableReference::bare(table.as_str())).await?;
+            let frame = ctx.table(TableReference::bare(table.as_str())).await?;
             let filter = filters.into_iter().reduce(Expr::and).unwrap_or(lit(true));
             let mut projection: Vec<Expr> = labels
                 .iter()

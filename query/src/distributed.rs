@@ -1,0 +1,98 @@
+//! Distributed SQL on Ballista, DataFusion's distributed engine.
+//!
+//! A query whose time range is at least `min_range` (or unbounded) is planned here against
+//! `ListingTable`s over the Parquet segments every node has flushed (own and peers', by URL
+//! in the shared store), and run by a Ballista scheduler on its executors. Ballista sees
+//! segments only: rows still in a node's write buffer are missing for up to one flush
+//! interval, plus the peer refresh for other nodes' files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ballista::prelude::SessionContextExt;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::Result as DfResult;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::logical_expr::{LogicalPlan, TableScan};
+use datafusion::prelude::SessionContext;
+use url::Url;
+use vigil_storage::Storage;
+
+/// Where distributed queries go.
+#[derive(Clone, Debug)]
+pub struct BallistaOptions {
+    /// The scheduler, `df://host:port`.
+    pub scheduler: String,
+    /// Queries spanning at least this much time (or unbounded) run on Ballista.
+    pub min_range: Duration,
+    /// The store's base URL as executors reach it (`file:///...`, `s3://bucket/prefix/`).
+    pub store_url: Url,
+}
+
+/// The tables as Ballista sees them: Parquet files named by the manifests.
+#[derive(Debug)]
+struct SegmentFiles {
+    storage: Storage,
+    store_url: Url,
+}
+
+#[async_trait]
+impl SchemaProvider for SegmentFiles {
+    fn table_names(&self) -> Vec<String> {
+        self.storage.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(schema) = self.storage.table_schema(name) else { return Ok(None) };
+        let mut paths = Vec::new();
+        for segment in self.storage.all_segments_of(name) {
+            let url = self.store_url.join(&segment.path).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            paths.push(ListingTableUrl::parse(url.as_str())?);
+        }
+        if paths.is_empty() {
+            // Nothing flushed yet: an unknown table to Ballista.
+            return Ok(None);
+        }
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(schema);
+        Ok(Some(Arc::new(ListingTable::try_new(config)?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        !self.storage.all_segments_of(name).is_empty()
+    }
+}
+
+/// A Ballista session whose default schema holds every table.
+pub(crate) async fn session(storage: &Storage, options: &BallistaOptions) -> DfResult<SessionContext> {
+    let ctx = SessionContext::remote(&options.scheduler).await?;
+    let config = ctx.copied_config();
+    let defaults = &config.options().catalog;
+    let catalog = ctx.catalog(&defaults.default_catalog).ok_or_else(|| {
+        datafusion::error::DataFusionError::Plan(format!("no catalog {}", defaults.default_catalog))
+    })?;
+    catalog.register_schema(
+        &defaults.default_schema,
+        Arc::new(SegmentFiles { storage: storage.clone(), store_url: options.store_url.clone() }),
+    )?;
+    Ok(ctx)
+}
+
+/// The time each scan of `plan` covers, in nanoseconds; `None` when some scan is unbounded.
+pub(crate) fn scanned_span_ns(plan: &LogicalPlan) -> Option<i64> {
+    let mut widest = Some(0i64);
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(TableScan { table_name, filters, .. }) = node {
+            let span = vigil_storage::catalog::time_span_ns(table_name.table(), filters.as_slice());
+            widest = match (widest, span) {
+                (Some(w), Some(s)) => Some(w.max(s)),
+                _ => None,
+            };
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    widest
+}
