@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ballista::prelude::SessionContextExt;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::TreeNode;
@@ -57,13 +58,28 @@ impl SchemaProvider for SegmentFiles {
             return Ok(None);
         }
         let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(schema);
+        let config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(plain_strings(&schema));
         Ok(Some(Arc::new(ListingTable::try_new(config)?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         !self.storage.all_segments_of(name).is_empty()
     }
+}
+
+/// The schema with dictionary-encoded labels as plain strings (read from Parquet with a
+/// cast). Ballista's shuffle hands stages plain strings where the plan expects dictionaries
+/// ("RowConverter column schema mismatch" in a distributed GROUP BY), so its plans carry none.
+fn plain_strings(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type(value.as_ref().clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// A Ballista session whose default schema holds every table.
