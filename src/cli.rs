@@ -415,4 +415,37 @@ mod tests {
         assert!(Cli::try_parse_from(["vigil", "serve", "--auth-token", "ci:write:x"]).is_err());
         assert!(Cli::try_parse_from(["vigil", "serve", "--tls-cert-file", "c.pem"]).is_err(), "a certificate needs its key");
     }
+
+    #[test]
+    fn object_store_cluster_and_ballista_settings_come_from_file_and_flags() {
+        use vigil_storage::store::StoreKind;
+        let file = "storage:\n  object_store: {kind: local, path: shared}\ncluster: {node_id: a, lease_ttl: 5s}\nquery: {ballista_scheduler: 'df://s:50050'}\n";
+        let mut config = Config::parse(std::path::Path::new("/etc/vigil.yaml"), file).unwrap();
+        assert_eq!(config.storage.object_store.path, Some(PathBuf::from("/etc/shared")), "relative to the file");
+        assert_eq!(config.cluster.node_id.as_deref(), Some("a"));
+        assert_eq!(config.query.ballista_min_range, PromDuration::days(7));
+        let cli = Cli::try_parse_from([
+            "vigil", "serve", "--object-store-kind", "s3", "--object-store-bucket", "b", "--object-store-allow-http",
+            "--node-id", "b", "--lease-ttl", "30s", "--ballista-min-range", "1d",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        args.apply(&mut config);
+        let store = &config.storage.object_store;
+        assert_eq!((store.kind, store.bucket.as_deref(), store.allow_http), (StoreKind::S3, Some("b"), true));
+        assert_eq!(config.cluster.node_id.as_deref(), Some("b"));
+        assert_eq!(config.cluster.lease_ttl, PromDuration(std::time::Duration::from_secs(30)));
+        assert_eq!(config.query.ballista_min_range, PromDuration::days(1));
+        assert_eq!(config.query.ballista_scheduler.as_deref(), Some("df://s:50050"));
+        assert!(Cli::try_parse_from(["vigil", "serve", "--object-store-kind", "ftp"]).is_err());
+        let typo = Config::parse(std::path::Path::new("v.yaml"), "storage:\n  object_store: {kind: s3, buckett: x}\n");
+        assert!(typo.is_err_and(|e| e.line == 2), "unknown keys name their line");
+    }
+
+    #[test]
+    fn ballista_roles_take_ballistas_own_flags() {
+        let cli = Cli::try_parse_from(["vigil", "ballista-executor", "--scheduler-port", "1", "--bind-port", "2"]).unwrap();
+        let Command::BallistaExecutor(pass) = cli.command else { panic!("not the executor") };
+        assert_eq!(pass.args, ["--scheduler-port", "1", "--bind-port", "2"]);
+    }
 }
