@@ -10,10 +10,15 @@ use vigil_storage::lease::Lease;
 /// A standby node refreshes its copy of that state, for its APIs and dashboard.
 pub async fn lease_tick(lease: &mut Lease, alerting: &Alerting) {
     let was_active = alerting.is_active();
-    let held = match lease.tick().await {
-        Ok(held) => held,
-        Err(e) => {
+    // A store that hangs counts as one that fails: the holder must not act past its lease.
+    let held = match tokio::time::timeout(lease.renew_every(), lease.tick()).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(e)) => {
             warn!(error = %e, "alerting lease: the store did not answer; acting only until the last renewal runs out");
+            lease.is_held()
+        }
+        Err(_) => {
+            warn!("alerting lease: the store is too slow to answer; acting only until the last renewal runs out");
             lease.is_held()
         }
     };
