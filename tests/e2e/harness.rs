@@ -9,9 +9,19 @@ use serde_json::Value;
 
 pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
-/// A port free right now on loopback.
+/// A port free right now on loopback, and never handed out before in this test run: the
+/// kernel may offer a port again as soon as its probe socket closes, and tests start their
+/// processes concurrently (two listeners of one Vigil once got the same port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Under CI every outside program must be there; elsewhere a missing one skips the test.
