@@ -22,9 +22,9 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
     line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
 }
 
-pub fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "../../tests/e2e/ports.rs"]
+mod ports;
+pub use ports::free_port as port;
 
 pub async fn wait_ready(url: &str) {
     wait_ready_with(&reqwest::Client::new(), url).await;

@@ -1,6 +1,6 @@
 //! Starts the real `vigil` binary and talks to it as a client does.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -9,20 +9,7 @@ use serde_json::Value;
 
 pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
-/// A port free right now on loopback, and never handed out before in this test run: the
-/// kernel may offer a port again as soon as its probe socket closes, and tests start their
-/// processes concurrently (two listeners of one Vigil once got the same port).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+pub use crate::ports::free_port;
 
 /// Under CI every outside program must be there; elsewhere a missing one skips the test.
 pub fn require_program(path: &str) -> bool {

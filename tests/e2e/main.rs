@@ -9,6 +9,7 @@ mod foundation;
 mod hardening;
 mod harness;
 mod ingestion;
+mod ports;
 mod prometheus;
 mod promql;
 mod query_api;
