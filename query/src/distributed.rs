@@ -85,15 +85,8 @@ fn plain_strings(schema: &Schema) -> SchemaRef {
 /// A Ballista session whose default schema holds every table.
 pub(crate) async fn session(storage: &Storage, options: &BallistaOptions) -> DfResult<SessionContext> {
     let ctx = SessionContext::remote(&options.scheduler).await?;
-    let config = ctx.copied_config();
-    let defaults = &config.options().catalog;
-    let catalog = ctx.catalog(&defaults.default_catalog).ok_or_else(|| {
-        datafusion::error::DataFusionError::Plan(format!("no catalog {}", defaults.default_catalog))
-    })?;
-    catalog.register_schema(
-        &defaults.default_schema,
-        Arc::new(SegmentFiles { storage: storage.clone(), store_url: options.store_url.clone() }),
-    )?;
+    let tables = SegmentFiles { storage: storage.clone(), store_url: options.store_url.clone() };
+    vigil_storage::catalog::set_default_schema(&ctx, Arc::new(tables))?;
     Ok(ctx)
 }
 

@@ -30,7 +30,7 @@ use crate::buffer::{ScanFilter, TableBuffer, WriteBuffer};
 use crate::filters::{is_time_bound, scan_filter};
 use crate::manifest::{SegmentMeta, table_statistics};
 use crate::maintenance::adapt_to;
-use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema};
+use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema, time_column_of};
 use crate::{Storage, StorageError};
 
 /// Rows per batch handed to queries from the buffer.
@@ -136,7 +136,7 @@ pub struct VigilTable {
 
 impl VigilTable {
     fn time_column(&self) -> &'static str {
-        FixedTable::from_name(&self.name).map_or(TIMESTAMP_COLUMN, FixedTable::time_column)
+        time_column_of(&self.name)
     }
 
     fn is_metric(&self) -> bool {
@@ -287,8 +287,7 @@ impl VigilTable {
 /// The time span a scan of `table` with `filters` covers, in nanoseconds; `None` when it
 /// has no lower or no upper bound.
 pub fn time_span_ns(table: &str, filters: &[Expr]) -> Option<i64> {
-    let time_column = FixedTable::from_name(table).map_or(TIMESTAMP_COLUMN, FixedTable::time_column);
-    let filter = scan_filter(filters, time_column, |_| false);
+    let filter = scan_filter(filters, time_column_of(table), |_| false);
     Some(filter.end_ns?.saturating_sub(filter.start_ns?))
 }
 
@@ -337,11 +336,16 @@ fn to_df(e: StorageError) -> datafusion::error::DataFusionError {
 pub fn register(storage: &Storage, ctx: &datafusion::prelude::SessionContext) -> DfResult<()> {
     let (url, store) = storage.object_store();
     ctx.register_object_store(url.as_ref(), store);
+    set_default_schema(ctx, Arc::new(VigilSchemaProvider::new(storage.clone())))
+}
+
+/// Installs `schema` as the schema unqualified table names resolve in.
+pub fn set_default_schema(ctx: &datafusion::prelude::SessionContext, schema: Arc<dyn SchemaProvider>) -> DfResult<()> {
     let options = ctx.copied_config();
     let defaults = &options.options().catalog;
     let catalog = ctx.catalog(&defaults.default_catalog).ok_or_else(|| {
         datafusion::error::DataFusionError::Plan(format!("no catalog {}", defaults.default_catalog))
     })?;
-    catalog.register_schema(&defaults.default_schema, Arc::new(VigilSchemaProvider::new(storage.clone())))?;
+    catalog.register_schema(&defaults.default_schema, schema)?;
     Ok(())
 }

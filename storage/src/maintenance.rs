@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::buffer::{self, time_values};
 use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
-use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema};
+use crate::schema::{FixedTable, label_columns, metric_schema, time_column_of};
 use crate::{Storage, StorageError, segment};
 
 /// Replaced segment files stay this long, for queries that planned with them.
@@ -29,10 +29,6 @@ const MAX_COMPACTIONS_PER_PASS: usize = 16;
 
 fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-}
-
-fn time_column_of(table: &str) -> &'static str {
-    FixedTable::from_name(table).map_or(TIMESTAMP_COLUMN, FixedTable::time_column)
 }
 
 /// What a flush wrote.

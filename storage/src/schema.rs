@@ -79,6 +79,11 @@ pub fn label_name_of_column(column: &str) -> &str {
 
 /// The table holding a metric. Fixed table names are reserved; a metric that happens to be
 /// called like one (say `alerts`) gets the `_metric` suffix.
+/// The time column of any table: a fixed table's own, `timestamp` for metrics.
+pub fn time_column_of(table: &str) -> &'static str {
+    FixedTable::from_name(table).map_or(TIMESTAMP_COLUMN, FixedTable::time_column)
+}
+
 pub fn metric_table_name(metric: &str) -> Cow<'_, str> {
     if FixedTable::from_name(metric).is_some() {
         Cow::Owned(format!("{metric}_metric"))
