@@ -248,6 +248,11 @@ fn compile(config: &AlertingConfig, http: &reqwest::Client) -> Result<Compiled, 
     Ok((route, notifiers, inhibit))
 }
 
+/// The kind of a saved source, by its key (`slo:NAME` or `rule:...`).
+fn source_kind(key: &str) -> &'static str {
+    if key.starts_with("slo:") { "slo" } else { "rule" }
+}
+
 fn rule_key(group: &RuleGroup, rule: &Rule, index: usize) -> String {
     format!("rule:{};{};{};{index}", group.file, group.name, rule.name())
 }
@@ -258,13 +263,13 @@ impl Alerting {
         let files = StateFiles::new(&options.state_dir);
         let (snapshot, silences) = files.load();
         let mut dispatcher = Dispatcher::default();
-        dispatcher.restore_nflog(snapshot.nflog.into_iter().map(|r| ((r.receiver, r.group_key), r.entry)).collect());
+        dispatcher.restore_nflog(snapshot.nflog.into_iter().map(NflogRecord::into_entry).collect());
         let sources = snapshot
             .sources
             .into_iter()
             .map(|(key, alerts)| {
-                let kind = if key.starts_with("slo:") { "slo" } else { "rule" };
-                (key, Source::new(kind, alerts))
+                let source = Source::new(source_kind(&key), alerts);
+                (key, source)
             })
             .collect();
         let inhibit = InhibitRule::page_inhibits_ticket(&BTreeSet::new()).into_iter().collect();
@@ -556,30 +561,23 @@ impl Alerting {
     /// now and then on standby nodes so that their APIs show current alerts.
     pub async fn load_shared(&self) -> Result<(), String> {
         let Some(store) = &self.inner.options.shared_store else { return Ok(()) };
-        let fetch = |path: &'static str| async move {
-            match store.get(&path.into()).await {
-                Ok(result) => result.bytes().await.map(Some).map_err(|e| e.to_string()),
-                Err(datafusion::object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.to_string()),
-            }
-        };
-        let (state, silences) = (fetch(SHARED_STATE).await?, fetch(SHARED_SILENCES).await?);
-        if let Some(bytes) = state {
-            let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(|e| format!("{SHARED_STATE}: {e}"))?;
+        use vigil_storage::store::get_json;
+        let state: Option<Snapshot> = get_json(store, &SHARED_STATE.into()).await.map_err(|e| e.to_string())?;
+        let silences: Option<Vec<Silence>> = get_json(store, &SHARED_SILENCES.into()).await.map_err(|e| e.to_string())?;
+        if let Some(snapshot) = state {
             let mut state = self.inner.state.lock();
-            state.dispatcher.restore_nflog(snapshot.nflog.into_iter().map(|r| ((r.receiver, r.group_key), r.entry)).collect());
+            state.dispatcher.restore_nflog(snapshot.nflog.into_iter().map(NflogRecord::into_entry).collect());
             for (key, alerts) in snapshot.sources {
                 match state.sources.get_mut(&key) {
                     Some(source) => source.alerts = alerts,
                     None => {
-                        let kind = if key.starts_with("slo:") { "slo" } else { "rule" };
-                        state.sources.insert(key, Source::new(kind, alerts));
+                        let source = Source::new(source_kind(&key), alerts);
+                        state.sources.insert(key, source);
                     }
                 }
             }
         }
-        if let Some(bytes) = silences {
-            let silences: Vec<Silence> = serde_json::from_slice(&bytes).map_err(|e| format!("{SHARED_SILENCES}: {e}"))?;
+        if let Some(silences) = silences {
             *self.inner.silences.lock() = Silences::restore(silences);
         }
         Ok(())

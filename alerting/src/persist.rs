@@ -32,6 +32,13 @@ pub struct NflogRecord {
     pub entry: NflogEntry,
 }
 
+impl NflogRecord {
+    /// The dispatcher's key and entry.
+    pub fn into_entry(self) -> ((String, String), NflogEntry) {
+        ((self.receiver, self.group_key), self.entry)
+    }
+}
+
 pub struct StateFiles {
     dir: PathBuf,
 }

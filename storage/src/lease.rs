@@ -16,6 +16,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
+use crate::store::{get_json, to_json};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaseRecord {
@@ -69,16 +70,7 @@ impl Lease {
         let Some(newest) = objects.iter().map(|o| o.location.clone()).max() else {
             return Ok(None);
         };
-        match self.store.get(&newest).await {
-            Ok(result) => {
-                let bytes = result.bytes().await?;
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StorageError::Manifest(format!("{newest}: {e}")))
-            }
-            Err(datafusion::object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        get_json(&self.store, &newest).await
     }
 
     /// Renews the lease if this node holds it, takes it if it is free or expired. Returns
@@ -100,7 +92,7 @@ impl Lease {
             other => {
                 let epoch = other.as_ref().map_or(1, |r| r.epoch + 1);
                 let record = LeaseRecord { holder: self.node.clone(), epoch, expires_unix_ms: now + ttl_ms };
-                let body = serde_json::to_vec(&record).map_err(|e| StorageError::Manifest(e.to_string()))?;
+                let body = to_json(&record)?;
                 let create = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
                 match self.store.put_opts(&self.epoch_path(epoch), PutPayload::from(body), create).await {
                     Ok(_) => {}
@@ -115,7 +107,7 @@ impl Lease {
                 return Ok(true);
             }
         };
-        let body = serde_json::to_vec(&record).map_err(|e| StorageError::Manifest(e.to_string()))?;
+        let body = to_json(&record)?;
         self.store.put(&self.epoch_path(record.epoch), PutPayload::from(body)).await?;
         self.held = Some((record.epoch, now + ttl_ms - ttl_ms / 10));
         Ok(true)
@@ -125,7 +117,7 @@ impl Lease {
     pub async fn release(&mut self) -> Result<(), StorageError> {
         if let Some((epoch, _)) = self.held.take() {
             let record = LeaseRecord { holder: self.node.clone(), epoch, expires_unix_ms: 0 };
-            let body = serde_json::to_vec(&record).map_err(|e| StorageError::Manifest(e.to_string()))?;
+            let body = to_json(&record)?;
             self.store.put(&self.epoch_path(epoch), PutPayload::from(body)).await?;
         }
         Ok(())

@@ -299,6 +299,7 @@ impl Storage {
                 peers.insert(node, Arc::new(manifest));
             }
         }
+        cache.retain_named(peers.values().map(|m| m.as_ref()));
         let count = peers.len();
         metrics::gauge!("vigil_storage_peer_nodes").set(count as f64);
         self.inner.state.lock().peers = Arc::new(peers);

@@ -28,6 +28,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
+use crate::store::{get_json, to_json};
 
 /// The single manifest of stores written before nodes had their own directory.
 pub const LEGACY_MANIFEST_PATH: &str = "manifest.json";
@@ -300,24 +301,22 @@ impl Manifest {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, StorageError> {
-    serde_json::from_slice(bytes).map_err(|e| StorageError::Manifest(format!("{path}: {e}")))
-}
-
-async fn get_json<T: for<'de> Deserialize<'de>>(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<T>, StorageError> {
-    match store.get(path).await {
-        Ok(result) => Ok(Some(decode(path, &result.bytes().await?)?)),
-        Err(datafusion::object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Partition manifests already read, by path: they never change once written.
 #[derive(Default)]
 pub struct PartitionCache(HashMap<String, Arc<Vec<SegmentMeta>>>);
 
+impl PartitionCache {
+    /// Forgets the partition manifests none of `manifests` names any more.
+    pub fn retain_named<'a>(&mut self, manifests: impl IntoIterator<Item = &'a Manifest>) {
+        let live: std::collections::HashSet<&str> =
+            manifests.into_iter().flat_map(|m| m.partition_files.values().map(String::as_str)).collect();
+        self.0.retain(|path, _| live.contains(path.as_str()));
+    }
+}
+
 /// Loads a node's manifest; `None` when the node has none yet. `cache` spares re-reading
-/// partition manifests seen before (other nodes are reloaded often).
+/// partition manifests seen before (other nodes are reloaded often); it is shared by all
+/// nodes loaded, so it is pruned by the caller once all are ([`PartitionCache::retain_named`]).
 pub async fn load_node(
     store: &Arc<dyn ObjectStore>,
     node: &str,
@@ -351,14 +350,12 @@ pub async fn load_node(
         next_generation: root.next_generation,
         partition_files: BTreeMap::new(),
     };
-    let live: std::collections::HashSet<&str> = root.partitions.iter().map(|p| p.path.as_str()).collect();
     for entry in &root.partitions {
         if let Some(segments) = cache.0.get(&entry.path) {
             manifest.segments.extend(segments.iter().cloned());
         }
         manifest.partition_files.insert((entry.table.clone(), entry.partition_start_ns), entry.path.clone());
     }
-    cache.0.retain(|path, _| live.contains(path.as_str()));
     Ok(Some(manifest))
 }
 
@@ -408,7 +405,7 @@ pub async fn save(
             partition_start_ns: key.1,
             segments: by_key.get(key).map(|s| s.iter().map(|s| (*s).clone()).collect()).unwrap_or_default(),
         };
-        let json = serde_json::to_vec(&body).map_err(|e| StorageError::Manifest(e.to_string()))?;
+        let json = to_json(&body)?;
         writes.push((path.clone(), json));
         if let Some(old) = manifest.partition_files.insert(key.clone(), path.to_string()) {
             replaced.push(old);
@@ -455,7 +452,7 @@ pub async fn save(
         partitions,
         pending_deletes: manifest.pending_deletes.clone(),
     };
-    let json = serde_json::to_vec(&root).map_err(|e| StorageError::Manifest(e.to_string()))?;
+    let json = to_json(&root)?;
     store.put(&node_root(&manifest.node), PutPayload::from(json)).await?;
     Ok(())
 }
@@ -517,6 +514,23 @@ mod tests {
         assert_eq!(loaded.next_segment_id, 4);
         assert_eq!(loaded.segments.iter().find(|s| s.id == 3).unwrap().stats, segment(3, "m", 0, 1).stats);
         assert_eq!(list_nodes(&store).await.unwrap(), vec!["a".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn one_cache_keeps_every_peers_partitions() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for node in ["a", "b"] {
+            let mut manifest = Manifest::empty(node);
+            manifest.segments = vec![segment(1, "m", 0, 5), segment(2, "m", 7200, 5)];
+            save(&store, &mut manifest, &Manifest::empty(node), 0).await.unwrap();
+        }
+        let mut cache = PartitionCache::default();
+        let a = load_node(&store, "a", &mut cache).await.unwrap().unwrap();
+        let b = load_node(&store, "b", &mut cache).await.unwrap().unwrap();
+        cache.retain_named([&a, &b]);
+        assert_eq!(cache.0.len(), 4, "a's partitions stay cached after b was loaded");
+        cache.retain_named([&b]);
+        assert_eq!(cache.0.len(), 2, "a gone: its partitions are forgotten");
     }
 
     #[test]

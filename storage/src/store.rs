@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use datafusion::object_store::ObjectStore;
+use datafusion::object_store::path::Path;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::object_store::prefix::PrefixStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -136,6 +137,23 @@ impl ObjectStoreConfig {
         };
         Ok(url)
     }
+}
+
+/// Reads a JSON object of the store; `None` when there is none.
+pub async fn get_json<T: serde::de::DeserializeOwned>(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<T>, StorageError> {
+    match store.get(path).await {
+        Ok(result) => {
+            let bytes = result.bytes().await?;
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| StorageError::Manifest(format!("{path}: {e}")))
+        }
+        Err(datafusion::object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A value as the JSON body of an object.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| StorageError::Manifest(e.to_string()))
 }
 
 #[cfg(test)]
