@@ -11,7 +11,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(remote_write otlp_protobuf otlp_json exposition slo_yaml promql)
+  targets=(remote_write otlp_protobuf otlp_json exposition slo_yaml promql query_http)
 fi
 
 # Seeds: one file per input, from the tests' fixtures.
@@ -26,6 +26,17 @@ n=0
 grep -v '^#' ../tests/promql/corpus.promql | grep -v '^[[:space:]]*$' | while IFS= read -r expr; do
   n=$((n + 1))
   printf '%s' "$expr" > "seeds/promql/$n"
+done
+seed query_http
+n=0
+grep -v '^#' ../tests/promql/corpus.promql | grep -v '^[[:space:]]*$' | head -100 | while IFS= read -r expr; do
+  n=$((n + 1))
+  # The first byte picks the route (index mod 8): PromQL to the query routes, SQL to /api/v1/sql.
+  { printf "\\x$(printf %02x $((n % 6 + 2)))"; printf '%s' "$expr"; printf '\0start=0&end=3600&step=60'; } > "seeds/query_http/$n"
+done
+for sql in "SELECT * FROM http_requests_total" "SELECT job, count(*) FROM http_requests_total GROUP BY job" "SELECT * FROM information_schema.tables"; do
+  n=$((n + 1))
+  { printf '\x00'; printf '%s' "$sql"; } > "seeds/query_http/sql$n"
 done
 seed otlp_json
 seed otlp_protobuf

@@ -29,6 +29,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Check config files; print `file:line:col: message` for each error. Exit 0 when valid, 1 when not.
     Validate(ValidateArgs),
+    /// Check or repair this node's store (manifests and segments); takes serve's flags.
+    Store(StoreArgs),
     /// Run a Ballista scheduler for distributed queries (Ballista's flags: `-- --help`).
     BallistaScheduler(PassThrough),
     /// Run a Ballista executor for distributed queries (Ballista's flags: `-- --help`).
@@ -40,6 +42,22 @@ pub struct PassThrough {
     /// Ballista's own arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub action: StoreAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Read every manifest and decode every segment of this node; print each problem. Exit 1
+    /// when there is one. Safe while the server runs.
+    Check(Box<ServeArgs>),
+    /// Rebuild lost partition manifests from their segment files, move unreadable segments
+    /// aside, replace a damaged root. The server must be stopped.
+    Repair(Box<ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +160,10 @@ pub struct SecurityArgs {
     /// Prefer `token_env` in the file: flags show in the process list.
     #[arg(long = "auth-token", env = "VIGIL_AUTH_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub auth_tokens: Vec<TokenArg>,
+    /// A file of tokens, one NAME:SCOPES:TOKEN per line (`#` comments), added to the file's
+    /// `auth.tokens`: keeps tokens off the command line and out of the config
+    #[arg(long, env = "VIGIL_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
     /// Certificate chain (PEM) to serve every listener over TLS; needs --tls-key-file
     #[arg(long, env = "VIGIL_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -161,6 +183,12 @@ pub struct TokenArg {
 impl std::fmt::Debug for TokenArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenArg").field("name", &self.name).field("scopes", &self.scopes).field("secret", &self.secret).finish()
+    }
+}
+
+impl TokenArg {
+    pub fn into_spec(self) -> vigil_web::TokenSpec {
+        vigil_web::TokenSpec { name: self.name, secret: self.secret.0.trim().to_string(), scopes: self.scopes }
     }
 }
 
@@ -272,6 +300,48 @@ pub struct LimitsArgs {
     /// Queries (SQL, PromQL) handled at once; more get 503 instead of queueing [default: 64]
     #[arg(long, env = "VIGIL_MAX_CONCURRENT_QUERIES")]
     pub max_concurrent_queries: Option<usize>,
+    /// Bytes in a metric name; a longer one is refused [default: 1024]
+    #[arg(long, env = "VIGIL_MAX_METRIC_NAME_LENGTH")]
+    pub max_metric_name_length: Option<usize>,
+    /// Oldest sample accepted, relative to now; `0` takes any time since 1970 [default: the retention]
+    #[arg(long, env = "VIGIL_MAX_PAST")]
+    pub max_past: Option<PromDuration>,
+    /// Newest sample accepted, ahead of now (senders' clock skew) [default: 1h]
+    #[arg(long, env = "VIGIL_MAX_FUTURE")]
+    pub max_future: Option<PromDuration>,
+    /// Metric names (tables) held; a new one past it is refused. 0: no limit [default: 10000]
+    #[arg(long, env = "VIGIL_MAX_METRIC_NAMES")]
+    pub max_metric_names: Option<usize>,
+    /// Active series over all metrics; new ones past it are refused. 0: no limit [default: 2000000]
+    #[arg(long, env = "VIGIL_MAX_SERIES")]
+    pub max_series: Option<usize>,
+    /// Active series of one metric. 0: no limit [default: 500000]
+    #[arg(long, env = "VIGIL_MAX_SERIES_PER_METRIC")]
+    pub max_series_per_metric: Option<usize>,
+    /// New series one request may add. 0: no limit [default: 100000]
+    #[arg(long, env = "VIGIL_MAX_NEW_SERIES_PER_REQUEST")]
+    pub max_new_series_per_request: Option<usize>,
+    /// A series unwritten this long stops counting as active [default: 1h]
+    #[arg(long, env = "VIGIL_ACTIVE_SERIES_WINDOW")]
+    pub active_series_window: Option<PromDuration>,
+    /// Open connections over all listeners; more are closed at once [default: 8192, at most the file-descriptor limit less 256]
+    #[arg(long, env = "VIGIL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address [default: 512]
+    #[arg(long, env = "VIGIL_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
+    /// The TLS handshake and each request's headers must arrive within this [default: 30s]
+    #[arg(long, env = "VIGIL_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<PromDuration>,
+    /// A request body must arrive whole within this (408 past it) [default: 2m]
+    #[arg(long, env = "VIGIL_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Option<PromDuration>,
+    /// A connection with no request in flight and no bytes moving is closed after this [default: 2m]
+    #[arg(long, env = "VIGIL_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<PromDuration>,
+    /// Failed tokens one client may present per minute; past it, 429 for a minute [default: 20]
+    #[arg(long, env = "VIGIL_MAX_AUTH_FAILURES_PER_MINUTE")]
+    pub max_auth_failures_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +359,21 @@ pub struct QueryArgs {
     /// SQL scanning at least this much time (or unbounded) runs on Ballista [default: 7d]
     #[arg(long, env = "VIGIL_BALLISTA_MIN_RANGE")]
     pub ballista_min_range: Option<PromDuration>,
+    /// Longest query text, SQL or PromQL (400 above) [default: 256KiB]
+    #[arg(long, env = "VIGIL_QUERY_MAX_LENGTH")]
+    pub query_max_length: Option<ByteSize>,
+    /// Deepest nesting of a query's expressions (400 above) [default: 128]
+    #[arg(long, env = "VIGIL_QUERY_MAX_DEPTH")]
+    pub query_max_depth: Option<usize>,
+    /// Rows a SQL result may have (422 above) [default: 1000000]
+    #[arg(long, env = "VIGIL_QUERY_MAX_RESULT_ROWS")]
+    pub query_max_result_rows: Option<usize>,
+    /// Bytes a SQL result may hold in memory (422 above) [default: 256MiB]
+    #[arg(long, env = "VIGIL_QUERY_MAX_RESULT_BYTES")]
+    pub query_max_result_bytes: Option<ByteSize>,
+    /// Samples one PromQL query may load and produce (422 above) [default: 20000000]
+    #[arg(long, env = "VIGIL_QUERY_MAX_SAMPLES")]
+    pub query_max_samples: Option<usize>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -339,10 +424,27 @@ impl ServeArgs {
         set(&mut limits.max_concurrent_ingest, self.limits.max_concurrent_ingest);
 
         set(&mut limits.max_concurrent_queries, self.limits.max_concurrent_queries);
+        set(&mut limits.max_metric_name_length, self.limits.max_metric_name_length);
+        set(&mut limits.max_past, self.limits.max_past.map(Some));
+        set(&mut limits.max_future, self.limits.max_future);
+        set(&mut limits.max_metric_names, self.limits.max_metric_names);
+        set(&mut limits.max_series, self.limits.max_series);
+        set(&mut limits.max_series_per_metric, self.limits.max_series_per_metric);
+        set(&mut limits.max_new_series_per_request, self.limits.max_new_series_per_request);
+        set(&mut limits.active_series_window, self.limits.active_series_window);
+        set(&mut limits.max_connections, self.limits.max_connections);
+        set(&mut limits.max_connections_per_client, self.limits.max_connections_per_client);
+        set(&mut limits.header_read_timeout, self.limits.header_read_timeout);
+        set(&mut limits.body_read_timeout, self.limits.body_read_timeout);
+        set(&mut limits.idle_timeout, self.limits.idle_timeout);
+        set(&mut limits.max_auth_failures_per_minute, self.limits.max_auth_failures_per_minute);
 
         for token in &self.security.auth_tokens {
             let name = serde_saphyr::Spanned::new(token.name.clone(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN);
-            config.auth.tokens.push(TokenConfig { name, token: Some(token.secret.clone()), token_env: None, scopes: token.scopes.clone() });
+            config.auth.tokens.push(TokenConfig { name, token: Some(token.secret.clone()), token_env: None, token_file: None, scopes: token.scopes.clone() });
+        }
+        if self.security.auth_tokens_file.is_some() {
+            config.auth.tokens_file.clone_from(&self.security.auth_tokens_file);
         }
         if let (Some(cert_file), Some(key_file)) = (&self.security.tls_cert_file, &self.security.tls_key_file) {
             config.tls = Some(TlsConfig { cert_file: cert_file.clone(), key_file: key_file.clone() });
@@ -377,6 +479,11 @@ impl ServeArgs {
             config.query.ballista_scheduler.clone_from(&self.query.ballista_scheduler);
         }
         set(&mut config.query.ballista_min_range, self.query.ballista_min_range);
+        set(&mut config.query.max_length, self.query.query_max_length);
+        set(&mut config.query.max_depth, self.query.query_max_depth);
+        set(&mut config.query.max_result_rows, self.query.query_max_result_rows);
+        set(&mut config.query.max_result_bytes, self.query.query_max_result_bytes);
+        set(&mut config.query.max_samples, self.query.query_max_samples);
     }
 }
 

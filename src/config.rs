@@ -120,6 +120,9 @@ impl Default for DriftConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
+    /// A file of more tokens, one `NAME:SCOPES:TOKEN` per line (`#` comments): tokens kept
+    /// out of the config and off the command line.
+    pub tokens_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -132,6 +135,9 @@ pub struct TokenConfig {
     /// The environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// A file holding the token (surrounding whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     pub scopes: Vec<Scope>,
 }
 
@@ -151,20 +157,35 @@ impl fmt::Debug for Secret {
 impl AuthConfig {
     /// The tokens with their secrets read (from the file or the environment).
     pub fn resolve(&self) -> Result<Vec<vigil_web::TokenSpec>, String> {
-        self.tokens
+        let mut specs = self
+            .tokens
             .iter()
             .map(|token| {
-                let secret = match (&token.token, &token.token_env) {
-                    (Some(secret), _) => secret.0.clone(),
-                    (None, Some(var)) => std::env::var(var).map_err(|_| format!("auth token {:?}: environment variable {var} is not set", token.name.value))?,
-                    (None, None) => return Err(format!("auth token {:?} has neither token nor token_env", token.name.value)),
+                let secret = match (&token.token, &token.token_env, &token.token_file) {
+                    (Some(secret), _, _) => secret.0.clone(),
+                    (None, Some(var), _) => std::env::var(var).map_err(|_| format!("auth token {:?}: environment variable {var} is not set", token.name.value))?,
+                    (None, None, Some(file)) => std::fs::read_to_string(file)
+                        .map_err(|e| format!("auth token {:?}: reading {}: {e}", token.name.value, file.display()))?,
+                    (None, None, None) => return Err(format!("auth token {:?} has none of token, token_env, token_file", token.name.value)),
                 };
                 if secret.trim().is_empty() {
                     return Err(format!("auth token {:?} is empty", token.name.value));
                 }
                 Ok(vigil_web::TokenSpec { name: token.name.value.clone(), secret: secret.trim().to_string(), scopes: token.scopes.clone() })
             })
-            .collect()
+            .collect::<Result<Vec<_>, String>>()?;
+        if let Some(file) = &self.tokens_file {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("reading the tokens file {}: {e}", file.display()))?;
+            for (index, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let token: crate::cli::TokenArg = line.parse().map_err(|e| format!("{}:{}: {e}", file.display(), index + 1))?;
+                specs.push(token.into_spec());
+            }
+        }
+        Ok(specs)
     }
 }
 
@@ -315,12 +336,42 @@ pub struct LimitsConfig {
     pub max_label_value_length: usize,
     pub max_concurrent_ingest: usize,
     pub max_concurrent_queries: usize,
+    /// Bytes in a metric name (a metric name is also a table name).
+    pub max_metric_name_length: usize,
+    /// Oldest sample accepted, relative to now; unset: the retention; `0`: any time since 1970.
+    pub max_past: Option<PromDuration>,
+    /// Newest sample accepted, ahead of now.
+    pub max_future: PromDuration,
+    /// Metric names (tables) held; a new name past it is refused.
+    pub max_metric_names: usize,
+    /// Active series over all metrics.
+    pub max_series: usize,
+    /// Active series of one metric.
+    pub max_series_per_metric: usize,
+    /// New series one request may add.
+    pub max_new_series_per_request: usize,
+    /// A series not written for this long stops counting as active.
+    pub active_series_window: PromDuration,
+    /// Open connections over all listeners.
+    pub max_connections: usize,
+    /// Open connections from one client address.
+    pub max_connections_per_client: usize,
+    /// The TLS handshake and each request's headers must arrive within this.
+    pub header_read_timeout: PromDuration,
+    /// A request body must arrive whole within this (408).
+    pub body_read_timeout: PromDuration,
+    /// A connection with nothing in flight and nothing moving is closed after this.
+    pub idle_timeout: PromDuration,
+    /// Failed tokens one client may present per minute before it gets 429 for a minute.
+    pub max_auth_failures_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         let ingest = vigil_ingest::Limits::default();
         let http = vigil_web::HttpOptions::default();
+        let cardinality = vigil_storage::cardinality::CardinalityLimits::default();
+        let connections = vigil_web::server::ConnectionLimits::default();
         LimitsConfig {
             max_body_size: ByteSize::b(http.max_body_bytes as u64),
             max_decompressed_size: ByteSize::b(ingest.max_decompressed_bytes as u64),
@@ -331,6 +382,20 @@ impl Default for LimitsConfig {
             max_label_value_length: ingest.max_label_value_bytes,
             max_concurrent_ingest: http.max_concurrent_ingest,
             max_concurrent_queries: http.max_concurrent_queries,
+            max_metric_name_length: ingest.max_metric_name_bytes,
+            max_past: None,
+            max_future: PromDuration(ingest.max_future),
+            max_metric_names: cardinality.max_metric_names,
+            max_series: cardinality.max_series,
+            max_series_per_metric: cardinality.max_series_per_metric,
+            max_new_series_per_request: cardinality.max_new_series_per_request,
+            active_series_window: PromDuration(cardinality.active_window),
+            max_connections: connections.max_connections,
+            max_connections_per_client: connections.max_connections_per_client,
+            header_read_timeout: PromDuration(connections.header_read_timeout),
+            body_read_timeout: PromDuration(http.body_read_timeout),
+            idle_timeout: PromDuration(connections.idle_timeout),
+            max_auth_failures_per_minute: vigil_web::auth::DEFAULT_FAILURES_PER_MINUTE,
         }
     }
 }
@@ -362,6 +427,16 @@ pub struct QueryConfig {
     pub ballista_scheduler: Option<String>,
     /// SQL scanning at least this much time (or unbounded) goes to Ballista.
     pub ballista_min_range: PromDuration,
+    /// Longest query text (SQL or PromQL).
+    pub max_length: ByteSize,
+    /// Deepest nesting of a query's expressions.
+    pub max_depth: usize,
+    /// Rows a SQL result may have (422 above).
+    pub max_result_rows: usize,
+    /// Bytes a SQL result may hold in memory (422 above).
+    pub max_result_bytes: ByteSize,
+    /// Samples one PromQL query may load and produce (422 above).
+    pub max_samples: usize,
 }
 
 impl Default for QueryConfig {
@@ -372,6 +447,11 @@ impl Default for QueryConfig {
             max_memory: ByteSize::b(defaults.max_memory_bytes as u64),
             ballista_scheduler: None,
             ballista_min_range: PromDuration::days(7),
+            max_length: ByteSize::b(defaults.shape.max_length as u64),
+            max_depth: defaults.shape.max_depth,
+            max_result_rows: defaults.max_result_rows,
+            max_result_bytes: ByteSize::b(defaults.max_result_bytes as u64),
+            max_samples: defaults.max_samples,
         }
     }
 }
@@ -437,6 +517,10 @@ impl Config {
             if let Some(tls) = &mut config.tls {
                 tls.cert_file = base.join(&tls.cert_file);
                 tls.key_file = base.join(&tls.key_file);
+            }
+            let token_files = config.auth.tokens.iter_mut().filter_map(|t| t.token_file.as_mut());
+            for file in token_files.chain(config.auth.tokens_file.as_mut()) {
+                *file = base.join(&*file);
             }
         }
         Ok(config)

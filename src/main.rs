@@ -4,8 +4,10 @@ mod ballista;
 mod cli;
 mod cluster;
 mod config;
+mod process;
 mod reload;
 mod serve;
+mod store;
 mod validate;
 
 use std::process::ExitCode;
@@ -14,19 +16,40 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
+/// Stack of the runtime's threads: DataFusion plans a query of the deepest nesting allowed
+/// (`query.max_depth`) well within it.
+const THREAD_STACK_BYTES: usize = 8 << 20;
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("vigil").thread_stack_size(THREAD_STACK_BYTES).build().map_err(|e| {
+        eprintln!("vigil: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("vigil").build() {
+            let runtime = match runtime() {
                 Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("vigil: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(serve::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Store(store) => {
+            let runtime = match runtime() {
+                Ok(runtime) => runtime,
+                Err(code) => return code,
+            };
+            match runtime.block_on(store::run(store.action)) {
+                Ok(code) => code,
                 Err(e) => {
                     eprintln!("vigil: {e:#}");
                     ExitCode::FAILURE

@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +28,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&config.log.level)?;
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     metrics::gauge!("vigil_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let max_fds = crate::process::raise_fd_limit();
+    let _data_dir_lock = crate::process::DataDirLock::take(&config.storage.data_dir)?;
 
     let storage = Storage::open(storage_options(&config))
         .await
@@ -47,6 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let mut every = tokio::time::interval(Duration::from_secs(5));
             while stop.run_until_cancelled(every.tick()).await.is_some() {
                 metrics.run_upkeep();
+                crate::process::record_fds();
             }
         }
     });
@@ -108,17 +109,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: config.limits.max_body_size.as_u64() as usize,
         max_concurrent_ingest: config.limits.max_concurrent_ingest,
         max_concurrent_queries: config.limits.max_concurrent_queries,
+        body_read_timeout: config.limits.body_read_timeout.0,
     };
-    let auth = vigil_web::Auth::new(config.auth.resolve().map_err(anyhow::Error::msg)?);
+    let auth = vigil_web::Auth::new(config.auth.resolve().map_err(anyhow::Error::msg)?)
+        .with_failure_limit(config.limits.max_auth_failures_per_minute);
     if auth.enabled() {
-        info!(tokens = config.auth.tokens.len(), "bearer-token auth on");
-    } else if !config.listen.http.ip().is_loopback() {
-        tracing::warn!(address = %config.listen.http, "no auth.tokens configured: every endpoint is open to whoever reaches this address");
+        info!(tokens = auth.token_count(), "bearer-token auth on");
+    } else {
+        for (what, address) in [("HTTP API", config.listen.http), ("OTLP/HTTP", config.listen.otlp_http), ("OTLP/gRPC", config.listen.otlp_grpc)] {
+            if !address.ip().is_loopback() {
+                tracing::warn!(%address, "no auth tokens configured: the {what} listener is open to whoever reaches this address");
+            }
+        }
     }
     let tls = match &config.tls {
-        Some(tls) => Some(tls_config(tls).await?),
+        Some(tls) => Some(tls_config(tls)?),
         None => None,
     };
+    let connection_limits = vigil_web::server::ConnectionLimits {
+        // Every connection is a file descriptor: keep some for segments, the WAL and peers.
+        max_connections: config.limits.max_connections.min(max_fds.saturating_sub(256).max(64)),
+        max_connections_per_client: config.limits.max_connections_per_client.max(1),
+        header_read_timeout: config.limits.header_read_timeout.0.max(Duration::from_millis(100)),
+        idle_timeout: config.limits.idle_timeout.0.max(Duration::from_millis(100)),
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let connections = Arc::new(vigil_web::server::ConnectionCounts::default());
     let state = AppState {
         ingestor: ingestor.clone(),
         engine,
@@ -141,12 +157,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (otlp_http, vigil_web::otlp_http_router(state, &http)),
         (otlp_grpc, vigil_web::otlp_grpc_router(ingestor, http.max_body_bytes, auth)),
     ]
-    .map(|(listener, app)| tokio::spawn(serve_listener(listener, app, tls.clone(), shutdown.clone())));
+    .map(|(listener, app)| {
+        tokio::spawn(vigil_web::server::serve(listener, app, tls.clone(), connection_limits.clone(), connections.clone(), shutdown.clone()))
+    });
     ready.store(true, Ordering::Release);
     shutdown_signal(ready).await;
     shutdown.cancel();
     for server in servers {
-        server.await.context("HTTP server task")??;
+        server.await.context("HTTP server task")?;
     }
     drop(scraper);
     info!("no longer accepting requests; flushing");
@@ -166,29 +184,9 @@ async fn bind(address: std::net::SocketAddr, what: &str, tls: bool) -> anyhow::R
     Ok(listener)
 }
 
-/// Serves one listener until `shutdown`, then lets requests in flight finish.
-async fn serve_listener(listener: TcpListener, app: axum::Router, tls: Option<RustlsConfig>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Some(tls) = tls else {
-        return axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).into_future().await.context("serving HTTP");
-    };
-    let handle = axum_server::Handle::new();
-    tokio::spawn({
-        let handle = handle.clone();
-        async move {
-            shutdown.cancelled().await;
-            handle.graceful_shutdown(Some(Duration::from_secs(30)));
-        }
-    });
-    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .await
-        .context("serving HTTPS")
-}
-
 /// The certificate and key, checked now so that a bad file stops start-up with its name.
 /// ALPN offers h2 (gRPC needs it) and HTTP/1.1.
-async fn tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<RustlsConfig> {
+fn tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     // One crypto provider for the process (ring); a second call is a no-op error.
@@ -203,7 +201,7 @@ async fn tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<RustlsConf
         .with_single_cert(certs, key)
         .with_context(|| format!("the key {} does not fit the certificate {}", tls.key_file.display(), tls.cert_file.display()))?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(RustlsConfig::from_config(Arc::new(server)))
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -229,6 +227,14 @@ fn storage_options(config: &Config) -> StorageOptions {
     options.store = storage.object_store.clone();
     options.node_id = config.cluster.node_id.clone();
     options.peer_refresh_interval = config.cluster.peer_refresh.0;
+    let limits = &config.limits;
+    options.cardinality = vigil_storage::cardinality::CardinalityLimits {
+        max_metric_names: limits.max_metric_names,
+        max_series: limits.max_series,
+        max_series_per_metric: limits.max_series_per_metric,
+        max_new_series_per_request: limits.max_new_series_per_request,
+        active_window: limits.active_series_window.0,
+    };
     options
 }
 
@@ -263,7 +269,16 @@ fn query_options(config: &Config) -> anyhow::Result<QueryOptions> {
         }),
         None => None,
     };
-    Ok(QueryOptions { timeout: config.query.timeout.0, max_memory_bytes: config.query.max_memory.as_u64() as usize, ballista })
+    let query = &config.query;
+    Ok(QueryOptions {
+        timeout: query.timeout.0,
+        max_memory_bytes: query.max_memory.as_u64() as usize,
+        ballista,
+        shape: vigil_query::guard::QueryShape { max_length: query.max_length.as_u64() as usize, max_depth: query.max_depth.max(2) },
+        max_result_rows: query.max_result_rows,
+        max_result_bytes: query.max_result_bytes.as_u64() as usize,
+        max_samples: query.max_samples,
+    })
 }
 
 fn ingest_limits(config: &Config) -> Limits {
@@ -275,6 +290,14 @@ fn ingest_limits(config: &Config) -> Limits {
         max_labels_per_series: limits.max_labels_per_series,
         max_label_name_bytes: limits.max_label_name_length,
         max_label_value_bytes: limits.max_label_value_length,
+        max_metric_name_bytes: limits.max_metric_name_length,
+        // Unset: samples older than the retention would be deleted at once; `0`: any age.
+        max_past: match limits.max_past {
+            Some(past) if past.0.is_zero() => None,
+            Some(past) => Some(past.0),
+            None => Some(config.storage.retention.0).filter(|retention| !retention.is_zero()),
+        },
+        max_future: limits.max_future.0,
     }
 }
 

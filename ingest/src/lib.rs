@@ -9,6 +9,7 @@
 //! Pull scraping lives in [`scrape`]. A request is accepted or refused whole: nothing of a refused request is stored. Errors say
 //! whether retrying can help ([`IngestError::is_transient`]), since senders drop 4xx for good.
 
+pub mod admission;
 pub mod drift;
 pub mod exposition;
 pub mod metadata;
@@ -36,6 +37,12 @@ pub struct Limits {
     pub max_labels_per_series: usize,
     pub max_label_name_bytes: usize,
     pub max_label_value_bytes: usize,
+    /// Longest metric name (bytes); a metric name is also a table name.
+    pub max_metric_name_bytes: usize,
+    /// Oldest sample accepted, relative to now; `None`: any time since the Unix epoch.
+    pub max_past: Option<std::time::Duration>,
+    /// Newest sample accepted, ahead of now (clock skew of senders).
+    pub max_future: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -47,6 +54,9 @@ impl Default for Limits {
             max_labels_per_series: 128,
             max_label_name_bytes: 1024,
             max_label_value_bytes: 16 * 1024,
+            max_metric_name_bytes: 1024,
+            max_past: None,
+            max_future: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -80,6 +90,9 @@ pub enum Limit {
     SamplesPerRequest,
     LabelsPerSeries,
     LabelLength,
+    MetricNameLength,
+    /// A timestamp outside the accepted range.
+    SampleTime,
 }
 
 impl Limit {
@@ -90,6 +103,8 @@ impl Limit {
             Limit::SamplesPerRequest => "samples_per_request",
             Limit::LabelsPerSeries => "labels_per_series",
             Limit::LabelLength => "label_length",
+            Limit::MetricNameLength => "metric_name_length",
+            Limit::SampleTime => "sample_time",
         }
     }
 
@@ -107,6 +122,8 @@ impl std::fmt::Display for Limit {
             Limit::SamplesPerRequest => "samples in the request",
             Limit::LabelsPerSeries => "labels of a series",
             Limit::LabelLength => "label length (bytes)",
+            Limit::MetricNameLength => "metric name length (bytes)",
+            Limit::SampleTime => "sample timestamp",
         })
     }
 }
@@ -121,6 +138,9 @@ pub enum IngestError {
     TooLarge { what: Limit, actual: usize, limit: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Some samples were refused (timestamps, names, cardinality limits); the rest is stored.
+    #[error("{}", .0.describe())]
+    PartlyRefused(admission::Refused),
     #[error("internal ingest error: {0}")]
     Internal(String),
 }
@@ -150,9 +170,20 @@ impl IngestError {
             IngestError::TooLarge { .. } => "split the request into smaller ones, or raise the limit in the config".into(),
             IngestError::Storage(e) if e.is_backpressure() => "Vigil is flushing to disk; retry after the Retry-After delay".into(),
             IngestError::Storage(_) => "a storage fault; the write was not acknowledged, retry it".into(),
+            IngestError::PartlyRefused(refused) => match &refused.first_reason {
+                Some(reason) if reason.contains("limits.max_") => {
+                    "the rest of the request was stored; raise the named limit or reduce the series the sender creates (see /api/v1/status/tsdb)".into()
+                }
+                _ => "the rest of the request was stored; timestamps must be within limits.max_past and limits.max_future of now, metric names valid".into(),
+            },
             IngestError::Internal(_) => "this is a bug in Vigil; please report it".into(),
         }
     }
+}
+
+/// Wall-clock time in Unix nanoseconds.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// The `exemplars` rows of a request (none when it carried none).
@@ -223,6 +254,17 @@ impl Ingestor {
         }
     }
 
+    /// Admits a write (names, timestamps: [`Limits::admit`]), stores what passes (within the
+    /// cardinality limits) and says what was refused on the way.
+    pub async fn store(&self, mut batch: WriteBatch) -> Result<(vigil_storage::WriteSummary, admission::Refused), IngestError> {
+        let mut refused = self.limits.admit(&mut batch, now_ns());
+        let written = self.storage.write(batch).await?;
+        if let Some((_, reason)) = &written.refused.first {
+            refused.absorb(admission::Refused { samples: written.refused.samples, rows: 0, first_reason: Some(reason.clone()) });
+        }
+        Ok((written, refused))
+    }
+
     /// Prometheus remote write 1.0: a snappy-compressed `WriteRequest`.
     pub async fn remote_write(&self, body: &[u8]) -> Result<remote_write::Summary, IngestError> {
         let decoded = remote_write::decode(body, &self.limits).inspect_err(|e| {
@@ -241,9 +283,13 @@ impl Ingestor {
         }
         let mut batch = decoded.batch;
         batch.rows = exemplar_rows(&decoded.exemplars)?;
-        self.storage.write(batch).await?;
-        metrics::counter!("vigil_ingest_samples_total", "protocol" => "remote_write")
-            .increment(decoded.summary.samples as u64);
+        let (written, refused) = self.store(batch).await?;
+        metrics::counter!("vigil_ingest_samples_total", "protocol" => "remote_write").increment(written.samples as u64);
+        if !refused.is_empty() {
+            metrics::counter!("vigil_ingest_rejected_total", "protocol" => "remote_write", "signal" => "metrics").increment(refused.total() as u64);
+            // The rest is stored; a 4xx tells the sender not to retry what no retry can fix.
+            return Err(IngestError::PartlyRefused(refused));
+        }
         Ok(decoded.summary)
     }
 }
@@ -298,38 +344,55 @@ impl Ingestor {
             }
             None => Vec::new(),
         };
-        self.storage.write(WriteBatch { metrics: mapped.series, rows }).await?;
+        let (_, refused) = self.store(WriteBatch { metrics: mapped.series, rows }).await?;
         if let Some(engine) = &self.drift {
             engine.mark_dirty(&drift_points);
         }
-        metrics::counter!("vigil_ingest_samples_total", "protocol" => "otlp").increment(samples as u64);
+        // A refused sample is one refused point: OTLP maps each point to series of its own.
+        let rejected = mapped.rejected_points + refused.total();
+        if !refused.is_empty() {
+            message = Some(match message {
+                Some(first) => format!("{}; {first}", refused.describe()),
+                None => refused.describe(),
+            });
+        }
+        metrics::counter!("vigil_ingest_samples_total", "protocol" => "otlp").increment(samples.saturating_sub(refused.samples) as u64);
         metrics::counter!("vigil_ingest_exemplars_total", "protocol" => "otlp").increment(exemplars as u64);
-        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "metrics").increment(mapped.rejected_points as u64);
-        Ok(ExportOutcome { accepted: mapped.accepted_points, rejected: mapped.rejected_points, message })
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "metrics").increment(rejected as u64);
+        Ok(ExportOutcome { accepted: mapped.accepted_points.saturating_sub(refused.total()), rejected, message })
     }
 
     pub async fn otlp_traces(&self, request: ExportTraceServiceRequest) -> Result<ExportOutcome, IngestError> {
         let mapped = otlp::traces::map(&request).map_err(|e| IngestError::Internal(e.to_string()))?;
-        self.write_rows(FixedTable::Spans, mapped.batch).await?;
-        metrics::counter!("vigil_ingest_spans_total").increment(mapped.accepted as u64);
-        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "traces").increment(mapped.rejected as u64);
-        Ok(ExportOutcome { accepted: mapped.accepted, rejected: mapped.rejected, message: mapped.first_error })
+        let outcome = self.write_rows(FixedTable::Spans, mapped.batch, mapped.accepted, mapped.rejected, mapped.first_error).await?;
+        metrics::counter!("vigil_ingest_spans_total").increment(outcome.accepted as u64);
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "traces").increment(outcome.rejected as u64);
+        Ok(outcome)
     }
 
     pub async fn otlp_logs(&self, request: ExportLogsServiceRequest) -> Result<ExportOutcome, IngestError> {
-        let received_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-        let mapped = otlp::logs::map(&request, received_ns).map_err(|e| IngestError::Internal(e.to_string()))?;
-        self.write_rows(FixedTable::Logs, mapped.batch).await?;
-        metrics::counter!("vigil_ingest_log_records_total").increment(mapped.accepted as u64);
-        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "logs").increment(mapped.rejected as u64);
-        Ok(ExportOutcome { accepted: mapped.accepted, rejected: mapped.rejected, message: mapped.first_error })
+        let mapped = otlp::logs::map(&request, now_ns()).map_err(|e| IngestError::Internal(e.to_string()))?;
+        let outcome = self.write_rows(FixedTable::Logs, mapped.batch, mapped.accepted, mapped.rejected, mapped.first_error).await?;
+        metrics::counter!("vigil_ingest_log_records_total").increment(outcome.accepted as u64);
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "logs").increment(outcome.rejected as u64);
+        Ok(outcome)
     }
 
-    async fn write_rows(&self, table: FixedTable, batch: Option<datafusion::arrow::record_batch::RecordBatch>) -> Result<(), IngestError> {
-        if let Some(batch) = batch {
-            self.storage.write(WriteBatch { metrics: Vec::new(), rows: vec![TableRows { table, batch }] }).await?;
+    /// Stores the rows of a trace or logs request; rows admission refuses join the rejected.
+    async fn write_rows(
+        &self,
+        table: FixedTable,
+        batch: Option<datafusion::arrow::record_batch::RecordBatch>,
+        accepted: usize,
+        rejected: usize,
+        mut message: Option<String>,
+    ) -> Result<ExportOutcome, IngestError> {
+        let Some(batch) = batch else { return Ok(ExportOutcome { accepted, rejected, message }) };
+        let (_, refused) = self.store(WriteBatch { metrics: Vec::new(), rows: vec![TableRows { table, batch }] }).await?;
+        if !refused.is_empty() && message.is_none() {
+            message = Some(refused.describe());
         }
-        Ok(())
+        Ok(ExportOutcome { accepted: accepted.saturating_sub(refused.rows), rejected: rejected + refused.rows, message })
     }
 
     /// Prometheus text exposition or OpenMetrics, `extra` labels added to every series
@@ -349,7 +412,16 @@ impl Ingestor {
             let exemplars: Vec<vigil_storage::exemplars::Exemplar> =
                 with_exemplar.into_iter().filter_map(|(i, e)| series.get(i).map(|s| text_import::exemplar(s, e))).collect();
             let samples = series.len();
-            self.storage.write(WriteBatch { metrics: series, rows: exemplar_rows(&exemplars)? }).await?;
+            // Stored whole or refused whole: check everything before writing anything.
+            let mut batch = WriteBatch { metrics: series, rows: exemplar_rows(&exemplars)? };
+            let refused = self.limits.admit(&mut batch, now_ns());
+            if let Some(reason) = refused.first_reason {
+                return Err(IngestError::Malformed { what: "exposition text", message: reason });
+            }
+            let written = self.storage.write(batch).await?;
+            if let Some((_, reason)) = written.refused.first {
+                return Err(IngestError::PartlyRefused(admission::Refused { samples: written.refused.samples, rows: 0, first_reason: Some(reason) }));
+            }
             Ok(ImportSummary { samples, exemplars: exemplars.len() })
         }
         .await;
@@ -371,6 +443,7 @@ fn reason(error: &IngestError) -> &'static str {
         IngestError::Malformed { .. } => "malformed",
         IngestError::InvalidSeries { .. } => "invalid_series",
         IngestError::TooLarge { .. } => "too_large",
+        IngestError::PartlyRefused(_) => "refused",
         IngestError::Storage(_) => "storage",
         IngestError::Internal(_) => "internal",
     }

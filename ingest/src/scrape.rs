@@ -192,10 +192,13 @@ async fn scrape_once(
     series.push(report("up", if error.is_none() { 1.0 } else { 0.0 }));
     series.push(report("scrape_duration_seconds", duration));
     series.push(report("scrape_samples_scraped", scraped as f64));
-    let written = ingestor.storage().write(WriteBatch { metrics: series, rows: Vec::new() }).await;
+    // Samples with timestamps outside the accepted range are dropped and counted, as
+    // Prometheus drops out-of-bounds samples of a scrape.
+    let written = ingestor.store(WriteBatch { metrics: series, rows: Vec::new() }).await;
     let error = match (error, written) {
         (Some(e), _) => Some(e),
         (None, Err(e)) => Some(format!("storing the scrape failed: {e}")),
+        (None, Ok((_, refused))) if !refused.is_empty() => Some(refused.describe()),
         (None, Ok(_)) => None,
     };
     metrics::counter!("vigil_scrapes_total", "job" => target.job.clone(), "outcome" => if error.is_some() { "failure" } else { "success" })

@@ -18,11 +18,27 @@ pub struct QueryOptions {
     pub max_memory_bytes: usize,
     /// Run queries over long ranges on Ballista; `None` = everything runs here.
     pub ballista: Option<crate::distributed::BallistaOptions>,
+    /// Length and nesting bounds of query text.
+    pub shape: crate::guard::QueryShape,
+    /// Rows a SQL result may have (it is held whole to be encoded).
+    pub max_result_rows: usize,
+    /// Bytes (in Arrow memory) a SQL result may hold.
+    pub max_result_bytes: usize,
+    /// Samples one PromQL query may load and produce, as Prometheus's `query.max-samples`.
+    pub max_samples: usize,
 }
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        QueryOptions { timeout: Duration::from_secs(120), max_memory_bytes: 1 << 30, ballista: None }
+        QueryOptions {
+            timeout: Duration::from_secs(120),
+            max_memory_bytes: 1 << 30,
+            ballista: None,
+            shape: crate::guard::QueryShape::default(),
+            max_result_rows: 1_000_000,
+            max_result_bytes: 256 << 20,
+            max_samples: 20_000_000,
+        }
     }
 }
 
@@ -34,12 +50,21 @@ pub enum QueryError {
     /// Statements that would change data or settings.
     #[error("{0}")]
     NotAllowed(String),
+    /// The query's text is too long or nests too deep.
+    #[error("{0}")]
+    Shape(#[from] crate::guard::ShapeError),
+    /// The result would be larger than allowed (`setting` names the limit).
+    #[error("the result has more than {limit} {what} (query.{setting})")]
+    ResultTooLarge { what: &'static str, limit: usize, setting: &'static str },
     #[error("query exceeded its time limit of {0:?}")]
     Timeout(Duration),
     #[error("query needs more memory than allowed: {0}")]
     ResourcesExhausted(String),
     #[error("query failed: {0}")]
     Execution(String),
+    /// Stored data could not be read (a damaged or missing segment).
+    #[error("stored data could not be read: {0}")]
+    Storage(String),
     #[error("internal query error: {0}")]
     Internal(String),
 }
@@ -53,10 +78,13 @@ impl QueryError {
             QueryError::Invalid { .. } => {
                 "list tables and columns with SELECT * FROM information_schema.columns".into()
             }
-            QueryError::NotAllowed(_) => "the SQL API is read-only: only queries (SELECT, EXPLAIN, SHOW) run".into(),
+            QueryError::NotAllowed(_) => "the SQL API is read-only: only queries (SELECT, EXPLAIN, SHOW) run, and no recursive CTE".into(),
+            QueryError::Shape(_) => "write the expression flatter or shorter (e.g. sum over a regex selector instead of a chain of +), or raise the named limit".into(),
+            QueryError::ResultTooLarge { .. } => "aggregate, add a LIMIT or a narrower WHERE, or raise the named limit".into(),
             QueryError::Timeout(_) => "narrow the time range or raise query.timeout".into(),
             QueryError::ResourcesExhausted(_) => "narrow the time range, aggregate more, or raise query.max_memory".into(),
             QueryError::Execution(_) => "the query is valid but failed on the data; check casts and divisions".into(),
+            QueryError::Storage(_) => "a damaged segment was found and moved aside (see the log); run the query again, and `vigil store check`".into(),
             QueryError::Internal(_) => "this is a bug in Vigil; please report it with the query".into(),
         }
     }
@@ -72,9 +100,35 @@ impl QueryError {
             DataFusionError::NotImplemented(_) => QueryError::Invalid { message, position },
             DataFusionError::ResourcesExhausted(_) => QueryError::ResourcesExhausted(message),
             DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => QueryError::Execution(message),
+            _ if is_read_failure(&error) => QueryError::Storage(message),
             _ => QueryError::Internal(message),
         }
     }
+}
+
+/// True when an error comes from reading stored files (Parquet, the object store, I/O).
+pub fn is_read_failure(error: &DataFusionError) -> bool {
+    match error.find_root() {
+        DataFusionError::ParquetError(_) | DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => true,
+        DataFusionError::External(inner) => {
+            let text = inner.to_string();
+            inner.is::<datafusion::parquet::errors::ParquetError>() || text.contains("Parquet error") || text.contains("Object Store error")
+        }
+        _ => false,
+    }
+}
+
+/// The tables a plan scans.
+pub fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> std::collections::BTreeSet<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut tables = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            tables.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables
 }
 
 /// sqlparser reports positions as "at Line: 1, Column: 8".
@@ -119,6 +173,8 @@ impl QueryEngine {
             .with_create_default_catalog_and_schema(true);
         // Keeps source positions so errors can say where they are.
         config.options_mut().sql_parser.collect_spans = true;
+        // Recursion without a bound is refused at planning (see `sql`).
+        config.options_mut().execution.enable_recursive_ctes = false;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(options.max_memory_bytes, 1.0)
             .build_arc()
@@ -140,6 +196,29 @@ impl QueryEngine {
         &self.storage
     }
 
+    /// Runs a plan to the end, stopping as soon as the result passes `max_result_rows` or
+    /// `max_result_bytes`: a result is held whole to be encoded, so it is bounded as it
+    /// streams in, never after.
+    pub async fn collect_bounded(&self, frame: datafusion::dataframe::DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
+        use futures::StreamExt;
+        let mut stream = frame.execute_stream().await.map_err(QueryError::from_datafusion)?;
+        let (mut rows, mut bytes) = (0usize, 0usize);
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(QueryError::from_datafusion)?;
+            rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+            if rows > self.options.max_result_rows {
+                return Err(QueryError::ResultTooLarge { what: "rows", limit: self.options.max_result_rows, setting: "max_result_rows" });
+            }
+            if bytes > self.options.max_result_bytes {
+                return Err(QueryError::ResultTooLarge { what: "bytes", limit: self.options.max_result_bytes, setting: "max_result_bytes" });
+            }
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+
     /// Runs one read-only SQL statement within the time limit.
     pub async fn sql(&self, query: &str) -> Result<QueryResult, QueryError> {
         let started = std::time::Instant::now();
@@ -149,8 +228,12 @@ impl QueryEngine {
                 DataFusionError::Plan(message) if message.contains("not supported") => {
                     QueryError::NotAllowed(e.strip_backtrace())
                 }
+                DataFusionError::NotImplemented(message) if message.contains("Recursive CTE") => QueryError::NotAllowed(
+                    "recursive CTEs are refused by the read API: they can run without bound".into(),
+                ),
                 _ => QueryError::from_datafusion(e),
             };
+            self.options.shape.check_sql(query).await?;
             let mut frame = self.ctx.sql_with_options(query, read_only).await.map_err(not_allowed)?;
             if let Some(ballista) = &self.options.ballista {
                 let optimized = frame.clone().into_optimized_plan().map_err(QueryError::from_datafusion)?;
@@ -163,7 +246,17 @@ impl QueryEngine {
                 }
             }
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await.map_err(QueryError::from_datafusion)?;
+            let batches = match self.collect_bounded(frame.clone()).await {
+                // A damaged segment: move it aside and answer from the rest.
+                Err(QueryError::Storage(message)) => {
+                    let tables = scanned_tables(frame.logical_plan());
+                    match self.storage.quarantine_damaged(&tables).await {
+                        Ok(moved) if moved > 0 => self.collect_bounded(frame).await?,
+                        _ => return Err(QueryError::Storage(message)),
+                    }
+                }
+                other => other?,
+            };
             Ok(QueryResult { schema, batches })
         };
         let result = match tokio::time::timeout(self.options.timeout, run).await {

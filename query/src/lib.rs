@@ -5,6 +5,7 @@
 pub mod distributed;
 pub mod duration;
 pub mod engine;
+pub mod guard;
 pub mod promql;
 pub mod slo;
 pub mod traces;

@@ -22,7 +22,7 @@ use crate::schema::{
     FixedTable, label_column_name, label_columns, label_name_of_column, metric_schema,
     metric_table_name,
 };
-use crate::write::{LabelSet, MetricSeries, TableRows};
+use crate::write::{LabelSet, MetricSeries, Sample, TableRows};
 
 /// Which rows a scan wants. Bounds are inclusive, in nanoseconds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -66,6 +66,47 @@ struct SeriesBuffer {
     labels: LabelSet,
     timestamps: Vec<i64>,
     values: Vec<f64>,
+}
+
+impl SeriesBuffer {
+    /// Merges samples in strict time order into the held ones; where both hold a timestamp,
+    /// `winner` says which value stays. Appending (the usual case) costs O(new), anything else one
+    /// O(held + new) merge: never a shift per sample. Returns the bytes added.
+    fn merge(&mut self, samples: &[Sample], winner: MergeWinner) -> usize {
+        let Some(first) = samples.first() else { return 0 };
+        let held = self.timestamps.len();
+        let start = self.timestamps.partition_point(|&t| t < first.timestamp_ns);
+        let tail_timestamps = self.timestamps.split_off(start);
+        let tail_values = self.values.split_off(start);
+        self.timestamps.reserve(samples.len() + tail_timestamps.len());
+        self.values.reserve(samples.len() + tail_values.len());
+        let (mut old, mut new) = (0, 0);
+        while old < tail_timestamps.len() || new < samples.len() {
+            let take_new = match (tail_timestamps.get(old), samples.get(new)) {
+                (Some(&held_ts), Some(sample)) if held_ts == sample.timestamp_ns => {
+                    // One of the two goes; the other is taken below.
+                    match winner {
+                        MergeWinner::Incoming => old += 1,
+                        MergeWinner::Held => new += 1,
+                    }
+                    winner == MergeWinner::Incoming
+                }
+                (Some(&held_ts), Some(sample)) => held_ts > sample.timestamp_ns,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if take_new {
+                self.timestamps.push(samples[new].timestamp_ns);
+                self.values.push(samples[new].value);
+                new += 1;
+            } else {
+                self.timestamps.push(tail_timestamps[old]);
+                self.values.push(tail_values[old]);
+                old += 1;
+            }
+        }
+        (self.timestamps.len() - held) * 16
+    }
 }
 
 pub(crate) struct RowsBuffer {
@@ -113,6 +154,70 @@ impl WriteBuffer {
         }
     }
 
+    /// Adds rows older than what this buffer holds (a flush's kept-back tables): where both
+    /// hold a sample of the same series and time, this buffer's newer value stays.
+    pub fn apply_older(&mut self, batch: &crate::WriteBatch) {
+        for series in &batch.metrics {
+            if series.samples.is_empty() {
+                continue;
+            }
+            let table = metric_table_name(&series.metric).into_owned();
+            let buffer = match self.tables.entry(table).or_insert_with(|| TableBuffer::Metric(MetricBuffer::default())) {
+                TableBuffer::Metric(buffer) => buffer,
+                TableBuffer::Rows(_) => continue,
+            };
+            self.bytes += buffer.apply_with(series, MergeWinner::Held);
+        }
+        for rows in &batch.rows {
+            if rows.batch.num_rows() == 0 {
+                continue;
+            }
+            let entry = self
+                .tables
+                .entry(rows.table.name().to_string())
+                .or_insert_with(|| TableBuffer::Rows(RowsBuffer { table: rows.table, batches: Vec::new() }));
+            if let TableBuffer::Rows(buffer) = entry {
+                self.bytes += rows.batch.get_array_memory_size();
+                buffer.batches.insert(0, rows.batch.clone());
+            }
+        }
+    }
+
+    /// Everything held, as one write.
+    pub fn to_batch(&self) -> crate::WriteBatch {
+        let mut batch = crate::WriteBatch::default();
+        for name in self.tables.keys() {
+            let table = self.table_batch(name);
+            batch.metrics.extend(table.metrics);
+            batch.rows.extend(table.rows);
+        }
+        batch
+    }
+
+    /// One table's content as a write (to log it again).
+    pub fn table_batch(&self, name: &str) -> crate::WriteBatch {
+        let mut batch = crate::WriteBatch::default();
+        match self.tables.get(name) {
+            Some(TableBuffer::Metric(metric)) => {
+                let metric_name = crate::schema::metric_name_of_table(name);
+                batch.metrics = metric
+                    .series
+                    .iter()
+                    .map(|s| MetricSeries {
+                        metric: metric_name.to_string(),
+                        labels: s.labels.clone(),
+                        samples: s.timestamps.iter().zip(&s.values).map(|(&timestamp_ns, &value)| Sample { timestamp_ns, value }).collect(),
+                    })
+                    .collect();
+            }
+            Some(TableBuffer::Rows(rows)) => {
+                batch.rows = rows.batches.iter().map(|b| TableRows { table: rows.table, batch: b.clone() }).collect();
+            }
+            None => {}
+        }
+        batch
+    }
+
     pub fn table(&self, name: &str) -> Option<&TableBuffer> {
         self.tables.get(name)
     }
@@ -126,9 +231,22 @@ impl WriteBuffer {
     }
 }
 
+/// Which value stays when a merge meets a timestamp held already.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MergeWinner {
+    /// The incoming one: a later write of the same sample replaces it.
+    Incoming,
+    /// The held one: the incoming samples are older than what is held.
+    Held,
+}
+
 impl MetricBuffer {
     /// Adds samples; returns the bytes added.
     fn apply(&mut self, series: &MetricSeries) -> usize {
+        self.apply_with(series, MergeWinner::Incoming)
+    }
+
+    fn apply_with(&mut self, series: &MetricSeries, winner: MergeWinner) -> usize {
         let mut added = 0;
         let index = match self.index.get(&series.labels) {
             Some(&index) => index,
@@ -148,26 +266,15 @@ impl MetricBuffer {
                 self.series.len() - 1
             }
         };
-        let buffer = &mut self.series[index];
-        for sample in &series.samples {
-            let ts = sample.timestamp_ns;
-            match buffer.timestamps.last() {
-                Some(&last) if ts <= last => {
-                    match buffer.timestamps.binary_search(&ts) {
-                        Ok(at) => buffer.values[at] = sample.value,
-                        Err(at) => {
-                            buffer.timestamps.insert(at, ts);
-                            buffer.values.insert(at, sample.value);
-                            added += 16;
-                        }
-                    }
-                }
-                _ => {
-                    buffer.timestamps.push(ts);
-                    buffer.values.push(sample.value);
-                    added += 16;
-                }
-            }
+        let samples = &series.samples;
+        if samples.windows(2).all(|pair| pair[0].timestamp_ns < pair[1].timestamp_ns) {
+            added += self.series[index].merge(samples, winner);
+        } else {
+            // Writes arrive sorted (`Storage::write` sorts them outside the lock); anything
+            // else is sorted here rather than inserted sample by sample.
+            let mut sorted = series.clone();
+            sorted.sort_samples();
+            added += self.series[index].merge(&sorted.samples, winner);
         }
         added
     }
@@ -176,26 +283,17 @@ impl MetricBuffer {
         self.series.len()
     }
 
+    /// The label sets of the series held.
+    pub fn label_sets(&self) -> impl Iterator<Item = &LabelSet> {
+        self.series.iter().map(|s| &s.labels)
+    }
+
     pub fn label_columns(&self) -> impl Iterator<Item = &str> {
         self.label_columns.iter().map(String::as_str)
     }
 
     pub fn schema(&self) -> SchemaRef {
         metric_schema(self.label_columns())
-    }
-
-    /// Smallest and largest timestamp held.
-    pub fn time_bounds(&self) -> Option<(i64, i64)> {
-        let mut bounds: Option<(i64, i64)> = None;
-        for s in &self.series {
-            if let (Some(&first), Some(&last)) = (s.timestamps.first(), s.timestamps.last()) {
-                bounds = Some(match bounds {
-                    None => (first, last),
-                    Some((lo, hi)) => (lo.min(first), hi.max(last)),
-                });
-            }
-        }
-        bounds
     }
 
     /// Builds batches in `schema` (a metric schema holding at least this buffer's label
@@ -331,7 +429,7 @@ impl RowsBuffer {
         &self.batches
     }
 
-    /// Rows of one time partition `[start, end)`, sorted by the table's time column.
+    /// Rows of one time partition `[start, end]`, sorted by the table's time column.
     pub fn partition_batch(&self, start_ns: i64, end_ns: i64) -> Result<Option<RecordBatch>, ArrowError> {
         let schema = self.table.schema();
         let time_index = schema.index_of(self.table.time_column())?;
@@ -339,7 +437,7 @@ impl RowsBuffer {
         for batch in &self.batches {
             let times = time_values(batch.column(time_index))?;
             let mask: BooleanArray =
-                times.iter().map(|t| Some(t.is_some_and(|t| t >= start_ns && t < end_ns))).collect();
+                times.iter().map(|t| Some(t.is_some_and(|t| t >= start_ns && t <= end_ns))).collect();
             let part = compute::filter_record_batch(batch, &mask)?;
             if part.num_rows() > 0 {
                 parts.push(part);
@@ -350,18 +448,6 @@ impl RowsBuffer {
         }
         let merged = compute::concat_batches(&schema, &parts)?;
         sort_batch_by(&merged, &[time_index]).map(Some)
-    }
-
-    pub fn time_bounds(&self) -> Result<Option<(i64, i64)>, ArrowError> {
-        let time_index = self.table.schema().index_of(self.table.time_column())?;
-        let mut bounds: Option<(i64, i64)> = None;
-        for batch in &self.batches {
-            let times = time_values(batch.column(time_index))?;
-            if let (Some(lo), Some(hi)) = (compute::min(times), compute::max(times)) {
-                bounds = Some(bounds.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-            }
-        }
-        Ok(bounds)
     }
 }
 
@@ -382,55 +468,113 @@ pub(crate) fn sort_batch_by(batch: &RecordBatch, columns: &[usize]) -> Result<Re
     compute::take_record_batch(batch, &indices)
 }
 
-/// Splits a buffer's content per table and time partition, for a flush.
+/// Splits a buffer's content per table and time partition, for a flush: one entry per
+/// table with the batches of every partition that holds rows (never a walk over the empty
+/// partitions between two far-apart timestamps).
 pub(crate) fn partitioned_batches(
     buffer: &WriteBuffer,
     partition_ns: i64,
-) -> Result<Vec<(String, i64, RecordBatch)>, ArrowError> {
-    let mut out = Vec::new();
-    for (table, content) in buffer.tables() {
-        match content {
-            TableBuffer::Metric(metric) => {
-                let Some((lo, hi)) = metric.time_bounds() else { continue };
-                let schema = metric.schema();
-                let mut partition = partition_start(lo, partition_ns);
-                while partition <= hi {
-                    let filter = ScanFilter {
-                        start_ns: Some(partition),
-                        end_ns: Some(partition.saturating_add(partition_ns - 1)),
-                        label_equals: Vec::new(),
-                    };
-                    let batches = metric.batches(&schema, &filter, usize::MAX)?;
-                    for batch in batches {
-                        out.push((table.to_string(), partition, batch));
-                    }
-                    partition = partition.saturating_add(partition_ns);
-                }
-            }
-            TableBuffer::Rows(rows) => {
-                let Some((lo, hi)) = rows.time_bounds()? else { continue };
-                let mut partition = partition_start(lo, partition_ns);
-                while partition <= hi {
-                    if let Some(batch) = rows.partition_batch(partition, partition.saturating_add(partition_ns))? {
-                        out.push((table.to_string(), partition, batch));
-                    }
-                    partition = partition.saturating_add(partition_ns);
-                }
-            }
-        }
-    }
-    Ok(out)
+) -> Vec<(String, Result<Vec<(i64, RecordBatch)>, ArrowError>)> {
+    buffer
+        .tables()
+        .map(|(table, content)| {
+            let parts = match content {
+                TableBuffer::Metric(metric) => metric.partitioned(partition_ns),
+                TableBuffer::Rows(rows) => rows.partitioned(partition_ns),
+            };
+            (table.to_string(), parts)
+        })
+        .collect()
 }
 
-/// Start of the partition holding `ts` (floor, also for negative times).
+impl MetricBuffer {
+    /// Rows held, over all series.
+    pub fn rows(&self) -> usize {
+        self.series.iter().map(|s| s.timestamps.len()).sum()
+    }
+
+    /// The starts of the partitions holding at least one sample.
+    fn partitions(&self, partition_ns: i64) -> BTreeSet<i64> {
+        let mut partitions = BTreeSet::new();
+        for series in &self.series {
+            let mut at = 0;
+            while let Some(&ts) = series.timestamps.get(at) {
+                let start = partition_start(ts, partition_ns);
+                partitions.insert(start);
+                let end = partition_end(start, partition_ns);
+                at += series.timestamps[at..].partition_point(|&t| t <= end);
+            }
+        }
+        partitions
+    }
+
+    fn partitioned(&self, partition_ns: i64) -> Result<Vec<(i64, RecordBatch)>, ArrowError> {
+        let schema = self.schema();
+        let mut out = Vec::new();
+        let mut rows = 0;
+        for partition in self.partitions(partition_ns) {
+            let filter = ScanFilter {
+                start_ns: Some(partition),
+                end_ns: Some(partition_end(partition, partition_ns)),
+                label_equals: Vec::new(),
+            };
+            for batch in self.batches(&schema, &filter, usize::MAX)? {
+                rows += batch.num_rows();
+                out.push((partition, batch));
+            }
+        }
+        check_all_rows(rows, self.rows())?;
+        Ok(out)
+    }
+}
+
+impl RowsBuffer {
+    fn partitioned(&self, partition_ns: i64) -> Result<Vec<(i64, RecordBatch)>, ArrowError> {
+        let time_index = self.table.schema().index_of(self.table.time_column())?;
+        let mut partitions = BTreeSet::new();
+        let mut held = 0;
+        for batch in &self.batches {
+            held += batch.num_rows();
+            partitions.extend(time_values(batch.column(time_index))?.iter().flatten().map(|t| partition_start(t, partition_ns)));
+        }
+        let mut out = Vec::new();
+        let mut rows = 0;
+        for partition in partitions {
+            if let Some(batch) = self.partition_batch(partition, partition_end(partition, partition_ns))? {
+                rows += batch.num_rows();
+                out.push((partition, batch));
+            }
+        }
+        check_all_rows(rows, held)?;
+        Ok(out)
+    }
+}
+
+/// A flush must account for every row it was given; anything else is a bug that would lose
+/// data silently, so the table is kept back instead.
+fn check_all_rows(partitioned: usize, held: usize) -> Result<(), ArrowError> {
+    if partitioned == held {
+        Ok(())
+    } else {
+        Err(ArrowError::ComputeError(format!("{held} rows held but {partitioned} fell into partitions")))
+    }
+}
+
+/// Start of the partition holding `ts` (floor, also for negative times). Near `i64::MIN`,
+/// where the floor is not representable, the partition starts at `i64::MIN`.
 pub fn partition_start(ts: i64, partition_ns: i64) -> i64 {
-    ts.div_euclid(partition_ns) * partition_ns
+    let start = i128::from(ts).div_euclid(i128::from(partition_ns)) * i128::from(partition_ns);
+    i64::try_from(start).unwrap_or(i64::MIN)
+}
+
+/// Last nanosecond of the partition starting at `start` (inclusive bound).
+pub fn partition_end(start: i64, partition_ns: i64) -> i64 {
+    start.saturating_add(partition_ns - 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::write::Sample;
     use datafusion::arrow::util::pretty::pretty_format_batches;
 
     fn series(metric: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> MetricSeries {
@@ -474,16 +618,48 @@ mod tests {
         };
         let some = up.batches(&schema, &filter, 1000).unwrap();
         assert_eq!(some.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
-        assert_eq!(up.time_bounds(), Some((10, 30)));
+        assert_eq!(up.rows(), 3);
     }
 
     #[test]
     fn flush_splits_per_partition() {
         let mut buffer = WriteBuffer::default();
         buffer.apply_series(&series("up", &[("job", "a")], &[(5, 1.0), (15, 2.0), (25, 3.0), (-1, 0.0)]));
-        let parts = partitioned_batches(&buffer, 10).unwrap();
-        let summary: Vec<(i64, usize)> = parts.iter().map(|(_, p, b)| (*p, b.num_rows())).collect();
+        let parts = partitioned_batches(&buffer, 10);
+        let summary: Vec<(i64, usize)> = parts[0].1.as_ref().unwrap().iter().map(|(p, b)| (*p, b.num_rows())).collect();
         assert_eq!(summary, vec![(-10, 1), (0, 1), (10, 1), (20, 1)]);
         assert!(buffer.bytes() > 0);
+    }
+
+    #[test]
+    fn extreme_timestamps_keep_every_row_without_walking_empty_partitions() {
+        let mut buffer = WriteBuffer::default();
+        let far_past = -9_223_372_036_854_000_000;
+        let mut samples: Vec<(i64, f64)> = (0..1000).map(|i| (1_700_000_000_000_000_000 + i * 1_000_000_000, i as f64)).collect();
+        samples.push((far_past, -1.0));
+        samples.push((i64::MAX, 1.0));
+        buffer.apply_series(&series("up", &[("job", "a")], &samples));
+        let hour = 3_600_000_000_000;
+        let parts = partitioned_batches(&buffer, 2 * hour);
+        let parts = parts[0].1.as_ref().unwrap();
+        assert_eq!(parts.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), 1002);
+        assert_eq!(parts.first().map(|(p, _)| *p), Some(i64::MIN));
+        assert!(parts.len() <= 4, "{} batches", parts.len());
+    }
+
+    #[test]
+    fn out_of_order_samples_merge_in_one_pass() {
+        let mut buffer = WriteBuffer::default();
+        buffer.apply_series(&series("up", &[("job", "a")], &[(10, 1.0), (30, 3.0)]));
+        buffer.apply_series(&series("up", &[("job", "a")], &[(40, 4.0), (20, 2.0), (30, 9.0), (5, 0.5)]));
+        let Some(TableBuffer::Metric(up)) = buffer.table("up") else { panic!("no table") };
+        let batches = up.batches(&up.schema(), &ScanFilter::default(), 100).unwrap();
+        let values = batches[0].column(2).as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec();
+        assert_eq!(values, vec![0.5, 1.0, 2.0, 9.0, 4.0]);
+        // Descending input of a large series: one sort, not a shift per sample.
+        let descending: Vec<(i64, f64)> = (0..200_000).rev().map(|t| (t + 1000, t as f64)).collect();
+        buffer.apply_series(&series("down", &[], &descending));
+        let Some(TableBuffer::Metric(down)) = buffer.table("down") else { panic!("no table") };
+        assert_eq!(down.rows(), 200_000);
     }
 }

@@ -99,6 +99,45 @@ impl Storage {
         counts
     }
 
+    /// Label figures of the series in the write buffer (at most `max_series` of them, so a
+    /// huge buffer holds its lock briefly): distinct values and their bytes per label name,
+    /// series per `name=value` pair, `__name__` included.
+    pub fn buffered_label_stats(&self, max_series: usize) -> LabelStats {
+        use std::collections::{HashMap, HashSet};
+        let mut values: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut pairs: HashMap<(String, String), usize> = HashMap::new();
+        let mut stats = LabelStats::default();
+        let state = self.inner.state.lock();
+        'generations: for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
+            for (table, content) in generation.tables() {
+                let TableBuffer::Metric(metric) = content else { continue };
+                let name = crate::schema::metric_name_of_table(table);
+                for labels in metric.label_sets() {
+                    if stats.series >= max_series {
+                        stats.truncated = true;
+                        break 'generations;
+                    }
+                    stats.series += 1;
+                    for (label, value) in std::iter::once(("__name__", name)).chain(labels.iter()) {
+                        stats.label_pairs += 1;
+                        if !values.get(label).is_some_and(|v| v.contains(value)) {
+                            values.entry(label.to_string()).or_default().insert(value.to_string());
+                        }
+                        *pairs.entry((label.to_string(), value.to_string())).or_default() += 1;
+                    }
+                }
+            }
+        }
+        drop(state);
+        stats.values_per_label = values.iter().map(|(name, v)| (name.clone(), v.len())).collect();
+        stats.bytes_per_label = values.iter().map(|(name, v)| (name.clone(), v.iter().map(String::len).sum())).collect();
+        stats.series_per_pair = pairs.into_iter().map(|((name, value), n)| (format!("{name}={value}"), n)).collect();
+        for list in [&mut stats.values_per_label, &mut stats.bytes_per_label, &mut stats.series_per_pair] {
+            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        }
+        stats
+    }
+
     /// The current schema of a table: fixed, or for a metric the union of the label columns
     /// seen in its segments and buffers. `None` for an unknown table.
     pub fn table_schema(&self, name: &str) -> Option<SchemaRef> {
@@ -124,6 +163,18 @@ impl Storage {
         }
         found.then(|| metric_schema(columns.iter().map(String::as_str)))
     }
+}
+
+/// Label figures of buffered series, largest first (see [`Storage::buffered_label_stats`]).
+#[derive(Clone, Debug, Default)]
+pub struct LabelStats {
+    pub series: usize,
+    pub label_pairs: usize,
+    /// True when only the first `max_series` series were looked at.
+    pub truncated: bool,
+    pub values_per_label: Vec<(String, usize)>,
+    pub bytes_per_label: Vec<(String, usize)>,
+    pub series_per_pair: Vec<(String, usize)>,
 }
 
 /// One table as DataFusion sees it, with the schema it had when the query was planned.

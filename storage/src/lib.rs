@@ -22,7 +22,9 @@
 //! the fixed tables of [`schema::FixedTable`], each scanning buffer and segments together.
 
 pub mod buffer;
+pub mod cardinality;
 pub mod catalog;
+pub mod damage;
 mod filters;
 pub mod lease;
 pub mod manifest;
@@ -89,6 +91,8 @@ pub struct StorageOptions {
     /// How often other nodes' manifests are re-read from a shared store: the bound on how
     /// late their flushed data shows up here. Zero = never (a store of one node).
     pub peer_refresh_interval: Duration,
+    /// Bounds on metric names and active series.
+    pub cardinality: cardinality::CardinalityLimits,
 }
 
 impl StorageOptions {
@@ -107,6 +111,7 @@ impl StorageOptions {
             compaction_max_rows: 4_000_000,
             node_id: None,
             peer_refresh_interval: Duration::from_secs(15),
+            cardinality: cardinality::CardinalityLimits::default(),
         }
     }
 }
@@ -144,10 +149,25 @@ impl StorageError {
         !matches!(self, StorageError::SchemaMismatch { .. } | StorageError::Codec(_))
     }
 
+    /// True when the store or the disk failed, not the data: writing anything would fail alike.
+    pub fn is_store_fault(&self) -> bool {
+        matches!(self, StorageError::ObjectStore(_) | StorageError::Io(_))
+    }
+
     /// True for the overload kinds (answered with `Retry-After`).
     pub fn is_backpressure(&self) -> bool {
         matches!(self, StorageError::Backpressure { .. } | StorageError::Wal(WalError::Backpressure))
     }
+}
+
+/// Cardinality figures for an operator (`/api/v1/status/tsdb`).
+#[derive(Clone, Debug)]
+pub struct CardinalityStatus {
+    pub metric_names: usize,
+    pub active_series: usize,
+    pub limits: cardinality::CardinalityLimits,
+    /// Metric tables by active series, largest first.
+    pub top_metrics: Vec<(String, usize)>,
 }
 
 /// Cheap to clone handle to one storage instance.
@@ -175,6 +195,8 @@ struct Inner {
     segments_scanned: AtomicU64,
     /// Partition manifests of other nodes already read.
     peer_partitions: tokio::sync::Mutex<PartitionCache>,
+    /// Active series and metric names, checked against their limits before a write is logged.
+    series: Mutex<cardinality::SeriesTracker>,
 }
 
 struct State {
@@ -184,6 +206,8 @@ struct State {
     manifest: Arc<Manifest>,
     /// Other nodes sharing the store, as last read.
     peers: Arc<BTreeMap<String, Arc<Manifest>>>,
+    /// Segments moved aside since start: path, rows, reason.
+    quarantined: Vec<(String, u64, String)>,
 }
 
 impl Storage {
@@ -214,15 +238,20 @@ impl Storage {
         };
 
         let mut active = WriteBuffer::default();
+        let mut series = cardinality::SeriesTracker::new(options.cardinality.clone());
+        series.set_tables(manifest.table_names().filter(|t| schema::FixedTable::from_name(t).is_none()).map(str::to_string));
         let persisted = manifest.wal_persisted_through;
         let (stats, undecodable) = {
             let dir = wal_dir.clone();
-            let (stats, buffer, bad) = tokio::task::spawn_blocking(move || {
+            let (stats, buffer, tracker, bad) = tokio::task::spawn_blocking(move || {
                 let mut bad = 0usize;
                 let stats = wal::replay(&dir, persisted, |seq, payload| match codec::decode(payload) {
-                    Ok(batch) => {
-                        for series in &batch.metrics {
-                            active.apply_series(series);
+                    Ok(mut batch) => {
+                        batch.sort_samples();
+                        // What was acknowledged is kept whatever the limits say now.
+                        series.observe(&batch);
+                        for metric in &batch.metrics {
+                            active.apply_series(metric);
                         }
                         for rows in &batch.rows {
                             active.apply_rows(rows);
@@ -233,11 +262,12 @@ impl Storage {
                         bad += 1;
                     }
                 });
-                (stats, active, bad)
+                (stats, active, series, bad)
             })
             .await
             .map_err(|e| StorageError::Internal(e.to_string()))?;
             active = buffer;
+            series = tracker;
             (stats?, bad)
         };
         metrics::counter!("vigil_wal_replayed_records_total").increment(stats.records as u64);
@@ -268,16 +298,19 @@ impl Storage {
                     persisting: None,
                     manifest: Arc::new(manifest),
                     peers: Arc::new(BTreeMap::new()),
+                    quarantined: Vec::new(),
                 }),
                 maintenance: tokio::sync::Mutex::new(maintenance::MaintenanceState::default()),
                 flush_wanted: Notify::new(),
                 segments_scanned: AtomicU64::new(0),
                 peer_partitions: tokio::sync::Mutex::new(PartitionCache::default()),
+                series: Mutex::new(series),
             }),
         };
         if !storage.inner.options.peer_refresh_interval.is_zero() {
             storage.refresh_peers().await?;
         }
+        storage.record_damage();
         Ok(storage)
     }
 
@@ -303,7 +336,32 @@ impl Storage {
         let count = peers.len();
         metrics::gauge!("vigil_storage_peer_nodes").set(count as f64);
         self.inner.state.lock().peers = Arc::new(peers);
+        self.refresh_series_tracker();
         Ok(count)
+    }
+
+    /// Forgets idle series and re-reads which metric tables exist (retention drops some,
+    /// peers add some).
+    pub fn refresh_series_tracker(&self) {
+        let tables: Vec<String> =
+            self.table_names().into_iter().filter(|t| schema::FixedTable::from_name(t).is_none()).collect();
+        let mut tracker = self.inner.series.lock();
+        tracker.set_tables(tables);
+        let active = tracker.prune();
+        metrics::gauge!("vigil_storage_active_series").set(active as f64);
+        metrics::gauge!("vigil_storage_metric_names").set(tracker.metric_names() as f64);
+    }
+
+    /// Metric names stored, active series, the limits, and the metrics with most active
+    /// series (at most `top`).
+    pub fn cardinality(&self, top: usize) -> CardinalityStatus {
+        let tracker = self.inner.series.lock();
+        CardinalityStatus {
+            metric_names: tracker.metric_names(),
+            active_series: tracker.active_series(),
+            limits: tracker.limits().clone(),
+            top_metrics: tracker.top_metrics(top),
+        }
     }
 
     /// The other nodes' manifests, as last read.
@@ -316,8 +374,11 @@ impl Storage {
     }
 
     /// Logs, applies and (once durable) acknowledges one write.
-    pub async fn write(&self, batch: WriteBatch) -> Result<WriteSummary, StorageError> {
-        let summary = WriteSummary { samples: batch.sample_count(), rows: batch.row_count() };
+    pub async fn write(&self, mut batch: WriteBatch) -> Result<WriteSummary, StorageError> {
+        // Sorting here, before any lock, keeps a disordered request from stalling others.
+        batch.sort_samples();
+        let refused = if batch.metrics.is_empty() { Default::default() } else { self.inner.series.lock().admit(&mut batch) };
+        let summary = WriteSummary { samples: batch.sample_count(), rows: batch.row_count(), refused };
         if batch.is_empty() {
             return Ok(summary);
         }
@@ -358,6 +419,7 @@ impl Storage {
         };
         durable.await.map_err(|_| WalError::Closed)??;
         metrics::counter!("vigil_storage_samples_written_total").increment(summary.samples as u64);
+        metrics::gauge!("vigil_storage_active_series").set(self.inner.series.lock().active_series() as f64);
         metrics::counter!("vigil_storage_rows_written_total").increment(summary.rows as u64);
         Ok(summary)
     }
@@ -397,6 +459,11 @@ impl Storage {
     pub async fn run_maintenance(&self, stop: impl std::future::Future<Output = ()>) {
         maintenance::run(self, stop).await
     }
+}
+
+/// The node id kept in `data_dir/node_id`, if one was made.
+pub fn stored_node_id(data_dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join("node_id")).ok().map(|id| id.trim().to_string()).filter(|id| !id.is_empty())
 }
 
 /// The node id kept in `data_dir/node_id`, made up (`node-` and 8 hex digits) at first start.

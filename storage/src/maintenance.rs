@@ -18,7 +18,8 @@ use tracing::{debug, info, warn};
 use crate::buffer::{self, time_values};
 use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
 use crate::schema::{FixedTable, label_columns, metric_schema, time_column_of};
-use crate::{Storage, StorageError, segment};
+use crate::wal::{WalError, codec};
+use crate::{Storage, StorageError, WriteBatch, segment};
 
 /// Replaced segment files stay this long, for queries that planned with them.
 const DELETE_GRACE: Duration = Duration::from_secs(600);
@@ -27,7 +28,7 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 /// Partitions compacted per pass at most, so one pass stays short.
 const MAX_COMPACTIONS_PER_PASS: usize = 16;
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
@@ -44,6 +45,7 @@ impl Storage {
     /// in memory (and in the WAL) and is retried by the next call.
     pub async fn persist(&self) -> Result<PersistSummary, StorageError> {
         let mut maintenance = self.inner.maintenance.lock().await;
+        self.refuse_if_root_damaged()?;
         let (generation, rotation) = {
             let mut state = self.inner.state.lock();
             match &state.persisting {
@@ -71,24 +73,70 @@ impl Storage {
         }
 
         let partition_ns = self.inner.options.partition_duration.as_nanos() as i64;
-        let parts = {
+        let tables = {
             let generation = generation.clone();
             tokio::task::spawn_blocking(move || buffer::partitioned_batches(&generation, partition_ns))
                 .await
-                .map_err(|e| StorageError::Internal(e.to_string()))??
+                .map_err(|e| StorageError::Internal(e.to_string()))?
         };
         let current = self.manifest();
         let mut next_id = current.next_segment_id;
-        let mut written = Vec::with_capacity(parts.len());
+        let mut written = Vec::new();
         let mut summary = PersistSummary::default();
-        for (table, partition, batch) in parts {
-            let meta = self.write_segment(&table, partition, next_id, 0, &[batch]).await?;
-            next_id += 1;
-            summary.segments += 1;
-            summary.rows += meta.rows;
-            summary.bytes += meta.size_bytes;
-            written.push(meta);
+        // A table that cannot be written must not hold back the others: it is kept back
+        // (below) and the rest is published.
+        let mut kept_back: Vec<(String, StorageError)> = Vec::new();
+        for (table, parts) in tables {
+            if maintenance.carried_tables.contains(&table) {
+                continue; // kept back by an earlier try of this generation, logged again already
+            }
+            let mut segments = Vec::new();
+            let outcome: Result<(), StorageError> = async {
+                for (partition, batch) in parts? {
+                    segments.push(self.write_segment(&table, partition, next_id, 0, &[batch]).await?);
+                    next_id += 1;
+                }
+                Ok(())
+            }
+            .await;
+            match outcome {
+                Ok(()) => {
+                    for meta in &segments {
+                        summary.segments += 1;
+                        summary.rows += meta.rows;
+                        summary.bytes += meta.size_bytes;
+                    }
+                    written.extend(segments);
+                }
+                // Segments of it already written are orphans no manifest names: never read.
+                Err(error) => kept_back.push((table, error)),
+            }
         }
+        if written.is_empty() && !kept_back.is_empty() && maintenance.carried_tables.is_empty() {
+            // Nothing could be written (the store is down, the disk full, or every table was
+            // refused): the generation goes back under the next one, whose flush tries it
+            // again. The WAL mark does not move, so the WAL keeps every record, each once.
+            let (table, error) = kept_back.swap_remove(0);
+            warn!(table = %table, error = %error, tables = kept_back.len() + 1, "flush wrote nothing; its rows stay in memory and in the WAL");
+            let returned = {
+                let generation = generation.clone();
+                tokio::task::spawn_blocking(move || generation.to_batch())
+                    .await
+                    .map_err(|e| StorageError::Internal(e.to_string()))?
+            };
+            let mut state = self.inner.state.lock();
+            state.active.apply_older(&returned);
+            state.persisting = None;
+            maintenance.wal_through = None;
+            return Err(error);
+        }
+        // Some tables were written, so the WAL mark moves past this generation's files: the
+        // tables that were not are logged again first.
+        let carried = self.keep_back(&generation, &kept_back).await?;
+        maintenance.carried_tables.extend(kept_back.into_iter().map(|(table, _)| table));
+        maintenance.carried_rows.metrics.extend(carried.metrics);
+        maintenance.carried_rows.rows.extend(carried.rows);
+
         let mut manifest = (*current).clone();
         manifest.segments.extend(written);
         manifest.next_segment_id = next_id;
@@ -96,10 +144,15 @@ impl Storage {
             manifest.wal_persisted_through = manifest.wal_persisted_through.max(seq);
         }
         manifest::save(&self.inner.store, &mut manifest, &current, delete_after_ms()).await?;
+        let carried = std::mem::take(&mut maintenance.carried_rows);
+        maintenance.carried_tables.clear();
         {
             let mut state = self.inner.state.lock();
             state.manifest = Arc::new(manifest);
             state.persisting = None;
+            // In the same critical section as the generation is retired: a query sees the
+            // kept-back rows in one place or the other, never in both or neither.
+            state.active.apply_older(&carried);
         }
         if let Some(seq) = maintenance.wal_through.take() {
             self.inner.wal.remove_through(seq)?;
@@ -108,6 +161,43 @@ impl Storage {
         metrics::counter!("vigil_storage_rows_flushed_total").increment(summary.rows);
         debug!(segments = summary.segments, rows = summary.rows, bytes = summary.bytes, "flushed");
         Ok(summary)
+    }
+
+    /// With a damaged root nothing is written (the data stays in the WAL) until a repair.
+    fn refuse_if_root_damaged(&self) -> Result<(), StorageError> {
+        match &self.manifest().root_damaged {
+            Some(reason) => Err(StorageError::Manifest(format!(
+                "the root manifest is damaged ({reason}): nothing is flushed until `vigil store repair`; the WAL keeps every write"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Carries the tables a flush could not write into the next generation: their rows are
+    /// logged again (a new WAL record, durable before the old files may go) and stay
+    /// queryable in memory, and each table is reported by name with the reason.
+    async fn keep_back(&self, generation: &buffer::WriteBuffer, tables: &[(String, StorageError)]) -> Result<WriteBatch, StorageError> {
+        let mut carried = WriteBatch::default();
+        for (table, error) in tables {
+            let rows = generation.table_batch(table);
+            warn!(
+                table = %table,
+                rows = rows.sample_count() + rows.row_count(),
+                error = %error,
+                "table could not be flushed; its rows stay in memory and in the WAL and the next flush tries again"
+            );
+            metrics::counter!("vigil_storage_table_flush_failures_total").increment(1);
+            carried.metrics.extend(rows.metrics);
+            carried.rows.extend(rows.rows);
+        }
+        let rows = carried.sample_count() + carried.row_count();
+        metrics::gauge!("vigil_storage_kept_back_tables").set(tables.len() as f64);
+        metrics::gauge!("vigil_storage_kept_back_rows").set(rows as f64);
+        if !carried.is_empty() {
+            let durable = self.inner.wal.append(codec::encode(&carried)?)?;
+            durable.await.map_err(|_| WalError::Closed)??;
+        }
+        Ok(carried)
     }
 
     async fn write_segment(
@@ -119,7 +209,7 @@ impl Storage {
         batches: &[RecordBatch],
     ) -> Result<SegmentMeta, StorageError> {
         let path = segment::segment_path(&self.inner.node_id, table, partition, id);
-        let (size, stats) = segment::write(&self.inner.store, &path, batches).await?;
+        let (size, stats) = segment::write(&self.inner.store, &path, table, batches).await?;
         let schema = batches[0].schema();
         let time_index = schema.index_of(time_column_of(table))?;
         let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
@@ -148,6 +238,9 @@ impl Storage {
     /// ones past `compaction_max_segments`. Returns how many partitions were compacted.
     pub async fn compact(&self) -> Result<usize, StorageError> {
         let _maintenance = self.inner.maintenance.lock().await;
+        if self.manifest().root_damaged.is_some() {
+            return Ok(0);
+        }
         let current = self.manifest();
         let partition_ns = self.inner.options.partition_duration.as_nanos() as i64;
         let grace_ns = self.inner.options.flush_interval.as_nanos() as i64;
@@ -173,28 +266,50 @@ impl Storage {
         }
         let mut manifest = (*current).clone();
         let mut compacted = 0;
+        let mut failed: Vec<SegmentMeta> = Vec::new();
         for ((table, partition), segments) in due {
-            let mut inputs = Vec::new();
-            for s in &segments {
-                inputs.extend(segment::read(&self.inner.store, &Path::from(s.path.as_str())).await?);
+            // One partition failing (a damaged segment) never throws away the others' work.
+            match self.merge_partition(&mut manifest, table, partition, &segments).await {
+                Ok(()) => compacted += 1,
+                Err(error) => {
+                    warn!(table, partition, %error, "compacting this partition failed; its segments are checked, the other partitions go on");
+                    failed.extend(segments.into_iter().cloned());
+                }
             }
-            let table_owned = table.to_string();
-            let merged = tokio::task::spawn_blocking(move || merge_segments(&table_owned, inputs))
-                .await
-                .map_err(|e| StorageError::Internal(e.to_string()))??;
-            let level = segments.iter().map(|s| s.level).max().unwrap_or(0) + 1;
-            let id = manifest.next_segment_id;
-            manifest.next_segment_id += 1;
-            let meta = self.write_segment(table, partition, id, level, &[merged]).await?;
-            let replaced: Vec<u64> = segments.iter().map(|s| s.id).collect();
-            retire(&mut manifest, |s| replaced.contains(&s.id));
-            info!(table, partition, inputs = replaced.len(), rows = meta.rows, "compacted");
-            manifest.segments.push(meta);
-            compacted += 1;
         }
-        self.publish(manifest).await?;
-        metrics::counter!("vigil_storage_compactions_total").increment(compacted as u64);
+        if compacted > 0 {
+            self.publish(manifest).await?;
+            metrics::counter!("vigil_storage_compactions_total").increment(compacted as u64);
+        }
+        drop(_maintenance);
+        if !failed.is_empty() {
+            let damaged = crate::damage::find_damaged(&self.inner.store, failed, true).await;
+            if !damaged.is_empty() {
+                self.quarantine(damaged).await?;
+            }
+        }
         Ok(compacted)
+    }
+
+    /// Merges one partition's segments into one new segment, in `manifest`.
+    async fn merge_partition(&self, manifest: &mut Manifest, table: &str, partition: i64, segments: &[&SegmentMeta]) -> Result<(), StorageError> {
+        let mut inputs = Vec::new();
+        for s in segments {
+            inputs.extend(segment::read(&self.inner.store, &Path::from(s.path.as_str())).await?);
+        }
+        let table_owned = table.to_string();
+        let merged = tokio::task::spawn_blocking(move || merge_segments(&table_owned, inputs))
+            .await
+            .map_err(|e| StorageError::Internal(e.to_string()))??;
+        let level = segments.iter().map(|s| s.level).max().unwrap_or(0) + 1;
+        let id = manifest.next_segment_id;
+        manifest.next_segment_id += 1;
+        let meta = self.write_segment(table, partition, id, level, &[merged]).await?;
+        let replaced: Vec<u64> = segments.iter().map(|s| s.id).collect();
+        retire(manifest, |s| replaced.contains(&s.id));
+        info!(table, partition, inputs = replaced.len(), rows = meta.rows, "compacted");
+        manifest.segments.push(meta);
+        Ok(())
     }
 
     /// Drops segments whose newest row is older than the retention period.
@@ -204,6 +319,9 @@ impl Storage {
             return Ok(0);
         }
         let _maintenance = self.inner.maintenance.lock().await;
+        if self.manifest().root_damaged.is_some() {
+            return Ok(0);
+        }
         let cutoff = now_ns().saturating_sub(retention.as_nanos() as i64);
         let mut manifest = (*self.manifest()).clone();
         let expired = retire(&mut manifest, |s| s.max_time_ns < cutoff);
@@ -218,6 +336,9 @@ impl Storage {
     /// Deletes replaced files whose grace period is over.
     pub async fn delete_retired_files(&self) -> Result<usize, StorageError> {
         let _maintenance = self.inner.maintenance.lock().await;
+        if self.manifest().root_damaged.is_some() {
+            return Ok(0);
+        }
         let now_ms = now_ns() / 1_000_000;
         let mut manifest = (*self.manifest()).clone();
         let (due, keep): (Vec<PendingDelete>, Vec<PendingDelete>) =
@@ -261,7 +382,7 @@ fn newest_run_start(segments: &[&SegmentMeta], max_rows: u64) -> usize {
 
 /// When a file replaced now may be deleted: after the grace period for queries planned with it
 /// (here or on another node: peers re-read manifests far more often).
-fn delete_after_ms() -> i64 {
+pub(crate) fn delete_after_ms() -> i64 {
     (now_ns() + DELETE_GRACE.as_nanos() as i64) / 1_000_000
 }
 
@@ -347,6 +468,10 @@ fn sort_and_dedupe_metric(batch: &RecordBatch) -> Result<RecordBatch, StorageErr
 pub(crate) struct MaintenanceState {
     /// WAL sequence covered by the generation being flushed, once its rotation answered.
     wal_through: Option<u64>,
+    /// Tables of the generation being flushed that could not be written and were logged
+    /// again; their rows join the active buffer when the flush is published.
+    carried_tables: std::collections::HashSet<String>,
+    carried_rows: WriteBatch,
 }
 
 /// The maintenance loop: flush on schedule or when the buffer fills, housekeeping each minute.
@@ -379,6 +504,8 @@ pub(crate) async fn run(storage: &Storage, stop: impl std::future::Future<Output
                 if let Err(e) = storage.delete_retired_files().await {
                     warn!(error = %e, "deleting retired segment files failed");
                 }
+                storage.refresh_series_tracker();
+                storage.record_damage();
             }
         }
     }

@@ -44,7 +44,7 @@ fn partition_manifest_path(node: &str, table: &str, partition_start_ns: i64, gen
         "nodes",
         node,
         "partitions",
-        table,
+        &crate::segment::table_dir(table),
         &partition_start_ns.to_string(),
         &format!("{generation:016}.json"),
     ])
@@ -64,6 +64,21 @@ pub struct Manifest {
     next_generation: u64,
     /// The partition manifest file currently naming each (table, partition)'s segments.
     partition_files: BTreeMap<(String, i64), String>,
+    /// Partitions whose manifest could not be read: their segments are not served until
+    /// `vigil store repair` rebuilds them. Kept in the root until then.
+    pub damaged: Vec<DamagedPartition>,
+    /// Why the root itself could not be read, when it could not: the manifest was rebuilt
+    /// from the partition manifests in the store, and nothing is written until a repair.
+    pub root_damaged: Option<String>,
+}
+
+/// A partition whose manifest is missing or unreadable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DamagedPartition {
+    pub table: String,
+    pub partition_start_ns: i64,
+    pub path: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -245,10 +260,12 @@ struct Root {
     partitions: Vec<PartitionEntry>,
     #[serde(default)]
     pending_deletes: Vec<PendingDelete>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    damaged_partitions: Vec<DamagedPartition>,
 }
 
 /// A partition as the root names it: enough to prune it without reading its manifest.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct PartitionEntry {
     table: String,
     partition_start_ns: i64,
@@ -260,10 +277,10 @@ struct PartitionEntry {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct PartitionManifest {
-    table: String,
-    partition_start_ns: i64,
-    segments: Vec<SegmentMeta>,
+pub(crate) struct PartitionManifest {
+    pub table: String,
+    pub partition_start_ns: i64,
+    pub segments: Vec<SegmentMeta>,
 }
 
 /// The manifest of stores from before per-node layout.
@@ -280,6 +297,7 @@ impl Manifest {
     pub fn empty(node: &str) -> Manifest {
         Manifest { node: node.to_string(), next_segment_id: 1, next_generation: 1, ..Manifest::default() }
     }
+
 
     pub fn segments_of<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a SegmentMeta> + 'a {
         self.segments.iter().filter(move |s| s.table == table)
@@ -322,24 +340,39 @@ pub async fn load_node(
     node: &str,
     cache: &mut PartitionCache,
 ) -> Result<Option<Manifest>, StorageError> {
-    let Some(root) = get_json::<Root>(store, &node_root(node)).await? else {
-        return Ok(None);
+    let root = match get_json::<Root>(store, &node_root(node)).await {
+        Ok(Some(root)) => root,
+        Ok(None) => return Ok(None),
+        Err(StorageError::Manifest(reason)) => return rebuild_root(store, node, reason, cache).await.map(Some),
+        Err(e) => return Err(e),
     };
     let missing: Vec<String> =
         root.partitions.iter().map(|p| p.path.clone()).filter(|p| !cache.0.contains_key(p)).collect();
-    let fetched: Vec<(String, PartitionManifest)> = futures::stream::iter(missing)
+    // A partition manifest that is gone or damaged costs its partition, never the node.
+    let fetched: Vec<(String, Result<PartitionManifest, String>)> = futures::stream::iter(missing)
         .map(|path| async move {
             let object = Path::from(path.as_str());
-            let manifest = get_json::<PartitionManifest>(store, &object)
-                .await?
-                .ok_or_else(|| StorageError::Manifest(format!("{object} is named by the root but missing")))?;
+            let manifest = match get_json::<PartitionManifest>(store, &object).await {
+                Ok(Some(manifest)) => Ok(manifest),
+                Ok(None) => Err("named by the root but missing".to_string()),
+                Err(StorageError::Manifest(reason)) => Err(reason),
+                Err(e) => return Err(e),
+            };
             Ok::<_, StorageError>((path, manifest))
         })
         .buffer_unordered(LOAD_CONCURRENCY)
         .try_collect()
         .await?;
+    let mut unreadable: HashMap<String, String> = HashMap::new();
     for (path, partition) in fetched {
-        cache.0.insert(path, Arc::new(partition.segments));
+        match partition {
+            Ok(partition) => {
+                cache.0.insert(path, Arc::new(partition.segments));
+            }
+            Err(reason) => {
+                unreadable.insert(path, reason);
+            }
+        }
     }
     let mut manifest = Manifest {
         node: root.node,
@@ -349,14 +382,69 @@ pub async fn load_node(
         pending_deletes: root.pending_deletes,
         next_generation: root.next_generation,
         partition_files: BTreeMap::new(),
+        damaged: root.damaged_partitions,
+        root_damaged: None,
     };
     for entry in &root.partitions {
+        if let Some(reason) = unreadable.remove(&entry.path) {
+            tracing::error!(
+                node, table = %entry.table, partition = entry.partition_start_ns, path = %entry.path, %reason,
+                "partition manifest unreadable: its {} segments ({} rows) are not served; run `vigil store repair`",
+                entry.segments, entry.rows
+            );
+            manifest.damaged.push(DamagedPartition {
+                table: entry.table.clone(),
+                partition_start_ns: entry.partition_start_ns,
+                path: entry.path.clone(),
+                reason,
+            });
+            continue;
+        }
         if let Some(segments) = cache.0.get(&entry.path) {
             manifest.segments.extend(segments.iter().cloned());
         }
         manifest.partition_files.insert((entry.table.clone(), entry.partition_start_ns), entry.path.clone());
     }
+    manifest.damaged.dedup_by(|a, b| a.path == b.path);
     Ok(Some(manifest))
+}
+
+/// A node's manifest made from its partition manifests when its root cannot be read: the
+/// newest readable generation of each partition. Marked `root_damaged`, so that nothing is
+/// written over the store until `vigil store repair` has looked at it.
+pub(crate) async fn rebuild_root(
+    store: &Arc<dyn ObjectStore>,
+    node: &str,
+    reason: String,
+    cache: &mut PartitionCache,
+) -> Result<Manifest, StorageError> {
+    tracing::error!(node, %reason, "the root manifest is unreadable: serving what the partition manifests name, writing nothing; run `vigil store repair`");
+    let prefix = Path::from_iter(["nodes", node, "partitions"]);
+    let mut newest: BTreeMap<String, Vec<(u64, Path)>> = BTreeMap::new();
+    let mut listing = store.list(Some(&prefix));
+    while let Some(object) = listing.try_next().await? {
+        let location = object.location;
+        let parts: Vec<String> = location.parts().map(|p| p.as_ref().to_string()).collect();
+        let [.., table_dir, partition_dir, file] = parts.as_slice() else { continue };
+        let Some(generation) = file.strip_suffix(".json").and_then(|g| g.parse::<u64>().ok()) else { continue };
+        newest.entry(format!("{table_dir}/{partition_dir}")).or_default().push((generation, location.clone()));
+    }
+    let mut manifest = Manifest::empty(node);
+    manifest.root_damaged = Some(reason);
+    for (_, mut generations) in newest {
+        generations.sort_by(|a, b| b.0.cmp(&a.0));
+        manifest.next_generation = manifest.next_generation.max(generations[0].0 + 1);
+        for (_, path) in generations {
+            if let Ok(Some(partition)) = get_json::<PartitionManifest>(store, &path).await {
+                manifest.partition_files.insert((partition.table.clone(), partition.partition_start_ns), path.to_string());
+                cache.0.insert(path.to_string(), Arc::new(partition.segments.clone()));
+                manifest.segments.extend(partition.segments);
+                break;
+            }
+        }
+    }
+    manifest.next_segment_id = manifest.segments.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1);
+    Ok(manifest)
 }
 
 /// Loads this node's manifest: its own, or one made from a store of the single-manifest
@@ -385,6 +473,12 @@ pub async fn save(
     previous: &Manifest,
     delete_after_ms: i64,
 ) -> Result<(), StorageError> {
+    if let Some(reason) = &manifest.root_damaged {
+        return Err(StorageError::Manifest(format!(
+            "the root manifest of node {} is damaged ({reason}); nothing is written until `vigil store repair`",
+            manifest.node
+        )));
+    }
     let before = previous.partition_keys();
     let after = manifest.partition_keys();
     let mut by_key: BTreeMap<(String, i64), Vec<&SegmentMeta>> = BTreeMap::new();
@@ -413,6 +507,7 @@ pub async fn save(
     }
     let gone: Vec<(String, i64)> =
         manifest.partition_files.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
+    // A damaged partition is no partition_files key: its record stays in the root as it is.
     for key in gone {
         if let Some(old) = manifest.partition_files.remove(&key) {
             replaced.push(old);
@@ -451,6 +546,7 @@ pub async fn save(
         wal_persisted_through: manifest.wal_persisted_through,
         partitions,
         pending_deletes: manifest.pending_deletes.clone(),
+        damaged_partitions: manifest.damaged.clone(),
     };
     let json = to_json(&root)?;
     store.put(&node_root(&manifest.node), PutPayload::from(json)).await?;

@@ -59,36 +59,69 @@ pub fn string_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
 }
 
 /// The column holding a label. Labels called `timestamp` or `value` would collide with the
-/// sample columns; they take the `__` prefix that Prometheus reserves for internal names, so
-/// no real label can collide with the renamed column.
+/// sample columns: they take a `__` prefix, and so does every label already spelled like a
+/// prefixed one (`__timestamp`, `____value`, ...), so the mapping is one-to-one and two
+/// distinct label names never share a column.
 pub fn label_column_name(label: &str) -> Cow<'_, str> {
-    match label {
-        TIMESTAMP_COLUMN | VALUE_COLUMN => Cow::Owned(format!("__{label}")),
-        _ => Cow::Borrowed(label),
+    if is_sample_column_spelling(label) {
+        Cow::Owned(format!("__{label}"))
+    } else {
+        Cow::Borrowed(label)
     }
 }
 
 /// Inverse of [`label_column_name`].
 pub fn label_name_of_column(column: &str) -> &str {
-    match column {
-        "__timestamp" => TIMESTAMP_COLUMN,
-        "__value" => VALUE_COLUMN,
+    match column.strip_prefix("__") {
+        Some(label) if is_sample_column_spelling(label) => label,
         _ => column,
     }
 }
 
-/// The table holding a metric. Fixed table names are reserved; a metric that happens to be
-/// called like one (say `alerts`) gets the `_metric` suffix.
+/// `timestamp` or `value` behind any number of `__` prefixes.
+fn is_sample_column_spelling(name: &str) -> bool {
+    let mut rest = name;
+    while let Some(inner) = rest.strip_prefix("__") {
+        rest = inner;
+    }
+    rest == TIMESTAMP_COLUMN || rest == VALUE_COLUMN
+}
+
 /// The time column of any table: a fixed table's own, `timestamp` for metrics.
 pub fn time_column_of(table: &str) -> &'static str {
     FixedTable::from_name(table).map_or(TIMESTAMP_COLUMN, FixedTable::time_column)
 }
 
+/// The table holding a metric. Fixed table names are reserved: a metric called like one
+/// (say `alerts`) gets the `_metric` suffix, and so does every metric already spelled like a
+/// suffixed one (`alerts_metric` → `alerts_metric_metric`), so the mapping is one-to-one.
 pub fn metric_table_name(metric: &str) -> Cow<'_, str> {
-    if FixedTable::from_name(metric).is_some() {
+    if is_fixed_table_spelling(metric) {
         Cow::Owned(format!("{metric}_metric"))
     } else {
         Cow::Borrowed(metric)
+    }
+}
+
+/// Inverse of [`metric_table_name`]: the metric a metric table holds.
+pub fn metric_name_of_table(table: &str) -> &str {
+    match table.strip_suffix("_metric") {
+        Some(metric) if is_fixed_table_spelling(metric) => metric,
+        _ => table,
+    }
+}
+
+/// A fixed table's name followed by any number of `_metric` suffixes.
+fn is_fixed_table_spelling(name: &str) -> bool {
+    let mut rest = name;
+    loop {
+        if FixedTable::from_name(rest).is_some() {
+            return true;
+        }
+        match rest.strip_suffix("_metric") {
+            Some(inner) => rest = inner,
+            None => return false,
+        }
     }
 }
 
@@ -333,9 +366,30 @@ mod tests {
     }
 
     #[test]
+    fn label_columns_map_one_to_one() {
+        let labels = ["timestamp", "__timestamp", "____timestamp", "value", "__value", "__ts__", "job", "_value", "timestamp_"];
+        let columns: std::collections::BTreeSet<String> = labels.iter().map(|l| label_column_name(l).into_owned()).collect();
+        assert_eq!(columns.len(), labels.len(), "{columns:?}");
+        for label in labels {
+            let column = label_column_name(label);
+            assert_eq!(label_name_of_column(&column), label);
+            assert_ne!(column, TIMESTAMP_COLUMN);
+            assert_ne!(column, VALUE_COLUMN);
+        }
+    }
+
+    #[test]
     fn fixed_table_names_are_reserved_for_metrics() {
         assert_eq!(metric_table_name("alerts"), "alerts_metric");
         assert_eq!(metric_table_name("up"), "up");
+        let metrics = ["spans", "spans_metric", "spans_metric_metric", "up_metric", "logs_metrics", "up"];
+        let tables: std::collections::BTreeSet<String> = metrics.iter().map(|m| metric_table_name(m).into_owned()).collect();
+        assert_eq!(tables.len(), metrics.len(), "{tables:?}");
+        for metric in metrics {
+            let table = metric_table_name(metric);
+            assert_eq!(metric_name_of_table(&table), metric);
+            assert!(FixedTable::from_name(&table).is_none());
+        }
         for table in FixedTable::ALL {
             assert_eq!(FixedTable::from_name(table.name()), Some(table));
             assert!(table.schema().field_with_name(table.time_column()).is_ok());

@@ -27,14 +27,40 @@ pub fn segment_path(node: &str, table: &str, partition_start_ns: i64, id: u64) -
         "nodes",
         node,
         "tables",
-        table,
+        &table_dir(table),
         &partition_start_ns.to_string(),
         &format!("{id:016}.parquet"),
     ])
 }
 
-fn writer_properties(batch: &RecordBatch) -> WriterProperties {
+/// Longest table name used as a directory name as it is.
+const PLAIN_DIR_MAX_BYTES: usize = 64;
+
+/// The directory name of a table in the store. Table names are what senders sent (any
+/// length, any character an OTLP name may hold), and a file name is not: a name of up to 64
+/// letters, digits, `_` and `:` is used as it is, any other becomes its first safe
+/// characters, `-` and a 64-bit FNV-1a hash of the whole name. `-` never occurs in a plain
+/// name, so the two kinds never meet, and the name itself lives in the manifest: the
+/// directory only groups files for a human reader (file names are unique per node anyway).
+pub fn table_dir(table: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    if !table.is_empty() && table.len() <= PLAIN_DIR_MAX_BYTES && table.chars().all(plain) {
+        return std::borrow::Cow::Borrowed(table);
+    }
+    use std::hash::Hasher;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(table.as_bytes());
+    let prefix: String = table.chars().filter(|&c| plain(c)).take(32).collect();
+    std::borrow::Cow::Owned(format!("{prefix}-{:016x}", hasher.finish()))
+}
+
+/// Key of the table name in a segment's Parquet metadata: a file names its table even where
+/// its directory is a hash (see [`table_dir`]), so a repair can rebuild a lost manifest.
+pub const TABLE_KEY: &str = "vigil.table";
+
+fn writer_properties(batch: &RecordBatch, table: &str) -> WriterProperties {
     let mut props = WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![datafusion::parquet::file::metadata::KeyValue::new(TABLE_KEY.to_string(), table.to_string())]))
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
@@ -63,13 +89,14 @@ fn writer_properties(batch: &RecordBatch) -> WriterProperties {
 pub async fn write(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
+    table: &str,
     batches: &[RecordBatch],
 ) -> Result<(u64, Vec<ColumnStats>), StorageError> {
     let Some(first) = batches.first() else {
         return Err(StorageError::Internal("empty segment".into()));
     };
     let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, first.schema(), Some(writer_properties(first)))?;
+    let mut writer = ArrowWriter::try_new(&mut bytes, first.schema(), Some(writer_properties(first, table)))?;
     for batch in batches {
         writer.write(batch)?;
     }
@@ -89,4 +116,27 @@ pub async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Vec<Recor
     let bytes = store.get(path).await?.bytes().await?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_directories_are_bounded_safe_and_distinct() {
+        assert_eq!(table_dir("http_requests_total"), "http_requests_total");
+        assert_eq!(table_dir("job:requests:rate5m"), "job:requests:rate5m");
+        let long = "a".repeat(300);
+        let odd = ["", "/", "///", "..", ".", "\0", "a/b", "a\u{0}b", "ü", long.as_str(), "a-b", "x".repeat(65).as_str()]
+            .map(str::to_string);
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &odd {
+            let dir = table_dir(name);
+            assert!(dir.len() <= 32 + 1 + 16, "{dir}");
+            assert!(dir.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-')), "{dir}");
+            assert!(seen.insert(dir.into_owned()), "{name:?} shares a directory");
+        }
+        let path = segment_path("n", &long, -5, 1);
+        assert!(path.as_ref().split('/').all(|part| !part.is_empty() && part.len() < 255), "{path}");
+    }
 }

@@ -375,3 +375,237 @@ async fn a_single_manifest_store_moves_to_the_per_node_layout() {
     let again = Storage::open(options(dir.path())).await.unwrap();
     assert_eq!(count(&again, "SELECT count(*) FROM old").await, 240);
 }
+
+/// A local store whose puts fail for paths holding `poison` while `failing` is set.
+#[derive(Debug)]
+struct PoisonedStore {
+    inner: LocalFileSystem,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for PoisonedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PoisonedStore({})", self.inner)
+    }
+}
+
+mod poisoned {
+    use super::PoisonedStore;
+    use datafusion::object_store::path::Path;
+    use datafusion::object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult, Result,
+    };
+    use futures::stream::BoxStream;
+
+    #[async_trait::async_trait]
+    impl ObjectStore for PoisonedStore {
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+            if self.failing.load(std::sync::atomic::Ordering::Relaxed) && location.as_ref().contains("poison") {
+                return Err(datafusion::object_store::Error::Generic { store: "poisoned", source: "this table cannot be written".into() });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_table_that_cannot_be_flushed_is_kept_back_and_the_rest_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+    let store = Arc::new(PoisonedStore {
+        inner: LocalFileSystem::new_with_prefix(dir.path().join("segments")).unwrap(),
+        failing: std::sync::atomic::AtomicBool::new(true),
+    });
+    let mut opts = options(dir.path());
+    opts.object_store = Some(store.clone());
+    let storage = Storage::open(opts.clone()).await.unwrap();
+    storage
+        .write(batch(vec![series("good", &[("k", "v")], [(T0, 1.0), (T0 + 1, 2.0)]), series("poison", &[("k", "v")], [(T0, 3.0)])]))
+        .await
+        .unwrap();
+    let summary = storage.persist().await.unwrap();
+    assert_eq!(summary.rows, 2, "the good table flushed");
+    assert!(storage.manifest().segments.iter().all(|s| s.table == "good"));
+    assert_eq!(count(&storage, "SELECT count(*) FROM poison").await, 1, "kept back, still queryable");
+    // Flushing again with only that table, still failing, writes nothing and loses nothing;
+    // the buffer goes on taking writes, which flush with the next try.
+    assert!(storage.persist().await.is_err());
+    assert_eq!(count(&storage, "SELECT count(*) FROM poison").await, 1);
+    storage.write(batch(vec![series("good", &[("k", "v")], [(T0 + 2, 3.0)])])).await.unwrap();
+    assert!(storage.persist().await.is_ok(), "the good rows flush, the poison stays back");
+    assert_eq!(count(&storage, "SELECT count(*) FROM good").await, 3);
+    assert_eq!(count(&storage, "SELECT count(*) FROM poison").await, 1);
+    // A restart replays the kept-back rows from the WAL (the old WAL files are gone).
+    drop(storage);
+    let storage = Storage::open(opts.clone()).await.unwrap();
+    assert_eq!(count(&storage, "SELECT count(*) FROM poison").await, 1);
+    assert_eq!(count(&storage, "SELECT count(*) FROM good").await, 3);
+    store.failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    storage.persist().await.unwrap();
+    assert!(storage.manifest().segments.iter().any(|s| s.table == "poison"));
+    assert_eq!(count(&storage, "SELECT count(*) FROM poison").await, 1, "flushed once, not twice");
+}
+
+#[tokio::test]
+async fn a_sample_at_the_edge_of_time_is_flushed_with_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let mut samples: Vec<(i64, f64)> = (0..1000).map(|i| (T0 + i, i as f64)).collect();
+    samples.push((-9_223_372_036_854_000_000, -1.0));
+    storage.write(batch(vec![series("edge", &[("k", "v")], samples)])).await.unwrap();
+    storage.persist().await.unwrap();
+    drop(storage);
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    assert_eq!(count(&storage, "SELECT count(*) FROM edge").await, 1001);
+}
+
+#[tokio::test]
+async fn a_long_odd_metric_name_is_stored_under_a_bounded_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let name = format!("m{}", "x".repeat(299));
+    storage.write(batch(vec![series(&name, &[("k", "v")], [(T0, 1.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(storage.manifest().segments.len(), 1);
+    drop(storage);
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    assert_eq!(count(&storage, &format!("SELECT count(*) FROM {name}")).await, 1);
+}
+
+/// Two tables flushed to segments in one partition each.
+async fn two_flushed_tables(dir: &std::path::Path) -> Storage {
+    let storage = Storage::open(options(dir)).await.unwrap();
+    storage.write(four_hours()).await.unwrap();
+    storage.write(batch(vec![series("mem", &[("host", "a")], [(T0, 1.0), (T0 + 1, 2.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    storage
+}
+
+#[tokio::test]
+async fn an_unreadable_segment_is_moved_aside_and_the_rest_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = two_flushed_tables(dir.path()).await;
+    let victim = storage.manifest().segments.iter().find(|s| s.table == "cpu").unwrap().clone();
+    let file = dir.path().join("segments").join(&victim.path);
+    let length = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(length / 2).unwrap();
+
+    let tables: std::collections::BTreeSet<String> = ["cpu".to_string(), "mem".to_string()].into();
+    assert_eq!(storage.quarantine_damaged(&tables).await.unwrap(), 1);
+    assert!(!storage.manifest().segments.iter().any(|s| s.id == victim.id));
+    assert!(!file.exists());
+    let aside = dir.path().join("segments").join(format!("nodes/{}/quarantine/{}", storage.node_id(), victim.path));
+    assert!(aside.exists(), "{}", aside.display());
+    let damage = storage.damage();
+    assert_eq!(damage.quarantined.len(), 1);
+    assert_eq!(damage.quarantined[0].1, victim.rows);
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480 - victim.rows as i64);
+    assert_eq!(count(&storage, "SELECT count(*) FROM mem").await, 2);
+    assert_eq!(storage.quarantine_damaged(&tables).await.unwrap(), 0, "nothing else is damaged");
+}
+
+#[tokio::test]
+async fn a_lost_partition_manifest_costs_its_partition_until_a_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = two_flushed_tables(dir.path()).await;
+    let node = storage.node_id().to_string();
+    drop(storage);
+    let partitions = dir.path().join("segments/nodes").join(&node).join("partitions/mem");
+    std::fs::remove_dir_all(&partitions).unwrap();
+
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let damage = storage.damage();
+    assert_eq!(damage.partitions.len(), 1, "{damage:?}");
+    assert_eq!(damage.partitions[0].table, "mem");
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480, "the rest is served");
+    // Writes go on, and a flush does not forget the damaged partition.
+    storage.write(batch(vec![series("other", &[("k", "v")], [(T0, 1.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    drop(storage);
+
+    let (_, store) = {
+        let storage = Storage::open(options(dir.path())).await.unwrap();
+        assert_eq!(storage.damage().partitions.len(), 1);
+        storage.object_store()
+    };
+    let report = damage::check(&store, &node).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    let report = damage::repair(&store, &node, None).await.unwrap();
+    assert_eq!(report.actions.len(), 1, "{report:?}");
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    assert!(storage.damage().is_empty());
+    assert_eq!(count(&storage, "SELECT count(*) FROM mem").await, 2, "rebuilt from its segment file");
+    assert_eq!(count(&storage, "SELECT count(*) FROM other").await, 1);
+    assert!(damage::check(&store, &node).await.unwrap().problems.is_empty());
+}
+
+#[tokio::test]
+async fn a_damaged_root_serves_what_the_partitions_name_and_writes_nothing_until_a_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = two_flushed_tables(dir.path()).await;
+    let node = storage.node_id().to_string();
+    drop(storage);
+    let root = dir.path().join("segments/nodes").join(&node).join("manifest.json");
+    let text = std::fs::read(&root).unwrap();
+    std::fs::write(&root, &text[..text.len() / 3]).unwrap();
+
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    assert!(storage.damage().root.is_some());
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480);
+    assert_eq!(count(&storage, "SELECT count(*) FROM mem").await, 2);
+    storage.write(batch(vec![series("late", &[("k", "v")], [(T0, 1.0)])])).await.unwrap();
+    assert!(storage.persist().await.is_err(), "nothing is written over a damaged root");
+    assert_eq!(std::fs::read(&root).unwrap(), text[..text.len() / 3].to_vec());
+    let (_, store) = storage.object_store();
+    drop(storage);
+
+    let report = damage::repair(&store, &node, None).await.unwrap();
+    assert!(report.actions.iter().any(|a| a.what == "root manifest"), "{report:?}");
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    assert!(storage.damage().is_empty());
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480);
+    assert_eq!(count(&storage, "SELECT count(*) FROM late").await, 1, "the WAL kept the write");
+}
+
+#[tokio::test]
+async fn cardinality_limits_refuse_new_names_and_series_but_keep_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.cardinality = cardinality::CardinalityLimits { max_metric_names: 2, max_series: 3, ..Default::default() };
+    let storage = Storage::open(opts.clone()).await.unwrap();
+    let written = storage
+        .write(batch(vec![series("a", &[("i", "1")], [(T0, 1.0)]), series("b", &[("i", "1")], [(T0, 1.0)]), series("c", &[("i", "1")], [(T0, 1.0)])]))
+        .await
+        .unwrap();
+    assert_eq!((written.samples, written.refused.series), (2, 1));
+    assert_eq!(written.refused.first.unwrap().0, cardinality::CardinalityLimit::MetricNames);
+    let written = storage.write(batch(vec![series("a", &[("i", "2")], [(T0, 1.0)]), series("a", &[("i", "3")], [(T0, 1.0)])])).await.unwrap();
+    assert_eq!(written.refused.first.unwrap().0, cardinality::CardinalityLimit::Series);
+    storage.persist().await.unwrap();
+    drop(storage);
+    // Known after a restart: the manifest names the tables, the WAL replays the series.
+    let storage = Storage::open(opts).await.unwrap();
+    let status = storage.cardinality(10);
+    assert_eq!(status.metric_names, 2);
+    let written = storage.write(batch(vec![series("c", &[("i", "1")], [(T0, 1.0)])])).await.unwrap();
+    assert_eq!(written.refused.series, 1);
+}

@@ -107,6 +107,30 @@ pub struct MetricSeries {
     pub samples: Vec<Sample>,
 }
 
+impl MetricSeries {
+    /// Puts the samples in time order with one value per timestamp (the last one sent wins,
+    /// as a repeated write would). O(n log n), and O(n) for samples already in order, which
+    /// is how every real sender sends them; done before any shared lock is taken.
+    pub fn sort_samples(&mut self) {
+        let samples = &mut self.samples;
+        if samples.windows(2).all(|pair| pair[0].timestamp_ns < pair[1].timestamp_ns) {
+            return;
+        }
+        // Stable: among equal timestamps the order sent is kept, so the last one is the newest.
+        samples.sort_by_key(|sample| sample.timestamp_ns);
+        let mut kept = 0;
+        for index in 0..samples.len() {
+            if kept > 0 && samples[kept - 1].timestamp_ns == samples[index].timestamp_ns {
+                samples[kept - 1] = samples[index];
+            } else {
+                samples[kept] = samples[index];
+                kept += 1;
+            }
+        }
+        samples.truncate(kept);
+    }
+}
+
 /// Rows for one fixed table, in that table's schema.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableRows {
@@ -134,13 +158,21 @@ impl WriteBatch {
     pub fn row_count(&self) -> usize {
         self.rows.iter().map(|r| r.batch.num_rows()).sum()
     }
+
+    /// Sorts every series' samples (see [`MetricSeries::sort_samples`]).
+    pub fn sort_samples(&mut self) {
+        for series in &mut self.metrics {
+            series.sort_samples();
+        }
+    }
 }
 
-/// What storage accepted from one write.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What storage accepted from one write, and what the cardinality limits refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteSummary {
     pub samples: usize,
     pub rows: usize,
+    pub refused: crate::cardinality::CardinalityRefusal,
 }
 
 #[cfg(test)]
@@ -172,5 +204,22 @@ mod tests {
         assert!(!is_valid_metric_name(""));
         assert!(is_valid_metric_name("job:http_requests:rate5m"));
         assert!(!is_valid_label_name("a:b"));
+    }
+
+    #[test]
+    fn samples_sort_by_time_and_the_last_of_a_timestamp_wins() {
+        let sample = |t: i64, v: f64| Sample { timestamp_ns: t, value: v };
+        let mut series = MetricSeries {
+            metric: "m".into(),
+            labels: LabelSet::default(),
+            samples: vec![sample(30, 1.0), sample(10, 2.0), sample(30, 3.0), sample(20, 4.0), sample(10, 5.0)],
+        };
+        series.sort_samples();
+        assert_eq!(series.samples, vec![sample(10, 5.0), sample(20, 4.0), sample(30, 3.0)]);
+        let descending: Vec<Sample> = (0..1000).rev().map(|t| sample(t, t as f64)).collect();
+        series.samples = descending;
+        series.sort_samples();
+        assert!(series.samples.windows(2).all(|p| p[0].timestamp_ns < p[1].timestamp_ns));
+        assert_eq!(series.samples.len(), 1000);
     }
 }

@@ -161,10 +161,15 @@ async fn every_page_renders_in_chromium_with_real_data() {
     let html = dom(&profile, &vigil.url("/slos/no-such-slo"));
     assert!(html.contains("no SLO named") && html.contains("Back to the SLO overview"), "{html}");
 
-    // The silence form: refused without the cookie's token, accepted with it.
+    // The silence form: refused without the page's cookie, accepted with it and the form's
+    // token (bound to that cookie; the cookie's own value is no token).
     let page = vigil.client.get(vigil.url("/alerts")).send().await.unwrap();
     let cookie = page.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
-    let token = cookie.split_once('=').unwrap().1.to_string();
+    let html = page.text().await.unwrap();
+    let token = html.split("name=\"csrf\" value=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("the form carries its token").to_string();
+    let planted = [("csrf", cookie.split_once('=').unwrap().1), ("matchers", "alertname=\"FeatureDrift\""), ("duration", "1h"), ("created_by", "x"), ("comment", "x")];
+    let planted = vigil.client.post(vigil.url("/alerts/silences")).header("cookie", &cookie).form(&planted).send().await.unwrap();
+    assert_eq!(planted.status().as_u16(), 403, "the cookie's value is not the form's token");
     let form = [("csrf", token.as_str()), ("matchers", "alertname=\"FeatureDrift\""), ("duration", "1h"), ("created_by", "tester"), ("comment", "retraining")];
     let forged = vigil.client.post(vigil.url("/alerts/silences")).form(&form).send().await.unwrap();
     assert_eq!(forged.status().as_u16(), 403, "no cookie, no silence");

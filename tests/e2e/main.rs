@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `vigil` binary driven by real clients. One test binary, so
 //! DataFusion is linked once.
 
+mod adversity;
 mod alerting;
 mod cluster;
 mod dashboard;

@@ -8,10 +8,13 @@
 //! bytes nor its length leak through timing. Browsers log in once through a form: the cookie
 //! holds the token's digest, never the token, and is `Secure; HttpOnly; SameSite=Strict`.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use askama::Template;
-use axum::extract::{Form, Query, Request, State};
+use axum::extract::{ConnectInfo, Form, FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -89,10 +92,67 @@ impl Token {
     }
 }
 
+/// Failed tokens one client may present per minute by default.
+pub const DEFAULT_FAILURES_PER_MINUTE: u32 = 20;
+/// How long a client that passed the failure limit is refused.
+const THROTTLE_FOR: Duration = Duration::from_secs(60);
+/// Clients remembered at most; past it the ones no longer throttled are forgotten.
+const THROTTLE_CLIENTS: usize = 10_000;
+
+/// Failed tokens per client address: past the limit within a minute, every request of the
+/// client is refused with 429 for a minute (guessing tokens is then slow).
+struct FailureThrottle {
+    per_minute: u32,
+    clients: parking_lot::Mutex<HashMap<IpAddr, Failures>>,
+}
+
+struct Failures {
+    since: Instant,
+    count: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl FailureThrottle {
+    /// How long `client` is still refused, if it is.
+    fn blocked(&self, client: IpAddr) -> Option<Duration> {
+        let clients = self.clients.lock();
+        let until = clients.get(&client)?.blocked_until?;
+        until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
+    }
+
+    fn record_failure(&self, client: IpAddr) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut clients = self.clients.lock();
+        if clients.len() >= THROTTLE_CLIENTS {
+            clients.retain(|_, f| f.blocked_until.is_some_and(|until| until > now) || now.duration_since(f.since) < Duration::from_secs(60));
+        }
+        let failures = clients.entry(client).or_insert(Failures { since: now, count: 0, blocked_until: None });
+        if now.duration_since(failures.since) >= Duration::from_secs(60) {
+            *failures = Failures { since: now, count: 0, blocked_until: None };
+        }
+        failures.count += 1;
+        if failures.count > self.per_minute {
+            failures.blocked_until = Some(now + THROTTLE_FOR);
+        }
+    }
+}
+
 /// The configured tokens. Empty: auth is off.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Auth {
     tokens: Arc<[Token]>,
+    throttle: Arc<FailureThrottle>,
+    /// Signs the dashboard forms' CSRF tokens; made at start (a restart asks for a reload).
+    csrf_key: Arc<ring::hmac::Key>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth::new(Vec::new())
+    }
 }
 
 /// Why a request was refused.
@@ -132,11 +192,62 @@ impl Denied {
 impl Auth {
     pub fn new(specs: Vec<TokenSpec>) -> Auth {
         let tokens: Vec<Token> = specs.into_iter().map(|s| Token { digest: digest(s.secret.as_bytes()), name: s.name, scopes: s.scopes }).collect();
-        Auth { tokens: tokens.into() }
+        let rng = ring::rand::SystemRandom::new();
+        let csrf_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, uuid::Uuid::new_v4().as_bytes()));
+        Auth {
+            tokens: tokens.into(),
+            throttle: Arc::new(FailureThrottle { per_minute: DEFAULT_FAILURES_PER_MINUTE, clients: Default::default() }),
+            csrf_key: Arc::new(csrf_key),
+        }
+    }
+
+    /// Failed tokens a client may present per minute (0: no throttling).
+    pub fn with_failure_limit(mut self, per_minute: u32) -> Auth {
+        self.throttle = Arc::new(FailureThrottle { per_minute, clients: Default::default() });
+        self
     }
 
     pub fn enabled(&self) -> bool {
         !self.tokens.is_empty()
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The CSRF token of a browser session: an HMAC of the session's cookie, so a token is
+    /// good for that session only and nobody without the server's key can make one.
+    pub fn csrf_token(&self, session: &str) -> String {
+        hex_bytes(ring::hmac::sign(&self.csrf_key, session.as_bytes()).as_ref())
+    }
+
+    /// Checks a form's CSRF token against its session, in constant time.
+    pub fn check_csrf(&self, session: &str, token: &str) -> bool {
+        let Some(tag) = hex_decode(token) else { return false };
+        ring::hmac::verify(&self.csrf_key, session.as_bytes(), &tag).is_ok()
+    }
+
+    /// Refuses a client past the failure limit, before anything else is looked at.
+    fn throttled(&self, client: Option<IpAddr>) -> Option<Response> {
+        let left = self.throttle.blocked(client?)?;
+        metrics::counter!("vigil_auth_refusals_total", "reason" => "throttled").increment(1);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests with unknown tokens from this address",
+            format!("wait {} s and use a configured token", left.as_secs().max(1)),
+        )
+        .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(left.as_secs().max(1)));
+        Some(response)
+    }
+
+    /// Counts a refusal, and an unknown token against its client.
+    fn refused(&self, denied: &Denied, client: Option<IpAddr>) {
+        denied.count();
+        if let (Denied::Unknown, Some(client)) = (denied, client) {
+            self.throttle.record_failure(client);
+        }
     }
 
     /// The token with this digest, looked at in constant time over all tokens.
@@ -184,6 +295,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
+/// True when the request carries a bearer token: a credential no other site can make a
+/// browser send, so such a request needs no CSRF token.
+pub(crate) fn has_bearer(headers: &HeaderMap) -> bool {
+    bearer(headers).is_some()
+}
+
 /// A cookie's value by name.
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -209,7 +326,43 @@ fn hex_digest(text: &str) -> Option<Digest> {
 }
 
 fn hex(digest: &Digest) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex_bytes(digest)
+}
+
+fn hex_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
+}
+
+/// The client address of a request, as the listener saw it.
+pub(crate) fn client_of(request: &Request) -> Option<IpAddr> {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+}
+
+/// True unless a browser says the request comes from another site: `Sec-Fetch-Site` when
+/// it is sent (`same-origin`, or `none` for what the user typed), else an `Origin` naming
+/// this host. A request with neither is no browser's cross-site form.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return matches!(site.trim(), "same-origin" | "none");
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+fn cross_site_refusal() -> Response {
+    metrics::counter!("vigil_auth_refusals_total", "reason" => "cross_site").increment(1);
+    ApiError::new(StatusCode::FORBIDDEN, "this request came from another site", "submit the form from Vigil's own pages").into_response()
 }
 
 /// What a group of routes requires.
@@ -222,13 +375,23 @@ pub struct Guard {
 
 /// Middleware: lets the request through, or answers 401/403 (a login page for browsers).
 pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    // A form posted with the browser's cookie must come from Vigil's own pages, whether
+    // or not tokens are configured.
+    let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if guard.cookie_allowed && changes && bearer(request.headers()).is_none() && !same_origin(request.headers()) {
+        return cross_site_refusal();
+    }
     if !guard.auth.enabled() {
         return next.run(request).await;
+    }
+    let client = client_of(&request);
+    if let Some(refusal) = guard.auth.throttled(client) {
+        return refusal;
     }
     match guard.auth.check_headers(request.headers(), guard.scope, guard.cookie_allowed) {
         Ok(()) => next.run(request).await,
         Err(denied) => {
-            denied.count();
+            guard.auth.refused(&denied, client);
             let browser = guard.cookie_allowed && request.method() == Method::GET && wants_html(request.headers());
             if browser {
                 let next = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
@@ -269,10 +432,15 @@ pub async fn grpc_guard(State(auth): State<Auth>, request: Request, next: Next) 
     if !auth.enabled() {
         return next.run(request).await;
     }
+    let client = client_of(&request);
+    if auth.throttled(client).is_some() {
+        return tonic::Status::resource_exhausted("too many requests with unknown tokens from this address; retry in a minute")
+            .into_http::<axum::body::Body>();
+    }
     match auth.check_headers(request.headers(), Scope::Ingest, false) {
         Ok(()) => next.run(request).await,
         Err(denied) => {
-            denied.count();
+            auth.refused(&denied, client);
             grpc_refusal(&denied, Scope::Ingest)
         }
     }
@@ -311,10 +479,14 @@ fn login_response(status: StatusCode, message: String, next: &str) -> Response {
     response
 }
 
-/// Only a path on this server: never `//host` or `https://...`, which would make the login
-/// form an open redirect.
+/// Only a path on this server: never `//host`, `https://...`, a backslash (browsers read it
+/// as a slash) or whitespace and control characters (browsers drop them: `/\t/host` is
+/// `//host`), which would make the login form an open redirect.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") { next } else { "/" }
+    let plain_path = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control());
+    if plain_path { next } else { "/" }
 }
 
 #[derive(serde::Deserialize)]
@@ -337,10 +509,21 @@ pub struct LoginForm {
 
 /// `POST /-/login`: a token with the read scope gets the session cookie and goes on to
 /// where it was headed.
-pub async fn login(State(auth): State<Auth>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(State(auth): State<Auth>, request: Request) -> Response {
+    // Login CSRF: another site must not log a browser in with a token of its choosing.
+    if !same_origin(request.headers()) {
+        return cross_site_refusal();
+    }
+    let client = client_of(&request);
+    if let Some(refusal) = auth.throttled(client) {
+        return refusal;
+    }
+    let Ok(Form(form)) = Form::<LoginForm>::from_request(request, &()).await else {
+        return login_response(StatusCode::BAD_REQUEST, "The form was incomplete.".into(), "/");
+    };
     let token = form.token.trim();
     if let Err(denied) = auth.check_secret(token, Scope::Read) {
-        denied.count();
+        auth.refused(&denied, client);
         return login_page(&denied, Scope::Read, &form.next);
     }
     let cookie = format!("{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=2592000", hex(&digest(token.as_bytes())));
@@ -352,7 +535,10 @@ pub async fn login(State(auth): State<Auth>, Form(form): Form<LoginForm>) -> Res
 }
 
 /// `POST /-/logout`: forgets the session cookie.
-pub async fn logout() -> Response {
+pub async fn logout(headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return cross_site_refusal();
+    }
     let mut response = Redirect::to("/-/login").into_response();
     let cookie = format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -415,9 +601,50 @@ mod tests {
     #[test]
     fn login_redirects_stay_on_this_server() {
         assert_eq!(safe_next("/slos/checkout?x=1"), "/slos/checkout?x=1");
-        for bad in ["//evil.example", "https://evil.example/", "/\\evil.example", "", "javascript:alert(1)"] {
-            assert_eq!(safe_next(bad), "/", "{bad}");
+        for bad in ["//evil.example", "https://evil.example/", "/\\evil.example", "", "javascript:alert(1)", "/\t/evil.example", "/\n/evil.example", "/ /evil", "/a\\b", "/\u{0}/x"] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn cross_site_requests_are_told_apart() {
+        assert!(same_origin(&headers(&[])), "no browser headers: not a cross-site form");
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(same_origin(&headers(&[("sec-fetch-site", "none")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site"), ("origin", "http://vigil:9400"), ("host", "vigil:9400")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(same_origin(&headers(&[("origin", "http://vigil:9400"), ("host", "vigil:9400")])));
+        assert!(!same_origin(&headers(&[("origin", "https://evil.example"), ("host", "vigil:9400")])));
+        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "vigil:9400")])));
+    }
+
+    #[test]
+    fn csrf_tokens_are_bound_to_their_session() {
+        let auth = auth();
+        let token = auth.csrf_token("session-a");
+        assert!(auth.check_csrf("session-a", &token));
+        assert!(!auth.check_csrf("session-b", &token), "another session's token");
+        assert!(!auth.check_csrf("session-a", "session-a"), "the cookie's own value is no token");
+        assert!(!auth.check_csrf("session-a", ""));
+        assert!(!Auth::new(vec![]).check_csrf("session-a", &token), "another server's key");
+    }
+
+    #[test]
+    fn unknown_tokens_throttle_their_client_only() {
+        let auth = auth().with_failure_limit(3);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            auth.refused(&Denied::Unknown, Some(a));
+        }
+        assert!(auth.throttled(Some(a)).is_none(), "at the limit: not yet");
+        auth.refused(&Denied::Missing, Some(a));
+        assert!(auth.throttled(Some(a)).is_none(), "a missing token is no guess");
+        auth.refused(&Denied::Unknown, Some(a));
+        let refusal = auth.throttled(Some(a)).expect("past the limit");
+        assert_eq!(refusal.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(refusal.headers().contains_key(header::RETRY_AFTER));
+        assert!(auth.throttled(Some(b)).is_none());
+        assert!(auth.throttled(None).is_none());
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl From<IngestError> for ApiError {
             IngestError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), hint),
             IngestError::Storage(storage) if storage.is_transient() => ApiError::overloaded(e.to_string(), hint),
             IngestError::Storage(_) | IngestError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint),
-            IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } => ApiError::bad_request(e.to_string(), hint),
+            IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } | IngestError::PartlyRefused(_) => ApiError::bad_request(e.to_string(), hint),
         }
     }
 }
@@ -77,6 +77,14 @@ impl From<QueryError> for ApiError {
         let hint = e.hint();
         let status = match e {
             QueryError::Invalid { .. } | QueryError::NotAllowed(_) | QueryError::Execution(_) => StatusCode::BAD_REQUEST,
+            QueryError::Shape(_) => {
+                count_limit("query_shape");
+                StatusCode::BAD_REQUEST
+            }
+            QueryError::ResultTooLarge { what, .. } => {
+                count_limit(if what == "rows" { "result_rows" } else { "result_bytes" });
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             QueryError::ResourcesExhausted(_) => {
                 count_limit("query_memory");
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -85,7 +93,7 @@ impl From<QueryError> for ApiError {
                 count_limit("query_time");
                 return ApiError::overloaded(e.to_string(), hint);
             }
-            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            QueryError::Internal(_) | QueryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string(), hint)
     }

@@ -4,6 +4,7 @@
 
 mod alerts_api;
 pub mod auth;
+mod body;
 pub mod dashboard;
 mod drift_api;
 mod error;
@@ -13,6 +14,7 @@ mod otlp_grpc;
 mod otlp_http;
 mod prom_api;
 mod reload;
+pub mod server;
 mod slo_api;
 mod sql;
 mod targets;
@@ -81,11 +83,24 @@ pub struct HttpOptions {
     pub max_concurrent_ingest: usize,
     /// Queries (SQL, PromQL) processed at once; more are refused with 503.
     pub max_concurrent_queries: usize,
+    /// A request body must have arrived whole this long after its headers (408 past it).
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        HttpOptions { max_body_bytes: 64 << 20, max_concurrent_ingest: 256, max_concurrent_queries: 64 }
+        HttpOptions {
+            max_body_bytes: 64 << 20,
+            max_concurrent_ingest: 256,
+            max_concurrent_queries: 64,
+            body_read_timeout: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+impl HttpOptions {
+    fn body_limits(&self) -> body::BodyLimits {
+        body::BodyLimits { max_bytes: self.max_body_bytes, read_timeout: self.body_read_timeout }
     }
 }
 
@@ -109,12 +124,13 @@ fn ingest_routes(options: &HttpOptions, auth: &Auth, otlp_only: bool) -> Router<
             .route("/api/v1/drift", post(drift_api::ingest))
             .route("/api/v1/drift/reference", post(drift_api::register_reference))
     };
-    guarded(with_concurrency_limit(routes, "concurrent_ingest", options.max_concurrent_ingest), auth, Scope::Ingest, false)
+    guarded(with_concurrency_limit(routes, "concurrent_ingest", options.max_concurrent_ingest, options), auth, Scope::Ingest, false)
 }
 
 /// At most `max` requests of these routes at once; the next one gets 503 with `Retry-After`
-/// at once rather than a place in a queue that would grow without bound.
-fn with_concurrency_limit(routes: Router<AppState>, limit: &'static str, max: usize) -> Router<AppState> {
+/// at once rather than a place in a queue that would grow without bound. The body is read
+/// before a place is taken (see [`body`]).
+fn with_concurrency_limit(routes: Router<AppState>, limit: &'static str, max: usize, options: &HttpOptions) -> Router<AppState> {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
             error::count_limit(limit);
@@ -122,7 +138,7 @@ fn with_concurrency_limit(routes: Router<AppState>, limit: &'static str, max: us
         }))
         .load_shed()
         .concurrency_limit(max.max(1));
-    routes.layer(shed)
+    routes.layer(shed).layer(middleware::from_fn_with_state(options.body_limits(), body::read_whole))
 }
 
 /// The API port: everything. Routes are grouped by the scope they need; with no token
@@ -153,10 +169,11 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/api/v1/silences", get(alerts_api::silences))
         .route("/api/v1/metadata", get(prom_api::metadata))
         .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
+        .route("/api/v1/status/tsdb", get(prom_api::tsdb_status))
         .route("/api/v1/drift/reference", get(drift_api::references))
         .route("/api/v1/drift/scores", get(drift_api::scores))
         .route("/api/v1/drift/models", get(drift_api::models))
-        .merge(with_concurrency_limit(queries, "concurrent_queries", options.max_concurrent_queries))
+        .merge(with_concurrency_limit(queries.merge(dashboard::query_pages()), "concurrent_queries", options.max_concurrent_queries, options))
         .merge(dashboard::pages());
     let admin = Router::new()
         .route("/-/reload", post(reload::reload).put(reload::reload))

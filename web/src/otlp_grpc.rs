@@ -23,7 +23,7 @@ fn status(error: IngestError) -> Status {
     match error {
         IngestError::Storage(e) if e.is_transient() => Status::unavailable(message),
         IngestError::Storage(_) | IngestError::Internal(_) => Status::internal(message),
-        IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } | IngestError::TooLarge { .. } => {
+        IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } | IngestError::TooLarge { .. } | IngestError::PartlyRefused(_) => {
             Status::invalid_argument(message)
         }
     }

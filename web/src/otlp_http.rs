@@ -52,15 +52,23 @@ async fn export(State(app): State<AppState>, signal: Signal, headers: HeaderMap,
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
             response
         }
-        Err(error) => {
-            let grpc_code = match error.status {
-                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => code::UNAVAILABLE,
-                status if status.is_server_error() => code::INTERNAL,
-                _ => code::INVALID_ARGUMENT,
-            };
-            status_response(error.status, grpc_code, format!("{}; {}", error.error, error.hint), encoding, error.retry_after)
-        }
+        Err(error) => error_response(error, encoding),
     }
+}
+
+fn error_response(error: ApiError, encoding: Encoding) -> Response {
+    let grpc_code = match error.status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => code::UNAVAILABLE,
+        status if status.is_server_error() => code::INTERNAL,
+        _ => code::INVALID_ARGUMENT,
+    };
+    status_response(error.status, grpc_code, format!("{}; {}", error.error, error.hint), encoding, error.retry_after)
+}
+
+/// A refusal before the handler ran (body limits), in OTLP's shape and the request's encoding.
+pub(crate) fn refusal(headers: &HeaderMap, error: ApiError) -> Response {
+    let encoding = Encoding::from_content_type(header_text(headers, header::CONTENT_TYPE)).unwrap_or(Encoding::Json);
+    error_response(error, encoding)
 }
 
 fn status_response(status: StatusCode, grpc_code: i32, message: String, encoding: Encoding, retry_after: Option<u64>) -> Response {

@@ -60,7 +60,7 @@ impl From<PromError> for ApiFailure {
             PromError::BadData(_) => StatusCode::BAD_REQUEST,
             PromError::Execution(_) | PromError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
             PromError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            PromError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PromError::Internal(_) | PromError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiFailure { status, error_type: error.error_type(), message: error.to_string() }
     }
@@ -287,6 +287,43 @@ pub async fn metadata(State(app): State<AppState>, RawQuery(raw): RawQuery) -> R
     let limit = params.get("limit").and_then(|l| l.parse::<i64>().ok()).filter(|l| *l >= 0).map(|l| l as usize);
     let metadata = app.ingestor.metadata().get(params.get("metric").filter(|m| !m.is_empty()), limit);
     success(json!(metadata))
+}
+
+/// Series looked at, at most, for the label figures of `/api/v1/status/tsdb`.
+const TSDB_STATUS_MAX_SERIES: usize = 200_000;
+
+/// `GET /api/v1/status/tsdb`: cardinality in Prometheus's shape (`headStats`, top metric
+/// names by active series, top label names by distinct values and bytes, top label pairs by
+/// series; `?limit=N`, default 10), plus Vigil's limits and how full each is.
+pub async fn tsdb_status(State(app): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let params = Params::read(raw.as_deref(), &HeaderMap::new(), &[]);
+    let limit = match params.get("limit").filter(|l| !l.is_empty()).map(str::parse::<usize>) {
+        None => 10,
+        Some(Ok(limit)) if limit > 0 => limit.min(10_000),
+        Some(_) => return ApiFailure::bad_data("invalid parameter \"limit\": must be a positive integer").into_response(),
+    };
+    let storage = app.engine.storage();
+    let cardinality = storage.cardinality(limit);
+    let labels = storage.buffered_label_stats(TSDB_STATUS_MAX_SERIES);
+    let top = |list: &[(String, usize)]| -> Vec<Value> { list.iter().take(limit).map(|(name, value)| json!({"name": name, "value": value})).collect() };
+    let metrics: Vec<(String, usize)> =
+        cardinality.top_metrics.iter().map(|(table, n)| (vigil_storage::schema::metric_name_of_table(table).to_string(), *n)).collect();
+    let usage = |value: usize, limit: usize| json!({"value": value, "limit": limit});
+    success(json!({
+        "headStats": {"numSeries": cardinality.active_series, "numLabelPairs": labels.label_pairs, "chunkCount": 0, "minTime": 0, "maxTime": 0},
+        "seriesCountByMetricName": top(&metrics),
+        "labelValueCountByLabelName": top(&labels.values_per_label),
+        "memoryInBytesByLabelName": top(&labels.bytes_per_label),
+        "seriesCountByLabelValuePair": top(&labels.series_per_pair),
+        "vigil": {
+            "metricNames": usage(cardinality.metric_names, cardinality.limits.max_metric_names),
+            "activeSeries": usage(cardinality.active_series, cardinality.limits.max_series),
+            "maxSeriesPerMetric": cardinality.limits.max_series_per_metric,
+            "maxNewSeriesPerRequest": cardinality.limits.max_new_series_per_request,
+            "labelFiguresFromBufferedSeries": labels.series,
+            "labelFiguresTruncated": labels.truncated,
+        },
+    }))
 }
 
 pub async fn buildinfo() -> Response {

@@ -19,28 +19,30 @@ use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Call, Expr as PromExpr, LabelModifier, Offset, SubqueryExpr,
     VectorMatchCardinality, VectorSelector,
 };
-use vigil_storage::schema::{FixedTable, TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, label_columns, label_name_of_column};
+use vigil_storage::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, label_columns, label_name_of_column};
 
 use super::errors::PromError;
 use super::kernels::{BinaryOp, RangeFunction};
 use super::udf::{
     BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelReplaceUdf, MathFunction, MathUdf, QuantileUdf,
-    SeriesStepsUdf, Steps,
+    SampleBudget, SeriesStepsUdf, Steps,
 };
 use super::EvalRange;
 use crate::QueryEngine;
 
-pub const TS: &str = "__ts__";
-pub const VALUE: &str = "__value__";
-pub const TSS: &str = "__tss__";
-pub const VALS: &str = "__vals__";
+// The plans' own columns carry `#`, which no label name can hold (`[a-zA-Z_][a-zA-Z0-9_]*`):
+// whatever labels a sender invents (`__ts__`, `__value__`, ...), they never meet these.
+pub const TS: &str = "#ts";
+pub const VALUE: &str = "#value";
+pub const TSS: &str = "#tss";
+pub const VALS: &str = "#vals";
 pub const NAME: &str = "__name__";
-const POINTS: &str = "__points__";
-const RIGHT: &str = "__r_";
+const POINTS: &str = "#points";
+const RIGHT: &str = "#r:";
 /// Subqueries without a step use Prometheus's default evaluation interval.
 const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
-/// Rows of (labels, `__ts__`, `__value__`): one sample per series and step.
+/// Rows of (labels, `#ts`, `#value`): one sample per series and step.
 #[derive(Clone)]
 pub struct VectorPlan {
     pub frame: DataFrame,
@@ -48,7 +50,7 @@ pub struct VectorPlan {
     pub labels: Vec<String>,
 }
 
-/// Rows of (labels, `__tss__`, `__vals__`): every sample of a series a range function may
+/// Rows of (labels, `#tss`, `#vals`): every sample of a series a range function may
 /// need, and where its windows are.
 #[derive(Clone)]
 pub struct MatrixPlan {
@@ -62,7 +64,7 @@ pub struct MatrixPlan {
 #[derive(Clone)]
 pub enum ScalarPlan {
     Constant(f64),
-    /// Rows of (`__ts__`, `__value__`), one per step.
+    /// Rows of (`#ts`, `#value`), one per step.
     Frame(DataFrame),
 }
 
@@ -92,8 +94,12 @@ fn wrong_type(expected: &str, got: &Value) -> PromError {
     bad(format!("expected {expected}, got {}", got.kind()))
 }
 
+/// Durations and `@` times are held within what storage can hold (see
+/// [`super::check_range`]): sums of a few of them never overflow an i64.
+const LONGEST_DURATION_MS: i64 = super::MAX_TIME_MS - super::MIN_TIME_MS;
+
 fn ms(duration: &std::time::Duration) -> i64 {
-    duration.as_millis() as i64
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX).min(LONGEST_DURATION_MS)
 }
 
 fn offset_ms(offset: &Option<Offset>) -> i64 {
@@ -105,10 +111,11 @@ fn offset_ms(offset: &Option<Offset>) -> i64 {
 }
 
 fn time_ms(time: &SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
-    }
+    let ms = match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    };
+    ms.clamp(super::MIN_TIME_MS, super::MAX_TIME_MS)
 }
 
 fn null_label() -> Expr {
@@ -143,11 +150,28 @@ pub struct Compiler<'a> {
     lookback_ms: i64,
     /// The Ballista session of this query, made when a selector first needs it.
     distributed: tokio::sync::OnceCell<datafusion::prelude::SessionContext>,
+    /// Samples the whole query may load and produce (subqueries share it).
+    budget: SampleBudget,
 }
 
 impl<'a> Compiler<'a> {
     pub fn new(engine: &'a QueryEngine, range: EvalRange, lookback_ms: i64) -> Self {
-        Compiler { engine, range, lookback_ms, distributed: tokio::sync::OnceCell::new() }
+        let budget = SampleBudget::new(engine.options().max_samples);
+        Compiler { engine, range, lookback_ms, distributed: tokio::sync::OnceCell::new(), budget }
+    }
+
+    /// A compiler for a subquery's steps, on this query's budget.
+    fn inner(&self, range: EvalRange) -> Result<Compiler<'a>, PromError> {
+        // Steps are materialised per series: refuse a subquery whose steps alone pass the
+        // budget before it allocates them.
+        let steps = (i128::from(range.end_ms) - i128::from(range.start_ms)) / i128::from(range.step_ms.max(1)) + 1;
+        if steps > i128::try_from(self.budget.limit()).unwrap_or(i128::MAX) {
+            return Err(PromError::ResourcesExhausted(format!(
+                "query processing would load too many samples into memory in query execution: a subquery of {steps} steps per series (more than {}, query.max_samples)",
+                self.budget.limit()
+            )));
+        }
+        Ok(Compiler { engine: self.engine, range, lookback_ms: self.lookback_ms, distributed: tokio::sync::OnceCell::new(), budget: self.budget.clone() })
     }
 
     fn steps(&self) -> Steps {
@@ -197,12 +221,7 @@ impl<'a> Compiler<'a> {
         let name_matchers: Vec<&Matcher> = selector.matchers.matchers.iter().filter(|m| m.name == NAME).collect();
         let candidates: Vec<String> = match &selector.name {
             Some(name) => vec![name.clone()],
-            None => storage
-                .table_names()
-                .into_iter()
-                .filter(|t| FixedTable::from_name(t).is_none())
-                .map(|t| t.strip_suffix("_metric").filter(|m| FixedTable::from_name(m).is_some()).map_or(t.clone(), str::to_string))
-                .collect(),
+            None => self.engine.metric_names(),
         };
         candidates
             .into_iter()
@@ -238,8 +257,8 @@ impl<'a> Compiler<'a> {
         Ok(MatrixPlan { frame, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
     }
 
-    /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `__ts__`,
-    /// `__value__`) over every matching metric table; `None` when no table can match.
+    /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `#ts`,
+    /// `#value`) over every matching metric table; `None` when no table can match.
     pub async fn selector_rows(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
         self.selector_rows_on(self.engine.context(), selector, low_ms, high_ms).await
     }
@@ -335,7 +354,7 @@ impl<'a> Compiler<'a> {
 
     /// Evaluates `function` over every series' windows at every step.
     fn apply_steps(&self, matrix: MatrixPlan, function: RangeFunction, window_ms: i64, param: f64, keep_name: bool) -> Result<VectorPlan, PromError> {
-        let udf = SeriesStepsUdf::new(function, self.steps(), window_ms, matrix.offset_ms, matrix.at_ms, param);
+        let udf = SeriesStepsUdf::new(function, self.steps(), window_ms, matrix.offset_ms, matrix.at_ms, param, self.budget.clone());
         let labels: Vec<String> = matrix.labels.iter().filter(|l| keep_name || *l != NAME).cloned().collect();
         let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
         projection.push(udf.call(vec![ident(TSS), ident(VALS)]).alias(POINTS));
@@ -357,7 +376,7 @@ impl<'a> Compiler<'a> {
         if start < low {
             start += step;
         }
-        let inner = Compiler::new(self.engine, EvalRange { start_ms: start, end_ms: last - offset, step_ms: step }, self.lookback_ms);
+        let inner = self.inner(EvalRange { start_ms: start, end_ms: last - offset, step_ms: step })?;
         let vector = match inner.compile(&subquery.expr).await? {
             Value::Vector(vector) => vector,
             Value::Scalar(scalar) => inner.scalar_to_vector(scalar)?,

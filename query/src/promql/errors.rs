@@ -15,6 +15,9 @@ pub enum PromError {
     Timeout(std::time::Duration),
     #[error("query needs more memory than allowed: {0}")]
     ResourcesExhausted(String),
+    /// Stored data could not be read (a damaged or missing segment).
+    #[error("stored data could not be read: {0}")]
+    Storage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -26,7 +29,7 @@ impl PromError {
             PromError::BadData(_) => "bad_data",
             PromError::Execution(_) | PromError::ResourcesExhausted(_) => "execution",
             PromError::Timeout(_) => "timeout",
-            PromError::Internal(_) => "internal",
+            PromError::Internal(_) | PromError::Storage(_) => "internal",
         }
     }
 }
@@ -39,6 +42,7 @@ impl From<datafusion::error::DataFusionError> for PromError {
             datafusion::error::DataFusionError::Execution(_) | datafusion::error::DataFusionError::ArrowError(..) => {
                 PromError::Execution(message)
             }
+            _ if crate::engine::is_read_failure(&error) => PromError::Storage(message),
             _ => PromError::Internal(message),
         }
     }
@@ -65,6 +69,9 @@ fn token_spans(text: &str) -> Option<Vec<(usize, usize)>> {
     let lexer = promql_parser::parser::lexer(text).ok()?;
     Some(lexer.iter().filter_map(|l| l.ok()).map(|l| (l.span().start(), l.span().end())).collect())
 }
+
+/// Most tokens whose prefixes are re-parsed to place an error.
+const MAX_TOKENS_TO_LOCATE: usize = 512;
 
 /// Where the parser's (position-less) error is: an unclosed bracket's opener, a stray
 /// closer, a named function or regex, else the token after the longest valid prefix.
@@ -93,6 +100,10 @@ fn error_offset(text: &str, message: &str) -> usize {
                 return at;
             }
         }
+    }
+    // Re-parsing every prefix costs O(tokens²): long queries get the end as position.
+    if spans.len() > MAX_TOKENS_TO_LOCATE {
+        return text.len();
     }
     let mut valid_until = None;
     for (index, &(_, end)) in spans.iter().enumerate() {
@@ -144,6 +155,10 @@ fn lexer_error_offset(text: &str) -> usize {
 }
 
 fn first_unlexable(text: &str) -> usize {
+    // Same quadratic cost as above: bounded.
+    if text.len() > 16 * MAX_TOKENS_TO_LOCATE {
+        return 0;
+    }
     (1..=text.len())
         .filter(|&end| text.is_char_boundary(end))
         .find(|&end| promql_parser::parser::lexer(&text[..end]).is_err())

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType};
 use promql_parser::label::Matcher;
 use promql_parser::parser::{Expr, VectorSelector};
 
-use super::errors;
+
 use super::result::Labels;
 use super::PromError;
 use crate::QueryEngine;
@@ -29,7 +29,7 @@ pub struct ExemplarSeries {
 }
 
 /// Every vector selector of an expression.
-fn selectors<'a>(expr: &'a Expr, out: &mut Vec<&'a VectorSelector>) {
+pub(super) fn selectors<'a>(expr: &'a Expr, out: &mut Vec<&'a VectorSelector>) {
     match expr {
         Expr::VectorSelector(vs) => out.push(vs),
         Expr::MatrixSelector(ms) => out.push(&ms.vs),
@@ -70,7 +70,7 @@ fn map_at(column: &MapArray, row: usize) -> Labels {
 impl QueryEngine {
     /// Exemplars of the series `query` selects, between `start_ms` and `end_ms`.
     pub async fn exemplars(&self, query: &str, start_ms: i64, end_ms: i64) -> Result<Vec<ExemplarSeries>, PromError> {
-        let expr = errors::parse(query)?;
+        let expr = self.parse_promql(query).await?;
         let mut found = Vec::new();
         selectors(&expr, &mut found);
         let mut grouped: BTreeMap<Labels, Vec<ExemplarPoint>> = BTreeMap::new();

@@ -6,7 +6,7 @@
 //! A selector becomes a scan of its metric's table (matchers and the time range pushed down),
 //! grouped per series into sample lists (`array_agg`); a UDF evaluates the instant lookup or a
 //! range function at every step of the query and the rows are unnested, one per (series,
-//! step): columns are the labels, `__ts__` (ms) and `__value__`. Aggregations are `GROUP BY`
+//! step): columns are the labels, `#ts` (ms) and `#value` (no label name can hold `#`). Aggregations are `GROUP BY`
 //! over labels and step, vector matching is a join on the matching labels and step, set
 //! operators are semi/anti joins. Semantics follow Prometheus 2.42: a 5-minute lookback,
 //! closed range windows, stale markers ending a series, 2.x rate extrapolation.
@@ -21,6 +21,7 @@ pub mod udf;
 
 use std::time::Duration;
 
+pub use compile::{TS as TS_COLUMN, VALUE as VALUE_COLUMN};
 pub use errors::PromError;
 pub use exemplars::{ExemplarPoint, ExemplarSeries};
 pub use result::{Labels, PromResult, Sample, Series};
@@ -44,6 +45,45 @@ impl EvalRange {
 /// Most points per series a range query may produce (as Prometheus).
 pub const MAX_POINTS: i64 = 11_000;
 
+/// Earliest and latest time a query may name, in ms: what storage can hold (nanoseconds in
+/// an i64: 1677-09-21 to 2262-04-11).
+pub const MIN_TIME_MS: i64 = i64::MIN / 1_000_000;
+pub const MAX_TIME_MS: i64 = i64::MAX / 1_000_000;
+
+/// Checks an evaluation's frame: times storage can hold, in order, a positive step, and at
+/// most [`MAX_POINTS`] steps per series for a range query. Arithmetic in i128: nothing wraps.
+pub fn check_range(range: EvalRange, instant: bool) -> Result<(), PromError> {
+    for (name, ms) in [("start", range.start_ms), ("end", range.end_ms)] {
+        if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
+            return Err(PromError::BadData(format!(
+                "invalid parameter \"{name}\": {ms} ms is outside the times Vigil can hold (1677-09-21 to 2262-04-11)"
+            )));
+        }
+    }
+    if instant {
+        return Ok(());
+    }
+    if range.end_ms < range.start_ms {
+        return Err(PromError::BadData("invalid parameter \"end\": end timestamp must not be before start time".into()));
+    }
+    if range.step_ms <= 0 {
+        return Err(PromError::BadData(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if (i128::from(range.end_ms) - i128::from(range.start_ms)) / i128::from(range.step_ms) >= i128::from(MAX_POINTS) {
+        return Err(PromError::BadData(format!(
+            "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try decreasing the query resolution (?step=XX)"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses PromQL text (no shape bounds: see [`crate::guard::QueryShape::parse_promql`]).
+pub(crate) fn parse_text(text: &str) -> Result<promql_parser::parser::Expr, PromError> {
+    errors::parse(text)
+}
+
 /// A compiler for reading raw selector samples (SLI sources); its steps are unused.
 pub(crate) fn compile_for_sources(engine: &QueryEngine) -> compile::Compiler<'_> {
     compile::Compiler::new(engine, EvalRange::instant(0), DEFAULT_LOOKBACK.as_millis() as i64)
@@ -59,19 +99,17 @@ impl QueryEngine {
     /// Evaluates PromQL over `range` (an instant query when start = end).
     pub async fn promql(&self, text: &str, range: EvalRange, instant: bool) -> Result<PromResult, PromError> {
         let started = std::time::Instant::now();
-        let expr = errors::parse(text)?;
-        if !instant && (range.end_ms - range.start_ms) / range.step_ms.max(1) >= MAX_POINTS {
-            return Err(PromError::BadData(format!(
-                "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try decreasing the query resolution (?step=XX)"
-            )));
-        }
+        check_range(range, instant)?;
+        let expr = self.parse_promql(text).await?;
         let run = async {
-            let compiler = compile::Compiler::new(self, range, DEFAULT_LOOKBACK.as_millis() as i64);
-            let value = compiler.compile(&expr).await?;
-            if !instant && matches!(value, compile::Value::Matrix(_)) {
-                return Err(PromError::BadData("invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into()));
+            match self.evaluate(&expr, range, instant).await {
+                // A damaged segment: move it aside and answer from the rest.
+                Err(PromError::Storage(message)) => match self.storage().quarantine_damaged(&self.tables_of(&expr)).await {
+                    Ok(moved) if moved > 0 => self.evaluate(&expr, range, instant).await,
+                    _ => Err(PromError::Storage(message)),
+                },
+                other => other,
             }
-            result::collect(value, range, instant, compile::sort_order(&expr)).await
         };
         let outcome = match tokio::time::timeout(self.options().timeout, run).await {
             Ok(outcome) => outcome,
@@ -80,6 +118,48 @@ impl QueryEngine {
         metrics::histogram!("vigil_query_duration_seconds", "language" => "promql", "outcome" => if outcome.is_ok() { "ok" } else { "error" })
             .record(started.elapsed().as_secs_f64());
         outcome
+    }
+}
+
+impl QueryEngine {
+    async fn evaluate(&self, expr: &promql_parser::parser::Expr, range: EvalRange, instant: bool) -> Result<PromResult, PromError> {
+        let compiler = compile::Compiler::new(self, range, DEFAULT_LOOKBACK.as_millis() as i64);
+        let value = compiler.compile(expr).await?;
+        if !instant && matches!(value, compile::Value::Matrix(_)) {
+            return Err(PromError::BadData("invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into()));
+        }
+        result::collect(value, range, instant, compile::sort_order(expr)).await
+    }
+
+    /// The metric tables an expression's selectors may read (every one for a selector
+    /// without a metric name).
+    fn tables_of(&self, expr: &promql_parser::parser::Expr) -> std::collections::BTreeSet<String> {
+        let mut selectors = Vec::new();
+        exemplars::selectors(expr, &mut selectors);
+        let mut tables = std::collections::BTreeSet::new();
+        for selector in selectors {
+            let name = selector.name.clone().or_else(|| {
+                selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op.to_string() == "=").map(|m| m.value.clone())
+            });
+            match name {
+                Some(name) => {
+                    tables.insert(vigil_storage::schema::metric_table_name(&name).into_owned());
+                }
+                None => tables.extend(self.metric_names().iter().map(|m| vigil_storage::schema::metric_table_name(m).into_owned())),
+            }
+        }
+        tables
+    }
+
+    /// Runs `work` under the query timeout: every query, metadata ones included.
+    pub(crate) async fn within_timeout<T>(&self, work: impl std::future::Future<Output = Result<T, PromError>>) -> Result<T, PromError> {
+        let timeout = self.options().timeout;
+        tokio::time::timeout(timeout, work).await.unwrap_or(Err(PromError::Timeout(timeout)))
+    }
+
+    /// Parses PromQL within the length and depth bounds.
+    pub(crate) async fn parse_promql(&self, text: &str) -> Result<promql_parser::parser::Expr, PromError> {
+        self.options().shape.parse_promql(text).await.map_err(|e| PromError::BadData(e.to_string()))?
     }
 }
 

@@ -5,20 +5,24 @@ use std::collections::BTreeSet;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::prelude::ident;
 use promql_parser::parser::Expr as PromExpr;
-use vigil_storage::schema::{FixedTable, label_columns, label_name_of_column};
+use vigil_storage::schema::{FixedTable, label_columns, label_name_of_column, metric_name_of_table};
 
 use super::compile::{Compiler, NAME};
 use super::result::Labels;
-use super::{DEFAULT_LOOKBACK, EvalRange, PromError, errors};
+use super::{DEFAULT_LOOKBACK, EvalRange, PromError};
 use crate::QueryEngine;
 
 impl QueryEngine {
     /// Label sets of the series the selectors match in `[start_ms, end_ms]`.
     pub async fn series(&self, selectors: &[String], start_ms: i64, end_ms: i64) -> Result<Vec<Labels>, PromError> {
+        self.within_timeout(self.series_unbounded(selectors, start_ms, end_ms)).await
+    }
+
+    async fn series_unbounded(&self, selectors: &[String], start_ms: i64, end_ms: i64) -> Result<Vec<Labels>, PromError> {
         let compiler = Compiler::new(self, EvalRange { start_ms, end_ms, step_ms: 1 }, DEFAULT_LOOKBACK.as_millis() as i64);
         let mut out: BTreeSet<Labels> = BTreeSet::new();
         for text in selectors {
-            let selector = match errors::parse(text)? {
+            let selector = match self.parse_promql(text).await? {
                 PromExpr::VectorSelector(selector) => selector,
                 _ => return Err(PromError::BadData(format!("match[] must be a series selector, not {text:?}"))),
             };
@@ -46,7 +50,7 @@ impl QueryEngine {
             .table_names()
             .into_iter()
             .filter(|t| FixedTable::from_name(t).is_none())
-            .map(|t| t.strip_suffix("_metric").filter(|m| FixedTable::from_name(m).is_some()).map_or(t.clone(), str::to_string))
+            .map(|t| metric_name_of_table(&t).to_string())
             .collect()
     }
 

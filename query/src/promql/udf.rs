@@ -51,6 +51,51 @@ fn list_arg(value: &ColumnarValue, rows: usize) -> DfResult<ArrayRef> {
     value.to_array(rows)
 }
 
+/// Samples one query may still load and produce (Prometheus's `query.max-samples`), shared
+/// by every step evaluation of the query.
+#[derive(Debug, Clone)]
+pub struct SampleBudget {
+    remaining: Arc<std::sync::atomic::AtomicI64>,
+    limit: usize,
+}
+
+impl SampleBudget {
+    pub fn new(limit: usize) -> Self {
+        SampleBudget { remaining: Arc::new(std::sync::atomic::AtomicI64::new(i64::try_from(limit).unwrap_or(i64::MAX))), limit }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes `samples` from the budget; an error once it is spent.
+    pub fn take(&self, samples: usize) -> DfResult<()> {
+        let samples = i64::try_from(samples).unwrap_or(i64::MAX);
+        if self.remaining.fetch_sub(samples, std::sync::atomic::Ordering::Relaxed) < samples {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(format!(
+                "query processing would load too many samples into memory in query execution (more than {}, query.max_samples)",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+// One budget is one query's: equal only to itself, so plans of different queries never merge.
+impl PartialEq for SampleBudget {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.remaining, &other.remaining)
+    }
+}
+
+impl Eq for SampleBudget {}
+
+impl Hash for SampleBudget {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.remaining), state);
+    }
+}
+
 /// Evaluates a range function (or the instant lookup) for one series at every step.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesStepsUdf {
@@ -63,11 +108,21 @@ pub struct SeriesStepsUdf {
     pub at_ms: Option<i64>,
     /// φ for `quantile_over_time`, seconds for `predict_linear` (bits, to be hashable).
     pub param_bits: u64,
+    /// Samples the query may still load (the series' samples) and produce (points).
+    pub budget: SampleBudget,
     signature: Signature,
 }
 
 impl SeriesStepsUdf {
-    pub fn new(function: RangeFunction, steps: Steps, range_ms: i64, offset_ms: i64, at_ms: Option<i64>, param: f64) -> ScalarUDF {
+    pub fn new(
+        function: RangeFunction,
+        steps: Steps,
+        range_ms: i64,
+        offset_ms: i64,
+        at_ms: Option<i64>,
+        param: f64,
+        budget: SampleBudget,
+    ) -> ScalarUDF {
         ScalarUDF::new_from_impl(SeriesStepsUdf {
             function,
             steps,
@@ -75,6 +130,7 @@ impl SeriesStepsUdf {
             offset_ms,
             at_ms,
             param_bits: param.to_bits(),
+            budget,
             signature: Signature::any(2, Volatility::Immutable),
         })
     }
@@ -161,7 +217,9 @@ impl ScalarUDFImpl for SeriesStepsUdf {
             if ts.null_count() > 0 || vs.null_count() > 0 || ts.len() != vs.len() {
                 return exec_err!("series samples must be non-null and paired");
             }
+            let before = datafusion::arrow::array::ArrayBuilder::len(out.values());
             self.evaluate_series(ts.values(), vs.values(), &mut out);
+            self.budget.take(ts.len() + datafusion::arrow::array::ArrayBuilder::len(out.values()) - before)?;
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
@@ -670,6 +728,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_budget_is_shared_and_refuses_once_spent() {
+        let budget = SampleBudget::new(10);
+        let shared = budget.clone();
+        assert!(budget.take(6).is_ok());
+        assert!(shared.take(4).is_ok(), "exactly the limit");
+        let error = shared.take(1).unwrap_err().to_string();
+        assert!(error.contains("too many samples") && error.contains("query.max_samples"), "{error}");
+        assert_ne!(SampleBudget::new(10), SampleBudget::new(10));
+        assert_eq!(budget, shared);
+    }
+
+    #[test]
     fn steps_cover_start_to_end() {
         let steps = Steps { start: 0, end: 30, step: 15 };
         assert_eq!(steps.iter().collect::<Vec<_>>(), vec![0, 15, 30]);
@@ -685,6 +755,7 @@ mod tests {
             offset_ms: 0,
             at_ms: None,
             param_bits: 0,
+            budget: SampleBudget::new(100),
             signature: Signature::any(2, Volatility::Immutable),
         };
         let mut out = ListBuilder::new(StructBuilder::from_fields(point_fields(), 0));

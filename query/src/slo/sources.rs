@@ -171,8 +171,8 @@ async fn selector_samples(
     let mut series: HashMap<BTreeMap<String, String>, Vec<(i64, f64)>> = HashMap::new();
     for batch in &batches {
         let schema = batch.schema();
-        let ts = batch.column(schema.index_of("__ts__").map_err(|e| SourceError::Query(e.to_string()))?).as_primitive::<Int64Type>();
-        let vs = batch.column(schema.index_of("__value__").map_err(|e| SourceError::Query(e.to_string()))?).as_primitive::<Float64Type>();
+        let ts = batch.column(schema.index_of(crate::promql::TS_COLUMN).map_err(|e| SourceError::Query(e.to_string()))?).as_primitive::<Int64Type>();
+        let vs = batch.column(schema.index_of(crate::promql::VALUE_COLUMN).map_err(|e| SourceError::Query(e.to_string()))?).as_primitive::<Float64Type>();
         let columns: Vec<(&String, usize)> = labels.iter().filter_map(|l| schema.index_of(l).ok().map(|i| (l, i))).collect();
         for row in 0..batch.num_rows() {
             let mut set = BTreeMap::new();

@@ -1,7 +1,8 @@
 //! `/alerts`: firing, pending, silenced and resolved alerts; silences created from an alert's
-//! row and expired from the list. The forms carry a CSRF token that must equal the
-//! `vigil_csrf` cookie (SameSite=Strict) set with the page: another site can neither read
-//! the token nor send the cookie.
+//! row and expired from the list. The forms carry a CSRF token bound to the browser's
+//! session: an HMAC, under a key only the server holds, of the login cookie (or, with auth
+//! off, of a random `vigil_csrf` cookie set with the page; both SameSite=Strict). Another
+//! site can neither read the token nor make one, not even by planting a cookie.
 
 use askama::Template;
 use axum::Form;
@@ -53,8 +54,12 @@ struct AlertsPage {
     csrf: String,
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    crate::auth::cookie(headers, CSRF_COOKIE).filter(|v| v.len() >= 32).map(str::to_string)
+/// What a form's token is bound to: the login cookie, else the page's own random cookie.
+fn session_of(headers: &HeaderMap) -> Option<String> {
+    crate::auth::cookie(headers, crate::auth::SESSION_COOKIE)
+        .or_else(|| crate::auth::cookie(headers, CSRF_COOKIE))
+        .filter(|v| v.len() >= 32)
+        .map(str::to_string)
 }
 
 fn quoted(value: &str) -> String {
@@ -62,10 +67,11 @@ fn quoted(value: &str) -> String {
 }
 
 pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
-    let (csrf, fresh) = match cookie_token(&headers) {
-        Some(token) => (token, false),
+    let (session, fresh) = match session_of(&headers) {
+        Some(session) => (session, false),
         None => (uuid::Uuid::new_v4().simple().to_string(), true),
     };
+    let csrf = app.auth.csrf_token(&session);
     let mut sections = vec![
         Section { id: "firing", title: "Firing", alerts: Vec::new(), silenceable: true },
         Section { id: "pending", title: "Pending", alerts: Vec::new(), silenceable: true },
@@ -119,7 +125,7 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
     let html = render(&AlertsPage { layout: Layout::new("Alerts", "/alerts"), sections, no_alerts, silences, csrf: csrf.clone() })?;
     let mut response = html.into_response();
     if fresh {
-        let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/; HttpOnly; SameSite=Strict");
+        let cookie = format!("{CSRF_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             response.headers_mut().insert(header::SET_COOKIE, value);
         }
@@ -127,9 +133,12 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
     Ok(response)
 }
 
-fn check_csrf(headers: &HeaderMap, token: &str) -> Result<(), PageError> {
-    match cookie_token(headers) {
-        Some(cookie) if !token.is_empty() && cookie == token => Ok(()),
+fn check_csrf(auth: &crate::Auth, headers: &HeaderMap, token: &str) -> Result<(), PageError> {
+    if crate::auth::has_bearer(headers) {
+        return Ok(());
+    }
+    match session_of(headers) {
+        Some(session) if auth.check_csrf(&session, token) => Ok(()),
         _ => Err(PageError::new(StatusCode::FORBIDDEN, "the form's security token did not match", "reload the alerts page and submit the form again")),
     }
 }
@@ -144,7 +153,7 @@ pub struct SilenceForm {
 }
 
 pub async fn create_silence(State(app): State<AppState>, headers: HeaderMap, Form(form): Form<SilenceForm>) -> Result<Redirect, PageError> {
-    check_csrf(&headers, &form.csrf)?;
+    check_csrf(&app.auth, &headers, &form.csrf)?;
     let duration = form.duration.parse::<vigil_query::PromDuration>()
         .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, format!("duration {:?}: {e}", form.duration), "pick one of the offered durations"))?;
     let matchers: Vec<MatcherInput> = form.matchers.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| MatcherInput::Text(l.to_string())).collect();
@@ -163,7 +172,7 @@ pub struct CsrfForm {
 }
 
 pub async fn expire_silence(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<CsrfForm>) -> Result<Redirect, PageError> {
-    check_csrf(&headers, &form.csrf)?;
+    check_csrf(&app.auth, &headers, &form.csrf)?;
     app.alerting.expire_silence(&id).await.map_err(|e| PageError::new(StatusCode::NOT_FOUND, e.to_string(), "the silence may have been expired already"))?;
     Ok(Redirect::to("/alerts"))
 }

@@ -131,6 +131,12 @@ pub fn pages() -> Router<AppState> {
         .route("/slos/{name}", get(slo::page))
         .route("/alerts", get(alerts::page))
         .route("/models", get(models::page))
+}
+
+/// Pages that run the visitor's own queries: they count among the queries in flight
+/// (`limits.max_concurrent_queries`), as the query API does.
+pub fn query_pages() -> Router<AppState> {
+    Router::new()
         .route("/explore", get(explore::page))
         .route("/traces", get(traces::search))
         .route("/traces/{trace_id}", get(traces::trace))

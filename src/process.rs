@@ -1,0 +1,55 @@
+//! The process's own resources: the file-descriptor limit, raised at start where allowed,
+//! and the descriptors in use, watched in `/metrics`.
+
+use tracing::{info, warn};
+
+/// Raises the soft limit on open files to the hard limit (every connection, segment and
+/// WAL file is one) and returns the limit in force.
+pub fn raise_fd_limit() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "could not read the open-file limit");
+        return 1024;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            info!(from = limit.rlim_cur, to = limit.rlim_max, "open-file limit raised");
+            limit = raised;
+        } else {
+            warn!(limit = limit.rlim_cur, error = %std::io::Error::last_os_error(), "could not raise the open-file limit");
+        }
+    }
+    let max = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+    metrics::gauge!("vigil_process_max_fds").set(max as f64);
+    max
+}
+
+/// Records the descriptors in use (`/proc/self/fd`, where there is one).
+pub fn record_fds() {
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("vigil_process_open_fds").set(entries.count() as f64);
+    }
+}
+
+/// An exclusive lock on a data directory (`DATA_DIR/lock`, `flock`): one server, or one
+/// repair, at a time. Released when dropped or when the process dies.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    pub fn take(data_dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("lock");
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            anyhow::bail!("{} is in use by another Vigil process (the lock {} is held): stop it first", data_dir.display(), path.display());
+        }
+        Ok(DataDirLock { _file: file })
+    }
+}

@@ -1,0 +1,303 @@
+//! Cardinality: how many metric names and active series storage holds, bounded so that one
+//! sender cannot explode it (every metric name is a table with files of its own, every
+//! series costs memory until it goes idle).
+//!
+//! Each write's series are checked before the write is logged: a series seen within
+//! `active_window` passes; a new one passes while its metric, the whole store and the
+//! request stay under their limits; otherwise its samples are refused (never half stored)
+//! and the refusal names the limit. Series are known by a 64-bit hash of their labels, so
+//! the tracker costs a few dozen bytes per active series.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hasher;
+use std::time::{Duration, Instant};
+
+use crate::schema::metric_table_name;
+use crate::write::{LabelSet, WriteBatch};
+
+/// Bounds on what storage holds. Zero turns a bound off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardinalityLimits {
+    /// Metric names (tables) stored, flushed or not, until retention drops them.
+    pub max_metric_names: usize,
+    /// Active series over all metrics.
+    pub max_series: usize,
+    /// Active series of one metric.
+    pub max_series_per_metric: usize,
+    /// Series one write may add.
+    pub max_new_series_per_request: usize,
+    /// A series not written for this long stops counting as active.
+    pub active_window: Duration,
+}
+
+impl Default for CardinalityLimits {
+    fn default() -> Self {
+        CardinalityLimits {
+            max_metric_names: 10_000,
+            max_series: 2_000_000,
+            max_series_per_metric: 500_000,
+            max_new_series_per_request: 100_000,
+            active_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A cardinality bound; its name labels `vigil_limit_refusals_total` and is the setting's
+/// key under `limits.`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CardinalityLimit {
+    MetricNames,
+    Series,
+    SeriesPerMetric,
+    NewSeriesPerRequest,
+}
+
+impl CardinalityLimit {
+    pub fn setting(self) -> &'static str {
+        match self {
+            CardinalityLimit::MetricNames => "max_metric_names",
+            CardinalityLimit::Series => "max_series",
+            CardinalityLimit::SeriesPerMetric => "max_series_per_metric",
+            CardinalityLimit::NewSeriesPerRequest => "max_new_series_per_request",
+        }
+    }
+
+    fn counter_name(self) -> &'static str {
+        match self {
+            CardinalityLimit::MetricNames => "metric_names",
+            CardinalityLimit::Series => "series",
+            CardinalityLimit::SeriesPerMetric => "series_per_metric",
+            CardinalityLimit::NewSeriesPerRequest => "new_series_per_request",
+        }
+    }
+}
+
+/// What a write lost to the cardinality limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CardinalityRefusal {
+    pub series: usize,
+    pub samples: usize,
+    /// The first limit hit and the sentence saying so.
+    pub first: Option<(CardinalityLimit, String)>,
+}
+
+impl CardinalityRefusal {
+    pub fn is_empty(&self) -> bool {
+        self.series == 0
+    }
+}
+
+#[derive(Default)]
+struct MetricSeries {
+    /// Series hash → seconds since the tracker started, at its last write.
+    last_write: HashMap<u64, u32>,
+}
+
+/// Active series per metric table, and every metric table storage holds.
+pub(crate) struct SeriesTracker {
+    limits: CardinalityLimits,
+    started: Instant,
+    metrics: HashMap<String, MetricSeries>,
+    active: usize,
+    /// Metric tables with rows in segments or buffers, here or on a peer.
+    tables: HashSet<String>,
+}
+
+fn series_hash(labels: &LabelSet) -> u64 {
+    let mut hasher = fnv::FnvHasher::default();
+    for (name, value) in labels.iter() {
+        hasher.write(name.as_bytes());
+        hasher.write_u8(0xff);
+        hasher.write(value.as_bytes());
+        hasher.write_u8(0xfe);
+    }
+    hasher.finish()
+}
+
+impl SeriesTracker {
+    pub fn new(limits: CardinalityLimits) -> Self {
+        SeriesTracker { limits, started: Instant::now(), metrics: HashMap::new(), active: 0, tables: HashSet::new() }
+    }
+
+    pub fn limits(&self) -> &CardinalityLimits {
+        &self.limits
+    }
+
+    fn now(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Tables known to hold rows; replaces the set (after retention or a peer refresh).
+    pub fn set_tables(&mut self, tables: impl IntoIterator<Item = String>) {
+        self.tables = tables.into_iter().collect();
+        for table in self.metrics.keys() {
+            self.tables.insert(table.clone());
+        }
+    }
+
+    pub fn metric_names(&self) -> usize {
+        self.tables.len()
+    }
+
+    pub fn active_series(&self) -> usize {
+        self.active
+    }
+
+    /// Active series per metric table, largest first, at most `limit`.
+    pub fn top_metrics(&self, limit: usize) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> =
+            self.metrics.iter().map(|(name, m)| (name.clone(), m.last_write.len())).filter(|(_, n)| *n > 0).collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counts.truncate(limit);
+        counts
+    }
+
+    /// Records series without checking limits (WAL replay: what was acknowledged stays).
+    pub fn observe(&mut self, batch: &WriteBatch) {
+        let now = self.now();
+        for series in &batch.metrics {
+            let table = metric_table_name(&series.metric);
+            if !self.tables.contains(table.as_ref()) {
+                self.tables.insert(table.to_string());
+            }
+            let entry = self.metrics.entry(table.into_owned()).or_default();
+            if entry.last_write.insert(series_hash(&series.labels), now).is_none() {
+                self.active += 1;
+            }
+        }
+    }
+
+    /// Takes out of `batch` the series the limits refuse; records the rest as active.
+    pub fn admit(&mut self, batch: &mut WriteBatch) -> CardinalityRefusal {
+        let now = self.now();
+        let limits = self.limits.clone();
+        let mut refusal = CardinalityRefusal::default();
+        let mut new_series = 0usize;
+        let refuse = |refusal: &mut CardinalityRefusal, limit: CardinalityLimit, samples: usize, reason: &dyn Fn() -> String| {
+            refusal.series += 1;
+            refusal.samples += samples;
+            if refusal.first.is_none() {
+                refusal.first = Some((limit, reason()));
+            }
+            metrics::counter!("vigil_limit_refusals_total", "limit" => limit.counter_name()).increment(1);
+        };
+        batch.metrics.retain(|series| {
+            let table = metric_table_name(&series.metric);
+            let samples = series.samples.len();
+            if !self.tables.contains(table.as_ref()) {
+                if limits.max_metric_names > 0 && self.tables.len() >= limits.max_metric_names {
+                    refuse(&mut refusal, CardinalityLimit::MetricNames, samples, &|| {
+                        format!("metric {:.64}: storage holds {} metric names, the limit (limits.max_metric_names)", series.metric, limits.max_metric_names)
+                    });
+                    return false;
+                }
+                self.tables.insert(table.to_string());
+            }
+            let hash = series_hash(&series.labels);
+            let entry = self.metrics.entry(table.into_owned()).or_default();
+            if let Some(seen) = entry.last_write.get_mut(&hash) {
+                *seen = now;
+                return true;
+            }
+            let limit = if limits.max_new_series_per_request > 0 && new_series >= limits.max_new_series_per_request {
+                Some((CardinalityLimit::NewSeriesPerRequest, limits.max_new_series_per_request))
+            } else if limits.max_series > 0 && self.active >= limits.max_series {
+                Some((CardinalityLimit::Series, limits.max_series))
+            } else if limits.max_series_per_metric > 0 && entry.last_write.len() >= limits.max_series_per_metric {
+                Some((CardinalityLimit::SeriesPerMetric, limits.max_series_per_metric))
+            } else {
+                None
+            };
+            if let Some((limit, bound)) = limit {
+                refuse(&mut refusal, limit, samples, &|| {
+                    format!("new series of {:.64} over the limit of {bound} (limits.{})", series.metric, limit.setting())
+                });
+                return false;
+            }
+            entry.last_write.insert(hash, now);
+            self.active += 1;
+            new_series += 1;
+            true
+        });
+        refusal
+    }
+
+    /// Forgets series idle past the active window; returns how many are left.
+    pub fn prune(&mut self) -> usize {
+        let now = self.now();
+        let window = u32::try_from(self.limits.active_window.as_secs()).unwrap_or(u32::MAX);
+        let mut active = 0;
+        self.metrics.retain(|_, metric| {
+            metric.last_write.retain(|_, seen| now.saturating_sub(*seen) < window);
+            active += metric.last_write.len();
+            !metric.last_write.is_empty()
+        });
+        self.active = active;
+        active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::write::{MetricSeries as Series, Sample};
+
+    fn write(metrics: &[(&str, &str)]) -> WriteBatch {
+        WriteBatch {
+            metrics: metrics
+                .iter()
+                .map(|(metric, instance)| Series {
+                    metric: metric.to_string(),
+                    labels: LabelSet::new(vec![("instance".into(), instance.to_string())]).unwrap(),
+                    samples: vec![Sample { timestamp_ns: 1, value: 1.0 }, Sample { timestamp_ns: 2, value: 2.0 }],
+                })
+                .collect(),
+            rows: vec![],
+        }
+    }
+
+    #[test]
+    fn each_limit_refuses_on_its_bound_and_not_below() {
+        let limits = CardinalityLimits { max_metric_names: 2, max_series: 5, max_series_per_metric: 3, max_new_series_per_request: 4, ..Default::default() };
+        let mut tracker = SeriesTracker::new(limits);
+        // Two names fit; a third is refused, and a known name still takes new series.
+        let mut batch = write(&[("a", "1"), ("b", "1"), ("c", "1"), ("a", "2")]);
+        let refusal = tracker.admit(&mut batch);
+        assert_eq!((refusal.series, refusal.samples), (1, 2));
+        assert_eq!(refusal.first.as_ref().map(|f| f.0), Some(CardinalityLimit::MetricNames));
+        assert_eq!(batch.metrics.len(), 3);
+        assert_eq!((tracker.metric_names(), tracker.active_series()), (2, 3));
+        // Per metric: a has 2, takes 1 more, refuses the next.
+        let mut batch = write(&[("a", "3"), ("a", "4")]);
+        let refusal = tracker.admit(&mut batch);
+        assert_eq!(refusal.first.map(|f| f.0), Some(CardinalityLimit::SeriesPerMetric));
+        assert_eq!(batch.metrics.len(), 1);
+        // Known series always pass; the total (5) stops the sixth.
+        let mut batch = write(&[("a", "1"), ("a", "2"), ("b", "2"), ("b", "3")]);
+        let refusal = tracker.admit(&mut batch);
+        assert_eq!(refusal.first.map(|f| f.0), Some(CardinalityLimit::Series));
+        assert_eq!((batch.metrics.len(), tracker.active_series()), (3, 5));
+    }
+
+    #[test]
+    fn new_series_per_request_counts_within_one_write() {
+        let limits = CardinalityLimits { max_new_series_per_request: 2, ..Default::default() };
+        let mut tracker = SeriesTracker::new(limits);
+        let mut batch = write(&[("a", "1"), ("a", "1"), ("a", "2"), ("a", "3")]);
+        let refusal = tracker.admit(&mut batch);
+        assert_eq!(refusal.series, 1, "a repeated series is not new twice");
+        assert_eq!(refusal.first.map(|f| f.0), Some(CardinalityLimit::NewSeriesPerRequest));
+        let mut batch = write(&[("a", "3"), ("a", "4")]);
+        assert!(tracker.admit(&mut batch).is_empty(), "the next request starts again");
+    }
+
+    #[test]
+    fn idle_series_stop_counting() {
+        let limits = CardinalityLimits { active_window: Duration::ZERO, ..Default::default() };
+        let mut tracker = SeriesTracker::new(limits);
+        tracker.observe(&write(&[("a", "1"), ("b", "1")]));
+        assert_eq!(tracker.active_series(), 2);
+        assert_eq!(tracker.prune(), 0);
+        assert_eq!(tracker.metric_names(), 2, "tables stay until retention drops them");
+    }
+}

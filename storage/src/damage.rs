@@ -1,0 +1,335 @@
+//! Damage contained: a segment that fails to read is moved aside and dropped from the
+//! manifest (its rows reported lost by name), so queries and compaction carry on; a
+//! partition manifest or a root that cannot be read leaves the node serving everything else
+//! (see `manifest::load_node`) until `vigil store repair` rebuilds them from the files.
+//!
+//! ```text
+//! nodes/<node>/quarantine/<path of the segment>      segments moved aside, for a human
+//! nodes/<node>/manifest.json.damaged-<unix ms>        a root a repair replaced
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::object_store::path::Path;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::{StreamExt, TryStreamExt};
+use tracing::{error, info, warn};
+
+use crate::manifest::{self, DamagedPartition, Manifest, PartitionCache, SegmentMeta, column_stats};
+use crate::schema::time_column_of;
+use crate::{Storage, StorageError, segment};
+
+/// Segments checked at once.
+const CHECK_CONCURRENCY: usize = 8;
+
+/// What is known to be damaged on this node, for operators (`/metrics`, the log, `/-/ready`
+/// stays 200: the rest is served).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DamageReport {
+    /// Why the root manifest could not be read (nothing is written until a repair).
+    pub root: Option<String>,
+    pub partitions: Vec<DamagedPartition>,
+    /// Segments moved aside since start: path, rows lost, reason.
+    pub quarantined: Vec<(String, u64, String)>,
+}
+
+impl DamageReport {
+    pub fn is_empty(&self) -> bool {
+        self.root.is_none() && self.partitions.is_empty() && self.quarantined.is_empty()
+    }
+}
+
+/// Why a segment cannot be read, or `Ok` when it can: its size and footer agree with the
+/// manifest, and with `deep`, every row decodes.
+pub async fn verify_segment(store: &Arc<dyn ObjectStore>, segment: &SegmentMeta, deep: bool) -> Result<(), String> {
+    let path = Path::from(segment.path.as_str());
+    let bytes = match store.get(&path).await {
+        Ok(object) => object.bytes().await.map_err(|e| format!("reading: {e}"))?,
+        Err(datafusion::object_store::Error::NotFound { .. }) => return Err("the file is missing".into()),
+        Err(e) => return Err(format!("reading: {e}")),
+    };
+    if bytes.len() as u64 != segment.size_bytes {
+        return Err(format!("{} bytes where the manifest says {} (truncated or replaced)", bytes.len(), segment.size_bytes));
+    }
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("footer: {e}"))?;
+    let rows = builder.metadata().file_metadata().num_rows();
+    if u64::try_from(rows).ok() != Some(segment.rows) {
+        return Err(format!("{rows} rows where the manifest says {}", segment.rows));
+    }
+    if deep {
+        let reader = builder.build().map_err(|e| format!("decoding: {e}"))?;
+        let mut decoded = 0u64;
+        for batch in reader {
+            decoded += batch.map_err(|e| format!("decoding: {e}"))?.num_rows() as u64;
+        }
+        if decoded != segment.rows {
+            return Err(format!("{decoded} rows decode where the manifest says {}", segment.rows));
+        }
+    }
+    Ok(())
+}
+
+/// The damaged ones among `segments`, with the reason.
+pub async fn find_damaged(store: &Arc<dyn ObjectStore>, segments: Vec<SegmentMeta>, deep: bool) -> Vec<(SegmentMeta, String)> {
+    futures::stream::iter(segments)
+        .map(|segment| async move {
+            let verdict = verify_segment(store, &segment, deep).await;
+            verdict.err().map(|reason| (segment, reason))
+        })
+        .buffer_unordered(CHECK_CONCURRENCY)
+        .filter_map(|found| async move { found })
+        .collect()
+        .await
+}
+
+fn quarantine_path(node: &str, segment_path: &str) -> Path {
+    let mut parts = vec!["nodes".to_string(), node.to_string(), "quarantine".to_string()];
+    parts.extend(Path::from(segment_path).parts().map(|p| p.as_ref().to_string()));
+    Path::from_iter(parts)
+}
+
+/// Moves a file aside (copy, then delete: `rename` is not atomic on every store anyway).
+async fn move_aside(store: &Arc<dyn ObjectStore>, from: &Path, to: &Path) -> Result<(), StorageError> {
+    match store.copy(from, to).await {
+        Ok(()) => {}
+        Err(datafusion::object_store::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    match store.delete(from).await {
+        Ok(()) | Err(datafusion::object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Storage {
+    /// Sets the damage gauges of `/metrics`.
+    pub fn record_damage(&self) {
+        let damage = self.damage();
+        metrics::gauge!("vigil_storage_root_manifest_damaged").set(if damage.root.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!("vigil_storage_damaged_partitions").set(damage.partitions.len() as f64);
+    }
+
+    /// What is known to be damaged.
+    pub fn damage(&self) -> DamageReport {
+        let state = self.inner.state.lock();
+        DamageReport {
+            root: state.manifest.root_damaged.clone(),
+            partitions: state.manifest.damaged.clone(),
+            quarantined: state.quarantined.clone(),
+        }
+    }
+
+    /// Checks this node's segments of `tables` (after a query failed reading them) and moves
+    /// the damaged ones aside. Returns how many were quarantined: when any were, the query
+    /// can be run again.
+    pub async fn quarantine_damaged(&self, tables: &BTreeSet<String>) -> Result<usize, StorageError> {
+        let segments: Vec<SegmentMeta> = {
+            let state = self.inner.state.lock();
+            state.manifest.segments.iter().filter(|s| tables.contains(&s.table)).cloned().collect()
+        };
+        let damaged = find_damaged(&self.inner.store, segments, false).await;
+        if damaged.is_empty() {
+            return Ok(0);
+        }
+        self.quarantine(damaged).await
+    }
+
+    /// Moves segments aside and out of the manifest, reporting each by name.
+    pub(crate) async fn quarantine(&self, damaged: Vec<(SegmentMeta, String)>) -> Result<usize, StorageError> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        if let Some(reason) = &self.manifest().root_damaged {
+            return Err(StorageError::Manifest(format!("root manifest damaged ({reason}): run `vigil store repair`")));
+        }
+        let mut manifest = (*self.manifest()).clone();
+        let mut moved = Vec::new();
+        for (segment, reason) in damaged {
+            if !manifest.segments.iter().any(|s| s.id == segment.id && s.path == segment.path) {
+                continue; // already gone (compacted or quarantined meanwhile)
+            }
+            let to = quarantine_path(&self.inner.node_id, &segment.path);
+            move_aside(&self.inner.store, &Path::from(segment.path.as_str()), &to).await?;
+            error!(
+                table = %segment.table, segment = %segment.path, rows = segment.rows, moved_to = %to, %reason,
+                "segment unreadable: moved aside, its rows are lost to queries"
+            );
+            metrics::counter!("vigil_storage_segments_quarantined_total").increment(1);
+            metrics::counter!("vigil_storage_rows_quarantined_total").increment(segment.rows);
+            manifest.segments.retain(|s| s.id != segment.id);
+            moved.push((segment.path.clone(), segment.rows, reason));
+        }
+        let count = moved.len();
+        if count > 0 {
+            let previous = self.manifest();
+            manifest::save(&self.inner.store, &mut manifest, &previous, crate::maintenance::delete_after_ms()).await?;
+            let mut state = self.inner.state.lock();
+            state.manifest = Arc::new(manifest);
+            state.quarantined.extend(moved);
+        }
+        Ok(count)
+    }
+}
+
+/// One line of a check or a repair.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub what: String,
+    pub detail: String,
+}
+
+/// What `vigil store check` found, or `vigil store repair` did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreReport {
+    pub node: String,
+    pub segments: usize,
+    pub rows: u64,
+    pub problems: Vec<Finding>,
+    pub actions: Vec<Finding>,
+}
+
+/// Checks one node's store: its root, every partition manifest, every segment decoded whole.
+pub async fn check(store: &Arc<dyn ObjectStore>, node: &str) -> Result<StoreReport, StorageError> {
+    let mut report = StoreReport { node: node.to_string(), ..Default::default() };
+    let Some(manifest) = manifest::load_node(store, node, &mut PartitionCache::default()).await? else {
+        report.problems.push(Finding { what: "no manifest".into(), detail: format!("node {node} has no root manifest in this store") });
+        return Ok(report);
+    };
+    describe_damage(&manifest, &mut report);
+    report.segments = manifest.segments.len();
+    report.rows = manifest.segments.iter().map(|s| s.rows).sum();
+    for (segment, reason) in find_damaged(store, manifest.segments.clone(), true).await {
+        report.problems.push(Finding { what: format!("segment {} of {}", segment.path, segment.table), detail: format!("{reason} ({} rows)", segment.rows) });
+    }
+    Ok(report)
+}
+
+fn describe_damage(manifest: &Manifest, report: &mut StoreReport) {
+    if let Some(reason) = &manifest.root_damaged {
+        report.problems.push(Finding { what: "root manifest".into(), detail: reason.clone() });
+    }
+    for partition in &manifest.damaged {
+        report.problems.push(Finding {
+            what: format!("partition manifest {} ({} at {})", partition.path, partition.table, partition.partition_start_ns),
+            detail: partition.reason.clone(),
+        });
+    }
+}
+
+/// Repairs one node's store (the node must not be running): partitions whose manifest is
+/// lost are rebuilt from their segment files, unreadable segments are moved aside, a
+/// damaged root is replaced (kept beside as `manifest.json.damaged-<ms>`), with the WAL
+/// persisted through `wal_persisted_through` (the files still in the WAL directory start
+/// after it).
+pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_through: Option<u64>) -> Result<StoreReport, StorageError> {
+    let mut report = StoreReport { node: node.to_string(), ..Default::default() };
+    let Some(mut manifest) = manifest::load_node(store, node, &mut PartitionCache::default()).await? else {
+        return Ok(report);
+    };
+    describe_damage(&manifest, &mut report);
+
+    // Segments of lost partitions, from their files.
+    let known: BTreeSet<String> = manifest
+        .segments
+        .iter()
+        .map(|s| s.path.clone())
+        .chain(manifest.pending_deletes.iter().map(|d| d.path.clone()))
+        .collect();
+    for partition in std::mem::take(&mut manifest.damaged) {
+        let found = segments_in(store, node, &partition.table, partition.partition_start_ns, &known).await?;
+        report.actions.push(Finding {
+            what: format!("partition {} at {}", partition.table, partition.partition_start_ns),
+            detail: format!("rebuilt from {} segment files ({} rows)", found.len(), found.iter().map(|s| s.rows).sum::<u64>()),
+        });
+        manifest.next_segment_id = manifest.next_segment_id.max(found.iter().map(|s| s.id + 1).max().unwrap_or(0));
+        manifest.segments.extend(found);
+    }
+
+    // Unreadable segments move aside.
+    for (segment, reason) in find_damaged(store, manifest.segments.clone(), true).await {
+        let to = quarantine_path(node, &segment.path);
+        move_aside(store, &Path::from(segment.path.as_str()), &to).await?;
+        manifest.segments.retain(|s| s.id != segment.id);
+        report.actions.push(Finding { what: format!("segment {} of {}", segment.path, segment.table), detail: format!("moved to {to}: {reason}; {} rows lost", segment.rows) });
+    }
+
+    if let Some(reason) = manifest.root_damaged.take() {
+        let root = manifest::node_root(node);
+        let aside = Path::from(format!("{root}.damaged-{}", crate::maintenance::now_ns() / 1_000_000));
+        move_aside(store, &root, &aside).await?;
+        manifest.wal_persisted_through = wal_persisted_through.unwrap_or(0);
+        report.actions.push(Finding { what: "root manifest".into(), detail: format!("rebuilt ({reason}); the damaged one is kept as {aside}") });
+    }
+    manifest.next_segment_id = manifest.next_segment_id.max(manifest.segments.iter().map(|s| s.id + 1).max().unwrap_or(1));
+    // Every partition is written anew: the new root names only files that were just read.
+    manifest::save(store, &mut manifest, &Manifest::empty(node), crate::maintenance::delete_after_ms()).await?;
+    report.segments = manifest.segments.len();
+    report.rows = manifest.segments.iter().map(|s| s.rows).sum();
+    info!(node, actions = report.actions.len(), "store repaired");
+    Ok(report)
+}
+
+/// The segment files of one partition that no manifest names, read back from their footers.
+async fn segments_in(
+    store: &Arc<dyn ObjectStore>,
+    node: &str,
+    table: &str,
+    partition_start_ns: i64,
+    known: &BTreeSet<String>,
+) -> Result<Vec<SegmentMeta>, StorageError> {
+    let dir = Path::from_iter(["nodes", node, "tables", &segment::table_dir(table), &partition_start_ns.to_string()]);
+    let files: Vec<_> = store.list(Some(&dir)).try_collect().await?;
+    let mut found = Vec::new();
+    for file in files {
+        let path = file.location.to_string();
+        let Some(id) = file.location.filename().and_then(|f| f.strip_suffix(".parquet")).and_then(|f| f.parse::<u64>().ok()) else { continue };
+        if known.contains(&path) {
+            continue;
+        }
+        match segment_meta_of(store, &file.location, id, table, partition_start_ns).await {
+            Ok(meta) => found.push(meta),
+            Err(reason) => warn!(%path, %reason, "a segment file of a lost partition is unreadable; left where it is"),
+        }
+    }
+    Ok(found)
+}
+
+/// A segment's manifest entry, from the file itself.
+async fn segment_meta_of(store: &Arc<dyn ObjectStore>, path: &Path, id: u64, table: &str, partition_start_ns: i64) -> Result<SegmentMeta, String> {
+    let bytes = store.get(path).await.map_err(|e| e.to_string())?.bytes().await.map_err(|e| e.to_string())?;
+    let size_bytes = bytes.len() as u64;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    let metadata = builder.metadata().clone();
+    let named = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == segment::TABLE_KEY).and_then(|k| k.value.clone()));
+    if named.as_deref().is_some_and(|named| named != table) {
+        return Err(format!("the file belongs to table {named:?}"));
+    }
+    let schema = builder.schema().clone();
+    let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema).map_err(|e| e.to_string())?;
+    let stats = column_stats(&statistics, &schema);
+    let time = stats.iter().find(|c| c.name == time_column_of(table));
+    let bound = |value: Option<&manifest::StatValue>| match value {
+        Some(manifest::StatValue::Int(v)) => Some(*v),
+        _ => None,
+    };
+    let (Some(min_time_ns), Some(max_time_ns)) = (bound(time.and_then(|t| t.min.as_ref())), bound(time.and_then(|t| t.max.as_ref()))) else {
+        return Err("no time bounds in the file's statistics".into());
+    };
+    Ok(SegmentMeta {
+        id,
+        table: table.to_string(),
+        path: path.to_string(),
+        partition_start_ns,
+        min_time_ns,
+        max_time_ns,
+        rows: u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0),
+        size_bytes,
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        level: 1,
+        stats,
+    })
+}
