@@ -135,6 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(30),
     };
     let connections = Arc::new(vigil_web::server::ConnectionCounts::default());
+    let slots = vigil_web::Slots::new(&http);
     let state = AppState {
         ingestor: ingestor.clone(),
         engine,
@@ -153,8 +154,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let otlp_grpc = bind(config.listen.otlp_grpc, "OTLP/gRPC", tls.is_some()).await?;
     let shutdown = CancellationToken::new();
     let servers = [
-        (api, vigil_web::router(state.clone(), &http)),
-        (otlp_http, vigil_web::otlp_http_router(state, &http)),
+        (api, vigil_web::router(state.clone(), &http, &slots)),
+        (otlp_http, vigil_web::otlp_http_router(state, &http, &slots)),
         (otlp_grpc, vigil_web::otlp_grpc_router(ingestor, http.max_body_bytes, auth)),
     ]
     .map(|(listener, app)| {

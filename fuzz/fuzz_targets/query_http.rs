@@ -72,7 +72,8 @@ fn fixture() -> &'static Fixture {
                 dashboard: Default::default(),
                 auth: Default::default(),
             };
-            vigil_web::router(state, &vigil_web::HttpOptions::default())
+            let options = vigil_web::HttpOptions::default();
+            vigil_web::router(state, &options, &vigil_web::Slots::new(&options))
         });
         Fixture { runtime, router, _dir: dir }
     })

@@ -163,6 +163,69 @@ pub struct QueryEngine {
     ctx: SessionContext,
     options: QueryOptions,
     storage: Storage,
+    runtime: Arc<QueryRuntime>,
+}
+
+/// The threads queries run on, apart from the server's. A query that computes without ever
+/// yielding (DataFusion operators can) then takes a CPU, never the runtime that accepts
+/// connections, writes the WAL and answers timeouts: the OS shares the cores between both.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn start() -> Result<QueryRuntime, QueryError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("vigil-query")
+            .thread_stack_size(8 << 20)
+            .enable_all()
+            .build()
+            .map(|runtime| QueryRuntime(Some(runtime)))
+            .map_err(|e| QueryError::Internal(format!("starting the query threads: {e}")))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|runtime| runtime.handle())
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Dropped inside the server's runtime at shutdown: a blocking drop would panic there.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Why a query run on the query threads did not answer.
+pub(crate) enum Interrupted {
+    Timeout(Duration),
+    Failed(String),
+}
+
+impl QueryEngine {
+    /// Runs `work` on the query threads under the query timeout; past it the work is aborted
+    /// (at its next await) and the caller answers at once.
+    pub(crate) async fn bounded<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, Interrupted> {
+        let timeout = self.options.timeout;
+        let task = match self.runtime.handle() {
+            Some(handle) => handle.spawn(work),
+            None => tokio::spawn(work),
+        };
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(failed)) => Err(Interrupted::Failed(failed.to_string())),
+            Err(_) => {
+                abort.abort();
+                Err(Interrupted::Timeout(timeout))
+            }
+        }
+    }
 }
 
 impl QueryEngine {
@@ -181,7 +244,7 @@ impl QueryEngine {
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         vigil_storage::catalog::register(&storage, &ctx).map_err(|e| QueryError::Internal(e.to_string()))?;
-        Ok(QueryEngine { ctx, options, storage })
+        Ok(QueryEngine { ctx, options, storage, runtime: Arc::new(QueryRuntime::start()?) })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -194,6 +257,41 @@ impl QueryEngine {
 
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    async fn run_sql(&self, query: &str) -> Result<QueryResult, QueryError> {
+        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let not_allowed = |e: DataFusionError| match e.find_root() {
+            DataFusionError::Plan(message) if message.contains("not supported") => QueryError::NotAllowed(e.strip_backtrace()),
+            DataFusionError::NotImplemented(message) if message.contains("Recursive CTE") => {
+                QueryError::NotAllowed("recursive CTEs are refused by the read API: they can run without bound".into())
+            }
+            _ => QueryError::from_datafusion(e),
+        };
+        self.options.shape.check_sql(query).await?;
+        let mut frame = self.ctx.sql_with_options(query, read_only).await.map_err(not_allowed)?;
+        if let Some(ballista) = &self.options.ballista {
+            let optimized = frame.clone().into_optimized_plan().map_err(QueryError::from_datafusion)?;
+            let long = crate::distributed::scanned_span_ns(&optimized).is_none_or(|span| span >= ballista.min_range.as_nanos() as i64);
+            if long {
+                let remote = crate::distributed::session(&self.storage, ballista).await.map_err(QueryError::from_datafusion)?;
+                frame = remote.sql_with_options(query, read_only).await.map_err(not_allowed)?;
+                metrics::counter!("vigil_query_distributed_total", "language" => "sql").increment(1);
+            }
+        }
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = match self.collect_bounded(frame.clone()).await {
+            // A damaged segment: move it aside and answer from the rest.
+            Err(QueryError::Storage(message)) => {
+                let tables = scanned_tables(frame.logical_plan());
+                match self.storage.quarantine_damaged(&tables).await {
+                    Ok(moved) if moved > 0 => self.collect_bounded(frame).await?,
+                    _ => return Err(QueryError::Storage(message)),
+                }
+            }
+            other => other?,
+        };
+        Ok(QueryResult { schema, batches })
     }
 
     /// Runs a plan to the end, stopping as soon as the result passes `max_result_rows` or
@@ -219,52 +317,19 @@ impl QueryEngine {
         Ok(batches)
     }
 
-    /// Runs one read-only SQL statement within the time limit.
+    /// Runs one read-only SQL statement within the time limit, on a task of its own (so that
+    /// the limit answers on time even while planning runs without yielding).
     pub async fn sql(&self, query: &str) -> Result<QueryResult, QueryError> {
         let started = std::time::Instant::now();
-        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let run = async {
-            let not_allowed = |e: DataFusionError| match e.find_root() {
-                DataFusionError::Plan(message) if message.contains("not supported") => {
-                    QueryError::NotAllowed(e.strip_backtrace())
-                }
-                DataFusionError::NotImplemented(message) if message.contains("Recursive CTE") => QueryError::NotAllowed(
-                    "recursive CTEs are refused by the read API: they can run without bound".into(),
-                ),
-                _ => QueryError::from_datafusion(e),
-            };
-            self.options.shape.check_sql(query).await?;
-            let mut frame = self.ctx.sql_with_options(query, read_only).await.map_err(not_allowed)?;
-            if let Some(ballista) = &self.options.ballista {
-                let optimized = frame.clone().into_optimized_plan().map_err(QueryError::from_datafusion)?;
-                let long = crate::distributed::scanned_span_ns(&optimized)
-                    .is_none_or(|span| span >= ballista.min_range.as_nanos() as i64);
-                if long {
-                    let remote = crate::distributed::session(&self.storage, ballista).await.map_err(QueryError::from_datafusion)?;
-                    frame = remote.sql_with_options(query, read_only).await.map_err(not_allowed)?;
-                    metrics::counter!("vigil_query_distributed_total", "language" => "sql").increment(1);
-                }
-            }
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let batches = match self.collect_bounded(frame.clone()).await {
-                // A damaged segment: move it aside and answer from the rest.
-                Err(QueryError::Storage(message)) => {
-                    let tables = scanned_tables(frame.logical_plan());
-                    match self.storage.quarantine_damaged(&tables).await {
-                        Ok(moved) if moved > 0 => self.collect_bounded(frame).await?,
-                        _ => return Err(QueryError::Storage(message)),
-                    }
-                }
-                other => other?,
-            };
-            Ok(QueryResult { schema, batches })
-        };
-        let result = match tokio::time::timeout(self.options.timeout, run).await {
+        let engine = self.clone();
+        let text = query.to_string();
+        let result = match self.bounded(async move { engine.run_sql(&text).await }).await {
             Ok(Err(QueryError::Invalid { message, position: None })) if message.contains("found: EOF") => {
                 Err(QueryError::Invalid { message, position: Some(end_position(query)) })
             }
             Ok(result) => result,
-            Err(_) => Err(QueryError::Timeout(self.options.timeout)),
+            Err(Interrupted::Failed(failed)) => Err(QueryError::Internal(format!("the query's task failed: {failed}"))),
+            Err(Interrupted::Timeout(timeout)) => Err(QueryError::Timeout(timeout)),
         };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!("vigil_query_duration_seconds", "language" => "sql", "outcome" => outcome)

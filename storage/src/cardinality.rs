@@ -184,17 +184,15 @@ impl SeriesTracker {
         batch.metrics.retain(|series| {
             let table = metric_table_name(&series.metric);
             let samples = series.samples.len();
-            if !self.tables.contains(table.as_ref()) {
-                if limits.max_metric_names > 0 && self.tables.len() >= limits.max_metric_names {
-                    refuse(&mut refusal, CardinalityLimit::MetricNames, samples, &|| {
-                        format!("metric {:.64}: storage holds {} metric names, the limit (limits.max_metric_names)", series.metric, limits.max_metric_names)
-                    });
-                    return false;
-                }
-                self.tables.insert(table.to_string());
+            let new_table = !self.tables.contains(table.as_ref());
+            if new_table && limits.max_metric_names > 0 && self.tables.len() >= limits.max_metric_names {
+                refuse(&mut refusal, CardinalityLimit::MetricNames, samples, &|| {
+                    format!("metric {:.64}: storage holds {} metric names, the limit (limits.max_metric_names)", series.metric, limits.max_metric_names)
+                });
+                return false;
             }
             let hash = series_hash(&series.labels);
-            let entry = self.metrics.entry(table.into_owned()).or_default();
+            let entry = self.metrics.entry(table.to_string()).or_default();
             if let Some(seen) = entry.last_write.get_mut(&hash) {
                 *seen = now;
                 return true;
@@ -215,6 +213,9 @@ impl SeriesTracker {
                 return false;
             }
             entry.last_write.insert(hash, now);
+            if new_table {
+                self.tables.insert(table.into_owned());
+            }
             self.active += 1;
             new_series += 1;
             true

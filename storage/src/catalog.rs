@@ -138,6 +138,57 @@ impl Storage {
         stats
     }
 
+    /// The schema of every metric table, in one pass over the manifests and buffers (what
+    /// [`Storage::table_schema`] gives for one table, without a pass per table).
+    pub fn metric_table_schemas(&self) -> std::collections::HashMap<String, SchemaRef> {
+        let mut columns: std::collections::HashMap<String, BTreeSet<String>> = std::collections::HashMap::new();
+        let state = self.inner.state.lock();
+        let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
+        for segment in state.manifest.segments.iter().chain(peers) {
+            if FixedTable::from_name(&segment.table).is_some() {
+                continue;
+            }
+            let entry = columns.entry(segment.table.clone()).or_default();
+            for column in &segment.columns {
+                if column != TIMESTAMP_COLUMN && column != crate::schema::VALUE_COLUMN && !entry.contains(column) {
+                    entry.insert(column.clone());
+                }
+            }
+        }
+        for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
+            for (name, table) in generation.tables() {
+                if let TableBuffer::Metric(metric) = table {
+                    columns.entry(name.to_string()).or_default().extend(metric.label_columns().map(str::to_string));
+                }
+            }
+        }
+        drop(state);
+        columns.into_iter().map(|(name, labels)| (name, metric_schema(labels.iter().map(String::as_str)))).collect()
+    }
+
+    /// False when no row of a metric table can hold `value` in label column `column`: no
+    /// buffered series has it and every segment's bounds for the column exclude it. Lets a
+    /// selector without a metric name skip most tables before planning them.
+    pub fn may_hold_label(&self, table: &str, column: &str, value: &str) -> bool {
+        let label = crate::schema::label_name_of_column(column);
+        let state = self.inner.state.lock();
+        for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
+            if let Some(TableBuffer::Metric(metric)) = generation.table(table) {
+                if metric.label_sets().any(|labels| labels.get(label) == Some(value)) {
+                    return true;
+                }
+            }
+        }
+        let filter = ScanFilter { start_ns: None, end_ns: None, label_equals: vec![(column.to_string(), value.to_string())] };
+        let peers = state.peers.values().flat_map(|peer| peer.segments_of(table));
+        state.manifest.segments_of(table).chain(peers).any(|segment| !label_excludes(segment, &filter))
+    }
+
+    /// A table of known schema, for plans that looked the schema up already.
+    pub fn table_provider(&self, name: &str, schema: SchemaRef) -> Arc<dyn TableProvider> {
+        Arc::new(VigilTable { storage: self.clone(), name: name.to_string(), schema })
+    }
+
     /// The current schema of a table: fixed, or for a metric the union of the label columns
     /// seen in its segments and buffers. `None` for an unknown table.
     pub fn table_schema(&self, name: &str) -> Option<SchemaRef> {

@@ -98,6 +98,23 @@ impl Default for HttpOptions {
     }
 }
 
+/// The places of requests in flight, one pool per kind shared by every route and listener of
+/// that kind (a layer per route would give each route a pool of its own).
+#[derive(Clone)]
+pub struct Slots {
+    ingest: Arc<tokio::sync::Semaphore>,
+    queries: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slots {
+    pub fn new(options: &HttpOptions) -> Slots {
+        Slots {
+            ingest: Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_ingest.max(1))),
+            queries: Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_queries.max(1))),
+        }
+    }
+}
+
 impl HttpOptions {
     fn body_limits(&self) -> body::BodyLimits {
         body::BodyLimits { max_bytes: self.max_body_bytes, read_timeout: self.body_read_timeout }
@@ -111,7 +128,7 @@ fn guarded(routes: Router<AppState>, auth: &Auth, scope: Scope, cookie_allowed: 
 
 /// Ingest routes, behind the ingest scope and a concurrency limit that sheds load with 503
 /// instead of queueing.
-fn ingest_routes(options: &HttpOptions, auth: &Auth, otlp_only: bool) -> Router<AppState> {
+fn ingest_routes(options: &HttpOptions, slots: &Slots, auth: &Auth, otlp_only: bool) -> Router<AppState> {
     let otlp = Router::new()
         .route("/v1/metrics", post(otlp_http::metrics))
         .route("/v1/traces", post(otlp_http::traces))
@@ -124,26 +141,26 @@ fn ingest_routes(options: &HttpOptions, auth: &Auth, otlp_only: bool) -> Router<
             .route("/api/v1/drift", post(drift_api::ingest))
             .route("/api/v1/drift/reference", post(drift_api::register_reference))
     };
-    guarded(with_concurrency_limit(routes, "concurrent_ingest", options.max_concurrent_ingest, options), auth, Scope::Ingest, false)
+    guarded(with_concurrency_limit(routes, "concurrent_ingest", slots.ingest.clone(), options), auth, Scope::Ingest, false)
 }
 
 /// At most `max` requests of these routes at once; the next one gets 503 with `Retry-After`
 /// at once rather than a place in a queue that would grow without bound. The body is read
 /// before a place is taken (see [`body`]).
-fn with_concurrency_limit(routes: Router<AppState>, limit: &'static str, max: usize, options: &HttpOptions) -> Router<AppState> {
+fn with_concurrency_limit(routes: Router<AppState>, limit: &'static str, slots: Arc<tokio::sync::Semaphore>, options: &HttpOptions) -> Router<AppState> {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
             error::count_limit(limit);
             ApiError::overloaded(format!("too many requests in flight ({})", limit.replace('_', " ")), "retry after the Retry-After delay")
         }))
         .load_shed()
-        .concurrency_limit(max.max(1));
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(slots));
     routes.layer(shed).layer(middleware::from_fn_with_state(options.body_limits(), body::read_whole))
 }
 
 /// The API port: everything. Routes are grouped by the scope they need; with no token
 /// configured the guards let everything through.
-pub fn router(state: AppState, options: &HttpOptions) -> Router {
+pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
     let auth = state.auth.clone();
     let open = Router::new()
         .route("/-/healthy", get(ops::healthy).head(ops::healthy))
@@ -173,7 +190,7 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .route("/api/v1/drift/reference", get(drift_api::references))
         .route("/api/v1/drift/scores", get(drift_api::scores))
         .route("/api/v1/drift/models", get(drift_api::models))
-        .merge(with_concurrency_limit(queries.merge(dashboard::query_pages()), "concurrent_queries", options.max_concurrent_queries, options))
+        .merge(with_concurrency_limit(queries.merge(dashboard::query_pages()), "concurrent_queries", slots.queries.clone(), options))
         .merge(dashboard::pages());
     let admin = Router::new()
         .route("/-/reload", post(reload::reload).put(reload::reload))
@@ -184,14 +201,14 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .merge(guarded(admin, &auth, Scope::Admin, false))
         // The dashboard's silence forms: the login cookie counts, their CSRF token guards it.
         .merge(guarded(dashboard::forms(), &auth, Scope::Admin, true))
-        .merge(ingest_routes(options, &auth, false));
+        .merge(ingest_routes(options, slots, &auth, false));
     with_edge_layers(routes, state, options)
 }
 
 /// The OTLP/HTTP port (4318 by default): the three OTLP routes only.
-pub fn otlp_http_router(state: AppState, options: &HttpOptions) -> Router {
+pub fn otlp_http_router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
     let auth = state.auth.clone();
-    with_edge_layers(ingest_routes(options, &auth, true), state, options)
+    with_edge_layers(ingest_routes(options, slots, &auth, true), state, options)
 }
 
 fn with_edge_layers(routes: Router<AppState>, state: AppState, options: &HttpOptions) -> Router {

@@ -39,6 +39,15 @@ pub const VALS: &str = "#vals";
 pub const NAME: &str = "__name__";
 const POINTS: &str = "#points";
 const RIGHT: &str = "#r:";
+/// Most tables one union plan holds (see `Compiler::union_in_groups`).
+const UNION_FAN_IN: usize = 64;
+
+/// One union of `inputs` (never a chain of two-way unions, which the optimizer flattens in
+/// time quadratic in its length).
+fn union_of(inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>>) -> Result<datafusion::logical_expr::LogicalPlan, PromError> {
+    Ok(datafusion::logical_expr::LogicalPlan::Union(datafusion::logical_expr::Union::try_new_with_loose_types(inputs)?))
+}
+
 /// Subqueries without a step use Prometheus's default evaluation interval.
 const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
@@ -216,8 +225,7 @@ impl<'a> Compiler<'a> {
     // ---- selectors -------------------------------------------------------------------
 
     /// Metric tables a selector may read, with their metric names.
-    fn tables_for(&self, selector: &VectorSelector) -> Vec<(String, String)> {
-        let storage = self.engine.storage();
+    fn tables_for(&self, selector: &VectorSelector, schemas: &std::collections::HashMap<String, datafusion::arrow::datatypes::SchemaRef>) -> Vec<(String, String)> {
         let name_matchers: Vec<&Matcher> = selector.matchers.matchers.iter().filter(|m| m.name == NAME).collect();
         let candidates: Vec<String> = match &selector.name {
             Some(name) => vec![name.clone()],
@@ -227,7 +235,7 @@ impl<'a> Compiler<'a> {
             .into_iter()
             .filter(|metric| name_matchers.iter().all(|m| m.is_match(metric)))
             .map(|metric| (vigil_storage::schema::metric_table_name(&metric).into_owned(), metric))
-            .filter(|(table, _)| storage.table_schema(table).is_some())
+            .filter(|(table, _)| schemas.contains_key(table))
             .collect()
     }
 
@@ -289,10 +297,17 @@ impl<'a> Compiler<'a> {
         }
         let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
         let storage = self.engine.storage();
+        let local = std::ptr::eq(ctx, self.engine.context());
+        let schemas = storage.metric_table_schemas();
+        let nameless = selector.name.is_none();
         let mut tables = Vec::new();
-        for (table, metric) in self.tables_for(selector) {
-            let Some(schema) = storage.table_schema(&table) else { continue };
-            if !ctx.table_exist(TableReference::bare(table.as_str()))? {
+        for (index, (table, metric)) in self.tables_for(selector, &schemas).into_iter().enumerate() {
+            if index % 256 == 255 {
+                // Thousands of tables: let the query timeout (and everyone else) in.
+                tokio::task::yield_now().await;
+            }
+            let Some(schema) = schemas.get(&table).cloned() else { continue };
+            if !local && !ctx.table_exist(TableReference::bare(table.as_str()))? {
                 continue;
             }
             let columns: BTreeSet<String> = label_columns(&schema).map(str::to_string).collect();
@@ -304,25 +319,36 @@ impl<'a> Compiler<'a> {
             for matcher in selector.matchers.matchers.iter().filter(|m| m.name != NAME) {
                 let column = label_column_name(&matcher.name).into_owned();
                 if columns.contains(&column) {
+                    // A selector without a metric name may span thousands of tables: an
+                    // equality the table's statistics rule out drops the table before planning.
+                    let ruled_out = nameless
+                        && matcher.op == MatchOp::Equal
+                        && !matcher.value.is_empty()
+                        && !storage.may_hold_label(&table, &column, &matcher.value);
+                    possible &= !ruled_out;
                     filters.push(matcher_filter(matcher, &column));
                 } else if !matcher.is_match("") {
                     possible = false;
                 }
             }
             if possible {
-                tables.push((table, metric, columns, filters));
+                tables.push((table, metric, schema, columns, filters));
             }
         }
         let labels: Vec<String> = tables
             .iter()
-            .flat_map(|(_, _, columns, _)| columns.iter().map(|c| label_name_of_column(c).to_string()))
+            .flat_map(|(_, _, _, columns, _)| columns.iter().map(|c| label_name_of_column(c).to_string()))
             .chain([NAME.to_string()])
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut union: Option<DataFrame> = None;
-        for (table, metric, columns, filters) in tables {
-            let frame = ctx.table(TableReference::bare(table.as_str())).await?;
+        let mut inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>> = Vec::with_capacity(tables.len());
+        for (table, metric, schema, columns, filters) in tables {
+            let frame = if local {
+                ctx.read_table(storage.table_provider(&table, schema))?
+            } else {
+                ctx.table(TableReference::bare(table.as_str())).await?
+            };
             let filter = filters.into_iter().reduce(Expr::and).unwrap_or(lit(true));
             let mut projection: Vec<Expr> = labels
                 .iter()
@@ -336,13 +362,38 @@ impl<'a> Compiler<'a> {
                 .collect();
             projection.push((cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)).alias(TS));
             projection.push(ident(VALUE_COLUMN).alias(VALUE));
-            let frame = frame.filter(filter)?.select(projection)?;
-            union = Some(match union {
-                None => frame,
-                Some(all) => all.union(frame)?,
-            });
+            inputs.push(Arc::new(frame.filter(filter)?.select(projection)?.into_unoptimized_plan()));
         }
+        let union = match inputs.len() {
+            0 => None,
+            1 => Some(DataFrame::new(ctx.state(), Arc::unwrap_or_clone(inputs.remove(0)))),
+            n if n <= UNION_FAN_IN => Some(DataFrame::new(ctx.state(), union_of(inputs)?)),
+            _ => Some(self.union_in_groups(ctx, inputs).await?),
+        };
         Ok(union.map(|frame| (frame, labels)))
+    }
+
+    /// The rows of more tables than one union should hold: DataFusion checks a union's schema
+    /// against every pair of its inputs, each time a plan is rewritten, so thousands of
+    /// tables in one union plan for minutes. Groups of [`UNION_FAN_IN`] run one after the
+    /// other and their rows, counted against the sample budget, are read as one table.
+    async fn union_in_groups(&self, ctx: &datafusion::prelude::SessionContext, inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>>) -> Result<DataFrame, PromError> {
+        let schema = Arc::new(Schema::new(
+            inputs[0].schema().as_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+        ));
+        let mut batches = Vec::new();
+        let groups: Vec<Vec<Arc<datafusion::logical_expr::LogicalPlan>>> = inputs.chunks(UNION_FAN_IN).map(<[_]>::to_vec).collect();
+        for mut group in groups {
+            let plan = if group.len() == 1 { Arc::unwrap_or_clone(group.remove(0)) } else { union_of(group)? };
+            let rows = DataFrame::new(ctx.state(), plan).collect().await?;
+            for batch in rows {
+                self.budget.take(batch.num_rows())?;
+                batches.push(RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| PromError::Internal(e.to_string()))?);
+            }
+            tokio::task::yield_now().await;
+        }
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+        Ok(self.engine.context().read_table(Arc::new(table))?)
     }
 
     fn empty_matrix(&self, range_ms: i64, offset_ms: i64, at_ms: Option<i64>) -> Result<MatrixPlan, PromError> {

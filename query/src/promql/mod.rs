@@ -101,20 +101,18 @@ impl QueryEngine {
         let started = std::time::Instant::now();
         check_range(range, instant)?;
         let expr = self.parse_promql(text).await?;
-        let run = async {
-            match self.evaluate(&expr, range, instant).await {
+        let engine = self.clone();
+        let work = async move {
+            match engine.evaluate(&expr, range, instant).await {
                 // A damaged segment: move it aside and answer from the rest.
-                Err(PromError::Storage(message)) => match self.storage().quarantine_damaged(&self.tables_of(&expr)).await {
-                    Ok(moved) if moved > 0 => self.evaluate(&expr, range, instant).await,
+                Err(PromError::Storage(message)) => match engine.storage().quarantine_damaged(&engine.tables_of(&expr)).await {
+                    Ok(moved) if moved > 0 => engine.evaluate(&expr, range, instant).await,
                     _ => Err(PromError::Storage(message)),
                 },
                 other => other,
             }
         };
-        let outcome = match tokio::time::timeout(self.options().timeout, run).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(PromError::Timeout(self.options().timeout)),
-        };
+        let outcome = self.within_timeout(work).await;
         metrics::histogram!("vigil_query_duration_seconds", "language" => "promql", "outcome" => if outcome.is_ok() { "ok" } else { "error" })
             .record(started.elapsed().as_secs_f64());
         outcome
@@ -151,10 +149,17 @@ impl QueryEngine {
         tables
     }
 
-    /// Runs `work` under the query timeout: every query, metadata ones included.
-    pub(crate) async fn within_timeout<T>(&self, work: impl std::future::Future<Output = Result<T, PromError>>) -> Result<T, PromError> {
-        let timeout = self.options().timeout;
-        tokio::time::timeout(timeout, work).await.unwrap_or(Err(PromError::Timeout(timeout)))
+    /// Runs `work` on the query threads under the query timeout: every query, metadata ones
+    /// included.
+    pub(crate) async fn within_timeout<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, PromError>> + Send + 'static,
+    ) -> Result<T, PromError> {
+        match self.bounded(work).await {
+            Ok(result) => result,
+            Err(crate::engine::Interrupted::Timeout(timeout)) => Err(PromError::Timeout(timeout)),
+            Err(crate::engine::Interrupted::Failed(failed)) => Err(PromError::Internal(format!("the query's task failed: {failed}"))),
+        }
     }
 
     /// Parses PromQL within the length and depth bounds.

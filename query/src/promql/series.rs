@@ -15,7 +15,8 @@ use crate::QueryEngine;
 impl QueryEngine {
     /// Label sets of the series the selectors match in `[start_ms, end_ms]`.
     pub async fn series(&self, selectors: &[String], start_ms: i64, end_ms: i64) -> Result<Vec<Labels>, PromError> {
-        self.within_timeout(self.series_unbounded(selectors, start_ms, end_ms)).await
+        let (engine, selectors) = (self.clone(), selectors.to_vec());
+        self.within_timeout(async move { engine.series_unbounded(&selectors, start_ms, end_ms).await }).await
     }
 
     async fn series_unbounded(&self, selectors: &[String], start_ms: i64, end_ms: i64) -> Result<Vec<Labels>, PromError> {
