@@ -93,7 +93,7 @@ impl Token {
 }
 
 /// Failed tokens one client may present per minute by default.
-pub const DEFAULT_FAILURES_PER_MINUTE: u32 = 20;
+pub const DEFAULT_FAILURES_PER_MINUTE: u32 = 60;
 /// How long a client that passed the failure limit is refused.
 const THROTTLE_FOR: Duration = Duration::from_secs(60);
 /// Clients remembered at most; past it the ones no longer throttled are forgotten.
