@@ -23,6 +23,7 @@
 
 pub mod buffer;
 pub mod cardinality;
+pub mod changes;
 pub mod catalog;
 pub mod damage;
 mod filters;
@@ -197,6 +198,8 @@ struct Inner {
     peer_partitions: tokio::sync::Mutex<PartitionCache>,
     /// Active series and metric names, checked against their limits before a write is logged.
     series: Mutex<cardinality::SeriesTracker>,
+    /// What accepted writes touched, for readers that keep derived state.
+    changes: changes::ChangeFeed,
 }
 
 struct State {
@@ -239,17 +242,20 @@ impl Storage {
 
         let mut active = WriteBuffer::default();
         let mut series = cardinality::SeriesTracker::new(options.cardinality.clone());
+        // Replayed writes count as changes: what they touched may not be in derived state yet.
+        let mut changes = changes::ChangeFeed::new(changes::DEFAULT_MAX_TABLES);
         series.set_tables(manifest.table_names().filter(|t| schema::FixedTable::from_name(t).is_none()).map(str::to_string));
         let persisted = manifest.wal_persisted_through;
         let (stats, undecodable) = {
             let dir = wal_dir.clone();
-            let (stats, buffer, tracker, bad) = tokio::task::spawn_blocking(move || {
+            let (stats, buffer, tracker, bad, feed) = tokio::task::spawn_blocking(move || {
                 let mut bad = 0usize;
                 let stats = wal::replay(&dir, persisted, |seq, payload| match codec::decode(payload) {
                     Ok(mut batch) => {
                         batch.sort_samples();
                         // What was acknowledged is kept whatever the limits say now.
                         series.observe(&batch);
+                        changes.record(&batch);
                         for metric in &batch.metrics {
                             active.apply_series(metric);
                         }
@@ -262,10 +268,11 @@ impl Storage {
                         bad += 1;
                     }
                 });
-                (stats, active, series, bad)
+                (stats, active, series, bad, changes)
             })
             .await
             .map_err(|e| StorageError::Internal(e.to_string()))?;
+            changes = feed;
             active = buffer;
             series = tracker;
             (stats?, bad)
@@ -305,6 +312,7 @@ impl Storage {
                 segments_scanned: AtomicU64::new(0),
                 peer_partitions: tokio::sync::Mutex::new(PartitionCache::default()),
                 series: Mutex::new(series),
+                changes,
             }),
         };
         if !storage.inner.options.peer_refresh_interval.is_zero() {
@@ -417,11 +425,19 @@ impl Storage {
             metrics::gauge!("vigil_storage_buffer_bytes").set(state.active.bytes() as f64);
             durable
         };
+        // After the rows are visible to queries, so a reader that drains this recomputes
+        // with them.
+        self.inner.changes.record(&batch);
         durable.await.map_err(|_| WalError::Closed)??;
         metrics::counter!("vigil_storage_samples_written_total").increment(summary.samples as u64);
         metrics::gauge!("vigil_storage_active_series").set(self.inner.series.lock().active_series() as f64);
         metrics::counter!("vigil_storage_rows_written_total").increment(summary.rows as u64);
         Ok(summary)
+    }
+
+    /// What accepted writes touched since the previous call (see [`changes`]).
+    pub fn drain_changes(&self) -> changes::Changes {
+        self.inner.changes.drain()
     }
 
     /// The object store holding segments and the URL queries reach it by.

@@ -29,7 +29,7 @@ pub struct ExemplarSeries {
 }
 
 /// Every vector selector of an expression.
-pub(super) fn selectors<'a>(expr: &'a Expr, out: &mut Vec<&'a VectorSelector>) {
+pub(crate) fn selectors<'a>(expr: &'a Expr, out: &mut Vec<&'a VectorSelector>) {
     match expr {
         Expr::VectorSelector(vs) => out.push(vs),
         Expr::MatrixSelector(ms) => out.push(&ms.vs),

@@ -24,6 +24,7 @@ use std::time::Duration;
 pub use compile::{TS as TS_COLUMN, VALUE as VALUE_COLUMN};
 pub use errors::PromError;
 pub use exemplars::{ExemplarPoint, ExemplarSeries};
+pub(crate) use exemplars::selectors;
 pub use result::{Labels, PromResult, Sample, Series};
 
 use crate::QueryEngine;

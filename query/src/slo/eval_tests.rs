@@ -376,3 +376,87 @@ async fn grouping_gives_one_slo_per_label_value() {
     close(by_route("/cart").sli, 1.0 - 1.0 / 100.0);
     assert_eq!(by_route("/pay").id(), "g{route=\"/pay\"}");
 }
+
+/// Writes `series` keeping only the samples in minutes `[from, to)` after `start`.
+async fn write_minutes(engine: &QueryEngine, series: &[MetricSeries], start: i64, from: i64, to: i64) {
+    let (low, high) = ((start + from * MINUTE) * 1_000_000, (start + to * MINUTE) * 1_000_000);
+    let metrics = series
+        .iter()
+        .map(|s| MetricSeries { samples: s.samples.iter().filter(|x| x.timestamp_ns > low - 1 && x.timestamp_ns < high).cloned().collect(), ..s.clone() })
+        .collect();
+    engine.storage().write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
+}
+
+fn same_numbers(stepped: &SloStatus, fresh: &SloStatus) {
+    close(stepped.sli, fresh.sli.unwrap());
+    close(Some(stepped.total), fresh.total);
+    close(Some(stepped.good), fresh.good);
+    for (window, rate) in &fresh.burn_rates {
+        match rate {
+            Some(rate) => close(stepped.burn_rates[window], *rate),
+            None => assert_eq!(stepped.burn_rates[window], None, "{window}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn late_samples_at_any_age_reach_the_sli_budget_and_burn_rates() {
+    let (engine, _dir) = engine().await;
+    let minutes = 6 * 24 * 60;
+    let start = NOW - minutes * MINUTE;
+    let series = [
+        counter("late_total", &[], start, minutes, |_| 50.0, None, None),
+        counter("late_errors_total", &[], start, minutes, |m| if m % 120 < 20 { 9.0 } else { 0.5 }, None, None),
+    ];
+    // A replica whose samples of five days ago only come in a backfill, now.
+    let backfilled = counter("late_errors_total", &[("replica", "b")], start, minutes, |_| 3.0, None, None);
+    // Everything but two holes: across the 1h burn window's edge (minute buckets), and five
+    // days ago (hour buckets only).
+    let recent_hole = (minutes - 75, minutes - 45);
+    let old_hole = (minutes - 5 * 24 * 60 + 7, minutes - 5 * 24 * 60 + 130);
+    write_minutes(&engine, &series, start, 0, old_hole.0).await;
+    write_minutes(&engine, &series, start, old_hole.1, recent_hole.0).await;
+    let yaml = slo("late", "99", "7d", "{ratio: {bad: 'late_errors_total', total: 'late_total'}}");
+    let evaluator = SloEvaluator::new(engine.clone());
+    evaluator.set_definitions(load_texts(&[("t.yaml".into(), yaml.clone())], None).unwrap()).await;
+    evaluator.evaluate(NOW - 60 * MINUTE).await;
+    write_minutes(&engine, &series, start, recent_hole.1, minutes - 30).await;
+    evaluator.evaluate(NOW - 30 * MINUTE).await;
+    // The holes arrive 30 minutes and five days late, with the backfill.
+    write_minutes(&engine, &series, start, recent_hole.0, recent_hole.1).await;
+    write_minutes(&engine, &series, start, old_hole.0, old_hole.1).await;
+    write_minutes(&engine, std::slice::from_ref(&backfilled), start, old_hole.0, old_hole.1).await;
+    write_minutes(&engine, &series, start, minutes - 30, minutes + 1).await;
+    let stepped = evaluator.evaluate(NOW).await.remove(0);
+    let fresh = evaluate(&engine, &yaml, NOW).await.remove(0);
+    same_numbers(&stepped, &fresh);
+    // And the numbers are those of the data: the 7 d window holds the 6 days written, and
+    // the backfilled replica's errors after its first sample (a quarter minute in).
+    close(Some(fresh.total), 50.0 * minutes as f64);
+    let bad: f64 = (0..minutes).map(|m| if m % 120 < 20 { 9.0 } else { 0.5 }).sum::<f64>() + 3.0 * (old_hole.1 - old_hole.0) as f64 - 0.75;
+    close(Some(fresh.total - fresh.good), bad);
+}
+
+#[tokio::test]
+async fn promql_slis_hold_over_thirty_days() {
+    let (engine, _dir) = engine().await;
+    let minutes = 31 * 24 * 60;
+    let start = NOW - minutes * MINUTE;
+    let batch = WriteBatch {
+        metrics: vec![
+            counter("month_requests_total", &[("code", "200")], start, minutes, |_| 60.0, None, None),
+            counter("month_requests_total", &[("code", "500")], start, minutes, |m| if m % 1000 < 30 { 6.0 } else { 0.06 }, None, None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+    let vigil = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: v, service: month}\nspec:\n  objective: 99.5\n  window: 30d\n  sli: {ratio: {bad: 'month_requests_total{code=~\"5..\"}', total: 'month_requests_total'}}\n";
+    let sloth = "version: prometheus/v1\nservice: month\nslos:\n  - name: s\n    objective: 99.5\n    sli:\n      events:\n        error_query: sum(rate(month_requests_total{code=~\"5..\"}[{{.window}}]))\n        total_query: sum(rate(month_requests_total[{{.window}}]))\n";
+    let v = evaluate(&engine, vigil, NOW).await.remove(0);
+    let s = evaluate(&engine, sloth, NOW).await.remove(0);
+    assert_eq!(s.error, None, "{s:?}");
+    assert_eq!(s.window, "30d");
+    close(s.sli, v.sli.unwrap());
+    close(Some(s.total), v.total);
+    close(s.error_budget_remaining, v.error_budget_remaining.unwrap());
+}

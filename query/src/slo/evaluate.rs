@@ -20,8 +20,11 @@ use super::rollup::{HOUR_MS, MINUTE_MS, Rollup, minute_of};
 use super::sources::{self, GroupKey, SourceState};
 use crate::QueryEngine;
 
-/// How late data may arrive and still be counted.
+/// Buckets this recent are recomputed every cycle; older ones only when the change feed
+/// says a write touched them.
 pub const OVERLAP_MS: i64 = 5 * MINUTE_MS;
+/// Read before a late recompute's first minute, for the counters' previous samples.
+const LATE_LOOKBACK_MS: i64 = 15 * MINUTE_MS;
 /// Minute buckets kept: the longest burn window and one slice more.
 const MINUTE_SPAN_MS: i64 = 3 * 24 * HOUR_MS + 2 * HOUR_MS;
 
@@ -86,8 +89,13 @@ struct SloRuntime {
     definition: Arc<SloDefinition>,
     groups: BTreeMap<GroupKey, GroupState>,
     source: SourceState,
-    /// Buckets before this are final; the source state is at this point.
+    /// Buckets before this are final unless a late write touches them; the source state
+    /// is at this point.
     committed_ms: Option<i64>,
+    /// Where writes can change this SLO's counts.
+    tables: sources::TablesRead,
+    /// The oldest change a failed evaluation could not take in yet (ms).
+    pending_change_ms: Option<i64>,
 }
 
 pub struct SloEvaluator {
@@ -139,7 +147,14 @@ impl SloEvaluator {
         for definition in definitions {
             match previous.remove(&definition.name) {
                 Some(runtime) if *runtime.definition == definition => runtimes.push(runtime),
-                _ => runtimes.push(SloRuntime { definition: Arc::new(definition), groups: BTreeMap::new(), source: SourceState::default(), committed_ms: None }),
+                _ => runtimes.push(SloRuntime {
+                    tables: sources::tables_read(&definition.sli),
+                    definition: Arc::new(definition),
+                    groups: BTreeMap::new(),
+                    source: SourceState::default(),
+                    committed_ms: None,
+                    pending_change_ms: None,
+                }),
             }
         }
         let names: Vec<String> = runtimes.iter().map(|r| r.definition.name.clone()).collect();
@@ -159,9 +174,12 @@ impl SloEvaluator {
     pub async fn evaluate(&self, now_ms: i64) -> Vec<SloStatus> {
         let started = std::time::Instant::now();
         let mut runtimes = self.runtimes.lock().await;
+        // Drained under the lock: a write after this is in the next cycle's changes.
+        let changes = self.engine.storage().drain_changes();
         let mut statuses = Vec::new();
         for runtime in runtimes.iter_mut() {
-            statuses.extend(self.evaluate_one(runtime, now_ms).await);
+            let changed_since = runtime.tables.changed_since(&changes);
+            statuses.extend(self.evaluate_one(runtime, now_ms, changed_since).await);
         }
         drop(runtimes);
         if let Err(e) = self.engine.storage().write(status_batch(&statuses, now_ms)).await {
@@ -173,15 +191,41 @@ impl SloEvaluator {
         statuses
     }
 
-    async fn evaluate_one(&self, runtime: &mut SloRuntime, now_ms: i64) -> Vec<SloStatus> {
+    /// Brings one SLO up to `now_ms`: from its commit point, or — when writes since the last
+    /// cycle (`changed_since`, ms) reached further back — from the oldest minute they
+    /// touched, however late they came (within the SLO window).
+    async fn evaluate_one(&self, runtime: &mut SloRuntime, now_ms: i64, changed_since: Option<i64>) -> Vec<SloStatus> {
         let definition = runtime.definition.clone();
+        let changed_since = match (changed_since, runtime.pending_change_ms.take()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let history_start = window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS);
-        let from = runtime.committed_ms.unwrap_or_else(|| minute_of(history_start));
+        let mut from = runtime.committed_ms.unwrap_or_else(|| minute_of(history_start));
+        let mut read_from = from;
+        if let (Some(committed), Some(changed)) = (runtime.committed_ms, changed_since) {
+            let mut late = minute_of(changed.max(history_start + 1));
+            if late < committed {
+                // Minutes no longer kept one by one are recomputed by whole hours.
+                let minutes_start = runtime.groups.values().filter_map(|g| g.events.minutes_start()).min();
+                if minutes_start.is_some_and(|start| late < start) {
+                    late = late.div_euclid(HOUR_MS) * HOUR_MS;
+                }
+                metrics::counter!("vigil_slo_late_recomputes_total").increment(1);
+                metrics::counter!("vigil_slo_late_minutes_total").increment(((committed - late) / MINUTE_MS) as u64);
+                from = late;
+                // Counters restart from stored samples: read a lookback before `from` so
+                // the first increase after it is not lost.
+                runtime.source = SourceState::default();
+                read_from = from - LATE_LOOKBACK_MS;
+            }
+        }
         let commit = minute_of(now_ms - OVERLAP_MS).max(from);
-        let fetched = sources::fetch(&self.engine, &definition, from, now_ms, commit, &mut runtime.source).await;
+        let fetched = sources::fetch(&self.engine, &definition, read_from, now_ms, commit, &mut runtime.source).await;
         let counts = match fetched {
             Ok(counts) => counts,
             Err(error) => {
+                runtime.pending_change_ms = changed_since;
                 let message = error.to_string();
                 if runtime.groups.is_empty() {
                     return vec![error_status(&definition, now_ms, message)];
@@ -209,6 +253,15 @@ impl SloEvaluator {
                 let (good, total) = minutes.get(&minute).copied().unwrap_or((0.0, 0.0));
                 state.events.set(minute, good, total);
                 minute += MINUTE_MS;
+            }
+            // Hours whose minutes are gone are set whole from the recomputed minutes.
+            if let Some(kept_from) = state.events.minutes_start().filter(|start| from < *start) {
+                let mut hour = from.div_euclid(HOUR_MS) * HOUR_MS;
+                while hour < kept_from {
+                    let old = minutes.range(hour..kept_from.min(hour + HOUR_MS)).fold((0.0, 0.0), |sum, (_, c)| (sum.0 + c.0, sum.1 + c.1));
+                    state.events.set_old_hour(hour, old);
+                    hour += HOUR_MS;
+                }
             }
         }
         for state in runtime.groups.values_mut() {

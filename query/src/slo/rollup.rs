@@ -121,8 +121,12 @@ impl Rollup {
         Rollup { minutes: Buckets::new(MINUTE_MS), hours: Buckets::new(HOUR_MS), minute_span: minute_span_ms, hour_span: hour_span_ms }
     }
 
-    /// Sets a minute bucket to (good, total).
+    /// Sets a minute bucket to (good, total). A minute older than those kept changes
+    /// nothing: its hour is set whole with [`Rollup::set_old_hour`].
     pub fn set(&mut self, minute: i64, good: f64, total: f64) {
+        if self.is_before_minutes(minute) {
+            return;
+        }
         let old = self.minutes.get(minute);
         let delta = (good - old.0, total - old.1);
         self.minutes.add(minute, delta);
@@ -131,6 +135,25 @@ impl Rollup {
 
     pub fn get(&self, minute: i64) -> (f64, f64) {
         self.minutes.get(minute)
+    }
+
+    /// True when `minute` is older than the minute buckets kept (only hours hold it).
+    pub fn is_before_minutes(&self, minute: i64) -> bool {
+        !self.minutes.values.is_empty() && minute < self.minutes.start
+    }
+
+    /// The first minute bucket kept, if any.
+    pub fn minutes_start(&self) -> Option<i64> {
+        (!self.minutes.values.is_empty()).then_some(self.minutes.start)
+    }
+
+    /// Sets an hour bucket whose early minutes are no longer kept: `old` is the sum of those
+    /// minutes; the minutes still kept in the hour are added to it.
+    pub fn set_old_hour(&mut self, hour: i64, old: (f64, f64)) {
+        let kept = self.minutes.sum(hour, hour + HOUR_MS);
+        let want = (old.0 + kept.0, old.1 + kept.1);
+        let have = self.hours.get(hour);
+        self.hours.add(hour, (want.0 - have.0, want.1 - have.1));
     }
 
     /// Forgets what is older than the spans, relative to `now`.
@@ -187,5 +210,24 @@ mod tests {
         assert_eq!(rollup.recent(0, 300 * MINUTE_MS), (9.0 * 180.0, 10.0 * 180.0));
         assert_eq!(rollup.window(0, 300 * MINUTE_MS), (2700.0, 3000.0));
         assert_eq!(rollup.window(HOUR_MS, 300 * MINUTE_MS), (2160.0, 2400.0));
+    }
+
+    #[test]
+    fn late_data_older_than_the_minutes_kept_resets_whole_hours() {
+        let mut rollup = Rollup::new(3 * HOUR_MS, 48 * HOUR_MS);
+        for m in 0..300 {
+            rollup.set(m * MINUTE_MS, 9.0, 10.0);
+        }
+        rollup.trim(300 * MINUTE_MS); // minutes kept from minute 120
+        assert_eq!(rollup.minutes_start(), Some(120 * MINUTE_MS));
+        // A minute no longer kept is not added twice by `set`.
+        rollup.set(30 * MINUTE_MS, 100.0, 100.0);
+        assert_eq!(rollup.window(0, 300 * MINUTE_MS), (2700.0, 3000.0));
+        // The first hour recomputed with late data: 600 → 700 total.
+        rollup.set_old_hour(0, (540.0, 700.0));
+        assert_eq!(rollup.window(0, 300 * MINUTE_MS), (2700.0, 3100.0));
+        // An hour half kept: old minutes 60..120 plus kept minutes 120..? (none, 120 is hour 2).
+        rollup.set_old_hour(HOUR_MS, (0.0, 0.0));
+        assert_eq!(rollup.window(0, 300 * MINUTE_MS), (2160.0, 2500.0));
     }
 }

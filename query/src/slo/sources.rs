@@ -401,7 +401,12 @@ async fn sql_events(engine: &QueryEngine, query: &str, from_ms: i64, to_ms: i64)
     Ok(out)
 }
 
-/// A PromQL query evaluated at every minute end in `[from, to]`.
+/// Minutes one PromQL range evaluation covers: far below Prometheus's 11,000 points per
+/// series, so an SLI over 30 days or a quarter is many small queries, never one huge one.
+const PROMQL_CHUNK_STEPS: i64 = 1440;
+
+/// A PromQL query evaluated at every minute end in `[from, to]`, a day at a time; a
+/// counter's last value carries over from one day to the next (and across gaps, as before).
 #[allow(clippy::too_many_arguments)]
 async fn promql_events(
     engine: &QueryEngine,
@@ -415,39 +420,96 @@ async fn promql_events(
 ) -> Result<(), SourceError> {
     let text = query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m");
     let end = to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-    if end <= from_ms {
-        return Ok(());
-    }
-    let range = EvalRange { start_ms: from_ms, end_ms: end, step_ms: MINUTE_MS };
-    let series = match engine.promql(&text, range, false).await? {
-        PromResult::Matrix(series) => series,
-        other => return Err(SourceError::Definition(format!("the query must give a vector, not {other:?}"))),
-    };
-    for s in series {
-        let group = group_key(&s.labels, group_by);
-        accumulator.ensure_group(group.clone());
-        let mut previous: Option<f64> = None;
-        for (t, v) in s.points {
-            if v.is_nan() {
-                previous = None;
-                continue;
-            }
-            let events = match kind {
-                PromQlKind::Counter => {
-                    let increase = previous.map(|p| if v < p { v } else { v - p });
-                    previous = Some(v);
-                    match increase {
-                        Some(i) => i,
-                        None => continue,
-                    }
+    let mut previous: HashMap<BTreeMap<String, String>, f64> = HashMap::new();
+    let mut start = from_ms;
+    while start < end {
+        let chunk_end = (start + (PROMQL_CHUNK_STEPS - 1) * MINUTE_MS).min(end);
+        let range = EvalRange { start_ms: start, end_ms: chunk_end, step_ms: MINUTE_MS };
+        let series = match engine.promql(&text, range, false).await? {
+            PromResult::Matrix(series) => series,
+            other => return Err(SourceError::Definition(format!("the query must give a vector, not {other:?}"))),
+        };
+        for s in series {
+            let group = group_key(&s.labels, group_by);
+            accumulator.ensure_group(group.clone());
+            let mut last = previous.remove(&s.labels);
+            for (t, v) in s.points {
+                if v.is_nan() {
+                    last = None;
+                    continue;
                 }
-                PromQlKind::Rate => v * 60.0,
-                PromQlKind::ErrorRatio => v,
-            };
-            if t > from_ms {
-                accumulator.add(group.clone(), minute_of(t), role, events);
+                let events = match kind {
+                    PromQlKind::Counter => {
+                        let increase = last.map(|p| if v < p { v } else { v - p });
+                        last = Some(v);
+                        match increase {
+                            Some(i) => i,
+                            None => continue,
+                        }
+                    }
+                    PromQlKind::Rate => v * 60.0,
+                    PromQlKind::ErrorRatio => v,
+                };
+                if t > from_ms {
+                    accumulator.add(group.clone(), minute_of(t), role, events);
+                }
+            }
+            if let Some(v) = last {
+                previous.insert(s.labels, v);
             }
         }
+        start = chunk_end + MINUTE_MS;
     }
     Ok(())
+}
+
+/// The tables an SLI reads: a write to one of them may change its counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TablesRead {
+    Some(Vec<String>),
+    /// SQL, or a selector without a metric name: any table may matter.
+    All,
+}
+
+impl TablesRead {
+    /// The oldest time (ms) a drained set of changes wrote among these tables.
+    pub fn changed_since(&self, changes: &vigil_storage::changes::Changes) -> Option<i64> {
+        let oldest_ns = match self {
+            TablesRead::All => changes.any().map(|r| r.min_ns),
+            TablesRead::Some(tables) => tables.iter().filter_map(|t| changes.range_of(t)).map(|r| r.min_ns).min(),
+        }?;
+        Some(oldest_ns.div_euclid(1_000_000))
+    }
+}
+
+pub fn tables_read(sli: &Sli) -> TablesRead {
+    fn metric_name(selector: &promql_parser::parser::VectorSelector) -> Option<String> {
+        selector.name.clone().or_else(|| {
+            selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op == MatchOp::Equal).map(|m| m.value.clone())
+        })
+    }
+    fn from_queries<'a>(queries: impl Iterator<Item = &'a str>, suffix: &str) -> TablesRead {
+        let mut tables = Vec::new();
+        for query in queries {
+            let text = query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m");
+            let Ok(expr) = promql_parser::parser::parse(&text) else { return TablesRead::All };
+            let mut selectors = Vec::new();
+            crate::promql::selectors(&expr, &mut selectors);
+            for selector in selectors {
+                let Some(name) = metric_name(selector) else { return TablesRead::All };
+                tables.push(vigil_storage::schema::metric_table_name(&format!("{name}{suffix}")).into_owned());
+            }
+        }
+        tables.sort();
+        tables.dedup();
+        TablesRead::Some(tables)
+    }
+    match sli {
+        Sli::Ratio { good, bad, total } => from_queries([Some(total), good.as_ref(), bad.as_ref()].into_iter().flatten().map(String::as_str), ""),
+        Sli::PromQl { good, bad, total, .. } => from_queries([Some(total), good.as_ref(), bad.as_ref()].into_iter().flatten().map(String::as_str), ""),
+        Sli::Latency { histogram, .. } => from_queries(std::iter::once(histogram.as_str()), "_bucket"),
+        Sli::Spans { .. } => TablesRead::Some(vec!["spans".into()]),
+        Sli::Drift { .. } => TablesRead::Some(vec!["drift_scores".into()]),
+        Sli::Sql { .. } => TablesRead::All,
+    }
 }
