@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// How often SLOs are evaluated [default: 30s]
     #[arg(long, env = "VIGIL_EVALUATION_INTERVAL")]
     pub evaluation_interval: Option<PromDuration>,
+    /// How often the SLO state is saved, besides at shutdown; 0: at shutdown only [default: 5m]
+    #[arg(long, env = "VIGIL_SLO_STATE_SAVE_INTERVAL")]
+    pub slo_state_save_interval: Option<PromDuration>,
     /// SLO files (globs; comma-separated in the env var)
     #[arg(long = "slos", env = "VIGIL_SLOS", value_delimiter = ',')]
     pub slos: Vec<String>,
@@ -388,6 +391,7 @@ impl ServeArgs {
         set(&mut config.external_url, self.external_url.clone().map(Some));
         set(&mut config.log.level, self.log_level.clone());
         set(&mut config.evaluation_interval, self.evaluation_interval);
+        set(&mut config.slo_state_save_interval, self.slo_state_save_interval);
         if !self.slos.is_empty() {
             config.slos = self.slos.clone();
         }

@@ -30,6 +30,8 @@ pub struct Config {
     pub rules: Vec<String>,
     /// How often SLOs (and rule groups without an `interval`) are evaluated.
     pub evaluation_interval: PromDuration,
+    /// How often the SLO evaluator's state is saved (and at shutdown); `0`: at shutdown only.
+    pub slo_state_save_interval: PromDuration,
     /// Where notifications go.
     pub receivers: Vec<vigil_alerting::config::ReceiverConfig>,
     /// The routing tree, as Alertmanager's; without one, everything goes to the first receiver.
@@ -63,6 +65,7 @@ impl Default for Config {
             slos: Vec::new(),
             rules: Vec::new(),
             evaluation_interval: PromDuration(Duration::from_secs(30)),
+            slo_state_save_interval: PromDuration(Duration::from_secs(300)),
             receivers: Vec::new(),
             route: None,
             inhibit_rules: None,

@@ -85,22 +85,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // At start-up there is no previous set to keep: invalid definitions stop Vigil.
     reloader.apply().await.map_err(|errors| anyhow::anyhow!("invalid definitions:\n{errors}"))?;
     tokio::spawn(reloader.clone().watch(stop.clone()));
+    // SLOs resume from their saved state; the others (new or edited) backfill.
+    let slo_state = vigil_query::slo::persist::state_path(&config.storage.data_dir);
+    match slos.restore(&slo_state, unix_ms()).await {
+        Ok(resumed) => info!(resumed, path = %slo_state.display(), "SLO state loaded"),
+        Err(error) => tracing::warn!(%error, "SLO state not loaded: every SLO backfills"),
+    }
     let alerting_task = tokio::spawn(alerting.clone().run(stop.clone()));
-    tokio::spawn({
+    let slo_task = tokio::spawn({
         let slos = slos.clone();
         let alerting = alerting.clone();
         let stop = stop.clone();
         let every = config.evaluation_interval.0.max(Duration::from_secs(1));
+        let save_every = config.slo_state_save_interval.0;
+        let slo_state = slo_state.clone();
         async move {
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut saved_at = std::time::Instant::now();
             while stop.run_until_cancelled(ticker.tick()).await.is_some() {
                 if !alerting.is_active() {
                     continue;
                 }
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-                let statuses = slos.evaluate(now).await;
+                let statuses = slos.evaluate(unix_ms()).await;
                 alerting.evaluate_slos(&slos.definitions().await, &statuses).await;
+                if !save_every.is_zero() && saved_at.elapsed() >= save_every {
+                    save_slo_state(&slos, &slo_state).await;
+                    saved_at = std::time::Instant::now();
+                }
+            }
+            // At shutdown, so the next start resumes from the last cycle.
+            if alerting.is_active() {
+                save_slo_state(&slos, &slo_state).await;
             }
         }
     });
@@ -170,6 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(scraper);
     info!("no longer accepting requests; flushing");
     stop.cancel();
+    let _ = slo_task.await;
     let _ = alerting_task.await;
     let _ = lease_task.await;
     let _ = drift_task.await;
@@ -299,6 +316,20 @@ fn ingest_limits(config: &Config) -> Limits {
             None => Some(config.storage.retention.0).filter(|retention| !retention.is_zero()),
         },
         max_future: limits.max_future.0,
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn save_slo_state(slos: &vigil_query::slo::SloEvaluator, path: &std::path::Path) {
+    match slos.save(path).await {
+        Ok(saved) => tracing::debug!(saved, "SLO state saved"),
+        Err(error) => {
+            metrics::counter!("vigil_slo_state_save_failures_total").increment(1);
+            tracing::warn!(%error, "saving the SLO state failed; a restart would backfill");
+        }
     }
 }
 

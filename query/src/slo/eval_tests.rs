@@ -460,3 +460,42 @@ async fn promql_slis_hold_over_thirty_days() {
     close(Some(s.total), v.total);
     close(s.error_budget_remaining, v.error_budget_remaining.unwrap());
 }
+
+#[tokio::test]
+async fn saved_state_resumes_where_it_was_and_only_for_the_same_definition() {
+    let (full, _full_dir) = engine().await;
+    let minutes = 2 * 24 * 60;
+    let start = NOW - minutes * MINUTE;
+    let series = [
+        counter("resume_total", &[("job", "a")], start, minutes + 10, |_| 40.0, None, None),
+        counter("resume_errors_total", &[("job", "a")], start, minutes + 10, |m| if m % 50 < 5 { 4.0 } else { 0.1 }, None, None),
+    ];
+    write_minutes(&full, &series, start, 0, minutes + 11).await;
+    let yaml = slo("resume", "99", "1d", "{ratio: {bad: 'resume_errors_total', total: 'resume_total'}}");
+    let definitions = load_texts(&[("t.yaml".into(), yaml.clone())], None).unwrap();
+    let before = SloEvaluator::new(full.clone());
+    before.set_definitions(definitions.clone()).await;
+    before.evaluate(NOW).await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let path = super::persist::state_path(state_dir.path());
+    assert_eq!(before.save(&path).await.unwrap(), 1);
+
+    // A store holding only the last half hour: only a resumed state knows the day before.
+    let (recent, _recent_dir) = engine().await;
+    write_minutes(&recent, &series, start, minutes - 20, minutes + 11).await;
+    // These writes stand for what the saved state had already taken in: no late change.
+    recent.storage().drain_changes();
+    let after = SloEvaluator::new(recent.clone());
+    after.set_definitions(definitions).await;
+    assert_eq!(after.restore(&path, NOW + 10 * MINUTE).await.unwrap(), 1);
+    let resumed = after.evaluate(NOW + 10 * MINUTE).await.remove(0);
+    let fresh = evaluate(&full, &yaml, NOW + 10 * MINUTE).await.remove(0);
+    same_numbers(&resumed, &fresh);
+
+    // An edited definition does not take up the old state.
+    let edited = load_texts(&[("t.yaml".into(), yaml.replace("objective: 99", "objective: 98"))], None).unwrap();
+    let other = SloEvaluator::new(recent.clone());
+    other.set_definitions(edited).await;
+    assert_eq!(other.restore(&path, NOW + 10 * MINUTE).await.unwrap(), 0);
+    assert!(other.evaluate(NOW + 10 * MINUTE).await[0].total < fresh.total / 10.0, "a backfill from the recent store only");
+}

@@ -17,6 +17,7 @@ use vigil_storage::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch};
 
 use super::model::{BURN_WINDOWS, Budgeting, CalendarUnit, Severity, SloDefinition, Window};
 use super::rollup::{HOUR_MS, MINUTE_MS, Rollup, minute_of};
+use super::persist::{self, PersistError, SavedSlo};
 use super::sources::{self, GroupKey, SourceState};
 use crate::QueryEngine;
 
@@ -96,6 +97,8 @@ struct SloRuntime {
     tables: sources::TablesRead,
     /// The oldest change a failed evaluation could not take in yet (ms).
     pending_change_ms: Option<i64>,
+    /// Of the definition: saved state is used only by the definition it came from.
+    fingerprint: u64,
 }
 
 pub struct SloEvaluator {
@@ -126,6 +129,13 @@ pub fn window_start(window: &Window, now_ms: i64) -> i64 {
     }
 }
 
+/// How long hour buckets are kept: the SLO window (at least the longest burn window) and
+/// two hours more.
+fn hour_span(definition: &SloDefinition, now_ms: i64) -> i64 {
+    let history_start = window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS);
+    now_ms - history_start + 2 * HOUR_MS
+}
+
 fn window_label(window: &Window) -> String {
     match window {
         Window::Rolling(d) => format_duration(d.as_millis() as i64),
@@ -149,6 +159,7 @@ impl SloEvaluator {
                 Some(runtime) if *runtime.definition == definition => runtimes.push(runtime),
                 _ => runtimes.push(SloRuntime {
                     tables: sources::tables_read(&definition.sli),
+                    fingerprint: persist::fingerprint(&definition),
                     definition: Arc::new(definition),
                     groups: BTreeMap::new(),
                     source: SourceState::default(),
@@ -159,6 +170,55 @@ impl SloEvaluator {
         }
         let names: Vec<String> = runtimes.iter().map(|r| r.definition.name.clone()).collect();
         self.latest.write().retain(|s| names.contains(&s.name));
+    }
+
+    /// Writes every evaluated SLO's state to `path` (see [`persist`]); returns how many.
+    /// The file is written while the evaluation lock is held, between two cycles.
+    pub async fn save(&self, path: &std::path::Path) -> Result<usize, PersistError> {
+        let started = std::time::Instant::now();
+        let runtimes = self.runtimes.lock().await;
+        let mut writer = persist::StateWriter::create(path)?;
+        for runtime in runtimes.iter() {
+            let Some(committed_ms) = runtime.committed_ms else { continue };
+            let saved = SavedSlo {
+                fingerprint: runtime.fingerprint,
+                committed_ms,
+                groups: runtime.groups.iter().map(|(group, state)| (group.clone(), (state.events.parts(), state.slices.as_ref().map(Rollup::parts)))).collect(),
+                counters: runtime.source.counters(),
+            };
+            writer.write(&runtime.definition.name, &saved)?;
+        }
+        let saved = writer.finish()?;
+        metrics::histogram!("vigil_slo_state_save_seconds").record(started.elapsed().as_secs_f64());
+        Ok(saved)
+    }
+
+    /// Takes up the state saved at `path` for every SLO whose definition is unchanged and
+    /// that has no state yet; returns how many resumed. The others backfill as new ones.
+    pub async fn restore(&self, path: &std::path::Path, now_ms: i64) -> Result<usize, PersistError> {
+        let mut saved = persist::load(path)?;
+        let mut runtimes = self.runtimes.lock().await;
+        let mut restored = 0;
+        for runtime in runtimes.iter_mut().filter(|r| r.committed_ms.is_none()) {
+            let Some(state) = saved.remove(&runtime.definition.name).filter(|s| s.fingerprint == runtime.fingerprint) else { continue };
+            let hour_span = hour_span(&runtime.definition, now_ms);
+            runtime.groups = state
+                .groups
+                .iter()
+                .map(|(group, (events, slices))| {
+                    let state = GroupState {
+                        events: Rollup::from_parts(MINUTE_SPAN_MS, hour_span, events),
+                        slices: slices.as_ref().map(|s| Rollup::from_parts(MINUTE_SPAN_MS, hour_span, s)),
+                    };
+                    (group.clone(), state)
+                })
+                .collect();
+            runtime.source = SourceState::from_counters(state.counters);
+            runtime.committed_ms = Some(state.committed_ms);
+            restored += 1;
+        }
+        metrics::gauge!("vigil_slo_resumed").set(restored as f64);
+        Ok(restored)
     }
 
     pub async fn definitions(&self) -> Vec<Arc<SloDefinition>> {
@@ -201,6 +261,9 @@ impl SloEvaluator {
             (a, b) => a.or(b),
         };
         let history_start = window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS);
+        if runtime.committed_ms.is_none() {
+            metrics::counter!("vigil_slo_backfills_total").increment(1);
+        }
         let mut from = runtime.committed_ms.unwrap_or_else(|| minute_of(history_start));
         let mut read_from = from;
         if let (Some(committed), Some(changed)) = (runtime.committed_ms, changed_since) {
@@ -239,7 +302,7 @@ impl SloEvaluator {
                 return statuses;
             }
         };
-        let hour_span = now_ms - history_start + 2 * HOUR_MS;
+        let hour_span = hour_span(&definition, now_ms);
         for (group, minutes) in counts {
             let state = runtime.groups.entry(group).or_insert_with(|| GroupState {
                 events: Rollup::new(MINUTE_SPAN_MS, hour_span),

@@ -15,6 +15,7 @@ pub mod history;
 pub mod load;
 pub mod model;
 mod openslo;
+pub mod persist;
 pub mod rollup;
 mod sources;
 mod sloth;

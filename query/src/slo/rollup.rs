@@ -107,6 +107,42 @@ impl Buckets {
     }
 }
 
+impl Buckets {
+    /// The start and the non-zero buckets, for saving.
+    fn parts(&self) -> (Option<i64>, Vec<(i64, (f64, f64))>) {
+        let start = (!self.values.is_empty()).then_some(self.start);
+        let buckets = self
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v != (0.0, 0.0))
+            .map(|(i, v)| (self.start + i as i64 * self.width, *v))
+            .collect();
+        (start, buckets)
+    }
+
+    /// Rebuilds buckets from [`Buckets::parts`] (buckets in time order).
+    fn from_parts(width: i64, start: Option<i64>, buckets: &[(i64, (f64, f64))]) -> Self {
+        let mut rebuilt = Buckets::new(width);
+        if let Some(start) = start {
+            rebuilt.reach(start);
+        }
+        for (bucket, value) in buckets {
+            rebuilt.add(*bucket, *value);
+        }
+        rebuilt
+    }
+}
+
+/// What a rollup holds, for saving: each granularity's first bucket and its non-zero ones.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RollupParts {
+    pub minutes_start: Option<i64>,
+    pub minutes: Vec<(i64, (f64, f64))>,
+    pub hours_start: Option<i64>,
+    pub hours: Vec<(i64, (f64, f64))>,
+}
+
 /// Good/total per minute (recent) and per hour (the whole window).
 #[derive(Clone, Debug)]
 pub struct Rollup {
@@ -119,6 +155,22 @@ pub struct Rollup {
 impl Rollup {
     pub fn new(minute_span_ms: i64, hour_span_ms: i64) -> Self {
         Rollup { minutes: Buckets::new(MINUTE_MS), hours: Buckets::new(HOUR_MS), minute_span: minute_span_ms, hour_span: hour_span_ms }
+    }
+
+    pub fn parts(&self) -> RollupParts {
+        let (minutes_start, minutes) = self.minutes.parts();
+        let (hours_start, hours) = self.hours.parts();
+        RollupParts { minutes_start, minutes, hours_start, hours }
+    }
+
+    /// The rollup [`Rollup::parts`] came from (hours already hold their minutes).
+    pub fn from_parts(minute_span_ms: i64, hour_span_ms: i64, parts: &RollupParts) -> Self {
+        Rollup {
+            minutes: Buckets::from_parts(MINUTE_MS, parts.minutes_start, &parts.minutes),
+            hours: Buckets::from_parts(HOUR_MS, parts.hours_start, &parts.hours),
+            minute_span: minute_span_ms,
+            hour_span: hour_span_ms,
+        }
     }
 
     /// Sets a minute bucket to (good, total). A minute older than those kept changes
@@ -171,8 +223,12 @@ impl Rollup {
     /// the edges from minute buckets where they are still kept. The oldest partial hour
     /// counts whole once its minutes are gone.
     pub fn window(&self, from_ms: i64, to_ms: i64) -> (f64, f64) {
+        if self.minutes.values.is_empty() {
+            // Days without events: only the hours still count.
+            return self.hours.sum(from_ms.div_euclid(HOUR_MS) * HOUR_MS, minute_of(to_ms) + MINUTE_MS);
+        }
         let minutes_from = self.minutes.start.max(minute_of(from_ms + 1));
-        if self.minutes.values.is_empty() || minutes_from <= minute_of(from_ms + 1) {
+        if minutes_from <= minute_of(from_ms + 1) {
             return self.recent(from_ms, to_ms);
         }
         // Hours (rounded down at the old edge) up to the hour where minutes take over.
@@ -210,6 +266,32 @@ mod tests {
         assert_eq!(rollup.recent(0, 300 * MINUTE_MS), (9.0 * 180.0, 10.0 * 180.0));
         assert_eq!(rollup.window(0, 300 * MINUTE_MS), (2700.0, 3000.0));
         assert_eq!(rollup.window(HOUR_MS, 300 * MINUTE_MS), (2160.0, 2400.0));
+    }
+
+    #[test]
+    fn a_rollup_rebuilt_from_its_parts_sums_the_same() {
+        let mut rollup = Rollup::new(3 * HOUR_MS, 48 * HOUR_MS);
+        for m in 0..600 {
+            let v = if m % 7 == 0 { 0.0 } else { m as f64 };
+            rollup.set(m * MINUTE_MS, v / 2.0, v);
+        }
+        rollup.trim(600 * MINUTE_MS);
+        let parts = rollup.parts();
+        assert!(parts.minutes.len() < 180, "zero minutes are not saved");
+        let rebuilt = Rollup::from_parts(3 * HOUR_MS, 48 * HOUR_MS, &parts);
+        assert_eq!(rebuilt.parts(), parts);
+        for (from, to) in [(0, 600), (100, 600), (590, 600), (0, 300), (420, 599)] {
+            assert_eq!(rebuilt.window(from * MINUTE_MS, to * MINUTE_MS), rollup.window(from * MINUTE_MS, to * MINUTE_MS));
+            assert_eq!(rebuilt.recent(from * MINUTE_MS, to * MINUTE_MS), rollup.recent(from * MINUTE_MS, to * MINUTE_MS));
+        }
+        // Minutes all zero (hours still counting): the window is still read from the hours.
+        let mut quiet = Rollup::new(3 * HOUR_MS, 48 * HOUR_MS);
+        for m in 0..600 {
+            quiet.set(m * MINUTE_MS, if m < 60 { 1.0 } else { 0.0 }, if m < 60 { 1.0 } else { 0.0 });
+        }
+        quiet.trim(600 * MINUTE_MS);
+        let rebuilt = Rollup::from_parts(3 * HOUR_MS, 48 * HOUR_MS, &quiet.parts());
+        assert_eq!(rebuilt.window(0, 600 * MINUTE_MS), (60.0, 60.0));
     }
 
     #[test]

@@ -35,6 +35,19 @@ pub struct SourceState {
     counters: HashMap<(u8, String), (i64, f64)>,
 }
 
+impl SourceState {
+    /// The counters' last committed samples, for saving.
+    pub fn counters(&self) -> Vec<((u8, String), (i64, f64))> {
+        let mut counters: Vec<_> = self.counters.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        counters.sort_by(|a, b| a.0.cmp(&b.0));
+        counters
+    }
+
+    pub fn from_counters(counters: Vec<((u8, String), (i64, f64))>) -> Self {
+        SourceState { counters: counters.into_iter().collect() }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The SLI cannot be computed as written (e.g. a latency threshold that is no bucket).
