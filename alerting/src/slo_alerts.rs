@@ -171,6 +171,7 @@ mod tests {
             burn_rates: [("1h".to_string(), Some(20.0)), ("5m".to_string(), Some(20.0))].into(),
             time_to_exhaustion_seconds: Some(0.0),
             state,
+            backfill_progress: None,
             error: None,
             conditions: vec![ConditionStatus {
                 severity: "page",

@@ -87,6 +87,7 @@ fn status(burn: f64, severities: &[&'static str]) -> SloStatus {
         burn_rates: [("1h".to_string(), Some(burn))].into(),
         time_to_exhaustion_seconds: None,
         state: if burn > 1.0 { "burning" } else { "ok" },
+        backfill_progress: None,
         error: None,
         conditions: vec![condition("page", 14.4), condition("ticket", 3.0)],
         evaluated_at_ms: 0,

@@ -55,7 +55,7 @@ async fn evaluate(engine: &QueryEngine, yaml: &str, now: i64) -> Vec<SloStatus> 
     let definitions = load_texts(&[("t.yaml".into(), yaml.into())], None).unwrap_or_else(|e| panic!("{e:?}"));
     let evaluator = SloEvaluator::new(engine.clone());
     evaluator.set_definitions(definitions).await;
-    evaluator.evaluate(now).await
+    evaluator.settle(now).await
 }
 
 fn close(actual: Option<f64>, expected: f64) {
@@ -342,7 +342,7 @@ async fn incremental_evaluation_equals_a_fresh_backfill() {
     let definitions = load_texts(&[("t.yaml".into(), yaml.clone())], None).unwrap();
     let incremental = SloEvaluator::new(engine.clone());
     incremental.set_definitions(definitions).await;
-    incremental.evaluate(NOW - 30 * MINUTE).await;
+    incremental.settle(NOW - 30 * MINUTE).await;
     // Thirty more minutes arrive, in two parts, evaluated as they come.
     write(minutes - 30, 15).await;
     incremental.evaluate(NOW - 15 * MINUTE).await;
@@ -419,7 +419,7 @@ async fn late_samples_at_any_age_reach_the_sli_budget_and_burn_rates() {
     let yaml = slo("late", "99", "7d", "{ratio: {bad: 'late_errors_total', total: 'late_total'}}");
     let evaluator = SloEvaluator::new(engine.clone());
     evaluator.set_definitions(load_texts(&[("t.yaml".into(), yaml.clone())], None).unwrap()).await;
-    evaluator.evaluate(NOW - 60 * MINUTE).await;
+    evaluator.settle(NOW - 60 * MINUTE).await;
     write_minutes(&engine, &series, start, recent_hole.1, minutes - 30).await;
     evaluator.evaluate(NOW - 30 * MINUTE).await;
     // The holes arrive 30 minutes and five days late, with the backfill.
@@ -475,7 +475,7 @@ async fn saved_state_resumes_where_it_was_and_only_for_the_same_definition() {
     let definitions = load_texts(&[("t.yaml".into(), yaml.clone())], None).unwrap();
     let before = SloEvaluator::new(full.clone());
     before.set_definitions(definitions.clone()).await;
-    before.evaluate(NOW).await;
+    before.settle(NOW).await;
     let state_dir = tempfile::tempdir().unwrap();
     let path = super::persist::state_path(state_dir.path());
     assert_eq!(before.save(&path).await.unwrap(), 1);
@@ -497,5 +497,38 @@ async fn saved_state_resumes_where_it_was_and_only_for_the_same_definition() {
     let other = SloEvaluator::new(recent.clone());
     other.set_definitions(edited).await;
     assert_eq!(other.restore(&path, NOW + 10 * MINUTE).await.unwrap(), 0);
-    assert!(other.evaluate(NOW + 10 * MINUTE).await[0].total < fresh.total / 10.0, "a backfill from the recent store only");
+    assert!(other.settle(NOW + 10 * MINUTE).await[0].total < fresh.total / 10.0, "a backfill from the recent store only");
+}
+
+#[tokio::test]
+async fn a_new_slo_backfills_in_the_background_while_the_others_are_evaluated() {
+    let (engine, _dir) = engine().await;
+    let minutes = 3 * 24 * 60;
+    let start = NOW - minutes * MINUTE;
+    let batch = WriteBatch {
+        metrics: vec![
+            counter("bg_total", &[], start, minutes, |_| 10.0, None, None),
+            counter("bg_errors_total", &[], start, minutes, |m| if m % 10 == 0 { 0.5 } else { 0.0 }, None, None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+    let existing = slo("existing", "99", "1d", "{ratio: {bad: 'bg_errors_total', total: 'bg_total'}}");
+    let added = slo("added", "99", "3d", "{ratio: {bad: 'bg_errors_total', total: 'bg_total'}}");
+    let evaluator = SloEvaluator::new(engine.clone());
+    evaluator.set_definitions(load_texts(&[("a.yaml".into(), existing.clone())], None).unwrap()).await;
+    let first = evaluator.settle(NOW - 2 * MINUTE).await;
+    assert_eq!(first[0].state, "ok");
+    evaluator.set_definitions(load_texts(&[("a.yaml".into(), existing), ("b.yaml".into(), added)], None).unwrap()).await;
+    let during = evaluator.evaluate(NOW - MINUTE).await;
+    let by_name = |statuses: &[SloStatus], name: &str| statuses.iter().find(|s| s.name == name).cloned().unwrap();
+    let (kept, new) = (by_name(&during, "existing"), by_name(&during, "added"));
+    assert!(kept.sli.is_some() && kept.evaluated_at_ms == NOW - MINUTE, "the existing SLO is evaluated on schedule: {kept:?}");
+    assert_eq!(new.state, "backfilling");
+    assert_eq!((new.sli, new.error_budget_remaining), (None, None), "no made-up numbers while backfilling");
+    assert!(new.backfill_progress.is_some_and(|p| (0.0..=1.0).contains(&p)));
+    let done = evaluator.settle(NOW).await;
+    let new = by_name(&done, "added");
+    close(new.sli, 1.0 - 0.05 / 10.0);
+    assert_eq!(new.backfill_progress, None);
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{Datelike, TimeZone};
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringDictionaryBuilder, TimestampNanosecondArray};
@@ -60,8 +61,11 @@ pub struct SloStatus {
     pub error_budget_remaining: Option<f64>,
     pub burn_rates: BTreeMap<String, Option<f64>>,
     pub time_to_exhaustion_seconds: Option<f64>,
-    /// `ok`, `burning`, `exhausted`, `no_data` or `error`.
+    /// `ok`, `burning`, `exhausted`, `no_data`, `backfilling` or `error`.
     pub state: &'static str,
+    /// For `backfilling`: the share of the history read so far (0 to 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill_progress: Option<f64>,
     pub error: Option<String>,
     pub conditions: Vec<ConditionStatus>,
     pub evaluated_at_ms: i64,
@@ -101,10 +105,61 @@ struct SloRuntime {
     fingerprint: u64,
 }
 
+impl SloRuntime {
+    fn new(definition: SloDefinition) -> Self {
+        SloRuntime {
+            tables: sources::tables_read(&definition.sli),
+            fingerprint: persist::fingerprint(&definition),
+            definition: Arc::new(definition),
+            groups: BTreeMap::new(),
+            source: SourceState::default(),
+            committed_ms: None,
+            pending_change_ms: None,
+        }
+    }
+}
+
+/// An SLO in the evaluator: evaluated every cycle, or being backfilled in the background.
+enum Slot {
+    Ready(SloRuntime),
+    Backfilling(Backfill),
+}
+
+struct Backfill {
+    definition: Arc<SloDefinition>,
+    tables: sources::TablesRead,
+    /// Share of the history read, as `f64` bits.
+    progress: Arc<AtomicU64>,
+    /// The oldest change (ms) written while the backfill ran: taken in once it is done.
+    changed_since: Option<i64>,
+    task: tokio::task::JoinHandle<SloRuntime>,
+}
+
+impl Slot {
+    fn definition(&self) -> &Arc<SloDefinition> {
+        match self {
+            Slot::Ready(runtime) => &runtime.definition,
+            Slot::Backfilling(backfill) => &backfill.definition,
+        }
+    }
+}
+
+impl Drop for Backfill {
+    fn drop(&mut self) {
+        self.task.abort(); // a replaced or removed SLO's backfill is not needed any more
+    }
+}
+
+/// Backfills running at once: the evaluation cycle keeps its share of the cores.
+const BACKFILL_PARALLELISM: usize = 2;
+/// History one backfill step reads: a day, so memory stays that of a day of samples.
+const BACKFILL_STEP_MS: i64 = 24 * HOUR_MS;
+
 pub struct SloEvaluator {
     engine: QueryEngine,
-    runtimes: tokio::sync::Mutex<Vec<SloRuntime>>,
+    runtimes: tokio::sync::Mutex<Vec<Slot>>,
     latest: parking_lot::RwLock<Vec<SloStatus>>,
+    backfill_permits: Arc<tokio::sync::Semaphore>,
 }
 
 fn format_duration(ms: i64) -> String {
@@ -131,10 +186,22 @@ pub fn window_start(window: &Window, now_ms: i64) -> i64 {
 
 /// How long hour buckets are kept: the SLO window (at least the longest burn window) and
 /// two hours more.
+/// A calendar window keeps its longest period, since the month (or week) grows.
 fn hour_span(definition: &SloDefinition, now_ms: i64) -> i64 {
-    let history_start = window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS);
-    now_ms - history_start + 2 * HOUR_MS
+    let longest = match definition.window {
+        Window::Rolling(d) => d.as_millis() as i64,
+        Window::Calendar { unit: CalendarUnit::Month, .. } => 31 * 24 * HOUR_MS,
+        Window::Calendar { unit: CalendarUnit::Week, .. } => 7 * 24 * HOUR_MS,
+    };
+    (now_ms - history_start(definition, now_ms)).max(longest) + 2 * HOUR_MS
 }
+
+/// Where an SLO's history starts: its window, and at least the longest burn window.
+fn history_start(definition: &SloDefinition, now_ms: i64) -> i64 {
+    window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS)
+}
+
+pub const BACKFILLING: &str = "backfilling";
 
 fn window_label(window: &Window) -> String {
     match window {
@@ -146,29 +213,26 @@ fn window_label(window: &Window) -> String {
 
 impl SloEvaluator {
     pub fn new(engine: QueryEngine) -> Self {
-        SloEvaluator { engine, runtimes: tokio::sync::Mutex::new(Vec::new()), latest: parking_lot::RwLock::new(Vec::new()) }
+        SloEvaluator {
+            engine,
+            runtimes: tokio::sync::Mutex::new(Vec::new()),
+            latest: parking_lot::RwLock::new(Vec::new()),
+            backfill_permits: Arc::new(tokio::sync::Semaphore::new(BACKFILL_PARALLELISM)),
+        }
     }
 
-    /// Replaces the set of SLOs; unchanged definitions keep their state, new ones are
-    /// backfilled at their first evaluation.
+    /// Replaces the set of SLOs; unchanged definitions keep their state (or their running
+    /// backfill), new and edited ones are backfilled from their next evaluation.
     pub async fn set_definitions(&self, definitions: Vec<SloDefinition>) {
         let mut runtimes = self.runtimes.lock().await;
-        let mut previous: HashMap<String, SloRuntime> = runtimes.drain(..).map(|r| (r.definition.name.clone(), r)).collect();
+        let mut previous: HashMap<String, Slot> = runtimes.drain(..).map(|s| (s.definition().name.clone(), s)).collect();
         for definition in definitions {
             match previous.remove(&definition.name) {
-                Some(runtime) if *runtime.definition == definition => runtimes.push(runtime),
-                _ => runtimes.push(SloRuntime {
-                    tables: sources::tables_read(&definition.sli),
-                    fingerprint: persist::fingerprint(&definition),
-                    definition: Arc::new(definition),
-                    groups: BTreeMap::new(),
-                    source: SourceState::default(),
-                    committed_ms: None,
-                    pending_change_ms: None,
-                }),
+                Some(slot) if **slot.definition() == definition => runtimes.push(slot),
+                _ => runtimes.push(Slot::Ready(SloRuntime::new(definition))),
             }
         }
-        let names: Vec<String> = runtimes.iter().map(|r| r.definition.name.clone()).collect();
+        let names: Vec<String> = runtimes.iter().map(|s| s.definition().name.clone()).collect();
         self.latest.write().retain(|s| names.contains(&s.name));
     }
 
@@ -178,7 +242,8 @@ impl SloEvaluator {
         let started = std::time::Instant::now();
         let runtimes = self.runtimes.lock().await;
         let mut writer = persist::StateWriter::create(path)?;
-        for runtime in runtimes.iter() {
+        for slot in runtimes.iter() {
+            let Slot::Ready(runtime) = slot else { continue };
             let Some(committed_ms) = runtime.committed_ms else { continue };
             let saved = SavedSlo {
                 fingerprint: runtime.fingerprint,
@@ -199,7 +264,11 @@ impl SloEvaluator {
         let mut saved = persist::load(path)?;
         let mut runtimes = self.runtimes.lock().await;
         let mut restored = 0;
-        for runtime in runtimes.iter_mut().filter(|r| r.committed_ms.is_none()) {
+        let fresh = runtimes.iter_mut().filter_map(|slot| match slot {
+            Slot::Ready(runtime) if runtime.committed_ms.is_none() => Some(runtime),
+            _ => None,
+        });
+        for runtime in fresh {
             let Some(state) = saved.remove(&runtime.definition.name).filter(|s| s.fingerprint == runtime.fingerprint) else { continue };
             let hour_span = hour_span(&runtime.definition, now_ms);
             runtime.groups = state
@@ -222,7 +291,7 @@ impl SloEvaluator {
     }
 
     pub async fn definitions(&self) -> Vec<Arc<SloDefinition>> {
-        self.runtimes.lock().await.iter().map(|r| r.definition.clone()).collect()
+        self.runtimes.lock().await.iter().map(|s| s.definition().clone()).collect()
     }
 
     /// The statuses of the last evaluation.
@@ -230,40 +299,120 @@ impl SloEvaluator {
         self.latest.read().clone()
     }
 
-    /// Evaluates every SLO at `now_ms`, stores the results, and returns them.
+    /// Evaluates every SLO at `now_ms`, stores the results, and returns them. SLOs without
+    /// state start a backfill in the background and answer `backfilling` until it is done.
     pub async fn evaluate(&self, now_ms: i64) -> Vec<SloStatus> {
         let started = std::time::Instant::now();
         let mut runtimes = self.runtimes.lock().await;
         // Drained under the lock: a write after this is in the next cycle's changes.
         let changes = self.engine.storage().drain_changes();
         let mut statuses = Vec::new();
-        for runtime in runtimes.iter_mut() {
+        let mut pending = 0;
+        for slot in runtimes.iter_mut() {
+            if let Slot::Backfilling(backfill) = slot {
+                let changed = backfill.tables.changed_since(&changes);
+                backfill.changed_since = earliest(backfill.changed_since, changed);
+                if !backfill.task.is_finished() {
+                    let progress = f64::from_bits(backfill.progress.load(Ordering::Relaxed));
+                    statuses.push(backfilling_status(&backfill.definition, now_ms, progress));
+                    pending += 1;
+                    continue;
+                }
+                let definition = (*backfill.definition).clone();
+                let changed_since = backfill.changed_since;
+                let runtime = match (&mut backfill.task).await {
+                    Ok(mut runtime) => {
+                        runtime.pending_change_ms = earliest(runtime.pending_change_ms, changed_since);
+                        runtime
+                    }
+                    Err(error) => {
+                        tracing::warn!(slo = %definition.name, %error, "SLO backfill failed; it starts again");
+                        SloRuntime::new(definition)
+                    }
+                };
+                *slot = Slot::Ready(runtime);
+            }
+            let Slot::Ready(runtime) = slot else { continue };
+            if runtime.committed_ms.is_none() {
+                let placeholder = SloRuntime::new((*runtime.definition).clone());
+                let runtime = std::mem::replace(runtime, placeholder);
+                let backfill = self.start_backfill(runtime, now_ms);
+                statuses.push(backfilling_status(&backfill.definition, now_ms, 0.0));
+                pending += 1;
+                *slot = Slot::Backfilling(backfill);
+                continue;
+            }
             let changed_since = runtime.tables.changed_since(&changes);
-            statuses.extend(self.evaluate_one(runtime, now_ms, changed_since).await);
+            statuses.extend(advance(&self.engine, runtime, now_ms, changed_since).await);
         }
         drop(runtimes);
-        if let Err(e) = self.engine.storage().write(status_batch(&statuses, now_ms)).await {
+        let stored: Vec<SloStatus> = statuses.iter().filter(|s| s.state != BACKFILLING).cloned().collect();
+        if let Err(e) = self.engine.storage().write(status_batch(&stored, now_ms)).await {
             tracing::warn!(error = %e, "storing SLO results failed");
         }
         metrics::histogram!("vigil_slo_evaluation_seconds").record(started.elapsed().as_secs_f64());
         metrics::gauge!("vigil_slos").set(statuses.len() as f64);
+        metrics::gauge!("vigil_slo_backfill_pending").set(pending as f64);
+        metrics::gauge!("vigil_slo_evaluation_lag_seconds").set(((unix_now_ms() - now_ms).max(0) as f64) / 1000.0);
         *self.latest.write() = statuses.clone();
         statuses
     }
 
-    /// Brings one SLO up to `now_ms`: from its commit point, or — when writes since the last
-    /// cycle (`changed_since`, ms) reached further back — from the oldest minute they
-    /// touched, however late they came (within the SLO window).
-    async fn evaluate_one(&self, runtime: &mut SloRuntime, now_ms: i64, changed_since: Option<i64>) -> Vec<SloStatus> {
-        let definition = runtime.definition.clone();
-        let changed_since = match (changed_since, runtime.pending_change_ms.take()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let history_start = window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS);
-        if runtime.committed_ms.is_none() {
-            metrics::counter!("vigil_slo_backfills_total").increment(1);
+    /// Waits until no backfill is running (tests, and tools that want complete numbers).
+    pub async fn settle(&self, now_ms: i64) -> Vec<SloStatus> {
+        loop {
+            let statuses = self.evaluate(now_ms).await;
+            if statuses.iter().all(|s| s.state != BACKFILLING) {
+                return statuses;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    fn start_backfill(&self, runtime: SloRuntime, now_ms: i64) -> Backfill {
+        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let definition = runtime.definition.clone();
+        let tables = runtime.tables.clone();
+        let task = tokio::spawn(backfill(self.engine.clone(), runtime, now_ms, progress.clone(), self.backfill_permits.clone()));
+        Backfill { definition, tables, progress, changed_since: None, task }
+    }
+}
+
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Reads an SLO's history up to `now_ms` a day at a time, under one of the backfill permits.
+async fn backfill(engine: QueryEngine, mut runtime: SloRuntime, now_ms: i64, progress: Arc<AtomicU64>, permits: Arc<tokio::sync::Semaphore>) -> SloRuntime {
+    let Ok(_permit) = permits.acquire_owned().await else { return runtime };
+    let started = std::time::Instant::now();
+    metrics::counter!("vigil_slo_backfills_total").increment(1);
+    let start = minute_of(history_start(&runtime.definition, now_ms));
+    runtime.committed_ms = Some(start);
+    let mut at = start;
+    while at < now_ms {
+        at = (at + BACKFILL_STEP_MS).min(now_ms);
+        advance(&engine, &mut runtime, at, None).await;
+        progress.store(((at - start) as f64 / (now_ms - start).max(1) as f64).to_bits(), Ordering::Relaxed);
+    }
+    metrics::histogram!("vigil_slo_backfill_seconds").record(started.elapsed().as_secs_f64());
+    runtime
+}
+
+/// Brings one SLO up to `now_ms`: from its commit point, or — when writes since the last
+/// cycle (`changed_since`, ms) reached further back — from the oldest minute they touched,
+/// however late they came (within the SLO window).
+async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, changed_since: Option<i64>) -> Vec<SloStatus> {
+        let definition = runtime.definition.clone();
+        let changed_since = earliest(changed_since, runtime.pending_change_ms.take());
+        let history_start = history_start(&definition, now_ms);
         let mut from = runtime.committed_ms.unwrap_or_else(|| minute_of(history_start));
         let mut read_from = from;
         if let (Some(committed), Some(changed)) = (runtime.committed_ms, changed_since) {
@@ -284,7 +433,7 @@ impl SloEvaluator {
             }
         }
         let commit = minute_of(now_ms - OVERLAP_MS).max(from);
-        let fetched = sources::fetch(&self.engine, &definition, read_from, now_ms, commit, &mut runtime.source).await;
+        let fetched = sources::fetch(&engine, &definition, read_from, now_ms, commit, &mut runtime.source).await;
         let counts = match fetched {
             Ok(counts) => counts,
             Err(error) => {
@@ -336,7 +485,6 @@ impl SloEvaluator {
         }
         runtime.committed_ms = Some(commit);
         runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect()
-    }
 }
 
 /// Recomputes the outcomes of the slices touching `[from, now]`: one event per slice, good
@@ -377,8 +525,14 @@ fn burn(good: f64, total: f64, objective: f64) -> Option<f64> {
     (total > 0.0).then(|| (1.0 - good / total) / (1.0 - objective))
 }
 
+/// The status of an SLO whose history is still being read: no numbers yet, never made-up.
+fn backfilling_status(definition: &SloDefinition, now_ms: i64, progress: f64) -> SloStatus {
+    SloStatus { state: BACKFILLING, error: None, backfill_progress: Some(progress), ..error_status(definition, now_ms, String::new()) }
+}
+
 fn error_status(definition: &SloDefinition, now_ms: i64, message: String) -> SloStatus {
     SloStatus {
+        backfill_progress: None,
         name: definition.name.clone(),
         group: BTreeMap::new(),
         service: definition.service.clone(),
@@ -462,6 +616,7 @@ fn status(definition: &SloDefinition, group: &GroupKey, state: &GroupState, now_
         burn_rates,
         time_to_exhaustion_seconds: time_to_exhaustion,
         state: state_name,
+        backfill_progress: None,
         error: None,
         conditions,
         evaluated_at_ms: now_ms,

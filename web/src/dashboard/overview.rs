@@ -56,7 +56,16 @@ pub fn state_label(state: &str) -> &'static str {
         "burning" => "burning",
         "exhausted" => "exhausted",
         "no_data" => "no data",
+        "backfilling" => "backfilling",
         _ => "error",
+    }
+}
+
+/// The SLI, or how much of the history a backfill has read: never a number it has not got.
+pub fn sli_text(status: &vigil_query::slo::SloStatus) -> String {
+    match status.backfill_progress {
+        Some(progress) => format!("{:.0}% read", progress * 100.0),
+        None => percent(status.sli, 3),
     }
 }
 
@@ -75,7 +84,7 @@ fn row(status: &vigil_query::slo::SloStatus, team: String, firing: usize, sparkl
         team,
         state: status.state,
         state_label: state_label(status.state),
-        sli: percent(status.sli, 3),
+        sli: sli_text(status),
         objective: percent(Some(status.objective), 3),
         budget: percent(budget, 1),
         budget_width: budget.map_or(0.0, |b| (b * 100.0).clamp(0.0, 100.0)),
@@ -133,7 +142,7 @@ pub async fn page(State(app): State<AppState>, Query(filter): Query<Filter>) -> 
         total,
         services,
         teams,
-        states: &["ok", "burning", "exhausted", "no data", "error"],
+        states: &["ok", "burning", "exhausted", "no data", "backfilling", "error"],
         filter,
         reload_error,
     })
@@ -164,6 +173,7 @@ mod tests {
             burn_rates: BTreeMap::from([("5m".to_string(), Some(f64::NAN)), ("1h".to_string(), None)]),
             time_to_exhaustion_seconds: None,
             state,
+            backfill_progress: None,
             error: None,
             conditions: Vec::new(),
             evaluated_at_ms: 0,

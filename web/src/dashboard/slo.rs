@@ -5,7 +5,7 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Html;
 
-use super::overview::state_label;
+use super::overview::{sli_text, state_label};
 use super::svg::{Marker, Rule, Series, line_chart};
 use super::{Layout, PageError, number, percent, render, utc};
 use crate::AppState;
@@ -108,7 +108,7 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
             id: s.id(),
             state: s.state,
             state_label: state_label(s.state),
-            sli: percent(s.sli, 3),
+            sli: sli_text(s),
             events: format!("{} good of {}", number(Some(s.good)), number(Some(s.total))),
             budget: percent(s.error_budget_remaining, 1),
             exhaustion: s.time_to_exhaustion_seconds.map_or_else(String::new, |t| format!("exhausted in {} at this rate", duration_text(t))),
