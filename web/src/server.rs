@@ -4,10 +4,12 @@
 //! and never uses cannot exhaust file descriptors or stall anyone else:
 //! - at most `max_connections` at once, and `max_connections_per_client` from one address;
 //!   past either the connection is closed at once and counted;
-//! - the TLS handshake and each request's headers must arrive within `header_read_timeout`
-//!   (for HTTP/1 this also closes a keep-alive connection that sends no next request);
+//! - the TLS handshake, and each HTTP/1 request's headers from their first byte, must
+//!   arrive within `header_read_timeout` (slow senders are cut off);
 //! - a connection with no request in flight and no bytes moving for `idle_timeout` is
-//!   closed (HTTP/2 included, whose streams have no header timeout);
+//!   closed (HTTP/2 included). Idle keep-alive connections are not cut at the header
+//!   timeout, as hyper's own timer would: clients keep pooled connections for 90 s (Go,
+//!   reqwest), and closing them sooner makes their next request fail mid-send;
 //! - an `accept` error (out of file descriptors) backs off instead of spinning.
 //!
 //! Request bodies have their own deadline (`body_read_timeout`, see [`crate::body`]).
@@ -118,7 +120,9 @@ pub async fn serve(
 ) {
     let tasks = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // hyper's timer also bounds the wait for a keep-alive connection's next request: at the
+    // idle timeout, and the header deadline is ours (see `Activity`).
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -192,7 +196,7 @@ async fn serve_connection(
         request
     });
     let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let guard = in_flight.request_started();
+        let guard = in_flight.request_started(request.version());
         let call = service.clone().oneshot(request);
         async move {
             let response = call.await;
@@ -204,7 +208,8 @@ async fn serve_connection(
     tokio::pin!(connection);
     let mut closing = false;
     loop {
-        let idle_check = tokio::time::sleep(limits.idle_timeout.min(Duration::from_secs(5)).max(Duration::from_millis(100)));
+        let every = limits.idle_timeout.min(limits.header_read_timeout / 2).min(Duration::from_secs(5));
+        let idle_check = tokio::time::sleep(every.max(Duration::from_millis(100)));
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -217,6 +222,11 @@ async fn serve_connection(
                 connection.as_mut().graceful_shutdown();
             }
             _ = idle_check, if !closing => {
+                if activity.reading_headers_for() >= limits.header_read_timeout {
+                    // No request runs on it: nothing is lost by dropping it now.
+                    metrics::counter!("vigil_http_connections_closed_total", "reason" => "header_timeout").increment(1);
+                    return;
+                }
                 if activity.idle_for() >= limits.idle_timeout {
                     metrics::counter!("vigil_http_connections_closed_total", "reason" => "idle").increment(1);
                     closing = true;
@@ -230,21 +240,47 @@ async fn serve_connection(
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// When a connection last moved bytes, and how many of its requests are running.
+/// When a connection last moved bytes, how many of its requests are running, and since
+/// when the next HTTP/1 request's headers have been arriving.
 #[derive(Clone)]
 struct Activity {
     started: Instant,
     last_ms: Arc<AtomicU64>,
     requests: Arc<AtomicUsize>,
+    /// ms (+1) of the first byte read while no request ran; 0: none pending.
+    head_since_ms: Arc<AtomicU64>,
+    /// HTTP/2 (a request said so): frames between requests are no header to time.
+    http2: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Activity {
     fn new() -> Self {
-        Activity { started: Instant::now(), last_ms: Arc::default(), requests: Arc::default() }
+        Activity { started: Instant::now(), last_ms: Arc::default(), requests: Arc::default(), head_since_ms: Arc::default(), http2: Arc::default() }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: with no request running they start (or continue) a request head.
+    fn read(&self) {
+        self.touch();
+        if self.requests.load(Ordering::Relaxed) == 0 && !self.http2.load(Ordering::Relaxed) {
+            let _ = self.head_since_ms.compare_exchange(0, self.now_ms() + 1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// How long an HTTP/1 request head has been arriving without being complete.
+    fn reading_headers_for(&self) -> Duration {
+        let since = self.head_since_ms.load(Ordering::Relaxed);
+        if since == 0 || self.requests.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis((self.now_ms() + 1).saturating_sub(since))
     }
 
     /// How long nothing happened; zero while a request runs (a long query moves no bytes).
@@ -256,8 +292,12 @@ impl Activity {
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 
-    fn request_started(&self) -> RequestGuard {
+    fn request_started(&self, version: hyper::Version) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.head_since_ms.store(0, Ordering::Relaxed);
+        if version >= hyper::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
         RequestGuard(self.clone())
     }
 }
@@ -282,7 +322,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.read();
         }
         result
     }
@@ -341,11 +381,32 @@ mod tests {
     #[test]
     fn a_running_request_is_never_idle() {
         let activity = Activity::new();
-        let guard = activity.request_started();
+        let guard = activity.request_started(hyper::Version::HTTP_11);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(activity.idle_for(), Duration::ZERO);
         drop(guard);
         std::thread::sleep(Duration::from_millis(20));
         assert!(activity.idle_for() >= Duration::from_millis(15));
+    }
+
+    #[test]
+    fn the_header_clock_runs_from_a_heads_first_byte_to_its_request() {
+        let activity = Activity::new();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(activity.reading_headers_for(), Duration::ZERO, "an idle keep-alive connection has no head pending");
+        activity.read();
+        std::thread::sleep(Duration::from_millis(20));
+        activity.read();
+        assert!(activity.reading_headers_for() >= Duration::from_millis(15), "the clock starts at the first byte");
+        let guard = activity.request_started(hyper::Version::HTTP_11);
+        activity.read(); // the body
+        assert_eq!(activity.reading_headers_for(), Duration::ZERO);
+        drop(guard);
+        assert_eq!(activity.reading_headers_for(), Duration::ZERO, "between requests: idle, not a head");
+        // HTTP/2 frames between requests (pings, settings) are no request head.
+        drop(activity.request_started(hyper::Version::HTTP_2));
+        activity.read();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(activity.reading_headers_for(), Duration::ZERO);
     }
 }
