@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{Vigil, free_port, require_program};
 
-const PROMETHEUS: &str = "/usr/bin/prometheus";
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 pub struct Killed(pub Child);

@@ -211,3 +211,94 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
     .await;
     assert_eq!(metric_value(&metrics(&vigil).await, "vigil_slo_backfills_total"), 1.0, "only the edited SLO is recomputed");
 }
+
+/// Late data against a real Prometheus: the last hour arrives after the SLO is loaded, two
+/// hours before it arrive later still, and Vigil's SLI and burn rates then equal PromQL's
+/// `sum(rate(bad[w])) / sum(rate(total[w]))` over the same samples (within 5 %).
+#[tokio::test]
+async fn late_samples_give_the_burn_rates_prometheus_computes() {
+    use crate::prometheus::{Killed, PROMETHEUS};
+    if !crate::harness::require_program(PROMETHEUS) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("slo.yaml"),
+        "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: late, service: shop}\nspec:\n  objective: 99.9\n  window: 1d\n  sli: {ratio: {bad: 'late_errors_total', total: 'late_requests_total'}}\n",
+    )
+    .unwrap();
+    let vigil = Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
+    let prometheus_port = crate::harness::free_port();
+    std::fs::write(dir.path().join("prometheus.yml"), "global: {scrape_interval: 1h}\n").unwrap();
+    let _prometheus = Killed(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let prometheus = format!("http://127.0.0.1:{prometheus_port}");
+    crate::harness::wait_until("Prometheus ready", 60, async || {
+        let ready = vigil.client.get(format!("{prometheus}/-/ready")).send().await;
+        ready.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await;
+    wait_for("the SLO evaluated once", async || slos(&vigil).await["slos"][0]["evaluated_at_ms"].is_number()).await;
+
+    // Three hours at 15 s: 100 requests a step; errors at 0.5× the budget's rate, 50× in the
+    // last ten minutes.
+    let end = now_ms() - 30_000;
+    let steps = 720;
+    let at = |i: i64| end - (steps - i) * 15_000;
+    let (mut requests, mut errors) = (0.0, 0.0);
+    let mut points = Vec::new();
+    for i in 0..=steps {
+        points.push((at(i), requests, errors));
+        requests += 100.0;
+        errors += if at(i) >= end - 10 * 60_000 { 5.0 } else { 0.05 };
+    }
+    let write = |from: i64, to: i64| {
+        let chosen: Vec<_> = points.iter().filter(|p| p.0 >= from && p.0 < to).collect();
+        encode(&WriteRequest {
+            timeseries: vec![
+                series("late_requests_total", &[("job", "shop")], &chosen.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>()),
+                series("late_errors_total", &[("job", "shop")], &chosen.iter().map(|p| (p.0, p.2)).collect::<Vec<_>>()),
+            ],
+        })
+    };
+    // Prometheus takes them in time order (its head refuses samples an hour older than the newest).
+    let mut from = at(0);
+    while from <= end {
+        assert_eq!(send(&vigil.client, &format!("{prometheus}/api/v1/write"), write(from, from + 300_000)).await.0, 204);
+        from += 300_000;
+    }
+    // Vigil: the last hour first, evaluated; then the two hours before it, two hours late.
+    let url = vigil.url("/api/v1/write");
+    assert_eq!(send(&vigil.client, &url, write(end - 3_600_000, end + 1)).await.0, 204);
+    let total_of = async |vigil: &Vigil| slos(vigil).await["slos"][0]["total"].as_f64().unwrap_or(0.0);
+    wait_for("the last hour evaluated", async || total_of(&vigil).await >= 24_000.0).await;
+    assert_eq!(send(&vigil.client, &url, write(at(0), end - 3_600_000)).await.0, 204);
+    wait_for("the late hours counted", async || total_of(&vigil).await >= 72_000.0).await;
+
+    let status = slos(&vigil).await["slos"][0].clone();
+    let time = (status["evaluated_at_ms"].as_f64().unwrap() / 1000.0).to_string();
+    let promql = async |query: String| -> f64 {
+        let body: Value = vigil.client.get(format!("{prometheus}/api/v1/query")).query(&[("query", query.as_str()), ("time", time.as_str())]).send().await.unwrap().json().await.unwrap();
+        body["data"]["result"][0]["value"][1].as_str().unwrap_or_else(|| panic!("{query}: {body}")).parse().unwrap()
+    };
+    let within = |what: &str, vigil: f64, prometheus: f64| {
+        assert!((vigil - prometheus).abs() <= 0.05 * prometheus.abs(), "{what}: Vigil {vigil}, Prometheus {prometheus}\n{status}");
+    };
+    for window in ["5m", "30m", "1h", "2h"] {
+        let expected = promql(format!("(sum(rate(late_errors_total[{window}])) / sum(rate(late_requests_total[{window}]))) / 0.001")).await;
+        within(&format!("burn rate {window}"), status["burn_rates"][window].as_f64().unwrap(), expected);
+    }
+    let error_ratio = promql("sum(increase(late_errors_total[1d])) / sum(increase(late_requests_total[1d]))".into()).await;
+    within("error ratio over the window", 1.0 - status["sli"].as_f64().unwrap(), error_ratio);
+    let budget = 1.0 - error_ratio / 0.001;
+    within("error budget remaining", status["error_budget_remaining"].as_f64().unwrap(), budget);
+}

@@ -276,8 +276,8 @@ impl SloEvaluator {
                 .iter()
                 .map(|(group, (events, slices))| {
                     let state = GroupState {
-                        events: Rollup::from_parts(MINUTE_SPAN_MS, hour_span, events),
-                        slices: slices.as_ref().map(|s| Rollup::from_parts(MINUTE_SPAN_MS, hour_span, s)),
+                        events: Rollup::from_parts(MINUTE_SPAN_MS, hour_span, events, now_ms),
+                        slices: slices.as_ref().map(|s| Rollup::from_parts(MINUTE_SPAN_MS, hour_span, s, now_ms)),
                     };
                     (group.clone(), state)
                 })
@@ -419,8 +419,8 @@ async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, ch
             let mut late = minute_of(changed.max(history_start + 1));
             if late < committed {
                 // Minutes no longer kept one by one are recomputed by whole hours.
-                let minutes_start = runtime.groups.values().filter_map(|g| g.events.minutes_start()).min();
-                if minutes_start.is_some_and(|start| late < start) {
+                let floor = runtime.groups.values().filter_map(|g| g.events.minutes_floor()).max();
+                if floor.is_some_and(|floor| late < floor) {
                     late = late.div_euclid(HOUR_MS) * HOUR_MS;
                 }
                 metrics::counter!("vigil_slo_late_recomputes_total").increment(1);
@@ -467,7 +467,7 @@ async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, ch
                 minute += MINUTE_MS;
             }
             // Hours whose minutes are gone are set whole from the recomputed minutes.
-            if let Some(kept_from) = state.events.minutes_start().filter(|start| from < *start) {
+            if let Some(kept_from) = state.events.minutes_floor().filter(|floor| from < *floor) {
                 let mut hour = from.div_euclid(HOUR_MS) * HOUR_MS;
                 while hour < kept_from {
                     let old = minutes.range(hour..kept_from.min(hour + HOUR_MS)).fold((0.0, 0.0), |sum, (_, c)| (sum.0 + c.0, sum.1 + c.1));

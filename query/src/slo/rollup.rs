@@ -36,13 +36,18 @@ impl Buckets {
         self.start + self.values.len() as i64 * self.width
     }
 
-    /// Makes room for `bucket` (growing the tail); false when it is older than what is kept.
+    /// Makes room for `bucket`, growing either end (late data may land before the first
+    /// bucket); the caller keeps older ones out (see `Rollup::minutes_floor`).
     fn reach(&mut self, bucket: i64) -> bool {
         if self.values.is_empty() {
             self.start = bucket;
         }
-        if bucket < self.start {
-            return false;
+        while bucket < self.start {
+            // Zero buckets in front keep every running sum: Σ before them is unchanged.
+            let before = self.sums_before_start();
+            self.values.push_front((0.0, 0.0));
+            self.sums.push_front(before);
+            self.start -= self.width;
         }
         while bucket >= self.end() {
             let last = self.sums.back().copied().unwrap_or((0.0, 0.0));
@@ -150,11 +155,13 @@ pub struct Rollup {
     hours: Buckets,
     minute_span: i64,
     hour_span: i64,
+    /// Minutes before this (the last trim's edge) are only counted in their hours.
+    minutes_floor: i64,
 }
 
 impl Rollup {
     pub fn new(minute_span_ms: i64, hour_span_ms: i64) -> Self {
-        Rollup { minutes: Buckets::new(MINUTE_MS), hours: Buckets::new(HOUR_MS), minute_span: minute_span_ms, hour_span: hour_span_ms }
+        Rollup { minutes: Buckets::new(MINUTE_MS), hours: Buckets::new(HOUR_MS), minute_span: minute_span_ms, hour_span: hour_span_ms, minutes_floor: i64::MIN }
     }
 
     pub fn parts(&self) -> RollupParts {
@@ -163,14 +170,18 @@ impl Rollup {
         RollupParts { minutes_start, minutes, hours_start, hours }
     }
 
-    /// The rollup [`Rollup::parts`] came from (hours already hold their minutes).
-    pub fn from_parts(minute_span_ms: i64, hour_span_ms: i64, parts: &RollupParts) -> Self {
-        Rollup {
+    /// The rollup [`Rollup::parts`] came from (hours already hold their minutes), trimmed
+    /// at `now_ms`.
+    pub fn from_parts(minute_span_ms: i64, hour_span_ms: i64, parts: &RollupParts, now_ms: i64) -> Self {
+        let mut rollup = Rollup {
             minutes: Buckets::from_parts(MINUTE_MS, parts.minutes_start, &parts.minutes),
             hours: Buckets::from_parts(HOUR_MS, parts.hours_start, &parts.hours),
             minute_span: minute_span_ms,
             hour_span: hour_span_ms,
-        }
+            minutes_floor: i64::MIN,
+        };
+        rollup.trim(now_ms);
+        rollup
     }
 
     /// Sets a minute bucket to (good, total). A minute older than those kept changes
@@ -191,12 +202,12 @@ impl Rollup {
 
     /// True when `minute` is older than the minute buckets kept (only hours hold it).
     pub fn is_before_minutes(&self, minute: i64) -> bool {
-        !self.minutes.values.is_empty() && minute < self.minutes.start
+        minute < self.minutes_floor
     }
 
-    /// The first minute bucket kept, if any.
-    pub fn minutes_start(&self) -> Option<i64> {
-        (!self.minutes.values.is_empty()).then_some(self.minutes.start)
+    /// The oldest minute kept one by one, once the rollup has been trimmed.
+    pub fn minutes_floor(&self) -> Option<i64> {
+        (self.minutes_floor != i64::MIN).then_some(self.minutes_floor)
     }
 
     /// Sets an hour bucket whose early minutes are no longer kept: `old` is the sum of those
@@ -210,7 +221,8 @@ impl Rollup {
 
     /// Forgets what is older than the spans, relative to `now`.
     pub fn trim(&mut self, now_ms: i64) {
-        self.minutes.trim(now_ms - self.minute_span);
+        self.minutes_floor = self.minutes_floor.max((now_ms - self.minute_span).div_euclid(MINUTE_MS) * MINUTE_MS);
+        self.minutes.trim(self.minutes_floor);
         self.hours.trim(now_ms - self.hour_span);
     }
 
@@ -278,7 +290,7 @@ mod tests {
         rollup.trim(600 * MINUTE_MS);
         let parts = rollup.parts();
         assert!(parts.minutes.len() < 180, "zero minutes are not saved");
-        let rebuilt = Rollup::from_parts(3 * HOUR_MS, 48 * HOUR_MS, &parts);
+        let rebuilt = Rollup::from_parts(3 * HOUR_MS, 48 * HOUR_MS, &parts, 600 * MINUTE_MS);
         assert_eq!(rebuilt.parts(), parts);
         for (from, to) in [(0, 600), (100, 600), (590, 600), (0, 300), (420, 599)] {
             assert_eq!(rebuilt.window(from * MINUTE_MS, to * MINUTE_MS), rollup.window(from * MINUTE_MS, to * MINUTE_MS));
@@ -290,8 +302,20 @@ mod tests {
             quiet.set(m * MINUTE_MS, if m < 60 { 1.0 } else { 0.0 }, if m < 60 { 1.0 } else { 0.0 });
         }
         quiet.trim(600 * MINUTE_MS);
-        let rebuilt = Rollup::from_parts(3 * HOUR_MS, 48 * HOUR_MS, &quiet.parts());
+        let rebuilt = Rollup::from_parts(3 * HOUR_MS, 48 * HOUR_MS, &quiet.parts(), 600 * MINUTE_MS);
         assert_eq!(rebuilt.window(0, 600 * MINUTE_MS), (60.0, 60.0));
+    }
+
+    #[test]
+    fn late_minutes_before_the_first_bucket_grow_the_front() {
+        let mut rollup = Rollup::new(3 * HOUR_MS, 48 * HOUR_MS);
+        rollup.set(150 * MINUTE_MS, 1.0, 2.0);
+        rollup.set(10 * MINUTE_MS, 3.0, 4.0); // arrived late, before anything held
+        assert_eq!(rollup.recent(0, 200 * MINUTE_MS), (4.0, 6.0));
+        assert_eq!(rollup.recent(100 * MINUTE_MS, 200 * MINUTE_MS), (1.0, 2.0));
+        assert_eq!(rollup.window(0, 200 * MINUTE_MS), (4.0, 6.0));
+        rollup.set(10 * MINUTE_MS, 0.0, 4.0);
+        assert_eq!(rollup.window(0, 200 * MINUTE_MS), (1.0, 6.0), "set again, not added");
     }
 
     #[test]
@@ -301,7 +325,7 @@ mod tests {
             rollup.set(m * MINUTE_MS, 9.0, 10.0);
         }
         rollup.trim(300 * MINUTE_MS); // minutes kept from minute 120
-        assert_eq!(rollup.minutes_start(), Some(120 * MINUTE_MS));
+        assert_eq!(rollup.minutes_floor(), Some(120 * MINUTE_MS));
         // A minute no longer kept is not added twice by `set`.
         rollup.set(30 * MINUTE_MS, 100.0, 100.0);
         assert_eq!(rollup.window(0, 300 * MINUTE_MS), (2700.0, 3000.0));
