@@ -141,16 +141,26 @@ impl WriteBuffer {
     }
 
     pub fn apply_rows(&mut self, rows: &TableRows) {
+        if let Some(batches) = self.rows_buffer(rows) {
+            batches.push(rows.batch.clone());
+        }
+    }
+
+    /// The batches of `rows`' table, counting its bytes in; none for an empty batch.
+    fn rows_buffer(&mut self, rows: &TableRows) -> Option<&mut Vec<RecordBatch>> {
         if rows.batch.num_rows() == 0 {
-            return;
+            return None;
         }
         let entry = self
             .tables
             .entry(rows.table.name().to_string())
             .or_insert_with(|| TableBuffer::Rows(RowsBuffer { table: rows.table, batches: Vec::new() }));
-        if let TableBuffer::Rows(buffer) = entry {
-            self.bytes += rows.batch.get_array_memory_size();
-            buffer.batches.push(rows.batch.clone());
+        match entry {
+            TableBuffer::Rows(buffer) => {
+                self.bytes += rows.batch.get_array_memory_size();
+                Some(&mut buffer.batches)
+            }
+            TableBuffer::Metric(_) => None,
         }
     }
 
@@ -169,16 +179,8 @@ impl WriteBuffer {
             self.bytes += buffer.apply_with(series, MergeWinner::Held);
         }
         for rows in &batch.rows {
-            if rows.batch.num_rows() == 0 {
-                continue;
-            }
-            let entry = self
-                .tables
-                .entry(rows.table.name().to_string())
-                .or_insert_with(|| TableBuffer::Rows(RowsBuffer { table: rows.table, batches: Vec::new() }));
-            if let TableBuffer::Rows(buffer) = entry {
-                self.bytes += rows.batch.get_array_memory_size();
-                buffer.batches.insert(0, rows.batch.clone());
+            if let Some(batches) = self.rows_buffer(rows) {
+                batches.insert(0, rows.batch.clone());
             }
         }
     }
