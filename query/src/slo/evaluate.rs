@@ -433,7 +433,9 @@ async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, ch
             }
         }
         let commit = minute_of(now_ms - OVERLAP_MS).max(from);
+        let scan = std::time::Instant::now();
         let fetched = sources::fetch(&engine, &definition, read_from, now_ms, commit, &mut runtime.source).await;
+        metrics::histogram!("vigil_slo_phase_seconds", "phase" => "scan").record(scan.elapsed().as_secs_f64());
         let counts = match fetched {
             Ok(counts) => counts,
             Err(error) => {
@@ -451,6 +453,7 @@ async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, ch
                 return statuses;
             }
         };
+        let rollup = std::time::Instant::now();
         let hour_span = hour_span(&definition, now_ms);
         for (group, minutes) in counts {
             let state = runtime.groups.entry(group).or_insert_with(|| GroupState {
@@ -484,7 +487,11 @@ async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, ch
             state.events.trim(now_ms);
         }
         runtime.committed_ms = Some(commit);
-        runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect()
+        metrics::histogram!("vigil_slo_phase_seconds", "phase" => "rollup").record(rollup.elapsed().as_secs_f64());
+        let statuses = std::time::Instant::now();
+        let computed = runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect();
+        metrics::histogram!("vigil_slo_phase_seconds", "phase" => "status").record(statuses.elapsed().as_secs_f64());
+        computed
 }
 
 /// Recomputes the outcomes of the slices touching `[from, now]`: one event per slice, good
