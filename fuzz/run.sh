@@ -29,7 +29,7 @@ grep -v '^#' ../tests/promql/corpus.promql | grep -v '^[[:space:]]*$' | while IF
 done
 seed query_http
 n=0
-grep -v '^#' ../tests/promql/corpus.promql | grep -v '^[[:space:]]*$' | head -100 | while IFS= read -r expr; do
+grep -v '^#' ../tests/promql/corpus.promql | grep -v '^[[:space:]]*$' | sed -n '1,100p' | while IFS= read -r expr; do
   n=$((n + 1))
   # The first byte picks the route (index mod 8): PromQL to the query routes, SQL to /api/v1/sql.
   { printf "\\x$(printf %02x $((n % 6 + 2)))"; printf '%s' "$expr"; printf '\0start=0&end=3600&step=60'; } > "seeds/query_http/$n"
