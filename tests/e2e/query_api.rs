@@ -31,6 +31,16 @@ async fn prometheus_api_errors_and_forms() {
     assert_eq!(status, 400);
     assert!(error["error"].as_str().unwrap().contains("11000 points"), "{error}");
     assert_eq!(prom_get(&vigil, "/api/v1/query_range", &[("query", "1"), ("start", "10"), ("end", "0"), ("step", "1")]).await.0, 400);
+    // A label name that does not decode (found by fuzz/query_http): bad data, as JSON.
+    let (status, error) = prom_get(&vigil, "/api/v1/label/%FE%9A/values", &[]).await;
+    assert_eq!((status, error["errorType"].as_str()), (400, Some("bad_data")), "{error}");
+    for path in ["/api/v1/slos/%FE%9A", "/api/v1/silences/%FE%9A"] {
+        let request = if path.contains("silences") { vigil.client.delete(vigil.url(path)) } else { vigil.client.get(vigil.url(path)) };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"].is_string() && error["hint"].is_string(), "{path}: {error}");
+    }
 
     // Grafana sends form POSTs.
     let response = vigil

@@ -4,13 +4,13 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use vigil_alerting::silences::{SilenceError, SilenceRequest};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiPath};
 
 pub async fn alerts(State(app): State<AppState>) -> Json<Value> {
     let alerts = app.alerting.alerts();
@@ -55,7 +55,7 @@ pub async fn create_silence(State(app): State<AppState>, body: Result<Json<Silen
     Ok(Json(json!({"silenceID": id})))
 }
 
-pub async fn expire_silence(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn expire_silence(State(app): State<AppState>, ApiPath(id): ApiPath) -> Result<Json<Value>, ApiError> {
     app.alerting.expire_silence(&id).await?;
     Ok(Json(json!({})))
 }

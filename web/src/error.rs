@@ -124,3 +124,18 @@ impl From<JsonRejection> for ApiError {
         ApiError::new(status, rejection.body_text(), "send a JSON object with Content-Type: application/json")
     }
 }
+
+/// A path segment, with a path that does not decode (invalid UTF-8, say) answered as an
+/// [`ApiError`] instead of axum's plain-text rejection.
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(segment)) => Ok(ApiPath(segment)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text(), "percent-encode the path segment as UTF-8")),
+        }
+    }
+}

@@ -263,13 +263,15 @@ pub async fn labels(State(app): State<AppState>, RawQuery(raw): RawQuery, header
 
 pub async fn label_values(
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let params = Params::read(raw.as_deref(), &headers, &body);
     let run = async {
+        // A name that does not decode (say, invalid UTF-8) is bad data, in Prometheus's shape.
+        let Path(name) = name.map_err(|rejection| ApiFailure::bad_data(format!("invalid label name: {}", rejection.body_text())))?;
         if name != "__name__" && !vigil_storage::write::is_valid_label_name(&name) {
             return Err(ApiFailure::bad_data(format!("invalid label name: {name:?}")));
         }

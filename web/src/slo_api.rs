@@ -3,18 +3,18 @@
 //! why here).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiPath};
 
 pub async fn list(State(app): State<AppState>) -> Json<Value> {
     let statuses = app.slos.statuses();
     Json(json!({"slos": statuses, "reload": app.reloader.status()}))
 }
 
-pub async fn one(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn one(State(app): State<AppState>, ApiPath(name): ApiPath) -> Result<Json<Value>, ApiError> {
     let definitions = app.slos.definitions().await;
     let Some(definition) = definitions.iter().find(|d| d.name == name) else {
         return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, format!("no SLO named {name:?}"), "list them with GET /api/v1/slos"));
