@@ -28,7 +28,7 @@ pub struct DefinitionReloader {
     fingerprint: Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

@@ -87,7 +87,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(reloader.clone().watch(stop.clone()));
     // SLOs resume from their saved state; the others (new or edited) backfill.
     let slo_state = vigil_query::slo::persist::state_path(&config.storage.data_dir);
-    match slos.restore(&slo_state, unix_ms()).await {
+    match slos.restore(&slo_state, crate::reload::now_ms()).await {
         Ok(resumed) => info!(resumed, path = %slo_state.display(), "SLO state loaded"),
         Err(error) => tracing::warn!(%error, "SLO state not loaded: every SLO backfills"),
     }
@@ -107,7 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 if !alerting.is_active() {
                     continue;
                 }
-                let statuses = slos.evaluate(unix_ms()).await;
+                let statuses = slos.evaluate(crate::reload::now_ms()).await;
                 alerting.evaluate_slos(&slos.definitions().await, &statuses).await;
                 if !save_every.is_zero() && saved_at.elapsed() >= save_every {
                     save_slo_state(&slos, &slo_state).await;
@@ -317,10 +317,6 @@ fn ingest_limits(config: &Config) -> Limits {
         },
         max_future: limits.max_future.0,
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn save_slo_state(slos: &vigil_query::slo::SloEvaluator, path: &std::path::Path) {

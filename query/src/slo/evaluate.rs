@@ -184,9 +184,8 @@ pub fn window_start(window: &Window, now_ms: i64) -> i64 {
     }
 }
 
-/// How long hour buckets are kept: the SLO window (at least the longest burn window) and
-/// two hours more.
-/// A calendar window keeps its longest period, since the month (or week) grows.
+/// How long hour buckets are kept: the SLO's history (its window, at least the longest burn
+/// window) and two hours more; a calendar window its longest period, since it grows.
 fn hour_span(definition: &SloDefinition, now_ms: i64) -> i64 {
     let longest = match definition.window {
         Window::Rolling(d) => d.as_millis() as i64,
@@ -318,16 +317,14 @@ impl SloEvaluator {
                     pending += 1;
                     continue;
                 }
-                let definition = (*backfill.definition).clone();
-                let changed_since = backfill.changed_since;
                 let runtime = match (&mut backfill.task).await {
                     Ok(mut runtime) => {
-                        runtime.pending_change_ms = earliest(runtime.pending_change_ms, changed_since);
+                        runtime.pending_change_ms = earliest(runtime.pending_change_ms, backfill.changed_since);
                         runtime
                     }
                     Err(error) => {
-                        tracing::warn!(slo = %definition.name, %error, "SLO backfill failed; it starts again");
-                        SloRuntime::new(definition)
+                        tracing::warn!(slo = %backfill.definition.name, %error, "SLO backfill failed; it starts again");
+                        SloRuntime::new((*backfill.definition).clone())
                     }
                 };
                 *slot = Slot::Ready(runtime);
@@ -410,88 +407,88 @@ async fn backfill(engine: QueryEngine, mut runtime: SloRuntime, now_ms: i64, pro
 /// cycle (`changed_since`, ms) reached further back — from the oldest minute they touched,
 /// however late they came (within the SLO window).
 async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, changed_since: Option<i64>) -> Vec<SloStatus> {
-        let definition = runtime.definition.clone();
-        let changed_since = earliest(changed_since, runtime.pending_change_ms.take());
-        let history_start = history_start(&definition, now_ms);
-        let mut from = runtime.committed_ms.unwrap_or_else(|| minute_of(history_start));
-        let mut read_from = from;
-        if let (Some(committed), Some(changed)) = (runtime.committed_ms, changed_since) {
-            let mut late = minute_of(changed.max(history_start + 1));
-            if late < committed {
-                // Minutes no longer kept one by one are recomputed by whole hours.
-                let floor = runtime.groups.values().filter_map(|g| g.events.minutes_floor()).max();
-                if floor.is_some_and(|floor| late < floor) {
-                    late = late.div_euclid(HOUR_MS) * HOUR_MS;
-                }
-                metrics::counter!("vigil_slo_late_recomputes_total").increment(1);
-                metrics::counter!("vigil_slo_late_minutes_total").increment(((committed - late) / MINUTE_MS) as u64);
-                from = late;
-                // Counters restart from stored samples: read a lookback before `from` so
-                // the first increase after it is not lost.
-                runtime.source = SourceState::default();
-                read_from = from - LATE_LOOKBACK_MS;
+    let definition = runtime.definition.clone();
+    let changed_since = earliest(changed_since, runtime.pending_change_ms.take());
+    let history_start = history_start(&definition, now_ms);
+    let mut from = runtime.committed_ms.unwrap_or_else(|| minute_of(history_start));
+    let mut read_from = from;
+    if let (Some(committed), Some(changed)) = (runtime.committed_ms, changed_since) {
+        let mut late = minute_of(changed.max(history_start + 1));
+        if late < committed {
+            // Minutes no longer kept one by one are recomputed by whole hours.
+            let floor = runtime.groups.values().filter_map(|g| g.events.minutes_floor()).max();
+            if floor.is_some_and(|floor| late < floor) {
+                late = late.div_euclid(HOUR_MS) * HOUR_MS;
+            }
+            metrics::counter!("vigil_slo_late_recomputes_total").increment(1);
+            metrics::counter!("vigil_slo_late_minutes_total").increment(((committed - late) / MINUTE_MS) as u64);
+            from = late;
+            // Counters restart from stored samples: read a lookback before `from` so
+            // the first increase after it is not lost.
+            runtime.source = SourceState::default();
+            read_from = from - LATE_LOOKBACK_MS;
+        }
+    }
+    let commit = minute_of(now_ms - OVERLAP_MS).max(from);
+    let scan = std::time::Instant::now();
+    let fetched = sources::fetch(engine, &definition, read_from, now_ms, commit, &mut runtime.source).await;
+    metrics::histogram!("vigil_slo_phase_seconds", "phase" => "scan").record(scan.elapsed().as_secs_f64());
+    let counts = match fetched {
+        Ok(counts) => counts,
+        Err(error) => {
+            runtime.pending_change_ms = changed_since;
+            let message = error.to_string();
+            if runtime.groups.is_empty() {
+                return vec![error_status(&definition, now_ms, message)];
+            }
+            let mut statuses: Vec<SloStatus> =
+                runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect();
+            for s in &mut statuses {
+                s.state = "error";
+                s.error = Some(message.clone());
+            }
+            return statuses;
+        }
+    };
+    let rollup = std::time::Instant::now();
+    let hour_span = hour_span(&definition, now_ms);
+    for (group, minutes) in counts {
+        let state = runtime.groups.entry(group).or_insert_with(|| GroupState {
+            events: Rollup::new(MINUTE_SPAN_MS, hour_span),
+            slices: match definition.budgeting {
+                Budgeting::Occurrences => None,
+                _ => Some(Rollup::new(MINUTE_SPAN_MS, hour_span)),
+            },
+        });
+        let mut minute = from;
+        while minute <= minute_of(now_ms) {
+            let (good, total) = minutes.get(&minute).copied().unwrap_or((0.0, 0.0));
+            state.events.set(minute, good, total);
+            minute += MINUTE_MS;
+        }
+        // Hours whose minutes are gone are set whole from the recomputed minutes.
+        if let Some(kept_from) = state.events.minutes_floor().filter(|floor| from < *floor) {
+            let mut hour = from.div_euclid(HOUR_MS) * HOUR_MS;
+            while hour < kept_from {
+                let old = minutes.range(hour..kept_from.min(hour + HOUR_MS)).fold((0.0, 0.0), |sum, (_, c)| (sum.0 + c.0, sum.1 + c.1));
+                state.events.set_old_hour(hour, old);
+                hour += HOUR_MS;
             }
         }
-        let commit = minute_of(now_ms - OVERLAP_MS).max(from);
-        let scan = std::time::Instant::now();
-        let fetched = sources::fetch(&engine, &definition, read_from, now_ms, commit, &mut runtime.source).await;
-        metrics::histogram!("vigil_slo_phase_seconds", "phase" => "scan").record(scan.elapsed().as_secs_f64());
-        let counts = match fetched {
-            Ok(counts) => counts,
-            Err(error) => {
-                runtime.pending_change_ms = changed_since;
-                let message = error.to_string();
-                if runtime.groups.is_empty() {
-                    return vec![error_status(&definition, now_ms, message)];
-                }
-                let mut statuses: Vec<SloStatus> =
-                    runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect();
-                for s in &mut statuses {
-                    s.state = "error";
-                    s.error = Some(message.clone());
-                }
-                return statuses;
-            }
-        };
-        let rollup = std::time::Instant::now();
-        let hour_span = hour_span(&definition, now_ms);
-        for (group, minutes) in counts {
-            let state = runtime.groups.entry(group).or_insert_with(|| GroupState {
-                events: Rollup::new(MINUTE_SPAN_MS, hour_span),
-                slices: match definition.budgeting {
-                    Budgeting::Occurrences => None,
-                    _ => Some(Rollup::new(MINUTE_SPAN_MS, hour_span)),
-                },
-            });
-            let mut minute = from;
-            while minute <= minute_of(now_ms) {
-                let (good, total) = minutes.get(&minute).copied().unwrap_or((0.0, 0.0));
-                state.events.set(minute, good, total);
-                minute += MINUTE_MS;
-            }
-            // Hours whose minutes are gone are set whole from the recomputed minutes.
-            if let Some(kept_from) = state.events.minutes_floor().filter(|floor| from < *floor) {
-                let mut hour = from.div_euclid(HOUR_MS) * HOUR_MS;
-                while hour < kept_from {
-                    let old = minutes.range(hour..kept_from.min(hour + HOUR_MS)).fold((0.0, 0.0), |sum, (_, c)| (sum.0 + c.0, sum.1 + c.1));
-                    state.events.set_old_hour(hour, old);
-                    hour += HOUR_MS;
-                }
-            }
+    }
+    for state in runtime.groups.values_mut() {
+        if let Some(slices) = &mut state.slices {
+            update_slices(&definition.budgeting, &state.events, slices, from, now_ms);
+            slices.trim(now_ms);
         }
-        for state in runtime.groups.values_mut() {
-            if let Some(slices) = &mut state.slices {
-                update_slices(&definition.budgeting, &state.events, slices, from, now_ms);
-                slices.trim(now_ms);
-            }
-            state.events.trim(now_ms);
-        }
-        runtime.committed_ms = Some(commit);
-        metrics::histogram!("vigil_slo_phase_seconds", "phase" => "rollup").record(rollup.elapsed().as_secs_f64());
-        let statuses = std::time::Instant::now();
-        let computed = runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect();
-        metrics::histogram!("vigil_slo_phase_seconds", "phase" => "status").record(statuses.elapsed().as_secs_f64());
-        computed
+        state.events.trim(now_ms);
+    }
+    runtime.committed_ms = Some(commit);
+    metrics::histogram!("vigil_slo_phase_seconds", "phase" => "rollup").record(rollup.elapsed().as_secs_f64());
+    let statuses = std::time::Instant::now();
+    let computed = runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect();
+    metrics::histogram!("vigil_slo_phase_seconds", "phase" => "status").record(statuses.elapsed().as_secs_f64());
+    computed
 }
 
 /// Recomputes the outcomes of the slices touching `[from, now]`: one event per slice, good

@@ -414,6 +414,11 @@ async fn sql_events(engine: &QueryEngine, query: &str, from_ms: i64, to_ms: i64)
     Ok(out)
 }
 
+/// A query's `{{.window}}` (Sloth's placeholder) as the bucket width.
+fn with_minute_window(query: &str) -> String {
+    query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m")
+}
+
 /// Minutes one PromQL range evaluation covers: far below Prometheus's 11,000 points per
 /// series, so an SLI over 30 days or a quarter is many small queries, never one huge one.
 const PROMQL_CHUNK_STEPS: i64 = 1440;
@@ -431,7 +436,7 @@ async fn promql_events(
     to_ms: i64,
     accumulator: &mut Accumulator,
 ) -> Result<(), SourceError> {
-    let text = query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m");
+    let text = with_minute_window(query);
     let end = to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
     let mut previous: HashMap<BTreeMap<String, String>, f64> = HashMap::new();
     let mut start = from_ms;
@@ -504,7 +509,7 @@ pub fn tables_read(sli: &Sli) -> TablesRead {
     fn from_queries<'a>(queries: impl Iterator<Item = &'a str>, suffix: &str) -> TablesRead {
         let mut tables = Vec::new();
         for query in queries {
-            let text = query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m");
+            let text = with_minute_window(query);
             let Ok(expr) = promql_parser::parser::parse(&text) else { return TablesRead::All };
             let mut selectors = Vec::new();
             crate::promql::selectors(&expr, &mut selectors);
