@@ -532,3 +532,31 @@ async fn a_new_slo_backfills_in_the_background_while_the_others_are_evaluated() 
     close(new.sli, 1.0 - 0.05 / 10.0);
     assert_eq!(new.backfill_progress, None);
 }
+
+#[tokio::test]
+async fn slos_sharing_a_table_each_get_their_own_series() {
+    let (engine, _dir) = engine().await;
+    let minutes = 6 * 60;
+    let start = NOW - minutes * MINUTE;
+    let mut metrics = Vec::new();
+    for (route, bad_per_minute) in [("/a", 1.0), ("/b", 5.0), ("/c", 20.0)] {
+        metrics.push(counter("shared_requests_total", &[("route", route)], start, minutes, |_| 100.0, None, None));
+        metrics.push(counter("shared_errors_total", &[("route", route)], start, minutes, move |_| bad_per_minute, None, None));
+    }
+    engine.storage().write(WriteBatch { metrics, rows: Vec::new() }).await.unwrap();
+    let ratio = |matchers: &str| format!("{{ratio: {{bad: 'shared_errors_total{{{matchers}}}', total: 'shared_requests_total{{{matchers}}}'}}}}");
+    let cases = [("only-a", "route=\"/a\"", 1.0), ("a-or-b", "route=~\"/(a|b)\"", 3.0), ("not-c", "route!=\"/c\"", 3.0), ("all", "", 26.0 / 3.0), ("no-route", "route=\"\"", f64::NAN)];
+    let yaml: Vec<String> = cases.iter().map(|(name, matchers, _)| slo(name, "99", "1d", &ratio(matchers))).collect();
+    let together = evaluate(&engine, &yaml.join("---\n"), NOW).await;
+    for ((name, _, bad_percent), status) in cases.iter().zip(&together) {
+        assert_eq!(&status.name, name);
+        if bad_percent.is_nan() {
+            assert_eq!(status.sli, None, "{name}: no series match");
+            continue;
+        }
+        close(status.sli, 1.0 - bad_percent / 100.0);
+        // The same SLO alone reads the table on its own: the numbers are the same.
+        let alone = evaluate(&engine, &yaml[together.iter().position(|s| &s.name == name).unwrap()], NOW).await;
+        same_numbers(&alone[0], status);
+    }
+}

@@ -19,6 +19,7 @@ use vigil_storage::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch};
 use super::model::{BURN_WINDOWS, Budgeting, CalendarUnit, Severity, SloDefinition, Window};
 use super::rollup::{HOUR_MS, MINUTE_MS, Rollup, minute_of};
 use super::persist::{self, PersistError, SavedSlo};
+use super::scans::Scans;
 use super::sources::{self, GroupKey, SourceState};
 use crate::QueryEngine;
 
@@ -132,7 +133,17 @@ struct Backfill {
     progress: Arc<AtomicU64>,
     /// The oldest change (ms) written while the backfill ran: taken in once it is done.
     changed_since: Option<i64>,
-    task: tokio::task::JoinHandle<SloRuntime>,
+    /// The backfilled runtime, once done. Dropping it (the SLO was replaced or removed)
+    /// tells the cohort to stop reading for this SLO.
+    done: tokio::sync::oneshot::Receiver<SloRuntime>,
+}
+
+/// One SLO of a backfill cohort: SLOs that start backfilling in the same cycle are read
+/// together, a day at a time, sharing each day's scans.
+struct CohortMember {
+    runtime: SloRuntime,
+    progress: Arc<AtomicU64>,
+    done: tokio::sync::oneshot::Sender<SloRuntime>,
 }
 
 impl Slot {
@@ -144,13 +155,8 @@ impl Slot {
     }
 }
 
-impl Drop for Backfill {
-    fn drop(&mut self) {
-        self.task.abort(); // a replaced or removed SLO's backfill is not needed any more
-    }
-}
-
-/// Backfills running at once: the evaluation cycle keeps its share of the cores.
+/// Backfill tasks running at once (a cohort is split into this many by the tables its SLOs
+/// read, so both cores work and SLOs on one table still share its scans).
 const BACKFILL_PARALLELISM: usize = 2;
 /// History one backfill step reads: a day, so memory stays that of a day of samples.
 const BACKFILL_STEP_MS: i64 = 24 * HOUR_MS;
@@ -307,41 +313,54 @@ impl SloEvaluator {
         let changes = self.engine.storage().drain_changes();
         let mut statuses = Vec::new();
         let mut pending = 0;
-        for slot in runtimes.iter_mut() {
-            if let Slot::Backfilling(backfill) = slot {
-                let changed = backfill.tables.changed_since(&changes);
-                backfill.changed_since = earliest(backfill.changed_since, changed);
-                if !backfill.task.is_finished() {
-                    let progress = f64::from_bits(backfill.progress.load(Ordering::Relaxed));
-                    statuses.push(backfilling_status(&backfill.definition, now_ms, progress));
-                    pending += 1;
-                    continue;
+        let scans = Scans::new();
+        let mut cohort = Vec::new();
+        for slot in std::mem::take(&mut *runtimes) {
+            let mut runtime = match slot {
+                Slot::Ready(runtime) => runtime,
+                Slot::Backfilling(mut backfill) => {
+                    let changed = backfill.tables.changed_since(&changes);
+                    backfill.changed_since = earliest(backfill.changed_since, changed);
+                    match backfill.done.try_recv() {
+                        Ok(mut runtime) => {
+                            runtime.pending_change_ms = earliest(runtime.pending_change_ms, backfill.changed_since);
+                            runtime
+                        }
+                        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                            let progress = f64::from_bits(backfill.progress.load(Ordering::Relaxed));
+                            statuses.push(backfilling_status(&backfill.definition, now_ms, progress));
+                            pending += 1;
+                            runtimes.push(Slot::Backfilling(backfill));
+                            continue;
+                        }
+                        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                            tracing::warn!(slo = %backfill.definition.name, "SLO backfill failed; it starts again");
+                            SloRuntime::new((*backfill.definition).clone())
+                        }
+                    }
                 }
-                let runtime = match (&mut backfill.task).await {
-                    Ok(mut runtime) => {
-                        runtime.pending_change_ms = earliest(runtime.pending_change_ms, backfill.changed_since);
-                        runtime
-                    }
-                    Err(error) => {
-                        tracing::warn!(slo = %backfill.definition.name, %error, "SLO backfill failed; it starts again");
-                        SloRuntime::new((*backfill.definition).clone())
-                    }
-                };
-                *slot = Slot::Ready(runtime);
-            }
-            let Slot::Ready(runtime) = slot else { continue };
+            };
             if runtime.committed_ms.is_none() {
-                let placeholder = SloRuntime::new((*runtime.definition).clone());
-                let runtime = std::mem::replace(runtime, placeholder);
-                let backfill = self.start_backfill(runtime, now_ms);
+                let (done, receiver) = tokio::sync::oneshot::channel();
+                let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+                let backfill = Backfill {
+                    definition: runtime.definition.clone(),
+                    tables: runtime.tables.clone(),
+                    progress: progress.clone(),
+                    changed_since: None,
+                    done: receiver,
+                };
                 statuses.push(backfilling_status(&backfill.definition, now_ms, 0.0));
                 pending += 1;
-                *slot = Slot::Backfilling(backfill);
+                runtimes.push(Slot::Backfilling(backfill));
+                cohort.push(CohortMember { runtime, progress, done });
                 continue;
             }
             let changed_since = runtime.tables.changed_since(&changes);
-            statuses.extend(advance(&self.engine, runtime, now_ms, changed_since).await);
+            statuses.extend(advance(&self.engine, &scans, &mut runtime, now_ms, changed_since).await);
+            runtimes.push(Slot::Ready(runtime));
         }
+        self.start_backfills(cohort, now_ms);
         drop(runtimes);
         let stored: Vec<SloStatus> = statuses.iter().filter(|s| s.state != BACKFILLING).cloned().collect();
         if let Err(e) = self.engine.storage().write(status_batch(&stored, now_ms)).await {
@@ -366,12 +385,28 @@ impl SloEvaluator {
         }
     }
 
-    fn start_backfill(&self, runtime: SloRuntime, now_ms: i64) -> Backfill {
-        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
-        let definition = runtime.definition.clone();
-        let tables = runtime.tables.clone();
-        let task = tokio::spawn(backfill(self.engine.clone(), runtime, now_ms, progress.clone(), self.backfill_permits.clone()));
-        Backfill { definition, tables, progress, changed_since: None, task }
+    /// Backfills a cycle's new SLOs: split by the tables they read into at most
+    /// `BACKFILL_PARALLELISM` tasks, each reading its SLOs' history together.
+    fn start_backfills(&self, cohort: Vec<CohortMember>, now_ms: i64) {
+        if cohort.is_empty() {
+            return;
+        }
+        let mut by_tables: BTreeMap<String, Vec<CohortMember>> = BTreeMap::new();
+        for member in cohort {
+            by_tables.entry(format!("{:?}", member.runtime.tables)).or_default().push(member);
+        }
+        let mut groups: Vec<Vec<CohortMember>> = by_tables.into_values().collect();
+        groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
+        let mut tasks: Vec<Vec<CohortMember>> = (0..BACKFILL_PARALLELISM.min(groups.len())).map(|_| Vec::new()).collect();
+        for group in groups {
+            // The largest groups first, each to the task with the fewest SLOs so far.
+            if let Some(task) = tasks.iter_mut().min_by_key(|t| t.len()) {
+                task.extend(group);
+            }
+        }
+        for members in tasks {
+            tokio::spawn(backfill(self.engine.clone(), members, now_ms, self.backfill_permits.clone()));
+        }
     }
 }
 
@@ -386,27 +421,50 @@ fn unix_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Reads an SLO's history up to `now_ms` a day at a time, under one of the backfill permits.
-async fn backfill(engine: QueryEngine, mut runtime: SloRuntime, now_ms: i64, progress: Arc<AtomicU64>, permits: Arc<tokio::sync::Semaphore>) -> SloRuntime {
-    let Ok(_permit) = permits.acquire_owned().await else { return runtime };
+/// Reads the history of a cohort's SLOs up to `now_ms` a day at a time, under one of the
+/// backfill permits; each day's scans are shared by the SLOs that read that day.
+async fn backfill(engine: QueryEngine, mut members: Vec<CohortMember>, now_ms: i64, permits: Arc<tokio::sync::Semaphore>) {
+    let Ok(_permit) = permits.acquire_owned().await else { return };
     let started = std::time::Instant::now();
-    metrics::counter!("vigil_slo_backfills_total").increment(1);
-    let start = minute_of(history_start(&runtime.definition, now_ms));
-    runtime.committed_ms = Some(start);
-    let mut at = start;
-    while at < now_ms {
+    members.retain(|m| !m.done.is_closed());
+    metrics::counter!("vigil_slo_backfills_total").increment(members.len() as u64);
+    let mut starts = Vec::with_capacity(members.len());
+    for member in &mut members {
+        let start = minute_of(history_start(&member.runtime.definition, now_ms));
+        member.runtime.committed_ms = Some(start);
+        starts.push(start);
+    }
+    let Some(&first) = starts.iter().min() else { return };
+    let mut at = first;
+    while at < now_ms && !members.is_empty() {
         at = (at + BACKFILL_STEP_MS).min(now_ms);
-        advance(&engine, &mut runtime, at, None).await;
-        progress.store(((at - start) as f64 / (now_ms - start).max(1) as f64).to_bits(), Ordering::Relaxed);
+        let scans = Scans::new();
+        for (member, &start) in members.iter_mut().zip(&starts) {
+            if member.runtime.committed_ms.is_some_and(|c| c < at) {
+                advance(&engine, &scans, &mut member.runtime, at, None).await;
+                member.progress.store(((at - start) as f64 / (now_ms - start).max(1) as f64).to_bits(), Ordering::Relaxed);
+            }
+        }
+        // A replaced or removed SLO is read no further.
+        let mut kept = Vec::with_capacity(members.len());
+        for (member, start) in members.drain(..).zip(std::mem::take(&mut starts)) {
+            if !member.done.is_closed() {
+                kept.push(member);
+                starts.push(start);
+            }
+        }
+        members = kept;
     }
     metrics::histogram!("vigil_slo_backfill_seconds").record(started.elapsed().as_secs_f64());
-    runtime
+    for member in members {
+        let _ = member.done.send(member.runtime); // a receiver gone meanwhile needs nothing
+    }
 }
 
 /// Brings one SLO up to `now_ms`: from its commit point, or — when writes since the last
 /// cycle (`changed_since`, ms) reached further back — from the oldest minute they touched,
 /// however late they came (within the SLO window).
-async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, changed_since: Option<i64>) -> Vec<SloStatus> {
+async fn advance(engine: &QueryEngine, scans: &Scans, runtime: &mut SloRuntime, now_ms: i64, changed_since: Option<i64>) -> Vec<SloStatus> {
     let definition = runtime.definition.clone();
     let changed_since = earliest(changed_since, runtime.pending_change_ms.take());
     let history_start = history_start(&definition, now_ms);
@@ -431,7 +489,7 @@ async fn advance(engine: &QueryEngine, runtime: &mut SloRuntime, now_ms: i64, ch
     }
     let commit = minute_of(now_ms - OVERLAP_MS).max(from);
     let scan = std::time::Instant::now();
-    let fetched = sources::fetch(engine, &definition, read_from, now_ms, commit, &mut runtime.source).await;
+    let fetched = sources::fetch(engine, scans, &definition, read_from, now_ms, commit, &mut runtime.source).await;
     metrics::histogram!("vigil_slo_phase_seconds", "phase" => "scan").record(scan.elapsed().as_secs_f64());
     let counts = match fetched {
         Ok(counts) => counts,

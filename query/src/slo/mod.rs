@@ -17,6 +17,7 @@ pub mod model;
 mod openslo;
 pub mod persist;
 pub mod rollup;
+pub mod scans;
 mod sources;
 mod sloth;
 mod vigil;

@@ -6,6 +6,7 @@
 //! before the commit point is kept, so the next evaluation reads only newer data.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -18,6 +19,7 @@ use promql_parser::parser::Expr as PromExpr;
 
 use super::model::{PromQlKind, Sli, SloDefinition};
 use super::rollup::{MINUTE_MS, minute_of};
+use super::scans::{Scans, SeriesPoints};
 use crate::QueryEngine;
 use crate::engine::ts_literal;
 use crate::promql::{EvalRange, PromResult};
@@ -109,6 +111,7 @@ impl Accumulator {
 
 pub async fn fetch(
     engine: &QueryEngine,
+    scans: &Scans,
     slo: &SloDefinition,
     from_ms: i64,
     to_ms: i64,
@@ -122,19 +125,36 @@ pub async fn fetch(
             roles.extend(good.iter().map(|g| (GOOD, g.clone())));
             roles.extend(bad.iter().map(|b| (BAD, b.clone())));
             for (role, selector) in roles {
-                let series = selector_samples(engine, &parse_selector(&selector)?, from_ms, to_ms).await?;
-                counter_increases(series, role, &slo.group_by, commit_ms, state, &mut accumulator, |_| true);
+                let series = selected(engine, scans, &parse_selector(&selector)?, from_ms, to_ms).await?;
+                counter_increases(series.iter(), role, &slo.group_by, commit_ms, state, &mut accumulator);
             }
             if slo.group_by.is_empty() {
                 accumulator.ensure_group(Vec::new());
             }
             Ok(accumulator.counts(good.is_some()))
         }
-        Sli::Latency { histogram, threshold } => latency(engine, slo, histogram, *threshold, from_ms, to_ms, commit_ms, state).await,
+        Sli::Latency { histogram, threshold } => latency(engine, scans, slo, histogram, *threshold, from_ms, to_ms, commit_ms, state).await,
         Sli::Spans { service, name, good_status, max_duration } => {
-            spans(engine, slo, service, name.as_deref(), good_status, max_duration.map(|d| d.as_nanos() as i64), from_ms, to_ms).await
+            let key = (format!("spans {service:?} {name:?} {good_status:?} {max_duration:?} by {:?}", slo.group_by), from_ms, to_ms);
+            let max_duration_ns = max_duration.map(|d| d.as_nanos() as i64);
+            let counts = scans
+                .aggregates
+                .get_or_read(key, "spans", || async {
+                    spans(engine, &slo.group_by, service, name.as_deref(), good_status, max_duration_ns, from_ms, to_ms).await.map(Arc::new)
+                })
+                .await?;
+            Ok((*counts).clone())
         }
-        Sli::Drift { model, version, feature, statistic, below, .. } => drift(engine, model, version.as_deref(), feature, statistic, *below, from_ms, to_ms).await,
+        Sli::Drift { model, version, feature, statistic, below, .. } => {
+            let key = (format!("drift {model:?} {version:?} {feature:?} {statistic:?} {below}"), from_ms, to_ms);
+            let counts = scans
+                .aggregates
+                .get_or_read(key, "drift", || async {
+                    drift(engine, model, version.as_deref(), feature, statistic, *below, from_ms, to_ms).await.map(Arc::new)
+                })
+                .await?;
+            Ok((*counts).clone())
+        }
         Sli::Sql { good, bad, total } => {
             let mut accumulator = Accumulator::default();
             accumulator.ensure_group(Vec::new());
@@ -142,8 +162,10 @@ pub async fn fetch(
             roles.extend(good.iter().map(|g| (GOOD, g)));
             roles.extend(bad.iter().map(|b| (BAD, b)));
             for (role, query) in roles {
-                for (minute, events) in sql_events(engine, query, from_ms, to_ms).await? {
-                    accumulator.add(Vec::new(), minute, role, events);
+                let key = (query.clone(), from_ms, to_ms);
+                let events = scans.sql.get_or_read(key, "sql", || async { sql_events(engine, query, from_ms, to_ms).await.map(Arc::new) }).await?;
+                for (minute, events) in events.iter() {
+                    accumulator.add(Vec::new(), *minute, role, *events);
                 }
             }
             Ok(accumulator.counts(good.is_some()))
@@ -157,7 +179,10 @@ pub async fn fetch(
             roles.extend(good.iter().map(|g| (GOOD, g)));
             roles.extend(bad.iter().map(|b| (BAD, b)));
             for (role, query) in roles {
-                promql_events(engine, query, *kind, role, &slo.group_by, from_ms, to_ms, &mut accumulator).await?;
+                let text = with_minute_window(query);
+                let key = (text.clone(), from_ms, to_ms);
+                let series = scans.promql.get_or_read(key, "promql", || async { promql_minutes(engine, &text, from_ms, to_ms).await.map(Arc::new) }).await?;
+                promql_events(&series, *kind, role, &slo.group_by, from_ms, &mut accumulator);
             }
             Ok(accumulator.counts(good.is_some()))
         }
@@ -169,6 +194,55 @@ fn parse_selector(text: &str) -> Result<promql_parser::parser::VectorSelector, S
         Ok(PromExpr::VectorSelector(selector)) => Ok(selector),
         _ => Err(SourceError::Definition(format!("{text:?} is not a series selector"))),
     }
+}
+
+/// The series a selector picks, in `(from, to]`: out of the pass's one scan of the metric's
+/// table, or — for a selector without a metric name — read on their own.
+struct Selection {
+    all: Arc<Vec<SeriesPoints>>,
+    picked: Vec<usize>,
+}
+
+impl Selection {
+    fn iter(&self) -> impl Iterator<Item = &SeriesPoints> {
+        self.picked.iter().map(|i| &self.all[*i])
+    }
+}
+
+async fn selected(
+    engine: &QueryEngine,
+    scans: &Scans,
+    selector: &promql_parser::parser::VectorSelector,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Selection, SourceError> {
+    let Some(name) = metric_name(selector).filter(|_| selector.matchers.or_matchers.is_empty()) else {
+        let all = Arc::new(selector_samples(engine, selector, from_ms, to_ms).await?);
+        return Ok(Selection { picked: (0..all.len()).collect(), all });
+    };
+    let table = vigil_storage::schema::metric_table_name(&name).into_owned();
+    let all = scans
+        .tables
+        .get_or_read((table, from_ms, to_ms), "table", || async {
+            let mut whole = selector.clone();
+            whole.matchers.matchers.retain(|m| m.name == "__name__");
+            selector_samples(engine, &whole, from_ms, to_ms).await.map(Arc::new)
+        })
+        .await?;
+    let matchers: Vec<&Matcher> = selector.matchers.matchers.iter().filter(|m| m.name != "__name__").collect();
+    let picked = all
+        .iter()
+        .enumerate()
+        .filter(|(_, (labels, _))| matchers.iter().all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str))))
+        .map(|(i, _)| i)
+        .collect();
+    Ok(Selection { all, picked })
+}
+
+fn metric_name(selector: &promql_parser::parser::VectorSelector) -> Option<String> {
+    selector.name.clone().or_else(|| {
+        selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op == MatchOp::Equal).map(|m| m.value.clone())
+    })
 }
 
 /// Samples of a selector in `(from, to]`, grouped per series, in time order.
@@ -209,25 +283,21 @@ async fn selector_samples(
 }
 
 /// Increases of counter series, in the minute of the later sample. `keep` picks series.
-fn counter_increases(
-    series: Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)>,
+fn counter_increases<'a>(
+    series: impl Iterator<Item = &'a SeriesPoints>,
     role: u8,
     group_by: &[String],
     commit_ms: i64,
     state: &mut SourceState,
     accumulator: &mut Accumulator,
-    keep: impl Fn(&BTreeMap<String, String>) -> bool,
 ) {
     for (labels, points) in series {
-        if !keep(&labels) {
-            continue;
-        }
         let key = (role, format!("{labels:?}"));
-        let group = group_key(&labels, group_by);
+        let group = group_key(labels, group_by);
         accumulator.ensure_group(group.clone());
         let mut previous = state.counters.get(&key).copied();
         let mut committed = previous;
-        for (ts, value) in points {
+        for &(ts, value) in points {
             if value.is_nan() {
                 continue; // stale markers and NaN samples carry no count
             }
@@ -249,6 +319,7 @@ fn counter_increases(
 #[allow(clippy::too_many_arguments)]
 async fn latency(
     engine: &QueryEngine,
+    scans: &Scans,
     slo: &SloDefinition,
     histogram: &str,
     threshold: f64,
@@ -264,7 +335,7 @@ async fn latency(
     for matcher in selector.matchers.matchers.iter_mut().filter(|m| m.name == "__name__") {
         *matcher = Matcher::new(MatchOp::Equal, "__name__", &bucket_name);
     }
-    let series = selector_samples(engine, &selector, from_ms, to_ms).await?;
+    let series = selected(engine, scans, &selector, from_ms, to_ms).await?;
     let bound = |labels: &BTreeMap<String, String>| labels.get("le").and_then(|le| crate::promql::udf::parse_bound(le));
     let bounds: Vec<f64> = {
         let mut b: Vec<f64> = series.iter().filter_map(|(l, _)| bound(l)).collect();
@@ -285,10 +356,10 @@ async fn latency(
     if group_by.is_empty() {
         accumulator.ensure_group(Vec::new());
     }
-    let good: Vec<_> = series.iter().filter(|(l, _)| bound(l) == Some(threshold)).cloned().collect();
-    let total: Vec<_> = series.into_iter().filter(|(l, _)| bound(l) == Some(f64::INFINITY)).collect();
-    counter_increases(good, GOOD, &group_by, commit_ms, state, &mut accumulator, |_| true);
-    counter_increases(total, TOTAL, &group_by, commit_ms, state, &mut accumulator, |_| true);
+    let good = series.iter().filter(|(l, _)| bound(l) == Some(threshold));
+    counter_increases(good, GOOD, &group_by, commit_ms, state, &mut accumulator);
+    let total = series.iter().filter(|(l, _)| bound(l) == Some(f64::INFINITY));
+    counter_increases(total, TOTAL, &group_by, commit_ms, state, &mut accumulator);
     Ok(accumulator.counts(true))
 }
 
@@ -328,7 +399,7 @@ async fn collect_counts(frame: datafusion::dataframe::DataFrame, group_by: &[Str
 #[allow(clippy::too_many_arguments)]
 async fn spans(
     engine: &QueryEngine,
-    slo: &SloDefinition,
+    group_by: &[String],
     service: &str,
     name: Option<&str>,
     good_status: &[String],
@@ -348,7 +419,7 @@ async fn spans(
         good = good.and(ident("duration").lt_eq(lit(max)));
     }
     let good_value = when(good, lit(1.0)).otherwise(lit(0.0))?;
-    let mut keys: Vec<Expr> = slo.group_by.iter().map(|c| cast(ident(c.as_str()), DataType::Utf8).alias(c.as_str())).collect();
+    let mut keys: Vec<Expr> = group_by.iter().map(|c| cast(ident(c.as_str()), DataType::Utf8).alias(c.as_str())).collect();
     keys.push(minute_expr("start").alias("__minute__"));
     let frame = engine
         .context()
@@ -356,7 +427,7 @@ async fn spans(
         .await?
         .filter(filter)?
         .aggregate(keys, vec![sum(good_value).alias("__good__"), count(lit(1)).alias("__total__")])?;
-    collect_counts(frame, &slo.group_by).await
+    collect_counts(frame, group_by).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -423,62 +494,57 @@ fn with_minute_window(query: &str) -> String {
 /// series, so an SLI over 30 days or a quarter is many small queries, never one huge one.
 const PROMQL_CHUNK_STEPS: i64 = 1440;
 
-/// A PromQL query evaluated at every minute end in `[from, to]`, a day at a time; a
-/// counter's last value carries over from one day to the next (and across gaps, as before).
-#[allow(clippy::too_many_arguments)]
-async fn promql_events(
-    engine: &QueryEngine,
-    query: &str,
-    kind: PromQlKind,
-    role: u8,
-    group_by: &[String],
-    from_ms: i64,
-    to_ms: i64,
-    accumulator: &mut Accumulator,
-) -> Result<(), SourceError> {
-    let text = with_minute_window(query);
+/// A PromQL query evaluated at every minute end in `[from, to]`, a day at a time, each
+/// series' points joined across the days.
+async fn promql_minutes(engine: &QueryEngine, text: &str, from_ms: i64, to_ms: i64) -> Result<Vec<SeriesPoints>, SourceError> {
     let end = to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let mut previous: HashMap<BTreeMap<String, String>, f64> = HashMap::new();
+    let mut joined: HashMap<BTreeMap<String, String>, Vec<(i64, f64)>> = HashMap::new();
     let mut start = from_ms;
     while start < end {
         let chunk_end = (start + (PROMQL_CHUNK_STEPS - 1) * MINUTE_MS).min(end);
         let range = EvalRange { start_ms: start, end_ms: chunk_end, step_ms: MINUTE_MS };
-        let series = match engine.promql(&text, range, false).await? {
-            PromResult::Matrix(series) => series,
+        match engine.promql(text, range, false).await? {
+            PromResult::Matrix(series) => {
+                for s in series {
+                    joined.entry(s.labels).or_default().extend(s.points);
+                }
+            }
             other => return Err(SourceError::Definition(format!("the query must give a vector, not {other:?}"))),
-        };
-        for s in series {
-            let group = group_key(&s.labels, group_by);
-            accumulator.ensure_group(group.clone());
-            let mut last = previous.remove(&s.labels);
-            for (t, v) in s.points {
-                if v.is_nan() {
-                    last = None;
-                    continue;
-                }
-                let events = match kind {
-                    PromQlKind::Counter => {
-                        let increase = last.map(|p| if v < p { v } else { v - p });
-                        last = Some(v);
-                        match increase {
-                            Some(i) => i,
-                            None => continue,
-                        }
-                    }
-                    PromQlKind::Rate => v * 60.0,
-                    PromQlKind::ErrorRatio => v,
-                };
-                if t > from_ms {
-                    accumulator.add(group.clone(), minute_of(t), role, events);
-                }
-            }
-            if let Some(v) = last {
-                previous.insert(s.labels, v);
-            }
         }
         start = chunk_end + MINUTE_MS;
     }
-    Ok(())
+    Ok(joined.into_iter().collect())
+}
+
+/// Events of a PromQL query's per-minute values: a counter's increases (its last value
+/// carried across gaps, a drop being a reset), a rate times 60 s, or a ratio as is.
+fn promql_events(series: &[SeriesPoints], kind: PromQlKind, role: u8, group_by: &[String], from_ms: i64, accumulator: &mut Accumulator) {
+    for (labels, points) in series {
+        let group = group_key(labels, group_by);
+        accumulator.ensure_group(group.clone());
+        let mut last = None;
+        for &(t, v) in points {
+            if v.is_nan() {
+                last = None;
+                continue;
+            }
+            let events = match kind {
+                PromQlKind::Counter => {
+                    let increase = last.map(|p| if v < p { v } else { v - p });
+                    last = Some(v);
+                    match increase {
+                        Some(i) => i,
+                        None => continue,
+                    }
+                }
+                PromQlKind::Rate => v * 60.0,
+                PromQlKind::ErrorRatio => v,
+            };
+            if t > from_ms {
+                accumulator.add(group.clone(), minute_of(t), role, events);
+            }
+        }
+    }
 }
 
 /// The tables an SLI reads: a write to one of them may change its counts.
@@ -501,11 +567,6 @@ impl TablesRead {
 }
 
 pub fn tables_read(sli: &Sli) -> TablesRead {
-    fn metric_name(selector: &promql_parser::parser::VectorSelector) -> Option<String> {
-        selector.name.clone().or_else(|| {
-            selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op == MatchOp::Equal).map(|m| m.value.clone())
-        })
-    }
     fn from_queries<'a>(queries: impl Iterator<Item = &'a str>, suffix: &str) -> TablesRead {
         let mut tables = Vec::new();
         for query in queries {
