@@ -131,6 +131,11 @@ fn metric_value(metrics: &str, name: &str) -> f64 {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
+/// Metric-table scans of the SLO evaluator.
+fn scan_count(metrics: &str) -> f64 {
+    metric_value(metrics, "vigil_slo_scans_total{source=\"table\"}")
+}
+
 async fn metrics(vigil: &Vigil) -> String {
     vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
@@ -176,7 +181,12 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
         (numbers.len() == SLOS).then_some(numbers)
     })
     .await;
-    assert_eq!(metric_value(&metrics(&vigil).await, "vigil_slo_backfills_total"), SLOS as f64);
+    let first_run = metrics(&vigil).await;
+    assert_eq!(metric_value(&first_run, "vigil_slo_backfills_total"), SLOS as f64);
+    // The 200 SLOs read one table: their backfill shares a scan of it per day read (four),
+    // and each cycle one scan (not one per SLO and selector: 400).
+    let (table_scans, cycles) = (scan_count(&first_run), metric_value(&first_run, "vigil_slo_evaluation_seconds_count"));
+    assert!(table_scans >= 1.0 && table_scans <= cycles + 8.0, "{table_scans} table scans in {cycles} cycles and one backfill of {SLOS} SLOs");
 
     for kill in [false, true] {
         if kill {
@@ -200,6 +210,14 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
             assert!((sli - sli2).abs() < 1e-9 && (good - good2).abs() < 1e-6 && (total - total2).abs() < 1e-6, "kill: {kill}: {name}: {sli} {good} {total} vs {sli2} {good2} {total2}");
         }
     }
+
+    let earlier = metrics(&vigil).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = metrics(&vigil).await;
+    let cycles = metric_value(&later, "vigil_slo_evaluation_seconds_count") - metric_value(&earlier, "vigil_slo_evaluation_seconds_count");
+    let table_scans = scan_count(&later) - scan_count(&earlier);
+    // A scan counted in a cycle not yet finished when the metrics were read: one more.
+    assert!(cycles >= 2.0 && table_scans >= cycles - 1.0 && table_scans <= cycles + 1.0, "{table_scans} table scans in {cycles} cycles of {SLOS} SLOs");
 
     std::fs::write(dir.path().join("slos.yaml"), slo_file(SLOS, Some(7))).unwrap();
     let response = vigil.client.post(vigil.url("/-/reload")).send().await.unwrap();
