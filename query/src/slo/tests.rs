@@ -100,6 +100,24 @@ fn bad_files_say_where_and_what_to_do() {
     assert_eq!(error(typo_kind), "bad.yaml:2:7: unknown OpenSLO kind \"SLi\" (hint: did you mean `SLI`? one of SLO, SLI, DataSource, Service, AlertPolicy, AlertCondition, AlertNotificationTarget)");
     let sloth = "version: prometheus/v1\nservice: s\nslos:\n  - name: a\n    objective: 0\n    sli: {events: {error_query: 'sum(rate(e[{{.window}}]))', total_query: 'sum(rate(t[{{.window}}]))'}}\n";
     assert_eq!(error(sloth), "bad.yaml:5:16: objective 0 is out of range (hint: a percentage strictly between 0 and 100, e.g. 99.9)");
+    // PromQL SLIs that cannot give per-minute events, in every dialect.
+    let range = "version: prometheus/v1\nservice: s\nslos:\n  - name: a\n    objective: 99\n    sli: {events: {error_query: 'e[{{.window}}]', total_query: 'sum(rate(t[{{.window}}]))'}}\n";
+    assert_eq!(
+        error(range),
+        "bad.yaml:6:33: \"e[{{.window}}]\" cannot be an SLI: it is a range vector (hint: take rate(), increase() or another function of the range, e.g. sum(rate(x[5m])))"
+    );
+    let pinned = format!("{head}  objective: 99\n  window: 30d\n  sli: {{promql: {{bad: 'sum(rate(e[5m] @ 1700000000))', total: 'sum(rate(t[5m]))'}}}}\n");
+    assert_eq!(
+        error(&pinned),
+        "bad.yaml:7:23: \"sum(rate(e[5m] @ 1700000000))\" cannot be an SLI: an `@` modifier pins it to one time, while an SLI is evaluated at every minute (hint: remove the `@` modifier)"
+    );
+    let ungrouped = format!("{head}  objective: 99\n  window: 30d\n  group_by: [route]\n  sli: {{promql: {{bad: 'sum by (route) (rate(e[5m]))', total: 'sum(rate(t[5m]))'}}}}\n");
+    assert_eq!(
+        error(&ungrouped),
+        "bad.yaml:8:62: the query's aggregation drops \"route\", which the SLO is grouped by: every group would read the same series (hint: aggregate by (route) or leave the label out of group_by)"
+    );
+    let grouped = format!("{head}  objective: 99\n  window: 30d\n  group_by: [route]\n  sli: {{promql: {{bad: 'sum by (route) (rate(e[5m]))', total: 'sum without (code) (rate(t[5m]))'}}}}\n");
+    assert!(load_texts(&[("ok.yaml".into(), grouped)], None).is_ok());
     // Every error of a load is reported, not just the first.
     let two = format!("{head}  objective: 100\n  window: 30d\n{ratio}---\n{head}  objective: 99\n  window: 1x\n{ratio}");
     assert_eq!(error(&two).lines().count(), 2);

@@ -234,7 +234,7 @@ pub fn convert(place: &Place, doc: VigilSlo, text: &str, receivers: &mut Vec<Spa
         }
         Some(BudgetingSpec::RatioTimeslices { slice }) => Budgeting::RatioTimeslices { slice: yaml::duration(place, &slice)? },
     };
-    let sli = convert_sli(place, spec.sli)?;
+    let sli = convert_sli(place, spec.sli, &spec.group_by)?;
     // A drift SLI counts good slices: each slice is one event, good or not.
     let budgeting = match (&sli, budgeting) {
         (Sli::Drift { slice, .. }, Budgeting::Occurrences) => Budgeting::Timeslices { slice: *slice, target: 1.0 },
@@ -302,7 +302,7 @@ fn good_or_bad(place: &Place, good: Option<Spanned<String>>, bad: Option<Spanned
     }
 }
 
-fn convert_sli(place: &Place, sli: SliSpec) -> Result<Sli, LoadError> {
+fn convert_sli(place: &Place, sli: SliSpec, group_by: &[String]) -> Result<Sli, LoadError> {
     Ok(match sli {
         SliSpec::Ratio { good, bad, total } => {
             let (good, bad) = good_or_bad(place, good, bad, &total, yaml::selector)?;
@@ -348,6 +348,9 @@ fn convert_sli(place: &Place, sli: SliSpec) -> Result<Sli, LoadError> {
             Sli::Sql { good, bad, total: yaml::sql(place, &total)? }
         }
         SliSpec::Promql { good, bad, total, counter } => {
+            for query in [good.as_ref(), bad.as_ref(), Some(&total)].into_iter().flatten() {
+                yaml::promql_keeps(place, query, group_by)?;
+            }
             let (good, bad) = good_or_bad(place, good, bad, &total, yaml::promql)?;
             let kind = if counter { super::model::PromQlKind::Counter } else { super::model::PromQlKind::Rate };
             Sli::PromQl { good, bad, total: yaml::promql(place, &total)?, kind }

@@ -160,12 +160,76 @@ pub fn selector(place: &Place, value: &Spanned<String>) -> Result<String, LoadEr
     }
 }
 
-/// A PromQL expression (`{{.window}}` allowed).
+/// A PromQL expression (`{{.window}}` allowed) that can be an SLI: evaluated at every
+/// minute end to an instant vector.
 pub fn promql(place: &Place, value: &Spanned<String>) -> Result<String, LoadError> {
     let probe = value.value.replace("{{.window}}", "5m").replace("{{ .window }}", "5m");
-    promql_parser::parser::parse(&probe)
-        .map(|_| value.value.clone())
-        .map_err(|e| place.at(value, format!("invalid PromQL {:?}: {e}", value.value), None))
+    let expr = promql_parser::parser::parse(&probe).map_err(|e| place.at(value, format!("invalid PromQL {:?}: {e}", value.value), None))?;
+    match unusable_as_sli(&expr) {
+        Some((problem, hint)) => Err(place.at(value, format!("{:?} cannot be an SLI: {problem}", value.value), Some(hint.into()))),
+        None => Ok(value.value.clone()),
+    }
+}
+
+/// What stops an expression from giving per-minute events, when it can be known without data.
+fn unusable_as_sli(expr: &promql_parser::parser::Expr) -> Option<(String, &'static str)> {
+    use promql_parser::parser::Expr;
+    use promql_parser::parser::value::ValueType;
+    use promql_parser::util::{ExprVisitor, walk_expr};
+    match expr.value_type() {
+        ValueType::Matrix => return Some(("it is a range vector".into(), "take rate(), increase() or another function of the range, e.g. sum(rate(x[5m]))")),
+        ValueType::String => return Some(("it is a string".into(), "write an expression giving a vector")),
+        _ => {}
+    }
+    /// A pinned evaluation time: every minute would read the same point.
+    struct Pinned(bool);
+    impl ExprVisitor for Pinned {
+        type Error = std::convert::Infallible;
+        fn pre_visit(&mut self, expr: &Expr) -> Result<bool, Self::Error> {
+            let at = match expr {
+                Expr::VectorSelector(selector) => selector.at.is_some(),
+                Expr::MatrixSelector(matrix) => matrix.vs.at.is_some(),
+                Expr::Subquery(subquery) => subquery.at.is_some(),
+                _ => false,
+            };
+            self.0 |= at;
+            Ok(!self.0)
+        }
+    }
+    let mut pinned = Pinned(false);
+    let _ = walk_expr(&mut pinned, expr);
+    pinned.0.then(|| ("an `@` modifier pins it to one time, while an SLI is evaluated at every minute".into(), "remove the `@` modifier"))
+}
+
+/// The first of `labels` that an expression's outermost aggregations drop, if any: a
+/// grouped SLO needs its grouping labels in the query's result.
+pub fn dropped_label<'a>(expr: &promql_parser::parser::Expr, labels: &'a [String]) -> Option<&'a String> {
+    use promql_parser::parser::{Expr, LabelModifier};
+    match expr {
+        Expr::Paren(paren) => dropped_label(&paren.expr, labels),
+        Expr::Unary(unary) => dropped_label(&unary.expr, labels),
+        Expr::Binary(binary) => dropped_label(&binary.lhs, labels).or_else(|| dropped_label(&binary.rhs, labels)),
+        Expr::Aggregate(aggregate) => match &aggregate.modifier {
+            Some(LabelModifier::Include(by)) => labels.iter().find(|l| !by.labels.contains(l)),
+            Some(LabelModifier::Exclude(without)) => labels.iter().find(|l| without.labels.contains(l)),
+            None => labels.first(),
+        },
+        _ => None,
+    }
+}
+
+/// Checks that a grouped SLO's PromQL keeps its grouping labels.
+pub fn promql_keeps(place: &Place, value: &Spanned<String>, group_by: &[String]) -> Result<(), LoadError> {
+    let probe = value.value.replace("{{.window}}", "5m").replace("{{ .window }}", "5m");
+    let Ok(expr) = promql_parser::parser::parse(&probe) else { return Ok(()) };
+    match dropped_label(&expr, group_by) {
+        Some(label) => Err(place.at(
+            value,
+            format!("the query's aggregation drops {label:?}, which the SLO is grouped by: every group would read the same series"),
+            Some(format!("aggregate by ({}) or leave the label out of group_by", group_by.join(", "))),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A SQL query.
