@@ -46,8 +46,9 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
 /// The reads of one evaluation pass, shared by every SLO evaluated in it.
 #[derive(Default)]
 pub struct Scans {
-    /// (metric table, from ms, to ms) → every series of the table in `(from, to]`.
-    pub(super) tables: Memo<(String, i64, i64), Arc<Vec<SeriesPoints>>>,
+    /// (metric table, from ms, to ms) → every counter series of the table in `(from, to]`,
+    /// minute by minute.
+    pub(super) tables: Memo<(String, i64, i64), Arc<Vec<super::sources::CounterMinutes>>>,
     /// (PromQL text, from, to) → the query's series at every minute end.
     pub(super) promql: Memo<(String, i64, i64), Arc<Vec<SeriesPoints>>>,
     /// (source description, from, to) → events per group per minute (spans, drift).

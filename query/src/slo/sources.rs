@@ -11,8 +11,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::TableReference;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::logical_expr::when;
+use datafusion::functions_aggregate::expr_fn::{count, first_value, last_value, max, min, sum};
+use datafusion::logical_expr::{ExprFunctionExt, when};
 use datafusion::prelude::{Expr, cast, ident, lit};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::Expr as PromExpr;
@@ -196,15 +196,15 @@ fn parse_selector(text: &str) -> Result<promql_parser::parser::VectorSelector, S
     }
 }
 
-/// The series a selector picks, in `(from, to]`: out of the pass's one scan of the metric's
-/// table, or — for a selector without a metric name — read on their own.
+/// The counter series a selector picks, in `(from, to]`: out of the pass's one scan of the
+/// metric's table, or — for a selector without a metric name — read on their own.
 struct Selection {
-    all: Arc<Vec<SeriesPoints>>,
+    all: Arc<Vec<CounterMinutes>>,
     picked: Vec<usize>,
 }
 
 impl Selection {
-    fn iter(&self) -> impl Iterator<Item = &SeriesPoints> {
+    fn iter(&self) -> impl Iterator<Item = &CounterMinutes> {
         self.picked.iter().map(|i| &self.all[*i])
     }
 }
@@ -217,7 +217,7 @@ async fn selected(
     to_ms: i64,
 ) -> Result<Selection, SourceError> {
     let Some(name) = metric_name(selector).filter(|_| selector.matchers.or_matchers.is_empty()) else {
-        let all = Arc::new(selector_samples(engine, selector, from_ms, to_ms).await?);
+        let all = Arc::new(counter_minutes(engine, selector, from_ms, to_ms).await?);
         return Ok(Selection { picked: (0..all.len()).collect(), all });
     };
     let table = vigil_storage::schema::metric_table_name(&name).into_owned();
@@ -226,14 +226,14 @@ async fn selected(
         .get_or_read((table, from_ms, to_ms), "table", || async {
             let mut whole = selector.clone();
             whole.matchers.matchers.retain(|m| m.name == "__name__");
-            selector_samples(engine, &whole, from_ms, to_ms).await.map(Arc::new)
+            counter_minutes(engine, &whole, from_ms, to_ms).await.map(Arc::new)
         })
         .await?;
     let matchers: Vec<&Matcher> = selector.matchers.matchers.iter().filter(|m| m.name != "__name__").collect();
     let picked = all
         .iter()
         .enumerate()
-        .filter(|(_, (labels, _))| matchers.iter().all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str))))
+        .filter(|(_, series)| matchers.iter().all(|m| m.is_match(series.labels.get(&m.name).map_or("", String::as_str))))
         .map(|(i, _)| i)
         .collect();
     Ok(Selection { all, picked })
@@ -245,69 +245,117 @@ fn metric_name(selector: &promql_parser::parser::VectorSelector) -> Option<Strin
     })
 }
 
-/// Samples of a selector in `(from, to]`, grouped per series, in time order.
-async fn selector_samples(
+/// The per-minute increases of every counter series a selector reads in `(from, to]`,
+/// computed inside DataFusion: each sample's increase over the one before it in its series
+/// (a drop is a reset: the new value is the increase; NaN samples carry none), summed per
+/// series per minute. Only the first sample's increase, over a sample before the range,
+/// is left to the caller, which remembers that sample.
+async fn counter_minutes(
     engine: &QueryEngine,
     selector: &promql_parser::parser::VectorSelector,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)>, SourceError> {
+) -> Result<Vec<CounterMinutes>, SourceError> {
+    use crate::promql::{TS_COLUMN, VALUE_COLUMN};
     let compiler = crate::promql::compile_for_sources(engine);
     let Some((frame, labels)) = compiler.selector_rows(selector, from_ms + 1, to_ms).await? else { return Ok(Vec::new()) };
-    let batches = frame.collect().await?;
-    let mut series: HashMap<BTreeMap<String, String>, Vec<(i64, f64)>> = HashMap::new();
-    for batch in &batches {
-        let schema = batch.schema();
-        let ts = batch.column(schema.index_of(crate::promql::TS_COLUMN).map_err(|e| SourceError::Query(e.to_string()))?).as_primitive::<Int64Type>();
-        let vs = batch.column(schema.index_of(crate::promql::VALUE_COLUMN).map_err(|e| SourceError::Query(e.to_string()))?).as_primitive::<Float64Type>();
-        let columns: Vec<(&String, usize)> = labels.iter().filter_map(|l| schema.index_of(l).ok().map(|i| (l, i))).collect();
+    let labels: Vec<String> = labels.into_iter().filter(|l| l != "__name__").collect();
+    let series_keys: Vec<Expr> = labels.iter().map(|l| ident(l.as_str())).collect();
+    let (ts, value, previous) = (|| ident(TS_COLUMN), || ident(VALUE_COLUMN), || ident("__previous__"));
+    let lag = datafusion::functions_window::expr_fn::lag(value(), Some(1), None)
+        .partition_by(series_keys.clone())
+        .order_by(vec![ts().sort(true, false)])
+        .build()?
+        .alias("__previous__");
+    let increase = when(previous().is_null(), lit(0.0)).when(value().lt(previous()), value()).otherwise(value() - previous())?;
+    let minute = ((ts() - lit(1i64)) / lit(MINUTE_MS)) * lit(MINUTE_MS);
+    let mut keys = series_keys;
+    keys.push(minute.alias("__minute__"));
+    let frame = frame
+        .filter(datafusion::prelude::not(datafusion::functions::math::expr_fn::isnan(value())))?
+        .window(vec![lag])?
+        .aggregate(
+            keys,
+            vec![
+                sum(increase).alias("__increase__"),
+                min(ts()).alias("__first_ts__"),
+                first_value(value(), vec![ts().sort(true, false)]).alias("__first_value__"),
+                max(ts()).alias("__last_ts__"),
+                last_value(value(), vec![ts().sort(true, false)]).alias("__last_value__"),
+            ],
+        )?;
+    let mut series: HashMap<BTreeMap<String, String>, Vec<MinuteRow>> = HashMap::new();
+    for batch in frame.collect().await? {
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| SourceError::Query(format!("no column {name}")));
+        let (minutes, first_ts, last_ts) = (column("__minute__")?.as_primitive::<Int64Type>(), column("__first_ts__")?.as_primitive::<Int64Type>(), column("__last_ts__")?.as_primitive::<Int64Type>());
+        let increases = column("__increase__")?.as_primitive::<Float64Type>();
+        let (first_values, last_values) = (column("__first_value__")?.as_primitive::<Float64Type>(), column("__last_value__")?.as_primitive::<Float64Type>());
+        let label_columns: Vec<(&String, &datafusion::arrow::array::StringArray)> =
+            labels.iter().filter_map(|l| Some((l, batch.column_by_name(l)?.as_string_opt::<i32>()?))).collect();
         for row in 0..batch.num_rows() {
-            let mut set = BTreeMap::new();
-            for (name, index) in &columns {
-                let column = batch.column(*index).as_string::<i32>();
-                if !column.is_null(row) && !column.value(row).is_empty() {
-                    set.insert((*name).clone(), column.value(row).to_string());
-                }
-            }
-            series.entry(set).or_default().push((ts.value(row), vs.value(row)));
+            let set: BTreeMap<String, String> = label_columns
+                .iter()
+                .filter(|(_, c)| !c.is_null(row) && !c.value(row).is_empty())
+                .map(|(name, c)| ((*name).clone(), c.value(row).to_string()))
+                .collect();
+            series.entry(set).or_default().push(MinuteRow {
+                minute: minutes.value(row),
+                increase: increases.value(row),
+                first: (first_ts.value(row), first_values.value(row)),
+                last: (last_ts.value(row), last_values.value(row)),
+            });
         }
     }
     Ok(series
         .into_iter()
-        .map(|(labels, mut points)| {
-            points.sort_by_key(|p| p.0);
-            points.dedup_by_key(|p| p.0);
-            (labels, points)
+        .map(|(labels, mut minutes)| {
+            minutes.sort_by_key(|m| m.minute);
+            CounterMinutes { labels, minutes }
         })
         .collect())
 }
 
-/// Increases of counter series, in the minute of the later sample. `keep` picks series.
+/// One counter series in a range, minute by minute.
+pub struct CounterMinutes {
+    pub labels: BTreeMap<String, String>,
+    /// In time order; only minutes with samples.
+    pub minutes: Vec<MinuteRow>,
+}
+
+/// A minute `(minute, minute + 1m]` of one counter series.
+pub struct MinuteRow {
+    pub minute: i64,
+    /// The increases of its samples over the samples before them in the range.
+    pub increase: f64,
+    /// Its first and last samples, (ms, value).
+    pub first: (i64, f64),
+    pub last: (i64, f64),
+}
+
+/// Counter increases per group and minute, in the minute of the later sample: the range's
+/// own, and the first sample's over the last committed one. `commit_ms` (a minute edge)
+/// moves the committed sample on.
 fn counter_increases<'a>(
-    series: impl Iterator<Item = &'a SeriesPoints>,
+    series: impl Iterator<Item = &'a CounterMinutes>,
     role: u8,
     group_by: &[String],
     commit_ms: i64,
     state: &mut SourceState,
     accumulator: &mut Accumulator,
 ) {
-    for (labels, points) in series {
-        let key = (role, format!("{labels:?}"));
-        let group = group_key(labels, group_by);
+    for counter in series {
+        let key = (role, format!("{:?}", counter.labels));
+        let group = group_key(&counter.labels, group_by);
         accumulator.ensure_group(group.clone());
-        let mut previous = state.counters.get(&key).copied();
-        let mut committed = previous;
-        for &(ts, value) in points {
-            if value.is_nan() {
-                continue; // stale markers and NaN samples carry no count
-            }
-            if let Some((_, before)) = previous {
-                let increase = if value < before { value } else { value - before };
-                accumulator.add(group.clone(), minute_of(ts), role, increase);
-            }
-            previous = Some((ts, value));
-            if ts <= commit_ms {
-                committed = previous;
+        let mut committed = state.counters.get(&key).copied();
+        if let (Some((_, before)), Some(first)) = (committed, counter.minutes.first()) {
+            let value = first.first.1;
+            accumulator.add(group.clone(), first.minute, role, if value < before { value } else { value - before });
+        }
+        for row in &counter.minutes {
+            accumulator.add(group.clone(), row.minute, role, row.increase);
+            if row.minute < commit_ms {
+                committed = Some(row.last);
             }
         }
         if let Some(committed) = committed {
@@ -338,7 +386,7 @@ async fn latency(
     let series = selected(engine, scans, &selector, from_ms, to_ms).await?;
     let bound = |labels: &BTreeMap<String, String>| labels.get("le").and_then(|le| crate::promql::udf::parse_bound(le));
     let bounds: Vec<f64> = {
-        let mut b: Vec<f64> = series.iter().filter_map(|(l, _)| bound(l)).collect();
+        let mut b: Vec<f64> = series.iter().filter_map(|c| bound(&c.labels)).collect();
         b.sort_by(f64::total_cmp);
         b.dedup();
         b
@@ -356,9 +404,9 @@ async fn latency(
     if group_by.is_empty() {
         accumulator.ensure_group(Vec::new());
     }
-    let good = series.iter().filter(|(l, _)| bound(l) == Some(threshold));
+    let good = series.iter().filter(|c| bound(&c.labels) == Some(threshold));
     counter_increases(good, GOOD, &group_by, commit_ms, state, &mut accumulator);
-    let total = series.iter().filter(|(l, _)| bound(l) == Some(f64::INFINITY));
+    let total = series.iter().filter(|c| bound(&c.labels) == Some(f64::INFINITY));
     counter_increases(total, TOTAL, &group_by, commit_ms, state, &mut accumulator);
     Ok(accumulator.counts(true))
 }
