@@ -18,6 +18,8 @@ use crate::write::WriteBatch;
 
 /// Tables named at most between two drains.
 pub const DEFAULT_MAX_TABLES: usize = 100_000;
+/// A sample further behind the clock than this when it is written is late.
+pub const LATE_AFTER_NS: i64 = 5 * 60 * 1_000_000_000;
 
 /// Oldest and newest timestamp written, in nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +42,9 @@ pub struct Changes {
     pub tables: HashMap<String, TimeRange>,
     /// Set when the feed overflowed: some tables in this range are not named.
     pub overflow: Option<TimeRange>,
+    /// Per named table, the samples (rows) written more than [`LATE_AFTER_NS`] behind the
+    /// clock; WAL replays are not counted.
+    pub late_samples: HashMap<String, u64>,
 }
 
 impl Changes {
@@ -79,21 +84,26 @@ impl ChangeFeed {
         ChangeFeed { max_tables, pending: Mutex::new(Changes::default()) }
     }
 
-    /// Notes what `batch` wrote.
-    pub fn record(&self, batch: &WriteBatch) {
-        let touched = touched_ranges(batch);
+    /// Notes what `batch` wrote, counting its late samples against `now_ns` (none for a
+    /// replay).
+    pub fn record(&self, batch: &WriteBatch, now_ns: Option<i64>) {
+        let touched = touched_ranges(batch, now_ns.map(|now| now.saturating_sub(LATE_AFTER_NS)));
         if touched.is_empty() {
             return;
         }
         let mut pending = self.pending.lock();
-        for (table, range) in touched {
+        for (table, range, late) in touched {
             if let Some(known) = pending.tables.get_mut(table.as_str()) {
                 known.merge(range);
             } else if pending.tables.len() < self.max_tables {
-                pending.tables.insert(table, range);
+                pending.tables.insert(table.clone(), range);
             } else {
                 pending.overflow.get_or_insert(range).merge(range);
                 metrics::counter!("vigil_storage_change_feed_overflows_total").increment(1);
+                continue;
+            }
+            if late > 0 {
+                *pending.late_samples.entry(table).or_default() += late;
             }
         }
     }
@@ -104,35 +114,41 @@ impl ChangeFeed {
     }
 }
 
-/// Per table, the time range a batch writes (before taking any lock).
-fn touched_ranges(batch: &WriteBatch) -> Vec<(String, TimeRange)> {
-    let mut ranges: HashMap<String, TimeRange> = HashMap::new();
+/// Per table, the time range a batch writes and how many of its samples are before
+/// `late_before_ns` (before taking any lock).
+fn touched_ranges(batch: &WriteBatch, late_before_ns: Option<i64>) -> Vec<(String, TimeRange, u64)> {
+    let mut ranges: HashMap<String, (TimeRange, u64)> = HashMap::new();
+    let mut touch = |table: std::borrow::Cow<'_, str>, range: TimeRange, late: u64| match ranges.get_mut(table.as_ref()) {
+        Some((known, known_late)) => {
+            known.merge(range);
+            *known_late += late;
+        }
+        None => {
+            ranges.insert(table.into_owned(), (range, late));
+        }
+    };
     for series in &batch.metrics {
         let (Some(first), Some(last)) = (series.samples.first(), series.samples.last()) else { continue };
         // Samples are sorted by the time they reach storage; min/max still guard the rest.
         let range = TimeRange { min_ns: first.timestamp_ns.min(last.timestamp_ns), max_ns: first.timestamp_ns.max(last.timestamp_ns) };
-        let table = crate::schema::metric_table_name(&series.metric);
-        match ranges.get_mut(table.as_ref()) {
-            Some(known) => known.merge(range),
-            None => {
-                ranges.insert(table.into_owned(), range);
-            }
-        }
+        let late = late_before_ns.map_or(0, |before| series.samples.iter().filter(|s| s.timestamp_ns < before).count() as u64);
+        touch(crate::schema::metric_table_name(&series.metric), range, late);
     }
     for rows in &batch.rows {
-        if let Some(range) = rows_range(rows.table, &rows.batch) {
-            ranges.entry(rows.table.name().to_string()).and_modify(|known| known.merge(range)).or_insert(range);
+        if let Some((range, late)) = rows_range(rows.table, &rows.batch, late_before_ns) {
+            touch(rows.table.name().into(), range, late);
         }
     }
-    ranges.into_iter().collect()
+    ranges.into_iter().map(|(table, (range, late))| (table, range, late)).collect()
 }
 
-fn rows_range(table: FixedTable, batch: &datafusion::arrow::array::RecordBatch) -> Option<TimeRange> {
+fn rows_range(table: FixedTable, batch: &datafusion::arrow::array::RecordBatch, late_before_ns: Option<i64>) -> Option<(TimeRange, u64)> {
     let column = batch.column_by_name(table.time_column())?;
     let times = column.as_primitive_opt::<TimestampNanosecondType>()?;
     let min_ns = datafusion::arrow::compute::min(times)?;
     let max_ns = datafusion::arrow::compute::max(times)?;
-    (times.null_count() < times.len()).then_some(TimeRange { min_ns, max_ns })
+    let late = late_before_ns.map_or(0, |before| times.iter().flatten().filter(|t| *t < before).count() as u64);
+    (times.null_count() < times.len()).then_some((TimeRange { min_ns, max_ns }, late))
 }
 
 #[cfg(test)]
@@ -151,8 +167,8 @@ mod tests {
     #[test]
     fn ranges_merge_per_table_until_drained() {
         let feed = ChangeFeed::new(10);
-        feed.record(&WriteBatch { metrics: vec![series("a_total", &[5, 9]), series("b_total", &[100])], rows: Vec::new() });
-        feed.record(&WriteBatch { metrics: vec![series("a_total", &[1, 3])], rows: Vec::new() });
+        feed.record(&WriteBatch { metrics: vec![series("a_total", &[5, 9]), series("b_total", &[100])], rows: Vec::new() }, None);
+        feed.record(&WriteBatch { metrics: vec![series("a_total", &[1, 3])], rows: Vec::new() }, None);
         let changes = feed.drain();
         assert_eq!(changes.tables["a_total"], TimeRange { min_ns: 1, max_ns: 9 });
         assert_eq!(changes.tables["b_total"], TimeRange { min_ns: 100, max_ns: 100 });
@@ -164,7 +180,7 @@ mod tests {
     fn past_its_bound_the_feed_keeps_one_range_for_every_table() {
         let feed = ChangeFeed::new(2);
         for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            feed.record(&WriteBatch { metrics: vec![series(name, &[i as i64 * 10])], rows: Vec::new() });
+            feed.record(&WriteBatch { metrics: vec![series(name, &[i as i64 * 10])], rows: Vec::new() }, None);
         }
         let changes = feed.drain();
         assert_eq!(changes.tables.len(), 2);
@@ -172,5 +188,17 @@ mod tests {
         // A table never named still counts as changed within the overflow range.
         assert_eq!(changes.range_of("zzz"), Some(TimeRange { min_ns: 20, max_ns: 30 }));
         assert_eq!(changes.range_of("a"), Some(TimeRange { min_ns: 0, max_ns: 30 }));
+    }
+
+    #[test]
+    fn samples_behind_the_clock_count_as_late_except_in_replays() {
+        let feed = ChangeFeed::new(10);
+        let now = 100 * LATE_AFTER_NS;
+        let times = [now - 3 * LATE_AFTER_NS, now - LATE_AFTER_NS - 1, now - LATE_AFTER_NS, now];
+        feed.record(&WriteBatch { metrics: vec![series("a_total", &times)], rows: Vec::new() }, Some(now));
+        feed.record(&WriteBatch { metrics: vec![series("a_total", &times), series("b_total", &times)], rows: Vec::new() }, None);
+        let changes = feed.drain();
+        assert_eq!(changes.late_samples.get("a_total"), Some(&2), "two samples more than the late bound behind");
+        assert_eq!(changes.late_samples.get("b_total"), None, "a replay counts none");
     }
 }

@@ -255,7 +255,7 @@ impl Storage {
                         batch.sort_samples();
                         // What was acknowledged is kept whatever the limits say now.
                         series.observe(&batch);
-                        changes.record(&batch);
+                        changes.record(&batch, None);
                         for metric in &batch.metrics {
                             active.apply_series(metric);
                         }
@@ -427,7 +427,7 @@ impl Storage {
         };
         // After the rows are visible to queries, so a reader that drains this recomputes
         // with them.
-        self.inner.changes.record(&batch);
+        self.inner.changes.record(&batch, Some(crate::maintenance::now_ns()));
         durable.await.map_err(|_| WalError::Closed)??;
         metrics::counter!("vigil_storage_samples_written_total").increment(summary.samples as u64);
         metrics::gauge!("vigil_storage_active_series").set(self.inner.series.lock().active_series() as f64);

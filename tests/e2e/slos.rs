@@ -319,4 +319,8 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
     within("error ratio over the window", 1.0 - status["sli"].as_f64().unwrap(), error_ratio);
     let budget = 1.0 - error_ratio / 0.001;
     within("error budget remaining", status["error_budget_remaining"].as_f64().unwrap(), budget);
+    // Every sample of the two late hours (2 series × 480) and those of the last hour already
+    // 5 minutes old when written count as late; never more than all that were sent.
+    let late = metric_value(&metrics(&vigil).await, "vigil_slo_late_samples_total");
+    assert!((960.0..=2.0 * (steps + 1) as f64).contains(&late), "{late} late samples");
 }

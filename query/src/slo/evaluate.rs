@@ -153,6 +153,13 @@ impl Slot {
             Slot::Backfilling(backfill) => &backfill.definition,
         }
     }
+
+    fn tables(&self) -> &sources::TablesRead {
+        match self {
+            Slot::Ready(runtime) => &runtime.tables,
+            Slot::Backfilling(backfill) => &backfill.tables,
+        }
+    }
 }
 
 /// Backfill tasks running at once (a cohort is split into this many by the tables its SLOs
@@ -311,6 +318,9 @@ impl SloEvaluator {
         let mut runtimes = self.runtimes.lock().await;
         // Drained under the lock: a write after this is in the next cycle's changes.
         let changes = self.engine.storage().drain_changes();
+        let late_samples: u64 =
+            changes.late_samples.iter().filter(|(table, _)| runtimes.iter().any(|slot| slot.tables().reads(table))).map(|(_, n)| n).sum();
+        metrics::counter!("vigil_slo_late_samples_total").increment(late_samples);
         let mut statuses = Vec::new();
         let mut pending = 0;
         let scans = Scans::new();

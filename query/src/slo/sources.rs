@@ -604,6 +604,13 @@ pub enum TablesRead {
 }
 
 impl TablesRead {
+    pub fn reads(&self, table: &str) -> bool {
+        match self {
+            TablesRead::All => true,
+            TablesRead::Some(tables) => tables.iter().any(|t| t == table),
+        }
+    }
+
     /// The oldest time (ms) a drained set of changes wrote among these tables.
     pub fn changed_since(&self, changes: &vigil_storage::changes::Changes) -> Option<i64> {
         let oldest_ns = match self {
