@@ -8,17 +8,19 @@
 //! what the window holds), and a restart: state saved, a new evaluator restores it and
 //! completes its first evaluation.
 //!
-//! Prometheus gets the same samples as TSDB blocks (`promtool tsdb create-blocks-from
-//! openmetrics`), compacts them, then evaluates Sloth's recording and alert rules (three groups
+//! Prometheus gets the same samples by remote write (in time order), compacts them into
+//! blocks, then evaluates Sloth's recording and alert rules (three groups
 //! per SLO, every 30 s); its cost per round is the sum of `prometheus_rule_group_last_duration_seconds`
 //! over the 3,000 groups, read from its own `/metrics`. Its `ratio_rate30d` rules read only
 //! what it recorded since it started, which understates its cost.
 //!
 //!     cargo bench --bench slo            (the Prometheus side needs /usr/bin/prometheus)
 
+#[path = "../tests/e2e/remote_write_client.rs"]
+#[allow(dead_code)]
+mod client;
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -205,30 +207,7 @@ struct PrometheusCost {
 /// the same SLOs evaluated every 30 s: the cost of one round, from its own metrics.
 async fn prometheus_rule_cost(work: &std::path::Path, start: i64, total_minutes: i64) -> PrometheusCost {
     let started = Instant::now();
-    let text = work.join("samples.om");
-    {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&text).unwrap());
-        for (metric, value) in [("bench_requests_total", &(|_: usize, m: i64| (m * 100) as f64) as &dyn Fn(usize, i64) -> f64), ("bench_errors_total", &|s: usize, m: i64| (m * (s as i64 % 5)) as f64 / 10.0)] {
-            writeln!(out, "# TYPE {metric} counter").unwrap();
-            for s in 0..SERVICES {
-                for m in 0..total_minutes {
-                    writeln!(out, "{metric}{{service=\"svc-{s}\"}} {} {}", value(s, m), (start + m * MINUTE) / 1000).unwrap();
-                }
-            }
-        }
-        writeln!(out, "# EOF").unwrap();
-    }
     let tsdb = work.join("prometheus");
-    let status = Command::new("/usr/bin/promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-        .arg(&text)
-        .arg(&tsdb)
-        .status()
-        .expect("promtool");
-    assert!(status.success(), "promtool create-blocks-from failed");
-    std::fs::remove_file(&text).unwrap();
-    println!("prometheus: blocks created in {:.0} s", started.elapsed().as_secs_f64());
-
     let rules = work.join("sloth-rules.yml");
     let mut groups = String::from("groups:\n");
     for s in 0..SERVICES {
@@ -246,6 +225,7 @@ async fn prometheus_rule_cost(work: &std::path::Path, start: i64, total_minutes:
         .arg("--storage.tsdb.retention.time=90d")
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--web.enable-lifecycle")
+        .arg("--web.enable-remote-write-receiver")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -253,10 +233,26 @@ async fn prometheus_rule_cost(work: &std::path::Path, start: i64, total_minutes:
     let base = format!("http://127.0.0.1:{port}");
     common::wait_ready(&format!("{base}/-/ready")).await;
     let client = reqwest::Client::new();
+    // The same samples, remote-written in time order (its head takes no sample older than
+    // what it has compacted), an hour of every series per request.
+    let url = format!("{base}/api/v1/write");
+    for hour in 0..(total_minutes + 59) / 60 {
+        let minutes = hour * 60..((hour + 1) * 60).min(total_minutes);
+        let mut timeseries = Vec::new();
+        for s in 0..SERVICES {
+            let service = format!("svc-{s}");
+            let points = |value: &dyn Fn(i64) -> f64| minutes.clone().map(|m| (start + m * MINUTE, value(m))).collect::<Vec<_>>();
+            timeseries.push(client::series("bench_requests_total", &[("service", &service)], &points(&|m| (m * 100) as f64)));
+            timeseries.push(client::series("bench_errors_total", &[("service", &service)], &points(&|m| (m * (s as i64 % 5)) as f64 / 10.0)));
+        }
+        let (status, text) = client::send(&client, &url, client::encode(&client::WriteRequest { timeseries })).await;
+        assert!((200..300).contains(&status), "prometheus remote write: {status} {text}");
+    }
+    println!("prometheus: {} samples remote-written in {:.0} s", SERVICES * 2 * total_minutes as usize, started.elapsed().as_secs_f64());
     let metric = |body: &str, name: &str| -> Vec<f64> {
         body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect()
     };
-    // Let it compact the 2 h blocks promtool wrote, as a long-running Prometheus would have.
+    // Let it compact the 30 days into blocks, as a long-running Prometheus would have.
     let mut last_blocks = -1.0;
     loop {
         tokio::time::sleep(Duration::from_secs(65)).await;
