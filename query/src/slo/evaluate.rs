@@ -142,6 +142,8 @@ struct Backfill {
 /// together, a day at a time, sharing each day's scans.
 struct CohortMember {
     runtime: SloRuntime,
+    /// Where its history starts.
+    start: i64,
     progress: Arc<AtomicU64>,
     done: tokio::sync::oneshot::Sender<SloRuntime>,
 }
@@ -363,7 +365,9 @@ impl SloEvaluator {
                 statuses.push(backfilling_status(&backfill.definition, now_ms, 0.0));
                 pending += 1;
                 runtimes.push(Slot::Backfilling(backfill));
-                cohort.push(CohortMember { runtime, progress, done });
+                let start = minute_of(history_start(&runtime.definition, now_ms));
+                runtime.committed_ms = Some(start);
+                cohort.push(CohortMember { runtime, start, progress, done });
                 continue;
             }
             let changed_since = runtime.tables.changed_since(&changes);
@@ -438,32 +442,20 @@ async fn backfill(engine: QueryEngine, mut members: Vec<CohortMember>, now_ms: i
     let started = std::time::Instant::now();
     members.retain(|m| !m.done.is_closed());
     metrics::counter!("vigil_slo_backfills_total").increment(members.len() as u64);
-    let mut starts = Vec::with_capacity(members.len());
-    for member in &mut members {
-        let start = minute_of(history_start(&member.runtime.definition, now_ms));
-        member.runtime.committed_ms = Some(start);
-        starts.push(start);
-    }
-    let Some(&first) = starts.iter().min() else { return };
+    let Some(first) = members.iter().map(|m| m.start).min() else { return };
     let mut at = first;
     while at < now_ms && !members.is_empty() {
         at = (at + BACKFILL_STEP_MS).min(now_ms);
         let scans = Scans::new();
-        for (member, &start) in members.iter_mut().zip(&starts) {
+        for member in &mut members {
             if member.runtime.committed_ms.is_some_and(|c| c < at) {
                 advance(&engine, &scans, &mut member.runtime, at, None).await;
-                member.progress.store(((at - start) as f64 / (now_ms - start).max(1) as f64).to_bits(), Ordering::Relaxed);
+                let share = (at - member.start) as f64 / (now_ms - member.start).max(1) as f64;
+                member.progress.store(share.to_bits(), Ordering::Relaxed);
             }
         }
         // A replaced or removed SLO is read no further.
-        let mut kept = Vec::with_capacity(members.len());
-        for (member, start) in members.drain(..).zip(std::mem::take(&mut starts)) {
-            if !member.done.is_closed() {
-                kept.push(member);
-                starts.push(start);
-            }
-        }
-        members = kept;
+        members.retain(|m| !m.done.is_closed());
     }
     metrics::histogram!("vigil_slo_backfill_seconds").record(started.elapsed().as_secs_f64());
     for member in members {
