@@ -213,3 +213,9 @@ mod tests {
         assert_eq!(conditions[0].short_window.as_secs(), 70);
     }
 }
+
+/// A query's `{{.window}}` (Sloth's placeholder) as the bucket width, one minute: the form
+/// in which a PromQL SLI is evaluated (and checked).
+pub fn with_minute_window(query: &str) -> String {
+    query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m")
+}

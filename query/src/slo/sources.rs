@@ -17,7 +17,7 @@ use datafusion::prelude::{Expr, cast, ident, lit};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::Expr as PromExpr;
 
-use super::model::{PromQlKind, Sli, SloDefinition};
+use super::model::{PromQlKind, Sli, SloDefinition, with_minute_window};
 use super::rollup::{MINUTE_MS, minute_of};
 use super::scans::{Scans, SeriesPoints};
 use crate::QueryEngine;
@@ -533,10 +533,6 @@ async fn sql_events(engine: &QueryEngine, query: &str, from_ms: i64, to_ms: i64)
     Ok(out)
 }
 
-/// A query's `{{.window}}` (Sloth's placeholder) as the bucket width.
-fn with_minute_window(query: &str) -> String {
-    query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m")
-}
 
 /// Minutes one PromQL range evaluation covers: far below Prometheus's 11,000 points per
 /// series, so an SLI over 30 days or a quarter is many small queries, never one huge one.

@@ -163,7 +163,7 @@ pub fn selector(place: &Place, value: &Spanned<String>) -> Result<String, LoadEr
 /// A PromQL expression (`{{.window}}` allowed) that can be an SLI: evaluated at every
 /// minute end to an instant vector.
 pub fn promql(place: &Place, value: &Spanned<String>) -> Result<String, LoadError> {
-    let probe = value.value.replace("{{.window}}", "5m").replace("{{ .window }}", "5m");
+    let probe = super::model::with_minute_window(&value.value);
     let expr = promql_parser::parser::parse(&probe).map_err(|e| place.at(value, format!("invalid PromQL {:?}: {e}", value.value), None))?;
     match unusable_as_sli(&expr) {
         Some((problem, hint)) => Err(place.at(value, format!("{:?} cannot be an SLI: {problem}", value.value), Some(hint.into()))),
@@ -220,7 +220,7 @@ pub fn dropped_label<'a>(expr: &promql_parser::parser::Expr, labels: &'a [String
 
 /// Checks that a grouped SLO's PromQL keeps its grouping labels.
 pub fn promql_keeps(place: &Place, value: &Spanned<String>, group_by: &[String]) -> Result<(), LoadError> {
-    let probe = value.value.replace("{{.window}}", "5m").replace("{{ .window }}", "5m");
+    let probe = super::model::with_minute_window(&value.value);
     let Ok(expr) = promql_parser::parser::parse(&probe) else { return Ok(()) };
     match dropped_label(&expr, group_by) {
         Some(label) => Err(place.at(
