@@ -139,11 +139,14 @@ async fn segments_manifests_and_the_lease_live_in_s3() {
     let mut vigil = Vigil::start_with_config(&dir.path().join("first"), &config, &args).await;
     assert!(alerting_active(&vigil).await, "the lease was created in S3");
     import(&vigil, "in_s3{k=\"1\"} 1\nin_s3{k=\"2\"} 2\n").await;
+    // The manifest is written last in a flush (after the segment and its partition file):
+    // a listing taken between those writes would miss it.
     let keys = wait_until("a flushed segment in the bucket", 30, async || {
         let listing = client.get(format!("{}/vigil-test?list-type=2&prefix=prod/eu/nodes/s3-node/", moto.endpoint)).send().await.unwrap().text().await.unwrap();
-        listing.contains(".parquet").then_some(listing)
+        listing.contains("prod/eu/nodes/s3-node/manifest.json").then_some(listing)
     })
     .await;
+    assert!(keys.contains(".parquet"), "{keys}");
     assert!(keys.contains("prod/eu/nodes/s3-node/manifest.json"), "{keys}");
     assert!(keys.contains("prod/eu/nodes/s3-node/partitions/in_s3/"), "{keys}");
     let lease = client.get(format!("{}/vigil-test?list-type=2&prefix=prod/eu/cluster/leases/", moto.endpoint)).send().await.unwrap().text().await.unwrap();
