@@ -470,6 +470,14 @@ async fn advance(engine: &QueryEngine, scans: &Scans, runtime: &mut SloRuntime, 
     let definition = runtime.definition.clone();
     let changed_since = earliest(changed_since, runtime.pending_change_ms.take());
     let history_start = history_start(&definition, now_ms);
+    // Forget what `now_ms` no longer needs before adding to it: a backfill day then
+    // replaces a day instead of growing the rollups by one.
+    for state in runtime.groups.values_mut() {
+        state.events.trim(now_ms);
+        if let Some(slices) = &mut state.slices {
+            slices.trim(now_ms);
+        }
+    }
     let mut from = runtime.committed_ms.unwrap_or_else(|| minute_of(history_start));
     let mut read_from = from;
     if let (Some(committed), Some(changed)) = (runtime.committed_ms, changed_since) {

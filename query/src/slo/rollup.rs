@@ -16,59 +16,69 @@ pub fn minute_of(ts_ms: i64) -> i64 {
     (ts_ms - 1).div_euclid(MINUTE_MS) * MINUTE_MS
 }
 
-/// Buckets of one width: values and running sums, oldest first.
+/// Buckets of one width, oldest first. Sums are taken by walking the buckets: a status
+/// reads a few thousand of them, while prefix sums would double the memory of every
+/// rollup and make a late write to an old bucket cost the whole tail.
 #[derive(Clone, Debug)]
 struct Buckets {
     width: i64,
     /// Start of the first bucket.
     start: i64,
     values: VecDeque<(f64, f64)>,
-    /// `sums[i]` = Σ values[..=i] (plus whatever was popped before, which cancels out).
-    sums: VecDeque<(f64, f64)>,
+    /// How many buckets the span holds: growth stops doubling there, so a rollup's memory
+    /// is its span's (1,000 SLOs × 3 days of minutes), not the next power of two.
+    span_buckets: usize,
 }
 
 impl Buckets {
-    fn new(width: i64) -> Self {
-        Buckets { width, start: 0, values: VecDeque::new(), sums: VecDeque::new() }
+    fn new(width: i64, span_ms: i64) -> Self {
+        Buckets { width, start: 0, values: VecDeque::new(), span_buckets: (span_ms / width).max(0) as usize + 2 }
     }
 
     fn end(&self) -> i64 {
         self.start + self.values.len() as i64 * self.width
     }
 
+    /// Room for `more` buckets: doubling up to the span, then by an eighth.
+    fn reserve(&mut self, more: usize) {
+        let len = self.values.len();
+        if len + more <= self.values.capacity() {
+            return;
+        }
+        let target = if len + more <= self.span_buckets { (2 * len).clamp(len + more, self.span_buckets) } else { len + more + len / 8 };
+        self.values.reserve_exact(target - len);
+    }
+
     /// Makes room for `bucket`, growing either end (late data may land before the first
     /// bucket); the caller keeps older ones out (see `Rollup::minutes_floor`).
-    fn reach(&mut self, bucket: i64) -> bool {
+    fn reach(&mut self, bucket: i64) {
         if self.values.is_empty() {
             self.start = bucket;
         }
-        while bucket < self.start {
-            // Zero buckets in front keep every running sum: Σ before them is unchanged.
-            let before = self.sums_before_start();
-            self.values.push_front((0.0, 0.0));
-            self.sums.push_front(before);
-            self.start -= self.width;
+        if bucket < self.start {
+            let more = ((self.start - bucket) / self.width) as usize;
+            self.reserve(more);
+            for _ in 0..more {
+                self.values.push_front((0.0, 0.0));
+            }
+            self.start -= more as i64 * self.width;
         }
-        while bucket >= self.end() {
-            let last = self.sums.back().copied().unwrap_or((0.0, 0.0));
-            self.values.push_back((0.0, 0.0));
-            self.sums.push_back(last);
+        if bucket >= self.end() {
+            let more = ((bucket - self.end()) / self.width) as usize + 1;
+            self.reserve(more);
+            self.values.extend(std::iter::repeat_n((0.0, 0.0), more));
         }
-        true
     }
 
-    /// Adds `delta` to a bucket, keeping the sums right.
+    /// Adds `delta` to a bucket.
     fn add(&mut self, bucket: i64, delta: (f64, f64)) {
-        if delta == (0.0, 0.0) || !self.reach(bucket) {
+        if delta == (0.0, 0.0) {
             return;
         }
+        self.reach(bucket);
         let index = ((bucket - self.start) / self.width) as usize;
         self.values[index].0 += delta.0;
         self.values[index].1 += delta.1;
-        for sum in self.sums.iter_mut().skip(index) {
-            sum.0 += delta.0;
-            sum.1 += delta.1;
-        }
     }
 
     fn get(&self, bucket: i64) -> (f64, f64) {
@@ -80,35 +90,23 @@ impl Buckets {
 
     /// Drops buckets that start before `keep_from`.
     fn trim(&mut self, keep_from: i64) {
-        while !self.values.is_empty() && self.start + self.width <= keep_from {
-            self.values.pop_front();
-            self.sums.pop_front();
-            self.start += self.width;
+        let stale = ((keep_from - self.start) / self.width).clamp(0, self.values.len() as i64);
+        self.values.drain(..stale as usize);
+        self.start += stale * self.width;
+        if self.values.capacity() > self.span_buckets.max(self.values.len()) * 2 {
+            // A long step (a backfill day, a late recompute) grew it past its span.
+            self.values.shrink_to(self.span_buckets.max(self.values.len()));
         }
     }
 
     /// Σ of the buckets starting in `[from, to)`.
     fn sum(&self, from: i64, to: i64) -> (f64, f64) {
-        if self.values.is_empty() {
-            return (0.0, 0.0);
-        }
-        let index = |t: i64| -> i64 { ((t - self.start) as f64 / self.width as f64).ceil() as i64 };
-        let first = index(from).clamp(0, self.values.len() as i64);
-        let last = index(to).clamp(0, self.values.len() as i64);
+        let index = |t: i64| -> usize { ((t - self.start) as f64 / self.width as f64).ceil().clamp(0.0, self.values.len() as f64) as usize };
+        let (first, last) = (index(from), index(to));
         if last <= first {
             return (0.0, 0.0);
         }
-        let upper = self.sums[last as usize - 1];
-        let lower = if first == 0 { self.sums_before_start() } else { self.sums[first as usize - 1] };
-        (upper.0 - lower.0, upper.1 - lower.1)
-    }
-
-    /// The running sum just before the first bucket kept.
-    fn sums_before_start(&self) -> (f64, f64) {
-        match (self.sums.front(), self.values.front()) {
-            (Some(s), Some(v)) => (s.0 - v.0, s.1 - v.1),
-            _ => (0.0, 0.0),
-        }
+        self.values.range(first..last).fold((0.0, 0.0), |sum, v| (sum.0 + v.0, sum.1 + v.1))
     }
 }
 
@@ -127,8 +125,8 @@ impl Buckets {
     }
 
     /// Rebuilds buckets from [`Buckets::parts`] (buckets in time order).
-    fn from_parts(width: i64, start: Option<i64>, buckets: &[(i64, (f64, f64))]) -> Self {
-        let mut rebuilt = Buckets::new(width);
+    fn from_parts(width: i64, span_ms: i64, start: Option<i64>, buckets: &[(i64, (f64, f64))]) -> Self {
+        let mut rebuilt = Buckets::new(width, span_ms);
         if let Some(start) = start {
             rebuilt.reach(start);
         }
@@ -161,7 +159,7 @@ pub struct Rollup {
 
 impl Rollup {
     pub fn new(minute_span_ms: i64, hour_span_ms: i64) -> Self {
-        Rollup { minutes: Buckets::new(MINUTE_MS), hours: Buckets::new(HOUR_MS), minute_span: minute_span_ms, hour_span: hour_span_ms, minutes_floor: i64::MIN }
+        Rollup { minutes: Buckets::new(MINUTE_MS, minute_span_ms), hours: Buckets::new(HOUR_MS, hour_span_ms), minute_span: minute_span_ms, hour_span: hour_span_ms, minutes_floor: i64::MIN }
     }
 
     pub fn parts(&self) -> RollupParts {
@@ -174,8 +172,8 @@ impl Rollup {
     /// at `now_ms`.
     pub fn from_parts(minute_span_ms: i64, hour_span_ms: i64, parts: &RollupParts, now_ms: i64) -> Self {
         let mut rollup = Rollup {
-            minutes: Buckets::from_parts(MINUTE_MS, parts.minutes_start, &parts.minutes),
-            hours: Buckets::from_parts(HOUR_MS, parts.hours_start, &parts.hours),
+            minutes: Buckets::from_parts(MINUTE_MS, minute_span_ms, parts.minutes_start, &parts.minutes),
+            hours: Buckets::from_parts(HOUR_MS, hour_span_ms, parts.hours_start, &parts.hours),
             minute_span: minute_span_ms,
             hour_span: hour_span_ms,
             minutes_floor: i64::MIN,
@@ -227,8 +225,18 @@ impl Rollup {
     }
 
     /// Good and total over `(from, to]` from minute buckets (windows up to the minute span).
+    /// Whole hours whose minutes are all kept are read from their hour bucket, which holds
+    /// the same sum: a 3-day window is ~100 reads, not 4,320.
     pub fn recent(&self, from_ms: i64, to_ms: i64) -> (f64, f64) {
-        self.minutes.sum(minute_of(from_ms + 1), minute_of(to_ms) + MINUTE_MS)
+        let (first, end) = (minute_of(from_ms + 1), minute_of(to_ms) + MINUTE_MS);
+        let kept_from = first.max(self.minutes.start).max(self.minutes_floor).max(self.hours.start);
+        let hours_from = kept_from.div_euclid(HOUR_MS) * HOUR_MS + if kept_from % HOUR_MS == 0 { 0 } else { HOUR_MS };
+        let hours_to = end.div_euclid(HOUR_MS) * HOUR_MS;
+        if self.minutes.values.is_empty() || self.hours.values.is_empty() || hours_to <= hours_from {
+            return self.minutes.sum(first, end);
+        }
+        let parts = [self.minutes.sum(first, hours_from), self.hours.sum(hours_from, hours_to), self.minutes.sum(hours_to, end)];
+        parts.iter().fold((0.0, 0.0), |sum, p| (sum.0 + p.0, sum.1 + p.1))
     }
 
     /// Good and total over `(from, to]`: whole hours from hour buckets, the current hour and
@@ -335,5 +343,60 @@ mod tests {
         // An hour half kept: old minutes 60..120 plus kept minutes 120..? (none, 120 is hour 2).
         rollup.set_old_hour(HOUR_MS, (0.0, 0.0));
         assert_eq!(rollup.window(0, 300 * MINUTE_MS), (2160.0, 2500.0));
+    }
+
+    #[test]
+    fn memory_stays_that_of_the_span_through_a_backfill() {
+        // Thirty day-long steps, trimmed before each like the evaluator does, then a
+        // minute a cycle: the minute buckets never hold much more than the span.
+        let span = 3 * 24 * HOUR_MS + 2 * HOUR_MS;
+        let mut rollup = Rollup::new(span, 30 * 24 * HOUR_MS);
+        let day = 24 * 60;
+        for step in 1..=30 {
+            rollup.trim(step * day * MINUTE_MS);
+            for m in (step - 1) * day..step * day {
+                rollup.set(m * MINUTE_MS, 1.0, 1.0);
+            }
+            rollup.trim(step * day * MINUTE_MS);
+        }
+        for m in 30 * day..30 * day + 500 {
+            rollup.trim(m * MINUTE_MS);
+            rollup.set(m * MINUTE_MS, 1.0, 1.0);
+        }
+        let span_minutes = (span / MINUTE_MS) as usize;
+        assert!(rollup.minutes.values.capacity() <= span_minutes + span_minutes / 8, "{}", rollup.minutes.values.capacity());
+        assert!(rollup.hours.values.capacity() <= 30 * 24 + 30 * 3, "{}", rollup.hours.values.capacity());
+        // And it still sums right.
+        assert_eq!(rollup.recent(30 * day * MINUTE_MS, (30 * day + 60) * MINUTE_MS), (60.0, 60.0));
+        let now = (30 * day + 500) * MINUTE_MS;
+        let month = rollup.window(now - 30 * 24 * HOUR_MS, now).1;
+        assert!((month - 30.0 * day as f64).abs() <= 60.0, "{month}");
+    }
+
+    #[test]
+    fn windows_read_through_hours_equal_the_minutes_they_hold() {
+        let mut rollup = Rollup::new(3 * HOUR_MS, 48 * HOUR_MS);
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for m in 0..900 {
+            rollup.set(m * MINUTE_MS, (next() % 7) as f64, (next() % 11) as f64 + 7.0);
+            if m % 97 == 0 {
+                // Late overwrites, and trims as the clock moves.
+                let back = m - (next() % 120) as i64;
+                rollup.set(back.max(0) * MINUTE_MS, 1.0, 2.0);
+                rollup.trim(m * MINUTE_MS);
+            }
+        }
+        // The floor (730) is mid-hour: that hour's bucket still counts minutes no longer kept.
+        rollup.trim(910 * MINUTE_MS);
+        for _ in 0..500 {
+            let from = (next() % 900) as i64 * MINUTE_MS + (next() % 3) as i64 * 20_000;
+            let to = from + (next() % 400) as i64 * MINUTE_MS;
+            let walked = rollup.minutes.sum(minute_of(from + 1), minute_of(to) + MINUTE_MS);
+            assert_eq!(rollup.recent(from, to), walked, "({from}, {to}]");
+        }
     }
 }
