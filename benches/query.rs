@@ -158,6 +158,10 @@ async fn main() {
             println!("{name:<14} {span:>4} | {v_ms:>10.1} {v_mib:>9.1} | {p_ms:>10.1} {p_mib:>9.1} | {:>6.2}x", v_ms / p_ms);
         }
     }
+    // Memory at rest: what each keeps once the queries are over (allocators return freed
+    // memory on their own schedule; jemalloc's decay is 10 s).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    println!("\nRSS at rest after the queries: vigil {:.0} MiB, prometheus {:.0} MiB", rss_mib(vigil.pid(), "VmRSS:"), rss_mib(prometheus.id(), "VmRSS:"));
     let _ = prometheus.kill();
     vigil.stop();
 }

@@ -64,7 +64,9 @@ impl VigilProcess {
 
     fn spawn(data: &Path, extra: &[&str]) -> VigilProcess {
         let (http, otlp_http, otlp_grpc) = (port(), port(), port());
-        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        // `VIGIL_BENCH_BIN` runs another build side by side (e.g. an allocator comparison).
+        let binary = std::env::var_os("VIGIL_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vigil").into());
+        let child = Command::new(binary)
             .arg("serve")
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .args(["--otlp-http-addr", &format!("127.0.0.1:{otlp_http}")])
