@@ -1,5 +1,5 @@
 //! The process's own resources: the file-descriptor limit, raised at start where allowed,
-//! and the descriptors in use, watched in `/metrics`.
+//! the descriptors in use and the memory held, watched in `/metrics`.
 
 use tracing::{info, warn};
 
@@ -32,6 +32,19 @@ pub fn record_fds() {
     if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
         metrics::gauge!("vigil_process_open_fds").set(entries.count() as f64);
     }
+}
+
+/// Records the resident memory (`/proc/self/statm`) and what the parts that hold memory by
+/// design account for: the write buffer and the running queries (the SLO rollups are
+/// recorded by the evaluator after each cycle). The rest is code, caches and allocator slack.
+pub fn record_memory(engine: &vigil_query::QueryEngine) {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+    if let Some(pages) = std::fs::read_to_string("/proc/self/statm").ok().and_then(|statm| statm.split_whitespace().nth(1)?.parse::<f64>().ok()) {
+        metrics::gauge!("vigil_process_resident_memory_bytes").set(pages * page);
+    }
+    metrics::gauge!("vigil_memory_bytes", "component" => "write_buffer").set(engine.storage().buffered_bytes() as f64);
+    metrics::gauge!("vigil_memory_bytes", "component" => "queries").set(engine.memory_reserved() as f64);
 }
 
 /// An exclusive lock on a data directory (`DATA_DIR/lock`, `flock`): one server, or one

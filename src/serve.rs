@@ -40,19 +40,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let stop = stop.clone();
         async move { storage.run_maintenance(stop.cancelled_owned()).await }
     });
+    let engine = QueryEngine::new(storage.clone(), query_options(&config)?)?;
     tokio::spawn({
         let metrics = metrics.clone();
         let stop = stop.clone();
+        let engine = engine.clone();
         async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
             while stop.run_until_cancelled(every.tick()).await.is_some() {
                 metrics.run_upkeep();
                 crate::process::record_fds();
+                crate::process::record_memory(&engine);
             }
         }
     });
-
-    let engine = QueryEngine::new(storage.clone(), query_options(&config)?)?;
     let drift = vigil_ingest::drift::DriftEngine::open(storage.clone(), drift_options(&config)).await?;
     let drift_task = tokio::spawn({
         let drift = drift.clone();

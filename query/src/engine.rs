@@ -259,6 +259,11 @@ impl QueryEngine {
         &self.storage
     }
 
+    /// Bytes the running queries hold in DataFusion's memory pool (`query.max_memory`).
+    pub fn memory_reserved(&self) -> usize {
+        self.ctx.runtime_env().memory_pool.reserved()
+    }
+
     async fn run_sql(&self, query: &str) -> Result<QueryResult, QueryError> {
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let not_allowed = |e: DataFusionError| match e.find_root() {

@@ -218,6 +218,13 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
     let table_scans = scan_count(&later) - scan_count(&earlier);
     // A scan counted in a cycle not yet finished when the metrics were read: one more.
     assert!(cycles >= 2.0 && table_scans >= cycles - 1.0 && table_scans <= cycles + 1.0, "{table_scans} table scans in {cycles} cycles of {SLOS} SLOs");
+    // Memory by component: the rollups are sized to their span (3 days of minutes at most,
+    // ~72 KB, and hours), the write buffer holds the replayed samples.
+    let rollups = metric_value(&later, "vigil_memory_bytes{component=\"slo_rollups\"}");
+    assert!(rollups > 0.0 && rollups <= SLOS as f64 * 100_000.0, "{rollups} bytes of rollups for {SLOS} SLOs");
+    assert!(metric_value(&later, "vigil_memory_bytes{component=\"write_buffer\"}") > 0.0);
+    let resident = metric_value(&later, "vigil_process_resident_memory_bytes");
+    assert!(resident > rollups && resident > (16 << 20) as f64, "resident {resident}");
 
     std::fs::write(dir.path().join("slos.yaml"), slo_file(SLOS, Some(7))).unwrap();
     let response = vigil.client.post(vigil.url("/-/reload")).send().await.unwrap();

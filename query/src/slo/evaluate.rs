@@ -324,6 +324,7 @@ impl SloEvaluator {
             changes.late_samples.iter().filter(|(table, _)| runtimes.iter().any(|slot| slot.tables().reads(table))).map(|(_, n)| n).sum();
         metrics::counter!("vigil_slo_late_samples_total").increment(late_samples);
         let mut statuses = Vec::new();
+        let mut rollup_bytes = 0usize;
         let mut pending = 0;
         let scans = Scans::new();
         let mut cohort = Vec::new();
@@ -372,8 +373,10 @@ impl SloEvaluator {
             }
             let changed_since = runtime.tables.changed_since(&changes);
             statuses.extend(advance(&self.engine, &scans, &mut runtime, now_ms, changed_since).await);
+            rollup_bytes += runtime.groups.values().map(|g| g.events.heap_bytes() + g.slices.as_ref().map_or(0, Rollup::heap_bytes)).sum::<usize>();
             runtimes.push(Slot::Ready(runtime));
         }
+        metrics::gauge!("vigil_memory_bytes", "component" => "slo_rollups").set(rollup_bytes as f64);
         self.start_backfills(cohort, now_ms);
         drop(runtimes);
         let stored: Vec<SloStatus> = statuses.iter().filter(|s| s.state != BACKFILLING).cloned().collect();

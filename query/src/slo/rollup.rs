@@ -198,6 +198,11 @@ impl Rollup {
         self.minutes.get(minute)
     }
 
+    /// Heap memory the buckets hold (for `vigil_memory_bytes{component="slo_rollups"}`).
+    pub fn heap_bytes(&self) -> usize {
+        (self.minutes.values.capacity() + self.hours.values.capacity()) * std::mem::size_of::<(f64, f64)>()
+    }
+
     /// True when `minute` is older than the minute buckets kept (only hours hold it).
     pub fn is_before_minutes(&self, minute: i64) -> bool {
         minute < self.minutes_floor
