@@ -547,6 +547,7 @@ async fn advance(engine: &QueryEngine, scans: &Scans, runtime: &mut SloRuntime, 
             }
         }
     }
+    // Trimmed again: groups first seen in this pass were not trimmed before it.
     for state in runtime.groups.values_mut() {
         if let Some(slices) = &mut state.slices {
             update_slices(&definition.budgeting, &state.events, slices, from, now_ms);

@@ -16,6 +16,11 @@ pub fn minute_of(ts_ms: i64) -> i64 {
     (ts_ms - 1).div_euclid(MINUTE_MS) * MINUTE_MS
 }
 
+/// The first hour boundary at or after `ts`.
+fn hour_at_or_after(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(HOUR_MS) * HOUR_MS + if ts_ms.rem_euclid(HOUR_MS) == 0 { 0 } else { HOUR_MS }
+}
+
 /// Buckets of one width, oldest first. Sums are taken by walking the buckets: a status
 /// reads a few thousand of them, while prefix sums would double the memory of every
 /// rollup and make a late write to an old bucket cost the whole tail.
@@ -235,7 +240,7 @@ impl Rollup {
     pub fn recent(&self, from_ms: i64, to_ms: i64) -> (f64, f64) {
         let (first, end) = (minute_of(from_ms + 1), minute_of(to_ms) + MINUTE_MS);
         let kept_from = first.max(self.minutes.start).max(self.minutes_floor).max(self.hours.start);
-        let hours_from = kept_from.div_euclid(HOUR_MS) * HOUR_MS + if kept_from % HOUR_MS == 0 { 0 } else { HOUR_MS };
+        let hours_from = hour_at_or_after(kept_from);
         let hours_to = end.div_euclid(HOUR_MS) * HOUR_MS;
         if self.minutes.values.is_empty() || self.hours.values.is_empty() || hours_to <= hours_from {
             return self.minutes.sum(first, end);
@@ -257,7 +262,7 @@ impl Rollup {
             return self.recent(from_ms, to_ms);
         }
         // Hours (rounded down at the old edge) up to the hour where minutes take over.
-        let split = minutes_from.div_euclid(HOUR_MS) * HOUR_MS + if minutes_from % HOUR_MS == 0 { 0 } else { HOUR_MS };
+        let split = hour_at_or_after(minutes_from);
         let old = self.hours.sum(from_ms.div_euclid(HOUR_MS) * HOUR_MS, split);
         let new = self.minutes.sum(split, minute_of(to_ms) + MINUTE_MS);
         (old.0 + new.0, old.1 + new.1)
