@@ -1,16 +1,17 @@
-//! Dashboard queries, Vigil beside Prometheus 2.42 on the same data in the same run.
+//! Dashboard queries, Vigil beside Prometheus 2.42 and VictoriaMetrics 1.79 on the same data
+//! in the same run.
 //!
-//! Data: 10,000 series over 24 h at one sample per 60 s (14.4 M samples): 9,000 request
-//! counters (`bench_requests_total{job, instance, code}`, 10 jobs) and a latency histogram of
-//! 1,000 bucket series (`bench_latency_seconds_bucket{job, instance, le}`, 100 instances × 10
-//! buckets), sent to both by remote write in time order.
+//! Data: N series (`VIGIL_BENCH_SERIES`, default 10,000) over 24 h at one sample per 60 s:
+//! 90 % request counters (`bench_requests_total{job, instance, code}`, 10 jobs) and 10 % a
+//! latency histogram (`bench_latency_seconds_bucket{job, instance, le}`, 10 buckets), sent to
+//! all three by remote write in time order.
 //!
-//! Queries (query_range), each over the last 1 h (step 15 s) and the whole 24 h (step 5 m):
-//!   sum by (job) (rate(bench_requests_total[5m]))
-//!   histogram_quantile(0.99, sum by (le) (rate(bench_latency_seconds_bucket[5m])))
-//! Reports the median of 5 runs and the peak RSS growth during them (VmHWM reset before).
+//! The six queries of a dashboard (query_range), each over the last 1 h (step 15 s), 6 h
+//! (step 1 m) and 24 h (step 5 m): see `QUERIES`. Reports the median of 5 runs and the peak
+//! RSS growth during them (VmHWM reset before), then each one's RSS at rest. VictoriaMetrics
+//! runs with its result cache off (`-search.disableCache`), or its repeats would be free.
 //!
-//!     cargo bench --bench query            (needs /usr/bin/prometheus)
+//!     cargo bench --bench query      (needs /usr/bin/prometheus and /usr/bin/victoria-metrics)
 
 #[path = "../tests/e2e/remote_write_client.rs"]
 #[allow(dead_code)]
@@ -33,11 +34,20 @@ fn labels(pairs: &[(&str, String)]) -> Vec<Label> {
     out
 }
 
+const QUERIES: [(&str, &str); 6] = [
+    ("rate by job", "sum by (job) (rate(bench_requests_total[5m]))"),
+    ("error ratio", "sum by (job) (rate(bench_requests_total{code=~\"5..\"}[5m])) / sum by (job) (rate(bench_requests_total[5m]))"),
+    ("p99 histogram", "histogram_quantile(0.99, sum by (le) (rate(bench_latency_seconds_bucket[5m])))"),
+    ("topk instance", "topk(5, sum by (instance) (rate(bench_requests_total[5m])))"),
+    ("count by job", "count by (job) (bench_requests_total)"),
+    ("max_over_time", "max_over_time(bench_requests_total{job=\"job-1\"}[10m])"),
+];
+
 /// Requests of 2,000 series each, in time order.
-fn load(end_ms: i64) -> Vec<Vec<u8>> {
+fn load(end_ms: i64, total: usize) -> Vec<Vec<u8>> {
     let start_ms = end_ms - POINTS * STEP_MS;
     let mut series: Vec<(Vec<Label>, f64)> = Vec::new();
-    for i in 0..9_000 {
+    for i in 0..total * 9 / 10 {
         let code = ["200", "200", "200", "500", "404"][i % 5].to_string();
         series.push((
             labels(&[("__name__", "bench_requests_total".into()), ("job", format!("job-{}", i % 10)), ("instance", format!("host-{}", i / 10)), ("code", code)]),
@@ -45,7 +55,7 @@ fn load(end_ms: i64) -> Vec<Vec<u8>> {
         ));
     }
     let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
-    for i in 0..100 {
+    for i in 0..total / 100 {
         for (b, le) in bounds.iter().enumerate() {
             series.push((
                 labels(&[("__name__", "bench_latency_seconds_bucket".into()), ("job", format!("job-{}", i % 10)), ("instance", format!("host-{i}")), ("le", le.to_string())]),
@@ -113,55 +123,101 @@ async fn measure(base: &str, pid: u32, query: &str, start: i64, end: i64, step: 
     (times[RUNS / 2], rss_mib(pid, "VmHWM:") - before, series)
 }
 
-#[tokio::main]
-async fn main() {
-    let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 / STEP_MS * STEP_MS;
-    let bodies = load(end_ms);
-    println!("load: 10000 series x {} samples, {} requests", POINTS + 1, bodies.len());
-    let work = tempfile::tempdir().unwrap();
+/// One system under test: where to send and query, and its process.
+struct Peer {
+    name: &'static str,
+    base: String,
+    pid: u32,
+}
 
-    let vigil = VigilProcess::start(&work.path().join("vigil"), &["--wal-fsync", "never", "--retention", "0"]).await;
-    let vigil_base = format!("http://127.0.0.1:{}", vigil.http);
-    let started = Instant::now();
-    send_all(&format!("{vigil_base}/api/v1/write"), &bodies).await;
-    println!("vigil ingested in {:.1} s", started.elapsed().as_secs_f64());
-
-    let prometheus_port = port();
-    let config = work.path().join("prometheus.yml");
+fn start_prometheus(work: &std::path::Path) -> (std::process::Child, String) {
+    let port = port();
+    let config = work.join("prometheus.yml");
     std::fs::write(&config, "global: {scrape_interval: 1m}\nscrape_configs: []\n").unwrap();
-    let mut prometheus = Command::new("/usr/bin/prometheus")
+    let child = Command::new("/usr/bin/prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", work.path().join("prometheus").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .arg(format!("--storage.tsdb.path={}", work.join("prometheus").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .args(["--web.enable-remote-write-receiver", "--log.level=warn", "--storage.tsdb.retention.time=30d"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("prometheus");
-    let prometheus_base = format!("http://127.0.0.1:{prometheus_port}");
-    wait_ready(&format!("{prometheus_base}/-/ready")).await;
-    let started = Instant::now();
-    send_all(&format!("{prometheus_base}/api/v1/write"), &bodies).await;
-    println!("prometheus ingested in {:.1} s", started.elapsed().as_secs_f64());
+        .expect("/usr/bin/prometheus");
+    (child, format!("http://127.0.0.1:{port}"))
+}
 
-    let queries = [
-        ("rate by job", "sum by (job) (rate(bench_requests_total[5m]))"),
-        ("p99 histogram", "histogram_quantile(0.99, sum by (le) (rate(bench_latency_seconds_bucket[5m])))"),
+fn start_victoria_metrics(work: &std::path::Path) -> (std::process::Child, String) {
+    let port = port();
+    let child = Command::new("/usr/bin/victoria-metrics")
+        .arg(format!("-storageDataPath={}", work.join("victoria-metrics").display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .args(["-retentionPeriod=100y", "-search.disableCache", "-search.latencyOffset=0s", "-loggerLevel=ERROR"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("/usr/bin/victoria-metrics");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 / STEP_MS * STEP_MS;
+    let bodies = load(end_ms, total);
+    println!("load: {total} series x {} samples, {} requests", POINTS + 1, bodies.len());
+    let work = tempfile::tempdir().unwrap();
+
+    let vigil = VigilProcess::start(&work.path().join("vigil"), &["--wal-fsync", "never", "--retention", "0"]).await;
+    let (mut prometheus, prometheus_base) = start_prometheus(work.path());
+    let (mut victoria, victoria_base) = start_victoria_metrics(work.path());
+    wait_ready(&format!("{prometheus_base}/-/ready")).await;
+    wait_ready(&format!("{victoria_base}/health")).await;
+    let peers = [
+        Peer { name: "vigil", base: format!("http://127.0.0.1:{}", vigil.http), pid: vigil.pid() },
+        Peer { name: "prometheus", base: prometheus_base, pid: prometheus.id() },
+        Peer { name: "victoria-metrics", base: victoria_base, pid: victoria.id() },
     ];
-    let windows = [("1h", end_ms - 3_600_000, 15_000), ("24h", end_ms - POINTS * STEP_MS + 600_000, 300_000)];
-    println!("\n{:<14} {:>4} | {:>10} {:>9} | {:>10} {:>9} | {:>7}", "query", "span", "vigil ms", "vigil MiB", "prom ms", "prom MiB", "ratio");
-    for (name, query) in queries {
+    for peer in &peers {
+        let (cpu, started) = (common::cpu_seconds(peer.pid), Instant::now());
+        send_all(&format!("{}/api/v1/write", peer.base), &bodies).await;
+        println!(
+            "{} ingested in {:.1} s, {:.1} CPU s",
+            peer.name,
+            started.elapsed().as_secs_f64(),
+            common::cpu_seconds(peer.pid) - cpu
+        );
+    }
+    // VictoriaMetrics makes rows searchable a second or so after it takes them.
+    let _ = reqwest::Client::new().get(format!("{}/internal/force_flush", peers[2].base)).send().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let windows = [("1h", end_ms - 3_600_000, 15_000), ("6h", end_ms - 6 * 3_600_000, 60_000), ("24h", end_ms - POINTS * STEP_MS + 600_000, 300_000)];
+    println!(
+        "\n{:<14} {:>4} | {:>9} {:>8} | {:>9} {:>8} | {:>9} {:>8} | {:>8} {:>8}",
+        "query", "span", "vigil ms", "MiB", "prom ms", "MiB", "vm ms", "MiB", "v/prom", "v/vm"
+    );
+    for (name, query) in QUERIES {
         for (span, start, step) in windows {
-            let (v_ms, v_mib, v_series) = measure(&vigil_base, vigil.pid(), query, start, end_ms, step).await;
-            let (p_ms, p_mib, p_series) = measure(&prometheus_base, prometheus.id(), query, start, end_ms, step).await;
-            assert_eq!(v_series, p_series, "{name} {span}: series count differs");
-            println!("{name:<14} {span:>4} | {v_ms:>10.1} {v_mib:>9.1} | {p_ms:>10.1} {p_mib:>9.1} | {:>6.2}x", v_ms / p_ms);
+            let mut figures = Vec::new();
+            for peer in &peers {
+                figures.push(measure(&peer.base, peer.pid, query, start, end_ms, step).await);
+            }
+            let [(v_ms, v_mib, v_series), (p_ms, p_mib, p_series), (m_ms, m_mib, m_series)] = figures[..] else { unreachable!() };
+            assert_eq!(v_series, p_series, "{name} {span}: series count differs from Prometheus");
+            let note = if m_series == v_series { String::new() } else { format!("  (vm: {m_series} series)") };
+            println!(
+                "{name:<14} {span:>4} | {v_ms:>9.1} {v_mib:>8.1} | {p_ms:>9.1} {p_mib:>8.1} | {m_ms:>9.1} {m_mib:>8.1} | {:>7.2}x {:>7.2}x{note}",
+                v_ms / p_ms,
+                v_ms / m_ms
+            );
         }
     }
     // Memory at rest: what each keeps once the queries are over (allocators return freed
-    // memory on their own schedule; jemalloc's decay is 10 s).
+    // memory on their own schedule).
     tokio::time::sleep(Duration::from_secs(20)).await;
-    println!("\nRSS at rest after the queries: vigil {:.0} MiB, prometheus {:.0} MiB", rss_mib(vigil.pid(), "VmRSS:"), rss_mib(prometheus.id(), "VmRSS:"));
+    let at_rest: Vec<String> = peers.iter().map(|p| format!("{} {:.0} MiB", p.name, rss_mib(p.pid, "VmRSS:"))).collect();
+    println!("\nRSS at rest after the queries: {}", at_rest.join(", "));
     let _ = prometheus.kill();
+    let _ = victoria.kill();
     vigil.stop();
 }

@@ -508,7 +508,9 @@ async fn damaged_files_are_contained_and_repaired() {
     let vigil = Vigil::start(&data, &args).await;
     assert_eq!(vigil.count("SELECT count(*) FROM damaged_total").await, 100);
     assert!(vigil.log_text().contains("partition manifest unreadable"), "{}", vigil.log_text());
-    assert!(own_metrics(&vigil).await.contains("vigil_storage_damaged_partitions 1"));
+    let metrics = own_metrics(&vigil).await;
+    let damage: Vec<&str> = metrics.lines().filter(|l| l.contains("damaged")).collect();
+    assert!(metrics.contains("vigil_storage_damaged_partitions 1"), "{damage:?}\n{}", vigil.log_text());
     // Repair needs the server stopped.
     let (ok, report) = vigil_store("repair", &data);
     assert!(!ok && report.contains("in use by another Vigil"), "{report}");

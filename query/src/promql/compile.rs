@@ -11,7 +11,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{array_agg, avg, count, max, min, stddev_pop, sum, var_pop};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, JoinType, ScalarUDF, when};
-use datafusion::prelude::{Expr, cast, coalesce, concat_ws, get_field, ident, isnan, lit, nullif, regexp_like};
+use datafusion::prelude::{Expr, cast, coalesce, concat_ws, ident, isnan, lit, nullif, regexp_like};
 use futures::future::BoxFuture;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::token::{self, TokenType};
@@ -25,8 +25,9 @@ use super::errors::PromError;
 use super::kernels::{BinaryOp, RangeFunction};
 use super::udf::{
     BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelReplaceUdf, MathFunction, MathUdf, QuantileUdf,
-    SampleBudget, SeriesStepsUdf, Steps,
+    SampleBudget, Steps,
 };
+use super::sweep::{Sweep, SweepChunk, SweepSpec, chunk_bounds};
 use super::EvalRange;
 use crate::QueryEngine;
 
@@ -34,11 +35,17 @@ use crate::QueryEngine;
 // whatever labels a sender invents (`__ts__`, `__value__`, ...), they never meet these.
 pub const TS: &str = "#ts";
 pub const VALUE: &str = "#value";
-pub const TSS: &str = "#tss";
-pub const VALS: &str = "#vals";
 pub const NAME: &str = "__name__";
-const POINTS: &str = "#points";
 const RIGHT: &str = "#r:";
+/// A metric table a selector reads, with its label columns and the matchers' filters.
+struct SelectorTable {
+    table: String,
+    metric: String,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    columns: BTreeSet<String>,
+    filters: Vec<Expr>,
+}
+
 /// Most tables one union plan holds (see `Compiler::union_in_groups`).
 const UNION_FAN_IN: usize = 64;
 
@@ -59,11 +66,11 @@ pub struct VectorPlan {
     pub labels: Vec<String>,
 }
 
-/// Rows of (labels, `#tss`, `#vals`): every sample of a series a range function may
-/// need, and where its windows are.
+/// The samples of a range vector: rows of (labels, `#ts`, `#value`) in chunks of time, read
+/// one chunk at a time by the step sweep (see [`super::sweep`]), and where its windows are.
 #[derive(Clone)]
 pub struct MatrixPlan {
-    pub frame: DataFrame,
+    pub chunks: Vec<SweepChunk>,
     pub labels: Vec<String>,
     pub range_ms: i64,
     pub offset_ms: i64,
@@ -239,7 +246,8 @@ impl<'a> Compiler<'a> {
             .collect()
     }
 
-    /// One row per series with all its samples in the time span the steps need.
+    /// A selector's samples in the time span the steps need, in chunks of time that follow
+    /// the storage partitions (each chunk's scan reads only its partitions' segments).
     async fn series_samples(&self, selector: &VectorSelector, window_ms: i64) -> Result<MatrixPlan, PromError> {
         let offset = offset_ms(&selector.offset);
         let at = self.at_ms(&selector.at);
@@ -247,28 +255,34 @@ impl<'a> Compiler<'a> {
         let (low_ms, high_ms) = (first - offset - window_ms, last - offset);
         let remote = self.distributed_context(high_ms - low_ms).await?;
         let ctx = remote.unwrap_or(self.engine.context());
-        let Some((frame, labels)) = self.selector_rows_on(ctx, selector, low_ms, high_ms).await? else {
-            return self.empty_matrix(window_ms, offset, at);
-        };
-        let mut frame = frame.aggregate(
-            labels.iter().map(ident).collect(),
-            vec![array_agg(ident(TS)).alias(TSS), array_agg(ident(VALUE)).alias(VALS)],
-        )?;
-        if remote.is_some() {
-            // The scan, filter and grouping into series ran on Ballista; the per-step work on
-            // the series continues here.
-            let schema = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await?;
-            let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
-            frame = self.engine.context().read_table(Arc::new(table))?;
+        let (tables, labels) = self.selector_tables(ctx, selector).await?;
+        if tables.is_empty() {
+            return Ok(self.empty_matrix(window_ms, offset, at));
         }
-        Ok(MatrixPlan { frame, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
+        let chunks = if tables.len() > UNION_FAN_IN {
+            // Thousands of tables are read once, in groups (see `union_in_groups`).
+            let frame = self.rows_frame(ctx, &tables, &labels, low_ms, high_ms).await?;
+            vec![SweepChunk { low_ms, high_ms, frame }]
+        } else {
+            let partition_ms = i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
+            let mut chunks = Vec::new();
+            for (low, high) in chunk_bounds(low_ms, high_ms, partition_ms) {
+                chunks.push(SweepChunk { low_ms: low, high_ms: high, frame: self.rows_frame(ctx, &tables, &labels, low, high).await? });
+            }
+            chunks
+        };
+        Ok(MatrixPlan { chunks, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
     }
 
     /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `#ts`,
     /// `#value`) over every matching metric table; `None` when no table can match.
     pub async fn selector_rows(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
-        self.selector_rows_on(self.engine.context(), selector, low_ms, high_ms).await
+        let ctx = self.engine.context();
+        let (tables, labels) = self.selector_tables(ctx, selector).await?;
+        if tables.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((self.rows_frame(ctx, &tables, &labels, low_ms, high_ms).await?, labels)))
     }
 
     /// The Ballista session, when distributed queries are on and `span_ms` is long enough.
@@ -285,17 +299,16 @@ impl<'a> Compiler<'a> {
         Ok(Some(ctx))
     }
 
-    async fn selector_rows_on(
+    /// The metric tables a selector may read, with their label filters, and the label
+    /// columns of its rows (the union of theirs, and `__name__`).
+    async fn selector_tables(
         &self,
         ctx: &datafusion::prelude::SessionContext,
         selector: &VectorSelector,
-        low_ms: i64,
-        high_ms: i64,
-    ) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
+    ) -> Result<(Vec<SelectorTable>, Vec<String>), PromError> {
         if !selector.matchers.or_matchers.is_empty() {
             return Err(bad("`or` in label matchers is not supported"));
         }
-        let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
         let storage = self.engine.storage();
         let local = std::ptr::eq(ctx, self.engine.context());
         let schemas = storage.metric_table_schemas();
@@ -311,10 +324,7 @@ impl<'a> Compiler<'a> {
                 continue;
             }
             let columns: BTreeSet<String> = label_columns(&schema).map(str::to_string).collect();
-            let mut filters = vec![
-                ident(TIMESTAMP_COLUMN).gt_eq(lit(ScalarValue::TimestampNanosecond(Some(low_ns), Some("UTC".into())))),
-                ident(TIMESTAMP_COLUMN).lt_eq(lit(ScalarValue::TimestampNanosecond(Some(high_ns), Some("UTC".into())))),
-            ];
+            let mut filters = Vec::new();
             let mut possible = true;
             for matcher in selector.matchers.matchers.iter().filter(|m| m.name != NAME) {
                 let column = label_column_name(&matcher.name).into_owned();
@@ -332,47 +342,64 @@ impl<'a> Compiler<'a> {
                 }
             }
             if possible {
-                tables.push((table, metric, schema, columns, filters));
+                tables.push(SelectorTable { table, metric, schema, columns, filters });
             }
         }
         let labels: Vec<String> = tables
             .iter()
-            .flat_map(|(_, _, _, columns, _)| columns.iter().map(|c| label_name_of_column(c).to_string()))
+            .flat_map(|t| t.columns.iter().map(|c| label_name_of_column(c).to_string()))
             .chain([NAME.to_string()])
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        Ok((tables, labels))
+    }
+
+    /// The rows of `tables` with samples in `[low_ms, high_ms]`, in the columns `labels`.
+    async fn rows_frame(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        tables: &[SelectorTable],
+        labels: &[String],
+        low_ms: i64,
+        high_ms: i64,
+    ) -> Result<DataFrame, PromError> {
+        let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
+        let storage = self.engine.storage();
+        let local = std::ptr::eq(ctx, self.engine.context());
         let mut inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>> = Vec::with_capacity(tables.len());
-        for (table, metric, schema, columns, filters) in tables {
+        for table in tables {
             let frame = if local {
-                ctx.read_table(storage.table_provider(&table, schema))?
+                ctx.read_table(storage.table_provider(&table.table, table.schema.clone()))?
             } else {
-                ctx.table(TableReference::bare(table.as_str())).await?
+                ctx.table(TableReference::bare(table.table.as_str())).await?
             };
-            let filter = filters.into_iter().reduce(Expr::and).unwrap_or(lit(true));
+            let time_bounds = [
+                ident(TIMESTAMP_COLUMN).gt_eq(lit(ScalarValue::TimestampNanosecond(Some(low_ns), Some("UTC".into())))),
+                ident(TIMESTAMP_COLUMN).lt_eq(lit(ScalarValue::TimestampNanosecond(Some(high_ns), Some("UTC".into())))),
+            ];
+            let filter = time_bounds.into_iter().chain(table.filters.iter().cloned()).reduce(Expr::and).unwrap_or(lit(true));
             let mut projection: Vec<Expr> = labels
                 .iter()
                 .map(|label| {
                     if label == NAME {
-                        return lit(metric.clone()).alias(NAME);
+                        return lit(table.metric.clone()).alias(NAME);
                     }
                     let column = label_column_name(label).into_owned();
-                    if columns.contains(&column) { cast(ident(column), DataType::Utf8).alias(label) } else { null_label().alias(label) }
+                    if table.columns.contains(&column) { cast(ident(column), DataType::Utf8).alias(label) } else { null_label().alias(label) }
                 })
                 .collect();
             projection.push((cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)).alias(TS));
             projection.push(ident(VALUE_COLUMN).alias(VALUE));
             inputs.push(Arc::new(frame.filter(filter)?.select(projection)?.into_unoptimized_plan()));
         }
-        let union = match inputs.len() {
-            0 => None,
-            1 => Some(DataFrame::new(ctx.state(), Arc::unwrap_or_clone(inputs.remove(0)))),
-            n if n <= UNION_FAN_IN => Some(DataFrame::new(ctx.state(), union_of(inputs)?)),
-            _ => Some(self.union_in_groups(ctx, inputs).await?),
-        };
-        Ok(union.map(|frame| (frame, labels)))
+        match inputs.len() {
+            0 => Err(PromError::Internal("rows of no table".into())),
+            1 => Ok(DataFrame::new(ctx.state(), Arc::unwrap_or_clone(inputs.remove(0)))),
+            n if n <= UNION_FAN_IN => Ok(DataFrame::new(ctx.state(), union_of(inputs)?)),
+            _ => self.union_in_groups(ctx, inputs).await,
+        }
     }
-
     /// The rows of more tables than one union should hold: DataFusion checks a union's schema
     /// against every pair of its inputs, each time a plan is rewritten, so thousands of
     /// tables in one union plan for minutes. Groups of [`UNION_FAN_IN`] run one after the
@@ -396,26 +423,27 @@ impl<'a> Compiler<'a> {
         Ok(self.engine.context().read_table(Arc::new(table))?)
     }
 
-    fn empty_matrix(&self, range_ms: i64, offset_ms: i64, at_ms: Option<i64>) -> Result<MatrixPlan, PromError> {
-        let list = |item: DataType| DataType::List(Arc::new(Field::new("item", item, true)));
-        let schema = Arc::new(Schema::new(vec![Field::new(TSS, list(DataType::Int64), true), Field::new(VALS, list(DataType::Float64), true)]));
-        let frame = self.engine.context().read_batch(RecordBatch::new_empty(schema))?;
-        Ok(MatrixPlan { frame, labels: Vec::new(), range_ms, offset_ms, at_ms })
+    fn empty_matrix(&self, range_ms: i64, offset_ms: i64, at_ms: Option<i64>) -> MatrixPlan {
+        MatrixPlan { chunks: Vec::new(), labels: Vec::new(), range_ms, offset_ms, at_ms }
     }
 
     /// Evaluates `function` over every series' windows at every step.
     fn apply_steps(&self, matrix: MatrixPlan, function: RangeFunction, window_ms: i64, param: f64, keep_name: bool) -> Result<VectorPlan, PromError> {
-        let udf = SeriesStepsUdf::new(function, self.steps(), window_ms, matrix.offset_ms, matrix.at_ms, param, self.budget.clone());
+        let spec = SweepSpec {
+            function,
+            steps: self.steps(),
+            range_ms: window_ms,
+            offset_ms: matrix.offset_ms,
+            at_ms: matrix.at_ms,
+            param,
+            budget: self.budget.clone(),
+        };
         let labels: Vec<String> = matrix.labels.iter().filter(|l| keep_name || *l != NAME).cloned().collect();
-        let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
-        projection.push(udf.call(vec![ident(TSS), ident(VALS)]).alias(POINTS));
-        let frame = matrix.frame.select(projection)?.unnest_columns(&[POINTS])?;
-        let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
-        projection.push(get_field(ident(POINTS), "t").alias(TS));
-        projection.push(get_field(ident(POINTS), "v").alias(VALUE));
-        Ok(VectorPlan { frame: frame.select(projection)?, labels })
+        let sweep = Sweep::new(spec, matrix.chunks, matrix.labels, labels.clone());
+        let schema = datafusion::physical_plan::streaming::PartitionStream::schema(&sweep).clone();
+        let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![Arc::new(sweep)])?;
+        Ok(VectorPlan { frame: self.engine.context().read_table(Arc::new(table))?, labels })
     }
-
     async fn subquery(&self, subquery: &SubqueryExpr) -> Result<MatrixPlan, PromError> {
         let offset = offset_ms(&subquery.offset);
         let at = self.at_ms(&subquery.at);
@@ -433,10 +461,9 @@ impl<'a> Compiler<'a> {
             Value::Scalar(scalar) => inner.scalar_to_vector(scalar)?,
             other => return Err(wrong_type("instant vector or scalar in subquery", &other)),
         };
-        let frame = vector
-            .frame
-            .aggregate(vector.labels.iter().map(ident).collect(), vec![array_agg(ident(TS)).alias(TSS), array_agg(ident(VALUE)).alias(VALS)])?;
-        Ok(MatrixPlan { frame, labels: vector.labels, range_ms, offset_ms: offset, at_ms: at })
+        // The inner steps are computed once, so the sweep reads them as one chunk.
+        let chunk = SweepChunk { low_ms: i64::MIN, high_ms: i64::MAX, frame: vector.frame };
+        Ok(MatrixPlan { chunks: vec![chunk], labels: vector.labels, range_ms, offset_ms: offset, at_ms: at })
     }
 
     // ---- scalars -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ mod exemplars;
 pub mod kernels;
 mod result;
 mod series;
+mod sweep;
 pub mod udf;
 
 use std::time::Duration;

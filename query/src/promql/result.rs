@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
-use super::compile::{MatrixPlan, ScalarPlan, TS, TSS, VALS, VALUE, Value};
-use super::kernels::is_stale;
+use super::compile::{MatrixPlan, ScalarPlan, TS, VALUE, Value};
+use super::sweep::SeriesSet;
 use super::{EvalRange, PromError};
 
 pub type Labels = BTreeMap<String, String>;
@@ -120,37 +120,30 @@ pub async fn collect(value: Value, range: EvalRange, instant: bool, sort: Option
 async fn raw_samples(matrix: MatrixPlan, eval_ms: i64) -> Result<Vec<Series>, PromError> {
     let end = matrix.at_ms.unwrap_or(eval_ms) - matrix.offset_ms;
     let start = end - matrix.range_ms;
-    let batches = matrix.frame.collect().await?;
-    let mut out = Vec::new();
-    for batch in &batches {
-        let schema = batch.schema();
-        let lists = |name: &str| schema.index_of(name).map(|i| batch.column(i).as_list::<i32>().clone()).map_err(|e| PromError::Internal(e.to_string()));
-        let (tss, vals) = (lists(TSS)?, lists(VALS)?);
-        for row in 0..batch.num_rows() {
-            let mut labels = Labels::new();
-            for name in &matrix.labels {
-                let column = batch.column(schema.index_of(name).map_err(|e| PromError::Internal(e.to_string()))?).as_string::<i32>();
-                if !column.is_null(row) && !column.value(row).is_empty() {
-                    labels.insert(name.clone(), column.value(row).to_string());
-                }
-            }
-            let ts = tss.value(row);
-            let vs = vals.value(row);
-            let (ts, vs) = (ts.as_primitive::<Int64Type>(), vs.as_primitive::<Float64Type>());
-            let mut points: Vec<(i64, f64)> = ts
-                .values()
-                .iter()
-                .zip(vs.values().iter())
-                .filter(|(t, v)| **t >= start && **t <= end && !is_stale(**v))
-                .map(|(t, v)| (*t, *v))
-                .collect();
-            points.sort_by_key(|p| p.0);
-            points.dedup_by_key(|p| p.0);
-            if !points.is_empty() {
-                out.push(Series { labels, points });
-            }
+    let mut set = SeriesSet::default();
+    for chunk in matrix.chunks {
+        for batch in chunk.frame.collect().await? {
+            set.ingest(&batch, &matrix.labels)?;
         }
     }
+    set.settle(false);
+    let mut out: Vec<Series> = set
+        .series
+        .into_iter()
+        .filter_map(|series| {
+            let from = series.timestamps.partition_point(|&t| t < start);
+            let to = series.timestamps.partition_point(|&t| t <= end);
+            let points: Vec<(i64, f64)> = (from..to).map(|i| (series.timestamps[i], series.values[i])).collect();
+            // Empty and missing values are one: no label.
+            let labels: Labels = matrix
+                .labels
+                .iter()
+                .zip(series.labels)
+                .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name.clone(), v)))
+                .collect();
+            (!points.is_empty()).then_some(Series { labels, points })
+        })
+        .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(out)
 }

@@ -1,23 +1,20 @@
 //! DataFusion scalar UDFs that carry PromQL's kernels into plans.
 //!
-//! The central one is [`SeriesStepsUdf`]: given one series' sample timestamps and values (as
-//! lists, gathered by `array_agg`), it evaluates a range function or the instant lookup at
-//! every step of the query and returns `List<Struct<t, v>>`, which the plan unnests into one
-//! row per (series, step). Its cost is O(samples + steps · log samples) per series.
+//! Range functions and the instant lookup are not among them: the step sweep
+//! ([`super::sweep`]) evaluates those over a selector's samples as they stream in.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, Int64Builder, ListBuilder, StringArray,
-    StructBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, StringArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Float64Type, Int64Type};
-use datafusion::common::{Result as DfResult, exec_err};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use regex::Regex;
 
-use super::kernels::{self, BinaryOp, RangeFunction, Window, is_stale};
+use super::kernels::{self, BinaryOp};
 
 /// Evaluation steps of a query, in ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,19 +33,6 @@ impl Steps {
     pub fn count(self) -> usize {
         if self.end < self.start { 0 } else { ((self.end - self.start) / self.step.max(1) + 1) as usize }
     }
-}
-
-pub fn point_fields() -> Fields {
-    Fields::from(vec![Field::new("t", DataType::Int64, false), Field::new("v", DataType::Float64, false)])
-}
-
-pub fn points_type() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Struct(point_fields()), true)))
-}
-
-/// Turns a list-typed column argument into per-row slices.
-fn list_arg(value: &ColumnarValue, rows: usize) -> DfResult<ArrayRef> {
-    value.to_array(rows)
 }
 
 /// Samples one query may still load and produce (Prometheus's `query.max-samples`), shared
@@ -93,135 +77,6 @@ impl Eq for SampleBudget {}
 impl Hash for SampleBudget {
     fn hash<H: Hasher>(&self, state: &mut H) {
         std::ptr::hash(Arc::as_ptr(&self.remaining), state);
-    }
-}
-
-/// Evaluates a range function (or the instant lookup) for one series at every step.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SeriesStepsUdf {
-    pub function: RangeFunction,
-    pub steps: Steps,
-    /// Window length: the range of a range vector, or the lookback for an instant lookup.
-    pub range_ms: i64,
-    pub offset_ms: i64,
-    /// `@` modifier: evaluate every step at this time instead.
-    pub at_ms: Option<i64>,
-    /// φ for `quantile_over_time`, seconds for `predict_linear` (bits, to be hashable).
-    pub param_bits: u64,
-    /// Samples the query may still load (the series' samples) and produce (points).
-    pub budget: SampleBudget,
-    signature: Signature,
-}
-
-impl SeriesStepsUdf {
-    pub fn new(
-        function: RangeFunction,
-        steps: Steps,
-        range_ms: i64,
-        offset_ms: i64,
-        at_ms: Option<i64>,
-        param: f64,
-        budget: SampleBudget,
-    ) -> ScalarUDF {
-        ScalarUDF::new_from_impl(SeriesStepsUdf {
-            function,
-            steps,
-            range_ms,
-            offset_ms,
-            at_ms,
-            param_bits: param.to_bits(),
-            budget,
-            signature: Signature::any(2, Volatility::Immutable),
-        })
-    }
-
-    fn evaluate_series(&self, timestamps: &[i64], values: &[f64], out: &mut ListBuilder<StructBuilder>) {
-        // Samples in time order, one per timestamp (the last written wins).
-        let mut order: Vec<usize> = (0..timestamps.len()).collect();
-        if timestamps.windows(2).any(|w| w[0] >= w[1]) {
-            order.sort_by_key(|&i| timestamps[i]);
-            order.dedup_by(|later, earlier| {
-                let same = timestamps[*later] == timestamps[*earlier];
-                if same {
-                    *earlier = *later;
-                }
-                same
-            });
-        }
-        let instant = matches!(self.function, RangeFunction::Instant | RangeFunction::InstantTimestamp);
-        // Range functions never see stale markers; the instant lookup must, to stop at one.
-        let kept: Vec<usize> = order.into_iter().filter(|&i| instant || !is_stale(values[i])).collect();
-        let ts: Vec<i64> = kept.iter().map(|&i| timestamps[i]).collect();
-        let vs: Vec<f64> = kept.iter().map(|&i| values[i]).collect();
-        let param = f64::from_bits(self.param_bits);
-        let points = out.values();
-        let mut any = false;
-        for step in self.steps.iter() {
-            let eval = self.at_ms.unwrap_or(step) - self.offset_ms;
-            let from = ts.partition_point(|&t| t < eval - self.range_ms);
-            let to = ts.partition_point(|&t| t <= eval);
-            if from >= to {
-                continue;
-            }
-            if instant && is_stale(vs[to - 1]) {
-                continue;
-            }
-            let window = Window {
-                timestamps: &ts[from..to],
-                values: &vs[from..to],
-                range_start: eval - self.range_ms,
-                range_end: eval,
-                eval_time: step,
-            };
-            if let Some(value) = kernels::apply(self.function, &window, param) {
-                points.field_builder::<Int64Builder>(0).map(|b| b.append_value(step));
-                points.field_builder::<Float64Builder>(1).map(|b| b.append_value(value));
-                points.append(true);
-                any = true;
-            }
-        }
-        let _ = any;
-        out.append(true);
-    }
-}
-
-impl ScalarUDFImpl for SeriesStepsUdf {
-    fn name(&self) -> &str {
-        "promql_series_steps"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(points_type())
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        let timestamps = list_arg(&args.args[0], rows)?;
-        let values = list_arg(&args.args[1], rows)?;
-        let (timestamps, values) = (timestamps.as_list::<i32>(), values.as_list::<i32>());
-        let mut out = ListBuilder::new(StructBuilder::from_fields(point_fields(), self.steps.count().min(4096)))
-            .with_field(Arc::new(Field::new("item", DataType::Struct(point_fields()), true)));
-        for row in 0..rows {
-            if timestamps.is_null(row) || values.is_null(row) {
-                out.append(true);
-                continue;
-            }
-            let ts = timestamps.value(row);
-            let vs = values.value(row);
-            let ts = ts.as_primitive::<Int64Type>();
-            let vs = vs.as_primitive::<Float64Type>();
-            if ts.null_count() > 0 || vs.null_count() > 0 || ts.len() != vs.len() {
-                return exec_err!("series samples must be non-null and paired");
-            }
-            let before = datafusion::arrow::array::ArrayBuilder::len(out.values());
-            self.evaluate_series(ts.values(), vs.values(), &mut out);
-            self.budget.take(ts.len() + datafusion::arrow::array::ArrayBuilder::len(out.values()) - before)?;
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }
 
@@ -744,32 +599,6 @@ mod tests {
         let steps = Steps { start: 0, end: 30, step: 15 };
         assert_eq!(steps.iter().collect::<Vec<_>>(), vec![0, 15, 30]);
         assert_eq!(steps.count(), 3);
-    }
-
-    #[test]
-    fn series_steps_pick_the_latest_sample_and_stop_at_stale_markers() {
-        let udf = SeriesStepsUdf {
-            function: RangeFunction::Instant,
-            steps: Steps { start: 10, end: 40, step: 10 },
-            range_ms: 15,
-            offset_ms: 0,
-            at_ms: None,
-            param_bits: 0,
-            budget: SampleBudget::new(100),
-            signature: Signature::any(2, Volatility::Immutable),
-        };
-        let mut out = ListBuilder::new(StructBuilder::from_fields(point_fields(), 0));
-        let stale = f64::from_bits(kernels::STALE_NAN_BITS);
-        // Out of order on purpose; t=30 is a stale marker.
-        udf.evaluate_series(&[20, 5, 30], &[2.0, 1.0, stale], &mut out);
-        let list = out.finish();
-        let points = list.value(0);
-        let points = points.as_struct();
-        let t: Vec<i64> = points.column(0).as_primitive::<Int64Type>().values().to_vec();
-        let v: Vec<f64> = points.column(1).as_primitive::<Float64Type>().values().to_vec();
-        // t=10 sees 5 (within 15 ms); t=20 and t=30... 30 is stale; t=40 lookback reaches 30: stale.
-        assert_eq!(t, vec![10, 20]);
-        assert_eq!(v, vec![1.0, 2.0]);
     }
 
     #[test]

@@ -1,0 +1,636 @@
+//! The step sweep: evaluates a range function (or the instant lookup) at every step of a
+//! query over a selector's samples, one time chunk at a time.
+//!
+//! A selector's samples arrive as rows of (labels, `#ts`, `#value`), in chunks of time that
+//! follow the storage partitions (each chunk is its own scan, so it reads only that
+//! partition's segments). Rows of one series come in runs (segments are sorted by series,
+//! then time), so a series is looked up once per run, not per row. When a chunk has been
+//! read, every step whose window ends inside it is evaluated and the samples no later
+//! window needs are dropped: a query holds O(series × (window + chunk)) samples, never a
+//! series' whole range, and what it holds is reserved from the query's memory pool, so a
+//! query too big for `query.max_memory` is refused instead of growing the process.
+//!
+//! Prometheus's `Engine.rangeEval` walks steps and keeps per-series iterators the same way;
+//! this keeps its semantics exactly (lookback, stale markers, the last of duplicate
+//! timestamps wins) and hands the per-step rows to DataFusion for what follows.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, AsArray, Float64Builder, Int64Builder, RecordBatch, StringArray, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::StreamExt;
+
+use super::compile::{TS, VALUE};
+use super::kernels::{self, RangeFunction, Window, is_stale};
+use super::udf::{SampleBudget, Steps};
+
+/// Rows per output batch (DataFusion's default batch size).
+const OUTPUT_BATCH_ROWS: usize = 8192;
+/// Most chunks one selector is read in: past this, a chunk spans several partitions.
+const MAX_CHUNKS: i64 = 512;
+
+/// The rows of a selector whose samples lie in `[low_ms, high_ms]`.
+#[derive(Clone)]
+pub struct SweepChunk {
+    pub low_ms: i64,
+    pub high_ms: i64,
+    pub frame: DataFrame,
+}
+
+impl std::fmt::Debug for SweepChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepChunk")
+            .field("low_ms", &self.low_ms)
+            .field("high_ms", &self.high_ms)
+            .finish()
+    }
+}
+
+/// Splits `[low_ms, high_ms]` at the storage partition boundaries (`partition_ms` long,
+/// from the epoch), merging partitions when there would be more than [`MAX_CHUNKS`].
+pub fn chunk_bounds(low_ms: i64, high_ms: i64, partition_ms: i64) -> Vec<(i64, i64)> {
+    if high_ms < low_ms {
+        return Vec::new();
+    }
+    let partition = i128::from(partition_ms.max(1));
+    let span = i128::from(high_ms) - i128::from(low_ms) + 1;
+    let per_chunk = (span / partition / i128::from(MAX_CHUNKS) + 1) * partition;
+    let mut bounds = Vec::new();
+    let mut low = i128::from(low_ms);
+    while low <= i128::from(high_ms) {
+        let end = (low.div_euclid(per_chunk) + 1) * per_chunk - 1;
+        let high = end.min(i128::from(high_ms));
+        // Both fit in i64: they lie within [low_ms, high_ms].
+        bounds.push((low as i64, high as i64));
+        low = high + 1;
+    }
+    bounds
+}
+
+/// What to evaluate at every step.
+#[derive(Clone, Debug)]
+pub struct SweepSpec {
+    pub function: RangeFunction,
+    pub steps: Steps,
+    /// Window length: the range of a range vector, or the lookback for an instant lookup.
+    pub range_ms: i64,
+    pub offset_ms: i64,
+    /// `@` modifier: evaluate every step at this time instead.
+    pub at_ms: Option<i64>,
+    /// φ for `quantile_over_time`, seconds for `predict_linear`.
+    pub param: f64,
+    /// Samples the query may still load (the series' samples) and produce (points).
+    pub budget: SampleBudget,
+}
+
+impl SweepSpec {
+    fn is_instant(&self) -> bool {
+        matches!(
+            self.function,
+            RangeFunction::Instant | RangeFunction::InstantTimestamp
+        )
+    }
+
+    /// The sample time a step's window ends at.
+    fn eval_time(&self, step: i64) -> i64 {
+        self.at_ms.unwrap_or(step) - self.offset_ms
+    }
+}
+
+/// One sweep as a DataFusion stream source: `input_labels` are the label columns of the
+/// chunks' rows (a series is one combination of them), `output_labels` the ones kept.
+#[derive(Debug)]
+pub struct Sweep {
+    spec: SweepSpec,
+    chunks: Vec<SweepChunk>,
+    input_labels: Vec<String>,
+    output_labels: Vec<String>,
+    schema: SchemaRef,
+}
+
+impl Sweep {
+    pub fn new(
+        spec: SweepSpec,
+        chunks: Vec<SweepChunk>,
+        input_labels: Vec<String>,
+        output_labels: Vec<String>,
+    ) -> Self {
+        let mut fields: Vec<Field> = output_labels
+            .iter()
+            .map(|l| Field::new(l, DataType::Utf8, true))
+            .collect();
+        fields.push(Field::new(TS, DataType::Int64, true));
+        fields.push(Field::new(VALUE, DataType::Float64, true));
+        Sweep {
+            spec,
+            chunks,
+            input_labels,
+            output_labels,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+}
+
+impl PartitionStream for Sweep {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let reservation = MemoryConsumer::new("PromQL step sweep").register(ctx.memory_pool());
+        let kept: Vec<usize> = self
+            .output_labels
+            .iter()
+            .filter_map(|l| self.input_labels.iter().position(|i| i == l))
+            .collect();
+        let run = SweepRun {
+            spec: self.spec.clone(),
+            chunks: self.chunks.clone().into(),
+            input_labels: self.input_labels.clone(),
+            kept,
+            schema: self.schema.clone(),
+            series: SeriesSet::default(),
+            input: None,
+            current: None,
+            next_step: 0,
+            out: VecDeque::new(),
+            reservation,
+            failed: false,
+        };
+        let stream = futures::stream::unfold(run, |mut run| async move {
+            if run.failed {
+                return None;
+            }
+            match run.next_batch().await {
+                Ok(Some(batch)) => Some((Ok(batch), run)),
+                Ok(None) => None,
+                Err(error) => {
+                    run.failed = true;
+                    Some((Err(error), run))
+                }
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+struct SweepRun {
+    spec: SweepSpec,
+    chunks: VecDeque<SweepChunk>,
+    input_labels: Vec<String>,
+    /// Indices into `input_labels` of the output label columns.
+    kept: Vec<usize>,
+    schema: SchemaRef,
+    series: SeriesSet,
+    input: Option<SendableRecordBatchStream>,
+    /// The chunk being read.
+    current: Option<(i64, i64)>,
+    /// Index of the first step not evaluated yet.
+    next_step: usize,
+    out: VecDeque<RecordBatch>,
+    reservation: MemoryReservation,
+    failed: bool,
+}
+
+impl SweepRun {
+    async fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
+        loop {
+            if let Some(batch) = self.out.pop_front() {
+                return Ok(Some(batch));
+            }
+            if let Some(input) = &mut self.input {
+                match input.next().await {
+                    Some(batch) => {
+                        let batch = batch?;
+                        let rows = self.series.ingest(&batch, &self.input_labels)?;
+                        self.spec.budget.take(rows)?;
+                        self.reservation.try_resize(self.series.held_bytes())?;
+                    }
+                    None => {
+                        self.input = None;
+                        let last = self.chunks.is_empty();
+                        let (_, high) = self.current.take().unwrap_or((i64::MIN, i64::MAX));
+                        self.finish_chunk(if last { i64::MAX } else { high })?;
+                    }
+                }
+                continue;
+            }
+            let Some(chunk) = self.chunks.pop_front() else {
+                self.reservation.free();
+                return Ok(None);
+            };
+            self.current = Some((chunk.low_ms, chunk.high_ms));
+            self.input = Some(chunk.frame.execute_stream().await?);
+        }
+    }
+
+    /// Evaluates every step whose window ends at or before `high_ms` and drops the samples
+    /// no later step needs.
+    fn finish_chunk(&mut self, high_ms: i64) -> DfResult<()> {
+        let instant = self.spec.is_instant();
+        self.series.settle(instant);
+        let steps: Vec<i64> = self
+            .spec
+            .steps
+            .iter()
+            .skip(self.next_step)
+            .take_while(|&s| self.spec.eval_time(s) <= high_ms)
+            .collect();
+        let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
+        for series in &self.series.series {
+            if series.timestamps.is_empty() || steps.is_empty() {
+                continue;
+            }
+            for &step in &steps {
+                if let Some(value) =
+                    evaluate_step(&self.spec, &series.timestamps, &series.values, step)
+                {
+                    output.push(&series.labels, &self.kept, step, value);
+                }
+            }
+            if output.rows >= OUTPUT_BATCH_ROWS {
+                self.spec.budget.take(output.rows)?;
+                self.out.push_back(output.finish()?);
+            }
+        }
+        if output.rows > 0 {
+            self.spec.budget.take(output.rows)?;
+            self.out.push_back(output.finish()?);
+        }
+        self.next_step += steps.len();
+        // The next window starts here (or nothing more is evaluated).
+        let keep_from = self
+            .spec
+            .steps
+            .iter()
+            .nth(self.next_step)
+            .map(|s| self.spec.eval_time(s) - self.spec.range_ms);
+        self.series.trim(keep_from);
+        self.reservation.try_resize(self.series.held_bytes())?;
+        Ok(())
+    }
+}
+
+/// The value at one step of one series with samples `timestamps`/`values` (time-ordered,
+/// stale markers kept only for the instant lookup).
+fn evaluate_step(spec: &SweepSpec, timestamps: &[i64], values: &[f64], step: i64) -> Option<f64> {
+    let eval = spec.eval_time(step);
+    let from = timestamps.partition_point(|&t| t < eval - spec.range_ms);
+    let to = timestamps.partition_point(|&t| t <= eval);
+    if from >= to || (spec.is_instant() && is_stale(values[to - 1])) {
+        return None;
+    }
+    let window = Window {
+        timestamps: &timestamps[from..to],
+        values: &values[from..to],
+        range_start: eval - spec.range_ms,
+        range_end: eval,
+        eval_time: step,
+    };
+    kernels::apply(spec.function, &window, spec.param)
+}
+
+/// Output rows being gathered into one batch.
+struct OutputBuilder {
+    schema: SchemaRef,
+    labels: Vec<StringBuilder>,
+    timestamps: Int64Builder,
+    values: Float64Builder,
+    rows: usize,
+}
+
+impl OutputBuilder {
+    fn new(schema: SchemaRef, labels: usize) -> Self {
+        OutputBuilder {
+            schema,
+            labels: (0..labels).map(|_| StringBuilder::new()).collect(),
+            timestamps: Int64Builder::new(),
+            values: Float64Builder::new(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, labels: &[Option<String>], kept: &[usize], step: i64, value: f64) {
+        for (builder, &index) in self.labels.iter_mut().zip(kept) {
+            builder.append_option(labels[index].as_deref());
+        }
+        self.timestamps.append_value(step);
+        self.values.append_value(value);
+        self.rows += 1;
+    }
+
+    fn finish(&mut self) -> DfResult<RecordBatch> {
+        let mut columns: Vec<Arc<dyn Array>> = self
+            .labels
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as Arc<dyn Array>)
+            .collect();
+        columns.push(Arc::new(self.timestamps.finish()));
+        columns.push(Arc::new(self.values.finish()));
+        self.rows = 0;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// One series' samples: those kept from earlier chunks (time-ordered, no duplicates) and
+/// those of the chunk being read (in arrival order).
+#[derive(Debug, Default)]
+pub struct SeriesSamples {
+    pub labels: Vec<Option<String>>,
+    pub timestamps: Vec<i64>,
+    pub values: Vec<f64>,
+    fresh: Vec<(i64, f64)>,
+}
+
+/// Series by their label values, in the order first seen.
+#[derive(Debug, Default)]
+pub struct SeriesSet {
+    index: HashMap<Vec<Option<String>>, usize>,
+    pub series: Vec<SeriesSamples>,
+    held_samples: usize,
+    label_bytes: usize,
+}
+
+impl SeriesSet {
+    /// Adds a batch of (labels, `#ts`, `#value`) rows; returns the rows taken (null time or
+    /// value rows are skipped).
+    pub fn ingest(&mut self, batch: &RecordBatch, labels: &[String]) -> DfResult<usize> {
+        let schema = batch.schema();
+        let column = |name: &str| -> DfResult<Arc<dyn Array>> {
+            Ok(batch.column(schema.index_of(name)?).clone())
+        };
+        let columns: Vec<StringArray> = labels
+            .iter()
+            .map(|name| {
+                let array = column(name)?;
+                let array = if array.data_type() == &DataType::Utf8 {
+                    array
+                } else {
+                    datafusion::arrow::compute::cast(&array, &DataType::Utf8)?
+                };
+                Ok(array.as_string::<i32>().clone())
+            })
+            .collect::<DfResult<_>>()?;
+        let timestamps = column(TS)?;
+        let timestamps = timestamps
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| DataFusionError::Internal("#ts is not Int64".into()))?;
+        let values = column(VALUE)?;
+        let values = values
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| DataFusionError::Internal("#value is not Float64".into()))?;
+        let rows = batch.num_rows();
+        let mut taken = 0;
+        let mut run_start = 0;
+        while run_start < rows {
+            // A run: rows whose label values equal the first's.
+            let mut run_end = run_start + 1;
+            while run_end < rows && columns.iter().all(|c| same_value(c, run_start, run_end)) {
+                run_end += 1;
+            }
+            let slot = self.slot(&columns, run_start);
+            let series = &mut self.series[slot];
+            for row in run_start..run_end {
+                if timestamps.is_null(row) || values.is_null(row) {
+                    continue;
+                }
+                series
+                    .fresh
+                    .push((timestamps.value(row), values.value(row)));
+                taken += 1;
+            }
+            run_start = run_end;
+        }
+        self.held_samples += taken;
+        Ok(taken)
+    }
+
+    fn slot(&mut self, columns: &[StringArray], row: usize) -> usize {
+        let key: Vec<Option<String>> = columns
+            .iter()
+            .map(|c| {
+                if c.is_null(row) {
+                    None
+                } else {
+                    Some(c.value(row).to_string())
+                }
+            })
+            .collect();
+        if let Some(&slot) = self.index.get(&key) {
+            return slot;
+        }
+        self.label_bytes += key
+            .iter()
+            .map(|v| v.as_ref().map_or(0, String::len) + 24)
+            .sum::<usize>()
+            * 2
+            + 64;
+        self.series.push(SeriesSamples {
+            labels: key.clone(),
+            ..Default::default()
+        });
+        self.index.insert(key, self.series.len() - 1);
+        self.series.len() - 1
+    }
+
+    /// Moves each series' fresh samples behind its kept ones: time-ordered, the last of
+    /// equal timestamps wins, stale markers dropped unless `keep_stale` (the instant lookup
+    /// must see them to stop at one; range functions never do).
+    pub fn settle(&mut self, keep_stale: bool) {
+        for series in &mut self.series {
+            if series.fresh.is_empty() {
+                continue;
+            }
+            let mut fresh = std::mem::take(&mut series.fresh);
+            let arrived = fresh.len();
+            if fresh.windows(2).any(|w| w[0].0 >= w[1].0) {
+                fresh.sort_by_key(|s| s.0); // stable: arrival order among equal timestamps
+                fresh.reverse();
+                fresh.dedup_by_key(|s| s.0); // keeps the first of a run: the last to arrive
+                fresh.reverse();
+            }
+            // Chunks are disjoint in time, but a subquery's single chunk may repeat a kept
+            // timestamp: a later sample replaces it.
+            if let (Some(&last), Some(first)) = (series.timestamps.last(), fresh.first()) {
+                if first.0 <= last {
+                    let cut = series.timestamps.partition_point(|&t| t < first.0);
+                    self.held_samples -= series.timestamps.len() - cut;
+                    series.timestamps.truncate(cut);
+                    series.values.truncate(cut);
+                }
+            }
+            let before = series.timestamps.len();
+            for (t, v) in &fresh {
+                if keep_stale || !is_stale(*v) {
+                    series.timestamps.push(*t);
+                    series.values.push(*v);
+                }
+            }
+            // Fresh samples were counted as held; duplicates and stale markers dropped here.
+            self.held_samples -= arrived - (series.timestamps.len() - before);
+        }
+    }
+
+    /// Drops samples before `from` (all of them when `None`), keeping each series' label set.
+    fn trim(&mut self, from: Option<i64>) {
+        for series in &mut self.series {
+            let cut = from.map_or(series.timestamps.len(), |from| {
+                series.timestamps.partition_point(|&t| t < from)
+            });
+            if cut == 0 {
+                continue;
+            }
+            series.timestamps.drain(..cut);
+            series.values.drain(..cut);
+            self.held_samples -= cut;
+            if series.timestamps.capacity() > 4 * series.timestamps.len().max(16) {
+                series.timestamps.shrink_to_fit();
+                series.values.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Memory held, roughly: samples at 16 bytes (two vectors with headroom) plus labels.
+    fn held_bytes(&self) -> usize {
+        self.held_samples * 16 * 2
+            + self.label_bytes
+            + self.series.len() * std::mem::size_of::<SeriesSamples>()
+    }
+}
+
+fn same_value(column: &StringArray, a: usize, b: usize) -> bool {
+    match (column.is_null(a), column.is_null(b)) {
+        (true, true) => true,
+        (false, false) => column.value(a) == column.value(b),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(function: RangeFunction, steps: Steps, range_ms: i64) -> SweepSpec {
+        SweepSpec {
+            function,
+            steps,
+            range_ms,
+            offset_ms: 0,
+            at_ms: None,
+            param: 0.0,
+            budget: SampleBudget::new(1_000),
+        }
+    }
+
+    fn rows(samples: &[(&str, i64, f64)]) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("job", DataType::Utf8, true),
+            Field::new(TS, DataType::Int64, true),
+            Field::new(VALUE, DataType::Float64, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(
+                    samples.iter().map(|s| s.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(datafusion::arrow::array::Int64Array::from(
+                    samples.iter().map(|s| s.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(datafusion::arrow::array::Float64Array::from(
+                    samples.iter().map(|s| s.2).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_instant_lookup_picks_the_latest_sample_and_stops_at_stale_markers() {
+        let spec = spec(
+            RangeFunction::Instant,
+            Steps {
+                start: 10,
+                end: 40,
+                step: 10,
+            },
+            15,
+        );
+        let stale = f64::from_bits(kernels::STALE_NAN_BITS);
+        let mut set = SeriesSet::default();
+        // Out of order on purpose; t=30 is a stale marker.
+        set.ingest(
+            &rows(&[("a", 20, 2.0), ("a", 5, 1.0), ("a", 30, stale)]),
+            &["job".to_string()],
+        )
+        .unwrap();
+        set.settle(true);
+        let series = &set.series[0];
+        let points: Vec<(i64, f64)> = spec
+            .steps
+            .iter()
+            .filter_map(|step| {
+                evaluate_step(&spec, &series.timestamps, &series.values, step).map(|v| (step, v))
+            })
+            .collect();
+        // t=10 sees 5 (within 15 ms); t=20 sees 20; t=30 is stale; t=40's lookback reaches 30: stale.
+        assert_eq!(points, vec![(10, 1.0), (20, 2.0)]);
+    }
+
+    #[test]
+    fn the_last_of_equal_timestamps_wins_and_runs_find_their_series() {
+        let mut set = SeriesSet::default();
+        let labels = ["job".to_string()];
+        set.ingest(
+            &rows(&[
+                ("a", 10, 1.0),
+                ("b", 10, 5.0),
+                ("a", 20, 2.0),
+                ("a", 10, 3.0),
+            ]),
+            &labels,
+        )
+        .unwrap();
+        set.settle(false);
+        assert_eq!(set.series.len(), 2);
+        assert_eq!(
+            (
+                set.series[0].timestamps.clone(),
+                set.series[0].values.clone()
+            ),
+            (vec![10, 20], vec![3.0, 2.0])
+        );
+        assert_eq!(set.series[1].values, vec![5.0]);
+        assert_eq!(set.held_samples, 3);
+        set.trim(Some(15));
+        assert_eq!(set.series[0].timestamps, vec![20]);
+        assert_eq!(set.held_samples, 1);
+    }
+
+    #[test]
+    fn chunks_follow_partitions_and_cover_the_span_once() {
+        assert_eq!(chunk_bounds(5, 24, 10), vec![(5, 9), (10, 19), (20, 24)]);
+        assert_eq!(chunk_bounds(-15, -1, 10), vec![(-15, -11), (-10, -1)]);
+        assert_eq!(chunk_bounds(3, 3, 10), vec![(3, 3)]);
+        assert!(chunk_bounds(4, 3, 10).is_empty());
+        // A long span is read in at most MAX_CHUNKS chunks, still whole partitions.
+        let long = chunk_bounds(0, 10_000 * 10 - 1, 10);
+        assert!(long.len() as i64 <= MAX_CHUNKS, "{}", long.len());
+        assert!(
+            long.windows(2)
+                .all(|w| w[0].1 + 1 == w[1].0 && (w[1].0 % 10) == 0)
+        );
+        assert_eq!((long[0].0, long.last().unwrap().1), (0, 99_999));
+        let extreme = chunk_bounds(i64::MIN, i64::MAX, 7_200_000);
+        assert!(extreme.len() as i64 <= MAX_CHUNKS + 1 && extreme.last().unwrap().1 == i64::MAX);
+    }
+}
