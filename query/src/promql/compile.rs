@@ -27,7 +27,7 @@ use super::udf::{
     BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelReplaceUdf, MathFunction, MathUdf, QuantileUdf,
     SampleBudget, Steps,
 };
-use super::sweep::{Sweep, SweepChunk, SweepSpec, chunk_bounds};
+use super::sweep::{Fold, Sweep, SweepChunk, SweepSpec, chunk_bounds};
 use super::EvalRange;
 use crate::QueryEngine;
 
@@ -259,15 +259,17 @@ impl<'a> Compiler<'a> {
         if tables.is_empty() {
             return Ok(self.empty_matrix(window_ms, offset, at));
         }
+        // The sweep reads labels as the tables keep them: a series' run is a run of equal keys.
+        let sweep_labels = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let chunks = if tables.len() > UNION_FAN_IN {
             // Thousands of tables are read once, in groups (see `union_in_groups`).
-            let frame = self.rows_frame(ctx, &tables, &labels, low_ms, high_ms).await?;
+            let frame = self.rows_frame(ctx, &tables, &labels, low_ms, high_ms, &sweep_labels).await?;
             vec![SweepChunk { low_ms, high_ms, frame }]
         } else {
             let partition_ms = i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
             let mut chunks = Vec::new();
             for (low, high) in chunk_bounds(low_ms, high_ms, partition_ms) {
-                chunks.push(SweepChunk { low_ms: low, high_ms: high, frame: self.rows_frame(ctx, &tables, &labels, low, high).await? });
+                chunks.push(SweepChunk { low_ms: low, high_ms: high, frame: self.rows_frame(ctx, &tables, &labels, low, high, &sweep_labels).await? });
             }
             chunks
         };
@@ -282,7 +284,7 @@ impl<'a> Compiler<'a> {
         if tables.is_empty() {
             return Ok(None);
         }
-        Ok(Some((self.rows_frame(ctx, &tables, &labels, low_ms, high_ms).await?, labels)))
+        Ok(Some((self.rows_frame(ctx, &tables, &labels, low_ms, high_ms, &DataType::Utf8).await?, labels)))
     }
 
     /// The Ballista session, when distributed queries are on and `span_ms` is long enough.
@@ -363,6 +365,7 @@ impl<'a> Compiler<'a> {
         labels: &[String],
         low_ms: i64,
         high_ms: i64,
+        label_type: &DataType,
     ) -> Result<DataFrame, PromError> {
         let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
         let storage = self.engine.storage();
@@ -383,10 +386,11 @@ impl<'a> Compiler<'a> {
                 .iter()
                 .map(|label| {
                     if label == NAME {
-                        return lit(table.metric.clone()).alias(NAME);
+                        return cast(lit(table.metric.clone()), label_type.clone()).alias(NAME);
                     }
                     let column = label_column_name(label).into_owned();
-                    if table.columns.contains(&column) { cast(ident(column), DataType::Utf8).alias(label) } else { null_label().alias(label) }
+                    let value = if table.columns.contains(&column) { ident(column) } else { null_label() };
+                    cast(value, label_type.clone()).alias(label)
                 })
                 .collect();
             projection.push((cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)).alias(TS));
@@ -429,6 +433,13 @@ impl<'a> Compiler<'a> {
 
     /// Evaluates `function` over every series' windows at every step.
     fn apply_steps(&self, matrix: MatrixPlan, function: RangeFunction, window_ms: i64, param: f64, keep_name: bool) -> Result<VectorPlan, PromError> {
+        let labels: Vec<String> = matrix.labels.iter().filter(|l| keep_name || *l != NAME).cloned().collect();
+        self.sweep(matrix, function, window_ms, param, labels, None)
+    }
+
+    /// The step sweep over `matrix`, its rows labelled with `labels`; with a fold, one row per
+    /// group of `labels` and step.
+    fn sweep(&self, matrix: MatrixPlan, function: RangeFunction, window_ms: i64, param: f64, labels: Vec<String>, fold: Option<Fold>) -> Result<VectorPlan, PromError> {
         let spec = SweepSpec {
             function,
             steps: self.steps(),
@@ -437,8 +448,8 @@ impl<'a> Compiler<'a> {
             at_ms: matrix.at_ms,
             param,
             budget: self.budget.clone(),
+            fold,
         };
-        let labels: Vec<String> = matrix.labels.iter().filter(|l| keep_name || *l != NAME).cloned().collect();
         let sweep = Sweep::new(spec, matrix.chunks, matrix.labels, labels.clone());
         let schema = datafusion::physical_plan::streaming::PartitionStream::schema(&sweep).clone();
         let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![Arc::new(sweep)])?;
@@ -679,7 +690,55 @@ impl<'a> Compiler<'a> {
 
     // ---- aggregations ------------------------------------------------------------------
 
+    /// `sum|avg|count|min|max|group [by|without (...)] (f(selector[range]))` or over a plain
+    /// selector, folded into the step sweep; `None` for any other shape.
+    async fn folded_aggregate(&self, aggregate: &AggregateExpr) -> Result<Option<VectorPlan>, PromError> {
+        let fold = match aggregate.op.id() {
+            token::T_SUM => Fold::Sum,
+            token::T_AVG => Fold::Avg,
+            token::T_COUNT => Fold::Count,
+            token::T_MIN => Fold::Min,
+            token::T_MAX => Fold::Max,
+            token::T_GROUP => Fold::Group,
+            _ => return Ok(None),
+        };
+        let mut inner = aggregate.expr.as_ref();
+        while let PromExpr::Paren(paren) = inner {
+            inner = &paren.expr;
+        }
+        let (matrix, function, keep_name) = match inner {
+            PromExpr::VectorSelector(selector) => (self.series_samples(selector, self.lookback_ms).await?, RangeFunction::Instant, true),
+            PromExpr::Call(call) => {
+                let function = match RangeFunction::from_name(call.func.name) {
+                    Some(RangeFunction::QuantileOverTime | RangeFunction::PredictLinear) | None => return Ok(None),
+                    Some(function) => function,
+                };
+                let [argument] = call.args.args.as_slice() else { return Ok(None) };
+                let PromExpr::MatrixSelector(selector) = argument.as_ref() else { return Ok(None) };
+                (self.series_samples(&selector.vs, ms(&selector.range)).await?, function, function == RangeFunction::LastOverTime)
+            }
+            _ => return Ok(None),
+        };
+        let window = if function == RangeFunction::Instant { self.lookback_ms } else { matrix.range_ms };
+        let (by, listed): (bool, &[String]) = match &aggregate.modifier {
+            Some(LabelModifier::Include(l)) => (true, &l.labels),
+            Some(LabelModifier::Exclude(l)) => (false, &l.labels),
+            None => (true, &[]),
+        };
+        let group: Vec<String> = matrix
+            .labels
+            .iter()
+            .filter(|l| keep_name || *l != NAME)
+            .filter(|l| if by { listed.contains(l) } else { !listed.contains(l) && *l != NAME })
+            .cloned()
+            .collect();
+        Ok(Some(self.sweep(matrix, function, window, 0.0, group, Some(fold))?))
+    }
+
     async fn aggregate(&self, aggregate: &AggregateExpr) -> Result<Value, PromError> {
+        if let Some(folded) = self.folded_aggregate(aggregate).await? {
+            return Ok(Value::Vector(folded));
+        }
         let vector = match self.compile(&aggregate.expr).await? {
             Value::Vector(v) => v,
             other => return Err(wrong_type("instant vector in aggregation", &other)),
@@ -710,9 +769,13 @@ impl<'a> Compiler<'a> {
                 let descending = op == token::T_TOPK;
                 let mut partition: Vec<Expr> = group.iter().map(ident).collect();
                 partition.push(ident(TS));
+                // Ties go to the series first in label order, as Prometheus's heap keeps the
+                // first it saw (its input is sorted by labels): the same series at every step.
+                let mut order = vec![isnan(ident(VALUE)).sort(true, false), ident(VALUE).sort(!descending, false)];
+                order.extend(vector.labels.iter().map(|label| ident(label).sort(true, true)));
                 let rank = row_number()
                     .partition_by(partition)
-                    .order_by(vec![isnan(ident(VALUE)).sort(true, false), ident(VALUE).sort(!descending, false)])
+                    .order_by(order)
                     .build()?
                     .alias("__rank__");
                 let frame = vector.frame.window(vec![rank])?.filter(ident("__rank__").lt_eq(lit(k.floor() as i64)))?;

@@ -18,9 +18,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, AsArray, Float64Builder, Int64Builder, RecordBatch, StringArray, StringBuilder,
+    Array, AsArray, Float64Builder, Int32Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef,
+};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -90,6 +92,61 @@ pub struct SweepSpec {
     pub param: f64,
     /// Samples the query may still load (the series' samples) and produce (points).
     pub budget: SampleBudget,
+    /// Aggregate each step's values by the output labels instead of returning them.
+    pub fold: Option<Fold>,
+}
+
+/// An aggregation folded into the sweep (`sum by (job) (rate(x[5m]))`): each step's values
+/// go straight into their group, so the per-series rows are never built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fold {
+    Sum,
+    Avg,
+    Count,
+    Min,
+    Max,
+    Group,
+}
+
+/// One group's accumulator at one step.
+#[derive(Clone, Copy, Default)]
+struct Accumulator {
+    value: f64,
+    count: u64,
+}
+
+impl Accumulator {
+    fn add(&mut self, fold: Fold, value: f64) {
+        self.count += 1;
+        if self.count == 1 {
+            self.value = value;
+            return;
+        }
+        match fold {
+            Fold::Sum | Fold::Avg => self.value += value,
+            // NaN loses to any number, as in Prometheus; all NaN gives NaN.
+            Fold::Min => {
+                if value < self.value || self.value.is_nan() {
+                    self.value = value;
+                }
+            }
+            Fold::Max => {
+                if value > self.value || self.value.is_nan() {
+                    self.value = value;
+                }
+            }
+            Fold::Count | Fold::Group => {}
+        }
+    }
+
+    fn result(&self, fold: Fold) -> f64 {
+        match fold {
+            Fold::Sum | Fold::Min | Fold::Max => self.value,
+            Fold::Avg => self.value / self.count as f64,
+            Fold::Count => self.count as f64,
+            Fold::Group => 1.0,
+        }
+    }
 }
 
 impl SweepSpec {
@@ -165,6 +222,9 @@ impl PartitionStream for Sweep {
             out: VecDeque::new(),
             reservation,
             failed: false,
+            groups: HashMap::new(),
+            group_labels: Vec::new(),
+            series_group: Vec::new(),
         };
         let stream = futures::stream::unfold(run, |mut run| async move {
             if run.failed {
@@ -199,6 +259,10 @@ struct SweepRun {
     out: VecDeque<RecordBatch>,
     reservation: MemoryReservation,
     failed: bool,
+    /// With a fold: groups by their label values, and each series' group.
+    groups: HashMap<Vec<Option<String>>, usize>,
+    group_labels: Vec<Vec<Option<String>>>,
+    series_group: Vec<usize>,
 }
 
 impl SweepRun {
@@ -245,15 +309,34 @@ impl SweepRun {
             .skip(self.next_step)
             .take_while(|&s| self.spec.eval_time(s) <= high_ms)
             .collect();
+        match self.spec.fold {
+            None => self.emit_series(&steps)?,
+            Some(fold) => self.emit_groups(fold, &steps)?,
+        }
+        self.next_step += steps.len();
+        // The next window starts here (or nothing more is evaluated).
+        let keep_from = self
+            .spec
+            .steps
+            .iter()
+            .nth(self.next_step)
+            .map(|s| self.spec.eval_time(s) - self.spec.range_ms);
+        self.series.trim(keep_from);
+        self.reservation.try_resize(self.series.held_bytes())?;
+        Ok(())
+    }
+}
+
+impl SweepRun {
+    /// One row per series and step with a value.
+    fn emit_series(&mut self, steps: &[i64]) -> DfResult<()> {
         let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
         for series in &self.series.series {
             if series.timestamps.is_empty() || steps.is_empty() {
                 continue;
             }
-            for &step in &steps {
-                if let Some(value) =
-                    evaluate_step(&self.spec, &series.timestamps, &series.values, step)
-                {
+            for &step in steps {
+                if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step) {
                     output.push(&series.labels, &self.kept, step, value);
                 }
             }
@@ -266,16 +349,51 @@ impl SweepRun {
             self.spec.budget.take(output.rows)?;
             self.out.push_back(output.finish()?);
         }
-        self.next_step += steps.len();
-        // The next window starts here (or nothing more is evaluated).
-        let keep_from = self
-            .spec
-            .steps
-            .iter()
-            .nth(self.next_step)
-            .map(|s| self.spec.eval_time(s) - self.spec.range_ms);
-        self.series.trim(keep_from);
-        self.reservation.try_resize(self.series.held_bytes())?;
+        Ok(())
+    }
+
+    /// One row per group and step with a value: the fold of its series' values.
+    fn emit_groups(&mut self, fold: Fold, steps: &[i64]) -> DfResult<()> {
+        for series in &self.series.series[self.series_group.len()..] {
+            let key: Vec<Option<String>> = self.kept.iter().map(|&i| series.labels[i].clone()).collect();
+            let next = self.group_labels.len();
+            let group = *self.groups.entry(key.clone()).or_insert(next);
+            if group == next {
+                self.group_labels.push(key);
+            }
+            self.series_group.push(group);
+        }
+        let mut accumulators = vec![Accumulator::default(); self.group_labels.len() * steps.len()];
+        let mut evaluated = 0;
+        for (series, &group) in self.series.series.iter().zip(&self.series_group) {
+            if series.timestamps.is_empty() {
+                continue;
+            }
+            let row = &mut accumulators[group * steps.len()..(group + 1) * steps.len()];
+            for (accumulator, &step) in row.iter_mut().zip(steps) {
+                if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step) {
+                    accumulator.add(fold, value);
+                    evaluated += 1;
+                }
+            }
+        }
+        // Budgeted as if each series' points were produced, as without the fold.
+        self.spec.budget.take(evaluated)?;
+        let all: Vec<usize> = (0..self.kept.len()).collect();
+        let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
+        for (group, labels) in self.group_labels.iter().enumerate() {
+            for (accumulator, &step) in accumulators[group * steps.len()..(group + 1) * steps.len()].iter().zip(steps) {
+                if accumulator.count > 0 {
+                    output.push(labels, &all, step, accumulator.result(fold));
+                }
+            }
+            if output.rows >= OUTPUT_BATCH_ROWS {
+                self.out.push_back(output.finish()?);
+            }
+        }
+        if output.rows > 0 {
+            self.out.push_back(output.finish()?);
+        }
         Ok(())
     }
 }
@@ -368,17 +486,9 @@ impl SeriesSet {
         let column = |name: &str| -> DfResult<Arc<dyn Array>> {
             Ok(batch.column(schema.index_of(name)?).clone())
         };
-        let columns: Vec<StringArray> = labels
+        let columns: Vec<LabelColumn> = labels
             .iter()
-            .map(|name| {
-                let array = column(name)?;
-                let array = if array.data_type() == &DataType::Utf8 {
-                    array
-                } else {
-                    datafusion::arrow::compute::cast(&array, &DataType::Utf8)?
-                };
-                Ok(array.as_string::<i32>().clone())
-            })
+            .map(|name| LabelColumn::new(&column(name)?))
             .collect::<DfResult<_>>()?;
         let timestamps = column(TS)?;
         let timestamps = timestamps
@@ -394,7 +504,7 @@ impl SeriesSet {
         while run_start < rows {
             // A run: rows whose label values equal the first's.
             let mut run_end = run_start + 1;
-            while run_end < rows && columns.iter().all(|c| same_value(c, run_start, run_end)) {
+            while run_end < rows && columns.iter().all(|c| c.same_value(run_start, run_end)) {
                 run_end += 1;
             }
             let slot = self.slot(&columns, run_start);
@@ -414,17 +524,8 @@ impl SeriesSet {
         Ok(taken)
     }
 
-    fn slot(&mut self, columns: &[StringArray], row: usize) -> usize {
-        let key: Vec<Option<String>> = columns
-            .iter()
-            .map(|c| {
-                if c.is_null(row) {
-                    None
-                } else {
-                    Some(c.value(row).to_string())
-                }
-            })
-            .collect();
+    fn slot(&mut self, columns: &[LabelColumn], row: usize) -> usize {
+        let key: Vec<Option<String>> = columns.iter().map(|c| c.value(row).map(str::to_string)).collect();
         if let Some(&slot) = self.index.get(&key) {
             return slot;
         }
@@ -507,11 +608,48 @@ impl SeriesSet {
     }
 }
 
-fn same_value(column: &StringArray, a: usize, b: usize) -> bool {
-    match (column.is_null(a), column.is_null(b)) {
-        (true, true) => true,
-        (false, false) => column.value(a) == column.value(b),
-        _ => false,
+/// A label column of a batch: plain strings, or dictionary keys into its values (how the
+/// tables store labels: a run of one series is then a run of equal keys).
+enum LabelColumn {
+    Plain(StringArray),
+    Dictionary { keys: Int32Array, values: StringArray },
+}
+
+impl LabelColumn {
+    fn new(array: &Arc<dyn Array>) -> DfResult<LabelColumn> {
+        if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
+            if let Some(values) = dictionary.values().as_string_opt::<i32>() {
+                return Ok(LabelColumn::Dictionary { keys: dictionary.keys().clone(), values: values.clone() });
+            }
+        }
+        let plain = if array.data_type() == &DataType::Utf8 {
+            array.clone()
+        } else {
+            datafusion::arrow::compute::cast(array, &DataType::Utf8)?
+        };
+        Ok(LabelColumn::Plain(plain.as_string::<i32>().clone()))
+    }
+
+    fn value(&self, row: usize) -> Option<&str> {
+        match self {
+            LabelColumn::Plain(strings) => (!strings.is_null(row)).then(|| strings.value(row)),
+            LabelColumn::Dictionary { keys, values } => {
+                if keys.is_null(row) {
+                    return None;
+                }
+                let key = usize::try_from(keys.value(row)).ok()?;
+                (key < values.len() && !values.is_null(key)).then(|| values.value(key))
+            }
+        }
+    }
+
+    fn same_value(&self, a: usize, b: usize) -> bool {
+        if let LabelColumn::Dictionary { keys, .. } = self {
+            if keys.is_valid(a) && keys.is_valid(b) && keys.value(a) == keys.value(b) {
+                return true;
+            }
+        }
+        self.value(a) == self.value(b)
     }
 }
 
@@ -528,6 +666,7 @@ mod tests {
             at_ms: None,
             param: 0.0,
             budget: SampleBudget::new(1_000),
+            fold: None,
         }
     }
 
@@ -614,6 +753,37 @@ mod tests {
         set.trim(Some(15));
         assert_eq!(set.series[0].timestamps, vec![20]);
         assert_eq!(set.held_samples, 1);
+    }
+
+    #[test]
+    fn dictionary_labels_find_the_same_series_as_plain_ones() {
+        use datafusion::arrow::array::DictionaryArray;
+        // Keys 0 and 2 name the same value: one series; a null key is the label missing.
+        let jobs: DictionaryArray<Int32Type> = DictionaryArray::try_new(
+            Int32Array::from(vec![Some(0), Some(0), Some(2), Some(1), None]),
+            Arc::new(StringArray::from(vec!["api", "web", "api"])),
+        )
+        .unwrap();
+        let schema = Schema::new(vec![
+            Field::new("job", jobs.data_type().clone(), true),
+            Field::new(TS, DataType::Int64, true),
+            Field::new(VALUE, DataType::Float64, true),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(jobs),
+                Arc::new(datafusion::arrow::array::Int64Array::from(vec![1, 2, 3, 1, 1])),
+                Arc::new(datafusion::arrow::array::Float64Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0])),
+            ],
+        )
+        .unwrap();
+        let mut set = SeriesSet::default();
+        assert_eq!(set.ingest(&batch, &["job".to_string()]).unwrap(), 5);
+        set.settle(false);
+        let series: Vec<(Option<&str>, Vec<f64>)> =
+            set.series.iter().map(|s| (s.labels[0].as_deref(), s.values.clone())).collect();
+        assert_eq!(series, vec![(Some("api"), vec![1.0, 2.0, 3.0]), (Some("web"), vec![4.0]), (None, vec![5.0])]);
     }
 
     #[test]

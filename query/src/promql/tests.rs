@@ -80,6 +80,9 @@ async fn selectors_rates_and_aggregations() {
     assert_eq!(instant(&engine, "count(temp)", at).await, vec![(String::new(), 2.0)]);
     assert_eq!(instant(&engine, "max without (room) (temp)", at).await, vec![(String::new(), 25.0)]);
     assert_eq!(instant(&engine, "topk(1, temp)", at).await, vec![("__name__=temp,room=b".into(), 25.0)]);
+    // Ties go to the series first in label order (Prometheus keeps the first it saw).
+    assert_eq!(instant(&engine, "topk(1, latency_bucket * 0 + 1)", at).await, vec![("le=+Inf".into(), 1.0)]);
+    assert_eq!(instant(&engine, "bottomk(2, latency_bucket * 0 + 1)", at).await, vec![("le=+Inf".into(), 1.0), ("le=0.1".into(), 1.0)]);
     // Lookback: 4 minutes after the last sample it is still there, 6 minutes after gone.
     let last = T0 + 30 * MINUTE;
     assert_eq!(instant(&engine, "temp{room=\"a\"}", last + 4 * MINUTE).await.len(), 1);
@@ -135,3 +138,45 @@ async fn functions_and_subqueries() {
     assert!(matches!(engine.promql("rate(temp)", range, false).await, Err(PromError::BadData(_))));
 }
 
+
+/// Aggregations folded into the step sweep answer exactly what the same aggregation over
+/// the unfolded rows answers (`* 1` keeps the sweep from folding).
+#[tokio::test]
+async fn folded_aggregations_equal_unfolded_ones() {
+    let (engine, _dir) = engine().await;
+    let range = EvalRange { start_ms: T0 - 10 * MINUTE, end_ms: T0 + 40 * MINUTE, step_ms: 45_000 };
+    let matrix = |query: String| {
+        let engine = &engine;
+        async move {
+            match engine.promql(&query, range, false).await.unwrap_or_else(|e| panic!("{query}: {e}")) {
+                PromResult::Matrix(series) => series,
+                other => panic!("{query}: unexpected {other:?}"),
+            }
+        }
+    };
+    for op in ["sum", "avg", "count", "min", "max", "group"] {
+        for (inner, modifier) in [
+            ("rate(requests_total[5m])", "by (job)"),
+            ("last_over_time(requests_total[2m])", "by (__name__, code)"),
+            ("requests_total", "without (code)"),
+            ("temp", ""),
+            ("latency_bucket / (latency_bucket - 10)", "by (le)"),
+        ] {
+            let folded = matrix(format!("{op} {modifier} ({inner})")).await;
+            let unfolded = matrix(format!("{op} {modifier} ({inner} * 1)")).await;
+            let shape = |s: &[Series]| s.iter().map(|s| (s.labels.clone(), s.points.iter().map(|p| p.0).collect::<Vec<_>>())).collect::<Vec<_>>();
+            if inner.starts_with("last_over_time") {
+                // `* 1` drops the name that last_over_time keeps: compare values only.
+                assert_eq!(folded.len(), unfolded.len(), "{op} {modifier} ({inner})");
+            } else {
+                assert_eq!(shape(&folded), shape(&unfolded), "{op} {modifier} ({inner})");
+            }
+            assert!(!folded.is_empty(), "{op} {modifier} ({inner})");
+            for (a, b) in folded.iter().zip(&unfolded) {
+                for (x, y) in a.points.iter().zip(&b.points) {
+                    assert!(x.1 == y.1 || close(x.1, y.1) || (x.1.is_nan() && y.1.is_nan()), "{op} {modifier} ({inner}): {x:?} vs {y:?}");
+                }
+            }
+        }
+    }
+}
