@@ -4,9 +4,10 @@
 //!  text ──promql-parser──► AST ──compile──► DataFusion plan ──execute──► rows ──► result
 //! ```
 //! A selector becomes a scan of its metric's table (matchers and the time range pushed down),
-//! grouped per series into sample lists (`array_agg`); a UDF evaluates the instant lookup or a
-//! range function at every step of the query and the rows are unnested, one per (series,
-//! step): columns are the labels, `#ts` (ms) and `#value` (no label name can hold `#`). Aggregations are `GROUP BY`
+//! read a partition at a time by the step sweep ([`sweep`]), which evaluates the instant
+//! lookup or a range function at every step and yields one row per (series, step): columns
+//! are the labels, `#ts` (ms) and `#value` (no label name can hold `#`). `sum`/`avg`/`count`/
+//! `min`/`max`/`group` straight over a selector are folded into the sweep; other aggregations are `GROUP BY`
 //! over labels and step, vector matching is a join on the matching labels and step, set
 //! operators are semi/anti joins. Semantics follow Prometheus 2.42: a 5-minute lookback,
 //! closed range windows, stale markers ending a series, 2.x rate extrapolation.

@@ -180,3 +180,24 @@ async fn folded_aggregations_equal_unfolded_ones() {
         }
     }
 }
+
+/// The samples the step sweep holds are reserved from the query memory pool: a query that
+/// needs more than `query.max_memory` is refused, and the same query fits a larger pool.
+#[tokio::test]
+async fn the_sweep_holds_its_samples_within_the_query_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(StorageOptions::new(dir.path())).await.unwrap();
+    let many: Vec<MetricSeries> =
+        (0..200).map(|i| series("wide", &[("instance", &format!("host-{i}"))], (0..=240).map(|s| (T0 + s * 15_000, s as f64)))).collect();
+    storage.write(WriteBatch { metrics: many, rows: vec![] }).await.unwrap();
+    let range = EvalRange { start_ms: T0 + 30 * MINUTE, end_ms: T0 + 60 * MINUTE, step_ms: 60_000 };
+    // 200 series × 241 samples are held at once (one chunk): ~1.5 MB accounted.
+    let small = QueryEngine::new(storage.clone(), QueryOptions { max_memory_bytes: 256 << 10, ..QueryOptions::default() }).unwrap();
+    let error = small.promql("max_over_time(wide[1h])", range, false).await.unwrap_err();
+    assert!(matches!(&error, PromError::ResourcesExhausted(m) if m.contains("PromQL step sweep")), "{error}");
+    let large = QueryEngine::new(storage, QueryOptions { max_memory_bytes: 64 << 20, ..QueryOptions::default() }).unwrap();
+    match large.promql("max_over_time(wide[1h])", range, false).await.unwrap() {
+        PromResult::Matrix(series) => assert_eq!(series.len(), 200),
+        other => panic!("unexpected {other:?}"),
+    }
+}
