@@ -37,6 +37,7 @@ pub const TS: &str = "#ts";
 pub const VALUE: &str = "#value";
 pub const NAME: &str = "__name__";
 const RIGHT: &str = "#r:";
+
 /// A metric table a selector reads, with its label columns and the matchers' filters.
 struct SelectorTable {
     table: String,
@@ -264,12 +265,12 @@ impl<'a> Compiler<'a> {
         let chunks = if tables.len() > UNION_FAN_IN {
             // Thousands of tables are read once, in groups (see `union_in_groups`).
             let frame = self.rows_frame(ctx, &tables, &labels, low_ms, high_ms, &sweep_labels).await?;
-            vec![SweepChunk { low_ms, high_ms, frame }]
+            vec![SweepChunk { high_ms, frame }]
         } else {
             let partition_ms = i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
             let mut chunks = Vec::new();
             for (low, high) in chunk_bounds(low_ms, high_ms, partition_ms) {
-                chunks.push(SweepChunk { low_ms: low, high_ms: high, frame: self.rows_frame(ctx, &tables, &labels, low, high, &sweep_labels).await? });
+                chunks.push(SweepChunk { high_ms: high, frame: self.rows_frame(ctx, &tables, &labels, low, high, &sweep_labels).await? });
             }
             chunks
         };
@@ -404,6 +405,7 @@ impl<'a> Compiler<'a> {
             _ => self.union_in_groups(ctx, inputs).await,
         }
     }
+
     /// The rows of more tables than one union should hold: DataFusion checks a union's schema
     /// against every pair of its inputs, each time a plan is rewritten, so thousands of
     /// tables in one union plan for minutes. Groups of [`UNION_FAN_IN`] run one after the
@@ -455,6 +457,7 @@ impl<'a> Compiler<'a> {
         let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![Arc::new(sweep)])?;
         Ok(VectorPlan { frame: self.engine.context().read_table(Arc::new(table))?, labels })
     }
+
     async fn subquery(&self, subquery: &SubqueryExpr) -> Result<MatrixPlan, PromError> {
         let offset = offset_ms(&subquery.offset);
         let at = self.at_ms(&subquery.at);
@@ -473,7 +476,7 @@ impl<'a> Compiler<'a> {
             other => return Err(wrong_type("instant vector or scalar in subquery", &other)),
         };
         // The inner steps are computed once, so the sweep reads them as one chunk.
-        let chunk = SweepChunk { low_ms: i64::MIN, high_ms: i64::MAX, frame: vector.frame };
+        let chunk = SweepChunk { high_ms: i64::MAX, frame: vector.frame };
         Ok(MatrixPlan { chunks: vec![chunk], labels: vector.labels, range_ms, offset_ms: offset, at_ms: at })
     }
 
@@ -715,23 +718,13 @@ impl<'a> Compiler<'a> {
                 };
                 let [argument] = call.args.args.as_slice() else { return Ok(None) };
                 let PromExpr::MatrixSelector(selector) = argument.as_ref() else { return Ok(None) };
-                (self.series_samples(&selector.vs, ms(&selector.range)).await?, function, function == RangeFunction::LastOverTime)
+                (self.series_samples(&selector.vs, ms(&selector.range)).await?, function, function.keeps_metric_name())
             }
             _ => return Ok(None),
         };
-        let window = if function == RangeFunction::Instant { self.lookback_ms } else { matrix.range_ms };
-        let (by, listed): (bool, &[String]) = match &aggregate.modifier {
-            Some(LabelModifier::Include(l)) => (true, &l.labels),
-            Some(LabelModifier::Exclude(l)) => (false, &l.labels),
-            None => (true, &[]),
-        };
-        let group: Vec<String> = matrix
-            .labels
-            .iter()
-            .filter(|l| keep_name || *l != NAME)
-            .filter(|l| if by { listed.contains(l) } else { !listed.contains(l) && *l != NAME })
-            .cloned()
-            .collect();
+        let group: Vec<String> =
+            matrix.labels.iter().filter(|l| (keep_name || *l != NAME) && kept_in_group(&aggregate.modifier, l)).cloned().collect();
+        let window = matrix.range_ms;
         Ok(Some(self.sweep(matrix, function, window, 0.0, group, Some(fold))?))
     }
 
@@ -748,13 +741,8 @@ impl<'a> Compiler<'a> {
             None => None,
         };
         let op = aggregate.op.id();
-        let (by, listed): (bool, Vec<String>) = match &aggregate.modifier {
-            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
-            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
-            None => (true, Vec::new()),
-        };
         let grouping = |labels: &[String]| -> Vec<String> {
-            labels.iter().filter(|l| if by { listed.contains(l) } else { !listed.contains(l) && *l != NAME }).cloned().collect()
+            labels.iter().filter(|l| kept_in_group(&aggregate.modifier, l)).cloned().collect()
         };
         let constant = |what: &str| -> Result<f64, PromError> {
             match &param {
@@ -793,7 +781,7 @@ impl<'a> Compiler<'a> {
                 projection.extend([ident(TS), ident(VALUE)]);
                 let with_label: Vec<String> = union_labels([&vector.labels, &vec![label.clone()]]);
                 let group: Vec<String> =
-                    with_label.iter().filter(|l| *l == label || (if by { listed.contains(l) } else { !listed.contains(l) && *l != NAME })).cloned().collect();
+                    with_label.iter().filter(|l| *l == label || kept_in_group(&aggregate.modifier, l)).cloned().collect();
                 let frame = vector.frame.select(projection)?;
                 let mut keys: Vec<Expr> = group.iter().map(ident).collect();
                 keys.push(ident(TS));
@@ -869,9 +857,7 @@ impl<'a> Compiler<'a> {
             };
             let Some(Value::Matrix(matrix)) = matrix else { return Err(bad(format!("{name} needs a range vector"))) };
             let range = matrix.range_ms;
-            // Prometheus 2.x keeps the metric name for last_over_time only.
-            let keep_name = function == RangeFunction::LastOverTime;
-            return Ok(Value::Vector(self.apply_steps(matrix, function, range, param, keep_name)?));
+            return Ok(Value::Vector(self.apply_steps(matrix, function, range, param, function.keeps_metric_name())?));
         }
         if let Some(function) = MathFunction::from_name(name) {
             let mut args = args.into_iter();
@@ -1047,6 +1033,16 @@ impl<'a> Compiler<'a> {
 }
 
 /// A label matcher as a filter on its column (absent = empty string, as Prometheus).
+/// Whether an aggregation's `by (...)` / `without (...)` keeps `label` in its groups
+/// (`without` always drops the metric name).
+fn kept_in_group(modifier: &Option<LabelModifier>, label: &str) -> bool {
+    match modifier {
+        Some(LabelModifier::Include(l)) => l.labels.iter().any(|listed| listed == label),
+        Some(LabelModifier::Exclude(l)) => label != NAME && !l.labels.iter().any(|listed| listed == label),
+        None => false,
+    }
+}
+
 fn matcher_filter(matcher: &Matcher, column: &str) -> Expr {
     let value = coalesce(vec![cast(ident(column), DataType::Utf8), lit("")]);
     match &matcher.op {

@@ -53,6 +53,11 @@ pub enum RangeFunction {
 }
 
 impl RangeFunction {
+    /// Prometheus 2.x keeps the metric name for `last_over_time` only.
+    pub fn keeps_metric_name(self) -> bool {
+        self == RangeFunction::LastOverTime
+    }
+
     pub fn from_name(name: &str) -> Option<RangeFunction> {
         use RangeFunction::*;
         Some(match name {

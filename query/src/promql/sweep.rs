@@ -40,10 +40,10 @@ const OUTPUT_BATCH_ROWS: usize = 8192;
 /// Most chunks one selector is read in: past this, a chunk spans several partitions.
 const MAX_CHUNKS: i64 = 512;
 
-/// The rows of a selector whose samples lie in `[low_ms, high_ms]`.
+/// The rows of a selector whose samples lie in one span of time ending at `high_ms`, after
+/// the previous chunk's.
 #[derive(Clone)]
 pub struct SweepChunk {
-    pub low_ms: i64,
     pub high_ms: i64,
     pub frame: DataFrame,
 }
@@ -51,7 +51,6 @@ pub struct SweepChunk {
 impl std::fmt::Debug for SweepChunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SweepChunk")
-            .field("low_ms", &self.low_ms)
             .field("high_ms", &self.high_ms)
             .finish()
     }
@@ -170,7 +169,8 @@ pub struct Sweep {
     spec: SweepSpec,
     chunks: Vec<SweepChunk>,
     input_labels: Vec<String>,
-    output_labels: Vec<String>,
+    /// Indices into `input_labels` of the output label columns.
+    kept: Vec<usize>,
     schema: SchemaRef,
 }
 
@@ -187,11 +187,15 @@ impl Sweep {
             .collect();
         fields.push(Field::new(TS, DataType::Int64, true));
         fields.push(Field::new(VALUE, DataType::Float64, true));
+        let kept = output_labels
+            .iter()
+            .filter_map(|l| input_labels.iter().position(|i| i == l))
+            .collect();
         Sweep {
             spec,
             chunks,
             input_labels,
-            output_labels,
+            kept,
             schema: Arc::new(Schema::new(fields)),
         }
     }
@@ -204,20 +208,15 @@ impl PartitionStream for Sweep {
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let reservation = MemoryConsumer::new("PromQL step sweep").register(ctx.memory_pool());
-        let kept: Vec<usize> = self
-            .output_labels
-            .iter()
-            .filter_map(|l| self.input_labels.iter().position(|i| i == l))
-            .collect();
         let run = SweepRun {
             spec: self.spec.clone(),
             chunks: self.chunks.clone().into(),
             input_labels: self.input_labels.clone(),
-            kept,
+            kept: self.kept.clone(),
             schema: self.schema.clone(),
             series: SeriesSet::default(),
             input: None,
-            current: None,
+            chunk_high_ms: i64::MAX,
             next_step: 0,
             out: VecDeque::new(),
             reservation,
@@ -252,8 +251,8 @@ struct SweepRun {
     schema: SchemaRef,
     series: SeriesSet,
     input: Option<SendableRecordBatchStream>,
-    /// The chunk being read.
-    current: Option<(i64, i64)>,
+    /// Where the chunk being read ends (`i64::MAX` for the last: every step left is due).
+    chunk_high_ms: i64,
     /// Index of the first step not evaluated yet.
     next_step: usize,
     out: VecDeque<RecordBatch>,
@@ -281,9 +280,7 @@ impl SweepRun {
                     }
                     None => {
                         self.input = None;
-                        let last = self.chunks.is_empty();
-                        let (_, high) = self.current.take().unwrap_or((i64::MIN, i64::MAX));
-                        self.finish_chunk(if last { i64::MAX } else { high })?;
+                        self.finish_chunk(self.chunk_high_ms)?;
                     }
                 }
                 continue;
@@ -292,7 +289,7 @@ impl SweepRun {
                 self.reservation.free();
                 return Ok(None);
             };
-            self.current = Some((chunk.low_ms, chunk.high_ms));
+            self.chunk_high_ms = if self.chunks.is_empty() { i64::MAX } else { chunk.high_ms };
             self.input = Some(chunk.frame.execute_stream().await?);
         }
     }
@@ -310,6 +307,7 @@ impl SweepRun {
             .take_while(|&s| self.spec.eval_time(s) <= high_ms)
             .collect();
         match self.spec.fold {
+            _ if steps.is_empty() => {}
             None => self.emit_series(&steps)?,
             Some(fold) => self.emit_groups(fold, &steps)?,
         }
@@ -325,14 +323,12 @@ impl SweepRun {
         self.reservation.try_resize(self.series.held_bytes())?;
         Ok(())
     }
-}
 
-impl SweepRun {
     /// One row per series and step with a value.
     fn emit_series(&mut self, steps: &[i64]) -> DfResult<()> {
         let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
         for series in &self.series.series {
-            if series.timestamps.is_empty() || steps.is_empty() {
+            if series.timestamps.is_empty() {
                 continue;
             }
             for &step in steps {
@@ -356,11 +352,14 @@ impl SweepRun {
     fn emit_groups(&mut self, fold: Fold, steps: &[i64]) -> DfResult<()> {
         for series in &self.series.series[self.series_group.len()..] {
             let key: Vec<Option<String>> = self.kept.iter().map(|&i| series.labels[i].clone()).collect();
-            let next = self.group_labels.len();
-            let group = *self.groups.entry(key.clone()).or_insert(next);
-            if group == next {
-                self.group_labels.push(key);
-            }
+            let group = match self.groups.get(&key) {
+                Some(&group) => group,
+                None => {
+                    self.group_labels.push(key.clone());
+                    self.groups.insert(key, self.group_labels.len() - 1);
+                    self.group_labels.len() - 1
+                }
+            };
             self.series_group.push(group);
         }
         let mut accumulators = vec![Accumulator::default(); self.group_labels.len() * steps.len()];
