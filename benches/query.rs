@@ -13,20 +13,16 @@
 //!
 //!     cargo bench --bench query      (needs /usr/bin/prometheus and /usr/bin/victoria-metrics)
 
-#[path = "../tests/e2e/remote_write_client.rs"]
-#[allow(dead_code)]
-mod client;
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use client::{Label, Sample, TimeSeries, WriteRequest, encode};
-use common::{VigilProcess, port, wait_ready};
+use common::peers::client::{Label, Sample, TimeSeries, WriteRequest, encode};
+use common::VigilProcess;
+use common::peers::{Peers, measure, rss_mib, send_all};
 
 const STEP_MS: i64 = 60_000;
 const POINTS: i64 = 24 * 60;
-const RUNS: usize = 5;
 
 fn labels(pairs: &[(&str, String)]) -> Vec<Label> {
     let mut out: Vec<Label> = pairs.iter().map(|(k, v)| Label { name: k.to_string(), value: v.clone() }).collect();
@@ -77,88 +73,6 @@ fn load(end_ms: i64, total: usize) -> Vec<Vec<u8>> {
     bodies
 }
 
-async fn send_all(url: &str, bodies: &[Vec<u8>]) {
-    let client = reqwest::Client::new();
-    for body in bodies {
-        loop {
-            let (status, text) = client::send(&client, url, body.clone()).await;
-            match status {
-                200..=299 => break,
-                429 | 500..=599 => tokio::time::sleep(Duration::from_millis(200)).await,
-                _ => panic!("{url}: {status} {text}"),
-            }
-        }
-    }
-}
-
-fn rss_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
-}
-
-/// Median latency (ms) of RUNS query_range calls, and peak RSS growth (MiB) during them.
-async fn measure(base: &str, pid: u32, query: &str, start: i64, end: i64, step: i64) -> (f64, f64, usize) {
-    let client = reqwest::Client::new();
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-    let before = rss_mib(pid, "VmRSS:");
-    let mut times = Vec::new();
-    let mut series = 0;
-    for _ in 0..RUNS {
-        let started = Instant::now();
-        let response: serde_json::Value = client
-            .get(format!("{base}/api/v1/query_range"))
-            .query(&[("query", query.to_string()), ("start", (start / 1000).to_string()), ("end", (end / 1000).to_string()), ("step", (step / 1000).to_string())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(response["status"], "success", "{response}");
-        series = response["data"]["result"].as_array().map_or(0, Vec::len);
-    }
-    times.sort_by(f64::total_cmp);
-    (times[RUNS / 2], rss_mib(pid, "VmHWM:") - before, series)
-}
-
-/// One system under test: where to send and query, and its process.
-struct Peer {
-    name: &'static str,
-    base: String,
-    pid: u32,
-}
-
-fn start_prometheus(work: &std::path::Path) -> (std::process::Child, String) {
-    let port = port();
-    let config = work.join("prometheus.yml");
-    std::fs::write(&config, "global: {scrape_interval: 1m}\nscrape_configs: []\n").unwrap();
-    let child = Command::new("/usr/bin/prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", work.join("prometheus").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(["--web.enable-remote-write-receiver", "--log.level=warn", "--storage.tsdb.retention.time=30d"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("/usr/bin/prometheus");
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-fn start_victoria_metrics(work: &std::path::Path) -> (std::process::Child, String) {
-    let port = port();
-    let child = Command::new("/usr/bin/victoria-metrics")
-        .arg(format!("-storageDataPath={}", work.join("victoria-metrics").display()))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .args(["-retentionPeriod=100y", "-search.disableCache", "-search.latencyOffset=0s", "-loggerLevel=ERROR"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("/usr/bin/victoria-metrics");
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
@@ -168,16 +82,8 @@ async fn main() {
     let work = tempfile::tempdir().unwrap();
 
     let vigil = VigilProcess::start(&work.path().join("vigil"), &["--wal-fsync", "never", "--retention", "0"]).await;
-    let (mut prometheus, prometheus_base) = start_prometheus(work.path());
-    let (mut victoria, victoria_base) = start_victoria_metrics(work.path());
-    wait_ready(&format!("{prometheus_base}/-/ready")).await;
-    wait_ready(&format!("{victoria_base}/health")).await;
-    let peers = [
-        Peer { name: "vigil", base: format!("http://127.0.0.1:{}", vigil.http), pid: vigil.pid() },
-        Peer { name: "prometheus", base: prometheus_base, pid: prometheus.id() },
-        Peer { name: "victoria-metrics", base: victoria_base, pid: victoria.id() },
-    ];
-    for peer in &peers {
+    let peers = Peers::start(work.path(), &vigil).await;
+    for peer in &peers.all {
         let (cpu, started) = (common::cpu_seconds(peer.pid), Instant::now());
         send_all(&format!("{}/api/v1/write", peer.base), &bodies).await;
         println!(
@@ -187,9 +93,7 @@ async fn main() {
             common::cpu_seconds(peer.pid) - cpu
         );
     }
-    // VictoriaMetrics makes rows searchable a second or so after it takes them.
-    let _ = reqwest::Client::new().get(format!("{}/internal/force_flush", peers[2].base)).send().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    peers.settle().await;
 
     let windows = [("1h", end_ms - 3_600_000, 15_000), ("6h", end_ms - 6 * 3_600_000, 60_000), ("24h", end_ms - POINTS * STEP_MS + 600_000, 300_000)];
     println!(
@@ -199,7 +103,7 @@ async fn main() {
     for (name, query) in QUERIES {
         for (span, start, step) in windows {
             let mut figures = Vec::new();
-            for peer in &peers {
+            for peer in &peers.all {
                 figures.push(measure(&peer.base, peer.pid, query, start, end_ms, step).await);
             }
             let [(v_ms, v_mib, v_series), (p_ms, p_mib, p_series), (m_ms, m_mib, m_series)] = figures[..] else { unreachable!() };
@@ -215,9 +119,8 @@ async fn main() {
     // Memory at rest: what each keeps once the queries are over (allocators return freed
     // memory on their own schedule).
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let at_rest: Vec<String> = peers.iter().map(|p| format!("{} {:.0} MiB", p.name, rss_mib(p.pid, "VmRSS:"))).collect();
+    let at_rest: Vec<String> = peers.all.iter().map(|p| format!("{} {:.0} MiB", p.name, rss_mib(p.pid, "VmRSS:"))).collect();
     println!("\nRSS at rest after the queries: {}", at_rest.join(", "));
-    let _ = prometheus.kill();
-    let _ = victoria.kill();
+    peers.stop();
     vigil.stop();
 }

@@ -22,6 +22,8 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
     line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
 }
 
+pub mod peers;
+
 #[path = "../../tests/e2e/ports.rs"]
 mod ports;
 pub use ports::free_port as port;

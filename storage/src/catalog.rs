@@ -2,7 +2,8 @@
 //!
 //! A scan takes one consistent snapshot (manifest + both buffer generations), then plans a
 //! Parquet scan of only the segments whose time bounds overlap the query's time range (with
-//! the filters as a row-group pruning predicate) united with the matching buffered rows.
+//! the filters as a row-group pruning predicate; in a shared segment, only the table's run
+//! of rows) united with the matching buffered rows.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -371,7 +373,13 @@ impl VigilTable {
         let groups = state.config().target_partitions().max(1).min(segments.len());
         let mut files: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
         for (i, segment) in segments.iter().enumerate() {
-            files[i % groups].push(PartitionedFile::new(segment.path.clone(), segment.size_bytes));
+            let mut file = PartitionedFile::new(segment.path.clone(), segment.size_bytes);
+            if let Some(shared) = &segment.shared {
+                // Only this table's run of the shared file: row groups and pages outside it
+                // are never read.
+                file = file.with_extension(ParquetRowSelection::new(crate::shared::row_selection(shared, segment.rows)));
+            }
+            files[i % groups].push(file);
         }
         let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
             .with_file_groups(files.into_iter().map(FileGroup::new).collect())

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::manifest::{self, DamagedPartition, Manifest, PartitionCache, SegmentMeta, column_stats};
 use crate::schema::time_column_of;
-use crate::{Storage, StorageError, segment};
+use crate::{Storage, StorageError, segment, shared};
 
 /// Segments checked at once.
 const CHECK_CONCURRENCY: usize = 8;
@@ -56,8 +56,9 @@ pub async fn verify_segment(store: &Arc<dyn ObjectStore>, segment: &SegmentMeta,
     }
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("footer: {e}"))?;
     let rows = builder.metadata().file_metadata().num_rows();
-    if u64::try_from(rows).ok() != Some(segment.rows) {
-        return Err(format!("{rows} rows where the manifest says {}", segment.rows));
+    let expected = segment.file_rows();
+    if u64::try_from(rows).ok() != Some(expected) {
+        return Err(format!("{rows} rows where the manifest says {expected}"));
     }
     if deep {
         let reader = builder.build().map_err(|e| format!("decoding: {e}"))?;
@@ -65,15 +66,18 @@ pub async fn verify_segment(store: &Arc<dyn ObjectStore>, segment: &SegmentMeta,
         for batch in reader {
             decoded += batch.map_err(|e| format!("decoding: {e}"))?.num_rows() as u64;
         }
-        if decoded != segment.rows {
-            return Err(format!("{decoded} rows decode where the manifest says {}", segment.rows));
+        if decoded != expected {
+            return Err(format!("{decoded} rows decode where the manifest says {expected}"));
         }
     }
     Ok(())
 }
 
-/// The damaged ones among `segments`, with the reason.
-pub async fn find_damaged(store: &Arc<dyn ObjectStore>, segments: Vec<SegmentMeta>, deep: bool) -> Vec<(SegmentMeta, String)> {
+/// The damaged files among `segments` (each file checked once, named by one of its
+/// entries), with the reason.
+pub async fn find_damaged(store: &Arc<dyn ObjectStore>, mut segments: Vec<SegmentMeta>, deep: bool) -> Vec<(SegmentMeta, String)> {
+    let mut seen = BTreeSet::new();
+    segments.retain(|s| seen.insert(s.path.clone()));
     futures::stream::iter(segments)
         .map(|segment| async move {
             let verdict = verify_segment(store, &segment, deep).await;
@@ -146,19 +150,20 @@ impl Storage {
         let mut manifest = (*self.manifest()).clone();
         let mut moved = Vec::new();
         for (segment, reason) in damaged {
-            if !manifest.segments.iter().any(|s| s.id == segment.id && s.path == segment.path) {
+            let (tables, rows) = named_by(&manifest, &segment.path);
+            if tables.is_empty() {
                 continue; // already gone (compacted or quarantined meanwhile)
             }
             let to = quarantine_path(&self.inner.node_id, &segment.path);
             move_aside(&self.inner.store, &Path::from(segment.path.as_str()), &to).await?;
             error!(
-                table = %segment.table, segment = %segment.path, rows = segment.rows, moved_to = %to, %reason,
+                tables = %tables, segment = %segment.path, rows, moved_to = %to, %reason,
                 "segment unreadable: moved aside, its rows are lost to queries"
             );
             metrics::counter!("vigil_storage_segments_quarantined_total").increment(1);
-            metrics::counter!("vigil_storage_rows_quarantined_total").increment(segment.rows);
-            manifest.segments.retain(|s| s.id != segment.id);
-            moved.push((segment.path.clone(), segment.rows, reason));
+            metrics::counter!("vigil_storage_rows_quarantined_total").increment(rows);
+            manifest.segments.retain(|s| s.path != segment.path);
+            moved.push((segment.path.clone(), rows, reason));
         }
         let count = moved.len();
         if count > 0 {
@@ -170,6 +175,13 @@ impl Storage {
         }
         Ok(count)
     }
+}
+
+/// The tables a file holds rows of (comma-separated) and how many rows, per the manifest.
+fn named_by(manifest: &Manifest, path: &str) -> (String, u64) {
+    let entries: Vec<&SegmentMeta> = manifest.segments.iter().filter(|s| s.path == path).collect();
+    let tables: Vec<&str> = entries.iter().map(|s| s.table.as_str()).collect();
+    (tables.join(","), entries.iter().map(|s| s.rows).sum())
 }
 
 /// One line of a check or a repair.
@@ -200,7 +212,8 @@ pub async fn check(store: &Arc<dyn ObjectStore>, node: &str) -> Result<StoreRepo
     report.segments = manifest.segments.len();
     report.rows = manifest.segments.iter().map(|s| s.rows).sum();
     for (segment, reason) in find_damaged(store, manifest.segments.clone(), true).await {
-        report.problems.push(Finding { what: format!("segment {} of {}", segment.path, segment.table), detail: format!("{reason} ({} rows)", segment.rows) });
+        let (tables, rows) = named_by(&manifest, &segment.path);
+        report.problems.push(Finding { what: format!("segment {} of {tables}", segment.path), detail: format!("{reason} ({rows} rows)") });
     }
     Ok(report)
 }
@@ -211,7 +224,7 @@ fn describe_damage(manifest: &Manifest, report: &mut StoreReport) {
     }
     for partition in &manifest.damaged {
         report.problems.push(Finding {
-            what: format!("partition manifest {} ({} at {})", partition.path, partition.table, partition.partition_start_ns),
+            what: format!("partition manifest {} ({})", partition.path, partition_name(partition)),
             detail: partition.reason.clone(),
         });
     }
@@ -239,7 +252,7 @@ pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_thro
     for partition in std::mem::take(&mut manifest.damaged) {
         let found = segments_in(store, node, &partition.table, partition.partition_start_ns, &known).await?;
         report.actions.push(Finding {
-            what: format!("partition {} at {}", partition.table, partition.partition_start_ns),
+            what: format!("partition {}", partition_name(&partition)),
             detail: format!("rebuilt from {} segment files ({} rows)", found.len(), found.iter().map(|s| s.rows).sum::<u64>()),
         });
         manifest.next_segment_id = manifest.next_segment_id.max(found.iter().map(|s| s.id + 1).max().unwrap_or(0));
@@ -250,8 +263,9 @@ pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_thro
     for (segment, reason) in find_damaged(store, manifest.segments.clone(), true).await {
         let to = quarantine_path(node, &segment.path);
         move_aside(store, &Path::from(segment.path.as_str()), &to).await?;
-        manifest.segments.retain(|s| s.id != segment.id);
-        report.actions.push(Finding { what: format!("segment {} of {}", segment.path, segment.table), detail: format!("moved to {to}: {reason}; {} rows lost", segment.rows) });
+        let (tables, rows) = named_by(&manifest, &segment.path);
+        manifest.segments.retain(|s| s.path != segment.path);
+        report.actions.push(Finding { what: format!("segment {} of {tables}", segment.path), detail: format!("moved to {to}: {reason}; {rows} rows lost") });
     }
 
     if let Some(reason) = manifest.root_damaged.take() {
@@ -270,7 +284,18 @@ pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_thro
     Ok(report)
 }
 
-/// The segment files of one partition that no manifest names, read back from their footers.
+/// How a partition is named to an operator: its start time, and its table in an older store.
+fn partition_name(partition: &DamagedPartition) -> String {
+    if partition.table.is_empty() {
+        format!("at {}", partition.partition_start_ns)
+    } else {
+        format!("{} at {}", partition.table, partition.partition_start_ns)
+    }
+}
+
+/// The segment files of one partition that no manifest names, read back from the files:
+/// of one table in an older store (`table` set), else every file of the partition — its
+/// shared segments, and the per-table files of fixed tables and of older stores.
 async fn segments_in(
     store: &Arc<dyn ObjectStore>,
     node: &str,
@@ -278,8 +303,17 @@ async fn segments_in(
     partition_start_ns: i64,
     known: &BTreeSet<String>,
 ) -> Result<Vec<SegmentMeta>, StorageError> {
-    let dir = Path::from_iter(["nodes", node, "tables", &segment::table_dir(table), &partition_start_ns.to_string()]);
-    let files: Vec<_> = store.list(Some(&dir)).try_collect().await?;
+    let partition = partition_start_ns.to_string();
+    let mut files = Vec::new();
+    if table.is_empty() {
+        files.extend(store.list(Some(&shared::partition_dir(node, partition_start_ns))).try_collect::<Vec<_>>().await?);
+        let tables: Vec<_> = store.list(Some(&Path::from_iter(["nodes", node, "tables"]))).try_collect().await?;
+        // nodes/<node>/tables/<table>/<partition>/<id>.parquet
+        files.extend(tables.into_iter().filter(|f| f.location.parts().nth(4).is_some_and(|p| p.as_ref() == partition)));
+    } else {
+        let dir = Path::from_iter(["nodes", node, "tables", &segment::table_dir(table), &partition]);
+        files.extend(store.list(Some(&dir)).try_collect::<Vec<_>>().await?);
+    }
     let mut found = Vec::new();
     for file in files {
         let path = file.location.to_string();
@@ -288,27 +322,37 @@ async fn segments_in(
             continue;
         }
         match segment_meta_of(store, &file.location, id, table, partition_start_ns).await {
-            Ok(meta) => found.push(meta),
+            Ok(metas) => found.extend(metas),
             Err(reason) => warn!(%path, %reason, "a segment file of a lost partition is unreadable; left where it is"),
         }
     }
     Ok(found)
 }
 
-/// A segment's manifest entry, from the file itself.
-async fn segment_meta_of(store: &Arc<dyn ObjectStore>, path: &Path, id: u64, table: &str, partition_start_ns: i64) -> Result<SegmentMeta, String> {
+/// A segment's manifest entries, from the file itself: one per table it holds. `table`,
+/// when set, is the one the file must belong to.
+async fn segment_meta_of(store: &Arc<dyn ObjectStore>, path: &Path, id: u64, table: &str, partition_start_ns: i64) -> Result<Vec<SegmentMeta>, String> {
     let bytes = store.get(path).await.map_err(|e| e.to_string())?.bytes().await.map_err(|e| e.to_string())?;
     let size_bytes = bytes.len() as u64;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
     let metadata = builder.metadata().clone();
+    let schema = builder.schema().clone();
+    if schema.column_with_name(shared::TABLE_COLUMN).is_some() {
+        let batches = builder.build().map_err(|e| e.to_string())?.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        let whole = datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+        return shared::entries(&whole, path, id, partition_start_ns, size_bytes, 1).map_err(|e| e.to_string());
+    }
     let named = metadata
         .file_metadata()
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == segment::TABLE_KEY).and_then(|k| k.value.clone()));
-    if named.as_deref().is_some_and(|named| named != table) {
-        return Err(format!("the file belongs to table {named:?}"));
-    }
-    let schema = builder.schema().clone();
+    let table = match named {
+        Some(named) if !table.is_empty() && named != table => return Err(format!("the file belongs to table {named:?}")),
+        Some(named) => named,
+        None if !table.is_empty() => table.to_string(),
+        None => return Err("the file names no table".into()),
+    };
+    let table = table.as_str();
     let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema).map_err(|e| e.to_string())?;
     let stats = column_stats(&statistics, &schema);
     let time = stats.iter().find(|c| c.name == time_column_of(table));
@@ -319,7 +363,7 @@ async fn segment_meta_of(store: &Arc<dyn ObjectStore>, path: &Path, id: u64, tab
     let (Some(min_time_ns), Some(max_time_ns)) = (bound(time.and_then(|t| t.min.as_ref())), bound(time.and_then(|t| t.max.as_ref()))) else {
         return Err("no time bounds in the file's statistics".into());
     };
-    Ok(SegmentMeta {
+    Ok(vec![SegmentMeta {
         id,
         table: table.to_string(),
         path: path.to_string(),
@@ -331,5 +375,6 @@ async fn segment_meta_of(store: &Arc<dyn ObjectStore>, path: &Path, id: u64, tab
         columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
         level: 1,
         stats,
-    })
+        shared: None,
+    }])
 }

@@ -6,7 +6,8 @@
 //!        └──► write buffer (in memory, queryable at once)
 //!                 │  flush: every flush_interval, or when half the memory budget is used
 //!                 ▼
-//!     Parquet segments per table × time partition ──► object_store (local disk by default)
+//!     Parquet segments per time partition, shared by the metric tables (see [`shared`])
+//!                 │                           ──► object_store (local disk by default)
 //!                 │  manifest.json names the live segments and the WAL persisted through
 //!                 ▼
 //!     compaction (merge a partition's segments, dedupe) · retention (drop whole segments)
@@ -33,6 +34,7 @@ mod maintenance;
 pub use maintenance::PersistSummary;
 pub mod schema;
 pub mod segment;
+pub mod shared;
 pub mod store;
 pub mod wal;
 pub mod exemplars;
@@ -236,6 +238,13 @@ impl Storage {
             store.delete(&datafusion::object_store::path::Path::from(manifest::LEGACY_MANIFEST_PATH)).await?;
             info!(node = %node_id, segments = migrated.segments.len(), "manifest moved to the per-node layout");
             migrated
+        } else if manifest.has_table_partitions() && manifest.root_damaged.is_none() {
+            // A store written before shared segments: one partition manifest per time
+            // partition from now on (segment files stay; compaction merges them into shared ones).
+            let mut moved = manifest.clone();
+            manifest::save(&store, &mut moved, &manifest, maintenance::delete_after_ms()).await?;
+            info!(node = %node_id, segments = moved.segments.len(), "partition manifests moved to one per time partition");
+            moved
         } else {
             manifest
         };

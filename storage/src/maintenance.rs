@@ -19,7 +19,7 @@ use crate::buffer::{self, time_values};
 use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
 use crate::schema::{FixedTable, label_columns, metric_schema, time_column_of};
 use crate::wal::{WalError, codec};
-use crate::{Storage, StorageError, WriteBatch, segment};
+use crate::{Storage, StorageError, WriteBatch, segment, shared};
 
 /// Replaced segment files stay this long, for queries that planned with them.
 const DELETE_GRACE: Duration = Duration::from_secs(600);
@@ -30,6 +30,25 @@ const MAX_COMPACTIONS_PER_PASS: usize = 16;
 
 pub(crate) fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// What writing segments came to: the entries written, the tables that could not be
+/// written (with why), and the id the next file takes.
+struct Written {
+    next_id: u64,
+    entries: Vec<SegmentMeta>,
+    kept_back: Vec<(String, StorageError)>,
+}
+
+impl Written {
+    fn starting_at(next_id: u64) -> Written {
+        Written { next_id, entries: Vec::new(), kept_back: Vec::new() }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id - 1
+    }
 }
 
 /// What a flush wrote.
@@ -80,36 +99,48 @@ impl Storage {
                 .map_err(|e| StorageError::Internal(e.to_string()))?
         };
         let current = self.manifest();
-        let mut next_id = current.next_segment_id;
-        let mut written = Vec::new();
-        let mut summary = PersistSummary::default();
         // A table that cannot be written must not hold back the others: it is kept back
         // (below) and the rest is published.
-        let mut kept_back: Vec<(String, StorageError)> = Vec::new();
+        let mut out = Written::starting_at(current.next_segment_id);
+        // Metric tables share one file per partition; fixed tables keep their own.
+        let mut metric_parts: BTreeMap<i64, Vec<(String, RecordBatch)>> = BTreeMap::new();
         for (table, parts) in tables {
             if maintenance.carried_tables.contains(&table) {
                 continue; // kept back by an earlier try of this generation, logged again already
             }
-            let mut segments = Vec::new();
-            let outcome: Result<(), StorageError> = async {
-                for (partition, batch) in parts? {
-                    segments.push(self.write_segment(&table, partition, next_id, 0, &[batch]).await?);
-                    next_id += 1;
+            let parts = match parts {
+                Ok(parts) => parts,
+                Err(error) => {
+                    out.kept_back.push((table, error.into()));
+                    continue;
                 }
-                Ok(())
+            };
+            if FixedTable::from_name(&table).is_some() {
+                for (partition, batch) in parts {
+                    self.write_apart(partition, 0, vec![(table.clone(), batch)], &mut out).await;
+                }
+            } else {
+                for (partition, batch) in parts {
+                    metric_parts.entry(partition).or_default().push((table.clone(), batch));
+                }
             }
-            .await;
-            match outcome {
-                Ok(()) => {
-                    for meta in &segments {
-                        summary.segments += 1;
-                        summary.rows += meta.rows;
-                        summary.bytes += meta.size_bytes;
-                    }
-                    written.extend(segments);
-                }
-                // Segments of it already written are orphans no manifest names: never read.
-                Err(error) => kept_back.push((table, error)),
+        }
+        for (partition, tables) in metric_parts {
+            self.write_shared_or_apart(partition, 0, tables, &mut out).await;
+        }
+        // A table kept back anywhere is kept back whole: what of it was written is named by
+        // no manifest, so never read (compaction copies only the rows the manifest names).
+        let Written { next_id, entries: mut written, mut kept_back } = out;
+        let mut seen = std::collections::HashSet::new();
+        kept_back.retain(|(table, _)| seen.insert(table.clone()));
+        written.retain(|meta| !seen.contains(&meta.table));
+        let mut summary = PersistSummary::default();
+        let mut files = std::collections::HashSet::new();
+        for meta in &written {
+            summary.rows += meta.rows;
+            if files.insert(meta.path.as_str()) {
+                summary.segments += 1;
+                summary.bytes += meta.size_bytes;
             }
         }
         if written.is_empty() && !kept_back.is_empty() && maintenance.carried_tables.is_empty() {
@@ -200,6 +231,56 @@ impl Storage {
         Ok(carried)
     }
 
+    /// Writes metric tables of one partition as shared segments. A shared file that cannot
+    /// be written is written again one file per table, so one table the store refuses
+    /// (or one too big for a single object) holds back only itself.
+    async fn write_shared_or_apart(&self, partition: i64, level: u32, tables: Vec<(String, RecordBatch)>, out: &mut Written) {
+        let files = match shared::pack(tables.clone()) {
+            Ok(files) => files,
+            Err(error) => {
+                warn!(partition, %error, "packing a shared segment failed; its tables are written one file each");
+                return self.write_apart(partition, level, tables, out).await;
+            }
+        };
+        for file in files {
+            let id = out.take_id();
+            let path = shared::shared_path(&self.inner.node_id, partition, id);
+            let outcome = async {
+                let (size, _) = segment::write(&self.inner.store, &path, None, std::slice::from_ref(&file)).await?;
+                Ok::<_, StorageError>(shared::entries(&file, &path, id, partition, size, level)?)
+            }
+            .await;
+            match outcome {
+                Ok(entries) => out.entries.extend(entries),
+                Err(error) => {
+                    warn!(partition, %error, "a shared segment could not be written; its tables are written one file each");
+                    let apart = shared::table_runs(&file).and_then(|runs| {
+                        runs.into_iter()
+                            .map(|(table, first, rows)| Ok((table, shared::table_rows(&file, first, rows)?)))
+                            .collect::<Result<Vec<_>, _>>()
+                    });
+                    match apart {
+                        Ok(apart) => self.write_apart(partition, level, apart, out).await,
+                        Err(split) => out.kept_back.extend(
+                            tables.iter().map(|(table, _)| (table.clone(), StorageError::Internal(format!("{error}; then {split}")))),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes each table's rows of one partition as a file of its own.
+    async fn write_apart(&self, partition: i64, level: u32, tables: Vec<(String, RecordBatch)>, out: &mut Written) {
+        for (table, batch) in tables {
+            let id = out.take_id();
+            match self.write_segment(&table, partition, id, level, &[batch]).await {
+                Ok(meta) => out.entries.push(meta),
+                Err(error) => out.kept_back.push((table, error)),
+            }
+        }
+    }
+
     async fn write_segment(
         &self,
         table: &str,
@@ -209,7 +290,7 @@ impl Storage {
         batches: &[RecordBatch],
     ) -> Result<SegmentMeta, StorageError> {
         let path = segment::segment_path(&self.inner.node_id, table, partition, id);
-        let (size, stats) = segment::write(&self.inner.store, &path, table, batches).await?;
+        let (size, stats) = segment::write(&self.inner.store, &path, Some(table), batches).await?;
         let schema = batches[0].schema();
         let time_index = schema.index_of(time_column_of(table))?;
         let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
@@ -231,11 +312,14 @@ impl Storage {
             columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
             level,
             stats,
+            shared: None,
         })
     }
 
-    /// Merges the segments of partitions that have several: every closed partition, and open
-    /// ones past `compaction_max_segments`. Returns how many partitions were compacted.
+    /// Merges the segment files of partitions that have several: every closed partition, and
+    /// open ones past `compaction_max_segments`. A partition's metric tables merge into shared
+    /// files (older stores' per-table files included: this is how they move to the shared
+    /// layout); each fixed table merges on its own. Returns how many partitions were compacted.
     pub async fn compact(&self) -> Result<usize, StorageError> {
         let _maintenance = self.inner.maintenance.lock().await;
         if self.manifest().root_damaged.is_some() {
@@ -245,19 +329,22 @@ impl Storage {
         let partition_ns = self.inner.options.partition_duration.as_nanos() as i64;
         let grace_ns = self.inner.options.flush_interval.as_nanos() as i64;
         let now = now_ns();
-        let mut groups: BTreeMap<(&str, i64), Vec<&SegmentMeta>> = BTreeMap::new();
+        // (fixed table or "" for the metric tables, partition) → its files, by id.
+        let mut groups: BTreeMap<(&str, i64), BTreeMap<u64, Vec<&SegmentMeta>>> = BTreeMap::new();
         for segment in &current.segments {
-            groups.entry((segment.table.as_str(), segment.partition_start_ns)).or_default().push(segment);
+            let owner = if FixedTable::from_name(&segment.table).is_some() { segment.table.as_str() } else { "" };
+            groups.entry((owner, segment.partition_start_ns)).or_default().entry(segment.id).or_default().push(segment);
         }
         let max_rows = self.inner.options.compaction_max_rows;
-        let due: Vec<((&str, i64), Vec<&SegmentMeta>)> = groups
+        let due: Vec<((&str, i64), Vec<Vec<&SegmentMeta>>)> = groups
             .into_iter()
-            .filter_map(|((table, partition), mut segments)| {
+            .filter_map(|((owner, partition), files)| {
+                let mut files: Vec<Vec<&SegmentMeta>> = files.into_values().collect();
                 let closed = partition.saturating_add(partition_ns).saturating_add(grace_ns) <= now;
-                let wanted = closed || segments.len() >= self.inner.options.compaction_max_segments;
-                segments.sort_by_key(|s| s.id);
-                let run = segments.split_off(newest_run_start(&segments, max_rows));
-                (wanted && run.len() >= 2).then_some(((table, partition), run))
+                let wanted = closed || files.len() >= self.inner.options.compaction_max_segments;
+                let rows: Vec<u64> = files.iter().map(|entries| entries[0].file_rows()).collect();
+                let run = files.split_off(newest_run_start(&rows, max_rows));
+                (wanted && run.len() >= 2).then_some(((owner, partition), run))
             })
             .take(MAX_COMPACTIONS_PER_PASS)
             .collect();
@@ -267,13 +354,13 @@ impl Storage {
         let mut manifest = (*current).clone();
         let mut compacted = 0;
         let mut failed: Vec<SegmentMeta> = Vec::new();
-        for ((table, partition), segments) in due {
+        for ((owner, partition), files) in due {
             // One partition failing (a damaged segment) never throws away the others' work.
-            match self.merge_partition(&mut manifest, table, partition, &segments).await {
+            match self.merge_partition(&mut manifest, owner, partition, &files).await {
                 Ok(()) => compacted += 1,
                 Err(error) => {
-                    warn!(table, partition, %error, "compacting this partition failed; its segments are checked, the other partitions go on");
-                    failed.extend(segments.into_iter().cloned());
+                    warn!(table = owner, partition, %error, "compacting this partition failed; its segments are checked, the other partitions go on");
+                    failed.extend(files.into_iter().flatten().cloned());
                 }
             }
         }
@@ -291,24 +378,47 @@ impl Storage {
         Ok(compacted)
     }
 
-    /// Merges one partition's segments into one new segment, in `manifest`.
-    async fn merge_partition(&self, manifest: &mut Manifest, table: &str, partition: i64, segments: &[&SegmentMeta]) -> Result<(), StorageError> {
-        let mut inputs = Vec::new();
-        for s in segments {
-            inputs.extend(segment::read(&self.inner.store, &Path::from(s.path.as_str())).await?);
+    /// Merges files of one partition (oldest first; each file as its manifest entries) into
+    /// new ones, in `manifest`: one segment of a fixed table (`owner`), or the shared
+    /// segments of the metric tables (`owner` empty).
+    async fn merge_partition(&self, manifest: &mut Manifest, owner: &str, partition: i64, files: &[Vec<&SegmentMeta>]) -> Result<(), StorageError> {
+        // Each table's rows, oldest file first: only the rows the manifest names.
+        let mut pieces: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+        for entries in files {
+            let batches = segment::read(&self.inner.store, &Path::from(entries[0].path.as_str())).await?;
+            let Some(first) = batches.first() else { continue };
+            let whole = compute::concat_batches(&first.schema(), &batches)?;
+            for entry in entries {
+                let rows = match entry.shared {
+                    Some(at) => shared::table_rows(&whole, at.first_row as usize, entry.rows as usize)?,
+                    None => whole.clone(),
+                };
+                pieces.entry(entry.table.clone()).or_default().push(rows);
+            }
         }
-        let table_owned = table.to_string();
-        let merged = tokio::task::spawn_blocking(move || merge_segments(&table_owned, inputs))
-            .await
-            .map_err(|e| StorageError::Internal(e.to_string()))??;
-        let level = segments.iter().map(|s| s.level).max().unwrap_or(0) + 1;
-        let id = manifest.next_segment_id;
-        manifest.next_segment_id += 1;
-        let meta = self.write_segment(table, partition, id, level, &[merged]).await?;
-        let replaced: Vec<u64> = segments.iter().map(|s| s.id).collect();
-        retire(manifest, |s| replaced.contains(&s.id));
-        info!(table, partition, inputs = replaced.len(), rows = meta.rows, "compacted");
-        manifest.segments.push(meta);
+        let level = files.iter().flatten().map(|s| s.level).max().unwrap_or(0) + 1;
+        let merged = tokio::task::spawn_blocking(move || {
+            pieces.into_iter().map(|(table, inputs)| Ok((table.clone(), merge_segments(&table, inputs)?))).collect::<Result<Vec<_>, StorageError>>()
+        })
+        .await
+        .map_err(|e| StorageError::Internal(e.to_string()))??;
+        let mut out = Written::starting_at(manifest.next_segment_id);
+        if owner.is_empty() {
+            self.write_shared_or_apart(partition, level, merged, &mut out).await;
+        } else {
+            self.write_apart(partition, level, merged, &mut out).await;
+        }
+        manifest.next_segment_id = out.next_id;
+        if let Some((table, error)) = out.kept_back.into_iter().next() {
+            // What was written stays an orphan no manifest names: the inputs stay live.
+            return Err(StorageError::Internal(format!("table {table}: {error}")));
+        }
+        let written = out.entries;
+        let replaced: BTreeSet<&str> = files.iter().flatten().map(|s| s.path.as_str()).collect();
+        let rows: u64 = written.iter().map(|s| s.rows).sum();
+        retire(manifest, |s| replaced.contains(s.path.as_str()));
+        info!(table = owner, partition, inputs = replaced.len(), rows, "compacted");
+        manifest.segments.extend(written);
         Ok(())
     }
 
@@ -366,16 +476,16 @@ impl Storage {
     }
 }
 
-/// Where the run of newest segments (sorted by id) whose rows together stay within
+/// Where the run of newest files (their rows, sorted by id) whose rows together stay within
 /// `max_rows` starts.
 /// Only a run of the newest may merge: the merged segment gets the newest id, and newer rows
 /// must keep winning over older duplicates.
-fn newest_run_start(segments: &[&SegmentMeta], max_rows: u64) -> usize {
+fn newest_run_start(file_rows: &[u64], max_rows: u64) -> usize {
     let mut rows = 0u64;
-    let mut start = segments.len();
-    while start > 0 && rows.saturating_add(segments[start - 1].rows) <= max_rows {
+    let mut start = file_rows.len();
+    while start > 0 && rows.saturating_add(file_rows[start - 1]) <= max_rows {
         start -= 1;
-        rows += segments[start].rows;
+        rows += file_rows[start];
     }
     start
 }
@@ -386,15 +496,18 @@ pub(crate) fn delete_after_ms() -> i64 {
     (now_ns() + DELETE_GRACE.as_nanos() as i64) / 1_000_000
 }
 
-/// Removes matching segments from the manifest and schedules their files for deletion.
+/// Removes matching segments from the manifest and schedules for deletion the files no
+/// remaining entry names (a shared file goes with its last table).
 fn retire(manifest: &mut Manifest, doomed: impl Fn(&SegmentMeta) -> bool) -> usize {
     let not_before_unix_ms = delete_after_ms();
     let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
         manifest.segments.drain(..).partition(|s| doomed(s));
     manifest.segments = kept;
-    manifest
-        .pending_deletes
-        .extend(gone.iter().map(|s| PendingDelete { path: s.path.clone(), not_before_unix_ms }));
+    let live: BTreeSet<&str> = manifest.segments.iter().map(|s| s.path.as_str()).collect();
+    let unnamed: BTreeSet<&str> = gone.iter().map(|s| s.path.as_str()).filter(|p| !live.contains(p)).collect();
+    let deletes: Vec<PendingDelete> =
+        unnamed.into_iter().map(|path| PendingDelete { path: path.to_string(), not_before_unix_ms }).collect();
+    manifest.pending_deletes.extend(deletes);
     gone.len()
 }
 

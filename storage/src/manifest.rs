@@ -4,13 +4,16 @@
 //! Layout in the object store, one directory per node so that every file has one writer:
 //!
 //! ```text
-//! nodes/<node>/manifest.json                                   the node's root: the commit point
-//! nodes/<node>/partitions/<table>/<partition>/<generation>.json one per table × time partition
-//! nodes/<node>/tables/<table>/<partition>/<id>.parquet         segments
+//! nodes/<node>/manifest.json                               the node's root: the commit point
+//! nodes/<node>/partitions/<partition>/<generation>.json    one per time partition
+//! nodes/<node>/segments/<partition>/<id>.parquet           shared segments (every metric table)
+//! nodes/<node>/tables/<table>/<partition>/<id>.parquet     segments of one table (fixed tables,
+//!                                                          and metric tables of older stores)
 //! ```
 //!
-//! A partition manifest lists its segments with row counts, time bounds and min/max/null
-//! count per column; it is never changed once written: a flush or compaction writes a new
+//! A partition manifest lists its segments (one entry per table in a shared file, with the
+//! table's run of rows) with row counts, time bounds and min/max/null count per column; it
+//! is never changed once written: a flush or compaction writes a new
 //! generation of the partitions it touched and then replaces the root, which names the
 //! current generation of every partition (an object-store `put` is atomic). So a reader
 //! sees a whole flush or none of it, a flush rewrites only what it touched, and a query
@@ -39,15 +42,17 @@ pub fn node_root(node: &str) -> Path {
     Path::from_iter(["nodes", node, "manifest.json"])
 }
 
-fn partition_manifest_path(node: &str, table: &str, partition_start_ns: i64, generation: u64) -> Path {
-    Path::from_iter([
-        "nodes",
-        node,
-        "partitions",
-        &crate::segment::table_dir(table),
-        &partition_start_ns.to_string(),
-        &format!("{generation:016}.json"),
-    ])
+fn partition_manifest_path(node: &str, partition_start_ns: i64, generation: u64) -> Path {
+    Path::from_iter(["nodes", node, "partitions", &partition_start_ns.to_string(), &format!("{generation:016}.json")])
+}
+
+/// The key of a partition manifest: the time partition. Stores written before shared
+/// segments had one manifest per table and partition (`table` not empty); the next save
+/// replaces them with one per partition.
+type PartitionKey = (String, i64);
+
+fn partition_key(segment: &SegmentMeta) -> PartitionKey {
+    (String::new(), segment.partition_start_ns)
 }
 
 /// One node's live segments, in memory.
@@ -62,8 +67,8 @@ pub struct Manifest {
     /// be reading them.
     pub pending_deletes: Vec<PendingDelete>,
     next_generation: u64,
-    /// The partition manifest file currently naming each (table, partition)'s segments.
-    partition_files: BTreeMap<(String, i64), String>,
+    /// The partition manifest file currently naming each partition's segments.
+    partition_files: BTreeMap<PartitionKey, String>,
     /// Partitions whose manifest could not be read: their segments are not served until
     /// `vigil store repair` rebuilds them. Kept in the root until then.
     pub damaged: Vec<DamagedPartition>,
@@ -75,6 +80,8 @@ pub struct Manifest {
 /// A partition whose manifest is missing or unreadable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DamagedPartition {
+    /// Empty for a manifest of all tables (the table of an older store's manifest).
+    #[serde(default)]
     pub table: String,
     pub partition_start_ns: i64,
     pub path: String,
@@ -98,6 +105,17 @@ pub struct SegmentMeta {
     /// Exact statistics per column, where Parquet had them (absent in old manifests).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stats: Vec<ColumnStats>,
+    /// In a shared segment, where this table's rows are; `None`: the file is the table's own.
+    /// Entries of one shared file share its id, path and size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<crate::shared::SharedRows>,
+}
+
+impl SegmentMeta {
+    /// Rows of the whole file (a shared file holds other tables' too).
+    pub fn file_rows(&self) -> u64 {
+        self.shared.map_or(self.rows, |s| s.file_rows)
+    }
 }
 
 /// Null count and exact bounds of one column of one segment.
@@ -267,6 +285,7 @@ struct Root {
 /// A partition as the root names it: enough to prune it without reading its manifest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct PartitionEntry {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     table: String,
     partition_start_ns: i64,
     path: String,
@@ -278,6 +297,7 @@ struct PartitionEntry {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct PartitionManifest {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub table: String,
     pub partition_start_ns: i64,
     pub segments: Vec<SegmentMeta>,
@@ -307,10 +327,16 @@ impl Manifest {
         self.segments.iter().map(|s| s.table.as_str())
     }
 
-    fn partition_keys(&self) -> BTreeMap<(String, i64), Vec<u64>> {
-        let mut keys: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
+    /// True when some partition manifest is an older store's, of one table: the next save
+    /// writes one per partition instead.
+    pub fn has_table_partitions(&self) -> bool {
+        self.partition_files.keys().any(|(table, _)| !table.is_empty())
+    }
+
+    fn partition_keys(&self) -> BTreeMap<PartitionKey, Vec<(u64, String)>> {
+        let mut keys: BTreeMap<PartitionKey, Vec<(u64, String)>> = BTreeMap::new();
         for s in &self.segments {
-            keys.entry((s.table.clone(), s.partition_start_ns)).or_default().push(s.id);
+            keys.entry(partition_key(s)).or_default().push((s.id, s.table.clone()));
         }
         for ids in keys.values_mut() {
             ids.sort_unstable();
@@ -425,9 +451,11 @@ pub(crate) async fn rebuild_root(
     while let Some(object) = listing.try_next().await? {
         let location = object.location;
         let parts: Vec<String> = location.parts().map(|p| p.as_ref().to_string()).collect();
-        let [.., table_dir, partition_dir, file] = parts.as_slice() else { continue };
+        // Generations of one partition share a directory (`<partition>/`, or `<table>/<partition>/`
+        // in an older store).
+        let Some((file, directory)) = parts.split_last() else { continue };
         let Some(generation) = file.strip_suffix(".json").and_then(|g| g.parse::<u64>().ok()) else { continue };
-        newest.entry(format!("{table_dir}/{partition_dir}")).or_default().push((generation, location.clone()));
+        newest.entry(directory.join("/")).or_default().push((generation, location.clone()));
     }
     let mut manifest = Manifest::empty(node);
     manifest.root_damaged = Some(reason);
@@ -481,9 +509,9 @@ pub async fn save(
     }
     let before = previous.partition_keys();
     let after = manifest.partition_keys();
-    let mut by_key: BTreeMap<(String, i64), Vec<&SegmentMeta>> = BTreeMap::new();
+    let mut by_key: BTreeMap<PartitionKey, Vec<&SegmentMeta>> = BTreeMap::new();
     for s in &manifest.segments {
-        by_key.entry((s.table.clone(), s.partition_start_ns)).or_default().push(s);
+        by_key.entry(partition_key(s)).or_default().push(s);
     }
     let mut writes = Vec::new();
     let mut replaced = Vec::new();
@@ -493,7 +521,7 @@ pub async fn save(
         }
         let generation = manifest.next_generation;
         manifest.next_generation += 1;
-        let path = partition_manifest_path(&manifest.node, &key.0, key.1, generation);
+        let path = partition_manifest_path(&manifest.node, key.1, generation);
         let body = PartitionManifest {
             table: key.0.clone(),
             partition_start_ns: key.1,
@@ -505,7 +533,7 @@ pub async fn save(
             replaced.push(old);
         }
     }
-    let gone: Vec<(String, i64)> =
+    let gone: Vec<PartitionKey> =
         manifest.partition_files.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
     // A damaged partition is no partition_files key: its record stays in the root as it is.
     for key in gone {
@@ -539,7 +567,7 @@ pub async fn save(
         })
         .collect();
     let root = Root {
-        version: 2,
+        version: 3,
         node: manifest.node.clone(),
         next_segment_id: manifest.next_segment_id,
         next_generation: manifest.next_generation,
@@ -581,6 +609,7 @@ mod tests {
             columns: vec!["job".into(), "timestamp".into(), "value".into()],
             level: 0,
             stats: vec![ColumnStats { name: "job".into(), nulls: 0, min: Some(StatValue::Text(format!("j{id}"))), max: Some(StatValue::Text(format!("k{id}"))) }],
+            shared: None,
         }
     }
 
@@ -588,19 +617,20 @@ mod tests {
     async fn saves_only_changed_partitions_and_loads_back() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let mut first = Manifest::empty("a");
-        first.segments = vec![segment(1, "m", 0, 5), segment(2, "n", 0, 7)];
+        first.segments = vec![segment(1, "m", 0, 5), segment(2, "n", 7200, 7)];
         first.next_segment_id = 3;
         save(&store, &mut first, &Manifest::empty("a"), 0).await.unwrap();
         let files_after_first = first.partition_files.clone();
+        let key = |partition: i64| (String::new(), partition);
 
         let mut second = first.clone();
         second.segments.push(segment(3, "m", 0, 1));
         second.next_segment_id = 4;
         save(&store, &mut second, &first, 42).await.unwrap();
-        // Only partition m/0 got a new generation; its old file waits for deletion.
-        assert_eq!(second.partition_files[&("n".to_string(), 0)], files_after_first[&("n".to_string(), 0)]);
-        assert_ne!(second.partition_files[&("m".to_string(), 0)], files_after_first[&("m".to_string(), 0)]);
-        assert_eq!(second.pending_deletes, vec![PendingDelete { path: files_after_first[&("m".to_string(), 0)].clone(), not_before_unix_ms: 42 }]);
+        // Only partition 0 got a new generation; its old file waits for deletion.
+        assert_eq!(second.partition_files[&key(7200)], files_after_first[&key(7200)]);
+        assert_ne!(second.partition_files[&key(0)], files_after_first[&key(0)]);
+        assert_eq!(second.pending_deletes, vec![PendingDelete { path: files_after_first[&key(0)].clone(), not_before_unix_ms: 42 }]);
 
         let mut cache = PartitionCache::default();
         let loaded = load_node(&store, "a", &mut cache).await.unwrap().unwrap();

@@ -1,5 +1,6 @@
-//! Parquet segments: one file per table and time partition per flush, sorted by series then
-//! time, written and read through `object_store`.
+//! Parquet segments, written and read through `object_store`: a table's own (fixed tables,
+//! and metric tables of older stores) sorted by series then time, or shared by the metric
+//! tables of a partition (see [`crate::shared`]).
 
 use std::sync::Arc;
 
@@ -58,9 +59,9 @@ pub fn table_dir(table: &str) -> std::borrow::Cow<'_, str> {
 /// its directory is a hash (see [`table_dir`]), so a repair can rebuild a lost manifest.
 pub const TABLE_KEY: &str = "vigil.table";
 
-fn writer_properties(batch: &RecordBatch, table: &str) -> WriterProperties {
+fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperties {
     let mut props = WriterProperties::builder()
-        .set_key_value_metadata(Some(vec![datafusion::parquet::file::metadata::KeyValue::new(TABLE_KEY.to_string(), table.to_string())]))
+        .set_key_value_metadata(table.map(|table| vec![datafusion::parquet::file::metadata::KeyValue::new(TABLE_KEY.to_string(), table.to_string())]))
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
@@ -85,11 +86,12 @@ fn writer_properties(batch: &RecordBatch, table: &str) -> WriterProperties {
     props.build()
 }
 
-/// Writes one segment; returns its size in bytes and the exact statistics of its columns.
+/// Writes one segment (of `table`, or shared by the tables its rows name); returns its size
+/// in bytes and the exact statistics of its columns.
 pub async fn write(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
-    table: &str,
+    table: Option<&str>,
     batches: &[RecordBatch],
 ) -> Result<(u64, Vec<ColumnStats>), StorageError> {
     let Some(first) = batches.first() else {

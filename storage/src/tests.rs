@@ -401,7 +401,10 @@ mod poisoned {
     #[async_trait::async_trait]
     impl ObjectStore for PoisonedStore {
         async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-            if self.failing.load(std::sync::atomic::Ordering::Relaxed) && location.as_ref().contains("poison") {
+            // While failing, the store refuses the table "poison" and the shared segments (which
+            // hold it too): the flush writes the tables one file each, and only poison fails.
+            let refused = location.as_ref().contains("poison") || location.as_ref().contains("/segments/");
+            if self.failing.load(std::sync::atomic::Ordering::Relaxed) && refused {
                 return Err(datafusion::object_store::Error::Generic { store: "poisoned", source: "this table cannot be written".into() });
             }
             self.inner.put_opts(location, payload, opts).await
@@ -492,10 +495,15 @@ async fn a_long_odd_metric_name_is_stored_under_a_bounded_directory() {
 }
 
 /// Two tables flushed to segments in one partition each.
+/// When `mem`'s samples are: a partition of its own, after `cpu`'s four hours (shared
+/// segments hold every metric table of a partition, so damage to one partition's files or
+/// manifest costs only that partition's tables).
+const MEM_T: i64 = T0 + 8 * HOUR_NS;
+
 async fn two_flushed_tables(dir: &std::path::Path) -> Storage {
     let storage = Storage::open(options(dir)).await.unwrap();
     storage.write(four_hours()).await.unwrap();
-    storage.write(batch(vec![series("mem", &[("host", "a")], [(T0, 1.0), (T0 + 1, 2.0)])])).await.unwrap();
+    storage.write(batch(vec![series("mem", &[("host", "a")], [(MEM_T, 1.0), (MEM_T + 1, 2.0)])])).await.unwrap();
     storage.persist().await.unwrap();
     storage
 }
@@ -529,13 +537,14 @@ async fn a_lost_partition_manifest_costs_its_partition_until_a_repair() {
     let storage = two_flushed_tables(dir.path()).await;
     let node = storage.node_id().to_string();
     drop(storage);
-    let partitions = dir.path().join("segments/nodes").join(&node).join("partitions/mem");
+    let mem_partition = crate::buffer::partition_start(MEM_T, options(dir.path()).partition_duration.as_nanos() as i64);
+    let partitions = dir.path().join("segments/nodes").join(&node).join(format!("partitions/{mem_partition}"));
     std::fs::remove_dir_all(&partitions).unwrap();
 
     let storage = Storage::open(options(dir.path())).await.unwrap();
     let damage = storage.damage();
     assert_eq!(damage.partitions.len(), 1, "{damage:?}");
-    assert_eq!(damage.partitions[0].table, "mem");
+    assert_eq!(damage.partitions[0].partition_start_ns, mem_partition, "mem's partition");
     assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480, "the rest is served");
     // Writes go on, and a flush does not forget the damaged partition.
     storage.write(batch(vec![series("other", &[("k", "v")], [(T0, 1.0)])])).await.unwrap();
@@ -608,4 +617,124 @@ async fn cardinality_limits_refuse_new_names_and_series_but_keep_known_ones() {
     assert_eq!(status.metric_names, 2);
     let written = storage.write(batch(vec![series("c", &[("i", "1")], [(T0, 1.0)])])).await.unwrap();
     assert_eq!(written.refused.series, 1);
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut std::collections::BTreeSet<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                walk(&entry.path(), out);
+            } else {
+                out.insert(entry.path());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(dir, &mut out);
+    out
+}
+
+/// Every file of the store under a data directory.
+fn store_files(data_dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    files_under(&data_dir.join("segments"))
+}
+
+#[tokio::test]
+async fn a_flush_of_two_thousand_metric_names_writes_a_handful_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let names: Vec<String> = (0..2000).map(|i| format!("metric_{i:04}")).collect();
+    let all = names.iter().enumerate().map(|(i, name)| series(name, &[("job", "node"), ("shard", &format!("{}", i % 7))], [(T0, i as f64), (T0 + 60_000_000_000, i as f64 + 0.5)]));
+    storage.write(batch(all.collect())).await.unwrap();
+    let before = store_files(dir.path());
+    let summary = storage.persist().await.unwrap();
+    let written: Vec<_> = store_files(dir.path()).difference(&before).cloned().collect();
+    assert_eq!(summary.segments, 1, "one shared segment for the one partition");
+    assert!(written.len() <= 10, "{} files: {written:?}", written.len());
+    assert_eq!(summary.rows, 4000);
+    assert_eq!(storage.manifest().segments.len(), 2000, "one manifest entry per table");
+    for name in ["metric_0000", "metric_0999", "metric_1999"] {
+        assert_eq!(count(&storage, &format!("SELECT count(*) FROM {name}")).await, 2, "{name}");
+    }
+    let batches = sql(&storage, "SELECT shard, sum(value) AS s FROM metric_1234 GROUP BY shard").await;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    assert!(text.contains("| 2     | 2468.5 |"), "{text}");
+}
+
+#[tokio::test]
+async fn a_table_spanning_row_groups_of_a_shared_segment_reads_exactly_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let many = 300_000i64; // more than two row groups
+    storage
+        .write(batch(vec![
+            series("a_small", &[("k", "a")], (0..10).map(|i| (T0 + i, 1.0))),
+            series("b_big", &[("k", "b")], (0..many).map(|i| (T0 + i, 2.0))),
+            series("c_small", &[("k", "c"), ("z", "only_c")], (0..10).map(|i| (T0 + i, 3.0))),
+        ]))
+        .await
+        .unwrap();
+    storage.persist().await.unwrap();
+    let entries = storage.manifest().segments.clone();
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|s| s.shared.is_some() && s.path == entries[0].path), "{entries:?}");
+    // Filters that only prune (k) and exact time bounds both see only the table's own run.
+    assert_eq!(count(&storage, "SELECT count(*) FROM a_small").await, 10);
+    assert_eq!(count(&storage, "SELECT count(*) FROM b_big").await, many);
+    assert_eq!(count(&storage, "SELECT count(*) FROM b_big WHERE k = 'b'").await, many);
+    assert_eq!(count(&storage, "SELECT count(*) FROM c_small WHERE k = 'c' AND z = 'only_c'").await, 10);
+    assert_eq!(count(&storage, "SELECT count(*) FROM c_small WHERE value <> 3.0").await, 0);
+    assert_eq!(count(&storage, "SELECT count(*) FROM b_big WHERE value <> 2.0").await, 0);
+    let start = T0 + many - 5;
+    assert_eq!(count(&storage, &format!("SELECT count(*) FROM b_big WHERE timestamp >= arrow_cast({start}, 'Timestamp(Nanosecond, None)')")).await, 5);
+}
+
+/// A store as Vigil wrote it before shared segments (one partition manifest and one file per
+/// table and partition), made by that version: `testdata/store-before-shared-segments`.
+#[tokio::test]
+async fn a_store_of_per_table_files_opens_migrates_and_compacts_into_shared_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/store-before-shared-segments");
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        for file in files_under(from) {
+            let target = to.join(file.strip_prefix(from).unwrap());
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(&file, &target).unwrap();
+        }
+    };
+    copy(&fixture.join("nodes"), &dir.path().join("segments/nodes"));
+    std::fs::copy(fixture.join("node_id"), dir.path().join("node_id")).unwrap();
+    let mut opts = options(dir.path());
+    opts.partition_duration = Duration::from_secs(7200); // the fixture's
+    let queries = [
+        ("SELECT count(*) FROM http_requests_total", 12),
+        ("SELECT CAST(sum(value) AS BIGINT) FROM http_requests_total", 450),
+        ("SELECT count(*) FROM node_load1", 7),
+        ("SELECT count(*) FROM node_load1 WHERE instance = 'b'", 1),
+    ];
+    let storage = Storage::open(opts.clone()).await.unwrap();
+    assert!(!storage.manifest().has_table_partitions(), "partition manifests moved at start");
+    for (query, expected) in queries {
+        assert_eq!(count(&storage, query).await, expected, "{query}");
+    }
+    assert!(storage.manifest().segments.iter().all(|s| s.shared.is_none()), "files stay where they are until compacted");
+    let node = storage.node_id().to_string();
+    let per_partition = dir.path().join("segments/nodes").join(&node).join("partitions/1700006400000000000");
+    assert!(per_partition.is_dir(), "one manifest per time partition");
+
+    // Compaction moves every closed partition's per-table files into one shared segment.
+    assert_eq!(storage.compact().await.unwrap(), 3);
+    let manifest = storage.manifest();
+    assert!(manifest.segments.iter().all(|s| s.shared.is_some()), "{:?}", manifest.segments);
+    let files: std::collections::BTreeSet<&str> = manifest.segments.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(files.len(), 3, "one file per partition: {files:?}");
+    for (query, expected) in queries {
+        assert_eq!(count(&storage, query).await, expected, "{query} after compaction");
+    }
+    storage.close().await.unwrap();
+    let again = Storage::open(opts).await.unwrap();
+    for (query, expected) in queries {
+        assert_eq!(count(&again, query).await, expected, "{query} after a restart");
+    }
 }

@@ -438,16 +438,24 @@ async fn connections_are_bounded_in_number_and_time() {
     }
 }
 
-/// The segment files of a table, newest first.
+/// The segment files holding rows of a table (its own or shared), newest first, as the
+/// node's manifests name them.
 fn segment_files(data: &std::path::Path, table: &str) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = walk(&data.join("segments/nodes"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet") && p.components().any(|c| c.as_os_str() == table))
-        .filter(|p| !p.components().any(|c| c.as_os_str() == "quarantine"))
-        .collect();
+    let store = data.join("segments");
+    let read = |path: &std::path::Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+    let mut files: Vec<(u64, String)> = Vec::new();
+    for root in walk(&store.join("nodes")).into_iter().filter(|p| p.ends_with("manifest.json")) {
+        for partition in read(&root)["partitions"].as_array().unwrap() {
+            for segment in read(&store.join(partition["path"].as_str().unwrap()))["segments"].as_array().unwrap() {
+                if segment["table"] == table {
+                    files.push((segment["id"].as_u64().unwrap(), segment["path"].as_str().unwrap().to_string()));
+                }
+            }
+        }
+    }
     files.sort();
-    files.reverse();
-    files
+    files.dedup();
+    files.into_iter().rev().map(|(_, path)| store.join(path)).collect()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -476,9 +484,13 @@ async fn damaged_files_are_contained_and_repaired() {
     let mut vigil = Vigil::start(&data, &args).await;
     let write = vigil.url("/api/v1/write");
     let t0 = now_ms() - 600_000;
-    for (metric, count) in [("damaged_total", 100), ("kept_total", 10)] {
+    // kept_total three hours earlier: another time partition, so its own segment files and
+    // partition manifest (metric tables of one partition share them).
+    let kept_t0 = t0 - 3 * 3_600_000;
+    let kept_partition = kept_t0 * 1_000_000 / 7_200_000_000_000 * 7_200_000_000_000;
+    for (metric, count, start) in [("damaged_total", 100, t0), ("kept_total", 10, kept_t0)] {
         for part in 0..2 {
-            let points: Vec<(i64, f64)> = (0..count).map(|i| (t0 + part * 100_000 + i * 10, 1.0)).collect();
+            let points: Vec<(i64, f64)> = (0..count).map(|i| (start + part * 100_000 + i * 10, 1.0)).collect();
             assert_eq!(send(&vigil.client, &write, encode(&WriteRequest { timeseries: vec![series(metric, &[("job", "a")], &points)] })).await.0, 204);
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
@@ -504,7 +516,7 @@ async fn damaged_files_are_contained_and_repaired() {
 
     // A lost partition manifest: the node starts, serves the rest, says what is missing.
     let node = std::fs::read_to_string(data.join("node_id")).unwrap().trim().to_string();
-    std::fs::remove_dir_all(data.join("segments/nodes").join(&node).join("partitions/kept_total")).unwrap();
+    std::fs::remove_dir_all(data.join("segments/nodes").join(&node).join(format!("partitions/{kept_partition}"))).unwrap();
     let vigil = Vigil::start(&data, &args).await;
     assert_eq!(vigil.count("SELECT count(*) FROM damaged_total").await, 100);
     assert!(vigil.log_text().contains("partition manifest unreadable"), "{}", vigil.log_text());
@@ -517,7 +529,7 @@ async fn damaged_files_are_contained_and_repaired() {
     let mut vigil = vigil;
     vigil.terminate();
     let (ok, report) = vigil_store("repair", &data);
-    assert!(ok && report.contains("repaired: partition kept_total"), "{report}");
+    assert!(ok && report.contains(&format!("repaired: partition at {kept_partition}")), "{report}");
     let (ok, report) = vigil_store("check", &data);
     assert!(ok, "{report}");
 
