@@ -36,7 +36,7 @@ use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema, 
 use crate::{Storage, StorageError};
 
 /// Rows per batch handed to queries from the buffer.
-const QUERY_BATCH_ROWS: usize = 64 * 1024;
+pub(crate) const QUERY_BATCH_ROWS: usize = 64 * 1024;
 
 /// The schema provider holding every Vigil table.
 #[derive(Debug, Clone)]
@@ -281,16 +281,7 @@ impl TableProvider for VigilTable {
     /// Time bounds are applied exactly (segments wholly inside them are read without a
     /// filter, so their statistics stay exact); everything else only prunes.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if is_time_bound(f, self.time_column()) {
-                    TableProviderFilterPushDown::Exact
-                } else {
-                    TableProviderFilterPushDown::Inexact
-                }
-            })
-            .collect())
+        Ok(crate::filters::pushdown(filters, self.time_column()))
     }
 
     async fn scan(
@@ -341,14 +332,7 @@ impl TableProvider for VigilTable {
         if !partial.is_empty() {
             inputs.push(self.segment_scan(state, partial, projection.clone(), filters, limit).await?);
         }
-        if !buffered.is_empty() {
-            inputs.push(MemorySourceConfig::try_new_exec(&[buffered], self.schema.clone(), projection.clone())?);
-        }
-        if inputs.is_empty() {
-            let schema = datafusion::physical_plan::project_schema(&self.schema, projection.as_ref())?;
-            return Ok(Arc::new(EmptyExec::new(schema)));
-        }
-        UnionExec::try_new(inputs)
+        with_buffered(inputs, buffered, &self.schema, projection)
     }
 }
 
@@ -361,37 +345,75 @@ impl VigilTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let (store_url, _) = self.storage.object_store();
-        let mut source = ParquetSource::new(self.schema.clone());
-        let pushdown = !filters.is_empty();
-        if let Some(predicate) = conjunction(filters.iter().cloned()) {
-            let df_schema = DFSchema::try_from(self.schema.clone())?;
-            // Row-level filtering: the time bounds were promised exact.
-            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-        }
         let statistics = table_statistics(&segments, &self.schema);
-        let groups = state.config().target_partitions().max(1).min(segments.len());
-        let mut files: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
-        for (i, segment) in segments.iter().enumerate() {
-            let mut file = PartitionedFile::new(segment.path.clone(), segment.size_bytes);
-            if let Some(shared) = &segment.shared {
-                // Only this table's run of the shared file: row groups and pages outside it
-                // are never read.
-                file = file.with_extension(ParquetRowSelection::new(crate::shared::row_selection(shared, segment.rows)));
-            }
-            files[i % groups].push(file);
-        }
-        let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
-            .with_file_groups(files.into_iter().map(FileGroup::new).collect())
-            .with_projection_indices(projection)?
-            .with_limit(limit)
-            .with_statistics(statistics)
-            .build();
-        let mut options = datafusion::config::TableParquetOptions::default();
-        options.global = state.config().options().execution.parquet.clone();
-        options.global.pushdown_filters |= pushdown;
-        ParquetFormat::default().with_options(options).create_physical_plan(state, config).await
+        let files = segments
+            .iter()
+            .map(|segment| {
+                let file = PartitionedFile::new(segment.path.clone(), segment.size_bytes);
+                match &segment.shared {
+                    // Only this table's run of the shared file: row groups and pages outside
+                    // it are never read.
+                    Some(shared) => file.with_extension(ParquetRowSelection::new(crate::shared::row_selection(shared, segment.rows))),
+                    None => file,
+                }
+            })
+            .collect();
+        parquet_scan(&self.storage, state, &self.schema, files, statistics, projection, filters, limit).await
     }
+}
+
+/// A Parquet scan of `files` in `schema`: `filters` as the pruning predicate and, when there
+/// are any, row by row (time bounds were promised exact).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn parquet_scan(
+    storage: &Storage,
+    state: &dyn Session,
+    schema: &SchemaRef,
+    files: Vec<PartitionedFile>,
+    statistics: datafusion::common::Statistics,
+    projection: Option<Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let (store_url, _) = storage.object_store();
+    let mut source = ParquetSource::new(schema.clone());
+    let pushdown = !filters.is_empty();
+    if let Some(predicate) = conjunction(filters.iter().cloned()) {
+        let df_schema = DFSchema::try_from(schema.clone())?;
+        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+    }
+    let groups = state.config().target_partitions().max(1).min(files.len().max(1));
+    let mut grouped: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
+    for (i, file) in files.into_iter().enumerate() {
+        grouped[i % groups].push(file);
+    }
+    let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
+        .with_file_groups(grouped.into_iter().map(FileGroup::new).collect())
+        .with_projection_indices(projection)?
+        .with_limit(limit)
+        .with_statistics(statistics)
+        .build();
+    let mut options = datafusion::config::TableParquetOptions::default();
+    options.global = state.config().options().execution.parquet.clone();
+    options.global.pushdown_filters |= pushdown;
+    ParquetFormat::default().with_options(options).create_physical_plan(state, config).await
+}
+
+/// The plan of a scan: its segment scans and its buffered rows, united (or nothing).
+pub(crate) fn with_buffered(
+    mut inputs: Vec<Arc<dyn ExecutionPlan>>,
+    buffered: Vec<RecordBatch>,
+    schema: &SchemaRef,
+    projection: Option<Vec<usize>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if !buffered.is_empty() {
+        inputs.push(MemorySourceConfig::try_new_exec(&[buffered], schema.clone(), projection.clone())?);
+    }
+    if inputs.is_empty() {
+        let schema = datafusion::physical_plan::project_schema(schema, projection.as_ref())?;
+        return Ok(Arc::new(EmptyExec::new(schema)));
+    }
+    UnionExec::try_new(inputs)
 }
 
 /// The time span a scan of `table` with `filters` covers, in nanoseconds; `None` when it
@@ -424,7 +446,7 @@ fn within(batch: &RecordBatch, time_index: usize, filter: &ScanFilter) -> Result
 }
 
 /// True when the segment's statistics show that no row can match a label equality.
-fn label_excludes(segment: &SegmentMeta, filter: &ScanFilter) -> bool {
+pub(crate) fn label_excludes(segment: &SegmentMeta, filter: &ScanFilter) -> bool {
     use crate::manifest::StatValue;
     filter.label_equals.iter().any(|(column, value)| {
         let Some(stats) = segment.stats.iter().find(|c| &c.name == column) else {
@@ -438,7 +460,7 @@ fn label_excludes(segment: &SegmentMeta, filter: &ScanFilter) -> bool {
     })
 }
 
-fn to_df(e: StorageError) -> datafusion::error::DataFusionError {
+pub(crate) fn to_df(e: StorageError) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::External(Box::new(e))
 }
 

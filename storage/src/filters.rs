@@ -3,7 +3,7 @@
 //! Everything else is left to DataFusion (pushdown is `Inexact`).
 
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 
 use crate::buffer::ScanFilter;
 
@@ -164,4 +164,13 @@ mod tests {
         let scan = scan_filter(&filters, "start", |_| false);
         assert_eq!((scan.start_ns, scan.end_ns), (Some(1_000_000_000), Some(2_000_000_000)));
     }
+}
+
+/// How a Vigil table takes `filters`: time bounds on `time_column` exactly (they are applied
+/// row by row), everything else only to prune.
+pub(crate) fn pushdown(filters: &[&Expr], time_column: &str) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|f| if is_time_bound(f, time_column) { TableProviderFilterPushDown::Exact } else { TableProviderFilterPushDown::Inexact })
+        .collect()
 }

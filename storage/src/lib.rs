@@ -29,6 +29,7 @@ pub mod catalog;
 pub mod damage;
 mod filters;
 pub mod lease;
+pub mod metric_set;
 pub mod manifest;
 mod maintenance;
 pub use maintenance::PersistSummary;

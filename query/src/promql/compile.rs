@@ -47,6 +47,22 @@ struct SelectorTable {
     filters: Vec<Expr>,
 }
 
+/// What a selector reads: its tables, the labels of their rows, and — for a selector without
+/// a metric name over several tables — the tables as one ([`vigil_storage::metric_set`]):
+/// one scan per shared segment instead of one per table.
+struct Selection {
+    tables: Vec<SelectorTable>,
+    labels: Vec<String>,
+    set: Option<SelectedSet>,
+}
+
+/// Tables read as one, with the union of their label columns and the matchers' filters.
+struct SelectedSet {
+    provider: Arc<vigil_storage::metric_set::MetricSet>,
+    columns: BTreeSet<String>,
+    filters: Vec<Expr>,
+}
+
 /// Most tables one union plan holds (see `Compiler::union_in_groups`).
 const UNION_FAN_IN: usize = 64;
 
@@ -256,36 +272,37 @@ impl<'a> Compiler<'a> {
         let (low_ms, high_ms) = (first - offset - window_ms, last - offset);
         let remote = self.distributed_context(high_ms - low_ms).await?;
         let ctx = remote.unwrap_or(self.engine.context());
-        let (tables, labels) = self.selector_tables(ctx, selector).await?;
-        if tables.is_empty() {
+        let selection = self.selector_tables(ctx, selector).await?;
+        if selection.tables.is_empty() {
             return Ok(self.empty_matrix(window_ms, offset, at));
         }
         // The sweep reads labels as the tables keep them: a series' run is a run of equal keys.
         let sweep_labels = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-        let chunks = if tables.len() > UNION_FAN_IN {
+        let chunks = if selection.set.is_none() && selection.tables.len() > UNION_FAN_IN {
             // Thousands of tables are read once, in groups (see `union_in_groups`).
-            let frame = self.rows_frame(ctx, &tables, &labels, low_ms, high_ms, &sweep_labels).await?;
+            let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels).await?;
             vec![SweepChunk { high_ms, frame }]
         } else {
             let partition_ms = i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
             let mut chunks = Vec::new();
             for (low, high) in chunk_bounds(low_ms, high_ms, partition_ms) {
-                chunks.push(SweepChunk { high_ms: high, frame: self.rows_frame(ctx, &tables, &labels, low, high, &sweep_labels).await? });
+                chunks.push(SweepChunk { high_ms: high, frame: self.rows_frame(ctx, &selection, low, high, &sweep_labels).await? });
             }
             chunks
         };
-        Ok(MatrixPlan { chunks, labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
+        Ok(MatrixPlan { chunks, labels: selection.labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
     }
 
     /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `#ts`,
     /// `#value`) over every matching metric table; `None` when no table can match.
     pub async fn selector_rows(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
         let ctx = self.engine.context();
-        let (tables, labels) = self.selector_tables(ctx, selector).await?;
-        if tables.is_empty() {
+        let selection = self.selector_tables(ctx, selector).await?;
+        if selection.tables.is_empty() {
             return Ok(None);
         }
-        Ok(Some((self.rows_frame(ctx, &tables, &labels, low_ms, high_ms, &DataType::Utf8).await?, labels)))
+        let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &DataType::Utf8).await?;
+        Ok(Some((frame, selection.labels)))
     }
 
     /// The Ballista session, when distributed queries are on and `span_ms` is long enough.
@@ -308,7 +325,7 @@ impl<'a> Compiler<'a> {
         &self,
         ctx: &datafusion::prelude::SessionContext,
         selector: &VectorSelector,
-    ) -> Result<(Vec<SelectorTable>, Vec<String>), PromError> {
+    ) -> Result<Selection, PromError> {
         if !selector.matchers.or_matchers.is_empty() {
             return Err(bad("`or` in label matchers is not supported"));
         }
@@ -355,15 +372,38 @@ impl<'a> Compiler<'a> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        Ok((tables, labels))
+        let set = if local && nameless && tables.len() > 1 { self.selected_set(selector, &tables) } else { None };
+        Ok(Selection { tables, labels, set })
+    }
+
+    /// The tables as one, when every one is named like its metric and all their flushed rows
+    /// are in shared segments.
+    fn selected_set(&self, selector: &VectorSelector, tables: &[SelectorTable]) -> Option<SelectedSet> {
+        if tables.iter().any(|t| t.table != t.metric) {
+            return None;
+        }
+        let provider = self.engine.storage().metric_set(tables.iter().map(|t| (t.table.as_str(), t.schema.as_ref())))?;
+        let columns: BTreeSet<String> = tables.iter().flat_map(|t| t.columns.iter().cloned()).collect();
+        let mut filters = Vec::new();
+        for matcher in selector.matchers.matchers.iter().filter(|m| m.name != NAME) {
+            let column = label_column_name(&matcher.name).into_owned();
+            if !columns.contains(&column) {
+                continue; // no table has the label: the tables chosen all match it empty
+            }
+            filters.push(matcher_filter(matcher, &column));
+            if matcher.op == MatchOp::Equal && !matcher.value.is_empty() {
+                // The same condition in a form statistics prune row groups and pages with.
+                filters.push(ident(column.as_str()).eq(lit(matcher.value.clone())));
+            }
+        }
+        Some(SelectedSet { provider: Arc::new(provider), columns, filters })
     }
 
     /// The rows of `tables` with samples in `[low_ms, high_ms]`, in the columns `labels`.
     async fn rows_frame(
         &self,
         ctx: &datafusion::prelude::SessionContext,
-        tables: &[SelectorTable],
-        labels: &[String],
+        selection: &Selection,
         low_ms: i64,
         high_ms: i64,
         label_type: &DataType,
@@ -371,32 +411,42 @@ impl<'a> Compiler<'a> {
         let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
         let storage = self.engine.storage();
         let local = std::ptr::eq(ctx, self.engine.context());
-        let mut inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>> = Vec::with_capacity(tables.len());
-        for table in tables {
-            let frame = if local {
-                ctx.read_table(storage.table_provider(&table.table, table.schema.clone()))?
-            } else {
-                ctx.table(TableReference::bare(table.table.as_str())).await?
-            };
+        let rows = |frame: DataFrame, filters: &[Expr], name: Expr, columns: &BTreeSet<String>| -> Result<DataFrame, PromError> {
             let time_bounds = [
                 ident(TIMESTAMP_COLUMN).gt_eq(lit(ScalarValue::TimestampNanosecond(Some(low_ns), Some("UTC".into())))),
                 ident(TIMESTAMP_COLUMN).lt_eq(lit(ScalarValue::TimestampNanosecond(Some(high_ns), Some("UTC".into())))),
             ];
-            let filter = time_bounds.into_iter().chain(table.filters.iter().cloned()).reduce(Expr::and).unwrap_or(lit(true));
-            let mut projection: Vec<Expr> = labels
+            let filter = time_bounds.into_iter().chain(filters.iter().cloned()).reduce(Expr::and).unwrap_or(lit(true));
+            let mut projection: Vec<Expr> = selection
+                .labels
                 .iter()
                 .map(|label| {
                     if label == NAME {
-                        return cast(lit(table.metric.clone()), label_type.clone()).alias(NAME);
+                        return cast(name.clone(), label_type.clone()).alias(NAME);
                     }
                     let column = label_column_name(label).into_owned();
-                    let value = if table.columns.contains(&column) { ident(column) } else { null_label() };
+                    let value = if columns.contains(&column) { ident(column) } else { null_label() };
                     cast(value, label_type.clone()).alias(label)
                 })
                 .collect();
             projection.push((cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)).alias(TS));
             projection.push(ident(VALUE_COLUMN).alias(VALUE));
-            inputs.push(Arc::new(frame.filter(filter)?.select(projection)?.into_unoptimized_plan()));
+            Ok(frame.filter(filter)?.select(projection)?)
+        };
+        if let Some(set) = &selection.set {
+            let frame = ctx.read_table(set.provider.clone())?;
+            let name = ident(vigil_storage::metric_set::TABLE_COLUMN);
+            return rows(frame, &set.filters, name, &set.columns);
+        }
+        let mut inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>> = Vec::with_capacity(selection.tables.len());
+        for table in &selection.tables {
+            let frame = if local {
+                ctx.read_table(storage.table_provider(&table.table, table.schema.clone()))?
+            } else {
+                ctx.table(TableReference::bare(table.table.as_str())).await?
+            };
+            let frame = rows(frame, &table.filters, lit(table.metric.clone()), &table.columns)?;
+            inputs.push(Arc::new(frame.into_unoptimized_plan()));
         }
         match inputs.len() {
             0 => Err(PromError::Internal("rows of no table".into())),

@@ -61,12 +61,10 @@ impl QueryEngine {
             let names: BTreeSet<String> = self.series(selectors, start_ms, end_ms).await?.into_iter().flat_map(|l| l.into_keys()).collect();
             return Ok(names.into_iter().collect());
         }
-        let storage = self.storage();
+        // Every metric table's schema in one pass over the manifests (not one per table).
         let mut names: BTreeSet<String> = BTreeSet::from([NAME.to_string()]);
-        for table in self.metric_names() {
-            if let Some(schema) = storage.table_schema(&vigil_storage::schema::metric_table_name(&table)) {
-                names.extend(label_columns(&schema).map(|c| label_name_of_column(c).to_string()));
-            }
+        for schema in self.storage().metric_table_schemas().values() {
+            names.extend(label_columns(schema).map(|c| label_name_of_column(c).to_string()));
         }
         Ok(names.into_iter().collect())
     }

@@ -201,3 +201,59 @@ async fn the_sweep_holds_its_samples_within_the_query_memory_limit() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A selector without a metric name reads its tables as one (one scan per shared segment)
+/// and answers as reading them one by one does: from the buffer, from segments, from both.
+#[tokio::test]
+async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
+    let (engine, _dir) = engine().await;
+    let at = T0 + 20 * MINUTE;
+    let queries = [
+        "{job=\"api\"}",
+        "{code=\"200\"}",
+        "{job=~\"api|web\", code!=\"500\"}",
+        "{room!=\"\"}",
+        "count by (__name__) ({__name__=~\"requests_total|temp\"})",
+        "sum by (__name__, job) (rate({job=~\".+\"}[5m]))",
+        "{__name__=~\"temp|latency_bucket\", le=\"\"}",
+    ];
+    let mut buffered = Vec::new();
+    for query in queries {
+        buffered.push(instant(&engine, query, at).await);
+    }
+    assert_eq!(buffered[0].len(), 2);
+    assert_eq!(buffered[1], vec![
+        ("__name__=requests_total,code=200,job=api".into(), 1200.0),
+        ("__name__=requests_total,code=200,job=web".into(), 2400.0),
+    ]);
+    assert_eq!(buffered[6].len(), 2, "temp's two rooms; latency_bucket has le: {:?}", buffered[6]);
+
+    let storage = engine.storage().clone();
+    storage.persist().await.unwrap();
+    let scanned = storage.segments_scanned();
+    for (query, expected) in queries.iter().zip(&buffered) {
+        assert_eq!(&instant(&engine, query, at).await, expected, "{query} from segments");
+    }
+    // Every query read its tables as one: one shared file per scan, never one per table.
+    let scans = storage.segments_scanned() - scanned;
+    assert!(scans <= queries.len() as u64 * 2, "{scans} segment scans for {} queries", queries.len());
+    let scanned = storage.segments_scanned();
+    assert_eq!(instant(&engine, "count({__name__=~\".+\"})", at).await, vec![(String::new(), 8.0)]);
+    assert_eq!(storage.segments_scanned() - scanned, 1, "three tables, one shared segment, one scan");
+
+    // Half in segments, half in the buffer: later samples of the same series.
+    let later = (121..=240).map(|i| T0 + i * 15_000);
+    let batch = WriteBatch {
+        metrics: vec![
+            series("requests_total", &[("job", "api"), ("code", "200")], later.clone().map(|t| (t, (t - T0) as f64 / 1000.0))),
+            series("temp", &[("room", "a")], later.map(|t| (t, 21.0))),
+        ],
+        rows: vec![],
+    };
+    storage.write(batch).await.unwrap();
+    let at = T0 + 50 * MINUTE;
+    let both = instant(&engine, "{job=\"api\"}", at).await;
+    assert_eq!(both, vec![("__name__=requests_total,code=200,job=api".into(), 3000.0)], "the 500s ended 20 minutes ago");
+    let rooms = instant(&engine, "max_over_time({room=~\"a|b\"}[40m])", at).await;
+    assert_eq!(rooms, vec![("room=a".into(), 21.0), ("room=b".into(), 25.0)]);
+}

@@ -1,0 +1,205 @@
+//! Many metric tables read as one table, for selectors without a metric name
+//! (`{job="api"}`): one Parquet scan per shared segment, over the runs of the chosen tables,
+//! where reading each table on its own would plan and open a scan per table — thousands of
+//! them when a cluster has thousands of metric names.
+//!
+//! The table's first column, [`TABLE_COLUMN`], names each row's table; its label columns are
+//! the union of the tables'. Rows come from the shared segments (their table column read from
+//! the file) and from the write buffer (the column added).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, DictionaryArray, Int32Array, StringArray};
+use datafusion::arrow::datatypes::{Field, Int32Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Result as DfResult, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::buffer::{TableBuffer, WriteBuffer};
+use crate::catalog::{QUERY_BATCH_ROWS, label_excludes, parquet_scan, to_df, with_buffered};
+use crate::filters::scan_filter;
+use crate::manifest::SegmentMeta;
+use crate::schema::{TIMESTAMP_COLUMN, dictionary_type, label_columns, metric_schema};
+pub use crate::shared::TABLE_COLUMN;
+use crate::{Storage, StorageError};
+
+/// Metric tables as one table (see the module docs).
+#[derive(Debug)]
+pub struct MetricSet {
+    storage: Storage,
+    tables: Vec<String>,
+    /// The union of the tables' metric schemas.
+    metric_schema: SchemaRef,
+    /// [`TABLE_COLUMN`], then `metric_schema`'s columns.
+    schema: SchemaRef,
+}
+
+impl Storage {
+    /// `tables` (metric tables, with the label columns of each) as one table, or `None` when
+    /// some of their flushed rows are in files of their own (a store from before shared
+    /// segments, until compaction has merged them): those only their own table reads.
+    pub fn metric_set<'a>(&self, tables: impl IntoIterator<Item = (&'a str, &'a Schema)>) -> Option<MetricSet> {
+        let mut names = Vec::new();
+        let mut columns = std::collections::BTreeSet::new();
+        for (table, schema) in tables {
+            names.push(table.to_string());
+            columns.extend(label_columns(schema).map(str::to_string));
+        }
+        names.sort();
+        names.dedup();
+        let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
+        {
+            let state = self.inner.state.lock();
+            let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
+            if state.manifest.segments.iter().chain(peers).any(|s| s.shared.is_none() && wanted.contains(s.table.as_str())) {
+                return None;
+            }
+        }
+        let metric_schema = metric_schema(columns.iter().map(String::as_str));
+        let mut fields = vec![Field::new(TABLE_COLUMN, dictionary_type(), false)];
+        fields.extend(metric_schema.fields().iter().map(|f| f.as_ref().clone()));
+        Some(MetricSet { storage: self.clone(), tables: names, metric_schema, schema: Arc::new(Schema::new(fields)) })
+    }
+}
+
+impl MetricSet {
+    /// Buffered rows of the tables in one generation, with their table column.
+    fn buffered(&self, generation: &WriteBuffer, filter: &crate::buffer::ScanFilter) -> Result<Vec<RecordBatch>, StorageError> {
+        let mut out = Vec::new();
+        for table in &self.tables {
+            let Some(TableBuffer::Metric(metric)) = generation.table(table) else { continue };
+            for batch in metric.batches(&self.metric_schema, filter, QUERY_BATCH_ROWS)? {
+                let names: ArrayRef = Arc::new(StringArray::from(vec![table.as_str()]));
+                let keys = Int32Array::from_value(0, batch.num_rows());
+                let mut columns: Vec<ArrayRef> = vec![Arc::new(DictionaryArray::<Int32Type>::try_new(keys, names)?)];
+                columns.extend(batch.columns().iter().cloned());
+                out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One shared file's runs of the chosen tables, as a row selection over the whole file.
+fn runs_selection(entries: &[SegmentMeta]) -> RowSelection {
+    let mut runs: Vec<(u64, u64)> = entries.iter().filter_map(|s| s.shared.map(|at| (at.first_row, s.rows))).collect();
+    runs.sort_unstable();
+    let file_rows = entries.first().map_or(0, SegmentMeta::file_rows);
+    let mut selectors = Vec::new();
+    let mut at = 0u64;
+    for (first, rows) in runs {
+        if first > at {
+            selectors.push(RowSelector::skip((first - at) as usize));
+        }
+        selectors.push(RowSelector::select(rows as usize));
+        at = first + rows;
+    }
+    if file_rows > at {
+        selectors.push(RowSelector::skip((file_rows - at) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+#[async_trait]
+impl TableProvider for MetricSet {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(crate::filters::pushdown(filters, TIMESTAMP_COLUMN))
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let labels: HashSet<&str> = label_columns(&self.metric_schema).collect();
+        let filter = scan_filter(filters, TIMESTAMP_COLUMN, |c| labels.contains(c));
+        let wanted: HashSet<&str> = self.tables.iter().map(String::as_str).collect();
+        // One consistent snapshot, as a table's scan takes it.
+        let (files, mut buffered, persisting) = {
+            let state = self.storage.inner.state.lock();
+            let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
+            let mut files: BTreeMap<String, Vec<SegmentMeta>> = BTreeMap::new();
+            for segment in state.manifest.segments.iter().chain(peers) {
+                if wanted.contains(segment.table.as_str())
+                    && filter.overlaps(segment.min_time_ns, segment.max_time_ns)
+                    && !label_excludes(segment, &filter)
+                {
+                    files.entry(segment.path.clone()).or_default().push(segment.clone());
+                }
+            }
+            let active = self.buffered(&state.active, &filter).map_err(to_df)?;
+            (files, active, state.persisting.clone())
+        };
+        if let Some(persisting) = persisting {
+            buffered.extend(self.buffered(&persisting, &filter).map_err(to_df)?);
+        }
+        self.storage.inner.segments_scanned.fetch_add(files.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("vigil_storage_segments_scanned_total").increment(files.len() as u64);
+
+        let projection = projection.cloned();
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !files.is_empty() {
+            let partitioned = files
+                .values()
+                .map(|entries| {
+                    PartitionedFile::new(entries[0].path.clone(), entries[0].size_bytes)
+                        .with_extension(ParquetRowSelection::new(runs_selection(entries)))
+                })
+                .collect();
+            let statistics = Statistics::new_unknown(&self.schema);
+            inputs.push(parquet_scan(&self.storage, state, &self.schema, partitioned, statistics, projection.clone(), filters, limit).await?);
+        }
+        with_buffered(inputs, buffered, &self.schema, projection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::SharedRows;
+
+    fn entry(first_row: u64, rows: u64, file_rows: u64) -> SegmentMeta {
+        SegmentMeta {
+            id: 1,
+            table: "t".into(),
+            path: "p".into(),
+            partition_start_ns: 0,
+            min_time_ns: 0,
+            max_time_ns: 0,
+            rows,
+            size_bytes: 1,
+            columns: Vec::new(),
+            level: 0,
+            stats: Vec::new(),
+            shared: Some(SharedRows { first_row, file_rows }),
+        }
+    }
+
+    #[test]
+    fn runs_of_a_file_select_exactly_their_rows() {
+        let selection = runs_selection(&[entry(10, 5, 40), entry(0, 3, 40), entry(15, 2, 40)]);
+        assert_eq!(selection.row_count(), 10);
+        assert_eq!(selection.skipped_row_count(), 30);
+        let rows: Vec<bool> = selection.iter().flat_map(|s| std::iter::repeat_n(!s.skip, s.row_count)).collect();
+        let expected: Vec<bool> = (0..40).map(|row| row < 3 || (10..17).contains(&row)).collect();
+        assert_eq!(rows, expected);
+    }
+}
