@@ -345,6 +345,11 @@ impl DriftEngine {
         let open = engine.window_start(now_ns());
         engine.inner.dirty.lock().extend(loaded.keys().map(|k| (k.clone(), open)));
         *engine.inner.references.write() = loaded;
+        // Values the WAL replayed are scored before the server answers, so that a restart
+        // never serves an empty window the first scheduled flush would have filled.
+        if let Err(e) = engine.flush(None).await {
+            tracing::warn!(error = %e, "scoring the replayed drift windows at start failed; the next flush retries");
+        }
         Ok(engine)
     }
 
