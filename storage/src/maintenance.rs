@@ -242,7 +242,8 @@ impl Storage {
                 return self.write_apart(partition, level, tables, out).await;
             }
         };
-        for file in files {
+        let mut tables: BTreeMap<String, RecordBatch> = tables.into_iter().collect();
+        for (names, file) in files {
             let id = out.take_id();
             let path = shared::shared_path(&self.inner.node_id, partition, id);
             let outcome = async {
@@ -254,17 +255,8 @@ impl Storage {
                 Ok(entries) => out.entries.extend(entries),
                 Err(error) => {
                     warn!(partition, %error, "a shared segment could not be written; its tables are written one file each");
-                    let apart = shared::table_runs(&file).and_then(|runs| {
-                        runs.into_iter()
-                            .map(|(table, first, rows)| Ok((table, shared::table_rows(&file, first, rows)?)))
-                            .collect::<Result<Vec<_>, _>>()
-                    });
-                    match apart {
-                        Ok(apart) => self.write_apart(partition, level, apart, out).await,
-                        Err(split) => out.kept_back.extend(
-                            tables.iter().map(|(table, _)| (table.clone(), StorageError::Internal(format!("{error}; then {split}")))),
-                        ),
-                    }
+                    let apart = names.into_iter().filter_map(|name| tables.remove_entry(&name)).collect();
+                    self.write_apart(partition, level, apart, out).await;
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, DictionaryArray, Int32Array, StringArray};
-use datafusion::arrow::datatypes::{Field, Int32Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Int32Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result as DfResult, Statistics};
@@ -27,7 +27,7 @@ use crate::buffer::{TableBuffer, WriteBuffer};
 use crate::catalog::{QUERY_BATCH_ROWS, label_excludes, parquet_scan, to_df, with_buffered};
 use crate::filters::scan_filter;
 use crate::manifest::SegmentMeta;
-use crate::schema::{TIMESTAMP_COLUMN, dictionary_type, label_columns, metric_schema};
+use crate::schema::{TIMESTAMP_COLUMN, label_columns, metric_schema};
 pub use crate::shared::TABLE_COLUMN;
 use crate::{Storage, StorageError};
 
@@ -64,9 +64,8 @@ impl Storage {
             }
         }
         let metric_schema = metric_schema(columns.iter().map(String::as_str));
-        let mut fields = vec![Field::new(TABLE_COLUMN, dictionary_type(), false)];
-        fields.extend(metric_schema.fields().iter().map(|f| f.as_ref().clone()));
-        Some(MetricSet { storage: self.clone(), tables: names, metric_schema, schema: Arc::new(Schema::new(fields)) })
+        let schema = crate::shared::file_schema(&columns);
+        Some(MetricSet { storage: self.clone(), tables: names, metric_schema, schema })
     }
 }
 

@@ -59,10 +59,10 @@ pub fn row_selection(shared: &SharedRows, rows: u64) -> RowSelection {
     RowSelection::from(selectors.into_iter().filter(|s| s.row_count > 0).collect::<Vec<_>>())
 }
 
-/// Packs metric tables (each a sorted batch of one partition) into shared file batches:
-/// tables in name order, a new file whenever the union of label columns would pass
-/// [`MAX_LABEL_COLUMNS`].
-pub fn pack(mut tables: Vec<(String, RecordBatch)>) -> Result<Vec<RecordBatch>, ArrowError> {
+/// Packs metric tables (each a sorted batch of one partition) into shared file batches, each
+/// with the names of the tables it holds: tables in name order, a new file whenever the union
+/// of label columns would pass [`MAX_LABEL_COLUMNS`].
+pub fn pack(mut tables: Vec<(String, RecordBatch)>) -> Result<Vec<(Vec<String>, RecordBatch)>, ArrowError> {
     tables.sort_by(|a, b| a.0.cmp(&b.0));
     let mut files = Vec::new();
     let mut group: Vec<(String, RecordBatch)> = Vec::new();
@@ -86,15 +86,15 @@ pub fn pack(mut tables: Vec<(String, RecordBatch)>) -> Result<Vec<RecordBatch>, 
     Ok(files)
 }
 
-/// Schema of a shared file with these label columns.
-fn file_schema(columns: &BTreeSet<String>) -> SchemaRef {
+/// Schema of a shared file with these label columns: [`TABLE_COLUMN`], then the metric schema.
+pub fn file_schema(columns: &BTreeSet<String>) -> SchemaRef {
     let metric = metric_schema(columns.iter().map(String::as_str));
     let mut fields = vec![Field::new(TABLE_COLUMN, dictionary_type(), false)];
     fields.extend(metric.fields().iter().map(|f| f.as_ref().clone()));
     Arc::new(Schema::new(fields))
 }
 
-fn file_batch(group: Vec<(String, RecordBatch)>, columns: &BTreeSet<String>) -> Result<RecordBatch, ArrowError> {
+fn file_batch(group: Vec<(String, RecordBatch)>, columns: &BTreeSet<String>) -> Result<(Vec<String>, RecordBatch), ArrowError> {
     let schema = file_schema(columns);
     let names = StringArray::from_iter_values(group.iter().map(|(table, _)| table.as_str()));
     let names: ArrayRef = Arc::new(names);
@@ -111,7 +111,8 @@ fn file_batch(group: Vec<(String, RecordBatch)>, columns: &BTreeSet<String>) -> 
         }
         parts.push(RecordBatch::try_new(schema.clone(), arrays)?);
     }
-    compute::concat_batches(&schema, &parts)
+    let batch = compute::concat_batches(&schema, &parts)?;
+    Ok((group.into_iter().map(|(table, _)| table).collect(), batch))
 }
 
 /// The tables of a shared file batch, each as its run of rows: (table, first row, rows).
@@ -262,7 +263,8 @@ mod tests {
         let load = metric(&["cpu"], &[(&["0"], 20, 0.5), (&["1"], 30, f64::NAN)]);
         let files = pack(vec![("up".into(), up.clone()), ("load".into(), load.clone())]).unwrap();
         assert_eq!(files.len(), 1);
-        let file = &files[0];
+        assert_eq!(files[0].0, ["load", "up"]);
+        let file = &files[0].1;
         assert_eq!(file.num_rows(), 4);
         assert_eq!(table_runs(file).unwrap(), vec![("load".to_string(), 0, 2), ("up".to_string(), 2, 2)]);
         let back = table_rows(file, 2, 2).unwrap();
@@ -297,8 +299,9 @@ mod tests {
         let c = metric(&["l000"], &[(&["w"], 3, 3.0)]);
         let files = pack(vec![("a".into(), a), ("b".into(), b), ("c".into(), c)]).unwrap();
         assert_eq!(files.len(), 2, "b's two new columns pass the bound");
-        assert!(files.iter().all(|f| f.num_columns() <= MAX_LABEL_COLUMNS + 3));
-        assert_eq!(table_runs(&files[1]).unwrap(), vec![("b".to_string(), 0, 1), ("c".to_string(), 1, 1)]);
+        assert!(files.iter().all(|f| f.1.num_columns() <= MAX_LABEL_COLUMNS + 3));
+        assert_eq!(files[1].0, ["b", "c"]);
+        assert_eq!(table_runs(&files[1].1).unwrap(), vec![("b".to_string(), 0, 1), ("c".to_string(), 1, 1)]);
 
         let selection = row_selection(&SharedRows { first_row: 3, file_rows: 10 }, 4);
         assert_eq!(selection.row_count(), 4);
