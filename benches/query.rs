@@ -8,8 +8,10 @@
 //!
 //! The six queries of a dashboard (query_range), each over the last 1 h (step 15 s), 6 h
 //! (step 1 m) and 24 h (step 5 m): see `QUERIES`. Reports the median of 5 runs and the peak
-//! RSS growth during them (VmHWM reset before), then each one's RSS at rest. VictoriaMetrics
-//! runs with its result cache off (`-search.disableCache`), or its repeats would be free.
+//! RSS growth during them (VmHWM reset before), then each one's RSS at rest. Vigil is
+//! restarted after its load, so its queries read Parquet segments as a running server's do.
+//! VictoriaMetrics runs with its result cache off (`-search.disableCache`), or its repeats
+//! would be free.
 //!
 //!     cargo bench --bench query      (needs /usr/bin/prometheus and /usr/bin/victoria-metrics)
 
@@ -81,9 +83,22 @@ async fn main() {
     println!("load: {total} series x {} samples, {} requests", POINTS + 1, bodies.len());
     let work = tempfile::tempdir().unwrap();
 
-    let vigil = VigilProcess::start(&work.path().join("vigil"), &["--wal-fsync", "never", "--retention", "0"]).await;
+    // Vigil first, then stopped and started again: a dashboard's 24 h reads flushed segments
+    // (the write buffer holds only the last flush interval, 10 min by default), not the
+    // buffer a bulk load leaves behind.
+    let vigil_data = work.path().join("vigil");
+    let vigil_args = ["--wal-fsync", "never", "--retention", "0"];
+    let vigil = VigilProcess::start(&vigil_data, &vigil_args).await;
+    let (cpu, started) = (common::cpu_seconds(vigil.pid()), Instant::now());
+    send_all(&format!("http://127.0.0.1:{}/api/v1/write", vigil.http), &bodies).await;
+    println!("vigil ingested in {:.1} s, {:.1} CPU s", started.elapsed().as_secs_f64(), common::cpu_seconds(vigil.pid()) - cpu);
+    vigil.stop();
+    let samples = total as f64 * (POINTS + 1) as f64;
+    let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
+    println!("vigil segments: {:.1} MiB, {:.3} bytes per sample (synthetic series: linear counters compress far below real data)", segment_bytes / 1048576.0, segment_bytes / samples);
+    let vigil = VigilProcess::start(&vigil_data, &vigil_args).await;
     let peers = Peers::start(work.path(), &vigil).await;
-    for peer in &peers.all {
+    for peer in &peers.all[1..] {
         let (cpu, started) = (common::cpu_seconds(peer.pid), Instant::now());
         send_all(&format!("{}/api/v1/write", peer.base), &bodies).await;
         println!(

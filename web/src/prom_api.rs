@@ -113,11 +113,20 @@ fn write_timestamp(out: &mut String, ms: i64) {
     }
 }
 
-fn write_point(out: &mut String, ms: i64, value: &str) {
+/// `[ts,"value"]`: a number's text never needs escaping.
+fn write_point(out: &mut String, ms: i64, value: f64) {
+    out.push('[');
+    write_timestamp(out, ms);
+    out.push_str(",\"");
+    vigil_query::promql::kernels::write_value(out, value);
+    out.push_str("\"]");
+}
+
+fn write_string_point(out: &mut String, ms: i64, text: &str) {
     out.push('[');
     write_timestamp(out, ms);
     out.push(',');
-    out.push_str(&Value::String(value.to_string()).to_string());
+    out.push_str(&Value::String(text.to_string()).to_string());
     out.push(']');
 }
 
@@ -129,9 +138,8 @@ fn format_value(value: f64) -> String {
     vigil_query::promql::kernels::format_value(value)
 }
 
-/// The `data` object of a query result, as raw JSON.
-fn result_json(result: &PromResult) -> String {
-    let mut out = String::new();
+/// The `data` object of a query result, as raw JSON, appended to `out`.
+fn write_result(out: &mut String, result: &PromResult) {
     match result {
         PromResult::Vector(samples) => {
             out.push_str(r#"{"resultType":"vector","result":["#);
@@ -140,9 +148,9 @@ fn result_json(result: &PromResult) -> String {
                     out.push(',');
                 }
                 out.push_str(r#"{"metric":"#);
-                write_labels(&mut out, &sample.labels);
+                write_labels(out, &sample.labels);
                 out.push_str(r#","value":"#);
-                write_point(&mut out, sample.timestamp_ms, &format_value(sample.value));
+                write_point(out, sample.timestamp_ms, sample.value);
                 out.push('}');
             }
             out.push_str("]}");
@@ -154,13 +162,13 @@ fn result_json(result: &PromResult) -> String {
                     out.push(',');
                 }
                 out.push_str(r#"{"metric":"#);
-                write_labels(&mut out, &s.labels);
+                write_labels(out, &s.labels);
                 out.push_str(r#","values":["#);
                 for (j, (t, v)) in s.points.iter().enumerate() {
                     if j > 0 {
                         out.push(',');
                     }
-                    write_point(&mut out, *t, &format_value(*v));
+                    write_point(out, *t, *v);
                 }
                 out.push_str("]}");
             }
@@ -168,20 +176,21 @@ fn result_json(result: &PromResult) -> String {
         }
         PromResult::Scalar(t, v) => {
             out.push_str(r#"{"resultType":"scalar","result":"#);
-            write_point(&mut out, *t, &format_value(*v));
+            write_point(out, *t, *v);
             out.push('}');
         }
         PromResult::String(t, s) => {
             out.push_str(r#"{"resultType":"string","result":"#);
-            write_point(&mut out, *t, s);
+            write_string_point(out, *t, s);
             out.push('}');
         }
     }
-    out
 }
 
 fn query_response(result: &PromResult) -> Response {
-    let body = format!(r#"{{"status":"success","data":{}}}"#, result_json(result));
+    let mut body = String::from(r#"{"status":"success","data":"#);
+    write_result(&mut body, result);
+    body.push('}');
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -384,11 +393,17 @@ mod tests {
     #[test]
     fn timestamps_and_values_are_written_like_prometheus() {
         let mut out = String::new();
-        write_point(&mut out, 1_435_781_451_781, "1");
+        write_point(&mut out, 1_435_781_451_781, 1.0);
         assert_eq!(out, r#"[1435781451.781,"1"]"#);
         let mut out = String::new();
-        write_point(&mut out, 1_435_781_451_000, "NaN");
+        write_point(&mut out, 1_435_781_451_000, f64::NAN);
         assert_eq!(out, r#"[1435781451,"NaN"]"#);
+        let mut out = String::new();
+        write_point(&mut out, -1_500, -0.25);
+        assert_eq!(out, r#"[-1.500,"-0.25"]"#);
+        let mut out = String::new();
+        write_string_point(&mut out, 0, "a \"quoted\" text");
+        assert_eq!(out, r#"[0,"a \"quoted\" text"]"#);
         let mut out = String::new();
         write_timestamp(&mut out, 1_500);
         assert_eq!(out, "1.500");

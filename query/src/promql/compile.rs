@@ -24,7 +24,7 @@ use vigil_storage::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, l
 use super::errors::PromError;
 use super::kernels::{BinaryOp, RangeFunction};
 use super::udf::{
-    BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelReplaceUdf, MathFunction, MathUdf, QuantileUdf,
+    BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelRegexUdf, LabelReplaceUdf, MathFunction, MathUdf, QuantileUdf,
     SampleBudget, Steps,
 };
 use super::sweep::{Fold, Sweep, SweepChunk, SweepSpec, chunk_bounds};
@@ -356,7 +356,7 @@ impl<'a> Compiler<'a> {
                         && !matcher.value.is_empty()
                         && !storage.may_hold_label(&table, &column, &matcher.value);
                     possible &= !ruled_out;
-                    filters.push(matcher_filter(matcher, &column));
+                    filters.push(matcher_filter(matcher, &column, local)?);
                 } else if !matcher.is_match("") {
                     possible = false;
                 }
@@ -372,17 +372,19 @@ impl<'a> Compiler<'a> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let set = if local && nameless && tables.len() > 1 { self.selected_set(selector, &tables) } else { None };
+        let set = if local && nameless && tables.len() > 1 { self.selected_set(selector, &tables)? } else { None };
         Ok(Selection { tables, labels, set })
     }
 
     /// The tables as one, when every one is named like its metric and all their flushed rows
     /// are in shared segments.
-    fn selected_set(&self, selector: &VectorSelector, tables: &[SelectorTable]) -> Option<SelectedSet> {
+    fn selected_set(&self, selector: &VectorSelector, tables: &[SelectorTable]) -> Result<Option<SelectedSet>, PromError> {
         if tables.iter().any(|t| t.table != t.metric) {
-            return None;
+            return Ok(None);
         }
-        let provider = self.engine.storage().metric_set(tables.iter().map(|t| (t.table.as_str(), t.schema.as_ref())))?;
+        let Some(provider) = self.engine.storage().metric_set(tables.iter().map(|t| (t.table.as_str(), t.schema.as_ref()))) else {
+            return Ok(None);
+        };
         let columns: BTreeSet<String> = tables.iter().flat_map(|t| t.columns.iter().cloned()).collect();
         let mut filters = Vec::new();
         for matcher in selector.matchers.matchers.iter().filter(|m| m.name != NAME) {
@@ -390,13 +392,9 @@ impl<'a> Compiler<'a> {
             if !columns.contains(&column) {
                 continue; // no table has the label: the tables chosen all match it empty
             }
-            filters.push(matcher_filter(matcher, &column));
-            if matcher.op == MatchOp::Equal && !matcher.value.is_empty() {
-                // The same condition in a form statistics prune row groups and pages with.
-                filters.push(ident(column.as_str()).eq(lit(matcher.value.clone())));
-            }
+            filters.push(matcher_filter(matcher, &column, true)?);
         }
-        Some(SelectedSet { provider: Arc::new(provider), columns, filters })
+        Ok(Some(SelectedSet { provider: Arc::new(provider), columns, filters }))
     }
 
     /// The rows of `tables` with samples in `[low_ms, high_ms]`, in the columns `labels`.
@@ -1082,7 +1080,6 @@ impl<'a> Compiler<'a> {
     }
 }
 
-/// A label matcher as a filter on its column (absent = empty string, as Prometheus).
 /// Whether an aggregation's `by (...)` / `without (...)` keeps `label` in its groups
 /// (`without` always drops the metric name).
 fn kept_in_group(modifier: &Option<LabelModifier>, label: &str) -> bool {
@@ -1093,14 +1090,33 @@ fn kept_in_group(modifier: &Option<LabelModifier>, label: &str) -> bool {
     }
 }
 
-fn matcher_filter(matcher: &Matcher, column: &str) -> Expr {
-    let value = coalesce(vec![cast(ident(column), DataType::Utf8), lit("")]);
-    match &matcher.op {
-        MatchOp::Equal => value.eq(lit(matcher.value.clone())),
-        MatchOp::NotEqual => value.not_eq(lit(matcher.value.clone())),
-        MatchOp::Re(_) => regexp_like(value, lit(format!("^(?:{})$", matcher.value)), None),
-        MatchOp::NotRe(_) => datafusion::logical_expr::not(regexp_like(value, lit(format!("^(?:{})$", matcher.value)), None)),
-    }
+/// A label matcher as a filter on its column (absent = empty string, as Prometheus).
+///
+/// Equalities compare the dictionary column with the value itself (DataFusion compares the
+/// dictionary's values once, and statistics prune files, row groups and pages with it);
+/// a regex runs once per distinct value of the column ([`LabelRegexUdf`]) where the plan is
+/// ours to run, not once per row of a column cast to strings.
+fn matcher_filter(matcher: &Matcher, column: &str, local: bool) -> Result<Expr, PromError> {
+    let label = ident(column);
+    let value = matcher.value.as_str();
+    let anchored = format!("^(?:{value})$");
+    Ok(match &matcher.op {
+        MatchOp::Equal if value.is_empty() => label.clone().is_null().or(label.eq(lit(""))),
+        MatchOp::Equal => label.eq(lit(value)),
+        MatchOp::NotEqual if value.is_empty() => label.clone().is_not_null().and(label.not_eq(lit(""))),
+        MatchOp::NotEqual => label.clone().is_null().or(label.not_eq(lit(value))),
+        MatchOp::Re(_) | MatchOp::NotRe(_) if local => {
+            let negated = matches!(matcher.op, MatchOp::NotRe(_));
+            let udf = LabelRegexUdf::new(&anchored, negated).map_err(|e| bad(format!("invalid regular expression {value:?}: {e}")))?;
+            udf.call(vec![label])
+        }
+        // A distributed plan carries only DataFusion's own functions.
+        MatchOp::Re(_) | MatchOp::NotRe(_) => {
+            let text = coalesce(vec![cast(label, DataType::Utf8), lit("")]);
+            let matched = regexp_like(text, lit(anchored), None);
+            if matches!(matcher.op, MatchOp::NotRe(_)) { datafusion::logical_expr::not(matched) } else { matched }
+        }
+    })
 }
 
 fn binary_op(op: TokenType) -> Result<BinaryOp, PromError> {

@@ -399,14 +399,23 @@ impl BinaryOp {
 
 /// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it (for `count_values`).
 pub fn format_value(value: f64) -> String {
+    let mut out = String::new();
+    write_value(&mut out, value);
+    out
+}
+
+/// [`format_value`] appended to `out` (a result of thousands of points formats each one
+/// without a string of its own).
+pub fn write_value(out: &mut String, value: f64) {
+    use std::fmt::Write;
     if value.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if value == f64::INFINITY {
-        "+Inf".into()
+        out.push_str("+Inf");
     } else if value == f64::NEG_INFINITY {
-        "-Inf".into()
+        out.push_str("-Inf");
     } else {
-        format!("{value}")
+        let _ = write!(out, "{value}");
     }
 }
 

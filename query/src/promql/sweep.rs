@@ -15,6 +15,7 @@
 //! timestamps wins) and hands the per-step rows to DataFusion for what follows.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -471,7 +472,10 @@ pub struct SeriesSamples {
 /// Series by their label values, in the order first seen.
 #[derive(Debug, Default)]
 pub struct SeriesSet {
-    index: HashMap<Vec<Option<String>>, usize>,
+    /// Series by the hash of their label values (a run is looked up from the batch's own
+    /// strings, without building a key); equal hashes share the entry.
+    index: HashMap<u64, Vec<usize>>,
+    hasher: std::hash::RandomState,
     pub series: Vec<SeriesSamples>,
     held_samples: usize,
     label_bytes: usize,
@@ -507,15 +511,18 @@ impl SeriesSet {
                 run_end += 1;
             }
             let slot = self.slot(&columns, run_start);
-            let series = &mut self.series[slot];
-            for row in run_start..run_end {
-                if timestamps.is_null(row) || values.is_null(row) {
-                    continue;
+            let fresh = &mut self.series[slot].fresh;
+            let (times, vals) = (&timestamps.values()[run_start..run_end], &values.values()[run_start..run_end]);
+            if timestamps.null_count() == 0 && values.null_count() == 0 {
+                fresh.extend(times.iter().copied().zip(vals.iter().copied()));
+                taken += run_end - run_start;
+            } else {
+                for row in run_start..run_end {
+                    if timestamps.is_valid(row) && values.is_valid(row) {
+                        fresh.push((timestamps.value(row), values.value(row)));
+                        taken += 1;
+                    }
                 }
-                series
-                    .fresh
-                    .push((timestamps.value(row), values.value(row)));
-                taken += 1;
             }
             run_start = run_end;
         }
@@ -524,21 +531,20 @@ impl SeriesSet {
     }
 
     fn slot(&mut self, columns: &[LabelColumn], row: usize) -> usize {
-        let key: Vec<Option<String>> = columns.iter().map(|c| c.value(row).map(str::to_string)).collect();
-        if let Some(&slot) = self.index.get(&key) {
+        let mut hasher = self.hasher.build_hasher();
+        for column in columns {
+            column.value(row).hash(&mut hasher);
+        }
+        let hash = hasher.finish();
+        let candidates = self.index.entry(hash).or_default();
+        let same = |series: &SeriesSamples| series.labels.iter().zip(columns).all(|(label, column)| label.as_deref() == column.value(row));
+        if let Some(&slot) = candidates.iter().find(|&&slot| same(&self.series[slot])) {
             return slot;
         }
-        self.label_bytes += key
-            .iter()
-            .map(|v| v.as_ref().map_or(0, String::len) + 24)
-            .sum::<usize>()
-            * 2
-            + 64;
-        self.series.push(SeriesSamples {
-            labels: key.clone(),
-            ..Default::default()
-        });
-        self.index.insert(key, self.series.len() - 1);
+        let labels: Vec<Option<String>> = columns.iter().map(|c| c.value(row).map(str::to_string)).collect();
+        self.label_bytes += labels.iter().map(|v| v.as_ref().map_or(0, String::len) + 24).sum::<usize>() + 64;
+        self.series.push(SeriesSamples { labels, ..Default::default() });
+        candidates.push(self.series.len() - 1);
         self.series.len() - 1
     }
 

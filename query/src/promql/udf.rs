@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, StringArray,
 };
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
@@ -540,6 +541,84 @@ impl ScalarUDFImpl for LabelReplaceUdf {
     }
 }
 
+/// A label regex matcher (`=~`, `!~`) on a label column: the regex runs once per distinct
+/// value of a dictionary column and rows take their key's answer; an absent label (null)
+/// matches as the empty string, as in Prometheus.
+#[derive(Debug, Clone)]
+pub struct LabelRegexUdf {
+    regex: Regex,
+    negated: bool,
+    signature: Signature,
+}
+
+impl PartialEq for LabelRegexUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.regex.as_str() == other.regex.as_str() && self.negated == other.negated
+    }
+}
+
+impl Eq for LabelRegexUdf {}
+
+impl Hash for LabelRegexUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.regex.as_str().hash(state);
+        self.negated.hash(state);
+    }
+}
+
+impl LabelRegexUdf {
+    /// `regex` as given (the caller anchors it).
+    pub fn new(regex: &str, negated: bool) -> Result<ScalarUDF, regex::Error> {
+        Ok(ScalarUDF::new_from_impl(LabelRegexUdf {
+            regex: Regex::new(regex)?,
+            negated,
+            signature: Signature::any(1, Volatility::Immutable),
+        }))
+    }
+
+    fn matches(&self, text: Option<&str>) -> bool {
+        self.regex.is_match(text.unwrap_or("")) != self.negated
+    }
+}
+
+impl ScalarUDFImpl for LabelRegexUdf {
+    fn name(&self) -> &str {
+        "promql_label_regex"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let column = args.args[0].to_array(args.number_rows)?;
+        let out: BooleanArray = match column.as_any_dictionary_opt() {
+            Some(dictionary) => {
+                let values = cast(dictionary.values(), &DataType::Utf8)?;
+                let values = values.as_string::<i32>();
+                let per_value: Vec<bool> = values.iter().map(|v| self.matches(v)).collect();
+                let absent = self.matches(None);
+                let keys = dictionary.keys();
+                dictionary
+                    .normalized_keys()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(row, key)| Some(if keys.is_null(row) { absent } else { per_value.get(key).copied().unwrap_or(absent) }))
+                    .collect()
+            }
+            None => {
+                let text = cast(&column, &DataType::Utf8)?;
+                text.as_string::<i32>().iter().map(|v| Some(self.matches(v))).collect()
+            }
+        };
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
 /// Keeps rows whose comparison holds; a Boolean column for filters with Go semantics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CompareUdf {
@@ -610,5 +689,38 @@ mod tests {
         assert_eq!(MathFunction::Round.apply(2.5, 1.0, 0.0), 3.0);
         assert_eq!(MathFunction::Round.apply(-2.5, 1.0, 0.0), -2.0);
         assert!(MathFunction::Clamp.apply(f64::NAN, 0.0, 1.0).is_nan());
+    }
+
+    fn label_regex(udf: &ScalarUDF, column: ArrayRef) -> Vec<Option<bool>> {
+        let rows = column.len();
+        let args = ScalarFunctionArgs {
+            args: vec![ColumnarValue::Array(column.clone())],
+            arg_fields: vec![Arc::new(datafusion::arrow::datatypes::Field::new("l", column.data_type().clone(), true))],
+            number_rows: rows,
+            return_field: Arc::new(datafusion::arrow::datatypes::Field::new("m", DataType::Boolean, false)),
+            config_options: Arc::new(datafusion::config::ConfigOptions::default()),
+        };
+        let out = udf.invoke_with_args(args).unwrap().to_array(rows).unwrap();
+        out.as_boolean().iter().collect()
+    }
+
+    #[test]
+    fn label_regex_answers_per_dictionary_value_and_absent_labels_match_empty() {
+        use datafusion::arrow::array::DictionaryArray;
+        use datafusion::arrow::datatypes::Int32Type;
+        // Keys repeat, one key is null (absent label), one value is never used.
+        let dictionary: DictionaryArray<Int32Type> =
+            vec![Some("500"), None, Some("200"), Some("500"), Some("503")].into_iter().collect();
+        let column: ArrayRef = Arc::new(dictionary);
+        let five = LabelRegexUdf::new("^(?:5..)$", false).unwrap();
+        assert_eq!(label_regex(&five, column.clone()), [true, false, false, true, true].map(Some));
+        let not_five = LabelRegexUdf::new("^(?:5..)$", true).unwrap();
+        assert_eq!(label_regex(&not_five, column.clone()), [false, true, true, false, false].map(Some));
+        let maybe_empty = LabelRegexUdf::new("^(?:200|)$", false).unwrap();
+        assert_eq!(label_regex(&maybe_empty, column), [false, true, true, false, false].map(Some));
+        // A plain string column (no dictionary) answers the same.
+        let strings: ArrayRef = Arc::new(StringArray::from(vec![Some("503"), None, Some("2000")]));
+        assert_eq!(label_regex(&five, strings.clone()), [true, false, false].map(Some));
+        assert_eq!(label_regex(&maybe_empty, strings), [false, true, false].map(Some));
     }
 }
