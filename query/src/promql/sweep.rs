@@ -24,6 +24,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef,
 };
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -217,6 +218,7 @@ impl PartitionStream for Sweep {
             schema: self.schema.clone(),
             series: SeriesSet::default(),
             input: None,
+            prefetched: None,
             chunk_high_ms: i64::MAX,
             next_step: 0,
             out: VecDeque::new(),
@@ -252,6 +254,10 @@ struct SweepRun {
     schema: SchemaRef,
     series: SeriesSet,
     input: Option<SendableRecordBatchStream>,
+    /// The next chunk's scan, planned (and started) while this one is swept: chunks are read
+    /// one after the other, and planning a chunk's scan is a fixed cost a query of many
+    /// chunks would otherwise pay in series. Aborted if the query is dropped.
+    prefetched: Option<SpawnedTask<DfResult<SendableRecordBatchStream>>>,
     /// Where the chunk being read ends (`i64::MAX` for the last: every step left is due).
     chunk_high_ms: i64,
     /// Index of the first step not evaluated yet.
@@ -291,7 +297,15 @@ impl SweepRun {
                 return Ok(None);
             };
             self.chunk_high_ms = if self.chunks.is_empty() { i64::MAX } else { chunk.high_ms };
-            self.input = Some(chunk.frame.execute_stream().await?);
+            let input = match self.prefetched.take() {
+                Some(task) => task.join().await.map_err(|e| DataFusionError::Execution(format!("chunk scan: {e}")))??,
+                None => chunk.frame.execute_stream().await?,
+            };
+            if let Some(next) = self.chunks.front() {
+                let frame = next.frame.clone();
+                self.prefetched = Some(SpawnedTask::spawn(async move { frame.execute_stream().await }));
+            }
+            self.input = Some(input);
         }
     }
 
