@@ -1099,22 +1099,23 @@ fn kept_in_group(modifier: &Option<LabelModifier>, label: &str) -> bool {
 fn matcher_filter(matcher: &Matcher, column: &str, local: bool) -> Result<Expr, PromError> {
     let label = ident(column);
     let value = matcher.value.as_str();
-    let anchored = format!("^(?:{value})$");
     Ok(match &matcher.op {
         MatchOp::Equal if value.is_empty() => label.clone().is_null().or(label.eq(lit(""))),
         MatchOp::Equal => label.eq(lit(value)),
         MatchOp::NotEqual if value.is_empty() => label.clone().is_not_null().and(label.not_eq(lit(""))),
         MatchOp::NotEqual => label.clone().is_null().or(label.not_eq(lit(value))),
-        MatchOp::Re(_) | MatchOp::NotRe(_) if local => {
-            let negated = matches!(matcher.op, MatchOp::NotRe(_));
-            let udf = LabelRegexUdf::new(&anchored, negated).map_err(|e| bad(format!("invalid regular expression {value:?}: {e}")))?;
-            udf.call(vec![label])
-        }
-        // A distributed plan carries only DataFusion's own functions.
         MatchOp::Re(_) | MatchOp::NotRe(_) => {
-            let text = coalesce(vec![cast(label, DataType::Utf8), lit("")]);
-            let matched = regexp_like(text, lit(anchored), None);
-            if matches!(matcher.op, MatchOp::NotRe(_)) { datafusion::logical_expr::not(matched) } else { matched }
+            let anchored = format!("^(?:{value})$");
+            let negated = matches!(matcher.op, MatchOp::NotRe(_));
+            if local {
+                let udf = LabelRegexUdf::new(&anchored, negated).map_err(|e| bad(format!("invalid regular expression {value:?}: {e}")))?;
+                udf.call(vec![label])
+            } else {
+                // A distributed plan carries only DataFusion's own functions.
+                let text = coalesce(vec![cast(label, DataType::Utf8), lit("")]);
+                let matched = regexp_like(text, lit(anchored), None);
+                if negated { datafusion::logical_expr::not(matched) } else { matched }
+            }
         }
     })
 }

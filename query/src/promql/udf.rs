@@ -471,33 +471,37 @@ impl ScalarUDFImpl for FormatValueUdf {
     }
 }
 
-/// `label_replace`: the new value of the destination label, given (destination, source).
+/// A compiled regex that UDFs compare and hash by its source (DataFusion tells UDFs apart
+/// by equality; `Regex` has none).
 #[derive(Debug, Clone)]
+struct Pattern(Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl Hash for Pattern {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+/// `label_replace`: the new value of the destination label, given (destination, source).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LabelReplaceUdf {
-    regex: Regex,
+    regex: Pattern,
     replacement: String,
     signature: Signature,
-}
-
-impl PartialEq for LabelReplaceUdf {
-    fn eq(&self, other: &Self) -> bool {
-        self.regex.as_str() == other.regex.as_str() && self.replacement == other.replacement
-    }
-}
-
-impl Eq for LabelReplaceUdf {}
-
-impl Hash for LabelReplaceUdf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.regex.as_str().hash(state);
-        self.replacement.hash(state);
-    }
 }
 
 impl LabelReplaceUdf {
     /// `regex` is anchored at both ends, as Prometheus does.
     pub fn new(regex: &str, replacement: &str) -> Result<ScalarUDF, regex::Error> {
-        let regex = Regex::new(&format!("^(?s:{regex})$"))?;
+        let regex = Pattern(Regex::new(&format!("^(?s:{regex})$"))?);
         Ok(ScalarUDF::new_from_impl(LabelReplaceUdf {
             regex,
             replacement: replacement.to_string(),
@@ -527,7 +531,7 @@ impl ScalarUDFImpl for LabelReplaceUdf {
             .map(|row| {
                 let current = (!destination.is_null(row)).then(|| destination.value(row).to_string());
                 let text = if source.is_null(row) { "" } else { source.value(row) };
-                match self.regex.captures(text) {
+                match self.regex.0.captures(text) {
                     Some(captures) => {
                         let mut value = String::new();
                         captures.expand(&self.replacement, &mut value);
@@ -544,40 +548,25 @@ impl ScalarUDFImpl for LabelReplaceUdf {
 /// A label regex matcher (`=~`, `!~`) on a label column: the regex runs once per distinct
 /// value of a dictionary column and rows take their key's answer; an absent label (null)
 /// matches as the empty string, as in Prometheus.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LabelRegexUdf {
-    regex: Regex,
+    regex: Pattern,
     negated: bool,
     signature: Signature,
-}
-
-impl PartialEq for LabelRegexUdf {
-    fn eq(&self, other: &Self) -> bool {
-        self.regex.as_str() == other.regex.as_str() && self.negated == other.negated
-    }
-}
-
-impl Eq for LabelRegexUdf {}
-
-impl Hash for LabelRegexUdf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.regex.as_str().hash(state);
-        self.negated.hash(state);
-    }
 }
 
 impl LabelRegexUdf {
     /// `regex` as given (the caller anchors it).
     pub fn new(regex: &str, negated: bool) -> Result<ScalarUDF, regex::Error> {
         Ok(ScalarUDF::new_from_impl(LabelRegexUdf {
-            regex: Regex::new(regex)?,
+            regex: Pattern(Regex::new(regex)?),
             negated,
             signature: Signature::any(1, Volatility::Immutable),
         }))
     }
 
     fn matches(&self, text: Option<&str>) -> bool {
-        self.regex.is_match(text.unwrap_or("")) != self.negated
+        self.regex.0.is_match(text.unwrap_or("")) != self.negated
     }
 }
 
@@ -682,8 +671,8 @@ mod tests {
 
     #[test]
     fn label_replace_anchors_and_expands() {
-        let udf = LabelReplaceUdf { regex: Regex::new("^(?s:(.*):.*)$").unwrap(), replacement: "$1".into(), signature: Signature::any(2, Volatility::Immutable) };
-        assert_eq!(udf.regex.captures("host:9100").map(|c| { let mut s = String::new(); c.expand(&udf.replacement, &mut s); s }), Some("host".into()));
+        let udf = LabelReplaceUdf { regex: Pattern(Regex::new("^(?s:(.*):.*)$").unwrap()), replacement: "$1".into(), signature: Signature::any(2, Volatility::Immutable) };
+        assert_eq!(udf.regex.0.captures("host:9100").map(|c| { let mut s = String::new(); c.expand(&udf.replacement, &mut s); s }), Some("host".into()));
         assert_eq!(date_part(MathFunction::DaysInMonth, 1_709_251_200.0), 31.0, "2024-03-01");
         assert_eq!(date_part(MathFunction::DayOfWeek, 0.0), 4.0, "1970-01-01 was a Thursday");
         assert_eq!(MathFunction::Round.apply(2.5, 1.0, 0.0), 3.0);
