@@ -459,17 +459,31 @@ pub(crate) async fn rebuild_root(
     }
     let mut manifest = Manifest::empty(node);
     manifest.root_damaged = Some(reason);
+    // The lost root's list of files to delete is rebuilt too: the generations older than the
+    // one read, oldest first, and the one read when it is empty (it hides the older ones, so
+    // it goes last). Unreadable newer ones stay for a human to look at.
+    let not_before_unix_ms = crate::maintenance::delete_after_ms();
     for (_, mut generations) in newest {
         generations.sort_by(|a, b| b.0.cmp(&a.0));
         manifest.next_generation = manifest.next_generation.max(generations[0].0 + 1);
-        for (_, path) in generations {
-            if let Ok(Some(partition)) = get_json::<PartitionManifest>(store, &path).await {
-                manifest.partition_files.insert((partition.table.clone(), partition.partition_start_ns), path.to_string());
-                cache.0.insert(path.to_string(), Arc::new(partition.segments.clone()));
-                manifest.segments.extend(partition.segments);
+        let mut read = None;
+        for (i, (_, path)) in generations.iter().enumerate() {
+            if let Ok(Some(partition)) = get_json::<PartitionManifest>(store, path).await {
+                let empty = partition.segments.is_empty();
+                if !empty {
+                    manifest.partition_files.insert((partition.table.clone(), partition.partition_start_ns), path.to_string());
+                    cache.0.insert(path.to_string(), Arc::new(partition.segments.clone()));
+                    manifest.segments.extend(partition.segments);
+                }
+                read = Some((i, empty));
                 break;
             }
         }
+        let Some((read, empty)) = read else { continue };
+        let first_doomed = if empty { read } else { read + 1 };
+        manifest.pending_deletes.extend(
+            generations[first_doomed..].iter().rev().map(|(_, path)| PendingDelete { path: path.to_string(), not_before_unix_ms }),
+        );
     }
     manifest.next_segment_id = manifest.segments.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1);
     Ok(manifest)
@@ -536,9 +550,19 @@ pub async fn save(
     let gone: Vec<PartitionKey> =
         manifest.partition_files.keys().filter(|k| !after.contains_key(*k)).cloned().collect();
     // A damaged partition is no partition_files key: its record stays in the root as it is.
+    // A partition left without segments gets an empty generation: its last one stays on disk
+    // through the grace period, and a root rebuilt from the newest generations (after damage)
+    // must not serve it again. The empty one is deleted last, after the ones it hides.
+    let mut emptied = Vec::new();
     for key in gone {
         if let Some(old) = manifest.partition_files.remove(&key) {
             replaced.push(old);
+            let generation = manifest.next_generation;
+            manifest.next_generation += 1;
+            let path = partition_manifest_path(&manifest.node, key.1, generation);
+            let body = PartitionManifest { table: String::new(), partition_start_ns: key.1, segments: Vec::new() };
+            writes.push((path.clone(), to_json(&body)?));
+            emptied.push(path.to_string());
         }
     }
     futures::stream::iter(writes)
@@ -549,6 +573,9 @@ pub async fn save(
     manifest
         .pending_deletes
         .extend(replaced.into_iter().map(|path| PendingDelete { path, not_before_unix_ms: delete_after_ms }));
+    manifest
+        .pending_deletes
+        .extend(emptied.into_iter().map(|path| PendingDelete { path, not_before_unix_ms: delete_after_ms + 1 }));
 
     let partitions = manifest
         .partition_files

@@ -596,6 +596,48 @@ async fn a_damaged_root_serves_what_the_partitions_name_and_writes_nothing_until
 }
 
 #[tokio::test]
+async fn a_partition_emptied_before_its_root_is_damaged_stays_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = two_flushed_tables(dir.path()).await;
+    let node = storage.node_id().to_string();
+    // mem's partition holds only mem's segment: moving it aside empties the partition, whose
+    // last generation still waits out its grace period beside the new empty one.
+    let victim = storage.manifest().segments.iter().find(|s| s.table == "mem").unwrap().clone();
+    let file = dir.path().join("segments").join(&victim.path);
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(10).unwrap();
+    let tables: std::collections::BTreeSet<String> = ["mem".to_string()].into();
+    assert_eq!(storage.quarantine_damaged(&tables).await.unwrap(), 1);
+    let pending: Vec<String> = storage.manifest().pending_deletes.iter().map(|d| d.path.clone()).collect();
+    drop(storage);
+    let partition = dir.path().join("segments/nodes").join(&node).join(format!("partitions/{}", victim.partition_start_ns));
+    let mut generations: Vec<String> = std::fs::read_dir(&partition)
+        .unwrap()
+        .map(|e| format!("nodes/{node}/partitions/{}/{}", victim.partition_start_ns, e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    generations.sort();
+    assert_eq!(generations.len(), 2, "the last generation with the segment and the empty one");
+    assert_eq!(pending[pending.len() - 2..], generations[..], "both are deleted, the empty one last");
+
+    let root = dir.path().join("segments/nodes").join(&node).join("manifest.json");
+    std::fs::write(&root, b"{\"version\": 3, \"node\":").unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    assert!(storage.damage().root.is_some());
+    let manifest = storage.manifest();
+    assert!(!manifest.segments.iter().any(|s| s.table == "mem"), "the moved segment is not served again: {manifest:?}");
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480);
+    let rebuilt: Vec<&str> = manifest.pending_deletes.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(rebuilt[rebuilt.len() - 2..], [generations[0].as_str(), generations[1].as_str()], "the lost list of deletes is rebuilt");
+    let (_, store) = storage.object_store();
+    drop(storage);
+
+    damage::repair(&store, &node, None).await.unwrap();
+    assert!(damage::check(&store, &node).await.unwrap().problems.is_empty());
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    assert!(!storage.manifest().segments.iter().any(|s| s.table == "mem"));
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480);
+}
+
+#[tokio::test]
 async fn cardinality_limits_refuse_new_names_and_series_but_keep_known_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path());
