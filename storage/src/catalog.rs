@@ -20,7 +20,6 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -327,10 +326,10 @@ impl TableProvider for VigilTable {
             .into_iter()
             .partition(|s| only_time && filter.contains(s.min_time_ns, s.max_time_ns));
         if !covered.is_empty() {
-            inputs.push(self.segment_scan(state, covered, projection.clone(), &[], limit).await?);
+            inputs.push(self.segment_scan(state, covered, projection.clone(), &[], limit, &filter).await?);
         }
         if !partial.is_empty() {
-            inputs.push(self.segment_scan(state, partial, projection.clone(), filters, limit).await?);
+            inputs.push(self.segment_scan(state, partial, projection.clone(), filters, limit, &filter).await?);
         }
         with_buffered(inputs, buffered, &self.schema, projection)
     }
@@ -344,20 +343,23 @@ impl VigilTable {
         projection: Option<Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
+        scan: &ScanFilter,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let statistics = table_statistics(&segments, &self.schema);
-        let files = segments
-            .iter()
-            .map(|segment| {
-                let file = PartitionedFile::new(segment.path.clone(), segment.size_bytes);
-                match &segment.shared {
-                    // Only this table's run of the shared file: row groups and pages outside
-                    // it are never read.
-                    Some(shared) => file.with_extension(ParquetRowSelection::new(crate::shared::row_selection(shared, segment.rows))),
-                    None => file,
-                }
-            })
-            .collect();
+        let mut statistics = table_statistics(&segments, &self.schema);
+        if !filters.is_empty() {
+            // The series index may leave rows or whole files out.
+            statistics = statistics.to_inexact();
+        }
+        let mut files = Vec::with_capacity(segments.len());
+        for segment in &segments {
+            if segment.shared.is_none() {
+                files.push(PartitionedFile::new(segment.path.clone(), segment.size_bytes));
+            } else if let Some(file) = crate::series_index::shared_file(&self.storage, state, &[segment], filters, scan).await? {
+                // Only this table's run of the shared file (and of it, the series the filters
+                // can match): row groups and pages outside it are never read.
+                files.push(file);
+            }
+        }
         parquet_scan(&self.storage, state, &self.schema, files, statistics, projection, filters, limit).await
     }
 }

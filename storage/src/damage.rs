@@ -156,6 +156,8 @@ impl Storage {
             }
             let to = quarantine_path(&self.inner.node_id, &segment.path);
             move_aside(&self.inner.store, &Path::from(segment.path.as_str()), &to).await?;
+            crate::series_index::delete(&self.inner.store, &segment.path).await?;
+            self.inner.series_indexes.remove(&segment.path);
             error!(
                 tables = %tables, segment = %segment.path, rows, moved_to = %to, %reason,
                 "segment unreadable: moved aside, its rows are lost to queries"
@@ -263,6 +265,7 @@ pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_thro
     for (segment, reason) in find_damaged(store, manifest.segments.clone(), true).await {
         let to = quarantine_path(node, &segment.path);
         move_aside(store, &Path::from(segment.path.as_str()), &to).await?;
+        crate::series_index::delete(store, &segment.path).await?;
         let (tables, rows) = named_by(&manifest, &segment.path);
         manifest.segments.retain(|s| s.path != segment.path);
         report.actions.push(Finding { what: format!("segment {} of {tables}", segment.path), detail: format!("moved to {to}: {reason}; {rows} rows lost") });

@@ -35,6 +35,7 @@ mod maintenance;
 pub use maintenance::PersistSummary;
 pub mod schema;
 pub mod segment;
+pub mod series_index;
 pub mod shared;
 pub mod store;
 pub mod wal;
@@ -197,8 +198,12 @@ struct Inner {
     maintenance: tokio::sync::Mutex<maintenance::MaintenanceState>,
     flush_wanted: Notify,
     segments_scanned: AtomicU64,
+    /// Rows of shared segments scans did not read because the series index ruled them out.
+    rows_skipped_by_index: AtomicU64,
     /// Partition manifests of other nodes already read.
     peer_partitions: tokio::sync::Mutex<PartitionCache>,
+    /// Series indexes of shared segments read or written so far.
+    series_indexes: series_index::IndexCache,
     /// Active series and metric names, checked against their limits before a write is logged.
     series: Mutex<cardinality::SeriesTracker>,
     /// What accepted writes touched, for readers that keep derived state.
@@ -320,7 +325,9 @@ impl Storage {
                 maintenance: tokio::sync::Mutex::new(maintenance::MaintenanceState::default()),
                 flush_wanted: Notify::new(),
                 segments_scanned: AtomicU64::new(0),
+                rows_skipped_by_index: AtomicU64::new(0),
                 peer_partitions: tokio::sync::Mutex::new(PartitionCache::default()),
+                series_indexes: series_index::IndexCache::default(),
                 series: Mutex::new(series),
                 changes,
             }),
@@ -469,6 +476,11 @@ impl Storage {
     /// Segment files handed to query plans since start (pruning shows here).
     pub fn segments_scanned(&self) -> u64 {
         self.inner.segments_scanned.load(Ordering::Relaxed)
+    }
+
+    /// Rows of shared segments that scans left unread because the series index ruled them out.
+    pub fn rows_skipped_by_index(&self) -> u64 {
+        self.inner.rows_skipped_by_index.load(Ordering::Relaxed)
     }
 
     /// Flushes, then stops the WAL writer after syncing it.

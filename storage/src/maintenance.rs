@@ -19,7 +19,7 @@ use crate::buffer::{self, time_values};
 use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
 use crate::schema::{FixedTable, label_columns, metric_schema, time_column_of};
 use crate::wal::{WalError, codec};
-use crate::{Storage, StorageError, WriteBatch, segment, shared};
+use crate::{Storage, StorageError, WriteBatch, segment, series_index, shared};
 
 /// Replaced segment files stay this long, for queries that planned with them.
 const DELETE_GRACE: Duration = Duration::from_secs(600);
@@ -252,7 +252,10 @@ impl Storage {
             }
             .await;
             match outcome {
-                Ok(entries) => out.entries.extend(entries),
+                Ok(entries) => {
+                    self.write_series_index(path.as_ref(), &file).await;
+                    out.entries.extend(entries);
+                }
                 Err(error) => {
                     warn!(partition, %error, "a shared segment could not be written; its tables are written one file each");
                     let apart = names.into_iter().filter_map(|name| tables.remove_entry(&name)).collect();
@@ -260,6 +263,23 @@ impl Storage {
                 }
             }
         }
+    }
+
+    /// Writes the series index of a shared segment and keeps it in memory. The index is
+    /// derived data: without it the segment is read as before, so a failure only warns.
+    async fn write_series_index(&self, path: &str, file: &RecordBatch) {
+        let index = match series_index::build(file) {
+            Ok(index) => index,
+            Err(error) => {
+                warn!(segment = path, %error, "no series index for this segment: it is filtered row by row");
+                return;
+            }
+        };
+        if let Err(error) = series_index::write(&self.inner.store, path, &index).await {
+            warn!(segment = path, %error, "the series index could not be written: the segment is filtered row by row");
+            return;
+        }
+        self.inner.series_indexes.insert(path.to_string(), Some(Arc::new(index)));
     }
 
     /// Writes each table's rows of one partition as a file of its own.
@@ -450,10 +470,15 @@ impl Storage {
             return Ok(0);
         }
         for file in &due {
-            match self.inner.store.delete(&Path::from(file.path.as_str())).await {
-                Ok(()) | Err(datafusion::object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
+            // A segment's series index goes before it: an index is never left without its segment.
+            let paths = file.path.ends_with(".parquet").then(|| series_index::index_path(&file.path));
+            for path in paths.into_iter().chain([Path::from(file.path.as_str())]) {
+                match self.inner.store.delete(&path).await {
+                    Ok(()) | Err(datafusion::object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
+            self.inner.series_indexes.remove(&file.path);
         }
         manifest.pending_deletes = keep;
         self.publish(manifest).await?;

@@ -17,10 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result as DfResult, Statistics};
 use datafusion::datasource::TableType;
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::buffer::{TableBuffer, WriteBuffer};
@@ -87,26 +84,6 @@ impl MetricSet {
     }
 }
 
-/// One shared file's runs of the chosen tables, as a row selection over the whole file.
-fn runs_selection(entries: &[SegmentMeta]) -> RowSelection {
-    let mut runs: Vec<(u64, u64)> = entries.iter().filter_map(|s| s.shared.map(|at| (at.first_row, s.rows))).collect();
-    runs.sort_unstable();
-    let file_rows = entries.first().map_or(0, SegmentMeta::file_rows);
-    let mut selectors = Vec::new();
-    let mut at = 0u64;
-    for (first, rows) in runs {
-        if first > at {
-            selectors.push(RowSelector::skip((first - at) as usize));
-        }
-        selectors.push(RowSelector::select(rows as usize));
-        at = first + rows;
-    }
-    if file_rows > at {
-        selectors.push(RowSelector::skip((file_rows - at) as usize));
-    }
-    RowSelection::from(selectors)
-}
-
 #[async_trait]
 impl TableProvider for MetricSet {
     fn schema(&self) -> SchemaRef {
@@ -155,50 +132,17 @@ impl TableProvider for MetricSet {
 
         let projection = projection.cloned();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !files.is_empty() {
-            let partitioned = files
-                .values()
-                .map(|entries| {
-                    PartitionedFile::new(entries[0].path.clone(), entries[0].size_bytes)
-                        .with_extension(ParquetRowSelection::new(runs_selection(entries)))
-                })
-                .collect();
+        let mut partitioned = Vec::with_capacity(files.len());
+        for entries in files.values() {
+            let entries: Vec<&SegmentMeta> = entries.iter().collect();
+            if let Some(file) = crate::series_index::shared_file(&self.storage, state, &entries, filters, &filter).await? {
+                partitioned.push(file);
+            }
+        }
+        if !partitioned.is_empty() {
             let statistics = Statistics::new_unknown(&self.schema);
             inputs.push(parquet_scan(&self.storage, state, &self.schema, partitioned, statistics, projection.clone(), filters, limit).await?);
         }
         with_buffered(inputs, buffered, &self.schema, projection)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::shared::SharedRows;
-
-    fn entry(first_row: u64, rows: u64, file_rows: u64) -> SegmentMeta {
-        SegmentMeta {
-            id: 1,
-            table: "t".into(),
-            path: "p".into(),
-            partition_start_ns: 0,
-            min_time_ns: 0,
-            max_time_ns: 0,
-            rows,
-            size_bytes: 1,
-            columns: Vec::new(),
-            level: 0,
-            stats: Vec::new(),
-            shared: Some(SharedRows { first_row, file_rows }),
-        }
-    }
-
-    #[test]
-    fn runs_of_a_file_select_exactly_their_rows() {
-        let selection = runs_selection(&[entry(10, 5, 40), entry(0, 3, 40), entry(15, 2, 40)]);
-        assert_eq!(selection.row_count(), 10);
-        assert_eq!(selection.skipped_row_count(), 30);
-        let rows: Vec<bool> = selection.iter().flat_map(|s| std::iter::repeat_n(!s.skip, s.row_count)).collect();
-        let expected: Vec<bool> = (0..40).map(|row| row < 3 || (10..17).contains(&row)).collect();
-        assert_eq!(rows, expected);
     }
 }

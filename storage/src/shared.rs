@@ -19,7 +19,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::object_store::path::Path;
-use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ColumnStats, SegmentMeta, StatValue};
@@ -50,13 +49,6 @@ pub fn shared_path(node: &str, partition_start_ns: i64, id: u64) -> Path {
 /// The directory of a partition's shared segments.
 pub fn partition_dir(node: &str, partition_start_ns: i64) -> Path {
     Path::from_iter(["nodes", node, "segments", &partition_start_ns.to_string()])
-}
-
-/// The rows of one table in its file, as a Parquet row selection over the whole file.
-pub fn row_selection(shared: &SharedRows, rows: u64) -> RowSelection {
-    let after = shared.file_rows.saturating_sub(shared.first_row).saturating_sub(rows);
-    let selectors = [RowSelector::skip(shared.first_row as usize), RowSelector::select(rows as usize), RowSelector::skip(after as usize)];
-    RowSelection::from(selectors.into_iter().filter(|s| s.row_count > 0).collect::<Vec<_>>())
 }
 
 /// Packs metric tables (each a sorted batch of one partition) into shared file batches, each
@@ -303,10 +295,5 @@ mod tests {
         assert_eq!(files[1].0, ["b", "c"]);
         assert_eq!(table_runs(&files[1].1).unwrap(), vec![("b".to_string(), 0, 1), ("c".to_string(), 1, 1)]);
 
-        let selection = row_selection(&SharedRows { first_row: 3, file_rows: 10 }, 4);
-        assert_eq!(selection.row_count(), 4);
-        assert_eq!(selection.skipped_row_count(), 6);
-        let whole = row_selection(&SharedRows { first_row: 0, file_rows: 4 }, 4);
-        assert_eq!((whole.row_count(), whole.skipped_row_count()), (4, 0));
     }
 }

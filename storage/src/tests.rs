@@ -637,6 +637,105 @@ async fn a_partition_emptied_before_its_root_is_damaged_stays_empty() {
     assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480);
 }
 
+/// Label filters answer the same from the write buffer, from shared segments through their
+/// series index, and from the same segments without one.
+#[tokio::test]
+async fn the_series_index_narrows_scans_without_changing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let minute = 60_000_000_000;
+    let mut metrics = Vec::new();
+    for host in ["a", "b", "c", "d", "e"] {
+        for dc in ["", "x", "y"] {
+            let labels: Vec<(&str, &str)> = if dc.is_empty() { vec![("host", host)] } else { vec![("host", host), ("dc", dc)] };
+            // Series of host "e" stop after ten minutes: a later range rules them out by time.
+            let minutes = if host == "e" { 0..10i64 } else { 0..60i64 };
+            metrics.push(series("cpu", &labels, minutes.map(|m| (T0 + m * minute, m as f64))));
+        }
+        metrics.push(series("mem", &[("host", host)], (0..60i64).map(|m| (T0 + m * minute, 1.0))));
+    }
+    storage.write(batch(metrics)).await.unwrap();
+    let late = T0 + 30 * minute;
+    let queries: Vec<String> = [
+        "host = 'a'",
+        "host <> 'a'",
+        "host IN ('b', 'd')",
+        "host LIKE 'c%' AND dc = 'y'",
+        "dc IS NULL",
+        "host = 'a' OR dc = 'x'",
+        "host = 'none'",
+        "value > 30 AND host = 'b'",
+    ]
+    .iter()
+    .flat_map(|f| {
+        [
+            format!("SELECT host, dc, count(*), sum(value) FROM cpu WHERE {f} GROUP BY host, dc ORDER BY host, dc"),
+            format!("SELECT host, dc, count(*) FROM cpu WHERE {f} AND timestamp >= to_timestamp_nanos({late}) GROUP BY host, dc ORDER BY host, dc"),
+        ]
+    })
+    .chain(["SELECT host, count(*) FROM mem WHERE host > 'b' GROUP BY host ORDER BY host".to_string()])
+    .collect();
+    let mut buffered = Vec::new();
+    for query in &queries {
+        buffered.push(sql(&storage, query).await);
+    }
+    storage.persist().await.unwrap();
+    let segment = storage.manifest().segments.iter().find(|s| s.table == "cpu").unwrap().clone();
+    let index_file = dir.path().join("segments").join(series_index::index_path(&segment.path).as_ref());
+    assert!(index_file.exists(), "{}", index_file.display());
+    for (query, expected) in queries.iter().zip(&buffered) {
+        assert_eq!(&sql(&storage, query).await, expected, "{query}");
+    }
+    let skipped = storage.rows_skipped_by_index();
+    // `host = 'a'` alone reads 3 of cpu's 15 series and skips the other 12: 9 × 60 + 3 × 10 rows.
+    assert!(skipped >= 570, "{skipped}");
+    drop(storage);
+
+    // Without an index (a store from before it, or a lost file) the answers stay.
+    std::fs::remove_file(&index_file).unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    for (query, expected) in queries.iter().zip(&buffered) {
+        assert_eq!(&sql(&storage, query).await, expected, "{query}");
+    }
+    assert_eq!(storage.rows_skipped_by_index(), 0);
+    drop(storage);
+    // A damaged one is read past the same way.
+    std::fs::write(&index_file, b"PAR1 not an index").unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    for (query, expected) in queries.iter().zip(&buffered) {
+        assert_eq!(&sql(&storage, query).await, expected, "{query}");
+    }
+    assert_eq!(storage.rows_skipped_by_index(), 0);
+}
+
+/// A segment's index is written with it and deleted with it.
+#[tokio::test]
+async fn a_series_index_lives_and_goes_with_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    storage.write(four_hours()).await.unwrap();
+    storage.persist().await.unwrap();
+    let first: Vec<String> = storage.manifest().segments.iter().map(|s| s.path.clone()).collect();
+    let on_disk = |path: &str| dir.path().join("segments").join(series_index::index_path(path).as_ref()).exists();
+    assert!(first.iter().all(|p| on_disk(p)));
+    // A late sample makes a second file in the first partition; compaction merges the two.
+    storage.write(batch(vec![series("cpu", &[("host", "c")], [(T0 + 1, 1.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(storage.compact().await.unwrap(), 1);
+    let merged = storage.manifest().segments.iter().find(|s| s.partition_start_ns == T0).unwrap().path.clone();
+    assert!(on_disk(&merged));
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu WHERE host = 'c'").await, 1);
+    // Replaced files wait out their grace period; then file and index go together.
+    let mut manifest = (*storage.manifest()).clone();
+    for pending in &mut manifest.pending_deletes {
+        pending.not_before_unix_ms = 0;
+    }
+    storage.inner.state.lock().manifest = Arc::new(manifest);
+    assert!(storage.delete_retired_files().await.unwrap() > 0);
+    assert!(!on_disk(&first[0]) && !dir.path().join("segments").join(&first[0]).exists());
+    assert!(on_disk(&merged));
+}
+
 #[tokio::test]
 async fn cardinality_limits_refuse_new_names_and_series_but_keep_known_ones() {
     let dir = tempfile::tempdir().unwrap();

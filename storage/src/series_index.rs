@@ -1,0 +1,378 @@
+//! The series index of a shared segment: one row per series run of the file (its table, its
+//! labels, where its rows are and their time bounds), written beside the segment as
+//! `<id>.series` when the segment is written.
+//!
+//! A shared file is sorted by (table, series, time), so each series is one run of rows. A
+//! scan with label filters evaluates them once per series on the index instead of once per
+//! row on the file, and reads only the matching runs (a Parquet row selection); a series
+//! outside the query's time range is not read at all. The metadata API (series, label
+//! names and values) answers from the index without reading samples.
+//!
+//! The index is derived data: a segment without one (written before it existed, or whose
+//! index cannot be read) is scanned as before, filtered row by row. Indexes are immutable
+//! like their segments and cached in memory by path, up to a byte budget.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::compute;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampNanosecondType, UInt64Type};
+use datafusion::arrow::error::ArrowError;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use parking_lot::Mutex;
+
+use crate::StorageError;
+use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
+
+/// Index columns after the file's table and label columns.
+pub const FIRST_ROW: &str = "vigil:first_row";
+pub const ROWS: &str = "vigil:rows";
+pub const MIN_TIME: &str = "vigil:min_time";
+pub const MAX_TIME: &str = "vigil:max_time";
+
+/// Bytes of indexes kept in memory (a 2 h partition of 10,000 series is about 1 MiB).
+pub const CACHE_BYTES: usize = 64 << 20;
+
+/// Where the index of the segment at `segment_path` lives: beside it, `.parquet` → `.series`
+/// (a name no listing of segment files takes for a segment).
+pub fn index_path(segment_path: &str) -> Path {
+    Path::from(format!("{}.series", segment_path.strip_suffix(".parquet").unwrap_or(segment_path)))
+}
+
+/// The series index of a shared file batch (sorted by table, series, time).
+pub fn build(file: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = file.schema();
+    let keys: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .zip(file.columns())
+        .filter(|(f, _)| f.name() != TIMESTAMP_COLUMN && f.name() != VALUE_COLUMN)
+        .map(|(_, c)| c.clone())
+        .collect();
+    let times = file
+        .column_by_name(TIMESTAMP_COLUMN)
+        .ok_or_else(|| ArrowError::SchemaError("a shared segment without a time column".into()))?
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| ArrowError::SchemaError("a time column that is not nanoseconds".into()))?
+        .clone();
+    let runs = compute::partition(&keys)?.ranges();
+    let starts = UInt64Array::from_iter_values(runs.iter().map(|r| r.start as u64));
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in schema.fields().iter().zip(file.columns()) {
+        if field.name() != TIMESTAMP_COLUMN && field.name() != VALUE_COLUMN {
+            fields.push(field.as_ref().clone());
+            columns.push(compute::take(column, &starts, None)?);
+        }
+    }
+    // Rows of a series are sorted by time: its first and last rows bound it.
+    let min_time = Int64Array::from_iter_values(runs.iter().map(|r| times.value(r.start)));
+    let max_time = Int64Array::from_iter_values(runs.iter().map(|r| times.value(r.end - 1)));
+    let rows = UInt64Array::from_iter_values(runs.iter().map(|r| r.len() as u64));
+    fields.extend([
+        Field::new(FIRST_ROW, DataType::UInt64, false),
+        Field::new(ROWS, DataType::UInt64, false),
+        Field::new(MIN_TIME, DataType::Int64, false),
+        Field::new(MAX_TIME, DataType::Int64, false),
+    ]);
+    columns.extend([Arc::new(starts) as ArrayRef, Arc::new(rows), Arc::new(min_time), Arc::new(max_time)]);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// Writes `index` beside the segment at `segment_path`.
+pub async fn write(store: &Arc<dyn ObjectStore>, segment_path: &str, index: &RecordBatch) -> Result<(), StorageError> {
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default())).build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, index.schema(), Some(props))?;
+    writer.write(index)?;
+    writer.close()?;
+    store.put(&index_path(segment_path), PutPayload::from(bytes)).await?;
+    Ok(())
+}
+
+/// Deletes the index of a segment moved aside or gone (none is fine).
+pub async fn delete(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<(), StorageError> {
+    match store.delete(&index_path(segment_path)).await {
+        Ok(()) | Err(datafusion::object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn read(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<Option<RecordBatch>, StorageError> {
+    let bytes = match store.get(&index_path(segment_path)).await {
+        Ok(object) => object.bytes().await?,
+        Err(datafusion::object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = batches.first() else { return Ok(None) };
+    let batch = compute::concat_batches(&first.schema(), &batches)?;
+    for (name, data_type) in [(FIRST_ROW, DataType::UInt64), (ROWS, DataType::UInt64), (MIN_TIME, DataType::Int64), (MAX_TIME, DataType::Int64)] {
+        if batch.column_by_name(name).map(|c| c.data_type()) != Some(&data_type) {
+            return Err(StorageError::Internal(format!("series index without {name}")));
+        }
+    }
+    Ok(Some(batch))
+}
+
+/// Indexes read so far, by segment path (`None`: the segment has none), oldest evicted first
+/// past [`CACHE_BYTES`].
+#[derive(Debug, Default)]
+pub(crate) struct IndexCache {
+    entries: Mutex<CacheEntries>,
+}
+
+#[derive(Debug, Default)]
+struct CacheEntries {
+    by_path: HashMap<String, Option<Arc<RecordBatch>>>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl IndexCache {
+    /// The index of the segment at `path`: cached, or read (a damaged one counts as none, and
+    /// the segment is scanned without it).
+    pub(crate) async fn get(&self, store: &Arc<dyn ObjectStore>, path: &str) -> Option<Arc<RecordBatch>> {
+        if let Some(cached) = self.entries.lock().by_path.get(path) {
+            return cached.clone();
+        }
+        let index = match read(store, path).await {
+            Ok(index) => index.map(Arc::new),
+            Err(error) => {
+                tracing::warn!(segment = path, %error, "series index unreadable: the segment is filtered row by row");
+                None
+            }
+        };
+        self.insert(path.to_string(), index.clone());
+        index
+    }
+
+    pub(crate) fn insert(&self, path: String, index: Option<Arc<RecordBatch>>) {
+        let size = index.as_ref().map_or(0, |i| i.get_array_memory_size()) + path.len();
+        let mut entries = self.entries.lock();
+        if entries.by_path.insert(path.clone(), index).is_none() {
+            entries.order.push_back(path);
+        }
+        entries.bytes += size;
+        while entries.bytes > CACHE_BYTES && entries.order.len() > 1 {
+            let Some(oldest) = entries.order.pop_front() else { break };
+            if let Some(gone) = entries.by_path.remove(&oldest) {
+                entries.bytes = entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + oldest.len());
+            }
+        }
+    }
+
+    /// Forgets the index of a segment that is gone.
+    pub(crate) fn remove(&self, path: &str) {
+        let mut entries = self.entries.lock();
+        if let Some(gone) = entries.by_path.remove(path) {
+            entries.bytes = entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + path.len());
+            entries.order.retain(|p| p != path);
+        }
+    }
+}
+
+/// What a scan asks of an index: the rows of a file it may read, the filters on label
+/// columns, and its time range.
+pub(crate) struct Lookup<'a> {
+    /// Runs of the file the scan reads at all (first row, rows): a table's run, or the runs of
+    /// a set of tables.
+    pub runs: &'a [(u64, u64)],
+    pub filters: &'a [Expr],
+    pub start_ns: Option<i64>,
+    pub end_ns: Option<i64>,
+}
+
+/// The series runs of `index` inside `lookup.runs` that the label filters can match and that
+/// overlap the time range, as (first row, rows) in file order. A filter naming a column the
+/// index does not hold (time, value, a label no table of the file has) is left to the scan.
+pub(crate) fn matching_runs(state: &dyn Session, index: &RecordBatch, lookup: &Lookup<'_>) -> DfResult<Vec<(u64, u64)>> {
+    let schema = index.schema();
+    let df_schema = DFSchema::try_from(schema.clone())?;
+    let first_rows = column_u64(index, FIRST_ROW)?;
+    let rows = column_u64(index, ROWS)?;
+    let min_time = column_i64(index, MIN_TIME)?;
+    let max_time = column_i64(index, MAX_TIME)?;
+    let mut keep: Vec<bool> = (0..index.num_rows())
+        .map(|i| {
+            let first = first_rows.value(i);
+            lookup.runs.iter().any(|(start, len)| first >= *start && first < start + len)
+                && lookup.start_ns.is_none_or(|start| max_time.value(i) >= start)
+                && lookup.end_ns.is_none_or(|end| min_time.value(i) <= end)
+        })
+        .collect();
+    let is_label = |name: &str| {
+        name != FIRST_ROW && name != ROWS && name != MIN_TIME && name != MAX_TIME && schema.column_with_name(name).is_some()
+    };
+    for filter in lookup.filters {
+        let columns = filter.column_refs();
+        if columns.is_empty() || !columns.iter().all(|c| is_label(&c.name)) {
+            continue;
+        }
+        // A filter the index cannot evaluate narrows nothing; the scan applies it row by row.
+        let Ok(predicate) = state.create_physical_expr(filter.clone(), &df_schema) else { continue };
+        let value = predicate.evaluate(index)?.into_array(index.num_rows())?;
+        let Some(matched) = value.as_any().downcast_ref::<BooleanArray>() else { continue };
+        for (slot, matched) in keep.iter_mut().zip(matched.iter()) {
+            *slot &= matched == Some(true);
+        }
+    }
+    let mut out: Vec<(u64, u64)> = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| (first_rows.value(i), rows.value(i))).collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn column_u64<'a>(index: &'a RecordBatch, name: &str) -> DfResult<&'a UInt64Array> {
+    index
+        .column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal(format!("series index without {name}")))
+}
+
+fn column_i64<'a>(index: &'a RecordBatch, name: &str) -> DfResult<&'a Int64Array> {
+    index
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal(format!("series index without {name}")))
+}
+
+/// The Parquet file of one shared segment for a scan: the runs of `entries` (its manifest
+/// entries the scan reads), narrowed to the series the index says the filters can match.
+/// `None` when no series of the file can.
+pub(crate) async fn shared_file(
+    storage: &crate::Storage,
+    state: &dyn Session,
+    entries: &[&crate::manifest::SegmentMeta],
+    filters: &[Expr],
+    scan: &crate::buffer::ScanFilter,
+) -> DfResult<Option<datafusion::datasource::listing::PartitionedFile>> {
+    use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+    let Some(first) = entries.first() else { return Ok(None) };
+    let file_rows = first.file_rows();
+    let mut runs: Vec<(u64, u64)> = entries.iter().filter_map(|s| s.shared.map(|at| (at.first_row, s.rows))).collect();
+    runs.sort_unstable();
+    if !filters.is_empty() {
+        if let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await {
+            let lookup = Lookup { runs: &runs, filters, start_ns: scan.start_ns, end_ns: scan.end_ns };
+            let matching = matching_runs(state, &index, &lookup)?;
+            let skipped = rows_of(&runs) - rows_of(&matching);
+            storage.inner.rows_skipped_by_index.fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("vigil_storage_rows_skipped_by_series_index_total").increment(skipped);
+            runs = matching;
+            if runs.is_empty() {
+                return Ok(None);
+            }
+        }
+    }
+    let file = datafusion::datasource::listing::PartitionedFile::new(first.path.clone(), first.size_bytes);
+    Ok(Some(file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows)))))
+}
+
+fn rows_of(runs: &[(u64, u64)]) -> u64 {
+    runs.iter().map(|(_, rows)| rows).sum()
+}
+
+/// Runs of rows (first row, rows; sorted, not overlapping) as a selection over a file of
+/// `file_rows` rows.
+pub fn runs_selection(runs: &[(u64, u64)], file_rows: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0u64;
+    for &(first, rows) in runs {
+        if first > at {
+            selectors.push(RowSelector::skip((first - at) as usize));
+        }
+        if rows > 0 {
+            selectors.push(RowSelector::select(rows as usize));
+        }
+        at = at.max(first + rows);
+    }
+    if file_rows > at {
+        selectors.push(RowSelector::skip((file_rows - at) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{metric_schema, timestamp_type};
+    use datafusion::arrow::array::{DictionaryArray, Float64Array};
+    use datafusion::arrow::datatypes::Int32Type;
+
+    fn metric(labels: &[&str], rows: &[(&[&str], i64)]) -> RecordBatch {
+        let schema = metric_schema(labels.iter().copied());
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (i, _) in labels.iter().enumerate() {
+            let values: DictionaryArray<Int32Type> = rows.iter().map(|r| r.0.get(i).copied().filter(|v| !v.is_empty())).collect();
+            arrays.push(Arc::new(values));
+        }
+        let times: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1)));
+        arrays.push(compute::cast(&times, &timestamp_type()).unwrap());
+        arrays.push(Arc::new(Float64Array::from_iter_values(rows.iter().map(|_| 1.0))));
+        RecordBatch::try_new(schema, arrays).unwrap()
+    }
+
+    #[test]
+    fn each_series_run_of_a_shared_file_is_one_index_row() {
+        // Sorted by series then time, as a flush writes them; "b" has a series without `job`.
+        let a = metric(&["instance", "job"], &[(&["x", "api"], 1), (&["x", "api"], 2), (&["x", "db"], 1), (&["y", "api"], 5), (&["y", "api"], 9)]);
+        let b = metric(&["instance"], &[(&["x"], 3), (&[""], 4), (&[""], 7)]);
+        let files = crate::shared::pack(vec![("a".into(), a), ("b".into(), b)]).unwrap();
+        let index = build(&files[0].1).unwrap();
+        assert_eq!(index.num_rows(), 5);
+        let column = |name: &str| compute::cast(index.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+        let strings = |name: &str| column(name).as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>();
+        let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+        assert_eq!(strings(crate::shared::TABLE_COLUMN), some(&["a", "a", "a", "b", "b"]));
+        assert_eq!(strings("instance"), vec![Some("x".into()), Some("x".into()), Some("y".into()), Some("x".into()), None]);
+        assert_eq!(strings("job")[..3], some(&["api", "db", "api"])[..]);
+        let u64s = |name: &str| column_u64(&index, name).unwrap().values().to_vec();
+        let i64s = |name: &str| column_i64(&index, name).unwrap().values().to_vec();
+        assert_eq!(u64s(FIRST_ROW), [0, 2, 3, 5, 6]);
+        assert_eq!(u64s(ROWS), [2, 1, 2, 1, 2]);
+        assert_eq!(i64s(MIN_TIME), [1, 1, 5, 3, 4]);
+        assert_eq!(i64s(MAX_TIME), [2, 1, 9, 3, 7]);
+    }
+
+    #[test]
+    fn runs_become_a_selection_of_exactly_their_rows() {
+        let selection = runs_selection(&[(0, 3), (10, 5), (15, 2)], 40);
+        assert_eq!(selection.row_count(), 10);
+        assert_eq!(selection.skipped_row_count(), 30);
+        let rows: Vec<bool> = selection.iter().flat_map(|s| std::iter::repeat_n(!s.skip, s.row_count)).collect();
+        let expected: Vec<bool> = (0..40).map(|row| row < 3 || (10..17).contains(&row)).collect();
+        assert_eq!(rows, expected);
+        let one = runs_selection(&[(3, 4)], 10);
+        assert_eq!((one.row_count(), one.skipped_row_count()), (4, 6));
+        let whole = runs_selection(&[(0, 4)], 4);
+        assert_eq!((whole.row_count(), whole.skipped_row_count()), (4, 0));
+    }
+
+    #[test]
+    fn the_cache_keeps_to_its_budget_and_forgets_gone_segments() {
+        let cache = IndexCache::default();
+        let index = Arc::new(build(&crate::shared::pack(vec![("a".into(), metric(&["job"], &[(&["x"], 1)]))]).unwrap()[0].1).unwrap());
+        let size = index.get_array_memory_size();
+        let fit = CACHE_BYTES / (size + 8) + 10;
+        for i in 0..fit {
+            cache.insert(format!("p{i:06}"), Some(index.clone()));
+        }
+        let entries = cache.entries.lock();
+        assert!(entries.bytes <= CACHE_BYTES, "{} bytes", entries.bytes);
+        assert!(!entries.by_path.contains_key("p000000"), "the oldest went first");
+        assert!(entries.by_path.contains_key(&format!("p{:06}", fit - 1)));
+        assert_eq!(entries.order.len(), entries.by_path.len());
+        drop(entries);
+        cache.remove(&format!("p{:06}", fit - 1));
+        assert!(!cache.entries.lock().by_path.contains_key(&format!("p{:06}", fit - 1)));
+    }
+}
