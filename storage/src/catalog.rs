@@ -28,6 +28,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::buffer::{ScanFilter, TableBuffer, WriteBuffer};
+use crate::series_index::SharedRead;
 use crate::filters::{is_time_bound, scan_filter};
 use crate::manifest::{SegmentMeta, table_statistics};
 use crate::maintenance::adapt_to;
@@ -57,7 +58,7 @@ impl SchemaProvider for VigilSchemaProvider {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         Ok(self.storage.table_schema(name).map(|schema| {
-            Arc::new(VigilTable { storage: self.storage.clone(), name: name.to_string(), schema })
+            Arc::new(VigilTable { storage: self.storage.clone(), name: name.to_string(), schema, series: false })
                 as Arc<dyn TableProvider>
         }))
     }
@@ -187,7 +188,15 @@ impl Storage {
 
     /// A table of known schema, for plans that looked the schema up already.
     pub fn table_provider(&self, name: &str, schema: SchemaRef) -> Arc<dyn TableProvider> {
-        Arc::new(VigilTable { storage: self.clone(), name: name.to_string(), schema })
+        Arc::new(VigilTable { storage: self.clone(), name: name.to_string(), schema, series: false })
+    }
+
+    /// A metric table read for its series, not its samples: at least one row per series
+    /// with samples in the scan's time range (one, from the series index, for shared
+    /// segments that have one), in the table's schema with a time inside the range and a
+    /// NaN value. What the metadata API (series, label values) reads.
+    pub fn series_provider(&self, name: &str, schema: SchemaRef) -> Arc<dyn TableProvider> {
+        Arc::new(VigilTable { storage: self.clone(), name: name.to_string(), schema, series: true })
     }
 
     /// The current schema of a table: fixed, or for a metric the union of the label columns
@@ -235,6 +244,8 @@ pub struct VigilTable {
     storage: Storage,
     name: String,
     schema: SchemaRef,
+    /// Read for series, not samples (see [`Storage::series_provider`]).
+    series: bool,
 }
 
 impl VigilTable {
@@ -325,11 +336,13 @@ impl TableProvider for VigilTable {
         let (covered, partial): (Vec<SegmentMeta>, Vec<SegmentMeta>) = segments
             .into_iter()
             .partition(|s| only_time && filter.contains(s.min_time_ns, s.max_time_ns));
-        if !covered.is_empty() {
-            inputs.push(self.segment_scan(state, covered, projection.clone(), &[], limit, &filter).await?);
-        }
-        if !partial.is_empty() {
-            inputs.push(self.segment_scan(state, partial, projection.clone(), filters, limit, &filter).await?);
+        for (segments, filters) in [(covered, &[][..]), (partial, filters)] {
+            if segments.is_empty() {
+                continue;
+            }
+            let (scan, series) = self.segment_scan(state, segments, projection.clone(), filters, limit, &filter).await?;
+            inputs.extend(scan);
+            buffered.extend(series);
         }
         with_buffered(inputs, buffered, &self.schema, projection)
     }
@@ -344,23 +357,33 @@ impl VigilTable {
         filters: &[Expr],
         limit: Option<usize>,
         scan: &ScanFilter,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    ) -> DfResult<(Option<Arc<dyn ExecutionPlan>>, Vec<RecordBatch>)> {
         let mut statistics = table_statistics(&segments, &self.schema);
-        if !filters.is_empty() {
+        if !filters.is_empty() || self.series {
             // The series index may leave rows or whole files out.
             statistics = statistics.to_inexact();
         }
+        let series_of = self.series.then_some(&self.schema);
         let mut files = Vec::with_capacity(segments.len());
+        let mut series = Vec::new();
         for segment in &segments {
             if segment.shared.is_none() {
                 files.push(PartitionedFile::new(segment.path.clone(), segment.size_bytes));
-            } else if let Some(file) = crate::series_index::shared_file(&self.storage, state, &[segment], filters, scan).await? {
-                // Only this table's run of the shared file (and of it, the series the filters
-                // can match): row groups and pages outside it are never read.
-                files.push(file);
+                continue;
+            }
+            // Only this table's run of the shared file (and of it, the series the filters can
+            // match): row groups and pages outside it are never read.
+            match crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, series_of).await? {
+                SharedRead::Nothing => {}
+                SharedRead::File(file) => files.push(file),
+                SharedRead::Series(batch) => series.push(batch),
             }
         }
-        parquet_scan(&self.storage, state, &self.schema, files, statistics, projection, filters, limit).await
+        if files.is_empty() {
+            return Ok((None, series));
+        }
+        let plan = parquet_scan(&self.storage, state, &self.schema, files, statistics, projection, filters, limit).await?;
+        Ok((Some(plan), series))
     }
 }
 

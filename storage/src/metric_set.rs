@@ -23,13 +23,14 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::buffer::{TableBuffer, WriteBuffer};
 use crate::catalog::{QUERY_BATCH_ROWS, label_excludes, parquet_scan, to_df, with_buffered};
 use crate::filters::scan_filter;
+use crate::series_index::SharedRead;
 use crate::manifest::SegmentMeta;
 use crate::schema::{TIMESTAMP_COLUMN, label_columns, metric_schema};
 pub use crate::shared::TABLE_COLUMN;
 use crate::{Storage, StorageError};
 
 /// Metric tables as one table (see the module docs).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct MetricSet {
     storage: Storage,
     tables: Vec<String>,
@@ -37,6 +38,8 @@ pub struct MetricSet {
     metric_schema: SchemaRef,
     /// [`TABLE_COLUMN`], then `metric_schema`'s columns.
     schema: SchemaRef,
+    /// Read for series, not samples (see [`Storage::series_provider`]).
+    series: bool,
 }
 
 impl Storage {
@@ -62,11 +65,17 @@ impl Storage {
         }
         let metric_schema = metric_schema(columns.iter().map(String::as_str));
         let schema = crate::shared::file_schema(&columns);
-        Some(MetricSet { storage: self.clone(), tables: names, metric_schema, schema })
+        Some(MetricSet { storage: self.clone(), tables: names, metric_schema, schema, series: false })
     }
 }
 
 impl MetricSet {
+    /// The same tables read for their series, not their samples (see
+    /// [`Storage::series_provider`]).
+    pub fn series_only(&self) -> MetricSet {
+        MetricSet { series: true, ..self.clone() }
+    }
+
     /// Buffered rows of the tables in one generation, with their table column.
     fn buffered(&self, generation: &WriteBuffer, filter: &crate::buffer::ScanFilter) -> Result<Vec<RecordBatch>, StorageError> {
         let mut out = Vec::new();
@@ -133,10 +142,13 @@ impl TableProvider for MetricSet {
         let projection = projection.cloned();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let mut partitioned = Vec::with_capacity(files.len());
+        let series_of = self.series.then_some(&self.schema);
         for entries in files.values() {
             let entries: Vec<&SegmentMeta> = entries.iter().collect();
-            if let Some(file) = crate::series_index::shared_file(&self.storage, state, &entries, filters, &filter).await? {
-                partitioned.push(file);
+            match crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, series_of).await? {
+                SharedRead::Nothing => {}
+                SharedRead::File(file) => partitioned.push(file),
+                SharedRead::Series(batch) => buffered.push(batch),
             }
         }
         if !partitioned.is_empty() {

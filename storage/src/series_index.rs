@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::compute;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampNanosecondType, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType, UInt64Type};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, Result as DfResult};
@@ -192,14 +194,13 @@ pub(crate) struct Lookup<'a> {
     pub end_ns: Option<i64>,
 }
 
-/// The series runs of `index` inside `lookup.runs` that the label filters can match and that
-/// overlap the time range, as (first row, rows) in file order. A filter naming a column the
-/// index does not hold (time, value, a label no table of the file has) is left to the scan.
-pub(crate) fn matching_runs(state: &dyn Session, index: &RecordBatch, lookup: &Lookup<'_>) -> DfResult<Vec<(u64, u64)>> {
+/// The rows of `index` (series, in file order) inside `lookup.runs` that the label filters can
+/// match and that overlap the time range. A filter naming a column the index does not hold
+/// (time, value, a label no table of the file has) is left to the scan.
+pub(crate) fn matching_series(state: &dyn Session, index: &RecordBatch, lookup: &Lookup<'_>) -> DfResult<Vec<usize>> {
     let schema = index.schema();
     let df_schema = DFSchema::try_from(schema.clone())?;
     let first_rows = column_u64(index, FIRST_ROW)?;
-    let rows = column_u64(index, ROWS)?;
     let min_time = column_i64(index, MIN_TIME)?;
     let max_time = column_i64(index, MAX_TIME)?;
     let mut keep: Vec<bool> = (0..index.num_rows())
@@ -226,9 +227,30 @@ pub(crate) fn matching_runs(state: &dyn Session, index: &RecordBatch, lookup: &L
             *slot &= matched == Some(true);
         }
     }
-    let mut out: Vec<(u64, u64)> = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| (first_rows.value(i), rows.value(i))).collect();
-    out.sort_unstable();
-    Ok(out)
+    Ok(keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect())
+}
+
+/// One row per chosen series of `index` in `schema` (a table's or a set's): its labels, a
+/// time inside the scan's range (`start_ns` or later), and a NaN value.
+fn series_rows(index: &RecordBatch, series: &[usize], schema: &SchemaRef, start_ns: Option<i64>) -> DfResult<RecordBatch> {
+    let take = UInt64Array::from_iter_values(series.iter().map(|&i| i as u64));
+    let min_time = column_i64(index, MIN_TIME)?;
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column: ArrayRef = if field.name() == TIMESTAMP_COLUMN {
+            let times: ArrayRef = Arc::new(Int64Array::from_iter_values(series.iter().map(|&i| min_time.value(i).max(start_ns.unwrap_or(i64::MIN)))));
+            compute::cast(&times, field.data_type())?
+        } else if field.name() == VALUE_COLUMN {
+            Arc::new(datafusion::arrow::array::Float64Array::from_value(f64::NAN, series.len()))
+        } else {
+            match index.column_by_name(field.name()) {
+                Some(column) => compute::cast(&compute::take(column, &take, None)?, field.data_type())?,
+                None => datafusion::arrow::array::new_null_array(field.data_type(), series.len()),
+            }
+        };
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 fn column_u64<'a>(index: &'a RecordBatch, name: &str) -> DfResult<&'a UInt64Array> {
@@ -245,36 +267,51 @@ fn column_i64<'a>(index: &'a RecordBatch, name: &str) -> DfResult<&'a Int64Array
         .ok_or_else(|| datafusion::error::DataFusionError::Internal(format!("series index without {name}")))
 }
 
-/// The Parquet file of one shared segment for a scan: the runs of `entries` (its manifest
-/// entries the scan reads), narrowed to the series the index says the filters can match.
-/// `None` when no series of the file can.
-pub(crate) async fn shared_file(
+/// What a scan reads of one shared segment.
+pub(crate) enum SharedRead {
+    /// Nothing: no series of the file can match.
+    Nothing,
+    /// The file, through a row selection.
+    File(PartitionedFile),
+    /// One row per matching series (a series scan, from the index).
+    Series(RecordBatch),
+}
+
+/// What a scan reads of one shared segment: the runs of `entries` (its manifest entries the
+/// scan reads), narrowed to the series the index says the filters can match; or, for a
+/// series scan (`series_of`: the scan's schema), those series themselves.
+pub(crate) async fn shared_read(
     storage: &crate::Storage,
     state: &dyn Session,
     entries: &[&crate::manifest::SegmentMeta],
     filters: &[Expr],
     scan: &crate::buffer::ScanFilter,
-) -> DfResult<Option<datafusion::datasource::listing::PartitionedFile>> {
-    use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
-    let Some(first) = entries.first() else { return Ok(None) };
+    series_of: Option<&SchemaRef>,
+) -> DfResult<SharedRead> {
+    let Some(first) = entries.first() else { return Ok(SharedRead::Nothing) };
     let file_rows = first.file_rows();
     let mut runs: Vec<(u64, u64)> = entries.iter().filter_map(|s| s.shared.map(|at| (at.first_row, s.rows))).collect();
     runs.sort_unstable();
-    if !filters.is_empty() {
+    if !filters.is_empty() || series_of.is_some() {
         if let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await {
             let lookup = Lookup { runs: &runs, filters, start_ns: scan.start_ns, end_ns: scan.end_ns };
-            let matching = matching_runs(state, &index, &lookup)?;
+            let series = matching_series(state, &index, &lookup)?;
+            if let Some(schema) = series_of {
+                return Ok(if series.is_empty() { SharedRead::Nothing } else { SharedRead::Series(series_rows(&index, &series, schema, scan.start_ns)?) });
+            }
+            let (first_rows, rows) = (column_u64(&index, FIRST_ROW)?, column_u64(&index, ROWS)?);
+            let matching: Vec<(u64, u64)> = series.iter().map(|&i| (first_rows.value(i), rows.value(i))).collect();
             let skipped = rows_of(&runs) - rows_of(&matching);
             storage.inner.rows_skipped_by_index.fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("vigil_storage_rows_skipped_by_series_index_total").increment(skipped);
-            runs = matching;
-            if runs.is_empty() {
-                return Ok(None);
+            if matching.is_empty() {
+                return Ok(SharedRead::Nothing);
             }
+            runs = matching;
         }
     }
-    let file = datafusion::datasource::listing::PartitionedFile::new(first.path.clone(), first.size_bytes);
-    Ok(Some(file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows)))))
+    let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
+    Ok(SharedRead::File(file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows)))))
 }
 
 fn rows_of(runs: &[(u64, u64)]) -> u64 {

@@ -689,6 +689,25 @@ async fn the_series_index_narrows_scans_without_changing_answers() {
     let skipped = storage.rows_skipped_by_index();
     // `host = 'a'` alone reads 3 of cpu's 15 series and skips the other 12: 9 × 60 + 3 × 10 rows.
     assert!(skipped >= 570, "{skipped}");
+    // Read for series: one row per series from the index, the same series as the samples.
+    let series_queries: Vec<(String, String)> = ["host = 'a'", "dc IS NULL", "host <> 'b' AND dc = 'x'", "host = 'none'"]
+        .iter()
+        .flat_map(|f| {
+            [String::new(), format!(" AND timestamp >= to_timestamp_nanos({late})")].map(|time| {
+                let select = |table: &str| format!("SELECT DISTINCT host, dc FROM {table} WHERE {f}{time} ORDER BY host, dc");
+                (select("cpu"), select("cpu_series"))
+            })
+        })
+        .collect();
+    let ctx = SessionContext::new();
+    let schema = storage.table_schema("cpu").unwrap();
+    ctx.register_table("cpu_series", storage.series_provider("cpu", schema)).unwrap();
+    for (samples, series) in &series_queries {
+        let expected = sql(&storage, samples).await;
+        assert_eq!(ctx.sql(series).await.unwrap().collect().await.unwrap(), expected, "{series}");
+    }
+    let rows = ctx.sql("SELECT count(*) FROM cpu_series WHERE host = 'a'").await.unwrap().collect().await.unwrap();
+    assert_eq!(rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0), 3, "one row per series, not per sample");
     drop(storage);
 
     // Without an index (a store from before it, or a lost file) the answers stay.

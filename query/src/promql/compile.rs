@@ -63,6 +63,15 @@ struct SelectedSet {
     filters: Vec<Expr>,
 }
 
+/// What a selector's rows are read for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// Every sample.
+    Samples,
+    /// The series: one row or more per series, time and value not the samples'.
+    Series,
+}
+
 /// Most tables one union plan holds (see `Compiler::union_in_groups`).
 const UNION_FAN_IN: usize = 64;
 
@@ -280,13 +289,13 @@ impl<'a> Compiler<'a> {
         let sweep_labels = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let chunks = if selection.set.is_none() && selection.tables.len() > UNION_FAN_IN {
             // Thousands of tables are read once, in groups (see `union_in_groups`).
-            let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels).await?;
+            let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels, Reading::Samples).await?;
             vec![SweepChunk { high_ms, frame }]
         } else {
             let partition_ms = i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
             let mut chunks = Vec::new();
             for (low, high) in chunk_bounds(low_ms, high_ms, partition_ms) {
-                chunks.push(SweepChunk { high_ms: high, frame: self.rows_frame(ctx, &selection, low, high, &sweep_labels).await? });
+                chunks.push(SweepChunk { high_ms: high, frame: self.rows_frame(ctx, &selection, low, high, &sweep_labels, Reading::Samples).await? });
             }
             chunks
         };
@@ -296,12 +305,23 @@ impl<'a> Compiler<'a> {
     /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `#ts`,
     /// `#value`) over every matching metric table; `None` when no table can match.
     pub async fn selector_rows(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
+        self.selector_read(selector, low_ms, high_ms, Reading::Samples).await
+    }
+
+    /// At least one row per series a selector matches with samples in `[low_ms, high_ms]`
+    /// (labels as in [`Self::selector_rows`]; time and value are not the samples'): shared
+    /// segments answer from their series index without reading samples.
+    pub async fn selector_series(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
+        self.selector_read(selector, low_ms, high_ms, Reading::Series).await
+    }
+
+    async fn selector_read(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64, reading: Reading) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
         let ctx = self.engine.context();
         let selection = self.selector_tables(ctx, selector).await?;
         if selection.tables.is_empty() {
             return Ok(None);
         }
-        let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &DataType::Utf8).await?;
+        let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &DataType::Utf8, reading).await?;
         Ok(Some((frame, selection.labels)))
     }
 
@@ -405,6 +425,7 @@ impl<'a> Compiler<'a> {
         low_ms: i64,
         high_ms: i64,
         label_type: &DataType,
+        reading: Reading,
     ) -> Result<DataFrame, PromError> {
         let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
         let storage = self.engine.storage();
@@ -432,14 +453,21 @@ impl<'a> Compiler<'a> {
             Ok(frame.filter(filter)?.select(projection)?)
         };
         if let Some(set) = &selection.set {
-            let frame = ctx.read_table(set.provider.clone())?;
+            let frame = match reading {
+                Reading::Samples => ctx.read_table(set.provider.clone())?,
+                Reading::Series => ctx.read_table(Arc::new(set.provider.series_only()))?,
+            };
             let name = ident(vigil_storage::metric_set::TABLE_COLUMN);
             return rows(frame, &set.filters, name, &set.columns);
         }
         let mut inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>> = Vec::with_capacity(selection.tables.len());
         for table in &selection.tables {
             let frame = if local {
-                ctx.read_table(storage.table_provider(&table.table, table.schema.clone()))?
+                let provider = match reading {
+                    Reading::Samples => storage.table_provider(&table.table, table.schema.clone()),
+                    Reading::Series => storage.series_provider(&table.table, table.schema.clone()),
+                };
+                ctx.read_table(provider)?
             } else {
                 ctx.table(TableReference::bare(table.table.as_str())).await?
             };

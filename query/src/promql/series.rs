@@ -27,7 +27,7 @@ impl QueryEngine {
                 PromExpr::VectorSelector(selector) => selector,
                 _ => return Err(PromError::BadData(format!("match[] must be a series selector, not {text:?}"))),
             };
-            let Some((frame, labels)) = compiler.selector_rows(&selector, start_ms, end_ms).await? else { continue };
+            let Some((frame, labels)) = compiler.selector_series(&selector, start_ms, end_ms).await? else { continue };
             let batches = frame.select(labels.iter().map(ident).collect::<Vec<_>>())?.distinct()?.collect().await?;
             for batch in batches {
                 for row in 0..batch.num_rows() {
