@@ -364,8 +364,7 @@ impl VigilTable {
             statistics = statistics.to_inexact();
         }
         let series_of = self.series.then_some(&self.schema);
-        let mut files = Vec::with_capacity(segments.len());
-        let mut series = Vec::new();
+        let (mut files, mut narrowed, mut series) = (Vec::with_capacity(segments.len()), Vec::new(), Vec::new());
         for segment in &segments {
             if segment.shared.is_none() {
                 files.push(PartitionedFile::new(segment.path.clone(), segment.size_bytes));
@@ -375,15 +374,25 @@ impl VigilTable {
             // match): row groups and pages outside it are never read.
             match crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, series_of).await? {
                 SharedRead::Nothing => {}
-                SharedRead::File(file) => files.push(file),
+                SharedRead::File { file, narrowed: false } => files.push(file),
+                SharedRead::File { file, narrowed: true } => narrowed.push(file),
                 SharedRead::Series(batch) => series.push(batch),
             }
         }
-        if files.is_empty() {
-            return Ok((None, series));
+        let labels: BTreeSet<&str> = label_columns(&self.schema).collect();
+        let left = crate::series_index::left_after_index(filters, |c| labels.contains(c));
+        let mut plans = Vec::new();
+        for (files, filters) in [(files, filters), (narrowed, &left[..])] {
+            if !files.is_empty() {
+                plans.push(parquet_scan(&self.storage, state, &self.schema, files, statistics.clone(), projection.clone(), filters, limit).await?);
+            }
         }
-        let plan = parquet_scan(&self.storage, state, &self.schema, files, statistics, projection, filters, limit).await?;
-        Ok((Some(plan), series))
+        let plan = match plans.len() {
+            0 => None,
+            1 => plans.pop(),
+            _ => Some(UnionExec::try_new(plans)?),
+        };
+        Ok((plan, series))
     }
 }
 

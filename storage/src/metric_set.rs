@@ -141,19 +141,23 @@ impl TableProvider for MetricSet {
 
         let projection = projection.cloned();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        let mut partitioned = Vec::with_capacity(files.len());
+        let (mut partitioned, mut narrowed) = (Vec::with_capacity(files.len()), Vec::new());
         let series_of = self.series.then_some(&self.schema);
         for entries in files.values() {
             let entries: Vec<&SegmentMeta> = entries.iter().collect();
             match crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, series_of).await? {
                 SharedRead::Nothing => {}
-                SharedRead::File(file) => partitioned.push(file),
+                SharedRead::File { file, narrowed: false } => partitioned.push(file),
+                SharedRead::File { file, narrowed: true } => narrowed.push(file),
                 SharedRead::Series(batch) => buffered.push(batch),
             }
         }
-        if !partitioned.is_empty() {
-            let statistics = Statistics::new_unknown(&self.schema);
-            inputs.push(parquet_scan(&self.storage, state, &self.schema, partitioned, statistics, projection.clone(), filters, limit).await?);
+        let left = crate::series_index::left_after_index(filters, |c| c == TABLE_COLUMN || labels.contains(c));
+        for (files, filters) in [(partitioned, filters), (narrowed, &left[..])] {
+            if !files.is_empty() {
+                let statistics = Statistics::new_unknown(&self.schema);
+                inputs.push(parquet_scan(&self.storage, state, &self.schema, files, statistics, projection.clone(), filters, limit).await?);
+            }
         }
         with_buffered(inputs, buffered, &self.schema, projection)
     }

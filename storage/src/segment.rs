@@ -78,7 +78,13 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperti
     if let Ok(field) = schema.field_with_name(VALUE_COLUMN) {
         if field.data_type() == &datafusion::arrow::datatypes::DataType::Float64 {
             let path = ColumnPath::from(VALUE_COLUMN);
+            // Metric files: ZSTD where it pays, on the values; the labels (dictionary keys in
+            // runs) and timestamps (deltas) are already small, and reading a ZSTD column
+            // chunk creates a ZSTD context (11 % of a 24 h selector's time), an LZ4 one costs
+            // nothing.
             props = props
+                .set_compression(Compression::LZ4_RAW)
+                .set_column_compression(path.clone(), Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
         }

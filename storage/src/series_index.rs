@@ -271,8 +271,9 @@ fn column_i64<'a>(index: &'a RecordBatch, name: &str) -> DfResult<&'a Int64Array
 pub(crate) enum SharedRead {
     /// Nothing: no series of the file can match.
     Nothing,
-    /// The file, through a row selection.
-    File(PartitionedFile),
+    /// The file, through a row selection: `narrowed` when the index chose its series (the
+    /// label filters need not be evaluated again while reading it).
+    File { file: PartitionedFile, narrowed: bool },
     /// One row per matching series (a series scan, from the index).
     Series(RecordBatch),
 }
@@ -307,11 +308,27 @@ pub(crate) async fn shared_read(
             if matching.is_empty() {
                 return Ok(SharedRead::Nothing);
             }
-            runs = matching;
+            let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
+            let file = file.with_extension(ParquetRowSelection::new(runs_selection(&matching, file_rows)));
+            return Ok(SharedRead::File { file, narrowed: true });
         }
     }
     let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
-    Ok(SharedRead::File(file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows)))))
+    Ok(SharedRead::File { file: file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows))), narrowed: false })
+}
+
+/// The filters a scan of files the index narrowed still evaluates while reading: all but those
+/// on label columns only, which the index applied per series (and which DataFusion applies
+/// again above the scan: label filters are pushed down inexact).
+pub(crate) fn left_after_index(filters: &[Expr], is_label: impl Fn(&str) -> bool) -> Vec<Expr> {
+    filters
+        .iter()
+        .filter(|f| {
+            let columns = f.column_refs();
+            columns.is_empty() || !columns.iter().all(|c| is_label(&c.name))
+        })
+        .cloned()
+        .collect()
 }
 
 fn rows_of(runs: &[(u64, u64)]) -> u64 {

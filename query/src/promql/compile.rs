@@ -290,12 +290,13 @@ impl<'a> Compiler<'a> {
         let chunks = if selection.set.is_none() && selection.tables.len() > UNION_FAN_IN {
             // Thousands of tables are read once, in groups (see `union_in_groups`).
             let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels, Reading::Samples).await?;
-            vec![SweepChunk { high_ms, frame }]
+            vec![SweepChunk { high_ms, frame: self.one_stream(ctx, frame) }]
         } else {
             let partition_ms = i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
             let mut chunks = Vec::new();
             for (low, high) in chunk_bounds(low_ms, high_ms, partition_ms) {
-                chunks.push(SweepChunk { high_ms: high, frame: self.rows_frame(ctx, &selection, low, high, &sweep_labels, Reading::Samples).await? });
+                let frame = self.rows_frame(ctx, &selection, low, high, &sweep_labels, Reading::Samples).await?;
+                chunks.push(SweepChunk { high_ms: high, frame: self.one_stream(ctx, frame) });
             }
             chunks
         };
@@ -323,6 +324,12 @@ impl<'a> Compiler<'a> {
         }
         let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &DataType::Utf8, reading).await?;
         Ok(Some((frame, selection.labels)))
+    }
+
+    /// A sweep chunk's frame as one stream (see `QueryEngine::one_stream`); a distributed
+    /// session plans its own.
+    fn one_stream(&self, ctx: &datafusion::prelude::SessionContext, frame: DataFrame) -> DataFrame {
+        if std::ptr::eq(ctx, self.engine.context()) { self.engine.one_stream(frame) } else { frame }
     }
 
     /// The Ballista session, when distributed queries are on and `span_ms` is long enough.
