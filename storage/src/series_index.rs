@@ -205,8 +205,7 @@ pub(crate) fn matching_series(state: &dyn Session, index: &RecordBatch, lookup: 
     let max_time = column_i64(index, MAX_TIME)?;
     let mut keep: Vec<bool> = (0..index.num_rows())
         .map(|i| {
-            let first = first_rows.value(i);
-            lookup.runs.iter().any(|(start, len)| first >= *start && first < start + len)
+            within_runs(lookup.runs, first_rows.value(i))
                 && lookup.start_ns.is_none_or(|start| max_time.value(i) >= start)
                 && lookup.end_ns.is_none_or(|end| min_time.value(i) <= end)
         })
@@ -228,6 +227,13 @@ pub(crate) fn matching_series(state: &dyn Session, index: &RecordBatch, lookup: 
         }
     }
     Ok(keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect())
+}
+
+/// True when `row` is in one of `runs` (sorted by first row, not overlapping): a binary
+/// search, since a set of thousands of tables has thousands of runs in one file.
+fn within_runs(runs: &[(u64, u64)], row: u64) -> bool {
+    let after = runs.partition_point(|(first, _)| *first <= row);
+    after > 0 && row < runs[after - 1].0 + runs[after - 1].1
 }
 
 /// One row per chosen series of `index` in `schema` (a table's or a set's): its labels, a
@@ -395,6 +401,14 @@ mod tests {
         assert_eq!(u64s(ROWS), [2, 1, 2, 1, 2]);
         assert_eq!(i64s(MIN_TIME), [1, 1, 5, 3, 4]);
         assert_eq!(i64s(MAX_TIME), [2, 1, 9, 3, 7]);
+    }
+
+    #[test]
+    fn rows_are_found_in_their_runs() {
+        let runs = [(0, 3), (10, 5), (15, 2)];
+        let inside: Vec<u64> = (0..20).filter(|&row| within_runs(&runs, row)).collect();
+        assert_eq!(inside, [0, 1, 2, 10, 11, 12, 13, 14, 15, 16]);
+        assert!(!within_runs(&[], 0));
     }
 
     #[test]
