@@ -168,22 +168,31 @@ impl Storage {
         columns.into_iter().map(|(name, labels)| (name, metric_schema(labels.iter().map(String::as_str)))).collect()
     }
 
-    /// False when no row of a metric table can hold `value` in label column `column`: no
-    /// buffered series has it and every segment's bounds for the column exclude it. Lets a
-    /// selector without a metric name skip most tables before planning them.
-    pub fn may_hold_label(&self, table: &str, column: &str, value: &str) -> bool {
+    /// The metric tables some row of which may hold `value` in label column `column`: a
+    /// buffered series has it, or some segment's bounds for the column do not exclude it. Lets
+    /// a selector without a metric name skip most tables before planning them; one pass over
+    /// the manifest and buffers for all tables, not one per table.
+    pub fn tables_may_hold_label(&self, column: &str, value: &str) -> std::collections::HashSet<String> {
         let label = crate::schema::label_name_of_column(column);
+        let mut tables = std::collections::HashSet::new();
         let state = self.inner.state.lock();
         for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
-            if let Some(TableBuffer::Metric(metric)) = generation.table(table) {
-                if metric.label_sets().any(|labels| labels.get(label) == Some(value)) {
-                    return true;
+            for (name, table) in generation.tables() {
+                if let TableBuffer::Metric(metric) = table {
+                    if metric.label_sets().any(|labels| labels.get(label) == Some(value)) {
+                        tables.insert(name.to_string());
+                    }
                 }
             }
         }
         let filter = ScanFilter { start_ns: None, end_ns: None, label_equals: vec![(column.to_string(), value.to_string())] };
-        let peers = state.peers.values().flat_map(|peer| peer.segments_of(table));
-        state.manifest.segments_of(table).chain(peers).any(|segment| !label_excludes(segment, &filter))
+        let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
+        for segment in state.manifest.segments.iter().chain(peers) {
+            if !tables.contains(segment.table.as_str()) && !label_excludes(segment, &filter) {
+                tables.insert(segment.table.clone());
+            }
+        }
+        tables
     }
 
     /// A table of known schema, for plans that looked the schema up already.

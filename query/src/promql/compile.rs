@@ -360,6 +360,18 @@ impl<'a> Compiler<'a> {
         let local = std::ptr::eq(ctx, self.engine.context());
         let schemas = storage.metric_table_schemas();
         let nameless = selector.name.is_none();
+        // A selector without a metric name may span thousands of tables: an equality the
+        // tables' statistics rule out drops a table before planning (one pass per matcher).
+        let possible_tables: Vec<Option<std::collections::HashSet<String>>> = selector
+            .matchers
+            .matchers
+            .iter()
+            .filter(|m| m.name != NAME)
+            .map(|m| {
+                (nameless && m.op == MatchOp::Equal && !m.value.is_empty())
+                    .then(|| storage.tables_may_hold_label(&label_column_name(&m.name), &m.value))
+            })
+            .collect();
         let mut tables = Vec::new();
         for (index, (table, metric)) in self.tables_for(selector, &schemas).into_iter().enumerate() {
             if index % 256 == 255 {
@@ -373,16 +385,10 @@ impl<'a> Compiler<'a> {
             let columns: BTreeSet<String> = label_columns(&schema).map(str::to_string).collect();
             let mut filters = Vec::new();
             let mut possible = true;
-            for matcher in selector.matchers.matchers.iter().filter(|m| m.name != NAME) {
+            for (matcher, holding) in selector.matchers.matchers.iter().filter(|m| m.name != NAME).zip(&possible_tables) {
                 let column = label_column_name(&matcher.name).into_owned();
                 if columns.contains(&column) {
-                    // A selector without a metric name may span thousands of tables: an
-                    // equality the table's statistics rule out drops the table before planning.
-                    let ruled_out = nameless
-                        && matcher.op == MatchOp::Equal
-                        && !matcher.value.is_empty()
-                        && !storage.may_hold_label(&table, &column, &matcher.value);
-                    possible &= !ruled_out;
+                    possible &= holding.as_ref().is_none_or(|tables| tables.contains(&table));
                     filters.push(matcher_filter(matcher, &column, local)?);
                 } else if !matcher.is_match("") {
                     possible = false;
