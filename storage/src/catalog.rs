@@ -28,7 +28,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::buffer::{ScanFilter, TableBuffer, WriteBuffer};
-use crate::series_index::SharedRead;
+use crate::series_index::ScanFiles;
 use crate::filters::{is_time_bound, scan_filter};
 use crate::manifest::{SegmentMeta, table_statistics};
 use crate::maintenance::adapt_to;
@@ -373,29 +373,20 @@ impl VigilTable {
             statistics = statistics.to_inexact();
         }
         let series_of = self.series.then_some(&self.schema);
-        let (mut files, mut narrowed, mut series) = (Vec::with_capacity(segments.len()), Vec::new(), Vec::new());
+        let mut files = ScanFiles::default();
         for segment in &segments {
             if segment.shared.is_none() {
-                files.push(PartitionedFile::new(segment.path.clone(), segment.size_bytes));
+                files.push_whole(PartitionedFile::new(segment.path.clone(), segment.size_bytes));
                 continue;
             }
             // Only this table's run of the shared file (and of it, the series the filters can
             // match): row groups and pages outside it are never read.
-            match crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, series_of).await? {
-                SharedRead::Nothing => {}
-                SharedRead::File { file, narrowed: false } => files.push(file),
-                SharedRead::File { file, narrowed: true } => narrowed.push(file),
-                SharedRead::Series(batch) => series.push(batch),
-            }
+            files.push(crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, series_of).await?);
         }
         let labels: BTreeSet<&str> = label_columns(&self.schema).collect();
-        let left = crate::series_index::left_after_index(filters, |c| labels.contains(c));
-        let mut plans = Vec::new();
-        for (files, filters) in [(files, filters), (narrowed, &left[..])] {
-            if !files.is_empty() {
-                plans.push(parquet_scan(&self.storage, state, &self.schema, files, statistics.clone(), projection.clone(), filters, limit).await?);
-            }
-        }
+        let is_label = |c: &str| labels.contains(c);
+        let (mut plans, series) =
+            files.plans(&self.storage, state, &self.schema, statistics, projection, filters, is_label, limit).await?;
         let plan = match plans.len() {
             0 => None,
             1 => plans.pop(),

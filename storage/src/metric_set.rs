@@ -21,9 +21,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::buffer::{TableBuffer, WriteBuffer};
-use crate::catalog::{QUERY_BATCH_ROWS, label_excludes, parquet_scan, to_df, with_buffered};
+use crate::catalog::{QUERY_BATCH_ROWS, label_excludes, to_df, with_buffered};
 use crate::filters::scan_filter;
-use crate::series_index::SharedRead;
+use crate::series_index::ScanFiles;
 use crate::manifest::SegmentMeta;
 use crate::schema::{TIMESTAMP_COLUMN, label_columns, metric_schema};
 pub use crate::shared::TABLE_COLUMN;
@@ -140,25 +140,17 @@ impl TableProvider for MetricSet {
         metrics::counter!("vigil_storage_segments_scanned_total").increment(files.len() as u64);
 
         let projection = projection.cloned();
-        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        let (mut partitioned, mut narrowed) = (Vec::with_capacity(files.len()), Vec::new());
+        let mut shared = ScanFiles::default();
         let series_of = self.series.then_some(&self.schema);
         for entries in files.values() {
             let entries: Vec<&SegmentMeta> = entries.iter().collect();
-            match crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, series_of).await? {
-                SharedRead::Nothing => {}
-                SharedRead::File { file, narrowed: false } => partitioned.push(file),
-                SharedRead::File { file, narrowed: true } => narrowed.push(file),
-                SharedRead::Series(batch) => buffered.push(batch),
-            }
+            shared.push(crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, series_of).await?);
         }
-        let left = crate::series_index::left_after_index(filters, |c| c == TABLE_COLUMN || labels.contains(c));
-        for (files, filters) in [(partitioned, filters), (narrowed, &left[..])] {
-            if !files.is_empty() {
-                let statistics = Statistics::new_unknown(&self.schema);
-                inputs.push(parquet_scan(&self.storage, state, &self.schema, files, statistics, projection.clone(), filters, limit).await?);
-            }
-        }
+        let is_label = |c: &str| c == TABLE_COLUMN || labels.contains(c);
+        let statistics = Statistics::new_unknown(&self.schema);
+        let (inputs, series) =
+            shared.plans(&self.storage, state, &self.schema, statistics, projection.clone(), filters, is_label, limit).await?;
+        buffered.extend(series);
         with_buffered(inputs, buffered, &self.schema, projection)
     }
 }

@@ -284,6 +284,57 @@ pub(crate) enum SharedRead {
     Series(RecordBatch),
 }
 
+/// The segment files a scan reads, sorted by what the series index did to them: read whole
+/// (every filter evaluated row by row), narrowed to the index's series (label filters
+/// already applied), or answered as series rows from the index.
+#[derive(Default)]
+pub(crate) struct ScanFiles {
+    whole: Vec<PartitionedFile>,
+    narrowed: Vec<PartitionedFile>,
+    series: Vec<RecordBatch>,
+}
+
+impl ScanFiles {
+    /// A file without a series index (a segment of one table), read whole.
+    pub(crate) fn push_whole(&mut self, file: PartitionedFile) {
+        self.whole.push(file);
+    }
+
+    pub(crate) fn push(&mut self, read: SharedRead) {
+        match read {
+            SharedRead::Nothing => {}
+            SharedRead::File { file, narrowed: false } => self.whole.push(file),
+            SharedRead::File { file, narrowed: true } => self.narrowed.push(file),
+            SharedRead::Series(batch) => self.series.push(batch),
+        }
+    }
+
+    /// One Parquet scan for the whole files and one for the narrowed ones (`is_label` tells
+    /// the filters the index applied), and the series rows the index answered.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn plans(
+        self,
+        storage: &crate::Storage,
+        state: &dyn Session,
+        schema: &SchemaRef,
+        statistics: datafusion::common::Statistics,
+        projection: Option<Vec<usize>>,
+        filters: &[Expr],
+        is_label: impl Fn(&str) -> bool,
+        limit: Option<usize>,
+    ) -> DfResult<(Vec<Arc<dyn datafusion::physical_plan::ExecutionPlan>>, Vec<RecordBatch>)> {
+        let left = left_after_index(filters, is_label);
+        let mut plans = Vec::new();
+        for (files, filters) in [(self.whole, filters), (self.narrowed, &left[..])] {
+            if !files.is_empty() {
+                let scan = crate::catalog::parquet_scan(storage, state, schema, files, statistics.clone(), projection.clone(), filters, limit);
+                plans.push(scan.await?);
+            }
+        }
+        Ok((plans, self.series))
+    }
+}
+
 /// What a scan reads of one shared segment: the runs of `entries` (its manifest entries the
 /// scan reads), narrowed to the series the index says the filters can match; or, for a
 /// series scan (`series_of`: the scan's schema), those series themselves.
@@ -326,7 +377,7 @@ pub(crate) async fn shared_read(
 /// The filters a scan of files the index narrowed still evaluates while reading: all but those
 /// on label columns only, which the index applied per series (and which DataFusion applies
 /// again above the scan: label filters are pushed down inexact).
-pub(crate) fn left_after_index(filters: &[Expr], is_label: impl Fn(&str) -> bool) -> Vec<Expr> {
+fn left_after_index(filters: &[Expr], is_label: impl Fn(&str) -> bool) -> Vec<Expr> {
     filters
         .iter()
         .filter(|f| {
