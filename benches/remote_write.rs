@@ -1,4 +1,5 @@
-//! Remote-write ingest, Vigil beside Prometheus 2.42 on the same load in the same run.
+//! Remote-write ingest, Vigil beside Prometheus 2.42 and VictoriaMetrics 1.79 on the same load
+//! in the same run.
 //!
 //! Load: 10,000 series (20 metric names × 500 instances, half counters, half gauges), one
 //! sample per 15 s over 2 h (480 steps, 4.8 M samples), sent as Prometheus sends it: four
@@ -10,9 +11,10 @@
 //! Reports per target: samples/s accepted, CPU seconds per million samples (process
 //! utime+stime over the ingest window), peak RSS, and bytes per sample on disk after the data
 //! is persisted (Vigil: Parquet segments after its shutdown flush; Prometheus: the block a TSDB
-//! snapshot writes from its head, i.e. its compacted form).
+//! snapshot writes from its head, i.e. its compacted form; VictoriaMetrics: its data directory after
+//! a forced flush).
 //!
-//!     cargo bench --bench remote_write            (needs /usr/bin/prometheus for the peer)
+//!     cargo bench --bench remote_write   (peers from /usr/bin/prometheus, /usr/bin/victoria-metrics)
 
 #[path = "../tests/e2e/remote_write_client.rs"]
 #[allow(dead_code)]
@@ -222,6 +224,23 @@ async fn bench_prometheus(load: &[Vec<Vec<u8>>], work: &Path) -> Option<(Measure
     Some((measured, block_bytes))
 }
 
+async fn bench_victoria_metrics(load: &[Vec<Vec<u8>>], work: &Path) -> Option<(Measured, u64)> {
+    if !Path::new("/usr/bin/victoria-metrics").exists() {
+        println!("victoria-metrics not installed: no peer figures");
+        return None;
+    }
+    let (mut child, base) = common::peers::start_victoria_metrics(work);
+    wait_ready(&format!("{base}/health")).await;
+    let measured = send_load(&reqwest::Client::new(), &format!("{base}/api/v1/write"), child.id(), load).await;
+    // Its in-memory parts go to disk on a forced flush (merges carry on in the background).
+    reqwest::get(format!("{base}/internal/force_flush")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let disk = dir_bytes(&work.join("victoria-metrics").join("data"), None);
+    let _ = child.kill();
+    let _ = child.wait();
+    Some((measured, disk))
+}
+
 async fn run() {
     let work = tempfile::tempdir().unwrap();
     let load = build_load();
@@ -237,6 +256,7 @@ async fn run() {
     let token = bench_vigil_secured(&load, false, work.path()).await;
     let token_tls = bench_vigil_secured(&load, true, work.path()).await;
     let prometheus = bench_prometheus(&load, work.path()).await;
+    let victoria_metrics = bench_victoria_metrics(&load, work.path()).await;
     println!();
     report("vigil (fsync=always)", &always, always_disk);
     report("vigil (fsync=interval)", &interval, interval_disk);
@@ -259,6 +279,15 @@ async fn run() {
             rate(&interval) / rate(prometheus),
             always.cpu_seconds / prometheus.cpu_seconds,
             interval.cpu_seconds / prometheus.cpu_seconds,
+            interval_disk as f64 / *disk as f64,
+        );
+    }
+    if let Some((victoria_metrics, disk)) = &victoria_metrics {
+        report("victoria-metrics 1.79", victoria_metrics, *disk);
+        println!(
+            "ratios vs victoria-metrics: throughput interval {:.2}x; CPU/sample interval {:.2}x; bytes/sample {:.2}x",
+            rate(&interval) / rate(victoria_metrics),
+            interval.cpu_seconds / victoria_metrics.cpu_seconds,
             interval_disk as f64 / *disk as f64,
         );
     }

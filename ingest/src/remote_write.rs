@@ -109,14 +109,15 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
     let mut summary = Summary { metadata: request.metadata.len(), ..Summary::default() };
     let mut metrics = Vec::with_capacity(request.timeseries.len());
     let mut exemplars = Vec::new();
-    for (index, series) in request.timeseries.into_iter().enumerate() {
+    for (index, mut series) in request.timeseries.into_iter().enumerate() {
         summary.histograms_dropped += series.histograms.len();
         if series.samples.is_empty() && series.exemplars.is_empty() {
             continue;
         }
         // Prometheus sends exemplars in series of their own, without samples.
-        let converted = convert(index, &series, limits)?;
-        for exemplar in &series.exemplars {
+        let series_exemplars = std::mem::take(&mut series.exemplars);
+        let converted = convert(index, series, limits)?;
+        for exemplar in &series_exemplars {
             let labels = exemplar.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
             let timestamp_ns = exemplar.timestamp.saturating_mul(1_000_000);
             exemplars.push(Exemplar::new(converted.metric.clone(), converted.labels.clone(), labels, timestamp_ns, exemplar.value));
@@ -131,56 +132,54 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
     Ok(Decoded { batch: WriteBatch { metrics, rows: Vec::new() }, exemplars, metadata: request.metadata, summary })
 }
 
-fn convert(index: usize, series: &TimeSeries, limits: &Limits) -> Result<MetricSeries, IngestError> {
-    let invalid = |series: &TimeSeries, message: String| IngestError::InvalidSeries {
-        index,
-        series: describe(&series.labels),
-        message,
-    };
-    limits.check_labels(series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))).map_err(|message| invalid(series, message))?;
-    let mut metric = None;
-    let mut pairs = Vec::with_capacity(series.labels.len());
-    for label in &series.labels {
-        if label.name == "__name__" {
-            if metric.replace(label.value.clone()).is_some() {
-                return Err(invalid(&series, "duplicate label name \"__name__\"".into()));
-            }
-        } else {
-            pairs.push((label.name.clone(), label.value.clone()));
+/// One series as storage takes it; label strings move from the decoded request (no copies).
+fn convert(index: usize, series: TimeSeries, limits: &Limits) -> Result<MetricSeries, IngestError> {
+    let invalid = |series: String, message: String| IngestError::InvalidSeries { index, series, message };
+    let described = |labels: &[Label]| describe(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+    limits
+        .check_labels(series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+        .map_err(|message| invalid(described(&series.labels), message))?;
+    let mut names = series.labels.iter().filter(|l| l.name == "__name__");
+    let metric = match (names.next(), names.next()) {
+        (Some(name), None) if is_valid_metric_name(&name.value) => name.value.clone(),
+        (Some(name), None) => {
+            return Err(invalid(described(&series.labels), format!("invalid metric name {:?}", name.value)));
         }
-    }
-    let metric = match metric {
-        Some(name) if is_valid_metric_name(&name) => name,
-        Some(name) => return Err(invalid(&series, format!("invalid metric name {name:?}"))),
-        None => return Err(invalid(&series, "no __name__ label".into())),
+        (Some(_), Some(_)) => return Err(invalid(described(&series.labels), "duplicate label name \"__name__\"".into())),
+        (None, _) => return Err(invalid(described(&series.labels), "no __name__ label".into())),
     };
-    let labels = LabelSet::new(pairs).map_err(|e: LabelError| invalid(&series, e.to_string()))?;
     let mut samples = Vec::with_capacity(series.samples.len());
     for sample in &series.samples {
-        let timestamp_ns = sample
-            .timestamp
-            .checked_mul(1_000_000)
-            .ok_or_else(|| invalid(&series, format!("timestamp {} ms is out of range", sample.timestamp)))?;
+        let timestamp_ns = sample.timestamp.checked_mul(1_000_000).ok_or_else(|| {
+            invalid(described(&series.labels), format!("timestamp {} ms is out of range", sample.timestamp))
+        })?;
         samples.push(Sample { timestamp_ns, value: sample.value });
     }
+    let pairs = series.labels.into_iter().filter(|l| l.name != "__name__").map(|l| (l.name, l.value)).collect();
+    let labels = LabelSet::from_pairs(pairs).map_err(|(error, pairs): (LabelError, Vec<(String, String)>)| {
+        let named = std::iter::once(("__name__", metric.as_str()));
+        invalid(describe(named.chain(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))), error.to_string())
+    })?;
     Ok(MetricSeries { metric, labels, samples })
 }
 
-/// `name{a="b", ...}` for error messages, cut short.
-fn describe(labels: &[Label]) -> String {
-    let name = labels.iter().find(|l| l.name == "__name__").map_or("", |l| l.value.as_str());
-    let rest: Vec<String> = labels
-        .iter()
-        .filter(|l| l.name != "__name__")
-        .take(8)
-        .map(|l| format!("{}={:?}", l.name, l.value))
-        .collect();
-    let mut text = format!("{name}{{{}}}", rest.join(", "));
-    if text.len() > 200 {
-        text.truncate(200);
-        text.push('…');
+/// `name{a="b", ...}` for error messages, cut short (at a character boundary: labels are
+/// the sender's UTF-8).
+fn describe<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut name = "";
+    let mut rest = Vec::new();
+    for (label, value) in labels {
+        if label == "__name__" {
+            name = value;
+        } else if rest.len() < 8 {
+            rest.push(format!("{label}={value:?}"));
+        }
     }
-    text
+    let text = format!("{name}{{{}}}", rest.join(", "));
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +258,21 @@ mod tests {
         assert!(matches!(decode(&duplicated, &limits), Err(IngestError::InvalidSeries { .. })));
         let bad_name = encode(&one_series(vec![label("__name__", "up"), label("a-b", "1")]));
         assert!(matches!(decode(&bad_name, &limits), Err(IngestError::InvalidSeries { .. })));
+    }
+
+    #[test]
+    fn a_refused_series_is_described_whatever_its_text() {
+        // A long value of multi-byte characters is cut at a character boundary, not mid-way.
+        // (byte 200 of the description falls inside a character).
+        let long = "é".repeat(300);
+        let body = encode(&one_series(vec![label("__name__", "up"), label("ab", &long), label("bad-name", "x")]));
+        let error = decode(&body, &Limits::default()).err().unwrap().to_string();
+        assert!(error.starts_with("series 0 (up{ab=\"éé"), "{error}");
+        assert!(error.contains("é…): invalid label name \"bad-name\""), "{error}");
+        // Labels in any order still name the series they came in.
+        let body = encode(&one_series(vec![label("z", "1"), label("__name__", "up"), label("a", "1"), label("z", "2")]));
+        let error = decode(&body, &Limits::default()).err().unwrap().to_string();
+        assert_eq!(error, "series 0 (up{a=\"1\", z=\"1\", z=\"2\"}): duplicate label name \"z\"");
     }
 
     #[test]

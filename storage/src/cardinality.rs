@@ -8,12 +8,11 @@
 //! and the refusal names the limit. Series are known by a 64-bit hash of their labels, so
 //! the tracker costs a few dozen bytes per active series.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::Hasher;
+use crate::{FastHashMap as HashMap, FastHashSet as HashSet};
 use std::time::{Duration, Instant};
 
 use crate::schema::metric_table_name;
-use crate::write::{LabelSet, WriteBatch};
+use crate::write::WriteBatch;
 
 /// Bounds on what storage holds. Zero turns a bound off.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,20 +102,9 @@ pub(crate) struct SeriesTracker {
     tables: HashSet<String>,
 }
 
-fn series_hash(labels: &LabelSet) -> u64 {
-    let mut hasher = fnv::FnvHasher::default();
-    for (name, value) in labels.iter() {
-        hasher.write(name.as_bytes());
-        hasher.write_u8(0xff);
-        hasher.write(value.as_bytes());
-        hasher.write_u8(0xfe);
-    }
-    hasher.finish()
-}
-
 impl SeriesTracker {
     pub fn new(limits: CardinalityLimits) -> Self {
-        SeriesTracker { limits, started: Instant::now(), metrics: HashMap::new(), active: 0, tables: HashSet::new() }
+        SeriesTracker { limits, started: Instant::now(), metrics: HashMap::default(), active: 0, tables: HashSet::default() }
     }
 
     pub fn limits(&self) -> &CardinalityLimits {
@@ -160,8 +148,11 @@ impl SeriesTracker {
             if !self.tables.contains(table.as_ref()) {
                 self.tables.insert(table.to_string());
             }
-            let entry = self.metrics.entry(table.into_owned()).or_default();
-            if entry.last_write.insert(series_hash(&series.labels), now).is_none() {
+            if !self.metrics.contains_key(table.as_ref()) {
+                self.metrics.insert(table.to_string(), MetricSeries::default());
+            }
+            let Some(entry) = self.metrics.get_mut(table.as_ref()) else { continue };
+            if entry.last_write.insert(series.labels.hash_value(), now).is_none() {
                 self.active += 1;
             }
         }
@@ -191,8 +182,11 @@ impl SeriesTracker {
                 });
                 return false;
             }
-            let hash = series_hash(&series.labels);
-            let entry = self.metrics.entry(table.to_string()).or_default();
+            let hash = series.labels.hash_value();
+            if !self.metrics.contains_key(table.as_ref()) {
+                self.metrics.insert(table.to_string(), MetricSeries::default());
+            }
+            let Some(entry) = self.metrics.get_mut(table.as_ref()) else { return false };
             if let Some(seen) = entry.last_write.get_mut(&hash) {
                 *seen = now;
                 return true;
@@ -241,7 +235,7 @@ impl SeriesTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::write::{MetricSeries as Series, Sample};
+    use crate::write::{LabelSet, MetricSeries as Series, Sample};
 
     fn write(metrics: &[(&str, &str)]) -> WriteBatch {
         WriteBatch {

@@ -143,29 +143,47 @@ impl Storage {
     /// The schema of every metric table, in one pass over the manifests and buffers (what
     /// [`Storage::table_schema`] gives for one table, without a pass per table).
     pub fn metric_table_schemas(&self) -> std::collections::HashMap<String, SchemaRef> {
-        let mut columns: std::collections::HashMap<String, BTreeSet<String>> = std::collections::HashMap::new();
+        let owned: Vec<(String, Vec<String>)> = self.with_metric_label_columns(|tables| {
+            tables.iter().map(|(name, columns)| (name.to_string(), columns.iter().map(|c| c.to_string()).collect())).collect()
+        });
+        // Schemas are built after the lock is let go: writers wait on it.
+        owned.into_iter().map(|(name, columns)| (name, metric_schema(columns.iter().map(String::as_str)))).collect()
+    }
+
+    /// Label names over every metric table (`__name__` aside): the `/api/v1/labels` answer
+    /// without selectors, from the manifests and buffers alone.
+    pub fn metric_label_names(&self) -> BTreeSet<String> {
+        let columns: BTreeSet<String> =
+            self.with_metric_label_columns(|tables| tables.values().flatten().copied().collect::<BTreeSet<&str>>().into_iter().map(str::to_string).collect());
+        columns.iter().map(|c| crate::schema::label_name_of_column(c).to_string()).collect()
+    }
+
+    /// Runs `f` on the label columns of each metric table, borrowed while the state is locked:
+    /// one pass over the manifests (each segment names its table and columns) and buffers,
+    /// without copying a string per segment.
+    fn with_metric_label_columns<R>(&self, f: impl FnOnce(&crate::FastHashMap<&str, BTreeSet<&str>>) -> R) -> R {
         let state = self.inner.state.lock();
+        let mut tables: crate::FastHashMap<&str, BTreeSet<&str>> = Default::default();
         let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
         for segment in state.manifest.segments.iter().chain(peers) {
             if FixedTable::from_name(&segment.table).is_some() {
                 continue;
             }
-            let entry = columns.entry(segment.table.clone()).or_default();
+            let columns = tables.entry(segment.table.as_str()).or_default();
             for column in &segment.columns {
-                if column != TIMESTAMP_COLUMN && column != crate::schema::VALUE_COLUMN && !entry.contains(column) {
-                    entry.insert(column.clone());
+                if column != TIMESTAMP_COLUMN && column != crate::schema::VALUE_COLUMN {
+                    columns.insert(column.as_str());
                 }
             }
         }
         for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
             for (name, table) in generation.tables() {
                 if let TableBuffer::Metric(metric) = table {
-                    columns.entry(name.to_string()).or_default().extend(metric.label_columns().map(str::to_string));
+                    tables.entry(name).or_default().extend(metric.label_columns());
                 }
             }
         }
-        drop(state);
-        columns.into_iter().map(|(name, labels)| (name, metric_schema(labels.iter().map(String::as_str)))).collect()
+        f(&tables)
     }
 
     /// The metric tables some row of which may hold `value` in label column `column`: a

@@ -117,7 +117,7 @@ impl ChangeFeed {
 /// Per table, the time range a batch writes and how many of its samples are before
 /// `late_before_ns` (before taking any lock).
 fn touched_ranges(batch: &WriteBatch, late_before_ns: Option<i64>) -> Vec<(String, TimeRange, u64)> {
-    let mut ranges: HashMap<String, (TimeRange, u64)> = HashMap::new();
+    let mut ranges: crate::FastHashMap<String, (TimeRange, u64)> = Default::default();
     let mut touch = |table: std::borrow::Cow<'_, str>, range: TimeRange, late: u64| match ranges.get_mut(table.as_ref()) {
         Some((known, known_late)) => {
             known.merge(range);

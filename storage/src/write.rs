@@ -9,8 +9,50 @@ use crate::schema::FixedTable;
 
 /// A Prometheus label set without `__name__`: label names sorted and unique, values non-empty
 /// (Prometheus treats an empty value as an absent label).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LabelSet(Vec<(String, String)>);
+///
+/// It carries its hash, computed once when it is built: every write looks its series up in the
+/// cardinality tracker and the write buffer, and hashing the label strings there each time
+/// was a tenth of remote-write CPU.
+#[derive(Clone, Debug)]
+pub struct LabelSet {
+    pairs: Vec<(String, String)>,
+    hash: u64,
+}
+
+/// One hasher per process (seeded at random, so nobody outside can aim collisions at it).
+static LABEL_HASHER: std::sync::LazyLock<foldhash::fast::RandomState> = std::sync::LazyLock::new(Default::default);
+
+impl PartialEq for LabelSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.pairs == other.pairs
+    }
+}
+
+impl Eq for LabelSet {}
+
+impl std::hash::Hash for LabelSet {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for LabelSet {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for LabelSet {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pairs.cmp(&other.pairs)
+    }
+}
+
+impl Default for LabelSet {
+    fn default() -> Self {
+        LabelSet::with_hash(Vec::new())
+    }
+}
 
 /// Why a label set was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,44 +65,70 @@ pub enum LabelError {
 
 impl LabelSet {
     /// Builds a label set from pairs in any order; empty values are dropped.
-    pub fn new(mut pairs: Vec<(String, String)>) -> Result<Self, LabelError> {
+    pub fn new(pairs: Vec<(String, String)>) -> Result<Self, LabelError> {
+        Self::from_pairs(pairs).map_err(|(error, _)| error)
+    }
+
+    /// [`LabelSet::new`] that hands the pairs back with the error, so a decoder that moved its
+    /// strings in can still say which series was refused.
+    #[allow(clippy::result_large_err)]
+    pub fn from_pairs(mut pairs: Vec<(String, String)>) -> Result<Self, (LabelError, Vec<(String, String)>)> {
         pairs.retain(|(_, value)| !value.is_empty());
-        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for pair in pairs.windows(2) {
-            if pair[0].0 == pair[1].0 {
-                return Err(LabelError::Duplicate(pair[0].0.clone()));
-            }
+        // Senders sort their labels (remote write requires it): checking is cheaper than sorting.
+        if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
+            pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
-        for (name, _) in &pairs {
-            if !is_valid_label_name(name) {
-                return Err(LabelError::InvalidName(name.clone()));
-            }
+        let error = if let Some(pair) = pairs.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            Some(LabelError::Duplicate(pair[0].0.clone()))
+        } else {
+            pairs.iter().find(|(name, _)| !is_valid_label_name(name)).map(|(name, _)| LabelError::InvalidName(name.clone()))
+        };
+        match error {
+            Some(error) => Err((error, pairs)),
+            None => Ok(LabelSet::with_hash(pairs)),
         }
-        Ok(LabelSet(pairs))
+    }
+
+    fn with_hash(pairs: Vec<(String, String)>) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = LABEL_HASHER.build_hasher();
+        for (name, value) in &pairs {
+            // Separators keep ("ab","c") and ("a","bc") apart.
+            hasher.write(name.as_bytes());
+            hasher.write_u8(0xff);
+            hasher.write(value.as_bytes());
+            hasher.write_u8(0xfe);
+        }
+        LabelSet { hash: hasher.finish(), pairs }
+    }
+
+    /// This process's hash of the label set (not stable across restarts).
+    pub fn hash_value(&self) -> u64 {
+        self.hash
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .binary_search_by(|(n, _)| n.as_str().cmp(name))
             .ok()
-            .map(|i| self.0[i].1.as_str())
+            .map(|i| self.pairs[i].1.as_str())
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs.is_empty()
     }
 
     /// Approximate heap bytes, for the write buffer's memory budget.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.0.iter().map(|(n, v)| n.len() + v.len() + 48).sum()
+        self.pairs.iter().map(|(n, v)| n.len() + v.len() + 48).sum()
     }
 }
 
@@ -79,16 +147,17 @@ impl fmt::Display for LabelSet {
 
 /// Prometheus label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    // Bytes, not chars: every allowed character is ASCII, so no UTF-8 decoding is needed.
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Prometheus metric name rule: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub fn is_valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
 /// One sample: nanoseconds since the Unix epoch and a float whose bits are kept exactly
@@ -189,6 +258,23 @@ mod tests {
         assert_eq!(labels.iter().collect::<Vec<_>>(), vec![("code", "200"), ("job", "a")]);
         assert_eq!(labels.get("job"), Some("a"));
         assert_eq!(labels.get("env"), None);
+    }
+
+    #[test]
+    fn equal_label_sets_hash_alike_whatever_order_they_came_in() {
+        let a = LabelSet::new(pairs(&[("job", "a"), ("code", "200"), ("env", "")])).unwrap();
+        let b = LabelSet::new(pairs(&[("code", "200"), ("job", "a")])).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.hash_value(), b.hash_value());
+        let mut map = std::collections::HashMap::new();
+        map.insert(a.clone(), 1);
+        assert_eq!(map.get(&b), Some(&1));
+        // Where the strings split matters: ("ab","c") is not ("a","bc").
+        let split = |n: &str, v: &str| LabelSet::new(pairs(&[(n, v)])).unwrap();
+        assert_ne!(split("ab", "c"), split("a", "bc"));
+        assert_ne!(split("ab", "c").hash_value(), split("a", "bc").hash_value());
+        assert_eq!(LabelSet::default(), LabelSet::new(Vec::new()).unwrap());
+        assert!(split("a", "1") < split("a", "2"), "ordered by pairs, not by hash");
     }
 
     #[test]

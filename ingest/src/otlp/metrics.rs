@@ -14,7 +14,8 @@
 //! - a point without a timestamp, value or consistent buckets is rejected alone
 //!   (OTLP partial success); a point flagged "no recorded value" becomes a stale marker.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -87,33 +88,46 @@ struct PointContext<'a> {
 impl PointContext<'_> {
     /// Labels of a point plus an optional `le`/`quantile`.
     fn labels(&self, attributes: &[KeyValue], extra: Option<(&str, String)>) -> Result<LabelSet, String> {
-        let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        for kv in attributes {
-            if let Some(value) = value_text(kv.value.as_ref()) {
-                by_name.entry(label_name(&kv.key)).or_default().push((kv.key.clone(), value));
+        self.with_extra(self.attribute_labels(attributes), extra)
+    }
+
+    /// A point's attributes as sorted labels; attributes whose names sanitise alike join their
+    /// values with `;`, in attribute-key order. Built once per point (a histogram's buckets
+    /// share it).
+    fn attribute_labels(&self, attributes: &[KeyValue]) -> Vec<(String, String)> {
+        let mut named: Vec<(Cow<'_, str>, &str, String)> = attributes
+            .iter()
+            .filter_map(|kv| value_text(kv.value.as_ref()).map(|value| (label_name(&kv.key), kv.key.as_str(), value)))
+            .collect();
+        named.sort_unstable();
+        let mut labels: Vec<(String, String)> = Vec::with_capacity(named.len() + self.scope.len() + 3);
+        for (name, _, value) in named {
+            match labels.last_mut() {
+                Some((last, joined)) if *last == name => {
+                    joined.push(';');
+                    joined.push_str(&value);
+                }
+                _ => labels.push((name.into_owned(), value)),
             }
         }
-        let mut labels: BTreeMap<String, String> = by_name
+        labels
+    }
+
+    /// Attribute labels with the scope, `job`, `instance` and the extra label added; each of
+    /// these replaces an attribute of the same name.
+    fn with_extra(&self, mut labels: Vec<(String, String)>, extra: Option<(&str, String)>) -> Result<LabelSet, String> {
+        let scope = self.scope.iter().map(|(name, value)| (name.as_str(), value.clone()));
+        let identity = [("job", &self.identity.job), ("instance", &self.identity.instance)]
             .into_iter()
-            .map(|(name, mut values)| {
-                values.sort();
-                (name, values.into_iter().map(|(_, v)| v).collect::<Vec<_>>().join(";"))
-            })
-            .collect();
-        for (name, value) in &self.scope {
-            labels.insert(name.clone(), value.clone());
-        }
-        if let Some(job) = &self.identity.job {
-            labels.insert("job".into(), job.clone());
-        }
-        if let Some(instance) = &self.identity.instance {
-            labels.insert("instance".into(), instance.clone());
-        }
-        if let Some((name, value)) = extra {
-            labels.insert(name.into(), value);
+            .filter_map(|(name, value)| value.clone().map(|value| (name, value)));
+        for (name, value) in scope.chain(identity).chain(extra) {
+            match labels.binary_search_by(|(held, _)| held.as_str().cmp(name)) {
+                Ok(at) => labels[at].1 = value,
+                Err(at) => labels.insert(at, (name.to_string(), value)),
+            }
         }
         self.limits.check_labels(labels.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
-        LabelSet::new(labels.into_iter().collect()).map_err(|e| e.to_string())
+        LabelSet::new(labels).map_err(|e| e.to_string())
     }
 }
 
@@ -139,7 +153,7 @@ impl PointSeries {
             };
             let (metric, series) = series_of(value)?;
             let mut labels: Vec<(String, String)> =
-                exemplar.filtered_attributes.iter().filter_map(|kv| value_text(kv.value.as_ref()).map(|v| (label_name(&kv.key), v))).collect();
+                exemplar.filtered_attributes.iter().filter_map(|kv| value_text(kv.value.as_ref()).map(|v| (label_name(&kv.key).into_owned(), v))).collect();
             for (name, id) in [("trace_id", &exemplar.trace_id), ("span_id", &exemplar.span_id)] {
                 if !id.is_empty() {
                     labels.push((name.to_string(), hex(id)));
@@ -323,13 +337,14 @@ fn histogram_series(
         let value = if stale { STALE_NAN } else { cumulative(totals, delta, metric, &labels, value) };
         out.push(metric, labels, ts, value);
     };
+    let attribute_labels = context.attribute_labels(attributes);
     for &(bound, value) in cumulative_buckets.iter().filter(|(b, _)| b.is_finite()) {
-        let labels = context.labels(attributes, Some(("le", format_bound(bound))))?;
+        let labels = context.with_extra(attribute_labels.clone(), Some(("le", format_bound(bound))))?;
         emit(&mut out, &bucket_name, labels, value, totals);
     }
-    let labels = context.labels(attributes, Some(("le", "+Inf".into())))?;
+    let labels = context.with_extra(attribute_labels.clone(), Some(("le", "+Inf".into())))?;
     emit(&mut out, &bucket_name, labels, count, totals);
-    let labels = context.labels(attributes, None)?;
+    let labels = context.with_extra(attribute_labels, None)?;
     emit(&mut out, &format!("{name}_count"), labels.clone(), count, totals);
     if let Some(sum) = sum {
         emit(&mut out, &format!("{name}_sum"), labels, sum, totals);
@@ -403,11 +418,12 @@ fn summary_point(name: &str, point: &SummaryDataPoint, context: &PointContext) -
     let stale = point.flags & FLAG_NO_RECORDED_VALUE != 0;
     let value = |v: f64| if stale { STALE_NAN } else { v };
     let mut out = PointSeries::new();
+    let attribute_labels = context.attribute_labels(&point.attributes);
     for quantile in &point.quantile_values {
-        let labels = context.labels(&point.attributes, Some(("quantile", format_bound(quantile.quantile))))?;
+        let labels = context.with_extra(attribute_labels.clone(), Some(("quantile", format_bound(quantile.quantile))))?;
         out.push(name, labels, ts, value(quantile.value));
     }
-    let labels = context.labels(&point.attributes, None)?;
+    let labels = context.with_extra(attribute_labels, None)?;
     out.push(&format!("{name}_count"), labels.clone(), ts, value(point.count as f64));
     out.push(&format!("{name}_sum"), labels, ts, value(point.sum));
     Ok(out)

@@ -3,6 +3,8 @@
 //! unit becomes a suffix (`s` → `seconds`, `By/s` → `bytes_per_second`, `{requests}`
 //! dropped), monotonic sums end in `_total`, gauges of unit `1` in `_ratio`.
 
+use std::borrow::Cow;
+
 /// What kind of Prometheus metric a point becomes; decides the suffixes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -108,7 +110,17 @@ pub fn metric_name(name: &str, unit: &str, kind: MetricKind) -> String {
 
 /// The Prometheus label name of an OTLP attribute key: invalid characters become `_`; a
 /// leading digit gets `key_`, a single leading `_` gets `key` (`__` is kept).
-pub fn label_name(key: &str) -> String {
+pub fn label_name(key: &str) -> Cow<'_, str> {
+    let valid = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && (!key.starts_with('_') || key.starts_with("__"));
+    if valid {
+        return Cow::Borrowed(key);
+    }
+    Cow::Owned(sanitized_label_name(key))
+}
+
+fn sanitized_label_name(key: &str) -> String {
     let sanitized: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     if sanitized.starts_with(|c: char| c.is_ascii_digit()) {
         format!("key_{sanitized}")

@@ -358,7 +358,14 @@ impl<'a> Compiler<'a> {
         }
         let storage = self.engine.storage();
         let local = std::ptr::eq(ctx, self.engine.context());
-        let schemas = storage.metric_table_schemas();
+        // A named selector needs its one table's schema, not every table's (thousands of names).
+        let schemas = match &selector.name {
+            Some(name) => {
+                let table = vigil_storage::schema::metric_table_name(name);
+                storage.table_schema(&table).map(|schema| (table.into_owned(), schema)).into_iter().collect()
+            }
+            None => storage.metric_table_schemas(),
+        };
         let nameless = selector.name.is_none();
         // A selector without a metric name may span thousands of tables: an equality the
         // tables' statistics rule out drops a table before planning (one pass per matcher).

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::prelude::ident;
 use promql_parser::parser::Expr as PromExpr;
-use vigil_storage::schema::{FixedTable, label_columns, label_name_of_column, metric_name_of_table};
+use vigil_storage::schema::{FixedTable, metric_name_of_table};
 
 use super::compile::{Compiler, NAME};
 use super::result::Labels;
@@ -61,11 +61,9 @@ impl QueryEngine {
             let names: BTreeSet<String> = self.series(selectors, start_ms, end_ms).await?.into_iter().flat_map(|l| l.into_keys()).collect();
             return Ok(names.into_iter().collect());
         }
-        // Every metric table's schema in one pass over the manifests (not one per table).
-        let mut names: BTreeSet<String> = BTreeSet::from([NAME.to_string()]);
-        for schema in self.storage().metric_table_schemas().values() {
-            names.extend(label_columns(schema).map(|c| label_name_of_column(c).to_string()));
-        }
+        // One pass over the manifests and buffers, no schema built per table.
+        let mut names = self.storage().metric_label_names();
+        names.insert(NAME.to_string());
         Ok(names.into_iter().collect())
     }
 

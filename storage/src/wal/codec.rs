@@ -36,7 +36,9 @@ pub enum CodecError {
 }
 
 pub fn encode(batch: &WriteBatch) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(64 + batch.sample_count() * 12);
+    // Sized for what it will hold (samples, then names and labels), so it is never regrown.
+    let label_bytes: usize = batch.metrics.iter().map(|s| s.metric.len() + s.labels.heap_bytes() + 8).sum();
+    let mut out = Vec::with_capacity(64 + batch.sample_count() * 12 + label_bytes);
     out.push(VERSION);
     put_varint(&mut out, batch.metrics.len() as u64);
     for series in &batch.metrics {
