@@ -261,6 +261,9 @@ pub struct StorageArgs {
     /// Rows one compaction merges at most; bounds compaction memory [default: 4000000]
     #[arg(long, env = "VIGIL_COMPACTION_MAX_ROWS")]
     pub compaction_max_rows: Option<u64>,
+    /// Memory kept for segments' series indexes (read once, then served from memory) [default: 64MiB]
+    #[arg(long, env = "VIGIL_INDEX_CACHE_SIZE")]
+    pub index_cache_size: Option<ByteSize>,
     /// When a write is acknowledged: `always` after fdatasync (group commit), `interval` after
     /// reaching the OS with a sync every --wal-fsync-interval, `never` leaves syncing to the OS [default: always]
     #[arg(long, env = "VIGIL_WAL_FSYNC")]
@@ -413,6 +416,7 @@ impl ServeArgs {
         set(&mut storage.flush_interval, self.storage.flush_interval);
         set(&mut storage.buffer_size, self.storage.buffer_size);
         set(&mut storage.compaction_max_rows, self.storage.compaction_max_rows);
+        set(&mut storage.index_cache_size, self.storage.index_cache_size);
         set(&mut storage.wal.fsync, self.storage.wal_fsync);
         set(&mut storage.wal.fsync_interval, self.storage.wal_fsync_interval);
         set(&mut storage.wal.max_pending, self.storage.wal_max_pending);
@@ -511,6 +515,18 @@ mod tests {
         assert_eq!(config.storage.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.storage.wal.fsync, FsyncMode::Never);
         assert_eq!(config.storage.retention, PromDuration::days(7));
+    }
+
+    #[test]
+    fn the_index_cache_size_comes_from_file_or_flag() {
+        let defaults = Config::parse(std::path::Path::new("/etc/vigil.yaml"), "{}").unwrap();
+        assert_eq!(defaults.storage.index_cache_size, bytesize::ByteSize::mib(64));
+        let mut config = Config::parse(std::path::Path::new("/etc/vigil.yaml"), "storage: {index_cache_size: 8MiB}").unwrap();
+        assert_eq!(config.storage.index_cache_size, bytesize::ByteSize::mib(8));
+        let cli = Cli::try_parse_from(["vigil", "serve", "--index-cache-size", "1GiB"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        args.apply(&mut config);
+        assert_eq!(config.storage.index_cache_size, bytesize::ByteSize::gib(1));
     }
 
     #[test]

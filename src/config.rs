@@ -279,6 +279,8 @@ pub struct StorageConfig {
     pub buffer_size: ByteSize,
     /// Rows one compaction merges (in memory) at most.
     pub compaction_max_rows: u64,
+    /// Memory kept for segments' series indexes.
+    pub index_cache_size: ByteSize,
     pub wal: WalConfig,
     /// Where segments and manifests live: local disk by default; S3, GCS or Azure.
     pub object_store: vigil_storage::store::ObjectStoreConfig,
@@ -293,6 +295,7 @@ impl Default for StorageConfig {
             flush_interval: PromDuration(Duration::from_secs(600)),
             buffer_size: ByteSize::gib(1),
             compaction_max_rows: vigil_storage::StorageOptions::new(".").compaction_max_rows,
+            index_cache_size: ByteSize::b(vigil_storage::series_index::DEFAULT_CACHE_BYTES as u64),
             wal: WalConfig::default(),
             object_store: Default::default(),
         }

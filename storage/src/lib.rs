@@ -103,6 +103,8 @@ pub struct StorageOptions {
     pub peer_refresh_interval: Duration,
     /// Bounds on metric names and active series.
     pub cardinality: cardinality::CardinalityLimits,
+    /// Memory kept for series indexes read from segments (oldest evicted first).
+    pub index_cache_bytes: usize,
 }
 
 impl StorageOptions {
@@ -122,6 +124,7 @@ impl StorageOptions {
             node_id: None,
             peer_refresh_interval: Duration::from_secs(15),
             cardinality: cardinality::CardinalityLimits::default(),
+            index_cache_bytes: series_index::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -313,6 +316,7 @@ impl Storage {
             replayed_records = stats.records,
             "storage opened"
         );
+        let series_indexes = series_index::IndexCache::new(options.index_cache_bytes);
         let storage = Storage {
             inner: Arc::new(Inner {
                 options,
@@ -332,7 +336,7 @@ impl Storage {
                 segments_scanned: AtomicU64::new(0),
                 rows_skipped_by_index: AtomicU64::new(0),
                 peer_partitions: tokio::sync::Mutex::new(PartitionCache::default()),
-                series_indexes: series_index::IndexCache::default(),
+                series_indexes,
                 series: Mutex::new(series),
                 changes,
             }),

@@ -41,7 +41,7 @@ pub const MIN_TIME: &str = "vigil:min_time";
 pub const MAX_TIME: &str = "vigil:max_time";
 
 /// Bytes of indexes kept in memory (a 2 h partition of 10,000 series is about 1 MiB).
-pub const CACHE_BYTES: usize = 64 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// Where the index of the segment at `segment_path` lives: beside it, `.parquet` → `.series`
 /// (a name no listing of segment files takes for a segment).
@@ -127,10 +127,11 @@ async fn read(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<Option
 }
 
 /// Indexes read so far, by segment path (`None`: the segment has none), oldest evicted first
-/// past [`CACHE_BYTES`].
-#[derive(Debug, Default)]
+/// past the budget (`storage.index_cache_size`).
+#[derive(Debug)]
 pub(crate) struct IndexCache {
     entries: Mutex<CacheEntries>,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +142,10 @@ struct CacheEntries {
 }
 
 impl IndexCache {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        IndexCache { entries: Mutex::default(), max_bytes }
+    }
+
     /// The index of the segment at `path`: cached, or read (a damaged one counts as none, and
     /// the segment is scanned without it).
     pub(crate) async fn get(&self, store: &Arc<dyn ObjectStore>, path: &str) -> Option<Arc<RecordBatch>> {
@@ -165,7 +170,7 @@ impl IndexCache {
             entries.order.push_back(path);
         }
         entries.bytes += size;
-        while entries.bytes > CACHE_BYTES && entries.order.len() > 1 {
+        while entries.bytes > self.max_bytes && entries.order.len() > 1 {
             let Some(oldest) = entries.order.pop_front() else { break };
             if let Some(gone) = entries.by_path.remove(&oldest) {
                 entries.bytes = entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + oldest.len());
@@ -478,15 +483,15 @@ mod tests {
 
     #[test]
     fn the_cache_keeps_to_its_budget_and_forgets_gone_segments() {
-        let cache = IndexCache::default();
+        let cache = IndexCache::new(DEFAULT_CACHE_BYTES);
         let index = Arc::new(build(&crate::shared::pack(vec![("a".into(), metric(&["job"], &[(&["x"], 1)]))]).unwrap()[0].1).unwrap());
         let size = index.get_array_memory_size();
-        let fit = CACHE_BYTES / (size + 8) + 10;
+        let fit = DEFAULT_CACHE_BYTES / (size + 8) + 10;
         for i in 0..fit {
             cache.insert(format!("p{i:06}"), Some(index.clone()));
         }
         let entries = cache.entries.lock();
-        assert!(entries.bytes <= CACHE_BYTES, "{} bytes", entries.bytes);
+        assert!(entries.bytes <= DEFAULT_CACHE_BYTES, "{} bytes", entries.bytes);
         assert!(!entries.by_path.contains_key("p000000"), "the oldest went first");
         assert!(entries.by_path.contains_key(&format!("p{:06}", fit - 1)));
         assert_eq!(entries.order.len(), entries.by_path.len());
