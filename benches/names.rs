@@ -89,7 +89,12 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::main]
 async fn main() {
     let names: usize = std::env::var("VIGIL_BENCH_NAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
-    let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 / 60_000 * 60_000;
+    // The load's hour ends half an hour before the current 2 h partition (Vigil's default)
+    // began, so it lies inside one partition: every run flushes one shared segment and its
+    // figures compare with other runs' (an hour ending now sometimes straddled two).
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let partition_ms = 2 * 3_600_000;
+    let end_ms = now_ms / partition_ms * partition_ms - 30 * 60_000;
     let bodies = load(end_ms, names);
     println!("load: {names} metric names x 4 series x {} samples, {} requests", POINTS + 1, bodies.len());
     let work = tempfile::tempdir().unwrap();
