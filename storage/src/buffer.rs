@@ -138,14 +138,9 @@ impl WriteBuffer {
             return;
         }
         let table = metric_table_name(&series.metric);
-        // Looked up by reference first: the table's name is allocated once, not per series.
-        if !self.tables.contains_key(table.as_ref()) {
-            self.tables.insert(table.to_string(), TableBuffer::Metric(MetricBuffer::default()));
-        }
-        match self.tables.get_mut(table.as_ref()) {
-            Some(TableBuffer::Metric(buffer)) => self.bytes += buffer.apply(series),
-            // Unreachable: metric names never map to fixed tables.
-            Some(TableBuffer::Rows(_)) | None => {}
+        match crate::get_or_insert_with(&mut self.tables, &table, || TableBuffer::Metric(MetricBuffer::default())) {
+            TableBuffer::Metric(buffer) => self.bytes += buffer.apply(series),
+            TableBuffer::Rows(_) => {} // unreachable: metric names never map to fixed tables
         }
     }
 
@@ -180,8 +175,8 @@ impl WriteBuffer {
             if series.samples.is_empty() {
                 continue;
             }
-            let table = metric_table_name(&series.metric).into_owned();
-            let buffer = match self.tables.entry(table).or_insert_with(|| TableBuffer::Metric(MetricBuffer::default())) {
+            let table = metric_table_name(&series.metric);
+            let buffer = match crate::get_or_insert_with(&mut self.tables, &table, || TableBuffer::Metric(MetricBuffer::default())) {
                 TableBuffer::Metric(buffer) => buffer,
                 TableBuffer::Rows(_) => continue,
             };

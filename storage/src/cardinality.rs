@@ -148,10 +148,7 @@ impl SeriesTracker {
             if !self.tables.contains(table.as_ref()) {
                 self.tables.insert(table.to_string());
             }
-            if !self.metrics.contains_key(table.as_ref()) {
-                self.metrics.insert(table.to_string(), MetricSeries::default());
-            }
-            let Some(entry) = self.metrics.get_mut(table.as_ref()) else { continue };
+            let entry = crate::get_or_insert_with(&mut self.metrics, &table, MetricSeries::default);
             if entry.last_write.insert(series.labels.hash_value(), now).is_none() {
                 self.active += 1;
             }
@@ -183,10 +180,7 @@ impl SeriesTracker {
                 return false;
             }
             let hash = series.labels.hash_value();
-            if !self.metrics.contains_key(table.as_ref()) {
-                self.metrics.insert(table.to_string(), MetricSeries::default());
-            }
-            let Some(entry) = self.metrics.get_mut(table.as_ref()) else { return false };
+            let entry = crate::get_or_insert_with(&mut self.metrics, &table, MetricSeries::default);
             if let Some(seen) = entry.last_write.get_mut(&hash) {
                 *seen = now;
                 return true;

@@ -153,9 +153,10 @@ impl Storage {
     /// Label names over every metric table (`__name__` aside): the `/api/v1/labels` answer
     /// without selectors, from the manifests and buffers alone.
     pub fn metric_label_names(&self) -> BTreeSet<String> {
-        let columns: BTreeSet<String> =
-            self.with_metric_label_columns(|tables| tables.values().flatten().copied().collect::<BTreeSet<&str>>().into_iter().map(str::to_string).collect());
-        columns.iter().map(|c| crate::schema::label_name_of_column(c).to_string()).collect()
+        self.with_metric_label_columns(|tables| {
+            let names: BTreeSet<&str> = tables.values().flatten().map(|c| crate::schema::label_name_of_column(c)).collect();
+            names.into_iter().map(str::to_string).collect()
+        })
     }
 
     /// Runs `f` on the label columns of each metric table, borrowed while the state is locked:

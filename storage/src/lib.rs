@@ -70,6 +70,15 @@ pub use write::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch, WriteSumm
 pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastHashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
+/// The value at `key`, made by `make` when absent: looked up by `&str` first, so the key is
+/// allocated once per new entry, not per call (`entry` takes an owned key).
+pub(crate) fn get_or_insert_with<'m, V>(map: &'m mut FastHashMap<String, V>, key: &str, make: impl FnOnce() -> V) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), make());
+    }
+    map.get_mut(key).expect("the entry was inserted above")
+}
+
 /// Storage settings. Defaults run out of the box.
 #[derive(Clone, Debug)]
 pub struct StorageOptions {

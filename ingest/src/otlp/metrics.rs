@@ -329,15 +329,15 @@ fn histogram_series(
 ) -> Result<PointSeries, String> {
     let mut out = PointSeries::new();
     let bucket_name = format!("{name}_bucket");
+    let attribute_labels = context.attribute_labels(attributes);
     out.exemplars(exemplars, |value| {
         let bound = cumulative_buckets.iter().map(|(b, _)| *b).find(|b| b.is_finite() && value <= *b).map_or_else(|| "+Inf".to_string(), format_bound);
-        Ok((bucket_name.clone(), context.labels(attributes, Some(("le", bound)))?))
+        Ok((bucket_name.clone(), context.with_extra(attribute_labels.clone(), Some(("le", bound)))?))
     })?;
     let emit = |out: &mut PointSeries, metric: &str, labels: LabelSet, value: f64, totals: &mut Totals| {
         let value = if stale { STALE_NAN } else { cumulative(totals, delta, metric, &labels, value) };
         out.push(metric, labels, ts, value);
     };
-    let attribute_labels = context.attribute_labels(attributes);
     for &(bound, value) in cumulative_buckets.iter().filter(|(b, _)| b.is_finite()) {
         let labels = context.with_extra(attribute_labels.clone(), Some(("le", format_bound(bound))))?;
         emit(&mut out, &bucket_name, labels, value, totals);
