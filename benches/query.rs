@@ -1,13 +1,14 @@
 //! Dashboard queries, Vigil beside Prometheus 2.42 and VictoriaMetrics 1.79 on the same data
 //! in the same run.
 //!
-//! Data: N series (`VIGIL_BENCH_SERIES`, default 10,000) over 24 h at one sample per 60 s:
+//! Data: N series (`VIGIL_BENCH_SERIES`, default 10,000) over D days (`VIGIL_BENCH_DAYS`,
+//! default 1) at one sample per 60 s:
 //! 90 % request counters (`bench_requests_total{job, instance, code}`, 10 jobs) and 10 % a
 //! latency histogram (`bench_latency_seconds_bucket{job, instance, le}`, 10 buckets), sent to
 //! all three by remote write in time order.
 //!
 //! The six queries of a dashboard (query_range), each over the last 1 h (step 15 s), 6 h
-//! (step 1 m) and 24 h (step 5 m): see `QUERIES`. Reports the median of 5 runs and the peak
+//! (step 1 m), 24 h (step 5 m) and, with 7 days or more, 7 d (step 10 m): see `QUERIES`. Reports the median of 5 runs and the peak
 //! RSS growth during them (VmHWM reset before), then each one's RSS at rest. Vigil is
 //! restarted after its load, so its queries read Parquet segments as a running server's do.
 //! VictoriaMetrics runs with its result cache off (`-search.disableCache`), or its repeats
@@ -24,7 +25,7 @@ use common::VigilProcess;
 use common::peers::{Peers, measure, rss_mib, send_all};
 
 const STEP_MS: i64 = 60_000;
-const POINTS: i64 = 24 * 60;
+const DAY_MS: i64 = 86_400_000;
 
 fn labels(pairs: &[(&str, String)]) -> Vec<Label> {
     let mut out: Vec<Label> = pairs.iter().map(|(k, v)| Label { name: k.to_string(), value: v.clone() }).collect();
@@ -41,9 +42,9 @@ const QUERIES: [(&str, &str); 6] = [
     ("max_over_time", "max_over_time(bench_requests_total{job=\"job-1\"}[10m])"),
 ];
 
-/// Requests of 2,000 series each, in time order.
-fn load(end_ms: i64, total: usize) -> Vec<Vec<u8>> {
-    let start_ms = end_ms - POINTS * STEP_MS;
+/// Requests of 2,000 series each, in time order: `points` samples per series.
+fn load(end_ms: i64, total: usize, points: i64) -> Vec<Vec<u8>> {
+    let start_ms = end_ms - points * STEP_MS;
     let mut series: Vec<(Vec<Label>, f64)> = Vec::new();
     for i in 0..total * 9 / 10 {
         let code = ["200", "200", "200", "500", "404"][i % 5].to_string();
@@ -62,7 +63,7 @@ fn load(end_ms: i64, total: usize) -> Vec<Vec<u8>> {
         }
     }
     let mut bodies = Vec::new();
-    for step in 0..=POINTS {
+    for step in 0..=points {
         let t = start_ms + step * STEP_MS;
         for chunk in series.chunks(2_000) {
             let timeseries = chunk
@@ -78,9 +79,11 @@ fn load(end_ms: i64, total: usize) -> Vec<Vec<u8>> {
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let days: i64 = std::env::var("VIGIL_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let points = days * DAY_MS / STEP_MS;
     let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 / STEP_MS * STEP_MS;
-    let bodies = load(end_ms, total);
-    println!("load: {total} series x {} samples, {} requests", POINTS + 1, bodies.len());
+    let bodies = load(end_ms, total, points);
+    println!("load: {total} series x {} samples, {} requests", points + 1, bodies.len());
     let work = tempfile::tempdir().unwrap();
 
     // Vigil first, then stopped and started again: a dashboard's 24 h reads flushed segments
@@ -93,7 +96,7 @@ async fn main() {
     send_all(&format!("http://127.0.0.1:{}/api/v1/write", vigil.http), &bodies).await;
     println!("vigil ingested in {:.1} s, {:.1} CPU s", started.elapsed().as_secs_f64(), common::cpu_seconds(vigil.pid()) - cpu);
     vigil.stop();
-    let samples = total as f64 * (POINTS + 1) as f64;
+    let samples = total as f64 * (points + 1) as f64;
     let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
     println!("vigil segments: {:.1} MiB, {:.3} bytes per sample (synthetic series: linear counters compress far below real data)", segment_bytes / 1048576.0, segment_bytes / samples);
     let vigil = VigilProcess::start(&vigil_data, &vigil_args).await;
@@ -110,13 +113,16 @@ async fn main() {
     }
     peers.settle().await;
 
-    let windows = [("1h", end_ms - 3_600_000, 15_000), ("6h", end_ms - 6 * 3_600_000, 60_000), ("24h", end_ms - POINTS * STEP_MS + 600_000, 300_000)];
+    let mut windows = vec![("1h", end_ms - 3_600_000, 15_000), ("6h", end_ms - 6 * 3_600_000, 60_000), ("24h", end_ms - DAY_MS + 600_000, 300_000)];
+    if days >= 7 {
+        windows.push(("7d", end_ms - 7 * DAY_MS + 600_000, 600_000));
+    }
     println!(
         "\n{:<14} {:>4} | {:>9} {:>8} | {:>9} {:>8} | {:>9} {:>8} | {:>8} {:>8}",
         "query", "span", "vigil ms", "MiB", "prom ms", "MiB", "vm ms", "MiB", "v/prom", "v/vm"
     );
     for (name, query) in QUERIES {
-        for (span, start, step) in windows {
+        for &(span, start, step) in &windows {
             let mut figures = Vec::new();
             for peer in &peers.all {
                 figures.push(measure(&peer.base, peer.pid, query, start, end_ms, step).await);

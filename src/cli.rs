@@ -380,6 +380,9 @@ pub struct QueryArgs {
     /// Samples one PromQL query may load and produce (422 above) [default: 20000000]
     #[arg(long, env = "VIGIL_QUERY_MAX_SAMPLES")]
     pub query_max_samples: Option<usize>,
+    /// Threads one query computes on at most; 0 = one per CPU [default: 0]
+    #[arg(long, env = "VIGIL_QUERY_MAX_WORKERS_PER_QUERY")]
+    pub query_max_workers_per_query: Option<usize>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -492,6 +495,7 @@ impl ServeArgs {
         set(&mut config.query.max_result_rows, self.query.query_max_result_rows);
         set(&mut config.query.max_result_bytes, self.query.query_max_result_bytes);
         set(&mut config.query.max_samples, self.query.query_max_samples);
+        set(&mut config.query.max_workers_per_query, self.query.query_max_workers_per_query);
     }
 }
 
@@ -518,15 +522,19 @@ mod tests {
     }
 
     #[test]
-    fn the_index_cache_size_comes_from_file_or_flag() {
+    fn the_index_cache_size_and_query_workers_come_from_file_or_flag() {
         let defaults = Config::parse(std::path::Path::new("/etc/vigil.yaml"), "{}").unwrap();
         assert_eq!(defaults.storage.index_cache_size, bytesize::ByteSize::mib(64));
-        let mut config = Config::parse(std::path::Path::new("/etc/vigil.yaml"), "storage: {index_cache_size: 8MiB}").unwrap();
+        assert_eq!(defaults.query.max_workers_per_query, 0, "one per CPU");
+        let file = "storage: {index_cache_size: 8MiB}\nquery: {max_workers_per_query: 3}";
+        let mut config = Config::parse(std::path::Path::new("/etc/vigil.yaml"), file).unwrap();
         assert_eq!(config.storage.index_cache_size, bytesize::ByteSize::mib(8));
-        let cli = Cli::try_parse_from(["vigil", "serve", "--index-cache-size", "1GiB"]).unwrap();
+        assert_eq!(config.query.max_workers_per_query, 3);
+        let cli = Cli::try_parse_from(["vigil", "serve", "--index-cache-size", "1GiB", "--query-max-workers-per-query", "1"]).unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         args.apply(&mut config);
         assert_eq!(config.storage.index_cache_size, bytesize::ByteSize::gib(1));
+        assert_eq!(config.query.max_workers_per_query, 1);
     }
 
     #[test]

@@ -443,6 +443,8 @@ pub struct QueryConfig {
     pub max_result_bytes: ByteSize,
     /// Samples one PromQL query may load and produce (422 above).
     pub max_samples: usize,
+    /// Threads one query computes on at most; 0 = one per CPU.
+    pub max_workers_per_query: usize,
 }
 
 impl Default for QueryConfig {
@@ -458,6 +460,7 @@ impl Default for QueryConfig {
             max_result_rows: defaults.max_result_rows,
             max_result_bytes: ByteSize::b(defaults.max_result_bytes as u64),
             max_samples: defaults.max_samples,
+            max_workers_per_query: defaults.max_workers_per_query,
         }
     }
 }

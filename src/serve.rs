@@ -298,6 +298,7 @@ fn query_options(config: &Config) -> anyhow::Result<QueryOptions> {
         max_result_rows: query.max_result_rows,
         max_result_bytes: query.max_result_bytes.as_u64() as usize,
         max_samples: query.max_samples,
+        max_workers_per_query: query.max_workers_per_query,
     })
 }
 

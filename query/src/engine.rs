@@ -27,6 +27,10 @@ pub struct QueryOptions {
     pub max_result_bytes: usize,
     /// Samples one PromQL query may load and produce, as Prometheus's `query.max-samples`.
     pub max_samples: usize,
+    /// Threads one query computes on at most (DataFusion's target partitions: scans, and
+    /// the lanes of a PromQL step sweep); 0 = one per CPU. VictoriaMetrics's
+    /// `search.maxWorkersPerQuery`.
+    pub max_workers_per_query: usize,
 }
 
 impl Default for QueryOptions {
@@ -39,6 +43,7 @@ impl Default for QueryOptions {
             max_result_rows: 1_000_000,
             max_result_bytes: 256 << 20,
             max_samples: 20_000_000,
+            max_workers_per_query: 0,
         }
     }
 }
@@ -241,6 +246,9 @@ impl QueryEngine {
         config.options_mut().sql_parser.collect_spans = true;
         // Recursion without a bound is refused at planning (see `sql`).
         config.options_mut().execution.enable_recursive_ctes = false;
+        if options.max_workers_per_query > 0 {
+            config = config.with_target_partitions(options.max_workers_per_query);
+        }
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(options.max_memory_bytes, 1.0)
             .build_arc()

@@ -24,10 +24,10 @@ use vigil_storage::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, l
 use super::errors::PromError;
 use super::kernels::{BinaryOp, RangeFunction};
 use super::udf::{
-    BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelRegexUdf, LabelReplaceUdf, MathFunction, MathUdf, QuantileUdf,
-    SampleBudget, Steps,
+    BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelRegexUdf, LabelReplaceUdf, MathFunction, MathUdf, MillisecondsUdf,
+    QuantileUdf, SampleBudget, Steps,
 };
-use super::sweep::{Fold, Sweep, SweepChunk, SweepSpec, chunk_bounds};
+use super::sweep::{Fold, Sweep, SweepChunk, SweepSpec, chunk_bounds, lane_starts};
 use super::EvalRange;
 use crate::QueryEngine;
 
@@ -290,13 +290,27 @@ impl<'a> Compiler<'a> {
         let chunks = if selection.set.is_none() && selection.tables.len() > UNION_FAN_IN {
             // Thousands of tables are read once, in groups (see `union_in_groups`).
             let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels, Reading::Samples).await?;
-            vec![SweepChunk { high_ms, frame: self.one_stream(ctx, frame) }]
+            vec![SweepChunk { high_ms, frame: self.one_stream(ctx, frame), lead_in: None }]
         } else {
             let partition_ms = i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
+            let bounds = chunk_bounds(low_ms, high_ms, partition_ms);
+            // Lanes (chunks swept in parallel) when each step has its own window, local, and
+            // a lane's lead-in reaches back at most one partition.
+            let lanes = if at.is_none() && remote.is_none() && window_ms <= partition_ms {
+                lane_starts(bounds.len(), self.engine.context().copied_config().target_partitions())
+            } else {
+                Vec::new()
+            };
             let mut chunks = Vec::new();
-            for (low, high) in chunk_bounds(low_ms, high_ms, partition_ms) {
+            for (index, (low, high)) in bounds.into_iter().enumerate() {
                 let frame = self.rows_frame(ctx, &selection, low, high, &sweep_labels, Reading::Samples).await?;
-                chunks.push(SweepChunk { high_ms: high, frame: self.one_stream(ctx, frame) });
+                let lead_in = if lanes.contains(&index) {
+                    let frame = self.rows_frame(ctx, &selection, low.saturating_sub(window_ms), low - 1, &sweep_labels, Reading::Samples).await?;
+                    Some(self.one_stream(ctx, frame))
+                } else {
+                    None
+                };
+                chunks.push(SweepChunk { high_ms: high, frame: self.one_stream(ctx, frame), lead_in });
             }
             chunks
         };
@@ -468,7 +482,9 @@ impl<'a> Compiler<'a> {
                     cast(value, label_type.clone()).alias(label)
                 })
                 .collect();
-            projection.push((cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)).alias(TS));
+            // Ballista's executors know DataFusion's functions, not ours.
+            let ms = if local { MillisecondsUdf::new().call(vec![ident(TIMESTAMP_COLUMN)]) } else { cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64) };
+            projection.push(ms.alias(TS));
             projection.push(ident(VALUE_COLUMN).alias(VALUE));
             Ok(frame.filter(filter)?.select(projection)?)
         };
@@ -548,9 +564,8 @@ impl<'a> Compiler<'a> {
             budget: self.budget.clone(),
             fold,
         };
-        let sweep = Sweep::new(spec, matrix.chunks, matrix.labels, labels.clone());
-        let schema = datafusion::physical_plan::streaming::PartitionStream::schema(&sweep).clone();
-        let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![Arc::new(sweep)])?;
+        let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, matrix.labels, labels.clone());
+        let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, lanes)?;
         Ok(VectorPlan { frame: self.engine.context().read_table(Arc::new(table))?, labels })
     }
 
@@ -572,7 +587,7 @@ impl<'a> Compiler<'a> {
             other => return Err(wrong_type("instant vector or scalar in subquery", &other)),
         };
         // The inner steps are computed once, so the sweep reads them as one chunk.
-        let chunk = SweepChunk { high_ms: i64::MAX, frame: vector.frame };
+        let chunk = SweepChunk { high_ms: i64::MAX, frame: vector.frame, lead_in: None };
         Ok(MatrixPlan { chunks: vec![chunk], labels: vector.labels, range_ms, offset_ms: offset, at_ms: at })
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
 use super::compile::{MatrixPlan, ScalarPlan, TS, VALUE, Value};
@@ -33,6 +33,11 @@ pub enum PromResult {
     String(i64, String),
 }
 
+/// A label's value in a row; empty and missing values are one.
+fn label(column: &StringArray, row: usize) -> &str {
+    if column.is_null(row) { "" } else { column.value(row) }
+}
+
 /// The rows grouped into series, sorted by labels. A series' label set is built once, when
 /// its label values are first seen, not once per row (that was a third of a 1 h
 /// `max_over_time`). Two samples of one label set at one step is an error, as in Prometheus
@@ -47,12 +52,22 @@ fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, Pro
         let ts = batch.column(index_of(TS)?).as_primitive::<Int64Type>();
         let vs = batch.column(index_of(VALUE)?).as_primitive::<Float64Type>();
         let columns = labels.iter().map(|l| Ok(batch.column(index_of(l)?).as_string::<i32>())).collect::<Result<Vec<_>, PromError>>()?;
+        // Rows of one series mostly follow each other (the sweep emits a series' steps
+        // together): such a row is matched to the row before's series without hashing.
+        let mut previous: Option<(usize, usize)> = None;
         for row in 0..batch.num_rows() {
             if ts.is_null(row) || vs.is_null(row) {
                 continue;
             }
+            if let Some((before, at)) = previous {
+                if columns.iter().all(|&column| label(column, row) == label(column, before)) {
+                    out[at].points.push((ts.value(row), vs.value(row)));
+                    previous = Some((row, at));
+                    continue;
+                }
+            }
             key.clear();
-            key.extend(columns.iter().map(|column| if column.is_null(row) { "" } else { column.value(row) }));
+            key.extend(columns.iter().map(|&column| label(column, row)));
             let at = match index.get(key.as_slice()) {
                 Some(at) => *at,
                 None => {
@@ -64,6 +79,7 @@ fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, Pro
                 }
             };
             out[at].points.push((ts.value(row), vs.value(row)));
+            previous = Some((row, at));
         }
     }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -120,13 +136,13 @@ pub async fn collect(value: Value, range: EvalRange, instant: bool, sort: Option
 async fn raw_samples(matrix: MatrixPlan, eval_ms: i64) -> Result<Vec<Series>, PromError> {
     let end = matrix.at_ms.unwrap_or(eval_ms) - matrix.offset_ms;
     let start = end - matrix.range_ms;
-    let mut set = SeriesSet::default();
+    let mut set = SeriesSet::new(false);
     for chunk in matrix.chunks {
         for batch in chunk.frame.collect().await? {
             set.ingest(&batch, &matrix.labels)?;
         }
     }
-    set.settle(false);
+    set.settle();
     let mut out: Vec<Series> = set
         .series
         .into_iter()

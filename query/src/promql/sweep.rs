@@ -48,6 +48,9 @@ const MAX_CHUNKS: i64 = 512;
 pub struct SweepChunk {
     pub high_ms: i64,
     pub frame: DataFrame,
+    /// The rows of the window before this chunk (`[low - window, low)`), when a lane of the
+    /// sweep starts here: a lane reads them first, so its first steps see whole windows.
+    pub lead_in: Option<DataFrame>,
 }
 
 impl std::fmt::Debug for SweepChunk {
@@ -77,6 +80,18 @@ pub fn chunk_bounds(low_ms: i64, high_ms: i64, partition_ms: i64) -> Vec<(i64, i
         low = high + 1;
     }
     bounds
+}
+
+/// Where lanes of a sweep over `chunks` chunks start (chunk indices, the first lane's 0
+/// left out): up to `lanes` runs of consecutive chunks, each swept on its own (in parallel)
+/// after reading the window before its first chunk again. That lead-in costs a re-read of
+/// the partition before, so a sweep of fewer than three chunks stays one lane.
+pub fn lane_starts(chunks: usize, lanes: usize) -> Vec<usize> {
+    if chunks < 3 || lanes < 2 {
+        return Vec::new();
+    }
+    let lanes = lanes.min(chunks / 2);
+    (1..lanes).map(|lane| lane * chunks / lanes).collect()
 }
 
 /// What to evaluate at every step.
@@ -164,12 +179,12 @@ impl SweepSpec {
     }
 }
 
-/// One sweep as a DataFusion stream source: `input_labels` are the label columns of the
-/// chunks' rows (a series is one combination of them), `output_labels` the ones kept.
+/// One sweep: `input_labels` are the label columns of the chunks' rows (a series is one
+/// combination of them), `output_labels` the ones kept. It is read as one DataFusion stream
+/// per lane (see [`lane_starts`]); lanes evaluate disjoint steps, so their rows never meet.
 #[derive(Debug)]
 pub struct Sweep {
     spec: SweepSpec,
-    chunks: Vec<SweepChunk>,
     input_labels: Vec<String>,
     /// Indices into `input_labels` of the output label columns.
     kept: Vec<usize>,
@@ -177,12 +192,14 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    pub fn new(
+    /// The sweep's schema and its lanes, as the partitions of a `StreamingTable`: a lane
+    /// starts at the first chunk and at every chunk with a lead-in.
+    pub fn lanes(
         spec: SweepSpec,
         chunks: Vec<SweepChunk>,
         input_labels: Vec<String>,
         output_labels: Vec<String>,
-    ) -> Self {
+    ) -> (SchemaRef, Vec<Arc<dyn PartitionStream>>) {
         let mut fields: Vec<Field> = output_labels
             .iter()
             .map(|l| Field::new(l, DataType::Utf8, true))
@@ -193,34 +210,75 @@ impl Sweep {
             .iter()
             .filter_map(|l| input_labels.iter().position(|i| i == l))
             .collect();
-        Sweep {
-            spec,
-            chunks,
-            input_labels,
-            kept,
-            schema: Arc::new(Schema::new(fields)),
+        let schema = Arc::new(Schema::new(fields));
+        let sweep = Arc::new(Sweep { spec, input_labels, kept, schema: schema.clone() });
+        let mut lanes: Vec<Vec<SweepChunk>> = Vec::new();
+        for chunk in chunks {
+            match lanes.last_mut() {
+                Some(lane) if chunk.lead_in.is_none() => lane.push(chunk),
+                _ => lanes.push(vec![chunk]),
+            }
         }
+        if lanes.is_empty() {
+            lanes.push(Vec::new());
+        }
+        let count = lanes.len();
+        let mut after_ms = None;
+        let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::with_capacity(count);
+        for (index, chunks) in lanes.into_iter().enumerate() {
+            let end_ms = match chunks.last() {
+                Some(last) if index + 1 < count => last.high_ms,
+                _ => i64::MAX,
+            };
+            partitions.push(Arc::new(SweepLane { sweep: sweep.clone(), chunks, after_ms, end_ms }));
+            after_ms = Some(end_ms);
+        }
+        (schema, partitions)
     }
 }
 
-impl PartitionStream for Sweep {
+/// One lane of a sweep: its chunks, and the steps it evaluates (those whose window ends
+/// after `after_ms`, up to `end_ms`).
+#[derive(Debug)]
+struct SweepLane {
+    sweep: Arc<Sweep>,
+    chunks: Vec<SweepChunk>,
+    after_ms: Option<i64>,
+    end_ms: i64,
+}
+
+impl PartitionStream for SweepLane {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.sweep.schema
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let reservation = MemoryConsumer::new("PromQL step sweep").register(ctx.memory_pool());
+        let spec = &self.sweep.spec;
+        let next_step = self.after_ms.map_or(0, |after| {
+            spec.steps.iter().take_while(|&s| spec.eval_time(s) <= after).count()
+        });
+        // A lane's reads in order: its lead-in (no step is due after it), then its chunks.
+        let mut reads = VecDeque::new();
+        for (index, chunk) in self.chunks.iter().enumerate() {
+            if let Some(lead_in) = &chunk.lead_in {
+                reads.push_back(Read { frame: lead_in.clone(), finishes: None });
+            }
+            let last = index + 1 == self.chunks.len();
+            let finishes = if last { self.end_ms } else { chunk.high_ms };
+            reads.push_back(Read { frame: chunk.frame.clone(), finishes: Some(finishes) });
+        }
         let run = SweepRun {
-            spec: self.spec.clone(),
-            chunks: self.chunks.clone().into(),
-            input_labels: self.input_labels.clone(),
-            kept: self.kept.clone(),
-            schema: self.schema.clone(),
-            series: SeriesSet::default(),
+            spec: spec.clone(),
+            reads,
+            input_labels: self.sweep.input_labels.clone(),
+            kept: self.sweep.kept.clone(),
+            schema: self.sweep.schema.clone(),
+            series: SeriesSet::new(spec.is_instant()),
             input: None,
             prefetched: None,
-            chunk_high_ms: i64::MAX,
-            next_step: 0,
+            finishes: None,
+            next_step,
             out: VecDeque::new(),
             reservation,
             failed: false,
@@ -241,25 +299,32 @@ impl PartitionStream for Sweep {
                 }
             }
         });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+        Box::pin(RecordBatchStreamAdapter::new(self.sweep.schema.clone(), stream))
     }
+}
+
+/// One scan a lane reads, and the time up to which every step is due once it is read
+/// (`None` for a lead-in; `i64::MAX` for the sweep's last chunk).
+struct Read {
+    frame: DataFrame,
+    finishes: Option<i64>,
 }
 
 struct SweepRun {
     spec: SweepSpec,
-    chunks: VecDeque<SweepChunk>,
+    reads: VecDeque<Read>,
     input_labels: Vec<String>,
     /// Indices into `input_labels` of the output label columns.
     kept: Vec<usize>,
     schema: SchemaRef,
     series: SeriesSet,
     input: Option<SendableRecordBatchStream>,
-    /// The next chunk's scan, planned (and started) while this one is swept: chunks are read
-    /// one after the other, and planning a chunk's scan is a fixed cost a query of many
-    /// chunks would otherwise pay in series. Aborted if the query is dropped.
+    /// The next scan, planned (and started) while this one is swept: planning a chunk's scan
+    /// is a fixed cost a query of many chunks would otherwise pay in series. Aborted if the
+    /// query is dropped.
     prefetched: Option<SpawnedTask<DfResult<SendableRecordBatchStream>>>,
-    /// Where the chunk being read ends (`i64::MAX` for the last: every step left is due).
-    chunk_high_ms: i64,
+    /// What the scan being read finishes (see [`Read`]).
+    finishes: Option<i64>,
     /// Index of the first step not evaluated yet.
     next_step: usize,
     out: VecDeque<RecordBatch>,
@@ -287,21 +352,23 @@ impl SweepRun {
                     }
                     None => {
                         self.input = None;
-                        self.finish_chunk(self.chunk_high_ms)?;
+                        if let Some(high_ms) = self.finishes {
+                            self.finish_chunk(high_ms)?;
+                        }
                     }
                 }
                 continue;
             }
-            let Some(chunk) = self.chunks.pop_front() else {
+            let Some(read) = self.reads.pop_front() else {
                 self.reservation.free();
                 return Ok(None);
             };
-            self.chunk_high_ms = if self.chunks.is_empty() { i64::MAX } else { chunk.high_ms };
+            self.finishes = read.finishes;
             let input = match self.prefetched.take() {
                 Some(task) => task.join().await.map_err(|e| DataFusionError::Execution(format!("chunk scan: {e}")))??,
-                None => chunk.frame.execute_stream().await?,
+                None => read.frame.execute_stream().await?,
             };
-            if let Some(next) = self.chunks.front() {
+            if let Some(next) = self.reads.front() {
                 let frame = next.frame.clone();
                 self.prefetched = Some(SpawnedTask::spawn(async move { frame.execute_stream().await }));
             }
@@ -312,8 +379,7 @@ impl SweepRun {
     /// Evaluates every step whose window ends at or before `high_ms` and drops the samples
     /// no later step needs.
     fn finish_chunk(&mut self, high_ms: i64) -> DfResult<()> {
-        let instant = self.spec.is_instant();
-        self.series.settle(instant);
+        self.series.settle();
         let steps: Vec<i64> = self
             .spec
             .steps
@@ -346,8 +412,9 @@ impl SweepRun {
             if series.timestamps.is_empty() {
                 continue;
             }
+            let mut cursor = 0;
             for &step in steps {
-                if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step) {
+                if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step, &mut cursor) {
                     output.push(&series.labels, &self.kept, step, value);
                 }
             }
@@ -384,8 +451,9 @@ impl SweepRun {
                 continue;
             }
             let row = &mut accumulators[group * steps.len()..(group + 1) * steps.len()];
+            let mut cursor = 0;
             for (accumulator, &step) in row.iter_mut().zip(steps) {
-                if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step) {
+                if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step, &mut cursor) {
                     accumulator.add(fold, value);
                     evaluated += 1;
                 }
@@ -413,11 +481,14 @@ impl SweepRun {
 }
 
 /// The value at one step of one series with samples `timestamps`/`values` (time-ordered,
-/// stale markers kept only for the instant lookup).
-fn evaluate_step(spec: &SweepSpec, timestamps: &[i64], values: &[f64], step: i64) -> Option<f64> {
+/// stale markers kept only for the instant lookup). Steps are evaluated in order, so their
+/// windows never start earlier: `cursor` is where the previous step's window started, and
+/// this one's bounds are sought from there.
+fn evaluate_step(spec: &SweepSpec, timestamps: &[i64], values: &[f64], step: i64, cursor: &mut usize) -> Option<f64> {
     let eval = spec.eval_time(step);
-    let from = timestamps.partition_point(|&t| t < eval - spec.range_ms);
-    let to = timestamps.partition_point(|&t| t <= eval);
+    let from = seek(timestamps, *cursor, |t| t < eval - spec.range_ms);
+    let to = seek(timestamps, from, |t| t <= eval);
+    *cursor = from;
     if from >= to || (spec.is_instant() && is_stale(values[to - 1])) {
         return None;
     }
@@ -429,6 +500,19 @@ fn evaluate_step(spec: &SweepSpec, timestamps: &[i64], values: &[f64], step: i64
         eval_time: step,
     };
     kernels::apply(spec.function, &window, spec.param)
+}
+
+/// The first index at or after `from` whose time fails `before` (which holds for a prefix
+/// of `timestamps`): a gallop, since a step's window bound is usually a few samples on.
+fn seek(timestamps: &[i64], from: usize, before: impl Fn(i64) -> bool) -> usize {
+    let mut low = from;
+    let mut span = 1;
+    while low + span <= timestamps.len() && before(timestamps[low + span - 1]) {
+        low += span;
+        span *= 2;
+    }
+    let high = (low + span).min(timestamps.len());
+    low + timestamps[low..high].partition_point(|&t| before(t))
 }
 
 /// Output rows being gathered into one batch.
@@ -473,14 +557,18 @@ impl OutputBuilder {
     }
 }
 
-/// One series' samples: those kept from earlier chunks (time-ordered, no duplicates) and
-/// those of the chunk being read (in arrival order).
+/// One series' samples: time-ordered without duplicates, and those of the chunk being read
+/// that arrived out of order (in arrival order, until the chunk is settled).
 #[derive(Debug, Default)]
 pub struct SeriesSamples {
     pub labels: Vec<Option<String>>,
     pub timestamps: Vec<i64>,
     pub values: Vec<f64>,
     fresh: Vec<(i64, f64)>,
+    /// Where the samples this chunk appended in order begin, and the chunk (see
+    /// [`SeriesSet::chunk`]): an out-of-order run moves them back among the fresh ones.
+    appended_from: usize,
+    appended_in: u64,
 }
 
 /// Series by their label values, in the order first seen.
@@ -493,9 +581,18 @@ pub struct SeriesSet {
     pub series: Vec<SeriesSamples>,
     held_samples: usize,
     label_bytes: usize,
+    /// Stale markers are kept (the instant lookup must see them to stop at one; range
+    /// functions never do).
+    keep_stale: bool,
+    /// Counts settled chunks, starting at 1 (0 is no chunk).
+    chunk: u64,
 }
 
 impl SeriesSet {
+    pub fn new(keep_stale: bool) -> SeriesSet {
+        SeriesSet { keep_stale, chunk: 1, ..SeriesSet::default() }
+    }
+
     /// Adds a batch of (labels, `#ts`, `#value`) rows; returns the rows taken (null time or
     /// value rows are skipped).
     pub fn ingest(&mut self, batch: &RecordBatch, labels: &[String]) -> DfResult<usize> {
@@ -517,31 +614,68 @@ impl SeriesSet {
             .ok_or_else(|| DataFusionError::Internal("#value is not Float64".into()))?;
         let rows = batch.num_rows();
         let mut taken = 0;
+        let starts = run_starts(&columns, rows);
         let mut run_start = 0;
         while run_start < rows {
             // A run: rows whose label values equal the first's.
-            let mut run_end = run_start + 1;
-            while run_end < rows && columns.iter().all(|c| c.same_value(run_start, run_end)) {
-                run_end += 1;
-            }
+            let run_end = starts[run_start + 1..].iter().position(|&start| start).map_or(rows, |at| run_start + 1 + at);
             let slot = self.slot(&columns, run_start);
-            let fresh = &mut self.series[slot].fresh;
             let (times, vals) = (&timestamps.values()[run_start..run_end], &values.values()[run_start..run_end]);
             if timestamps.null_count() == 0 && values.null_count() == 0 {
-                fresh.extend(times.iter().copied().zip(vals.iter().copied()));
+                self.append(slot, times, vals);
                 taken += run_end - run_start;
             } else {
+                let fresh = &mut self.series[slot].fresh;
+                let before = fresh.len();
                 for row in run_start..run_end {
                     if timestamps.is_valid(row) && values.is_valid(row) {
                         fresh.push((timestamps.value(row), values.value(row)));
-                        taken += 1;
                     }
                 }
+                self.held_samples += fresh.len() - before;
+                taken += fresh.len() - before;
             }
             run_start = run_end;
         }
-        self.held_samples += taken;
         Ok(taken)
+    }
+
+    /// Adds a run of one series' samples. The usual run comes after everything the series
+    /// holds, in order: it is appended as it is (no copy to sort later); any other waits
+    /// among the fresh samples, with what this chunk appended, for [`Self::settle`].
+    fn append(&mut self, slot: usize, times: &[i64], vals: &[f64]) {
+        let (chunk, keep_stale) = (self.chunk, self.keep_stale);
+        let series = &mut self.series[slot];
+        let in_order = series.fresh.is_empty()
+            && series.timestamps.last().is_none_or(|&last| times.first().is_some_and(|&first| first > last))
+            && times.windows(2).all(|w| w[0] < w[1]);
+        if !in_order {
+            if series.appended_in == chunk {
+                let from = series.appended_from;
+                series.fresh.extend(series.timestamps.drain(from..).zip(series.values.drain(from..)));
+                series.appended_in = 0;
+            }
+            series.fresh.extend(times.iter().copied().zip(vals.iter().copied()));
+            self.held_samples += times.len();
+            return;
+        }
+        if series.appended_in != chunk {
+            series.appended_in = chunk;
+            series.appended_from = series.timestamps.len();
+        }
+        let before = series.timestamps.len();
+        if keep_stale {
+            series.timestamps.extend_from_slice(times);
+            series.values.extend_from_slice(vals);
+        } else {
+            for (&t, &v) in times.iter().zip(vals) {
+                if !is_stale(v) {
+                    series.timestamps.push(t);
+                    series.values.push(v);
+                }
+            }
+        }
+        self.held_samples += series.timestamps.len() - before;
     }
 
     fn slot(&mut self, columns: &[LabelColumn], row: usize) -> usize {
@@ -562,10 +696,11 @@ impl SeriesSet {
         self.series.len() - 1
     }
 
-    /// Moves each series' fresh samples behind its kept ones: time-ordered, the last of
-    /// equal timestamps wins, stale markers dropped unless `keep_stale` (the instant lookup
-    /// must see them to stop at one; range functions never do).
-    pub fn settle(&mut self, keep_stale: bool) {
+    /// Ends a chunk: moves each series' fresh samples behind its kept ones, time-ordered,
+    /// the last of equal timestamps winning, stale markers dropped unless kept.
+    pub fn settle(&mut self) {
+        let keep_stale = self.keep_stale;
+        self.chunk += 1;
         for series in &mut self.series {
             if series.fresh.is_empty() {
                 continue;
@@ -625,6 +760,33 @@ impl SeriesSet {
             + self.label_bytes
             + self.series.len() * std::mem::size_of::<SeriesSamples>()
     }
+}
+
+/// Which rows start a run of one series (row 0 does): a row whose label values differ from
+/// the row before's. Dictionary keys are compared column by column in one tight loop (equal
+/// keys are equal values; a value repeated under two keys only splits a run in two, which
+/// find the same series).
+fn run_starts(columns: &[LabelColumn], rows: usize) -> Vec<bool> {
+    let mut starts = vec![false; rows];
+    if let Some(first) = starts.first_mut() {
+        *first = true;
+    }
+    for column in columns {
+        match column {
+            LabelColumn::Dictionary { keys, .. } if keys.null_count() == 0 => {
+                let keys = keys.values();
+                for (start, pair) in starts[1..].iter_mut().zip(keys.windows(2)) {
+                    *start |= pair[0] != pair[1];
+                }
+            }
+            _ => {
+                for row in 1..rows {
+                    starts[row] |= !column.same_value(row - 1, row);
+                }
+            }
+        }
+    }
+    starts
 }
 
 /// A label column of a batch: plain strings, or dictionary keys into its values (how the
@@ -724,20 +886,20 @@ mod tests {
             15,
         );
         let stale = f64::from_bits(kernels::STALE_NAN_BITS);
-        let mut set = SeriesSet::default();
+        let mut set = SeriesSet::new(true);
         // Out of order on purpose; t=30 is a stale marker.
         set.ingest(
             &rows(&[("a", 20, 2.0), ("a", 5, 1.0), ("a", 30, stale)]),
             &["job".to_string()],
         )
         .unwrap();
-        set.settle(true);
+        set.settle();
         let series = &set.series[0];
         let points: Vec<(i64, f64)> = spec
             .steps
             .iter()
             .filter_map(|step| {
-                evaluate_step(&spec, &series.timestamps, &series.values, step).map(|v| (step, v))
+                evaluate_step(&spec, &series.timestamps, &series.values, step, &mut 0).map(|v| (step, v))
             })
             .collect();
         // t=10 sees 5 (within 15 ms); t=20 sees 20; t=30 is stale; t=40's lookback reaches 30: stale.
@@ -746,7 +908,7 @@ mod tests {
 
     #[test]
     fn the_last_of_equal_timestamps_wins_and_runs_find_their_series() {
-        let mut set = SeriesSet::default();
+        let mut set = SeriesSet::new(false);
         let labels = ["job".to_string()];
         set.ingest(
             &rows(&[
@@ -758,7 +920,7 @@ mod tests {
             &labels,
         )
         .unwrap();
-        set.settle(false);
+        set.settle();
         assert_eq!(set.series.len(), 2);
         assert_eq!(
             (
@@ -797,9 +959,9 @@ mod tests {
             ],
         )
         .unwrap();
-        let mut set = SeriesSet::default();
+        let mut set = SeriesSet::new(false);
         assert_eq!(set.ingest(&batch, &["job".to_string()]).unwrap(), 5);
-        set.settle(false);
+        set.settle();
         let series: Vec<(Option<&str>, Vec<f64>)> =
             set.series.iter().map(|s| (s.labels[0].as_deref(), s.values.clone())).collect();
         assert_eq!(series, vec![(Some("api"), vec![1.0, 2.0, 3.0]), (Some("web"), vec![4.0]), (None, vec![5.0])]);

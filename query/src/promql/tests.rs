@@ -257,3 +257,64 @@ async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
     let rooms = instant(&engine, "max_over_time({room=~\"a|b\"}[40m])", at).await;
     assert_eq!(rooms, vec![("room=a".into(), 21.0), ("room=b".into(), 25.0)]);
 }
+
+/// A sweep over many partitions is read in lanes (spans of time swept in parallel, each
+/// reading the window before it again) and answers exactly as one lane does: range
+/// functions, the instant lookup with stale markers, offsets, folds, windows longer than a
+/// step, samples in segments and in the buffer.
+#[tokio::test]
+async fn lanes_answer_as_one_sweep_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.partition_duration = std::time::Duration::from_secs(600);
+    let storage = Storage::open(options).await.unwrap();
+    let stale = f64::from_bits(crate::promql::kernels::STALE_NAN_BITS);
+    let counter = |job: &str, code: &str, per_step: f64| {
+        // Two hours at 15 s; a reset at 50 min; a stale marker at 70 min and a gap after it.
+        let points = (0..=480).filter(|s| !(281..=300).contains(s)).map(move |s| {
+            let v = if s == 280 { stale } else if s < 200 { s as f64 * per_step } else { (s - 200) as f64 * per_step };
+            (T0 + s * 15_000, v)
+        });
+        series("requests_total", &[("job", job), ("code", code)], points)
+    };
+    let first = vec![counter("api", "200", 3.0), counter("api", "500", 0.5), counter("web", "200", 7.0)];
+    storage.write(WriteBatch { metrics: first, rows: vec![] }).await.unwrap();
+    storage.persist().await.unwrap();
+    // Later samples stay in the buffer.
+    let later = (481..=600).map(|s| (T0 + s * 15_000, s as f64));
+    storage.write(WriteBatch { metrics: vec![series("requests_total", &[("job", "api"), ("code", "200")], later)], rows: vec![] }).await.unwrap();
+
+    let one = QueryEngine::new(storage.clone(), QueryOptions { max_workers_per_query: 1, ..QueryOptions::default() }).unwrap();
+    let four = QueryEngine::new(storage, QueryOptions { max_workers_per_query: 4, ..QueryOptions::default() }).unwrap();
+    let range = EvalRange { start_ms: T0 + 3 * MINUTE, end_ms: T0 + 150 * MINUTE, step_ms: 37_000 };
+    let queries = [
+        "sum by (job) (rate(requests_total[5m]))",
+        "rate(requests_total[2m])",
+        "increase(requests_total[10m] offset 7m)",
+        "requests_total",
+        "max_over_time(requests_total[9m])",
+        "count(requests_total)",
+        "sum by (code) (requests_total offset 3m)",
+    ];
+    for query in queries {
+        let (a, b) = (one.promql(query, range, false).await.unwrap(), four.promql(query, range, false).await.unwrap());
+        let PromResult::Matrix(series) = &a else { panic!("{query}: {a:?}") };
+        assert!(!series.is_empty() && series.iter().all(|s| s.points.len() > 100), "{query}: {series:?}");
+        assert_eq!(a, b, "{query}");
+    }
+
+    // Four lanes, where one engine runs one.
+    let lanes = |engine: &QueryEngine| {
+        let engine = engine.clone();
+        async move {
+            let expr = engine.parse_promql("rate(requests_total[5m])").await.unwrap();
+            let compiler = compile::Compiler::new(&engine, range, DEFAULT_LOOKBACK.as_millis() as i64);
+            let compile::Value::Vector(plan) = compiler.compile(&expr).await.unwrap() else { panic!("not a vector") };
+            let plan = plan.frame.create_physical_plan().await.unwrap();
+            let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+            text.split("partition_sizes=").nth(1).and_then(|rest| rest.split(',').next()).map(str::to_string).unwrap_or(text)
+        }
+    };
+    assert_eq!(lanes(&one).await, "1");
+    assert_eq!(lanes(&four).await, "4");
+}
