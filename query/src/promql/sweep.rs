@@ -281,6 +281,7 @@ impl PartitionStream for SweepLane {
             next_step,
             out: VecDeque::new(),
             reservation,
+            charged: 0,
             failed: false,
             groups: HashMap::new(),
             group_labels: Vec::new(),
@@ -329,6 +330,8 @@ struct SweepRun {
     next_step: usize,
     out: VecDeque<RecordBatch>,
     reservation: MemoryReservation,
+    /// Samples held, as charged to the sample budget.
+    charged: usize,
     failed: bool,
     /// With a fold: groups by their label values, and each series' group.
     groups: HashMap<Vec<Option<String>>, usize>,
@@ -346,8 +349,8 @@ impl SweepRun {
                 match input.next().await {
                     Some(batch) => {
                         let batch = batch?;
-                        let rows = self.series.ingest(&batch, &self.input_labels)?;
-                        self.spec.budget.take(rows)?;
+                        self.series.ingest(&batch, &self.input_labels)?;
+                        self.charge_held()?;
                         self.reservation.try_resize(self.series.held_bytes())?;
                     }
                     None => {
@@ -361,6 +364,7 @@ impl SweepRun {
             }
             let Some(read) = self.reads.pop_front() else {
                 self.reservation.free();
+                self.spec.budget.give_back(std::mem::take(&mut self.charged));
                 return Ok(None);
             };
             self.finishes = read.finishes;
@@ -401,7 +405,22 @@ impl SweepRun {
             .nth(self.next_step)
             .map(|s| self.spec.eval_time(s) - self.spec.range_ms);
         self.series.trim(keep_from);
+        self.charge_held()?;
         self.reservation.try_resize(self.series.held_bytes())?;
+        Ok(())
+    }
+
+    /// Charges the samples held to the query's sample budget, or gives back those dropped:
+    /// like Prometheus's `query.max-samples`, the budget bounds what a query holds at once,
+    /// so a long range of few series is not refused for the samples it has already let go.
+    fn charge_held(&mut self) -> DfResult<()> {
+        let held = self.series.held_samples;
+        if held > self.charged {
+            self.spec.budget.take(held - self.charged)?;
+        } else {
+            self.spec.budget.give_back(self.charged - held);
+        }
+        self.charged = held;
         Ok(())
     }
 
@@ -459,8 +478,9 @@ impl SweepRun {
                 }
             }
         }
-        // Budgeted as if each series' points were produced, as without the fold.
+        // A chunk's points exist for a moment before they are folded, as without the fold.
         self.spec.budget.take(evaluated)?;
+        self.spec.budget.give_back(evaluated);
         let all: Vec<usize> = (0..self.kept.len()).collect();
         let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
         for (group, labels) in self.group_labels.iter().enumerate() {

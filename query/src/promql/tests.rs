@@ -318,3 +318,25 @@ async fn lanes_answer_as_one_sweep_does() {
     assert_eq!(lanes(&one).await, "1");
     assert_eq!(lanes(&four).await, "4");
 }
+
+/// `query.max_samples` bounds the samples a query holds at once, as Prometheus's
+/// `query.max-samples` does: a long range of one series loads more than the budget in all
+/// but holds a window and a partition at a time; a window longer than the budget is refused.
+#[tokio::test]
+async fn the_sample_budget_bounds_what_a_query_holds_not_what_it_has_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(StorageOptions::new(dir.path())).await.unwrap();
+    // 12 h at 15 s: 2,881 samples, 480 per 2 h partition.
+    let points = (0..=2880).map(|s| (T0 + s * 15_000, s as f64));
+    storage.write(WriteBatch { metrics: vec![series("long", &[("job", "a")], points)], rows: vec![] }).await.unwrap();
+    storage.persist().await.unwrap();
+    let options = QueryOptions { max_samples: 1_000, max_workers_per_query: 1, ..QueryOptions::default() };
+    let engine = QueryEngine::new(storage, options).unwrap();
+    let range = EvalRange { start_ms: T0 + 10 * MINUTE, end_ms: T0 + 720 * MINUTE, step_ms: 5 * MINUTE };
+    match engine.promql("rate(long[5m])", range, false).await.unwrap() {
+        PromResult::Matrix(series) => assert_eq!(series[0].points.len(), 143),
+        other => panic!("unexpected {other:?}"),
+    }
+    let error = engine.promql("max_over_time(long[6h])", range, false).await.unwrap_err();
+    assert!(error.to_string().contains("query.max_samples"), "{error}");
+}

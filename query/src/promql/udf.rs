@@ -64,6 +64,12 @@ impl SampleBudget {
         }
         Ok(())
     }
+
+    /// Returns samples taken: those a query no longer holds.
+    pub fn give_back(&self, samples: usize) {
+        let samples = i64::try_from(samples).unwrap_or(i64::MAX);
+        self.remaining.fetch_add(samples, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 // One budget is one query's: equal only to itself, so plans of different queries never merge.
@@ -693,6 +699,9 @@ mod tests {
         assert!(shared.take(4).is_ok(), "exactly the limit");
         let error = shared.take(1).unwrap_err().to_string();
         assert!(error.contains("too many samples") && error.contains("query.max_samples"), "{error}");
+        budget.give_back(5);
+        assert!(budget.take(4).is_ok(), "samples given back may be taken again (one was over)");
+        assert!(budget.take(1).is_err());
         assert_ne!(SampleBudget::new(10), SampleBudget::new(10));
         assert_eq!(budget, shared);
     }
