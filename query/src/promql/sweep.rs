@@ -788,9 +788,8 @@ impl SeriesSet {
 /// find the same series).
 fn run_starts(columns: &[LabelColumn], rows: usize) -> Vec<bool> {
     let mut starts = vec![false; rows];
-    if let Some(first) = starts.first_mut() {
-        *first = true;
-    }
+    let Some(first) = starts.first_mut() else { return starts };
+    *first = true;
     for column in columns {
         match column {
             LabelColumn::Dictionary { keys, .. } if keys.null_count() == 0 => {
@@ -950,6 +949,7 @@ mod tests {
             (vec![10, 20], vec![3.0, 2.0])
         );
         assert_eq!(set.series[1].values, vec![5.0]);
+        assert_eq!(set.ingest(&rows(&[]), &labels).unwrap(), 0, "an empty batch");
         assert_eq!(set.held_samples, 3);
         set.trim(Some(15));
         assert_eq!(set.series[0].timestamps, vec![20]);
