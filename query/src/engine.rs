@@ -28,10 +28,14 @@ pub struct QueryOptions {
     /// Samples one PromQL query may load and produce, as Prometheus's `query.max-samples`.
     pub max_samples: usize,
     /// Threads one query computes on at most (DataFusion's target partitions: scans, and
-    /// the lanes of a PromQL step sweep); 0 = one per CPU. VictoriaMetrics's
-    /// `search.maxWorkersPerQuery`.
+    /// the lanes of a PromQL step sweep); 0 = one per CPU, more than
+    /// [`MAX_WORKERS_PER_QUERY`] is that many. VictoriaMetrics's `search.maxWorkersPerQuery`.
     pub max_workers_per_query: usize,
 }
+
+/// Most workers one query may have: past this DataFusion would plan a partition per worker
+/// for every scan and repartition, for no gain on any machine this runs on.
+pub const MAX_WORKERS_PER_QUERY: usize = 256;
 
 impl Default for QueryOptions {
     fn default() -> Self {
@@ -247,7 +251,7 @@ impl QueryEngine {
         // Recursion without a bound is refused at planning (see `sql`).
         config.options_mut().execution.enable_recursive_ctes = false;
         if options.max_workers_per_query > 0 {
-            config = config.with_target_partitions(options.max_workers_per_query);
+            config = config.with_target_partitions(options.max_workers_per_query.min(MAX_WORKERS_PER_QUERY));
         }
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(options.max_memory_bytes, 1.0)
@@ -385,6 +389,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(vigil_storage::StorageOptions::new(dir.path())).await.unwrap();
         (QueryEngine::new(storage, QueryOptions::default()).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn workers_per_query_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(vigil_storage::StorageOptions::new(dir.path())).await.unwrap();
+        let workers = |asked: usize| {
+            let engine = QueryEngine::new(storage.clone(), QueryOptions { max_workers_per_query: asked, ..QueryOptions::default() }).unwrap();
+            engine.context().copied_config().target_partitions()
+        };
+        assert_eq!(workers(3), 3);
+        assert_eq!(workers(MAX_WORKERS_PER_QUERY), MAX_WORKERS_PER_QUERY);
+        assert_eq!(workers(MAX_WORKERS_PER_QUERY + 1), MAX_WORKERS_PER_QUERY);
+        assert_eq!(workers(usize::MAX), MAX_WORKERS_PER_QUERY);
+        assert_eq!(workers(0), datafusion::prelude::SessionConfig::new().target_partitions(), "0: DataFusion's default, one per CPU");
     }
 
     #[tokio::test]

@@ -592,7 +592,7 @@ pub struct SeriesSamples {
 }
 
 /// Series by their label values, in the order first seen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SeriesSet {
     /// Series by the hash of their label values (a run is looked up from the batch's own
     /// strings, without building a key); equal hashes share the entry.
@@ -604,13 +604,21 @@ pub struct SeriesSet {
     /// Stale markers are kept (the instant lookup must see them to stop at one; range
     /// functions never do).
     keep_stale: bool,
-    /// Counts settled chunks, starting at 1 (0 is no chunk).
+    /// Counts settled chunks, starting at 1 (a series' `appended_in` of 0 is no chunk).
     chunk: u64,
 }
 
 impl SeriesSet {
     pub fn new(keep_stale: bool) -> SeriesSet {
-        SeriesSet { keep_stale, chunk: 1, ..SeriesSet::default() }
+        SeriesSet {
+            index: HashMap::new(),
+            hasher: std::hash::RandomState::new(),
+            series: Vec::new(),
+            held_samples: 0,
+            label_bytes: 0,
+            keep_stale,
+            chunk: 1,
+        }
     }
 
     /// Adds a batch of (labels, `#ts`, `#value`) rows; returns the rows taken (null time or
