@@ -4,7 +4,6 @@
 //! as seconds, errors as `{"status": "error", "errorType", "error"}`. Grafana's Prometheus
 //! data source works against it unchanged.
 
-use std::fmt::Write;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -106,10 +105,15 @@ fn promql_duration(text: &str) -> Option<i64> {
 
 /// `ts` as Prometheus writes it: seconds, with the milliseconds as a 3-digit fraction.
 fn write_timestamp(out: &mut String, ms: i64) {
-    let (sign, ms) = if ms < 0 { ("-", -ms) } else { ("", ms) };
-    let _ = write!(out, "{sign}{}", ms / 1000);
-    if ms % 1000 != 0 {
-        let _ = write!(out, ".{:03}", ms % 1000);
+    if ms < 0 {
+        out.push('-');
+    }
+    let ms = ms.unsigned_abs();
+    out.push_str(itoa::Buffer::new().format(ms / 1000));
+    let millis = ms % 1000;
+    if millis != 0 {
+        out.push('.');
+        out.extend([millis / 100, millis / 10 % 10, millis % 10].map(|d| char::from(b'0' + d as u8)));
     }
 }
 
@@ -188,7 +192,15 @@ fn write_result(out: &mut String, result: &PromResult) {
 }
 
 fn query_response(result: &PromResult) -> Response {
-    let mut body = String::from(r#"{"status":"success","data":"#);
+    // A point is ~30 bytes of text (`[1700000000.123,"0.25"]`): reserve them up front
+    // rather than copying a large answer as it grows.
+    let points = match result {
+        PromResult::Matrix(series) => series.iter().map(|s| s.points.len() + 4).sum(),
+        PromResult::Vector(samples) => samples.len() * 4,
+        _ => 1,
+    };
+    let mut body = String::with_capacity(64 + points * 32);
+    body.push_str(r#"{"status":"success","data":"#);
     write_result(&mut body, result);
     body.push('}');
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -407,6 +419,9 @@ mod tests {
         let mut out = String::new();
         write_timestamp(&mut out, 1_500);
         assert_eq!(out, "1.500");
+        let mut out = String::new();
+        write_timestamp(&mut out, 1_000_042);
+        assert_eq!(out, "1000.042");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
     }
 

@@ -397,6 +397,10 @@ impl BinaryOp {
     }
 }
 
+/// 2^53: every integer below it is a float, and the floats around it are at most 1 apart,
+/// so no shorter text reads back to it.
+const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
 /// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it (for `count_values`).
 pub fn format_value(value: f64) -> String {
     let mut out = String::new();
@@ -405,17 +409,56 @@ pub fn format_value(value: f64) -> String {
 }
 
 /// [`format_value`] appended to `out` (a result of thousands of points formats each one
-/// without a string of its own).
+/// without a string of its own). Ryu finds the shortest digits that read back to the same
+/// float (what Go and Rust's `Display` choose); they are then written without an exponent.
 pub fn write_value(out: &mut String, value: f64) {
-    use std::fmt::Write;
     if value.is_nan() {
         out.push_str("NaN");
     } else if value == f64::INFINITY {
         out.push_str("+Inf");
     } else if value == f64::NEG_INFINITY {
         out.push_str("-Inf");
+    } else if value.fract() == 0.0 && value.abs() < MAX_EXACT_INTEGER && (value != 0.0 || value.is_sign_positive()) {
+        // A whole number (counters, gauges of counts) below 2^53: its digits are the
+        // integer's, and integer text is several times cheaper than float text.
+        out.push_str(itoa::Buffer::new().format(value as i64));
     } else {
-        let _ = write!(out, "{value}");
+        let mut buffer = ryu::Buffer::new();
+        write_plain_decimal(out, buffer.format_finite(value));
+    }
+}
+
+/// Ryu's text (`123.0`, `0.001`, `1.5e-7`, `1e21`) in plain decimal notation, as Go's `'f'`
+/// format writes it: `123`, `0.001`, `0.00000015`, `1000000000000000000000`.
+fn write_plain_decimal(out: &mut String, text: &str) {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if negative {
+        out.push('-');
+    }
+    let Some((mantissa, exponent)) = text.split_once('e') else {
+        out.push_str(text.strip_suffix(".0").unwrap_or(text));
+        return;
+    };
+    // Ryu's exponent form is `d` or `d.ddd`, then `eN`: N places after the first digit.
+    let exponent: i64 = exponent.parse().unwrap_or(0);
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: Vec<char> = whole.chars().chain(fraction.chars()).collect();
+    let point = whole.len() as i64 + exponent; // digits before the decimal point
+    if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
+        out.extend(&digits);
+    } else if point as usize >= digits.len() {
+        out.extend(&digits);
+        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+    } else {
+        let (before, after) = digits.split_at(point as usize);
+        out.extend(before);
+        out.push('.');
+        out.extend(after);
     }
 }
 
@@ -448,6 +491,36 @@ mod tests {
         assert_eq!(apply(RangeFunction::Delta, &w, 0.0), Some(2.0));
         // As a counter the zero point (15 s before the first sample) is the nearer start.
         assert!((apply(RangeFunction::Rate, &w, 0.0).unwrap() - 2.5 / 60.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn values_are_written_as_go_writes_them() {
+        let mut cases = vec![0.0, -0.0, 1.0, -1.0, 0.1, 123.0, 1e21, 1e22, 1.5e-7, 1e-5, 1e-6, 123456789012345680.0, 5e-324, f64::MAX, f64::MIN_POSITIVE, 59.98333333333354];
+        // And a spread of bit patterns (xorshift), every exponent from tiny to huge.
+        let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            cases.push(f64::from_bits(bits));
+            // Whole numbers of every size around 2^53, where text switches to ryu's.
+            cases.push(((bits >> (bits % 64)) as i64) as f64);
+        }
+        // Shortest digits that read back exactly, without an exponent: as long as the std
+        // formatter's text (the two differ only in which of two equally near last digits
+        // they pick).
+        for value in cases.into_iter().filter(|v| v.is_finite()) {
+            let text = format_value(value);
+            assert_eq!(text.parse::<f64>().map(f64::to_bits), Ok(value.to_bits()), "{value:e} as {text}");
+            assert_eq!(text.len(), format!("{value}").len(), "{value:e} as {text}");
+        }
+        // That tie goes to the even digit, as Go's shortest formatting (and so Prometheus
+        // 2.42's `1658206780088562.25` query) writes it; `Display` writes ...562.3.
+        assert_eq!(format_value(1658206780088562.25), "1658206780088562.2");
+        assert_eq!(format_value(2.5e-8), "0.000000025");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
     }
 
     #[test]

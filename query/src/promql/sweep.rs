@@ -692,7 +692,8 @@ impl SeriesSet {
             series.appended_from = series.timestamps.len();
         }
         let before = series.timestamps.len();
-        if keep_stale {
+        // A run without stale markers (nearly all) is copied whole.
+        if keep_stale || !vals.iter().any(|&v| is_stale(v)) {
             series.timestamps.extend_from_slice(times);
             series.values.extend_from_slice(vals);
         } else {
