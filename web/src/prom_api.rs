@@ -4,7 +4,6 @@
 //! as seconds, errors as `{"status": "error", "errorType", "error"}`. Grafana's Prometheus
 //! data source works against it unchanged.
 
-
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};

@@ -410,7 +410,8 @@ pub fn format_value(value: f64) -> String {
 
 /// [`format_value`] appended to `out` (a result of thousands of points formats each one
 /// without a string of its own). Ryu finds the shortest digits that read back to the same
-/// float (what Go and Rust's `Display` choose); they are then written without an exponent.
+/// float, a tie between two last digits going to the even one as in Go (Rust's `Display`
+/// picks differently); they are then written without an exponent.
 pub fn write_value(out: &mut String, value: f64) {
     if value.is_nan() {
         out.push_str("NaN");
@@ -431,13 +432,13 @@ pub fn write_value(out: &mut String, value: f64) {
 /// Ryu's text (`123.0`, `0.001`, `1.5e-7`, `1e21`) in plain decimal notation, as Go's `'f'`
 /// format writes it: `123`, `0.001`, `0.00000015`, `1000000000000000000000`.
 fn write_plain_decimal(out: &mut String, text: &str) {
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
+    let text = match text.strip_prefix('-') {
+        Some(rest) => {
+            out.push('-');
+            rest
+        }
+        None => text,
     };
-    if negative {
-        out.push('-');
-    }
     let Some((mantissa, exponent)) = text.split_once('e') else {
         out.push_str(text.strip_suffix(".0").unwrap_or(text));
         return;
