@@ -27,6 +27,7 @@ pub mod cardinality;
 pub mod changes;
 pub mod catalog;
 pub mod damage;
+mod decimal_values;
 mod filters;
 pub mod lease;
 pub mod metric_set;

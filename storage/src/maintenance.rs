@@ -19,7 +19,7 @@ use crate::buffer::{self, time_values};
 use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
 use crate::schema::{FixedTable, label_columns, metric_schema, time_column_of};
 use crate::wal::{WalError, codec};
-use crate::{Storage, StorageError, WriteBatch, segment, series_index, shared};
+use crate::{Storage, StorageError, WriteBatch, decimal_values, segment, series_index, shared};
 
 /// Replaced segment files stay this long, for queries that planned with them.
 const DELETE_GRACE: Duration = Duration::from_secs(600);
@@ -231,11 +231,13 @@ impl Storage {
         Ok(carried)
     }
 
-    /// Writes metric tables of one partition as shared segments. A shared file that cannot
+    /// Writes metric tables of one partition as shared segments, tables of like decimal
+    /// scale together (see [`decimal_values::split_by_scale`]). A shared file that cannot
     /// be written is written again one file per table, so one table the store refuses
     /// (or one too big for a single object) holds back only itself.
     async fn write_shared_or_apart(&self, partition: i64, level: u32, tables: Vec<(String, RecordBatch)>, out: &mut Written) {
-        let files = match shared::pack(tables.clone()) {
+        let packed: Result<Vec<Vec<_>>, _> = decimal_values::split_by_scale(tables.clone()).into_iter().map(shared::pack).collect();
+        let files = match packed.map(|groups| groups.into_iter().flatten().collect::<Vec<_>>()) {
             Ok(files) => files,
             Err(error) => {
                 warn!(partition, %error, "packing a shared segment failed; its tables are written one file each");

@@ -146,6 +146,7 @@ impl StatValue {
                 Some(StatValue::Text(s.clone()))
             }
             ScalarValue::Float64(Some(v)) if v.is_finite() => Some(StatValue::Float(*v)),
+            ScalarValue::Decimal64(Some(mantissa), _, scale) => Some(StatValue::Float(crate::decimal_values::decimal_to_f64(*mantissa, *scale))),
             ScalarValue::Int64(Some(v)) | ScalarValue::TimestampNanosecond(Some(v), _) => Some(StatValue::Int(*v)),
             ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok().map(StatValue::Int),
             ScalarValue::Int32(Some(v)) => Some(StatValue::Int(i64::from(*v))),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -14,7 +15,7 @@ use datafusion::parquet::schema::types::ColumnPath;
 
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 
-use crate::StorageError;
+use crate::{StorageError, decimal_values};
 use crate::manifest::{ColumnStats, column_stats};
 use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
 
@@ -67,7 +68,7 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperti
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     let schema = batch.schema();
     if let Ok(field) = schema.field_with_name(TIMESTAMP_COLUMN) {
-        if matches!(field.data_type(), datafusion::arrow::datatypes::DataType::Timestamp(..)) {
+        if matches!(field.data_type(), DataType::Timestamp(..)) {
             // Regular scrape intervals make timestamp deltas nearly constant.
             let path = ColumnPath::from(TIMESTAMP_COLUMN);
             props = props
@@ -76,7 +77,14 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperti
         }
     }
     if let Ok(field) = schema.field_with_name(VALUE_COLUMN) {
-        if field.data_type() == &datafusion::arrow::datatypes::DataType::Float64 {
+        // Doubles by their bytes (exponents together, mantissas together); decimals (see
+        // `decimal_values`) by the deltas of their mantissas, small between neighbours.
+        let encoding = match field.data_type() {
+            DataType::Float64 => Some(Encoding::BYTE_STREAM_SPLIT),
+            DataType::Decimal64(..) => Some(Encoding::DELTA_BINARY_PACKED),
+            _ => None,
+        };
+        if let Some(encoding) = encoding {
             let path = ColumnPath::from(VALUE_COLUMN);
             // Metric files: ZSTD where it pays, on the values; the labels (dictionary keys in
             // runs) and timestamps (deltas) are already small, and reading a ZSTD column
@@ -86,26 +94,28 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperti
                 .set_compression(Compression::LZ4_RAW)
                 .set_column_compression(path.clone(), Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
                 .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+                .set_column_encoding(path, encoding);
         }
     }
     props.build()
 }
 
-/// Writes one segment (of `table`, or shared by the tables its rows name); returns its size
-/// in bytes and the exact statistics of its columns.
+/// Writes one segment (of `table`, or shared by the tables its rows name), values as decimals
+/// where they are (see [`decimal_values`]); returns its size in bytes and the exact
+/// statistics of its columns.
 pub async fn write(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
     table: Option<&str>,
     batches: &[RecordBatch],
 ) -> Result<(u64, Vec<ColumnStats>), StorageError> {
+    let batches = decimal_values::encode(batches)?;
     let Some(first) = batches.first() else {
         return Err(StorageError::Internal("empty segment".into()));
     };
     let mut bytes = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut bytes, first.schema(), Some(writer_properties(first, table)))?;
-    for batch in batches {
+    for batch in &batches {
         writer.write(batch)?;
     }
     let metadata = writer.close()?;
@@ -118,12 +128,12 @@ pub async fn write(
     Ok((size, column_stats(&statistics, &schema)))
 }
 
-/// Reads a whole segment (compaction input). Segments are bounded by the buffer budget, so
+/// Reads a whole segment (compaction input), values as doubles. Segments are bounded by the buffer budget, so
 /// one `get` of the object is the cheapest way to read all of it.
 pub async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Vec<RecordBatch>, StorageError> {
     let bytes = store.get(path).await?.bytes().await?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    Ok(reader.map(|batch| batch.and_then(decimal_values::decode)).collect::<Result<Vec<_>, _>>()?)
 }
 
 #[cfg(test)]

@@ -883,12 +883,14 @@ async fn a_store_of_per_table_files_opens_migrates_and_compacts_into_shared_segm
     let per_partition = dir.path().join("segments/nodes").join(&node).join("partitions/1700006400000000000");
     assert!(per_partition.is_dir(), "one manifest per time partition");
 
-    // Compaction moves every closed partition's per-table files into one shared segment.
+    // Compaction moves every closed partition's per-table files into shared segments: one
+    // per partition and decimal scale (whole-number counters apart from two-place load
+    // averages, see `decimal_values::split_by_scale`), not one per table.
     assert_eq!(storage.compact().await.unwrap(), 3);
     let manifest = storage.manifest();
     assert!(manifest.segments.iter().all(|s| s.shared.is_some()), "{:?}", manifest.segments);
     let files: std::collections::BTreeSet<&str> = manifest.segments.iter().map(|s| s.path.as_str()).collect();
-    assert_eq!(files.len(), 3, "one file per partition: {files:?}");
+    assert_eq!(files.len(), 3 * 2, "one file per partition and scale: {files:?}");
     for (query, expected) in queries {
         assert_eq!(count(&storage, query).await, expected, "{query} after compaction");
     }
@@ -897,4 +899,67 @@ async fn a_store_of_per_table_files_opens_migrates_and_compacts_into_shared_segm
     for (query, expected) in queries {
         assert_eq!(count(&again, query).await, expected, "{query} after a restart");
     }
+}
+
+/// The type of the value column of each segment the manifest names.
+fn stored_value_types(storage: &Storage, data_dir: &std::path::Path) -> Vec<datafusion::arrow::datatypes::DataType> {
+    let paths: std::collections::BTreeSet<String> = storage.manifest().segments.iter().map(|s| s.path.clone()).collect();
+    let mut types: Vec<_> = paths
+        .into_iter()
+        .map(|path| {
+            let file = std::fs::File::open(data_dir.join("segments").join(&path)).unwrap();
+            let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            builder.schema().field_with_name(schema::VALUE_COLUMN).unwrap().data_type().clone()
+        })
+        .collect();
+    types.sort_by_key(|t| t.to_string());
+    types
+}
+
+#[tokio::test]
+async fn decimal_values_are_stored_as_scaled_integers_and_read_back_bit_for_bit() {
+    use datafusion::arrow::datatypes::DataType;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let second = 1_000_000_000;
+    // Gauges with two places and counters in whole numbers: a file for each scale.
+    let gauge: Vec<(i64, f64)> = (0..100).map(|i| (T0 + i * second, ((i as f64 / 7.0).sin() * 10_000.0).round() / 100.0)).collect();
+    let counter: Vec<(i64, f64)> = (0..100).map(|i| (T0 + i * second, (i * i * 1000) as f64)).collect();
+    storage.write(batch(vec![series("temp", &[("room", "a")], gauge.clone()), series("hits", &[("job", "x")], counter.clone())])).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(stored_value_types(&storage, dir.path()), vec![DataType::Decimal64(18, 0), DataType::Decimal64(18, 2)]);
+    // A second segment with more places; compaction merges the gauges into three places.
+    let finer: Vec<(i64, f64)> = (0..10).map(|i| (T0 + (200 + i) * second, (i - 4) as f64 / 1000.0)).collect();
+    storage.write(batch(vec![series("temp", &[("room", "b")], finer.clone())])).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(storage.compact().await.unwrap(), 1);
+    assert_eq!(stored_value_types(&storage, dir.path()), vec![DataType::Decimal64(18, 0), DataType::Decimal64(18, 3)]);
+
+    let bits = |batches: Vec<RecordBatch>| -> Vec<u64> {
+        batches.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Float64Array>().unwrap().values().iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect()
+    };
+    let expected: Vec<u64> = gauge.iter().chain(&finer).map(|(_, v)| v.to_bits()).collect();
+    assert_eq!(bits(sql(&storage, "SELECT value FROM temp ORDER BY room, timestamp").await), expected);
+    let expected: Vec<u64> = counter.iter().map(|(_, v)| v.to_bits()).collect();
+    assert_eq!(bits(sql(&storage, "SELECT value FROM hits ORDER BY timestamp").await), expected);
+    // The manifest's exact minimum and maximum (which answer these) are the doubles too.
+    let extremes = |values: &[(i64, f64)]| (values.iter().map(|v| v.1).fold(f64::INFINITY, f64::min), values.iter().map(|v| v.1).fold(f64::NEG_INFINITY, f64::max));
+    let all_temp: Vec<(i64, f64)> = gauge.iter().chain(&finer).copied().collect();
+    let batches = sql(&storage, "SELECT min(value), max(value) FROM temp").await;
+    let column = |i: usize| batches[0].column(i).as_any().downcast_ref::<Float64Array>().unwrap().value(0);
+    assert_eq!((column(0), column(1)), extremes(&all_temp));
+    // A filter on the value (pushed into the scan, pruned by the file's decimal statistics).
+    let above = all_temp.iter().filter(|(_, v)| *v > 50.25).count() as i64;
+    assert!(above > 0);
+    assert_eq!(count(&storage, "SELECT count(*) FROM temp WHERE value > 50.25").await, above);
+    assert_eq!(count(&storage, "SELECT count(*) FROM temp WHERE value > 1000").await, 0);
+
+    // One value that is no decimal (a stale marker) keeps its segment's values as doubles.
+    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    storage.write(batch(vec![series("temp", &[("room", "c")], [(T0 + 2 * HOUR_NS, 0.5), (T0 + 2 * HOUR_NS + second, stale)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(stored_value_types(&storage, dir.path()), vec![DataType::Decimal64(18, 0), DataType::Decimal64(18, 3), DataType::Float64]);
+    let batches = sql(&storage, "SELECT value FROM temp WHERE room = 'c' ORDER BY timestamp").await;
+    assert_eq!(bits(batches), vec![0.5f64.to_bits(), stale.to_bits()]);
+    storage.close().await.unwrap();
 }

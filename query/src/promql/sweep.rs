@@ -597,7 +597,8 @@ pub struct SeriesSet {
     /// Series by the hash of their label values (a run is looked up from the batch's own
     /// strings, without building a key); equal hashes share the entry.
     index: HashMap<u64, Vec<usize>>,
-    hasher: std::hash::RandomState,
+    /// foldhash: SipHash over every run's label values was 3 % of a 24 h `rate` by job.
+    hasher: foldhash::fast::RandomState,
     pub series: Vec<SeriesSamples>,
     held_samples: usize,
     label_bytes: usize,
@@ -612,7 +613,7 @@ impl SeriesSet {
     pub fn new(keep_stale: bool) -> SeriesSet {
         SeriesSet {
             index: HashMap::new(),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             series: Vec::new(),
             held_samples: 0,
             label_bytes: 0,

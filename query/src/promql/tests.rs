@@ -239,7 +239,10 @@ async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
     assert!(scans <= queries.len() as u64 * 2, "{scans} segment scans for {} queries", queries.len());
     let scanned = storage.segments_scanned();
     assert_eq!(instant(&engine, "count({__name__=~\".+\"})", at).await, vec![(String::new(), 8.0)]);
-    assert_eq!(storage.segments_scanned() - scanned, 1, "three tables, one shared segment, one scan");
+    // Shared files: one per decimal scale (whole-number counters, temperatures with places).
+    let files = storage.manifest().segments.iter().map(|s| s.path.clone()).collect::<std::collections::BTreeSet<_>>().len() as u64;
+    assert!(files < 3, "{files} files for three tables");
+    assert_eq!(storage.segments_scanned() - scanned, files, "three tables, one scan per shared segment");
 
     // Half in segments, half in the buffer: later samples of the same series.
     let later = (121..=240).map(|i| T0 + i * 15_000);
