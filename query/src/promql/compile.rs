@@ -631,9 +631,11 @@ impl<'a> Compiler<'a> {
     }
 
     async fn binary(&self, binary: &BinaryExpr) -> Result<Value, PromError> {
-        let lhs = self.compile(&binary.lhs).await?;
-        let rhs = self.compile(&binary.rhs).await?;
         let modifier = binary.modifier.as_ref();
+        let (lhs, rhs) = match self.compile(&binary.lhs).await? {
+            Value::Vector(left) if super::pushdown::narrows_right(binary.op.id()) => self.narrowed_right(binary, left).await?,
+            lhs => (lhs, self.compile(&binary.rhs).await?),
+        };
         let return_bool = modifier.is_some_and(|m| m.return_bool);
         let op_id = binary.op.id();
         if matches!(op_id, token::T_LAND | token::T_LOR | token::T_LUNLESS) {
@@ -662,6 +664,45 @@ impl<'a> Compiler<'a> {
             }
             (l, r) => Err(bad(format!("binary operator between {} and {} is not allowed", l.kind(), r.kind()))),
         }
+    }
+
+    /// The two sides of a binary operation whose left side is a vector: the left computed
+    /// first when it is small, and its values of the matching labels pushed into the right
+    /// side's selectors (see [`super::pushdown`]); otherwise both as planned.
+    async fn narrowed_right(&self, binary: &BinaryExpr, left: VectorPlan) -> Result<(Value, Value), PromError> {
+        use super::pushdown;
+        let labels = pushdown::matching_labels(&left.labels, binary.modifier.as_ref().and_then(|m| m.matching.as_ref()), NAME);
+        let probe: Vec<Matcher> = labels.iter().map(|l| Matcher::new(MatchOp::Equal, l, "")).collect();
+        // Distributed plans stay as they are: their sides run on other nodes.
+        if labels.is_empty() || self.engine.options().ballista.is_some() || pushdown::with_matchers(&binary.rhs, &probe).is_none() {
+            return Ok((Value::Vector(left), self.compile(&binary.rhs).await?));
+        }
+        let mut stream = left.frame.clone().execute_stream().await?;
+        let (mut batches, mut rows) = (Vec::new(), 0usize);
+        while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            if rows > pushdown::MAX_FIRST_ROWS {
+                // Large: planned as before (the part read so far is read again in the join).
+                return Ok((Value::Vector(left), self.compile(&binary.rhs).await?));
+            }
+            batches.push(batch);
+        }
+        drop(stream);
+        let matchers = pushdown::matchers_from(&batches, &labels);
+        let right = match pushdown::with_matchers(&binary.rhs, &matchers) {
+            Some(narrowed) if !matchers.is_empty() => {
+                metrics::counter!("vigil_query_pushed_down_matchers_total").increment(matchers.len() as u64);
+                self.compile(&narrowed).await?
+            }
+            _ => self.compile(&binary.rhs).await?,
+        };
+        // The left side as computed, so the join does not compute it again.
+        let schema = batches.first().map_or_else(|| Arc::new(left.frame.schema().as_arrow().clone()), RecordBatch::schema);
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+        let (state, _) = left.frame.into_parts();
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::scan("promql_left", datafusion::datasource::provider_as_source(Arc::new(table)), None)?.build()?;
+        Ok((Value::Vector(VectorPlan { frame: DataFrame::new(state, plan), labels: left.labels }), right))
     }
 
     /// Vector ∘ scalar; `swap` when the scalar was on the left.

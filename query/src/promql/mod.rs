@@ -15,6 +15,7 @@
 mod compile;
 mod errors;
 mod exemplars;
+mod pushdown;
 pub mod kernels;
 mod result;
 mod series;

@@ -343,3 +343,36 @@ async fn the_sample_budget_bounds_what_a_query_holds_not_what_it_has_read() {
     let error = engine.promql("max_over_time(long[6h])", range, false).await.unwrap_err();
     assert!(error.to_string().contains("query.max_samples"), "{error}");
 }
+
+/// A binary operation reads of its right side only the series that can match its left
+/// side's (see `pushdown`), and answers as reading all of them does.
+#[tokio::test]
+async fn the_left_sides_labels_narrow_the_right_side_and_keep_the_answer() {
+    let (engine, _dir) = engine().await;
+    engine.storage().persist().await.unwrap();
+    let at = T0 + 20 * MINUTE;
+    // Each beside the same with its right side wrapped in `+ 0`, which stops the pushdown.
+    let ratio = "sum by (job) (rate(requests_total{code=\"500\"}[5m])) / sum by (job) (rate(requests_total[5m]))";
+    let cases = [
+        (ratio, "sum by (job) (rate(requests_total{code=\"500\"}[5m])) / (sum by (job) (rate(requests_total[5m])) + 0)"),
+        ("requests_total{code=\"500\"} / ignoring (code) requests_total{code=\"200\"}", "requests_total{code=\"500\"} / ignoring (code) (requests_total{code=\"200\"} + 0)"),
+        ("requests_total{code=\"500\"} * on (job) group_left () sum by (job) (requests_total)", "requests_total{code=\"500\"} * on (job) group_left () (sum by (job) (requests_total) + 0)"),
+        ("requests_total{code=\"500\"} < on (job) group_left () sum by (job) (requests_total)", "requests_total{code=\"500\"} < on (job) group_left () (sum by (job) (requests_total) + 0)"),
+        ("requests_total{code=\"500\"} and on (job) requests_total", "requests_total{code=\"500\"} and on (job) (requests_total + 0)"),
+    ];
+    for (query, unpushed) in cases {
+        let skipped = engine.storage().rows_skipped_by_index();
+        let pushed_answer = instant(&engine, query, at).await;
+        let pushed_skipped = engine.storage().rows_skipped_by_index() - skipped;
+        let skipped = engine.storage().rows_skipped_by_index();
+        let unpushed_answer = instant(&engine, unpushed, at).await;
+        let unpushed_skipped = engine.storage().rows_skipped_by_index() - skipped;
+        assert_eq!(pushed_answer, unpushed_answer, "{query} vs {unpushed}");
+        assert!(!pushed_answer.is_empty(), "{query}");
+        assert!(pushed_skipped > unpushed_skipped, "{query}: the right side read every series ({pushed_skipped} vs {unpushed_skipped} rows skipped)");
+    }
+    let ratio = instant(&engine, ratio, at).await;
+    assert_eq!(ratio.len(), 1);
+    assert_eq!(ratio[0].0, "job=api");
+    assert!((ratio[0].1 - 0.1 / 1.1).abs() < 1e-12, "{ratio:?}");
+}
