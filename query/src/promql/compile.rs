@@ -678,11 +678,11 @@ impl<'a> Compiler<'a> {
             return Ok((Value::Vector(left), self.compile(&binary.rhs).await?));
         }
         let mut stream = left.frame.clone().execute_stream().await?;
-        let (mut batches, mut rows) = (Vec::new(), 0usize);
+        let (mut batches, mut bytes) = (Vec::new(), 0usize);
         while let Some(batch) = futures::StreamExt::next(&mut stream).await {
             let batch = batch?;
-            rows += batch.num_rows();
-            if rows > pushdown::MAX_FIRST_ROWS {
+            bytes += batch.get_array_memory_size();
+            if bytes > pushdown::MAX_FIRST_BYTES {
                 // Large: planned as before (the part read so far is read again in the join).
                 return Ok((Value::Vector(left), self.compile(&binary.rhs).await?));
             }

@@ -24,10 +24,10 @@ use promql_parser::parser::{Expr as PromExpr, LabelModifier};
 /// saves.
 const MAX_VALUES: usize = 64;
 
-/// Most rows of the first side kept in memory to read its label values from: the pushdown
+/// Most bytes of the first side held in memory to read its label values from: the pushdown
 /// pays where that side is small (a few series of errors), and beyond this it is planned as
 /// before.
-pub const MAX_FIRST_ROWS: usize = 200_000;
+pub const MAX_FIRST_BYTES: usize = 32 << 20;
 
 /// Whether the binary operator `op` drops every series of its right side that matches none
 /// of its left side's.

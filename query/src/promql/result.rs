@@ -43,7 +43,7 @@ fn label(column: &StringArray, row: usize) -> &str {
 /// `max_over_time`). Two samples of one label set at one step is an error, as in Prometheus
 /// (e.g. `label_replace` making two series alike).
 fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, PromError> {
-    let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
+    let mut index: HashMap<Vec<&str>, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut out: Vec<Series> = Vec::new();
     let mut key: Vec<&str> = Vec::with_capacity(labels.len());
     for batch in batches {
