@@ -305,6 +305,28 @@ async fn a_range_cutting_through_segments_is_filtered_exactly() {
     assert_eq!(count(&storage, "SELECT count(*) FROM cpu WHERE host = 'nobody'").await, 0);
 }
 
+/// A file whose rows all lie inside the time bounds is read without evaluating them row by
+/// row; one the bounds cut through still is.
+#[tokio::test]
+async fn files_inside_the_time_range_are_read_without_time_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    storage.write(four_hours()).await.unwrap();
+    storage.persist().await.unwrap();
+    // The first two hours whole and 10 minutes of the third, for one host.
+    let query = format!(
+        "SELECT count(*) FROM cpu WHERE host = 'b' AND timestamp >= {} AND timestamp < {}",
+        ts_literal(T0),
+        ts_literal(T0 + 2 * HOUR_NS + HOUR_NS / 6)
+    );
+    assert_eq!(count(&storage, &query).await, 130);
+    let plan = sql(&storage, &format!("EXPLAIN {query}")).await;
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
+    let scans: Vec<&str> = plan.lines().filter(|l| l.contains("DataSourceExec")).collect();
+    assert_eq!(scans.len(), 2, "the files inside, the file cut through:\n{plan}");
+    assert_eq!(scans.iter().filter(|l| l.contains("timestamp")).count(), 1, "only the cut file filters by time:\n{plan}");
+}
+
 #[tokio::test]
 async fn two_nodes_on_one_store_see_each_others_segments() {
     let dir = tempfile::tempdir().unwrap();
