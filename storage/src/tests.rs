@@ -53,6 +53,15 @@ fn four_hours() -> WriteBatch {
     ])
 }
 
+/// A store holding [`four_hours`], flushed: four hourly segments.
+async fn four_hours_flushed() -> (tempfile::TempDir, Storage) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    storage.write(four_hours()).await.unwrap();
+    storage.persist().await.unwrap();
+    (dir, storage)
+}
+
 #[tokio::test]
 async fn buffer_parquet_round_trip_gives_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,10 +81,7 @@ async fn buffer_parquet_round_trip_gives_the_same_answers() {
 
 #[tokio::test]
 async fn a_one_hour_query_opens_only_that_hours_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(options(dir.path())).await.unwrap();
-    storage.write(four_hours()).await.unwrap();
-    storage.persist().await.unwrap();
+    let (_dir, storage) = four_hours_flushed().await;
     let before = storage.segments_scanned();
     let n = count(
         &storage,
@@ -261,10 +267,7 @@ fn ts_literal(ns: i64) -> String {
 
 #[tokio::test]
 async fn count_min_max_over_whole_segments_come_from_the_manifest() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(options(dir.path())).await.unwrap();
-    storage.write(four_hours()).await.unwrap();
-    storage.persist().await.unwrap();
+    let (dir, storage) = four_hours_flushed().await;
     let covering = format!(
         "SELECT count(*), min(value), max(value), max(timestamp) FROM cpu WHERE timestamp >= {} AND timestamp < {}",
         ts_literal(T0),
@@ -289,10 +292,7 @@ async fn count_min_max_over_whole_segments_come_from_the_manifest() {
 
 #[tokio::test]
 async fn a_range_cutting_through_segments_is_filtered_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(options(dir.path())).await.unwrap();
-    storage.write(four_hours()).await.unwrap();
-    storage.persist().await.unwrap();
+    let (_dir, storage) = four_hours_flushed().await;
     // 30 minutes into the first hour to 10 minutes into the third: 100 minutes × 2 series.
     let query = format!(
         "SELECT count(*) FROM cpu WHERE timestamp >= {} AND timestamp < {}",
@@ -309,10 +309,7 @@ async fn a_range_cutting_through_segments_is_filtered_exactly() {
 /// row; one the bounds cut through still is.
 #[tokio::test]
 async fn files_inside_the_time_range_are_read_without_time_filters() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(options(dir.path())).await.unwrap();
-    storage.write(four_hours()).await.unwrap();
-    storage.persist().await.unwrap();
+    let (_dir, storage) = four_hours_flushed().await;
     // The first two hours whole and 10 minutes of the third, for one host.
     let query = format!(
         "SELECT count(*) FROM cpu WHERE host = 'b' AND timestamp >= {} AND timestamp < {}",
@@ -752,10 +749,7 @@ async fn the_series_index_narrows_scans_without_changing_answers() {
 /// A segment's index is written with it and deleted with it.
 #[tokio::test]
 async fn a_series_index_lives_and_goes_with_its_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(options(dir.path())).await.unwrap();
-    storage.write(four_hours()).await.unwrap();
-    storage.persist().await.unwrap();
+    let (dir, storage) = four_hours_flushed().await;
     let first: Vec<String> = storage.manifest().segments.iter().map(|s| s.path.clone()).collect();
     let on_disk = |path: &str| dir.path().join("segments").join(series_index::index_path(path).as_ref()).exists();
     assert!(first.iter().all(|p| on_disk(p)));
