@@ -341,7 +341,7 @@ async fn segment_meta_of(store: &Arc<dyn ObjectStore>, path: &Path, id: u64, tab
     let metadata = builder.metadata().clone();
     let schema = builder.schema().clone();
     if schema.column_with_name(shared::TABLE_COLUMN).is_some() {
-        let batches = segment::read(store, path).await.map_err(|e| e.to_string())?;
+        let batches = segment::rows(builder).map_err(|e| e.to_string())?;
         let Some(first) = batches.first() else { return Err("the file holds no rows".into()) };
         let whole = datafusion::arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| e.to_string())?;
         return shared::entries(&whole, path, id, partition_start_ns, size_bytes, 1).map_err(|e| e.to_string());

@@ -128,12 +128,16 @@ pub async fn write(
     Ok((size, column_stats(&statistics, &schema)))
 }
 
-/// Reads a whole segment (compaction input), values as doubles. Segments are bounded by the buffer budget, so
-/// one `get` of the object is the cheapest way to read all of it.
+/// Reads a whole segment (compaction input), values as doubles. Segments are bounded by the
+/// buffer budget, so one `get` of the object is the cheapest way to read all of it.
 pub async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Vec<RecordBatch>, StorageError> {
     let bytes = store.get(path).await?.bytes().await?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-    Ok(reader.map(|batch| batch.and_then(decimal_values::decode)).collect::<Result<Vec<_>, _>>()?)
+    rows(ParquetRecordBatchReaderBuilder::try_new(bytes)?)
+}
+
+/// Every row of a segment opened by `builder`, values as doubles.
+pub fn rows(builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>) -> Result<Vec<RecordBatch>, StorageError> {
+    Ok(builder.build()?.map(|batch| batch.and_then(decimal_values::decode)).collect::<Result<Vec<_>, _>>()?)
 }
 
 #[cfg(test)]

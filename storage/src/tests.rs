@@ -265,17 +265,23 @@ fn ts_literal(ns: i64) -> String {
     format!("arrow_cast({ns}, 'Timestamp(Nanosecond, Some(\"UTC\"))')")
 }
 
+/// `timestamp >= start AND timestamp < end`.
+fn time_range(start_ns: i64, end_ns: i64) -> String {
+    format!("timestamp >= {} AND timestamp < {}", ts_literal(start_ns), ts_literal(end_ns))
+}
+
+/// The plan DataFusion makes for `query`, as text.
+async fn explain(storage: &Storage, query: &str) -> String {
+    let plan = sql(storage, &format!("EXPLAIN {query}")).await;
+    datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string()
+}
+
 #[tokio::test]
 async fn count_min_max_over_whole_segments_come_from_the_manifest() {
     let (dir, storage) = four_hours_flushed().await;
-    let covering = format!(
-        "SELECT count(*), min(value), max(value), max(timestamp) FROM cpu WHERE timestamp >= {} AND timestamp < {}",
-        ts_literal(T0),
-        ts_literal(T0 + 2 * HOUR_NS)
-    );
+    let covering = format!("SELECT count(*), min(value), max(value), max(timestamp) FROM cpu WHERE {}", time_range(T0, T0 + 2 * HOUR_NS));
     let expected = sql(&storage, &covering).await;
-    let plan = sql(&storage, &format!("EXPLAIN {covering}")).await;
-    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
+    let plan = explain(&storage, &covering).await;
     assert!(!plan.contains("DataSourceExec"), "answered from statistics, no scan:\n{plan}");
 
     // Proof that no file is opened: remove them all, the answer stays.
@@ -294,11 +300,7 @@ async fn count_min_max_over_whole_segments_come_from_the_manifest() {
 async fn a_range_cutting_through_segments_is_filtered_exactly() {
     let (_dir, storage) = four_hours_flushed().await;
     // 30 minutes into the first hour to 10 minutes into the third: 100 minutes × 2 series.
-    let query = format!(
-        "SELECT count(*) FROM cpu WHERE timestamp >= {} AND timestamp < {}",
-        ts_literal(T0 + HOUR_NS / 2),
-        ts_literal(T0 + 2 * HOUR_NS + HOUR_NS / 6)
-    );
+    let query = format!("SELECT count(*) FROM cpu WHERE {}", time_range(T0 + HOUR_NS / 2, T0 + 2 * HOUR_NS + HOUR_NS / 6));
     assert_eq!(count(&storage, &query).await, 200);
     let labelled = format!("{} AND host = 'b'", query);
     assert_eq!(count(&storage, &labelled).await, 100);
@@ -311,14 +313,9 @@ async fn a_range_cutting_through_segments_is_filtered_exactly() {
 async fn files_inside_the_time_range_are_read_without_time_filters() {
     let (_dir, storage) = four_hours_flushed().await;
     // The first two hours whole and 10 minutes of the third, for one host.
-    let query = format!(
-        "SELECT count(*) FROM cpu WHERE host = 'b' AND timestamp >= {} AND timestamp < {}",
-        ts_literal(T0),
-        ts_literal(T0 + 2 * HOUR_NS + HOUR_NS / 6)
-    );
+    let query = format!("SELECT count(*) FROM cpu WHERE host = 'b' AND {}", time_range(T0, T0 + 2 * HOUR_NS + HOUR_NS / 6));
     assert_eq!(count(&storage, &query).await, 130);
-    let plan = sql(&storage, &format!("EXPLAIN {query}")).await;
-    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
+    let plan = explain(&storage, &query).await;
     let scans: Vec<&str> = plan.lines().filter(|l| l.contains("DataSourceExec")).collect();
     assert_eq!(scans.len(), 2, "the files inside, the file cut through:\n{plan}");
     assert_eq!(scans.iter().filter(|l| l.contains("timestamp")).count(), 1, "only the cut file filters by time:\n{plan}");

@@ -446,20 +446,20 @@ fn write_plain_decimal(out: &mut String, text: &str) {
     // Ryu's exponent form is `d` or `d.ddd`, then `eN`: N places after the first digit.
     let exponent: i64 = exponent.parse().unwrap_or(0);
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits: Vec<char> = whole.chars().chain(fraction.chars()).collect();
+    let digits = || whole.chars().chain(fraction.chars());
+    let count = whole.len() + fraction.len();
     let point = whole.len() as i64 + exponent; // digits before the decimal point
     if point <= 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
-        out.extend(&digits);
-    } else if point as usize >= digits.len() {
-        out.extend(&digits);
-        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+        out.extend(digits());
+    } else if point as usize >= count {
+        out.extend(digits());
+        out.extend(std::iter::repeat_n('0', point as usize - count));
     } else {
-        let (before, after) = digits.split_at(point as usize);
-        out.extend(before);
+        out.extend(digits().take(point as usize));
         out.push('.');
-        out.extend(after);
+        out.extend(digits().skip(point as usize));
     }
 }
 
