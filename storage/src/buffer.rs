@@ -3,8 +3,8 @@
 //! Metric tables keep one entry per series (its label set once, then timestamps and values
 //! in time order, one value per timestamp: a repeated timestamp replaces the value, so a
 //! retried write or a replayed WAL never doubles a sample). Arrow batches are built on
-//! demand, series sorted by their label columns then time, which is also the order segments
-//! are written in. Fixed tables keep the batches they were given.
+//! demand, series sorted by their labels (`schema::series_order`) then time, which is also
+//! the order segments are written in. Fixed tables keep the batches they were given.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use crate::FastHashMap as HashMap;
 
 use crate::schema::{
     FixedTable, label_column_name, label_columns, label_name_of_column, metric_schema,
-    metric_table_name,
+    metric_table_name, series_order,
 };
 use crate::write::{LabelSet, MetricSeries, Sample, TableRows};
 
@@ -303,7 +303,7 @@ impl MetricBuffer {
     }
 
     /// Builds batches in `schema` (a metric schema holding at least this buffer's label
-    /// columns) with the rows the filter selects, series sorted by label columns then time.
+    /// columns) with the rows the filter selects, series sorted by `series_order` then time.
     pub fn batches(
         &self,
         schema: &SchemaRef,
@@ -328,9 +328,10 @@ impl MetricBuffer {
                 (from < to).then_some((s, from..to))
             })
             .collect();
-        // Series order = lexicographic order of their label columns, nulls first.
+        // Series order: their labels in `series_order`, compared lexicographically, nulls first.
+        let order: Vec<&str> = series_order(schema);
         selected.sort_by(|(a, _), (b, _)| {
-            columns
+            order
                 .iter()
                 .map(|c| label_name_of_column(c))
                 .map(|name| a.labels.get(name).cmp(&b.labels.get(name)))
@@ -625,13 +626,14 @@ mod tests {
         let schema = up.schema();
         let all = up.batches(&schema, &ScanFilter::default(), 2).unwrap();
         assert_eq!(all.len(), 2, "split at max_rows");
+        // Series by job first (`series_order`), then time.
         let expected = "\
 +----------+-----+--------------------------------+-------+
 | instance | job | timestamp                      | value |
 +----------+-----+--------------------------------+-------+
+| x        | a   | 1970-01-01T00:00:00.000000020Z | 3.0   |
 |          | b   | 1970-01-01T00:00:00.000000010Z | 4.0   |
 |          | b   | 1970-01-01T00:00:00.000000030Z | 1.0   |
-| x        | a   | 1970-01-01T00:00:00.000000020Z | 3.0   |
 +----------+-----+--------------------------------+-------+";
         assert_eq!(render(&all), expected);
 

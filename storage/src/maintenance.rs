@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::buffer::{self, time_values};
 use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
-use crate::schema::{FixedTable, label_columns, metric_schema, time_column_of};
+use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema, series_order, time_column_of};
 use crate::wal::{WalError, codec};
 use crate::{Storage, StorageError, WriteBatch, decimal_values, segment, series_index, shared};
 
@@ -566,13 +566,11 @@ pub(crate) fn adapt_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
 
 fn sort_and_dedupe_metric(batch: &RecordBatch) -> Result<RecordBatch, StorageError> {
     let schema = batch.schema();
-    let key_columns: Vec<usize> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.name() != crate::schema::VALUE_COLUMN)
-        .map(|(i, _)| i)
-        .collect();
+    let mut key_columns: Vec<usize> = series_order(&schema)
+        .into_iter()
+        .map(|column| schema.index_of(column))
+        .collect::<Result<_, _>>()?;
+    key_columns.push(schema.index_of(TIMESTAMP_COLUMN)?);
     // The input position breaks ties, so the newest of equal keys sorts last.
     let position: ArrayRef = Arc::new(UInt64Array::from_iter_values(0..batch.num_rows() as u64));
     let mut sort_columns: Vec<SortColumn> = key_columns

@@ -976,3 +976,56 @@ async fn decimal_values_are_stored_as_scaled_integers_and_read_back_bit_for_bit(
     assert_eq!(bits(batches), vec![0.5f64.to_bits(), stale.to_bits()]);
     storage.close().await.unwrap();
 }
+
+/// The (job, instance, code) of a table's rows in its segment file, one entry per run.
+fn stored_series_order(storage: &Storage, data_dir: &std::path::Path, table: &str) -> Vec<(String, String, String)> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    let entry = storage.manifest().segments.iter().find(|s| s.table == table).unwrap().clone();
+    let bytes = bytes::Bytes::from(std::fs::read(data_dir.join("segments").join(&entry.path)).unwrap());
+    let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let mut order: Vec<(String, String, String)> = Vec::new();
+    for batch in segment::rows(builder).unwrap() {
+        let column = |name: &str| cast(batch.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+        let (job, instance, code) = (column("job"), column("instance"), column("code"));
+        let text = |a: &datafusion::arrow::array::ArrayRef, row: usize| a.as_any().downcast_ref::<StringArray>().unwrap().value(row).to_string();
+        for row in 0..batch.num_rows() {
+            let key = (text(&job, row), text(&instance, row), text(&code, row));
+            if order.last() != Some(&key) {
+                order.push(key);
+            }
+        }
+    }
+    order
+}
+
+/// Series are stored job first, then instance (VictoriaMetrics' order), not in label-name
+/// order (code, instance, job), so a selector on a job reads one run of rows per file.
+#[tokio::test]
+async fn series_are_stored_by_job_then_instance_so_a_job_is_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let all = |value: f64, at: i64| {
+        let mut out = Vec::new();
+        for i in 0..12 {
+            let (job, instance, code) = (format!("job-{}", i % 3), format!("host-{}", i / 3), ["200", "500"][i % 2].to_string());
+            out.push(series("req", &[("code", &code), ("instance", &instance), ("job", &job)], [(T0 + at, value)]));
+        }
+        batch(out)
+    };
+    let mut expected: Vec<(String, String, String)> =
+        (0..12).map(|i| (format!("job-{}", i % 3), format!("host-{}", i / 3), ["200", "500"][i % 2].to_string())).collect();
+    expected.sort();
+    storage.write(all(1.0, 0)).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(stored_series_order(&storage, dir.path(), "req"), expected, "a flush");
+    storage.write(all(2.0, 1)).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(storage.compact().await.unwrap(), 1);
+    assert_eq!(stored_series_order(&storage, dir.path(), "req"), expected, "a compaction");
+    // The four series of job-1 are one run: the index selects them as one, and skips the rest.
+    assert_eq!(count(&storage, "SELECT count(*) FROM req WHERE job = 'job-1'").await, 8);
+    assert_eq!(storage.rows_skipped_by_index(), 16);
+    storage.close().await.unwrap();
+}
