@@ -121,9 +121,20 @@ impl Peers {
     }
 
     /// Makes what VictoriaMetrics took searchable (it does so a second or so after taking it).
+    /// Then waits until all three are quiet (under 2 % of a core over a second, or 60 s):
+    /// after a load, the peers' background work (Prometheus's head, VictoriaMetrics' merges)
+    /// would otherwise run during the first target's queries, on the same two cores.
     pub async fn settle(&self) {
         let _ = reqwest::Client::new().get(format!("{}/internal/force_flush", self.all[2].base)).send().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let busy = || self.all.iter().map(|peer| super::cpu_seconds(peer.pid)).sum::<f64>();
+        for _ in 0..60 {
+            let before = busy();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if busy() - before < 0.02 {
+                break;
+            }
+        }
     }
 
     pub fn stop(mut self) {

@@ -27,7 +27,7 @@ use super::udf::{
     BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelRegexUdf, LabelReplaceUdf, MathFunction, MathUdf, MillisecondsUdf,
     QuantileUdf, SampleBudget, Steps,
 };
-use super::sweep::{Fold, Sweep, SweepChunk, SweepSpec, chunk_bounds, lane_starts};
+use super::sweep::{Fold, Sweep, SweepChunk, SweepLanes, SweepSpec, chunk_bounds, lane_starts};
 use super::EvalRange;
 use crate::QueryEngine;
 
@@ -90,6 +90,15 @@ pub struct VectorPlan {
     pub frame: DataFrame,
     /// Label columns, sorted.
     pub labels: Vec<String>,
+    /// When the rows are a step sweep's output as it is: its lanes, which also give the
+    /// series without rows (see [`SweepLanes::series`]).
+    pub sweep: Option<SweepLanes>,
+}
+
+impl VectorPlan {
+    fn of(frame: DataFrame, labels: Vec<String>) -> VectorPlan {
+        VectorPlan { frame, labels, sweep: None }
+    }
 }
 
 /// The samples of a range vector: rows of (labels, `#ts`, `#value`) in chunks of time, read
@@ -565,8 +574,8 @@ impl<'a> Compiler<'a> {
             fold,
         };
         let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, matrix.labels, labels.clone());
-        let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, lanes)?;
-        Ok(VectorPlan { frame: self.engine.context().read_table(Arc::new(table))?, labels })
+        let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, lanes.partitions())?;
+        Ok(VectorPlan { frame: self.engine.context().read_table(Arc::new(table))?, labels, sweep: Some(lanes) })
     }
 
     async fn subquery(&self, subquery: &SubqueryExpr) -> Result<MatrixPlan, PromError> {
@@ -608,7 +617,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn scalar_to_vector(&self, scalar: ScalarPlan) -> Result<VectorPlan, PromError> {
-        Ok(VectorPlan { frame: self.scalar_frame(scalar)?, labels: Vec::new() })
+        Ok(VectorPlan::of(self.scalar_frame(scalar)?, Vec::new()))
     }
 
     fn time_scalar(&self) -> Result<ScalarPlan, PromError> {
@@ -702,7 +711,7 @@ impl<'a> Compiler<'a> {
         let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
         let (state, _) = left.frame.into_parts();
         let plan = datafusion::logical_expr::LogicalPlanBuilder::scan("promql_left", datafusion::datasource::provider_as_source(Arc::new(table)), None)?.build()?;
-        Ok((Value::Vector(VectorPlan { frame: DataFrame::new(state, plan), labels: left.labels }), right))
+        Ok((Value::Vector(VectorPlan::of(DataFrame::new(state, plan), left.labels)), right))
     }
 
     /// Vector ∘ scalar; `swap` when the scalar was on the left.
@@ -722,10 +731,10 @@ impl<'a> Compiler<'a> {
         if filtering {
             let kept = frame.filter(CompareUdf::new(op).call(vec![l, r]))?;
             projection.push(ident(VALUE));
-            return Ok(VectorPlan { frame: kept.select(projection)?, labels });
+            return Ok(VectorPlan::of(kept.select(projection)?, labels));
         }
         projection.push(BinaryUdf::new(op).call(vec![l, r]).alias(VALUE));
-        Ok(VectorPlan { frame: frame.select(projection)?, labels })
+        Ok(VectorPlan::of(frame.select(projection)?, labels))
     }
 
     /// The labels two vectors match on.
@@ -812,7 +821,7 @@ impl<'a> Compiler<'a> {
             projection.push(BinaryUdf::new(op).call(vec![l, r]).alias(VALUE));
             joined.select(projection)?
         };
-        Ok(VectorPlan { frame, labels: out_labels })
+        Ok(VectorPlan::of(frame, out_labels))
     }
 
     fn set_operation(&self, op: token::TokenId, lhs: VectorPlan, rhs: VectorPlan, matching: Option<&LabelModifier>) -> Result<VectorPlan, PromError> {
@@ -822,7 +831,7 @@ impl<'a> Compiler<'a> {
                 let join = if op == token::T_LAND { JoinType::LeftSemi } else { JoinType::LeftAnti };
                 let conditions = Self::join_conditions(&lhs, &rhs, &keys);
                 let frame = lhs.frame.clone().join_on(Self::renamed_right(&rhs)?, join, conditions)?;
-                Ok(VectorPlan { frame, labels: lhs.labels })
+                Ok(VectorPlan::of(frame, lhs.labels))
             }
             _ => {
                 // lhs, plus the rhs series whose signature lhs lacks at that step.
@@ -838,7 +847,7 @@ impl<'a> Compiler<'a> {
                     Ok(frame.select(projection)?)
                 };
                 let frame = align(lhs.frame, &lhs.labels)?.union(align(extra, &rhs.labels)?)?;
-                Ok(VectorPlan { frame, labels })
+                Ok(VectorPlan::of(frame, labels))
             }
         }
     }
@@ -921,7 +930,7 @@ impl<'a> Compiler<'a> {
                 let frame = vector.frame.window(vec![rank])?.filter(ident("__rank__").lt_eq(lit(k.floor() as i64)))?;
                 let mut projection: Vec<Expr> = vector.labels.iter().map(ident).collect();
                 projection.extend([ident(TS), ident(VALUE)]);
-                Ok(Value::Vector(VectorPlan { frame: frame.select(projection)?, labels: vector.labels }))
+                Ok(Value::Vector(VectorPlan::of(frame.select(projection)?, vector.labels)))
             }
             token::T_COUNT_VALUES => {
                 let Some(Value::String(label)) = &param else { return Err(bad("count_values needs a string parameter")) };
@@ -941,7 +950,7 @@ impl<'a> Compiler<'a> {
                 let mut projection: Vec<Expr> = group.iter().map(ident).collect();
                 projection.push(ident(TS));
                 projection.push(cast(ident("__n__"), DataType::Float64).alias(VALUE));
-                Ok(Value::Vector(VectorPlan { frame: frame.select(projection)?, labels: group }))
+                Ok(Value::Vector(VectorPlan::of(frame.select(projection)?, group)))
             }
             _ => {
                 let group = grouping(&vector.labels);
@@ -974,7 +983,7 @@ impl<'a> Compiler<'a> {
                 let mut projection: Vec<Expr> = group.iter().map(ident).collect();
                 projection.push(ident(TS));
                 projection.push(value.alias(VALUE));
-                Ok(Value::Vector(VectorPlan { frame: frame.select(projection)?, labels: group }))
+                Ok(Value::Vector(VectorPlan::of(frame.select(projection)?, group)))
             }
         }
     }
@@ -1030,7 +1039,7 @@ impl<'a> Compiler<'a> {
             let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
             projection.push(ident(TS));
             projection.push(MathUdf::new(function).call(params).alias(VALUE));
-            return Ok(Value::Vector(VectorPlan { frame: vector.frame.select(projection)?, labels }));
+            return Ok(Value::Vector(VectorPlan::of(vector.frame.select(projection)?, labels)));
         }
         match name {
             "time" => Ok(Value::Scalar(self.time_scalar()?)),
@@ -1094,7 +1103,7 @@ impl<'a> Compiler<'a> {
         let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
         projection.push(ident(TS));
         projection.push((cast(ident(TS), DataType::Float64) / lit(1000.0)).alias(VALUE));
-        Ok(Value::Vector(VectorPlan { frame: v.frame.select(projection)?, labels }))
+        Ok(Value::Vector(VectorPlan::of(v.frame.select(projection)?, labels)))
     }
 
     /// 1 at every step where the vector is empty, labelled with the selector's equalities.
@@ -1120,7 +1129,7 @@ impl<'a> Compiler<'a> {
         let mut projection: Vec<Expr> = labels.iter().map(|(n, v)| lit(v.clone()).alias(n)).collect();
         projection.push(ident(TS));
         projection.push(lit(1.0).alias(VALUE));
-        Ok(VectorPlan { frame: missing.select(projection)?, labels: labels.into_iter().map(|(n, _)| n).collect() })
+        Ok(VectorPlan::of(missing.select(projection)?, labels.into_iter().map(|(n, _)| n).collect()))
     }
 
     fn histogram_quantile(&self, q: f64, vector: VectorPlan) -> Result<VectorPlan, PromError> {
@@ -1129,7 +1138,7 @@ impl<'a> Compiler<'a> {
             let frame = vector.frame.filter(lit(false))?;
             let mut projection: Vec<Expr> = group.iter().map(ident).collect();
             projection.extend([ident(TS), ident(VALUE)]);
-            return Ok(VectorPlan { frame: frame.select(projection)?, labels: group });
+            return Ok(VectorPlan::of(frame.select(projection)?, group));
         }
         let mut keys: Vec<Expr> = group.iter().map(ident).collect();
         keys.push(ident(TS));
@@ -1140,7 +1149,7 @@ impl<'a> Compiler<'a> {
         let mut projection: Vec<Expr> = group.iter().map(ident).collect();
         projection.push(ident(TS));
         projection.push(HistogramQuantileUdf::new().call(vec![lit(q), ident("__les__"), ident("__counts__")]).alias(VALUE));
-        Ok(VectorPlan { frame: frame.select(projection)?, labels: group })
+        Ok(VectorPlan::of(frame.select(projection)?, group))
     }
 
     fn label_replace(&self, args: Vec<Value>) -> Result<Value, PromError> {
@@ -1180,7 +1189,7 @@ impl<'a> Compiler<'a> {
         let labels: Vec<String> = union_labels([&vector.labels, &vec![label.to_string()]]);
         let mut projection: Vec<Expr> = labels.iter().map(|l| if l == label { value.clone().alias(l) } else { ident(l) }).collect();
         projection.extend([ident(TS), ident(VALUE)]);
-        Ok(VectorPlan { frame: vector.frame.select(projection)?, labels })
+        Ok(VectorPlan::of(vector.frame.select(projection)?, labels))
     }
 }
 

@@ -7,7 +7,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
 use super::compile::{MatrixPlan, ScalarPlan, TS, VALUE, Value};
-use super::sweep::SeriesSet;
+use super::sweep::{SeriesSet, SweptSeries};
 use super::{EvalRange, PromError};
 
 pub type Labels = BTreeMap<String, String>;
@@ -38,10 +38,9 @@ fn label(column: &StringArray, row: usize) -> &str {
     if column.is_null(row) { "" } else { column.value(row) }
 }
 
-/// The rows grouped into series, sorted by labels. A series' label set is built once, when
-/// its label values are first seen, not once per row (that was a third of a 1 h
-/// `max_over_time`). Two samples of one label set at one step is an error, as in Prometheus
-/// (e.g. `label_replace` making two series alike).
+/// The rows grouped into series, sorted by labels (see [`in_order`]). A series' label set is
+/// built once, when its label values are first seen, not once per row (that was a third of a
+/// 1 h `max_over_time`).
 fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, PromError> {
     let mut index: HashMap<Vec<&str>, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut out: Vec<Series> = Vec::new();
@@ -82,9 +81,38 @@ fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, Pro
             previous = Some((row, at));
         }
     }
+    in_order(out)
+}
+
+/// A sweep's series (see `SweepLanes::series`) with label sets, shaped like [`series`]'s.
+fn swept(swept: Vec<SweptSeries>, labels: &[String]) -> Result<Vec<Series>, PromError> {
+    let out = swept
+        .into_iter()
+        .map(|(values, points)| {
+            // Empty and missing values are one: no label.
+            let labels = labels.iter().zip(values).filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name.clone(), v))).collect();
+            Series { labels, points }
+        })
+        .collect();
+    in_order(out)
+}
+
+/// Series sorted by labels, those of one label set merged, points in time order. Two samples
+/// of one label set at one step is an error, as in Prometheus (e.g. `label_replace` making
+/// two series alike).
+fn in_order(mut out: Vec<Series>) -> Result<Vec<Series>, PromError> {
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out.dedup_by(|later, kept| {
+        let same = later.labels == kept.labels;
+        if same {
+            kept.points.append(&mut later.points);
+        }
+        same
+    });
     for series in &mut out {
-        series.points.sort_by_key(|p| p.0);
+        if !series.points.is_sorted_by_key(|p| p.0) {
+            series.points.sort_by_key(|p| p.0);
+        }
         if series.points.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(PromError::Execution("vector cannot contain metrics with the same labelset".into()));
         }
@@ -111,8 +139,10 @@ pub async fn collect(value: Value, range: EvalRange, instant: bool, sort: Option
             }
         }
         Value::Vector(vector) => {
-            let batches = vector.frame.collect().await?;
-            let series = series(&batches, &vector.labels)?;
+            let series = match &vector.sweep {
+                Some(lanes) if lanes.gives_series() => swept(lanes.series(vector.frame.task_ctx().into()).await?, &vector.labels)?,
+                _ => series(&vector.frame.collect().await?, &vector.labels)?,
+            };
             if instant {
                 let mut samples: Vec<Sample> =
                     series.into_iter().flat_map(|s| s.points.into_iter().map(move |(t, v)| Sample { labels: s.labels.clone(), timestamp_ms: t, value: v })).collect();

@@ -199,7 +199,7 @@ impl Sweep {
         chunks: Vec<SweepChunk>,
         input_labels: Vec<String>,
         output_labels: Vec<String>,
-    ) -> (SchemaRef, Vec<Arc<dyn PartitionStream>>) {
+    ) -> (SchemaRef, SweepLanes) {
         let mut fields: Vec<Field> = output_labels
             .iter()
             .map(|l| Field::new(l, DataType::Utf8, true))
@@ -224,7 +224,7 @@ impl Sweep {
         }
         let count = lanes.len();
         let mut after_ms = None;
-        let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::with_capacity(count);
+        let mut partitions = Vec::with_capacity(count);
         for (index, chunks) in lanes.into_iter().enumerate() {
             let end_ms = match chunks.last() {
                 Some(last) if index + 1 < count => last.high_ms,
@@ -233,7 +233,47 @@ impl Sweep {
             partitions.push(Arc::new(SweepLane { sweep: sweep.clone(), chunks, after_ms, end_ms }));
             after_ms = Some(end_ms);
         }
-        (schema, partitions)
+        (schema, SweepLanes(partitions))
+    }
+}
+
+/// A sweep's lanes: read as DataFusion partitions (rows of labels, step and value) by a plan
+/// that goes on with them, or as series by a query whose answer they are.
+#[derive(Clone, Debug)]
+pub struct SweepLanes(Vec<Arc<SweepLane>>);
+
+/// One output series of a sweep: its output label values and its points, time-ordered.
+pub type SweptSeries = (Vec<Option<String>>, Vec<(i64, f64)>);
+
+impl SweepLanes {
+    /// The lanes as the partitions of a `StreamingTable`.
+    pub fn partitions(&self) -> Vec<Arc<dyn PartitionStream>> {
+        self.0.iter().map(|lane| lane.clone() as Arc<dyn PartitionStream>).collect()
+    }
+
+    /// Whether [`Self::series`] can answer: a sweep with a fold gives rows per group.
+    pub fn gives_series(&self) -> bool {
+        self.0.first().is_some_and(|lane| lane.sweep.spec.fold.is_none())
+    }
+
+    /// Every lane's series, the lanes run in parallel. A query whose answer is the sweep's
+    /// output takes its points this way: one vector per series instead of a row with every
+    /// label value per step, regrouped by label values afterwards (a third of a 1 h
+    /// `max_over_time`'s time). A series evaluated by two lanes comes once from each.
+    pub async fn series(&self, ctx: Arc<TaskContext>) -> DfResult<Vec<SweptSeries>> {
+        let runs: Vec<SpawnedTask<DfResult<Vec<SweptSeries>>>> = self
+            .0
+            .iter()
+            .map(|lane| {
+                let run = lane.start(&ctx, true);
+                SpawnedTask::spawn(run.into_series())
+            })
+            .collect();
+        let mut out = Vec::new();
+        for run in runs {
+            out.extend(run.join().await.map_err(|e| DataFusionError::Execution(format!("sweep lane: {e}")))??);
+        }
+        Ok(out)
     }
 }
 
@@ -253,6 +293,28 @@ impl PartitionStream for SweepLane {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let run = self.start(&ctx, false);
+        let stream = futures::stream::unfold(run, |mut run| async move {
+            if run.failed {
+                return None;
+            }
+            match run.next_batch().await {
+                Ok(Some(batch)) => Some((Ok(batch), run)),
+                Ok(None) => None,
+                Err(error) => {
+                    run.failed = true;
+                    Some((Err(error), run))
+                }
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.sweep.schema.clone(), stream))
+    }
+}
+
+impl SweepLane {
+    /// The lane's run, producing rows, or with `as_series` points per series (see
+    /// [`SweepLanes::series`]).
+    fn start(&self, ctx: &TaskContext, as_series: bool) -> SweepRun {
         let reservation = MemoryConsumer::new("PromQL step sweep").register(ctx.memory_pool());
         let spec = &self.sweep.spec;
         let next_step = self.after_ms.map_or(0, |after| {
@@ -268,7 +330,7 @@ impl PartitionStream for SweepLane {
             let finishes = if last { self.end_ms } else { chunk.high_ms };
             reads.push_back(Read { frame: chunk.frame.clone(), finishes: Some(finishes) });
         }
-        let run = SweepRun {
+        SweepRun {
             spec: spec.clone(),
             reads,
             input_labels: self.sweep.input_labels.clone(),
@@ -286,21 +348,8 @@ impl PartitionStream for SweepLane {
             groups: HashMap::new(),
             group_labels: Vec::new(),
             series_group: Vec::new(),
-        };
-        let stream = futures::stream::unfold(run, |mut run| async move {
-            if run.failed {
-                return None;
-            }
-            match run.next_batch().await {
-                Ok(Some(batch)) => Some((Ok(batch), run)),
-                Ok(None) => None,
-                Err(error) => {
-                    run.failed = true;
-                    Some((Err(error), run))
-                }
-            }
-        });
-        Box::pin(RecordBatchStreamAdapter::new(self.sweep.schema.clone(), stream))
+            points: as_series.then(Vec::new),
+        }
     }
 }
 
@@ -337,9 +386,26 @@ struct SweepRun {
     groups: HashMap<Vec<Option<String>>, usize>,
     group_labels: Vec<Vec<Option<String>>>,
     series_group: Vec<usize>,
+    /// With points per series instead of rows: each series' points, by its slot in `series`.
+    points: Option<Vec<Vec<(i64, f64)>>>,
 }
 
 impl SweepRun {
+    /// Runs the lane to its end, gathering points per series.
+    async fn into_series(mut self) -> DfResult<Vec<SweptSeries>> {
+        while self.next_batch().await?.is_some() {}
+        let points = self.points.take().unwrap_or_default();
+        let kept = &self.kept;
+        Ok(self
+            .series
+            .series
+            .into_iter()
+            .zip(points)
+            .filter(|(_, points)| !points.is_empty())
+            .map(|(series, points)| (kept.iter().map(|&i| series.labels[i].clone()).collect(), points))
+            .collect())
+    }
+
     async fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
         loop {
             if let Some(batch) = self.out.pop_front() {
@@ -424,8 +490,24 @@ impl SweepRun {
         Ok(())
     }
 
-    /// One row per series and step with a value.
+    /// One row per series and step with a value (or one point, gathering series).
     fn emit_series(&mut self, steps: &[i64]) -> DfResult<()> {
+        if let Some(points) = &mut self.points {
+            points.resize_with(self.series.series.len(), Vec::new);
+            for (series, points) in self.series.series.iter().zip(points.iter_mut()) {
+                if series.timestamps.is_empty() {
+                    continue;
+                }
+                let (before, mut cursor) = (points.len(), 0);
+                for &step in steps {
+                    if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step, &mut cursor) {
+                        points.push((step, value));
+                    }
+                }
+                self.spec.budget.take(points.len() - before)?;
+            }
+            return Ok(());
+        }
         let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
         for series in &self.series.series {
             if series.timestamps.is_empty() {

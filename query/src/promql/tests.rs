@@ -322,6 +322,67 @@ async fn lanes_answer_as_one_sweep_does() {
     assert_eq!(lanes(&four).await, "4");
 }
 
+/// A query whose answer is a step sweep's output takes it as series (`SweepLanes::series`,
+/// one vector per series and lane) instead of rows: the answer is the one the rows give,
+/// across lanes, segments and the buffer, and two series made alike still fail.
+#[tokio::test]
+async fn a_sweep_answers_the_same_as_series_and_as_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.partition_duration = std::time::Duration::from_secs(600);
+    let storage = Storage::open(options).await.unwrap();
+    let stale = f64::from_bits(crate::promql::kernels::STALE_NAN_BITS);
+    let counter = |metric: &str, job: &str, code: &str, per_step: f64| {
+        let points = (0..=480).filter(|s| !(281..=300).contains(s)).map(move |s| (T0 + s * 15_000, if s == 280 { stale } else { s as f64 * per_step }));
+        series(metric, &[("job", job), ("code", code)], points)
+    };
+    let metrics = vec![
+        counter("requests_total", "api", "200", 3.0),
+        counter("requests_total", "api", "", 0.5),
+        counter("requests_total", "web", "200", 7.0),
+        counter("errors_total", "api", "200", 0.25),
+    ];
+    storage.write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
+    storage.persist().await.unwrap();
+    let later = (481..=600).map(|s| (T0 + s * 15_000, s as f64));
+    storage.write(WriteBatch { metrics: vec![series("requests_total", &[("job", "api"), ("code", "200")], later)], rows: vec![] }).await.unwrap();
+    let engine = QueryEngine::new(storage, QueryOptions { max_workers_per_query: 4, ..QueryOptions::default() }).unwrap();
+
+    let both_ways = |query: &'static str, range: EvalRange, instant: bool| {
+        let engine = engine.clone();
+        async move {
+            let expr = engine.parse_promql(query).await.unwrap();
+            let compiler = compile::Compiler::new(&engine, range, DEFAULT_LOOKBACK.as_millis() as i64);
+            let as_series = result::collect(compiler.compile(&expr).await.unwrap(), range, instant, None).await;
+            let compile::Value::Vector(mut plan) = compiler.compile(&expr).await.unwrap() else { panic!("{query}: not a vector") };
+            assert!(plan.sweep.as_ref().is_some_and(|lanes| lanes.gives_series()), "{query}: not a sweep's output");
+            plan.sweep = None;
+            let as_rows = result::collect(compile::Value::Vector(plan), range, instant, None).await;
+            (format!("{as_series:?}"), format!("{as_rows:?}"))
+        }
+    };
+    let range = EvalRange { start_ms: T0 + 3 * MINUTE, end_ms: T0 + 150 * MINUTE, step_ms: 37_000 };
+    let instant = EvalRange { start_ms: T0 + 100 * MINUTE, end_ms: T0 + 100 * MINUTE, step_ms: 0 };
+    for query in [
+        "requests_total",
+        "{job=\"api\"}",
+        "rate(requests_total[2m])",
+        "max_over_time(requests_total[9m] offset 4m)",
+        "timestamp(requests_total)",
+        "last_over_time({code=\"200\"}[1m])",
+    ] {
+        for (range, instant) in [(range, false), (instant, true)] {
+            let (as_series, as_rows) = both_ways(query, range, instant).await;
+            assert!(as_series.len() > 200, "{query}: {as_series}");
+            assert_eq!(as_series, as_rows, "{query}");
+        }
+    }
+    // `rate` drops the metric name: errors_total{api,200} meets requests_total{api,200}.
+    let (as_series, as_rows) = both_ways("rate({job=\"api\", code=\"200\"}[5m])", range, false).await;
+    assert!(as_series.contains("same labelset"), "{as_series}");
+    assert_eq!(as_series, as_rows);
+}
+
 /// `query.max_samples` bounds the samples a query holds at once, as Prometheus's
 /// `query.max-samples` does: a long range of one series loads more than the budget in all
 /// but holds a window and a partition at a time; a window longer than the budget is refused.
