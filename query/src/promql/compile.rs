@@ -90,9 +90,25 @@ pub struct VectorPlan {
     pub frame: DataFrame,
     /// Label columns, sorted.
     pub labels: Vec<String>,
-    /// When the rows are a step sweep's output as it is: its lanes, which also give the
-    /// series without rows (see [`SweepLanes::series`]).
-    pub sweep: Option<SweepLanes>,
+    /// When the rows are a step sweep's output, as it is or narrowed by `topk`/`bottomk`:
+    /// what gives the same answer as series, without rows (see [`SweepLanes::series`]).
+    pub sweep: Option<SweptAnswer>,
+}
+
+/// A sweep's lanes and the `topk`/`bottomk` over their output, if any.
+#[derive(Clone, Debug)]
+pub struct SweptAnswer {
+    pub lanes: SweepLanes,
+    pub top: Option<Top>,
+}
+
+/// `topk(k, ...)`/`bottomk(k, ...)` by `group`: at each step, the `k` largest (smallest)
+/// values of each group, NaN last, ties to the series first in label order.
+#[derive(Clone, Debug)]
+pub struct Top {
+    pub k: f64,
+    pub descending: bool,
+    pub group: Vec<String>,
 }
 
 impl VectorPlan {
@@ -575,7 +591,7 @@ impl<'a> Compiler<'a> {
         };
         let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, matrix.labels, labels.clone());
         let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, lanes.partitions())?;
-        Ok(VectorPlan { frame: self.engine.context().read_table(Arc::new(table))?, labels, sweep: Some(lanes) })
+        Ok(VectorPlan { frame: self.engine.context().read_table(Arc::new(table))?, labels, sweep: Some(SweptAnswer { lanes, top: None }) })
     }
 
     async fn subquery(&self, subquery: &SubqueryExpr) -> Result<MatrixPlan, PromError> {
@@ -930,7 +946,11 @@ impl<'a> Compiler<'a> {
                 let frame = vector.frame.window(vec![rank])?.filter(ident("__rank__").lt_eq(lit(k.floor() as i64)))?;
                 let mut projection: Vec<Expr> = vector.labels.iter().map(ident).collect();
                 projection.extend([ident(TS), ident(VALUE)]);
-                Ok(Value::Vector(VectorPlan::of(frame.select(projection)?, vector.labels)))
+                let sweep = match vector.sweep {
+                    Some(SweptAnswer { lanes, top: None }) => Some(SweptAnswer { lanes, top: Some(Top { k, descending, group }) }),
+                    _ => None,
+                };
+                Ok(Value::Vector(VectorPlan { frame: frame.select(projection)?, labels: vector.labels, sweep }))
             }
             token::T_COUNT_VALUES => {
                 let Some(Value::String(label)) = &param else { return Err(bad("count_values needs a string parameter")) };

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
-use super::compile::{MatrixPlan, ScalarPlan, TS, VALUE, Value};
+use super::compile::{MatrixPlan, ScalarPlan, TS, Top, VALUE, Value};
 use super::sweep::{SeriesSet, SweptSeries};
 use super::{EvalRange, PromError};
 
@@ -84,9 +84,10 @@ fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, Pro
     in_order(out)
 }
 
-/// A sweep's series (see `SweepLanes::series`) with label sets, shaped like [`series`]'s.
-fn swept(swept: Vec<SweptSeries>, labels: &[String]) -> Result<Vec<Series>, PromError> {
-    let out = swept
+/// A sweep's series (see `SweepLanes::series`) with label sets, narrowed by `top`, shaped
+/// like [`series`]'s.
+fn swept(swept: Vec<SweptSeries>, labels: &[String], top: Option<&Top>) -> Result<Vec<Series>, PromError> {
+    let mut out: Vec<Series> = swept
         .into_iter()
         .map(|(values, points)| {
             // Empty and missing values are one: no label.
@@ -94,7 +95,58 @@ fn swept(swept: Vec<SweptSeries>, labels: &[String]) -> Result<Vec<Series>, Prom
             Series { labels, points }
         })
         .collect();
+    if let Some(top) = top {
+        out = top_of(out, top, labels);
+    }
     in_order(out)
+}
+
+/// `topk`/`bottomk` over series, as the row plan ranks rows (`Compiler::aggregate`): at each
+/// step, within each group, NaN last, then by value, then by the label values in `labels`'
+/// order (missing first); each series keeps the points that rank within `k`.
+fn top_of(series: Vec<Series>, top: &Top, labels: &[String]) -> Vec<Series> {
+    let k = top.k.floor() as i64; // NaN: 0
+    if k < 1 {
+        return Vec::new();
+    }
+    let k = usize::try_from(k).unwrap_or(usize::MAX);
+    fn value_of<'a>(s: &'a Series, name: &str) -> Option<&'a str> {
+        s.labels.get(name).map(String::as_str)
+    }
+    let mut groups: HashMap<Vec<Option<&str>>, usize> = HashMap::new();
+    let mut ranked: HashMap<(usize, i64), Vec<(usize, usize)>> = HashMap::new();
+    for (index, s) in series.iter().enumerate() {
+        let key: Vec<Option<&str>> = top.group.iter().map(|name| value_of(s, name)).collect();
+        let next = groups.len();
+        let group = *groups.entry(key).or_insert(next);
+        for (at, &(t, _)) in s.points.iter().enumerate() {
+            ranked.entry((group, t)).or_default().push((index, at));
+        }
+    }
+    let order = |&(a, i): &(usize, usize), &(b, j): &(usize, usize)| {
+        let (x, y) = (series[a].points[i].1, series[b].points[j].1);
+        let by_value = if top.descending { y.total_cmp(&x) } else { x.total_cmp(&y) };
+        x.is_nan()
+            .cmp(&y.is_nan())
+            .then(if x.is_nan() && y.is_nan() { std::cmp::Ordering::Equal } else { by_value })
+            .then_with(|| labels.iter().map(|name| value_of(&series[a], name).cmp(&value_of(&series[b], name))).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal))
+    };
+    let mut kept: Vec<Vec<bool>> = series.iter().map(|s| vec![false; s.points.len()]).collect();
+    for candidates in ranked.values_mut() {
+        candidates.sort_by(order);
+        for &(index, at) in candidates.iter().take(k) {
+            kept[index][at] = true;
+        }
+    }
+    series
+        .into_iter()
+        .zip(kept)
+        .filter_map(|(mut s, kept)| {
+            let mut flags = kept.into_iter();
+            s.points.retain(|_| flags.next().unwrap_or(false));
+            (!s.points.is_empty()).then_some(s)
+        })
+        .collect()
 }
 
 /// Series sorted by labels, those of one label set merged, points in time order. Two samples
@@ -140,8 +192,8 @@ pub async fn collect(value: Value, range: EvalRange, instant: bool, sort: Option
         }
         Value::Vector(vector) => {
             let series = match &vector.sweep {
-                Some(lanes) if lanes.gives_series() => swept(lanes.series(vector.frame.task_ctx().into()).await?, &vector.labels)?,
-                _ => series(&vector.frame.collect().await?, &vector.labels)?,
+                Some(answer) => swept(answer.lanes.series(vector.frame.task_ctx().into()).await?, &vector.labels, answer.top.as_ref())?,
+                None => series(&vector.frame.collect().await?, &vector.labels)?,
             };
             if instant {
                 let mut samples: Vec<Sample> =

@@ -242,18 +242,14 @@ impl Sweep {
 #[derive(Clone, Debug)]
 pub struct SweepLanes(Vec<Arc<SweepLane>>);
 
-/// One output series of a sweep: its output label values and its points, time-ordered.
+/// One output series (or group) of a sweep: its output label values and its points,
+/// time-ordered.
 pub type SweptSeries = (Vec<Option<String>>, Vec<(i64, f64)>);
 
 impl SweepLanes {
     /// The lanes as the partitions of a `StreamingTable`.
     pub fn partitions(&self) -> Vec<Arc<dyn PartitionStream>> {
         self.0.iter().map(|lane| lane.clone() as Arc<dyn PartitionStream>).collect()
-    }
-
-    /// Whether [`Self::series`] can answer: a sweep with a fold gives rows per group.
-    pub fn gives_series(&self) -> bool {
-        self.0.first().is_some_and(|lane| lane.sweep.spec.fold.is_none())
     }
 
     /// Every lane's series, the lanes run in parallel. A query whose answer is the sweep's
@@ -391,19 +387,15 @@ struct SweepRun {
 }
 
 impl SweepRun {
-    /// Runs the lane to its end, gathering points per series.
+    /// Runs the lane to its end, gathering points per series (per group, with a fold).
     async fn into_series(mut self) -> DfResult<Vec<SweptSeries>> {
         while self.next_batch().await?.is_some() {}
         let points = self.points.take().unwrap_or_default();
-        let kept = &self.kept;
-        Ok(self
-            .series
-            .series
-            .into_iter()
-            .zip(points)
-            .filter(|(_, points)| !points.is_empty())
-            .map(|(series, points)| (kept.iter().map(|&i| series.labels[i].clone()).collect(), points))
-            .collect())
+        let labels: Vec<Vec<Option<String>>> = match self.spec.fold {
+            Some(_) => std::mem::take(&mut self.group_labels),
+            None => self.series.series.iter().map(|series| self.kept.iter().map(|&i| series.labels[i].clone()).collect()).collect(),
+        };
+        Ok(labels.into_iter().zip(points).filter(|(_, points)| !points.is_empty()).collect())
     }
 
     async fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
@@ -563,6 +555,19 @@ impl SweepRun {
         // A chunk's points exist for a moment before they are folded, as without the fold.
         self.spec.budget.take(evaluated)?;
         self.spec.budget.give_back(evaluated);
+        if let Some(points) = &mut self.points {
+            points.resize_with(self.group_labels.len(), Vec::new);
+            for (group, points) in points.iter_mut().enumerate() {
+                let before = points.len();
+                for (accumulator, &step) in accumulators[group * steps.len()..(group + 1) * steps.len()].iter().zip(steps) {
+                    if accumulator.count > 0 {
+                        points.push((step, accumulator.result(fold)));
+                    }
+                }
+                self.spec.budget.take(points.len() - before)?;
+            }
+            return Ok(());
+        }
         let all: Vec<usize> = (0..self.kept.len()).collect();
         let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
         for (group, labels) in self.group_labels.iter().enumerate() {

@@ -322,9 +322,10 @@ async fn lanes_answer_as_one_sweep_does() {
     assert_eq!(lanes(&four).await, "4");
 }
 
-/// A query whose answer is a step sweep's output takes it as series (`SweepLanes::series`,
-/// one vector per series and lane) instead of rows: the answer is the one the rows give,
-/// across lanes, segments and the buffer, and two series made alike still fail.
+/// A query whose answer is a step sweep's output (or `topk`/`bottomk` of it) takes it as
+/// series (`SweepLanes::series`, one vector per series or group and lane) instead of rows:
+/// the answer is the one the rows give, across lanes, segments and the buffer, with ties
+/// and NaN, and two series made alike still fail.
 #[tokio::test]
 async fn a_sweep_answers_the_same_as_series_and_as_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -341,6 +342,11 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         counter("requests_total", "api", "", 0.5),
         counter("requests_total", "web", "200", 7.0),
         counter("errors_total", "api", "200", 0.25),
+        // Ties requests_total{api,200} until the buffer's samples.
+        counter("requests_total", "web", "500", 3.0),
+        series("temp", &[("room", "a")], (0..=480).map(|s| (T0 + s * 15_000, 20.0 + (s % 7) as f64))),
+        series("temp", &[("room", "b")], (0..=480).map(|s| (T0 + s * 15_000, if s % 3 == 0 { f64::NAN } else { 30.0 - (s % 5) as f64 }))),
+        series("temp", &[("room", "c")], (0..=480).map(|s| (T0 + s * 15_000, 25.0))),
     ];
     storage.write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
     storage.persist().await.unwrap();
@@ -355,7 +361,7 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
             let compiler = compile::Compiler::new(&engine, range, DEFAULT_LOOKBACK.as_millis() as i64);
             let as_series = result::collect(compiler.compile(&expr).await.unwrap(), range, instant, None).await;
             let compile::Value::Vector(mut plan) = compiler.compile(&expr).await.unwrap() else { panic!("{query}: not a vector") };
-            assert!(plan.sweep.as_ref().is_some_and(|lanes| lanes.gives_series()), "{query}: not a sweep's output");
+            assert!(plan.sweep.is_some(), "{query}: not a sweep's output");
             plan.sweep = None;
             let as_rows = result::collect(compile::Value::Vector(plan), range, instant, None).await;
             (format!("{as_series:?}"), format!("{as_rows:?}"))
@@ -370,12 +376,29 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         "max_over_time(requests_total[9m] offset 4m)",
         "timestamp(requests_total)",
         "last_over_time({code=\"200\"}[1m])",
+        "sum by (job) (rate(requests_total[5m]))",
+        "count(requests_total)",
+        "max by (code) (max_over_time(requests_total[3m]))",
+        "topk(2, rate(requests_total[2m]))",
+        "topk(1, requests_total)",
+        "bottomk(2.7, requests_total)",
+        "topk by (code) (1, sum by (job, code) (rate(requests_total[5m])))",
+        "topk(1, temp)",
+        "bottomk(1, temp)",
+        "topk(2, max_over_time(temp[1m]))",
+        "bottomk(1, avg by (room) (temp))",
+        "topk(100, temp)",
     ] {
         for (range, instant) in [(range, false), (instant, true)] {
             let (as_series, as_rows) = both_ways(query, range, instant).await;
-            assert!(as_series.len() > 200, "{query}: {as_series}");
+            assert!(as_series.starts_with("Ok(") && !as_series.ends_with("([]))"), "{query}: {as_series}");
             assert_eq!(as_series, as_rows, "{query}");
         }
+    }
+    for query in ["topk(0, temp)", "topk(0.5, rate(requests_total[5m]))"] {
+        let (as_series, as_rows) = both_ways(query, range, false).await;
+        assert_eq!(as_series, "Ok(Matrix([]))");
+        assert_eq!(as_series, as_rows, "{query}");
     }
     // `rate` drops the metric name: errors_total{api,200} meets requests_total{api,200}.
     let (as_series, as_rows) = both_ways("rate({job=\"api\", code=\"200\"}[5m])", range, false).await;
