@@ -1,5 +1,8 @@
-//! `vigil serve`: open storage, start maintenance, serve HTTP until SIGTERM or ctrl-c, then
-//! stop accepting, flush, and exit 0.
+//! `vigil serve`: open storage and start its maintenance (flush, compaction, retention), the
+//! drift engine, the scraper, the SLO evaluation loop and alerting (both active only on the
+//! node holding the `alerting` lease in the store), the definitions reloader, then serve the
+//! API, OTLP and dashboard listeners until SIGTERM or ctrl-c; then stop accepting, flush,
+//! and exit 0.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

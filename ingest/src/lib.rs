@@ -168,8 +168,7 @@ impl IngestError {
                 "every series needs a valid __name__ and label names matching [a-zA-Z_][a-zA-Z0-9_]*, each at most once".into()
             }
             IngestError::TooLarge { .. } => "split the request into smaller ones, or raise the limit in the config".into(),
-            IngestError::Storage(e) if e.is_backpressure() => "Vigil is flushing to disk; retry after the Retry-After delay".into(),
-            IngestError::Storage(_) => "a storage fault; the write was not acknowledged, retry it".into(),
+            IngestError::Storage(e) => e.write_hint().into(),
             IngestError::PartlyRefused(refused) => match &refused.first_reason {
                 Some(reason) if reason.contains("limits.max_") => {
                     "the rest of the request was stored; raise the named limit or reduce the series the sender creates (see /api/v1/status/tsdb)".into()

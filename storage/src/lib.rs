@@ -181,6 +181,15 @@ impl StorageError {
     pub fn is_backpressure(&self) -> bool {
         matches!(self, StorageError::Backpressure { .. } | StorageError::Wal(WalError::Backpressure))
     }
+
+    /// What a sender whose write failed with this error should do.
+    pub fn write_hint(&self) -> &'static str {
+        if self.is_backpressure() {
+            "Vigil is flushing to disk; retry after the Retry-After delay"
+        } else {
+            "a storage fault; the write was not acknowledged, retry it"
+        }
+    }
 }
 
 /// Cardinality figures for an operator (`/api/v1/status/tsdb`).

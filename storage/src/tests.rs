@@ -231,6 +231,9 @@ async fn a_full_buffer_refuses_writes_until_flushed() {
     }
     let error = refused.expect("the budget must refuse some write");
     assert!(error.is_backpressure() && error.is_transient(), "{error}");
+    assert!(error.write_hint().contains("Retry-After"), "{}", error.write_hint());
+    let fault = StorageError::Io(std::io::Error::other("disk gone"));
+    assert!(fault.write_hint().contains("not acknowledged") && !fault.write_hint().contains("Retry-After"));
     storage.persist().await.unwrap();
     storage.write(batch(vec![series("m", &[("i", "after")], [(T0, 1.0)])])).await.unwrap();
     storage.close().await.unwrap();

@@ -1,6 +1,6 @@
-//! Vigil's HTTP edge: one axum router for the JSON APIs, ingest endpoints, ops endpoints and
-//! (later) the dashboard. Handlers decode the request, call the crate that owns the work and
-//! encode the answer; no query or storage logic lives here.
+//! Vigil's HTTP edge: one axum router for the JSON APIs, the ingest endpoints, the ops
+//! endpoints and the server-rendered dashboard. Handlers decode the request, call the crate
+//! that owns the work and encode the answer; no query or storage logic lives here.
 
 mod alerts_api;
 pub mod auth;

@@ -134,8 +134,7 @@ impl DriftError {
         match self {
             DriftError::Invalid { hint, .. } => hint.clone(),
             DriftError::NoReference(_) => "register one first with POST /api/v1/drift/reference".into(),
-            DriftError::Storage(e) if e.is_backpressure() => "Vigil is flushing to disk; retry after the Retry-After delay".into(),
-            DriftError::Storage(_) => "a storage fault; the write was not acknowledged, retry it".into(),
+            DriftError::Storage(e) => e.write_hint().into(),
             DriftError::Query(_) => "this is a bug in Vigil; please report it".into(),
         }
     }
