@@ -126,21 +126,26 @@ fn guarded(routes: Router<AppState>, auth: &Auth, scope: Scope, cookie_allowed: 
     routes.route_layer(middleware::from_fn_with_state(Guard { auth: auth.clone(), scope, cookie_allowed }, auth::guard))
 }
 
-/// Ingest routes, behind the ingest scope and a concurrency limit that sheds load with 503
-/// instead of queueing.
-fn ingest_routes(options: &HttpOptions, slots: &Slots, auth: &Auth, otlp_only: bool) -> Router<AppState> {
-    let otlp = Router::new()
+/// The three OTLP/HTTP routes.
+fn otlp_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/metrics", post(otlp_http::metrics))
         .route("/v1/traces", post(otlp_http::traces))
-        .route("/v1/logs", post(otlp_http::logs));
-    let routes = if otlp_only {
-        otlp
-    } else {
-        otlp.route("/api/v1/write", post(ingest_routes::remote_write))
-            .route("/api/v1/import/prometheus", post(ingest_routes::import_prometheus))
-            .route("/api/v1/drift", post(drift_api::ingest))
-            .route("/api/v1/drift/reference", post(drift_api::register_reference))
-    };
+        .route("/v1/logs", post(otlp_http::logs))
+}
+
+/// Every ingest route of the API port: OTLP, remote write, text import and drift.
+fn all_ingest_routes() -> Router<AppState> {
+    otlp_routes()
+        .route("/api/v1/write", post(ingest_routes::remote_write))
+        .route("/api/v1/import/prometheus", post(ingest_routes::import_prometheus))
+        .route("/api/v1/drift", post(drift_api::ingest))
+        .route("/api/v1/drift/reference", post(drift_api::register_reference))
+}
+
+/// Ingest routes behind the ingest scope and a concurrency limit that sheds load with 503
+/// instead of queueing.
+fn guarded_ingest(routes: Router<AppState>, options: &HttpOptions, slots: &Slots, auth: &Auth) -> Router<AppState> {
     guarded(with_concurrency_limit(routes, "concurrent_ingest", slots.ingest.clone(), options), auth, Scope::Ingest, false)
 }
 
@@ -201,14 +206,14 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .merge(guarded(admin, &auth, Scope::Admin, false))
         // The dashboard's silence forms: the login cookie counts, their CSRF token guards it.
         .merge(guarded(dashboard::forms(), &auth, Scope::Admin, true))
-        .merge(ingest_routes(options, slots, &auth, false));
+        .merge(guarded_ingest(all_ingest_routes(), options, slots, &auth));
     with_edge_layers(routes, state, options)
 }
 
 /// The OTLP/HTTP port (4318 by default): the three OTLP routes only.
 pub fn otlp_http_router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
     let auth = state.auth.clone();
-    with_edge_layers(ingest_routes(options, slots, &auth, true), state, options)
+    with_edge_layers(guarded_ingest(otlp_routes(), options, slots, &auth), state, options)
 }
 
 fn with_edge_layers(routes: Router<AppState>, state: AppState, options: &HttpOptions) -> Router {
