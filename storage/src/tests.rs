@@ -918,14 +918,18 @@ async fn a_store_of_per_table_files_opens_migrates_and_compacts_into_shared_segm
 }
 
 /// The type of the value column of each segment the manifest names.
+/// A segment file of a local store, opened for reading.
+fn open_segment(data_dir: &std::path::Path, path: &str) -> datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes> {
+    let bytes = bytes::Bytes::from(std::fs::read(data_dir.join("segments").join(path)).unwrap());
+    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap()
+}
+
 fn stored_value_types(storage: &Storage, data_dir: &std::path::Path) -> Vec<datafusion::arrow::datatypes::DataType> {
     let paths: std::collections::BTreeSet<String> = storage.manifest().segments.iter().map(|s| s.path.clone()).collect();
     let mut types: Vec<_> = paths
         .into_iter()
         .map(|path| {
-            let file = std::fs::File::open(data_dir.join("segments").join(&path)).unwrap();
-            let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-            builder.schema().field_with_name(schema::VALUE_COLUMN).unwrap().data_type().clone()
+            open_segment(data_dir, &path).schema().field_with_name(schema::VALUE_COLUMN).unwrap().data_type().clone()
         })
         .collect();
     types.sort_by_key(|t| t.to_string());
@@ -986,10 +990,8 @@ fn stored_series_order(storage: &Storage, data_dir: &std::path::Path, table: &st
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::DataType;
     let entry = storage.manifest().segments.iter().find(|s| s.table == table).unwrap().clone();
-    let bytes = bytes::Bytes::from(std::fs::read(data_dir.join("segments").join(&entry.path)).unwrap());
-    let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
     let mut order: Vec<(String, String, String)> = Vec::new();
-    for batch in segment::rows(builder).unwrap() {
+    for batch in segment::rows(open_segment(data_dir, &entry.path)).unwrap() {
         let column = |name: &str| cast(batch.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
         let (job, instance, code) = (column("job"), column("instance"), column("code"));
         let text = |a: &datafusion::arrow::array::ArrayRef, row: usize| a.as_any().downcast_ref::<StringArray>().unwrap().value(row).to_string();

@@ -487,29 +487,16 @@ impl SweepRun {
         if let Some(points) = &mut self.points {
             points.resize_with(self.series.series.len(), Vec::new);
             for (series, points) in self.series.series.iter().zip(points.iter_mut()) {
-                if series.timestamps.is_empty() {
-                    continue;
-                }
-                let (before, mut cursor) = (points.len(), 0);
-                for &step in steps {
-                    if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step, &mut cursor) {
-                        points.push((step, value));
-                    }
-                }
+                let before = points.len();
+                points.extend(step_values(&self.spec, series, steps).map(|(at, value)| (steps[at], value)));
                 self.spec.budget.take(points.len() - before)?;
             }
             return Ok(());
         }
         let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
         for series in &self.series.series {
-            if series.timestamps.is_empty() {
-                continue;
-            }
-            let mut cursor = 0;
-            for &step in steps {
-                if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step, &mut cursor) {
-                    output.push(&series.labels, &self.kept, step, value);
-                }
+            for (at, value) in step_values(&self.spec, series, steps) {
+                output.push(&series.labels, &self.kept, steps[at], value);
             }
             if output.rows >= OUTPUT_BATCH_ROWS {
                 self.spec.budget.take(output.rows)?;
@@ -540,16 +527,10 @@ impl SweepRun {
         let mut accumulators = vec![Accumulator::default(); self.group_labels.len() * steps.len()];
         let mut evaluated = 0;
         for (series, &group) in self.series.series.iter().zip(&self.series_group) {
-            if series.timestamps.is_empty() {
-                continue;
-            }
             let row = &mut accumulators[group * steps.len()..(group + 1) * steps.len()];
-            let mut cursor = 0;
-            for (accumulator, &step) in row.iter_mut().zip(steps) {
-                if let Some(value) = evaluate_step(&self.spec, &series.timestamps, &series.values, step, &mut cursor) {
-                    accumulator.add(fold, value);
-                    evaluated += 1;
-                }
+            for (at, value) in step_values(&self.spec, series, steps) {
+                row[at].add(fold, value);
+                evaluated += 1;
             }
         }
         // A chunk's points exist for a moment before they are folded, as without the fold.
@@ -557,24 +538,18 @@ impl SweepRun {
         self.spec.budget.give_back(evaluated);
         if let Some(points) = &mut self.points {
             points.resize_with(self.group_labels.len(), Vec::new);
-            for (group, points) in points.iter_mut().enumerate() {
+            for (row, points) in accumulators.chunks(steps.len()).zip(points.iter_mut()) {
                 let before = points.len();
-                for (accumulator, &step) in accumulators[group * steps.len()..(group + 1) * steps.len()].iter().zip(steps) {
-                    if accumulator.count > 0 {
-                        points.push((step, accumulator.result(fold)));
-                    }
-                }
+                points.extend(folded_values(row, steps, fold));
                 self.spec.budget.take(points.len() - before)?;
             }
             return Ok(());
         }
         let all: Vec<usize> = (0..self.kept.len()).collect();
         let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
-        for (group, labels) in self.group_labels.iter().enumerate() {
-            for (accumulator, &step) in accumulators[group * steps.len()..(group + 1) * steps.len()].iter().zip(steps) {
-                if accumulator.count > 0 {
-                    output.push(labels, &all, step, accumulator.result(fold));
-                }
+        for (row, labels) in accumulators.chunks(steps.len()).zip(&self.group_labels) {
+            for (step, value) in folded_values(row, steps, fold) {
+                output.push(labels, &all, step, value);
             }
             if output.rows >= OUTPUT_BATCH_ROWS {
                 self.out.push_back(output.finish()?);
@@ -585,6 +560,21 @@ impl SweepRun {
         }
         Ok(())
     }
+}
+
+/// The steps of `steps` at which `series` has a value: (index into `steps`, value).
+fn step_values<'a>(spec: &'a SweepSpec, series: &'a SeriesSamples, steps: &'a [i64]) -> impl Iterator<Item = (usize, f64)> + 'a {
+    // A series with nothing held has no value anywhere: its steps are not walked.
+    let steps = if series.timestamps.is_empty() { &steps[..0] } else { steps };
+    let mut cursor = 0;
+    steps.iter().enumerate().filter_map(move |(at, &step)| {
+        evaluate_step(spec, &series.timestamps, &series.values, step, &mut cursor).map(|value| (at, value))
+    })
+}
+
+/// One group's folded points: its accumulators at `steps` that took a value.
+fn folded_values<'a>(row: &'a [Accumulator], steps: &'a [i64], fold: Fold) -> impl Iterator<Item = (i64, f64)> + 'a {
+    row.iter().zip(steps).filter(|(accumulator, _)| accumulator.count > 0).map(move |(accumulator, &step)| (step, accumulator.result(fold)))
 }
 
 /// The value at one step of one series with samples `timestamps`/`values` (time-ordered,

@@ -261,25 +261,35 @@ async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
     assert_eq!(rooms, vec![("room=a".into(), 21.0), ("room=b".into(), 25.0)]);
 }
 
+/// A store whose partitions are ten minutes long: two hours of samples span twelve of them.
+async fn ten_minute_partitions() -> (tempfile::TempDir, Storage) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.partition_duration = std::time::Duration::from_secs(600);
+    let storage = Storage::open(options).await.unwrap();
+    (dir, storage)
+}
+
+/// Two hours of a counter at 15 s rising `per_step` a step, from 0 again at step `reset_at`;
+/// a stale marker at 70 min and a gap after it.
+fn two_hour_counter(metric: &str, job: &str, code: &str, per_step: f64, reset_at: Option<i64>) -> MetricSeries {
+    let stale = f64::from_bits(crate::promql::kernels::STALE_NAN_BITS);
+    let points = (0..=480).filter(|s| !(281..=300).contains(s)).map(move |s| {
+        let from = reset_at.filter(|&r| s >= r).unwrap_or(0);
+        (T0 + s * 15_000, if s == 280 { stale } else { (s - from) as f64 * per_step })
+    });
+    series(metric, &[("job", job), ("code", code)], points)
+}
+
 /// A sweep over many partitions is read in lanes (spans of time swept in parallel, each
 /// reading the window before it again) and answers exactly as one lane does: range
 /// functions, the instant lookup with stale markers, offsets, folds, windows longer than a
 /// step, samples in segments and in the buffer.
 #[tokio::test]
 async fn lanes_answer_as_one_sweep_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = StorageOptions::new(dir.path());
-    options.partition_duration = std::time::Duration::from_secs(600);
-    let storage = Storage::open(options).await.unwrap();
-    let stale = f64::from_bits(crate::promql::kernels::STALE_NAN_BITS);
-    let counter = |job: &str, code: &str, per_step: f64| {
-        // Two hours at 15 s; a reset at 50 min; a stale marker at 70 min and a gap after it.
-        let points = (0..=480).filter(|s| !(281..=300).contains(s)).map(move |s| {
-            let v = if s == 280 { stale } else if s < 200 { s as f64 * per_step } else { (s - 200) as f64 * per_step };
-            (T0 + s * 15_000, v)
-        });
-        series("requests_total", &[("job", job), ("code", code)], points)
-    };
+    let (_dir, storage) = ten_minute_partitions().await;
+    // A reset at 50 min.
+    let counter = |job: &str, code: &str, per_step: f64| two_hour_counter("requests_total", job, code, per_step, Some(200));
     let first = vec![counter("api", "200", 3.0), counter("api", "500", 0.5), counter("web", "200", 7.0)];
     storage.write(WriteBatch { metrics: first, rows: vec![] }).await.unwrap();
     storage.persist().await.unwrap();
@@ -328,15 +338,8 @@ async fn lanes_answer_as_one_sweep_does() {
 /// and NaN, and two series made alike still fail.
 #[tokio::test]
 async fn a_sweep_answers_the_same_as_series_and_as_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = StorageOptions::new(dir.path());
-    options.partition_duration = std::time::Duration::from_secs(600);
-    let storage = Storage::open(options).await.unwrap();
-    let stale = f64::from_bits(crate::promql::kernels::STALE_NAN_BITS);
-    let counter = |metric: &str, job: &str, code: &str, per_step: f64| {
-        let points = (0..=480).filter(|s| !(281..=300).contains(s)).map(move |s| (T0 + s * 15_000, if s == 280 { stale } else { s as f64 * per_step }));
-        series(metric, &[("job", job), ("code", code)], points)
-    };
+    let (_dir, storage) = ten_minute_partitions().await;
+    let counter = |metric: &str, job: &str, code: &str, per_step: f64| two_hour_counter(metric, job, code, per_step, None);
     let metrics = vec![
         counter("requests_total", "api", "200", 3.0),
         counter("requests_total", "api", "", 0.5),
