@@ -12,7 +12,8 @@
 //! RSS growth during them (VmHWM reset before), then each one's RSS at rest. Vigil is
 //! restarted after its load, so its queries read Parquet segments as a running server's do.
 //! VictoriaMetrics runs with its result cache off (`-search.disableCache`), or its repeats
-//! would be free.
+//! would be free. `VIGIL_BENCH_KEEP=DIR` copies Vigil's loaded data directory there (and the
+//! load's end time to `DIR/end`) to profile the same store by hand.
 //!
 //!     cargo bench --bench query      (needs /usr/bin/prometheus and /usr/bin/victoria-metrics)
 
@@ -99,6 +100,11 @@ async fn main() {
     let samples = total as f64 * (points + 1) as f64;
     let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
     println!("vigil segments: {:.1} MiB, {:.3} bytes per sample (synthetic series: linear counters compress far below real data)", segment_bytes / 1048576.0, segment_bytes / samples);
+    if let Some(keep) = std::env::var_os("VIGIL_BENCH_KEEP") {
+        let status = std::process::Command::new("cp").arg("-r").arg(&vigil_data).arg(&keep).status().expect("cp");
+        assert!(status.success(), "copying the store to {keep:?}");
+        std::fs::write(std::path::Path::new(&keep).join("end"), format!("{}", end_ms / 1000)).expect("writing end");
+    }
     let vigil = VigilProcess::start(&vigil_data, &vigil_args).await;
     let peers = Peers::start(work.path(), &vigil).await;
     for peer in &peers.all[1..] {

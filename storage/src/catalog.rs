@@ -28,8 +28,8 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::buffer::{ScanFilter, TableBuffer, WriteBuffer};
-use crate::series_index::ScanFiles;
-use crate::filters::{is_time_bound, scan_filter};
+use crate::series_index::{ScanFiles, ScanParts};
+use crate::filters::{LabelFilters, is_time_bound, scan_filter};
 use crate::manifest::{SegmentMeta, table_statistics};
 use crate::maintenance::adapt_to;
 use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema, time_column_of};
@@ -319,7 +319,9 @@ impl TableProvider for VigilTable {
     /// Time bounds are applied exactly (segments wholly inside them are read without a
     /// filter, so their statistics stay exact); everything else only prunes.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(crate::filters::pushdown(filters, self.time_column()))
+        let labels: BTreeSet<&str> =
+            if self.is_metric() { label_columns(&self.schema).collect() } else { BTreeSet::new() };
+        Ok(crate::filters::pushdown(filters, self.time_column(), |c| labels.contains(c)))
     }
 
     async fn scan(
@@ -355,8 +357,8 @@ impl TableProvider for VigilTable {
         self.storage.inner.segments_scanned.fetch_add(segments.len() as u64, Ordering::Relaxed);
         metrics::counter!("vigil_storage_segments_scanned_total").increment(segments.len() as u64);
 
-        let projection = projection.cloned();
-        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        let label_filters = LabelFilters::new(filters, &self.schema, projection, |c| labels.contains(c));
+        let mut parts = ScanParts { series: buffered, ..ScanParts::default() };
         // Segments wholly inside the time range need no filter when the time bounds are all
         // there is: read unfiltered, their manifest statistics are exact, and DataFusion answers
         // count/min/max from them without opening a file.
@@ -368,11 +370,12 @@ impl TableProvider for VigilTable {
             if segments.is_empty() {
                 continue;
             }
-            let (scan, series) = self.segment_scan(state, segments, projection.clone(), filters, limit, &filter).await?;
-            inputs.extend(scan);
-            buffered.extend(series);
+            let scans = self.segment_scan(state, segments, &label_filters, filters, limit, &filter).await?;
+            parts.exact.extend(scans.exact);
+            parts.unfiltered.extend(scans.unfiltered);
+            parts.series.extend(scans.series);
         }
-        with_buffered(inputs, buffered, &self.schema, projection)
+        scan_plan(state, &self.schema, &label_filters, parts)
     }
 }
 
@@ -381,17 +384,19 @@ impl VigilTable {
         &self,
         state: &dyn Session,
         segments: Vec<SegmentMeta>,
-        projection: Option<Vec<usize>>,
+        label_filters: &LabelFilters,
         filters: &[Expr],
         limit: Option<usize>,
         scan: &ScanFilter,
-    ) -> DfResult<(Option<Arc<dyn ExecutionPlan>>, Vec<RecordBatch>)> {
+    ) -> DfResult<ScanParts> {
         let mut statistics = table_statistics(&segments, &self.schema);
         if !filters.is_empty() || self.series {
             // The series index may leave rows or whole files out.
             statistics = statistics.to_inexact();
         }
         let series_of = self.series.then_some(&self.schema);
+        let labels: BTreeSet<&str> = label_columns(&self.schema).collect();
+        let is_label = |c: &str| labels.contains(c);
         let mut files = ScanFiles::default();
         for segment in &segments {
             if segment.shared.is_none() {
@@ -400,18 +405,9 @@ impl VigilTable {
             }
             // Only this table's run of the shared file (and of it, the series the filters can
             // match): row groups and pages outside it are never read.
-            files.push(crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, series_of).await?);
+            files.push(crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, &is_label, series_of).await?);
         }
-        let labels: BTreeSet<&str> = label_columns(&self.schema).collect();
-        let is_label = |c: &str| labels.contains(c);
-        let (mut plans, series) =
-            files.plans(&self.storage, state, &self.schema, statistics, projection, filters, is_label, limit).await?;
-        let plan = match plans.len() {
-            0 => None,
-            1 => plans.pop(),
-            _ => Some(UnionExec::try_new(plans)?),
-        };
-        Ok((plan, series))
+        files.plans(&self.storage, state, &self.schema, statistics, label_filters, filters, limit).await
     }
 }
 
@@ -452,21 +448,22 @@ pub(crate) async fn parquet_scan(
     ParquetFormat::default().with_options(options).create_physical_plan(state, config).await
 }
 
-/// The plan of a scan: its segment scans and its buffered rows, united (or nothing).
-pub(crate) fn with_buffered(
-    mut inputs: Vec<Arc<dyn ExecutionPlan>>,
-    buffered: Vec<RecordBatch>,
-    schema: &SchemaRef,
-    projection: Option<Vec<usize>>,
-) -> DfResult<Arc<dyn ExecutionPlan>> {
-    if !buffered.is_empty() {
-        inputs.push(MemorySourceConfig::try_new_exec(&[buffered], schema.clone(), projection.clone())?);
+/// The plan of a scan: its inputs united, those that did not apply its label filters (files
+/// read whole, the write buffer's rows, the index's series rows) through one filter of them,
+/// as `supports_filters_pushdown` promised (or nothing).
+pub(crate) fn scan_plan(state: &dyn Session, schema: &SchemaRef, label_filters: &LabelFilters, parts: ScanParts) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let ScanParts { mut exact, mut unfiltered, series: rows } = parts;
+    if !rows.is_empty() {
+        unfiltered.push(MemorySourceConfig::try_new_exec(&[rows], schema.clone(), label_filters.read.clone())?);
     }
-    if inputs.is_empty() {
-        let schema = datafusion::physical_plan::project_schema(schema, projection.as_ref())?;
+    if !unfiltered.is_empty() {
+        exact.push(label_filters.apply(state, UnionExec::try_new(unfiltered)?)?);
+    }
+    if exact.is_empty() {
+        let schema = datafusion::physical_plan::project_schema(schema, label_filters.projection.as_ref())?;
         return Ok(Arc::new(EmptyExec::new(schema)));
     }
-    UnionExec::try_new(inputs)
+    UnionExec::try_new(exact)
 }
 
 /// The time span a scan of `table` with `filters` covers, in nanoseconds; `None` when it

@@ -1,9 +1,17 @@
 //! Reads, from the filters DataFusion pushes into a scan, what storage can use before it
 //! opens anything: a time range on the table's time column and equality on label columns.
-//! Everything else is left to DataFusion (pushdown is `Inexact`).
+//! Time bounds and label filters the scan applies exactly (see [`LabelFilters`]); everything
+//! else is left to DataFusion (pushdown is `Inexact`).
 
-use datafusion::common::ScalarValue;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, Result as DfResult, ScalarValue};
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 
 use crate::buffer::ScanFilter;
 
@@ -166,11 +174,69 @@ mod tests {
     }
 }
 
-/// How a Vigil table takes `filters`: time bounds on `time_column` exactly (they are applied
-/// row by row), everything else only to prune.
-pub(crate) fn pushdown(filters: &[&Expr], time_column: &str) -> Vec<TableProviderFilterPushDown> {
+/// How a Vigil table takes `filters`: time bounds on `time_column` and filters on label
+/// columns alone exactly (see [`LabelFilters`]), everything else only to prune. Exact label
+/// filters are not evaluated again above the scan: where the series index chose the series,
+/// a row is never tested at all.
+pub(crate) fn pushdown(filters: &[&Expr], time_column: &str, is_label: impl Fn(&str) -> bool) -> Vec<TableProviderFilterPushDown> {
     filters
         .iter()
-        .map(|f| if is_time_bound(f, time_column) { TableProviderFilterPushDown::Exact } else { TableProviderFilterPushDown::Inexact })
+        .map(|f| {
+            if is_time_bound(f, time_column) || is_label_filter(f, &is_label) {
+                TableProviderFilterPushDown::Exact
+            } else {
+                TableProviderFilterPushDown::Inexact
+            }
+        })
         .collect()
+}
+
+/// True for a filter that reads label columns and nothing else.
+pub(crate) fn is_label_filter(expr: &Expr, is_label: impl Fn(&str) -> bool) -> bool {
+    let columns = expr.column_refs();
+    !columns.is_empty() && columns.iter().all(|c| is_label(&c.name))
+}
+
+/// A scan's filters on label columns, which it promised to apply exactly, and the columns
+/// its inputs read to apply them where the series index did not (the projection DataFusion
+/// asked for, then the filters' other columns).
+pub(crate) struct LabelFilters {
+    pub filters: Vec<Expr>,
+    /// The columns DataFusion asked for (`None`: all).
+    pub projection: Option<Vec<usize>>,
+    /// `projection` and then the filters' columns it lacks.
+    pub read: Option<Vec<usize>>,
+}
+
+impl LabelFilters {
+    pub(crate) fn new(filters: &[Expr], schema: &SchemaRef, projection: Option<&Vec<usize>>, is_label: impl Fn(&str) -> bool) -> LabelFilters {
+        let filters: Vec<Expr> = filters.iter().filter(|f| is_label_filter(f, &is_label)).cloned().collect();
+        let read = projection.map(|projection| {
+            let mut read = projection.clone();
+            for filter in &filters {
+                for column in filter.column_refs() {
+                    if let Ok(index) = schema.index_of(&column.name) {
+                        if !read.contains(&index) {
+                            read.push(index);
+                        }
+                    }
+                }
+            }
+            read
+        });
+        LabelFilters { filters, projection: projection.cloned(), read }
+    }
+
+    /// `input` (read with [`Self::read`]'s columns) filtered by the label filters, in the
+    /// projection's columns.
+    pub(crate) fn apply(&self, state: &dyn Session, input: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(predicate) = conjunction(self.filters.iter().cloned()) else { return Ok(input) };
+        let df_schema = DFSchema::try_from(input.schema())?;
+        let predicate = state.create_physical_expr(predicate, &df_schema)?;
+        let kept = match (&self.projection, &self.read) {
+            (Some(projection), Some(read)) if read.len() > projection.len() => Some((0..projection.len()).collect()),
+            _ => None,
+        };
+        Ok(Arc::new(FilterExecBuilder::new(predicate, input).apply_projection(kept)?.build()?))
+    }
 }

@@ -21,7 +21,8 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::buffer::{TableBuffer, WriteBuffer};
-use crate::catalog::{QUERY_BATCH_ROWS, label_excludes, to_df, with_buffered};
+use crate::catalog::{QUERY_BATCH_ROWS, label_excludes, scan_plan, to_df};
+use crate::filters::LabelFilters;
 use crate::filters::scan_filter;
 use crate::series_index::ScanFiles;
 use crate::manifest::SegmentMeta;
@@ -104,7 +105,8 @@ impl TableProvider for MetricSet {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(crate::filters::pushdown(filters, TIMESTAMP_COLUMN))
+        let labels: HashSet<&str> = label_columns(&self.metric_schema).collect();
+        Ok(crate::filters::pushdown(filters, TIMESTAMP_COLUMN, |c| c == TABLE_COLUMN || labels.contains(c)))
     }
 
     async fn scan(
@@ -139,18 +141,17 @@ impl TableProvider for MetricSet {
         self.storage.inner.segments_scanned.fetch_add(files.len() as u64, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("vigil_storage_segments_scanned_total").increment(files.len() as u64);
 
-        let projection = projection.cloned();
+        let is_label = |c: &str| c == TABLE_COLUMN || labels.contains(c);
+        let label_filters = LabelFilters::new(filters, &self.schema, projection, is_label);
         let mut shared = ScanFiles::default();
         let series_of = self.series.then_some(&self.schema);
         for entries in files.values() {
             let entries: Vec<&SegmentMeta> = entries.iter().collect();
-            shared.push(crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, series_of).await?);
+            shared.push(crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, &is_label, series_of).await?);
         }
-        let is_label = |c: &str| c == TABLE_COLUMN || labels.contains(c);
         let statistics = Statistics::new_unknown(&self.schema);
-        let (inputs, series) =
-            shared.plans(&self.storage, state, &self.schema, statistics, projection.clone(), filters, is_label, limit).await?;
-        buffered.extend(series);
-        with_buffered(inputs, buffered, &self.schema, projection)
+        let mut parts = shared.plans(&self.storage, state, &self.schema, statistics, &label_filters, filters, limit).await?;
+        parts.series.extend(buffered);
+        scan_plan(state, &self.schema, &label_filters, parts)
     }
 }

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType, UInt64Type};
 use datafusion::datasource::listing::PartitionedFile;
@@ -32,7 +32,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use parking_lot::Mutex;
 
 use crate::StorageError;
-use crate::filters::is_time_bound;
+use crate::filters::{LabelFilters, is_label_filter, is_time_bound};
 use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
 
 /// Index columns after the file's table and label columns.
@@ -196,14 +196,17 @@ pub(crate) struct Lookup<'a> {
     /// a set of tables.
     pub runs: &'a [(u64, u64)],
     pub filters: &'a [Expr],
+    /// The scan's label columns: filters on them alone the scan promised to apply exactly.
+    pub is_label: &'a (dyn Fn(&str) -> bool + Sync),
     pub start_ns: Option<i64>,
     pub end_ns: Option<i64>,
 }
 
 /// The rows of `index` (series, in file order) inside `lookup.runs` that the label filters can
-/// match and that overlap the time range. A filter naming a column the index does not hold
+/// match and that overlap the time range, and whether every filter on labels of the scan
+/// (`lookup.is_label`) was evaluated here. A filter naming a column the index does not hold
 /// (time, value, a label no table of the file has) is left to the scan.
-pub(crate) fn matching_series(state: &dyn Session, index: &RecordBatch, lookup: &Lookup<'_>) -> DfResult<Vec<usize>> {
+pub(crate) fn matching_series(state: &dyn Session, index: &RecordBatch, lookup: &Lookup<'_>) -> DfResult<(Vec<usize>, bool)> {
     let schema = index.schema();
     let df_schema = DFSchema::try_from(schema.clone())?;
     let first_rows = column_u64(index, FIRST_ROW)?;
@@ -219,20 +222,26 @@ pub(crate) fn matching_series(state: &dyn Session, index: &RecordBatch, lookup: 
     let is_label = |name: &str| {
         name != FIRST_ROW && name != ROWS && name != MIN_TIME && name != MAX_TIME && schema.column_with_name(name).is_some()
     };
+    let mut every_label_filter = true;
     for filter in lookup.filters {
-        let columns = filter.column_refs();
-        if columns.is_empty() || !columns.iter().all(|c| is_label(&c.name)) {
+        let scan_label = is_label_filter(filter, lookup.is_label);
+        if !is_label_filter(filter, is_label) {
+            every_label_filter &= !scan_label;
             continue;
         }
         // A filter the index cannot evaluate narrows nothing; the scan applies it row by row.
-        let Ok(predicate) = state.create_physical_expr(filter.clone(), &df_schema) else { continue };
-        let value = predicate.evaluate(index)?.into_array(index.num_rows())?;
-        let Some(matched) = value.as_any().downcast_ref::<BooleanArray>() else { continue };
+        let matched = state
+            .create_physical_expr(filter.clone(), &df_schema)
+            .and_then(|predicate| predicate.evaluate(index)?.into_array(index.num_rows()));
+        let Some(matched) = matched.ok().and_then(|value| value.as_boolean_opt().cloned()) else {
+            every_label_filter &= !scan_label;
+            continue;
+        };
         for (slot, matched) in keep.iter_mut().zip(matched.iter()) {
             *slot &= matched == Some(true);
         }
     }
-    Ok(keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect())
+    Ok((keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect(), every_label_filter))
 }
 
 /// True when `row` is in one of `runs` (sorted by first row, not overlapping): a binary
@@ -283,8 +292,8 @@ fn column_i64<'a>(index: &'a RecordBatch, name: &str) -> DfResult<&'a Int64Array
 pub(crate) enum SharedRead {
     /// Nothing: no series of the file can match.
     Nothing,
-    /// The file, through a row selection: `narrowed` when the index chose its series (the
-    /// label filters need not be evaluated again while reading it), `inside` when every row
+    /// The file, through a row selection: `narrowed` when the index chose its series by
+    /// every label filter (they need not be evaluated again while reading it), `inside` when every row
     /// it reads is inside the scan's time bounds (nor need they).
     File { file: PartitionedFile, narrowed: bool, inside: bool },
     /// One row per matching series (a series scan, from the index).
@@ -330,8 +339,9 @@ impl ScanFiles {
         }
     }
 
-    /// One Parquet scan for the whole files and one for the narrowed ones (`is_label` tells
-    /// the filters the index applied), and the series rows the index answered.
+    /// The scans of these files, and the series rows the index answered: files the index
+    /// narrowed read as `labels.projection` asks, their label filters already applied;
+    /// files read whole with `labels.read`'s columns, for [`LabelFilters::apply`].
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn plans(
         self,
@@ -339,30 +349,44 @@ impl ScanFiles {
         state: &dyn Session,
         schema: &SchemaRef,
         statistics: datafusion::common::Statistics,
-        projection: Option<Vec<usize>>,
+        labels: &LabelFilters,
         filters: &[Expr],
-        is_label: impl Fn(&str) -> bool,
         limit: Option<usize>,
-    ) -> DfResult<(Vec<Arc<dyn datafusion::physical_plan::ExecutionPlan>>, Vec<RecordBatch>)> {
-        let left = left_after_index(filters, is_label);
+    ) -> DfResult<ScanParts> {
+        let left: Vec<Expr> = filters.iter().filter(|f| !labels.filters.contains(f)).cloned().collect();
         // Time bounds are exact filters (DataFusion applies them nowhere else): files inside
         // them are read without.
         let timeless = |filters: &[Expr]| -> Vec<Expr> { filters.iter().filter(|f| !is_time_bound(f, TIMESTAMP_COLUMN)).cloned().collect() };
-        let mut plans = Vec::new();
+        // A limit holds for the whole files' rows only after the label filters.
+        let whole_limit = if labels.filters.is_empty() { limit } else { None };
+        let mut parts = ScanParts { series: self.series, ..ScanParts::default() };
         let groups = [
-            (self.whole.crossing, filters.to_vec()),
-            (self.whole.inside, timeless(filters)),
-            (self.narrowed.crossing, left.clone()),
-            (self.narrowed.inside, timeless(&left)),
+            (self.whole.crossing, filters.to_vec(), false),
+            (self.whole.inside, timeless(filters), false),
+            (self.narrowed.crossing, left.clone(), true),
+            (self.narrowed.inside, timeless(&left), true),
         ];
-        for (files, filters) in groups {
-            if !files.is_empty() {
-                let scan = crate::catalog::parquet_scan(storage, state, schema, files, statistics.clone(), projection.clone(), &filters, limit);
-                plans.push(scan.await?);
+        for (files, filters, narrowed) in groups {
+            if files.is_empty() {
+                continue;
             }
+            let (projection, limit) = if narrowed { (&labels.projection, limit) } else { (&labels.read, whole_limit) };
+            let scan = crate::catalog::parquet_scan(storage, state, schema, files, statistics.clone(), projection.clone(), &filters, limit).await?;
+            if narrowed { parts.exact.push(scan) } else { parts.unfiltered.push(scan) }
         }
-        Ok((plans, self.series))
+        Ok(parts)
     }
+}
+
+/// A scan's inputs by whether they applied its label filters: plans that did (files the
+/// series index narrowed, in the projection's columns), plans that did not (files read whole,
+/// in [`LabelFilters::read`]'s), and rows (the write buffer's, the index's series rows; in the
+/// table's schema).
+#[derive(Default)]
+pub(crate) struct ScanParts {
+    pub exact: Vec<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+    pub unfiltered: Vec<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+    pub series: Vec<RecordBatch>,
 }
 
 /// What a scan reads of one shared segment: the runs of `entries` (its manifest entries the
@@ -374,6 +398,7 @@ pub(crate) async fn shared_read(
     entries: &[&crate::manifest::SegmentMeta],
     filters: &[Expr],
     scan: &crate::buffer::ScanFilter,
+    is_label: &(dyn Fn(&str) -> bool + Sync),
     series_of: Option<&SchemaRef>,
 ) -> DfResult<SharedRead> {
     let Some(first) = entries.first() else { return Ok(SharedRead::Nothing) };
@@ -383,8 +408,8 @@ pub(crate) async fn shared_read(
     let inside = entries.iter().all(|s| scan.contains(s.min_time_ns, s.max_time_ns));
     if !filters.is_empty() || series_of.is_some() {
         if let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await {
-            let lookup = Lookup { runs: &runs, filters, start_ns: scan.start_ns, end_ns: scan.end_ns };
-            let series = matching_series(state, &index, &lookup)?;
+            let lookup = Lookup { runs: &runs, filters, is_label, start_ns: scan.start_ns, end_ns: scan.end_ns };
+            let (series, exact) = matching_series(state, &index, &lookup)?;
             if let Some(schema) = series_of {
                 return Ok(if series.is_empty() { SharedRead::Nothing } else { SharedRead::Series(series_rows(&index, &series, schema, scan.start_ns)?) });
             }
@@ -398,25 +423,11 @@ pub(crate) async fn shared_read(
             }
             let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
             let file = file.with_extension(ParquetRowSelection::new(runs_selection(&matching, file_rows)));
-            return Ok(SharedRead::File { file, narrowed: true, inside });
+            return Ok(SharedRead::File { file, narrowed: exact, inside });
         }
     }
     let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
     Ok(SharedRead::File { file: file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows))), narrowed: false, inside })
-}
-
-/// The filters a scan of files the index narrowed still evaluates while reading: all but those
-/// on label columns only, which the index applied per series (and which DataFusion applies
-/// again above the scan: label filters are pushed down inexact).
-fn left_after_index(filters: &[Expr], is_label: impl Fn(&str) -> bool) -> Vec<Expr> {
-    filters
-        .iter()
-        .filter(|f| {
-            let columns = f.column_refs();
-            columns.is_empty() || !columns.iter().all(|c| is_label(&c.name))
-        })
-        .cloned()
-        .collect()
 }
 
 fn rows_of(runs: &[(u64, u64)]) -> u64 {

@@ -656,6 +656,73 @@ async fn a_partition_emptied_before_its_root_is_damaged_stays_empty() {
     assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480);
 }
 
+/// Label filters are exact: where the series index chose the series they are not evaluated
+/// again (no filter above the read), and wherever it did not (the write buffer, a segment
+/// whose index lacks the filter's label, a segment without an index) one filter applies
+/// them, a `LIMIT` counting only rows that pass.
+#[tokio::test]
+async fn label_filters_are_applied_once_and_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let minute = 60_000_000_000;
+    let hosts = ["a", "b", "c"];
+    // An hour of `cpu{host}`, flushed; then the next hour with a `dc` label the first
+    // segment (and its index) does not have; then minutes left in the buffer.
+    let hour = |from: i64, dc: Option<&str>| {
+        let metrics = hosts
+            .iter()
+            .map(|host| {
+                let labels: Vec<(&str, &str)> = dc.map_or_else(|| vec![("host", *host)], |dc| vec![("host", *host), ("dc", dc)]);
+                series("cpu", &labels, (0..60i64).map(|m| (from + m * minute, m as f64)))
+            })
+            .collect();
+        batch(metrics)
+    };
+    storage.write(hour(T0, None)).await.unwrap();
+    storage.persist().await.unwrap();
+    storage.write(hour(T0 + HOUR_NS, Some("x"))).await.unwrap();
+    storage.persist().await.unwrap();
+    storage.write(hour(T0 + 2 * HOUR_NS, Some("y"))).await.unwrap();
+    let cases = [
+        ("host = 'a'", 180),
+        ("dc = 'x'", 180),
+        ("dc IS NULL", 180),
+        ("dc = 'x' OR dc IS NULL", 360),
+        ("host <> 'a' AND dc = 'y'", 120),
+        ("host LIKE '%' AND dc LIKE 'x%'", 180),
+    ];
+    for (filter, rows) in cases {
+        assert_eq!(count(&storage, &format!("SELECT count(*) FROM cpu WHERE {filter}")).await, rows, "{filter}");
+        // Rows of the oldest segment come first: a limit over the unfiltered rows would take them.
+        let limited = sql(&storage, &format!("SELECT host, dc FROM cpu WHERE {filter} LIMIT 7")).await;
+        assert_eq!(limited.iter().map(RecordBatch::num_rows).sum::<usize>(), 7, "{filter}");
+    }
+    // A narrowed read is not filtered again: the plan of a filter every index applies has
+    // no filter above its scans, only the buffer's part.
+    storage.persist().await.unwrap();
+    let ctx = SessionContext::new();
+    catalog::register(&storage, &ctx).unwrap();
+    let explain = |query: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let plan = ctx.sql(query).await.unwrap().create_physical_plan().await.unwrap();
+            datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string()
+        }
+    };
+    let narrowed = explain("SELECT host, value FROM cpu WHERE host = 'a'").await;
+    assert!(!narrowed.contains("FilterExec"), "{narrowed}");
+    assert!(!narrowed.contains("predicate="), "{narrowed}");
+    // `dc` is not in the first segment's index: that segment's rows are filtered, by a
+    // filter or (DataFusion moves one into a Parquet scan) while read. An equality would rule
+    // the segment out by its label statistics before any read.
+    let widened = explain("SELECT host, value FROM cpu WHERE dc LIKE 'x%'").await;
+    let oldest = widened.lines().find(|l| l.contains("0000000000000001.parquet")).unwrap_or_default();
+    assert!(widened.contains("FilterExec") || oldest.contains("predicate=dc"), "{widened}");
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu WHERE dc LIKE 'x%'").await, 180);
+    let values = sql(&storage, "SELECT sum(value) FROM cpu WHERE host = 'a'").await;
+    assert_eq!(values[0].column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0), 3.0 * (0..60).sum::<i64>() as f64);
+}
+
 /// Label filters answer the same from the write buffer, from shared segments through their
 /// series index, and from the same segments without one.
 #[tokio::test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray,
 };
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampNanosecondType};
 use datafusion::common::Result as DfResult;
@@ -633,12 +634,13 @@ impl ScalarUDFImpl for LabelRegexUdf {
                 let per_value: Vec<bool> = values.iter().map(|v| self.matches(v)).collect();
                 let absent = self.matches(None);
                 let keys = dictionary.keys();
-                dictionary
-                    .normalized_keys()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(row, key)| Some(if keys.is_null(row) { absent } else { per_value.get(key).copied().unwrap_or(absent) }))
-                    .collect()
+                let normalized = dictionary.normalized_keys();
+                BooleanArray::new(
+                    BooleanBuffer::collect_bool(normalized.len(), |row| {
+                        if keys.is_null(row) { absent } else { per_value.get(normalized[row]).copied().unwrap_or(absent) }
+                    }),
+                    None,
+                )
             }
             None => {
                 let text = cast(&column, &DataType::Utf8)?;
