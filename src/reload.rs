@@ -57,7 +57,7 @@ impl DefinitionReloader {
         let slos = vigil_query::slo::load_files(&files, Some(&config.receiver_names()))
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
         let alerting = config.alerting()?;
-        vigil_alerting::check_config(&alerting)?;
+        vigil_alerting::check_config(&alerting).map_err(|e| e.to_string())?;
         Ok((slos, alerting))
     }
 
@@ -85,7 +85,7 @@ impl DefinitionReloader {
                 let count = definitions.len();
                 let rules: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
                 if let Err(error) = self.alerting.configure(&alerting) {
-                    return self.failed(error);
+                    return self.failed(error.to_string());
                 }
                 self.evaluator.set_definitions(definitions).await;
                 *self.status.write() = ReloadStatus { successful: true, at_ms: now_ms(), error: None, slos: count };

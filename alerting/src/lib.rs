@@ -2,18 +2,41 @@
 //! states advanced as Prometheus advances them, and Alertmanager's notification pipeline
 //! (routing tree, grouping and timers, deduplication, inhibition, silences) delivering to
 //! email and webhooks.
+//!
+//! [`Alerting`] (in `engine`) holds the state and runs the loop; its work is spread over
+//! files by job: `evaluate` (SLO and rule evaluation), `publish` (`ALERTS` series and
+//! `alerts` rows), `inhibit` (inhibition and muting), `persist` (disk and the shared store),
+//! `views` (what the API shows).
 
 pub mod config;
 pub mod dispatch;
+mod engine;
+mod evaluate;
+mod inhibit;
 pub mod labels;
-pub mod manager;
 pub mod matchers;
 pub mod notify;
 pub mod persist;
+mod publish;
 pub mod rules;
 pub mod silences;
 pub mod slo_alerts;
 pub mod state;
 pub mod template;
+mod views;
 
-pub use manager::{AlertView, Alerting, AlertingConfig, AlertingOptions, Clock, ManualClock, ReceiverStatus, SystemClock, check_config};
+pub use engine::{Alerting, AlertingConfig, AlertingOptions, ReceiverStatus, SourceKind, check_config};
+pub use views::{AlertView, AlertViewState, RuleGroupView, RuleGroupsView, RuleView};
+pub use vigil_storage::clock::{Clock, ManualClock, SystemClock};
+
+/// Why the alerting configuration or a shared state could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertingError {
+    /// A route, matcher or inhibit rule (the message says which and why).
+    #[error("{0}")]
+    Config(String),
+    #[error("receiver {name:?}: {message}")]
+    Receiver { name: String, message: String },
+    #[error("shared alerting state: {0}")]
+    SharedState(#[from] vigil_storage::StorageError),
+}

@@ -61,6 +61,13 @@ impl Matcher {
         Ok(Matcher { name, op, value, regex })
     }
 
+    /// `name="value"` or `name!="value"` for a label name the code writes itself (no regex to
+    /// compile, nothing to refuse).
+    pub(crate) fn literal(name: &str, negated: bool, value: &str) -> Matcher {
+        let op = if negated { MatchOp::NotEqual } else { MatchOp::Equal };
+        Matcher { name: name.into(), op, value: value.into(), regex: None }
+    }
+
     /// Parses `name op value`; the value may be double-quoted (with Go escapes) or bare.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();

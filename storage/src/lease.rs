@@ -9,13 +9,14 @@
 //! disagree by less than that margin (NTP keeps them within milliseconds).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, path::Path};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
+use crate::clock::{Clock, SystemClock};
 use crate::store::{get_json, to_json};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,15 +35,17 @@ pub struct Lease {
     ttl: Duration,
     /// The epoch this node holds and until when it may act on it.
     held: Option<(u64, i64)>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    clock: Arc<dyn Clock>,
 }
 
 impl Lease {
     pub fn new(store: Arc<dyn ObjectStore>, name: &str, node: &str, ttl: Duration) -> Lease {
-        Lease { store, name: name.to_string(), node: node.to_string(), ttl, held: None }
+        Lease { store, name: name.to_string(), node: node.to_string(), ttl, held: None, clock: Arc::new(SystemClock) }
+    }
+
+    /// The same lease on another clock (tests move a [`crate::clock::ManualClock`]).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Lease {
+        Lease { clock, ..self }
     }
 
     fn dir(&self) -> Path {
@@ -61,7 +64,7 @@ impl Lease {
     /// True while this node may act as the holder: it renewed within the lifetime, less a
     /// margin of a tenth of it.
     pub fn is_held(&self) -> bool {
-        self.held.is_some_and(|(_, until)| now_ms() < until)
+        self.held.is_some_and(|(_, until)| self.clock.now_ms() < until)
     }
 
     /// The newest epoch's record, if any.
@@ -77,7 +80,7 @@ impl Lease {
     /// whether this node holds it now. An error leaves the node holding only until its
     /// last renewal runs out.
     pub async fn tick(&mut self) -> Result<bool, StorageError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let ttl_ms = self.ttl.as_millis() as i64;
         let current = self.current().await?;
         let record = match &current {
@@ -134,22 +137,30 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use datafusion::object_store::local::LocalFileSystem;
 
     #[tokio::test]
     async fn one_holder_at_a_time_and_takeover_after_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let ttl = Duration::from_millis(600);
-        let mut a = Lease::new(store.clone(), "alerting", "a", ttl);
-        let mut b = Lease::new(store.clone(), "alerting", "b", ttl);
+        let ttl = Duration::from_secs(30);
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let mut a = Lease::new(store.clone(), "alerting", "a", ttl).with_clock(clock.clone());
+        let mut b = Lease::new(store.clone(), "alerting", "b", ttl).with_clock(clock.clone());
         assert!(a.tick().await.unwrap());
         assert!(!b.tick().await.unwrap(), "a holds it");
+        clock.advance(Duration::from_secs(20));
         assert!(a.tick().await.unwrap(), "renewed");
+        clock.advance(Duration::from_secs(20));
+        assert!(!b.tick().await.unwrap(), "the renewal moved the expiry on");
         assert!(a.is_held());
-        // a stops renewing (dies): b takes over once the lease expired, with a new epoch.
-        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
-        assert!(!a.is_held(), "a stops acting at its own expiry");
+        // a stops renewing (dies): it stops acting a tenth of the lifetime before b may take
+        // over, and b takes over once the lease expired, with a new epoch.
+        clock.advance(Duration::from_secs(8));
+        assert!(!a.is_held(), "a stops acting at its own expiry, less the margin");
+        assert!(!b.tick().await.unwrap(), "not expired for others yet");
+        clock.advance(Duration::from_secs(3));
         assert!(b.tick().await.unwrap());
         let current = b.current().await.unwrap().unwrap();
         assert_eq!((current.holder.as_str(), current.epoch), ("b", 2));

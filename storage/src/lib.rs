@@ -25,6 +25,7 @@
 pub mod buffer;
 pub mod cardinality;
 pub mod changes;
+pub mod clock;
 pub mod catalog;
 pub mod damage;
 mod decimal_values;

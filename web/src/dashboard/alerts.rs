@@ -4,6 +4,7 @@
 //! off, of a random `vigil_csrf` cookie set with the page; both SameSite=Strict). Another
 //! site can neither read the token nor make one, not even by planting a cookie.
 
+use vigil_alerting::AlertViewState;
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, State};
@@ -81,16 +82,16 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
     for alert in app.alerting.alerts() {
         let index = match alert.state {
             _ if alert.silenced || alert.inhibited => 2,
-            "firing" => 0,
-            "pending" => 1,
-            _ => 3,
+            AlertViewState::Firing => 0,
+            AlertViewState::Pending => 1,
+            AlertViewState::Resolved => 3,
         };
         let name = alert.labels.get("alertname").cloned().unwrap_or_default();
         let labels: Vec<String> = alert.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={}", quoted(v))).collect();
         let matchers: Vec<String> = alert.labels.iter().map(|(k, v)| format!("{k}={}", quoted(v))).collect();
         sections[index].alerts.push(AlertRow {
             name,
-            state: if index == 2 { "silenced" } else { alert.state },
+            state: if index == 2 { "silenced" } else { alert.state.as_str() },
             summary: alert.annotations.get("summary").cloned().unwrap_or_default(),
             labels: labels.join(", "),
             since: alert.fired_at.clone().unwrap_or_else(|| alert.active_at.clone()).replace('T', " ").trim_end_matches('Z').to_string(),

@@ -7,7 +7,10 @@ use axum::Json;
 use axum::extract::State as AxumState;
 use vigil_query::QueryOptions;
 use vigil_query::slo::evaluate::ConditionStatus;
-use vigil_storage::{Storage, StorageOptions};
+use vigil_query::promql::{EvalRange, PromResult};
+use vigil_query::slo::{SloDefinition, SloStatus};
+use vigil_storage::clock::ManualClock;
+use vigil_storage::{LabelSet, MetricSeries, Sample, Storage, StorageOptions, WriteBatch};
 
 use super::*;
 
@@ -208,7 +211,7 @@ async fn rule_for_progress_survives_a_restart() {
     let alerting = open(&engine, dir.path(), &clock, &url, rules);
     evaluate_groups(&alerting).await;
     let view = &alerting.alerts()[0];
-    assert_eq!((view.state, view.active_at.as_str()), ("pending", crate::notify::rfc3339_ms(T0).as_str()), "for progress kept");
+    assert_eq!((view.state.as_str(), view.active_at.as_str()), ("pending", crate::notify::rfc3339_ms(T0).as_str()), "for progress kept");
     clock.advance(Duration::from_secs(30));
     evaluate_groups(&alerting).await;
     let view = &alerting.alerts()[0];
