@@ -157,7 +157,7 @@ pub fn issue(location: Location, message: impl Into<String>) -> ConfigIssue {
 }
 
 pub fn parse_matchers(texts: &[Spanned<String>]) -> Result<Vec<Matcher>, ConfigIssue> {
-    texts.iter().map(|t| Matcher::parse(&t.value).map_err(|e| issue(t.referenced, e))).collect()
+    texts.iter().map(|t| Matcher::parse(&t.value).map_err(|e| issue(t.referenced, e.to_string()))).collect()
 }
 
 /// Checks receivers, route and inhibit rules together: names unique, every receiver a route
@@ -218,7 +218,7 @@ fn check_route(route: &RouteConfig, receivers: &std::collections::BTreeSet<&str>
     }
     parse_matchers(&route.matchers)?;
     for (name, pattern) in &route.match_re {
-        Matcher::new(name.clone(), crate::matchers::MatchOp::Regex, pattern.clone()).map_err(|e| issue(Location::UNKNOWN, e))?;
+        Matcher::new(name.clone(), crate::matchers::MatchOp::Regex, pattern.clone()).map_err(|e| issue(Location::UNKNOWN, e.to_string()))?;
     }
     for child in &route.routes {
         check_route(child, receivers)?;

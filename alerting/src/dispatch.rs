@@ -76,10 +76,10 @@ impl Route {
     fn node(config: &RouteConfig, parent: &RouteOptions, parent_key: Option<&str>, index: usize) -> Result<Route, ConfigIssue> {
         let mut matchers = parse_matchers(&config.matchers)?;
         for (name, value) in &config.match_equal {
-            matchers.push(Matcher::new(name.clone(), MatchOp::Equal, value.clone()).map_err(|e| issue(serde_saphyr::Location::UNKNOWN, e))?);
+            matchers.push(Matcher::new(name.clone(), MatchOp::Equal, value.clone()).map_err(|e| issue(serde_saphyr::Location::UNKNOWN, e.to_string()))?);
         }
         for (name, value) in &config.match_re {
-            matchers.push(Matcher::new(name.clone(), MatchOp::Regex, value.clone()).map_err(|e| issue(serde_saphyr::Location::UNKNOWN, e))?);
+            matchers.push(Matcher::new(name.clone(), MatchOp::Regex, value.clone()).map_err(|e| issue(serde_saphyr::Location::UNKNOWN, e.to_string()))?);
         }
         let ms = |d: &Option<vigil_query::PromDuration>, inherited: i64| d.map_or(inherited, |d| d.0.as_millis() as i64);
         let options = RouteOptions {

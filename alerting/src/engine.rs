@@ -177,7 +177,7 @@ fn compile(config: &AlertingConfig, http: &reqwest::Client) -> Result<Compiled, 
     let mut notifiers = BTreeMap::new();
     for receiver in &config.receivers {
         let notifier = Notifier::new(receiver, http.clone())
-            .map_err(|message| AlertingError::Receiver { name: receiver.name.value.clone(), message })?;
+            .map_err(|e| AlertingError::Receiver { name: receiver.name.value.clone(), message: e.to_string() })?;
         notifiers.insert(receiver.name.value.clone(), Arc::new(notifier));
     }
     let inhibit = match &config.inhibit_rules {

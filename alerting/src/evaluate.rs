@@ -10,7 +10,7 @@ use datafusion::arrow::array::{Array, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use vigil_query::promql::{EvalRange, PromResult};
-use vigil_query::slo::{SloDefinition, SloStatus};
+use vigil_query::slo::{SloDefinition, SloState, SloStatus};
 use vigil_storage::{LabelSet, MetricSeries, Sample};
 
 use crate::engine::{Alerting, Source, SourceKind};
@@ -49,7 +49,7 @@ impl Alerting {
             state.sources.retain(|key, _| !key.starts_with("slo:") || names.contains(key));
             for definition in definitions {
                 let mine: Vec<&SloStatus> = statuses.iter().filter(|s| s.name == definition.name).collect();
-                if mine.iter().any(|s| s.state == "error") {
+                if mine.iter().any(|s| s.state == SloState::Error) {
                     // As a rule whose query failed: alerts stay as they are.
                     continue;
                 }
@@ -150,7 +150,7 @@ impl Alerting {
     /// Runs a rule's query at `now`: (labels, value) per result element.
     async fn query(&self, query: &RuleQuery, now: i64) -> Result<Vec<(Labels, f64)>, RuleError> {
         match query {
-            RuleQuery::PromQl(expr) => match self.inner.engine.promql(expr, EvalRange::instant(now), true).await {
+            RuleQuery::PromQl(expr) => match self.inner.engine.promql(expr, EvalRange::instant(now)).await {
                 Ok(PromResult::Vector(samples)) => Ok(samples.into_iter().map(|s| (s.labels, s.value)).collect()),
                 Ok(PromResult::Scalar(_, value)) => Ok(vec![(Labels::new(), value)]),
                 Ok(_) => Err(RuleError::NotVectorOrScalar),

@@ -31,6 +31,21 @@ impl MatchOp {
     }
 }
 
+/// Why a matcher was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("invalid label name {0:?}")]
+    LabelName(String),
+    #[error("invalid regular expression {value:?}: {reason}")]
+    Regex { value: String, reason: String },
+    #[error("{0:?} is not a matcher: write name=\"value\" (or !=, =~, !~)")]
+    NoOperator(String),
+    #[error("{0:?} is not a matcher: the operator must be =, !=, =~ or !~")]
+    BadOperator(String),
+    #[error("bad quoted value in matcher {0:?}")]
+    BadQuote(String),
+}
+
 #[derive(Clone, Debug)]
 pub struct Matcher {
     pub name: String,
@@ -46,15 +61,15 @@ impl PartialEq for Matcher {
 }
 
 impl Matcher {
-    pub fn new(name: impl Into<String>, op: MatchOp, value: impl Into<String>) -> Result<Self, String> {
+    pub fn new(name: impl Into<String>, op: MatchOp, value: impl Into<String>) -> Result<Self, MatcherError> {
         let name = name.into();
         let value = value.into();
         if !is_valid_label_name(&name) {
-            return Err(format!("invalid label name {name:?}"));
+            return Err(MatcherError::LabelName(name));
         }
         let regex = match op {
             MatchOp::Regex | MatchOp::NotRegex => {
-                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("invalid regular expression {value:?}: {e}"))?)
+                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| MatcherError::Regex { value: value.clone(), reason: e.to_string() })?)
             }
             _ => None,
         };
@@ -69,9 +84,9 @@ impl Matcher {
     }
 
     /// Parses `name op value`; the value may be double-quoted (with Go escapes) or bare.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, MatcherError> {
         let text = text.trim();
-        let op_at = text.find(['=', '!']).ok_or_else(|| format!("{text:?} is not a matcher: write name=\"value\" (or !=, =~, !~)"))?;
+        let op_at = text.find(['=', '!']).ok_or_else(|| MatcherError::NoOperator(text.to_string()))?;
         let name = text[..op_at].trim();
         let rest = &text[op_at..];
         let (op, value) = if let Some(v) = rest.strip_prefix("=~") {
@@ -83,11 +98,11 @@ impl Matcher {
         } else if let Some(v) = rest.strip_prefix('=') {
             (MatchOp::Equal, v)
         } else {
-            return Err(format!("{text:?} is not a matcher: the operator must be =, !=, =~ or !~"));
+            return Err(MatcherError::BadOperator(text.to_string()));
         };
         let value = value.trim();
         let value = if value.starts_with('"') {
-            serde_json::from_str::<String>(value).map_err(|_| format!("bad quoted value in matcher {text:?}"))?
+            serde_json::from_str::<String>(value).map_err(|_| MatcherError::BadQuote(text.to_string()))?
         } else {
             value.to_string()
         };

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::labels::Labels;
-use crate::matchers::{MatchOp, Matcher, all_match};
+use crate::matchers::{MatchOp, Matcher, MatcherError, all_match};
 
 /// A matcher in Alertmanager's API shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ fn yes() -> bool {
 }
 
 impl ApiMatcher {
-    fn compile(&self) -> Result<Matcher, String> {
+    fn compile(&self) -> Result<Matcher, MatcherError> {
         let op = match (self.is_regex, self.is_equal) {
             (false, true) => MatchOp::Equal,
             (false, false) => MatchOp::NotEqual,
@@ -133,11 +133,11 @@ impl Silences {
         for input in request.matchers {
             let matcher = match input {
                 MatcherInput::Object(m) => {
-                    m.compile().map_err(SilenceError::Invalid)?;
+                    m.compile().map_err(|e| SilenceError::Invalid(e.to_string()))?;
                     m
                 }
                 MatcherInput::Text(text) => {
-                    let m = Matcher::parse(&text).map_err(SilenceError::Invalid)?;
+                    let m = Matcher::parse(&text).map_err(|e| SilenceError::Invalid(e.to_string()))?;
                     ApiMatcher {
                         name: m.name,
                         value: m.value,

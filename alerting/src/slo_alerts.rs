@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use vigil_query::slo::SloStatus;
+use vigil_query::slo::{SloState, SloStatus};
 use vigil_query::slo::model::{BURN_WINDOWS, Severity, SloDefinition};
 
 use crate::labels::Labels;
@@ -75,11 +75,11 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                 push(&alerting.name, severity, fastest, 0, summary);
             }
         }
-        if status.state == "exhausted" && !alerting.ticket.disabled {
+        if status.state == SloState::Exhausted && !alerting.ticket.disabled {
             let remaining = status.error_budget_remaining.unwrap_or(0.0);
             push(EXHAUSTED_ALERT, Severity::Ticket, remaining, 0, format!("{name} has exhausted its error budget ({} left)", percent(remaining)));
         }
-        if status.state == "no_data" && !alerting.no_data_for.is_zero() && !alerting.ticket.disabled {
+        if status.state == SloState::NoData && !alerting.no_data_for.is_zero() && !alerting.ticket.disabled {
             let hold = alerting.no_data_for.as_millis() as i64;
             push(NO_DATA_ALERT, Severity::Ticket, 0.0, hold, format!("{name} has no data: its SLI cannot be computed"));
         }
@@ -155,7 +155,7 @@ mod tests {
         }
     }
 
-    fn status(state: &'static str, page_active: bool, events: f64) -> SloStatus {
+    fn status(state: SloState, page_active: bool, events: f64) -> SloStatus {
         SloStatus {
             name: "checkout-availability".into(),
             group: BTreeMap::new(),
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn fast_burn_pages_with_the_figures() {
-        let s = status("burning", true, 1000.0);
+        let s = status(SloState::Burning, true, 1000.0);
         let alerts = candidates(&definition(), &[&s], "http://vigil:9400/");
         assert_eq!(alerts.len(), 1);
         let alert = &alerts[0].candidate;
@@ -207,17 +207,17 @@ mod tests {
 
     #[test]
     fn too_little_traffic_pages_nobody() {
-        let s = status("burning", true, 2.0);
+        let s = status(SloState::Burning, true, 2.0);
         assert!(candidates(&definition(), &[&s], "").is_empty());
     }
 
     #[test]
     fn exhausted_and_no_data_alerts() {
-        let s = status("exhausted", false, 1000.0);
+        let s = status(SloState::Exhausted, false, 1000.0);
         let alerts = candidates(&definition(), &[&s], "");
         assert_eq!(alerts[0].candidate.labels["alertname"], EXHAUSTED_ALERT);
         assert_eq!(alerts[0].candidate.labels["severity"], "ticket");
-        let mut s = status("no_data", false, 0.0);
+        let mut s = status(SloState::NoData, false, 0.0);
         s.sli = None;
         let alerts = candidates(&definition(), &[&s], "");
         assert_eq!(alerts[0].candidate.labels["alertname"], NO_DATA_ALERT);
@@ -228,7 +228,7 @@ mod tests {
     fn disabled_severities_and_named_receivers() {
         let mut d = definition();
         d.alerting.page.receivers = vec!["pager".into()];
-        let s = status("burning", true, 1000.0);
+        let s = status(SloState::Burning, true, 1000.0);
         assert_eq!(candidates(&d, &[&s], "")[0].receivers, ["pager"]);
         d.alerting.page.disabled = true;
         assert!(candidates(&d, &[&s], "").is_empty());

@@ -58,8 +58,23 @@ enum Val {
     Num(f64),
 }
 
+/// Why a template was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed action: a {{{{ without }}}}")]
+    Unclosed,
+    #[error("empty command in {{{{ {0} }}}}")]
+    EmptyCommand(String),
+    #[error("unsupported template action {{{{ {action} }}}}: {function:?} is not a known function")]
+    UnknownFunction { action: String, function: String },
+    #[error("unsupported template term {0:?}: use $labels.NAME, $value, $externalURL, a quoted string or a number")]
+    UnknownTerm(String),
+    #[error("unterminated string in {{{{ {0} }}}}")]
+    UnterminatedString(String),
+}
+
 impl Template {
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut segments = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find("{{") {
@@ -75,7 +90,7 @@ impl Template {
             if !literal.is_empty() {
                 segments.push(Segment::Text(literal.to_string()));
             }
-            let close = after.find("}}").ok_or_else(|| "unclosed action: a {{ without }}".to_string())?;
+            let close = after.find("}}").ok_or(TemplateError::Unclosed)?;
             let mut action = &after[..close];
             rest = &after[close + 2..];
             if let Some(a) = action.strip_suffix(" -") {
@@ -114,12 +129,12 @@ pub fn expand(text: &str, data: &TemplateData<'_>) -> String {
     }
 }
 
-fn parse_pipeline(action: &str) -> Result<Vec<Command>, String> {
+fn parse_pipeline(action: &str) -> Result<Vec<Command>, TemplateError> {
     let tokens = tokenize(action)?;
     let mut commands = Vec::new();
     for part in tokens.split(|t| t == "|") {
         let Some((first, args)) = part.split_first() else {
-            return Err(format!("empty command in {{{{ {action} }}}}"));
+            return Err(TemplateError::EmptyCommand(action.to_string()));
         };
         let function = match first.as_str() {
             "humanize" => Some(Function::Humanize),
@@ -137,7 +152,7 @@ fn parse_pipeline(action: &str) -> Result<Vec<Command>, String> {
             None => part,
         };
         if function.is_none() && terms.len() != 1 {
-            return Err(format!("unsupported template action {{{{ {action} }}}}: {first:?} is not a known function"));
+            return Err(TemplateError::UnknownFunction { action: action.to_string(), function: first.to_string() });
         }
         let args = terms.iter().map(|t| parse_term(t)).collect::<Result<Vec<_>, _>>()?;
         commands.push(Command { function, args });
@@ -145,7 +160,7 @@ fn parse_pipeline(action: &str) -> Result<Vec<Command>, String> {
     Ok(commands)
 }
 
-fn parse_term(token: &str) -> Result<Term, String> {
+fn parse_term(token: &str) -> Result<Term, TemplateError> {
     if let Some(name) = token.strip_prefix("$labels.").or_else(|| token.strip_prefix(".Labels.")) {
         return Ok(Term::Label(name.to_string()));
     }
@@ -161,12 +176,10 @@ fn parse_term(token: &str) -> Result<Term, String> {
     if let Ok(n) = token.parse::<f64>() {
         return Ok(Term::Num(n));
     }
-    Err(format!(
-        "unsupported template term {token:?}: use $labels.NAME, $value, $externalURL, a quoted string or a number"
-    ))
+    Err(TemplateError::UnknownTerm(token.to_string()))
 }
 
-fn tokenize(text: &str) -> Result<Vec<String>, String> {
+fn tokenize(text: &str) -> Result<Vec<String>, TemplateError> {
     let mut tokens = Vec::new();
     let mut chars = text.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
@@ -189,7 +202,7 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
                     break;
                 }
             }
-            let end = end.ok_or_else(|| format!("unterminated string in {{{{ {text} }}}}"))?;
+            let end = end.ok_or_else(|| TemplateError::UnterminatedString(text.to_string()))?;
             tokens.push(text[start..=end].to_string());
         } else {
             let mut end = text.len();

@@ -217,7 +217,7 @@ pub async fn query(State(app): State<AppState>, RawQuery(raw): RawQuery, headers
             Some(t) if !t.is_empty() => parse_time(t, "time")?,
             _ => crate::now_ms(),
         };
-        Ok::<_, ApiFailure>(app.engine.promql(text, EvalRange::instant(at), true).await?)
+        Ok::<_, ApiFailure>(app.engine.promql(text, EvalRange::instant(at)).await?)
     };
     match run.await {
         Ok(result) => query_response(&result),
@@ -238,7 +238,7 @@ pub async fn query_range(State(app): State<AppState>, RawQuery(raw): RawQuery, h
         if step <= 0 {
             return Err(ApiFailure::bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
         }
-        Ok(app.engine.promql(text, EvalRange { start_ms: start, end_ms: end, step_ms: step }, false).await?)
+        Ok(app.engine.promql(text, EvalRange::range(start, end, step)).await?)
     };
     match run.await {
         Ok(result) => query_response(&result),

@@ -8,7 +8,7 @@ use axum::extract::State as AxumState;
 use vigil_query::QueryOptions;
 use vigil_query::slo::evaluate::ConditionStatus;
 use vigil_query::promql::{EvalRange, PromResult};
-use vigil_query::slo::{SloDefinition, SloStatus};
+use vigil_query::slo::{SloDefinition, SloState, SloStatus};
 use vigil_storage::clock::ManualClock;
 use vigil_storage::{LabelSet, MetricSeries, Sample, Storage, StorageOptions, WriteBatch};
 
@@ -89,7 +89,7 @@ fn status(burn: f64, severities: &[&'static str]) -> SloStatus {
         error_budget_remaining: Some(0.5),
         burn_rates: [("1h".to_string(), Some(burn))].into(),
         time_to_exhaustion_seconds: None,
-        state: if burn > 1.0 { "burning" } else { "ok" },
+        state: if burn > 1.0 { SloState::Burning } else { SloState::Ok },
         backfill_progress: None,
         error: None,
         conditions: vec![condition("page", 14.4), condition("ticket", 3.0)],
@@ -219,7 +219,7 @@ async fn rule_for_progress_survives_a_restart() {
     assert_eq!(view.annotations["summary"], "api is down (0)");
     assert_eq!(view.labels["alertname"], "TargetDown");
 
-    let firing = engine.promql("ALERTS{alertstate=\"firing\"}", EvalRange::instant(clock.now_ms()), true).await.unwrap();
+    let firing = engine.promql("ALERTS{alertstate=\"firing\"}", EvalRange::instant(clock.now_ms())).await.unwrap();
     let PromResult::Vector(firing) = firing else { panic!() };
     assert_eq!(firing.len(), 1);
     assert_eq!(firing[0].labels["alertname"], "TargetDown");

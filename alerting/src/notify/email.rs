@@ -8,7 +8,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{DeliveryError, Message, MessageAlert, without_resolved};
+use super::{DeliveryError, Message, MessageAlert, NotificationStatus, without_resolved};
 use crate::config::{EmailConfig, SmtpTls};
 
 pub struct EmailNotifier {
@@ -21,22 +21,38 @@ pub struct EmailNotifier {
     pub send_resolved: bool,
 }
 
-fn mailbox(text: &str) -> Result<Mailbox, String> {
-    text.parse::<Mailbox>().map_err(|e| format!("{text:?} is not an email address: {e}"))
+/// Why an email receiver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailSetupError {
+    #[error("{text:?} is not an email address: {reason}")]
+    Address { text: String, reason: String },
+    #[error("reading ca_file {path}: {source}")]
+    CaFile { path: String, source: std::io::Error },
+    #[error("ca_file {path}: {reason}")]
+    Certificate { path: String, reason: String },
+    #[error("TLS for {host}: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("no SMTP password for {0}: set password or password_env")]
+    NoPassword(String),
+}
+
+fn mailbox(text: &str) -> Result<Mailbox, EmailSetupError> {
+    text.parse::<Mailbox>().map_err(|e| EmailSetupError::Address { text: text.to_string(), reason: e.to_string() })
 }
 
 impl EmailNotifier {
-    pub fn new(config: &EmailConfig) -> Result<Self, String> {
+    pub fn new(config: &EmailConfig) -> Result<Self, EmailSetupError> {
         let smtp = &config.smtp;
         let host = smtp.host.as_str();
         let tls = |host: &str| {
             let mut builder = TlsParameters::builder(host.to_string());
             if let Some(path) = &smtp.ca_file {
-                let pem = std::fs::read(path).map_err(|e| format!("reading ca_file {}: {e}", path.display()))?;
-                let certificate = Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                let pem = std::fs::read(path).map_err(|source| EmailSetupError::CaFile { path: path.display().to_string(), source })?;
+                let certificate = Certificate::from_pem(&pem)
+                    .map_err(|e| EmailSetupError::Certificate { path: path.display().to_string(), reason: e.to_string() })?;
                 builder = builder.add_root_certificate(certificate);
             }
-            builder.build_rustls().map_err(|e| format!("TLS for {host}: {e}"))
+            builder.build_rustls().map_err(|e| EmailSetupError::Tls { host: host.to_string(), reason: e.to_string() })
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(smtp.port()).timeout(Some(smtp.timeout.0));
         builder = match smtp.tls {
@@ -45,7 +61,7 @@ impl EmailNotifier {
             SmtpTls::Tls => builder.tls(Tls::Wrapper(tls(host)?)),
         };
         if let Some(auth) = &smtp.auth {
-            let password = auth.password().ok_or_else(|| format!("no SMTP password for {}: set password or password_env", auth.username))?;
+            let password = auth.password().ok_or_else(|| EmailSetupError::NoPassword(auth.username.clone()))?;
             builder = builder.credentials(Credentials::new(auth.username.clone(), password));
         }
         Ok(EmailNotifier {
@@ -123,7 +139,7 @@ fn view(alert: &MessageAlert) -> AlertView {
         other: a.iter().filter(|(k, _)| !known(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
         labels: format!("{name} {}", labels.join(" ")),
         starts_at: human_time(&alert.starts_at),
-        ends_at: (alert.status == "resolved").then(|| human_time(&alert.ends_at)),
+        ends_at: (alert.status == NotificationStatus::Resolved).then(|| human_time(&alert.ends_at)),
         link,
     }
 }
@@ -151,8 +167,8 @@ struct TextBody<'a> {
 /// The text and HTML bodies of a message.
 pub fn render(message: &Message) -> Result<(String, String), askama::Error> {
     let subject = message.subject();
-    let firing: Vec<AlertView> = message.alerts.iter().filter(|a| a.status == "firing").map(view).collect();
-    let resolved: Vec<AlertView> = message.alerts.iter().filter(|a| a.status == "resolved").map(view).collect();
+    let firing: Vec<AlertView> = message.alerts.iter().filter(|a| a.status == NotificationStatus::Firing).map(view).collect();
+    let resolved: Vec<AlertView> = message.alerts.iter().filter(|a| a.status == NotificationStatus::Resolved).map(view).collect();
     let alerts_url = format!("{}/alerts", message.external_url.trim_end_matches('/'));
     let mail = Mail { subject: &subject, firing: &firing, resolved: &resolved, alerts_url: &alerts_url };
     let text = TextBody { mail: &mail }.render()?;
@@ -184,14 +200,14 @@ mod tests {
             version: "4",
             group_key: "k".into(),
             truncated_alerts: 0,
-            status: "firing",
+            status: NotificationStatus::Firing,
             receiver: "mail".into(),
             group_labels: [("alertname".to_string(), "SLOBurnRate".to_string())].into(),
             common_labels: labels.clone(),
             common_annotations: annotations.clone(),
             external_url: "http://vigil:9400".into(),
             alerts: vec![MessageAlert {
-                status: "firing",
+                status: NotificationStatus::Firing,
                 labels,
                 annotations,
                 starts_at: "2026-11-24T21:30:00Z".into(),

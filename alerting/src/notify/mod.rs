@@ -14,6 +14,21 @@ use crate::config::ReceiverConfig;
 use crate::dispatch::{Flush, NotifyAlert};
 use crate::labels::{Labels, fingerprint_hex};
 
+/// Whether a notification (or one alert of it) says firing or resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationStatus {
+    Firing,
+    Resolved,
+}
+
+/// Compares with the status's name as the payload writes it.
+impl PartialEq<&str> for NotificationStatus {
+    fn eq(&self, other: &&str) -> bool {
+        matches!((self, *other), (NotificationStatus::Firing, "firing") | (NotificationStatus::Resolved, "resolved"))
+    }
+}
+
 /// Alertmanager's webhook payload, field for field.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -21,7 +36,7 @@ pub struct Message {
     pub version: &'static str,
     pub group_key: String,
     pub truncated_alerts: usize,
-    pub status: &'static str,
+    pub status: NotificationStatus,
     pub receiver: String,
     pub group_labels: Labels,
     pub common_labels: Labels,
@@ -34,7 +49,7 @@ pub struct Message {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageAlert {
-    pub status: &'static str,
+    pub status: NotificationStatus,
     pub labels: Labels,
     pub annotations: Labels,
     pub starts_at: String,
@@ -69,7 +84,7 @@ impl Message {
             version: "4",
             group_key: flush.group_key.clone(),
             truncated_alerts: 0,
-            status: if firing { "firing" } else { "resolved" },
+            status: if firing { NotificationStatus::Firing } else { NotificationStatus::Resolved },
             receiver: flush.receiver.clone(),
             group_labels: flush.group_labels.clone(),
             common_labels: common(&flush.alerts, |a| &a.labels),
@@ -81,7 +96,7 @@ impl Message {
                 .map(|a| {
                     let resolved = a.is_resolved(now_ms);
                     MessageAlert {
-                        status: if resolved { "resolved" } else { "firing" },
+                        status: if resolved { NotificationStatus::Resolved } else { NotificationStatus::Firing },
                         labels: a.labels.clone(),
                         annotations: a.annotations.clone(),
                         starts_at: rfc3339_ms(a.starts_at_ms),
@@ -95,12 +110,12 @@ impl Message {
     }
 
     pub fn firing_count(&self) -> usize {
-        self.alerts.iter().filter(|a| a.status == "firing").count()
+        self.alerts.iter().filter(|a| a.status == NotificationStatus::Firing).count()
     }
 
     /// Alertmanager's default subject: `[FIRING:2] group values (other common values)`.
     pub fn subject(&self) -> String {
-        let status = if self.status == "firing" { format!("FIRING:{}", self.firing_count()) } else { "RESOLVED".into() };
+        let status = if self.status == NotificationStatus::Firing { format!("FIRING:{}", self.firing_count()) } else { "RESOLVED".into() };
         let group: Vec<&str> = self.group_labels.values().map(String::as_str).collect();
         let rest: Vec<&str> = self.common_labels.iter().filter(|(k, _)| !self.group_labels.contains_key(*k)).map(|(_, v)| v.as_str()).collect();
         let mut parts = vec![format!("[{status}]")];
@@ -128,7 +143,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(config: &ReceiverConfig, http: reqwest::Client) -> Result<Notifier, String> {
+    pub fn new(config: &ReceiverConfig, http: reqwest::Client) -> Result<Notifier, email::EmailSetupError> {
         Ok(Notifier {
             name: config.name.value.clone(),
             email: config.email.as_ref().map(email::EmailNotifier::new).transpose()?,
@@ -167,7 +182,7 @@ fn without_resolved(message: &Message, send_resolved: bool) -> Option<Message> {
         return Some(message.clone());
     }
     let mut message = message.clone();
-    message.alerts.retain(|a| a.status == "firing");
+    message.alerts.retain(|a| a.status == NotificationStatus::Firing);
     (!message.alerts.is_empty()).then_some(message)
 }
 

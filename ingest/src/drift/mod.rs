@@ -155,8 +155,7 @@ pub struct WindowOutcome {
     pub window_end: String,
     #[serde(skip)]
     pub window_start_ns: i64,
-    /// `ok`, `insufficient_samples` or `no_reference`.
-    pub status: &'static str,
+    pub status: DriftStatus,
     pub reference_id: Option<String>,
     pub reference_count: u64,
     pub current_count: u64,
@@ -167,9 +166,54 @@ pub struct WindowOutcome {
     pub scores: stats::Scores,
 }
 
+/// Whether a window could be scored, serialised as `ok`, `insufficient_samples` or
+/// `no_reference`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftStatus {
+    /// Scored against its reference.
+    Ok,
+    /// Too few values in the window to score.
+    InsufficientSamples,
+    /// No reference for the feature.
+    NoReference,
+}
+
+impl DriftStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftStatus::Ok => "ok",
+            DriftStatus::InsufficientSamples => "insufficient_samples",
+            DriftStatus::NoReference => "no_reference",
+        }
+    }
+}
+
+/// Compares with the status's name as the API writes it.
+impl PartialEq<&str> for DriftStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl WindowOutcome {
+    /// The statistics of `thresholds` whose scores cross them (none for a window that was
+    /// not scored).
+    pub fn flagged_by<'a>(&self, thresholds: &'a [(String, Threshold)]) -> Vec<&'a str> {
+        if self.status != DriftStatus::Ok {
+            return Vec::new();
+        }
+        thresholds.iter().filter(|(s, t)| self.scores.get(s.as_str()).is_some_and(|v| t.drifted(*v))).map(|(s, _)| s.as_str()).collect()
+    }
+
+    /// Whether the window was scored and some statistic crosses its threshold: what the API's
+    /// `drifted` and the models page say.
+    pub fn is_drifted(&self, thresholds: &[(String, Threshold)]) -> bool {
+        !self.flagged_by(thresholds).is_empty()
+    }
+
     /// A window of `key` starting at `start_ns`, `window_ns` long, with nothing in it yet.
-    fn new(key: FeatureKey, start_ns: i64, window_ns: i64, status: &'static str) -> WindowOutcome {
+    fn new(key: FeatureKey, start_ns: i64, window_ns: i64, status: DriftStatus) -> WindowOutcome {
         WindowOutcome {
             key,
             window_start: rfc3339(start_ns),
@@ -198,8 +242,8 @@ pub struct WindowData {
 /// A window binned against its reference, and its statistics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
-    /// `ok` or `insufficient_samples`.
-    pub status: &'static str,
+    /// `Ok` or `InsufficientSamples`.
+    pub status: DriftStatus,
     /// Count per reference bin.
     pub counts: Vec<u64>,
     pub current: u64,
@@ -236,7 +280,7 @@ pub fn evaluate(reference: &Reference, data: &WindowData, min_samples: u64) -> E
     }
     let current: u64 = counts.iter().sum();
     if reference.sample_count() < min_samples || current < min_samples {
-        return Evaluation { status: "insufficient_samples", counts, current, stale, scores: stats::Scores::new() };
+        return Evaluation { status: DriftStatus::InsufficientSamples, counts, current, stale, scores: stats::Scores::new() };
     }
     let mut scores = stats::binned(&reference.counts, &counts);
     // KS and Wasserstein need raw values on both sides, and only raw values in the window.
@@ -245,7 +289,7 @@ pub fn evaluate(reference: &Reference, data: &WindowData, min_samples: u64) -> E
         current_values.sort_by(f64::total_cmp);
         scores.extend(stats::raw(reference_values, &current_values));
     }
-    Evaluation { status: "ok", counts, current, stale, scores }
+    Evaluation { status: DriftStatus::Ok, counts, current, stale, scores }
 }
 
 /// What a drift post stored.
@@ -496,7 +540,7 @@ impl DriftEngine {
                     return Err(invalid(format!("scores.{name} is not a finite number"), "send finite numbers"));
                 }
             }
-            let mut outcome = WindowOutcome::new(key.clone(), start, self.window_ns(), "ok");
+            let mut outcome = WindowOutcome::new(key.clone(), start, self.window_ns(), DriftStatus::Ok);
             outcome.scores = scores.iter().filter_map(|(k, v)| statistic_name(k).map(|s| (s, *v))).collect();
             let batch = self.score_rows(&[(outcome.clone(), at)])?;
             self.inner.storage.write(batch).await?;
@@ -573,7 +617,7 @@ impl DriftEngine {
     /// Scores one window of one feature from storage.
     pub async fn score_window(&self, key: &FeatureKey, start: i64) -> Result<WindowOutcome, DriftError> {
         let end = start + self.window_ns();
-        let mut outcome = WindowOutcome::new(key.clone(), start, self.window_ns(), "no_reference");
+        let mut outcome = WindowOutcome::new(key.clone(), start, self.window_ns(), DriftStatus::NoReference);
         let Some(reference) = self.reference(key) else {
             return Ok(outcome);
         };
@@ -694,17 +738,12 @@ impl DriftEngine {
             models.entry((key.model.clone(), key.version.clone())).or_default();
         }
         for outcome in latest.values() {
-            let flagged: Vec<&str> = thresholds
-                .iter()
-                .filter(|(s, t)| outcome.scores.get(s.as_str()).is_some_and(|v| t.drifted(*v)))
-                .map(|(s, _)| s.as_str())
-                .collect();
-            let scored = outcome.status == "ok";
+            let flagged = outcome.flagged_by(&thresholds);
             models.entry((outcome.key.model.clone(), outcome.key.version.clone())).or_default().push(json!({
                 "feature": outcome.key.feature,
                 "status": outcome.status,
                 "window_start": outcome.window_start,
-                "drifted": scored && !flagged.is_empty(),
+                "drifted": !flagged.is_empty(),
                 "flagged_by": flagged,
             }));
         }
@@ -742,7 +781,7 @@ impl DriftEngine {
             .into_iter()
             .filter_map(|(model, version)| {
                 let outcomes: Vec<&WindowOutcome> =
-                    latest.values().filter(|o| o.key.model == model && o.key.version == version && o.status == "ok").collect();
+                    latest.values().filter(|o| o.key.model == model && o.key.version == version && o.status == DriftStatus::Ok).collect();
                 if outcomes.is_empty() {
                     return None;
                 }
@@ -828,7 +867,7 @@ impl DriftEngine {
             .into_iter()
             .filter(|(end, _)| *end - window < to)
             .map(|(end, stored)| {
-                let mut outcome = WindowOutcome::new(key.clone(), end - window, window, "ok");
+                let mut outcome = WindowOutcome::new(key.clone(), end - window, window, DriftStatus::Ok);
                 outcome.reference_id = stored.reference_id;
                 outcome.reference_count = stored.reference_count;
                 outcome.current_count = stored.current_count;
@@ -848,7 +887,7 @@ impl DriftEngine {
             .latest
             .lock()
             .values()
-            .filter(|o| o.status == "ok" && o.window_start_ns + 2 * window > at && o.window_start_ns <= at)
+            .filter(|o| o.status == DriftStatus::Ok && o.window_start_ns + 2 * window > at && o.window_start_ns <= at)
             .map(|o| (o.clone(), at))
             .collect();
         if recent.is_empty() {

@@ -62,7 +62,7 @@ fn every_oracle_case_matches_scipy() {
         let counts: Vec<u64> = case["ref_counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
         assert_eq!(reference.counts, counts, "{name} reference counts");
         let e = evaluate(&reference, &data, 5);
-        let (status, current_count, stale, scores) = (e.status, e.current, e.stale, e.scores);
+        let (status, current_count, stale, scores) = (e.status.as_str(), e.current, e.stale, e.scores);
         assert_eq!((status, stale), ("ok", 0), "{name}");
         assert_eq!(current_count, case["n_cur"].as_u64().unwrap(), "{name}");
         let binned = [
@@ -136,11 +136,11 @@ fn guard_withholds_scores_below_the_minimum() {
     let reference = Reference::numeric(key(), 0, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], None);
     let data = WindowData { values: vec![1.0, 2.0, 3.0, 4.0], ..WindowData::default() };
     let e = evaluate(&reference, &data, 5);
-    let (status, count, scores) = (e.status, e.current, e.scores);
+    let (status, count, scores) = (e.status.as_str(), e.current, e.scores);
     assert_eq!((status, count), ("insufficient_samples", 4));
     assert!(scores.is_empty());
     let e = evaluate(&reference, &data, 4);
-    let (status, scores) = (e.status, e.scores);
+    let (status, scores) = (e.status.as_str(), e.scores);
     assert_eq!(status, "ok");
     assert!(scores.contains_key("psi"));
 }
@@ -150,7 +150,7 @@ fn new_categories_land_in_other_and_empty_bins_stay_finite() {
     let reference = Reference::categorical(key(), 0, &["a", "a", "b", "b", "b"].map(String::from));
     let data = WindowData { categories: ["a", "z", "z", "z", "y"].map(String::from).to_vec(), ..WindowData::default() };
     let e = evaluate(&reference, &data, 5);
-    let (status, count, scores) = (e.status, e.current, e.scores);
+    let (status, count, scores) = (e.status.as_str(), e.current, e.scores);
     assert_eq!((status, count), ("ok", 5));
     assert!(scores.values().all(|v| v.is_finite()), "{scores:?}");
     // p = (0.4, 0.6, 0), q = (0.2, 0, 0.8): PSI with ε for the empty bins.
@@ -163,7 +163,7 @@ fn single_value_reference_scores_without_a_normalised_wasserstein() {
     let reference = Reference::numeric(key(), 0, vec![3.0; 10], None);
     let data = WindowData { values: vec![3.0, 3.0, 4.0, 5.0, 3.0], ..WindowData::default() };
     let e = evaluate(&reference, &data, 5);
-    let (status, scores) = (e.status, e.scores);
+    let (status, scores) = (e.status.as_str(), e.scores);
     assert_eq!(status, "ok");
     close(scores["wasserstein"], 0.6, 1e-12, "wasserstein");
     assert!(!scores.contains_key("wasserstein_normalized"), "std 0 has no normalised distance");
@@ -175,7 +175,7 @@ fn binned_counts_from_an_older_reference_are_left_out() {
     let reference = Reference::numeric(key(), 0, (0..20).map(f64::from).collect(), None);
     let data = WindowData { binned: vec![("ref-old".into(), vec![1; 10]), (reference.id.clone(), vec![2; 10])], ..WindowData::default() };
     let e = evaluate(&reference, &data, 5);
-    let (status, count, stale, scores) = (e.status, e.current, e.stale, e.scores);
+    let (status, count, stale, scores) = (e.status.as_str(), e.current, e.stale, e.scores);
     assert_eq!((status, count, stale), ("ok", 20, 10));
     assert!(!scores.contains_key("ks"), "no raw values, no KS");
     assert!(scores.contains_key("psi"));

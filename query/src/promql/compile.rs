@@ -605,7 +605,7 @@ impl<'a> Compiler<'a> {
         if start < low {
             start += step;
         }
-        let inner = self.inner(EvalRange { start_ms: start, end_ms: last - offset, step_ms: step })?;
+        let inner = self.inner(EvalRange::range(start, last - offset, step))?;
         let vector = match inner.compile(&subquery.expr).await? {
             Value::Vector(vector) => vector,
             Value::Scalar(scalar) => inner.scalar_to_vector(scalar)?,

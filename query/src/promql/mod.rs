@@ -32,17 +32,36 @@ pub use result::{Labels, PromResult, Sample, Series};
 
 use crate::QueryEngine;
 
-/// The time frame of an evaluation, in ms.
+/// The time frame of an evaluation, in ms, and whether it is an instant query (`/query`:
+/// one step, a range vector allowed at the top, a scalar answered as a scalar) or a range
+/// query (`/query_range`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EvalRange {
     pub start_ms: i64,
     pub end_ms: i64,
     pub step_ms: i64,
+    pub kind: EvalKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalKind {
+    Instant,
+    Range,
 }
 
 impl EvalRange {
+    /// An instant query at `at_ms`.
     pub fn instant(at_ms: i64) -> Self {
-        EvalRange { start_ms: at_ms, end_ms: at_ms, step_ms: 1 }
+        EvalRange { start_ms: at_ms, end_ms: at_ms, step_ms: 1, kind: EvalKind::Instant }
+    }
+
+    /// A range query: every `step_ms` from `start_ms` to `end_ms`.
+    pub fn range(start_ms: i64, end_ms: i64, step_ms: i64) -> Self {
+        EvalRange { start_ms, end_ms, step_ms, kind: EvalKind::Range }
+    }
+
+    pub fn is_instant(&self) -> bool {
+        self.kind == EvalKind::Instant
     }
 }
 
@@ -56,7 +75,7 @@ pub const MAX_TIME_MS: i64 = i64::MAX / 1_000_000;
 
 /// Checks an evaluation's frame: times storage can hold, in order, a positive step, and at
 /// most [`MAX_POINTS`] steps per series for a range query. Arithmetic in i128: nothing wraps.
-pub fn check_range(range: EvalRange, instant: bool) -> Result<(), PromError> {
+pub fn check_range(range: EvalRange) -> Result<(), PromError> {
     for (name, ms) in [("start", range.start_ms), ("end", range.end_ms)] {
         if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
             return Err(PromError::BadData(format!(
@@ -64,7 +83,7 @@ pub fn check_range(range: EvalRange, instant: bool) -> Result<(), PromError> {
             )));
         }
     }
-    if instant {
+    if range.is_instant() {
         return Ok(());
     }
     if range.end_ms < range.start_ms {
@@ -100,17 +119,17 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(300);
 
 impl QueryEngine {
-    /// Evaluates PromQL over `range` (an instant query when start = end).
-    pub async fn promql(&self, text: &str, range: EvalRange, instant: bool) -> Result<PromResult, PromError> {
+    /// Evaluates PromQL over `range`.
+    pub async fn promql(&self, text: &str, range: EvalRange) -> Result<PromResult, PromError> {
         let started = std::time::Instant::now();
-        check_range(range, instant)?;
+        check_range(range)?;
         let expr = self.parse_promql(text).await?;
         let engine = self.clone();
         let work = async move {
-            match engine.evaluate(&expr, range, instant).await {
+            match engine.evaluate(&expr, range).await {
                 // A damaged segment: move it aside and answer from the rest.
                 Err(PromError::Storage(message)) => match engine.storage().quarantine_damaged(&engine.tables_of(&expr)).await {
-                    Ok(moved) if moved > 0 => engine.evaluate(&expr, range, instant).await,
+                    Ok(moved) if moved > 0 => engine.evaluate(&expr, range).await,
                     _ => Err(PromError::Storage(message)),
                 },
                 other => other,
@@ -124,13 +143,13 @@ impl QueryEngine {
 }
 
 impl QueryEngine {
-    async fn evaluate(&self, expr: &promql_parser::parser::Expr, range: EvalRange, instant: bool) -> Result<PromResult, PromError> {
+    async fn evaluate(&self, expr: &promql_parser::parser::Expr, range: EvalRange) -> Result<PromResult, PromError> {
         let compiler = compile::Compiler::new(self, range, DEFAULT_LOOKBACK.as_millis() as i64);
         let value = compiler.compile(expr).await?;
-        if !instant && matches!(value, compile::Value::Matrix(_)) {
+        if !range.is_instant() && matches!(value, compile::Value::Matrix(_)) {
             return Err(PromError::BadData("invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into()));
         }
-        result::collect(value, range, instant, compile::sort_order(expr)).await
+        result::collect(value, range, compile::sort_order(expr)).await
     }
 
     /// The metric tables an expression's selectors may read (every one for a selector

@@ -172,7 +172,8 @@ fn in_order(mut out: Vec<Series>) -> Result<Vec<Series>, PromError> {
     Ok(out)
 }
 
-pub async fn collect(value: Value, range: EvalRange, instant: bool, sort: Option<bool>) -> Result<PromResult, PromError> {
+pub async fn collect(value: Value, range: EvalRange, sort: Option<bool>) -> Result<PromResult, PromError> {
+    let instant = range.is_instant();
     match value {
         Value::String(s) => Ok(PromResult::String(range.end_ms, s)),
         Value::Scalar(ScalarPlan::Constant(v)) if instant => Ok(PromResult::Scalar(range.end_ms, v)),

@@ -20,7 +20,7 @@ impl QueryEngine {
     }
 
     async fn series_unbounded(&self, selectors: &[String], start_ms: i64, end_ms: i64) -> Result<Vec<Labels>, PromError> {
-        let compiler = Compiler::new(self, EvalRange { start_ms, end_ms, step_ms: 1 }, DEFAULT_LOOKBACK.as_millis() as i64);
+        let compiler = Compiler::new(self, EvalRange::range(start_ms, end_ms, 1), DEFAULT_LOOKBACK.as_millis() as i64);
         let mut out: BTreeSet<Labels> = BTreeSet::new();
         for text in selectors {
             let selector = match self.parse_promql(text).await? {

@@ -44,7 +44,7 @@ async fn engine() -> (QueryEngine, tempfile::TempDir) {
 }
 
 async fn instant(engine: &QueryEngine, query: &str, at: i64) -> Vec<(String, f64)> {
-    match engine.promql(query, EvalRange::instant(at), true).await.unwrap_or_else(|e| panic!("{query}: {e}")) {
+    match engine.promql(query, EvalRange::instant(at)).await.unwrap_or_else(|e| panic!("{query}: {e}")) {
         PromResult::Vector(samples) => {
             let mut out: Vec<(String, f64)> = samples
                 .into_iter()
@@ -129,13 +129,13 @@ async fn functions_and_subqueries() {
     assert_eq!(instant(&engine, "timestamp(temp{room=\"a\"})", at).await, vec![("room=a".into(), (at / 1000) as f64)]);
     assert_eq!(instant(&engine, "clamp_max(temp, 22)", at).await, vec![("room=a".into(), 20.0), ("room=b".into(), 22.0)]);
     // A range query gives one point per step.
-    let range = EvalRange { start_ms: at, end_ms: at + 5 * MINUTE, step_ms: MINUTE };
-    match engine.promql("sum(temp)", range, false).await.unwrap() {
+    let range = EvalRange::range(at, at + 5 * MINUTE, MINUTE);
+    match engine.promql("sum(temp)", range).await.unwrap() {
         PromResult::Matrix(series) => assert_eq!(series[0].points.len(), 6),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(engine.promql("temp[5m]", range, false).await, Err(PromError::BadData(_))));
-    assert!(matches!(engine.promql("rate(temp)", range, false).await, Err(PromError::BadData(_))));
+    assert!(matches!(engine.promql("temp[5m]", range).await, Err(PromError::BadData(_))));
+    assert!(matches!(engine.promql("rate(temp)", range).await, Err(PromError::BadData(_))));
 }
 
 
@@ -144,11 +144,11 @@ async fn functions_and_subqueries() {
 #[tokio::test]
 async fn folded_aggregations_equal_unfolded_ones() {
     let (engine, _dir) = engine().await;
-    let range = EvalRange { start_ms: T0 - 10 * MINUTE, end_ms: T0 + 40 * MINUTE, step_ms: 45_000 };
+    let range = EvalRange::range(T0 - 10 * MINUTE, T0 + 40 * MINUTE, 45_000);
     let matrix = |query: String| {
         let engine = &engine;
         async move {
-            match engine.promql(&query, range, false).await.unwrap_or_else(|e| panic!("{query}: {e}")) {
+            match engine.promql(&query, range).await.unwrap_or_else(|e| panic!("{query}: {e}")) {
                 PromResult::Matrix(series) => series,
                 other => panic!("{query}: unexpected {other:?}"),
             }
@@ -190,13 +190,13 @@ async fn the_sweep_holds_its_samples_within_the_query_memory_limit() {
     let many: Vec<MetricSeries> =
         (0..200).map(|i| series("wide", &[("instance", &format!("host-{i}"))], (0..=240).map(|s| (T0 + s * 15_000, s as f64)))).collect();
     storage.write(WriteBatch { metrics: many, rows: vec![] }).await.unwrap();
-    let range = EvalRange { start_ms: T0 + 30 * MINUTE, end_ms: T0 + 60 * MINUTE, step_ms: 60_000 };
+    let range = EvalRange::range(T0 + 30 * MINUTE, T0 + 60 * MINUTE, 60_000);
     // 200 series × 241 samples are held at once (one chunk): ~1.5 MB accounted.
     let small = QueryEngine::new(storage.clone(), QueryOptions { max_memory_bytes: 256 << 10, ..QueryOptions::default() }).unwrap();
-    let error = small.promql("max_over_time(wide[1h])", range, false).await.unwrap_err();
+    let error = small.promql("max_over_time(wide[1h])", range).await.unwrap_err();
     assert!(matches!(&error, PromError::ResourcesExhausted(m) if m.contains("PromQL step sweep")), "{error}");
     let large = QueryEngine::new(storage, QueryOptions { max_memory_bytes: 64 << 20, ..QueryOptions::default() }).unwrap();
-    match large.promql("max_over_time(wide[1h])", range, false).await.unwrap() {
+    match large.promql("max_over_time(wide[1h])", range).await.unwrap() {
         PromResult::Matrix(series) => assert_eq!(series.len(), 200),
         other => panic!("unexpected {other:?}"),
     }
@@ -299,7 +299,7 @@ async fn lanes_answer_as_one_sweep_does() {
 
     let one = QueryEngine::new(storage.clone(), QueryOptions { max_workers_per_query: 1, ..QueryOptions::default() }).unwrap();
     let four = QueryEngine::new(storage, QueryOptions { max_workers_per_query: 4, ..QueryOptions::default() }).unwrap();
-    let range = EvalRange { start_ms: T0 + 3 * MINUTE, end_ms: T0 + 150 * MINUTE, step_ms: 37_000 };
+    let range = EvalRange::range(T0 + 3 * MINUTE, T0 + 150 * MINUTE, 37_000);
     let queries = [
         "sum by (job) (rate(requests_total[5m]))",
         "rate(requests_total[2m])",
@@ -310,7 +310,7 @@ async fn lanes_answer_as_one_sweep_does() {
         "sum by (code) (requests_total offset 3m)",
     ];
     for query in queries {
-        let (a, b) = (one.promql(query, range, false).await.unwrap(), four.promql(query, range, false).await.unwrap());
+        let (a, b) = (one.promql(query, range).await.unwrap(), four.promql(query, range).await.unwrap());
         let PromResult::Matrix(series) = &a else { panic!("{query}: {a:?}") };
         assert!(!series.is_empty() && series.iter().all(|s| s.points.len() > 100), "{query}: {series:?}");
         assert_eq!(a, b, "{query}");
@@ -357,21 +357,21 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
     storage.write(WriteBatch { metrics: vec![series("requests_total", &[("job", "api"), ("code", "200")], later)], rows: vec![] }).await.unwrap();
     let engine = QueryEngine::new(storage, QueryOptions { max_workers_per_query: 4, ..QueryOptions::default() }).unwrap();
 
-    let both_ways = |query: &'static str, range: EvalRange, instant: bool| {
+    let both_ways = |query: &'static str, range: EvalRange| {
         let engine = engine.clone();
         async move {
             let expr = engine.parse_promql(query).await.unwrap();
             let compiler = compile::Compiler::new(&engine, range, DEFAULT_LOOKBACK.as_millis() as i64);
-            let as_series = result::collect(compiler.compile(&expr).await.unwrap(), range, instant, None).await;
+            let as_series = result::collect(compiler.compile(&expr).await.unwrap(), range, None).await;
             let compile::Value::Vector(mut plan) = compiler.compile(&expr).await.unwrap() else { panic!("{query}: not a vector") };
             assert!(plan.sweep.is_some(), "{query}: not a sweep's output");
             plan.sweep = None;
-            let as_rows = result::collect(compile::Value::Vector(plan), range, instant, None).await;
+            let as_rows = result::collect(compile::Value::Vector(plan), range, None).await;
             (format!("{as_series:?}"), format!("{as_rows:?}"))
         }
     };
-    let range = EvalRange { start_ms: T0 + 3 * MINUTE, end_ms: T0 + 150 * MINUTE, step_ms: 37_000 };
-    let instant = EvalRange { start_ms: T0 + 100 * MINUTE, end_ms: T0 + 100 * MINUTE, step_ms: 0 };
+    let range = EvalRange::range(T0 + 3 * MINUTE, T0 + 150 * MINUTE, 37_000);
+    let instant = EvalRange { step_ms: 0, ..EvalRange::instant(T0 + 100 * MINUTE) };
     for query in [
         "requests_total",
         "{job=\"api\"}",
@@ -392,19 +392,19 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         "bottomk(1, avg by (room) (temp))",
         "topk(100, temp)",
     ] {
-        for (range, instant) in [(range, false), (instant, true)] {
-            let (as_series, as_rows) = both_ways(query, range, instant).await;
+        for range in [range, instant] {
+            let (as_series, as_rows) = both_ways(query, range).await;
             assert!(as_series.starts_with("Ok(") && !as_series.ends_with("([]))"), "{query}: {as_series}");
             assert_eq!(as_series, as_rows, "{query}");
         }
     }
     for query in ["topk(0, temp)", "topk(0.5, rate(requests_total[5m]))"] {
-        let (as_series, as_rows) = both_ways(query, range, false).await;
+        let (as_series, as_rows) = both_ways(query, range).await;
         assert_eq!(as_series, "Ok(Matrix([]))");
         assert_eq!(as_series, as_rows, "{query}");
     }
     // `rate` drops the metric name: errors_total{api,200} meets requests_total{api,200}.
-    let (as_series, as_rows) = both_ways("rate({job=\"api\", code=\"200\"}[5m])", range, false).await;
+    let (as_series, as_rows) = both_ways("rate({job=\"api\", code=\"200\"}[5m])", range).await;
     assert!(as_series.contains("same labelset"), "{as_series}");
     assert_eq!(as_series, as_rows);
 }
@@ -422,12 +422,12 @@ async fn the_sample_budget_bounds_what_a_query_holds_not_what_it_has_read() {
     storage.persist().await.unwrap();
     let options = QueryOptions { max_samples: 1_000, max_workers_per_query: 1, ..QueryOptions::default() };
     let engine = QueryEngine::new(storage, options).unwrap();
-    let range = EvalRange { start_ms: T0 + 10 * MINUTE, end_ms: T0 + 720 * MINUTE, step_ms: 5 * MINUTE };
-    match engine.promql("rate(long[5m])", range, false).await.unwrap() {
+    let range = EvalRange::range(T0 + 10 * MINUTE, T0 + 720 * MINUTE, 5 * MINUTE);
+    match engine.promql("rate(long[5m])", range).await.unwrap() {
         PromResult::Matrix(series) => assert_eq!(series[0].points.len(), 143),
         other => panic!("unexpected {other:?}"),
     }
-    let error = engine.promql("max_over_time(long[6h])", range, false).await.unwrap_err();
+    let error = engine.promql("max_over_time(long[6h])", range).await.unwrap_err();
     assert!(error.to_string().contains("query.max_samples"), "{error}");
 }
 

@@ -152,7 +152,7 @@ async fn counter_resets_gaps_and_no_data() {
 
     let yaml = slo("nothing", "99", "1d", "{ratio: {bad: 'missing_errors_total', total: 'missing_total'}}");
     let none = &evaluate(&engine, &yaml, NOW).await[0];
-    assert_eq!((none.state, none.sli), ("no_data", None));
+    assert_eq!((none.state.as_str(), none.sli), ("no_data", None));
 }
 
 #[tokio::test]

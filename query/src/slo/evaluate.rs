@@ -45,6 +45,50 @@ pub struct ConditionStatus {
     pub active: bool,
 }
 
+/// Where an SLO stands after an evaluation, serialised as `ok`, `burning`, `exhausted`,
+/// `no_data`, `backfilling` or `error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SloState {
+    Ok,
+    /// A burn-rate condition is active.
+    Burning,
+    /// No error budget left.
+    Exhausted,
+    /// No events in the window.
+    NoData,
+    /// The history is still being read (after a start or a definition change).
+    Backfilling,
+    /// The SLI could not be evaluated (see `error`).
+    Error,
+}
+
+impl SloState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SloState::Ok => "ok",
+            SloState::Burning => "burning",
+            SloState::Exhausted => "exhausted",
+            SloState::NoData => "no_data",
+            SloState::Backfilling => "backfilling",
+            SloState::Error => "error",
+        }
+    }
+}
+
+/// Compares with the state's name as the API writes it.
+impl PartialEq<&str> for SloState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for SloState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The state of one SLO (one group of a grouped SLO) after an evaluation.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct SloStatus {
@@ -62,8 +106,7 @@ pub struct SloStatus {
     pub error_budget_remaining: Option<f64>,
     pub burn_rates: BTreeMap<String, Option<f64>>,
     pub time_to_exhaustion_seconds: Option<f64>,
-    /// `ok`, `burning`, `exhausted`, `no_data`, `backfilling` or `error`.
-    pub state: &'static str,
+    pub state: SloState,
     /// For `backfilling`: the share of the history read so far (0 to 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill_progress: Option<f64>,
@@ -215,7 +258,6 @@ fn history_start(definition: &SloDefinition, now_ms: i64) -> i64 {
     window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS)
 }
 
-pub const BACKFILLING: &str = "backfilling";
 
 fn window_label(window: &Window) -> String {
     match window {
@@ -379,7 +421,7 @@ impl SloEvaluator {
         metrics::gauge!("vigil_memory_bytes", "component" => "slo_rollups").set(rollup_bytes as f64);
         self.start_backfills(cohort, now_ms);
         drop(runtimes);
-        let stored: Vec<SloStatus> = statuses.iter().filter(|s| s.state != BACKFILLING).cloned().collect();
+        let stored: Vec<SloStatus> = statuses.iter().filter(|s| s.state != SloState::Backfilling).cloned().collect();
         if let Err(e) = self.engine.storage().write(status_batch(&stored, now_ms)).await {
             tracing::warn!(error = %e, "storing SLO results failed");
         }
@@ -395,7 +437,7 @@ impl SloEvaluator {
     pub async fn settle(&self, now_ms: i64) -> Vec<SloStatus> {
         loop {
             let statuses = self.evaluate(now_ms).await;
-            if statuses.iter().all(|s| s.state != BACKFILLING) {
+            if statuses.iter().all(|s| s.state != SloState::Backfilling) {
                 return statuses;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -515,7 +557,7 @@ async fn advance(engine: &QueryEngine, scans: &Scans, runtime: &mut SloRuntime, 
             let mut statuses: Vec<SloStatus> =
                 runtime.groups.iter().map(|(group, state)| status(&definition, group, state, now_ms)).collect();
             for s in &mut statuses {
-                s.state = "error";
+                s.state = SloState::Error;
                 s.error = Some(message.clone());
             }
             return statuses;
@@ -603,7 +645,7 @@ fn burn(good: f64, total: f64, objective: f64) -> Option<f64> {
 
 /// The status of an SLO whose history is still being read: no numbers yet, never made-up.
 fn backfilling_status(definition: &SloDefinition, now_ms: i64, progress: f64) -> SloStatus {
-    SloStatus { state: BACKFILLING, error: None, backfill_progress: Some(progress), ..error_status(definition, now_ms, String::new()) }
+    SloStatus { state: SloState::Backfilling, error: None, backfill_progress: Some(progress), ..error_status(definition, now_ms, String::new()) }
 }
 
 fn error_status(definition: &SloDefinition, now_ms: i64, message: String) -> SloStatus {
@@ -622,7 +664,7 @@ fn error_status(definition: &SloDefinition, now_ms: i64, message: String) -> Slo
         error_budget_remaining: None,
         burn_rates: BURN_WINDOWS.iter().map(|(w, _)| (w.to_string(), None)).collect(),
         time_to_exhaustion_seconds: None,
-        state: "error",
+        state: SloState::Error,
         error: Some(message),
         conditions: Vec::new(),
         evaluated_at_ms: now_ms,
@@ -672,10 +714,10 @@ fn status(definition: &SloDefinition, group: &GroupKey, state: &GroupState, now_
         _ => None,
     };
     let state_name = match remaining {
-        None => "no_data",
-        Some(r) if r <= 0.0 => "exhausted",
-        _ if conditions.iter().any(|c| c.active) => "burning",
-        _ => "ok",
+        None => SloState::NoData,
+        Some(r) if r <= 0.0 => SloState::Exhausted,
+        _ if conditions.iter().any(|c| c.active) => SloState::Burning,
+        _ => SloState::Ok,
     };
     SloStatus {
         name: definition.name.clone(),

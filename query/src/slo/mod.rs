@@ -23,7 +23,7 @@ mod sloth;
 mod vigil;
 pub mod yaml;
 
-pub use evaluate::{SloEvaluator, SloStatus};
+pub use evaluate::{SloEvaluator, SloState, SloStatus};
 pub use load::{FileKind, expand, file_kind, load_files, load_texts};
 pub use model::SloDefinition;
 pub use yaml::LoadError;

@@ -546,8 +546,8 @@ async fn promql_minutes(engine: &QueryEngine, text: &str, from_ms: i64, to_ms: i
     let mut start = from_ms;
     while start < end {
         let chunk_end = (start + (PROMQL_CHUNK_STEPS - 1) * MINUTE_MS).min(end);
-        let range = EvalRange { start_ms: start, end_ms: chunk_end, step_ms: MINUTE_MS };
-        match engine.promql(text, range, false).await? {
+        let range = EvalRange::range(start, chunk_end, MINUTE_MS);
+        match engine.promql(text, range).await? {
             PromResult::Matrix(series) => {
                 for s in series {
                     joined.entry(s.labels).or_default().extend(s.points);

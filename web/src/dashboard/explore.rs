@@ -79,8 +79,8 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<Params>) -> 
     let now = super::now_ms();
     if lang == "promql" {
         let step = (range_ms / 240).max(1000);
-        let eval = EvalRange { start_ms: now - range_ms, end_ms: now, step_ms: step };
-        match app.engine.promql(&query, eval, false).await {
+        let eval = EvalRange::range(now - range_ms, now, step);
+        match app.engine.promql(&query, eval).await {
             Ok(PromResult::Matrix(series)) => {
                 let names: Vec<String> = series.iter().map(|s| label_text(&s.labels)).collect();
                 let classes = ["s0", "s1", "s2", "s3"];

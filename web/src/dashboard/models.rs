@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::Html;
 use vigil_ingest::drift::reference::Bins;
 use vigil_ingest::drift::stats::proportions;
-use vigil_ingest::drift::{Threshold, WindowOutcome};
+use vigil_ingest::drift::{DriftStatus, Threshold, WindowOutcome};
 
 use super::svg::{Rule, Series, line_chart, paired_bars};
 use super::{Layout, PageError, number, percent, render};
@@ -65,10 +65,9 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
     for reference in app.drift.references() {
         let key = &reference.key;
         let outcome = latest.get(&(key.model.clone(), key.version.clone(), key.feature.clone()));
-        let drifted = outcome.is_some_and(|o| o.status == "ok" && thresholds.iter().any(|(s, t): &(String, Threshold)| o.scores.get(s.as_str()).is_some_and(|v| t.drifted(*v))));
-        let state = match outcome.map(|o| o.status) {
-            Some("ok") if drifted => "drifted",
-            Some("ok") => "ok",
+        let state = match outcome {
+            Some(o) if o.is_drifted(&thresholds) => "drifted",
+            Some(o) if o.status == DriftStatus::Ok => "ok",
             _ => "no_data",
         };
         let history = app.drift.history(key, now - 7 * 86_400_000_000_000, now).await.map_err(PageError::internal)?;
@@ -98,7 +97,7 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
             features: Vec::new(),
         });
         entry.scored += usize::from(state != "no_data");
-        entry.drifted += usize::from(drifted);
+        entry.drifted += usize::from(state == "drifted");
         entry.features.push(FeatureRow {
             name: key.feature.clone(),
             anchor: anchor(&[&key.model, &key.version, &key.feature]),

@@ -7,6 +7,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Html;
 use serde::Deserialize;
+use vigil_query::slo::SloState;
 
 use super::{Layout, PageError, number, percent, render, svg};
 use crate::AppState;
@@ -50,14 +51,10 @@ struct Overview {
     reload_error: Option<String>,
 }
 
-pub fn state_label(state: &str) -> &'static str {
+pub fn state_label(state: SloState) -> &'static str {
     match state {
-        "ok" => "ok",
-        "burning" => "burning",
-        "exhausted" => "exhausted",
-        "no_data" => "no data",
-        "backfilling" => "backfilling",
-        _ => "error",
+        SloState::NoData => "no data",
+        other => other.as_str(),
     }
 }
 
@@ -82,7 +79,7 @@ fn row(status: &vigil_query::slo::SloStatus, team: String, firing: usize, sparkl
         link: link(&status.name),
         service: status.service.clone(),
         team,
-        state: status.state,
+        state: status.state.as_str(),
         state_label: state_label(status.state),
         sli: sli_text(status),
         objective: percent(Some(status.objective), 3),
@@ -153,11 +150,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use askama::Template;
-    use vigil_query::slo::SloStatus;
+    use vigil_query::slo::{SloState, SloStatus};
 
     use super::*;
 
-    fn status(name: &str, sli: Option<f64>, budget: Option<f64>, state: &'static str) -> SloStatus {
+    fn status(name: &str, sli: Option<f64>, budget: Option<f64>, state: SloState) -> SloStatus {
         SloStatus {
             name: name.into(),
             group: BTreeMap::new(),
@@ -184,11 +181,11 @@ mod tests {
     fn edge_data_renders_escaped_finite_and_bounded() {
         let long = format!("{}<script>", "a-very-long-slo-name-".repeat(20));
         let statuses = [
-            status(&long, Some(f64::NAN), Some(f64::NAN), "no_data"),
-            status("empty", None, None, "no_data"),
-            status("spent", Some(0.99), Some(0.0), "exhausted"),
-            status("untouched", Some(1.0), Some(1.0), "ok"),
-            status("overspent", Some(0.5), Some(-12.0), "exhausted"),
+            status(&long, Some(f64::NAN), Some(f64::NAN), SloState::NoData),
+            status("empty", None, None, SloState::NoData),
+            status("spent", Some(0.99), Some(0.0), SloState::Exhausted),
+            status("untouched", Some(1.0), Some(1.0), SloState::Ok),
+            status("overspent", Some(0.5), Some(-12.0), SloState::Exhausted),
         ];
         let rows: Vec<Row> = statuses.iter().map(|s| row(s, String::new(), 0, svg::sparkline(&[(0, f64::NAN)]))).collect();
         let widths: Vec<f64> = rows.iter().map(|r| r.budget_width).collect();

@@ -106,7 +106,7 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
         .iter()
         .map(|s| Instance {
             id: s.id(),
-            state: s.state,
+            state: s.state.as_str(),
             state_label: state_label(s.state),
             sli: sli_text(s),
             events: format!("{} good of {}", number(Some(s.good)), number(Some(s.total))),
