@@ -38,7 +38,7 @@ fn main() {
         parsed
     });
     println!("window scoring (reference and window of n values each; best of 5)");
-    println!("{:>9} {:>12} {:>12} {:>8}  {}", "n", "vigil ms", "scipy ms", "ratio", "psi / ks_p (vigil | scipy)");
+    println!("{:>9} {:>12} {:>12} {:>8}  psi / ks_p (vigil | scipy)", "n", "vigil ms", "scipy ms", "ratio");
     for n in sizes {
         let reference = Reference::numeric(key(), 0, sample(n, 7919, 1_000_003, 1.0, 0.0), None);
         let data = WindowData { values: sample(n, 104_729, 1_000_033, 1.05, 0.01), ..WindowData::default() };

@@ -16,13 +16,11 @@
 //!
 //!     cargo bench --bench remote_write   (peers from /usr/bin/prometheus, /usr/bin/victoria-metrics)
 
-#[path = "../tests/e2e/remote_write_client.rs"]
-#[allow(dead_code)]
-mod client;
 mod common;
 #[path = "../tests/e2e/tls.rs"]
 mod tls;
 
+use common::peers::client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,7 +64,7 @@ fn build_load() -> Vec<Vec<Vec<u8>>> {
         seed ^= seed << 17;
         (seed % 1000) as f64
     };
-    let mut shards: Vec<Vec<Vec<u8>>> = vec![Vec::with_capacity(STEPS); SHARDS];
+    let mut shards: Vec<Vec<Vec<u8>>> = (0..SHARDS).map(|_| Vec::with_capacity(STEPS)).collect();
     for step in 0..STEPS {
         let t = start_ms + step as i64 * STEP_MS;
         for (shard, requests) in shards.iter_mut().enumerate() {

@@ -10,11 +10,9 @@
 //!
 //!     cargo bench --bench scale_out
 
-#[path = "../tests/e2e/remote_write_client.rs"]
-#[allow(dead_code)]
-mod client;
 mod common;
 
+use common::peers::client;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,6 +80,8 @@ async fn send_all(client: &reqwest::Client, url: &str, bodies: &[Vec<u8>]) {
 struct Role(Child);
 
 impl Role {
+    // The child is killed and waited for by `Drop`, also when it never listens (the panic).
+    #[allow(clippy::zombie_processes)]
     async fn start(args: &[&str], port: u16) -> Role {
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(args)

@@ -17,11 +17,9 @@
 //!
 //!     cargo bench --bench slo            (the Prometheus side needs /usr/bin/prometheus)
 
-#[path = "../tests/e2e/remote_write_client.rs"]
-#[allow(dead_code)]
-mod client;
 mod common;
 
+use common::peers::client;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

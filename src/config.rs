@@ -518,11 +518,10 @@ impl Config {
             if config.storage.data_dir.is_relative() {
                 config.storage.data_dir = base.join(&config.storage.data_dir);
             }
-            if let Some(path) = &mut config.storage.object_store.path {
-                if path.is_relative() {
+            if let Some(path) = &mut config.storage.object_store.path
+                && path.is_relative() {
                     *path = base.join(&*path);
                 }
-            }
             if let Some(tls) = &mut config.tls {
                 tls.cert_file = base.join(&tls.cert_file);
                 tls.key_file = base.join(&tls.key_file);
@@ -601,12 +600,11 @@ impl Config {
             if !jobs.insert(job.value.as_str()) {
                 return Err(at(job.referenced, format!("duplicate job_name {:?}", job.value)));
             }
-            if let Some(timeout) = &scrape.scrape_timeout {
-                if timeout.value.0 > scrape.scrape_interval.0 {
+            if let Some(timeout) = &scrape.scrape_timeout
+                && timeout.value.0 > scrape.scrape_interval.0 {
                     let message = format!("scrape_timeout {} is greater than scrape_interval {}", timeout.value, scrape.scrape_interval);
                     return Err(at(timeout.referenced, message));
                 }
-            }
             if !matches!(scrape.scheme.value.as_str(), "http" | "https") {
                 return Err(at(scrape.scheme.referenced, format!("scheme must be http or https, not {:?}", scrape.scheme.value)));
             }

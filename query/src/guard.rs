@@ -129,11 +129,10 @@ fn promql_prescan(text: &str, max_depth: usize, max_operators: usize) -> Result<
             word_start.get_or_insert(at);
             continue;
         }
-        if let Some(start) = word_start.take() {
-            if braces == 0 && WORD_OPERATORS.iter().any(|op| text[start..at].eq_ignore_ascii_case(op)) {
+        if let Some(start) = word_start.take()
+            && braces == 0 && WORD_OPERATORS.iter().any(|op| text[start..at].eq_ignore_ascii_case(op)) {
                 operators += 1;
             }
-        }
         match byte {
             b'"' | b'\'' | b'`' => quote = Some(byte),
             b'#' => comment = true,
@@ -158,11 +157,10 @@ fn promql_prescan(text: &str, max_depth: usize, max_operators: usize) -> Result<
             return Err(ShapeError::TooManyOperators { limit: max_operators });
         }
     }
-    if let Some(start) = word_start {
-        if braces == 0 && WORD_OPERATORS.iter().any(|op| text[start..].eq_ignore_ascii_case(op)) {
+    if let Some(start) = word_start
+        && braces == 0 && WORD_OPERATORS.iter().any(|op| text[start..].eq_ignore_ascii_case(op)) {
             operators += 1;
         }
-    }
     if operators > max_operators {
         return Err(ShapeError::TooManyOperators { limit: max_operators });
     }

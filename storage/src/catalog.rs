@@ -197,11 +197,10 @@ impl Storage {
         let state = self.inner.state.lock();
         for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
             for (name, table) in generation.tables() {
-                if let TableBuffer::Metric(metric) = table {
-                    if metric.label_sets().any(|labels| labels.get(label) == Some(value)) {
+                if let TableBuffer::Metric(metric) = table
+                    && metric.label_sets().any(|labels| labels.get(label) == Some(value)) {
                         tables.insert(name.to_string());
                     }
-                }
             }
         }
         let filter = ScanFilter { start_ns: None, end_ns: None, label_equals: vec![(column.to_string(), value.to_string())] };

@@ -41,19 +41,17 @@ fn collect(expr: &Expr, time_column: &str, is_label: &impl Fn(&str) -> bool, sca
                 if let Some(ns) = timestamp_ns(literal) {
                     narrow(scan, op, ns);
                 }
-            } else if op == Operator::Eq && is_label(column) {
-                if let Some(value) = string_value(literal) {
+            } else if op == Operator::Eq && is_label(column)
+                && let Some(value) = string_value(literal) {
                     scan.label_equals.push((column.to_string(), value.to_string()));
                 }
-            }
         }
         Expr::Between(Between { expr, negated: false, low, high }) => {
-            if column_name(expr) == Some(time_column) {
-                if let (Some(lo), Some(hi)) = (literal(low).and_then(timestamp_ns), literal(high).and_then(timestamp_ns)) {
+            if column_name(expr) == Some(time_column)
+                && let (Some(lo), Some(hi)) = (literal(low).and_then(timestamp_ns), literal(high).and_then(timestamp_ns)) {
                     narrow(scan, Operator::GtEq, lo);
                     narrow(scan, Operator::LtEq, hi);
                 }
-            }
         }
         _ => {}
     }
@@ -130,50 +128,6 @@ fn string_value(value: &ScalarValue) -> Option<&str> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::logical_expr::{col, lit};
-
-    fn ts(v: i64) -> Expr {
-        lit(ScalarValue::TimestampNanosecond(Some(v), Some("UTC".into())))
-    }
-
-    #[test]
-    fn time_bounds_and_label_equality_are_extracted() {
-        let filters = vec![
-            col("timestamp").gt_eq(ts(100)),
-            ts(200).gt(col("timestamp")),
-            col("job").eq(lit("api")).and(col("value").gt(lit(1.0))),
-            col("instance").not_eq(lit("x")),
-        ];
-        let scan = scan_filter(&filters, "timestamp", |c| c == "job" || c == "instance");
-        assert_eq!(scan.start_ns, Some(100));
-        assert_eq!(scan.end_ns, Some(199));
-        assert_eq!(scan.label_equals, vec![("job".to_string(), "api".to_string())]);
-    }
-
-    #[test]
-    fn only_bare_time_comparisons_are_exact() {
-        assert!(is_time_bound(&col("timestamp").gt_eq(ts(1)).and(col("timestamp").lt(ts(9))), "timestamp"));
-        assert!(is_time_bound(&ts(1).lt(col("timestamp")), "timestamp"));
-        assert!(!is_time_bound(&col("timestamp").not_eq(ts(1)), "timestamp"));
-        assert!(!is_time_bound(&col("timestamp").gt(ts(1)).or(col("timestamp").lt(ts(0))), "timestamp"));
-        assert!(!is_time_bound(&col("start").gt(ts(1)), "timestamp"));
-        assert!(!is_time_bound(&col("timestamp").gt(ts(1)).and(col("job").eq(lit("a"))), "timestamp"));
-    }
-
-    #[test]
-    fn between_and_second_precision_literals() {
-        let filters = vec![col("start").between(
-            lit(ScalarValue::TimestampSecond(Some(1), None)),
-            lit(ScalarValue::TimestampSecond(Some(2), None)),
-        )];
-        let scan = scan_filter(&filters, "start", |_| false);
-        assert_eq!((scan.start_ns, scan.end_ns), (Some(1_000_000_000), Some(2_000_000_000)));
-    }
-}
-
 /// How a Vigil table takes `filters`: time bounds on `time_column` and filters on label
 /// columns alone exactly (see [`LabelFilters`]), everything else only to prune. Exact label
 /// filters are not evaluated again above the scan: where the series index chose the series,
@@ -215,11 +169,10 @@ impl LabelFilters {
             let mut read = projection.clone();
             for filter in &filters {
                 for column in filter.column_refs() {
-                    if let Ok(index) = schema.index_of(&column.name) {
-                        if !read.contains(&index) {
+                    if let Ok(index) = schema.index_of(&column.name)
+                        && !read.contains(&index) {
                             read.push(index);
                         }
-                    }
                 }
             }
             read
@@ -238,5 +191,49 @@ impl LabelFilters {
             _ => None,
         };
         Ok(Arc::new(FilterExecBuilder::new(predicate, input).apply_projection(kept)?.build()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    fn ts(v: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(Some(v), Some("UTC".into())))
+    }
+
+    #[test]
+    fn time_bounds_and_label_equality_are_extracted() {
+        let filters = vec![
+            col("timestamp").gt_eq(ts(100)),
+            ts(200).gt(col("timestamp")),
+            col("job").eq(lit("api")).and(col("value").gt(lit(1.0))),
+            col("instance").not_eq(lit("x")),
+        ];
+        let scan = scan_filter(&filters, "timestamp", |c| c == "job" || c == "instance");
+        assert_eq!(scan.start_ns, Some(100));
+        assert_eq!(scan.end_ns, Some(199));
+        assert_eq!(scan.label_equals, vec![("job".to_string(), "api".to_string())]);
+    }
+
+    #[test]
+    fn only_bare_time_comparisons_are_exact() {
+        assert!(is_time_bound(&col("timestamp").gt_eq(ts(1)).and(col("timestamp").lt(ts(9))), "timestamp"));
+        assert!(is_time_bound(&ts(1).lt(col("timestamp")), "timestamp"));
+        assert!(!is_time_bound(&col("timestamp").not_eq(ts(1)), "timestamp"));
+        assert!(!is_time_bound(&col("timestamp").gt(ts(1)).or(col("timestamp").lt(ts(0))), "timestamp"));
+        assert!(!is_time_bound(&col("start").gt(ts(1)), "timestamp"));
+        assert!(!is_time_bound(&col("timestamp").gt(ts(1)).and(col("job").eq(lit("a"))), "timestamp"));
+    }
+
+    #[test]
+    fn between_and_second_precision_literals() {
+        let filters = vec![col("start").between(
+            lit(ScalarValue::TimestampSecond(Some(1), None)),
+            lit(ScalarValue::TimestampSecond(Some(2), None)),
+        )];
+        let scan = scan_filter(&filters, "start", |_| false);
+        assert_eq!((scan.start_ns, scan.end_ns), (Some(1_000_000_000), Some(2_000_000_000)));
     }
 }

@@ -74,6 +74,9 @@ pub(crate) type FastHashSet<T> = std::collections::HashSet<T, foldhash::fast::Ra
 
 /// The value at `key`, made by `make` when absent: looked up by `&str` first, so the key is
 /// allocated once per new entry, not per call (`entry` takes an owned key).
+// The expect holds by the line before it; `get_mut` first and `insert` after is what the
+// borrow checker refuses (a returned borrow in one branch).
+#[allow(clippy::expect_used)]
 pub(crate) fn get_or_insert_with<'m, V>(map: &'m mut FastHashMap<String, V>, key: &str, make: impl FnOnce() -> V) -> &'m mut V {
     if !map.contains_key(key) {
         map.insert(key.to_string(), make());

@@ -465,7 +465,7 @@ pub(crate) async fn rebuild_root(
     // it goes last). Unreadable newer ones stay for a human to look at.
     let not_before_unix_ms = crate::maintenance::delete_after_ms();
     for (_, mut generations) in newest {
-        generations.sort_by(|a, b| b.0.cmp(&a.0));
+        generations.sort_by_key(|g| std::cmp::Reverse(g.0));
         manifest.next_generation = manifest.next_generation.max(generations[0].0 + 1);
         let mut read = None;
         for (i, (_, path)) in generations.iter().enumerate() {

@@ -67,15 +67,14 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperti
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     let schema = batch.schema();
-    if let Ok(field) = schema.field_with_name(TIMESTAMP_COLUMN) {
-        if matches!(field.data_type(), DataType::Timestamp(..)) {
+    if let Ok(field) = schema.field_with_name(TIMESTAMP_COLUMN)
+        && matches!(field.data_type(), DataType::Timestamp(..)) {
             // Regular scrape intervals make timestamp deltas nearly constant.
             let path = ColumnPath::from(TIMESTAMP_COLUMN);
             props = props
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
         }
-    }
     if let Ok(field) = schema.field_with_name(VALUE_COLUMN) {
         // Doubles by their bytes (exponents together, mantissas together); decimals (see
         // `decimal_values`) by the deltas of their mantissas, small between neighbours.

@@ -295,7 +295,7 @@ pub(crate) enum SharedRead {
     /// The file, through a row selection: `narrowed` when the index chose its series by
     /// every label filter (they need not be evaluated again while reading it), `inside` when every row
     /// it reads is inside the scan's time bounds (nor need they).
-    File { file: PartitionedFile, narrowed: bool, inside: bool },
+    File { file: Box<PartitionedFile>, narrowed: bool, inside: bool },
     /// One row per matching series (a series scan, from the index).
     Series(RecordBatch),
 }
@@ -333,8 +333,8 @@ impl ScanFiles {
     pub(crate) fn push(&mut self, read: SharedRead) {
         match read {
             SharedRead::Nothing => {}
-            SharedRead::File { file, narrowed: false, inside } => self.whole.push(file, inside),
-            SharedRead::File { file, narrowed: true, inside } => self.narrowed.push(file, inside),
+            SharedRead::File { file, narrowed: false, inside } => self.whole.push(*file, inside),
+            SharedRead::File { file, narrowed: true, inside } => self.narrowed.push(*file, inside),
             SharedRead::Series(batch) => self.series.push(batch),
         }
     }
@@ -406,8 +406,8 @@ pub(crate) async fn shared_read(
     let mut runs: Vec<(u64, u64)> = entries.iter().filter_map(|s| s.shared.map(|at| (at.first_row, s.rows))).collect();
     runs.sort_unstable();
     let inside = entries.iter().all(|s| scan.contains(s.min_time_ns, s.max_time_ns));
-    if !filters.is_empty() || series_of.is_some() {
-        if let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await {
+    if (!filters.is_empty() || series_of.is_some())
+        && let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await {
             let lookup = Lookup { runs: &runs, filters, is_label, start_ns: scan.start_ns, end_ns: scan.end_ns };
             let (series, exact) = matching_series(state, &index, &lookup)?;
             if let Some(schema) = series_of {
@@ -423,11 +423,11 @@ pub(crate) async fn shared_read(
             }
             let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
             let file = file.with_extension(ParquetRowSelection::new(runs_selection(&matching, file_rows)));
-            return Ok(SharedRead::File { file, narrowed: exact, inside });
+            return Ok(SharedRead::File { file: Box::new(file), narrowed: exact, inside });
         }
-    }
     let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
-    Ok(SharedRead::File { file: file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows))), narrowed: false, inside })
+    let file = file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows)));
+    Ok(SharedRead::File { file: Box::new(file), narrowed: false, inside })
 }
 
 fn rows_of(runs: &[(u64, u64)]) -> u64 {

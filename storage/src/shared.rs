@@ -198,7 +198,7 @@ pub fn exact_stats(batch: &RecordBatch) -> Result<Vec<ColumnStats>, ArrowError> 
                         *slot = true;
                     }
                 }
-                let used_values = || used.iter().enumerate().filter(|(_, u)| **u).filter_map(|(i, _)| values.is_valid(i).then(|| values.value(i)));
+                let used_values = || used.iter().enumerate().filter(|(_, u)| **u).filter(|&(i, _)| values.is_valid(i)).map(|(i, _)| values.value(i));
                 (used_values().min().map(text), used_values().max().map(text))
             }
             DataType::Utf8 => {

@@ -541,9 +541,9 @@ async fn sigkill_under_load_loses_no_acknowledged_sample() {
         let url = vigil.url("/api/v1/write");
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writers = Vec::new();
-        for writer in 0..WRITERS {
+        for (writer, &first) in next_sequence.iter().enumerate() {
             let (client, url, stop) = (vigil.client.clone(), url.clone(), stop.clone());
-            let mut sequence = next_sequence[writer];
+            let mut sequence = first;
             writers.push(tokio::spawn(async move {
                 let mut acked = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -626,11 +626,10 @@ async fn overload_is_refused_with_retry_after_and_the_server_recovers() {
                 if status == StatusCode::NO_CONTENT {
                     acknowledged.fetch_add(200 * 25, Ordering::Relaxed);
                     sequence += 1;
-                } else if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-                    if response.headers().get("retry-after").is_none() {
+                } else if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
+                    && response.headers().get("retry-after").is_none() {
                         missing_retry_after.fetch_add(1, Ordering::Relaxed);
                     }
-                }
                 *statuses.lock().entry(status.as_u16()).or_default() += 1;
             }
         }));

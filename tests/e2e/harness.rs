@@ -145,11 +145,10 @@ impl Vigil {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Ok(response) = self.client.get(self.url("/-/ready")).send().await {
-                if response.status().is_success() {
+            if let Ok(response) = self.client.get(self.url("/-/ready")).send().await
+                && response.status().is_success() {
                     return;
                 }
-            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("vigil did not become ready; log:\n{}", self.log_text());

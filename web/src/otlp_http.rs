@@ -24,7 +24,7 @@ pub async fn logs(state: State<AppState>, headers: HeaderMap, body: Result<Bytes
     export(state, Signal::Logs, headers, body).await
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> &str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 

@@ -78,11 +78,10 @@ fn success(data: Value) -> Response {
 
 /// A time as Prometheus accepts it: Unix seconds (fractions allowed) or RFC 3339.
 fn parse_time(text: &str, name: &str) -> Result<i64, ApiFailure> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() {
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite() {
             return Ok((seconds * 1000.0).round() as i64);
         }
-    }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
         .map_err(|_| ApiFailure::bad_data(format!("invalid parameter \"{name}\": cannot parse {text:?} to a valid timestamp")))
@@ -90,11 +89,10 @@ fn parse_time(text: &str, name: &str) -> Result<i64, ApiFailure> {
 
 /// A step or timeout: seconds (fractions allowed) or a Prometheus duration.
 fn parse_duration_ms(text: &str, name: &str) -> Result<i64, ApiFailure> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() {
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite() {
             return Ok((seconds * 1000.0).round() as i64);
         }
-    }
     promql_duration(text).ok_or_else(|| ApiFailure::bad_data(format!("invalid parameter \"{name}\": cannot parse {text:?} to a valid duration")))
 }
 

@@ -53,7 +53,7 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-pub fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<String> {
+pub fn find(attributes: &[KeyValue], key: &str) -> Option<String> {
     attributes.iter().find(|kv| kv.key == key).and_then(|kv| value_text(kv.value.as_ref())).filter(|v| !v.is_empty())
 }
 

@@ -26,8 +26,8 @@ pub fn normalize_enums(value: &mut Value) -> Result<(), String> {
     match value {
         Value::Object(map) => {
             for (key, field) in map.iter_mut() {
-                if let Some((_, prefix, names)) = ENUM_FIELDS.iter().find(|(k, _, _)| k == key) {
-                    if let Value::String(text) = field {
+                if let Some((_, prefix, names)) = ENUM_FIELDS.iter().find(|(k, _, _)| k == key)
+                    && let Value::String(text) = field {
                         let number = match text.strip_prefix(prefix).and_then(|n| names.iter().position(|x| x == &n)) {
                             Some(index) => index as i64,
                             None => text.parse::<i64>().map_err(|_| format!("{key}: unknown enum value {text:?}"))?,
@@ -35,7 +35,6 @@ pub fn normalize_enums(value: &mut Value) -> Result<(), String> {
                         *field = Value::from(number);
                         continue;
                     }
-                }
                 normalize_enums(field)?;
             }
         }

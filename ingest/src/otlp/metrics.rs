@@ -249,11 +249,10 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
                 }
             }
         }
-        if let Some(timestamp_ns) = newest_ns {
-            if let Some(info) = target_info(resource_metrics.resource.as_ref().map_or(&[][..], |r| &r.attributes), &identity, limits) {
+        if let Some(timestamp_ns) = newest_ns
+            && let Some(info) = target_info(resource_metrics.resource.as_ref().map_or(&[][..], |r| &r.attributes), &identity, limits) {
                 out.series.push(MetricSeries { metric: "target_info".into(), labels: info, samples: vec![Sample { timestamp_ns, value: 1.0 }] });
             }
-        }
     }
     out
 }

@@ -295,7 +295,7 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
 
 /// `histogram_quantile` over cumulative `(upper bound, count)` buckets (Prometheus's
 /// `bucketQuantile`).
-pub fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -517,7 +517,7 @@ mod tests {
         }
         // That tie goes to the even digit, as Go's shortest formatting (and so Prometheus
         // 2.42's `1658206780088562.25` query) writes it; `Display` writes ...562.3.
-        assert_eq!(format_value(1658206780088562.25), "1658206780088562.2");
+        assert_eq!(format_value(1_658_206_780_088_562.3), "1658206780088562.2");
         assert_eq!(format_value(2.5e-8), "0.000000025");
         assert_eq!(format_value(1e21), "1000000000000000000000");
         assert_eq!(format_value(f64::NAN), "NaN");
@@ -561,10 +561,10 @@ mod tests {
         assert_eq!(format_value(1.0), "1");
         assert_eq!(format_value(0.1), "0.1");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
-        let mut values = vec![3.0, f64::NAN, 1.0, f64::NAN, 2.0];
+        let mut values = [3.0, f64::NAN, 1.0, f64::NAN, 2.0];
         values.sort_by(|a, b| nan_first(*a, *b));
         assert!(values[0].is_nan() && values[1].is_nan());
         assert_eq!(values[2..], [1.0, 2.0, 3.0]);
-        assert_eq!(quantile(1.0, &mut vec![f64::NAN, 5.0, 1.0]), 5.0);
+        assert_eq!(quantile(1.0, &mut [f64::NAN, 5.0, 1.0]), 5.0);
     }
 }

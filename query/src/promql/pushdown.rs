@@ -125,7 +125,7 @@ pub fn with_matchers(expr: &PromExpr, matchers: &[Matcher]) -> Option<PromExpr> 
                 if matches!(**arg, PromExpr::NumberLiteral(_) | PromExpr::StringLiteral(_)) {
                     continue;
                 }
-                *arg = Box::new(with_matchers(arg, matchers)?);
+                **arg = with_matchers(arg, matchers)?;
                 pushed = true;
             }
             if !pushed {
@@ -141,7 +141,7 @@ pub fn with_matchers(expr: &PromExpr, matchers: &[Matcher]) -> Option<PromExpr> 
 fn with_inner<T: Clone>(node: &T, inner: impl Fn(&mut T) -> &mut Box<PromExpr>, matchers: &[Matcher]) -> Option<T> {
     let mut node = node.clone();
     let expr = inner(&mut node);
-    *expr = Box::new(with_matchers(expr, matchers)?);
+    **expr = with_matchers(expr, matchers)?;
     Some(node)
 }
 
@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(pushed("sum without (code) (x)").as_deref(), Some(r#"sum without (code) (x{job=~"a|b"})"#));
         assert_eq!(pushed("topk by (job) (3, x)").as_deref(), Some(r#"topk by (job) (3, x{job=~"a|b"})"#));
         assert_eq!(pushed("-max_over_time(x[5m:1m])").as_deref(), Some(r#"-max_over_time(x{job=~"a|b"}[5m:1m])"#));
-        assert_eq!(pushed("histogram_quantile(0.9, sum by (job, le) (rate(x[5m])))").is_some(), true);
+        assert!(pushed("histogram_quantile(0.9, sum by (job, le) (rate(x[5m])))").is_some());
         // Would change or lose the answer.
         for query in [
             "sum(x)",
@@ -206,7 +206,7 @@ mod tests {
         let job = StringArray::from(vec![Some("a.b"), None, Some("a.b")]);
         let code: StringArray = (0..3).map(|i| Some(i.to_string())).collect();
         let batch = RecordBatch::try_new(schema, vec![Arc::new(job), Arc::new(code)]).unwrap();
-        let matchers = matchers_from(&[batch.clone()], &["job".into(), "code".into(), "missing".into()]);
+        let matchers = matchers_from(std::slice::from_ref(&batch), &["job".into(), "code".into(), "missing".into()]);
         let shown: Vec<String> = matchers.iter().map(|m| m.to_string()).collect();
         assert_eq!(shown, [r#"job=~"|a\\.b""#, r#"code=~"0|1|2""#, r#"missing=~"""#]);
         let MatchOp::Re(regex) = &matchers[0].op else { panic!() };

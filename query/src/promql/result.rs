@@ -58,13 +58,12 @@ fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, Pro
             if ts.is_null(row) || vs.is_null(row) {
                 continue;
             }
-            if let Some((before, at)) = previous {
-                if columns.iter().all(|&column| label(column, row) == label(column, before)) {
+            if let Some((before, at)) = previous
+                && columns.iter().all(|&column| label(column, row) == label(column, before)) {
                     out[at].points.push((ts.value(row), vs.value(row)));
                     previous = Some((row, at));
                     continue;
                 }
-            }
             key.clear();
             key.extend(columns.iter().map(|&column| label(column, row)));
             let at = match index.get(key.as_slice()) {

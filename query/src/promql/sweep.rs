@@ -822,14 +822,13 @@ impl SeriesSet {
             }
             // Chunks are disjoint in time, but a subquery's single chunk may repeat a kept
             // timestamp: a later sample replaces it.
-            if let (Some(&last), Some(first)) = (series.timestamps.last(), fresh.first()) {
-                if first.0 <= last {
+            if let (Some(&last), Some(first)) = (series.timestamps.last(), fresh.first())
+                && first.0 <= last {
                     let cut = series.timestamps.partition_point(|&t| t < first.0);
                     self.held_samples -= series.timestamps.len() - cut;
                     series.timestamps.truncate(cut);
                     series.values.truncate(cut);
                 }
-            }
             let before = series.timestamps.len();
             for (t, v) in &fresh {
                 if keep_stale || !is_stale(*v) {
@@ -886,8 +885,8 @@ fn run_starts(columns: &[LabelColumn], rows: usize) -> Vec<bool> {
                 }
             }
             _ => {
-                for row in 1..rows {
-                    starts[row] |= !column.same_value(row - 1, row);
+                for (row, start) in starts.iter_mut().enumerate().skip(1) {
+                    *start |= !column.same_value(row - 1, row);
                 }
             }
         }
@@ -904,11 +903,10 @@ enum LabelColumn {
 
 impl LabelColumn {
     fn new(array: &Arc<dyn Array>) -> DfResult<LabelColumn> {
-        if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
-            if let Some(values) = dictionary.values().as_string_opt::<i32>() {
+        if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>()
+            && let Some(values) = dictionary.values().as_string_opt::<i32>() {
                 return Ok(LabelColumn::Dictionary { keys: dictionary.keys().clone(), values: values.clone() });
             }
-        }
         let plain = if array.data_type() == &DataType::Utf8 {
             array.clone()
         } else {
@@ -931,11 +929,10 @@ impl LabelColumn {
     }
 
     fn same_value(&self, a: usize, b: usize) -> bool {
-        if let LabelColumn::Dictionary { keys, .. } = self {
-            if keys.is_valid(a) && keys.is_valid(b) && keys.value(a) == keys.value(b) {
+        if let LabelColumn::Dictionary { keys, .. } = self
+            && keys.is_valid(a) && keys.is_valid(b) && keys.value(a) == keys.value(b) {
                 return true;
             }
-        }
         self.value(a) == self.value(b)
     }
 }

@@ -309,9 +309,7 @@ async fn calendar_months_in_a_time_zone_and_time_slices() {
 
     // Time slices of 1 hour, good when 98.5% of the hour's requests are good: the hours
     // before March (50% errors) are bad, the March ones (1%) are good.
-    let slices = format!(
-        "apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: sl, service: shop}}\nspec:\n  objective: 90\n  window: 2d\n  budgeting: {{timeslices: {{slice: 1h, target: 0.985}}}}\n  sli: {{ratio: {{bad: 'cal_errors_total', total: 'cal_total'}}}}\n"
-    );
+    let slices = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: sl, service: shop}\nspec:\n  objective: 90\n  window: 2d\n  budgeting: {timeslices: {slice: 1h, target: 0.985}}\n  sli: {ratio: {bad: 'cal_errors_total', total: 'cal_total'}}\n".to_string();
     let status = &evaluate(&engine, &slices, now).await[0];
     // 48 slices: the last 35 hours are March (good), 13 before (bad); the open slice is empty at :00.
     let good_hours = ((now - march_paris) / HOUR) as f64;

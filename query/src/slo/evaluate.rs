@@ -769,11 +769,10 @@ fn status_batch(statuses: &[SloStatus], now_ms: i64) -> WriteBatch {
         }
     }
     let mut rows = Vec::new();
-    if !statuses.is_empty() {
-        if let Ok(batch) = slo_status_rows(statuses, now_ns) {
+    if !statuses.is_empty()
+        && let Ok(batch) = slo_status_rows(statuses, now_ns) {
             rows.push(TableRows { table: FixedTable::SloStatus, batch });
         }
-    }
     WriteBatch { metrics, rows }
 }
 

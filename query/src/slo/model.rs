@@ -193,6 +193,12 @@ impl Window {
 pub const BURN_WINDOWS: [(&str, u64); 7] =
     [("5m", 300), ("30m", 1800), ("1h", 3600), ("2h", 7200), ("6h", 21600), ("1d", 86400), ("3d", 259200)];
 
+/// A query's `{{.window}}` (Sloth's placeholder) as the bucket width, one minute: the form
+/// in which a PromQL SLI is evaluated (and checked).
+pub fn with_minute_window(query: &str) -> String {
+    query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,10 +218,4 @@ mod tests {
         assert_eq!(conditions[0].long_window.as_secs(), 840);
         assert_eq!(conditions[0].short_window.as_secs(), 70);
     }
-}
-
-/// A query's `{{.window}}` (Sloth's placeholder) as the bucket width, one minute: the form
-/// in which a PromQL SLI is evaluated (and checked).
-pub fn with_minute_window(query: &str) -> String {
-    query.replace("{{.window}}", "1m").replace("{{ .window }}", "1m")
 }

@@ -310,11 +310,10 @@ fn convert_sli(place: &Place, sli: SliSpec, group_by: &[String]) -> Result<Sli, 
         }
         SliSpec::Latency { histogram, threshold } => {
             let mut selector = yaml::selector(place, &histogram)?;
-            if let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = promql_parser::parser::parse(&selector) {
-                if let Some(name) = vs.name.as_deref().and_then(|n| n.strip_suffix("_bucket")) {
+            if let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = promql_parser::parser::parse(&selector)
+                && let Some(name) = vs.name.as_deref().and_then(|n| n.strip_suffix("_bucket")) {
                     selector = selector.replacen(&format!("{name}_bucket"), name, 1);
                 }
-            }
             if !(threshold.value > 0.0) || !threshold.value.is_finite() {
                 return Err(place.at(&threshold, format!("threshold {} must be a positive bucket bound", threshold.value), None));
             }

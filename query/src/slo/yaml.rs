@@ -39,9 +39,8 @@ pub fn documents(text: &str) -> Vec<Document<'_>> {
     let mut out = Vec::new();
     let mut start = 0usize;
     let mut start_line = 0u64;
-    let mut line_number = 0u64;
     let mut offset = 0usize;
-    for line in text.split_inclusive('\n') {
+    for (line_number, line) in (0u64..).zip(text.split_inclusive('\n')) {
         let bare = line.trim_end_matches(['\n', '\r']);
         if bare == "---" || bare.starts_with("--- ") {
             out.push(Document { text: &text[start..offset], line_offset: start_line });
@@ -49,7 +48,6 @@ pub fn documents(text: &str) -> Vec<Document<'_>> {
             start_line = line_number + 1;
         }
         offset += line.len();
-        line_number += 1;
     }
     out.push(Document { text: &text[start..], line_offset: start_line });
     out.retain(|d| d.text.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
@@ -99,10 +97,7 @@ impl<'a> Place<'a> {
 
 /// The candidate nearest to `given` (case-insensitive first, then exact), if any is within
 /// `max` edits.
-pub fn closest<'a, S: AsRef<str>>(given: &str, candidates: impl IntoIterator<Item = &'a S>, max: usize) -> Option<&'a str>
-where
-    S: 'a,
-{
+pub fn closest<'a, S: AsRef<str> + 'a>(given: &str, candidates: impl IntoIterator<Item = &'a S>, max: usize) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| {

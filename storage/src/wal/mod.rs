@@ -165,7 +165,8 @@ impl Wal {
         if sent.is_ok() {
             done.await.map_err(|_| WalError::Closed)??;
         }
-        if let Some(thread) = self.thread.lock().take() {
+        let thread = self.thread.lock().take();
+        if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         Ok(())
@@ -238,11 +239,10 @@ impl Writer {
             if self.handle(&mut group) {
                 return;
             }
-            if let FsyncPolicy::Interval(every) = self.policy {
-                if self.dirty_since.is_some_and(|t| t.elapsed() >= every) {
+            if let FsyncPolicy::Interval(every) = self.policy
+                && self.dirty_since.is_some_and(|t| t.elapsed() >= every) {
                     self.sync_if_dirty();
                 }
-            }
         }
         self.sync_if_dirty();
     }
@@ -337,11 +337,10 @@ impl Writer {
     }
 
     fn sync_if_dirty(&mut self) {
-        if self.dirty_since.take().is_some() {
-            if let Err(e) = self.file.file.sync_data() {
+        if self.dirty_since.take().is_some()
+            && let Err(e) = self.file.file.sync_data() {
                 warn!(error = %e, "WAL fdatasync failed");
             }
-        }
     }
 }
 

@@ -102,11 +102,10 @@ pub async fn page(State(app): State<AppState>, Query(filter): Query<Filter>) -> 
     let history = app.dashboard.sparklines(&app.engine).await;
     let mut firing: BTreeMap<String, usize> = BTreeMap::new();
     for alert in app.alerting.alerts() {
-        if alert.state == "firing" {
-            if let Some(slo) = alert.labels.get("slo") {
+        if alert.state == "firing"
+            && let Some(slo) = alert.labels.get("slo") {
                 *firing.entry(slo.clone()).or_default() += 1;
             }
-        }
     }
     let (mut services, mut teams) = (BTreeSet::new(), BTreeSet::new());
     let total = statuses.len();
