@@ -25,7 +25,11 @@ const SERVICES: usize = 100;
 const SLOS_PER_SERVICE: usize = 10;
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
 }
 
 async fn timed_get(client: &reqwest::Client, url: &str, times: usize) -> (f64, f64, usize) {
@@ -57,7 +61,11 @@ async fn main() {
     }
     std::fs::write(dir.path().join("slos.yaml"), slos).unwrap();
     let slo_path = dir.path().join("slos.yaml");
-    let vigil = VigilProcess::start(&dir.path().join("data"), &["--slos", slo_path.to_str().unwrap(), "--evaluation-interval", "2s"]).await;
+    let vigil = VigilProcess::start(
+        &dir.path().join("data"),
+        &["--slos", slo_path.to_str().unwrap(), "--evaluation-interval", "2s"],
+    )
+    .await;
     let base = format!("http://127.0.0.1:{}", vigil.http);
     let client = reqwest::Client::new();
 
@@ -76,7 +84,8 @@ async fn main() {
     // Wait until every SLO has an SLI.
     let started = Instant::now();
     loop {
-        let body: serde_json::Value = client.get(format!("{base}/api/v1/slos")).send().await.unwrap().json().await.unwrap();
+        let body: serde_json::Value =
+            client.get(format!("{base}/api/v1/slos")).send().await.unwrap().json().await.unwrap();
         let evaluated = body["slos"].as_array().map_or(0, |a| a.iter().filter(|s| !s["sli"].is_null()).count());
         if evaluated == SERVICES * SLOS_PER_SERVICE {
             break;
@@ -85,7 +94,11 @@ async fn main() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     let (median, best, bytes) = timed_get(&client, &format!("{base}/"), 20).await;
-    println!("/ with {} SLOs: median {median:.1} ms, best {best:.1} ms, {:.0} KiB", SERVICES * SLOS_PER_SERVICE, bytes as f64 / 1024.0);
+    println!(
+        "/ with {} SLOs: median {median:.1} ms, best {best:.1} ms, {:.0} KiB",
+        SERVICES * SLOS_PER_SERVICE,
+        bytes as f64 / 1024.0
+    );
     let (median, best, bytes) = timed_get(&client, &format!("{base}/?service=svc-7"), 20).await;
     println!("/?service=svc-7 (10 rows): median {median:.1} ms, best {best:.1} ms, {:.0} KiB", bytes as f64 / 1024.0);
 
@@ -109,7 +122,16 @@ async fn main() {
             start_time_unix_nano: begin,
             end_time_unix_nano: begin + if i == 0 { 200_000_000 } else { 1_000_000 + u64::from(i % 50) * 100_000 },
             attributes: vec![kv("http.route", &format!("/api/items/{}", i % 11)), kv("db.system", "postgresql")],
-            events: if i % 10 == 0 { vec![Event { time_unix_nano: begin + 1000, name: "retry".into(), attributes: vec![kv("attempt", "2")], dropped_attributes_count: 0 }] } else { Vec::new() },
+            events: if i % 10 == 0 {
+                vec![Event {
+                    time_unix_nano: begin + 1000,
+                    name: "retry".into(),
+                    attributes: vec![kv("attempt", "2")],
+                    dropped_attributes_count: 0,
+                }]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         });
     }
@@ -130,6 +152,9 @@ async fn main() {
     assert!(response.status().is_success());
     let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
     let (median, best, bytes) = timed_get(&client, &format!("{base}/traces/{hex}"), 20).await;
-    println!("/traces/{{id}} with 1000 spans: median {median:.1} ms, best {best:.1} ms, {:.0} KiB", bytes as f64 / 1024.0);
+    println!(
+        "/traces/{{id}} with 1000 spans: median {median:.1} ms, best {best:.1} ms, {:.0} KiB",
+        bytes as f64 / 1024.0
+    );
     vigil.stop();
 }

@@ -60,7 +60,11 @@ fn main() {
             scipy_ms.map_or("-".into(), |m| format!("{:.2}x", best / m)),
             scores["psi"],
             scores["ks_p"],
-            theirs.map_or("-".into(), |t| format!("{:.6} / {:.3e}", t["psi"].as_f64().unwrap(), t["ks_p"].as_f64().unwrap())),
+            theirs.map_or("-".into(), |t| format!(
+                "{:.6} / {:.3e}",
+                t["psi"].as_f64().unwrap(),
+                t["ks_p"].as_f64().unwrap()
+            )),
         );
     }
 

@@ -16,8 +16,8 @@ mod common;
 
 use std::time::Instant;
 
-use common::peers::client::{Label, Sample, TimeSeries, WriteRequest, encode};
 use common::VigilProcess;
+use common::peers::client::{Label, Sample, TimeSeries, WriteRequest, encode};
 use common::peers::{Peers, RUNS, measure, send_all};
 
 const STEP_MS: i64 = 15_000;
@@ -49,7 +49,10 @@ fn load(end_ms: i64, names: usize) -> Vec<Vec<u8>> {
         for chunk in series.chunks(2_000) {
             let timeseries = chunk
                 .iter()
-                .map(|labels| TimeSeries { labels: labels.clone(), samples: vec![Sample { value: step as f64, timestamp: t }] })
+                .map(|labels| TimeSeries {
+                    labels: labels.clone(),
+                    samples: vec![Sample { value: step as f64, timestamp: t }],
+                })
                 .collect();
             bodies.push(encode(&WriteRequest { timeseries }));
         }
@@ -65,7 +68,8 @@ async fn measure_get(base: &str, path: &str) -> (f64, usize) {
     let mut items = 0;
     for _ in 0..RUNS {
         let started = Instant::now();
-        let response: serde_json::Value = client.get(format!("{base}{path}")).send().await.unwrap().json().await.unwrap();
+        let response: serde_json::Value =
+            client.get(format!("{base}{path}")).send().await.unwrap().json().await.unwrap();
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(response["status"], "success", "{path}: {response}");
         items = response["data"].as_array().map_or(0, Vec::len);
@@ -123,7 +127,10 @@ async fn main() {
     }
     peers.settle().await;
 
-    println!("\n{:<22} | {:>9} | {:>9} | {:>9} | {:>8} {:>8}", "query (1 h, step 60 s)", "vigil ms", "prom ms", "vm ms", "v/prom", "v/vm");
+    println!(
+        "\n{:<22} | {:>9} | {:>9} | {:>9} | {:>8} {:>8}",
+        "query (1 h, step 60 s)", "vigil ms", "prom ms", "vm ms", "v/prom", "v/vm"
+    );
     let start = end_ms - 3_600_000;
     for (name, query) in QUERIES {
         let mut figures = Vec::new();

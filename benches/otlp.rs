@@ -34,15 +34,23 @@ const SPANS_PER_REQUEST: usize = 500;
 const CLIENTS: usize = 4;
 
 fn kv(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
 }
 
 fn resource() -> Option<Resource> {
-    Some(Resource { attributes: vec![kv("service.name", "bench"), kv("service.instance.id", "bench-1"), kv("host.name", "box")], ..Default::default() })
+    Some(Resource {
+        attributes: vec![kv("service.name", "bench"), kv("service.instance.id", "bench-1"), kv("host.name", "box")],
+        ..Default::default()
+    })
 }
 
 fn metric_requests() -> Vec<ExportMetricsServiceRequest> {
-    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 - 3_600_000_000_000;
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        - 3_600_000_000_000;
     (0..REQUESTS)
         .map(|r| {
             let time = start + r as u64 * 15_000_000_000;
@@ -50,7 +58,12 @@ fn metric_requests() -> Vec<ExportMetricsServiceRequest> {
                 time_unix_nano: time,
                 start_time_unix_nano: start,
                 value: Some(Number::AsDouble(value)),
-                attributes: vec![kv("http.route", format!("/route/{}", i % 50)), kv("http.method", ["GET", "POST"][i % 2]), kv("code", ["200", "500", "404"][i % 3]), kv("pod", format!("pod-{}", i / 150))],
+                attributes: vec![
+                    kv("http.route", format!("/route/{}", i % 50)),
+                    kv("http.method", ["GET", "POST"][i % 2]),
+                    kv("code", ["200", "500", "404"][i % 3]),
+                    kv("pod", format!("pod-{}", i / 150)),
+                ],
                 ..Default::default()
             };
             let half = POINTS_PER_REQUEST / 2;
@@ -58,7 +71,9 @@ fn metric_requests() -> Vec<ExportMetricsServiceRequest> {
                 Metric {
                     name: "bench.queue.depth".into(),
                     unit: "1".into(),
-                    data: Some(Data::Gauge(Gauge { data_points: (0..half).map(|i| point(i, (i * r) as f64 % 97.0)).collect() })),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: (0..half).map(|i| point(i, (i * r) as f64 % 97.0)).collect(),
+                    })),
                     ..Default::default()
                 },
                 Metric {
@@ -73,14 +88,19 @@ fn metric_requests() -> Vec<ExportMetricsServiceRequest> {
                 },
             ];
             ExportMetricsServiceRequest {
-                resource_metrics: vec![ResourceMetrics { resource: resource(), scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }], ..Default::default() }],
+                resource_metrics: vec![ResourceMetrics {
+                    resource: resource(),
+                    scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
+                    ..Default::default()
+                }],
             }
         })
         .collect()
 }
 
 fn trace_requests() -> Vec<ExportTraceServiceRequest> {
-    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 - 600_000_000_000;
+    let start =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 - 600_000_000_000;
     (0..REQUESTS)
         .map(|r| {
             let spans = (0..SPANS_PER_REQUEST)
@@ -91,7 +111,11 @@ fn trace_requests() -> Vec<ExportTraceServiceRequest> {
                     Span {
                         trace_id,
                         span_id: (n + 1).to_be_bytes().to_vec(),
-                        parent_span_id: if i % 10 == 0 { vec![] } else { (n - (i as u64 % 10) + 1).to_be_bytes().to_vec() },
+                        parent_span_id: if i % 10 == 0 {
+                            vec![]
+                        } else {
+                            (n - (i as u64 % 10) + 1).to_be_bytes().to_vec()
+                        },
                         name: format!("GET /route/{}", i % 50),
                         kind: 2,
                         start_time_unix_nano: start + n * 1_000_000,
@@ -104,13 +128,25 @@ fn trace_requests() -> Vec<ExportTraceServiceRequest> {
                             kv("user_agent.original", "bench/1.0"),
                             kv("net.peer.ip", "10.0.0.1"),
                         ],
-                        events: if i % 10 == 0 { vec![Event { time_unix_nano: start + n * 1_000_000, name: "cache miss".into(), ..Default::default() }] } else { vec![] },
+                        events: if i % 10 == 0 {
+                            vec![Event {
+                                time_unix_nano: start + n * 1_000_000,
+                                name: "cache miss".into(),
+                                ..Default::default()
+                            }]
+                        } else {
+                            vec![]
+                        },
                         ..Default::default()
                     }
                 })
                 .collect();
             ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans { resource: resource(), scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+                resource_spans: vec![ResourceSpans {
+                    resource: resource(),
+                    scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                    ..Default::default()
+                }],
             }
         })
         .collect()
@@ -120,14 +156,21 @@ fn trace_requests() -> Vec<ExportTraceServiceRequest> {
 async fn over_http(url: String, bodies: Vec<Vec<u8>>) -> f64 {
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let chunks: Vec<Vec<Vec<u8>>> = (0..CLIENTS).map(|c| bodies.iter().skip(c).step_by(CLIENTS).cloned().collect()).collect();
+    let chunks: Vec<Vec<Vec<u8>>> =
+        (0..CLIENTS).map(|c| bodies.iter().skip(c).step_by(CLIENTS).cloned().collect()).collect();
     let tasks: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
             let (client, url) = (client.clone(), url.clone());
             tokio::spawn(async move {
                 for body in chunk {
-                    let response = client.post(&url).header("Content-Type", "application/x-protobuf").body(body).send().await.unwrap();
+                    let response = client
+                        .post(&url)
+                        .header("Content-Type", "application/x-protobuf")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
                 }
             })
@@ -146,7 +189,8 @@ async fn metrics_over_grpc(endpoint: String, requests: Vec<ExportMetricsServiceR
             let chunk: Vec<_> = requests.iter().skip(c).step_by(CLIENTS).cloned().collect();
             let endpoint = endpoint.clone();
             tokio::spawn(async move {
-                let mut client = MetricsServiceClient::connect(endpoint).await.unwrap().max_decoding_message_size(64 << 20);
+                let mut client =
+                    MetricsServiceClient::connect(endpoint).await.unwrap().max_decoding_message_size(64 << 20);
                 for request in chunk {
                     client.export(request).await.unwrap();
                 }
@@ -210,7 +254,9 @@ async fn main() {
         let pid = vigil.pid();
         let cpu = cpu_seconds(pid);
         let seconds = match transport {
-            "http" => over_http(format!("http://127.0.0.1:{}/v1/metrics", vigil.otlp_http), metric_bodies.clone()).await,
+            "http" => {
+                over_http(format!("http://127.0.0.1:{}/v1/metrics", vigil.otlp_http), metric_bodies.clone()).await
+            }
             _ => metrics_over_grpc(format!("http://127.0.0.1:{}", vigil.otlp_grpc), metrics.clone()).await,
         };
         let metrics_cpu = cpu_seconds(pid) - cpu;

@@ -21,8 +21,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peers::client::{Label, Sample, TimeSeries, WriteRequest, encode};
 use common::VigilProcess;
+use common::peers::client::{Label, Sample, TimeSeries, WriteRequest, encode};
 use common::peers::{Peers, measure, rss_mib, send_all};
 
 const STEP_MS: i64 = 60_000;
@@ -36,7 +36,10 @@ fn labels(pairs: &[(&str, String)]) -> Vec<Label> {
 
 const QUERIES: [(&str, &str); 6] = [
     ("rate by job", "sum by (job) (rate(bench_requests_total[5m]))"),
-    ("error ratio", "sum by (job) (rate(bench_requests_total{code=~\"5..\"}[5m])) / sum by (job) (rate(bench_requests_total[5m]))"),
+    (
+        "error ratio",
+        "sum by (job) (rate(bench_requests_total{code=~\"5..\"}[5m])) / sum by (job) (rate(bench_requests_total[5m]))",
+    ),
     ("p99 histogram", "histogram_quantile(0.99, sum by (le) (rate(bench_latency_seconds_bucket[5m])))"),
     ("topk instance", "topk(5, sum by (instance) (rate(bench_requests_total[5m])))"),
     ("count by job", "count by (job) (bench_requests_total)"),
@@ -50,7 +53,12 @@ fn load(end_ms: i64, total: usize, points: i64) -> Vec<Vec<u8>> {
     for i in 0..total * 9 / 10 {
         let code = ["200", "200", "200", "500", "404"][i % 5].to_string();
         series.push((
-            labels(&[("__name__", "bench_requests_total".into()), ("job", format!("job-{}", i % 10)), ("instance", format!("host-{}", i / 10)), ("code", code)]),
+            labels(&[
+                ("__name__", "bench_requests_total".into()),
+                ("job", format!("job-{}", i % 10)),
+                ("instance", format!("host-{}", i / 10)),
+                ("code", code),
+            ]),
             1.0 + (i % 7) as f64,
         ));
     }
@@ -58,7 +66,12 @@ fn load(end_ms: i64, total: usize, points: i64) -> Vec<Vec<u8>> {
     for i in 0..total / 100 {
         for (b, le) in bounds.iter().enumerate() {
             series.push((
-                labels(&[("__name__", "bench_latency_seconds_bucket".into()), ("job", format!("job-{}", i % 10)), ("instance", format!("host-{i}")), ("le", le.to_string())]),
+                labels(&[
+                    ("__name__", "bench_latency_seconds_bucket".into()),
+                    ("job", format!("job-{}", i % 10)),
+                    ("instance", format!("host-{i}")),
+                    ("le", le.to_string()),
+                ]),
                 (b + 1) as f64,
             ));
         }
@@ -69,7 +82,10 @@ fn load(end_ms: i64, total: usize, points: i64) -> Vec<Vec<u8>> {
         for chunk in series.chunks(2_000) {
             let timeseries = chunk
                 .iter()
-                .map(|(labels, per_step)| TimeSeries { labels: labels.clone(), samples: vec![Sample { value: per_step * step as f64, timestamp: t }] })
+                .map(|(labels, per_step)| TimeSeries {
+                    labels: labels.clone(),
+                    samples: vec![Sample { value: per_step * step as f64, timestamp: t }],
+                })
                 .collect();
             bodies.push(encode(&WriteRequest { timeseries }));
         }
@@ -82,7 +98,9 @@ async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let days: i64 = std::env::var("VIGIL_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
     let points = days * DAY_MS / STEP_MS;
-    let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 / STEP_MS * STEP_MS;
+    let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+        / STEP_MS
+        * STEP_MS;
     let bodies = load(end_ms, total, points);
     println!("load: {total} series x {} samples, {} requests", points + 1, bodies.len());
     let work = tempfile::tempdir().unwrap();
@@ -95,11 +113,19 @@ async fn main() {
     let vigil = VigilProcess::start(&vigil_data, &vigil_args).await;
     let (cpu, started) = (common::cpu_seconds(vigil.pid()), Instant::now());
     send_all(&format!("http://127.0.0.1:{}/api/v1/write", vigil.http), &bodies).await;
-    println!("vigil ingested in {:.1} s, {:.1} CPU s", started.elapsed().as_secs_f64(), common::cpu_seconds(vigil.pid()) - cpu);
+    println!(
+        "vigil ingested in {:.1} s, {:.1} CPU s",
+        started.elapsed().as_secs_f64(),
+        common::cpu_seconds(vigil.pid()) - cpu
+    );
     vigil.stop();
     let samples = total as f64 * (points + 1) as f64;
     let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
-    println!("vigil segments: {:.1} MiB, {:.3} bytes per sample (synthetic series: linear counters compress far below real data)", segment_bytes / 1048576.0, segment_bytes / samples);
+    println!(
+        "vigil segments: {:.1} MiB, {:.3} bytes per sample (synthetic series: linear counters compress far below real data)",
+        segment_bytes / 1048576.0,
+        segment_bytes / samples
+    );
     if let Some(keep) = std::env::var_os("VIGIL_BENCH_KEEP") {
         let status = std::process::Command::new("cp").arg("-r").arg(&vigil_data).arg(&keep).status().expect("cp");
         assert!(status.success(), "copying the store to {keep:?}");
@@ -119,7 +145,11 @@ async fn main() {
     }
     peers.settle().await;
 
-    let mut windows = vec![("1h", end_ms - 3_600_000, 15_000), ("6h", end_ms - 6 * 3_600_000, 60_000), ("24h", end_ms - DAY_MS + 600_000, 300_000)];
+    let mut windows = vec![
+        ("1h", end_ms - 3_600_000, 15_000),
+        ("6h", end_ms - 6 * 3_600_000, 60_000),
+        ("24h", end_ms - DAY_MS + 600_000, 300_000),
+    ];
     if days >= 7 {
         windows.push(("7d", end_ms - 7 * DAY_MS + 600_000, 600_000));
     }
@@ -133,7 +163,9 @@ async fn main() {
             for peer in &peers.all {
                 figures.push(measure(&peer.base, peer.pid, query, start, end_ms, step).await);
             }
-            let [(v_ms, v_mib, v_series), (p_ms, p_mib, p_series), (m_ms, m_mib, m_series)] = figures[..] else { unreachable!() };
+            let [(v_ms, v_mib, v_series), (p_ms, p_mib, p_series), (m_ms, m_mib, m_series)] = figures[..] else {
+                unreachable!()
+            };
             assert_eq!(v_series, p_series, "{name} {span}: series count differs from Prometheus");
             let note = if m_series == v_series { String::new() } else { format!("  (vm: {m_series} series)") };
             println!(
@@ -146,7 +178,8 @@ async fn main() {
     // Memory at rest: what each keeps once the queries are over (allocators return freed
     // memory on their own schedule).
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let at_rest: Vec<String> = peers.all.iter().map(|p| format!("{} {:.0} MiB", p.name, rss_mib(p.pid, "VmRSS:"))).collect();
+    let at_rest: Vec<String> =
+        peers.all.iter().map(|p| format!("{} {:.0} MiB", p.name, rss_mib(p.pid, "VmRSS:"))).collect();
     println!("\nRSS at rest after the queries: {}", at_rest.join(", "));
     peers.stop();
     vigil.stop();

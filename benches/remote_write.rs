@@ -40,13 +40,16 @@ fn main() {
 
 /// One request body per shard per step, encoded before any timing starts.
 fn build_load() -> Vec<Vec<Vec<u8>>> {
-    let end_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64) / STEP_MS * STEP_MS;
+    let end_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64)
+        / STEP_MS
+        * STEP_MS;
     let start_ms = end_ms - STEPS as i64 * STEP_MS;
     let mut counters = vec![0f64; SERIES];
     let labels: Vec<Vec<Label>> = (0..SERIES)
         .map(|i| {
             let metric = i % 20;
-            let name = if metric < 10 { format!("bench_requests_{metric}_total") } else { format!("bench_gauge_{metric}") };
+            let name =
+                if metric < 10 { format!("bench_requests_{metric}_total") } else { format!("bench_gauge_{metric}") };
             let mut labels = vec![
                 Label { name: "__name__".into(), value: name },
                 Label { name: "instance".into(), value: format!("host-{:03}:9100", i / 20) },
@@ -147,7 +150,9 @@ fn report(name: &str, m: &Measured, disk_bytes: u64) {
 async fn bench_vigil(load: &[Vec<Vec<u8>>], fsync: &str, work: &Path) -> (Measured, u64) {
     let data: PathBuf = work.join(format!("vigil-{fsync}"));
     let vigil = VigilProcess::start(&data, &["--wal-fsync", fsync]).await;
-    let measured = send_load(&reqwest::Client::new(), &format!("http://127.0.0.1:{}/api/v1/write", vigil.http), vigil.pid(), load).await;
+    let measured =
+        send_load(&reqwest::Client::new(), &format!("http://127.0.0.1:{}/api/v1/write", vigil.http), vigil.pid(), load)
+            .await;
     let flush_started = Instant::now();
     vigil.stop();
     let parquet = dir_bytes(&data.join("segments"), Some(".parquet"));
@@ -176,9 +181,14 @@ async fn bench_vigil_secured(load: &[Vec<Vec<u8>>], tls: bool, work: &Path) -> M
         client = client.add_root_certificate(reqwest::Certificate::from_pem(ca).unwrap());
     }
     let client = client.build().unwrap();
-    let vigil = if tls { VigilProcess::start_tls(&data, &args, &client).await } else { VigilProcess::start(&data, &args).await };
+    let vigil = if tls {
+        VigilProcess::start_tls(&data, &args, &client).await
+    } else {
+        VigilProcess::start(&data, &args).await
+    };
     let scheme = if tls { "https" } else { "http" };
-    let measured = send_load(&client, &format!("{scheme}://127.0.0.1:{}/api/v1/write", vigil.http), vigil.pid(), load).await;
+    let measured =
+        send_load(&client, &format!("{scheme}://127.0.0.1:{}/api/v1/write", vigil.http), vigil.pid(), load).await;
     vigil.stop();
     measured
 }

@@ -43,7 +43,13 @@ fn labels(pairs: &[(&str, String)]) -> Vec<Label> {
 fn thirty_days(end_ms: i64) -> Vec<Vec<u8>> {
     let start_ms = end_ms - 30 * DAY_MS;
     let series: Vec<Vec<Label>> = (0..500)
-        .map(|i| labels(&[("__name__", "bench_requests_total".into()), ("job", format!("job-{}", i % 10)), ("instance", format!("host-{i}"))]))
+        .map(|i| {
+            labels(&[
+                ("__name__", "bench_requests_total".into()),
+                ("job", format!("job-{}", i % 10)),
+                ("instance", format!("host-{i}")),
+            ])
+        })
         .collect();
     let steps = (30 * DAY_MS / QUERY_STEP_MS) as usize;
     let mut bodies = Vec::new();
@@ -117,17 +123,34 @@ enum Query {
 }
 
 /// Median seconds of `RUNS` runs and the answer (the same every run).
-async fn time_query(client: &reqwest::Client, http: u16, query: &Query, start: i64, end: i64) -> (f64, serde_json::Value) {
+async fn time_query(
+    client: &reqwest::Client,
+    http: u16,
+    query: &Query,
+    start: i64,
+    end: i64,
+) -> (f64, serde_json::Value) {
     let mut times = Vec::new();
     let mut answer = serde_json::Value::Null;
     for _ in 0..RUNS {
         let started = Instant::now();
         let response = match query {
-            Query::Sql(sql) => client.post(format!("http://127.0.0.1:{http}/api/v1/sql")).json(&serde_json::json!({"query": sql})).send().await,
+            Query::Sql(sql) => {
+                client
+                    .post(format!("http://127.0.0.1:{http}/api/v1/sql"))
+                    .json(&serde_json::json!({"query": sql}))
+                    .send()
+                    .await
+            }
             Query::Prom(promql, step) => {
                 client
                     .get(format!("http://127.0.0.1:{http}/api/v1/query_range"))
-                    .query(&[("query", promql.to_string()), ("start", (start / 1000).to_string()), ("end", (end / 1000).to_string()), ("step", (step / 1000).to_string())])
+                    .query(&[
+                        ("query", promql.to_string()),
+                        ("start", (start / 1000).to_string()),
+                        ("end", (end / 1000).to_string()),
+                        ("step", (step / 1000).to_string()),
+                    ])
                     .send()
                     .await
             }
@@ -147,7 +170,8 @@ async fn bench_queries(work: &Path) {
     let client = reqwest::Client::new();
     let store = work.join("store");
     let store_arg = store.to_str().unwrap().to_string();
-    let common = ["--object-store-path", &store_arg, "--retention", "0", "--peer-refresh", "1s", "--buffer-size", "2GiB"];
+    let common =
+        ["--object-store-path", &store_arg, "--retention", "0", "--peer-refresh", "1s", "--buffer-size", "2GiB"];
     let end = now_ms() / QUERY_STEP_MS * QUERY_STEP_MS;
     let start = end - 30 * DAY_MS;
 
@@ -162,10 +186,17 @@ async fn bench_queries(work: &Path) {
     let single = VigilProcess::start(&work.join("single"), &args).await;
     println!("loaded 4,320,000 samples (30 days × 500 series) in {load_seconds:.1} s");
     let parquet_files = count_files(&store, ".parquet");
-    println!("  {parquet_files} Parquet files, {:.1} MiB", common::dir_bytes(&store, Some(".parquet")) as f64 / 1048576.0);
+    println!(
+        "  {parquet_files} Parquet files, {:.1} MiB",
+        common::dir_bytes(&store, Some(".parquet")) as f64 / 1048576.0
+    );
 
     let scheduler_port = port();
-    let _scheduler = Role::start(&["ballista-scheduler", "--bind-host", "127.0.0.1", "--bind-port", &scheduler_port.to_string()], scheduler_port).await;
+    let _scheduler = Role::start(
+        &["ballista-scheduler", "--bind-host", "127.0.0.1", "--bind-port", &scheduler_port.to_string()],
+        scheduler_port,
+    )
+    .await;
     let mut executors = Vec::new();
     for i in 0..2 {
         let (flight, grpc, health) = (port(), port(), port());
@@ -174,11 +205,23 @@ async fn bench_queries(work: &Path) {
         executors.push(
             Role::start(
                 &[
-                    "ballista-executor", "--bind-host", "127.0.0.1", "--external-host", "127.0.0.1",
-                    "--bind-port", &flight.to_string(), "--bind-grpc-port", &grpc.to_string(),
-                    "--bind-health-port", &health.to_string(),
-                    "--scheduler-host", "127.0.0.1", "--scheduler-port", &scheduler_port.to_string(),
-                    "--work-dir", work_dir.to_str().unwrap(),
+                    "ballista-executor",
+                    "--bind-host",
+                    "127.0.0.1",
+                    "--external-host",
+                    "127.0.0.1",
+                    "--bind-port",
+                    &flight.to_string(),
+                    "--bind-grpc-port",
+                    &grpc.to_string(),
+                    "--bind-health-port",
+                    &health.to_string(),
+                    "--scheduler-host",
+                    "127.0.0.1",
+                    "--scheduler-port",
+                    &scheduler_port.to_string(),
+                    "--work-dir",
+                    work_dir.to_str().unwrap(),
                 ],
                 flight,
             )
@@ -210,7 +253,10 @@ async fn bench_queries(work: &Path) {
         let (remote, remote_answer) = time_query(&client, distributed.http, query, start + 3_600_000, end).await;
         let executor_cpu: f64 = executors.iter().map(|e| cpu_seconds(e.pid())).sum::<f64>() - cpu_before;
         let same = compare(&local_answer, &remote_answer);
-        println!("{name:<50} {local:>12.3} {remote:>14.3} {:>7.2}×  ({same}; executors {executor_cpu:.1} CPU s)", remote / local);
+        println!(
+            "{name:<50} {local:>12.3} {remote:>14.3} {:>7.2}×  ({same}; executors {executor_cpu:.1} CPU s)",
+            remote / local
+        );
     }
     single.stop();
     distributed.stop();
@@ -223,7 +269,9 @@ fn compare(a: &serde_json::Value, b: &serde_json::Value) -> String {
         use serde_json::Value::*;
         match (a, b) {
             (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| walk(x, y, worst)),
-            (Object(x), Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| walk(v, w, worst))),
+            (Object(x), Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| walk(v, w, worst)))
+            }
             _ if a == b => true,
             _ => {
                 let number = |v: &serde_json::Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
@@ -249,7 +297,13 @@ fn count_files(dir: &Path, suffix: &str) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()
-        .map(|e| if e.path().is_dir() { count_files(&e.path(), suffix) } else { usize::from(e.path().to_string_lossy().ends_with(suffix)) })
+        .map(|e| {
+            if e.path().is_dir() {
+                count_files(&e.path(), suffix)
+            } else {
+                usize::from(e.path().to_string_lossy().ends_with(suffix))
+            }
+        })
         .sum()
 }
 
@@ -264,7 +318,11 @@ fn ingest_load() -> Vec<Vec<Vec<u8>>> {
             let timeseries = (shard..10_000)
                 .step_by(shards)
                 .map(|i| TimeSeries {
-                    labels: labels(&[("__name__", format!("ingest_{}_total", i % 20)), ("instance", format!("host-{}", i / 20)), ("job", "node".into())]),
+                    labels: labels(&[
+                        ("__name__", format!("ingest_{}_total", i % 20)),
+                        ("instance", format!("host-{}", i / 20)),
+                        ("job", "node".into()),
+                    ]),
                     samples: vec![Sample { timestamp: t, value: (step * (i as i64 % 5 + 1)) as f64 }],
                 })
                 .collect();
@@ -281,7 +339,16 @@ async fn ingest(work: &Path, nodes: usize, load: &[Vec<Vec<u8>>]) -> (f64, f64) 
     let mut processes = Vec::new();
     for n in 0..nodes {
         let name = format!("n{n}");
-        let args = ["--object-store-path", store_arg.as_str(), "--node-id", name.as_str(), "--wal-fsync", "interval", "--retention", "0"];
+        let args = [
+            "--object-store-path",
+            store_arg.as_str(),
+            "--node-id",
+            name.as_str(),
+            "--wal-fsync",
+            "interval",
+            "--retention",
+            "0",
+        ];
         processes.push(VigilProcess::start(&work.join(format!("ingest-{nodes}-{name}")), &args).await);
     }
     let cpu_before: f64 = processes.iter().map(|p| cpu_seconds(p.pid())).sum();
@@ -318,5 +385,9 @@ async fn run() {
     let (one, one_cpu) = ingest(work.path(), 1, &load).await;
     let (two, two_cpu) = ingest(work.path(), 2, &load).await;
     println!("one node : {one:>10.0} samples/s, {:.2} CPU s per M samples", one_cpu / 2.4);
-    println!("two nodes: {two:>10.0} samples/s, {:.2} CPU s per M samples  ({:.2}× one node)", two_cpu / 2.4, two / one);
+    println!(
+        "two nodes: {two:>10.0} samples/s, {:.2} CPU s per M samples  ({:.2}× one node)",
+        two_cpu / 2.4,
+        two / one
+    );
 }

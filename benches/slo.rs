@@ -57,7 +57,11 @@ fn data(start: i64, from: i64, to: i64) -> WriteBatch {
     for s in 0..SERVICES {
         let minutes = || (from..to).map(move |m| (start + m * MINUTE, m));
         metrics.push(series("bench_requests_total", s, minutes().map(|(t, m)| (t, (m * 100) as f64))));
-        metrics.push(series("bench_errors_total", s, minutes().map(move |(t, m)| (t, (m * (s as i64 % 5)) as f64 / 10.0))));
+        metrics.push(series(
+            "bench_errors_total",
+            s,
+            minutes().map(move |(t, m)| (t, (m * (s as i64 % 5)) as f64 / 10.0)),
+        ));
     }
     WriteBatch { metrics, rows: Vec::new() }
 }
@@ -104,7 +108,8 @@ async fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 / MINUTE * MINUTE;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 / MINUTE
+        * MINUTE;
     let start = now - total_minutes * MINUTE;
     // The history is written by a child process, so this one starts like a server
     // restarted on a store (its RSS holds no leftovers of the ingest).
@@ -115,7 +120,13 @@ async fn main() {
         .unwrap();
     assert!(status.success(), "writing the history failed");
     let storage = Storage::open(storage_options(dir.path())).await.unwrap();
-    println!("data: {} series x {} minutes, written and flushed to Parquet in {:.1} s; store opened, RSS {:.0} MiB", SERVICES * 2, total_minutes, flush.elapsed().as_secs_f64(), rss("VmRSS:"));
+    println!(
+        "data: {} series x {} minutes, written and flushed to Parquet in {:.1} s; store opened, RSS {:.0} MiB",
+        SERVICES * 2,
+        total_minutes,
+        flush.elapsed().as_secs_f64(),
+        rss("VmRSS:")
+    );
     let engine = QueryEngine::new(storage.clone(), QueryOptions::default()).unwrap();
 
     let mut steady = Vec::new();
@@ -159,7 +170,10 @@ async fn main() {
             let resumed = restarted.restore(&state, now + 6 * MINUTE).await.unwrap();
             let statuses = restarted.evaluate(now + 6 * MINUTE).await;
             assert!(statuses.iter().all(|s| s.sli.is_some()), "every SLO resumed with numbers");
-            println!("restart: {resumed} SLOs resumed; restore and first complete evaluation {:.2} s", started.elapsed().as_secs_f64());
+            println!(
+                "restart: {resumed} SLOs resumed; restore and first complete evaluation {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
         }
         steady.push(median);
     }
@@ -178,7 +192,10 @@ async fn main() {
         prometheus.slowest_group,
         prometheus.peak_rss_mib
     );
-    println!("vigil steady cycle / prometheus rule round (30d windows): {:.3}", vigil_30d_cycle / prometheus.round_seconds);
+    println!(
+        "vigil steady cycle / prometheus rule round (30d windows): {:.3}",
+        vigil_30d_cycle / prometheus.round_seconds
+    );
 }
 
 /// Sloth's generated rules (sloth v0.11 layout) for one SLO: SLI recordings per window,
@@ -201,8 +218,18 @@ fn sloth_rules(service: usize, slo: usize, objective: f64) -> String {
         ("slo:objective:ratio", format!("vector({})", objective / 100.0)),
         ("slo:error_budget:ratio", format!("vector(1-{})", objective / 100.0)),
         ("slo:time_period:days", "vector(30)".to_string()),
-        ("slo:current_burn_rate:ratio", format!("slo:sli_error:ratio_rate5m{{{labels}}} / on(sloth_id, sloth_slo, sloth_service) group_left slo:error_budget:ratio{{{labels}}}")),
-        ("slo:period_burn_rate:ratio", format!("slo:sli_error:ratio_rate30d{{{labels}}} / on(sloth_id, sloth_slo, sloth_service) group_left slo:error_budget:ratio{{{labels}}}")),
+        (
+            "slo:current_burn_rate:ratio",
+            format!(
+                "slo:sli_error:ratio_rate5m{{{labels}}} / on(sloth_id, sloth_slo, sloth_service) group_left slo:error_budget:ratio{{{labels}}}"
+            ),
+        ),
+        (
+            "slo:period_burn_rate:ratio",
+            format!(
+                "slo:sli_error:ratio_rate30d{{{labels}}} / on(sloth_id, sloth_slo, sloth_service) group_left slo:error_budget:ratio{{{labels}}}"
+            ),
+        ),
         ("slo:period_error_budget_remaining:ratio", format!("1 - slo:period_burn_rate:ratio{{{labels}}}")),
         ("sloth_slo_info", "vector(1)".to_string()),
     ];
@@ -210,11 +237,18 @@ fn sloth_rules(service: usize, slo: usize, objective: f64) -> String {
         out.push_str(&format!("  - record: {record}\n    expr: '{expr}'\n    labels: {{sloth_id: {id}, sloth_service: svc-{service}, sloth_slo: \"{slo}\"}}\n"));
     }
     let pair = |long: &str, short: &str, factor: f64| {
-        format!("(max(slo:sli_error:ratio_rate{long}{{{labels}}} > ({factor} * {budget})) without (sloth_window) and max(slo:sli_error:ratio_rate{short}{{{labels}}} > ({factor} * {budget})) without (sloth_window))")
+        format!(
+            "(max(slo:sli_error:ratio_rate{long}{{{labels}}} > ({factor} * {budget})) without (sloth_window) and max(slo:sli_error:ratio_rate{short}{{{labels}}} > ({factor} * {budget})) without (sloth_window))"
+        )
     };
     out.push_str(&format!("- name: sloth-slo-alerts-{id}\n  rules:\n"));
-    for (name, expr) in [("page", format!("{} or {}", pair("1h", "5m", 14.4), pair("6h", "30m", 6.0))), ("ticket", format!("{} or {}", pair("1d", "2h", 3.0), pair("3d", "6h", 1.0)))] {
-        out.push_str(&format!("  - alert: SloBurn{name}\n    expr: '{expr}'\n    labels: {{severity: {name}, sloth_id: {id}}}\n"));
+    for (name, expr) in [
+        ("page", format!("{} or {}", pair("1h", "5m", 14.4), pair("6h", "30m", 6.0))),
+        ("ticket", format!("{} or {}", pair("1d", "2h", 3.0), pair("3d", "6h", 1.0))),
+    ] {
+        out.push_str(&format!(
+            "  - alert: SloBurn{name}\n    expr: '{expr}'\n    labels: {{severity: {name}, sloth_id: {id}}}\n"
+        ));
     }
     out
 }
@@ -264,14 +298,28 @@ async fn prometheus_rule_cost(work: &std::path::Path, start: i64, total_minutes:
         let mut timeseries = Vec::new();
         for s in 0..SERVICES {
             let service = format!("svc-{s}");
-            let points = |value: &dyn Fn(i64) -> f64| minutes.clone().map(|m| (start + m * MINUTE, value(m))).collect::<Vec<_>>();
-            timeseries.push(client::series("bench_requests_total", &[("service", &service)], &points(&|m| (m * 100) as f64)));
-            timeseries.push(client::series("bench_errors_total", &[("service", &service)], &points(&|m| (m * (s as i64 % 5)) as f64 / 10.0)));
+            let points = |value: &dyn Fn(i64) -> f64| {
+                minutes.clone().map(|m| (start + m * MINUTE, value(m))).collect::<Vec<_>>()
+            };
+            timeseries.push(client::series(
+                "bench_requests_total",
+                &[("service", &service)],
+                &points(&|m| (m * 100) as f64),
+            ));
+            timeseries.push(client::series(
+                "bench_errors_total",
+                &[("service", &service)],
+                &points(&|m| (m * (s as i64 % 5)) as f64 / 10.0),
+            ));
         }
         let (status, text) = client::send(&client, &url, client::encode(&client::WriteRequest { timeseries })).await;
         assert!((200..300).contains(&status), "prometheus remote write: {status} {text}");
     }
-    println!("prometheus: {} samples remote-written in {:.0} s", SERVICES * 2 * total_minutes as usize, started.elapsed().as_secs_f64());
+    println!(
+        "prometheus: {} samples remote-written in {:.0} s",
+        SERVICES * 2 * total_minutes as usize,
+        started.elapsed().as_secs_f64()
+    );
     let metric = |body: &str, name: &str| -> Vec<f64> {
         body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect()
     };
@@ -287,7 +335,8 @@ async fn prometheus_rule_cost(work: &std::path::Path, start: i64, total_minutes:
         last_blocks = blocks;
     }
     println!("prometheus: {last_blocks} blocks after compaction, {:.0} s in", started.elapsed().as_secs_f64());
-    std::fs::write(&config, format!("global: {{evaluation_interval: 30s}}\nrule_files: [{}]\n", rules.display())).unwrap();
+    std::fs::write(&config, format!("global: {{evaluation_interval: 30s}}\nrule_files: [{}]\n", rules.display()))
+        .unwrap();
     let reload = client.post(format!("{base}/-/reload")).send().await.unwrap();
     assert!(reload.status().is_success(), "prometheus reload: {}", reload.text().await.unwrap());
     // The first round reads cold blocks: measure the rounds after it.
@@ -307,5 +356,10 @@ async fn prometheus_rule_cost(work: &std::path::Path, start: i64, total_minutes:
     let _ = prometheus.wait();
     let mut steady: Vec<f64> = rounds[1..].to_vec();
     steady.sort_by(f64::total_cmp);
-    PrometheusCost { round_seconds: steady[steady.len() / 2], slowest_group: slowest, groups: group_count, peak_rss_mib }
+    PrometheusCost {
+        round_seconds: steady[steady.len() / 2],
+        slowest_group: slowest,
+        groups: group_count,
+        peak_rss_mib,
+    }
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ballista_core::object_store::{runtime_env_with_s3_support, session_config_with_s3_support, session_state_with_s3_support};
+use ballista_core::object_store::{
+    runtime_env_with_s3_support, session_config_with_s3_support, session_state_with_s3_support,
+};
 use clap::Parser;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -18,14 +20,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 pub fn scheduler(args: &[String]) -> anyhow::Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::{Config, SchedulerConfig};
-    let opt = Config::try_parse_from(std::iter::once("vigil ballista-scheduler".to_string()).chain(args.iter().cloned()))?;
+    let opt =
+        Config::try_parse_from(std::iter::once("vigil ballista-scheduler".to_string()).chain(args.iter().cloned()))?;
     init_logging(&opt.log_level_setting);
     let addr = format!("{}:{}", opt.bind_host, opt.bind_port).parse().context("--bind-host/--bind-port")?;
     runtime()?.block_on(async move {
@@ -43,7 +47,8 @@ pub fn scheduler(args: &[String]) -> anyhow::Result<()> {
 pub fn executor(args: &[String]) -> anyhow::Result<()> {
     use ballista_executor::config::Config;
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
-    let opt = Config::try_parse_from(std::iter::once("vigil ballista-executor".to_string()).chain(args.iter().cloned()))?;
+    let opt =
+        Config::try_parse_from(std::iter::once("vigil ballista-executor".to_string()).chain(args.iter().cloned()))?;
     runtime()?.block_on(async move {
         let mut config: ExecutorProcessConfig = opt.try_into().map_err(|e| anyhow::anyhow!("{e}"))?;
         init_logging(&config.special_mod_log_level);

@@ -185,7 +185,11 @@ pub struct TokenArg {
 
 impl std::fmt::Debug for TokenArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenArg").field("name", &self.name).field("scopes", &self.scopes).field("secret", &self.secret).finish()
+        f.debug_struct("TokenArg")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("secret", &self.secret)
+            .finish()
     }
 }
 
@@ -451,8 +455,18 @@ impl ServeArgs {
         set(&mut limits.max_auth_failures_per_minute, self.limits.max_auth_failures_per_minute);
 
         for token in &self.security.auth_tokens {
-            let name = serde_saphyr::Spanned::new(token.name.clone(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN);
-            config.auth.tokens.push(TokenConfig { name, token: Some(token.secret.clone()), token_env: None, token_file: None, scopes: token.scopes.clone() });
+            let name = serde_saphyr::Spanned::new(
+                token.name.clone(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            );
+            config.auth.tokens.push(TokenConfig {
+                name,
+                token: Some(token.secret.clone()),
+                token_env: None,
+                token_file: None,
+                scopes: token.scopes.clone(),
+            });
         }
         if self.security.auth_tokens_file.is_some() {
             config.auth.tokens_file.clone_from(&self.security.auth_tokens_file);
@@ -511,9 +525,20 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let cli = Cli::try_parse_from(["vigil", "serve", "--data-dir", "/tmp/x", "--wal-fsync", "never", "--retention", "7d"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "vigil",
+            "serve",
+            "--data-dir",
+            "/tmp/x",
+            "--wal-fsync",
+            "never",
+            "--retention",
+            "7d",
+        ])
+        .unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
-        let mut config = Config::parse(std::path::Path::new("/etc/vigil.yaml"), "storage: {retention: 1d, data_dir: data}").unwrap();
+        let mut config =
+            Config::parse(std::path::Path::new("/etc/vigil.yaml"), "storage: {retention: 1d, data_dir: data}").unwrap();
         assert_eq!(config.storage.data_dir, PathBuf::from("/etc/data"), "file paths are relative to the file");
         args.apply(&mut config);
         assert_eq!(config.storage.data_dir, PathBuf::from("/tmp/x"));
@@ -530,7 +555,9 @@ mod tests {
         let mut config = Config::parse(std::path::Path::new("/etc/vigil.yaml"), file).unwrap();
         assert_eq!(config.storage.index_cache_size, bytesize::ByteSize::mib(8));
         assert_eq!(config.query.max_workers_per_query, 3);
-        let cli = Cli::try_parse_from(["vigil", "serve", "--index-cache-size", "1GiB", "--query-max-workers-per-query", "1"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["vigil", "serve", "--index-cache-size", "1GiB", "--query-max-workers-per-query", "1"])
+                .unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         args.apply(&mut config);
         assert_eq!(config.storage.index_cache_size, bytesize::ByteSize::gib(1));
@@ -539,16 +566,32 @@ mod tests {
 
     #[test]
     fn tokens_and_tls_come_from_flags() {
-        let cli = Cli::try_parse_from(["vigil", "serve", "--auth-token", "ci:ingest+read:a:b:c", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "vigil",
+            "serve",
+            "--auth-token",
+            "ci:ingest+read:a:b:c",
+            "--tls-cert-file",
+            "c.pem",
+            "--tls-key-file",
+            "k.pem",
+        ])
+        .unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert!(!format!("{args:?}").contains("a:b:c"), "Debug output shows the token");
         let mut config = Config::default();
         args.apply(&mut config);
         let specs = config.auth.resolve().unwrap();
-        assert_eq!((specs[0].name.as_str(), specs[0].secret.as_str(), specs[0].scopes.as_slice()), ("ci", "a:b:c", &[Scope::Ingest, Scope::Read][..]));
+        assert_eq!(
+            (specs[0].name.as_str(), specs[0].secret.as_str(), specs[0].scopes.as_slice()),
+            ("ci", "a:b:c", &[Scope::Ingest, Scope::Read][..])
+        );
         assert_eq!(config.tls.unwrap().key_file, PathBuf::from("k.pem"));
         assert!(Cli::try_parse_from(["vigil", "serve", "--auth-token", "ci:write:x"]).is_err());
-        assert!(Cli::try_parse_from(["vigil", "serve", "--tls-cert-file", "c.pem"]).is_err(), "a certificate needs its key");
+        assert!(
+            Cli::try_parse_from(["vigil", "serve", "--tls-cert-file", "c.pem"]).is_err(),
+            "a certificate needs its key"
+        );
     }
 
     #[test]
@@ -560,8 +603,19 @@ mod tests {
         assert_eq!(config.cluster.node_id.as_deref(), Some("a"));
         assert_eq!(config.query.ballista_min_range, PromDuration::days(7));
         let cli = Cli::try_parse_from([
-            "vigil", "serve", "--object-store-kind", "s3", "--object-store-bucket", "b", "--object-store-allow-http",
-            "--node-id", "b", "--lease-ttl", "30s", "--ballista-min-range", "1d",
+            "vigil",
+            "serve",
+            "--object-store-kind",
+            "s3",
+            "--object-store-bucket",
+            "b",
+            "--object-store-allow-http",
+            "--node-id",
+            "b",
+            "--lease-ttl",
+            "30s",
+            "--ballista-min-range",
+            "1d",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
@@ -579,7 +633,8 @@ mod tests {
 
     #[test]
     fn ballista_roles_take_ballistas_own_flags() {
-        let cli = Cli::try_parse_from(["vigil", "ballista-executor", "--scheduler-port", "1", "--bind-port", "2"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["vigil", "ballista-executor", "--scheduler-port", "1", "--bind-port", "2"]).unwrap();
         let Command::BallistaExecutor(pass) = cli.command else { panic!("not the executor") };
         assert_eq!(pass.args, ["--scheduler-port", "1", "--bind-port", "2"]);
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-pub use vigil_query::PromDuration;
 use serde_saphyr::Spanned;
+pub use vigil_query::PromDuration;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -166,25 +166,38 @@ impl AuthConfig {
             .map(|token| {
                 let secret = match (&token.token, &token.token_env, &token.token_file) {
                     (Some(secret), _, _) => secret.0.clone(),
-                    (None, Some(var), _) => std::env::var(var).map_err(|_| format!("auth token {:?}: environment variable {var} is not set", token.name.value))?,
+                    (None, Some(var), _) => std::env::var(var).map_err(|_| {
+                        format!("auth token {:?}: environment variable {var} is not set", token.name.value)
+                    })?,
                     (None, None, Some(file)) => std::fs::read_to_string(file)
                         .map_err(|e| format!("auth token {:?}: reading {}: {e}", token.name.value, file.display()))?,
-                    (None, None, None) => return Err(format!("auth token {:?} has none of token, token_env, token_file", token.name.value)),
+                    (None, None, None) => {
+                        return Err(format!(
+                            "auth token {:?} has none of token, token_env, token_file",
+                            token.name.value
+                        ));
+                    }
                 };
                 if secret.trim().is_empty() {
                     return Err(format!("auth token {:?} is empty", token.name.value));
                 }
-                Ok(vigil_web::TokenSpec { name: token.name.value.clone(), secret: secret.trim().to_string(), scopes: token.scopes.clone() })
+                Ok(vigil_web::TokenSpec {
+                    name: token.name.value.clone(),
+                    secret: secret.trim().to_string(),
+                    scopes: token.scopes.clone(),
+                })
             })
             .collect::<Result<Vec<_>, String>>()?;
         if let Some(file) = &self.tokens_file {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("reading the tokens file {}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("reading the tokens file {}: {e}", file.display()))?;
             for (index, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let token: crate::cli::TokenArg = line.parse().map_err(|e| format!("{}:{}: {e}", file.display(), index + 1))?;
+                let token: crate::cli::TokenArg =
+                    line.parse().map_err(|e| format!("{}:{}: {e}", file.display(), index + 1))?;
                 specs.push(token.into_spec());
             }
         }
@@ -420,7 +433,11 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { node_id: None, peer_refresh: PromDuration(Duration::from_secs(15)), lease_ttl: PromDuration(Duration::from_secs(15)) }
+        ClusterConfig {
+            node_id: None,
+            peer_refresh: PromDuration(Duration::from_secs(15)),
+            lease_ttl: PromDuration(Duration::from_secs(15)),
+        }
     }
 }
 
@@ -519,9 +536,10 @@ impl Config {
                 config.storage.data_dir = base.join(&config.storage.data_dir);
             }
             if let Some(path) = &mut config.storage.object_store.path
-                && path.is_relative() {
-                    *path = base.join(&*path);
-                }
+                && path.is_relative()
+            {
+                *path = base.join(&*path);
+            }
             if let Some(tls) = &mut config.tls {
                 tls.cert_file = base.join(&tls.cert_file);
                 tls.key_file = base.join(&tls.key_file);
@@ -564,31 +582,52 @@ impl Config {
             column: location.column().max(1),
             message,
         };
-        vigil_alerting::config::check(&self.receivers, self.route.as_ref(), self.inhibit_rules.as_deref().unwrap_or_default())
-            .map_err(|issue| at(issue.location, issue.message))?;
+        vigil_alerting::config::check(
+            &self.receivers,
+            self.route.as_ref(),
+            self.inhibit_rules.as_deref().unwrap_or_default(),
+        )
+        .map_err(|issue| at(issue.location, issue.message))?;
         for (statistic, value) in &self.drift.thresholds {
             let known = vigil_storage::schema::DRIFT_STATISTICS;
             if !known.contains(&statistic.as_str()) {
-                return Err(at(value.referenced, format!("unknown drift statistic {statistic:?} in drift.thresholds; one of {}", known.join(", "))));
+                return Err(at(
+                    value.referenced,
+                    format!("unknown drift statistic {statistic:?} in drift.thresholds; one of {}", known.join(", ")),
+                ));
             }
             if !value.value.is_finite() {
                 return Err(at(value.referenced, format!("the {statistic} threshold must be a finite number")));
             }
         }
         if self.drift.window.0 < Duration::from_secs(60) {
-            return Err(ConfigError { path: path.to_path_buf(), line: 1, column: 1, message: format!("drift.window {} is under a minute", self.drift.window) });
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: format!("drift.window {} is under a minute", self.drift.window),
+            });
         }
         let mut names = std::collections::HashSet::new();
         for token in &self.auth.tokens {
             let name = &token.name;
             if name.value.is_empty() || !names.insert(name.value.as_str()) {
-                return Err(at(name.referenced, format!("auth token names must be unique and not empty ({:?})", name.value)));
+                return Err(at(
+                    name.referenced,
+                    format!("auth token names must be unique and not empty ({:?})", name.value),
+                ));
             }
             if token.token.is_some() == token.token_env.is_some() {
-                return Err(at(name.referenced, format!("auth token {:?} needs exactly one of token and token_env", name.value)));
+                return Err(at(
+                    name.referenced,
+                    format!("auth token {:?} needs exactly one of token and token_env", name.value),
+                ));
             }
             if token.scopes.is_empty() {
-                return Err(at(name.referenced, format!("auth token {:?} has no scopes; give it some of ingest, read, admin", name.value)));
+                return Err(at(
+                    name.referenced,
+                    format!("auth token {:?} has no scopes; give it some of ingest, read, admin", name.value),
+                ));
             }
         }
         let mut jobs = std::collections::HashSet::new();
@@ -601,15 +640,25 @@ impl Config {
                 return Err(at(job.referenced, format!("duplicate job_name {:?}", job.value)));
             }
             if let Some(timeout) = &scrape.scrape_timeout
-                && timeout.value.0 > scrape.scrape_interval.0 {
-                    let message = format!("scrape_timeout {} is greater than scrape_interval {}", timeout.value, scrape.scrape_interval);
-                    return Err(at(timeout.referenced, message));
-                }
+                && timeout.value.0 > scrape.scrape_interval.0
+            {
+                let message = format!(
+                    "scrape_timeout {} is greater than scrape_interval {}",
+                    timeout.value, scrape.scrape_interval
+                );
+                return Err(at(timeout.referenced, message));
+            }
             if !matches!(scrape.scheme.value.as_str(), "http" | "https") {
-                return Err(at(scrape.scheme.referenced, format!("scheme must be http or https, not {:?}", scrape.scheme.value)));
+                return Err(at(
+                    scrape.scheme.referenced,
+                    format!("scheme must be http or https, not {:?}", scrape.scheme.value),
+                ));
             }
             for target in scrape.static_configs.iter().flat_map(|c| &c.targets) {
-                let valid = target.value.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                let valid = target
+                    .value
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
                 if !valid {
                     return Err(at(target.referenced, format!("target {:?} is not host:port", target.value)));
                 }
@@ -626,8 +675,14 @@ impl Config {
     /// The alerting part, with the rule files loaded.
     pub fn alerting(&self) -> Result<vigil_alerting::AlertingConfig, String> {
         let files = vigil_query::slo::expand(&self.base_dir, &self.rules)?;
-        let groups = vigil_alerting::rules::load_files(&files).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
-        Ok(vigil_alerting::AlertingConfig { receivers: self.receivers.clone(), route: self.route.clone(), inhibit_rules: self.inhibit_rules.clone(), groups })
+        let groups = vigil_alerting::rules::load_files(&files)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+        Ok(vigil_alerting::AlertingConfig {
+            receivers: self.receivers.clone(),
+            route: self.route.clone(),
+            inhibit_rules: self.inhibit_rules.clone(),
+            groups,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -657,7 +712,10 @@ mod tests {
 
     #[test]
     fn values_are_typed() {
-        let config = parse("storage:\n  retention: 7d\n  buffer_size: 256MiB\n  wal: {fsync: interval, fsync_interval: 200ms}\n").unwrap();
+        let config = parse(
+            "storage:\n  retention: 7d\n  buffer_size: 256MiB\n  wal: {fsync: interval, fsync_interval: 200ms}\n",
+        )
+        .unwrap();
         assert_eq!(config.storage.retention.0, Duration::from_secs(7 * 86400));
         assert_eq!(config.storage.buffer_size, ByteSize::mib(256));
         assert_eq!(config.storage.wal.fsync, FsyncMode::Interval);
@@ -684,7 +742,8 @@ mod tests {
         let error = parse("scrape_configs:\n  - job_name: a\n    static_configs: [{targets: [nohost]}]\n").unwrap_err();
         assert_eq!((error.line, error.column), (3, 33));
         assert_eq!(error.message, "target \"nohost\" is not host:port");
-        let error = parse("scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n").unwrap_err();
+        let error =
+            parse("scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n").unwrap_err();
         assert_eq!((error.line, error.message.as_str()), (4, "scrape_timeout 10s is greater than scrape_interval 5s"));
         let error = parse("scrape_configs:\n  - job_name: a\n  - job_name: a\n").unwrap_err();
         assert_eq!((error.line, error.column), (3, 15));
@@ -701,7 +760,8 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_and_never_printed() {
-        let config = parse("auth:\n  tokens:\n    - {name: ci, token: s3cret-value, scopes: [ingest, read]}\n").unwrap();
+        let config =
+            parse("auth:\n  tokens:\n    - {name: ci, token: s3cret-value, scopes: [ingest, read]}\n").unwrap();
         assert!(!format!("{config:?}").contains("s3cret-value"), "Debug output shows the token");
         let specs = config.auth.resolve().unwrap();
         assert_eq!((specs[0].name.as_str(), specs[0].secret.as_str()), ("ci", "s3cret-value"));
@@ -710,20 +770,27 @@ mod tests {
         assert!(error.message.contains("exactly one of token and token_env"), "{}", error.message);
         let error = parse("auth:\n  tokens:\n    - {name: a, token: x, scopes: []}\n").unwrap_err();
         assert!(error.message.contains("no scopes"), "{}", error.message);
-        let error = parse("auth:\n  tokens:\n    - {name: a, token: x, scopes: [read]}\n    - {name: a, token: y, scopes: [read]}\n").unwrap_err();
+        let error = parse(
+            "auth:\n  tokens:\n    - {name: a, token: x, scopes: [read]}\n    - {name: a, token: y, scopes: [read]}\n",
+        )
+        .unwrap_err();
         assert_eq!(error.line, 4);
         let error = parse("auth:\n  tokens:\n    - {name: a, token: x, scopes: [write]}\n").unwrap_err();
         assert!(error.message.contains("unknown variant `write`"), "{}", error.message);
-        let config = parse("auth:\n  tokens:\n    - {name: a, token_env: VIGIL_TEST_UNSET_TOKEN_VAR, scopes: [read]}\n").unwrap();
+        let config =
+            parse("auth:\n  tokens:\n    - {name: a, token_env: VIGIL_TEST_UNSET_TOKEN_VAR, scopes: [read]}\n")
+                .unwrap();
         assert!(config.auth.resolve().unwrap_err().contains("VIGIL_TEST_UNSET_TOKEN_VAR is not set"));
-        let config = Config::parse(Path::new("/etc/vigil/vigil.yaml"), "tls: {cert_file: c.pem, key_file: /k.pem}\n").unwrap();
+        let config =
+            Config::parse(Path::new("/etc/vigil/vigil.yaml"), "tls: {cert_file: c.pem, key_file: /k.pem}\n").unwrap();
         let tls = config.tls.unwrap();
         assert_eq!((tls.cert_file, tls.key_file), (PathBuf::from("/etc/vigil/c.pem"), PathBuf::from("/k.pem")));
     }
 
     #[test]
     fn receivers_and_routes_are_checked_in_place() {
-        let error = parse("receivers:\n  - name: mail\n    webhook: {url: 'http://x/'}\nroute:\n  receiver: mial\n").unwrap_err();
+        let error = parse("receivers:\n  - name: mail\n    webhook: {url: 'http://x/'}\nroute:\n  receiver: mial\n")
+            .unwrap_err();
         assert_eq!((error.line, error.column), (5, 13));
         assert!(error.message.contains("unknown receiver \"mial\" (did you mean \"mail\"?)"), "{}", error.message);
         let error = parse("receivers:\n  - name: a\n    webhook: {url: 'ftp://x/'}\n").unwrap_err();

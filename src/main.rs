@@ -26,10 +26,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const THREAD_STACK_BYTES: usize = 8 << 20;
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("vigil").thread_stack_size(THREAD_STACK_BYTES).build().map_err(|e| {
-        eprintln!("vigil: cannot start the async runtime: {e}");
-        ExitCode::FAILURE
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vigil")
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()
+        .map_err(|e| {
+            eprintln!("vigil: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn main() -> ExitCode {

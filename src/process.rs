@@ -40,7 +40,10 @@ pub fn record_fds() {
 pub fn record_memory(engine: &vigil_query::QueryEngine) {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
-    if let Some(pages) = std::fs::read_to_string("/proc/self/statm").ok().and_then(|statm| statm.split_whitespace().nth(1)?.parse::<f64>().ok()) {
+    if let Some(pages) = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<f64>().ok())
+    {
         metrics::gauge!("vigil_process_resident_memory_bytes").set(pages * page);
     }
     metrics::gauge!("vigil_memory_bytes", "component" => "write_buffer").set(engine.storage().buffered_bytes() as f64);
@@ -61,7 +64,11 @@ impl DataDirLock {
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            anyhow::bail!("{} is in use by another Vigil process (the lock {} is held): stop it first", data_dir.display(), path.display());
+            anyhow::bail!(
+                "{} is in use by another Vigil process (the lock {} is held): stop it first",
+                data_dir.display(),
+                path.display()
+            );
         }
         Ok(DataDirLock { _file: file })
     }

@@ -33,8 +33,20 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl DefinitionReloader {
-    pub fn new(config_path: Option<PathBuf>, startup: Config, evaluator: Arc<SloEvaluator>, alerting: Alerting) -> Self {
-        DefinitionReloader { config_path, startup, evaluator, alerting, status: RwLock::new(ReloadStatus::default()), fingerprint: Mutex::new(Vec::new()) }
+    pub fn new(
+        config_path: Option<PathBuf>,
+        startup: Config,
+        evaluator: Arc<SloEvaluator>,
+        alerting: Alerting,
+    ) -> Self {
+        DefinitionReloader {
+            config_path,
+            startup,
+            evaluator,
+            alerting,
+            status: RwLock::new(ReloadStatus::default()),
+            fingerprint: Mutex::new(Vec::new()),
+        }
     }
 
     fn config(&self) -> Result<Config, String> {

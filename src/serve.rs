@@ -78,14 +78,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let slos = Arc::new(vigil_query::slo::SloEvaluator::new(engine.clone()));
     let mut alerting_options = alerting_options(&config);
     alerting_options.shared_store = Some(storage.object_store().1);
-    let alerting = vigil_alerting::Alerting::open(engine.clone(), alerting_options, Arc::new(vigil_alerting::SystemClock));
+    let alerting =
+        vigil_alerting::Alerting::open(engine.clone(), alerting_options, Arc::new(vigil_alerting::SystemClock));
     // Only the node holding the lease evaluates SLOs and alerts; it is taken before the first
     // evaluation, so a single node starts alerting at once.
-    let mut lease = vigil_storage::lease::Lease::new(storage.object_store().1, "alerting", storage.node_id(), config.cluster.lease_ttl.0.max(Duration::from_secs(1)));
+    let mut lease = vigil_storage::lease::Lease::new(
+        storage.object_store().1,
+        "alerting",
+        storage.node_id(),
+        config.cluster.lease_ttl.0.max(Duration::from_secs(1)),
+    );
     alerting.set_active(false);
     crate::cluster::lease_tick(&mut lease, &alerting).await;
     let lease_task = tokio::spawn(crate::cluster::hold_lease(lease, alerting.clone(), stop.clone()));
-    let reloader = Arc::new(crate::reload::DefinitionReloader::new(args.config.clone(), config.clone(), slos.clone(), alerting.clone()));
+    let reloader = Arc::new(crate::reload::DefinitionReloader::new(
+        args.config.clone(),
+        config.clone(),
+        slos.clone(),
+        alerting.clone(),
+    ));
     // At start-up there is no previous set to keep: invalid definitions stop Vigil.
     reloader.apply().await.map_err(|errors| anyhow::anyhow!("invalid definitions:\n{errors}"))?;
     tokio::spawn(reloader.clone().watch(stop.clone()));
@@ -136,7 +147,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if auth.enabled() {
         info!(tokens = auth.token_count(), "bearer-token auth on");
     } else {
-        for (what, address) in [("HTTP API", config.listen.http), ("OTLP/HTTP", config.listen.otlp_http), ("OTLP/gRPC", config.listen.otlp_grpc)] {
+        for (what, address) in [
+            ("HTTP API", config.listen.http),
+            ("OTLP/HTTP", config.listen.otlp_http),
+            ("OTLP/gRPC", config.listen.otlp_grpc),
+        ] {
             if !address.ip().is_loopback() {
                 tracing::warn!(%address, "no auth tokens configured: the {what} listener is open to whoever reaches this address");
             }
@@ -179,7 +194,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (otlp_grpc, vigil_web::otlp_grpc_router(ingestor, http.max_body_bytes, auth)),
     ]
     .map(|(listener, app)| {
-        tokio::spawn(vigil_web::server::serve(listener, app, tls.clone(), connection_limits.clone(), connections.clone(), shutdown.clone()))
+        tokio::spawn(vigil_web::server::serve(
+            listener,
+            app,
+            tls.clone(),
+            connection_limits.clone(),
+            connections.clone(),
+            shutdown.clone(),
+        ))
     });
     ready.store(true, Ordering::Release);
     shutdown_signal(ready).await;
@@ -201,7 +223,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn bind(address: std::net::SocketAddr, what: &str, tls: bool) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(address).await.with_context(|| format!("binding the {what} listener to {address}"))?;
+    let listener =
+        TcpListener::bind(address).await.with_context(|| format!("binding the {what} listener to {address}"))?;
     info!(address = %listener.local_addr()?, tls, "{what} listening");
     Ok(listener)
 }
@@ -217,17 +240,19 @@ fn tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<tokio_rustls::Tl
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("reading the TLS certificate {}", tls.cert_file.display()))?;
     anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", tls.cert_file.display());
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).with_context(|| format!("reading the TLS private key {}", tls.key_file.display()))?;
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .with_context(|| format!("the key {} does not fit the certificate {}", tls.key_file.display(), tls.cert_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .with_context(|| format!("reading the TLS private key {}", tls.key_file.display()))?;
+    let mut server =
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).with_context(|| {
+            format!("the key {} does not fit the certificate {}", tls.key_file.display(), tls.cert_file.display())
+        })?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("invalid log filter {filter:?}"))?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("invalid log filter {filter:?}"))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     Ok(())
 }
@@ -288,7 +313,11 @@ fn query_options(config: &Config) -> anyhow::Result<QueryOptions> {
         Some(scheduler) => Some(vigil_query::distributed::BallistaOptions {
             scheduler: scheduler.clone(),
             min_range: config.query.ballista_min_range.0,
-            store_url: config.storage.object_store.base_url(&config.storage.data_dir).context("the store's URL for Ballista")?,
+            store_url: config
+                .storage
+                .object_store
+                .base_url(&config.storage.data_dir)
+                .context("the store's URL for Ballista")?,
         }),
         None => None,
     };
@@ -297,7 +326,10 @@ fn query_options(config: &Config) -> anyhow::Result<QueryOptions> {
         timeout: query.timeout.0,
         max_memory_bytes: query.max_memory.as_u64() as usize,
         ballista,
-        shape: vigil_query::guard::QueryShape { max_length: query.max_length.as_u64() as usize, max_depth: query.max_depth.max(2) },
+        shape: vigil_query::guard::QueryShape {
+            max_length: query.max_length.as_u64() as usize,
+            max_depth: query.max_depth.max(2),
+        },
         max_result_rows: query.max_result_rows,
         max_result_bytes: query.max_result_bytes.as_u64() as usize,
         max_samples: query.max_samples,

@@ -18,8 +18,9 @@ pub async fn run(action: StoreAction) -> anyhow::Result<ExitCode> {
     let data_dir = &config.storage.data_dir;
     let node = match &config.cluster.node_id {
         Some(node) => node.clone(),
-        None => vigil_storage::stored_node_id(data_dir)
-            .with_context(|| format!("{} holds no node_id: pass --node-id or the server's --data-dir", data_dir.display()))?,
+        None => vigil_storage::stored_node_id(data_dir).with_context(|| {
+            format!("{} holds no node_id: pass --node-id or the server's --data-dir", data_dir.display())
+        })?,
     };
     let store = config.storage.object_store.build(data_dir).context("opening the object store")?;
     let report = if repair {
@@ -56,7 +57,10 @@ fn print(report: &StoreReport, repair: bool) {
     }
     match (repair, report.problems.is_empty()) {
         (_, true) if report.actions.is_empty() => println!("no problems found"),
-        (false, false) => println!("{} problems; stop the server and run `vigil store repair` with the same flags", report.problems.len()),
+        (false, false) => println!(
+            "{} problems; stop the server and run `vigil store repair` with the same flags",
+            report.problems.len()
+        ),
         _ => {}
     }
 }

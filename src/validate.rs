@@ -28,7 +28,13 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
             FileKind::Rules => match vigil_alerting::rules::parse(&path.display().to_string(), &text) {
                 Ok(groups) => {
                     let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
-                    println!("{}: {rules} valid rule{} in {} group{}", path.display(), plural(rules), groups.len(), plural(groups.len()));
+                    println!(
+                        "{}: {rules} valid rule{} in {} group{}",
+                        path.display(),
+                        plural(rules),
+                        groups.len(),
+                        plural(groups.len())
+                    );
                 }
                 Err(errors) => {
                     failed = true;

@@ -162,7 +162,11 @@ pub fn parse_matchers(texts: &[Spanned<String>]) -> Result<Vec<Matcher>, ConfigI
 
 /// Checks receivers, route and inhibit rules together: names unique, every receiver a route
 /// names defined, matchers valid.
-pub fn check(receivers: &[ReceiverConfig], route: Option<&RouteConfig>, inhibit: &[InhibitRuleConfig]) -> Result<(), ConfigIssue> {
+pub fn check(
+    receivers: &[ReceiverConfig],
+    route: Option<&RouteConfig>,
+    inhibit: &[InhibitRuleConfig],
+) -> Result<(), ConfigIssue> {
     let mut names = std::collections::BTreeSet::new();
     for receiver in receivers {
         let name = &receiver.name;
@@ -178,17 +182,28 @@ pub fn check(receivers: &[ReceiverConfig], route: Option<&RouteConfig>, inhibit:
         if let Some(webhook) = &receiver.webhook {
             match reqwest::Url::parse(&webhook.url.value) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                _ => return Err(issue(webhook.url.referenced, format!("webhook url {:?} is not an http(s) URL", webhook.url.value))),
+                _ => {
+                    return Err(issue(
+                        webhook.url.referenced,
+                        format!("webhook url {:?} is not an http(s) URL", webhook.url.value),
+                    ));
+                }
             }
         }
         if let Some(email) = &receiver.email {
             for address in email.to.iter().chain(std::iter::once(&email.from)) {
                 if address.parse::<lettre::Address>().is_err() && address.parse::<lettre::message::Mailbox>().is_err() {
-                    return Err(issue(name.referenced, format!("receiver {:?}: {address:?} is not an email address", name.value)));
+                    return Err(issue(
+                        name.referenced,
+                        format!("receiver {:?}: {address:?} is not an email address", name.value),
+                    ));
                 }
             }
             if email.to.is_empty() {
-                return Err(issue(name.referenced, format!("receiver {:?}: email needs at least one address in to:", name.value)));
+                return Err(issue(
+                    name.referenced,
+                    format!("receiver {:?}: email needs at least one address in to:", name.value),
+                ));
             }
         }
     }
@@ -218,7 +233,8 @@ fn check_route(route: &RouteConfig, receivers: &std::collections::BTreeSet<&str>
     }
     parse_matchers(&route.matchers)?;
     for (name, pattern) in &route.match_re {
-        Matcher::new(name.clone(), crate::matchers::MatchOp::Regex, pattern.clone()).map_err(|e| issue(Location::UNKNOWN, e.to_string()))?;
+        Matcher::new(name.clone(), crate::matchers::MatchOp::Regex, pattern.clone())
+            .map_err(|e| issue(Location::UNKNOWN, e.to_string()))?;
     }
     for child in &route.routes {
         check_route(child, receivers)?;

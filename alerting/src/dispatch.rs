@@ -60,7 +60,10 @@ pub struct Route {
 
 impl Route {
     /// The tree of a config; `None` sends everything to `fallback_receiver` (if any).
-    pub fn compile(config: Option<&RouteConfig>, fallback_receiver: Option<&str>) -> Result<Option<Route>, ConfigIssue> {
+    pub fn compile(
+        config: Option<&RouteConfig>,
+        fallback_receiver: Option<&str>,
+    ) -> Result<Option<Route>, ConfigIssue> {
         match config {
             Some(config) => Ok(Some(Route::node(config, &RouteOptions::defaults(""), None, 0)?)),
             None => Ok(fallback_receiver.map(|receiver| Route {
@@ -73,15 +76,27 @@ impl Route {
         }
     }
 
-    fn node(config: &RouteConfig, parent: &RouteOptions, parent_key: Option<&str>, index: usize) -> Result<Route, ConfigIssue> {
+    fn node(
+        config: &RouteConfig,
+        parent: &RouteOptions,
+        parent_key: Option<&str>,
+        index: usize,
+    ) -> Result<Route, ConfigIssue> {
         let mut matchers = parse_matchers(&config.matchers)?;
         for (name, value) in &config.match_equal {
-            matchers.push(Matcher::new(name.clone(), MatchOp::Equal, value.clone()).map_err(|e| issue(serde_saphyr::Location::UNKNOWN, e.to_string()))?);
+            matchers.push(
+                Matcher::new(name.clone(), MatchOp::Equal, value.clone())
+                    .map_err(|e| issue(serde_saphyr::Location::UNKNOWN, e.to_string()))?,
+            );
         }
         for (name, value) in &config.match_re {
-            matchers.push(Matcher::new(name.clone(), MatchOp::Regex, value.clone()).map_err(|e| issue(serde_saphyr::Location::UNKNOWN, e.to_string()))?);
+            matchers.push(
+                Matcher::new(name.clone(), MatchOp::Regex, value.clone())
+                    .map_err(|e| issue(serde_saphyr::Location::UNKNOWN, e.to_string()))?,
+            );
         }
-        let ms = |d: &Option<vigil_query::PromDuration>, inherited: i64| d.map_or(inherited, |d| d.0.as_millis() as i64);
+        let ms =
+            |d: &Option<vigil_query::PromDuration>, inherited: i64| d.map_or(inherited, |d| d.0.as_millis() as i64);
         let options = RouteOptions {
             receiver: config.receiver.as_ref().map_or_else(|| parent.receiver.clone(), |r| r.value.clone()),
             group_by: match &config.group_by {
@@ -100,7 +115,12 @@ impl Route {
                 format!("{parent_key}/{{{}}}/{index}", rendered.join(","))
             }
         };
-        let routes = config.routes.iter().enumerate().map(|(i, child)| Route::node(child, &options, Some(&key), i)).collect::<Result<_, _>>()?;
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, child)| Route::node(child, &options, Some(&key), i))
+            .collect::<Result<_, _>>()?;
         Ok(Route { key, matchers, continue_matching: config.continue_matching, options, routes })
     }
 
@@ -210,7 +230,9 @@ impl Dispatcher {
         let grouped = |route_key: &str, options: &RouteOptions| {
             let group_labels: Labels = match &options.group_by {
                 GroupBy::All => alert.labels.clone(),
-                GroupBy::Labels(names) => names.iter().filter_map(|n| alert.labels.get(n).map(|v| (n.clone(), v.clone()))).collect(),
+                GroupBy::Labels(names) => {
+                    names.iter().filter_map(|n| alert.labels.get(n).map(|v| (n.clone(), v.clone()))).collect()
+                }
             };
             let key = format!("{route_key}:{}", format_labels(&group_labels));
             (options.receiver.clone(), key, group_labels, options.clone())
@@ -272,8 +294,10 @@ impl Dispatcher {
             }
             group.next_flush_ms = now_ms + group.options.group_interval_ms;
             let mut alerts: Vec<NotifyAlert> = group.alerts.values().filter(|a| !muted(a)).cloned().collect();
-            let firing: BTreeSet<u64> = alerts.iter().filter(|a| !a.is_resolved(now_ms)).map(|a| a.fingerprint).collect();
-            let resolved: BTreeSet<u64> = alerts.iter().filter(|a| a.is_resolved(now_ms)).map(|a| a.fingerprint).collect();
+            let firing: BTreeSet<u64> =
+                alerts.iter().filter(|a| !a.is_resolved(now_ms)).map(|a| a.fingerprint).collect();
+            let resolved: BTreeSet<u64> =
+                alerts.iter().filter(|a| a.is_resolved(now_ms)).map(|a| a.fingerprint).collect();
             let send_resolved = self.send_resolved.get(receiver).copied().unwrap_or(true);
             let entry = self.nflog.get(&(receiver.clone(), key.clone()));
             if !needs_update(entry, &firing, &resolved, send_resolved, group.options.repeat_interval_ms, now_ms) {
@@ -288,12 +312,22 @@ impl Dispatcher {
             }
             if alerts.is_empty() {
                 // Nothing the receiver should see (all muted or resolved): log it as told.
-                self.nflog.insert((receiver.clone(), key.clone()), NflogEntry { firing, resolved: resolved.clone(), timestamp_ms: now_ms });
+                self.nflog.insert(
+                    (receiver.clone(), key.clone()),
+                    NflogEntry { firing, resolved: resolved.clone(), timestamp_ms: now_ms },
+                );
                 group.alerts.retain(|fp, a| !(resolved.contains(fp) && a.is_resolved(now_ms)));
                 continue;
             }
             group.in_flight = true;
-            flushes.push(Flush { group_key: key.clone(), receiver: receiver.clone(), group_labels: group.group_labels.clone(), alerts, firing, resolved });
+            flushes.push(Flush {
+                group_key: key.clone(),
+                receiver: receiver.clone(),
+                group_labels: group.group_labels.clone(),
+                alerts,
+                firing,
+                resolved,
+            });
         }
         self.groups.retain(|_, g| !g.alerts.is_empty() || g.in_flight);
         flushes
@@ -304,7 +338,10 @@ impl Dispatcher {
     pub fn complete(&mut self, flush: &Flush, delivered: bool, now_ms: i64) {
         let id = (flush.receiver.clone(), flush.group_key.clone());
         if delivered {
-            self.nflog.insert(id.clone(), NflogEntry { firing: flush.firing.clone(), resolved: flush.resolved.clone(), timestamp_ms: now_ms });
+            self.nflog.insert(
+                id.clone(),
+                NflogEntry { firing: flush.firing.clone(), resolved: flush.resolved.clone(), timestamp_ms: now_ms },
+            );
         }
         if let Some(group) = self.groups.get_mut(&id) {
             group.in_flight = false;
@@ -329,7 +366,14 @@ impl Dispatcher {
 }
 
 /// Alertmanager's `DedupStage.needsUpdate`.
-fn needs_update(entry: Option<&NflogEntry>, firing: &BTreeSet<u64>, resolved: &BTreeSet<u64>, send_resolved: bool, repeat_ms: i64, now_ms: i64) -> bool {
+fn needs_update(
+    entry: Option<&NflogEntry>,
+    firing: &BTreeSet<u64>,
+    resolved: &BTreeSet<u64>,
+    send_resolved: bool,
+    repeat_ms: i64,
+    now_ms: i64,
+) -> bool {
     let Some(entry) = entry else {
         return !firing.is_empty();
     };
@@ -352,6 +396,13 @@ mod tests;
 impl Flush {
     #[cfg(test)]
     pub(crate) fn for_test(group_key: &str, receiver: &str, group_labels: Labels, alerts: Vec<NotifyAlert>) -> Flush {
-        Flush { group_key: group_key.into(), receiver: receiver.into(), group_labels, alerts, firing: BTreeSet::new(), resolved: BTreeSet::new() }
+        Flush {
+            group_key: group_key.into(),
+            receiver: receiver.into(),
+            group_labels,
+            alerts,
+            firing: BTreeSet::new(),
+            resolved: BTreeSet::new(),
+        }
     }
 }

@@ -101,7 +101,14 @@ pub(crate) struct Source {
 
 impl Source {
     pub(crate) fn new(kind: SourceKind, alerts: RuleAlerts) -> Self {
-        Source { kind, alerts, receivers: BTreeMap::new(), generator_url: String::new(), last_error: None, last_evaluation_ms: None }
+        Source {
+            kind,
+            alerts,
+            receivers: BTreeMap::new(),
+            generator_url: String::new(),
+            last_error: None,
+            last_evaluation_ms: None,
+        }
     }
 }
 
@@ -203,13 +210,24 @@ impl Alerting {
             })
             .collect();
         let inhibit = vec![InhibitRule::page_inhibits_ticket(&BTreeSet::new())];
-        let http = reqwest::Client::builder().user_agent(concat!("Vigil/", env!("CARGO_PKG_VERSION"))).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("Vigil/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
         Alerting {
             inner: Arc::new(Inner {
                 engine,
                 clock,
                 files,
-                state: Mutex::new(State { sources, groups: Vec::new(), dispatcher, inhibit, custom_inhibit: false, written: BTreeSet::new(), written_at_ms: 0 }),
+                state: Mutex::new(State {
+                    sources,
+                    groups: Vec::new(),
+                    dispatcher,
+                    inhibit,
+                    custom_inhibit: false,
+                    written: BTreeSet::new(),
+                    written_at_ms: 0,
+                }),
                 silences: Mutex::new(Silences::restore(silences)),
                 notifiers: RwLock::new(BTreeMap::new()),
                 receivers: Mutex::new(BTreeMap::new()),
@@ -238,7 +256,11 @@ impl Alerting {
             for receiver in &config.receivers {
                 let status = receivers.entry(receiver.name.value.clone()).or_default();
                 status.name = receiver.name.value.clone();
-                status.integrations = [receiver.email.as_ref().map(|_| "email"), receiver.webhook.as_ref().map(|_| "webhook")].into_iter().flatten().collect();
+                status.integrations =
+                    [receiver.email.as_ref().map(|_| "email"), receiver.webhook.as_ref().map(|_| "webhook")]
+                        .into_iter()
+                        .flatten()
+                        .collect();
             }
         }
         *self.inner.notifiers.write() = notifiers;
@@ -264,8 +286,11 @@ impl Alerting {
                 group: group.clone(),
             })
             .collect();
-        let keys: BTreeSet<String> =
-            config.groups.iter().flat_map(|g| g.rules.iter().enumerate().map(move |(i, r)| rule_key(g, r, i))).collect();
+        let keys: BTreeSet<String> = config
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter().enumerate().map(move |(i, r)| rule_key(g, r, i)))
+            .collect();
         state.sources.retain(|key, _| key.starts_with("slo:") || keys.contains(key));
         Ok(())
     }
@@ -302,13 +327,17 @@ impl Alerting {
         let message = Message::new(&flush, &self.inner.options.external_url, self.now_ms());
         let notifier = self.inner.notifiers.read().get(&flush.receiver).cloned();
         let outcome = match notifier {
-            Some(notifier) => notifier.notify(&message, self.inner.options.max_attempts).await.map_err(|e| e.to_string()),
+            Some(notifier) => {
+                notifier.notify(&message, self.inner.options.max_attempts).await.map_err(|e| e.to_string())
+            }
             None => Err(format!("receiver {:?} is not configured", flush.receiver)),
         };
         let now = self.now_ms();
         {
             let mut receivers = self.inner.receivers.lock();
-            let status = receivers.entry(flush.receiver.clone()).or_insert_with(|| ReceiverStatus { name: flush.receiver.clone(), ..Default::default() });
+            let status = receivers
+                .entry(flush.receiver.clone())
+                .or_insert_with(|| ReceiverStatus { name: flush.receiver.clone(), ..Default::default() });
             status.last_attempt = Some(rfc3339_ms(now));
             match &outcome {
                 Ok(()) => {
@@ -373,4 +402,3 @@ impl Alerting {
 
 #[cfg(test)]
 mod tests;
-

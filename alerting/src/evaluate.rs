@@ -54,11 +54,15 @@ impl Alerting {
                     continue;
                 }
                 let key = format!("slo:{}", definition.name);
-                let source = state.sources.entry(key).or_insert_with(|| Source::new(SourceKind::Slo, RuleAlerts::default()));
+                let source =
+                    state.sources.entry(key).or_insert_with(|| Source::new(SourceKind::Slo, RuleAlerts::default()));
                 source.generator_url = format!("{}/slos/{}", external.trim_end_matches('/'), definition.name);
                 source.last_evaluation_ms = Some(now);
                 let candidates = crate::slo_alerts::candidates(definition, &mine, &external);
-                source.receivers = candidates.iter().map(|c| (crate::labels::fingerprint(&c.candidate.labels), c.receivers.clone())).collect();
+                source.receivers = candidates
+                    .iter()
+                    .map(|c| (crate::labels::fingerprint(&c.candidate.labels), c.receivers.clone()))
+                    .collect();
                 match source.alerts.advance(now, candidates.into_iter().map(|c| c.candidate).collect()) {
                     Ok(mut t) => {
                         source.last_error = None;
@@ -109,28 +113,47 @@ impl Alerting {
             let mut state = self.inner.state.lock();
             for (index, (rule, result)) in group.rules.iter().zip(results).enumerate() {
                 let key = rule_key(&group, rule, index);
-                let kind = if matches!(rule.kind, RuleKind::Alert { .. }) { SourceKind::Rule } else { SourceKind::Record };
+                let kind =
+                    if matches!(rule.kind, RuleKind::Alert { .. }) { SourceKind::Rule } else { SourceKind::Record };
                 let source = state.sources.entry(key).or_insert_with(|| Source::new(kind, RuleAlerts::default()));
                 source.last_evaluation_ms = Some(now);
                 source.generator_url = generator_url(&external, &rule.query);
-                let outcome = result.and_then(|samples| {
-                    if group.limit > 0 && samples.len() > group.limit {
-                        return Err(RuleError::Limit { limit: group.limit, results: samples.len() });
-                    }
-                    match &rule.kind {
-                        RuleKind::Alert { name, hold, keep_firing_for, annotations } => {
-                            let candidates = samples
-                                .into_iter()
-                                .map(|(labels, value)| alert_candidate(rule, name, *hold, *keep_firing_for, annotations, labels, value, &external))
-                                .collect();
-                            source.alerts.advance(now, candidates).map(|mut t| transitions.append(&mut t)).map_err(|e| RuleError::State(e.to_string()))
+                let outcome =
+                    result.and_then(|samples| {
+                        if group.limit > 0 && samples.len() > group.limit {
+                            return Err(RuleError::Limit { limit: group.limit, results: samples.len() });
                         }
-                        RuleKind::Record { name } => {
-                            recorded.extend(samples.into_iter().filter_map(|(labels, value)| record_series(name, &rule.labels, labels, value, now)));
-                            Ok(())
+                        match &rule.kind {
+                            RuleKind::Alert { name, hold, keep_firing_for, annotations } => {
+                                let candidates = samples
+                                    .into_iter()
+                                    .map(|(labels, value)| {
+                                        alert_candidate(
+                                            rule,
+                                            name,
+                                            *hold,
+                                            *keep_firing_for,
+                                            annotations,
+                                            labels,
+                                            value,
+                                            &external,
+                                        )
+                                    })
+                                    .collect();
+                                source
+                                    .alerts
+                                    .advance(now, candidates)
+                                    .map(|mut t| transitions.append(&mut t))
+                                    .map_err(|e| RuleError::State(e.to_string()))
+                            }
+                            RuleKind::Record { name } => {
+                                recorded.extend(samples.into_iter().filter_map(|(labels, value)| {
+                                    record_series(name, &rule.labels, labels, value, now)
+                                }));
+                                Ok(())
+                            }
                         }
-                    }
-                });
+                    });
                 source.last_error = outcome.err().map(|e| e.to_string());
                 if let Some(error) = &source.last_error {
                     tracing::warn!(group = %group.name, rule = rule.name(), %error, "rule evaluation failed");
@@ -162,7 +185,6 @@ impl Alerting {
             }
         }
     }
-
 }
 
 pub(crate) fn rule_key(group: &RuleGroup, rule: &Rule, index: usize) -> String {
@@ -193,14 +215,30 @@ fn alert_candidate(
     }
     out.insert("alertname".into(), name.into());
     let annotations = annotations.iter().map(|(k, v)| (k.clone(), expand(v, &data))).collect();
-    Candidate { labels: out, annotations, value, hold_ms: hold.as_millis() as i64, keep_firing_for_ms: keep_firing_for.as_millis() as i64 }
+    Candidate {
+        labels: out,
+        annotations,
+        value,
+        hold_ms: hold.as_millis() as i64,
+        keep_firing_for_ms: keep_firing_for.as_millis() as i64,
+    }
 }
 
-fn record_series(name: &str, rule_labels: &BTreeMap<String, String>, mut labels: Labels, value: f64, now: i64) -> Option<MetricSeries> {
+fn record_series(
+    name: &str,
+    rule_labels: &BTreeMap<String, String>,
+    mut labels: Labels,
+    value: f64,
+    now: i64,
+) -> Option<MetricSeries> {
     labels.remove("__name__");
     labels.extend(rule_labels.clone());
     let labels = LabelSet::new(labels.into_iter().collect()).ok()?;
-    Some(MetricSeries { metric: name.to_string(), labels, samples: vec![Sample { timestamp_ns: now * 1_000_000, value }] })
+    Some(MetricSeries {
+        metric: name.to_string(),
+        labels,
+        samples: vec![Sample { timestamp_ns: now * 1_000_000, value }],
+    })
 }
 
 fn generator_url(external: &str, query: &RuleQuery) -> String {
@@ -222,7 +260,10 @@ fn sql_rows(batches: &[RecordBatch]) -> Result<Vec<(Labels, f64)>, datafusion::a
         for (i, field) in schema.fields().iter().enumerate() {
             if field.name() == "value" {
                 value_column = Some(cast(batch.column(i), &DataType::Float64)?);
-            } else if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)) {
+            } else if matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)
+            ) {
                 label_columns.push((field.name().clone(), cast(batch.column(i), &DataType::Utf8)?));
             }
         }
@@ -234,10 +275,12 @@ fn sql_rows(batches: &[RecordBatch]) -> Result<Vec<(Labels, f64)>, datafusion::a
                     labels.insert(name.clone(), strings.value(row).to_string());
                 }
             }
-            let value = value_column.as_ref().and_then(|c| c.as_any().downcast_ref::<Float64Array>()).map_or(1.0, |v| if v.is_null(row) { f64::NAN } else { v.value(row) });
+            let value = value_column
+                .as_ref()
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+                .map_or(1.0, |v| if v.is_null(row) { f64::NAN } else { v.value(row) });
             out.push((labels, value));
         }
     }
     Ok(out)
 }
-

@@ -62,7 +62,12 @@ pub(crate) struct Muting<'a> {
 
 impl<'a> Muting<'a> {
     /// Muting among `alerts` (every notifiable alert) at `now_ms`.
-    pub(crate) fn new(silences: &'a Silences, rules: &'a [InhibitRule], alerts: &'a [NotifyAlert], now_ms: i64) -> Muting<'a> {
+    pub(crate) fn new(
+        silences: &'a Silences,
+        rules: &'a [InhibitRule],
+        alerts: &'a [NotifyAlert],
+        now_ms: i64,
+    ) -> Muting<'a> {
         let firing = alerts.iter().filter(|a| !a.is_resolved(now_ms)).collect();
         Muting { silences, rules, firing, now: DateTime::from_timestamp_millis(now_ms).unwrap_or_default() }
     }

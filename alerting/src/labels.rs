@@ -34,7 +34,8 @@ pub fn format_labels(labels: &Labels) -> String {
 /// Prometheus label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

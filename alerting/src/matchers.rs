@@ -68,9 +68,10 @@ impl Matcher {
             return Err(MatcherError::LabelName(name));
         }
         let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => {
-                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| MatcherError::Regex { value: value.clone(), reason: e.to_string() })?)
-            }
+            MatchOp::Regex | MatchOp::NotRegex => Some(
+                Regex::new(&format!("^(?:{value})$"))
+                    .map_err(|e| MatcherError::Regex { value: value.clone(), reason: e.to_string() })?,
+            ),
             _ => None,
         };
         Ok(Matcher { name, op, value, regex })
@@ -146,7 +147,10 @@ mod tests {
         assert_eq!((m.name.as_str(), m.op, m.value.as_str()), ("severity", MatchOp::Equal, "ticket"));
         assert_eq!(Matcher::parse("team != payments").unwrap().op, MatchOp::NotEqual);
         assert!(Matcher::parse(r#"service=~"check.*""#).unwrap().matches(&labels(&[("service", "checkout")])));
-        assert!(!Matcher::parse(r#"service=~"check""#).unwrap().matches(&labels(&[("service", "checkout")])), "anchored");
+        assert!(
+            !Matcher::parse(r#"service=~"check""#).unwrap().matches(&labels(&[("service", "checkout")])),
+            "anchored"
+        );
         assert!(Matcher::parse(r#"x!~"a|b""#).unwrap().matches(&labels(&[])));
         assert!(Matcher::parse(r#"msg="say \"hi\"""#).unwrap().matches(&labels(&[("msg", "say \"hi\"")])));
         assert!(Matcher::parse("nothing").is_err());

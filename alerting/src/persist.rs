@@ -71,7 +71,11 @@ impl StateFiles {
     }
 
     pub fn save_silences(&self, silences: &[Silence]) -> std::io::Result<()> {
-        write_atomically(&self.dir, &self.silences_path(), &serde_json::to_vec_pretty(silences).map_err(std::io::Error::other)?)
+        write_atomically(
+            &self.dir,
+            &self.silences_path(),
+            &serde_json::to_vec_pretty(silences).map_err(std::io::Error::other)?,
+        )
     }
 }
 
@@ -118,8 +122,18 @@ impl Alerting {
             let state = self.inner.state.lock();
             Snapshot {
                 version: 1,
-                sources: state.sources.iter().filter(|(_, s)| s.kind != SourceKind::Record).map(|(k, s)| (k.clone(), s.alerts.clone())).collect(),
-                nflog: state.dispatcher.nflog().into_iter().map(|((receiver, group_key), entry)| NflogRecord { receiver, group_key, entry }).collect(),
+                sources: state
+                    .sources
+                    .iter()
+                    .filter(|(_, s)| s.kind != SourceKind::Record)
+                    .map(|(k, s)| (k.clone(), s.alerts.clone()))
+                    .collect(),
+                nflog: state
+                    .dispatcher
+                    .nflog()
+                    .into_iter()
+                    .map(|((receiver, group_key), entry)| NflogRecord { receiver, group_key, entry })
+                    .collect(),
             }
         };
         self.share(SHARED_STATE, serde_json::to_vec(&snapshot)).await;

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, StringDictionaryBuilder, TimestampNanosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, RecordBatch, StringArray, StringDictionaryBuilder, TimestampNanosecondArray,
+};
 use datafusion::arrow::datatypes::Int32Type;
 use vigil_storage::schema::{FixedTable, string_map_builder};
 use vigil_storage::{LabelSet, MetricSeries, STALE_NAN, Sample, TableRows, WriteBatch};
@@ -36,7 +38,13 @@ impl Alerting {
                     let mut labels = alert.labels.clone();
                     labels.insert("alertstate".into(), alert.state.as_str().into());
                     push_sample(&mut metrics_out, "ALERTS", &labels, now_ns, 1.0);
-                    push_sample(&mut metrics_out, "ALERTS_FOR_STATE", &alert.labels, now_ns, (alert.active_at_ms / 1000) as f64);
+                    push_sample(
+                        &mut metrics_out,
+                        "ALERTS_FOR_STATE",
+                        &alert.labels,
+                        now_ns,
+                        (alert.active_at_ms / 1000) as f64,
+                    );
                     current.insert(labels);
                 }
             }
@@ -53,13 +61,15 @@ impl Alerting {
         };
         metrics::gauge!("vigil_alerts", "state" => "firing").set(firing as f64);
         metrics::gauge!("vigil_alerts", "state" => "pending").set(pending as f64);
-        let batch = WriteBatch { metrics: metrics_out, rows: rows.into_iter().map(|batch| TableRows { table: FixedTable::Alerts, batch }).collect() };
+        let batch = WriteBatch {
+            metrics: metrics_out,
+            rows: rows.into_iter().map(|batch| TableRows { table: FixedTable::Alerts, batch }).collect(),
+        };
         if let Err(e) = self.inner.engine.storage().write(batch).await {
             tracing::warn!(error = %e, "writing alert series failed");
         }
         self.persist().await;
     }
-
 }
 
 /// Firing and recently resolved alerts of every source, as the dispatcher takes them.
@@ -116,16 +126,27 @@ fn transition_rows(transitions: &[Transition], now: i64) -> Option<RecordBatch> 
     };
     let label = |name: &str| dictionary(transitions.iter().map(|t| t.alert.labels.get(name).cloned()).collect());
     let columns: Vec<ArrayRef> = vec![
-        std::sync::Arc::new(TimestampNanosecondArray::from(vec![now * 1_000_000; transitions.len()]).with_timezone("UTC")),
-        dictionary(transitions.iter().map(|t| Some(t.alert.labels.get("alertname").cloned().unwrap_or_default())).collect()),
-        std::sync::Arc::new(StringArray::from_iter_values(transitions.iter().map(|t| fingerprint_hex(&t.alert.labels)))),
+        std::sync::Arc::new(
+            TimestampNanosecondArray::from(vec![now * 1_000_000; transitions.len()]).with_timezone("UTC"),
+        ),
+        dictionary(
+            transitions.iter().map(|t| Some(t.alert.labels.get("alertname").cloned().unwrap_or_default())).collect(),
+        ),
+        std::sync::Arc::new(StringArray::from_iter_values(
+            transitions.iter().map(|t| fingerprint_hex(&t.alert.labels)),
+        )),
         dictionary(transitions.iter().map(|t| Some(t.to.to_string())).collect()),
         label("slo"),
         label("severity"),
         map(&|a| &a.labels),
         map(&|a| &a.annotations),
         std::sync::Arc::new(transitions.iter().map(|t| Some(t.alert.value)).collect::<Float64Array>()),
-        std::sync::Arc::new(TimestampNanosecondArray::from(transitions.iter().map(|t| Some(t.alert.active_at_ms * 1_000_000)).collect::<Vec<_>>()).with_timezone("UTC")),
+        std::sync::Arc::new(
+            TimestampNanosecondArray::from(
+                transitions.iter().map(|t| Some(t.alert.active_at_ms * 1_000_000)).collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ),
     ];
     match RecordBatch::try_new(FixedTable::Alerts.schema(), columns) {
         Ok(batch) => Some(batch),

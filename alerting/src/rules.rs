@@ -121,7 +121,13 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Vec<RuleGroup>, Vec<LoadError>> {
                 Ok(mut g) => groups.append(&mut g),
                 Err(mut e) => errors.append(&mut e),
             },
-            Err(e) => errors.push(LoadError { file, line: 1, column: 1, message: format!("cannot read the file: {e}"), hint: None }),
+            Err(e) => errors.push(LoadError {
+                file,
+                line: 1,
+                column: 1,
+                message: format!("cannot read the file: {e}"),
+                hint: None,
+            }),
         }
     }
     if errors.is_empty() { Ok(groups) } else { Err(errors) }
@@ -140,7 +146,11 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<RuleGroup>, Vec<LoadError>> {
         if group.name.value.is_empty() {
             errors.push(place.at(&group.name, "group name must not be empty", None));
         } else if !names.insert(group.name.value.clone()) {
-            errors.push(place.at(&group.name, format!("groupname: {:?} is repeated in the same file", group.name.value), None));
+            errors.push(place.at(
+                &group.name,
+                format!("groupname: {:?} is repeated in the same file", group.name.value),
+                None,
+            ));
         }
         let interval = match &group.interval {
             Some(text) => match duration(&place, text) {
@@ -163,7 +173,13 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<RuleGroup>, Vec<LoadError>> {
                 Err(e) => errors.push(e),
             }
         }
-        groups.push(RuleGroup { file: file.to_string(), name: group.name.value, interval, limit: group.limit.unwrap_or(0), rules });
+        groups.push(RuleGroup {
+            file: file.to_string(),
+            name: group.name.value,
+            interval,
+            limit: group.limit.unwrap_or(0),
+            rules,
+        });
     }
     if errors.is_empty() { Ok(groups) } else { Err(errors) }
 }
@@ -172,7 +188,9 @@ fn convert_rule(place: &Place, rule: RuleYaml, group_labels: &BTreeMap<String, S
     let query = match (&rule.expr, &rule.sql) {
         (Some(expr), None) => RuleQuery::PromQl(promql(place, expr)?),
         (None, Some(text)) => RuleQuery::Sql(sql(place, text)?),
-        (Some(expr), Some(_)) => return Err(place.at(expr, "a rule has either expr: (PromQL) or sql:, not both", None)),
+        (Some(expr), Some(_)) => {
+            return Err(place.at(expr, "a rule has either expr: (PromQL) or sql:, not both", None));
+        }
         (None, None) => {
             let at = rule.alert.as_ref().or(rule.record.as_ref());
             let message = "a rule needs expr: (PromQL) or sql:";
@@ -190,7 +208,9 @@ fn convert_rule(place: &Place, rule: RuleYaml, group_labels: &BTreeMap<String, S
         Template::parse(&value.value).map_err(|e| place.at(value, format!("label {name}: {e}"), None))?;
         labels.insert(name.clone(), value.value.clone());
     }
-    let optional_duration = |d: &Option<Spanned<String>>| -> Result<Duration, LoadError> { d.as_ref().map_or(Ok(Duration::ZERO), |d| duration(place, d)) };
+    let optional_duration = |d: &Option<Spanned<String>>| -> Result<Duration, LoadError> {
+        d.as_ref().map_or(Ok(Duration::ZERO), |d| duration(place, d))
+    };
     let kind = match (rule.alert, rule.record) {
         (Some(alert), None) => {
             if alert.value.is_empty() {
@@ -201,12 +221,25 @@ fn convert_rule(place: &Place, rule: RuleYaml, group_labels: &BTreeMap<String, S
                 Template::parse(&value.value).map_err(|e| place.at(value, format!("annotation {name}: {e}"), None))?;
                 annotations.insert(name.clone(), value.value.clone());
             }
-            RuleKind::Alert { name: alert.value, hold: optional_duration(&rule.hold)?, keep_firing_for: optional_duration(&rule.keep_firing_for)?, annotations }
+            RuleKind::Alert {
+                name: alert.value,
+                hold: optional_duration(&rule.hold)?,
+                keep_firing_for: optional_duration(&rule.keep_firing_for)?,
+                annotations,
+            }
         }
         (None, Some(record)) => {
-            let valid = record.value.chars().enumerate().all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()));
+            let valid = record
+                .value
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()));
             if record.value.is_empty() || !valid {
-                return Err(place.at(&record, format!("invalid recording rule name {:?}", record.value), Some("a metric name: [a-zA-Z_:][a-zA-Z0-9_:]*".into())));
+                return Err(place.at(
+                    &record,
+                    format!("invalid recording rule name {:?}", record.value),
+                    Some("a metric name: [a-zA-Z_:][a-zA-Z0-9_:]*".into()),
+                ));
             }
             if let Some(hold) = &rule.hold {
                 return Err(place.at(hold, "invalid field 'for' in recording rule", None));
@@ -262,19 +295,41 @@ mod tests {
     #[test]
     fn errors_point_at_the_mistake() {
         let cases = [
-            ("groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: rate(x[5m]\n", (5, 15), "invalid PromQL"),
-            ("groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up\n        for: soon\n", (6, 14), "invalid duration"),
-            ("groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up\n        fro: 5m\n", (6, 9), "unknown field `fro`"),
-            ("groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up\n        annotations: {s: '{{ range }}'}\n", (6, 26), "annotation s"),
+            (
+                "groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: rate(x[5m]\n",
+                (5, 15),
+                "invalid PromQL",
+            ),
+            (
+                "groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up\n        for: soon\n",
+                (6, 14),
+                "invalid duration",
+            ),
+            (
+                "groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up\n        fro: 5m\n",
+                (6, 9),
+                "unknown field `fro`",
+            ),
+            (
+                "groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up\n        annotations: {s: '{{ range }}'}\n",
+                (6, 26),
+                "annotation s",
+            ),
             ("groups:\n  - name: a\n    rules: []\n  - name: a\n    rules: []\n", (4, 11), "repeated"),
-            ("groups:\n  - name: a\n    rules:\n      - record: 'bad name'\n        expr: up\n", (4, 17), "invalid recording rule name"),
+            (
+                "groups:\n  - name: a\n    rules:\n      - record: 'bad name'\n        expr: up\n",
+                (4, 17),
+                "invalid recording rule name",
+            ),
         ];
         for (text, (line, column), message) in cases {
             let errors = parse("r.yaml", text).unwrap_err();
             assert_eq!((errors[0].line, errors[0].column), (line, column), "{text}: {}", errors[0]);
             assert!(errors[0].message.contains(message), "{}", errors[0]);
         }
-        let typo = parse("r.yaml", "groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up\n        fro: 5m\n").unwrap_err();
+        let typo =
+            parse("r.yaml", "groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up\n        fro: 5m\n")
+                .unwrap_err();
         assert_eq!(typo[0].hint.as_deref(), Some("did you mean `for`?"));
     }
 }

@@ -149,7 +149,9 @@ impl Silences {
             matchers.push(matcher);
         }
         if matchers.iter().filter_map(|m| m.compile().ok()).all(|m| m.matches(&Labels::new())) {
-            return Err(SilenceError::Invalid("the matchers match every alert (each matches an empty label); add one that needs a value".into()));
+            return Err(SilenceError::Invalid(
+                "the matchers match every alert (each matches an empty label); add one that needs a value".into(),
+            ));
         }
         let starts_at = request.starts_at.unwrap_or(now).max(now);
         if request.ends_at <= starts_at {
@@ -157,7 +159,8 @@ impl Silences {
         }
         let id = match &request.id {
             Some(id) => {
-                let existing = self.silences.iter().find(|s| &s.id == id).ok_or_else(|| SilenceError::NotFound(id.clone()))?;
+                let existing =
+                    self.silences.iter().find(|s| &s.id == id).ok_or_else(|| SilenceError::NotFound(id.clone()))?;
                 if existing.state(now) == SilenceState::Expired {
                     return Err(SilenceError::AlreadyExpired(id.clone()));
                 }
@@ -179,7 +182,8 @@ impl Silences {
     }
 
     pub fn expire(&mut self, id: &str, now: DateTime<Utc>) -> Result<(), SilenceError> {
-        let silence = self.silences.iter_mut().find(|s| s.id == id).ok_or_else(|| SilenceError::NotFound(id.to_string()))?;
+        let silence =
+            self.silences.iter_mut().find(|s| s.id == id).ok_or_else(|| SilenceError::NotFound(id.to_string()))?;
         match silence.state(now) {
             SilenceState::Expired => return Err(SilenceError::AlreadyExpired(id.to_string())),
             SilenceState::Pending => silence.starts_at = now,
@@ -214,7 +218,11 @@ mod tests {
     }
 
     fn request(matchers: &str, ends: i64) -> SilenceRequest {
-        serde_json::from_str(&format!(r#"{{"matchers": {matchers}, "endsAt": "{}", "createdBy": "ann", "comment": "deploy"}}"#, at(ends).to_rfc3339())).unwrap()
+        serde_json::from_str(&format!(
+            r#"{{"matchers": {matchers}, "endsAt": "{}", "createdBy": "ann", "comment": "deploy"}}"#,
+            at(ends).to_rfc3339()
+        ))
+        .unwrap()
     }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -224,7 +232,9 @@ mod tests {
     #[test]
     fn active_silences_mute_matching_alerts_until_they_end() {
         let mut silences = Silences::default();
-        let id = silences.upsert(request(r#"[{"name": "service", "value": "checkout"}, "severity=~\"page|ticket\""]"#, 3600), at(0)).unwrap();
+        let id = silences
+            .upsert(request(r#"[{"name": "service", "value": "checkout"}, "severity=~\"page|ticket\""]"#, 3600), at(0))
+            .unwrap();
         let checkout = labels(&[("service", "checkout"), ("severity", "page")]);
         assert_eq!(silences.silencing(&checkout, at(10)), vec![id.clone()]);
         assert!(silences.silencing(&labels(&[("service", "search"), ("severity", "page")]), at(10)).is_empty());

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use vigil_query::slo::{SloState, SloStatus};
 use vigil_query::slo::model::{BURN_WINDOWS, Severity, SloDefinition};
+use vigil_query::slo::{SloState, SloStatus};
 
 use crate::labels::Labels;
 use crate::state::Candidate;
@@ -70,14 +70,34 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                 .filter(|c| c.severity == severity.as_str() && c.active && c.long_window_events >= alerting.min_events)
                 .collect();
             if let Some(fastest) = burning.iter().filter_map(|c| c.long_burn_rate).reduce(f64::max) {
-                let windows: Vec<String> = burning.iter().map(|c| format!("{} and {} above {}×", c.long_window, c.short_window, format_g(c.burn_rate_threshold, 3))).collect();
-                let summary = format!("{name} is burning its error budget {}× too fast ({})", format_g(fastest, 3), windows.join("; "));
+                let windows: Vec<String> = burning
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} and {} above {}×",
+                            c.long_window,
+                            c.short_window,
+                            format_g(c.burn_rate_threshold, 3)
+                        )
+                    })
+                    .collect();
+                let summary = format!(
+                    "{name} is burning its error budget {}× too fast ({})",
+                    format_g(fastest, 3),
+                    windows.join("; ")
+                );
                 push(&alerting.name, severity, fastest, 0, summary);
             }
         }
         if status.state == SloState::Exhausted && !alerting.ticket.disabled {
             let remaining = status.error_budget_remaining.unwrap_or(0.0);
-            push(EXHAUSTED_ALERT, Severity::Ticket, remaining, 0, format!("{name} has exhausted its error budget ({} left)", percent(remaining)));
+            push(
+                EXHAUSTED_ALERT,
+                Severity::Ticket,
+                remaining,
+                0,
+                format!("{name} has exhausted its error budget ({} left)", percent(remaining)),
+            );
         }
         if status.state == SloState::NoData && !alerting.no_data_for.is_zero() && !alerting.ticket.disabled {
             let hold = alerting.no_data_for.as_millis() as i64;
@@ -99,7 +119,9 @@ fn facts(definition: &SloDefinition, status: &SloStatus, external_url: &str) -> 
     }
     let rates: Vec<String> = BURN_WINDOWS
         .iter()
-        .filter_map(|(window, _)| status.burn_rates.get(*window).copied().flatten().map(|rate| format!("{window}={}", format_g(rate, 3))))
+        .filter_map(|(window, _)| {
+            status.burn_rates.get(*window).copied().flatten().map(|rate| format!("{window}={}", format_g(rate, 3)))
+        })
         .collect();
     if !rates.is_empty() {
         facts.insert("burn_rates".into(), rates.join(" "));
@@ -119,10 +141,15 @@ fn facts(definition: &SloDefinition, status: &SloStatus, external_url: &str) -> 
 }
 
 fn describe(facts: &BTreeMap<String, String>) -> String {
-    let mut parts: Vec<String> = [("Objective", "objective"), ("SLI", "sli"), ("budget left", "error_budget_remaining"), ("burn rates", "burn_rates")]
-        .iter()
-        .filter_map(|(label, key)| facts.get(*key).map(|value| format!("{label} {value}")))
-        .collect();
+    let mut parts: Vec<String> = [
+        ("Objective", "objective"),
+        ("SLI", "sli"),
+        ("budget left", "error_budget_remaining"),
+        ("burn rates", "burn_rates"),
+    ]
+    .iter()
+    .filter_map(|(label, key)| facts.get(*key).map(|value| format!("{label} {value}")))
+    .collect();
     match facts.get("time_to_exhaustion").map(String::as_str) {
         Some("exhausted") => parts.push("budget exhausted".into()),
         Some(left) => parts.push(format!("budget exhausted in {left}")),
@@ -202,7 +229,11 @@ mod tests {
         assert_eq!(alert.annotations["sli"], "98%");
         assert_eq!(alert.annotations["burn_rates"], "5m=20 1h=20");
         assert_eq!(alert.annotations["dashboard"], "http://vigil:9400/slos/checkout-availability");
-        assert!(alert.annotations["summary"].contains("20× too fast (1h and 5m above 14.4×)"), "{}", alert.annotations["summary"]);
+        assert!(
+            alert.annotations["summary"].contains("20× too fast (1h and 5m above 14.4×)"),
+            "{}",
+            alert.annotations["summary"]
+        );
     }
 
     #[test]

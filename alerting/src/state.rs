@@ -133,7 +133,9 @@ impl RuleAlerts {
                     let since = *alert.keep_firing_since_ms.get_or_insert(now_ms);
                     keep_firing = now_ms - since < alert.keep_firing_for_ms;
                 }
-                if alert.state == AlertState::Pending || alert.resolved_at_ms.is_some_and(|at| now_ms - at > RESOLVED_RETENTION_MS) {
+                if alert.state == AlertState::Pending
+                    || alert.resolved_at_ms.is_some_and(|at| now_ms - at > RESOLVED_RETENTION_MS)
+                {
                     expired.push(*fp);
                 }
                 if alert.state != AlertState::Inactive && !keep_firing {
@@ -231,7 +233,10 @@ mod tests {
     fn keep_firing_for_holds_a_firing_alert() {
         let states: Vec<_> = run(0, 30, &[true, false, false, false, true]).into_iter().map(|s| s.0).collect();
         // Gone at 15 s: keeps firing until 15 + 30 s have passed (at 45 s it resolves).
-        assert_eq!(states, [AlertState::Firing, AlertState::Firing, AlertState::Firing, AlertState::Inactive, AlertState::Firing]);
+        assert_eq!(
+            states,
+            [AlertState::Firing, AlertState::Firing, AlertState::Firing, AlertState::Inactive, AlertState::Firing]
+        );
     }
 
     #[test]

@@ -171,7 +171,11 @@ fn parse_term(token: &str) -> Result<Term, TemplateError> {
     }
     if token.starts_with('"') || token.starts_with('`') {
         let inner = &token[1..token.len() - 1];
-        return Ok(Term::Str(if token.starts_with('"') { serde_json::from_str(token).unwrap_or_else(|_| inner.to_string()) } else { inner.to_string() }));
+        return Ok(Term::Str(if token.starts_with('"') {
+            serde_json::from_str(token).unwrap_or_else(|_| inner.to_string())
+        } else {
+            inner.to_string()
+        }));
     }
     if let Ok(n) = token.parse::<f64>() {
         return Ok(Term::Num(n));
@@ -300,11 +304,7 @@ pub fn format_go_float(value: f64) -> String {
     }
     let shortest = format!("{value:e}");
     let exponent = shortest.split_once('e').and_then(|(_, e)| e.parse::<i32>().ok()).unwrap_or(0);
-    if !(-4..6).contains(&exponent) {
-        go_exponent(&shortest)
-    } else {
-        format!("{value}")
-    }
+    if !(-4..6).contains(&exponent) { go_exponent(&shortest) } else { format!("{value}") }
 }
 
 /// Rust writes `1.5e7`, Go `1.5e+07`.
@@ -327,7 +327,8 @@ pub fn format_g(value: f64, precision: usize) -> String {
         return "0".into();
     }
     let precision = precision.max(1);
-    let exponent = format!("{:.*e}", precision - 1, value).split_once('e').and_then(|(_, e)| e.parse::<i32>().ok()).unwrap_or(0);
+    let exponent =
+        format!("{:.*e}", precision - 1, value).split_once('e').and_then(|(_, e)| e.parse::<i32>().ok()).unwrap_or(0);
     if exponent < -4 || exponent >= precision as i32 {
         let text = format!("{:.*e}", precision - 1, value);
         let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
@@ -458,7 +459,8 @@ fn printf(format: &str, args: &[Val]) -> String {
             'q' => format!("{:?}", display(arg)),
             _ => display(arg),
         };
-        let width = spec.split('.').next().and_then(|w| w.trim_start_matches(['-', '+']).parse::<usize>().ok()).unwrap_or(0);
+        let width =
+            spec.split('.').next().and_then(|w| w.trim_start_matches(['-', '+']).parse::<usize>().ok()).unwrap_or(0);
         if spec.starts_with('-') {
             out += &format!("{formatted:<width$}");
         } else {
@@ -473,8 +475,13 @@ mod tests {
     use super::*;
 
     fn render(text: &str, value: f64) -> String {
-        let labels: Labels = [("instance".to_string(), "web-1".to_string()), ("job".to_string(), "api".to_string())].into();
-        Template::parse(text).unwrap().render(&TemplateData { labels: &labels, value, external_url: "http://vigil:9400" })
+        let labels: Labels =
+            [("instance".to_string(), "web-1".to_string()), ("job".to_string(), "api".to_string())].into();
+        Template::parse(text).unwrap().render(&TemplateData {
+            labels: &labels,
+            value,
+            external_url: "http://vigil:9400",
+        })
     }
 
     #[test]

@@ -107,7 +107,11 @@ impl Alerting {
                         RuleView {
                             name: rule.name().to_string(),
                             query: rule.query.text().to_string(),
-                            language: if matches!(rule.query, RuleQuery::Sql(_)) { RuleLanguage::Sql } else { RuleLanguage::Promql },
+                            language: if matches!(rule.query, RuleQuery::Sql(_)) {
+                                RuleLanguage::Sql
+                            } else {
+                                RuleLanguage::Promql
+                            },
                             labels: rule.labels.clone(),
                             health,
                             last_error: source.and_then(|s| s.last_error.clone()).unwrap_or_default(),

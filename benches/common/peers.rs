@@ -43,7 +43,12 @@ pub async fn measure(base: &str, pid: u32, query: &str, start: i64, end: i64, st
         let started = Instant::now();
         let body = client
             .get(format!("{base}/api/v1/query_range"))
-            .query(&[("query", query.to_string()), ("start", (start / 1000).to_string()), ("end", (end / 1000).to_string()), ("step", (step / 1000).to_string())])
+            .query(&[
+                ("query", query.to_string()),
+                ("start", (start / 1000).to_string()),
+                ("end", (end / 1000).to_string()),
+                ("step", (step / 1000).to_string()),
+            ])
             .send()
             .await
             .unwrap()
@@ -96,7 +101,6 @@ pub fn start_victoria_metrics(work: &std::path::Path) -> (std::process::Child, S
         .expect("/usr/bin/victoria-metrics");
     (child, format!("http://127.0.0.1:{port}"))
 }
-
 
 /// Vigil, Prometheus and VictoriaMetrics side by side: the two peers started (and ready)
 /// beside a running Vigil.

@@ -123,7 +123,9 @@ impl Limits {
         });
         for rows in &mut batch.rows {
             let Ok(index) = rows.batch.schema().index_of(time_column_of(rows.table.name())) else { continue };
-            let Some(times) = rows.batch.column(index).as_any().downcast_ref::<TimestampNanosecondArray>() else { continue };
+            let Some(times) = rows.batch.column(index).as_any().downcast_ref::<TimestampNanosecondArray>() else {
+                continue;
+            };
             let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| range.contains(t)))).collect();
             let dropped = keep.false_count();
             if dropped == 0 {
@@ -185,7 +187,11 @@ mod tests {
 
     #[test]
     fn samples_outside_the_accepted_range_are_refused_one_by_one() {
-        let limits = Limits { max_past: Some(Duration::from_secs(24 * 3600)), max_future: Duration::from_secs(3600), ..Limits::default() };
+        let limits = Limits {
+            max_past: Some(Duration::from_secs(24 * 3600)),
+            max_future: Duration::from_secs(3600),
+            ..Limits::default()
+        };
         let now = 1_800_000_000_000_000_000;
         let mut batch = WriteBatch {
             metrics: vec![
@@ -197,7 +203,10 @@ mod tests {
         };
         let refused = limits.admit(&mut batch, now);
         assert_eq!(refused.samples, 4);
-        assert!(refused.first_reason.as_deref().is_some_and(|r| r.contains("outside the accepted range")), "{refused:?}");
+        assert!(
+            refused.first_reason.as_deref().is_some_and(|r| r.contains("outside the accepted range")),
+            "{refused:?}"
+        );
         assert_eq!(batch.metrics.len(), 2);
         assert_eq!(batch.sample_count(), 4);
         // On both sides of each bound.
@@ -212,7 +221,12 @@ mod tests {
         let limits = Limits { max_metric_name_bytes: 200, ..Limits::default() };
         let now = 1_800_000_000_000_000_000;
         let mut batch = WriteBatch {
-            metrics: vec![series("", &[now]), series("a".repeat(201).as_str(), &[now]), series("a".repeat(200).as_str(), &[now]), series("b-c", &[now])],
+            metrics: vec![
+                series("", &[now]),
+                series("a".repeat(201).as_str(), &[now]),
+                series("a".repeat(200).as_str(), &[now]),
+                series("b-c", &[now]),
+            ],
             rows: vec![],
         };
         let refused = limits.admit(&mut batch, now);

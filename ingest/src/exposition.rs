@@ -72,7 +72,8 @@ impl fmt::Display for ParseError {
     }
 }
 
-const TYPES: &[&str] = &["counter", "gauge", "histogram", "summary", "untyped", "unknown", "gaugehistogram", "info", "stateset"];
+const TYPES: &[&str] =
+    &["counter", "gauge", "histogram", "summary", "untyped", "unknown", "gaugehistogram", "info", "stateset"];
 
 pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
     let mut out = Exposition::default();
@@ -106,7 +107,10 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
         out.samples.push(sample);
     }
     if format == Format::OpenMetrics && !seen_eof {
-        return Err(ParseError { line: text.split('\n').count(), message: "OpenMetrics data must end with # EOF".into() });
+        return Err(ParseError {
+            line: text.split('\n').count(),
+            message: "OpenMetrics data must end with # EOF".into(),
+        });
     }
     Ok(out)
 }
@@ -235,7 +239,9 @@ impl<'a> Cursor<'a> {
                     Some('\\') => value.push('\\'),
                     Some('"') => value.push('"'),
                     Some('n') => value.push('\n'),
-                    Some(c) => return Err(format!("invalid escape \\{c} in label value at column {}", self.column() - 2)),
+                    Some(c) => {
+                        return Err(format!("invalid escape \\{c} in label value at column {}", self.column() - 2));
+                    }
                     None => return Err("unterminated label value".into()),
                 },
                 Some(c) => value.push(c),
@@ -269,7 +275,12 @@ impl<'a> Cursor<'a> {
             match self.bump() {
                 Some(',') => {}
                 Some('}') => return Ok(labels),
-                Some(c) => return Err(format!("expected ',' or '}}' after a label at column {}, found {c:?}", self.column() - 1)),
+                Some(c) => {
+                    return Err(format!(
+                        "expected ',' or '}}' after a label at column {}, found {c:?}",
+                        self.column() - 1
+                    ));
+                }
                 None => return Err("unterminated label set".into()),
             }
         }
@@ -375,10 +386,7 @@ mod tests {
     fn quoted_values_may_hold_separators_and_escapes() {
         let sample = one(r#"http_requests_total{path="/a,b=c}d",msg="say \"hi\"\\n\n",code="200"} 3 1700000000000"#);
         assert_eq!(sample.name, "http_requests_total");
-        assert_eq!(
-            sample.labels,
-            labels(&[("path", "/a,b=c}d"), ("msg", "say \"hi\"\\n\n"), ("code", "200")])
-        );
+        assert_eq!(sample.labels, labels(&[("path", "/a,b=c}d"), ("msg", "say \"hi\"\\n\n"), ("code", "200")]));
         assert_eq!(sample.value, 3.0);
         assert_eq!(sample.timestamp_ms, Some(1_700_000_000_000));
         assert_eq!(one(r##"x{a="# not a comment"} 1"##).labels, labels(&[("a", "# not a comment")]));
@@ -407,7 +415,10 @@ mod tests {
         assert_eq!(parsed.samples[0].timestamp_ms, Some(1_700_000_000_123));
         assert_eq!(parsed.exemplars, 1);
         let exemplar = parsed.samples[0].exemplar.as_ref().unwrap();
-        assert_eq!((exemplar.labels[0].1.as_str(), exemplar.value, exemplar.timestamp_ms), ("abc", 0.5, Some(1_700_000_000_000)));
+        assert_eq!(
+            (exemplar.labels[0].1.as_str(), exemplar.value, exemplar.timestamp_ms),
+            ("abc", 0.5, Some(1_700_000_000_000))
+        );
     }
 
     #[test]

@@ -182,7 +182,9 @@ impl IngestError {
 
 /// Wall-clock time in Unix nanoseconds.
 fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// The `exemplars` rows of a request (none when it carried none).
@@ -190,7 +192,8 @@ fn exemplar_rows(exemplars: &[vigil_storage::exemplars::Exemplar]) -> Result<Vec
     if exemplars.is_empty() {
         return Ok(Vec::new());
     }
-    let batch = vigil_storage::exemplars::exemplar_batch(exemplars).map_err(|e| IngestError::Internal(e.to_string()))?;
+    let batch =
+        vigil_storage::exemplars::exemplar_batch(exemplars).map_err(|e| IngestError::Internal(e.to_string()))?;
     Ok(vec![TableRows { table: FixedTable::Exemplars, batch }])
 }
 
@@ -255,11 +258,18 @@ impl Ingestor {
 
     /// Admits a write (names, timestamps: [`Limits::admit`]), stores what passes (within the
     /// cardinality limits) and says what was refused on the way.
-    pub async fn store(&self, mut batch: WriteBatch) -> Result<(vigil_storage::WriteSummary, admission::Refused), IngestError> {
+    pub async fn store(
+        &self,
+        mut batch: WriteBatch,
+    ) -> Result<(vigil_storage::WriteSummary, admission::Refused), IngestError> {
         let mut refused = self.limits.admit(&mut batch, now_ns());
         let written = self.storage.write(batch).await?;
         if let Some((_, reason)) = &written.refused.first {
-            refused.absorb(admission::Refused { samples: written.refused.samples, rows: 0, first_reason: Some(reason.clone()) });
+            refused.absorb(admission::Refused {
+                samples: written.refused.samples,
+                rows: 0,
+                first_reason: Some(reason.clone()),
+            });
         }
         Ok((written, refused))
     }
@@ -285,7 +295,8 @@ impl Ingestor {
         let (written, refused) = self.store(batch).await?;
         metrics::counter!("vigil_ingest_samples_total", "protocol" => "remote_write").increment(written.samples as u64);
         if !refused.is_empty() {
-            metrics::counter!("vigil_ingest_rejected_total", "protocol" => "remote_write", "signal" => "metrics").increment(refused.total() as u64);
+            metrics::counter!("vigil_ingest_rejected_total", "protocol" => "remote_write", "signal" => "metrics")
+                .increment(refused.total() as u64);
             // The rest is stored; a 4xx tells the sender not to retry what no retry can fix.
             return Err(IngestError::PartlyRefused(refused));
         }
@@ -295,20 +306,37 @@ impl Ingestor {
 
 impl Ingestor {
     /// An OTLP/HTTP body: gzip (when the sender says so), then protobuf or JSON.
-    pub async fn otlp_http(&self, signal: Signal, body: &[u8], encoding: Encoding, gzip: bool) -> Result<ExportOutcome, IngestError> {
+    pub async fn otlp_http(
+        &self,
+        signal: Signal,
+        body: &[u8],
+        encoding: Encoding,
+        gzip: bool,
+    ) -> Result<ExportOutcome, IngestError> {
         let result = self.otlp_http_inner(signal, body, encoding, gzip).await;
         if let Err(e) = &result {
-            metrics::counter!("vigil_ingest_requests_refused_total", "protocol" => "otlp", "reason" => reason(e)).increment(1);
+            metrics::counter!("vigil_ingest_requests_refused_total", "protocol" => "otlp", "reason" => reason(e))
+                .increment(1);
         }
         result
     }
 
     /// The body as sent, or gunzipped within the decompressed-size limit.
     fn inflate<'a>(&self, body: &'a [u8], gzip: bool) -> Result<std::borrow::Cow<'a, [u8]>, IngestError> {
-        Ok(if gzip { std::borrow::Cow::Owned(otlp::gunzip(body, self.limits.max_decompressed_bytes)?) } else { std::borrow::Cow::Borrowed(body) })
+        Ok(if gzip {
+            std::borrow::Cow::Owned(otlp::gunzip(body, self.limits.max_decompressed_bytes)?)
+        } else {
+            std::borrow::Cow::Borrowed(body)
+        })
     }
 
-    async fn otlp_http_inner(&self, signal: Signal, body: &[u8], encoding: Encoding, gzip: bool) -> Result<ExportOutcome, IngestError> {
+    async fn otlp_http_inner(
+        &self,
+        signal: Signal,
+        body: &[u8],
+        encoding: Encoding,
+        gzip: bool,
+    ) -> Result<ExportOutcome, IngestError> {
         let body = self.inflate(body, gzip)?;
         let body = &body[..];
         match signal {
@@ -324,7 +352,11 @@ impl Ingestor {
             self.metadata.record(name, entry.clone());
         }
         if mapped.series.len() > self.limits.max_series_per_request {
-            return Err(IngestError::too_large(Limit::SeriesPerRequest, mapped.series.len(), self.limits.max_series_per_request));
+            return Err(IngestError::too_large(
+                Limit::SeriesPerRequest,
+                mapped.series.len(),
+                self.limits.max_series_per_request,
+            ));
         }
         let samples = mapped.series.len();
         let exemplars = mapped.exemplars.len();
@@ -355,25 +387,33 @@ impl Ingestor {
                 None => refused.describe(),
             });
         }
-        metrics::counter!("vigil_ingest_samples_total", "protocol" => "otlp").increment(samples.saturating_sub(refused.samples) as u64);
+        metrics::counter!("vigil_ingest_samples_total", "protocol" => "otlp")
+            .increment(samples.saturating_sub(refused.samples) as u64);
         metrics::counter!("vigil_ingest_exemplars_total", "protocol" => "otlp").increment(exemplars as u64);
-        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "metrics").increment(rejected as u64);
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "metrics")
+            .increment(rejected as u64);
         Ok(ExportOutcome { accepted: mapped.accepted_points.saturating_sub(refused.total()), rejected, message })
     }
 
     pub async fn otlp_traces(&self, request: ExportTraceServiceRequest) -> Result<ExportOutcome, IngestError> {
         let mapped = otlp::traces::map(&request).map_err(|e| IngestError::Internal(e.to_string()))?;
-        let outcome = self.write_rows(FixedTable::Spans, mapped.batch, mapped.accepted, mapped.rejected, mapped.first_error).await?;
+        let outcome = self
+            .write_rows(FixedTable::Spans, mapped.batch, mapped.accepted, mapped.rejected, mapped.first_error)
+            .await?;
         metrics::counter!("vigil_ingest_spans_total").increment(outcome.accepted as u64);
-        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "traces").increment(outcome.rejected as u64);
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "traces")
+            .increment(outcome.rejected as u64);
         Ok(outcome)
     }
 
     pub async fn otlp_logs(&self, request: ExportLogsServiceRequest) -> Result<ExportOutcome, IngestError> {
         let mapped = otlp::logs::map(&request, now_ns()).map_err(|e| IngestError::Internal(e.to_string()))?;
-        let outcome = self.write_rows(FixedTable::Logs, mapped.batch, mapped.accepted, mapped.rejected, mapped.first_error).await?;
+        let outcome = self
+            .write_rows(FixedTable::Logs, mapped.batch, mapped.accepted, mapped.rejected, mapped.first_error)
+            .await?;
         metrics::counter!("vigil_ingest_log_records_total").increment(outcome.accepted as u64);
-        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "logs").increment(outcome.rejected as u64);
+        metrics::counter!("vigil_ingest_rejected_total", "protocol" => "otlp", "signal" => "logs")
+            .increment(outcome.rejected as u64);
         Ok(outcome)
     }
 
@@ -387,29 +427,44 @@ impl Ingestor {
         mut message: Option<String>,
     ) -> Result<ExportOutcome, IngestError> {
         let Some(batch) = batch else { return Ok(ExportOutcome { accepted, rejected, message }) };
-        let (_, refused) = self.store(WriteBatch { metrics: Vec::new(), rows: vec![TableRows { table, batch }] }).await?;
+        let (_, refused) =
+            self.store(WriteBatch { metrics: Vec::new(), rows: vec![TableRows { table, batch }] }).await?;
         if !refused.is_empty() && message.is_none() {
             message = Some(refused.describe());
         }
-        Ok(ExportOutcome { accepted: accepted.saturating_sub(refused.rows), rejected: rejected + refused.rows, message })
+        Ok(ExportOutcome {
+            accepted: accepted.saturating_sub(refused.rows),
+            rejected: rejected + refused.rows,
+            message,
+        })
     }
 
     /// Prometheus text exposition or OpenMetrics, `extra` labels added to every series
     /// (replacing a label of the same name). The body is stored whole or not at all.
-    pub async fn import_text(&self, body: &[u8], content_type: &str, gzip: bool, extra: &[(String, String)]) -> Result<ImportSummary, IngestError> {
+    pub async fn import_text(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        gzip: bool,
+        extra: &[(String, String)],
+    ) -> Result<ImportSummary, IngestError> {
         let result = async {
             let body = self.inflate(body, gzip)?;
             let text = std::str::from_utf8(&body)
                 .map_err(|e| IngestError::Malformed { what: "exposition text", message: format!("not UTF-8: {e}") })?;
             let parsed = exposition::parse(text, exposition::Format::detect(content_type, text))
                 .map_err(|e| IngestError::Malformed { what: "exposition text", message: e.to_string() })?;
-            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
             self.record_families(&parsed.families);
             let with_exemplar: Vec<(usize, exposition::ParsedExemplar)> =
                 parsed.samples.iter().enumerate().filter_map(|(i, s)| s.exemplar.clone().map(|e| (i, e))).collect();
-            let series = text_import::to_series(parsed.samples, now_ms, extra, text_import::LabelMerge::AddedWin, &self.limits)?;
-            let exemplars: Vec<vigil_storage::exemplars::Exemplar> =
-                with_exemplar.into_iter().filter_map(|(i, e)| series.get(i).map(|s| text_import::exemplar(s, e))).collect();
+            let series =
+                text_import::to_series(parsed.samples, now_ms, extra, text_import::LabelMerge::AddedWin, &self.limits)?;
+            let exemplars: Vec<vigil_storage::exemplars::Exemplar> = with_exemplar
+                .into_iter()
+                .filter_map(|(i, e)| series.get(i).map(|s| text_import::exemplar(s, e)))
+                .collect();
             let samples = series.len();
             // Stored whole or refused whole: check everything before writing anything.
             let mut batch = WriteBatch { metrics: series, rows: exemplar_rows(&exemplars)? };
@@ -419,14 +474,23 @@ impl Ingestor {
             }
             let written = self.storage.write(batch).await?;
             if let Some((_, reason)) = written.refused.first {
-                return Err(IngestError::PartlyRefused(admission::Refused { samples: written.refused.samples, rows: 0, first_reason: Some(reason) }));
+                return Err(IngestError::PartlyRefused(admission::Refused {
+                    samples: written.refused.samples,
+                    rows: 0,
+                    first_reason: Some(reason),
+                }));
             }
             Ok(ImportSummary { samples, exemplars: exemplars.len() })
         }
         .await;
         match &result {
-            Ok(summary) => metrics::counter!("vigil_ingest_samples_total", "protocol" => "text").increment(summary.samples as u64),
-            Err(e) => metrics::counter!("vigil_ingest_requests_refused_total", "protocol" => "text", "reason" => reason(e)).increment(1),
+            Ok(summary) => {
+                metrics::counter!("vigil_ingest_samples_total", "protocol" => "text").increment(summary.samples as u64)
+            }
+            Err(e) => {
+                metrics::counter!("vigil_ingest_requests_refused_total", "protocol" => "text", "reason" => reason(e))
+                    .increment(1)
+            }
         }
         result
     }

@@ -4,8 +4,8 @@
 //! `exemplars` table; native histograms are counted and not stored.
 
 use prost::Message;
-use vigil_storage::write::{LabelError, is_valid_metric_name};
 use vigil_storage::exemplars::Exemplar;
+use vigil_storage::write::{LabelError, is_valid_metric_name};
 use vigil_storage::{LabelSet, MetricSeries, Sample, WriteBatch};
 
 use crate::{IngestError, Limit, Limits};
@@ -100,7 +100,11 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|e| IngestError::Malformed { what: "protobuf WriteRequest", message: e.to_string() })?;
     if request.timeseries.len() > limits.max_series_per_request {
-        return Err(IngestError::too_large(Limit::SeriesPerRequest, request.timeseries.len(), limits.max_series_per_request));
+        return Err(IngestError::too_large(
+            Limit::SeriesPerRequest,
+            request.timeseries.len(),
+            limits.max_series_per_request,
+        ));
     }
     let samples: usize = request.timeseries.iter().map(|s| s.samples.len()).sum();
     if samples > limits.max_samples_per_request {
@@ -120,7 +124,13 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
         for exemplar in &series_exemplars {
             let labels = exemplar.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
             let timestamp_ns = exemplar.timestamp.saturating_mul(1_000_000);
-            exemplars.push(Exemplar::new(converted.metric.clone(), converted.labels.clone(), labels, timestamp_ns, exemplar.value));
+            exemplars.push(Exemplar::new(
+                converted.metric.clone(),
+                converted.labels.clone(),
+                labels,
+                timestamp_ns,
+                exemplar.value,
+            ));
         }
         if !converted.samples.is_empty() {
             metrics.push(converted);
@@ -145,7 +155,9 @@ fn convert(index: usize, series: TimeSeries, limits: &Limits) -> Result<MetricSe
         (Some(name), None) => {
             return Err(invalid(described(&series.labels), format!("invalid metric name {:?}", name.value)));
         }
-        (Some(_), Some(_)) => return Err(invalid(described(&series.labels), "duplicate label name \"__name__\"".into())),
+        (Some(_), Some(_)) => {
+            return Err(invalid(described(&series.labels), "duplicate label name \"__name__\"".into()));
+        }
         (None, _) => return Err(invalid(described(&series.labels), "no __name__ label".into())),
     };
     let mut samples = Vec::with_capacity(series.samples.len());
@@ -198,7 +210,10 @@ mod tests {
         WriteRequest {
             timeseries: vec![TimeSeries {
                 labels,
-                samples: vec![PromSample { value: f64::from_bits(0x7ff0_0000_0000_0002), timestamp: 1_700_000_000_123 }],
+                samples: vec![PromSample {
+                    value: f64::from_bits(0x7ff0_0000_0000_0002),
+                    timestamp: 1_700_000_000_123,
+                }],
                 ..Default::default()
             }],
             metadata: vec![],
@@ -222,14 +237,21 @@ mod tests {
         let mut request = one_series(vec![label("__name__", "http_requests_total"), label("job", "a")]);
         request.timeseries.push(TimeSeries {
             labels: vec![label("__name__", "http_requests_total"), label("job", "a")],
-            exemplars: vec![PromExemplar { labels: vec![label("trace_id", "4bf92f3577b34da6")], value: 1.0, timestamp: 1_700_000_000_000 }],
+            exemplars: vec![PromExemplar {
+                labels: vec![label("trace_id", "4bf92f3577b34da6")],
+                value: 1.0,
+                timestamp: 1_700_000_000_000,
+            }],
             ..Default::default()
         });
         let decoded = decode(&encode(&request), &Limits::default()).unwrap();
         assert_eq!(decoded.batch.metrics.len(), 1, "the exemplar-only series adds no samples");
         assert_eq!(decoded.summary.exemplars, 1);
         let exemplar = &decoded.exemplars[0];
-        assert_eq!((exemplar.metric.as_str(), exemplar.trace_id.as_deref(), exemplar.value), ("http_requests_total", Some("4bf92f3577b34da6"), 1.0));
+        assert_eq!(
+            (exemplar.metric.as_str(), exemplar.trace_id.as_deref(), exemplar.value),
+            ("http_requests_total", Some("4bf92f3577b34da6"), 1.0)
+        );
         assert_eq!(exemplar.series.get("job"), Some("a"));
         assert_eq!(exemplar.timestamp_ns, 1_700_000_000_000_000_000);
     }
@@ -238,7 +260,12 @@ mod tests {
     fn metadata_only_requests_are_valid() {
         let request = WriteRequest {
             timeseries: vec![],
-            metadata: vec![MetricMetadata { r#type: 1, metric_family_name: "up".into(), help: "h".into(), unit: String::new() }],
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: String::new(),
+            }],
         };
         let decoded = decode(&encode(&request), &Limits::default()).unwrap();
         assert!(decoded.batch.is_empty());
@@ -270,7 +297,8 @@ mod tests {
         assert!(error.starts_with("series 0 (up{ab=\"éé"), "{error}");
         assert!(error.contains("é…): invalid label name \"bad-name\""), "{error}");
         // Labels in any order still name the series they came in.
-        let body = encode(&one_series(vec![label("z", "1"), label("__name__", "up"), label("a", "1"), label("z", "2")]));
+        let body =
+            encode(&one_series(vec![label("z", "1"), label("__name__", "up"), label("a", "1"), label("z", "2")]));
         let error = decode(&body, &Limits::default()).err().unwrap().to_string();
         assert_eq!(error, "series 0 (up{a=\"1\", z=\"1\", z=\"2\"}): duplicate label name \"z\"");
     }

@@ -79,11 +79,17 @@ pub struct Scraper {
 
 impl Scraper {
     pub fn start(targets: Vec<ScrapeTarget>, ingestor: Ingestor) -> Scraper {
-        let client = reqwest::Client::builder().user_agent(concat!("Vigil/", env!("CARGO_PKG_VERSION"))).build().unwrap_or_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("Vigil/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
         let mut states = Vec::new();
         let mut tasks = Vec::new();
         for target in targets {
-            let state = Arc::new(TargetState { target, health: Mutex::new(TargetHealth { health: "unknown", ..Default::default() }) });
+            let state = Arc::new(TargetState {
+                target,
+                health: Mutex::new(TargetHealth { health: "unknown", ..Default::default() }),
+            });
             states.push(state.clone());
             tasks.push(tokio::spawn(scrape_loop(state, ingestor.clone(), client.clone())));
         }
@@ -133,12 +139,8 @@ async fn fetch(client: &reqwest::Client, target: &ScrapeTarget, limit: usize) ->
     if !response.status().is_success() {
         return Err(format!("server returned HTTP status {}", response.status()));
     }
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type =
+        response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| format!("{e}"))? {
         if body.len() + chunk.len() > limit {
@@ -150,7 +152,14 @@ async fn fetch(client: &reqwest::Client, target: &ScrapeTarget, limit: usize) ->
     Ok((content_type, text))
 }
 
-fn parse_body(ingestor: &Ingestor, content_type: &str, body: &str, target: &ScrapeTarget, timestamp_ms: i64, limits: &Limits) -> Result<Vec<MetricSeries>, String> {
+fn parse_body(
+    ingestor: &Ingestor,
+    content_type: &str,
+    body: &str,
+    target: &ScrapeTarget,
+    timestamp_ms: i64,
+    limits: &Limits,
+) -> Result<Vec<MetricSeries>, String> {
     let parsed = exposition::parse(body, Format::detect(content_type, body)).map_err(|e| e.to_string())?;
     ingestor.record_families(&parsed.families);
     let merge = if target.honor_labels { LabelMerge::ScrapedWin } else { LabelMerge::RenameScraped };
@@ -181,7 +190,11 @@ async fn scrape_once(
     let scraped = series.len();
     let current: HashSet<(String, LabelSet)> = series.iter().map(|s| (s.metric.clone(), s.labels.clone())).collect();
     for (metric, labels) in previous.difference(&current) {
-        series.push(MetricSeries { metric: metric.clone(), labels: labels.clone(), samples: vec![Sample { timestamp_ns, value: STALE_NAN }] });
+        series.push(MetricSeries {
+            metric: metric.clone(),
+            labels: labels.clone(),
+            samples: vec![Sample { timestamp_ns, value: STALE_NAN }],
+        });
     }
     let report_labels = LabelSet::new(target.target_labels()).unwrap_or_default();
     let report = |metric: &str, value: f64| MetricSeries {

@@ -13,7 +13,11 @@ use vigil_storage::{Storage, StorageOptions};
 use super::*;
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
 }
 
 fn resource() -> Option<Resource> {
@@ -38,7 +42,12 @@ async fn spans_with_events_and_links_are_stored_and_bad_ids_rejected_alone() {
         start_time_unix_nano: 1_000,
         end_time_unix_nano: 5_000,
         attributes: vec![kv("http.route", "/pay")],
-        events: vec![Event { time_unix_nano: 2_000, name: "retry".into(), attributes: vec![kv("attempt", "2")], ..Default::default() }],
+        events: vec![Event {
+            time_unix_nano: 2_000,
+            name: "retry".into(),
+            attributes: vec![kv("attempt", "2")],
+            ..Default::default()
+        }],
         links: vec![Link { trace_id: vec![9; 16], span_id: vec![8; 8], ..Default::default() }],
         status: Some(Status { code: 2, message: "card declined".into() }),
         ..Default::default()
@@ -64,7 +73,12 @@ async fn spans_with_events_and_links_are_stored_and_bad_ids_rejected_alone() {
         .await
         .unwrap();
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-    assert!(text.contains("| checkout | server | error  | 4000     | 0303030303030303 | /pay  | retry | 0808080808080808 |"), "{text}");
+    assert!(
+        text.contains(
+            "| checkout | server | error  | 4000     | 0303030303030303 | /pay  | retry | 0808080808080808 |"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -26,7 +26,11 @@ pub fn to_series(
     limits: &Limits,
 ) -> Result<Vec<MetricSeries>, IngestError> {
     if samples.len() > limits.max_series_per_request {
-        return Err(IngestError::too_large(crate::Limit::SeriesPerRequest, samples.len(), limits.max_series_per_request));
+        return Err(IngestError::too_large(
+            crate::Limit::SeriesPerRequest,
+            samples.len(),
+            limits.max_series_per_request,
+        ));
     }
     let mut out = Vec::with_capacity(samples.len());
     for (index, sample) in samples.into_iter().enumerate() {
@@ -48,8 +52,14 @@ pub fn to_series(
         limits.check_labels(labels.iter().map(|(n, v)| (n.as_str(), v.as_str()))).map_err(invalid)?;
         let labels = LabelSet::new(labels).map_err(|e| invalid(e.to_string()))?;
         let timestamp_ms = sample.timestamp_ms.unwrap_or(default_timestamp_ms);
-        let timestamp_ns = timestamp_ms.checked_mul(1_000_000).ok_or_else(|| invalid(format!("timestamp {timestamp_ms} ms is out of range")))?;
-        out.push(MetricSeries { metric: sample.name, labels, samples: vec![Sample { timestamp_ns, value: sample.value }] });
+        let timestamp_ns = timestamp_ms
+            .checked_mul(1_000_000)
+            .ok_or_else(|| invalid(format!("timestamp {timestamp_ms} ms is out of range")))?;
+        out.push(MetricSeries {
+            metric: sample.name,
+            labels,
+            samples: vec![Sample { timestamp_ns, value: sample.value }],
+        });
     }
     Ok(out)
 }

@@ -51,7 +51,10 @@ impl SchemaProvider for SegmentFiles {
         let segments = self.storage.all_segments_of(name);
         let mut paths = Vec::new();
         for segment in &segments {
-            let url = self.store_url.join(&segment.path).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            let url = self
+                .store_url
+                .join(&segment.path)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
             paths.push(ListingTableUrl::parse(url.as_str())?);
         }
         if paths.is_empty() {
@@ -61,7 +64,8 @@ impl SchemaProvider for SegmentFiles {
         let schema = plain_strings(&schema);
         if !segments.iter().any(|s| s.shared.is_some()) {
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(schema);
+            let config =
+                ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(schema);
             return Ok(Some(Arc::new(ListingTable::try_new(config)?)));
         }
         Ok(Some(shared_view(name, paths, &schema)?))
@@ -82,12 +86,14 @@ fn shared_view(name: &str, paths: Vec<ListingTableUrl>, schema: &SchemaRef) -> D
     fields.push(Field::new(table_column, DataType::Utf8, true));
     let files_schema = Arc::new(Schema::new(fields));
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(files_schema);
+    let config =
+        ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(files_schema);
     let files: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config)?);
-    let plan = LogicalPlanBuilder::scan(format!("{name} files"), datafusion::datasource::provider_as_source(files), None)?
-        .filter(ident(table_column).eq(lit(name)).or(ident(table_column).is_null()))?
-        .project(schema.fields().iter().map(|f| ident(f.name())))?
-        .build()?;
+    let plan =
+        LogicalPlanBuilder::scan(format!("{name} files"), datafusion::datasource::provider_as_source(files), None)?
+            .filter(ident(table_column).eq(lit(name)).or(ident(table_column).is_null()))?
+            .project(schema.fields().iter().map(|f| ident(f.name())))?
+            .build()?;
     Ok(Arc::new(datafusion::catalog::view::ViewTable::new(plan, None)))
 }
 

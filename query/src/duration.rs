@@ -31,12 +31,15 @@ impl std::str::FromStr for PromDuration {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).chars().all(|c| c == '0') && !text.is_empty() && text.starts_with('0') {
+        if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).chars().all(|c| c == '0')
+            && !text.is_empty()
+            && text.starts_with('0')
+        {
             return Ok(PromDuration(Duration::ZERO));
         }
-        promql_parser::util::duration::parse_duration(text)
-            .map(PromDuration)
-            .map_err(|_| format!("invalid duration {text:?}: use a number and a unit (ms, s, m, h, d, w, y), e.g. 30s or 1h30m"))
+        promql_parser::util::duration::parse_duration(text).map(PromDuration).map_err(|_| {
+            format!("invalid duration {text:?}: use a number and a unit (ms, s, m, h, d, w, y), e.g. 30s or 1h30m")
+        })
     }
 }
 
@@ -46,4 +49,3 @@ impl<'de> Deserialize<'de> for PromDuration {
         text.parse().map_err(serde::de::Error::custom)
     }
 }
-

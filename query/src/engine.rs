@@ -122,7 +122,9 @@ pub fn is_read_failure(error: &DataFusionError) -> bool {
         DataFusionError::ParquetError(_) | DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => true,
         DataFusionError::External(inner) => {
             let text = inner.to_string();
-            inner.is::<datafusion::parquet::errors::ParquetError>() || text.contains("Parquet error") || text.contains("Object Store error")
+            inner.is::<datafusion::parquet::errors::ParquetError>()
+                || text.contains("Parquet error")
+                || text.contains("Object Store error")
         }
         _ => false,
     }
@@ -164,7 +166,10 @@ pub struct QueryResult {
 
 /// A UTC timestamp literal of Unix milliseconds, for filters on timestamp columns.
 pub(crate) fn ts_literal(ms: i64) -> datafusion::prelude::Expr {
-    datafusion::prelude::lit(datafusion::common::ScalarValue::TimestampNanosecond(Some(ms.saturating_mul(1_000_000)), Some("UTC".into())))
+    datafusion::prelude::lit(datafusion::common::ScalarValue::TimestampNanosecond(
+        Some(ms.saturating_mul(1_000_000)),
+        Some("UTC".into()),
+    ))
 }
 
 /// One shared session: catalogs, object stores and the memory pool are shared by all queries.
@@ -296,7 +301,9 @@ impl QueryEngine {
     async fn run_sql(&self, query: &str) -> Result<QueryResult, QueryError> {
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let not_allowed = |e: DataFusionError| match e.find_root() {
-            DataFusionError::Plan(message) if message.contains("not supported") => QueryError::NotAllowed(e.strip_backtrace()),
+            DataFusionError::Plan(message) if message.contains("not supported") => {
+                QueryError::NotAllowed(e.strip_backtrace())
+            }
             DataFusionError::NotImplemented(message) if message.contains("Recursive CTE") => {
                 QueryError::NotAllowed("recursive CTEs are refused by the read API: they can run without bound".into())
             }
@@ -306,9 +313,11 @@ impl QueryEngine {
         let mut frame = self.ctx.sql_with_options(query, read_only).await.map_err(not_allowed)?;
         if let Some(ballista) = &self.options.ballista {
             let optimized = frame.clone().into_optimized_plan().map_err(QueryError::from_datafusion)?;
-            let long = crate::distributed::scanned_span_ns(&optimized).is_none_or(|span| span >= ballista.min_range.as_nanos() as i64);
+            let long = crate::distributed::scanned_span_ns(&optimized)
+                .is_none_or(|span| span >= ballista.min_range.as_nanos() as i64);
             if long {
-                let remote = crate::distributed::session(&self.storage, ballista).await.map_err(QueryError::from_datafusion)?;
+                let remote =
+                    crate::distributed::session(&self.storage, ballista).await.map_err(QueryError::from_datafusion)?;
                 frame = remote.sql_with_options(query, read_only).await.map_err(not_allowed)?;
                 metrics::counter!("vigil_query_distributed_total", "language" => "sql").increment(1);
             }
@@ -331,7 +340,10 @@ impl QueryEngine {
     /// Runs a plan to the end, stopping as soon as the result passes `max_result_rows` or
     /// `max_result_bytes`: a result is held whole to be encoded, so it is bounded as it
     /// streams in, never after.
-    pub async fn collect_bounded(&self, frame: datafusion::dataframe::DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
+    pub async fn collect_bounded(
+        &self,
+        frame: datafusion::dataframe::DataFrame,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
         use futures::StreamExt;
         let mut stream = frame.execute_stream().await.map_err(QueryError::from_datafusion)?;
         let (mut rows, mut bytes) = (0usize, 0usize);
@@ -341,10 +353,18 @@ impl QueryEngine {
             rows += batch.num_rows();
             bytes += batch.get_array_memory_size();
             if rows > self.options.max_result_rows {
-                return Err(QueryError::ResultTooLarge { what: "rows", limit: self.options.max_result_rows, setting: "max_result_rows" });
+                return Err(QueryError::ResultTooLarge {
+                    what: "rows",
+                    limit: self.options.max_result_rows,
+                    setting: "max_result_rows",
+                });
             }
             if bytes > self.options.max_result_bytes {
-                return Err(QueryError::ResultTooLarge { what: "bytes", limit: self.options.max_result_bytes, setting: "max_result_bytes" });
+                return Err(QueryError::ResultTooLarge {
+                    what: "bytes",
+                    limit: self.options.max_result_bytes,
+                    setting: "max_result_bytes",
+                });
             }
             batches.push(batch);
         }
@@ -379,7 +399,9 @@ mod tests {
     #[test]
     fn positions_are_read_from_parser_messages() {
         assert_eq!(
-            position_in_message("SQL error: ParserError(\"Expected: end of statement, found: x at Line: 2, Column: 15\")"),
+            position_in_message(
+                "SQL error: ParserError(\"Expected: end of statement, found: x at Line: 2, Column: 15\")"
+            ),
             Some((2, 15))
         );
         assert_eq!(position_in_message("no position"), None);
@@ -396,14 +418,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(vigil_storage::StorageOptions::new(dir.path())).await.unwrap();
         let workers = |asked: usize| {
-            let engine = QueryEngine::new(storage.clone(), QueryOptions { max_workers_per_query: asked, ..QueryOptions::default() }).unwrap();
+            let engine = QueryEngine::new(
+                storage.clone(),
+                QueryOptions { max_workers_per_query: asked, ..QueryOptions::default() },
+            )
+            .unwrap();
             engine.context().copied_config().target_partitions()
         };
         assert_eq!(workers(3), 3);
         assert_eq!(workers(MAX_WORKERS_PER_QUERY), MAX_WORKERS_PER_QUERY);
         assert_eq!(workers(MAX_WORKERS_PER_QUERY + 1), MAX_WORKERS_PER_QUERY);
         assert_eq!(workers(usize::MAX), MAX_WORKERS_PER_QUERY);
-        assert_eq!(workers(0), datafusion::prelude::SessionConfig::new().target_partitions(), "0: DataFusion's default, one per CPU");
+        assert_eq!(
+            workers(0),
+            datafusion::prelude::SessionConfig::new().target_partitions(),
+            "0: DataFusion's default, one per CPU"
+        );
     }
 
     #[tokio::test]
@@ -426,7 +456,11 @@ mod tests {
     #[tokio::test]
     async fn writes_through_sql_are_refused() {
         let (engine, _dir) = engine().await;
-        for statement in ["CREATE TABLE t AS SELECT 1", "INSERT INTO spans SELECT * FROM spans", "SET datafusion.execution.batch_size = 1"] {
+        for statement in [
+            "CREATE TABLE t AS SELECT 1",
+            "INSERT INTO spans SELECT * FROM spans",
+            "SET datafusion.execution.batch_size = 1",
+        ] {
             assert!(matches!(engine.sql(statement).await, Err(QueryError::NotAllowed(_))), "{statement}");
         }
     }
@@ -441,7 +475,10 @@ mod tests {
             labels: LabelSet::new(vec![("host".into(), host.into())]).unwrap(),
             samples: (1..200).map(|i| Sample { timestamp_ns: i * 1_000_000_000, value: i as f64 }).collect(),
         };
-        storage.write(vigil_storage::WriteBatch { metrics: vec![series("a"), series("b")], rows: Vec::new() }).await.unwrap();
+        storage
+            .write(vigil_storage::WriteBatch { metrics: vec![series("a"), series("b")], rows: Vec::new() })
+            .await
+            .unwrap();
         storage.persist().await.unwrap();
         let provider = storage.table_provider("m", storage.table_schema("m").unwrap());
         // The shape of a sweep chunk: a label filter and computed columns.
@@ -452,7 +489,11 @@ mod tests {
             .unwrap()
             .filter(col("host").not_eq(lit("c")).and(col("value").gt(lit(100.0))))
             .unwrap()
-            .select(vec![col("host"), (cast(col("timestamp"), datafusion::arrow::datatypes::DataType::Int64) / lit(1_000_000i64)).alias("ts"), col("value")])
+            .select(vec![
+                col("host"),
+                (cast(col("timestamp"), datafusion::arrow::datatypes::DataType::Int64) / lit(1_000_000i64)).alias("ts"),
+                col("value"),
+            ])
             .unwrap();
         let plan = |frame: DataFrame| async move {
             let plan = frame.create_physical_plan().await.unwrap();
@@ -477,7 +518,12 @@ mod tests {
             .sql("SELECT count(DISTINCT table_name) FROM information_schema.columns WHERE table_schema = 'public'")
             .await
             .unwrap();
-        let count = result.batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+        let count = result.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
         assert_eq!(count, vigil_storage::schema::FixedTable::ALL.len() as i64);
     }
 }

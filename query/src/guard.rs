@@ -60,7 +60,8 @@ impl QueryShape {
         self.check_length(text)?;
         let (text, limit) = (text.to_string(), self.max_depth);
         on_parse_thread(move || {
-            let Ok(statements) = DFParserBuilder::new(text.as_str()).build().and_then(|mut p| p.parse_statements()) else {
+            let Ok(statements) = DFParserBuilder::new(text.as_str()).build().and_then(|mut p| p.parse_statements())
+            else {
                 return Ok(());
             };
             let mut meter = DepthMeter { depth: 0, limit };
@@ -130,9 +131,11 @@ fn promql_prescan(text: &str, max_depth: usize, max_operators: usize) -> Result<
             continue;
         }
         if let Some(start) = word_start.take()
-            && braces == 0 && WORD_OPERATORS.iter().any(|op| text[start..at].eq_ignore_ascii_case(op)) {
-                operators += 1;
-            }
+            && braces == 0
+            && WORD_OPERATORS.iter().any(|op| text[start..at].eq_ignore_ascii_case(op))
+        {
+            operators += 1;
+        }
         match byte {
             b'"' | b'\'' | b'`' => quote = Some(byte),
             b'#' => comment = true,
@@ -158,9 +161,11 @@ fn promql_prescan(text: &str, max_depth: usize, max_operators: usize) -> Result<
         }
     }
     if let Some(start) = word_start
-        && braces == 0 && WORD_OPERATORS.iter().any(|op| text[start..].eq_ignore_ascii_case(op)) {
-            operators += 1;
-        }
+        && braces == 0
+        && WORD_OPERATORS.iter().any(|op| text[start..].eq_ignore_ascii_case(op))
+    {
+        operators += 1;
+    }
     if operators > max_operators {
         return Err(ShapeError::TooManyOperators { limit: max_operators });
     }
@@ -284,10 +289,16 @@ mod tests {
         assert!(shape.parse_promql(&nested(48, "up")).await.unwrap().is_ok());
         assert!(matches!(shape.parse_promql(&nested(400, "up")).await, Err(ShapeError::TooDeep { .. })));
         // Far past the limit: refused before parsing, not a crash nor minutes of parsing.
-        assert_eq!(shape.parse_promql(&chain("1", 100_000)).await.unwrap_err(), ShapeError::TooManyOperators { limit: 400 });
+        assert_eq!(
+            shape.parse_promql(&chain("1", 100_000)).await.unwrap_err(),
+            ShapeError::TooManyOperators { limit: 400 }
+        );
         assert!(matches!(shape.parse_promql(&chain("canary", 20_000)).await, Err(ShapeError::TooManyOperators { .. })));
         assert!(matches!(shape.parse_promql(&"(".repeat(100_000)).await, Err(ShapeError::TooDeep { .. })));
-        assert!(matches!(shape.parse_promql(&format!("{} (", chain("1", 5_000))).await, Err(ShapeError::TooManyOperators { .. })));
+        assert!(matches!(
+            shape.parse_promql(&format!("{} (", chain("1", 5_000))).await,
+            Err(ShapeError::TooManyOperators { .. })
+        ));
         // Brackets and operators inside strings, comments and matchers do not count.
         let quoted = format!("up{{job=\"{}\", a!=\"-\"}} # {}", "(".repeat(100), "+".repeat(1000));
         assert!(shape.parse_promql(&quoted).await.unwrap().is_ok());
@@ -301,8 +312,14 @@ mod tests {
         let shape = QueryShape { max_length: 1 << 20, max_depth: 40 };
         // SELECT is a query level; each `+` one expression level.
         assert!(shape.check_sql(&format!("SELECT {}", chain("1", 39))).await.is_ok());
-        assert_eq!(shape.check_sql(&format!("SELECT {}", chain("1", 40))).await, Err(ShapeError::TooDeep { limit: 40 }));
-        assert!(matches!(shape.check_sql(&format!("SELECT {}", chain("1", 200_000))).await, Err(ShapeError::TooDeep { .. })));
+        assert_eq!(
+            shape.check_sql(&format!("SELECT {}", chain("1", 40))).await,
+            Err(ShapeError::TooDeep { limit: 40 })
+        );
+        assert!(matches!(
+            shape.check_sql(&format!("SELECT {}", chain("1", 200_000))).await,
+            Err(ShapeError::TooDeep { .. })
+        ));
         assert!(shape.check_sql("SELEC nonsense").await.is_ok(), "parse errors are DataFusion's to report");
     }
 

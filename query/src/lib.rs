@@ -6,10 +6,10 @@ pub mod distributed;
 pub mod duration;
 pub mod engine;
 pub mod guard;
+pub mod output;
 pub mod promql;
 pub mod slo;
 pub mod traces;
-pub mod output;
 
 pub use duration::PromDuration;
 pub use engine::{QueryEngine, QueryError, QueryOptions, QueryResult};

@@ -90,7 +90,11 @@ pub fn cell(array: &dyn Array, row: usize) -> Result<Value, ArrowError> {
         }
         DataType::Timestamp(_, zone) => {
             let utc = zone.as_deref().is_none_or(|z| matches!(z, "UTC" | "+00:00" | "Z"));
-            let options = if utc { rfc3339_utc() } else { FormatOptions::default().with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.f%:z")) };
+            let options = if utc {
+                rfc3339_utc()
+            } else {
+                FormatOptions::default().with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.f%:z"))
+            };
             Value::String(format_one(array, row, &options)?)
         }
         _ => Value::String(format_one(array, row, &FormatOptions::default())?),
@@ -147,8 +151,12 @@ fn flatten_for_csv(result: &QueryResult) -> Result<QueryResult, ArrowError> {
             DataType::Dictionary(_, value) if value.is_primitive() || **value == DataType::Utf8 => {
                 Some((**value).clone())
             }
-            DataType::Dictionary(..) | DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
-            | DataType::Struct(_) | DataType::Map(..) => Some(DataType::Utf8),
+            DataType::Dictionary(..)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..) => Some(DataType::Utf8),
             _ => None,
         }
     };
@@ -168,9 +176,13 @@ fn flatten_for_csv(result: &QueryResult) -> Result<QueryResult, ArrowError> {
         for (column, field) in batch.columns().iter().zip(schema.fields()) {
             if column.data_type() == field.data_type() {
                 columns.push(column.clone());
-            } else if *field.data_type() == DataType::Utf8 && !matches!(column.data_type(), DataType::Dictionary(_, v) if **v == DataType::Utf8) {
+            } else if *field.data_type() == DataType::Utf8
+                && !matches!(column.data_type(), DataType::Dictionary(_, v) if **v == DataType::Utf8)
+            {
                 let texts: Vec<Option<String>> = (0..column.len())
-                    .map(|i| if column.is_null(i) { Ok(None) } else { cell(column.as_ref(), i).map(|v| Some(v.to_string())) })
+                    .map(|i| {
+                        if column.is_null(i) { Ok(None) } else { cell(column.as_ref(), i).map(|v| Some(v.to_string())) }
+                    })
                     .collect::<Result<_, _>>()?;
                 columns.push(Arc::new(StringArray::from(texts)) as ArrayRef);
             } else {
@@ -205,7 +217,11 @@ mod tests {
             Field::new("n", DataType::Int64, true),
             Field::new("x", DataType::Float64, true),
             Field::new("job", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), true),
-            Field::new("t", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())), true),
+            Field::new(
+                "t",
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())),
+                true,
+            ),
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(vec![Some(9_007_199_254_740_993), None, Some(-1)])),

@@ -40,12 +40,16 @@ pub struct SpanRow {
     pub events: String,
 }
 
-
 fn text(column: &str) -> Expr {
     cast(col(column), DataType::Utf8)
 }
 
-async fn rows(engine: &QueryEngine, filter: Expr, newest_first: bool, limit: Option<usize>) -> Result<Vec<SpanRow>, QueryError> {
+async fn rows(
+    engine: &QueryEngine,
+    filter: Expr,
+    newest_first: bool,
+    limit: Option<usize>,
+) -> Result<Vec<SpanRow>, QueryError> {
     let frame = engine
         .context()
         .table("spans")
@@ -75,17 +79,25 @@ async fn rows(engine: &QueryEngine, filter: Expr, newest_first: bool, limit: Opt
     let mut out = Vec::new();
     for batch in frame.collect().await.map_err(QueryError::from_datafusion)? {
         let strings = |i: usize| batch.column(i).as_string::<i32>().clone();
-        let (trace, span, parent, service, name, kind) = (strings(0), strings(1), strings(2), strings(3), strings(4), strings(5));
+        let (trace, span, parent, service, name, kind) =
+            (strings(0), strings(1), strings(2), strings(3), strings(4), strings(5));
         let start = batch.column(6).as_primitive::<Int64Type>();
         let duration = batch.column(7).as_primitive::<Int64Type>();
         let (status, message) = (strings(8), strings(9));
         for row in 0..batch.num_rows() {
-            let get = |a: &datafusion::arrow::array::StringArray| if a.is_null(row) { String::new() } else { a.value(row).to_string() };
-            let json = |i: usize| cell(batch.column(i).as_ref(), row).map(|v| if v.is_null() { String::new() } else { v.to_string() }).unwrap_or_default();
+            let get = |a: &datafusion::arrow::array::StringArray| {
+                if a.is_null(row) { String::new() } else { a.value(row).to_string() }
+            };
+            let json = |i: usize| {
+                cell(batch.column(i).as_ref(), row)
+                    .map(|v| if v.is_null() { String::new() } else { v.to_string() })
+                    .unwrap_or_default()
+            };
             out.push(SpanRow {
                 trace_id: get(&trace),
                 span_id: get(&span),
-                parent_span_id: (!parent.is_null(row) && !parent.value(row).is_empty()).then(|| parent.value(row).to_string()),
+                parent_span_id: (!parent.is_null(row) && !parent.value(row).is_empty())
+                    .then(|| parent.value(row).to_string()),
                 service: get(&service),
                 name: get(&name),
                 kind: get(&kind),

@@ -9,20 +9,18 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::FastHashMap as HashMap;
 use datafusion::arrow::array::NullBufferBuilder;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, StringArray,
-    TimestampNanosecondArray,
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, StringArray, TimestampNanosecondArray,
 };
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
-use crate::FastHashMap as HashMap;
 
 use crate::schema::{
-    FixedTable, label_column_name, label_columns, label_name_of_column, metric_schema,
-    metric_table_name, series_order,
+    FixedTable, label_column_name, label_columns, label_name_of_column, metric_schema, metric_table_name, series_order,
 };
 use crate::write::{LabelSet, MetricSeries, Sample, TableRows};
 
@@ -176,7 +174,9 @@ impl WriteBuffer {
                 continue;
             }
             let table = metric_table_name(&series.metric);
-            let buffer = match crate::get_or_insert_with(&mut self.tables, &table, || TableBuffer::Metric(MetricBuffer::default())) {
+            let buffer = match crate::get_or_insert_with(&mut self.tables, &table, || {
+                TableBuffer::Metric(MetricBuffer::default())
+            }) {
                 TableBuffer::Metric(buffer) => buffer,
                 TableBuffer::Rows(_) => continue,
             };
@@ -212,7 +212,12 @@ impl WriteBuffer {
                     .map(|s| MetricSeries {
                         metric: metric_name.to_string(),
                         labels: s.labels.clone(),
-                        samples: s.timestamps.iter().zip(&s.values).map(|(&timestamp_ns, &value)| Sample { timestamp_ns, value }).collect(),
+                        samples: s
+                            .timestamps
+                            .iter()
+                            .zip(&s.values)
+                            .map(|(&timestamp_ns, &value)| Sample { timestamp_ns, value })
+                            .collect(),
                     })
                     .collect();
             }
@@ -311,20 +316,15 @@ impl MetricBuffer {
         max_rows: usize,
     ) -> Result<Vec<RecordBatch>, ArrowError> {
         let columns: Vec<&str> = label_columns(schema).collect();
-        let wanted: Vec<(&str, &str)> = filter
-            .label_equals
-            .iter()
-            .map(|(c, v)| (label_name_of_column(c), v.as_str()))
-            .collect();
+        let wanted: Vec<(&str, &str)> =
+            filter.label_equals.iter().map(|(c, v)| (label_name_of_column(c), v.as_str())).collect();
         let mut selected: Vec<(&SeriesBuffer, std::ops::Range<usize>)> = self
             .series
             .iter()
             .filter(|s| wanted.iter().all(|(name, value)| s.labels.get(name) == Some(*value)))
             .filter_map(|s| {
                 let from = filter.start_ns.map_or(0, |t| s.timestamps.partition_point(|&x| x < t));
-                let to = filter
-                    .end_ns
-                    .map_or(s.timestamps.len(), |t| s.timestamps.partition_point(|&x| x <= t));
+                let to = filter.end_ns.map_or(s.timestamps.len(), |t| s.timestamps.partition_point(|&x| x <= t));
                 (from < to).then_some((s, from..to))
             })
             .collect();
@@ -362,7 +362,6 @@ impl MetricBuffer {
         }
         Ok(batches)
     }
-
 }
 
 /// Accumulates rows of series into one record batch.
@@ -400,9 +399,7 @@ impl BatchBuilder {
         for column in self.labels {
             arrays.push(Arc::new(column.finish()?));
         }
-        arrays.push(Arc::new(
-            TimestampNanosecondArray::from(self.timestamps).with_timezone("UTC"),
-        ));
+        arrays.push(Arc::new(TimestampNanosecondArray::from(self.timestamps).with_timezone("UTC")));
         arrays.push(Arc::new(Float64Array::from(self.values)));
         RecordBatch::try_new(self.schema, arrays)
     }
@@ -418,7 +415,12 @@ struct DictionaryColumn {
 
 impl DictionaryColumn {
     fn with_capacity(rows: usize) -> Self {
-        DictionaryColumn { keys: Vec::with_capacity(rows), nulls: NullBufferBuilder::new(rows), values: Vec::new(), index: HashMap::default() }
+        DictionaryColumn {
+            keys: Vec::with_capacity(rows),
+            nulls: NullBufferBuilder::new(rows),
+            values: Vec::new(),
+            index: HashMap::default(),
+        }
     }
 
     fn push_repeated(&mut self, value: Option<&str>, n: usize) {
@@ -485,10 +487,8 @@ pub(crate) fn time_values(array: &ArrayRef) -> Result<&TimestampNanosecondArray,
 
 /// Sorts a batch by the given columns (lexicographically, nulls first), stable.
 pub(crate) fn sort_batch_by(batch: &RecordBatch, columns: &[usize]) -> Result<RecordBatch, ArrowError> {
-    let sort_columns: Vec<compute::SortColumn> = columns
-        .iter()
-        .map(|&i| compute::SortColumn { values: batch.column(i).clone(), options: None })
-        .collect();
+    let sort_columns: Vec<compute::SortColumn> =
+        columns.iter().map(|&i| compute::SortColumn { values: batch.column(i).clone(), options: None }).collect();
     let indices = compute::lexsort_to_indices(&sort_columns, None)?;
     compute::take_record_batch(batch, &indices)
 }
@@ -560,7 +560,9 @@ impl RowsBuffer {
         let mut held = 0;
         for batch in &self.batches {
             held += batch.num_rows();
-            partitions.extend(time_values(batch.column(time_index))?.iter().flatten().map(|t| partition_start(t, partition_ns)));
+            partitions.extend(
+                time_values(batch.column(time_index))?.iter().flatten().map(|t| partition_start(t, partition_ns)),
+            );
         }
         let mut out = Vec::new();
         let mut rows = 0;
@@ -605,8 +607,7 @@ mod tests {
     fn series(metric: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> MetricSeries {
         MetricSeries {
             metric: metric.into(),
-            labels: LabelSet::new(labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
-                .unwrap(),
+            labels: LabelSet::new(labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()).unwrap(),
             samples: samples.iter().map(|&(t, v)| Sample { timestamp_ns: t, value: v }).collect(),
         }
     }
@@ -637,11 +638,8 @@ mod tests {
 +----------+-----+--------------------------------+-------+";
         assert_eq!(render(&all), expected);
 
-        let filter = ScanFilter {
-            start_ns: Some(15),
-            end_ns: Some(30),
-            label_equals: vec![("job".into(), "b".into())],
-        };
+        let filter =
+            ScanFilter { start_ns: Some(15), end_ns: Some(30), label_equals: vec![("job".into(), "b".into())] };
         let some = up.batches(&schema, &filter, 1000).unwrap();
         assert_eq!(some.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
         assert_eq!(up.rows(), 3);
@@ -661,7 +659,8 @@ mod tests {
     fn extreme_timestamps_keep_every_row_without_walking_empty_partitions() {
         let mut buffer = WriteBuffer::default();
         let far_past = -9_223_372_036_854_000_000;
-        let mut samples: Vec<(i64, f64)> = (0..1000).map(|i| (1_700_000_000_000_000_000 + i * 1_000_000_000, i as f64)).collect();
+        let mut samples: Vec<(i64, f64)> =
+            (0..1000).map(|i| (1_700_000_000_000_000_000 + i * 1_000_000_000, i as f64)).collect();
         samples.push((far_past, -1.0));
         samples.push((i64::MAX, 1.0));
         buffer.apply_series(&series("up", &[("job", "a")], &samples));

@@ -104,7 +104,13 @@ pub(crate) struct SeriesTracker {
 
 impl SeriesTracker {
     pub fn new(limits: CardinalityLimits) -> Self {
-        SeriesTracker { limits, started: Instant::now(), metrics: HashMap::default(), active: 0, tables: HashSet::default() }
+        SeriesTracker {
+            limits,
+            started: Instant::now(),
+            metrics: HashMap::default(),
+            active: 0,
+            tables: HashSet::default(),
+        }
     }
 
     pub fn limits(&self) -> &CardinalityLimits {
@@ -161,21 +167,25 @@ impl SeriesTracker {
         let limits = self.limits.clone();
         let mut refusal = CardinalityRefusal::default();
         let mut new_series = 0usize;
-        let refuse = |refusal: &mut CardinalityRefusal, limit: CardinalityLimit, samples: usize, reason: &dyn Fn() -> String| {
-            refusal.series += 1;
-            refusal.samples += samples;
-            if refusal.first.is_none() {
-                refusal.first = Some((limit, reason()));
-            }
-            metrics::counter!("vigil_limit_refusals_total", "limit" => limit.counter_name()).increment(1);
-        };
+        let refuse =
+            |refusal: &mut CardinalityRefusal, limit: CardinalityLimit, samples: usize, reason: &dyn Fn() -> String| {
+                refusal.series += 1;
+                refusal.samples += samples;
+                if refusal.first.is_none() {
+                    refusal.first = Some((limit, reason()));
+                }
+                metrics::counter!("vigil_limit_refusals_total", "limit" => limit.counter_name()).increment(1);
+            };
         batch.metrics.retain(|series| {
             let table = metric_table_name(&series.metric);
             let samples = series.samples.len();
             let new_table = !self.tables.contains(table.as_ref());
             if new_table && limits.max_metric_names > 0 && self.tables.len() >= limits.max_metric_names {
                 refuse(&mut refusal, CardinalityLimit::MetricNames, samples, &|| {
-                    format!("metric {:.64}: storage holds {} metric names, the limit (limits.max_metric_names)", series.metric, limits.max_metric_names)
+                    format!(
+                        "metric {:.64}: storage holds {} metric names, the limit (limits.max_metric_names)",
+                        series.metric, limits.max_metric_names
+                    )
                 });
                 return false;
             }
@@ -196,7 +206,11 @@ impl SeriesTracker {
             };
             if let Some((limit, bound)) = limit {
                 refuse(&mut refusal, limit, samples, &|| {
-                    format!("new series of {:.64} over the limit of {bound} (limits.{})", series.metric, limit.setting())
+                    format!(
+                        "new series of {:.64} over the limit of {bound} (limits.{})",
+                        series.metric,
+                        limit.setting()
+                    )
                 });
                 return false;
             }
@@ -247,7 +261,13 @@ mod tests {
 
     #[test]
     fn each_limit_refuses_on_its_bound_and_not_below() {
-        let limits = CardinalityLimits { max_metric_names: 2, max_series: 5, max_series_per_metric: 3, max_new_series_per_request: 4, ..Default::default() };
+        let limits = CardinalityLimits {
+            max_metric_names: 2,
+            max_series: 5,
+            max_series_per_metric: 3,
+            max_new_series_per_request: 4,
+            ..Default::default()
+        };
         let mut tracker = SeriesTracker::new(limits);
         // Two names fit; a third is refused, and a known name still takes new series.
         let mut batch = write(&[("a", "1"), ("b", "1"), ("c", "1"), ("a", "2")]);

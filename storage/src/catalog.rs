@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{Session, SchemaProvider, TableProvider};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
@@ -28,11 +28,11 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::buffer::{ScanFilter, TableBuffer, WriteBuffer};
-use crate::series_index::{ScanFiles, ScanParts};
 use crate::filters::{LabelFilters, is_time_bound, scan_filter};
-use crate::manifest::{SegmentMeta, table_statistics};
 use crate::maintenance::adapt_to;
+use crate::manifest::{SegmentMeta, table_statistics};
 use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema, time_column_of};
+use crate::series_index::{ScanFiles, ScanParts};
 use crate::{Storage, StorageError};
 
 /// Rows per batch handed to queries from the buffer.
@@ -132,7 +132,8 @@ impl Storage {
         }
         drop(state);
         stats.values_per_label = values.iter().map(|(name, v)| (name.clone(), v.len())).collect();
-        stats.bytes_per_label = values.iter().map(|(name, v)| (name.clone(), v.iter().map(String::len).sum())).collect();
+        stats.bytes_per_label =
+            values.iter().map(|(name, v)| (name.clone(), v.iter().map(String::len).sum())).collect();
         stats.series_per_pair = pairs.into_iter().map(|((name, value), n)| (format!("{name}={value}"), n)).collect();
         for list in [&mut stats.values_per_label, &mut stats.bytes_per_label, &mut stats.series_per_pair] {
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -144,7 +145,10 @@ impl Storage {
     /// [`Storage::table_schema`] gives for one table, without a pass per table).
     pub fn metric_table_schemas(&self) -> std::collections::HashMap<String, SchemaRef> {
         let owned: Vec<(String, Vec<String>)> = self.with_metric_label_columns(|tables| {
-            tables.iter().map(|(name, columns)| (name.to_string(), columns.iter().map(|c| c.to_string()).collect())).collect()
+            tables
+                .iter()
+                .map(|(name, columns)| (name.to_string(), columns.iter().map(|c| c.to_string()).collect()))
+                .collect()
         });
         // Schemas are built after the lock is let go: writers wait on it.
         owned.into_iter().map(|(name, columns)| (name, metric_schema(columns.iter().map(String::as_str)))).collect()
@@ -154,7 +158,8 @@ impl Storage {
     /// without selectors, from the manifests and buffers alone.
     pub fn metric_label_names(&self) -> BTreeSet<String> {
         self.with_metric_label_columns(|tables| {
-            let names: BTreeSet<&str> = tables.values().flatten().map(|c| crate::schema::label_name_of_column(c)).collect();
+            let names: BTreeSet<&str> =
+                tables.values().flatten().map(|c| crate::schema::label_name_of_column(c)).collect();
             names.into_iter().map(str::to_string).collect()
         })
     }
@@ -198,12 +203,14 @@ impl Storage {
         for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
             for (name, table) in generation.tables() {
                 if let TableBuffer::Metric(metric) = table
-                    && metric.label_sets().any(|labels| labels.get(label) == Some(value)) {
-                        tables.insert(name.to_string());
-                    }
+                    && metric.label_sets().any(|labels| labels.get(label) == Some(value))
+                {
+                    tables.insert(name.to_string());
+                }
             }
         }
-        let filter = ScanFilter { start_ns: None, end_ns: None, label_equals: vec![(column.to_string(), value.to_string())] };
+        let filter =
+            ScanFilter { start_ns: None, end_ns: None, label_equals: vec![(column.to_string(), value.to_string())] };
         let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
         for segment in state.manifest.segments.iter().chain(peers) {
             if !tables.contains(segment.table.as_str()) && !label_excludes(segment, &filter) {
@@ -362,9 +369,8 @@ impl TableProvider for VigilTable {
         // there is: read unfiltered, their manifest statistics are exact, and DataFusion answers
         // count/min/max from them without opening a file.
         let only_time = filters.iter().all(|f| is_time_bound(f, self.time_column()));
-        let (covered, partial): (Vec<SegmentMeta>, Vec<SegmentMeta>) = segments
-            .into_iter()
-            .partition(|s| only_time && filter.contains(s.min_time_ns, s.max_time_ns));
+        let (covered, partial): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
+            segments.into_iter().partition(|s| only_time && filter.contains(s.min_time_ns, s.max_time_ns));
         for (segments, filters) in [(covered, &[][..]), (partial, filters)] {
             if segments.is_empty() {
                 continue;
@@ -404,7 +410,10 @@ impl VigilTable {
             }
             // Only this table's run of the shared file (and of it, the series the filters can
             // match): row groups and pages outside it are never read.
-            files.push(crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, &is_label, series_of).await?);
+            files.push(
+                crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, &is_label, series_of)
+                    .await?,
+            );
         }
         files.plans(&self.storage, state, &self.schema, statistics, label_filters, filters, limit).await
     }
@@ -450,7 +459,12 @@ pub(crate) async fn parquet_scan(
 /// The plan of a scan: its inputs united, those that did not apply its label filters (files
 /// read whole, the write buffer's rows, the index's series rows) through one filter of them,
 /// as `supports_filters_pushdown` promised (or nothing).
-pub(crate) fn scan_plan(state: &dyn Session, schema: &SchemaRef, label_filters: &LabelFilters, parts: ScanParts) -> DfResult<Arc<dyn ExecutionPlan>> {
+pub(crate) fn scan_plan(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    label_filters: &LabelFilters,
+    parts: ScanParts,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
     let ScanParts { mut exact, mut unfiltered, series: rows } = parts;
     if !rows.is_empty() {
         unfiltered.push(MemorySourceConfig::try_new_exec(&[rows], schema.clone(), label_filters.read.clone())?);
@@ -487,10 +501,7 @@ fn within(batch: &RecordBatch, time_index: usize, filter: &ScanFilter) -> Result
         return Ok(batch.clone());
     }
     let times = crate::buffer::time_values(batch.column(time_index))?;
-    let mask: BooleanArray = times
-        .iter()
-        .map(|t| Some(t.is_some_and(|t| filter.overlaps(t, t))))
-        .collect();
+    let mask: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| filter.overlaps(t, t)))).collect();
     Ok(datafusion::arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
@@ -524,9 +535,9 @@ pub fn register(storage: &Storage, ctx: &datafusion::prelude::SessionContext) ->
 pub fn set_default_schema(ctx: &datafusion::prelude::SessionContext, schema: Arc<dyn SchemaProvider>) -> DfResult<()> {
     let options = ctx.copied_config();
     let defaults = &options.options().catalog;
-    let catalog = ctx.catalog(&defaults.default_catalog).ok_or_else(|| {
-        datafusion::error::DataFusionError::Plan(format!("no catalog {}", defaults.default_catalog))
-    })?;
+    let catalog = ctx
+        .catalog(&defaults.default_catalog)
+        .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("no catalog {}", defaults.default_catalog)))?;
     catalog.register_schema(&defaults.default_schema, schema)?;
     Ok(())
 }

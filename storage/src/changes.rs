@@ -118,7 +118,8 @@ impl ChangeFeed {
 /// `late_before_ns` (before taking any lock).
 fn touched_ranges(batch: &WriteBatch, late_before_ns: Option<i64>) -> Vec<(String, TimeRange, u64)> {
     let mut ranges: crate::FastHashMap<String, (TimeRange, u64)> = Default::default();
-    let mut touch = |table: std::borrow::Cow<'_, str>, range: TimeRange, late: u64| match ranges.get_mut(table.as_ref()) {
+    let mut touch = |table: std::borrow::Cow<'_, str>, range: TimeRange, late: u64| match ranges.get_mut(table.as_ref())
+    {
         Some((known, known_late)) => {
             known.merge(range);
             *known_late += late;
@@ -130,8 +131,12 @@ fn touched_ranges(batch: &WriteBatch, late_before_ns: Option<i64>) -> Vec<(Strin
     for series in &batch.metrics {
         let (Some(first), Some(last)) = (series.samples.first(), series.samples.last()) else { continue };
         // Samples are sorted by the time they reach storage; min/max still guard the rest.
-        let range = TimeRange { min_ns: first.timestamp_ns.min(last.timestamp_ns), max_ns: first.timestamp_ns.max(last.timestamp_ns) };
-        let late = late_before_ns.map_or(0, |before| series.samples.iter().filter(|s| s.timestamp_ns < before).count() as u64);
+        let range = TimeRange {
+            min_ns: first.timestamp_ns.min(last.timestamp_ns),
+            max_ns: first.timestamp_ns.max(last.timestamp_ns),
+        };
+        let late =
+            late_before_ns.map_or(0, |before| series.samples.iter().filter(|s| s.timestamp_ns < before).count() as u64);
         touch(crate::schema::metric_table_name(&series.metric), range, late);
     }
     for rows in &batch.rows {
@@ -142,7 +147,11 @@ fn touched_ranges(batch: &WriteBatch, late_before_ns: Option<i64>) -> Vec<(Strin
     ranges.into_iter().map(|(table, (range, late))| (table, range, late)).collect()
 }
 
-fn rows_range(table: FixedTable, batch: &datafusion::arrow::array::RecordBatch, late_before_ns: Option<i64>) -> Option<(TimeRange, u64)> {
+fn rows_range(
+    table: FixedTable,
+    batch: &datafusion::arrow::array::RecordBatch,
+    late_before_ns: Option<i64>,
+) -> Option<(TimeRange, u64)> {
     let column = batch.column_by_name(table.time_column())?;
     let times = column.as_primitive_opt::<TimestampNanosecondType>()?;
     let min_ns = datafusion::arrow::compute::min(times)?;
@@ -167,7 +176,10 @@ mod tests {
     #[test]
     fn ranges_merge_per_table_until_drained() {
         let feed = ChangeFeed::new(10);
-        feed.record(&WriteBatch { metrics: vec![series("a_total", &[5, 9]), series("b_total", &[100])], rows: Vec::new() }, None);
+        feed.record(
+            &WriteBatch { metrics: vec![series("a_total", &[5, 9]), series("b_total", &[100])], rows: Vec::new() },
+            None,
+        );
         feed.record(&WriteBatch { metrics: vec![series("a_total", &[1, 3])], rows: Vec::new() }, None);
         let changes = feed.drain();
         assert_eq!(changes.tables["a_total"], TimeRange { min_ns: 1, max_ns: 9 });
@@ -196,7 +208,10 @@ mod tests {
         let now = 100 * LATE_AFTER_NS;
         let times = [now - 3 * LATE_AFTER_NS, now - LATE_AFTER_NS - 1, now - LATE_AFTER_NS, now];
         feed.record(&WriteBatch { metrics: vec![series("a_total", &times)], rows: Vec::new() }, Some(now));
-        feed.record(&WriteBatch { metrics: vec![series("a_total", &times), series("b_total", &times)], rows: Vec::new() }, None);
+        feed.record(
+            &WriteBatch { metrics: vec![series("a_total", &times), series("b_total", &times)], rows: Vec::new() },
+            None,
+        );
         let changes = feed.drain();
         assert_eq!(changes.late_samples.get("a_total"), Some(&2), "two samples more than the late bound behind");
         assert_eq!(changes.late_samples.get("b_total"), None, "a replay counts none");

@@ -52,7 +52,11 @@ pub async fn verify_segment(store: &Arc<dyn ObjectStore>, segment: &SegmentMeta,
         Err(e) => return Err(format!("reading: {e}")),
     };
     if bytes.len() as u64 != segment.size_bytes {
-        return Err(format!("{} bytes where the manifest says {} (truncated or replaced)", bytes.len(), segment.size_bytes));
+        return Err(format!(
+            "{} bytes where the manifest says {} (truncated or replaced)",
+            bytes.len(),
+            segment.size_bytes
+        ));
     }
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("footer: {e}"))?;
     let rows = builder.metadata().file_metadata().num_rows();
@@ -75,7 +79,11 @@ pub async fn verify_segment(store: &Arc<dyn ObjectStore>, segment: &SegmentMeta,
 
 /// The damaged files among `segments` (each file checked once, named by one of its
 /// entries), with the reason.
-pub async fn find_damaged(store: &Arc<dyn ObjectStore>, mut segments: Vec<SegmentMeta>, deep: bool) -> Vec<(SegmentMeta, String)> {
+pub async fn find_damaged(
+    store: &Arc<dyn ObjectStore>,
+    mut segments: Vec<SegmentMeta>,
+    deep: bool,
+) -> Vec<(SegmentMeta, String)> {
     let mut seen = BTreeSet::new();
     segments.retain(|s| seen.insert(s.path.clone()));
     futures::stream::iter(segments)
@@ -207,7 +215,10 @@ pub struct StoreReport {
 pub async fn check(store: &Arc<dyn ObjectStore>, node: &str) -> Result<StoreReport, StorageError> {
     let mut report = StoreReport { node: node.to_string(), ..Default::default() };
     let Some(manifest) = manifest::load_node(store, node, &mut PartitionCache::default()).await? else {
-        report.problems.push(Finding { what: "no manifest".into(), detail: format!("node {node} has no root manifest in this store") });
+        report.problems.push(Finding {
+            what: "no manifest".into(),
+            detail: format!("node {node} has no root manifest in this store"),
+        });
         return Ok(report);
     };
     describe_damage(&manifest, &mut report);
@@ -215,7 +226,10 @@ pub async fn check(store: &Arc<dyn ObjectStore>, node: &str) -> Result<StoreRepo
     report.rows = manifest.segments.iter().map(|s| s.rows).sum();
     for (segment, reason) in find_damaged(store, manifest.segments.clone(), true).await {
         let (tables, rows) = named_by(&manifest, &segment.path);
-        report.problems.push(Finding { what: format!("segment {} of {tables}", segment.path), detail: format!("{reason} ({rows} rows)") });
+        report.problems.push(Finding {
+            what: format!("segment {} of {tables}", segment.path),
+            detail: format!("{reason} ({rows} rows)"),
+        });
     }
     Ok(report)
 }
@@ -237,7 +251,11 @@ fn describe_damage(manifest: &Manifest, report: &mut StoreReport) {
 /// damaged root is replaced (kept beside as `manifest.json.damaged-<ms>`), with the WAL
 /// persisted through `wal_persisted_through` (the files still in the WAL directory start
 /// after it).
-pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_through: Option<u64>) -> Result<StoreReport, StorageError> {
+pub async fn repair(
+    store: &Arc<dyn ObjectStore>,
+    node: &str,
+    wal_persisted_through: Option<u64>,
+) -> Result<StoreReport, StorageError> {
     let mut report = StoreReport { node: node.to_string(), ..Default::default() };
     let Some(mut manifest) = manifest::load_node(store, node, &mut PartitionCache::default()).await? else {
         return Ok(report);
@@ -255,7 +273,11 @@ pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_thro
         let found = segments_in(store, node, &partition.table, partition.partition_start_ns, &known).await?;
         report.actions.push(Finding {
             what: format!("partition {}", partition_name(&partition)),
-            detail: format!("rebuilt from {} segment files ({} rows)", found.len(), found.iter().map(|s| s.rows).sum::<u64>()),
+            detail: format!(
+                "rebuilt from {} segment files ({} rows)",
+                found.len(),
+                found.iter().map(|s| s.rows).sum::<u64>()
+            ),
         });
         manifest.next_segment_id = manifest.next_segment_id.max(found.iter().map(|s| s.id + 1).max().unwrap_or(0));
         manifest.segments.extend(found);
@@ -268,7 +290,10 @@ pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_thro
         crate::series_index::delete(store, &segment.path).await?;
         let (tables, rows) = named_by(&manifest, &segment.path);
         manifest.segments.retain(|s| s.path != segment.path);
-        report.actions.push(Finding { what: format!("segment {} of {tables}", segment.path), detail: format!("moved to {to}: {reason}; {rows} rows lost") });
+        report.actions.push(Finding {
+            what: format!("segment {} of {tables}", segment.path),
+            detail: format!("moved to {to}: {reason}; {rows} rows lost"),
+        });
     }
 
     if let Some(reason) = manifest.root_damaged.take() {
@@ -276,9 +301,13 @@ pub async fn repair(store: &Arc<dyn ObjectStore>, node: &str, wal_persisted_thro
         let aside = Path::from(format!("{root}.damaged-{}", crate::maintenance::now_ns() / 1_000_000));
         move_aside(store, &root, &aside).await?;
         manifest.wal_persisted_through = wal_persisted_through.unwrap_or(0);
-        report.actions.push(Finding { what: "root manifest".into(), detail: format!("rebuilt ({reason}); the damaged one is kept as {aside}") });
+        report.actions.push(Finding {
+            what: "root manifest".into(),
+            detail: format!("rebuilt ({reason}); the damaged one is kept as {aside}"),
+        });
     }
-    manifest.next_segment_id = manifest.next_segment_id.max(manifest.segments.iter().map(|s| s.id + 1).max().unwrap_or(1));
+    manifest.next_segment_id =
+        manifest.next_segment_id.max(manifest.segments.iter().map(|s| s.id + 1).max().unwrap_or(1));
     // Every partition is written anew: the new root names only files that were just read.
     manifest::save(store, &mut manifest, &Manifest::empty(node), crate::maintenance::delete_after_ms()).await?;
     report.segments = manifest.segments.len();
@@ -320,7 +349,11 @@ async fn segments_in(
     let mut found = Vec::new();
     for file in files {
         let path = file.location.to_string();
-        let Some(id) = file.location.filename().and_then(|f| f.strip_suffix(".parquet")).and_then(|f| f.parse::<u64>().ok()) else { continue };
+        let Some(id) =
+            file.location.filename().and_then(|f| f.strip_suffix(".parquet")).and_then(|f| f.parse::<u64>().ok())
+        else {
+            continue;
+        };
         if known.contains(&path) {
             continue;
         }
@@ -334,7 +367,13 @@ async fn segments_in(
 
 /// A segment's manifest entries, from the file itself: one per table it holds. `table`,
 /// when set, is the one the file must belong to.
-async fn segment_meta_of(store: &Arc<dyn ObjectStore>, path: &Path, id: u64, table: &str, partition_start_ns: i64) -> Result<Vec<SegmentMeta>, String> {
+async fn segment_meta_of(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    id: u64,
+    table: &str,
+    partition_start_ns: i64,
+) -> Result<Vec<SegmentMeta>, String> {
     let bytes = store.get(path).await.map_err(|e| e.to_string())?.bytes().await.map_err(|e| e.to_string())?;
     let size_bytes = bytes.len() as u64;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
@@ -351,20 +390,25 @@ async fn segment_meta_of(store: &Arc<dyn ObjectStore>, path: &Path, id: u64, tab
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == segment::TABLE_KEY).and_then(|k| k.value.clone()));
     let table = match named {
-        Some(named) if !table.is_empty() && named != table => return Err(format!("the file belongs to table {named:?}")),
+        Some(named) if !table.is_empty() && named != table => {
+            return Err(format!("the file belongs to table {named:?}"));
+        }
         Some(named) => named,
         None if !table.is_empty() => table.to_string(),
         None => return Err("the file names no table".into()),
     };
     let table = table.as_str();
-    let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema).map_err(|e| e.to_string())?;
+    let statistics =
+        DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema).map_err(|e| e.to_string())?;
     let stats = column_stats(&statistics, &schema);
     let time = stats.iter().find(|c| c.name == time_column_of(table));
     let bound = |value: Option<&manifest::StatValue>| match value {
         Some(manifest::StatValue::Int(v)) => Some(*v),
         _ => None,
     };
-    let (Some(min_time_ns), Some(max_time_ns)) = (bound(time.and_then(|t| t.min.as_ref())), bound(time.and_then(|t| t.max.as_ref()))) else {
+    let (Some(min_time_ns), Some(max_time_ns)) =
+        (bound(time.and_then(|t| t.min.as_ref())), bound(time.and_then(|t| t.max.as_ref())))
+    else {
         return Err("no time bounds in the file's statistics".into());
     };
     Ok(vec![SegmentMeta {

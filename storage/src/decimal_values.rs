@@ -102,7 +102,9 @@ fn with_values(batch: &RecordBatch, values: ArrayRef) -> Result<RecordBatch, Arr
         .fields()
         .iter()
         .enumerate()
-        .map(|(i, f)| if i == index { f.as_ref().clone().with_data_type(values.data_type().clone()) } else { f.as_ref().clone() })
+        .map(|(i, f)| {
+            if i == index { f.as_ref().clone().with_data_type(values.data_type().clone()) } else { f.as_ref().clone() }
+        })
         .collect();
     let mut columns = batch.columns().to_vec();
     columns[index] = values;
@@ -152,7 +154,11 @@ mod tests {
     fn batch(values: Vec<f64>) -> RecordBatch {
         let n = values.len();
         let schema = Schema::new(vec![
-            Field::new(crate::schema::TIMESTAMP_COLUMN, DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None), false),
+            Field::new(
+                crate::schema::TIMESTAMP_COLUMN,
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
+                false,
+            ),
             Field::new(VALUE_COLUMN, DataType::Float64, false),
         ]);
         let times = TimestampNanosecondArray::from_iter_values(0..n as i64);
@@ -229,7 +235,8 @@ mod tests {
             ("up".to_string(), batch(vec![1.0, f64::NAN])),
             ("bytes".to_string(), batch(vec![4096.0])),
         ];
-        let names: Vec<Vec<String>> = split_by_scale(tables).iter().map(|g| g.iter().map(|t| t.0.clone()).collect()).collect();
+        let names: Vec<Vec<String>> =
+            split_by_scale(tables).iter().map(|g| g.iter().map(|t| t.0.clone()).collect()).collect();
         assert_eq!(names, [vec!["hits", "bytes"], vec!["temp", "load"], vec!["up"]]);
     }
 

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, StringDictionaryBuilder, TimestampNanosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, RecordBatch, StringArray, StringDictionaryBuilder, TimestampNanosecondArray,
+};
 use datafusion::arrow::datatypes::Int32Type;
 use datafusion::arrow::error::ArrowError;
 
@@ -29,7 +31,13 @@ const SPAN_ID_LABELS: [&str; 3] = ["span_id", "spanID", "SpanID"];
 
 impl Exemplar {
     /// An exemplar whose `trace_id`/`span_id` columns are read from its labels.
-    pub fn new(metric: String, series: LabelSet, labels: Vec<(String, String)>, timestamp_ns: i64, value: f64) -> Exemplar {
+    pub fn new(
+        metric: String,
+        series: LabelSet,
+        labels: Vec<(String, String)>,
+        timestamp_ns: i64,
+        value: f64,
+    ) -> Exemplar {
         let id = |names: &[&str]| labels.iter().find(|(n, _)| names.contains(&n.as_str())).map(|(_, v)| v.clone());
         let (trace_id, span_id) = (id(&TRACE_ID_LABELS), id(&SPAN_ID_LABELS));
         Exemplar { metric, series, labels, timestamp_ns, value, trace_id, span_id }
@@ -55,7 +63,9 @@ pub fn exemplar_batch(exemplars: &[Exemplar]) -> Result<RecordBatch, ArrowError>
         labels.append(true)?;
     }
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampNanosecondArray::from_iter_values(exemplars.iter().map(|e| e.timestamp_ns)).with_timezone("UTC")),
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values(exemplars.iter().map(|e| e.timestamp_ns)).with_timezone("UTC"),
+        ),
         Arc::new(metric.finish()),
         Arc::new(series.finish()),
         Arc::new(labels.finish()),

@@ -41,17 +41,21 @@ fn collect(expr: &Expr, time_column: &str, is_label: &impl Fn(&str) -> bool, sca
                 if let Some(ns) = timestamp_ns(literal) {
                     narrow(scan, op, ns);
                 }
-            } else if op == Operator::Eq && is_label(column)
-                && let Some(value) = string_value(literal) {
-                    scan.label_equals.push((column.to_string(), value.to_string()));
-                }
+            } else if op == Operator::Eq
+                && is_label(column)
+                && let Some(value) = string_value(literal)
+            {
+                scan.label_equals.push((column.to_string(), value.to_string()));
+            }
         }
         Expr::Between(Between { expr, negated: false, low, high }) => {
             if column_name(expr) == Some(time_column)
-                && let (Some(lo), Some(hi)) = (literal(low).and_then(timestamp_ns), literal(high).and_then(timestamp_ns)) {
-                    narrow(scan, Operator::GtEq, lo);
-                    narrow(scan, Operator::LtEq, hi);
-                }
+                && let (Some(lo), Some(hi)) =
+                    (literal(low).and_then(timestamp_ns), literal(high).and_then(timestamp_ns))
+            {
+                narrow(scan, Operator::GtEq, lo);
+                narrow(scan, Operator::LtEq, hi);
+            }
         }
         _ => {}
     }
@@ -132,7 +136,11 @@ fn string_value(value: &ScalarValue) -> Option<&str> {
 /// columns alone exactly (see [`LabelFilters`]), everything else only to prune. Exact label
 /// filters are not evaluated again above the scan: where the series index chose the series,
 /// a row is never tested at all.
-pub(crate) fn pushdown(filters: &[&Expr], time_column: &str, is_label: impl Fn(&str) -> bool) -> Vec<TableProviderFilterPushDown> {
+pub(crate) fn pushdown(
+    filters: &[&Expr],
+    time_column: &str,
+    is_label: impl Fn(&str) -> bool,
+) -> Vec<TableProviderFilterPushDown> {
     filters
         .iter()
         .map(|f| {
@@ -163,16 +171,22 @@ pub(crate) struct LabelFilters {
 }
 
 impl LabelFilters {
-    pub(crate) fn new(filters: &[Expr], schema: &SchemaRef, projection: Option<&Vec<usize>>, is_label: impl Fn(&str) -> bool) -> LabelFilters {
+    pub(crate) fn new(
+        filters: &[Expr],
+        schema: &SchemaRef,
+        projection: Option<&Vec<usize>>,
+        is_label: impl Fn(&str) -> bool,
+    ) -> LabelFilters {
         let filters: Vec<Expr> = filters.iter().filter(|f| is_label_filter(f, &is_label)).cloned().collect();
         let read = projection.map(|projection| {
             let mut read = projection.clone();
             for filter in &filters {
                 for column in filter.column_refs() {
                     if let Ok(index) = schema.index_of(&column.name)
-                        && !read.contains(&index) {
-                            read.push(index);
-                        }
+                        && !read.contains(&index)
+                    {
+                        read.push(index);
+                    }
                 }
             }
             read

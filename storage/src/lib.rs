@@ -24,24 +24,24 @@
 
 pub mod buffer;
 pub mod cardinality;
+pub mod catalog;
 pub mod changes;
 pub mod clock;
-pub mod catalog;
 pub mod damage;
 mod decimal_values;
 mod filters;
 pub mod lease;
-pub mod metric_set;
-pub mod manifest;
 mod maintenance;
+pub mod manifest;
+pub mod metric_set;
 pub use maintenance::PersistSummary;
+pub mod exemplars;
 pub mod schema;
 pub mod segment;
 pub mod series_index;
 pub mod shared;
 pub mod store;
 pub mod wal;
-pub mod exemplars;
 pub mod write;
 
 use std::path::PathBuf;
@@ -77,7 +77,11 @@ pub(crate) type FastHashSet<T> = std::collections::HashSet<T, foldhash::fast::Ra
 // The expect holds by the line before it; `get_mut` first and `insert` after is what the
 // borrow checker refuses (a returned borrow in one branch).
 #[allow(clippy::expect_used)]
-pub(crate) fn get_or_insert_with<'m, V>(map: &'m mut FastHashMap<String, V>, key: &str, make: impl FnOnce() -> V) -> &'m mut V {
+pub(crate) fn get_or_insert_with<'m, V>(
+    map: &'m mut FastHashMap<String, V>,
+    key: &str,
+    make: impl FnOnce() -> V,
+) -> &'m mut V {
     if !map.contains_key(key) {
         map.insert(key.to_string(), make());
     }
@@ -261,8 +265,7 @@ impl Storage {
             Some(store) => store.clone(),
             None => options.store.build(&options.data_dir)?,
         };
-        let store_url = ObjectStoreUrl::parse("vigil://segments")
-            .map_err(|e| StorageError::Internal(e.to_string()))?;
+        let store_url = ObjectStoreUrl::parse("vigil://segments").map_err(|e| StorageError::Internal(e.to_string()))?;
         let node_id = match &options.node_id {
             Some(id) => id.clone(),
             None => node_id_in(&options.data_dir)?,
@@ -290,7 +293,9 @@ impl Storage {
         let mut series = cardinality::SeriesTracker::new(options.cardinality.clone());
         // Replayed writes count as changes: what they touched may not be in derived state yet.
         let mut changes = changes::ChangeFeed::new(changes::DEFAULT_MAX_TABLES);
-        series.set_tables(manifest.table_names().filter(|t| schema::FixedTable::from_name(t).is_none()).map(str::to_string));
+        series.set_tables(
+            manifest.table_names().filter(|t| schema::FixedTable::from_name(t).is_none()).map(str::to_string),
+        );
         let persisted = manifest.wal_persisted_through;
         let (stats, undecodable) = {
             let dir = wal_dir.clone();
@@ -434,7 +439,8 @@ impl Storage {
     pub async fn write(&self, mut batch: WriteBatch) -> Result<WriteSummary, StorageError> {
         // Sorting here, before any lock, keeps a disordered request from stalling others.
         batch.sort_samples();
-        let refused = if batch.metrics.is_empty() { Default::default() } else { self.inner.series.lock().admit(&mut batch) };
+        let refused =
+            if batch.metrics.is_empty() { Default::default() } else { self.inner.series.lock().admit(&mut batch) };
         let summary = WriteSummary { samples: batch.sample_count(), rows: batch.row_count(), refused };
         if batch.is_empty() {
             return Ok(summary);
@@ -448,18 +454,15 @@ impl Storage {
         let max_bytes = self.inner.options.buffer_max_bytes;
         let durable = {
             let mut state = self.inner.state.lock();
-            let held_bytes =
-                state.active.bytes() + state.persisting.as_ref().map_or(0, |p| p.bytes());
+            let held_bytes = state.active.bytes() + state.persisting.as_ref().map_or(0, |p| p.bytes());
             if held_bytes >= max_bytes {
                 self.inner.flush_wanted.notify_one();
-                metrics::counter!("vigil_storage_writes_refused_total", "reason" => "buffer_full")
-                    .increment(1);
+                metrics::counter!("vigil_storage_writes_refused_total", "reason" => "buffer_full").increment(1);
                 return Err(StorageError::Backpressure { held_bytes, max_bytes });
             }
             let durable = self.inner.wal.append(payload).inspect_err(|e| {
                 if matches!(e, WalError::Backpressure) {
-                    metrics::counter!("vigil_storage_writes_refused_total", "reason" => "wal_queue")
-                        .increment(1);
+                    metrics::counter!("vigil_storage_writes_refused_total", "reason" => "wal_queue").increment(1);
                 }
             })?;
             for series in &batch.metrics {
@@ -560,9 +563,7 @@ pub fn validate_node_id(id: &str) -> Result<(), StorageError> {
     if valid {
         Ok(())
     } else {
-        Err(StorageError::Config(format!(
-            "node id {id:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
-        )))
+        Err(StorageError::Config(format!("node id {id:?} must be 1 to 64 letters, digits, '-', '_' or '.'")))
     }
 }
 

@@ -207,7 +207,11 @@ impl Storage {
     /// Carries the tables a flush could not write into the next generation: their rows are
     /// logged again (a new WAL record, durable before the old files may go) and stay
     /// queryable in memory, and each table is reported by name with the reason.
-    async fn keep_back(&self, generation: &buffer::WriteBuffer, tables: &[(String, StorageError)]) -> Result<WriteBatch, StorageError> {
+    async fn keep_back(
+        &self,
+        generation: &buffer::WriteBuffer,
+        tables: &[(String, StorageError)],
+    ) -> Result<WriteBatch, StorageError> {
         let mut carried = WriteBatch::default();
         for (table, error) in tables {
             let rows = generation.table_batch(table);
@@ -235,8 +239,15 @@ impl Storage {
     /// scale together (see [`decimal_values::split_by_scale`]). A shared file that cannot
     /// be written is written again one file per table, so one table the store refuses
     /// (or one too big for a single object) holds back only itself.
-    async fn write_shared_or_apart(&self, partition: i64, level: u32, tables: Vec<(String, RecordBatch)>, out: &mut Written) {
-        let packed: Result<Vec<Vec<_>>, _> = decimal_values::split_by_scale(tables.clone()).into_iter().map(shared::pack).collect();
+    async fn write_shared_or_apart(
+        &self,
+        partition: i64,
+        level: u32,
+        tables: Vec<(String, RecordBatch)>,
+        out: &mut Written,
+    ) {
+        let packed: Result<Vec<Vec<_>>, _> =
+            decimal_values::split_by_scale(tables.clone()).into_iter().map(shared::pack).collect();
         let files = match packed.map(|groups| groups.into_iter().flatten().collect::<Vec<_>>()) {
             Ok(files) => files,
             Err(error) => {
@@ -395,7 +406,13 @@ impl Storage {
     /// Merges files of one partition (oldest first; each file as its manifest entries) into
     /// new ones, in `manifest`: one segment of a fixed table (`owner`), or the shared
     /// segments of the metric tables (`owner` empty).
-    async fn merge_partition(&self, manifest: &mut Manifest, owner: &str, partition: i64, files: &[Vec<&SegmentMeta>]) -> Result<(), StorageError> {
+    async fn merge_partition(
+        &self,
+        manifest: &mut Manifest,
+        owner: &str,
+        partition: i64,
+        files: &[Vec<&SegmentMeta>],
+    ) -> Result<(), StorageError> {
         // Each table's rows, oldest file first: only the rows the manifest names.
         let mut pieces: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         for entries in files {
@@ -412,7 +429,10 @@ impl Storage {
         }
         let level = files.iter().flatten().map(|s| s.level).max().unwrap_or(0) + 1;
         let merged = tokio::task::spawn_blocking(move || {
-            pieces.into_iter().map(|(table, inputs)| Ok((table.clone(), merge_segments(&table, inputs)?))).collect::<Result<Vec<_>, StorageError>>()
+            pieces
+                .into_iter()
+                .map(|(table, inputs)| Ok((table.clone(), merge_segments(&table, inputs)?)))
+                .collect::<Result<Vec<_>, StorageError>>()
         })
         .await
         .map_err(|e| StorageError::Internal(e.to_string()))??;
@@ -519,8 +539,7 @@ pub(crate) fn delete_after_ms() -> i64 {
 /// remaining entry names (a shared file goes with its last table).
 fn retire(manifest: &mut Manifest, doomed: impl Fn(&SegmentMeta) -> bool) -> usize {
     let not_before_unix_ms = delete_after_ms();
-    let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
-        manifest.segments.drain(..).partition(|s| doomed(s));
+    let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) = manifest.segments.drain(..).partition(|s| doomed(s));
     manifest.segments = kept;
     let live: BTreeSet<&str> = manifest.segments.iter().map(|s| s.path.as_str()).collect();
     let unnamed: BTreeSet<&str> = gone.iter().map(|s| s.path.as_str()).filter(|p| !live.contains(p)).collect();
@@ -566,25 +585,19 @@ pub(crate) fn adapt_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
 
 fn sort_and_dedupe_metric(batch: &RecordBatch) -> Result<RecordBatch, StorageError> {
     let schema = batch.schema();
-    let mut key_columns: Vec<usize> = series_order(&schema)
-        .into_iter()
-        .map(|column| schema.index_of(column))
-        .collect::<Result<_, _>>()?;
+    let mut key_columns: Vec<usize> =
+        series_order(&schema).into_iter().map(|column| schema.index_of(column)).collect::<Result<_, _>>()?;
     key_columns.push(schema.index_of(TIMESTAMP_COLUMN)?);
     // The input position breaks ties, so the newest of equal keys sorts last.
     let position: ArrayRef = Arc::new(UInt64Array::from_iter_values(0..batch.num_rows() as u64));
-    let mut sort_columns: Vec<SortColumn> = key_columns
-        .iter()
-        .map(|&i| SortColumn { values: batch.column(i).clone(), options: None })
-        .collect();
+    let mut sort_columns: Vec<SortColumn> =
+        key_columns.iter().map(|&i| SortColumn { values: batch.column(i).clone(), options: None }).collect();
     sort_columns.push(SortColumn { values: position, options: None });
     let indices = compute::lexsort_to_indices(&sort_columns, None)?;
     let sorted = compute::take_record_batch(batch, &indices)?;
 
     let keys: Vec<ArrayRef> = key_columns.iter().map(|&i| sorted.column(i).clone()).collect();
-    let converter = RowConverter::new(
-        keys.iter().map(|k| SortField::new(k.data_type().clone())).collect(),
-    )?;
+    let converter = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())?;
     let rows = converter.convert_columns(&keys)?;
     let n = sorted.num_rows();
     let keep: BooleanArray = (0..n).map(|i| Some(i + 1 == n || rows.row(i) != rows.row(i + 1))).collect();
@@ -610,7 +623,8 @@ pub(crate) async fn run(storage: &Storage, stop: impl std::future::Future<Output
     let mut flush_ticker = tokio::time::interval(storage.inner.options.flush_interval);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
     let peer_every = storage.inner.options.peer_refresh_interval;
-    let mut peer_ticker = tokio::time::interval(if peer_every.is_zero() { Duration::from_secs(3600) } else { peer_every });
+    let mut peer_ticker =
+        tokio::time::interval(if peer_every.is_zero() { Duration::from_secs(3600) } else { peer_every });
     peer_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush_ticker.tick().await;
     peer_ticker.tick().await;

@@ -146,7 +146,9 @@ impl StatValue {
                 Some(StatValue::Text(s.clone()))
             }
             ScalarValue::Float64(Some(v)) if v.is_finite() => Some(StatValue::Float(*v)),
-            ScalarValue::Decimal64(Some(mantissa), _, scale) => Some(StatValue::Float(crate::decimal_values::decimal_to_f64(*mantissa, *scale))),
+            ScalarValue::Decimal64(Some(mantissa), _, scale) => {
+                Some(StatValue::Float(crate::decimal_values::decimal_to_f64(*mantissa, *scale)))
+            }
             ScalarValue::Int64(Some(v)) | ScalarValue::TimestampNanosecond(Some(v), _) => Some(StatValue::Int(*v)),
             ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok().map(StatValue::Int),
             ScalarValue::Int32(Some(v)) => Some(StatValue::Int(i64::from(*v))),
@@ -256,8 +258,7 @@ pub fn table_statistics<'a>(segments: impl IntoIterator<Item = &'a SegmentMeta>,
     };
     let mut statistics = Statistics::new_unknown(schema);
     statistics.num_rows = Precision::Exact(rows as usize);
-    statistics.total_byte_size =
-        Precision::Inexact(segments.iter().map(|s| s.size_bytes as usize).sum());
+    statistics.total_byte_size = Precision::Inexact(segments.iter().map(|s| s.size_bytes as usize).sum());
     statistics.column_statistics = schema.fields().iter().map(|f| column(f)).collect();
     statistics
 }
@@ -318,7 +319,6 @@ impl Manifest {
     pub fn empty(node: &str) -> Manifest {
         Manifest { node: node.to_string(), next_segment_id: 1, next_generation: 1, ..Manifest::default() }
     }
-
 
     pub fn segments_of<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a SegmentMeta> + 'a {
         self.segments.iter().filter(move |s| s.table == table)
@@ -472,7 +472,9 @@ pub(crate) async fn rebuild_root(
             if let Ok(Some(partition)) = get_json::<PartitionManifest>(store, path).await {
                 let empty = partition.segments.is_empty();
                 if !empty {
-                    manifest.partition_files.insert((partition.table.clone(), partition.partition_start_ns), path.to_string());
+                    manifest
+                        .partition_files
+                        .insert((partition.table.clone(), partition.partition_start_ns), path.to_string());
                     cache.0.insert(path.to_string(), Arc::new(partition.segments.clone()));
                     manifest.segments.extend(partition.segments);
                 }
@@ -483,7 +485,10 @@ pub(crate) async fn rebuild_root(
         let Some((read, empty)) = read else { continue };
         let first_doomed = if empty { read } else { read + 1 };
         manifest.pending_deletes.extend(
-            generations[first_doomed..].iter().rev().map(|(_, path)| PendingDelete { path: path.to_string(), not_before_unix_ms }),
+            generations[first_doomed..]
+                .iter()
+                .rev()
+                .map(|(_, path)| PendingDelete { path: path.to_string(), not_before_unix_ms }),
         );
     }
     manifest.next_segment_id = manifest.segments.iter().map(|s| s.id + 1).max().unwrap_or(1).max(1);
@@ -582,7 +587,8 @@ pub async fn save(
         .partition_files
         .iter()
         .map(|((table, partition), path)| {
-            let segments: Vec<&&SegmentMeta> = by_key.get(&(table.clone(), *partition)).map(|v| v.iter().collect()).unwrap_or_default();
+            let segments: Vec<&&SegmentMeta> =
+                by_key.get(&(table.clone(), *partition)).map(|v| v.iter().collect()).unwrap_or_default();
             PartitionEntry {
                 table: table.clone(),
                 partition_start_ns: *partition,
@@ -612,11 +618,7 @@ pub async fn save(
 /// The nodes that have a directory in the store.
 pub async fn list_nodes(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>, StorageError> {
     let listing = store.list_with_delimiter(Some(&Path::from("nodes"))).await?;
-    Ok(listing
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename().map(str::to_string))
-        .collect())
+    Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect())
 }
 
 #[cfg(test)]
@@ -636,7 +638,12 @@ mod tests {
             size_bytes: 100,
             columns: vec!["job".into(), "timestamp".into(), "value".into()],
             level: 0,
-            stats: vec![ColumnStats { name: "job".into(), nulls: 0, min: Some(StatValue::Text(format!("j{id}"))), max: Some(StatValue::Text(format!("k{id}"))) }],
+            stats: vec![ColumnStats {
+                name: "job".into(),
+                nulls: 0,
+                min: Some(StatValue::Text(format!("j{id}"))),
+                max: Some(StatValue::Text(format!("k{id}"))),
+            }],
             shared: None,
         }
     }
@@ -658,7 +665,10 @@ mod tests {
         // Only partition 0 got a new generation; its old file waits for deletion.
         assert_eq!(second.partition_files[&key(7200)], files_after_first[&key(7200)]);
         assert_ne!(second.partition_files[&key(0)], files_after_first[&key(0)]);
-        assert_eq!(second.pending_deletes, vec![PendingDelete { path: files_after_first[&key(0)].clone(), not_before_unix_ms: 42 }]);
+        assert_eq!(
+            second.pending_deletes,
+            vec![PendingDelete { path: files_after_first[&key(0)].clone(), not_before_unix_ms: 42 }]
+        );
 
         let mut cache = PartitionCache::default();
         let loaded = load_node(&store, "a", &mut cache).await.unwrap().unwrap();
@@ -689,10 +699,8 @@ mod tests {
 
     #[test]
     fn statistics_combine_segments_and_fill_missing_columns_with_nulls() {
-        let schema = Schema::new(vec![
-            Field::new("instance", DataType::Utf8, true),
-            Field::new("job", DataType::Utf8, true),
-        ]);
+        let schema =
+            Schema::new(vec![Field::new("instance", DataType::Utf8, true), Field::new("job", DataType::Utf8, true)]);
         let stats = table_statistics([&segment(1, "m", 0, 5), &segment(2, "m", 0, 7)], &schema);
         assert_eq!(stats.num_rows, Precision::Exact(12));
         assert_eq!(stats.column_statistics[0].null_count, Precision::Exact(12));

@@ -24,9 +24,9 @@ use crate::buffer::{TableBuffer, WriteBuffer};
 use crate::catalog::{QUERY_BATCH_ROWS, label_excludes, scan_plan, to_df};
 use crate::filters::LabelFilters;
 use crate::filters::scan_filter;
-use crate::series_index::ScanFiles;
 use crate::manifest::SegmentMeta;
 use crate::schema::{TIMESTAMP_COLUMN, label_columns, metric_schema};
+use crate::series_index::ScanFiles;
 pub use crate::shared::TABLE_COLUMN;
 use crate::{Storage, StorageError};
 
@@ -60,7 +60,13 @@ impl Storage {
         {
             let state = self.inner.state.lock();
             let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
-            if state.manifest.segments.iter().chain(peers).any(|s| s.shared.is_none() && wanted.contains(s.table.as_str())) {
+            if state
+                .manifest
+                .segments
+                .iter()
+                .chain(peers)
+                .any(|s| s.shared.is_none() && wanted.contains(s.table.as_str()))
+            {
                 return None;
             }
         }
@@ -78,7 +84,11 @@ impl MetricSet {
     }
 
     /// Buffered rows of the tables in one generation, with their table column.
-    fn buffered(&self, generation: &WriteBuffer, filter: &crate::buffer::ScanFilter) -> Result<Vec<RecordBatch>, StorageError> {
+    fn buffered(
+        &self,
+        generation: &WriteBuffer,
+        filter: &crate::buffer::ScanFilter,
+    ) -> Result<Vec<RecordBatch>, StorageError> {
         let mut out = Vec::new();
         for table in &self.tables {
             let Some(TableBuffer::Metric(metric)) = generation.table(table) else { continue };
@@ -147,10 +157,22 @@ impl TableProvider for MetricSet {
         let series_of = self.series.then_some(&self.schema);
         for entries in files.values() {
             let entries: Vec<&SegmentMeta> = entries.iter().collect();
-            shared.push(crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, &is_label, series_of).await?);
+            shared.push(
+                crate::series_index::shared_read(
+                    &self.storage,
+                    state,
+                    &entries,
+                    filters,
+                    &filter,
+                    &is_label,
+                    series_of,
+                )
+                .await?,
+            );
         }
         let statistics = Statistics::new_unknown(&self.schema);
-        let mut parts = shared.plans(&self.storage, state, &self.schema, statistics, &label_filters, filters, limit).await?;
+        let mut parts =
+            shared.plans(&self.storage, state, &self.schema, statistics, &label_filters, filters, limit).await?;
         parts.series.extend(buffered);
         scan_plan(state, &self.schema, &label_filters, parts)
     }

@@ -63,11 +63,7 @@ pub fn string_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
 /// prefixed one (`__timestamp`, `____value`, ...), so the mapping is one-to-one and two
 /// distinct label names never share a column.
 pub fn label_column_name(label: &str) -> Cow<'_, str> {
-    if is_sample_column_spelling(label) {
-        Cow::Owned(format!("__{label}"))
-    } else {
-        Cow::Borrowed(label)
-    }
+    if is_sample_column_spelling(label) { Cow::Owned(format!("__{label}")) } else { Cow::Borrowed(label) }
 }
 
 /// Inverse of [`label_column_name`].
@@ -96,11 +92,7 @@ pub fn time_column_of(table: &str) -> &'static str {
 /// (say `alerts`) gets the `_metric` suffix, and so does every metric already spelled like a
 /// suffixed one (`alerts_metric` → `alerts_metric_metric`), so the mapping is one-to-one.
 pub fn metric_table_name(metric: &str) -> Cow<'_, str> {
-    if is_fixed_table_spelling(metric) {
-        Cow::Owned(format!("{metric}_metric"))
-    } else {
-        Cow::Borrowed(metric)
-    }
+    if is_fixed_table_spelling(metric) { Cow::Owned(format!("{metric}_metric")) } else { Cow::Borrowed(metric) }
 }
 
 /// Inverse of [`metric_table_name`]: the metric a metric table holds.
@@ -130,8 +122,7 @@ pub fn metric_schema<'a>(label_columns: impl IntoIterator<Item = &'a str>) -> Sc
     let mut labels: Vec<&str> = label_columns.into_iter().collect();
     labels.sort_unstable();
     labels.dedup();
-    let mut fields: Vec<Field> =
-        labels.into_iter().map(|l| Field::new(l, dictionary_type(), true)).collect();
+    let mut fields: Vec<Field> = labels.into_iter().map(|l| Field::new(l, dictionary_type(), true)).collect();
     fields.push(Field::new(TIMESTAMP_COLUMN, timestamp_type(), false));
     fields.push(Field::new(VALUE_COLUMN, DataType::Float64, false));
     Arc::new(Schema::new(fields))
@@ -139,11 +130,7 @@ pub fn metric_schema<'a>(label_columns: impl IntoIterator<Item = &'a str>) -> Sc
 
 /// Label columns of a metric table schema: every column but `timestamp` and `value`.
 pub fn label_columns(schema: &Schema) -> impl Iterator<Item = &str> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .filter(|n| *n != TIMESTAMP_COLUMN && *n != VALUE_COLUMN)
+    schema.fields().iter().map(|f| f.name().as_str()).filter(|n| *n != TIMESTAMP_COLUMN && *n != VALUE_COLUMN)
 }
 
 /// Labels a series order puts first, after the metric: the order of VictoriaMetrics' series
@@ -386,8 +373,10 @@ mod tests {
 
     #[test]
     fn label_columns_map_one_to_one() {
-        let labels = ["timestamp", "__timestamp", "____timestamp", "value", "__value", "__ts__", "job", "_value", "timestamp_"];
-        let columns: std::collections::BTreeSet<String> = labels.iter().map(|l| label_column_name(l).into_owned()).collect();
+        let labels =
+            ["timestamp", "__timestamp", "____timestamp", "value", "__value", "__ts__", "job", "_value", "timestamp_"];
+        let columns: std::collections::BTreeSet<String> =
+            labels.iter().map(|l| label_column_name(l).into_owned()).collect();
         assert_eq!(columns.len(), labels.len(), "{columns:?}");
         for label in labels {
             let column = label_column_name(label);
@@ -402,7 +391,8 @@ mod tests {
         assert_eq!(metric_table_name("alerts"), "alerts_metric");
         assert_eq!(metric_table_name("up"), "up");
         let metrics = ["spans", "spans_metric", "spans_metric_metric", "up_metric", "logs_metrics", "up"];
-        let tables: std::collections::BTreeSet<String> = metrics.iter().map(|m| metric_table_name(m).into_owned()).collect();
+        let tables: std::collections::BTreeSet<String> =
+            metrics.iter().map(|m| metric_table_name(m).into_owned()).collect();
         assert_eq!(tables.len(), metrics.len(), "{tables:?}");
         for metric in metrics {
             let table = metric_table_name(metric);

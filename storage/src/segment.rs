@@ -15,9 +15,9 @@ use datafusion::parquet::schema::types::ColumnPath;
 
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 
-use crate::{StorageError, decimal_values};
 use crate::manifest::{ColumnStats, column_stats};
 use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
+use crate::{StorageError, decimal_values};
 
 /// Rows per row group: small enough that statistics prune within a segment.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -62,19 +62,22 @@ pub const TABLE_KEY: &str = "vigil.table";
 
 fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperties {
     let mut props = WriterProperties::builder()
-        .set_key_value_metadata(table.map(|table| vec![datafusion::parquet::file::metadata::KeyValue::new(TABLE_KEY.to_string(), table.to_string())]))
+        .set_key_value_metadata(table.map(|table| {
+            vec![datafusion::parquet::file::metadata::KeyValue::new(TABLE_KEY.to_string(), table.to_string())]
+        }))
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     let schema = batch.schema();
     if let Ok(field) = schema.field_with_name(TIMESTAMP_COLUMN)
-        && matches!(field.data_type(), DataType::Timestamp(..)) {
-            // Regular scrape intervals make timestamp deltas nearly constant.
-            let path = ColumnPath::from(TIMESTAMP_COLUMN);
-            props = props
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
-        }
+        && matches!(field.data_type(), DataType::Timestamp(..))
+    {
+        // Regular scrape intervals make timestamp deltas nearly constant.
+        let path = ColumnPath::from(TIMESTAMP_COLUMN);
+        props = props
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+    }
     if let Ok(field) = schema.field_with_name(VALUE_COLUMN) {
         // Doubles by their bytes (exponents together, mantissas together); decimals (see
         // `decimal_values`) by the deltas of their mantissas, small between neighbours.
@@ -148,8 +151,9 @@ mod tests {
         assert_eq!(table_dir("http_requests_total"), "http_requests_total");
         assert_eq!(table_dir("job:requests:rate5m"), "job:requests:rate5m");
         let long = "a".repeat(300);
-        let odd = ["", "/", "///", "..", ".", "\0", "a/b", "a\u{0}b", "ü", long.as_str(), "a-b", "x".repeat(65).as_str()]
-            .map(str::to_string);
+        let odd =
+            ["", "/", "///", "..", ".", "\0", "a/b", "a\u{0}b", "ü", long.as_str(), "a-b", "x".repeat(65).as_str()]
+                .map(str::to_string);
         let mut seen = std::collections::BTreeSet::new();
         for name in &odd {
             let dir = table_dir(name);

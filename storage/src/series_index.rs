@@ -18,11 +18,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType, UInt64Type};
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::logical_expr::Expr;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -92,7 +92,9 @@ pub fn build(file: &RecordBatch) -> Result<RecordBatch, ArrowError> {
 
 /// Writes `index` beside the segment at `segment_path`.
 pub async fn write(store: &Arc<dyn ObjectStore>, segment_path: &str, index: &RecordBatch) -> Result<(), StorageError> {
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default())).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .build();
     let mut bytes = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut bytes, index.schema(), Some(props))?;
     writer.write(index)?;
@@ -119,7 +121,12 @@ async fn read(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<Option
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
     let Some(first) = batches.first() else { return Ok(None) };
     let batch = compute::concat_batches(&first.schema(), &batches)?;
-    for (name, data_type) in [(FIRST_ROW, DataType::UInt64), (ROWS, DataType::UInt64), (MIN_TIME, DataType::Int64), (MAX_TIME, DataType::Int64)] {
+    for (name, data_type) in [
+        (FIRST_ROW, DataType::UInt64),
+        (ROWS, DataType::UInt64),
+        (MIN_TIME, DataType::Int64),
+        (MAX_TIME, DataType::Int64),
+    ] {
         if batch.column_by_name(name).map(|c| c.data_type()) != Some(&data_type) {
             return Err(StorageError::Internal(format!("series index without {name}")));
         }
@@ -174,7 +181,8 @@ impl IndexCache {
         while entries.bytes > self.max_bytes && entries.order.len() > 1 {
             let Some(oldest) = entries.order.pop_front() else { break };
             if let Some(gone) = entries.by_path.remove(&oldest) {
-                entries.bytes = entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + oldest.len());
+                entries.bytes =
+                    entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + oldest.len());
             }
         }
     }
@@ -206,7 +214,11 @@ pub(crate) struct Lookup<'a> {
 /// match and that overlap the time range, and whether every filter on labels of the scan
 /// (`lookup.is_label`) was evaluated here. A filter naming a column the index does not hold
 /// (time, value, a label no table of the file has) is left to the scan.
-pub(crate) fn matching_series(state: &dyn Session, index: &RecordBatch, lookup: &Lookup<'_>) -> DfResult<(Vec<usize>, bool)> {
+pub(crate) fn matching_series(
+    state: &dyn Session,
+    index: &RecordBatch,
+    lookup: &Lookup<'_>,
+) -> DfResult<(Vec<usize>, bool)> {
     let schema = index.schema();
     let df_schema = DFSchema::try_from(schema.clone())?;
     let first_rows = column_u64(index, FIRST_ROW)?;
@@ -220,7 +232,11 @@ pub(crate) fn matching_series(state: &dyn Session, index: &RecordBatch, lookup: 
         })
         .collect();
     let is_label = |name: &str| {
-        name != FIRST_ROW && name != ROWS && name != MIN_TIME && name != MAX_TIME && schema.column_with_name(name).is_some()
+        name != FIRST_ROW
+            && name != ROWS
+            && name != MIN_TIME
+            && name != MAX_TIME
+            && schema.column_with_name(name).is_some()
     };
     let mut every_label_filter = true;
     for filter in lookup.filters {
@@ -253,13 +269,20 @@ fn within_runs(runs: &[(u64, u64)], row: u64) -> bool {
 
 /// One row per chosen series of `index` in `schema` (a table's or a set's): its labels, a
 /// time inside the scan's range (`start_ns` or later), and a NaN value.
-fn series_rows(index: &RecordBatch, series: &[usize], schema: &SchemaRef, start_ns: Option<i64>) -> DfResult<RecordBatch> {
+fn series_rows(
+    index: &RecordBatch,
+    series: &[usize],
+    schema: &SchemaRef,
+    start_ns: Option<i64>,
+) -> DfResult<RecordBatch> {
     let take = UInt64Array::from_iter_values(series.iter().map(|&i| i as u64));
     let min_time = column_i64(index, MIN_TIME)?;
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let column: ArrayRef = if field.name() == TIMESTAMP_COLUMN {
-            let times: ArrayRef = Arc::new(Int64Array::from_iter_values(series.iter().map(|&i| min_time.value(i).max(start_ns.unwrap_or(i64::MIN)))));
+            let times: ArrayRef = Arc::new(Int64Array::from_iter_values(
+                series.iter().map(|&i| min_time.value(i).max(start_ns.unwrap_or(i64::MIN))),
+            ));
             compute::cast(&times, field.data_type())?
         } else if field.name() == VALUE_COLUMN {
             Arc::new(datafusion::arrow::array::Float64Array::from_value(f64::NAN, series.len()))
@@ -356,7 +379,9 @@ impl ScanFiles {
         let left: Vec<Expr> = filters.iter().filter(|f| !labels.filters.contains(f)).cloned().collect();
         // Time bounds are exact filters (DataFusion applies them nowhere else): files inside
         // them are read without.
-        let timeless = |filters: &[Expr]| -> Vec<Expr> { filters.iter().filter(|f| !is_time_bound(f, TIMESTAMP_COLUMN)).cloned().collect() };
+        let timeless = |filters: &[Expr]| -> Vec<Expr> {
+            filters.iter().filter(|f| !is_time_bound(f, TIMESTAMP_COLUMN)).cloned().collect()
+        };
         // A limit holds for the whole files' rows only after the label filters.
         let whole_limit = if labels.filters.is_empty() { limit } else { None };
         let mut parts = ScanParts { series: self.series, ..ScanParts::default() };
@@ -371,7 +396,17 @@ impl ScanFiles {
                 continue;
             }
             let (projection, limit) = if narrowed { (&labels.projection, limit) } else { (&labels.read, whole_limit) };
-            let scan = crate::catalog::parquet_scan(storage, state, schema, files, statistics.clone(), projection.clone(), &filters, limit).await?;
+            let scan = crate::catalog::parquet_scan(
+                storage,
+                state,
+                schema,
+                files,
+                statistics.clone(),
+                projection.clone(),
+                &filters,
+                limit,
+            )
+            .await?;
             if narrowed { parts.exact.push(scan) } else { parts.unfiltered.push(scan) }
         }
         Ok(parts)
@@ -407,24 +442,29 @@ pub(crate) async fn shared_read(
     runs.sort_unstable();
     let inside = entries.iter().all(|s| scan.contains(s.min_time_ns, s.max_time_ns));
     if (!filters.is_empty() || series_of.is_some())
-        && let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await {
-            let lookup = Lookup { runs: &runs, filters, is_label, start_ns: scan.start_ns, end_ns: scan.end_ns };
-            let (series, exact) = matching_series(state, &index, &lookup)?;
-            if let Some(schema) = series_of {
-                return Ok(if series.is_empty() { SharedRead::Nothing } else { SharedRead::Series(series_rows(&index, &series, schema, scan.start_ns)?) });
-            }
-            let (first_rows, rows) = (column_u64(&index, FIRST_ROW)?, column_u64(&index, ROWS)?);
-            let matching: Vec<(u64, u64)> = series.iter().map(|&i| (first_rows.value(i), rows.value(i))).collect();
-            let skipped = rows_of(&runs) - rows_of(&matching);
-            storage.inner.rows_skipped_by_index.fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!("vigil_storage_rows_skipped_by_series_index_total").increment(skipped);
-            if matching.is_empty() {
-                return Ok(SharedRead::Nothing);
-            }
-            let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
-            let file = file.with_extension(ParquetRowSelection::new(runs_selection(&matching, file_rows)));
-            return Ok(SharedRead::File { file: Box::new(file), narrowed: exact, inside });
+        && let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await
+    {
+        let lookup = Lookup { runs: &runs, filters, is_label, start_ns: scan.start_ns, end_ns: scan.end_ns };
+        let (series, exact) = matching_series(state, &index, &lookup)?;
+        if let Some(schema) = series_of {
+            return Ok(if series.is_empty() {
+                SharedRead::Nothing
+            } else {
+                SharedRead::Series(series_rows(&index, &series, schema, scan.start_ns)?)
+            });
         }
+        let (first_rows, rows) = (column_u64(&index, FIRST_ROW)?, column_u64(&index, ROWS)?);
+        let matching: Vec<(u64, u64)> = series.iter().map(|&i| (first_rows.value(i), rows.value(i))).collect();
+        let skipped = rows_of(&runs) - rows_of(&matching);
+        storage.inner.rows_skipped_by_index.fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("vigil_storage_rows_skipped_by_series_index_total").increment(skipped);
+        if matching.is_empty() {
+            return Ok(SharedRead::Nothing);
+        }
+        let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
+        let file = file.with_extension(ParquetRowSelection::new(runs_selection(&matching, file_rows)));
+        return Ok(SharedRead::File { file: Box::new(file), narrowed: exact, inside });
+    }
     let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
     let file = file.with_extension(ParquetRowSelection::new(runs_selection(&runs, file_rows)));
     Ok(SharedRead::File { file: Box::new(file), narrowed: false, inside })
@@ -465,7 +505,8 @@ mod tests {
         let schema = metric_schema(labels.iter().copied());
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (i, _) in labels.iter().enumerate() {
-            let values: DictionaryArray<Int32Type> = rows.iter().map(|r| r.0.get(i).copied().filter(|v| !v.is_empty())).collect();
+            let values: DictionaryArray<Int32Type> =
+                rows.iter().map(|r| r.0.get(i).copied().filter(|v| !v.is_empty())).collect();
             arrays.push(Arc::new(values));
         }
         let times: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1)));
@@ -477,16 +518,23 @@ mod tests {
     #[test]
     fn each_series_run_of_a_shared_file_is_one_index_row() {
         // Sorted by series then time, as a flush writes them; "b" has a series without `job`.
-        let a = metric(&["instance", "job"], &[(&["x", "api"], 1), (&["x", "api"], 2), (&["x", "db"], 1), (&["y", "api"], 5), (&["y", "api"], 9)]);
+        let a = metric(
+            &["instance", "job"],
+            &[(&["x", "api"], 1), (&["x", "api"], 2), (&["x", "db"], 1), (&["y", "api"], 5), (&["y", "api"], 9)],
+        );
         let b = metric(&["instance"], &[(&["x"], 3), (&[""], 4), (&[""], 7)]);
         let files = crate::shared::pack(vec![("a".into(), a), ("b".into(), b)]).unwrap();
         let index = build(&files[0].1).unwrap();
         assert_eq!(index.num_rows(), 5);
         let column = |name: &str| compute::cast(index.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
-        let strings = |name: &str| column(name).as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>();
+        let strings =
+            |name: &str| column(name).as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>();
         let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
         assert_eq!(strings(crate::shared::TABLE_COLUMN), some(&["a", "a", "a", "b", "b"]));
-        assert_eq!(strings("instance"), vec![Some("x".into()), Some("x".into()), Some("y".into()), Some("x".into()), None]);
+        assert_eq!(
+            strings("instance"),
+            vec![Some("x".into()), Some("x".into()), Some("y".into()), Some("x".into()), None]
+        );
         assert_eq!(strings("job")[..3], some(&["api", "db", "api"])[..]);
         let u64s = |name: &str| column_u64(&index, name).unwrap().values().to_vec();
         let i64s = |name: &str| column_i64(&index, name).unwrap().values().to_vec();
@@ -521,7 +569,9 @@ mod tests {
     #[test]
     fn the_cache_keeps_to_its_budget_and_forgets_gone_segments() {
         let cache = IndexCache::new(DEFAULT_CACHE_BYTES);
-        let index = Arc::new(build(&crate::shared::pack(vec![("a".into(), metric(&["job"], &[(&["x"], 1)]))]).unwrap()[0].1).unwrap());
+        let index = Arc::new(
+            build(&crate::shared::pack(vec![("a".into(), metric(&["job"], &[(&["x"], 1)]))]).unwrap()[0].1).unwrap(),
+        );
         let size = index.get_array_memory_size();
         let fit = DEFAULT_CACHE_BYTES / (size + 8) + 10;
         for i in 0..fit {

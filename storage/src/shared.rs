@@ -13,7 +13,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Float64Array, Int32Array, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Float64Array, Int32Array, StringArray, TimestampNanosecondArray,
+};
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
@@ -86,13 +88,19 @@ pub fn file_schema(columns: &BTreeSet<String>) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn file_batch(group: Vec<(String, RecordBatch)>, columns: &BTreeSet<String>) -> Result<(Vec<String>, RecordBatch), ArrowError> {
+fn file_batch(
+    group: Vec<(String, RecordBatch)>,
+    columns: &BTreeSet<String>,
+) -> Result<(Vec<String>, RecordBatch), ArrowError> {
     let schema = file_schema(columns);
     let names = StringArray::from_iter_values(group.iter().map(|(table, _)| table.as_str()));
     let names: ArrayRef = Arc::new(names);
     let mut parts = Vec::with_capacity(group.len());
     for (i, (_, batch)) in group.iter().enumerate() {
-        let keys = Int32Array::from_value(i32::try_from(i).map_err(|_| ArrowError::ComputeError("too many tables in one file".into()))?, batch.num_rows());
+        let keys = Int32Array::from_value(
+            i32::try_from(i).map_err(|_| ArrowError::ComputeError("too many tables in one file".into()))?,
+            batch.num_rows(),
+        );
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(DictionaryArray::<Int32Type>::try_new(keys, names.clone())?)];
         for field in schema.fields().iter().skip(1) {
             arrays.push(match batch.column_by_name(field.name()) {
@@ -140,7 +148,9 @@ pub fn table_rows(batch: &RecordBatch, first_row: usize, rows: usize) -> Result<
         .zip(slice.columns())
         .filter(|(field, column)| {
             field.name() != TABLE_COLUMN
-                && (field.name() == TIMESTAMP_COLUMN || field.name() == VALUE_COLUMN || column.null_count() < column.len())
+                && (field.name() == TIMESTAMP_COLUMN
+                    || field.name() == VALUE_COLUMN
+                    || column.null_count() < column.len())
         })
         .map(|(field, column)| (field.as_ref().clone(), column.clone()))
         .unzip();
@@ -149,7 +159,14 @@ pub fn table_rows(batch: &RecordBatch, first_row: usize, rows: usize) -> Result<
 
 /// The manifest entries of a written shared file: one per table, with its run and the exact
 /// statistics of its rows.
-pub fn entries(batch: &RecordBatch, path: &Path, id: u64, partition_start_ns: i64, size_bytes: u64, level: u32) -> Result<Vec<SegmentMeta>, ArrowError> {
+pub fn entries(
+    batch: &RecordBatch,
+    path: &Path,
+    id: u64,
+    partition_start_ns: i64,
+    size_bytes: u64,
+    level: u32,
+) -> Result<Vec<SegmentMeta>, ArrowError> {
     let file_rows = batch.num_rows() as u64;
     table_runs(batch)?
         .into_iter()
@@ -189,7 +206,9 @@ pub fn exact_stats(batch: &RecordBatch) -> Result<Vec<ColumnStats>, ArrowError> 
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         let nulls = column.null_count() as u64;
         let (min, max) = match column.data_type() {
-            DataType::Dictionary(key, value) if key.as_ref() == &DataType::Int32 && value.as_ref() == &DataType::Utf8 => {
+            DataType::Dictionary(key, value)
+                if key.as_ref() == &DataType::Int32 && value.as_ref() == &DataType::Utf8 =>
+            {
                 let dictionary = column.as_dictionary::<Int32Type>();
                 let values = dictionary.values().as_string::<i32>();
                 let mut used = vec![false; values.len()];
@@ -198,7 +217,13 @@ pub fn exact_stats(batch: &RecordBatch) -> Result<Vec<ColumnStats>, ArrowError> 
                         *slot = true;
                     }
                 }
-                let used_values = || used.iter().enumerate().filter(|(_, u)| **u).filter(|&(i, _)| values.is_valid(i)).map(|(i, _)| values.value(i));
+                let used_values = || {
+                    used.iter()
+                        .enumerate()
+                        .filter(|(_, u)| **u)
+                        .filter(|&(i, _)| values.is_valid(i))
+                        .map(|(i, _)| values.value(i))
+                };
                 (used_values().min().map(text), used_values().max().map(text))
             }
             DataType::Utf8 => {
@@ -241,10 +266,18 @@ mod tests {
         let schema = metric_schema(labels.iter().copied());
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (i, _) in labels.iter().enumerate() {
-            let values: DictionaryArray<Int32Type> = rows.iter().map(|r| r.0.get(i).copied().filter(|v| !v.is_empty())).collect();
+            let values: DictionaryArray<Int32Type> =
+                rows.iter().map(|r| r.0.get(i).copied().filter(|v| !v.is_empty())).collect();
             arrays.push(Arc::new(values));
         }
-        arrays.push(compute::cast(&(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(rows.iter().map(|r| r.1))) as ArrayRef), &timestamp_type()).unwrap());
+        arrays.push(
+            compute::cast(
+                &(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(rows.iter().map(|r| r.1)))
+                    as ArrayRef),
+                &timestamp_type(),
+            )
+            .unwrap(),
+        );
         arrays.push(Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))));
         RecordBatch::try_new(schema, arrays).unwrap()
     }
@@ -268,7 +301,10 @@ mod tests {
         let entries = entries(file, &shared_path("n", 0, 7), 7, 0, 100, 0).unwrap();
         assert_eq!(entries.len(), 2);
         let up_entry = &entries[1];
-        assert_eq!((up_entry.table.as_str(), up_entry.rows, up_entry.min_time_ns, up_entry.max_time_ns), ("up", 2, 5, 10));
+        assert_eq!(
+            (up_entry.table.as_str(), up_entry.rows, up_entry.min_time_ns, up_entry.max_time_ns),
+            ("up", 2, 5, 10)
+        );
         assert_eq!(up_entry.shared, Some(SharedRows { first_row: 2, file_rows: 4 }));
         let job = up_entry.stats.iter().find(|c| c.name == "job").unwrap();
         assert_eq!((job.min.clone(), job.max.clone()), (Some(text("node")), Some(text("node"))));
@@ -294,6 +330,5 @@ mod tests {
         assert!(files.iter().all(|f| f.1.num_columns() <= MAX_LABEL_COLUMNS + 3));
         assert_eq!(files[1].0, ["b", "c"]);
         assert_eq!(table_runs(&files[1].1).unwrap(), vec![("b".to_string(), 0, 1), ("c".to_string(), 1, 1)]);
-
     }
 }

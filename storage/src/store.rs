@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use datafusion::object_store::path::Path;
-use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::object_store::local::LocalFileSystem;
+use datafusion::object_store::path::Path;
 use datafusion::object_store::prefix::PrefixStore;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
@@ -80,7 +80,8 @@ impl ObjectStoreConfig {
                 Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
             }
             StoreKind::S3 => {
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(self.bucket()?).with_allow_http(self.allow_http);
+                let mut builder =
+                    AmazonS3Builder::from_env().with_bucket_name(self.bucket()?).with_allow_http(self.allow_http);
                 if let Some(endpoint) = &self.endpoint {
                     builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
                 }
@@ -100,8 +101,9 @@ impl ObjectStoreConfig {
                 Arc::new(builder.build().map_err(bad)?)
             }
             StoreKind::Azure => {
-                let mut builder =
-                    MicrosoftAzureBuilder::from_env().with_container_name(self.bucket()?).with_allow_http(self.allow_http);
+                let mut builder = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(self.bucket()?)
+                    .with_allow_http(self.allow_http);
                 for (key, value) in &self.options {
                     builder = builder.with_config(key.parse::<AzureConfigKey>().map_err(bad)?, value);
                 }
@@ -140,7 +142,10 @@ impl ObjectStoreConfig {
 }
 
 /// Reads a JSON object of the store; `None` when there is none.
-pub async fn get_json<T: serde::de::DeserializeOwned>(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<T>, StorageError> {
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+) -> Result<Option<T>, StorageError> {
     match store.get(path).await {
         Ok(result) => {
             let bytes = result.bytes().await?;
@@ -162,7 +167,12 @@ mod tests {
 
     #[test]
     fn urls_for_other_engines() {
-        let s3 = ObjectStoreConfig { kind: StoreKind::S3, bucket: Some("b".into()), prefix: Some("/vigil/prod/".into()), ..Default::default() };
+        let s3 = ObjectStoreConfig {
+            kind: StoreKind::S3,
+            bucket: Some("b".into()),
+            prefix: Some("/vigil/prod/".into()),
+            ..Default::default()
+        };
         assert_eq!(s3.base_url(FsPath::new("/d")).unwrap().as_str(), "s3://b/vigil/prod/");
         let local = ObjectStoreConfig::default();
         assert_eq!(local.base_url(FsPath::new("/d")).unwrap().as_str(), "file:///d/segments/");

@@ -7,8 +7,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 
 use super::*;
-use datafusion::object_store::local::LocalFileSystem;
 use crate::write::{LabelSet, MetricSeries, Sample};
+use datafusion::object_store::local::LocalFileSystem;
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 /// 2023-11-14T22:00:00Z, a partition boundary for one-hour partitions.
@@ -67,7 +67,8 @@ async fn buffer_parquet_round_trip_gives_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(options(dir.path())).await.unwrap();
     storage.write(four_hours()).await.unwrap();
-    let query = "SELECT host, count(*) AS n, sum(value) AS s, min(timestamp) AS first FROM cpu GROUP BY host ORDER BY host";
+    let query =
+        "SELECT host, count(*) AS n, sum(value) AS s, min(timestamp) AS first FROM cpu GROUP BY host ORDER BY host";
     let before = sql(&storage, query).await;
     let summary = storage.persist().await.unwrap();
     assert_eq!(summary.segments, 4, "one segment per hour partition");
@@ -108,10 +109,7 @@ async fn unflushed_writes_survive_a_crash_and_replay_twice_the_same() {
         storage.write(four_hours()).await.unwrap();
         // Half persisted, half only in the WAL.
         storage.persist().await.unwrap();
-        storage
-            .write(batch(vec![series("cpu", &[("host", "c")], (0..10).map(|m| (T0 + m, 1.0)))]))
-            .await
-            .unwrap();
+        storage.write(batch(vec![series("cpu", &[("host", "c")], (0..10).map(|m| (T0 + m, 1.0)))])).await.unwrap();
         // Dropped without close: the WAL writer thread ends, nothing is flushed.
     }
     for _ in 0..2 {
@@ -194,7 +192,11 @@ async fn compaction_merges_at_most_its_row_cap_and_only_the_newest_segments() {
     assert!(storage.manifest().segments.iter().all(|s| s.rows <= 250));
     // Another pass: no run of two fits any more.
     assert_eq!(storage.compact().await.unwrap(), 0);
-    assert_eq!(count(&storage, "SELECT count(*) FROM m").await, 501, "no row lost; the duplicate of T0 is merged only once the segments meet");
+    assert_eq!(
+        count(&storage, "SELECT count(*) FROM m").await,
+        501,
+        "no row lost; the duplicate of T0 is merged only once the segments meet"
+    );
     storage.close().await.unwrap();
 }
 
@@ -282,7 +284,10 @@ async fn explain(storage: &Storage, query: &str) -> String {
 #[tokio::test]
 async fn count_min_max_over_whole_segments_come_from_the_manifest() {
     let (dir, storage) = four_hours_flushed().await;
-    let covering = format!("SELECT count(*), min(value), max(value), max(timestamp) FROM cpu WHERE {}", time_range(T0, T0 + 2 * HOUR_NS));
+    let covering = format!(
+        "SELECT count(*), min(value), max(value), max(timestamp) FROM cpu WHERE {}",
+        time_range(T0, T0 + 2 * HOUR_NS)
+    );
     let expected = sql(&storage, &covering).await;
     let plan = explain(&storage, &covering).await;
     assert!(!plan.contains("DataSourceExec"), "answered from statistics, no scan:\n{plan}");
@@ -303,7 +308,8 @@ async fn count_min_max_over_whole_segments_come_from_the_manifest() {
 async fn a_range_cutting_through_segments_is_filtered_exactly() {
     let (_dir, storage) = four_hours_flushed().await;
     // 30 minutes into the first hour to 10 minutes into the third: 100 minutes × 2 series.
-    let query = format!("SELECT count(*) FROM cpu WHERE {}", time_range(T0 + HOUR_NS / 2, T0 + 2 * HOUR_NS + HOUR_NS / 6));
+    let query =
+        format!("SELECT count(*) FROM cpu WHERE {}", time_range(T0 + HOUR_NS / 2, T0 + 2 * HOUR_NS + HOUR_NS / 6));
     assert_eq!(count(&storage, &query).await, 200);
     let labelled = format!("{} AND host = 'b'", query);
     assert_eq!(count(&storage, &labelled).await, 100);
@@ -316,22 +322,30 @@ async fn a_range_cutting_through_segments_is_filtered_exactly() {
 async fn files_inside_the_time_range_are_read_without_time_filters() {
     let (_dir, storage) = four_hours_flushed().await;
     // The first two hours whole and 10 minutes of the third, for one host.
-    let query = format!("SELECT count(*) FROM cpu WHERE host = 'b' AND {}", time_range(T0, T0 + 2 * HOUR_NS + HOUR_NS / 6));
+    let query =
+        format!("SELECT count(*) FROM cpu WHERE host = 'b' AND {}", time_range(T0, T0 + 2 * HOUR_NS + HOUR_NS / 6));
     assert_eq!(count(&storage, &query).await, 130);
     let plan = explain(&storage, &query).await;
     let scans: Vec<&str> = plan.lines().filter(|l| l.contains("DataSourceExec")).collect();
     assert_eq!(scans.len(), 2, "the files inside, the file cut through:\n{plan}");
-    assert_eq!(scans.iter().filter(|l| l.contains("timestamp")).count(), 1, "only the cut file filters by time:\n{plan}");
+    assert_eq!(
+        scans.iter().filter(|l| l.contains("timestamp")).count(),
+        1,
+        "only the cut file filters by time:\n{plan}"
+    );
 }
 
 #[tokio::test]
 async fn two_nodes_on_one_store_see_each_others_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let shared: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix({
-        let p = dir.path().join("shared");
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }).unwrap());
+    let shared: Arc<dyn ObjectStore> = Arc::new(
+        LocalFileSystem::new_with_prefix({
+            let p = dir.path().join("shared");
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        })
+        .unwrap(),
+    );
     let node = |name: &str| {
         let mut options = options(&dir.path().join(name));
         options.object_store = Some(shared.clone());
@@ -358,7 +372,12 @@ async fn two_nodes_on_one_store_see_each_others_segments() {
     assert_eq!(a.manifest().segments.len(), 1);
     assert_eq!(count(&a, "SELECT count(*) FROM up").await, 3);
     assert!(matches!(
-        Storage::open({ let mut o = node("c"); o.node_id = Some("../x".into()); o }).await,
+        Storage::open({
+            let mut o = node("c");
+            o.node_id = Some("../x".into());
+            o
+        })
+        .await,
         Err(StorageError::Config(_))
     ));
 }
@@ -424,11 +443,18 @@ mod poisoned {
             // hold it too): the flush writes the tables one file each, and only poison fails.
             let refused = location.as_ref().contains("poison") || location.as_ref().contains("/segments/");
             if self.failing.load(std::sync::atomic::Ordering::Relaxed) && refused {
-                return Err(datafusion::object_store::Error::Generic { store: "poisoned", source: "this table cannot be written".into() });
+                return Err(datafusion::object_store::Error::Generic {
+                    store: "poisoned",
+                    source: "this table cannot be written".into(),
+                });
             }
             self.inner.put_opts(location, payload, opts).await
         }
-        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
             self.inner.put_multipart_opts(location, opts).await
         }
         async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -461,7 +487,10 @@ async fn a_table_that_cannot_be_flushed_is_kept_back_and_the_rest_flushes() {
     opts.object_store = Some(store.clone());
     let storage = Storage::open(opts.clone()).await.unwrap();
     storage
-        .write(batch(vec![series("good", &[("k", "v")], [(T0, 1.0), (T0 + 1, 2.0)]), series("poison", &[("k", "v")], [(T0, 3.0)])]))
+        .write(batch(vec![
+            series("good", &[("k", "v")], [(T0, 1.0), (T0 + 1, 2.0)]),
+            series("poison", &[("k", "v")], [(T0, 3.0)]),
+        ]))
         .await
         .unwrap();
     let summary = storage.persist().await.unwrap();
@@ -628,10 +657,17 @@ async fn a_partition_emptied_before_its_root_is_damaged_stays_empty() {
     assert_eq!(storage.quarantine_damaged(&tables).await.unwrap(), 1);
     let pending: Vec<String> = storage.manifest().pending_deletes.iter().map(|d| d.path.clone()).collect();
     drop(storage);
-    let partition = dir.path().join("segments/nodes").join(&node).join(format!("partitions/{}", victim.partition_start_ns));
+    let partition =
+        dir.path().join("segments/nodes").join(&node).join(format!("partitions/{}", victim.partition_start_ns));
     let mut generations: Vec<String> = std::fs::read_dir(&partition)
         .unwrap()
-        .map(|e| format!("nodes/{node}/partitions/{}/{}", victim.partition_start_ns, e.unwrap().file_name().to_string_lossy()))
+        .map(|e| {
+            format!(
+                "nodes/{node}/partitions/{}/{}",
+                victim.partition_start_ns,
+                e.unwrap().file_name().to_string_lossy()
+            )
+        })
         .collect();
     generations.sort();
     assert_eq!(generations.len(), 2, "the last generation with the segment and the empty one");
@@ -645,7 +681,11 @@ async fn a_partition_emptied_before_its_root_is_damaged_stays_empty() {
     assert!(!manifest.segments.iter().any(|s| s.table == "mem"), "the moved segment is not served again: {manifest:?}");
     assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 480);
     let rebuilt: Vec<&str> = manifest.pending_deletes.iter().map(|d| d.path.as_str()).collect();
-    assert_eq!(rebuilt[rebuilt.len() - 2..], [generations[0].as_str(), generations[1].as_str()], "the lost list of deletes is rebuilt");
+    assert_eq!(
+        rebuilt[rebuilt.len() - 2..],
+        [generations[0].as_str(), generations[1].as_str()],
+        "the lost list of deletes is rebuilt"
+    );
     let (_, store) = storage.object_store();
     drop(storage);
 
@@ -672,7 +712,8 @@ async fn label_filters_are_applied_once_and_exactly() {
         let metrics = hosts
             .iter()
             .map(|host| {
-                let labels: Vec<(&str, &str)> = dc.map_or_else(|| vec![("host", *host)], |dc| vec![("host", *host), ("dc", dc)]);
+                let labels: Vec<(&str, &str)> =
+                    dc.map_or_else(|| vec![("host", *host)], |dc| vec![("host", *host), ("dc", dc)]);
                 series("cpu", &labels, (0..60i64).map(|m| (from + m * minute, m as f64)))
             })
             .collect();
@@ -720,7 +761,10 @@ async fn label_filters_are_applied_once_and_exactly() {
     assert!(widened.contains("FilterExec") || oldest.contains("predicate=dc"), "{widened}");
     assert_eq!(count(&storage, "SELECT count(*) FROM cpu WHERE dc LIKE 'x%'").await, 180);
     let values = sql(&storage, "SELECT sum(value) FROM cpu WHERE host = 'a'").await;
-    assert_eq!(values[0].column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0), 3.0 * (0..60).sum::<i64>() as f64);
+    assert_eq!(
+        values[0].column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0),
+        3.0 * (0..60).sum::<i64>() as f64
+    );
 }
 
 /// Label filters answer the same from the write buffer, from shared segments through their
@@ -733,7 +777,8 @@ async fn the_series_index_narrows_scans_without_changing_answers() {
     let mut metrics = Vec::new();
     for host in ["a", "b", "c", "d", "e"] {
         for dc in ["", "x", "y"] {
-            let labels: Vec<(&str, &str)> = if dc.is_empty() { vec![("host", host)] } else { vec![("host", host), ("dc", dc)] };
+            let labels: Vec<(&str, &str)> =
+                if dc.is_empty() { vec![("host", host)] } else { vec![("host", host), ("dc", dc)] };
             // Series of host "e" stop after ten minutes: a later range rules them out by time.
             let minutes = if host == "e" { 0..10i64 } else { 0..60i64 };
             metrics.push(series("cpu", &labels, minutes.map(|m| (T0 + m * minute, m as f64))));
@@ -776,15 +821,18 @@ async fn the_series_index_narrows_scans_without_changing_answers() {
     // `host = 'a'` alone reads 3 of cpu's 15 series and skips the other 12: 9 × 60 + 3 × 10 rows.
     assert!(skipped >= 570, "{skipped}");
     // Read for series: one row per series from the index, the same series as the samples.
-    let series_queries: Vec<(String, String)> = ["host = 'a'", "dc IS NULL", "host <> 'b' AND dc = 'x'", "host = 'none'"]
-        .iter()
-        .flat_map(|f| {
-            [String::new(), format!(" AND timestamp >= to_timestamp_nanos({late})")].map(|time| {
-                let select = |table: &str| format!("SELECT DISTINCT host, dc FROM {table} WHERE {f}{time} ORDER BY host, dc");
-                (select("cpu"), select("cpu_series"))
+    let series_queries: Vec<(String, String)> =
+        ["host = 'a'", "dc IS NULL", "host <> 'b' AND dc = 'x'", "host = 'none'"]
+            .iter()
+            .flat_map(|f| {
+                [String::new(), format!(" AND timestamp >= to_timestamp_nanos({late})")].map(|time| {
+                    let select = |table: &str| {
+                        format!("SELECT DISTINCT host, dc FROM {table} WHERE {f}{time} ORDER BY host, dc")
+                    };
+                    (select("cpu"), select("cpu_series"))
+                })
             })
-        })
-        .collect();
+            .collect();
     let ctx = SessionContext::new();
     let schema = storage.table_schema("cpu").unwrap();
     ctx.register_table("cpu_series", storage.series_provider("cpu", schema)).unwrap();
@@ -793,7 +841,11 @@ async fn the_series_index_narrows_scans_without_changing_answers() {
         assert_eq!(ctx.sql(series).await.unwrap().collect().await.unwrap(), expected, "{series}");
     }
     let rows = ctx.sql("SELECT count(*) FROM cpu_series WHERE host = 'a'").await.unwrap().collect().await.unwrap();
-    assert_eq!(rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0), 3, "one row per series, not per sample");
+    assert_eq!(
+        rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0),
+        3,
+        "one row per series, not per sample"
+    );
     drop(storage);
 
     // Without an index (a store from before it, or a lost file) the answers stay.
@@ -845,12 +897,19 @@ async fn cardinality_limits_refuse_new_names_and_series_but_keep_known_ones() {
     opts.cardinality = cardinality::CardinalityLimits { max_metric_names: 2, max_series: 3, ..Default::default() };
     let storage = Storage::open(opts.clone()).await.unwrap();
     let written = storage
-        .write(batch(vec![series("a", &[("i", "1")], [(T0, 1.0)]), series("b", &[("i", "1")], [(T0, 1.0)]), series("c", &[("i", "1")], [(T0, 1.0)])]))
+        .write(batch(vec![
+            series("a", &[("i", "1")], [(T0, 1.0)]),
+            series("b", &[("i", "1")], [(T0, 1.0)]),
+            series("c", &[("i", "1")], [(T0, 1.0)]),
+        ]))
         .await
         .unwrap();
     assert_eq!((written.samples, written.refused.series), (2, 1));
     assert_eq!(written.refused.first.unwrap().0, cardinality::CardinalityLimit::MetricNames);
-    let written = storage.write(batch(vec![series("a", &[("i", "2")], [(T0, 1.0)]), series("a", &[("i", "3")], [(T0, 1.0)])])).await.unwrap();
+    let written = storage
+        .write(batch(vec![series("a", &[("i", "2")], [(T0, 1.0)]), series("a", &[("i", "3")], [(T0, 1.0)])]))
+        .await
+        .unwrap();
     assert_eq!(written.refused.first.unwrap().0, cardinality::CardinalityLimit::Series);
     storage.persist().await.unwrap();
     drop(storage);
@@ -888,7 +947,13 @@ async fn a_flush_of_two_thousand_metric_names_writes_a_handful_of_files() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(options(dir.path())).await.unwrap();
     let names: Vec<String> = (0..2000).map(|i| format!("metric_{i:04}")).collect();
-    let all = names.iter().enumerate().map(|(i, name)| series(name, &[("job", "node"), ("shard", &format!("{}", i % 7))], [(T0, i as f64), (T0 + 60_000_000_000, i as f64 + 0.5)]));
+    let all = names.iter().enumerate().map(|(i, name)| {
+        series(
+            name,
+            &[("job", "node"), ("shard", &format!("{}", i % 7))],
+            [(T0, i as f64), (T0 + 60_000_000_000, i as f64 + 0.5)],
+        )
+    });
     storage.write(batch(all.collect())).await.unwrap();
     let before = store_files(dir.path());
     let summary = storage.persist().await.unwrap();
@@ -930,7 +995,16 @@ async fn a_table_spanning_row_groups_of_a_shared_segment_reads_exactly_its_rows(
     assert_eq!(count(&storage, "SELECT count(*) FROM c_small WHERE value <> 3.0").await, 0);
     assert_eq!(count(&storage, "SELECT count(*) FROM b_big WHERE value <> 2.0").await, 0);
     let start = T0 + many - 5;
-    assert_eq!(count(&storage, &format!("SELECT count(*) FROM b_big WHERE timestamp >= arrow_cast({start}, 'Timestamp(Nanosecond, None)')")).await, 5);
+    assert_eq!(
+        count(
+            &storage,
+            &format!(
+                "SELECT count(*) FROM b_big WHERE timestamp >= arrow_cast({start}, 'Timestamp(Nanosecond, None)')"
+            )
+        )
+        .await,
+        5
+    );
 }
 
 /// A store as Vigil wrote it before shared segments (one partition manifest and one file per
@@ -961,7 +1035,10 @@ async fn a_store_of_per_table_files_opens_migrates_and_compacts_into_shared_segm
     for (query, expected) in queries {
         assert_eq!(count(&storage, query).await, expected, "{query}");
     }
-    assert!(storage.manifest().segments.iter().all(|s| s.shared.is_none()), "files stay where they are until compacted");
+    assert!(
+        storage.manifest().segments.iter().all(|s| s.shared.is_none()),
+        "files stay where they are until compacted"
+    );
     let node = storage.node_id().to_string();
     let per_partition = dir.path().join("segments/nodes").join(&node).join("partitions/1700006400000000000");
     assert!(per_partition.is_dir(), "one manifest per time partition");
@@ -986,13 +1063,17 @@ async fn a_store_of_per_table_files_opens_migrates_and_compacts_into_shared_segm
 
 /// The type of the value column of each segment the manifest names.
 /// A segment file of a local store, opened for reading.
-fn open_segment(data_dir: &std::path::Path, path: &str) -> datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes> {
+fn open_segment(
+    data_dir: &std::path::Path,
+    path: &str,
+) -> datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes> {
     let bytes = bytes::Bytes::from(std::fs::read(data_dir.join("segments").join(path)).unwrap());
     datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap()
 }
 
 fn stored_value_types(storage: &Storage, data_dir: &std::path::Path) -> Vec<datafusion::arrow::datatypes::DataType> {
-    let paths: std::collections::BTreeSet<String> = storage.manifest().segments.iter().map(|s| s.path.clone()).collect();
+    let paths: std::collections::BTreeSet<String> =
+        storage.manifest().segments.iter().map(|s| s.path.clone()).collect();
     let mut types: Vec<_> = paths
         .into_iter()
         .map(|path| {
@@ -1010,9 +1091,16 @@ async fn decimal_values_are_stored_as_scaled_integers_and_read_back_bit_for_bit(
     let storage = Storage::open(options(dir.path())).await.unwrap();
     let second = 1_000_000_000;
     // Gauges with two places and counters in whole numbers: a file for each scale.
-    let gauge: Vec<(i64, f64)> = (0..100).map(|i| (T0 + i * second, ((i as f64 / 7.0).sin() * 10_000.0).round() / 100.0)).collect();
+    let gauge: Vec<(i64, f64)> =
+        (0..100).map(|i| (T0 + i * second, ((i as f64 / 7.0).sin() * 10_000.0).round() / 100.0)).collect();
     let counter: Vec<(i64, f64)> = (0..100).map(|i| (T0 + i * second, (i * i * 1000) as f64)).collect();
-    storage.write(batch(vec![series("temp", &[("room", "a")], gauge.clone()), series("hits", &[("job", "x")], counter.clone())])).await.unwrap();
+    storage
+        .write(batch(vec![
+            series("temp", &[("room", "a")], gauge.clone()),
+            series("hits", &[("job", "x")], counter.clone()),
+        ]))
+        .await
+        .unwrap();
     storage.persist().await.unwrap();
     assert_eq!(stored_value_types(&storage, dir.path()), vec![DataType::Decimal64(18, 0), DataType::Decimal64(18, 2)]);
     // A second segment with more places; compaction merges the gauges into three places.
@@ -1023,14 +1111,31 @@ async fn decimal_values_are_stored_as_scaled_integers_and_read_back_bit_for_bit(
     assert_eq!(stored_value_types(&storage, dir.path()), vec![DataType::Decimal64(18, 0), DataType::Decimal64(18, 3)]);
 
     let bits = |batches: Vec<RecordBatch>| -> Vec<u64> {
-        batches.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Float64Array>().unwrap().values().iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect()
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .unwrap()
+                    .values()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     };
     let expected: Vec<u64> = gauge.iter().chain(&finer).map(|(_, v)| v.to_bits()).collect();
     assert_eq!(bits(sql(&storage, "SELECT value FROM temp ORDER BY room, timestamp").await), expected);
     let expected: Vec<u64> = counter.iter().map(|(_, v)| v.to_bits()).collect();
     assert_eq!(bits(sql(&storage, "SELECT value FROM hits ORDER BY timestamp").await), expected);
     // The manifest's exact minimum and maximum (which answer these) are the doubles too.
-    let extremes = |values: &[(i64, f64)]| (values.iter().map(|v| v.1).fold(f64::INFINITY, f64::min), values.iter().map(|v| v.1).fold(f64::NEG_INFINITY, f64::max));
+    let extremes = |values: &[(i64, f64)]| {
+        (
+            values.iter().map(|v| v.1).fold(f64::INFINITY, f64::min),
+            values.iter().map(|v| v.1).fold(f64::NEG_INFINITY, f64::max),
+        )
+    };
     let all_temp: Vec<(i64, f64)> = gauge.iter().chain(&finer).copied().collect();
     let batches = sql(&storage, "SELECT min(value), max(value) FROM temp").await;
     let column = |i: usize| batches[0].column(i).as_any().downcast_ref::<Float64Array>().unwrap().value(0);
@@ -1043,9 +1148,19 @@ async fn decimal_values_are_stored_as_scaled_integers_and_read_back_bit_for_bit(
 
     // One value that is no decimal (a stale marker) keeps its segment's values as doubles.
     let stale = f64::from_bits(0x7ff0_0000_0000_0002);
-    storage.write(batch(vec![series("temp", &[("room", "c")], [(T0 + 2 * HOUR_NS, 0.5), (T0 + 2 * HOUR_NS + second, stale)])])).await.unwrap();
+    storage
+        .write(batch(vec![series(
+            "temp",
+            &[("room", "c")],
+            [(T0 + 2 * HOUR_NS, 0.5), (T0 + 2 * HOUR_NS + second, stale)],
+        )]))
+        .await
+        .unwrap();
     storage.persist().await.unwrap();
-    assert_eq!(stored_value_types(&storage, dir.path()), vec![DataType::Decimal64(18, 0), DataType::Decimal64(18, 3), DataType::Float64]);
+    assert_eq!(
+        stored_value_types(&storage, dir.path()),
+        vec![DataType::Decimal64(18, 0), DataType::Decimal64(18, 3), DataType::Float64]
+    );
     let batches = sql(&storage, "SELECT value FROM temp WHERE room = 'c' ORDER BY timestamp").await;
     assert_eq!(bits(batches), vec![0.5f64.to_bits(), stale.to_bits()]);
     storage.close().await.unwrap();
@@ -1061,7 +1176,9 @@ fn stored_series_order(storage: &Storage, data_dir: &std::path::Path, table: &st
     for batch in segment::rows(open_segment(data_dir, &entry.path)).unwrap() {
         let column = |name: &str| cast(batch.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
         let (job, instance, code) = (column("job"), column("instance"), column("code"));
-        let text = |a: &datafusion::arrow::array::ArrayRef, row: usize| a.as_any().downcast_ref::<StringArray>().unwrap().value(row).to_string();
+        let text = |a: &datafusion::arrow::array::ArrayRef, row: usize| {
+            a.as_any().downcast_ref::<StringArray>().unwrap().value(row).to_string()
+        };
         for row in 0..batch.num_rows() {
             let key = (text(&job, row), text(&instance, row), text(&code, row));
             if order.last() != Some(&key) {
@@ -1081,13 +1198,15 @@ async fn series_are_stored_by_job_then_instance_so_a_job_is_one_run() {
     let all = |value: f64, at: i64| {
         let mut out = Vec::new();
         for i in 0..12 {
-            let (job, instance, code) = (format!("job-{}", i % 3), format!("host-{}", i / 3), ["200", "500"][i % 2].to_string());
+            let (job, instance, code) =
+                (format!("job-{}", i % 3), format!("host-{}", i / 3), ["200", "500"][i % 2].to_string());
             out.push(series("req", &[("code", &code), ("instance", &instance), ("job", &job)], [(T0 + at, value)]));
         }
         batch(out)
     };
-    let mut expected: Vec<(String, String, String)> =
-        (0..12).map(|i| (format!("job-{}", i % 3), format!("host-{}", i / 3), ["200", "500"][i % 2].to_string())).collect();
+    let mut expected: Vec<(String, String, String)> = (0..12)
+        .map(|i| (format!("job-{}", i % 3), format!("host-{}", i / 3), ["200", "500"][i % 2].to_string()))
+        .collect();
     expected.sort();
     storage.write(all(1.0, 0)).await.unwrap();
     storage.persist().await.unwrap();

@@ -81,7 +81,10 @@ impl LabelSet {
         let error = if let Some(pair) = pairs.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             Some(LabelError::Duplicate(pair[0].0.clone()))
         } else {
-            pairs.iter().find(|(name, _)| !is_valid_label_name(name)).map(|(name, _)| LabelError::InvalidName(name.clone()))
+            pairs
+                .iter()
+                .find(|(name, _)| !is_valid_label_name(name))
+                .map(|(name, _)| LabelError::InvalidName(name.clone()))
         };
         match error {
             Some(error) => Err((error, pairs)),
@@ -112,10 +115,7 @@ impl LabelSet {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            .ok()
-            .map(|i| self.pairs[i].1.as_str())
+        self.pairs.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.pairs[i].1.as_str())
     }
 
     pub fn len(&self) -> usize {
@@ -216,8 +216,7 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.metrics.iter().all(|s| s.samples.is_empty())
-            && self.rows.iter().all(|r| r.batch.num_rows() == 0)
+        self.metrics.iter().all(|s| s.samples.is_empty()) && self.rows.iter().all(|r| r.batch.num_rows() == 0)
     }
 
     pub fn sample_count(&self) -> usize {
@@ -279,14 +278,8 @@ mod tests {
 
     #[test]
     fn duplicate_and_invalid_label_names_are_refused() {
-        assert_eq!(
-            LabelSet::new(pairs(&[("a", "1"), ("a", "2")])),
-            Err(LabelError::Duplicate("a".into()))
-        );
-        assert_eq!(
-            LabelSet::new(pairs(&[("1a", "1")])),
-            Err(LabelError::InvalidName("1a".into()))
-        );
+        assert_eq!(LabelSet::new(pairs(&[("a", "1"), ("a", "2")])), Err(LabelError::Duplicate("a".into())));
+        assert_eq!(LabelSet::new(pairs(&[("1a", "1")])), Err(LabelError::InvalidName("1a".into())));
         assert!(!is_valid_metric_name(""));
         assert!(is_valid_metric_name("job:http_requests:rate5m"));
         assert!(!is_valid_label_name("a:b"));

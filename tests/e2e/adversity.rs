@@ -50,12 +50,26 @@ async fn own_metrics(vigil: &Vigil) -> String {
 #[tokio::test]
 async fn hostile_queries_are_refused_with_their_limit_and_never_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--query-max-depth", "24", "--query-max-result-rows", "1000", "--query-max-samples", "100000", "--query-max-length", "8KiB"];
+    let args = [
+        "--query-max-depth",
+        "24",
+        "--query-max-result-rows",
+        "1000",
+        "--query-max-samples",
+        "100000",
+        "--query-max-length",
+        "8KiB",
+    ];
     let vigil = Vigil::start(&dir.path().join("data"), &args).await;
     let pid = vigil.pid();
     let t0 = now_ms() - 600_000;
     let points: Vec<(i64, f64)> = (0..60).map(|i| (t0 + i * 10_000, i as f64)).collect();
-    let (status, _) = send(&vigil.client, &vigil.url("/api/v1/write"), encode(&WriteRequest { timeseries: vec![series("canary", &[("job", "x")], &points)] })).await;
+    let (status, _) = send(
+        &vigil.client,
+        &vigil.url("/api/v1/write"),
+        encode(&WriteRequest { timeseries: vec![series("canary", &[("job", "x")], &points)] }),
+    )
+    .await;
     assert_eq!(status, 204);
     let query = |q: String| [("query", q)];
 
@@ -95,7 +109,8 @@ async fn hostile_queries_are_refused_with_their_limit_and_never_crash() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("query.max_length"), "{body}");
     // Recursion without a bound is refused.
-    let (status, body) = sql(&vigil, "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM t) SELECT count(*) FROM t").await;
+    let (status, body) =
+        sql(&vigil, "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM t) SELECT count(*) FROM t").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"].as_str().unwrap().contains("recursive"), "{body}");
 
@@ -109,8 +124,15 @@ async fn hostile_queries_are_refused_with_their_limit_and_never_crash() {
 
     // Ranges and steps: absurd times are refused, not computed.
     let now = (now_ms() / 1000).to_string();
-    for (start, end, step) in [("-1e300", "1e300", "1"), ("0", "1e300", "1"), ("NaN", "1", "1"), (now.as_str(), now.as_str(), "0")] {
-        let (status, body) = promql(&vigil, "/api/v1/query_range", &[("query", "vector(1)"), ("start", start), ("end", end), ("step", step)]).await;
+    for (start, end, step) in
+        [("-1e300", "1e300", "1"), ("0", "1e300", "1"), ("NaN", "1", "1"), (now.as_str(), now.as_str(), "0")]
+    {
+        let (status, body) = promql(
+            &vigil,
+            "/api/v1/query_range",
+            &[("query", "vector(1)"), ("start", start), ("end", end), ("step", step)],
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{start}..{end} step {step}: {body}");
     }
     // Subquery steps and samples, on both sides of query.max_samples (100 000).
@@ -135,7 +157,14 @@ fn otlp_gauge(name: &str, attributes: Value, time_ns: i64) -> Value {
 
 async fn otlp_json(vigil: &Vigil, metrics: Vec<Value>) -> Value {
     let body = json!({"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "names"}}]}, "scopeMetrics": [{"metrics": metrics}]}]});
-    let response = vigil.client.post(format!("{}/v1/metrics", vigil.otlp_http)).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+    let response = vigil
+        .client
+        .post(format!("{}/v1/metrics", vigil.otlp_http))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -154,23 +183,50 @@ async fn names_and_timestamps_storage_cannot_hold_never_lose_acknowledged_data()
     // (400, naming it), the 1 000 are stored and stay stored.
     let mut points: Vec<(i64, f64)> = (0..1000).map(|i| (t0 + i * 100, i as f64)).collect();
     points.push((-9_223_372_036_854, -1.0));
-    let (status, body) = send(&vigil.client, &write, encode(&WriteRequest { timeseries: vec![series("edge_total", &[("job", "a")], &points)] })).await;
+    let (status, body) = send(
+        &vigil.client,
+        &write,
+        encode(&WriteRequest { timeseries: vec![series("edge_total", &[("job", "a")], &points)] }),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("1 samples refused") && body.contains("outside the accepted range"), "{body}");
     // On both sides of the accepted range (max_future 1h): just inside is stored.
     let future = now_ms() + 3_500_000;
-    let (status, body) = send(&vigil.client, &write, encode(&WriteRequest { timeseries: vec![series("edge_total", &[("job", "b")], &[(future, 1.0)])] })).await;
+    let (status, body) = send(
+        &vigil.client,
+        &write,
+        encode(&WriteRequest { timeseries: vec![series("edge_total", &[("job", "b")], &[(future, 1.0)])] }),
+    )
+    .await;
     assert_eq!(status, 204, "{body}");
-    let (status, _) = send(&vigil.client, &write, encode(&WriteRequest { timeseries: vec![series("edge_total", &[("job", "c")], &[(now_ms() + 3_700_000, 1.0)])] })).await;
+    let (status, _) = send(
+        &vigil.client,
+        &write,
+        encode(&WriteRequest {
+            timeseries: vec![series("edge_total", &[("job", "c")], &[(now_ms() + 3_700_000, 1.0)])],
+        }),
+    )
+    .await;
     assert_eq!(status, 400);
 
     // A 300-character name is stored (its files get a bounded name), and flushing goes on
     // for everyone; a name past the limit is refused at intake.
     let long = format!("m{}", "x".repeat(299));
-    let (status, body) = send(&vigil.client, &write, encode(&WriteRequest { timeseries: vec![series(&long, &[("job", "a")], &[(t0, 1.0)])] })).await;
+    let (status, body) = send(
+        &vigil.client,
+        &write,
+        encode(&WriteRequest { timeseries: vec![series(&long, &[("job", "a")], &[(t0, 1.0)])] }),
+    )
+    .await;
     assert_eq!(status, 204, "{body}");
     let too_long = format!("m{}", "x".repeat(400));
-    let (status, body) = send(&vigil.client, &write, encode(&WriteRequest { timeseries: vec![series(&too_long, &[("job", "a")], &[(t0, 1.0)])] })).await;
+    let (status, body) = send(
+        &vigil.client,
+        &write,
+        encode(&WriteRequest { timeseries: vec![series(&too_long, &[("job", "a")], &[(t0, 1.0)])] }),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("above the limit of 400"), "{body}");
 
@@ -192,7 +248,8 @@ async fn names_and_timestamps_storage_cannot_hold_never_lose_acknowledged_data()
     assert_eq!(outcome["partialSuccess"]["rejectedDataPoints"].to_string().trim_matches('"'), "2", "{outcome}");
     assert!(outcome["partialSuccess"]["errorMessage"].as_str().unwrap().contains("invalid metric name"), "{outcome}");
     // Flushed, then every query that once failed over such names answers.
-    wait_until("a flush", 30, async || (vigil.count("SELECT count(*) FROM stamp_probe").await == 2).then_some(())).await;
+    wait_until("a flush", 30, async || (vigil.count("SELECT count(*) FROM stamp_probe").await == 2).then_some(()))
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (status, body) = promql(&vigil, "/api/v1/query", &[("query", "count({__name__=~\".+\"})")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -207,7 +264,12 @@ async fn names_and_timestamps_storage_cannot_hold_never_lose_acknowledged_data()
     }
     let (_, body) = promql(&vigil, "/api/v1/query", &[("query", "ts_probe")]).await;
     assert_eq!(body["data"]["result"][0]["metric"]["__ts__"], "x", "{body}");
-    for path in ["/api/v1/label/__name__/values", "/api/v1/label/job/values", "/api/v1/series?match[]={job=~\".+\"}", "/api/v1/labels"] {
+    for path in [
+        "/api/v1/label/__name__/values",
+        "/api/v1/label/job/values",
+        "/api/v1/series?match[]={job=~\".+\"}",
+        "/api/v1/labels",
+    ] {
         let response = vigil.client.get(vigil.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}: {}", response.text().await.unwrap());
     }
@@ -227,7 +289,16 @@ async fn names_and_timestamps_storage_cannot_hold_never_lose_acknowledged_data()
 #[tokio::test]
 async fn cardinality_limits_refuse_with_the_limit_named_and_the_status_shows_who() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--max-metric-names", "40", "--max-series", "300", "--max-new-series-per-request", "200", "--flush-interval", "1s"];
+    let args = [
+        "--max-metric-names",
+        "40",
+        "--max-series",
+        "300",
+        "--max-new-series-per-request",
+        "200",
+        "--flush-interval",
+        "1s",
+    ];
     let vigil = Vigil::start(&dir.path().join("data"), &args).await;
     let write = vigil.url("/api/v1/write");
     let t0 = now_ms() - 60_000;
@@ -239,7 +310,9 @@ async fn cardinality_limits_refuse_with_the_limit_named_and_the_status_shows_who
     let stored = vigil.rows("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'exploding_%'").await;
     assert_eq!(stored[0][0], 40);
     // New series of a known name: up to 200 per request, 300 in all.
-    let wide = |from: usize, to: usize| (from..to).map(|i| series("exploding_000", &[("i", &i.to_string())], &[(t0, 1.0)])).collect::<Vec<_>>();
+    let wide = |from: usize, to: usize| {
+        (from..to).map(|i| series("exploding_000", &[("i", &i.to_string())], &[(t0, 1.0)])).collect::<Vec<_>>()
+    };
     let (status, body) = send(&vigil.client, &write, encode(&WriteRequest { timeseries: wide(0, 201) })).await;
     assert_eq!(status, 400);
     assert!(body.contains("limits.max_new_series_per_request"), "{body}");
@@ -250,7 +323,8 @@ async fn cardinality_limits_refuse_with_the_limit_named_and_the_status_shows_who
     let (status, body) = send(&vigil.client, &write, encode(&WriteRequest { timeseries: wide(0, 50) })).await;
     assert_eq!(status, 204, "{body}");
 
-    let status: Value = vigil.client.get(vigil.url("/api/v1/status/tsdb?limit=3")).send().await.unwrap().json().await.unwrap();
+    let status: Value =
+        vigil.client.get(vigil.url("/api/v1/status/tsdb?limit=3")).send().await.unwrap().json().await.unwrap();
     let data = &status["data"];
     assert_eq!(data["seriesCountByMetricName"][0]["name"], "exploding_000", "{status}");
     assert_eq!(data["seriesCountByMetricName"].as_array().unwrap().len(), 3);
@@ -273,7 +347,11 @@ async fn a_selector_without_a_metric_name_answers_over_two_thousand_names() {
         let timeseries = (batch * 500..(batch + 1) * 500)
             .map(|i| {
                 let job = if i % 100 == 0 { "needle" } else { "hay" };
-                series(&format!("name_{i:04}"), &[("job", job), ("instance", "i")], &[(t0, i as f64), (t0 + 60_000, i as f64)])
+                series(
+                    &format!("name_{i:04}"),
+                    &[("job", job), ("instance", "i")],
+                    &[(t0, i as f64), (t0 + 60_000, i as f64)],
+                )
             })
             .collect();
         let (status, body) = send(&vigil.client, &write, encode(&WriteRequest { timeseries })).await;
@@ -308,7 +386,8 @@ async fn a_disordered_request_does_not_stall_other_writers() {
     // 200 000 samples of one series, newest first.
     let descending: Vec<(i64, f64)> = (0..200_000).rev().map(|i| (t0 + i * 10, i as f64)).collect();
     let body = encode(&WriteRequest { timeseries: vec![series("descending", &[("job", "d")], &descending)] });
-    let small = |i: i64| encode(&WriteRequest { timeseries: vec![series("bystander", &[("job", "b")], &[(t0 + i, 1.0)])] });
+    let small =
+        |i: i64| encode(&WriteRequest { timeseries: vec![series("bystander", &[("job", "b")], &[(t0 + i, 1.0)])] });
 
     // Bystander latency alone, then while the big request is ingested.
     let mut alone = Vec::new();
@@ -337,10 +416,16 @@ async fn a_disordered_request_does_not_stall_other_writers() {
     assert_eq!(status, 204, "{body}");
     let worst = during.iter().max().copied().unwrap_or_default();
     let typical = alone.iter().max().copied().unwrap_or_default();
-    println!("200 000 descending samples took {big_took:?}; bystander writes: {} during it, worst {worst:?} (alone, worst {typical:?})", during.len());
+    println!(
+        "200 000 descending samples took {big_took:?}; bystander writes: {} during it, worst {worst:?} (alone, worst {typical:?})",
+        during.len()
+    );
     // No head-of-line blocking: a bystander never waits for the big request's work.
     assert!(during.len() >= 2 || big_took < Duration::from_millis(500), "bystanders could not get through: {during:?}");
-    assert!(worst < big_took.max(Duration::from_millis(50)), "a bystander waited {worst:?}, as long as the big request ({big_took:?})");
+    assert!(
+        worst < big_took.max(Duration::from_millis(50)),
+        "a bystander waited {worst:?}, as long as the big request ({big_took:?})"
+    );
     assert_eq!(vigil.count("SELECT count(*) FROM descending").await, 200_000);
     // Replay of the same data on restart (no flush happened).
     vigil.kill9();
@@ -375,13 +460,22 @@ async fn connections_are_bounded_in_number_and_time() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let args = [
-        "--max-connections-per-client", "40", "--header-read-timeout", "2s", "--body-read-timeout", "3s",
-        "--idle-timeout", "3s", "--max-concurrent-ingest", "4",
+        "--max-connections-per-client",
+        "40",
+        "--header-read-timeout",
+        "2s",
+        "--body-read-timeout",
+        "3s",
+        "--idle-timeout",
+        "3s",
+        "--max-concurrent-ingest",
+        "4",
     ];
     let vigil = Vigil::start(&dir.path().join("data"), &args).await;
     let pid = vigil.pid();
     // Another address is another client: its caps are its own.
-    let other = reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let other =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
 
     // 300 connections that never send a byte: 40 are held, the rest closed at once, and the
     // held ones go after the header timeout; another client is served throughout.
@@ -408,7 +502,10 @@ async fn connections_are_bounded_in_number_and_time() {
     let mut slow = Vec::new();
     for _ in 0..10 {
         let mut stream = connect_from("127.0.0.3", &vigil).await.unwrap();
-        let head = format!("POST /api/v1/write HTTP/1.1\r\nHost: {}\r\nContent-Encoding: snappy\r\nContent-Length: 100000\r\n\r\nabc", vigil.addr);
+        let head = format!(
+            "POST /api/v1/write HTTP/1.1\r\nHost: {}\r\nContent-Encoding: snappy\r\nContent-Length: 100000\r\n\r\nabc",
+            vigil.addr
+        );
         stream.write_all(head.as_bytes()).await.unwrap();
         slow.push(stream);
     }
@@ -416,7 +513,13 @@ async fn connections_are_bounded_in_number_and_time() {
     let t0 = now_ms() - 60_000;
     for i in 0..8 {
         let body = encode(&WriteRequest { timeseries: vec![series("real_sender", &[("job", "r")], &[(t0 + i, 1.0)])] });
-        let response = other.post(vigil.url("/api/v1/write")).header("content-encoding", "snappy").body(body).send().await.unwrap();
+        let response = other
+            .post(vigil.url("/api/v1/write"))
+            .header("content-encoding", "snappy")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "a real sender was shed while slow bodies trickled");
     }
     for mut stream in slow {
@@ -433,7 +536,12 @@ async fn connections_are_bounded_in_number_and_time() {
 
     still_up(&vigil, pid).await;
     let metrics = own_metrics(&vigil).await;
-    for needle in ["vigil_http_connections_refused_total{limit=\"max_connections_per_client\"}", "vigil_limit_refusals_total{limit=\"body_read_time\"}", "vigil_process_open_fds", "vigil_process_max_fds"] {
+    for needle in [
+        "vigil_http_connections_refused_total{limit=\"max_connections_per_client\"}",
+        "vigil_limit_refusals_total{limit=\"body_read_time\"}",
+        "vigil_process_open_fds",
+        "vigil_process_max_fds",
+    ] {
         assert!(metrics.contains(needle), "{needle}:\n{metrics}");
     }
 }
@@ -442,7 +550,9 @@ async fn connections_are_bounded_in_number_and_time() {
 /// node's manifests name them.
 fn segment_files(data: &std::path::Path, table: &str) -> Vec<std::path::PathBuf> {
     let store = data.join("segments");
-    let read = |path: &std::path::Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
     let mut files: Vec<(u64, String)> = Vec::new();
     for root in walk(&store.join("nodes")).into_iter().filter(|p| p.ends_with("manifest.json")) {
         for partition in read(&root)["partitions"].as_array().unwrap() {
@@ -473,7 +583,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 fn vigil_store(action: &str, data: &std::path::Path) -> (bool, String) {
     let output = std::process::Command::new(VIGIL).args(["store", action, "--data-dir"]).arg(data).output().unwrap();
-    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    (
+        output.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    )
 }
 
 #[tokio::test]
@@ -491,7 +604,16 @@ async fn damaged_files_are_contained_and_repaired() {
     for (metric, count, start) in [("damaged_total", 100, t0), ("kept_total", 10, kept_t0)] {
         for part in 0..2 {
             let points: Vec<(i64, f64)> = (0..count).map(|i| (start + part * 100_000 + i * 10, 1.0)).collect();
-            assert_eq!(send(&vigil.client, &write, encode(&WriteRequest { timeseries: vec![series(metric, &[("job", "a")], &points)] })).await.0, 204);
+            assert_eq!(
+                send(
+                    &vigil.client,
+                    &write,
+                    encode(&WriteRequest { timeseries: vec![series(metric, &[("job", "a")], &points)] })
+                )
+                .await
+                .0,
+                204
+            );
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     }
@@ -516,7 +638,8 @@ async fn damaged_files_are_contained_and_repaired() {
 
     // A lost partition manifest: the node starts, serves the rest, says what is missing.
     let node = std::fs::read_to_string(data.join("node_id")).unwrap().trim().to_string();
-    std::fs::remove_dir_all(data.join("segments/nodes").join(&node).join(format!("partitions/{kept_partition}"))).unwrap();
+    std::fs::remove_dir_all(data.join("segments/nodes").join(&node).join(format!("partitions/{kept_partition}")))
+        .unwrap();
     let vigil = Vigil::start(&data, &args).await;
     assert_eq!(vigil.count("SELECT count(*) FROM damaged_total").await, 100);
     assert!(vigil.log_text().contains("partition manifest unreadable"), "{}", vigil.log_text());
@@ -539,7 +662,12 @@ async fn damaged_files_are_contained_and_repaired() {
     let mut vigil = Vigil::start(&data, &args).await;
     assert_eq!(vigil.count("SELECT count(*) FROM kept_total").await, 20, "rebuilt from its segment files");
     assert_eq!(vigil.count("SELECT count(*) FROM damaged_total").await, 100);
-    let ok = send(&vigil.client, &vigil.url("/api/v1/write"), encode(&WriteRequest { timeseries: vec![series("after_damage_total", &[("job", "a")], &[(t0, 1.0)])] })).await;
+    let ok = send(
+        &vigil.client,
+        &vigil.url("/api/v1/write"),
+        encode(&WriteRequest { timeseries: vec![series("after_damage_total", &[("job", "a")], &[(t0, 1.0)])] }),
+    )
+    .await;
     assert_eq!(ok.0, 204);
     vigil.terminate();
     let (ok, report) = vigil_store("repair", &data);
@@ -576,26 +704,45 @@ async fn login_forms_and_tokens_hold_at_their_edges() {
     assert!(cross.headers().get("set-cookie").is_none());
     // `next` stays on this server, whatever a browser would strip from it.
     for next in ["/\t/evil.example", "//evil.example", "/\\evil.example", "https://evil.example"] {
-        let response = browser.post(vigil.url("/-/login")).header("sec-fetch-site", "same-origin").form(&[("token", READ), ("next", next)]).send().await.unwrap();
+        let response = browser
+            .post(vigil.url("/-/login"))
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("token", READ), ("next", next)])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.headers()["location"], "/", "{next:?}");
     }
-    let response = browser.post(vigil.url("/-/login")).form(&[("token", ADMIN), ("next", "/alerts")]).send().await.unwrap();
+    let response =
+        browser.post(vigil.url("/-/login")).form(&[("token", ADMIN), ("next", "/alerts")]).send().await.unwrap();
     assert_eq!(response.headers()["location"], "/alerts");
     let session = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
 
     // The silence form's token is bound to the session: the cookie's own value, or another
     // session's token, is refused; a cross-site post is refused whatever it carries.
     let silence_body = json!({"matchers": [{"name": "alertname", "value": "Y", "isRegex": false}], "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "t", "comment": "gives the page an expire form"});
-    let created = browser.post(vigil.url("/api/v1/silences")).bearer_auth(ADMIN).json(&silence_body).send().await.unwrap();
+    let created =
+        browser.post(vigil.url("/api/v1/silences")).bearer_auth(ADMIN).json(&silence_body).send().await.unwrap();
     assert_eq!(created.status(), StatusCode::OK);
     let page = browser.get(vigil.url("/alerts")).header("cookie", &session).send().await.unwrap().text().await.unwrap();
-    let token = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("a form token").to_string();
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a form token")
+        .to_string();
     let silence = |csrf: String, cookie: String, site: &'static str| {
         browser
             .post(vigil.url("/alerts/silences"))
             .header("cookie", cookie)
             .header("sec-fetch-site", site)
-            .form(&[("csrf", csrf), ("matchers", "alertname=\"X\"".into()), ("duration", "1h".into()), ("created_by", "t".into()), ("comment", "c".into())])
+            .form(&[
+                ("csrf", csrf),
+                ("matchers", "alertname=\"X\"".into()),
+                ("duration", "1h".into()),
+                ("created_by", "t".into()),
+                ("comment", "c".into()),
+            ])
             .send()
     };
     let own_value = session.split_once('=').unwrap().1.to_string();
@@ -607,17 +754,27 @@ async fn login_forms_and_tokens_hold_at_their_edges() {
     let guesser = reqwest::Client::new();
     let mut statuses = Vec::new();
     for i in 0..8 {
-        statuses.push(guesser.get(vigil.url("/api/v1/slos")).bearer_auth(format!("guess-{i}")).send().await.unwrap().status());
+        statuses.push(
+            guesser.get(vigil.url("/api/v1/slos")).bearer_auth(format!("guess-{i}")).send().await.unwrap().status(),
+        );
     }
     assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
     let throttled = guesser.get(vigil.url("/api/v1/slos")).bearer_auth(READ).send().await.unwrap();
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS, "even a right token waits out the throttle");
     assert!(throttled.headers().contains_key("retry-after"));
-    let other = reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
-    assert_eq!(other.get(vigil.url("/api/v1/slos")).bearer_auth(READ).send().await.unwrap().status(), StatusCode::OK, "another client is not throttled");
+    let other =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    assert_eq!(
+        other.get(vigil.url("/api/v1/slos")).bearer_auth(READ).send().await.unwrap().status(),
+        StatusCode::OK,
+        "another client is not throttled"
+    );
     let metrics = other.get(vigil.url("/metrics")).bearer_auth(READ).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("vigil_auth_refusals_total{reason=\"throttled\"}"), "{metrics}");
-    assert!(!std::fs::read_to_string(format!("/proc/{}/cmdline", vigil.pid())).unwrap().contains(READ), "a token is in the process list");
+    assert!(
+        !std::fs::read_to_string(format!("/proc/{}/cmdline", vigil.pid())).unwrap().contains(READ),
+        "a token is in the process list"
+    );
 
     // Without tokens, a listener on every address is warned about (the harness binds
     // loopback only, so this Vigil is started by hand).
@@ -626,7 +783,14 @@ async fn login_forms_and_tokens_hold_at_their_edges() {
     let mut open = std::process::Command::new(VIGIL)
         .args(["serve", "--data-dir"])
         .arg(dir.path().join("open"))
-        .args(["--http-addr", &format!("127.0.0.1:{api}"), "--otlp-http-addr", &format!("0.0.0.0:{otlp_http}"), "--otlp-grpc-addr", &format!("127.0.0.1:{otlp_grpc}")])
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{api}"),
+            "--otlp-http-addr",
+            &format!("0.0.0.0:{otlp_http}"),
+            "--otlp-grpc-addr",
+            &format!("127.0.0.1:{otlp_grpc}"),
+        ])
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
@@ -644,7 +808,8 @@ async fn login_forms_and_tokens_hold_at_their_edges() {
 #[tokio::test]
 async fn the_explore_page_counts_among_the_queries_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let vigil = Vigil::start(&dir.path().join("data"), &["--max-concurrent-queries", "1", "--query-timeout", "20s"]).await;
+    let vigil =
+        Vigil::start(&dir.path().join("data"), &["--max-concurrent-queries", "1", "--query-timeout", "20s"]).await;
     // The slow query may meet the explore page polling for the one place: it retries until
     // it holds it (a shed query answers at once).
     let slow = {

@@ -66,7 +66,8 @@ impl SmtpSink {
 
     /// Every mail received, parsed by Python's email package.
     fn mails(&self) -> Vec<Value> {
-        let output = Command::new(&self.python).arg(fixture("fixtures/read_mail.py")).arg(&self.folder).output().unwrap();
+        let output =
+            Command::new(&self.python).arg(fixture("fixtures/read_mail.py")).arg(&self.folder).output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice::<Value>(&output.stdout).unwrap().as_array().cloned().unwrap_or_default()
     }
@@ -134,7 +135,8 @@ route:
 
     // Three minutes of checkout traffic with 10 % errors: a 100× burn of a 99.9 % objective.
     let t0 = now_ms() - 3 * 60_000;
-    let points = |per_step: f64| -> Vec<(i64, f64)> { (0..=18).map(|i| (t0 + i * 10_000, per_step * i as f64)).collect() };
+    let points =
+        |per_step: f64| -> Vec<(i64, f64)> { (0..=18).map(|i| (t0 + i * 10_000, per_step * i as f64)).collect() };
     let write = |timeseries| encode(&WriteRequest { timeseries });
     let body = write(vec![
         series("http_requests_total", &[("job", "checkout"), ("code", "200")], &points(90.0)),
@@ -194,15 +196,25 @@ route:
         .lock()
         .iter()
         .flat_map(|m| m["alerts"].as_array().unwrap().clone())
-        .map(|a| (a["labels"]["alertname"].as_str().unwrap().to_string(), a["labels"]["severity"].as_str().unwrap().to_string()))
+        .map(|a| {
+            (
+                a["labels"]["alertname"].as_str().unwrap().to_string(),
+                a["labels"]["severity"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert!(!tickets.iter().any(|(name, _)| name == "SLOBurnRate"), "the inhibited burn ticket never reached its receiver: {tickets:?}");
+    assert!(
+        !tickets.iter().any(|(name, _)| name == "SLOBurnRate"),
+        "the inhibited burn ticket never reached its receiver: {tickets:?}"
+    );
     assert!(
         tickets.contains(&("SLOErrorBudgetExhausted".to_string(), "ticket".to_string())),
         "the exhausted budget is a ticket of its own, routed to the webhook: {tickets:?}"
     );
-    let rows = vigil.rows("SELECT state, severity FROM alerts WHERE slo = 'checkout-availability' ORDER BY timestamp").await;
-    let states: Vec<String> = rows.iter().map(|r| format!("{}/{}", r[0].as_str().unwrap(), r[1].as_str().unwrap())).collect();
+    let rows =
+        vigil.rows("SELECT state, severity FROM alerts WHERE slo = 'checkout-availability' ORDER BY timestamp").await;
+    let states: Vec<String> =
+        rows.iter().map(|r| format!("{}/{}", r[0].as_str().unwrap(), r[1].as_str().unwrap())).collect();
     assert!(states.contains(&"firing/page".to_string()) && states.contains(&"resolved/page".to_string()), "{states:?}");
 }
 
@@ -221,7 +233,8 @@ pub(crate) const RULES: &str = r#"groups:
 "#;
 
 pub(crate) async fn import(vigil: &Vigil, text: &str) {
-    let response = vigil.client.post(vigil.url("/api/v1/import/prometheus")).body(text.to_string()).send().await.unwrap();
+    let response =
+        vigil.client.post(vigil.url("/api/v1/import/prometheus")).body(text.to_string()).send().await.unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
@@ -271,7 +284,13 @@ async fn rule_alerts_reach_a_webhook_grouped_silenced_and_survive_a_restart() {
     let listed: Value = vigil.client.get(vigil.url("/api/v1/silences")).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed[0]["id"], silence_id.as_str());
     assert_eq!(listed[0]["status"]["state"], "active");
-    let bad = vigil.client.post(vigil.url("/api/v1/silences")).json(&serde_json::json!({"matchers": [], "endsAt": "2100-01-01T00:00:00Z"})).send().await.unwrap();
+    let bad = vigil
+        .client
+        .post(vigil.url("/api/v1/silences"))
+        .json(&serde_json::json!({"matchers": [], "endsAt": "2100-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.json::<Value>().await.unwrap()["hint"].is_string());
 
@@ -283,7 +302,12 @@ async fn rule_alerts_reach_a_webhook_grouped_silenced_and_survive_a_restart() {
     assert_eq!(grown["groupLabels"]["alertname"], "QueueTooLong");
     let huge = wait_until("QueueHuge to fire", 30, async || {
         let body = alerts_api(&vigil).await;
-        body["data"]["alerts"].as_array().unwrap().iter().find(|a| a["labels"]["alertname"] == "QueueHuge" && a["state"] == "firing").cloned()
+        body["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "QueueHuge" && a["state"] == "firing")
+            .cloned()
     })
     .await;
     assert_eq!(huge["labels"]["queue"], "c");
@@ -295,7 +319,12 @@ async fn rule_alerts_reach_a_webhook_grouped_silenced_and_survive_a_restart() {
     // Restart: the firing alerts keep their start and nobody is notified again.
     let before = alerts_api(&vigil).await;
     let active_at = |body: &Value, queue: &str| {
-        body["data"]["alerts"].as_array().unwrap().iter().find(|x| x["labels"]["alertname"] == "QueueTooLong" && x["labels"]["queue"] == queue).map(|x| x["activeAt"].clone())
+        body["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["labels"]["alertname"] == "QueueTooLong" && x["labels"]["queue"] == queue)
+            .map(|x| x["activeAt"].clone())
     };
     let sent_before = hook.lock().len();
     assert!(vigil.terminate().success());
@@ -303,12 +332,21 @@ async fn rule_alerts_reach_a_webhook_grouped_silenced_and_survive_a_restart() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let after = alerts_api(&vigil).await;
     assert_eq!(active_at(&after, "a"), active_at(&before, "a"), "{after}");
-    assert_eq!(hook.lock().len(), sent_before, "no re-notification after the restart: {:?}", &hook.lock()[sent_before..]);
+    assert_eq!(
+        hook.lock().len(),
+        sent_before,
+        "no re-notification after the restart: {:?}",
+        &hook.lock()[sent_before..]
+    );
 
     // Queue a drains: its resolution is sent with the group.
     import(&vigil, "queue_length{queue=\"a\"} 0\n").await;
     let resolved = wait_until("a's resolution", 30, async || {
-        hook.lock().iter().skip(sent_before).find(|m| m["alerts"].as_array().unwrap().iter().any(|x| x["status"] == "resolved")).cloned()
+        hook.lock()
+            .iter()
+            .skip(sent_before)
+            .find(|m| m["alerts"].as_array().unwrap().iter().any(|x| x["status"] == "resolved"))
+            .cloned()
     })
     .await;
     assert_eq!(resolved["status"], "firing", "b and c still fire");
@@ -319,16 +357,31 @@ async fn rule_alerts_reach_a_webhook_grouped_silenced_and_survive_a_restart() {
     // Expiring the silence lets QueueHuge through.
     let expired = vigil.client.delete(vigil.url(&format!("/api/v1/silences/{silence_id}"))).send().await.unwrap();
     assert_eq!(expired.status(), 200);
-    wait_until("QueueHuge after the silence", 30, async || hook.lock().iter().find(|m| m["groupLabels"]["alertname"] == "QueueHuge").cloned()).await;
+    wait_until("QueueHuge after the silence", 30, async || {
+        hook.lock().iter().find(|m| m["groupLabels"]["alertname"] == "QueueHuge").cloned()
+    })
+    .await;
     let missing = vigil.client.delete(vigil.url("/api/v1/silences/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 
     // ALERTS series and Prometheus' rules API.
-    let query: Value = vigil.client.get(vigil.url("/api/v1/query?query=count(ALERTS{alertstate=\"firing\"})")).send().await.unwrap().json().await.unwrap();
+    let query: Value = vigil
+        .client
+        .get(vigil.url("/api/v1/query?query=count(ALERTS{alertstate=\"firing\"})"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(query["data"]["result"][0]["value"][1], "3", "{query}");
     let rules: Value = vigil.client.get(vigil.url("/api/v1/rules")).send().await.unwrap().json().await.unwrap();
     let rule = &rules["data"]["groups"][0]["rules"][1];
-    assert_eq!((rule["name"].as_str(), rule["health"].as_str(), rule["language"].as_str()), (Some("QueueHuge"), Some("ok"), Some("sql")), "{rules}");
+    assert_eq!(
+        (rule["name"].as_str(), rule["health"].as_str(), rule["language"].as_str()),
+        (Some("QueueHuge"), Some("ok"), Some("sql")),
+        "{rules}"
+    );
 }
 
 #[test]
@@ -350,7 +403,11 @@ fn validate_checks_rule_files_and_receivers() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("2 valid rules in 1 group"));
 
-    std::fs::write(&slo, std::fs::read_to_string(&slo).unwrap().replace("receivers: [oncall-email]", "receivers: [oncall-mail]")).unwrap();
+    std::fs::write(
+        &slo,
+        std::fs::read_to_string(&slo).unwrap().replace("receivers: [oncall-email]", "receivers: [oncall-mail]"),
+    )
+    .unwrap();
     let output = Command::new(VIGIL).arg("validate").args([&config, &slo]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -364,12 +421,54 @@ fn certificates(dir: &Path) -> (String, String, String) {
         let output = Command::new("openssl").args(args).output().unwrap();
         assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &path("ca.key"), "-out", &path("ca.pem"), "-days", "2", "-subj", "/CN=Vigil test CA"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &path("server.key"), "-out", &path("server.csr"), "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
     run(&[
-        "x509", "-req", "-in", &path("server.csr"), "-CA", &path("ca.pem"), "-CAkey", &path("ca.key"), "-CAcreateserial", "-out", &path("server.pem"), "-days", "2",
-        "-extfile", &path("server.ext"),
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Vigil test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &path("server.key"),
+        "-out",
+        &path("server.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("server.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &path("server.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &path("server.ext"),
     ]);
     (path("ca.pem"), path("server.pem"), path("server.key"))
 }
@@ -384,13 +483,25 @@ async fn email_over_starttls_and_tls_with_auth() {
     let (ca, cert, key) = certificates(dir.path());
     let (starttls_port, tls_port) = (free_port(), free_port());
     let sink = |mode: &str, port: u16, folder: &str| {
-        SmtpSink::start_script(&python, &dir.path().join(folder), port, "fixtures/smtp_tls_sink.py", &[mode, "127.0.0.1", &port.to_string(), &cert, &key, "vigil", "s3cret"])
+        SmtpSink::start_script(
+            &python,
+            &dir.path().join(folder),
+            port,
+            "fixtures/smtp_tls_sink.py",
+            &[mode, "127.0.0.1", &port.to_string(), &cert, &key, "vigil", "s3cret"],
+        )
     };
     let starttls = sink("starttls", starttls_port, "starttls-mail");
     let tls = sink("tls", tls_port, "tls-mail");
-    std::fs::write(dir.path().join("rules.yaml"), "groups:\n  - name: smtp\n    interval: 1s\n    rules:\n      - alert: Always\n        expr: vector(1)\n").unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "groups:\n  - name: smtp\n    interval: 1s\n    rules:\n      - alert: Always\n        expr: vector(1)\n",
+    )
+    .unwrap();
     let receiver = |name: &str, port: u16, mode: &str, password: &str| {
-        format!("  - name: {name}\n    email:\n      to: [oncall@example.com]\n      from: vigil@example.com\n      smtp: {{host: 127.0.0.1, port: {port}, tls: {mode}, ca_file: '{ca}', auth: {{username: vigil, password: {password}}}, timeout: 5s}}\n")
+        format!(
+            "  - name: {name}\n    email:\n      to: [oncall@example.com]\n      from: vigil@example.com\n      smtp: {{host: 127.0.0.1, port: {port}, tls: {mode}, ca_file: '{ca}', auth: {{username: vigil, password: {password}}}, timeout: 5s}}\n"
+        )
     };
     let config = format!(
         "rules: [rules.yaml]\nevaluation_interval: 1s\nalerting: {{max_attempts: 2}}\nreceivers:\n{}{}{}route:\n  receiver: starttls\n  group_wait: 1s\n  group_interval: 2s\n  routes:\n    - {{matchers: ['alertname=\"Always\"'], receiver: starttls, continue: true}}\n    - {{matchers: ['alertname=\"Always\"'], receiver: tls, continue: true}}\n    - {{matchers: ['alertname=\"Always\"'], receiver: wrong-password}}\n",
@@ -401,11 +512,19 @@ async fn email_over_starttls_and_tls_with_auth() {
     let vigil = Vigil::start_with_config(&dir.path().join("data"), &config, &[]).await;
     for (sink, what) in [(&starttls, "STARTTLS"), (&tls, "TLS")] {
         let mail = wait_until(&format!("mail over {what}"), 60, async || sink.mails().into_iter().next()).await;
-        assert_eq!(mail["subject"], "[FIRING:1] (Always)", "no group labels: the common ones in parentheses, as Alertmanager");
+        assert_eq!(
+            mail["subject"], "[FIRING:1] (Always)",
+            "no group labels: the common ones in parentheses, as Alertmanager"
+        );
     }
     let refused = wait_until("the refused login to count", 60, async || {
         let body = alerts_api(&vigil).await;
-        body["data"]["receivers"].as_array().unwrap().iter().find(|r| r["name"] == "wrong-password" && r["failures"].as_u64() >= Some(1)).cloned()
+        body["data"]["receivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "wrong-password" && r["failures"].as_u64() >= Some(1))
+            .cloned()
     })
     .await;
     assert_eq!(refused["notifications"], 0);
@@ -413,5 +532,8 @@ async fn email_over_starttls_and_tls_with_auth() {
     assert!(error.contains("535") || error.to_lowercase().contains("auth"), "{refused}");
     assert_eq!(starttls.mails().len(), 1, "the wrong password delivered nothing");
     let metrics = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l.starts_with("vigil_notifications_failed_total") && l.contains("wrong-password")), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("vigil_notifications_failed_total") && l.contains("wrong-password")),
+        "{metrics}"
+    );
 }

@@ -13,11 +13,16 @@ use crate::harness::{Vigil, wait_until};
 async fn node(dir: &Path, store: &Path, name: &str, config: &str) -> Vigil {
     let data = dir.join(name);
     let args = [
-        "--object-store-path", store.to_str().unwrap(),
-        "--node-id", name,
-        "--flush-interval", "1s",
-        "--peer-refresh", "1s",
-        "--lease-ttl", "3s",
+        "--object-store-path",
+        store.to_str().unwrap(),
+        "--node-id",
+        name,
+        "--flush-interval",
+        "1s",
+        "--peer-refresh",
+        "1s",
+        "--lease-ttl",
+        "3s",
     ];
     Vigil::start_with_config(&data, config, &args).await
 }
@@ -52,7 +57,10 @@ async fn two_nodes_share_one_store_and_one_of_them_pages() {
         .await;
         assert_eq!(sum.as_f64(), Some(3.0));
     }
-    assert!(std::fs::read_dir(store.join("nodes/a/segments")).is_ok() && std::fs::read_dir(store.join("nodes/b/segments")).is_ok());
+    assert!(
+        std::fs::read_dir(store.join("nodes/a/segments")).is_ok()
+            && std::fs::read_dir(store.join("nodes/b/segments")).is_ok()
+    );
 
     // The rule fires on the lease holder (a) only: one notification.
     import(&b, "queue_length{queue=\"a\"} 20\nqueue_length{queue=\"b\"} 30\n").await;
@@ -68,7 +76,10 @@ async fn two_nodes_share_one_store_and_one_of_them_pages() {
     let firing = wait_until("b to evaluate the rule", 30, async || {
         let body: Value = alerts_api(&b).await;
         let alerts = body["data"]["alerts"].as_array().cloned().unwrap_or_default();
-        let firing: Vec<Value> = alerts.into_iter().filter(|x| x["labels"]["alertname"] == "QueueTooLong" && x["state"] == "firing").collect();
+        let firing: Vec<Value> = alerts
+            .into_iter()
+            .filter(|x| x["labels"]["alertname"] == "QueueTooLong" && x["state"] == "firing")
+            .collect();
         (firing.len() == 2).then_some(firing)
     })
     .await;
@@ -142,7 +153,14 @@ async fn segments_manifests_and_the_lease_live_in_s3() {
     // The manifest is written last in a flush (after the segment and its partition file):
     // a listing taken between those writes would miss it.
     let keys = wait_until("a flushed segment in the bucket", 30, async || {
-        let listing = client.get(format!("{}/vigil-test?list-type=2&prefix=prod/eu/nodes/s3-node/", moto.endpoint)).send().await.unwrap().text().await.unwrap();
+        let listing = client
+            .get(format!("{}/vigil-test?list-type=2&prefix=prod/eu/nodes/s3-node/", moto.endpoint))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         listing.contains("prod/eu/nodes/s3-node/manifest.json").then_some(listing)
     })
     .await;
@@ -150,7 +168,14 @@ async fn segments_manifests_and_the_lease_live_in_s3() {
     assert!(keys.contains("prod/eu/nodes/s3-node/manifest.json"), "{keys}");
     assert!(keys.contains("prod/eu/nodes/s3-node/partitions/"), "{keys}");
     assert!(keys.contains("prod/eu/nodes/s3-node/segments/"), "a shared segment: {keys}");
-    let lease = client.get(format!("{}/vigil-test?list-type=2&prefix=prod/eu/cluster/leases/", moto.endpoint)).send().await.unwrap().text().await.unwrap();
+    let lease = client
+        .get(format!("{}/vigil-test?list-type=2&prefix=prod/eu/cluster/leases/", moto.endpoint))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(lease.contains("cluster/leases/alerting/0000000000000001.json"), "{lease}");
     vigil.kill9();
 
@@ -174,7 +199,11 @@ impl Role {
             .expect("start a Ballista role");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "{args:?} did not listen: {}", std::fs::read_to_string(log).unwrap_or_default());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{args:?} did not listen: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Role(child)
@@ -211,17 +240,37 @@ async fn ballista_gives_the_single_nodes_answers() {
     std::fs::create_dir_all(&work).unwrap();
     let _executor = Role::start(
         &[
-            "ballista-executor", "--bind-host", "127.0.0.1", "--external-host", "127.0.0.1",
-            "--bind-port", &flight_port.to_string(), "--bind-grpc-port", &grpc_port.to_string(),
-            "--scheduler-host", "127.0.0.1", "--scheduler-port", &scheduler_port.to_string(),
-            "--work-dir", work.to_str().unwrap(),
+            "ballista-executor",
+            "--bind-host",
+            "127.0.0.1",
+            "--external-host",
+            "127.0.0.1",
+            "--bind-port",
+            &flight_port.to_string(),
+            "--bind-grpc-port",
+            &grpc_port.to_string(),
+            "--scheduler-host",
+            "127.0.0.1",
+            "--scheduler-port",
+            &scheduler_port.to_string(),
+            "--work-dir",
+            work.to_str().unwrap(),
         ],
         &dir.path().join("executor.log"),
         flight_port,
     );
 
     // Six hours of two counters per job in one-hour partitions, flushed at once.
-    let common = ["--object-store-path", store.to_str().unwrap(), "--flush-interval", "1s", "--peer-refresh", "1s", "--partition", "1h"];
+    let common = [
+        "--object-store-path",
+        store.to_str().unwrap(),
+        "--flush-interval",
+        "1s",
+        "--peer-refresh",
+        "1s",
+        "--partition",
+        "1h",
+    ];
     let mut single_args = common.to_vec();
     single_args.extend(["--node-id", "single"]);
     let single = Vigil::start(&dir.path().join("single"), &single_args).await;
@@ -230,7 +279,9 @@ async fn ballista_gives_the_single_nodes_answers() {
     let mut timeseries = Vec::new();
     for job in ["api", "db", "web"] {
         for instance in ["1", "2"] {
-            let samples: Vec<(i64, f64)> = (0..=360).map(|m| (start + m * 60_000, (m * (instance.len() as i64 + job.len() as i64)) as f64)).collect();
+            let samples: Vec<(i64, f64)> = (0..=360)
+                .map(|m| (start + m * 60_000, (m * (instance.len() as i64 + job.len() as i64)) as f64))
+                .collect();
             timeseries.push(series("requests_total", &[("job", job), ("instance", instance)], &samples));
         }
     }
@@ -247,7 +298,14 @@ async fn ballista_gives_the_single_nodes_answers() {
     // A second node sends every query (min range 0) to the scheduler; its own buffer is empty.
     let scheduler = format!("df://127.0.0.1:{scheduler_port}");
     let mut distributed_args = common.to_vec();
-    distributed_args.extend(["--node-id", "distributed", "--ballista-scheduler", &scheduler, "--ballista-min-range", "0s"]);
+    distributed_args.extend([
+        "--node-id",
+        "distributed",
+        "--ballista-scheduler",
+        &scheduler,
+        "--ballista-min-range",
+        "0s",
+    ]);
     let distributed = Vigil::start(&dir.path().join("distributed"), &distributed_args).await;
 
     let queries = [
@@ -265,7 +323,11 @@ async fn ballista_gives_the_single_nodes_answers() {
         assert!(expected["rows"].as_array().is_some_and(|r| !r.is_empty()), "{query}: {expected}");
         assert_eq!(got["rows"], expected["rows"], "{query}");
     }
-    for query in ["sum by (job) (rate(requests_total[5m]))", "requests_total{job=~\"a.*|web\", instance=\"1\"}", "max_over_time(requests_total[30m]) - min_over_time(requests_total[30m])"] {
+    for query in [
+        "sum by (job) (rate(requests_total[5m]))",
+        "requests_total{job=~\"a.*|web\", instance=\"1\"}",
+        "max_over_time(requests_total[30m]) - min_over_time(requests_total[30m])",
+    ] {
         let expected = prom_range(&single, query, start + 3_600_000, end, "300").await;
         let got = prom_range(&distributed, query, start + 3_600_000, end, "300").await;
         assert!(expected["result"].as_array().is_some_and(|r| !r.is_empty()), "{query}: {expected}");
@@ -273,7 +335,10 @@ async fn ballista_gives_the_single_nodes_answers() {
     }
     let metrics = distributed.client.get(distributed.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for language in ["sql", "promql"] {
-        let line = metrics.lines().find(|l| l.starts_with(&format!("vigil_query_distributed_total{{language=\"{language}\"}}"))).unwrap_or_default();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("vigil_query_distributed_total{{language=\"{language}\"}}")))
+            .unwrap_or_default();
         let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         assert!(count >= 3.0, "{language} queries went to Ballista: {line:?}");
     }

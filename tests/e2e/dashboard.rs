@@ -23,7 +23,18 @@ fn screenshot_dir() -> PathBuf {
 /// Runs headless Chromium with the flags this machine needs; returns (stdout, stderr).
 fn chromium(profile: &Path, args: &[&str]) -> (String, String) {
     let output = Command::new(CHROMIUM)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .output()
@@ -34,7 +45,12 @@ fn chromium(profile: &Path, args: &[&str]) -> (String, String) {
 /// The rendered DOM of a page, failing on console errors.
 fn dom(profile: &Path, url: &str) -> String {
     let (stdout, stderr) = chromium(profile, &["--dump-dom", url]);
-    let console_errors: Vec<&str> = stderr.lines().filter(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught") || l.contains("Failed to load"))).collect();
+    let console_errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught") || l.contains("Failed to load"))
+        })
+        .collect();
     assert!(console_errors.is_empty(), "{url}: console errors: {console_errors:?}");
     assert!(stdout.contains("</html>"), "{url}: no document: {stdout}\n{stderr}");
     stdout
@@ -48,14 +64,22 @@ fn screenshot(profile: &Path, url: &str, name: &str) {
 fn screenshot_at(profile: &Path, url: &str, name: &str, size: &str) {
     let path = screenshot_dir().join(format!("{name}.png"));
     let _ = std::fs::remove_file(&path);
-    chromium(profile, &[&format!("--window-size={size}"), "--hide-scrollbars", &format!("--screenshot={}", path.display()), url]);
+    chromium(
+        profile,
+        &[&format!("--window-size={size}"), "--hide-scrollbars", &format!("--screenshot={}", path.display()), url],
+    );
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "{url}: screenshot {} is {size} bytes", path.display());
 }
 
 /// Local links of a document (no fragments, no form actions).
 fn links(html: &str) -> Vec<String> {
-    html.split("href=\"").skip(1).filter_map(|rest| rest.split('"').next()).filter(|h| h.starts_with('/')).map(|h| h.replace("&amp;", "&")).collect()
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|h| h.starts_with('/'))
+        .map(|h| h.replace("&amp;", "&"))
+        .collect()
 }
 
 const SLO: &str = r#"apiVersion: vigil/v1
@@ -97,7 +121,8 @@ async fn every_page_renders_in_chromium_with_real_data() {
 
     // Three minutes of checkout traffic with 10 % errors: a fast burn.
     let t0 = now_ms() - 3 * 60_000;
-    let points = |per_step: f64| -> Vec<(i64, f64)> { (0..=18).map(|i| (t0 + i * 10_000, per_step * i as f64)).collect() };
+    let points =
+        |per_step: f64| -> Vec<(i64, f64)> { (0..=18).map(|i| (t0 + i * 10_000, per_step * i as f64)).collect() };
     let body = encode(&WriteRequest {
         timeseries: vec![
             series("http_requests_total", &[("job", "checkout"), ("code", "200")], &points(90.0)),
@@ -109,18 +134,29 @@ async fn every_page_renders_in_chromium_with_real_data() {
     let reference: Vec<f64> = (0..200).map(|i| f64::from(i % 50)).collect();
     let current: Vec<f64> = (0..200).map(|i| f64::from(i % 50) * 1.6 + 5.0).collect();
     for (path, values) in [("/api/v1/drift/reference", &reference), ("/api/v1/drift", &current)] {
-        let response = vigil.client.post(vigil.url(path)).json(&json!({"model": "fraud", "version": "v1", "feature": "amount", "values": values})).send().await.unwrap();
+        let response = vigil
+            .client
+            .post(vigil.url(path))
+            .json(&json!({"model": "fraud", "version": "v1", "feature": "amount", "values": values}))
+            .send()
+            .await
+            .unwrap();
         assert!(response.status().is_success());
     }
     // A trace of three spans (one failing, with an event) from the OpenTelemetry SDK, whose
     // resource says service.version 1.2.3: a deploy of the SLO's service.
     let Some(python) = python() else { return };
-    let output = Command::new(&python).arg(fixture("otlp/client.py")).args(["http", &vigil.otlp_http, "checkout"]).output().unwrap();
+    let output = Command::new(&python)
+        .arg(fixture("otlp/client.py"))
+        .args(["http", &vigil.otlp_http, "checkout"])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let sent: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
     let trace_id = sent["trace_id"].as_str().unwrap().to_string();
     wait_until("the SLO page and the drift rule alert", 60, async || {
-        let body: serde_json::Value = vigil.client.get(vigil.url("/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
+        let body: serde_json::Value =
+            vigil.client.get(vigil.url("/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
         let alerts = body["data"]["alerts"].as_array().cloned().unwrap_or_default();
         let firing = |name: &str| alerts.iter().any(|a| a["labels"]["alertname"] == name && a["state"] == "firing");
         (firing("SLOBurnRate") && firing("FeatureDrift")).then_some(())
@@ -129,10 +165,41 @@ async fn every_page_renders_in_chromium_with_real_data() {
 
     let trace_path = format!("/traces/{trace_id}");
     let pages: [(&str, &str, &[&str]); 8] = [
-        ("/explore?lang=promql&q=sum+by+(code)+(http_requests_total)&range=1h", "explore", &["<svg class=\"chart\"", "<table id=\"result\"", "{code=\"500\"}"]),
-        ("/explore?lang=sql&q=SELECT+statistic%2C+value+FROM+drift_scores+WHERE+statistic+%3D+%27psi%27", "explore-sql", &["<table id=\"result\"", "psi"]),
-        ("/", "overview", &["<table id=\"slos\"", "checkout-availability", "class=\"state exhausted\"", "svg class=\"spark\"", "payments"]),
-        ("/slos/checkout-availability", "slo", &["SLI over the window", "Error budget burn-down", "<svg class=\"chart\"", "id=\"burn-rates\"", "objective: 99.9", "class=\"state firing\"", "deploy 1.2.3", "class=\"marker\""]),
+        (
+            "/explore?lang=promql&q=sum+by+(code)+(http_requests_total)&range=1h",
+            "explore",
+            &["<svg class=\"chart\"", "<table id=\"result\"", "{code=\"500\"}"],
+        ),
+        (
+            "/explore?lang=sql&q=SELECT+statistic%2C+value+FROM+drift_scores+WHERE+statistic+%3D+%27psi%27",
+            "explore-sql",
+            &["<table id=\"result\"", "psi"],
+        ),
+        (
+            "/",
+            "overview",
+            &[
+                "<table id=\"slos\"",
+                "checkout-availability",
+                "class=\"state exhausted\"",
+                "svg class=\"spark\"",
+                "payments",
+            ],
+        ),
+        (
+            "/slos/checkout-availability",
+            "slo",
+            &[
+                "SLI over the window",
+                "Error budget burn-down",
+                "<svg class=\"chart\"",
+                "id=\"burn-rates\"",
+                "objective: 99.9",
+                "class=\"state firing\"",
+                "deploy 1.2.3",
+                "class=\"marker\"",
+            ],
+        ),
         ("/alerts", "alerts", &["id=\"firing\"", "FeatureDrift", "SLOBurnRate", "name=\"csrf\"", "PSI above 0.2"]),
         ("/models", "models", &["fraud", "amount", "class=\"state drifted\"", "PSI over time", "col ref", "col cur"]),
         ("/traces?service=checkout", "traces", &["<table id=\"spans\"", "GET /api/orders", "href=\"/traces/"]),
@@ -166,15 +233,34 @@ async fn every_page_renders_in_chromium_with_real_data() {
     let page = vigil.client.get(vigil.url("/alerts")).send().await.unwrap();
     let cookie = page.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
     let html = page.text().await.unwrap();
-    let token = html.split("name=\"csrf\" value=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("the form carries its token").to_string();
-    let planted = [("csrf", cookie.split_once('=').unwrap().1), ("matchers", "alertname=\"FeatureDrift\""), ("duration", "1h"), ("created_by", "x"), ("comment", "x")];
-    let planted = vigil.client.post(vigil.url("/alerts/silences")).header("cookie", &cookie).form(&planted).send().await.unwrap();
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form carries its token")
+        .to_string();
+    let planted = [
+        ("csrf", cookie.split_once('=').unwrap().1),
+        ("matchers", "alertname=\"FeatureDrift\""),
+        ("duration", "1h"),
+        ("created_by", "x"),
+        ("comment", "x"),
+    ];
+    let planted =
+        vigil.client.post(vigil.url("/alerts/silences")).header("cookie", &cookie).form(&planted).send().await.unwrap();
     assert_eq!(planted.status().as_u16(), 403, "the cookie's value is not the form's token");
-    let form = [("csrf", token.as_str()), ("matchers", "alertname=\"FeatureDrift\""), ("duration", "1h"), ("created_by", "tester"), ("comment", "retraining")];
+    let form = [
+        ("csrf", token.as_str()),
+        ("matchers", "alertname=\"FeatureDrift\""),
+        ("duration", "1h"),
+        ("created_by", "tester"),
+        ("comment", "retraining"),
+    ];
     let forged = vigil.client.post(vigil.url("/alerts/silences")).form(&form).send().await.unwrap();
     assert_eq!(forged.status().as_u16(), 403, "no cookie, no silence");
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let created = client.post(vigil.url("/alerts/silences")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    let created =
+        client.post(vigil.url("/alerts/silences")).header("cookie", &cookie).form(&form).send().await.unwrap();
     assert_eq!(created.status().as_u16(), 303);
     let html = client.get(vigil.url("/alerts")).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("id=\"silences\"") && html.contains("retraining"), "{html}");

@@ -41,7 +41,14 @@ async fn post(vigil: &Vigil, path: &str, body: &Value) -> (u16, Value) {
 }
 
 async fn post_raw(vigil: &Vigil, path: &str, body: &str) -> (u16, Value) {
-    let response = vigil.client.post(vigil.url(path)).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+    let response = vigil
+        .client
+        .post(vigil.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -88,7 +95,9 @@ async fn every_oracle_case_is_reproduced_through_the_api() {
         assert_eq!(status, 200, "{name}: {registered}");
         assert_eq!(registered["counts"], case["ref_counts"], "{name}");
         if numeric {
-            for (i, (ours, theirs)) in registered["edges"].as_array().unwrap().iter().zip(case["edges"].as_array().unwrap()).enumerate() {
+            for (i, (ours, theirs)) in
+                registered["edges"].as_array().unwrap().iter().zip(case["edges"].as_array().unwrap()).enumerate()
+            {
                 close(ours, theirs, 1e-9, &format!("{name} edge {i}"));
             }
         } else {
@@ -96,8 +105,12 @@ async fn every_oracle_case_is_reproduced_through_the_api() {
             assert_eq!(registered["categories"], json!(["a", "b", "c", "d"]), "{name}");
             assert_eq!(registered["other_bin"], "__other__");
         }
-        let (status, accepted) =
-            post(&vigil, "/api/v1/drift", &json!({"model": "oracle", "version": "v1", "feature": name, "values": as_json_values(&current, numeric)})).await;
+        let (status, accepted) = post(
+            &vigil,
+            "/api/v1/drift",
+            &json!({"model": "oracle", "version": "v1", "feature": name, "values": as_json_values(&current, numeric)}),
+        )
+        .await;
         assert_eq!(status, 200, "{name}: {accepted}");
         assert_eq!(accepted["accepted"]["values"], case["n_cur"], "{name}");
 
@@ -122,15 +135,23 @@ async fn every_oracle_case_is_reproduced_through_the_api() {
             assert_eq!(scores["ks"], case["ks_statistic"], "{name}: D is exact");
             close_p(&scores["ks_p"], &case["ks_pvalue"], &format!("{name} ks_p"));
             close(&scores["wasserstein"], &case["wasserstein1"], 1e-9, &format!("{name} wasserstein"));
-            close(&scores["wasserstein_normalized"], &case["wasserstein1_norm_by_ref_std"], 1e-9, &format!("{name} wasserstein_normalized"));
+            close(
+                &scores["wasserstein_normalized"],
+                &case["wasserstein1_norm_by_ref_std"],
+                1e-9,
+                &format!("{name} wasserstein_normalized"),
+            );
         } else {
             assert!(scores.get("ks").is_none(), "{name}: no KS on categories");
         }
     }
     // The same scores are rows of drift_scores and samples of vigil_drift_score.
-    let rows = vigil.rows("SELECT value FROM drift_scores WHERE feature = 'normal_shift_n1000' AND statistic = 'psi'").await;
+    let rows =
+        vigil.rows("SELECT value FROM drift_scores WHERE feature = 'normal_shift_n1000' AND statistic = 'psi'").await;
     close(&rows[0][0], &json!(0.21440823109248486), 1e-9, "drift_scores row");
-    let query: Value = get(&vigil, "/api/v1/query?query=vigil_drift_score%7Bfeature%3D%22tiny_ties%22%2Cstatistic%3D%22ks%22%7D").await;
+    let query: Value =
+        get(&vigil, "/api/v1/query?query=vigil_drift_score%7Bfeature%3D%22tiny_ties%22%2Cstatistic%3D%22ks%22%7D")
+            .await;
     assert_eq!(query["data"]["result"][0]["value"][1], "0.25", "{query}");
 }
 
@@ -139,7 +160,8 @@ async fn bad_input_is_refused_clearly_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&dir.path().join("data"), &[]).await;
     let values: Vec<f64> = (0..20).map(f64::from).collect();
-    let (status, _) = post(&vigil, "/api/v1/drift/reference", &json!({"model": "m", "feature": "x", "values": values})).await;
+    let (status, _) =
+        post(&vigil, "/api/v1/drift/reference", &json!({"model": "m", "feature": "x", "values": values})).await;
     assert_eq!(status, 200);
 
     let cases: [(&str, &str, u16, &str); 10] = [
@@ -150,7 +172,12 @@ async fn bad_input_is_refused_clearly_and_nothing_is_stored() {
         ("/api/v1/drift", r#"{"model":"m","feature":"x","counts":[1,2,3]}"#, 400, "counts for 10 bins"),
         ("/api/v1/drift", r#"{"model":"m","feature":"nope","counts":[1,2,3]}"#, 404, "no reference"),
         ("/api/v1/drift", r#"{"model":"m","feature":"x","scores":{"psy":0.1}}"#, 400, "unknown drift statistic"),
-        ("/api/v1/drift", r#"{"model":"m","feature":"x","values":[1],"timestamp":"2200-01-01T00:00:00Z"}"#, 400, "future"),
+        (
+            "/api/v1/drift",
+            r#"{"model":"m","feature":"x","values":[1],"timestamp":"2200-01-01T00:00:00Z"}"#,
+            400,
+            "future",
+        ),
         ("/api/v1/drift/reference", r#"{"model":"m","feature":"y","values":[]}"#, 400, "empty"),
         ("/api/v1/drift/reference", r#"{"model":"m","feature":"y","edges":[2,1],"counts":[1,1,1]}"#, 400, "ascending"),
     ];
@@ -178,7 +205,8 @@ async fn guard_new_categories_single_values_pre_binned_counts_and_pinned_windows
     let current = |feature: &str, body: Value| reference(feature, body);
 
     // Too few values: the guard withholds scores until there are five.
-    post(&vigil, "/api/v1/drift/reference", &reference("guard", json!({"values": (0..20).collect::<Vec<i32>>()}))).await;
+    post(&vigil, "/api/v1/drift/reference", &reference("guard", json!({"values": (0..20).collect::<Vec<i32>>()})))
+        .await;
     post(&vigil, "/api/v1/drift", &current("guard", json!({"values": [1, 2, 3]}))).await;
     let window = latest(&vigil, "edge", "guard").await;
     assert_eq!(window["status"], "insufficient_samples", "{window}");
@@ -190,7 +218,8 @@ async fn guard_new_categories_single_values_pre_binned_counts_and_pinned_windows
     assert_eq!(window["current_count"], 5);
 
     // A single-value reference: every edge equal, finite scores, no normalised Wasserstein.
-    let (_, registered) = post(&vigil, "/api/v1/drift/reference", &reference("constant", json!({"values": vec![7.0; 10]}))).await;
+    let (_, registered) =
+        post(&vigil, "/api/v1/drift/reference", &reference("constant", json!({"values": vec![7.0; 10]}))).await;
     assert_eq!(registered["edges"], json!(vec![7.0; 9]));
     post(&vigil, "/api/v1/drift", &current("constant", json!({"values": [7, 7, 8, 9, 7]}))).await;
     let scores = latest(&vigil, "edge", "constant").await["scores"].clone();
@@ -199,19 +228,32 @@ async fn guard_new_categories_single_values_pre_binned_counts_and_pinned_windows
     assert!(scores.get("wasserstein_normalized").is_none(), "{scores}");
 
     // New categories go to __other__; empty bins stay finite.
-    post(&vigil, "/api/v1/drift/reference", &reference("colour", json!({"values": ["red", "red", "blue", "blue", "blue"]}))).await;
-    post(&vigil, "/api/v1/drift", &current("colour", json!({"values": ["red", "green", "green", "green", "teal"]}))).await;
+    post(
+        &vigil,
+        "/api/v1/drift/reference",
+        &reference("colour", json!({"values": ["red", "red", "blue", "blue", "blue"]})),
+    )
+    .await;
+    post(&vigil, "/api/v1/drift", &current("colour", json!({"values": ["red", "green", "green", "green", "teal"]})))
+        .await;
     let scores = latest(&vigil, "edge", "colour").await["scores"].clone();
     // p = (blue .6, red .4, other 0), q = (0, .2, .8).
-    let psi = (1e-4 - 0.6) * (1e-4f64 / 0.6).ln() + (0.2 - 0.4) * (0.2f64 / 0.4).ln() + (0.8 - 1e-4) * (0.8f64 / 1e-4).ln();
+    let psi =
+        (1e-4 - 0.6) * (1e-4f64 / 0.6).ln() + (0.2 - 0.4) * (0.2f64 / 0.4).ln() + (0.8 - 1e-4) * (0.8f64 / 1e-4).ln();
     assert!((scores["psi"].as_f64().unwrap() - psi).abs() < 1e-12, "{scores}");
 
     // Pre-binned reference and counts.
-    let (status, registered) =
-        post(&vigil, "/api/v1/drift/reference", &reference("binned", json!({"edges": [0.0, 1.0, 2.0], "counts": [10, 20, 30, 40]}))).await;
+    let (status, registered) = post(
+        &vigil,
+        "/api/v1/drift/reference",
+        &reference("binned", json!({"edges": [0.0, 1.0, 2.0], "counts": [10, 20, 30, 40]})),
+    )
+    .await;
     assert_eq!(status, 200, "{registered}");
     let id = registered["reference_id"].clone();
-    let (status, answer) = post(&vigil, "/api/v1/drift", &current("binned", json!({"counts": [40, 30, 20, 10], "reference_id": id}))).await;
+    let (status, answer) =
+        post(&vigil, "/api/v1/drift", &current("binned", json!({"counts": [40, 30, 20, 10], "reference_id": id})))
+            .await;
     assert_eq!(status, 200, "{answer}");
     let scores = latest(&vigil, "edge", "binned").await["scores"].clone();
     let (p, q): ([f64; 4], [f64; 4]) = ([0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]);
@@ -220,17 +262,32 @@ async fn guard_new_categories_single_values_pre_binned_counts_and_pinned_windows
     assert!(scores.get("ks").is_none(), "no raw values, no KS: {scores}");
 
     // Precomputed scores are stored as sent.
-    let (status, _) = post(&vigil, "/api/v1/drift", &json!({"model": "external", "feature": "f", "scores": {"psi": 0.42, "ks_p": 0.01}})).await;
+    let (status, _) = post(
+        &vigil,
+        "/api/v1/drift",
+        &json!({"model": "external", "feature": "f", "scores": {"psi": 0.42, "ks_p": 0.01}}),
+    )
+    .await;
     assert_eq!(status, 200);
     let scores = latest(&vigil, "external", "f").await["scores"].clone();
     assert_eq!(scores, json!({"ks_p": 0.01, "psi": 0.42}));
 
     // A reference pinned on a window of stored values.
-    let two_hours_ago = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 7200) as f64;
-    let (_, answer) = post(&vigil, "/api/v1/drift", &current("pinned", json!({"values": [1, 2, 3, 4, 5, 6], "timestamp": two_hours_ago}))).await;
+    let two_hours_ago =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 7200) as f64;
+    let (_, answer) = post(
+        &vigil,
+        "/api/v1/drift",
+        &current("pinned", json!({"values": [1, 2, 3, 4, 5, 6], "timestamp": two_hours_ago})),
+    )
+    .await;
     assert!(answer["warnings"][0].as_str().unwrap().contains("no reference"), "{answer}");
-    let (status, registered) =
-        post(&vigil, "/api/v1/drift/reference", &reference("pinned", json!({"from": two_hours_ago - 60.0, "to": two_hours_ago + 60.0}))).await;
+    let (status, registered) = post(
+        &vigil,
+        "/api/v1/drift/reference",
+        &reference("pinned", json!({"from": two_hours_ago - 60.0, "to": two_hours_ago + 60.0})),
+    )
+    .await;
     assert_eq!(status, 200, "{registered}");
     assert_eq!(registered["sample_count"], 6);
     assert_eq!(registered["edges"][4], json!(3.5));
@@ -238,7 +295,13 @@ async fn guard_new_categories_single_values_pre_binned_counts_and_pinned_windows
     // The per-model view: colour and binned drifted; pinned has no current data yet.
     let models = get(&vigil, "/api/v1/drift/models").await;
     let edge = models["models"].as_array().unwrap().iter().find(|m| m["model"] == "edge").unwrap().clone();
-    let drifted: Vec<&str> = edge["feature_status"].as_array().unwrap().iter().filter(|f| f["drifted"] == true).map(|f| f["feature"].as_str().unwrap()).collect();
+    let drifted: Vec<&str> = edge["feature_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["drifted"] == true)
+        .map(|f| f["feature"].as_str().unwrap())
+        .collect();
     assert!(drifted.contains(&"colour") && drifted.contains(&"binned"), "{edge}");
     assert!(!drifted.contains(&"pinned"), "{edge}");
     assert_eq!(edge["drifted_features"].as_u64().unwrap() as usize, drifted.len(), "{edge}");
@@ -255,19 +318,39 @@ async fn opentelemetry_histograms_and_counters_feed_drift() {
     // OpenTelemetry histograms take non-negative values only: the amounts move up by 10,
     // which moves every edge with them and leaves the bin counts (and so the scores) alone.
     let (reference, current) = columns("normal_shift_n1000");
-    let shifted = |values: &[String]| -> Vec<Value> { values.iter().map(|v| json!(v.parse::<f64>().unwrap() + 10.0)).collect() };
-    let (_, registered) =
-        post(&vigil, "/api/v1/drift/reference", &json!({"model": "fraud", "version": "v2", "feature": "amount", "values": shifted(&reference)})).await;
+    let shifted =
+        |values: &[String]| -> Vec<Value> { values.iter().map(|v| json!(v.parse::<f64>().unwrap() + 10.0)).collect() };
+    let (_, registered) = post(
+        &vigil,
+        "/api/v1/drift/reference",
+        &json!({"model": "fraud", "version": "v2", "feature": "amount", "values": shifted(&reference)}),
+    )
+    .await;
     assert_eq!(registered["counts"], numeric["ref_counts"]);
     let (categories_reference, categories_current) = columns("categorical_shift_new_cat");
-    post(&vigil, "/api/v1/drift/reference", &json!({"model": "fraud", "version": "v2", "feature": "merchant", "values": categories_reference})).await;
+    post(
+        &vigil,
+        "/api/v1/drift/reference",
+        &json!({"model": "fraud", "version": "v2", "feature": "merchant", "values": categories_reference}),
+    )
+    .await;
 
     let spec = json!({
         "model": "fraud", "version": "v2", "feature": "amount", "edges": registered["edges"],
         "values": shifted(&current), "category_feature": "merchant", "categories": categories_current,
     });
-    let output = Command::new(&python).arg(fixture("otlp/drift_client.py")).arg(&vigil.otlp_http).arg(spec.to_string()).output().unwrap();
-    assert!(output.status.success(), "{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(&python)
+        .arg(fixture("otlp/drift_client.py"))
+        .arg(&vigil.otlp_http)
+        .arg(spec.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // Two cumulative exports: the increments add up to every value exactly once.
     let amount = latest(&vigil, "fraud", "amount").await;
@@ -317,7 +400,12 @@ async fn a_shifted_feature_breaches_its_drift_slo_and_pages() {
     let vigil = Vigil::start_with_config(&dir.path().join("data"), &config, &[]).await;
     let (reference, current) = columns("normal_shift_n1000");
     for feature in ["amount", "stable"] {
-        let (status, _) = post(&vigil, "/api/v1/drift/reference", &json!({"model": "fraud", "feature": feature, "values": as_json_values(&reference, true)})).await;
+        let (status, _) = post(
+            &vigil,
+            "/api/v1/drift/reference",
+            &json!({"model": "fraud", "feature": feature, "values": as_json_values(&reference, true)}),
+        )
+        .await;
         assert_eq!(status, 200);
     }
     // Three hourly windows of the shifted distribution (the open one included); the stable
@@ -326,11 +414,17 @@ async fn a_shifted_feature_breaches_its_drift_slo_and_pages() {
     for hours_ago in [2.0, 1.0, 0.0] {
         let at = now - hours_ago * 3600.0;
         for (feature, values) in [("amount", &current), ("stable", &reference)] {
-            let (status, answer) = post(&vigil, "/api/v1/drift", &json!({"model": "fraud", "feature": feature, "values": as_json_values(values, true), "timestamp": at})).await;
+            let (status, answer) = post(
+                &vigil,
+                "/api/v1/drift",
+                &json!({"model": "fraud", "feature": feature, "values": as_json_values(values, true), "timestamp": at}),
+            )
+            .await;
             assert_eq!(status, 200, "{answer}");
         }
     }
-    let history = get(&vigil, &format!("/api/v1/drift/scores?model=fraud&feature=amount&start={}", now - 3.0 * 3600.0)).await;
+    let history =
+        get(&vigil, &format!("/api/v1/drift/scores?model=fraud&feature=amount&start={}", now - 3.0 * 3600.0)).await;
     let windows = history["features"][0]["history"].as_array().unwrap().clone();
     assert_eq!(windows.len(), 3, "{history}");
     assert!(windows.iter().all(|w| w["scores"]["psi"].as_f64().unwrap() > 0.2), "{history}");
@@ -343,8 +437,12 @@ async fn a_shifted_feature_breaches_its_drift_slo_and_pages() {
     let alerts = wait_until("the drift page and the drift rule", 90, async || {
         let body = get(&vigil, "/api/v1/alerts").await;
         let alerts = body["data"]["alerts"].as_array().unwrap().clone();
-        let page = alerts.iter().any(|a| a["labels"]["slo"] == "fraud-amount-drift" && a["labels"]["severity"] == "page" && a["state"] == "firing");
-        let rule = alerts.iter().any(|a| a["labels"]["alertname"] == "FeatureDrift" && a["labels"]["feature"] == "amount" && a["state"] == "firing");
+        let page = alerts.iter().any(|a| {
+            a["labels"]["slo"] == "fraud-amount-drift" && a["labels"]["severity"] == "page" && a["state"] == "firing"
+        });
+        let rule = alerts.iter().any(|a| {
+            a["labels"]["alertname"] == "FeatureDrift" && a["labels"]["feature"] == "amount" && a["state"] == "firing"
+        });
         (page && rule).then_some(alerts)
     })
     .await;
@@ -363,8 +461,18 @@ async fn acknowledged_drift_data_survives_kill_9() {
     let data = dir.path().join("data");
     let mut vigil = Vigil::start(&data, &["--drift-flush-interval", "1h"]).await;
     let (reference, current) = columns("tiny_ties");
-    post(&vigil, "/api/v1/drift/reference", &json!({"model": "m", "feature": "ties", "values": as_json_values(&reference, true)})).await;
-    let (status, _) = post(&vigil, "/api/v1/drift", &json!({"model": "m", "feature": "ties", "values": as_json_values(&current, true)})).await;
+    post(
+        &vigil,
+        "/api/v1/drift/reference",
+        &json!({"model": "m", "feature": "ties", "values": as_json_values(&reference, true)}),
+    )
+    .await;
+    let (status, _) = post(
+        &vigil,
+        "/api/v1/drift",
+        &json!({"model": "m", "feature": "ties", "values": as_json_values(&current, true)}),
+    )
+    .await;
     assert_eq!(status, 200);
     // Killed before any flush scored the window: only the WAL has the values.
     vigil.kill9();

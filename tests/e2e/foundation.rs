@@ -13,7 +13,8 @@ fn request(metric: &str, batch: usize, series_count: usize, samples: usize, t0: 
     WriteRequest {
         timeseries: (0..series_count)
             .map(|s| {
-                let points: Vec<(i64, f64)> = (0..samples).map(|i| (t0 + i as i64 * 1000, (batch * 1000 + i) as f64)).collect();
+                let points: Vec<(i64, f64)> =
+                    (0..samples).map(|i| (t0 + i as i64 * 1000, (batch * 1000 + i) as f64)).collect();
                 series(metric, &[("job", "crash"), ("instance", &format!("i{s}"))], &points)
             })
             .collect(),
@@ -62,12 +63,15 @@ async fn sigterm_flushes_to_parquet_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut vigil = Vigil::start(&data, &[]).await;
-    let (status, _) = send(&vigil.client, &vigil.url("/api/v1/write"), encode(&request("flushed", 0, 3, 5, now_ms()))).await;
+    let (status, _) =
+        send(&vigil.client, &vigil.url("/api/v1/write"), encode(&request("flushed", 0, 3, 5, now_ms()))).await;
     assert_eq!(status, 204);
     let exit = vigil.terminate();
     assert!(exit.success(), "exit status {exit:?}");
     let node = std::fs::read_to_string(data.join("node_id")).unwrap();
-    let read = |path: &str| -> Value { serde_json::from_slice(&std::fs::read(data.join("segments").join(path)).unwrap()).unwrap() };
+    let read = |path: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(data.join("segments").join(path)).unwrap()).unwrap()
+    };
     let root = read(&format!("nodes/{}/manifest.json", node.trim()));
     let partitions = root["partitions"].as_array().unwrap();
     assert_eq!(partitions.len(), 1);
@@ -85,7 +89,8 @@ async fn sigterm_flushes_to_parquet_and_exits_zero() {
 #[tokio::test]
 async fn bad_remote_write_bodies_are_refused_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let vigil = Vigil::start(&dir.path().join("data"), &["--max-body-size", "1MiB", "--max-decompressed-size", "4MiB"]).await;
+    let vigil =
+        Vigil::start(&dir.path().join("data"), &["--max-body-size", "1MiB", "--max-decompressed-size", "4MiB"]).await;
     let url = vigil.url("/api/v1/write");
     let valid = request("good_metric", 0, 2, 2, now_ms());
     let protobuf = prost::Message::encode_to_vec(&valid);
@@ -152,7 +157,8 @@ async fn sql_answers_json_and_explains_errors() {
     assert_eq!(result["columns"], serde_json::json!(["code", "n", "top"]));
     assert_eq!(result["rows"][0], serde_json::json!(["200", 2, 12.0]));
     assert!(result["rows"][0][1].is_i64(), "integers are JSON integers");
-    let stale_row = vigil.sql("SELECT value, timestamp FROM http_requests_total WHERE code = '500' ORDER BY timestamp").await;
+    let stale_row =
+        vigil.sql("SELECT value, timestamp FROM http_requests_total WHERE code = '500' ORDER BY timestamp").await;
     assert_eq!(stale_row["rows"][1][0], "NaN");
     assert!(stale_row["rows"][0][1].as_str().unwrap().ends_with('Z'));
 
@@ -167,13 +173,26 @@ async fn sql_answers_json_and_explains_errors() {
         ("SELECT nope FROM spans", "nope"),
         ("DROP TABLE spans", "DDL not supported"),
     ] {
-        let response = vigil.client.post(vigil.url("/api/v1/sql")).json(&serde_json::json!({"query": query})).send().await.unwrap();
+        let response = vigil
+            .client
+            .post(vigil.url("/api/v1/sql"))
+            .json(&serde_json::json!({"query": query}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{query}");
         let error: Value = response.json().await.unwrap();
         assert!(error["error"].as_str().unwrap().contains(fragment), "{query}: {error}");
         assert!(!error["hint"].as_str().unwrap().is_empty());
     }
-    let response = vigil.client.post(vigil.url("/api/v1/sql")).body("{not json").header("Content-Type", "application/json").send().await.unwrap();
+    let response = vigil
+        .client
+        .post(vigil.url("/api/v1/sql"))
+        .body("{not json")
+        .header("Content-Type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let csv = vigil
         .client

@@ -11,8 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::harness::{Vigil, fixture, python, wait_until};
-use crate::tls::certificates;
 use crate::remote_write_client::{WriteRequest, encode, now_ms, series};
+use crate::tls::certificates;
 
 const INGEST: &str = "ingest-token-7f3a9c";
 const READ: &str = "read-token-b81d22";
@@ -20,11 +20,17 @@ const ADMIN: &str = "admin-token-c09e4f";
 const CSRF: &str = "0123456789abcdef0123456789abcdef";
 
 fn auth_config() -> String {
-    format!("auth:\n  tokens:\n    - {{name: collector, token: {INGEST}, scopes: [ingest]}}\n    - {{name: grafana, token: {READ}, scopes: [read]}}\n")
+    format!(
+        "auth:\n  tokens:\n    - {{name: collector, token: {INGEST}, scopes: [ingest]}}\n    - {{name: grafana, token: {READ}, scopes: [read]}}\n"
+    )
 }
 
 /// POSTs a remote-write body (snappy already applied).
-async fn remote_write(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> reqwest::Result<reqwest::Response> {
+async fn remote_write(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Result<reqwest::Response> {
     client.post(url).header("content-encoding", "snappy").body(body).send().await
 }
 
@@ -52,23 +58,11 @@ struct Route {
 }
 
 fn route(method: Method, path: &'static str, needs: Needs) -> Route {
-    Route {
-        method,
-        path,
-        body: None,
-        needs,
-        csrf_cookie: false,
-    }
+    Route { method, path, body: None, needs, csrf_cookie: false }
 }
 
 fn with_body(method: Method, path: &'static str, content_type: &'static str, body: &[u8], needs: Needs) -> Route {
-    Route {
-        method,
-        path,
-        body: Some((content_type, body.to_vec())),
-        needs,
-        csrf_cookie: false,
-    }
+    Route { method, path, body: Some((content_type, body.to_vec())), needs, csrf_cookie: false }
 }
 
 /// Every route of the API port, with what it needs.
@@ -186,7 +180,8 @@ async fn check_route(vigil: &Vigil, base: &str, route: &Route) {
         let challenge = headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
         assert!(challenge.starts_with("Bearer realm=\"vigil\""), "{what}: WWW-Authenticate {challenge:?}");
         if route.method != Method::HEAD {
-            let json: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what} with {label}: not JSON: {body}"));
+            let json: Value =
+                serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what} with {label}: not JSON: {body}"));
             assert!(json["error"].is_string() && json["hint"].as_str().unwrap().contains("Bearer"), "{what}: {json}");
         }
     }
@@ -224,12 +219,15 @@ async fn every_route_and_listener_needs_the_right_token() {
         .await;
     }
     // Unknown paths say 404 and nothing more, token or not.
-    let (status, _, _) = call(&vigil.client_with_token(None), &api, &route(Method::GET, "/api/v1/nothing", Needs::Open)).await;
+    let (status, _, _) =
+        call(&vigil.client_with_token(None), &api, &route(Method::GET, "/api/v1/nothing", Needs::Open)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // OTLP/gRPC with the real OpenTelemetry SDK: UNAUTHENTICATED, PERMISSION_DENIED, then OK.
     if let Some(python) = python() {
-        for (token, expect) in [(None, Some("UNAUTHENTICATED")), (Some(READ), Some("PERMISSION_DENIED")), (Some(INGEST), None)] {
+        for (token, expect) in
+            [(None, Some("UNAUTHENTICATED")), (Some(READ), Some("PERMISSION_DENIED")), (Some(INGEST), None)]
+        {
             let mut command = Command::new(&python);
             command.arg(fixture("otlp/client.py")).args(["grpc", &vigil.otlp_grpc, "grpc-auth"]);
             if let Some(token) = token {
@@ -270,7 +268,8 @@ async fn every_route_and_listener_needs_the_right_token() {
 async fn a_browser_logs_in_with_a_read_token_and_keeps_a_secure_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let admin_flag = format!("ops:admin:{ADMIN}");
-    let vigil = Vigil::start_with_config(&dir.path().join("data"), &auth_config(), &["--auth-token", &admin_flag]).await;
+    let vigil =
+        Vigil::start_with_config(&dir.path().join("data"), &auth_config(), &["--auth-token", &admin_flag]).await;
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let page = |path: &str| browser.get(vigil.url(path)).header("accept", "text/html,application/xhtml+xml");
 
@@ -283,7 +282,8 @@ async fn a_browser_logs_in_with_a_read_token_and_keeps_a_secure_cookie() {
     // API clients get JSON, not the page.
     assert_eq!(browser.get(vigil.url("/api/v1/slos")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
 
-    let login = |token: &str, next: &str| browser.post(vigil.url("/-/login")).form(&[("token", token), ("next", next)]).send();
+    let login =
+        |token: &str, next: &str| browser.post(vigil.url("/-/login")).form(&[("token", token), ("next", next)]).send();
     let unknown = login("guess", "/").await.unwrap();
     assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
     assert!(unknown.headers().get("set-cookie").is_none());
@@ -368,10 +368,9 @@ async fn every_listener_speaks_tls_to_real_clients() {
     // The OpenTelemetry SDK over OTLP/HTTP and OTLP/gRPC, with TLS and its bearer token.
     if let Some(python) = python() {
         let ca_file = dir.path().join("ca.pem");
-        for (mode, endpoint, service) in [
-            ("http", vigil.otlp_http.clone(), "tls-http"),
-            ("grpc-gzip", vigil.otlp_grpc.clone(), "tls-grpc"),
-        ] {
+        for (mode, endpoint, service) in
+            [("http", vigil.otlp_http.clone(), "tls-http"), ("grpc-gzip", vigil.otlp_grpc.clone(), "tls-grpc")]
+        {
             let output = Command::new(&python)
                 .arg(fixture("otlp/client.py"))
                 .args([mode, &endpoint, service])
@@ -410,7 +409,8 @@ fn gzip_bomb(size: usize) -> Vec<u8> {
 #[tokio::test]
 async fn decompression_bombs_and_oversized_bodies_are_refused_without_allocating_them() {
     let dir = tempfile::tempdir().unwrap();
-    let vigil = Vigil::start(&dir.path().join("data"), &["--max-decompressed-size", "16MiB", "--max-body-size", "4MiB"]).await;
+    let vigil =
+        Vigil::start(&dir.path().join("data"), &["--max-decompressed-size", "16MiB", "--max-body-size", "4MiB"]).await;
     let peak_before = vigil.memory("VmHWM");
     let bomb = gzip_bomb(2 << 30); // 2 GiB of zeros in about 2 MiB
     assert!(bomb.len() < 4 << 20, "{}", bomb.len());
@@ -467,18 +467,19 @@ async fn decompression_bombs_and_oversized_bodies_are_refused_without_allocating
     let big = vec![b'x'; 32 << 20];
     let declared = vigil.client.post(vigil.url("/api/v1/import/prometheus")).body(big.clone()).send().await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
-    let streamed = remote_write(&vigil.client, &vigil.url("/api/v1/write"), reqwest::Body::wrap_stream(futures::stream::iter(chunks))).await;
+    let streamed = remote_write(
+        &vigil.client,
+        &vigil.url("/api/v1/write"),
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+    )
+    .await;
     for response in [declared, streamed].into_iter().flatten() {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     let peak_after = vigil.memory("VmHWM");
     let grown = peak_after.saturating_sub(peak_before);
-    println!(
-        "peak RSS {} MiB -> {} MiB after 2 GiB gzip bombs and 32 MiB bodies",
-        peak_before >> 20,
-        peak_after >> 20
-    );
+    println!("peak RSS {} MiB -> {} MiB after 2 GiB gzip bombs and 32 MiB bodies", peak_before >> 20, peak_after >> 20);
     assert!(grown < 200 << 20, "peak memory grew by {} MiB: a bomb was inflated", grown >> 20);
     // Still serving, and the refusals are counted by limit.
     assert_eq!(vigil.client.get(vigil.url("/-/ready")).send().await.unwrap().status(), StatusCode::OK);
@@ -577,9 +578,7 @@ async fn sigkill_under_load_loses_no_acknowledged_sample() {
     let vigil = Vigil::start(&data, &[]).await;
     for (writer, &sequences) in next_sequence.iter().enumerate() {
         let whole = vigil
-            .count(&format!(
-                "SELECT count(*) FROM crash_load_total WHERE writer = '{writer}' AND value < {sequences}"
-            ))
+            .count(&format!("SELECT count(*) FROM crash_load_total WHERE writer = '{writer}' AND value < {sequences}"))
             .await as u64;
         assert_eq!(whole, sequences * (SERIES * SAMPLES) as u64, "after the last restart, writer {writer}");
     }
@@ -608,13 +607,8 @@ async fn overload_is_refused_with_retry_after_and_the_server_recovers() {
     let deadline = Instant::now() + Duration::from_secs(12);
     let mut writers = Vec::new();
     for writer in 0..48 {
-        let (client, url, acknowledged, statuses, missing_retry_after) = (
-            vigil.client.clone(),
-            url.clone(),
-            acknowledged.clone(),
-            statuses.clone(),
-            missing_retry_after.clone(),
-        );
+        let (client, url, acknowledged, statuses, missing_retry_after) =
+            (vigil.client.clone(), url.clone(), acknowledged.clone(), statuses.clone(), missing_retry_after.clone());
         writers.push(tokio::spawn(async move {
             let mut sequence = 0u64;
             while Instant::now() < deadline {
@@ -627,9 +621,10 @@ async fn overload_is_refused_with_retry_after_and_the_server_recovers() {
                     acknowledged.fetch_add(200 * 25, Ordering::Relaxed);
                     sequence += 1;
                 } else if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
-                    && response.headers().get("retry-after").is_none() {
-                        missing_retry_after.fetch_add(1, Ordering::Relaxed);
-                    }
+                    && response.headers().get("retry-after").is_none()
+                {
+                    missing_retry_after.fetch_add(1, Ordering::Relaxed);
+                }
                 *statuses.lock().entry(status.as_u16()).or_default() += 1;
             }
         }));

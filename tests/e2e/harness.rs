@@ -138,7 +138,8 @@ impl Vigil {
     /// A `/proc/PID/status` memory figure (`VmRSS`, `VmHWM`) in bytes.
     pub fn memory(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in /proc status"));
+        let line =
+            status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in /proc status"));
         line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
     }
 
@@ -146,9 +147,10 @@ impl Vigil {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(response) = self.client.get(self.url("/-/ready")).send().await
-                && response.status().is_success() {
-                    return;
-                }
+                && response.status().is_success()
+            {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("vigil did not become ready; log:\n{}", self.log_text());
@@ -165,7 +167,8 @@ impl Vigil {
 
     /// Runs SQL and returns the JSON document, panicking on an error status.
     pub async fn sql(&self, query: &str) -> Value {
-        let response = self.client.post(self.url("/api/v1/sql")).json(&serde_json::json!({"query": query})).send().await.unwrap();
+        let response =
+            self.client.post(self.url("/api/v1/sql")).json(&serde_json::json!({"query": query})).send().await.unwrap();
         let status = response.status();
         let body: Value = response.json().await.unwrap();
         assert!(status.is_success(), "{query} -> {status}: {body}");

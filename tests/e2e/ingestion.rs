@@ -12,14 +12,21 @@ use crate::harness::{Vigil, fixture, free_port, python, require_program};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
-async fn post(vigil: &Vigil, url: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+async fn post(
+    vigil: &Vigil,
+    url: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String, Vec<u8>) {
     let mut request = vigil.client.post(url).header("Content-Type", content_type).body(body);
     if let Some(encoding) = encoding {
         request = request.header("Content-Encoding", encoding);
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     (status, content_type, response.bytes().await.unwrap().to_vec())
 }
 
@@ -43,7 +50,8 @@ async fn the_opentelemetry_sdk_exports_over_every_transport() {
         ("grpc-gzip", vigil.otlp_grpc.clone(), "sdk-grpc-gzip"),
     ];
     for (mode, endpoint, service) in transports {
-        let output = Command::new(&python).arg(fixture("otlp/client.py")).args([mode, &endpoint, service]).output().unwrap();
+        let output =
+            Command::new(&python).arg(fixture("otlp/client.py")).args([mode, &endpoint, service]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{mode}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
         let sent: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -55,7 +63,11 @@ async fn the_opentelemetry_sdk_exports_over_every_transport() {
             vec![json!(["/api", "200", 5.0]), json!(["/health", "200", 5.0])],
             "{mode}"
         );
-        assert_eq!(vigil.rows(&q("SELECT value FROM rig_inflight WHERE job = '$job'")).await, vec![json!([2.0])], "{mode}");
+        assert_eq!(
+            vigil.rows(&q("SELECT value FROM rig_inflight WHERE job = '$job'")).await,
+            vec![json!([2.0])],
+            "{mode}"
+        );
         // Exemplars recorded inside the trace, kept beside their series (a histogram's on the
         // bucket the value falls in).
         assert_eq!(
@@ -71,7 +83,10 @@ async fn the_opentelemetry_sdk_exports_over_every_transport() {
             ],
             "{mode}"
         );
-        let url = vigil.url(&format!("/api/v1/query_exemplars?query=rate(rig_orders_total{{job=\"{service}\"}}[5m])&start=0&end={}", now_secs() + 60));
+        let url = vigil.url(&format!(
+            "/api/v1/query_exemplars?query=rate(rig_orders_total{{job=\"{service}\"}}[5m])&start=0&end={}",
+            now_secs() + 60
+        ));
         let found: Value = vigil.client.get(url).send().await.unwrap().json().await.unwrap();
         assert_eq!(found["status"], "success", "{found}");
         let series = &found["data"][0];
@@ -93,8 +108,18 @@ async fn the_opentelemetry_sdk_exports_over_every_transport() {
             vec![json!(["5", 0.0]), json!(["10", 1.0]), json!(["25", 2.0]), json!(["+Inf", 5.0]), json!(["50", 5.0])],
             "{mode}"
         );
-        assert_eq!(vigil.rows(&q("SELECT value FROM rig_latency_milliseconds_sum WHERE job = '$job' AND route = '/api'")).await, vec![json!([150.0])]);
-        assert_eq!(vigil.rows(&q("SELECT value FROM rig_latency_milliseconds_count WHERE job = '$job' AND route = '/health'")).await, vec![json!([5.0])]);
+        assert_eq!(
+            vigil
+                .rows(&q("SELECT value FROM rig_latency_milliseconds_sum WHERE job = '$job' AND route = '/api'"))
+                .await,
+            vec![json!([150.0])]
+        );
+        assert_eq!(
+            vigil
+                .rows(&q("SELECT value FROM rig_latency_milliseconds_count WHERE job = '$job' AND route = '/health'"))
+                .await,
+            vec![json!([5.0])]
+        );
         assert_eq!(
             vigil.rows(&q("SELECT service_version, deployment_environment, telemetry_sdk_language FROM target_info WHERE job = '$job'")).await,
             vec![json!(["1.2.3", "test", "python"])],
@@ -107,16 +132,26 @@ async fn the_opentelemetry_sdk_exports_over_every_transport() {
             ))
             .await;
         assert_eq!(spans.len(), 3, "{mode}: {spans:?}");
-        assert_eq!(spans[0].as_array().unwrap()[..7], json!(["GET /api/orders", "server", "unset", null, service, true, 0]).as_array().unwrap()[..]);
+        assert_eq!(
+            spans[0].as_array().unwrap()[..7],
+            json!(["GET /api/orders", "server", "unset", null, service, true, 0]).as_array().unwrap()[..]
+        );
         let root_id = spans[0][7].clone();
         let failing = spans.iter().find(|s| s[0] == "cache.get").unwrap();
-        assert_eq!(failing.as_array().unwrap()[..7], json!(["cache.get", "client", "error", "redis timeout", service, false, 1]).as_array().unwrap()[..]);
+        assert_eq!(
+            failing.as_array().unwrap()[..7],
+            json!(["cache.get", "client", "error", "redis timeout", service, false, 1]).as_array().unwrap()[..]
+        );
         assert!(spans[1..].iter().all(|s| s[8] == root_id), "children point at the root: {spans:?}");
         let event = vigil
             .rows(&format!("SELECT events[1]['name'], events[1]['attributes']['key'] FROM spans WHERE trace_id = '{trace_id}' AND name = 'cache.get'"))
             .await;
         assert_eq!(event, vec![json!(["cache miss", "orders:42"])]);
-        let db = vigil.rows(&format!("SELECT attributes['db.system'] FROM spans WHERE trace_id = '{trace_id}' AND name = 'db.query'")).await;
+        let db = vigil
+            .rows(&format!(
+                "SELECT attributes['db.system'] FROM spans WHERE trace_id = '{trace_id}' AND name = 'db.query'"
+            ))
+            .await;
         assert_eq!(db, vec![json!(["postgresql"])]);
     }
 }
@@ -131,7 +166,9 @@ mod protobuf_twins {
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::Event;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -155,7 +192,10 @@ mod protobuf_twins {
     }
 
     pub fn metrics() -> ExportMetricsServiceRequest {
-        let resource = Resource { attributes: vec![kv("service.name", text("json-fixture")), kv("service.instance.id", text("fixture-1"))], ..Default::default() };
+        let resource = Resource {
+            attributes: vec![kv("service.name", text("json-fixture")), kv("service.instance.id", text("fixture-1"))],
+            ..Default::default()
+        };
         let metrics = vec![
             Metric {
                 name: "fixture.requests".into(),
@@ -177,7 +217,13 @@ mod protobuf_twins {
             Metric {
                 name: "fixture.temperature".into(),
                 unit: "Cel".into(),
-                data: Some(Data::Gauge(Gauge { data_points: vec![NumberDataPoint { time_unix_nano: T, value: Some(Number::AsDouble(21.5)), ..Default::default() }] })),
+                data: Some(Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint {
+                        time_unix_nano: T,
+                        value: Some(Number::AsDouble(21.5)),
+                        ..Default::default()
+                    }],
+                })),
                 ..Default::default()
             },
             Metric {
@@ -219,15 +265,31 @@ mod protobuf_twins {
             attributes: vec![
                 kv("my.span.attr", text("some value")),
                 kv("retries", Value::IntValue(3)),
-                kv("tags", Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(text("a")) }, AnyValue { value: Some(Value::BoolValue(true)) }] })),
+                kv(
+                    "tags",
+                    Value::ArrayValue(ArrayValue {
+                        values: vec![
+                            AnyValue { value: Some(text("a")) },
+                            AnyValue { value: Some(Value::BoolValue(true)) },
+                        ],
+                    }),
+                ),
             ],
-            events: vec![Event { time_unix_nano: 1_544_712_660_500_000_000, name: "event one".into(), attributes: vec![kv("k", Value::DoubleValue(0.5))], ..Default::default() }],
+            events: vec![Event {
+                time_unix_nano: 1_544_712_660_500_000_000,
+                name: "event one".into(),
+                attributes: vec![kv("k", Value::DoubleValue(0.5))],
+                ..Default::default()
+            }],
             status: Some(Status { code: 2, message: "boom".into() }),
             ..Default::default()
         };
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                resource: Some(Resource { attributes: vec![kv("service.name", text("json-fixture"))], ..Default::default() }),
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", text("json-fixture"))],
+                    ..Default::default()
+                }),
                 scope_spans: vec![ScopeSpans { scope: scope(), spans: vec![span], ..Default::default() }],
                 ..Default::default()
             }],
@@ -249,7 +311,10 @@ mod protobuf_twins {
         let scope = Some(InstrumentationScope { name: "fixture.scope".into(), ..Default::default() });
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
-                resource: Some(Resource { attributes: vec![kv("service.name", text("json-fixture"))], ..Default::default() }),
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", text("json-fixture"))],
+                    ..Default::default()
+                }),
                 scope_logs: vec![ScopeLogs { scope, log_records: vec![record], ..Default::default() }],
                 ..Default::default()
             }],
@@ -270,9 +335,17 @@ async fn otlp_json_is_stored_exactly_like_protobuf() {
     ];
     for (route, json_file, protobuf) in cases {
         let json_body = std::fs::read(fixture(json_file)).unwrap();
-        let (status, content_type, body) = post(&json_vigil, &format!("{}/{route}", json_vigil.otlp_http), "application/json", None, json_body).await;
-        assert_eq!((status, content_type.as_str(), body.as_slice()), (200, "application/json", &b"{}"[..]), "{route}: {}", String::from_utf8_lossy(&body));
-        let (status, content_type, body) = post(&proto_vigil, &format!("{}/{route}", proto_vigil.otlp_http), "application/x-protobuf", None, protobuf).await;
+        let (status, content_type, body) =
+            post(&json_vigil, &format!("{}/{route}", json_vigil.otlp_http), "application/json", None, json_body).await;
+        assert_eq!(
+            (status, content_type.as_str(), body.as_slice()),
+            (200, "application/json", &b"{}"[..]),
+            "{route}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let (status, content_type, body) =
+            post(&proto_vigil, &format!("{}/{route}", proto_vigil.otlp_http), "application/x-protobuf", None, protobuf)
+                .await;
         assert_eq!((status, content_type.as_str(), body.len()), (200, "application/x-protobuf", 0), "{route}");
     }
     for query in [
@@ -289,7 +362,9 @@ async fn otlp_json_is_stored_exactly_like_protobuf() {
     }
     // And what was stored is what the fixtures say.
     assert_eq!(
-        json_vigil.rows("SELECT job, instance, http_route, otel_scope_name, value, timestamp FROM fixture_requests_total").await,
+        json_vigil
+            .rows("SELECT job, instance, http_route, otel_scope_name, value, timestamp FROM fixture_requests_total")
+            .await,
         vec![json!(["json-fixture", "fixture-1", "/x", "fixture.scope", 42.0, "2018-12-13T14:51:00.300Z"])]
     );
     assert_eq!(
@@ -303,7 +378,9 @@ async fn otlp_json_is_stored_exactly_like_protobuf() {
         vec![json!(["5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "eee19b7ec3c1b173", "server", "error", "boom", "3", "[\"a\",true]", "0.5", 1_000_000_000])]
     );
     assert_eq!(
-        json_vigil.rows("SELECT severity_number, severity_text, body, trace_id, attributes['int.attribute'] FROM logs").await,
+        json_vigil
+            .rows("SELECT severity_number, severity_text, body, trace_id, attributes['int.attribute'] FROM logs")
+            .await,
         vec![json!([17, "Error", "Example log record", "5b8efff798038103d269b633813fc60c", "10"])]
     );
 }
@@ -336,9 +413,21 @@ async fn otlp_http_answers_partial_success_and_errors_as_the_spec_says() {
     let too_big = vec![b' '; 100 * 1024];
     let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
         ("garbage protobuf", "application/x-protobuf", None, vec![0xff, 0xff, 0xff, 0x01], 400),
-        ("truncated protobuf", "application/x-protobuf", None, protobuf_twins::traces().encode_to_vec()[..40].to_vec(), 400),
+        (
+            "truncated protobuf",
+            "application/x-protobuf",
+            None,
+            protobuf_twins::traces().encode_to_vec()[..40].to_vec(),
+            400,
+        ),
         ("bad JSON", "application/json", None, b"{\"resourceSpans\": [".to_vec(), 400),
-        ("bad enum name", "application/json", None, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_WEIRD"}]}]}]}"#.to_vec(), 400),
+        (
+            "bad enum name",
+            "application/json",
+            None,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_WEIRD"}]}]}]}"#.to_vec(),
+            400,
+        ),
         ("bad gzip", "application/x-protobuf", Some("gzip"), b"not gzip at all".to_vec(), 400),
         ("unknown content type", "text/plain", None, b"hello".to_vec(), 415),
         ("unknown encoding", "application/json", Some("br"), b"{}".to_vec(), 415),
@@ -358,7 +447,14 @@ async fn otlp_http_answers_partial_success_and_errors_as_the_spec_says() {
         }
     }
     // A gzip body that is fine is taken.
-    let (status, _, _) = post(&vigil, &traces_url, "application/x-protobuf", Some("gzip"), gzip(&protobuf_twins::traces().encode_to_vec())).await;
+    let (status, _, _) = post(
+        &vigil,
+        &traces_url,
+        "application/x-protobuf",
+        Some("gzip"),
+        gzip(&protobuf_twins::traces().encode_to_vec()),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(vigil.count("SELECT count(*) FROM spans").await, 1, "only the good request stored a span");
 }
@@ -420,7 +516,8 @@ async fn real_exposition_text_is_imported_whole() {
     let import = vigil.url("/api/v1/import/prometheus");
     // What the Prometheus Python client writes.
     let python_text = std::fs::read(fixture("fixtures/python_client_metrics.txt")).unwrap();
-    let samples = String::from_utf8_lossy(&python_text).lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
+    let samples =
+        String::from_utf8_lossy(&python_text).lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
     let response = vigil.client.post(&import).body(python_text).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let summary: Value = response.json().await.unwrap();
@@ -442,7 +539,14 @@ async fn real_exposition_text_is_imported_whole() {
         }
         let samples = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
         assert!(samples > 100);
-        let response = vigil.client.post(format!("{import}?extra_label=job=node-import")).body(gzip(text.as_bytes())).header("Content-Encoding", "gzip").send().await.unwrap();
+        let response = vigil
+            .client
+            .post(format!("{import}?extra_label=job=node-import"))
+            .body(gzip(text.as_bytes()))
+            .header("Content-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let summary: Value = response.json().await.unwrap();
         assert_eq!(summary["samples"], samples);
@@ -471,14 +575,27 @@ async fn hard_text_cases_are_stored_exactly_and_bad_bodies_not_at_all() {
         vec![json!(["/a,b=c}d", "say \"hi\"", "c:\\dir", "x\ny", "prod", 1.0, "2023-11-14T22:13:20Z"])]
     );
     assert_eq!(vigil.rows("SELECT job, value FROM \"job:hard:rate5m\"").await, vec![json!(["a", "NaN"])]);
-    assert_eq!(vigil.rows("SELECT sign, value FROM hard_inf ORDER BY sign").await, vec![json!(["minus", "-Inf"]), json!(["plus", "+Inf"])]);
+    assert_eq!(
+        vigil.rows("SELECT sign, value FROM hard_inf ORDER BY sign").await,
+        vec![json!(["minus", "-Inf"]), json!(["plus", "+Inf"])]
+    );
     assert_eq!(vigil.count("SELECT count(*) FROM hard_now WHERE timestamp > now() - INTERVAL '1 minute'").await, 1);
 
     let open_metrics = "# TYPE om counter\n# UNIT om seconds\nom_total{a=\"1\"} 2.5 1700000000.5 # {trace_id=\"abc\"} 1.0 1700000000\n# EOF\n";
-    let response = vigil.client.post(&import).header("Content-Type", "application/openmetrics-text; version=1.0.0").body(open_metrics).send().await.unwrap();
+    let response = vigil
+        .client
+        .post(&import)
+        .header("Content-Type", "application/openmetrics-text; version=1.0.0")
+        .body(open_metrics)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["exemplars"], 1);
-    assert_eq!(vigil.rows("SELECT value, timestamp FROM om_total").await, vec![json!([2.5, "2023-11-14T22:13:20.500Z"])]);
+    assert_eq!(
+        vigil.rows("SELECT value, timestamp FROM om_total").await,
+        vec![json!([2.5, "2023-11-14T22:13:20.500Z"])]
+    );
     assert_eq!(
         vigil.rows("SELECT metric, series_labels['a'], labels['trace_id'], trace_id, value, timestamp FROM exemplars WHERE metric = 'om_total'").await,
         vec![json!(["om_total", "1", "abc", "abc", 1.0, "2023-11-14T22:13:20Z"])]
@@ -491,14 +608,25 @@ async fn hard_text_cases_are_stored_exactly_and_bad_bodies_not_at_all() {
         ("fine 1\nnot_a_number abc\n", "line 2: invalid value"),
         ("fine 1\n# EOF\nafter 1\n", "line 3: content after # EOF"),
     ] {
-        let response = vigil.client.post(&import).header("Content-Type", "application/openmetrics-text").body(body).send().await.unwrap();
+        let response = vigil
+            .client
+            .post(&import)
+            .header("Content-Type", "application/openmetrics-text")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{body:?}");
         let error: Value = response.json().await.unwrap();
         assert!(error["error"].as_str().unwrap().contains(fragment), "{body:?}: {error}");
     }
     let response = vigil.client.post(format!("{import}?extra_label=bad")).body("x 1").send().await.unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(vigil.count("SELECT count(*) FROM information_schema.tables").await, tables_before, "nothing half-stored");
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM information_schema.tables").await,
+        tables_before,
+        "nothing half-stored"
+    );
 }
 
 fn now_secs() -> u64 {

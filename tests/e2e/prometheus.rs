@@ -50,11 +50,14 @@ async fn vigil_series(vigil: &Vigil) -> BTreeSet<SeriesKey> {
     let mut all = BTreeSet::new();
     for row in tables["rows"].as_array().unwrap() {
         let table = row[0].as_str().unwrap();
-        if ["spans", "logs", "drift_references", "drift_values", "drift_scores", "slo_status", "alerts", "exemplars"].contains(&table) {
+        if ["spans", "logs", "drift_references", "drift_values", "drift_scores", "slo_status", "alerts", "exemplars"]
+            .contains(&table)
+        {
             continue;
         }
         let result = vigil.sql(&format!("SELECT DISTINCT * EXCEPT (timestamp, value) FROM \"{table}\"")).await;
-        let columns: Vec<String> = result["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+        let columns: Vec<String> =
+            result["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
         for values in result["rows"].as_array().unwrap() {
             let mut key: SeriesKey = BTreeSet::from([("__name__".to_string(), table.to_string())]);
             for (column, value) in columns.iter().zip(values.as_array().unwrap()) {
@@ -131,7 +134,12 @@ async fn vigil_holds_the_series_a_real_prometheus_holds() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let missing: Vec<_> = expected.difference(&held).take(5).collect();
-    assert!(missing.is_empty(), "{} of {} series missing in Vigil, e.g. {missing:?}", expected.difference(&held).count(), expected.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} series missing in Vigil, e.g. {missing:?}",
+        expected.difference(&held).count(),
+        expected.len()
+    );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() + 5.0;
     let known = prometheus_series(&client, &base, started, now).await;
     let unknown: Vec<_> = held.difference(&known).take(5).collect();

@@ -59,11 +59,31 @@ fn dataset() -> Vec<SeriesSpec> {
     let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
     let n = STEPS as usize;
     let mut out = vec![
-        spec("http_requests_total", &[("job", "api"), ("instance", "api-1"), ("method", "GET"), ("code", "200")], counter(&mut noise, 75.0, None)),
-        spec("http_requests_total", &[("job", "api"), ("instance", "api-1"), ("method", "GET"), ("code", "500")], counter(&mut noise, 3.0, None)),
-        spec("http_requests_total", &[("job", "api"), ("instance", "api-2"), ("method", "POST"), ("code", "200")], counter(&mut noise, 20.0, Some(120))),
-        spec("http_requests_total", &[("job", "web"), ("instance", "web-1"), ("method", "GET"), ("code", "200")], counter(&mut noise, 40.0, None)),
-        spec("http_requests_total", &[("job", "web"), ("instance", "web-1"), ("method", "POST"), ("code", "503")], counter(&mut noise, 1.0, None)),
+        spec(
+            "http_requests_total",
+            &[("job", "api"), ("instance", "api-1"), ("method", "GET"), ("code", "200")],
+            counter(&mut noise, 75.0, None),
+        ),
+        spec(
+            "http_requests_total",
+            &[("job", "api"), ("instance", "api-1"), ("method", "GET"), ("code", "500")],
+            counter(&mut noise, 3.0, None),
+        ),
+        spec(
+            "http_requests_total",
+            &[("job", "api"), ("instance", "api-2"), ("method", "POST"), ("code", "200")],
+            counter(&mut noise, 20.0, Some(120)),
+        ),
+        spec(
+            "http_requests_total",
+            &[("job", "web"), ("instance", "web-1"), ("method", "GET"), ("code", "200")],
+            counter(&mut noise, 40.0, None),
+        ),
+        spec(
+            "http_requests_total",
+            &[("job", "web"), ("instance", "web-1"), ("method", "POST"), ("code", "503")],
+            counter(&mut noise, 1.0, None),
+        ),
     ];
     // Goes stale at step 160 (a stale marker) and comes back at step 192.
     let mut stale = counter(&mut noise, 10.0, None);
@@ -74,26 +94,42 @@ fn dataset() -> Vec<SeriesSpec> {
             *value = None;
         }
     }
-    out.push(spec("http_requests_total", &[("job", "api"), ("instance", "api-3"), ("method", "GET"), ("code", "200")], stale));
+    out.push(spec(
+        "http_requests_total",
+        &[("job", "api"), ("instance", "api-3"), ("method", "GET"), ("code", "200")],
+        stale,
+    ));
     // A 10-minute gap without samples.
     let mut gap = counter(&mut noise, 5.0, None);
     for value in &mut gap[80..120] {
         *value = None;
     }
-    out.push(spec("http_requests_total", &[("job", "web"), ("instance", "web-2"), ("method", "GET"), ("code", "404")], gap));
+    out.push(spec(
+        "http_requests_total",
+        &[("job", "web"), ("instance", "web-2"), ("method", "GET"), ("code", "404")],
+        gap,
+    ));
     for (instance, job) in [("api-1", "api"), ("api-2", "api"), ("api-3", "api"), ("web-1", "web"), ("web-2", "web")] {
-        let values = (0..=n).map(|i| Some(if instance == "web-2" && (100..140).contains(&i) { 0.0 } else { 1.0 })).collect();
+        let values =
+            (0..=n).map(|i| Some(if instance == "web-2" && (100..140).contains(&i) { 0.0 } else { 1.0 })).collect();
         out.push(spec("up", &[("job", job), ("instance", instance)], values));
     }
     let wave: Vec<Option<f64>> = (0..=n).map(|i| Some(21.0 + 3.0 * (i as f64 / 20.0).sin())).collect();
     out.push(spec("node_temp", &[("instance", "node-1"), ("zone", "a")], wave));
-    let random: Vec<Option<f64>> = (0..=n).map(|_| Some((15.0 + 10.0 * noise.next() * 100.0).round() / 100.0)).collect();
+    let random: Vec<Option<f64>> =
+        (0..=n).map(|_| Some((15.0 + 10.0 * noise.next() * 100.0).round() / 100.0)).collect();
     out.push(spec("node_temp", &[("instance", "node-1"), ("zone", "b")], random));
-    let with_nan: Vec<Option<f64>> = (0..=n).map(|i| Some(if i % 10 == 3 { f64::NAN } else { 20.0 + (i % 7) as f64 })).collect();
+    let with_nan: Vec<Option<f64>> =
+        (0..=n).map(|i| Some(if i % 10 == 3 { f64::NAN } else { 20.0 + (i % 7) as f64 })).collect();
     out.push(spec("node_temp", &[("instance", "node-1"), ("zone", "c")], with_nan));
-    let with_inf: Vec<Option<f64>> = (0..=n).map(|i| Some(if i % 25 == 0 { f64::INFINITY } else { 18.0 - (i % 5) as f64 })).collect();
+    let with_inf: Vec<Option<f64>> =
+        (0..=n).map(|i| Some(if i % 25 == 0 { f64::INFINITY } else { 18.0 - (i % 5) as f64 })).collect();
     out.push(spec("node_temp", &[("instance", "node-1"), ("zone", "d")], with_inf));
-    out.push(spec("node_temp", &[("instance", "node-2")], (0..=n).map(|i| Some(19.5 + (i % 3) as f64 / 2.0)).collect()));
+    out.push(spec(
+        "node_temp",
+        &[("instance", "node-2")],
+        (0..=n).map(|i| Some(19.5 + (i % 3) as f64 / 2.0)).collect(),
+    ));
     // Queue depths never tie across queues: topk/bottomk pick among equal values in an
     // implementation-defined order.
     for (q, queue) in ["q1", "q2", "q3"].into_iter().enumerate() {
@@ -217,7 +253,11 @@ fn difference(expected: &Shape, actual: &Shape) -> Option<String> {
             if s1.keys().ne(s2.keys()) {
                 let missing: Vec<_> = s1.keys().filter(|k| !s2.contains_key(*k)).take(3).collect();
                 let extra: Vec<_> = s2.keys().filter(|k| !s1.contains_key(*k)).take(3).collect();
-                return Some(format!("series differ: missing {missing:?}, extra {extra:?} ({} vs {})", s1.len(), s2.len()));
+                return Some(format!(
+                    "series differ: missing {missing:?}, extra {extra:?} ({} vs {})",
+                    s1.len(),
+                    s2.len()
+                ));
             }
             for (labels, p1) in s1 {
                 let p2 = &s2[labels];
@@ -314,7 +354,12 @@ async fn the_promql_corpus_agrees_with_prometheus() {
                 }
             }
             for (start, end, step) in ranges {
-                let params = [("query", expression.clone()), ("start", seconds(start)), ("end", seconds(end)), ("step", seconds(step))];
+                let params = [
+                    ("query", expression.clone()),
+                    ("start", seconds(start)),
+                    ("end", seconds(end)),
+                    ("step", seconds(step)),
+                ];
                 let expected = shape(&get(&client, &format!("{prometheus}/api/v1/query_range"), &params).await);
                 let actual = shape(&get(&client, &vigil.url("/api/v1/query_range"), &params).await);
                 evaluations += 1;
@@ -330,7 +375,10 @@ async fn the_promql_corpus_agrees_with_prometheus() {
         let whole = [("start", seconds(t0 - 60_000)), ("end", seconds(t0 + STEPS * STEP_MS + 60_000))];
         let api_cases: Vec<(&str, Vec<(&str, String)>)> = vec![
             ("/api/v1/series", vec![("match[]", "http_requests_total{job=\"api\"}".to_string())]),
-            ("/api/v1/series", vec![("match[]", "{__name__=~\"node_.*|up\"}".to_string()), ("match[]", "build_info".to_string())]),
+            (
+                "/api/v1/series",
+                vec![("match[]", "{__name__=~\"node_.*|up\"}".to_string()), ("match[]", "build_info".to_string())],
+            ),
             ("/api/v1/labels", vec![]),
             ("/api/v1/labels", vec![("match[]", "up".to_string())]),
             ("/api/v1/label/job/values", vec![]),

@@ -15,7 +15,10 @@ async fn prometheus_api_errors_and_forms() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&dir.path().join("data"), &[]).await;
     let body = "# HELP temp_celsius Room temperature.\n# TYPE temp_celsius gauge\ntemp_celsius{room=\"a\"} 21.5\n";
-    assert_eq!(vigil.client.post(vigil.url("/api/v1/import/prometheus")).body(body).send().await.unwrap().status(), 200);
+    assert_eq!(
+        vigil.client.post(vigil.url("/api/v1/import/prometheus")).body(body).send().await.unwrap().status(),
+        200
+    );
 
     let (status, error) = prom_get(&vigil, "/api/v1/query", &[("query", "sum(rate(temp_celsius[5m])) by (room")]).await;
     assert_eq!(status, 400);
@@ -27,15 +30,26 @@ async fn prometheus_api_errors_and_forms() {
     assert!(error["error"].as_str().unwrap().starts_with("1:1: parse error: expected type matrix"), "{error}");
     assert_eq!(prom_get(&vigil, "/api/v1/query", &[]).await.0, 400);
     assert_eq!(prom_get(&vigil, "/api/v1/query", &[("query", "1"), ("time", "yesterday")]).await.0, 400);
-    let (status, error) = prom_get(&vigil, "/api/v1/query_range", &[("query", "1"), ("start", "0"), ("end", "100000"), ("step", "1")]).await;
+    let (status, error) =
+        prom_get(&vigil, "/api/v1/query_range", &[("query", "1"), ("start", "0"), ("end", "100000"), ("step", "1")])
+            .await;
     assert_eq!(status, 400);
     assert!(error["error"].as_str().unwrap().contains("11000 points"), "{error}");
-    assert_eq!(prom_get(&vigil, "/api/v1/query_range", &[("query", "1"), ("start", "10"), ("end", "0"), ("step", "1")]).await.0, 400);
+    assert_eq!(
+        prom_get(&vigil, "/api/v1/query_range", &[("query", "1"), ("start", "10"), ("end", "0"), ("step", "1")])
+            .await
+            .0,
+        400
+    );
     // A label name that does not decode (found by fuzz/query_http): bad data, as JSON.
     let (status, error) = prom_get(&vigil, "/api/v1/label/%FE%9A/values", &[]).await;
     assert_eq!((status, error["errorType"].as_str()), (400, Some("bad_data")), "{error}");
     for path in ["/api/v1/slos/%FE%9A", "/api/v1/silences/%FE%9A"] {
-        let request = if path.contains("silences") { vigil.client.delete(vigil.url(path)) } else { vigil.client.get(vigil.url(path)) };
+        let request = if path.contains("silences") {
+            vigil.client.delete(vigil.url(path))
+        } else {
+            vigil.client.get(vigil.url(path))
+        };
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 400, "{path}");
         let error: Value = response.json().await.unwrap();
@@ -43,13 +57,8 @@ async fn prometheus_api_errors_and_forms() {
     }
 
     // Grafana sends form POSTs.
-    let response = vigil
-        .client
-        .post(vigil.url("/api/v1/query"))
-        .form(&[("query", "temp_celsius * 2")])
-        .send()
-        .await
-        .unwrap();
+    let response =
+        vigil.client.post(vigil.url("/api/v1/query")).form(&[("query", "temp_celsius * 2")]).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let result: Value = response.json().await.unwrap();
     assert_eq!(result["data"]["resultType"], "vector");
@@ -69,7 +78,8 @@ async fn prometheus_api_errors_and_forms() {
 #[tokio::test]
 async fn query_limits_answer_503_and_422() {
     let dir = tempfile::tempdir().unwrap();
-    let vigil = Vigil::start(&dir.path().join("data"), &["--query-timeout", "300ms", "--query-max-memory", "2MiB"]).await;
+    let vigil =
+        Vigil::start(&dir.path().join("data"), &["--query-timeout", "300ms", "--query-max-memory", "2MiB"]).await;
     let slow = vigil
         .client
         .post(vigil.url("/api/v1/sql"))

@@ -35,7 +35,8 @@ async fn slos_evaluate_reload_and_validate() {
 
     // Ten minutes of checkout traffic: 100 requests and 2 server errors per 15 s.
     let t0 = now_ms() - 10 * 60_000;
-    let points = |per_step: f64| -> Vec<(i64, f64)> { (0..=40).map(|i| (t0 + i * 15_000, per_step * i as f64)).collect() };
+    let points =
+        |per_step: f64| -> Vec<(i64, f64)> { (0..=40).map(|i| (t0 + i * 15_000, per_step * i as f64)).collect() };
     let body = encode(&WriteRequest {
         timeseries: vec![
             series("http_requests_total", &[("job", "checkout"), ("code", "200")], &points(98.0)),
@@ -52,7 +53,14 @@ async fn slos_evaluate_reload_and_validate() {
     let body = slos(&vigil).await;
     let all = body["slos"].as_array().unwrap();
     let names: Vec<&str> = all.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    for expected in ["checkout-availability", "checkout-latency", "payment-spans", "fraud-model-drift", "checkout-availability-openslo", "checkout-requests-availability"] {
+    for expected in [
+        "checkout-availability",
+        "checkout-latency",
+        "payment-spans",
+        "fraud-model-drift",
+        "checkout-availability-openslo",
+        "checkout-requests-availability",
+    ] {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
     let availability = all.iter().find(|s| s["name"] == "checkout-availability").unwrap();
@@ -65,7 +73,8 @@ async fn slos_evaluate_reload_and_validate() {
     let spans = all.iter().find(|s| s["name"] == "payment-spans").unwrap();
     assert_eq!(spans["state"], "no_data");
     assert!(spans["sli"].is_null());
-    let body: Value = vigil.client.get(vigil.url("/api/v1/slos/checkout-availability")).send().await.unwrap().json().await.unwrap();
+    let body: Value =
+        vigil.client.get(vigil.url("/api/v1/slos/checkout-availability")).send().await.unwrap().json().await.unwrap();
     assert!(body["source"]["yaml"].as_str().unwrap().contains("checkout-availability"));
     assert_eq!(body["alerting"]["page_receivers"], serde_json::json!(["oncall-email"]));
     assert_eq!(vigil.client.get(vigil.url("/api/v1/slos/nope")).send().await.unwrap().status(), 404);
@@ -87,7 +96,11 @@ async fn slos_evaluate_reload_and_validate() {
 
     // A broken file never replaces the running set.
     let broken = slo_dir.join("broken.yaml");
-    std::fs::write(&broken, "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: broken, service: x}\nspec:\n  objectiv: 99\n").unwrap();
+    std::fs::write(
+        &broken,
+        "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: broken, service: x}\nspec:\n  objectiv: 99\n",
+    )
+    .unwrap();
     let response = vigil.client.post(vigil.url("/-/reload")).send().await.unwrap();
     assert_eq!(response.status(), 400);
     let error: Value = response.json().await.unwrap();
@@ -107,7 +120,11 @@ async fn slos_evaluate_reload_and_validate() {
     .await;
 
     // vigil validate, as promtool check.
-    let output = Command::new(VIGIL).arg("validate").args(["checkout.vigil.yaml", "checkout.openslo.yaml", "checkout.sloth.yaml"].map(|f| slo_dir.join(f))).output().unwrap();
+    let output = Command::new(VIGIL)
+        .arg("validate")
+        .args(["checkout.vigil.yaml", "checkout.openslo.yaml", "checkout.sloth.yaml"].map(|f| slo_dir.join(f)))
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     std::fs::write(&broken, "apiVersion: openslo/v1\nkind: SLO\nmetadata: {name: o}\nspec:\n  service: nowhere\n  indicatorRef: x\n  timeWindow: [{duration: 28d, isRolling: true}]\n  budgetingMethod: Occurrences\n  objectives: [{target: 0.99}]\n").unwrap();
     let output = Command::new(VIGIL).arg("validate").arg(&broken).output().unwrap();
@@ -123,7 +140,9 @@ async fn numbers(vigil: &Vigil) -> std::collections::BTreeMap<String, (f64, f64,
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|s| Some((s["name"].as_str()?.to_string(), (s["sli"].as_f64()?, s["good"].as_f64()?, s["total"].as_f64()?))))
+        .filter_map(|s| {
+            Some((s["name"].as_str()?.to_string(), (s["sli"].as_f64()?, s["good"].as_f64()?, s["total"].as_f64()?)))
+        })
         .collect()
 }
 
@@ -165,13 +184,18 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
     let mut vigil = Vigil::start_with_config(&data, config, &[]).await;
     // Three hours of ten shards, ending five minutes ago: the numbers no longer move.
     let t0 = now_ms() - 185 * 60_000;
-    let points = |per_step: f64| -> Vec<(i64, f64)> { (0..=720).map(|i| (t0 + i * 15_000, per_step * i as f64)).collect() };
+    let points =
+        |per_step: f64| -> Vec<(i64, f64)> { (0..=720).map(|i| (t0 + i * 15_000, per_step * i as f64)).collect() };
     let timeseries = (0..10)
         .flat_map(|shard| {
             let shard = shard.to_string();
             [
                 series("rq_total", &[("shard", &shard), ("code", "200")], &points(100.0)),
-                series("rq_total", &[("shard", &shard), ("code", "500")], &points(1.0 + shard.parse::<f64>().unwrap() / 10.0)),
+                series(
+                    "rq_total",
+                    &[("shard", &shard), ("code", "500")],
+                    &points(1.0 + shard.parse::<f64>().unwrap() / 10.0),
+                ),
             ]
         })
         .collect();
@@ -185,8 +209,12 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
     assert_eq!(metric_value(&first_run, "vigil_slo_backfills_total"), SLOS as f64);
     // The 200 SLOs read one table: their backfill shares a scan of it per day read (four),
     // and each cycle one scan (not one per SLO and selector: 400).
-    let (table_scans, cycles) = (scan_count(&first_run), metric_value(&first_run, "vigil_slo_evaluation_seconds_count"));
-    assert!(table_scans >= 1.0 && table_scans <= cycles + 8.0, "{table_scans} table scans in {cycles} cycles and one backfill of {SLOS} SLOs");
+    let (table_scans, cycles) =
+        (scan_count(&first_run), metric_value(&first_run, "vigil_slo_evaluation_seconds_count"));
+    assert!(
+        table_scans >= 1.0 && table_scans <= cycles + 8.0,
+        "{table_scans} table scans in {cycles} cycles and one backfill of {SLOS} SLOs"
+    );
 
     for kill in [false, true] {
         if kill {
@@ -204,20 +232,31 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
         .await;
         let metrics = metrics(&vigil).await;
         assert_eq!(metric_value(&metrics, "vigil_slo_resumed"), SLOS as f64, "kill: {kill}");
-        assert_eq!(metric_value(&metrics, "vigil_slo_backfills_total"), 0.0, "kill: {kill}: SLOs were backfilled again");
+        assert_eq!(
+            metric_value(&metrics, "vigil_slo_backfills_total"),
+            0.0,
+            "kill: {kill}: SLOs were backfilled again"
+        );
         for (name, (sli, good, total)) in &before {
             let (sli2, good2, total2) = after[name];
-            assert!((sli - sli2).abs() < 1e-9 && (good - good2).abs() < 1e-6 && (total - total2).abs() < 1e-6, "kill: {kill}: {name}: {sli} {good} {total} vs {sli2} {good2} {total2}");
+            assert!(
+                (sli - sli2).abs() < 1e-9 && (good - good2).abs() < 1e-6 && (total - total2).abs() < 1e-6,
+                "kill: {kill}: {name}: {sli} {good} {total} vs {sli2} {good2} {total2}"
+            );
         }
     }
 
     let earlier = metrics(&vigil).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let later = metrics(&vigil).await;
-    let cycles = metric_value(&later, "vigil_slo_evaluation_seconds_count") - metric_value(&earlier, "vigil_slo_evaluation_seconds_count");
+    let cycles = metric_value(&later, "vigil_slo_evaluation_seconds_count")
+        - metric_value(&earlier, "vigil_slo_evaluation_seconds_count");
     let table_scans = scan_count(&later) - scan_count(&earlier);
     // A scan counted in a cycle not yet finished when the metrics were read: one more.
-    assert!(cycles >= 2.0 && table_scans >= cycles - 1.0 && table_scans <= cycles + 1.0, "{table_scans} table scans in {cycles} cycles of {SLOS} SLOs");
+    assert!(
+        cycles >= 2.0 && table_scans >= cycles - 1.0 && table_scans <= cycles + 1.0,
+        "{table_scans} table scans in {cycles} cycles of {SLOS} SLOs"
+    );
     // Memory by component: the rollups are sized to their span (3 days of minutes at most,
     // ~72 KB, and hours), the write buffer holds the replayed samples.
     let rollups = metric_value(&later, "vigil_memory_bytes{component=\"slo_rollups\"}");
@@ -231,10 +270,19 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
     assert!(response.status().is_success(), "{}", response.text().await.unwrap());
     crate::harness::wait_until("the edited SLO evaluated", 60, async || {
         let body = slos(&vigil).await;
-        body["slos"].as_array().unwrap().iter().any(|s| s["name"] == "s007" && s["objective"] == 0.98 && s["sli"].is_number()).then_some(())
+        body["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "s007" && s["objective"] == 0.98 && s["sli"].is_number())
+            .then_some(())
     })
     .await;
-    assert_eq!(metric_value(&metrics(&vigil).await, "vigil_slo_backfills_total"), 1.0, "only the edited SLO is recomputed");
+    assert_eq!(
+        metric_value(&metrics(&vigil).await, "vigil_slo_backfills_total"),
+        1.0,
+        "only the edited SLO is recomputed"
+    );
 }
 
 /// Late data against a real Prometheus: the last hour arrives after the SLO is loaded, two
@@ -252,7 +300,8 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
         "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: late, service: shop}\nspec:\n  objective: 99.9\n  window: 1d\n  sli: {ratio: {bad: 'late_errors_total', total: 'late_requests_total'}}\n",
     )
     .unwrap();
-    let vigil = Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
+    let vigil =
+        Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
     let prometheus_port = crate::harness::free_port();
     std::fs::write(dir.path().join("prometheus.yml"), "global: {scrape_interval: 1h}\n").unwrap();
     let _prometheus = Killed(
@@ -290,7 +339,11 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
         let chosen: Vec<_> = points.iter().filter(|p| p.0 >= from && p.0 < to).collect();
         encode(&WriteRequest {
             timeseries: vec![
-                series("late_requests_total", &[("job", "shop")], &chosen.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>()),
+                series(
+                    "late_requests_total",
+                    &[("job", "shop")],
+                    &chosen.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(),
+                ),
                 series("late_errors_total", &[("job", "shop")], &chosen.iter().map(|p| (p.0, p.2)).collect::<Vec<_>>()),
             ],
         })
@@ -298,7 +351,10 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
     // Prometheus takes them in time order (its head refuses samples an hour older than the newest).
     let mut from = at(0);
     while from <= end {
-        assert_eq!(send(&vigil.client, &format!("{prometheus}/api/v1/write"), write(from, from + 300_000)).await.0, 204);
+        assert_eq!(
+            send(&vigil.client, &format!("{prometheus}/api/v1/write"), write(from, from + 300_000)).await.0,
+            204
+        );
         from += 300_000;
     }
     // Vigil: the last hour first, evaluated; then the two hours before it, two hours late.
@@ -312,17 +368,33 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
     let status = slos(&vigil).await["slos"][0].clone();
     let time = (status["evaluated_at_ms"].as_f64().unwrap() / 1000.0).to_string();
     let promql = async |query: String| -> f64 {
-        let body: Value = vigil.client.get(format!("{prometheus}/api/v1/query")).query(&[("query", query.as_str()), ("time", time.as_str())]).send().await.unwrap().json().await.unwrap();
+        let body: Value = vigil
+            .client
+            .get(format!("{prometheus}/api/v1/query"))
+            .query(&[("query", query.as_str()), ("time", time.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         body["data"]["result"][0]["value"][1].as_str().unwrap_or_else(|| panic!("{query}: {body}")).parse().unwrap()
     };
     let within = |what: &str, vigil: f64, prometheus: f64| {
-        assert!((vigil - prometheus).abs() <= 0.05 * prometheus.abs(), "{what}: Vigil {vigil}, Prometheus {prometheus}\n{status}");
+        assert!(
+            (vigil - prometheus).abs() <= 0.05 * prometheus.abs(),
+            "{what}: Vigil {vigil}, Prometheus {prometheus}\n{status}"
+        );
     };
     for window in ["5m", "30m", "1h", "2h"] {
-        let expected = promql(format!("(sum(rate(late_errors_total[{window}])) / sum(rate(late_requests_total[{window}]))) / 0.001")).await;
+        let expected = promql(format!(
+            "(sum(rate(late_errors_total[{window}])) / sum(rate(late_requests_total[{window}]))) / 0.001"
+        ))
+        .await;
         within(&format!("burn rate {window}"), status["burn_rates"][window].as_f64().unwrap(), expected);
     }
-    let error_ratio = promql("sum(increase(late_errors_total[1d])) / sum(increase(late_requests_total[1d]))".into()).await;
+    let error_ratio =
+        promql("sum(increase(late_errors_total[1d])) / sum(increase(late_requests_total[1d]))".into()).await;
     within("error ratio over the window", 1.0 - status["sli"].as_f64().unwrap(), error_ratio);
     let budget = 1.0 - error_ratio / 0.001;
     within("error budget remaining", status["error_budget_remaining"].as_f64().unwrap(), budget);

@@ -3,8 +3,8 @@
 //! `GET/POST /api/v1/silences`, `DELETE /api/v1/silences/{id}`.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use vigil_alerting::silences::{SilenceError, SilenceRequest};
@@ -42,14 +42,22 @@ pub async fn silences(State(app): State<AppState>) -> Json<Value> {
 impl From<SilenceError> for ApiError {
     fn from(e: SilenceError) -> Self {
         match e {
-            SilenceError::Invalid(_) => ApiError::bad_request(e.to_string(), "matchers as [{\"name\",\"value\",\"isRegex\",\"isEqual\"}] or [\"name=\\\"value\\\"\"], endsAt in the future (RFC 3339)"),
-            SilenceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string(), "list silences with GET /api/v1/silences"),
+            SilenceError::Invalid(_) => ApiError::bad_request(
+                e.to_string(),
+                "matchers as [{\"name\",\"value\",\"isRegex\",\"isEqual\"}] or [\"name=\\\"value\\\"\"], endsAt in the future (RFC 3339)",
+            ),
+            SilenceError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, e.to_string(), "list silences with GET /api/v1/silences")
+            }
             SilenceError::AlreadyExpired(_) => ApiError::bad_request(e.to_string(), "create a new silence instead"),
         }
     }
 }
 
-pub async fn create_silence(State(app): State<AppState>, body: Result<Json<SilenceRequest>, JsonRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn create_silence(
+    State(app): State<AppState>,
+    body: Result<Json<SilenceRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Json(request) = body?;
     let id = app.alerting.create_silence(request).await?;
     Ok(Json(json!({"silenceID": id})))

@@ -68,7 +68,11 @@ pub struct TokenSpec {
 
 impl std::fmt::Debug for TokenSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSpec").field("name", &self.name).field("secret", &"<redacted>").field("scopes", &self.scopes).finish()
+        f.debug_struct("TokenSpec")
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
     }
 }
 
@@ -127,7 +131,10 @@ impl FailureThrottle {
         let now = Instant::now();
         let mut clients = self.clients.lock();
         if clients.len() >= THROTTLE_CLIENTS {
-            clients.retain(|_, f| f.blocked_until.is_some_and(|until| until > now) || now.duration_since(f.since) < Duration::from_secs(60));
+            clients.retain(|_, f| {
+                f.blocked_until.is_some_and(|until| until > now)
+                    || now.duration_since(f.since) < Duration::from_secs(60)
+            });
         }
         let failures = clients.entry(client).or_insert(Failures { since: now, count: 0, blocked_until: None });
         if now.duration_since(failures.since) >= Duration::from_secs(60) {
@@ -178,26 +185,36 @@ impl Denied {
     }
 
     pub fn message(&self, scope: Scope) -> (String, String) {
-        let hint = format!("send `Authorization: Bearer <token>` with a token of scope {} (auth.tokens in the config)", scope.as_str());
+        let hint = format!(
+            "send `Authorization: Bearer <token>` with a token of scope {} (auth.tokens in the config)",
+            scope.as_str()
+        );
         match self {
             Denied::Missing => ("this endpoint needs a bearer token".into(), hint),
             Denied::Unknown => ("the bearer token is not one of the configured tokens".into(), hint),
-            Denied::Forbidden { token, scope } => {
-                (format!("token {token:?} lacks the {} scope", scope.as_str()), format!("use a token with the {} (or admin) scope", scope.as_str()))
-            }
+            Denied::Forbidden { token, scope } => (
+                format!("token {token:?} lacks the {} scope", scope.as_str()),
+                format!("use a token with the {} (or admin) scope", scope.as_str()),
+            ),
         }
     }
 }
 
 impl Auth {
     pub fn new(specs: Vec<TokenSpec>) -> Auth {
-        let tokens: Vec<Token> = specs.into_iter().map(|s| Token { digest: digest(s.secret.as_bytes()), name: s.name, scopes: s.scopes }).collect();
+        let tokens: Vec<Token> = specs
+            .into_iter()
+            .map(|s| Token { digest: digest(s.secret.as_bytes()), name: s.name, scopes: s.scopes })
+            .collect();
         let rng = ring::rand::SystemRandom::new();
         let csrf_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
             .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, uuid::Uuid::new_v4().as_bytes()));
         Auth {
             tokens: tokens.into(),
-            throttle: Arc::new(FailureThrottle { per_minute: DEFAULT_FAILURES_PER_MINUTE, clients: Default::default() }),
+            throttle: Arc::new(FailureThrottle {
+                per_minute: DEFAULT_FAILURES_PER_MINUTE,
+                clients: Default::default(),
+            }),
             csrf_key: Arc::new(csrf_key),
         }
     }
@@ -354,7 +371,9 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
         return matches!(site.trim(), "same-origin" | "none");
     }
     match (text("origin"), text("host")) {
-        (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+        (Some(origin), Some(host)) => {
+            origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        }
         (Some(_), None) => false,
         (None, _) => true,
     }
@@ -362,7 +381,12 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 
 fn cross_site_refusal() -> Response {
     metrics::counter!("vigil_auth_refusals_total", "reason" => "cross_site").increment(1);
-    ApiError::new(StatusCode::FORBIDDEN, "this request came from another site", "submit the form from Vigil's own pages").into_response()
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "this request came from another site",
+        "submit the form from Vigil's own pages",
+    )
+    .into_response()
 }
 
 /// What a group of routes requires.
@@ -409,7 +433,11 @@ pub fn refusal(denied: &Denied, scope: Scope) -> Response {
         Denied::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, error, hint).into_response(),
         Denied::Missing | Denied::Unknown => {
             let mut response = ApiError::new(StatusCode::UNAUTHORIZED, error, hint).into_response();
-            let challenge = if *denied == Denied::Unknown { r#"Bearer realm="vigil", error="invalid_token""# } else { r#"Bearer realm="vigil""# };
+            let challenge = if *denied == Denied::Unknown {
+                r#"Bearer realm="vigil", error="invalid_token""#
+            } else {
+                r#"Bearer realm="vigil""#
+            };
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             response
         }
@@ -434,8 +462,10 @@ pub async fn grpc_guard(State(auth): State<Auth>, request: Request, next: Next) 
     }
     let client = client_of(&request);
     if auth.throttled(client).is_some() {
-        return tonic::Status::resource_exhausted("too many requests with unknown tokens from this address; retry in a minute")
-            .into_http::<axum::body::Body>();
+        return tonic::Status::resource_exhausted(
+            "too many requests with unknown tokens from this address; retry in a minute",
+        )
+        .into_http::<axum::body::Body>();
     }
     match auth.check_headers(request.headers(), Scope::Ingest, false) {
         Ok(()) => next.run(request).await,
@@ -462,7 +492,9 @@ fn login_page(denied: &Denied, scope: Scope, next: &str) -> Response {
     let (status, message) = match denied {
         Denied::Missing => (StatusCode::UNAUTHORIZED, "Vigil needs a token to show this page.".to_string()),
         Denied::Unknown => (StatusCode::UNAUTHORIZED, "That token is not one of Vigil's tokens.".to_string()),
-        Denied::Forbidden { token, .. } => (StatusCode::FORBIDDEN, format!("Token {token:?} lacks the {} scope this needs.", scope.as_str())),
+        Denied::Forbidden { token, .. } => {
+            (StatusCode::FORBIDDEN, format!("Token {token:?} lacks the {} scope this needs.", scope.as_str()))
+        }
     };
     login_response(status, message, next)
 }
@@ -526,7 +558,10 @@ pub async fn login(State(auth): State<Auth>, request: Request) -> Response {
         auth.refused(&denied, client);
         return login_page(&denied, Scope::Read, &form.next);
     }
-    let cookie = format!("{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=2592000", hex(&digest(token.as_bytes())));
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=2592000",
+        hex(&digest(token.as_bytes()))
+    );
     let mut response = Redirect::to(safe_next(&form.next)).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -571,8 +606,14 @@ mod tests {
     fn scopes_are_granted_and_admin_includes_the_others() {
         let auth = auth();
         assert_eq!(auth.check_secret("ingest-secret", Scope::Ingest), Ok(()));
-        assert_eq!(auth.check_secret("ingest-secret", Scope::Read), Err(Denied::Forbidden { token: "collector".into(), scope: Scope::Read }));
-        assert_eq!(auth.check_secret("read-secret", Scope::Admin), Err(Denied::Forbidden { token: "grafana".into(), scope: Scope::Admin }));
+        assert_eq!(
+            auth.check_secret("ingest-secret", Scope::Read),
+            Err(Denied::Forbidden { token: "collector".into(), scope: Scope::Read })
+        );
+        assert_eq!(
+            auth.check_secret("read-secret", Scope::Admin),
+            Err(Denied::Forbidden { token: "grafana".into(), scope: Scope::Admin })
+        );
         for scope in [Scope::Ingest, Scope::Read, Scope::Admin] {
             assert_eq!(auth.check_secret("admin-secret", scope), Ok(()));
         }
@@ -584,10 +625,22 @@ mod tests {
     fn headers_carry_bearer_tokens_and_cookies_only_where_allowed() {
         let auth = auth();
         assert_eq!(auth.check_headers(&headers(&[]), Scope::Read, true), Err(Denied::Missing));
-        assert_eq!(auth.check_headers(&headers(&[("authorization", "Bearer read-secret")]), Scope::Read, false), Ok(()));
-        assert_eq!(auth.check_headers(&headers(&[("authorization", "bearer read-secret")]), Scope::Read, false), Ok(()));
-        assert_eq!(auth.check_headers(&headers(&[("authorization", "Basic cmVhZC1zZWNyZXQ=")]), Scope::Read, false), Err(Denied::Missing));
-        assert_eq!(auth.check_headers(&headers(&[("authorization", "Bearer nope")]), Scope::Read, false), Err(Denied::Unknown));
+        assert_eq!(
+            auth.check_headers(&headers(&[("authorization", "Bearer read-secret")]), Scope::Read, false),
+            Ok(())
+        );
+        assert_eq!(
+            auth.check_headers(&headers(&[("authorization", "bearer read-secret")]), Scope::Read, false),
+            Ok(())
+        );
+        assert_eq!(
+            auth.check_headers(&headers(&[("authorization", "Basic cmVhZC1zZWNyZXQ=")]), Scope::Read, false),
+            Err(Denied::Missing)
+        );
+        assert_eq!(
+            auth.check_headers(&headers(&[("authorization", "Bearer nope")]), Scope::Read, false),
+            Err(Denied::Unknown)
+        );
         let session = format!("other=1; {SESSION_COOKIE}={}", hex(&digest(b"read-secret")));
         assert_eq!(auth.check_headers(&headers(&[("cookie", &session)]), Scope::Read, true), Ok(()));
         assert_eq!(auth.check_headers(&headers(&[("cookie", &session)]), Scope::Read, false), Err(Denied::Missing));
@@ -601,7 +654,18 @@ mod tests {
     #[test]
     fn login_redirects_stay_on_this_server() {
         assert_eq!(safe_next("/slos/checkout?x=1"), "/slos/checkout?x=1");
-        for bad in ["//evil.example", "https://evil.example/", "/\\evil.example", "", "javascript:alert(1)", "/\t/evil.example", "/\n/evil.example", "/ /evil", "/a\\b", "/\u{0}/x"] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example/",
+            "/\\evil.example",
+            "",
+            "javascript:alert(1)",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil",
+            "/a\\b",
+            "/\u{0}/x",
+        ] {
             assert_eq!(safe_next(bad), "/", "{bad:?}");
         }
     }
@@ -611,7 +675,11 @@ mod tests {
         assert!(same_origin(&headers(&[])), "no browser headers: not a cross-site form");
         assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
         assert!(same_origin(&headers(&[("sec-fetch-site", "none")])));
-        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site"), ("origin", "http://vigil:9400"), ("host", "vigil:9400")])));
+        assert!(!same_origin(&headers(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://vigil:9400"),
+            ("host", "vigil:9400")
+        ])));
         assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
         assert!(same_origin(&headers(&[("origin", "http://vigil:9400"), ("host", "vigil:9400")])));
         assert!(!same_origin(&headers(&[("origin", "https://evil.example"), ("host", "vigil:9400")])));

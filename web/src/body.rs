@@ -42,7 +42,9 @@ pub async fn read_whole(State(limits): State<BodyLimits>, request: Request, next
                 "split the request, or raise limits.max_body_size",
             )
         }
-        Ok(Err(error)) => ApiError::bad_request(format!("the request body could not be read: {error}"), "send the whole body"),
+        Ok(Err(error)) => {
+            ApiError::bad_request(format!("the request body could not be read: {error}"), "send the whole body")
+        }
     };
     let mut response = if parts.uri.path().starts_with("/v1/") {
         crate::otlp_http::refusal(&parts.headers, refusal)

@@ -20,7 +20,9 @@ impl From<DriftError> for ApiError {
             DriftError::Invalid { .. } => ApiError::bad_request(e.to_string(), hint),
             DriftError::NoReference(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string(), hint),
             DriftError::Storage(storage) if storage.is_transient() => ApiError::overloaded(e.to_string(), hint),
-            DriftError::Storage(_) | DriftError::Query(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint),
+            DriftError::Storage(_) | DriftError::Query(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint)
+            }
         }
     }
 }
@@ -52,7 +54,10 @@ fn reference_json(reference: &Reference) -> Value {
 }
 
 /// `POST /api/v1/drift/reference`.
-pub async fn register_reference(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn register_reference(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let reference = app.drift.register_reference(&body?).await?;
     Ok(Json(reference_json(&reference)))
 }
@@ -77,7 +82,8 @@ impl FeatureFilter {
 
 /// `GET /api/v1/drift/reference`: the references in force.
 pub async fn references(State(app): State<AppState>, Query(filter): Query<FeatureFilter>) -> Json<Value> {
-    let list: Vec<Value> = app.drift.references().iter().filter(|r| filter.matches(&r.key)).map(|r| reference_json(r)).collect();
+    let list: Vec<Value> =
+        app.drift.references().iter().filter(|r| filter.matches(&r.key)).map(|r| reference_json(r)).collect();
     Json(json!({"references": list}))
 }
 
@@ -95,7 +101,8 @@ fn time_param(text: &str, name: &str) -> Result<i64, ApiError> {
 /// `GET /api/v1/drift/scores`: the newest window per feature, and with `start` (and `end`)
 /// the stored windows in between.
 pub async fn scores(State(app): State<AppState>, Query(filter): Query<FeatureFilter>) -> Result<Json<Value>, ApiError> {
-    let latest = app.drift.latest(filter.model.as_deref(), filter.version.as_deref(), filter.feature.as_deref()).await?;
+    let latest =
+        app.drift.latest(filter.model.as_deref(), filter.version.as_deref(), filter.feature.as_deref()).await?;
     let range = match &filter.start {
         Some(start) => {
             let end = match &filter.end {

@@ -30,7 +30,10 @@ impl ApiError {
     }
 
     pub fn overloaded(error: impl Into<String>, hint: impl Into<String>) -> Self {
-        ApiError { retry_after: Some(RETRY_AFTER_SECONDS), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error, hint) }
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECONDS),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error, hint)
+        }
     }
 
     pub fn not_found(path: &str) -> Self {
@@ -66,8 +69,12 @@ impl From<IngestError> for ApiError {
         match &e {
             IngestError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), hint),
             IngestError::Storage(storage) if storage.is_transient() => ApiError::overloaded(e.to_string(), hint),
-            IngestError::Storage(_) | IngestError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint),
-            IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } | IngestError::PartlyRefused(_) => ApiError::bad_request(e.to_string(), hint),
+            IngestError::Storage(_) | IngestError::Internal(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint)
+            }
+            IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } | IngestError::PartlyRefused(_) => {
+                ApiError::bad_request(e.to_string(), hint)
+            }
         }
     }
 }
@@ -76,7 +83,9 @@ impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         let hint = e.hint();
         let status = match e {
-            QueryError::Invalid { .. } | QueryError::NotAllowed(_) | QueryError::Execution(_) => StatusCode::BAD_REQUEST,
+            QueryError::Invalid { .. } | QueryError::NotAllowed(_) | QueryError::Execution(_) => {
+                StatusCode::BAD_REQUEST
+            }
             QueryError::Shape(_) => {
                 count_limit("query_shape");
                 StatusCode::BAD_REQUEST
@@ -135,7 +144,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ApiPath {
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<String>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(segment)) => Ok(ApiPath(segment)),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text(), "percent-encode the path segment as UTF-8")),
+            Err(rejection) => {
+                Err(ApiError::bad_request(rejection.body_text(), "percent-encode the path segment as UTF-8"))
+            }
         }
     }
 }

@@ -146,17 +146,30 @@ fn all_ingest_routes() -> Router<AppState> {
 /// Ingest routes behind the ingest scope and a concurrency limit that sheds load with 503
 /// instead of queueing.
 fn guarded_ingest(routes: Router<AppState>, options: &HttpOptions, slots: &Slots, auth: &Auth) -> Router<AppState> {
-    guarded(with_concurrency_limit(routes, "concurrent_ingest", slots.ingest.clone(), options), auth, Scope::Ingest, false)
+    guarded(
+        with_concurrency_limit(routes, "concurrent_ingest", slots.ingest.clone(), options),
+        auth,
+        Scope::Ingest,
+        false,
+    )
 }
 
 /// At most `max` requests of these routes at once; the next one gets 503 with `Retry-After`
 /// at once rather than a place in a queue that would grow without bound. The body is read
 /// before a place is taken (see [`body`]).
-fn with_concurrency_limit(routes: Router<AppState>, limit: &'static str, slots: Arc<tokio::sync::Semaphore>, options: &HttpOptions) -> Router<AppState> {
+fn with_concurrency_limit(
+    routes: Router<AppState>,
+    limit: &'static str,
+    slots: Arc<tokio::sync::Semaphore>,
+    options: &HttpOptions,
+) -> Router<AppState> {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
             error::count_limit(limit);
-            ApiError::overloaded(format!("too many requests in flight ({})", limit.replace('_', " ")), "retry after the Retry-After delay")
+            ApiError::overloaded(
+                format!("too many requests in flight ({})", limit.replace('_', " ")),
+                "retry after the Retry-After delay",
+            )
         }))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(slots));
@@ -195,7 +208,12 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/drift/reference", get(drift_api::references))
         .route("/api/v1/drift/scores", get(drift_api::scores))
         .route("/api/v1/drift/models", get(drift_api::models))
-        .merge(with_concurrency_limit(queries.merge(dashboard::query_pages()), "concurrent_queries", slots.queries.clone(), options))
+        .merge(with_concurrency_limit(
+            queries.merge(dashboard::query_pages()),
+            "concurrent_queries",
+            slots.queries.clone(),
+            options,
+        ))
         .merge(dashboard::pages());
     let admin = Router::new()
         .route("/-/reload", post(reload::reload).put(reload::reload))
@@ -220,25 +238,34 @@ fn with_edge_layers(routes: Router<AppState>, state: AppState, options: &HttpOpt
     routes
         .fallback(|uri: Uri, headers: axum::http::HeaderMap| async move {
             // Browsers get the dashboard's error page; API clients the JSON error.
-            let wants_html = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-            if wants_html { dashboard::PageError::not_found(format!("no page at {}", uri.path())).into_response() } else { ApiError::not_found(uri.path()).into_response() }
+            let wants_html = headers
+                .get(axum::http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"));
+            if wants_html {
+                dashboard::PageError::not_found(format!("no page at {}", uri.path())).into_response()
+            } else {
+                ApiError::not_found(uri.path()).into_response()
+            }
         })
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(middleware::from_fn(record_request))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error", "this is a bug in Vigil; please report it")
-                .into_response()
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                "this is a bug in Vigil; please report it",
+            )
+            .into_response()
         }))
         .with_state(state)
 }
 
 /// Counts requests and their latency per route and status.
 async fn record_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();

@@ -23,7 +23,8 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("vigil_storage_buffer_bytes").set(storage.buffered_bytes() as f64);
     let manifest = storage.manifest();
     metrics::gauge!("vigil_storage_segments").set(manifest.segments.len() as f64);
-    metrics::gauge!("vigil_storage_segment_bytes").set(manifest.segments.iter().map(|s| s.size_bytes).sum::<u64>() as f64);
+    metrics::gauge!("vigil_storage_segment_bytes")
+        .set(manifest.segments.iter().map(|s| s.size_bytes).sum::<u64>() as f64);
     let mut text = app.metrics.render();
     append_cardinality(&mut text, &storage.buffered_series());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
@@ -36,7 +37,10 @@ const CARDINALITY_TOP: usize = 50;
 fn append_cardinality(text: &mut String, series: &[(String, usize)]) {
     use std::fmt::Write;
     let total: usize = series.iter().map(|(_, n)| n).sum();
-    let _ = writeln!(text, "# HELP vigil_storage_buffered_series Series in the write buffer (written since the last flush).");
+    let _ = writeln!(
+        text,
+        "# HELP vigil_storage_buffered_series Series in the write buffer (written since the last flush)."
+    );
     let _ = writeln!(text, "# TYPE vigil_storage_buffered_series gauge");
     let _ = writeln!(text, "vigil_storage_buffered_series {total}");
     let _ = writeln!(

@@ -4,7 +4,9 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -23,15 +25,19 @@ fn status(error: IngestError) -> Status {
     match error {
         IngestError::Storage(e) if e.is_transient() => Status::unavailable(message),
         IngestError::Storage(_) | IngestError::Internal(_) => Status::internal(message),
-        IngestError::Malformed { .. } | IngestError::InvalidSeries { .. } | IngestError::TooLarge { .. } | IngestError::PartlyRefused(_) => {
-            Status::invalid_argument(message)
-        }
+        IngestError::Malformed { .. }
+        | IngestError::InvalidSeries { .. }
+        | IngestError::TooLarge { .. }
+        | IngestError::PartlyRefused(_) => Status::invalid_argument(message),
     }
 }
 
 #[tonic::async_trait]
 impl MetricsService for Otlp {
-    async fn export(&self, request: Request<ExportMetricsServiceRequest>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let outcome = self.ingestor.otlp_metrics(request.into_inner()).await.map_err(status)?;
         Ok(Response::new(outcome.metrics_response()))
     }
@@ -39,7 +45,10 @@ impl MetricsService for Otlp {
 
 #[tonic::async_trait]
 impl TraceService for Otlp {
-    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let outcome = self.ingestor.otlp_traces(request.into_inner()).await.map_err(status)?;
         Ok(Response::new(outcome.traces_response()))
     }
@@ -47,7 +56,10 @@ impl TraceService for Otlp {
 
 #[tonic::async_trait]
 impl LogsService for Otlp {
-    async fn export(&self, request: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let outcome = self.ingestor.otlp_logs(request.into_inner()).await.map_err(status)?;
         Ok(Response::new(outcome.logs_response()))
     }

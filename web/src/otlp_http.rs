@@ -28,18 +28,36 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> &str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-async fn export(State(app): State<AppState>, signal: Signal, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn export(
+    State(app): State<AppState>,
+    signal: Signal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let content_type = header_text(&headers, header::CONTENT_TYPE);
     let Some(encoding) = Encoding::from_content_type(content_type) else {
-        let message = format!("unsupported Content-Type {content_type:?}: send application/x-protobuf or application/json");
-        return status_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, message, Encoding::Json, None);
+        let message =
+            format!("unsupported Content-Type {content_type:?}: send application/x-protobuf or application/json");
+        return status_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_ARGUMENT,
+            message,
+            Encoding::Json,
+            None,
+        );
     };
     let gzip = match header_text(&headers, header::CONTENT_ENCODING).trim().to_ascii_lowercase().as_str() {
         "" | "identity" => false,
         "gzip" => true,
         other => {
             let message = format!("unsupported Content-Encoding {other:?}: send gzip or none");
-            return status_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, message, encoding, None);
+            return status_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code::INVALID_ARGUMENT,
+                message,
+                encoding,
+                None,
+            );
         }
     };
     let result = match body {
@@ -71,7 +89,13 @@ pub(crate) fn refusal(headers: &HeaderMap, error: ApiError) -> Response {
     error_response(error, encoding)
 }
 
-fn status_response(status: StatusCode, grpc_code: i32, message: String, encoding: Encoding, retry_after: Option<u64>) -> Response {
+fn status_response(
+    status: StatusCode,
+    grpc_code: i32,
+    message: String,
+    encoding: Encoding,
+    retry_after: Option<u64>,
+) -> Response {
     let mut response = (status, encode_status(grpc_code, message, encoding)).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
     if status == StatusCode::PAYLOAD_TOO_LARGE {

@@ -18,8 +18,9 @@ struct Params(Vec<(String, String)>);
 
 impl Params {
     fn read(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
-        let mut pairs: Vec<(String, String)> =
-            form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         let form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -72,28 +73,32 @@ impl IntoResponse for ApiFailure {
 }
 
 fn success(data: Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], json!({"status": "success", "data": data}).to_string()).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], json!({"status": "success", "data": data}).to_string())
+        .into_response()
 }
-
 
 /// A time as Prometheus accepts it: Unix seconds (fractions allowed) or RFC 3339.
 fn parse_time(text: &str, name: &str) -> Result<i64, ApiFailure> {
     if let Ok(seconds) = text.parse::<f64>()
-        && seconds.is_finite() {
-            return Ok((seconds * 1000.0).round() as i64);
-        }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiFailure::bad_data(format!("invalid parameter \"{name}\": cannot parse {text:?} to a valid timestamp")))
+        && seconds.is_finite()
+    {
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|_| {
+        ApiFailure::bad_data(format!("invalid parameter \"{name}\": cannot parse {text:?} to a valid timestamp"))
+    })
 }
 
 /// A step or timeout: seconds (fractions allowed) or a Prometheus duration.
 fn parse_duration_ms(text: &str, name: &str) -> Result<i64, ApiFailure> {
     if let Ok(seconds) = text.parse::<f64>()
-        && seconds.is_finite() {
-            return Ok((seconds * 1000.0).round() as i64);
-        }
-    promql_duration(text).ok_or_else(|| ApiFailure::bad_data(format!("invalid parameter \"{name}\": cannot parse {text:?} to a valid duration")))
+        && seconds.is_finite()
+    {
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    promql_duration(text).ok_or_else(|| {
+        ApiFailure::bad_data(format!("invalid parameter \"{name}\": cannot parse {text:?} to a valid duration"))
+    })
 }
 
 fn promql_duration(text: &str) -> Option<i64> {
@@ -204,7 +209,10 @@ fn query_response(result: &PromResult) -> Response {
 }
 
 fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiFailure> {
-    params.get(name).filter(|v| !v.is_empty()).ok_or_else(|| ApiFailure::bad_data(format!("invalid parameter \"{name}\": missing")))
+    params
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiFailure::bad_data(format!("invalid parameter \"{name}\": missing")))
 }
 
 pub async fn query(State(app): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
@@ -223,7 +231,12 @@ pub async fn query(State(app): State<AppState>, RawQuery(raw): RawQuery, headers
     }
 }
 
-pub async fn query_range(State(app): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn query_range(
+    State(app): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = Params::read(raw.as_deref(), &headers, &body);
     let run = async {
         let text = required(&params, "query")?;
@@ -234,7 +247,9 @@ pub async fn query_range(State(app): State<AppState>, RawQuery(raw): RawQuery, h
             return Err(ApiFailure::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
         }
         if step <= 0 {
-            return Err(ApiFailure::bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
+            return Err(ApiFailure::bad_data(
+                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
         }
         Ok(app.engine.promql(text, EvalRange::range(start, end, step)).await?)
     };
@@ -246,8 +261,18 @@ pub async fn query_range(State(app): State<AppState>, RawQuery(raw): RawQuery, h
 
 /// `start`/`end` of the metadata endpoints: default to all time.
 fn time_bounds(params: &Params) -> Result<(i64, i64), ApiFailure> {
-    let start = params.get("start").filter(|s| !s.is_empty()).map(|s| parse_time(s, "start")).transpose()?.unwrap_or(i64::MIN / 2_000_000);
-    let end = params.get("end").filter(|s| !s.is_empty()).map(|s| parse_time(s, "end")).transpose()?.unwrap_or(i64::MAX / 2_000_000);
+    let start = params
+        .get("start")
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_time(s, "start"))
+        .transpose()?
+        .unwrap_or(i64::MIN / 2_000_000);
+    let end = params
+        .get("end")
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_time(s, "end"))
+        .transpose()?
+        .unwrap_or(i64::MAX / 2_000_000);
     Ok((start, end))
 }
 
@@ -289,7 +314,8 @@ pub async fn label_values(
     let params = Params::read(raw.as_deref(), &headers, &body);
     let run = async {
         // A name that does not decode (say, invalid UTF-8) is bad data, in Prometheus's shape.
-        let Path(name) = name.map_err(|rejection| ApiFailure::bad_data(format!("invalid label name: {}", rejection.body_text())))?;
+        let Path(name) =
+            name.map_err(|rejection| ApiFailure::bad_data(format!("invalid label name: {}", rejection.body_text())))?;
         if name != "__name__" && !vigil_storage::write::is_valid_label_name(&name) {
             return Err(ApiFailure::bad_data(format!("invalid label name: {name:?}")));
         }
@@ -320,14 +346,21 @@ pub async fn tsdb_status(State(app): State<AppState>, RawQuery(raw): RawQuery) -
     let limit = match params.get("limit").filter(|l| !l.is_empty()).map(str::parse::<usize>) {
         None => 10,
         Some(Ok(limit)) if limit > 0 => limit.min(10_000),
-        Some(_) => return ApiFailure::bad_data("invalid parameter \"limit\": must be a positive integer").into_response(),
+        Some(_) => {
+            return ApiFailure::bad_data("invalid parameter \"limit\": must be a positive integer").into_response();
+        }
     };
     let storage = app.engine.storage();
     let cardinality = storage.cardinality(limit);
     let labels = storage.buffered_label_stats(TSDB_STATUS_MAX_SERIES);
-    let top = |list: &[(String, usize)]| -> Vec<Value> { list.iter().take(limit).map(|(name, value)| json!({"name": name, "value": value})).collect() };
-    let metrics: Vec<(String, usize)> =
-        cardinality.top_metrics.iter().map(|(table, n)| (vigil_storage::schema::metric_name_of_table(table).to_string(), *n)).collect();
+    let top = |list: &[(String, usize)]| -> Vec<Value> {
+        list.iter().take(limit).map(|(name, value)| json!({"name": name, "value": value})).collect()
+    };
+    let metrics: Vec<(String, usize)> = cardinality
+        .top_metrics
+        .iter()
+        .map(|(table, n)| (vigil_storage::schema::metric_name_of_table(table).to_string(), *n))
+        .collect();
     let usage = |value: usize, limit: usize| json!({"value": value, "limit": limit});
     success(json!({
         "headStats": {"numSeries": cardinality.active_series, "numLabelPairs": labels.label_pairs, "chunkCount": 0, "minTime": 0, "maxTime": 0},
@@ -359,7 +392,12 @@ pub async fn buildinfo() -> Response {
 }
 
 /// Exemplars of the selected series (stored from OTLP), in Prometheus's shape.
-pub async fn query_exemplars(State(app): State<AppState>, RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn query_exemplars(
+    State(app): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = Params::read(raw.as_deref(), &headers, &body);
     let run = async {
         let text = required(&params, "query")?;

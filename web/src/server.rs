@@ -78,7 +78,11 @@ struct ConnectionPermit {
 }
 
 impl ConnectionPermit {
-    fn acquire(counts: &Arc<ConnectionCounts>, client: IpAddr, limits: &ConnectionLimits) -> Result<ConnectionPermit, &'static str> {
+    fn acquire(
+        counts: &Arc<ConnectionCounts>,
+        client: IpAddr,
+        limits: &ConnectionLimits,
+    ) -> Result<ConnectionPermit, &'static str> {
         let mut per_client = counts.per_client.lock();
         if counts.total.load(Ordering::Relaxed) >= limits.max_connections {
             return Err("max_connections");
@@ -154,7 +158,16 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        tasks.spawn(serve_connection(stream, peer, app.clone(), tls.clone(), builder.clone(), limits.clone(), shutdown.clone(), permit));
+        tasks.spawn(serve_connection(
+            stream,
+            peer,
+            app.clone(),
+            tls.clone(),
+            builder.clone(),
+            limits.clone(),
+            shutdown.clone(),
+            permit,
+        ));
     }
     tasks.close();
     if tokio::time::timeout(limits.shutdown_grace, tasks.wait()).await.is_err() {
@@ -255,7 +268,13 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { started: Instant::now(), last_ms: Arc::default(), requests: Arc::default(), head_since_ms: Arc::default(), http2: Arc::default() }
+        Activity {
+            started: Instant::now(),
+            last_ms: Arc::default(),
+            requests: Arc::default(),
+            head_since_ms: Arc::default(),
+            http2: Arc::default(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -345,7 +364,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

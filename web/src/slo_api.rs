@@ -17,7 +17,11 @@ pub async fn list(State(app): State<AppState>) -> Json<Value> {
 pub async fn one(State(app): State<AppState>, ApiPath(name): ApiPath) -> Result<Json<Value>, ApiError> {
     let definitions = app.slos.definitions().await;
     let Some(definition) = definitions.iter().find(|d| d.name == name) else {
-        return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, format!("no SLO named {name:?}"), "list them with GET /api/v1/slos"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            format!("no SLO named {name:?}"),
+            "list them with GET /api/v1/slos",
+        ));
     };
     let statuses: Vec<_> = app.slos.statuses().into_iter().filter(|s| s.name == name).collect();
     let conditions: Vec<Value> = definition

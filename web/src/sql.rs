@@ -27,8 +27,9 @@ pub async fn sql(
     let Json(request) = request?;
     let result = app.engine.sql(&request.query).await?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let encoding_failed =
-        |e: vigil_query::output::ArrowError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "the result could not be encoded");
+    let encoding_failed = |e: vigil_query::output::ArrowError| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "the result could not be encoded")
+    };
     if accept.contains(ARROW_STREAM) {
         let body = vigil_query::output::to_arrow_ipc(&result).map_err(encoding_failed)?;
         return Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], body).into_response());

@@ -14,10 +14,10 @@ pub async fn targets(State(app): State<AppState>) -> Json<Value> {
         .map(|(target, health)| {
             let labels: serde_json::Map<String, Value> =
                 target.target_labels().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-            let last_scrape = health
-                .last_scrape_unix_ms
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map_or_else(|| "0001-01-01T00:00:00Z".to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            let last_scrape = health.last_scrape_unix_ms.and_then(chrono::DateTime::from_timestamp_millis).map_or_else(
+                || "0001-01-01T00:00:00Z".to_string(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
             json!({
                 "discoveredLabels": {"__address__": target.address, "__metrics_path__": target.metrics_path,
                                      "__scheme__": target.scheme, "job": target.job},

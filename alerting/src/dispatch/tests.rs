@@ -8,8 +8,10 @@ fn route(yaml: &str) -> Route {
 }
 
 fn alert(name: &str, service: &str, severity: &str, starts_s: i64) -> NotifyAlert {
-    let labels: Labels =
-        [("alertname", name), ("service", service), ("severity", severity)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let labels: Labels = [("alertname", name), ("service", service), ("severity", severity)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     NotifyAlert {
         fingerprint: crate::labels::fingerprint(&labels),
         labels,
@@ -49,7 +51,8 @@ fn never_muted(_: &NotifyAlert) -> bool {
 #[test]
 fn routing_follows_alertmanager_match() {
     let tree = route(TREE);
-    let receivers = |a: &NotifyAlert| tree.matching(&a.labels).iter().map(|r| r.options.receiver.clone()).collect::<Vec<_>>();
+    let receivers =
+        |a: &NotifyAlert| tree.matching(&a.labels).iter().map(|r| r.options.receiver.clone()).collect::<Vec<_>>();
     assert_eq!(receivers(&alert("A", "checkout", "page", 0)), ["mail"], "no child matches: the root");
     assert_eq!(receivers(&alert("A", "checkout", "ticket", 0)), ["hook"], "first match stops");
     assert_eq!(receivers(&alert("A", "payments", "page", 0)), ["payments", "finance"], "continue goes on");
@@ -82,7 +85,8 @@ fn groups_wait_then_notify_once_then_repeat() {
         assert!(due.is_empty(), "no repeat at {t}s");
     }
     d.update(&current, 4 * 3600 * S + 330 * S);
-    let repeated: Vec<_> = d.due(4 * 3600 * S + 330 * S, &never_muted).into_iter().filter(|f| f.group_key.contains("checkout")).collect();
+    let repeated: Vec<_> =
+        d.due(4 * 3600 * S + 330 * S, &never_muted).into_iter().filter(|f| f.group_key.contains("checkout")).collect();
     assert_eq!(repeated.len(), 1, "repeat_interval passed");
 }
 

@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicU16;
 use axum::Json;
 use axum::extract::State as AxumState;
 use vigil_query::QueryOptions;
-use vigil_query::slo::evaluate::ConditionStatus;
 use vigil_query::promql::{EvalRange, PromResult};
+use vigil_query::slo::evaluate::ConditionStatus;
 use vigil_query::slo::{SloDefinition, SloState, SloStatus};
 use vigil_storage::clock::ManualClock;
 use vigil_storage::{LabelSet, MetricSeries, Sample, Storage, StorageOptions, WriteBatch};
@@ -29,7 +29,8 @@ async fn webhook() -> (String, Hook) {
             "/alerts",
             axum::routing::post(|AxumState(hook): AxumState<Hook>, Json(body): Json<serde_json::Value>| async move {
                 hook.received.lock().push(body);
-                axum::http::StatusCode::from_u16(hook.status.load(Ordering::SeqCst)).unwrap_or(axum::http::StatusCode::OK)
+                axum::http::StatusCode::from_u16(hook.status.load(Ordering::SeqCst))
+                    .unwrap_or(axum::http::StatusCode::OK)
             }),
         )
         .with_state(hook.clone());
@@ -168,7 +169,11 @@ async fn page_inhibits_ticket_and_silences_mute() {
     alerting.evaluate_slos(&slo, &[status(20.0, &["page", "ticket"])]).await;
     step(&alerting, &clock, 10).await;
     let received = hook.received.lock().clone();
-    let severities: Vec<&str> = received.iter().flat_map(|m| m["alerts"].as_array().unwrap()).map(|a| a["labels"]["severity"].as_str().unwrap()).collect();
+    let severities: Vec<&str> = received
+        .iter()
+        .flat_map(|m| m["alerts"].as_array().unwrap())
+        .map(|a| a["labels"]["severity"].as_str().unwrap())
+        .collect();
     assert_eq!(severities, ["page"], "the ticket of the same SLO is inhibited");
     let views = alerting.alerts();
     let ticket = views.iter().find(|a| a.labels["severity"] == "ticket").unwrap();
@@ -199,7 +204,11 @@ async fn rule_for_progress_survives_a_restart() {
     for i in 0..40 {
         samples.push(Sample { timestamp_ns: (T0 - 60_000 + i * 15_000) * 1_000_000, value: 0.0 });
     }
-    let up = MetricSeries { metric: "up".into(), labels: LabelSet::new(vec![("job".into(), "api".into())]).unwrap(), samples };
+    let up = MetricSeries {
+        metric: "up".into(),
+        labels: LabelSet::new(vec![("job".into(), "api".into())]).unwrap(),
+        samples,
+    };
     engine.storage().write(WriteBatch { metrics: vec![up], rows: vec![] }).await.unwrap();
     let rules = "groups:\n  - name: availability\n    interval: 30s\n    rules:\n      - alert: TargetDown\n        expr: up == 0\n        for: 1m\n        labels: {severity: page}\n        annotations: {summary: '{{ $labels.job }} is down ({{ $value }})'}\n";
     let alerting = open(&engine, dir.path(), &clock, &url, rules);
@@ -211,7 +220,11 @@ async fn rule_for_progress_survives_a_restart() {
     let alerting = open(&engine, dir.path(), &clock, &url, rules);
     evaluate_groups(&alerting).await;
     let view = &alerting.alerts()[0];
-    assert_eq!((view.state.as_str(), view.active_at.as_str()), ("pending", crate::notify::rfc3339_ms(T0).as_str()), "for progress kept");
+    assert_eq!(
+        (view.state.as_str(), view.active_at.as_str()),
+        ("pending", crate::notify::rfc3339_ms(T0).as_str()),
+        "for progress kept"
+    );
     clock.advance(Duration::from_secs(30));
     evaluate_groups(&alerting).await;
     let view = &alerting.alerts()[0];

@@ -47,14 +47,19 @@ impl EmailNotifier {
         let tls = |host: &str| {
             let mut builder = TlsParameters::builder(host.to_string());
             if let Some(path) = &smtp.ca_file {
-                let pem = std::fs::read(path).map_err(|source| EmailSetupError::CaFile { path: path.display().to_string(), source })?;
-                let certificate = Certificate::from_pem(&pem)
-                    .map_err(|e| EmailSetupError::Certificate { path: path.display().to_string(), reason: e.to_string() })?;
+                let pem = std::fs::read(path)
+                    .map_err(|source| EmailSetupError::CaFile { path: path.display().to_string(), source })?;
+                let certificate = Certificate::from_pem(&pem).map_err(|e| EmailSetupError::Certificate {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
                 builder = builder.add_root_certificate(certificate);
             }
             builder.build_rustls().map_err(|e| EmailSetupError::Tls { host: host.to_string(), reason: e.to_string() })
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(smtp.port()).timeout(Some(smtp.timeout.0));
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(smtp.port())
+            .timeout(Some(smtp.timeout.0));
         builder = match smtp.tls {
             SmtpTls::None => builder.tls(Tls::None),
             SmtpTls::Starttls => builder.tls(Tls::Required(tls(host)?)),
@@ -78,7 +83,8 @@ impl EmailNotifier {
     }
 
     pub async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        let (text, html) = render(message).map_err(|e| DeliveryError { message: format!("rendering the email: {e}"), retryable: false })?;
+        let (text, html) = render(message)
+            .map_err(|e| DeliveryError { message: format!("rendering the email: {e}"), retryable: false })?;
         let mut builder = lettre::Message::builder().from(self.from.clone()).subject(message.subject());
         for to in &self.to {
             builder = builder.to(to.clone());
@@ -93,7 +99,9 @@ impl EmailNotifier {
                 // A permanent SMTP refusal (5xx) will not pass later; connection trouble may.
                 retryable: !e.is_permanent(),
             }),
-            Err(_) => Err(DeliveryError { message: format!("SMTP: no answer within {:?}", self.timeout), retryable: true }),
+            Err(_) => {
+                Err(DeliveryError { message: format!("SMTP: no answer within {:?}", self.timeout), retryable: true })
+            }
         }
     }
 }
@@ -121,16 +129,21 @@ const FACTS: [(&str, &str); 5] = [
 ];
 
 fn human_time(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or_else(|_| rfc3339.to_string(), |t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or_else(
+        |_| rfc3339.to_string(),
+        |t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 fn view(alert: &MessageAlert) -> AlertView {
     let a = &alert.annotations;
     let name = alert.labels.get("alertname").cloned().unwrap_or_default();
     let facts = FACTS.iter().filter_map(|(key, label)| a.get(*key).map(|v| (label.to_string(), v.clone()))).collect();
-    let known = |k: &str| FACTS.iter().any(|(key, _)| *key == k) || matches!(k, "summary" | "description" | "dashboard");
+    let known =
+        |k: &str| FACTS.iter().any(|(key, _)| *key == k) || matches!(k, "summary" | "description" | "dashboard");
     let link = a.get("dashboard").cloned().unwrap_or_else(|| alert.generator_url.clone());
-    let labels: Vec<String> = alert.labels.iter().filter(|(k, _)| k.as_str() != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> =
+        alert.labels.iter().filter(|(k, _)| k.as_str() != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
     AlertView {
         title: a.get("summary").cloned().unwrap_or_else(|| name.clone()),
         severity: alert.labels.get("severity").cloned().unwrap_or_default(),
@@ -167,8 +180,10 @@ struct TextBody<'a> {
 /// The text and HTML bodies of a message.
 pub fn render(message: &Message) -> Result<(String, String), askama::Error> {
     let subject = message.subject();
-    let firing: Vec<AlertView> = message.alerts.iter().filter(|a| a.status == NotificationStatus::Firing).map(view).collect();
-    let resolved: Vec<AlertView> = message.alerts.iter().filter(|a| a.status == NotificationStatus::Resolved).map(view).collect();
+    let firing: Vec<AlertView> =
+        message.alerts.iter().filter(|a| a.status == NotificationStatus::Firing).map(view).collect();
+    let resolved: Vec<AlertView> =
+        message.alerts.iter().filter(|a| a.status == NotificationStatus::Resolved).map(view).collect();
     let alerts_url = format!("{}/alerts", message.external_url.trim_end_matches('/'));
     let mail = Mail { subject: &subject, firing: &firing, resolved: &resolved, alerts_url: &alerts_url };
     let text = TextBody { mail: &mail }.render()?;
@@ -195,7 +210,10 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let labels: Labels = [("alertname", "SLOBurnRate"), ("slo", "checkout"), ("severity", "page")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: Labels = [("alertname", "SLOBurnRate"), ("slo", "checkout"), ("severity", "page")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Message {
             version: "4",
             group_key: "k".into(),
@@ -246,7 +264,10 @@ mod tests {
             assert!(body.contains("http://vigil:9400/slos/checkout"));
             assert!(body.contains("2026-11-24 21:30:00 UTC"));
         }
-        assert!(html.contains("https://wiki/&#60;checkout&#62;") || html.contains("https://wiki/&lt;checkout&gt;"), "escaped: {html}");
+        assert!(
+            html.contains("https://wiki/&#60;checkout&#62;") || html.contains("https://wiki/&lt;checkout&gt;"),
+            "escaped: {html}"
+        );
         assert!(text.contains("https://wiki/<checkout>"), "text is not escaped");
     }
 }

@@ -63,7 +63,8 @@ pub struct MessageAlert {
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 pub fn rfc3339_ms(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ZERO_TIME.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map_or_else(|| ZERO_TIME.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
 /// Labels (or annotations) every alert has with the same value.
@@ -115,9 +116,18 @@ impl Message {
 
     /// Alertmanager's default subject: `[FIRING:2] group values (other common values)`.
     pub fn subject(&self) -> String {
-        let status = if self.status == NotificationStatus::Firing { format!("FIRING:{}", self.firing_count()) } else { "RESOLVED".into() };
+        let status = if self.status == NotificationStatus::Firing {
+            format!("FIRING:{}", self.firing_count())
+        } else {
+            "RESOLVED".into()
+        };
         let group: Vec<&str> = self.group_labels.values().map(String::as_str).collect();
-        let rest: Vec<&str> = self.common_labels.iter().filter(|(k, _)| !self.group_labels.contains_key(*k)).map(|(_, v)| v.as_str()).collect();
+        let rest: Vec<&str> = self
+            .common_labels
+            .iter()
+            .filter(|(k, _)| !self.group_labels.contains_key(*k))
+            .map(|(_, v)| v.as_str())
+            .collect();
         let mut parts = vec![format!("[{status}]")];
         parts.extend(group.iter().filter(|v| !v.is_empty()).map(|v| v.to_string()));
         if !rest.is_empty() {
@@ -188,7 +198,12 @@ fn without_resolved(message: &Message, send_resolved: bool) -> Option<Message> {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-async fn retry<F, Fut>(receiver: &str, integration: &'static str, max_attempts: u32, mut send: F) -> Result<(), DeliveryError>
+async fn retry<F, Fut>(
+    receiver: &str,
+    integration: &'static str,
+    max_attempts: u32,
+    mut send: F,
+) -> Result<(), DeliveryError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), DeliveryError>>,
@@ -198,7 +213,8 @@ where
     loop {
         let started = std::time::Instant::now();
         let result = send().await;
-        metrics::histogram!("vigil_notification_latency_seconds", "integration" => integration).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("vigil_notification_latency_seconds", "integration" => integration)
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 metrics::counter!("vigil_notifications_total", "receiver" => receiver.to_string(), "integration" => integration).increment(1);
@@ -225,7 +241,10 @@ mod tests {
     use super::*;
 
     fn alert(name: &str, slo: &str, ends: Option<i64>) -> NotifyAlert {
-        let labels: Labels = [("alertname", name), ("slo", slo), ("severity", "page")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: Labels = [("alertname", name), ("slo", slo), ("severity", "page")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         NotifyAlert {
             fingerprint: crate::labels::fingerprint(&labels),
             labels,
@@ -247,7 +266,18 @@ mod tests {
         );
         let message = Message::new(&flush, "http://vigil:9400", 1_800_000_120_000);
         let json = serde_json::to_value(&message).unwrap();
-        for key in ["version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels", "commonLabels", "commonAnnotations", "externalURL", "alerts"] {
+        for key in [
+            "version",
+            "groupKey",
+            "truncatedAlerts",
+            "status",
+            "receiver",
+            "groupLabels",
+            "commonLabels",
+            "commonAnnotations",
+            "externalURL",
+            "alerts",
+        ] {
             assert!(json.get(key).is_some(), "{key}");
         }
         assert_eq!(json["version"], "4");

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Float64Array, ListBuilder, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt64Array, UInt64Builder,
+    Array, ArrayRef, AsArray, DictionaryArray, Float64Array, ListBuilder, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt64Array, UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, TimestampNanosecondType, UInt64Type};
 use datafusion::logical_expr::{cast, col, lit};
@@ -203,7 +203,11 @@ impl WindowOutcome {
         if self.status != DriftStatus::Ok {
             return Vec::new();
         }
-        thresholds.iter().filter(|(s, t)| self.scores.get(s.as_str()).is_some_and(|v| t.drifted(*v))).map(|(s, _)| s.as_str()).collect()
+        thresholds
+            .iter()
+            .filter(|(s, t)| self.scores.get(s.as_str()).is_some_and(|v| t.drifted(*v)))
+            .map(|(s, _)| s.as_str())
+            .collect()
     }
 
     /// Whether the window was scored and some statistic crosses its threshold: what the API's
@@ -280,7 +284,13 @@ pub fn evaluate(reference: &Reference, data: &WindowData, min_samples: u64) -> E
     }
     let current: u64 = counts.iter().sum();
     if reference.sample_count() < min_samples || current < min_samples {
-        return Evaluation { status: DriftStatus::InsufficientSamples, counts, current, stale, scores: stats::Scores::new() };
+        return Evaluation {
+            status: DriftStatus::InsufficientSamples,
+            counts,
+            current,
+            stale,
+            scores: stats::Scores::new(),
+        };
     }
     let mut scores = stats::binned(&reference.counts, &counts);
     // KS and Wasserstein need raw values on both sides, and only raw values in the window.
@@ -379,7 +389,8 @@ impl DriftEngine {
         let mut loaded = BTreeMap::new();
         for batch in &batches {
             for reference in Reference::from_batch(batch).map_err(DriftError::Query)? {
-                let newer = loaded.get(&reference.key).is_none_or(|r: &Arc<Reference>| r.created_ns <= reference.created_ns);
+                let newer =
+                    loaded.get(&reference.key).is_none_or(|r: &Arc<Reference>| r.created_ns <= reference.created_ns);
                 if newer {
                     loaded.insert(reference.key.clone(), Arc::new(reference));
                 }
@@ -447,7 +458,10 @@ impl DriftEngine {
             binned_reference(key, created, &request, counts)?
         } else {
             let (Some(from), Some(to)) = (&request.from, &request.to) else {
-                return Err(invalid("a pinned reference needs both from and to", "give the window of stored data to freeze"));
+                return Err(invalid(
+                    "a pinned reference needs both from and to",
+                    "give the window of stored data to freeze",
+                ));
             };
             let (from, to) = (request::time_ns(from, "from")?, request::time_ns(to, "to")?);
             if to <= from {
@@ -457,20 +471,34 @@ impl DriftEngine {
             match request.kind {
                 Some(FeatureKind::Categorical) => {
                     if data.categories.is_empty() {
-                        return Err(invalid(format!("no categories of {key} are stored between from and to"), "pin a window that holds current data"));
+                        return Err(invalid(
+                            format!("no categories of {key} are stored between from and to"),
+                            "pin a window that holds current data",
+                        ));
                     }
                     Reference::categorical(key, created, &data.categories)
                 }
                 _ if !data.values.is_empty() => Reference::numeric(key, created, data.values, request.edges.clone()),
                 _ if !data.categories.is_empty() => Reference::categorical(key, created, &data.categories),
-                _ => return Err(invalid(format!("no raw values of {key} are stored between from and to"), "pin a window that holds raw current data")),
+                _ => {
+                    return Err(invalid(
+                        format!("no raw values of {key} are stored between from and to"),
+                        "pin a window that holds raw current data",
+                    ));
+                }
             }
         };
         if reference.sample_count() == 0 {
             return Err(invalid("the reference holds no values", "post at least one value or a non-zero count"));
         }
         let batch = reference.to_batch().map_err(|e| DriftError::Query(e.to_string()))?;
-        self.inner.storage.write(WriteBatch { metrics: Vec::new(), rows: vec![TableRows { table: FixedTable::DriftReferences, batch }] }).await?;
+        self.inner
+            .storage
+            .write(WriteBatch {
+                metrics: Vec::new(),
+                rows: vec![TableRows { table: FixedTable::DriftReferences, batch }],
+            })
+            .await?;
         let reference = Arc::new(reference);
         self.inner.references.write().insert(reference.key.clone(), reference.clone());
         // The open window is now compared with other bins.
@@ -489,11 +517,20 @@ impl DriftEngine {
             None => now,
         };
         if at > now + 10 * 60 * 1_000_000_000 {
-            return Err(invalid(format!("timestamp {} is in the future", rfc3339(at)), "send the time the values were observed, at most 10 minutes ahead of the server's clock"));
+            return Err(invalid(
+                format!("timestamp {} is in the future", rfc3339(at)),
+                "send the time the values were observed, at most 10 minutes ahead of the server's clock",
+            ));
         }
-        let sources = [request.values.is_some(), request.counts.is_some(), request.scores.is_some()].iter().filter(|s| **s).count();
+        let sources = [request.values.is_some(), request.counts.is_some(), request.scores.is_some()]
+            .iter()
+            .filter(|s| **s)
+            .count();
         if sources != 1 {
-            return Err(invalid("a drift post needs exactly one of values, counts or scores", "post raw values, counts against the reference's bins, or precomputed scores"));
+            return Err(invalid(
+                "a drift post needs exactly one of values, counts or scores",
+                "post raw values, counts against the reference's bins, or precomputed scores",
+            ));
         }
         let reference = self.reference(&key);
         let start = self.window_start(at);
@@ -505,10 +542,15 @@ impl DriftEngine {
             });
             let values = request::raw_values(values, kind, self.inner.options.max_values_per_request)?;
             if reference.is_none() {
-                warnings.push(format!("no reference is registered for {key} yet: the values are stored and scored once one is"));
+                warnings.push(format!(
+                    "no reference is registered for {key} yet: the values are stored and scored once one is"
+                ));
             }
             let count = values.len();
-            (vec![values_batch(&key, at, &values).map_err(|e| DriftError::Query(e.to_string()))?], json!({"values": count}))
+            (
+                vec![values_batch(&key, at, &values).map_err(|e| DriftError::Query(e.to_string()))?],
+                json!({"values": count}),
+            )
         } else if let Some(counts) = &request.counts {
             let reference = reference.as_ref().ok_or_else(|| DriftError::NoReference(key.clone()))?;
             if let Some(id) = &request.reference_id
@@ -526,15 +568,28 @@ impl DriftEngine {
                 ));
             }
             let total: u64 = counts.iter().sum();
-            (vec![counts_batch(&key, at, &reference.id, counts).map_err(|e| DriftError::Query(e.to_string()))?], json!({"counts": total}))
+            (
+                vec![counts_batch(&key, at, &reference.id, counts).map_err(|e| DriftError::Query(e.to_string()))?],
+                json!({"counts": total}),
+            )
         } else {
-            let scores = request.scores.as_ref().map(|s| s.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>()).unwrap_or_default();
+            let scores = request
+                .scores
+                .as_ref()
+                .map(|s| s.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>())
+                .unwrap_or_default();
             if scores.is_empty() {
-                return Err(invalid("scores is empty", format!("name at least one of {}", DRIFT_STATISTICS.join(", "))));
+                return Err(invalid(
+                    "scores is empty",
+                    format!("name at least one of {}", DRIFT_STATISTICS.join(", ")),
+                ));
             }
             for (name, value) in &scores {
                 if !DRIFT_STATISTICS.contains(&name.as_str()) {
-                    return Err(invalid(format!("unknown drift statistic {name:?}"), format!("one of {}", DRIFT_STATISTICS.join(", "))));
+                    return Err(invalid(
+                        format!("unknown drift statistic {name:?}"),
+                        format!("one of {}", DRIFT_STATISTICS.join(", ")),
+                    ));
                 }
                 if !value.is_finite() {
                     return Err(invalid(format!("scores.{name} is not a finite number"), "send finite numbers"));
@@ -559,7 +614,8 @@ impl DriftEngine {
         let rows = rows.into_iter().map(|batch| TableRows { table: FixedTable::DriftValues, batch }).collect();
         self.inner.storage.write(WriteBatch { metrics: Vec::new(), rows }).await?;
         self.inner.dirty.lock().insert((key.clone(), start));
-        metrics::counter!("vigil_drift_values_total").increment(accepted.as_object().and_then(|o| o.values().next()).and_then(Value::as_u64).unwrap_or(0));
+        metrics::counter!("vigil_drift_values_total")
+            .increment(accepted.as_object().and_then(|o| o.values().next()).and_then(Value::as_u64).unwrap_or(0));
         Ok(Accepted {
             key,
             accepted,
@@ -585,16 +641,14 @@ impl DriftEngine {
     /// The current data of `key` in `[from, to)`.
     async fn window_data(&self, key: &FeatureKey, from: i64, to: i64) -> Result<WindowData, DriftError> {
         let text = |c: &str| cast(col(c), DataType::Utf8);
-        let filter = feature_filter(key)
-            .and(col("timestamp").gt_eq(ts_literal(from)))
-            .and(col("timestamp").lt(ts_literal(to)));
-        let frame = self
-            .inner
-            .ctx
-            .table(FixedTable::DriftValues.name())
-            .await?
-            .filter(filter)?
-            .select(vec![col("value"), text("category").alias("category"), col("reference_id"), col("counts")])?;
+        let filter =
+            feature_filter(key).and(col("timestamp").gt_eq(ts_literal(from))).and(col("timestamp").lt(ts_literal(to)));
+        let frame = self.inner.ctx.table(FixedTable::DriftValues.name()).await?.filter(filter)?.select(vec![
+            col("value"),
+            text("category").alias("category"),
+            col("reference_id"),
+            col("counts"),
+        ])?;
         let mut data = WindowData::default();
         for batch in frame.collect().await? {
             let values = batch.column(0).as_primitive::<Float64Type>();
@@ -693,7 +747,8 @@ impl DriftEngine {
         let mut times = Vec::new();
         let mut ends = Vec::new();
         let (mut models, mut versions, mut features, mut statistics) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut values, mut reference_counts, mut current_counts, mut ids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut values, mut reference_counts, mut current_counts, mut ids) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (outcome, at) in outcomes {
             for (statistic, value) in &outcome.scores {
                 times.push(*at);
@@ -720,8 +775,12 @@ impl DriftEngine {
             Arc::new(UInt64Array::from(current_counts)),
             Arc::new(StringArray::from(ids)),
         ];
-        let batch = RecordBatch::try_new(FixedTable::DriftScores.schema(), columns).map_err(|e| DriftError::Query(e.to_string()))?;
-        Ok(WriteBatch { metrics: score_series(outcomes)?, rows: vec![TableRows { table: FixedTable::DriftScores, batch }] })
+        let batch = RecordBatch::try_new(FixedTable::DriftScores.schema(), columns)
+            .map_err(|e| DriftError::Query(e.to_string()))?;
+        Ok(WriteBatch {
+            metrics: score_series(outcomes)?,
+            rows: vec![TableRows { table: FixedTable::DriftScores, batch }],
+        })
     }
 
     /// Thresholds in force, with their direction.
@@ -768,7 +827,8 @@ impl DriftEngine {
 
     /// `vigil_drift_drifted_features_ratio` for the models whose windows were just scored.
     fn dataset_series(&self, scored: &[WindowOutcome], at: i64) -> Vec<MetricSeries> {
-        let touched: BTreeSet<(String, String)> = scored.iter().map(|o| (o.key.model.clone(), o.key.version.clone())).collect();
+        let touched: BTreeSet<(String, String)> =
+            scored.iter().map(|o| (o.key.model.clone(), o.key.version.clone())).collect();
         // Include the new outcomes before summarising.
         let mut latest = self.inner.latest.lock().clone();
         for outcome in scored {
@@ -780,12 +840,17 @@ impl DriftEngine {
         touched
             .into_iter()
             .filter_map(|(model, version)| {
-                let outcomes: Vec<&WindowOutcome> =
-                    latest.values().filter(|o| o.key.model == model && o.key.version == version && o.status == DriftStatus::Ok).collect();
+                let outcomes: Vec<&WindowOutcome> = latest
+                    .values()
+                    .filter(|o| o.key.model == model && o.key.version == version && o.status == DriftStatus::Ok)
+                    .collect();
                 if outcomes.is_empty() {
                     return None;
                 }
-                let drifted = outcomes.iter().filter(|o| thresholds.iter().any(|(s, t)| o.scores.get(s.as_str()).is_some_and(|v| t.drifted(*v)))).count();
+                let drifted = outcomes
+                    .iter()
+                    .filter(|o| thresholds.iter().any(|(s, t)| o.scores.get(s.as_str()).is_some_and(|v| t.drifted(*v))))
+                    .count();
                 let labels = LabelSet::new(vec![("model".into(), model), ("version".into(), version)]).ok()?;
                 Some(MetricSeries {
                     metric: DRIFTED_SHARE_METRIC.into(),
@@ -797,8 +862,17 @@ impl DriftEngine {
     }
 
     /// The newest scored window of every feature matching the filters (flushing theirs first).
-    pub async fn latest(&self, model: Option<&str>, version: Option<&str>, feature: Option<&str>) -> Result<Vec<WindowOutcome>, DriftError> {
-        let matches = |k: &FeatureKey| model.is_none_or(|m| m == k.model) && version.is_none_or(|v| v == k.version) && feature.is_none_or(|f| f == k.feature);
+    pub async fn latest(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+        feature: Option<&str>,
+    ) -> Result<Vec<WindowOutcome>, DriftError> {
+        let matches = |k: &FeatureKey| {
+            model.is_none_or(|m| m == k.model)
+                && version.is_none_or(|v| v == k.version)
+                && feature.is_none_or(|f| f == k.feature)
+        };
         let keys: BTreeSet<FeatureKey> = {
             let dirty = self.inner.dirty.lock();
             dirty.iter().map(|(k, _)| k.clone()).filter(|k| matches(k)).collect()
@@ -806,7 +880,8 @@ impl DriftEngine {
         for key in &keys {
             self.flush(Some(key)).await?;
         }
-        let mut out: Vec<WindowOutcome> = self.inner.latest.lock().values().filter(|o| matches(&o.key)).cloned().collect();
+        let mut out: Vec<WindowOutcome> =
+            self.inner.latest.lock().values().filter(|o| matches(&o.key)).cloned().collect();
         // Features registered but never scored since start: their newest stored scores.
         let known: BTreeSet<FeatureKey> = out.iter().map(|o| o.key.clone()).collect();
         for reference in self.references() {
@@ -849,7 +924,9 @@ impl DriftEngine {
             for row in 0..batch.num_rows() {
                 let (Some(statistic), false) = (&statistics[row], values.is_null(row)) else { continue };
                 let time = times.value(row);
-                let entry = windows.entry(ends.value(row)).or_insert_with(|| StoredWindow { newest: i64::MIN, ..StoredWindow::default() });
+                let entry = windows
+                    .entry(ends.value(row))
+                    .or_insert_with(|| StoredWindow { newest: i64::MIN, ..StoredWindow::default() });
                 let newer = entry.scores.get(statistic).is_none_or(|(t, _)| *t <= time);
                 if newer {
                     entry.scores.insert(statistic.clone(), (time, values.value(row)));
@@ -871,7 +948,8 @@ impl DriftEngine {
                 outcome.reference_id = stored.reference_id;
                 outcome.reference_count = stored.reference_count;
                 outcome.current_count = stored.current_count;
-                outcome.scores = stored.scores.into_iter().filter_map(|(s, (_, v))| statistic_name(&s).map(|n| (n, v))).collect();
+                outcome.scores =
+                    stored.scores.into_iter().filter_map(|(s, (_, v))| statistic_name(&s).map(|n| (n, v))).collect();
                 outcome
             })
             .collect())
@@ -938,8 +1016,14 @@ fn score_series(outcomes: &[(WindowOutcome, i64)]) -> Result<Vec<MetricSeries>, 
                 ("feature".into(), outcome.key.feature.clone()),
                 ("statistic".into(), statistic.to_string()),
             ])
-            .map_err(|e| invalid(format!("drift labels: {e}"), "model, version and feature must be usable label values"))?;
-            series.push(MetricSeries { metric: SCORE_METRIC.into(), labels, samples: vec![Sample { timestamp_ns: *at, value: *value }] });
+            .map_err(|e| {
+                invalid(format!("drift labels: {e}"), "model, version and feature must be usable label values")
+            })?;
+            series.push(MetricSeries {
+                metric: SCORE_METRIC.into(),
+                labels,
+                samples: vec![Sample { timestamp_ns: *at, value: *value }],
+            });
         }
     }
     Ok(series)
@@ -958,7 +1042,12 @@ struct StoredWindow {
 }
 
 /// Pre-binned references: numeric with `edges`, categorical with `categories`.
-fn binned_reference(key: FeatureKey, created: i64, request: &ReferenceRequest, counts: Vec<u64>) -> Result<Reference, DriftError> {
+fn binned_reference(
+    key: FeatureKey,
+    created: i64,
+    request: &ReferenceRequest,
+    counts: Vec<u64>,
+) -> Result<Reference, DriftError> {
     let bins = match (&request.edges, &request.categories) {
         (Some(edges), None) => {
             request::check_edges(edges)?;
@@ -987,24 +1076,43 @@ fn binned_reference(key: FeatureKey, created: i64, request: &ReferenceRequest, c
             }
             return Ok(Reference::binned(key, created, Bins::Categorical { categories: sorted }, reordered));
         }
-        _ => return Err(invalid("pre-binned counts need either edges or categories", "numeric: edges (inner, ascending) and edges + 1 counts; categorical: categories and their counts")),
+        _ => {
+            return Err(invalid(
+                "pre-binned counts need either edges or categories",
+                "numeric: edges (inner, ascending) and edges + 1 counts; categorical: categories and their counts",
+            ));
+        }
     };
     if counts.len() != bins.len() {
-        return Err(invalid(format!("{} counts for {} bins", counts.len(), bins.len()), "give one count per bin: the number of inner edges + 1"));
+        return Err(invalid(
+            format!("{} counts for {} bins", counts.len(), bins.len()),
+            "give one count per bin: the number of inner edges + 1",
+        ));
     }
     Ok(Reference::binned(key, created, bins, counts))
 }
 
 /// `drift_values` rows of OTLP bin counts.
-pub(crate) fn counts_rows(points: &[otlp::BinnedPoint]) -> Result<Vec<TableRows>, datafusion::arrow::error::ArrowError> {
+pub(crate) fn counts_rows(
+    points: &[otlp::BinnedPoint],
+) -> Result<Vec<TableRows>, datafusion::arrow::error::ArrowError> {
     points
         .iter()
-        .map(|p| Ok(TableRows { table: FixedTable::DriftValues, batch: counts_batch(&p.key, p.at_ns, &p.reference_id, &p.counts)? }))
+        .map(|p| {
+            Ok(TableRows {
+                table: FixedTable::DriftValues,
+                batch: counts_batch(&p.key, p.at_ns, &p.reference_id, &p.counts)?,
+            })
+        })
         .collect()
 }
 
 /// `drift_values` rows of raw values, all at `at`.
-fn values_batch(key: &FeatureKey, at: i64, values: &RawValues) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+fn values_batch(
+    key: &FeatureKey,
+    at: i64,
+    values: &RawValues,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
     let n = values.len();
     let (numbers, categories): (Vec<Option<f64>>, Vec<Option<&str>>) = match values {
         RawValues::Numeric(v) => (v.iter().map(|x| Some(*x)).collect(), vec![None; n]),
@@ -1014,11 +1122,23 @@ fn values_batch(key: &FeatureKey, at: i64, values: &RawValues) -> Result<RecordB
     for _ in 0..n {
         counts.append_null();
     }
-    values_rows(key, vec![at; n], Arc::new(Float64Array::from(numbers)), Arc::new(categories.into_iter().collect::<DictionaryArray<Int32Type>>()), Arc::new(StringArray::from(vec![None::<&str>; n])), Arc::new(counts.finish()))
+    values_rows(
+        key,
+        vec![at; n],
+        Arc::new(Float64Array::from(numbers)),
+        Arc::new(categories.into_iter().collect::<DictionaryArray<Int32Type>>()),
+        Arc::new(StringArray::from(vec![None::<&str>; n])),
+        Arc::new(counts.finish()),
+    )
 }
 
 /// One `drift_values` row of bin counts against reference `id`.
-fn counts_batch(key: &FeatureKey, at: i64, id: &str, counts: &[u64]) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+fn counts_batch(
+    key: &FeatureKey,
+    at: i64,
+    id: &str,
+    counts: &[u64],
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
     let mut list = ListBuilder::new(UInt64Builder::new());
     list.append_value(counts.iter().map(|c| Some(*c)));
     values_rows(

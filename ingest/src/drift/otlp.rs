@@ -55,7 +55,9 @@ impl CumulativeCounts {
         let previous = last.insert(series, (start_ns, counts.to_vec(), Instant::now()));
         match previous {
             Some((previous_start, previous_counts, _))
-                if previous_start == start_ns && previous_counts.len() == counts.len() && previous_counts.iter().zip(counts).all(|(p, c)| p <= c) =>
+                if previous_start == start_ns
+                    && previous_counts.len() == counts.len()
+                    && previous_counts.iter().zip(counts).all(|(p, c)| p <= c) =>
             {
                 Some(counts.iter().zip(&previous_counts).map(|(c, p)| c - p).collect())
             }
@@ -80,7 +82,10 @@ fn feature_of(attributes: &[KeyValue]) -> Option<FeatureKey> {
 
 fn series_id(metric: &str, resource: &[KeyValue], point: &[KeyValue]) -> String {
     let text = |attributes: &[KeyValue]| -> Vec<String> {
-        let mut pairs: Vec<String> = attributes.iter().map(|kv| format!("{}={}", kv.key, value_text(kv.value.as_ref()).unwrap_or_default())).collect();
+        let mut pairs: Vec<String> = attributes
+            .iter()
+            .map(|kv| format!("{}={}", kv.key, value_text(kv.value.as_ref()).unwrap_or_default()))
+            .collect();
         pairs.sort();
         pairs
     };
@@ -101,22 +106,42 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
                         for point in &histogram.data_points {
                             let Some(key) = feature_of(&point.attributes) else { continue };
                             let Some(reference) = engine.reference(&key) else {
-                                warnings.push(format!("{}: no drift reference for {key}; register one to score it", metric.name));
+                                warnings.push(format!(
+                                    "{}: no drift reference for {key}; register one to score it",
+                                    metric.name
+                                ));
                                 continue;
                             };
                             let Bins::Numeric { edges } = &reference.bins else {
-                                warnings.push(format!("{}: {key} has a categorical reference; histograms feed numeric features", metric.name));
+                                warnings.push(format!(
+                                    "{}: {key} has a categorical reference; histograms feed numeric features",
+                                    metric.name
+                                ));
                                 continue;
                             };
                             let matches = edges.len() == point.explicit_bounds.len()
-                                && edges.iter().zip(&point.explicit_bounds).all(|(a, b)| (a - b).abs() <= 1e-9 * a.abs().max(1.0));
+                                && edges
+                                    .iter()
+                                    .zip(&point.explicit_bounds)
+                                    .all(|(a, b)| (a - b).abs() <= 1e-9 * a.abs().max(1.0));
                             if !matches || point.bucket_counts.len() != edges.len() + 1 {
-                                warnings.push(format!("{}: the histogram's bounds are not the edges of {key}'s reference", metric.name));
+                                warnings.push(format!(
+                                    "{}: the histogram's bounds are not the edges of {key}'s reference",
+                                    metric.name
+                                ));
                                 continue;
                             }
-                            let series = Series { metric: &metric.name, resource, attributes: &point.attributes, start_ns: point.start_time_unix_nano };
+                            let series = Series {
+                                metric: &metric.name,
+                                resource,
+                                attributes: &point.attributes,
+                                start_ns: point.start_time_unix_nano,
+                            };
                             let at = point.time_unix_nano as i64;
-                            let Some(counts) = increment(engine, cumulative, &series, at, point.bucket_counts.clone()) else { continue };
+                            let Some(counts) = increment(engine, cumulative, &series, at, point.bucket_counts.clone())
+                            else {
+                                continue;
+                            };
                             add(&mut merged, key, at, &reference.id, &counts);
                         }
                     }
@@ -126,11 +151,17 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
                             let Some(key) = feature_of(&point.attributes) else { continue };
                             let Some(category) = find(&point.attributes, CATEGORY_ATTRIBUTE) else { continue };
                             let Some(reference) = engine.reference(&key) else {
-                                warnings.push(format!("{}: no drift reference for {key}; register one to score it", metric.name));
+                                warnings.push(format!(
+                                    "{}: no drift reference for {key}; register one to score it",
+                                    metric.name
+                                ));
                                 continue;
                             };
                             let Bins::Categorical { categories } = &reference.bins else {
-                                warnings.push(format!("{}: {key} has a numeric reference; category counts feed categorical features", metric.name));
+                                warnings.push(format!(
+                                    "{}: {key} has a numeric reference; category counts feed categorical features",
+                                    metric.name
+                                ));
                                 continue;
                             };
                             use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
@@ -139,7 +170,12 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
                                 Some(Value::AsDouble(d)) if d >= 0.0 && d.is_finite() => d.round() as u64,
                                 _ => continue,
                             };
-                            let series = Series { metric: &metric.name, resource, attributes: &point.attributes, start_ns: point.start_time_unix_nano };
+                            let series = Series {
+                                metric: &metric.name,
+                                resource,
+                                attributes: &point.attributes,
+                                start_ns: point.start_time_unix_nano,
+                            };
                             let at = point.time_unix_nano as i64;
                             let Some(count) = increment(engine, cumulative, &series, at, vec![count]) else { continue };
                             let count = count[0];
@@ -173,7 +209,13 @@ struct Series<'a> {
 
 /// Counts of a point as increments: delta points as they are, cumulative ones against the
 /// series' previous point (None for a baseline).
-fn increment(engine: &DriftEngine, cumulative: bool, series: &Series<'_>, at: i64, counts: Vec<u64>) -> Option<Vec<u64>> {
+fn increment(
+    engine: &DriftEngine,
+    cumulative: bool,
+    series: &Series<'_>,
+    at: i64,
+    counts: Vec<u64>,
+) -> Option<Vec<u64>> {
     if !cumulative {
         return Some(counts);
     }
@@ -182,7 +224,13 @@ fn increment(engine: &DriftEngine, cumulative: bool, series: &Series<'_>, at: i6
     engine.cumulative().increment(id, series.start_ns, &counts, fresh)
 }
 
-fn add(merged: &mut BTreeMap<(FeatureKey, i64, String), Vec<u64>>, key: FeatureKey, at: i64, reference_id: &str, counts: &[u64]) {
+fn add(
+    merged: &mut BTreeMap<(FeatureKey, i64, String), Vec<u64>>,
+    key: FeatureKey,
+    at: i64,
+    reference_id: &str,
+    counts: &[u64],
+) {
     let entry = merged.entry((key, at, reference_id.to_string())).or_insert_with(|| vec![0; counts.len()]);
     entry.iter_mut().zip(counts).for_each(|(e, c)| *e += c);
 }

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, ListBuilder, StringArray, StringBuilder, TimestampNanosecondArray, UInt64Array,
-    Float64Builder, UInt64Builder,
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, ListBuilder, StringArray, StringBuilder,
+    TimestampNanosecondArray, UInt64Array, UInt64Builder,
 };
 use datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt64Type};
 use datafusion::arrow::error::ArrowError;
@@ -109,7 +109,15 @@ impl Reference {
             counts[Bins::numeric_bin(&edges, *v)] += 1;
         }
         let (mean, std) = (stats::mean(&values), stats::std_dev(&values));
-        Reference::assemble(key, created_ns, Bins::Numeric { edges }, counts, Some(Arc::new(values)), Some(mean), Some(std))
+        Reference::assemble(
+            key,
+            created_ns,
+            Bins::Numeric { edges },
+            counts,
+            Some(Arc::new(values)),
+            Some(mean),
+            Some(std),
+        )
     }
 
     /// Built from category values: one bin per distinct category, plus `__other__`.
@@ -187,10 +195,15 @@ impl Reference {
 
     /// Every reference in a `drift_references` batch (columns by name, any order).
     pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Reference>, String> {
-        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| format!("drift_references has no {name} column"));
+        let column =
+            |name: &str| batch.column_by_name(name).ok_or_else(|| format!("drift_references has no {name} column"));
         let text = |name: &str| -> Result<Vec<Option<String>>, String> { super::strings(column(name)?.as_ref()) };
-        let times = column("timestamp")?.as_primitive_opt::<TimestampNanosecondType>().ok_or("timestamp is not a timestamp")?.clone();
-        let (ids, models, versions, features, kinds) = (text("reference_id")?, text("model")?, text("version")?, text("feature")?, text("kind")?);
+        let times = column("timestamp")?
+            .as_primitive_opt::<TimestampNanosecondType>()
+            .ok_or("timestamp is not a timestamp")?
+            .clone();
+        let (ids, models, versions, features, kinds) =
+            (text("reference_id")?, text("model")?, text("version")?, text("feature")?, text("kind")?);
         let edges = column("edges")?.as_list_opt::<i32>().ok_or("edges is not a list")?.clone();
         let categories = column("categories")?.as_list_opt::<i32>().ok_or("categories is not a list")?.clone();
         let counts = column("counts")?.as_list_opt::<i32>().ok_or("counts is not a list")?.clone();

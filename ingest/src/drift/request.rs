@@ -118,7 +118,10 @@ pub fn feature_key(model: &str, version: &str, feature: &str) -> Result<FeatureK
     }
     for (name, value) in [("model", model), ("version", version), ("feature", feature)] {
         if value.len() > 256 || value.chars().any(char::is_control) {
-            return Err(invalid(format!("{name} {value:?} is not a usable name"), "names are at most 256 characters without control characters"));
+            return Err(invalid(
+                format!("{name} {value:?} is not a usable name"),
+                "names are at most 256 characters without control characters",
+            ));
         }
     }
     Ok(FeatureKey { model: model.to_string(), version: version.to_string(), feature: feature.to_string() })
@@ -131,9 +134,16 @@ pub fn raw_values(values: &[Value], kind: Option<FeatureKind>, limit: usize) -> 
         return Err(invalid("values is empty", "post at least one value"));
     }
     if values.len() > limit {
-        return Err(invalid(format!("{} values are above the limit of {limit} per request", values.len()), "split the values over several requests"));
+        return Err(invalid(
+            format!("{} values are above the limit of {limit} per request", values.len()),
+            "split the values over several requests",
+        ));
     }
-    let kind = kind.unwrap_or(if values[0].is_string() || values[0].is_boolean() { FeatureKind::Categorical } else { FeatureKind::Numeric });
+    let kind = kind.unwrap_or(if values[0].is_string() || values[0].is_boolean() {
+        FeatureKind::Categorical
+    } else {
+        FeatureKind::Numeric
+    });
     match kind {
         FeatureKind::Numeric => {
             let mut out = Vec::with_capacity(values.len());
@@ -155,12 +165,20 @@ pub fn raw_values(values: &[Value], kind: Option<FeatureKind>, limit: usize) -> 
 fn numeric_value(index: usize, value: &Value) -> Result<f64, DriftError> {
     let hint = "a numeric feature takes finite numbers; drop or impute missing values before posting";
     match value {
-        Value::Number(n) => n.as_f64().filter(|v| v.is_finite()).ok_or_else(|| invalid(format!("values[{index}] = {n} is not a finite number"), hint)),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| invalid(format!("values[{index}] = {n} is not a finite number"), hint)),
         Value::Null => Err(invalid(format!("values[{index}] is null (a missing value)"), hint)),
-        Value::String(s) if matches!(s.to_ascii_lowercase().trim_start_matches(['+', '-']), "nan" | "inf" | "infinity") => {
+        Value::String(s)
+            if matches!(s.to_ascii_lowercase().trim_start_matches(['+', '-']), "nan" | "inf" | "infinity") =>
+        {
             Err(invalid(format!("values[{index}] is {s}: not a finite number"), hint))
         }
-        other => Err(invalid(format!("values[{index}] = {other} is not a number"), format!("{hint}; the feature's reference is numeric"))),
+        other => Err(invalid(
+            format!("values[{index}] = {other} is not a number"),
+            format!("{hint}; the feature's reference is numeric"),
+        )),
     }
 }
 
@@ -178,14 +196,23 @@ fn category_value(index: usize, value: &Value) -> Result<String, DriftError> {
 /// Edges must be finite and ascending (equal neighbours are allowed: they make empty bins).
 pub fn check_edges(edges: &[f64]) -> Result<(), DriftError> {
     if edges.is_empty() {
-        return Err(invalid("edges is empty", "give the inner bin edges, ascending; the outer edges are -inf and +inf"));
+        return Err(invalid(
+            "edges is empty",
+            "give the inner bin edges, ascending; the outer edges are -inf and +inf",
+        ));
     }
     for (i, edge) in edges.iter().enumerate() {
         if !edge.is_finite() {
-            return Err(invalid(format!("edges[{i}] is not finite"), "give only the inner edges; -inf and +inf are implied"));
+            return Err(invalid(
+                format!("edges[{i}] is not finite"),
+                "give only the inner edges; -inf and +inf are implied",
+            ));
         }
         if i > 0 && *edge < edges[i - 1] {
-            return Err(invalid(format!("edges[{i}] = {edge} is below edges[{}] = {}", i - 1, edges[i - 1]), "edges must be ascending"));
+            return Err(invalid(
+                format!("edges[{i}] = {edge} is below edges[{}] = {}", i - 1, edges[i - 1]),
+                "edges must be ascending",
+            ));
         }
     }
     Ok(())
@@ -196,9 +223,11 @@ pub fn time_ns(value: &Value, field: &str) -> Result<i64, DriftError> {
     let hint = "an RFC 3339 time (2026-01-02T15:04:05Z) or Unix seconds";
     let ns = match value {
         Value::Number(n) => n.as_f64().filter(|s| s.is_finite() && s.abs() < 9.2e9).map(|s| (s * 1e9).round() as i64),
-        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s).ok().and_then(|t| t.timestamp_nanos_opt()).or_else(|| {
-            s.parse::<f64>().ok().filter(|v| v.is_finite() && v.abs() < 9.2e9).map(|v| (v * 1e9).round() as i64)
-        }),
+        Value::String(s) => {
+            chrono::DateTime::parse_from_rfc3339(s).ok().and_then(|t| t.timestamp_nanos_opt()).or_else(|| {
+                s.parse::<f64>().ok().filter(|v| v.is_finite() && v.abs() < 9.2e9).map(|v| (v * 1e9).round() as i64)
+            })
+        }
         _ => None,
     };
     ns.ok_or_else(|| invalid(format!("{field} = {value} is not a time"), hint))
@@ -220,16 +249,23 @@ mod tests {
     #[test]
     fn bare_nan_in_the_body_gets_a_hint() {
         let body = br#"{"model":"m","feature":"f","values":[1, NaN]}"#;
-        let DriftError::Invalid { hint, .. } = parse::<DriftRequest>(body, "a drift body").unwrap_err() else { panic!() };
+        let DriftError::Invalid { hint, .. } = parse::<DriftRequest>(body, "a drift body").unwrap_err() else {
+            panic!()
+        };
         assert!(hint.contains("NaN"), "{hint}");
         let body = br#"{"model":"NaN","feature":"f","values":[1, }"#;
-        let DriftError::Invalid { hint, .. } = parse::<DriftRequest>(body, "a drift body").unwrap_err() else { panic!() };
+        let DriftError::Invalid { hint, .. } = parse::<DriftRequest>(body, "a drift body").unwrap_err() else {
+            panic!()
+        };
         assert!(!hint.contains("NaN"), "{hint}");
     }
 
     #[test]
     fn kinds_are_inferred_from_values() {
-        assert_eq!(raw_values(&[json!("a"), json!(3)], None, 10).unwrap(), RawValues::Categorical(vec!["a".into(), "3".into()]));
+        assert_eq!(
+            raw_values(&[json!("a"), json!(3)], None, 10).unwrap(),
+            RawValues::Categorical(vec!["a".into(), "3".into()])
+        );
         assert_eq!(raw_values(&[json!(1), json!(2.5)], None, 10).unwrap(), RawValues::Numeric(vec![1.0, 2.5]));
         assert!(raw_values(&[json!(1), json!("a")], None, 10).is_err());
     }

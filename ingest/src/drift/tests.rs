@@ -82,7 +82,12 @@ fn every_oracle_case_matches_scipy() {
             assert_eq!(scores["ks"], case["ks_statistic"].as_f64().unwrap(), "{name} D is exact");
             close_p(scores["ks_p"], case["ks_pvalue"].as_f64().unwrap(), &format!("{name} ks_p"));
             close(scores["wasserstein"], case["wasserstein1"].as_f64().unwrap(), 1e-9, &format!("{name} wasserstein"));
-            close(scores["wasserstein_normalized"], case["wasserstein1_norm_by_ref_std"].as_f64().unwrap(), 1e-9, &format!("{name} wasserstein_normalized"));
+            close(
+                scores["wasserstein_normalized"],
+                case["wasserstein1_norm_by_ref_std"].as_f64().unwrap(),
+                1e-9,
+                &format!("{name} wasserstein_normalized"),
+            );
             close(reference.std.unwrap(), case["ref_std_ddof0"].as_f64().unwrap(), 1e-9, &format!("{name} std"));
         } else {
             assert!(!scores.contains_key("ks"), "{name}: no KS on categories");
@@ -97,7 +102,11 @@ fn asymptotic_kolmogorov_matches_scipy_at_the_oracle_sizes() {
         let (n, m) = (case["n_ref"].as_f64().unwrap(), case["n_cur"].as_f64().unwrap());
         let en = (n * m / (n + m)).round() as u64;
         let d = case["ks_statistic"].as_f64().unwrap();
-        close_p(ks::kolmogorov_sf(en, d), case["ks_pvalue_asymp"].as_f64().unwrap(), &format!("{} asymptotic", case["name"]));
+        close_p(
+            ks::kolmogorov_sf(en, d),
+            case["ks_pvalue_asymp"].as_f64().unwrap(),
+            &format!("{} asymptotic", case["name"]),
+        );
     }
 }
 
@@ -154,7 +163,8 @@ fn new_categories_land_in_other_and_empty_bins_stay_finite() {
     assert_eq!((status, count), ("ok", 5));
     assert!(scores.values().all(|v| v.is_finite()), "{scores:?}");
     // p = (0.4, 0.6, 0), q = (0.2, 0, 0.8): PSI with ε for the empty bins.
-    let expected_psi = (0.2 - 0.4) * (0.2f64 / 0.4).ln() + (1e-4 - 0.6) * (1e-4f64 / 0.6).ln() + (0.8 - 1e-4) * (0.8f64 / 1e-4).ln();
+    let expected_psi =
+        (0.2 - 0.4) * (0.2f64 / 0.4).ln() + (1e-4 - 0.6) * (1e-4f64 / 0.6).ln() + (0.8 - 1e-4) * (0.8f64 / 1e-4).ln();
     close(scores["psi"], expected_psi, 1e-12, "psi");
 }
 
@@ -173,7 +183,10 @@ fn single_value_reference_scores_without_a_normalised_wasserstein() {
 #[test]
 fn binned_counts_from_an_older_reference_are_left_out() {
     let reference = Reference::numeric(key(), 0, (0..20).map(f64::from).collect(), None);
-    let data = WindowData { binned: vec![("ref-old".into(), vec![1; 10]), (reference.id.clone(), vec![2; 10])], ..WindowData::default() };
+    let data = WindowData {
+        binned: vec![("ref-old".into(), vec![1; 10]), (reference.id.clone(), vec![2; 10])],
+        ..WindowData::default()
+    };
     let e = evaluate(&reference, &data, 5);
     let (status, count, stale, scores) = (e.status.as_str(), e.current, e.stale, e.scores);
     assert_eq!((status, count, stale), ("ok", 20, 10));

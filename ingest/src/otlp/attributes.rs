@@ -35,7 +35,12 @@ fn to_json(value: &Value) -> serde_json::Value {
         Value::KvlistValue(list) => list
             .values
             .iter()
-            .map(|kv| (kv.key.clone(), kv.value.as_ref().and_then(|v| v.value.as_ref()).map_or(serde_json::Value::Null, to_json)))
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    kv.value.as_ref().and_then(|v| v.value.as_ref()).map_or(serde_json::Value::Null, to_json),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
             .into(),
         #[allow(unreachable_patterns)]
@@ -109,7 +114,10 @@ mod tests {
         assert_eq!(value_text(Some(&AnyValue { value: Some(Value::IntValue(-3)) })).unwrap(), "-3");
         assert_eq!(value_text(Some(&AnyValue { value: Some(Value::DoubleValue(0.5)) })).unwrap(), "0.5");
         let array = Value::ArrayValue(ArrayValue {
-            values: vec![AnyValue { value: Some(Value::StringValue("a".into())) }, AnyValue { value: Some(Value::BoolValue(true)) }],
+            values: vec![
+                AnyValue { value: Some(Value::StringValue("a".into())) },
+                AnyValue { value: Some(Value::BoolValue(true)) },
+            ],
         });
         assert_eq!(value_text(Some(&AnyValue { value: Some(array) })).unwrap(), r#"["a",true]"#);
         let list = Value::KvlistValue(KeyValueList { values: vec![kv("k", Value::IntValue(1))] });

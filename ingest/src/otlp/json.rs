@@ -14,9 +14,31 @@ const ENUM_FIELDS: &[(&str, &str, &[&str])] = &[
         "severityNumber",
         "SEVERITY_NUMBER_",
         &[
-            "UNSPECIFIED", "TRACE", "TRACE2", "TRACE3", "TRACE4", "DEBUG", "DEBUG2", "DEBUG3", "DEBUG4", "INFO",
-            "INFO2", "INFO3", "INFO4", "WARN", "WARN2", "WARN3", "WARN4", "ERROR", "ERROR2", "ERROR3", "ERROR4",
-            "FATAL", "FATAL2", "FATAL3", "FATAL4",
+            "UNSPECIFIED",
+            "TRACE",
+            "TRACE2",
+            "TRACE3",
+            "TRACE4",
+            "DEBUG",
+            "DEBUG2",
+            "DEBUG3",
+            "DEBUG4",
+            "INFO",
+            "INFO2",
+            "INFO3",
+            "INFO4",
+            "WARN",
+            "WARN2",
+            "WARN3",
+            "WARN4",
+            "ERROR",
+            "ERROR2",
+            "ERROR3",
+            "ERROR4",
+            "FATAL",
+            "FATAL2",
+            "FATAL3",
+            "FATAL4",
         ],
     ),
 ];
@@ -27,14 +49,15 @@ pub fn normalize_enums(value: &mut Value) -> Result<(), String> {
         Value::Object(map) => {
             for (key, field) in map.iter_mut() {
                 if let Some((_, prefix, names)) = ENUM_FIELDS.iter().find(|(k, _, _)| k == key)
-                    && let Value::String(text) = field {
-                        let number = match text.strip_prefix(prefix).and_then(|n| names.iter().position(|x| x == &n)) {
-                            Some(index) => index as i64,
-                            None => text.parse::<i64>().map_err(|_| format!("{key}: unknown enum value {text:?}"))?,
-                        };
-                        *field = Value::from(number);
-                        continue;
-                    }
+                    && let Value::String(text) = field
+                {
+                    let number = match text.strip_prefix(prefix).and_then(|n| names.iter().position(|x| x == &n)) {
+                        Some(index) => index as i64,
+                        None => text.parse::<i64>().map_err(|_| format!("{key}: unknown enum value {text:?}"))?,
+                    };
+                    *field = Value::from(number);
+                    continue;
+                }
                 normalize_enums(field)?;
             }
         }

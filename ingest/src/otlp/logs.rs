@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int32Builder, StringBuilder, StringDictionaryBuilder, TimestampNanosecondBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, Int32Builder, StringBuilder, StringDictionaryBuilder, TimestampNanosecondBuilder,
+};
 use datafusion::arrow::datatypes::Int32Type;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -36,25 +38,35 @@ pub fn map(request: &ExportLogsServiceRequest, received_ns: i64) -> Result<Mappe
         for scope_logs in &resource_logs.scope_logs {
             let scope = scope_logs.scope.as_ref().map(|s| s.name.as_str()).filter(|n| !n.is_empty());
             for record in &scope_logs.log_records {
-                let (Ok(time), Ok(observed_time)) = (i64::try_from(record.time_unix_nano), i64::try_from(record.observed_time_unix_nano))
+                let (Ok(time), Ok(observed_time)) =
+                    (i64::try_from(record.time_unix_nano), i64::try_from(record.observed_time_unix_nano))
                 else {
                     rejected += 1;
                     first_error.get_or_insert_with(|| "log record timestamp out of range".to_string());
                     continue;
                 };
-                if !(record.trace_id.is_empty() || record.trace_id.len() == 16) || !(record.span_id.is_empty() || record.span_id.len() == 8) {
+                if !(record.trace_id.is_empty() || record.trace_id.len() == 16)
+                    || !(record.span_id.is_empty() || record.span_id.len() == 8)
+                {
                     rejected += 1;
                     first_error.get_or_insert_with(|| "log record trace_id must be 16 bytes and span_id 8".to_string());
                     continue;
                 }
                 accepted += 1;
-                let when = if time != 0 { time } else if observed_time != 0 { observed_time } else { received_ns };
+                let when = if time != 0 {
+                    time
+                } else if observed_time != 0 {
+                    observed_time
+                } else {
+                    received_ns
+                };
                 timestamp.append_value(when);
                 observed.append_option((observed_time != 0).then_some(observed_time));
                 trace_id.append_option((!record.trace_id.is_empty()).then(|| hex(&record.trace_id)));
                 span_id.append_option((!record.span_id.is_empty()).then(|| hex(&record.span_id)));
                 severity_number.append_option((record.severity_number != 0).then_some(record.severity_number));
-                severity_text.append_option((!record.severity_text.is_empty()).then_some(record.severity_text.as_str()));
+                severity_text
+                    .append_option((!record.severity_text.is_empty()).then_some(record.severity_text.as_str()));
                 body.append_option(value_text(record.body.as_ref()));
                 service.append_value(&identity.service);
                 append_map(&mut attributes, &record.attributes);

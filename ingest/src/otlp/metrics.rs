@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use opentelemetry_proto::tonic::metrics::v1::exemplar::Value as ExemplarValue;
-use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
 use opentelemetry_proto::tonic::metrics::v1::Exemplar as OtlpExemplar;
+use opentelemetry_proto::tonic::metrics::v1::exemplar::Value as ExemplarValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint, SummaryDataPoint,
 };
@@ -144,7 +144,11 @@ impl PointSeries {
 
     /// Keeps a point's exemplars with the series `series_of` picks for each value (the
     /// series itself, or for histograms the bucket the value falls in, as Prometheus does).
-    fn exemplars(&mut self, exemplars: &[OtlpExemplar], mut series_of: impl FnMut(f64) -> Result<(String, LabelSet), String>) -> Result<(), String> {
+    fn exemplars(
+        &mut self,
+        exemplars: &[OtlpExemplar],
+        mut series_of: impl FnMut(f64) -> Result<(String, LabelSet), String>,
+    ) -> Result<(), String> {
         for exemplar in exemplars {
             let value = match exemplar.value {
                 Some(ExemplarValue::AsDouble(v)) => v,
@@ -152,8 +156,11 @@ impl PointSeries {
                 None => continue,
             };
             let (metric, series) = series_of(value)?;
-            let mut labels: Vec<(String, String)> =
-                exemplar.filtered_attributes.iter().filter_map(|kv| value_text(kv.value.as_ref()).map(|v| (label_name(&kv.key).into_owned(), v))).collect();
+            let mut labels: Vec<(String, String)> = exemplar
+                .filtered_attributes
+                .iter()
+                .filter_map(|kv| value_text(kv.value.as_ref()).map(|v| (label_name(&kv.key).into_owned(), v)))
+                .collect();
             for (name, id) in [("trace_id", &exemplar.trace_id), ("span_id", &exemplar.span_id)] {
                 if !id.is_empty() {
                     labels.push((name.to_string(), hex(id)));
@@ -165,7 +172,11 @@ impl PointSeries {
     }
 
     fn push(&mut self, metric: &str, labels: LabelSet, timestamp_ns: i64, value: f64) {
-        self.series.push(MetricSeries { metric: metric.to_string(), labels, samples: vec![Sample { timestamp_ns, value }] });
+        self.series.push(MetricSeries {
+            metric: metric.to_string(),
+            labels,
+            samples: vec![Sample { timestamp_ns, value }],
+        });
     }
 }
 
@@ -193,14 +204,22 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
                 };
                 let (kind, family) = match data {
                     Data::Gauge(_) => ("gauge", metric_name(&metric.name, &metric.unit, MetricKind::Gauge)),
-                    Data::Sum(s) if s.is_monotonic => ("counter", metric_name(&metric.name, &metric.unit, MetricKind::MonotonicCounter)),
+                    Data::Sum(s) if s.is_monotonic => {
+                        ("counter", metric_name(&metric.name, &metric.unit, MetricKind::MonotonicCounter))
+                    }
                     Data::Sum(_) => ("gauge", metric_name(&metric.name, &metric.unit, MetricKind::NonMonotonicCounter)),
-                    Data::Histogram(_) | Data::ExponentialHistogram(_) => ("histogram", metric_name(&metric.name, &metric.unit, MetricKind::Histogram)),
+                    Data::Histogram(_) | Data::ExponentialHistogram(_) => {
+                        ("histogram", metric_name(&metric.name, &metric.unit, MetricKind::Histogram))
+                    }
                     Data::Summary(_) => ("summary", metric_name(&metric.name, &metric.unit, MetricKind::Summary)),
                 };
                 out.metadata.push((
                     family,
-                    crate::metadata::MetricMetadata { kind: kind.into(), help: metric.description.clone(), unit: metric.unit.clone() },
+                    crate::metadata::MetricMetadata {
+                        kind: kind.into(),
+                        help: metric.description.clone(),
+                        unit: metric.unit.clone(),
+                    },
                 ));
                 let results: Vec<Result<PointSeries, String>> = match data {
                     Data::Gauge(gauge) => {
@@ -208,7 +227,11 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
                         gauge.data_points.iter().map(|p| number_point(&name, p, false, &context, &mut totals)).collect()
                     }
                     Data::Sum(sum) => {
-                        let kind = if sum.is_monotonic { MetricKind::MonotonicCounter } else { MetricKind::NonMonotonicCounter };
+                        let kind = if sum.is_monotonic {
+                            MetricKind::MonotonicCounter
+                        } else {
+                            MetricKind::NonMonotonicCounter
+                        };
                         let name = metric_name(&metric.name, &metric.unit, kind);
                         let delta = sum.aggregation_temporality == AggregationTemporality::Delta as i32;
                         sum.data_points.iter().map(|p| number_point(&name, p, delta, &context, &mut totals)).collect()
@@ -216,7 +239,11 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
                     Data::Histogram(histogram) => {
                         let name = metric_name(&metric.name, &metric.unit, MetricKind::Histogram);
                         let delta = histogram.aggregation_temporality == AggregationTemporality::Delta as i32;
-                        histogram.data_points.iter().map(|p| histogram_point(&name, p, delta, &context, &mut totals)).collect()
+                        histogram
+                            .data_points
+                            .iter()
+                            .map(|p| histogram_point(&name, p, delta, &context, &mut totals))
+                            .collect()
                     }
                     Data::ExponentialHistogram(histogram) => {
                         let name = metric_name(&metric.name, &metric.unit, MetricKind::Histogram);
@@ -238,7 +265,8 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
                             out.accepted_points += 1;
                             for series in &point.series {
                                 for sample in &series.samples {
-                                    newest_ns = Some(newest_ns.map_or(sample.timestamp_ns, |n| n.max(sample.timestamp_ns)));
+                                    newest_ns =
+                                        Some(newest_ns.map_or(sample.timestamp_ns, |n| n.max(sample.timestamp_ns)));
                                 }
                             }
                             out.series.extend(point.series);
@@ -250,9 +278,15 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
             }
         }
         if let Some(timestamp_ns) = newest_ns
-            && let Some(info) = target_info(resource_metrics.resource.as_ref().map_or(&[][..], |r| &r.attributes), &identity, limits) {
-                out.series.push(MetricSeries { metric: "target_info".into(), labels: info, samples: vec![Sample { timestamp_ns, value: 1.0 }] });
-            }
+            && let Some(info) =
+                target_info(resource_metrics.resource.as_ref().map_or(&[][..], |r| &r.attributes), &identity, limits)
+        {
+            out.series.push(MetricSeries {
+                metric: "target_info".into(),
+                labels: info,
+                samples: vec![Sample { timestamp_ns, value: 1.0 }],
+            });
+        }
     }
     out
 }
@@ -291,7 +325,13 @@ fn cumulative(totals: &mut Totals, delta: bool, metric: &str, labels: &LabelSet,
     entry.0
 }
 
-fn number_point(name: &str, point: &NumberDataPoint, delta: bool, context: &PointContext, totals: &mut Totals) -> Result<PointSeries, String> {
+fn number_point(
+    name: &str,
+    point: &NumberDataPoint,
+    delta: bool,
+    context: &PointContext,
+    totals: &mut Totals,
+) -> Result<PointSeries, String> {
     let ts = timestamp(point.time_unix_nano)?;
     let labels = context.labels(&point.attributes, None)?;
     let mut out = PointSeries::new();
@@ -330,7 +370,11 @@ fn histogram_series(
     let bucket_name = format!("{name}_bucket");
     let attribute_labels = context.attribute_labels(attributes);
     out.exemplars(exemplars, |value| {
-        let bound = cumulative_buckets.iter().map(|(b, _)| *b).find(|b| b.is_finite() && value <= *b).map_or_else(|| "+Inf".to_string(), format_bound);
+        let bound = cumulative_buckets
+            .iter()
+            .map(|(b, _)| *b)
+            .find(|b| b.is_finite() && value <= *b)
+            .map_or_else(|| "+Inf".to_string(), format_bound);
         Ok((bucket_name.clone(), context.with_extra(attribute_labels.clone(), Some(("le", bound)))?))
     })?;
     let emit = |out: &mut PointSeries, metric: &str, labels: LabelSet, value: f64, totals: &mut Totals| {
@@ -351,7 +395,13 @@ fn histogram_series(
     Ok(out)
 }
 
-fn histogram_point(name: &str, point: &HistogramDataPoint, delta: bool, context: &PointContext, totals: &mut Totals) -> Result<PointSeries, String> {
+fn histogram_point(
+    name: &str,
+    point: &HistogramDataPoint,
+    delta: bool,
+    context: &PointContext,
+    totals: &mut Totals,
+) -> Result<PointSeries, String> {
     let ts = timestamp(point.time_unix_nano)?;
     let counts = &point.bucket_counts;
     let bounds = &point.explicit_bounds;
@@ -371,7 +421,19 @@ fn histogram_point(name: &str, point: &HistogramDataPoint, delta: bool, context:
         })
         .collect();
     let stale = point.flags & FLAG_NO_RECORDED_VALUE != 0;
-    histogram_series(name, &point.attributes, ts, &buckets, point.count as f64, point.sum, stale, delta, &point.exemplars, context, totals)
+    histogram_series(
+        name,
+        &point.attributes,
+        ts,
+        &buckets,
+        point.count as f64,
+        point.sum,
+        stale,
+        delta,
+        &point.exemplars,
+        context,
+        totals,
+    )
 }
 
 fn exponential_point(
@@ -409,7 +471,19 @@ fn exponential_point(
         })
         .collect();
     let stale = point.flags & FLAG_NO_RECORDED_VALUE != 0;
-    histogram_series(name, &point.attributes, ts, &cumulative_buckets, point.count as f64, point.sum, stale, delta, &point.exemplars, context, totals)
+    histogram_series(
+        name,
+        &point.attributes,
+        ts,
+        &cumulative_buckets,
+        point.count as f64,
+        point.sum,
+        stale,
+        delta,
+        &point.exemplars,
+        context,
+        totals,
+    )
 }
 
 fn summary_point(name: &str, point: &SummaryDataPoint, context: &PointContext) -> Result<PointSeries, String> {
@@ -419,7 +493,8 @@ fn summary_point(name: &str, point: &SummaryDataPoint, context: &PointContext) -
     let mut out = PointSeries::new();
     let attribute_labels = context.attribute_labels(&point.attributes);
     for quantile in &point.quantile_values {
-        let labels = context.with_extra(attribute_labels.clone(), Some(("quantile", format_bound(quantile.quantile))))?;
+        let labels =
+            context.with_extra(attribute_labels.clone(), Some(("quantile", format_bound(quantile.quantile))))?;
         out.push(name, labels, ts, value(quantile.value));
     }
     let labels = context.with_extra(attribute_labels, None)?;

@@ -77,7 +77,11 @@ pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
 }
 
 /// Decodes an export request body.
-pub fn decode<T: Message + Default + DeserializeOwned>(body: &[u8], encoding: Encoding, what: &'static str) -> Result<T, IngestError> {
+pub fn decode<T: Message + Default + DeserializeOwned>(
+    body: &[u8],
+    encoding: Encoding,
+    what: &'static str,
+) -> Result<T, IngestError> {
     match encoding {
         Encoding::Protobuf => T::decode(body).map_err(|e| IngestError::Malformed { what, message: e.to_string() }),
         Encoding::Json => {
@@ -141,9 +145,10 @@ impl ExportOutcome {
 
     pub fn logs_response(&self) -> ExportLogsServiceResponse {
         ExportLogsServiceResponse {
-            partial_success: self
-                .partial()
-                .map(|(rejected_log_records, error_message)| ExportLogsPartialSuccess { rejected_log_records, error_message }),
+            partial_success: self.partial().map(|(rejected_log_records, error_message)| ExportLogsPartialSuccess {
+                rejected_log_records,
+                error_message,
+            }),
         }
     }
 }
@@ -211,7 +216,8 @@ mod tests {
         assert_eq!(span.kind, 2);
         assert_eq!(span.trace_id[0], 0x5b);
         assert_eq!(span.end_time_unix_nano, 1_544_712_661_000_000_000);
-        let from_protobuf: ExportTraceServiceRequest = decode(&from_json.encode_to_vec(), Encoding::Protobuf, "traces").unwrap();
+        let from_protobuf: ExportTraceServiceRequest =
+            decode(&from_json.encode_to_vec(), Encoding::Protobuf, "traces").unwrap();
         assert_eq!(from_json, from_protobuf);
         assert!(decode::<ExportTraceServiceRequest>(b"{", Encoding::Json, "traces").is_err());
         assert!(decode::<ExportTraceServiceRequest>(&[0xff, 0xff], Encoding::Protobuf, "traces").is_err());
@@ -219,7 +225,8 @@ mod tests {
 
     #[test]
     fn partial_success_is_only_sent_when_something_was_refused() {
-        let full = encode_response(Signal::Metrics, &ExportOutcome { accepted: 3, ..Default::default() }, Encoding::Json);
+        let full =
+            encode_response(Signal::Metrics, &ExportOutcome { accepted: 3, ..Default::default() }, Encoding::Json);
         assert_eq!(full, b"{}");
         let partial = ExportOutcome { accepted: 1, rejected: 2, message: Some("bad".into()) };
         let text = String::from_utf8(encode_response(Signal::Traces, &partial, Encoding::Json)).unwrap();

@@ -206,18 +206,30 @@ pub fn map(request: &ExportTraceServiceRequest) -> Result<MappedSpans, ArrowErro
                 for event in &span.events {
                     let entry = columns.events.values();
                     append_struct(entry, |fields| {
-                        if let Some(b) = fields.field_builder::<TimestampNanosecondBuilder>(0) { b.append_value(event.time_unix_nano as i64) }
-                        if let Some(b) = fields.field_builder::<StringBuilder>(1) { b.append_value(&event.name) }
-                        if let Some(b) = fields.field_builder::<Map>(2) { append_map(b, &event.attributes) }
+                        if let Some(b) = fields.field_builder::<TimestampNanosecondBuilder>(0) {
+                            b.append_value(event.time_unix_nano as i64)
+                        }
+                        if let Some(b) = fields.field_builder::<StringBuilder>(1) {
+                            b.append_value(&event.name)
+                        }
+                        if let Some(b) = fields.field_builder::<Map>(2) {
+                            append_map(b, &event.attributes)
+                        }
                     });
                 }
                 columns.events.append(true);
                 for link in &span.links {
                     let entry = columns.links.values();
                     append_struct(entry, |fields| {
-                        if let Some(b) = fields.field_builder::<StringBuilder>(0) { b.append_value(hex(&link.trace_id)) }
-                        if let Some(b) = fields.field_builder::<StringBuilder>(1) { b.append_value(hex(&link.span_id)) }
-                        if let Some(b) = fields.field_builder::<Map>(2) { append_map(b, &link.attributes) }
+                        if let Some(b) = fields.field_builder::<StringBuilder>(0) {
+                            b.append_value(hex(&link.trace_id))
+                        }
+                        if let Some(b) = fields.field_builder::<StringBuilder>(1) {
+                            b.append_value(hex(&link.span_id))
+                        }
+                        if let Some(b) = fields.field_builder::<Map>(2) {
+                            append_map(b, &link.attributes)
+                        }
                     });
                 }
                 columns.links.append(true);

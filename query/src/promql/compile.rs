@@ -21,14 +21,14 @@ use promql_parser::parser::{
 };
 use vigil_storage::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, label_columns, label_name_of_column};
 
+use super::EvalRange;
 use super::errors::PromError;
 use super::kernels::{BinaryOp, RangeFunction};
-use super::udf::{
-    BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelRegexUdf, LabelReplaceUdf, MathFunction, MathUdf, MillisecondsUdf,
-    QuantileUdf, SampleBudget, Steps,
-};
 use super::sweep::{Fold, Sweep, SweepChunk, SweepLanes, SweepSpec, chunk_bounds, lane_starts};
-use super::EvalRange;
+use super::udf::{
+    BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelRegexUdf, LabelReplaceUdf, MathFunction, MathUdf,
+    MillisecondsUdf, QuantileUdf, SampleBudget, Steps,
+};
 use crate::QueryEngine;
 
 // The plans' own columns carry `#`, which no label name can hold (`[a-zA-Z_][a-zA-Z0-9_]*`):
@@ -77,7 +77,9 @@ const UNION_FAN_IN: usize = 64;
 
 /// One union of `inputs` (never a chain of two-way unions, which the optimizer flattens in
 /// time quadratic in its length).
-fn union_of(inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>>) -> Result<datafusion::logical_expr::LogicalPlan, PromError> {
+fn union_of(
+    inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>>,
+) -> Result<datafusion::logical_expr::LogicalPlan, PromError> {
     Ok(datafusion::logical_expr::LogicalPlan::Union(datafusion::logical_expr::Union::try_new_with_loose_types(inputs)?))
 }
 
@@ -238,7 +240,13 @@ impl<'a> Compiler<'a> {
                 self.budget.limit()
             )));
         }
-        Ok(Compiler { engine: self.engine, range, lookback_ms: self.lookback_ms, distributed: tokio::sync::OnceCell::new(), budget: self.budget.clone() })
+        Ok(Compiler {
+            engine: self.engine,
+            range,
+            lookback_ms: self.lookback_ms,
+            distributed: tokio::sync::OnceCell::new(),
+            budget: self.budget.clone(),
+        })
     }
 
     fn steps(&self) -> Steps {
@@ -283,7 +291,11 @@ impl<'a> Compiler<'a> {
     // ---- selectors -------------------------------------------------------------------
 
     /// Metric tables a selector may read, with their metric names.
-    fn tables_for(&self, selector: &VectorSelector, schemas: &std::collections::HashMap<String, datafusion::arrow::datatypes::SchemaRef>) -> Vec<(String, String)> {
+    fn tables_for(
+        &self,
+        selector: &VectorSelector,
+        schemas: &std::collections::HashMap<String, datafusion::arrow::datatypes::SchemaRef>,
+    ) -> Vec<(String, String)> {
         let name_matchers: Vec<&Matcher> = selector.matchers.matchers.iter().filter(|m| m.name == NAME).collect();
         let candidates: Vec<String> = match &selector.name {
             Some(name) => vec![name.clone()],
@@ -317,7 +329,8 @@ impl<'a> Compiler<'a> {
             let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels, Reading::Samples).await?;
             vec![SweepChunk { high_ms, frame: self.one_stream(ctx, frame), lead_in: None }]
         } else {
-            let partition_ms = i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
+            let partition_ms =
+                i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
             let bounds = chunk_bounds(low_ms, high_ms, partition_ms);
             // Lanes (chunks swept in parallel) when each step has its own window, local, and
             // a lane's lead-in reaches back at most one partition.
@@ -330,7 +343,16 @@ impl<'a> Compiler<'a> {
             for (index, (low, high)) in bounds.into_iter().enumerate() {
                 let frame = self.rows_frame(ctx, &selection, low, high, &sweep_labels, Reading::Samples).await?;
                 let lead_in = if lanes.contains(&index) {
-                    let frame = self.rows_frame(ctx, &selection, low.saturating_sub(window_ms), low - 1, &sweep_labels, Reading::Samples).await?;
+                    let frame = self
+                        .rows_frame(
+                            ctx,
+                            &selection,
+                            low.saturating_sub(window_ms),
+                            low - 1,
+                            &sweep_labels,
+                            Reading::Samples,
+                        )
+                        .await?;
                     Some(self.one_stream(ctx, frame))
                 } else {
                     None
@@ -344,18 +366,34 @@ impl<'a> Compiler<'a> {
 
     /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `#ts`,
     /// `#value`) over every matching metric table; `None` when no table can match.
-    pub async fn selector_rows(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
+    pub async fn selector_rows(
+        &self,
+        selector: &VectorSelector,
+        low_ms: i64,
+        high_ms: i64,
+    ) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
         self.selector_read(selector, low_ms, high_ms, Reading::Samples).await
     }
 
     /// At least one row per series a selector matches with samples in `[low_ms, high_ms]`
     /// (labels as in [`Self::selector_rows`]; time and value are not the samples'): shared
     /// segments answer from their series index without reading samples.
-    pub async fn selector_series(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
+    pub async fn selector_series(
+        &self,
+        selector: &VectorSelector,
+        low_ms: i64,
+        high_ms: i64,
+    ) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
         self.selector_read(selector, low_ms, high_ms, Reading::Series).await
     }
 
-    async fn selector_read(&self, selector: &VectorSelector, low_ms: i64, high_ms: i64, reading: Reading) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
+    async fn selector_read(
+        &self,
+        selector: &VectorSelector,
+        low_ms: i64,
+        high_ms: i64,
+        reading: Reading,
+    ) -> Result<Option<(DataFrame, Vec<String>)>, PromError> {
         let ctx = self.engine.context();
         let selection = self.selector_tables(ctx, selector).await?;
         if selection.tables.is_empty() {
@@ -372,15 +410,16 @@ impl<'a> Compiler<'a> {
     }
 
     /// The Ballista session, when distributed queries are on and `span_ms` is long enough.
-    async fn distributed_context(&self, span_ms: i64) -> Result<Option<&datafusion::prelude::SessionContext>, PromError> {
+    async fn distributed_context(
+        &self,
+        span_ms: i64,
+    ) -> Result<Option<&datafusion::prelude::SessionContext>, PromError> {
         let Some(ballista) = &self.engine.options().ballista else { return Ok(None) };
         if (span_ms as i128) * 1_000_000 < ballista.min_range.as_nanos() as i128 {
             return Ok(None);
         }
-        let ctx = self
-            .distributed
-            .get_or_try_init(|| crate::distributed::session(self.engine.storage(), ballista))
-            .await?;
+        let ctx =
+            self.distributed.get_or_try_init(|| crate::distributed::session(self.engine.storage(), ballista)).await?;
         metrics::counter!("vigil_query_distributed_total", "language" => "promql").increment(1);
         Ok(Some(ctx))
     }
@@ -431,7 +470,8 @@ impl<'a> Compiler<'a> {
             let columns: BTreeSet<String> = label_columns(&schema).map(str::to_string).collect();
             let mut filters = Vec::new();
             let mut possible = true;
-            for (matcher, holding) in selector.matchers.matchers.iter().filter(|m| m.name != NAME).zip(&possible_tables) {
+            for (matcher, holding) in selector.matchers.matchers.iter().filter(|m| m.name != NAME).zip(&possible_tables)
+            {
                 let column = label_column_name(&matcher.name).into_owned();
                 if columns.contains(&column) {
                     possible &= holding.as_ref().is_none_or(|tables| tables.contains(&table));
@@ -457,11 +497,17 @@ impl<'a> Compiler<'a> {
 
     /// The tables as one, when every one is named like its metric and all their flushed rows
     /// are in shared segments.
-    fn selected_set(&self, selector: &VectorSelector, tables: &[SelectorTable]) -> Result<Option<SelectedSet>, PromError> {
+    fn selected_set(
+        &self,
+        selector: &VectorSelector,
+        tables: &[SelectorTable],
+    ) -> Result<Option<SelectedSet>, PromError> {
         if tables.iter().any(|t| t.table != t.metric) {
             return Ok(None);
         }
-        let Some(provider) = self.engine.storage().metric_set(tables.iter().map(|t| (t.table.as_str(), t.schema.as_ref()))) else {
+        let Some(provider) =
+            self.engine.storage().metric_set(tables.iter().map(|t| (t.table.as_str(), t.schema.as_ref())))
+        else {
             return Ok(None);
         };
         let columns: BTreeSet<String> = tables.iter().flat_map(|t| t.columns.iter().cloned()).collect();
@@ -489,7 +535,11 @@ impl<'a> Compiler<'a> {
         let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
         let storage = self.engine.storage();
         let local = std::ptr::eq(ctx, self.engine.context());
-        let rows = |frame: DataFrame, filters: &[Expr], name: Expr, columns: &BTreeSet<String>| -> Result<DataFrame, PromError> {
+        let rows = |frame: DataFrame,
+                    filters: &[Expr],
+                    name: Expr,
+                    columns: &BTreeSet<String>|
+         -> Result<DataFrame, PromError> {
             let time_bounds = [
                 ident(TIMESTAMP_COLUMN).gt_eq(lit(ScalarValue::TimestampNanosecond(Some(low_ns), Some("UTC".into())))),
                 ident(TIMESTAMP_COLUMN).lt_eq(lit(ScalarValue::TimestampNanosecond(Some(high_ns), Some("UTC".into())))),
@@ -508,7 +558,11 @@ impl<'a> Compiler<'a> {
                 })
                 .collect();
             // Ballista's executors know DataFusion's functions, not ours.
-            let ms = if local { MillisecondsUdf::new().call(vec![ident(TIMESTAMP_COLUMN)]) } else { cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64) };
+            let ms = if local {
+                MillisecondsUdf::new().call(vec![ident(TIMESTAMP_COLUMN)])
+            } else {
+                cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)
+            };
             projection.push(ms.alias(TS));
             projection.push(ident(VALUE_COLUMN).alias(VALUE));
             Ok(frame.filter(filter)?.select(projection)?)
@@ -547,18 +601,32 @@ impl<'a> Compiler<'a> {
     /// against every pair of its inputs, each time a plan is rewritten, so thousands of
     /// tables in one union plan for minutes. Groups of [`UNION_FAN_IN`] run one after the
     /// other and their rows, counted against the sample budget, are read as one table.
-    async fn union_in_groups(&self, ctx: &datafusion::prelude::SessionContext, inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>>) -> Result<DataFrame, PromError> {
+    async fn union_in_groups(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>>,
+    ) -> Result<DataFrame, PromError> {
         let schema = Arc::new(Schema::new(
-            inputs[0].schema().as_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            inputs[0]
+                .schema()
+                .as_arrow()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
         ));
         let mut batches = Vec::new();
-        let groups: Vec<Vec<Arc<datafusion::logical_expr::LogicalPlan>>> = inputs.chunks(UNION_FAN_IN).map(<[_]>::to_vec).collect();
+        let groups: Vec<Vec<Arc<datafusion::logical_expr::LogicalPlan>>> =
+            inputs.chunks(UNION_FAN_IN).map(<[_]>::to_vec).collect();
         for mut group in groups {
             let plan = if group.len() == 1 { Arc::unwrap_or_clone(group.remove(0)) } else { union_of(group)? };
             let rows = DataFrame::new(ctx.state(), plan).collect().await?;
             for batch in rows {
                 self.budget.take(batch.num_rows())?;
-                batches.push(RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| PromError::Internal(e.to_string()))?);
+                batches.push(
+                    RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                        .map_err(|e| PromError::Internal(e.to_string()))?,
+                );
             }
             tokio::task::yield_now().await;
         }
@@ -571,14 +639,29 @@ impl<'a> Compiler<'a> {
     }
 
     /// Evaluates `function` over every series' windows at every step.
-    fn apply_steps(&self, matrix: MatrixPlan, function: RangeFunction, window_ms: i64, param: f64, keep_name: bool) -> Result<VectorPlan, PromError> {
+    fn apply_steps(
+        &self,
+        matrix: MatrixPlan,
+        function: RangeFunction,
+        window_ms: i64,
+        param: f64,
+        keep_name: bool,
+    ) -> Result<VectorPlan, PromError> {
         let labels: Vec<String> = matrix.labels.iter().filter(|l| keep_name || *l != NAME).cloned().collect();
         self.sweep(matrix, function, window_ms, param, labels, None)
     }
 
     /// The step sweep over `matrix`, its rows labelled with `labels`; with a fold, one row per
     /// group of `labels` and step.
-    fn sweep(&self, matrix: MatrixPlan, function: RangeFunction, window_ms: i64, param: f64, labels: Vec<String>, fold: Option<Fold>) -> Result<VectorPlan, PromError> {
+    fn sweep(
+        &self,
+        matrix: MatrixPlan,
+        function: RangeFunction,
+        window_ms: i64,
+        param: f64,
+        labels: Vec<String>,
+        fold: Option<Fold>,
+    ) -> Result<VectorPlan, PromError> {
         let spec = SweepSpec {
             function,
             steps: self.steps(),
@@ -591,7 +674,11 @@ impl<'a> Compiler<'a> {
         };
         let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, matrix.labels, labels.clone());
         let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, lanes.partitions())?;
-        Ok(VectorPlan { frame: self.engine.context().read_table(Arc::new(table))?, labels, sweep: Some(SweptAnswer { lanes, top: None }) })
+        Ok(VectorPlan {
+            frame: self.engine.context().read_table(Arc::new(table))?,
+            labels,
+            sweep: Some(SweptAnswer { lanes, top: None }),
+        })
     }
 
     async fn subquery(&self, subquery: &SubqueryExpr) -> Result<MatrixPlan, PromError> {
@@ -621,7 +708,8 @@ impl<'a> Compiler<'a> {
     fn steps_frame(&self) -> Result<DataFrame, PromError> {
         let steps: Vec<i64> = self.steps().iter().collect();
         let schema = Arc::new(Schema::new(vec![Field::new(TS, DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(steps))]).map_err(|e| PromError::Internal(e.to_string()))?;
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(steps))])
+            .map_err(|e| PromError::Internal(e.to_string()))?;
         Ok(self.engine.context().read_batch(batch)?)
     }
 
@@ -638,7 +726,9 @@ impl<'a> Compiler<'a> {
 
     fn time_scalar(&self) -> Result<ScalarPlan, PromError> {
         let frame = self.steps_frame()?;
-        Ok(ScalarPlan::Frame(frame.select(vec![ident(TS), (cast(ident(TS), DataType::Float64) / lit(1000.0)).alias(VALUE)])?))
+        Ok(ScalarPlan::Frame(
+            frame.select(vec![ident(TS), (cast(ident(TS), DataType::Float64) / lit(1000.0)).alias(VALUE)])?,
+        ))
     }
 
     // ---- binary operators --------------------------------------------------------------
@@ -650,7 +740,9 @@ impl<'a> Compiler<'a> {
                 let v = BinaryUdf::new(op).call(vec![ident(VALUE), lit(constant)]);
                 Ok(Value::Scalar(ScalarPlan::Frame(frame.select(vec![ident(TS), v.alias(VALUE)])?)))
             }
-            Value::Vector(vector) => Ok(Value::Vector(self.vector_scalar(vector, ScalarPlan::Constant(constant), op, false, false)?)),
+            Value::Vector(vector) => {
+                Ok(Value::Vector(self.vector_scalar(vector, ScalarPlan::Constant(constant), op, false, false)?))
+            }
             other => Err(wrong_type("scalar or instant vector", &other)),
         }
     }
@@ -658,7 +750,9 @@ impl<'a> Compiler<'a> {
     async fn binary(&self, binary: &BinaryExpr) -> Result<Value, PromError> {
         let modifier = binary.modifier.as_ref();
         let (lhs, rhs) = match self.compile(&binary.lhs).await? {
-            Value::Vector(left) if super::pushdown::narrows_right(binary.op.id()) => self.narrowed_right(binary, left).await?,
+            Value::Vector(left) if super::pushdown::narrows_right(binary.op.id()) => {
+                self.narrowed_right(binary, left).await?
+            }
             lhs => (lhs, self.compile(&binary.rhs).await?),
         };
         let return_bool = modifier.is_some_and(|m| m.return_bool);
@@ -676,16 +770,28 @@ impl<'a> Compiler<'a> {
             }
             (Value::Scalar(a), Value::Scalar(b)) => {
                 let left = self.scalar_frame(a)?;
-                let right = self.scalar_frame(b)?.select(vec![ident(TS).alias("__r_ts"), ident(VALUE).alias("__r_v")])?;
+                let right =
+                    self.scalar_frame(b)?.select(vec![ident(TS).alias("__r_ts"), ident(VALUE).alias("__r_v")])?;
                 let joined = left.join_on(right, JoinType::Inner, vec![ident(TS).eq(ident("__r_ts"))])?;
                 let v = BinaryUdf::new(op).call(vec![ident(VALUE), ident("__r_v")]);
                 Ok(Value::Scalar(ScalarPlan::Frame(joined.select(vec![ident(TS), v.alias(VALUE)])?)))
             }
-            (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(self.vector_scalar(v, s, op, false, return_bool)?)),
-            (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(self.vector_scalar(v, s, op, true, return_bool)?)),
+            (Value::Vector(v), Value::Scalar(s)) => {
+                Ok(Value::Vector(self.vector_scalar(v, s, op, false, return_bool)?))
+            }
+            (Value::Scalar(s), Value::Vector(v)) => {
+                Ok(Value::Vector(self.vector_scalar(v, s, op, true, return_bool)?))
+            }
             (Value::Vector(l), Value::Vector(r)) => {
                 let card = modifier.map_or(VectorMatchCardinality::OneToOne, |m| m.card.clone());
-                Ok(Value::Vector(self.vector_vector(l, r, op, return_bool, &card, modifier.and_then(|m| m.matching.as_ref()))?))
+                Ok(Value::Vector(self.vector_vector(
+                    l,
+                    r,
+                    op,
+                    return_bool,
+                    &card,
+                    modifier.and_then(|m| m.matching.as_ref()),
+                )?))
             }
             (l, r) => Err(bad(format!("binary operator between {} and {} is not allowed", l.kind(), r.kind()))),
         }
@@ -696,10 +802,14 @@ impl<'a> Compiler<'a> {
     /// side's selectors (see [`super::pushdown`]); otherwise both as planned.
     async fn narrowed_right(&self, binary: &BinaryExpr, left: VectorPlan) -> Result<(Value, Value), PromError> {
         use super::pushdown;
-        let labels = pushdown::matching_labels(&left.labels, binary.modifier.as_ref().and_then(|m| m.matching.as_ref()), NAME);
+        let labels =
+            pushdown::matching_labels(&left.labels, binary.modifier.as_ref().and_then(|m| m.matching.as_ref()), NAME);
         let probe: Vec<Matcher> = labels.iter().map(|l| Matcher::new(MatchOp::Equal, l, "")).collect();
         // Distributed plans stay as they are: their sides run on other nodes.
-        if labels.is_empty() || self.engine.options().ballista.is_some() || pushdown::with_matchers(&binary.rhs, &probe).is_none() {
+        if labels.is_empty()
+            || self.engine.options().ballista.is_some()
+            || pushdown::with_matchers(&binary.rhs, &probe).is_none()
+        {
             return Ok((Value::Vector(left), self.compile(&binary.rhs).await?));
         }
         let mut stream = left.frame.clone().execute_stream().await?;
@@ -723,15 +833,28 @@ impl<'a> Compiler<'a> {
             _ => self.compile(&binary.rhs).await?,
         };
         // The left side as computed, so the join does not compute it again.
-        let schema = batches.first().map_or_else(|| Arc::new(left.frame.schema().as_arrow().clone()), RecordBatch::schema);
+        let schema =
+            batches.first().map_or_else(|| Arc::new(left.frame.schema().as_arrow().clone()), RecordBatch::schema);
         let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
         let (state, _) = left.frame.into_parts();
-        let plan = datafusion::logical_expr::LogicalPlanBuilder::scan("promql_left", datafusion::datasource::provider_as_source(Arc::new(table)), None)?.build()?;
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(
+            "promql_left",
+            datafusion::datasource::provider_as_source(Arc::new(table)),
+            None,
+        )?
+        .build()?;
         Ok((Value::Vector(VectorPlan::of(DataFrame::new(state, plan), left.labels)), right))
     }
 
     /// Vector ∘ scalar; `swap` when the scalar was on the left.
-    fn vector_scalar(&self, vector: VectorPlan, scalar: ScalarPlan, op: BinaryOp, swap: bool, return_bool: bool) -> Result<VectorPlan, PromError> {
+    fn vector_scalar(
+        &self,
+        vector: VectorPlan,
+        scalar: ScalarPlan,
+        op: BinaryOp,
+        swap: bool,
+        return_bool: bool,
+    ) -> Result<VectorPlan, PromError> {
         let (frame, scalar_value) = match scalar {
             ScalarPlan::Constant(c) => (vector.frame, lit(c)),
             ScalarPlan::Frame(s) => {
@@ -756,7 +879,9 @@ impl<'a> Compiler<'a> {
     /// The labels two vectors match on.
     fn matching_keys(lhs: &VectorPlan, rhs: &VectorPlan, matching: Option<&LabelModifier>) -> Vec<String> {
         match matching {
-            Some(LabelModifier::Include(on)) => on.labels.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect(),
+            Some(LabelModifier::Include(on)) => {
+                on.labels.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect()
+            }
             Some(LabelModifier::Exclude(ignoring)) => union_labels([&lhs.labels, &rhs.labels])
                 .into_iter()
                 .filter(|l| l != NAME && !ignoring.labels.contains(l))
@@ -829,7 +954,14 @@ impl<'a> Compiler<'a> {
         }
         projection.push(ident(TS));
         let (l, r) = (ident(VALUE), ident(right_column(VALUE)));
-        let out_labels: Vec<String> = labels.iter().filter(|l| !include.contains(l)).cloned().chain(include.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+        let out_labels: Vec<String> = labels
+            .iter()
+            .filter(|l| !include.contains(l))
+            .cloned()
+            .chain(include.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let frame = if filtering {
             projection.push(ident(VALUE));
             joined.filter(CompareUdf::new(op).call(vec![l, r]))?.select(projection)?
@@ -840,7 +972,13 @@ impl<'a> Compiler<'a> {
         Ok(VectorPlan::of(frame, out_labels))
     }
 
-    fn set_operation(&self, op: token::TokenId, lhs: VectorPlan, rhs: VectorPlan, matching: Option<&LabelModifier>) -> Result<VectorPlan, PromError> {
+    fn set_operation(
+        &self,
+        op: token::TokenId,
+        lhs: VectorPlan,
+        rhs: VectorPlan,
+        matching: Option<&LabelModifier>,
+    ) -> Result<VectorPlan, PromError> {
         let keys = Self::matching_keys(&lhs, &rhs, matching);
         match op {
             token::T_LAND | token::T_LUNLESS => {
@@ -856,8 +994,10 @@ impl<'a> Compiler<'a> {
                 let extra = rhs.frame.clone().join_on(left_renamed, JoinType::LeftAnti, conditions)?;
                 let labels = union_labels([&lhs.labels, &rhs.labels]);
                 let align = |frame: DataFrame, have: &Vec<String>| -> Result<DataFrame, PromError> {
-                    let mut projection: Vec<Expr> =
-                        labels.iter().map(|l| if have.contains(l) { ident(l) } else { null_label().alias(l) }).collect();
+                    let mut projection: Vec<Expr> = labels
+                        .iter()
+                        .map(|l| if have.contains(l) { ident(l) } else { null_label().alias(l) })
+                        .collect();
                     projection.push(ident(TS));
                     projection.push(ident(VALUE));
                     Ok(frame.select(projection)?)
@@ -887,7 +1027,9 @@ impl<'a> Compiler<'a> {
             inner = &paren.expr;
         }
         let (matrix, function, keep_name) = match inner {
-            PromExpr::VectorSelector(selector) => (self.series_samples(selector, self.lookback_ms).await?, RangeFunction::Instant, true),
+            PromExpr::VectorSelector(selector) => {
+                (self.series_samples(selector, self.lookback_ms).await?, RangeFunction::Instant, true)
+            }
             PromExpr::Call(call) => {
                 let function = match RangeFunction::from_name(call.func.name) {
                     Some(RangeFunction::QuantileOverTime | RangeFunction::PredictLinear) | None => return Ok(None),
@@ -899,8 +1041,12 @@ impl<'a> Compiler<'a> {
             }
             _ => return Ok(None),
         };
-        let group: Vec<String> =
-            matrix.labels.iter().filter(|l| (keep_name || *l != NAME) && kept_in_group(&aggregate.modifier, l)).cloned().collect();
+        let group: Vec<String> = matrix
+            .labels
+            .iter()
+            .filter(|l| (keep_name || *l != NAME) && kept_in_group(&aggregate.modifier, l))
+            .cloned()
+            .collect();
         let window = matrix.range_ms;
         Ok(Some(self.sweep(matrix, function, window, 0.0, group, Some(fold))?))
     }
@@ -938,22 +1084,22 @@ impl<'a> Compiler<'a> {
                 // first it saw (its input is sorted by labels): the same series at every step.
                 let mut order = vec![isnan(ident(VALUE)).sort(true, false), ident(VALUE).sort(!descending, false)];
                 order.extend(vector.labels.iter().map(|label| ident(label).sort(true, true)));
-                let rank = row_number()
-                    .partition_by(partition)
-                    .order_by(order)
-                    .build()?
-                    .alias("__rank__");
+                let rank = row_number().partition_by(partition).order_by(order).build()?.alias("__rank__");
                 let frame = vector.frame.window(vec![rank])?.filter(ident("__rank__").lt_eq(lit(k.floor() as i64)))?;
                 let mut projection: Vec<Expr> = vector.labels.iter().map(ident).collect();
                 projection.extend([ident(TS), ident(VALUE)]);
                 let sweep = match vector.sweep {
-                    Some(SweptAnswer { lanes, top: None }) => Some(SweptAnswer { lanes, top: Some(Top { k, descending, group }) }),
+                    Some(SweptAnswer { lanes, top: None }) => {
+                        Some(SweptAnswer { lanes, top: Some(Top { k, descending, group }) })
+                    }
                     _ => None,
                 };
                 Ok(Value::Vector(VectorPlan { frame: frame.select(projection)?, labels: vector.labels, sweep }))
             }
             token::T_COUNT_VALUES => {
-                let Some(Value::String(label)) = &param else { return Err(bad("count_values needs a string parameter")) };
+                let Some(Value::String(label)) = &param else {
+                    return Err(bad("count_values needs a string parameter"));
+                };
                 if !vigil_storage::write::is_valid_label_name(label) {
                     return Err(bad(format!("invalid label name {label:?}")));
                 }
@@ -961,8 +1107,11 @@ impl<'a> Compiler<'a> {
                 projection.push(FormatValueUdf::new().call(vec![ident(VALUE)]).alias(label.as_str()));
                 projection.extend([ident(TS), ident(VALUE)]);
                 let with_label: Vec<String> = union_labels([&vector.labels, &vec![label.clone()]]);
-                let group: Vec<String> =
-                    with_label.iter().filter(|l| *l == label || kept_in_group(&aggregate.modifier, l)).cloned().collect();
+                let group: Vec<String> = with_label
+                    .iter()
+                    .filter(|l| *l == label || kept_in_group(&aggregate.modifier, l))
+                    .cloned()
+                    .collect();
                 let frame = vector.frame.select(projection)?;
                 let mut keys: Vec<Expr> = group.iter().map(ident).collect();
                 keys.push(ident(TS));
@@ -980,7 +1129,9 @@ impl<'a> Compiler<'a> {
                 let (aggregates, value): (Vec<Expr>, Expr) = match op {
                     token::T_SUM => (vec![sum(ident(VALUE)).alias("__a__")], ident("__a__")),
                     token::T_AVG => (vec![avg(ident(VALUE)).alias("__a__")], ident("__a__")),
-                    token::T_COUNT => (vec![count(ident(VALUE)).alias("__a__")], cast(ident("__a__"), DataType::Float64)),
+                    token::T_COUNT => {
+                        (vec![count(ident(VALUE)).alias("__a__")], cast(ident("__a__"), DataType::Float64))
+                    }
                     token::T_GROUP => (vec![count(ident(VALUE)).alias("__a__")], lit(1.0)),
                     token::T_STDDEV => (vec![stddev_pop(ident(VALUE)).alias("__a__")], ident("__a__")),
                     token::T_STDVAR => (vec![var_pop(ident(VALUE)).alias("__a__")], ident("__a__")),
@@ -995,7 +1146,10 @@ impl<'a> Compiler<'a> {
                     ),
                     token::T_QUANTILE => {
                         let q = constant("quantile")?;
-                        (vec![array_agg(ident(VALUE)).alias("__a__")], QuantileUdf::new().call(vec![lit(q), ident("__a__")]))
+                        (
+                            vec![array_agg(ident(VALUE)).alias("__a__")],
+                            QuantileUdf::new().call(vec![lit(q), ident("__a__")]),
+                        )
                     }
                     _ => return Err(bad(format!("aggregation {} is not supported", aggregate.op))),
                 };
@@ -1038,7 +1192,13 @@ impl<'a> Compiler<'a> {
             };
             let Some(Value::Matrix(matrix)) = matrix else { return Err(bad(format!("{name} needs a range vector"))) };
             let range = matrix.range_ms;
-            return Ok(Value::Vector(self.apply_steps(matrix, function, range, param, function.keeps_metric_name())?));
+            return Ok(Value::Vector(self.apply_steps(
+                matrix,
+                function,
+                range,
+                param,
+                function.keeps_metric_name(),
+            )?));
         }
         if let Some(function) = MathFunction::from_name(name) {
             let mut args = args.into_iter();
@@ -1082,14 +1242,18 @@ impl<'a> Compiler<'a> {
                 Ok(Value::Vector(self.absent(v, call.args.args.first().map(|a| a.as_ref()))?))
             }
             "absent_over_time" => {
-                let Some(Value::Matrix(m)) = args.pop() else { return Err(bad("absent_over_time() needs a range vector")) };
+                let Some(Value::Matrix(m)) = args.pop() else {
+                    return Err(bad("absent_over_time() needs a range vector"));
+                };
                 let range = m.range_ms;
                 let present = self.apply_steps(m, RangeFunction::PresentOverTime, range, 0.0, false)?;
                 Ok(Value::Vector(self.absent(present, call.args.args.first().map(|a| a.as_ref()))?))
             }
             "histogram_quantile" => {
                 let q = constant(args.first(), "φ")?;
-                let Some(Value::Vector(v)) = args.pop() else { return Err(bad("histogram_quantile() needs an instant vector")) };
+                let Some(Value::Vector(v)) = args.pop() else {
+                    return Err(bad("histogram_quantile() needs an instant vector"));
+                };
                 Ok(Value::Vector(self.histogram_quantile(q, v)?))
             }
             "label_replace" => self.label_replace(args),
@@ -1116,7 +1280,13 @@ impl<'a> Compiler<'a> {
         }
         if let Some(PromExpr::VectorSelector(selector)) = arg {
             let samples = self.series_samples(selector, self.lookback_ms).await?;
-            return Ok(Value::Vector(self.apply_steps(samples, RangeFunction::InstantTimestamp, self.lookback_ms, 0.0, false)?));
+            return Ok(Value::Vector(self.apply_steps(
+                samples,
+                RangeFunction::InstantTimestamp,
+                self.lookback_ms,
+                0.0,
+                false,
+            )?));
         }
         let Some(Value::Vector(v)) = args.pop() else { return Err(bad("timestamp() needs an instant vector")) };
         let labels: Vec<String> = v.labels.iter().filter(|l| *l != NAME).cloned().collect();
@@ -1141,7 +1311,10 @@ impl<'a> Compiler<'a> {
             _ => None,
         };
         for matcher in matchers.map(|m| m.matchers.as_slice()).unwrap_or_default() {
-            if matcher.name != NAME && matches!(matcher.op, MatchOp::Equal) && !labels.iter().any(|(n, _)| *n == matcher.name) {
+            if matcher.name != NAME
+                && matches!(matcher.op, MatchOp::Equal)
+                && !labels.iter().any(|(n, _)| *n == matcher.name)
+            {
                 labels.push((matcher.name.clone(), matcher.value.clone()));
             }
         }
@@ -1162,35 +1335,45 @@ impl<'a> Compiler<'a> {
         }
         let mut keys: Vec<Expr> = group.iter().map(ident).collect();
         keys.push(ident(TS));
-        let frame = vector
-            .frame
-            .filter(ident("le").is_not_null())?
-            .aggregate(keys, vec![array_agg(ident("le")).alias("__les__"), array_agg(ident(VALUE)).alias("__counts__")])?;
+        let frame = vector.frame.filter(ident("le").is_not_null())?.aggregate(
+            keys,
+            vec![array_agg(ident("le")).alias("__les__"), array_agg(ident(VALUE)).alias("__counts__")],
+        )?;
         let mut projection: Vec<Expr> = group.iter().map(ident).collect();
         projection.push(ident(TS));
-        projection.push(HistogramQuantileUdf::new().call(vec![lit(q), ident("__les__"), ident("__counts__")]).alias(VALUE));
+        projection
+            .push(HistogramQuantileUdf::new().call(vec![lit(q), ident("__les__"), ident("__counts__")]).alias(VALUE));
         Ok(VectorPlan::of(frame.select(projection)?, group))
     }
 
     fn label_replace(&self, args: Vec<Value>) -> Result<Value, PromError> {
         let mut args = args.into_iter();
-        let (Some(Value::Vector(v)), Some(Value::String(destination)), Some(Value::String(replacement)), Some(Value::String(source)), Some(Value::String(regex))) =
-            (args.next(), args.next(), args.next(), args.next(), args.next())
+        let (
+            Some(Value::Vector(v)),
+            Some(Value::String(destination)),
+            Some(Value::String(replacement)),
+            Some(Value::String(source)),
+            Some(Value::String(regex)),
+        ) = (args.next(), args.next(), args.next(), args.next(), args.next())
         else {
             return Err(bad("label_replace(v, dst, replacement, src, regex) takes a vector and four strings"));
         };
         if !vigil_storage::write::is_valid_label_name(&destination) {
             return Err(bad(format!("invalid destination label name in label_replace(): {destination}")));
         }
-        let udf: ScalarUDF = LabelReplaceUdf::new(&regex, &replacement).map_err(|e| bad(format!("invalid regular expression in label_replace(): {e}")))?;
+        let udf: ScalarUDF = LabelReplaceUdf::new(&regex, &replacement)
+            .map_err(|e| bad(format!("invalid regular expression in label_replace(): {e}")))?;
         let source_value = if v.labels.contains(&source) { ident(source.as_str()) } else { null_label() };
-        let destination_value = if v.labels.contains(&destination) { ident(destination.as_str()) } else { null_label() };
+        let destination_value =
+            if v.labels.contains(&destination) { ident(destination.as_str()) } else { null_label() };
         Ok(Value::Vector(self.set_label(v, &destination, udf.call(vec![destination_value, source_value]))?))
     }
 
     fn label_join(&self, args: Vec<Value>) -> Result<Value, PromError> {
         let mut args = args.into_iter();
-        let (Some(Value::Vector(v)), Some(Value::String(destination)), Some(Value::String(separator))) = (args.next(), args.next(), args.next()) else {
+        let (Some(Value::Vector(v)), Some(Value::String(destination)), Some(Value::String(separator))) =
+            (args.next(), args.next(), args.next())
+        else {
             return Err(bad("label_join(v, dst, separator, src...) takes a vector and strings"));
         };
         if !vigil_storage::write::is_valid_label_name(&destination) {
@@ -1199,7 +1382,11 @@ impl<'a> Compiler<'a> {
         let mut parts = Vec::new();
         for arg in args {
             let Value::String(source) = arg else { return Err(bad("label_join() source labels must be strings")) };
-            parts.push(if v.labels.contains(&source) { coalesce(vec![ident(source.as_str()), lit("")]) } else { lit("") });
+            parts.push(if v.labels.contains(&source) {
+                coalesce(vec![ident(source.as_str()), lit("")])
+            } else {
+                lit("")
+            });
         }
         let joined = if parts.is_empty() { lit("") } else { concat_ws(lit(separator), parts) };
         Ok(Value::Vector(self.set_label(v, &destination, nullif(joined, lit("")))?))
@@ -1207,7 +1394,8 @@ impl<'a> Compiler<'a> {
 
     fn set_label(&self, vector: VectorPlan, label: &str, value: Expr) -> Result<VectorPlan, PromError> {
         let labels: Vec<String> = union_labels([&vector.labels, &vec![label.to_string()]]);
-        let mut projection: Vec<Expr> = labels.iter().map(|l| if l == label { value.clone().alias(l) } else { ident(l) }).collect();
+        let mut projection: Vec<Expr> =
+            labels.iter().map(|l| if l == label { value.clone().alias(l) } else { ident(l) }).collect();
         projection.extend([ident(TS), ident(VALUE)]);
         Ok(VectorPlan::of(vector.frame.select(projection)?, labels))
     }
@@ -1241,7 +1429,8 @@ fn matcher_filter(matcher: &Matcher, column: &str, local: bool) -> Result<Expr, 
             let anchored = format!("^(?:{value})$");
             let negated = matches!(matcher.op, MatchOp::NotRe(_));
             if local {
-                let udf = LabelRegexUdf::new(&anchored, negated).map_err(|e| bad(format!("invalid regular expression {value:?}: {e}")))?;
+                let udf = LabelRegexUdf::new(&anchored, negated)
+                    .map_err(|e| bad(format!("invalid regular expression {value:?}: {e}")))?;
                 udf.call(vec![label])
             } else {
                 // A distributed plan carries only DataFusion's own functions.

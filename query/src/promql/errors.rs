@@ -81,22 +81,23 @@ fn error_offset(text: &str, message: &str) -> usize {
     for &(start, end) in &spans {
         match &text[start..end] {
             "(" | "{" | "[" => open.push(start),
-            ")" | "}" | "]"
-                if open.pop().is_none() => {
-                    return start;
-                }
+            ")" | "}" | "]" if open.pop().is_none() => {
+                return start;
+            }
             _ => {}
         }
     }
     if message.contains("unclosed")
-        && let Some(&start) = open.last() {
-            return start;
-        }
+        && let Some(&start) = open.last()
+    {
+        return start;
+    }
     for quoted in [message.split('\'').nth(1), message.strip_prefix("illegal regex for ")] {
         if let Some(fragment) = quoted.filter(|f| !f.is_empty())
-            && let Some(at) = text.find(fragment) {
-                return at;
-            }
+            && let Some(at) = text.find(fragment)
+        {
+            return at;
+        }
     }
     // Re-parsing every prefix costs O(tokens²): long queries get the end as position.
     if spans.len() > MAX_TOKENS_TO_LOCATE {
@@ -135,10 +136,9 @@ fn lexer_error_offset(text: &str) -> usize {
             None => match c {
                 '"' | '\'' | '`' => quote = Some(c),
                 '(' | '{' | '[' => open.push(at),
-                ')' | '}' | ']'
-                    if open.pop().is_none() => {
-                        return at;
-                    }
+                ')' | '}' | ']' if open.pop().is_none() => {
+                    return at;
+                }
                 '#' => break,
                 _ => {}
             },

@@ -8,9 +8,8 @@ use datafusion::arrow::datatypes::{Float64Type, TimestampNanosecondType};
 use promql_parser::label::Matcher;
 use promql_parser::parser::{Expr, VectorSelector};
 
-
-use super::result::Labels;
 use super::PromError;
+use super::result::Labels;
 use crate::QueryEngine;
 
 /// One exemplar: its labels, value and time.
@@ -75,7 +74,8 @@ impl QueryEngine {
         selectors(&expr, &mut found);
         let mut grouped: BTreeMap<Labels, Vec<ExemplarPoint>> = BTreeMap::new();
         for selector in found {
-            let name_matcher = selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op.to_string() == "=");
+            let name_matcher =
+                selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op.to_string() == "=");
             let Some(name) = selector.name.clone().or_else(|| name_matcher.map(|m| m.value.clone())) else { continue };
             let sql = format!(
                 "SELECT timestamp, series_labels, labels, value FROM exemplars WHERE metric = '{}' \
@@ -95,7 +95,11 @@ impl QueryEngine {
                         continue;
                     }
                     series_labels.insert("__name__".into(), name.clone());
-                    let point = ExemplarPoint { labels: map_at(labels, row), value: values.value(row), timestamp_ms: times.value(row) / 1_000_000 };
+                    let point = ExemplarPoint {
+                        labels: map_at(labels, row),
+                        value: values.value(row),
+                        timestamp_ms: times.value(row) / 1_000_000,
+                    };
                     grouped.entry(series_labels).or_default().push(point);
                 }
             }

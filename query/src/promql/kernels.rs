@@ -111,7 +111,9 @@ pub fn apply(function: RangeFunction, window: &Window, param: f64) -> Option<f64
         Irate => instant_value(window, true),
         Idelta => instant_value(window, false),
         Resets => Some(values.windows(2).filter(|w| w[1] < w[0]).count() as f64),
-        Changes => Some(values.windows(2).filter(|w| !(w[0] == w[1] || (w[0].is_nan() && w[1].is_nan()))).count() as f64),
+        Changes => {
+            Some(values.windows(2).filter(|w| !(w[0] == w[1] || (w[0].is_nan() && w[1].is_nan()))).count() as f64)
+        }
         Deriv => {
             if values.len() < 2 {
                 return None;
@@ -126,8 +128,12 @@ pub fn apply(function: RangeFunction, window: &Window, param: f64) -> Option<f64
             Some(slope * param + intercept)
         }
         AvgOverTime => Some(avg_over_time(values)),
-        MinOverTime => Some(values.iter().skip(1).fold(values[0], |min, &v| if v < min || min.is_nan() { v } else { min })),
-        MaxOverTime => Some(values.iter().skip(1).fold(values[0], |max, &v| if v > max || max.is_nan() { v } else { max })),
+        MinOverTime => {
+            Some(values.iter().skip(1).fold(values[0], |min, &v| if v < min || min.is_nan() { v } else { min }))
+        }
+        MaxOverTime => {
+            Some(values.iter().skip(1).fold(values[0], |max, &v| if v > max || max.is_nan() { v } else { max }))
+        }
         SumOverTime => {
             let (sum, c) = values.iter().fold((0.0, 0.0), |(sum, c), &v| kahan_inc(v, sum, c));
             Some(if sum.is_infinite() { sum } else { sum + c })
@@ -496,7 +502,24 @@ mod tests {
 
     #[test]
     fn values_are_written_as_go_writes_them() {
-        let mut cases = vec![0.0, -0.0, 1.0, -1.0, 0.1, 123.0, 1e21, 1e22, 1.5e-7, 1e-5, 1e-6, 123456789012345680.0, 5e-324, f64::MAX, f64::MIN_POSITIVE, 59.98333333333354];
+        let mut cases = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1,
+            123.0,
+            1e21,
+            1e22,
+            1.5e-7,
+            1e-5,
+            1e-6,
+            123456789012345680.0,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            59.98333333333354,
+        ];
         // And a spread of bit patterns (xorshift), every exponent from tiny to huge.
         let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..200_000 {

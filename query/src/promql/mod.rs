@@ -15,8 +15,8 @@
 mod compile;
 mod errors;
 mod exemplars;
-mod pushdown;
 pub mod kernels;
+mod pushdown;
 mod result;
 mod series;
 mod sweep;
@@ -26,8 +26,8 @@ use std::time::Duration;
 
 pub use compile::{TS as TS_COLUMN, VALUE as VALUE_COLUMN};
 pub use errors::PromError;
-pub use exemplars::{ExemplarPoint, ExemplarSeries};
 pub(crate) use exemplars::selectors;
+pub use exemplars::{ExemplarPoint, ExemplarSeries};
 pub use result::{Labels, PromResult, Sample, Series};
 
 use crate::QueryEngine;
@@ -87,7 +87,9 @@ pub fn check_range(range: EvalRange) -> Result<(), PromError> {
         return Ok(());
     }
     if range.end_ms < range.start_ms {
-        return Err(PromError::BadData("invalid parameter \"end\": end timestamp must not be before start time".into()));
+        return Err(PromError::BadData(
+            "invalid parameter \"end\": end timestamp must not be before start time".into(),
+        ));
     }
     if range.step_ms <= 0 {
         return Err(PromError::BadData(
@@ -128,10 +130,12 @@ impl QueryEngine {
         let work = async move {
             match engine.evaluate(&expr, range).await {
                 // A damaged segment: move it aside and answer from the rest.
-                Err(PromError::Storage(message)) => match engine.storage().quarantine_damaged(&engine.tables_of(&expr)).await {
-                    Ok(moved) if moved > 0 => engine.evaluate(&expr, range).await,
-                    _ => Err(PromError::Storage(message)),
-                },
+                Err(PromError::Storage(message)) => {
+                    match engine.storage().quarantine_damaged(&engine.tables_of(&expr)).await {
+                        Ok(moved) if moved > 0 => engine.evaluate(&expr, range).await,
+                        _ => Err(PromError::Storage(message)),
+                    }
+                }
                 other => other,
             }
         };
@@ -147,7 +151,9 @@ impl QueryEngine {
         let compiler = compile::Compiler::new(self, range, DEFAULT_LOOKBACK.as_millis() as i64);
         let value = compiler.compile(expr).await?;
         if !range.is_instant() && matches!(value, compile::Value::Matrix(_)) {
-            return Err(PromError::BadData("invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into()));
+            return Err(PromError::BadData(
+                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+            ));
         }
         result::collect(value, range, compile::sort_order(expr)).await
     }
@@ -160,13 +166,20 @@ impl QueryEngine {
         let mut tables = std::collections::BTreeSet::new();
         for selector in selectors {
             let name = selector.name.clone().or_else(|| {
-                selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op.to_string() == "=").map(|m| m.value.clone())
+                selector
+                    .matchers
+                    .matchers
+                    .iter()
+                    .find(|m| m.name == "__name__" && m.op.to_string() == "=")
+                    .map(|m| m.value.clone())
             });
             match name {
                 Some(name) => {
                     tables.insert(vigil_storage::schema::metric_table_name(&name).into_owned());
                 }
-                None => tables.extend(self.metric_names().iter().map(|m| vigil_storage::schema::metric_table_name(m).into_owned())),
+                None => tables.extend(
+                    self.metric_names().iter().map(|m| vigil_storage::schema::metric_table_name(m).into_owned()),
+                ),
             }
         }
         tables
@@ -181,7 +194,9 @@ impl QueryEngine {
         match self.bounded(work).await {
             Ok(result) => result,
             Err(crate::engine::Interrupted::Timeout(timeout)) => Err(PromError::Timeout(timeout)),
-            Err(crate::engine::Interrupted::Failed(failed)) => Err(PromError::Internal(format!("the query's task failed: {failed}"))),
+            Err(crate::engine::Interrupted::Failed(failed)) => {
+                Err(PromError::Internal(format!("the query's task failed: {failed}")))
+            }
         }
     }
 

@@ -92,7 +92,10 @@ pub fn with_matchers(expr: &PromExpr, matchers: &[Matcher]) -> Option<PromExpr> 
             PromExpr::VectorSelector(vs)
         }
         PromExpr::MatrixSelector(ms) => {
-            let PromExpr::VectorSelector(vs) = with_matchers(&PromExpr::VectorSelector(ms.vs.clone()), matchers)? else { return None };
+            let PromExpr::VectorSelector(vs) = with_matchers(&PromExpr::VectorSelector(ms.vs.clone()), matchers)?
+            else {
+                return None;
+            };
             let mut ms = ms.clone();
             ms.vs = vs;
             PromExpr::MatrixSelector(ms)
@@ -133,7 +136,9 @@ pub fn with_matchers(expr: &PromExpr, matchers: &[Matcher]) -> Option<PromExpr> 
             }
             PromExpr::Call(call)
         }
-        PromExpr::NumberLiteral(_) | PromExpr::StringLiteral(_) | PromExpr::Binary(_) | PromExpr::Extension(_) => return None,
+        PromExpr::NumberLiteral(_) | PromExpr::StringLiteral(_) | PromExpr::Binary(_) | PromExpr::Extension(_) => {
+            return None;
+        }
     })
 }
 
@@ -152,13 +157,57 @@ fn with_inner<T: Clone>(node: &T, inner: impl Fn(&mut T) -> &mut Box<PromExpr>, 
 fn keeps_labels(function: &str) -> bool {
     matches!(
         function,
-        "rate" | "irate" | "increase" | "delta" | "idelta" | "deriv" | "predict_linear" | "holt_winters"
-            | "resets" | "changes" | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
-            | "count_over_time" | "quantile_over_time" | "stddev_over_time" | "stdvar_over_time"
-            | "last_over_time" | "present_over_time" | "abs" | "ceil" | "floor" | "round" | "exp" | "ln"
-            | "log2" | "log10" | "sqrt" | "sgn" | "clamp" | "clamp_min" | "clamp_max" | "timestamp"
-            | "histogram_quantile" | "sort" | "sort_desc" | "acos" | "acosh" | "asin" | "asinh" | "atan"
-            | "atanh" | "cos" | "cosh" | "sin" | "sinh" | "tan" | "tanh" | "deg" | "rad"
+        "rate"
+            | "irate"
+            | "increase"
+            | "delta"
+            | "idelta"
+            | "deriv"
+            | "predict_linear"
+            | "holt_winters"
+            | "resets"
+            | "changes"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "quantile_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "last_over_time"
+            | "present_over_time"
+            | "abs"
+            | "ceil"
+            | "floor"
+            | "round"
+            | "exp"
+            | "ln"
+            | "log2"
+            | "log10"
+            | "sqrt"
+            | "sgn"
+            | "clamp"
+            | "clamp_min"
+            | "clamp_max"
+            | "timestamp"
+            | "histogram_quantile"
+            | "sort"
+            | "sort_desc"
+            | "acos"
+            | "acosh"
+            | "asin"
+            | "asinh"
+            | "atan"
+            | "atanh"
+            | "cos"
+            | "cosh"
+            | "sin"
+            | "sinh"
+            | "tan"
+            | "tanh"
+            | "deg"
+            | "rad"
     )
 }
 
@@ -176,7 +225,10 @@ mod tests {
     #[test]
     fn matchers_go_where_they_keep_the_answer_and_nowhere_else() {
         assert_eq!(pushed("x").as_deref(), Some(r#"x{job=~"a|b"}"#));
-        assert_eq!(pushed("sum by (job) (rate(x{code=\"500\"}[5m]))").as_deref(), Some(r#"sum by (job) (rate(x{code="500",job=~"a|b"}[5m]))"#));
+        assert_eq!(
+            pushed("sum by (job) (rate(x{code=\"500\"}[5m]))").as_deref(),
+            Some(r#"sum by (job) (rate(x{code="500",job=~"a|b"}[5m]))"#)
+        );
         assert_eq!(pushed("sum without (code) (x)").as_deref(), Some(r#"sum without (code) (x{job=~"a|b"})"#));
         assert_eq!(pushed("topk by (job) (3, x)").as_deref(), Some(r#"topk by (job) (3, x{job=~"a|b"})"#));
         assert_eq!(pushed("-max_over_time(x[5m:1m])").as_deref(), Some(r#"-max_over_time(x{job=~"a|b"}[5m:1m])"#));
@@ -202,7 +254,10 @@ mod tests {
         use datafusion::arrow::array::StringArray;
         use datafusion::arrow::datatypes::{Field, Schema};
         use std::sync::Arc;
-        let schema = Arc::new(Schema::new(vec![Field::new("job", DataType::Utf8, true), Field::new("code", DataType::Utf8, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("job", DataType::Utf8, true),
+            Field::new("code", DataType::Utf8, true),
+        ]));
         let job = StringArray::from(vec![Some("a.b"), None, Some("a.b")]);
         let code: StringArray = (0..3).map(|i| Some(i.to_string())).collect();
         let batch = RecordBatch::try_new(schema, vec![Arc::new(job), Arc::new(code)]).unwrap();

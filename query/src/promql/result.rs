@@ -50,7 +50,10 @@ fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, Pro
         let index_of = |name: &str| schema.index_of(name).map_err(|e| PromError::Internal(e.to_string()));
         let ts = batch.column(index_of(TS)?).as_primitive::<Int64Type>();
         let vs = batch.column(index_of(VALUE)?).as_primitive::<Float64Type>();
-        let columns = labels.iter().map(|l| Ok(batch.column(index_of(l)?).as_string::<i32>())).collect::<Result<Vec<_>, PromError>>()?;
+        let columns = labels
+            .iter()
+            .map(|l| Ok(batch.column(index_of(l)?).as_string::<i32>()))
+            .collect::<Result<Vec<_>, PromError>>()?;
         // Rows of one series mostly follow each other (the sweep emits a series' steps
         // together): such a row is matched to the row before's series without hashing.
         let mut previous: Option<(usize, usize)> = None;
@@ -59,18 +62,24 @@ fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, Pro
                 continue;
             }
             if let Some((before, at)) = previous
-                && columns.iter().all(|&column| label(column, row) == label(column, before)) {
-                    out[at].points.push((ts.value(row), vs.value(row)));
-                    previous = Some((row, at));
-                    continue;
-                }
+                && columns.iter().all(|&column| label(column, row) == label(column, before))
+            {
+                out[at].points.push((ts.value(row), vs.value(row)));
+                previous = Some((row, at));
+                continue;
+            }
             key.clear();
             key.extend(columns.iter().map(|&column| label(column, row)));
             let at = match index.get(key.as_slice()) {
                 Some(at) => *at,
                 None => {
                     // Empty and missing values are one: no label.
-                    let set = labels.iter().zip(&key).filter(|(_, value)| !value.is_empty()).map(|(name, value)| (name.clone(), value.to_string())).collect();
+                    let set = labels
+                        .iter()
+                        .zip(&key)
+                        .filter(|(_, value)| !value.is_empty())
+                        .map(|(name, value)| (name.clone(), value.to_string()))
+                        .collect();
                     out.push(Series { labels: set, points: Vec::new() });
                     index.insert(key.clone(), out.len() - 1);
                     out.len() - 1
@@ -90,7 +99,11 @@ fn swept(swept: Vec<SweptSeries>, labels: &[String], top: Option<&Top>) -> Resul
         .into_iter()
         .map(|(values, points)| {
             // Empty and missing values are one: no label.
-            let labels = labels.iter().zip(values).filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name.clone(), v))).collect();
+            let labels = labels
+                .iter()
+                .zip(values)
+                .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name.clone(), v)))
+                .collect();
             Series { labels, points }
         })
         .collect();
@@ -128,7 +141,13 @@ fn top_of(series: Vec<Series>, top: &Top, labels: &[String]) -> Vec<Series> {
         x.is_nan()
             .cmp(&y.is_nan())
             .then(if x.is_nan() && y.is_nan() { std::cmp::Ordering::Equal } else { by_value })
-            .then_with(|| labels.iter().map(|name| value_of(&series[a], name).cmp(&value_of(&series[b], name))).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal))
+            .then_with(|| {
+                labels
+                    .iter()
+                    .map(|name| value_of(&series[a], name).cmp(&value_of(&series[b], name)))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
     };
     let mut kept: Vec<Vec<bool>> = series.iter().map(|s| vec![false; s.points.len()]).collect();
     for candidates in ranked.values_mut() {
@@ -178,7 +197,10 @@ pub async fn collect(value: Value, range: EvalRange, sort: Option<bool>) -> Resu
         Value::Scalar(ScalarPlan::Constant(v)) if instant => Ok(PromResult::Scalar(range.end_ms, v)),
         Value::Scalar(ScalarPlan::Constant(v)) => Ok(PromResult::Matrix(vec![Series {
             labels: Labels::new(),
-            points: super::udf::Steps { start: range.start_ms, end: range.end_ms, step: range.step_ms }.iter().map(|t| (t, v)).collect(),
+            points: super::udf::Steps { start: range.start_ms, end: range.end_ms, step: range.step_ms }
+                .iter()
+                .map(|t| (t, v))
+                .collect(),
         }])),
         Value::Scalar(ScalarPlan::Frame(frame)) => {
             let batches = frame.collect().await?;
@@ -192,12 +214,24 @@ pub async fn collect(value: Value, range: EvalRange, sort: Option<bool>) -> Resu
         }
         Value::Vector(vector) => {
             let series = match &vector.sweep {
-                Some(answer) => swept(answer.lanes.series(vector.frame.task_ctx().into()).await?, &vector.labels, answer.top.as_ref())?,
+                Some(answer) => swept(
+                    answer.lanes.series(vector.frame.task_ctx().into()).await?,
+                    &vector.labels,
+                    answer.top.as_ref(),
+                )?,
                 None => series(&vector.frame.collect().await?, &vector.labels)?,
             };
             if instant {
-                let mut samples: Vec<Sample> =
-                    series.into_iter().flat_map(|s| s.points.into_iter().map(move |(t, v)| Sample { labels: s.labels.clone(), timestamp_ms: t, value: v })).collect();
+                let mut samples: Vec<Sample> = series
+                    .into_iter()
+                    .flat_map(|s| {
+                        s.points.into_iter().map(move |(t, v)| Sample {
+                            labels: s.labels.clone(),
+                            timestamp_ms: t,
+                            value: v,
+                        })
+                    })
+                    .collect();
                 if let Some(descending) = sort {
                     // NaN first in both directions, as Prometheus's sort and sort_desc.
                     samples.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan(), descending) {
@@ -278,12 +312,18 @@ mod tests {
     fn rows_group_into_series_sorted_by_labels_with_empty_and_missing_as_one() {
         let labels = ["code".to_string(), "job".to_string()];
         let batches = [
-            batch(&[(20, 2.0, Some("web"), None), (10, 1.0, Some("api"), Some("500")), (10, 3.0, Some("web"), Some(""))]),
+            batch(&[
+                (20, 2.0, Some("web"), None),
+                (10, 1.0, Some("api"), Some("500")),
+                (10, 3.0, Some("web"), Some("")),
+            ]),
             batch(&[(20, 4.0, Some("api"), Some("500")), (30, 5.0, Some("web"), None)]),
         ];
         let grouped = series(&batches, &labels).unwrap();
-        let shaped: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> =
-            grouped.iter().map(|s| (s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(), s.points.clone())).collect();
+        let shaped: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> = grouped
+            .iter()
+            .map(|s| (s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(), s.points.clone()))
+            .collect();
         assert_eq!(
             shaped,
             vec![

@@ -19,7 +19,12 @@ impl QueryEngine {
         self.within_timeout(async move { engine.series_unbounded(&selectors, start_ms, end_ms).await }).await
     }
 
-    async fn series_unbounded(&self, selectors: &[String], start_ms: i64, end_ms: i64) -> Result<Vec<Labels>, PromError> {
+    async fn series_unbounded(
+        &self,
+        selectors: &[String],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>, PromError> {
         let compiler = Compiler::new(self, EvalRange::range(start_ms, end_ms, 1), DEFAULT_LOOKBACK.as_millis() as i64);
         let mut out: BTreeSet<Labels> = BTreeSet::new();
         for text in selectors {
@@ -56,9 +61,15 @@ impl QueryEngine {
     }
 
     /// Label names: of the matching series when selectors are given, else of every metric.
-    pub async fn label_names(&self, selectors: &[String], start_ms: i64, end_ms: i64) -> Result<Vec<String>, PromError> {
+    pub async fn label_names(
+        &self,
+        selectors: &[String],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, PromError> {
         if !selectors.is_empty() {
-            let names: BTreeSet<String> = self.series(selectors, start_ms, end_ms).await?.into_iter().flat_map(|l| l.into_keys()).collect();
+            let names: BTreeSet<String> =
+                self.series(selectors, start_ms, end_ms).await?.into_iter().flat_map(|l| l.into_keys()).collect();
             return Ok(names.into_iter().collect());
         }
         // One pass over the manifests and buffers, no schema built per table.
@@ -68,7 +79,13 @@ impl QueryEngine {
     }
 
     /// Values of one label over the matching series (all series when no selector is given).
-    pub async fn label_values(&self, name: &str, selectors: &[String], start_ms: i64, end_ms: i64) -> Result<Vec<String>, PromError> {
+    pub async fn label_values(
+        &self,
+        name: &str,
+        selectors: &[String],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, PromError> {
         let selectors: Vec<String> = if selectors.is_empty() {
             if name == NAME {
                 return Ok(self.metric_names());

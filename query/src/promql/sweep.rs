@@ -21,9 +21,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, AsArray, Float64Builder, Int32Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
 };
-use datafusion::arrow::datatypes::{
-    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef,
-};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::dataframe::DataFrame;
@@ -55,9 +53,7 @@ pub struct SweepChunk {
 
 impl std::fmt::Debug for SweepChunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SweepChunk")
-            .field("high_ms", &self.high_ms)
-            .finish()
+        f.debug_struct("SweepChunk").field("high_ms", &self.high_ms).finish()
     }
 }
 
@@ -167,10 +163,7 @@ impl Accumulator {
 
 impl SweepSpec {
     fn is_instant(&self) -> bool {
-        matches!(
-            self.function,
-            RangeFunction::Instant | RangeFunction::InstantTimestamp
-        )
+        matches!(self.function, RangeFunction::Instant | RangeFunction::InstantTimestamp)
     }
 
     /// The sample time a step's window ends at.
@@ -200,16 +193,10 @@ impl Sweep {
         input_labels: Vec<String>,
         output_labels: Vec<String>,
     ) -> (SchemaRef, SweepLanes) {
-        let mut fields: Vec<Field> = output_labels
-            .iter()
-            .map(|l| Field::new(l, DataType::Utf8, true))
-            .collect();
+        let mut fields: Vec<Field> = output_labels.iter().map(|l| Field::new(l, DataType::Utf8, true)).collect();
         fields.push(Field::new(TS, DataType::Int64, true));
         fields.push(Field::new(VALUE, DataType::Float64, true));
-        let kept = output_labels
-            .iter()
-            .filter_map(|l| input_labels.iter().position(|i| i == l))
-            .collect();
+        let kept = output_labels.iter().filter_map(|l| input_labels.iter().position(|i| i == l)).collect();
         let schema = Arc::new(Schema::new(fields));
         let sweep = Arc::new(Sweep { spec, input_labels, kept, schema: schema.clone() });
         let mut lanes: Vec<Vec<SweepChunk>> = Vec::new();
@@ -313,9 +300,8 @@ impl SweepLane {
     fn start(&self, ctx: &TaskContext, as_series: bool) -> SweepRun {
         let reservation = MemoryConsumer::new("PromQL step sweep").register(ctx.memory_pool());
         let spec = &self.sweep.spec;
-        let next_step = self.after_ms.map_or(0, |after| {
-            spec.steps.iter().take_while(|&s| spec.eval_time(s) <= after).count()
-        });
+        let next_step =
+            self.after_ms.map_or(0, |after| spec.steps.iter().take_while(|&s| spec.eval_time(s) <= after).count());
         // A lane's reads in order: its lead-in (no step is due after it), then its chunks.
         let mut reads = VecDeque::new();
         for (index, chunk) in self.chunks.iter().enumerate() {
@@ -393,7 +379,12 @@ impl SweepRun {
         let points = self.points.take().unwrap_or_default();
         let labels: Vec<Vec<Option<String>>> = match self.spec.fold {
             Some(_) => std::mem::take(&mut self.group_labels),
-            None => self.series.series.iter().map(|series| self.kept.iter().map(|&i| series.labels[i].clone()).collect()).collect(),
+            None => self
+                .series
+                .series
+                .iter()
+                .map(|series| self.kept.iter().map(|&i| series.labels[i].clone()).collect())
+                .collect(),
         };
         Ok(labels.into_iter().zip(points).filter(|(_, points)| !points.is_empty()).collect())
     }
@@ -427,7 +418,9 @@ impl SweepRun {
             };
             self.finishes = read.finishes;
             let input = match self.prefetched.take() {
-                Some(task) => task.join().await.map_err(|e| DataFusionError::Execution(format!("chunk scan: {e}")))??,
+                Some(task) => {
+                    task.join().await.map_err(|e| DataFusionError::Execution(format!("chunk scan: {e}")))??
+                }
                 None => read.frame.execute_stream().await?,
             };
             if let Some(next) = self.reads.front() {
@@ -442,13 +435,8 @@ impl SweepRun {
     /// no later step needs.
     fn finish_chunk(&mut self, high_ms: i64) -> DfResult<()> {
         self.series.settle();
-        let steps: Vec<i64> = self
-            .spec
-            .steps
-            .iter()
-            .skip(self.next_step)
-            .take_while(|&s| self.spec.eval_time(s) <= high_ms)
-            .collect();
+        let steps: Vec<i64> =
+            self.spec.steps.iter().skip(self.next_step).take_while(|&s| self.spec.eval_time(s) <= high_ms).collect();
         match self.spec.fold {
             _ if steps.is_empty() => {}
             None => self.emit_series(&steps)?,
@@ -456,12 +444,7 @@ impl SweepRun {
         }
         self.next_step += steps.len();
         // The next window starts here (or nothing more is evaluated).
-        let keep_from = self
-            .spec
-            .steps
-            .iter()
-            .nth(self.next_step)
-            .map(|s| self.spec.eval_time(s) - self.spec.range_ms);
+        let keep_from = self.spec.steps.iter().nth(self.next_step).map(|s| self.spec.eval_time(s) - self.spec.range_ms);
         self.series.trim(keep_from);
         self.charge_held()?;
         self.reservation.try_resize(self.series.held_bytes())?;
@@ -563,7 +546,11 @@ impl SweepRun {
 }
 
 /// The steps of `steps` at which `series` has a value: (index into `steps`, value).
-fn step_values<'a>(spec: &'a SweepSpec, series: &'a SeriesSamples, steps: &'a [i64]) -> impl Iterator<Item = (usize, f64)> + 'a {
+fn step_values<'a>(
+    spec: &'a SweepSpec,
+    series: &'a SeriesSamples,
+    steps: &'a [i64],
+) -> impl Iterator<Item = (usize, f64)> + 'a {
     // A series with nothing held has no value anywhere: its steps are not walked.
     let steps = if series.timestamps.is_empty() { &steps[..0] } else { steps };
     let mut cursor = 0;
@@ -574,7 +561,10 @@ fn step_values<'a>(spec: &'a SweepSpec, series: &'a SeriesSamples, steps: &'a [i
 
 /// One group's folded points: its accumulators at `steps` that took a value.
 fn folded_values<'a>(row: &'a [Accumulator], steps: &'a [i64], fold: Fold) -> impl Iterator<Item = (i64, f64)> + 'a {
-    row.iter().zip(steps).filter(|(accumulator, _)| accumulator.count > 0).map(move |(accumulator, &step)| (step, accumulator.result(fold)))
+    row.iter()
+        .zip(steps)
+        .filter(|(accumulator, _)| accumulator.count > 0)
+        .map(move |(accumulator, &step)| (step, accumulator.result(fold)))
 }
 
 /// The value at one step of one series with samples `timestamps`/`values` (time-ordered,
@@ -642,11 +632,8 @@ impl OutputBuilder {
     }
 
     fn finish(&mut self) -> DfResult<RecordBatch> {
-        let mut columns: Vec<Arc<dyn Array>> = self
-            .labels
-            .iter_mut()
-            .map(|b| Arc::new(b.finish()) as Arc<dyn Array>)
-            .collect();
+        let mut columns: Vec<Arc<dyn Array>> =
+            self.labels.iter_mut().map(|b| Arc::new(b.finish()) as Arc<dyn Array>).collect();
         columns.push(Arc::new(self.timestamps.finish()));
         columns.push(Arc::new(self.values.finish()));
         self.rows = 0;
@@ -703,13 +690,9 @@ impl SeriesSet {
     /// value rows are skipped).
     pub fn ingest(&mut self, batch: &RecordBatch, labels: &[String]) -> DfResult<usize> {
         let schema = batch.schema();
-        let column = |name: &str| -> DfResult<Arc<dyn Array>> {
-            Ok(batch.column(schema.index_of(name)?).clone())
-        };
-        let columns: Vec<LabelColumn> = labels
-            .iter()
-            .map(|name| LabelColumn::new(&column(name)?))
-            .collect::<DfResult<_>>()?;
+        let column = |name: &str| -> DfResult<Arc<dyn Array>> { Ok(batch.column(schema.index_of(name)?).clone()) };
+        let columns: Vec<LabelColumn> =
+            labels.iter().map(|name| LabelColumn::new(&column(name)?)).collect::<DfResult<_>>()?;
         let timestamps = column(TS)?;
         let timestamps = timestamps
             .as_primitive_opt::<Int64Type>()
@@ -792,7 +775,9 @@ impl SeriesSet {
         }
         let hash = hasher.finish();
         let candidates = self.index.entry(hash).or_default();
-        let same = |series: &SeriesSamples| series.labels.iter().zip(columns).all(|(label, column)| label.as_deref() == column.value(row));
+        let same = |series: &SeriesSamples| {
+            series.labels.iter().zip(columns).all(|(label, column)| label.as_deref() == column.value(row))
+        };
         if let Some(&slot) = candidates.iter().find(|&&slot| same(&self.series[slot])) {
             return slot;
         }
@@ -823,12 +808,13 @@ impl SeriesSet {
             // Chunks are disjoint in time, but a subquery's single chunk may repeat a kept
             // timestamp: a later sample replaces it.
             if let (Some(&last), Some(first)) = (series.timestamps.last(), fresh.first())
-                && first.0 <= last {
-                    let cut = series.timestamps.partition_point(|&t| t < first.0);
-                    self.held_samples -= series.timestamps.len() - cut;
-                    series.timestamps.truncate(cut);
-                    series.values.truncate(cut);
-                }
+                && first.0 <= last
+            {
+                let cut = series.timestamps.partition_point(|&t| t < first.0);
+                self.held_samples -= series.timestamps.len() - cut;
+                series.timestamps.truncate(cut);
+                series.values.truncate(cut);
+            }
             let before = series.timestamps.len();
             for (t, v) in &fresh {
                 if keep_stale || !is_stale(*v) {
@@ -844,9 +830,7 @@ impl SeriesSet {
     /// Drops samples before `from` (all of them when `None`), keeping each series' label set.
     fn trim(&mut self, from: Option<i64>) {
         for series in &mut self.series {
-            let cut = from.map_or(series.timestamps.len(), |from| {
-                series.timestamps.partition_point(|&t| t < from)
-            });
+            let cut = from.map_or(series.timestamps.len(), |from| series.timestamps.partition_point(|&t| t < from));
             if cut == 0 {
                 continue;
             }
@@ -862,9 +846,7 @@ impl SeriesSet {
 
     /// Memory held, roughly: samples at 16 bytes (two vectors with headroom) plus labels.
     fn held_bytes(&self) -> usize {
-        self.held_samples * 16 * 2
-            + self.label_bytes
-            + self.series.len() * std::mem::size_of::<SeriesSamples>()
+        self.held_samples * 16 * 2 + self.label_bytes + self.series.len() * std::mem::size_of::<SeriesSamples>()
     }
 }
 
@@ -904,9 +886,10 @@ enum LabelColumn {
 impl LabelColumn {
     fn new(array: &Arc<dyn Array>) -> DfResult<LabelColumn> {
         if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>()
-            && let Some(values) = dictionary.values().as_string_opt::<i32>() {
-                return Ok(LabelColumn::Dictionary { keys: dictionary.keys().clone(), values: values.clone() });
-            }
+            && let Some(values) = dictionary.values().as_string_opt::<i32>()
+        {
+            return Ok(LabelColumn::Dictionary { keys: dictionary.keys().clone(), values: values.clone() });
+        }
         let plain = if array.data_type() == &DataType::Utf8 {
             array.clone()
         } else {
@@ -930,9 +913,12 @@ impl LabelColumn {
 
     fn same_value(&self, a: usize, b: usize) -> bool {
         if let LabelColumn::Dictionary { keys, .. } = self
-            && keys.is_valid(a) && keys.is_valid(b) && keys.value(a) == keys.value(b) {
-                return true;
-            }
+            && keys.is_valid(a)
+            && keys.is_valid(b)
+            && keys.value(a) == keys.value(b)
+        {
+            return true;
+        }
         self.value(a) == self.value(b)
     }
 }
@@ -963,15 +949,9 @@ mod tests {
         RecordBatch::try_new(
             Arc::new(schema),
             vec![
-                Arc::new(StringArray::from(
-                    samples.iter().map(|s| s.0).collect::<Vec<_>>(),
-                )),
-                Arc::new(datafusion::arrow::array::Int64Array::from(
-                    samples.iter().map(|s| s.1).collect::<Vec<_>>(),
-                )),
-                Arc::new(datafusion::arrow::array::Float64Array::from(
-                    samples.iter().map(|s| s.2).collect::<Vec<_>>(),
-                )),
+                Arc::new(StringArray::from(samples.iter().map(|s| s.0).collect::<Vec<_>>())),
+                Arc::new(datafusion::arrow::array::Int64Array::from(samples.iter().map(|s| s.1).collect::<Vec<_>>())),
+                Arc::new(datafusion::arrow::array::Float64Array::from(samples.iter().map(|s| s.2).collect::<Vec<_>>())),
             ],
         )
         .unwrap()
@@ -979,23 +959,11 @@ mod tests {
 
     #[test]
     fn the_instant_lookup_picks_the_latest_sample_and_stops_at_stale_markers() {
-        let spec = spec(
-            RangeFunction::Instant,
-            Steps {
-                start: 10,
-                end: 40,
-                step: 10,
-            },
-            15,
-        );
+        let spec = spec(RangeFunction::Instant, Steps { start: 10, end: 40, step: 10 }, 15);
         let stale = f64::from_bits(kernels::STALE_NAN_BITS);
         let mut set = SeriesSet::new(true);
         // Out of order on purpose; t=30 is a stale marker.
-        set.ingest(
-            &rows(&[("a", 20, 2.0), ("a", 5, 1.0), ("a", 30, stale)]),
-            &["job".to_string()],
-        )
-        .unwrap();
+        set.ingest(&rows(&[("a", 20, 2.0), ("a", 5, 1.0), ("a", 30, stale)]), &["job".to_string()]).unwrap();
         set.settle();
         let series = &set.series[0];
         let points: Vec<(i64, f64)> = spec
@@ -1013,25 +981,10 @@ mod tests {
     fn the_last_of_equal_timestamps_wins_and_runs_find_their_series() {
         let mut set = SeriesSet::new(false);
         let labels = ["job".to_string()];
-        set.ingest(
-            &rows(&[
-                ("a", 10, 1.0),
-                ("b", 10, 5.0),
-                ("a", 20, 2.0),
-                ("a", 10, 3.0),
-            ]),
-            &labels,
-        )
-        .unwrap();
+        set.ingest(&rows(&[("a", 10, 1.0), ("b", 10, 5.0), ("a", 20, 2.0), ("a", 10, 3.0)]), &labels).unwrap();
         set.settle();
         assert_eq!(set.series.len(), 2);
-        assert_eq!(
-            (
-                set.series[0].timestamps.clone(),
-                set.series[0].values.clone()
-            ),
-            (vec![10, 20], vec![3.0, 2.0])
-        );
+        assert_eq!((set.series[0].timestamps.clone(), set.series[0].values.clone()), (vec![10, 20], vec![3.0, 2.0]));
         assert_eq!(set.series[1].values, vec![5.0]);
         assert_eq!(set.ingest(&rows(&[]), &labels).unwrap(), 0, "an empty batch");
         assert_eq!(set.held_samples, 3);
@@ -1080,10 +1033,7 @@ mod tests {
         // A long span is read in at most MAX_CHUNKS chunks, still whole partitions.
         let long = chunk_bounds(0, 10_000 * 10 - 1, 10);
         assert!(long.len() as i64 <= MAX_CHUNKS, "{}", long.len());
-        assert!(
-            long.windows(2)
-                .all(|w| w[0].1 + 1 == w[1].0 && (w[1].0 % 10) == 0)
-        );
+        assert!(long.windows(2).all(|w| w[0].1 + 1 == w[1].0 && (w[1].0 % 10) == 0));
         assert_eq!((long[0].0, long.last().unwrap().1), (0, 99_999));
         let extreme = chunk_bounds(i64::MIN, i64::MAX, 7_200_000);
         assert!(extreme.len() as i64 <= MAX_CHUNKS + 1 && extreme.last().unwrap().1 == i64::MAX);

@@ -68,7 +68,10 @@ async fn selectors_rates_and_aggregations() {
     let at = T0 + 20 * MINUTE;
     assert_eq!(
         instant(&engine, "requests_total{code=\"200\"}", at).await,
-        vec![("__name__=requests_total,code=200,job=api".into(), 1200.0), ("__name__=requests_total,code=200,job=web".into(), 2400.0)]
+        vec![
+            ("__name__=requests_total,code=200,job=api".into(), 1200.0),
+            ("__name__=requests_total,code=200,job=web".into(), 2400.0)
+        ]
     );
     let rates = instant(&engine, "rate(requests_total[5m])", at).await;
     assert_eq!(rates.len(), 3);
@@ -82,7 +85,10 @@ async fn selectors_rates_and_aggregations() {
     assert_eq!(instant(&engine, "topk(1, temp)", at).await, vec![("__name__=temp,room=b".into(), 25.0)]);
     // Ties go to the series first in label order (Prometheus keeps the first it saw).
     assert_eq!(instant(&engine, "topk(1, latency_bucket * 0 + 1)", at).await, vec![("le=+Inf".into(), 1.0)]);
-    assert_eq!(instant(&engine, "bottomk(2, latency_bucket * 0 + 1)", at).await, vec![("le=+Inf".into(), 1.0), ("le=0.1".into(), 1.0)]);
+    assert_eq!(
+        instant(&engine, "bottomk(2, latency_bucket * 0 + 1)", at).await,
+        vec![("le=+Inf".into(), 1.0), ("le=0.1".into(), 1.0)]
+    );
     // Lookback: 4 minutes after the last sample it is still there, 6 minutes after gone.
     let last = T0 + 30 * MINUTE;
     assert_eq!(instant(&engine, "temp{room=\"a\"}", last + 4 * MINUTE).await.len(), 1);
@@ -94,7 +100,12 @@ async fn selectors_rates_and_aggregations() {
 async fn binary_operators_match_labels() {
     let (engine, _dir) = engine().await;
     let at = T0 + 20 * MINUTE;
-    let ratio = instant(&engine, "sum by (job) (rate(requests_total{code=\"500\"}[5m])) / on (job) sum by (job) (rate(requests_total[5m]))", at).await;
+    let ratio = instant(
+        &engine,
+        "sum by (job) (rate(requests_total{code=\"500\"}[5m])) / on (job) sum by (job) (rate(requests_total[5m]))",
+        at,
+    )
+    .await;
     assert_eq!(ratio.len(), 1, "{ratio:?}");
     assert!(close(ratio[0].1, 0.1 / 1.1), "{ratio:?}");
     assert_eq!(instant(&engine, "temp > 21", at).await, vec![("__name__=temp,room=b".into(), 25.0)]);
@@ -103,7 +114,12 @@ async fn binary_operators_match_labels() {
     assert_eq!(instant(&engine, "temp{room=\"a\"} or temp", at).await.len(), 2);
     assert_eq!(instant(&engine, "temp unless temp{room=\"a\"}", at).await, vec![("__name__=temp,room=b".into(), 25.0)]);
     assert_eq!(instant(&engine, "temp and on() vector(1)", at).await.len(), 2);
-    let grouped = instant(&engine, "requests_total * on (job) group_left (room) (label_replace(temp{room=\"a\"}, \"job\", \"api\", \"\", \"\"))", at).await;
+    let grouped = instant(
+        &engine,
+        "requests_total * on (job) group_left (room) (label_replace(temp{room=\"a\"}, \"job\", \"api\", \"\", \"\"))",
+        at,
+    )
+    .await;
     assert_eq!(grouped.len(), 2, "{grouped:?}");
     assert!(grouped[0].0.contains("room=a"), "{grouped:?}");
     assert_eq!(instant(&engine, "2 * 3 + 1", at).await, vec![(String::new(), 7.0)]);
@@ -119,15 +135,24 @@ async fn functions_and_subqueries() {
     assert!(close(q[0].1, 0.5), "{q:?}");
     assert_eq!(instant(&engine, "absent(nothing{job=\"x\"})", at).await, vec![("job=x".into(), 1.0)]);
     assert_eq!(instant(&engine, "absent(temp)", at).await.len(), 0);
-    assert_eq!(instant(&engine, "label_join(temp{room=\"a\"}, \"x\", \"-\", \"room\", \"room\")", at).await, vec![("__name__=temp,room=a,x=a-a".into(), 20.0)]);
+    assert_eq!(
+        instant(&engine, "label_join(temp{room=\"a\"}, \"x\", \"-\", \"room\", \"room\")", at).await,
+        vec![("__name__=temp,room=a,x=a-a".into(), 20.0)]
+    );
     assert_eq!(instant(&engine, "scalar(temp{room=\"b\"})", at).await, vec![(String::new(), 25.0)]);
     assert!(instant(&engine, "scalar(temp)", at).await[0].1.is_nan());
     let sub = instant(&engine, "max_over_time(rate(requests_total{job=\"web\"}[1m])[5m:1m])", at).await;
     assert_eq!(sub.len(), 1);
     assert!(close(sub[0].1, 2.0), "{sub:?}");
-    assert_eq!(instant(&engine, "count_values(\"v\", temp)", at).await, vec![("v=20".into(), 1.0), ("v=25".into(), 1.0)]);
+    assert_eq!(
+        instant(&engine, "count_values(\"v\", temp)", at).await,
+        vec![("v=20".into(), 1.0), ("v=25".into(), 1.0)]
+    );
     assert_eq!(instant(&engine, "timestamp(temp{room=\"a\"})", at).await, vec![("room=a".into(), (at / 1000) as f64)]);
-    assert_eq!(instant(&engine, "clamp_max(temp, 22)", at).await, vec![("room=a".into(), 20.0), ("room=b".into(), 22.0)]);
+    assert_eq!(
+        instant(&engine, "clamp_max(temp, 22)", at).await,
+        vec![("room=a".into(), 20.0), ("room=b".into(), 22.0)]
+    );
     // A range query gives one point per step.
     let range = EvalRange::range(at, at + 5 * MINUTE, MINUTE);
     match engine.promql("sum(temp)", range).await.unwrap() {
@@ -137,7 +162,6 @@ async fn functions_and_subqueries() {
     assert!(matches!(engine.promql("temp[5m]", range).await, Err(PromError::BadData(_))));
     assert!(matches!(engine.promql("rate(temp)", range).await, Err(PromError::BadData(_))));
 }
-
 
 /// Aggregations folded into the step sweep answer exactly what the same aggregation over
 /// the unfolded rows answers (`* 1` keeps the sweep from folding).
@@ -164,7 +188,11 @@ async fn folded_aggregations_equal_unfolded_ones() {
         ] {
             let folded = matrix(format!("{op} {modifier} ({inner})")).await;
             let unfolded = matrix(format!("{op} {modifier} ({inner} * 1)")).await;
-            let shape = |s: &[Series]| s.iter().map(|s| (s.labels.clone(), s.points.iter().map(|p| p.0).collect::<Vec<_>>())).collect::<Vec<_>>();
+            let shape = |s: &[Series]| {
+                s.iter()
+                    .map(|s| (s.labels.clone(), s.points.iter().map(|p| p.0).collect::<Vec<_>>()))
+                    .collect::<Vec<_>>()
+            };
             if inner.starts_with("last_over_time") {
                 // `* 1` drops the name that last_over_time keeps: compare values only.
                 assert_eq!(folded.len(), unfolded.len(), "{op} {modifier} ({inner})");
@@ -174,7 +202,10 @@ async fn folded_aggregations_equal_unfolded_ones() {
             assert!(!folded.is_empty(), "{op} {modifier} ({inner})");
             for (a, b) in folded.iter().zip(&unfolded) {
                 for (x, y) in a.points.iter().zip(&b.points) {
-                    assert!(x.1 == y.1 || close(x.1, y.1) || (x.1.is_nan() && y.1.is_nan()), "{op} {modifier} ({inner}): {x:?} vs {y:?}");
+                    assert!(
+                        x.1 == y.1 || close(x.1, y.1) || (x.1.is_nan() && y.1.is_nan()),
+                        "{op} {modifier} ({inner}): {x:?} vs {y:?}"
+                    );
                 }
             }
         }
@@ -187,15 +218,19 @@ async fn folded_aggregations_equal_unfolded_ones() {
 async fn the_sweep_holds_its_samples_within_the_query_memory_limit() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(StorageOptions::new(dir.path())).await.unwrap();
-    let many: Vec<MetricSeries> =
-        (0..200).map(|i| series("wide", &[("instance", &format!("host-{i}"))], (0..=240).map(|s| (T0 + s * 15_000, s as f64)))).collect();
+    let many: Vec<MetricSeries> = (0..200)
+        .map(|i| series("wide", &[("instance", &format!("host-{i}"))], (0..=240).map(|s| (T0 + s * 15_000, s as f64))))
+        .collect();
     storage.write(WriteBatch { metrics: many, rows: vec![] }).await.unwrap();
     let range = EvalRange::range(T0 + 30 * MINUTE, T0 + 60 * MINUTE, 60_000);
     // 200 series × 241 samples are held at once (one chunk): ~1.5 MB accounted.
-    let small = QueryEngine::new(storage.clone(), QueryOptions { max_memory_bytes: 256 << 10, ..QueryOptions::default() }).unwrap();
+    let small =
+        QueryEngine::new(storage.clone(), QueryOptions { max_memory_bytes: 256 << 10, ..QueryOptions::default() })
+            .unwrap();
     let error = small.promql("max_over_time(wide[1h])", range).await.unwrap_err();
     assert!(matches!(&error, PromError::ResourcesExhausted(m) if m.contains("PromQL step sweep")), "{error}");
-    let large = QueryEngine::new(storage, QueryOptions { max_memory_bytes: 64 << 20, ..QueryOptions::default() }).unwrap();
+    let large =
+        QueryEngine::new(storage, QueryOptions { max_memory_bytes: 64 << 20, ..QueryOptions::default() }).unwrap();
     match large.promql("max_over_time(wide[1h])", range).await.unwrap() {
         PromResult::Matrix(series) => assert_eq!(series.len(), 200),
         other => panic!("unexpected {other:?}"),
@@ -222,10 +257,13 @@ async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
         buffered.push(instant(&engine, query, at).await);
     }
     assert_eq!(buffered[0].len(), 2);
-    assert_eq!(buffered[1], vec![
-        ("__name__=requests_total,code=200,job=api".into(), 1200.0),
-        ("__name__=requests_total,code=200,job=web".into(), 2400.0),
-    ]);
+    assert_eq!(
+        buffered[1],
+        vec![
+            ("__name__=requests_total,code=200,job=api".into(), 1200.0),
+            ("__name__=requests_total,code=200,job=web".into(), 2400.0),
+        ]
+    );
     assert_eq!(buffered[6].len(), 2, "temp's two rooms; latency_bucket has le: {:?}", buffered[6]);
 
     let storage = engine.storage().clone();
@@ -240,7 +278,9 @@ async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
     let scanned = storage.segments_scanned();
     assert_eq!(instant(&engine, "count({__name__=~\".+\"})", at).await, vec![(String::new(), 8.0)]);
     // Shared files: one per decimal scale (whole-number counters, temperatures with places).
-    let files = storage.manifest().segments.iter().map(|s| s.path.clone()).collect::<std::collections::BTreeSet<_>>().len() as u64;
+    let files =
+        storage.manifest().segments.iter().map(|s| s.path.clone()).collect::<std::collections::BTreeSet<_>>().len()
+            as u64;
     assert!(files < 3, "{files} files for three tables");
     assert_eq!(storage.segments_scanned() - scanned, files, "three tables, one scan per shared segment");
 
@@ -248,7 +288,11 @@ async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
     let later = (121..=240).map(|i| T0 + i * 15_000);
     let batch = WriteBatch {
         metrics: vec![
-            series("requests_total", &[("job", "api"), ("code", "200")], later.clone().map(|t| (t, (t - T0) as f64 / 1000.0))),
+            series(
+                "requests_total",
+                &[("job", "api"), ("code", "200")],
+                later.clone().map(|t| (t, (t - T0) as f64 / 1000.0)),
+            ),
             series("temp", &[("room", "a")], later.map(|t| (t, 21.0))),
         ],
         rows: vec![],
@@ -256,7 +300,11 @@ async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
     storage.write(batch).await.unwrap();
     let at = T0 + 50 * MINUTE;
     let both = instant(&engine, "{job=\"api\"}", at).await;
-    assert_eq!(both, vec![("__name__=requests_total,code=200,job=api".into(), 3000.0)], "the 500s ended 20 minutes ago");
+    assert_eq!(
+        both,
+        vec![("__name__=requests_total,code=200,job=api".into(), 3000.0)],
+        "the 500s ended 20 minutes ago"
+    );
     let rooms = instant(&engine, "max_over_time({room=~\"a|b\"}[40m])", at).await;
     assert_eq!(rooms, vec![("room=a".into(), 21.0), ("room=b".into(), 25.0)]);
 }
@@ -289,15 +337,23 @@ fn two_hour_counter(metric: &str, job: &str, code: &str, per_step: f64, reset_at
 async fn lanes_answer_as_one_sweep_does() {
     let (_dir, storage) = ten_minute_partitions().await;
     // A reset at 50 min.
-    let counter = |job: &str, code: &str, per_step: f64| two_hour_counter("requests_total", job, code, per_step, Some(200));
+    let counter =
+        |job: &str, code: &str, per_step: f64| two_hour_counter("requests_total", job, code, per_step, Some(200));
     let first = vec![counter("api", "200", 3.0), counter("api", "500", 0.5), counter("web", "200", 7.0)];
     storage.write(WriteBatch { metrics: first, rows: vec![] }).await.unwrap();
     storage.persist().await.unwrap();
     // Later samples stay in the buffer.
     let later = (481..=600).map(|s| (T0 + s * 15_000, s as f64));
-    storage.write(WriteBatch { metrics: vec![series("requests_total", &[("job", "api"), ("code", "200")], later)], rows: vec![] }).await.unwrap();
+    storage
+        .write(WriteBatch {
+            metrics: vec![series("requests_total", &[("job", "api"), ("code", "200")], later)],
+            rows: vec![],
+        })
+        .await
+        .unwrap();
 
-    let one = QueryEngine::new(storage.clone(), QueryOptions { max_workers_per_query: 1, ..QueryOptions::default() }).unwrap();
+    let one = QueryEngine::new(storage.clone(), QueryOptions { max_workers_per_query: 1, ..QueryOptions::default() })
+        .unwrap();
     let four = QueryEngine::new(storage, QueryOptions { max_workers_per_query: 4, ..QueryOptions::default() }).unwrap();
     let range = EvalRange::range(T0 + 3 * MINUTE, T0 + 150 * MINUTE, 37_000);
     let queries = [
@@ -325,7 +381,11 @@ async fn lanes_answer_as_one_sweep_does() {
             let compile::Value::Vector(plan) = compiler.compile(&expr).await.unwrap() else { panic!("not a vector") };
             let plan = plan.frame.create_physical_plan().await.unwrap();
             let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
-            text.split("partition_sizes=").nth(1).and_then(|rest| rest.split(',').next()).map(str::to_string).unwrap_or(text)
+            text.split("partition_sizes=")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .map(str::to_string)
+                .unwrap_or(text)
         }
     };
     assert_eq!(lanes(&one).await, "1");
@@ -339,7 +399,8 @@ async fn lanes_answer_as_one_sweep_does() {
 #[tokio::test]
 async fn a_sweep_answers_the_same_as_series_and_as_rows() {
     let (_dir, storage) = ten_minute_partitions().await;
-    let counter = |metric: &str, job: &str, code: &str, per_step: f64| two_hour_counter(metric, job, code, per_step, None);
+    let counter =
+        |metric: &str, job: &str, code: &str, per_step: f64| two_hour_counter(metric, job, code, per_step, None);
     let metrics = vec![
         counter("requests_total", "api", "200", 3.0),
         counter("requests_total", "api", "", 0.5),
@@ -348,14 +409,25 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         // Ties requests_total{api,200} until the buffer's samples.
         counter("requests_total", "web", "500", 3.0),
         series("temp", &[("room", "a")], (0..=480).map(|s| (T0 + s * 15_000, 20.0 + (s % 7) as f64))),
-        series("temp", &[("room", "b")], (0..=480).map(|s| (T0 + s * 15_000, if s % 3 == 0 { f64::NAN } else { 30.0 - (s % 5) as f64 }))),
+        series(
+            "temp",
+            &[("room", "b")],
+            (0..=480).map(|s| (T0 + s * 15_000, if s % 3 == 0 { f64::NAN } else { 30.0 - (s % 5) as f64 })),
+        ),
         series("temp", &[("room", "c")], (0..=480).map(|s| (T0 + s * 15_000, 25.0))),
     ];
     storage.write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
     storage.persist().await.unwrap();
     let later = (481..=600).map(|s| (T0 + s * 15_000, s as f64));
-    storage.write(WriteBatch { metrics: vec![series("requests_total", &[("job", "api"), ("code", "200")], later)], rows: vec![] }).await.unwrap();
-    let engine = QueryEngine::new(storage, QueryOptions { max_workers_per_query: 4, ..QueryOptions::default() }).unwrap();
+    storage
+        .write(WriteBatch {
+            metrics: vec![series("requests_total", &[("job", "api"), ("code", "200")], later)],
+            rows: vec![],
+        })
+        .await
+        .unwrap();
+    let engine =
+        QueryEngine::new(storage, QueryOptions { max_workers_per_query: 4, ..QueryOptions::default() }).unwrap();
 
     let both_ways = |query: &'static str, range: EvalRange| {
         let engine = engine.clone();
@@ -363,7 +435,9 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
             let expr = engine.parse_promql(query).await.unwrap();
             let compiler = compile::Compiler::new(&engine, range, DEFAULT_LOOKBACK.as_millis() as i64);
             let as_series = result::collect(compiler.compile(&expr).await.unwrap(), range, None).await;
-            let compile::Value::Vector(mut plan) = compiler.compile(&expr).await.unwrap() else { panic!("{query}: not a vector") };
+            let compile::Value::Vector(mut plan) = compiler.compile(&expr).await.unwrap() else {
+                panic!("{query}: not a vector")
+            };
             assert!(plan.sweep.is_some(), "{query}: not a sweep's output");
             plan.sweep = None;
             let as_rows = result::collect(compile::Value::Vector(plan), range, None).await;
@@ -441,11 +515,26 @@ async fn the_left_sides_labels_narrow_the_right_side_and_keep_the_answer() {
     // Each beside the same with its right side wrapped in `+ 0`, which stops the pushdown.
     let ratio = "sum by (job) (rate(requests_total{code=\"500\"}[5m])) / sum by (job) (rate(requests_total[5m]))";
     let cases = [
-        (ratio, "sum by (job) (rate(requests_total{code=\"500\"}[5m])) / (sum by (job) (rate(requests_total[5m])) + 0)"),
-        ("requests_total{code=\"500\"} / ignoring (code) requests_total{code=\"200\"}", "requests_total{code=\"500\"} / ignoring (code) (requests_total{code=\"200\"} + 0)"),
-        ("requests_total{code=\"500\"} * on (job) group_left () sum by (job) (requests_total)", "requests_total{code=\"500\"} * on (job) group_left () (sum by (job) (requests_total) + 0)"),
-        ("requests_total{code=\"500\"} < on (job) group_left () sum by (job) (requests_total)", "requests_total{code=\"500\"} < on (job) group_left () (sum by (job) (requests_total) + 0)"),
-        ("requests_total{code=\"500\"} and on (job) requests_total", "requests_total{code=\"500\"} and on (job) (requests_total + 0)"),
+        (
+            ratio,
+            "sum by (job) (rate(requests_total{code=\"500\"}[5m])) / (sum by (job) (rate(requests_total[5m])) + 0)",
+        ),
+        (
+            "requests_total{code=\"500\"} / ignoring (code) requests_total{code=\"200\"}",
+            "requests_total{code=\"500\"} / ignoring (code) (requests_total{code=\"200\"} + 0)",
+        ),
+        (
+            "requests_total{code=\"500\"} * on (job) group_left () sum by (job) (requests_total)",
+            "requests_total{code=\"500\"} * on (job) group_left () (sum by (job) (requests_total) + 0)",
+        ),
+        (
+            "requests_total{code=\"500\"} < on (job) group_left () sum by (job) (requests_total)",
+            "requests_total{code=\"500\"} < on (job) group_left () (sum by (job) (requests_total) + 0)",
+        ),
+        (
+            "requests_total{code=\"500\"} and on (job) requests_total",
+            "requests_total{code=\"500\"} and on (job) (requests_total + 0)",
+        ),
     ];
     for (query, unpushed) in cases {
         let skipped = engine.storage().rows_skipped_by_index();
@@ -456,7 +545,10 @@ async fn the_left_sides_labels_narrow_the_right_side_and_keep_the_answer() {
         let unpushed_skipped = engine.storage().rows_skipped_by_index() - skipped;
         assert_eq!(pushed_answer, unpushed_answer, "{query} vs {unpushed}");
         assert!(!pushed_answer.is_empty(), "{query}");
-        assert!(pushed_skipped > unpushed_skipped, "{query}: the right side read every series ({pushed_skipped} vs {unpushed_skipped} rows skipped)");
+        assert!(
+            pushed_skipped > unpushed_skipped,
+            "{query}: the right side read every series ({pushed_skipped} vs {unpushed_skipped} rows skipped)"
+        );
     }
     let ratio = instant(&engine, ratio, at).await;
     assert_eq!(ratio.len(), 1);

@@ -9,9 +9,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampNanosecondType};
@@ -50,7 +48,10 @@ pub struct SampleBudget {
 
 impl SampleBudget {
     pub fn new(limit: usize) -> Self {
-        SampleBudget { remaining: Arc::new(std::sync::atomic::AtomicI64::new(i64::try_from(limit).unwrap_or(i64::MAX))), limit }
+        SampleBudget {
+            remaining: Arc::new(std::sync::atomic::AtomicI64::new(i64::try_from(limit).unwrap_or(i64::MAX))),
+            limit,
+        }
     }
 
     pub fn limit(&self) -> usize {
@@ -322,7 +323,10 @@ pub struct MathUdf {
 
 impl MathUdf {
     pub fn new(function: MathFunction) -> ScalarUDF {
-        ScalarUDF::new_from_impl(MathUdf { function, signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable) })
+        ScalarUDF::new_from_impl(MathUdf {
+            function,
+            signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable),
+        })
     }
 }
 
@@ -345,7 +349,9 @@ impl ScalarUDFImpl for MathUdf {
         let param = |i: usize, row: usize| columns.get(i).map_or(f64::NAN, |c| c.value(row));
         let values = columns[0];
         let out: Float64Array = (0..args.number_rows)
-            .map(|row| (!values.is_null(row)).then(|| self.function.apply(values.value(row), param(1, row), param(2, row))))
+            .map(|row| {
+                (!values.is_null(row)).then(|| self.function.apply(values.value(row), param(1, row), param(2, row)))
+            })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
@@ -460,7 +466,9 @@ pub struct MillisecondsUdf {
 impl MillisecondsUdf {
     pub fn new() -> ScalarUDF {
         let nanoseconds = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
-        ScalarUDF::new_from_impl(MillisecondsUdf { signature: Signature::exact(vec![nanoseconds], Volatility::Immutable) })
+        ScalarUDF::new_from_impl(MillisecondsUdf {
+            signature: Signature::exact(vec![nanoseconds], Volatility::Immutable),
+        })
     }
 }
 
@@ -492,7 +500,9 @@ pub struct FormatValueUdf {
 
 impl FormatValueUdf {
     pub fn new() -> ScalarUDF {
-        ScalarUDF::new_from_impl(FormatValueUdf { signature: Signature::exact(vec![DataType::Float64], Volatility::Immutable) })
+        ScalarUDF::new_from_impl(FormatValueUdf {
+            signature: Signature::exact(vec![DataType::Float64], Volatility::Immutable),
+        })
     }
 }
 
@@ -511,7 +521,8 @@ impl ScalarUDFImpl for FormatValueUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let values = args.args[0].to_array(args.number_rows)?;
-        let out: StringArray = values.as_primitive::<Float64Type>().iter().map(|v| v.map(kernels::format_value)).collect();
+        let out: StringArray =
+            values.as_primitive::<Float64Type>().iter().map(|v| v.map(kernels::format_value)).collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
@@ -640,7 +651,11 @@ impl ScalarUDFImpl for LabelRegexUdf {
                 let normalized = dictionary.normalized_keys();
                 BooleanArray::new(
                     BooleanBuffer::collect_bool(normalized.len(), |row| {
-                        if keys.is_null(row) { absent } else { per_value.get(normalized[row]).copied().unwrap_or(absent) }
+                        if keys.is_null(row) {
+                            absent
+                        } else {
+                            per_value.get(normalized[row]).copied().unwrap_or(absent)
+                        }
                     }),
                     None,
                 )
@@ -720,8 +735,19 @@ mod tests {
 
     #[test]
     fn label_replace_anchors_and_expands() {
-        let udf = LabelReplaceUdf { regex: Pattern(Regex::new("^(?s:(.*):.*)$").unwrap()), replacement: "$1".into(), signature: Signature::any(2, Volatility::Immutable) };
-        assert_eq!(udf.regex.0.captures("host:9100").map(|c| { let mut s = String::new(); c.expand(&udf.replacement, &mut s); s }), Some("host".into()));
+        let udf = LabelReplaceUdf {
+            regex: Pattern(Regex::new("^(?s:(.*):.*)$").unwrap()),
+            replacement: "$1".into(),
+            signature: Signature::any(2, Volatility::Immutable),
+        };
+        assert_eq!(
+            udf.regex.0.captures("host:9100").map(|c| {
+                let mut s = String::new();
+                c.expand(&udf.replacement, &mut s);
+                s
+            }),
+            Some("host".into())
+        );
         assert_eq!(date_part(MathFunction::DaysInMonth, 1_709_251_200.0), 31.0, "2024-03-01");
         assert_eq!(date_part(MathFunction::DayOfWeek, 0.0), 4.0, "1970-01-01 was a Thursday");
         assert_eq!(MathFunction::Round.apply(2.5, 1.0, 0.0), 3.0);

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, DictionaryArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use datafusion::arrow::array::{
+    ArrayRef, DictionaryArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray, UInt64Array,
+};
 use datafusion::arrow::datatypes::Int32Type;
 use datafusion::arrow::record_batch::RecordBatch;
 use vigil_storage::schema::FixedTable;
@@ -28,7 +30,15 @@ async fn engine() -> (QueryEngine, tempfile::TempDir) {
 
 /// A counter with `per_minute(m)` events in minute m (m = minutes since `start`), sampled
 /// every 15 s, a quarter of the minute's events at each sample. `reset_at` restarts it.
-fn counter(metric: &str, labels: &[(&str, &str)], start: i64, minutes: i64, per_minute: impl Fn(i64) -> f64, reset_at: Option<i64>, gap: Option<(i64, i64)>) -> MetricSeries {
+fn counter(
+    metric: &str,
+    labels: &[(&str, &str)],
+    start: i64,
+    minutes: i64,
+    per_minute: impl Fn(i64) -> f64,
+    reset_at: Option<i64>,
+    gap: Option<(i64, i64)>,
+) -> MetricSeries {
     let mut value = 0.0;
     let mut samples = vec![Sample { timestamp_ns: start * 1_000_000, value: 0.0 }];
     for m in 0..minutes {
@@ -64,7 +74,9 @@ fn close(actual: Option<f64>, expected: f64) {
 }
 
 fn slo(name: &str, objective: &str, window: &str, sli: &str) -> String {
-    format!("apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: {name}, service: shop}}\nspec:\n  objective: {objective}\n  window: {window}\n  sli: {sli}\n")
+    format!(
+        "apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: {name}, service: shop}}\nspec:\n  objective: {objective}\n  window: {window}\n  sli: {sli}\n"
+    )
 }
 
 /// Total 100/min for 3 days; bad 1/min, but 10/min during the last 2 hours.
@@ -85,7 +97,8 @@ async fn ratio_sli_budget_and_every_burn_rate() {
         rows: vec![],
     };
     engine.storage().write(batch).await.unwrap();
-    let yaml = slo("avail", "97", "1d", "{ratio: {bad: 'errors_total{job=\"shop\"}', total: 'requests_total{job=\"shop\"}'}}");
+    let yaml =
+        slo("avail", "97", "1d", "{ratio: {bad: 'errors_total{job=\"shop\"}', total: 'requests_total{job=\"shop\"}'}}");
     let status = &evaluate(&engine, &yaml, NOW).await[0];
     // Last day: 120 minutes at 10, 1320 at 1, of 144000.
     let bad_day = 10.0 * 120.0 + 1320.0;
@@ -160,14 +173,26 @@ async fn latency_from_buckets_and_thresholds_that_are_no_bucket() {
     let (engine, _dir) = engine().await;
     let minutes = 120;
     let start = NOW - minutes * MINUTE;
-    let bucket = |le: &str, per_minute: f64| counter("latency_seconds_bucket", &[("job", "api"), ("le", le)], start, minutes, move |_| per_minute, None, None);
-    let batch = WriteBatch { metrics: vec![bucket("0.1", 50.0), bucket("0.3", 95.0), bucket("+Inf", 100.0)], rows: vec![] };
+    let bucket = |le: &str, per_minute: f64| {
+        counter(
+            "latency_seconds_bucket",
+            &[("job", "api"), ("le", le)],
+            start,
+            minutes,
+            move |_| per_minute,
+            None,
+            None,
+        )
+    };
+    let batch =
+        WriteBatch { metrics: vec![bucket("0.1", 50.0), bucket("0.3", 95.0), bucket("+Inf", 100.0)], rows: vec![] };
     engine.storage().write(batch).await.unwrap();
     let ok = slo("lat", "90", "1h", "{latency: {histogram: 'latency_seconds{job=\"api\"}', threshold: 0.3}}");
     let status = &evaluate(&engine, &ok, NOW).await[0];
     close(status.sli, 0.95);
     close(status.burn_rates["30m"], 0.05 / 0.1);
-    let wrong = slo("lat", "90", "1h", "{latency: {histogram: 'latency_seconds_bucket{job=\"api\"}', threshold: 0.25}}");
+    let wrong =
+        slo("lat", "90", "1h", "{latency: {histogram: 'latency_seconds_bucket{job=\"api\"}', threshold: 0.25}}");
     let status = &evaluate(&engine, &wrong, NOW).await[0];
     assert_eq!(status.state, "error");
     assert_eq!(
@@ -181,7 +206,10 @@ fn dictionary(values: Vec<&str>) -> ArrayRef {
 }
 
 fn timestamps(values: Vec<i64>) -> ArrayRef {
-    Arc::new(TimestampNanosecondArray::from(values.into_iter().map(|ms| ms * 1_000_000).collect::<Vec<_>>()).with_timezone("UTC"))
+    Arc::new(
+        TimestampNanosecondArray::from(values.into_iter().map(|ms| ms * 1_000_000).collect::<Vec<_>>())
+            .with_timezone("UTC"),
+    )
 }
 
 #[tokio::test]
@@ -237,19 +265,36 @@ async fn spans_drift_and_sql_slis() {
     .unwrap();
     engine
         .storage()
-        .write(WriteBatch { metrics: vec![], rows: vec![TableRows { table: FixedTable::Spans, batch: spans }, TableRows { table: FixedTable::DriftScores, batch: drift }] })
+        .write(WriteBatch {
+            metrics: vec![],
+            rows: vec![
+                TableRows { table: FixedTable::Spans, batch: spans },
+                TableRows { table: FixedTable::DriftScores, batch: drift },
+            ],
+        })
         .await
         .unwrap();
 
-    let yaml = slo("pay", "90", "1d", "{spans: {service: payments, name: \"POST /pay\", good: {status: [unset, ok], max_duration: 1s}}}");
+    let yaml = slo(
+        "pay",
+        "90",
+        "1d",
+        "{spans: {service: payments, name: \"POST /pay\", good: {status: [unset, ok], max_duration: 1s}}}",
+    );
     let status = &evaluate(&engine, &yaml, NOW).await[0];
     // Bad: 6 errors, 12 slow, 0 both (i%10==0 and i%5==1 never meet): 18 of 60.
     close(status.sli, 42.0 / 60.0);
-    let yaml = slo("drift", "90", "1d", "{drift: {model: fraud, feature: amount, statistic: psi, below: 0.2, slice: 1h}}");
+    let yaml =
+        slo("drift", "90", "1d", "{drift: {model: fraud, feature: amount, statistic: psi, below: 0.2, slice: 1h}}");
     let status = &evaluate(&engine, &yaml, NOW).await[0];
     close(Some(status.total), 10.0);
     close(status.sli, 0.7);
-    let yaml = slo("sqlspans", "90", "1d", "{sql: {bad: \"SELECT start AS timestamp FROM spans WHERE status = 'error'\", total: 'SELECT start AS timestamp FROM spans'}}");
+    let yaml = slo(
+        "sqlspans",
+        "90",
+        "1d",
+        "{sql: {bad: \"SELECT start AS timestamp FROM spans WHERE status = 'error'\", total: 'SELECT start AS timestamp FROM spans'}}",
+    );
     let status = &evaluate(&engine, &yaml, NOW).await[0];
     close(status.sli, 54.0 / 60.0);
 }
@@ -261,8 +306,24 @@ async fn the_three_dialects_give_the_same_numbers() {
     let start = NOW - minutes * MINUTE;
     let batch = WriteBatch {
         metrics: vec![
-            counter("http_requests_total", &[("job", "checkout"), ("code", "200")], start, minutes, |m| 100.0 + (m % 7) as f64, None, None),
-            counter("http_requests_total", &[("job", "checkout"), ("code", "500")], start, minutes, |m| if m % 60 < 5 { 8.0 } else { 0.5 }, None, None),
+            counter(
+                "http_requests_total",
+                &[("job", "checkout"), ("code", "200")],
+                start,
+                minutes,
+                |m| 100.0 + (m % 7) as f64,
+                None,
+                None,
+            ),
+            counter(
+                "http_requests_total",
+                &[("job", "checkout"), ("code", "500")],
+                start,
+                minutes,
+                |m| if m % 60 < 5 { 8.0 } else { 0.5 },
+                None,
+                None,
+            ),
         ],
         rows: vec![],
     };
@@ -294,16 +355,30 @@ async fn calendar_months_in_a_time_zone_and_time_slices() {
     let batch = WriteBatch {
         metrics: vec![
             counter("cal_total", &[], start, minutes, |_| 10.0, None, None),
-            counter("cal_errors_total", &[], start, minutes, move |m| if m < first_march_minute { 5.0 } else { 0.1 }, None, None),
+            counter(
+                "cal_errors_total",
+                &[],
+                start,
+                minutes,
+                move |m| if m < first_march_minute { 5.0 } else { 0.1 },
+                None,
+                None,
+            ),
         ],
         rows: vec![],
     };
     engine.storage().write(batch).await.unwrap();
-    let yaml = slo("cal", "95", "{calendar: month, timeZone: Europe/Paris}", "{ratio: {bad: 'cal_errors_total', total: 'cal_total'}}");
+    let yaml = slo(
+        "cal",
+        "95",
+        "{calendar: month, timeZone: Europe/Paris}",
+        "{ratio: {bad: 'cal_errors_total', total: 'cal_total'}}",
+    );
     let status = &evaluate(&engine, &yaml, now).await[0];
     close(Some(status.total), 10.0 * ((now - march_paris) / MINUTE) as f64);
     close(status.sli, 0.99);
-    let utc = slo("cal", "95", "{calendar: month, timeZone: UTC}", "{ratio: {bad: 'cal_errors_total', total: 'cal_total'}}");
+    let utc =
+        slo("cal", "95", "{calendar: month, timeZone: UTC}", "{ratio: {bad: 'cal_errors_total', total: 'cal_total'}}");
     let status_utc = &evaluate(&engine, &utc, now).await[0];
     assert!(status_utc.total < status.total, "March starts an hour later in UTC");
 
@@ -363,13 +438,22 @@ async fn grouping_gives_one_slo_per_label_value() {
     for (route, errors) in [("/pay", 5.0), ("/cart", 1.0)] {
         metrics.push(counter("grouped_total", &[("route", route), ("pod", "a")], start, minutes, |_| 50.0, None, None));
         metrics.push(counter("grouped_total", &[("route", route), ("pod", "b")], start, minutes, |_| 50.0, None, None));
-        metrics.push(counter("grouped_errors_total", &[("route", route), ("pod", "a")], start, minutes, move |_| errors, None, None));
+        metrics.push(counter(
+            "grouped_errors_total",
+            &[("route", route), ("pod", "a")],
+            start,
+            minutes,
+            move |_| errors,
+            None,
+            None,
+        ));
     }
     engine.storage().write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
     let yaml = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: g, service: shop}\nspec:\n  objective: 99\n  window: 1h\n  group_by: [route]\n  sli: {ratio: {bad: grouped_errors_total, total: grouped_total}}\n";
     let statuses = evaluate(&engine, yaml, NOW).await;
     assert_eq!(statuses.len(), 2);
-    let by_route = |route: &str| statuses.iter().find(|s| s.group.get("route").map(String::as_str) == Some(route)).unwrap();
+    let by_route =
+        |route: &str| statuses.iter().find(|s| s.group.get("route").map(String::as_str) == Some(route)).unwrap();
     close(by_route("/pay").sli, 1.0 - 5.0 / 100.0);
     close(by_route("/cart").sli, 1.0 - 1.0 / 100.0);
     assert_eq!(by_route("/pay").id(), "g{route=\"/pay\"}");
@@ -380,7 +464,10 @@ async fn write_minutes(engine: &QueryEngine, series: &[MetricSeries], start: i64
     let (low, high) = ((start + from * MINUTE) * 1_000_000, (start + to * MINUTE) * 1_000_000);
     let metrics = series
         .iter()
-        .map(|s| MetricSeries { samples: s.samples.iter().filter(|x| x.timestamp_ns > low - 1 && x.timestamp_ns < high).cloned().collect(), ..s.clone() })
+        .map(|s| MetricSeries {
+            samples: s.samples.iter().filter(|x| x.timestamp_ns > low - 1 && x.timestamp_ns < high).cloned().collect(),
+            ..s.clone()
+        })
         .collect();
     engine.storage().write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
 }
@@ -431,7 +518,9 @@ async fn late_samples_at_any_age_reach_the_sli_budget_and_burn_rates() {
     // And the numbers are those of the data: the 7 d window holds the 6 days written, and
     // the backfilled replica's errors after its first sample (a quarter minute in).
     close(Some(fresh.total), 50.0 * minutes as f64);
-    let bad: f64 = (0..minutes).map(|m| if m % 120 < 20 { 9.0 } else { 0.5 }).sum::<f64>() + 3.0 * (old_hole.1 - old_hole.0) as f64 - 0.75;
+    let bad: f64 = (0..minutes).map(|m| if m % 120 < 20 { 9.0 } else { 0.5 }).sum::<f64>()
+        + 3.0 * (old_hole.1 - old_hole.0) as f64
+        - 0.75;
     close(Some(fresh.total - fresh.good), bad);
 }
 
@@ -443,7 +532,15 @@ async fn promql_slis_hold_over_thirty_days() {
     let batch = WriteBatch {
         metrics: vec![
             counter("month_requests_total", &[("code", "200")], start, minutes, |_| 60.0, None, None),
-            counter("month_requests_total", &[("code", "500")], start, minutes, |m| if m % 1000 < 30 { 6.0 } else { 0.06 }, None, None),
+            counter(
+                "month_requests_total",
+                &[("code", "500")],
+                start,
+                minutes,
+                |m| if m % 1000 < 30 { 6.0 } else { 0.06 },
+                None,
+                None,
+            ),
         ],
         rows: vec![],
     };
@@ -466,7 +563,15 @@ async fn saved_state_resumes_where_it_was_and_only_for_the_same_definition() {
     let start = NOW - minutes * MINUTE;
     let series = [
         counter("resume_total", &[("job", "a")], start, minutes + 10, |_| 40.0, None, None),
-        counter("resume_errors_total", &[("job", "a")], start, minutes + 10, |m| if m % 50 < 5 { 4.0 } else { 0.1 }, None, None),
+        counter(
+            "resume_errors_total",
+            &[("job", "a")],
+            start,
+            minutes + 10,
+            |m| if m % 50 < 5 { 4.0 } else { 0.1 },
+            None,
+            None,
+        ),
     ];
     write_minutes(&full, &series, start, 0, minutes + 11).await;
     let yaml = slo("resume", "99", "1d", "{ratio: {bad: 'resume_errors_total', total: 'resume_total'}}");
@@ -495,7 +600,10 @@ async fn saved_state_resumes_where_it_was_and_only_for_the_same_definition() {
     let other = SloEvaluator::new(recent.clone());
     other.set_definitions(edited).await;
     assert_eq!(other.restore(&path, NOW + 10 * MINUTE).await.unwrap(), 0);
-    assert!(other.settle(NOW + 10 * MINUTE).await[0].total < fresh.total / 10.0, "a backfill from the recent store only");
+    assert!(
+        other.settle(NOW + 10 * MINUTE).await[0].total < fresh.total / 10.0,
+        "a backfill from the recent store only"
+    );
 }
 
 #[tokio::test]
@@ -517,11 +625,16 @@ async fn a_new_slo_backfills_in_the_background_while_the_others_are_evaluated() 
     evaluator.set_definitions(load_texts(&[("a.yaml".into(), existing.clone())], None).unwrap()).await;
     let first = evaluator.settle(NOW - 2 * MINUTE).await;
     assert_eq!(first[0].state, "ok");
-    evaluator.set_definitions(load_texts(&[("a.yaml".into(), existing), ("b.yaml".into(), added)], None).unwrap()).await;
+    evaluator
+        .set_definitions(load_texts(&[("a.yaml".into(), existing), ("b.yaml".into(), added)], None).unwrap())
+        .await;
     let during = evaluator.evaluate(NOW - MINUTE).await;
     let by_name = |statuses: &[SloStatus], name: &str| statuses.iter().find(|s| s.name == name).cloned().unwrap();
     let (kept, new) = (by_name(&during, "existing"), by_name(&during, "added"));
-    assert!(kept.sli.is_some() && kept.evaluated_at_ms == NOW - MINUTE, "the existing SLO is evaluated on schedule: {kept:?}");
+    assert!(
+        kept.sli.is_some() && kept.evaluated_at_ms == NOW - MINUTE,
+        "the existing SLO is evaluated on schedule: {kept:?}"
+    );
     assert_eq!(new.state, "backfilling");
     assert_eq!((new.sli, new.error_budget_remaining), (None, None), "no made-up numbers while backfilling");
     assert!(new.backfill_progress.is_some_and(|p| (0.0..=1.0).contains(&p)));
@@ -539,11 +652,27 @@ async fn slos_sharing_a_table_each_get_their_own_series() {
     let mut metrics = Vec::new();
     for (route, bad_per_minute) in [("/a", 1.0), ("/b", 5.0), ("/c", 20.0)] {
         metrics.push(counter("shared_requests_total", &[("route", route)], start, minutes, |_| 100.0, None, None));
-        metrics.push(counter("shared_errors_total", &[("route", route)], start, minutes, move |_| bad_per_minute, None, None));
+        metrics.push(counter(
+            "shared_errors_total",
+            &[("route", route)],
+            start,
+            minutes,
+            move |_| bad_per_minute,
+            None,
+            None,
+        ));
     }
     engine.storage().write(WriteBatch { metrics, rows: Vec::new() }).await.unwrap();
-    let ratio = |matchers: &str| format!("{{ratio: {{bad: 'shared_errors_total{{{matchers}}}', total: 'shared_requests_total{{{matchers}}}'}}}}");
-    let cases = [("only-a", "route=\"/a\"", 1.0), ("a-or-b", "route=~\"/(a|b)\"", 3.0), ("not-c", "route!=\"/c\"", 3.0), ("all", "", 26.0 / 3.0), ("no-route", "route=\"\"", f64::NAN)];
+    let ratio = |matchers: &str| {
+        format!("{{ratio: {{bad: 'shared_errors_total{{{matchers}}}', total: 'shared_requests_total{{{matchers}}}'}}}}")
+    };
+    let cases = [
+        ("only-a", "route=\"/a\"", 1.0),
+        ("a-or-b", "route=~\"/(a|b)\"", 3.0),
+        ("not-c", "route!=\"/c\"", 3.0),
+        ("all", "", 26.0 / 3.0),
+        ("no-route", "route=\"\"", f64::NAN),
+    ];
     let yaml: Vec<String> = cases.iter().map(|(name, matchers, _)| slo(name, "99", "1d", &ratio(matchers))).collect();
     let together = evaluate(&engine, &yaml.join("---\n"), NOW).await;
     for ((name, _, bad_percent), status) in cases.iter().zip(&together) {

@@ -10,15 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{Datelike, TimeZone};
-use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringDictionaryBuilder, TimestampNanosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, RecordBatch, StringDictionaryBuilder, TimestampNanosecondArray,
+};
 use datafusion::arrow::datatypes::Int32Type;
 use serde::Serialize;
 use vigil_storage::schema::FixedTable;
 use vigil_storage::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch};
 
 use super::model::{BURN_WINDOWS, Budgeting, CalendarUnit, Severity, SloDefinition, Window};
-use super::rollup::{HOUR_MS, MINUTE_MS, Rollup, minute_of};
 use super::persist::{self, PersistError, SavedSlo};
+use super::rollup::{HOUR_MS, MINUTE_MS, Rollup, minute_of};
 use super::scans::Scans;
 use super::sources::{self, GroupKey, SourceState};
 use crate::QueryEngine;
@@ -233,7 +235,9 @@ pub fn window_start(window: &Window, now_ms: i64) -> i64 {
             let local = now.with_timezone(time_zone);
             let date = match unit {
                 CalendarUnit::Month => local.date_naive().with_day(1),
-                CalendarUnit::Week => Some(local.date_naive() - chrono::Duration::days(local.weekday().num_days_from_monday() as i64)),
+                CalendarUnit::Week => {
+                    Some(local.date_naive() - chrono::Duration::days(local.weekday().num_days_from_monday() as i64))
+                }
             };
             date.and_then(|d| d.and_hms_opt(0, 0, 0))
                 .and_then(|midnight| time_zone.from_local_datetime(&midnight).earliest())
@@ -258,7 +262,6 @@ fn history_start(definition: &SloDefinition, now_ms: i64) -> i64 {
     window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS)
 }
 
-
 fn window_label(window: &Window) -> String {
     match window {
         Window::Rolling(d) => format_duration(d.as_millis() as i64),
@@ -281,7 +284,8 @@ impl SloEvaluator {
     /// backfill), new and edited ones are backfilled from their next evaluation.
     pub async fn set_definitions(&self, definitions: Vec<SloDefinition>) {
         let mut runtimes = self.runtimes.lock().await;
-        let mut previous: HashMap<String, Slot> = runtimes.drain(..).map(|s| (s.definition().name.clone(), s)).collect();
+        let mut previous: HashMap<String, Slot> =
+            runtimes.drain(..).map(|s| (s.definition().name.clone(), s)).collect();
         for definition in definitions {
             match previous.remove(&definition.name) {
                 Some(slot) if **slot.definition() == definition => runtimes.push(slot),
@@ -304,7 +308,13 @@ impl SloEvaluator {
             let saved = SavedSlo {
                 fingerprint: runtime.fingerprint,
                 committed_ms,
-                groups: runtime.groups.iter().map(|(group, state)| (group.clone(), (state.events.parts(), state.slices.as_ref().map(Rollup::parts)))).collect(),
+                groups: runtime
+                    .groups
+                    .iter()
+                    .map(|(group, state)| {
+                        (group.clone(), (state.events.parts(), state.slices.as_ref().map(Rollup::parts)))
+                    })
+                    .collect(),
                 counters: runtime.source.counters(),
             };
             writer.write(&runtime.definition.name, &saved)?;
@@ -325,7 +335,10 @@ impl SloEvaluator {
             _ => None,
         });
         for runtime in fresh {
-            let Some(state) = saved.remove(&runtime.definition.name).filter(|s| s.fingerprint == runtime.fingerprint) else { continue };
+            let Some(state) = saved.remove(&runtime.definition.name).filter(|s| s.fingerprint == runtime.fingerprint)
+            else {
+                continue;
+            };
             let hour_span = hour_span(&runtime.definition, now_ms);
             runtime.groups = state
                 .groups
@@ -362,8 +375,12 @@ impl SloEvaluator {
         let mut runtimes = self.runtimes.lock().await;
         // Drained under the lock: a write after this is in the next cycle's changes.
         let changes = self.engine.storage().drain_changes();
-        let late_samples: u64 =
-            changes.late_samples.iter().filter(|(table, _)| runtimes.iter().any(|slot| slot.tables().reads(table))).map(|(_, n)| n).sum();
+        let late_samples: u64 = changes
+            .late_samples
+            .iter()
+            .filter(|(table, _)| runtimes.iter().any(|slot| slot.tables().reads(table)))
+            .map(|(_, n)| n)
+            .sum();
         metrics::counter!("vigil_slo_late_samples_total").increment(late_samples);
         let mut statuses = Vec::new();
         let mut rollup_bytes = 0usize;
@@ -415,7 +432,11 @@ impl SloEvaluator {
             }
             let changed_since = runtime.tables.changed_since(&changes);
             statuses.extend(advance(&self.engine, &scans, &mut runtime, now_ms, changed_since).await);
-            rollup_bytes += runtime.groups.values().map(|g| g.events.heap_bytes() + g.slices.as_ref().map_or(0, Rollup::heap_bytes)).sum::<usize>();
+            rollup_bytes += runtime
+                .groups
+                .values()
+                .map(|g| g.events.heap_bytes() + g.slices.as_ref().map_or(0, Rollup::heap_bytes))
+                .sum::<usize>();
             runtimes.push(Slot::Ready(runtime));
         }
         metrics::gauge!("vigil_memory_bytes", "component" => "slo_rollups").set(rollup_bytes as f64);
@@ -456,7 +477,8 @@ impl SloEvaluator {
         }
         let mut groups: Vec<Vec<CohortMember>> = by_tables.into_values().collect();
         groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
-        let mut tasks: Vec<Vec<CohortMember>> = (0..BACKFILL_PARALLELISM.min(groups.len())).map(|_| Vec::new()).collect();
+        let mut tasks: Vec<Vec<CohortMember>> =
+            (0..BACKFILL_PARALLELISM.min(groups.len())).map(|_| Vec::new()).collect();
         for group in groups {
             // The largest groups first, each to the task with the fewest SLOs so far.
             if let Some(task) = tasks.iter_mut().min_by_key(|t| t.len()) {
@@ -482,7 +504,12 @@ fn unix_now_ms() -> i64 {
 
 /// Reads the history of a cohort's SLOs up to `now_ms` a day at a time, under one of the
 /// backfill permits; each day's scans are shared by the SLOs that read that day.
-async fn backfill(engine: QueryEngine, mut members: Vec<CohortMember>, now_ms: i64, permits: Arc<tokio::sync::Semaphore>) {
+async fn backfill(
+    engine: QueryEngine,
+    mut members: Vec<CohortMember>,
+    now_ms: i64,
+    permits: Arc<tokio::sync::Semaphore>,
+) {
     let Ok(_permit) = permits.acquire_owned().await else { return };
     let started = std::time::Instant::now();
     members.retain(|m| !m.done.is_closed());
@@ -511,7 +538,13 @@ async fn backfill(engine: QueryEngine, mut members: Vec<CohortMember>, now_ms: i
 /// Brings one SLO up to `now_ms`: from its commit point, or — when writes since the last
 /// cycle (`changed_since`, ms) reached further back — from the oldest minute they touched,
 /// however late they came (within the SLO window).
-async fn advance(engine: &QueryEngine, scans: &Scans, runtime: &mut SloRuntime, now_ms: i64, changed_since: Option<i64>) -> Vec<SloStatus> {
+async fn advance(
+    engine: &QueryEngine,
+    scans: &Scans,
+    runtime: &mut SloRuntime,
+    now_ms: i64,
+    changed_since: Option<i64>,
+) -> Vec<SloStatus> {
     let definition = runtime.definition.clone();
     let changed_since = earliest(changed_since, runtime.pending_change_ms.take());
     let history_start = history_start(&definition, now_ms);
@@ -583,7 +616,9 @@ async fn advance(engine: &QueryEngine, scans: &Scans, runtime: &mut SloRuntime, 
         if let Some(kept_from) = state.events.minutes_floor().filter(|floor| from < *floor) {
             let mut hour = from.div_euclid(HOUR_MS) * HOUR_MS;
             while hour < kept_from {
-                let old = minutes.range(hour..kept_from.min(hour + HOUR_MS)).fold((0.0, 0.0), |sum, (_, c)| (sum.0 + c.0, sum.1 + c.1));
+                let old = minutes
+                    .range(hour..kept_from.min(hour + HOUR_MS))
+                    .fold((0.0, 0.0), |sum, (_, c)| (sum.0 + c.0, sum.1 + c.1));
                 state.events.set_old_hour(hour, old);
                 hour += HOUR_MS;
             }
@@ -610,7 +645,9 @@ async fn advance(engine: &QueryEngine, scans: &Scans, runtime: &mut SloRuntime, 
 /// The open slice counts provisionally at the current minute.
 fn update_slices(budgeting: &Budgeting, events: &Rollup, slices: &mut Rollup, from: i64, now_ms: i64) {
     let slice_ms = match budgeting {
-        Budgeting::Timeslices { slice, .. } | Budgeting::RatioTimeslices { slice } => (slice.as_millis() as i64).max(MINUTE_MS),
+        Budgeting::Timeslices { slice, .. } | Budgeting::RatioTimeslices { slice } => {
+            (slice.as_millis() as i64).max(MINUTE_MS)
+        }
         Budgeting::Occurrences => return,
     };
     let mut start = from.div_euclid(slice_ms) * slice_ms;
@@ -645,7 +682,12 @@ fn burn(good: f64, total: f64, objective: f64) -> Option<f64> {
 
 /// The status of an SLO whose history is still being read: no numbers yet, never made-up.
 fn backfilling_status(definition: &SloDefinition, now_ms: i64, progress: f64) -> SloStatus {
-    SloStatus { state: SloState::Backfilling, error: None, backfill_progress: Some(progress), ..error_status(definition, now_ms, String::new()) }
+    SloStatus {
+        state: SloState::Backfilling,
+        error: None,
+        backfill_progress: Some(progress),
+        ..error_status(definition, now_ms, String::new())
+    }
 }
 
 fn error_status(definition: &SloDefinition, now_ms: i64, message: String) -> SloStatus {
@@ -682,7 +724,8 @@ fn status(definition: &SloDefinition, group: &GroupKey, state: &GroupState, now_
         let (g, t) = rollup.recent(now_ms - ms, now_ms);
         burn(g, t, objective)
     };
-    let burn_rates: BTreeMap<String, Option<f64>> = BURN_WINDOWS.iter().map(|(w, secs)| (w.to_string(), rate_over(*secs as i64 * 1000))).collect();
+    let burn_rates: BTreeMap<String, Option<f64>> =
+        BURN_WINDOWS.iter().map(|(w, secs)| (w.to_string(), rate_over(*secs as i64 * 1000))).collect();
     let conditions: Vec<ConditionStatus> = definition
         .alerting
         .conditions
@@ -754,7 +797,11 @@ fn status_batch(statuses: &[SloStatus], now_ms: i64) -> WriteBatch {
         let Ok(base) = LabelSet::new(labels.clone()) else { continue };
         let mut push = |metric: &str, labels: LabelSet, value: Option<f64>| {
             if let Some(value) = value {
-                metrics.push(MetricSeries { metric: metric.into(), labels, samples: vec![Sample { timestamp_ns: now_ns, value }] });
+                metrics.push(MetricSeries {
+                    metric: metric.into(),
+                    labels,
+                    samples: vec![Sample { timestamp_ns: now_ns, value }],
+                });
             }
         };
         push("vigil_slo_objective", base.clone(), Some(status.objective));
@@ -770,9 +817,10 @@ fn status_batch(statuses: &[SloStatus], now_ms: i64) -> WriteBatch {
     }
     let mut rows = Vec::new();
     if !statuses.is_empty()
-        && let Ok(batch) = slo_status_rows(statuses, now_ns) {
-            rows.push(TableRows { table: FixedTable::SloStatus, batch });
-        }
+        && let Ok(batch) = slo_status_rows(statuses, now_ns)
+    {
+        rows.push(TableRows { table: FixedTable::SloStatus, batch });
+    }
     WriteBatch { metrics, rows }
 }
 
@@ -784,7 +832,9 @@ fn slo_status_rows(statuses: &[SloStatus], now_ns: i64) -> Result<RecordBatch, d
         }
         Arc::new(builder.finish())
     };
-    let floats = |f: &dyn Fn(&SloStatus) -> Option<f64>| -> ArrayRef { Arc::new(statuses.iter().map(f).collect::<Float64Array>()) };
+    let floats = |f: &dyn Fn(&SloStatus) -> Option<f64>| -> ArrayRef {
+        Arc::new(statuses.iter().map(f).collect::<Float64Array>())
+    };
     let rate = |window: &'static str| move |s: &SloStatus| s.burn_rates.get(window).copied().flatten();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(TimestampNanosecondArray::from(vec![now_ns; statuses.len()]).with_timezone("UTC")),

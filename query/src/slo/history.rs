@@ -18,9 +18,14 @@ pub struct SloHistory {
     pub budget: Vec<(i64, f64)>,
 }
 
-
 /// SLI and budget per `step_ms` bucket in `[from_ms, to_ms]`, per SLO (all, or `only`).
-pub async fn history(engine: &QueryEngine, only: Option<&str>, from_ms: i64, to_ms: i64, step_ms: i64) -> Result<BTreeMap<String, SloHistory>, QueryError> {
+pub async fn history(
+    engine: &QueryEngine,
+    only: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+    step_ms: i64,
+) -> Result<BTreeMap<String, SloHistory>, QueryError> {
     let step_ms = step_ms.max(1);
     let mut filter = col("timestamp").gt_eq(ts_literal(from_ms)).and(col("timestamp").lt_eq(ts_literal(to_ms)));
     if let Some(name) = only {
@@ -61,7 +66,11 @@ pub async fn history(engine: &QueryEngine, only: Option<&str>, from_ms: i64, to_
 
 /// The newest `limit` alert transitions of one SLO from the `alerts` table: (time in ms,
 /// severity, state).
-pub async fn alert_history(engine: &QueryEngine, slo: &str, limit: usize) -> Result<Vec<(i64, String, String)>, QueryError> {
+pub async fn alert_history(
+    engine: &QueryEngine,
+    slo: &str,
+    limit: usize,
+) -> Result<Vec<(i64, String, String)>, QueryError> {
     let frame = engine
         .context()
         .table("alerts")
@@ -85,7 +94,9 @@ pub async fn alert_history(engine: &QueryEngine, slo: &str, limit: usize) -> Res
         let severities = batch.column(1).as_string::<i32>();
         let states = batch.column(2).as_string::<i32>();
         for row in 0..batch.num_rows() {
-            let text = |a: &datafusion::arrow::array::StringArray| if a.is_null(row) { String::new() } else { a.value(row).to_string() };
+            let text = |a: &datafusion::arrow::array::StringArray| {
+                if a.is_null(row) { String::new() } else { a.value(row).to_string() }
+            };
             out.push((times.value(row), text(severities), text(states)));
         }
     }
@@ -95,7 +106,12 @@ pub async fn alert_history(engine: &QueryEngine, slo: &str, limit: usize) -> Res
 /// Deploys of a service: the first time each `service_version` of its `target_info` series was
 /// seen (OTLP senders put `service.version` there), in `[from_ms, to_ms]`. Empty when no sender
 /// reports versions.
-pub async fn deploys(engine: &QueryEngine, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, String)>, QueryError> {
+pub async fn deploys(
+    engine: &QueryEngine,
+    service: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, String)>, QueryError> {
     let Ok(table) = engine.context().table("target_info").await else { return Ok(Vec::new()) };
     let has = |name: &str| table.schema().fields().iter().any(|f| f.name() == name);
     if !has("service_version") || !has("job") {
@@ -107,7 +123,12 @@ pub async fn deploys(engine: &QueryEngine, service: &str, from_ms: i64, to_ms: i
         .map_err(QueryError::from_datafusion)?
         .aggregate(
             vec![cast(col("service_version"), DataType::Utf8).alias("version")],
-            vec![datafusion::functions_aggregate::expr_fn::min(cast(col("timestamp"), DataType::Int64) / lit(1_000_000i64)).alias("first")],
+            vec![
+                datafusion::functions_aggregate::expr_fn::min(
+                    cast(col("timestamp"), DataType::Int64) / lit(1_000_000i64),
+                )
+                .alias("first"),
+            ],
         )
         .map_err(QueryError::from_datafusion)?;
     let mut out = Vec::new();

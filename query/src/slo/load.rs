@@ -68,13 +68,22 @@ pub fn expand(base: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, String> 
 
 /// Loads SLO definitions from files. With `receivers`, every receiver an SLO names must be
 /// among them.
-pub fn load_files(paths: &[PathBuf], receivers: Option<&BTreeSet<String>>) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
+pub fn load_files(
+    paths: &[PathBuf],
+    receivers: Option<&BTreeSet<String>>,
+) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
     let mut texts = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
         match std::fs::read_to_string(path) {
             Ok(text) => texts.push((path.display().to_string(), text)),
-            Err(e) => errors.push(LoadError { file: path.display().to_string(), line: 1, column: 1, message: format!("cannot read the file: {e}"), hint: None }),
+            Err(e) => errors.push(LoadError {
+                file: path.display().to_string(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read the file: {e}"),
+                hint: None,
+            }),
         }
     }
     match load_texts(&texts, receivers) {
@@ -88,7 +97,10 @@ pub fn load_files(paths: &[PathBuf], receivers: Option<&BTreeSet<String>>) -> Re
 }
 
 /// Loads SLO definitions from (file name, text) pairs.
-pub fn load_texts(files: &[(String, String)], receivers: Option<&BTreeSet<String>>) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
+pub fn load_texts(
+    files: &[(String, String)],
+    receivers: Option<&BTreeSet<String>>,
+) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
     let mut errors: Vec<LoadError> = Vec::new();
     let mut slos: Vec<SloDefinition> = Vec::new();
     let mut sloth_slos: Vec<SloDefinition> = Vec::new();
@@ -107,7 +119,9 @@ pub fn load_texts(files: &[(String, String)], receivers: Option<&BTreeSet<String
                         slos.push(vigil::convert(&place, parsed, document.text, &mut named)?);
                         references.extend(named.into_iter().map(|r| (file.clone(), document.line_offset, r)));
                     }
-                    (Some(api), _, Some(kind)) if api.value == "openslo/v1" => catalog.add(&place, kind, document.text)?,
+                    (Some(api), _, Some(kind)) if api.value == "openslo/v1" => {
+                        catalog.add(&place, kind, document.text)?
+                    }
                     (Some(api), _, Some(kind)) if api.value == "sloth.slok.dev/v1" => match kind.value.as_str() {
                         "PrometheusServiceLevel" => {
                             let parsed: sloth::ServiceLevel = place.parse(document.text)?;
@@ -118,24 +132,43 @@ pub fn load_texts(files: &[(String, String)], receivers: Option<&BTreeSet<String
                             alert_windows = Some(sloth::alert_windows(&place, &parsed)?);
                         }
                         other => {
-                            return Err(place.at(kind, format!("unknown Sloth kind {other:?}"), Some("PrometheusServiceLevel or AlertWindows".into())));
+                            return Err(place.at(
+                                kind,
+                                format!("unknown Sloth kind {other:?}"),
+                                Some("PrometheusServiceLevel or AlertWindows".into()),
+                            ));
                         }
                     },
                     (Some(api), _, None) if api.value == "openslo/v1" || api.value == "sloth.slok.dev/v1" => {
-                        return Err(place.at(api, "the document has no kind", Some("add kind: SLO (or another kind of this apiVersion)".into())));
+                        return Err(place.at(
+                            api,
+                            "the document has no kind",
+                            Some("add kind: SLO (or another kind of this apiVersion)".into()),
+                        ));
                     }
                     (Some(api), _, _) => {
-                        return Err(place.at(api, format!("unknown apiVersion {:?}", api.value), Some("vigil/v1, openslo/v1 or sloth.slok.dev/v1 (or version: prometheus/v1)".into())));
+                        return Err(place.at(
+                            api,
+                            format!("unknown apiVersion {:?}", api.value),
+                            Some("vigil/v1, openslo/v1 or sloth.slok.dev/v1 (or version: prometheus/v1)".into()),
+                        ));
                     }
                     (None, Some(version), _) if version.value == "prometheus/v1" => {
                         let parsed: sloth::PlainSpec = place.parse(document.text)?;
                         sloth_slos.extend(sloth::convert_plain(&place, document.text, &parsed)?);
                     }
                     (None, Some(version), _) => {
-                        return Err(place.at(version, format!("unknown Sloth version {:?}", version.value), Some("prometheus/v1".into())));
+                        return Err(place.at(
+                            version,
+                            format!("unknown Sloth version {:?}", version.value),
+                            Some("prometheus/v1".into()),
+                        ));
                     }
                     (None, None, _) => {
-                        return Err(place.start("not an SLO document: no apiVersion or version", Some("start with apiVersion: vigil/v1, openslo/v1 or sloth.slok.dev/v1".into())));
+                        return Err(place.start(
+                            "not an SLO document: no apiVersion or version",
+                            Some("start with apiVersion: vigil/v1, openslo/v1 or sloth.slok.dev/v1".into()),
+                        ));
                     }
                 }
                 Ok(())
@@ -160,7 +193,11 @@ pub fn load_texts(files: &[(String, String)], receivers: Option<&BTreeSet<String
             if !known.contains(&reference.value) {
                 let place = Place { file, line_offset: *line_offset };
                 let hint = super::yaml::closest(&reference.value, known, 3).map(|k| format!("did you mean `{k}`?"));
-                errors.push(place.at(reference, format!("unknown receiver {:?}", reference.value), hint.or_else(|| Some("define it under receivers: in the config".into()))));
+                errors.push(place.at(
+                    reference,
+                    format!("unknown receiver {:?}", reference.value),
+                    hint.or_else(|| Some("define it under receivers: in the config".into())),
+                ));
             }
         }
     }

@@ -18,8 +18,8 @@ mod openslo;
 pub mod persist;
 pub mod rollup;
 pub mod scans;
-mod sources;
 mod sloth;
+mod sources;
 mod vigil;
 pub mod yaml;
 

@@ -206,8 +206,10 @@ mod tests {
     #[test]
     fn thirty_days_gives_the_workbook_conditions() {
         let conditions = default_conditions(Duration::from_secs(30 * DAY));
-        let summary: Vec<(f64, u64, u64)> =
-            conditions.iter().map(|c| ((c.burn_rate * 10.0).round() / 10.0, c.long_window.as_secs(), c.short_window.as_secs())).collect();
+        let summary: Vec<(f64, u64, u64)> = conditions
+            .iter()
+            .map(|c| ((c.burn_rate * 10.0).round() / 10.0, c.long_window.as_secs(), c.short_window.as_secs()))
+            .collect();
         assert_eq!(summary, vec![(14.4, 3600, 300), (6.0, 21600, 1800), (3.0, 86400, 7200), (1.0, 259200, 21600)]);
     }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::model::{AlertingSpec, Budgeting, BurnCondition, CalendarUnit, PromQlKind, Severity, Sli, SloDefinition, Source, Window};
+use super::model::{
+    AlertingSpec, Budgeting, BurnCondition, CalendarUnit, PromQlKind, Severity, Sli, SloDefinition, Source, Window,
+};
 use super::vigil::time_zone;
 use super::yaml::{self, LoadError, Place};
 
@@ -271,7 +273,8 @@ pub struct Catalog {
     pub targets: HashMap<String, Object<TargetSpec>>,
 }
 
-pub const KINDS: &[&str] = &["SLO", "SLI", "DataSource", "Service", "AlertPolicy", "AlertCondition", "AlertNotificationTarget"];
+pub const KINDS: &[&str] =
+    &["SLO", "SLI", "DataSource", "Service", "AlertPolicy", "AlertCondition", "AlertNotificationTarget"];
 
 impl Catalog {
     /// Adds one document of the given kind.
@@ -292,14 +295,21 @@ impl Catalog {
             "AlertNotificationTarget" => named(place.parse(text)?, &mut self.targets),
             other => {
                 let near = yaml::closest(other, KINDS, 3).map(|k| format!("did you mean `{k}`? ")).unwrap_or_default();
-                return Err(place.at(kind, format!("unknown OpenSLO kind {other:?}"), Some(format!("{near}one of {}", KINDS.join(", ")))));
+                return Err(place.at(
+                    kind,
+                    format!("unknown OpenSLO kind {other:?}"),
+                    Some(format!("{near}one of {}", KINDS.join(", "))),
+                ));
             }
         }
         Ok(())
     }
 
     /// Resolves every SLO; `receivers` collects notification targets for validation.
-    pub fn resolve(&self, receivers: &mut Vec<(String, u64, Spanned<String>)>) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
+    pub fn resolve(
+        &self,
+        receivers: &mut Vec<(String, u64, Spanned<String>)>,
+    ) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for (file, line_offset, text, slo) in &self.slos {
@@ -328,18 +338,36 @@ impl Catalog {
     ) -> Result<Vec<SloDefinition>, LoadError> {
         let spec = &slo.spec;
         if !self.services.contains_key(&spec.service.value) {
-            return Err(Self::missing(place, "Service", &spec.service, &spec.service.value, self.services.keys().collect()));
+            return Err(Self::missing(
+                place,
+                "Service",
+                &spec.service,
+                &spec.service.value,
+                self.services.keys().collect(),
+            ));
         }
         let sli_spec = match (&spec.indicator, &spec.indicator_ref) {
             (Some(inline), None) => inline.spec.clone(),
             (None, Some(reference)) => match self.slis.get(&reference.value) {
                 Some(sli) => sli.spec.clone(),
-                None => return Err(Self::missing(place, "SLI", reference, &reference.value, self.slis.keys().collect())),
+                None => {
+                    return Err(Self::missing(place, "SLI", reference, &reference.value, self.slis.keys().collect()));
+                }
             },
-            _ => return Err(place.at(&slo.metadata.name, "an SLO needs exactly one of indicator and indicatorRef", None)),
+            _ => {
+                return Err(place.at(
+                    &slo.metadata.name,
+                    "an SLO needs exactly one of indicator and indicatorRef",
+                    None,
+                ));
+            }
         };
         let Some(window) = spec.time_window.first() else {
-            return Err(place.at(&slo.metadata.name, "timeWindow is empty", Some("add timeWindow: [{duration: 28d, isRolling: true}]".into())));
+            return Err(place.at(
+                &slo.metadata.name,
+                "timeWindow is empty",
+                Some("add timeWindow: [{duration: 28d, isRolling: true}]".into()),
+            ));
         };
         let window = if window.is_rolling {
             Window::Rolling(yaml::duration(place, &window.duration)?)
@@ -347,7 +375,13 @@ impl Catalog {
             let unit = match window.duration.value.as_str() {
                 "1M" | "1mo" => CalendarUnit::Month,
                 "1w" | "7d" => CalendarUnit::Week,
-                other => return Err(place.at(&window.duration, format!("calendar window {other:?} is not supported"), Some("1M (a month) or 1w (a week)".into()))),
+                other => {
+                    return Err(place.at(
+                        &window.duration,
+                        format!("calendar window {other:?} is not supported"),
+                        Some("1M (a month) or 1w (a week)".into()),
+                    ));
+                }
             };
             let time_zone = match &window.calendar {
                 Some(calendar) => time_zone(place, &calendar.time_zone.value, &calendar.time_zone)?,
@@ -363,8 +397,18 @@ impl Catalog {
                 PolicyEntry::Ref { alert_policy_ref } => match self.policies.get(alert_policy_ref) {
                     Some(policy) => policy.clone(),
                     None => {
-                        let at = Spanned::new(alert_policy_ref.clone(), slo.metadata.name.referenced, slo.metadata.name.defined);
-                        return Err(Self::missing(place, "AlertPolicy", &at, alert_policy_ref, self.policies.keys().collect()));
+                        let at = Spanned::new(
+                            alert_policy_ref.clone(),
+                            slo.metadata.name.referenced,
+                            slo.metadata.name.defined,
+                        );
+                        return Err(Self::missing(
+                            place,
+                            "AlertPolicy",
+                            &at,
+                            alert_policy_ref,
+                            self.policies.keys().collect(),
+                        ));
                     }
                 },
                 PolicyEntry::Inline(policy) => (**policy).clone(),
@@ -374,15 +418,35 @@ impl Catalog {
                     ConditionEntry::Ref { condition_ref } => match self.conditions.get(condition_ref) {
                         Some(c) => c.clone(),
                         None => {
-                            let at = Spanned::new(condition_ref.clone(), policy.metadata.name.referenced, policy.metadata.name.defined);
-                            return Err(Self::missing(place, "AlertCondition", &at, condition_ref, self.conditions.keys().collect()));
+                            let at = Spanned::new(
+                                condition_ref.clone(),
+                                policy.metadata.name.referenced,
+                                policy.metadata.name.defined,
+                            );
+                            return Err(Self::missing(
+                                place,
+                                "AlertCondition",
+                                &at,
+                                condition_ref,
+                                self.conditions.keys().collect(),
+                            ));
                         }
                     },
                     ConditionEntry::Inline(c) => (**c).clone(),
                 };
-                let severity = if condition.spec.severity.eq_ignore_ascii_case("ticket") { Severity::Ticket } else { Severity::Page };
+                let severity = if condition.spec.severity.eq_ignore_ascii_case("ticket") {
+                    Severity::Ticket
+                } else {
+                    Severity::Page
+                };
                 let lookback = promql_parser::util::duration::parse_duration(&condition.spec.condition.lookback_window)
-                    .map_err(|_| place.at(&condition.metadata.name, format!("invalid lookbackWindow {:?}", condition.spec.condition.lookback_window), None))?;
+                    .map_err(|_| {
+                        place.at(
+                            &condition.metadata.name,
+                            format!("invalid lookbackWindow {:?}", condition.spec.condition.lookback_window),
+                            None,
+                        )
+                    })?;
                 // The short window is 1/12 of the long one, as in the SRE workbook.
                 conditions.push(BurnCondition {
                     severity,
@@ -395,15 +459,29 @@ impl Catalog {
                     let name = match target {
                         TargetEntry::Ref { target_ref } => {
                             if !self.targets.contains_key(target_ref) {
-                                let at = Spanned::new(target_ref.clone(), policy.metadata.name.referenced, policy.metadata.name.defined);
-                                return Err(Self::missing(place, "AlertNotificationTarget", &at, target_ref, self.targets.keys().collect()));
+                                let at = Spanned::new(
+                                    target_ref.clone(),
+                                    policy.metadata.name.referenced,
+                                    policy.metadata.name.defined,
+                                );
+                                return Err(Self::missing(
+                                    place,
+                                    "AlertNotificationTarget",
+                                    &at,
+                                    target_ref,
+                                    self.targets.keys().collect(),
+                                ));
                             }
                             target_ref.clone()
                         }
                         TargetEntry::Inline(t) => t.metadata.name.value.clone(),
                     };
                     if !severity_spec.receivers.contains(&name) {
-                        receivers.push((place.file.to_string(), place.line_offset, Spanned::new(name.clone(), slo.metadata.name.referenced, slo.metadata.name.defined)));
+                        receivers.push((
+                            place.file.to_string(),
+                            place.line_offset,
+                            Spanned::new(name.clone(), slo.metadata.name.referenced, slo.metadata.name.defined),
+                        ));
                         severity_spec.receivers.push(name);
                     }
                 }
@@ -412,21 +490,38 @@ impl Catalog {
         if !conditions.is_empty() {
             alerting.conditions = conditions;
         }
-        let labels: BTreeMap<String, String> = slo.metadata.labels.iter().map(|(k, v)| (k.clone(), v.joined())).collect();
+        let labels: BTreeMap<String, String> =
+            slo.metadata.labels.iter().map(|(k, v)| (k.clone(), v.joined())).collect();
         let mut out = Vec::new();
         let many = spec.objectives.len() > 1;
         for (index, objective) in spec.objectives.iter().enumerate() {
             let target = match (&objective.target, &objective.target_percent) {
                 (Some(t), None) if t.value > 0.0 && t.value < 1.0 => t.value,
                 (None, Some(p)) => yaml::percent(place, p)?,
-                (Some(t), None) => return Err(place.at(t, format!("target {} is out of range", t.value), Some("a share strictly between 0 and 1, e.g. 0.999 (or targetPercent: 99.9)".into()))),
-                _ => return Err(place.at(&slo.metadata.name, "an objective needs exactly one of target and targetPercent", None)),
+                (Some(t), None) => {
+                    return Err(place.at(
+                        t,
+                        format!("target {} is out of range", t.value),
+                        Some("a share strictly between 0 and 1, e.g. 0.999 (or targetPercent: 99.9)".into()),
+                    ));
+                }
+                _ => {
+                    return Err(place.at(
+                        &slo.metadata.name,
+                        "an objective needs exactly one of target and targetPercent",
+                        None,
+                    ));
+                }
             };
             let budgeting = match spec.budgeting_method.value.as_str() {
                 "Occurrences" => Budgeting::Occurrences,
                 "Timeslices" | "RatioTimeslices" => {
                     let Some(slice) = &objective.time_slice_window else {
-                        return Err(place.at(&spec.budgeting_method, format!("{} needs timeSliceWindow in the objective", spec.budgeting_method.value), None));
+                        return Err(place.at(
+                            &spec.budgeting_method,
+                            format!("{} needs timeSliceWindow in the objective", spec.budgeting_method.value),
+                            None,
+                        ));
                     };
                     let slice = yaml::duration(place, slice)?;
                     if spec.budgeting_method.value == "Timeslices" {
@@ -437,11 +532,19 @@ impl Catalog {
                     }
                 }
                 other => {
-                    return Err(place.at(&spec.budgeting_method, format!("unknown budgetingMethod {other:?}"), Some("Occurrences, Timeslices or RatioTimeslices".into())));
+                    return Err(place.at(
+                        &spec.budgeting_method,
+                        format!("unknown budgetingMethod {other:?}"),
+                        Some("Occurrences, Timeslices or RatioTimeslices".into()),
+                    ));
                 }
             };
             let name = if many {
-                format!("{}-{}", slo.metadata.name.value, objective.display_name.as_deref().map(slug).unwrap_or_else(|| index.to_string()))
+                format!(
+                    "{}-{}",
+                    slo.metadata.name.value,
+                    objective.display_name.as_deref().map(slug).unwrap_or_else(|| index.to_string())
+                )
             } else {
                 slo.metadata.name.value.clone()
             };
@@ -454,7 +557,11 @@ impl Catalog {
                 objective: target,
                 window: window.clone(),
                 budgeting,
-                sli: if index == 0 { sli.clone() } else { self.sli(place, &slo.metadata.name, &sli_spec, Some(objective))? },
+                sli: if index == 0 {
+                    sli.clone()
+                } else {
+                    self.sli(place, &slo.metadata.name, &sli_spec, Some(objective))?
+                },
                 group_by: Vec::new(),
                 alerting: alerting.clone(),
                 source: Source { file: place.file.to_string(), line: place.line_offset + 1, text: text.to_string() },
@@ -469,12 +576,24 @@ impl Catalog {
             (Some(t), _) => t.value.clone(),
             (None, Some(reference)) => match self.data_sources.get(&reference.value) {
                 Some(ds) => ds.spec.source_type.clone(),
-                None => return Err(Self::missing(place, "DataSource", reference, &reference.value, self.data_sources.keys().collect())),
+                None => {
+                    return Err(Self::missing(
+                        place,
+                        "DataSource",
+                        reference,
+                        &reference.value,
+                        self.data_sources.keys().collect(),
+                    ));
+                }
             },
             (None, None) => "Prometheus".into(),
         };
         if !source_type.eq_ignore_ascii_case("prometheus") && !source_type.eq_ignore_ascii_case("vigil") {
-            return Err(place.at(at, format!("metric source type {source_type:?} is not supported"), Some("Vigil evaluates Prometheus (PromQL) metric sources".into())));
+            return Err(place.at(
+                at,
+                format!("metric source type {source_type:?} is not supported"),
+                Some("Vigil evaluates Prometheus (PromQL) metric sources".into()),
+            ));
         }
         match source.spec.get("query").and_then(|q| q.as_str()) {
             Some(query) => {
@@ -485,14 +604,32 @@ impl Catalog {
         }
     }
 
-    fn sli(&self, place: &Place, at: &Spanned<String>, spec: &SliSpec, objective: Option<&Objective>) -> Result<Sli, LoadError> {
+    fn sli(
+        &self,
+        place: &Place,
+        at: &Spanned<String>,
+        spec: &SliSpec,
+        objective: Option<&Objective>,
+    ) -> Result<Sli, LoadError> {
         if let Some(ratio) = &spec.ratio_metric {
-            let query = |holder: &Option<MetricHolder>| holder.as_ref().map(|h| self.query(place, at, &h.metric_source)).transpose();
+            let query = |holder: &Option<MetricHolder>| {
+                holder.as_ref().map(|h| self.query(place, at, &h.metric_source)).transpose()
+            };
             if let Some(raw) = &ratio.raw {
                 let query = self.query(place, at, &raw.metric_source)?;
                 return Ok(match ratio.raw_type.as_deref() {
-                    Some("success") => Sli::PromQl { good: Some(query), bad: None, total: "vector(1)".into(), kind: PromQlKind::ErrorRatio },
-                    _ => Sli::PromQl { good: None, bad: Some(query), total: "vector(1)".into(), kind: PromQlKind::ErrorRatio },
+                    Some("success") => Sli::PromQl {
+                        good: Some(query),
+                        bad: None,
+                        total: "vector(1)".into(),
+                        kind: PromQlKind::ErrorRatio,
+                    },
+                    _ => Sli::PromQl {
+                        good: None,
+                        bad: Some(query),
+                        total: "vector(1)".into(),
+                        kind: PromQlKind::ErrorRatio,
+                    },
                 });
             }
             let total = query(&ratio.total)?.ok_or_else(|| place.at(at, "ratioMetric needs total (or raw)", None))?;
@@ -505,7 +642,8 @@ impl Catalog {
         }
         if let Some(threshold) = &spec.threshold_metric {
             let query = self.query(place, at, &threshold.metric_source)?;
-            let objective = objective.ok_or_else(|| place.at(at, "a thresholdMetric SLO needs an objective with op and value", None))?;
+            let objective = objective
+                .ok_or_else(|| place.at(at, "a thresholdMetric SLO needs an objective with op and value", None))?;
             let (Some(op), Some(value)) = (&objective.op, objective.value) else {
                 return Err(place.at(at, "a thresholdMetric objective needs op (lt, lte, gt, gte) and value", None));
             };
@@ -514,15 +652,30 @@ impl Catalog {
                 "lte" => "<=",
                 "gt" => ">",
                 "gte" => ">=",
-                other => return Err(place.at(at, format!("unknown objective op {other:?}"), Some("lt, lte, gt or gte".into()))),
+                other => {
+                    return Err(place.at(
+                        at,
+                        format!("unknown objective op {other:?}"),
+                        Some("lt, lte, gt or gte".into()),
+                    ));
+                }
             };
             // Good minutes are those whose value meets the threshold; each minute weighs one.
-            return Ok(Sli::PromQl { good: Some(format!("({query}) {comparison} bool {value}")), bad: None, total: "vector(1)".into(), kind: PromQlKind::ErrorRatio });
+            return Ok(Sli::PromQl {
+                good: Some(format!("({query}) {comparison} bool {value}")),
+                bad: None,
+                total: "vector(1)".into(),
+                kind: PromQlKind::ErrorRatio,
+            });
         }
         Err(place.at(at, "the SLI needs ratioMetric or thresholdMetric", None))
     }
 }
 
 fn slug(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect::<String>().trim_matches('-').to_string()
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .to_string()
 }

@@ -11,12 +11,14 @@ use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt8Array, UInt64Array};
+use datafusion::arrow::array::{
+    Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt8Array, UInt64Array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt8Type, UInt64Type};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::metadata::KeyValue;
+use datafusion::parquet::file::properties::WriterProperties;
 
 use super::model::SloDefinition;
 use super::rollup::RollupParts;
@@ -159,7 +161,8 @@ impl StateWriter {
         let properties = WriterProperties::builder()
             .set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), STATE_VERSION.to_string())]))
             .build();
-        let writer = ArrowWriter::try_new(file, schema(), Some(properties)).map_err(|e| PersistError::Format { path: path.to_path_buf(), message: e.to_string() })?;
+        let writer = ArrowWriter::try_new(file, schema(), Some(properties))
+            .map_err(|e| PersistError::Format { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(StateWriter { path: path.to_path_buf(), temporary, writer, slos: 0 })
     }
 
@@ -193,7 +196,10 @@ impl StateWriter {
     /// Completes the file and puts it in place; returns the SLOs written.
     pub fn finish(self) -> Result<usize, PersistError> {
         let path = self.path.clone();
-        let file = self.writer.into_inner().map_err(|e| PersistError::Format { path: path.clone(), message: e.to_string() })?;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| PersistError::Format { path: path.clone(), message: e.to_string() })?;
         let io = |source| PersistError::Io { path: path.clone(), source };
         file.sync_all().map_err(io)?;
         std::fs::rename(&self.temporary, &self.path).map_err(io)?;
@@ -254,7 +260,8 @@ pub fn load(path: &Path) -> Result<HashMap<String, SavedSlo>, PersistError> {
                 }
                 kind @ (EVENTS..=13 | SLICES..=23) => {
                     let entry = slo.groups.entry(group_key()?).or_default();
-                    let parts = if kind < SLICES { &mut entry.0 } else { entry.1.get_or_insert_with(RollupParts::default) };
+                    let parts =
+                        if kind < SLICES { &mut entry.0 } else { entry.1.get_or_insert_with(RollupParts::default) };
                     match kind % 10 {
                         0 => parts.minutes_start = Some(at),
                         1 => parts.minutes.push((at, value)),
@@ -285,8 +292,18 @@ mod tests {
                 (
                     group.clone(),
                     (
-                        RollupParts { minutes_start: Some(60_000), minutes: vec![(120_000, (1.0, 2.0))], hours_start: Some(0), hours: vec![(0, (1.0, 2.0))] },
-                        Some(RollupParts { minutes_start: Some(60_000), minutes: vec![(60_000, (0.0, 1.0))], hours_start: None, hours: vec![] }),
+                        RollupParts {
+                            minutes_start: Some(60_000),
+                            minutes: vec![(120_000, (1.0, 2.0))],
+                            hours_start: Some(0),
+                            hours: vec![(0, (1.0, 2.0))],
+                        },
+                        Some(RollupParts {
+                            minutes_start: Some(60_000),
+                            minutes: vec![(60_000, (0.0, 1.0))],
+                            hours_start: None,
+                            hours: vec![],
+                        }),
                     ),
                 ),
                 (Vec::new(), (RollupParts::default(), None)),
@@ -303,7 +320,9 @@ mod tests {
         assert!(!path.with_extension("parquet.tmp").exists());
 
         // A file of another layout is not read as this one.
-        let props = WriterProperties::builder().set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), "0".to_string())])).build();
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), "0".to_string())]))
+            .build();
         let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema(), Some(props)).unwrap();
         writer.write(&Rows::default().batch("x", 1).unwrap()).unwrap();
         writer.close().unwrap();

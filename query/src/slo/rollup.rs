@@ -50,7 +50,11 @@ impl Buckets {
         if len + more <= self.values.capacity() {
             return;
         }
-        let target = if len + more <= self.span_buckets { (2 * len).clamp(len + more, self.span_buckets) } else { len + more + len / 8 };
+        let target = if len + more <= self.span_buckets {
+            (2 * len).clamp(len + more, self.span_buckets)
+        } else {
+            len + more + len / 8
+        };
         self.values.reserve_exact(target - len);
     }
 
@@ -106,7 +110,9 @@ impl Buckets {
 
     /// Σ of the buckets starting in `[from, to)`.
     fn sum(&self, from: i64, to: i64) -> (f64, f64) {
-        let index = |t: i64| -> usize { ((t - self.start) as f64 / self.width as f64).ceil().clamp(0.0, self.values.len() as f64) as usize };
+        let index = |t: i64| -> usize {
+            ((t - self.start) as f64 / self.width as f64).ceil().clamp(0.0, self.values.len() as f64) as usize
+        };
         let (first, last) = (index(from), index(to));
         if last <= first {
             return (0.0, 0.0);
@@ -164,7 +170,13 @@ pub struct Rollup {
 
 impl Rollup {
     pub fn new(minute_span_ms: i64, hour_span_ms: i64) -> Self {
-        Rollup { minutes: Buckets::new(MINUTE_MS, minute_span_ms), hours: Buckets::new(HOUR_MS, hour_span_ms), minute_span: minute_span_ms, hour_span: hour_span_ms, minutes_floor: i64::MIN }
+        Rollup {
+            minutes: Buckets::new(MINUTE_MS, minute_span_ms),
+            hours: Buckets::new(HOUR_MS, hour_span_ms),
+            minute_span: minute_span_ms,
+            hour_span: hour_span_ms,
+            minutes_floor: i64::MIN,
+        }
     }
 
     pub fn parts(&self) -> RollupParts {
@@ -245,7 +257,11 @@ impl Rollup {
         if self.minutes.values.is_empty() || self.hours.values.is_empty() || hours_to <= hours_from {
             return self.minutes.sum(first, end);
         }
-        let parts = [self.minutes.sum(first, hours_from), self.hours.sum(hours_from, hours_to), self.minutes.sum(hours_to, end)];
+        let parts = [
+            self.minutes.sum(first, hours_from),
+            self.hours.sum(hours_from, hours_to),
+            self.minutes.sum(hours_to, end),
+        ];
         parts.iter().fold((0.0, 0.0), |sum, p| (sum.0 + p.0, sum.1 + p.1))
     }
 
@@ -311,8 +327,14 @@ mod tests {
         let rebuilt = Rollup::from_parts(3 * HOUR_MS, 48 * HOUR_MS, &parts, 600 * MINUTE_MS);
         assert_eq!(rebuilt.parts(), parts);
         for (from, to) in [(0, 600), (100, 600), (590, 600), (0, 300), (420, 599)] {
-            assert_eq!(rebuilt.window(from * MINUTE_MS, to * MINUTE_MS), rollup.window(from * MINUTE_MS, to * MINUTE_MS));
-            assert_eq!(rebuilt.recent(from * MINUTE_MS, to * MINUTE_MS), rollup.recent(from * MINUTE_MS, to * MINUTE_MS));
+            assert_eq!(
+                rebuilt.window(from * MINUTE_MS, to * MINUTE_MS),
+                rollup.window(from * MINUTE_MS, to * MINUTE_MS)
+            );
+            assert_eq!(
+                rebuilt.recent(from * MINUTE_MS, to * MINUTE_MS),
+                rollup.recent(from * MINUTE_MS, to * MINUTE_MS)
+            );
         }
         // Minutes all zero (hours still counting): the window is still read from the hours.
         let mut quiet = Rollup::new(3 * HOUR_MS, 48 * HOUR_MS);
@@ -374,7 +396,11 @@ mod tests {
             rollup.set(m * MINUTE_MS, 1.0, 1.0);
         }
         let span_minutes = (span / MINUTE_MS) as usize;
-        assert!(rollup.minutes.values.capacity() <= span_minutes + span_minutes / 8, "{}", rollup.minutes.values.capacity());
+        assert!(
+            rollup.minutes.values.capacity() <= span_minutes + span_minutes / 8,
+            "{}",
+            rollup.minutes.values.capacity()
+        );
         assert!(rollup.hours.values.capacity() <= 30 * 24 + 30 * 3, "{}", rollup.hours.values.capacity());
         // And it still sums right.
         assert_eq!(rollup.recent(30 * day * MINUTE_MS, (30 * day + 60) * MINUTE_MS), (60.0, 60.0));

@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::model::{AlertingSpec, Budgeting, BurnCondition, PromQlKind, Severity, SeverityAlerting, Sli, SloDefinition, Source, Window};
+use super::model::{
+    AlertingSpec, Budgeting, BurnCondition, PromQlKind, Severity, SeverityAlerting, Sli, SloDefinition, Source, Window,
+};
 use super::yaml::{self, LoadError, Place};
 
 /// Plain Sloth spec (snake_case fields).
@@ -254,17 +256,39 @@ struct Common<'a> {
 
 fn severity(spec: Option<&AlertSeverity>) -> SeverityAlerting {
     let spec = spec.cloned().unwrap_or_default();
-    SeverityAlerting { disabled: spec.disable, receivers: Vec::new(), labels: spec.labels, annotations: spec.annotations }
+    SeverityAlerting {
+        disabled: spec.disable,
+        receivers: Vec::new(),
+        labels: spec.labels,
+        annotations: spec.annotations,
+    }
 }
 
 fn build(place: &Place, text: &str, common: Common) -> Result<SloDefinition, LoadError> {
     let objective = yaml::percent(place, common.objective)?;
     let sli = match (common.events, common.raw) {
-        (Some((error, total)), None) => Sli::PromQl { good: None, bad: Some(yaml::promql(place, error)?), total: yaml::promql(place, total)?, kind: PromQlKind::Rate },
-        (None, Some(ratio)) => Sli::PromQl { good: None, bad: Some(yaml::promql(place, ratio)?), total: "vector(1)".into(), kind: PromQlKind::ErrorRatio },
-        _ => return Err(place.at(common.objective, format!("SLO {:?} needs exactly one of sli.events and sli.raw", common.name), None)),
+        (Some((error, total)), None) => Sli::PromQl {
+            good: None,
+            bad: Some(yaml::promql(place, error)?),
+            total: yaml::promql(place, total)?,
+            kind: PromQlKind::Rate,
+        },
+        (None, Some(ratio)) => Sli::PromQl {
+            good: None,
+            bad: Some(yaml::promql(place, ratio)?),
+            total: "vector(1)".into(),
+            kind: PromQlKind::ErrorRatio,
+        },
+        _ => {
+            return Err(place.at(
+                common.objective,
+                format!("SLO {:?} needs exactly one of sli.events and sli.raw", common.name),
+                None,
+            ));
+        }
     };
-    let mut alerting = AlertingSpec::new(common.alert_name.cloned().unwrap_or_else(|| "SLOBurnRate".into()), DEFAULT_PERIOD);
+    let mut alerting =
+        AlertingSpec::new(common.alert_name.cloned().unwrap_or_else(|| "SLOBurnRate".into()), DEFAULT_PERIOD);
     alerting.labels = common.alert_labels.clone();
     alerting.annotations = common.alert_annotations.clone();
     alerting.page = severity(common.page);
@@ -293,20 +317,24 @@ pub fn convert_plain(place: &Place, text: &str, spec: &PlainSpec) -> Result<Vec<
             let empty = BTreeMap::new();
             let mut labels = spec.labels.clone();
             labels.extend(slo.labels.clone());
-            build(place, text, Common {
-                service: &spec.service,
-                labels,
-                name: &slo.name,
-                objective: &slo.objective,
-                description: &slo.description,
-                events: slo.sli.events.as_ref().map(|e| (&e.error_query, &e.total_query)),
-                raw: slo.sli.raw.as_ref().map(|r| &r.error_ratio_query),
-                alert_name: alerting.and_then(|a| a.name.as_ref()),
-                alert_labels: alerting.map_or(&empty, |a| &a.labels),
-                alert_annotations: alerting.map_or(&empty, |a| &a.annotations),
-                page: alerting.and_then(|a| a.page_alert.as_ref()),
-                ticket: alerting.and_then(|a| a.ticket_alert.as_ref()),
-            })
+            build(
+                place,
+                text,
+                Common {
+                    service: &spec.service,
+                    labels,
+                    name: &slo.name,
+                    objective: &slo.objective,
+                    description: &slo.description,
+                    events: slo.sli.events.as_ref().map(|e| (&e.error_query, &e.total_query)),
+                    raw: slo.sli.raw.as_ref().map(|r| &r.error_ratio_query),
+                    alert_name: alerting.and_then(|a| a.name.as_ref()),
+                    alert_labels: alerting.map_or(&empty, |a| &a.labels),
+                    alert_annotations: alerting.map_or(&empty, |a| &a.annotations),
+                    page: alerting.and_then(|a| a.page_alert.as_ref()),
+                    ticket: alerting.and_then(|a| a.ticket_alert.as_ref()),
+                },
+            )
         })
         .collect()
 }
@@ -322,20 +350,24 @@ pub fn convert_crd(place: &Place, text: &str, level: &ServiceLevel) -> Result<Ve
             let mut labels = level.metadata.labels.clone();
             labels.extend(level.spec.labels.clone());
             labels.extend(slo.labels.clone());
-            build(place, text, Common {
-                service: &level.spec.service,
-                labels,
-                name: &slo.name,
-                objective: &slo.objective,
-                description: &slo.description,
-                events: slo.sli.events.as_ref().map(|e| (&e.error_query, &e.total_query)),
-                raw: slo.sli.raw.as_ref().map(|r| &r.error_ratio_query),
-                alert_name: alerting.and_then(|a| a.name.as_ref()),
-                alert_labels: alerting.map_or(&empty, |a| &a.labels),
-                alert_annotations: alerting.map_or(&empty, |a| &a.annotations),
-                page: alerting.and_then(|a| a.page_alert.as_ref()),
-                ticket: alerting.and_then(|a| a.ticket_alert.as_ref()),
-            })
+            build(
+                place,
+                text,
+                Common {
+                    service: &level.spec.service,
+                    labels,
+                    name: &slo.name,
+                    objective: &slo.objective,
+                    description: &slo.description,
+                    events: slo.sli.events.as_ref().map(|e| (&e.error_query, &e.total_query)),
+                    raw: slo.sli.raw.as_ref().map(|r| &r.error_ratio_query),
+                    alert_name: alerting.and_then(|a| a.name.as_ref()),
+                    alert_labels: alerting.map_or(&empty, |a| &a.labels),
+                    alert_annotations: alerting.map_or(&empty, |a| &a.annotations),
+                    page: alerting.and_then(|a| a.page_alert.as_ref()),
+                    ticket: alerting.and_then(|a| a.ticket_alert.as_ref()),
+                },
+            )
         })
         .collect()
 }

@@ -101,7 +101,15 @@ impl Accumulator {
             .map(|(group, minutes)| {
                 let minutes = minutes
                     .into_iter()
-                    .map(|(m, r)| (m, (if has_good { r[GOOD as usize] } else { r[TOTAL as usize] - r[BAD as usize] }, r[TOTAL as usize])))
+                    .map(|(m, r)| {
+                        (
+                            m,
+                            (
+                                if has_good { r[GOOD as usize] } else { r[TOTAL as usize] - r[BAD as usize] },
+                                r[TOTAL as usize],
+                            ),
+                        )
+                    })
                     .collect();
                 (group, minutes)
             })
@@ -133,14 +141,22 @@ pub async fn fetch(
             }
             Ok(accumulator.counts(good.is_some()))
         }
-        Sli::Latency { histogram, threshold } => latency(engine, scans, slo, histogram, *threshold, from_ms, to_ms, commit_ms, state).await,
+        Sli::Latency { histogram, threshold } => {
+            latency(engine, scans, slo, histogram, *threshold, from_ms, to_ms, commit_ms, state).await
+        }
         Sli::Spans { service, name, good_status, max_duration } => {
-            let key = (format!("spans {service:?} {name:?} {good_status:?} {max_duration:?} by {:?}", slo.group_by), from_ms, to_ms);
+            let key = (
+                format!("spans {service:?} {name:?} {good_status:?} {max_duration:?} by {:?}", slo.group_by),
+                from_ms,
+                to_ms,
+            );
             let max_duration_ns = max_duration.map(|d| d.as_nanos() as i64);
             let counts = scans
                 .aggregates
                 .get_or_read(key, "spans", || async {
-                    spans(engine, &slo.group_by, service, name.as_deref(), good_status, max_duration_ns, from_ms, to_ms).await.map(Arc::new)
+                    spans(engine, &slo.group_by, service, name.as_deref(), good_status, max_duration_ns, from_ms, to_ms)
+                        .await
+                        .map(Arc::new)
                 })
                 .await?;
             Ok((*counts).clone())
@@ -150,7 +166,9 @@ pub async fn fetch(
             let counts = scans
                 .aggregates
                 .get_or_read(key, "drift", || async {
-                    drift(engine, model, version.as_deref(), feature, statistic, *below, from_ms, to_ms).await.map(Arc::new)
+                    drift(engine, model, version.as_deref(), feature, statistic, *below, from_ms, to_ms)
+                        .await
+                        .map(Arc::new)
                 })
                 .await?;
             Ok((*counts).clone())
@@ -163,7 +181,10 @@ pub async fn fetch(
             roles.extend(bad.iter().map(|b| (BAD, b)));
             for (role, query) in roles {
                 let key = (query.clone(), from_ms, to_ms);
-                let events = scans.sql.get_or_read(key, "sql", || async { sql_events(engine, query, from_ms, to_ms).await.map(Arc::new) }).await?;
+                let events = scans
+                    .sql
+                    .get_or_read(key, "sql", || async { sql_events(engine, query, from_ms, to_ms).await.map(Arc::new) })
+                    .await?;
                 for (minute, events) in events.iter() {
                     accumulator.add(Vec::new(), *minute, role, *events);
                 }
@@ -181,7 +202,12 @@ pub async fn fetch(
             for (role, query) in roles {
                 let text = with_minute_window(query);
                 let key = (text.clone(), from_ms, to_ms);
-                let series = scans.promql.get_or_read(key, "promql", || async { promql_minutes(engine, &text, from_ms, to_ms).await.map(Arc::new) }).await?;
+                let series = scans
+                    .promql
+                    .get_or_read(key, "promql", || async {
+                        promql_minutes(engine, &text, from_ms, to_ms).await.map(Arc::new)
+                    })
+                    .await?;
                 promql_events(&series, *kind, role, &slo.group_by, from_ms, &mut accumulator);
             }
             Ok(accumulator.counts(good.is_some()))
@@ -233,7 +259,9 @@ async fn selected(
     let picked = all
         .iter()
         .enumerate()
-        .filter(|(_, series)| matchers.iter().all(|m| m.is_match(series.labels.get(&m.name).map_or("", String::as_str))))
+        .filter(|(_, series)| {
+            matchers.iter().all(|m| m.is_match(series.labels.get(&m.name).map_or("", String::as_str)))
+        })
         .map(|(i, _)| i)
         .collect();
     Ok(Selection { all, picked })
@@ -241,7 +269,12 @@ async fn selected(
 
 fn metric_name(selector: &promql_parser::parser::VectorSelector) -> Option<String> {
     selector.name.clone().or_else(|| {
-        selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op == MatchOp::Equal).map(|m| m.value.clone())
+        selector
+            .matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "__name__" && m.op == MatchOp::Equal)
+            .map(|m| m.value.clone())
     })
 }
 
@@ -258,7 +291,9 @@ async fn counter_minutes(
 ) -> Result<Vec<CounterMinutes>, SourceError> {
     use crate::promql::{TS_COLUMN, VALUE_COLUMN};
     let compiler = crate::promql::compile_for_sources(engine);
-    let Some((frame, labels)) = compiler.selector_rows(selector, from_ms + 1, to_ms).await? else { return Ok(Vec::new()) };
+    let Some((frame, labels)) = compiler.selector_rows(selector, from_ms + 1, to_ms).await? else {
+        return Ok(Vec::new());
+    };
     let labels: Vec<String> = labels.into_iter().filter(|l| l != "__name__").collect();
     let series_keys: Vec<Expr> = labels.iter().map(|l| ident(l.as_str())).collect();
     let (ts, value, previous) = (|| ident(TS_COLUMN), || ident(VALUE_COLUMN), || ident("__previous__"));
@@ -267,7 +302,8 @@ async fn counter_minutes(
         .order_by(vec![ts().sort(true, false)])
         .build()?
         .alias("__previous__");
-    let increase = when(previous().is_null(), lit(0.0)).when(value().lt(previous()), value()).otherwise(value() - previous())?;
+    let increase =
+        when(previous().is_null(), lit(0.0)).when(value().lt(previous()), value()).otherwise(value() - previous())?;
     let minute = ((ts() - lit(1i64)) / lit(MINUTE_MS)) * lit(MINUTE_MS);
     let mut keys = series_keys;
     keys.push(minute.alias("__minute__"));
@@ -286,10 +322,18 @@ async fn counter_minutes(
         )?;
     let mut series: HashMap<BTreeMap<String, String>, Vec<MinuteRow>> = HashMap::new();
     for batch in frame.collect().await? {
-        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| SourceError::Query(format!("no column {name}")));
-        let (minutes, first_ts, last_ts) = (column("__minute__")?.as_primitive::<Int64Type>(), column("__first_ts__")?.as_primitive::<Int64Type>(), column("__last_ts__")?.as_primitive::<Int64Type>());
+        let column =
+            |name: &str| batch.column_by_name(name).ok_or_else(|| SourceError::Query(format!("no column {name}")));
+        let (minutes, first_ts, last_ts) = (
+            column("__minute__")?.as_primitive::<Int64Type>(),
+            column("__first_ts__")?.as_primitive::<Int64Type>(),
+            column("__last_ts__")?.as_primitive::<Int64Type>(),
+        );
         let increases = column("__increase__")?.as_primitive::<Float64Type>();
-        let (first_values, last_values) = (column("__first_value__")?.as_primitive::<Float64Type>(), column("__last_value__")?.as_primitive::<Float64Type>());
+        let (first_values, last_values) = (
+            column("__first_value__")?.as_primitive::<Float64Type>(),
+            column("__last_value__")?.as_primitive::<Float64Type>(),
+        );
         let label_columns: Vec<(&String, &datafusion::arrow::array::StringArray)> =
             labels.iter().filter_map(|l| Some((l, batch.column_by_name(l)?.as_string_opt::<i32>()?))).collect();
         for row in 0..batch.num_rows() {
@@ -377,7 +421,10 @@ async fn latency(
     state: &mut SourceState,
 ) -> Result<Counts, SourceError> {
     let mut selector = parse_selector(histogram)?;
-    let name = selector.name.clone().ok_or_else(|| SourceError::Definition("the histogram selector needs a metric name".into()))?;
+    let name = selector
+        .name
+        .clone()
+        .ok_or_else(|| SourceError::Definition("the histogram selector needs a metric name".into()))?;
     let bucket_name = format!("{name}_bucket");
     selector.name = Some(bucket_name.clone());
     for matcher in selector.matchers.matchers.iter_mut().filter(|m| m.name == "__name__") {
@@ -411,7 +458,6 @@ async fn latency(
     Ok(accumulator.counts(true))
 }
 
-
 /// `((t_ns − 1) / 60 s) · 60 s` in ms: the minute bucket of a time column.
 fn minute_expr(column: &str) -> Expr {
     ((cast(ident(column), DataType::Int64) - lit(1i64)) / lit(60_000_000_000i64)) * lit(MINUTE_MS)
@@ -425,8 +471,10 @@ async fn collect_counts(frame: datafusion::dataframe::DataFrame, group_by: &[Str
     }
     for batch in frame.collect().await? {
         let minutes = batch.column(group_by.len()).as_primitive::<Int64Type>();
-        let good = datafusion::arrow::compute::cast(batch.column(group_by.len() + 1), &DataType::Float64).map_err(|e| SourceError::Query(e.to_string()))?;
-        let total = datafusion::arrow::compute::cast(batch.column(group_by.len() + 2), &DataType::Float64).map_err(|e| SourceError::Query(e.to_string()))?;
+        let good = datafusion::arrow::compute::cast(batch.column(group_by.len() + 1), &DataType::Float64)
+            .map_err(|e| SourceError::Query(e.to_string()))?;
+        let total = datafusion::arrow::compute::cast(batch.column(group_by.len() + 2), &DataType::Float64)
+            .map_err(|e| SourceError::Query(e.to_string()))?;
         let (good, total) = (good.as_primitive::<Float64Type>(), total.as_primitive::<Float64Type>());
         for row in 0..batch.num_rows() {
             let key: GroupKey = group_by
@@ -434,7 +482,11 @@ async fn collect_counts(frame: datafusion::dataframe::DataFrame, group_by: &[Str
                 .enumerate()
                 .map(|(i, l)| {
                     let column = datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8).ok();
-                    let value = column.as_ref().map(|c| c.as_string::<i32>()).filter(|c| !c.is_null(row)).map(|c| c.value(row).to_string());
+                    let value = column
+                        .as_ref()
+                        .map(|c| c.as_string::<i32>())
+                        .filter(|c| !c.is_null(row))
+                        .map(|c| c.value(row).to_string());
                     (l.clone(), value.unwrap_or_default())
                 })
                 .collect();
@@ -462,12 +514,14 @@ async fn spans(
     if let Some(name) = name {
         filter = filter.and(cast(ident("name"), DataType::Utf8).eq(lit(name)));
     }
-    let mut good = cast(ident("status"), DataType::Utf8).in_list(good_status.iter().map(|s| lit(s.as_str())).collect(), false);
+    let mut good =
+        cast(ident("status"), DataType::Utf8).in_list(good_status.iter().map(|s| lit(s.as_str())).collect(), false);
     if let Some(max) = max_duration_ns {
         good = good.and(ident("duration").lt_eq(lit(max)));
     }
     let good_value = when(good, lit(1.0)).otherwise(lit(0.0))?;
-    let mut keys: Vec<Expr> = group_by.iter().map(|c| cast(ident(c.as_str()), DataType::Utf8).alias(c.as_str())).collect();
+    let mut keys: Vec<Expr> =
+        group_by.iter().map(|c| cast(ident(c.as_str()), DataType::Utf8).alias(c.as_str())).collect();
     keys.push(minute_expr("start").alias("__minute__"));
     let frame = engine
         .context()
@@ -505,12 +559,20 @@ async fn drift(
         .table(TableReference::bare("drift_scores"))
         .await?
         .filter(filter.and(ident("value").is_not_null()))?
-        .aggregate(vec![minute_expr("timestamp").alias("__minute__")], vec![sum(good).alias("__good__"), count(lit(1)).alias("__total__")])?;
+        .aggregate(
+            vec![minute_expr("timestamp").alias("__minute__")],
+            vec![sum(good).alias("__good__"), count(lit(1)).alias("__total__")],
+        )?;
     collect_counts(frame, &[]).await
 }
 
 /// Events per minute of a user query returning `timestamp` (and optionally `value`).
-async fn sql_events(engine: &QueryEngine, query: &str, from_ms: i64, to_ms: i64) -> Result<BTreeMap<i64, f64>, SourceError> {
+async fn sql_events(
+    engine: &QueryEngine,
+    query: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<BTreeMap<i64, f64>, SourceError> {
     let inner = engine.context().sql(query).await?;
     let has_value = inner.schema().fields().iter().any(|f| f.name() == "value");
     if !inner.schema().fields().iter().any(|f| f.name() == "timestamp") {
@@ -533,14 +595,18 @@ async fn sql_events(engine: &QueryEngine, query: &str, from_ms: i64, to_ms: i64)
     Ok(out)
 }
 
-
 /// Minutes one PromQL range evaluation covers: far below Prometheus's 11,000 points per
 /// series, so an SLI over 30 days or a quarter is many small queries, never one huge one.
 const PROMQL_CHUNK_STEPS: i64 = 1440;
 
 /// A PromQL query evaluated at every minute end in `[from, to]`, a day at a time, each
 /// series' points joined across the days.
-async fn promql_minutes(engine: &QueryEngine, text: &str, from_ms: i64, to_ms: i64) -> Result<Vec<SeriesPoints>, SourceError> {
+async fn promql_minutes(
+    engine: &QueryEngine,
+    text: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<SeriesPoints>, SourceError> {
     let end = to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
     let mut joined: HashMap<BTreeMap<String, String>, Vec<(i64, f64)>> = HashMap::new();
     let mut start = from_ms;
@@ -562,7 +628,14 @@ async fn promql_minutes(engine: &QueryEngine, text: &str, from_ms: i64, to_ms: i
 
 /// Events of a PromQL query's per-minute values: a counter's increases (its last value
 /// carried across gaps, a drop being a reset), a rate times 60 s, or a ratio as is.
-fn promql_events(series: &[SeriesPoints], kind: PromQlKind, role: u8, group_by: &[String], from_ms: i64, accumulator: &mut Accumulator) {
+fn promql_events(
+    series: &[SeriesPoints],
+    kind: PromQlKind,
+    role: u8,
+    group_by: &[String],
+    from_ms: i64,
+    accumulator: &mut Accumulator,
+) {
     for (labels, points) in series {
         let group = group_key(labels, group_by);
         accumulator.ensure_group(group.clone());
@@ -635,8 +708,12 @@ pub fn tables_read(sli: &Sli) -> TablesRead {
         TablesRead::Some(tables)
     }
     match sli {
-        Sli::Ratio { good, bad, total } => from_queries([Some(total), good.as_ref(), bad.as_ref()].into_iter().flatten().map(String::as_str), ""),
-        Sli::PromQl { good, bad, total, .. } => from_queries([Some(total), good.as_ref(), bad.as_ref()].into_iter().flatten().map(String::as_str), ""),
+        Sli::Ratio { good, bad, total } => {
+            from_queries([Some(total), good.as_ref(), bad.as_ref()].into_iter().flatten().map(String::as_str), "")
+        }
+        Sli::PromQl { good, bad, total, .. } => {
+            from_queries([Some(total), good.as_ref(), bad.as_ref()].into_iter().flatten().map(String::as_str), "")
+        }
         Sli::Latency { histogram, .. } => from_queries(std::iter::once(histogram.as_str()), "_bucket"),
         Sli::Spans { .. } => TablesRead::Some(vec!["spans".into()]),
         Sli::Drift { .. } => TablesRead::Some(vec!["drift_scores".into()]),

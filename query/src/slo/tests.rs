@@ -29,7 +29,10 @@ fn every_example_file_loads() {
     assert_eq!(vigil[0].window, Window::Rolling(Duration::from_secs(30 * 86400)));
     assert_eq!(vigil[0].alerting.page.receivers, ["oncall-email"]);
     assert!(matches!(&vigil[0].sli, Sli::Ratio { bad: Some(_), good: None, .. }));
-    assert_eq!(vigil[1].sli, Sli::Latency { histogram: "http_request_duration_seconds{job=\"checkout\"}".into(), threshold: 0.3 });
+    assert_eq!(
+        vigil[1].sli,
+        Sli::Latency { histogram: "http_request_duration_seconds{job=\"checkout\"}".into(), threshold: 0.3 }
+    );
     assert!(matches!(&vigil[2].sli, Sli::Spans { max_duration: Some(d), .. } if *d == Duration::from_secs(1)));
     assert_eq!(vigil[3].budgeting, Budgeting::Timeslices { slice: Duration::from_secs(3600), target: 1.0 });
 
@@ -56,7 +59,8 @@ fn calendar_windows_and_budgeting_methods() {
     assert_eq!(slos[0].window, Window::Calendar { unit: CalendarUnit::Month, time_zone: chrono_tz::Europe::Paris });
     assert_eq!(slos[0].budgeting, Budgeting::Timeslices { slice: Duration::from_secs(300), target: 0.95 });
     let sloth_windows = "apiVersion: sloth.slok.dev/v1\nkind: AlertWindows\nspec:\n  sloPeriod: 28d\n  page:\n    quick: {errorBudgetPercent: 8, shortWindow: 5m, longWindow: 1h}\n    slow: {errorBudgetPercent: 12.5, shortWindow: 30m, longWindow: 6h}\n  ticket:\n    quick: {errorBudgetPercent: 20, shortWindow: 2h, longWindow: 1d}\n    slow: {errorBudgetPercent: 42, shortWindow: 6h, longWindow: 3d}\n";
-    let slos = load_texts(&[fixture("checkout.sloth.yaml"), ("windows.yaml".into(), sloth_windows.into())], None).unwrap();
+    let slos =
+        load_texts(&[fixture("checkout.sloth.yaml"), ("windows.yaml".into(), sloth_windows.into())], None).unwrap();
     assert_eq!(slos[0].window, Window::Rolling(Duration::from_secs(28 * 86400)));
     let page = &slos[0].alerting.conditions[0];
     assert_eq!((page.severity, page.long_window.as_secs()), (Severity::Page, 3600));
@@ -84,7 +88,9 @@ fn bad_files_say_where_and_what_to_do() {
         "bad.yaml:6:11: invalid duration \"30days\" (hint: use a number and a unit (ms, s, m, h, d, w, y), e.g. 30d or 5m)"
     );
     assert_eq!(
-        error(&format!("{head}  objective: 99\n  window: 30d\n  sli: {{ratio: {{bad: 'rate(x[5m])', total: 'requests_total'}}}}\n")),
+        error(&format!(
+            "{head}  objective: 99\n  window: 30d\n  sli: {{ratio: {{bad: 'rate(x[5m])', total: 'requests_total'}}}}\n"
+        )),
         "bad.yaml:7:22: \"rate(x[5m])\" is not a series selector (hint: write a metric and label matchers, e.g. http_requests_total{job=\"api\", code=~\"5..\"})"
     );
     assert_eq!(
@@ -97,29 +103,42 @@ fn bad_files_say_where_and_what_to_do() {
         "bad.yaml:11:17: unresolved SLI reference \"checkout-good\" (hint: define an OpenSLO SLI named \"checkout-good\" in one of the files given)"
     );
     let typo_kind = "apiVersion: openslo/v1\nkind: SLi\nmetadata: {name: x}\nspec: {}\n";
-    assert_eq!(error(typo_kind), "bad.yaml:2:7: unknown OpenSLO kind \"SLi\" (hint: did you mean `SLI`? one of SLO, SLI, DataSource, Service, AlertPolicy, AlertCondition, AlertNotificationTarget)");
+    assert_eq!(
+        error(typo_kind),
+        "bad.yaml:2:7: unknown OpenSLO kind \"SLi\" (hint: did you mean `SLI`? one of SLO, SLI, DataSource, Service, AlertPolicy, AlertCondition, AlertNotificationTarget)"
+    );
     let sloth = "version: prometheus/v1\nservice: s\nslos:\n  - name: a\n    objective: 0\n    sli: {events: {error_query: 'sum(rate(e[{{.window}}]))', total_query: 'sum(rate(t[{{.window}}]))'}}\n";
-    assert_eq!(error(sloth), "bad.yaml:5:16: objective 0 is out of range (hint: a percentage strictly between 0 and 100, e.g. 99.9)");
+    assert_eq!(
+        error(sloth),
+        "bad.yaml:5:16: objective 0 is out of range (hint: a percentage strictly between 0 and 100, e.g. 99.9)"
+    );
     // PromQL SLIs that cannot give per-minute events, in every dialect.
     let range = "version: prometheus/v1\nservice: s\nslos:\n  - name: a\n    objective: 99\n    sli: {events: {error_query: 'e[{{.window}}]', total_query: 'sum(rate(t[{{.window}}]))'}}\n";
     assert_eq!(
         error(range),
         "bad.yaml:6:33: \"e[{{.window}}]\" cannot be an SLI: it is a range vector (hint: take rate(), increase() or another function of the range, e.g. sum(rate(x[5m])))"
     );
-    let pinned = format!("{head}  objective: 99\n  window: 30d\n  sli: {{promql: {{bad: 'sum(rate(e[5m] @ 1700000000))', total: 'sum(rate(t[5m]))'}}}}\n");
+    let pinned = format!(
+        "{head}  objective: 99\n  window: 30d\n  sli: {{promql: {{bad: 'sum(rate(e[5m] @ 1700000000))', total: 'sum(rate(t[5m]))'}}}}\n"
+    );
     assert_eq!(
         error(&pinned),
         "bad.yaml:7:23: \"sum(rate(e[5m] @ 1700000000))\" cannot be an SLI: an `@` modifier pins it to one time, while an SLI is evaluated at every minute (hint: remove the `@` modifier)"
     );
-    let ungrouped = format!("{head}  objective: 99\n  window: 30d\n  group_by: [route]\n  sli: {{promql: {{bad: 'sum by (route) (rate(e[5m]))', total: 'sum(rate(t[5m]))'}}}}\n");
+    let ungrouped = format!(
+        "{head}  objective: 99\n  window: 30d\n  group_by: [route]\n  sli: {{promql: {{bad: 'sum by (route) (rate(e[5m]))', total: 'sum(rate(t[5m]))'}}}}\n"
+    );
     assert_eq!(
         error(&ungrouped),
         "bad.yaml:8:62: the query's aggregation drops \"route\", which the SLO is grouped by: every group would read the same series (hint: aggregate by (route) or leave the label out of group_by)"
     );
-    let grouped = format!("{head}  objective: 99\n  window: 30d\n  group_by: [route]\n  sli: {{promql: {{bad: 'sum by (route) (rate(e[5m]))', total: 'sum without (code) (rate(t[5m]))'}}}}\n");
+    let grouped = format!(
+        "{head}  objective: 99\n  window: 30d\n  group_by: [route]\n  sli: {{promql: {{bad: 'sum by (route) (rate(e[5m]))', total: 'sum without (code) (rate(t[5m]))'}}}}\n"
+    );
     assert!(load_texts(&[("ok.yaml".into(), grouped)], None).is_ok());
     // Every error of a load is reported, not just the first.
-    let two = format!("{head}  objective: 100\n  window: 30d\n{ratio}---\n{head}  objective: 99\n  window: 1x\n{ratio}");
+    let two =
+        format!("{head}  objective: 100\n  window: 30d\n{ratio}---\n{head}  objective: 99\n  window: 1x\n{ratio}");
     assert_eq!(error(&two).lines().count(), 2);
 }
 
@@ -128,7 +147,10 @@ fn receivers_named_by_slos_must_exist_when_known() {
     let text = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: a, service: s}\nspec:\n  objective: 99\n  window: 30d\n  sli: {ratio: {bad: 'e_total', total: 't_total'}}\n  alerting: {page: {receivers: [oncal-email]}}\n";
     let known = std::collections::BTreeSet::from(["oncall-email".to_string()]);
     let errors = load_texts(&[("r.yaml".into(), text.into())], Some(&known)).unwrap_err();
-    assert_eq!(errors[0].to_string(), "r.yaml:8:33: unknown receiver \"oncal-email\" (hint: did you mean `oncall-email`?)");
+    assert_eq!(
+        errors[0].to_string(),
+        "r.yaml:8:33: unknown receiver \"oncal-email\" (hint: did you mean `oncall-email`?)"
+    );
     assert!(load_texts(&[("r.yaml".into(), text.into())], None).is_ok());
 }
 

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::model::{
-    AlertingSpec, Budgeting, BurnCondition, CalendarUnit, SeverityAlerting, Severity, Sli, SloDefinition, Source, Window,
+    AlertingSpec, Budgeting, BurnCondition, CalendarUnit, Severity, SeverityAlerting, Sli, SloDefinition, Source,
+    Window,
 };
 use super::yaml::{self, LoadError, Place};
 
@@ -185,7 +186,9 @@ use vigil_storage::schema::DRIFT_STATISTICS as STATISTICS;
 
 /// Reads a time zone name; errors point at `at`.
 pub fn time_zone<T>(place: &Place, name: &str, at: &Spanned<T>) -> Result<chrono_tz::Tz, LoadError> {
-    name.parse::<chrono_tz::Tz>().map_err(|_| place.at(at, format!("unknown time zone {name:?}"), Some("an IANA name such as Europe/Paris or UTC".into())))
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        place.at(at, format!("unknown time zone {name:?}"), Some("an IANA name such as Europe/Paris or UTC".into()))
+    })
 }
 
 pub fn severity_alerting(spec: Option<SeverityYaml>, receivers: &mut Vec<Spanned<String>>) -> SeverityAlerting {
@@ -200,9 +203,18 @@ pub fn severity_alerting(spec: Option<SeverityYaml>, receivers: &mut Vec<Spanned
 }
 
 /// Converts a parsed document; `receivers` collects receiver references for validation.
-pub fn convert(place: &Place, doc: VigilSlo, text: &str, receivers: &mut Vec<Spanned<String>>) -> Result<SloDefinition, LoadError> {
+pub fn convert(
+    place: &Place,
+    doc: VigilSlo,
+    text: &str,
+    receivers: &mut Vec<Spanned<String>>,
+) -> Result<SloDefinition, LoadError> {
     if doc.kind.value != "SLO" {
-        return Err(place.at(&doc.kind, format!("unknown kind {:?} for vigil/v1", doc.kind.value), Some("vigil/v1 has kind SLO".into())));
+        return Err(place.at(
+            &doc.kind,
+            format!("unknown kind {:?} for vigil/v1", doc.kind.value),
+            Some("vigil/v1 has kind SLO".into()),
+        ));
     }
     let spec = doc.spec;
     let objective = yaml::percent(place, &spec.objective)?;
@@ -215,7 +227,13 @@ pub fn convert(place: &Place, doc: VigilSlo, text: &str, receivers: &mut Vec<Spa
             let unit = match calendar.calendar.as_str() {
                 "month" => CalendarUnit::Month,
                 "week" => CalendarUnit::Week,
-                other => return Err(place.at(&spec.window, format!("unknown calendar window {other:?}"), Some("month or week".into()))),
+                other => {
+                    return Err(place.at(
+                        &spec.window,
+                        format!("unknown calendar window {other:?}"),
+                        Some("month or week".into()),
+                    ));
+                }
             };
             let time_zone = match &calendar.time_zone {
                 Some(zone) => time_zone(place, zone, &spec.window)?,
@@ -228,11 +246,17 @@ pub fn convert(place: &Place, doc: VigilSlo, text: &str, receivers: &mut Vec<Spa
         None | Some(BudgetingSpec::Occurrences) => Budgeting::Occurrences,
         Some(BudgetingSpec::Timeslices { slice, target }) => {
             if !(target.value > 0.0 && target.value <= 1.0) {
-                return Err(place.at(&target, format!("slice target {} is out of range", target.value), Some("a share of good events per slice in (0, 1], e.g. 0.95".into())));
+                return Err(place.at(
+                    &target,
+                    format!("slice target {} is out of range", target.value),
+                    Some("a share of good events per slice in (0, 1], e.g. 0.95".into()),
+                ));
             }
             Budgeting::Timeslices { slice: yaml::duration(place, &slice)?, target: target.value }
         }
-        Some(BudgetingSpec::RatioTimeslices { slice }) => Budgeting::RatioTimeslices { slice: yaml::duration(place, &slice)? },
+        Some(BudgetingSpec::RatioTimeslices { slice }) => {
+            Budgeting::RatioTimeslices { slice: yaml::duration(place, &slice)? }
+        }
     };
     let sli = convert_sli(place, spec.sli, &spec.group_by)?;
     // A drift SLI counts good slices: each slice is one event, good or not.
@@ -252,7 +276,11 @@ pub fn convert(place: &Place, doc: VigilSlo, text: &str, receivers: &mut Vec<Spa
     alerting.ticket = severity_alerting(alerting_yaml.ticket, receivers);
     if let Some(min) = &alerting_yaml.min_events {
         if !(min.value >= 0.0 && min.value.is_finite()) {
-            return Err(place.at(min, format!("min_events {} is out of range", min.value), Some("a count of events, 0 or more".into())));
+            return Err(place.at(
+                min,
+                format!("min_events {} is out of range", min.value),
+                Some("a count of events, 0 or more".into()),
+            ));
         }
         alerting.min_events = min.value;
     }
@@ -266,7 +294,13 @@ pub fn convert(place: &Place, doc: VigilSlo, text: &str, receivers: &mut Vec<Spa
                 let severity = match c.severity.value.as_str() {
                     "page" => Severity::Page,
                     "ticket" => Severity::Ticket,
-                    other => return Err(place.at(&c.severity, format!("unknown severity {other:?}"), Some("page or ticket".into()))),
+                    other => {
+                        return Err(place.at(
+                            &c.severity,
+                            format!("unknown severity {other:?}"),
+                            Some("page or ticket".into()),
+                        ));
+                    }
                 };
                 Ok(BurnCondition {
                     severity,
@@ -293,12 +327,20 @@ pub fn convert(place: &Place, doc: VigilSlo, text: &str, receivers: &mut Vec<Spa
     })
 }
 
-fn good_or_bad(place: &Place, good: Option<Spanned<String>>, bad: Option<Spanned<String>>, total: &Spanned<String>, check: impl Fn(&Place, &Spanned<String>) -> Result<String, LoadError>) -> Result<(Option<String>, Option<String>), LoadError> {
+fn good_or_bad(
+    place: &Place,
+    good: Option<Spanned<String>>,
+    bad: Option<Spanned<String>>,
+    total: &Spanned<String>,
+    check: impl Fn(&Place, &Spanned<String>) -> Result<String, LoadError>,
+) -> Result<(Option<String>, Option<String>), LoadError> {
     match (good, bad) {
         (Some(good), None) => Ok((Some(check(place, &good)?), None)),
         (None, Some(bad)) => Ok((None, Some(check(place, &bad)?))),
         (Some(_), Some(bad)) => Err(place.at(&bad, "give either good or bad, not both", None)),
-        (None, None) => Err(place.at(total, "a ratio needs good or bad besides total", Some("add good: or bad:".into()))),
+        (None, None) => {
+            Err(place.at(total, "a ratio needs good or bad besides total", Some("add good: or bad:".into())))
+        }
     }
 }
 
@@ -311,11 +353,16 @@ fn convert_sli(place: &Place, sli: SliSpec, group_by: &[String]) -> Result<Sli, 
         SliSpec::Latency { histogram, threshold } => {
             let mut selector = yaml::selector(place, &histogram)?;
             if let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = promql_parser::parser::parse(&selector)
-                && let Some(name) = vs.name.as_deref().and_then(|n| n.strip_suffix("_bucket")) {
-                    selector = selector.replacen(&format!("{name}_bucket"), name, 1);
-                }
+                && let Some(name) = vs.name.as_deref().and_then(|n| n.strip_suffix("_bucket"))
+            {
+                selector = selector.replacen(&format!("{name}_bucket"), name, 1);
+            }
             if !(threshold.value > 0.0) || !threshold.value.is_finite() {
-                return Err(place.at(&threshold, format!("threshold {} must be a positive bucket bound", threshold.value), None));
+                return Err(place.at(
+                    &threshold,
+                    format!("threshold {} must be a positive bucket bound", threshold.value),
+                    None,
+                ));
             }
             Sli::Latency { histogram: selector, threshold: threshold.value }
         }
@@ -325,7 +372,13 @@ fn convert_sli(place: &Place, sli: SliSpec, group_by: &[String]) -> Result<Sli, 
             for status in &good.status {
                 match status.value.as_str() {
                     "unset" | "ok" | "error" => statuses.push(status.value.clone()),
-                    other => return Err(place.at(status, format!("unknown span status {other:?}"), Some("unset, ok or error".into()))),
+                    other => {
+                        return Err(place.at(
+                            status,
+                            format!("unknown span status {other:?}"),
+                            Some("unset, ok or error".into()),
+                        ));
+                    }
                 }
             }
             if statuses.is_empty() {
@@ -336,10 +389,17 @@ fn convert_sli(place: &Place, sli: SliSpec, group_by: &[String]) -> Result<Sli, 
         }
         SliSpec::Drift { model, version, feature, statistic, below, slice } => {
             if !STATISTICS.contains(&statistic.value.as_str()) {
-                let near = yaml::closest(&statistic.value, STATISTICS, 3).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default();
-                return Err(place.at(&statistic, format!("unknown drift statistic {:?}", statistic.value), Some(format!("{near}one of {}", STATISTICS.join(", ")))));
+                let near = yaml::closest(&statistic.value, STATISTICS, 3)
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                return Err(place.at(
+                    &statistic,
+                    format!("unknown drift statistic {:?}", statistic.value),
+                    Some(format!("{near}one of {}", STATISTICS.join(", "))),
+                ));
             }
-            let slice = slice.as_ref().map(|s| yaml::duration(place, s)).transpose()?.unwrap_or(Duration::from_secs(3600));
+            let slice =
+                slice.as_ref().map(|s| yaml::duration(place, s)).transpose()?.unwrap_or(Duration::from_secs(3600));
             Sli::Drift { model, version, feature, statistic: statistic.value, below, slice }
         }
         SliSpec::Sql { good, bad, total } => {

@@ -62,7 +62,12 @@ pub struct Place<'a> {
 }
 
 impl<'a> Place<'a> {
-    pub fn error(&self, location: serde_saphyr::Location, message: impl Into<String>, hint: Option<String>) -> LoadError {
+    pub fn error(
+        &self,
+        location: serde_saphyr::Location,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> LoadError {
         LoadError {
             file: self.file.to_string(),
             line: location.line().max(1) + self.line_offset,
@@ -97,12 +102,22 @@ impl<'a> Place<'a> {
 
 /// The candidate nearest to `given` (case-insensitive first, then exact), if any is within
 /// `max` edits.
-pub fn closest<'a, S: AsRef<str> + 'a>(given: &str, candidates: impl IntoIterator<Item = &'a S>, max: usize) -> Option<&'a str> {
+pub fn closest<'a, S: AsRef<str> + 'a>(
+    given: &str,
+    candidates: impl IntoIterator<Item = &'a S>,
+    max: usize,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| {
             let c = c.as_ref();
-            ((strsim::damerau_levenshtein(&given.to_lowercase(), &c.to_lowercase()), strsim::damerau_levenshtein(given, c)), c)
+            (
+                (
+                    strsim::damerau_levenshtein(&given.to_lowercase(), &c.to_lowercase()),
+                    strsim::damerau_levenshtein(given, c),
+                ),
+                c,
+            )
         })
         .min_by_key(|(distance, _)| *distance)
         .filter(|((distance, _), _)| *distance <= max)
@@ -115,12 +130,8 @@ fn hint_for(message: &str) -> Option<String> {
     if let Some(rest) = message.strip_prefix("unknown field ").or_else(|| message.strip_prefix("unknown variant ")) {
         let (given, expected) = rest.split_once(", expected ")?;
         let given = quoted(given);
-        let candidates: Vec<String> = expected
-            .trim_start_matches("one of ")
-            .split(',')
-            .map(quoted)
-            .filter(|c| !c.is_empty())
-            .collect();
+        let candidates: Vec<String> =
+            expected.trim_start_matches("one of ").split(',').map(quoted).filter(|c| !c.is_empty()).collect();
         return Some(match closest(&given, &candidates, 3) {
             Some(near) => format!("did you mean `{near}`?"),
             None => format!("expected one of {}", candidates.join(", ")),
@@ -129,7 +140,11 @@ fn hint_for(message: &str) -> Option<String> {
     if let Some(field) = message.strip_prefix("missing field ") {
         return Some(format!("add {field}"));
     }
-    if message.starts_with("invalid floating point") || message.starts_with("invalid integer") || message.starts_with("invalid u") || message.starts_with("invalid i") {
+    if message.starts_with("invalid floating point")
+        || message.starts_with("invalid integer")
+        || message.starts_with("invalid u")
+        || message.starts_with("invalid i")
+    {
         return Some("write a number here, e.g. 99.9".into());
     }
     None
@@ -150,7 +165,11 @@ pub fn duration(place: &Place, value: &Spanned<String>) -> Result<Duration, Load
 pub fn selector(place: &Place, value: &Spanned<String>) -> Result<String, LoadError> {
     match promql_parser::parser::parse(&value.value) {
         Ok(promql_parser::parser::Expr::VectorSelector(_)) => Ok(value.value.clone()),
-        Ok(_) => Err(place.at(value, format!("{:?} is not a series selector", value.value), Some("write a metric and label matchers, e.g. http_requests_total{job=\"api\", code=~\"5..\"}".into()))),
+        Ok(_) => Err(place.at(
+            value,
+            format!("{:?} is not a series selector", value.value),
+            Some("write a metric and label matchers, e.g. http_requests_total{job=\"api\", code=~\"5..\"}".into()),
+        )),
         Err(e) => Err(place.at(value, format!("invalid series selector {:?}: {e}", value.value), None)),
     }
 }
@@ -159,9 +178,12 @@ pub fn selector(place: &Place, value: &Spanned<String>) -> Result<String, LoadEr
 /// minute end to an instant vector.
 pub fn promql(place: &Place, value: &Spanned<String>) -> Result<String, LoadError> {
     let probe = super::model::with_minute_window(&value.value);
-    let expr = promql_parser::parser::parse(&probe).map_err(|e| place.at(value, format!("invalid PromQL {:?}: {e}", value.value), None))?;
+    let expr = promql_parser::parser::parse(&probe)
+        .map_err(|e| place.at(value, format!("invalid PromQL {:?}: {e}", value.value), None))?;
     match unusable_as_sli(&expr) {
-        Some((problem, hint)) => Err(place.at(value, format!("{:?} cannot be an SLI: {problem}", value.value), Some(hint.into()))),
+        Some((problem, hint)) => {
+            Err(place.at(value, format!("{:?} cannot be an SLI: {problem}", value.value), Some(hint.into())))
+        }
         None => Ok(value.value.clone()),
     }
 }
@@ -172,7 +194,12 @@ fn unusable_as_sli(expr: &promql_parser::parser::Expr) -> Option<(String, &'stat
     use promql_parser::parser::value::ValueType;
     use promql_parser::util::{ExprVisitor, walk_expr};
     match expr.value_type() {
-        ValueType::Matrix => return Some(("it is a range vector".into(), "take rate(), increase() or another function of the range, e.g. sum(rate(x[5m]))")),
+        ValueType::Matrix => {
+            return Some((
+                "it is a range vector".into(),
+                "take rate(), increase() or another function of the range, e.g. sum(rate(x[5m]))",
+            ));
+        }
         ValueType::String => return Some(("it is a string".into(), "write an expression giving a vector")),
         _ => {}
     }
@@ -193,7 +220,12 @@ fn unusable_as_sli(expr: &promql_parser::parser::Expr) -> Option<(String, &'stat
     }
     let mut pinned = Pinned(false);
     let _ = walk_expr(&mut pinned, expr);
-    pinned.0.then(|| ("an `@` modifier pins it to one time, while an SLI is evaluated at every minute".into(), "remove the `@` modifier"))
+    pinned.0.then(|| {
+        (
+            "an `@` modifier pins it to one time, while an SLI is evaluated at every minute".into(),
+            "remove the `@` modifier",
+        )
+    })
 }
 
 /// The first of `labels` that an expression's outermost aggregations drop, if any: a
@@ -229,9 +261,9 @@ pub fn promql_keeps(place: &Place, value: &Spanned<String>, group_by: &[String])
 
 /// A SQL query.
 pub fn sql(place: &Place, value: &Spanned<String>) -> Result<String, LoadError> {
-    datafusion::sql::parser::DFParser::parse_sql(&value.value)
-        .map(|_| value.value.clone())
-        .map_err(|e| place.at(value, format!("invalid SQL: {e}"), Some("one query returning a timestamp column per event".into())))
+    datafusion::sql::parser::DFParser::parse_sql(&value.value).map(|_| value.value.clone()).map_err(|e| {
+        place.at(value, format!("invalid SQL: {e}"), Some("one query returning a timestamp column per event".into()))
+    })
 }
 
 /// An objective in percent, strictly between 0 and 100, as a fraction.
@@ -240,7 +272,11 @@ pub fn percent(place: &Place, value: &Spanned<f64>) -> Result<f64, LoadError> {
         // 99.9 / 100 is 0.9990000000000001 in binary; keep the number that was written.
         Ok((value.value / 100.0 * 1e12).round() / 1e12)
     } else {
-        Err(place.at(value, format!("objective {} is out of range", value.value), Some("a percentage strictly between 0 and 100, e.g. 99.9".into())))
+        Err(place.at(
+            value,
+            format!("objective {} is out of range", value.value),
+            Some("a percentage strictly between 0 and 100, e.g. 99.9".into()),
+        ))
     }
 }
 
@@ -263,7 +299,10 @@ mod tests {
             hint_for("unknown field `objectiv`, expected one of `description`, `objective`, `window`").as_deref(),
             Some("did you mean `objective`?")
         );
-        assert_eq!(hint_for("unknown variant `hourly`, expected one of `month`, `week`").as_deref(), Some("expected one of month, week"));
+        assert_eq!(
+            hint_for("unknown variant `hourly`, expected one of `month`, `week`").as_deref(),
+            Some("expected one of month, week")
+        );
         assert_eq!(hint_for("missing field `total`").as_deref(), Some("add `total`"));
     }
 }

@@ -12,10 +12,10 @@
 
 use std::io::Cursor;
 
-use datafusion::arrow::ipc::reader::StreamReader;
-use datafusion::arrow::ipc::writer::StreamWriter;
 use crate::schema::FixedTable;
 use crate::write::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 
 const VERSION: u8 = 1;
 
@@ -188,21 +188,16 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{
-        ArrayRef, DictionaryArray, Float64Array, TimestampNanosecondArray, UInt64Array,
-    };
+    use datafusion::arrow::array::{ArrayRef, DictionaryArray, Float64Array, TimestampNanosecondArray, UInt64Array};
     use datafusion::arrow::datatypes::Int32Type;
     use datafusion::arrow::record_batch::RecordBatch;
     use std::sync::Arc;
 
     pub(crate) fn sample_batch() -> WriteBatch {
-        let labels = LabelSet::new(vec![("job".into(), "api".into()), ("code".into(), "500".into())])
-            .unwrap();
+        let labels = LabelSet::new(vec![("job".into(), "api".into()), ("code".into(), "500".into())]).unwrap();
         let stale = f64::from_bits(0x7ff0_0000_0000_0002);
         let schema = FixedTable::DriftScores.schema();
-        let dict = |v: &str| -> ArrayRef {
-            Arc::new(vec![v].into_iter().collect::<DictionaryArray<Int32Type>>())
-        };
+        let dict = |v: &str| -> ArrayRef { Arc::new(vec![v].into_iter().collect::<DictionaryArray<Int32Type>>()) };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampNanosecondArray::from(vec![5]).with_timezone("UTC")),
             Arc::new(TimestampNanosecondArray::from(vec![10]).with_timezone("UTC")),

@@ -60,10 +60,17 @@ impl From<io::Error> for WalError {
 type Ack<T> = oneshot::Sender<Result<T, WalError>>;
 
 enum Command {
-    Append { payload: Vec<u8>, ack: Ack<()> },
+    Append {
+        payload: Vec<u8>,
+        ack: Ack<()>,
+    },
     /// Close the current file and continue in the next; answers the closed file's sequence.
-    Rotate { ack: Ack<u64> },
-    Shutdown { ack: Ack<()> },
+    Rotate {
+        ack: Ack<u64>,
+    },
+    Shutdown {
+        ack: Ack<()>,
+    },
 }
 
 /// Handle to the WAL writer thread.
@@ -78,26 +85,14 @@ pub struct Wal {
 impl Wal {
     /// Starts a writer on a new file with sequence `first_seq` (one past anything replayed, so
     /// old files are never appended to).
-    pub fn start(
-        dir: &Path,
-        first_seq: u64,
-        policy: FsyncPolicy,
-        max_pending_bytes: usize,
-    ) -> Result<Wal, WalError> {
+    pub fn start(dir: &Path, first_seq: u64, policy: FsyncPolicy, max_pending_bytes: usize) -> Result<Wal, WalError> {
         fs::create_dir_all(dir)?;
         let file = SegmentFile::create(dir, first_seq)?;
         let (sender, receiver) = mpsc::channel();
         let pending_bytes = Arc::new(AtomicUsize::new(0));
-        let writer = Writer {
-            dir: dir.to_path_buf(),
-            file,
-            policy,
-            pending_bytes: pending_bytes.clone(),
-            dirty_since: None,
-        };
-        let thread = thread::Builder::new()
-            .name("vigil-wal".into())
-            .spawn(move || writer.run(receiver))?;
+        let writer =
+            Writer { dir: dir.to_path_buf(), file, policy, pending_bytes: pending_bytes.clone(), dirty_since: None };
+        let thread = thread::Builder::new().name("vigil-wal".into()).spawn(move || writer.run(receiver))?;
         Ok(Wal {
             dir: dir.to_path_buf(),
             sender: Mutex::new(Some(sender)),
@@ -240,9 +235,10 @@ impl Writer {
                 return;
             }
             if let FsyncPolicy::Interval(every) = self.policy
-                && self.dirty_since.is_some_and(|t| t.elapsed() >= every) {
-                    self.sync_if_dirty();
-                }
+                && self.dirty_since.is_some_and(|t| t.elapsed() >= every)
+            {
+                self.sync_if_dirty();
+            }
         }
         self.sync_if_dirty();
     }
@@ -315,11 +311,8 @@ impl Writer {
     /// garbage. Cut the file back to its last complete record, or move on to a new file.
     fn recover_after_failed_write(&mut self) {
         let good_len = self.file.good_len;
-        let cut = self
-            .file
-            .file
-            .set_len(good_len)
-            .and_then(|_| self.file.file.seek(SeekFrom::Start(good_len)).map(|_| ()));
+        let cut =
+            self.file.file.set_len(good_len).and_then(|_| self.file.file.seek(SeekFrom::Start(good_len)).map(|_| ()));
         if cut.is_err() {
             match SegmentFile::create(&self.dir, self.file.seq + 1) {
                 Ok(file) => self.file = file,
@@ -338,9 +331,10 @@ impl Writer {
 
     fn sync_if_dirty(&mut self) {
         if self.dirty_since.take().is_some()
-            && let Err(e) = self.file.file.sync_data() {
-                warn!(error = %e, "WAL fdatasync failed");
-            }
+            && let Err(e) = self.file.file.sync_data()
+        {
+            warn!(error = %e, "WAL fdatasync failed");
+        }
     }
 }
 
@@ -384,11 +378,7 @@ pub struct ReplayStats {
 
 /// Reads every record of files with sequence above `after_seq`, in order, and hands each
 /// payload to `apply`. A short or corrupt record ends its file with a warning.
-pub fn replay(
-    dir: &Path,
-    after_seq: u64,
-    mut apply: impl FnMut(u64, &[u8]),
-) -> io::Result<ReplayStats> {
+pub fn replay(dir: &Path, after_seq: u64, mut apply: impl FnMut(u64, &[u8])) -> io::Result<ReplayStats> {
     let mut stats = ReplayStats::default();
     for (seq, path) in list_files(dir)? {
         stats.last_seq = stats.last_seq.max(seq);

@@ -4,13 +4,13 @@
 //! off, of a random `vigil_csrf` cookie set with the page; both SameSite=Strict). Another
 //! site can neither read the token nor make one, not even by planting a cookie.
 
-use vigil_alerting::AlertViewState;
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use vigil_alerting::AlertViewState;
 use vigil_alerting::silences::{MatcherInput, SilenceRequest};
 
 use super::{Layout, PageError, render};
@@ -87,14 +87,21 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
             AlertViewState::Resolved => 3,
         };
         let name = alert.labels.get("alertname").cloned().unwrap_or_default();
-        let labels: Vec<String> = alert.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={}", quoted(v))).collect();
+        let labels: Vec<String> =
+            alert.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={}", quoted(v))).collect();
         let matchers: Vec<String> = alert.labels.iter().map(|(k, v)| format!("{k}={}", quoted(v))).collect();
         sections[index].alerts.push(AlertRow {
             name,
             state: if index == 2 { "silenced" } else { alert.state.as_str() },
             summary: alert.annotations.get("summary").cloned().unwrap_or_default(),
             labels: labels.join(", "),
-            since: alert.fired_at.clone().unwrap_or_else(|| alert.active_at.clone()).replace('T', " ").trim_end_matches('Z').to_string(),
+            since: alert
+                .fired_at
+                .clone()
+                .unwrap_or_else(|| alert.active_at.clone())
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_string(),
             value: alert.value.parse::<f64>().map_or_else(|_| alert.value.clone(), |v| super::number(Some(v))),
             matchers: matchers.join("\n"),
         });
@@ -108,12 +115,19 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
             matchers: silence
                 .matchers
                 .iter()
-                .map(|m| format!("{}{}{}", m.name, match (m.is_regex, m.is_equal) {
-                    (false, true) => "=",
-                    (false, false) => "!=",
-                    (true, true) => "=~",
-                    (true, false) => "!~",
-                }, quoted(&m.value)))
+                .map(|m| {
+                    format!(
+                        "{}{}{}",
+                        m.name,
+                        match (m.is_regex, m.is_equal) {
+                            (false, true) => "=",
+                            (false, false) => "!=",
+                            (true, true) => "=~",
+                            (true, false) => "!~",
+                        },
+                        quoted(&m.value)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             state: serde_json::to_value(state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
@@ -123,7 +137,13 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
         })
         .collect();
     let no_alerts = sections.iter().all(|s| s.alerts.is_empty());
-    let html = render(&AlertsPage { layout: Layout::new("Alerts", "/alerts"), sections, no_alerts, silences, csrf: csrf.clone() })?;
+    let html = render(&AlertsPage {
+        layout: Layout::new("Alerts", "/alerts"),
+        sections,
+        no_alerts,
+        silences,
+        csrf: csrf.clone(),
+    })?;
     let mut response = html.into_response();
     if fresh {
         let cookie = format!("{CSRF_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
@@ -140,7 +160,11 @@ fn check_csrf(auth: &crate::Auth, headers: &HeaderMap, token: &str) -> Result<()
     }
     match session_of(headers) {
         Some(session) if auth.check_csrf(&session, token) => Ok(()),
-        _ => Err(PageError::new(StatusCode::FORBIDDEN, "the form's security token did not match", "reload the alerts page and submit the form again")),
+        _ => Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "the form's security token did not match",
+            "reload the alerts page and submit the form again",
+        )),
     }
 }
 
@@ -153,17 +177,42 @@ pub struct SilenceForm {
     comment: String,
 }
 
-pub async fn create_silence(State(app): State<AppState>, headers: HeaderMap, Form(form): Form<SilenceForm>) -> Result<Redirect, PageError> {
+pub async fn create_silence(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SilenceForm>,
+) -> Result<Redirect, PageError> {
     check_csrf(&app.auth, &headers, &form.csrf)?;
-    let duration = form.duration.parse::<vigil_query::PromDuration>()
-        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, format!("duration {:?}: {e}", form.duration), "pick one of the offered durations"))?;
-    let matchers: Vec<MatcherInput> = form.matchers.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| MatcherInput::Text(l.to_string())).collect();
+    let duration = form.duration.parse::<vigil_query::PromDuration>().map_err(|e| {
+        PageError::new(
+            StatusCode::BAD_REQUEST,
+            format!("duration {:?}: {e}", form.duration),
+            "pick one of the offered durations",
+        )
+    })?;
+    let matchers: Vec<MatcherInput> = form
+        .matchers
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| MatcherInput::Text(l.to_string()))
+        .collect();
     if form.created_by.trim().is_empty() || form.comment.trim().is_empty() {
         return Err(PageError::new(StatusCode::BAD_REQUEST, "a silence needs who and why", "fill in both fields"));
     }
     let ends_at = chrono::Utc::now() + chrono::Duration::from_std(duration.0).unwrap_or(chrono::Duration::hours(1));
-    let request = SilenceRequest { id: None, matchers, starts_at: None, ends_at, created_by: form.created_by, comment: form.comment };
-    app.alerting.create_silence(request).await.map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.to_string(), "check the matchers"))?;
+    let request = SilenceRequest {
+        id: None,
+        matchers,
+        starts_at: None,
+        ends_at,
+        created_by: form.created_by,
+        comment: form.comment,
+    };
+    app.alerting
+        .create_silence(request)
+        .await
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.to_string(), "check the matchers"))?;
     Ok(Redirect::to("/alerts"))
 }
 
@@ -172,9 +221,16 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-pub async fn expire_silence(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<CsrfForm>) -> Result<Redirect, PageError> {
+pub async fn expire_silence(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
     check_csrf(&app.auth, &headers, &form.csrf)?;
-    app.alerting.expire_silence(&id).await.map_err(|e| PageError::new(StatusCode::NOT_FOUND, e.to_string(), "the silence may have been expired already"))?;
+    app.alerting.expire_silence(&id).await.map_err(|e| {
+        PageError::new(StatusCode::NOT_FOUND, e.to_string(), "the silence may have been expired already")
+    })?;
     Ok(Redirect::to("/alerts"))
 }
 
@@ -197,13 +253,24 @@ mod tests {
             layout: Layout::new("Alerts", "/alerts"),
             sections: vec![Section { id: "firing", title: "Firing", alerts: vec![row], silenceable: true }],
             no_alerts: false,
-            silences: vec![SilenceRow { id: "s1".into(), matchers: "a=\"b\"".into(), state: "expired".into(), ends: String::new(), created_by: "<me>".into(), comment: String::new() }],
+            silences: vec![SilenceRow {
+                id: "s1".into(),
+                matchers: "a=\"b\"".into(),
+                state: "expired".into(),
+                ends: String::new(),
+                created_by: "<me>".into(),
+                comment: String::new(),
+            }],
             csrf: "t".repeat(32),
         };
         let html = page.render().unwrap();
         assert!(!html.contains("<Alert>") && !html.contains("<me>") && !html.contains("<sum>"), "{html}");
         assert!(!html.contains("NaN"));
-        assert_eq!(html.matches(&format!("value=\"{}\"", "t".repeat(32))).count(), 1, "the firing row's form carries the token");
+        assert_eq!(
+            html.matches(&format!("value=\"{}\"", "t".repeat(32))).count(),
+            1,
+            "the firing row's form carries the token"
+        );
         assert!(!html.contains("/alerts/silences/s1/expire"), "an expired silence offers no expire button");
     }
 }

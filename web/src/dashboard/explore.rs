@@ -38,7 +38,8 @@ struct ExplorePage {
 }
 
 fn label_text(labels: &std::collections::BTreeMap<String, String>) -> String {
-    let inner: Vec<String> = labels.iter().filter(|(k, _)| *k != "__name__").map(|(k, v)| format!("{k}={v:?}")).collect();
+    let inner: Vec<String> =
+        labels.iter().filter(|(k, _)| *k != "__name__").map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{}{{{}}}", labels.get("__name__").map_or("", String::as_str), inner.join(", "))
 }
 
@@ -84,8 +85,12 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<Params>) -> 
             Ok(PromResult::Matrix(series)) => {
                 let names: Vec<String> = series.iter().map(|s| label_text(&s.labels)).collect();
                 let classes = ["s0", "s1", "s2", "s3"];
-                let lines: Vec<Series<'_>> =
-                    series.iter().zip(&names).enumerate().map(|(i, (s, name))| Series { name, points: &s.points, class: classes[i % classes.len()] }).collect();
+                let lines: Vec<Series<'_>> = series
+                    .iter()
+                    .zip(&names)
+                    .enumerate()
+                    .map(|(i, (s, name))| Series { name, points: &s.points, class: classes[i % classes.len()] })
+                    .collect();
                 page.chart = Some(line_chart(&query, Some((now - range_ms, now)), &lines, &[], &[]));
                 page.columns = vec!["series".into(), "last value".into(), "at (UTC)".into()];
                 for (s, name) in series.iter().zip(&names) {
@@ -112,23 +117,35 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<Params>) -> 
         match app.engine.sql(&query).await {
             Ok(result) => match vigil_query::output::to_json(&result) {
                 Ok(document) => {
-                    page.columns = document["columns"].as_array().map(|c| c.iter().map(cell_text).collect()).unwrap_or_default();
+                    page.columns =
+                        document["columns"].as_array().map(|c| c.iter().map(cell_text).collect()).unwrap_or_default();
                     let rows = document["rows"].as_array().cloned().unwrap_or_default();
                     page.truncated = rows.len() > MAX_ROWS;
-                    page.rows = rows.iter().take(MAX_ROWS).map(|r| r.as_array().map(|c| c.iter().map(cell_text).collect()).unwrap_or_default()).collect();
+                    page.rows = rows
+                        .iter()
+                        .take(MAX_ROWS)
+                        .map(|r| r.as_array().map(|c| c.iter().map(cell_text).collect()).unwrap_or_default())
+                        .collect();
                     // A timestamp and a numeric value column chart as one line.
                     let position = |name: &str| page.columns.iter().position(|c| c == name);
                     if let (Some(t), Some(v)) = (position("timestamp"), position("value")) {
                         let mut points: Vec<(i64, f64)> = rows
                             .iter()
                             .filter_map(|r| {
-                                let time = chrono::DateTime::parse_from_rfc3339(r.get(t)?.as_str()?).ok()?.timestamp_millis();
+                                let time =
+                                    chrono::DateTime::parse_from_rfc3339(r.get(t)?.as_str()?).ok()?.timestamp_millis();
                                 Some((time, r.get(v)?.as_f64()?))
                             })
                             .collect();
                         points.sort_by_key(|p| p.0);
                         if !points.is_empty() {
-                            page.chart = Some(line_chart(&query, None, &[Series { name: "value", points: &points, class: "s0" }], &[], &[]));
+                            page.chart = Some(line_chart(
+                                &query,
+                                None,
+                                &[Series { name: "value", points: &points, class: "s0" }],
+                                &[],
+                                &[],
+                            ));
                         }
                     }
                 }
@@ -154,12 +171,22 @@ mod tests {
             error: Some("syntax error near <".into()),
             chart: None,
             columns: vec!["<col>".into()],
-            rows: vec![vec![cell_text(&Value::Null)], vec![cell_text(&serde_json::json!("NaN"))], vec![cell_text(&serde_json::json!({"a": 1}))]],
+            rows: vec![
+                vec![cell_text(&Value::Null)],
+                vec![cell_text(&serde_json::json!("NaN"))],
+                vec![cell_text(&serde_json::json!({"a": 1}))],
+            ],
             truncated: false,
         };
         let html = page.render().unwrap();
         assert!(!html.contains("<b>") && !html.contains("<col>") && !html.contains("near <"), "{html}");
         assert!(html.contains("3 rows"));
-        assert_eq!(label_text(&std::collections::BTreeMap::from([("__name__".to_string(), "up".to_string()), ("job".to_string(), "a".to_string())])), "up{job=\"a\"}");
+        assert_eq!(
+            label_text(&std::collections::BTreeMap::from([
+                ("__name__".to_string(), "up".to_string()),
+                ("job".to_string(), "a".to_string())
+            ])),
+            "up{job=\"a\"}"
+        );
     }
 }

@@ -7,8 +7,8 @@ mod explore;
 mod models;
 mod overview;
 mod slo;
-mod traces;
 pub mod svg;
+mod traces;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -44,7 +44,11 @@ impl DashboardState {
             return cached.clone();
         }
         let now = now_ms();
-        let fresh: Sparklines = Arc::new(vigil_query::slo::history::history(engine, None, now - 7 * 86_400_000, now, 3_600_000).await.unwrap_or_default());
+        let fresh: Sparklines = Arc::new(
+            vigil_query::slo::history::history(engine, None, now - 7 * 86_400_000, now, 3_600_000)
+                .await
+                .unwrap_or_default(),
+        );
         if let Ok(mut guard) = self.sparklines.lock() {
             *guard = Some((Instant::now(), fresh.clone()));
         }
@@ -62,7 +66,12 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(title: impl Into<String>, nav: &'static str) -> Layout {
-        Layout { title: title.into(), nav, refresh_seconds: 30, generated: chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string() }
+        Layout {
+            title: title.into(),
+            nav,
+            refresh_seconds: 30,
+            generated: chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+        }
     }
 
     pub fn nav_items(&self) -> &'static [(&'static str, &'static str)] {
@@ -88,7 +97,11 @@ impl PageError {
     }
 
     pub fn internal(error: impl std::fmt::Display) -> PageError {
-        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("this page failed: {error}"), "reload it; if it keeps failing, the server log says more")
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("this page failed: {error}"),
+            "reload it; if it keeps failing, the server log says more",
+        )
     }
 }
 
@@ -121,7 +134,10 @@ pub fn render(page: &impl Template) -> Result<Html<String>, PageError> {
 }
 
 pub async fn stylesheet() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")], include_str!("../../static/vigil.css"))
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")],
+        include_str!("../../static/vigil.css"),
+    )
 }
 
 /// The dashboard's pages (read scope).

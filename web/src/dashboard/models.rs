@@ -71,9 +71,16 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
             _ => "no_data",
         };
         let history = app.drift.history(key, now - 7 * 86_400_000_000_000, now).await.map_err(PageError::internal)?;
-        let psi: Vec<(i64, f64)> = history.iter().filter_map(|w| w.scores.get("psi").map(|v| (w.window_start_ns / 1_000_000, *v))).collect();
+        let psi: Vec<(i64, f64)> =
+            history.iter().filter_map(|w| w.scores.get("psi").map(|v| (w.window_start_ns / 1_000_000, *v))).collect();
         let rules: Vec<Rule<'_>> = psi_threshold.map(|value| Rule { label: "threshold", value }).into_iter().collect();
-        let chart = line_chart("PSI per window", Some(((now / 1_000_000) - 7 * 86_400_000, now / 1_000_000)), &[Series { name: "PSI", points: &psi, class: "s0" }], &rules, &[]);
+        let chart = line_chart(
+            "PSI per window",
+            Some(((now / 1_000_000) - 7 * 86_400_000, now / 1_000_000)),
+            &[Series { name: "PSI", points: &psi, class: "s0" }],
+            &rules,
+            &[],
+        );
         let labels: Vec<String> = match &reference.bins {
             Bins::Numeric { edges } => (0..=edges.len())
                 .map(|i| match i {
@@ -82,9 +89,12 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
                     i => format!("≤{}", number(Some(edges[i]))),
                 })
                 .collect(),
-            Bins::Categorical { categories } => categories.iter().cloned().chain(std::iter::once("other".to_string())).collect(),
+            Bins::Categorical { categories } => {
+                categories.iter().cloned().chain(std::iter::once("other".to_string())).collect()
+            }
         };
-        let current = outcome.filter(|o| !o.bin_counts.is_empty()).map(|o| proportions(&o.bin_counts)).unwrap_or_default();
+        let current =
+            outcome.filter(|o| !o.bin_counts.is_empty()).map(|o| proportions(&o.bin_counts)).unwrap_or_default();
         let bars = paired_bars(&labels, &proportions(&reference.counts), &current);
         let score = |name: &str| number(outcome.and_then(|o| o.scores.get(name).copied()));
         let entry = models.entry((key.model.clone(), key.version.clone())).or_insert_with(|| Model {
@@ -102,7 +112,9 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
             name: key.feature.clone(),
             anchor: anchor(&[&key.model, &key.version, &key.feature]),
             state,
-            window: outcome.map(|o| o.window_start.replace('T', " ").trim_end_matches('Z').to_string()).unwrap_or_else(|| "–".into()),
+            window: outcome
+                .map(|o| o.window_start.replace('T', " ").trim_end_matches('Z').to_string())
+                .unwrap_or_else(|| "–".into()),
             counts: format!("{} / {}", reference.sample_count(), outcome.map_or(0, |o| o.current_count)),
             psi: score("psi"),
             js: score("js_distance"),
@@ -150,7 +162,15 @@ mod tests {
         assert_eq!(feature.anchor, "m-v-1-f-x", "anchors are id-safe");
         let page = ModelsPage {
             layout: Layout::new("Models", "/models"),
-            models: vec![Model { name: "m".into(), version: String::new(), anchor: "m".into(), scored: 0, drifted: 0, share: None, features: vec![feature] }],
+            models: vec![Model {
+                name: "m".into(),
+                version: String::new(),
+                anchor: "m".into(),
+                scored: 0,
+                drifted: 0,
+                share: None,
+                features: vec![feature],
+            }],
             thresholds: "psi ≥ 0.2".into(),
         };
         let html = page.render().unwrap();

@@ -73,7 +73,12 @@ fn link(name: &str) -> String {
 /// One table row of an SLO status.
 fn row(status: &vigil_query::slo::SloStatus, team: String, firing: usize, sparkline: String) -> Row {
     let budget = status.error_budget_remaining.filter(|b| b.is_finite());
-    let fastest = status.burn_rates.values().filter_map(|b| *b).filter(|b| b.is_finite()).fold(None, |max: Option<f64>, b| Some(max.map_or(b, |m| m.max(b))));
+    let fastest = status
+        .burn_rates
+        .values()
+        .filter_map(|b| *b)
+        .filter(|b| b.is_finite())
+        .fold(None, |max: Option<f64>, b| Some(max.map_or(b, |m| m.max(b))));
     Row {
         id: status.id(),
         link: link(&status.name),
@@ -103,9 +108,10 @@ pub async fn page(State(app): State<AppState>, Query(filter): Query<Filter>) -> 
     let mut firing: BTreeMap<String, usize> = BTreeMap::new();
     for alert in app.alerting.alerts() {
         if alert.state == "firing"
-            && let Some(slo) = alert.labels.get("slo") {
-                *firing.entry(slo.clone()).or_default() += 1;
-            }
+            && let Some(slo) = alert.labels.get("slo")
+        {
+            *firing.entry(slo.clone()).or_default() += 1;
+        }
     }
     let (mut services, mut teams) = (BTreeSet::new(), BTreeSet::new());
     let total = statuses.len();
@@ -186,7 +192,8 @@ mod tests {
             status("untouched", Some(1.0), Some(1.0), SloState::Ok),
             status("overspent", Some(0.5), Some(-12.0), SloState::Exhausted),
         ];
-        let rows: Vec<Row> = statuses.iter().map(|s| row(s, String::new(), 0, svg::sparkline(&[(0, f64::NAN)]))).collect();
+        let rows: Vec<Row> =
+            statuses.iter().map(|s| row(s, String::new(), 0, svg::sparkline(&[(0, f64::NAN)]))).collect();
         let widths: Vec<f64> = rows.iter().map(|r| r.budget_width).collect();
         assert_eq!(widths, vec![0.0, 0.0, 0.0, 100.0, 0.0]);
         let page = Overview {

@@ -71,24 +71,37 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
     let statuses: Vec<_> = app.slos.statuses().into_iter().filter(|s| s.name == name).collect();
     let now = super::now_ms();
     let window_ms = definition.window.period().as_millis() as i64;
-    let history = vigil_query::slo::history::history(&app.engine, Some(&name), now - window_ms, now, (window_ms / 240).max(60_000))
-        .await
-        .map_err(PageError::internal)?
-        .remove(&name)
-        .unwrap_or_default();
+    let history = vigil_query::slo::history::history(
+        &app.engine,
+        Some(&name),
+        now - window_ms,
+        now,
+        (window_ms / 240).max(60_000),
+    )
+    .await
+    .map_err(PageError::internal)?
+    .remove(&name)
+    .unwrap_or_default();
     let objective = definition.objective;
     let span = Some((now - window_ms, now));
     let reload = app.reloader.status();
-    let mut markers: Vec<Marker> = vigil_query::slo::history::deploys(&app.engine, &definition.service, now - window_ms, now)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(at_ms, version)| Marker { at_ms, label: format!("deploy {version}") })
-        .collect();
+    let mut markers: Vec<Marker> =
+        vigil_query::slo::history::deploys(&app.engine, &definition.service, now - window_ms, now)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(at_ms, version)| Marker { at_ms, label: format!("deploy {version}") })
+            .collect();
     if reload.at_ms > now - window_ms {
         markers.push(Marker { at_ms: reload.at_ms, label: "config reload".into() });
     }
-    let sli_chart = line_chart("SLI", span, &[Series { name: "SLI", points: &history.sli, class: "s0" }], &[Rule { label: "objective", value: objective }], &markers);
+    let sli_chart = line_chart(
+        "SLI",
+        span,
+        &[Series { name: "SLI", points: &history.sli, class: "s0" }],
+        &[Rule { label: "objective", value: objective }],
+        &markers,
+    );
     // The ideal burn-down spends the budget evenly over the window.
     let start = now - window_ms;
     let ideal: Vec<(i64, f64)> = history.budget.first().map_or_else(Vec::new, |(t0, _)| {
@@ -98,7 +111,10 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
     let budget_chart = line_chart(
         "error budget left",
         span,
-        &[Series { name: "budget left", points: &history.budget, class: "s0" }, Series { name: "ideal", points: &ideal, class: "s2" }],
+        &[
+            Series { name: "budget left", points: &history.budget, class: "s0" },
+            Series { name: "ideal", points: &ideal, class: "s2" },
+        ],
         &[Rule { label: "exhausted", value: 0.0 }],
         &markers,
     );
@@ -111,7 +127,9 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
             sli: sli_text(s),
             events: format!("{} good of {}", number(Some(s.good)), number(Some(s.total))),
             budget: percent(s.error_budget_remaining, 1),
-            exhaustion: s.time_to_exhaustion_seconds.map_or_else(String::new, |t| format!("exhausted in {} at this rate", duration_text(t))),
+            exhaustion: s
+                .time_to_exhaustion_seconds
+                .map_or_else(String::new, |t| format!("exhausted in {} at this rate", duration_text(t))),
             error: s.error.clone(),
         })
         .collect();
@@ -132,7 +150,11 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
         })
         .unwrap_or_default();
     let alerts = vigil_query::slo::history::alert_history(&app.engine, &name, 50).await.unwrap_or_default();
-    let deploys: Vec<String> = markers.iter().filter(|m| m.label.starts_with("deploy")).map(|m| format!("{} at {} UTC", m.label, utc(m.at_ms))).collect();
+    let deploys: Vec<String> = markers
+        .iter()
+        .filter(|m| m.label.starts_with("deploy"))
+        .map(|m| format!("{} at {} UTC", m.label, utc(m.at_ms)))
+        .collect();
     render(&SloPage {
         layout: Layout::new(&name, "/"),
         name: definition.name.clone(),
@@ -177,8 +199,20 @@ mod tests {
                 exhaustion: String::new(),
                 error: None,
             }],
-            sli_chart: line_chart("SLI", Some((0, 1000)), &[Series { name: "SLI", points: &[(10, f64::NAN)], class: "s0" }], &[Rule { label: "objective", value: 1.0 }], &[]),
-            budget_chart: line_chart("budget", Some((0, 1000)), &[], &[], &[Marker { at_ms: 500, label: "deploy <x>".into() }]),
+            sli_chart: line_chart(
+                "SLI",
+                Some((0, 1000)),
+                &[Series { name: "SLI", points: &[(10, f64::NAN)], class: "s0" }],
+                &[Rule { label: "objective", value: 1.0 }],
+                &[],
+            ),
+            budget_chart: line_chart(
+                "budget",
+                Some((0, 1000)),
+                &[],
+                &[],
+                &[Marker { at_ms: 500, label: "deploy <x>".into() }],
+            ),
             conditions: Vec::new(),
             alerts: Vec::new(),
             reloaded: utc(0),

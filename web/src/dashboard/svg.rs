@@ -115,14 +115,26 @@ fn trace(points: &[(i64, f64)], x: impl Fn(i64) -> f64, y: impl Fn(f64) -> f64) 
 
 /// A line chart with time and value axes over `span` (ms; the data's own when None); an
 /// empty-state box when nothing is finite.
-pub fn line_chart(title: &str, span: Option<(i64, i64)>, series: &[Series<'_>], rules: &[Rule<'_>], markers: &[Marker]) -> String {
+pub fn line_chart(
+    title: &str,
+    span: Option<(i64, i64)>,
+    series: &[Series<'_>],
+    rules: &[Rule<'_>],
+    markers: &[Marker],
+) -> String {
     let mut out = String::new();
-    let _ = write!(out, r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}">"#, escape(title));
+    let _ =
+        write!(out, r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}">"#, escape(title));
     let Some((t0, t1, lo, hi)) = bounds(series, rules).map(|(t0, t1, lo, hi)| match span {
         Some((from, to)) if to > from => (from, to, lo, hi),
         _ => (t0, t1, lo, hi),
     }) else {
-        let _ = write!(out, r#"<text x="{}" y="{}" class="empty" text-anchor="middle">no data in this range</text></svg>"#, WIDTH / 2.0, HEIGHT / 2.0);
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}" class="empty" text-anchor="middle">no data in this range</text></svg>"#,
+            WIDTH / 2.0,
+            HEIGHT / 2.0
+        );
         return out;
     };
     let x = |t: i64| LEFT + (t - t0) as f64 / (t1 - t0) as f64 * (WIDTH - LEFT - RIGHT);
@@ -131,14 +143,26 @@ pub fn line_chart(title: &str, span: Option<(i64, i64)>, series: &[Series<'_>], 
     let _ = write!(out, r#"<path class="axis" d="M{LEFT} {TOP}V{}H{}"/>"#, HEIGHT - BOTTOM, WIDTH - RIGHT);
     for i in 0..=3 {
         let value = lo + (hi - lo) * i as f64 / 3.0;
-        let _ = write!(out, r#"<text class="tick" x="{}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 4.0, y(value) + 4.0, short_number(value));
+        let _ = write!(
+            out,
+            r#"<text class="tick" x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            LEFT - 4.0,
+            y(value) + 4.0,
+            short_number(value)
+        );
         let t = t0 + (t1 - t0) * i / 3;
         let anchor = match i {
             0 => "start",
             3 => "end",
             _ => "middle",
         };
-        let _ = write!(out, r#"<text class="tick" x="{:.1}" y="{}" text-anchor="{anchor}">{}</text>"#, x(t), HEIGHT - 8.0, time_label(t, t1 - t0));
+        let _ = write!(
+            out,
+            r#"<text class="tick" x="{:.1}" y="{}" text-anchor="{anchor}">{}</text>"#,
+            x(t),
+            HEIGHT - 8.0,
+            time_label(t, t1 - t0)
+        );
     }
     for rule in rules.iter().filter(|r| r.value.is_finite()) {
         let _ = write!(
@@ -165,7 +189,12 @@ pub fn line_chart(title: &str, span: Option<(i64, i64)>, series: &[Series<'_>], 
     }
     for s in series {
         let (path, dots) = trace(s.points, x, y);
-        let _ = write!(out, r#"<g class="line {}"><title>{}</title><path d="{path}"/>{dots}</g>"#, escape(s.class), escape(s.name));
+        let _ = write!(
+            out,
+            r#"<g class="line {}"><title>{}</title><path d="{path}"/>{dots}</g>"#,
+            escape(s.class),
+            escape(s.name)
+        );
     }
     out.push_str("</svg>");
     out
@@ -178,7 +207,11 @@ pub fn sparkline(points: &[(i64, f64)]) -> String {
     let Some((t0, t1, lo, hi)) = bounds(&series, &[]) else {
         return format!(r#"<svg class="spark" viewBox="0 0 {w} {h}" aria-label="no data"></svg>"#);
     };
-    let (path, dots) = trace(points, |t| (t - t0) as f64 / (t1 - t0) as f64 * (w - 4.0) + 2.0, |v| (hi - v) / (hi - lo) * (h - 4.0) + 2.0);
+    let (path, dots) = trace(
+        points,
+        |t| (t - t0) as f64 / (t1 - t0) as f64 * (w - 4.0) + 2.0,
+        |v| (hi - v) / (hi - lo) * (h - 4.0) + 2.0,
+    );
     format!(r#"<svg class="spark" viewBox="0 0 {w} {h}" aria-label="trend"><path d="{path}"/>{dots}</svg>"#)
 }
 
@@ -188,7 +221,9 @@ pub fn paired_bars(labels: &[String], reference: &[f64], current: &[f64]) -> Str
     let n = labels.len().max(1) as f64;
     let top = reference.iter().chain(current).copied().filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-9);
     let slot = (w - LEFT - RIGHT) / n;
-    let mut out = format!(r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="reference and current distribution">"#);
+    let mut out = format!(
+        r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="reference and current distribution">"#
+    );
     let _ = write!(out, r#"<path class="axis" d="M{LEFT} {TOP}V{}H{}"/>"#, h - BOTTOM, w - RIGHT);
     for (i, label) in labels.iter().enumerate() {
         let x0 = LEFT + slot * i as f64;
@@ -206,7 +241,13 @@ pub fn paired_bars(labels: &[String], reference: &[f64], current: &[f64]) -> Str
                 v
             );
         }
-        let _ = write!(out, r#"<text class="tick" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x0 + slot / 2.0, h - 8.0, escape(label));
+        let _ = write!(
+            out,
+            r#"<text class="tick" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            x0 + slot / 2.0,
+            h - 8.0,
+            escape(label)
+        );
     }
     out.push_str("</svg>");
     out
@@ -219,7 +260,13 @@ mod tests {
     #[test]
     fn nan_points_are_gaps_and_empty_series_say_so() {
         let points = [(0, 1.0), (1, f64::NAN), (2, 2.0), (3, f64::INFINITY)];
-        let svg = line_chart("t", None, &[Series { name: "a<b", points: &points, class: "s0" }], &[Rule { label: "objective", value: 1.5 }], &[]);
+        let svg = line_chart(
+            "t",
+            None,
+            &[Series { name: "a<b", points: &points, class: "s0" }],
+            &[Rule { label: "objective", value: 1.5 }],
+            &[],
+        );
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
         assert_eq!(svg.matches("<circle").count(), 2, "points standing alone are dots: {svg}");
         assert!(svg.contains("a&lt;b"), "names are escaped");
@@ -230,7 +277,13 @@ mod tests {
 
     #[test]
     fn flat_series_get_a_visible_range() {
-        let svg = line_chart("t", Some((0, 100)), &[Series { name: "a", points: &[(0, 0.0), (10, 0.0)], class: "s0" }], &[], &[]);
+        let svg = line_chart(
+            "t",
+            Some((0, 100)),
+            &[Series { name: "a", points: &[(0, 0.0), (10, 0.0)], class: "s0" }],
+            &[],
+            &[],
+        );
         assert!(!svg.contains("NaN") && svg.contains("<path d=\"M"), "{svg}");
     }
 }

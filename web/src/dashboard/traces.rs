@@ -145,7 +145,8 @@ pub async fn trace(State(app): State<AppState>, Path(trace_id): Path<String>) ->
     if trace_id.len() != 32 || !trace_id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(PageError::not_found(format!("{trace_id:?} is not a trace id (32 hex digits)")));
     }
-    let spans = vigil_query::traces::trace(&app.engine, &trace_id.to_ascii_lowercase()).await.map_err(PageError::internal)?;
+    let spans =
+        vigil_query::traces::trace(&app.engine, &trace_id.to_ascii_lowercase()).await.map_err(PageError::internal)?;
     if spans.is_empty() {
         return Err(PageError::not_found(format!("no spans of trace {trace_id} are stored")));
     }
@@ -153,7 +154,8 @@ pub async fn trace(State(app): State<AppState>, Path(trace_id): Path<String>) ->
     let end = spans.iter().map(|s| s.start_ns + s.duration_ns).max().unwrap_or(start);
     let total = (end - start).max(1) as f64;
     // Depth from parent links; spans whose parent is missing sit at the top level.
-    let parents: HashMap<&str, Option<&str>> = spans.iter().map(|s| (s.span_id.as_str(), s.parent_span_id.as_deref())).collect();
+    let parents: HashMap<&str, Option<&str>> =
+        spans.iter().map(|s| (s.span_id.as_str(), s.parent_span_id.as_deref())).collect();
     let depth = |id: &str| -> usize {
         let mut depth = 0;
         let mut current = id;
@@ -221,7 +223,10 @@ mod tests {
             spans: vec![row("a", None, 0.0, 100.0), row("b", Some("a"), 100.0, 0.3)],
         };
         let html = page.render().unwrap();
-        assert!(!html.contains("<b>") && !html.contains("<timeout>") && !html.contains("<v>"), "markup from spans is escaped");
+        assert!(
+            !html.contains("<b>") && !html.contains("<timeout>") && !html.contains("<v>"),
+            "markup from spans is escaped"
+        );
         assert_eq!(html.matches("class=\"seg error\"").count(), 2);
         assert!(html.contains("href=\"#span-a\""), "a child links its parent");
         assert_eq!(duration(0), "0 µs");

@@ -12,7 +12,11 @@ use super::*;
 const T: u64 = 1_700_000_000_000_000_000;
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
 }
 
 fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
@@ -70,9 +74,17 @@ fn gauges_and_sums_take_prometheus_names_and_labels() {
         metric(
             "rig.requests",
             "1",
-            Data::Sum(Sum { data_points: vec![number(3.0, vec![kv("http.route", "/x")])], aggregation_temporality: 2, is_monotonic: true }),
+            Data::Sum(Sum {
+                data_points: vec![number(3.0, vec![kv("http.route", "/x")])],
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            }),
         ),
-        metric("rig.inflight", "1", Data::Sum(Sum { data_points: vec![number(2.0, vec![])], aggregation_temporality: 2, is_monotonic: false })),
+        metric(
+            "rig.inflight",
+            "1",
+            Data::Sum(Sum { data_points: vec![number(2.0, vec![])], aggregation_temporality: 2, is_monotonic: false }),
+        ),
     ]);
     assert_eq!(
         render(&mapped),
@@ -101,7 +113,11 @@ fn histograms_become_cumulative_buckets_count_and_sum() {
         explicit_bounds: vec![5.0, 10.0, 25.0],
         ..Default::default()
     };
-    let mapped = map_one(vec![metric("rig_latency", "ms", Data::Histogram(Histogram { data_points: vec![point], aggregation_temporality: 2 }))]);
+    let mapped = map_one(vec![metric(
+        "rig_latency",
+        "ms",
+        Data::Histogram(Histogram { data_points: vec![point], aggregation_temporality: 2 }),
+    )]);
     assert_eq!(
         render(&mapped),
         vec![
@@ -147,7 +163,10 @@ fn summaries_keep_quantiles() {
         time_unix_nano: T,
         count: 4,
         sum: 2.0,
-        quantile_values: vec![ValueAtQuantile { quantile: 0.5, value: 0.4 }, ValueAtQuantile { quantile: 0.99, value: 0.9 }],
+        quantile_values: vec![
+            ValueAtQuantile { quantile: 0.5, value: 0.4 },
+            ValueAtQuantile { quantile: 0.99, value: 0.9 },
+        ],
         ..Default::default()
     };
     let mapped = map_one(vec![metric("rpc.duration", "s", Data::Summary(Summary { data_points: vec![point] }))]);
@@ -165,7 +184,13 @@ fn summaries_keep_quantiles() {
 #[test]
 fn deltas_accumulate_into_counters() {
     let deltas = DeltaTotals::default();
-    let sum = |v: f64| metric("jobs", "", Data::Sum(Sum { data_points: vec![number(v, vec![])], aggregation_temporality: 1, is_monotonic: true }));
+    let sum = |v: f64| {
+        metric(
+            "jobs",
+            "",
+            Data::Sum(Sum { data_points: vec![number(v, vec![])], aggregation_temporality: 1, is_monotonic: true }),
+        )
+    };
     let first = map(&request(vec![sum(2.0)]), &Limits::default(), &deltas);
     let second = map(&request(vec![sum(3.0)]), &Limits::default(), &deltas);
     let value = |m: &MappedMetrics| m.series.iter().find(|s| s.metric == "jobs_total").unwrap().samples[0].value;
@@ -177,7 +202,12 @@ fn deltas_accumulate_into_counters() {
 fn bad_points_are_rejected_alone() {
     let no_time = NumberDataPoint { value: Some(NumberValue::AsDouble(1.0)), ..Default::default() };
     let no_value = NumberDataPoint { time_unix_nano: T, ..Default::default() };
-    let bad_buckets = HistogramDataPoint { time_unix_nano: T, bucket_counts: vec![1, 2], explicit_bounds: vec![1.0, 2.0], ..Default::default() };
+    let bad_buckets = HistogramDataPoint {
+        time_unix_nano: T,
+        bucket_counts: vec![1, 2],
+        explicit_bounds: vec![1.0, 2.0],
+        ..Default::default()
+    };
     let stale = NumberDataPoint { time_unix_nano: T, flags: 1, ..Default::default() };
     let mapped = map_one(vec![
         metric("g", "", Data::Gauge(Gauge { data_points: vec![no_time, no_value, number(1.0, vec![]), stale] })),
@@ -187,7 +217,8 @@ fn bad_points_are_rejected_alone() {
     assert_eq!(mapped.accepted_points, 2);
     assert_eq!(mapped.rejected_points, 4);
     assert!(mapped.first_error.as_deref().unwrap().contains("time_unix_nano"));
-    let values: Vec<u64> = mapped.series.iter().filter(|s| s.metric == "g").map(|s| s.samples[0].value.to_bits()).collect();
+    let values: Vec<u64> =
+        mapped.series.iter().filter(|s| s.metric == "g").map(|s| s.samples[0].value.to_bits()).collect();
     assert_eq!(values, vec![1f64.to_bits(), STALE_NAN.to_bits()]);
 }
 
@@ -212,7 +243,11 @@ fn exemplars_are_kept_with_their_series_or_bucket() {
     counter.exemplars = vec![exemplar(1.0, 3)];
     let mapped = map_one(vec![
         metric("rig_latency", "s", Data::Histogram(Histogram { data_points: vec![point], aggregation_temporality: 2 })),
-        metric("rig.requests", "1", Data::Sum(Sum { data_points: vec![counter], aggregation_temporality: 2, is_monotonic: true })),
+        metric(
+            "rig.requests",
+            "1",
+            Data::Sum(Sum { data_points: vec![counter], aggregation_temporality: 2, is_monotonic: true }),
+        ),
     ]);
     let seen: Vec<(String, Option<String>, f64, Option<String>)> = mapped
         .exemplars
