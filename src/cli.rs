@@ -349,7 +349,7 @@ pub struct LimitsArgs {
     /// A connection with no request in flight and no bytes moving is closed after this [default: 2m]
     #[arg(long, env = "VIGIL_IDLE_TIMEOUT")]
     pub idle_timeout: Option<PromDuration>,
-    /// Failed tokens one client may present per minute; past it, 429 for a minute [default: 20]
+    /// Failed tokens one client may present per minute; past it, 429 for a minute [default: 60]
     #[arg(long, env = "VIGIL_MAX_AUTH_FAILURES_PER_MINUTE")]
     pub max_auth_failures_per_minute: Option<u32>,
 }
@@ -637,5 +637,71 @@ mod tests {
             Cli::try_parse_from(["vigil", "ballista-executor", "--scheduler-port", "1", "--bind-port", "2"]).unwrap();
         let Command::BallistaExecutor(pass) = cli.command else { panic!("not the executor") };
         assert_eq!(pass.args, ["--scheduler-port", "1", "--bind-port", "2"]);
+    }
+
+    /// The configuration `vigil serve` runs with given `flags` (on the embedded defaults).
+    fn serve_config(flags: &[&str]) -> Result<Config, clap::Error> {
+        let cli = Cli::try_parse_from(["vigil", "serve"].iter().chain(flags))?;
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let mut config = Config::default();
+        args.apply(&mut config);
+        Ok(config)
+    }
+
+    /// Defaults written as words (a place relative to another setting) or lists, not values.
+    fn described(default: &str) -> bool {
+        default.contains("DATA_DIR") || default.contains(' ') || default.starts_with('[')
+    }
+
+    /// Every `[default: X]` in `vigil serve --help` is the default Vigil runs with: giving
+    /// the flag X changes nothing. The defaults live in `Config::default()` (and the crates'
+    /// options it takes them from); the help texts are written by hand, so this holds them to it.
+    #[test]
+    fn help_defaults_are_the_defaults() {
+        let plain = serve_config(&[]).unwrap();
+        let mut command = Cli::command();
+        let serve = command.find_subcommand_mut("serve").unwrap();
+        let mut checked = 0;
+        for arg in serve.get_arguments() {
+            let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else { continue };
+            let help = help.to_string();
+            let Some(default) = help.split("[default: ").nth(1).and_then(|d| d.split(']').next()) else { continue };
+            if described(default) {
+                continue;
+            }
+            let flag = format!("--{long}");
+            let given = serve_config(&[&flag, default]).unwrap_or_else(|e| panic!("{flag} {default}: {e}"));
+            assert!(given == plain, "{flag}: the help says [default: {default}], Vigil runs with another");
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} defaults found in the help");
+    }
+
+    /// Every default in the README's configuration table is the default Vigil runs with.
+    #[test]
+    fn readme_defaults_are_the_defaults() {
+        let readme = include_str!("../README.md");
+        let plain = serve_config(&[]).unwrap();
+        let mut checked = 0;
+        for row in readme.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let (Some(flags), Some(default)) = (cells.get(1), cells.get(2)) else { continue };
+            let Some(flag) = flags.split('`').find(|f| f.starts_with("--")) else { continue };
+            let Some(default) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) else { continue };
+            if described(default) {
+                continue;
+            }
+            if default == "false" {
+                // A switch: off unless given, and giving it changes something.
+                let on = serve_config(&[flag]).unwrap_or_else(|e| panic!("README: {flag}: {e}"));
+                assert!(on != plain, "README: {flag} is off by default, yet giving it changes nothing");
+                checked += 1;
+                continue;
+            }
+            let given = serve_config(&[flag, default]).unwrap_or_else(|e| panic!("README: {flag} {default}: {e}"));
+            assert!(given == plain, "README: {flag} has default `{default}`, Vigil runs with another");
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} defaults found in the README's table");
     }
 }

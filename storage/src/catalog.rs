@@ -323,7 +323,8 @@ impl TableProvider for VigilTable {
     }
 
     /// Time bounds are applied exactly (segments wholly inside them are read without a
-    /// filter, so their statistics stay exact); everything else only prunes.
+    /// filter, so their statistics stay exact), and so are filters on label columns alone
+    /// (see [`LabelFilters`]); everything else only prunes.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
         let labels: BTreeSet<&str> =
             if self.is_metric() { label_columns(&self.schema).collect() } else { BTreeSet::new() };

@@ -26,57 +26,62 @@ pub struct PlainSpec {
     pub service: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    pub slos: Vec<PlainSlo>,
+    pub slos: Vec<Slo>,
 }
 
+/// One SLO, as the plain spec writes it (snake_case) and as the `PrometheusServiceLevel`
+/// resource does (camelCase): the same fields, so one type takes both spellings.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlainSlo {
+pub struct Slo {
     pub name: String,
     pub objective: Spanned<f64>,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    pub sli: PlainSli,
+    pub sli: SloSli,
     #[serde(default)]
-    pub alerting: Option<PlainAlerting>,
+    pub alerting: Option<SloAlerting>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlainSli {
+pub struct SloSli {
     #[serde(default)]
-    pub events: Option<PlainEvents>,
+    pub events: Option<Events>,
     #[serde(default)]
-    pub raw: Option<PlainRaw>,
+    pub raw: Option<Raw>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlainEvents {
+pub struct Events {
+    #[serde(alias = "errorQuery")]
     pub error_query: Spanned<String>,
+    #[serde(alias = "totalQuery")]
     pub total_query: Spanned<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlainRaw {
+pub struct Raw {
+    #[serde(alias = "errorRatioQuery")]
     pub error_ratio_query: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct PlainAlerting {
+pub struct SloAlerting {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, alias = "pageAlert")]
     pub page_alert: Option<AlertSeverity>,
-    #[serde(default)]
+    #[serde(default, alias = "ticketAlert")]
     pub ticket_alert: Option<AlertSeverity>,
 }
 
@@ -120,61 +125,7 @@ pub struct ServiceLevelSpec {
     pub service: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    pub slos: Vec<CrdSlo>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrdSlo {
-    pub name: String,
-    pub objective: Spanned<f64>,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub sli: CrdSli,
-    #[serde(default)]
-    pub alerting: Option<CrdAlerting>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrdSli {
-    #[serde(default)]
-    pub events: Option<CrdEvents>,
-    #[serde(default)]
-    pub raw: Option<CrdRaw>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrdEvents {
-    #[serde(rename = "errorQuery")]
-    pub error_query: Spanned<String>,
-    #[serde(rename = "totalQuery")]
-    pub total_query: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrdRaw {
-    #[serde(rename = "errorRatioQuery")]
-    pub error_ratio_query: Spanned<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CrdAlerting {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    #[serde(rename = "pageAlert", default)]
-    pub page_alert: Option<AlertSeverity>,
-    #[serde(rename = "ticketAlert", default)]
-    pub ticket_alert: Option<AlertSeverity>,
+    pub slos: Vec<Slo>,
 }
 
 /// `kind: AlertWindows`: the SLO period and the multiwindow conditions for it.
@@ -239,21 +190,6 @@ pub fn alert_windows(place: &Place, windows: &AlertWindows) -> Result<(Duration,
 
 const DEFAULT_PERIOD: Duration = Duration::from_secs(30 * 86400);
 
-struct Common<'a> {
-    service: &'a str,
-    labels: BTreeMap<String, String>,
-    name: &'a str,
-    objective: &'a Spanned<f64>,
-    description: &'a str,
-    events: Option<(&'a Spanned<String>, &'a Spanned<String>)>,
-    raw: Option<&'a Spanned<String>>,
-    alert_name: Option<&'a String>,
-    alert_labels: &'a BTreeMap<String, String>,
-    alert_annotations: &'a BTreeMap<String, String>,
-    page: Option<&'a AlertSeverity>,
-    ticket: Option<&'a AlertSeverity>,
-}
-
 fn severity(spec: Option<&AlertSeverity>) -> SeverityAlerting {
     let spec = spec.cloned().unwrap_or_default();
     SeverityAlerting {
@@ -264,41 +200,53 @@ fn severity(spec: Option<&AlertSeverity>) -> SeverityAlerting {
     }
 }
 
-fn build(place: &Place, text: &str, common: Common) -> Result<SloDefinition, LoadError> {
-    let objective = yaml::percent(place, common.objective)?;
-    let sli = match (common.events, common.raw) {
-        (Some((error, total)), None) => Sli::PromQl {
+/// One Sloth SLO of `service`, its labels over `base_labels`.
+fn build(
+    place: &Place,
+    text: &str,
+    service: &str,
+    base_labels: &BTreeMap<String, String>,
+    slo: &Slo,
+) -> Result<SloDefinition, LoadError> {
+    let objective = yaml::percent(place, &slo.objective)?;
+    let sli = match (&slo.sli.events, &slo.sli.raw) {
+        (Some(events), None) => Sli::PromQl {
             good: None,
-            bad: Some(yaml::promql(place, error)?),
-            total: yaml::promql(place, total)?,
+            bad: Some(yaml::promql(place, &events.error_query)?),
+            total: yaml::promql(place, &events.total_query)?,
             kind: PromQlKind::Rate,
         },
-        (None, Some(ratio)) => Sli::PromQl {
+        (None, Some(raw)) => Sli::PromQl {
             good: None,
-            bad: Some(yaml::promql(place, ratio)?),
+            bad: Some(yaml::promql(place, &raw.error_ratio_query)?),
             total: "vector(1)".into(),
             kind: PromQlKind::ErrorRatio,
         },
         _ => {
             return Err(place.at(
-                common.objective,
-                format!("SLO {:?} needs exactly one of sli.events and sli.raw", common.name),
+                &slo.objective,
+                format!("SLO {:?} needs exactly one of sli.events and sli.raw", slo.name),
                 None,
             ));
         }
     };
-    let mut alerting =
-        AlertingSpec::new(common.alert_name.cloned().unwrap_or_else(|| "SLOBurnRate".into()), DEFAULT_PERIOD);
-    alerting.labels = common.alert_labels.clone();
-    alerting.annotations = common.alert_annotations.clone();
-    alerting.page = severity(common.page);
-    alerting.ticket = severity(common.ticket);
+    let spec = slo.alerting.as_ref();
+    let name = spec.and_then(|a| a.name.clone()).unwrap_or_else(|| "SLOBurnRate".into());
+    let mut alerting = AlertingSpec::new(name, DEFAULT_PERIOD);
+    if let Some(spec) = spec {
+        alerting.labels = spec.labels.clone();
+        alerting.annotations = spec.annotations.clone();
+    }
+    alerting.page = severity(spec.and_then(|a| a.page_alert.as_ref()));
+    alerting.ticket = severity(spec.and_then(|a| a.ticket_alert.as_ref()));
+    let mut labels = base_labels.clone();
+    labels.extend(slo.labels.clone());
     Ok(SloDefinition {
-        name: format!("{}-{}", common.service, common.name),
+        name: format!("{}-{}", service, slo.name),
         display_name: None,
-        service: common.service.to_string(),
-        description: common.description.to_string(),
-        labels: common.labels,
+        service: service.to_string(),
+        description: slo.description.clone(),
+        labels,
         objective,
         window: Window::Rolling(DEFAULT_PERIOD),
         budgeting: Budgeting::Occurrences,
@@ -310,66 +258,14 @@ fn build(place: &Place, text: &str, common: Common) -> Result<SloDefinition, Loa
 }
 
 pub fn convert_plain(place: &Place, text: &str, spec: &PlainSpec) -> Result<Vec<SloDefinition>, LoadError> {
-    spec.slos
-        .iter()
-        .map(|slo| {
-            let alerting = slo.alerting.as_ref();
-            let empty = BTreeMap::new();
-            let mut labels = spec.labels.clone();
-            labels.extend(slo.labels.clone());
-            build(
-                place,
-                text,
-                Common {
-                    service: &spec.service,
-                    labels,
-                    name: &slo.name,
-                    objective: &slo.objective,
-                    description: &slo.description,
-                    events: slo.sli.events.as_ref().map(|e| (&e.error_query, &e.total_query)),
-                    raw: slo.sli.raw.as_ref().map(|r| &r.error_ratio_query),
-                    alert_name: alerting.and_then(|a| a.name.as_ref()),
-                    alert_labels: alerting.map_or(&empty, |a| &a.labels),
-                    alert_annotations: alerting.map_or(&empty, |a| &a.annotations),
-                    page: alerting.and_then(|a| a.page_alert.as_ref()),
-                    ticket: alerting.and_then(|a| a.ticket_alert.as_ref()),
-                },
-            )
-        })
-        .collect()
+    spec.slos.iter().map(|slo| build(place, text, &spec.service, &spec.labels, slo)).collect()
 }
 
+/// A `PrometheusServiceLevel`: its metadata labels, then its spec's, under each SLO's.
 pub fn convert_crd(place: &Place, text: &str, level: &ServiceLevel) -> Result<Vec<SloDefinition>, LoadError> {
-    level
-        .spec
-        .slos
-        .iter()
-        .map(|slo| {
-            let alerting = slo.alerting.as_ref();
-            let empty = BTreeMap::new();
-            let mut labels = level.metadata.labels.clone();
-            labels.extend(level.spec.labels.clone());
-            labels.extend(slo.labels.clone());
-            build(
-                place,
-                text,
-                Common {
-                    service: &level.spec.service,
-                    labels,
-                    name: &slo.name,
-                    objective: &slo.objective,
-                    description: &slo.description,
-                    events: slo.sli.events.as_ref().map(|e| (&e.error_query, &e.total_query)),
-                    raw: slo.sli.raw.as_ref().map(|r| &r.error_ratio_query),
-                    alert_name: alerting.and_then(|a| a.name.as_ref()),
-                    alert_labels: alerting.map_or(&empty, |a| &a.labels),
-                    alert_annotations: alerting.map_or(&empty, |a| &a.annotations),
-                    page: alerting.and_then(|a| a.page_alert.as_ref()),
-                    ticket: alerting.and_then(|a| a.ticket_alert.as_ref()),
-                },
-            )
-        })
-        .collect()
+    let mut labels = level.metadata.labels.clone();
+    labels.extend(level.spec.labels.clone());
+    level.spec.slos.iter().map(|slo| build(place, text, &level.spec.service, &labels, slo)).collect()
 }
 
 /// Applies an AlertWindows period and conditions to Sloth SLOs.
