@@ -574,6 +574,38 @@ impl Config {
         targets
     }
 
+    /// The bounds a setting must keep for Vigil to run (start-up used to clamp them
+    /// silently): checked for a file by `load` (so `vigil validate` reports them) and for
+    /// flags and variables once they are laid over it.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        let durations = [
+            ("storage.partition", self.storage.partition.0, Duration::from_secs(60)),
+            ("storage.flush_interval", self.storage.flush_interval.0, Duration::from_secs(1)),
+            ("evaluation_interval", self.evaluation_interval.0, Duration::from_secs(1)),
+            ("cluster.lease_ttl", self.cluster.lease_ttl.0, Duration::from_secs(1)),
+            ("limits.header_read_timeout", self.limits.header_read_timeout.0, Duration::from_millis(100)),
+            ("limits.idle_timeout", self.limits.idle_timeout.0, Duration::from_millis(100)),
+        ];
+        for (name, value, least) in durations {
+            if value < least {
+                return Err(format!("{name} is {}, under its least of {}", PromDuration(value), PromDuration(least)));
+            }
+        }
+        let counts = [
+            ("storage.compaction_max_rows", self.storage.compaction_max_rows as u64, 1),
+            ("alerting.max_attempts", u64::from(self.alerting.max_attempts), 1),
+            ("drift.min_samples", self.drift.min_samples as u64, 1),
+            ("query.max_depth", self.query.max_depth as u64, 2),
+            ("limits.max_connections_per_client", self.limits.max_connections_per_client as u64, 1),
+        ];
+        for (name, value, least) in counts {
+            if value < least {
+                return Err(format!("{name} is {value}, under its least of {least}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what types alone cannot, pointing at the offending value.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let at = |location: serde_saphyr::Location, message: String| ConfigError {
@@ -582,6 +614,7 @@ impl Config {
             column: location.column().max(1),
             message,
         };
+        self.check_bounds().map_err(|message| ConfigError { path: path.to_path_buf(), line: 1, column: 1, message })?;
         vigil_alerting::config::check(
             &self.receivers,
             self.route.as_ref(),
@@ -813,5 +846,21 @@ mod tests {
         assert!(error.message.starts_with("invalid duration \"soon\""), "{}", error.message);
         let error = parse("listen:\n  http: not-an-address\n").unwrap_err();
         assert_eq!(error.line, 2);
+    }
+
+    #[test]
+    fn settings_below_their_bounds_are_refused_not_clamped() {
+        assert!(parse("storage:\n  partition: 1m\n").is_ok(), "at the bound");
+        let error = parse("storage:\n  partition: 30s\n").unwrap_err();
+        assert_eq!(error.message, "storage.partition is 30s, under its least of 1m");
+        let error = parse("query:\n  max_depth: 1\n").unwrap_err();
+        assert_eq!(error.message, "query.max_depth is 1, under its least of 2");
+        assert!(parse("evaluation_interval: 1s\n").is_ok());
+        assert!(parse("evaluation_interval: 500ms\n").is_err());
+        // Flags are laid over the file, then checked the same way.
+        let mut config = Config::default();
+        config.alerting.max_attempts = 0;
+        assert_eq!(config.check_bounds().unwrap_err(), "alerting.max_attempts is 0, under its least of 1");
+        assert!(Config::default().check_bounds().is_ok());
     }
 }

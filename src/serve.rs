@@ -28,6 +28,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     args.apply(&mut config);
+    config.check_bounds().map_err(anyhow::Error::msg)?;
     init_logging(&config.log.level)?;
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     metrics::gauge!("vigil_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -86,7 +87,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         storage.object_store().1,
         "alerting",
         storage.node_id(),
-        config.cluster.lease_ttl.0.max(Duration::from_secs(1)),
+        config.cluster.lease_ttl.0,
     );
     alerting.set_active(false);
     crate::cluster::lease_tick(&mut lease, &alerting).await;
@@ -111,7 +112,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let slos = slos.clone();
         let alerting = alerting.clone();
         let stop = stop.clone();
-        let every = config.evaluation_interval.0.max(Duration::from_secs(1));
+        let every = config.evaluation_interval.0;
         let save_every = config.slo_state_save_interval.0;
         let slo_state = slo_state.clone();
         async move {
@@ -164,9 +165,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connection_limits = vigil_web::server::ConnectionLimits {
         // Every connection is a file descriptor: keep some for segments, the WAL and peers.
         max_connections: config.limits.max_connections.min(max_fds.saturating_sub(256).max(64)),
-        max_connections_per_client: config.limits.max_connections_per_client.max(1),
-        header_read_timeout: config.limits.header_read_timeout.0.max(Duration::from_millis(100)),
-        idle_timeout: config.limits.idle_timeout.0.max(Duration::from_millis(100)),
+        max_connections_per_client: config.limits.max_connections_per_client,
+        header_read_timeout: config.limits.header_read_timeout.0,
+        idle_timeout: config.limits.idle_timeout.0,
         shutdown_grace: Duration::from_secs(30),
     };
     let connections = Arc::new(vigil_web::server::ConnectionCounts::default());
@@ -266,11 +267,11 @@ fn storage_options(config: &Config) -> StorageOptions {
         FsyncMode::Never => FsyncPolicy::Never,
     };
     options.wal_max_pending_bytes = storage.wal.max_pending.as_u64() as usize;
-    options.partition_duration = storage.partition.0.max(Duration::from_secs(60));
-    options.flush_interval = storage.flush_interval.0.max(Duration::from_secs(1));
+    options.partition_duration = storage.partition.0;
+    options.flush_interval = storage.flush_interval.0;
     options.buffer_max_bytes = storage.buffer_size.as_u64() as usize;
     options.retention = storage.retention.0;
-    options.compaction_max_rows = storage.compaction_max_rows.max(1);
+    options.compaction_max_rows = storage.compaction_max_rows;
     options.index_cache_bytes = usize::try_from(storage.index_cache_size.as_u64()).unwrap_or(usize::MAX);
     options.store = storage.object_store.clone();
     options.node_id = config.cluster.node_id.clone();
@@ -289,8 +290,8 @@ fn storage_options(config: &Config) -> StorageOptions {
 fn alerting_options(config: &Config) -> vigil_alerting::AlertingOptions {
     let mut options = vigil_alerting::AlertingOptions::new(config.storage.data_dir.join("alerting"));
     options.external_url = config.external_url.clone().unwrap_or_else(|| format!("http://{}", config.listen.http));
-    options.default_interval = config.evaluation_interval.0.max(Duration::from_secs(1));
-    options.max_attempts = config.alerting.max_attempts.max(1);
+    options.default_interval = config.evaluation_interval.0;
+    options.max_attempts = config.alerting.max_attempts;
     options
 }
 
@@ -298,7 +299,7 @@ fn drift_options(config: &Config) -> vigil_ingest::drift::DriftOptions {
     let drift = &config.drift;
     vigil_ingest::drift::DriftOptions {
         window: drift.window.0,
-        min_samples: drift.min_samples.max(1),
+        min_samples: drift.min_samples,
         flush_interval: drift.flush_interval.0,
         thresholds: vigil_ingest::drift::default_thresholds()
             .into_iter()
@@ -328,7 +329,7 @@ fn query_options(config: &Config) -> anyhow::Result<QueryOptions> {
         ballista,
         shape: vigil_query::guard::QueryShape {
             max_length: query.max_length.as_u64() as usize,
-            max_depth: query.max_depth.max(2),
+            max_depth: query.max_depth,
         },
         max_result_rows: query.max_result_rows,
         max_result_bytes: query.max_result_bytes.as_u64() as usize,
