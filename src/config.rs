@@ -592,9 +592,9 @@ impl Config {
             }
         }
         let counts = [
-            ("storage.compaction_max_rows", self.storage.compaction_max_rows as u64, 1),
+            ("storage.compaction_max_rows", self.storage.compaction_max_rows, 1),
             ("alerting.max_attempts", u64::from(self.alerting.max_attempts), 1),
-            ("drift.min_samples", self.drift.min_samples as u64, 1),
+            ("drift.min_samples", self.drift.min_samples, 1),
             ("query.max_depth", self.query.max_depth as u64, 2),
             ("limits.max_connections_per_client", self.limits.max_connections_per_client as u64, 1),
         ];
