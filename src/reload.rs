@@ -29,7 +29,7 @@ pub struct DefinitionReloader {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    vigil_storage::clock::Clock::now_ms(&vigil_storage::clock::SystemClock)
 }
 
 impl DefinitionReloader {

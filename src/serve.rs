@@ -108,33 +108,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "SLO state not loaded: every SLO backfills"),
     }
     let alerting_task = tokio::spawn(alerting.clone().run(stop.clone()));
+    let schedule = vigil_query::slo::schedule::Schedule {
+        every: config.evaluation_interval.0,
+        save_every: config.slo_state_save_interval.0,
+        state_path: slo_state.clone(),
+    };
     let slo_task = tokio::spawn({
-        let slos = slos.clone();
-        let alerting = alerting.clone();
-        let stop = stop.clone();
-        let every = config.evaluation_interval.0;
-        let save_every = config.slo_state_save_interval.0;
-        let slo_state = slo_state.clone();
-        async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut saved_at = std::time::Instant::now();
-            while stop.run_until_cancelled(ticker.tick()).await.is_some() {
-                if !alerting.is_active() {
-                    continue;
-                }
-                let statuses = slos.evaluate(crate::reload::now_ms()).await;
-                alerting.evaluate_slos(&slos.definitions().await, &statuses).await;
-                if !save_every.is_zero() && saved_at.elapsed() >= save_every {
-                    save_slo_state(&slos, &slo_state).await;
-                    saved_at = std::time::Instant::now();
-                }
-            }
-            // At shutdown, so the next start resumes from the last cycle.
-            if alerting.is_active() {
-                save_slo_state(&slos, &slo_state).await;
-            }
-        }
+        let active = alerting.clone();
+        let after = alerting.clone();
+        slos.clone().run(
+            schedule,
+            Arc::new(vigil_storage::clock::SystemClock),
+            move || active.is_active(),
+            move |definitions, statuses| {
+                let alerting = after.clone();
+                async move { alerting.evaluate_slos(&definitions, &statuses).await }
+            },
+            stop.clone().cancelled_owned(),
+        )
     });
     let ready = Arc::new(AtomicBool::new(false));
     let http = HttpOptions {
@@ -355,16 +346,6 @@ fn ingest_limits(config: &Config) -> Limits {
             None => Some(config.storage.retention.0).filter(|retention| !retention.is_zero()),
         },
         max_future: limits.max_future.0,
-    }
-}
-
-async fn save_slo_state(slos: &vigil_query::slo::SloEvaluator, path: &std::path::Path) {
-    match slos.save(path).await {
-        Ok(saved) => tracing::debug!(saved, "SLO state saved"),
-        Err(error) => {
-            metrics::counter!("vigil_slo_state_save_failures_total").increment(1);
-            tracing::warn!(%error, "saving the SLO state failed; a restart would backfill");
-        }
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -110,7 +110,7 @@ impl Drop for Scraper {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    vigil_storage::clock::Clock::now_ms(&vigil_storage::clock::SystemClock)
 }
 
 async fn scrape_loop(state: Arc<TargetState>, ingestor: Ingestor, client: reqwest::Client) {

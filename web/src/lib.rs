@@ -47,7 +47,7 @@ pub use reload::{Reload, ReloadStatus};
 
 /// Wall-clock time in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    vigil_storage::clock::Clock::now_ms(&vigil_storage::clock::SystemClock)
 }
 
 /// What the handlers share.

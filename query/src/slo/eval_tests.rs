@@ -687,3 +687,79 @@ async fn slos_sharing_a_table_each_get_their_own_series() {
         same_numbers(&alone[0], status);
     }
 }
+
+/// The evaluation loop reads "now" from its clock, evaluates only while its node is active,
+/// hands every cycle on, and saves the state when it stops.
+#[tokio::test]
+async fn the_loop_evaluates_on_its_clock_while_active_and_saves_at_the_end() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use vigil_storage::clock::{Clock, ManualClock};
+
+    use super::schedule::Schedule;
+
+    let (engine, dir) = engine().await;
+    let yaml = slo("looped", "99", "1h", "{ratio: {bad: 'errs_total', total: 'reqs_total'}}");
+    let definitions = load_texts(&[("t.yaml".into(), yaml)], None).unwrap();
+    let evaluator = Arc::new(SloEvaluator::new(engine.clone()));
+    evaluator.set_definitions(definitions).await;
+    let clock = Arc::new(ManualClock::new(NOW));
+    let active = Arc::new(AtomicBool::new(false));
+    let cycles: Arc<std::sync::Mutex<Vec<(usize, Vec<i64>)>>> = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let state_path = dir.path().join("slo-state");
+    let schedule =
+        Schedule { every: Duration::from_millis(20), save_every: Duration::ZERO, state_path: state_path.clone() };
+    let task = tokio::spawn(evaluator.clone().run(
+        schedule,
+        clock.clone(),
+        {
+            let active = active.clone();
+            move || active.load(Ordering::SeqCst)
+        },
+        {
+            let cycles = cycles.clone();
+            move |definitions, statuses| {
+                let cycles = cycles.clone();
+                async move {
+                    let at = statuses.iter().map(|s| s.evaluated_at_ms).collect();
+                    cycles.lock().unwrap().push((definitions.len(), at));
+                }
+            }
+        },
+        {
+            let stop = stop.clone();
+            async move { stop.notified().await }
+        },
+    ));
+    let wait_for = |wanted: i64| {
+        let cycles = cycles.clone();
+        async move {
+            for _ in 0..500 {
+                if cycles.lock().unwrap().iter().any(|(_, at)| at.contains(&wanted)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("no cycle evaluated at {wanted}");
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(cycles.lock().unwrap().is_empty(), "a standby node evaluates nothing");
+    active.store(true, Ordering::SeqCst);
+    wait_for(NOW).await;
+    clock.advance(Duration::from_secs(60));
+    wait_for(NOW + MINUTE).await;
+    assert!(
+        cycles
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(definitions, at)| *definitions == 1 && at.len() == 1 && at[0] <= clock.now_ms())
+    );
+    assert!(!state_path.exists(), "save_every zero: saved at the end only");
+    stop.notify_one();
+    task.await.unwrap();
+    assert!(state_path.exists(), "saved when the loop stopped");
+}

@@ -18,6 +18,7 @@ mod openslo;
 pub mod persist;
 pub mod rollup;
 pub mod scans;
+pub mod schedule;
 mod sloth;
 mod sources;
 mod vigil;
