@@ -207,7 +207,7 @@ impl std::str::FromStr for TokenArg {
         let (Some(name), Some(scopes), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
             return Err("expected NAME:SCOPES:TOKEN, e.g. ci:ingest+read:<token>".into());
         };
-        let scopes = scopes.split('+').map(str::parse).collect::<Result<Vec<Scope>, _>>()?;
+        let scopes = scopes.split('+').map(str::parse).collect::<Result<Vec<Scope>, _>>().map_err(|e| e.to_string())?;
         if name.is_empty() || secret.trim().is_empty() {
             return Err("the token's name and value must not be empty".into());
         }

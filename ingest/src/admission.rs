@@ -107,7 +107,7 @@ impl Limits {
         batch.metrics.retain_mut(|series| {
             if let Err(reason) = self.check_metric_name(&series.metric) {
                 refused.samples += series.samples.len();
-                refused.note(|| reason);
+                refused.note(|| reason.to_string());
                 return false;
             }
             let before = series.samples.len();
@@ -153,18 +153,17 @@ impl Limits {
 
     /// A metric name is a table name and a PromQL name: valid by Prometheus's rule and of
     /// bounded length.
-    pub fn check_metric_name(&self, name: &str) -> Result<(), String> {
+    pub fn check_metric_name(&self, name: &str) -> Result<(), crate::SeriesRefusal> {
         if name.len() > self.max_metric_name_bytes {
             Limit::MetricNameLength.count();
-            return Err(format!(
-                "metric name {:.64}… is {} bytes, above the limit of {}",
-                name,
-                name.len(),
-                self.max_metric_name_bytes
-            ));
+            return Err(crate::SeriesRefusal::MetricNameTooLong {
+                name: crate::shown(name),
+                bytes: name.len(),
+                limit: self.max_metric_name_bytes,
+            });
         }
         if !is_valid_metric_name(name) {
-            return Err(format!("invalid metric name {name:?}: it must match [a-zA-Z_:][a-zA-Z0-9_:]*"));
+            return Err(crate::SeriesRefusal::InvalidMetricName(name.to_string()));
         }
         Ok(())
     }

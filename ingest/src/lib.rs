@@ -61,21 +61,53 @@ impl Default for Limits {
     }
 }
 
+/// Why one series is refused at admission (the reason a 400 or a partial write names).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesRefusal {
+    #[error("{count} labels, above the limit of {limit}")]
+    TooManyLabels { count: usize, limit: usize },
+    #[error("label {name} is longer than the limit ({names} bytes for names, {values} for values)")]
+    LabelTooLong {
+        /// The name's first 64 characters.
+        name: String,
+        names: usize,
+        values: usize,
+    },
+    #[error("metric name {name}… is {bytes} bytes, above the limit of {limit}")]
+    MetricNameTooLong {
+        /// The name's first 64 characters.
+        name: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("invalid metric name {0:?}: it must match [a-zA-Z_:][a-zA-Z0-9_:]*")]
+    InvalidMetricName(String),
+}
+
+/// The first 64 characters of a name a message quotes.
+fn shown(name: &str) -> String {
+    name.chars().take(64).collect()
+}
+
 impl Limits {
-    /// Checks one series' labels against the count and length bounds; the message names the
+    /// Checks one series' labels against the count and length bounds; the refusal names the
     /// offending label. A breach is counted in `/metrics`.
-    pub fn check_labels<'a>(&self, labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Result<(), String> {
+    pub fn check_labels<'a>(
+        &self,
+        labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), SeriesRefusal> {
         if labels.len() > self.max_labels_per_series {
             Limit::LabelsPerSeries.count();
-            return Err(format!("{} labels, above the limit of {}", labels.len(), self.max_labels_per_series));
+            return Err(SeriesRefusal::TooManyLabels { count: labels.len(), limit: self.max_labels_per_series });
         }
         for (name, value) in labels {
             if name.len() > self.max_label_name_bytes || value.len() > self.max_label_value_bytes {
                 Limit::LabelLength.count();
-                return Err(format!(
-                    "label {name:.64} is longer than the limit ({} bytes for names, {} for values)",
-                    self.max_label_name_bytes, self.max_label_value_bytes
-                ));
+                return Err(SeriesRefusal::LabelTooLong {
+                    name: shown(name),
+                    names: self.max_label_name_bytes,
+                    values: self.max_label_value_bytes,
+                });
             }
         }
         Ok(())

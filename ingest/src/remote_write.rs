@@ -148,7 +148,7 @@ fn convert(index: usize, series: TimeSeries, limits: &Limits) -> Result<MetricSe
     let described = |labels: &[Label]| describe(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
     limits
         .check_labels(series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
-        .map_err(|message| invalid(described(&series.labels), message))?;
+        .map_err(|refusal| invalid(described(&series.labels), refusal.to_string()))?;
     let mut names = series.labels.iter().filter(|l| l.name == "__name__");
     let metric = match (names.next(), names.next()) {
         (Some(name), None) if is_valid_metric_name(&name.value) => name.value.clone(),

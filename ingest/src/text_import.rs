@@ -49,7 +49,9 @@ pub fn to_series(
             }
         }
         let invalid = |message: String| IngestError::InvalidSeries { index, series: sample.name.clone(), message };
-        limits.check_labels(labels.iter().map(|(n, v)| (n.as_str(), v.as_str()))).map_err(invalid)?;
+        limits
+            .check_labels(labels.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .map_err(|e| invalid(e.to_string()))?;
         let labels = LabelSet::new(labels).map_err(|e| invalid(e.to_string()))?;
         let timestamp_ms = sample.timestamp_ms.unwrap_or(default_timestamp_ms);
         let timestamp_ns = timestamp_ms

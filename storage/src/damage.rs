@@ -42,36 +42,55 @@ impl DamageReport {
     }
 }
 
+/// Why a segment cannot be read (shown as the reason of `vigil store check`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentDamage {
+    #[error("the file is missing")]
+    Missing,
+    #[error("reading: {0}")]
+    Unreadable(String),
+    #[error("{found} bytes where the manifest says {expected} (truncated or replaced)")]
+    Size { found: u64, expected: u64 },
+    #[error("footer: {0}")]
+    Footer(String),
+    #[error("{found} rows where the manifest says {expected}")]
+    Rows { found: i64, expected: u64 },
+    #[error("decoding: {0}")]
+    Decoding(String),
+    #[error("{found} rows decode where the manifest says {expected}")]
+    DecodedRows { found: u64, expected: u64 },
+}
+
 /// Why a segment cannot be read, or `Ok` when it can: its size and footer agree with the
 /// manifest, and with `deep`, every row decodes.
-pub async fn verify_segment(store: &Arc<dyn ObjectStore>, segment: &SegmentMeta, deep: bool) -> Result<(), String> {
+pub async fn verify_segment(
+    store: &Arc<dyn ObjectStore>,
+    segment: &SegmentMeta,
+    deep: bool,
+) -> Result<(), SegmentDamage> {
     let path = Path::from(segment.path.as_str());
     let bytes = match store.get(&path).await {
-        Ok(object) => object.bytes().await.map_err(|e| format!("reading: {e}"))?,
-        Err(datafusion::object_store::Error::NotFound { .. }) => return Err("the file is missing".into()),
-        Err(e) => return Err(format!("reading: {e}")),
+        Ok(object) => object.bytes().await.map_err(|e| SegmentDamage::Unreadable(e.to_string()))?,
+        Err(datafusion::object_store::Error::NotFound { .. }) => return Err(SegmentDamage::Missing),
+        Err(e) => return Err(SegmentDamage::Unreadable(e.to_string())),
     };
     if bytes.len() as u64 != segment.size_bytes {
-        return Err(format!(
-            "{} bytes where the manifest says {} (truncated or replaced)",
-            bytes.len(),
-            segment.size_bytes
-        ));
+        return Err(SegmentDamage::Size { found: bytes.len() as u64, expected: segment.size_bytes });
     }
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("footer: {e}"))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| SegmentDamage::Footer(e.to_string()))?;
     let rows = builder.metadata().file_metadata().num_rows();
     let expected = segment.file_rows();
     if u64::try_from(rows).ok() != Some(expected) {
-        return Err(format!("{rows} rows where the manifest says {expected}"));
+        return Err(SegmentDamage::Rows { found: rows, expected });
     }
     if deep {
-        let reader = builder.build().map_err(|e| format!("decoding: {e}"))?;
+        let reader = builder.build().map_err(|e| SegmentDamage::Decoding(e.to_string()))?;
         let mut decoded = 0u64;
         for batch in reader {
-            decoded += batch.map_err(|e| format!("decoding: {e}"))?.num_rows() as u64;
+            decoded += batch.map_err(|e| SegmentDamage::Decoding(e.to_string()))?.num_rows() as u64;
         }
         if decoded != expected {
-            return Err(format!("{decoded} rows decode where the manifest says {expected}"));
+            return Err(SegmentDamage::DecodedRows { found: decoded, expected });
         }
     }
     Ok(())
@@ -89,7 +108,7 @@ pub async fn find_damaged(
     futures::stream::iter(segments)
         .map(|segment| async move {
             let verdict = verify_segment(store, &segment, deep).await;
-            verdict.err().map(|reason| (segment, reason))
+            verdict.err().map(|damage| (segment, damage.to_string()))
         })
         .buffer_unordered(CHECK_CONCURRENCY)
         .filter_map(|found| async move { found })

@@ -48,14 +48,19 @@ impl Scope {
     }
 }
 
-impl std::str::FromStr for Scope {
-    type Err = String;
+/// A scope name that is none of Vigil's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?}; one of ingest, read, admin")]
+pub struct UnknownScope(pub String);
 
-    fn from_str(text: &str) -> Result<Scope, String> {
+impl std::str::FromStr for Scope {
+    type Err = UnknownScope;
+
+    fn from_str(text: &str) -> Result<Scope, UnknownScope> {
         [Scope::Ingest, Scope::Read, Scope::Admin]
             .into_iter()
             .find(|scope| scope.as_str() == text)
-            .ok_or_else(|| format!("unknown scope {text:?}; one of ingest, read, admin"))
+            .ok_or_else(|| UnknownScope(text.to_string()))
     }
 }
 

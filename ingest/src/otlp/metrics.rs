@@ -87,7 +87,7 @@ struct PointContext<'a> {
 
 impl PointContext<'_> {
     /// Labels of a point plus an optional `le`/`quantile`.
-    fn labels(&self, attributes: &[KeyValue], extra: Option<(&str, String)>) -> Result<LabelSet, String> {
+    fn labels(&self, attributes: &[KeyValue], extra: Option<(&str, String)>) -> Result<LabelSet, PointError> {
         self.with_extra(self.attribute_labels(attributes), extra)
     }
 
@@ -115,7 +115,11 @@ impl PointContext<'_> {
 
     /// Attribute labels with the scope, `job`, `instance` and the extra label added; each of
     /// these replaces an attribute of the same name.
-    fn with_extra(&self, mut labels: Vec<(String, String)>, extra: Option<(&str, String)>) -> Result<LabelSet, String> {
+    fn with_extra(
+        &self,
+        mut labels: Vec<(String, String)>,
+        extra: Option<(&str, String)>,
+    ) -> Result<LabelSet, PointError> {
         let scope = self.scope.iter().map(|(name, value)| (name.as_str(), value.clone()));
         let identity = [("job", &self.identity.job), ("instance", &self.identity.instance)]
             .into_iter()
@@ -127,7 +131,7 @@ impl PointContext<'_> {
             }
         }
         self.limits.check_labels(labels.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
-        LabelSet::new(labels).map_err(|e| e.to_string())
+        Ok(LabelSet::new(labels)?)
     }
 }
 
@@ -147,8 +151,8 @@ impl PointSeries {
     fn exemplars(
         &mut self,
         exemplars: &[OtlpExemplar],
-        mut series_of: impl FnMut(f64) -> Result<(String, LabelSet), String>,
-    ) -> Result<(), String> {
+        mut series_of: impl FnMut(f64) -> Result<(String, LabelSet), PointError>,
+    ) -> Result<(), PointError> {
         for exemplar in exemplars {
             let value = match exemplar.value {
                 Some(ExemplarValue::AsDouble(v)) => v,
@@ -221,7 +225,7 @@ pub fn map(request: &ExportMetricsServiceRequest, limits: &Limits, deltas: &Delt
                         unit: metric.unit.clone(),
                     },
                 ));
-                let results: Vec<Result<PointSeries, String>> = match data {
+                let results: Vec<Result<PointSeries, PointError>> = match data {
                     Data::Gauge(gauge) => {
                         let name = metric_name(&metric.name, &metric.unit, MetricKind::Gauge);
                         gauge.data_points.iter().map(|p| number_point(&name, p, false, &context, &mut totals)).collect()
@@ -304,11 +308,32 @@ fn target_info(attributes: &[KeyValue], identity: &ServiceIdentity, limits: &Lim
     PointContext { scope: Vec::new(), identity, limits }.labels(&rest, None).ok()
 }
 
-fn timestamp(time_unix_nano: u64) -> Result<i64, String> {
+/// Why one data point is refused (its metric's name is added where it is reported).
+#[derive(Debug, thiserror::Error)]
+pub enum PointError {
+    #[error("data point without time_unix_nano")]
+    NoTime,
+    #[error("time_unix_nano {0} is out of range")]
+    TimeOutOfRange(u64),
+    #[error("data point without a value")]
+    NoValue,
+    #[error("{counts} bucket counts for {bounds} explicit bounds (must be one more)")]
+    BucketCounts { counts: usize, bounds: usize },
+    #[error("explicit bounds are not strictly increasing")]
+    UnorderedBounds,
+    #[error("exponential histogram scale {0} is outside -10..=20")]
+    Scale(i32),
+    #[error(transparent)]
+    Series(#[from] crate::SeriesRefusal),
+    #[error(transparent)]
+    Labels(#[from] vigil_storage::write::LabelError),
+}
+
+fn timestamp(time_unix_nano: u64) -> Result<i64, PointError> {
     match i64::try_from(time_unix_nano) {
-        Ok(0) => Err("data point without time_unix_nano".into()),
+        Ok(0) => Err(PointError::NoTime),
         Ok(ns) => Ok(ns),
-        Err(_) => Err(format!("time_unix_nano {time_unix_nano} is out of range")),
+        Err(_) => Err(PointError::TimeOutOfRange(time_unix_nano)),
     }
 }
 
@@ -331,7 +356,7 @@ fn number_point(
     delta: bool,
     context: &PointContext,
     totals: &mut Totals,
-) -> Result<PointSeries, String> {
+) -> Result<PointSeries, PointError> {
     let ts = timestamp(point.time_unix_nano)?;
     let labels = context.labels(&point.attributes, None)?;
     let mut out = PointSeries::new();
@@ -342,7 +367,7 @@ fn number_point(
     let value = match point.value {
         Some(NumberValue::AsDouble(v)) => v,
         Some(NumberValue::AsInt(v)) => v as f64,
-        None => return Err("data point without a value".into()),
+        None => return Err(PointError::NoValue),
     };
     let value = cumulative(totals, delta, name, &labels, value);
     out.exemplars(&point.exemplars, |_| Ok((name.to_string(), labels.clone())))?;
@@ -365,7 +390,7 @@ fn histogram_series(
     exemplars: &[OtlpExemplar],
     context: &PointContext,
     totals: &mut Totals,
-) -> Result<PointSeries, String> {
+) -> Result<PointSeries, PointError> {
     let mut out = PointSeries::new();
     let bucket_name = format!("{name}_bucket");
     let attribute_labels = context.attribute_labels(attributes);
@@ -401,15 +426,15 @@ fn histogram_point(
     delta: bool,
     context: &PointContext,
     totals: &mut Totals,
-) -> Result<PointSeries, String> {
+) -> Result<PointSeries, PointError> {
     let ts = timestamp(point.time_unix_nano)?;
     let counts = &point.bucket_counts;
     let bounds = &point.explicit_bounds;
     if !counts.is_empty() && counts.len() != bounds.len() + 1 {
-        return Err(format!("{} bucket counts for {} explicit bounds (must be one more)", counts.len(), bounds.len()));
+        return Err(PointError::BucketCounts { counts: counts.len(), bounds: bounds.len() });
     }
     if bounds.windows(2).any(|w| !(w[0] < w[1])) {
-        return Err("explicit bounds are not strictly increasing".into());
+        return Err(PointError::UnorderedBounds);
     }
     let mut running = 0u64;
     let buckets: Vec<(f64, f64)> = bounds
@@ -442,10 +467,10 @@ fn exponential_point(
     delta: bool,
     context: &PointContext,
     totals: &mut Totals,
-) -> Result<PointSeries, String> {
+) -> Result<PointSeries, PointError> {
     let ts = timestamp(point.time_unix_nano)?;
     if !(-10..=20).contains(&point.scale) {
-        return Err(format!("exponential histogram scale {} is outside -10..=20", point.scale));
+        return Err(PointError::Scale(point.scale));
     }
     // Bucket index i covers (base^i, base^(i+1)] with base = 2^(2^-scale).
     let bound = |index: i64| -> f64 { (index as f64 * 2f64.powi(-point.scale)).exp2() };
@@ -486,7 +511,7 @@ fn exponential_point(
     )
 }
 
-fn summary_point(name: &str, point: &SummaryDataPoint, context: &PointContext) -> Result<PointSeries, String> {
+fn summary_point(name: &str, point: &SummaryDataPoint, context: &PointContext) -> Result<PointSeries, PointError> {
     let ts = timestamp(point.time_unix_nano)?;
     let stale = point.flags & FLAG_NO_RECORDED_VALUE != 0;
     let value = |v: f64| if stale { STALE_NAN } else { v };
