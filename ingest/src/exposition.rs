@@ -72,6 +72,59 @@ impl fmt::Display for ParseError {
     }
 }
 
+/// What is wrong with one line of an exposition (its number is in [`ParseError`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("content after # EOF")]
+    AfterEof,
+    #[error("empty lines are not allowed in OpenMetrics")]
+    EmptyLine,
+    #[error("OpenMetrics data must end with # EOF")]
+    NoEof,
+    #[error("invalid metric name {name:?} in # {keyword}")]
+    CommentName { name: String, keyword: String },
+    #[error("unknown metric type {0:?}")]
+    UnknownType(String),
+    #[error("metric type {0:?} is OpenMetrics only")]
+    OpenMetricsType(String),
+    #[error("expected {wanted:?} at column {column}, found {}", .found.map_or("end of line".to_string(), |c| format!("{c:?}")))]
+    Expected { wanted: char, column: usize, found: Option<char> },
+    #[error("expected a {what} at column {column}{}", .found.map_or(String::new(), |c| format!(", found {c:?}")))]
+    ExpectedName { what: &'static str, column: usize, found: Option<char> },
+    #[error("unterminated label value")]
+    UnterminatedValue,
+    #[error("invalid escape \\{escape} in label value at column {column}")]
+    InvalidEscape { escape: char, column: usize },
+    #[error("duplicate label {0:?}")]
+    DuplicateLabel(String),
+    #[error("expected ',' or '}}' after a label at column {column}, found {found:?}")]
+    ExpectedLabelEnd { column: usize, found: char },
+    #[error("unterminated label set")]
+    UnterminatedLabelSet,
+    #[error("expected a space and a value after {name:?} at column {column}")]
+    NoValueAfter { name: String, column: usize },
+    #[error("unexpected '#' at column {0} (exemplars are OpenMetrics only)")]
+    TextExemplar(usize),
+    #[error("expected a space after '#' before an exemplar")]
+    ExemplarSpace,
+    #[error("expected an exemplar label set at column {0}")]
+    ExemplarLabels(usize),
+    #[error("expected a value after the exemplar labels")]
+    ExemplarValue,
+    #[error("unexpected {found:?} at column {column}")]
+    Unexpected { found: char, column: usize },
+    #[error("missing value")]
+    MissingValue,
+    #[error("invalid value {0:?}")]
+    InvalidValue(String),
+    #[error("invalid timestamp {0:?} (integer milliseconds)")]
+    MillisecondTimestamp(String),
+    #[error("invalid timestamp {0:?} (seconds)")]
+    SecondTimestamp(String),
+    #[error("timestamp {0:?} is out of range")]
+    TimestampRange(String),
+}
+
 const TYPES: &[&str] =
     &["counter", "gauge", "histogram", "summary", "untyped", "unknown", "gaugehistogram", "info", "stateset"];
 
@@ -80,17 +133,17 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
     let mut seen_eof = false;
     for (index, raw) in text.split('\n').enumerate() {
         let number = index + 1;
-        let fail = |message: String| ParseError { line: number, message };
+        let fail = |error: LineError| ParseError { line: number, message: error.to_string() };
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if seen_eof {
             if line.trim().is_empty() && index + 1 == text.split('\n').count() {
                 continue;
             }
-            return Err(fail("content after # EOF".into()));
+            return Err(fail(LineError::AfterEof));
         }
         if line.trim().is_empty() {
             if format == Format::OpenMetrics && index + 1 < text.split('\n').count() {
-                return Err(fail("empty lines are not allowed in OpenMetrics".into()));
+                return Err(fail(LineError::EmptyLine));
             }
             continue;
         }
@@ -107,16 +160,13 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
         out.samples.push(sample);
     }
     if format == Format::OpenMetrics && !seen_eof {
-        return Err(ParseError {
-            line: text.split('\n').count(),
-            message: "OpenMetrics data must end with # EOF".into(),
-        });
+        return Err(ParseError { line: text.split('\n').count(), message: LineError::NoEof.to_string() });
     }
     Ok(out)
 }
 
 /// `# HELP name text`, `# TYPE name type`, `# UNIT name unit`; other comments are ignored.
-fn parse_comment(comment: &str, format: Format, out: &mut Exposition) -> Result<(), String> {
+fn parse_comment(comment: &str, format: Format, out: &mut Exposition) -> Result<(), LineError> {
     let Some(rest) = comment.strip_prefix(' ') else { return Ok(()) };
     let (keyword, rest) = rest.split_once(' ').unwrap_or((rest, ""));
     if !matches!(keyword, "HELP" | "TYPE" | "UNIT") {
@@ -124,7 +174,7 @@ fn parse_comment(comment: &str, format: Format, out: &mut Exposition) -> Result<
     }
     let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
     if !vigil_storage::write::is_valid_metric_name(name) {
-        return Err(format!("invalid metric name {name:?} in # {keyword}"));
+        return Err(LineError::CommentName { name: name.to_string(), keyword: keyword.to_string() });
     }
     let index = match out.families.iter().position(|f| f.name == name) {
         Some(index) => index,
@@ -139,10 +189,10 @@ fn parse_comment(comment: &str, format: Format, out: &mut Exposition) -> Result<
         "TYPE" => {
             let kind = value.trim();
             if !TYPES.contains(&kind) {
-                return Err(format!("unknown metric type {kind:?}"));
+                return Err(LineError::UnknownType(kind.to_string()));
             }
             if format == Format::Text && matches!(kind, "gaugehistogram" | "info" | "stateset" | "unknown") {
-                return Err(format!("metric type {kind:?} is OpenMetrics only"));
+                return Err(LineError::OpenMetricsType(kind.to_string()));
             }
             family.kind = Some(kind.to_string());
         }
@@ -201,15 +251,15 @@ impl<'a> Cursor<'a> {
         self.pos - start
     }
 
-    fn expect(&mut self, wanted: char) -> Result<(), String> {
+    fn expect(&mut self, wanted: char) -> Result<(), LineError> {
         match self.bump() {
             Some(c) if c == wanted => Ok(()),
-            Some(c) => Err(format!("expected {wanted:?} at column {}, found {c:?}", self.column() - 1)),
-            None => Err(format!("expected {wanted:?} at column {}, found end of line", self.column())),
+            Some(c) => Err(LineError::Expected { wanted, column: self.column() - 1, found: Some(c) }),
+            None => Err(LineError::Expected { wanted, column: self.column(), found: None }),
         }
     }
 
-    fn name(&mut self, metric: bool) -> Result<&'a str, String> {
+    fn name(&mut self, metric: bool) -> Result<&'a str, LineError> {
         let start = self.pos;
         while let Some(c) = self.peek() {
             let valid = c.is_ascii_alphanumeric() || c == '_' || (metric && c == ':');
@@ -220,29 +270,26 @@ impl<'a> Cursor<'a> {
         }
         if self.pos == start {
             let what = if metric { "metric name" } else { "label name" };
-            return Err(match self.peek() {
-                Some(c) => format!("expected a {what} at column {}, found {c:?}", self.column()),
-                None => format!("expected a {what} at column {}", self.column()),
-            });
+            return Err(LineError::ExpectedName { what, column: self.column(), found: self.peek() });
         }
         Ok(&self.text[start..self.pos])
     }
 
-    fn quoted(&mut self) -> Result<String, String> {
+    fn quoted(&mut self) -> Result<String, LineError> {
         self.expect('"')?;
         let mut value = String::new();
         loop {
             match self.bump() {
-                None => return Err("unterminated label value".into()),
+                None => return Err(LineError::UnterminatedValue),
                 Some('"') => return Ok(value),
                 Some('\\') => match self.bump() {
                     Some('\\') => value.push('\\'),
                     Some('"') => value.push('"'),
                     Some('n') => value.push('\n'),
                     Some(c) => {
-                        return Err(format!("invalid escape \\{c} in label value at column {}", self.column() - 2));
+                        return Err(LineError::InvalidEscape { escape: c, column: self.column() - 2 });
                     }
-                    None => return Err("unterminated label value".into()),
+                    None => return Err(LineError::UnterminatedValue),
                 },
                 Some(c) => value.push(c),
             }
@@ -250,7 +297,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `{a="1",b="2"}` (a trailing comma allowed), or nothing.
-    fn labels(&mut self) -> Result<Vec<(String, String)>, String> {
+    fn labels(&mut self) -> Result<Vec<(String, String)>, LineError> {
         let mut labels: Vec<(String, String)> = Vec::new();
         if self.peek() != Some('{') {
             return Ok(labels);
@@ -268,7 +315,7 @@ impl<'a> Cursor<'a> {
             self.skip_blanks();
             let value = self.quoted()?;
             if labels.iter().any(|(n, _)| *n == name) {
-                return Err(format!("duplicate label {name:?}"));
+                return Err(LineError::DuplicateLabel(name));
             }
             labels.push((name, value));
             self.skip_blanks();
@@ -276,12 +323,9 @@ impl<'a> Cursor<'a> {
                 Some(',') => {}
                 Some('}') => return Ok(labels),
                 Some(c) => {
-                    return Err(format!(
-                        "expected ',' or '}}' after a label at column {}, found {c:?}",
-                        self.column() - 1
-                    ));
+                    return Err(LineError::ExpectedLabelEnd { column: self.column() - 1, found: c });
                 }
-                None => return Err("unterminated label set".into()),
+                None => return Err(LineError::UnterminatedLabelSet),
             }
         }
     }
@@ -297,11 +341,11 @@ impl<'a> Cursor<'a> {
         &self.text[start..self.pos]
     }
 
-    fn sample(&mut self, format: Format, exemplars: &mut usize) -> Result<ParsedSample, String> {
+    fn sample(&mut self, format: Format, exemplars: &mut usize) -> Result<ParsedSample, LineError> {
         let name = self.name(true)?.to_string();
         let labels = self.labels()?;
         if self.skip_blanks() == 0 {
-            return Err(format!("expected a space and a value after {name:?} at column {}", self.column()));
+            return Err(LineError::NoValueAfter { name, column: self.column() });
         }
         let value = parse_value(self.token())?;
         let mut timestamp_ms = None;
@@ -314,18 +358,18 @@ impl<'a> Cursor<'a> {
         let mut exemplar = None;
         if self.peek() == Some('#') {
             if format == Format::Text {
-                return Err(format!("unexpected '#' at column {} (exemplars are OpenMetrics only)", self.column()));
+                return Err(LineError::TextExemplar(self.column()));
             }
             self.bump();
             if self.skip_blanks() == 0 {
-                return Err("expected a space after '#' before an exemplar".into());
+                return Err(LineError::ExemplarSpace);
             }
             if self.peek() != Some('{') {
-                return Err(format!("expected an exemplar label set at column {}", self.column()));
+                return Err(LineError::ExemplarLabels(self.column()));
             }
             let labels = self.labels()?;
             if self.skip_blanks() == 0 {
-                return Err("expected a value after the exemplar labels".into());
+                return Err(LineError::ExemplarValue);
             }
             let value = parse_value(self.token())?;
             self.skip_blanks();
@@ -338,32 +382,32 @@ impl<'a> Cursor<'a> {
             exemplar = Some(ParsedExemplar { labels, value, timestamp_ms });
         }
         if let Some(c) = self.peek() {
-            return Err(format!("unexpected {c:?} at column {}", self.column()));
+            return Err(LineError::Unexpected { found: c, column: self.column() });
         }
         Ok(ParsedSample { name, labels, value, timestamp_ms, exemplar })
     }
 }
 
-fn parse_value(token: &str) -> Result<f64, String> {
+fn parse_value(token: &str) -> Result<f64, LineError> {
     match token {
         "NaN" | "nan" => Ok(f64::NAN),
         "+Inf" | "+inf" | "Inf" | "inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
-        "" => Err("missing value".into()),
+        "" => Err(LineError::MissingValue),
         _ if token.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | 'e' | 'E')) => {
-            token.parse::<f64>().map_err(|_| format!("invalid value {token:?}"))
+            token.parse::<f64>().map_err(|_| LineError::InvalidValue(token.to_string()))
         }
-        _ => Err(format!("invalid value {token:?}")),
+        _ => Err(LineError::InvalidValue(token.to_string())),
     }
 }
 
-fn parse_timestamp(token: &str, format: Format) -> Result<i64, String> {
+fn parse_timestamp(token: &str, format: Format) -> Result<i64, LineError> {
     match format {
-        Format::Text => token.parse::<i64>().map_err(|_| format!("invalid timestamp {token:?} (integer milliseconds)")),
+        Format::Text => token.parse::<i64>().map_err(|_| LineError::MillisecondTimestamp(token.to_string())),
         Format::OpenMetrics => {
-            let seconds = parse_value(token).map_err(|_| format!("invalid timestamp {token:?} (seconds)"))?;
+            let seconds = parse_value(token).map_err(|_| LineError::SecondTimestamp(token.to_string()))?;
             if !seconds.is_finite() || seconds.abs() > 9.2e15 {
-                return Err(format!("timestamp {token:?} is out of range"));
+                return Err(LineError::TimestampRange(token.to_string()));
             }
             Ok((seconds * 1000.0).round() as i64)
         }
@@ -453,5 +497,16 @@ mod tests {
         assert_eq!(Format::detect("application/openmetrics-text; version=1.0.0", ""), Format::OpenMetrics);
         assert_eq!(Format::detect("", "x 1\n# EOF\n"), Format::OpenMetrics);
         assert_eq!(Format::detect("text/plain; version=0.0.4", "x 1\n"), Format::Text);
+    }
+
+    #[test]
+    fn line_errors_say_what_and_where() {
+        let message = |text: &str| parse(text, Format::Text).unwrap_err().to_string();
+        assert_eq!(message("x{a 1"), "line 1: expected '=' at column 5, found '1'");
+        assert_eq!(message("x{a"), "line 1: expected '=' at column 4, found end of line");
+        assert_eq!(message("x{1=\"a\"} 1"), "line 1: expected a label name at column 3, found '1'");
+        assert_eq!(message("x{"), "line 1: expected a label name at column 3");
+        assert_eq!(message("x{a=\"1\" b=\"2\"} 1"), "line 1: expected ',' or '}' after a label at column 9, found 'b'");
+        assert_eq!(message("x{a=\"\\q\"} 1"), "line 1: invalid escape \\q in label value at column 6");
     }
 }
