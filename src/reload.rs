@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigil_alerting::{Alerting, AlertingConfig};
 use vigil_query::slo::{SloDefinition, SloEvaluator};
-use vigil_web::{Reload, ReloadStatus};
+use vigil_web::{Reload, ReloadRefused, ReloadStatus};
 
 use crate::config::Config;
 
@@ -157,8 +157,8 @@ impl DefinitionReloader {
 }
 
 impl Reload for DefinitionReloader {
-    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(self.apply())
+    fn reload(&self) -> BoxFuture<'_, Result<(), ReloadRefused>> {
+        Box::pin(async move { self.apply().await.map_err(ReloadRefused) })
     }
 
     fn status(&self) -> ReloadStatus {

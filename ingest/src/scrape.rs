@@ -128,27 +128,42 @@ async fn scrape_loop(state: Arc<TargetState>, ingestor: Ingestor, client: reqwes
     }
 }
 
+/// Why a scrape failed (the target's `lastError`).
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("{0}")]
+    Request(#[from] reqwest::Error),
+    #[error("server returned HTTP status {0}")]
+    Status(reqwest::StatusCode),
+    #[error("body exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    #[error("{0}")]
+    Parse(String),
+}
+
 /// Fetches the body, refusing more than `limit` bytes.
-async fn fetch(client: &reqwest::Client, target: &ScrapeTarget, limit: usize) -> Result<(String, String), String> {
+async fn fetch(client: &reqwest::Client, target: &ScrapeTarget, limit: usize) -> Result<(String, String), ScrapeError> {
     let request = client
         .get(target.url())
         .header(reqwest::header::ACCEPT, ACCEPT)
         .header("X-Prometheus-Scrape-Timeout-Seconds", target.timeout.as_secs_f64().to_string())
         .timeout(target.timeout);
-    let mut response = request.send().await.map_err(|e| format!("{e}"))?;
+    let mut response = request.send().await?;
     if !response.status().is_success() {
-        return Err(format!("server returned HTTP status {}", response.status()));
+        return Err(ScrapeError::Status(response.status()));
     }
     let content_type =
         response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("{e}"))? {
+    while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > limit {
-            return Err(format!("body exceeds the limit of {limit} bytes"));
+            return Err(ScrapeError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
+    let text = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
     Ok((content_type, text))
 }
 
@@ -159,11 +174,13 @@ fn parse_body(
     target: &ScrapeTarget,
     timestamp_ms: i64,
     limits: &Limits,
-) -> Result<Vec<MetricSeries>, String> {
-    let parsed = exposition::parse(body, Format::detect(content_type, body)).map_err(|e| e.to_string())?;
+) -> Result<Vec<MetricSeries>, ScrapeError> {
+    let parsed =
+        exposition::parse(body, Format::detect(content_type, body)).map_err(|e| ScrapeError::Parse(e.to_string()))?;
     ingestor.record_families(&parsed.families);
     let merge = if target.honor_labels { LabelMerge::ScrapedWin } else { LabelMerge::RenameScraped };
-    to_series(parsed.samples, timestamp_ms, &target.target_labels(), merge, limits).map_err(|e| e.to_string())
+    to_series(parsed.samples, timestamp_ms, &target.target_labels(), merge, limits)
+        .map_err(|e| ScrapeError::Parse(e.to_string()))
 }
 
 /// One scrape; returns the series it saw, for the next scrape's staleness check.
@@ -209,7 +226,7 @@ async fn scrape_once(
     // Prometheus drops out-of-bounds samples of a scrape.
     let written = ingestor.store(WriteBatch { metrics: series, rows: Vec::new() }).await;
     let error = match (error, written) {
-        (Some(e), _) => Some(e),
+        (Some(e), _) => Some(e.to_string()),
         (None, Err(e)) => Some(format!("storing the scrape failed: {e}")),
         (None, Ok((_, refused))) if !refused.is_empty() => Some(refused.describe()),
         (None, Ok(_)) => None,

@@ -43,7 +43,7 @@ use auth::Guard;
 pub use auth::{Auth, Scope, TokenSpec};
 pub use error::ApiError;
 pub use otlp_grpc::router as otlp_grpc_router;
-pub use reload::{Reload, ReloadStatus};
+pub use reload::{Reload, ReloadRefused, ReloadStatus};
 
 /// Wall-clock time in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {

@@ -19,15 +19,20 @@ pub struct ReloadStatus {
     pub slos: usize,
 }
 
+/// Why a reload was refused: every error, one `file:line:col: message` per line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReloadRefused(pub String);
+
 /// Reloads definitions; implemented by the binary, which knows the files.
 pub trait Reload: Send + Sync {
-    fn reload(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn reload(&self) -> BoxFuture<'_, Result<(), ReloadRefused>>;
     fn status(&self) -> ReloadStatus;
 }
 
 pub async fn reload(State(app): State<AppState>) -> Result<StatusCode, ApiError> {
     match app.reloader.reload().await {
         Ok(()) => Ok(StatusCode::OK),
-        Err(error) => Err(ApiError::bad_request(error, "fix the files; the previous definitions stay in force")),
+        Err(error) => Err(ApiError::bad_request(error.0, "fix the files; the previous definitions stay in force")),
     }
 }

@@ -44,7 +44,15 @@ const ENUM_FIELDS: &[(&str, &str, &[&str])] = &[
 ];
 
 /// Rewrites enum names and numeric strings in enum fields to numbers, in place.
-pub fn normalize_enums(value: &mut Value) -> Result<(), String> {
+/// An enum field whose value is neither a known name nor a number.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: unknown enum value {value:?}")]
+pub struct UnknownEnumValue {
+    pub field: String,
+    pub value: String,
+}
+
+pub fn normalize_enums(value: &mut Value) -> Result<(), UnknownEnumValue> {
     match value {
         Value::Object(map) => {
             for (key, field) in map.iter_mut() {
@@ -53,7 +61,9 @@ pub fn normalize_enums(value: &mut Value) -> Result<(), String> {
                 {
                     let number = match text.strip_prefix(prefix).and_then(|n| names.iter().position(|x| x == &n)) {
                         Some(index) => index as i64,
-                        None => text.parse::<i64>().map_err(|_| format!("{key}: unknown enum value {text:?}"))?,
+                        None => text
+                            .parse::<i64>()
+                            .map_err(|_| UnknownEnumValue { field: key.clone(), value: text.clone() })?,
                     };
                     *field = Value::from(number);
                     continue;

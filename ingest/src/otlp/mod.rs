@@ -87,7 +87,7 @@ pub fn decode<T: Message + Default + DeserializeOwned>(
         Encoding::Json => {
             let malformed = |message: String| IngestError::Malformed { what, message };
             let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
-            json::normalize_enums(&mut value).map_err(malformed)?;
+            json::normalize_enums(&mut value).map_err(|e| malformed(e.to_string()))?;
             serde_json::from_value(value).map_err(|e| malformed(e.to_string()))
         }
     }

@@ -156,18 +156,31 @@ fn nonempty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
-fn check(span: &Span) -> Result<(), String> {
+/// Why a span is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpanError {
+    #[error("span {0:?}: trace_id must be 16 bytes, not all zero")]
+    TraceId(String),
+    #[error("span {0:?}: span_id must be 8 bytes, not all zero")]
+    SpanId(String),
+    #[error("span {0:?}: parent_span_id must be empty or 8 bytes")]
+    ParentSpanId(String),
+    #[error("span {0:?}: timestamp out of range")]
+    Timestamp(String),
+}
+
+fn check(span: &Span) -> Result<(), SpanError> {
     if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
-        return Err(format!("span {:?}: trace_id must be 16 bytes, not all zero", span.name));
+        return Err(SpanError::TraceId(span.name.clone()));
     }
     if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
-        return Err(format!("span {:?}: span_id must be 8 bytes, not all zero", span.name));
+        return Err(SpanError::SpanId(span.name.clone()));
     }
     if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
-        return Err(format!("span {:?}: parent_span_id must be empty or 8 bytes", span.name));
+        return Err(SpanError::ParentSpanId(span.name.clone()));
     }
     if i64::try_from(span.start_time_unix_nano).is_err() || i64::try_from(span.end_time_unix_nano).is_err() {
-        return Err(format!("span {:?}: timestamp out of range", span.name));
+        return Err(SpanError::Timestamp(span.name.clone()));
     }
     Ok(())
 }
@@ -183,7 +196,7 @@ pub fn map(request: &ExportTraceServiceRequest) -> Result<MappedSpans, ArrowErro
             for span in &scope_spans.spans {
                 if let Err(reason) = check(span) {
                     rejected += 1;
-                    first_error.get_or_insert(reason);
+                    first_error.get_or_insert(reason.to_string());
                     continue;
                 }
                 accepted += 1;
