@@ -1,8 +1,8 @@
-//! The alerting engine: evaluates rule groups on their intervals and SLO alerts after every
-//! SLO evaluation, advances alert states, writes `ALERTS`/`ALERTS_FOR_STATE` series and the
-//! `alerts` table, hands alerts to the dispatcher, and delivers its flushes in tasks of their
-//! own so a slow receiver never holds up evaluation. One lock guards the state and is never
-//! held across a query or a delivery.
+//! The alerting engine: the [`Alerting`] type, its configuration, and the loop that starts
+//! due rule-group evaluations (`evaluate.rs`) and delivers due flushes, each in a task of its
+//! own so a slow receiver never holds up evaluation. Publishing (`publish.rs`), muting
+//! (`inhibit.rs`), saving (`persist.rs`) and the API's views (`views.rs`) are its other jobs.
+//! One lock guards the state and is never held across a query or a delivery.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
