@@ -16,6 +16,7 @@ use vigil_query::slo::{SloDefinition, SloEvaluator};
 use vigil_web::{Reload, ReloadRefused, ReloadStatus};
 
 use crate::config::Config;
+pub(crate) use vigil_storage::clock::now_ms;
 
 pub struct DefinitionReloader {
     /// The config file, re-read on reload; `None` runs on the start-up config.
@@ -26,10 +27,6 @@ pub struct DefinitionReloader {
     status: RwLock<ReloadStatus>,
     /// What the files looked like at the last load, to notice changes.
     fingerprint: Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    vigil_storage::clock::Clock::now_ms(&vigil_storage::clock::SystemClock)
 }
 
 impl DefinitionReloader {

@@ -69,7 +69,7 @@ impl<'a> Muting<'a> {
         now_ms: i64,
     ) -> Muting<'a> {
         let firing = alerts.iter().filter(|a| !a.is_resolved(now_ms)).collect();
-        Muting { silences, rules, firing, now: DateTime::from_timestamp_millis(now_ms).unwrap_or_default() }
+        Muting { silences, rules, firing, now: crate::engine::to_utc(now_ms) }
     }
 
     /// The silences that match `labels`.

@@ -22,6 +22,7 @@ use crate::exposition::{self, Format};
 use crate::otlp::metrics::STALE_NAN;
 use crate::text_import::{LabelMerge, to_series};
 use crate::{Ingestor, Limits};
+use vigil_storage::clock::now_ms;
 
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
@@ -107,10 +108,6 @@ impl Drop for Scraper {
             task.abort();
         }
     }
-}
-
-fn now_ms() -> i64 {
-    vigil_storage::clock::Clock::now_ms(&vigil_storage::clock::SystemClock)
 }
 
 async fn scrape_loop(state: Arc<TargetState>, ingestor: Ingestor, client: reqwest::Client) {

@@ -291,6 +291,12 @@ impl VigilTable {
         FixedTable::from_name(&self.name).is_none()
     }
 
+    /// The label columns a metric table's filters may name (none for a fixed table): what
+    /// the scan applies exactly and what narrows the write buffer and segments by equality.
+    fn label_names(&self) -> BTreeSet<&str> {
+        if self.is_metric() { label_columns(&self.schema).collect() } else { BTreeSet::new() }
+    }
+
     /// Buffered rows of one generation in this table's schema.
     fn buffered(&self, generation: &WriteBuffer, filter: &ScanFilter) -> Result<Vec<RecordBatch>, StorageError> {
         match generation.table(&self.name) {
@@ -326,8 +332,7 @@ impl TableProvider for VigilTable {
     /// filter, so their statistics stay exact), and so are filters on label columns alone
     /// (see [`LabelFilters`]); everything else only prunes.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        let labels: BTreeSet<&str> =
-            if self.is_metric() { label_columns(&self.schema).collect() } else { BTreeSet::new() };
+        let labels = self.label_names();
         Ok(crate::filters::pushdown(filters, self.time_column(), |c| labels.contains(c)))
     }
 
@@ -338,9 +343,9 @@ impl TableProvider for VigilTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let labels: BTreeSet<&str> =
-            if self.is_metric() { label_columns(&self.schema).collect() } else { BTreeSet::new() };
-        let filter = scan_filter(filters, self.time_column(), |c| labels.contains(c));
+        let labels = self.label_names();
+        let is_label = |c: &str| labels.contains(c);
+        let filter = scan_filter(filters, self.time_column(), is_label);
 
         // One consistent snapshot: a flush publishes its segments and retires the buffer
         // generation they came from under the same lock.
@@ -364,7 +369,7 @@ impl TableProvider for VigilTable {
         self.storage.inner.segments_scanned.fetch_add(segments.len() as u64, Ordering::Relaxed);
         metrics::counter!("vigil_storage_segments_scanned_total").increment(segments.len() as u64);
 
-        let label_filters = LabelFilters::new(filters, &self.schema, projection, |c| labels.contains(c));
+        let label_filters = LabelFilters::new(filters, &self.schema, projection, is_label);
         let mut parts = ScanParts { series: buffered, ..ScanParts::default() };
         // Segments wholly inside the time range need no filter when the time bounds are all
         // there is: read unfiltered, their manifest statistics are exact, and DataFusion answers
@@ -401,7 +406,8 @@ impl VigilTable {
             statistics = statistics.to_inexact();
         }
         let series_of = self.series.then_some(&self.schema);
-        let labels: BTreeSet<&str> = label_columns(&self.schema).collect();
+        // The same label columns the scan promised exactness for.
+        let labels = self.label_names();
         let is_label = |c: &str| labels.contains(c);
         let mut files = ScanFiles::default();
         for segment in &segments {

@@ -46,9 +46,7 @@ pub use otlp_grpc::router as otlp_grpc_router;
 pub use reload::{Reload, ReloadRefused, ReloadStatus};
 
 /// Wall-clock time in Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    vigil_storage::clock::Clock::now_ms(&vigil_storage::clock::SystemClock)
-}
+pub(crate) use vigil_storage::clock::now_ms;
 
 /// What the handlers share.
 #[derive(Clone)]
