@@ -12,8 +12,8 @@
 
 use std::time::Instant;
 
-use vigil_ingest::drift::reference::Reference;
-use vigil_ingest::drift::{DriftEngine, DriftOptions, FeatureKey, WindowData, evaluate};
+use vigil_drift::reference::Reference;
+use vigil_drift::{DriftEngine, DriftOptions, FeatureKey, WindowData, evaluate};
 use vigil_storage::{Storage, StorageOptions};
 
 /// The generator of `drift_scipy.py`, bit for bit.
@@ -72,7 +72,9 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(StorageOptions::new(dir.path())).await.unwrap();
-        let engine = DriftEngine::open(storage.clone(), DriftOptions::default()).await.unwrap();
+        let query = vigil_query::QueryEngine::new(storage.clone(), vigil_query::QueryOptions::default()).unwrap();
+        let clock = std::sync::Arc::new(vigil_storage::clock::SystemClock);
+        let engine = DriftEngine::open(query, DriftOptions::default(), clock).await.unwrap();
         let reference: Vec<f64> = sample(10_000, 7919, 1_000_003, 1.0, 0.0);
         engine
             .register_reference(serde_json::json!({"model": "bench", "feature": "x", "values": reference}).to_string().as_bytes())

@@ -107,7 +107,7 @@ pub struct DriftConfig {
 
 impl Default for DriftConfig {
     fn default() -> Self {
-        let defaults = vigil_ingest::drift::DriftOptions::default();
+        let defaults = vigil_drift::DriftOptions::default();
         DriftConfig {
             window: PromDuration(defaults.window),
             min_samples: defaults.min_samples,

@@ -58,13 +58,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let drift = vigil_ingest::drift::DriftEngine::open(storage.clone(), drift_options(&config)).await?;
+    let drift = vigil_drift::DriftEngine::open(
+        engine.clone(),
+        drift_options(&config),
+        Arc::new(vigil_storage::clock::SystemClock),
+    )
+    .await?;
     let drift_task = tokio::spawn({
         let drift = drift.clone();
         let stop = stop.clone();
         async move { drift.run(stop.cancelled_owned()).await }
     });
-    let ingestor = Ingestor::new(storage.clone(), ingest_limits(&config)).with_drift(drift.clone());
+    let ingestor = Ingestor::new(storage.clone(), ingest_limits(&config)).with_metrics_tap(Arc::new(drift.clone()));
     tokio::spawn({
         let ingestor = ingestor.clone();
         let stop = stop.clone();
@@ -286,13 +291,13 @@ fn alerting_options(config: &Config) -> vigil_alerting::AlertingOptions {
     options
 }
 
-fn drift_options(config: &Config) -> vigil_ingest::drift::DriftOptions {
+fn drift_options(config: &Config) -> vigil_drift::DriftOptions {
     let drift = &config.drift;
-    vigil_ingest::drift::DriftOptions {
+    vigil_drift::DriftOptions {
         window: drift.window.0,
         min_samples: drift.min_samples,
         flush_interval: drift.flush_interval.0,
-        thresholds: vigil_ingest::drift::default_thresholds()
+        thresholds: vigil_drift::default_thresholds()
             .into_iter()
             .chain(drift.thresholds.iter().map(|(name, value)| (name.clone(), value.value)))
             .collect(),

@@ -45,13 +45,13 @@ fn fixture() -> &'static Fixture {
                 .map(|i| format!("http_requests_total{{job=\"api\",code=\"{}\"}} {} {}\n", 200 + i % 3 * 100, i * 10, (now - 600 + i * 30) * 1000))
                 .collect();
             ingestor.import_text(text.as_bytes(), "text/plain", false, &[]).await.expect("seed data");
-            let drift = vigil_ingest::drift::DriftEngine::open(storage.clone(), vigil_ingest::drift::DriftOptions {
+            let drift = vigil_drift::DriftEngine::open(engine.clone(), vigil_drift::DriftOptions {
                 window: Duration::from_secs(3600),
                 min_samples: 5,
                 flush_interval: Duration::from_secs(10),
-                thresholds: vigil_ingest::drift::default_thresholds(),
+                thresholds: vigil_drift::default_thresholds(),
                 max_values_per_request: 1000,
-            })
+            }, Arc::new(vigil_storage::clock::SystemClock))
             .await
             .expect("drift");
             let alerting = vigil_alerting::Alerting::open(

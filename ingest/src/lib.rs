@@ -6,11 +6,12 @@
 //!                                                                                  │
 //!                                                      Storage::write (WAL, ack) ◄─┘
 //! ```
-//! Pull scraping lives in [`scrape`]. A request is accepted or refused whole: nothing of a refused request is stored. Errors say
-//! whether retrying can help ([`IngestError::is_transient`]), since senders drop 4xx for good.
+//! Pull scraping lives in [`scrape`]. A request is accepted or refused whole: nothing of a
+//! refused request is stored. Errors say whether retrying can help
+//! ([`IngestError::is_transient`]), since senders drop 4xx for good. Other crates read OTLP
+//! metrics requests through one hook, [`OtlpMetricsTap`] (model drift does).
 
 pub mod admission;
-pub mod drift;
 pub mod exposition;
 pub mod metadata;
 pub mod otlp;
@@ -237,29 +238,47 @@ pub struct ImportSummary {
     pub exemplars: usize,
 }
 
+/// A reader of OTLP metrics requests beside the metric tables (model drift takes the points
+/// with `ml.*` attributes). Its rows ride in the request's own write, so the request is
+/// stored whole or not at all.
+pub trait OtlpMetricsTap: Send + Sync + 'static {
+    fn tap(&self, request: &ExportMetricsServiceRequest) -> Result<Tapped, IngestError>;
+}
+
+/// What a tap took from one request.
+pub struct Tapped {
+    pub rows: Vec<TableRows>,
+    /// Told to the client in `partial_success`, with nothing rejected (as the OTLP spec allows).
+    pub warnings: Vec<String>,
+    /// Runs once the write is acknowledged.
+    pub on_stored: Box<dyn FnOnce() + Send>,
+}
+
 /// Decodes requests and writes them to storage.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Ingestor {
     storage: Storage,
     limits: Limits,
     deltas: Arc<otlp::metrics::DeltaTotals>,
     metadata: Arc<metadata::MetadataStore>,
-    drift: Option<drift::DriftEngine>,
+    metrics_tap: Option<Arc<dyn OtlpMetricsTap>>,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor").field("limits", &self.limits).finish_non_exhaustive()
+    }
 }
 
 impl Ingestor {
     pub fn new(storage: Storage, limits: Limits) -> Self {
-        Ingestor { storage, limits, deltas: Arc::default(), metadata: Arc::default(), drift: None }
+        Ingestor { storage, limits, deltas: Arc::default(), metadata: Arc::default(), metrics_tap: None }
     }
 
-    /// Also feeds OTLP histograms and sums carrying `ml.*` attributes to `drift`.
-    pub fn with_drift(mut self, drift: drift::DriftEngine) -> Self {
-        self.drift = Some(drift);
+    /// Also shows every OTLP metrics request to `tap`.
+    pub fn with_metrics_tap(mut self, tap: Arc<dyn OtlpMetricsTap>) -> Self {
+        self.metrics_tap = Some(tap);
         self
-    }
-
-    pub fn drift(&self) -> Option<&drift::DriftEngine> {
-        self.drift.as_ref()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -394,22 +413,20 @@ impl Ingestor {
         let exemplars = mapped.exemplars.len();
         let mut rows = exemplar_rows(&mapped.exemplars)?;
         let mut message = mapped.first_error;
-        // Drift counts ride in the same write, so the request is stored whole or not at all.
-        let drift_points = match &self.drift {
-            Some(engine) => {
-                let (points, warnings) = drift::otlp::extract(engine, &request);
-                rows.extend(drift::counts_rows(&points).map_err(|e| IngestError::Internal(e.to_string()))?);
-                // A warning rides in partial_success with nothing rejected, as the OTLP spec allows.
+        let on_stored = match &self.metrics_tap {
+            Some(tap) => {
+                let Tapped { rows: tapped, warnings, on_stored } = tap.tap(&request)?;
+                rows.extend(tapped);
                 if message.is_none() && !warnings.is_empty() {
                     message = Some(warnings.join("; "));
                 }
-                points
+                Some(on_stored)
             }
-            None => Vec::new(),
+            None => None,
         };
         let (_, refused) = self.store(WriteBatch { metrics: mapped.series, rows }).await?;
-        if let Some(engine) = &self.drift {
-            engine.mark_dirty(&drift_points);
+        if let Some(on_stored) = on_stored {
+            on_stored();
         }
         // A refused sample is one refused point: OTLP maps each point to series of its own.
         let rejected = mapped.rejected_points + refused.total();

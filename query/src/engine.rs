@@ -221,6 +221,15 @@ pub(crate) enum Interrupted {
     Failed(String),
 }
 
+impl From<Interrupted> for QueryError {
+    fn from(interrupted: Interrupted) -> Self {
+        match interrupted {
+            Interrupted::Timeout(timeout) => QueryError::Timeout(timeout),
+            Interrupted::Failed(failed) => QueryError::Internal(format!("the query's task failed: {failed}")),
+        }
+    }
+}
+
 impl QueryEngine {
     /// Runs `work` on the query threads under the query timeout; past it the work is aborted
     /// (at its next await) and the caller answers at once.
@@ -371,6 +380,14 @@ impl QueryEngine {
         Ok(batches)
     }
 
+    /// Runs a frame planned on [`Self::context`] for a reader inside Vigil (drift's window
+    /// data and history): on the query threads, under the query timeout and memory limit, and
+    /// bounded like any result.
+    pub async fn read(&self, frame: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
+        let engine = self.clone();
+        self.bounded(async move { engine.collect_bounded(frame).await }).await?
+    }
+
     /// Runs one read-only SQL statement within the time limit, on a task of its own (so that
     /// the limit answers on time even while planning runs without yielding).
     pub async fn sql(&self, query: &str) -> Result<QueryResult, QueryError> {
@@ -382,8 +399,7 @@ impl QueryEngine {
                 Err(QueryError::Invalid { message, position: Some(end_position(query)) })
             }
             Ok(result) => result,
-            Err(Interrupted::Failed(failed)) => Err(QueryError::Internal(format!("the query's task failed: {failed}"))),
-            Err(Interrupted::Timeout(timeout)) => Err(QueryError::Timeout(timeout)),
+            Err(interrupted) => Err(interrupted.into()),
         };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!("vigil_query_duration_seconds", "language" => "sql", "outcome" => outcome)

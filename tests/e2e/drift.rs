@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::harness::{Vigil, fixture, python, wait_until};
 
 fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ingest/testdata/drift").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("drift/testdata").join(name)
 }
 
 /// The reference and current columns of an oracle CSV.

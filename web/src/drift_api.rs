@@ -7,8 +7,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vigil_ingest::drift::reference::{Bins, Reference};
-use vigil_ingest::drift::{DriftError, FeatureKey, request};
+use vigil_drift::reference::{Bins, Reference};
+use vigil_drift::{DriftError, FeatureKey, request};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -16,11 +16,13 @@ use crate::error::ApiError;
 impl From<DriftError> for ApiError {
     fn from(e: DriftError) -> Self {
         let hint = e.hint();
-        match &e {
+        match e {
+            // A query limit or a damaged segment answers as it does for any query.
+            DriftError::Read(query) => ApiError::from(query),
             DriftError::Invalid { .. } => ApiError::bad_request(e.to_string(), hint),
             DriftError::NoReference(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string(), hint),
-            DriftError::Storage(storage) if storage.is_transient() => ApiError::overloaded(e.to_string(), hint),
-            DriftError::Storage(_) | DriftError::Query(_) => {
+            DriftError::Storage(ref storage) if storage.is_transient() => ApiError::overloaded(e.to_string(), hint),
+            DriftError::Storage(_) | DriftError::Internal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), hint)
             }
         }
@@ -36,14 +38,14 @@ fn reference_json(reference: &Reference) -> Value {
         "type": reference.bins.kind(),
         "counts": reference.counts,
         "sample_count": reference.sample_count(),
-        "created": vigil_ingest::drift::rfc3339(reference.created_ns),
+        "created": vigil_drift::rfc3339(reference.created_ns),
         "raw_values": reference.values.is_some(),
     });
     match &reference.bins {
         Bins::Numeric { edges } => out["edges"] = json!(edges),
         Bins::Categorical { categories } => {
             out["categories"] = json!(categories);
-            out["other_bin"] = json!(vigil_ingest::drift::reference::OTHER_CATEGORY);
+            out["other_bin"] = json!(vigil_drift::reference::OTHER_CATEGORY);
         }
     }
     if let (Some(mean), Some(std)) = (reference.mean, reference.std) {

@@ -57,7 +57,7 @@ pub struct AppState {
     pub scraper: Arc<Scraper>,
     pub slos: Arc<vigil_query::slo::SloEvaluator>,
     pub alerting: vigil_alerting::Alerting,
-    pub drift: vigil_ingest::drift::DriftEngine,
+    pub drift: vigil_drift::DriftEngine,
     pub reloader: Arc<dyn Reload>,
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use askama::Template;
 use axum::extract::State;
 use axum::response::Html;
-use vigil_ingest::drift::reference::Bins;
-use vigil_ingest::drift::stats::proportions;
-use vigil_ingest::drift::{DriftStatus, Threshold, WindowOutcome};
+use vigil_drift::reference::Bins;
+use vigil_drift::stats::proportions;
+use vigil_drift::{DriftStatus, Threshold, WindowOutcome};
 
 use super::svg::{Rule, Series, line_chart, paired_bars};
 use super::{Layout, PageError, number, percent, render};

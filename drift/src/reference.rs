@@ -17,7 +17,15 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use vigil_storage::schema::FixedTable;
 
-use super::{FeatureKey, dictionary_column, stats};
+use crate::DriftError;
+use crate::model::FeatureKey;
+use crate::rows::{dictionary_column, strings};
+use crate::stats;
+
+/// A `drift_references` batch that is not what Vigil writes.
+fn malformed(what: impl std::fmt::Display) -> DriftError {
+    DriftError::Internal(format!("drift_references {what}"))
+}
 
 /// The bin of categories a categorical reference never saw.
 pub const OTHER_CATEGORY: &str = "__other__";
@@ -194,22 +202,24 @@ impl Reference {
     }
 
     /// Every reference in a `drift_references` batch (columns by name, any order).
-    pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Reference>, String> {
-        let column =
-            |name: &str| batch.column_by_name(name).ok_or_else(|| format!("drift_references has no {name} column"));
-        let text = |name: &str| -> Result<Vec<Option<String>>, String> { super::strings(column(name)?.as_ref()) };
+    pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Reference>, DriftError> {
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| malformed(format!("has no {name} column")));
+        let text = |name: &str| -> Result<Vec<Option<String>>, DriftError> { Ok(strings(column(name)?.as_ref())?) };
         let times = column("timestamp")?
             .as_primitive_opt::<TimestampNanosecondType>()
-            .ok_or("timestamp is not a timestamp")?
+            .ok_or_else(|| malformed("timestamp is not a timestamp"))?
             .clone();
         let (ids, models, versions, features, kinds) =
             (text("reference_id")?, text("model")?, text("version")?, text("feature")?, text("kind")?);
-        let edges = column("edges")?.as_list_opt::<i32>().ok_or("edges is not a list")?.clone();
-        let categories = column("categories")?.as_list_opt::<i32>().ok_or("categories is not a list")?.clone();
-        let counts = column("counts")?.as_list_opt::<i32>().ok_or("counts is not a list")?.clone();
-        let values = column("values")?.as_list_opt::<i32>().ok_or("values is not a list")?.clone();
-        let means = column("mean")?.as_primitive_opt::<Float64Type>().ok_or("mean is not a float")?.clone();
-        let stds = column("std")?.as_primitive_opt::<Float64Type>().ok_or("std is not a float")?.clone();
+        let edges = column("edges")?.as_list_opt::<i32>().ok_or_else(|| malformed("edges is not a list"))?.clone();
+        let categories =
+            column("categories")?.as_list_opt::<i32>().ok_or_else(|| malformed("categories is not a list"))?.clone();
+        let counts = column("counts")?.as_list_opt::<i32>().ok_or_else(|| malformed("counts is not a list"))?.clone();
+        let values = column("values")?.as_list_opt::<i32>().ok_or_else(|| malformed("values is not a list"))?.clone();
+        let means =
+            column("mean")?.as_primitive_opt::<Float64Type>().ok_or_else(|| malformed("mean is not a float"))?.clone();
+        let stds =
+            column("std")?.as_primitive_opt::<Float64Type>().ok_or_else(|| malformed("std is not a float"))?.clone();
         let floats = |list: &datafusion::arrow::array::ListArray, row: usize| -> Option<Vec<f64>> {
             (!list.is_null(row)).then(|| list.value(row).as_primitive::<Float64Type>().values().to_vec())
         };
@@ -222,7 +232,7 @@ impl Reference {
             };
             let bins = if kinds[row].as_deref() == Some("categorical") {
                 let list = categories.value(row);
-                let names = super::strings(list.as_ref())?.into_iter().map(Option::unwrap_or_default).collect();
+                let names = strings(list.as_ref())?.into_iter().map(Option::unwrap_or_default).collect();
                 Bins::Categorical { categories: names }
             } else {
                 Bins::Numeric { edges: floats(&edges, row).unwrap_or_default() }

@@ -10,6 +10,7 @@
 //! process that just started); otherwise it is a baseline, as `increase()` would treat it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -18,14 +19,29 @@ use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use parking_lot::Mutex;
 
-use super::reference::Bins;
-use super::{DriftEngine, FeatureKey};
-use crate::otlp::attributes::{find, value_text};
+use vigil_ingest::otlp::attributes::{find, value_text};
+use vigil_ingest::{IngestError, OtlpMetricsTap, Tapped};
+
+use crate::engine::DriftEngine;
+use crate::model::FeatureKey;
+use crate::reference::{Bins, Reference};
+use crate::rows::counts_rows;
 
 pub const MODEL_ATTRIBUTE: &str = "ml.model.name";
 pub const VERSION_ATTRIBUTE: &str = "ml.model.version";
 pub const FEATURE_ATTRIBUTE: &str = "ml.feature.name";
 pub const CATEGORY_ATTRIBUTE: &str = "ml.feature.category";
+
+/// Drift's hook into OTLP metrics ingest: the bin counts of `ml.*` points ride in the
+/// request's own write, and their windows are marked dirty once it is acknowledged.
+impl OtlpMetricsTap for DriftEngine {
+    fn tap(&self, request: &ExportMetricsServiceRequest) -> Result<Tapped, IngestError> {
+        let (points, warnings) = extract(self, request);
+        let rows = counts_rows(&points).map_err(|e| IngestError::Internal(e.to_string()))?;
+        let engine = self.clone();
+        Ok(Tapped { rows, warnings, on_stored: Box::new(move || engine.mark_dirty(&points)) })
+    }
+}
 
 /// Series idle this long are forgotten.
 const IDLE: Duration = Duration::from_secs(3 * 3600);
@@ -100,18 +116,18 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
         let resource = resource_metrics.resource.as_ref().map_or(&[][..], |r| r.attributes.as_slice());
         for scope in &resource_metrics.scope_metrics {
             for metric in &scope.metrics {
+                let cumulative = |temporality: i32| temporality == AggregationTemporality::Cumulative as i32;
                 match &metric.data {
                     Some(Data::Histogram(histogram)) => {
-                        let cumulative = histogram.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                        let source = Source {
+                            engine,
+                            metric: &metric.name,
+                            resource,
+                            cumulative: cumulative(histogram.aggregation_temporality),
+                        };
                         for point in &histogram.data_points {
                             let Some(key) = feature_of(&point.attributes) else { continue };
-                            let Some(reference) = engine.reference(&key) else {
-                                warnings.push(format!(
-                                    "{}: no drift reference for {key}; register one to score it",
-                                    metric.name
-                                ));
-                                continue;
-                            };
+                            let Some(reference) = source.reference(&key, &mut warnings) else { continue };
                             let Bins::Numeric { edges } = &reference.bins else {
                                 warnings.push(format!(
                                     "{}: {key} has a categorical reference; histograms feed numeric features",
@@ -131,14 +147,10 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
                                 ));
                                 continue;
                             }
-                            let series = Series {
-                                metric: &metric.name,
-                                resource,
-                                attributes: &point.attributes,
-                                start_ns: point.start_time_unix_nano,
-                            };
                             let at = point.time_unix_nano as i64;
-                            let Some(counts) = increment(engine, cumulative, &series, at, point.bucket_counts.clone())
+                            let counts = point.bucket_counts.clone();
+                            let Some(counts) =
+                                source.increment(&point.attributes, point.start_time_unix_nano, at, counts)
                             else {
                                 continue;
                             };
@@ -146,17 +158,16 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
                         }
                     }
                     Some(Data::Sum(sum)) if sum.is_monotonic => {
-                        let cumulative = sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                        let source = Source {
+                            engine,
+                            metric: &metric.name,
+                            resource,
+                            cumulative: cumulative(sum.aggregation_temporality),
+                        };
                         for point in &sum.data_points {
                             let Some(key) = feature_of(&point.attributes) else { continue };
                             let Some(category) = find(&point.attributes, CATEGORY_ATTRIBUTE) else { continue };
-                            let Some(reference) = engine.reference(&key) else {
-                                warnings.push(format!(
-                                    "{}: no drift reference for {key}; register one to score it",
-                                    metric.name
-                                ));
-                                continue;
-                            };
+                            let Some(reference) = source.reference(&key, &mut warnings) else { continue };
                             let Bins::Categorical { categories } = &reference.bins else {
                                 warnings.push(format!(
                                     "{}: {key} has a numeric reference; category counts feed categorical features",
@@ -170,17 +181,14 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
                                 Some(Value::AsDouble(d)) if d >= 0.0 && d.is_finite() => d.round() as u64,
                                 _ => continue,
                             };
-                            let series = Series {
-                                metric: &metric.name,
-                                resource,
-                                attributes: &point.attributes,
-                                start_ns: point.start_time_unix_nano,
-                            };
                             let at = point.time_unix_nano as i64;
-                            let Some(count) = increment(engine, cumulative, &series, at, vec![count]) else { continue };
-                            let count = count[0];
+                            let Some(count) =
+                                source.increment(&point.attributes, point.start_time_unix_nano, at, vec![count])
+                            else {
+                                continue;
+                            };
                             let mut counts = vec![0u64; categories.len() + 1];
-                            counts[Bins::category_bin(categories, &category)] = count;
+                            counts[Bins::category_bin(categories, &category)] = count[0];
                             add(&mut merged, key, at, &reference.id, &counts);
                         }
                     }
@@ -199,29 +207,34 @@ pub(crate) fn extract(engine: &DriftEngine, request: &ExportMetricsServiceReques
     (points, warnings)
 }
 
-/// One OTLP series: what identifies it, and when its cumulative counts started.
-struct Series<'a> {
+/// One OTLP metric of one resource, as drift reads its points.
+struct Source<'a> {
+    engine: &'a DriftEngine,
     metric: &'a str,
     resource: &'a [KeyValue],
-    attributes: &'a [KeyValue],
-    start_ns: u64,
+    cumulative: bool,
 }
 
-/// Counts of a point as increments: delta points as they are, cumulative ones against the
-/// series' previous point (None for a baseline).
-fn increment(
-    engine: &DriftEngine,
-    cumulative: bool,
-    series: &Series<'_>,
-    at: i64,
-    counts: Vec<u64>,
-) -> Option<Vec<u64>> {
-    if !cumulative {
-        return Some(counts);
+impl Source<'_> {
+    /// The reference of `key`, or a warning that there is none.
+    fn reference(&self, key: &FeatureKey, warnings: &mut Vec<String>) -> Option<Arc<Reference>> {
+        let reference = self.engine.reference(key);
+        if reference.is_none() {
+            warnings.push(format!("{}: no drift reference for {key}; register one to score it", self.metric));
+        }
+        reference
     }
-    let fresh = series.start_ns > 0 && series.start_ns as i64 >= engine.window_start(at);
-    let id = series_id(series.metric, series.resource, series.attributes);
-    engine.cumulative().increment(id, series.start_ns, &counts, fresh)
+
+    /// Counts of a point as increments: delta points as they are, cumulative ones against
+    /// the series' previous point (None for a baseline).
+    fn increment(&self, attributes: &[KeyValue], start_ns: u64, at: i64, counts: Vec<u64>) -> Option<Vec<u64>> {
+        if !self.cumulative {
+            return Some(counts);
+        }
+        let fresh = start_ns > 0 && start_ns as i64 >= self.engine.window_start(at);
+        let id = series_id(self.metric, self.resource, attributes);
+        self.engine.cumulative().increment(id, start_ns, &counts, fresh)
+    }
 }
 
 fn add(

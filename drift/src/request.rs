@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{DriftError, FeatureKey};
+use crate::DriftError;
+use crate::model::FeatureKey;
 
 /// `POST /api/v1/drift/reference`.
 #[derive(Debug, Deserialize)]

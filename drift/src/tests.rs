@@ -1,18 +1,19 @@
-//! Vigil's drift statistics against scipy 1.17 / numpy 2.4 (`ingest/testdata/drift`).
+//! Vigil's drift statistics against scipy 1.17 / numpy 2.4 (`drift/testdata`).
 
 use serde_json::Value;
 
-use super::reference::{Bins, Reference};
-use super::{FeatureKey, WindowData, evaluate, ks};
+use crate::reference::{Bins, Reference};
+use crate::stats::ks;
+use crate::{FeatureKey, WindowData, evaluate};
 
-const EXPECTED: &str = include_str!("../../testdata/drift/expected.json");
-const KS_CASES: &str = include_str!("../../testdata/drift/ks_cases.json");
+const EXPECTED: &str = include_str!("../testdata/expected.json");
+const KS_CASES: &str = include_str!("../testdata/ks_cases.json");
 
 fn csv(name: &str) -> (Vec<String>, Vec<String>) {
     let text = match name {
-        "normal_shift_n1000" => include_str!("../../testdata/drift/normal_shift_n1000.csv"),
-        "categorical_shift_new_cat" => include_str!("../../testdata/drift/categorical_shift_new_cat.csv"),
-        "tiny_ties" => include_str!("../../testdata/drift/tiny_ties.csv"),
+        "normal_shift_n1000" => include_str!("../testdata/normal_shift_n1000.csv"),
+        "categorical_shift_new_cat" => include_str!("../testdata/categorical_shift_new_cat.csv"),
+        "tiny_ties" => include_str!("../testdata/tiny_ties.csv"),
         other => panic!("no CSV for {other}"),
     };
     let (mut reference, mut current) = (Vec::new(), Vec::new());

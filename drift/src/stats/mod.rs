@@ -1,6 +1,6 @@
 //! Drift statistics between a reference distribution and a current one.
 //!
-//! Conventions (the README repeats them; `testdata/drift` checks them against scipy 1.17):
+//! Conventions (the README repeats them; `drift/testdata` checks them against scipy 1.17):
 //! - binned statistics compare bin proportions p (reference) and q (current);
 //! - PSI = Σ (q − p)·ln(q / p) with both proportions clipped below at 1e-4, not renormalised;
 //! - KL = KL(reference ‖ current) in nats on the clipped proportions renormalised to sum 1
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
-use super::ks;
+pub mod ks;
 
 /// Proportions below this are clipped to it in PSI and KL, so that an empty bin is finite.
 pub const EPSILON: f64 = 1e-4;
