@@ -603,6 +603,20 @@ impl Config {
                 return Err(format!("{name} is {value}, under its least of {least}"));
             }
         }
+        self.check_features()
+    }
+
+    /// Settings that need a part this build was made without (README, "Building").
+    fn check_features(&self) -> Result<(), String> {
+        if !cfg!(feature = "distributed") && self.query.ballista_scheduler.is_some() {
+            return Err("query.ballista_scheduler is set, but this build has no distributed queries: build with the `distributed` feature (on by default)".into());
+        }
+        let kind = self.storage.object_store.kind;
+        if !cfg!(feature = "cloud") && kind != vigil_storage::store::StoreKind::Local {
+            return Err(format!(
+                "storage.object_store.kind is {kind:?}, but this build has only local stores: build with the `cloud` feature (on by default)"
+            ));
+        }
         Ok(())
     }
 
@@ -862,5 +876,21 @@ mod tests {
         config.alerting.max_attempts = 0;
         assert_eq!(config.check_bounds().unwrap_err(), "alerting.max_attempts is 0, under its least of 1");
         assert!(Config::default().check_bounds().is_ok());
+    }
+
+    /// A lean build (`--no-default-features`) refuses the settings that need what it lacks,
+    /// where `vigil validate` shows them; the default build takes them.
+    #[test]
+    fn settings_that_need_a_left_out_feature_are_refused() {
+        let ballista = parse("query:\n  ballista_scheduler: df://127.0.0.1:50050\n");
+        assert_eq!(ballista.is_ok(), cfg!(feature = "distributed"), "{ballista:?}");
+        if let Err(error) = ballista {
+            assert!(error.message.contains("`distributed` feature"), "{}", error.message);
+        }
+        let s3 = parse("storage:\n  object_store: {kind: s3, bucket: b}\n");
+        assert_eq!(s3.is_ok(), cfg!(feature = "cloud"), "{s3:?}");
+        if let Err(error) = s3 {
+            assert!(error.message.contains("`cloud` feature"), "{}", error.message);
+        }
     }
 }

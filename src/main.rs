@@ -1,5 +1,6 @@
 //! The `vigil` binary: command line, configuration and wiring of the crates.
 
+#[cfg(feature = "distributed")]
 mod ballista;
 mod cli;
 mod cluster;
@@ -67,8 +68,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate(args) => validate::run(&args.files),
+        #[cfg(feature = "distributed")]
         Command::BallistaScheduler(pass) => exit(ballista::scheduler(&pass.args)),
+        #[cfg(feature = "distributed")]
         Command::BallistaExecutor(pass) => exit(ballista::executor(&pass.args)),
+        #[cfg(not(feature = "distributed"))]
+        Command::BallistaScheduler(_) | Command::BallistaExecutor(_) => {
+            exit(Err(anyhow::anyhow!("the Ballista roles need a build with the `distributed` feature (on by default)")))
+        }
     }
 }
 

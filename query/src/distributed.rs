@@ -6,21 +6,19 @@
 //! segments only: rows still in a node's write buffer are missing for up to one flush
 //! interval, plus the peer refresh for other nodes' files.
 
+#[cfg(feature = "distributed")]
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use ballista::prelude::SessionContextExt;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::TreeNode;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::logical_expr::{LogicalPlan, TableScan};
 use datafusion::prelude::SessionContext;
 use url::Url;
 use vigil_storage::Storage;
+
+#[cfg(feature = "distributed")]
+mod segment_files;
 
 /// Where distributed queries go.
 #[derive(Clone, Debug)]
@@ -33,91 +31,23 @@ pub struct BallistaOptions {
     pub store_url: Url,
 }
 
-/// The tables as Ballista sees them: Parquet files named by the manifests.
-#[derive(Debug)]
-struct SegmentFiles {
-    storage: Storage,
-    store_url: Url,
-}
-
-#[async_trait]
-impl SchemaProvider for SegmentFiles {
-    fn table_names(&self) -> Vec<String> {
-        self.storage.table_names()
-    }
-
-    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(schema) = self.storage.table_schema(name) else { return Ok(None) };
-        let segments = self.storage.all_segments_of(name);
-        let mut paths = Vec::new();
-        for segment in &segments {
-            let url = self
-                .store_url
-                .join(&segment.path)
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            paths.push(ListingTableUrl::parse(url.as_str())?);
-        }
-        if paths.is_empty() {
-            // Nothing flushed yet: an unknown table to Ballista.
-            return Ok(None);
-        }
-        let schema = plain_strings(&schema);
-        if !segments.iter().any(|s| s.shared.is_some()) {
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let config =
-                ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(schema);
-            return Ok(Some(Arc::new(ListingTable::try_new(config)?)));
-        }
-        Ok(Some(shared_view(name, paths, &schema)?))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        !self.storage.all_segments_of(name).is_empty()
-    }
-}
-
-/// A table some of whose rows are in shared segments: a view over the files, keeping the rows
-/// whose table column names it (a file of its own has no table column: all its rows are the
-/// table's). Executors get plans, not Vigil's row selections, so the rows are picked by value.
-fn shared_view(name: &str, paths: Vec<ListingTableUrl>, schema: &SchemaRef) -> DfResult<Arc<dyn TableProvider>> {
-    use datafusion::logical_expr::{LogicalPlanBuilder, ident, lit};
-    let table_column = vigil_storage::shared::TABLE_COLUMN;
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(table_column, DataType::Utf8, true));
-    let files_schema = Arc::new(Schema::new(fields));
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config =
-        ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options).with_schema(files_schema);
-    let files: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config)?);
-    let plan =
-        LogicalPlanBuilder::scan(format!("{name} files"), datafusion::datasource::provider_as_source(files), None)?
-            .filter(ident(table_column).eq(lit(name)).or(ident(table_column).is_null()))?
-            .project(schema.fields().iter().map(|f| ident(f.name())))?
-            .build()?;
-    Ok(Arc::new(datafusion::catalog::view::ViewTable::new(plan, None)))
-}
-
-/// The schema with dictionary-encoded labels as plain strings (read from Parquet with a
-/// cast). Ballista's shuffle hands stages plain strings where the plan expects dictionaries
-/// ("RowConverter column schema mismatch" in a distributed GROUP BY), so its plans carry none.
-fn plain_strings(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type(value.as_ref().clone()),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
 /// A Ballista session whose default schema holds every table.
+#[cfg(feature = "distributed")]
 pub(crate) async fn session(storage: &Storage, options: &BallistaOptions) -> DfResult<SessionContext> {
+    use ballista::prelude::SessionContextExt;
     let ctx = SessionContext::remote(&options.scheduler).await?;
-    let tables = SegmentFiles { storage: storage.clone(), store_url: options.store_url.clone() };
+    let tables = segment_files::SegmentFiles { storage: storage.clone(), store_url: options.store_url.clone() };
     vigil_storage::catalog::set_default_schema(&ctx, Arc::new(tables))?;
     Ok(ctx)
+}
+
+/// Without Ballista in the build, a configured scheduler is refused at start (`Config`
+/// checks it); a query that still gets here says why.
+#[cfg(not(feature = "distributed"))]
+pub(crate) async fn session(_storage: &Storage, _options: &BallistaOptions) -> DfResult<SessionContext> {
+    Err(datafusion::error::DataFusionError::Configuration(
+        "distributed queries need a build with the `distributed` feature (on by default)".into(),
+    ))
 }
 
 /// The time each scan of `plan` covers, in nanoseconds; `None` when some scan is unbounded.

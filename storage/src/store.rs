@@ -9,13 +9,22 @@ use datafusion::object_store::local::LocalFileSystem;
 use datafusion::object_store::path::Path;
 use datafusion::object_store::prefix::PrefixStore;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt};
+#[cfg(feature = "cloud")]
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+#[cfg(feature = "cloud")]
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+#[cfg(feature = "cloud")]
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use serde::Deserialize;
 use url::Url;
 
 use crate::StorageError;
+
+/// A cloud store's settings that its builder refused.
+#[cfg(feature = "cloud")]
+fn bad(e: object_store::Error) -> StorageError {
+    StorageError::Config(format!("storage.object_store: {e}"))
+}
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -72,13 +81,19 @@ impl ObjectStoreConfig {
     /// Opens the store (creating a local directory). Nothing is read yet: a wrong bucket or
     /// credential shows at the first manifest read, which `Storage::open` does.
     pub fn build(&self, data_dir: &FsPath) -> Result<Arc<dyn ObjectStore>, StorageError> {
-        let bad = |e: object_store::Error| StorageError::Config(format!("storage.object_store: {e}"));
         let store: Arc<dyn ObjectStore> = match self.kind {
             StoreKind::Local => {
                 let dir = self.local_dir(data_dir);
                 std::fs::create_dir_all(&dir)?;
                 Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
             }
+            #[cfg(not(feature = "cloud"))]
+            kind @ (StoreKind::S3 | StoreKind::Gcs | StoreKind::Azure) => {
+                return Err(StorageError::Config(format!(
+                    "storage.object_store.kind {kind:?} needs a build with the `cloud` feature (on by default); this one was built without it"
+                )));
+            }
+            #[cfg(feature = "cloud")]
             StoreKind::S3 => {
                 let mut builder =
                     AmazonS3Builder::from_env().with_bucket_name(self.bucket()?).with_allow_http(self.allow_http);
@@ -93,6 +108,7 @@ impl ObjectStoreConfig {
                 }
                 Arc::new(builder.build().map_err(bad)?)
             }
+            #[cfg(feature = "cloud")]
             StoreKind::Gcs => {
                 let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(self.bucket()?);
                 for (key, value) in &self.options {
@@ -100,6 +116,7 @@ impl ObjectStoreConfig {
                 }
                 Arc::new(builder.build().map_err(bad)?)
             }
+            #[cfg(feature = "cloud")]
             StoreKind::Azure => {
                 let mut builder = MicrosoftAzureBuilder::from_env()
                     .with_container_name(self.bucket()?)
