@@ -721,7 +721,7 @@ impl Config {
 
     /// The alerting part, with the rule files loaded.
     pub fn alerting(&self) -> Result<vigil_alerting::AlertingConfig, String> {
-        let files = vigil_query::slo::expand(&self.base_dir, &self.rules)?;
+        let files = vigil_query::slo::expand(&self.base_dir, &self.rules).map_err(|e| e.to_string())?;
         let groups = vigil_alerting::rules::load_files(&files)
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
         Ok(vigil_alerting::AlertingConfig {

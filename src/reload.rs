@@ -54,15 +54,16 @@ impl DefinitionReloader {
     }
 
     fn definition_files(config: &Config) -> Result<Vec<PathBuf>, String> {
-        let mut files = vigil_query::slo::expand(&config.base_dir, &config.slos)?;
-        files.extend(vigil_query::slo::expand(&config.base_dir, &config.rules)?);
+        let expand = |patterns| vigil_query::slo::expand(&config.base_dir, patterns).map_err(|e| e.to_string());
+        let mut files = expand(&config.slos)?;
+        files.extend(expand(&config.rules)?);
         Ok(files)
     }
 
     /// Loads the definitions the config names, without applying them.
     pub fn load(&self) -> Result<(Vec<SloDefinition>, AlertingConfig), String> {
         let config = self.config()?;
-        let files = vigil_query::slo::expand(&config.base_dir, &config.slos)?;
+        let files = vigil_query::slo::expand(&config.base_dir, &config.slos).map_err(|e| e.to_string())?;
         let slos = vigil_query::slo::load_files(&files, Some(&config.receiver_names()))
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
         let alerting = config.alerting()?;

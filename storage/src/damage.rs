@@ -59,6 +59,15 @@ pub enum SegmentDamage {
     Decoding(String),
     #[error("{found} rows decode where the manifest says {expected}")]
     DecodedRows { found: u64, expected: u64 },
+    // Why a file found without a manifest entry cannot be given one (`vigil store repair`).
+    #[error("the file holds no rows")]
+    Empty,
+    #[error("the file belongs to table {0:?}")]
+    OtherTable(String),
+    #[error("the file names no table")]
+    NoTable,
+    #[error("no time bounds in the file's statistics")]
+    NoTimeBounds,
 }
 
 /// Why a segment cannot be read, or `Ok` when it can: its size and footer agree with the
@@ -392,17 +401,19 @@ async fn segment_meta_of(
     id: u64,
     table: &str,
     partition_start_ns: i64,
-) -> Result<Vec<SegmentMeta>, String> {
-    let bytes = store.get(path).await.map_err(|e| e.to_string())?.bytes().await.map_err(|e| e.to_string())?;
+) -> Result<Vec<SegmentMeta>, SegmentDamage> {
+    let unreadable = |e: datafusion::object_store::Error| SegmentDamage::Unreadable(e.to_string());
+    let bytes = store.get(path).await.map_err(unreadable)?.bytes().await.map_err(unreadable)?;
     let size_bytes = bytes.len() as u64;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| SegmentDamage::Footer(e.to_string()))?;
     let metadata = builder.metadata().clone();
     let schema = builder.schema().clone();
     if schema.column_with_name(shared::TABLE_COLUMN).is_some() {
-        let batches = segment::rows(builder).map_err(|e| e.to_string())?;
-        let Some(first) = batches.first() else { return Err("the file holds no rows".into()) };
-        let whole = datafusion::arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| e.to_string())?;
-        return shared::entries(&whole, path, id, partition_start_ns, size_bytes, 1).map_err(|e| e.to_string());
+        let decoding = |e: &dyn std::fmt::Display| SegmentDamage::Decoding(e.to_string());
+        let batches = segment::rows(builder).map_err(|e| decoding(&e))?;
+        let Some(first) = batches.first() else { return Err(SegmentDamage::Empty) };
+        let whole = datafusion::arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| decoding(&e))?;
+        return shared::entries(&whole, path, id, partition_start_ns, size_bytes, 1).map_err(|e| decoding(&e));
     }
     let named = metadata
         .file_metadata()
@@ -410,15 +421,15 @@ async fn segment_meta_of(
         .and_then(|kv| kv.iter().find(|k| k.key == segment::TABLE_KEY).and_then(|k| k.value.clone()));
     let table = match named {
         Some(named) if !table.is_empty() && named != table => {
-            return Err(format!("the file belongs to table {named:?}"));
+            return Err(SegmentDamage::OtherTable(named));
         }
         Some(named) => named,
         None if !table.is_empty() => table.to_string(),
-        None => return Err("the file names no table".into()),
+        None => return Err(SegmentDamage::NoTable),
     };
     let table = table.as_str();
-    let statistics =
-        DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema).map_err(|e| e.to_string())?;
+    let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema)
+        .map_err(|e| SegmentDamage::Footer(e.to_string()))?;
     let stats = column_stats(&statistics, &schema);
     let time = stats.iter().find(|c| c.name == time_column_of(table));
     let bound = |value: Option<&manifest::StatValue>| match value {
@@ -428,7 +439,7 @@ async fn segment_meta_of(
     let (Some(min_time_ns), Some(max_time_ns)) =
         (bound(time.and_then(|t| t.min.as_ref())), bound(time.and_then(|t| t.max.as_ref())))
     else {
-        return Err("no time bounds in the file's statistics".into());
+        return Err(SegmentDamage::NoTimeBounds);
     };
     Ok(vec![SegmentMeta {
         id,

@@ -50,13 +50,21 @@ pub fn file_kind(text: &str) -> FileKind {
     }
 }
 
+/// A file pattern glob cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pattern {pattern:?}: {source}")]
+pub struct PatternError {
+    pub pattern: String,
+    source: glob::PatternError,
+}
+
 /// Files matching the patterns (relative ones against `base`), sorted, deduplicated.
-pub fn expand(base: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+pub fn expand(base: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, PatternError> {
     let mut files = BTreeSet::new();
     for pattern in patterns {
         let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base.join(pattern) };
         let text = full.to_string_lossy().to_string();
-        let matches = glob::glob(&text).map_err(|e| format!("invalid pattern {pattern:?}: {e}"))?;
+        let matches = glob::glob(&text).map_err(|source| PatternError { pattern: pattern.clone(), source })?;
         for path in matches.flatten() {
             if path.is_file() {
                 files.insert(path);

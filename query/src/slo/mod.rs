@@ -25,7 +25,7 @@ mod vigil;
 pub mod yaml;
 
 pub use evaluate::{SloEvaluator, SloState, SloStatus};
-pub use load::{FileKind, expand, file_kind, load_files, load_texts};
+pub use load::{FileKind, PatternError, expand, file_kind, load_files, load_texts};
 pub use model::SloDefinition;
 pub use yaml::LoadError;
 
