@@ -471,6 +471,9 @@ impl SweepRun {
             points.resize_with(self.series.series.len(), Vec::new);
             for (series, points) in self.series.series.iter().zip(points.iter_mut()) {
                 let before = points.len();
+                // At most one point a step: growing by the iterator's unknown length
+                // reallocated and copied each series' points several times a chunk.
+                points.reserve(steps.len());
                 points.extend(step_values(&self.spec, series, steps).map(|(at, value)| (steps[at], value)));
                 self.spec.budget.take(points.len() - before)?;
             }
