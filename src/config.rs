@@ -608,16 +608,10 @@ impl Config {
 
     /// Settings that need a part this build was made without (README, "Building").
     fn check_features(&self) -> Result<(), String> {
-        if !cfg!(feature = "distributed") && self.query.ballista_scheduler.is_some() {
+        if !vigil_query::distributed::AVAILABLE && self.query.ballista_scheduler.is_some() {
             return Err("query.ballista_scheduler is set, but this build has no distributed queries: build with the `distributed` feature (on by default)".into());
         }
-        let kind = self.storage.object_store.kind;
-        if !cfg!(feature = "cloud") && kind != vigil_storage::store::StoreKind::Local {
-            return Err(format!(
-                "storage.object_store.kind is {kind:?}, but this build has only local stores: build with the `cloud` feature (on by default)"
-            ));
-        }
-        Ok(())
+        self.storage.object_store.check_supported().map_err(|e| e.to_string())
     }
 
     /// Checks what types alone cannot, pointing at the offending value.

@@ -186,11 +186,7 @@ impl DriftEngine {
 
     /// Keeps the newest window's outcome per feature.
     pub(crate) fn remember(&self, outcome: WindowOutcome) {
-        let mut latest = self.inner.latest.lock();
-        let newer = latest.get(&outcome.key).is_none_or(|o| o.window_start_ns <= outcome.window_start_ns);
-        if newer {
-            latest.insert(outcome.key.clone(), outcome);
-        }
+        keep_newest(&mut self.inner.latest.lock(), outcome);
     }
 
     /// Thresholds in force, with their direction.
@@ -211,9 +207,7 @@ impl DriftEngine {
         // Include the new outcomes before summarising.
         let mut latest = self.inner.latest.lock().clone();
         for outcome in scored {
-            if latest.get(&outcome.key).is_none_or(|o| o.window_start_ns <= outcome.window_start_ns) {
-                latest.insert(outcome.key.clone(), outcome.clone());
-            }
+            keep_newest(&mut latest, outcome.clone());
         }
         ModelDrift::summarize([], latest.values(), &self.thresholds())
             .into_iter()
@@ -308,6 +302,13 @@ impl DriftEngine {
         if let Err(e) = self.flush(None).await {
             tracing::warn!(error = %e, "scoring drift windows at shutdown failed");
         }
+    }
+}
+
+/// Keeps `outcome` in `latest` unless a newer window of its feature is there.
+fn keep_newest(latest: &mut BTreeMap<FeatureKey, WindowOutcome>, outcome: WindowOutcome) {
+    if latest.get(&outcome.key).is_none_or(|o| o.window_start_ns <= outcome.window_start_ns) {
+        latest.insert(outcome.key.clone(), outcome);
     }
 }
 

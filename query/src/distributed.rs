@@ -20,6 +20,9 @@ use vigil_storage::Storage;
 #[cfg(feature = "distributed")]
 mod segment_files;
 
+/// Whether this build has Ballista (the `distributed` feature, on by default).
+pub const AVAILABLE: bool = cfg!(feature = "distributed");
+
 /// Where distributed queries go.
 #[derive(Clone, Debug)]
 pub struct BallistaOptions {

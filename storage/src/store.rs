@@ -78,6 +78,19 @@ impl ObjectStoreConfig {
         self.path.clone().unwrap_or_else(|| data_dir.join("segments"))
     }
 
+    /// Whether this build can open the configured kind (`vigil validate` asks before start).
+    pub fn check_supported(&self) -> Result<(), StorageError> {
+        if cfg!(feature = "cloud") || self.kind == StoreKind::Local { Ok(()) } else { Err(self.unsupported()) }
+    }
+
+    /// A cloud kind in a build without the `cloud` feature.
+    fn unsupported(&self) -> StorageError {
+        StorageError::Config(format!(
+            "storage.object_store.kind {:?} needs a build with the `cloud` feature (on by default); this one was built without it",
+            self.kind
+        ))
+    }
+
     /// Opens the store (creating a local directory). Nothing is read yet: a wrong bucket or
     /// credential shows at the first manifest read, which `Storage::open` does.
     pub fn build(&self, data_dir: &FsPath) -> Result<Arc<dyn ObjectStore>, StorageError> {
@@ -88,11 +101,7 @@ impl ObjectStoreConfig {
                 Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
             }
             #[cfg(not(feature = "cloud"))]
-            kind @ (StoreKind::S3 | StoreKind::Gcs | StoreKind::Azure) => {
-                return Err(StorageError::Config(format!(
-                    "storage.object_store.kind {kind:?} needs a build with the `cloud` feature (on by default); this one was built without it"
-                )));
-            }
+            StoreKind::S3 | StoreKind::Gcs | StoreKind::Azure => return Err(self.unsupported()),
             #[cfg(feature = "cloud")]
             StoreKind::S3 => {
                 let mut builder =
