@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, FsyncMode, PromDuration, Scope, Secret, TlsConfig, TokenConfig};
+use crate::config::{Config, FsyncMode, LogFormat, PromDuration, Scope, Secret, TlsConfig, TokenConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Log filter (`info`, `debug`, `vigil_storage=debug,info`).
     #[arg(long, env = "VIGIL_LOG")]
     pub log_level: Option<String>,
+    /// Log lines as `text` (coloured only on a terminal) or `json` [default: text]
+    #[arg(long, env = "VIGIL_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
@@ -400,6 +403,7 @@ impl ServeArgs {
     pub fn apply(&self, config: &mut Config) {
         set(&mut config.external_url, self.external_url.clone().map(Some));
         set(&mut config.log.level, self.log_level.clone());
+        set(&mut config.log.format, self.log_format);
         set(&mut config.evaluation_interval, self.evaluation_interval);
         set(&mut config.slo_state_save_interval, self.slo_state_save_interval);
         if !self.slos.is_empty() {

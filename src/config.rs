@@ -487,12 +487,23 @@ impl Default for QueryConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `vigil_storage=debug,info`, ...
     pub level: String,
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig { level: "info".into(), format: LogFormat::Text }
     }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 /// A config error with its place in the file.

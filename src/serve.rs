@@ -20,7 +20,7 @@ use vigil_storage::{Storage, StorageOptions};
 use vigil_web::{AppState, HttpOptions};
 
 use crate::cli::ServeArgs;
-use crate::config::{Config, FsyncMode};
+use crate::config::{Config, FsyncMode, LogFormat};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
@@ -29,7 +29,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     args.apply(&mut config);
     config.check_bounds().map_err(anyhow::Error::msg)?;
-    init_logging(&config.log.level)?;
+    init_logging(&config.log)?;
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     metrics::gauge!("vigil_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let max_fds = crate::process::raise_fd_limit();
@@ -247,10 +247,16 @@ fn tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<tokio_rustls::Tl
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("invalid log filter {filter:?}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+fn init_logging(log: &crate::config::LogConfig) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .with_context(|| format!("invalid log filter {:?}", log.level))?;
+    let lines = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        // Colour codes only where a person reads them: a file or a pipe gets plain text.
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => lines.json().init(),
+    }
     Ok(())
 }
 

@@ -84,6 +84,20 @@ async fn sigterm_flushes_to_parquet_and_exits_zero() {
     let vigil = Vigil::start(&data, &[]).await;
     assert_eq!(vigil.count("SELECT count(*) FROM flushed").await, 15);
     assert!(vigil.log_text().contains("storage opened"), "{}", vigil.log_text());
+    // Written to a file, the log is plain text: no terminal colour codes.
+    assert!(!vigil.log_text().contains('\u{1b}'), "ANSI codes in a log file:\n{}", vigil.log_text());
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&dir.path().join("data"), &["--log-format", "json"]).await;
+    let log = vigil.log_text();
+    let events: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let opened = events.iter().find(|e| e["fields"]["message"] == "storage opened").expect("storage opened");
+    assert_eq!(opened["level"], "INFO", "{opened}");
+    assert!(opened["timestamp"].is_string() && opened["target"].is_string(), "{opened}");
 }
 
 #[tokio::test]

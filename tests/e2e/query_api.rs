@@ -104,3 +104,42 @@ async fn query_limits_answer_503_and_422() {
     // Small queries still run.
     assert_eq!(vigil.count("SELECT count(*) FROM generate_series(1, 1000)").await, 1000);
 }
+
+/// The README's `curl` commands, run exactly as written (only the port is this Vigil's),
+/// with the real curl: the first thing a new user types must work.
+#[tokio::test]
+async fn the_readmes_curl_commands_answer_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&dir.path().join("data"), &[]).await;
+    let body = "up{job=\"api\",instance=\"a\"} 1\nup{job=\"api\",instance=\"b\"} 0\nup{job=\"db\",instance=\"c\"} 1\n";
+    let response = vigil.client.post(vigil.url("/api/v1/import/prometheus")).body(body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let commands: Vec<&str> = readme.lines().filter(|l| l.starts_with("curl ")).collect();
+    assert!(!commands.is_empty(), "the README shows how to query with curl");
+    for command in commands {
+        let command = command.replace("localhost:9400", &vigil.addr.to_string());
+        let output = std::process::Command::new("sh").arg("-c").arg(&command).output().expect("sh and curl");
+        assert!(output.status.success(), "{command}");
+        let answer: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{command}: {e}: {}", String::from_utf8_lossy(&output.stdout)));
+        assert!(answer.get("error").is_none(), "{command}: {answer}");
+        if command.contains("GROUP BY job") {
+            assert_eq!(answer["columns"], json!(["job", "count(*)"]), "{answer}");
+            let mut rows = answer["rows"].as_array().unwrap().clone();
+            rows.sort_by_key(|r| r[0].as_str().unwrap().to_string());
+            assert_eq!(rows, vec![json!(["api", 2]), json!(["db", 1])]);
+        }
+    }
+    // The other ways a query arrives: a form and a query string.
+    let form = vigil.client.post(vigil.url("/api/v1/sql")).form(&[("query", "SELECT 1 AS one")]).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    assert_eq!(form.json::<Value>().await.unwrap()["rows"], json!([[1]]));
+    let get = vigil.client.get(vigil.url("/api/v1/sql")).query(&[("query", "SELECT 2 AS two")]).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    assert_eq!(get.json::<Value>().await.unwrap()["rows"], json!([[2]]));
+    let nothing = vigil.client.post(vigil.url("/api/v1/sql")).send().await.unwrap();
+    assert_eq!(nothing.status(), 400);
+    let error: Value = nothing.json().await.unwrap();
+    assert!(error["hint"].as_str().unwrap().contains("query="), "{error}");
+}
