@@ -357,6 +357,17 @@ impl Dispatcher {
         self.groups.iter().map(|((receiver, key), g)| (receiver.clone(), key.clone(), g.alerts.len())).collect()
     }
 
+    /// Each group's receiver, group labels and the fingerprints of its alerts still firing.
+    pub fn group_members(&self, now_ms: i64) -> Vec<(String, Labels, Vec<u64>)> {
+        self.groups
+            .iter()
+            .map(|((receiver, _), g)| {
+                let firing = g.alerts.values().filter(|a| !a.is_resolved(now_ms)).map(|a| a.fingerprint).collect();
+                (receiver.clone(), g.group_labels.clone(), firing)
+            })
+            .collect()
+    }
+
     /// The receivers an alert would reach.
     pub fn receivers_for(&self, alert: &NotifyAlert) -> Vec<String> {
         let mut names: Vec<String> = self.targets(alert).into_iter().map(|t| t.0).collect();

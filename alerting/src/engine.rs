@@ -80,12 +80,20 @@ pub enum SourceKind {
     Rule,
     /// A recording rule (no alerts; kept for its health).
     Record,
+    /// Alerts another sender posted (a Prometheus whose Alertmanager is Vigil).
+    Posted,
 }
 
 impl SourceKind {
-    /// The kind of a saved source, by its key (`slo:NAME` or `rule:...`).
+    /// The kind of a saved source, by its key (`slo:NAME`, `posted` or `rule:...`).
     pub(crate) fn of_key(key: &str) -> SourceKind {
-        if key.starts_with("slo:") { SourceKind::Slo } else { SourceKind::Rule }
+        if key.starts_with("slo:") {
+            SourceKind::Slo
+        } else if key == crate::posted::KEY {
+            SourceKind::Posted
+        } else {
+            SourceKind::Rule
+        }
     }
 }
 
@@ -291,7 +299,9 @@ impl Alerting {
             .iter()
             .flat_map(|g| g.rules.iter().enumerate().map(move |(i, r)| rule_key(g, r, i)))
             .collect();
-        state.sources.retain(|key, _| key.starts_with("slo:") || keys.contains(key));
+        state
+            .sources
+            .retain(|key, source| matches!(source.kind, SourceKind::Slo | SourceKind::Posted) || keys.contains(key));
         Ok(())
     }
 
@@ -369,6 +379,7 @@ impl Alerting {
         while stop.run_until_cancelled(ticker.tick()).await.is_some() {
             if self.is_active() {
                 self.evaluate_due_groups();
+                self.resolve_expired_posted().await;
                 self.dispatch_due();
             }
         }

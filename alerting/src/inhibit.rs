@@ -41,13 +41,19 @@ impl InhibitRule {
         })
     }
 
-    fn inhibits(&self, target: &NotifyAlert, firing: &[&NotifyAlert]) -> bool {
-        all_match(&self.target, &target.labels)
-            && firing.iter().any(|source| {
-                source.fingerprint != target.fingerprint
-                    && all_match(&self.source, &source.labels)
-                    && self.equal.iter().all(|l| source.labels.get(l) == target.labels.get(l))
-            })
+    /// The firing alerts by which this rule inhibits `target`.
+    fn inhibitors<'b>(
+        &'b self,
+        target: &'b NotifyAlert,
+        firing: &'b [&'b NotifyAlert],
+    ) -> impl Iterator<Item = &'b NotifyAlert> + 'b {
+        let applies = all_match(&self.target, &target.labels);
+        firing.iter().copied().filter(move |source| {
+            applies
+                && source.fingerprint != target.fingerprint
+                && all_match(&self.source, &source.labels)
+                && self.equal.iter().all(|l| source.labels.get(l) == target.labels.get(l))
+        })
     }
 }
 
@@ -78,7 +84,19 @@ impl<'a> Muting<'a> {
     }
 
     pub(crate) fn is_inhibited(&self, alert: &NotifyAlert) -> bool {
-        self.rules.iter().any(|rule| rule.inhibits(alert, &self.firing))
+        self.rules.iter().any(|rule| rule.inhibitors(alert, &self.firing).next().is_some())
+    }
+
+    /// The fingerprints of the firing alerts that inhibit `alert` (Alertmanager's
+    /// `inhibitedBy`), sorted.
+    pub(crate) fn inhibited_by(&self, alert: &NotifyAlert) -> Vec<String> {
+        let by: std::collections::BTreeSet<String> = self
+            .rules
+            .iter()
+            .flat_map(|rule| rule.inhibitors(alert, &self.firing))
+            .map(|source| format!("{:016x}", source.fingerprint))
+            .collect();
+        by.into_iter().collect()
     }
 
     pub(crate) fn is_muted(&self, alert: &NotifyAlert) -> bool {

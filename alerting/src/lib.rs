@@ -6,7 +6,7 @@
 //! [`Alerting`] (in `engine`) holds the state and runs the loop; its work is spread over
 //! files by job: `evaluate` (SLO and rule evaluation), `publish` (`ALERTS` series and
 //! `alerts` rows), `inhibit` (inhibition and muting), `persist` (disk and the shared store),
-//! `views` (what the API shows).
+//! `views` (what the API shows); `posted` takes alerts other senders post.
 
 pub mod config;
 pub mod dispatch;
@@ -17,6 +17,7 @@ pub mod labels;
 pub mod matchers;
 pub mod notify;
 pub mod persist;
+pub mod posted;
 mod publish;
 pub mod rules;
 pub mod silences;
@@ -26,7 +27,7 @@ pub mod template;
 mod views;
 
 pub use engine::{Alerting, AlertingConfig, AlertingOptions, ReceiverStatus, SourceKind, check_config};
-pub use views::{AlertView, AlertViewState, RuleGroupView, RuleGroupsView, RuleView};
+pub use views::{AlertGroupView, AlertView, AlertViewState, RuleGroupView, RuleGroupsView, RuleView};
 pub use vigil_storage::clock::{Clock, ManualClock, SystemClock};
 
 /// Why the alerting configuration or a shared state could not be taken.

@@ -29,7 +29,8 @@ impl Alerting {
             let series_ms = self.now_ms().max(state.written_at_ms + 1);
             state.written_at_ms = series_ms;
             let now_ns = series_ms * 1_000_000;
-            for source in state.sources.values() {
+            // Posted alerts are their sender's: it writes its own `ALERTS` series.
+            for source in state.sources.values().filter(|s| s.kind != crate::engine::SourceKind::Posted) {
                 for alert in source.alerts.active() {
                     match alert.state {
                         AlertState::Firing => firing += 1,
@@ -86,7 +87,7 @@ pub(crate) fn notify_alerts(state: &State) -> Vec<NotifyAlert> {
                 annotations: alert.annotations.clone(),
                 starts_at_ms: alert.fired_at_ms.unwrap_or(alert.active_at_ms),
                 ends_at_ms: alert.resolved_at_ms.filter(|_| alert.state == AlertState::Inactive),
-                generator_url: source.generator_url.clone(),
+                generator_url: alert.generator_url.clone().unwrap_or_else(|| source.generator_url.clone()),
                 receivers: source.receivers.get(fp).cloned().unwrap_or_default(),
             });
         }

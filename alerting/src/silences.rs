@@ -162,10 +162,13 @@ impl Silences {
                 let existing =
                     self.silences.iter().find(|s| &s.id == id).ok_or_else(|| SilenceError::NotFound(id.clone()))?;
                 if existing.state(now) == SilenceState::Expired {
-                    return Err(SilenceError::AlreadyExpired(id.clone()));
+                    // As Alertmanager: an expired silence stays in the record; posting it
+                    // again (amtool's `silence import`, say) makes a new one.
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    self.silences.retain(|s| &s.id != id);
+                    id.clone()
                 }
-                self.silences.retain(|s| &s.id != id);
-                id.clone()
             }
             None => uuid::Uuid::new_v4().to_string(),
         };
@@ -242,6 +245,16 @@ mod tests {
         silences.expire(&id, at(20)).unwrap();
         assert!(silences.silencing(&checkout, at(30)).is_empty(), "expired early");
         assert_eq!(silences.expire(&id, at(40)), Err(SilenceError::AlreadyExpired(id.clone())));
+        // Posted again with its id, an expired silence comes back as a new one beside it.
+        let mut again = request(r#"["service=\"checkout\""]"#, 7200);
+        again.id = Some(id.clone());
+        let new_id = silences.upsert(again, at(50)).unwrap();
+        assert_ne!(new_id, id);
+        assert_eq!(silences.silencing(&checkout, at(60)), vec![new_id]);
+        assert_eq!(silences.all().len(), 2, "the expired one stays in the record");
+        let mut unknown = request(r#"["a=b"]"#, 7200);
+        unknown.id = Some("nope".into());
+        assert_eq!(silences.upsert(unknown, at(60)), Err(SilenceError::NotFound("nope".into())));
     }
 
     #[test]

@@ -35,6 +35,9 @@ impl AlertState {
 pub struct Alert {
     pub labels: Labels,
     pub annotations: Labels,
+    /// NaN and infinities are saved as strings (JSON has no number for them): a rule whose
+    /// value is NaN, or a posted alert (which has none), must not make the state unreadable.
+    #[serde(with = "any_float")]
     pub value: f64,
     pub state: AlertState,
     pub active_at_ms: i64,
@@ -44,6 +47,13 @@ pub struct Alert {
     /// The rule's `for` and `keep_firing_for` when the alert was last seen.
     pub hold_ms: i64,
     pub keep_firing_for_ms: i64,
+    /// An alert posted by another sender (`POST /api/v2/alerts`) resolves at this time unless
+    /// posted again: its `endsAt`, or the resolve timeout after it was last posted.
+    #[serde(default)]
+    pub valid_until_ms: Option<i64>,
+    /// A posted alert's own link back to its sender (a rule's alerts share their source's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_url: Option<String>,
 }
 
 impl Alert {
@@ -115,6 +125,8 @@ impl RuleAlerts {
                         fired_at_ms: None,
                         resolved_at_ms: None,
                         keep_firing_since_ms: None,
+                        valid_until_ms: None,
+                        generator_url: None,
                         hold_ms: candidate.hold_ms,
                         keep_firing_for_ms: candidate.keep_firing_for_ms,
                     };
@@ -186,6 +198,23 @@ mod tests {
             hold_ms: hold_s * S,
             keep_firing_for_ms: keep_s * S,
         }
+    }
+
+    #[test]
+    fn alerts_whose_value_json_cannot_spell_are_saved_and_read_back() {
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 2.5] {
+            let mut rule = RuleAlerts::default();
+            rule.advance(0, vec![Candidate { value, ..candidate(0, 0) }]).unwrap();
+            let saved = serde_json::to_string(&rule).unwrap();
+            let read: RuleAlerts = serde_json::from_str(&saved).unwrap();
+            let back = read.alerts.values().next().unwrap().value;
+            assert!(back == value || (back.is_nan() && value.is_nan()), "{value} saved as {saved}");
+        }
+        // State saved before: NaN was written as null.
+        let old = r#"{"alerts":{"1":{"labels":{},"annotations":{},"value":null,"state":"firing","active_at_ms":0,
+            "fired_at_ms":0,"resolved_at_ms":null,"keep_firing_since_ms":null,"hold_ms":0,"keep_firing_for_ms":0}}}"#;
+        let read: RuleAlerts = serde_json::from_str(old).unwrap();
+        assert!(read.alerts[&1].value.is_nan());
     }
 
     /// Runs the rule over `present` (was the expression true at each 15 s step?) and returns
@@ -291,5 +320,37 @@ mod tests {
     fn duplicate_label_sets_are_an_error() {
         let mut rule = RuleAlerts::default();
         assert!(rule.advance(0, vec![candidate(0, 0), candidate(0, 0)]).is_err());
+    }
+}
+
+/// An `f64` as a JSON number, or as `"NaN"`, `"+Inf"`, `"-Inf"` where JSON has no number.
+mod any_float {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        match *value {
+            v if v.is_nan() => serializer.serialize_str("NaN"),
+            v if v == f64::INFINITY => serializer.serialize_str("+Inf"),
+            v if v == f64::NEG_INFINITY => serializer.serialize_str("-Inf"),
+            v => serializer.serialize_f64(v),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        Number(f64),
+        Text(String),
+        // Written as `null` by versions before this one.
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(match Saved::deserialize(deserializer)? {
+            Saved::Number(v) => v,
+            Saved::Text(t) if t == "+Inf" => f64::INFINITY,
+            Saved::Text(t) if t == "-Inf" => f64::NEG_INFINITY,
+            Saved::Text(_) | Saved::Null(()) => f64::NAN,
+        })
     }
 }

@@ -42,16 +42,36 @@ impl Alerting {
                     fingerprint: fingerprint_hex(&alert.labels),
                     source: source.kind,
                     source_key: key.clone(),
-                    generator_url: source.generator_url.clone(),
+                    generator_url: alert.generator_url.clone().unwrap_or_else(|| source.generator_url.clone()),
                     silenced: !silenced_by.is_empty(),
                     silenced_by,
+                    inhibited_by: notify.map(|n| muting.inhibited_by(n)).unwrap_or_default(),
                     inhibited: notify.is_some_and(|n| muting.is_inhibited(n)),
+                    valid_until: alert.valid_until_ms.map(rfc3339_ms),
                     receivers: notify.map(|n| state.dispatcher.receivers_for(n)).unwrap_or_default(),
                 });
             }
         }
         out.sort_by(|a, b| (a.state, &a.labels).cmp(&(b.state, &b.labels)));
         out
+    }
+
+    /// The dispatcher's aggregation groups with firing alerts (Alertmanager's
+    /// `/api/v2/alerts/groups`): receiver, group labels, and the alerts' fingerprints.
+    pub fn alert_groups(&self) -> Vec<AlertGroupView> {
+        let now = self.now_ms();
+        let state = self.inner.state.lock();
+        state
+            .dispatcher
+            .group_members(now)
+            .into_iter()
+            .filter(|(_, _, members)| !members.is_empty())
+            .map(|(receiver, labels, members)| AlertGroupView {
+                receiver,
+                labels,
+                fingerprints: members.into_iter().map(|fp| format!("{fp:016x}")).collect(),
+            })
+            .collect()
     }
 
     /// Rule groups and their health.
@@ -135,6 +155,15 @@ impl Alerting {
     }
 }
 
+/// An aggregation group of the dispatcher.
+#[derive(Clone, Debug)]
+pub struct AlertGroupView {
+    pub receiver: String,
+    pub labels: Labels,
+    /// Of the alerts in the group, as [`AlertView::fingerprint`].
+    pub fingerprints: Vec<String>,
+}
+
 /// One alert for `/api/v1/alerts`.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -155,6 +184,11 @@ pub struct AlertView {
     pub silenced: bool,
     pub silenced_by: Vec<String>,
     pub inhibited: bool,
+    /// Fingerprints of the firing alerts that inhibit this one.
+    pub inhibited_by: Vec<String>,
+    /// When a posted alert resolves unless posted again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
     pub receivers: Vec<String>,
 }
 

@@ -36,14 +36,14 @@ pub(crate) async fn webhook_receiver() -> (String, Received) {
     (url, received)
 }
 
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     child: Child,
     folder: std::path::PathBuf,
     python: std::path::PathBuf,
 }
 
 impl SmtpSink {
-    fn start(python: &Path, folder: &Path, port: u16) -> SmtpSink {
+    pub(crate) fn start(python: &Path, folder: &Path, port: u16) -> SmtpSink {
         SmtpSink::start_script(python, folder, port, "fixtures/smtp_sink.py", &["127.0.0.1", &port.to_string()])
     }
 
@@ -65,7 +65,7 @@ impl SmtpSink {
     }
 
     /// Every mail received, parsed by Python's email package.
-    fn mails(&self) -> Vec<Value> {
+    pub(crate) fn mails(&self) -> Vec<Value> {
         let output =
             Command::new(&self.python).arg(fixture("fixtures/read_mail.py")).arg(&self.folder).output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -153,6 +153,10 @@ route:
     assert_eq!(page["from"], "vigil@example.com");
     assert_eq!(page["to"], "oncall@example.com");
     assert_eq!(page["content_type"], "multipart/alternative");
+    // Every mail carries a Date and its own Message-ID of the sender's domain.
+    assert!(page["date"].as_str().is_some_and(|d| d.len() > 10 && d != "None"), "{page}");
+    let message_id = page["message_id"].as_str().unwrap();
+    assert!(message_id.starts_with('<') && message_id.ends_with("@example.com>"), "{message_id}");
     let text = page["parts"]["text/plain"].as_str().unwrap();
     let html = page["parts"]["text/html"].as_str().unwrap();
     for body in [text, html] {
@@ -192,6 +196,7 @@ route:
     .await;
     assert!(resolved["subject"].as_str().unwrap().contains("SLOBurnRate checkout-availability"), "{resolved}");
     assert!(resolved["parts"]["text/plain"].as_str().unwrap().contains("RESOLVED"), "{resolved}");
+    assert_ne!(resolved["message_id"], page["message_id"], "each mail has its own Message-ID");
     let tickets: Vec<(String, String)> = hook
         .lock()
         .iter()

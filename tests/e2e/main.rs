@@ -3,6 +3,7 @@
 
 mod adversity;
 mod alerting;
+mod alertmanager_api;
 mod cluster;
 mod dashboard;
 mod drift;

@@ -2,6 +2,7 @@
 //! endpoints and the server-rendered dashboard. Handlers decode the request, call the crate
 //! that owns the work and encode the answer; no query or storage logic lives here.
 
+mod alertmanager_api;
 mod alerts_api;
 pub mod auth;
 mod body;
@@ -185,7 +186,7 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/-/logout", post(auth::logout))
         .route("/static/vigil.css", get(dashboard::stylesheet));
     let queries = Router::new()
-        .route("/api/v1/sql", post(sql::sql))
+        .route("/api/v1/sql", get(sql::sql).post(sql::sql))
         .route("/api/v1/query", get(prom_api::query).post(prom_api::query))
         .route("/api/v1/query_range", get(prom_api::query_range).post(prom_api::query_range))
         .route("/api/v1/series", get(prom_api::series).post(prom_api::series))
@@ -200,6 +201,12 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/alerts", get(alerts_api::alerts))
         .route("/api/v1/rules", get(alerts_api::rules))
         .route("/api/v1/silences", get(alerts_api::silences))
+        .route("/api/v2/status", get(alertmanager_api::status))
+        .route("/api/v2/receivers", get(alertmanager_api::receivers))
+        .route("/api/v2/alerts", get(alertmanager_api::alerts))
+        .route("/api/v2/alerts/groups", get(alertmanager_api::alert_groups))
+        .route("/api/v2/silences", get(alertmanager_api::silences))
+        .route("/api/v2/silence/{id}", get(alertmanager_api::silence))
         .route("/api/v1/metadata", get(prom_api::metadata))
         .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
         .route("/api/v1/status/tsdb", get(prom_api::tsdb_status))
@@ -216,10 +223,16 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
     let admin = Router::new()
         .route("/-/reload", post(reload::reload).put(reload::reload))
         .route("/api/v1/silences", post(alerts_api::create_silence))
-        .route("/api/v1/silences/{id}", axum::routing::delete(alerts_api::expire_silence));
+        .route("/api/v1/silences/{id}", axum::routing::delete(alerts_api::expire_silence))
+        .route("/api/v2/silences", post(alertmanager_api::post_silence))
+        .route("/api/v2/silence/{id}", axum::routing::delete(alertmanager_api::delete_silence));
+    // A Prometheus whose Alertmanager is Vigil sends alerts with the token it sends data with.
+    let posted_alerts = Router::new().route("/api/v2/alerts", post(alertmanager_api::post_alerts));
+    alertmanager_api::mark_start();
     let routes = open
         .merge(guarded(read, &auth, Scope::Read, true))
         .merge(guarded(admin, &auth, Scope::Admin, false))
+        .merge(guarded(posted_alerts, &auth, Scope::Ingest, false))
         // The dashboard's silence forms: the login cookie counts, their CSRF token guards it.
         .merge(guarded(dashboard::forms(), &auth, Scope::Admin, true))
         .merge(guarded_ingest(all_ingest_routes(), options, slots, &auth));

@@ -194,6 +194,95 @@ async fn page_inhibits_ticket_and_silences_mute() {
     assert_eq!(alerting.silences().len(), 1);
 }
 
+fn posted(json: serde_json::Value) -> Vec<crate::posted::PostedAlert> {
+    serde_json::from_value(json).unwrap()
+}
+
+#[tokio::test]
+async fn posted_alerts_fire_resolve_and_time_out_like_alertmanagers() {
+    use crate::posted::{PostedAlertError, RESOLVE_TIMEOUT_MS};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let (url, hook) = webhook().await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let alerting = open(&engine, dir.path(), &clock, &url, "");
+    let disk = serde_json::json!({"alertname": "DiskFull", "instance": "db-1", "severity": "page"});
+    let cpu = serde_json::json!({"alertname": "CpuHigh", "instance": "web-1", "empty": ""});
+    let ends = crate::notify::rfc3339_ms(T0 + 4 * 60_000);
+    let taken = alerting
+        .receive_alerts(posted(serde_json::json!([
+            {"labels": disk, "annotations": {"summary": "disk"}, "startsAt": crate::notify::rfc3339_ms(T0 - 60_000),
+             "endsAt": ends, "generatorURL": "http://prometheus:9090/graph"},
+            {"labels": cpu},
+        ])))
+        .await
+        .unwrap();
+    assert_eq!(taken, 2);
+    step(&alerting, &clock, 10).await;
+    let received = hook.received.lock().clone();
+    let mut names: Vec<&str> = received
+        .iter()
+        .flat_map(|m| m["alerts"].as_array().unwrap())
+        .map(|a| a["labels"]["alertname"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["CpuHigh", "DiskFull"], "{received:?}");
+    let views = alerting.alerts();
+    let disk_view = views.iter().find(|a| a.labels["alertname"] == "DiskFull").unwrap();
+    assert_eq!(
+        (disk_view.source, disk_view.generator_url.as_str()),
+        (SourceKind::Posted, "http://prometheus:9090/graph")
+    );
+    assert_eq!(disk_view.fired_at.as_deref(), Some(crate::notify::rfc3339_ms(T0 - 60_000).as_str()));
+    let cpu_view = views.iter().find(|a| a.labels["alertname"] == "CpuHigh").unwrap();
+    assert!(!cpu_view.labels.contains_key("empty"), "empty label values are dropped");
+    assert_eq!(cpu_view.valid_until, Some(crate::notify::rfc3339_ms(T0 + RESOLVE_TIMEOUT_MS)));
+
+    // DiskFull resolved by its sender; CpuHigh re-posted keeps firing past its first timeout.
+    clock.advance(Duration::from_secs(3 * 60));
+    let resolved_at = crate::notify::rfc3339_ms(clock.now_ms());
+    alerting
+        .receive_alerts(posted(serde_json::json!([
+            {"labels": disk, "endsAt": resolved_at},
+            {"labels": {"alertname": "CpuHigh", "instance": "web-1"}},
+        ])))
+        .await
+        .unwrap();
+    step(&alerting, &clock, 60).await;
+    let last = hook.received.lock().last().cloned().unwrap();
+    assert_eq!(last["status"], "resolved", "{last}");
+    assert_eq!(last["alerts"][0]["labels"]["alertname"], "DiskFull");
+    clock.advance(Duration::from_secs(3 * 60));
+    alerting.resolve_expired_posted().await;
+    assert!(alerting.alerts().iter().any(|a| a.labels["alertname"] == "CpuHigh" && a.state == "firing"));
+    // Not posted again: it resolves when its timeout runs out.
+    clock.advance(Duration::from_secs(3 * 60));
+    alerting.resolve_expired_posted().await;
+    step(&alerting, &clock, 60).await;
+    let last = hook.received.lock().last().cloned().unwrap();
+    assert_eq!(
+        (last["status"].as_str(), last["alerts"][0]["labels"]["alertname"].as_str()),
+        (Some("resolved"), Some("CpuHigh"))
+    );
+
+    // Bad alerts are refused whole, with the index of the first bad one.
+    let bad = alerting
+        .receive_alerts(posted(serde_json::json!([{"labels": {"a": "b"}}, {"labels": {"": "x"}}])))
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, PostedAlertError::Invalid { index: 1, .. }), "{bad}");
+    let bad = alerting.receive_alerts(posted(serde_json::json!([{"labels": {"empty": ""}}]))).await.unwrap_err();
+    assert!(bad.to_string().contains("at least one label"), "{bad}");
+    assert!(alerting.alerts().iter().all(|a| !a.labels.contains_key("a")), "nothing of a refused request is taken");
+
+    // Posted alerts survive a restart and a reconfiguration.
+    alerting.receive_alerts(posted(serde_json::json!([{"labels": {"alertname": "Kept"}}]))).await.unwrap();
+    drop(alerting);
+    let alerting = open(&engine, dir.path(), &clock, &url, "");
+    alerting.configure(&config(&url, "")).unwrap();
+    assert!(alerting.alerts().iter().any(|a| a.labels["alertname"] == "Kept" && a.source == SourceKind::Posted));
+}
+
 #[tokio::test]
 async fn rule_for_progress_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
