@@ -37,7 +37,7 @@ pub enum Command {
     BallistaExecutor(PassThrough),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PassThrough {
     /// Ballista's own arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -60,14 +60,14 @@ pub enum StoreAction {
     Repair(Box<ServeArgs>),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ValidateArgs {
     /// Files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Config file (YAML). Without one, Vigil runs on embedded defaults.
     #[arg(long, env = "VIGIL_CONFIG")]
@@ -112,7 +112,7 @@ pub struct ServeArgs {
     pub cluster: ClusterArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Object store and cluster")]
 pub struct ClusterArgs {
     /// Where segments live: local, s3, gcs or azure [default: local]
@@ -158,7 +158,7 @@ fn parse_store_kind(text: &str) -> Result<vigil_storage::store::StoreKind, Strin
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Auth and TLS")]
 pub struct SecurityArgs {
     /// A bearer token as NAME:SCOPES:TOKEN, scopes joined by `+` (`ci:ingest+read:...`);
@@ -218,7 +218,7 @@ impl std::str::FromStr for TokenArg {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Model drift")]
 pub struct DriftArgs {
     /// Width of a drift scoring window [default: 1h]
@@ -232,7 +232,7 @@ pub struct DriftArgs {
     pub drift_flush_interval: Option<PromDuration>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Listeners")]
 pub struct ListenArgs {
     /// Address of the HTTP API, dashboard and ops endpoints [default: 127.0.0.1:9400]
@@ -246,7 +246,7 @@ pub struct ListenArgs {
     pub otlp_grpc_addr: Option<SocketAddr>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Storage")]
 pub struct StorageArgs {
     /// Directory for the WAL and Parquet segments [default: ./vigil-data]
@@ -283,7 +283,7 @@ pub struct StorageArgs {
     pub wal_max_pending: Option<ByteSize>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Limits")]
 pub struct LimitsArgs {
     /// Largest request body, as sent (413 above) [default: 64MiB]
@@ -357,7 +357,7 @@ pub struct LimitsArgs {
     pub max_auth_failures_per_minute: Option<u32>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Queries")]
 pub struct QueryArgs {
     /// Cancel a query running longer than this (503) [default: 2m]

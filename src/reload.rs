@@ -1,7 +1,9 @@
-//! Reloading definitions (SLO files, rule files, receivers and routes named by the config)
-//! on `POST /-/reload`, SIGHUP and file change. A set that fails to load never replaces the
-//! running one; the error is logged, kept for `/api/v1/slos`, and
-//! `vigil_config_last_reload_successful` drops to 0.
+//! Reloading on `POST /-/reload`, SIGHUP and file change: the config file (with the flags and
+//! variables of the start laid over it, as at start), SLO files, rule files, receivers,
+//! routes and inhibit rules, the evaluation interval and the scrape targets are applied; a
+//! changed setting that only a restart applies (listeners, storage, limits, ...) is logged
+//! and reported as such. A set that fails to load never replaces the running one; the error
+//! is logged, kept for `/api/v1/slos`, and `vigil_config_last_reload_successful` drops to 0.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,45 +14,69 @@ use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigil_alerting::{Alerting, AlertingConfig};
+use vigil_ingest::scrape::Scraper;
+use vigil_query::slo::schedule::Schedule;
 use vigil_query::slo::{SloDefinition, SloEvaluator};
 use vigil_web::{Reload, ReloadRefused, ReloadStatus};
 
 use crate::config::Config;
 pub(crate) use vigil_storage::clock::now_ms;
 
+/// Lays the start's flags and variables over a config read from its file.
+pub type Overlay = Box<dyn Fn(&mut Config) + Send + Sync>;
+
+/// What a reload changes while Vigil runs.
+pub struct Live {
+    pub evaluator: Arc<SloEvaluator>,
+    pub alerting: Alerting,
+    pub scraper: Arc<Scraper>,
+    pub schedule: tokio::sync::watch::Sender<Schedule>,
+}
+
 pub struct DefinitionReloader {
     /// The config file, re-read on reload; `None` runs on the start-up config.
     config_path: Option<PathBuf>,
-    startup: Config,
-    evaluator: Arc<SloEvaluator>,
-    alerting: Alerting,
+    overlay: Overlay,
+    /// The settings in force: those of the start, with the ones reloads apply updated.
+    running: Mutex<Config>,
+    live: Live,
     status: RwLock<ReloadStatus>,
     /// What the files looked like at the last load, to notice changes.
     fingerprint: Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
 }
 
+/// The top-level settings that differ between `running` and `next` and that only a restart
+/// applies.
+fn restart_needed(running: &Config, next: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    macro_rules! compare {
+        ($($field:ident),*) => {
+            $(if running.$field != next.$field { changed.push(stringify!($field).to_string()); })*
+        };
+    }
+    compare!(listen, external_url, storage, limits, query, log, alerting, drift, auth, tls, cluster);
+    changed
+}
+
 impl DefinitionReloader {
-    pub fn new(
-        config_path: Option<PathBuf>,
-        startup: Config,
-        evaluator: Arc<SloEvaluator>,
-        alerting: Alerting,
-    ) -> Self {
+    pub fn new(config_path: Option<PathBuf>, startup: Config, overlay: Overlay, live: Live) -> Self {
         DefinitionReloader {
             config_path,
-            startup,
-            evaluator,
-            alerting,
+            overlay,
+            running: Mutex::new(startup),
+            live,
             status: RwLock::new(ReloadStatus::default()),
             fingerprint: Mutex::new(Vec::new()),
         }
     }
 
+    /// The config as a start would read it now: the file, then the flags, then the bounds.
     fn config(&self) -> Result<Config, String> {
-        match &self.config_path {
-            Some(path) => Config::load(path).map_err(|e| e.to_string()),
-            None => Ok(self.startup.clone()),
-        }
+        let Some(path) = &self.config_path else { return Ok(self.running.lock().clone()) };
+        let mut config = Config::load(path).map_err(|e| e.to_string())?;
+        (self.overlay)(&mut config);
+        config.check_bounds()?;
+        Ok(config)
     }
 
     fn definition_files(config: &Config) -> Result<Vec<PathBuf>, String> {
@@ -60,9 +86,8 @@ impl DefinitionReloader {
         Ok(files)
     }
 
-    /// Loads the definitions the config names, without applying them.
-    pub fn load(&self) -> Result<(Vec<SloDefinition>, AlertingConfig), String> {
-        let config = self.config()?;
+    /// Loads the definitions `config` names, without applying them.
+    fn load(config: &Config) -> Result<(Vec<SloDefinition>, AlertingConfig), String> {
         let files = vigil_query::slo::expand(&config.base_dir, &config.slos).map_err(|e| e.to_string())?;
         let slos = vigil_query::slo::load_files(&files, Some(&config.receiver_names()))
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
@@ -90,22 +115,54 @@ impl DefinitionReloader {
     /// Loads and, when every file is valid, applies.
     pub async fn apply(&self) -> Result<(), String> {
         *self.fingerprint.lock() = self.current_fingerprint();
-        match self.load() {
-            Ok((definitions, alerting)) => {
-                let count = definitions.len();
-                let rules: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
-                if let Err(error) = self.alerting.configure(&alerting) {
-                    return self.failed(error.to_string());
-                }
-                self.evaluator.set_definitions(definitions).await;
-                *self.status.write() = ReloadStatus { successful: true, at_ms: now_ms(), error: None, slos: count };
-                metrics::gauge!("vigil_config_last_reload_successful").set(1.0);
-                metrics::gauge!("vigil_config_last_reload_success_timestamp_seconds").set(now_ms() as f64 / 1000.0);
-                info!(slos = count, rules, "definitions loaded");
-                Ok(())
-            }
-            Err(error) => self.failed(error),
+        let loaded = self.config().and_then(|config| Self::load(&config).map(|loaded| (config, loaded)));
+        let (config, (definitions, alerting)) = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => return self.failed(error),
+        };
+        let count = definitions.len();
+        let rules: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
+        let live = &self.live;
+        live.alerting.set_default_interval(config.evaluation_interval.0);
+        if let Err(error) = live.alerting.configure(&alerting) {
+            return self.failed(error.to_string());
         }
+        live.evaluator.set_definitions(definitions).await;
+        let (every, save_every) = (config.evaluation_interval.0, config.slo_state_save_interval.0);
+        live.schedule.send_if_modified(|schedule| {
+            let changed = (schedule.every, schedule.save_every) != (every, save_every);
+            (schedule.every, schedule.save_every) = (every, save_every);
+            if changed {
+                info!(evaluation_interval = ?every, slo_state_save_interval = ?save_every, "evaluation schedule changed");
+            }
+            changed
+        });
+        let (started, stopped) = live.scraper.set_targets(config.scrape_targets());
+        if started + stopped > 0 {
+            info!(started, stopped, "scrape targets changed");
+        }
+        let restart_needed = {
+            let mut running = self.running.lock();
+            let needed = restart_needed(&running, &config);
+            running.slos = config.slos;
+            running.rules = config.rules;
+            running.receivers = config.receivers;
+            running.route = config.route;
+            running.inhibit_rules = config.inhibit_rules;
+            running.evaluation_interval = config.evaluation_interval;
+            running.slo_state_save_interval = config.slo_state_save_interval;
+            running.scrape_configs = config.scrape_configs;
+            needed
+        };
+        for setting in &restart_needed {
+            warn!(setting = %setting, "changed in the config; takes effect at the next restart");
+        }
+        *self.status.write() =
+            ReloadStatus { successful: true, at_ms: now_ms(), error: None, slos: count, restart_needed };
+        metrics::gauge!("vigil_config_last_reload_successful").set(1.0);
+        metrics::gauge!("vigil_config_last_reload_success_timestamp_seconds").set(now_ms() as f64 / 1000.0);
+        info!(slos = count, rules, "definitions loaded");
+        Ok(())
     }
 
     fn failed(&self, error: String) -> Result<(), String> {

@@ -97,32 +97,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     alerting.set_active(false);
     crate::cluster::lease_tick(&mut lease, &alerting).await;
     let lease_task = tokio::spawn(crate::cluster::hold_lease(lease, alerting.clone(), stop.clone()));
+    let slo_state = vigil_query::slo::persist::state_path(&config.storage.data_dir);
+    let (schedule, schedules) = tokio::sync::watch::channel(vigil_query::slo::schedule::Schedule {
+        every: config.evaluation_interval.0,
+        save_every: config.slo_state_save_interval.0,
+        state_path: slo_state.clone(),
+    });
+    let overlay: crate::reload::Overlay = {
+        let args = args.clone();
+        Box::new(move |config| args.apply(config))
+    };
     let reloader = Arc::new(crate::reload::DefinitionReloader::new(
         args.config.clone(),
         config.clone(),
-        slos.clone(),
-        alerting.clone(),
+        overlay,
+        crate::reload::Live { evaluator: slos.clone(), alerting: alerting.clone(), scraper: scraper.clone(), schedule },
     ));
     // At start-up there is no previous set to keep: invalid definitions stop Vigil.
     reloader.apply().await.map_err(|errors| anyhow::anyhow!("invalid definitions:\n{errors}"))?;
     tokio::spawn(reloader.clone().watch(stop.clone()));
     // SLOs resume from their saved state; the others (new or edited) backfill.
-    let slo_state = vigil_query::slo::persist::state_path(&config.storage.data_dir);
     match slos.restore(&slo_state, crate::reload::now_ms()).await {
         Ok(resumed) => info!(resumed, path = %slo_state.display(), "SLO state loaded"),
         Err(error) => tracing::warn!(%error, "SLO state not loaded: every SLO backfills"),
     }
     let alerting_task = tokio::spawn(alerting.clone().run(stop.clone()));
-    let schedule = vigil_query::slo::schedule::Schedule {
-        every: config.evaluation_interval.0,
-        save_every: config.slo_state_save_interval.0,
-        state_path: slo_state.clone(),
-    };
     let slo_task = tokio::spawn({
         let active = alerting.clone();
         let after = alerting.clone();
         slos.clone().run(
-            schedule,
+            schedules,
             Arc::new(vigil_storage::clock::SystemClock),
             move || active.is_active(),
             move |definitions, statuses| {

@@ -168,6 +168,9 @@ pub(crate) struct Inner {
     pub(crate) deliveries: tokio_util::task::TaskTracker,
     /// False on a node that does not hold the alerting lease: it evaluates and pages nothing.
     pub(crate) active: AtomicBool,
+    /// Interval of rule groups that set none (starts as `options.default_interval`; a reload
+    /// may change it).
+    pub(crate) default_interval_ms: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Clone)]
@@ -243,6 +246,9 @@ impl Alerting {
                 persisting: tokio::sync::Mutex::new(()),
                 deliveries: tokio_util::task::TaskTracker::new(),
                 active: AtomicBool::new(true),
+                default_interval_ms: std::sync::atomic::AtomicI64::new(
+                    i64::try_from(options.default_interval.as_millis()).unwrap_or(i64::MAX),
+                ),
                 options,
             }),
         }
@@ -282,7 +288,7 @@ impl Alerting {
             state.custom_inhibit = false;
         }
         let previous: BTreeMap<String, i64> = state.groups.iter().map(|g| (g.group.key(), g.next_ms)).collect();
-        let default_ms = self.inner.options.default_interval.as_millis() as i64;
+        let default_ms = self.inner.default_interval_ms.load(Ordering::Acquire);
         state.groups = config
             .groups
             .iter()
@@ -303,6 +309,12 @@ impl Alerting {
             .sources
             .retain(|key, source| matches!(source.kind, SourceKind::Slo | SourceKind::Posted) || keys.contains(key));
         Ok(())
+    }
+
+    /// The interval of rule groups that set none, from the next [`Self::configure`] on.
+    pub fn set_default_interval(&self, interval: Duration) {
+        let ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        self.inner.default_interval_ms.store(ms, Ordering::Release);
     }
 
     /// Whether this node evaluates rules and SLO alerts and sends notifications.

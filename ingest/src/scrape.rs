@@ -72,10 +72,17 @@ struct TargetState {
     health: Mutex<TargetHealth>,
 }
 
+/// One target's loop.
+struct Running {
+    state: Arc<TargetState>,
+    task: JoinHandle<()>,
+}
+
 /// Runs the scrape loops; stops them when dropped.
 pub struct Scraper {
-    states: Vec<Arc<TargetState>>,
-    tasks: Vec<JoinHandle<()>>,
+    running: Mutex<Vec<Running>>,
+    ingestor: Ingestor,
+    client: reqwest::Client,
 }
 
 impl Scraper {
@@ -84,28 +91,46 @@ impl Scraper {
             .user_agent(concat!("Vigil/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        let mut states = Vec::new();
-        let mut tasks = Vec::new();
+        let scraper = Scraper { running: Mutex::new(Vec::new()), ingestor, client };
+        scraper.set_targets(targets);
+        scraper
+    }
+
+    /// Scrapes `targets` from now on (a reload): a target that stays keeps its loop and its
+    /// health; removed ones stop; new ones start. Returns how many started and stopped.
+    pub fn set_targets(&self, targets: Vec<ScrapeTarget>) -> (usize, usize) {
+        let mut running = self.running.lock();
+        let (kept, gone): (Vec<Running>, Vec<Running>) =
+            std::mem::take(&mut *running).into_iter().partition(|r| targets.contains(&r.state.target));
+        for loop_ in &gone {
+            loop_.task.abort();
+        }
+        *running = kept;
+        let mut started = 0;
         for target in targets {
+            if running.iter().any(|r| r.state.target == target) {
+                continue;
+            }
             let state = Arc::new(TargetState {
                 target,
                 health: Mutex::new(TargetHealth { health: "unknown", ..Default::default() }),
             });
-            states.push(state.clone());
-            tasks.push(tokio::spawn(scrape_loop(state, ingestor.clone(), client.clone())));
+            let task = tokio::spawn(scrape_loop(state.clone(), self.ingestor.clone(), self.client.clone()));
+            running.push(Running { state, task });
+            started += 1;
         }
-        Scraper { states, tasks }
+        (started, gone.len())
     }
 
     pub fn targets(&self) -> Vec<(ScrapeTarget, TargetHealth)> {
-        self.states.iter().map(|s| (s.target.clone(), s.health.lock().clone())).collect()
+        self.running.lock().iter().map(|r| (r.state.target.clone(), r.state.health.lock().clone())).collect()
     }
 }
 
 impl Drop for Scraper {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        for loop_ in self.running.lock().iter() {
+            loop_.task.abort();
         }
     }
 }

@@ -403,3 +403,64 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
     let late = metric_value(&metrics(&vigil).await, "vigil_slo_late_samples_total");
     assert!((960.0..=2.0 * (steps + 1) as f64).contains(&late), "{late} late samples");
 }
+
+/// A reload applies what it can while Vigil runs — the evaluation interval (SLOs and rule
+/// groups without their own), scrape targets, definitions named by flags as well as by the
+/// file — and names what only a restart applies.
+#[tokio::test]
+async fn reload_applies_the_evaluation_interval_and_scrape_targets_and_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = dir.path().join("flagged.yaml");
+    std::fs::write(&slo, "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: flagged, service: x}\nspec:\n  objective: 99\n  window: 1h\n  sli: {ratio: {bad: 'errs_total', total: 'reqs_total'}}\n").unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, "groups:\n  - name: g\n    rules:\n      - {alert: Always, expr: vector(1)}\n").unwrap();
+    let data = dir.path().join("data");
+    let config = |extra: &str| format!("evaluation_interval: 1h\nrules: [{}]\n{extra}", rules.display());
+    let vigil = Vigil::start_with_config(&data, &config(""), &["--slos", slo.to_str().unwrap()]).await;
+    let group_interval = async || -> Value {
+        let rules: Value = vigil.client.get(vigil.url("/api/v1/rules")).send().await.unwrap().json().await.unwrap();
+        rules["data"]["groups"][0]["interval"].clone()
+    };
+    assert_eq!(group_interval().await, 3600);
+    let evaluated_at = async || -> i64 {
+        let body = slos(&vigil).await;
+        body["slos"].as_array().unwrap().iter().find(|s| s["name"] == "flagged").unwrap()["evaluated_at_ms"]
+            .as_i64()
+            .unwrap_or(0)
+    };
+    wait_for("the first evaluation", async || evaluated_at().await > 0).await;
+    let first = evaluated_at().await;
+
+    // Shorter interval, Vigil scraping its own /metrics, and a storage setting changed.
+    let scrape = format!(
+        "scrape_configs:\n  - job_name: self\n    scrape_interval: 1s\n    static_configs: [{{targets: ['{}']}}]\nstorage: {{retention: 12d}}\n",
+        vigil.addr
+    );
+    std::fs::write(data.with_extension("yaml"), config(&scrape).replace("1h", "1s")).unwrap();
+    let response = vigil.client.post(vigil.url("/-/reload")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["restart_needed"], serde_json::json!(["storage"]), "{answer}");
+    assert!(vigil.log_text().contains("takes effect at the next restart"), "{}", vigil.log_text());
+    assert_eq!(group_interval().await, 1, "rule groups without an interval follow the new one");
+    wait_for("an evaluation on the new period", async || evaluated_at().await > first).await;
+    let second = evaluated_at().await;
+    wait_for("another one a second later", async || evaluated_at().await > second).await;
+    // The SLO named by --slos, not by the file, is still there after the reload.
+    assert!(slos(&vigil).await["slos"].as_array().unwrap().iter().any(|s| s["name"] == "flagged"));
+    wait_for("the new scrape target", async || {
+        let targets: Value = vigil.client.get(vigil.url("/api/v1/targets")).send().await.unwrap().json().await.unwrap();
+        targets["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["labels"]["job"] == "self" && t["health"] == "up")
+    })
+    .await;
+    // Dropped again: the target goes away.
+    std::fs::write(data.with_extension("yaml"), config("storage: {retention: 12d}\n")).unwrap();
+    let answer: Value = vigil.client.post(vigil.url("/-/reload")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["restart_needed"], serde_json::json!(["storage"]), "still, until a restart");
+    let targets: Value = vigil.client.get(vigil.url("/api/v1/targets")).send().await.unwrap().json().await.unwrap();
+    assert!(targets["data"]["activeTargets"].as_array().unwrap().is_empty(), "{targets}");
+}

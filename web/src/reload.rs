@@ -1,10 +1,11 @@
 //! `POST /-/reload`: re-reads definition files; a set that fails to load never replaces the
 //! running one.
 
+use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use futures::future::BoxFuture;
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -17,6 +18,8 @@ pub struct ReloadStatus {
     /// Every error, one `file:line:col: message` per line.
     pub error: Option<String>,
     pub slos: usize,
+    /// Top-level settings changed in the config that take effect at the next restart.
+    pub restart_needed: Vec<String>,
 }
 
 /// Why a reload was refused: every error, one `file:line:col: message` per line.
@@ -30,9 +33,10 @@ pub trait Reload: Send + Sync {
     fn status(&self) -> ReloadStatus;
 }
 
-pub async fn reload(State(app): State<AppState>) -> Result<StatusCode, ApiError> {
+/// 200 with the settings that still need a restart, or 400 with every error.
+pub async fn reload(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     match app.reloader.reload().await {
-        Ok(()) => Ok(StatusCode::OK),
+        Ok(()) => Ok(Json(json!({"status": "success", "restart_needed": app.reloader.status().restart_needed}))),
         Err(error) => Err(ApiError::bad_request(error.0, "fix the files; the previous definitions stay in force")),
     }
 }

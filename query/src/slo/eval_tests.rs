@@ -709,10 +709,13 @@ async fn the_loop_evaluates_on_its_clock_while_active_and_saves_at_the_end() {
     let cycles: Arc<std::sync::Mutex<Vec<(usize, Vec<i64>)>>> = Arc::default();
     let stop = Arc::new(tokio::sync::Notify::new());
     let state_path = dir.path().join("slo-state");
+    // An hour at first: after the first tick (on standby) nothing runs until a reload
+    // shortens the period.
     let schedule =
-        Schedule { every: Duration::from_millis(20), save_every: Duration::ZERO, state_path: state_path.clone() };
+        Schedule { every: Duration::from_secs(3600), save_every: Duration::ZERO, state_path: state_path.clone() };
+    let (reload, schedules) = tokio::sync::watch::channel(schedule.clone());
     let task = tokio::spawn(evaluator.clone().run(
-        schedule,
+        schedules,
         clock.clone(),
         {
             let active = active.clone();
@@ -748,6 +751,9 @@ async fn the_loop_evaluates_on_its_clock_while_active_and_saves_at_the_end() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(cycles.lock().unwrap().is_empty(), "a standby node evaluates nothing");
     active.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(cycles.lock().unwrap().is_empty(), "the next cycle is an hour away");
+    reload.send_modify(|s| s.every = Duration::from_millis(20));
     wait_for(NOW).await;
     clock.advance(Duration::from_secs(60));
     wait_for(NOW + MINUTE).await;

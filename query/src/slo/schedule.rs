@@ -24,9 +24,11 @@ pub struct Schedule {
 impl SloEvaluator {
     /// Evaluates on `schedule` until `stop`, while `is_active` (this node holds the lease),
     /// handing each cycle's definitions and statuses to `after`.
+    ///
+    /// `schedule` may change while it runs (a reload): the next cycle follows the new period.
     pub async fn run<Active, After, Done>(
         self: Arc<Self>,
-        schedule: Schedule,
+        mut schedules: tokio::sync::watch::Receiver<Schedule>,
         clock: Arc<dyn Clock>,
         is_active: Active,
         after: After,
@@ -36,13 +38,33 @@ impl SloEvaluator {
         After: Fn(Vec<Arc<SloDefinition>>, Vec<SloStatus>) -> Done,
         Done: Future<Output = ()>,
     {
-        let mut ticker = tokio::time::interval(schedule.every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ticker_for = |every: Duration| {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        };
+        let mut schedule = schedules.borrow_and_update().clone();
+        let mut ticker = ticker_for(schedule.every);
+        // Until the sender is gone (then the schedule stays as it is).
+        let mut follow = true;
         let mut saved_at = Instant::now();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
+                changed = schedules.changed(), if follow => {
+                    if changed.is_err() {
+                        follow = false;
+                    } else {
+                        let next = schedules.borrow_and_update().clone();
+                        if next.every != schedule.every {
+                            ticker = ticker_for(next.every);
+                            // `interval` ticks at once: this cycle runs now, on the new period.
+                        }
+                        schedule = next;
+                    }
+                    continue;
+                }
                 _ = ticker.tick() => {}
             }
             if !is_active() {
