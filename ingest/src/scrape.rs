@@ -3,7 +3,8 @@
 //! Each target is scraped every `interval` (first scrape offset by a hash of its URL, so
 //! targets spread out), with `timeout`. Samples get `job` and `instance` (and the static
 //! labels); a clashing scraped label becomes `exported_<name>` unless `honor_labels`. Every
-//! scrape also writes `up`, `scrape_duration_seconds` and `scrape_samples_scraped`. A series
+//! scrape also writes Prometheus's five synthetic series: `up`, `scrape_duration_seconds`,
+//! `scrape_samples_scraped`, `scrape_samples_post_metric_relabeling` and `scrape_series_added`. A series
 //! that disappears, or every series of a target that fails, gets a stale marker, so queries
 //! stop seeing it at once. A failing target is reported, never fatal.
 
@@ -228,6 +229,8 @@ async fn scrape_once(
     };
     let scraped = series.len();
     let current: HashSet<(String, LabelSet)> = series.iter().map(|s| (s.metric.clone(), s.labels.clone())).collect();
+    // As Prometheus: the series this scrape has that the last one lacked (all of them at first).
+    let added = current.difference(&previous).count();
     for (metric, labels) in previous.difference(&current) {
         series.push(MetricSeries {
             metric: metric.clone(),
@@ -244,6 +247,9 @@ async fn scrape_once(
     series.push(report("up", if error.is_none() { 1.0 } else { 0.0 }));
     series.push(report("scrape_duration_seconds", duration));
     series.push(report("scrape_samples_scraped", scraped as f64));
+    // No metric relabelling rules: every scraped sample is kept.
+    series.push(report("scrape_samples_post_metric_relabeling", scraped as f64));
+    series.push(report("scrape_series_added", added as f64));
     // Samples with timestamps outside the accepted range are dropped and counted, as
     // Prometheus drops out-of-bounds samples of a scrape.
     let written = ingestor.store(WriteBatch { metrics: series, rows: Vec::new() }).await;

@@ -497,6 +497,20 @@ async fn scraping_a_real_node_exporter_and_a_dead_target() {
     );
     assert!(vigil.count("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'node_%'").await > 50);
     assert!(vigil.count("SELECT count(*) FROM scrape_duration_seconds WHERE job = 'node' AND value > 0").await >= 3);
+    // Prometheus's five report series: the first scrape adds every series it scraped, and
+    // without metric relabelling every sample is kept.
+    let first = vigil
+        .rows(
+            "SELECT s.value, a.value, p.value FROM scrape_samples_scraped s \
+             JOIN scrape_series_added a ON s.timestamp = a.timestamp AND s.job = a.job \
+             JOIN scrape_samples_post_metric_relabeling p ON s.timestamp = p.timestamp AND s.job = p.job \
+             WHERE s.job = 'node' ORDER BY s.timestamp LIMIT 2",
+        )
+        .await;
+    assert_eq!(first[0][0], first[0][1], "the first scrape adds all its series: {first:?}");
+    assert_eq!(first[0][0], first[0][2], "{first:?}");
+    assert!(first[0][0].as_f64().unwrap() > 100.0, "{first:?}");
+    assert!(first[1][1].as_f64().unwrap() < first[1][0].as_f64().unwrap() / 2.0, "later scrapes add few: {first:?}");
     assert!(vigil.count("SELECT count(*) FROM up WHERE job = 'dead' AND value = 0").await >= 1);
     assert_eq!(vigil.count("SELECT count(*) FROM up WHERE job = 'dead' AND value = 1").await, 0);
 
