@@ -14,6 +14,7 @@ mod ingestion;
 mod ports;
 mod prometheus;
 mod promql;
+mod promql_upstream;
 mod query_api;
 mod remote_write_client;
 mod slos;

@@ -209,6 +209,9 @@ pub fn sort_order(expr: &PromExpr) -> Option<bool> {
         PromExpr::Paren(p) => sort_order(&p.expr),
         PromExpr::Call(call) if call.func.name == "sort" => Some(false),
         PromExpr::Call(call) if call.func.name == "sort_desc" => Some(true),
+        // An instant query's `topk` answers largest first, `bottomk` smallest first.
+        PromExpr::Aggregate(aggregate) if aggregate.op.id() == token::T_TOPK => Some(true),
+        PromExpr::Aggregate(aggregate) if aggregate.op.id() == token::T_BOTTOMK => Some(false),
         _ => None,
     }
 }
@@ -864,7 +867,8 @@ impl<'a> Compiler<'a> {
         };
         let (l, r) = if swap { (scalar_value, ident(VALUE)) } else { (ident(VALUE), scalar_value) };
         let filtering = op.is_comparison() && !return_bool;
-        let labels: Vec<String> = vector.labels.iter().filter(|l| filtering || *l != NAME).cloned().collect();
+        let keeps_name = filtering || op.keeps_metric_name();
+        let labels: Vec<String> = vector.labels.iter().filter(|l| keeps_name || *l != NAME).cloned().collect();
         let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
         projection.push(ident(TS));
         if filtering {
@@ -927,7 +931,8 @@ impl<'a> Compiler<'a> {
             _ => (&lhs, false),
         };
         let filtering = op.is_comparison() && !return_bool;
-        let mut labels: BTreeSet<String> = many.labels.iter().filter(|l| filtering || *l != NAME).cloned().collect();
+        let keeps_name = filtering || op.keeps_metric_name();
+        let mut labels: BTreeSet<String> = many.labels.iter().filter(|l| keeps_name || *l != NAME).cloned().collect();
         if matches!(card, VectorMatchCardinality::OneToOne) {
             match matching {
                 Some(LabelModifier::Include(on)) => labels.retain(|l| on.labels.contains(l)),
@@ -1051,6 +1056,23 @@ impl<'a> Compiler<'a> {
         Ok(Some(self.sweep(matrix, function, window, 0.0, group, Some(fold))?))
     }
 
+    /// The one value a scalar takes at every step (NaN where it has none, as `scalar()` of an
+    /// empty vector); an error when it changes over the range.
+    async fn steady(frame: DataFrame) -> Result<f64, PromError> {
+        let mut values: Vec<f64> = Vec::new();
+        for batch in frame.select(vec![ident(VALUE)])?.collect().await? {
+            if let Some(column) = batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::Float64Array>() {
+                values.extend(column.iter().map(|v| v.unwrap_or(f64::NAN)));
+            }
+        }
+        let first = values.first().copied().unwrap_or(f64::NAN);
+        if values.iter().all(|v| v.to_bits() == first.to_bits() || (v.is_nan() && first.is_nan())) {
+            Ok(first)
+        } else {
+            Err(bad("an aggregation parameter computed from data must have one value over the whole range"))
+        }
+    }
+
     async fn aggregate(&self, aggregate: &AggregateExpr) -> Result<Value, PromError> {
         if let Some(folded) = self.folded_aggregate(aggregate).await? {
             return Ok(Value::Vector(folded));
@@ -1060,7 +1082,14 @@ impl<'a> Compiler<'a> {
             other => return Err(wrong_type("instant vector in aggregation", &other)),
         };
         let param = match &aggregate.param {
-            Some(p) => Some(self.compile(p).await?),
+            // A parameter computed from data (`topk(scalar(x), ...)`) is used as a constant
+            // when it has one value over the whole query.
+            Some(p) => match self.compile(p).await? {
+                Value::Scalar(ScalarPlan::Frame(frame)) => {
+                    Some(Value::Scalar(ScalarPlan::Constant(Self::steady(frame).await?)))
+                }
+                other => Some(other),
+            },
             None => None,
         };
         let op = aggregate.op.id();
@@ -1208,10 +1237,10 @@ impl<'a> Compiler<'a> {
                 Some(other) => return Err(wrong_type("instant vector", &other)),
                 None => return Err(bad(format!("{name} needs an argument"))),
             };
+            let constants: Vec<f64> =
+                args.map(|value| constant(Some(&value), "parameter")).collect::<Result<_, _>>()?;
             let mut params: Vec<Expr> = vec![ident(VALUE)];
-            for value in args {
-                params.push(lit(constant(Some(&value), "parameter")?));
-            }
+            params.extend(constants.iter().map(|c| lit(*c)));
             if function == MathFunction::Round && params.len() == 1 {
                 params.push(lit(1.0));
             }
@@ -1219,7 +1248,14 @@ impl<'a> Compiler<'a> {
             let mut projection: Vec<Expr> = labels.iter().map(ident).collect();
             projection.push(ident(TS));
             projection.push(MathUdf::new(function).call(params).alias(VALUE));
-            return Ok(Value::Vector(VectorPlan::of(vector.frame.select(projection)?, labels)));
+            let mut frame = vector.frame;
+            // `clamp(v, min, max)` with max below min is empty, as Prometheus's.
+            if let (MathFunction::Clamp, [min, max]) = (function, constants.as_slice())
+                && max < min
+            {
+                frame = frame.filter(lit(false))?;
+            }
+            return Ok(Value::Vector(VectorPlan::of(frame.select(projection)?, labels)));
         }
         match name {
             "time" => Ok(Value::Scalar(self.time_scalar()?)),
@@ -1310,14 +1346,19 @@ impl<'a> Compiler<'a> {
             Some(PromExpr::MatrixSelector(ms)) => Some(&ms.vs.matchers),
             _ => None,
         };
+        // As Prometheus: a label of an equality matcher, unless another matcher names it too.
+        let mut dropped: BTreeSet<&str> = BTreeSet::new();
         for matcher in matchers.map(|m| m.matchers.as_slice()).unwrap_or_default() {
-            if matcher.name != NAME
-                && matches!(matcher.op, MatchOp::Equal)
-                && !labels.iter().any(|(n, _)| *n == matcher.name)
-            {
+            if matcher.name == NAME {
+                continue;
+            }
+            if matches!(matcher.op, MatchOp::Equal) && !labels.iter().any(|(n, _)| *n == matcher.name) {
                 labels.push((matcher.name.clone(), matcher.value.clone()));
+            } else {
+                dropped.insert(&matcher.name);
             }
         }
+        labels.retain(|(name, _)| !dropped.contains(name.as_str()));
         labels.sort();
         let mut projection: Vec<Expr> = labels.iter().map(|(n, v)| lit(v.clone()).alias(n)).collect();
         projection.push(ident(TS));

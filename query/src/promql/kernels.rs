@@ -378,6 +378,12 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    /// Whether the result keeps the left side's metric name: Prometheus 2.42 drops it for the
+    /// arithmetic operators but not for `atan2` (`shouldDropMetricName`).
+    pub fn keeps_metric_name(self) -> bool {
+        matches!(self, BinaryOp::Atan2)
+    }
+
     pub fn is_comparison(self) -> bool {
         matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Gt | BinaryOp::Lt | BinaryOp::Ge | BinaryOp::Le)
     }

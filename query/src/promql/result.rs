@@ -233,10 +233,14 @@ pub async fn collect(value: Value, range: EvalRange, sort: Option<bool>) -> Resu
                     })
                     .collect();
                 if let Some(descending) = sort {
-                    // NaN first in both directions, as Prometheus's sort and sort_desc.
-                    samples.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan(), descending) {
-                        (false, false, true) => b.value.total_cmp(&a.value),
-                        _ => super::kernels::nan_first(a.value, b.value),
+                    // NaN last in both directions, as Prometheus 2.42's sort and sort_desc
+                    // answer (its own test suite and its HTTP API agree); ties keep label order.
+                    samples.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if descending => b.value.total_cmp(&a.value),
+                        _ => a.value.total_cmp(&b.value),
                     });
                 }
                 Ok(PromResult::Vector(samples))

@@ -135,7 +135,20 @@ impl Accumulator {
             return;
         }
         match fold {
-            Fold::Sum | Fold::Avg => self.value += value,
+            Fold::Sum => self.value += value,
+            // Prometheus 2.42's running mean: each side divided by the count, so values near
+            // f64::MAX average without overflowing; an infinite mean stays unless a value
+            // of the other sign (or NaN) comes.
+            Fold::Avg => {
+                if self.value.is_infinite()
+                    && (value.is_infinite() && (self.value > 0.0) == (value > 0.0)
+                        || !value.is_infinite() && !value.is_nan())
+                {
+                    return;
+                }
+                let n = self.count as f64;
+                self.value += value / n - self.value / n;
+            }
             // NaN loses to any number, as in Prometheus; all NaN gives NaN.
             Fold::Min => {
                 if value < self.value || self.value.is_nan() {
@@ -154,7 +167,7 @@ impl Accumulator {
     fn result(&self, fold: Fold) -> f64 {
         match fold {
             Fold::Sum | Fold::Min | Fold::Max => self.value,
-            Fold::Avg => self.value / self.count as f64,
+            Fold::Avg => self.value,
             Fold::Count => self.count as f64,
             Fold::Group => 1.0,
         }

@@ -555,3 +555,21 @@ async fn the_left_sides_labels_narrow_the_right_side_and_keep_the_answer() {
     assert_eq!(ratio[0].0, "job=api");
     assert!((ratio[0].1 - 0.1 / 1.1).abs() < 1e-12, "{ratio:?}");
 }
+
+/// Stacked operations written alike are each applied (DataFusion once merged two equal
+/// projections into one: `(x * 2) * 2` was `x * 2`, `---x` was `-x`).
+#[tokio::test]
+async fn stacked_equal_operations_each_apply() {
+    let (engine, _dir) = engine().await;
+    for (query, expected) in [
+        ("(vector(10) * 2) * 2", 40.0),
+        ("---vector(10)", -10.0),
+        ("----vector(10)", 10.0),
+        ("((vector(10) + 1) + 1) + 1", 13.0),
+        ("sqrt(sqrt(vector(16)))", 2.0),
+    ] {
+        let result = engine.promql(query, EvalRange::instant(T0)).await.unwrap();
+        let PromResult::Vector(samples) = result else { panic!("{query}: {result:?}") };
+        assert_eq!(samples.iter().map(|s| s.value).collect::<Vec<_>>(), [expected], "{query}");
+    }
+}

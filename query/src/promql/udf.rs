@@ -92,11 +92,22 @@ impl Hash for SampleBudget {
     }
 }
 
+/// A number no other call site of a PromQL function has: DataFusion's projection merging
+/// drops a projection that equals the one below it (`merge_consecutive_projections`' fast
+/// path), which is right for plain columns but not for `(x * 2) * 2` or `---x`, whose two
+/// levels are written alike. Each call of [`BinaryUdf::new`] and [`MathUdf::new`] is a
+/// distinct function to the optimizer, so stacked operations are never taken for one.
+fn call_site() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Element-wise binary operator with Go float semantics; comparisons give 1/0.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BinaryUdf {
     op: BinaryOp,
     signature: Signature,
+    site: u64,
 }
 
 impl BinaryUdf {
@@ -104,6 +115,7 @@ impl BinaryUdf {
         ScalarUDF::new_from_impl(BinaryUdf {
             op,
             signature: Signature::exact(vec![DataType::Float64, DataType::Float64], Volatility::Immutable),
+            site: call_site(),
         })
     }
 }
@@ -319,6 +331,8 @@ fn date_part(function: MathFunction, seconds: f64) -> f64 {
 pub struct MathUdf {
     function: MathFunction,
     signature: Signature,
+    /// See [`call_site`].
+    site: u64,
 }
 
 impl MathUdf {
@@ -326,6 +340,7 @@ impl MathUdf {
         ScalarUDF::new_from_impl(MathUdf {
             function,
             signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable),
+            site: call_site(),
         })
     }
 }
