@@ -129,6 +129,13 @@ fn api_routes() -> Vec<Route> {
             csrf_cookie: true,
             ..with_body(M::POST, "/alerts/silences/x/expire", form, format!("csrf={CSRF}").as_bytes(), Admin)
         },
+        with_body(
+            M::POST,
+            "/api/v1/read",
+            "application/x-protobuf",
+            &snap::raw::Encoder::new().compress_vec(&[]).unwrap(),
+            Read,
+        ),
         route(M::GET, "/api/v2/status", Read),
         route(M::GET, "/api/v2/receivers", Read),
         route(M::GET, "/api/v2/alerts?filter=alertname%3D%22X%22", Read),

@@ -16,6 +16,7 @@ mod prometheus;
 mod promql;
 mod promql_upstream;
 mod query_api;
+mod remote_read;
 mod remote_write_client;
 mod slos;
 mod tls;

@@ -15,6 +15,7 @@ mod otlp_grpc;
 mod otlp_http;
 mod prom_api;
 mod reload;
+mod remote_read;
 pub mod server;
 mod slo_api;
 mod sql;
@@ -192,7 +193,8 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/series", get(prom_api::series).post(prom_api::series))
         .route("/api/v1/labels", get(prom_api::labels).post(prom_api::labels))
         .route("/api/v1/label/{name}/values", get(prom_api::label_values))
-        .route("/api/v1/query_exemplars", get(prom_api::query_exemplars).post(prom_api::query_exemplars));
+        .route("/api/v1/query_exemplars", get(prom_api::query_exemplars).post(prom_api::query_exemplars))
+        .route("/api/v1/read", post(remote_read::read));
     let read = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/targets", get(targets::targets))

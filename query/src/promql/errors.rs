@@ -34,6 +34,21 @@ impl PromError {
     }
 }
 
+impl From<crate::QueryError> for PromError {
+    fn from(error: crate::QueryError) -> Self {
+        use crate::QueryError as Q;
+        match error {
+            Q::Invalid { .. } | Q::NotAllowed(_) | Q::Shape(_) => PromError::BadData(error.to_string()),
+            Q::ResultTooLarge { .. } => PromError::ResourcesExhausted(error.to_string()),
+            Q::Timeout(limit) => PromError::Timeout(limit),
+            Q::ResourcesExhausted(message) => PromError::ResourcesExhausted(message),
+            Q::Execution(message) => PromError::Execution(message),
+            Q::Storage(message) => PromError::Storage(message),
+            Q::Internal(message) => PromError::Internal(message),
+        }
+    }
+}
+
 impl From<datafusion::error::DataFusionError> for PromError {
     fn from(error: datafusion::error::DataFusionError) -> Self {
         let message = error.strip_backtrace();

@@ -147,6 +147,33 @@ impl QueryEngine {
 }
 
 impl QueryEngine {
+    /// The raw samples, stale markers included, of every series `matchers` select in
+    /// `[start_ms, end_ms]` (Prometheus's remote read), within the query limits: time,
+    /// memory and result size.
+    pub async fn raw_series(
+        &self,
+        matchers: promql_parser::label::Matchers,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, PromError> {
+        if matchers.matchers.iter().all(|m| m.is_match("")) {
+            return Err(PromError::BadData("at least one matcher must not match the empty value".into()));
+        }
+        let selector = promql_parser::parser::VectorSelector::new(None, matchers);
+        let engine = self.clone();
+        let work = async move {
+            let compiler = compile_for_sources(&engine);
+            let Some((frame, labels)) = compiler.selector_rows(&selector, start_ms, end_ms).await? else {
+                return Ok(Vec::new());
+            };
+            let batches = engine.read(frame).await?;
+            result::series(&batches, &labels)
+        };
+        self.within_timeout(work).await
+    }
+}
+
+impl QueryEngine {
     async fn evaluate(&self, expr: &promql_parser::parser::Expr, range: EvalRange) -> Result<PromResult, PromError> {
         let compiler = compile::Compiler::new(self, range, DEFAULT_LOOKBACK.as_millis() as i64);
         let value = compiler.compile(expr).await?;

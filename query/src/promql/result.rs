@@ -41,7 +41,7 @@ fn label(column: &StringArray, row: usize) -> &str {
 /// The rows grouped into series, sorted by labels (see [`in_order`]). A series' label set is
 /// built once, when its label values are first seen, not once per row (that was a third of a
 /// 1 h `max_over_time`).
-fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, PromError> {
+pub(crate) fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<Series>, PromError> {
     let mut index: HashMap<Vec<&str>, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut out: Vec<Series> = Vec::new();
     let mut key: Vec<&str> = Vec::with_capacity(labels.len());

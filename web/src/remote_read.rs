@@ -1,0 +1,165 @@
+//! Prometheus remote read (`POST /api/v1/read`): a snappy block around a protobuf
+//! `prometheus.ReadRequest`; each query's matchers and time range answered with the raw
+//! samples Vigil holds, as a `ReadResponse` of `SAMPLES` (what Prometheus's own remote-read
+//! client asks for). A Prometheus with `remote_read` pointed here queries data only Vigil
+//! holds: Vigil as long-term storage behind an existing Prometheus. Hints are optional in
+//! the protocol and not used.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prost::Message;
+use vigil_ingest::remote_write::{Label, PromSample};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Most queries one request may carry.
+pub const MAX_QUERIES: usize = 64;
+
+/// `prometheus.ReadRequest` (prompb/remote.proto).
+#[derive(Clone, PartialEq, Message)]
+pub struct ReadRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub queries: Vec<Query>,
+    /// `SAMPLES` = 0, `STREAMED_XOR_CHUNKS` = 1; empty means `SAMPLES`.
+    #[prost(enumeration = "ResponseType", repeated, tag = "2")]
+    pub accepted_response_types: Vec<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum ResponseType {
+    Samples = 0,
+    StreamedXorChunks = 1,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Query {
+    #[prost(int64, tag = "1")]
+    pub start_timestamp_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub end_timestamp_ms: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub matchers: Vec<LabelMatcher>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct LabelMatcher {
+    /// `EQ` = 0, `NEQ` = 1, `RE` = 2, `NRE` = 3.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ReadResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub results: Vec<QueryResult>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct QueryResult {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<ReadSeries>,
+}
+
+/// `prometheus.TimeSeries` as a read answers it: labels and samples.
+#[derive(Clone, PartialEq, Message)]
+pub struct ReadSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<PromSample>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(message, "send a snappy-compressed prometheus.ReadRequest, as Prometheus's remote_read does")
+}
+
+/// The PromQL matchers of a query.
+fn matchers(query: &Query) -> Result<promql_parser::label::Matchers, ApiError> {
+    use promql_parser::parser::token::{T_EQL, T_EQL_REGEX, T_NEQ, T_NEQ_REGEX};
+    let mut out = Vec::with_capacity(query.matchers.len());
+    for m in &query.matchers {
+        let id = match m.r#type {
+            0 => T_EQL,
+            1 => T_NEQ,
+            2 => T_EQL_REGEX,
+            3 => T_NEQ_REGEX,
+            other => return Err(bad(format!("unknown matcher type {other}"))),
+        };
+        let matcher = promql_parser::label::Matcher::new_matcher(id, m.name.clone(), m.value.clone())
+            .map_err(|e| bad(format!("matcher {}: {e}", m.name)))?;
+        out.push(matcher);
+    }
+    Ok(promql_parser::label::Matchers::new(out))
+}
+
+/// A PromQL error as this API answers it.
+fn refusal(error: vigil_query::promql::PromError) -> ApiError {
+    use vigil_query::promql::PromError as P;
+    let (status, hint) = match &error {
+        P::BadData(_) => (StatusCode::BAD_REQUEST, "fix the matchers"),
+        P::Execution(_) | P::ResourcesExhausted(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "read a shorter range or fewer series per query")
+        }
+        P::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "read a shorter range, or raise query.timeout"),
+        P::Storage(_) | P::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "see Vigil's log"),
+    };
+    ApiError::new(status, error.to_string(), hint)
+}
+
+pub async fn read(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let limit = app.ingestor.limits().max_decompressed_bytes;
+    let length = snap::raw::decompress_len(&body).map_err(|e| bad(format!("not a snappy block: {e}")))?;
+    if length > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request decompresses to {length} bytes, more than {limit}"),
+            "send fewer queries per request",
+        ));
+    }
+    let raw = snap::raw::Decoder::new().decompress_vec(&body).map_err(|e| bad(format!("not a snappy block: {e}")))?;
+    let request = ReadRequest::decode(raw.as_slice()).map_err(|e| bad(format!("not a ReadRequest: {e}")))?;
+    if request.queries.len() > MAX_QUERIES {
+        return Err(bad(format!("{} queries in one request; at most {MAX_QUERIES}", request.queries.len())));
+    }
+    let samples_accepted = request.accepted_response_types.is_empty()
+        || request.accepted_response_types.contains(&(ResponseType::Samples as i32));
+    if !samples_accepted {
+        return Err(ApiError::bad_request(
+            "only the SAMPLES response type is served",
+            "accept SAMPLES (Prometheus's remote_read client does)",
+        ));
+    }
+    let mut results = Vec::with_capacity(request.queries.len());
+    for query in &request.queries {
+        if query.end_timestamp_ms < query.start_timestamp_ms {
+            return Err(bad("a query ends before it starts"));
+        }
+        let series = app
+            .engine
+            .raw_series(matchers(query)?, query.start_timestamp_ms, query.end_timestamp_ms)
+            .await
+            .map_err(refusal)?;
+        let timeseries = series
+            .into_iter()
+            .map(|s| ReadSeries {
+                labels: s.labels.into_iter().map(|(name, value)| Label { name, value }).collect(),
+                samples: s.points.into_iter().map(|(timestamp, value)| PromSample { value, timestamp }).collect(),
+            })
+            .collect();
+        results.push(QueryResult { timeseries });
+    }
+    let encoded = ReadResponse { results }.encode_to_vec();
+    let compressed = snap::raw::Encoder::new()
+        .compress_vec(&encoded)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "this is a bug in Vigil"))?;
+    Ok(([(header::CONTENT_TYPE, "application/x-protobuf"), (header::CONTENT_ENCODING, "snappy")], compressed)
+        .into_response())
+}
