@@ -184,6 +184,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ready: ready.clone(),
         dashboard: Default::default(),
         auth: auth.clone(),
+        status: Arc::new(status_info(&config, args.config.as_deref())),
     };
     let api = bind(config.listen.http, "HTTP API", tls.is_some()).await?;
     let otlp_http = bind(config.listen.otlp_http, "OTLP/HTTP", tls.is_some()).await?;
@@ -385,4 +386,59 @@ async fn shutdown_signal(ready: Arc<AtomicBool>) {
         _ = terminate => info!("SIGTERM received"),
     }
     ready.store(false, Ordering::Release);
+}
+
+/// A duration as Prometheus writes one: `30d`, `5m`, `1500ms`.
+fn prom_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        _ if ms.is_multiple_of(86_400_000) => format!("{}d", ms / 86_400_000),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// What `/api/v1/status/{config,flags,runtimeinfo}` show: the config file as written, with
+/// the values of keys that hold secrets replaced, and the main settings by flag name.
+fn status_info(config: &Config, path: Option<&std::path::Path>) -> vigil_web::prom_api::StatusInfo {
+    let secret_key = |key: &str| ["password", "token", "secret", "key_file"].iter().any(|s| key.contains(s));
+    let config_yaml = match path.map(std::fs::read_to_string) {
+        Some(Ok(text)) => text
+            .lines()
+            .map(|line| match line.split_once(':') {
+                Some((key, value)) if secret_key(&key.to_lowercase()) && !value.trim().is_empty() => {
+                    format!("{key}: <secret>")
+                }
+                _ => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => "# Vigil runs on its embedded defaults (no --config)\n".to_string(),
+    };
+    let flags: std::collections::BTreeMap<String, String> = [
+        ("config", path.map(|p| p.display().to_string()).unwrap_or_default()),
+        ("data-dir", config.storage.data_dir.display().to_string()),
+        ("retention", prom_duration(config.storage.retention.0)),
+        ("http-addr", config.listen.http.to_string()),
+        ("otlp-http-addr", config.listen.otlp_http.to_string()),
+        ("otlp-grpc-addr", config.listen.otlp_grpc.to_string()),
+        ("evaluation-interval", prom_duration(config.evaluation_interval.0)),
+        ("query-timeout", prom_duration(config.query.timeout.0)),
+        ("query-max-result-rows", config.query.max_result_rows.to_string()),
+        ("external-url", config.external_url.clone().unwrap_or_default()),
+        ("log-level", config.log.level.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    vigil_web::prom_api::StatusInfo {
+        config_yaml,
+        flags,
+        started_at: vigil_alerting::notify::rfc3339_ms(crate::reload::now_ms()),
+        working_dir: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+        retention: prom_duration(config.storage.retention.0),
+    }
 }

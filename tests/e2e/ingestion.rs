@@ -459,7 +459,7 @@ async fn otlp_http_answers_partial_success_and_errors_as_the_spec_says() {
     assert_eq!(vigil.count("SELECT count(*) FROM spans").await, 1, "only the good request stored a span");
 }
 
-fn spawn_node_exporter(port: u16) -> crate::prometheus::Killed {
+pub(crate) fn spawn_node_exporter(port: u16) -> crate::prometheus::Killed {
     crate::prometheus::Killed(
         Command::new(NODE_EXPORTER)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))

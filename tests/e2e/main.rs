@@ -8,6 +8,7 @@ mod cluster;
 mod dashboard;
 mod drift;
 mod foundation;
+mod grafana_calls;
 mod hardening;
 mod harness;
 mod ingestion;

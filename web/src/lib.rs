@@ -13,7 +13,7 @@ mod ingest_routes;
 mod ops;
 mod otlp_grpc;
 mod otlp_http;
-mod prom_api;
+pub mod prom_api;
 mod reload;
 mod remote_read;
 pub mod server;
@@ -66,6 +66,8 @@ pub struct AppState {
     pub dashboard: dashboard::DashboardState,
     /// Bearer tokens; none configured means open.
     pub auth: Auth,
+    /// What `/api/v1/status/{config,flags,runtimeinfo}` show.
+    pub status: Arc<prom_api::StatusInfo>,
 }
 
 impl axum::extract::FromRef<AppState> for Auth {
@@ -212,6 +214,10 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/metadata", get(prom_api::metadata))
         .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
         .route("/api/v1/status/tsdb", get(prom_api::tsdb_status))
+        .route("/api/v1/status/config", get(prom_api::config_status))
+        .route("/api/v1/status/flags", get(prom_api::flags_status))
+        .route("/api/v1/status/runtimeinfo", get(prom_api::runtime_status))
+        .route("/api/v1/format_query", get(prom_api::format_query).post(prom_api::format_query))
         .route("/api/v1/drift/reference", get(drift_api::references))
         .route("/api/v1/drift/scores", get(drift_api::scores))
         .route("/api/v1/drift/models", get(drift_api::models))

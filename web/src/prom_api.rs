@@ -4,6 +4,8 @@
 //! as seconds, errors as `{"status": "error", "errorType", "error"}`. Grafana's Prometheus
 //! data source works against it unchanged.
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -389,6 +391,73 @@ pub async fn buildinfo() -> Response {
         "buildDate": "",
         "goVersion": "none (Vigil is written in Rust)",
     }))
+}
+
+/// What the status endpoints show, gathered by the binary at start.
+#[derive(Clone, Debug, Default)]
+pub struct StatusInfo {
+    /// The configuration in force, as YAML (secrets left out).
+    pub config_yaml: String,
+    /// Vigil's settings by flag name (without `--`), as Prometheus lists its flags.
+    pub flags: BTreeMap<String, String>,
+    pub started_at: String,
+    pub working_dir: String,
+    /// `storage.retention`, as Prometheus writes `storageRetention` (e.g. `30d`).
+    pub retention: String,
+}
+
+/// `/api/v1/status/config`: `{"yaml": ...}`.
+pub async fn config_status(State(app): State<AppState>) -> Response {
+    success(json!({"yaml": app.status.config_yaml}))
+}
+
+/// `/api/v1/status/flags`: every flag with its value, as strings.
+pub async fn flags_status(State(app): State<AppState>) -> Response {
+    success(json!(app.status.flags))
+}
+
+/// `/api/v1/status/runtimeinfo`, with Prometheus's fields (the Go runtime's as Vigil's
+/// nearest: threads for goroutines, cores for GOMAXPROCS).
+pub async fn runtime_status(State(app): State<AppState>) -> Response {
+    let reload = app.reloader.status();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse::<u64>().ok())))
+        .unwrap_or(0);
+    let last_config = chrono::DateTime::from_timestamp_millis(reload.at_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    success(json!({
+        "startTime": app.status.started_at,
+        "CWD": app.status.working_dir,
+        "reloadConfigSuccess": reload.successful,
+        "lastConfigTime": last_config,
+        "corruptionCount": 0,
+        "goroutineCount": threads,
+        "GOMAXPROCS": cores,
+        "GOGC": "",
+        "GODEBUG": "",
+        "storageRetention": app.status.retention,
+    }))
+}
+
+/// `/api/v1/format_query`: the expression as Prometheus prints it.
+pub async fn format_query(
+    State(app): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::read(raw.as_deref(), &headers, &body);
+    let run = async {
+        let query = required(&params, "query")?;
+        Ok::<_, ApiFailure>(app.engine.parse_promql(query).await?.prettify())
+    };
+    match run.await {
+        Ok(formatted) => success(Value::String(formatted)),
+        Err(failure) => failure.into_response(),
+    }
 }
 
 /// Exemplars of the selected series (stored from OTLP), in Prometheus's shape.

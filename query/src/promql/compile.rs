@@ -273,7 +273,13 @@ impl<'a> Compiler<'a> {
                 PromExpr::Paren(p) => self.compile(&p.expr).await,
                 PromExpr::VectorSelector(vs) => {
                     let samples = self.series_samples(vs, self.lookback_ms).await?;
-                    Ok(Value::Vector(self.apply_steps(samples, RangeFunction::Instant, self.lookback_ms, 0.0, true)?))
+                    Ok(Value::Vector(self.apply_steps(
+                        samples,
+                        RangeFunction::Instant,
+                        self.lookback_ms,
+                        [0.0; 2],
+                        true,
+                    )?))
                 }
                 PromExpr::MatrixSelector(selector) => {
                     Ok(Value::Matrix(self.series_samples(&selector.vs, ms(&selector.range)).await?))
@@ -647,11 +653,11 @@ impl<'a> Compiler<'a> {
         matrix: MatrixPlan,
         function: RangeFunction,
         window_ms: i64,
-        param: f64,
+        params: [f64; 2],
         keep_name: bool,
     ) -> Result<VectorPlan, PromError> {
         let labels: Vec<String> = matrix.labels.iter().filter(|l| keep_name || *l != NAME).cloned().collect();
-        self.sweep(matrix, function, window_ms, param, labels, None)
+        self.sweep(matrix, function, window_ms, params, labels, None)
     }
 
     /// The step sweep over `matrix`, its rows labelled with `labels`; with a fold, one row per
@@ -661,7 +667,7 @@ impl<'a> Compiler<'a> {
         matrix: MatrixPlan,
         function: RangeFunction,
         window_ms: i64,
-        param: f64,
+        params: [f64; 2],
         labels: Vec<String>,
         fold: Option<Fold>,
     ) -> Result<VectorPlan, PromError> {
@@ -671,7 +677,7 @@ impl<'a> Compiler<'a> {
             range_ms: window_ms,
             offset_ms: matrix.offset_ms,
             at_ms: matrix.at_ms,
-            param,
+            params,
             budget: self.budget.clone(),
             fold,
         };
@@ -1037,7 +1043,12 @@ impl<'a> Compiler<'a> {
             }
             PromExpr::Call(call) => {
                 let function = match RangeFunction::from_name(call.func.name) {
-                    Some(RangeFunction::QuantileOverTime | RangeFunction::PredictLinear) | None => return Ok(None),
+                    Some(
+                        RangeFunction::QuantileOverTime
+                        | RangeFunction::PredictLinear
+                        | RangeFunction::DoubleExponentialSmoothing,
+                    )
+                    | None => return Ok(None),
                     Some(function) => function,
                 };
                 let [argument] = call.args.args.as_slice() else { return Ok(None) };
@@ -1053,7 +1064,7 @@ impl<'a> Compiler<'a> {
             .cloned()
             .collect();
         let window = matrix.range_ms;
-        Ok(Some(self.sweep(matrix, function, window, 0.0, group, Some(fold))?))
+        Ok(Some(self.sweep(matrix, function, window, [0.0; 2], group, Some(fold))?))
     }
 
     /// The one value a scalar takes at every step (NaN where it has none, as `scalar()` of an
@@ -1211,13 +1222,24 @@ impl<'a> Compiler<'a> {
             }
         };
         if let Some(function) = RangeFunction::from_name(name) {
-            let (matrix, param) = match function {
-                RangeFunction::QuantileOverTime => (args.pop(), constant(args.first(), "φ")?),
+            let (matrix, params) = match function {
+                RangeFunction::QuantileOverTime => (args.pop(), [constant(args.first(), "φ")?, 0.0]),
                 RangeFunction::PredictLinear => {
                     let seconds = constant(args.get(1), "the duration")?;
-                    (args.into_iter().next(), seconds)
+                    (args.into_iter().next(), [seconds, 0.0])
                 }
-                _ => (args.pop(), 0.0),
+                RangeFunction::DoubleExponentialSmoothing => {
+                    let (sf, tf) =
+                        (constant(args.get(1), "the smoothing factor")?, constant(args.get(2), "the trend factor")?);
+                    if !(sf > 0.0 && sf < 1.0) {
+                        return Err(bad(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}")));
+                    }
+                    if !(tf > 0.0 && tf < 1.0) {
+                        return Err(bad(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf}")));
+                    }
+                    (args.into_iter().next(), [sf, tf])
+                }
+                _ => (args.pop(), [0.0; 2]),
             };
             let Some(Value::Matrix(matrix)) = matrix else { return Err(bad(format!("{name} needs a range vector"))) };
             let range = matrix.range_ms;
@@ -1225,7 +1247,7 @@ impl<'a> Compiler<'a> {
                 matrix,
                 function,
                 range,
-                param,
+                params,
                 function.keeps_metric_name(),
             )?));
         }
@@ -1282,7 +1304,7 @@ impl<'a> Compiler<'a> {
                     return Err(bad("absent_over_time() needs a range vector"));
                 };
                 let range = m.range_ms;
-                let present = self.apply_steps(m, RangeFunction::PresentOverTime, range, 0.0, false)?;
+                let present = self.apply_steps(m, RangeFunction::PresentOverTime, range, [0.0; 2], false)?;
                 Ok(Value::Vector(self.absent(present, call.args.args.first().map(|a| a.as_ref()))?))
             }
             "histogram_quantile" => {
@@ -1320,7 +1342,7 @@ impl<'a> Compiler<'a> {
                 samples,
                 RangeFunction::InstantTimestamp,
                 self.lookback_ms,
-                0.0,
+                [0.0; 2],
                 false,
             )?));
         }

@@ -63,8 +63,72 @@ impl From<datafusion::error::DataFusionError> for PromError {
     }
 }
 
+/// Which characters of a query are inside its string literals (`"..."`, `'...'`, `` `...` ``).
+#[derive(Default)]
+struct Literals {
+    quote: Option<char>,
+    escaped: bool,
+}
+
+impl Literals {
+    /// Takes the next character: whether it belongs to a string literal, quotes included.
+    fn inside(&mut self, c: char) -> bool {
+        match self.quote {
+            Some(q) => {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' && q != '`' {
+                    self.escaped = true;
+                } else if c == q {
+                    self.quote = None;
+                }
+                true
+            }
+            None if matches!(c, '"' | '\'' | '`') => {
+                self.quote = Some(c);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `holt_winters(` outside string literals renamed to `double_exponential_smoothing(`: the
+/// parser knows the function by its later name only, and Prometheus 2.42 by this one.
+fn with_current_names(text: &str) -> std::borrow::Cow<'_, str> {
+    const OLD: &str = "holt_winters";
+    const NEW: &str = "double_exponential_smoothing";
+    if !text.contains(OLD) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut literals = Literals::default();
+    let mut rest = text;
+    let mut previous: Option<char> = None;
+    while let Some(c) = rest.chars().next() {
+        if !literals.inside(c)
+            && rest.starts_with(OLD)
+            && !previous.is_some_and(is_word)
+            && !rest[OLD.len()..].starts_with(is_word)
+            && rest[OLD.len()..].trim_start().starts_with('(')
+        {
+            out.push_str(NEW);
+            rest = &rest[OLD.len()..];
+            previous = Some('s');
+            continue;
+        }
+        out.push(c);
+        previous = Some(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Parses a query; errors read `line:column: parse error: message`, as Prometheus writes them.
 pub fn parse(text: &str) -> Result<Expr, PromError> {
+    let renamed = with_current_names(text);
+    let text = renamed.as_ref();
     promql_parser::parser::parse(text).map_err(|message| {
         let offset = error_offset(text, &message);
         let (line, column) = line_column(text, offset);
@@ -135,28 +199,18 @@ fn error_offset(text: &str, message: &str) -> usize {
 /// character that is no part of a PromQL token.
 fn lexer_error_offset(text: &str) -> usize {
     let mut open: Vec<usize> = Vec::new();
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
+    let mut literals = Literals::default();
     for (at, c) in text.char_indices() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && q != '`' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
+        if literals.inside(c) {
+            continue;
+        }
+        match c {
+            '(' | '{' | '[' => open.push(at),
+            ')' | '}' | ']' if open.pop().is_none() => {
+                return at;
             }
-            None => match c {
-                '"' | '\'' | '`' => quote = Some(c),
-                '(' | '{' | '[' => open.push(at),
-                ')' | '}' | ']' if open.pop().is_none() => {
-                    return at;
-                }
-                '#' => break,
-                _ => {}
-            },
+            '#' => break,
+            _ => {}
         }
     }
     if let Some(&at) = open.last() {
@@ -179,6 +233,19 @@ fn first_unlexable(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holt_winters_is_read_by_its_later_name_outside_strings() {
+        assert_eq!(
+            with_current_names(
+                r#"holt_winters (x[5m], 0.5, 0.1) + on() label_replace(y, "a", "holt_winters(", "", "")"#
+            ),
+            r#"double_exponential_smoothing (x[5m], 0.5, 0.1) + on() label_replace(y, "a", "holt_winters(", "", "")"#
+        );
+        assert_eq!(with_current_names("my_holt_winters(x)"), "my_holt_winters(x)");
+        assert_eq!(with_current_names("holt_winters_total"), "holt_winters_total");
+        assert!(parse("holt_winters(x[5m], 0.5, 0.5)").is_ok());
+    }
 
     fn position(text: &str) -> String {
         parse(text).unwrap_err().to_string()

@@ -46,6 +46,9 @@ pub enum RangeFunction {
     PresentOverTime,
     /// `quantile_over_time(φ, v)`: the parameter is φ.
     QuantileOverTime,
+    /// `holt_winters(v, sf, tf)` (2.42's name; later `double_exponential_smoothing`): the
+    /// parameters are the smoothing and the trend factor.
+    DoubleExponentialSmoothing,
     /// The latest sample at or before the evaluation time, within the lookback.
     Instant,
     /// The sample's own timestamp (for `timestamp(v)`), in seconds.
@@ -80,6 +83,7 @@ impl RangeFunction {
             "last_over_time" => LastOverTime,
             "present_over_time" => PresentOverTime,
             "quantile_over_time" => QuantileOverTime,
+            "double_exponential_smoothing" => DoubleExponentialSmoothing,
             _ => return None,
         })
     }
@@ -98,7 +102,8 @@ pub struct Window<'a> {
 }
 
 /// Evaluates a range function; `None` where Prometheus returns no sample.
-pub fn apply(function: RangeFunction, window: &Window, param: f64) -> Option<f64> {
+pub fn apply(function: RangeFunction, window: &Window, params: [f64; 2]) -> Option<f64> {
+    let param = params[0];
     use RangeFunction::*;
     let values = window.values;
     if values.is_empty() {
@@ -144,6 +149,7 @@ pub fn apply(function: RangeFunction, window: &Window, param: f64) -> Option<f64
         LastOverTime => values.last().copied(),
         PresentOverTime => Some(1.0),
         QuantileOverTime => Some(quantile(param, &mut values.to_vec())),
+        DoubleExponentialSmoothing => double_exponential_smoothing(values, params[0], params[1]),
         Instant => values.last().copied(),
         InstantTimestamp => window.timestamps.last().map(|&t| t as f64 / 1000.0),
     }
@@ -189,6 +195,23 @@ fn extrapolated_rate(window: &Window, is_counter: bool, is_rate: bool) -> Option
         result /= (window.range_end - window.range_start) as f64 / 1000.0;
     }
     Some(result)
+}
+
+/// Prometheus 2.42's `holt_winters`: the last smoothed value, the trend started from the
+/// first two samples; `None` for fewer than two.
+fn double_exponential_smoothing(values: &[f64], sf: f64, tf: f64) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1, mut trend) = (0.0, values[0], values[1] - values[0]);
+    for (i, &value) in values.iter().enumerate().skip(1) {
+        if i > 1 {
+            trend = tf * (s1 - s0) + (1.0 - tf) * trend;
+        }
+        let smoothed = sf * value + (1.0 - sf) * (s1 + trend);
+        (s0, s1) = (s1, smoothed);
+    }
+    Some(s1)
 }
 
 /// `irate` / `idelta`: the last two samples.
@@ -489,21 +512,21 @@ mod tests {
         let ts = [0, 15_000, 30_000, 45_000, 60_000];
         let vs = [0.0, 10.0, 20.0, 30.0, 40.0];
         let w = window(&ts, &vs, 0, 60_000);
-        assert_eq!(apply(RangeFunction::Increase, &w, 0.0), Some(40.0));
-        assert!((apply(RangeFunction::Rate, &w, 0.0).unwrap() - 40.0 / 60.0).abs() < 1e-12);
+        assert_eq!(apply(RangeFunction::Increase, &w, [0.0, 0.0]), Some(40.0));
+        assert!((apply(RangeFunction::Rate, &w, [0.0, 0.0]).unwrap() - 40.0 / 60.0).abs() < 1e-12);
         // A reset: 30 → 5 adds 30.
         let vs = [10.0, 20.0, 30.0, 5.0, 15.0];
         let w = window(&ts, &vs, 0, 60_000);
-        assert_eq!(apply(RangeFunction::Increase, &w, 0.0), Some(35.0));
-        assert_eq!(apply(RangeFunction::Resets, &w, 0.0), Some(1.0));
-        assert_eq!(apply(RangeFunction::Changes, &w, 0.0), Some(4.0));
+        assert_eq!(apply(RangeFunction::Increase, &w, [0.0, 0.0]), Some(35.0));
+        assert_eq!(apply(RangeFunction::Resets, &w, [0.0, 0.0]), Some(1.0));
+        assert_eq!(apply(RangeFunction::Changes, &w, [0.0, 0.0]), Some(4.0));
         // Samples far from the edges extrapolate by half an interval only.
         let ts = [20_000, 35_000];
         let vs = [1.0, 2.0];
         let w = window(&ts, &vs, 0, 60_000);
-        assert_eq!(apply(RangeFunction::Delta, &w, 0.0), Some(2.0));
+        assert_eq!(apply(RangeFunction::Delta, &w, [0.0, 0.0]), Some(2.0));
         // As a counter the zero point (15 s before the first sample) is the nearer start.
-        assert!((apply(RangeFunction::Rate, &w, 0.0).unwrap() - 2.5 / 60.0).abs() < 1e-15);
+        assert!((apply(RangeFunction::Rate, &w, [0.0, 0.0]).unwrap() - 2.5 / 60.0).abs() < 1e-15);
     }
 
     #[test]
@@ -558,16 +581,16 @@ mod tests {
         let ts = [0, 1000, 2000, 3000];
         let vs = [1.0, 3.0, 5.0, 7.0];
         let w = window(&ts, &vs, 0, 3000);
-        assert_eq!(apply(RangeFunction::Deriv, &w, 0.0), Some(2.0));
-        assert_eq!(apply(RangeFunction::PredictLinear, &w, 10.0), Some(27.0));
-        assert_eq!(apply(RangeFunction::AvgOverTime, &w, 0.0), Some(4.0));
-        assert_eq!(apply(RangeFunction::StdvarOverTime, &w, 0.0), Some(5.0));
-        assert_eq!(apply(RangeFunction::QuantileOverTime, &w, 0.5), Some(4.0));
+        assert_eq!(apply(RangeFunction::Deriv, &w, [0.0, 0.0]), Some(2.0));
+        assert_eq!(apply(RangeFunction::PredictLinear, &w, [10.0, 0.0]), Some(27.0));
+        assert_eq!(apply(RangeFunction::AvgOverTime, &w, [0.0, 0.0]), Some(4.0));
+        assert_eq!(apply(RangeFunction::StdvarOverTime, &w, [0.0, 0.0]), Some(5.0));
+        assert_eq!(apply(RangeFunction::QuantileOverTime, &w, [0.5, 0.0]), Some(4.0));
         let with_nan = [f64::NAN, 2.0, 1.0];
         let w = window(&ts[..3], &with_nan, 0, 2000);
-        assert_eq!(apply(RangeFunction::MaxOverTime, &w, 0.0), Some(2.0));
-        assert_eq!(apply(RangeFunction::MinOverTime, &w, 0.0), Some(1.0));
-        assert_eq!(apply(RangeFunction::Irate, &window(&ts, &vs, 0, 3000), 0.0), Some(2.0));
+        assert_eq!(apply(RangeFunction::MaxOverTime, &w, [0.0, 0.0]), Some(2.0));
+        assert_eq!(apply(RangeFunction::MinOverTime, &w, [0.0, 0.0]), Some(1.0));
+        assert_eq!(apply(RangeFunction::Irate, &window(&ts, &vs, 0, 3000), [0.0; 2]), Some(2.0));
     }
 
     #[test]

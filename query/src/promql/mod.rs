@@ -228,7 +228,7 @@ impl QueryEngine {
     }
 
     /// Parses PromQL within the length and depth bounds.
-    pub(crate) async fn parse_promql(&self, text: &str) -> Result<promql_parser::parser::Expr, PromError> {
+    pub async fn parse_promql(&self, text: &str) -> Result<promql_parser::parser::Expr, PromError> {
         self.options().shape.parse_promql(text).await.map_err(|e| PromError::BadData(e.to_string()))?
     }
 }

@@ -100,8 +100,9 @@ pub struct SweepSpec {
     pub offset_ms: i64,
     /// `@` modifier: evaluate every step at this time instead.
     pub at_ms: Option<i64>,
-    /// φ for `quantile_over_time`, seconds for `predict_linear`.
-    pub param: f64,
+    /// φ for `quantile_over_time`, seconds for `predict_linear`, the smoothing and trend
+    /// factors for `holt_winters`.
+    pub params: [f64; 2],
     /// Samples the query may still load (the series' samples) and produce (points).
     pub budget: SampleBudget,
     /// Aggregate each step's values by the output labels instead of returning them.
@@ -602,7 +603,7 @@ fn evaluate_step(spec: &SweepSpec, timestamps: &[i64], values: &[f64], step: i64
         range_end: eval,
         eval_time: step,
     };
-    kernels::apply(spec.function, &window, spec.param)
+    kernels::apply(spec.function, &window, spec.params)
 }
 
 /// The first index at or after `from` whose time fails `before` (which holds for a prefix
@@ -950,7 +951,7 @@ mod tests {
             range_ms,
             offset_ms: 0,
             at_ms: None,
-            param: 0.0,
+            params: [0.0; 2],
             budget: SampleBudget::new(1_000),
             fold: None,
         }
