@@ -228,8 +228,18 @@ pub struct ScrapeConfig {
     pub scheme: Spanned<String>,
     #[serde(default)]
     pub honor_labels: bool,
+    /// Keep the timestamps the exposition gives (Prometheus's default).
+    #[serde(default = "ScrapeConfig::default_honor_timestamps")]
+    pub honor_timestamps: bool,
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
+    /// Rules over each target's labels (`__address__`, `__scheme__`, `__metrics_path__`,
+    /// `job`, the static labels) before it is scraped.
+    #[serde(default)]
+    pub relabel_configs: Vec<vigil_ingest::relabel::RelabelConfig>,
+    /// Rules over each scraped sample's labels before it is stored.
+    #[serde(default)]
+    pub metric_relabel_configs: Vec<vigil_ingest::relabel::RelabelConfig>,
 }
 
 impl ScrapeConfig {
@@ -239,6 +249,22 @@ impl ScrapeConfig {
 
     fn default_path() -> String {
         "/metrics".into()
+    }
+
+    fn default_honor_timestamps() -> bool {
+        true
+    }
+
+    /// Both rule lists compiled; the first bad rule named by its job, list and place.
+    pub fn rules(&self) -> Result<(Vec<vigil_ingest::relabel::Rule>, Vec<vigil_ingest::relabel::Rule>), String> {
+        let compile = |list: &str, configs| {
+            vigil_ingest::relabel::compile_all(configs)
+                .map_err(|(index, error)| format!("scrape_configs[{}].{list}[{index}]: {error}", self.job_name.value))
+        };
+        Ok((
+            compile("relabel_configs", &self.relabel_configs)?,
+            compile("metric_relabel_configs", &self.metric_relabel_configs)?,
+        ))
     }
 
     fn default_scheme() -> Spanned<String> {
@@ -564,20 +590,36 @@ impl Config {
     }
 
     /// The scrape targets of every scrape config.
+    /// The targets to scrape, after each job's `relabel_configs` (a target they drop, or
+    /// leave without an address, is not scraped). Bad rules were refused by `check_bounds`.
     pub fn scrape_targets(&self) -> Vec<vigil_ingest::scrape::ScrapeTarget> {
         let mut targets = Vec::new();
         for scrape in &self.scrape_configs {
+            let Ok((relabel, metric_relabel)) = scrape.rules() else { continue };
             for static_config in &scrape.static_configs {
                 for address in &static_config.targets {
+                    let mut labels: std::collections::BTreeMap<String, String> = static_config.labels.clone();
+                    labels.insert("job".into(), scrape.job_name.value.clone());
+                    labels.insert("__address__".into(), address.value.clone());
+                    labels.insert("__scheme__".into(), scrape.scheme.value.clone());
+                    labels.insert("__metrics_path__".into(), scrape.metrics_path.clone());
+                    let Some(mut labels) = vigil_ingest::relabel::relabel(labels, &relabel) else { continue };
+                    let Some(address) = labels.remove("__address__") else { continue };
+                    let scheme = labels.remove("__scheme__").unwrap_or_else(|| scrape.scheme.value.clone());
+                    let metrics_path = labels.remove("__metrics_path__").unwrap_or_else(|| scrape.metrics_path.clone());
+                    let job = labels.remove("job").unwrap_or_else(|| scrape.job_name.value.clone());
+                    labels.retain(|name, _| !name.starts_with("__"));
                     targets.push(vigil_ingest::scrape::ScrapeTarget {
-                        job: scrape.job_name.value.clone(),
-                        address: address.value.clone(),
-                        scheme: scrape.scheme.value.clone(),
-                        metrics_path: scrape.metrics_path.clone(),
+                        job,
+                        address,
+                        scheme,
+                        metrics_path,
                         interval: scrape.scrape_interval.0,
                         timeout: scrape.timeout(),
                         honor_labels: scrape.honor_labels,
-                        labels: static_config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        labels: labels.into_iter().collect(),
+                        honor_timestamps: scrape.honor_timestamps,
+                        metric_relabel: metric_relabel.clone(),
                     });
                 }
             }
@@ -589,6 +631,9 @@ impl Config {
     /// silently): checked for a file by `load` (so `vigil validate` reports them) and for
     /// flags and variables once they are laid over it.
     pub fn check_bounds(&self) -> Result<(), String> {
+        for scrape in &self.scrape_configs {
+            scrape.rules()?;
+        }
         let durations = [
             ("storage.partition", self.storage.partition.0, Duration::from_secs(60)),
             ("storage.flush_interval", self.storage.flush_interval.0, Duration::from_secs(1)),

@@ -15,6 +15,7 @@ pub mod admission;
 pub mod exposition;
 pub mod metadata;
 pub mod otlp;
+pub mod relabel;
 pub mod remote_write;
 pub mod scrape;
 pub mod text_import;

@@ -37,8 +37,14 @@ pub struct ScrapeTarget {
     pub interval: Duration,
     pub timeout: Duration,
     pub honor_labels: bool,
-    /// Static labels from the config (`labels:` of a static config).
+    /// Static labels from the config (`labels:` of a static config), after the target's
+    /// `relabel_configs`; an `instance` here replaces the address.
     pub labels: Vec<(String, String)>,
+    /// Timestamps the exposition gives are kept (`honor_timestamps`, on by default); off,
+    /// every sample takes the scrape's time.
+    pub honor_timestamps: bool,
+    /// `metric_relabel_configs`: applied to every scraped sample before it is stored.
+    pub metric_relabel: Vec<crate::relabel::Rule>,
 }
 
 impl ScrapeTarget {
@@ -197,13 +203,44 @@ fn parse_body(
     target: &ScrapeTarget,
     timestamp_ms: i64,
     limits: &Limits,
-) -> Result<Vec<MetricSeries>, ScrapeError> {
-    let parsed =
+) -> Result<(Vec<MetricSeries>, usize), ScrapeError> {
+    let mut parsed =
         exposition::parse(body, Format::detect(content_type, body)).map_err(|e| ScrapeError::Parse(e.to_string()))?;
     ingestor.record_families(&parsed.families);
+    if !target.honor_timestamps {
+        for sample in &mut parsed.samples {
+            sample.timestamp_ms = None;
+        }
+    }
     let merge = if target.honor_labels { LabelMerge::ScrapedWin } else { LabelMerge::RenameScraped };
-    to_series(parsed.samples, timestamp_ms, &target.target_labels(), merge, limits)
-        .map_err(|e| ScrapeError::Parse(e.to_string()))
+    let series = to_series(parsed.samples, timestamp_ms, &target.target_labels(), merge, limits)
+        .map_err(|e| ScrapeError::Parse(e.to_string()))?;
+    let scraped = series.len();
+    Ok((metric_relabel(series, &target.metric_relabel), scraped))
+}
+
+/// `metric_relabel_configs` over scraped series: dropped ones go, relabelled ones keep their
+/// samples (one that loses its name, or whose labels become invalid, is dropped too).
+fn metric_relabel(series: Vec<MetricSeries>, rules: &[crate::relabel::Rule]) -> Vec<MetricSeries> {
+    if rules.is_empty() {
+        return series;
+    }
+    series
+        .into_iter()
+        .filter_map(|s| {
+            let mut labels: std::collections::BTreeMap<String, String> =
+                s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            labels.insert("__name__".into(), s.metric.clone());
+            let mut labels = crate::relabel::relabel(labels, rules)?;
+            let metric = labels.remove("__name__")?;
+            let labels = LabelSet::new(labels.into_iter().collect()).ok()?;
+            vigil_storage::write::is_valid_metric_name(&metric).then_some(MetricSeries {
+                metric,
+                labels,
+                samples: s.samples,
+            })
+        })
+        .collect()
 }
 
 /// One scrape; returns the series it saw, for the next scrape's staleness check.
@@ -223,11 +260,11 @@ async fn scrape_once(
     };
     let duration = started.elapsed().as_secs_f64();
     let timestamp_ns = timestamp_ms.saturating_mul(1_000_000);
-    let (mut series, error) = match result {
-        Ok(series) => (series, None),
-        Err(error) => (Vec::new(), Some(error)),
+    let (mut series, scraped, error) = match result {
+        Ok((series, scraped)) => (series, scraped, None),
+        Err(error) => (Vec::new(), 0, Some(error)),
     };
-    let scraped = series.len();
+    let kept = series.len();
     let current: HashSet<(String, LabelSet)> = series.iter().map(|s| (s.metric.clone(), s.labels.clone())).collect();
     // As Prometheus: the series this scrape has that the last one lacked (all of them at first).
     let added = current.difference(&previous).count();
@@ -247,8 +284,7 @@ async fn scrape_once(
     series.push(report("up", if error.is_none() { 1.0 } else { 0.0 }));
     series.push(report("scrape_duration_seconds", duration));
     series.push(report("scrape_samples_scraped", scraped as f64));
-    // No metric relabelling rules: every scraped sample is kept.
-    series.push(report("scrape_samples_post_metric_relabeling", scraped as f64));
+    series.push(report("scrape_samples_post_metric_relabeling", kept as f64));
     series.push(report("scrape_series_added", added as f64));
     // Samples with timestamps outside the accepted range are dropped and counted, as
     // Prometheus drops out-of-bounds samples of a scrape.

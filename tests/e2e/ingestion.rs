@@ -523,6 +523,51 @@ async fn scraping_a_real_node_exporter_and_a_dead_target() {
     assert!(!by_job("dead")["lastError"].as_str().unwrap().is_empty());
 }
 
+/// `relabel_configs` choose and rename targets, `metric_relabel_configs` drop and relabel
+/// scraped samples, as Prometheus reads them from a `scrape_configs` block.
+#[tokio::test]
+async fn scrape_relabelling_as_prometheus_reads_it() {
+    if !require_program(NODE_EXPORTER) {
+        return;
+    }
+    let exporter_port = free_port();
+    let _exporter = spawn_node_exporter(exporter_port);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "scrape_configs:\n  - job_name: node\n    scrape_interval: 1s\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}', '127.0.0.1:{}']}}]\n    relabel_configs:\n      - {{source_labels: [__address__], regex: '.*:{exporter_port}', action: keep}}\n      - {{target_label: instance, replacement: node-1}}\n      - {{source_labels: [__address__], regex: '(.*):.*', target_label: host}}\n    metric_relabel_configs:\n      - {{source_labels: [__name__], regex: 'node_cpu_.*|go_.*', action: drop}}\n      - {{source_labels: [__name__], regex: 'node_load(.*)', target_label: window, replacement: 'w$1'}}\n",
+        free_port()
+    );
+    let vigil = Vigil::start_with_config(&dir.path().join("data"), &config, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while vigil.count("SELECT count(*) FROM information_schema.tables WHERE table_name = 'node_load1'").await == 0 {
+        assert!(Instant::now() < deadline, "no scrape: {}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let targets: Value = vigil.client.get(vigil.url("/api/v1/targets")).send().await.unwrap().json().await.unwrap();
+    let active = targets["data"]["activeTargets"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "the keep rule drops the other target: {targets}");
+    assert_eq!(
+        vigil.rows("SELECT DISTINCT job, instance, host, window FROM node_load1").await,
+        vec![json!(["node", "node-1", "127.0.0.1", "w1"])]
+    );
+    let names = vigil.rows("SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'node_cpu%' OR table_name LIKE 'go_%'").await;
+    assert!(names.is_empty(), "dropped by metric_relabel_configs: {names:?}");
+    let counts = vigil
+        .rows("SELECT s.value, p.value FROM scrape_samples_scraped s JOIN scrape_samples_post_metric_relabeling p ON s.timestamp = p.timestamp ORDER BY s.timestamp LIMIT 1")
+        .await;
+    assert!(counts[0][1].as_f64().unwrap() < counts[0][0].as_f64().unwrap(), "{counts:?}");
+
+    // A bad rule stops start-up with where it is.
+    let bad = format!(
+        "scrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n    metric_relabel_configs:\n      - {{source_labels: [a], regex: '(', action: drop}}\n"
+    );
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, bad).unwrap();
+    let output = std::process::Command::new(crate::harness::VIGIL).arg("validate").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("scrape_configs[node].metric_relabel_configs[0]"), "{stderr}");
+}
+
 #[tokio::test]
 async fn real_exposition_text_is_imported_whole() {
     let dir = tempfile::tempdir().unwrap();
