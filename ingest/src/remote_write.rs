@@ -90,13 +90,19 @@ pub struct Decoded {
     pub summary: Summary,
 }
 
-pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
+/// A snappy block (remote write and remote read both send one), refused before decompressing
+/// when it would grow past `limits.max_decompressed_bytes`.
+pub fn unsnappy(body: &[u8], limits: &Limits) -> Result<Vec<u8>, IngestError> {
     let snappy = |e: snap::Error| IngestError::Malformed { what: "snappy", message: e.to_string() };
     let raw_len = snap::raw::decompress_len(body).map_err(snappy)?;
     if raw_len > limits.max_decompressed_bytes {
         return Err(IngestError::too_large(Limit::DecompressedSize, raw_len, limits.max_decompressed_bytes));
     }
-    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(snappy)?;
+    snap::raw::Decoder::new().decompress_vec(body).map_err(snappy)
+}
+
+pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
+    let raw = unsnappy(body, limits)?;
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|e| IngestError::Malformed { what: "protobuf WriteRequest", message: e.to_string() })?;
     if request.timeseries.len() > limits.max_series_per_request {

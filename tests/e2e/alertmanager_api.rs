@@ -3,13 +3,13 @@
 //! and imports silences; a real Prometheus 2.42 whose `alerting.alertmanagers` names Vigil
 //! sends its rule's alert, which reaches Vigil's webhook and SMTP receivers.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
 use crate::alerting::{SmtpSink, webhook_receiver};
 use crate::harness::{Vigil, free_port, python, require_program, wait_until};
-use crate::prometheus::{Killed, PROMETHEUS};
+use crate::prometheus::{PROMETHEUS, start_prometheus};
 
 const AMTOOL: &str = "/usr/bin/amtool";
 
@@ -178,19 +178,9 @@ async fn a_real_prometheus_sends_its_alerts_to_vigil() {
         ),
     )
     .unwrap();
-    let _prometheus = Killed(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            // Its first send can come before it has found its Alertmanager (the alert is then
-            // dropped): resend every second instead of every minute.
-            .arg("--rules.alert.resend-delay=1s")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    // Its first send can come before it has found its Alertmanager (the alert is then
+    // dropped): resend every second instead of every minute.
+    let _prometheus = start_prometheus(dir.path(), prometheus_port, &["--rules.alert.resend-delay=1s"]);
     let payload = wait_until("Prometheus's alert at the webhook", 60, async || hook.lock().first().cloned()).await;
     let alert = &payload["alerts"][0];
     assert_eq!(alert["labels"]["alertname"], "FromPrometheus", "{payload}");

@@ -4,13 +4,12 @@
 //! in Prometheus's shape, field by field, and with the same values where the data decides.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::{Vigil, free_port, require_program};
-use crate::prometheus::{Killed, PROMETHEUS};
+use crate::prometheus::{PROMETHEUS, start_prometheus};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
@@ -55,16 +54,7 @@ async fn grafanas_calls_answer_as_prometheus_does() {
         ),
     )
     .unwrap();
-    let _prometheus = Killed(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _prometheus = start_prometheus(dir.path(), prometheus_port, &[]);
     tokio::time::sleep(Duration::from_secs(12)).await;
     let client = reqwest::Client::new();
     let (prometheus, own) = (format!("http://127.0.0.1:{prometheus_port}"), format!("http://{}", vigil.addr));

@@ -12,6 +12,22 @@ use crate::harness::{Vigil, free_port, require_program};
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
+/// A real Prometheus on `port`, with `dir/prometheus.yml` (written by the caller) and `extra`
+/// flags, its data in `dir/prom-data` and its log in `dir/prometheus.log`; killed when dropped.
+pub fn start_prometheus(dir: &std::path::Path, port: u16, extra: &[&str]) -> Killed {
+    Killed(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("prom-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 pub struct Killed(pub Child);
 
 impl Drop for Killed {
@@ -104,17 +120,7 @@ async fn vigil_holds_the_series_a_real_prometheus_holds() {
         ),
     )
     .unwrap();
-    let prometheus_log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _prometheus = Killed(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            .stdout(Stdio::null())
-            .stderr(prometheus_log)
-            .spawn()
-            .unwrap(),
-    );
+    let _prometheus = start_prometheus(dir.path(), prometheus_port, &[]);
     let base = format!("http://127.0.0.1:{prometheus_port}");
     let client = reqwest::Client::new();
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 60.0;

@@ -3,13 +3,12 @@
 //! two range queries per expression, compared series by series within 1e-9 relative.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::harness::{Vigil, fixture, free_port, require_program};
-use crate::prometheus::Killed;
+use crate::prometheus::start_prometheus;
 use crate::remote_write_client::{Label, Sample, TimeSeries, WriteRequest, encode, send};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -301,17 +300,7 @@ async fn the_promql_corpus_agrees_with_prometheus() {
     let port = free_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(&config, "global: {scrape_interval: 1m}\nscrape_configs: []\n").unwrap();
-    let _prometheus = Killed(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _prometheus = start_prometheus(dir.path(), port, &["--web.enable-remote-write-receiver"]);
     let prometheus = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);

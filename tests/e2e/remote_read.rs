@@ -2,13 +2,11 @@
 //! back exactly what was written, and a real Prometheus 2.42 with `remote_read` pointed at
 //! Vigil answers PromQL over data only Vigil holds.
 
-use std::process::{Command, Stdio};
-
 use prost::Message;
 use serde_json::Value;
 
 use crate::harness::{Vigil, free_port, require_program, wait_until};
-use crate::prometheus::{Killed, PROMETHEUS};
+use crate::prometheus::{PROMETHEUS, start_prometheus};
 use crate::remote_write_client::{Sample, TimeSeries, WriteRequest, encode, now_ms, send, series};
 
 #[derive(Clone, PartialEq, Message)]
@@ -141,10 +139,39 @@ async fn remote_read_answers_the_samples_written() {
     assert_eq!(read(&vigil, &everything).await.0, 400);
     let chunks_only = ReadRequest { accepted_response_types: vec![1], ..request.clone() };
     assert_eq!(read(&vigil, &chunks_only).await.0, 400);
+    // At most 64 queries a request: 64 answer, 65 are refused.
+    let query = request.queries[0].clone();
+    let many = |n: usize| ReadRequest { queries: vec![query.clone(); n], accepted_response_types: vec![] };
+    let (status, body) = read(&vigil, &many(64)).await;
+    assert_eq!((status, decode(&body).results.len()), (200, 64));
+    assert_eq!(read(&vigil, &many(65)).await.0, 400);
     let junk = vigil.client.post(vigil.url("/api/v1/read")).body("not snappy").send().await.unwrap();
     assert_eq!(junk.status(), 400);
     let error: Value = junk.json().await.unwrap();
     assert!(error["hint"].as_str().unwrap().contains("ReadRequest"), "{error}");
+}
+
+/// A request that would decompress past the limit is refused before it is decompressed.
+#[tokio::test]
+async fn remote_read_requests_are_bounded_in_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&dir.path().join("data"), &["--max-decompressed-size", "64KiB"]).await;
+    let long = matcher(0, "__name__", &"x".repeat(70 * 1024));
+    let big = ReadRequest {
+        queries: vec![Query { start_timestamp_ms: 0, end_timestamp_ms: 1, matchers: vec![long] }],
+        accepted_response_types: vec![],
+    };
+    assert_eq!(read(&vigil, &big).await.0, 413);
+    let small = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: 0,
+            end_timestamp_ms: 1,
+            matchers: vec![matcher(0, "__name__", "x")],
+        }],
+        accepted_response_types: vec![],
+    };
+    let (status, body) = read(&vigil, &small).await;
+    assert_eq!((status, decode(&body).results.len()), (200, 1));
 }
 
 /// Vigil as long-term storage behind a Prometheus that holds none of the data itself.
@@ -170,16 +197,7 @@ async fn a_real_prometheus_reads_what_only_vigil_holds() {
         format!("remote_read:\n  - url: {}\n    read_recent: true\n", vigil.url("/api/v1/read")),
     )
     .unwrap();
-    let _prometheus = Killed(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _prometheus = start_prometheus(dir.path(), port, &[]);
     let client = reqwest::Client::new();
     let (prometheus, own) = (format!("http://127.0.0.1:{port}"), format!("http://{}", vigil.addr));
     let at = format!("{:.3}", (t + 7 * 15_000) as f64 / 1000.0);

@@ -290,7 +290,7 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
 /// `sum(rate(bad[w])) / sum(rate(total[w]))` over the same samples (within 5 %).
 #[tokio::test]
 async fn late_samples_give_the_burn_rates_prometheus_computes() {
-    use crate::prometheus::{Killed, PROMETHEUS};
+    use crate::prometheus::{PROMETHEUS, start_prometheus};
     if !crate::harness::require_program(PROMETHEUS) {
         return;
     }
@@ -304,17 +304,7 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
         Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
     let prometheus_port = crate::harness::free_port();
     std::fs::write(dir.path().join("prometheus.yml"), "global: {scrape_interval: 1h}\n").unwrap();
-    let _prometheus = Killed(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _prometheus = start_prometheus(dir.path(), prometheus_port, &["--web.enable-remote-write-receiver"]);
     let prometheus = format!("http://127.0.0.1:{prometheus_port}");
     crate::harness::wait_until("Prometheus ready", 60, async || {
         let ready = vigil.client.get(format!("{prometheus}/-/ready")).send().await;

@@ -115,16 +115,10 @@ fn refusal(error: vigil_query::promql::PromError) -> ApiError {
 }
 
 pub async fn read(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let limit = app.ingestor.limits().max_decompressed_bytes;
-    let length = snap::raw::decompress_len(&body).map_err(|e| bad(format!("not a snappy block: {e}")))?;
-    if length > limit {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request decompresses to {length} bytes, more than {limit}"),
-            "send fewer queries per request",
-        ));
-    }
-    let raw = snap::raw::Decoder::new().decompress_vec(&body).map_err(|e| bad(format!("not a snappy block: {e}")))?;
+    let raw = vigil_ingest::remote_write::unsnappy(&body, app.ingestor.limits()).map_err(|e| match e {
+        vigil_ingest::IngestError::TooLarge { .. } => ApiError::from(e),
+        other => bad(other.to_string()),
+    })?;
     let request = ReadRequest::decode(raw.as_slice()).map_err(|e| bad(format!("not a ReadRequest: {e}")))?;
     if request.queries.len() > MAX_QUERIES {
         return Err(bad(format!("{} queries in one request; at most {MAX_QUERIES}", request.queries.len())));

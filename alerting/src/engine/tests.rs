@@ -275,6 +275,18 @@ async fn posted_alerts_fire_resolve_and_time_out_like_alertmanagers() {
     assert!(bad.to_string().contains("at least one label"), "{bad}");
     assert!(alerting.alerts().iter().all(|a| !a.labels.contains_key("a")), "nothing of a refused request is taken");
 
+    // At most MAX_ALERTS_PER_REQUEST a request: that many are taken, one more is refused whole.
+    let batch = |n: usize| {
+        posted(serde_json::Value::Array(
+            (0..n).map(|i| serde_json::json!({"labels": {"alertname": "Many", "i": i.to_string()}})).collect(),
+        ))
+    };
+    let too_many = crate::posted::MAX_ALERTS_PER_REQUEST + 1;
+    assert_eq!(alerting.receive_alerts(batch(too_many)).await, Err(PostedAlertError::TooMany(too_many)));
+    assert!(alerting.alerts().iter().all(|a| a.labels["alertname"] != "Many"));
+    let most = crate::posted::MAX_ALERTS_PER_REQUEST;
+    assert_eq!(alerting.receive_alerts(batch(most)).await, Ok(most));
+
     // Posted alerts survive a restart and a reconfiguration.
     alerting.receive_alerts(posted(serde_json::json!([{"labels": {"alertname": "Kept"}}]))).await.unwrap();
     drop(alerting);
