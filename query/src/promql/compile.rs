@@ -24,6 +24,7 @@ use vigil_storage::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, l
 use super::EvalRange;
 use super::errors::PromError;
 use super::kernels::{BinaryOp, RangeFunction};
+use super::labelsets;
 use super::sweep::{Fold, Sweep, SweepChunk, SweepLanes, SweepSpec, chunk_bounds, lane_starts};
 use super::udf::{
     BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelRegexUdf, LabelReplaceUdf, MathFunction, MathUdf,
@@ -265,12 +266,24 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// An operand's value: refused at execution where the expression may give two samples of
+    /// one label set at one step (see [`labelsets`]).
     pub fn compile<'b>(&'b self, expr: &'b PromExpr) -> BoxFuture<'b, Result<Value, PromError>> {
+        Box::pin(async move {
+            match self.compile_answer(expr).await? {
+                Value::Vector(vector) if labelsets::may_repeat(expr) => Ok(Value::Vector(labelsets::checked(vector)?)),
+                value => Ok(value),
+            }
+        })
+    }
+
+    /// The query's own value, unchecked: the answer's series are checked when it is shaped.
+    pub fn compile_answer<'b>(&'b self, expr: &'b PromExpr) -> BoxFuture<'b, Result<Value, PromError>> {
         Box::pin(async move {
             match expr {
                 PromExpr::NumberLiteral(n) => Ok(Value::Scalar(ScalarPlan::Constant(n.val))),
                 PromExpr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
-                PromExpr::Paren(p) => self.compile(&p.expr).await,
+                PromExpr::Paren(p) => self.compile_answer(&p.expr).await,
                 PromExpr::VectorSelector(vs) => {
                     let samples = self.series_samples(vs, self.lookback_ms).await?;
                     Ok(Value::Vector(self.apply_steps(
@@ -1053,6 +1066,10 @@ impl<'a> Compiler<'a> {
                 };
                 let [argument] = call.args.args.as_slice() else { return Ok(None) };
                 let PromExpr::MatrixSelector(selector) = argument.as_ref() else { return Ok(None) };
+                // Series alike but for a dropped name must be refused, not summed: not folded.
+                if !function.keeps_metric_name() && labelsets::selector_names(&selector.vs) == labelsets::Names::Many {
+                    return Ok(None);
+                }
                 (self.series_samples(&selector.vs, ms(&selector.range)).await?, function, function.keeps_metric_name())
             }
             _ => return Ok(None),
@@ -1396,7 +1413,12 @@ impl<'a> Compiler<'a> {
             projection.extend([ident(TS), ident(VALUE)]);
             return Ok(VectorPlan::of(frame.select(projection)?, group));
         }
+        // Buckets group with their metric name, which the answer then drops: two histograms
+        // alike but for the name are two answers of one label set (an error), not one.
         let mut keys: Vec<Expr> = group.iter().map(ident).collect();
+        if vector.labels.iter().any(|l| l == NAME) {
+            keys.push(ident(NAME));
+        }
         keys.push(ident(TS));
         let frame = vector.frame.filter(ident("le").is_not_null())?.aggregate(
             keys,
@@ -1505,7 +1527,7 @@ fn matcher_filter(matcher: &Matcher, column: &str, local: bool) -> Result<Expr, 
     })
 }
 
-fn binary_op(op: TokenType) -> Result<BinaryOp, PromError> {
+pub(crate) fn binary_op(op: TokenType) -> Result<BinaryOp, PromError> {
     Ok(match op.id() {
         token::T_ADD => BinaryOp::Add,
         token::T_SUB => BinaryOp::Sub,

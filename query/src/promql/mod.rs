@@ -16,6 +16,7 @@ mod compile;
 mod errors;
 mod exemplars;
 pub mod kernels;
+mod labelsets;
 mod pushdown;
 mod result;
 mod series;
@@ -176,7 +177,7 @@ impl QueryEngine {
 impl QueryEngine {
     async fn evaluate(&self, expr: &promql_parser::parser::Expr, range: EvalRange) -> Result<PromResult, PromError> {
         let compiler = compile::Compiler::new(self, range, DEFAULT_LOOKBACK.as_millis() as i64);
-        let value = compiler.compile(expr).await?;
+        let value = compiler.compile_answer(expr).await?;
         if !range.is_instant() && matches!(value, compile::Value::Matrix(_)) {
             return Err(PromError::BadData(
                 "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),

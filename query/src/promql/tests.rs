@@ -378,7 +378,9 @@ async fn lanes_answer_as_one_sweep_does() {
         async move {
             let expr = engine.parse_promql("rate(requests_total[5m])").await.unwrap();
             let compiler = compile::Compiler::new(&engine, range, DEFAULT_LOOKBACK.as_millis() as i64);
-            let compile::Value::Vector(plan) = compiler.compile(&expr).await.unwrap() else { panic!("not a vector") };
+            let compile::Value::Vector(plan) = compiler.compile_answer(&expr).await.unwrap() else {
+                panic!("not a vector")
+            };
             let plan = plan.frame.create_physical_plan().await.unwrap();
             let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
             text.split("partition_sizes=")
@@ -434,8 +436,8 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         async move {
             let expr = engine.parse_promql(query).await.unwrap();
             let compiler = compile::Compiler::new(&engine, range, DEFAULT_LOOKBACK.as_millis() as i64);
-            let as_series = result::collect(compiler.compile(&expr).await.unwrap(), range, None).await;
-            let compile::Value::Vector(mut plan) = compiler.compile(&expr).await.unwrap() else {
+            let as_series = result::collect(compiler.compile_answer(&expr).await.unwrap(), range, None).await;
+            let compile::Value::Vector(mut plan) = compiler.compile_answer(&expr).await.unwrap() else {
                 panic!("{query}: not a vector")
             };
             assert!(plan.sweep.is_some(), "{query}: not a sweep's output");
@@ -481,6 +483,37 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
     let (as_series, as_rows) = both_ways("rate({job=\"api\", code=\"200\"}[5m])", range).await;
     assert!(as_series.contains("same labelset"), "{as_series}");
     assert_eq!(as_series, as_rows);
+
+    // Inside a query as at its top (Prometheus checks every step of every function and
+    // operator): aggregating the clash does not hide it, folded or not.
+    let answer = |query: &'static str, range: EvalRange| {
+        let engine = engine.clone();
+        async move { format!("{:?}", engine.promql(query, range).await) }
+    };
+    for query in [
+        "sum(rate({job=\"api\", code=\"200\"}[5m]))",
+        "sum by (job) (count_over_time({__name__=~\".+_total\", code=\"200\"}[1m]))",
+        "max(abs({job=\"api\", code=\"200\"}))",
+        "sum({job=\"api\", code=\"200\"} * 2)",
+        "count(label_replace(temp, \"room\", \"all\", \"\", \"\"))",
+        "sum(histogram_quantile(0.5, label_replace({job=\"api\", code=\"200\"}, \"le\", \"1\", \"\", \"\")))",
+    ] {
+        for range in [range, instant] {
+            let got = answer(query, range).await;
+            assert!(got.contains("same labelset"), "{query}: {got}");
+        }
+    }
+    // One name per label set, or label sets kept apart: answered.
+    for (query, expected) in [
+        ("sum(rate({job=\"web\", code=\"200\"}[5m]))", 7.0 / 15.0),
+        ("sum(rate({job=\"api\", __name__=\"errors_total\"}[5m]))", 0.25 / 15.0),
+        ("count(label_replace(temp, \"place\", \"all\", \"\", \"\"))", 3.0),
+        ("count({job=\"api\", code=\"200\"} > 0)", 2.0),
+    ] {
+        let got = engine.promql(query, instant).await;
+        let Ok(PromResult::Vector(samples)) = &got else { panic!("{query}: {got:?}") };
+        assert!(matches!(samples.as_slice(), [one] if close(one.value, expected)), "{query}: {got:?}");
+    }
 }
 
 /// `query.max_samples` bounds the samples a query holds at once, as Prometheus's

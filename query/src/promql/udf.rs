@@ -542,6 +542,43 @@ impl ScalarUDFImpl for FormatValueUdf {
     }
 }
 
+/// The value, given (samples of its label set at its step, value): an error when another
+/// sample shares both (see [`super::labelsets`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LabelsetCheckUdf {
+    signature: Signature,
+}
+
+impl LabelsetCheckUdf {
+    pub fn new() -> ScalarUDF {
+        ScalarUDF::new_from_impl(LabelsetCheckUdf {
+            signature: Signature::exact(vec![DataType::Int64, DataType::Float64], Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for LabelsetCheckUdf {
+    fn name(&self) -> &str {
+        "promql_labelset_check"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let samples = args.args[0].to_array(args.number_rows)?;
+        if samples.as_primitive::<datafusion::arrow::datatypes::Int64Type>().iter().any(|n| n.is_some_and(|n| n > 1)) {
+            return datafusion::common::exec_err!("vector cannot contain metrics with the same labelset");
+        }
+        Ok(args.args[1].clone())
+    }
+}
+
 /// A compiled regex that UDFs compare and hash by its source (DataFusion tells UDFs apart
 /// by equality; `Regex` has none).
 #[derive(Debug, Clone)]
