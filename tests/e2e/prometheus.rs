@@ -28,6 +28,15 @@ pub fn start_prometheus(dir: &std::path::Path, port: u16, extra: &[&str]) -> Kil
     )
 }
 
+/// Waits until the Prometheus at `base` answers `/-/ready`.
+pub async fn prometheus_ready(client: &reqwest::Client, base: &str) {
+    crate::harness::wait_until("Prometheus ready", 60, async || {
+        let ready = client.get(format!("{base}/-/ready")).send().await;
+        ready.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await;
+}
+
 pub struct Killed(pub Child);
 
 impl Drop for Killed {

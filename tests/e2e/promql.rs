@@ -3,7 +3,6 @@
 //! two range queries per expression, compared series by series within 1e-9 relative.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -303,11 +302,7 @@ async fn the_promql_corpus_agrees_with_prometheus() {
     let _prometheus = start_prometheus(dir.path(), port, &["--web.enable-remote-write-receiver"]);
     let prometheus = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !client.get(format!("{prometheus}/-/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(Instant::now() < deadline, "Prometheus did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::prometheus::prometheus_ready(&client, &prometheus).await;
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let t0 = now / 60_000 * 60_000 - STEPS * STEP_MS;

@@ -306,11 +306,7 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
     std::fs::write(dir.path().join("prometheus.yml"), "global: {scrape_interval: 1h}\n").unwrap();
     let _prometheus = start_prometheus(dir.path(), prometheus_port, &["--web.enable-remote-write-receiver"]);
     let prometheus = format!("http://127.0.0.1:{prometheus_port}");
-    crate::harness::wait_until("Prometheus ready", 60, async || {
-        let ready = vigil.client.get(format!("{prometheus}/-/ready")).send().await;
-        ready.is_ok_and(|r| r.status().is_success()).then_some(())
-    })
-    .await;
+    crate::prometheus::prometheus_ready(&vigil.client, &prometheus).await;
     wait_for("the SLO evaluated once", async || slos(&vigil).await["slos"][0]["evaluated_at_ms"].is_number()).await;
 
     // Three hours at 15 s: 100 requests a step; errors at 0.5× the budget's rate, 50× in the

@@ -1,9 +1,13 @@
 //! Prometheus remote read (`POST /api/v1/read`): a snappy block around a protobuf
 //! `prometheus.ReadRequest`; each query's matchers and time range answered with the raw
-//! samples Vigil holds, as a `ReadResponse` of `SAMPLES` (what Prometheus's own remote-read
-//! client asks for). A Prometheus with `remote_read` pointed here queries data only Vigil
-//! holds: Vigil as long-term storage behind an existing Prometheus. Hints are optional in
-//! the protocol and not used.
+//! samples Vigil holds, as the first response type the reader accepts that Vigil serves:
+//! `SAMPLES` (a snappy `ReadResponse`, what Prometheus's own remote-read client asks for) or
+//! `STREAMED_XOR_CHUNKS` (frames of XOR chunks, see [`chunks`]; Thanos and Cortex ask for it).
+//! A Prometheus with `remote_read` pointed here queries data only Vigil holds: Vigil as
+//! long-term storage behind an existing Prometheus. Hints are optional in the protocol and
+//! not used.
+
+mod chunks;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -77,6 +81,19 @@ pub struct ReadSeries {
     pub samples: Vec<PromSample>,
 }
 
+/// The first response type the reader accepts that is served (Prometheus's negotiation);
+/// none named means `SAMPLES`.
+fn negotiate(accepted: &[i32]) -> Option<ResponseType> {
+    if accepted.is_empty() {
+        return Some(ResponseType::Samples);
+    }
+    accepted.iter().find_map(|&kind| ResponseType::try_from(kind).ok())
+}
+
+fn labels(labels: vigil_query::promql::Labels) -> Vec<Label> {
+    labels.into_iter().map(|(name, value)| Label { name, value }).collect()
+}
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message, "send a snappy-compressed prometheus.ReadRequest, as Prometheus's remote_read does")
 }
@@ -123,15 +140,13 @@ pub async fn read(State(app): State<AppState>, body: Bytes) -> Result<Response, 
     if request.queries.len() > MAX_QUERIES {
         return Err(bad(format!("{} queries in one request; at most {MAX_QUERIES}", request.queries.len())));
     }
-    let samples_accepted = request.accepted_response_types.is_empty()
-        || request.accepted_response_types.contains(&(ResponseType::Samples as i32));
-    if !samples_accepted {
+    let Some(response_type) = negotiate(&request.accepted_response_types) else {
         return Err(ApiError::bad_request(
-            "only the SAMPLES response type is served",
-            "accept SAMPLES (Prometheus's remote_read client does)",
+            "none of the accepted response types is served",
+            "accept SAMPLES or STREAMED_XOR_CHUNKS",
         ));
-    }
-    let mut results = Vec::with_capacity(request.queries.len());
+    };
+    let mut answers = Vec::with_capacity(request.queries.len());
     for query in &request.queries {
         if query.end_timestamp_ms < query.start_timestamp_ms {
             return Err(bad("a query ends before it starts"));
@@ -141,15 +156,27 @@ pub async fn read(State(app): State<AppState>, body: Bytes) -> Result<Response, 
             .raw_series(matchers(query)?, query.start_timestamp_ms, query.end_timestamp_ms)
             .await
             .map_err(refusal)?;
-        let timeseries = series
-            .into_iter()
-            .map(|s| ReadSeries {
-                labels: s.labels.into_iter().map(|(name, value)| Label { name, value }).collect(),
-                samples: s.points.into_iter().map(|(timestamp, value)| PromSample { value, timestamp }).collect(),
-            })
-            .collect();
-        results.push(QueryResult { timeseries });
+        answers.push(series.into_iter().map(|s| (labels(s.labels), s.points)).collect::<Vec<_>>());
     }
+    if response_type == ResponseType::StreamedXorChunks {
+        let mut body = Vec::new();
+        for (index, series) in answers.into_iter().enumerate() {
+            chunks::frames(&mut body, index as i64, series, chunks::MAX_BYTES_IN_FRAME);
+        }
+        return Ok(([(header::CONTENT_TYPE, chunks::CONTENT_TYPE)], body).into_response());
+    }
+    let results = answers
+        .into_iter()
+        .map(|series| QueryResult {
+            timeseries: series
+                .into_iter()
+                .map(|(labels, points)| ReadSeries {
+                    labels,
+                    samples: points.into_iter().map(|(timestamp, value)| PromSample { value, timestamp }).collect(),
+                })
+                .collect(),
+        })
+        .collect();
     let encoded = ReadResponse { results }.encode_to_vec();
     let compressed = snap::raw::Encoder::new()
         .compress_vec(&encoded)
