@@ -25,6 +25,9 @@ pub struct RelabelConfig {
     pub replacement: String,
     #[serde(default)]
     pub action: RelabelAction,
+    /// `hashmod`'s divisor.
+    #[serde(default)]
+    pub modulus: u64,
 }
 
 impl RelabelConfig {
@@ -55,7 +58,8 @@ pub enum RelabelAction {
     LabelMap,
     LabelDrop,
     LabelKeep,
-    /// Recognised, to be refused by name: sharding by hash is not supported.
+    /// `target_label` = the MD5 of the joined source values, modulo `modulus` (sharding
+    /// targets over several scrapers).
     HashMod,
 }
 
@@ -65,8 +69,8 @@ pub enum RelabelError {
     Regex { regex: String, message: String },
     #[error("action {0:?} needs a target_label")]
     NoTarget(RelabelAction),
-    #[error("action hashmod is not supported (Vigil does not shard scrape targets)")]
-    HashMod,
+    #[error("action hashmod needs a modulus above 0")]
+    NoModulus,
 }
 
 /// A rule with its regex compiled.
@@ -85,10 +89,10 @@ impl PartialEq for Rule {
 impl Rule {
     pub fn compile(config: &RelabelConfig) -> Result<Rule, RelabelError> {
         use RelabelAction::*;
-        if config.action == HashMod {
-            return Err(RelabelError::HashMod);
+        if config.action == HashMod && config.modulus == 0 {
+            return Err(RelabelError::NoModulus);
         }
-        let needs_target = matches!(config.action, Replace | KeepEqual | DropEqual | Lowercase | Uppercase);
+        let needs_target = matches!(config.action, Replace | KeepEqual | DropEqual | Lowercase | Uppercase | HashMod);
         if needs_target && config.target_label.is_empty() {
             return Err(RelabelError::NoTarget(config.action));
         }
@@ -138,7 +142,13 @@ impl Rule {
             }
             LabelDrop => labels.retain(|name, _| !self.regex.is_match(name)),
             LabelKeep => labels.retain(|name, _| self.regex.is_match(name)),
-            HashMod => {}
+            HashMod => {
+                let digest = <md5::Md5 as md5::Digest>::digest(value.as_bytes());
+                // Prometheus's `sum64`: the digest's last eight bytes, big-endian.
+                let mut low = [0u8; 8];
+                low.copy_from_slice(&digest[8..]);
+                set(labels, config.target_label.clone(), (u64::from_be_bytes(low) % config.modulus).to_string());
+            }
         }
         true
     }
@@ -223,6 +233,37 @@ mod tests {
         let configs: Vec<RelabelConfig> = serde_saphyr::from_str("- {source_labels: [a]}\n").unwrap();
         assert_eq!(compile_all(&configs).unwrap_err(), (0, RelabelError::NoTarget(RelabelAction::Replace)));
         let configs: Vec<RelabelConfig> = serde_saphyr::from_str("- {action: hashmod, target_label: s}\n").unwrap();
-        assert_eq!(compile_all(&configs).unwrap_err(), (0, RelabelError::HashMod));
+        assert_eq!(compile_all(&configs).unwrap_err(), (0, RelabelError::NoModulus));
+        let configs: Vec<RelabelConfig> = serde_saphyr::from_str("- {action: hashmod, modulus: 4}\n").unwrap();
+        assert_eq!(compile_all(&configs).unwrap_err(), (0, RelabelError::NoTarget(RelabelAction::HashMod)));
+    }
+
+    /// Prometheus's own cases (model/relabel/relabel_test.go, v2.42.0), and sharding by it.
+    #[test]
+    fn hashmod_gives_prometheus_s_shards() {
+        let set = labels(&[("a", "foo"), ("b", "bar"), ("c", "baz")]);
+        let out =
+            relabel(set, &rules("- {source_labels: [c], target_label: d, action: hashmod, modulus: 1000}\n")).unwrap();
+        assert_eq!(out.get("d").map(String::as_str), Some("976"));
+        let out = relabel(
+            labels(&[("a", "foo\nbar")]),
+            &rules("- {source_labels: [a], target_label: b, action: hashmod, modulus: 1000}\n"),
+        )
+        .unwrap();
+        assert_eq!(out.get("b").map(String::as_str), Some("734"));
+        // hashmod then keep: each of two scrapers takes its share of the targets, together all.
+        let shard = |n: u32| {
+            rules(&format!(
+                "- {{source_labels: [__address__], target_label: __tmp_shard, action: hashmod, modulus: 2}}\n- {{source_labels: [__tmp_shard], regex: '{n}', action: keep}}\n"
+            ))
+        };
+        let targets: Vec<String> = (0..20).map(|i| format!("10.0.0.{i}:9100")).collect();
+        let kept = |n: u32| -> Vec<&String> {
+            targets.iter().filter(|t| relabel(labels(&[("__address__", t)]), &shard(n)).is_some()).collect()
+        };
+        let (zero, one) = (kept(0), kept(1));
+        assert!(!zero.is_empty() && !one.is_empty());
+        assert_eq!(zero.len() + one.len(), targets.len());
+        assert!(zero.iter().all(|t| !one.contains(t)));
     }
 }
