@@ -108,6 +108,11 @@ pub(crate) fn may_repeat(expr: &PromExpr) -> bool {
             if matches!(binary.op.id(), token::T_LAND | token::T_LOR | token::T_LUNLESS) {
                 return false;
             }
+            // Matching on some labels: a side with two series of one signature meets the
+            // other's series twice (Prometheus's "many-to-many" refusal).
+            if binary.modifier.as_ref().is_some_and(|m| m.matching.is_some()) {
+                return true;
+            }
             // Either side counts: the "one" side repeating its match is a clash too.
             let Ok(op) = super::compile::binary_op(binary.op) else { return false };
             let filtering = op.is_comparison() && !binary.modifier.as_ref().is_some_and(|m| m.return_bool);
@@ -171,6 +176,8 @@ mod tests {
             "2 * ({job=\"api\"})",
             "{job=\"api\"} + on (job) group_left up",
             "up + on (job) group_left {job=\"api\"}",
+            "a / on (job) b",
+            "a > ignoring (code) b",
             "histogram_quantile(0.9, {__name__=~\".*_bucket\"})",
             "timestamp({job=\"api\"})",
             "label_replace(up, \"job\", \"x\", \"\", \"\")",
@@ -196,6 +203,8 @@ mod tests {
             "sort({job=\"api\"})",
             "absent({job=\"api\"})",
             "{job=\"api\"} and up",
+            "a / b",
+            "a > b",
             "abs(up and {job=\"api\"})",
             "rate((up > 1)[5m:1m])",
             "1 + 2",

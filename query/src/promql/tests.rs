@@ -495,6 +495,8 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         "sum by (job) (count_over_time({__name__=~\".+_total\", code=\"200\"}[1m]))",
         "max(abs({job=\"api\", code=\"200\"}))",
         "sum({job=\"api\", code=\"200\"} * 2)",
+        // requests_total has two series for job="api" (code 200 and none).
+        "sum(errors_total / on (job) requests_total)",
         "count(label_replace(temp, \"room\", \"all\", \"\", \"\"))",
         "sum(histogram_quantile(0.5, label_replace({job=\"api\", code=\"200\"}, \"le\", \"1\", \"\", \"\")))",
     ] {
