@@ -32,14 +32,6 @@ use super::udf::{
 };
 use crate::QueryEngine;
 
-mod shared_sweep;
-
-/// Whether both sides of `binary` come from one sweep (for tests).
-#[cfg(test)]
-pub(crate) fn shared_sweep_of(binary: &BinaryExpr) -> bool {
-    shared_sweep::shared_sweep(binary).is_some()
-}
-
 // The plans' own columns carry `#`, which no label name can hold (`[a-zA-Z_][a-zA-Z0-9_]*`):
 // whatever labels a sender invents (`__ts__`, `__value__`, ...), they never meet these.
 pub const TS: &str = "#ts";
@@ -778,13 +770,6 @@ impl<'a> Compiler<'a> {
     }
 
     async fn binary(&self, binary: &BinaryExpr) -> Result<Value, PromError> {
-        // Distributed plans stay as they are: their sides run on other nodes.
-        if self.engine.options().ballista.is_none()
-            && let Some(shared) = shared_sweep::shared_sweep(binary)
-            && let Some(value) = self.shared_sweep(binary, shared).await?
-        {
-            return Ok(value);
-        }
         let modifier = binary.modifier.as_ref();
         let (lhs, rhs) = match self.compile(&binary.lhs).await? {
             Value::Vector(left) if super::pushdown::narrows_right(binary.op.id()) => {
