@@ -515,3 +515,40 @@ async fn streamed_chunks_are_prometheus_chunks() {
     let unknown = ReadRequest { accepted_response_types: vec![7], ..nothing };
     assert_eq!(read(&vigil, &unknown).await.0, 400);
 }
+
+/// Streamed chunks are sent a query at a time: a first query over the result bound is an error
+/// status; a later one breaks the stream after the answers before it, so a reader never takes
+/// a cut answer for a whole one.
+#[tokio::test]
+async fn a_streamed_answer_fails_whole_or_breaks_never_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&dir.path().join("data"), &["--query-max-result-rows", "5"]).await;
+    let t = now_ms() - 60_000;
+    let points: Vec<(i64, f64)> = (0..8).map(|i| (t + i * 1_000, i as f64)).collect();
+    let body = encode(&WriteRequest {
+        timeseries: vec![series("small", &[("job", "a")], &points[..2]), series("big", &[("job", "a")], &points)],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+    let query = |name: &str| Query {
+        start_timestamp_ms: t - 1,
+        end_timestamp_ms: t + 10_000,
+        matchers: vec![matcher(0, "__name__", name)],
+    };
+    let streamed = |names: &[&str]| ReadRequest {
+        queries: names.iter().map(|n| query(n)).collect(),
+        accepted_response_types: vec![1],
+    };
+    let url = vigil.url("/api/v1/read");
+    // Within the bound: both answered, in order.
+    let (_, body) = read_streamed(&vigil.client, &url, &streamed(&["small", "small"])).await;
+    assert_eq!(frames(&body).iter().map(|f| f.query_index).collect::<Vec<_>>(), [0, 1]);
+    // The first query over it: an error status with the reason.
+    let response = post_read(&vigil.client, &url, &streamed(&["big", "small"])).await;
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("max_result_rows"));
+    // A later one: the answer starts, then breaks instead of ending as if whole.
+    let response = post_read(&vigil.client, &url, &streamed(&["small", "big"])).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.bytes().await.is_err(), "a broken stream, not a short answer");
+    assert!(vigil.log_text().contains("ended early"), "{}", vigil.log_text());
+}

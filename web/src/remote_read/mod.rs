@@ -146,24 +146,19 @@ pub async fn read(State(app): State<AppState>, body: Bytes) -> Result<Response, 
             "accept SAMPLES or STREAMED_XOR_CHUNKS",
         ));
     };
-    let mut answers = Vec::with_capacity(request.queries.len());
+    let mut queries = Vec::with_capacity(request.queries.len());
     for query in &request.queries {
         if query.end_timestamp_ms < query.start_timestamp_ms {
             return Err(bad("a query ends before it starts"));
         }
-        let series = app
-            .engine
-            .raw_series(matchers(query)?, query.start_timestamp_ms, query.end_timestamp_ms)
-            .await
-            .map_err(refusal)?;
-        answers.push(series.into_iter().map(|s| (labels(s.labels), s.points)).collect::<Vec<_>>());
+        queries.push((matchers(query)?, query.start_timestamp_ms, query.end_timestamp_ms));
     }
     if response_type == ResponseType::StreamedXorChunks {
-        let mut body = Vec::new();
-        for (index, series) in answers.into_iter().enumerate() {
-            chunks::frames(&mut body, index as i64, series, chunks::MAX_BYTES_IN_FRAME);
-        }
-        return Ok(([(header::CONTENT_TYPE, chunks::CONTENT_TYPE)], body).into_response());
+        return streamed(app.engine.clone(), queries).await;
+    }
+    let mut answers = Vec::with_capacity(queries.len());
+    for query in queries {
+        answers.push(read_query(&app.engine, query).await.map_err(refusal)?);
     }
     let results = answers
         .into_iter()
@@ -183,4 +178,47 @@ pub async fn read(State(app): State<AppState>, body: Bytes) -> Result<Response, 
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "this is a bug in Vigil"))?;
     Ok(([(header::CONTENT_TYPE, "application/x-protobuf"), (header::CONTENT_ENCODING, "snappy")], compressed)
         .into_response())
+}
+
+/// One query's matchers and time range.
+type ReadQuery = (promql_parser::label::Matchers, i64, i64);
+
+/// One query's series: labels and samples.
+async fn read_query(
+    engine: &vigil_query::QueryEngine,
+    (matchers, start, end): ReadQuery,
+) -> Result<Vec<(Vec<Label>, Vec<(i64, f64)>)>, vigil_query::promql::PromError> {
+    let series = engine.raw_series(matchers, start, end).await?;
+    Ok(series.into_iter().map(|s| (labels(s.labels), s.points)).collect())
+}
+
+/// The streamed answer: each query read and sent as its frames before the next is read, so
+/// one query's series are held at a time. The first query's failure is an error status (as
+/// Prometheus answers while it has written nothing); a later one ends the stream with an
+/// error, so the reader never takes a cut answer for a whole one.
+async fn streamed(engine: vigil_query::QueryEngine, queries: Vec<ReadQuery>) -> Result<Response, ApiError> {
+    let mut queries = queries.into_iter().enumerate();
+    let mut first = Vec::new();
+    if let Some((index, query)) = queries.next() {
+        let series = read_query(&engine, query).await.map_err(refusal)?;
+        chunks::frames(&mut first, index as i64, series, chunks::MAX_BYTES_IN_FRAME);
+    }
+    let rest = futures::stream::unfold((queries, engine), |(mut queries, engine)| async move {
+        let (index, query) = queries.next()?;
+        let frames = match read_query(&engine, query).await {
+            Ok(series) => {
+                let mut frames = Vec::new();
+                chunks::frames(&mut frames, index as i64, series, chunks::MAX_BYTES_IN_FRAME);
+                Ok(Bytes::from(frames))
+            }
+            Err(error) => {
+                tracing::warn!(query = index, %error, "remote read: a streamed answer ended early");
+                queries.by_ref().for_each(drop);
+                Err(std::io::Error::other(error.to_string()))
+            }
+        };
+        Some((frames, (queries, engine)))
+    });
+    let body = futures::StreamExt::chain(futures::stream::once(async move { Ok(Bytes::from(first)) }), rest);
+    Ok(([(header::CONTENT_TYPE, chunks::CONTENT_TYPE)], axum::body::Body::from_stream(body)).into_response())
 }
