@@ -769,3 +769,29 @@ async fn the_loop_evaluates_on_its_clock_while_active_and_saves_at_the_end() {
     task.await.unwrap();
     assert!(state_path.exists(), "saved when the loop stopped");
 }
+
+/// An SLO is listed from the moment it is defined — new ones, and edited ones (whose old
+/// numbers belong to the old definition), as backfilling and not evaluated yet; an unchanged
+/// one keeps its numbers; a removed one goes.
+#[tokio::test]
+async fn defined_slos_are_listed_before_their_first_evaluation() {
+    let (engine, _dir) = engine().await;
+    let sli = "{ratio: {bad: 'errors_total', total: 'requests_total'}}";
+    let evaluator = SloEvaluator::new(engine);
+    let texts = |slos: &[(&str, &str)]| {
+        let yaml: Vec<String> = slos.iter().map(|(name, objective)| slo(name, objective, "1d", sli)).collect();
+        load_texts(&[("t.yaml".into(), yaml.join("---\n"))], None).unwrap()
+    };
+    evaluator.set_definitions(texts(&[("kept", "99"), ("edited", "99"), ("removed", "99")])).await;
+    let listed = evaluator.statuses();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|s| s.state == super::evaluate::SloState::Backfilling && s.evaluated_at_ms == 0));
+    let evaluated = evaluator.settle(NOW).await;
+    assert!(evaluated.iter().all(|s| s.evaluated_at_ms == NOW), "{evaluated:?}");
+
+    evaluator.set_definitions(texts(&[("kept", "99"), ("edited", "99.9"), ("added", "99")])).await;
+    let mut listed: Vec<(String, i64)> =
+        evaluator.statuses().into_iter().map(|s| (s.name, s.evaluated_at_ms)).collect();
+    listed.sort();
+    assert_eq!(listed, [("added".into(), 0), ("edited".into(), 0), ("kept".into(), NOW)]);
+}

@@ -281,19 +281,27 @@ impl SloEvaluator {
     }
 
     /// Replaces the set of SLOs; unchanged definitions keep their state (or their running
-    /// backfill), new and edited ones are backfilled from their next evaluation.
+    /// backfill), new and edited ones are backfilled from their next evaluation. Until then
+    /// they are listed as backfilling, not evaluated yet (`evaluated_at_ms` 0): an SLO added
+    /// by a reload shows at once, and an edited one no longer shows the old definition's numbers.
     pub async fn set_definitions(&self, definitions: Vec<SloDefinition>) {
         let mut runtimes = self.runtimes.lock().await;
         let mut previous: HashMap<String, Slot> =
             runtimes.drain(..).map(|s| (s.definition().name.clone(), s)).collect();
+        let mut fresh = Vec::new();
         for definition in definitions {
             match previous.remove(&definition.name) {
                 Some(slot) if **slot.definition() == definition => runtimes.push(slot),
-                _ => runtimes.push(Slot::Ready(SloRuntime::new(definition))),
+                _ => {
+                    fresh.push(backfilling_status(&definition, 0, 0.0));
+                    runtimes.push(Slot::Ready(SloRuntime::new(definition)));
+                }
             }
         }
         let names: Vec<String> = runtimes.iter().map(|s| s.definition().name.clone()).collect();
-        self.latest.write().retain(|s| names.contains(&s.name));
+        let mut latest = self.latest.write();
+        latest.retain(|s| names.contains(&s.name) && !fresh.iter().any(|f| f.name == s.name));
+        latest.extend(fresh);
     }
 
     /// Writes every evaluated SLO's state to `path` (see [`persist`]); returns how many.
