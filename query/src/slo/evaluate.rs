@@ -220,6 +220,9 @@ pub struct SloEvaluator {
     runtimes: tokio::sync::Mutex<Vec<Slot>>,
     latest: parking_lot::RwLock<Vec<SloStatus>>,
     backfill_permits: Arc<tokio::sync::Semaphore>,
+    /// Woken when new or edited SLOs wait for their first evaluation: the schedule runs a
+    /// cycle then instead of at its next tick (which may be an `evaluation_interval` away).
+    pub(super) defined: tokio::sync::Notify,
 }
 
 fn format_duration(ms: i64) -> String {
@@ -277,13 +280,15 @@ impl SloEvaluator {
             runtimes: tokio::sync::Mutex::new(Vec::new()),
             latest: parking_lot::RwLock::new(Vec::new()),
             backfill_permits: Arc::new(tokio::sync::Semaphore::new(BACKFILL_PARALLELISM)),
+            defined: tokio::sync::Notify::new(),
         }
     }
 
     /// Replaces the set of SLOs; unchanged definitions keep their state (or their running
     /// backfill), new and edited ones are backfilled from their next evaluation. Until then
     /// they are listed as backfilling, not evaluated yet (`evaluated_at_ms` 0): an SLO added
-    /// by a reload shows at once, and an edited one no longer shows the old definition's numbers.
+    /// by a reload shows at once, and an edited one no longer shows the old definition's numbers;
+    /// the schedule evaluates them at once (see [`SloEvaluator::run`]).
     pub async fn set_definitions(&self, definitions: Vec<SloDefinition>) {
         let mut runtimes = self.runtimes.lock().await;
         let mut previous: HashMap<String, Slot> =
@@ -299,9 +304,15 @@ impl SloEvaluator {
             }
         }
         let names: Vec<String> = runtimes.iter().map(|s| s.definition().name.clone()).collect();
-        let mut latest = self.latest.write();
-        latest.retain(|s| names.contains(&s.name) && !fresh.iter().any(|f| f.name == s.name));
-        latest.extend(fresh);
+        let waiting = !fresh.is_empty();
+        {
+            let mut latest = self.latest.write();
+            latest.retain(|s| names.contains(&s.name) && !fresh.iter().any(|f| f.name == s.name));
+            latest.extend(fresh);
+        }
+        if waiting {
+            self.defined.notify_one();
+        }
     }
 
     /// Writes every evaluated SLO's state to `path` (see [`persist`]); returns how many.

@@ -66,10 +66,15 @@ impl SloEvaluator {
                     continue;
                 }
                 _ = ticker.tick() => {}
+                // New or edited SLOs: their backfill starts now, not at the next tick.
+                () = self.defined.notified() => {}
             }
             if !is_active() {
                 continue;
             }
+            // This cycle evaluates whatever was defined until now: a wake-up left from before
+            // it would only run it twice.
+            let _ = futures::FutureExt::now_or_never(self.defined.notified());
             let statuses = self.evaluate(clock.now_ms()).await;
             after(self.definitions().await, statuses).await;
             if !schedule.save_every.is_zero() && saved_at.elapsed() >= schedule.save_every {
@@ -92,5 +97,71 @@ impl SloEvaluator {
                 tracing::warn!(%error, "saving the SLO state failed; a restart would backfill");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use vigil_storage::clock::ManualClock;
+    use vigil_storage::{Storage, StorageOptions};
+
+    use super::*;
+    use crate::slo::load_texts;
+    use crate::{QueryEngine, QueryOptions};
+
+    /// An SLO added while the loop waits for an hour-long tick is evaluated at once.
+    #[tokio::test]
+    async fn slos_defined_between_ticks_are_evaluated_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(StorageOptions::new(dir.path())).await.unwrap();
+        let evaluator = Arc::new(SloEvaluator::new(QueryEngine::new(storage, QueryOptions::default()).unwrap()));
+        let definitions = |name: &str| {
+            let yaml = format!(
+                "apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: {name}, service: s}}\nspec:\n  objective: 99\n  window: 1d\n  sli: {{ratio: {{bad: 'e_total', total: 'r_total'}}}}\n"
+            );
+            load_texts(&[("t.yaml".into(), yaml)], None).unwrap()
+        };
+        evaluator.set_definitions(definitions("first")).await;
+        let schedule = Schedule {
+            every: Duration::from_secs(3600),
+            save_every: Duration::ZERO,
+            state_path: dir.path().join("state"),
+        };
+        let (_schedule, schedules) = tokio::sync::watch::channel(schedule);
+        let (cycles, mut evaluated) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(evaluator.clone().run(
+            schedules,
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            || true,
+            move |_, statuses: Vec<SloStatus>| {
+                let _ = cycles.send(statuses.into_iter().map(|s| s.name).collect());
+                async {}
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        // The first tick is at once; then, with the next an hour away, the new SLO's cycle
+        // can only come from its definition.
+        let cycle_with = async |evaluated: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<String>>, name: &str| {
+            let wait = async {
+                while let Some(names) = evaluated.recv().await {
+                    if names.iter().any(|n| n == name) {
+                        return names;
+                    }
+                }
+                panic!("the loop ended");
+            };
+            tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap_or_else(|_| panic!("no cycle with {name}"))
+        };
+        assert_eq!(cycle_with(&mut evaluated, "first").await, ["first"]);
+        evaluator.set_definitions(definitions("second")).await;
+        assert_eq!(cycle_with(&mut evaluated, "second").await, ["second"]);
+        let _ = stop.send(());
+        run.await.unwrap();
     }
 }
