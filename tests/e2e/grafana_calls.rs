@@ -9,9 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{Vigil, free_port, require_program};
-use crate::prometheus::{PROMETHEUS, start_prometheus};
-
-const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+use crate::prometheus::{NODE_EXPORTER, PROMETHEUS, spawn_node_exporter, start_prometheus};
 
 /// The shape of a JSON value: objects by their keys, arrays by their first element, scalars
 /// by their type.
@@ -44,7 +42,7 @@ async fn grafanas_calls_answer_as_prometheus_does() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&dir.path().join("vigil"), &[]).await;
     let exporter_port = free_port();
-    let _exporter = crate::ingestion::spawn_node_exporter(exporter_port);
+    let _exporter = spawn_node_exporter(exporter_port);
     let prometheus_port = free_port();
     std::fs::write(
         dir.path().join("prometheus.yml"),

@@ -2,15 +2,14 @@
 //! and OTLP/gRPC, OTLP/JSON fixtures, a real node-exporter scraped and imported, the hard
 //! cases of the text format, and bad input refused whole.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use prost::Message;
 use serde_json::{Value, json};
 
 use crate::harness::{Vigil, fixture, free_port, python, require_program};
-
-const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+use crate::prometheus::{NODE_EXPORTER, spawn_node_exporter};
 
 async fn post(
     vigil: &Vigil,
@@ -457,17 +456,6 @@ async fn otlp_http_answers_partial_success_and_errors_as_the_spec_says() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(vigil.count("SELECT count(*) FROM spans").await, 1, "only the good request stored a span");
-}
-
-pub(crate) fn spawn_node_exporter(port: u16) -> crate::prometheus::Killed {
-    crate::prometheus::Killed(
-        Command::new(NODE_EXPORTER)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 #[tokio::test]

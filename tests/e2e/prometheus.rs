@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::harness::{Vigil, free_port, require_program};
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
-const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+pub const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 /// A real Prometheus on `port`, with `dir/prometheus.yml` (written by the caller) and `extra`
 /// flags, its data in `dir/prom-data` and its log in `dir/prometheus.log`; killed when dropped.
@@ -35,6 +35,18 @@ pub async fn prometheus_ready(client: &reqwest::Client, base: &str) {
         ready.is_ok_and(|r| r.status().is_success()).then_some(())
     })
     .await;
+}
+
+/// A real node-exporter on `port`; killed when dropped.
+pub fn spawn_node_exporter(port: u16) -> Killed {
+    Killed(
+        Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 pub struct Killed(pub Child);
@@ -104,14 +116,7 @@ async fn vigil_holds_the_series_a_real_prometheus_holds() {
     let dir = tempfile::tempdir().unwrap();
     let vigil = Vigil::start(&dir.path().join("vigil"), &[]).await;
     let exporter_port = free_port();
-    let _exporter = Killed(
-        Command::new(NODE_EXPORTER)
-            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _exporter = spawn_node_exporter(exporter_port);
     // A second Vigil scrapes the same exporter itself, to compare with Prometheus's scrape.
     let scraper = Vigil::start_with_config(
         &dir.path().join("vigil-scraper"),
