@@ -74,9 +74,7 @@ impl QueryEngine {
         selectors(&expr, &mut found);
         let mut grouped: BTreeMap<Labels, Vec<ExemplarPoint>> = BTreeMap::new();
         for selector in found {
-            let name_matcher =
-                selector.matchers.matchers.iter().find(|m| m.name == "__name__" && m.op.to_string() == "=");
-            let Some(name) = selector.name.clone().or_else(|| name_matcher.map(|m| m.value.clone())) else { continue };
+            let Some(name) = super::metric_name(selector) else { continue };
             let sql = format!(
                 "SELECT timestamp, series_labels, labels, value FROM exemplars WHERE metric = '{}' \
                  AND timestamp >= to_timestamp_millis({start_ms}) AND timestamp <= to_timestamp_millis({end_ms})",
@@ -94,7 +92,7 @@ impl QueryEngine {
                     if !matchers.iter().all(|m| m.is_match(series_labels.get(&m.name).map_or("", String::as_str))) {
                         continue;
                     }
-                    series_labels.insert("__name__".into(), name.clone());
+                    series_labels.insert("__name__".into(), name.to_string());
                     let point = ExemplarPoint {
                         labels: map_at(labels, row),
                         value: values.value(row),

@@ -12,7 +12,6 @@ use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{ExprFunctionExt, WindowFunctionDefinition};
 use datafusion::prelude::{Expr, ident, lit};
-use promql_parser::label::MatchOp;
 use promql_parser::parser::token;
 use promql_parser::parser::{BinaryExpr, Expr as PromExpr, LabelModifier, VectorMatchCardinality, VectorSelector};
 
@@ -34,9 +33,7 @@ pub(crate) enum Names {
 
 /// The metric name a selector fixes, by name or by an `__name__="..."` matcher.
 pub(crate) fn selector_names(selector: &VectorSelector) -> Names {
-    let named =
-        selector.name.is_some() || selector.matchers.matchers.iter().any(|m| m.name == NAME && m.op == MatchOp::Equal);
-    if named { Names::One } else { Names::Many }
+    if super::metric_name(selector).is_some() { Names::One } else { Names::Many }
 }
 
 /// How many metric names `expr`'s series may carry.

@@ -115,6 +115,18 @@ pub(crate) fn compile_for_sources(engine: &QueryEngine) -> compile::Compiler<'_>
     compile::Compiler::new(engine, EvalRange::instant(0), DEFAULT_LOOKBACK.as_millis() as i64)
 }
 
+/// The metric a selector names: by name (`up{...}`) or by an `__name__="..."` matcher.
+pub(crate) fn metric_name(selector: &promql_parser::parser::VectorSelector) -> Option<&str> {
+    selector.name.as_deref().or_else(|| {
+        selector
+            .matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "__name__" && m.op == promql_parser::label::MatchOp::Equal)
+            .map(|m| m.value.as_str())
+    })
+}
+
 /// A Prometheus duration (`5m`, `1h30m`).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     promql_parser::util::duration::parse_duration(text).ok()
@@ -193,17 +205,9 @@ impl QueryEngine {
         exemplars::selectors(expr, &mut selectors);
         let mut tables = std::collections::BTreeSet::new();
         for selector in selectors {
-            let name = selector.name.clone().or_else(|| {
-                selector
-                    .matchers
-                    .matchers
-                    .iter()
-                    .find(|m| m.name == "__name__" && m.op.to_string() == "=")
-                    .map(|m| m.value.clone())
-            });
-            match name {
+            match metric_name(selector) {
                 Some(name) => {
-                    tables.insert(vigil_storage::schema::metric_table_name(&name).into_owned());
+                    tables.insert(vigil_storage::schema::metric_table_name(name).into_owned());
                 }
                 None => tables.extend(
                     self.metric_names().iter().map(|m| vigil_storage::schema::metric_table_name(m).into_owned()),

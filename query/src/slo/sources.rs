@@ -242,11 +242,11 @@ async fn selected(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Selection, SourceError> {
-    let Some(name) = metric_name(selector).filter(|_| selector.matchers.or_matchers.is_empty()) else {
+    let Some(name) = crate::promql::metric_name(selector).filter(|_| selector.matchers.or_matchers.is_empty()) else {
         let all = Arc::new(counter_minutes(engine, selector, from_ms, to_ms).await?);
         return Ok(Selection { picked: (0..all.len()).collect(), all });
     };
-    let table = vigil_storage::schema::metric_table_name(&name).into_owned();
+    let table = vigil_storage::schema::metric_table_name(name).into_owned();
     let all = scans
         .tables
         .get_or_read((table, from_ms, to_ms), "table", || async {
@@ -265,17 +265,6 @@ async fn selected(
         .map(|(i, _)| i)
         .collect();
     Ok(Selection { all, picked })
-}
-
-fn metric_name(selector: &promql_parser::parser::VectorSelector) -> Option<String> {
-    selector.name.clone().or_else(|| {
-        selector
-            .matchers
-            .matchers
-            .iter()
-            .find(|m| m.name == "__name__" && m.op == MatchOp::Equal)
-            .map(|m| m.value.clone())
-    })
 }
 
 /// The per-minute increases of every counter series a selector reads in `(from, to]`,
@@ -699,7 +688,7 @@ pub fn tables_read(sli: &Sli) -> TablesRead {
             let mut selectors = Vec::new();
             crate::promql::selectors(&expr, &mut selectors);
             for selector in selectors {
-                let Some(name) = metric_name(selector) else { return TablesRead::All };
+                let Some(name) = crate::promql::metric_name(selector) else { return TablesRead::All };
                 tables.push(vigil_storage::schema::metric_table_name(&format!("{name}{suffix}")).into_owned());
             }
         }
