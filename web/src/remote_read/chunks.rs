@@ -257,7 +257,9 @@ pub fn frames(
     for (labels, points) in series {
         let labels_size: usize = labels.iter().map(Message::encoded_len).sum();
         let mut pending: Vec<Chunk> = Vec::new();
-        let mut left = max_bytes_in_frame.saturating_sub(labels_size);
+        // What a frame's chunks may take beside the labels it repeats.
+        let for_chunks = max_bytes_in_frame.saturating_sub(labels_size);
+        let mut left = for_chunks;
         let mut all = chunks(&points).into_iter().peekable();
         while let Some(chunk) = all.next() {
             left = left.saturating_sub(chunk.encoded_len());
@@ -267,7 +269,7 @@ pub fn frames(
             }
             let chunked_series = vec![ChunkedSeries { labels: labels.clone(), chunks: std::mem::take(&mut pending) }];
             frame(out, &ChunkedReadResponse { chunked_series, query_index });
-            left = max_bytes_in_frame.saturating_sub(labels_size);
+            left = for_chunks;
         }
     }
 }
