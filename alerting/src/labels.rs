@@ -6,6 +6,20 @@ use std::hash::Hasher;
 /// Labels of one alert, sorted by name.
 pub type Labels = BTreeMap<String, String>;
 
+/// What an alert says in one line, on the alerts page and in notifications: its
+/// `summary`, or once resolved its `resolved_summary` (else "Resolved: " and the summary, so
+/// a resolved alert never reads as if it still fired); the alert's name without a summary.
+pub fn headline(alertname: &str, annotations: &Labels, resolved: bool) -> String {
+    let summary = annotations.get("summary").filter(|s| !s.is_empty());
+    match (resolved, annotations.get(crate::slo_alerts::RESOLVED_SUMMARY).filter(|s| !s.is_empty()), summary) {
+        (true, Some(resolved), _) => resolved.clone(),
+        (true, None, Some(summary)) => format!("Resolved: {summary}"),
+        (true, None, None) => format!("{alertname} resolved"),
+        (false, _, Some(summary)) => summary.clone(),
+        (false, _, None) => alertname.to_string(),
+    }
+}
+
 /// The fingerprint Prometheus and Alertmanager give a label set (FNV-1a over sorted
 /// `name 0xff value 0xff`), so webhook receivers see the fingerprints they would see from
 /// Alertmanager.

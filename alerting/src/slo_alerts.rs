@@ -14,6 +14,8 @@ use crate::template::{TemplateData, expand, format_g, humanize_duration};
 
 pub const EXHAUSTED_ALERT: &str = "SLOErrorBudgetExhausted";
 pub const NO_DATA_ALERT: &str = "SLONoData";
+/// The annotation saying what a resolved alert's summary would (see [`crate::labels::headline`]).
+pub const RESOLVED_SUMMARY: &str = "resolved_summary";
 
 /// One SLO alert and where it goes.
 pub struct SloCandidate {
@@ -41,24 +43,26 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
             Severity::Page => &alerting.page,
             Severity::Ticket => &alerting.ticket,
         };
-        let mut push = |alertname: &str, severity: Severity, value: f64, hold_ms: i64, summary: String| {
-            let spec = severity_spec(severity);
-            let mut labels = base.clone();
-            labels.insert("alertname".into(), alertname.to_string());
-            labels.insert("severity".into(), severity.as_str().into());
-            labels.extend(spec.labels.clone());
-            let mut annotations = facts.clone();
-            annotations.insert("summary".into(), summary);
-            annotations.insert("description".into(), describe(&facts));
-            let data = TemplateData { labels: &labels, value, external_url };
-            for (name, text) in alerting.annotations.iter().chain(&spec.annotations) {
-                annotations.insert(name.clone(), expand(text, &data));
-            }
-            out.push(SloCandidate {
-                candidate: Candidate { labels, annotations, value, hold_ms, keep_firing_for_ms: 0 },
-                receivers: spec.receivers.clone(),
-            });
-        };
+        let mut push =
+            |alertname: &str, severity: Severity, value: f64, hold_ms: i64, (summary, resolved): (String, String)| {
+                let spec = severity_spec(severity);
+                let mut labels = base.clone();
+                labels.insert("alertname".into(), alertname.to_string());
+                labels.insert("severity".into(), severity.as_str().into());
+                labels.extend(spec.labels.clone());
+                let mut annotations = facts.clone();
+                annotations.insert("summary".into(), summary);
+                annotations.insert(RESOLVED_SUMMARY.into(), resolved);
+                annotations.insert("description".into(), describe(&facts));
+                let data = TemplateData { labels: &labels, value, external_url };
+                for (name, text) in alerting.annotations.iter().chain(&spec.annotations) {
+                    annotations.insert(name.clone(), expand(text, &data));
+                }
+                out.push(SloCandidate {
+                    candidate: Candidate { labels, annotations, value, hold_ms, keep_firing_for_ms: 0 },
+                    receivers: spec.receivers.clone(),
+                });
+            };
         let name = definition.display_name.as_deref().unwrap_or(&definition.name);
         for severity in [Severity::Page, Severity::Ticket] {
             if severity_spec(severity).disabled {
@@ -86,7 +90,11 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                     format_g(fastest, 3),
                     windows.join("; ")
                 );
-                push(&alerting.name, severity, fastest, 0, summary);
+                let resolved = format!(
+                    "{name} no longer burns its error budget too fast (it burned {}× when this fired)",
+                    format_g(fastest, 3)
+                );
+                push(&alerting.name, severity, fastest, 0, (summary, resolved));
             }
         }
         if status.state == SloState::Exhausted && !alerting.ticket.disabled {
@@ -96,12 +104,21 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                 Severity::Ticket,
                 remaining,
                 0,
-                format!("{name} has exhausted its error budget ({} left)", percent(remaining)),
+                (
+                    format!("{name} has exhausted its error budget ({} left)", percent(remaining)),
+                    format!("{name} has error budget left again"),
+                ),
             );
         }
         if status.state == SloState::NoData && !alerting.no_data_for.is_zero() && !alerting.ticket.disabled {
             let hold = alerting.no_data_for.as_millis() as i64;
-            push(NO_DATA_ALERT, Severity::Ticket, 0.0, hold, format!("{name} has no data: its SLI cannot be computed"));
+            push(
+                NO_DATA_ALERT,
+                Severity::Ticket,
+                0.0,
+                hold,
+                (format!("{name} has no data: its SLI cannot be computed"), format!("{name} has data again")),
+            );
         }
     }
     out
@@ -233,6 +250,11 @@ mod tests {
             alert.annotations["summary"].contains("20× too fast (1h and 5m above 14.4×)"),
             "{}",
             alert.annotations["summary"]
+        );
+        assert_eq!(
+            alert.annotations[RESOLVED_SUMMARY],
+            "checkout-availability no longer burns its error budget too fast (it burned 20× when this fired)",
+            "a resolved alert has its own wording"
         );
     }
 

@@ -29,8 +29,8 @@ pub use error::DriftError;
 pub use evaluate::{Evaluation, WindowData, evaluate};
 pub use intake::{Accepted, AcceptedCount};
 pub use model::{
-    DRIFTED_SHARE_METRIC, DriftOptions, DriftStatus, FeatureDrift, FeatureKey, ModelDrift, SCORE_METRIC, Threshold,
-    ThresholdView, WindowOutcome, default_thresholds, rfc3339,
+    DRIFTED_SHARE_METRIC, DriftOptions, DriftStatus, DriftVerdict, FeatureDrift, FeatureKey, ModelDrift, SCORE_METRIC,
+    Threshold, ThresholdView, WindowOutcome, default_thresholds, rfc3339,
 };
 
 #[cfg(test)]

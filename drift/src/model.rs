@@ -138,7 +138,39 @@ impl PartialEq<&str> for DriftStatus {
     }
 }
 
+/// The one drift verdict of a feature's window, which the API (`verdict`) and the models
+/// page both show: `drifted`, `ok` (scored, under every threshold), or why it was not scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftVerdict {
+    Drifted,
+    Ok,
+    InsufficientSamples,
+    NoReference,
+}
+
+impl DriftVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftVerdict::Drifted => "drifted",
+            DriftVerdict::Ok => "ok",
+            DriftVerdict::InsufficientSamples => "insufficient_samples",
+            DriftVerdict::NoReference => "no_reference",
+        }
+    }
+}
+
 impl WindowOutcome {
+    /// The window's verdict under `thresholds`.
+    pub fn verdict(&self, thresholds: &[(String, Threshold)]) -> DriftVerdict {
+        match self.status {
+            DriftStatus::Ok if self.is_drifted(thresholds) => DriftVerdict::Drifted,
+            DriftStatus::Ok => DriftVerdict::Ok,
+            DriftStatus::InsufficientSamples => DriftVerdict::InsufficientSamples,
+            DriftStatus::NoReference => DriftVerdict::NoReference,
+        }
+    }
+
     /// The statistics of `thresholds` whose scores cross them (none for a window that was
     /// not scored).
     pub fn flagged_by<'a>(&self, thresholds: &'a [(String, Threshold)]) -> Vec<&'a str> {
@@ -213,6 +245,8 @@ pub struct ThresholdView {
 pub struct FeatureDrift {
     pub feature: String,
     pub status: DriftStatus,
+    /// The verdict the models page shows too: `drifted`, `ok`, or why it was not scored.
+    pub verdict: DriftVerdict,
     pub window_start: String,
     pub drifted: bool,
     pub flagged_by: Vec<String>,
@@ -235,6 +269,7 @@ impl ModelDrift {
             models.entry((outcome.key.model.clone(), outcome.key.version.clone())).or_default().push(FeatureDrift {
                 feature: outcome.key.feature.clone(),
                 status: outcome.status,
+                verdict: outcome.verdict(thresholds),
                 window_start: outcome.window_start.clone(),
                 drifted: !flagged.is_empty(),
                 flagged_by: flagged.into_iter().map(str::to_string).collect(),

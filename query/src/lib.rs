@@ -6,6 +6,7 @@ pub mod distributed;
 pub mod duration;
 pub mod engine;
 pub mod guard;
+pub mod logs;
 pub mod output;
 pub mod promql;
 pub mod slo;

@@ -35,9 +35,25 @@ pub struct SpanRow {
     pub duration_ns: i64,
     pub status: String,
     pub status_message: String,
-    /// Attributes and events as JSON text.
+    /// Attributes, events and the resource's attributes as JSON text.
     pub attributes: String,
     pub events: String,
+    pub resource: String,
+}
+
+/// One trace as a search lists it (Jaeger's search result): its root span's service and
+/// operation, its size, span and duration, and whether any span failed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    /// The span without a parent (the earliest span when none is stored).
+    pub root_service: String,
+    pub root_name: String,
+    pub spans: usize,
+    pub services: usize,
+    pub start_ns: i64,
+    pub duration_ns: i64,
+    pub errors: usize,
 }
 
 fn text(column: &str) -> Expr {
@@ -70,6 +86,7 @@ async fn rows(
             col("status_message"),
             col("attributes"),
             col("events"),
+            col("resource_attributes"),
         ])
         .map_err(QueryError::from_datafusion)?
         .sort(vec![col("start_ns").sort(!newest_first, false)])
@@ -107,14 +124,15 @@ async fn rows(
                 status_message: get(&message),
                 attributes: json(10),
                 events: json(11),
+                resource: json(12),
             });
         }
     }
     Ok(out)
 }
 
-/// Spans matching the query, newest first, at most `limit`.
-pub async fn search(engine: &QueryEngine, query: &TraceQuery) -> Result<Vec<SpanRow>, QueryError> {
+/// The spans a query matches.
+fn span_filter(query: &TraceQuery) -> Expr {
     let mut filter = col("start").gt_eq(ts_literal(query.from_ms)).and(col("start").lt_eq(ts_literal(query.to_ms)));
     if let Some(service) = query.service.as_deref().filter(|s| !s.is_empty()) {
         filter = filter.and(text("service").eq(lit(service)));
@@ -128,7 +146,93 @@ pub async fn search(engine: &QueryEngine, query: &TraceQuery) -> Result<Vec<Span
     if let Some(min) = query.min_duration_ns {
         filter = filter.and(col("duration").gt_eq(lit(min)));
     }
-    rows(engine, filter, true, Some(query.limit.max(1))).await
+    filter
+}
+
+/// Traces with a span matching the query, newest first, at most `limit`, each summarised
+/// over all its stored spans.
+pub async fn search_traces(engine: &QueryEngine, query: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
+    use datafusion::functions_aggregate::expr_fn::max;
+    let filter = span_filter(query);
+    let spans = || async { engine.context().table("spans").await.map_err(QueryError::from_datafusion) };
+    let newest = spans()
+        .await?
+        .filter(filter)
+        .map_err(QueryError::from_datafusion)?
+        .aggregate(vec![col("trace_id")], vec![max(cast(col("start"), DataType::Int64)).alias("newest")])
+        .map_err(QueryError::from_datafusion)?
+        .sort(vec![col("newest").sort(false, false)])
+        .map_err(QueryError::from_datafusion)?
+        .limit(0, Some(query.limit.max(1)))
+        .map_err(QueryError::from_datafusion)?;
+    let mut ids: Vec<String> = Vec::new();
+    for batch in engine.read(newest).await? {
+        let column = batch.column(0).as_string::<i32>();
+        ids.extend((0..batch.num_rows()).filter(|&r| !column.is_null(r)).map(|r| column.value(r).to_string()));
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let members = spans()
+        .await?
+        .filter(col("trace_id").in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false))
+        .map_err(QueryError::from_datafusion)?
+        .select(vec![
+            col("trace_id"),
+            (col("parent_span_id").is_null().or(col("parent_span_id").eq(lit("")))).alias("is_root"),
+            text("service").alias("service"),
+            text("name").alias("name"),
+            cast(col("start"), DataType::Int64).alias("start_ns"),
+            cast(col("end"), DataType::Int64).alias("end_ns"),
+            text("status").alias("status"),
+        ])
+        .map_err(QueryError::from_datafusion)?;
+    let mut traces: std::collections::HashMap<String, (TraceSummary, i64, bool, std::collections::BTreeSet<String>)> =
+        std::collections::HashMap::new();
+    for batch in engine.read(members).await? {
+        let strings = |i: usize| batch.column(i).as_string::<i32>().clone();
+        let (trace, service, name, status) = (strings(0), strings(2), strings(3), strings(6));
+        let is_root = batch.column(1).as_boolean().clone();
+        let (start, end) = (batch.column(4).as_primitive::<Int64Type>(), batch.column(5).as_primitive::<Int64Type>());
+        for row in 0..batch.num_rows() {
+            let get = |a: &datafusion::arrow::array::StringArray| {
+                if a.is_null(row) { String::new() } else { a.value(row).to_string() }
+            };
+            let (s, e) = (start.value(row), end.value(row));
+            let root = is_root.is_valid(row) && is_root.value(row);
+            let entry = traces.entry(get(&trace)).or_insert_with(|| {
+                (
+                    TraceSummary { trace_id: get(&trace), start_ns: s, ..Default::default() },
+                    e,
+                    false,
+                    Default::default(),
+                )
+            });
+            let (summary, last_end, has_root, services) = entry;
+            // The root names the trace; without one, the earliest span does.
+            if !*has_root && (root || summary.root_name.is_empty() || s < summary.start_ns) {
+                summary.root_service = get(&service);
+                summary.root_name = get(&name);
+                *has_root = root;
+            }
+            summary.start_ns = summary.start_ns.min(s);
+            *last_end = (*last_end).max(e);
+            summary.spans += 1;
+            summary.errors += usize::from(get(&status) == "error");
+            services.insert(get(&service));
+        }
+    }
+    let mut out: Vec<TraceSummary> = ids
+        .iter()
+        .filter_map(|id| traces.remove(id))
+        .map(|(mut summary, last_end, _, services)| {
+            summary.duration_ns = last_end - summary.start_ns;
+            summary.services = services.len();
+            summary
+        })
+        .collect();
+    out.sort_by_key(|t| std::cmp::Reverse(t.start_ns));
+    Ok(out)
 }
 
 /// Every span of one trace, by start time.

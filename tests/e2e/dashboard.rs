@@ -82,6 +82,59 @@ fn links(html: &str) -> Vec<String> {
         .collect()
 }
 
+/// The bounding boxes Chromium lays out for the elements matching `selector` on a page,
+/// as `[x, y, width, height]`: a throwaway extension's content script measures them once the
+/// page has loaded (stylesheet applied) and writes them into the DOM, which is dumped.
+fn layout_boxes(dir: &Path, url: &str, selector: &str) -> Vec<[f64; 4]> {
+    let extension = dir.join("measure-extension");
+    std::fs::create_dir_all(&extension).unwrap();
+    std::fs::write(
+        extension.join("manifest.json"),
+        r#"{"manifest_version": 3, "name": "measure", "version": "1",
+            "content_scripts": [{"matches": ["http://127.0.0.1/*"], "js": ["measure.js"], "run_at": "document_end"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        extension.join("measure.js"),
+        format!(
+            r#"window.addEventListener("load", function () {{
+  var boxes = [];
+  document.querySelectorAll({selector:?}).forEach(function (e) {{ var r = e.getBoundingClientRect(); boxes.push([r.x, r.y, r.width, r.height].join(",")); }});
+  var out = document.createElement("pre"); out.id = "measured"; out.textContent = boxes.join(";"); document.body.appendChild(out);
+}});"#
+        ),
+    )
+    .unwrap();
+    let (stdout, stderr) = chromium(
+        &dir.join("measure-profile"),
+        &[
+            &format!("--disable-extensions-except={}", extension.display()),
+            &format!("--load-extension={}", extension.display()),
+            "--window-size=1280,1000",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ],
+    );
+    let boxes = stdout
+        .split("<pre id=\"measured\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("nothing was measured: {stdout}\n{stderr}"));
+    boxes
+        .split(';')
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            let v: Vec<f64> = b.split(',').map(|n| n.parse().unwrap()).collect();
+            [v[0], v[1], v[2], v[3]]
+        })
+        .collect()
+}
+
+fn overlap(a: &[f64; 4], b: &[f64; 4]) -> bool {
+    a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3]
+}
+
 const SLO: &str = r#"apiVersion: vigil/v1
 kind: SLO
 metadata: {name: checkout-availability, service: checkout, labels: {team: payments}}
@@ -96,6 +149,7 @@ spec:
   alerting:
     conditions:
       - {severity: page, burn_rate: 14.4, long_window: 2m, short_window: 1m}
+      - {severity: ticket, burn_rate: 6, long_window: 5m, short_window: 2m}
 "#;
 
 const RULES: &str = r#"groups:
@@ -154,21 +208,41 @@ async fn every_page_renders_in_chromium_with_real_data() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let sent: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
     let trace_id = sent["trace_id"].as_str().unwrap().to_string();
+    // A service that logs inside its spans and records an exception.
+    let output =
+        Command::new(&python).arg(fixture("otlp/app.py")).args([&vigil.otlp_http, "checkout"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sent: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let app_trace = sent["trace_id"].as_str().unwrap().to_string();
     wait_until("the SLO page and the drift rule alert", 60, async || {
         let body: serde_json::Value =
             vigil.client.get(vigil.url("/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
         let alerts = body["data"]["alerts"].as_array().cloned().unwrap_or_default();
         let firing = |name: &str| alerts.iter().any(|a| a["labels"]["alertname"] == name && a["state"] == "firing");
-        (firing("SLOBurnRate") && firing("FeatureDrift")).then_some(())
+        let inhibited = alerts.iter().any(|a| a["labels"]["severity"] == "ticket" && a["inhibited"] == true);
+        (firing("SLOBurnRate") && firing("FeatureDrift") && inhibited).then_some(())
     })
     .await;
 
     let trace_path = format!("/traces/{trace_id}");
-    let pages: [(&str, &str, &[&str]); 8] = [
+    let app_trace_path = format!("/traces/{app_trace}");
+    let logs_path = format!("/logs?trace_id={app_trace}&range=1h");
+    let pages: [(&str, &str, &[&str]); 11] = [
         (
             "/explore?lang=promql&q=sum+by+(code)+(http_requests_total)&range=1h",
             "explore",
-            &["<svg class=\"chart\"", "<table id=\"result\"", "{code=\"500\"}"],
+            &[
+                "<svg class=\"chart\"",
+                "<table id=\"result\"",
+                "{code=\"500\"}",
+                "<ul class=\"legend\">",
+                "id=\"stack-toggle\"",
+            ],
+        ),
+        (
+            "/explore?lang=promql&q=sum+by+(code)+(http_requests_total)&range=1h&mode=stacked",
+            "explore-stacked",
+            &["<svg class=\"chart\"", "Show as lines", "class=\"swatch s1\""],
         ),
         (
             "/explore?lang=sql&q=SELECT+statistic%2C+value+FROM+drift_scores+WHERE+statistic+%3D+%27psi%27",
@@ -190,7 +264,7 @@ async fn every_page_renders_in_chromium_with_real_data() {
             "/slos/checkout-availability",
             "slo",
             &[
-                "SLI over the window",
+                "SLI over the last 15m",
                 "Error budget burn-down",
                 "<svg class=\"chart\"",
                 "id=\"burn-rates\"",
@@ -198,12 +272,76 @@ async fn every_page_renders_in_chromium_with_real_data() {
                 "class=\"state firing\"",
                 "deploy 1.2.3",
                 "class=\"marker\"",
+                "id=\"annotations\"",
+                "id=\"alert-history\"",
+                "<td>SLOBurnRate</td>",
+                "class=\"sev ticket\"",
+                "aria-label=\"burn rate\"",
+                "class=\"rule page\"",
             ],
         ),
-        ("/alerts", "alerts", &["id=\"firing\"", "FeatureDrift", "SLOBurnRate", "name=\"csrf\"", "PSI above 0.2"]),
-        ("/models", "models", &["fraud", "amount", "class=\"state drifted\"", "PSI over time", "col ref", "col cur"]),
-        ("/traces?service=checkout", "traces", &["<table id=\"spans\"", "GET /api/orders", "href=\"/traces/"]),
-        (&trace_path, "trace", &["id=\"waterfall\"", "class=\"seg error\"", "class=\"seg unset\"", "details"]),
+        (
+            "/alerts",
+            "alerts",
+            &[
+                "id=\"firing\"",
+                "FeatureDrift",
+                "SLOBurnRate",
+                "name=\"csrf\"",
+                "PSI above 0.2",
+                "data-state=\"inhibited\"",
+                "inhibited by",
+                "href=\"/slos/checkout-availability\"",
+                "× burn rate",
+            ],
+        ),
+        (
+            "/models",
+            "models",
+            &["fraud", "amount", "class=\"state drifted\"", "PSI over time", "col ref", "col cur", "swatch fill ref"],
+        ),
+        (
+            "/traces?service=checkout",
+            "traces",
+            &[
+                "<table id=\"traces\"",
+                "GET /api/orders",
+                "POST /api/pay",
+                "href=\"/traces/",
+                "class=\"chart scatter\"",
+                "1 error",
+            ],
+        ),
+        (
+            &trace_path,
+            "trace",
+            &[
+                "id=\"waterfall\"",
+                "class=\"seg error\"",
+                "class=\"seg unset\"",
+                "details",
+                "class=\"axis-tick\"",
+                "db.system",
+            ],
+        ),
+        (
+            &app_trace_path,
+            "trace-with-logs",
+            &[
+                "<pre class=\"stack\">",
+                "TimeoutError",
+                "card processor did not answer",
+                "id=\"resources\"",
+                "host.name",
+                "payment failed",
+                "id=\"trace-logs-search\"",
+            ],
+        ),
+        (
+            &logs_path,
+            "logs",
+            &["<table class=\"logs\" id=\"logs\"", "payment requested", "payment failed", "order.id", "A-1001"],
+        ),
     ];
     let mut seen_links = std::collections::BTreeSet::new();
     for (path, name, needles) in pages {
@@ -220,6 +358,53 @@ async fn every_page_renders_in_chromium_with_real_data() {
     // A phone's width: the same pages, narrower (wide-only columns drop out).
     screenshot_at(&profile, &vigil.url("/"), "overview-phone", "390,844");
     screenshot_at(&profile, &vigil.url("/slos/checkout-availability"), "slo-phone", "390,844");
+    // A log with a trace id links to its trace, and the trace lists its logs and links back.
+    let logs_html = dom(&profile, &vigil.url(&logs_path));
+    assert!(logs_html.contains(&format!("href=\"/traces/{app_trace}#span-")), "{logs_html}");
+    assert!(!logs_html.contains("service started"), "the log outside the trace is filtered out");
+    let all_logs = dom(&profile, &vigil.url("/logs?q=service+started"));
+    assert!(all_logs.contains("service started") && all_logs.contains("app.port"), "{all_logs}");
+    let regex_logs = dom(&profile, &vigil.url("/logs?q=payment+(requested%7Cfailed)&match=regex&severity=error"));
+    assert!(regex_logs.contains("payment failed") && !regex_logs.contains("payment requested"), "{regex_logs}");
+    let bad_regex = dom(&profile, &vigil.url("/logs?q=(&match=regex"));
+    assert!(bad_regex.contains("regex does not compile"), "{bad_regex}");
+    let trace_html = dom(&profile, &vigil.url(&app_trace_path));
+    assert!(trace_html.contains(&format!("href=\"/logs?trace_id={app_trace}")), "the trace links back to its logs");
+
+    // The SLO page of a 30-day SLO a few minutes old: its charts cover its minutes, not a
+    // lone dot at the edge of 30 days; each chart's legend has a swatch per series; the
+    // annotation labels Chromium lays out never overlap.
+    let slo_html = dom(&profile, &vigil.url("/slos/checkout-availability"));
+    let sli_svg = slo_html.split("aria-label=\"SLI\"").nth(1).unwrap().split("</svg>").next().unwrap().to_string();
+    let attribute = |name: &str| -> i64 {
+        slo_html
+            .split("aria-label=\"SLI\"")
+            .nth(1)
+            .unwrap()
+            .split(&format!("{name}=\""))
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (t0, t1) = (attribute("data-t0"), attribute("data-t1"));
+    assert!(t1 - t0 <= 3_600_000, "a new SLO's chart spans {} ms, not its 30-day window", t1 - t0);
+    assert!(sli_svg.contains("<path d=\"M") && sli_svg.contains('L'), "the SLI is a line, not one dot: {sli_svg}");
+    let legends: Vec<&str> =
+        slo_html.split("<ul class=\"legend\">").skip(1).map(|l| l.split("</ul>").next().unwrap()).collect();
+    assert_eq!(legends.len(), 3, "SLI, budget and burn-rate charts each have a legend");
+    assert_eq!(legends[1].matches("class=\"swatch s").count(), 2, "budget left and the even spend: {}", legends[1]);
+    let labels = layout_boxes(dir.path(), &vigil.url("/slos/checkout-availability"), "svg.chart .marker-label");
+    assert!(labels.len() >= 6, "three charts label their annotations: {labels:?}");
+    for (i, a) in labels.iter().enumerate() {
+        for b in &labels[i + 1..] {
+            assert!(!overlap(a, b), "annotation labels overlap: {a:?} and {b:?}");
+        }
+    }
+
     for link in &seen_links {
         let response = vigil.client.get(vigil.url(link)).header("accept", "text/html").send().await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "broken link {link}");

@@ -210,6 +210,7 @@ async fn guard_new_categories_single_values_pre_binned_counts_and_pinned_windows
     post(&vigil, "/api/v1/drift", &current("guard", json!({"values": [1, 2, 3]}))).await;
     let window = latest(&vigil, "edge", "guard").await;
     assert_eq!(window["status"], "insufficient_samples", "{window}");
+    assert_eq!(window["verdict"], "insufficient_samples", "{window}");
     assert_eq!(window["current_count"], 3);
     assert_eq!(window["scores"], json!({}));
     post(&vigil, "/api/v1/drift", &current("guard", json!({"values": [4, 5]}))).await;
@@ -304,6 +305,10 @@ async fn guard_new_categories_single_values_pre_binned_counts_and_pinned_windows
         .collect();
     assert!(drifted.contains(&"colour") && drifted.contains(&"binned"), "{edge}");
     assert!(!drifted.contains(&"pinned"), "{edge}");
+    for feature in edge["feature_status"].as_array().unwrap() {
+        // One verdict: `drifted` and `verdict` never disagree (the models page shows `verdict`).
+        assert_eq!(feature["drifted"] == true, feature["verdict"] == "drifted", "{feature}");
+    }
     assert_eq!(edge["drifted_features"].as_u64().unwrap() as usize, drifted.len(), "{edge}");
 }
 

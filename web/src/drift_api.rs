@@ -115,9 +115,11 @@ pub async fn scores(State(app): State<AppState>, Query(filter): Query<FeatureFil
         }
         None => None,
     };
+    let thresholds = app.drift.thresholds();
     let mut features = Vec::with_capacity(latest.len());
     for outcome in latest {
         let mut entry = json!(outcome);
+        entry["verdict"] = json!(outcome.verdict(&thresholds));
         if let Some((from, to)) = range {
             entry["history"] = json!(app.drift.history(&outcome.key, from, to).await?);
         }

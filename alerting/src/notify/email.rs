@@ -143,13 +143,15 @@ fn view(alert: &MessageAlert) -> AlertView {
     let a = &alert.annotations;
     let name = alert.labels.get("alertname").cloned().unwrap_or_default();
     let facts = FACTS.iter().filter_map(|(key, label)| a.get(*key).map(|v| (label.to_string(), v.clone()))).collect();
-    let known =
-        |k: &str| FACTS.iter().any(|(key, _)| *key == k) || matches!(k, "summary" | "description" | "dashboard");
+    let known = |k: &str| {
+        FACTS.iter().any(|(key, _)| *key == k)
+            || matches!(k, "summary" | "description" | "dashboard" | crate::slo_alerts::RESOLVED_SUMMARY)
+    };
     let link = a.get("dashboard").cloned().unwrap_or_else(|| alert.generator_url.clone());
     let labels: Vec<String> =
         alert.labels.iter().filter(|(k, _)| k.as_str() != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
     AlertView {
-        title: a.get("summary").cloned().unwrap_or_else(|| name.clone()),
+        title: crate::labels::headline(&name, a, alert.status == NotificationStatus::Resolved),
         severity: alert.labels.get("severity").cloned().unwrap_or_default(),
         facts,
         description: a.get("description").cloned().unwrap_or_default(),
@@ -273,5 +275,31 @@ mod tests {
             "escaped: {html}"
         );
         assert!(text.contains("https://wiki/<checkout>"), "text is not escaped");
+    }
+
+    #[test]
+    fn resolved_mail_says_it_stopped_not_that_it_burns() {
+        let mut message = message();
+        message.status = NotificationStatus::Resolved;
+        let alert = &mut message.alerts[0];
+        alert.status = NotificationStatus::Resolved;
+        alert.ends_at = "2026-11-24T22:00:00Z".into();
+        let (text, html) = render(&message).unwrap();
+        for body in [&text, &html] {
+            assert!(
+                body.contains("Resolved: checkout is burning"),
+                "without its own wording, it says resolved: {body}"
+            );
+        }
+        message.alerts[0].annotations.insert(
+            crate::slo_alerts::RESOLVED_SUMMARY.into(),
+            "checkout no longer burns its error budget too fast".into(),
+        );
+        let (text, html) = render(&message).unwrap();
+        for body in [&text, &html] {
+            assert!(body.contains("checkout no longer burns its error budget too fast"), "{body}");
+            assert!(!body.contains("is burning"), "a resolved mail never says it burns: {body}");
+            assert!(!body.contains("resolved_summary"), "the wording is the title, not an extra annotation");
+        }
     }
 }

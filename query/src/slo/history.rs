@@ -18,14 +18,19 @@ pub struct SloHistory {
     pub budget: Vec<(i64, f64)>,
 }
 
-/// SLI and budget per `step_ms` bucket in `[from_ms, to_ms]`, per SLO (all, or `only`).
-pub async fn history(
+/// The burn-rate windows `slo_status` keeps a column for.
+pub const BURN_RATE_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
+
+/// The mean of each of `columns` per `step_ms` bucket in `[from_ms, to_ms]`, per SLO (all,
+/// or `only`): for each SLO, one point list per column (NaN where a bucket has no value).
+async fn bucketed(
     engine: &QueryEngine,
     only: Option<&str>,
     from_ms: i64,
     to_ms: i64,
     step_ms: i64,
-) -> Result<BTreeMap<String, SloHistory>, QueryError> {
+    columns: &[&str],
+) -> Result<BTreeMap<String, Vec<Vec<(i64, f64)>>>, QueryError> {
     let step_ms = step_ms.max(1);
     let mut filter = col("timestamp").gt_eq(ts_literal(from_ms)).and(col("timestamp").lt_eq(ts_literal(to_ms)));
     if let Some(name) = only {
@@ -43,64 +48,171 @@ pub async fn history(
         .map_err(QueryError::from_datafusion)?
         .aggregate(
             vec![cast(col("slo"), DataType::Utf8).alias("slo"), bucket.alias("bucket")],
-            vec![avg(col("sli")).alias("sli"), avg(col("error_budget_remaining")).alias("budget")],
+            columns.iter().map(|c| avg(col(*c)).alias(*c)).collect(),
         )
         .map_err(QueryError::from_datafusion)?
         .sort(vec![col("bucket").sort(true, false)])
         .map_err(QueryError::from_datafusion)?;
-    let mut out: BTreeMap<String, SloHistory> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
     for batch in frame.collect().await.map_err(QueryError::from_datafusion)? {
         let names = batch.column(0).as_string::<i32>();
         let buckets = batch.column(1).as_primitive::<Int64Type>();
-        let sli = batch.column(2).as_primitive::<Float64Type>();
-        let budget = batch.column(3).as_primitive::<Float64Type>();
+        let values: Vec<_> = (0..columns.len()).map(|i| batch.column(2 + i).as_primitive::<Float64Type>()).collect();
         for row in 0..batch.num_rows() {
-            let entry = out.entry(names.value(row).to_string()).or_default();
+            let entry = out.entry(names.value(row).to_string()).or_insert_with(|| vec![Vec::new(); columns.len()]);
             let t = buckets.value(row);
-            entry.sli.push((t, if sli.is_null(row) { f64::NAN } else { sli.value(row) }));
-            entry.budget.push((t, if budget.is_null(row) { f64::NAN } else { budget.value(row) }));
+            for (points, column) in entry.iter_mut().zip(&values) {
+                points.push((t, if column.is_null(row) { f64::NAN } else { column.value(row) }));
+            }
         }
     }
     Ok(out)
 }
 
-/// The newest `limit` alert transitions of one SLO from the `alerts` table: (time in ms,
-/// severity, state).
-pub async fn alert_history(
+/// SLI and budget per `step_ms` bucket in `[from_ms, to_ms]`, per SLO (all, or `only`).
+pub async fn history(
+    engine: &QueryEngine,
+    only: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+    step_ms: i64,
+) -> Result<BTreeMap<String, SloHistory>, QueryError> {
+    let columns = ["sli", "error_budget_remaining"];
+    Ok(bucketed(engine, only, from_ms, to_ms, step_ms, &columns)
+        .await?
+        .into_iter()
+        .map(|(name, mut points)| {
+            let budget = points.pop().unwrap_or_default();
+            let sli = points.pop().unwrap_or_default();
+            (name, SloHistory { sli, budget })
+        })
+        .collect())
+}
+
+/// One SLO's burn rates per `step_ms` bucket, for the windows asked that `slo_status` keeps
+/// (see [`BURN_RATE_WINDOWS`]): (window, points).
+pub async fn burn_rate_history(
+    engine: &QueryEngine,
+    name: &str,
+    windows: &[&str],
+    from_ms: i64,
+    to_ms: i64,
+    step_ms: i64,
+) -> Result<Vec<(String, Vec<(i64, f64)>)>, QueryError> {
+    let kept: Vec<&str> = windows.iter().copied().filter(|w| BURN_RATE_WINDOWS.contains(w)).collect();
+    if kept.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns: Vec<String> = kept.iter().map(|w| format!("burn_rate_{w}")).collect();
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let points = bucketed(engine, Some(name), from_ms, to_ms, step_ms, &columns).await?.remove(name);
+    Ok(kept.iter().map(|w| w.to_string()).zip(points.unwrap_or_else(|| vec![Vec::new(); kept.len()])).collect())
+}
+
+/// When an SLO was first evaluated (its oldest `slo_status` row), if ever.
+pub async fn first_evaluation(engine: &QueryEngine, name: &str) -> Result<Option<i64>, QueryError> {
+    let frame = engine
+        .context()
+        .table("slo_status")
+        .await
+        .map_err(QueryError::from_datafusion)?
+        .filter(cast(col("slo"), DataType::Utf8).eq(lit(name)))
+        .map_err(QueryError::from_datafusion)?
+        .aggregate(
+            vec![],
+            vec![
+                datafusion::functions_aggregate::expr_fn::min(
+                    cast(col("timestamp"), DataType::Int64) / lit(1_000_000i64),
+                )
+                .alias("first"),
+            ],
+        )
+        .map_err(QueryError::from_datafusion)?;
+    for batch in frame.collect().await.map_err(QueryError::from_datafusion)? {
+        let first = batch.column(0).as_primitive::<Int64Type>();
+        if batch.num_rows() > 0 && !first.is_null(0) {
+            return Ok(Some(first.value(0)));
+        }
+    }
+    Ok(None)
+}
+
+/// One firing of an alert of an SLO: from its `firing` transition to its `resolved` one
+/// (`ended_ms` None while it still fires).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertEpisode {
+    pub alertname: String,
+    pub severity: String,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    /// The alert's value when it fired (the burn rate, or the budget left).
+    pub value: f64,
+}
+
+/// The firings of an SLO's alerts that overlap `[from_ms, to_ms]`, newest first, at most
+/// `limit`, read from the `alerts` table's transitions.
+pub async fn alert_episodes(
     engine: &QueryEngine,
     slo: &str,
+    from_ms: i64,
+    to_ms: i64,
     limit: usize,
-) -> Result<Vec<(i64, String, String)>, QueryError> {
+) -> Result<Vec<AlertEpisode>, QueryError> {
     let frame = engine
         .context()
         .table("alerts")
         .await
         .map_err(QueryError::from_datafusion)?
-        .filter(cast(col("slo"), DataType::Utf8).eq(lit(slo)))
+        .filter(cast(col("slo"), DataType::Utf8).eq(lit(slo)).and(col("timestamp").lt_eq(ts_literal(to_ms))))
         .map_err(QueryError::from_datafusion)?
         .select(vec![
             (cast(col("timestamp"), DataType::Int64) / lit(1_000_000i64)).alias("ms"),
-            cast(col("severity"), DataType::Utf8).alias("severity"),
+            cast(col("alertname"), DataType::Utf8).alias("alertname"),
+            col("fingerprint"),
             cast(col("state"), DataType::Utf8).alias("state"),
+            cast(col("severity"), DataType::Utf8).alias("severity"),
+            col("value"),
         ])
         .map_err(QueryError::from_datafusion)?
-        .sort(vec![col("ms").sort(false, false)])
-        .map_err(QueryError::from_datafusion)?
-        .limit(0, Some(limit))
+        .sort(vec![col("ms").sort(true, false)])
         .map_err(QueryError::from_datafusion)?;
-    let mut out = Vec::new();
+    let mut open: BTreeMap<String, AlertEpisode> = BTreeMap::new();
+    let mut done: Vec<AlertEpisode> = Vec::new();
     for batch in frame.collect().await.map_err(QueryError::from_datafusion)? {
         let times = batch.column(0).as_primitive::<Int64Type>();
-        let severities = batch.column(1).as_string::<i32>();
-        let states = batch.column(2).as_string::<i32>();
+        let text = |i: usize, row: usize| {
+            let column = batch.column(i).as_string::<i32>();
+            if column.is_null(row) { String::new() } else { column.value(row).to_string() }
+        };
+        let values = batch.column(5).as_primitive::<Float64Type>();
         for row in 0..batch.num_rows() {
-            let text = |a: &datafusion::arrow::array::StringArray| {
-                if a.is_null(row) { String::new() } else { a.value(row).to_string() }
-            };
-            out.push((times.value(row), text(severities), text(states)));
+            let (at, fingerprint, state) = (times.value(row), text(2, row), text(3, row));
+            match state.as_str() {
+                "firing" if !open.contains_key(&fingerprint) => {
+                    let episode = AlertEpisode {
+                        alertname: text(1, row),
+                        severity: text(4, row),
+                        started_ms: at,
+                        ended_ms: None,
+                        value: if values.is_null(row) { f64::NAN } else { values.value(row) },
+                    };
+                    open.insert(fingerprint, episode);
+                }
+                "resolved" => {
+                    if let Some(mut episode) = open.remove(&fingerprint) {
+                        episode.ended_ms = Some(at);
+                        done.push(episode);
+                    }
+                }
+                _ => {}
+            }
         }
     }
-    Ok(out)
+    done.extend(open.into_values());
+    done.retain(|e| e.ended_ms.is_none_or(|end| end >= from_ms));
+    done.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| a.alertname.cmp(&b.alertname)));
+    done.truncate(limit);
+    Ok(done)
 }
 
 /// Deploys of a service: the first time each `service_version` of its `target_info` series was

@@ -20,7 +20,12 @@ const CSRF_COOKIE: &str = "vigil_csrf";
 
 pub struct AlertRow {
     pub name: String,
+    /// Where the alert comes from: its SLO's page, or the rule's generator URL.
+    pub link: Option<String>,
     pub state: &'static str,
+    /// Why a suppressed alert is quiet: the silences or the alerts that inhibit it.
+    pub muted_by: Vec<(String, String)>,
+    pub severity: String,
     pub summary: String,
     pub labels: String,
     pub since: String,
@@ -63,6 +68,20 @@ fn session_of(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// An alert's value in its unit: an SLO's burn rate (×) or budget left (%); a rule's number.
+fn value_text(alert: &vigil_alerting::AlertView) -> String {
+    let Ok(value) = alert.value.parse::<f64>() else { return alert.value.clone() };
+    let name = alert.labels.get("alertname").map_or("", String::as_str);
+    match alert.labels.get("slo") {
+        Some(_) if name == vigil_alerting::slo_alerts::EXHAUSTED_ALERT => {
+            format!("{} budget left", super::percent(Some(value), 1))
+        }
+        Some(_) if name == vigil_alerting::slo_alerts::NO_DATA_ALERT => "no data".into(),
+        Some(_) => format!("{} burn rate", super::svg::Unit::Times.format(value)),
+        None => super::number(Some(value)),
+    }
+}
+
 fn quoted(value: &str) -> String {
     format!("{:?}", value)
 }
@@ -79,7 +98,20 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
         Section { id: "silenced", title: "Silenced or inhibited", alerts: Vec::new(), silenceable: false },
         Section { id: "resolved", title: "Resolved (last 15 minutes)", alerts: Vec::new(), silenceable: false },
     ];
-    for alert in app.alerting.alerts() {
+    let alerts = app.alerting.alerts();
+    let name_of = |fingerprint: &str| {
+        alerts.iter().find(|a| a.fingerprint == fingerprint).map_or_else(
+            || fingerprint.to_string(),
+            |a| {
+                let name = a.labels.get("alertname").map_or("", String::as_str);
+                match a.labels.get("slo") {
+                    Some(slo) => format!("{name} of {slo}"),
+                    None => name.to_string(),
+                }
+            },
+        )
+    };
+    for alert in &alerts {
         let index = match alert.state {
             _ if alert.silenced || alert.inhibited => 2,
             AlertViewState::Firing => 0,
@@ -90,10 +122,32 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
         let labels: Vec<String> =
             alert.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={}", quoted(v))).collect();
         let matchers: Vec<String> = alert.labels.iter().map(|(k, v)| format!("{k}={}", quoted(v))).collect();
+        // As the API says it: inhibited wins over silenced, as in Alertmanager's `suppressed`.
+        let (state, muted_by) = if alert.inhibited {
+            ("inhibited", alert.inhibited_by.iter().map(|f| (name_of(f), "#firing".to_string())).collect())
+        } else if alert.silenced {
+            (
+                "silenced",
+                alert.silenced_by.iter().map(|id| (format!("silence {id}"), format!("#silence-{id}"))).collect(),
+            )
+        } else {
+            (alert.state.as_str(), Vec::new())
+        };
+        let link = match alert.labels.get("slo") {
+            Some(slo) => Some(super::overview::link(slo)),
+            None => Some(alert.generator_url.clone()).filter(|u| !u.is_empty()),
+        };
         sections[index].alerts.push(AlertRow {
+            link,
+            state,
+            muted_by,
+            severity: alert.labels.get("severity").cloned().unwrap_or_else(|| "none".into()),
+            summary: vigil_alerting::labels::headline(
+                &name,
+                &alert.annotations,
+                alert.state == AlertViewState::Resolved,
+            ),
             name,
-            state: if index == 2 { "silenced" } else { alert.state.as_str() },
-            summary: alert.annotations.get("summary").cloned().unwrap_or_default(),
             labels: labels.join(", "),
             since: alert
                 .fired_at
@@ -102,7 +156,7 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
                 .replace('T', " ")
                 .trim_end_matches('Z')
                 .to_string(),
-            value: alert.value.parse::<f64>().map_or_else(|_| alert.value.clone(), |v| super::number(Some(v))),
+            value: value_text(alert),
             matchers: matchers.join("\n"),
         });
     }
@@ -242,7 +296,10 @@ mod tests {
     fn alert_rows_escape_labels_and_carry_the_token() {
         let row = AlertRow {
             name: "<Alert>".into(),
-            state: "firing",
+            link: Some("/slos/a%20b".into()),
+            state: "inhibited",
+            muted_by: vec![("SLOBurnRate of <x>".into(), "#firing".into())],
+            severity: "page".into(),
             summary: "a \"quoted\" <sum>".into(),
             labels: format!("team={}", quoted(&"x".repeat(500))),
             since: "2026-01-01 00:00:00".into(),
@@ -272,5 +329,8 @@ mod tests {
             "the firing row's form carries the token"
         );
         assert!(!html.contains("/alerts/silences/s1/expire"), "an expired silence offers no expire button");
+        assert!(html.contains("class=\"state inhibited\"") && html.contains("inhibited by"), "{html}");
+        assert!(!html.contains("<x>") && html.contains("href=\"/slos/a%20b\""), "{html}");
+        assert!(html.contains("class=\"sev page\""), "severity is its own badge");
     }
 }

@@ -4,8 +4,10 @@
 
 mod alerts;
 mod explore;
+mod logs;
 mod models;
 mod overview;
+pub mod range;
 mod slo;
 pub mod svg;
 mod traces;
@@ -75,7 +77,14 @@ impl Layout {
     }
 
     pub fn nav_items(&self) -> &'static [(&'static str, &'static str)] {
-        &[("/", "SLOs"), ("/alerts", "Alerts"), ("/traces", "Traces"), ("/explore", "Explore"), ("/models", "Models")]
+        &[
+            ("/", "SLOs"),
+            ("/alerts", "Alerts"),
+            ("/traces", "Traces"),
+            ("/logs", "Logs"),
+            ("/explore", "Explore"),
+            ("/models", "Models"),
+        ]
     }
 }
 
@@ -156,6 +165,7 @@ pub fn query_pages() -> Router<AppState> {
         .route("/explore", get(explore::page))
         .route("/traces", get(traces::search))
         .route("/traces/{trace_id}", get(traces::trace))
+        .route("/logs", get(logs::page))
 }
 
 /// The dashboard's forms that change something (admin scope, CSRF-checked).

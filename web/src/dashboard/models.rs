@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::Html;
 use vigil_drift::reference::Bins;
 use vigil_drift::stats::proportions;
-use vigil_drift::{DriftStatus, Threshold, WindowOutcome};
+use vigil_drift::{DriftVerdict, Threshold, WindowOutcome};
 
-use super::svg::{Rule, Series, line_chart, paired_bars};
+use super::range::{RangeParams, RangePicker, resolve};
+use super::svg::{LineChart, Rule, Series, Unit, paired_bars, palette};
 use super::{Layout, PageError, number, percent, render};
 use crate::AppState;
 
@@ -43,6 +45,7 @@ pub struct Model {
 #[template(path = "models.html")]
 struct ModelsPage {
     layout: Layout,
+    picker: RangePicker,
     models: Vec<Model>,
     thresholds: String,
 }
@@ -52,7 +55,9 @@ fn anchor(parts: &[&str]) -> String {
     parts.join("-").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }
 
-pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError> {
+pub async fn page(State(app): State<AppState>, Query(params): Query<RangeParams>) -> Result<Html<String>, PageError> {
+    let range = resolve(&params, super::now_ms(), "7d", None)
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e, "pick a range from the page's range picker"))?;
     let outcomes = app.drift.latest(None, None, None).await.map_err(PageError::internal)?;
     let thresholds = app.drift.thresholds();
     let psi_threshold = thresholds.iter().find(|(s, _)| s == "psi").map(|(_, t)| t.value());
@@ -61,26 +66,34 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
         latest.insert((outcome.key.model.clone(), outcome.key.version.clone(), outcome.key.feature.clone()), outcome);
     }
     let mut models: BTreeMap<(String, String), Model> = BTreeMap::new();
-    let now = super::now_ms() * 1_000_000;
     for reference in app.drift.references() {
         let key = &reference.key;
         let outcome = latest.get(&(key.model.clone(), key.version.clone(), key.feature.clone()));
-        let state = match outcome {
-            Some(o) if o.is_drifted(&thresholds) => "drifted",
-            Some(o) if o.status == DriftStatus::Ok => "ok",
-            _ => "no_data",
-        };
-        let history = app.drift.history(key, now - 7 * 86_400_000_000_000, now).await.map_err(PageError::internal)?;
+        // The API's verdict; a feature with no window yet has no data.
+        let state = outcome.map_or("no_data", |o| match o.verdict(&thresholds) {
+            DriftVerdict::Drifted => "drifted",
+            DriftVerdict::Ok => "ok",
+            DriftVerdict::InsufficientSamples => "insufficient_samples",
+            DriftVerdict::NoReference => "no_reference",
+        });
+        let history = app
+            .drift
+            .history(key, range.from_ms * 1_000_000, range.to_ms * 1_000_000)
+            .await
+            .map_err(PageError::internal)?;
         let psi: Vec<(i64, f64)> =
             history.iter().filter_map(|w| w.scores.get("psi").map(|v| (w.window_start_ns / 1_000_000, *v))).collect();
-        let rules: Vec<Rule<'_>> = psi_threshold.map(|value| Rule { label: "threshold", value }).into_iter().collect();
-        let chart = line_chart(
-            "PSI per window",
-            Some(((now / 1_000_000) - 7 * 86_400_000, now / 1_000_000)),
-            &[Series { name: "PSI", points: &psi, class: "s0" }],
-            &rules,
-            &[],
-        );
+        let rules: Vec<Rule<'_>> =
+            psi_threshold.map(|value| Rule { label: "PSI threshold", value, class: "page" }).into_iter().collect();
+        let chart = LineChart {
+            title: "PSI per window",
+            span: Some((range.from_ms, range.to_ms)),
+            unit: Unit::Plain,
+            series: &[Series { name: "PSI", points: &psi, class: palette(0) }],
+            rules: &rules,
+            markers: &[],
+        }
+        .render();
         let labels: Vec<String> = match &reference.bins {
             Bins::Numeric { edges } => (0..=edges.len())
                 .map(|i| match i {
@@ -136,7 +149,8 @@ pub async fn page(State(app): State<AppState>) -> Result<Html<String>, PageError
         })
         .collect::<Vec<_>>()
         .join(", ");
-    render(&ModelsPage { layout: Layout::new("Models", "/models"), models, thresholds })
+    let picker = RangePicker::new("/models", &[], &range, None);
+    render(&ModelsPage { layout: Layout::new("Models", "/models"), picker, models, thresholds })
 }
 
 #[cfg(test)]
@@ -156,12 +170,22 @@ mod tests {
             js: number(None),
             ks_p: number(Some(f64::INFINITY)),
             wasserstein: number(None),
-            chart: line_chart("PSI", None, &[Series { name: "PSI", points: &[], class: "s0" }], &[], &[]),
+            chart: LineChart {
+                title: "PSI",
+                span: None,
+                unit: Unit::Plain,
+                series: &[Series { name: "PSI", points: &[], class: "s0" }],
+                rules: &[],
+                markers: &[],
+            }
+            .render(),
             bars: svg::paired_bars(&["a".into(), "other".into()], &[0.5, 0.5], &[]),
         };
         assert_eq!(feature.anchor, "m-v-1-f-x", "anchors are id-safe");
+        let range = crate::dashboard::range::TimeRange { from_ms: 0, to_ms: 1, key: "7d".into() };
         let page = ModelsPage {
             layout: Layout::new("Models", "/models"),
+            picker: RangePicker::new("/models", &[], &range, None),
             models: vec![Model {
                 name: "m".into(),
                 version: String::new(),
@@ -177,5 +201,6 @@ mod tests {
         assert!(!html.contains("NaN") && !html.contains("inf"), "no NaN or inf on the page");
         assert!(html.contains("no data in this range"), "an empty chart says so");
         assert!(html.contains("0 of 0 scored features"));
+        assert!(html.contains("swatch fill ref") && html.contains("reference"), "the bars say which is the reference");
     }
 }

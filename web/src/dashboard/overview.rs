@@ -36,6 +36,8 @@ pub struct Row {
     pub fastest_burn: String,
     pub firing: usize,
     pub sparkline: String,
+    /// Why an SLO in `error` has no figures.
+    pub error: Option<String>,
 }
 
 #[derive(Template)]
@@ -66,7 +68,7 @@ pub fn sli_text(status: &vigil_query::slo::SloStatus) -> String {
     }
 }
 
-fn link(name: &str) -> String {
+pub(crate) fn link(name: &str) -> String {
     format!("/slos/{}", form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>().replace('+', "%20"))
 }
 
@@ -99,6 +101,7 @@ fn row(status: &vigil_query::slo::SloStatus, team: String, firing: usize, sparkl
         fastest_burn: fastest.map_or_else(|| "–".into(), |b| format!("{}×", number(Some(b)))),
         firing,
         sparkline,
+        error: status.error.clone().filter(|_| status.state == SloState::Error),
     }
 }
 
@@ -187,6 +190,7 @@ mod tests {
         let long = format!("{}<script>", "a-very-long-slo-name-".repeat(20));
         let statuses = [
             status(&long, Some(f64::NAN), Some(f64::NAN), SloState::NoData),
+            SloStatus { error: Some("table <bad> not found".into()), ..status("broken", None, None, SloState::Error) },
             status("empty", None, None, SloState::NoData),
             status("spent", Some(0.99), Some(0.0), SloState::Exhausted),
             status("untouched", Some(1.0), Some(1.0), SloState::Ok),
@@ -195,7 +199,7 @@ mod tests {
         let rows: Vec<Row> =
             statuses.iter().map(|s| row(s, String::new(), 0, svg::sparkline(&[(0, f64::NAN)]))).collect();
         let widths: Vec<f64> = rows.iter().map(|r| r.budget_width).collect();
-        assert_eq!(widths, vec![0.0, 0.0, 0.0, 100.0, 0.0]);
+        assert_eq!(widths, vec![0.0, 0.0, 0.0, 0.0, 100.0, 0.0]);
         let page = Overview {
             layout: Layout::new("SLOs", "/"),
             rows,
@@ -210,6 +214,11 @@ mod tests {
         assert!(!html.contains("NaN") && !html.contains("<script>"), "NaN and markup never reach the page");
         assert!(html.contains("&lt;script&gt;") || html.contains("&#60;script&#62;"), "names are escaped");
         assert!(html.contains("100.0%") && html.contains("0.0%"), "0 and 100 % budgets show");
-        assert_eq!(html.matches("<tr data-state").count(), 5);
+        assert_eq!(html.matches("<tr data-state").count(), 6);
+        assert!(
+            html.contains("class=\"reason\"") && html.contains("table &#60;bad&#62; not found")
+                || html.contains("table &lt;bad&gt; not found"),
+            "{html}"
+        );
     }
 }

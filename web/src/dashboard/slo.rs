@@ -2,11 +2,15 @@
 //! and its YAML source.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Html;
+use vigil_query::slo::SloState;
+use vigil_query::slo::history::{self, AlertEpisode};
 
 use super::overview::{sli_text, state_label};
-use super::svg::{Marker, Rule, Series, line_chart};
+use super::range::{RangeParams, RangePicker, TimeRange, fitting, resolve};
+use super::svg::{LineChart, Marker, Rule, Series, Unit, palette};
 use super::{Layout, PageError, number, percent, render, utc};
 use crate::AppState;
 
@@ -30,20 +34,44 @@ pub struct Condition {
     pub state: &'static str,
 }
 
+/// A row of the alert history: one firing, from start to end.
+pub struct AlertRow {
+    pub name: String,
+    pub severity: String,
+    pub start: String,
+    pub end: String,
+    pub duration: String,
+    pub value: String,
+}
+
+/// A numbered annotation of the charts, listed under them with its time.
+pub struct Annotation {
+    pub number: usize,
+    pub at: String,
+    pub text: String,
+}
+
 #[derive(Template)]
 #[template(path = "slo.html")]
 struct SloPage {
     layout: Layout,
+    picker: RangePicker,
     name: String,
     description: String,
     service: String,
     objective: String,
     window: String,
+    range_text: String,
     instances: Vec<Instance>,
     sli_chart: String,
     budget_chart: String,
+    burn_chart: String,
+    burn_note: &'static str,
     conditions: Vec<Condition>,
-    alerts: Vec<(String, String, String)>,
+    /// Why there are no burn rates: not evaluated yet, or the evaluation's error.
+    conditions_missing: String,
+    alerts: Vec<AlertRow>,
+    annotations: Vec<Annotation>,
     reloaded: String,
     deploys: Vec<String>,
     reload_outcome: &'static str,
@@ -52,18 +80,54 @@ struct SloPage {
     source_yaml: String,
 }
 
-fn duration_text(seconds: f64) -> String {
+pub fn duration_text(seconds: f64) -> String {
     let seconds = seconds.max(0.0);
     if seconds >= 86_400.0 {
         format!("{:.1} days", seconds / 86_400.0)
     } else if seconds >= 3_600.0 {
         format!("{:.1} hours", seconds / 3_600.0)
-    } else {
+    } else if seconds >= 60.0 {
         format!("{:.0} minutes", seconds / 60.0)
+    } else {
+        format!("{seconds:.0} seconds")
     }
 }
 
-pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Result<Html<String>, PageError> {
+/// The range in words, for the chart headings.
+fn range_text(range: &TimeRange, window: &str) -> String {
+    match range.key.as_str() {
+        "window" => format!("the window ({window})"),
+        "custom" => format!("{} to {} UTC", utc(range.from_ms), utc(range.to_ms)),
+        key => format!("the last {key}"),
+    }
+}
+
+/// The charts' numbered annotations: deploys, the last reload, alert firings and silences of
+/// this SLO, in time order.
+fn annotations(
+    deploys: &[(i64, String)],
+    reload_ms: i64,
+    episodes: &[AlertEpisode],
+    silences: &[(i64, String)],
+    range: &TimeRange,
+) -> Vec<Marker> {
+    let mut markers: Vec<Marker> =
+        deploys.iter().map(|(at_ms, version)| Marker { at_ms: *at_ms, label: format!("deploy {version}") }).collect();
+    markers.push(Marker { at_ms: reload_ms, label: "config reload".into() });
+    markers.extend(
+        episodes.iter().map(|e| Marker { at_ms: e.started_ms, label: format!("{} {} fired", e.severity, e.alertname) }),
+    );
+    markers.extend(silences.iter().map(|(at_ms, by)| Marker { at_ms: *at_ms, label: format!("silenced by {by}") }));
+    markers.retain(|m| m.at_ms >= range.from_ms && m.at_ms <= range.to_ms);
+    markers.sort_by_key(|m| m.at_ms);
+    markers
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<RangeParams>,
+) -> Result<Html<String>, PageError> {
     let definitions = app.slos.definitions().await;
     let Some(definition) = definitions.iter().find(|d| d.name == name) else {
         return Err(PageError::not_found(format!("no SLO named {name:?}")));
@@ -71,53 +135,109 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
     let statuses: Vec<_> = app.slos.statuses().into_iter().filter(|s| s.name == name).collect();
     let now = super::now_ms();
     let window_ms = definition.window.period().as_millis() as i64;
-    let history = vigil_query::slo::history::history(
-        &app.engine,
-        Some(&name),
-        now - window_ms,
-        now,
-        (window_ms / 240).max(60_000),
-    )
-    .await
-    .map_err(PageError::internal)?
-    .remove(&name)
-    .unwrap_or_default();
-    let objective = definition.objective;
-    let span = Some((now - window_ms, now));
-    let reload = app.reloader.status();
-    let mut markers: Vec<Marker> =
-        vigil_query::slo::history::deploys(&app.engine, &definition.service, now - window_ms, now)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(at_ms, version)| Marker { at_ms, label: format!("deploy {version}") })
-            .collect();
-    if reload.at_ms > now - window_ms {
-        markers.push(Marker { at_ms: reload.at_ms, label: "config reload".into() });
+    let window = statuses.first().map(|s| s.window.clone()).unwrap_or_default();
+    let first = history::first_evaluation(&app.engine, &name).await.map_err(PageError::internal)?;
+    let range = resolve(&params, now, &fitting(first, now, window_ms), Some(window_ms))
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e, "pick a range from the page's range picker"))?;
+    let step = range.step_ms(240);
+    let mut history = history::history(&app.engine, Some(&name), range.from_ms, range.to_ms, step)
+        .await
+        .map_err(PageError::internal)?
+        .remove(&name)
+        .unwrap_or_default();
+    // The charts end where the tiles are: the newest evaluation, not a bucket's mean.
+    if let Some(status) = statuses.first()
+        && status.evaluated_at_ms > history.sli.last().map_or(i64::MIN, |p| p.0)
+        && (range.from_ms..=range.to_ms).contains(&status.evaluated_at_ms)
+    {
+        history.sli.push((status.evaluated_at_ms, status.sli.unwrap_or(f64::NAN)));
+        history.budget.push((status.evaluated_at_ms, status.error_budget_remaining.unwrap_or(f64::NAN)));
     }
-    let sli_chart = line_chart(
-        "SLI",
+    let objective = definition.objective;
+    let span = Some((range.from_ms, range.to_ms));
+    let reload = app.reloader.status();
+    let deploys =
+        history::deploys(&app.engine, &definition.service, range.from_ms, range.to_ms).await.unwrap_or_default();
+    let episodes =
+        history::alert_episodes(&app.engine, &name, range.from_ms, range.to_ms, 50).await.unwrap_or_default();
+    let silences: Vec<(i64, String)> = app
+        .alerting
+        .silences()
+        .into_iter()
+        .filter(|(s, _)| s.matchers.iter().any(|m| m.name == "slo" && m.value == name && m.is_equal && !m.is_regex))
+        .map(|(s, _)| (s.starts_at.timestamp_millis(), s.created_by))
+        .collect();
+    let markers = annotations(&deploys, reload.at_ms, &episodes, &silences, &range);
+
+    let sli_chart = LineChart {
+        title: "SLI",
         span,
-        &[Series { name: "SLI", points: &history.sli, class: "s0" }],
-        &[Rule { label: "objective", value: objective }],
-        &markers,
-    );
-    // The ideal burn-down spends the budget evenly over the window.
-    let start = now - window_ms;
+        unit: Unit::Percent,
+        series: &[Series { name: "SLI", points: &history.sli, class: palette(0) }],
+        rules: &[Rule { label: "objective", value: objective, class: "quiet" }],
+        markers: &markers,
+    }
+    .render();
+    // The ideal burn-down spends the budget evenly over the window, from full at its start.
     let ideal: Vec<(i64, f64)> = history.budget.first().map_or_else(Vec::new, |(t0, _)| {
-        let t0 = (*t0).max(start);
-        vec![(t0, 1.0 - (t0 - start) as f64 / window_ms as f64), (now, 0.0)]
+        let at = |t: i64| 1.0 - (t - (now - window_ms)) as f64 / window_ms as f64;
+        let t0 = (*t0).max(now - window_ms);
+        vec![(t0, at(t0)), (range.to_ms.min(now), at(range.to_ms.min(now)))]
     });
-    let budget_chart = line_chart(
-        "error budget left",
+    let budget_chart = LineChart {
+        title: "error budget left",
         span,
-        &[
-            Series { name: "budget left", points: &history.budget, class: "s0" },
-            Series { name: "ideal", points: &ideal, class: "s2" },
+        unit: Unit::Percent,
+        series: &[
+            Series { name: "budget left", points: &history.budget, class: palette(0) },
+            Series { name: "even spend over the window", points: &ideal, class: palette(2) },
         ],
-        &[Rule { label: "exhausted", value: 0.0 }],
-        &markers,
-    );
+        rules: &[Rule { label: "exhausted", value: 0.0, class: "page" }],
+        markers: &markers,
+    }
+    .render();
+    let conditions_now = statuses.first().map(|s| s.conditions.clone()).unwrap_or_default();
+    // The conditions' long windows, where `slo_status` keeps them over time; else the
+    // standard short pair, said so under the chart.
+    let mut windows: Vec<&str> = conditions_now
+        .iter()
+        .map(|c| c.long_window.as_str())
+        .filter(|w| history::BURN_RATE_WINDOWS.contains(w))
+        .collect();
+    windows.dedup();
+    let burn_note = if windows.is_empty() && !conditions_now.is_empty() {
+        windows = vec!["5m", "1h"];
+        "The conditions' own windows are not kept over time; the 5m and 1h burn rates are shown against their thresholds."
+    } else {
+        ""
+    };
+    let burn = history::burn_rate_history(&app.engine, &name, &windows, range.from_ms, range.to_ms, step)
+        .await
+        .unwrap_or_default();
+    let burn_names: Vec<String> = burn.iter().map(|(w, _)| format!("{w} burn rate")).collect();
+    let burn_series: Vec<Series<'_>> = burn
+        .iter()
+        .zip(&burn_names)
+        .enumerate()
+        .map(|(i, ((_, points), name))| Series { name, points, class: palette(i) })
+        .collect();
+    let threshold_labels: Vec<String> =
+        conditions_now.iter().map(|c| format!("{} ({})", c.severity, c.long_window)).collect();
+    let thresholds: Vec<Rule<'_>> = conditions_now
+        .iter()
+        .zip(&threshold_labels)
+        .map(|(c, label)| Rule { label, value: c.burn_rate_threshold, class: c.severity })
+        .collect();
+    let burn_chart = LineChart {
+        title: "burn rate",
+        span,
+        unit: Unit::Times,
+        series: &burn_series,
+        rules: &thresholds,
+        markers: &markers,
+    }
+    .render();
+
     let instances = statuses
         .iter()
         .map(|s| Instance {
@@ -133,42 +253,66 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
             error: s.error.clone(),
         })
         .collect();
-    let conditions = statuses
-        .first()
-        .map(|s| {
-            s.conditions
-                .iter()
-                .map(|c| Condition {
-                    severity: c.severity,
-                    windows: format!("{} / {}", c.long_window, c.short_window),
-                    long: number(c.long_burn_rate),
-                    short: number(c.short_burn_rate),
-                    threshold: format!("{}×", number(Some(c.burn_rate_threshold))),
-                    state: if c.active { "firing" } else { "ok" },
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let alerts = vigil_query::slo::history::alert_history(&app.engine, &name, 50).await.unwrap_or_default();
-    let deploys: Vec<String> = markers
+    let conditions = conditions_now
         .iter()
-        .filter(|m| m.label.starts_with("deploy"))
-        .map(|m| format!("{} at {} UTC", m.label, utc(m.at_ms)))
+        .map(|c| Condition {
+            severity: c.severity,
+            windows: format!("{} / {}", c.long_window, c.short_window),
+            long: number(c.long_burn_rate),
+            short: number(c.short_burn_rate),
+            threshold: format!("{}×", number(Some(c.burn_rate_threshold))),
+            state: if c.active { "firing" } else { "ok" },
+        })
         .collect();
+    let conditions_missing = match statuses.first() {
+        Some(s) if s.state == SloState::Error => {
+            format!("The last evaluation failed: {}", s.error.clone().unwrap_or_else(|| "no reason given".into()))
+        }
+        Some(s) if s.state == SloState::Backfilling => {
+            "Backfilling: burn rates follow once the history is read.".into()
+        }
+        _ => "No evaluation yet: the first one runs within the evaluation interval.".into(),
+    };
+    let alerts = episodes
+        .iter()
+        .map(|e| AlertRow {
+            name: e.alertname.clone(),
+            severity: e.severity.clone(),
+            start: utc(e.started_ms),
+            end: e.ended_ms.map_or_else(|| "firing".into(), utc),
+            duration: duration_text((e.ended_ms.unwrap_or(now) - e.started_ms) as f64 / 1000.0),
+            value: if e.alertname.contains("Exhausted") {
+                percent(Some(e.value), 1)
+            } else {
+                Unit::Times.format(e.value)
+            },
+        })
+        .collect();
+    let deploy_lines: Vec<String> = deploys.iter().map(|(at, v)| format!("deploy {v} at {} UTC", utc(*at))).collect();
     render(&SloPage {
         layout: Layout::new(&name, "/"),
+        picker: RangePicker::new(&super::overview::link(&name), &[], &range, Some(&window)),
         name: definition.name.clone(),
         description: definition.description.clone(),
         service: definition.service.clone(),
         objective: percent(Some(objective), 3),
-        window: statuses.first().map(|s| s.window.clone()).unwrap_or_default(),
+        range_text: range_text(&range, &window),
+        window,
         instances,
         sli_chart,
         budget_chart,
+        burn_chart,
+        burn_note,
         conditions,
-        alerts: alerts.into_iter().map(|(t, severity, state)| (utc(t), severity, state)).collect(),
+        conditions_missing,
+        alerts,
+        annotations: markers
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Annotation { number: i + 1, at: utc(m.at_ms), text: m.label.clone() })
+            .collect(),
         reloaded: utc(reload.at_ms),
-        deploys,
+        deploys: deploy_lines,
         reload_outcome: if reload.successful { "successful" } else { "failed" },
         source_file: definition.source.file.clone(),
         source_line: definition.source.line,
@@ -180,41 +324,44 @@ pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> Resu
 mod tests {
     use super::*;
 
+    fn chart(series: &[Series<'_>], rules: &[Rule<'_>], markers: &[Marker]) -> String {
+        LineChart { title: "t", span: Some((0, 1000)), unit: Unit::Percent, series, rules, markers }.render()
+    }
+
     #[test]
     fn an_slo_without_data_renders_dashes_and_empty_charts() {
+        let range = TimeRange { from_ms: 0, to_ms: 1000, key: "window".into() };
         let page = SloPage {
             layout: Layout::new("s", "/"),
+            picker: RangePicker::new("/slos/s", &[], &range, Some("30d")),
             name: "s".into(),
             description: "<i>desc</i>".into(),
             service: String::new(),
             objective: percent(Some(1.0), 3),
             window: "30d".into(),
+            range_text: range_text(&range, "30d"),
             instances: vec![Instance {
                 id: "s".into(),
-                state: "no_data",
-                state_label: "no data",
+                state: "error",
+                state_label: "error",
                 sli: percent(Some(f64::NAN), 3),
                 events: format!("{} good of {}", number(Some(0.0)), number(Some(0.0))),
                 budget: percent(None, 1),
                 exhaustion: String::new(),
-                error: None,
+                error: Some("table <x> not found".into()),
             }],
-            sli_chart: line_chart(
-                "SLI",
-                Some((0, 1000)),
+            sli_chart: chart(
                 &[Series { name: "SLI", points: &[(10, f64::NAN)], class: "s0" }],
-                &[Rule { label: "objective", value: 1.0 }],
+                &[Rule { label: "objective", value: 1.0, class: "quiet" }],
                 &[],
             ),
-            budget_chart: line_chart(
-                "budget",
-                Some((0, 1000)),
-                &[],
-                &[],
-                &[Marker { at_ms: 500, label: "deploy <x>".into() }],
-            ),
+            budget_chart: chart(&[], &[], &[Marker { at_ms: 500, label: "deploy <x>".into() }]),
+            burn_chart: chart(&[], &[], &[]),
+            burn_note: "",
             conditions: Vec::new(),
+            conditions_missing: "The last evaluation failed: table <x> not found".into(),
             alerts: Vec::new(),
+            annotations: Vec::new(),
             reloaded: utc(0),
             reload_outcome: "successful",
             deploys: Vec::new(),
@@ -223,8 +370,35 @@ mod tests {
             source_yaml: "objective: 100".into(),
         };
         let html = page.render().unwrap();
-        assert!(!html.contains("NaN") && !html.contains("<i>"), "{html}");
+        assert!(!html.contains("NaN") && !html.contains("<i>") && !html.contains("<x>"), "{html}");
         assert!(html.contains("100.000%"), "a 100 % objective shows");
-        assert!(html.contains("No evaluation yet") && html.contains("No deploys seen"));
+        assert!(
+            html.contains("The last evaluation failed: table &#60;x&#62; not found")
+                || html.contains("failed: table &lt;x&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("No evaluation yet"), "an SLO in error says so, not that it waits");
+        assert!(html.contains("No deploys seen") && html.contains("window (30d)"));
+    }
+
+    #[test]
+    fn annotations_are_numbered_in_time_order_within_the_range() {
+        let range = TimeRange { from_ms: 1_000, to_ms: 10_000, key: "1h".into() };
+        let episodes = [AlertEpisode {
+            alertname: "SLOBurnRate".into(),
+            severity: "page".into(),
+            started_ms: 5_000,
+            ended_ms: None,
+            value: 20.0,
+        }];
+        let markers = annotations(
+            &[(3_000, "1.2.3".into()), (500, "old".into())],
+            8_000,
+            &episodes,
+            &[(9_000, "ana".into())],
+            &range,
+        );
+        let labels: Vec<&str> = markers.iter().map(|m| m.label.as_str()).collect();
+        assert_eq!(labels, ["deploy 1.2.3", "page SLOBurnRate fired", "config reload", "silenced by ana"]);
     }
 }

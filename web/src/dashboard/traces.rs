@@ -1,16 +1,26 @@
-//! `/traces`: span search; `/traces/{id}`: one trace as a waterfall with span details.
+//! `/traces`: trace search (one row per trace, and their durations over time);
+//! `/traces/{id}`: one trace as a waterfall on a time axis, with each span's attributes,
+//! events (stack traces readable), the services' resource attributes and the trace's logs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Html;
 use serde::Deserialize;
+use serde_json::Value;
 use vigil_query::PromDuration;
-use vigil_query::traces::{SpanRow, TraceQuery};
+use vigil_query::traces::{TraceQuery, TraceSummary};
 
+use super::logs::{LogLine, log_line};
+use super::range::{RangeParams, RangePicker, resolve};
+use super::svg::{Dot, Unit, nice_ticks, scatter};
 use super::{Layout, PageError, render};
 use crate::AppState;
+
+/// Traces one search lists at most.
+const MAX_TRACES: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Search {
@@ -18,29 +28,41 @@ pub struct Search {
     pub operation: Option<String>,
     pub status: Option<String>,
     pub min_duration: Option<String>,
-    pub range: Option<String>,
+    #[serde(flatten)]
+    pub range: RangeParams,
 }
 
-pub struct SpanLine {
+pub struct TraceLine {
     pub trace_id: String,
     pub trace_id_short: String,
     pub start: String,
-    pub service: String,
-    pub name: String,
+    pub root_service: String,
+    pub root_name: String,
+    pub spans: usize,
+    pub services: usize,
     pub duration: String,
-    pub status: String,
-    pub status_class: &'static str,
+    pub errors: usize,
 }
 
 #[derive(Template)]
 #[template(path = "traces.html")]
 struct TracesPage {
     layout: Layout,
+    picker: Option<RangePicker>,
     query: Search,
-    range: String,
     services: Vec<String>,
-    spans: Vec<SpanLine>,
+    traces: Vec<TraceLine>,
+    scatter: String,
     error: Option<String>,
+}
+
+/// A span event: its name, when (from the trace's start), its attributes and, for an
+/// exception, the stack trace on its own.
+pub struct EventView {
+    pub name: String,
+    pub at: String,
+    pub attributes: Vec<(String, String)>,
+    pub stacktrace: Option<String>,
 }
 
 pub struct WaterfallRow {
@@ -53,11 +75,12 @@ pub struct WaterfallRow {
     pub status_class: &'static str,
     pub status_message: String,
     pub duration: String,
+    pub starts_at: String,
     pub indent: f64,
     pub offset: f64,
     pub width: f64,
-    pub attributes: String,
-    pub events: String,
+    pub attributes: Vec<(String, String)>,
+    pub events: Vec<EventView>,
 }
 
 #[derive(Template)]
@@ -67,7 +90,12 @@ struct TracePage {
     trace_id: String,
     total: String,
     started: String,
+    /// Time-axis ticks: (position in %, label).
+    axis: Vec<(f64, String)>,
     spans: Vec<WaterfallRow>,
+    /// Each service's resource attributes.
+    resources: Vec<(String, Vec<(String, String)>)>,
+    logs: Vec<LogLine>,
 }
 
 /// A duration in nanoseconds, in the unit that reads best.
@@ -82,7 +110,7 @@ pub fn duration(ns: i64) -> String {
     }
 }
 
-fn status_class(status: &str) -> &'static str {
+pub fn status_class(status: &str) -> &'static str {
     match status {
         "error" => "error",
         "ok" => "ok",
@@ -90,18 +118,78 @@ fn status_class(status: &str) -> &'static str {
     }
 }
 
-fn utc_ns(ns: i64) -> String {
+pub fn utc_ns(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+/// A JSON object's entries as (key, text) pairs, in key order; strings without quotes.
+pub fn key_values(json: &str) -> Vec<(String, String)> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) else { return Vec::new() };
+    let sorted: BTreeMap<String, Value> = map.into_iter().collect();
+    sorted
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect()
+}
+
+/// A span's events from their JSON, times relative to the trace's start.
+fn events(json: &str, trace_start_ns: i64) -> Vec<EventView> {
+    let Ok(Value::Array(list)) = serde_json::from_str::<Value>(json) else { return Vec::new() };
+    list.iter()
+        .map(|event| {
+            let mut attributes = key_values(&event["attributes"].to_string());
+            let stacktrace =
+                attributes.iter().position(|(k, _)| k == "exception.stacktrace").map(|at| attributes.remove(at).1);
+            let at = event["time"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .and_then(|t| t.timestamp_nanos_opt())
+                .map_or_else(String::new, |t| format!("+{}", duration(t - trace_start_ns)));
+            EventView { name: event["name"].as_str().unwrap_or_default().to_string(), at, attributes, stacktrace }
+        })
+        .collect()
+}
+
+fn trace_line(t: TraceSummary) -> TraceLine {
+    TraceLine {
+        trace_id_short: t.trace_id.chars().take(12).collect(),
+        start: utc_ns(t.start_ns),
+        root_service: t.root_service,
+        root_name: t.root_name,
+        spans: t.spans,
+        services: t.services,
+        duration: duration(t.duration_ns),
+        errors: t.errors,
+        trace_id: t.trace_id,
+    }
 }
 
 pub async fn search(State(app): State<AppState>, Query(query): Query<Search>) -> Result<Html<String>, PageError> {
     let now = super::now_ms();
-    let range = query.range.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| "1h".into());
+    let mut layout = Layout::new("Traces", "/traces");
+    layout.refresh_seconds = 0;
     let mut error = None;
-    let range_ms = range.parse::<PromDuration>().map(|d| d.0.as_millis() as i64).unwrap_or_else(|e| {
-        error = Some(format!("range {range:?}: {e}"));
-        3_600_000
-    });
+    let range = match resolve(&query.range, now, "1h", None) {
+        Ok(range) => range,
+        Err(e) => {
+            let page = TracesPage {
+                layout,
+                picker: None,
+                query,
+                services: Vec::new(),
+                traces: Vec::new(),
+                scatter: String::new(),
+                error: Some(e),
+            };
+            return render(&page);
+        }
+    };
     let min_duration_ns = match query.min_duration.as_deref().filter(|d| !d.is_empty()) {
         Some(text) => match text.parse::<PromDuration>() {
             Ok(d) => Some(d.0.as_nanos() as i64),
@@ -117,39 +205,57 @@ pub async fn search(State(app): State<AppState>, Query(query): Query<Search>) ->
         operation: query.operation.clone(),
         status: query.status.clone(),
         min_duration_ns,
-        from_ms: now - range_ms,
-        to_ms: now,
-        limit: 100,
+        from_ms: range.from_ms,
+        to_ms: range.to_ms,
+        limit: MAX_TRACES,
     };
-    let spans = vigil_query::traces::search(&app.engine, &trace_query).await.map_err(PageError::internal)?;
+    let found = vigil_query::traces::search_traces(&app.engine, &trace_query).await.map_err(PageError::internal)?;
     let services = vigil_query::traces::services(&app.engine, now - 7 * 86_400_000, now).await.unwrap_or_default();
-    let spans = spans
-        .into_iter()
-        .map(|s: SpanRow| SpanLine {
-            trace_id_short: s.trace_id.chars().take(12).collect(),
-            trace_id: s.trace_id,
-            start: utc_ns(s.start_ns),
-            service: s.service,
-            name: s.name,
-            duration: duration(s.duration_ns),
-            status_class: status_class(&s.status),
-            status: s.status,
+    let hrefs: Vec<String> = found.iter().map(|t| format!("/traces/{}", t.trace_id)).collect();
+    let titles: Vec<String> = found
+        .iter()
+        .map(|t| format!("{} · {} · {} spans · {}", t.root_service, t.root_name, t.spans, duration(t.duration_ns)))
+        .collect();
+    let dots: Vec<Dot<'_>> = found
+        .iter()
+        .zip(&hrefs)
+        .zip(&titles)
+        .map(|((t, href), title)| Dot {
+            at_ms: t.start_ns / 1_000_000,
+            value: t.duration_ns as f64 / 1e6,
+            error: t.errors > 0,
+            href,
+            title,
         })
         .collect();
-    let mut layout = Layout::new("Traces", "/traces");
-    layout.refresh_seconds = 0;
-    render(&TracesPage { layout, query, range, services, spans, error })
+    let scatter = if dots.is_empty() {
+        String::new()
+    } else {
+        scatter("trace durations over time", (range.from_ms, range.to_ms), Unit::Millis, &dots)
+    };
+    let keep: Vec<(&str, &str)> = vec![
+        ("service", query.service.as_deref().unwrap_or_default()),
+        ("operation", query.operation.as_deref().unwrap_or_default()),
+        ("status", query.status.as_deref().unwrap_or_default()),
+        ("min_duration", query.min_duration.as_deref().unwrap_or_default()),
+    ];
+    let picker = Some(RangePicker::new("/traces", &keep, &range, None));
+    let traces = found.into_iter().map(trace_line).collect();
+    render(&TracesPage { layout, picker, query, services, traces, scatter, error })
 }
 
 pub async fn trace(State(app): State<AppState>, Path(trace_id): Path<String>) -> Result<Html<String>, PageError> {
     if trace_id.len() != 32 || !trace_id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(PageError::not_found(format!("{trace_id:?} is not a trace id (32 hex digits)")));
     }
-    let spans =
-        vigil_query::traces::trace(&app.engine, &trace_id.to_ascii_lowercase()).await.map_err(PageError::internal)?;
+    let trace_id = trace_id.to_ascii_lowercase();
+    let spans = vigil_query::traces::trace(&app.engine, &trace_id).await.map_err(PageError::internal)?;
     if spans.is_empty() {
         return Err(PageError::not_found(format!("no spans of trace {trace_id} are stored")));
     }
+    let logs = vigil_query::logs::of_trace(&app.engine, &trace_id).await.map_err(|e| {
+        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the trace's logs could not be read: {e}"), e.hint())
+    })?;
     let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     let end = spans.iter().map(|s| s.start_ns + s.duration_ns).max().unwrap_or(start);
     let total = (end - start).max(1) as f64;
@@ -168,6 +274,16 @@ pub async fn trace(State(app): State<AppState>, Path(trace_id): Path<String>) ->
         }
         depth
     };
+    let total_ms = total / 1e6;
+    let axis = nice_ticks(0.0, total_ms, 4, Unit::Millis)
+        .into_iter()
+        .filter(|t| *t <= total_ms * 1.0001)
+        .map(|t| (t / total_ms * 100.0, Unit::Millis.format(t)))
+        .collect();
+    let mut resources: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for span in &spans {
+        resources.entry(span.service.clone()).or_insert_with(|| key_values(&span.resource));
+    }
     let rows = spans
         .iter()
         .map(|s| WaterfallRow {
@@ -180,16 +296,26 @@ pub async fn trace(State(app): State<AppState>, Path(trace_id): Path<String>) ->
             status_class: status_class(&s.status),
             status_message: s.status_message.clone(),
             duration: duration(s.duration_ns),
+            starts_at: format!("+{}", duration(s.start_ns - start)),
             indent: 0.5 + depth(&s.span_id) as f64 * 1.0,
             offset: (s.start_ns - start) as f64 / total * 100.0,
             width: (s.duration_ns as f64 / total * 100.0).max(0.3),
-            attributes: s.attributes.clone(),
-            events: if s.events == "[]" { String::new() } else { s.events.clone() },
+            attributes: key_values(&s.attributes),
+            events: events(&s.events, start),
         })
         .collect();
     let mut layout = Layout::new(format!("Trace {trace_id}"), "/traces");
     layout.refresh_seconds = 0;
-    render(&TracePage { layout, trace_id, total: duration(end - start), started: utc_ns(start), spans: rows })
+    render(&TracePage {
+        layout,
+        trace_id,
+        total: duration(end - start),
+        started: utc_ns(start),
+        axis,
+        spans: rows,
+        resources: resources.into_iter().collect(),
+        logs: logs.into_iter().map(log_line).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -199,6 +325,16 @@ mod tests {
     #[test]
     fn waterfall_edge_data_renders_bounded_and_escaped() {
         let long = format!("{}<b>", "deeply.nested.operation.".repeat(30));
+        let stack = format!(
+            "Traceback (most recent call last):\n{}TimeoutError: <late>",
+            "  File \"x.py\", line 1\n".repeat(40)
+        );
+        let events_json = serde_json::json!([{
+            "time": "1970-01-01T00:00:00.000002Z",
+            "name": "exception",
+            "attributes": {"exception.type": "TimeoutError", "exception.stacktrace": stack},
+        }])
+        .to_string();
         let row = |id: &str, parent: Option<&str>, offset: f64, width: f64| WaterfallRow {
             span_id: id.into(),
             parent: parent.map(String::from),
@@ -209,43 +345,47 @@ mod tests {
             status_class: "error",
             status_message: "<timeout>".into(),
             duration: duration(0),
+            starts_at: "+0 µs".into(),
             indent: 0.5,
             offset,
             width,
-            attributes: r#"{"k":"<v>"}"#.into(),
-            events: String::new(),
+            attributes: key_values(r#"{"k":"<v>","n":3}"#),
+            events: events(&events_json, 0),
         };
         let page = TracePage {
             layout: Layout::new("Trace", "/traces"),
             trace_id: "0".repeat(32),
             total: duration(0),
             started: utc_ns(0),
+            axis: vec![(0.0, "0 ms".into()), (100.0, "1 ms".into())],
             spans: vec![row("a", None, 0.0, 100.0), row("b", Some("a"), 100.0, 0.3)],
+            resources: vec![("svc".into(), key_values(r#"{"host.name":"<h>"}"#))],
+            logs: Vec::new(),
         };
         let html = page.render().unwrap();
         assert!(
-            !html.contains("<b>") && !html.contains("<timeout>") && !html.contains("<v>"),
+            !html.contains("<b>") && !html.contains("<timeout>") && !html.contains("<v>") && !html.contains("<late>"),
             "markup from spans is escaped"
         );
         assert_eq!(html.matches("class=\"seg error\"").count(), 2);
         assert!(html.contains("href=\"#span-a\""), "a child links its parent");
+        assert_eq!(html.matches("<pre class=\"stack\">").count(), 2, "each exception's stack trace in its own block");
+        assert!(html.contains("<td>n</td><td>3</td>"), "attributes are a key/value table: {html}");
+        assert!(html.contains("id=\"resources\"") && html.contains("host.name"));
+        assert!(html.contains("+2 µs"), "events say when, from the trace's start");
         assert_eq!(duration(0), "0 µs");
         assert_eq!(duration(1_500_000_000), "1.50 s");
     }
-}
-
-#[cfg(test)]
-mod search_tests {
-    use super::*;
 
     #[test]
-    fn no_spans_shows_how_to_send_them_and_a_bad_duration_says_why() {
+    fn no_traces_shows_how_to_send_them_and_a_bad_duration_says_why() {
         let page = TracesPage {
             layout: Layout::new("Traces", "/traces"),
+            picker: None,
             query: Search { service: Some("<svc>".into()), min_duration: Some("fast".into()), ..Search::default() },
-            range: "1h".into(),
             services: vec!["<svc>".into()],
-            spans: Vec::new(),
+            traces: Vec::new(),
+            scatter: String::new(),
             error: Some("min duration \"fast\": not a duration".into()),
         };
         let html = page.render().unwrap();
