@@ -1,10 +1,16 @@
-//! Dashboard render cost: `/` with 1,000 SLOs and `/traces/{id}` with a 1,000-span trace.
+//! Dashboard render cost: `/` with 1,000 SLOs, one SLO's page, `/traces/{id}` with a
+//! 1,000-span trace, the trace search, and log searches over 1,000,000 records.
 //!
 //! 100 services send 30 minutes of request and error counters (text import); 1,000 ratio SLOs
-//! (10 per service) read them. Once every SLO has been evaluated, `/` is fetched 20 times; a
-//! trace of 1,000 spans (a root, 20 children, 49 grandchildren each, attributes and an event on
-//! every tenth) is sent over OTLP/HTTP and its page fetched 20 times. Reports the median and
-//! best server time (request to last byte, loopback) and the bytes of each page.
+//! (10 per service) read them. Once every SLO has been evaluated, `/` and an SLO page are
+//! fetched 20 times; a trace of 1,000 spans (a root, 20 children, 49 grandchildren each,
+//! attributes and an event on every tenth) is sent over OTLP/HTTP and its page and the trace
+//! search fetched 20 times; 1,000,000 log records (100 requests of 10,000, four services, one
+//! in a thousand an ERROR saying "timeout") are sent over OTLP/HTTP and `/logs` searched by
+//! text, by severity and by regex, beside the same text search in SQL (how logs were read
+//! before `/logs`). Reports the median and best server time (request to last byte, loopback)
+//! and the bytes of each page; a page the binary lacks (`VIGIL_BENCH_BIN` pointing at an
+//! older build) is reported as such.
 //!
 //!     cargo bench --bench dashboard
 
@@ -30,6 +36,17 @@ fn kv(key: &str, value: &str) -> KeyValue {
         value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
         ..Default::default()
     }
+}
+
+/// Times `url` and prints one line, or says the binary has no such page.
+async fn report(client: &reqwest::Client, what: &str, url: &str, times: usize) {
+    let status = client.get(url).send().await.unwrap().status();
+    if !status.is_success() {
+        println!("{what}: answered {status} (this build has no such page)");
+        return;
+    }
+    let (median, best, bytes) = timed_get(client, url, times).await;
+    println!("{what}: median {median:.1} ms, best {best:.1} ms, {:.0} KiB", bytes as f64 / 1024.0);
 }
 
 async fn timed_get(client: &reqwest::Client, url: &str, times: usize) -> (f64, f64, usize) {
@@ -101,6 +118,7 @@ async fn main() {
     );
     let (median, best, bytes) = timed_get(&client, &format!("{base}/?service=svc-7"), 20).await;
     println!("/?service=svc-7 (10 rows): median {median:.1} ms, best {best:.1} ms, {:.0} KiB", bytes as f64 / 1024.0);
+    report(&client, "/slos/{name} (one SLO page)", &format!("{base}/slos/svc-7-slo-3"), 20).await;
 
     let trace_id: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(17).wrapping_add(3)).collect();
     let span_id = |i: u32| -> Vec<u8> { (i as u64 + 1).to_be_bytes().to_vec() };
@@ -156,5 +174,74 @@ async fn main() {
         "/traces/{{id}} with 1000 spans: median {median:.1} ms, best {best:.1} ms, {:.0} KiB",
         bytes as f64 / 1024.0
     );
+    report(&client, "/traces?service=bench-frontend (search)", &format!("{base}/traces?service=bench-frontend"), 20)
+        .await;
+
+    send_logs(&client, vigil.otlp_http, now).await;
+    report(&client, "/logs?q=timeout (1M records, contains)", &format!("{base}/logs?q=timeout&range=1h"), 10).await;
+    report(&client, "/logs?severity=error (1M records)", &format!("{base}/logs?severity=error&range=1h"), 10).await;
+    report(
+        &client,
+        "/logs?q=time(out|d out) regex (1M records)",
+        &format!("{base}/logs?q=time%28out%7Cd+out%29&match=regex&range=1h"),
+        10,
+    )
+    .await;
+    let sql = "SELECT timestamp, service, severity_text, body FROM logs WHERE strpos(body, 'timeout') > 0 ORDER BY timestamp DESC LIMIT 100";
+    let url = reqwest::Url::parse_with_params(&format!("{base}/api/v1/sql"), &[("query", sql)]).unwrap();
+    report(&client, "SQL text search over the same logs (/api/v1/sql)", url.as_str(), 10).await;
     vigil.stop();
+}
+
+/// 1,000,000 log records over the last 30 minutes, 100 OTLP/HTTP requests of 10,000.
+async fn send_logs(client: &reqwest::Client, otlp_http: u16, now_ms: i64) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let started = Instant::now();
+    for request in 0..100u64 {
+        let resource_logs = (0..4)
+            .map(|service| {
+                let log_records = (0..2_500u64)
+                    .map(|i| {
+                        let n = request * 10_000 + service * 2_500 + i;
+                        let at = (now_ms as u64 - 1_800_000 + n * 1_800_000 / 1_000_000) * 1_000_000;
+                        let error = n % 1000 == 7;
+                        LogRecord {
+                            time_unix_nano: at,
+                            observed_time_unix_nano: at,
+                            severity_number: if error { 17 } else { 9 },
+                            severity_text: if error { "ERROR" } else { "INFO" }.into(),
+                            body: Some(AnyValue {
+                                value: Some(Value::StringValue(if error {
+                                    format!("upstream timeout after 3000 ms on request {n}")
+                                } else {
+                                    format!("served request {n} in {} ms", n % 97)
+                                })),
+                            }),
+                            attributes: vec![kv("http.route", &format!("/api/items/{}", n % 11))],
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                ResourceLogs {
+                    resource: Some(Resource {
+                        attributes: vec![kv("service.name", &format!("logger-{service}"))],
+                        ..Default::default()
+                    }),
+                    scope_logs: vec![ScopeLogs { log_records, ..Default::default() }],
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let body = ExportLogsServiceRequest { resource_logs }.encode_to_vec();
+        let response = client
+            .post(format!("http://127.0.0.1:{otlp_http}/v1/logs"))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    }
+    println!("1,000,000 log records sent in {:.1} s", started.elapsed().as_secs_f64());
 }

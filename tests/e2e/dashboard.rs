@@ -82,31 +82,30 @@ fn links(html: &str) -> Vec<String> {
         .collect()
 }
 
-/// The bounding boxes Chromium lays out for the elements matching `selector` on a page,
-/// as `[x, y, width, height]`: a throwaway extension's content script measures them once the
-/// page has loaded (stylesheet applied) and writes them into the DOM, which is dumped.
-fn layout_boxes(dir: &Path, url: &str, selector: &str) -> Vec<[f64; 4]> {
-    let extension = dir.join("measure-extension");
+/// What `script` (the body of a function returning a string) says about a page once it has
+/// loaded in Chromium, stylesheet and the page's own script applied: a throwaway extension's
+/// content script runs it and writes the answer into the DOM, which is dumped.
+fn after_load(dir: &Path, url: &str, script: &str) -> String {
+    let extension = dir.join("probe-extension");
     std::fs::create_dir_all(&extension).unwrap();
     std::fs::write(
         extension.join("manifest.json"),
-        r#"{"manifest_version": 3, "name": "measure", "version": "1",
-            "content_scripts": [{"matches": ["http://127.0.0.1/*"], "js": ["measure.js"], "run_at": "document_end"}]}"#,
+        r#"{"manifest_version": 3, "name": "probe", "version": "1",
+            "content_scripts": [{"matches": ["http://127.0.0.1/*"], "js": ["probe.js"], "run_at": "document_end"}]}"#,
     )
     .unwrap();
     std::fs::write(
-        extension.join("measure.js"),
+        extension.join("probe.js"),
         format!(
             r#"window.addEventListener("load", function () {{
-  var boxes = [];
-  document.querySelectorAll({selector:?}).forEach(function (e) {{ var r = e.getBoundingClientRect(); boxes.push([r.x, r.y, r.width, r.height].join(",")); }});
-  var out = document.createElement("pre"); out.id = "measured"; out.textContent = boxes.join(";"); document.body.appendChild(out);
+  var answer = (function () {{ {script} }})();
+  var out = document.createElement("pre"); out.id = "probed"; out.textContent = answer; document.body.appendChild(out);
 }});"#
         ),
     )
     .unwrap();
     let (stdout, stderr) = chromium(
-        &dir.join("measure-profile"),
+        &dir.join("probe-profile"),
         &[
             &format!("--disable-extensions-except={}", extension.display()),
             &format!("--load-extension={}", extension.display()),
@@ -116,12 +115,23 @@ fn layout_boxes(dir: &Path, url: &str, selector: &str) -> Vec<[f64; 4]> {
             url,
         ],
     );
-    let boxes = stdout
-        .split("<pre id=\"measured\">")
+    stdout
+        .split("<pre id=\"probed\">")
         .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap_or_else(|| panic!("nothing was measured: {stdout}\n{stderr}"));
-    boxes
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("the probe said nothing: {stdout}\n{stderr}"))
+        .to_string()
+}
+
+/// The bounding boxes Chromium lays out for the elements matching `selector`, as
+/// `[x, y, width, height]`.
+fn layout_boxes(dir: &Path, url: &str, selector: &str) -> Vec<[f64; 4]> {
+    let script = format!(
+        r#"var boxes = [];
+  document.querySelectorAll({selector:?}).forEach(function (e) {{ var r = e.getBoundingClientRect(); boxes.push([r.x, r.y, r.width, r.height].join(",")); }});
+  return boxes.join(";");"#
+    );
+    after_load(dir, url, &script)
         .split(';')
         .filter(|b| !b.is_empty())
         .map(|b| {
@@ -404,6 +414,20 @@ async fn every_page_renders_in_chromium_with_real_data() {
             assert!(!overlap(a, b), "annotation labels overlap: {a:?} and {b:?}");
         }
     }
+
+    // Hovering a chart reads out each series' value (the page's one script).
+    let readout = after_load(
+        dir.path(),
+        &vigil.url("/explore?lang=promql&q=sum+by+(code)+(http_requests_total)&range=15m"),
+        r#"var svg = document.querySelector("svg.chart"), box = svg.getBoundingClientRect();
+  svg.dispatchEvent(new MouseEvent("mousemove", { clientX: box.right - box.width * 0.03, clientY: box.top + box.height / 2, bubbles: true }));
+  var tip = document.querySelector(".readout");
+  return tip && !tip.hidden ? tip.textContent : "no read-out";"#,
+    );
+    assert!(
+        readout.contains("{code=\"500\"}") && readout.contains("{code=\"200\"}") && readout.contains("UTC"),
+        "{readout}"
+    );
 
     for link in &seen_links {
         let response = vigil.client.get(vigil.url(link)).header("accept", "text/html").send().await.unwrap();

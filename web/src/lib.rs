@@ -187,7 +187,8 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/-/ready", get(ops::ready).head(ops::ready))
         .route("/-/login", get(auth::login_form).post(auth::login))
         .route("/-/logout", post(auth::logout))
-        .route("/static/vigil.css", get(dashboard::stylesheet));
+        .route("/static/vigil.css", get(dashboard::stylesheet))
+        .route("/static/vigil.js", get(dashboard::script));
     let queries = Router::new()
         .route("/api/v1/sql", get(sql::sql).post(sql::sql))
         .route("/api/v1/query", get(prom_api::query).post(prom_api::query))

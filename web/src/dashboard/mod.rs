@@ -1,5 +1,5 @@
 //! The dashboard: server-rendered HTML (askama), charts drawn as SVG on the server, one
-//! stylesheet, no JavaScript. Pages read what the JSON APIs read; auto-refresh reloads the
+//! stylesheet, and one small script that only adds hover read-outs to charts. Pages read what the JSON APIs read; auto-refresh reloads the
 //! same URL, so filters survive it.
 
 mod alerts;
@@ -146,6 +146,13 @@ pub async fn stylesheet() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")],
         include_str!("../../static/vigil.css"),
+    )
+}
+
+pub async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")],
+        include_str!("../../static/vigil.js"),
     )
 }
 

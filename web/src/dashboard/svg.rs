@@ -58,6 +58,16 @@ impl Unit {
         }
     }
 
+    /// The unit's name for the page's script.
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Plain => "plain",
+            Unit::Percent => "percent",
+            Unit::Times => "times",
+            Unit::Millis => "ms",
+        }
+    }
+
     /// One value in this unit, with a precision that suits it.
     pub fn format(self, value: f64) -> String {
         if !value.is_finite() {
@@ -313,8 +323,10 @@ impl LineChart<'_> {
             finite().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, v)| (lo.min(*v), hi.max(*v)));
         let _ = write!(
             out,
-            r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}" data-t0="{t0}" data-t1="{t1}">"#,
-            escape(self.title)
+            r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}" data-t0="{t0}" data-t1="{t1}" data-left="{LEFT}" data-right="{}" data-unit="{}">"#,
+            escape(self.title),
+            WIDTH - RIGHT,
+            self.unit.name()
         );
         if lo > hi {
             let _ = write!(
@@ -382,9 +394,14 @@ impl LineChart<'_> {
         for s in self.series {
             let points: Vec<(i64, f64)> = s.points.iter().copied().filter(|(t, _)| (t0..=t1).contains(t)).collect();
             let (path, dots) = trace(&points, x, y);
+            // The exact values, for the script's hover read-out.
+            let mut data = String::new();
+            for (t, v) in points.iter().filter(|(_, v)| v.is_finite()) {
+                let _ = write!(data, "{}{t}:{v}", if data.is_empty() { "" } else { " " });
+            }
             let _ = write!(
                 out,
-                r#"<g class="line {}"><title>{}</title><path d="{path}"/>{dots}</g>"#,
+                r#"<g class="line {}" data-points="{data}"><title>{}</title><path d="{path}"/>{dots}</g>"#,
                 escape(s.class),
                 escape(s.name)
             );
