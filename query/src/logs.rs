@@ -40,9 +40,28 @@ pub struct LogQuery {
     pub trace_id: Option<String>,
     pub from_ms: i64,
     pub to_ms: i64,
-    /// Only records strictly older than this (ns): the next page's start.
-    pub before_ns: Option<i64>,
+    /// Where a page starts (see [`Cursor`]).
+    pub after: Option<Cursor>,
     pub limit: usize,
+}
+
+/// Where the next page starts: at records of time `time_ns` or older, past the first `skip`
+/// of that very time (records sharing a timestamp are ordered by body and service, so no
+/// record is skipped or shown twice at a page boundary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub time_ns: i64,
+    pub skip: usize,
+}
+
+impl Cursor {
+    /// The cursor after `page` (newest first), which started at `from`.
+    pub fn after(page: &[LogRecord], from: Option<Cursor>) -> Option<Cursor> {
+        let last = page.last()?.time_ns;
+        let at_last = page.iter().filter(|r| r.time_ns == last).count();
+        let before = from.filter(|c| c.time_ns == last).map_or(0, |c| c.skip);
+        Some(Cursor { time_ns: last, skip: before + at_last })
+    }
 }
 
 /// One log record, as the pages show it.
@@ -70,8 +89,8 @@ fn predicate(query: &LogQuery) -> Result<Expr, QueryError> {
     let invalid = |message: String| QueryError::Invalid { message, position: None };
     let mut filter =
         col("timestamp").gt_eq(ts_literal(query.from_ms)).and(col("timestamp").lt_eq(ts_literal(query.to_ms)));
-    if let Some(before) = query.before_ns {
-        filter = filter.and(cast(col("timestamp"), DataType::Int64).lt(lit(before)));
+    if let Some(cursor) = query.after {
+        filter = filter.and(cast(col("timestamp"), DataType::Int64).lt_eq(lit(cursor.time_ns)));
     }
     if let Some(service) = query.service.as_deref().filter(|s| !s.is_empty()) {
         filter = filter.and(text("service").eq(lit(service)));
@@ -145,9 +164,9 @@ pub async fn search(engine: &QueryEngine, query: &LogQuery) -> Result<Vec<LogRec
             col("resource_attributes"),
         ])
         .map_err(QueryError::from_datafusion)?
-        .sort(vec![col("time_ns").sort(false, false)])
+        .sort(vec![col("time_ns").sort(false, false), col("body").sort(true, true), col("service").sort(true, true)])
         .map_err(QueryError::from_datafusion)?
-        .limit(0, Some(query.limit.clamp(1, MAX_PAGE)))
+        .limit(query.after.map_or(0, |c| c.skip), Some(query.limit.clamp(1, MAX_PAGE)))
         .map_err(QueryError::from_datafusion)?;
     let mut out = Vec::new();
     for batch in engine.read(frame).await? {
@@ -192,6 +211,17 @@ pub async fn of_trace(engine: &QueryEngine, trace_id: &str) -> Result<Vec<LogRec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_counts_the_records_of_its_time_across_pages() {
+        let record = |time_ns| LogRecord { time_ns, ..LogRecord::default() };
+        assert_eq!(Cursor::after(&[], None), None);
+        let first = Cursor::after(&[record(9), record(7), record(7)], None).unwrap();
+        assert_eq!(first, Cursor { time_ns: 7, skip: 2 });
+        // The next page starts at time 7 past those two; if it ends at 7 again, four are past.
+        assert_eq!(Cursor::after(&[record(7), record(7)], Some(first)), Some(Cursor { time_ns: 7, skip: 4 }));
+        assert_eq!(Cursor::after(&[record(7), record(5)], Some(first)), Some(Cursor { time_ns: 5, skip: 1 }));
+    }
 
     #[test]
     fn bad_patterns_are_refused_with_the_reason() {

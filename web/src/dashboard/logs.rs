@@ -6,7 +6,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Html;
 use serde::Deserialize;
-use vigil_query::logs::{LogQuery, LogRecord, TextMatch};
+use vigil_query::logs::{Cursor, LogQuery, LogRecord, TextMatch};
 
 use super::range::{RangeParams, RangePicker, resolve};
 use super::traces::utc_ns;
@@ -32,8 +32,9 @@ pub struct LogSearch {
     /// `key=value` on the record's attributes.
     pub attr: Option<String>,
     pub trace_id: Option<String>,
-    /// The page: records older than this time (ns).
+    /// The page: records at this time (ns) or older, past the first `skip` of that time.
     pub before: Option<i64>,
+    pub skip: Option<usize>,
     #[serde(flatten)]
     pub range: RangeParams,
 }
@@ -93,7 +94,7 @@ pub fn log_line(record: LogRecord) -> LogLine {
     }
 }
 
-fn older_href(search: &LogSearch, before_ns: i64) -> String {
+fn older_href(search: &LogSearch, cursor: Cursor) -> String {
     let mut url = form_urlencoded::Serializer::new(String::new());
     let fields = [
         ("service", &search.service),
@@ -111,7 +112,8 @@ fn older_href(search: &LogSearch, before_ns: i64) -> String {
             url.append_pair(key, value);
         }
     }
-    url.append_pair("before", &before_ns.to_string());
+    url.append_pair("before", &cursor.time_ns.to_string());
+    url.append_pair("skip", &cursor.skip.to_string());
     format!("/logs?{}", url.finish())
 }
 
@@ -154,7 +156,7 @@ fn log_query(search: &LogSearch, from_ms: i64, to_ms: i64) -> Result<LogQuery, S
         trace_id: trace_id.map(str::to_string),
         from_ms,
         to_ms,
-        before_ns: search.before,
+        after: search.before.map(|time_ns| Cursor { time_ns, skip: search.skip.unwrap_or(0) }),
         limit: PAGE,
     })
 }
@@ -198,7 +200,7 @@ pub async fn page(State(app): State<AppState>, Query(search): Query<LogSearch>) 
     match vigil_query::logs::search(&app.engine, &query).await {
         Ok(records) => {
             if records.len() == PAGE {
-                page.older = records.last().map(|r| older_href(&page.search, r.time_ns));
+                page.older = Cursor::after(&records, query.after).map(|c| older_href(&page.search, c));
             }
             page.logs = records.into_iter().map(log_line).collect();
         }
@@ -244,8 +246,9 @@ mod tests {
         assert_eq!(severity_class(Some(17), ""), "error");
         assert_eq!(severity_class(Some(10), ""), "info");
         assert_eq!(severity_class(None, "WARNING"), "warn");
-        let link = older_href(&search(&[("q", "a b"), ("range", "6h"), ("service", "")]), 42);
-        assert_eq!(link, "/logs?q=a+b&range=6h&before=42");
+        let link =
+            older_href(&search(&[("q", "a b"), ("range", "6h"), ("service", "")]), Cursor { time_ns: 42, skip: 3 });
+        assert_eq!(link, "/logs?q=a+b&range=6h&before=42&skip=3");
         let line = log_line(LogRecord { severity_number: Some(17), body: "<boom>".into(), ..Default::default() });
         assert_eq!((line.severity.as_str(), line.severity_class), ("ERROR", "error"));
     }
