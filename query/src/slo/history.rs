@@ -109,14 +109,15 @@ pub async fn burn_rate_history(
     Ok(kept.iter().map(|w| w.to_string()).zip(points.unwrap_or_else(|| vec![Vec::new(); kept.len()])).collect())
 }
 
-/// When an SLO was first evaluated (its oldest `slo_status` row), if ever.
-pub async fn first_evaluation(engine: &QueryEngine, name: &str) -> Result<Option<i64>, QueryError> {
+/// An SLO's oldest `slo_status` row at or after `since_ms` (the pages ask within the SLO's
+/// window, so the scan is bounded by it), if any.
+pub async fn first_evaluation(engine: &QueryEngine, name: &str, since_ms: i64) -> Result<Option<i64>, QueryError> {
     let frame = engine
         .context()
         .table("slo_status")
         .await
         .map_err(QueryError::from_datafusion)?
-        .filter(cast(col("slo"), DataType::Utf8).eq(lit(name)))
+        .filter(cast(col("slo"), DataType::Utf8).eq(lit(name)).and(col("timestamp").gt_eq(ts_literal(since_ms))))
         .map_err(QueryError::from_datafusion)?
         .aggregate(
             vec![],

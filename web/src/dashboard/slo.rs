@@ -136,7 +136,7 @@ pub async fn page(
     let now = super::now_ms();
     let window_ms = definition.window.period().as_millis() as i64;
     let window = statuses.first().map(|s| s.window.clone()).unwrap_or_default();
-    let first = history::first_evaluation(&app.engine, &name).await.map_err(PageError::internal)?;
+    let first = history::first_evaluation(&app.engine, &name, now - window_ms).await.map_err(PageError::internal)?;
     let range = resolve(&params, now, &fitting(first, now, window_ms), Some(window_ms))
         .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e, "pick a range from the page's range picker"))?;
     let step = range.step_ms(240);
