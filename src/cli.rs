@@ -31,10 +31,29 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Check or repair this node's store (manifests and segments); takes serve's flags.
     Store(StoreArgs),
+    /// Ask a running Vigil whether a service may deploy (its SLOs' error-budget policies).
+    /// Exit 0 when allowed, 1 when frozen (reasons printed), 2 when there is no answer.
+    Gate(GateArgs),
     /// Run a Ballista scheduler for distributed queries (Ballista's flags: `-- --help`).
     BallistaScheduler(PassThrough),
     /// Run a Ballista executor for distributed queries (Ballista's flags: `-- --help`).
     BallistaExecutor(PassThrough),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GateArgs {
+    /// The service whose SLOs decide.
+    #[arg(long)]
+    pub service: String,
+    /// Base URL of the Vigil to ask.
+    #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9400")]
+    pub url: String,
+    /// Bearer token (read scope) when the server requires one.
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,6 +5,7 @@ mod ballista;
 mod cli;
 mod cluster;
 mod config;
+mod gate;
 mod process;
 mod reload;
 mod serve;
@@ -68,6 +69,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate(args) => validate::run(&args.files),
+        Command::Gate(args) => match runtime() {
+            Ok(runtime) => runtime.block_on(gate::run(&args)),
+            Err(code) => code,
+        },
         #[cfg(feature = "distributed")]
         Command::BallistaScheduler(pass) => exit(ballista::scheduler(&pass.args)),
         #[cfg(feature = "distributed")]

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use vigil_query::slo::model::{BURN_WINDOWS, Severity, SloDefinition};
+use vigil_query::slo::model::{BURN_WINDOWS, Severity, SeverityAlerting, SloDefinition};
+use vigil_query::slo::policy::{burning_conditions, freeze_reasons};
 use vigil_query::slo::{SloState, SloStatus};
 
 use crate::labels::Labels;
@@ -14,6 +15,9 @@ use crate::template::{TemplateData, expand, format_g, humanize_duration};
 
 pub const EXHAUSTED_ALERT: &str = "SLOErrorBudgetExhausted";
 pub const NO_DATA_ALERT: &str = "SLONoData";
+/// Fires while an SLO's error-budget policy freezes its service's deploys (severity `info`):
+/// the freeze's start and end show on the SLO page and can notify.
+pub const FREEZE_ALERT: &str = "SLODeployFreeze";
 /// The annotation saying what a resolved alert's summary would (see [`crate::labels::headline`]).
 pub const RESOLVED_SUMMARY: &str = "resolved_summary";
 
@@ -43,36 +47,36 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
             Severity::Page => &alerting.page,
             Severity::Ticket => &alerting.ticket,
         };
-        let mut push =
-            |alertname: &str, severity: Severity, value: f64, hold_ms: i64, (summary, resolved): (String, String)| {
-                let spec = severity_spec(severity);
-                let mut labels = base.clone();
-                labels.insert("alertname".into(), alertname.to_string());
-                labels.insert("severity".into(), severity.as_str().into());
-                labels.extend(spec.labels.clone());
-                let mut annotations = facts.clone();
-                annotations.insert("summary".into(), summary);
-                annotations.insert(RESOLVED_SUMMARY.into(), resolved);
-                annotations.insert("description".into(), describe(&facts));
-                let data = TemplateData { labels: &labels, value, external_url };
-                for (name, text) in alerting.annotations.iter().chain(&spec.annotations) {
-                    annotations.insert(name.clone(), expand(text, &data));
-                }
-                out.push(SloCandidate {
-                    candidate: Candidate { labels, annotations, value, hold_ms, keep_firing_for_ms: 0 },
-                    receivers: spec.receivers.clone(),
-                });
-            };
+        // One alert: its name, severity label, the severity's (or the policy's) labels,
+        // annotations and receivers, value, hold, and its firing and resolved summaries.
+        let mut push = |alertname: &str,
+                        (severity, spec): (&str, &SeverityAlerting),
+                        value: f64,
+                        hold_ms: i64,
+                        (summary, resolved): (String, String)| {
+            let mut labels = base.clone();
+            labels.insert("alertname".into(), alertname.to_string());
+            labels.insert("severity".into(), severity.into());
+            labels.extend(spec.labels.clone());
+            let mut annotations = facts.clone();
+            annotations.insert("summary".into(), summary);
+            annotations.insert(RESOLVED_SUMMARY.into(), resolved);
+            annotations.insert("description".into(), describe(&facts));
+            let data = TemplateData { labels: &labels, value, external_url };
+            for (name, text) in alerting.annotations.iter().chain(&spec.annotations) {
+                annotations.insert(name.clone(), expand(text, &data));
+            }
+            out.push(SloCandidate {
+                candidate: Candidate { labels, annotations, value, hold_ms, keep_firing_for_ms: 0 },
+                receivers: spec.receivers.clone(),
+            });
+        };
         let name = definition.display_name.as_deref().unwrap_or(&definition.name);
         for severity in [Severity::Page, Severity::Ticket] {
             if severity_spec(severity).disabled {
                 continue;
             }
-            let burning: Vec<_> = status
-                .conditions
-                .iter()
-                .filter(|c| c.severity == severity.as_str() && c.active && c.long_window_events >= alerting.min_events)
-                .collect();
+            let burning = burning_conditions(definition, status, severity);
             if let Some(fastest) = burning.iter().filter_map(|c| c.long_burn_rate).reduce(f64::max) {
                 let windows: Vec<String> = burning
                     .iter()
@@ -94,14 +98,14 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                     "{name} no longer burns its error budget too fast (it burned {}× when this fired)",
                     format_g(fastest, 3)
                 );
-                push(&alerting.name, severity, fastest, 0, (summary, resolved));
+                push(&alerting.name, (severity.as_str(), severity_spec(severity)), fastest, 0, (summary, resolved));
             }
         }
         if status.state == SloState::Exhausted && !alerting.ticket.disabled {
             let remaining = status.error_budget_remaining.unwrap_or(0.0);
             push(
                 EXHAUSTED_ALERT,
-                Severity::Ticket,
+                ("ticket", &alerting.ticket),
                 remaining,
                 0,
                 (
@@ -114,11 +118,34 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
             let hold = alerting.no_data_for.as_millis() as i64;
             push(
                 NO_DATA_ALERT,
-                Severity::Ticket,
+                ("ticket", &alerting.ticket),
                 0.0,
                 hold,
                 (format!("{name} has no data: its SLI cannot be computed"), format!("{name} has data again")),
             );
+        }
+        if let Some(policy) = &definition.policy {
+            let reasons = freeze_reasons(definition, status);
+            if !reasons.is_empty() {
+                let spec = SeverityAlerting { receivers: policy.receivers.clone(), ..SeverityAlerting::default() };
+                push(
+                    FREEZE_ALERT,
+                    ("info", &spec),
+                    status.error_budget_remaining.unwrap_or(f64::NAN),
+                    0,
+                    (
+                        format!(
+                            "deploys of {} are frozen by {name}'s error-budget policy: {}",
+                            definition.service,
+                            reasons.join("; ")
+                        ),
+                        format!(
+                            "deploys of {} are no longer frozen by {name}'s error-budget policy",
+                            definition.service
+                        ),
+                    ),
+                );
+            }
         }
     }
     out
@@ -195,8 +222,34 @@ mod tests {
             sli: Sli::Ratio { good: None, bad: Some("errors".into()), total: "requests".into() },
             group_by: vec![],
             alerting: AlertingSpec::new("SLOBurnRate", Duration::from_secs(30 * 86400)),
+            policy: None,
             source: Source::default(),
         }
+    }
+
+    #[test]
+    fn a_policy_freeze_is_an_info_alert_to_the_policys_receivers() {
+        let mut definition = definition();
+        definition.policy = Some(vigil_query::slo::model::BudgetPolicy {
+            freeze_below: Some(0.25),
+            freeze_while_paging: false,
+            receivers: vec!["release-bot".into()],
+        });
+        let s = status(SloState::Burning, true, 1000.0);
+        let alerts = candidates(&definition, &[&s], "http://vigil:9400/");
+        let freeze = alerts.iter().find(|a| a.candidate.labels["alertname"] == FREEZE_ALERT).expect("a freeze alert");
+        assert_eq!(freeze.candidate.labels["severity"], "info");
+        assert_eq!(freeze.receivers, ["release-bot"]);
+        assert_eq!(
+            freeze.candidate.annotations["summary"],
+            "deploys of checkout are frozen by checkout-availability's error-budget policy: checkout-availability: error budget left -1900% is below the policy's 25%"
+        );
+        assert!(freeze.candidate.annotations[RESOLVED_SUMMARY].contains("no longer frozen"));
+        let mut healthy = status(SloState::Ok, false, 1000.0);
+        healthy.error_budget_remaining = Some(0.5);
+        assert!(
+            candidates(&definition, &[&healthy], "").iter().all(|a| a.candidate.labels["alertname"] != FREEZE_ALERT)
+        );
     }
 
     fn status(state: SloState, page_active: bool, events: f64) -> SloStatus {

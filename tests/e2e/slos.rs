@@ -450,3 +450,97 @@ async fn reload_applies_the_evaluation_interval_and_scrape_targets_and_names_wha
     let targets: Value = vigil.client.get(vigil.url("/api/v1/targets")).send().await.unwrap().json().await.unwrap();
     assert!(targets["data"]["activeTargets"].as_array().unwrap().is_empty(), "{targets}");
 }
+
+/// `vigil gate` and `GET /api/v1/gate` for a service whose SLO has an error-budget policy:
+/// allowed while the budget is above `freeze_below`, frozen (exit 1, the reason printed, a
+/// `SLODeployFreeze` alert) once errors take it below; a service without SLOs is no answer.
+#[tokio::test]
+async fn the_deploy_gate_follows_the_budget_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: pay, service: checkout}\nspec:\n  objective: 99\n  window: 1h\n  sli:\n    ratio: {bad: 'pay_requests_total{code=\"500\"}', total: 'pay_requests_total'}\n  alerting: {min_events: 1}\n  policy: {freeze_below: 50%}\n";
+    std::fs::write(dir.path().join("slo.yaml"), slo).unwrap();
+    let vigil =
+        Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
+    let gate = |service: &str| {
+        let output =
+            Command::new(VIGIL).args(["gate", "--service", service, "--url", &vigil.url("")]).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let write = |from_ms: i64, steps: i64, errors_per_step: f64, base: (f64, f64)| {
+        let ok: Vec<(i64, f64)> = (0..=steps).map(|i| (from_ms + i * 10_000, base.0 + 100.0 * i as f64)).collect();
+        let bad: Vec<(i64, f64)> =
+            (0..=steps).map(|i| (from_ms + i * 10_000, base.1 + errors_per_step * i as f64)).collect();
+        encode(&WriteRequest {
+            timeseries: vec![
+                series("pay_requests_total", &[("code", "200")], &ok),
+                series("pay_requests_total", &[("code", "500")], &bad),
+            ],
+        })
+    };
+    // Six minutes without errors: the whole budget left.
+    let t0 = now_ms() - 12 * 60_000;
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), write(t0, 36, 0.0, (0.0, 0.0))).await.0, 204);
+    wait_for("a full budget", async || {
+        slos(&vigil).await["slos"][0]["error_budget_remaining"].as_f64().is_some_and(|b| b > 0.99)
+    })
+    .await;
+    let (code, stdout, _) = gate("checkout");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("allowed"), "{stdout}");
+    let decision: Value =
+        vigil.client.get(vigil.url("/api/v1/gate?service=checkout")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(decision["allow"], true, "{decision}");
+    assert_eq!(decision["slos"][0]["freeze_below"], 0.5, "{decision}");
+
+    // Then 3 errors in every 100 requests: 3× the 1 % budget, none of it left.
+    let later = t0 + 36 * 10_000;
+    let body = write(later + 10_000, 36, 3.0, (3600.0, 0.0));
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+    wait_for("the budget below half", async || {
+        slos(&vigil).await["slos"][0]["error_budget_remaining"].as_f64().is_some_and(|b| b < 0.5)
+    })
+    .await;
+    let (code, stdout, _) = gate("checkout");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("frozen") && stdout.contains("below the policy's 50%"), "{stdout}");
+    let decision: Value =
+        vigil.client.get(vigil.url("/api/v1/gate?service=checkout")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(decision["allow"], false, "{decision}");
+    assert_eq!(decision["slos"][0]["frozen"], true, "{decision}");
+    wait_for("the freeze alert", async || {
+        let alerts: Value = vigil.client.get(vigil.url("/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
+        alerts["data"]["alerts"].as_array().unwrap().iter().any(|a| {
+            a["labels"]["alertname"] == "SLODeployFreeze" && a["labels"]["severity"] == "info" && a["state"] == "firing"
+        })
+    })
+    .await;
+    let page = vigil.client.get(vigil.url("/slos/pay")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Deploys of this service are frozen"), "{page}");
+
+    // No SLO of that service: no answer, never a silent pass.
+    let (code, _, stderr) = gate("billing");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("404") && stderr.contains("no SLO of service"), "{stderr}");
+    let missing = vigil.client.get(vigil.url("/api/v1/gate")).send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 400);
+    let (code, _, stderr) = gate_unreachable();
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+/// `vigil gate` against a port nothing listens on.
+fn gate_unreachable() -> (Option<i32>, String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = Command::new(VIGIL)
+        .args(["gate", "--service", "checkout", "--url", &format!("http://127.0.0.1:{port}"), "--timeout-seconds", "2"])
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -42,7 +42,43 @@ pub async fn one(State(app): State<AppState>, ApiPath(name): ApiPath) -> Result<
             "ticket_receivers": definition.alerting.ticket.receivers,
             "conditions": conditions,
         },
+        "policy": definition.policy.as_ref().map(|p| json!({
+            "freeze_below": p.freeze_below,
+            "freeze_while_paging": p.freeze_while_paging,
+            "receivers": p.receivers,
+        })),
         "source": {"file": definition.source.file, "line": definition.source.line, "yaml": definition.source.text},
         "status": statuses,
     })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct GateQuery {
+    pub service: Option<String>,
+}
+
+/// `GET /api/v1/gate?service=`: may the service deploy? 200 with the decision in the body
+/// (`allow`, `reasons`, the SLOs with a policy); 400 without a service, 404 for a service with
+/// no SLO (a misspelt name must not pass a pipeline's gate).
+pub async fn gate(
+    State(app): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<GateQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(service) = query.service.filter(|s| !s.is_empty()) else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "service is required",
+            "ask GET /api/v1/gate?service=checkout",
+        ));
+    };
+    let definitions = app.slos.definitions().await;
+    let statuses = app.slos.statuses();
+    match vigil_query::slo::policy::gate(&service, definitions.iter().map(|d| d.as_ref()), &statuses) {
+        Some(decision) => Ok(Json(json!(decision))),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            format!("no SLO of service {service:?}"),
+            "services are the SLOs' metadata.service; list them with GET /api/v1/slos",
+        )),
+    }
 }

@@ -16,6 +16,7 @@ pub mod load;
 pub mod model;
 mod openslo;
 pub mod persist;
+pub mod policy;
 pub mod rollup;
 pub mod scans;
 pub mod schedule;

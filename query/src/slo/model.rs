@@ -28,7 +28,20 @@ pub struct SloDefinition {
     /// One SLO per distinct value of these labels.
     pub group_by: Vec<String>,
     pub alerting: AlertingSpec,
+    /// The error-budget policy: when the service's deploys freeze (see `slo::policy`).
+    pub policy: Option<BudgetPolicy>,
     pub source: Source,
+}
+
+/// An SLO's error-budget policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BudgetPolicy {
+    /// Freeze while the error budget left is below this fraction.
+    pub freeze_below: Option<f64>,
+    /// Freeze while one of the SLO's page conditions holds.
+    pub freeze_while_paging: bool,
+    /// Receivers told when a freeze starts and ends (empty: the routing tree decides).
+    pub receivers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

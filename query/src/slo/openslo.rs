@@ -564,6 +564,7 @@ impl Catalog {
                 },
                 group_by: Vec::new(),
                 alerting: alerting.clone(),
+                policy: None,
                 source: Source { file: place.file.to_string(), line: place.line_offset + 1, text: text.to_string() },
             });
         }

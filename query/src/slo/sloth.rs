@@ -252,6 +252,7 @@ fn build(
         budgeting: Budgeting::Occurrences,
         sli,
         group_by: Vec::new(),
+        policy: None,
         alerting,
         source: Source { file: place.file.to_string(), line: place.line_offset + 1, text: text.to_string() },
     })

@@ -161,3 +161,21 @@ fn files_are_told_apart_by_content() {
     assert_eq!(file_kind("groups:\n  - name: x\n"), FileKind::Rules);
     assert_eq!(file_kind("storage:\n  retention: 1d\n"), FileKind::Config);
 }
+
+#[test]
+fn error_budget_policies_load_and_bad_ones_say_where() {
+    let head = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: pay, service: checkout}\nspec:\n  objective: 99\n  window: 30d\n  sli: {ratio: {bad: e, total: t}}\n";
+    for (written, fraction) in [("10%", 0.10), ("2.5", 0.025), ("0%", 0.0)] {
+        let text = format!("{head}  policy: {{freeze_below: {written}, freeze_while_paging: true}}\n");
+        let slo = load("p.yaml", &text).unwrap().remove(0);
+        let policy = slo.policy.expect("a policy");
+        assert_eq!((policy.freeze_below, policy.freeze_while_paging), (Some(fraction), true), "{written}");
+    }
+    assert_eq!(load("p.yaml", head).unwrap()[0].policy, None, "no policy, no freeze");
+    let bad = error(&format!("{head}  policy: {{freeze_below: 100%}}\n"));
+    assert!(bad.starts_with("bad.yaml:8:") && bad.contains("freeze_below is not a percentage"), "{bad}");
+    let bad = error(&format!("{head}  policy: {{freeze_below: lots}}\n"));
+    assert!(bad.contains("bad.yaml:8:") && bad.contains("e.g. 10%"), "{bad}");
+    let unknown = error(&format!("{head}  policy: {{freeze_when: always}}\n"));
+    assert!(unknown.contains("bad.yaml:8:") && unknown.contains("freeze_when"), "{unknown}");
+}

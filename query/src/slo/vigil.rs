@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::model::{
-    AlertingSpec, Budgeting, BurnCondition, CalendarUnit, Severity, SeverityAlerting, Sli, SloDefinition, Source,
-    Window,
+    AlertingSpec, BudgetPolicy, Budgeting, BurnCondition, CalendarUnit, Severity, SeverityAlerting, Sli, SloDefinition,
+    Source, Window,
 };
 use super::yaml::{self, LoadError, Place};
 
@@ -50,6 +50,28 @@ pub struct Spec {
     pub group_by: Vec<String>,
     #[serde(default)]
     pub alerting: Option<AlertingYaml>,
+    #[serde(default)]
+    pub policy: Option<PolicyYaml>,
+}
+
+/// `policy: {freeze_below: 10%, freeze_while_paging: true, receivers: [...]}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyYaml {
+    #[serde(default)]
+    pub freeze_below: Option<Spanned<PercentYaml>>,
+    #[serde(default)]
+    pub freeze_while_paging: bool,
+    #[serde(default)]
+    pub receivers: Vec<Spanned<String>>,
+}
+
+/// A percentage written `10%` or `10`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum PercentYaml {
+    Number(f64),
+    Text(String),
 }
 
 /// `30d`, or `{calendar: month, timeZone: Europe/Paris}`. (Untagged: positions come from the
@@ -311,6 +333,10 @@ pub fn convert(
             })
             .collect::<Result<_, _>>()?;
     }
+    let policy = match spec.policy {
+        Some(policy) => Some(convert_policy(place, policy, receivers)?),
+        None => None,
+    };
     Ok(SloDefinition {
         name,
         display_name: doc.metadata.display_name,
@@ -323,7 +349,41 @@ pub fn convert(
         sli,
         group_by: spec.group_by,
         alerting,
+        policy,
         source: Source { file: place.file.to_string(), line: place.line_offset + 1, text: text.to_string() },
+    })
+}
+
+/// A policy as written: `freeze_below` a percentage in [0, 100) of the budget (`10%` or `10`).
+fn convert_policy(
+    place: &Place,
+    policy: PolicyYaml,
+    receivers: &mut Vec<Spanned<String>>,
+) -> Result<BudgetPolicy, LoadError> {
+    let freeze_below = match &policy.freeze_below {
+        Some(spanned) => {
+            let number = match &spanned.value {
+                PercentYaml::Number(n) => Some(*n),
+                PercentYaml::Text(text) => text.trim().trim_end_matches('%').trim().parse::<f64>().ok(),
+            };
+            match number {
+                Some(n) if (0.0..100.0).contains(&n) => Some(n / 100.0),
+                _ => {
+                    return Err(place.at(
+                        spanned,
+                        "freeze_below is not a percentage of the budget",
+                        Some("a percentage from 0 up to 100, e.g. 10%".into()),
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
+    receivers.extend(policy.receivers.iter().cloned());
+    Ok(BudgetPolicy {
+        freeze_below,
+        freeze_while_paging: policy.freeze_while_paging,
+        receivers: policy.receivers.into_iter().map(|r| r.value).collect(),
     })
 }
 

@@ -75,6 +75,8 @@ struct SloPage {
     reloaded: String,
     deploys: Vec<String>,
     reload_outcome: &'static str,
+    /// With a policy: its terms, and why deploys are frozen now (empty: allowed).
+    policy: Option<(String, Vec<String>)>,
     source_file: String,
     source_line: u64,
     source_yaml: String,
@@ -288,6 +290,17 @@ pub async fn page(
             },
         })
         .collect();
+    let policy = definition.policy.as_ref().map(|p| {
+        let mut terms = Vec::new();
+        if let Some(below) = p.freeze_below {
+            terms.push(format!("freeze below {} budget left", percent(Some(below), 1)));
+        }
+        if p.freeze_while_paging {
+            terms.push("freeze while paging".to_string());
+        }
+        let reasons = statuses.iter().flat_map(|s| vigil_query::slo::policy::freeze_reasons(definition, s)).collect();
+        (terms.join(", "), reasons)
+    });
     let deploy_lines: Vec<String> = deploys.iter().map(|(at, v)| format!("deploy {v} at {} UTC", utc(*at))).collect();
     render(&SloPage {
         layout: Layout::new(&name, "/"),
@@ -314,6 +327,7 @@ pub async fn page(
         reloaded: utc(reload.at_ms),
         deploys: deploy_lines,
         reload_outcome: if reload.successful { "successful" } else { "failed" },
+        policy,
         source_file: definition.source.file.clone(),
         source_line: definition.source.line,
         source_yaml: definition.source.text.clone(),
@@ -365,6 +379,10 @@ mod tests {
             reloaded: utc(0),
             reload_outcome: "successful",
             deploys: Vec::new(),
+            policy: Some((
+                "freeze below 10.0% budget left".into(),
+                vec!["s: error budget left -5% is below the policy's 10%".into()],
+            )),
             source_file: "s.yaml".into(),
             source_line: 1,
             source_yaml: "objective: 100".into(),
@@ -379,6 +397,7 @@ mod tests {
         );
         assert!(!html.contains("No evaluation yet"), "an SLO in error says so, not that it waits");
         assert!(html.contains("No deploys seen") && html.contains("window (30d)"));
+        assert!(html.contains("id=\"deploy-gate\"") && html.contains("Deploys of this service are frozen"), "{html}");
     }
 
     #[test]
