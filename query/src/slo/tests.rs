@@ -73,7 +73,7 @@ fn bad_files_say_where_and_what_to_do() {
     let ratio = "  sli: {ratio: {bad: 'errors_total', total: 'requests_total'}}\n";
     assert_eq!(
         error(&format!("{head}  objectiv: 99.9\n  window: 30d\n{ratio}")),
-        "bad.yaml:5:3: unknown field `objectiv`, expected one of description, objective, window, budgeting, sli, group_by, alerting (hint: did you mean `objective`?)"
+        "bad.yaml:5:3: unknown field `objectiv`, expected one of description, objective, window, budgeting, sli, group_by, alerting, policy (hint: did you mean `objective`?)"
     );
     assert_eq!(
         error(&format!("{head}  objective: 100\n  window: 30d\n{ratio}")),
