@@ -52,6 +52,7 @@ fn load(end_ms: i64, names: usize) -> Vec<Vec<u8>> {
                 .map(|labels| TimeSeries {
                     labels: labels.clone(),
                     samples: vec![Sample { value: step as f64, timestamp: t }],
+                    exemplars: Vec::new(),
                 })
                 .collect();
             bodies.push(encode(&WriteRequest { timeseries }));

@@ -85,6 +85,7 @@ fn load(end_ms: i64, total: usize, points: i64) -> Vec<Vec<u8>> {
                 .map(|(labels, per_step)| TimeSeries {
                     labels: labels.clone(),
                     samples: vec![Sample { value: per_step * step as f64, timestamp: t }],
+                    exemplars: Vec::new(),
                 })
                 .collect();
             bodies.push(encode(&WriteRequest { timeseries }));

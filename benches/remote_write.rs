@@ -80,7 +80,11 @@ fn build_load() -> Vec<Vec<Vec<u8>>> {
                     } else {
                         ((step as f64 / 40.0 + i as f64).sin() * 100.0 + noise() / 100.0).round() / 100.0
                     };
-                    TimeSeries { labels: labels[i].clone(), samples: vec![Sample { value, timestamp: t }] }
+                    TimeSeries {
+                        labels: labels[i].clone(),
+                        samples: vec![Sample { value, timestamp: t }],
+                        exemplars: Vec::new(),
+                    }
                 })
                 .collect();
             requests.push(encode(&WriteRequest { timeseries }));

@@ -62,6 +62,7 @@ fn thirty_days(end_ms: i64) -> Vec<Vec<u8>> {
                 samples: (first..(first + 12).min(steps))
                     .map(|s| Sample { timestamp: start_ms + s as i64 * QUERY_STEP_MS, value: (s * (1 + i % 7)) as f64 })
                     .collect(),
+                exemplars: Vec::new(),
             })
             .collect();
         bodies.push(encode(&WriteRequest { timeseries }));
@@ -324,6 +325,7 @@ fn ingest_load() -> Vec<Vec<Vec<u8>>> {
                         ("job", "node".into()),
                     ]),
                     samples: vec![Sample { timestamp: t, value: (step * (i as i64 % 5 + 1)) as f64 }],
+                    exemplars: Vec::new(),
                 })
                 .collect();
             requests.push(encode(&WriteRequest { timeseries }));

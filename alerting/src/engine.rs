@@ -165,6 +165,8 @@ pub(crate) struct Inner {
     pub(crate) receivers: Mutex<BTreeMap<String, ReceiverStatus>>,
     pub(crate) http: reqwest::Client,
     pub(crate) persisting: tokio::sync::Mutex<()>,
+    /// Per burning SLO: when its bad events were last attributed, and the summary.
+    pub(crate) attributions: Mutex<BTreeMap<String, (i64, String)>>,
     pub(crate) deliveries: tokio_util::task::TaskTracker,
     /// False on a node that does not hold the alerting lease: it evaluates and pages nothing.
     pub(crate) active: AtomicBool,
@@ -244,6 +246,7 @@ impl Alerting {
                 receivers: Mutex::new(BTreeMap::new()),
                 http,
                 persisting: tokio::sync::Mutex::new(()),
+                attributions: Mutex::new(BTreeMap::new()),
                 deliveries: tokio_util::task::TaskTracker::new(),
                 active: AtomicBool::new(true),
                 default_interval_ms: std::sync::atomic::AtomicI64::new(

@@ -10,6 +10,8 @@ use datafusion::arrow::array::{Array, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use vigil_query::promql::{EvalRange, PromResult};
+use vigil_query::slo::model::Severity;
+use vigil_query::slo::policy::burning_conditions;
 use vigil_query::slo::{SloDefinition, SloState, SloStatus};
 use vigil_storage::{LabelSet, MetricSeries, Sample};
 
@@ -38,6 +40,7 @@ impl Alerting {
     pub async fn evaluate_slos(&self, definitions: &[Arc<SloDefinition>], statuses: &[SloStatus]) {
         let now = self.now_ms();
         let external = self.inner.options.external_url.clone();
+        let contributors = self.attribute_burns(definitions, statuses, now).await;
         let mut transitions = Vec::new();
         {
             let mut state = self.inner.state.lock();
@@ -58,7 +61,12 @@ impl Alerting {
                     state.sources.entry(key).or_insert_with(|| Source::new(SourceKind::Slo, RuleAlerts::default()));
                 source.generator_url = format!("{}/slos/{}", external.trim_end_matches('/'), definition.name);
                 source.last_evaluation_ms = Some(now);
-                let candidates = crate::slo_alerts::candidates(definition, &mine, &external);
+                let candidates = crate::slo_alerts::candidates(
+                    definition,
+                    &mine,
+                    &external,
+                    contributors.get(&definition.name).map(String::as_str),
+                );
                 source.receivers = candidates
                     .iter()
                     .map(|c| (crate::labels::fingerprint(&c.candidate.labels), c.receivers.clone()))
@@ -73,6 +81,49 @@ impl Alerting {
             }
         }
         self.publish(now, transitions, Vec::new()).await;
+    }
+
+    /// For each SLO with a burn-rate condition holding: where its bad events come from over the
+    /// longest such window (`slo::attribution`), for its alerts' `top_contributors`. Redone at
+    /// most once a minute per SLO; an SLI it cannot attribute gets none.
+    async fn attribute_burns(
+        &self,
+        definitions: &[Arc<SloDefinition>],
+        statuses: &[SloStatus],
+        now: i64,
+    ) -> BTreeMap<String, String> {
+        const REFRESH_MS: i64 = 60_000;
+        let mut out = BTreeMap::new();
+        for definition in definitions {
+            let window = statuses
+                .iter()
+                .filter(|s| s.name == definition.name)
+                .flat_map(|s| {
+                    [Severity::Page, Severity::Ticket]
+                        .into_iter()
+                        .flat_map(move |severity| burning_conditions(definition, s, severity))
+                })
+                .filter_map(|c| vigil_query::promql::parse_duration(&c.long_window))
+                .max();
+            let Some(window) = window else {
+                self.inner.attributions.lock().remove(&definition.name);
+                continue;
+            };
+            let cached = self.inner.attributions.lock().get(&definition.name).cloned();
+            if let Some((_, summary)) = cached.filter(|(at, _)| now - at < REFRESH_MS) {
+                out.insert(definition.name.clone(), summary);
+                continue;
+            }
+            match vigil_query::slo::attribution::attribute(&self.inner.engine, definition, window, now).await {
+                Ok(attribution) => {
+                    let summary = attribution.summary();
+                    self.inner.attributions.lock().insert(definition.name.clone(), (now, summary.clone()));
+                    out.insert(definition.name.clone(), summary);
+                }
+                Err(e) => tracing::debug!(slo = %definition.name, error = %e, "no burn attribution"),
+            }
+        }
+        out
     }
 
     /// Evaluates the rule groups whose time has come, each in a task of its own.

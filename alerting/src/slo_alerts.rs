@@ -18,6 +18,8 @@ pub const NO_DATA_ALERT: &str = "SLONoData";
 /// Fires while an SLO's error-budget policy freezes its service's deploys (severity `info`):
 /// the freeze's start and end show on the SLO page and can notify.
 pub const FREEZE_ALERT: &str = "SLODeployFreeze";
+/// The annotation naming the label values that carry a burn (see `slo::attribution`).
+pub const TOP_CONTRIBUTORS: &str = "top_contributors";
 /// The annotation saying what a resolved alert's summary would (see [`crate::labels::headline`]).
 pub const RESOLVED_SUMMARY: &str = "resolved_summary";
 
@@ -33,7 +35,14 @@ fn percent(fraction: f64) -> String {
 }
 
 /// The alerts `statuses` (the instances of one SLO) call for now.
-pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_url: &str) -> Vec<SloCandidate> {
+/// `contributors` is the attribution of the SLO's bad events (see `slo::attribution`), added
+/// to its burn-rate alerts as `top_contributors`.
+pub fn candidates(
+    definition: &SloDefinition,
+    statuses: &[&SloStatus],
+    external_url: &str,
+    contributors: Option<&str>,
+) -> Vec<SloCandidate> {
     let alerting = &definition.alerting;
     let mut out = Vec::new();
     for status in statuses {
@@ -53,7 +62,8 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                         (severity, spec): (&str, &SeverityAlerting),
                         value: f64,
                         hold_ms: i64,
-                        (summary, resolved): (String, String)| {
+                        (summary, resolved): (String, String),
+                        top_contributors: Option<&str>| {
             let mut labels = base.clone();
             labels.insert("alertname".into(), alertname.to_string());
             labels.insert("severity".into(), severity.into());
@@ -61,6 +71,9 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
             let mut annotations = facts.clone();
             annotations.insert("summary".into(), summary);
             annotations.insert(RESOLVED_SUMMARY.into(), resolved);
+            if let Some(top) = top_contributors {
+                annotations.insert(TOP_CONTRIBUTORS.into(), top.to_string());
+            }
             annotations.insert("description".into(), describe(&facts));
             let data = TemplateData { labels: &labels, value, external_url };
             for (name, text) in alerting.annotations.iter().chain(&spec.annotations) {
@@ -98,7 +111,8 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                     "{name} no longer burns its error budget too fast (it burned {}× when this fired)",
                     format_g(fastest, 3)
                 );
-                push(&alerting.name, (severity.as_str(), severity_spec(severity)), fastest, 0, (summary, resolved));
+                let spec = (severity.as_str(), severity_spec(severity));
+                push(&alerting.name, spec, fastest, 0, (summary, resolved), contributors);
             }
         }
         if status.state == SloState::Exhausted && !alerting.ticket.disabled {
@@ -112,6 +126,7 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                     format!("{name} has exhausted its error budget ({} left)", percent(remaining)),
                     format!("{name} has error budget left again"),
                 ),
+                None,
             );
         }
         if status.state == SloState::NoData && !alerting.no_data_for.is_zero() && !alerting.ticket.disabled {
@@ -122,6 +137,7 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                 0.0,
                 hold,
                 (format!("{name} has no data: its SLI cannot be computed"), format!("{name} has data again")),
+                None,
             );
         }
         if let Some(policy) = &definition.policy {
@@ -144,6 +160,7 @@ pub fn candidates(definition: &SloDefinition, statuses: &[&SloStatus], external_
                             definition.service
                         ),
                     ),
+                    None,
                 );
             }
         }
@@ -228,6 +245,16 @@ mod tests {
     }
 
     #[test]
+    fn burn_rate_alerts_name_their_top_contributors() {
+        let s = status(SloState::Exhausted, true, 1000.0);
+        let alerts = candidates(&definition(), &[&s], "", Some("route=/pay 90% (of 30 bad events)"));
+        let burn = alerts.iter().find(|a| a.candidate.labels["alertname"] == "SLOBurnRate").unwrap();
+        assert_eq!(burn.candidate.annotations[TOP_CONTRIBUTORS], "route=/pay 90% (of 30 bad events)");
+        let exhausted = alerts.iter().find(|a| a.candidate.labels["alertname"] == EXHAUSTED_ALERT).unwrap();
+        assert!(!exhausted.candidate.annotations.contains_key(TOP_CONTRIBUTORS), "only burn-rate alerts carry it");
+    }
+
+    #[test]
     fn a_policy_freeze_is_an_info_alert_to_the_policys_receivers() {
         let mut definition = definition();
         definition.policy = Some(vigil_query::slo::model::BudgetPolicy {
@@ -236,7 +263,7 @@ mod tests {
             receivers: vec!["release-bot".into()],
         });
         let s = status(SloState::Burning, true, 1000.0);
-        let alerts = candidates(&definition, &[&s], "http://vigil:9400/");
+        let alerts = candidates(&definition, &[&s], "http://vigil:9400/", None);
         let freeze = alerts.iter().find(|a| a.candidate.labels["alertname"] == FREEZE_ALERT).expect("a freeze alert");
         assert_eq!(freeze.candidate.labels["severity"], "info");
         assert_eq!(freeze.receivers, ["release-bot"]);
@@ -248,7 +275,9 @@ mod tests {
         let mut healthy = status(SloState::Ok, false, 1000.0);
         healthy.error_budget_remaining = Some(0.5);
         assert!(
-            candidates(&definition, &[&healthy], "").iter().all(|a| a.candidate.labels["alertname"] != FREEZE_ALERT)
+            candidates(&definition, &[&healthy], "", None)
+                .iter()
+                .all(|a| a.candidate.labels["alertname"] != FREEZE_ALERT)
         );
     }
 
@@ -287,7 +316,7 @@ mod tests {
     #[test]
     fn fast_burn_pages_with_the_figures() {
         let s = status(SloState::Burning, true, 1000.0);
-        let alerts = candidates(&definition(), &[&s], "http://vigil:9400/");
+        let alerts = candidates(&definition(), &[&s], "http://vigil:9400/", None);
         assert_eq!(alerts.len(), 1);
         let alert = &alerts[0].candidate;
         assert_eq!(alert.labels["alertname"], "SLOBurnRate");
@@ -314,18 +343,18 @@ mod tests {
     #[test]
     fn too_little_traffic_pages_nobody() {
         let s = status(SloState::Burning, true, 2.0);
-        assert!(candidates(&definition(), &[&s], "").is_empty());
+        assert!(candidates(&definition(), &[&s], "", None).is_empty());
     }
 
     #[test]
     fn exhausted_and_no_data_alerts() {
         let s = status(SloState::Exhausted, false, 1000.0);
-        let alerts = candidates(&definition(), &[&s], "");
+        let alerts = candidates(&definition(), &[&s], "", None);
         assert_eq!(alerts[0].candidate.labels["alertname"], EXHAUSTED_ALERT);
         assert_eq!(alerts[0].candidate.labels["severity"], "ticket");
         let mut s = status(SloState::NoData, false, 0.0);
         s.sli = None;
-        let alerts = candidates(&definition(), &[&s], "");
+        let alerts = candidates(&definition(), &[&s], "", None);
         assert_eq!(alerts[0].candidate.labels["alertname"], NO_DATA_ALERT);
         assert_eq!(alerts[0].candidate.hold_ms, 15 * 60 * 1000);
     }
@@ -335,8 +364,8 @@ mod tests {
         let mut d = definition();
         d.alerting.page.receivers = vec!["pager".into()];
         let s = status(SloState::Burning, true, 1000.0);
-        assert_eq!(candidates(&d, &[&s], "")[0].receivers, ["pager"]);
+        assert_eq!(candidates(&d, &[&s], "", None)[0].receivers, ["pager"]);
         d.alerting.page.disabled = true;
-        assert!(candidates(&d, &[&s], "").is_empty());
+        assert!(candidates(&d, &[&s], "", None).is_empty());
     }
 }

@@ -118,6 +118,7 @@ async fn bad_remote_write_bodies_are_refused_and_store_nothing() {
         timeseries: vec![crate::remote_write_client::TimeSeries {
             labels: vec![crate::remote_write_client::Label { name: "job".into(), value: "x".into() }],
             samples: vec![crate::remote_write_client::Sample { value: 1.0, timestamp: now_ms() }],
+            exemplars: Vec::new(),
         }],
     });
     let bomb = snap::raw::Encoder::new().compress_vec(&vec![0u8; 16 << 20]).unwrap();

@@ -161,6 +161,11 @@ impl Vigil {
     }
 
     /// The rows of a query, as JSON arrays.
+    /// The JSON body of a GET of `path`.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn rows(&self, query: &str) -> Vec<Value> {
         self.sql(query).await["rows"].as_array().unwrap().clone()
     }

@@ -182,6 +182,7 @@ fn requests(data: &[SeriesSpec], t0: i64) -> Vec<Vec<u8>> {
                     Some(TimeSeries {
                         labels: s.labels.iter().map(|(k, v)| Label { name: k.to_string(), value: v.clone() }).collect(),
                         samples: vec![Sample { value, timestamp: t0 + i as i64 * STEP_MS }],
+                        exemplars: Vec::new(),
                     })
                 })
                 .collect();

@@ -231,6 +231,7 @@ async fn load(vigil: &Vigil, interval_ms: i64, series: &[(Vec<(String, String)>,
                 .enumerate()
                 .filter_map(|(i, v)| v.map(|value| Sample { value, timestamp: i as i64 * interval_ms }))
                 .collect(),
+            exemplars: Vec::new(),
         })
         .collect();
     timeseries.retain(|t| !t.samples.is_empty());

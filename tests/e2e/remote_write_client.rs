@@ -15,6 +15,19 @@ pub struct TimeSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// An exemplar: its own labels (`trace_id`, `span_id`), value and time in ms.
+#[derive(Clone, PartialEq, Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -38,7 +51,11 @@ pub fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Ti
     let mut all: Vec<Label> = labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect();
     all.push(Label { name: "__name__".into(), value: name.into() });
     all.sort_by(|a, b| a.name.cmp(&b.name));
-    TimeSeries { labels: all, samples: samples.iter().map(|&(t, v)| Sample { value: v, timestamp: t }).collect() }
+    TimeSeries {
+        labels: all,
+        samples: samples.iter().map(|&(t, v)| Sample { value: v, timestamp: t }).collect(),
+        exemplars: Vec::new(),
+    }
 }
 
 pub fn encode(request: &WriteRequest) -> Vec<u8> {

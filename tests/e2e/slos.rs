@@ -491,8 +491,7 @@ async fn the_deploy_gate_follows_the_budget_policy() {
     let (code, stdout, _) = gate("checkout");
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("allowed"), "{stdout}");
-    let decision: Value =
-        vigil.client.get(vigil.url("/api/v1/gate?service=checkout")).send().await.unwrap().json().await.unwrap();
+    let decision = vigil.get_json("/api/v1/gate?service=checkout").await;
     assert_eq!(decision["allow"], true, "{decision}");
     assert_eq!(decision["slos"][0]["freeze_below"], 0.5, "{decision}");
 
@@ -507,12 +506,11 @@ async fn the_deploy_gate_follows_the_budget_policy() {
     let (code, stdout, _) = gate("checkout");
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("frozen") && stdout.contains("below the policy's 50%"), "{stdout}");
-    let decision: Value =
-        vigil.client.get(vigil.url("/api/v1/gate?service=checkout")).send().await.unwrap().json().await.unwrap();
+    let decision = vigil.get_json("/api/v1/gate?service=checkout").await;
     assert_eq!(decision["allow"], false, "{decision}");
     assert_eq!(decision["slos"][0]["frozen"], true, "{decision}");
     wait_for("the freeze alert", async || {
-        let alerts: Value = vigil.client.get(vigil.url("/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
+        let alerts = vigil.get_json("/api/v1/alerts").await;
         alerts["data"]["alerts"].as_array().unwrap().iter().any(|a| {
             a["labels"]["alertname"] == "SLODeployFreeze" && a["labels"]["severity"] == "info" && a["state"] == "firing"
         })
@@ -543,4 +541,77 @@ fn gate_unreachable() -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Burn attribution: the route that carries 90 % of the bad events is named first, with its
+/// share, by the API, the SLO page and the page alert's `top_contributors`; an exemplar of its
+/// series links a trace.
+#[tokio::test]
+async fn attribution_names_the_route_that_burns_and_an_exemplar_trace() {
+    use crate::remote_write_client::{Exemplar, Label};
+    let dir = tempfile::tempdir().unwrap();
+    let slo = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: shop, service: shop}\nspec:\n  objective: 99.9\n  window: 1d\n  sli:\n    ratio: {bad: 'shop_requests_total{code=\"500\"}', total: 'shop_requests_total'}\n  alerting:\n    min_events: 1\n    conditions: [{severity: page, burn_rate: 14.4, long_window: 1h, short_window: 5m}]\n";
+    std::fs::write(dir.path().join("slo.yaml"), slo).unwrap();
+    let vigil =
+        Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
+    // Ten minutes at 10 s steps: /pay fails 9 times a step on two instances, /cart once, /home never.
+    let t0 = now_ms() - 10 * 60_000;
+    let counter =
+        |per_step: f64| -> Vec<(i64, f64)> { (0..=60).map(|i| (t0 + i * 10_000, per_step * i as f64)).collect() };
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut pay_errors =
+        series("shop_requests_total", &[("route", "/pay"), ("code", "500"), ("instance", "a")], &counter(4.5));
+    pay_errors.exemplars = vec![Exemplar {
+        labels: vec![
+            Label { name: "trace_id".into(), value: trace.into() },
+            Label { name: "span_id".into(), value: "00f067aa0ba902b7".into() },
+        ],
+        value: 1.0,
+        timestamp: now_ms() - 60_000,
+    }];
+    let body = encode(&WriteRequest {
+        timeseries: vec![
+            pay_errors,
+            series("shop_requests_total", &[("route", "/pay"), ("code", "500"), ("instance", "b")], &counter(4.5)),
+            series("shop_requests_total", &[("route", "/cart"), ("code", "500"), ("instance", "a")], &counter(1.0)),
+            series("shop_requests_total", &[("route", "/pay"), ("code", "200"), ("instance", "a")], &counter(90.0)),
+            series("shop_requests_total", &[("route", "/cart"), ("code", "200"), ("instance", "a")], &counter(99.0)),
+            series("shop_requests_total", &[("route", "/home"), ("code", "200"), ("instance", "b")], &counter(100.0)),
+        ],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+
+    let attribution = vigil.get_json("/api/v1/slos/shop/attribution?window=1h").await;
+    let first = &attribution["dimensions"][0];
+    assert_eq!(first["label"], "route", "{attribution}");
+    assert_eq!(first["contributors"][0]["value"], "/pay", "{attribution}");
+    let share = first["contributors"][0]["share"].as_f64().unwrap();
+    assert!((share - 0.9).abs() < 1e-9, "/pay carries 9 of every 10 bad events: {attribution}");
+    assert!(
+        attribution["dimensions"].as_array().unwrap().iter().all(|d| d["label"] != "code"),
+        "code is 500 on every bad series"
+    );
+    assert_eq!(attribution["exemplars"][0]["trace_id"], trace, "{attribution}");
+
+    // The page alert says so, and the SLO page shows it with the trace linked.
+    wait_for("the page alert with its top contributors", async || {
+        let alerts = vigil.get_json("/api/v1/alerts").await;
+        alerts["data"]["alerts"].as_array().unwrap().iter().any(|a| {
+            a["labels"]["severity"] == "page"
+                && a["annotations"]["top_contributors"].as_str().is_some_and(|t| t.starts_with("route=/pay 90%"))
+        })
+    })
+    .await;
+    let page = vigil.client.get(vigil.url("/slos/shop")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"attribution\"") && page.contains("/pay") && page.contains("90.0%"), "{page}");
+    assert!(page.contains(&format!("href=\"/traces/{trace}\"")), "{page}");
+
+    // Bounds: a window past the SLO's, or no duration, is a 400; an unknown SLO a 404.
+    for (path, status) in [
+        ("/api/v1/slos/shop/attribution?window=2d", 400),
+        ("/api/v1/slos/shop/attribution?window=soon", 400),
+        ("/api/v1/slos/nope/attribution", 404),
+    ] {
+        assert_eq!(vigil.client.get(vigil.url(path)).send().await.unwrap().status().as_u16(), status, "{path}");
+    }
 }

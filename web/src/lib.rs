@@ -203,6 +203,7 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/targets", get(targets::targets))
         .route("/api/v1/slos", get(slo_api::list))
         .route("/api/v1/slos/{name}", get(slo_api::one))
+        .route("/api/v1/slos/{name}/attribution", get(slo_api::attribution))
         .route("/api/v1/gate", get(slo_api::gate))
         .route("/api/v1/alerts", get(alerts_api::alerts))
         .route("/api/v1/rules", get(alerts_api::rules))

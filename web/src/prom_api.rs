@@ -55,15 +55,19 @@ impl ApiFailure {
     }
 }
 
+/// The HTTP status of a PromQL failure, as Prometheus's API answers it.
+pub(crate) fn status_of(error: &PromError) -> StatusCode {
+    match error {
+        PromError::BadData(_) => StatusCode::BAD_REQUEST,
+        PromError::Execution(_) | PromError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        PromError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        PromError::Internal(_) | PromError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<PromError> for ApiFailure {
     fn from(error: PromError) -> Self {
-        let status = match &error {
-            PromError::BadData(_) => StatusCode::BAD_REQUEST,
-            PromError::Execution(_) | PromError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            PromError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            PromError::Internal(_) | PromError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiFailure { status, error_type: error.error_type(), message: error.to_string() }
+        ApiFailure { status: status_of(&error), error_type: error.error_type(), message: error.to_string() }
     }
 }
 

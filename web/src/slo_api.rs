@@ -82,3 +82,49 @@ pub async fn gate(
         )),
     }
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct AttributionQuery {
+    pub window: Option<String>,
+}
+
+/// `GET /api/v1/slos/{name}/attribution?window=1h`: which label values carry the SLO's bad
+/// events over the window (default 1h, at most the SLO's window), and exemplar traces of them.
+pub async fn attribution(
+    State(app): State<AppState>,
+    ApiPath(name): ApiPath,
+    axum::extract::Query(query): axum::extract::Query<AttributionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    use axum::http::StatusCode;
+    let definitions = app.slos.definitions().await;
+    let Some(definition) = definitions.iter().find(|d| d.name == name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no SLO named {name:?}"),
+            "list them with GET /api/v1/slos",
+        ));
+    };
+    let text = query.window.unwrap_or_else(|| "1h".into());
+    let window = vigil_query::promql::parse_duration(&text).filter(|w| !w.is_zero()).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("window {text:?} is not a duration"), "e.g. 1h or 30m")
+    })?;
+    if window > definition.window.period() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("window {text} is longer than the SLO's window"),
+            "ask for a window within the SLO's own",
+        ));
+    }
+    match vigil_query::slo::attribution::attribute(&app.engine, definition, window, crate::now_ms()).await {
+        Ok(attribution) => Ok(Json(json!(attribution))),
+        Err(vigil_query::slo::attribution::AttributionError::Unsupported(kind)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("attribution covers ratio SLIs over series; this SLO's SLI is {kind}"),
+            "attribute a ratio SLO, or break this SLI down in /explore",
+        )),
+        Err(vigil_query::slo::attribution::AttributionError::Query(e)) => Err(e.into()),
+        Err(vigil_query::slo::attribution::AttributionError::PromQl(e)) => {
+            Err(ApiError::new(crate::prom_api::status_of(&e), e.to_string(), "narrow the window, or retry"))
+        }
+    }
+}

@@ -124,12 +124,13 @@ pub struct AlertView {
 }
 
 /// Annotations shown as the figures of an SLO alert, in this order.
-const FACTS: [(&str, &str); 5] = [
+const FACTS: [(&str, &str); 6] = [
     ("objective", "Objective"),
     ("sli", "SLI"),
     ("error_budget_remaining", "Budget left"),
     ("burn_rates", "Burn rate"),
     ("time_to_exhaustion", "Budget exhausted in"),
+    (crate::slo_alerts::TOP_CONTRIBUTORS, "Top contributors"),
 ];
 
 fn human_time(rfc3339: &str) -> String {

@@ -10,6 +10,7 @@
 //!   SLI, error budget, burn rates (5m … 3d), state ──► slo_status rows + vigil_slo_* series
 //! ```
 
+pub mod attribution;
 pub mod evaluate;
 pub mod history;
 pub mod load;

@@ -75,6 +75,9 @@ struct SloPage {
     reloaded: String,
     deploys: Vec<String>,
     reload_outcome: &'static str,
+    /// Where the bad events come from over `attribution_window`, or why that is not known.
+    attribution: Result<vigil_query::slo::attribution::Attribution, String>,
+    attribution_window: String,
     /// With a policy: its terms, and why deploys are frozen now (empty: allowed).
     policy: Option<(String, Vec<String>)>,
     source_file: String,
@@ -301,6 +304,17 @@ pub async fn page(
         let reasons = statuses.iter().flat_map(|s| vigil_query::slo::policy::freeze_reasons(definition, s)).collect();
         (terms.join(", "), reasons)
     });
+    // Over the page condition's long window (what a page looks at), else an hour.
+    let attribution_window = definition
+        .alerting
+        .conditions
+        .iter()
+        .find(|c| c.severity == vigil_query::slo::model::Severity::Page)
+        .map_or(std::time::Duration::from_secs(3600), |c| c.long_window)
+        .min(definition.window.period());
+    let attribution = vigil_query::slo::attribution::attribute(&app.engine, definition, attribution_window, now)
+        .await
+        .map_err(|e| e.to_string());
     let deploy_lines: Vec<String> = deploys.iter().map(|(at, v)| format!("deploy {v} at {} UTC", utc(*at))).collect();
     render(&SloPage {
         layout: Layout::new(&name, "/"),
@@ -327,6 +341,8 @@ pub async fn page(
         reloaded: utc(reload.at_ms),
         deploys: deploy_lines,
         reload_outcome: if reload.successful { "successful" } else { "failed" },
+        attribution,
+        attribution_window: vigil_query::PromDuration(attribution_window).to_string(),
         policy,
         source_file: definition.source.file.clone(),
         source_line: definition.source.line,
@@ -379,6 +395,8 @@ mod tests {
             reloaded: utc(0),
             reload_outcome: "successful",
             deploys: Vec::new(),
+            attribution: Err("attribution covers ratio SLIs over series; this SLO's SLI is SQL".into()),
+            attribution_window: "1h".into(),
             policy: Some((
                 "freeze below 10.0% budget left".into(),
                 vec!["s: error budget left -5% is below the policy's 10%".into()],
