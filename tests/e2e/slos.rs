@@ -615,3 +615,43 @@ async fn attribution_names_the_route_that_burns_and_an_exemplar_trace() {
         assert_eq!(vigil.client.get(vigil.url(path)).send().await.unwrap().status().as_u16(), status, "{path}");
     }
 }
+
+/// A composite SLO through the real binary: two parts with known ratios, weighted by
+/// declared weights, give the weighted mean of their SLIs.
+#[tokio::test]
+async fn a_composite_slo_has_the_weighted_sli_of_its_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = |name: &str, metric: &str| {
+        format!(
+            "apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: {name}, service: shop}}\nspec:\n  objective: 90\n  window: 1h\n  sli: {{ratio: {{bad: '{metric}{{code=\"500\"}}', total: '{metric}'}}}}\n"
+        )
+    };
+    let composite = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: shop-journey, service: shop}\nspec:\n  objective: 90\n  window: 1h\n  sli: {composite: {weighting: declared, parts: [{slo: browse, weight: 3}, {slo: buy}]}}\n";
+    let text = [part("browse", "browse_total"), part("buy", "buy_total"), composite.to_string()].join("---\n");
+    std::fs::write(dir.path().join("slo.yaml"), text).unwrap();
+    let vigil =
+        Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
+    // browse: 1 bad in 100 (99 %); buy: 10 bad in 100 (90 %), for ten minutes.
+    let t0 = now_ms() - 10 * 60_000;
+    let counter =
+        |per_step: f64| -> Vec<(i64, f64)> { (0..=60).map(|i| (t0 + i * 10_000, per_step * i as f64)).collect() };
+    let body = encode(&WriteRequest {
+        timeseries: vec![
+            series("browse_total", &[("code", "200")], &counter(99.0)),
+            series("browse_total", &[("code", "500")], &counter(1.0)),
+            series("buy_total", &[("code", "200")], &counter(90.0)),
+            series("buy_total", &[("code", "500")], &counter(10.0)),
+        ],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+    let expected = (3.0 * 0.99 + 0.90) / 4.0;
+    wait_for("the composite's SLI", async || {
+        let all = slos(&vigil).await;
+        let sli = |name: &str| {
+            all["slos"].as_array().unwrap().iter().find(|s| s["name"] == name).and_then(|s| s["sli"].as_f64())
+        };
+        matches!((sli("browse"), sli("buy"), sli("shop-journey")),
+            (Some(a), Some(b), Some(c)) if (a - 0.99).abs() < 1e-9 && (b - 0.90).abs() < 1e-9 && (c - expected).abs() < 1e-9)
+    })
+    .await;
+}

@@ -97,6 +97,7 @@ fn kind(sli: &Sli) -> &'static str {
         Sli::Drift { .. } => "a drift statistic",
         Sli::Sql { .. } => "SQL",
         Sli::PromQl { .. } => "PromQL",
+        Sli::Composite { .. } => "composite (attribute its parts)",
     }
 }
 

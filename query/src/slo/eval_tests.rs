@@ -795,3 +795,65 @@ async fn defined_slos_are_listed_before_their_first_evaluation() {
     listed.sort();
     assert_eq!(listed, [("added".into(), 0), ("edited".into(), 0), ("kept".into(), NOW)]);
 }
+
+/// A composite of two SLOs with constant SLIs: by events it is their pooled ratio, by
+/// declared weights the weighted mean of their ratios; a part that cannot be computed makes
+/// the composite an error that names it.
+#[tokio::test]
+async fn composite_slis_have_the_weighted_closed_form() {
+    let (engine, _dir) = engine().await;
+    let minutes = 120;
+    let start = NOW - minutes * MINUTE;
+    let batch = WriteBatch {
+        metrics: vec![
+            // A: 100 a minute, 1 bad (99 %); B: 300 a minute, 30 bad (90 %).
+            counter("a_total", &[], start, minutes, |_| 100.0, None, None),
+            counter("a_errors_total", &[], start, minutes, |_| 1.0, None, None),
+            counter("b_total", &[], start, minutes, |_| 300.0, None, None),
+            counter("b_errors_total", &[], start, minutes, |_| 30.0, None, None),
+            counter("lat_seconds_bucket", &[("le", "0.1")], start, minutes, |_| 50.0, None, None),
+            counter("lat_seconds_bucket", &[("le", "+Inf")], start, minutes, |_| 60.0, None, None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+    let parts = [
+        slo("a", "99", "1h", "{ratio: {bad: a_errors_total, total: a_total}}"),
+        slo("b", "95", "1h", "{ratio: {bad: b_errors_total, total: b_total}}"),
+    ]
+    .join("---\n");
+    let composite = |weighting: &str| {
+        format!(
+            "---\n{}",
+            slo(
+                "ab",
+                "95",
+                "1h",
+                &format!("{{composite: {{weighting: {weighting}, parts: [{{slo: a, weight: 3}}, {{slo: b}}]}}}}")
+            )
+        )
+    };
+    let by_events = evaluate(&engine, &format!("{parts}{}", composite("events")), NOW).await;
+    let ab = by_events.iter().find(|s| s.name == "ab").unwrap();
+    // Events weighted 3:1: good = 3·99 + 270 per minute of 3·100 + 300.
+    close(ab.sli, (3.0 * 99.0 + 270.0) / (3.0 * 100.0 + 300.0));
+    close(ab.error_budget_remaining, 1.0 - (1.0 - (3.0 * 99.0 + 270.0) / 600.0) / 0.05);
+    let declared = evaluate(&engine, &format!("{parts}{}", composite("declared")), NOW).await;
+    let ab = declared.iter().find(|s| s.name == "ab").unwrap();
+    close(ab.sli, (3.0 * 0.99 + 0.90) / 4.0);
+    close(ab.burn_rates["5m"], (1.0 - (3.0 * 0.99 + 0.90) / 4.0) / 0.05);
+
+    // A part whose SLI cannot be computed: the composite says which and why.
+    let broken = [
+        slo("a", "99", "1h", "{ratio: {bad: a_errors_total, total: a_total}}"),
+        // 0.25 is no bucket bound of lat_seconds: the latency SLI cannot be computed.
+        slo("lat", "99", "1h", "{latency: {histogram: 'lat_seconds', threshold: 0.25}}"),
+        slo("al", "95", "1h", "{composite: {parts: [{slo: a}, {slo: lat}]}}"),
+    ]
+    .join("---\n");
+    let statuses = evaluate(&engine, &broken, NOW).await;
+    let lat = statuses.iter().find(|s| s.name == "lat").unwrap();
+    let al = statuses.iter().find(|s| s.name == "al").unwrap();
+    assert_eq!((lat.state.as_str(), al.state.as_str()), ("error", "error"), "{lat:?} / {al:?}");
+    assert!(al.error.as_deref().is_some_and(|e| e.starts_with("part lat: ")), "{al:?}");
+}

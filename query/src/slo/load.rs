@@ -221,10 +221,44 @@ pub fn load_texts(
             });
         }
     }
+    errors.extend(resolve_composites(&mut slos));
     if errors.is_empty() {
         Ok(slos)
     } else {
         errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         Err(errors)
     }
+}
+
+/// Fills each composite's parts with their definitions, loaded in the same set; a part that
+/// names no SLO, names a composite, or names a grouped SLO is an error at its place.
+fn resolve_composites(slos: &mut [SloDefinition]) -> Vec<LoadError> {
+    let by_name: HashMap<String, std::sync::Arc<SloDefinition>> = slos
+        .iter()
+        .filter(|s| !matches!(s.sli, super::model::Sli::Composite { .. }))
+        .map(|s| (s.name.clone(), std::sync::Arc::new(s.clone())))
+        .collect();
+    let composites: std::collections::HashSet<String> =
+        slos.iter().filter(|s| matches!(s.sli, super::model::Sli::Composite { .. })).map(|s| s.name.clone()).collect();
+    let mut errors = Vec::new();
+    for slo in slos.iter_mut() {
+        let super::model::Sli::Composite { parts, .. } = &mut slo.sli else { continue };
+        for part in parts {
+            match by_name.get(&part.name) {
+                Some(found) if !found.group_by.is_empty() => errors.push(LoadError {
+                    message: format!("{:?} is grouped; a composite takes ungrouped SLOs", part.name),
+                    hint: None,
+                    ..part.missing.clone()
+                }),
+                Some(found) => part.slo = Some(found.clone()),
+                None if composites.contains(&part.name) => errors.push(LoadError {
+                    message: format!("{:?} is itself composite; compose its parts instead", part.name),
+                    hint: None,
+                    ..part.missing.clone()
+                }),
+                None => errors.push(part.missing.clone()),
+            }
+        }
+    }
+    errors
 }

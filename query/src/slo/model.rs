@@ -84,6 +84,30 @@ pub enum Sli {
     Sql { good: Option<String>, bad: Option<String>, total: String },
     /// PromQL queries; `{{.window}}` is replaced by the bucket width.
     PromQl { good: Option<String>, bad: Option<String>, total: String, kind: PromQlKind },
+    /// Other SLOs combined: their good and total events per minute, weighted (see
+    /// [`Weighting`]).
+    Composite { parts: Vec<CompositePart>, weighting: Weighting },
+}
+
+/// One SLO inside a composite, with its weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompositePart {
+    pub name: String,
+    pub weight: f64,
+    /// The part's definition, filled in once every file is loaded.
+    pub slo: Option<std::sync::Arc<SloDefinition>>,
+    /// Where the part is named, for the error when no SLO has that name.
+    pub missing: crate::slo::LoadError,
+}
+
+/// How a composite's parts combine each minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weighting {
+    /// Events count as they come, times the part's weight: good = Σ wᵢ·goodᵢ, total = Σ wᵢ·totalᵢ.
+    Events,
+    /// Each part's ratio counts by its declared weight, whatever its traffic (OpenSLO's
+    /// `compositeWeight`): good = Σ wᵢ·goodᵢ/totalᵢ, total = Σ wᵢ over the parts with events.
+    Declared,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use datafusion::prelude::{Expr, cast, ident, lit};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::Expr as PromExpr;
 
-use super::model::{PromQlKind, Sli, SloDefinition, with_minute_window};
+use super::model::{PromQlKind, Sli, SloDefinition, Weighting, with_minute_window};
 use super::rollup::{MINUTE_MS, minute_of};
 use super::scans::{Scans, SeriesPoints};
 use crate::QueryEngine;
@@ -48,7 +48,36 @@ impl SourceState {
     pub fn from_counters(counters: Vec<((u8, String), (i64, f64))>) -> Self {
         SourceState { counters: counters.into_iter().collect() }
     }
+
+    /// The state of a composite's part `index` (its counters are kept here with the part's
+    /// number in the high bits of their role, so they are saved with the composite's).
+    fn part(&self, index: usize) -> SourceState {
+        let tag = part_tag(index);
+        SourceState {
+            counters: self
+                .counters
+                .iter()
+                .filter(|((role, _), _)| role >> 4 == tag)
+                .map(|((role, series), sample)| ((role & 0x0f, series.clone()), *sample))
+                .collect(),
+        }
+    }
+
+    fn set_part(&mut self, index: usize, part: SourceState) {
+        let tag = part_tag(index);
+        self.counters.retain(|(role, _), _| role >> 4 != tag);
+        self.counters
+            .extend(part.counters.into_iter().map(|((role, series), sample)| ((role | (tag << 4), series), sample)));
+    }
 }
+
+/// The high-bit tag of a composite's part `index` (parts are at most [`MAX_COMPOSITE_PARTS`]).
+fn part_tag(index: usize) -> u8 {
+    u8::try_from(index + 1).unwrap_or(u8::MAX).min(15)
+}
+
+/// Parts a composite SLO may have (their counters' state is tagged in four bits).
+pub const MAX_COMPOSITE_PARTS: usize = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -190,6 +219,37 @@ pub async fn fetch(
                 }
             }
             Ok(accumulator.counts(good.is_some()))
+        }
+        Sli::Composite { parts, weighting } => {
+            let mut combined: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+            for (index, part) in parts.iter().enumerate() {
+                let Some(definition) = &part.slo else {
+                    return Err(SourceError::Definition(format!("part {:?} is not loaded", part.name)));
+                };
+                let mut part_state = state.part(index);
+                let counts = Box::pin(fetch(engine, scans, definition, from_ms, to_ms, commit_ms, &mut part_state))
+                    .await
+                    .map_err(|e| match e {
+                        SourceError::Definition(m) => SourceError::Definition(format!("part {}: {m}", part.name)),
+                        SourceError::Query(m) => SourceError::Query(format!("part {}: {m}", part.name)),
+                    })?;
+                state.set_part(index, part_state);
+                for (minute, (good, total)) in counts.into_values().flatten() {
+                    let entry = combined.entry(minute).or_insert((0.0, 0.0));
+                    match weighting {
+                        Weighting::Events => {
+                            entry.0 += part.weight * good;
+                            entry.1 += part.weight * total;
+                        }
+                        Weighting::Declared if total > 0.0 => {
+                            entry.0 += part.weight * good / total;
+                            entry.1 += part.weight;
+                        }
+                        Weighting::Declared => {}
+                    }
+                }
+            }
+            Ok(BTreeMap::from([(GroupKey::default(), combined)]))
         }
         Sli::PromQl { good, bad, total, kind } => {
             let mut accumulator = Accumulator::default();
@@ -707,5 +767,17 @@ pub fn tables_read(sli: &Sli) -> TablesRead {
         Sli::Spans { .. } => TablesRead::Some(vec!["spans".into()]),
         Sli::Drift { .. } => TablesRead::Some(vec!["drift_scores".into()]),
         Sli::Sql { .. } => TablesRead::All,
+        Sli::Composite { parts, .. } => {
+            let mut tables = Vec::new();
+            for part in parts {
+                match part.slo.as_ref().map(|slo| tables_read(&slo.sli)) {
+                    Some(TablesRead::Some(read)) => tables.extend(read),
+                    _ => return TablesRead::All,
+                }
+            }
+            tables.sort();
+            tables.dedup();
+            TablesRead::Some(tables)
+        }
     }
 }

@@ -179,3 +179,41 @@ fn error_budget_policies_load_and_bad_ones_say_where() {
     let unknown = error(&format!("{head}  policy: {{freeze_when: always}}\n"));
     assert!(unknown.contains("bad.yaml:8:") && unknown.contains("freeze_when"), "{unknown}");
 }
+
+#[test]
+fn composite_parts_resolve_or_say_where() {
+    let part = |name: &str| {
+        format!(
+            "apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: {name}, service: s}}\nspec:\n  objective: 99\n  window: 30d\n  sli: {{ratio: {{bad: e, total: t}}}}\n"
+        )
+    };
+    let composite = |parts: &str| {
+        format!(
+            "apiVersion: vigil/v1\nkind: SLO\nmetadata: {{name: c, service: s}}\nspec:\n  objective: 99\n  window: 30d\n  sli:\n    composite: {{weighting: declared, parts: {parts}}}\n"
+        )
+    };
+    let text = format!("{}---\n{}---\n{}", part("a"), part("b"), composite("[{slo: a, weight: 2}, {slo: b}]"));
+    let slos = load("c.yaml", &text).unwrap();
+    let c = slos.iter().find(|s| s.name == "c").unwrap();
+    let model::Sli::Composite { parts, weighting } = &c.sli else { panic!("{:?}", c.sli) };
+    assert_eq!(*weighting, model::Weighting::Declared);
+    assert_eq!(
+        parts.iter().map(|p| (p.name.as_str(), p.weight, p.slo.is_some())).collect::<Vec<_>>(),
+        [("a", 2.0, true), ("b", 1.0, true)]
+    );
+    let missing = error(&format!("{}---\n{}", part("a"), composite("[{slo: a}, {slo: nope}]")));
+    assert!(missing.starts_with("bad.yaml:16:") && missing.contains("no SLO named \"nope\" to compose"), "{missing}");
+    let one = error(&composite("[{slo: a}]"));
+    assert!(one.contains("at least two parts"), "{one}");
+    let weight =
+        error(&format!("{}---\n{}---\n{}", part("a"), part("b"), composite("[{slo: a, weight: 0}, {slo: b}]")));
+    assert!(weight.contains("weight 0 is not positive"), "{weight}");
+    let nested = error(&format!(
+        "{}---\n{}---\n{}---\n{}",
+        part("a"),
+        part("b"),
+        composite("[{slo: a}, {slo: b}]"),
+        composite("[{slo: a}, {slo: c}]").replace("name: c,", "name: d,")
+    ));
+    assert!(nested.contains("itself composite"), "{nested}");
+}

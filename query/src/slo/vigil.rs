@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::model::{
-    AlertingSpec, BudgetPolicy, Budgeting, BurnCondition, CalendarUnit, Severity, SeverityAlerting, Sli, SloDefinition,
-    Source, Window,
+    AlertingSpec, BudgetPolicy, Budgeting, BurnCondition, CalendarUnit, CompositePart, Severity, SeverityAlerting, Sli,
+    SloDefinition, Source, Weighting, Window,
 };
 use super::yaml::{self, LoadError, Place};
 
@@ -99,9 +99,23 @@ pub enum BudgetingSpec {
     RatioTimeslices { slice: Spanned<String> },
 }
 
+/// `composite: {weighting: events|declared, parts: [{slo: a, weight: 2}, ...]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartSpec {
+    pub slo: Spanned<String>,
+    #[serde(default)]
+    pub weight: Option<Spanned<f64>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SliSpec {
+    Composite {
+        #[serde(default)]
+        weighting: Option<Spanned<String>>,
+        parts: Vec<PartSpec>,
+    },
     Ratio {
         #[serde(default)]
         good: Option<Spanned<String>>,
@@ -406,6 +420,60 @@ fn good_or_bad(
 
 fn convert_sli(place: &Place, sli: SliSpec, group_by: &[String]) -> Result<Sli, LoadError> {
     Ok(match sli {
+        SliSpec::Composite { weighting, parts } => {
+            if !group_by.is_empty() {
+                return Err(place.start("a composite SLO cannot be grouped", Some("remove group_by".into())));
+            }
+            let weighting = match weighting.as_ref().map(|w| w.value.as_str()) {
+                None | Some("events") => Weighting::Events,
+                Some("declared") => Weighting::Declared,
+                Some(other) => {
+                    let at = weighting.as_ref().map_or_else(
+                        || place.start("", None),
+                        |w| place.at(w, format!("unknown weighting {other:?}"), Some("events or declared".into())),
+                    );
+                    return Err(at);
+                }
+            };
+            if parts.len() > super::sources::MAX_COMPOSITE_PARTS {
+                return Err(place.start(
+                    format!("a composite SLO has at most {} parts", super::sources::MAX_COMPOSITE_PARTS),
+                    Some("compose fewer SLOs".into()),
+                ));
+            }
+            if parts.len() < 2 {
+                return Err(place.start(
+                    "a composite SLO needs at least two parts",
+                    Some("list parts: [{slo: a}, {slo: b}]".into()),
+                ));
+            }
+            let parts = parts
+                .into_iter()
+                .map(|part| {
+                    let weight = part.weight.as_ref().map_or(1.0, |w| w.value);
+                    if let Some(w) = &part.weight
+                        && !(w.value > 0.0 && w.value.is_finite())
+                    {
+                        return Err(place.at(
+                            w,
+                            format!("weight {} is not positive", w.value),
+                            Some("a number above 0".into()),
+                        ));
+                    }
+                    Ok(CompositePart {
+                        missing: place.at(
+                            &part.slo,
+                            format!("no SLO named {:?} to compose", part.slo.value),
+                            Some("name an SLO defined in the files loaded with this one".into()),
+                        ),
+                        name: part.slo.value,
+                        weight,
+                        slo: None,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Sli::Composite { parts, weighting }
+        }
         SliSpec::Ratio { good, bad, total } => {
             let (good, bad) = good_or_bad(place, good, bad, &total, yaml::selector)?;
             Sli::Ratio { good, bad, total: yaml::selector(place, &total)? }
