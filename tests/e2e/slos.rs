@@ -655,3 +655,62 @@ async fn a_composite_slo_has_the_weighted_sli_of_its_parts() {
     })
     .await;
 }
+
+/// A compliance report of the current month through the binary: SLI, budget spent and bad
+/// minutes as the data says, as JSON, as CSV and on the `/reports` page.
+#[tokio::test]
+async fn a_report_gives_the_period_figures_as_json_csv_and_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: orders, service: shop, labels: {team: web}}\nspec:\n  objective: 99\n  window: 30d\n  sli: {ratio: {bad: 'orders_total{code=\"500\"}', total: 'orders_total'}}\n";
+    std::fs::write(dir.path().join("slo.yaml"), slo).unwrap();
+    let vigil =
+        Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
+    // Ten minutes of 97 good and 3 bad requests a minute: every minute is below 99 %.
+    let t0 = (now_ms() / 60_000 - 10) * 60_000;
+    let counter = |per_minute: f64| -> Vec<(i64, f64)> {
+        (0..=40).map(|i| (t0 + i * 15_000, per_minute * i as f64 / 4.0)).collect()
+    };
+    let body = encode(&WriteRequest {
+        timeseries: vec![
+            series("orders_total", &[("code", "200")], &counter(97.0)),
+            series("orders_total", &[("code", "500")], &counter(3.0)),
+        ],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+
+    let report = vigil.get_json("/api/v1/reports?team=web").await;
+    let row = &report["slos"][0];
+    assert_eq!(row["slo"], "orders", "{report}");
+    let total = row["total"].as_f64().unwrap();
+    assert!((100.0..=1000.0).contains(&total), "at most the ten minutes written, in this month: {report}");
+    assert!((row["sli"].as_f64().unwrap() - 0.97).abs() < 1e-9, "{report}");
+    assert!((row["budget_spent"].as_f64().unwrap() - 3.0).abs() < 1e-9, "3 % bad of a 1 % budget: {report}");
+    assert_eq!(row["bad_minutes"].as_f64().unwrap(), (total / 100.0).round(), "every minute was bad: {report}");
+    assert_eq!(row["met"], false);
+    assert_eq!(row["pages"], 0, "a 3× burn pages nobody");
+    assert_eq!(report["services"][0]["name"], "shop");
+    assert_eq!(report["teams"][0]["missed"], 1);
+    assert_eq!(vigil.get_json("/api/v1/reports?team=other").await["slos"], serde_json::json!([]));
+
+    let csv = vigil.client.get(vigil.url("/api/v1/reports?format=csv")).send().await.unwrap();
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = csv.text().await.unwrap();
+    let line = csv.lines().nth(1).unwrap();
+    assert!(line.contains(",orders,shop,web,0.99,") && line.contains(",false,0,"), "{csv}");
+
+    for (path, status) in [
+        ("/api/v1/reports?period=2026-13", 400),
+        ("/api/v1/reports?tz=Mars/Olympus", 400),
+        ("/api/v1/reports?format=xml", 400),
+    ] {
+        assert_eq!(vigil.client.get(vigil.url(path)).send().await.unwrap().status().as_u16(), status, "{path}");
+    }
+    let page = vigil.client.get(vigil.url("/reports")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("id=\"report-slos\"")
+            && page.contains("data-verdict=\"missed\"")
+            && page.contains("id=\"previous\""),
+        "{page}"
+    );
+    assert!(page.contains("97.000%") && page.contains("300.0%"), "{page}");
+}

@@ -205,6 +205,7 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/slos/{name}", get(slo_api::one))
         .route("/api/v1/slos/{name}/attribution", get(slo_api::attribution))
         .route("/api/v1/gate", get(slo_api::gate))
+        .route("/api/v1/reports", get(slo_api::reports))
         .route("/api/v1/alerts", get(alerts_api::alerts))
         .route("/api/v1/rules", get(alerts_api::rules))
         .route("/api/v1/silences", get(alerts_api::silences))

@@ -128,3 +128,75 @@ pub async fn attribution(
         }
     }
 }
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ReportQuery {
+    pub period: Option<String>,
+    pub tz: Option<String>,
+    pub format: Option<String>,
+    pub service: Option<String>,
+    pub team: Option<String>,
+}
+
+/// The period a report asks for (default: the current month), or a 400 saying why not.
+pub fn report_period(query: &ReportQuery) -> Result<vigil_query::slo::report::Period, ApiError> {
+    use vigil_query::slo::report::Period;
+    let tz = query.tz.as_deref().filter(|t| !t.is_empty()).unwrap_or("UTC");
+    let period = match query.period.as_deref().filter(|p| !p.is_empty()) {
+        Some(text) => Period::parse(text, tz),
+        None => Period::month_of(crate::now_ms(), tz),
+    };
+    period.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            e.to_string(),
+            "e.g. period=2026-11, 2026-W47 or 2026-Q4; tz=Europe/Paris",
+        )
+    })
+}
+
+/// The report of the SLOs `query` selects (service, team) over its period.
+pub async fn build_report(app: &AppState, query: &ReportQuery) -> Result<vigil_query::slo::report::Report, ApiError> {
+    let period = report_period(query)?;
+    let definitions = app.slos.definitions().await;
+    let mut chosen: Vec<&vigil_query::slo::SloDefinition> = Vec::new();
+    for definition in &definitions {
+        let service_ok = query.service.as_deref().is_none_or(|s| s.is_empty() || s == definition.service);
+        let team_ok = query
+            .team
+            .as_deref()
+            .is_none_or(|t| t.is_empty() || definition.labels.get("team").is_some_and(|team| team == t));
+        if service_ok && team_ok {
+            chosen.push(definition);
+        }
+    }
+    Ok(vigil_query::slo::report::report(&app.engine, &chosen, period, crate::now_ms()).await)
+}
+
+/// `GET /api/v1/reports?period=2026-11&tz=&format=json|csv&service=&team=`: per SLO, service
+/// and team over a calendar period: objective met, SLI, budget spent, bad minutes, pages and
+/// tickets.
+pub async fn reports(
+    State(app): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<ReportQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let format = query.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "csv") {
+        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, format!("format {format:?}"), "json or csv"));
+    }
+    let report = build_report(&app, &query).await?;
+    Ok(if format == "csv" {
+        let name = format!("attachment; filename=\"slo-report-{}.csv\"", report.period.name);
+        (
+            [
+                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (axum::http::header::CONTENT_DISPOSITION, name),
+            ],
+            vigil_query::slo::report::to_csv(&report),
+        )
+            .into_response()
+    } else {
+        Json(json!(report)).into_response()
+    })
+}

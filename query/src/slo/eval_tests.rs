@@ -857,3 +857,46 @@ async fn composite_slis_have_the_weighted_closed_form() {
     assert_eq!((lat.state.as_str(), al.state.as_str()), ("error", "error"), "{lat:?} / {al:?}");
     assert!(al.error.as_deref().is_some_and(|e| e.starts_with("part lat: ")), "{al:?}");
 }
+
+/// A monthly report of February 2024 over data whose every minute is known: 100 requests a
+/// minute, 1 bad, and a burst of 50 bad a minute for an hour on the 10th.
+#[tokio::test]
+async fn a_monthly_report_matches_the_hand_computed_figures() {
+    let (engine, _dir) = engine().await;
+    let february = super::report::Period::parse("2024-02", "UTC").unwrap();
+    let start = february.start_ms - HOUR;
+    let minutes = (february.end_ms - start) / MINUTE + 60;
+    let burst_from = (9 * 1440 + 12 * 60) + 60; // 2024-02-10 12:00, in minutes since `start`
+    let bad = move |m: i64| if (burst_from..burst_from + 60).contains(&m) { 50.0 } else { 1.0 };
+    let batch = WriteBatch {
+        metrics: vec![
+            counter("requests_total", &[("job", "shop")], start, minutes, |_| 100.0, None, None),
+            counter("errors_total", &[("job", "shop")], start, minutes, bad, None, None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+    let yaml = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: avail, service: shop, labels: {team: web}}\nspec:\n  objective: 99\n  window: 30d\n  sli: {ratio: {bad: 'errors_total{job=\"shop\"}', total: 'requests_total{job=\"shop\"}'}}\n";
+    let definitions = load_texts(&[("t.yaml".into(), yaml.into())], None).unwrap();
+    let report = super::report::report(&engine, &definitions.iter().collect::<Vec<_>>(), february.clone(), NOW).await;
+    let row = &report.slos[0];
+    let (total, bad_events) = (29.0 * 1440.0 * 100.0, 29.0 * 1440.0 + 60.0 * 49.0);
+    assert_eq!(row.error, None);
+    close(Some(row.total), total);
+    close(Some(row.total - row.good), bad_events);
+    close(row.sli, 1.0 - bad_events / total);
+    close(row.budget_spent, (bad_events / total) / 0.01);
+    // The burst's 60 minutes (a minute's bucket holds the samples of (start, end]).
+    assert_eq!(row.bad_minutes, 60);
+    assert_eq!(row.met, Some(false));
+    assert_eq!((row.pages, row.tickets), (0, 0));
+    assert_eq!(report.until_ms, february.end_ms, "a past month is reported whole");
+    assert_eq!((report.services[0].name.as_str(), report.services[0].missed), ("shop", 1));
+    assert_eq!(report.teams[0].name, "web");
+    let csv = super::report::to_csv(&report);
+    assert!(
+        csv.starts_with("period,slo,service")
+            && csv.lines().nth(1).unwrap().starts_with("2024-02,avail,shop,web,0.99,"),
+        "{csv}"
+    );
+}

@@ -18,6 +18,7 @@ pub mod model;
 mod openslo;
 pub mod persist;
 pub mod policy;
+pub mod report;
 pub mod rollup;
 pub mod scans;
 pub mod schedule;

@@ -8,6 +8,7 @@ mod logs;
 mod models;
 mod overview;
 pub mod range;
+pub mod reports;
 mod slo;
 pub mod svg;
 mod traces;
@@ -84,6 +85,7 @@ impl Layout {
             ("/logs", "Logs"),
             ("/explore", "Explore"),
             ("/models", "Models"),
+            ("/reports", "Reports"),
         ]
     }
 }
@@ -173,6 +175,7 @@ pub fn query_pages() -> Router<AppState> {
         .route("/traces", get(traces::search))
         .route("/traces/{trace_id}", get(traces::trace))
         .route("/logs", get(logs::page))
+        .route("/reports", get(reports::page))
 }
 
 /// The dashboard's forms that change something (admin scope, CSRF-checked).
