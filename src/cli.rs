@@ -123,6 +123,15 @@ pub struct ServeArgs {
     /// Delivery attempts per notification before it counts as failed [default: 5]
     #[arg(long, env = "VIGIL_ALERTING_MAX_ATTEMPTS")]
     pub alerting_max_attempts: Option<u32>,
+    /// Mail each week's, month's or quarter's SLO report when it ends: week, month or quarter
+    #[arg(long, env = "VIGIL_REPORT_EVERY")]
+    pub report_every: Option<String>,
+    /// Time zone the report periods are calendar periods of [default: UTC]
+    #[arg(long, env = "VIGIL_REPORT_TIME_ZONE")]
+    pub report_time_zone: Option<String>,
+    /// Receivers the scheduled reports are mailed to (comma-separated)
+    #[arg(long = "report-receivers", env = "VIGIL_REPORT_RECEIVERS", value_delimiter = ',')]
+    pub report_receivers: Vec<String>,
     #[command(flatten)]
     pub drift: DriftArgs,
     #[command(flatten)]
@@ -425,6 +434,13 @@ impl ServeArgs {
         set(&mut config.log.format, self.log_format);
         set(&mut config.evaluation_interval, self.evaluation_interval);
         set(&mut config.slo_state_save_interval, self.slo_state_save_interval);
+        if let Some(every) = &self.report_every {
+            config.reports.every = Some(every.clone());
+        }
+        set(&mut config.reports.time_zone, self.report_time_zone.clone());
+        if !self.report_receivers.is_empty() {
+            config.reports.receivers = self.report_receivers.clone();
+        }
         if !self.slos.is_empty() {
             config.slos = self.slos.clone();
         }

@@ -41,6 +41,8 @@ pub struct Config {
     pub alerting: AlertingSettings,
     /// Model drift scoring.
     pub drift: DriftConfig,
+    /// Scheduled SLO reports.
+    pub reports: ReportsConfig,
     pub auth: AuthConfig,
     /// Serve every listener over TLS; plain HTTP without it.
     pub tls: Option<TlsConfig>,
@@ -71,6 +73,7 @@ impl Default for Config {
             inhibit_rules: None,
             alerting: AlertingSettings::default(),
             drift: DriftConfig::default(),
+            reports: ReportsConfig::default(),
             auth: AuthConfig::default(),
             tls: None,
             base_dir: PathBuf::from("."),
@@ -88,6 +91,45 @@ pub struct AlertingSettings {
 impl Default for AlertingSettings {
     fn default() -> Self {
         AlertingSettings { max_attempts: 5 }
+    }
+}
+
+/// The scheduled report digest: each calendar period's compliance report mailed to
+/// `receivers` once the period ends.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// `week`, `month` or `quarter`; none: no scheduled reports.
+    pub every: Option<String>,
+    /// The zone the periods are calendar periods of.
+    pub time_zone: String,
+    /// Receivers (of `receivers`) with an email integration.
+    pub receivers: Vec<String>,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig { every: None, time_zone: "UTC".into(), receivers: Vec::new() }
+    }
+}
+
+impl ReportsConfig {
+    /// What a schedule needs: a known period kind, a time zone, and receivers that exist.
+    fn check(&self, known: &std::collections::BTreeSet<String>) -> Result<(), String> {
+        if vigil_query::slo::report::Period::month_of(0, &self.time_zone).is_err() {
+            return Err(format!("reports.time_zone {:?} is not an IANA time zone (e.g. Europe/Paris)", self.time_zone));
+        }
+        let Some(every) = &self.every else { return Ok(()) };
+        if !matches!(every.as_str(), "week" | "month" | "quarter") {
+            return Err(format!("reports.every {every:?} is not week, month or quarter"));
+        }
+        if self.receivers.is_empty() {
+            return Err("reports.every is set but reports.receivers names no receiver".into());
+        }
+        if let Some(unknown) = self.receivers.iter().find(|r| !known.contains(*r)) {
+            return Err(format!("reports.receivers names {unknown:?}, which is not among receivers"));
+        }
+        Ok(())
     }
 }
 
@@ -659,6 +701,7 @@ impl Config {
                 return Err(format!("{name} is {value}, under its least of {least}"));
             }
         }
+        self.reports.check(&self.receiver_names())?;
         self.check_features()
     }
 
@@ -890,6 +933,19 @@ mod tests {
             .unwrap_err();
         assert_eq!((error.line, error.column), (5, 13));
         assert!(error.message.contains("unknown receiver \"mial\" (did you mean \"mail\"?)"), "{}", error.message);
+        let mail = "receivers:\n  - name: sre\n    email: {to: [a@b.c], from: v@b.c, smtp: {host: localhost}}\n";
+        assert!(
+            parse(&format!("{mail}reports: {{every: month, time_zone: Europe/Paris, receivers: [sre]}}\n")).is_ok()
+        );
+        for (reports, needle) in [
+            ("{every: fortnight, receivers: [sre]}", "not week, month or quarter"),
+            ("{every: month}", "names no receiver"),
+            ("{every: month, receivers: [ops]}", "\"ops\", which is not among receivers"),
+            ("{time_zone: Mars/Olympus}", "not an IANA time zone"),
+        ] {
+            let error = parse(&format!("{mail}reports: {reports}\n")).unwrap_err().to_string();
+            assert!(error.contains(needle), "{reports}: {error}");
+        }
         let error = parse("receivers:\n  - name: a\n    webhook: {url: 'ftp://x/'}\n").unwrap_err();
         assert_eq!(error.line, 3);
         let error = parse("receivers:\n  - name: a\n    webhook: {url: 'http://x/'}\nroute:\n  receiver: a\n  routes:\n    - matchers: ['severity=~\"(\"']\n").unwrap_err();

@@ -8,6 +8,7 @@ mod config;
 mod gate;
 mod process;
 mod reload;
+mod reports;
 mod serve;
 mod store;
 mod validate;

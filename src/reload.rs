@@ -54,7 +54,7 @@ fn restart_needed(running: &Config, next: &Config) -> Vec<String> {
             $(if running.$field != next.$field { changed.push(stringify!($field).to_string()); })*
         };
     }
-    compare!(listen, external_url, storage, limits, query, log, alerting, drift, auth, tls, cluster);
+    compare!(listen, external_url, storage, limits, query, log, alerting, drift, reports, auth, tls, cluster);
     changed
 }
 

@@ -122,6 +122,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "SLO state not loaded: every SLO backfills"),
     }
     let alerting_task = tokio::spawn(alerting.clone().run(stop.clone()));
+    tokio::spawn(crate::reports::run(
+        config.reports.clone(),
+        config.storage.data_dir.clone(),
+        slos.clone(),
+        engine.clone(),
+        alerting.clone(),
+        stop.clone(),
+    ));
     let slo_task = tokio::spawn({
         let active = alerting.clone();
         let after = alerting.clone();

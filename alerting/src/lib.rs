@@ -9,6 +9,7 @@
 //! `views` (what the API shows); `posted` takes alerts other senders post.
 
 pub mod config;
+pub mod digest;
 pub mod dispatch;
 mod engine;
 mod evaluate;

@@ -30,7 +30,8 @@ pub struct SloCandidate {
     pub receivers: Vec<String>,
 }
 
-fn percent(fraction: f64) -> String {
+/// A fraction as a percentage with up to four significant digits (0.97 → 97%).
+pub(crate) fn percent(fraction: f64) -> String {
     format!("{}%", format_g(fraction * 100.0, 4))
 }
 

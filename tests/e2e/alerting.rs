@@ -542,3 +542,56 @@ async fn email_over_starttls_and_tls_with_auth() {
         "{metrics}"
     );
 }
+
+/// A compliance report mailed through a receiver's email integration to a real SMTP server
+/// (aiosmtpd): an HTML body with the SLO and its verdict, and a text alternative.
+#[tokio::test]
+async fn a_report_is_mailed_as_html_to_the_named_receivers() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let smtp = SmtpSink::start(&python, &dir.path().join("mail"), smtp_port);
+    std::fs::write(dir.path().join("slo.yaml"), SLO).unwrap();
+    let config = format!(
+        "slos: [slo.yaml]\nexternal_url: http://vigil.example:9400\nreceivers:\n  - name: reports-email\n    email: {{to: [sre@example.com], from: vigil@example.com, smtp: {{host: 127.0.0.1, port: {smtp_port}, tls: none}}}}\n  - name: hook\n    webhook: {{url: 'http://127.0.0.1:9/'}}\n"
+    );
+    let vigil = Vigil::start_with_config(&dir.path().join("data"), &config, &[]).await;
+    let t0 = (now_ms() / 60_000 - 5) * 60_000;
+    let points =
+        |per_step: f64| -> Vec<(i64, f64)> { (0..=20).map(|i| (t0 + i * 15_000, per_step * i as f64)).collect() };
+    let body = encode(&WriteRequest {
+        timeseries: vec![
+            series("http_requests_total", &[("job", "checkout"), ("code", "200")], &points(99.0)),
+            series("http_requests_total", &[("job", "checkout"), ("code", "500")], &points(1.0)),
+        ],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+    let sent = vigil.client.post(vigil.url("/api/v1/reports/send?receivers=reports-email")).send().await.unwrap();
+    assert_eq!(sent.status().as_u16(), 200, "{}", sent.text().await.unwrap());
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert!(
+        mail["subject"].as_str().unwrap().starts_with("SLO report ")
+            && mail["subject"].as_str().unwrap().ends_with(": 0 met, 1 missed"),
+        "{mail}"
+    );
+    let html = mail["parts"]["text/html"].as_str().unwrap_or_default();
+    assert!(
+        html.contains("checkout-availability")
+            && html.contains("missed")
+            && html.contains("http://vigil.example:9400/reports?period="),
+        "{mail}"
+    );
+    assert!(
+        mail["parts"]["text/plain"].as_str().unwrap_or_default().contains("checkout-availability: missed, SLI 99%"),
+        "{mail}"
+    );
+    // A receiver without email, an unknown one, or none at all: refused with the reason.
+    let hook = vigil.client.post(vigil.url("/api/v1/reports/send?receivers=hook")).send().await.unwrap();
+    assert_eq!(hook.status().as_u16(), 502);
+    assert!(hook.text().await.unwrap().contains("no email integration"));
+    let unknown = vigil.client.post(vigil.url("/api/v1/reports/send?receivers=nobody")).send().await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 502);
+    assert_eq!(vigil.client.post(vigil.url("/api/v1/reports/send")).send().await.unwrap().status().as_u16(), 400);
+}

@@ -237,7 +237,8 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/silences", post(alerts_api::create_silence))
         .route("/api/v1/silences/{id}", axum::routing::delete(alerts_api::expire_silence))
         .route("/api/v2/silences", post(alertmanager_api::post_silence))
-        .route("/api/v2/silence/{id}", axum::routing::delete(alertmanager_api::delete_silence));
+        .route("/api/v2/silence/{id}", axum::routing::delete(alertmanager_api::delete_silence))
+        .route("/api/v1/reports/send", post(slo_api::send_report));
     // A Prometheus whose Alertmanager is Vigil sends alerts with the token it sends data with.
     let posted_alerts = Router::new().route("/api/v2/alerts", post(alertmanager_api::post_alerts));
     alertmanager_api::mark_start();

@@ -200,3 +200,48 @@ pub async fn reports(
         Json(json!(report)).into_response()
     })
 }
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SendReportQuery {
+    /// Receivers (names from the config's `receivers`) to mail the report to, comma-separated.
+    pub receivers: Option<String>,
+    #[serde(flatten)]
+    pub report: ReportQuery,
+}
+
+/// `POST /api/v1/reports/send?receivers=a,b&period=&tz=&service=&team=` (admin): mails the
+/// report as HTML with a text alternative through the receivers' email integrations. 200 with
+/// what was sent, 502 naming the receivers that failed.
+pub async fn send_report(
+    State(app): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<SendReportQuery>,
+) -> Result<Json<Value>, ApiError> {
+    use axum::http::StatusCode;
+    let receivers: Vec<String> = query
+        .receivers
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    if receivers.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "receivers is required",
+            "receivers=team-email (names from the config's receivers)",
+        ));
+    }
+    let report = build_report(&app, &query.report).await?;
+    let failures = app.alerting.send_report(&report, &receivers).await;
+    if failures.is_empty() {
+        return Ok(Json(json!({"period": report.period.name, "slos": report.slos.len(), "sent_to": receivers})));
+    }
+    let text: Vec<String> = failures.iter().map(|(receiver, why)| format!("{receiver}: {why}")).collect();
+    Err(ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        format!("the report was not sent to {}", text.join("; ")),
+        "check the receivers' email settings",
+    ))
+}

@@ -85,11 +85,15 @@ impl EmailNotifier {
     pub async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
         let (text, html) = render(message)
             .map_err(|e| DeliveryError { message: format!("rendering the email: {e}"), retryable: false })?;
+        self.send_document(&message.subject(), text, html).await
+    }
+
+    /// Sends one mail of a text and an HTML body (an alert notification, a report digest).
+    pub async fn send_document(&self, subject: &str, text: String, html: String) -> Result<(), DeliveryError> {
         // A Message-ID of the sender's domain (RFC 5322 §3.6.4): spam filters and mail
         // clients' threading want one; lettre adds `Date`.
         let id = format!("<{}@{}>", uuid::Uuid::new_v4().simple(), self.from.email.domain());
-        let mut builder =
-            lettre::Message::builder().from(self.from.clone()).subject(message.subject()).message_id(Some(id));
+        let mut builder = lettre::Message::builder().from(self.from.clone()).subject(subject).message_id(Some(id));
         for to in &self.to {
             builder = builder.to(to.clone());
         }

@@ -166,6 +166,23 @@ impl Notifier {
         self.email.as_ref().is_some_and(|e| e.send_resolved) || self.webhook.as_ref().is_some_and(|w| w.send_resolved)
     }
 
+    /// Mails a document (a report digest) through the receiver's email integration, with
+    /// retries; a receiver without one cannot take it.
+    pub async fn send_document(
+        &self,
+        subject: &str,
+        (text, html): (String, String),
+        max_attempts: u32,
+    ) -> Result<(), DeliveryError> {
+        let Some(email) = &self.email else {
+            return Err(DeliveryError {
+                message: format!("receiver {:?} has no email integration to mail a report with", self.name),
+                retryable: false,
+            });
+        };
+        retry(&self.name, "email", max_attempts, || email.send_document(subject, text.clone(), html.clone())).await
+    }
+
     /// Delivers to every integration, each with retries; the first failure is returned after
     /// all were tried.
     pub async fn notify(&self, message: &Message, max_attempts: u32) -> Result<(), DeliveryError> {

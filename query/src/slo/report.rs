@@ -106,9 +106,23 @@ impl Period {
 
     /// The month holding `at_ms` in `time_zone`.
     pub fn month_of(at_ms: i64, time_zone: &str) -> Result<Period, PeriodError> {
+        Period::containing("month", at_ms, time_zone)
+    }
+
+    /// The `week`, `month` or `quarter` holding `at_ms` in `time_zone`.
+    pub fn containing(kind: &str, at_ms: i64, time_zone: &str) -> Result<Period, PeriodError> {
         let tz: chrono_tz::Tz = time_zone.parse().map_err(|_| PeriodError::TimeZone(time_zone.to_string()))?;
         let local = tz.timestamp_millis_opt(at_ms).single().map(|t| t.date_naive()).unwrap_or_default();
-        Period::parse(&format!("{}-{:02}", local.year(), local.month()), time_zone)
+        let name = match kind {
+            "week" => {
+                let week = local.iso_week();
+                format!("{}-W{:02}", week.year(), week.week())
+            }
+            "quarter" => format!("{}-Q{}", local.year(), (local.month() - 1) / 3 + 1),
+            "month" => format!("{}-{:02}", local.year(), local.month()),
+            other => return Err(PeriodError::Syntax(other.to_string())),
+        };
+        Period::parse(&name, time_zone)
     }
 }
 
@@ -132,6 +146,17 @@ pub struct SloReport {
     pub tickets: usize,
     /// Why the SLO has no figures (its SLI could not be read).
     pub error: Option<String>,
+}
+
+impl SloReport {
+    /// `met`, `missed`, or `no data` without events in the period.
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "no data",
+        }
+    }
 }
 
 /// SLOs of one service or team pooled: their events summed, met when every SLO met its own.
@@ -324,5 +349,11 @@ mod tests {
             assert_eq!(Period::parse(bad, "UTC"), Err(PeriodError::Syntax(bad.into())), "{bad}");
         }
         assert_eq!(Period::parse("2026-11", "Mars/Olympus"), Err(PeriodError::TimeZone("Mars/Olympus".into())));
+        let at = november.start_ms + 20 * DAY_MS;
+        assert_eq!(Period::containing("month", at, "UTC").unwrap().name, "2026-11");
+        assert_eq!(Period::containing("quarter", at, "UTC").unwrap().name, "2026-Q4");
+        assert_eq!(Period::containing("week", at, "UTC").unwrap().name, "2026-W47");
+        // 2026-11-30 23:30 UTC is already December in Paris.
+        assert_eq!(Period::containing("month", november.end_ms - 1_800_000, "Europe/Paris").unwrap().name, "2026-12");
     }
 }

@@ -69,11 +69,7 @@ fn row(r: &vigil_query::slo::report::SloReport) -> Row {
         bad_minutes: r.bad_minutes,
         pages: r.pages,
         tickets: r.tickets,
-        verdict: match r.met {
-            Some(true) => "met",
-            Some(false) => "missed",
-            None => "no data",
-        },
+        verdict: r.verdict(),
         error: r.error.clone(),
     }
 }
