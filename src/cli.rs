@@ -34,6 +34,8 @@ pub enum Command {
     /// Ask a running Vigil whether a service may deploy (its SLOs' error-budget policies).
     /// Exit 0 when allowed, 1 when frozen (reasons printed), 2 when there is no answer.
     Gate(GateArgs),
+    /// SLO tools that ask a running Vigil.
+    Slo(SloArgs),
     /// Run a Ballista scheduler for distributed queries (Ballista's flags: `-- --help`).
     BallistaScheduler(PassThrough),
     /// Run a Ballista executor for distributed queries (Ballista's flags: `-- --help`).
@@ -45,15 +47,52 @@ pub struct GateArgs {
     /// The service whose SLOs decide.
     #[arg(long)]
     pub service: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SloArgs {
+    #[command(subcommand)]
+    pub action: SloAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SloAction {
+    /// Replay a running Vigil's stored data through an SLO definition (one SLO in FILE) and
+    /// print every page and ticket it would have fired. Exit 0 with an answer, 2 without.
+    Backtest(BacktestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BacktestArgs {
+    /// The SLO file (one SLO, any dialect).
+    pub file: PathBuf,
+    /// Start of the replay (RFC 3339 or Unix seconds); default: the SLO's window before `to`.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the replay; default now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print the server's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Where a client command finds Vigil.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
     /// Base URL of the Vigil to ask.
     #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9400")]
     pub url: String,
     /// Bearer token (read scope) when the server requires one.
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 10)]
-    pub timeout_seconds: u64,
+    /// Seconds to wait for the answer (default: 10 for gate, 300 for backtest).
+    #[arg(long)]
+    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

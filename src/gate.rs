@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::cli::GateArgs;
+use crate::cli::{GateArgs, ServerArgs};
 
 /// Exit code of a frozen service; 2 means the gate could not answer.
 const FROZEN: u8 = 1;
@@ -36,10 +36,23 @@ pub async fn run(args: &GateArgs) -> ExitCode {
 }
 
 async fn decide(args: &GateArgs) -> anyhow::Result<serde_json::Value> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(args.timeout_seconds)).build()?;
-    let url = format!("{}/api/v1/gate", args.url.trim_end_matches('/'));
-    let mut request = client.get(&url).query(&[("service", &args.service)]);
-    if let Some(token) = &args.token {
+    ask(&args.server, "/api/v1/gate", 10, |client, url| client.get(url).query(&[("service", &args.service)])).await
+}
+
+/// Sends the request `build` makes for `path` of the server and returns its JSON answer; a
+/// non-2xx status is an error carrying the server's `error` and `hint`. `default_timeout`
+/// (seconds) applies unless `--timeout-seconds` is given.
+pub async fn ask(
+    server: &ServerArgs,
+    path: &str,
+    default_timeout: u64,
+    build: impl FnOnce(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+) -> anyhow::Result<serde_json::Value> {
+    let timeout = Duration::from_secs(server.timeout_seconds.unwrap_or(default_timeout));
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let url = format!("{}{path}", server.url.trim_end_matches('/'));
+    let mut request = build(&client, &url);
+    if let Some(token) = &server.token {
         request = request.bearer_auth(token);
     }
     let response = request.send().await.with_context(|| format!("asking {url}"))?;

@@ -1,5 +1,6 @@
 //! The `vigil` binary: command line, configuration and wiring of the crates.
 
+mod backtest;
 #[cfg(feature = "distributed")]
 mod ballista;
 mod cli;
@@ -73,6 +74,10 @@ fn main() -> ExitCode {
         Command::Gate(args) => match runtime() {
             Ok(runtime) => runtime.block_on(gate::run(&args)),
             Err(code) => code,
+        },
+        Command::Slo(slo) => match (slo.action, runtime()) {
+            (cli::SloAction::Backtest(args), Ok(runtime)) => runtime.block_on(backtest::run(&args)),
+            (_, Err(code)) => code,
         },
         #[cfg(feature = "distributed")]
         Command::BallistaScheduler(pass) => exit(ballista::scheduler(&pass.args)),

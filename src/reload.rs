@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigil_alerting::{Alerting, AlertingConfig};
 use vigil_ingest::scrape::Scraper;
+use vigil_query::slo::Definitions;
+use vigil_query::slo::SloEvaluator;
 use vigil_query::slo::schedule::Schedule;
-use vigil_query::slo::{SloDefinition, SloEvaluator};
 use vigil_web::{Reload, ReloadRefused, ReloadStatus};
 
 use crate::config::Config;
@@ -87,9 +88,9 @@ impl DefinitionReloader {
     }
 
     /// Loads the definitions `config` names, without applying them.
-    fn load(config: &Config) -> Result<(Vec<SloDefinition>, AlertingConfig), String> {
+    fn load(config: &Config) -> Result<(Definitions, AlertingConfig), String> {
         let files = vigil_query::slo::expand(&config.base_dir, &config.slos).map_err(|e| e.to_string())?;
-        let slos = vigil_query::slo::load_files(&files, Some(&config.receiver_names()))
+        let slos = vigil_query::slo::load_definition_files(&files, Some(&config.receiver_names()))
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
         let alerting = config.alerting()?;
         vigil_alerting::check_config(&alerting).map_err(|e| e.to_string())?;
@@ -120,14 +121,15 @@ impl DefinitionReloader {
             Ok(loaded) => loaded,
             Err(error) => return self.failed(error),
         };
-        let count = definitions.len();
+        let count = definitions.slos.len();
         let rules: usize = alerting.groups.iter().map(|g| g.rules.len()).sum();
         let live = &self.live;
         live.alerting.set_default_interval(config.evaluation_interval.0);
         if let Err(error) = live.alerting.configure(&alerting) {
             return self.failed(error.to_string());
         }
-        live.evaluator.set_definitions(definitions).await;
+        live.evaluator.set_definitions(definitions.slos).await;
+        live.evaluator.set_file_corrections(definitions.corrections, now_ms()).await;
         let (every, save_every) = (config.evaluation_interval.0, config.slo_state_save_interval.0);
         live.schedule.send_if_modified(|schedule| {
             let changed = (schedule.every, schedule.save_every) != (every, save_every);

@@ -45,7 +45,7 @@ pub async fn run(
         {
             let definitions = slos.definitions().await;
             let chosen: Vec<&vigil_query::slo::SloDefinition> = definitions.iter().map(|d| d.as_ref()).collect();
-            let sent = report(&engine, &chosen, ended.clone(), now).await;
+            let sent = report(&engine, &chosen, &slos.corrections(), ended.clone(), now).await;
             let failures = alerting.send_report(&sent, &settings.receivers).await;
             if failures.is_empty() {
                 info!(period = %ended.name, receivers = ?settings.receivers, "SLO report mailed");

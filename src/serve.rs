@@ -116,6 +116,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // At start-up there is no previous set to keep: invalid definitions stop Vigil.
     reloader.apply().await.map_err(|errors| anyhow::anyhow!("invalid definitions:\n{errors}"))?;
     tokio::spawn(reloader.clone().watch(stop.clone()));
+    // API-made corrections count before the state is restored: state saved under other
+    // corrections is recomputed.
+    let corrections = vigil_query::slo::correction_book::book_path(&config.storage.data_dir);
+    match slos.open_corrections(&corrections, crate::reload::now_ms()).await {
+        Ok(opened) => info!(opened, path = %corrections.display(), "corrections loaded"),
+        Err(error) => return Err(anyhow::anyhow!("{error}")),
+    }
     // SLOs resume from their saved state; the others (new or edited) backfill.
     match slos.restore(&slo_state, crate::reload::now_ms()).await {
         Ok(resumed) => info!(resumed, path = %slo_state.display(), "SLO state loaded"),
@@ -133,13 +140,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let slo_task = tokio::spawn({
         let active = alerting.clone();
         let after = alerting.clone();
+        let evaluator = slos.clone();
         slos.clone().run(
             schedules,
             Arc::new(vigil_storage::clock::SystemClock),
             move || active.is_active(),
             move |definitions, statuses| {
                 let alerting = after.clone();
-                async move { alerting.evaluate_slos(&definitions, &statuses).await }
+                let corrections = evaluator.corrections();
+                async move {
+                    alerting.sync_correction_silences(&corrections, &definitions).await;
+                    alerting.evaluate_slos(&definitions, &statuses).await
+                }
             },
             stop.clone().cancelled_owned(),
         )

@@ -19,6 +19,8 @@ pub struct DigestRow {
     pub pages: usize,
     pub tickets: usize,
     pub verdict: &'static str,
+    /// The corrections applied, or empty.
+    pub corrections: String,
 }
 
 #[derive(Template)]
@@ -56,6 +58,7 @@ pub fn render(report: &Report, external_url: &str) -> Result<(String, String, St
             pages: r.pages,
             tickets: r.tickets,
             verdict: r.verdict(),
+            corrections: r.corrections_note(),
         })
         .collect();
     let met = rows.iter().filter(|r| r.verdict == "met").count();
@@ -118,6 +121,8 @@ mod tests {
             met,
             pages: 2,
             tickets: 1,
+            corrections: vec!["db-upgrade".into()],
+            excluded_minutes: 120,
             error: None,
         };
         let report = Report {
@@ -134,6 +139,8 @@ mod tests {
         let (subject, text, html) = render(&report, "http://vigil:9400/").unwrap();
         assert_eq!(subject, "SLO report 2026-11: 1 met, 1 missed");
         assert!(text.contains("<checkout>: missed, SLI 97%") && text.contains("300% of the budget"), "{text}");
+        assert!(text.contains("corrected: db-upgrade (120 min excluded)"), "{text}");
+        assert!(html.contains("corrected: db-upgrade (120 min excluded)"), "{html}");
         assert!(html.contains("&lt;checkout&gt;") || html.contains("&#60;checkout&#62;"), "{html}");
         assert!(!html.contains("<checkout>"));
         assert!(

@@ -14,6 +14,7 @@ use crate::matchers::{Matcher, all_match};
 use crate::silences::Silences;
 
 /// Alerts matching `source` inhibit those matching `target` that agree on `equal`.
+#[derive(Clone)]
 pub(crate) struct InhibitRule {
     source: Vec<Matcher>,
     target: Vec<Matcher>,
@@ -39,6 +40,13 @@ impl InhibitRule {
             target: parse_matchers(&config.target_matchers).map_err(|e| AlertingError::Config(e.message))?,
             equal: config.equal.clone(),
         })
+    }
+
+    /// Whether an alert labelled `source`, firing, inhibits one labelled `target`.
+    pub(crate) fn inhibits(&self, source: &Labels, target: &Labels) -> bool {
+        all_match(&self.target, target)
+            && all_match(&self.source, source)
+            && self.equal.iter().all(|l| source.get(l) == target.get(l))
     }
 
     /// The firing alerts by which this rule inhibits `target`.

@@ -8,7 +8,9 @@
 //! `alerts` rows), `inhibit` (inhibition and muting), `persist` (disk and the shared store),
 //! `views` (what the API shows); `posted` takes alerts other senders post.
 
+pub mod backtest;
 pub mod config;
+mod correction_silences;
 pub mod digest;
 pub mod dispatch;
 mod engine;

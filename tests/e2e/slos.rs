@@ -720,3 +720,242 @@ async fn a_report_gives_the_period_figures_as_json_csv_and_a_page() {
     );
     assert!(page.contains("97.000%") && page.contains("300.0%"), "{page}");
 }
+
+/// Budget corrections through the real binary: a mute-only correction silences the burning
+/// SLO's page; an exclude-only one over a burst of errors gives back exactly the budget the
+/// burst took (closed form below), shows on the page and in the month's report, survives a
+/// restart, and deleting it brings the burst back. Bad documents get a 4xx with the place.
+#[tokio::test]
+async fn a_correction_over_a_burst_restores_the_budget_and_a_muting_one_silences_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file's correction (long past, so it changes no figure) cannot be deleted by the API.
+    let slo = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: burst, service: shop}\nspec:\n  objective: 99\n  window: 1h\n  sli: {ratio: {bad: 'burst_total{code=\"500\"}', total: 'burst_total'}}\n  alerting:\n    min_events: 1\n    conditions: [{severity: page, burn_rate: 14.4, long_window: 1h, short_window: 5m}]\n---\napiVersion: vigil/v1\nkind: Correction\nmetadata: {name: old-window}\nspec: {reason: migration, start: '2020-01-01T00:00:00Z', duration: 1h, scope: {slos: [burst]}}\n";
+    std::fs::write(dir.path().join("slo.yaml"), slo).unwrap();
+    let config = "slos: [slo.yaml]\nevaluation_interval: 1s\n";
+    let mut vigil = Vigil::start_with_config(&dir.path().join("data"), config, &[]).await;
+    // Twenty minutes at 10 s steps: 999 good and 1 bad a step, except the last five minutes
+    // (steps 91..=120), 1,000 bad and no good. Outside the burst: 89,910 good of 90,000
+    // (SLI 0.999, budget 1 − 0.001/0.01 = 0.9); with it 89,910 of 120,000 (budget −24.075).
+    let t0 = (now_ms() / 60_000 - 20) * 60_000;
+    let burst = |i: i64| i > 90;
+    let mut good = vec![(t0, 0.0)];
+    let mut bad = vec![(t0, 0.0)];
+    for i in 1..=120 {
+        let (g, b) = if burst(i) { (0.0, 1000.0) } else { (999.0, 1.0) };
+        good.push((t0 + i * 10_000, good.last().unwrap().1 + g));
+        bad.push((t0 + i * 10_000, bad.last().unwrap().1 + b));
+    }
+    let body = encode(&WriteRequest {
+        timeseries: vec![
+            series("burst_total", &[("code", "200")], &good),
+            series("burst_total", &[("code", "500")], &bad),
+        ],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+    let budget = async |vigil: &Vigil| slos(vigil).await["slos"][0]["error_budget_remaining"].as_f64();
+    wait_for("the burst's budget", async || budget(&vigil).await.is_some_and(|b| (b + 24.075).abs() < 1e-9)).await;
+    let page_alert = async |vigil: &Vigil| {
+        let alerts = vigil.get_json("/api/v1/alerts").await;
+        alerts["data"]["alerts"].as_array().unwrap().iter().find(|a| a["labels"]["severity"] == "page").cloned()
+    };
+    wait_for("the page", async || page_alert(&vigil).await.is_some_and(|a| a["state"] == "firing")).await;
+
+    // Mute only: the page is silenced by the correction's silence; the budget stays.
+    let post = async |vigil: &Vigil, body: String| {
+        let response = vigil.client.post(vigil.url("/api/v1/corrections")).body(body).send().await.unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    };
+    let iso = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
+    let mute = format!(
+        "apiVersion: vigil/v1\nkind: Correction\nmetadata: {{name: quiet}}\nspec:\n  reason: investigating\n  created_by: ana\n  start: '{}'\n  duration: 1h\n  scope: {{matchers: ['service=\"shop\"']}}\n  effect: [mute]\n",
+        iso(now_ms() - 60_000)
+    );
+    let (status, created) = post(&vigil, mute).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!((created["exclude"].as_bool(), created["mute"].as_bool()), (Some(false), Some(true)), "{created}");
+    wait_for("the page silenced by the correction", async || {
+        page_alert(&vigil).await.is_some_and(|a| a["silenced"] == true)
+    })
+    .await;
+    let silences = vigil.get_json("/api/v1/silences").await;
+    let ours = silences["data"]
+        .as_array()
+        .or(silences.as_array())
+        .unwrap()
+        .iter()
+        .find(|s| s["createdBy"] == "correction/quiet")
+        .cloned()
+        .unwrap_or_else(|| panic!("{silences}"));
+    assert!(ours["comment"].as_str().unwrap().starts_with("investigating"), "{ours}");
+    assert!((budget(&vigil).await.unwrap() + 24.075).abs() < 1e-9, "muting changes no figure");
+
+    // Exclude the burst: exactly the budget without it.
+    let exclude = serde_json::json!({
+        "apiVersion": "vigil/v1", "kind": "Correction", "metadata": {"name": "burst-fix"},
+        "spec": {"reason": "load test against production", "start": iso(t0 + 15 * 60_000), "end": iso(t0 + 20 * 60_000),
+                 "scope": {"slos": ["burst"]}, "effect": ["exclude"]}
+    });
+    let (status, created) = post(&vigil, exclude.to_string()).await;
+    assert_eq!(status, 201, "{created}");
+    wait_for("the budget without the burst", async || budget(&vigil).await.is_some_and(|b| (b - 0.9).abs() < 1e-9))
+        .await;
+    let status = &slos(&vigil).await["slos"][0];
+    assert_eq!(status["total"].as_f64(), Some(90_000.0), "{status}");
+    let listed = vigil.get_json("/api/v1/corrections?slo=burst").await;
+    let names: Vec<&str> =
+        listed["corrections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["old-window", "quiet", "burst-fix"], "{listed}");
+    let fix = &listed["corrections"][2];
+    assert_eq!(fix["occurrences"][0]["start_ms"].as_i64(), Some(t0 + 15 * 60_000), "{listed}");
+    let page = vigil.client.get(vigil.url("/slos/burst")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"correction-list\"") && page.contains("load test against production"), "{page}");
+    assert!(page.contains("class=\"band\"") && page.contains("correction burst-fix (exclude)"), "{page}");
+    // The charts read as if the burst never happened: recomputed with the correction, every
+    // point of the budget is the 90 % left without it (the stored rows said −2,407.5 %).
+    let budget_chart = page.split("aria-label=\"error budget left\"").nth(1).unwrap();
+    let points = budget_chart.split("data-points=\"").nth(1).unwrap().split('"').next().unwrap();
+    let values: Vec<f64> = points.split(' ').filter_map(|p| p.split(':').nth(1)?.parse().ok()).collect();
+    assert!(!values.is_empty() && values.iter().all(|v| (v - 0.9).abs() < 1e-9), "{points}");
+    let month = chrono::DateTime::from_timestamp_millis(t0 + 17 * 60_000).unwrap().format("%Y-%m").to_string();
+    let report = vigil.get_json(&format!("/api/v1/reports?period={month}")).await;
+    let row = &report["slos"][0];
+    assert_eq!(row["corrections"], serde_json::json!(["burst-fix"]), "{report}");
+    let bad_events = row["total"].as_f64().unwrap() - row["good"].as_f64().unwrap();
+    assert!(bad_events <= 90.0, "the burst's 30,000 bad events are not in the report: {report}");
+
+    // Refused: not a correction, an unknown SLO (with the closest name), a taken name, a
+    // file's correction, one that does not exist.
+    let (status, error) = post(&vigil, "apiVersion: vigil/v1\nkind: Correction\nmetadata: {name: x}\nspec:\n  reason: r\n  start: soon\n  duration: 1h\n  scope: {slos: [burst]}\n".into()).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["error"].as_str().unwrap().contains("request:6:"), "{error}");
+    let (status, error) =
+        post(&vigil, exclude.to_string().replace("burst-fix", "other").replace("[\"burst\"]", "[\"bursts\"]")).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["hint"], "did you mean `burst`?", "{error}");
+    assert_eq!(post(&vigil, exclude.to_string()).await.0, 409);
+    for (name, status) in [("old-window", 409), ("nope", 404)] {
+        let response = vigil.client.delete(vigil.url(&format!("/api/v1/corrections/{name}"))).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{name}");
+    }
+
+    // A restart keeps the API's corrections and the corrected figures.
+    vigil.terminate();
+    drop(vigil);
+    let vigil = Vigil::start_with_config(&dir.path().join("data"), config, &[]).await;
+    wait_for("the corrected budget after a restart", async || {
+        budget(&vigil).await.is_some_and(|b| (b - 0.9).abs() < 1e-9)
+    })
+    .await;
+    // Deleted, the burst counts again.
+    let response = vigil.client.delete(vigil.url("/api/v1/corrections/burst-fix")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    wait_for("the burst back in the budget", async || budget(&vigil).await.is_some_and(|b| (b + 24.075).abs() < 1e-9))
+        .await;
+}
+
+/// Backtesting through the real binary: two hours with one ten-minute outage replayed
+/// through the SLO's policy give one page, from the outage's first minute to five minutes
+/// after it (closed form: 1h burn 16.7× and 5m burn 1,000× at its first minute), and the
+/// budget-exhausted ticket from that minute (one bad minute in 61 at a 0.1 % budget); a
+/// proposal with a threshold no burn reaches pages none; the CLI and the page say the same.
+#[tokio::test]
+async fn a_backtest_replays_the_policy_and_a_proposal_over_stored_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: api, service: api}\nspec:\n  objective: 99.9\n  window: 1d\n  sli: {ratio: {bad: 'api_requests_total{code=\"500\"}', total: 'api_requests_total'}}\n  alerting:\n    conditions: [{severity: page, burn_rate: 14.4, long_window: 1h, short_window: 5m}]\n";
+    std::fs::write(dir.path().join("slo.yaml"), slo).unwrap();
+    let vigil =
+        Vigil::start_with_config(&dir.path().join("data"), "slos: [slo.yaml]\nevaluation_interval: 1s\n", &[]).await;
+    // 100 requests a minute for two hours, one sample a minute; minutes 61..=70 all fail.
+    let t0 = (now_ms() / 60_000 - 125) * 60_000;
+    let outage = t0 + 60 * 60_000;
+    let (mut good, mut bad) = (vec![(t0, 0.0)], vec![(t0, 0.0)]);
+    for m in 1..=120 {
+        let failing = m > 60 && m <= 70;
+        good.push((t0 + m * 60_000, good.last().unwrap().1 + if failing { 0.0 } else { 100.0 }));
+        bad.push((t0 + m * 60_000, bad.last().unwrap().1 + if failing { 100.0 } else { 0.0 }));
+    }
+    let body = encode(&WriteRequest {
+        timeseries: vec![
+            series("api_requests_total", &[("code", "200")], &good),
+            series("api_requests_total", &[("code", "500")], &bad),
+        ],
+    });
+    assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
+    let iso = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
+    let range = format!("from={}&to={}", iso(t0), iso(t0 + 120 * 60_000));
+    let proposal = slo.replace("burn_rate: 14.4", "burn_rate: 2000");
+    let response = vigil
+        .client
+        .post(vigil.url(&format!("/api/v1/slos/api/backtest?{}", range.replace('+', "%2B"))))
+        .body(proposal.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let alerts = answer["current"]["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2, "{answer}");
+    let page = alerts.iter().find(|a| a["severity"] == "page").unwrap();
+    assert_eq!(page["started_ms"].as_i64(), Some(outage + 60_000), "{answer}");
+    assert_eq!(page["ended_ms"].as_i64(), Some(outage + 15 * 60_000), "{answer}");
+    assert!((page["peak_value"].as_f64().unwrap() - (10.0 / 60.0) / 0.001).abs() < 1e-6, "{answer}");
+    let exhausted = alerts.iter().find(|a| a["alertname"] == "SLOErrorBudgetExhausted").unwrap();
+    assert_eq!(exhausted["started_ms"].as_i64(), Some(outage + 60_000), "{answer}");
+    assert!((exhausted["budget_at_start"].as_f64().unwrap() - (1.0 - 1000.0 / 61.0)).abs() < 1e-9, "{answer}");
+    assert_eq!(answer["current"]["totals"]["pages"], 1);
+    assert_eq!(answer["current"]["totals"]["tickets"], 1);
+    assert_eq!(answer["proposed"]["totals"]["pages"], 0, "{answer}");
+
+    // The CLI, on the same server.
+    std::fs::write(dir.path().join("proposal.yaml"), &proposal).unwrap();
+    let output = Command::new(VIGIL)
+        .args(["slo", "backtest"])
+        .arg(dir.path().join("slo.yaml"))
+        .args(["--from", &iso(t0), "--to", &iso(t0 + 120 * 60_000), "--url", &vigil.url("")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 pages, 1 tickets") && stdout.contains("SLOErrorBudgetExhausted"), "{stdout}");
+    let output = Command::new(VIGIL)
+        .args(["slo", "backtest", "--url", &vigil.url(""), "--from", "yesterday"])
+        .arg(dir.path().join("proposal.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a bad time is no answer");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("400"));
+
+    // The page offers it, and compares a posted proposal.
+    let slo_page = vigil.client.get(vigil.url("/slos/api")).send().await.unwrap().text().await.unwrap();
+    assert!(slo_page.contains("href=\"/slos/api/backtest\""), "{slo_page}");
+    let page = vigil
+        .client
+        .post(vigil.url(&format!("/slos/api/backtest?{}", range.replace('+', "%2B"))))
+        .form(&[("yaml", proposal.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("would have paged <b>1</b> time") && page.contains("the proposed one, <b>0</b>"), "{page}");
+
+    // Bounds: a range past 92 days, or backwards; a proposal that is not an SLO.
+    for (query, body) in [
+        ("from=2026-01-01T00:00:00Z&to=2026-06-01T00:00:00Z", ""),
+        (&format!("from={}&to={}", t0 / 1000 + 60, t0 / 1000) as &str, ""),
+        ("", "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: x}\n"),
+    ] {
+        let response = vigil
+            .client
+            .post(vigil.url(&format!("/api/v1/slos/api/backtest?{query}")))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{query} {body}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["hint"].is_string(), "{error}");
+    }
+    assert_eq!(vigil.client.post(vigil.url("/api/v1/slos/nope/backtest")).send().await.unwrap().status().as_u16(), 404);
+}

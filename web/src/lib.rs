@@ -5,7 +5,9 @@
 mod alertmanager_api;
 mod alerts_api;
 pub mod auth;
+mod backtest_api;
 mod body;
+mod corrections_api;
 pub mod dashboard;
 mod drift_api;
 mod error;
@@ -197,7 +199,9 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/labels", get(prom_api::labels).post(prom_api::labels))
         .route("/api/v1/label/{name}/values", get(prom_api::label_values))
         .route("/api/v1/query_exemplars", get(prom_api::query_exemplars).post(prom_api::query_exemplars))
-        .route("/api/v1/read", post(remote_read::read));
+        .route("/api/v1/read", post(remote_read::read))
+        .route("/api/v1/slos/{name}/backtest", post(backtest_api::slo))
+        .route("/api/v1/backtest", post(backtest_api::definition));
     let read = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/targets", get(targets::targets))
@@ -206,6 +210,7 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/slos/{name}/attribution", get(slo_api::attribution))
         .route("/api/v1/gate", get(slo_api::gate))
         .route("/api/v1/reports", get(slo_api::reports))
+        .route("/api/v1/corrections", get(corrections_api::list))
         .route("/api/v1/alerts", get(alerts_api::alerts))
         .route("/api/v1/rules", get(alerts_api::rules))
         .route("/api/v1/silences", get(alerts_api::silences))
@@ -238,7 +243,9 @@ pub fn router(state: AppState, options: &HttpOptions, slots: &Slots) -> Router {
         .route("/api/v1/silences/{id}", axum::routing::delete(alerts_api::expire_silence))
         .route("/api/v2/silences", post(alertmanager_api::post_silence))
         .route("/api/v2/silence/{id}", axum::routing::delete(alertmanager_api::delete_silence))
-        .route("/api/v1/reports/send", post(slo_api::send_report));
+        .route("/api/v1/reports/send", post(slo_api::send_report))
+        .route("/api/v1/corrections", post(corrections_api::create))
+        .route("/api/v1/corrections/{name}", axum::routing::delete(corrections_api::delete));
     // A Prometheus whose Alertmanager is Vigil sends alerts with the token it sends data with.
     let posted_alerts = Router::new().route("/api/v2/alerts", post(alertmanager_api::post_alerts));
     alertmanager_api::mark_start();

@@ -170,7 +170,7 @@ pub async fn build_report(app: &AppState, query: &ReportQuery) -> Result<vigil_q
             chosen.push(definition);
         }
     }
-    Ok(vigil_query::slo::report::report(&app.engine, &chosen, period, crate::now_ms()).await)
+    Ok(vigil_query::slo::report::report(&app.engine, &chosen, &app.slos.corrections(), period, crate::now_ms()).await)
 }
 
 /// `GET /api/v1/reports?period=2026-11&tz=&format=json|csv&service=&team=`: per SLO, service

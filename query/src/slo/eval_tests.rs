@@ -61,6 +61,18 @@ fn counter(
     }
 }
 
+/// 100 requests a minute of job `shop` from `start`, `bad(m)` of them errors in minute m.
+async fn write_shop_traffic(engine: &QueryEngine, start: i64, minutes: i64, bad: impl Fn(i64) -> f64) {
+    let batch = WriteBatch {
+        metrics: vec![
+            counter("requests_total", &[("job", "shop")], start, minutes, |_| 100.0, None, None),
+            counter("errors_total", &[("job", "shop")], start, minutes, bad, None, None),
+        ],
+        rows: vec![],
+    };
+    engine.storage().write(batch).await.unwrap();
+}
+
 async fn evaluate(engine: &QueryEngine, yaml: &str, now: i64) -> Vec<SloStatus> {
     let definitions = load_texts(&[("t.yaml".into(), yaml.into())], None).unwrap_or_else(|e| panic!("{e:?}"));
     let evaluator = SloEvaluator::new(engine.clone());
@@ -868,17 +880,11 @@ async fn a_monthly_report_matches_the_hand_computed_figures() {
     let minutes = (february.end_ms - start) / MINUTE + 60;
     let burst_from = (9 * 1440 + 12 * 60) + 60; // 2024-02-10 12:00, in minutes since `start`
     let bad = move |m: i64| if (burst_from..burst_from + 60).contains(&m) { 50.0 } else { 1.0 };
-    let batch = WriteBatch {
-        metrics: vec![
-            counter("requests_total", &[("job", "shop")], start, minutes, |_| 100.0, None, None),
-            counter("errors_total", &[("job", "shop")], start, minutes, bad, None, None),
-        ],
-        rows: vec![],
-    };
-    engine.storage().write(batch).await.unwrap();
+    write_shop_traffic(&engine, start, minutes, bad).await;
     let yaml = "apiVersion: vigil/v1\nkind: SLO\nmetadata: {name: avail, service: shop, labels: {team: web}}\nspec:\n  objective: 99\n  window: 30d\n  sli: {ratio: {bad: 'errors_total{job=\"shop\"}', total: 'requests_total{job=\"shop\"}'}}\n";
     let definitions = load_texts(&[("t.yaml".into(), yaml.into())], None).unwrap();
-    let report = super::report::report(&engine, &definitions.iter().collect::<Vec<_>>(), february.clone(), NOW).await;
+    let report =
+        super::report::report(&engine, &definitions.iter().collect::<Vec<_>>(), &[], february.clone(), NOW).await;
     let row = &report.slos[0];
     let (total, bad_events) = (29.0 * 1440.0 * 100.0, 29.0 * 1440.0 + 60.0 * 49.0);
     assert_eq!(row.error, None);
@@ -899,4 +905,60 @@ async fn a_monthly_report_matches_the_hand_computed_figures() {
             && csv.lines().nth(1).unwrap().starts_with("2024-02,avail,shop,web,0.99,"),
         "{csv}"
     );
+}
+
+/// A replay's status at each step is the one the evaluator gives when asked at that time,
+/// with later data already stored (it must not count), and a correction applied the same.
+#[tokio::test]
+async fn a_replay_gives_at_each_step_the_status_the_evaluator_gives_then() {
+    let (engine, _dir) = engine().await;
+    let minutes = 3 * 1440;
+    let start = NOW - minutes * MINUTE;
+    // 100 events a minute; every 7th minute 5 bad; minutes 3000..3030 half bad.
+    let bad = |m: i64| {
+        if (3000..3030).contains(&m) {
+            50.0
+        } else if m % 7 == 0 {
+            5.0
+        } else {
+            0.0
+        }
+    };
+    write_shop_traffic(&engine, start, minutes, bad).await;
+    let correction = "---\napiVersion: vigil/v1\nkind: Correction\nmetadata: {name: c}\nspec: {reason: r, start: '2024-03-03T02:10:00Z', duration: 20m, scope: {slos: [r]}, effect: [exclude]}\n";
+    let yaml = slo("r", "99", "1d", "{ratio: {bad: 'errors_total', total: 'requests_total'}}");
+    for with_correction in [false, true] {
+        let text = if with_correction { format!("{yaml}{correction}") } else { yaml.clone() };
+        let loaded = super::load::load_definitions(&[("t.yaml".into(), text)], None).unwrap();
+        let corrections: Vec<Arc<super::Correction>> = loaded.corrections.into_iter().map(Arc::new).collect();
+        assert_eq!(corrections.len(), usize::from(with_correction));
+        let mut replayed = Vec::new();
+        super::replay::replay(
+            &engine,
+            loaded.slos[0].clone(),
+            &corrections,
+            (NOW - 23 * HOUR, NOW - 20 * HOUR),
+            7 * MINUTE,
+            |t, statuses| replayed.push((t, statuses)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(replayed.len(), 180 / 7);
+        for (t, statuses) in replayed.iter().step_by(5) {
+            let evaluator = SloEvaluator::new(engine.clone());
+            evaluator.set_definitions(loaded.slos.clone()).await;
+            evaluator.set_file_corrections(corrections.iter().map(|c| (**c).clone()).collect(), *t).await;
+            let live = evaluator.settle(*t).await;
+            let (a, b) = (&statuses[0], &live[0]);
+            close(a.sli, b.sli.unwrap());
+            close(a.error_budget_remaining, b.error_budget_remaining.unwrap());
+            for window in ["5m", "1h", "6h", "1d"] {
+                assert_eq!(a.burn_rates[window].is_some(), b.burn_rates[window].is_some(), "{window} at {t}");
+                if let Some(rate) = b.burn_rates[window] {
+                    close(a.burn_rates[window], rate);
+                }
+            }
+            assert_eq!(a.conditions, b.conditions, "at {t}");
+        }
+    }
 }

@@ -18,6 +18,8 @@ use serde::Serialize;
 use vigil_storage::schema::FixedTable;
 use vigil_storage::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch};
 
+use super::correction::{self, Correction, Exclusions};
+use super::correction_book::{CorrectionBook, CorrectionError};
 use super::model::{BURN_WINDOWS, Budgeting, CalendarUnit, Severity, SloDefinition, Window};
 use super::persist::{self, PersistError, SavedSlo};
 use super::rollup::{HOUR_MS, MINUTE_MS, Rollup, minute_of};
@@ -130,37 +132,53 @@ impl SloStatus {
 }
 
 /// Rollups of one group: events, and for time-slice budgeting the slice outcomes.
-struct GroupState {
+pub(super) struct GroupState {
     events: Rollup,
     slices: Option<Rollup>,
 }
 
 /// What is kept for one SLO between evaluations.
-struct SloRuntime {
+pub(super) struct SloRuntime {
     definition: Arc<SloDefinition>,
-    groups: BTreeMap<GroupKey, GroupState>,
+    pub(super) groups: BTreeMap<GroupKey, GroupState>,
     source: SourceState,
     /// Buckets before this are final unless a late write touches them; the source state
     /// is at this point.
-    committed_ms: Option<i64>,
+    pub(super) committed_ms: Option<i64>,
     /// Where writes can change this SLO's counts.
     tables: sources::TablesRead,
     /// The oldest change a failed evaluation could not take in yet (ms).
     pending_change_ms: Option<i64>,
-    /// Of the definition: saved state is used only by the definition it came from.
+    /// Of the definition and the corrections excluding its events: saved state is used only
+    /// by the definition and corrections it came from.
     fingerprint: u64,
+    /// Kept beyond the spans a status needs at the commit point: a replay computes statuses
+    /// up to this far behind the point it has read to.
+    pub(super) lag_ms: i64,
+}
+
+/// The corrections in force, shared with backfill tasks.
+pub type CorrectionSet = Arc<Vec<Arc<Correction>>>;
+
+fn runtime_fingerprint(definition: &SloDefinition, corrections: &[Arc<Correction>]) -> u64 {
+    persist::fingerprint(definition) ^ correction::fingerprint(corrections, definition)
 }
 
 impl SloRuntime {
-    fn new(definition: SloDefinition) -> Self {
+    pub(super) fn definition(&self) -> Arc<SloDefinition> {
+        self.definition.clone()
+    }
+
+    pub(super) fn new(definition: SloDefinition, corrections: &[Arc<Correction>]) -> Self {
         SloRuntime {
             tables: sources::tables_read(&definition.sli),
-            fingerprint: persist::fingerprint(&definition),
+            fingerprint: runtime_fingerprint(&definition, corrections),
             definition: Arc::new(definition),
             groups: BTreeMap::new(),
             source: SourceState::default(),
             committed_ms: None,
             pending_change_ms: None,
+            lag_ms: 0,
         }
     }
 }
@@ -223,6 +241,9 @@ pub struct SloEvaluator {
     /// Woken when new or edited SLOs wait for their first evaluation: the schedule runs a
     /// cycle then instead of at its next tick (which may be an `evaluation_interval` away).
     pub(super) defined: tokio::sync::Notify,
+    /// The corrections in force (see [`correction`]), and where they come from.
+    corrections: parking_lot::RwLock<CorrectionSet>,
+    book: parking_lot::Mutex<CorrectionBook>,
 }
 
 fn format_duration(ms: i64) -> String {
@@ -261,7 +282,7 @@ fn hour_span(definition: &SloDefinition, now_ms: i64) -> i64 {
 }
 
 /// Where an SLO's history starts: its window, and at least the longest burn window.
-fn history_start(definition: &SloDefinition, now_ms: i64) -> i64 {
+pub(super) fn history_start(definition: &SloDefinition, now_ms: i64) -> i64 {
     window_start(&definition.window, now_ms).min(now_ms - 3 * 24 * HOUR_MS)
 }
 
@@ -281,6 +302,8 @@ impl SloEvaluator {
             latest: parking_lot::RwLock::new(Vec::new()),
             backfill_permits: Arc::new(tokio::sync::Semaphore::new(BACKFILL_PARALLELISM)),
             defined: tokio::sync::Notify::new(),
+            corrections: parking_lot::RwLock::new(Arc::new(Vec::new())),
+            book: parking_lot::Mutex::new(CorrectionBook::default()),
         }
     }
 
@@ -299,7 +322,7 @@ impl SloEvaluator {
                 Some(slot) if **slot.definition() == definition => runtimes.push(slot),
                 _ => {
                     fresh.push(backfilling_status(&definition, 0, 0.0));
-                    runtimes.push(Slot::Ready(SloRuntime::new(definition)));
+                    runtimes.push(Slot::Ready(SloRuntime::new(definition, &self.corrections.read())));
                 }
             }
         }
@@ -378,6 +401,81 @@ impl SloEvaluator {
         Ok(restored)
     }
 
+    /// The corrections in force.
+    pub fn corrections(&self) -> CorrectionSet {
+        self.corrections.read().clone()
+    }
+
+    /// Takes up the API's corrections stored at `path` (and stores them there from now on).
+    pub async fn open_corrections(&self, path: &std::path::Path, now_ms: i64) -> Result<usize, CorrectionError> {
+        let opened = self.book.lock().open(path)?;
+        self.apply_corrections(now_ms).await;
+        Ok(opened)
+    }
+
+    /// Replaces the corrections the definition files hold (at each reload).
+    pub async fn set_file_corrections(&self, corrections: Vec<Correction>, now_ms: i64) {
+        self.book.lock().set_from_files(corrections);
+        self.apply_corrections(now_ms).await;
+    }
+
+    /// Adds a correction made through the API, from its document (see
+    /// [`super::correction_book::parse_document`]).
+    pub async fn add_correction(
+        &self,
+        text: &str,
+        created_by: &str,
+        now_ms: i64,
+    ) -> Result<Arc<Correction>, CorrectionError> {
+        let known = self.names().await;
+        let parsed = super::correction_book::parse_document(text, created_by, now_ms, Some(&known))?;
+        let added = self.book.lock().add(parsed)?;
+        self.apply_corrections(now_ms).await;
+        Ok(added)
+    }
+
+    /// Removes a correction made through the API; the SLOs it excluded events from recompute.
+    pub async fn remove_correction(&self, name: &str, now_ms: i64) -> Result<Arc<Correction>, CorrectionError> {
+        let removed = self.book.lock().remove(name)?;
+        self.apply_corrections(now_ms).await;
+        Ok(removed)
+    }
+
+    async fn names(&self) -> std::collections::BTreeSet<String> {
+        self.runtimes.lock().await.iter().map(|s| s.definition().name.clone()).collect()
+    }
+
+    /// Puts the book's corrections in force: every SLO whose excluded minutes changed within
+    /// its history recomputes from the first changed minute (like a late write there).
+    async fn apply_corrections(&self, now_ms: i64) {
+        let mut runtimes = self.runtimes.lock().await;
+        let new: CorrectionSet = Arc::new(self.book.lock().all());
+        let old = std::mem::replace(&mut *self.corrections.write(), new.clone());
+        let mut recomputing = 0;
+        for slot in runtimes.iter_mut() {
+            let definition = slot.definition().clone();
+            let start = history_start(&definition, now_ms);
+            let before = Exclusions::of(old.iter().map(|c| &**c), &definition, start, now_ms + MINUTE_MS);
+            let after = Exclusions::of(new.iter().map(|c| &**c), &definition, start, now_ms + MINUTE_MS);
+            let changed = before.first_difference(&after);
+            recomputing += usize::from(changed.is_some());
+            match slot {
+                Slot::Ready(runtime) => {
+                    runtime.fingerprint = runtime_fingerprint(&definition, &new);
+                    if runtime.committed_ms.is_some() {
+                        runtime.pending_change_ms = earliest(runtime.pending_change_ms, changed);
+                    }
+                }
+                Slot::Backfilling(backfill) => backfill.changed_since = earliest(backfill.changed_since, changed),
+            }
+        }
+        metrics::gauge!("vigil_slo_corrections").set(new.len() as f64);
+        if recomputing > 0 {
+            tracing::info!(slos = recomputing, "corrections changed: recomputing the SLOs they touch");
+            self.defined.notify_one();
+        }
+    }
+
     pub async fn definitions(&self) -> Vec<Arc<SloDefinition>> {
         self.runtimes.lock().await.iter().map(|s| s.definition().clone()).collect()
     }
@@ -406,6 +504,7 @@ impl SloEvaluator {
         let mut pending = 0;
         let scans = Scans::new();
         let mut cohort = Vec::new();
+        let corrections = self.corrections();
         for slot in std::mem::take(&mut *runtimes) {
             let mut runtime = match slot {
                 Slot::Ready(runtime) => runtime,
@@ -415,6 +514,7 @@ impl SloEvaluator {
                     match backfill.done.try_recv() {
                         Ok(mut runtime) => {
                             runtime.pending_change_ms = earliest(runtime.pending_change_ms, backfill.changed_since);
+                            runtime.fingerprint = runtime_fingerprint(&runtime.definition, &corrections);
                             runtime
                         }
                         Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
@@ -426,7 +526,7 @@ impl SloEvaluator {
                         }
                         Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
                             tracing::warn!(slo = %backfill.definition.name, "SLO backfill failed; it starts again");
-                            SloRuntime::new((*backfill.definition).clone())
+                            SloRuntime::new((*backfill.definition).clone(), &corrections)
                         }
                     }
                 }
@@ -450,7 +550,7 @@ impl SloEvaluator {
                 continue;
             }
             let changed_since = runtime.tables.changed_since(&changes);
-            statuses.extend(advance(&self.engine, &scans, &mut runtime, now_ms, changed_since).await);
+            statuses.extend(advance(&self.engine, &scans, &mut runtime, now_ms, changed_since, &corrections).await);
             rollup_bytes += runtime
                 .groups
                 .values()
@@ -459,7 +559,7 @@ impl SloEvaluator {
             runtimes.push(Slot::Ready(runtime));
         }
         metrics::gauge!("vigil_memory_bytes", "component" => "slo_rollups").set(rollup_bytes as f64);
-        self.start_backfills(cohort, now_ms);
+        self.start_backfills(cohort, now_ms, corrections);
         drop(runtimes);
         let stored: Vec<SloStatus> = statuses.iter().filter(|s| s.state != SloState::Backfilling).cloned().collect();
         if let Err(e) = self.engine.storage().write(status_batch(&stored, now_ms)).await {
@@ -486,7 +586,7 @@ impl SloEvaluator {
 
     /// Backfills a cycle's new SLOs: split by the tables they read into at most
     /// `BACKFILL_PARALLELISM` tasks, each reading its SLOs' history together.
-    fn start_backfills(&self, cohort: Vec<CohortMember>, now_ms: i64) {
+    fn start_backfills(&self, cohort: Vec<CohortMember>, now_ms: i64, corrections: CorrectionSet) {
         if cohort.is_empty() {
             return;
         }
@@ -505,7 +605,13 @@ impl SloEvaluator {
             }
         }
         for members in tasks {
-            tokio::spawn(backfill(self.engine.clone(), members, now_ms, self.backfill_permits.clone()));
+            tokio::spawn(backfill(
+                self.engine.clone(),
+                members,
+                now_ms,
+                self.backfill_permits.clone(),
+                corrections.clone(),
+            ));
         }
     }
 }
@@ -528,6 +634,7 @@ async fn backfill(
     mut members: Vec<CohortMember>,
     now_ms: i64,
     permits: Arc<tokio::sync::Semaphore>,
+    corrections: CorrectionSet,
 ) {
     let Ok(_permit) = permits.acquire_owned().await else { return };
     let started = std::time::Instant::now();
@@ -540,7 +647,7 @@ async fn backfill(
         let scans = Scans::new();
         for member in &mut members {
             if member.runtime.committed_ms.is_some_and(|c| c < at) {
-                advance(&engine, &scans, &mut member.runtime, at, None).await;
+                advance(&engine, &scans, &mut member.runtime, at, None, &corrections).await;
                 let share = (at - member.start) as f64 / (now_ms - member.start).max(1) as f64;
                 member.progress.store(share.to_bits(), Ordering::Relaxed);
             }
@@ -557,12 +664,13 @@ async fn backfill(
 /// Brings one SLO up to `now_ms`: from its commit point, or — when writes since the last
 /// cycle (`changed_since`, ms) reached further back — from the oldest minute they touched,
 /// however late they came (within the SLO window).
-async fn advance(
+pub(super) async fn advance(
     engine: &QueryEngine,
     scans: &Scans,
     runtime: &mut SloRuntime,
     now_ms: i64,
     changed_since: Option<i64>,
+    corrections: &[Arc<Correction>],
 ) -> Vec<SloStatus> {
     let definition = runtime.definition.clone();
     let changed_since = earliest(changed_since, runtime.pending_change_ms.take());
@@ -616,13 +724,19 @@ async fn advance(
         }
     };
     let rollup = std::time::Instant::now();
-    let hour_span = hour_span(&definition, now_ms);
-    for (group, minutes) in counts {
+    let hour_span = hour_span(&definition, now_ms) + runtime.lag_ms;
+    let minute_span = MINUTE_SPAN_MS + runtime.lag_ms;
+    // Corrected minutes count nothing, in their minute and in their hour.
+    let exclusions = Exclusions::of(corrections.iter().map(|c| &**c), &definition, from, now_ms + MINUTE_MS);
+    for (group, mut minutes) in counts {
+        if !exclusions.is_empty() {
+            minutes.retain(|minute, _| !exclusions.excludes(*minute));
+        }
         let state = runtime.groups.entry(group).or_insert_with(|| GroupState {
-            events: Rollup::new(MINUTE_SPAN_MS, hour_span),
+            events: Rollup::new(minute_span, hour_span),
             slices: match definition.budgeting {
                 Budgeting::Occurrences => None,
-                _ => Some(Rollup::new(MINUTE_SPAN_MS, hour_span)),
+                _ => Some(Rollup::new(minute_span, hour_span)),
             },
         });
         let mut minute = from;
@@ -732,7 +846,7 @@ fn error_status(definition: &SloDefinition, now_ms: i64, message: String) -> Slo
     }
 }
 
-fn status(definition: &SloDefinition, group: &GroupKey, state: &GroupState, now_ms: i64) -> SloStatus {
+pub(super) fn status(definition: &SloDefinition, group: &GroupKey, state: &GroupState, now_ms: i64) -> SloStatus {
     let rollup = state.slices.as_ref().unwrap_or(&state.events);
     let objective = definition.objective;
     let start = window_start(&definition.window, now_ms);

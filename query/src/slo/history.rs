@@ -261,3 +261,29 @@ pub async fn deploys(
     out.sort();
     Ok(out)
 }
+
+/// SLI, budget and the burn rates of `windows` of an ungrouped SLO every `step_ms` over
+/// `(from_ms, to_ms]`, recomputed from stored data with `corrections` applied (see
+/// [`super::replay`]). The pages chart this when a correction changed the past: the
+/// `slo_status` rows keep what was computed before it.
+pub async fn replayed(
+    engine: &QueryEngine,
+    definition: &super::SloDefinition,
+    corrections: &[std::sync::Arc<super::Correction>],
+    (from_ms, to_ms): (i64, i64),
+    step_ms: i64,
+    windows: &[&str],
+) -> Result<(SloHistory, Vec<(String, Vec<(i64, f64)>)>), super::replay::ReplayError> {
+    let mut history = SloHistory::default();
+    let mut burns: Vec<(String, Vec<(i64, f64)>)> = windows.iter().map(|w| (w.to_string(), Vec::new())).collect();
+    super::replay::replay(engine, definition.clone(), corrections, (from_ms, to_ms), step_ms, |t, statuses| {
+        let Some(status) = statuses.first() else { return };
+        history.sli.push((t, status.sli.unwrap_or(f64::NAN)));
+        history.budget.push((t, status.error_budget_remaining.unwrap_or(f64::NAN)));
+        for (window, points) in &mut burns {
+            points.push((t, status.burn_rates.get(window.as_str()).copied().flatten().unwrap_or(f64::NAN)));
+        }
+    })
+    .await?;
+    Ok((history, burns))
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::correction::{self, Correction, CorrectionYaml};
 use super::model::SloDefinition;
 use super::openslo::Catalog;
 use super::yaml::{LoadError, Place, documents};
@@ -74,12 +75,27 @@ pub fn expand(base: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, PatternE
     Ok(files.into_iter().collect())
 }
 
+/// What a set of definition files holds: SLOs and budget corrections.
+#[derive(Clone, Debug, Default)]
+pub struct Definitions {
+    pub slos: Vec<SloDefinition>,
+    pub corrections: Vec<Correction>,
+}
+
 /// Loads SLO definitions from files. With `receivers`, every receiver an SLO names must be
 /// among them.
 pub fn load_files(
     paths: &[PathBuf],
     receivers: Option<&BTreeSet<String>>,
 ) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
+    load_definition_files(paths, receivers).map(|d| d.slos)
+}
+
+/// Loads SLOs and corrections from files (see [`load_files`]).
+pub fn load_definition_files(
+    paths: &[PathBuf],
+    receivers: Option<&BTreeSet<String>>,
+) -> Result<Definitions, Vec<LoadError>> {
     let mut texts = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -94,8 +110,8 @@ pub fn load_files(
             }),
         }
     }
-    match load_texts(&texts, receivers) {
-        Ok(slos) if errors.is_empty() => Ok(slos),
+    match load_definitions(&texts, receivers) {
+        Ok(loaded) if errors.is_empty() => Ok(loaded),
         Ok(_) => Err(errors),
         Err(mut more) => {
             errors.append(&mut more);
@@ -109,6 +125,20 @@ pub fn load_texts(
     files: &[(String, String)],
     receivers: Option<&BTreeSet<String>>,
 ) -> Result<Vec<SloDefinition>, Vec<LoadError>> {
+    load_definitions(files, receivers).map(|d| d.slos)
+}
+
+/// Loads SLOs and corrections from (file name, text) pairs; a correction's scope must name
+/// SLOs of the same load.
+pub fn load_definitions(
+    files: &[(String, String)],
+    receivers: Option<&BTreeSet<String>>,
+) -> Result<Definitions, Vec<LoadError>> {
+    let loaded_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let mut corrections: Vec<Correction> = Vec::new();
+    let mut scoped: Vec<(String, u64, Spanned<String>)> = Vec::new();
+    let mut correction_lines: Vec<(String, u64)> = Vec::new();
     let mut errors: Vec<LoadError> = Vec::new();
     let mut slos: Vec<SloDefinition> = Vec::new();
     let mut sloth_slos: Vec<SloDefinition> = Vec::new();
@@ -121,6 +151,14 @@ pub fn load_texts(
             let result = (|| -> Result<(), LoadError> {
                 let probe: Probe = place.parse(document.text)?;
                 match (&probe.api_version, &probe.version, &probe.kind) {
+                    (Some(api), _, Some(kind)) if api.value == "vigil/v1" && kind.value == "Correction" => {
+                        let parsed: CorrectionYaml = place.parse(document.text)?;
+                        let origin = format!("{file}:{}", document.line_offset + 1);
+                        let (loaded, named) = correction::convert(&place, parsed, document.text, loaded_at, origin)?;
+                        scoped.extend(named.into_iter().map(|n| (file.clone(), document.line_offset, n)));
+                        corrections.push(loaded);
+                        correction_lines.push((file.clone(), document.line_offset + 1));
+                    }
                     (Some(api), _, _) if api.value == "vigil/v1" => {
                         let parsed: vigil::VigilSlo = place.parse(document.text)?;
                         let mut named = Vec::new();
@@ -222,8 +260,27 @@ pub fn load_texts(
         }
     }
     errors.extend(resolve_composites(&mut slos));
+    let names: BTreeSet<String> = slos.iter().map(|s| s.name.clone()).collect();
+    for (file, line_offset, named) in &scoped {
+        for (name, hint) in correction::unknown_slos([&named.value], &names) {
+            let place = Place { file, line_offset: *line_offset };
+            errors.push(place.at(named, format!("the correction's scope names no SLO {name:?}"), hint));
+        }
+    }
+    let mut seen_corrections = BTreeSet::new();
+    for (c, (file, line)) in corrections.iter().zip(&correction_lines) {
+        if !seen_corrections.insert(c.name.as_str()) {
+            errors.push(LoadError {
+                file: file.clone(),
+                line: *line,
+                column: 1,
+                message: format!("duplicate correction name {:?}", c.name),
+                hint: None,
+            });
+        }
+    }
     if errors.is_empty() {
-        Ok(slos)
+        Ok(Definitions { slos, corrections })
     } else {
         errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         Err(errors)

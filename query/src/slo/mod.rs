@@ -11,6 +11,8 @@
 //! ```
 
 pub mod attribution;
+pub mod correction;
+pub mod correction_book;
 pub mod evaluate;
 pub mod history;
 pub mod load;
@@ -18,6 +20,7 @@ pub mod model;
 mod openslo;
 pub mod persist;
 pub mod policy;
+pub mod replay;
 pub mod report;
 pub mod rollup;
 pub mod scans;
@@ -27,8 +30,12 @@ mod sources;
 mod vigil;
 pub mod yaml;
 
+pub use correction::Correction;
 pub use evaluate::{SloEvaluator, SloState, SloStatus};
-pub use load::{FileKind, PatternError, expand, file_kind, load_files, load_texts};
+pub use load::{
+    Definitions, FileKind, PatternError, expand, file_kind, load_definition_files, load_definitions, load_files,
+    load_texts,
+};
 pub use model::SloDefinition;
 pub use yaml::LoadError;
 

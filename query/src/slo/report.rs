@@ -9,6 +9,7 @@
 use chrono::{Datelike, NaiveDate, TimeZone};
 use serde::Serialize;
 
+use super::correction::{Correction, Exclusions};
 use super::history::alert_episodes;
 use super::model::SloDefinition;
 use super::rollup::MINUTE_MS;
@@ -144,11 +145,23 @@ pub struct SloReport {
     pub met: Option<bool>,
     pub pages: usize,
     pub tickets: usize,
+    /// The corrections that took events of the period out of its figures.
+    pub corrections: Vec<String>,
+    /// Minutes of the period whose events those corrections excluded.
+    pub excluded_minutes: u64,
     /// Why the SLO has no figures (its SLI could not be read).
     pub error: Option<String>,
 }
 
 impl SloReport {
+    /// `db-upgrade, nightly (150 min excluded)`, or empty without corrections.
+    pub fn corrections_note(&self) -> String {
+        if self.corrections.is_empty() {
+            return String::new();
+        }
+        format!("{} ({} min excluded)", self.corrections.join(", "), self.excluded_minutes)
+    }
+
     /// `met`, `missed`, or `no data` without events in the period.
     pub fn verdict(&self) -> &'static str {
         match self.met {
@@ -184,12 +197,14 @@ pub struct Report {
     pub teams: Vec<GroupReport>,
 }
 
-/// Good and total per minute of one SLO over `[from_ms, to_ms)`, read a day at a time.
+/// Good and total per minute of one SLO over `[from_ms, to_ms)`, read a day at a time,
+/// without the `excluded` minutes.
 async fn minutes(
     engine: &QueryEngine,
     definition: &SloDefinition,
     from_ms: i64,
     to_ms: i64,
+    excluded: &Exclusions,
 ) -> Result<Vec<(f64, f64)>, sources::SourceError> {
     let mut state = SourceState::default();
     let mut out = Vec::new();
@@ -200,7 +215,7 @@ async fn minutes(
         let scans = Scans::new();
         let counts = sources::fetch(engine, &scans, definition, read_from, day_end, day_end, &mut state).await?;
         for minutes in counts.into_values() {
-            out.extend(minutes.range(day..day_end).map(|(_, c)| *c));
+            out.extend(minutes.range(day..day_end).filter(|(m, _)| !excluded.excludes(**m)).map(|(_, c)| *c));
         }
         read_from = day_end;
         day = day_end;
@@ -222,8 +237,15 @@ fn group(name: String, reports: &[&SloReport]) -> GroupReport {
     }
 }
 
-/// The report of `definitions` over `period`, up to `now_ms` when the period has not ended.
-pub async fn report(engine: &QueryEngine, definitions: &[&SloDefinition], period: Period, now_ms: i64) -> Report {
+/// The report of `definitions` over `period`, up to `now_ms` when the period has not ended,
+/// with the events `corrections` exclude taken out.
+pub async fn report(
+    engine: &QueryEngine,
+    definitions: &[&SloDefinition],
+    corrections: &[std::sync::Arc<Correction>],
+    period: Period,
+    now_ms: i64,
+) -> Report {
     let until = period.end_ms.min(now_ms.div_euclid(MINUTE_MS) * MINUTE_MS);
     let mut slos = Vec::new();
     for definition in definitions.iter().copied() {
@@ -237,6 +259,17 @@ pub async fn report(engine: &QueryEngine, definitions: &[&SloDefinition], period
                 .count()
         };
         let (pages, tickets) = (started("page"), started("ticket"));
+        let excluded = Exclusions::of(corrections.iter().map(|c| &**c), definition, period.start_ms, until);
+        let applied: Vec<String> = corrections
+            .iter()
+            .filter(|c| c.exclude && c.scope.covers(definition) && !c.occurrences(period.start_ms, until).is_empty())
+            .map(|c| c.name.clone())
+            .collect();
+        let excluded_minutes = excluded
+            .ranges()
+            .iter()
+            .map(|(from, to)| ((*to).min(until) - (*from).max(period.start_ms)).max(0) / MINUTE_MS)
+            .sum::<i64>() as u64;
         let mut row = SloReport {
             slo: definition.name.clone(),
             service: definition.service.clone(),
@@ -250,9 +283,11 @@ pub async fn report(engine: &QueryEngine, definitions: &[&SloDefinition], period
             met: None,
             pages,
             tickets,
+            corrections: applied,
+            excluded_minutes,
             error: None,
         };
-        match minutes(engine, definition, period.start_ms, until).await {
+        match minutes(engine, definition, period.start_ms, until, &excluded).await {
             Ok(minutes) => {
                 row.good = minutes.iter().map(|m| m.0).sum();
                 row.total = minutes.iter().map(|m| m.1).sum();
@@ -296,7 +331,7 @@ pub fn to_csv(report: &Report) -> String {
     }
     let number = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
     let mut out = String::from(
-        "period,slo,service,team,objective,sli,good,total,budget_spent,bad_minutes,met,pages,tickets,error\n",
+        "period,slo,service,team,objective,sli,good,total,budget_spent,bad_minutes,met,pages,tickets,error,corrections,excluded_minutes\n",
     );
     for r in &report.slos {
         let cells = [
@@ -314,6 +349,8 @@ pub fn to_csv(report: &Report) -> String {
             r.pages.to_string(),
             r.tickets.to_string(),
             field(r.error.as_deref().unwrap_or_default()),
+            field(&r.corrections.join(" ")),
+            r.excluded_minutes.to_string(),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');

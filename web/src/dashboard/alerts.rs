@@ -86,12 +86,38 @@ fn quoted(value: &str) -> String {
     format!("{:?}", value)
 }
 
+/// A page with forms: the CSRF token its forms carry, and the cookie to set when the
+/// browser has no session yet.
+pub(super) struct FormSession {
+    pub csrf: String,
+    cookie: Option<HeaderValue>,
+}
+
+impl FormSession {
+    pub(super) fn of(auth: &crate::Auth, headers: &HeaderMap) -> Self {
+        let (session, fresh) = match session_of(headers) {
+            Some(session) => (session, false),
+            None => (uuid::Uuid::new_v4().simple().to_string(), true),
+        };
+        let cookie = fresh
+            .then(|| HeaderValue::from_str(&format!("{CSRF_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict")).ok())
+            .flatten();
+        FormSession { csrf: auth.csrf_token(&session), cookie }
+    }
+
+    /// The page, with the session cookie when it is new.
+    pub(super) fn respond(&self, html: impl IntoResponse) -> Response {
+        let mut response = html.into_response();
+        if let Some(cookie) = &self.cookie {
+            response.headers_mut().insert(header::SET_COOKIE, cookie.clone());
+        }
+        response
+    }
+}
+
 pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
-    let (session, fresh) = match session_of(&headers) {
-        Some(session) => (session, false),
-        None => (uuid::Uuid::new_v4().simple().to_string(), true),
-    };
-    let csrf = app.auth.csrf_token(&session);
+    let session = FormSession::of(&app.auth, &headers);
+    let csrf = session.csrf.clone();
     let mut sections = vec![
         Section { id: "firing", title: "Firing", alerts: Vec::new(), silenceable: true },
         Section { id: "pending", title: "Pending", alerts: Vec::new(), silenceable: true },
@@ -198,17 +224,10 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
         silences,
         csrf: csrf.clone(),
     })?;
-    let mut response = html.into_response();
-    if fresh {
-        let cookie = format!("{CSRF_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().insert(header::SET_COOKIE, value);
-        }
-    }
-    Ok(response)
+    Ok(session.respond(html))
 }
 
-fn check_csrf(auth: &crate::Auth, headers: &HeaderMap, token: &str) -> Result<(), PageError> {
+pub(super) fn check_csrf(auth: &crate::Auth, headers: &HeaderMap, token: &str) -> Result<(), PageError> {
     if crate::auth::has_bearer(headers) {
         return Ok(());
     }
@@ -217,7 +236,7 @@ fn check_csrf(auth: &crate::Auth, headers: &HeaderMap, token: &str) -> Result<()
         _ => Err(PageError::new(
             StatusCode::FORBIDDEN,
             "the form's security token did not match",
-            "reload the alerts page and submit the form again",
+            "reload the page and submit the form again",
         )),
     }
 }
@@ -272,7 +291,7 @@ pub async fn create_silence(
 
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
-    csrf: String,
+    pub csrf: String,
 }
 
 pub async fn expire_silence(

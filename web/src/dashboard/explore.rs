@@ -164,6 +164,7 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<Params>) -> 
                         series: &lines,
                         rules: &[],
                         markers: &[],
+                        bands: &[],
                     }
                     .render(),
                 );
@@ -233,6 +234,7 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<Params>) -> 
                                     series: &[Series { name: "value", points: &points, class: palette(0) }],
                                     rules: &[],
                                     markers: &[],
+                                    bands: &[],
                                 }
                                 .render(),
                             );

@@ -3,6 +3,7 @@
 //! same URL, so filters survive it.
 
 mod alerts;
+mod backtest;
 mod explore;
 mod logs;
 mod models;
@@ -176,6 +177,7 @@ pub fn query_pages() -> Router<AppState> {
         .route("/traces/{trace_id}", get(traces::trace))
         .route("/logs", get(logs::page))
         .route("/reports", get(reports::page))
+        .route("/slos/{name}/backtest", get(backtest::page).post(backtest::compare))
 }
 
 /// The dashboard's forms that change something (admin scope, CSRF-checked).
@@ -183,6 +185,8 @@ pub fn forms() -> Router<AppState> {
     Router::new()
         .route("/alerts/silences", post(alerts::create_silence))
         .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
+        .route("/slos/{name}/corrections", post(slo::create_correction))
+        .route("/slos/{name}/corrections/{correction}/delete", post(slo::delete_correction))
 }
 
 /// A percentage with up to `decimals` decimals, or an en dash.

@@ -92,6 +92,7 @@ pub async fn page(State(app): State<AppState>, Query(params): Query<RangeParams>
             series: &[Series { name: "PSI", points: &psi, class: palette(0) }],
             rules: &rules,
             markers: &[],
+            bands: &[],
         }
         .render();
         let labels: Vec<String> = match &reference.bins {
@@ -177,6 +178,7 @@ mod tests {
                 series: &[Series { name: "PSI", points: &[], class: "s0" }],
                 rules: &[],
                 markers: &[],
+                bands: &[],
             }
             .render(),
             bars: svg::paired_bars(&["a".into(), "other".into()], &[0.5, 0.5], &[]),

@@ -25,6 +25,8 @@ pub struct Row {
     /// `met`, `missed` or `no data`.
     pub verdict: &'static str,
     pub error: Option<String>,
+    /// The corrections applied, or empty.
+    pub corrections: String,
 }
 
 #[derive(Template)]
@@ -71,6 +73,7 @@ fn row(r: &vigil_query::slo::report::SloReport) -> Row {
         tickets: r.tickets,
         verdict: r.verdict(),
         error: r.error.clone(),
+        corrections: r.corrections_note(),
     }
 }
 

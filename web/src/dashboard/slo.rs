@@ -2,15 +2,19 @@
 //! and its YAML source.
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Html;
-use vigil_query::slo::SloState;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Redirect, Response};
+use serde::Deserialize;
+use vigil_query::slo::correction::When;
 use vigil_query::slo::history::{self, AlertEpisode};
+use vigil_query::slo::{Correction, SloState};
 
+use super::alerts::{CsrfForm, FormSession, check_csrf};
 use super::overview::{sli_text, state_label};
 use super::range::{RangeParams, RangePicker, TimeRange, fitting, resolve};
-use super::svg::{LineChart, Marker, Rule, Series, Unit, palette};
+use super::svg::{Band, LineChart, Marker, Rule, Series, Unit, palette};
 use super::{Layout, PageError, number, percent, render, utc};
 use crate::AppState;
 
@@ -42,6 +46,56 @@ pub struct AlertRow {
     pub end: String,
     pub duration: String,
     pub value: String,
+}
+
+/// A correction that applies to the SLO, as listed on its page.
+pub struct CorrectionRow {
+    pub name: String,
+    pub effect: String,
+    pub when: String,
+    pub reason: String,
+    pub created_by: String,
+    pub origin: String,
+    /// Made through the API (or this page): it can be deleted here.
+    pub removable: bool,
+}
+
+/// When a correction applies, in words.
+fn when_text(when: &When) -> String {
+    match when {
+        When::Once { start_ms, end_ms } => format!("{} to {} UTC", utc(*start_ms), utc(*end_ms)),
+        When::Recurring { days, at, duration_ms, time_zone, from_ms, until_ms } => {
+            let days = if days.is_empty() {
+                "every day".to_string()
+            } else {
+                format!("every {}", days.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+            };
+            let mut text = format!(
+                "{days} at {} ({time_zone}) for {}",
+                at.format("%H:%M"),
+                vigil_query::PromDuration(std::time::Duration::from_millis(*duration_ms as u64))
+            );
+            if let Some(from) = from_ms {
+                text.push_str(&format!(", from {} UTC", utc(*from)));
+            }
+            if let Some(until) = until_ms {
+                text.push_str(&format!(", until {} UTC", utc(*until)));
+            }
+            text
+        }
+    }
+}
+
+fn correction_row(c: &Correction) -> CorrectionRow {
+    CorrectionRow {
+        name: c.name.clone(),
+        effect: c.effects(),
+        when: when_text(&c.when),
+        reason: c.reason.clone(),
+        created_by: c.created_by.clone(),
+        origin: c.origin.clone(),
+        removable: c.origin == "api",
+    }
 }
 
 /// A numbered annotation of the charts, listed under them with its time.
@@ -80,6 +134,11 @@ struct SloPage {
     attribution_window: String,
     /// With a policy: its terms, and why deploys are frozen now (empty: allowed).
     policy: Option<(String, Vec<String>)>,
+    corrections: Vec<CorrectionRow>,
+    /// For the correction forms.
+    csrf: String,
+    /// The form's default start: now, to the minute, UTC.
+    now_local: String,
     source_file: String,
     source_line: u64,
     source_yaml: String,
@@ -107,6 +166,18 @@ fn range_text(range: &TimeRange, window: &str) -> String {
     }
 }
 
+/// The burn-rate windows charted: the conditions' long windows where `slo_status` keeps them
+/// over time; else the standard short pair, with a note saying so.
+fn burn_windows(conditions: &[vigil_query::slo::evaluate::ConditionStatus]) -> (Vec<&'static str>, &'static str) {
+    let windows: Vec<&'static str> =
+        history::BURN_RATE_WINDOWS.iter().copied().filter(|w| conditions.iter().any(|c| c.long_window == *w)).collect();
+    if windows.is_empty() && !conditions.is_empty() {
+        let note = "The conditions' own windows are not kept over time; the 5m and 1h burn rates are shown against their thresholds.";
+        return (vec!["5m", "1h"], note);
+    }
+    (windows, "")
+}
+
 /// The charts' numbered annotations: deploys, the last reload, alert firings and silences of
 /// this SLO, in time order.
 fn annotations(
@@ -132,7 +203,9 @@ pub async fn page(
     State(app): State<AppState>,
     Path(name): Path<String>,
     Query(params): Query<RangeParams>,
-) -> Result<Html<String>, PageError> {
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let session = FormSession::of(&app.auth, &headers);
     let definitions = app.slos.definitions().await;
     let Some(definition) = definitions.iter().find(|d| d.name == name) else {
         return Err(PageError::not_found(format!("no SLO named {name:?}")));
@@ -145,11 +218,30 @@ pub async fn page(
     let range = resolve(&params, now, &fitting(first, now, window_ms), Some(window_ms))
         .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e, "pick a range from the page's range picker"))?;
     let step = range.step_ms(240);
-    let mut history = history::history(&app.engine, Some(&name), range.from_ms, range.to_ms, step)
-        .await
-        .map_err(PageError::internal)?
-        .remove(&name)
-        .unwrap_or_default();
+    let corrections: Vec<std::sync::Arc<Correction>> =
+        app.slos.corrections().iter().filter(|c| c.scope.covers(definition)).cloned().collect();
+    // A correction that takes events out of what the charts show (their range, and the window
+    // before it that their first points sum) changed those figures after `slo_status` kept
+    // them: the charts are recomputed from stored data instead, with the corrections applied.
+    let conditions_now = statuses.first().map(|s| s.conditions.clone()).unwrap_or_default();
+    let (burn_windows, burn_note) = burn_windows(&conditions_now);
+    let corrected_past = definition.group_by.is_empty()
+        && corrections.iter().any(|c| c.exclude && !c.occurrences(range.from_ms - window_ms, range.to_ms).is_empty());
+    let (mut history, burn) = if corrected_past {
+        history::replayed(&app.engine, definition, &corrections, (range.from_ms, range.to_ms), step, &burn_windows)
+            .await
+            .map_err(|e| PageError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), "check the SLI"))?
+    } else {
+        let history = history::history(&app.engine, Some(&name), range.from_ms, range.to_ms, step)
+            .await
+            .map_err(PageError::internal)?
+            .remove(&name)
+            .unwrap_or_default();
+        let burn = history::burn_rate_history(&app.engine, &name, &burn_windows, range.from_ms, range.to_ms, step)
+            .await
+            .unwrap_or_default();
+        (history, burn)
+    };
     // The charts end where the tiles are: the newest evaluation, not a bucket's mean.
     if let Some(status) = statuses.first()
         && status.evaluated_at_ms > history.sli.last().map_or(i64::MIN, |p| p.0)
@@ -173,6 +265,16 @@ pub async fn page(
         .map(|(s, _)| (s.starts_at.timestamp_millis(), s.created_by))
         .collect();
     let markers = annotations(&deploys, reload.at_ms, &episodes, &silences, &range);
+    let bands: Vec<Band> = corrections
+        .iter()
+        .flat_map(|c| {
+            c.occurrences(range.from_ms, range.to_ms).into_iter().map(|(from_ms, to_ms)| Band {
+                from_ms,
+                to_ms,
+                label: format!("correction {} ({}): {}", c.name, c.effects(), c.reason),
+            })
+        })
+        .collect();
 
     let sli_chart = LineChart {
         title: "SLI",
@@ -181,6 +283,7 @@ pub async fn page(
         series: &[Series { name: "SLI", points: &history.sli, class: palette(0) }],
         rules: &[Rule { label: "objective", value: objective, class: "quiet" }],
         markers: &markers,
+        bands: &bands,
     }
     .render();
     // The ideal burn-down spends the budget evenly over the window, from full at its start.
@@ -199,26 +302,9 @@ pub async fn page(
         ],
         rules: &[Rule { label: "exhausted", value: 0.0, class: "page" }],
         markers: &markers,
+        bands: &bands,
     }
     .render();
-    let conditions_now = statuses.first().map(|s| s.conditions.clone()).unwrap_or_default();
-    // The conditions' long windows, where `slo_status` keeps them over time; else the
-    // standard short pair, said so under the chart.
-    let mut windows: Vec<&str> = conditions_now
-        .iter()
-        .map(|c| c.long_window.as_str())
-        .filter(|w| history::BURN_RATE_WINDOWS.contains(w))
-        .collect();
-    windows.dedup();
-    let burn_note = if windows.is_empty() && !conditions_now.is_empty() {
-        windows = vec!["5m", "1h"];
-        "The conditions' own windows are not kept over time; the 5m and 1h burn rates are shown against their thresholds."
-    } else {
-        ""
-    };
-    let burn = history::burn_rate_history(&app.engine, &name, &windows, range.from_ms, range.to_ms, step)
-        .await
-        .unwrap_or_default();
     let burn_names: Vec<String> = burn.iter().map(|(w, _)| format!("{w} burn rate")).collect();
     let burn_series: Vec<Series<'_>> = burn
         .iter()
@@ -240,6 +326,7 @@ pub async fn page(
         series: &burn_series,
         rules: &thresholds,
         markers: &markers,
+        bands: &bands,
     }
     .render();
 
@@ -316,7 +403,7 @@ pub async fn page(
         .await
         .map_err(|e| e.to_string());
     let deploy_lines: Vec<String> = deploys.iter().map(|(at, v)| format!("deploy {v} at {} UTC", utc(*at))).collect();
-    render(&SloPage {
+    let html = render(&SloPage {
         layout: Layout::new(&name, "/"),
         picker: RangePicker::new(&super::overview::link(&name), &[], &range, Some(&window)),
         name: definition.name.clone(),
@@ -344,10 +431,81 @@ pub async fn page(
         attribution,
         attribution_window: vigil_query::PromDuration(attribution_window).to_string(),
         policy,
+        corrections: corrections.iter().map(|c| correction_row(c)).collect(),
+        csrf: session.csrf.clone(),
+        now_local: chrono::DateTime::from_timestamp_millis(now)
+            .map(|t| t.format("%Y-%m-%dT%H:%M").to_string())
+            .unwrap_or_default(),
         source_file: definition.source.file.clone(),
         source_line: definition.source.line,
         source_yaml: definition.source.text.clone(),
-    })
+    })?;
+    Ok(session.respond(html))
+}
+
+/// The SLO page's correction form.
+#[derive(Debug, Deserialize)]
+pub struct CorrectionForm {
+    csrf: String,
+    /// `YYYY-MM-DDTHH:MM`, UTC.
+    start: String,
+    duration: String,
+    reason: String,
+    created_by: String,
+    /// `exclude`, `mute` or `both`.
+    effect: String,
+}
+
+/// `POST /slos/{name}/corrections`: a one-off correction of this SLO, made as the API
+/// makes them (the same document, the same checks).
+pub async fn create_correction(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<CorrectionForm>,
+) -> Result<Redirect, PageError> {
+    check_csrf(&app.auth, &headers, &form.csrf)?;
+    let bad = |message: String| PageError::new(StatusCode::BAD_REQUEST, message, "correct the form and send it again");
+    let start = chrono::NaiveDateTime::parse_from_str(form.start.trim(), "%Y-%m-%dT%H:%M")
+        .map_err(|_| bad(format!("start {:?} is not a date and time", form.start)))?
+        .and_utc();
+    let effect: &[&str] = match form.effect.as_str() {
+        "exclude" => &["exclude"],
+        "mute" => &["mute"],
+        "both" => &["exclude", "mute"],
+        other => return Err(bad(format!("unknown effect {other:?}"))),
+    };
+    let now = super::now_ms();
+    let document = serde_json::json!({
+        "apiVersion": "vigil/v1",
+        "kind": "Correction",
+        "metadata": {"name": format!("{name}-{}", start.format("%Y%m%dT%H%M"))},
+        "spec": {
+            "reason": form.reason,
+            "created_by": form.created_by,
+            "start": start.to_rfc3339(),
+            "duration": form.duration,
+            "scope": {"slos": [name]},
+            "effect": effect,
+        },
+    });
+    app.slos.add_correction(&document.to_string(), "dashboard", now).await.map_err(|e| bad(e.to_string()))?;
+    Ok(Redirect::to(&format!("{}#corrections", super::overview::link(&name))))
+}
+
+/// `POST /slos/{name}/corrections/{correction}/delete`.
+pub async fn delete_correction(
+    State(app): State<AppState>,
+    Path((name, correction)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    check_csrf(&app.auth, &headers, &form.csrf)?;
+    app.slos
+        .remove_correction(&correction, super::now_ms())
+        .await
+        .map_err(|e| PageError::new(StatusCode::CONFLICT, e.to_string(), "reload the page"))?;
+    Ok(Redirect::to(&format!("{}#corrections", super::overview::link(&name))))
 }
 
 #[cfg(test)]
@@ -355,7 +513,8 @@ mod tests {
     use super::*;
 
     fn chart(series: &[Series<'_>], rules: &[Rule<'_>], markers: &[Marker]) -> String {
-        LineChart { title: "t", span: Some((0, 1000)), unit: Unit::Percent, series, rules, markers }.render()
+        LineChart { title: "t", span: Some((0, 1000)), unit: Unit::Percent, series, rules, markers, bands: &[] }
+            .render()
     }
 
     #[test]
@@ -401,6 +560,17 @@ mod tests {
                 "freeze below 10.0% budget left".into(),
                 vec!["s: error budget left -5% is below the policy's 10%".into()],
             )),
+            corrections: vec![CorrectionRow {
+                name: "<up>".into(),
+                effect: "exclude".into(),
+                when: "x".into(),
+                reason: "db <upgrade>".into(),
+                created_by: "ana".into(),
+                origin: "api".into(),
+                removable: true,
+            }],
+            csrf: "token".into(),
+            now_local: "2026-12-03T10:00".into(),
             source_file: "s.yaml".into(),
             source_line: 1,
             source_yaml: "objective: 100".into(),

@@ -27,6 +27,13 @@ pub struct Marker {
     pub label: String,
 }
 
+/// A shaded time range (a correction, a maintenance window), named in its tooltip.
+pub struct Band {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub label: String,
+}
+
 /// A horizontal reference line (a threshold, an objective); `class` colours it.
 pub struct Rule<'a> {
     pub label: &'a str,
@@ -275,6 +282,7 @@ pub struct LineChart<'a> {
     pub series: &'a [Series<'a>],
     pub rules: &'a [Rule<'a>],
     pub markers: &'a [Marker],
+    pub bands: &'a [Band],
 }
 
 /// Where a marker's label went: its lane, or none (too crowded; the list names it).
@@ -352,6 +360,16 @@ impl LineChart<'_> {
         let x = |t: i64| LEFT + (t - t0) as f64 / (t1 - t0) as f64 * (WIDTH - LEFT - RIGHT);
         let y = |v: f64| top + (hi - v) / (hi - lo) * (HEIGHT - top - BOTTOM);
         axes(&mut out, HEIGHT, (&ticks, self.unit, &y), (t0, t1, &x));
+        for band in self.bands.iter().filter(|b| b.to_ms > t0 && b.from_ms < t1) {
+            let (from, to) = (x(band.from_ms.max(t0)), x(band.to_ms.min(t1)));
+            let _ = write!(
+                out,
+                r#"<rect class="band" x="{from:.1}" y="{top:.1}" width="{:.1}" height="{:.1}"><title>{}</title></rect>"#,
+                (to - from).max(1.0),
+                HEIGHT - top - BOTTOM,
+                escape(&band.label)
+            );
+        }
         for rule in self.rules.iter().filter(|r| r.value.is_finite()) {
             let _ = write!(
                 out,
@@ -526,7 +544,7 @@ mod tests {
     use super::*;
 
     fn chart(span: Option<(i64, i64)>, series: &[Series<'_>], rules: &[Rule<'_>], markers: &[Marker]) -> String {
-        LineChart { title: "t", span, unit: Unit::Plain, series, rules, markers }.render()
+        LineChart { title: "t", span, unit: Unit::Plain, series, rules, markers, bands: &[] }.render()
     }
 
     #[test]
