@@ -117,10 +117,10 @@ pub async fn attribution(
     }
     match vigil_query::slo::attribution::attribute(&app.engine, definition, window, crate::now_ms()).await {
         Ok(attribution) => Ok(Json(json!(attribution))),
-        Err(vigil_query::slo::attribution::AttributionError::Unsupported(kind)) => Err(ApiError::new(
+        Err(e @ vigil_query::slo::attribution::AttributionError::Unsupported(_)) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("attribution covers ratio SLIs over series; this SLO's SLI is {kind}"),
-            "attribute a ratio SLO, or break this SLI down in /explore",
+            e.to_string(),
+            "attribute a ratio or span SLO, or break this SLI down in /explore",
         )),
         Err(vigil_query::slo::attribution::AttributionError::Query(e)) => Err(e.into()),
         Err(vigil_query::slo::attribution::AttributionError::PromQl(e)) => {

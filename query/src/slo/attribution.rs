@@ -3,7 +3,9 @@
 //! window (of the `bad` selector, or `total` less `good`); they are summed per value of each
 //! label the series differ by, and each value's share of all bad events reported, most
 //! concentrated label first. Exemplars come from the `exemplars` table, those of the top
-//! contributor's series first.
+//! contributor's series first. For a span SLI each failing span is a bad event, labelled by
+//! its name, attributes and resource attributes; the failing spans themselves are the
+//! exemplar traces.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -81,7 +83,7 @@ impl Attribution {
 /// Why there is no attribution.
 #[derive(Debug, thiserror::Error)]
 pub enum AttributionError {
-    #[error("attribution covers ratio SLIs over series; this SLO's SLI is {0}")]
+    #[error("attribution covers ratio and span SLIs; this SLO's SLI is {0}")]
     Unsupported(&'static str),
     #[error(transparent)]
     Query(#[from] QueryError),
@@ -222,6 +224,114 @@ async fn exemplars(
     Ok(found)
 }
 
+/// Failing spans read at most per attribution (the newest): enough for shares to the
+/// percent, bounded whatever the outage.
+const MAX_BAD_SPANS: usize = 20_000;
+
+/// The failing spans of a span SLI in `(from_ms, to_ms]`, newest first: each span's labels
+/// (`span.name`, its attributes, its resource attributes but `service.name`), and the span
+/// as an exemplar.
+async fn bad_spans(
+    engine: &QueryEngine,
+    sli: &Sli,
+    (from_ms, to_ms): (i64, i64),
+) -> Result<Vec<(BTreeMap<String, String>, ExemplarTrace)>, QueryError> {
+    let Sli::Spans { service, name, good_status, max_duration } = sli else { return Ok(Vec::new()) };
+    let text = |c: &str| cast(col(c), DataType::Utf8);
+    let mut filter = text("service")
+        .eq(lit(service.as_str()))
+        .and(col("start").gt(ts_literal(from_ms)))
+        .and(col("start").lt_eq(ts_literal(to_ms)));
+    if let Some(name) = name {
+        filter = filter.and(text("name").eq(lit(name.as_str())));
+    }
+    let mut good = text("status").in_list(good_status.iter().map(|s| lit(s.as_str())).collect(), false);
+    if let Some(max) = max_duration {
+        good = good.and(col("duration").lt_eq(lit(max.as_nanos() as i64)));
+    }
+    let frame = engine
+        .context()
+        .table("spans")
+        .await
+        .map_err(QueryError::from_datafusion)?
+        .filter(filter.and(datafusion::logical_expr::not(good)))
+        .map_err(QueryError::from_datafusion)?
+        .select(vec![
+            (cast(col("start"), DataType::Int64) / lit(1_000_000i64)).alias("ms"),
+            col("trace_id"),
+            col("span_id"),
+            text("name").alias("name"),
+            col("duration"),
+            col("attributes"),
+            col("resource_attributes"),
+        ])
+        .map_err(QueryError::from_datafusion)?
+        .sort(vec![col("ms").sort(false, false)])
+        .map_err(QueryError::from_datafusion)?
+        .limit(0, Some(MAX_BAD_SPANS))
+        .map_err(QueryError::from_datafusion)?;
+    let mut out = Vec::new();
+    for batch in engine.read(frame).await? {
+        let times = batch.column(0).as_primitive::<Int64Type>();
+        let (traces, spans, names) = (
+            batch.column(1).as_string::<i32>(),
+            batch.column(2).as_string::<i32>(),
+            batch.column(3).as_string::<i32>(),
+        );
+        let durations = batch.column(4).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            let mut labels = BTreeMap::from([("span.name".to_string(), names.value(row).to_string())]);
+            for column in [6, 5] {
+                if let Ok(serde_json::Value::Object(map)) = cell(batch.column(column).as_ref(), row) {
+                    labels.extend(map.into_iter().filter(|(k, _)| k != "service.name").map(|(k, v)| {
+                        let value = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                        (k, value)
+                    }));
+                }
+            }
+            let exemplar = ExemplarTrace {
+                trace_id: traces.value(row).to_string(),
+                span_id: Some(spans.value(row).to_string()),
+                at_ms: times.value(row),
+                value: durations.value(row) as f64 / 1e6,
+                series: labels.clone(),
+            };
+            out.push((labels, exemplar));
+        }
+    }
+    Ok(out)
+}
+
+/// The attribution of a span SLI: failing spans counted per label set.
+async fn attribute_spans(
+    engine: &QueryEngine,
+    definition: &SloDefinition,
+    window: Duration,
+    now_ms: i64,
+) -> Result<Attribution, AttributionError> {
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let failing = bad_spans(engine, &definition.sli, (now_ms.saturating_sub(window_ms), now_ms)).await?;
+    let mut bad: BTreeMap<BTreeMap<String, String>, f64> = BTreeMap::new();
+    for (labels, _) in &failing {
+        *bad.entry(labels.clone()).or_insert(0.0) += 1.0;
+    }
+    let (bad_events, dimensions) = dimensions(&bad);
+    let top = dimensions.first().and_then(|d| d.contributors.first().map(|c| (d.label.clone(), c.value.clone())));
+    let mut exemplars: Vec<ExemplarTrace> = failing.into_iter().map(|(_, e)| e).collect();
+    if let Some((label, value)) = &top {
+        exemplars.sort_by_key(|e| e.series.get(label) != Some(value));
+    }
+    exemplars.dedup_by(|a, b| a.trace_id == b.trace_id);
+    exemplars.truncate(MAX_EXEMPLARS);
+    Ok(Attribution {
+        slo: definition.name.clone(),
+        window_seconds: window.as_secs(),
+        bad_events,
+        dimensions,
+        exemplars,
+    })
+}
+
 /// The attribution of `definition`'s bad events over the `window` ending at `now_ms`.
 pub async fn attribute(
     engine: &QueryEngine,
@@ -229,6 +339,9 @@ pub async fn attribute(
     window: Duration,
     now_ms: i64,
 ) -> Result<Attribution, AttributionError> {
+    if matches!(definition.sli, Sli::Spans { .. }) {
+        return attribute_spans(engine, definition, window, now_ms).await;
+    }
     let Sli::Ratio { good, bad, total } = &definition.sli else {
         return Err(AttributionError::Unsupported(kind(&definition.sli)));
     };

@@ -234,6 +234,17 @@ async fn spans_drift_and_sql_slis() {
     let durations: Vec<i64> = (0..n).map(|i| if i % 5 == 1 { 2_000_000_000 } else { 100_000_000 }).collect();
     let schema = FixedTable::Spans.schema();
     let nulls = |i: usize| datafusion::arrow::array::new_null_array(schema.field(i).data_type(), n as usize);
+    // The failures on /pay/card, the slow ones on /pay/wallet, the rest on /pay/cash.
+    let mut routes = vigil_storage::schema::string_map_builder();
+    for i in 0..n {
+        routes.keys().append_value("http.route");
+        routes.values().append_value(match i {
+            _ if i % 10 == 0 => "/pay/card",
+            _ if i % 5 == 1 => "/pay/wallet",
+            _ => "/pay/cash",
+        });
+        routes.append(true).unwrap();
+    }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec!["0123456789abcdef0123456789abcdef"; n as usize])),
         Arc::new(StringArray::from((0..n).map(|i| format!("{i:016x}")).collect::<Vec<_>>())),
@@ -247,7 +258,7 @@ async fn spans_drift_and_sql_slis() {
         Arc::new(Int64Array::from(durations)),
         dictionary(statuses),
         nulls(11),
-        nulls(12),
+        Arc::new(routes.finish()),
         nulls(13),
         nulls(14),
         nulls(15),
@@ -296,6 +307,19 @@ async fn spans_drift_and_sql_slis() {
     let status = &evaluate(&engine, &yaml, NOW).await[0];
     // Bad: 6 errors, 12 slow, 0 both (i%10==0 and i%5==1 never meet): 18 of 60.
     close(status.sli, 42.0 / 60.0);
+    // Attributed: the slow /pay/wallet spans carry two thirds of the burn, the failing
+    // /pay/card ones a third; the newest failing span of the top route is the exemplar.
+    let definition = load_texts(&[("t.yaml".into(), yaml.clone())], None).unwrap().remove(0);
+    let attribution =
+        super::attribution::attribute(&engine, &definition, std::time::Duration::from_secs(3600), NOW).await.unwrap();
+    close(Some(attribution.bad_events), 18.0);
+    let routes = &attribution.dimensions[0];
+    assert_eq!(routes.label, "http.route", "span.name is the same on every span: {attribution:?}");
+    assert_eq!(routes.contributors.len(), 2, "no good span counts: {attribution:?}");
+    assert_eq!((routes.contributors[0].value.as_str(), routes.contributors[0].bad_events), ("/pay/wallet", 12.0));
+    close(Some(routes.contributors[1].share), 1.0 / 3.0);
+    assert_eq!(attribution.exemplars[0].span_id.as_deref(), Some(format!("{:016x}", 56).as_str()));
+    assert_eq!(attribution.summary(), "http.route=/pay/wallet 67% (of 18 bad events)");
     let yaml =
         slo("drift", "90", "1d", "{drift: {model: fraud, feature: amount, statistic: psi, below: 0.2, slice: 1h}}");
     let status = &evaluate(&engine, &yaml, NOW).await[0];

@@ -554,7 +554,7 @@ mod tests {
             reloaded: utc(0),
             reload_outcome: "successful",
             deploys: Vec::new(),
-            attribution: Err("attribution covers ratio SLIs over series; this SLO's SLI is SQL".into()),
+            attribution: Err("attribution covers ratio and span SLIs; this SLO's SLI is SQL".into()),
             attribution_window: "1h".into(),
             policy: Some((
                 "freeze below 10.0% budget left".into(),
