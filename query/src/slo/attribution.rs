@@ -215,13 +215,18 @@ async fn exemplars(
             });
         }
     }
-    // The top contributor's exemplars first (newest first within each part).
+    Ok(top_first(found, top))
+}
+
+/// Exemplars (newest first) with the top contributor's first, one per trace, at most
+/// `MAX_EXEMPLARS`.
+fn top_first(mut found: Vec<ExemplarTrace>, top: Option<(&str, &str)>) -> Vec<ExemplarTrace> {
     if let Some((label, value)) = top {
         found.sort_by_key(|e| e.series.get(label).map(String::as_str) != Some(value));
     }
     found.dedup_by(|a, b| a.trace_id == b.trace_id);
     found.truncate(MAX_EXEMPLARS);
-    Ok(found)
+    found
 }
 
 /// Failing spans read at most per attribution (the newest): enough for shares to the
@@ -238,17 +243,9 @@ async fn bad_spans(
 ) -> Result<Vec<(BTreeMap<String, String>, ExemplarTrace)>, QueryError> {
     let Sli::Spans { service, name, good_status, max_duration } = sli else { return Ok(Vec::new()) };
     let text = |c: &str| cast(col(c), DataType::Utf8);
-    let mut filter = text("service")
-        .eq(lit(service.as_str()))
-        .and(col("start").gt(ts_literal(from_ms)))
-        .and(col("start").lt_eq(ts_literal(to_ms)));
-    if let Some(name) = name {
-        filter = filter.and(text("name").eq(lit(name.as_str())));
-    }
-    let mut good = text("status").in_list(good_status.iter().map(|s| lit(s.as_str())).collect(), false);
-    if let Some(max) = max_duration {
-        good = good.and(col("duration").lt_eq(lit(max.as_nanos() as i64)));
-    }
+    let max_duration_ns = max_duration.map(|d| d.as_nanos() as i64);
+    let (filter, good) =
+        super::sources::span_predicates(service, name.as_deref(), good_status, max_duration_ns, from_ms, to_ms);
     let frame = engine
         .context()
         .table("spans")
@@ -316,13 +313,8 @@ async fn attribute_spans(
         *bad.entry(labels.clone()).or_insert(0.0) += 1.0;
     }
     let (bad_events, dimensions) = dimensions(&bad);
-    let top = dimensions.first().and_then(|d| d.contributors.first().map(|c| (d.label.clone(), c.value.clone())));
-    let mut exemplars: Vec<ExemplarTrace> = failing.into_iter().map(|(_, e)| e).collect();
-    if let Some((label, value)) = &top {
-        exemplars.sort_by_key(|e| e.series.get(label) != Some(value));
-    }
-    exemplars.dedup_by(|a, b| a.trace_id == b.trace_id);
-    exemplars.truncate(MAX_EXEMPLARS);
+    let top = dimensions.first().and_then(|d| d.contributors.first().map(|c| (d.label.as_str(), c.value.as_str())));
+    let exemplars = top_first(failing.into_iter().map(|(_, e)| e).collect(), top);
     Ok(Attribution {
         slo: definition.name.clone(),
         window_seconds: window.as_secs(),

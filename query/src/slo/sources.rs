@@ -556,6 +556,30 @@ async fn spans(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Counts, SourceError> {
+    let (filter, good) = span_predicates(service, name, good_status, max_duration_ns, from_ms, to_ms);
+    let good_value = when(good, lit(1.0)).otherwise(lit(0.0))?;
+    let mut keys: Vec<Expr> =
+        group_by.iter().map(|c| cast(ident(c.as_str()), DataType::Utf8).alias(c.as_str())).collect();
+    keys.push(minute_expr("start").alias("__minute__"));
+    let frame = engine
+        .context()
+        .table(TableReference::bare("spans"))
+        .await?
+        .filter(filter)?
+        .aggregate(keys, vec![sum(good_value).alias("__good__"), count(lit(1)).alias("__total__")])?;
+    collect_counts(frame, group_by).await
+}
+
+/// The spans a span SLI counts in `(from_ms, to_ms]`, and which of them are good (their
+/// status among `good_status`, and no slower than `max_duration_ns`).
+pub(super) fn span_predicates(
+    service: &str,
+    name: Option<&str>,
+    good_status: &[String],
+    max_duration_ns: Option<i64>,
+    from_ms: i64,
+    to_ms: i64,
+) -> (Expr, Expr) {
     let mut filter = cast(ident("service"), DataType::Utf8)
         .eq(lit(service))
         .and(ident("start").gt(ts_literal(from_ms)))
@@ -568,17 +592,7 @@ async fn spans(
     if let Some(max) = max_duration_ns {
         good = good.and(ident("duration").lt_eq(lit(max)));
     }
-    let good_value = when(good, lit(1.0)).otherwise(lit(0.0))?;
-    let mut keys: Vec<Expr> =
-        group_by.iter().map(|c| cast(ident(c.as_str()), DataType::Utf8).alias(c.as_str())).collect();
-    keys.push(minute_expr("start").alias("__minute__"));
-    let frame = engine
-        .context()
-        .table(TableReference::bare("spans"))
-        .await?
-        .filter(filter)?
-        .aggregate(keys, vec![sum(good_value).alias("__good__"), count(lit(1)).alias("__total__")])?;
-    collect_counts(frame, group_by).await
+    (filter, good)
 }
 
 #[allow(clippy::too_many_arguments)]
