@@ -243,9 +243,8 @@ async fn bad_spans(
 ) -> Result<Vec<(BTreeMap<String, String>, ExemplarTrace)>, QueryError> {
     let Sli::Spans { service, name, good_status, max_duration } = sli else { return Ok(Vec::new()) };
     let text = |c: &str| cast(col(c), DataType::Utf8);
-    let max_duration_ns = max_duration.map(|d| d.as_nanos() as i64);
     let (filter, good) =
-        super::sources::span_predicates(service, name.as_deref(), good_status, max_duration_ns, from_ms, to_ms);
+        super::sources::span_predicates(service, name.as_deref(), good_status, *max_duration, (from_ms, to_ms));
     let frame = engine
         .context()
         .table("spans")

@@ -179,13 +179,12 @@ pub async fn fetch(
                 from_ms,
                 to_ms,
             );
-            let max_duration_ns = max_duration.map(|d| d.as_nanos() as i64);
             let counts = scans
                 .aggregates
                 .get_or_read(key, "spans", || async {
-                    spans(engine, &slo.group_by, service, name.as_deref(), good_status, max_duration_ns, from_ms, to_ms)
-                        .await
-                        .map(Arc::new)
+                    let (filter, good) =
+                        span_predicates(service, name.as_deref(), good_status, *max_duration, (from_ms, to_ms));
+                    spans(engine, &slo.group_by, filter, good).await.map(Arc::new)
                 })
                 .await?;
             Ok((*counts).clone())
@@ -545,18 +544,9 @@ async fn collect_counts(frame: datafusion::dataframe::DataFrame, group_by: &[Str
     Ok(counts)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn spans(
-    engine: &QueryEngine,
-    group_by: &[String],
-    service: &str,
-    name: Option<&str>,
-    good_status: &[String],
-    max_duration_ns: Option<i64>,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Counts, SourceError> {
-    let (filter, good) = span_predicates(service, name, good_status, max_duration_ns, from_ms, to_ms);
+/// Good and total spans per group and minute, of the spans `filter` counts (`good`: see
+/// [`span_predicates`]).
+async fn spans(engine: &QueryEngine, group_by: &[String], filter: Expr, good: Expr) -> Result<Counts, SourceError> {
     let good_value = when(good, lit(1.0)).otherwise(lit(0.0))?;
     let mut keys: Vec<Expr> =
         group_by.iter().map(|c| cast(ident(c.as_str()), DataType::Utf8).alias(c.as_str())).collect();
@@ -571,14 +561,13 @@ async fn spans(
 }
 
 /// The spans a span SLI counts in `(from_ms, to_ms]`, and which of them are good (their
-/// status among `good_status`, and no slower than `max_duration_ns`).
+/// status among `good_status`, and no slower than `max_duration`).
 pub(super) fn span_predicates(
     service: &str,
     name: Option<&str>,
     good_status: &[String],
-    max_duration_ns: Option<i64>,
-    from_ms: i64,
-    to_ms: i64,
+    max_duration: Option<std::time::Duration>,
+    (from_ms, to_ms): (i64, i64),
 ) -> (Expr, Expr) {
     let mut filter = cast(ident("service"), DataType::Utf8)
         .eq(lit(service))
@@ -589,8 +578,8 @@ pub(super) fn span_predicates(
     }
     let mut good =
         cast(ident("status"), DataType::Utf8).in_list(good_status.iter().map(|s| lit(s.as_str())).collect(), false);
-    if let Some(max) = max_duration_ns {
-        good = good.and(ident("duration").lt_eq(lit(max)));
+    if let Some(max) = max_duration {
+        good = good.and(ident("duration").lt_eq(lit(max.as_nanos() as i64)));
     }
     (filter, good)
 }
