@@ -338,6 +338,9 @@ pub struct StorageArgs {
     /// Memory kept for segments' series indexes (read once, then served from memory) [default: 64MiB]
     #[arg(long, env = "VIGIL_INDEX_CACHE_SIZE")]
     pub index_cache_size: Option<ByteSize>,
+    /// Memory for remote write's cache of series it has decoded (0 turns it off) [default: 64MiB]
+    #[arg(long, env = "VIGIL_SERIES_CACHE_SIZE")]
+    pub series_cache_size: Option<ByteSize>,
     /// When a write is acknowledged: `always` after fdatasync (group commit), `interval` after
     /// reaching the OS with a sync every --wal-fsync-interval, `never` leaves syncing to the OS [default: always]
     #[arg(long, env = "VIGIL_WAL_FSYNC")]
@@ -502,6 +505,7 @@ impl ServeArgs {
         set(&mut storage.buffer_size, self.storage.buffer_size);
         set(&mut storage.compaction_max_rows, self.storage.compaction_max_rows);
         set(&mut storage.index_cache_size, self.storage.index_cache_size);
+        set(&mut storage.series_cache_size, self.storage.series_cache_size);
         set(&mut storage.wal.fsync, self.storage.wal_fsync);
         set(&mut storage.wal.fsync_interval, self.storage.wal_fsync_interval);
         set(&mut storage.wal.max_pending, self.storage.wal_max_pending);
@@ -628,17 +632,28 @@ mod tests {
     fn the_index_cache_size_and_query_workers_come_from_file_or_flag() {
         let defaults = Config::parse(std::path::Path::new("/etc/vigil.yaml"), "{}").unwrap();
         assert_eq!(defaults.storage.index_cache_size, bytesize::ByteSize::mib(64));
+        assert_eq!(defaults.storage.series_cache_size, bytesize::ByteSize::mib(64));
         assert_eq!(defaults.query.max_workers_per_query, 0, "one per CPU");
-        let file = "storage: {index_cache_size: 8MiB}\nquery: {max_workers_per_query: 3}";
+        let file = "storage: {index_cache_size: 8MiB, series_cache_size: 1MiB}\nquery: {max_workers_per_query: 3}";
         let mut config = Config::parse(std::path::Path::new("/etc/vigil.yaml"), file).unwrap();
         assert_eq!(config.storage.index_cache_size, bytesize::ByteSize::mib(8));
+        assert_eq!(config.storage.series_cache_size, bytesize::ByteSize::mib(1));
         assert_eq!(config.query.max_workers_per_query, 3);
-        let cli =
-            Cli::try_parse_from(["vigil", "serve", "--index-cache-size", "1GiB", "--query-max-workers-per-query", "1"])
-                .unwrap();
+        let cli = Cli::try_parse_from([
+            "vigil",
+            "serve",
+            "--index-cache-size",
+            "1GiB",
+            "--query-max-workers-per-query",
+            "1",
+            "--series-cache-size",
+            "0",
+        ])
+        .unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         args.apply(&mut config);
         assert_eq!(config.storage.index_cache_size, bytesize::ByteSize::gib(1));
+        assert_eq!(config.storage.series_cache_size, bytesize::ByteSize::b(0));
         assert_eq!(config.query.max_workers_per_query, 1);
     }
 

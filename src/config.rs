@@ -362,6 +362,8 @@ pub struct StorageConfig {
     pub compaction_max_rows: u64,
     /// Memory kept for segments' series indexes.
     pub index_cache_size: ByteSize,
+    /// Memory for remote write's cache of the series it has decoded.
+    pub series_cache_size: ByteSize,
     pub wal: WalConfig,
     /// Where segments and manifests live: local disk by default; S3, GCS or Azure.
     pub object_store: vigil_storage::store::ObjectStoreConfig,
@@ -377,6 +379,7 @@ impl Default for StorageConfig {
             buffer_size: ByteSize::gib(1),
             compaction_max_rows: vigil_storage::StorageOptions::new(".").compaction_max_rows,
             index_cache_size: ByteSize::b(vigil_storage::series_index::DEFAULT_CACHE_BYTES as u64),
+            series_cache_size: ByteSize::b(vigil_ingest::series_cache::SeriesCache::DEFAULT_BYTES as u64),
             wal: WalConfig::default(),
             object_store: Default::default(),
         }

@@ -69,7 +69,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let stop = stop.clone();
         async move { drift.run(stop.cancelled_owned()).await }
     });
-    let ingestor = Ingestor::new(storage.clone(), ingest_limits(&config)).with_metrics_tap(Arc::new(drift.clone()));
+    let series_cache_bytes = usize::try_from(config.storage.series_cache_size.as_u64()).unwrap_or(usize::MAX);
+    let ingestor = Ingestor::new(storage.clone(), ingest_limits(&config))
+        .with_series_cache_bytes(series_cache_bytes)
+        .with_metrics_tap(Arc::new(drift.clone()));
     tokio::spawn({
         let ingestor = ingestor.clone();
         let stop = stop.clone();

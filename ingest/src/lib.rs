@@ -18,6 +18,7 @@ pub mod otlp;
 pub mod relabel;
 pub mod remote_write;
 pub mod scrape;
+pub mod series_cache;
 pub mod text_import;
 
 use std::sync::Arc;
@@ -263,6 +264,7 @@ pub struct Ingestor {
     deltas: Arc<otlp::metrics::DeltaTotals>,
     metadata: Arc<metadata::MetadataStore>,
     metrics_tap: Option<Arc<dyn OtlpMetricsTap>>,
+    series_cache: Arc<series_cache::SeriesCache>,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -273,7 +275,20 @@ impl std::fmt::Debug for Ingestor {
 
 impl Ingestor {
     pub fn new(storage: Storage, limits: Limits) -> Self {
-        Ingestor { storage, limits, deltas: Arc::default(), metadata: Arc::default(), metrics_tap: None }
+        Ingestor {
+            storage,
+            limits,
+            deltas: Arc::default(),
+            metadata: Arc::default(),
+            metrics_tap: None,
+            series_cache: Arc::default(),
+        }
+    }
+
+    /// Gives remote write's cache of known series `max_bytes` (0 turns it off).
+    pub fn with_series_cache_bytes(mut self, max_bytes: usize) -> Self {
+        self.series_cache = Arc::new(series_cache::SeriesCache::new(max_bytes));
+        self
     }
 
     /// Also shows every OTLP metrics request to `tap`.
@@ -328,7 +343,7 @@ impl Ingestor {
 
     /// Prometheus remote write 1.0: a snappy-compressed `WriteRequest`.
     pub async fn remote_write(&self, body: &[u8]) -> Result<remote_write::Summary, IngestError> {
-        let decoded = remote_write::decode(body, &self.limits).inspect_err(|e| {
+        let decoded = remote_write::decode(body, &self.limits, &self.series_cache).inspect_err(|e| {
             metrics::counter!("vigil_ingest_requests_refused_total", "protocol" => "remote_write", "reason" => reason(e))
                 .increment(1);
         })?;

@@ -8,6 +8,7 @@ use vigil_storage::exemplars::Exemplar;
 use vigil_storage::write::{LabelError, is_valid_metric_name};
 use vigil_storage::{LabelSet, MetricSeries, Sample, WriteBatch};
 
+use crate::series_cache::{KnownSeries, SeriesCache};
 use crate::{IngestError, Limit, Limits};
 
 /// `prometheus.WriteRequest` (prompb/remote.proto), the fields Vigil reads.
@@ -101,84 +102,242 @@ pub fn unsnappy(body: &[u8], limits: &Limits) -> Result<Vec<u8>, IngestError> {
     snap::raw::Decoder::new().decompress_vec(body).map_err(snappy)
 }
 
-pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded, IngestError> {
+/// Decodes a remote-write body. Series whose encoded labels `cache` knows skip label decoding
+/// and validation (see [`crate::series_cache`]); the rest are decoded, checked and remembered.
+///
+/// The request is walked field by field (prost's wire-format primitives) rather than decoded
+/// into owned messages, so a series' labels stay a slice of the body until they are needed:
+/// prost cannot borrow strings, and allocating every label name and value of every series of
+/// every request was most of the decoding cost.
+pub fn decode(body: &[u8], limits: &Limits, cache: &SeriesCache) -> Result<Decoded, IngestError> {
     let raw = unsnappy(body, limits)?;
-    let request = WriteRequest::decode(raw.as_slice())
-        .map_err(|e| IngestError::Malformed { what: "protobuf WriteRequest", message: e.to_string() })?;
-    if request.timeseries.len() > limits.max_series_per_request {
-        return Err(IngestError::too_large(
-            Limit::SeriesPerRequest,
-            request.timeseries.len(),
-            limits.max_series_per_request,
-        ));
+    let mut series_bytes = Vec::new();
+    let mut metadata = Vec::new();
+    for field in Fields::new(&raw) {
+        match field.map_err(malformed)? {
+            (1, payload) => series_bytes.push(payload.ok_or_else(|| malformed(wrong_wire_type("timeseries")))?),
+            (3, payload) => {
+                let payload = payload.ok_or_else(|| malformed(wrong_wire_type("metadata")))?;
+                metadata.push(MetricMetadata::decode(payload).map_err(malformed)?);
+            }
+            _ => {}
+        }
     }
-    let samples: usize = request.timeseries.iter().map(|s| s.samples.len()).sum();
+    if series_bytes.len() > limits.max_series_per_request {
+        return Err(IngestError::too_large(Limit::SeriesPerRequest, series_bytes.len(), limits.max_series_per_request));
+    }
+    let parsed = series_bytes.iter().map(|bytes| RawSeries::parse(bytes)).collect::<Result<Vec<_>, _>>()?;
+    let samples: usize = parsed.iter().map(|s| s.samples.len()).sum();
     if samples > limits.max_samples_per_request {
         return Err(IngestError::too_large(Limit::SamplesPerRequest, samples, limits.max_samples_per_request));
     }
-    let mut summary = Summary { metadata: request.metadata.len(), ..Summary::default() };
-    let mut metrics = Vec::with_capacity(request.timeseries.len());
+    let mut summary = Summary { metadata: metadata.len(), ..Summary::default() };
+    let known = cache.lookup(parsed.iter().map(|series| series.label_key));
+    let mut fresh = Vec::new();
+    let mut metrics = Vec::with_capacity(parsed.len());
     let mut exemplars = Vec::new();
-    for (index, mut series) in request.timeseries.into_iter().enumerate() {
-        summary.histograms_dropped += series.histograms.len();
-        if series.samples.is_empty() && series.exemplars.is_empty() {
+    for (index, (series, known)) in parsed.into_iter().zip(known).enumerate() {
+        summary.histograms_dropped += series.histograms;
+        if series.samples.is_empty() && series.out_of_range.is_none() && series.exemplars.is_empty() {
             continue;
         }
+        let known = match known {
+            Some(known) => known,
+            None => {
+                let known = check_labels(index, series.labels()?, limits)?;
+                if let Some(key) = series.label_key {
+                    fresh.push((key, known.clone()));
+                }
+                known
+            }
+        };
+        if let Some(timestamp) = series.out_of_range {
+            let named = std::iter::once(("__name__", known.metric.as_str()));
+            return Err(IngestError::InvalidSeries {
+                index,
+                series: describe(named.chain(known.labels.iter())),
+                message: format!("timestamp {timestamp} ms is out of range"),
+            });
+        }
         // Prometheus sends exemplars in series of their own, without samples.
-        let series_exemplars = std::mem::take(&mut series.exemplars);
-        let converted = convert(index, series, limits)?;
-        for exemplar in &series_exemplars {
-            let labels = exemplar.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+        for bytes in series.exemplars {
+            let exemplar = PromExemplar::decode(bytes).map_err(malformed)?;
+            let labels = exemplar.labels.into_iter().map(|l| (l.name, l.value)).collect();
             let timestamp_ns = exemplar.timestamp.saturating_mul(1_000_000);
             exemplars.push(Exemplar::new(
-                converted.metric.clone(),
-                converted.labels.clone(),
+                known.metric.clone(),
+                known.labels.clone(),
                 labels,
                 timestamp_ns,
                 exemplar.value,
             ));
         }
-        if !converted.samples.is_empty() {
-            metrics.push(converted);
+        if !series.samples.is_empty() {
+            metrics.push(MetricSeries { metric: known.metric, labels: known.labels, samples: series.samples });
         }
     }
+    cache.insert(fresh);
     summary.series = metrics.len();
     summary.samples = samples;
     summary.exemplars = exemplars.len();
-    Ok(Decoded { batch: WriteBatch { metrics, rows: Vec::new() }, exemplars, metadata: request.metadata, summary })
+    Ok(Decoded { batch: WriteBatch { metrics, rows: Vec::new() }, exemplars, metadata, summary })
 }
 
-/// One series as storage takes it; label strings move from the decoded request (no copies).
-fn convert(index: usize, series: TimeSeries, limits: &Limits) -> Result<MetricSeries, IngestError> {
+fn malformed(error: impl std::fmt::Display) -> IngestError {
+    IngestError::Malformed { what: "protobuf WriteRequest", message: error.to_string() }
+}
+
+fn wrong_wire_type(field: &str) -> String {
+    format!("field {field} is not length-delimited")
+}
+
+/// One `TimeSeries` of a request, its labels still encoded.
+struct RawSeries<'a> {
+    bytes: &'a [u8],
+    /// The label fields (keys and lengths included) when they come together, as every sender
+    /// writes them: the cache key. Labels split by other fields are decoded every time.
+    label_key: Option<&'a [u8]>,
+    samples: Vec<Sample>,
+    /// A sample timestamp (ms) past what nanoseconds hold; refused once the series is named.
+    out_of_range: Option<i64>,
+    exemplars: Vec<&'a [u8]>,
+    histograms: usize,
+}
+
+impl<'a> RawSeries<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, IngestError> {
+        let mut series = RawSeries {
+            bytes,
+            label_key: None,
+            samples: Vec::new(),
+            out_of_range: None,
+            exemplars: Vec::new(),
+            histograms: 0,
+        };
+        // The label fields' span, and whether another field came between two of them.
+        let (mut labels_start, mut labels_end, mut split) = (None, 0, false);
+        let mut fields = Fields::new(bytes);
+        loop {
+            let start = fields.position();
+            let Some(field) = fields.next() else { break };
+            let (number, payload) = field.map_err(malformed)?;
+            let payload = match number {
+                1..=4 => payload.ok_or_else(|| malformed(wrong_wire_type("of TimeSeries")))?,
+                _ => continue,
+            };
+            match number {
+                1 => {
+                    split |= labels_start.is_some() && labels_end != start;
+                    labels_start.get_or_insert(start);
+                    labels_end = fields.position();
+                }
+                2 => {
+                    let sample = PromSample::decode(payload).map_err(malformed)?;
+                    match sample.timestamp.checked_mul(1_000_000) {
+                        Some(timestamp_ns) => series.samples.push(Sample { timestamp_ns, value: sample.value }),
+                        None => series.out_of_range = series.out_of_range.or(Some(sample.timestamp)),
+                    }
+                }
+                3 => series.exemplars.push(payload),
+                _ => series.histograms += 1,
+            }
+        }
+        if let (Some(start), false) = (labels_start, split) {
+            series.label_key = Some(&bytes[start..labels_end]);
+        }
+        Ok(series)
+    }
+
+    /// The labels, decoded (a series the cache does not know).
+    fn labels(&self) -> Result<Vec<Label>, IngestError> {
+        let mut labels = Vec::new();
+        for field in Fields::new(self.bytes) {
+            if let (1, Some(payload)) = field.map_err(malformed)? {
+                labels.push(Label::decode(payload).map_err(malformed)?);
+            }
+        }
+        Ok(labels)
+    }
+}
+
+/// The fields of one protobuf message in order: field number, and the payload of a
+/// length-delimited field (fields of other wire types are skipped: none of the messages
+/// walked here has one Vigil reads).
+struct Fields<'a> {
+    whole: usize,
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn new(message: &'a [u8]) -> Self {
+        Fields { whole: message.len(), rest: message }
+    }
+
+    /// Offset of the next field in the message.
+    fn position(&self) -> usize {
+        self.whole - self.rest.len()
+    }
+
+    fn field(&mut self) -> Result<(u32, Option<&'a [u8]>), String> {
+        use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+        let text = |e: prost::DecodeError| e.to_string();
+        let (number, wire_type) = decode_key(&mut self.rest).map_err(text)?;
+        if wire_type != WireType::LengthDelimited {
+            skip_field(wire_type, number, &mut self.rest, DecodeContext::default()).map_err(text)?;
+            return Ok((number, None));
+        }
+        let length = decode_varint(&mut self.rest).map_err(text)?;
+        match usize::try_from(length) {
+            Ok(length) if length <= self.rest.len() => {
+                let (payload, rest) = self.rest.split_at(length);
+                self.rest = rest;
+                Ok((number, Some(payload)))
+            }
+            _ => Err(format!("field {number} is {length} bytes, past the end of its message")),
+        }
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Option<&'a [u8]>), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let field = self.field();
+        if field.is_err() {
+            self.rest = &[];
+        }
+        Some(field)
+    }
+}
+
+/// A series' labels checked against the limits and the naming rules: its metric name and its
+/// other labels as storage keys them. Label strings move from the decoded labels (no copies).
+fn check_labels(index: usize, labels: Vec<Label>, limits: &Limits) -> Result<KnownSeries, IngestError> {
     let invalid = |series: String, message: String| IngestError::InvalidSeries { index, series, message };
     let described = |labels: &[Label]| describe(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
     limits
-        .check_labels(series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
-        .map_err(|refusal| invalid(described(&series.labels), refusal.to_string()))?;
-    let mut names = series.labels.iter().filter(|l| l.name == "__name__");
+        .check_labels(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+        .map_err(|refusal| invalid(described(&labels), refusal.to_string()))?;
+    let mut names = labels.iter().filter(|l| l.name == "__name__");
     let metric = match (names.next(), names.next()) {
         (Some(name), None) if is_valid_metric_name(&name.value) => name.value.clone(),
         (Some(name), None) => {
-            return Err(invalid(described(&series.labels), format!("invalid metric name {:?}", name.value)));
+            return Err(invalid(described(&labels), format!("invalid metric name {:?}", name.value)));
         }
         (Some(_), Some(_)) => {
-            return Err(invalid(described(&series.labels), "duplicate label name \"__name__\"".into()));
+            return Err(invalid(described(&labels), "duplicate label name \"__name__\"".into()));
         }
-        (None, _) => return Err(invalid(described(&series.labels), "no __name__ label".into())),
+        (None, _) => return Err(invalid(described(&labels), "no __name__ label".into())),
     };
-    let mut samples = Vec::with_capacity(series.samples.len());
-    for sample in &series.samples {
-        let timestamp_ns = sample.timestamp.checked_mul(1_000_000).ok_or_else(|| {
-            invalid(described(&series.labels), format!("timestamp {} ms is out of range", sample.timestamp))
-        })?;
-        samples.push(Sample { timestamp_ns, value: sample.value });
-    }
-    let pairs = series.labels.into_iter().filter(|l| l.name != "__name__").map(|l| (l.name, l.value)).collect();
+    let pairs = labels.into_iter().filter(|l| l.name != "__name__").map(|l| (l.name, l.value)).collect();
     let labels = LabelSet::from_pairs(pairs).map_err(|(error, pairs): (LabelError, Vec<(String, String)>)| {
         let named = std::iter::once(("__name__", metric.as_str()));
         invalid(describe(named.chain(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))), error.to_string())
     })?;
-    Ok(MetricSeries { metric, labels, samples })
+    Ok(KnownSeries { metric, labels })
 }
 
 /// `name{a="b", ...}` for error messages, cut short (at a character boundary: labels are
@@ -229,7 +388,7 @@ mod tests {
     #[test]
     fn decodes_samples_with_exact_bits_and_sorted_labels() {
         let body = encode(&one_series(vec![label("job", "a"), label("__name__", "up"), label("instance", "i")]));
-        let decoded = decode(&body, &Limits::default()).unwrap();
+        let decoded = decode(&body, &Limits::default(), &SeriesCache::default()).unwrap();
         let series = &decoded.batch.metrics[0];
         assert_eq!(series.metric, "up");
         assert_eq!(series.labels.iter().collect::<Vec<_>>(), vec![("instance", "i"), ("job", "a")]);
@@ -250,7 +409,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        let decoded = decode(&encode(&request), &Limits::default()).unwrap();
+        let decoded = decode(&encode(&request), &Limits::default(), &SeriesCache::default()).unwrap();
         assert_eq!(decoded.batch.metrics.len(), 1, "the exemplar-only series adds no samples");
         assert_eq!(decoded.summary.exemplars, 1);
         let exemplar = &decoded.exemplars[0];
@@ -273,7 +432,7 @@ mod tests {
                 unit: String::new(),
             }],
         };
-        let decoded = decode(&encode(&request), &Limits::default()).unwrap();
+        let decoded = decode(&encode(&request), &Limits::default(), &SeriesCache::default()).unwrap();
         assert!(decoded.batch.is_empty());
         assert_eq!(decoded.summary.metadata, 1);
     }
@@ -281,16 +440,22 @@ mod tests {
     #[test]
     fn bad_bodies_are_refused_with_the_reason() {
         let limits = Limits::default();
-        assert!(matches!(decode(b"garbage", &limits), Err(IngestError::Malformed { what: "snappy", .. })));
+        assert!(matches!(
+            decode(b"garbage", &limits, &SeriesCache::default()),
+            Err(IngestError::Malformed { what: "snappy", .. })
+        ));
         let not_protobuf = snap::raw::Encoder::new().compress_vec(&[0xff, 0xff, 0xff]).unwrap();
-        assert!(matches!(decode(&not_protobuf, &limits), Err(IngestError::Malformed { .. })));
+        assert!(matches!(decode(&not_protobuf, &limits, &SeriesCache::default()), Err(IngestError::Malformed { .. })));
         let unnamed = encode(&one_series(vec![label("job", "a")]));
-        let error = decode(&unnamed, &limits).err().unwrap();
+        let error = decode(&unnamed, &limits, &SeriesCache::default()).err().unwrap();
         assert_eq!(error.to_string(), "series 0 ({job=\"a\"}): no __name__ label");
         let duplicated = encode(&one_series(vec![label("__name__", "up"), label("a", "1"), label("a", "2")]));
-        assert!(matches!(decode(&duplicated, &limits), Err(IngestError::InvalidSeries { .. })));
+        assert!(matches!(
+            decode(&duplicated, &limits, &SeriesCache::default()),
+            Err(IngestError::InvalidSeries { .. })
+        ));
         let bad_name = encode(&one_series(vec![label("__name__", "up"), label("a-b", "1")]));
-        assert!(matches!(decode(&bad_name, &limits), Err(IngestError::InvalidSeries { .. })));
+        assert!(matches!(decode(&bad_name, &limits, &SeriesCache::default()), Err(IngestError::InvalidSeries { .. })));
     }
 
     #[test]
@@ -299,13 +464,13 @@ mod tests {
         // (byte 200 of the description falls inside a character).
         let long = "é".repeat(300);
         let body = encode(&one_series(vec![label("__name__", "up"), label("ab", &long), label("bad-name", "x")]));
-        let error = decode(&body, &Limits::default()).err().unwrap().to_string();
+        let error = decode(&body, &Limits::default(), &SeriesCache::default()).err().unwrap().to_string();
         assert!(error.starts_with("series 0 (up{ab=\"éé"), "{error}");
         assert!(error.contains("é…): invalid label name \"bad-name\""), "{error}");
         // Labels in any order still name the series they came in.
         let body =
             encode(&one_series(vec![label("z", "1"), label("__name__", "up"), label("a", "1"), label("z", "2")]));
-        let error = decode(&body, &Limits::default()).err().unwrap().to_string();
+        let error = decode(&body, &Limits::default(), &SeriesCache::default()).err().unwrap().to_string();
         assert_eq!(error, "series 0 (up{a=\"1\", z=\"1\", z=\"2\"}): duplicate label name \"z\"");
     }
 
@@ -314,7 +479,7 @@ mod tests {
         let limits = Limits { max_decompressed_bytes: 1000, ..Limits::default() };
         let bomb = snap::raw::Encoder::new().compress_vec(&vec![0u8; 1_000_000]).unwrap();
         assert!(bomb.len() < 60_000);
-        let error = decode(&bomb, &limits).err().unwrap();
+        let error = decode(&bomb, &limits, &SeriesCache::default()).err().unwrap();
         assert!(matches!(error, IngestError::TooLarge { actual: 1_000_000, .. }));
     }
 
@@ -330,6 +495,88 @@ mod tests {
                 .collect(),
             metadata: vec![],
         };
-        assert_eq!(decode(&encode(&request), &Limits::default()).unwrap().summary.series, 10_000);
+        assert_eq!(
+            decode(&encode(&request), &Limits::default(), &SeriesCache::default()).unwrap().summary.series,
+            10_000
+        );
+    }
+
+    #[test]
+    fn a_known_series_decodes_as_the_first_time_and_shares_its_label_set() {
+        let cache = SeriesCache::default();
+        let labels = vec![label("__name__", "up"), label("instance", "i"), label("job", "a")];
+        let first = decode(&encode(&one_series(labels.clone())), &Limits::default(), &cache).unwrap();
+        assert_eq!(cache.len(), 1);
+        let mut again = one_series(labels);
+        again.timeseries[0].samples[0] = PromSample { value: 2.5, timestamp: 1_700_000_015_000 };
+        let second = decode(&encode(&again), &Limits::default(), &cache).unwrap();
+        let (a, b) = (&first.batch.metrics[0], &second.batch.metrics[0]);
+        assert_eq!((a.metric.as_str(), &a.labels), (b.metric.as_str(), &b.labels));
+        assert_eq!(b.samples, vec![Sample { timestamp_ns: 1_700_000_015_000_000_000, value: 2.5 }]);
+        assert_eq!(a.labels.iter().collect::<Vec<_>>(), vec![("instance", "i"), ("job", "a")]);
+        assert_eq!(cache.len(), 1, "the second request found its series");
+        // A cache of zero bytes keeps nothing and decodes the same.
+        let off = SeriesCache::new(0);
+        let uncached = decode(&encode(&again), &Limits::default(), &off).unwrap();
+        assert_eq!(uncached.batch.metrics, second.batch.metrics);
+        assert!(off.is_empty());
+    }
+
+    #[test]
+    fn a_cached_series_is_still_refused_for_a_timestamp_out_of_range() {
+        let cache = SeriesCache::default();
+        let labels = vec![label("__name__", "up"), label("job", "a")];
+        decode(&encode(&one_series(labels.clone())), &Limits::default(), &cache).unwrap();
+        let mut late = one_series(labels);
+        late.timeseries[0].samples[0].timestamp = i64::MAX / 10;
+        let error = decode(&encode(&late), &Limits::default(), &cache).err().unwrap().to_string();
+        assert_eq!(error, format!("series 0 (up{{job=\"a\"}}): timestamp {} ms is out of range", i64::MAX / 10));
+    }
+
+    /// Hand-encoded field: key, then a length-delimited payload.
+    fn field(number: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2];
+        prost::encoding::encode_varint(payload.len() as u64, &mut out);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn labels_split_by_other_fields_and_unknown_fields_decode_without_the_cache() {
+        let name = field(1, &label("__name__", "up").encode_to_vec());
+        let job = field(1, &label("job", "a").encode_to_vec());
+        let sample = field(2, &PromSample { value: 1.0, timestamp: 5 }.encode_to_vec());
+        // An unknown varint field (9) and an unknown length-delimited one (10) are skipped.
+        let unknown = [vec![9 << 3, 0x96, 0x01], field(10, b"xyz")].concat();
+        let series = [name, sample.clone(), unknown.clone(), job].concat();
+        let body = [field(1, &series), unknown].concat();
+        let cache = SeriesCache::default();
+        let snappy = snap::raw::Encoder::new().compress_vec(&body).unwrap();
+        for _ in 0..2 {
+            let decoded = decode(&snappy, &Limits::default(), &cache).unwrap();
+            let series = &decoded.batch.metrics[0];
+            assert_eq!((series.metric.as_str(), series.labels.get("job")), ("up", Some("a")));
+            assert_eq!(series.samples, vec![Sample { timestamp_ns: 5_000_000, value: 1.0 }]);
+        }
+        assert!(cache.is_empty(), "labels that do not come together are not a cache key");
+    }
+
+    #[test]
+    fn malformed_fields_are_refused_as_malformed() {
+        let refused = |body: Vec<u8>| {
+            let snappy = snap::raw::Encoder::new().compress_vec(&body).unwrap();
+            match decode(&snappy, &Limits::default(), &SeriesCache::default()) {
+                Err(IngestError::Malformed { what: "protobuf WriteRequest", message }) => message,
+                other => panic!("{:?}", other.map(|d| d.summary)),
+            }
+        };
+        // timeseries as a varint; a length past the end; a label that is not UTF-8.
+        assert!(refused(vec![1 << 3, 5]).contains("not length-delimited"));
+        assert!(refused(vec![(1 << 3) | 2, 100, 1, 2]).contains("past the end"));
+        let bad_label = field(1, &[field(1, b"__name__"), field(2, &[0xff, 0xfe])].concat());
+        let sample = field(2, &PromSample { value: 1.0, timestamp: 5 }.encode_to_vec());
+        refused(field(1, &[bad_label, sample].concat()));
+        // A truncated key.
+        refused(vec![0x80]);
     }
 }

@@ -43,10 +43,6 @@ fn nested(depth: usize, inner: &str) -> String {
     format!("{}{inner}{}", "(".repeat(depth), ")".repeat(depth))
 }
 
-async fn own_metrics(vigil: &Vigil) -> String {
-    vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test]
 async fn hostile_queries_are_refused_with_their_limit_and_never_crash() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,7 +141,7 @@ async fn hostile_queries_are_refused_with_their_limit_and_never_crash() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "172 800 steps do not: {body}");
 
     still_up(&vigil, pid).await;
-    let metrics = own_metrics(&vigil).await;
+    let metrics = vigil.own_metrics().await;
     for limit in ["query_shape", "result_rows"] {
         assert!(metrics.contains(&format!("vigil_limit_refusals_total{{limit=\"{limit}\"}}")), "{limit}:\n{metrics}");
     }
@@ -274,7 +270,7 @@ async fn names_and_timestamps_storage_cannot_hold_never_lose_acknowledged_data()
         assert_eq!(response.status(), StatusCode::OK, "{path}: {}", response.text().await.unwrap());
     }
     still_up(&vigil, pid).await;
-    let metrics = own_metrics(&vigil).await;
+    let metrics = vigil.own_metrics().await;
     assert!(!metrics.contains("vigil_storage_flush_failures_total 1"), "a flush failed:\n{metrics}");
 
     // Everything acknowledged is there after a restart.
@@ -331,7 +327,7 @@ async fn cardinality_limits_refuse_with_the_limit_named_and_the_status_shows_who
     assert_eq!(data["headStats"]["numSeries"], 300);
     assert_eq!(data["vigil"]["metricNames"], json!({"value": 40, "limit": 40}));
     assert!(data["labelValueCountByLabelName"].as_array().unwrap().iter().any(|l| l["name"] == "i"), "{status}");
-    let metrics = own_metrics(&vigil).await;
+    let metrics = vigil.own_metrics().await;
     for limit in ["metric_names", "series", "new_series_per_request"] {
         assert!(metrics.contains(&format!("vigil_limit_refusals_total{{limit=\"{limit}\"}}")), "{limit}:\n{metrics}");
     }
@@ -535,7 +531,7 @@ async fn connections_are_bounded_in_number_and_time() {
     assert!(closed(&mut idle, Duration::from_secs(10)).await, "an idle keep-alive connection stayed open");
 
     still_up(&vigil, pid).await;
-    let metrics = own_metrics(&vigil).await;
+    let metrics = vigil.own_metrics().await;
     for needle in [
         "vigil_http_connections_refused_total{limit=\"max_connections_per_client\"}",
         "vigil_limit_refusals_total{limit=\"body_read_time\"}",
@@ -633,7 +629,7 @@ async fn damaged_files_are_contained_and_repaired() {
     assert_eq!(vigil.count("SELECT count(*) FROM damaged_total").await, 100, "the manifest no longer counts it");
     assert_eq!(vigil.count("SELECT count(*) FROM kept_total").await, 20);
     assert!(vigil.log_text().contains("segment unreadable: moved aside"), "{}", vigil.log_text());
-    assert!(own_metrics(&vigil).await.contains("vigil_storage_segments_quarantined_total 1"));
+    assert!(vigil.own_metrics().await.contains("vigil_storage_segments_quarantined_total 1"));
     vigil.terminate();
 
     // A lost partition manifest: the node starts, serves the rest, says what is missing.
@@ -643,7 +639,7 @@ async fn damaged_files_are_contained_and_repaired() {
     let vigil = Vigil::start(&data, &args).await;
     assert_eq!(vigil.count("SELECT count(*) FROM damaged_total").await, 100);
     assert!(vigil.log_text().contains("partition manifest unreadable"), "{}", vigil.log_text());
-    let metrics = own_metrics(&vigil).await;
+    let metrics = vigil.own_metrics().await;
     let damage: Vec<&str> = metrics.lines().filter(|l| l.contains("damaged")).collect();
     assert!(metrics.contains("vigil_storage_damaged_partitions 1"), "{damage:?}\n{}", vigil.log_text());
     // Repair needs the server stopped.

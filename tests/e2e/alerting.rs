@@ -536,7 +536,7 @@ async fn email_over_starttls_and_tls_with_auth() {
     let error = refused["lastError"].as_str().or(refused["last_error"].as_str()).unwrap_or_default();
     assert!(error.contains("535") || error.to_lowercase().contains("auth"), "{refused}");
     assert_eq!(starttls.mails().len(), 1, "the wrong password delivered nothing");
-    let metrics = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = vigil.own_metrics().await;
     assert!(
         metrics.lines().any(|l| l.starts_with("vigil_notifications_failed_total") && l.contains("wrong-password")),
         "{metrics}"

@@ -28,7 +28,7 @@ async fn node(dir: &Path, store: &Path, name: &str, config: &str) -> Vigil {
 }
 
 async fn alerting_active(vigil: &Vigil) -> bool {
-    let text = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = vigil.own_metrics().await;
     text.lines().any(|l| l == "vigil_alerting_active 1")
 }
 
@@ -333,7 +333,7 @@ async fn ballista_gives_the_single_nodes_answers() {
         assert!(expected["result"].as_array().is_some_and(|r| !r.is_empty()), "{query}: {expected}");
         assert_eq!(got, expected, "{query}");
     }
-    let metrics = distributed.client.get(distributed.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = distributed.own_metrics().await;
     for language in ["sql", "promql"] {
         let line = metrics
             .lines()

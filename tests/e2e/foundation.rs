@@ -231,7 +231,7 @@ async fn ops_endpoints_follow_prometheus_conventions() {
     assert_eq!(vigil.client.get(vigil.url("/-/ready")).send().await.unwrap().status(), 200);
     let body = encode(&request("ops_metric", 0, 1, 3, now_ms()));
     assert_eq!(send(&vigil.client, &vigil.url("/api/v1/write"), body).await.0, 204);
-    let metrics = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = vigil.own_metrics().await;
     let samples_written = metrics
         .lines()
         .find(|l| l.starts_with("vigil_storage_samples_written_total"))

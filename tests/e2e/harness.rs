@@ -59,7 +59,17 @@ pub struct Vigil {
     ca_pem: Option<Vec<u8>>,
 }
 
+/// The value of one series (`name{labels}` as written) in a `/metrics` text; 0 when absent.
+pub fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
 impl Vigil {
+    /// Vigil's own `/metrics` text.
+    pub async fn own_metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
     /// Starts `vigil serve` with a config file holding `config` (YAML).
     pub async fn start_with_config(data_dir: &Path, config: &str, extra: &[&str]) -> Vigil {
         let path = data_dir.with_extension("yaml");

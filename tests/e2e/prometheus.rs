@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Vigil, free_port, require_program};
+use crate::harness::{Vigil, free_port, metric_value, require_program};
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -164,6 +164,13 @@ async fn vigil_holds_the_series_a_real_prometheus_holds() {
     let known = prometheus_series(&client, &base, started, now).await;
     let unknown: Vec<_> = held.difference(&known).take(5).collect();
     assert!(unknown.is_empty(), "Vigil holds series Prometheus does not: {unknown:?}");
+
+    // Every series came through remote write's cache of known series (Prometheus resends
+    // each one's labels in every request, as the cache expects).
+    let own = vigil.own_metrics().await;
+    let cached = metric_value(&own, "vigil_ingest_series_cache_series");
+    assert!(cached >= expected.len() as f64, "{cached} series cached of {} sent", expected.len());
+    assert!(metric_value(&own, "vigil_memory_bytes{component=\"series_cache\"}") > 0.0);
 
     let up = vigil.sql("SELECT job, count(*) FROM up GROUP BY job ORDER BY job").await;
     assert_eq!(up["rows"].as_array().unwrap().len(), 2, "{up}");

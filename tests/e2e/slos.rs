@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{VIGIL, Vigil, fixture};
+use crate::harness::{VIGIL, Vigil, fixture, metric_value};
 use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
 
 async fn slos(vigil: &Vigil) -> Value {
@@ -108,7 +108,7 @@ async fn slos_evaluate_reload_and_validate() {
     let body = slos(&vigil).await;
     assert_eq!(body["reload"]["successful"], false);
     assert!(body["slos"].as_array().unwrap().iter().any(|s| s["name"] == "checkout-availability"));
-    let metrics = vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = vigil.own_metrics().await;
     assert!(metrics.contains("vigil_config_last_reload_successful 0"), "{metrics}");
 
     // Fixing the file is noticed without a signal.
@@ -146,17 +146,9 @@ async fn numbers(vigil: &Vigil) -> std::collections::BTreeMap<String, (f64, f64,
         .collect()
 }
 
-fn metric_value(metrics: &str, name: &str) -> f64 {
-    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-}
-
 /// Metric-table scans of the SLO evaluator.
 fn scan_count(metrics: &str) -> f64 {
     metric_value(metrics, "vigil_slo_scans_total{source=\"table\"}")
-}
-
-async fn metrics(vigil: &Vigil) -> String {
-    vigil.client.get(vigil.url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
 fn slo_file(count: usize, edited: Option<usize>) -> String {
@@ -205,7 +197,7 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
         (numbers.len() == SLOS).then_some(numbers)
     })
     .await;
-    let first_run = metrics(&vigil).await;
+    let first_run = vigil.own_metrics().await;
     assert_eq!(metric_value(&first_run, "vigil_slo_backfills_total"), SLOS as f64);
     // The 200 SLOs read one table: their backfill shares a scan of it per day read (four),
     // and each cycle one scan (not one per SLO and selector: 400).
@@ -230,7 +222,7 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
             (numbers.len() == SLOS).then_some(numbers)
         })
         .await;
-        let metrics = metrics(&vigil).await;
+        let metrics = vigil.own_metrics().await;
         assert_eq!(metric_value(&metrics, "vigil_slo_resumed"), SLOS as f64, "kill: {kill}");
         assert_eq!(
             metric_value(&metrics, "vigil_slo_backfills_total"),
@@ -246,14 +238,14 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
         }
     }
 
-    let earlier = metrics(&vigil).await;
+    let earlier = vigil.own_metrics().await;
     let cycles_so_far = |m: &str| {
         metric_value(m, "vigil_slo_evaluation_seconds_count")
             - metric_value(&earlier, "vigil_slo_evaluation_seconds_count")
     };
     // At least three cycles, however long a cycle takes on a loaded machine.
     let later = crate::harness::wait_until("three evaluation cycles", 120, async || {
-        let later = metrics(&vigil).await;
+        let later = vigil.own_metrics().await;
         (cycles_so_far(&later) >= 3.0).then_some(later)
     })
     .await;
@@ -286,7 +278,7 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
     })
     .await;
     assert_eq!(
-        metric_value(&metrics(&vigil).await, "vigil_slo_backfills_total"),
+        metric_value(&vigil.own_metrics().await, "vigil_slo_backfills_total"),
         1.0,
         "only the edited SLO is recomputed"
     );
@@ -393,7 +385,7 @@ async fn late_samples_give_the_burn_rates_prometheus_computes() {
     within("error budget remaining", status["error_budget_remaining"].as_f64().unwrap(), budget);
     // Every sample of the two late hours (2 series × 480) and those of the last hour already
     // 5 minutes old when written count as late; never more than all that were sent.
-    let late = metric_value(&metrics(&vigil).await, "vigil_slo_late_samples_total");
+    let late = metric_value(&vigil.own_metrics().await, "vigil_slo_late_samples_total");
     assert!((960.0..=2.0 * (steps + 1) as f64).contains(&late), "{late} late samples");
 }
 
