@@ -579,4 +579,64 @@ mod tests {
         // A truncated key.
         refused(vec![0x80]);
     }
+
+    /// Damaged requests (bytes flipped, cut, repeated) never panic the walker, and where both
+    /// it and prost's whole decode accept one they read the same series and samples, whether
+    /// the cache knows the series or not.
+    #[test]
+    fn damaged_requests_never_panic_and_agree_with_prosts_decode() {
+        let mut request = one_series(vec![label("__name__", "up"), label("job", "a"), label("zone", "z1")]);
+        request.timeseries.push(TimeSeries {
+            labels: vec![label("__name__", "http_requests_total"), label("code", "200")],
+            samples: (0..4).map(|i| PromSample { value: i as f64, timestamp: 1_700_000_000_000 + i }).collect(),
+            exemplars: vec![PromExemplar { labels: vec![label("trace_id", "abc")], value: 1.0, timestamp: 5 }],
+            histograms: vec![vec![1, 2, 3]],
+        });
+        request.metadata.push(MetricMetadata {
+            r#type: 1,
+            metric_family_name: "up".into(),
+            help: "h".into(),
+            unit: String::new(),
+        });
+        let clean = request.encode_to_vec();
+        let cache = SeriesCache::new(4096);
+        let mut random = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || random.u64(..);
+        let (mut agreed, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut bytes = clean.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % bytes.len();
+                match next() % 4 {
+                    0 => bytes[at] ^= 1 << (next() % 8),
+                    1 => bytes[at] = next() as u8,
+                    2 => bytes.truncate(at.max(1)),
+                    _ => {
+                        let piece = bytes[at..].iter().take(8).copied().collect::<Vec<_>>();
+                        bytes.splice(at..at, piece);
+                    }
+                }
+            }
+            let body = snap::raw::Encoder::new().compress_vec(&bytes).unwrap();
+            let ours = decode(&body, &Limits::default(), &cache);
+            let whole = WriteRequest::decode(bytes.as_slice());
+            match (ours, whole) {
+                (Ok(ours), Ok(whole)) => {
+                    let samples: usize = whole.timeseries.iter().map(|s| s.samples.len()).sum();
+                    assert_eq!(ours.summary.samples, samples);
+                    let with_samples = whole.timeseries.iter().filter(|s| !s.samples.is_empty());
+                    for (series, theirs) in ours.batch.metrics.iter().zip(with_samples) {
+                        let names: Vec<&str> = theirs.labels.iter().map(|l| l.name.as_str()).collect();
+                        assert!(names.contains(&"__name__"));
+                        for (name, value) in series.labels.iter() {
+                            assert!(theirs.labels.iter().any(|l| l.name == name && l.value == value), "{name}={value}");
+                        }
+                    }
+                    agreed += 1;
+                }
+                (Err(_), _) | (_, Err(_)) => refused += 1,
+            }
+        }
+        assert!(agreed > 1000 && refused > 1000, "{agreed} accepted by both, {refused} refused by one");
+    }
 }
