@@ -150,8 +150,14 @@ fn top_of(series: Vec<Series>, top: &Top, labels: &[String]) -> Vec<Series> {
             })
     };
     let mut kept: Vec<Vec<bool>> = series.iter().map(|s| vec![false; s.points.len()]).collect();
+    // Which k rank first is all that counts, not their order among themselves: a selection,
+    // O(candidates) per step, not a sort. The (series, point) index settles the ties `order`
+    // leaves as the stable sort this replaces did.
+    let order = |a: &(usize, usize), b: &(usize, usize)| order(a, b).then_with(|| a.cmp(b));
     for candidates in ranked.values_mut() {
-        candidates.sort_by(order);
+        if candidates.len() > k {
+            candidates.select_nth_unstable_by(k - 1, order);
+        }
         for &(index, at) in candidates.iter().take(k) {
             kept[index][at] = true;
         }
