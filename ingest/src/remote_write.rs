@@ -512,6 +512,9 @@ mod tests {
         let second = decode(&encode(&again), &Limits::default(), &cache).unwrap();
         let (a, b) = (&first.batch.metrics[0], &second.batch.metrics[0]);
         assert_eq!((a.metric.as_str(), &a.labels), (b.metric.as_str(), &b.labels));
+        // The same strings, not copies: the second write holds the first one's label set.
+        let first_value = |labels: &LabelSet| labels.iter().next().map(|(_, value)| value.as_ptr());
+        assert_eq!(first_value(&a.labels), first_value(&b.labels));
         assert_eq!(b.samples, vec![Sample { timestamp_ns: 1_700_000_015_000_000_000, value: 2.5 }]);
         assert_eq!(a.labels.iter().collect::<Vec<_>>(), vec![("instance", "i"), ("job", "a")]);
         assert_eq!(cache.len(), 1, "the second request found its series");
@@ -519,6 +522,7 @@ mod tests {
         let off = SeriesCache::new(0);
         let uncached = decode(&encode(&again), &Limits::default(), &off).unwrap();
         assert_eq!(uncached.batch.metrics, second.batch.metrics);
+        assert_ne!(first_value(&uncached.batch.metrics[0].labels), first_value(&b.labels), "decoded afresh");
         assert!(off.is_empty());
     }
 

@@ -62,12 +62,12 @@ impl SeriesCache {
         let mut entries = self.entries.write();
         for (key, known) in fresh {
             let bytes = key.len() + known.metric.len() + known.labels.heap_bytes() + ENTRY_OVERHEAD_BYTES;
+            if bytes > self.max_bytes {
+                continue; // would never fit: not worth emptying the cache for
+            }
             if entries.bytes + bytes > self.max_bytes {
                 *entries = Entries::default();
                 metrics::counter!("vigil_ingest_series_cache_resets_total").increment(1);
-                if bytes > self.max_bytes {
-                    continue;
-                }
             }
             if entries.by_labels.insert(key.into(), known).is_none() {
                 entries.bytes += bytes;
@@ -128,10 +128,13 @@ mod tests {
         assert_eq!(cache.len(), 1);
         assert!(cache.lookup([Some(keys[9].as_bytes())].into_iter())[0].is_some());
         assert!(cache.lookup([Some(keys[0].as_bytes())].into_iter())[0].is_none());
-        // An entry larger than the whole budget is not kept; zero turns the cache off.
+        // An entry larger than the whole budget is not kept, and does not empty the cache;
+        // zero turns the cache off.
         let small = SeriesCache::new(one - 1);
         small.insert([(&b"k0"[..], known("0"))]);
         assert!(small.is_empty());
+        cache.insert([(&b"k-too-long-for-the-budget"[..], known(&"x".repeat(one * 3)))]);
+        assert_eq!(cache.len(), 1, "the oversized entry left the cache as it was");
         let off = SeriesCache::new(0);
         off.insert([(&b"k0"[..], known("0"))]);
         assert!(off.is_empty());

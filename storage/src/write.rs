@@ -14,7 +14,7 @@ use crate::schema::FixedTable;
 /// cardinality tracker and the write buffer, and hashing the label strings there each time
 /// was a tenth of remote-write CPU. The pairs are shared: a clone is a reference count, and
 /// two clones of one set compare equal without comparing strings (remote write hands the
-/// same set to every write of a series it has seen, see `vigil_ingest::remote_write`).
+/// same set to every write of a series it has seen, see `vigil_ingest::series_cache`).
 #[derive(Clone, Debug)]
 pub struct LabelSet {
     pairs: std::sync::Arc<[(String, String)]>,
