@@ -693,6 +693,7 @@ impl<'a> Compiler<'a> {
             params,
             budget: self.budget.clone(),
             fold,
+            workers: self.engine.context().copied_config().target_partitions(),
         };
         let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, matrix.labels, labels.clone());
         let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, lanes.partitions())?;

@@ -107,6 +107,9 @@ pub struct SweepSpec {
     pub budget: SampleBudget,
     /// Aggregate each step's values by the output labels instead of returning them.
     pub fold: Option<Fold>,
+    /// Threads the whole sweep may use (the query's workers): lanes run in parallel, and a
+    /// sweep of fewer lanes than workers evaluates each chunk's series on the rest.
+    pub workers: usize,
 }
 
 /// An aggregation folded into the sweep (`sum by (job) (rate(x[5m]))`): each step's values
@@ -224,6 +227,7 @@ impl Sweep {
             lanes.push(Vec::new());
         }
         let count = lanes.len();
+        let threads = (sweep.spec.workers / count).max(1);
         let mut after_ms = None;
         let mut partitions = Vec::with_capacity(count);
         for (index, chunks) in lanes.into_iter().enumerate() {
@@ -231,7 +235,7 @@ impl Sweep {
                 Some(last) if index + 1 < count => last.high_ms,
                 _ => i64::MAX,
             };
-            partitions.push(Arc::new(SweepLane { sweep: sweep.clone(), chunks, after_ms, end_ms }));
+            partitions.push(Arc::new(SweepLane { sweep: sweep.clone(), chunks, after_ms, end_ms, threads }));
             after_ms = Some(end_ms);
         }
         (schema, SweepLanes(partitions))
@@ -282,6 +286,8 @@ struct SweepLane {
     chunks: Vec<SweepChunk>,
     after_ms: Option<i64>,
     end_ms: i64,
+    /// Threads evaluating a chunk's series (see [`for_each_value`]).
+    threads: usize,
 }
 
 impl PartitionStream for SweepLane {
@@ -337,6 +343,7 @@ impl SweepLane {
             prefetched: None,
             finishes: None,
             next_step,
+            threads: self.threads,
             out: VecDeque::new(),
             reservation,
             charged: 0,
@@ -373,6 +380,8 @@ struct SweepRun {
     finishes: Option<i64>,
     /// Index of the first step not evaluated yet.
     next_step: usize,
+    /// Threads evaluating a chunk's series.
+    threads: usize,
     out: VecDeque<RecordBatch>,
     reservation: MemoryReservation,
     /// Samples held, as charged to the sample budget.
@@ -451,6 +460,9 @@ impl SweepRun {
         self.series.settle();
         let steps: Vec<i64> =
             self.spec.steps.iter().skip(self.next_step).take_while(|&s| self.spec.eval_time(s) <= high_ms).collect();
+        // What a parallel evaluation's points wait in is the query's too.
+        let waiting = parallel_bytes(&self.spec, self.series.series.len(), steps.len(), self.threads);
+        self.reservation.try_resize(self.series.held_bytes() + waiting)?;
         match self.spec.fold {
             _ if steps.is_empty() => {}
             None => self.emit_series(&steps)?,
@@ -481,31 +493,43 @@ impl SweepRun {
 
     /// One row per series and step with a value (or one point, gathering series).
     fn emit_series(&mut self, steps: &[i64]) -> DfResult<()> {
+        let (spec, series) = (&self.spec, &self.series.series);
         if let Some(points) = &mut self.points {
-            points.resize_with(self.series.series.len(), Vec::new);
-            for (series, points) in self.series.series.iter().zip(points.iter_mut()) {
-                let before = points.len();
-                // At most one point a step: growing by the iterator's unknown length
-                // reallocated and copied each series' points several times a chunk.
+            points.resize_with(series.len(), Vec::new);
+            // At most one point a step: growing by an unknown length reallocated and copied
+            // each series' points several times a chunk.
+            for points in points.iter_mut() {
                 points.reserve(steps.len());
-                points.extend(step_values(&self.spec, series, steps).map(|(at, value)| (steps[at], value)));
-                self.spec.budget.take(points.len() - before)?;
             }
-            return Ok(());
+            // Charged a series at a time, so a query past its budget stops early.
+            let (mut current, mut pending) = (0, 0);
+            for_each_value(spec, series, steps, self.threads, |index, at, value| {
+                if index != current {
+                    spec.budget.take(std::mem::take(&mut pending))?;
+                    current = index;
+                }
+                points[index].push((steps[at], value));
+                pending += 1;
+                Ok(())
+            })?;
+            return spec.budget.take(pending);
         }
-        let mut output = OutputBuilder::new(self.schema.clone(), self.kept.len());
-        for series in &self.series.series {
-            for (at, value) in step_values(&self.spec, series, steps) {
-                output.push(&series.labels, &self.kept, steps[at], value);
+        let (kept, out) = (&self.kept, &mut self.out);
+        let mut output = OutputBuilder::new(self.schema.clone(), kept.len());
+        let mut current = 0;
+        for_each_value(spec, series, steps, self.threads, |index, at, value| {
+            // Batches end between series.
+            if index != current && output.rows >= OUTPUT_BATCH_ROWS {
+                spec.budget.take(output.rows)?;
+                out.push_back(output.finish()?);
             }
-            if output.rows >= OUTPUT_BATCH_ROWS {
-                self.spec.budget.take(output.rows)?;
-                self.out.push_back(output.finish()?);
-            }
-        }
+            current = index;
+            output.push(&series[index].labels, kept, steps[at], value);
+            Ok(())
+        })?;
         if output.rows > 0 {
-            self.spec.budget.take(output.rows)?;
-            self.out.push_back(output.finish()?);
+            spec.budget.take(output.rows)?;
+            out.push_back(output.finish()?);
         }
         Ok(())
     }
@@ -526,13 +550,13 @@ impl SweepRun {
         }
         let mut accumulators = vec![Accumulator::default(); self.group_labels.len() * steps.len()];
         let mut evaluated = 0;
-        for (series, &group) in self.series.series.iter().zip(&self.series_group) {
-            let row = &mut accumulators[group * steps.len()..(group + 1) * steps.len()];
-            for (at, value) in step_values(&self.spec, series, steps) {
-                row[at].add(fold, value);
-                evaluated += 1;
-            }
-        }
+        let series_group = &self.series_group;
+        // Series are visited in order whatever the threads, so sums fold in the same order.
+        for_each_value(&self.spec, &self.series.series, steps, self.threads, |index, at, value| {
+            accumulators[series_group[index] * steps.len() + at].add(fold, value);
+            evaluated += 1;
+            Ok(())
+        })?;
         // A chunk's points exist for a moment before they are folded, as without the fold.
         self.spec.budget.take(evaluated)?;
         self.spec.budget.give_back(evaluated);
@@ -559,6 +583,93 @@ impl SweepRun {
             self.out.push_back(output.finish()?);
         }
         Ok(())
+    }
+}
+
+/// Evaluations one thread takes at a time when a chunk's series are evaluated in parallel:
+/// enough to outweigh starting a thread (tens of microseconds) and waiting for the slowest,
+/// few enough that the points waiting to be visited stay small (16 bytes each, 4 MiB a
+/// thread).
+const PART_EVALUATIONS: usize = 262_144;
+
+/// Series a thread evaluates at a time when `series` are evaluated on `threads` (see
+/// [`for_each_value`]); `None` when they are evaluated on one. The instant lookup stays on
+/// one: its per-step work is a search too cheap to spread (measured: no gain, more CPU).
+fn parallel_part(spec: &SweepSpec, series: usize, steps: usize, threads: usize) -> Option<usize> {
+    let part = (PART_EVALUATIONS / steps.max(1)).max(1);
+    (threads > 1 && series > part && !spec.is_instant() && u32::try_from(steps).is_ok()).then_some(part)
+}
+
+/// Memory the points of a parallel evaluation wait in, at most.
+fn parallel_bytes(spec: &SweepSpec, series: usize, steps: usize, threads: usize) -> usize {
+    parallel_part(spec, series, steps, threads).map_or(0, |part| threads * part * steps * 16)
+}
+
+/// Calls `visit(series index, step index, value)` for every step of `steps` at which a
+/// series of `series` has a value, series by series in order. With `threads` > 1 and more
+/// than one part's work (see [`parallel_part`]), blocks of series are evaluated on that many threads (the kernels
+/// are most of a sweep's time) and their points visited afterwards in the same order: what
+/// `visit` sees, and so every sum it folds, is exactly what one thread would give.
+fn for_each_value(
+    spec: &SweepSpec,
+    series: &[SeriesSamples],
+    steps: &[i64],
+    threads: usize,
+    mut visit: impl FnMut(usize, usize, f64) -> DfResult<()>,
+) -> DfResult<()> {
+    let Some(part) = parallel_part(spec, series.len(), steps.len(), threads) else {
+        for (index, one) in series.iter().enumerate() {
+            for (at, value) in step_values(spec, one, steps) {
+                visit(index, at, value)?;
+            }
+        }
+        return Ok(());
+    };
+    let mut parts: Vec<Vec<(u32, u32, f64)>> = vec![Vec::new(); threads];
+    for (block_index, block) in series.chunks(part * threads).enumerate() {
+        parts.iter_mut().for_each(Vec::clear);
+        std::thread::scope(|scope| {
+            let mut running = Vec::new();
+            for (number, slice) in block.chunks(part).enumerate().skip(1) {
+                // Each thread owns its part's buffer and hands it back when joined.
+                let mut points = std::mem::take(&mut parts[number]);
+                let thread = std::thread::Builder::new().name("vigil-sweep".into());
+                match thread.spawn_scoped(scope, move || {
+                    evaluate_part(spec, slice, steps, &mut points);
+                    points
+                }) {
+                    Ok(handle) => running.push((number, handle)),
+                    // A thread that cannot start (a process limit) leaves its part to this one.
+                    Err(error) => {
+                        tracing::debug!(%error, "sweep thread did not start");
+                        evaluate_part(spec, slice, steps, &mut parts[number]);
+                    }
+                }
+            }
+            if let Some(slice) = block.chunks(part).next() {
+                evaluate_part(spec, slice, steps, &mut parts[0]);
+            }
+            for (number, handle) in running {
+                // A kernel's panic is this thread's, as without the threads.
+                parts[number] = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            }
+        });
+        let block_start = block_index * part * threads;
+        for (number, points) in parts.iter().enumerate() {
+            let part_start = block_start + number * part;
+            for &(index, at, value) in points {
+                visit(part_start + index as usize, at as usize, value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One thread's part of [`for_each_value`]: (index in `series`, index into `steps`, value).
+fn evaluate_part(spec: &SweepSpec, series: &[SeriesSamples], steps: &[i64], points: &mut Vec<(u32, u32, f64)>) {
+    for (index, one) in series.iter().enumerate() {
+        // Both fit: a part has at most PART_EVALUATIONS series, and steps were checked.
+        points.extend(step_values(spec, one, steps).map(|(at, value)| (index as u32, at as u32, value)));
     }
 }
 
@@ -954,6 +1065,7 @@ mod tests {
             params: [0.0; 2],
             budget: SampleBudget::new(1_000),
             fold: None,
+            workers: 1,
         }
     }
 
@@ -1039,6 +1151,54 @@ mod tests {
         let series: Vec<(Option<&str>, Vec<f64>)> =
             set.series.iter().map(|s| (s.labels[0].as_deref(), s.values.clone())).collect();
         assert_eq!(series, vec![(Some("api"), vec![1.0, 2.0, 3.0]), (Some("web"), vec![4.0]), (None, vec![5.0])]);
+    }
+
+    #[test]
+    fn series_evaluated_on_several_threads_are_visited_as_on_one() {
+        // 12,000 series over 100 steps: parts of 2,621 series, so three threads take two
+        // blocks, the second of two parts (a third part's buffer left from the first block
+        // must not be visited again).
+        let steps = Steps { start: 0, end: 99_000, step: 1_000 };
+        let spec = spec(RangeFunction::Rate, steps, 5_000);
+        let steps: Vec<i64> = steps.iter().collect();
+        let series: Vec<SeriesSamples> = (0..12_000i64)
+            .map(|n| {
+                // Every 7th series holds nothing; the others start at different times, with
+                // a counter reset now and then.
+                let first = if n % 7 == 0 { 200_000 } else { (n % 50) * 1_000 };
+                let timestamps: Vec<i64> = (first..100_000).step_by(1_000 + (n % 3) as usize * 500).collect();
+                let values = timestamps.iter().map(|t| ((t / 1_000 + n) % 40) as f64 * 1.5).collect();
+                SeriesSamples { labels: vec![Some(n.to_string())], timestamps, values, ..Default::default() }
+            })
+            .collect();
+        let visits = |threads: usize| {
+            let mut seen = Vec::new();
+            for_each_value(&spec, &series, &steps, threads, |index, at, value| {
+                seen.push((index, at, value.to_bits()));
+                Ok(())
+            })
+            .unwrap();
+            seen
+        };
+        assert_eq!(parallel_part(&spec, series.len(), steps.len(), 3), Some(2_621));
+        let one = visits(1);
+        assert!(one.len() > 400_000, "the series have values: {}", one.len());
+        assert!(one.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)), "in series, then step order");
+        assert_eq!(visits(2), one);
+        assert_eq!(visits(3), one);
+        // A visit's error stops the evaluation and is returned.
+        let mut visited = 0;
+        let stopped = for_each_value(&spec, &series, &steps, 3, |_, _, _| {
+            visited += 1;
+            if visited == 10 { Err(DataFusionError::Execution("budget".into())) } else { Ok(()) }
+        });
+        assert!(stopped.is_err());
+        assert_eq!(visited, 10);
+        // The instant lookup, and a chunk of one part's work, stay on one thread.
+        let lookup = super::tests::spec(RangeFunction::Instant, Steps { start: 0, end: 99_000, step: 1_000 }, 5_000);
+        assert_eq!(parallel_part(&lookup, series.len(), steps.len(), 3), None);
+        assert_eq!(parallel_part(&spec, 2_621, steps.len(), 3), None);
+        assert_eq!(parallel_bytes(&spec, series.len(), steps.len(), 3), 3 * 2_621 * 100 * 16);
     }
 
     #[test]
