@@ -1107,6 +1107,36 @@ mod tests {
     }
 
     #[test]
+    fn the_instant_lookup_finds_what_a_scan_of_its_window_finds() {
+        // Irregular samples with gaps and stale markers, looked up at steps closer and wider
+        // than their spacing, against the latest sample a plain scan finds.
+        let stale = f64::from_bits(kernels::STALE_NAN_BITS);
+        let mut timestamps = Vec::new();
+        let mut t = 0;
+        for n in 0..400i64 {
+            t += [3, 7, 1, 40, 11][n as usize % 5];
+            timestamps.push(t);
+        }
+        let values: Vec<f64> = (0..400).map(|n| if n % 13 == 5 { stale } else { n as f64 }).collect();
+        for (step, lookback) in [(2, 10), (5, 10), (17, 10), (50, 30), (9, 1)] {
+            for function in [RangeFunction::Instant, RangeFunction::InstantTimestamp] {
+                let spec = spec(function, Steps { start: -20, end: t + 40, step }, lookback);
+                let mut cursor = 0;
+                for eval in spec.steps.iter() {
+                    let latest =
+                        timestamps.iter().rposition(|&at| at <= eval).filter(|&i| timestamps[i] >= eval - lookback);
+                    let expected = latest.filter(|&i| !is_stale(values[i])).map(|i| match function {
+                        RangeFunction::Instant => values[i],
+                        _ => timestamps[i] as f64 / 1000.0,
+                    });
+                    let found = evaluate_step(&spec, &timestamps, &values, eval, &mut cursor);
+                    assert_eq!(found, expected, "step {step}, lookback {lookback}, at {eval}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_last_of_equal_timestamps_wins_and_runs_find_their_series() {
         let mut set = SeriesSet::new(false);
         let labels = ["job".to_string()];
