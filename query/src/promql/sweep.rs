@@ -592,24 +592,28 @@ impl SweepRun {
 /// thread).
 const PART_EVALUATIONS: usize = 262_144;
 
-/// Series a thread evaluates at a time when `series` are evaluated on `threads` (see
-/// [`for_each_value`]); `None` when they are evaluated on one. The instant lookup stays on
-/// one: its per-step work is a search too cheap to spread (measured: no gain, more CPU).
-fn parallel_part(spec: &SweepSpec, series: usize, steps: usize, threads: usize) -> Option<usize> {
+/// How `series` are split when evaluated on up to `threads` (see [`for_each_value`]): the
+/// series a thread takes at a time, and the threads that have a part; `None` when they are
+/// evaluated on one. The instant lookup stays on one: its per-step work is a search too
+/// cheap to spread (measured: no gain, more CPU).
+fn parallel_split(spec: &SweepSpec, series: usize, steps: usize, threads: usize) -> Option<(usize, usize)> {
     let part = (PART_EVALUATIONS / steps.max(1)).max(1);
-    (threads > 1 && series > part && !spec.is_instant() && u32::try_from(steps).is_ok()).then_some(part)
+    let threads = threads.min(series.div_ceil(part));
+    (threads > 1 && !spec.is_instant() && u32::try_from(steps).is_ok()).then_some((part, threads))
 }
 
 /// Memory the points of a parallel evaluation wait in, at most.
 fn parallel_bytes(spec: &SweepSpec, series: usize, steps: usize, threads: usize) -> usize {
-    parallel_part(spec, series, steps, threads).map_or(0, |part| threads * part * steps * 16)
+    parallel_split(spec, series, steps, threads).map_or(0, |(part, threads)| threads * part * steps * 16)
 }
 
 /// Calls `visit(series index, step index, value)` for every step of `steps` at which a
 /// series of `series` has a value, series by series in order. With `threads` > 1 and more
-/// than one part's work (see [`parallel_part`]), blocks of series are evaluated on that many threads (the kernels
-/// are most of a sweep's time) and their points visited afterwards in the same order: what
-/// `visit` sees, and so every sum it folds, is exactly what one thread would give.
+/// than one part's work (see [`parallel_split`]), blocks of series are evaluated on that
+/// many threads (the kernels are most of a sweep's time) and their points visited
+/// afterwards in the same order: what `visit` sees, and so every sum it folds, is exactly
+/// what one thread would give. The lane's own thread takes a part and waits for the others
+/// (scoped threads: they borrow the chunk's samples).
 fn for_each_value(
     spec: &SweepSpec,
     series: &[SeriesSamples],
@@ -617,7 +621,7 @@ fn for_each_value(
     threads: usize,
     mut visit: impl FnMut(usize, usize, f64) -> DfResult<()>,
 ) -> DfResult<()> {
-    let Some(part) = parallel_part(spec, series.len(), steps.len(), threads) else {
+    let Some((part, threads)) = parallel_split(spec, series.len(), steps.len(), threads) else {
         for (index, one) in series.iter().enumerate() {
             for (at, value) in step_values(spec, one, steps) {
                 visit(index, at, value)?;
@@ -1210,7 +1214,7 @@ mod tests {
             .unwrap();
             seen
         };
-        assert_eq!(parallel_part(&spec, series.len(), steps.len(), 3), Some(2_621));
+        assert_eq!(parallel_split(&spec, series.len(), steps.len(), 3), Some((2_621, 3)));
         let one = visits(1);
         assert!(one.len() > 400_000, "the series have values: {}", one.len());
         assert!(one.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)), "in series, then step order");
@@ -1226,9 +1230,12 @@ mod tests {
         assert_eq!(visited, 10);
         // The instant lookup, and a chunk of one part's work, stay on one thread.
         let lookup = super::tests::spec(RangeFunction::Instant, Steps { start: 0, end: 99_000, step: 1_000 }, 5_000);
-        assert_eq!(parallel_part(&lookup, series.len(), steps.len(), 3), None);
-        assert_eq!(parallel_part(&spec, 2_621, steps.len(), 3), None);
+        assert_eq!(parallel_split(&lookup, series.len(), steps.len(), 3), None);
+        assert_eq!(parallel_split(&spec, 2_621, steps.len(), 3), None);
         assert_eq!(parallel_bytes(&spec, series.len(), steps.len(), 3), 3 * 2_621 * 100 * 16);
+        // Many workers take only the threads the series fill, and reserve for those.
+        assert_eq!(parallel_split(&spec, 3_000, steps.len(), 256), Some((2_621, 2)));
+        assert_eq!(parallel_bytes(&spec, 3_000, steps.len(), 256), 2 * 2_621 * 100 * 16);
     }
 
     #[test]
