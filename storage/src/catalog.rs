@@ -32,7 +32,7 @@ use crate::filters::{LabelFilters, is_time_bound, scan_filter};
 use crate::maintenance::adapt_to;
 use crate::manifest::{SegmentMeta, table_statistics};
 use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema, time_column_of};
-use crate::series_index::{ScanFiles, ScanParts};
+use crate::series_index::{ScanFiles, ScanParts, SegmentReading};
 use crate::{Storage, StorageError};
 
 /// Rows per batch handed to queries from the buffer.
@@ -405,7 +405,7 @@ impl VigilTable {
             // The series index may leave rows or whole files out.
             statistics = statistics.to_inexact();
         }
-        let series_of = self.series.then_some(&self.schema);
+        let reading = if self.series { SegmentReading::Series(&self.schema) } else { SegmentReading::Rows };
         // The same label columns the scan promised exactness for.
         let labels = self.label_names();
         let is_label = |c: &str| labels.contains(c);
@@ -418,7 +418,7 @@ impl VigilTable {
             // Only this table's run of the shared file (and of it, the series the filters can
             // match): row groups and pages outside it are never read.
             files.push(
-                crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, &is_label, series_of)
+                crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, &is_label, reading)
                     .await?,
             );
         }

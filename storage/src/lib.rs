@@ -30,6 +30,7 @@ pub mod clock;
 pub mod damage;
 mod decimal_values;
 mod filters;
+mod indexed_scan;
 pub mod lease;
 mod maintenance;
 pub mod manifest;

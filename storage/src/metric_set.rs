@@ -26,7 +26,7 @@ use crate::filters::LabelFilters;
 use crate::filters::scan_filter;
 use crate::manifest::SegmentMeta;
 use crate::schema::{TIMESTAMP_COLUMN, label_columns, metric_schema};
-use crate::series_index::ScanFiles;
+use crate::series_index::{ScanFiles, SegmentReading};
 pub use crate::shared::TABLE_COLUMN;
 use crate::{Storage, StorageError};
 
@@ -41,6 +41,8 @@ pub struct MetricSet {
     schema: SchemaRef,
     /// Read for series, not samples (see [`Storage::series_provider`]).
     series: bool,
+    /// Samples' labels taken from the series index where it can (see [`Self::labelled_by_index`]).
+    labels_from_index: bool,
 }
 
 impl Storage {
@@ -72,7 +74,14 @@ impl Storage {
         }
         let metric_schema = metric_schema(columns.iter().map(String::as_str));
         let schema = crate::shared::file_schema(&columns);
-        Some(MetricSet { storage: self.clone(), tables: names, metric_schema, schema, series: false })
+        Some(MetricSet {
+            storage: self.clone(),
+            tables: names,
+            metric_schema,
+            schema,
+            series: false,
+            labels_from_index: false,
+        })
     }
 }
 
@@ -81,6 +90,16 @@ impl MetricSet {
     /// [`Storage::series_provider`]).
     pub fn series_only(&self) -> MetricSet {
         MetricSet { series: true, ..self.clone() }
+    }
+
+    /// The same tables, each segment's samples read without their label columns where its
+    /// series index chose the series: the labels are the index's, and every label column of
+    /// a batch shares one array of keys, the row's series in the index (see
+    /// `indexed_scan`). A label column may then hold a valid key to a null value (a series
+    /// without the label): for readers that take dictionaries' values into account, as the
+    /// PromQL sweep does.
+    pub fn labelled_by_index(&self) -> MetricSet {
+        MetricSet { labels_from_index: true, ..self.clone() }
     }
 
     /// Buffered rows of the tables in one generation, with their table column.
@@ -154,20 +173,16 @@ impl TableProvider for MetricSet {
         let is_label = |c: &str| c == TABLE_COLUMN || labels.contains(c);
         let label_filters = LabelFilters::new(filters, &self.schema, projection, is_label);
         let mut shared = ScanFiles::default();
-        let series_of = self.series.then_some(&self.schema);
+        let reading = match (self.series, self.labels_from_index) {
+            (true, _) => SegmentReading::Series(&self.schema),
+            (false, true) => SegmentReading::RowsLabelledByIndex,
+            (false, false) => SegmentReading::Rows,
+        };
         for entries in files.values() {
             let entries: Vec<&SegmentMeta> = entries.iter().collect();
             shared.push(
-                crate::series_index::shared_read(
-                    &self.storage,
-                    state,
-                    &entries,
-                    filters,
-                    &filter,
-                    &is_label,
-                    series_of,
-                )
-                .await?,
+                crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, &is_label, reading)
+                    .await?,
             );
         }
         let statistics = Statistics::new_unknown(&self.schema);

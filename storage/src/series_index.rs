@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 
 use crate::StorageError;
 use crate::filters::{LabelFilters, is_label_filter, is_time_bound};
+use crate::indexed_scan::IndexedFile;
 use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
 
 /// Index columns after the file's table and label columns.
@@ -321,6 +322,20 @@ pub(crate) enum SharedRead {
     File { file: Box<PartitionedFile>, narrowed: bool, inside: bool },
     /// One row per matching series (a series scan, from the index).
     Series(RecordBatch),
+    /// The matching series' runs, their labels from the index (see [`crate::indexed_scan`]).
+    Indexed(IndexedFile),
+}
+
+/// What a scan wants of a shared segment.
+#[derive(Clone, Copy)]
+pub(crate) enum SegmentReading<'a> {
+    /// Its rows, labels read from the file.
+    Rows,
+    /// Its rows, labels taken from the series index where it chose the series by every
+    /// filter (see [`crate::indexed_scan`]).
+    RowsLabelledByIndex,
+    /// One row per matching series, from the index, in this schema.
+    Series(&'a SchemaRef),
 }
 
 /// The segment files a scan reads, sorted by what the series index did to them: read whole
@@ -333,6 +348,7 @@ pub(crate) struct ScanFiles {
     whole: TimeSplit,
     narrowed: TimeSplit,
     series: Vec<RecordBatch>,
+    indexed: Vec<IndexedFile>,
 }
 
 #[derive(Default)]
@@ -359,6 +375,7 @@ impl ScanFiles {
             SharedRead::File { file, narrowed: false, inside } => self.whole.push(*file, inside),
             SharedRead::File { file, narrowed: true, inside } => self.narrowed.push(*file, inside),
             SharedRead::Series(batch) => self.series.push(batch),
+            SharedRead::Indexed(file) => self.indexed.push(file),
         }
     }
 
@@ -385,6 +402,17 @@ impl ScanFiles {
         // A limit holds for the whole files' rows only after the label filters.
         let whole_limit = if labels.filters.is_empty() { limit } else { None };
         let mut parts = ScanParts { series: self.series, ..ScanParts::default() };
+        if !self.indexed.is_empty() {
+            let config = state.config();
+            parts.exact.push(crate::indexed_scan::plan(
+                storage.inner.store.clone(),
+                schema,
+                labels.projection.as_ref(),
+                self.indexed,
+                config.target_partitions(),
+                config.batch_size(),
+            )?);
+        }
         let groups = [
             (self.whole.crossing, filters.to_vec(), false),
             (self.whole.inside, timeless(filters), false),
@@ -425,8 +453,8 @@ pub(crate) struct ScanParts {
 }
 
 /// What a scan reads of one shared segment: the runs of `entries` (its manifest entries the
-/// scan reads), narrowed to the series the index says the filters can match; or, for a
-/// series scan (`series_of`: the scan's schema), those series themselves.
+/// scan reads), narrowed to the series the index says the filters can match; or, as
+/// `reading` asks, those series themselves or their runs labelled by the index.
 pub(crate) async fn shared_read(
     storage: &crate::Storage,
     state: &dyn Session,
@@ -434,19 +462,19 @@ pub(crate) async fn shared_read(
     filters: &[Expr],
     scan: &crate::buffer::ScanFilter,
     is_label: &(dyn Fn(&str) -> bool + Sync),
-    series_of: Option<&SchemaRef>,
+    reading: SegmentReading<'_>,
 ) -> DfResult<SharedRead> {
     let Some(first) = entries.first() else { return Ok(SharedRead::Nothing) };
     let file_rows = first.file_rows();
     let mut runs: Vec<(u64, u64)> = entries.iter().filter_map(|s| s.shared.map(|at| (at.first_row, s.rows))).collect();
     runs.sort_unstable();
     let inside = entries.iter().all(|s| scan.contains(s.min_time_ns, s.max_time_ns));
-    if (!filters.is_empty() || series_of.is_some())
+    if (!filters.is_empty() || !matches!(reading, SegmentReading::Rows))
         && let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await
     {
         let lookup = Lookup { runs: &runs, filters, is_label, start_ns: scan.start_ns, end_ns: scan.end_ns };
         let (series, exact) = matching_series(state, &index, &lookup)?;
-        if let Some(schema) = series_of {
+        if let SegmentReading::Series(schema) = reading {
             return Ok(if series.is_empty() {
                 SharedRead::Nothing
             } else {
@@ -460,6 +488,20 @@ pub(crate) async fn shared_read(
         metrics::counter!("vigil_storage_rows_skipped_by_series_index_total").increment(skipped);
         if matching.is_empty() {
             return Ok(SharedRead::Nothing);
+        }
+        // Labels from the index only where nothing is left to evaluate but the time bounds.
+        if matches!(reading, SegmentReading::RowsLabelledByIndex)
+            && exact
+            && filters.iter().all(|f| is_label_filter(f, is_label) || is_time_bound(f, TIMESTAMP_COLUMN))
+        {
+            return Ok(SharedRead::Indexed(IndexedFile {
+                path: first.path.clone(),
+                size: first.size_bytes,
+                file_rows,
+                index,
+                series,
+                bounds: (!inside).then(|| (scan.start_ns.unwrap_or(i64::MIN), scan.end_ns.unwrap_or(i64::MAX))),
+            }));
         }
         let file = PartitionedFile::new(first.path.clone(), first.size_bytes);
         let file = file.with_extension(ParquetRowSelection::new(runs_selection(&matching, file_rows)));

@@ -1220,3 +1220,90 @@ async fn series_are_stored_by_job_then_instance_so_a_job_is_one_run() {
     assert_eq!(storage.rows_skipped_by_index(), 16);
     storage.close().await.unwrap();
 }
+
+/// Every row of `set` that `filter` keeps, as text (table, labels, time, value), sorted; and
+/// whether the plan read some segment labelled by its series index.
+async fn set_rows(
+    storage: &Storage,
+    set: metric_set::MetricSet,
+    filter: datafusion::prelude::Expr,
+) -> (Vec<String>, bool) {
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    // Batches of 7 rows: a series' run spans several, and a batch holds several runs.
+    let ctx = SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().with_batch_size(7));
+    catalog::register(storage, &ctx).unwrap();
+    let frame = ctx.read_table(std::sync::Arc::new(set)).unwrap().filter(filter).unwrap();
+    let plan = frame.clone().create_physical_plan().await.unwrap();
+    let indexed = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string().contains("Streaming");
+    let mut rows = Vec::new();
+    for batch in frame.collect().await.unwrap() {
+        let schema = batch.schema();
+        let columns: Vec<_> = batch.columns().iter().map(|c| cast(c, &DataType::Utf8).unwrap()).collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = columns
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    let text = c.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap();
+                    format!("{}={}", f.name(), if text.is_null(row) { "∅" } else { text.value(row) })
+                })
+                .collect();
+            rows.push(cells.join(" "));
+        }
+    }
+    rows.sort();
+    (rows, indexed)
+}
+
+#[tokio::test]
+async fn a_set_labelled_by_its_series_index_reads_what_its_files_hold() {
+    use datafusion::prelude::{col, lit};
+    use datafusion::scalar::ScalarValue;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    let minute = 60_000_000_000;
+    let minutes = |values: f64| (0..150i64).map(move |m| (T0 + m * minute, values + m as f64));
+    // Two metrics over three hourly partitions; a series without `instance`, and `code` only
+    // on the second metric: label values the index holds as nulls.
+    storage
+        .write(batch(vec![
+            series("up", &[("job", "api"), ("instance", "a")], minutes(0.0)),
+            series("up", &[("job", "db")], minutes(1000.0)),
+            series("up", &[("job", "api"), ("instance", "b")], minutes(3000.0)),
+            series("req", &[("job", "api"), ("code", "500")], minutes(2000.0).map(|(t, v)| (t, v / 8.0))),
+        ]))
+        .await
+        .unwrap();
+    storage.persist().await.unwrap();
+    // One more sample in the write buffer.
+    storage
+        .write(batch(vec![series("up", &[("job", "api"), ("instance", "a")], [(T0 + 200 * minute, 9.0)])]))
+        .await
+        .unwrap();
+    let schemas = storage.metric_table_schemas();
+    let set = storage.metric_set(schemas.iter().map(|(t, s)| (t.as_str(), s.as_ref()))).unwrap();
+    let time = |m: i64| lit(ScalarValue::TimestampNanosecond(Some(T0 + m * minute), Some("UTC".into())));
+    let cases = [
+        ("every row", lit(true), 601, true),
+        (
+            "job=api over a span crossing partitions",
+            col("job").eq(lit("api")).and(col("timestamp").gt_eq(time(50))).and(col("timestamp").lt_eq(time(130))),
+            3 * 81,
+            true,
+        ),
+        ("a label absent from a series", col("instance").is_null(), 300, true),
+        // A filter on the value: not for the index, read as before.
+        ("value from 1100 to 3010", col("value").gt(lit(1100.0)).and(col("value").lt_eq(lit(3010.0))), 60, false),
+    ];
+    for (case, filter, expected, by_index) in cases {
+        let (plain, _) = set_rows(&storage, set.clone(), filter.clone()).await;
+        let (labelled, indexed) = set_rows(&storage, set.labelled_by_index(), filter).await;
+        assert_eq!(labelled.len(), expected, "{case}");
+        assert_eq!(labelled, plain, "{case}");
+        assert_eq!(indexed, by_index, "{case}: read by the index");
+    }
+    // Nulls stay nulls: the series without `instance` reads so.
+    let (rows, _) = set_rows(&storage, set.labelled_by_index(), col("job").eq(lit("db"))).await;
+    assert!(rows.iter().all(|r| r.contains("instance=∅") && r.contains("code=∅")), "{}", rows[0]);
+}

@@ -69,6 +69,9 @@ struct SelectedSet {
 enum Reading {
     /// Every sample.
     Samples,
+    /// Every sample, for the sweep: labels as the series index has them where it can (see
+    /// `MetricSet::labelled_by_index`).
+    SweptSamples,
     /// The series: one row or more per series, time and value not the samples'.
     Series,
 }
@@ -348,7 +351,7 @@ impl<'a> Compiler<'a> {
         let sweep_labels = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let chunks = if selection.set.is_none() && selection.tables.len() > UNION_FAN_IN {
             // Thousands of tables are read once, in groups (see `union_in_groups`).
-            let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels, Reading::Samples).await?;
+            let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels, Reading::SweptSamples).await?;
             vec![SweepChunk { high_ms, frame: self.one_stream(ctx, frame), lead_in: None }]
         } else {
             let partition_ms =
@@ -363,7 +366,7 @@ impl<'a> Compiler<'a> {
             };
             let mut chunks = Vec::new();
             for (index, (low, high)) in bounds.into_iter().enumerate() {
-                let frame = self.rows_frame(ctx, &selection, low, high, &sweep_labels, Reading::Samples).await?;
+                let frame = self.rows_frame(ctx, &selection, low, high, &sweep_labels, Reading::SweptSamples).await?;
                 let lead_in = if lanes.contains(&index) {
                     let frame = self
                         .rows_frame(
@@ -372,7 +375,7 @@ impl<'a> Compiler<'a> {
                             low.saturating_sub(window_ms),
                             low - 1,
                             &sweep_labels,
-                            Reading::Samples,
+                            Reading::SweptSamples,
                         )
                         .await?;
                     Some(self.one_stream(ctx, frame))
@@ -592,6 +595,7 @@ impl<'a> Compiler<'a> {
         if let Some(set) = &selection.set {
             let frame = match reading {
                 Reading::Samples => ctx.read_table(set.provider.clone())?,
+                Reading::SweptSamples => ctx.read_table(Arc::new(set.provider.labelled_by_index()))?,
                 Reading::Series => ctx.read_table(Arc::new(set.provider.series_only()))?,
             };
             let name = ident(vigil_storage::metric_set::TABLE_COLUMN);
@@ -601,7 +605,9 @@ impl<'a> Compiler<'a> {
         for table in &selection.tables {
             let frame = if local {
                 let provider = match reading {
-                    Reading::Samples => storage.table_provider(&table.table, table.schema.clone()),
+                    Reading::Samples | Reading::SweptSamples => {
+                        storage.table_provider(&table.table, table.schema.clone())
+                    }
                     Reading::Series => storage.series_provider(&table.table, table.schema.clone()),
                 };
                 ctx.read_table(provider)?

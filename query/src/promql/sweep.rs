@@ -990,10 +990,17 @@ fn run_starts(columns: &[LabelColumn], rows: usize) -> Vec<bool> {
     let mut starts = vec![false; rows];
     let Some(first) = starts.first_mut() else { return starts };
     *first = true;
+    // Columns may share one array of keys (a scan labelled by the series index): it is
+    // compared once.
+    let mut compared: Vec<&[i32]> = Vec::new();
     for column in columns {
         match column {
             LabelColumn::Dictionary { keys, .. } if keys.null_count() == 0 => {
-                let keys = keys.values();
+                let keys: &[i32] = keys.values();
+                if compared.iter().any(|seen| std::ptr::eq(*seen, keys)) {
+                    continue;
+                }
+                compared.push(keys);
                 for (start, pair) in starts[1..].iter_mut().zip(keys.windows(2)) {
                     *start |= pair[0] != pair[1];
                 }

@@ -1,0 +1,278 @@
+//! A scan of shared segments that reads each row's time and value only, and takes its labels
+//! from the segment's series index.
+//!
+//! A shared segment is sorted by (table, series, time) and its series index names each
+//! series' run of rows. Once the index has chosen the series a scan reads (and applied its
+//! label filters), the rows of those runs arrive in index order, so the label columns need
+//! not be decoded at all: decoding them and validating their dictionary keys, every label of
+//! every row, was a tenth of a 24 h `count by (job)`. Every label column of a batch is the
+//! same array of keys (each row's series in the index) over that column's values per series,
+//! so a reader finds a series' run by comparing one array of keys, not one per label.
+//!
+//! The PromQL sweep reads this way (`MetricSet::labelled_by_index`); a file whose index is
+//! missing or did not apply every filter is read as before.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, DictionaryArray, Int32Array, RecordBatch, new_null_array,
+};
+use datafusion::arrow::compute;
+use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimestampNanosecondType};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::object_store::ObjectStore;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
+use crate::series_index::{FIRST_ROW, ROWS, runs_selection};
+
+/// A shared segment the series index chose series of.
+pub(crate) struct IndexedFile {
+    pub path: String,
+    pub size: u64,
+    pub file_rows: u64,
+    pub index: Arc<RecordBatch>,
+    /// The index rows (series) read, in file order.
+    pub series: Vec<usize>,
+    /// The inclusive time bounds rows must lie in; `None` when every row of the file's runs
+    /// does.
+    pub bounds: Option<(i64, i64)>,
+}
+
+/// One file's series as a scan's output columns take them: per column, its value per index
+/// row (`None` for time and value).
+#[derive(Debug)]
+struct FileLabels {
+    path: String,
+    size: u64,
+    file_rows: u64,
+    labels: Vec<Option<ArrayRef>>,
+    bounds: Option<(i64, i64)>,
+}
+
+/// Runs of one file a partition reads: (index row, first row, rows), in file order.
+#[derive(Clone, Debug)]
+struct Piece {
+    file: Arc<FileLabels>,
+    runs: Vec<(i32, u64, u64)>,
+}
+
+/// The plan reading `files` in `schema` (a table's), projected to `projection`, in up to
+/// `partitions` partitions of about equal rows (a file's runs may be split between them: a
+/// series is never).
+pub(crate) fn plan(
+    store: Arc<dyn ObjectStore>,
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+    files: Vec<IndexedFile>,
+    partitions: usize,
+    batch_rows: usize,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(match projection {
+        Some(projection) => schema.project(projection)?,
+        None => schema.as_ref().clone(),
+    });
+    let mut pieces: Vec<(Arc<FileLabels>, Vec<(i32, u64, u64)>)> = Vec::with_capacity(files.len());
+    for file in files {
+        let (labels, runs) = file_labels(&schema, &file)?;
+        let file =
+            FileLabels { path: file.path, size: file.size, file_rows: file.file_rows, labels, bounds: file.bounds };
+        pieces.push((Arc::new(file), runs));
+    }
+    let total: u64 = pieces.iter().flat_map(|(_, runs)| runs.iter().map(|r| r.2)).sum();
+    let per_partition = total.div_ceil(partitions.max(1) as u64).max(1);
+    let mut streams: Vec<Vec<Piece>> = Vec::new();
+    let (mut current, mut rows_in_current): (Vec<Piece>, u64) = (Vec::new(), 0);
+    for (file, runs) in pieces {
+        let mut taken = Vec::new();
+        for run in runs {
+            if rows_in_current >= per_partition {
+                if !taken.is_empty() {
+                    current.push(Piece { file: file.clone(), runs: std::mem::take(&mut taken) });
+                }
+                streams.push(std::mem::take(&mut current));
+                rows_in_current = 0;
+            }
+            rows_in_current += run.2;
+            taken.push(run);
+        }
+        if !taken.is_empty() {
+            current.push(Piece { file, runs: taken });
+        }
+    }
+    streams.push(current);
+    let partitions: Vec<Arc<dyn PartitionStream>> = streams
+        .into_iter()
+        .filter(|pieces| !pieces.is_empty())
+        .map(|pieces| {
+            Arc::new(IndexedPartition { schema: schema.clone(), store: store.clone(), pieces, batch_rows })
+                as Arc<dyn PartitionStream>
+        })
+        .collect();
+    Ok(Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), false, None)?))
+}
+
+/// The label values per index row of each of `schema`'s columns, and the file's runs.
+#[allow(clippy::type_complexity)]
+fn file_labels(schema: &SchemaRef, file: &IndexedFile) -> DfResult<(Vec<Option<ArrayRef>>, Vec<(i32, u64, u64)>)> {
+    let index = &file.index;
+    let label_type = crate::schema::dictionary_type();
+    let mut labels = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        if field.name() == TIMESTAMP_COLUMN || field.name() == VALUE_COLUMN {
+            labels.push(None);
+            continue;
+        }
+        if field.data_type() != &label_type {
+            return Err(DataFusionError::Internal(format!("label column {} is {}", field.name(), field.data_type())));
+        }
+        labels.push(Some(match index.column_by_name(field.name()) {
+            Some(column) => compute::cast(column, &DataType::Utf8)?,
+            None => new_null_array(&DataType::Utf8, index.num_rows()),
+        }));
+    }
+    let column = |name: &str| {
+        index
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>())
+            .ok_or_else(|| DataFusionError::Internal(format!("series index without {name}")))
+    };
+    let (first_rows, rows) = (column(FIRST_ROW)?, column(ROWS)?);
+    let runs = file
+        .series
+        .iter()
+        .map(|&series| {
+            let key = i32::try_from(series)
+                .map_err(|_| DataFusionError::Internal("a series index of more than 2^31 series".into()))?;
+            Ok((key, first_rows.value(series), rows.value(series)))
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    Ok((labels, runs))
+}
+
+/// One partition of the scan: its pieces, read one after the other.
+#[derive(Debug)]
+struct IndexedPartition {
+    schema: SchemaRef,
+    store: Arc<dyn ObjectStore>,
+    pieces: Vec<Piece>,
+    batch_rows: usize,
+}
+
+impl PartitionStream for IndexedPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        // DataFusion's own scans cache footers here too: a segment's is read once.
+        let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+        let readers = Arc::new(CachedParquetFileReaderFactory::new(self.store.clone(), cache));
+        let (schema, batch_rows) = (self.schema.clone(), self.batch_rows);
+        let batches = futures::stream::iter(self.pieces.clone())
+            .then(move |piece| read_piece(readers.clone(), schema.clone(), piece, batch_rows))
+            .try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
+}
+
+/// The batches of one piece: its runs' time and value, labelled.
+async fn read_piece(
+    readers: Arc<CachedParquetFileReaderFactory>,
+    schema: SchemaRef,
+    piece: Piece,
+    batch_rows: usize,
+) -> DfResult<futures::stream::BoxStream<'static, DfResult<RecordBatch>>> {
+    let file = PartitionedFile::new(piece.file.path.clone(), piece.file.size);
+    let reader: Box<dyn AsyncFileReader> = readers.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [TIMESTAMP_COLUMN, VALUE_COLUMN]);
+    let runs: Vec<(u64, u64)> = piece.runs.iter().map(|&(_, first, rows)| (first, rows)).collect();
+    let stream = builder
+        .with_projection(mask)
+        .with_row_selection(runs_selection(&runs, piece.file.file_rows))
+        .with_batch_size(batch_rows)
+        .build()?;
+    let mut labeller = Labeller { schema, piece, run: 0, left: 0 };
+    labeller.left = labeller.piece.runs.first().map_or(0, |r| r.2);
+    Ok(stream.map(move |batch| labeller.label(batch?)).boxed())
+}
+
+/// Gives each row of a piece's batches its series, walking the runs as the rows arrive.
+struct Labeller {
+    schema: SchemaRef,
+    piece: Piece,
+    /// The run the next row belongs to, and its rows not yet seen.
+    run: usize,
+    left: u64,
+}
+
+impl Labeller {
+    fn label(&mut self, batch: RecordBatch) -> DfResult<RecordBatch> {
+        let rows = batch.num_rows();
+        let mut keys: Vec<i32> = Vec::with_capacity(rows);
+        while keys.len() < rows {
+            let Some(&(key, _, _)) = self.piece.runs.get(self.run) else {
+                return Err(DataFusionError::Internal(format!(
+                    "segment {} has more rows than its series index says",
+                    self.piece.file.path
+                )));
+            };
+            let take = self.left.min((rows - keys.len()) as u64) as usize;
+            keys.extend(std::iter::repeat_n(key, take));
+            self.left -= take as u64;
+            if self.left == 0 {
+                self.run += 1;
+                self.left = self.piece.runs.get(self.run).map_or(0, |r| r.2);
+            }
+        }
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| DataFusionError::Internal(format!("segment {} without {name}", self.piece.file.path)))
+        };
+        let (mut times, mut values) = (column(TIMESTAMP_COLUMN)?, column(VALUE_COLUMN)?);
+        let mut keys = Int32Array::from(keys);
+        if let Some((start, end)) = self.piece.file.bounds {
+            let stamps = times
+                .as_primitive_opt::<TimestampNanosecondType>()
+                .ok_or_else(|| DataFusionError::Internal("a time column that is not nanoseconds".into()))?;
+            let inside: BooleanArray = stamps.iter().map(|t| Some(t.is_some_and(|t| t >= start && t <= end))).collect();
+            if inside.true_count() < rows {
+                times = compute::filter(&times, &inside)?;
+                values = compute::filter(&values, &inside)?;
+                keys = compute::filter(&keys, &inside)?.as_primitive::<Int32Type>().clone();
+            }
+        }
+        // One validation of the keys for all the label columns: each has a value per index row.
+        let mut shared: Option<DictionaryArray<Int32Type>> = None;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (field, labels) in self.schema.fields().iter().zip(&self.piece.file.labels) {
+            let column: ArrayRef = match labels {
+                None if field.name() == TIMESTAMP_COLUMN => compute::cast(&times, field.data_type())?,
+                None => compute::cast(&values, field.data_type())?,
+                Some(labels) => match &shared {
+                    Some(first) => Arc::new(first.with_values(labels.clone())),
+                    None => {
+                        let first = DictionaryArray::<Int32Type>::try_new(keys.clone(), labels.clone())?;
+                        shared = Some(first.clone());
+                        Arc::new(first)
+                    }
+                },
+            };
+            columns.push(column);
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
