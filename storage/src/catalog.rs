@@ -58,8 +58,12 @@ impl SchemaProvider for VigilSchemaProvider {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         Ok(self.storage.table_schema(name).map(|schema| {
-            Arc::new(VigilTable { storage: self.storage.clone(), name: name.to_string(), schema, series: false })
-                as Arc<dyn TableProvider>
+            Arc::new(VigilTable {
+                storage: self.storage.clone(),
+                name: name.to_string(),
+                schema,
+                reading: SegmentReading::Rows,
+            }) as Arc<dyn TableProvider>
         }))
     }
 
@@ -222,7 +226,13 @@ impl Storage {
 
     /// A table of known schema, for plans that looked the schema up already.
     pub fn table_provider(&self, name: &str, schema: SchemaRef) -> Arc<dyn TableProvider> {
-        Arc::new(VigilTable { storage: self.clone(), name: name.to_string(), schema, series: false })
+        self.table_reading(name, schema, SegmentReading::Rows)
+    }
+
+    /// A table of known schema whose shared segments are read as `reading` says: for
+    /// [`SegmentReading::RowsLabelledByIndex`], the PromQL sweep's reading.
+    pub fn table_reading(&self, name: &str, schema: SchemaRef, reading: SegmentReading) -> Arc<dyn TableProvider> {
+        Arc::new(VigilTable { storage: self.clone(), name: name.to_string(), schema, reading })
     }
 
     /// A metric table read for its series, not its samples: at least one row per series
@@ -230,7 +240,7 @@ impl Storage {
     /// segments that have one), in the table's schema with a time inside the range and a
     /// NaN value. What the metadata API (series, label values) reads.
     pub fn series_provider(&self, name: &str, schema: SchemaRef) -> Arc<dyn TableProvider> {
-        Arc::new(VigilTable { storage: self.clone(), name: name.to_string(), schema, series: true })
+        self.table_reading(name, schema, SegmentReading::Series)
     }
 
     /// The current schema of a table: fixed, or for a metric the union of the label columns
@@ -278,8 +288,7 @@ pub struct VigilTable {
     storage: Storage,
     name: String,
     schema: SchemaRef,
-    /// Read for series, not samples (see [`Storage::series_provider`]).
-    series: bool,
+    reading: SegmentReading,
 }
 
 impl VigilTable {
@@ -401,11 +410,10 @@ impl VigilTable {
         scan: &ScanFilter,
     ) -> DfResult<ScanParts> {
         let mut statistics = table_statistics(&segments, &self.schema);
-        if !filters.is_empty() || self.series {
+        if !filters.is_empty() || self.reading == SegmentReading::Series {
             // The series index may leave rows or whole files out.
             statistics = statistics.to_inexact();
         }
-        let reading = if self.series { SegmentReading::Series(&self.schema) } else { SegmentReading::Rows };
         // The same label columns the scan promised exactness for.
         let labels = self.label_names();
         let is_label = |c: &str| labels.contains(c);
@@ -418,8 +426,17 @@ impl VigilTable {
             // Only this table's run of the shared file (and of it, the series the filters can
             // match): row groups and pages outside it are never read.
             files.push(
-                crate::series_index::shared_read(&self.storage, state, &[segment], filters, scan, &is_label, reading)
-                    .await?,
+                crate::series_index::shared_read(
+                    &self.storage,
+                    state,
+                    &[segment],
+                    filters,
+                    scan,
+                    &is_label,
+                    self.reading,
+                    &self.schema,
+                )
+                .await?,
             );
         }
         files.plans(&self.storage, state, &self.schema, statistics, label_filters, filters, limit).await

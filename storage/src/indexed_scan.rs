@@ -49,27 +49,21 @@ pub(crate) struct IndexedFile {
     pub bounds: Option<(i64, i64)>,
 }
 
-/// One file's series as a scan's output columns take them: per column, its value per index
+/// One file as a partition reads it: its runs, and per output column its value per index
 /// row (`None` for time and value).
 #[derive(Debug)]
-struct FileLabels {
+struct FileRead {
     path: String,
     size: u64,
     file_rows: u64,
     labels: Vec<Option<ArrayRef>>,
     bounds: Option<(i64, i64)>,
-}
-
-/// Runs of one file a partition reads: (index row, first row, rows), in file order.
-#[derive(Clone, Debug)]
-struct Piece {
-    file: Arc<FileLabels>,
+    /// (index row, first row, rows), in file order.
     runs: Vec<(i32, u64, u64)>,
 }
 
 /// The plan reading `files` in `schema` (a table's), projected to `projection`, in up to
-/// `partitions` partitions of about equal rows (a file's runs may be split between them: a
-/// series is never).
+/// `partitions` partitions of about equal rows.
 pub(crate) fn plan(
     store: Arc<dyn ObjectStore>,
     schema: &SchemaRef,
@@ -82,40 +76,25 @@ pub(crate) fn plan(
         Some(projection) => schema.project(projection)?,
         None => schema.as_ref().clone(),
     });
-    let mut pieces: Vec<(Arc<FileLabels>, Vec<(i32, u64, u64)>)> = Vec::with_capacity(files.len());
+    // Whole files to the partition with the fewest rows yet: a file's runs are read in order,
+    // so the sweep meets its series in the same order every time (splitting a file between
+    // partitions made `sum` add them in a varying order, the last bits of answers varying).
+    let mut streams: Vec<(u64, Vec<Arc<FileRead>>)> = vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
     for file in files {
         let (labels, runs) = file_labels(&schema, &file)?;
-        let file =
-            FileLabels { path: file.path, size: file.size, file_rows: file.file_rows, labels, bounds: file.bounds };
-        pieces.push((Arc::new(file), runs));
-    }
-    let total: u64 = pieces.iter().flat_map(|(_, runs)| runs.iter().map(|r| r.2)).sum();
-    let per_partition = total.div_ceil(partitions.max(1) as u64).max(1);
-    let mut streams: Vec<Vec<Piece>> = Vec::new();
-    let (mut current, mut rows_in_current): (Vec<Piece>, u64) = (Vec::new(), 0);
-    for (file, runs) in pieces {
-        let mut taken = Vec::new();
-        for run in runs {
-            if rows_in_current >= per_partition {
-                if !taken.is_empty() {
-                    current.push(Piece { file: file.clone(), runs: std::mem::take(&mut taken) });
-                }
-                streams.push(std::mem::take(&mut current));
-                rows_in_current = 0;
-            }
-            rows_in_current += run.2;
-            taken.push(run);
-        }
-        if !taken.is_empty() {
-            current.push(Piece { file, runs: taken });
+        let rows: u64 = runs.iter().map(|r| r.2).sum();
+        let read =
+            FileRead { path: file.path, size: file.size, file_rows: file.file_rows, labels, bounds: file.bounds, runs };
+        if let Some(lightest) = streams.iter_mut().min_by_key(|(rows, _)| *rows) {
+            lightest.0 += rows;
+            lightest.1.push(Arc::new(read));
         }
     }
-    streams.push(current);
     let partitions: Vec<Arc<dyn PartitionStream>> = streams
         .into_iter()
-        .filter(|pieces| !pieces.is_empty())
-        .map(|pieces| {
-            Arc::new(IndexedPartition { schema: schema.clone(), store: store.clone(), pieces, batch_rows })
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(_, files)| {
+            Arc::new(IndexedPartition { schema: schema.clone(), store: store.clone(), files, batch_rows })
                 as Arc<dyn PartitionStream>
         })
         .collect();
@@ -160,12 +139,12 @@ fn file_labels(schema: &SchemaRef, file: &IndexedFile) -> DfResult<(Vec<Option<A
     Ok((labels, runs))
 }
 
-/// One partition of the scan: its pieces, read one after the other.
+/// One partition of the scan: its files, read one after the other.
 #[derive(Debug)]
 struct IndexedPartition {
     schema: SchemaRef,
     store: Arc<dyn ObjectStore>,
-    pieces: Vec<Piece>,
+    files: Vec<Arc<FileRead>>,
     batch_rows: usize,
 }
 
@@ -179,39 +158,39 @@ impl PartitionStream for IndexedPartition {
         let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
         let readers = Arc::new(CachedParquetFileReaderFactory::new(self.store.clone(), cache));
         let (schema, batch_rows) = (self.schema.clone(), self.batch_rows);
-        let batches = futures::stream::iter(self.pieces.clone())
-            .then(move |piece| read_piece(readers.clone(), schema.clone(), piece, batch_rows))
+        let batches = futures::stream::iter(self.files.clone())
+            .then(move |file| read_file(readers.clone(), schema.clone(), file, batch_rows))
             .try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
     }
 }
 
-/// The batches of one piece: its runs' time and value, labelled.
-async fn read_piece(
+/// The batches of one file: its runs' time and value, labelled.
+async fn read_file(
     readers: Arc<CachedParquetFileReaderFactory>,
     schema: SchemaRef,
-    piece: Piece,
+    file: Arc<FileRead>,
     batch_rows: usize,
 ) -> DfResult<futures::stream::BoxStream<'static, DfResult<RecordBatch>>> {
-    let file = PartitionedFile::new(piece.file.path.clone(), piece.file.size);
-    let reader: Box<dyn AsyncFileReader> = readers.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
+    let object = PartitionedFile::new(file.path.clone(), file.size);
+    let reader: Box<dyn AsyncFileReader> = readers.create_reader(0, object, None, &ExecutionPlanMetricsSet::new())?;
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), [TIMESTAMP_COLUMN, VALUE_COLUMN]);
-    let runs: Vec<(u64, u64)> = piece.runs.iter().map(|&(_, first, rows)| (first, rows)).collect();
+    let runs: Vec<(u64, u64)> = file.runs.iter().map(|&(_, first, rows)| (first, rows)).collect();
     let stream = builder
         .with_projection(mask)
-        .with_row_selection(runs_selection(&runs, piece.file.file_rows))
+        .with_row_selection(runs_selection(&runs, file.file_rows))
         .with_batch_size(batch_rows)
         .build()?;
-    let mut labeller = Labeller { schema, piece, run: 0, left: 0 };
-    labeller.left = labeller.piece.runs.first().map_or(0, |r| r.2);
+    let left = file.runs.first().map_or(0, |r| r.2);
+    let mut labeller = Labeller { schema, file, run: 0, left };
     Ok(stream.map(move |batch| labeller.label(batch?)).boxed())
 }
 
-/// Gives each row of a piece's batches its series, walking the runs as the rows arrive.
+/// Gives each row of a file's batches its series, walking the runs as the rows arrive.
 struct Labeller {
     schema: SchemaRef,
-    piece: Piece,
+    file: Arc<FileRead>,
     /// The run the next row belongs to, and its rows not yet seen.
     run: usize,
     left: u64,
@@ -222,10 +201,10 @@ impl Labeller {
         let rows = batch.num_rows();
         let mut keys: Vec<i32> = Vec::with_capacity(rows);
         while keys.len() < rows {
-            let Some(&(key, _, _)) = self.piece.runs.get(self.run) else {
+            let Some(&(key, _, _)) = self.file.runs.get(self.run) else {
                 return Err(DataFusionError::Internal(format!(
                     "segment {} has more rows than its series index says",
-                    self.piece.file.path
+                    self.file.path
                 )));
             };
             let take = self.left.min((rows - keys.len()) as u64) as usize;
@@ -233,18 +212,18 @@ impl Labeller {
             self.left -= take as u64;
             if self.left == 0 {
                 self.run += 1;
-                self.left = self.piece.runs.get(self.run).map_or(0, |r| r.2);
+                self.left = self.file.runs.get(self.run).map_or(0, |r| r.2);
             }
         }
         let column = |name: &str| {
             batch
                 .column_by_name(name)
                 .cloned()
-                .ok_or_else(|| DataFusionError::Internal(format!("segment {} without {name}", self.piece.file.path)))
+                .ok_or_else(|| DataFusionError::Internal(format!("segment {} without {name}", self.file.path)))
         };
         let (mut times, mut values) = (column(TIMESTAMP_COLUMN)?, column(VALUE_COLUMN)?);
         let mut keys = Int32Array::from(keys);
-        if let Some((start, end)) = self.piece.file.bounds {
+        if let Some((start, end)) = self.file.bounds {
             let stamps = times
                 .as_primitive_opt::<TimestampNanosecondType>()
                 .ok_or_else(|| DataFusionError::Internal("a time column that is not nanoseconds".into()))?;
@@ -258,7 +237,7 @@ impl Labeller {
         // One validation of the keys for all the label columns: each has a value per index row.
         let mut shared: Option<DictionaryArray<Int32Type>> = None;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        for (field, labels) in self.schema.fields().iter().zip(&self.piece.file.labels) {
+        for (field, labels) in self.schema.fields().iter().zip(&self.file.labels) {
             let column: ArrayRef = match labels {
                 None if field.name() == TIMESTAMP_COLUMN => compute::cast(&times, field.data_type())?,
                 None => compute::cast(&values, field.data_type())?,

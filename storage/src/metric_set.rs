@@ -39,10 +39,7 @@ pub struct MetricSet {
     metric_schema: SchemaRef,
     /// [`TABLE_COLUMN`], then `metric_schema`'s columns.
     schema: SchemaRef,
-    /// Read for series, not samples (see [`Storage::series_provider`]).
-    series: bool,
-    /// Samples' labels taken from the series index where it can (see [`Self::labelled_by_index`]).
-    labels_from_index: bool,
+    reading: SegmentReading,
 }
 
 impl Storage {
@@ -74,14 +71,7 @@ impl Storage {
         }
         let metric_schema = metric_schema(columns.iter().map(String::as_str));
         let schema = crate::shared::file_schema(&columns);
-        Some(MetricSet {
-            storage: self.clone(),
-            tables: names,
-            metric_schema,
-            schema,
-            series: false,
-            labels_from_index: false,
-        })
+        Some(MetricSet { storage: self.clone(), tables: names, metric_schema, schema, reading: SegmentReading::Rows })
     }
 }
 
@@ -89,17 +79,13 @@ impl MetricSet {
     /// The same tables read for their series, not their samples (see
     /// [`Storage::series_provider`]).
     pub fn series_only(&self) -> MetricSet {
-        MetricSet { series: true, ..self.clone() }
+        MetricSet { reading: SegmentReading::Series, ..self.clone() }
     }
 
     /// The same tables, each segment's samples read without their label columns where its
-    /// series index chose the series: the labels are the index's, and every label column of
-    /// a batch shares one array of keys, the row's series in the index (see
-    /// `indexed_scan`). A label column may then hold a valid key to a null value (a series
-    /// without the label): for readers that take dictionaries' values into account, as the
-    /// PromQL sweep does.
+    /// series index chose the series (see [`SegmentReading::RowsLabelledByIndex`]).
     pub fn labelled_by_index(&self) -> MetricSet {
-        MetricSet { labels_from_index: true, ..self.clone() }
+        MetricSet { reading: SegmentReading::RowsLabelledByIndex, ..self.clone() }
     }
 
     /// Buffered rows of the tables in one generation, with their table column.
@@ -173,16 +159,20 @@ impl TableProvider for MetricSet {
         let is_label = |c: &str| c == TABLE_COLUMN || labels.contains(c);
         let label_filters = LabelFilters::new(filters, &self.schema, projection, is_label);
         let mut shared = ScanFiles::default();
-        let reading = match (self.series, self.labels_from_index) {
-            (true, _) => SegmentReading::Series(&self.schema),
-            (false, true) => SegmentReading::RowsLabelledByIndex,
-            (false, false) => SegmentReading::Rows,
-        };
         for entries in files.values() {
             let entries: Vec<&SegmentMeta> = entries.iter().collect();
             shared.push(
-                crate::series_index::shared_read(&self.storage, state, &entries, filters, &filter, &is_label, reading)
-                    .await?,
+                crate::series_index::shared_read(
+                    &self.storage,
+                    state,
+                    &entries,
+                    filters,
+                    &filter,
+                    &is_label,
+                    self.reading,
+                    &self.schema,
+                )
+                .await?,
             );
         }
         let statistics = Statistics::new_unknown(&self.schema);

@@ -326,16 +326,18 @@ pub(crate) enum SharedRead {
     Indexed(IndexedFile),
 }
 
-/// What a scan wants of a shared segment.
-#[derive(Clone, Copy)]
-pub(crate) enum SegmentReading<'a> {
+/// What a scan of a metric table wants of its shared segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentReading {
     /// Its rows, labels read from the file.
     Rows,
     /// Its rows, labels taken from the series index where it chose the series by every
-    /// filter (see [`crate::indexed_scan`]).
+    /// filter (see `indexed_scan`). A label column may then hold a valid key to a null value
+    /// (a series without the label): for readers that take a dictionary's values into
+    /// account, as the PromQL sweep does.
     RowsLabelledByIndex,
-    /// One row per matching series, from the index, in this schema.
-    Series(&'a SchemaRef),
+    /// One row per matching series, from the index (see [`crate::Storage::series_provider`]).
+    Series,
 }
 
 /// The segment files a scan reads, sorted by what the series index did to them: read whole
@@ -454,7 +456,9 @@ pub(crate) struct ScanParts {
 
 /// What a scan reads of one shared segment: the runs of `entries` (its manifest entries the
 /// scan reads), narrowed to the series the index says the filters can match; or, as
-/// `reading` asks, those series themselves or their runs labelled by the index.
+/// `reading` asks, those series themselves (rows in `schema`, the scan's) or their runs
+/// labelled by the index.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn shared_read(
     storage: &crate::Storage,
     state: &dyn Session,
@@ -462,19 +466,20 @@ pub(crate) async fn shared_read(
     filters: &[Expr],
     scan: &crate::buffer::ScanFilter,
     is_label: &(dyn Fn(&str) -> bool + Sync),
-    reading: SegmentReading<'_>,
+    reading: SegmentReading,
+    schema: &SchemaRef,
 ) -> DfResult<SharedRead> {
     let Some(first) = entries.first() else { return Ok(SharedRead::Nothing) };
     let file_rows = first.file_rows();
     let mut runs: Vec<(u64, u64)> = entries.iter().filter_map(|s| s.shared.map(|at| (at.first_row, s.rows))).collect();
     runs.sort_unstable();
     let inside = entries.iter().all(|s| scan.contains(s.min_time_ns, s.max_time_ns));
-    if (!filters.is_empty() || !matches!(reading, SegmentReading::Rows))
+    if (!filters.is_empty() || reading != SegmentReading::Rows)
         && let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await
     {
         let lookup = Lookup { runs: &runs, filters, is_label, start_ns: scan.start_ns, end_ns: scan.end_ns };
         let (series, exact) = matching_series(state, &index, &lookup)?;
-        if let SegmentReading::Series(schema) = reading {
+        if reading == SegmentReading::Series {
             return Ok(if series.is_empty() {
                 SharedRead::Nothing
             } else {
@@ -490,7 +495,7 @@ pub(crate) async fn shared_read(
             return Ok(SharedRead::Nothing);
         }
         // Labels from the index only where nothing is left to evaluate but the time bounds.
-        if matches!(reading, SegmentReading::RowsLabelledByIndex)
+        if reading == SegmentReading::RowsLabelledByIndex
             && exact
             && filters.iter().all(|f| is_label_filter(f, is_label) || is_time_bound(f, TIMESTAMP_COLUMN))
         {

@@ -1221,11 +1221,11 @@ async fn series_are_stored_by_job_then_instance_so_a_job_is_one_run() {
     storage.close().await.unwrap();
 }
 
-/// Every row of `set` that `filter` keeps, as text (table, labels, time, value), sorted; and
+/// Every row of `table` that `filter` keeps, as text (labels, time, value), sorted; and
 /// whether the plan read some segment labelled by its series index.
-async fn set_rows(
+async fn labelled_rows(
     storage: &Storage,
-    set: metric_set::MetricSet,
+    table: std::sync::Arc<dyn datafusion::catalog::TableProvider>,
     filter: datafusion::prelude::Expr,
 ) -> (Vec<String>, bool) {
     use datafusion::arrow::compute::cast;
@@ -1233,7 +1233,7 @@ async fn set_rows(
     // Batches of 7 rows: a series' run spans several, and a batch holds several runs.
     let ctx = SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().with_batch_size(7));
     catalog::register(storage, &ctx).unwrap();
-    let frame = ctx.read_table(std::sync::Arc::new(set)).unwrap().filter(filter).unwrap();
+    let frame = ctx.read_table(table).unwrap().filter(filter).unwrap();
     let plan = frame.clone().create_physical_plan().await.unwrap();
     let indexed = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string().contains("Streaming");
     let mut rows = Vec::new();
@@ -1297,13 +1297,22 @@ async fn a_set_labelled_by_its_series_index_reads_what_its_files_hold() {
         ("value from 1100 to 3010", col("value").gt(lit(1100.0)).and(col("value").lt_eq(lit(3010.0))), 60, false),
     ];
     for (case, filter, expected, by_index) in cases {
-        let (plain, _) = set_rows(&storage, set.clone(), filter.clone()).await;
-        let (labelled, indexed) = set_rows(&storage, set.labelled_by_index(), filter).await;
+        let (plain, _) = labelled_rows(&storage, Arc::new(set.clone()), filter.clone()).await;
+        let (labelled, indexed) = labelled_rows(&storage, Arc::new(set.labelled_by_index()), filter).await;
         assert_eq!(labelled.len(), expected, "{case}");
         assert_eq!(labelled, plain, "{case}");
         assert_eq!(indexed, by_index, "{case}: read by the index");
     }
     // Nulls stay nulls: the series without `instance` reads so.
-    let (rows, _) = set_rows(&storage, set.labelled_by_index(), col("job").eq(lit("db"))).await;
+    let (rows, _) = labelled_rows(&storage, Arc::new(set.labelled_by_index()), col("job").eq(lit("db"))).await;
     assert!(rows.iter().all(|r| r.contains("instance=∅") && r.contains("code=∅")), "{}", rows[0]);
+    // One table of the shared files (a named selector's), read both ways.
+    let schema = schemas["up"].clone();
+    let by_index = storage.table_reading("up", schema.clone(), series_index::SegmentReading::RowsLabelledByIndex);
+    for (filter, expected) in [(lit(true), 451), (col("job").eq(lit("api")).and(col("timestamp").lt(time(70))), 140)] {
+        let (plain, _) = labelled_rows(&storage, storage.table_provider("up", schema.clone()), filter.clone()).await;
+        let (labelled, indexed) = labelled_rows(&storage, by_index.clone(), filter).await;
+        assert_eq!((labelled.len(), indexed), (expected, true));
+        assert_eq!(labelled, plain);
+    }
 }

@@ -605,9 +605,12 @@ impl<'a> Compiler<'a> {
         for table in &selection.tables {
             let frame = if local {
                 let provider = match reading {
-                    Reading::Samples | Reading::SweptSamples => {
-                        storage.table_provider(&table.table, table.schema.clone())
-                    }
+                    Reading::Samples => storage.table_provider(&table.table, table.schema.clone()),
+                    Reading::SweptSamples => storage.table_reading(
+                        &table.table,
+                        table.schema.clone(),
+                        vigil_storage::series_index::SegmentReading::RowsLabelledByIndex,
+                    ),
                     Reading::Series => storage.series_provider(&table.table, table.schema.clone()),
                 };
                 ctx.read_table(provider)?
