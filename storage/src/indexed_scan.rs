@@ -9,8 +9,9 @@
 //! same array of keys (each row's series in the index) over that column's values per series,
 //! so a reader finds a series' run by comparing one array of keys, not one per label.
 //!
-//! The PromQL sweep reads this way (`MetricSet::labelled_by_index`); a file whose index is
-//! missing or did not apply every filter is read as before.
+//! The PromQL sweep reads this way (`SegmentReading::RowsLabelledByIndex`, through
+//! `Storage::table_reading` or `MetricSet::labelled_by_index`); a file whose index is missing
+//! or did not apply every filter is read as before.
 
 use std::sync::Arc;
 
