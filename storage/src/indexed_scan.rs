@@ -35,7 +35,7 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
-use crate::series_index::{FIRST_ROW, ROWS, runs_selection};
+use crate::series_index::runs_selection;
 
 /// A shared segment the series index chose series of.
 pub(crate) struct IndexedFile {
@@ -45,6 +45,8 @@ pub(crate) struct IndexedFile {
     pub index: Arc<RecordBatch>,
     /// The index rows (series) read, in file order.
     pub series: Vec<usize>,
+    /// Their runs of rows: (first row, rows).
+    pub runs: Vec<(u64, u64)>,
     /// The inclusive time bounds rows must lie in; `None` when every row of the file's runs
     /// does.
     pub bounds: Option<(i64, i64)>,
@@ -59,8 +61,10 @@ struct FileRead {
     file_rows: u64,
     labels: Vec<Option<ArrayRef>>,
     bounds: Option<(i64, i64)>,
-    /// (index row, first row, rows), in file order.
-    runs: Vec<(i32, u64, u64)>,
+    /// Each run's series (its index row, the label columns' key) and the run: (first row,
+    /// rows), in file order.
+    keys: Vec<i32>,
+    runs: Vec<(u64, u64)>,
 }
 
 /// The plan reading `files` in `schema` (a table's), projected to `projection`, in up to
@@ -82,10 +86,23 @@ pub(crate) fn plan(
     // partitions made `sum` add them in a varying order, the last bits of answers varying).
     let mut streams: Vec<(u64, Vec<Arc<FileRead>>)> = vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
     for file in files {
-        let (labels, runs) = file_labels(&schema, &file)?;
-        let rows: u64 = runs.iter().map(|r| r.2).sum();
-        let read =
-            FileRead { path: file.path, size: file.size, file_rows: file.file_rows, labels, bounds: file.bounds, runs };
+        let labels = file_labels(&schema, &file.index)?;
+        let keys = file
+            .series
+            .iter()
+            .map(|&series| i32::try_from(series))
+            .collect::<Result<Vec<i32>, _>>()
+            .map_err(|_| DataFusionError::Internal("a series index of more than 2^31 series".into()))?;
+        let rows: u64 = file.runs.iter().map(|r| r.1).sum();
+        let read = FileRead {
+            path: file.path,
+            size: file.size,
+            file_rows: file.file_rows,
+            labels,
+            bounds: file.bounds,
+            keys,
+            runs: file.runs,
+        };
         if let Some(lightest) = streams.iter_mut().min_by_key(|(rows, _)| *rows) {
             lightest.0 += rows;
             lightest.1.push(Arc::new(read));
@@ -102,10 +119,8 @@ pub(crate) fn plan(
     Ok(Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), false, None)?))
 }
 
-/// The label values per index row of each of `schema`'s columns, and the file's runs.
-#[allow(clippy::type_complexity)]
-fn file_labels(schema: &SchemaRef, file: &IndexedFile) -> DfResult<(Vec<Option<ArrayRef>>, Vec<(i32, u64, u64)>)> {
-    let index = &file.index;
+/// The label values per index row of each of `schema`'s columns (`None` for time and value).
+fn file_labels(schema: &SchemaRef, index: &RecordBatch) -> DfResult<Vec<Option<ArrayRef>>> {
     let label_type = crate::schema::dictionary_type();
     let mut labels = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
@@ -121,23 +136,7 @@ fn file_labels(schema: &SchemaRef, file: &IndexedFile) -> DfResult<(Vec<Option<A
             None => new_null_array(&DataType::Utf8, index.num_rows()),
         }));
     }
-    let column = |name: &str| {
-        index
-            .column_by_name(name)
-            .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>())
-            .ok_or_else(|| DataFusionError::Internal(format!("series index without {name}")))
-    };
-    let (first_rows, rows) = (column(FIRST_ROW)?, column(ROWS)?);
-    let runs = file
-        .series
-        .iter()
-        .map(|&series| {
-            let key = i32::try_from(series)
-                .map_err(|_| DataFusionError::Internal("a series index of more than 2^31 series".into()))?;
-            Ok((key, first_rows.value(series), rows.value(series)))
-        })
-        .collect::<DfResult<Vec<_>>>()?;
-    Ok((labels, runs))
+    Ok(labels)
 }
 
 /// One partition of the scan: its files, read one after the other.
@@ -177,13 +176,12 @@ async fn read_file(
     let reader: Box<dyn AsyncFileReader> = readers.create_reader(0, object, None, &ExecutionPlanMetricsSet::new())?;
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), [TIMESTAMP_COLUMN, VALUE_COLUMN]);
-    let runs: Vec<(u64, u64)> = file.runs.iter().map(|&(_, first, rows)| (first, rows)).collect();
     let stream = builder
         .with_projection(mask)
-        .with_row_selection(runs_selection(&runs, file.file_rows))
+        .with_row_selection(runs_selection(&file.runs, file.file_rows))
         .with_batch_size(batch_rows)
         .build()?;
-    let left = file.runs.first().map_or(0, |r| r.2);
+    let left = file.runs.first().map_or(0, |r| r.1);
     let mut labeller = Labeller { schema, file, run: 0, left };
     Ok(stream.map(move |batch| labeller.label(batch?)).boxed())
 }
@@ -202,7 +200,7 @@ impl Labeller {
         let rows = batch.num_rows();
         let mut keys: Vec<i32> = Vec::with_capacity(rows);
         while keys.len() < rows {
-            let Some(&(key, _, _)) = self.file.runs.get(self.run) else {
+            let Some(&key) = self.file.keys.get(self.run) else {
                 return Err(DataFusionError::Internal(format!(
                     "segment {} has more rows than its series index says",
                     self.file.path
@@ -213,7 +211,7 @@ impl Labeller {
             self.left -= take as u64;
             if self.left == 0 {
                 self.run += 1;
-                self.left = self.file.runs.get(self.run).map_or(0, |r| r.2);
+                self.left = self.file.runs.get(self.run).map_or(0, |r| r.1);
             }
         }
         let column = |name: &str| {

@@ -505,6 +505,7 @@ pub(crate) async fn shared_read(
                 file_rows,
                 index,
                 series,
+                runs: matching,
                 bounds: (!inside).then(|| (scan.start_ns.unwrap_or(i64::MIN), scan.end_ns.unwrap_or(i64::MAX))),
             }));
         }
