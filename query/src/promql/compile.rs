@@ -57,6 +57,19 @@ struct Selection {
     set: Option<SelectedSet>,
 }
 
+impl Selection {
+    /// The labels every row of the selection has alike, and their value: the metric name
+    /// of one table.
+    fn constants(&self) -> Vec<(String, String)> {
+        match self.tables.as_slice() {
+            [table] if self.set.is_none() && self.labels.iter().any(|l| l == NAME) => {
+                vec![(NAME.to_string(), table.metric.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Tables read as one, with the union of their label columns and the matchers' filters.
 struct SelectedSet {
     provider: Arc<vigil_storage::metric_set::MetricSet>,
@@ -70,7 +83,9 @@ enum Reading {
     /// Every sample.
     Samples,
     /// Every sample, for the sweep: labels as the series index has them where it can (see
-    /// `MetricSet::labelled_by_index`).
+    /// `MetricSet::labelled_by_index`), without the labels [`Selection::constants`] gives,
+    /// and (read locally) `#ts` in the tables' nanoseconds, which the sweep converts as it
+    /// copies.
     SweptSamples,
     /// The series: one row or more per series, time and value not the samples'.
     Series,
@@ -117,6 +132,13 @@ pub struct Top {
     pub group: Vec<String>,
 }
 
+impl MatrixPlan {
+    /// The label columns of the chunks' rows.
+    pub fn row_labels(&self) -> &[String] {
+        &self.labels[..self.labels.len().saturating_sub(self.constants.len())]
+    }
+}
+
 impl VectorPlan {
     fn of(frame: DataFrame, labels: Vec<String>) -> VectorPlan {
         VectorPlan { frame, labels, sweep: None }
@@ -128,7 +150,12 @@ impl VectorPlan {
 #[derive(Clone)]
 pub struct MatrixPlan {
     pub chunks: Vec<SweepChunk>,
+    /// Every series' labels: the chunks' label columns, and then `constants`.
     pub labels: Vec<String>,
+    /// (label, value) every series has that the chunks' rows leave out: a one-table
+    /// selector's metric name, which as a column was a constant array built, and a label
+    /// compared, per batch.
+    pub constants: Vec<(String, String)>,
     pub range_ms: i64,
     pub offset_ms: i64,
     pub at_ms: Option<i64>,
@@ -386,7 +413,15 @@ impl<'a> Compiler<'a> {
             }
             chunks
         };
-        Ok(MatrixPlan { chunks, labels: selection.labels, range_ms: window_ms, offset_ms: offset, at_ms: at })
+        // The chunks' label columns first, as a series' labels have them (see `MatrixPlan`).
+        let constants = selection.constants();
+        let labels = selection
+            .labels
+            .into_iter()
+            .filter(|l| !constants.iter().any(|(c, _)| c == l))
+            .chain(constants.iter().map(|(c, _)| c.clone()))
+            .collect();
+        Ok(MatrixPlan { chunks, labels, constants, range_ms: window_ms, offset_ms: offset, at_ms: at })
     }
 
     /// The samples a selector matches in `[low_ms, high_ms]`: rows of (labels, `#ts`,
@@ -560,6 +595,7 @@ impl<'a> Compiler<'a> {
         let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
         let storage = self.engine.storage();
         let local = std::ptr::eq(ctx, self.engine.context());
+        let constants = if reading == Reading::SweptSamples { selection.constants() } else { Vec::new() };
         let rows = |frame: DataFrame,
                     filters: &[Expr],
                     name: Expr,
@@ -573,6 +609,7 @@ impl<'a> Compiler<'a> {
             let mut projection: Vec<Expr> = selection
                 .labels
                 .iter()
+                .filter(|label| !constants.iter().any(|(c, _)| c == *label))
                 .map(|label| {
                     if label == NAME {
                         return cast(name.clone(), label_type.clone()).alias(NAME);
@@ -583,7 +620,9 @@ impl<'a> Compiler<'a> {
                 })
                 .collect();
             // Ballista's executors know DataFusion's functions, not ours.
-            let ms = if local {
+            let ms = if local && reading == Reading::SweptSamples {
+                ident(TIMESTAMP_COLUMN)
+            } else if local {
                 MillisecondsUdf::new().call(vec![ident(TIMESTAMP_COLUMN)])
             } else {
                 cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)
@@ -666,7 +705,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn empty_matrix(&self, range_ms: i64, offset_ms: i64, at_ms: Option<i64>) -> MatrixPlan {
-        MatrixPlan { chunks: Vec::new(), labels: Vec::new(), range_ms, offset_ms, at_ms }
+        MatrixPlan { chunks: Vec::new(), labels: Vec::new(), constants: Vec::new(), range_ms, offset_ms, at_ms }
     }
 
     /// Evaluates `function` over every series' windows at every step.
@@ -704,7 +743,8 @@ impl<'a> Compiler<'a> {
             fold,
             workers: self.engine.context().copied_config().target_partitions(),
         };
-        let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, matrix.labels, labels.clone());
+        let rows = matrix.row_labels().to_vec();
+        let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, rows, matrix.constants, labels.clone());
         let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, lanes.partitions())?;
         Ok(VectorPlan {
             frame: self.engine.context().read_table(Arc::new(table))?,
@@ -732,7 +772,14 @@ impl<'a> Compiler<'a> {
         };
         // The inner steps are computed once, so the sweep reads them as one chunk.
         let chunk = SweepChunk { high_ms: i64::MAX, frame: vector.frame, lead_in: None };
-        Ok(MatrixPlan { chunks: vec![chunk], labels: vector.labels, range_ms, offset_ms: offset, at_ms: at })
+        Ok(MatrixPlan {
+            chunks: vec![chunk],
+            labels: vector.labels,
+            constants: Vec::new(),
+            range_ms,
+            offset_ms: offset,
+            at_ms: at,
+        })
     }
 
     // ---- scalars -----------------------------------------------------------------------

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, AsArray, Float64Builder, Int32Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampNanosecondType,
+};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::dataframe::DataFrame;
@@ -195,27 +197,36 @@ impl SweepSpec {
 #[derive(Debug)]
 pub struct Sweep {
     spec: SweepSpec,
+    /// The label columns of the rows read.
     input_labels: Vec<String>,
-    /// Indices into `input_labels` of the output label columns.
+    /// Values of the labels every series has but its rows do not carry (a one-table
+    /// selector's metric name), after `input_labels` in a series' labels.
+    constants: Vec<Option<String>>,
+    /// Indices into a series' labels (`input_labels`, then the constants) of the output label
+    /// columns.
     kept: Vec<usize>,
     schema: SchemaRef,
 }
 
 impl Sweep {
     /// The sweep's schema and its lanes, as the partitions of a `StreamingTable`: a lane
-    /// starts at the first chunk and at every chunk with a lead-in.
+    /// starts at the first chunk and at every chunk with a lead-in. The chunks' rows carry
+    /// `input_labels`; `constants` are (label, value) every series has besides.
     pub fn lanes(
         spec: SweepSpec,
         chunks: Vec<SweepChunk>,
         input_labels: Vec<String>,
+        constants: Vec<(String, String)>,
         output_labels: Vec<String>,
     ) -> (SchemaRef, SweepLanes) {
         let mut fields: Vec<Field> = output_labels.iter().map(|l| Field::new(l, DataType::Utf8, true)).collect();
         fields.push(Field::new(TS, DataType::Int64, true));
         fields.push(Field::new(VALUE, DataType::Float64, true));
-        let kept = output_labels.iter().filter_map(|l| input_labels.iter().position(|i| i == l)).collect();
+        let series_labels: Vec<&String> = input_labels.iter().chain(constants.iter().map(|(label, _)| label)).collect();
+        let kept = output_labels.iter().filter_map(|l| series_labels.iter().position(|i| *i == l)).collect();
+        let constants = constants.into_iter().map(|(_, value)| Some(value)).collect();
         let schema = Arc::new(Schema::new(fields));
-        let sweep = Arc::new(Sweep { spec, input_labels, kept, schema: schema.clone() });
+        let sweep = Arc::new(Sweep { spec, input_labels, constants, kept, schema: schema.clone() });
         let mut lanes: Vec<Vec<SweepChunk>> = Vec::new();
         for chunk in chunks {
             match lanes.last_mut() {
@@ -338,7 +349,7 @@ impl SweepLane {
             input_labels: self.sweep.input_labels.clone(),
             kept: self.sweep.kept.clone(),
             schema: self.sweep.schema.clone(),
-            series: SeriesSet::new(spec.is_instant()),
+            series: SeriesSet::new(spec.is_instant()).with_constants(self.sweep.constants.clone()),
             input: None,
             prefetched: None,
             finishes: None,
@@ -803,6 +814,11 @@ pub struct SeriesSet {
     keep_stale: bool,
     /// Counts settled chunks, starting at 1 (a series' `appended_in` of 0 is no chunk).
     chunk: u64,
+    /// Label values every series has after those its rows carry (see [`Sweep::lanes`]).
+    constants: Vec<Option<String>>,
+    /// A run's times in milliseconds, when the rows' are nanoseconds: converted as they are
+    /// copied, where a projection of its own cost an array and a pass per batch.
+    run_ms: Vec<i64>,
 }
 
 impl SeriesSet {
@@ -815,20 +831,32 @@ impl SeriesSet {
             label_bytes: 0,
             keep_stale,
             chunk: 1,
+            constants: Vec::new(),
+            run_ms: Vec::new(),
         }
     }
 
+    /// Gives every series `values` after the labels its rows carry.
+    pub fn with_constants(mut self, values: Vec<Option<String>>) -> SeriesSet {
+        self.constants = values;
+        self
+    }
+
     /// Adds a batch of (labels, `#ts`, `#value`) rows; returns the rows taken (null time or
-    /// value rows are skipped).
+    /// value rows are skipped). `#ts` is in milliseconds, or the tables' nanoseconds.
     pub fn ingest(&mut self, batch: &RecordBatch, labels: &[String]) -> DfResult<usize> {
         let schema = batch.schema();
         let column = |name: &str| -> DfResult<Arc<dyn Array>> { Ok(batch.column(schema.index_of(name)?).clone()) };
         let columns: Vec<LabelColumn> =
             labels.iter().map(|name| LabelColumn::new(&column(name)?)).collect::<DfResult<_>>()?;
         let timestamps = column(TS)?;
-        let timestamps = timestamps
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| DataFusionError::Internal("#ts is not Int64".into()))?;
+        let (stamps, per_ms): (&[i64], i64) = match timestamps.data_type() {
+            DataType::Int64 => (timestamps.as_primitive::<Int64Type>().values(), 1),
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                (timestamps.as_primitive::<TimestampNanosecondType>().values(), 1_000_000)
+            }
+            other => return Err(DataFusionError::Internal(format!("#ts is {other}"))),
+        };
         let values = column(VALUE)?;
         let values = values
             .as_primitive_opt::<Float64Type>()
@@ -836,21 +864,29 @@ impl SeriesSet {
         let rows = batch.num_rows();
         let mut taken = 0;
         let starts = run_starts(&columns, rows);
+        let mut run_ms = std::mem::take(&mut self.run_ms);
         let mut run_start = 0;
         while run_start < rows {
             // A run: rows whose label values equal the first's.
             let run_end = starts[run_start + 1..].iter().position(|&start| start).map_or(rows, |at| run_start + 1 + at);
             let slot = self.slot(&columns, run_start);
-            let (times, vals) = (&timestamps.values()[run_start..run_end], &values.values()[run_start..run_end]);
+            let (times, vals) = (&stamps[run_start..run_end], &values.values()[run_start..run_end]);
             if timestamps.null_count() == 0 && values.null_count() == 0 {
+                let times = if per_ms == 1 {
+                    times
+                } else {
+                    run_ms.clear();
+                    run_ms.extend(times.iter().map(|t| t / per_ms));
+                    &run_ms
+                };
                 self.append(slot, times, vals);
                 taken += run_end - run_start;
             } else {
                 let fresh = &mut self.series[slot].fresh;
                 let before = fresh.len();
-                for row in run_start..run_end {
+                for (row, &stamp) in stamps.iter().enumerate().take(run_end).skip(run_start) {
                     if timestamps.is_valid(row) && values.is_valid(row) {
-                        fresh.push((timestamps.value(row), values.value(row)));
+                        fresh.push((stamp / per_ms, values.value(row)));
                     }
                 }
                 self.held_samples += fresh.len() - before;
@@ -858,6 +894,7 @@ impl SeriesSet {
             }
             run_start = run_end;
         }
+        self.run_ms = run_ms;
         Ok(taken)
     }
 
@@ -913,7 +950,8 @@ impl SeriesSet {
         if let Some(&slot) = candidates.iter().find(|&&slot| same(&self.series[slot])) {
             return slot;
         }
-        let labels: Vec<Option<String>> = columns.iter().map(|c| c.value(row).map(str::to_string)).collect();
+        let labels: Vec<Option<String>> =
+            columns.iter().map(|c| c.value(row).map(str::to_string)).chain(self.constants.iter().cloned()).collect();
         self.label_bytes += labels.iter().map(|v| v.as_ref().map_or(0, String::len) + 24).sum::<usize>() + 64;
         self.series.push(SeriesSamples { labels, ..Default::default() });
         candidates.push(self.series.len() - 1);
@@ -1161,6 +1199,47 @@ mod tests {
         set.trim(Some(15));
         assert_eq!(set.series[0].timestamps, vec![20]);
         assert_eq!(set.held_samples, 1);
+    }
+
+    #[test]
+    fn nanosecond_times_are_read_as_milliseconds_and_constants_label_every_series() {
+        use datafusion::arrow::array::{Float64Array, TimestampNanosecondArray};
+        // Times as the tables keep them: nanoseconds, two of series a in one millisecond
+        // (a duplicate once converted: the later wins), one time missing.
+        let batch = |jobs: Vec<&str>, times: Vec<Option<i64>>, values: Vec<f64>| {
+            let schema = Schema::new(vec![
+                Field::new("job", DataType::Utf8, true),
+                Field::new(TS, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
+                Field::new(VALUE, DataType::Float64, true),
+            ]);
+            let times = TimestampNanosecondArray::from(times).with_timezone("UTC");
+            let columns: Vec<Arc<dyn Array>> =
+                vec![Arc::new(StringArray::from(jobs)), Arc::new(times), Arc::new(Float64Array::from(values))];
+            RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+        };
+        let labels = ["job".to_string()];
+        let mut set = SeriesSet::new(false).with_constants(vec![Some("up".to_string())]);
+        let first = batch(
+            vec!["a", "a", "a", "b"],
+            vec![Some(5_000_000), Some(10_000_000), Some(10_900_000), Some(7_000_000)],
+            vec![1.0, 2.0, 3.0, 4.0],
+        );
+        assert_eq!(set.ingest(&first, &labels).unwrap(), 4);
+        let second = batch(vec!["b", "b", "a"], vec![Some(9_999_999), None, Some(20_000_001)], vec![5.0, 6.0, 7.0]);
+        assert_eq!(set.ingest(&second, &labels).unwrap(), 2, "the row without a time is skipped");
+        set.settle();
+        let series: Vec<(Vec<Option<&str>>, Vec<i64>, Vec<f64>)> = set
+            .series
+            .iter()
+            .map(|s| (s.labels.iter().map(Option::as_deref).collect(), s.timestamps.clone(), s.values.clone()))
+            .collect();
+        assert_eq!(
+            series,
+            vec![
+                (vec![Some("a"), Some("up")], vec![5, 10, 20], vec![1.0, 3.0, 7.0]),
+                (vec![Some("b"), Some("up")], vec![7, 9], vec![4.0, 5.0]),
+            ]
+        );
     }
 
     #[test]
