@@ -68,6 +68,11 @@ impl Selection {
             _ => Vec::new(),
         }
     }
+
+    /// The labels of the rows read, but for `constants`.
+    fn row_labels<'s>(&'s self, constants: &'s [(String, String)]) -> impl Iterator<Item = &'s String> {
+        self.labels.iter().filter(|label| !constants.iter().any(|(constant, _)| constant == *label))
+    }
 }
 
 /// Tables read as one, with the union of their label columns and the matchers' filters.
@@ -136,6 +141,11 @@ impl MatrixPlan {
     /// The label columns of the chunks' rows.
     pub fn row_labels(&self) -> &[String] {
         &self.labels[..self.labels.len().saturating_sub(self.constants.len())]
+    }
+
+    /// The values of `constants`, as a series' labels hold them.
+    pub fn constant_values(&self) -> Vec<Option<String>> {
+        self.constants.iter().map(|(_, value)| Some(value.clone())).collect()
     }
 }
 
@@ -415,12 +425,8 @@ impl<'a> Compiler<'a> {
         };
         // The chunks' label columns first, as a series' labels have them (see `MatrixPlan`).
         let constants = selection.constants();
-        let labels = selection
-            .labels
-            .into_iter()
-            .filter(|l| !constants.iter().any(|(c, _)| c == l))
-            .chain(constants.iter().map(|(c, _)| c.clone()))
-            .collect();
+        let labels =
+            selection.row_labels(&constants).chain(constants.iter().map(|(label, _)| label)).cloned().collect();
         Ok(MatrixPlan { chunks, labels, constants, range_ms: window_ms, offset_ms: offset, at_ms: at })
     }
 
@@ -607,9 +613,7 @@ impl<'a> Compiler<'a> {
             ];
             let filter = time_bounds.into_iter().chain(filters.iter().cloned()).reduce(Expr::and).unwrap_or(lit(true));
             let mut projection: Vec<Expr> = selection
-                .labels
-                .iter()
-                .filter(|label| !constants.iter().any(|(c, _)| c == *label))
+                .row_labels(&constants)
                 .map(|label| {
                     if label == NAME {
                         return cast(name.clone(), label_type.clone()).alias(NAME);
@@ -743,8 +747,8 @@ impl<'a> Compiler<'a> {
             fold,
             workers: self.engine.context().copied_config().target_partitions(),
         };
-        let rows = matrix.row_labels().to_vec();
-        let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, rows, matrix.constants, labels.clone());
+        let constants = matrix.constant_values();
+        let (schema, lanes) = Sweep::lanes(spec, matrix.chunks, matrix.labels, constants, labels.clone());
         let table = datafusion::catalog::streaming::StreamingTable::try_new(schema, lanes.partitions())?;
         Ok(VectorPlan {
             frame: self.engine.context().read_table(Arc::new(table))?,

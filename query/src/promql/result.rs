@@ -262,8 +262,7 @@ pub async fn collect(value: Value, range: EvalRange, sort: Option<bool>) -> Resu
 async fn raw_samples(matrix: MatrixPlan, eval_ms: i64) -> Result<Vec<Series>, PromError> {
     let end = matrix.at_ms.unwrap_or(eval_ms) - matrix.offset_ms;
     let start = end - matrix.range_ms;
-    let constants = matrix.constants.iter().map(|(_, value)| Some(value.clone())).collect();
-    let mut set = SeriesSet::new(false).with_constants(constants);
+    let mut set = SeriesSet::new(false).with_constants(matrix.constant_values());
     let rows = matrix.row_labels().to_vec();
     for chunk in matrix.chunks {
         for batch in chunk.frame.collect().await? {

@@ -210,23 +210,24 @@ pub struct Sweep {
 
 impl Sweep {
     /// The sweep's schema and its lanes, as the partitions of a `StreamingTable`: a lane
-    /// starts at the first chunk and at every chunk with a lead-in. The chunks' rows carry
-    /// `input_labels`; `constants` are (label, value) every series has besides.
+    /// starts at the first chunk and at every chunk with a lead-in. `series_labels` are every
+    /// series' labels: the chunks' label columns, then as many as `constants` has values,
+    /// which the rows leave out (see `MatrixPlan`).
     pub fn lanes(
         spec: SweepSpec,
         chunks: Vec<SweepChunk>,
-        input_labels: Vec<String>,
-        constants: Vec<(String, String)>,
+        mut series_labels: Vec<String>,
+        constants: Vec<Option<String>>,
         output_labels: Vec<String>,
     ) -> (SchemaRef, SweepLanes) {
         let mut fields: Vec<Field> = output_labels.iter().map(|l| Field::new(l, DataType::Utf8, true)).collect();
         fields.push(Field::new(TS, DataType::Int64, true));
         fields.push(Field::new(VALUE, DataType::Float64, true));
-        let series_labels: Vec<&String> = input_labels.iter().chain(constants.iter().map(|(label, _)| label)).collect();
-        let kept = output_labels.iter().filter_map(|l| series_labels.iter().position(|i| *i == l)).collect();
-        let constants = constants.into_iter().map(|(_, value)| Some(value)).collect();
+        let kept = output_labels.iter().filter_map(|l| series_labels.iter().position(|i| i == l)).collect();
+        // What the rows carry: the labels before the constants.
+        series_labels.truncate(series_labels.len().saturating_sub(constants.len()));
         let schema = Arc::new(Schema::new(fields));
-        let sweep = Arc::new(Sweep { spec, input_labels, constants, kept, schema: schema.clone() });
+        let sweep = Arc::new(Sweep { spec, input_labels: series_labels, constants, kept, schema: schema.clone() });
         let mut lanes: Vec<Vec<SweepChunk>> = Vec::new();
         for chunk in chunks {
             match lanes.last_mut() {
