@@ -138,8 +138,9 @@ async fn main() {
         for peer in &peers.all {
             figures.push(measure(&peer.base, peer.pid, query, start, end_ms, 60_000).await);
         }
-        let [(v, _, v_series), (p, _, p_series), (m, _, _)] = figures[..] else { unreachable!() };
-        assert_eq!(v_series, p_series, "{name}: series count differs from Prometheus");
+        let [v, p, m] = figures[..] else { unreachable!() };
+        assert_eq!(v.series, p.series, "{name}: series count differs from Prometheus");
+        let (v, p, m) = (v.ms, p.ms, m.ms);
         println!("{name:<22} | {v:>9.1} | {p:>9.1} | {m:>9.1} | {:>7.2}x {:>7.2}x", v / p, v / m);
     }
     let range = format!("start={}&end={}", start / 1000, end_ms / 1000);

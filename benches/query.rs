@@ -8,8 +8,9 @@
 //! all three by remote write in time order.
 //!
 //! The six queries of a dashboard (query_range), each over the last 1 h (step 15 s), 6 h
-//! (step 1 m), 24 h (step 5 m) and, with 7 days or more, 7 d (step 10 m): see `QUERIES`. Reports the median of 5 runs and the peak
-//! RSS growth during them (VmHWM reset before), then each one's RSS at rest. Vigil is
+//! (step 1 m), 24 h (step 5 m) and, with 7 days or more, 7 d (step 10 m): see `QUERIES`.
+//! Reports the median of 5 runs, the peak RSS during them (VmHWM reset before) and how far
+//! it rose above the RSS before, then each one's RSS at rest. Vigil is
 //! restarted after its load, so its queries read Parquet segments as a running server's do.
 //! VictoriaMetrics runs with its result cache off (`-search.disableCache`), or its repeats
 //! would be free. `VIGIL_BENCH_KEEP=DIR` copies Vigil's loaded data directory there (and the
@@ -154,9 +155,23 @@ async fn main() {
     if days >= 7 {
         windows.push(("7d", end_ms - 7 * DAY_MS + 600_000, 600_000));
     }
+    // Per peer: median ms, peak RSS during the runs (MiB) and its rise over the RSS before.
     println!(
-        "\n{:<14} {:>4} | {:>9} {:>8} | {:>9} {:>8} | {:>9} {:>8} | {:>8} {:>8}",
-        "query", "span", "vigil ms", "MiB", "prom ms", "MiB", "vm ms", "MiB", "v/prom", "v/vm"
+        "\n{:<14} {:>4} | {:>9} {:>5} {:>5} | {:>9} {:>5} {:>5} | {:>9} {:>5} {:>5} | {:>8} {:>8} {:>8}",
+        "query",
+        "span",
+        "vigil ms",
+        "peak",
+        "rise",
+        "prom ms",
+        "peak",
+        "rise",
+        "vm ms",
+        "peak",
+        "rise",
+        "v/prom",
+        "v/vm",
+        "peak v/p"
     );
     for (name, query) in QUERIES {
         for &(span, start, step) in &windows {
@@ -164,15 +179,19 @@ async fn main() {
             for peer in &peers.all {
                 figures.push(measure(&peer.base, peer.pid, query, start, end_ms, step).await);
             }
-            let [(v_ms, v_mib, v_series), (p_ms, p_mib, p_series), (m_ms, m_mib, m_series)] = figures[..] else {
-                unreachable!()
-            };
-            assert_eq!(v_series, p_series, "{name} {span}: series count differs from Prometheus");
-            let note = if m_series == v_series { String::new() } else { format!("  (vm: {m_series} series)") };
+            let [v, p, m] = figures[..] else { unreachable!() };
+            assert_eq!(v.series, p.series, "{name} {span}: series count differs from Prometheus");
+            let note = if m.series == v.series { String::new() } else { format!("  (vm: {} series)", m.series) };
+            let cells =
+                |f: &common::peers::Measured| format!("{:>9.1} {:>5.0} {:>5.0}", f.ms, f.peak_mib, f.growth_mib);
             println!(
-                "{name:<14} {span:>4} | {v_ms:>9.1} {v_mib:>8.1} | {p_ms:>9.1} {p_mib:>8.1} | {m_ms:>9.1} {m_mib:>8.1} | {:>7.2}x {:>7.2}x{note}",
-                v_ms / p_ms,
-                v_ms / m_ms
+                "{name:<14} {span:>4} | {} | {} | {} | {:>7.2}x {:>7.2}x {:>7.2}x{note}",
+                cells(&v),
+                cells(&p),
+                cells(&m),
+                v.ms / p.ms,
+                v.ms / m.ms,
+                v.peak_mib / p.peak_mib
             );
         }
     }

@@ -32,8 +32,21 @@ pub fn rss_mib(pid: u32, field: &str) -> f64 {
     line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
 }
 
-/// Median latency (ms) of RUNS query_range calls, and peak RSS growth (MiB) during them.
-pub async fn measure(base: &str, pid: u32, query: &str, start: i64, end: i64, step: i64) -> (f64, f64, usize) {
+/// What [`measure`] found of one query on one peer.
+#[derive(Clone, Copy)]
+pub struct Measured {
+    /// Median latency, ms.
+    pub ms: f64,
+    /// The process's peak RSS during the runs (its high-water mark, reset before), MiB.
+    pub peak_mib: f64,
+    /// How far that peak rose above the RSS before the runs, MiB.
+    pub growth_mib: f64,
+    /// Series in the answer.
+    pub series: usize,
+}
+
+/// Median latency of RUNS query_range calls, and the peak RSS during them.
+pub async fn measure(base: &str, pid: u32, query: &str, start: i64, end: i64, step: i64) -> Measured {
     let client = reqwest::Client::new();
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
     let before = rss_mib(pid, "VmRSS:");
@@ -63,7 +76,8 @@ pub async fn measure(base: &str, pid: u32, query: &str, start: i64, end: i64, st
         series = response["data"]["result"].as_array().map_or(0, Vec::len);
     }
     times.sort_by(f64::total_cmp);
-    (times[RUNS / 2], rss_mib(pid, "VmHWM:") - before, series)
+    let peak_mib = rss_mib(pid, "VmHWM:");
+    Measured { ms: times[RUNS / 2], peak_mib, growth_mib: peak_mib - before, series }
 }
 
 /// One system under test: where to send and query, and its process.

@@ -6,7 +6,7 @@
 //! label filters), the rows of those runs arrive in index order, so the label columns need
 //! not be decoded at all: decoding them and validating their dictionary keys, every label of
 //! every row, was a tenth of a 24 h `count by (job)`. Every label column of a batch is the
-//! same array of keys (each row's series in the index) over that column's values per series,
+//! same array of keys (each row's series among those read) over that column's values per series,
 //! so a reader finds a series' run by comparing one array of keys, not one per label.
 //!
 //! The PromQL sweep reads this way (`SegmentReading::RowsLabelledByIndex`, through
@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, DictionaryArray, Int32Array, RecordBatch, new_null_array,
+    ArrayRef, AsArray, BooleanArray, DictionaryArray, Int32Array, RecordBatch, UInt32Array, new_null_array,
 };
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimestampNanosecondType};
@@ -61,9 +61,8 @@ struct FileRead {
     file_rows: u64,
     labels: Vec<Option<ArrayRef>>,
     bounds: Option<(i64, i64)>,
-    /// Each run's series (its index row, the label columns' key) and the run: (first row,
-    /// rows), in file order.
-    keys: Vec<i32>,
+    /// The runs of the series read, one each: (first row, rows), in file order. A run's place
+    /// is its series' key in the label columns.
     runs: Vec<(u64, u64)>,
 }
 
@@ -86,13 +85,10 @@ pub(crate) fn plan(
     // partitions made `sum` add them in a varying order, the last bits of answers varying).
     let mut streams: Vec<(u64, Vec<Arc<FileRead>>)> = vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
     for file in files {
-        let labels = file_labels(&schema, &file.index)?;
-        let keys = file
-            .series
-            .iter()
-            .map(|&series| i32::try_from(series))
-            .collect::<Result<Vec<i32>, _>>()
-            .map_err(|_| DataFusionError::Internal("a series index of more than 2^31 series".into()))?;
+        let labels = file_labels(&schema, &file.index, &file.series)?;
+        if i32::try_from(file.series.len()).is_err() || file.series.len() != file.runs.len() {
+            return Err(DataFusionError::Internal("a series index of more than 2^31 series, or not a run each".into()));
+        }
         let rows: u64 = file.runs.iter().map(|r| r.1).sum();
         let read = FileRead {
             path: file.path,
@@ -100,7 +96,6 @@ pub(crate) fn plan(
             file_rows: file.file_rows,
             labels,
             bounds: file.bounds,
-            keys,
             runs: file.runs,
         };
         if let Some(lightest) = streams.iter_mut().min_by_key(|(rows, _)| *rows) {
@@ -119,9 +114,18 @@ pub(crate) fn plan(
     Ok(Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), false, None)?))
 }
 
-/// The label values per index row of each of `schema`'s columns (`None` for time and value).
-fn file_labels(schema: &SchemaRef, index: &RecordBatch) -> DfResult<Vec<Option<ArrayRef>>> {
+/// The label values of each of `schema`'s columns (`None` for time and value) per series read
+/// (`series`: index rows). Only those are cast to strings: a selective query reads a few
+/// series of an index of thousands.
+fn file_labels(schema: &SchemaRef, index: &RecordBatch, series: &[usize]) -> DfResult<Vec<Option<ArrayRef>>> {
     let label_type = crate::schema::dictionary_type();
+    let rows = UInt32Array::from_iter_values(
+        series
+            .iter()
+            .map(|&row| u32::try_from(row))
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(|_| DataFusionError::Internal("a series index of more than 2^32 series".into()))?,
+    );
     let mut labels = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         if field.name() == TIMESTAMP_COLUMN || field.name() == VALUE_COLUMN {
@@ -132,8 +136,8 @@ fn file_labels(schema: &SchemaRef, index: &RecordBatch) -> DfResult<Vec<Option<A
             return Err(DataFusionError::Internal(format!("label column {} is {}", field.name(), field.data_type())));
         }
         labels.push(Some(match index.column_by_name(field.name()) {
-            Some(column) => compute::cast(column, &DataType::Utf8)?,
-            None => new_null_array(&DataType::Utf8, index.num_rows()),
+            Some(column) => compute::cast(&compute::take(column, &rows, None)?, &DataType::Utf8)?,
+            None => new_null_array(&DataType::Utf8, series.len()),
         }));
     }
     Ok(labels)
@@ -200,12 +204,14 @@ impl Labeller {
         let rows = batch.num_rows();
         let mut keys: Vec<i32> = Vec::with_capacity(rows);
         while keys.len() < rows {
-            let Some(&key) = self.file.keys.get(self.run) else {
+            if self.run >= self.file.runs.len() {
                 return Err(DataFusionError::Internal(format!(
                     "segment {} has more rows than its series index says",
                     self.file.path
                 )));
-            };
+            }
+            // Fewer than 2^31 runs (checked when planned).
+            let key = self.run as i32;
             let take = self.left.min((rows - keys.len()) as u64) as usize;
             keys.extend(std::iter::repeat_n(key, take));
             self.left -= take as u64;
@@ -233,7 +239,7 @@ impl Labeller {
                 keys = compute::filter(&keys, &inside)?.as_primitive::<Int32Type>().clone();
             }
         }
-        // One validation of the keys for all the label columns: each has a value per index row.
+        // One validation of the keys for all the label columns: each has a value per series read.
         let mut shared: Option<DictionaryArray<Int32Type>> = None;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (field, labels) in self.schema.fields().iter().zip(&self.file.labels) {
