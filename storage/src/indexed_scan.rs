@@ -85,10 +85,10 @@ pub(crate) fn plan(
     // partitions made `sum` add them in a varying order, the last bits of answers varying).
     let mut streams: Vec<(u64, Vec<Arc<FileRead>>)> = vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
     for file in files {
-        let labels = file_labels(&schema, &file.index, &file.series)?;
         if i32::try_from(file.series.len()).is_err() || file.series.len() != file.runs.len() {
             return Err(DataFusionError::Internal("a series index of more than 2^31 series, or not a run each".into()));
         }
+        let labels = file_labels(&schema, &file.index, &file.series)?;
         let rows: u64 = file.runs.iter().map(|r| r.1).sum();
         let read = FileRead {
             path: file.path,
@@ -119,7 +119,7 @@ pub(crate) fn plan(
 /// series of an index of thousands.
 fn file_labels(schema: &SchemaRef, index: &RecordBatch, series: &[usize]) -> DfResult<Vec<Option<ArrayRef>>> {
     let label_type = crate::schema::dictionary_type();
-    let rows = UInt32Array::from_iter_values(
+    let rows = UInt32Array::from(
         series
             .iter()
             .map(|&row| u32::try_from(row))

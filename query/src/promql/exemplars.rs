@@ -96,7 +96,7 @@ impl QueryEngine {
                     let point = ExemplarPoint {
                         labels: map_at(labels, row),
                         value: values.value(row),
-                        timestamp_ms: times.value(row) / 1_000_000,
+                        timestamp_ms: super::udf::nanos_to_ms(times.value(row)),
                     };
                     grouped.entry(series_labels).or_default().push(point);
                 }

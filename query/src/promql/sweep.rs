@@ -35,7 +35,7 @@ use futures::StreamExt;
 
 use super::compile::{TS, VALUE};
 use super::kernels::{self, RangeFunction, Window, is_stale};
-use super::udf::{SampleBudget, Steps};
+use super::udf::{SampleBudget, Steps, nanos_to_ms};
 
 /// Rows per output batch (DataFusion's default batch size).
 const OUTPUT_BATCH_ROWS: usize = 8192;
@@ -1037,14 +1037,6 @@ impl SeriesSet {
 
 /// Samples a series' vectors keep room for between chunks, whatever they hold (16 KiB).
 const KEPT_CAPACITY: usize = 1024;
-
-/// A time in nanoseconds as milliseconds, truncating as the `MillisecondsUdf` does. The
-/// divisor is a constant, which compiles to a multiplication: a division by a variable
-/// (`idiv`) was a third of `SeriesSet::ingest`.
-#[inline]
-fn nanos_to_ms(t: i64) -> i64 {
-    t / 1_000_000
-}
 
 /// Which rows start a run of one series (row 0 does): a row whose label values differ from
 /// the row before's. Dictionary keys are compared column by column in one tight loop (equal

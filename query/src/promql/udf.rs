@@ -470,8 +470,15 @@ pub fn parse_bound(text: &str) -> Option<f64> {
     }
 }
 
-/// A sample's time in ms, from the tables' nanosecond timestamps (truncating, as the
-/// integer division it replaces). `cast / 1_000_000` ran Arrow's checked division on every
+/// A time in nanoseconds as milliseconds, truncating: how every PromQL reading converts the
+/// tables' timestamps. The divisor is a constant, which compiles to a multiplication (a
+/// division by a variable, an `idiv` per sample, was a third of the sweep's `ingest`).
+#[inline]
+pub(crate) fn nanos_to_ms(t: i64) -> i64 {
+    t / 1_000_000
+}
+
+/// A sample's time in ms, from the tables' nanosecond timestamps ([`nanos_to_ms`]). `cast / 1_000_000` ran Arrow's checked division on every
 /// sample a selector reads (4 % of a 24 h query); this is one unchecked pass.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MillisecondsUdf {
@@ -502,7 +509,7 @@ impl ScalarUDFImpl for MillisecondsUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let times = args.args[0].to_array(args.number_rows)?;
-        let out: Int64Array = times.as_primitive::<TimestampNanosecondType>().unary(|ns| ns / 1_000_000);
+        let out: Int64Array = times.as_primitive::<TimestampNanosecondType>().unary(nanos_to_ms);
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
