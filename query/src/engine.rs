@@ -290,6 +290,11 @@ impl QueryEngine {
         DataFrame::new((*self.one_stream).clone(), plan)
     }
 
+    /// The session [`Self::one_stream`] plans in, for a plan built by hand.
+    pub(crate) fn one_stream_state(&self) -> Arc<SessionState> {
+        self.one_stream.clone()
+    }
+
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }

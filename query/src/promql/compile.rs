@@ -22,6 +22,7 @@ use promql_parser::parser::{
 use vigil_storage::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, label_columns, label_name_of_column};
 
 use super::EvalRange;
+use super::chunk_scan::{ChunkScan, TableRead};
 use super::errors::PromError;
 use super::kernels::{BinaryOp, RangeFunction};
 use super::labelsets;
@@ -80,6 +81,36 @@ struct SelectedSet {
     provider: Arc<vigil_storage::metric_set::MetricSet>,
     columns: BTreeSet<String>,
     filters: Vec<Expr>,
+}
+
+impl SelectedSet {
+    fn provider(&self, reading: Reading) -> Arc<dyn datafusion::catalog::TableProvider> {
+        match reading {
+            Reading::Samples => self.provider.clone(),
+            Reading::SweptSamples => Arc::new(self.provider.labelled_by_index()),
+            Reading::Series => Arc::new(self.provider.series_only()),
+        }
+    }
+}
+
+impl SelectorTable {
+    /// The table, read locally.
+    fn provider(
+        &self,
+        storage: &vigil_storage::Storage,
+        reading: Reading,
+    ) -> Arc<dyn datafusion::catalog::TableProvider> {
+        let schema = self.schema.clone();
+        match reading {
+            Reading::Samples => storage.table_provider(&self.table, schema),
+            Reading::SweptSamples => storage.table_reading(
+                &self.table,
+                schema,
+                vigil_storage::series_index::SegmentReading::RowsLabelledByIndex,
+            ),
+            Reading::Series => storage.series_provider(&self.table, schema),
+        }
+    }
 }
 
 /// What a selector's rows are read for.
@@ -388,8 +419,9 @@ impl<'a> Compiler<'a> {
         let sweep_labels = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let chunks = if selection.set.is_none() && selection.tables.len() > UNION_FAN_IN {
             // Thousands of tables are read once, in groups (see `union_in_groups`).
-            let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &sweep_labels, Reading::SweptSamples).await?;
-            vec![SweepChunk { high_ms, frame: self.one_stream(ctx, frame), lead_in: None }]
+            let shape = self.row_shape(ctx, &selection, (low_ms, high_ms), &sweep_labels, Reading::SweptSamples);
+            let frame = self.rows_frame(ctx, &shape).await?;
+            vec![SweepChunk { high_ms, scan: ChunkScan::Frame(self.one_stream(ctx, frame)), lead_in: None }]
         } else {
             let partition_ms =
                 i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
@@ -403,23 +435,14 @@ impl<'a> Compiler<'a> {
             };
             let mut chunks = Vec::new();
             for (index, (low, high)) in bounds.into_iter().enumerate() {
-                let frame = self.rows_frame(ctx, &selection, low, high, &sweep_labels, Reading::SweptSamples).await?;
+                let shape = |span| self.row_shape(ctx, &selection, span, &sweep_labels, Reading::SweptSamples);
+                let scan = self.chunk_scan(ctx, &shape((low, high))).await?;
                 let lead_in = if lanes.contains(&index) {
-                    let frame = self
-                        .rows_frame(
-                            ctx,
-                            &selection,
-                            low.saturating_sub(window_ms),
-                            low - 1,
-                            &sweep_labels,
-                            Reading::SweptSamples,
-                        )
-                        .await?;
-                    Some(self.one_stream(ctx, frame))
+                    Some(self.chunk_scan(ctx, &shape((low.saturating_sub(window_ms), low - 1))).await?)
                 } else {
                     None
                 };
-                chunks.push(SweepChunk { high_ms: high, frame: self.one_stream(ctx, frame), lead_in });
+                chunks.push(SweepChunk { high_ms: high, scan, lead_in });
             }
             chunks
         };
@@ -465,8 +488,52 @@ impl<'a> Compiler<'a> {
         if selection.tables.is_empty() {
             return Ok(None);
         }
-        let frame = self.rows_frame(ctx, &selection, low_ms, high_ms, &DataType::Utf8, reading).await?;
+        let frame =
+            self.rows_frame(ctx, &self.row_shape(ctx, &selection, (low_ms, high_ms), &DataType::Utf8, reading)).await?;
         Ok(Some((frame, selection.labels)))
+    }
+
+    /// A sweep chunk's rows: a local read of one table (or one set of shared segments) is
+    /// planned by hand, the rest as a frame.
+    async fn chunk_scan(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        shape: &RowShape<'_>,
+    ) -> Result<ChunkScan, PromError> {
+        let selection = shape.selection;
+        let read = match (&selection.set, selection.tables.as_slice()) {
+            _ if !shape.local => None,
+            (Some(set), _) => {
+                let name = ident(vigil_storage::metric_set::TABLE_COLUMN);
+                Some((set.provider(shape.reading), shape.exprs(&set.filters, name, &set.columns)))
+            }
+            (None, [table]) => Some((
+                table.provider(self.engine.storage(), shape.reading),
+                shape.exprs(&table.filters, lit(table.metric.clone()), &table.columns),
+            )),
+            _ => None,
+        };
+        if let Some((provider, (filters, projection))) = read {
+            let state = self.engine.one_stream_state();
+            return Ok(ChunkScan::Table(Arc::new(TableRead { state, provider, filters, projection })));
+        }
+        let frame = self.rows_frame(ctx, shape).await?;
+        Ok(ChunkScan::Frame(self.one_stream(ctx, frame)))
+    }
+
+    /// How a selection's rows in `[low_ms, high_ms]` are read (see [`RowShape`]).
+    fn row_shape<'s>(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        selection: &'s Selection,
+        (low_ms, high_ms): (i64, i64),
+        label_type: &'s DataType,
+        reading: Reading,
+    ) -> RowShape<'s> {
+        let local = std::ptr::eq(ctx, self.engine.context());
+        let constants = if reading == Reading::SweptSamples { selection.constants() } else { Vec::new() };
+        let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
+        RowShape { selection, constants, low_ns, high_ns, label_type, reading, local }
     }
 
     /// A sweep chunk's frame as one stream (see `QueryEngine::one_stream`); a distributed
@@ -588,75 +655,30 @@ impl<'a> Compiler<'a> {
         Ok(Some(SelectedSet { provider: Arc::new(provider), columns, filters }))
     }
 
-    /// The rows of `tables` with samples in `[low_ms, high_ms]`, in the columns `labels`.
+    /// The rows of a selection's tables with samples in the shape's time span, in its columns.
     async fn rows_frame(
         &self,
         ctx: &datafusion::prelude::SessionContext,
-        selection: &Selection,
-        low_ms: i64,
-        high_ms: i64,
-        label_type: &DataType,
-        reading: Reading,
+        shape: &RowShape<'_>,
     ) -> Result<DataFrame, PromError> {
-        let (low_ns, high_ns) = (low_ms.saturating_mul(1_000_000), high_ms.saturating_mul(1_000_000));
-        let storage = self.engine.storage();
-        let local = std::ptr::eq(ctx, self.engine.context());
-        let constants = if reading == Reading::SweptSamples { selection.constants() } else { Vec::new() };
+        let selection = shape.selection;
         let rows = |frame: DataFrame,
                     filters: &[Expr],
                     name: Expr,
                     columns: &BTreeSet<String>|
          -> Result<DataFrame, PromError> {
-            let time_bounds = [
-                ident(TIMESTAMP_COLUMN).gt_eq(lit(ScalarValue::TimestampNanosecond(Some(low_ns), Some("UTC".into())))),
-                ident(TIMESTAMP_COLUMN).lt_eq(lit(ScalarValue::TimestampNanosecond(Some(high_ns), Some("UTC".into())))),
-            ];
-            let filter = time_bounds.into_iter().chain(filters.iter().cloned()).reduce(Expr::and).unwrap_or(lit(true));
-            let mut projection: Vec<Expr> = selection
-                .row_labels(&constants)
-                .map(|label| {
-                    if label == NAME {
-                        return cast(name.clone(), label_type.clone()).alias(NAME);
-                    }
-                    let column = label_column_name(label).into_owned();
-                    let value = if columns.contains(&column) { ident(column) } else { null_label() };
-                    cast(value, label_type.clone()).alias(label)
-                })
-                .collect();
-            // Ballista's executors know DataFusion's functions, not ours.
-            let ms = if local && reading == Reading::SweptSamples {
-                ident(TIMESTAMP_COLUMN)
-            } else if local {
-                MillisecondsUdf::new().call(vec![ident(TIMESTAMP_COLUMN)])
-            } else {
-                cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)
-            };
-            projection.push(ms.alias(TS));
-            projection.push(ident(VALUE_COLUMN).alias(VALUE));
+            let (filters, projection) = shape.exprs(filters, name, columns);
+            let filter = filters.into_iter().reduce(Expr::and).unwrap_or(lit(true));
             Ok(frame.filter(filter)?.select(projection)?)
         };
         if let Some(set) = &selection.set {
-            let frame = match reading {
-                Reading::Samples => ctx.read_table(set.provider.clone())?,
-                Reading::SweptSamples => ctx.read_table(Arc::new(set.provider.labelled_by_index()))?,
-                Reading::Series => ctx.read_table(Arc::new(set.provider.series_only()))?,
-            };
             let name = ident(vigil_storage::metric_set::TABLE_COLUMN);
-            return rows(frame, &set.filters, name, &set.columns);
+            return rows(ctx.read_table(set.provider(shape.reading))?, &set.filters, name, &set.columns);
         }
         let mut inputs: Vec<Arc<datafusion::logical_expr::LogicalPlan>> = Vec::with_capacity(selection.tables.len());
         for table in &selection.tables {
-            let frame = if local {
-                let provider = match reading {
-                    Reading::Samples => storage.table_provider(&table.table, table.schema.clone()),
-                    Reading::SweptSamples => storage.table_reading(
-                        &table.table,
-                        table.schema.clone(),
-                        vigil_storage::series_index::SegmentReading::RowsLabelledByIndex,
-                    ),
-                    Reading::Series => storage.series_provider(&table.table, table.schema.clone()),
-                };
-                ctx.read_table(provider)?
+            let frame = if shape.local {
+                ctx.read_table(table.provider(self.engine.storage(), shape.reading))?
             } else {
                 ctx.table(TableReference::bare(table.table.as_str())).await?
             };
@@ -775,7 +797,7 @@ impl<'a> Compiler<'a> {
             other => return Err(wrong_type("instant vector or scalar in subquery", &other)),
         };
         // The inner steps are computed once, so the sweep reads them as one chunk.
-        let chunk = SweepChunk { high_ms: i64::MAX, frame: vector.frame, lead_in: None };
+        let chunk = SweepChunk { high_ms: i64::MAX, scan: ChunkScan::Frame(vector.frame), lead_in: None };
         Ok(MatrixPlan {
             chunks: vec![chunk],
             labels: vector.labels,
@@ -1563,6 +1585,55 @@ fn kept_in_group(modifier: &Option<LabelModifier>, label: &str) -> bool {
 /// dictionary's values once, and statistics prune files, row groups and pages with it);
 /// a regex runs once per distinct value of the column ([`LabelRegexUdf`]) where the plan is
 /// ours to run, not once per row of a column cast to strings.
+/// How a selector's rows are read from a table: the filter's conjuncts (the time bounds,
+/// then the matchers') and the row's columns (the labels as `label_type`, `#ts`, `#value`).
+struct RowShape<'s> {
+    selection: &'s Selection,
+    constants: Vec<(String, String)>,
+    low_ns: i64,
+    high_ns: i64,
+    label_type: &'s DataType,
+    reading: Reading,
+    local: bool,
+}
+
+impl RowShape<'_> {
+    /// The filter's conjuncts and the row's columns of a table with `columns`, whose metric
+    /// name is `name` and which the matchers filter with `filters`.
+    fn exprs(&self, filters: &[Expr], name: Expr, columns: &BTreeSet<String>) -> (Vec<Expr>, Vec<Expr>) {
+        let stamp = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
+        let conjuncts =
+            [ident(TIMESTAMP_COLUMN).gt_eq(stamp(self.low_ns)), ident(TIMESTAMP_COLUMN).lt_eq(stamp(self.high_ns))]
+                .into_iter()
+                .chain(filters.iter().cloned())
+                .collect();
+        let label_type = self.label_type;
+        let mut projection: Vec<Expr> = self
+            .selection
+            .row_labels(&self.constants)
+            .map(|label| {
+                if label == NAME {
+                    return cast(name.clone(), label_type.clone()).alias(NAME);
+                }
+                let column = label_column_name(label).into_owned();
+                let value = if columns.contains(&column) { ident(column) } else { null_label() };
+                cast(value, label_type.clone()).alias(label)
+            })
+            .collect();
+        // Ballista's executors know DataFusion's functions, not ours.
+        let ms = if self.local && self.reading == Reading::SweptSamples {
+            ident(TIMESTAMP_COLUMN)
+        } else if self.local {
+            MillisecondsUdf::new().call(vec![ident(TIMESTAMP_COLUMN)])
+        } else {
+            cast(ident(TIMESTAMP_COLUMN), DataType::Int64) / lit(1_000_000i64)
+        };
+        projection.push(ms.alias(TS));
+        projection.push(ident(VALUE_COLUMN).alias(VALUE));
+        (conjuncts, projection)
+    }
+}
+
 fn matcher_filter(matcher: &Matcher, column: &str, local: bool) -> Result<Expr, PromError> {
     let label = ident(column);
     let value = matcher.value.as_str();

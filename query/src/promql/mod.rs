@@ -12,6 +12,7 @@
 //! operators are semi/anti joins. Semantics follow Prometheus 2.42: a 5-minute lookback,
 //! closed range windows, stale markers ending a series, 2.x rate extrapolation.
 
+mod chunk_scan;
 mod compile;
 mod errors;
 mod exemplars;

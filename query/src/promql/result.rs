@@ -1,6 +1,7 @@
 //! Runs a compiled plan and shapes the rows into a PromQL result: a vector, a matrix, a
 //! scalar or a string, labels without empty values, series sorted by labels.
 
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
@@ -265,8 +266,9 @@ async fn raw_samples(matrix: MatrixPlan, eval_ms: i64) -> Result<Vec<Series>, Pr
     let mut set = SeriesSet::new(false).with_constants(matrix.constant_values());
     let rows = matrix.row_labels().to_vec();
     for chunk in matrix.chunks {
-        for batch in chunk.frame.collect().await? {
-            set.ingest(&batch, &rows)?;
+        let mut stream = chunk.scan.stream().await?;
+        while let Some(batch) = stream.next().await {
+            set.ingest(&batch?, &rows)?;
         }
     }
     set.settle();

@@ -26,13 +26,13 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, Result as DfResult};
-use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 
+use super::chunk_scan::ChunkScan;
 use super::compile::{TS, VALUE};
 use super::kernels::{self, RangeFunction, Window, is_stale};
 use super::udf::{SampleBudget, Steps, nanos_to_ms};
@@ -47,10 +47,10 @@ const MAX_CHUNKS: i64 = 512;
 #[derive(Clone)]
 pub struct SweepChunk {
     pub high_ms: i64,
-    pub frame: DataFrame,
+    pub scan: ChunkScan,
     /// The rows of the window before this chunk (`[low - window, low)`), when a lane of the
     /// sweep starts here: a lane reads them first, so its first steps see whole windows.
-    pub lead_in: Option<DataFrame>,
+    pub lead_in: Option<ChunkScan>,
 }
 
 impl std::fmt::Debug for SweepChunk {
@@ -338,11 +338,11 @@ impl SweepLane {
         let mut reads = VecDeque::new();
         for (index, chunk) in self.chunks.iter().enumerate() {
             if let Some(lead_in) = &chunk.lead_in {
-                reads.push_back(Read { frame: lead_in.clone(), finishes: None });
+                reads.push_back(Read { scan: lead_in.clone(), finishes: None });
             }
             let last = index + 1 == self.chunks.len();
             let finishes = if last { self.end_ms } else { chunk.high_ms };
-            reads.push_back(Read { frame: chunk.frame.clone(), finishes: Some(finishes) });
+            reads.push_back(Read { scan: chunk.scan.clone(), finishes: Some(finishes) });
         }
         SweepRun {
             spec: spec.clone(),
@@ -371,7 +371,7 @@ impl SweepLane {
 /// One scan a lane reads, and the time up to which every step is due once it is read
 /// (`None` for a lead-in; `i64::MAX` for the sweep's last chunk).
 struct Read {
-    frame: DataFrame,
+    scan: ChunkScan,
     finishes: Option<i64>,
 }
 
@@ -456,11 +456,11 @@ impl SweepRun {
                 Some(task) => {
                     task.join().await.map_err(|e| DataFusionError::Execution(format!("chunk scan: {e}")))??
                 }
-                None => read.frame.execute_stream().await?,
+                None => read.scan.stream().await?,
             };
             if let Some(next) = self.reads.front() {
-                let frame = next.frame.clone();
-                self.prefetched = Some(SpawnedTask::spawn(async move { frame.execute_stream().await }));
+                let scan = next.scan.clone();
+                self.prefetched = Some(SpawnedTask::spawn(scan.stream()));
             }
             self.input = Some(input);
         }

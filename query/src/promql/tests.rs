@@ -309,6 +309,75 @@ async fn nameless_selectors_read_shared_segments_once_and_answer_the_same() {
     assert_eq!(rooms, vec![("room=a".into(), 21.0), ("room=b".into(), 25.0)]);
 }
 
+/// A local sweep chunk of one table (or one set of shared segments) is planned by hand, and
+/// reads the rows DataFusion's plan of the same select reads: every kind of matcher, metric
+/// names as a constant and as a column, samples in segments and in the buffer.
+#[tokio::test]
+async fn a_chunk_planned_by_hand_reads_what_datafusion_plans() {
+    use datafusion::arrow::util::display::array_value_to_string;
+    let (engine, _dir) = engine().await;
+    let storage = engine.storage().clone();
+    storage.persist().await.unwrap();
+    let later = (121..=240).map(|i| T0 + i * 15_000);
+    let batch = WriteBatch {
+        metrics: vec![
+            series("requests_total", &[("job", "api"), ("code", "200")], later.clone().map(|t| (t, t as f64))),
+            series("requests_total", &[("job", "db")], later.clone().map(|t| (t, 1.0))),
+            series("temp", &[("room", "a")], later.map(|t| (t, 21.0))),
+        ],
+        rows: vec![],
+    };
+    storage.write(batch).await.unwrap();
+    let rows = |batches: Vec<datafusion::arrow::array::RecordBatch>| {
+        let mut rows: Vec<String> = batches
+            .iter()
+            .flat_map(|batch| {
+                (0..batch.num_rows()).map(move |row| {
+                    let schema = batch.schema();
+                    let cells = schema.fields().iter().zip(batch.columns()).map(|(field, column)| {
+                        format!("{}={}", field.name(), array_value_to_string(column, row).unwrap())
+                    });
+                    cells.collect::<Vec<_>>().join(",")
+                })
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let compiler = compile::Compiler::new(&engine, EvalRange::range(T0, T0 + 55 * MINUTE, MINUTE), 300_000);
+    let queries = [
+        // Three series of 121 samples in segments; in the buffer, 100 more of one and 100 of
+        // a new series without `code` (up to 55 min).
+        ("requests_total", 3 * 121 + 200),
+        ("requests_total{job=\"api\"}", 2 * 121 + 100),
+        ("requests_total{code!=\"500\"}", 2 * 121 + 200),
+        ("requests_total{job=~\"a.*|d.\"}", 2 * 121 + 200),
+        ("requests_total{job!~\"web\", code=\"\"}", 100),
+        ("requests_total{code!=\"\"}", 3 * 121 + 100),
+        ("{job=\"api\"}", 2 * 121 + 100),
+        ("{__name__=~\"temp|latency_bucket\", le=\"\"}", 2 * 121 + 100),
+    ];
+    for (query, expected) in queries {
+        let expr = engine.parse_promql(&format!("{query}[5m]")).await.unwrap();
+        let compile::Value::Matrix(matrix) = compiler.compile(&expr).await.unwrap() else { panic!("{query}") };
+        let mut read = 0;
+        for chunk in matrix.chunks {
+            let chunk_scan::ChunkScan::Table(table) = &chunk.scan else {
+                panic!("{query}: a local read of one table is planned by hand")
+            };
+            let mut by_hand = Vec::new();
+            let mut stream = chunk.scan.clone().stream().await.unwrap();
+            while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                by_hand.push(batch.unwrap());
+            }
+            let by_hand = rows(by_hand);
+            assert_eq!(by_hand, rows(table.frame().unwrap().collect().await.unwrap()), "{query}");
+            read += by_hand.len();
+        }
+        assert_eq!(read, expected, "{query}");
+    }
+}
+
 /// A store whose partitions are ten minutes long: two hours of samples span twelve of them.
 async fn ten_minute_partitions() -> (tempfile::TempDir, Storage) {
     let dir = tempfile::tempdir().unwrap();
