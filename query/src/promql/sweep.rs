@@ -872,18 +872,25 @@ impl SeriesSet {
         let mut run_start = 0;
         while run_start < rows {
             // A run: rows whose label values equal the first's.
-            let run_end = starts[run_start + 1..].iter().position(|&start| start).map_or(rows, |at| run_start + 1 + at);
+            let run_end = next_start(&starts, run_start + 1);
             let slot = self.slot(&columns, run_start);
             let (times, vals) = (&stamps[run_start..run_end], &values.values()[run_start..run_end]);
             if timestamps.null_count() == 0 && values.null_count() == 0 {
-                let times = if nanos {
+                // Whether the run's times rise, found as they are converted (one pass, not two).
+                let (times, rising) = if nanos {
                     run_ms.clear();
-                    run_ms.extend(times.iter().map(|&t| nanos_to_ms(t)));
-                    &run_ms
+                    let (mut previous, mut rising) = (i64::MIN, true);
+                    run_ms.extend(times.iter().map(|&t| {
+                        let ms = nanos_to_ms(t);
+                        rising &= ms > previous;
+                        previous = ms;
+                        ms
+                    }));
+                    (&run_ms[..], rising)
                 } else {
-                    times
+                    (times, times.iter().zip(&times[1..]).fold(true, |rising, (a, b)| rising & (a < b)))
                 };
-                self.append(slot, times, vals);
+                self.append(slot, times, vals, rising);
                 taken += run_end - run_start;
             } else {
                 let fresh = &mut self.series[slot].fresh;
@@ -902,15 +909,16 @@ impl SeriesSet {
         Ok(taken)
     }
 
-    /// Adds a run of one series' samples. The usual run comes after everything the series
-    /// holds, in order: it is appended as it is (no copy to sort later); any other waits
-    /// among the fresh samples, with what this chunk appended, for [`Self::settle`].
-    fn append(&mut self, slot: usize, times: &[i64], vals: &[f64]) {
+    /// Adds a run of one series' samples (`rising`: its times rise). The usual run comes
+    /// after everything the series holds, in order: it is appended as it is (no copy to sort
+    /// later); any other waits among the fresh samples, with what this chunk appended, for
+    /// [`Self::settle`].
+    fn append(&mut self, slot: usize, times: &[i64], vals: &[f64], rising: bool) {
         let (chunk, keep_stale) = (self.chunk, self.keep_stale);
         let series = &mut self.series[slot];
-        let in_order = series.fresh.is_empty()
-            && series.timestamps.last().is_none_or(|&last| times.first().is_some_and(|&first| first > last))
-            && times.windows(2).all(|w| w[0] < w[1]);
+        let in_order = rising
+            && series.fresh.is_empty()
+            && series.timestamps.last().is_none_or(|&last| times.first().is_some_and(|&first| first > last));
         if !in_order {
             if series.appended_in == chunk {
                 let from = series.appended_from;
@@ -926,8 +934,9 @@ impl SeriesSet {
             series.appended_from = series.timestamps.len();
         }
         let before = series.timestamps.len();
-        // A run without stale markers (nearly all) is copied whole.
-        if keep_stale || !vals.iter().any(|&v| is_stale(v)) {
+        // A run without stale markers (nearly all) is copied whole. Looked for without
+        // stopping at the first, which compiles to vector compares.
+        if keep_stale || !vals.iter().fold(false, |stale, &v| stale | is_stale(v)) {
             series.timestamps.extend_from_slice(times);
             series.values.extend_from_slice(vals);
         } else {
@@ -1071,6 +1080,21 @@ fn run_starts(columns: &[LabelColumn], rows: usize) -> Vec<bool> {
     starts
 }
 
+/// The first row at or after `from` that starts a run (`starts.len()` when none does),
+/// sought eight flags at a time: a run is a series' samples of a chunk, a hundred rows or so.
+fn next_start(starts: &[bool], from: usize) -> usize {
+    let rest = starts.get(from..).unwrap_or_default();
+    let mut words = rest.chunks_exact(8);
+    let mut at = from;
+    for word in &mut words {
+        if word.iter().fold(false, |any, &start| any | start) {
+            return at + word.iter().take_while(|&&start| !start).count();
+        }
+        at += 8;
+    }
+    words.remainder().iter().position(|&start| start).map_or(starts.len(), |offset| at + offset)
+}
+
 /// A label column of a batch: plain strings, or dictionary keys into its values (how the
 /// tables store labels: a run of one series is then a run of equal keys).
 enum LabelColumn {
@@ -1201,6 +1225,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_next_run_is_found_within_and_across_words_of_flags() {
+        for rows in [0, 1, 7, 8, 9, 16, 17, 40] {
+            for pattern in [0u64, 1, 0b1001_0000_0001, 1 << 8, 1 << 15, 1 << 16, (1 << 39) | (1 << 7), u64::MAX] {
+                let starts: Vec<bool> = (0..rows).map(|row| pattern >> row & 1 == 1).collect();
+                for from in 0..=rows {
+                    let naive = starts[from..].iter().position(|&start| start).map_or(rows, |at| from + at);
+                    assert_eq!(next_start(&starts, from), naive, "{rows} rows, {pattern:b}, from {from}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_of_every_length_land_in_their_series_in_time_order() {
+        // Runs of 1 to 19 rows of four series, each run later than the series' last but one
+        // that falls within itself, one that starts before the series' last sample, and one
+        // with a stale marker, which a range sweep drops.
+        let stale = f64::from_bits(kernels::STALE_NAN_BITS);
+        let names = ["j0", "j1", "j2", "j3"];
+        let mut samples: Vec<(&str, i64, f64)> = Vec::new();
+        let mut expected: std::collections::BTreeMap<&str, Vec<(i64, f64)>> = Default::default();
+        for (run, rows) in [1i64, 7, 8, 9, 16, 17, 3, 19, 1, 8].into_iter().enumerate() {
+            let job = names[run % 4];
+            let base = if run == 8 { 5 } else { run as i64 * 100 };
+            for row in 0..rows {
+                let time = if run == 6 { base + rows - 1 - row } else { base + row };
+                let value = if run == 3 && row == 4 { stale } else { time as f64 };
+                samples.push((job, time, value));
+                if !is_stale(value) {
+                    expected.entry(job).or_default().push((time, value));
+                }
+            }
+        }
+        let mut set = SeriesSet::new(false);
+        let taken = set.ingest(&rows(&samples), &["job".to_string()]).unwrap();
+        assert_eq!(taken, samples.len());
+        set.settle();
+        for series in &set.series {
+            let job = series.labels[0].as_deref().unwrap();
+            let mut want = expected[job].clone();
+            want.sort_by_key(|sample| sample.0);
+            let got: Vec<(i64, f64)> = series.timestamps.iter().copied().zip(series.values.iter().copied()).collect();
+            assert_eq!(got, want, "{job}");
+        }
+        assert_eq!(set.series.len(), 4);
     }
 
     #[test]
