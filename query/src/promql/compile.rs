@@ -434,8 +434,8 @@ impl<'a> Compiler<'a> {
                 Vec::new()
             };
             let mut chunks = Vec::new();
+            let shape = |span| self.row_shape(ctx, &selection, span, &sweep_labels, Reading::SweptSamples);
             for (index, (low, high)) in bounds.into_iter().enumerate() {
-                let shape = |span| self.row_shape(ctx, &selection, span, &sweep_labels, Reading::SweptSamples);
                 let scan = self.chunk_scan(ctx, &shape((low, high))).await?;
                 let lead_in = if lanes.contains(&index) {
                     Some(self.chunk_scan(ctx, &shape((low.saturating_sub(window_ms), low - 1))).await?)
@@ -1579,12 +1579,6 @@ fn kept_in_group(modifier: &Option<LabelModifier>, label: &str) -> bool {
     }
 }
 
-/// A label matcher as a filter on its column (absent = empty string, as Prometheus).
-///
-/// Equalities compare the dictionary column with the value itself (DataFusion compares the
-/// dictionary's values once, and statistics prune files, row groups and pages with it);
-/// a regex runs once per distinct value of the column ([`LabelRegexUdf`]) where the plan is
-/// ours to run, not once per row of a column cast to strings.
 /// How a selector's rows are read from a table: the filter's conjuncts (the time bounds,
 /// then the matchers') and the row's columns (the labels as `label_type`, `#ts`, `#value`).
 struct RowShape<'s> {
@@ -1634,6 +1628,12 @@ impl RowShape<'_> {
     }
 }
 
+/// A label matcher as a filter on its column (absent = empty string, as Prometheus).
+///
+/// Equalities compare the dictionary column with the value itself (DataFusion compares the
+/// dictionary's values once, and statistics prune files, row groups and pages with it);
+/// a regex runs once per distinct value of the column ([`LabelRegexUdf`]) where the plan is
+/// ours to run, not once per row of a column cast to strings.
 fn matcher_filter(matcher: &Matcher, column: &str, local: bool) -> Result<Expr, PromError> {
     let label = ident(column);
     let value = matcher.value.as_str();

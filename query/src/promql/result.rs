@@ -1,11 +1,11 @@
 //! Runs a compiled plan and shapes the rows into a PromQL result: a vector, a matrix, a
 //! scalar or a string, labels without empty values, series sorted by labels.
 
-use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use futures::StreamExt;
 
 use super::compile::{MatrixPlan, ScalarPlan, TS, Top, VALUE, Value};
 use super::sweep::{SeriesSet, SweptSeries};

@@ -478,8 +478,9 @@ pub(crate) fn nanos_to_ms(t: i64) -> i64 {
     t / 1_000_000
 }
 
-/// A sample's time in ms, from the tables' nanosecond timestamps ([`nanos_to_ms`]). `cast / 1_000_000` ran Arrow's checked division on every
-/// sample a selector reads (4 % of a 24 h query); this is one unchecked pass.
+/// A sample's time in ms, from the tables' nanosecond timestamps ([`nanos_to_ms`]).
+/// `cast / 1_000_000` ran Arrow's checked division on every sample a selector reads (4 % of a
+/// 24 h query); this is one unchecked pass.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MillisecondsUdf {
     signature: Signature,
