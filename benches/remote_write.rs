@@ -10,7 +10,8 @@
 //!
 //! Reports per target: samples/s accepted, CPU seconds per million samples (process
 //! utime+stime over the ingest window), peak RSS, and bytes per sample on disk after the data
-//! is persisted (Vigil: Parquet segments after its shutdown flush; Prometheus: the block a TSDB
+//! is persisted (Vigil: its whole object store after its shutdown flush, Parquet segments with
+//! their series indexes and manifests; Prometheus: the block a TSDB
 //! snapshot writes from its head, i.e. its compacted form; VictoriaMetrics: its data directory after
 //! a forced flush).
 //!
@@ -159,9 +160,15 @@ async fn bench_vigil(load: &[Vec<Vec<u8>>], fsync: &str, work: &Path) -> (Measur
             .await;
     let flush_started = Instant::now();
     vigil.stop();
+    let store = dir_bytes(&data.join("segments"), None);
     let parquet = dir_bytes(&data.join("segments"), Some(".parquet"));
-    println!("  (vigil {fsync}: shutdown flush {:.1} s)", flush_started.elapsed().as_secs_f64());
-    (measured, parquet)
+    println!(
+        "  (vigil {fsync}: shutdown flush {:.1} s; store {:.2} MiB of which Parquet {:.2} MiB)",
+        flush_started.elapsed().as_secs_f64(),
+        store as f64 / (1 << 20) as f64,
+        parquet as f64 / (1 << 20) as f64
+    );
+    (measured, store)
 }
 
 /// fsync=interval with a bearer token, plain or over TLS (a CA and certificate made here).

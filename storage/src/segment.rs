@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, Decimal64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_writer::compute_leaves;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
+use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 
@@ -115,19 +118,182 @@ pub async fn write(
     let Some(first) = batches.first() else {
         return Err(StorageError::Internal("empty segment".into()));
     };
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, first.schema(), Some(writer_properties(first, table)))?;
-    for batch in &batches {
-        writer.write(batch)?;
-    }
-    let metadata = writer.close()?;
     let schema = first.schema();
+    let (bytes, metadata) = encode(&batches, writer_properties(first, table))?;
     let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema)
         .map_err(|e| StorageError::Internal(format!("segment statistics: {e}")))?;
     let size = bytes.len() as u64;
     store.put(path, PutPayload::from(bytes)).await?;
     metrics::counter!("vigil_storage_segment_bytes_written_total").increment(size);
     Ok((size, column_stats(&statistics, &schema)))
+}
+
+/// `batches` as a Parquet file. A decimal value column is written page by page with pages
+/// cut where its deltas jump (see [`value_page_ends`]); every other column as `ArrowWriter`
+/// writes it.
+fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, ParquetMetaData), StorageError> {
+    let Some(first) = batches.first() else {
+        return Err(StorageError::Internal("empty segment".into()));
+    };
+    let schema = first.schema();
+    let mut bytes = Vec::new();
+    let decimal_values = schema
+        .column_with_name(VALUE_COLUMN)
+        .filter(|(_, field)| matches!(field.data_type(), DataType::Decimal64(..)))
+        .map(|(index, _)| index);
+    let Some(value_index) = decimal_values else {
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
+        for batch in batches {
+            writer.write(batch)?;
+        }
+        let metadata = writer.close()?;
+        return Ok((bytes, metadata));
+    };
+    // The value column's own writers: a page after every write (each write is one page of
+    // `value_page_ends`), statistics per column chunk only (a column index entry per page
+    // would cost more than the page's values save; nothing prunes pages by value).
+    let value_path = ColumnPath::from(VALUE_COLUMN);
+    let value_props = props
+        .clone()
+        .into_builder()
+        .set_data_page_row_count_limit(1)
+        .set_write_batch_size(MAX_VALUE_PAGE_ROWS)
+        .set_column_statistics_enabled(value_path, EnabledStatistics::Chunk)
+        .build();
+    let (mut file, columns) =
+        ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props))?.into_serialized_writer()?;
+    let (_, value_columns) =
+        ArrowWriter::try_new(std::io::sink(), schema.clone(), Some(value_props))?.into_serialized_writer()?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut pieces = Pieces::new(batches);
+    for (row_group, start) in (0..rows).step_by(ROW_GROUP_ROWS).enumerate() {
+        let group = pieces.take(ROW_GROUP_ROWS.min(rows - start));
+        let mut writers = columns.create_column_writers(row_group)?;
+        let mut value_writers = value_columns.create_column_writers(row_group)?;
+        for (index, field) in schema.fields().iter().enumerate() {
+            for (batch, offset, len) in &group {
+                let column = batch.column(index);
+                if index != value_index {
+                    for leaf in compute_leaves(field, &column.slice(*offset, *len))? {
+                        writers[index].write(&leaf)?;
+                    }
+                    continue;
+                }
+                let mantissas = column
+                    .as_primitive_opt::<Decimal64Type>()
+                    .ok_or_else(|| StorageError::Internal("decimal value column of another type".into()))?;
+                let mantissas = &mantissas.values()[*offset..*offset + *len];
+                let mut page_start = 0;
+                for page_end in value_page_ends(mantissas) {
+                    let page = column.slice(offset + page_start, page_end - page_start);
+                    for leaf in compute_leaves(field, &page)? {
+                        value_writers[index].write(&leaf)?;
+                    }
+                    page_start = page_end;
+                }
+            }
+        }
+        let mut row_group = file.next_row_group()?;
+        for (index, (writer, value_writer)) in writers.into_iter().zip(value_writers).enumerate() {
+            let chunk = if index == value_index { value_writer.close()? } else { writer.close()? };
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+    }
+    let metadata = file.close()?;
+    Ok((bytes, metadata))
+}
+
+/// Consecutive row ranges of a list of batches, taken a row group at a time.
+struct Pieces<'a> {
+    batches: &'a [RecordBatch],
+    batch: usize,
+    offset: usize,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(batches: &'a [RecordBatch]) -> Self {
+        Pieces { batches, batch: 0, offset: 0 }
+    }
+
+    /// The next `rows` rows as (batch, offset, length) ranges.
+    fn take(&mut self, mut rows: usize) -> Vec<(&'a RecordBatch, usize, usize)> {
+        let mut pieces = Vec::new();
+        while rows > 0 {
+            let Some(batch) = self.batches.get(self.batch) else { break };
+            let len = rows.min(batch.num_rows() - self.offset);
+            if len > 0 {
+                pieces.push((batch, self.offset, len));
+            }
+            rows -= len;
+            self.offset += len;
+            if self.offset == batch.num_rows() {
+                self.batch += 1;
+                self.offset = 0;
+            }
+        }
+        pieces
+    }
+}
+
+/// Rows one value page holds at most (Parquet's default page row limit): pages stay small
+/// enough for a row selection to skip.
+const MAX_VALUE_PAGE_ROWS: usize = 20_000;
+
+/// What a page costs beyond its values, in bytes: its header, its offset index entry, the
+/// delta encoding's header and a ZSTD frame come to ~50, and ZSTD wins back part of a widened
+/// block (its high bits repeat). Measured on counters and gauges, cuts pay from here on.
+const PAGE_COST_BYTES: u32 = 80;
+
+/// Where the value pages of a run of decimal mantissas end (exclusive; the last is
+/// `mantissas.len()`).
+///
+/// DELTA_BINARY_PACKED packs a block of 128 deltas at the bit width of their spread from
+/// the block's smallest delta, so one delta far from the others (a series' first value after
+/// the last of the one before it, most often: a counter at 240,000 followed by one at 900)
+/// widens every delta of its block: 16 × `k` bytes for a jump `k` bits wider than the deltas
+/// around it. A page starts the deltas afresh (its first value is stored whole), so a page is
+/// cut before a jump when that saves more than [`PAGE_COST_BYTES`]. Jumps closer together
+/// than a block share their widened blocks (short series), so the saving is reckoned over
+/// the rows since the jump before; a jump left in a page stays out of the spread the next
+/// ones are measured against, which is learnt afresh from each block's first deltas.
+fn value_page_ends(mantissas: &[i64]) -> Vec<usize> {
+    const BLOCK: usize = 128;
+    // Deltas a page's spread is learnt from before any is taken for a jump.
+    const LEARNT: usize = 16;
+    let width = |low: i64, high: i64| if high > low { 64 - high.abs_diff(low).leading_zeros() } else { 0 };
+    let mut ends = Vec::new();
+    let (mut page_start, mut last_jump, mut low, mut high, mut learnt) = (0, 0, i64::MAX, i64::MIN, 0);
+    for (row, pair) in mantissas.windows(2).enumerate() {
+        let row = row + 1;
+        let delta = pair[1].wrapping_sub(pair[0]);
+        let mut cut = row - page_start >= MAX_VALUE_PAGE_ROWS;
+        if (row - page_start - 1) % BLOCK == 0 {
+            // A block of its own: a jump among the last block's first deltas widened only it.
+            (low, high, learnt) = (i64::MAX, i64::MIN, 0);
+        }
+        // Deltas all alike (a counter rising at a steady rate) are left alone: ZSTD packs a
+        // widened block of them, a repeating bit pattern, down to little, as it does the rest.
+        if !cut && learnt >= LEARNT && high > low {
+            let wider = width(low.min(delta), high.max(delta)).saturating_sub(width(low, high));
+            if wider >= 3 {
+                let spacing = (row - last_jump).min(BLOCK);
+                last_jump = row;
+                cut = 16 * wider as usize * spacing / BLOCK >= PAGE_COST_BYTES as usize;
+                if !cut {
+                    continue;
+                }
+            }
+        }
+        if cut {
+            (page_start, last_jump, low, high, learnt) = (row, row, i64::MAX, i64::MIN, 0);
+            ends.push(row);
+            continue;
+        }
+        (low, high, learnt) = (low.min(delta), high.max(delta), learnt + 1);
+    }
+    ends.push(mantissas.len());
+    ends
 }
 
 /// Reads a whole segment (compaction input), values as doubles. Segments are bounded by the
@@ -145,6 +311,158 @@ pub fn rows(builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{DictionaryArray, Float64Array, TimestampNanosecondArray};
+    use datafusion::arrow::datatypes::Int32Type;
+    use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+    use datafusion::parquet::file::metadata::PageIndexPolicy;
+
+    /// Counter-like mantissas: each series climbs by 0-999 a sample, from 0 or from 5,000,000
+    /// by turns, so that every series boundary is a jump.
+    fn counters(lengths: &[usize]) -> Vec<i64> {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut values = Vec::new();
+        for (series, &length) in lengths.iter().enumerate() {
+            let mut value = (series % 2) as i64 * 5_000_000;
+            for _ in 0..length {
+                value += (next() % 1000) as i64;
+                values.push(value);
+            }
+        }
+        values
+    }
+
+    #[test]
+    fn value_pages_are_cut_before_jumps_that_cost_more_than_a_page() {
+        // Long series of counters: every series its own page.
+        let values = counters(&[300, 300, 300]);
+        assert_eq!(value_page_ends(&values), [300, 600, 900]);
+        // Gauges whose series differ little: one page.
+        let gauges: Vec<i64> = (0..900).map(|i| (i % 300) * 3 % 17 + (i / 300) * 5).collect();
+        assert_eq!(value_page_ends(&gauges), [900]);
+        // Short series share widened blocks: cutting each would cost more than it saves.
+        assert_eq!(value_page_ends(&counters(&[10; 100])), [1000]);
+        // Long series after short ones are still cut apart.
+        assert_eq!(value_page_ends(&counters(&[10, 10, 10, 300, 300])), [330, 630]);
+        // Series rising at steady rates: ZSTD takes care of their jumps.
+        let steady: Vec<i64> = (0..900).map(|i| (i % 300) * (1 + i / 300)).collect();
+        assert_eq!(value_page_ends(&steady), [900]);
+        // A counter reset within a long series cuts a page too; the rows after it start one.
+        let mut reset = counters(&[500]);
+        reset.extend(counters(&[1])[0]..counters(&[1])[0] + 200);
+        assert_eq!(value_page_ends(&reset), [500, 700]);
+        // Pages stay small enough for a row selection to skip, and extremes do not overflow.
+        assert_eq!(value_page_ends(&vec![7; 50_000]), [20_000, 40_000, 50_000]);
+        assert_eq!(value_page_ends(&[i64::MAX, i64::MIN, i64::MAX, 0, 1, 2]), [6]);
+        assert_eq!(value_page_ends(&[5]), [1]);
+    }
+
+    /// A segment of series of `lengths` rows, labelled by series, one sample per 15 s.
+    fn series_batch(lengths: &[usize], first_series: usize) -> RecordBatch {
+        let values = counters(lengths);
+        let names: Vec<String> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &n)| std::iter::repeat_n(format!("host-{}", first_series + i), n))
+            .collect();
+        let times: Vec<i64> = lengths
+            .iter()
+            .flat_map(|&n| (0..n as i64).map(|t| 1_700_000_000_000_000_000 + t * 15_000_000_000))
+            .collect();
+        let schema = crate::schema::metric_schema(["instance"]);
+        let instance: DictionaryArray<Int32Type> = names.iter().map(String::as_str).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(instance),
+                Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC")),
+                Arc::new(Float64Array::from(values.iter().map(|&v| v as f64).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn read_all(bytes: &[u8], selection: Option<RowSelection>) -> RecordBatch {
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::try_new_with_options(bytes::Bytes::from(bytes.to_vec()), options).unwrap();
+        if let Some(selection) = selection {
+            builder = builder.with_row_selection(selection);
+        }
+        let batches: Vec<RecordBatch> =
+            builder.build().unwrap().map(|b| decimal_values::decode(b.unwrap()).unwrap()).collect();
+        datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    #[test]
+    fn paged_values_read_back_whole_and_by_selection_and_take_fewer_bytes() {
+        // Two batches across the 128 Ki-row row group, series of every length from 1 to 700.
+        let lengths: Vec<usize> = (0..400).map(|i| 1 + (i * 7919) % 700).collect();
+        let (a, b) = lengths.split_at(250);
+        let batches = [series_batch(a, 0), series_batch(b, 250)];
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert!(rows > ROW_GROUP_ROWS && batches[0].num_rows() < ROW_GROUP_ROWS, "{rows}");
+        let decimals = decimal_values::encode(&batches).unwrap();
+        let props = writer_properties(&decimals[0], Some("node_requests_total"));
+        let (paged, metadata) = encode(&decimals, props.clone()).unwrap();
+        assert_eq!(metadata.num_row_groups(), 2);
+        let key_values = metadata.file_metadata().key_value_metadata().unwrap();
+        let table = key_values.iter().find(|kv| kv.key == TABLE_KEY).and_then(|kv| kv.value.as_deref());
+        assert_eq!(table, Some("node_requests_total"), "the file names its table");
+
+        let expected = datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let read = read_all(&paged, None);
+        // Arrow's own types come back (dictionary labels, UTC nanoseconds): the file carries
+        // the Arrow schema as `ArrowWriter` writes it.
+        assert_eq!(read, expected);
+
+        // The value column is paged per series (a few long ones share), the others are not.
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            bytes::Bytes::from(paged.clone()),
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+        )
+        .unwrap();
+        let offsets = reader.metadata().offset_index().unwrap();
+        let pages = |column: usize| offsets.iter().map(|group| group[column].page_locations().len()).sum::<usize>();
+        let long_series = lengths.iter().filter(|&&n| n >= 128).count();
+        assert!(pages(2) >= long_series, "value pages: {}, series of 128 rows or more: {long_series}", pages(2));
+        assert!(pages(1) < 30, "timestamp pages: {}", pages(1));
+
+        // A row selection skipping whole pages and parts of pages reads the rows it names.
+        let selectors = vec![
+            RowSelector::skip(1_000),
+            RowSelector::select(5_000),
+            RowSelector::skip(90_000),
+            RowSelector::select(rows - 100_000),
+            RowSelector::skip(4_000),
+        ];
+        let selected = read_all(&paged, Some(RowSelection::from(selectors)));
+        let want = datafusion::arrow::compute::concat_batches(
+            &read.schema(),
+            &[read.slice(1_000, 5_000), read.slice(96_000, rows - 100_000)],
+        )
+        .unwrap();
+        assert_eq!(selected, want);
+
+        // Against the same columns written with one run of pages.
+        let mut unpaged = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut unpaged, decimals[0].schema(), Some(props)).unwrap();
+        for batch in &decimals {
+            writer.write(batch).unwrap();
+        }
+        writer.close().unwrap();
+        assert!(
+            (paged.len() as f64) < 0.9 * unpaged.len() as f64,
+            "paged {} bytes, unpaged {} bytes",
+            paged.len(),
+            unpaged.len()
+        );
+    }
 
     #[test]
     fn table_directories_are_bounded_safe_and_distinct() {
