@@ -137,9 +137,12 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
     };
     let schema = first.schema();
     let mut bytes = Vec::new();
+    // Flat schemas only (metric tables): there a field is one Parquet leaf column and its
+    // writer's index is the field's.
+    let flat = schema.fields().iter().all(|field| !field.data_type().is_nested());
     let decimal_values = schema
         .column_with_name(VALUE_COLUMN)
-        .filter(|(_, field)| matches!(field.data_type(), DataType::Decimal64(..)))
+        .filter(|(_, field)| flat && matches!(field.data_type(), DataType::Decimal64(..)))
         .map(|(index, _)| index);
     let Some(value_index) = decimal_values else {
         let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
@@ -311,7 +314,7 @@ pub fn rows(builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{DictionaryArray, Float64Array, TimestampNanosecondArray};
+    use datafusion::arrow::array::{Array, DictionaryArray, Float64Array, TimestampNanosecondArray};
     use datafusion::arrow::datatypes::Int32Type;
     use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
     use datafusion::parquet::file::metadata::PageIndexPolicy;
@@ -397,6 +400,34 @@ mod tests {
         let batches: Vec<RecordBatch> =
             builder.build().unwrap().map(|b| decimal_values::decode(b.unwrap()).unwrap()).collect();
         datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    #[test]
+    fn decimal_values_beside_nested_columns_are_written_as_arrow_writes_them() {
+        // A fixed table's row: a map of attributes has three Parquet leaf columns.
+        let attributes = {
+            let mut builder = datafusion::arrow::array::MapBuilder::new(
+                None,
+                datafusion::arrow::array::StringBuilder::new(),
+                datafusion::arrow::array::StringBuilder::new(),
+            );
+            for i in 0..500 {
+                builder.keys().append_value("k");
+                builder.values().append_value(format!("v{i}"));
+                builder.append(true).unwrap();
+            }
+            builder.finish()
+        };
+        let values = Float64Array::from(counters(&[250, 250]).iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new("attributes", attributes.data_type().clone(), false),
+            datafusion::arrow::datatypes::Field::new(VALUE_COLUMN, DataType::Float64, false),
+        ]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(attributes), Arc::new(values)]).unwrap();
+        let decimals = decimal_values::encode(std::slice::from_ref(&batch)).unwrap();
+        assert!(matches!(decimals[0].schema().field(1).data_type(), DataType::Decimal64(..)));
+        let (bytes, _) = encode(&decimals, writer_properties(&decimals[0], Some("spans"))).unwrap();
+        assert_eq!(read_all(&bytes, None), batch);
     }
 
     #[test]
