@@ -172,7 +172,7 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
     for (row_group, start) in (0..rows).step_by(ROW_GROUP_ROWS).enumerate() {
         let group = pieces.take(ROW_GROUP_ROWS.min(rows - start));
         let mut writers = columns.create_column_writers(row_group)?;
-        let mut value_writers = value_columns.create_column_writers(row_group)?;
+        writers[value_index] = value_columns.create_column_writers(row_group)?.swap_remove(value_index);
         for (index, field) in schema.fields().iter().enumerate() {
             for (batch, offset, len) in &group {
                 let column = batch.column(index);
@@ -190,16 +190,15 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
                 for page_end in value_page_ends(mantissas) {
                     let page = column.slice(offset + page_start, page_end - page_start);
                     for leaf in compute_leaves(field, &page)? {
-                        value_writers[index].write(&leaf)?;
+                        writers[index].write(&leaf)?;
                     }
                     page_start = page_end;
                 }
             }
         }
         let mut row_group = file.next_row_group()?;
-        for (index, (writer, value_writer)) in writers.into_iter().zip(value_writers).enumerate() {
-            let chunk = if index == value_index { value_writer.close()? } else { writer.close()? };
-            chunk.append_to_row_group(&mut row_group)?;
+        for writer in writers {
+            writer.close()?.append_to_row_group(&mut row_group)?;
         }
         row_group.close()?;
     }
