@@ -414,11 +414,28 @@ async fn a_single_manifest_store_moves_to_the_per_node_layout() {
     assert_eq!(count(&again, "SELECT count(*) FROM old").await, 240);
 }
 
-/// A local store whose puts fail for paths holding `poison` while `failing` is set.
+/// A local store whose puts fail for paths holding `poison` while `failing` is set, and that
+/// counts the bytes it serves of Parquet files.
 #[derive(Debug)]
 struct PoisonedStore {
     inner: LocalFileSystem,
     failing: std::sync::atomic::AtomicBool,
+    parquet_bytes_read: std::sync::atomic::AtomicU64,
+}
+
+impl PoisonedStore {
+    /// The store under `dir`, and the storage options that write to it.
+    fn options(dir: &std::path::Path, failing: bool) -> (Arc<PoisonedStore>, StorageOptions) {
+        std::fs::create_dir_all(dir.join("segments")).unwrap();
+        let store = Arc::new(PoisonedStore {
+            inner: LocalFileSystem::new_with_prefix(dir.join("segments")).unwrap(),
+            failing: std::sync::atomic::AtomicBool::new(failing),
+            parquet_bytes_read: Default::default(),
+        });
+        let mut opts = options(dir);
+        opts.object_store = Some(store.clone());
+        (store, opts)
+    }
 }
 
 impl std::fmt::Display for PoisonedStore {
@@ -458,7 +475,12 @@ mod poisoned {
             self.inner.put_multipart_opts(location, opts).await
         }
         async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-            self.inner.get_opts(location, options).await
+            let result = self.inner.get_opts(location, options).await?;
+            if location.as_ref().ends_with(".parquet") {
+                let bytes = result.range.end - result.range.start;
+                self.parquet_bytes_read.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(result)
         }
         fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
             self.inner.delete_stream(locations)
@@ -478,13 +500,7 @@ mod poisoned {
 #[tokio::test]
 async fn a_table_that_cannot_be_flushed_is_kept_back_and_the_rest_flushes() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("segments")).unwrap();
-    let store = Arc::new(PoisonedStore {
-        inner: LocalFileSystem::new_with_prefix(dir.path().join("segments")).unwrap(),
-        failing: std::sync::atomic::AtomicBool::new(true),
-    });
-    let mut opts = options(dir.path());
-    opts.object_store = Some(store.clone());
+    let (store, opts) = PoisonedStore::options(dir.path(), true);
     let storage = Storage::open(opts.clone()).await.unwrap();
     storage
         .write(batch(vec![
@@ -1254,6 +1270,50 @@ async fn labelled_rows(
     }
     rows.sort();
     (rows, indexed)
+}
+
+#[tokio::test]
+async fn a_read_of_a_few_series_fetches_only_their_pages() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, opts) = PoisonedStore::options(dir.path(), false);
+    let storage = Storage::open(opts).await.unwrap();
+    // 300 counters rising by uneven steps, 400 samples each, in one segment (one partition):
+    // value pages are cut between series, time pages hold Parquet's 20,000 rows.
+    let second = 1_000_000_000;
+    let counters = (0..300)
+        .map(|s: i64| {
+            let mut total = 1_000.0 * s as f64;
+            let samples = (0..400i64).map(move |i| {
+                total += ((s * 31 + i * 7919) % 97) as f64;
+                (T0 + i * 5 * second, total)
+            });
+            series("req", &[("instance", &format!("host-{s:03}"))], samples.collect::<Vec<_>>())
+        })
+        .collect();
+    storage.write(batch(counters)).await.unwrap();
+    storage.persist().await.unwrap();
+    let segments = storage.manifest().segments.clone();
+    assert_eq!(segments.len(), 1);
+    let segment_bytes = segments[0].size_bytes;
+
+    let schema = storage.metric_table_schemas()["req"].clone();
+    let table = storage.table_reading("req", schema, series_index::SegmentReading::RowsLabelledByIndex);
+    let ctx = SessionContext::new();
+    let read = || async {
+        let frame = ctx.read_table(table.clone()).unwrap();
+        let frame =
+            frame.filter(datafusion::prelude::col("instance").eq(datafusion::prelude::lit("host-000"))).unwrap();
+        frame.collect().await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>()
+    };
+    // The first read fetches the footer and the page index (then cached), the next only pages:
+    // those of the first series, as the store merges ranges less than 1 MiB apart (so does
+    // every `object_store` store), and a series further on would fetch the pages between.
+    assert_eq!(read().await, 400);
+    store.parquet_bytes_read.store(0, Relaxed);
+    assert_eq!(read().await, 400);
+    let fetched = store.parquet_bytes_read.load(Relaxed);
+    assert!(fetched > 0 && fetched * 10 < segment_bytes, "fetched {fetched} of {segment_bytes} bytes");
 }
 
 #[tokio::test]

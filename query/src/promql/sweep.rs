@@ -697,7 +697,7 @@ fn step_values<'a>(
 ) -> impl Iterator<Item = (usize, f64)> + 'a {
     // A series with nothing held has no value anywhere: its steps are not walked.
     let steps = if series.timestamps.is_empty() { &steps[..0] } else { steps };
-    let mut cursor = 0;
+    let mut cursor = StepCursor::default();
     steps.iter().enumerate().filter_map(move |(at, &step)| {
         evaluate_step(spec, &series.timestamps, &series.values, step, &mut cursor).map(|value| (at, value))
     })
@@ -711,15 +711,31 @@ fn folded_values<'a>(row: &'a [Accumulator], steps: &'a [i64], fold: Fold) -> im
         .map(move |(accumulator, &step)| (step, accumulator.result(fold)))
 }
 
+/// Where a series' steps stand: the previous step's window (its first sample and its
+/// length), so the next window's bounds are sought where the previous advance puts them.
+#[derive(Clone, Copy, Debug, Default)]
+struct StepCursor {
+    from: usize,
+    advance: usize,
+    width: usize,
+}
+
 /// The value at one step of one series with samples `timestamps`/`values` (time-ordered,
 /// stale markers kept only for the instant lookup). Steps are evaluated in order, so their
-/// windows never start earlier: `cursor` is where the previous step's window started, and
-/// this one's bounds are sought from there.
-fn evaluate_step(spec: &SweepSpec, timestamps: &[i64], values: &[f64], step: i64, cursor: &mut usize) -> Option<f64> {
+/// windows never start earlier: `cursor` holds the previous step's window, and this one's
+/// bounds are sought from there.
+fn evaluate_step(
+    spec: &SweepSpec,
+    timestamps: &[i64],
+    values: &[f64],
+    step: i64,
+    cursor: &mut StepCursor,
+) -> Option<f64> {
     let eval = spec.eval_time(step);
-    let from = seek(timestamps, *cursor, |t| t < eval - spec.range_ms);
-    let to = seek(timestamps, from, |t| t <= eval);
-    *cursor = from;
+    // Samples at a steady interval move a window by as many as the step before did.
+    let from = seek_near(timestamps, cursor.from, cursor.from + cursor.advance, |t| t < eval - spec.range_ms);
+    let to = seek_near(timestamps, from, from + cursor.width, |t| t <= eval);
+    *cursor = StepCursor { from, advance: from - cursor.from, width: to - from };
     if from >= to || (spec.is_instant() && is_stale(values[to - 1])) {
         return None;
     }
@@ -731,6 +747,21 @@ fn evaluate_step(spec: &SweepSpec, timestamps: &[i64], values: &[f64], step: i64
         eval_time: step,
     };
     kernels::apply(spec.function, &window, spec.params)
+}
+
+/// The first index at or after `from` whose time fails `before` (which holds for a prefix
+/// of `timestamps`), tried first at `guess`: two probes when it is right, which it is for a
+/// series scraped at a steady interval (a gallop from `from` took a dozen dependent ones).
+fn seek_near(timestamps: &[i64], from: usize, guess: usize, before: impl Fn(i64) -> bool) -> usize {
+    let guess = guess.clamp(from, timestamps.len());
+    let after_start = guess == from || before(timestamps[guess - 1]);
+    if !after_start {
+        return seek(timestamps, from, before);
+    }
+    if guess == timestamps.len() || !before(timestamps[guess]) {
+        return guess;
+    }
+    seek(timestamps, guess, before)
 }
 
 /// The first index at or after `from` whose time fails `before` (which holds for a prefix
@@ -797,14 +828,17 @@ pub struct SeriesSamples {
     /// [`SeriesSet::chunk`]): an out-of-order run moves them back among the fresh ones.
     appended_from: usize,
     appended_in: u64,
+    /// The next series whose label values hash alike (see [`SeriesSet::index`]).
+    same_hash: Option<usize>,
 }
 
 /// Series by their label values, in the order first seen.
 #[derive(Debug)]
 pub struct SeriesSet {
     /// Series by the hash of their label values (a run is looked up from the batch's own
-    /// strings, without building a key); equal hashes share the entry.
-    index: HashMap<u64, Vec<usize>>,
+    /// strings, without building a key): the first with that hash, the others chained
+    /// through [`SeriesSamples::same_hash`] (a vector per entry cost each lookup a cache miss).
+    index: HashMap<u64, usize>,
     /// foldhash: SipHash over every run's label values was 3 % of a 24 h `rate` by job.
     hasher: foldhash::fast::RandomState,
     pub series: Vec<SeriesSamples>,
@@ -956,19 +990,23 @@ impl SeriesSet {
             column.value(row).hash(&mut hasher);
         }
         let hash = hasher.finish();
-        let candidates = self.index.entry(hash).or_default();
         let same = |series: &SeriesSamples| {
             series.labels.iter().zip(columns).all(|(label, column)| label.as_deref() == column.value(row))
         };
-        if let Some(&slot) = candidates.iter().find(|&&slot| same(&self.series[slot])) {
-            return slot;
+        let mut candidate = self.index.get(&hash).copied();
+        while let Some(slot) = candidate {
+            if same(&self.series[slot]) {
+                return slot;
+            }
+            candidate = self.series[slot].same_hash;
         }
         let labels: Vec<Option<String>> =
             columns.iter().map(|c| c.value(row).map(str::to_string)).chain(self.constants.iter().cloned()).collect();
         self.label_bytes += labels.iter().map(|v| v.as_ref().map_or(0, String::len) + 24).sum::<usize>() + 64;
-        self.series.push(SeriesSamples { labels, ..Default::default() });
-        candidates.push(self.series.len() - 1);
-        self.series.len() - 1
+        let slot = self.series.len();
+        let same_hash = self.index.insert(hash, slot);
+        self.series.push(SeriesSamples { labels, same_hash, ..Default::default() });
+        slot
     }
 
     /// Ends a chunk: moves each series' fresh samples behind its kept ones, time-ordered,
@@ -1190,7 +1228,8 @@ mod tests {
             .steps
             .iter()
             .filter_map(|step| {
-                evaluate_step(&spec, &series.timestamps, &series.values, step, &mut 0).map(|v| (step, v))
+                evaluate_step(&spec, &series.timestamps, &series.values, step, &mut StepCursor::default())
+                    .map(|v| (step, v))
             })
             .collect();
         // t=10 sees 5 (within 15 ms); t=20 sees 20; t=30 is stale; t=40's lookback reaches 30: stale.
@@ -1212,7 +1251,7 @@ mod tests {
         for (step, lookback) in [(2, 10), (5, 10), (17, 10), (50, 30), (9, 1)] {
             for function in [RangeFunction::Instant, RangeFunction::InstantTimestamp] {
                 let spec = spec(function, Steps { start: -20, end: t + 40, step }, lookback);
-                let mut cursor = 0;
+                let mut cursor = StepCursor::default();
                 for eval in spec.steps.iter() {
                     let latest =
                         timestamps.iter().rposition(|&at| at <= eval).filter(|&i| timestamps[i] >= eval - lookback);
@@ -1222,6 +1261,23 @@ mod tests {
                     });
                     let found = evaluate_step(&spec, &timestamps, &values, eval, &mut cursor);
                     assert_eq!(found, expected, "step {step}, lookback {lookback}, at {eval}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_bound_sought_near_a_guess_is_where_a_search_finds_it() {
+        // Steady, irregular and repeated times; every start and every guess, right or wrong.
+        for timestamps in [vec![10, 20, 30, 40, 50, 60], vec![1, 2, 9, 9, 9, 30, 31, 70], vec![5], vec![]] {
+            let end = timestamps.last().copied().unwrap_or(0) + 2;
+            for bound in -1..=end {
+                let before = |t: i64| t < bound;
+                let expected = timestamps.partition_point(|&t| before(t));
+                for from in 0..=expected {
+                    for guess in 0..=timestamps.len() + 3 {
+                        assert_eq!(seek_near(&timestamps, from, guess, before), expected, "{timestamps:?} < {bound}");
+                    }
                 }
             }
         }
