@@ -984,12 +984,16 @@ impl SeriesSet {
         self.held_samples += series.timestamps.len() - before;
     }
 
-    fn slot(&mut self, columns: &[LabelColumn], row: usize) -> usize {
+    fn row_hash(&self, columns: &[LabelColumn], row: usize) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         for column in columns {
             column.value(row).hash(&mut hasher);
         }
-        let hash = hasher.finish();
+        hasher.finish()
+    }
+
+    fn slot(&mut self, columns: &[LabelColumn], row: usize) -> usize {
+        let hash = self.row_hash(columns, row);
         let same = |series: &SeriesSamples| {
             series.labels.iter().zip(columns).all(|(label, column)| label.as_deref() == column.value(row))
         };
@@ -1264,6 +1268,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn series_whose_label_values_hash_alike_stay_apart() {
+        let job = ["job".to_string()];
+        let mut set = SeriesSet::new(false);
+        set.ingest(&rows(&[("a", 1, 1.0)]), &job).unwrap();
+        let hash_of = |set: &SeriesSet, name: &str| {
+            let batch = rows(&[(name, 0, 0.0)]);
+            set.row_hash(&[LabelColumn::new(batch.column(0)).unwrap()], 0)
+        };
+        // "b" collides with "a": its hash names a's series first.
+        let (hash_a, hash_b) = (hash_of(&set, "a"), hash_of(&set, "b"));
+        set.index.insert(hash_b, 0);
+        set.ingest(&rows(&[("b", 2, 2.0)]), &job).unwrap();
+        // And "a"'s hash now names b's series, which chains to a's.
+        set.index.insert(hash_a, 1);
+        set.ingest(&rows(&[("a", 3, 3.0), ("b", 4, 4.0), ("a", 5, 5.0)]), &job).unwrap();
+        set.settle();
+        let held: Vec<(Option<&str>, &[i64])> =
+            set.series.iter().map(|s| (s.labels[0].as_deref(), s.timestamps.as_slice())).collect();
+        assert_eq!(held, vec![(Some("a"), &[1, 3, 5][..]), (Some("b"), &[2, 4][..])]);
     }
 
     #[test]
