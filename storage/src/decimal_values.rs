@@ -208,13 +208,7 @@ mod tests {
     #[test]
     fn every_decimal_of_up_to_six_places_reads_back_exactly() {
         // What senders write: the shortest decimal of a double with few places, of any size.
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..100_000 {
             let places = (next() % 7) as usize;
             let mantissa = (next() % 1_000_000_000_000) as i64 - 500_000_000_000;

@@ -570,3 +570,14 @@ pub fn validate_node_id(id: &str) -> Result<(), StorageError> {
 
 #[cfg(test)]
 mod tests;
+
+/// A xorshift generator from `seed` (not zero): repeatable pseudo-random data for tests.
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}

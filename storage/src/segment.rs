@@ -321,13 +321,7 @@ mod tests {
     /// Counter-like mantissas: each series climbs by 0-999 a sample, from 0 or from 5,000,000
     /// by turns, so that every series boundary is a jump.
     fn counters(lengths: &[usize]) -> Vec<i64> {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1du64);
         let mut values = Vec::new();
         for (series, &length) in lengths.iter().enumerate() {
             let mut value = (series % 2) as i64 * 5_000_000;
