@@ -364,6 +364,7 @@ impl SweepLane {
             group_labels: Vec::new(),
             series_group: Vec::new(),
             points: as_series.then(Vec::new),
+            early: EarlyValues::default(),
         }
     }
 }
@@ -405,6 +406,33 @@ struct SweepRun {
     series_group: Vec<usize>,
     /// With points per series instead of rows: each series' points, by its slot in `series`.
     points: Option<Vec<Vec<(i64, f64)>>>,
+    early: EarlyValues,
+}
+
+/// A chunk's step values, evaluated series by series as soon as a series' run has ended,
+/// while its samples are still in the cache they were just copied through. Evaluated once
+/// the whole chunk had been read, a chunk's series (megabytes) were loaded from memory
+/// again: half of the evaluation's time was waiting for them. The values are visited at the
+/// chunk's end in the series' order, as those evaluated then are, so every answer and every
+/// sum's order is what it was. A series whose samples keep coming after its run ended (rows
+/// of several segments, interleaved) has its values dropped and is evaluated at the chunk's
+/// end, and early evaluation stops for the rest of the chunk; so does all of it when a
+/// chunk's series are evaluated on several threads (see [`parallel_split`]).
+#[derive(Default)]
+struct EarlyValues {
+    /// The steps the scan being read finishes, when its series are evaluated early.
+    steps: Option<Vec<i64>>,
+    /// Where the window of the step after them starts: a series evaluated early has the
+    /// samples before it found then, for the chunk's trim (see [`Early::cut`]).
+    keep_from: Option<i64>,
+    /// (index into `steps`, value) of the series evaluated; each series' are a range.
+    points: Vec<(usize, f64)>,
+}
+
+impl EarlyValues {
+    fn bytes(&self) -> usize {
+        self.points.capacity() * std::mem::size_of::<(usize, f64)>()
+    }
 }
 
 impl SweepRun {
@@ -432,10 +460,7 @@ impl SweepRun {
             if let Some(input) = &mut self.input {
                 match input.next().await {
                     Some(batch) => {
-                        let batch = batch?;
-                        self.series.ingest(&batch, &self.input_labels)?;
-                        self.charge_held()?;
-                        self.reservation.try_resize(self.series.held_bytes())?;
+                        self.ingest(&batch?)?;
                     }
                     None => {
                         self.input = None;
@@ -451,7 +476,7 @@ impl SweepRun {
                 self.spec.budget.give_back(std::mem::take(&mut self.charged));
                 return Ok(None);
             };
-            self.finishes = read.finishes;
+            self.begin_read(read.finishes);
             let input = match self.prefetched.take() {
                 Some(task) => {
                     task.join().await.map_err(|e| DataFusionError::Execution(format!("chunk scan: {e}")))??
@@ -466,24 +491,82 @@ impl SweepRun {
         }
     }
 
+    /// Starts reading a scan that finishes the steps up to `finishes` (see [`Read`]).
+    fn begin_read(&mut self, finishes: Option<i64>) {
+        self.finishes = finishes;
+        self.series.begin_read();
+        // Early evaluation is for the one-thread evaluation (see `parallel_split`).
+        let one_thread = self.threads < 2 || self.spec.is_instant();
+        self.early.steps =
+            finishes.filter(|_| one_thread).map(|high_ms| self.due_steps(high_ms)).filter(|s| !s.is_empty());
+        if let Some(steps) = &self.early.steps {
+            self.early.keep_from = self.keep_from(self.next_step + steps.len());
+        }
+    }
+
+    /// Where the window of step `next` starts: the samples before it are needed by no step
+    /// from there on (all of them, when there is no such step).
+    fn keep_from(&self, next: usize) -> Option<i64> {
+        self.spec.steps.iter().nth(next).map(|s| self.spec.eval_time(s) - self.spec.range_ms)
+    }
+
+    /// Takes a batch of the scan's rows.
+    fn ingest(&mut self, batch: &RecordBatch) -> DfResult<()> {
+        self.series.ingest(batch, &self.input_labels)?;
+        self.evaluate_ended();
+        self.charge_held()?;
+        self.reservation.try_resize(self.series.held_bytes() + self.early.bytes())?;
+        Ok(())
+    }
+
+    /// The steps not evaluated yet whose window ends at or before `high_ms`.
+    fn due_steps(&self, high_ms: i64) -> Vec<i64> {
+        self.spec.steps.iter().skip(self.next_step).take_while(|&s| self.spec.eval_time(s) <= high_ms).collect()
+    }
+
+    /// Evaluates the series whose run has ended, when the scan's series are evaluated early
+    /// (see [`EarlyValues`]).
+    fn evaluate_ended(&mut self) {
+        let (ended, reopened) = self.series.take_ended();
+        if reopened {
+            self.early.steps = None;
+        }
+        if let Some(steps) = &self.early.steps {
+            for &slot in &ended {
+                let series = &mut self.series.series[slot];
+                if series.early.is_some() || !series.fresh.is_empty() {
+                    continue;
+                }
+                let from = self.early.points.len();
+                self.early.points.extend(step_values(&self.spec, series, steps));
+                let cut = self
+                    .early
+                    .keep_from
+                    .map_or(series.timestamps.len(), |keep_from| series.timestamps.partition_point(|&t| t < keep_from));
+                series.early = Some(Early { points: from..self.early.points.len(), cut });
+            }
+        }
+        self.series.give_back_ended(ended);
+    }
+
     /// Evaluates every step whose window ends at or before `high_ms` and drops the samples
     /// no later step needs.
     fn finish_chunk(&mut self, high_ms: i64) -> DfResult<()> {
         self.series.settle();
-        let steps: Vec<i64> =
-            self.spec.steps.iter().skip(self.next_step).take_while(|&s| self.spec.eval_time(s) <= high_ms).collect();
+        let steps = self.due_steps(high_ms);
         // What a parallel evaluation's points wait in is the query's too.
         let waiting = parallel_bytes(&self.spec, self.series.series.len(), steps.len(), self.threads);
-        self.reservation.try_resize(self.series.held_bytes() + waiting)?;
+        self.reservation.try_resize(self.series.held_bytes() + self.early.bytes() + waiting)?;
         match self.spec.fold {
             _ if steps.is_empty() => {}
             None => self.emit_series(&steps)?,
             Some(fold) => self.emit_groups(fold, &steps)?,
         }
+        self.early.steps = None;
+        self.early.points.clear();
         self.next_step += steps.len();
         // The next window starts here (or nothing more is evaluated).
-        let keep_from = self.spec.steps.iter().nth(self.next_step).map(|s| self.spec.eval_time(s) - self.spec.range_ms);
-        self.series.trim(keep_from);
+        self.series.trim(self.keep_from(self.next_step));
         self.charge_held()?;
         self.reservation.try_resize(self.series.held_bytes())?;
         Ok(())
@@ -515,7 +598,7 @@ impl SweepRun {
             }
             // Charged a series at a time, so a query past its budget stops early.
             let (mut current, mut pending) = (0, 0);
-            for_each_value(spec, series, steps, self.threads, |index, at, value| {
+            for_each_value(spec, series, &self.early.points, steps, self.threads, |index, at, value| {
                 if index != current {
                     spec.budget.take(std::mem::take(&mut pending))?;
                     current = index;
@@ -529,7 +612,7 @@ impl SweepRun {
         let (kept, out) = (&self.kept, &mut self.out);
         let mut output = OutputBuilder::new(self.schema.clone(), kept.len());
         let mut current = 0;
-        for_each_value(spec, series, steps, self.threads, |index, at, value| {
+        for_each_value(spec, series, &self.early.points, steps, self.threads, |index, at, value| {
             // Batches end between series.
             if index != current && output.rows >= OUTPUT_BATCH_ROWS {
                 spec.budget.take(output.rows)?;
@@ -564,7 +647,8 @@ impl SweepRun {
         let mut evaluated = 0;
         let series_group = &self.series_group;
         // Series are visited in order whatever the threads, so sums fold in the same order.
-        for_each_value(&self.spec, &self.series.series, steps, self.threads, |index, at, value| {
+        let (spec, series, early) = (&self.spec, &self.series.series, &self.early.points);
+        for_each_value(spec, series, early, steps, self.threads, |index, at, value| {
             accumulators[series_group[index] * steps.len() + at].add(fold, value);
             evaluated += 1;
             Ok(())
@@ -620,7 +704,8 @@ fn parallel_bytes(spec: &SweepSpec, series: usize, steps: usize, threads: usize)
 }
 
 /// Calls `visit(series index, step index, value)` for every step of `steps` at which a
-/// series of `series` has a value, series by series in order. With `threads` > 1 and more
+/// series of `series` has a value, series by series in order; a series evaluated early
+/// (see [`EarlyValues`]) has its values taken from `early`. With `threads` > 1 and more
 /// than one part's work (see [`parallel_split`]), blocks of series are evaluated on that
 /// many threads (the kernels are most of a sweep's time) and their points visited
 /// afterwards in the same order: what `visit` sees, and so every sum it folds, is exactly
@@ -629,12 +714,19 @@ fn parallel_bytes(spec: &SweepSpec, series: usize, steps: usize, threads: usize)
 fn for_each_value(
     spec: &SweepSpec,
     series: &[SeriesSamples],
+    early: &[(usize, f64)],
     steps: &[i64],
     threads: usize,
     mut visit: impl FnMut(usize, usize, f64) -> DfResult<()>,
 ) -> DfResult<()> {
     let Some((part, threads)) = parallel_split(spec, series.len(), steps.len(), threads) else {
         for (index, one) in series.iter().enumerate() {
+            if let Some(Early { points, .. }) = &one.early {
+                for &(at, value) in &early[points.clone()] {
+                    visit(index, at, value)?;
+                }
+                continue;
+            }
             for (at, value) in step_values(spec, one, steps) {
                 visit(index, at, value)?;
             }
@@ -830,6 +922,24 @@ pub struct SeriesSamples {
     appended_in: u64,
     /// The next series whose label values hash alike (see [`SeriesSet::index`]).
     same_hash: Option<usize>,
+    /// Its label values in [`SeriesSet::packed_labels`].
+    packed: std::ops::Range<usize>,
+    /// The series whose run followed this one's the last time one did: the guess for the
+    /// next run (see [`SeriesSet::run_series`]).
+    next_run: Option<usize>,
+    /// This chunk's step values, evaluated as soon as the series' run ended. Cleared when
+    /// more of its samples arrive, and at the trim.
+    early: Option<Early>,
+}
+
+/// A series' values evaluated early (see [`EarlyValues`]).
+#[derive(Debug)]
+struct Early {
+    /// Their range in [`EarlyValues::points`].
+    points: std::ops::Range<usize>,
+    /// How many of its samples the chunk's trim drops, found while they were at hand: a
+    /// search of every series' times at the trim waited on memory (5 % of a 7 d `rate`).
+    cut: usize,
 }
 
 /// Series by their label values, in the order first seen.
@@ -856,6 +966,20 @@ pub struct SeriesSet {
     /// A run's times in milliseconds, when the rows' are nanoseconds: converted as they are
     /// copied, where a projection of its own cost an array and a pass per batch.
     run_ms: Vec<i64>,
+    /// The series of the last run ingested, whose next run may still come in the next batch.
+    open_run: Option<usize>,
+    /// Series whose run ended (another series' began) since [`Self::take_ended`].
+    ended: Vec<usize>,
+    /// Whether a series evaluated early has had more samples since (see [`EarlyValues`]).
+    reopened: bool,
+    /// Every series' label values as its rows carry them, packed one series after another
+    /// in the order first seen (see [`pack_value`]): a run's series is checked against
+    /// these, read in order as the runs come, not against each series' strings scattered
+    /// over the heap, each of which waited on memory (a third of the time a 7 d `rate` took
+    /// its rows).
+    packed_labels: Vec<u8>,
+    /// The series of the last run taken, across chunks (see [`SeriesSamples::next_run`]).
+    last_run: Option<usize>,
 }
 
 impl SeriesSet {
@@ -871,6 +995,11 @@ impl SeriesSet {
             chunk: 1,
             constants: Vec::new(),
             run_ms: Vec::new(),
+            open_run: None,
+            ended: Vec::new(),
+            reopened: false,
+            packed_labels: Vec::new(),
+            last_run: None,
         }
     }
 
@@ -878,6 +1007,12 @@ impl SeriesSet {
     pub fn with_constants(mut self, values: Vec<Option<String>>) -> SeriesSet {
         self.constants = values;
         self
+    }
+
+    /// Starts reading another scan: its first run ends no run before it.
+    fn begin_read(&mut self) {
+        self.open_run = None;
+        self.ended.clear();
     }
 
     /// Adds a batch of (labels, `#ts`, `#value`) rows; returns the rows taken (null time or
@@ -907,7 +1042,8 @@ impl SeriesSet {
         while run_start < rows {
             // A run: rows whose label values equal the first's.
             let run_end = next_start(&starts, run_start + 1);
-            let slot = self.slot(&columns, run_start);
+            let slot = self.run_series(&columns, run_start);
+            self.open(slot);
             let (times, vals) = (&stamps[run_start..run_end], &values.values()[run_start..run_end]);
             if timestamps.null_count() == 0 && values.null_count() == 0 {
                 // Whether the run's times rise, found as they are converted (one pass, not two).
@@ -984,6 +1120,30 @@ impl SeriesSet {
         self.held_samples += series.timestamps.len() - before;
     }
 
+    /// Notes that a run of `slot` begins: the run before, of another series, has ended, and
+    /// values evaluated early for `slot` no longer hold.
+    fn open(&mut self, slot: usize) {
+        match self.open_run.replace(slot) {
+            Some(previous) if previous != slot => self.ended.push(previous),
+            _ => {}
+        }
+        if self.series[slot].early.take().is_some() {
+            self.reopened = true;
+        }
+    }
+
+    /// The series whose run ended since the last call (see [`EarlyValues`]), to be given
+    /// back with [`Self::give_back_ended`]; and whether a series evaluated early has had more
+    /// samples since, which says the rows do not come one run per series.
+    fn take_ended(&mut self) -> (Vec<usize>, bool) {
+        (std::mem::take(&mut self.ended), std::mem::take(&mut self.reopened))
+    }
+
+    fn give_back_ended(&mut self, mut ended: Vec<usize>) {
+        ended.clear();
+        self.ended = ended;
+    }
+
     fn row_hash(&self, columns: &[LabelColumn], row: usize) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         for column in columns {
@@ -992,24 +1152,62 @@ impl SeriesSet {
         hasher.finish()
     }
 
+    /// The series of the run starting at `row`: first the one whose run followed the last
+    /// run's series the time before (segments keep their series in one order, so a chunk's
+    /// runs come as the chunk before's did), then by the hash of its label values.
+    fn run_series(&mut self, columns: &[LabelColumn], row: usize) -> usize {
+        let guess = self.last_run.and_then(|last| self.series[last].next_run);
+        let slot = match guess {
+            Some(guess) if self.carries(guess, columns, row) => guess,
+            _ => {
+                let slot = self.slot(columns, row);
+                if let Some(last) = self.last_run {
+                    self.series[last].next_run = Some(slot);
+                }
+                slot
+            }
+        };
+        self.last_run = Some(slot);
+        slot
+    }
+
+    /// Whether the series at `slot` has the label values of `row`.
+    fn carries(&self, slot: usize, columns: &[LabelColumn], row: usize) -> bool {
+        let mut packed = &self.packed_labels[self.series[slot].packed.clone()];
+        columns.iter().all(|column| {
+            let value = column.value(row);
+            let length = value.map_or(1, |v| 9 + v.len());
+            match packed.split_at_checked(length) {
+                Some((this, rest)) if unpacked_is(this, value) => {
+                    packed = rest;
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
     fn slot(&mut self, columns: &[LabelColumn], row: usize) -> usize {
         let hash = self.row_hash(columns, row);
-        let same = |series: &SeriesSamples| {
-            series.labels.iter().zip(columns).all(|(label, column)| label.as_deref() == column.value(row))
-        };
         let mut candidate = self.index.get(&hash).copied();
         while let Some(slot) = candidate {
-            if same(&self.series[slot]) {
+            if self.carries(slot, columns, row) {
                 return slot;
             }
             candidate = self.series[slot].same_hash;
         }
         let labels: Vec<Option<String>> =
             columns.iter().map(|c| c.value(row).map(str::to_string)).chain(self.constants.iter().cloned()).collect();
-        self.label_bytes += labels.iter().map(|v| v.as_ref().map_or(0, String::len) + 24).sum::<usize>() + 64;
+        let packed_from = self.packed_labels.len();
+        for column in columns {
+            pack_value(&mut self.packed_labels, column.value(row));
+        }
+        let packed = packed_from..self.packed_labels.len();
+        self.label_bytes +=
+            labels.iter().map(|v| v.as_ref().map_or(0, String::len) + 24).sum::<usize>() + 64 + packed.len();
         let slot = self.series.len();
         let same_hash = self.index.insert(hash, slot);
-        self.series.push(SeriesSamples { labels, same_hash, ..Default::default() });
+        self.series.push(SeriesSamples { labels, same_hash, packed, ..Default::default() });
         slot
     }
 
@@ -1018,6 +1216,8 @@ impl SeriesSet {
     pub fn settle(&mut self) {
         let keep_stale = self.keep_stale;
         self.chunk += 1;
+        self.begin_read();
+        self.reopened = false;
         for series in &mut self.series {
             if series.fresh.is_empty() {
                 continue;
@@ -1056,7 +1256,11 @@ impl SeriesSet {
     fn trim(&mut self, from: Option<i64>) {
         let mut spare = 0;
         for series in &mut self.series {
-            let cut = from.map_or(series.timestamps.len(), |from| series.timestamps.partition_point(|&t| t < from));
+            // Values evaluated early were the chunk's, now visited; their cut is `from`'s.
+            let cut = match series.early.take() {
+                Some(early) => early.cut,
+                None => from.map_or(series.timestamps.len(), |from| series.timestamps.partition_point(|&t| t < from)),
+            };
             if cut > 0 {
                 series.timestamps.drain(..cut);
                 series.values.drain(..cut);
@@ -1083,6 +1287,30 @@ impl SeriesSet {
             + self.spare_bytes
             + self.label_bytes
             + self.series.len() * std::mem::size_of::<SeriesSamples>()
+    }
+}
+
+/// Appends a label value to packed label values: a null as one 0 byte, a value as a 1, its
+/// length (8 bytes) and its bytes, so no two sequences of values pack alike.
+fn pack_value(packed: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        None => packed.push(0),
+        Some(value) => {
+            packed.push(1);
+            packed.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            packed.extend_from_slice(value.as_bytes());
+        }
+    }
+}
+
+/// Whether `packed` is exactly `value` as [`pack_value`] packs it.
+fn unpacked_is(packed: &[u8], value: Option<&str>) -> bool {
+    match (packed.split_first(), value) {
+        (Some((0, rest)), None) => rest.is_empty(),
+        (Some((1, rest)), Some(value)) => rest
+            .split_at_checked(8)
+            .is_some_and(|(length, bytes)| length == (value.len() as u64).to_le_bytes() && bytes == value.as_bytes()),
+        _ => false,
     }
 }
 
@@ -1449,6 +1677,77 @@ mod tests {
     }
 
     #[test]
+    fn a_run_goes_to_the_series_its_labels_name_whatever_order_came_before() {
+        // Runs of two label columns, the order changing between chunks: a series guessed from
+        // the order before must have the run's labels, which may differ only in how the same
+        // bytes split between the columns, or in a missing label against an empty one.
+        let batch = |rows: &[(Option<&str>, Option<&str>, i64)]| {
+            let schema = Schema::new(vec![
+                Field::new("job", DataType::Utf8, true),
+                Field::new("instance", DataType::Utf8, true),
+                Field::new(TS, DataType::Int64, true),
+                Field::new(VALUE, DataType::Float64, true),
+            ]);
+            RecordBatch::try_new(
+                Arc::new(schema),
+                vec![
+                    Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+                    Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                    Arc::new(datafusion::arrow::array::Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                    Arc::new(datafusion::arrow::array::Float64Array::from(vec![1.0; rows.len()])),
+                ],
+            )
+            .unwrap()
+        };
+        let chunks = [
+            vec![
+                (Some("ab"), Some("c"), 1),
+                (Some("a"), Some("bc"), 1),
+                (None, Some("x"), 1),
+                (Some(""), Some("x"), 1),
+            ],
+            // The same order: every guess right.
+            vec![
+                (Some("ab"), Some("c"), 2),
+                (Some("a"), Some("bc"), 2),
+                (None, Some("x"), 2),
+                (Some(""), Some("x"), 2),
+            ],
+            // Another order, a series missing and a new one: guesses wrong.
+            vec![
+                (Some("a"), Some("bc"), 3),
+                (Some(""), Some("x"), 3),
+                (Some("ab"), Some("c"), 3),
+                (Some("a"), None, 3),
+            ],
+            vec![
+                (Some("ab"), Some("c"), 4),
+                (None, Some("x"), 4),
+                (Some("a"), Some("bc"), 4),
+                (Some(""), Some("x"), 4),
+            ],
+        ];
+        let mut set = SeriesSet::new(false);
+        for rows in &chunks {
+            set.ingest(&batch(rows), &["job".to_string(), "instance".to_string()]).unwrap();
+            set.settle();
+        }
+        let series: Vec<(Option<&str>, Option<&str>, &[i64])> = set
+            .series
+            .iter()
+            .map(|s| (s.labels[0].as_deref(), s.labels[1].as_deref(), s.timestamps.as_slice()))
+            .collect();
+        let expected: [(Option<&str>, Option<&str>, &[i64]); 5] = [
+            (Some("ab"), Some("c"), &[1, 2, 3, 4]),
+            (Some("a"), Some("bc"), &[1, 2, 3, 4]),
+            (None, Some("x"), &[1, 2, 4]),
+            (Some(""), Some("x"), &[1, 2, 3, 4]),
+            (Some("a"), None, &[3]),
+        ];
+        assert_eq!(series, expected);
+    }
+
+    #[test]
     fn dictionary_labels_find_the_same_series_as_plain_ones() {
         use datafusion::arrow::array::DictionaryArray;
         // Keys 0 and 2 name the same value: one series; a null key is the label missing.
@@ -1499,7 +1798,7 @@ mod tests {
             .collect();
         let visits = |threads: usize| {
             let mut seen = Vec::new();
-            for_each_value(&spec, &series, &steps, threads, |index, at, value| {
+            for_each_value(&spec, &series, &[], &steps, threads, |index, at, value| {
                 seen.push((index, at, value.to_bits()));
                 Ok(())
             })
@@ -1514,7 +1813,7 @@ mod tests {
         assert_eq!(visits(3), one);
         // A visit's error stops the evaluation and is returned.
         let mut visited = 0;
-        let stopped = for_each_value(&spec, &series, &steps, 3, |_, _, _| {
+        let stopped = for_each_value(&spec, &series, &[], &steps, 3, |_, _, _| {
             visited += 1;
             if visited == 10 { Err(DataFusionError::Execution("budget".into())) } else { Ok(()) }
         });
@@ -1528,6 +1827,110 @@ mod tests {
         // Many workers take only the threads the series fill, and reserve for those.
         assert_eq!(parallel_split(&spec, 3_000, steps.len(), 256), Some((2_621, 2)));
         assert_eq!(parallel_bytes(&spec, 3_000, steps.len(), 256), 2 * 2_621 * 100 * 16);
+    }
+
+    #[test]
+    fn series_evaluated_as_their_runs_end_match_an_evaluation_of_all_their_samples() {
+        // 40 series over 10 chunks, every chunk's rows cut into batches at random rows. A
+        // chunk comes as one run per series (evaluated early), as two interleaved segments
+        // (series whose samples keep coming), or with runs out of time order: each series'
+        // points must be those of its samples evaluated all at once.
+        let mut next = {
+            let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+            move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            }
+        };
+        let stale = f64::from_bits(kernels::STALE_NAN_BITS);
+        let names: Vec<String> = (0..40).map(|n| format!("s{n:02}")).collect();
+        let mut all: Vec<Vec<(i64, f64)>> = Vec::new();
+        for n in 0..40u64 {
+            let (mut t, mut value, mut samples) = ((n % 4) as i64 * 300, 0.0, Vec::new());
+            while t < 100_000 {
+                value = if next() % 50 == 0 { 0.0 } else { value + (next() % 7) as f64 };
+                samples.push((t, if next() % 97 == 0 { stale } else { value }));
+                t += 700 + (next() % 600) as i64;
+            }
+            all.push(samples);
+        }
+        for function in [RangeFunction::Rate, RangeFunction::Instant] {
+            let steps = Steps { start: 5_000, end: 99_000, step: 2_500 };
+            let spec = spec(function, steps, 5_000);
+            let lanes = Sweep::lanes(spec.clone(), Vec::new(), vec!["job".into()], Vec::new(), vec!["job".into()]).1;
+            let mut run = lanes.0[0].start(&TaskContext::default(), true);
+            run.spec.budget = SampleBudget::new(usize::MAX);
+            let mut early_chunks = 0;
+            for chunk in 0..10i64 {
+                let (low, high) = (chunk * 10_000, chunk * 10_000 + 9_999);
+                let mut runs: Vec<Vec<(&str, i64, f64)>> = vec![Vec::new(), Vec::new()];
+                for (name, samples) in names.iter().zip(&all) {
+                    for (i, &(t, v)) in samples.iter().enumerate().filter(|(_, s)| (low..=high).contains(&s.0)) {
+                        // Interleaved chunks split each series between two segments.
+                        let segment = if chunk % 3 == 1 { i % 2 } else { 0 };
+                        runs[segment].push((name, t, v));
+                    }
+                }
+                if chunk % 3 == 2 {
+                    // Out of time order: one series' run reversed.
+                    let series: Vec<usize> = (0..runs[0].len()).filter(|&i| runs[0][i].0 == "s07").collect();
+                    if let (Some(&a), Some(&b)) = (series.first(), series.last()) {
+                        runs[0][a..=b].reverse();
+                    }
+                }
+                run.begin_read(Some(high));
+                let mut cuts: Vec<Vec<(&str, i64, f64)>> = Vec::new();
+                for segment in &runs {
+                    let mut at = 0;
+                    while at < segment.len() {
+                        let len = 1 + (next() % 150) as usize;
+                        cuts.push(segment[at..(at + len).min(segment.len())].to_vec());
+                        at += len;
+                    }
+                }
+                // Two segments' batches arrive interleaved, as from two partitions of a scan.
+                let (first, second): (Vec<_>, Vec<_>) = cuts.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+                for (_, batch) in first.into_iter().chain(second) {
+                    run.ingest(&rows(&batch)).unwrap();
+                }
+                if chunk % 3 == 0 && !run.early.points.is_empty() {
+                    early_chunks += 1;
+                }
+                run.finish_chunk(high).unwrap();
+                // What the trim kept is what the next steps need, whichever way it was cut.
+                if let Some(keep_from) = run.keep_from(run.next_step) {
+                    for series in &run.series.series {
+                        let n = names.iter().position(|name| Some(name.as_str()) == series.labels[0].as_deref());
+                        let samples = &all[n.unwrap_or_default()];
+                        let needed = samples.iter().filter(|s| (keep_from..=high).contains(&s.0)).count();
+                        let stale =
+                            samples.iter().filter(|s| (keep_from..=high).contains(&s.0) && is_stale(s.1)).count();
+                        assert!(n.is_some() && series.timestamps.first().is_none_or(|&t| t >= keep_from));
+                        assert_eq!(series.timestamps.len(), if spec.is_instant() { needed } else { needed - stale });
+                    }
+                }
+            }
+            assert!(early_chunks >= 3, "{function:?}: series were evaluated early in {early_chunks} chunks");
+            let points = run.points.take().unwrap();
+            let steps: Vec<i64> = steps.iter().collect();
+            for (slot, series) in run.series.series.iter().enumerate() {
+                let n = names.iter().position(|name| Some(name.as_str()) == series.labels[0].as_deref()).unwrap();
+                let kept: Vec<(i64, f64)> =
+                    all[n].iter().copied().filter(|s| spec.is_instant() || !is_stale(s.1)).collect();
+                let whole = SeriesSamples {
+                    timestamps: kept.iter().map(|s| s.0).collect(),
+                    values: kept.iter().map(|s| s.1).collect(),
+                    ..Default::default()
+                };
+                let expected: Vec<(i64, u64)> =
+                    step_values(&spec, &whole, &steps).map(|(at, value)| (steps[at], value.to_bits())).collect();
+                let got: Vec<(i64, u64)> = points[slot].iter().map(|&(step, value)| (step, value.to_bits())).collect();
+                assert!(!expected.is_empty());
+                assert_eq!(got, expected, "{function:?} series {}", names[n]);
+            }
+        }
     }
 
     #[test]
