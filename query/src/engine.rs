@@ -6,6 +6,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -178,6 +179,9 @@ pub struct QueryEngine {
     ctx: SessionContext,
     /// The same session planning without round-robin repartitions (see [`Self::one_stream`]).
     one_stream: Arc<SessionState>,
+    /// The task context of `one_stream`, built once: building it per sweep chunk copied the
+    /// session's configuration and function registries each time.
+    one_stream_task: Arc<TaskContext>,
     options: QueryOptions,
     storage: Storage,
     runtime: Arc<QueryRuntime>,
@@ -278,7 +282,9 @@ impl QueryEngine {
         // The catalogs are shared with `ctx`: building must not put an empty default in them.
         config.options_mut().catalog.create_default_catalog_and_schema = false;
         let one_stream = Arc::new(SessionStateBuilder::new_from_existing(ctx.state()).with_config(config).build());
-        Ok(QueryEngine { ctx, one_stream, options, storage, runtime: Arc::new(QueryRuntime::start()?) })
+        let one_stream_task = one_stream.task_ctx();
+        let runtime = Arc::new(QueryRuntime::start()?);
+        Ok(QueryEngine { ctx, one_stream, one_stream_task, options, storage, runtime })
     }
 
     /// `frame` planned as one stream where its source is one: a PromQL sweep chunk is read
@@ -293,6 +299,11 @@ impl QueryEngine {
     /// The session [`Self::one_stream`] plans in, for a plan built by hand.
     pub(crate) fn one_stream_state(&self) -> Arc<SessionState> {
         self.one_stream.clone()
+    }
+
+    /// The task context plans in [`Self::one_stream_state`] execute in.
+    pub(crate) fn one_stream_task(&self) -> Arc<TaskContext> {
+        self.one_stream_task.clone()
     }
 
     pub fn context(&self) -> &SessionContext {

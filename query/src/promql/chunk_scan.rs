@@ -6,8 +6,8 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -30,7 +30,7 @@ impl ChunkScan {
             ChunkScan::Frame(frame) => frame.execute_stream().await,
             ChunkScan::Table(read) => {
                 let plan = read.plan().await?;
-                datafusion::physical_plan::execute_stream(plan, read.state.task_ctx())
+                datafusion::physical_plan::execute_stream(plan, read.task.clone())
             }
         }
     }
@@ -41,6 +41,8 @@ impl ChunkScan {
 /// planner would.
 pub struct TableRead {
     pub state: Arc<SessionState>,
+    /// `state`'s task context.
+    pub task: Arc<TaskContext>,
     pub provider: Arc<dyn TableProvider>,
     /// The filter's conjuncts, over the table's columns.
     pub filters: Vec<Expr>,

@@ -514,8 +514,8 @@ impl<'a> Compiler<'a> {
             _ => None,
         };
         if let Some((provider, (filters, projection))) = read {
-            let state = self.engine.one_stream_state();
-            return Ok(ChunkScan::Table(Arc::new(TableRead { state, provider, filters, projection })));
+            let (state, task) = (self.engine.one_stream_state(), self.engine.one_stream_task());
+            return Ok(ChunkScan::Table(Arc::new(TableRead { state, task, provider, filters, projection })));
         }
         let frame = self.rows_frame(ctx, shape).await?;
         Ok(ChunkScan::Frame(self.one_stream(ctx, frame)))
