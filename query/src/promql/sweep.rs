@@ -966,8 +966,9 @@ pub struct SeriesSet {
     /// A run's times in milliseconds, when the rows' are nanoseconds: converted as they are
     /// copied, where a projection of its own cost an array and a pass per batch.
     run_ms: Vec<i64>,
-    /// The series of the last run ingested, whose next run may still come in the next batch.
-    open_run: Option<usize>,
+    /// Whether the last run (`last_run`) was taken in the scan being read, so its next run
+    /// may still come in the next batch, and a run of another series ends it.
+    run_open: bool,
     /// Series whose run ended (another series' began) since [`Self::take_ended`].
     ended: Vec<usize>,
     /// Whether a series evaluated early has had more samples since (see [`EarlyValues`]).
@@ -995,7 +996,7 @@ impl SeriesSet {
             chunk: 1,
             constants: Vec::new(),
             run_ms: Vec::new(),
-            open_run: None,
+            run_open: false,
             ended: Vec::new(),
             reopened: false,
             packed_labels: Vec::new(),
@@ -1011,7 +1012,7 @@ impl SeriesSet {
 
     /// Starts reading another scan: its first run ends no run before it.
     fn begin_read(&mut self) {
-        self.open_run = None;
+        self.run_open = false;
         self.ended.clear();
     }
 
@@ -1043,7 +1044,6 @@ impl SeriesSet {
             // A run: rows whose label values equal the first's.
             let run_end = next_start(&starts, run_start + 1);
             let slot = self.run_series(&columns, run_start);
-            self.open(slot);
             let (times, vals) = (&stamps[run_start..run_end], &values.values()[run_start..run_end]);
             if timestamps.null_count() == 0 && values.null_count() == 0 {
                 // Whether the run's times rise, found as they are converted (one pass, not two).
@@ -1120,13 +1120,14 @@ impl SeriesSet {
         self.held_samples += series.timestamps.len() - before;
     }
 
-    /// Notes that a run of `slot` begins: the run before, of another series, has ended, and
-    /// values evaluated early for `slot` no longer hold.
+    /// Notes that a run of `slot` begins after `last_run`'s: that run, of another series and
+    /// of this scan, has ended, and values evaluated early for `slot` no longer hold.
     fn open(&mut self, slot: usize) {
-        match self.open_run.replace(slot) {
-            Some(previous) if previous != slot => self.ended.push(previous),
+        match self.last_run.replace(slot) {
+            Some(previous) if self.run_open && previous != slot => self.ended.push(previous),
             _ => {}
         }
+        self.run_open = true;
         if self.series[slot].early.take().is_some() {
             self.reopened = true;
         }
@@ -1152,9 +1153,10 @@ impl SeriesSet {
         hasher.finish()
     }
 
-    /// The series of the run starting at `row`: first the one whose run followed the last
-    /// run's series the time before (segments keep their series in one order, so a chunk's
-    /// runs come as the chunk before's did), then by the hash of its label values.
+    /// The series of the run starting at `row`, its run opened (see [`Self::open`]): first
+    /// the one whose run followed the last run's series the time before (segments keep their
+    /// series in one order, so a chunk's runs come as the chunk before's did), then by the
+    /// hash of its label values.
     fn run_series(&mut self, columns: &[LabelColumn], row: usize) -> usize {
         let guess = self.last_run.and_then(|last| self.series[last].next_run);
         let slot = match guess {
@@ -1167,7 +1169,7 @@ impl SeriesSet {
                 slot
             }
         };
-        self.last_run = Some(slot);
+        self.open(slot);
         slot
     }
 
