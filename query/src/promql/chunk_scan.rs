@@ -3,6 +3,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::dataframe::DataFrame;
@@ -10,9 +12,13 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
 
 /// The rows a sweep chunk reads: a frame planned as any other, or a local read of one table
 /// built straight from its provider. A 24 h query reads a dozen chunks, and planning each
@@ -28,10 +34,7 @@ impl ChunkScan {
     pub async fn stream(self) -> DfResult<SendableRecordBatchStream> {
         match self {
             ChunkScan::Frame(frame) => frame.execute_stream().await,
-            ChunkScan::Table(read) => {
-                let plan = read.plan().await?;
-                datafusion::physical_plan::execute_stream(plan, read.task.clone())
-            }
+            ChunkScan::Table(read) => read.stream().await,
         }
     }
 }
@@ -51,7 +54,29 @@ pub struct TableRead {
 }
 
 impl TableRead {
-    pub async fn plan(&self) -> DfResult<Arc<dyn ExecutionPlan>> {
+    /// The read's rows. A row of the table's columns as they are (a sweep's: labels, time
+    /// and value) takes each batch's columns under the row's names; a `ProjectionExec`
+    /// measured every batch it passed on (its output metrics), a fiftieth of a 7 d `rate`.
+    pub async fn stream(&self) -> DfResult<SendableRecordBatchStream> {
+        let (input, row) = self.input().await?;
+        let Some((schema, columns)) = columns_only(&row, &input.schema()) else {
+            let plan = Arc::new(ProjectionExec::try_new(row, input)?);
+            return datafusion::physical_plan::execute_stream(plan, self.task.clone());
+        };
+        let batches = datafusion::physical_plan::execute_stream(input, self.task.clone())?;
+        let renamed = schema.clone();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            batches.map(move |batch| {
+                let batch = batch?;
+                let columns = columns.iter().map(|&index| batch.column(index).clone()).collect();
+                Ok(RecordBatch::try_new(renamed.clone(), columns)?)
+            }),
+        )))
+    }
+
+    /// The scan with the filters it leaves to us, and the row's expressions over its columns.
+    async fn input(&self) -> DfResult<(Arc<dyn ExecutionPlan>, Vec<(Arc<dyn PhysicalExpr>, String)>)> {
         let schema = self.provider.schema();
         let filters: Vec<&Expr> = self.filters.iter().collect();
         let pushdown = self.provider.supports_filters_pushdown(&filters)?;
@@ -90,7 +115,7 @@ impl TableRead {
                 Ok((self.state.create_physical_expr(expr, &read)?, name))
             })
             .collect::<DfResult<Vec<_>>>()?;
-        Ok(Arc::new(ProjectionExec::try_new(row, plan)?))
+        Ok((plan, row))
     }
 
     /// The same read as a frame DataFusion plans, to compare with.
@@ -102,5 +127,70 @@ impl TableRead {
             .project(self.projection.clone())?
             .build()?;
         Ok(DataFrame::new(self.state.as_ref().clone(), plan))
+    }
+}
+
+/// The schema and the input's column per field of a row whose every expression is a column
+/// of `input` (a cast to a column's own type plans as the column); `None` otherwise.
+fn columns_only(row: &[(Arc<dyn PhysicalExpr>, String)], input: &SchemaRef) -> Option<(SchemaRef, Vec<usize>)> {
+    let mut fields = Vec::with_capacity(row.len());
+    let mut columns = Vec::with_capacity(row.len());
+    for (expr, name) in row {
+        let column = expr.downcast_ref::<Column>()?;
+        let field = input.fields().get(column.index())?;
+        fields.push(field.as_ref().clone().with_name(name));
+        columns.push(column.index());
+    }
+    Some((Arc::new(Schema::new(fields)), columns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::{SessionContext, cast, ident, lit};
+
+    async fn collect(read: &TableRead) -> Vec<RecordBatch> {
+        let stream = read.stream().await.unwrap();
+        futures::TryStreamExt::try_collect(stream).await.unwrap()
+    }
+
+    /// A row of plain columns is renamed batch by batch, any other goes through a
+    /// `ProjectionExec`; both read what DataFusion's own plan of the select reads.
+    #[tokio::test]
+    async fn rows_of_columns_are_renamed_and_other_rows_projected_as_datafusion_plans_them() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("job", DataType::Utf8, true),
+            Field::new("ts", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("api"), None, Some("db")])),
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+            ],
+        )
+        .unwrap();
+        let provider = Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap());
+        let state = Arc::new(SessionContext::new().state());
+        let task = Arc::new(TaskContext::from(state.as_ref()));
+        let read = |projection: Vec<Expr>| TableRead {
+            state: state.clone(),
+            task: task.clone(),
+            provider: provider.clone(),
+            filters: vec![ident("ts").gt(lit(1i64))],
+            projection,
+        };
+        let renamed = read(vec![ident("ts").alias("#ts"), cast(ident("job"), DataType::Utf8).alias("job")]);
+        let projected = read(vec![ident("ts").alias("#ts"), (ident("ts") * lit(2i64)).alias("double")]);
+        for (read, fields) in [(renamed, ["#ts", "job"]), (projected, ["#ts", "double"])] {
+            let batches = collect(&read).await;
+            let expected = read.frame().unwrap().collect().await.unwrap();
+            let names: Vec<String> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+            assert_eq!(names, fields);
+            assert_eq!(batches, expected);
+        }
     }
 }

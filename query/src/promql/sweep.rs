@@ -963,9 +963,6 @@ pub struct SeriesSet {
     chunk: u64,
     /// Label values every series has after those its rows carry (see [`Sweep::lanes`]).
     constants: Vec<Option<String>>,
-    /// A run's times in milliseconds, when the rows' are nanoseconds: converted as they are
-    /// copied, where a projection of its own cost an array and a pass per batch.
-    run_ms: Vec<i64>,
     /// Whether the last run (`last_run`) was taken in the scan being read, so its next run
     /// may still come in the next batch, and a run of another series ends it.
     run_open: bool,
@@ -995,7 +992,6 @@ impl SeriesSet {
             keep_stale,
             chunk: 1,
             constants: Vec::new(),
-            run_ms: Vec::new(),
             run_open: false,
             ended: Vec::new(),
             reopened: false,
@@ -1038,34 +1034,21 @@ impl SeriesSet {
         let rows = batch.num_rows();
         let mut taken = 0;
         let starts = run_starts(&columns, rows);
-        let mut run_ms = std::mem::take(&mut self.run_ms);
         let mut run_start = 0;
         while run_start < rows {
             // A run: rows whose label values equal the first's.
             let run_end = next_start(&starts, run_start + 1);
             let slot = self.run_series(&columns, run_start);
-            let (times, vals) = (&stamps[run_start..run_end], &values.values()[run_start..run_end]);
+            let (stamps, vals) = (&stamps[run_start..run_end], &values.values()[run_start..run_end]);
             if timestamps.null_count() == 0 && values.null_count() == 0 {
-                // Whether the run's times rise, found as they are converted (one pass, not two).
-                let (times, rising) = if nanos {
-                    run_ms.clear();
-                    let (mut previous, mut rising) = (i64::MIN, true);
-                    run_ms.extend(times.iter().map(|&t| {
-                        let ms = nanos_to_ms(t);
-                        rising &= ms > previous;
-                        previous = ms;
-                        ms
-                    }));
-                    (&run_ms[..], rising)
-                } else {
-                    (times, times.iter().zip(&times[1..]).fold(true, |rising, (a, b)| rising & (a < b)))
-                };
-                self.append(slot, times, vals, rising);
+                let times = if nanos { RunTimes::Nanos(stamps) } else { RunTimes::Millis(stamps) };
+                self.append(slot, times, vals);
                 taken += run_end - run_start;
             } else {
                 let fresh = &mut self.series[slot].fresh;
                 let before = fresh.len();
-                for (row, &stamp) in stamps.iter().enumerate().take(run_end).skip(run_start) {
+                for (offset, &stamp) in stamps.iter().enumerate() {
+                    let row = run_start + offset;
                     if timestamps.is_valid(row) && values.is_valid(row) {
                         fresh.push((if nanos { nanos_to_ms(stamp) } else { stamp }, values.value(row)));
                     }
@@ -1075,49 +1058,52 @@ impl SeriesSet {
             }
             run_start = run_end;
         }
-        self.run_ms = run_ms;
         Ok(taken)
     }
 
-    /// Adds a run of one series' samples (`rising`: its times rise). The usual run comes
-    /// after everything the series holds, in order: it is appended as it is (no copy to sort
-    /// later); any other waits among the fresh samples, with what this chunk appended, for
-    /// [`Self::settle`].
-    fn append(&mut self, slot: usize, times: &[i64], vals: &[f64], rising: bool) {
+    /// Adds a run of one series' samples. The usual run comes after everything the series
+    /// holds, in order: its times go straight into the series' (converted to milliseconds
+    /// on the way, when they are nanoseconds), its values are copied whole; any other run
+    /// waits among the fresh samples, with what this chunk appended, for [`Self::settle`].
+    fn append(&mut self, slot: usize, times: RunTimes<'_>, vals: &[f64]) {
         let (chunk, keep_stale) = (self.chunk, self.keep_stale);
         let series = &mut self.series[slot];
-        let in_order = rising
-            && series.fresh.is_empty()
-            && series.timestamps.last().is_none_or(|&last| times.first().is_some_and(|&first| first > last));
+        let held = series.timestamps.len();
+        let rising = times.extend_rising(&mut series.timestamps);
+        let in_order = rising && series.fresh.is_empty();
         if !in_order {
+            // The run's times, converted, go to the fresh samples instead.
+            let run: Vec<i64> = series.timestamps.drain(held..).collect();
             if series.appended_in == chunk {
                 let from = series.appended_from;
                 series.fresh.extend(series.timestamps.drain(from..).zip(series.values.drain(from..)));
                 series.appended_in = 0;
             }
-            series.fresh.extend(times.iter().copied().zip(vals.iter().copied()));
-            self.held_samples += times.len();
+            let before = series.fresh.len();
+            series.fresh.extend(run.into_iter().zip(vals.iter().copied()));
+            self.held_samples += series.fresh.len() - before;
             return;
         }
         if series.appended_in != chunk {
             series.appended_in = chunk;
-            series.appended_from = series.timestamps.len();
+            series.appended_from = held;
         }
-        let before = series.timestamps.len();
-        // A run without stale markers (nearly all) is copied whole. Looked for without
-        // stopping at the first, which compiles to vector compares.
+        // Stale markers (nearly no run has one) looked for without stopping at the first,
+        // which compiles to vector compares.
         if keep_stale || !vals.iter().fold(false, |stale, &v| stale | is_stale(v)) {
-            series.timestamps.extend_from_slice(times);
             series.values.extend_from_slice(vals);
         } else {
-            for (&t, &v) in times.iter().zip(vals) {
+            let mut kept = held;
+            for (offset, &v) in vals.iter().enumerate() {
                 if !is_stale(v) {
-                    series.timestamps.push(t);
+                    series.timestamps[kept] = series.timestamps[held + offset];
                     series.values.push(v);
+                    kept += 1;
                 }
             }
+            series.timestamps.truncate(kept);
         }
-        self.held_samples += series.timestamps.len() - before;
+        self.held_samples += series.timestamps.len() - held;
     }
 
     /// Notes that a run of `slot` begins after `last_run`'s: that run, of another series and
@@ -1365,6 +1351,42 @@ fn next_start(starts: &[bool], from: usize) -> usize {
         at += 8;
     }
     words.remainder().iter().position(|&start| start).map_or(starts.len(), |offset| at + offset)
+}
+
+/// A run's times as its rows carry them.
+#[derive(Clone, Copy)]
+enum RunTimes<'a> {
+    Millis(&'a [i64]),
+    /// Nanoseconds (the tables' timestamps), to be converted with [`nanos_to_ms`].
+    Nanos(&'a [i64]),
+}
+
+impl RunTimes<'_> {
+    /// Appends the times to `held` in milliseconds; whether they rise, each after the one
+    /// before it (and the first after what `held` ended with). Converted and checked in one
+    /// pass, into the series' own times: through a buffer of the run's, they were copied
+    /// once more.
+    fn extend_rising(self, held: &mut Vec<i64>) -> bool {
+        let mut previous = held.last().copied().unwrap_or(i64::MIN);
+        match self {
+            RunTimes::Millis(times) => {
+                let rising = times.first().is_none_or(|&first| first > previous)
+                    && times.iter().zip(times.iter().skip(1)).fold(true, |rising, (a, b)| rising & (a < b));
+                held.extend_from_slice(times);
+                rising
+            }
+            RunTimes::Nanos(times) => {
+                let mut rising = true;
+                held.extend(times.iter().map(|&t| {
+                    let ms = nanos_to_ms(t);
+                    rising &= ms > previous;
+                    previous = ms;
+                    ms
+                }));
+                rising
+            }
+        }
+    }
 }
 
 /// A label column of a batch: plain strings, or dictionary keys into its values (how the
