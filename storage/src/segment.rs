@@ -63,7 +63,14 @@ pub fn table_dir(table: &str) -> std::borrow::Cow<'_, str> {
 /// its directory is a hash (see [`table_dir`]), so a repair can rebuild a lost manifest.
 pub const TABLE_KEY: &str = "vigil.table";
 
-fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperties {
+/// How a segment stores its times (see [`time_encoding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeEncoding {
+    Deltas,
+    Dictionary,
+}
+
+fn writer_properties(batch: &RecordBatch, table: Option<&str>, times: TimeEncoding) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_key_value_metadata(table.map(|table| {
             vec![datafusion::parquet::file::metadata::KeyValue::new(TABLE_KEY.to_string(), table.to_string())]
@@ -75,16 +82,10 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperti
     if let Ok(field) = schema.field_with_name(TIMESTAMP_COLUMN)
         && matches!(field.data_type(), DataType::Timestamp(..))
     {
-        // A segment sorted by series holds each series' run of times, and the series scraped
-        // together share them: a partition's times are a few distinct values, which a
-        // dictionary stores as small keys. Deltas (the fallback when the distinct times
-        // outgrow the dictionary page) are nearly constant within a run but jump back at
-        // every run's start, and a block of 128 deltas with a jump is packed at the jump's
-        // width: 5.4 bytes a row at 120 rows a run, 43 bits each to unpack on every read
-        // (the dictionary reads 2.7x faster and stores half the bytes).
+        // Deltas, also the fallback when a dictionary outgrows its page (1 MiB).
         let path = ColumnPath::from(TIMESTAMP_COLUMN);
         props = props
-            .set_column_dictionary_enabled(path.clone(), true)
+            .set_column_dictionary_enabled(path.clone(), times == TimeEncoding::Dictionary)
             .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
     }
     if let Ok(field) = schema.field_with_name(VALUE_COLUMN) {
@@ -111,6 +112,39 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>) -> WriterProperti
     props.build()
 }
 
+/// The smaller way to store `batches`' times, tried both ways. A segment sorted by series
+/// holds each series' run of times, nearly constant deltas that jump back at every run's
+/// start, and Parquet packs a block of 128 deltas at its widest: where runs are short (120
+/// samples: 2 h at 1 m) nearly every block has a jump, 43 bits a row to store and unpack,
+/// while the series scraped together share their times, a few distinct values a dictionary
+/// stores as 7-bit keys (half the bytes, and a 7 d `rate` 3-10 % faster to read). Where runs
+/// are long (480 samples: 2 h at 15 s) the jumps are rarer than the keys' bits, and the deltas
+/// take a third of the dictionary's bytes.
+fn time_encoding(batches: &[RecordBatch], table: Option<&str>) -> Result<TimeEncoding, StorageError> {
+    let Some(first) = batches.first() else { return Ok(TimeEncoding::Deltas) };
+    let schema = first.schema();
+    let Some((index, field)) = schema.column_with_name(TIMESTAMP_COLUMN) else { return Ok(TimeEncoding::Deltas) };
+    if !matches!(field.data_type(), DataType::Timestamp(..)) {
+        return Ok(TimeEncoding::Deltas);
+    }
+    let times = batches.iter().map(|batch| batch.project(&[index])).collect::<Result<Vec<_>, _>>()?;
+    let size = |encoding: TimeEncoding| -> Result<usize, StorageError> {
+        let mut bytes = Vec::new();
+        let props = writer_properties(first, table, encoding);
+        let mut writer = ArrowWriter::try_new(&mut bytes, times[0].schema(), Some(props))?;
+        for batch in &times {
+            writer.write(batch)?;
+        }
+        writer.close()?;
+        Ok(bytes.len())
+    };
+    Ok(if size(TimeEncoding::Dictionary)? < size(TimeEncoding::Deltas)? {
+        TimeEncoding::Dictionary
+    } else {
+        TimeEncoding::Deltas
+    })
+}
+
 /// Writes one segment (of `table`, or shared by the tables its rows name), values as decimals
 /// where they are (see [`decimal_values`]); returns its size in bytes and the exact
 /// statistics of its columns.
@@ -125,7 +159,7 @@ pub async fn write(
         return Err(StorageError::Internal("empty segment".into()));
     };
     let schema = first.schema();
-    let (bytes, metadata) = encode(&batches, writer_properties(first, table))?;
+    let (bytes, metadata) = encode(&batches, writer_properties(first, table, time_encoding(&batches, table)?))?;
     let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema)
         .map_err(|e| StorageError::Internal(format!("segment statistics: {e}")))?;
     let size = bytes.len() as u64;
@@ -425,7 +459,8 @@ mod tests {
         let batch = RecordBatch::try_new(schema, vec![Arc::new(attributes), Arc::new(values)]).unwrap();
         let decimals = decimal_values::encode(std::slice::from_ref(&batch)).unwrap();
         assert!(matches!(decimals[0].schema().field(1).data_type(), DataType::Decimal64(..)));
-        let (bytes, _) = encode(&decimals, writer_properties(&decimals[0], Some("spans"))).unwrap();
+        let (bytes, _) =
+            encode(&decimals, writer_properties(&decimals[0], Some("spans"), TimeEncoding::Deltas)).unwrap();
         assert_eq!(read_all(&bytes, None), batch);
     }
 
@@ -438,7 +473,7 @@ mod tests {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         assert!(rows > ROW_GROUP_ROWS && batches[0].num_rows() < ROW_GROUP_ROWS, "{rows}");
         let decimals = decimal_values::encode(&batches).unwrap();
-        let props = writer_properties(&decimals[0], Some("node_requests_total"));
+        let props = writer_properties(&decimals[0], Some("node_requests_total"), TimeEncoding::Deltas);
         let (paged, metadata) = encode(&decimals, props.clone()).unwrap();
         assert_eq!(metadata.num_row_groups(), 2);
         let key_values = metadata.file_metadata().key_value_metadata().unwrap();
@@ -495,10 +530,33 @@ mod tests {
     }
 
     #[test]
-    fn times_the_series_share_are_stored_as_a_dictionary_and_read_back_exactly() {
+    fn times_are_stored_the_smaller_way_and_read_back_exactly() {
+        // Each column chunk's encodings and its bytes raw and stored, after reading back.
+        let time_chunk = |batches: &[RecordBatch], times: TimeEncoding| {
+            let decimals = decimal_values::encode(batches).unwrap();
+            let (bytes, metadata) = encode(&decimals, writer_properties(&decimals[0], None, times)).unwrap();
+            assert_eq!(read_all(&bytes, None), batches[0], "rows read back as written");
+            let column = metadata.row_group(0).column(1).clone();
+            assert_eq!(column.column_path().string(), TIMESTAMP_COLUMN);
+            (column.encodings().collect::<Vec<_>>(), column.uncompressed_size(), column.compressed_size())
+        };
         // 300 series of 120 samples each, scraped together: 120 distinct times, a run each.
-        let shared = [series_batch(&[120; 300], 0)];
-        // The same rows with each series scraped at its own offset: 36,000 distinct times.
+        let short = [series_batch(&[120; 300], 0)];
+        assert_eq!(time_encoding(&short, None).unwrap(), TimeEncoding::Dictionary);
+        let (encodings, dictionary_raw, dictionary_stored) = time_chunk(&short, TimeEncoding::Dictionary);
+        assert!(encodings.contains(&Encoding::RLE_DICTIONARY), "{encodings:?}");
+        // What a read decompresses and unpacks is a fraction; what is stored is less.
+        let (encodings, delta_raw, delta_stored) = time_chunk(&short, TimeEncoding::Deltas);
+        assert!(!encodings.contains(&Encoding::RLE_DICTIONARY), "{encodings:?}");
+        assert!(dictionary_raw * 4 < delta_raw, "dictionary {dictionary_raw} B, deltas {delta_raw} B");
+        assert!(dictionary_stored < delta_stored, "dictionary {dictionary_stored} B, deltas {delta_stored} B");
+        // Runs of 960: a jump in one block of seven or eight; deltas take fewer bytes than keys.
+        let long = [series_batch(&[960; 40], 0)];
+        assert_eq!(time_encoding(&long, None).unwrap(), TimeEncoding::Deltas);
+        let (_, _, dictionary_stored) = time_chunk(&long, TimeEncoding::Dictionary);
+        let (_, _, delta_stored) = time_chunk(&long, TimeEncoding::Deltas);
+        assert!(delta_stored < dictionary_stored, "dictionary {dictionary_stored} B, deltas {delta_stored} B");
+        // Each series at its own offset: the dictionary grows, and still reads back.
         let mut own = series_batch(&[120; 300], 0);
         let offset: Vec<i64> = {
             let times = crate::buffer::time_values(own.column(1)).unwrap();
@@ -507,28 +565,8 @@ mod tests {
         let mut columns = own.columns().to_vec();
         columns[1] = Arc::new(TimestampNanosecondArray::from(offset).with_timezone("UTC"));
         own = RecordBatch::try_new(own.schema(), columns).unwrap();
-        let time_chunk = |batches: &[RecordBatch], props: WriterProperties| {
-            let decimals = decimal_values::encode(batches).unwrap();
-            let (bytes, metadata) = encode(&decimals, props).unwrap();
-            assert_eq!(read_all(&bytes, None), batches[0], "rows read back as written");
-            let column = metadata.row_group(0).column(1).clone();
-            assert_eq!(column.column_path().string(), TIMESTAMP_COLUMN);
-            (column.encodings().collect::<Vec<_>>(), column.uncompressed_size(), column.compressed_size())
-        };
-        let deltas_only = |batch: &RecordBatch| {
-            writer_properties(batch, None)
-                .into_builder()
-                .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
-                .build()
-        };
-        let (encodings, dictionary_bytes, dictionary_stored) = time_chunk(&shared, writer_properties(&shared[0], None));
-        assert!(encodings.contains(&Encoding::RLE_DICTIONARY), "{encodings:?}");
-        // What a read decompresses and unpacks is a fraction; what is stored is no more.
-        let (_, delta_bytes, delta_stored) = time_chunk(&shared, deltas_only(&shared[0]));
-        assert!(dictionary_bytes * 4 < delta_bytes, "dictionary {dictionary_bytes} B, deltas {delta_bytes} B");
-        assert!(dictionary_stored < delta_stored, "dictionary {dictionary_stored} B, deltas {delta_stored} B");
-        // Times of each series' own read back as well.
-        time_chunk(std::slice::from_ref(&own), writer_properties(&own, None));
+        let own = [own];
+        time_chunk(&own, time_encoding(&own, None).unwrap());
     }
 
     #[test]
