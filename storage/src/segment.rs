@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{DataType, Decimal64Type};
+use datafusion::arrow::datatypes::{DataType, Decimal64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -63,6 +63,12 @@ pub fn table_dir(table: &str) -> std::borrow::Cow<'_, str> {
 /// its directory is a hash (see [`table_dir`]), so a repair can rebuild a lost manifest.
 pub const TABLE_KEY: &str = "vigil.table";
 
+/// The index of a segment's time column, when it has one.
+fn time_column(schema: &Schema) -> Option<usize> {
+    let (index, field) = schema.column_with_name(TIMESTAMP_COLUMN)?;
+    matches!(field.data_type(), DataType::Timestamp(..)).then_some(index)
+}
+
 /// How a segment stores its times (see [`time_encoding`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimeEncoding {
@@ -79,9 +85,7 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>, times: TimeEncodi
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     let schema = batch.schema();
-    if let Ok(field) = schema.field_with_name(TIMESTAMP_COLUMN)
-        && matches!(field.data_type(), DataType::Timestamp(..))
-    {
+    if time_column(&schema).is_some() {
         // Deltas, also the fallback when a dictionary outgrows its page (1 MiB).
         let path = ColumnPath::from(TIMESTAMP_COLUMN);
         props = props
@@ -121,12 +125,9 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>, times: TimeEncodi
 /// are long (480 samples: 2 h at 15 s) the jumps are rarer than the keys' bits, and the deltas
 /// take a third of the dictionary's bytes.
 fn time_encoding(batches: &[RecordBatch], table: Option<&str>) -> Result<TimeEncoding, StorageError> {
-    let Some(first) = batches.first() else { return Ok(TimeEncoding::Deltas) };
-    let schema = first.schema();
-    let Some((index, field)) = schema.column_with_name(TIMESTAMP_COLUMN) else { return Ok(TimeEncoding::Deltas) };
-    if !matches!(field.data_type(), DataType::Timestamp(..)) {
+    let Some((first, index)) = batches.first().and_then(|first| Some((first, time_column(&first.schema())?))) else {
         return Ok(TimeEncoding::Deltas);
-    }
+    };
     let times = batches.iter().map(|batch| batch.project(&[index])).collect::<Result<Vec<_>, _>>()?;
     let size = |encoding: TimeEncoding| -> Result<usize, StorageError> {
         let mut bytes = Vec::new();

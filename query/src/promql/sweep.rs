@@ -1072,16 +1072,13 @@ impl SeriesSet {
         let rising = times.extend_rising(&mut series.timestamps);
         let in_order = rising && series.fresh.is_empty();
         if !in_order {
-            // The run's times, converted, go to the fresh samples instead.
-            let run: Vec<i64> = series.timestamps.drain(held..).collect();
-            if series.appended_in == chunk {
-                let from = series.appended_from;
-                series.fresh.extend(series.timestamps.drain(from..).zip(series.values.drain(from..)));
-                series.appended_in = 0;
-            }
-            let before = series.fresh.len();
-            series.fresh.extend(run.into_iter().zip(vals.iter().copied()));
-            self.held_samples += series.fresh.len() - before;
+            // What this chunk appended, then the run (its times converted already), go to
+            // the fresh samples in the order they came.
+            let from = if series.appended_in == chunk { series.appended_from } else { held };
+            series.appended_in = 0;
+            let values = series.values.drain(from..).chain(vals.iter().copied());
+            series.fresh.extend(series.timestamps.drain(from..).zip(values));
+            self.held_samples += vals.len();
             return;
         }
         if series.appended_in != chunk {
