@@ -412,12 +412,18 @@ struct SweepRun {
 /// A chunk's step values, evaluated series by series as soon as a series' run has ended,
 /// while its samples are still in the cache they were just copied through. Evaluated once
 /// the whole chunk had been read, a chunk's series (megabytes) were loaded from memory
-/// again: half of the evaluation's time was waiting for them. The values are visited at the
-/// chunk's end in the series' order, as those evaluated then are, so every answer and every
-/// sum's order is what it was. A series whose samples keep coming after its run ended (rows
-/// of several segments, interleaved) has its values dropped and is evaluated at the chunk's
-/// end, and early evaluation stops for the rest of the chunk; so does all of it when a
-/// chunk's series are evaluated on several threads (see [`parallel_split`]).
+/// again: half of the evaluation's time was waiting for them. Where a series' values go
+/// depends on what the sweep makes of them (see [`Taken`]): with a fold they are folded into
+/// the chunk's group accumulators at once, gathering series they are pushed to the series'
+/// points, and only rows wait here to be emitted in series order at the chunk's end. (Held
+/// for the chunk, a value a series and step, 16 bytes each: a 1 h panel at a 15 s step held
+/// 240 of them for each of its series, more than its samples, and reallocating them as they
+/// grew made them a 1 h `rate`'s peak memory.) A series whose samples keep coming after its
+/// run ended (rows of several segments, interleaved) has its values taken back (a fold's
+/// are all taken back, the accumulators starting over: a sum cannot be undone) and is
+/// evaluated at the chunk's end, and early evaluation stops for the rest of the chunk; so
+/// does all of it when a chunk's series are evaluated on several threads (see
+/// [`parallel_split`]). The samples stay held until the chunk's end either way.
 #[derive(Default)]
 struct EarlyValues {
     /// The steps the scan being read finishes, when its series are evaluated early.
@@ -425,13 +431,19 @@ struct EarlyValues {
     /// Where the window of the step after them starts: a series evaluated early has the
     /// samples before it found then, for the chunk's trim (see [`Early::cut`]).
     keep_from: Option<i64>,
-    /// (index into `steps`, value) of the series evaluated; each series' are a range.
+    /// (index into `steps`, value) of the series whose values wait as rows; each series'
+    /// are a range.
     points: Vec<(usize, f64)>,
+    /// With a fold: the chunk's accumulators, a row of `steps` per group (group-major),
+    /// holding the values of the series folded so far; rows of groups seen since are added
+    /// at the chunk's end.
+    folded: Vec<Accumulator>,
 }
 
 impl EarlyValues {
     fn bytes(&self) -> usize {
         self.points.capacity() * std::mem::size_of::<(usize, f64)>()
+            + self.folded.capacity() * std::mem::size_of::<Accumulator>()
     }
 }
 
@@ -513,7 +525,7 @@ impl SweepRun {
     /// Takes a batch of the scan's rows.
     fn ingest(&mut self, batch: &RecordBatch) -> DfResult<()> {
         self.series.ingest(batch, &self.input_labels)?;
-        self.evaluate_ended();
+        self.evaluate_ended()?;
         self.charge_held()?;
         self.reservation.try_resize(self.series.held_bytes() + self.early.bytes())?;
         Ok(())
@@ -526,27 +538,95 @@ impl SweepRun {
 
     /// Evaluates the series whose run has ended, when the scan's series are evaluated early
     /// (see [`EarlyValues`]).
-    fn evaluate_ended(&mut self) {
+    fn evaluate_ended(&mut self) -> DfResult<()> {
         let (ended, reopened) = self.series.take_ended();
-        if reopened {
+        if !reopened.is_empty() {
             self.early.steps = None;
+            self.take_back(reopened);
         }
-        if let Some(steps) = &self.early.steps {
+        if let Some(steps) = self.early.steps.take() {
             for &slot in &ended {
-                let series = &mut self.series.series[slot];
+                let series = &self.series.series[slot];
                 if series.early.is_some() || !series.fresh.is_empty() {
                     continue;
                 }
-                let from = self.early.points.len();
-                self.early.points.extend(step_values(&self.spec, series, steps));
+                let taken = self.evaluate_early(slot, &steps)?;
+                let series = &mut self.series.series[slot];
                 let cut = self
                     .early
                     .keep_from
                     .map_or(series.timestamps.len(), |keep_from| series.timestamps.partition_point(|&t| t < keep_from));
-                series.early = Some(Early { points: from..self.early.points.len(), cut });
+                series.early = Some(Early { taken, cut });
             }
+            self.early.steps = Some(steps);
         }
         self.series.give_back_ended(ended);
+        Ok(())
+    }
+
+    /// Evaluates `slot`'s series at `steps` (the chunk's), its run having ended: folded into
+    /// its group's accumulators, pushed to its points or held as rows.
+    fn evaluate_early(&mut self, slot: usize, steps: &[i64]) -> DfResult<Taken> {
+        if let Some(fold) = self.spec.fold {
+            let group = self.group_of(slot);
+            let folded = &mut self.early.folded;
+            if folded.len() < (group + 1) * steps.len() {
+                folded.resize((group + 1) * steps.len(), Accumulator::default());
+            }
+            let row = &mut folded[group * steps.len()..][..steps.len()];
+            let mut evaluated = 0;
+            for (at, value) in step_values(&self.spec, &self.series.series[slot], steps) {
+                row[at].add(fold, value);
+                evaluated += 1;
+            }
+            // A series' points exist for a moment before they are folded, as at the end.
+            self.spec.budget.take(evaluated)?;
+            self.spec.budget.give_back(evaluated);
+            return Ok(Taken::Folded);
+        }
+        let series = &self.series.series[slot];
+        if let Some(points) = &mut self.points {
+            if points.len() <= slot {
+                points.resize_with(slot + 1, Vec::new);
+            }
+            let points = &mut points[slot];
+            let from = points.len();
+            points.reserve(steps.len());
+            points.extend(step_values(&self.spec, series, steps).map(|(at, value)| (steps[at], value)));
+            self.spec.budget.take(points.len() - from)?;
+            return Ok(Taken::Emitted(from));
+        }
+        let from = self.early.points.len();
+        self.early.points.extend(step_values(&self.spec, series, steps));
+        Ok(Taken::Held(from..self.early.points.len()))
+    }
+
+    /// Takes back the values of series evaluated early that have had more samples since
+    /// (they are evaluated at the chunk's end instead): points pushed are dropped; values
+    /// folded cannot be taken out of a sum, so the chunk's accumulators start over and every
+    /// series folded so far waits for the end too.
+    fn take_back(&mut self, reopened: Vec<(usize, Early)>) {
+        let mut unfold = false;
+        for (slot, early) in reopened {
+            match early.taken {
+                Taken::Held(_) => {}
+                Taken::Folded => unfold = true,
+                Taken::Emitted(from) => {
+                    if let Some(points) = self.points.as_mut().and_then(|points| points.get_mut(slot)) {
+                        self.spec.budget.give_back(points.len().saturating_sub(from));
+                        points.truncate(from);
+                    }
+                }
+            }
+        }
+        if unfold {
+            self.early.folded.clear();
+            for series in &mut self.series.series {
+                if matches!(series.early, Some(Early { taken: Taken::Folded, .. })) {
+                    series.early = None;
+                }
+            }
+        }
     }
 
     /// Evaluates every step whose window ends at or before `high_ms` and drops the samples
@@ -564,6 +644,7 @@ impl SweepRun {
         }
         self.early.steps = None;
         self.early.points.clear();
+        self.early.folded.clear();
         self.next_step += steps.len();
         // The next window starts here (or nothing more is evaluated).
         self.series.trim(self.keep_from(self.next_step));
@@ -592,9 +673,11 @@ impl SweepRun {
         if let Some(points) = &mut self.points {
             points.resize_with(series.len(), Vec::new);
             // At most one point a step: growing by an unknown length reallocated and copied
-            // each series' points several times a chunk.
-            for points in points.iter_mut() {
-                points.reserve(steps.len());
+            // each series' points several times a chunk. (Those evaluated early have theirs.)
+            for (points, series) in points.iter_mut().zip(series) {
+                if series.early.is_none() {
+                    points.reserve(steps.len());
+                }
             }
             // Charged a series at a time, so a query past its budget stops early.
             let (mut current, mut pending) = (0, 0);
@@ -629,9 +712,10 @@ impl SweepRun {
         Ok(())
     }
 
-    /// One row per group and step with a value: the fold of its series' values.
-    fn emit_groups(&mut self, fold: Fold, steps: &[i64]) -> DfResult<()> {
-        for series in &self.series.series[self.series_group.len()..] {
+    /// The group of the series at `slot`, groups being numbered as their first series come.
+    fn group_of(&mut self, slot: usize) -> usize {
+        while self.series_group.len() <= slot {
+            let series = &self.series.series[self.series_group.len()];
             let key: Vec<Option<String>> = self.kept.iter().map(|&i| series.labels[i].clone()).collect();
             let group = match self.groups.get(&key) {
                 Some(&group) => group,
@@ -643,10 +727,22 @@ impl SweepRun {
             };
             self.series_group.push(group);
         }
-        let mut accumulators = vec![Accumulator::default(); self.group_labels.len() * steps.len()];
+        self.series_group[slot]
+    }
+
+    /// One row per group and step with a value: the fold of its series' values.
+    fn emit_groups(&mut self, fold: Fold, steps: &[i64]) -> DfResult<()> {
+        if let Some(last) = self.series.series.len().checked_sub(1) {
+            self.group_of(last);
+        }
+        // The series folded early are in already (see [`EarlyValues`]).
+        let mut accumulators = std::mem::take(&mut self.early.folded);
+        accumulators.resize(self.group_labels.len() * steps.len(), Accumulator::default());
         let mut evaluated = 0;
         let series_group = &self.series_group;
-        // Series are visited in order whatever the threads, so sums fold in the same order.
+        // Series are visited in order whatever the threads, so sums fold in the same order
+        // (after those folded early, in the order their runs ended: the same for the same
+        // segments).
         let (spec, series, early) = (&self.spec, &self.series.series, &self.early.points);
         for_each_value(spec, series, early, steps, self.threads, |index, at, value| {
             accumulators[series_group[index] * steps.len() + at].add(fold, value);
@@ -705,7 +801,8 @@ fn parallel_bytes(spec: &SweepSpec, series: usize, steps: usize, threads: usize)
 
 /// Calls `visit(series index, step index, value)` for every step of `steps` at which a
 /// series of `series` has a value, series by series in order; a series evaluated early
-/// (see [`EarlyValues`]) has its values taken from `early`. With `threads` > 1 and more
+/// (see [`EarlyValues`]) has its values taken from `early` when they wait there as rows,
+/// and none when they were folded or pushed already. With `threads` > 1 and more
 /// than one part's work (see [`parallel_split`]), blocks of series are evaluated on that
 /// many threads (the kernels are most of a sweep's time) and their points visited
 /// afterwards in the same order: what `visit` sees, and so every sum it folds, is exactly
@@ -721,11 +818,16 @@ fn for_each_value(
 ) -> DfResult<()> {
     let Some((part, threads)) = parallel_split(spec, series.len(), steps.len(), threads) else {
         for (index, one) in series.iter().enumerate() {
-            if let Some(Early { points, .. }) = &one.early {
-                for &(at, value) in &early[points.clone()] {
-                    visit(index, at, value)?;
+            match &one.early {
+                Some(Early { taken: Taken::Held(points), .. }) => {
+                    for &(at, value) in &early[points.clone()] {
+                        visit(index, at, value)?;
+                    }
+                    continue;
                 }
-                continue;
+                // Folded or pushed to its points already.
+                Some(_) => continue,
+                None => {}
             }
             for (at, value) in step_values(spec, one, steps) {
                 visit(index, at, value)?;
@@ -775,6 +877,11 @@ fn for_each_value(
 
 /// One thread's part of [`for_each_value`]: (index in `series`, index into `steps`, value).
 fn evaluate_part(spec: &SweepSpec, series: &[SeriesSamples], steps: &[i64], points: &mut Vec<(u32, u32, f64)>) {
+    // Room for a value at every step up front (a part's at most, reserved in the query's
+    // memory): grown as the values came, the buffer was copied at each doubling and ended
+    // up to twice as large (a 1 h panel's rise in memory over five runs: 94-103 MiB with
+    // it, 81 without).
+    points.reserve(series.len() * steps.len());
     for (index, one) in series.iter().enumerate() {
         // Both fit: a part has at most PART_EVALUATIONS series, and steps were checked.
         points.extend(step_values(spec, one, steps).map(|(at, value)| (index as u32, at as u32, value)));
@@ -935,11 +1042,21 @@ pub struct SeriesSamples {
 /// A series' values evaluated early (see [`EarlyValues`]).
 #[derive(Debug)]
 struct Early {
-    /// Their range in [`EarlyValues::points`].
-    points: std::ops::Range<usize>,
+    taken: Taken,
     /// How many of its samples the chunk's trim drops, found while they were at hand: a
     /// search of every series' times at the trim waited on memory (5 % of a 7 d `rate`).
     cut: usize,
+}
+
+/// Where a series' values evaluated early went.
+#[derive(Debug)]
+enum Taken {
+    /// Waiting as rows: their range in [`EarlyValues::points`].
+    Held(std::ops::Range<usize>),
+    /// Folded into the chunk's accumulators ([`EarlyValues::folded`]).
+    Folded,
+    /// Pushed to the series' points, from this index of them.
+    Emitted(usize),
 }
 
 /// Series by their label values, in the order first seen.
@@ -968,8 +1085,9 @@ pub struct SeriesSet {
     run_open: bool,
     /// Series whose run ended (another series' began) since [`Self::take_ended`].
     ended: Vec<usize>,
-    /// Whether a series evaluated early has had more samples since (see [`EarlyValues`]).
-    reopened: bool,
+    /// Series evaluated early that have had more samples since, with the values they had
+    /// (see [`EarlyValues`]).
+    reopened: Vec<(usize, Early)>,
     /// Every series' label values as its rows carry them, packed one series after another
     /// in the order first seen (see [`pack_value`]): a run's series is checked against
     /// these, read in order as the runs come, not against each series' strings scattered
@@ -994,7 +1112,7 @@ impl SeriesSet {
             constants: Vec::new(),
             run_open: false,
             ended: Vec::new(),
-            reopened: false,
+            reopened: Vec::new(),
             packed_labels: Vec::new(),
             last_run: None,
         }
@@ -1111,15 +1229,15 @@ impl SeriesSet {
             _ => {}
         }
         self.run_open = true;
-        if self.series[slot].early.take().is_some() {
-            self.reopened = true;
+        if let Some(early) = self.series[slot].early.take() {
+            self.reopened.push((slot, early));
         }
     }
 
     /// The series whose run ended since the last call (see [`EarlyValues`]), to be given
-    /// back with [`Self::give_back_ended`]; and whether a series evaluated early has had more
-    /// samples since, which says the rows do not come one run per series.
-    fn take_ended(&mut self) -> (Vec<usize>, bool) {
+    /// back with [`Self::give_back_ended`]; and the series evaluated early that have had
+    /// more samples since, which says the rows do not come one run per series.
+    fn take_ended(&mut self) -> (Vec<usize>, Vec<(usize, Early)>) {
         (std::mem::take(&mut self.ended), std::mem::take(&mut self.reopened))
     }
 
@@ -1202,7 +1320,7 @@ impl SeriesSet {
         let keep_stale = self.keep_stale;
         self.chunk += 1;
         self.begin_read();
-        self.reopened = false;
+        self.reopened.clear();
         for series in &mut self.series {
             if series.fresh.is_empty() {
                 continue;
@@ -1855,7 +1973,8 @@ mod tests {
         // 40 series over 10 chunks, every chunk's rows cut into batches at random rows. A
         // chunk comes as one run per series (evaluated early), as two interleaved segments
         // (series whose samples keep coming), or with runs out of time order: each series'
-        // points must be those of its samples evaluated all at once.
+        // points (or each step's fold, or rows) must be those of its samples evaluated all
+        // at once.
         let mut next = {
             let mut state = 0x9e37_79b9_7f4a_7c15_u64;
             move || {
@@ -1877,13 +1996,26 @@ mod tests {
             }
             all.push(samples);
         }
-        for function in [RangeFunction::Rate, RangeFunction::Instant] {
+        // Where the values evaluated early go: the series' points, a fold's accumulators
+        // (the instant lookup's integer values sum exactly in any order), rows.
+        let cases = [
+            (RangeFunction::Rate, None, true),
+            (RangeFunction::Instant, None, true),
+            (RangeFunction::Instant, Some(Fold::Sum), true),
+            (RangeFunction::Rate, Some(Fold::Max), true),
+            (RangeFunction::Rate, Some(Fold::Count), false),
+            (RangeFunction::Rate, None, false),
+        ];
+        for (function, fold, as_series) in cases {
+            let case = format!("{function:?} {fold:?} as series {as_series}");
             let steps = Steps { start: 5_000, end: 99_000, step: 2_500 };
-            let spec = spec(function, steps, 5_000);
-            let lanes = Sweep::lanes(spec.clone(), Vec::new(), vec!["job".into()], Vec::new(), vec!["job".into()]).1;
-            let mut run = lanes.0[0].start(&TaskContext::default(), true);
+            let mut spec = spec(function, steps, 5_000);
+            spec.fold = fold;
+            let output: Vec<String> = if fold.is_some() { Vec::new() } else { vec!["job".into()] };
+            let lanes = Sweep::lanes(spec.clone(), Vec::new(), vec!["job".into()], Vec::new(), output).1;
+            let mut run = lanes.0[0].start(&TaskContext::default(), as_series);
             run.spec.budget = SampleBudget::new(usize::MAX);
-            let mut early_chunks = 0;
+            let (mut early_chunks, mut emitted) = (0, Vec::new());
             for chunk in 0..10i64 {
                 let (low, high) = (chunk * 10_000, chunk * 10_000 + 9_999);
                 let mut runs: Vec<Vec<(&str, i64, f64)>> = vec![Vec::new(), Vec::new()];
@@ -1911,15 +2043,24 @@ mod tests {
                         at += len;
                     }
                 }
-                // Two segments' batches arrive interleaved, as from two partitions of a scan.
-                let (first, second): (Vec<_>, Vec<_>) = cuts.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+                // Two segments' batches arrive interleaved, as from two partitions of a scan
+                // (a series' run cut between batches comes back after other series').
+                let (first, second): (Vec<_>, Vec<_>) =
+                    cuts.into_iter().enumerate().partition(|(i, _)| chunk % 3 != 1 || i % 2 == 0);
                 for (_, batch) in first.into_iter().chain(second) {
                     run.ingest(&rows(&batch)).unwrap();
                 }
-                if chunk % 3 == 0 && !run.early.points.is_empty() {
+                let early = run.series.series.iter().filter(|s| s.early.is_some()).count();
+                if chunk % 3 == 0 && early > 0 {
                     early_chunks += 1;
                 }
+                // Only rows wait in the chunk's values; a fold's wait in its accumulators.
+                let rows_wait = !as_series && fold.is_none();
+                assert!(rows_wait || run.early.points.is_empty(), "{case}");
+                assert!(!rows_wait || early == 0 || !run.early.points.is_empty(), "{case}");
+                assert_eq!(run.early.folded.is_empty(), fold.is_none() || early == 0, "{case}");
                 run.finish_chunk(high).unwrap();
+                emitted.extend(run.out.drain(..));
                 // What the trim kept is what the next steps need, whichever way it was cut.
                 if let Some(keep_from) = run.keep_from(run.next_step) {
                     for series in &run.series.series {
@@ -1933,23 +2074,63 @@ mod tests {
                     }
                 }
             }
-            assert!(early_chunks >= 3, "{function:?}: series were evaluated early in {early_chunks} chunks");
-            let points = run.points.take().unwrap();
+            assert!(early_chunks >= 3, "{case}: series were evaluated early in {early_chunks} chunks");
+            // Every series' points evaluated from all its samples at once.
             let steps: Vec<i64> = steps.iter().collect();
-            for (slot, series) in run.series.series.iter().enumerate() {
-                let n = names.iter().position(|name| Some(name.as_str()) == series.labels[0].as_deref()).unwrap();
+            let mut expected: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
+            for (name, samples) in names.iter().zip(&all) {
                 let kept: Vec<(i64, f64)> =
-                    all[n].iter().copied().filter(|s| spec.is_instant() || !is_stale(s.1)).collect();
+                    samples.iter().copied().filter(|s| spec.is_instant() || !is_stale(s.1)).collect();
                 let whole = SeriesSamples {
                     timestamps: kept.iter().map(|s| s.0).collect(),
                     values: kept.iter().map(|s| s.1).collect(),
                     ..Default::default()
                 };
-                let expected: Vec<(i64, u64)> =
-                    step_values(&spec, &whole, &steps).map(|(at, value)| (steps[at], value.to_bits())).collect();
-                let got: Vec<(i64, u64)> = points[slot].iter().map(|&(step, value)| (step, value.to_bits())).collect();
-                assert!(!expected.is_empty());
-                assert_eq!(got, expected, "{function:?} series {}", names[n]);
+                let points = step_values(&spec, &whole, &steps).map(|(at, value)| (steps[at], value)).collect();
+                expected.push((name.clone(), points));
+            }
+            let got: Vec<(String, Vec<(i64, f64)>)> = if as_series {
+                let points = run.points.take().unwrap();
+                match fold {
+                    Some(_) => vec![(String::new(), points[0].clone())],
+                    None => run.series.series.iter().map(|s| s.labels[0].clone().unwrap()).zip(points).collect(),
+                }
+            } else {
+                let mut by_name: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
+                for batch in &emitted {
+                    let values = batch.column(batch.num_columns() - 1).as_primitive::<Float64Type>();
+                    let times = batch.column(batch.num_columns() - 2).as_primitive::<Int64Type>();
+                    for row in 0..batch.num_rows() {
+                        let name = match fold {
+                            Some(_) => String::new(),
+                            None => batch.column(0).as_string::<i32>().value(row).to_string(),
+                        };
+                        by_name.entry(name).or_default().push((times.value(row), values.value(row)));
+                    }
+                }
+                by_name.into_iter().collect()
+            };
+            let expected: Vec<(String, Vec<(i64, f64)>)> = match fold {
+                None => expected,
+                Some(fold) => {
+                    let mut accumulators = vec![Accumulator::default(); steps.len()];
+                    for (_, points) in &expected {
+                        for &(step, value) in points {
+                            accumulators[steps.iter().position(|&s| s == step).unwrap()].add(fold, value);
+                        }
+                    }
+                    vec![(String::new(), folded_values(&accumulators, &steps, fold).collect())]
+                }
+            };
+            let bits = |series: &[(String, Vec<(i64, f64)>)]| -> Vec<(String, Vec<(i64, u64)>)> {
+                series.iter().map(|(n, p)| (n.clone(), p.iter().map(|&(t, v)| (t, v.to_bits())).collect())).collect()
+            };
+            assert!(expected.iter().all(|(_, points)| !points.is_empty()));
+            let (mut got, expected) = (bits(&got), bits(&expected));
+            got.sort();
+            assert_eq!(got.len(), expected.len(), "{case}");
+            for (got, expected) in got.iter().zip(&expected) {
+                assert_eq!(got, expected, "{case}");
             }
         }
     }
