@@ -58,6 +58,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
+    // The allocator's freed memory back to the OS (see `process::return_freed_memory`).
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            while stop.run_until_cancelled(every.tick()).await.is_some() {
+                crate::process::return_freed_memory();
+            }
+        }
+    });
     let drift = vigil_drift::DriftEngine::open(
         engine.clone(),
         drift_options(&config),
