@@ -186,6 +186,13 @@ impl IndexCache {
                     entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + oldest.len());
             }
         }
+        entries.record();
+    }
+
+    /// Whether the index of the segment at `path` (or its absence) is held.
+    #[cfg(test)]
+    pub(crate) fn holds(&self, path: &str) -> bool {
+        self.entries.lock().by_path.contains_key(path)
     }
 
     /// Forgets the index of a segment that is gone.
@@ -194,7 +201,14 @@ impl IndexCache {
         if let Some(gone) = entries.by_path.remove(path) {
             entries.bytes = entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + path.len());
             entries.order.retain(|p| p != path);
+            entries.record();
         }
+    }
+}
+
+impl CacheEntries {
+    fn record(&self) {
+        metrics::gauge!("vigil_memory_bytes", "component" => "series_indexes").set(self.bytes as f64);
     }
 }
 

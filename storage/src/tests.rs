@@ -894,7 +894,12 @@ async fn a_series_index_lives_and_goes_with_its_segment() {
     assert_eq!(storage.compact().await.unwrap(), 1);
     let merged = storage.manifest().segments.iter().find(|s| s.partition_start_ns == T0).unwrap().path.clone();
     assert!(on_disk(&merged));
+    // Written indexes wait on disk until a scan needs them: a compaction's would fill memory
+    // with partitions no query reads.
+    let segments = storage.manifest().segments.clone();
+    assert!(segments.iter().all(|s| !storage.inner.series_indexes.holds(&s.path)));
     assert_eq!(count(&storage, "SELECT count(*) FROM cpu WHERE host = 'c'").await, 1);
+    assert!(storage.inner.series_indexes.holds(&merged));
     // Replaced files wait out their grace period; then file and index go together.
     let mut manifest = (*storage.manifest()).clone();
     for pending in &mut manifest.pending_deletes {
