@@ -580,8 +580,7 @@ impl SweepRun {
                 evaluated += 1;
             }
             // A series' points exist for a moment before they are folded, as at the end.
-            self.spec.budget.take(evaluated)?;
-            self.spec.budget.give_back(evaluated);
+            self.spec.budget.pass(evaluated)?;
             return Ok(Taken::Folded);
         }
         let series = &self.series.series[slot];
@@ -750,8 +749,7 @@ impl SweepRun {
             Ok(())
         })?;
         // A chunk's points exist for a moment before they are folded, as without the fold.
-        self.spec.budget.take(evaluated)?;
-        self.spec.budget.give_back(evaluated);
+        self.spec.budget.pass(evaluated)?;
         if let Some(points) = &mut self.points {
             points.resize_with(self.group_labels.len(), Vec::new);
             for (row, points) in accumulators.chunks(steps.len()).zip(points.iter_mut()) {

@@ -70,6 +70,14 @@ impl SampleBudget {
         Ok(())
     }
 
+    /// Counts `samples` that exist only for a moment (points folded as they are made) against
+    /// the budget: an error where holding them would have been one, and nothing kept.
+    pub fn pass(&self, samples: usize) -> DfResult<()> {
+        self.take(samples)?;
+        self.give_back(samples);
+        Ok(())
+    }
+
     /// Returns samples taken: those a query no longer holds.
     pub fn give_back(&self, samples: usize) {
         let samples = i64::try_from(samples).unwrap_or(i64::MAX);
