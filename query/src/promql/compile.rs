@@ -147,16 +147,27 @@ pub struct VectorPlan {
     pub frame: DataFrame,
     /// Label columns, sorted.
     pub labels: Vec<String>,
-    /// When the rows are a step sweep's output, as it is or narrowed by `topk`/`bottomk`:
-    /// what gives the same answer as series, without rows (see [`SweepLanes::series`]).
+    /// When the rows are a step sweep's output, as it is or finished by one function of its
+    /// series: what gives the same answer as series, without rows (see [`SweepLanes::series`]).
     pub sweep: Option<SweptAnswer>,
 }
 
-/// A sweep's lanes and the `topk`/`bottomk` over their output, if any.
+/// A sweep's lanes and what finishes their series into the answer, if anything.
 #[derive(Clone, Debug)]
 pub struct SweptAnswer {
     pub lanes: SweepLanes,
-    pub top: Option<Top>,
+    pub finish: Option<Finish>,
+}
+
+/// A function of a sweep's series computed over them (see `result::swept`) instead of
+/// planned over their rows: a dashboard's `topk` or `histogram_quantile` then costs no
+/// aggregation or window plan.
+#[derive(Clone, Debug)]
+pub enum Finish {
+    Top(Top),
+    /// `histogram_quantile(q, ...)` over series labelled with `labels` (the sweep's, `le`
+    /// and the metric name among them).
+    HistogramQuantile { q: f64, labels: Vec<String> },
 }
 
 /// `topk(k, ...)`/`bottomk(k, ...)` by `group`: at each step, the `k` largest (smallest)
@@ -775,7 +786,7 @@ impl<'a> Compiler<'a> {
         Ok(VectorPlan {
             frame: self.engine.context().read_table(Arc::new(table))?,
             labels,
-            sweep: Some(SweptAnswer { lanes, top: None }),
+            sweep: Some(SweptAnswer { lanes, finish: None }),
         })
     }
 
@@ -1229,8 +1240,8 @@ impl<'a> Compiler<'a> {
                 let mut projection: Vec<Expr> = vector.labels.iter().map(ident).collect();
                 projection.extend([ident(TS), ident(VALUE)]);
                 let sweep = match vector.sweep {
-                    Some(SweptAnswer { lanes, top: None }) => {
-                        Some(SweptAnswer { lanes, top: Some(Top { k, descending, group }) })
+                    Some(SweptAnswer { lanes, finish: None }) => {
+                        Some(SweptAnswer { lanes, finish: Some(Finish::Top(Top { k, descending, group })) })
                     }
                     _ => None,
                 };
@@ -1511,7 +1522,13 @@ impl<'a> Compiler<'a> {
         projection.push(ident(TS));
         projection
             .push(HistogramQuantileUdf::new().call(vec![lit(q), ident("__les__"), ident("__counts__")]).alias(VALUE));
-        Ok(VectorPlan::of(frame.select(projection)?, group))
+        let sweep = match vector.sweep {
+            Some(SweptAnswer { lanes, finish: None }) => {
+                Some(SweptAnswer { lanes, finish: Some(Finish::HistogramQuantile { q, labels: vector.labels }) })
+            }
+            _ => None,
+        };
+        Ok(VectorPlan { frame: frame.select(projection)?, labels: group, sweep })
     }
 
     fn label_replace(&self, args: Vec<Value>) -> Result<Value, PromError> {

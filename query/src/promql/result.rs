@@ -7,7 +7,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use futures::StreamExt;
 
-use super::compile::{MatrixPlan, ScalarPlan, TS, Top, VALUE, Value};
+use super::compile::{Finish, MatrixPlan, NAME, ScalarPlan, TS, Top, VALUE, Value};
 use super::sweep::{SeriesSet, SweptSeries};
 use super::{EvalRange, PromError};
 
@@ -93,25 +93,60 @@ pub(crate) fn series(batches: &[RecordBatch], labels: &[String]) -> Result<Vec<S
     in_order(out)
 }
 
-/// A sweep's series (see `SweepLanes::series`) with label sets, narrowed by `top`, shaped
-/// like [`series`]'s.
-fn swept(swept: Vec<SweptSeries>, labels: &[String], top: Option<&Top>) -> Result<Vec<Series>, PromError> {
-    let mut out: Vec<Series> = swept
+/// A sweep's series (see `SweepLanes::series`) labelled with `labels`, finished by `finish`,
+/// shaped like [`series`]'s.
+fn swept(swept: Vec<SweptSeries>, labels: &[String], finish: Option<&Finish>) -> Result<Vec<Series>, PromError> {
+    let labelled = |labels: &[String]| -> Vec<Series> {
+        swept
+            .into_iter()
+            .map(|(values, points)| {
+                // Empty and missing values are one: no label.
+                let labels = labels
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name.clone(), v)))
+                    .collect();
+                Series { labels, points }
+            })
+            .collect()
+    };
+    let out = match finish {
+        None => labelled(labels),
+        Some(Finish::Top(top)) => top_of(labelled(labels), top, labels),
+        Some(Finish::HistogramQuantile { q, labels: buckets }) => histogram_quantiles(labelled(buckets), *q),
+    };
+    in_order(out)
+}
+
+/// `histogram_quantile(q, ...)` over series, as the row plan computes it
+/// (`Compiler::histogram_quantile`): the series alike but for `le` are one histogram, and at
+/// each step where any of them has a point, its buckets give one quantile. A histogram keeps
+/// its metric name until its answer drops it, so two alike but for the name clash.
+fn histogram_quantiles(series: Vec<Series>, q: f64) -> Vec<Series> {
+    let mut histograms: BTreeMap<Labels, BTreeMap<i64, Vec<(f64, f64)>>> = BTreeMap::new();
+    for mut s in series {
+        // A series without `le` is no bucket (an empty `le` was dropped as no label).
+        let Some(bound) = s.labels.remove("le") else { continue };
+        let steps = histograms.entry(s.labels).or_default();
+        let bound = super::udf::parse_bound(&bound);
+        for (t, count) in s.points {
+            let buckets = steps.entry(t).or_default();
+            if let Some(bound) = bound {
+                buckets.push((bound, count));
+            }
+        }
+    }
+    histograms
         .into_iter()
-        .map(|(values, points)| {
-            // Empty and missing values are one: no label.
-            let labels = labels
-                .iter()
-                .zip(values)
-                .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name.clone(), v)))
+        .map(|(mut labels, steps)| {
+            labels.remove(NAME);
+            let points = steps
+                .into_iter()
+                .map(|(t, mut buckets)| (t, super::kernels::bucket_quantile(q, &mut buckets)))
                 .collect();
             Series { labels, points }
         })
-        .collect();
-    if let Some(top) = top {
-        out = top_of(out, top, labels);
-    }
-    in_order(out)
+        .collect()
 }
 
 /// `topk`/`bottomk` over series, as the row plan ranks rows (`Compiler::aggregate`): at each
@@ -224,7 +259,7 @@ pub async fn collect(value: Value, range: EvalRange, sort: Option<bool>) -> Resu
                 Some(answer) => swept(
                     answer.lanes.series(vector.frame.task_ctx().into()).await?,
                     &vector.labels,
-                    answer.top.as_ref(),
+                    answer.finish.as_ref(),
                 )?,
                 None => series(&vector.frame.collect().await?, &vector.labels)?,
             };

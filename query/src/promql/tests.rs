@@ -487,6 +487,25 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         ),
         series("temp", &[("room", "c")], (0..=480).map(|s| (T0 + s * 15_000, 25.0))),
     ];
+    // Histograms: `api`'s "1" and "1.0" are one bucket; `web` lacks buckets before step 100
+    // and its "0.5" bucket after step 300 (its quantile there is the +Inf bucket's); `batch`
+    // has no +Inf bucket (NaN); `other_bucket` is `api`'s histogram under another name.
+    let bucket = |metric: &str, job: &str, le: &str, per_step: f64, steps: std::ops::Range<i64>| {
+        series(metric, &[("job", job), ("le", le)], steps.map(move |s| (T0 + s * 15_000, s as f64 * per_step)))
+    };
+    let metrics = metrics
+        .into_iter()
+        .chain([
+            bucket("latency_bucket", "api", "0.1", 1.0, 0..481),
+            bucket("latency_bucket", "api", "1", 2.0, 0..481),
+            bucket("latency_bucket", "api", "1.0", 0.5, 0..481),
+            bucket("latency_bucket", "api", "+Inf", 4.0, 0..481),
+            bucket("latency_bucket", "web", "0.5", 3.0, 100..300),
+            bucket("latency_bucket", "web", "+Inf", 5.0, 100..481),
+            bucket("latency_bucket", "batch", "2", 1.0, 0..481),
+            bucket("other_bucket", "api", "+Inf", 1.0, 0..481),
+        ])
+        .collect();
     storage.write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
     storage.persist().await.unwrap();
     let later = (481..=600).map(|s| (T0 + s * 15_000, s as f64));
@@ -536,6 +555,11 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         "topk(2, max_over_time(temp[1m]))",
         "bottomk(1, avg by (room) (temp))",
         "topk(100, temp)",
+        "histogram_quantile(0.9, rate(latency_bucket[5m]))",
+        "histogram_quantile(0.5, sum by (le) (rate(latency_bucket[5m])))",
+        "histogram_quantile(0.75, latency_bucket)",
+        "histogram_quantile(0.99, max by (job, le) (latency_bucket))",
+        "histogram_quantile(1.5, rate(latency_bucket[2m]))",
     ] {
         for range in [range, instant] {
             let (as_series, as_rows) = both_ways(query, range).await;
@@ -548,6 +572,10 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         assert_eq!(as_series, "Ok(Matrix([]))");
         assert_eq!(as_series, as_rows, "{query}");
     }
+    // Two histograms alike but for the name: one label set answered twice.
+    let (as_series, as_rows) = both_ways("histogram_quantile(0.5, {__name__=~\".+_bucket\", job=\"api\"})", range).await;
+    assert!(as_series.contains("same labelset"), "{as_series}");
+    assert_eq!(as_series, as_rows);
     // `rate` drops the metric name: errors_total{api,200} meets requests_total{api,200}.
     let (as_series, as_rows) = both_ways("rate({job=\"api\", code=\"200\"}[5m])", range).await;
     assert!(as_series.contains("same labelset"), "{as_series}");
