@@ -167,7 +167,10 @@ pub enum Finish {
     Top(Top),
     /// `histogram_quantile(q, ...)` over series labelled with `labels` (the sweep's, `le`
     /// and the metric name among them).
-    HistogramQuantile { q: f64, labels: Vec<String> },
+    HistogramQuantile {
+        q: f64,
+        labels: Vec<String>,
+    },
 }
 
 /// `topk(k, ...)`/`bottomk(k, ...)` by `group`: at each step, the `k` largest (smallest)

@@ -573,7 +573,8 @@ async fn a_sweep_answers_the_same_as_series_and_as_rows() {
         assert_eq!(as_series, as_rows, "{query}");
     }
     // Two histograms alike but for the name: one label set answered twice.
-    let (as_series, as_rows) = both_ways("histogram_quantile(0.5, {__name__=~\".+_bucket\", job=\"api\"})", range).await;
+    let (as_series, as_rows) =
+        both_ways("histogram_quantile(0.5, {__name__=~\".+_bucket\", job=\"api\"})", range).await;
     assert!(as_series.contains("same labelset"), "{as_series}");
     assert_eq!(as_series, as_rows);
     // `rate` drops the metric name: errors_total{api,200} meets requests_total{api,200}.
