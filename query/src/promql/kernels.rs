@@ -102,7 +102,19 @@ pub struct Window<'a> {
 }
 
 /// Evaluates a range function; `None` where Prometheus returns no sample.
+#[cfg(test)]
 pub fn apply(function: RangeFunction, window: &Window, params: [f64; 2]) -> Option<f64> {
+    apply_in_turn(function, window, params, &mut Extrapolation::default())
+}
+
+/// [`apply`] to one of a series' windows in turn, `extrapolation` kept from its previous
+/// window (start each series with its default).
+pub fn apply_in_turn(
+    function: RangeFunction,
+    window: &Window,
+    params: [f64; 2],
+    extrapolation: &mut Extrapolation,
+) -> Option<f64> {
     let param = params[0];
     use RangeFunction::*;
     let values = window.values;
@@ -110,9 +122,9 @@ pub fn apply(function: RangeFunction, window: &Window, params: [f64; 2]) -> Opti
         return None;
     }
     match function {
-        Rate => extrapolated_rate(window, true, true),
-        Increase => extrapolated_rate(window, true, false),
-        Delta => extrapolated_rate(window, false, false),
+        Rate => extrapolated_rate_in_turn(window, true, true, extrapolation),
+        Increase => extrapolated_rate_in_turn(window, true, false, extrapolation),
+        Delta => extrapolated_rate_in_turn(window, false, false, extrapolation),
         Irate => instant_value(window, true),
         Idelta => instant_value(window, false),
         Resets => Some(values.windows(2).filter(|w| w[1] < w[0]).count() as f64),
@@ -165,15 +177,7 @@ fn extrapolated_rate(window: &Window, is_counter: bool, is_rate: bool) -> Option
     }
     let mut result = values[n - 1] - values[0];
     if is_counter {
-        let mut last = 0.0;
-        let mut correction = 0.0;
-        for &v in values {
-            if v < last {
-                correction += last;
-            }
-            last = v;
-        }
-        result += correction;
+        result += reset_correction(values);
     }
     let (first_t, last_t) = (timestamps[0], timestamps[n - 1]);
     let mut duration_to_start = (first_t - window.range_start) as f64 / 1000.0;
@@ -195,6 +199,115 @@ fn extrapolated_rate(window: &Window, is_counter: bool, is_rate: bool) -> Option
         result /= (window.range_end - window.range_start) as f64 / 1000.0;
     }
     Some(result)
+}
+
+/// What [`extrapolated_rate`] derives from a window's sample times alone: its chain of
+/// dependent divisions (the sampled interval, the average interval, the extrapolation
+/// factor, the per-second range), the kernel's cost. At a steady scrape interval a series'
+/// windows fall on its samples in a few ways that repeat (four, for steps of 15 s over
+/// samples every 60 s; up to eight are kept), so later windows take them as computed; the arithmetic is the same,
+/// so are the answers, bit for bit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extrapolation {
+    /// The last windows' times, the oldest replaced first.
+    slots: [Option<WindowTimes>; 8],
+    oldest: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct WindowTimes {
+    /// (first sample - range start, range end - last sample, range, samples), ms and count.
+    key: (i64, i64, i64, usize),
+    sampled_interval: f64,
+    duration_to_start: f64,
+    /// `extrapolate_to / sampled_interval`, unless the counter's zero cuts the start short.
+    factor: f64,
+    range_seconds: f64,
+}
+
+impl Extrapolation {
+    /// The times' part of `window` (`n` samples, at least two).
+    fn times(&mut self, window: &Window, n: usize) -> WindowTimes {
+        let key = (
+            window.timestamps[0] - window.range_start,
+            window.range_end - window.timestamps[n - 1],
+            window.range_end - window.range_start,
+            n,
+        );
+        if let Some(times) = self.slots.iter().flatten().find(|times| times.key == key) {
+            return *times;
+        }
+        let times = WindowTimes::of(window, n, key);
+        self.slots[self.oldest] = Some(times);
+        self.oldest = (self.oldest + 1) % self.slots.len();
+        times
+    }
+}
+
+impl WindowTimes {
+    fn of(window: &Window, n: usize, key: (i64, i64, i64, usize)) -> Self {
+        let (first_t, last_t) = (window.timestamps[0], window.timestamps[n - 1]);
+        let duration_to_start = (first_t - window.range_start) as f64 / 1000.0;
+        let duration_to_end = (window.range_end - last_t) as f64 / 1000.0;
+        let sampled_interval = (last_t - first_t) as f64 / 1000.0;
+        let average_between = sampled_interval / (n - 1) as f64;
+        let threshold = average_between * 1.1;
+        let mut extrapolate_to = sampled_interval;
+        extrapolate_to += if duration_to_start < threshold { duration_to_start } else { average_between / 2.0 };
+        extrapolate_to += if duration_to_end < threshold { duration_to_end } else { average_between / 2.0 };
+        WindowTimes {
+            key,
+            sampled_interval,
+            duration_to_start,
+            factor: extrapolate_to / sampled_interval,
+            range_seconds: (window.range_end - window.range_start) as f64 / 1000.0,
+        }
+    }
+}
+
+/// [`extrapolated_rate`] with the times' part taken from `extrapolation` where the window's
+/// times match it (and kept there for the next window).
+fn extrapolated_rate_in_turn(
+    window: &Window,
+    is_counter: bool,
+    is_rate: bool,
+    extrapolation: &mut Extrapolation,
+) -> Option<f64> {
+    let values = window.values;
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let times = extrapolation.times(window, n);
+    let mut result = values[n - 1] - values[0];
+    if is_counter {
+        result += reset_correction(values);
+        if result > 0.0 && values[0] >= 0.0 {
+            let duration_to_zero = times.sampled_interval * (values[0] / result);
+            if duration_to_zero < times.duration_to_start {
+                // The counter's zero moves the start: the whole computation.
+                return extrapolated_rate(window, is_counter, is_rate);
+            }
+        }
+    }
+    result *= times.factor;
+    if is_rate {
+        result /= times.range_seconds;
+    }
+    Some(result)
+}
+
+/// What counter resets in `values` took away: the value before each drop, summed in order.
+fn reset_correction(values: &[f64]) -> f64 {
+    let mut last = 0.0;
+    let mut correction = 0.0;
+    for &v in values {
+        if v < last {
+            correction += last;
+        }
+        last = v;
+    }
+    correction
 }
 
 /// Prometheus 2.42's `holt_winters`: the last smoothed value, the trend started from the
@@ -504,6 +617,67 @@ mod tests {
 
     fn window<'a>(timestamps: &'a [i64], values: &'a [f64], start: i64, end: i64) -> Window<'a> {
         Window { timestamps, values, range_start: start, range_end: end, eval_time: end }
+    }
+
+    /// A series' windows in turn, the times' part kept from one to the next, answer bit for
+    /// bit as each window computed alone: steady and jittered intervals, a gap, a missed scrape
+    /// (edges alike, a sample fewer), resets, a
+    /// counter from near zero (its zero cuts the start), a falling gauge, NaN.
+    #[test]
+    fn rates_in_turn_answer_as_each_window_alone() {
+        let mut timestamps = Vec::new();
+        let mut values = Vec::new();
+        let mut t = 1_000;
+        for i in 0..400i64 {
+            t += match i {
+                100..=140 => 15_000 + (i * 7919) % 1_000, // jitter
+                200 => 600_000,                           // a gap
+                320 => 30_000,                            // a missed scrape
+                _ => 15_000,
+            };
+            timestamps.push(t);
+            values.push(match i {
+                0..=50 => 0.5 + i as f64 * 3.0, // from near zero
+                51..=250 if i % 60 == 0 => 1.0, // resets
+                51..=250 => 100.0 + i as f64 * 2.5,
+                251..=300 => 1e6 - i as f64 * 1.5, // falls
+                301 => f64::NAN,
+                _ => i as f64 * 0.125,
+            });
+        }
+        let mut checked = 0;
+        for (function, is_counter, is_rate) in [
+            (RangeFunction::Rate, true, true),
+            (RangeFunction::Increase, true, false),
+            (RangeFunction::Delta, false, false),
+        ] {
+            for (range_ms, step_ms) in [(60_000, 15_000), (300_000, 15_000), (300_000, 60_000), (120_000, 7_000)] {
+                let mut extrapolation = Extrapolation::default();
+                let mut end = timestamps[0];
+                while end <= t + range_ms {
+                    let start = end - range_ms;
+                    let from = timestamps.partition_point(|&x| x <= start);
+                    let to = timestamps.partition_point(|&x| x <= end);
+                    let w = window(&timestamps[from..to], &values[from..to], start, end);
+                    if !w.values.is_empty() {
+                        let alone = extrapolated_rate(&w, is_counter, is_rate);
+                        let in_turn = apply_in_turn(function, &w, [0.0, 0.0], &mut extrapolation);
+                        assert_eq!(alone.map(f64::to_bits), in_turn.map(f64::to_bits), "{function:?} at {end}");
+                        checked += 1;
+                    }
+                    end += step_ms;
+                }
+            }
+        }
+        assert!(checked > 5_000, "{checked}");
+        // Edges alike, a sample fewer: another average interval, and here another factor.
+        let mut extrapolation = Extrapolation::default();
+        for ts in [&[25_000, 30_000, 35_000, 60_000][..], &[25_000, 40_000, 60_000][..]] {
+            let vs = (0..ts.len()).map(|i| 10.0 + i as f64).collect::<Vec<_>>();
+            let w = window(ts, &vs, 0, 60_000);
+            let in_turn = apply_in_turn(RangeFunction::Rate, &w, [0.0, 0.0], &mut extrapolation);
+            assert_eq!(extrapolated_rate(&w, true, true).map(f64::to_bits), in_turn.map(f64::to_bits), "{ts:?}");
+        }
     }
 
     #[test]

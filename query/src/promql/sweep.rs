@@ -915,6 +915,7 @@ struct StepCursor {
     from: usize,
     advance: usize,
     width: usize,
+    extrapolation: kernels::Extrapolation,
 }
 
 /// The value at one step of one series with samples `timestamps`/`values` (time-ordered,
@@ -932,7 +933,7 @@ fn evaluate_step(
     // Samples at a steady interval move a window by as many as the step before did.
     let from = seek_near(timestamps, cursor.from, cursor.from + cursor.advance, |t| t < eval - spec.range_ms);
     let to = seek_near(timestamps, from, from + cursor.width, |t| t <= eval);
-    *cursor = StepCursor { from, advance: from - cursor.from, width: to - from };
+    (cursor.from, cursor.advance, cursor.width) = (from, from - cursor.from, to - from);
     if from >= to || (spec.is_instant() && is_stale(values[to - 1])) {
         return None;
     }
@@ -943,7 +944,7 @@ fn evaluate_step(
         range_end: eval,
         eval_time: step,
     };
-    kernels::apply(spec.function, &window, spec.params)
+    kernels::apply_in_turn(spec.function, &window, spec.params, &mut cursor.extrapolation)
 }
 
 /// The first index at or after `from` whose time fails `before` (which holds for a prefix
