@@ -122,9 +122,9 @@ pub fn apply_in_turn(
         return None;
     }
     match function {
-        Rate => extrapolated_rate_in_turn(window, true, true, extrapolation),
-        Increase => extrapolated_rate_in_turn(window, true, false, extrapolation),
-        Delta => extrapolated_rate_in_turn(window, false, false, extrapolation),
+        Rate => extrapolated_rate(window, true, true, extrapolation),
+        Increase => extrapolated_rate(window, true, false, extrapolation),
+        Delta => extrapolated_rate(window, false, false, extrapolation),
         Irate => instant_value(window, true),
         Idelta => instant_value(window, false),
         Resets => Some(values.windows(2).filter(|w| w[1] < w[0]).count() as f64),
@@ -167,107 +167,92 @@ pub fn apply_in_turn(
     }
 }
 
-/// Prometheus's `extrapolatedRate` (2.x): rate, increase and delta with extrapolation to the
-/// window edges and counter-reset correction.
-fn extrapolated_rate(window: &Window, is_counter: bool, is_rate: bool) -> Option<f64> {
-    let (timestamps, values) = (window.timestamps, window.values);
-    let n = values.len();
-    if n < 2 {
-        return None;
-    }
-    let mut result = values[n - 1] - values[0];
-    if is_counter {
-        result += reset_correction(values);
-    }
-    let (first_t, last_t) = (timestamps[0], timestamps[n - 1]);
-    let mut duration_to_start = (first_t - window.range_start) as f64 / 1000.0;
-    let duration_to_end = (window.range_end - last_t) as f64 / 1000.0;
-    let sampled_interval = (last_t - first_t) as f64 / 1000.0;
-    let average_between = sampled_interval / (n - 1) as f64;
-    if is_counter && result > 0.0 && values[0] >= 0.0 {
-        let duration_to_zero = sampled_interval * (values[0] / result);
-        if duration_to_zero < duration_to_start {
-            duration_to_start = duration_to_zero;
-        }
-    }
-    let threshold = average_between * 1.1;
-    let mut extrapolate_to = sampled_interval;
-    extrapolate_to += if duration_to_start < threshold { duration_to_start } else { average_between / 2.0 };
-    extrapolate_to += if duration_to_end < threshold { duration_to_end } else { average_between / 2.0 };
-    result *= extrapolate_to / sampled_interval;
-    if is_rate {
-        result /= (window.range_end - window.range_start) as f64 / 1000.0;
-    }
-    Some(result)
-}
-
-/// What [`extrapolated_rate`] derives from a window's sample times alone: its chain of
-/// dependent divisions (the sampled interval, the average interval, the extrapolation
-/// factor, the per-second range), the kernel's cost. At a steady scrape interval a series'
-/// windows fall on its samples in a few ways that repeat (four, for steps of 15 s over
-/// samples every 60 s; up to eight are kept), so later windows take them as computed; the arithmetic is the same,
-/// so are the answers, bit for bit.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Extrapolation {
-    /// The last windows' times, the oldest replaced first.
-    slots: [Option<WindowTimes>; 8],
-    oldest: usize,
-}
-
+/// What Prometheus's `extrapolatedRate` (2.x) derives from a window's sample times alone: its
+/// chain of dependent divisions (the sampled interval, the average interval, the
+/// extrapolation factor, the per-second range), the kernel's cost.
 #[derive(Clone, Copy, Debug)]
 struct WindowTimes {
     /// (first sample - range start, range end - last sample, range, samples), ms and count.
     key: (i64, i64, i64, usize),
     sampled_interval: f64,
+    average_between: f64,
     duration_to_start: f64,
-    /// `extrapolate_to / sampled_interval`, unless the counter's zero cuts the start short.
+    duration_to_end: f64,
+    /// [`Self::factor_from`] the first sample: unless a counter's zero comes closer.
     factor: f64,
     range_seconds: f64,
 }
 
-impl Extrapolation {
-    /// The times' part of `window` (`n` samples, at least two).
-    fn times(&mut self, window: &Window, n: usize) -> WindowTimes {
-        let key = (
+impl WindowTimes {
+    /// The times of `window` (`n` samples, at least two).
+    fn of(window: &Window, n: usize) -> Self {
+        let (first_t, last_t) = (window.timestamps[0], window.timestamps[n - 1]);
+        let sampled_interval = (last_t - first_t) as f64 / 1000.0;
+        let mut times = WindowTimes {
+            key: Self::key_of(window, n),
+            sampled_interval,
+            average_between: sampled_interval / (n - 1) as f64,
+            duration_to_start: (first_t - window.range_start) as f64 / 1000.0,
+            duration_to_end: (window.range_end - last_t) as f64 / 1000.0,
+            factor: 0.0,
+            range_seconds: (window.range_end - window.range_start) as f64 / 1000.0,
+        };
+        times.factor = times.factor_from(times.duration_to_start);
+        times
+    }
+
+    /// What tells two windows' times apart: where the first and last samples are within the
+    /// range, the range, and how many samples.
+    fn key_of(window: &Window, n: usize) -> (i64, i64, i64, usize) {
+        (
             window.timestamps[0] - window.range_start,
             window.range_end - window.timestamps[n - 1],
             window.range_end - window.range_start,
             n,
-        );
+        )
+    }
+
+    /// How far the sampled interval extrapolates, as a factor, when the series starts
+    /// `duration_to_start` seconds into the range: to each edge, or half an average interval
+    /// short of an edge more than 1.1 intervals away.
+    fn factor_from(&self, duration_to_start: f64) -> f64 {
+        let threshold = self.average_between * 1.1;
+        let mut extrapolate_to = self.sampled_interval;
+        extrapolate_to += if duration_to_start < threshold { duration_to_start } else { self.average_between / 2.0 };
+        extrapolate_to +=
+            if self.duration_to_end < threshold { self.duration_to_end } else { self.average_between / 2.0 };
+        extrapolate_to / self.sampled_interval
+    }
+}
+
+/// The [`WindowTimes`] of a series' last windows: at a steady scrape interval its windows fall
+/// on its samples in a few ways that repeat (four, for steps of 15 s over samples every 60 s;
+/// up to eight are kept), so later windows take them as computed. The arithmetic is the
+/// same, so are the answers, bit for bit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extrapolation {
+    /// The oldest replaced first.
+    slots: [Option<WindowTimes>; 8],
+    oldest: usize,
+}
+
+impl Extrapolation {
+    /// The times of `window` (`n` samples, at least two).
+    fn times(&mut self, window: &Window, n: usize) -> WindowTimes {
+        let key = WindowTimes::key_of(window, n);
         if let Some(times) = self.slots.iter().flatten().find(|times| times.key == key) {
             return *times;
         }
-        let times = WindowTimes::of(window, n, key);
+        let times = WindowTimes::of(window, n);
         self.slots[self.oldest] = Some(times);
         self.oldest = (self.oldest + 1) % self.slots.len();
         times
     }
 }
 
-impl WindowTimes {
-    fn of(window: &Window, n: usize, key: (i64, i64, i64, usize)) -> Self {
-        let (first_t, last_t) = (window.timestamps[0], window.timestamps[n - 1]);
-        let duration_to_start = (first_t - window.range_start) as f64 / 1000.0;
-        let duration_to_end = (window.range_end - last_t) as f64 / 1000.0;
-        let sampled_interval = (last_t - first_t) as f64 / 1000.0;
-        let average_between = sampled_interval / (n - 1) as f64;
-        let threshold = average_between * 1.1;
-        let mut extrapolate_to = sampled_interval;
-        extrapolate_to += if duration_to_start < threshold { duration_to_start } else { average_between / 2.0 };
-        extrapolate_to += if duration_to_end < threshold { duration_to_end } else { average_between / 2.0 };
-        WindowTimes {
-            key,
-            sampled_interval,
-            duration_to_start,
-            factor: extrapolate_to / sampled_interval,
-            range_seconds: (window.range_end - window.range_start) as f64 / 1000.0,
-        }
-    }
-}
-
-/// [`extrapolated_rate`] with the times' part taken from `extrapolation` where the window's
-/// times match it (and kept there for the next window).
-fn extrapolated_rate_in_turn(
+/// Prometheus's `extrapolatedRate` (2.x): rate, increase and delta with extrapolation to the
+/// window edges and counter-reset correction; the times' part from `extrapolation`.
+fn extrapolated_rate(
     window: &Window,
     is_counter: bool,
     is_rate: bool,
@@ -280,17 +265,18 @@ fn extrapolated_rate_in_turn(
     }
     let times = extrapolation.times(window, n);
     let mut result = values[n - 1] - values[0];
+    let mut factor = times.factor;
     if is_counter {
         result += reset_correction(values);
         if result > 0.0 && values[0] >= 0.0 {
+            // A counter does not extrapolate below zero: its zero may cut the start short.
             let duration_to_zero = times.sampled_interval * (values[0] / result);
             if duration_to_zero < times.duration_to_start {
-                // The counter's zero moves the start: the whole computation.
-                return extrapolated_rate(window, is_counter, is_rate);
+                factor = times.factor_from(duration_to_zero);
             }
         }
     }
-    result *= times.factor;
+    result *= factor;
     if is_rate {
         result /= times.range_seconds;
     }
@@ -619,8 +605,8 @@ mod tests {
         Window { timestamps, values, range_start: start, range_end: end, eval_time: end }
     }
 
-    /// A series' windows in turn, the times' part kept from one to the next, answer bit for
-    /// bit as each window computed alone: steady and jittered intervals, a gap, a missed scrape
+    /// A series' windows in turn, the times kept from one to the next, answer bit for bit as
+    /// each window computed alone: steady and jittered intervals, a gap, a missed scrape
     /// (edges alike, a sample fewer), resets, a
     /// counter from near zero (its zero cuts the start), a falling gauge, NaN.
     #[test]
@@ -646,11 +632,7 @@ mod tests {
             });
         }
         let mut checked = 0;
-        for (function, is_counter, is_rate) in [
-            (RangeFunction::Rate, true, true),
-            (RangeFunction::Increase, true, false),
-            (RangeFunction::Delta, false, false),
-        ] {
+        for function in [RangeFunction::Rate, RangeFunction::Increase, RangeFunction::Delta] {
             for (range_ms, step_ms) in [(60_000, 15_000), (300_000, 15_000), (300_000, 60_000), (120_000, 7_000)] {
                 let mut extrapolation = Extrapolation::default();
                 let mut end = timestamps[0];
@@ -660,7 +642,7 @@ mod tests {
                     let to = timestamps.partition_point(|&x| x <= end);
                     let w = window(&timestamps[from..to], &values[from..to], start, end);
                     if !w.values.is_empty() {
-                        let alone = extrapolated_rate(&w, is_counter, is_rate);
+                        let alone = apply(function, &w, [0.0, 0.0]);
                         let in_turn = apply_in_turn(function, &w, [0.0, 0.0], &mut extrapolation);
                         assert_eq!(alone.map(f64::to_bits), in_turn.map(f64::to_bits), "{function:?} at {end}");
                         checked += 1;
@@ -676,7 +658,8 @@ mod tests {
             let vs = (0..ts.len()).map(|i| 10.0 + i as f64).collect::<Vec<_>>();
             let w = window(ts, &vs, 0, 60_000);
             let in_turn = apply_in_turn(RangeFunction::Rate, &w, [0.0, 0.0], &mut extrapolation);
-            assert_eq!(extrapolated_rate(&w, true, true).map(f64::to_bits), in_turn.map(f64::to_bits), "{ts:?}");
+            let alone = apply(RangeFunction::Rate, &w, [0.0, 0.0]);
+            assert_eq!(alone.map(f64::to_bits), in_turn.map(f64::to_bits), "{ts:?}");
         }
     }
 
