@@ -112,38 +112,80 @@ fn promql_duration(text: &str) -> Option<i64> {
 }
 
 /// `ts` as Prometheus writes it: seconds, with the milliseconds as a 3-digit fraction.
-fn write_timestamp(out: &mut String, ms: i64) {
+fn write_timestamp(out: &mut Vec<u8>, ms: i64) {
     if ms < 0 {
-        out.push('-');
+        out.push(b'-');
     }
     let ms = ms.unsigned_abs();
-    out.push_str(itoa::Buffer::new().format(ms / 1000));
+    out.extend_from_slice(itoa::Buffer::new().format(ms / 1000).as_bytes());
     let millis = ms % 1000;
     if millis != 0 {
-        out.push('.');
-        out.extend([millis / 100, millis / 10 % 10, millis % 10].map(|d| char::from(b'0' + d as u8)));
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+        ]);
     }
 }
 
-/// `[ts,"value"]`: a number's text never needs escaping.
-fn write_point(out: &mut String, ms: i64, value: f64) {
-    out.push('[');
-    write_timestamp(out, ms);
-    out.push_str(",\"");
-    vigil_query::promql::kernels::write_value(out, value);
-    out.push_str("\"]");
+/// Room for a time's text: a sign, 19 digits, a point and 3 more.
+const TIME_TEXT: usize = 24;
+
+/// Slots for times' text, a prime: the steps of a range answer (multiples of any step not
+/// itself a multiple of 1,021 ms) fall in different slots, 1,021 steps in a row.
+const TIME_SLOTS: usize = 1_021;
+
+/// Writes the `[ts,"value"]` points of one answer. A range answer's series share their
+/// steps, so each time's text is written once and copied to the other series' points
+/// (kept in a slot the time picks; another time in the slot writes its own); and it is
+/// copied as a block of fixed size, then cut, because a copy whose size is known only at
+/// run time is a call to `memcpy`, and an answer has hundreds of thousands of them.
+struct PointWriter {
+    times: Vec<(i64, [u8; TIME_TEXT], u8)>,
 }
 
-fn write_string_point(out: &mut String, ms: i64, text: &str) {
-    out.push('[');
-    write_timestamp(out, ms);
-    out.push(',');
-    out.push_str(&Value::String(text.to_string()).to_string());
-    out.push(']');
+impl PointWriter {
+    fn new() -> Self {
+        PointWriter { times: Vec::new() }
+    }
+
+    fn write(&mut self, out: &mut Vec<u8>, ms: i64, value: f64) {
+        out.push(b'[');
+        self.write_time(out, ms);
+        out.extend_from_slice(b",\"");
+        vigil_query::promql::kernels::write_value(out, value);
+        out.extend_from_slice(b"\"]");
+    }
+
+    fn write_time(&mut self, out: &mut Vec<u8>, ms: i64) {
+        if self.times.is_empty() {
+            self.times = vec![(i64::MIN, [0; TIME_TEXT], 0); TIME_SLOTS];
+        }
+        let slot = &mut self.times[ms.rem_euclid(TIME_SLOTS as i64) as usize];
+        if slot.0 != ms {
+            let mut text = Vec::with_capacity(TIME_TEXT);
+            write_timestamp(&mut text, ms);
+            slot.1[..text.len()].copy_from_slice(&text);
+            *slot = (ms, slot.1, text.len() as u8);
+        }
+        out.extend_from_slice(&slot.1);
+        out.truncate(out.len() - (TIME_TEXT - slot.2 as usize));
+    }
 }
 
-fn write_labels(out: &mut String, labels: &Labels) {
-    out.push_str(&serde_json::to_string(labels).unwrap_or_else(|_| "{}".into()));
+fn write_string_point(out: &mut Vec<u8>, ms: i64, text: &str) {
+    out.push(b'[');
+    write_timestamp(out, ms);
+    out.push(b',');
+    out.extend_from_slice(Value::String(text.to_string()).to_string().as_bytes());
+    out.push(b']');
+}
+
+fn write_labels(out: &mut Vec<u8>, labels: &Labels) {
+    if serde_json::to_writer(&mut *out, labels).is_err() {
+        out.extend_from_slice(b"{}");
+    }
 }
 
 fn format_value(value: f64) -> String {
@@ -151,50 +193,51 @@ fn format_value(value: f64) -> String {
 }
 
 /// The `data` object of a query result, as raw JSON, appended to `out`.
-fn write_result(out: &mut String, result: &PromResult) {
+fn write_result(out: &mut Vec<u8>, result: &PromResult) {
+    let mut points = PointWriter::new();
     match result {
         PromResult::Vector(samples) => {
-            out.push_str(r#"{"resultType":"vector","result":["#);
+            out.extend_from_slice(br#"{"resultType":"vector","result":["#);
             for (i, sample) in samples.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(r#"{"metric":"#);
+                out.extend_from_slice(br#"{"metric":"#);
                 write_labels(out, &sample.labels);
-                out.push_str(r#","value":"#);
-                write_point(out, sample.timestamp_ms, sample.value);
-                out.push('}');
+                out.extend_from_slice(br#","value":"#);
+                points.write(out, sample.timestamp_ms, sample.value);
+                out.push(b'}');
             }
-            out.push_str("]}");
+            out.extend_from_slice(b"]}");
         }
         PromResult::Matrix(series) => {
-            out.push_str(r#"{"resultType":"matrix","result":["#);
+            out.extend_from_slice(br#"{"resultType":"matrix","result":["#);
             for (i, s) in series.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(r#"{"metric":"#);
+                out.extend_from_slice(br#"{"metric":"#);
                 write_labels(out, &s.labels);
-                out.push_str(r#","values":["#);
+                out.extend_from_slice(br#","values":["#);
                 for (j, (t, v)) in s.points.iter().enumerate() {
                     if j > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
-                    write_point(out, *t, *v);
+                    points.write(out, *t, *v);
                 }
-                out.push_str("]}");
+                out.extend_from_slice(b"]}");
             }
-            out.push_str("]}");
+            out.extend_from_slice(b"]}");
         }
         PromResult::Scalar(t, v) => {
-            out.push_str(r#"{"resultType":"scalar","result":"#);
-            write_point(out, *t, *v);
-            out.push('}');
+            out.extend_from_slice(br#"{"resultType":"scalar","result":"#);
+            points.write(out, *t, *v);
+            out.push(b'}');
         }
         PromResult::String(t, s) => {
-            out.push_str(r#"{"resultType":"string","result":"#);
+            out.extend_from_slice(br#"{"resultType":"string","result":"#);
             write_string_point(out, *t, s);
-            out.push('}');
+            out.push(b'}');
         }
     }
 }
@@ -207,10 +250,10 @@ fn query_response(result: &PromResult) -> Response {
         PromResult::Vector(samples) => samples.len() * 4,
         _ => 1,
     };
-    let mut body = String::with_capacity(64 + points * 32);
-    body.push_str(r#"{"status":"success","data":"#);
+    let mut body = Vec::with_capacity(64 + points * 32);
+    body.extend_from_slice(br#"{"status":"success","data":"#);
     write_result(&mut body, result);
-    body.push('}');
+    body.push(b'}');
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -512,25 +555,38 @@ mod tests {
 
     #[test]
     fn timestamps_and_values_are_written_like_prometheus() {
-        let mut out = String::new();
-        write_point(&mut out, 1_435_781_451_781, 1.0);
-        assert_eq!(out, r#"[1435781451.781,"1"]"#);
-        let mut out = String::new();
-        write_point(&mut out, 1_435_781_451_000, f64::NAN);
-        assert_eq!(out, r#"[1435781451,"NaN"]"#);
-        let mut out = String::new();
-        write_point(&mut out, -1_500, -0.25);
-        assert_eq!(out, r#"[-1.500,"-0.25"]"#);
-        let mut out = String::new();
-        write_string_point(&mut out, 0, "a \"quoted\" text");
-        assert_eq!(out, r#"[0,"a \"quoted\" text"]"#);
-        let mut out = String::new();
-        write_timestamp(&mut out, 1_500);
-        assert_eq!(out, "1.500");
-        let mut out = String::new();
-        write_timestamp(&mut out, 1_000_042);
-        assert_eq!(out, "1000.042");
+        let text = |write: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            write(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let point = |ms, value| text(&|out| PointWriter::new().write(out, ms, value));
+        assert_eq!(point(1_435_781_451_781, 1.0), r#"[1435781451.781,"1"]"#);
+        assert_eq!(point(1_435_781_451_000, f64::NAN), r#"[1435781451,"NaN"]"#);
+        assert_eq!(point(-1_500, -0.25), r#"[-1.500,"-0.25"]"#);
+        assert_eq!(text(&|out| write_string_point(out, 0, "a \"quoted\" text")), r#"[0,"a \"quoted\" text"]"#);
+        assert_eq!(text(&|out| write_timestamp(out, 1_500)), "1.500");
+        assert_eq!(text(&|out| write_timestamp(out, 1_000_042)), "1000.042");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+    }
+
+    /// One writer over many points: a time's kept text is its own, also when another time
+    /// takes its slot (times 1,021 ms apart) and takes it back, and at the extremes.
+    #[test]
+    fn kept_times_are_written_as_each_alone() {
+        let mut writer = PointWriter::new();
+        let times = [0, 1_021, 0, 15_000, 1_021_000, 2_042_000, i64::MAX, i64::MIN + 1, -1_021, 1_764_900_000_123];
+        for round in 0..3 {
+            for (i, &ms) in times.iter().enumerate() {
+                let value = (round * 10 + i) as f64 / 4.0;
+                let mut kept = Vec::new();
+                writer.write(&mut kept, ms, value);
+                let mut alone = b"[".to_vec();
+                write_timestamp(&mut alone, ms);
+                alone.extend_from_slice(format!(",\"{}\"]", format_value(value)).as_bytes());
+                assert_eq!(String::from_utf8(kept).unwrap(), String::from_utf8(alone).unwrap(), "{ms}");
+            }
+        }
     }
 
     #[test]

@@ -104,17 +104,22 @@ pub struct Window<'a> {
 /// Evaluates a range function; `None` where Prometheus returns no sample.
 #[cfg(test)]
 pub fn apply(function: RangeFunction, window: &Window, params: [f64; 2]) -> Option<f64> {
-    apply_in_turn(function, window, params, &mut Extrapolation::default())
+    apply_in_turn(function, window, params, &mut InTurn::default())
 }
 
-/// [`apply`] to one of a series' windows in turn, `extrapolation` kept from its previous
-/// window (start each series with its default).
-pub fn apply_in_turn(
-    function: RangeFunction,
-    window: &Window,
-    params: [f64; 2],
-    extrapolation: &mut Extrapolation,
-) -> Option<f64> {
+/// What a series' window leaves for its next: a sweep keeps one per series, its windows
+/// moving forward over the same samples, and the next window computes only what the
+/// samples it does not share decide. The arithmetic is the same, so are the answers, bit
+/// for bit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InTurn {
+    extrapolation: Extrapolation,
+    extreme: Option<Extreme>,
+}
+
+/// [`apply`] to one of a series' windows in turn, `kept` from its previous window (start
+/// each series with its default).
+pub fn apply_in_turn(function: RangeFunction, window: &Window, params: [f64; 2], kept: &mut InTurn) -> Option<f64> {
     let param = params[0];
     use RangeFunction::*;
     let values = window.values;
@@ -122,9 +127,9 @@ pub fn apply_in_turn(
         return None;
     }
     match function {
-        Rate => extrapolated_rate(window, true, true, extrapolation),
-        Increase => extrapolated_rate(window, true, false, extrapolation),
-        Delta => extrapolated_rate(window, false, false, extrapolation),
+        Rate => extrapolated_rate(window, true, true, &mut kept.extrapolation),
+        Increase => extrapolated_rate(window, true, false, &mut kept.extrapolation),
+        Delta => extrapolated_rate(window, false, false, &mut kept.extrapolation),
         Irate => instant_value(window, true),
         Idelta => instant_value(window, false),
         Resets => Some(values.windows(2).filter(|w| w[1] < w[0]).count() as f64),
@@ -145,12 +150,8 @@ pub fn apply_in_turn(
             Some(slope * param + intercept)
         }
         AvgOverTime => Some(avg_over_time(values)),
-        MinOverTime => {
-            Some(values.iter().skip(1).fold(values[0], |min, &v| if v < min || min.is_nan() { v } else { min }))
-        }
-        MaxOverTime => {
-            Some(values.iter().skip(1).fold(values[0], |max, &v| if v > max || max.is_nan() { v } else { max }))
-        }
+        MinOverTime => Some(extreme(window, |v, min| v < min, &mut kept.extreme)),
+        MaxOverTime => Some(extreme(window, |v, max| v > max, &mut kept.extreme)),
         SumOverTime => {
             let (sum, c) = values.iter().fold((0.0, 0.0), |(sum, c), &v| kahan_inc(v, sum, c));
             Some(if sum.is_infinite() { sum } else { sum + c })
@@ -165,6 +166,41 @@ pub fn apply_in_turn(
         Instant => values.last().copied(),
         InstantTimestamp => window.timestamps.last().map(|&t| t as f64 / 1000.0),
     }
+}
+
+/// The last window's `max_over_time` or `min_over_time`: its value and the time of the
+/// sample that holds it, and the times the window spanned.
+#[derive(Clone, Copy, Debug)]
+struct Extreme {
+    value: f64,
+    at: i64,
+    from: i64,
+    through: i64,
+}
+
+/// Prometheus's `max_over_time` (`beats` is `>`) or `min_over_time` (`<`): the samples
+/// folded in time order, a sample taking the place of the one held when it beats it or the
+/// held one is NaN; so the answer is the first sample that holds the largest (smallest)
+/// value, NaN when all are. Every sample before that one is NaN or strictly beaten by it,
+/// every one after it does not beat it: while it stays in the window, a window that moved
+/// forward folds only its samples after the last window's end, from it (`kept`).
+fn extreme(window: &Window, beats: fn(f64, f64) -> bool, kept: &mut Option<Extreme>) -> f64 {
+    let (timestamps, values) = (window.timestamps, window.values);
+    let (first, last) = (timestamps[0], timestamps[timestamps.len() - 1]);
+    let (mut held, mut at, fold_from) = match *kept {
+        Some(kept) if kept.from <= first && first <= kept.at && kept.through <= last => {
+            let fresh = timestamps.iter().rev().take_while(|&&t| t > kept.through).count();
+            (kept.value, kept.at, timestamps.len() - fresh)
+        }
+        _ => (values[0], first, 1),
+    };
+    for (&t, &v) in timestamps[fold_from..].iter().zip(&values[fold_from..]) {
+        if beats(v, held) || held.is_nan() {
+            (held, at) = (v, t);
+        }
+    }
+    *kept = (!held.is_nan()).then_some(Extreme { value: held, at, from: first, through: last });
+    held
 }
 
 /// What Prometheus's `extrapolatedRate` (2.x) derives from a window's sample times alone: its
@@ -230,7 +266,7 @@ impl WindowTimes {
 /// up to eight are kept), so later windows take them as computed. The arithmetic is the
 /// same, so are the answers, bit for bit.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Extrapolation {
+struct Extrapolation {
     /// The oldest replaced first.
     slots: [Option<WindowTimes>; 8],
     oldest: usize,
@@ -537,63 +573,69 @@ const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 /// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it (for `count_values`).
 pub fn format_value(value: f64) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_value(&mut out, value);
-    out
+    out.into_iter().map(char::from).collect()
 }
 
-/// [`format_value`] appended to `out` (a result of thousands of points formats each one
-/// without a string of its own). Ryu finds the shortest digits that read back to the same
-/// float, a tie between two last digits going to the even one as in Go (Rust's `Display`
-/// picks differently); they are then written without an exponent.
-pub fn write_value(out: &mut String, value: f64) {
+/// [`format_value`]'s text (ASCII) appended to `out`: a result of thousands of points
+/// formats each one without a string of its own. Ryu finds the shortest digits that read
+/// back to the same float, a tie between two last digits going to the even one as in Go
+/// (Rust's `Display` picks differently); they are then written without an exponent.
+pub fn write_value(out: &mut Vec<u8>, value: f64) {
     if value.is_nan() {
-        out.push_str("NaN");
+        out.extend_from_slice(b"NaN");
     } else if value == f64::INFINITY {
-        out.push_str("+Inf");
+        out.extend_from_slice(b"+Inf");
     } else if value == f64::NEG_INFINITY {
-        out.push_str("-Inf");
-    } else if value.fract() == 0.0 && value.abs() < MAX_EXACT_INTEGER && (value != 0.0 || value.is_sign_positive()) {
+        out.extend_from_slice(b"-Inf");
+    } else if value.abs() < MAX_EXACT_INTEGER
+        && (value as i64) as f64 == value
+        && (value != 0.0 || value.is_sign_positive())
+    {
         // A whole number (counters, gauges of counts) below 2^53: its digits are the
-        // integer's, and integer text is several times cheaper than float text.
-        out.push_str(itoa::Buffer::new().format(value as i64));
+        // integer's, and integer text is several times cheaper than float text. (Whole
+        // is tested by a round trip through i64: `fract` is a call to libm's `trunc` on
+        // x86-64's baseline, ~4 % of writing a large answer.)
+        out.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
     } else {
         let mut buffer = ryu::Buffer::new();
-        write_plain_decimal(out, buffer.format_finite(value));
+        write_plain_decimal(out, buffer.format_finite(value).as_bytes());
     }
 }
 
 /// Ryu's text (`123.0`, `0.001`, `1.5e-7`, `1e21`) in plain decimal notation, as Go's `'f'`
 /// format writes it: `123`, `0.001`, `0.00000015`, `1000000000000000000000`.
-fn write_plain_decimal(out: &mut String, text: &str) {
-    let text = match text.strip_prefix('-') {
+fn write_plain_decimal(out: &mut Vec<u8>, text: &[u8]) {
+    let text = match text.strip_prefix(b"-") {
         Some(rest) => {
-            out.push('-');
+            out.push(b'-');
             rest
         }
         None => text,
     };
-    let Some((mantissa, exponent)) = text.split_once('e') else {
-        out.push_str(text.strip_suffix(".0").unwrap_or(text));
+    let Some(e) = text.iter().position(|&b| b == b'e') else {
+        out.extend_from_slice(text.strip_suffix(b".0").unwrap_or(text));
         return;
     };
+    let (mantissa, exponent) = (&text[..e], &text[e + 1..]);
     // Ryu's exponent form is `d` or `d.ddd`, then `eN`: N places after the first digit.
-    let exponent: i64 = exponent.parse().unwrap_or(0);
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits = || whole.chars().chain(fraction.chars());
-    let count = whole.len() + fraction.len();
-    let point = whole.len() as i64 + exponent; // digits before the decimal point
+    let exponent: i64 = std::str::from_utf8(exponent).ok().and_then(|e| e.parse().ok()).unwrap_or(0);
+    let digits: Vec<u8> = mantissa.iter().copied().filter(|&b| b != b'.').collect();
+    let whole = mantissa.iter().position(|&b| b == b'.').unwrap_or(mantissa.len());
+    let point = whole as i64 + exponent; // digits before the decimal point
     if point <= 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
-        out.extend(digits());
-    } else if point as usize >= count {
-        out.extend(digits());
-        out.extend(std::iter::repeat_n('0', point as usize - count));
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
+        out.extend_from_slice(&digits);
+    } else if point as usize >= digits.len() {
+        out.extend_from_slice(&digits);
+        out.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
     } else {
-        out.extend(digits().take(point as usize));
-        out.push('.');
-        out.extend(digits().skip(point as usize));
+        let (before, after) = digits.split_at(point as usize);
+        out.extend_from_slice(before);
+        out.push(b'.');
+        out.extend_from_slice(after);
     }
 }
 
@@ -631,36 +673,90 @@ mod tests {
                 _ => i as f64 * 0.125,
             });
         }
+        let rates = [RangeFunction::Rate, RangeFunction::Increase, RangeFunction::Delta];
+        let checked = in_turn_against(&rates, &timestamps, &values, |function, w| apply(function, w, [0.0, 0.0]));
+        assert!(checked > 5_000, "{checked}");
+        // Edges alike, a sample fewer: another average interval, and here another factor.
+        let mut kept = InTurn::default();
+        for ts in [&[25_000, 30_000, 35_000, 60_000][..], &[25_000, 40_000, 60_000][..]] {
+            let vs = (0..ts.len()).map(|i| 10.0 + i as f64).collect::<Vec<_>>();
+            let w = window(ts, &vs, 0, 60_000);
+            let in_turn = apply_in_turn(RangeFunction::Rate, &w, [0.0, 0.0], &mut kept);
+            let alone = apply(RangeFunction::Rate, &w, [0.0, 0.0]);
+            assert_eq!(alone.map(f64::to_bits), in_turn.map(f64::to_bits), "{ts:?}");
+        }
+    }
+
+    /// Sweeps `functions` over the series `timestamps`/`values` at several ranges and steps,
+    /// each window in turn (what it keeps passed on), and compares bits with `alone`; the
+    /// number of windows compared.
+    fn in_turn_against(
+        functions: &[RangeFunction],
+        timestamps: &[i64],
+        values: &[f64],
+        alone: impl Fn(RangeFunction, &Window) -> Option<f64>,
+    ) -> usize {
         let mut checked = 0;
-        for function in [RangeFunction::Rate, RangeFunction::Increase, RangeFunction::Delta] {
+        let last = timestamps[timestamps.len() - 1];
+        for &function in functions {
             for (range_ms, step_ms) in [(60_000, 15_000), (300_000, 15_000), (300_000, 60_000), (120_000, 7_000)] {
-                let mut extrapolation = Extrapolation::default();
+                let mut kept = InTurn::default();
                 let mut end = timestamps[0];
-                while end <= t + range_ms {
+                while end <= last + range_ms {
                     let start = end - range_ms;
                     let from = timestamps.partition_point(|&x| x <= start);
                     let to = timestamps.partition_point(|&x| x <= end);
                     let w = window(&timestamps[from..to], &values[from..to], start, end);
                     if !w.values.is_empty() {
-                        let alone = apply(function, &w, [0.0, 0.0]);
-                        let in_turn = apply_in_turn(function, &w, [0.0, 0.0], &mut extrapolation);
-                        assert_eq!(alone.map(f64::to_bits), in_turn.map(f64::to_bits), "{function:?} at {end}");
+                        let in_turn = apply_in_turn(function, &w, [0.0, 0.0], &mut kept);
+                        assert_eq!(
+                            alone(function, &w).map(f64::to_bits),
+                            in_turn.map(f64::to_bits),
+                            "{function:?} at {end}"
+                        );
                         checked += 1;
                     }
                     end += step_ms;
                 }
             }
         }
-        assert!(checked > 5_000, "{checked}");
-        // Edges alike, a sample fewer: another average interval, and here another factor.
-        let mut extrapolation = Extrapolation::default();
-        for ts in [&[25_000, 30_000, 35_000, 60_000][..], &[25_000, 40_000, 60_000][..]] {
-            let vs = (0..ts.len()).map(|i| 10.0 + i as f64).collect::<Vec<_>>();
-            let w = window(ts, &vs, 0, 60_000);
-            let in_turn = apply_in_turn(RangeFunction::Rate, &w, [0.0, 0.0], &mut extrapolation);
-            let alone = apply(RangeFunction::Rate, &w, [0.0, 0.0]);
-            assert_eq!(alone.map(f64::to_bits), in_turn.map(f64::to_bits), "{ts:?}");
+        checked
+    }
+
+    /// `max_over_time` and `min_over_time` in turn answer as Prometheus's fold over each
+    /// window: a counter (the newest sample holds the max), a random gauge (the extreme
+    /// leaves the window), ties (the first holds it, +0 and -0 alike but for their sign),
+    /// NaN alone and in runs as long as a window, and a gap.
+    #[test]
+    fn extremes_in_turn_answer_as_a_fold_of_each_window() {
+        let mut timestamps = Vec::new();
+        let mut values = Vec::new();
+        let mut t = 0;
+        let mut bits: u64 = 0x2545_F491_4F6C_DD1D;
+        for i in 0..600i64 {
+            t += if i == 450 { 900_000 } else { 15_000 };
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            timestamps.push(t);
+            values.push(match i {
+                0..=99 => i as f64 * 2.0,                                      // a counter
+                100..=199 => (bits % 1_000) as f64 / 8.0,                      // a random gauge
+                200..=299 => [0.0, -0.0, 1.0, 1.0, -1.0][(bits % 5) as usize], // ties
+                300..=340 => f64::NAN,                                         // NaN longer than a window
+                341..=399 if bits % 4 == 0 => f64::NAN,
+                _ => (bits % 7) as f64 - 3.0,
+            });
         }
+        let fold = |function, w: &Window| {
+            let first = w.values[0];
+            Some(w.values.iter().skip(1).fold(first, |held, &v| {
+                let beats = if function == RangeFunction::MaxOverTime { v > held } else { v < held };
+                if beats || held.is_nan() { v } else { held }
+            }))
+        };
+        let extremes = [RangeFunction::MaxOverTime, RangeFunction::MinOverTime];
+        assert!(in_turn_against(&extremes, &timestamps, &values, fold) > 3_000);
     }
 
     #[test]

@@ -915,7 +915,7 @@ struct StepCursor {
     from: usize,
     advance: usize,
     width: usize,
-    extrapolation: kernels::Extrapolation,
+    kept: kernels::InTurn,
 }
 
 /// The value at one step of one series with samples `timestamps`/`values` (time-ordered,
@@ -944,7 +944,7 @@ fn evaluate_step(
         range_end: eval,
         eval_time: step,
     };
-    kernels::apply_in_turn(spec.function, &window, spec.params, &mut cursor.extrapolation)
+    kernels::apply_in_turn(spec.function, &window, spec.params, &mut cursor.kept)
 }
 
 /// The first index at or after `from` whose time fails `before` (which holds for a prefix
