@@ -744,7 +744,7 @@ mod tests {
                 100..=199 => (bits % 1_000) as f64 / 8.0,                      // a random gauge
                 200..=299 => [0.0, -0.0, 1.0, 1.0, -1.0][(bits % 5) as usize], // ties
                 300..=340 => f64::NAN,                                         // NaN longer than a window
-                341..=399 if bits % 4 == 0 => f64::NAN,
+                341..=399 if bits.is_multiple_of(4) => f64::NAN,
                 _ => (bits % 7) as f64 - 3.0,
             });
         }
