@@ -163,14 +163,17 @@ impl PointWriter {
             self.times = vec![(i64::MIN, [0; TIME_TEXT], 0); TIME_SLOTS];
         }
         let slot = &mut self.times[ms.rem_euclid(TIME_SLOTS as i64) as usize];
-        if slot.0 != ms {
-            let mut text = Vec::with_capacity(TIME_TEXT);
-            write_timestamp(&mut text, ms);
-            slot.1[..text.len()].copy_from_slice(&text);
-            *slot = (ms, slot.1, text.len() as u8);
+        // A slot never written holds no text (a time's text is never empty), whatever its time.
+        if slot.0 == ms && slot.2 > 0 {
+            out.extend_from_slice(&slot.1);
+            out.truncate(out.len() - (TIME_TEXT - slot.2 as usize));
+            return;
         }
-        out.extend_from_slice(&slot.1);
-        out.truncate(out.len() - (TIME_TEXT - slot.2 as usize));
+        let start = out.len();
+        write_timestamp(out, ms);
+        let text = &out[start..];
+        slot.1[..text.len()].copy_from_slice(text);
+        (slot.0, slot.2) = (ms, text.len() as u8);
     }
 }
 
@@ -571,11 +574,13 @@ mod tests {
     }
 
     /// One writer over many points: a time's kept text is its own, also when another time
-    /// takes its slot (times 1,021 ms apart) and takes it back, and at the extremes.
+    /// takes its slot (times 1,021 ms apart) and takes it back, and at the extremes (i64::MIN
+    /// was the mark of a slot never written).
     #[test]
     fn kept_times_are_written_as_each_alone() {
         let mut writer = PointWriter::new();
-        let times = [0, 1_021, 0, 15_000, 1_021_000, 2_042_000, i64::MAX, i64::MIN + 1, -1_021, 1_764_900_000_123];
+        let times =
+            [0, 1_021, 0, 15_000, 1_021_000, 2_042_000, i64::MAX, i64::MIN, i64::MIN + 1, -1_021, 1_764_900_000_123];
         for round in 0..3 {
             for (i, &ms) in times.iter().enumerate() {
                 let value = (round * 10 + i) as f64 / 4.0;

@@ -621,21 +621,24 @@ fn write_plain_decimal(out: &mut Vec<u8>, text: &[u8]) {
     let (mantissa, exponent) = (&text[..e], &text[e + 1..]);
     // Ryu's exponent form is `d` or `d.ddd`, then `eN`: N places after the first digit.
     let exponent: i64 = std::str::from_utf8(exponent).ok().and_then(|e| e.parse().ok()).unwrap_or(0);
-    let digits: Vec<u8> = mantissa.iter().copied().filter(|&b| b != b'.').collect();
-    let whole = mantissa.iter().position(|&b| b == b'.').unwrap_or(mantissa.len());
-    let point = whole as i64 + exponent; // digits before the decimal point
+    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(point) => (&mantissa[..point], &mantissa[point + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    let digits = || whole.iter().chain(fraction).copied();
+    let count = whole.len() + fraction.len();
+    let point = whole.len() as i64 + exponent; // digits before the decimal point
     if point <= 0 {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
-        out.extend_from_slice(&digits);
-    } else if point as usize >= digits.len() {
-        out.extend_from_slice(&digits);
-        out.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
+        out.extend(digits());
+    } else if point as usize >= count {
+        out.extend(digits());
+        out.extend(std::iter::repeat_n(b'0', point as usize - count));
     } else {
-        let (before, after) = digits.split_at(point as usize);
-        out.extend_from_slice(before);
+        out.extend(digits().take(point as usize));
         out.push(b'.');
-        out.extend_from_slice(after);
+        out.extend(digits().skip(point as usize));
     }
 }
 
