@@ -236,6 +236,11 @@ pub(crate) fn matching_series(
 ) -> DfResult<(Vec<usize>, bool)> {
     let schema = index.schema();
     let df_schema = DFSchema::try_from(schema.clone())?;
+    // The index rows from the runs' first to their last: a table's series are one stretch
+    // of the file (sorted by table), so its filters are evaluated on its rows alone, not on
+    // every series of every metric the file holds.
+    let (offset, index) = runs_stretch(index, lookup.runs)?;
+    let index = &index;
     let first_rows = column_u64(index, FIRST_ROW)?;
     let min_time = column_i64(index, MIN_TIME)?;
     let max_time = column_i64(index, MAX_TIME)?;
@@ -272,7 +277,19 @@ pub(crate) fn matching_series(
             *slot &= matched == Some(true);
         }
     }
-    Ok((keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect(), every_label_filter))
+    Ok((keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| offset + i).collect(), every_label_filter))
+}
+
+/// The stretch of `index` whose series start inside `runs` (sorted, not overlapping): its
+/// first row's position in `index`, and the stretch (a zero-copy slice).
+fn runs_stretch(index: &RecordBatch, runs: &[(u64, u64)]) -> DfResult<(usize, RecordBatch)> {
+    let first_rows = column_u64(index, FIRST_ROW)?.values();
+    let (Some(&(first, _)), Some(&(last, rows))) = (runs.first(), runs.last()) else {
+        return Ok((0, index.slice(0, 0)));
+    };
+    let from = first_rows.partition_point(|&row| row < first);
+    let to = first_rows.partition_point(|&row| row < last + rows);
+    Ok((from, index.slice(from, to.max(from) - from)))
 }
 
 /// True when `row` is in one of `runs` (sorted by first row, not overlapping): a binary
@@ -604,6 +621,39 @@ mod tests {
         assert_eq!(u64s(ROWS), [2, 1, 2, 1, 2]);
         assert_eq!(i64s(MIN_TIME), [1, 1, 5, 3, 4]);
         assert_eq!(i64s(MAX_TIME), [2, 1, 9, 3, 7]);
+    }
+
+    #[test]
+    fn a_lookup_evaluates_filters_on_its_tables_stretch_and_answers_file_wide_rows() {
+        let a = metric(&["instance", "job"], &[(&["x", "api"], 1), (&["x", "db"], 1), (&["y", "api"], 5)]);
+        let b = metric(&["instance"], &[(&["x"], 3), (&[""], 4), (&["y"], 7)]);
+        let c = metric(&["instance"], &[(&["y"], 2), (&["x"], 2), (&["x"], 3)]);
+        let files = crate::shared::pack(vec![("a".into(), a), ("b".into(), b), ("c".into(), c)]).unwrap();
+        let index = build(&files[0].1).unwrap();
+        let tables =
+            compute::cast(index.column_by_name(crate::shared::TABLE_COLUMN).unwrap(), &DataType::Utf8).unwrap();
+        let (first_rows, rows) = (column_u64(&index, FIRST_ROW).unwrap(), column_u64(&index, ROWS).unwrap());
+        let runs_of = |names: &[&str]| -> Vec<(u64, u64)> {
+            (0..index.num_rows())
+                .filter(|&i| names.contains(&tables.as_string::<i32>().value(i)))
+                .map(|i| (first_rows.value(i), rows.value(i)))
+                .collect()
+        };
+        let state = datafusion::prelude::SessionContext::new().state();
+        let is_label = |name: &str| name == "instance" || name == "job";
+        let find = |runs: &[(u64, u64)], filters: &[Expr]| {
+            let lookup = Lookup { runs, filters, is_label: &is_label, start_ns: None, end_ns: None };
+            matching_series(&state, &index, &lookup).unwrap()
+        };
+        use datafusion::prelude::{col, lit};
+        let x = [col("instance").eq(lit("x"))];
+        // "b" sits in the middle of the file: its rows are the index's 3 to 5.
+        assert_eq!(find(&runs_of(&["b"]), &x), (vec![3], true));
+        assert_eq!(find(&runs_of(&["b"]), &[]), (vec![3, 4, 5], true));
+        // Two tables apart: the stretch between them ("b") is not theirs.
+        assert_eq!(find(&runs_of(&["a", "c"]), &x), (vec![0, 1, 7], true));
+        assert_eq!(find(&runs_of(&["c"]), &[col("job").eq(lit("api"))]).0, Vec::<usize>::new());
+        assert_eq!(find(&[], &x).0, Vec::<usize>::new());
     }
 
     #[test]

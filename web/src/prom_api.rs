@@ -5,6 +5,7 @@
 //! data source works against it unchanged.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -145,17 +146,36 @@ struct PointWriter {
     times: Vec<(i64, [u8; TIME_TEXT], u8)>,
 }
 
+/// Room for a value's text copied from a series' previous point as a block of fixed size;
+/// a longer one is copied as it is.
+const VALUE_TEXT: usize = 16;
+
 impl PointWriter {
     fn new() -> Self {
         PointWriter { times: Vec::new() }
     }
 
-    fn write(&mut self, out: &mut Vec<u8>, ms: i64, value: f64) {
+    /// Writes a point; `same` is where in `out` the text of a value with the same bits is
+    /// (a series' previous point's: consecutive points often hold the same value, a sample
+    /// seen by several steps, a flat gauge, an `_over_time` extreme, and copying its text is
+    /// cheaper than writing it). Answers where this value's text is.
+    fn write(&mut self, out: &mut Vec<u8>, ms: i64, value: f64, same: Option<Range<usize>>) -> Range<usize> {
         out.push(b'[');
         self.write_time(out, ms);
         out.extend_from_slice(b",\"");
-        vigil_query::promql::kernels::write_value(out, value);
+        let start = out.len();
+        match same {
+            // The point between them is longer than the block, so the block is all in `out`.
+            Some(text) if text.len() <= VALUE_TEXT && text.start + VALUE_TEXT <= start => {
+                out.extend_from_within(text.start..text.start + VALUE_TEXT);
+                out.truncate(start + text.len());
+            }
+            Some(text) => out.extend_from_within(text),
+            None => vigil_query::promql::kernels::write_value(out, value),
+        }
+        let text = start..out.len();
         out.extend_from_slice(b"\"]");
+        text
     }
 
     fn write_time(&mut self, out: &mut Vec<u8>, ms: i64) {
@@ -208,7 +228,7 @@ fn write_result(out: &mut Vec<u8>, result: &PromResult) {
                 out.extend_from_slice(br#"{"metric":"#);
                 write_labels(out, &sample.labels);
                 out.extend_from_slice(br#","value":"#);
-                points.write(out, sample.timestamp_ms, sample.value);
+                points.write(out, sample.timestamp_ms, sample.value, None);
                 out.push(b'}');
             }
             out.extend_from_slice(b"]}");
@@ -222,11 +242,13 @@ fn write_result(out: &mut Vec<u8>, result: &PromResult) {
                 out.extend_from_slice(br#"{"metric":"#);
                 write_labels(out, &s.labels);
                 out.extend_from_slice(br#","values":["#);
+                let mut previous: Option<(u64, Range<usize>)> = None;
                 for (j, (t, v)) in s.points.iter().enumerate() {
                     if j > 0 {
                         out.push(b',');
                     }
-                    points.write(out, *t, *v);
+                    let same = previous.filter(|(bits, _)| *bits == v.to_bits()).map(|(_, text)| text);
+                    previous = Some((v.to_bits(), points.write(out, *t, *v, same)));
                 }
                 out.extend_from_slice(b"]}");
             }
@@ -234,7 +256,7 @@ fn write_result(out: &mut Vec<u8>, result: &PromResult) {
         }
         PromResult::Scalar(t, v) => {
             out.extend_from_slice(br#"{"resultType":"scalar","result":"#);
-            points.write(out, *t, *v);
+            points.write(out, *t, *v, None);
             out.push(b'}');
         }
         PromResult::String(t, s) => {
@@ -563,7 +585,11 @@ mod tests {
             write(&mut out);
             String::from_utf8(out).unwrap()
         };
-        let point = |ms, value| text(&|out| PointWriter::new().write(out, ms, value));
+        let point = |ms, value| {
+            text(&|out| {
+                PointWriter::new().write(out, ms, value, None);
+            })
+        };
         assert_eq!(point(1_435_781_451_781, 1.0), r#"[1435781451.781,"1"]"#);
         assert_eq!(point(1_435_781_451_000, f64::NAN), r#"[1435781451,"NaN"]"#);
         assert_eq!(point(-1_500, -0.25), r#"[-1.500,"-0.25"]"#);
@@ -577,6 +603,42 @@ mod tests {
     /// takes its slot (times 1,021 ms apart) and takes it back, and at the extremes (i64::MIN
     /// was the mark of a slot never written).
     #[test]
+    fn a_value_repeated_is_written_as_it_is_alone() {
+        // Runs of one value: whole, with places, longer than the copied block, NaN, signed
+        // zeros (equal, but not the same text); at times short enough (0 s, 1 s) that a
+        // point is shorter than the block.
+        let long = 0.000_012_345_678_901_234_5;
+        let values =
+            [7.0, 7.0, 7.0, 0.25, 0.25, long, long, long, f64::NAN, f64::NAN, 0.0, -0.0, -0.0, 0.0, 1e21, 1e21];
+        let mut series = Vec::new();
+        for (i, times) in
+            [[0_i64, 1_000, 2_000], [1_796_451_300_000, 1_796_451_315_000, 1_796_451_330_000]].iter().enumerate()
+        {
+            let points: Vec<(i64, f64)> =
+                values.iter().enumerate().map(|(j, &v)| (times[j % 3] + (j as i64 / 3) * 3_000, v)).collect();
+            series
+                .push(vigil_query::promql::Series { labels: Labels::from([("i".to_string(), i.to_string())]), points });
+        }
+        let mut written = Vec::new();
+        write_result(&mut written, &PromResult::Matrix(series.clone()));
+        let mut alone = br#"{"resultType":"matrix","result":["#.to_vec();
+        for (i, s) in series.iter().enumerate() {
+            alone.extend_from_slice(
+                format!(r#"{}{{"metric":{{"i":"{i}"}},"values":["#, if i > 0 { "," } else { "" }).as_bytes(),
+            );
+            for (j, &(t, v)) in s.points.iter().enumerate() {
+                if j > 0 {
+                    alone.push(b',');
+                }
+                PointWriter::new().write(&mut alone, t, v, None);
+            }
+            alone.extend_from_slice(b"]}");
+        }
+        alone.extend_from_slice(b"]}");
+        assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(alone).unwrap());
+    }
+
+    #[test]
     fn kept_times_are_written_as_each_alone() {
         let mut writer = PointWriter::new();
         let times =
@@ -585,7 +647,7 @@ mod tests {
             for (i, &ms) in times.iter().enumerate() {
                 let value = (round * 10 + i) as f64 / 4.0;
                 let mut kept = Vec::new();
-                writer.write(&mut kept, ms, value);
+                writer.write(&mut kept, ms, value, None);
                 let mut alone = b"[".to_vec();
                 write_timestamp(&mut alone, ms);
                 alone.extend_from_slice(format!(",\"{}\"]", format_value(value)).as_bytes());
