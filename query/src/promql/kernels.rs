@@ -303,7 +303,7 @@ fn extrapolated_rate(
     let mut result = values[n - 1] - values[0];
     let mut factor = times.factor;
     if is_counter {
-        result += reset_correction(values);
+        result = with_resets(result, values);
         if result > 0.0 && values[0] >= 0.0 {
             // A counter does not extrapolate below zero: its zero may cut the start short.
             let duration_to_zero = times.sampled_interval * (values[0] / result);
@@ -319,17 +319,18 @@ fn extrapolated_rate(
     Some(result)
 }
 
-/// What counter resets in `values` took away: the value before each drop, summed in order.
-fn reset_correction(values: &[f64]) -> f64 {
+/// `result` plus what counter resets in `values` took away: the value before each drop,
+/// added to it one by one in order, as Prometheus adds them (summed apart first, then added,
+/// a window with several resets rounded differently in the last bit).
+fn with_resets(mut result: f64, values: &[f64]) -> f64 {
     let mut last = 0.0;
-    let mut correction = 0.0;
     for &v in values {
         if v < last {
-            correction += last;
+            result += last;
         }
         last = v;
     }
-    correction
+    result
 }
 
 /// Prometheus 2.42's `holt_winters`: the last smoothed value, the trend started from the
@@ -688,6 +689,70 @@ mod tests {
             let alone = apply(RangeFunction::Rate, &w, [0.0, 0.0]);
             assert_eq!(alone.map(f64::to_bits), in_turn.map(f64::to_bits), "{ts:?}");
         }
+    }
+
+    /// Prometheus 2.42's `extrapolatedRate` as its Go source writes it, for comparison.
+    fn prometheus_extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+        let (ts, vs) = (w.timestamps, w.values);
+        let n = vs.len();
+        if n < 2 {
+            return None;
+        }
+        let mut result = vs[n - 1] - vs[0];
+        if is_counter {
+            let mut last = 0.0;
+            for &v in vs {
+                if v < last {
+                    result += last;
+                }
+                last = v;
+            }
+        }
+        let mut duration_to_start = (ts[0] - w.range_start) as f64 / 1000.0;
+        let duration_to_end = (w.range_end - ts[n - 1]) as f64 / 1000.0;
+        let sampled_interval = (ts[n - 1] - ts[0]) as f64 / 1000.0;
+        let average = sampled_interval / (n - 1) as f64;
+        if is_counter && result > 0.0 && vs[0] >= 0.0 {
+            let duration_to_zero = sampled_interval * (vs[0] / result);
+            if duration_to_zero < duration_to_start {
+                duration_to_start = duration_to_zero;
+            }
+        }
+        let threshold = average * 1.1;
+        let mut extrapolate_to = sampled_interval;
+        extrapolate_to += if duration_to_start < threshold { duration_to_start } else { average / 2.0 };
+        extrapolate_to += if duration_to_end < threshold { duration_to_end } else { average / 2.0 };
+        result *= extrapolate_to / sampled_interval;
+        if is_rate {
+            result /= (w.range_end - w.range_start) as f64 / 1000.0;
+        }
+        Some(result)
+    }
+
+    /// Rates in turn answer bit for bit as Prometheus's own formula: counters whose first
+    /// value is at, under and just over where their zero cuts the start short, from zero,
+    /// tiny and huge, with one reset and with several in a window (added one by one).
+    #[test]
+    fn rates_answer_as_prometheus_computes_them() {
+        let mut checked = 0;
+        for first in [0.0, 1e-300, 5e-324, 0.001, 0.5, 3.0, 6.0, 12.0, 12.000001, 24.0, 1e6, 1e300] {
+            for slope in [0.25, 1.0, 3.0, 1e-9, 7e12] {
+                let timestamps: Vec<i64> = (0..120).map(|i| 1_000 + i * 15_000 + (i * 7919) % 2_000).collect();
+                let values: Vec<f64> = (0..120)
+                    .map(|i| match i {
+                        70 => first * 0.5,
+                        75 | 78 => first * 0.25 + slope * 0.3,
+                        _ => first + slope * i as f64,
+                    })
+                    .collect();
+                let functions = [RangeFunction::Rate, RangeFunction::Increase, RangeFunction::Delta];
+                checked += in_turn_against(&functions, &timestamps, &values, |function, w| {
+                    let is_counter = function != RangeFunction::Delta;
+                    prometheus_extrapolated_rate(w, is_counter, function == RangeFunction::Rate)
+                });
+            }
+        }
+        assert!(checked > 50_000, "{checked}");
     }
 
     /// Sweeps `functions` over the series `timestamps`/`values` at several ranges and steps,
