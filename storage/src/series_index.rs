@@ -132,6 +132,11 @@ async fn read(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<Option
             return Err(StorageError::Internal(format!("series index without {name}")));
         }
     }
+    // Its series are in file order: a lookup finds a table's stretch by binary search.
+    let first_rows = column_u64(&batch, FIRST_ROW).map_err(|e| StorageError::Internal(e.to_string()))?.values();
+    if first_rows.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(StorageError::Internal("series index out of file order".into()));
+    }
     Ok(Some(batch))
 }
 
@@ -654,6 +659,21 @@ mod tests {
         assert_eq!(find(&runs_of(&["a", "c"]), &x), (vec![0, 1, 7], true));
         assert_eq!(find(&runs_of(&["c"]), &[col("job").eq(lit("api"))]).0, Vec::<usize>::new());
         assert_eq!(find(&[], &x).0, Vec::<usize>::new());
+    }
+
+    #[tokio::test]
+    async fn an_index_out_of_file_order_is_not_used() {
+        let store: Arc<dyn ObjectStore> = Arc::new(datafusion::object_store::memory::InMemory::new());
+        let a = metric(&["job"], &[(&["x"], 1), (&["y"], 1), (&["z"], 1)]);
+        let index = build(&crate::shared::pack(vec![("a".into(), a)]).unwrap()[0].1).unwrap();
+        write(&store, "s/1.parquet", &index).await.unwrap();
+        assert_eq!(read(&store, "s/1.parquet").await.unwrap().map(|i| i.num_rows()), Some(3));
+        // The same rows, the last two swapped.
+        let swapped = compute::take_record_batch(&index, &UInt64Array::from(vec![0, 2, 1])).unwrap();
+        write(&store, "s/2.parquet", &swapped).await.unwrap();
+        assert!(read(&store, "s/2.parquet").await.is_err());
+        let cache = IndexCache::new(DEFAULT_CACHE_BYTES);
+        assert!(cache.get(&store, "s/2.parquet").await.is_none(), "scanned without it");
     }
 
     #[test]
