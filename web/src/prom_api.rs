@@ -599,14 +599,12 @@ mod tests {
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
     }
 
-    /// One writer over many points: a time's kept text is its own, also when another time
-    /// takes its slot (times 1,021 ms apart) and takes it back, and at the extremes (i64::MIN
-    /// was the mark of a slot never written).
+    /// A matrix whose series repeat values (their text copied from the point before) is
+    /// written as one whose every point is written alone: runs of a whole value, of one with
+    /// places, of one longer than the copied block, NaN, signed zeros (equal, but not the
+    /// same text); at times short enough (0 s, 1 s) that a point is shorter than the block.
     #[test]
     fn a_value_repeated_is_written_as_it_is_alone() {
-        // Runs of one value: whole, with places, longer than the copied block, NaN, signed
-        // zeros (equal, but not the same text); at times short enough (0 s, 1 s) that a
-        // point is shorter than the block.
         let long = 0.000_012_345_678_901_234_5;
         let values =
             [7.0, 7.0, 7.0, 0.25, 0.25, long, long, long, f64::NAN, f64::NAN, 0.0, -0.0, -0.0, 0.0, 1e21, 1e21];
@@ -638,6 +636,9 @@ mod tests {
         assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(alone).unwrap());
     }
 
+    /// One writer over many points: a time's kept text is its own, also when another time
+    /// takes its slot (times 1,021 ms apart) and takes it back, and at the extremes (i64::MIN
+    /// was the mark of a slot never written).
     #[test]
     fn kept_times_are_written_as_each_alone() {
         let mut writer = PointWriter::new();
