@@ -114,6 +114,7 @@ pub fn apply(function: RangeFunction, window: &Window, params: [f64; 2]) -> Opti
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InTurn {
     extrapolation: Extrapolation,
+    rising: Option<Rising>,
     extreme: Option<Extreme>,
 }
 
@@ -127,9 +128,9 @@ pub fn apply_in_turn(function: RangeFunction, window: &Window, params: [f64; 2],
         return None;
     }
     match function {
-        Rate => extrapolated_rate(window, true, true, &mut kept.extrapolation),
-        Increase => extrapolated_rate(window, true, false, &mut kept.extrapolation),
-        Delta => extrapolated_rate(window, false, false, &mut kept.extrapolation),
+        Rate => extrapolated_rate(window, true, true, kept),
+        Increase => extrapolated_rate(window, true, false, kept),
+        Delta => extrapolated_rate(window, false, false, kept),
         Irate => instant_value(window, true),
         Idelta => instant_value(window, false),
         Resets => Some(values.windows(2).filter(|w| w[1] < w[0]).count() as f64),
@@ -286,24 +287,54 @@ impl Extrapolation {
     }
 }
 
+/// Where a series' samples are known not to fall: each sample timed from `from` through
+/// `through` is at least the one before it (or NaN, or after NaN: `<` is false for both).
+#[derive(Clone, Copy, Debug)]
+struct Rising {
+    from: i64,
+    through: i64,
+}
+
+/// Whether `window` holds a counter reset as [`with_resets`] finds one: a sample below the
+/// one before it. (A first sample below zero counts there too, but adds 0 to a difference
+/// that cannot be -0.) A series' windows in turn share most of
+/// their samples, so the next window compares only the pairs its fresh samples make
+/// (`kept`): the reset scan was a chain of dependent additions over every sample of every
+/// window, most of the rate kernel's time.
+fn falls(window: &Window, kept: &mut Option<Rising>) -> bool {
+    let (timestamps, values) = (window.timestamps, window.values);
+    let (first, last) = (timestamps[0], timestamps[timestamps.len() - 1]);
+    let (mut rising_from, check_from) = match *kept {
+        Some(kept) if kept.from <= first && first <= kept.through => {
+            let fresh = timestamps.iter().rev().take_while(|&&t| t > kept.through).count();
+            (kept.from, timestamps.len() - fresh)
+        }
+        _ => (first, 1),
+    };
+    for i in check_from.max(1)..values.len() {
+        if values[i] < values[i - 1] {
+            rising_from = timestamps[i];
+        }
+    }
+    *kept = Some(Rising { from: rising_from, through: last });
+    rising_from > first
+}
+
 /// Prometheus's `extrapolatedRate` (2.x): rate, increase and delta with extrapolation to the
-/// window edges and counter-reset correction; the times' part from `extrapolation`.
-fn extrapolated_rate(
-    window: &Window,
-    is_counter: bool,
-    is_rate: bool,
-    extrapolation: &mut Extrapolation,
-) -> Option<f64> {
+/// window edges and counter-reset correction; what windows share from `kept`.
+fn extrapolated_rate(window: &Window, is_counter: bool, is_rate: bool, kept: &mut InTurn) -> Option<f64> {
     let values = window.values;
     let n = values.len();
     if n < 2 {
         return None;
     }
-    let times = extrapolation.times(window, n);
+    let times = kept.extrapolation.times(window, n);
     let mut result = values[n - 1] - values[0];
     let mut factor = times.factor;
     if is_counter {
-        result = with_resets(result, values);
+        if falls(window, &mut kept.rising) {
+            result = with_resets(result, values);
+        }
         if result > 0.0 && values[0] >= 0.0 {
             // A counter does not extrapolate below zero: its zero may cut the start short.
             let duration_to_zero = times.sampled_interval * (values[0] / result);
@@ -730,12 +761,13 @@ mod tests {
     }
 
     /// Rates in turn answer bit for bit as Prometheus's own formula: counters whose first
-    /// value is at, under and just over where their zero cuts the start short, from zero,
-    /// tiny and huge, with one reset and with several in a window (added one by one).
+    /// value is at, under and just over where their zero cuts the start short, from below
+    /// zero, -0 and zero, tiny and huge, with one reset and with several in a window (added
+    /// one by one; a window in turn looks for them only among its fresh samples).
     #[test]
     fn rates_answer_as_prometheus_computes_them() {
         let mut checked = 0;
-        for first in [0.0, 1e-300, 5e-324, 0.001, 0.5, 3.0, 6.0, 12.0, 12.000001, 24.0, 1e6, 1e300] {
+        for first in [-3.0, -0.0, 0.0, 1e-300, 5e-324, 0.001, 0.5, 3.0, 6.0, 12.0, 12.000001, 24.0, 1e6, 1e300] {
             for slope in [0.25, 1.0, 3.0, 1e-9, 7e12] {
                 let timestamps: Vec<i64> = (0..120).map(|i| 1_000 + i * 15_000 + (i * 7919) % 2_000).collect();
                 let values: Vec<f64> = (0..120)

@@ -949,17 +949,26 @@ fn evaluate_step(
 
 /// The first index at or after `from` whose time fails `before` (which holds for a prefix
 /// of `timestamps`), tried first at `guess`: two probes when it is right, which it is for a
-/// series scraped at a steady interval (a gallop from `from` took a dozen dependent ones).
+/// series scraped at a steady interval (a gallop from `from` took a dozen dependent ones),
+/// three when it is one off, as it is every few steps when steps are shorter than the
+/// interval (a window moves by 0, 0, 0, 1 samples at 15 s steps over 60 s scrapes).
 fn seek_near(timestamps: &[i64], from: usize, guess: usize, before: impl Fn(i64) -> bool) -> usize {
     let guess = guess.clamp(from, timestamps.len());
-    let after_start = guess == from || before(timestamps[guess - 1]);
-    if !after_start {
+    if guess > from && !before(timestamps[guess - 1]) {
+        let back = guess - 1;
+        if back == from || before(timestamps[back - 1]) {
+            return back;
+        }
         return seek(timestamps, from, before);
     }
     if guess == timestamps.len() || !before(timestamps[guess]) {
         return guess;
     }
-    seek(timestamps, guess, before)
+    let on = guess + 1;
+    if on == timestamps.len() || !before(timestamps[on]) {
+        return on;
+    }
+    seek(timestamps, on, before)
 }
 
 /// The first index at or after `from` whose time fails `before` (which holds for a prefix

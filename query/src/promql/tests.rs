@@ -706,3 +706,31 @@ async fn stacked_equal_operations_each_apply() {
         assert_eq!(samples.iter().map(|s| s.value).collect::<Vec<_>>(), [expected], "{query}");
     }
 }
+
+/// A regex matcher reads braces that are no repeat as Go does, literally (`a{b}` matches
+/// the value `a{b}`; the parser escapes them), with a metric name and without, negated too;
+/// a brace that is a repeat stays one. The filters were compiled again from the matcher's
+/// text, where Rust's regex refused `a{b}`: the query failed.
+#[tokio::test]
+async fn regex_matchers_read_braces_as_go_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(StorageOptions::new(dir.path())).await.unwrap();
+    let batch = WriteBatch {
+        metrics: vec![
+            series("temp", &[("room", "a{b}")], [(T0, 1.0)]),
+            series("temp", &[("room", "ab")], [(T0, 2.0)]),
+            series("humidity", &[("room", "a{b}")], [(T0, 3.0)]),
+        ],
+        rows: vec![],
+    };
+    storage.write(batch).await.unwrap();
+    let engine = QueryEngine::new(storage, QueryOptions::default()).unwrap();
+    let at = T0 + MINUTE;
+    assert_eq!(instant(&engine, "temp{room=~\"a{b}\"}", at).await, vec![("__name__=temp,room=a{b}".into(), 1.0)]);
+    assert_eq!(instant(&engine, "temp{room!~\"a{b}\"}", at).await, vec![("__name__=temp,room=ab".into(), 2.0)]);
+    assert_eq!(instant(&engine, "temp{room=~\"a{1}b\"}", at).await, vec![("__name__=temp,room=ab".into(), 2.0)]);
+    assert_eq!(
+        instant(&engine, "{room=~\"a{b}\"}", at).await,
+        vec![("__name__=humidity,room=a{b}".into(), 3.0), ("__name__=temp,room=a{b}".into(), 1.0)]
+    );
+}

@@ -680,13 +680,13 @@ pub struct LabelRegexUdf {
 }
 
 impl LabelRegexUdf {
-    /// `regex` as given (the caller anchors it).
-    pub fn new(regex: &str, negated: bool) -> Result<ScalarUDF, regex::Error> {
-        Ok(ScalarUDF::new_from_impl(LabelRegexUdf {
-            regex: Pattern(Regex::new(regex)?),
+    /// `regex` as given: a matcher's, compiled and anchored by the parser.
+    pub fn new(regex: Regex, negated: bool) -> ScalarUDF {
+        ScalarUDF::new_from_impl(LabelRegexUdf {
+            regex: Pattern(regex),
             negated,
             signature: Signature::any(1, Volatility::Immutable),
-        }))
+        })
     }
 
     fn matches(&self, text: Option<&str>) -> bool {
@@ -844,11 +844,11 @@ mod tests {
         let dictionary: DictionaryArray<Int32Type> =
             vec![Some("500"), None, Some("200"), Some("500"), Some("503")].into_iter().collect();
         let column: ArrayRef = Arc::new(dictionary);
-        let five = LabelRegexUdf::new("^(?:5..)$", false).unwrap();
+        let five = LabelRegexUdf::new(Regex::new("^(?:5..)$").unwrap(), false);
         assert_eq!(label_regex(&five, column.clone()), [true, false, false, true, true].map(Some));
-        let not_five = LabelRegexUdf::new("^(?:5..)$", true).unwrap();
+        let not_five = LabelRegexUdf::new(Regex::new("^(?:5..)$").unwrap(), true);
         assert_eq!(label_regex(&not_five, column.clone()), [false, true, true, false, false].map(Some));
-        let maybe_empty = LabelRegexUdf::new("^(?:200|)$", false).unwrap();
+        let maybe_empty = LabelRegexUdf::new(Regex::new("^(?:200|)$").unwrap(), false);
         assert_eq!(label_regex(&maybe_empty, column), [false, true, true, false, false].map(Some));
         // A plain string column (no dictionary) answers the same.
         let strings: ArrayRef = Arc::new(StringArray::from(vec![Some("503"), None, Some("2000")]));
