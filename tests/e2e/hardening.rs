@@ -514,12 +514,15 @@ async fn decompression_bombs_and_oversized_bodies_are_refused_without_allocating
     }
 }
 
+/// A writer's `sequence`-th batch: `samples` samples a series, a millisecond apart, after
+/// the batch before (a second apart, a writer fast enough reached the present after ~2,200
+/// batches and its samples were refused as from the future).
 fn batch(metric: &str, writer: usize, sequence: u64, series_count: usize, samples: usize, t0: i64) -> Vec<u8> {
-    let base = t0 + sequence as i64 * samples as i64 * 1000;
+    let base = t0 + sequence as i64 * samples as i64;
     encode(&WriteRequest {
         timeseries: (0..series_count)
             .map(|s| {
-                let points: Vec<(i64, f64)> = (0..samples).map(|i| (base + i as i64 * 1000, sequence as f64)).collect();
+                let points: Vec<(i64, f64)> = (0..samples).map(|i| (base + i as i64, sequence as f64)).collect();
                 series(metric, &[("writer", &writer.to_string()), ("series", &s.to_string())], &points)
             })
             .collect(),
@@ -563,9 +566,11 @@ async fn sigkill_under_load_loses_no_acknowledged_sample() {
         }
         let url = vigil.url("/api/v1/write");
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut writers = Vec::new();
         for (writer, &first) in next_sequence.iter().enumerate() {
-            let (client, url, stop) = (vigil.client.clone(), url.clone(), stop.clone());
+            let (client, url, stop, acked_so_far) =
+                (vigil.client.clone(), url.clone(), stop.clone(), acked_so_far.clone());
             let mut sequence = first;
             writers.push(tokio::spawn(async move {
                 let mut acked = 0u64;
@@ -575,15 +580,30 @@ async fn sigkill_under_load_loses_no_acknowledged_sample() {
                         Ok(response) if response.status() == StatusCode::NO_CONTENT => {
                             acked += 1;
                             sequence += 1;
+                            acked_so_far.fetch_add(1, Ordering::Relaxed);
                         }
+                        // Backpressure (the buffer a replayed WAL refilled is being flushed):
+                        // not acknowledged; a sender waits and sends the same batch again.
+                        Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok(response) => panic!("writer {writer}: {} to a remote write", response.status()),
                         // Killed mid-request: not acknowledged, sent again after the restart.
-                        _ => break,
+                        Err(_) => break,
                     }
                 }
                 (acked, sequence)
             }));
         }
-        let kill_after = Duration::from_millis(300 + next_random() % 1700);
+        // The kill falls while writes are being acknowledged: after the first, not at a time
+        // that a slow restart (a replayed WAL flushed first) may not have reached.
+        let first_ack = tokio::time::timeout(Duration::from_secs(60), async {
+            while acked_so_far.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(first_ack.await.is_ok(), "round {round}: no write acknowledged within 60 s of the start");
+        let kill_after = Duration::from_millis(next_random() % 1700);
         tokio::time::sleep(kill_after).await;
         vigil.kill9();
         stop.store(true, Ordering::Relaxed);
@@ -594,7 +614,9 @@ async fn sigkill_under_load_loses_no_acknowledged_sample() {
             next_sequence[writer] = sequence;
         }
         acknowledged += round_acked * (SERIES * SAMPLES) as u64;
-        println!("round {round}: killed after {kill_after:?}, {round_acked} batches acknowledged");
+        println!(
+            "round {round}: killed {kill_after:?} after the first acknowledgement, {round_acked} batches acknowledged"
+        );
         assert!(round_acked > 0, "round {round}: no write was acknowledged before the kill");
     }
     let vigil = Vigil::start(&data, &[]).await;
