@@ -23,9 +23,11 @@ use common::peers::{Peers, RUNS, measure, send_all};
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 240;
 
-const QUERIES: [(&str, &str); 3] = [
+const QUERIES: [(&str, &str); 4] = [
     ("{job=api}", "{job=\"api\"}"),
     ("{job=api,instance=a}", "{job=\"api\", instance=\"a\"}"),
+    // A dashboard variable's selector (`{job=~"$job"}`): a regex over every name's table.
+    ("{job=~api|web}", "{job=~\"api|web\"}"),
     ("count by name", "count by (__name__) ({job=\"api\"})"),
 ];
 
