@@ -297,13 +297,15 @@ struct Rising {
 
 /// Whether `window` holds a counter reset as [`with_resets`] finds one: a sample below the
 /// one before it. (A first sample below zero counts there too, but adds 0 to a difference
-/// that cannot be -0.) A series' windows in turn share most of
-/// their samples, so the next window compares only the pairs its fresh samples make
-/// (`kept`): the reset scan was a chain of dependent additions over every sample of every
-/// window, most of the rate kernel's time.
+/// that cannot be -0.) A series' windows in turn share most of their samples, so the next
+/// window compares only the pairs its fresh samples make (`kept`): the reset scan was a
+/// chain of dependent additions over every sample of every window, most of the rate
+/// kernel's time.
 fn falls(window: &Window, kept: &mut Option<Rising>) -> bool {
     let (timestamps, values) = (window.timestamps, window.values);
     let (first, last) = (timestamps[0], timestamps[timestamps.len() - 1]);
+    // The first sample compared with the one before it: at least the second, since a kept
+    // stretch reaches the window's first sample (never fresh).
     let (mut rising_from, check_from) = match *kept {
         Some(kept) if kept.from <= first && first <= kept.through => {
             let fresh = timestamps.iter().rev().take_while(|&&t| t > kept.through).count();
@@ -311,7 +313,7 @@ fn falls(window: &Window, kept: &mut Option<Rising>) -> bool {
         }
         _ => (first, 1),
     };
-    for i in check_from.max(1)..values.len() {
+    for i in check_from..values.len() {
         if values[i] < values[i - 1] {
             rising_from = timestamps[i];
         }
