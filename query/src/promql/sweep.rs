@@ -776,11 +776,16 @@ impl SweepRun {
     }
 }
 
-/// Evaluations one thread takes at a time when a chunk's series are evaluated in parallel:
-/// enough to outweigh starting a thread (tens of microseconds) and waiting for the slowest,
-/// few enough that the points waiting to be visited stay small (16 bytes each, 4 MiB a
-/// thread).
-const PART_EVALUATIONS: usize = 262_144;
+/// Evaluations in one part of a chunk's series evaluated in parallel: enough to outweigh
+/// handing a buffer between threads, few enough that the points waiting to be visited stay
+/// small (16 bytes each, 512 KiB a part). Parts of 4 MiB, one per thread and chunk, were each
+/// new memory to the allocator query after query (a buffer that large is placed anew, and the
+/// one freed stays resident until purged): five 1 h panels in a row grew RSS by ~35 MiB.
+const PART_EVALUATIONS: usize = 32_768;
+
+/// Parts a thread of a parallel evaluation holds at most: the one it fills, the one waiting
+/// to be visited, and the one being visited (see [`for_each_value`]).
+const PARTS_PER_THREAD: usize = 3;
 
 /// How `series` are split when evaluated on up to `threads` (see [`for_each_value`]): the
 /// series a thread takes at a time, and the threads that have a part; `None` when they are
@@ -794,18 +799,19 @@ fn parallel_split(spec: &SweepSpec, series: usize, steps: usize, threads: usize)
 
 /// Memory the points of a parallel evaluation wait in, at most.
 fn parallel_bytes(spec: &SweepSpec, series: usize, steps: usize, threads: usize) -> usize {
-    parallel_split(spec, series, steps, threads).map_or(0, |(part, threads)| threads * part * steps * 16)
+    parallel_split(spec, series, steps, threads)
+        .map_or(0, |(part, threads)| threads * PARTS_PER_THREAD * part * steps * 16)
 }
 
 /// Calls `visit(series index, step index, value)` for every step of `steps` at which a
 /// series of `series` has a value, series by series in order; a series evaluated early
 /// (see [`EarlyValues`]) has its values taken from `early` when they wait there as rows,
 /// and none when they were folded or pushed already. With `threads` > 1 and more
-/// than one part's work (see [`parallel_split`]), blocks of series are evaluated on that
+/// than one part's work (see [`parallel_split`]), parts of series are evaluated on that
 /// many threads (the kernels are most of a sweep's time) and their points visited
 /// afterwards in the same order: what `visit` sees, and so every sum it folds, is exactly
-/// what one thread would give. The lane's own thread takes a part and waits for the others
-/// (scoped threads: they borrow the chunk's samples).
+/// what one thread would give. The lane's own thread takes its share of the parts and visits
+/// every part as it comes (scoped threads: they borrow the chunk's samples).
 fn for_each_value(
     spec: &SweepSpec,
     series: &[SeriesSamples],
@@ -833,44 +839,69 @@ fn for_each_value(
         }
         return Ok(());
     };
-    let mut parts: Vec<Vec<(u32, u32, f64)>> = vec![Vec::new(); threads];
-    for (block_index, block) in series.chunks(part * threads).enumerate() {
-        parts.iter_mut().for_each(Vec::clear);
-        std::thread::scope(|scope| {
-            let mut running = Vec::new();
-            for (number, slice) in block.chunks(part).enumerate().skip(1) {
-                // Each thread owns its part's buffer and hands it back when joined.
-                let mut points = std::mem::take(&mut parts[number]);
-                let thread = std::thread::Builder::new().name("vigil-sweep".into());
-                match thread.spawn_scoped(scope, move || {
+    let parts: Vec<&[SeriesSamples]> = series.chunks(part).collect();
+    let visit_part =
+        |number: usize, points: &[(u32, u32, f64)], visit: &mut dyn FnMut(usize, usize, f64) -> DfResult<()>| {
+            let part_start = number * part;
+            points.iter().try_for_each(|&(index, at, value)| visit(part_start + index as usize, at as usize, value))
+        };
+    std::thread::scope(|scope| {
+        // Thread t (1..threads) evaluates parts t, t + threads, ... in order, each into a
+        // buffer sent back to this thread, which takes parts 0, threads, ... itself and
+        // visits every part in order. A thread works at most one part ahead (the channel holds
+        // one) and reuses the buffers it gets back, so memory stays PARTS_PER_THREAD parts a
+        // thread whatever the chunk's size, and threads start once a chunk, not once a part.
+        let mut workers = Vec::new();
+        for first in 1..threads {
+            let (filled, filled_parts) = std::sync::mpsc::sync_channel::<Vec<(u32, u32, f64)>>(1);
+            let (emptied, emptied_parts) = std::sync::mpsc::channel::<Vec<(u32, u32, f64)>>();
+            let parts = &parts;
+            let thread = std::thread::Builder::new().name("vigil-sweep".into());
+            let started = thread.spawn_scoped(scope, move || {
+                for slice in parts.iter().skip(first).step_by(threads) {
+                    let mut points = emptied_parts.try_recv().unwrap_or_default();
+                    points.clear();
                     evaluate_part(spec, slice, steps, &mut points);
-                    points
-                }) {
-                    Ok(handle) => running.push((number, handle)),
-                    // A thread that cannot start (a process limit) leaves its part to this one.
-                    Err(error) => {
-                        tracing::debug!(%error, "sweep thread did not start");
-                        evaluate_part(spec, slice, steps, &mut parts[number]);
+                    // The visit stopped (an error): nothing more is wanted.
+                    if filled.send(points).is_err() {
+                        return;
                     }
                 }
-            }
-            if let Some(slice) = block.chunks(part).next() {
-                evaluate_part(spec, slice, steps, &mut parts[0]);
-            }
-            for (number, handle) in running {
-                // A kernel's panic is this thread's, as without the threads.
-                parts[number] = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            }
-        });
-        let block_start = block_index * part * threads;
-        for (number, points) in parts.iter().enumerate() {
-            let part_start = block_start + number * part;
-            for &(index, at, value) in points {
-                visit(part_start + index as usize, at as usize, value)?;
+            });
+            match started {
+                Ok(handle) => workers.push(Some((filled_parts, emptied, Some(handle)))),
+                // A thread that cannot start (a process limit) leaves its parts to this one.
+                Err(error) => {
+                    tracing::debug!(%error, "sweep thread did not start");
+                    workers.push(None);
+                }
             }
         }
-    }
-    Ok(())
+        let mut own = Vec::new();
+        for (number, slice) in parts.iter().enumerate() {
+            let worker = (number % threads).checked_sub(1).and_then(|w| workers[w].as_mut());
+            match worker {
+                Some((filled_parts, emptied, handle)) => {
+                    let Ok(points) = filled_parts.recv() else {
+                        // Only a kernel's panic ends a thread before its last part: it is
+                        // this thread's, as without the threads.
+                        if let Some(Err(panic)) = handle.take().map(|handle| handle.join()) {
+                            std::panic::resume_unwind(panic);
+                        }
+                        return Ok(());
+                    };
+                    visit_part(number, &points, &mut visit)?;
+                    let _ = emptied.send(points);
+                }
+                None => {
+                    own.clear();
+                    evaluate_part(spec, slice, steps, &mut own);
+                    visit_part(number, &own, &mut visit)?;
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// One thread's part of [`for_each_value`]: (index in `series`, index into `steps`, value).
@@ -1927,9 +1958,9 @@ mod tests {
 
     #[test]
     fn series_evaluated_on_several_threads_are_visited_as_on_one() {
-        // 12,000 series over 100 steps: parts of 2,621 series, so three threads take two
-        // blocks, the second of two parts (a third part's buffer left from the first block
-        // must not be visited again).
+        // 12,000 series over 100 steps: 37 parts of 327 series (the last of 228), taken in
+        // turn by three threads, each reusing the buffers it gets back (a buffer's points
+        // from an earlier part must not be visited again).
         let steps = Steps { start: 0, end: 99_000, step: 1_000 };
         let spec = spec(RangeFunction::Rate, steps, 5_000);
         let steps: Vec<i64> = steps.iter().collect();
@@ -1952,7 +1983,7 @@ mod tests {
             .unwrap();
             seen
         };
-        assert_eq!(parallel_split(&spec, series.len(), steps.len(), 3), Some((2_621, 3)));
+        assert_eq!(parallel_split(&spec, series.len(), steps.len(), 3), Some((327, 3)));
         let one = visits(1);
         assert!(one.len() > 400_000, "the series have values: {}", one.len());
         assert!(one.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)), "in series, then step order");
@@ -1969,11 +2000,11 @@ mod tests {
         // The instant lookup, and a chunk of one part's work, stay on one thread.
         let lookup = super::tests::spec(RangeFunction::Instant, Steps { start: 0, end: 99_000, step: 1_000 }, 5_000);
         assert_eq!(parallel_split(&lookup, series.len(), steps.len(), 3), None);
-        assert_eq!(parallel_split(&spec, 2_621, steps.len(), 3), None);
-        assert_eq!(parallel_bytes(&spec, series.len(), steps.len(), 3), 3 * 2_621 * 100 * 16);
+        assert_eq!(parallel_split(&spec, 327, steps.len(), 3), None);
+        assert_eq!(parallel_bytes(&spec, series.len(), steps.len(), 3), 3 * PARTS_PER_THREAD * 327 * 100 * 16);
         // Many workers take only the threads the series fill, and reserve for those.
-        assert_eq!(parallel_split(&spec, 3_000, steps.len(), 256), Some((2_621, 2)));
-        assert_eq!(parallel_bytes(&spec, 3_000, steps.len(), 256), 2 * 2_621 * 100 * 16);
+        assert_eq!(parallel_split(&spec, 600, steps.len(), 256), Some((327, 2)));
+        assert_eq!(parallel_bytes(&spec, 600, steps.len(), 256), 2 * PARTS_PER_THREAD * 327 * 100 * 16);
     }
 
     #[test]
