@@ -2008,6 +2008,29 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_panic_on_a_sweep_thread_is_the_callers() {
+        // 1,000 series over 100 steps: parts of 327 series, the second a sweep thread's. Its
+        // series 400 holds times without values, so the kernel's window slice panics there.
+        let steps = Steps { start: 0, end: 99_000, step: 1_000 };
+        let spec = spec(RangeFunction::Rate, steps, 5_000);
+        let steps: Vec<i64> = steps.iter().collect();
+        let series: Vec<SeriesSamples> = (0..1_000i64)
+            .map(|n| {
+                let timestamps: Vec<i64> = (0..100_000).step_by(1_000).collect();
+                let values = if n == 400 { Vec::new() } else { timestamps.iter().map(|&t| t as f64).collect() };
+                SeriesSamples { labels: vec![Some(n.to_string())], timestamps, values, ..Default::default() }
+            })
+            .collect();
+        assert_eq!(parallel_split(&spec, series.len(), steps.len(), 3), Some((327, 3)));
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for_each_value(&spec, &series, &[], &steps, 3, |_, _, _| Ok(()))
+        }))
+        .expect_err("the kernel's panic reaches the caller");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains("out of range"), "the kernel's own panic, not the scope's: {message:?}");
+    }
+
+    #[test]
     fn series_evaluated_as_their_runs_end_match_an_evaluation_of_all_their_samples() {
         // 40 series over 10 chunks, every chunk's rows cut into batches at random rows. A
         // chunk comes as one run per series (evaluated early), as two interleaved segments
