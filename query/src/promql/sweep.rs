@@ -808,10 +808,10 @@ fn parallel_bytes(spec: &SweepSpec, series: usize, steps: usize, threads: usize)
 /// (see [`EarlyValues`]) has its values taken from `early` when they wait there as rows,
 /// and none when they were folded or pushed already. With `threads` > 1 and more
 /// than one part's work (see [`parallel_split`]), parts of series are evaluated on that
-/// many threads (the kernels are most of a sweep's time) and their points visited
-/// afterwards in the same order: what `visit` sees, and so every sum it folds, is exactly
-/// what one thread would give. The lane's own thread takes its share of the parts and visits
-/// every part as it comes (scoped threads: they borrow the chunk's samples).
+/// many threads (the kernels are most of a sweep's time) and their points visited part by
+/// part in series order: what `visit` sees, and so every sum it folds, is exactly what one
+/// thread would give. The lane's own thread evaluates its share of the parts and visits every
+/// part as it comes back (scoped threads: they borrow the chunk's samples).
 fn for_each_value(
     spec: &SweepSpec,
     series: &[SeriesSamples],
