@@ -16,14 +16,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType, UInt64Type};
 use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, Volatility};
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
@@ -140,8 +142,9 @@ async fn read(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<Option
     Ok(Some(batch))
 }
 
-/// Indexes read so far, by segment path (`None`: the segment has none), oldest evicted first
-/// past the budget (`storage.index_cache_size`).
+/// Indexes read so far, by segment path (`None`: the segment has none), with the label
+/// filters evaluated on them; oldest evicted first past the budget
+/// (`storage.index_cache_size`, which counts both).
 #[derive(Debug)]
 pub(crate) struct IndexCache {
     entries: Mutex<CacheEntries>,
@@ -150,10 +153,49 @@ pub(crate) struct IndexCache {
 
 #[derive(Debug, Default)]
 struct CacheEntries {
-    by_path: HashMap<String, Option<Arc<RecordBatch>>>,
+    by_path: HashMap<String, Cached>,
     order: VecDeque<String>,
     bytes: usize,
 }
+
+#[derive(Debug)]
+struct Cached {
+    index: Option<Arc<RecordBatch>>,
+    /// Label filters evaluated on stretches of the index, by the hash of their
+    /// [`MatchKey`]: a dashboard asks the same selectors of the same segments query after
+    /// query, and evaluating them again on every segment (casting a dictionary column to
+    /// strings, running a regex per series) was an eighth of a 7 d query of few series.
+    /// VictoriaMetrics keeps the same cache of tag filters to series ids.
+    matches: HashMap<u64, Vec<(MatchKey, BooleanBuffer)>>,
+    matches_held: usize,
+    /// Bytes counted for the index (and its path), and for its matches.
+    index_bytes: usize,
+    matches_bytes: usize,
+}
+
+impl Cached {
+    fn bytes(&self) -> usize {
+        self.index_bytes + self.matches_bytes
+    }
+}
+
+/// A label filter evaluated on the index rows `offset..offset + len` (a table's stretch).
+#[derive(Debug)]
+struct MatchKey {
+    filter: Expr,
+    offset: usize,
+    len: usize,
+}
+
+impl MatchKey {
+    fn is(&self, filter: &Expr, offset: usize, len: usize) -> bool {
+        self.offset == offset && self.len == len && &self.filter == filter
+    }
+}
+
+/// Filters remembered per index at most: past it the index's are forgotten and remembered
+/// afresh (a store has a few dashboards' selectors, not thousands).
+const MATCHES_PER_INDEX: usize = 256;
 
 impl IndexCache {
     pub(crate) fn new(max_bytes: usize) -> Self {
@@ -164,7 +206,7 @@ impl IndexCache {
     /// the segment is scanned without it).
     pub(crate) async fn get(&self, store: &Arc<dyn ObjectStore>, path: &str) -> Option<Arc<RecordBatch>> {
         if let Some(cached) = self.entries.lock().by_path.get(path) {
-            return cached.clone();
+            return cached.index.clone();
         }
         let index = match read(store, path).await {
             Ok(index) => index.map(Arc::new),
@@ -178,20 +220,26 @@ impl IndexCache {
     }
 
     pub(crate) fn insert(&self, path: String, index: Option<Arc<RecordBatch>>) {
-        let size = index.as_ref().map_or(0, |i| i.get_array_memory_size()) + path.len();
+        let index_bytes = index.as_ref().map_or(0, |i| i.get_array_memory_size()) + path.len();
+        let cached = Cached { index, matches: HashMap::new(), matches_held: 0, index_bytes, matches_bytes: 0 };
         let mut entries = self.entries.lock();
-        if entries.by_path.insert(path.clone(), index).is_none() {
-            entries.order.push_back(path);
+        match entries.by_path.insert(path.clone(), cached) {
+            Some(replaced) => entries.bytes = entries.bytes.saturating_sub(replaced.bytes()),
+            None => entries.order.push_back(path),
         }
-        entries.bytes += size;
+        entries.bytes += index_bytes;
+        self.evict(&mut entries);
+        entries.record();
+    }
+
+    /// Drops the oldest indexes until the cache is within its budget (the newest stays).
+    fn evict(&self, entries: &mut CacheEntries) {
         while entries.bytes > self.max_bytes && entries.order.len() > 1 {
             let Some(oldest) = entries.order.pop_front() else { break };
             if let Some(gone) = entries.by_path.remove(&oldest) {
-                entries.bytes =
-                    entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + oldest.len());
+                entries.bytes = entries.bytes.saturating_sub(gone.bytes());
             }
         }
-        entries.record();
     }
 
     /// Whether the index of the segment at `path` (or its absence) is held.
@@ -204,10 +252,43 @@ impl IndexCache {
     pub(crate) fn remove(&self, path: &str) {
         let mut entries = self.entries.lock();
         if let Some(gone) = entries.by_path.remove(path) {
-            entries.bytes = entries.bytes.saturating_sub(gone.map_or(0, |i| i.get_array_memory_size()) + path.len());
+            entries.bytes = entries.bytes.saturating_sub(gone.bytes());
             entries.order.retain(|p| p != path);
             entries.record();
         }
+    }
+
+    /// What `filter` matched on the stretch `offset..offset + len` of the index of `path`
+    /// when evaluated before (`hash`: [`match_hash`]'s).
+    fn remembered(&self, path: &str, filter: &Expr, offset: usize, len: usize, hash: u64) -> Option<BooleanBuffer> {
+        let entries = self.entries.lock();
+        let bucket = entries.by_path.get(path)?.matches.get(&hash)?;
+        bucket.iter().find(|(key, _)| key.is(filter, offset, len)).map(|(_, matched)| matched.clone())
+    }
+
+    /// Remembers what `key.filter` matched on the index of `path`, for as long as the index
+    /// is held.
+    fn remember(&self, path: &str, key: MatchKey, hash: u64, matched: BooleanBuffer) {
+        // A filter's own size is not known; its text stands for it.
+        let bytes = matched.inner().capacity() + std::mem::size_of::<MatchKey>() + key.filter.to_string().len();
+        let mut entries = self.entries.lock();
+        let Some(cached) = entries.by_path.get_mut(path) else { return };
+        let mut freed = 0;
+        if cached.matches_held >= MATCHES_PER_INDEX {
+            cached.matches.clear();
+            cached.matches_held = 0;
+            freed = std::mem::take(&mut cached.matches_bytes);
+        }
+        let bucket = cached.matches.entry(hash).or_default();
+        if bucket.iter().any(|(held, _)| held.is(&key.filter, key.offset, key.len)) {
+            return;
+        }
+        bucket.push((key, matched));
+        cached.matches_held += 1;
+        cached.matches_bytes += bytes;
+        entries.bytes = entries.bytes.saturating_sub(freed) + bytes;
+        self.evict(&mut entries);
+        entries.record();
     }
 }
 
@@ -215,6 +296,14 @@ impl CacheEntries {
     fn record(&self) {
         metrics::gauge!("vigil_memory_bytes", "component" => "series_indexes").set(self.bytes as f64);
     }
+}
+
+/// Where a lookup remembers the label filters it evaluates: the cache holding the index, and
+/// the index's segment.
+#[derive(Clone, Copy)]
+pub(crate) struct Remembering<'a> {
+    pub cache: &'a IndexCache,
+    pub path: &'a str,
 }
 
 /// What a scan asks of an index: the rows of a file it may read, the filters on label
@@ -228,6 +317,8 @@ pub(crate) struct Lookup<'a> {
     pub is_label: &'a (dyn Fn(&str) -> bool + Sync),
     pub start_ns: Option<i64>,
     pub end_ns: Option<i64>,
+    /// Where the label filters' matches are remembered, if anywhere.
+    pub remembering: Option<Remembering<'a>>,
 }
 
 /// The rows of `index` (series, in file order) inside `lookup.runs` that the label filters can
@@ -240,22 +331,17 @@ pub(crate) fn matching_series(
     lookup: &Lookup<'_>,
 ) -> DfResult<(Vec<usize>, bool)> {
     let schema = index.schema();
-    let df_schema = DFSchema::try_from(schema.clone())?;
     // The index rows from the runs' first to their last: a table's series are one stretch
     // of the file (sorted by table), so its filters are evaluated on its rows alone, not on
     // every series of every metric the file holds.
-    let (offset, index) = runs_stretch(index, lookup.runs)?;
-    let index = &index;
-    let first_rows = column_u64(index, FIRST_ROW)?;
-    let min_time = column_i64(index, MIN_TIME)?;
-    let max_time = column_i64(index, MAX_TIME)?;
-    let mut keep: Vec<bool> = (0..index.num_rows())
-        .map(|i| {
-            within_runs(lookup.runs, first_rows.value(i))
-                && lookup.start_ns.is_none_or(|start| max_time.value(i) >= start)
-                && lookup.end_ns.is_none_or(|end| min_time.value(i) <= end)
-        })
-        .collect();
+    let (offset, len) = runs_stretch(index, lookup.runs)?;
+    let stretch_of = |name: &str| -> DfResult<&[u64]> { Ok(&column_u64(index, name)?.values()[offset..][..len]) };
+    let first_rows = stretch_of(FIRST_ROW)?;
+    let min_time = &column_i64(index, MIN_TIME)?.values()[offset..][..len];
+    let max_time = &column_i64(index, MAX_TIME)?.values()[offset..][..len];
+    // The series every label filter matched (all, until one is evaluated): a few series
+    // of thousands, for a selective query, whose runs and times are then checked.
+    let mut matching: Option<BooleanBuffer> = None;
     let is_label = |name: &str| {
         name != FIRST_ROW
             && name != ROWS
@@ -263,6 +349,8 @@ pub(crate) fn matching_series(
             && name != MAX_TIME
             && schema.column_with_name(name).is_some()
     };
+    // Sliced and given a DataFusion schema only when a filter is evaluated, not remembered.
+    let mut stretch: Option<(RecordBatch, DFSchema)> = None;
     let mut every_label_filter = true;
     for filter in lookup.filters {
         let scan_label = is_label_filter(filter, lookup.is_label);
@@ -270,31 +358,87 @@ pub(crate) fn matching_series(
             every_label_filter &= !scan_label;
             continue;
         }
-        // A filter the index cannot evaluate narrows nothing; the scan applies it row by row.
-        let matched = state
-            .create_physical_expr(filter.clone(), &df_schema)
-            .and_then(|predicate| predicate.evaluate(index)?.into_array(index.num_rows()));
-        let Some(matched) = matched.ok().and_then(|value| value.as_boolean_opt().cloned()) else {
+        // A filter whose answer may change between evaluations (`random()`, `now()`) is
+        // evaluated every time.
+        let remembering =
+            lookup.remembering.filter(|_| is_immutable(filter)).map(|at| (at, match_hash(filter, offset, len)));
+        let held = remembering.and_then(|(at, hash)| at.cache.remembered(at.path, filter, offset, len, hash));
+        let matched = match held {
+            Some(matched) => Some(matched),
+            None => {
+                let (batch, df_schema) = match stretch.take() {
+                    Some(stretch) => stretch,
+                    None => (index.slice(offset, len), DFSchema::try_from(schema.clone())?),
+                };
+                // A filter the index cannot evaluate narrows nothing; the scan applies it row by row.
+                let matched = state
+                    .create_physical_expr(filter.clone(), &df_schema)
+                    .and_then(|predicate| predicate.evaluate(&batch)?.into_array(batch.num_rows()))
+                    .ok()
+                    .and_then(|value| value.as_boolean_opt().map(true_and_valid));
+                stretch = Some((batch, df_schema));
+                if let (Some(matched), Some((at, hash))) = (&matched, remembering) {
+                    at.cache.remember(at.path, MatchKey { filter: filter.clone(), offset, len }, hash, matched.clone());
+                }
+                matched
+            }
+        };
+        let Some(matched) = matched else {
             every_label_filter &= !scan_label;
             continue;
         };
-        for (slot, matched) in keep.iter_mut().zip(matched.iter()) {
-            *slot &= matched == Some(true);
-        }
+        matching = Some(match matching {
+            Some(so_far) => &so_far & &matched,
+            None => matched,
+        });
     }
-    Ok((keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| offset + i).collect(), every_label_filter))
+    let candidates: Box<dyn Iterator<Item = usize>> = match &matching {
+        Some(matching) => Box::new(matching.set_indices()),
+        None => Box::new(0..len),
+    };
+    let series = candidates
+        .filter(|&i| {
+            within_runs(lookup.runs, first_rows[i])
+                && lookup.start_ns.is_none_or(|start| max_time[i] >= start)
+                && lookup.end_ns.is_none_or(|end| min_time[i] <= end)
+        })
+        .map(|i| offset + i)
+        .collect();
+    Ok((series, every_label_filter))
+}
+
+/// Whether `filter` gives the same answer on the same rows every time (no stable or volatile
+/// function in it).
+fn is_immutable(filter: &Expr) -> bool {
+    !filter
+        .exists(|e| Ok(matches!(e, Expr::ScalarFunction(f) if f.func.signature().volatility != Volatility::Immutable)))
+        .unwrap_or(true)
+}
+
+/// Which rows of `matched` are true (a null is not).
+fn true_and_valid(matched: &datafusion::arrow::array::BooleanArray) -> BooleanBuffer {
+    match matched.nulls() {
+        Some(valid) => matched.values() & valid.inner(),
+        None => matched.values().clone(),
+    }
+}
+
+/// The bucket of a filter evaluated on a stretch of an index.
+fn match_hash(filter: &Expr, offset: usize, len: usize) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one((filter, offset, len))
 }
 
 /// The stretch of `index` whose series start inside `runs` (sorted, not overlapping): its
-/// first row's position in `index`, and the stretch (a zero-copy slice).
-fn runs_stretch(index: &RecordBatch, runs: &[(u64, u64)]) -> DfResult<(usize, RecordBatch)> {
+/// first row's position in `index`, and its length.
+fn runs_stretch(index: &RecordBatch, runs: &[(u64, u64)]) -> DfResult<(usize, usize)> {
     let first_rows = column_u64(index, FIRST_ROW)?.values();
     let (Some(&(first, _)), Some(&(last, rows))) = (runs.first(), runs.last()) else {
-        return Ok((0, index.slice(0, 0)));
+        return Ok((0, 0));
     };
     let from = first_rows.partition_point(|&row| row < first);
     let to = first_rows.partition_point(|&row| row < last + rows);
-    Ok((from, index.slice(from, to.max(from) - from)))
+    Ok((from, to.max(from) - from))
 }
 
 /// True when `row` is in one of `runs` (sorted by first row, not overlapping): a binary
@@ -513,7 +657,9 @@ pub(crate) async fn shared_read(
     if (!filters.is_empty() || reading != SegmentReading::Rows)
         && let Some(index) = storage.inner.series_indexes.get(&storage.inner.store, &first.path).await
     {
-        let lookup = Lookup { runs: &runs, filters, is_label, start_ns: scan.start_ns, end_ns: scan.end_ns };
+        let remembering = Some(Remembering { cache: &storage.inner.series_indexes, path: &first.path });
+        let lookup =
+            Lookup { runs: &runs, filters, is_label, start_ns: scan.start_ns, end_ns: scan.end_ns, remembering };
         let (series, exact) = matching_series(state, &index, &lookup)?;
         if reading == SegmentReading::Series {
             return Ok(if series.is_empty() {
@@ -647,7 +793,7 @@ mod tests {
         let state = datafusion::prelude::SessionContext::new().state();
         let is_label = |name: &str| name == "instance" || name == "job";
         let find = |runs: &[(u64, u64)], filters: &[Expr]| {
-            let lookup = Lookup { runs, filters, is_label: &is_label, start_ns: None, end_ns: None };
+            let lookup = Lookup { runs, filters, is_label: &is_label, start_ns: None, end_ns: None, remembering: None };
             matching_series(&state, &index, &lookup).unwrap()
         };
         use datafusion::prelude::{col, lit};
@@ -717,5 +863,64 @@ mod tests {
         drop(entries);
         cache.remove(&format!("p{:06}", fit - 1));
         assert!(!cache.entries.lock().by_path.contains_key(&format!("p{:06}", fit - 1)));
+    }
+
+    #[test]
+    fn label_filters_evaluated_once_are_remembered_per_index_and_stretch() {
+        use datafusion::prelude::{col, lit};
+        let a = metric(&["job"], &[(&["api"], 1), (&["db"], 1), (&["web"], 1)]);
+        let b = metric(&["job"], &[(&["api"], 2), (&["db"], 2)]);
+        let index =
+            Arc::new(build(&crate::shared::pack(vec![("a".into(), a), ("b".into(), b)]).unwrap()[0].1).unwrap());
+        let cache = IndexCache::new(DEFAULT_CACHE_BYTES);
+        cache.insert("s/1.parquet".into(), Some(index.clone()));
+        let only_index = cache.entries.lock().bytes;
+        let state = datafusion::prelude::SessionContext::new().state();
+        let is_label = |name: &str| name == "job";
+        let remembering = Some(Remembering { cache: &cache, path: "s/1.parquet" });
+        let find = |runs: &[(u64, u64)], filter: Expr| {
+            let filters = [filter];
+            let lookup =
+                Lookup { runs, filters: &filters, is_label: &is_label, start_ns: None, end_ns: None, remembering };
+            matching_series(&state, &index, &lookup).unwrap().0
+        };
+        let (table_a, table_b) = ([(0, 3)], [(3, 2)]);
+        let api = col("job").eq(lit("api"));
+        assert_eq!(find(&table_a, api.clone()), [0]);
+        // The same filter on another table's stretch, and another filter on the same stretch,
+        // are answers of their own.
+        assert_eq!(find(&table_b, api.clone()), [3]);
+        assert_eq!(find(&table_a, col("job").eq(lit("db"))), [1]);
+        assert_eq!(find(&table_a, col("job").not_eq(lit("api"))), [1, 2]);
+        let held = cache.entries.lock().by_path["s/1.parquet"].matches_held;
+        assert_eq!(held, 4);
+        assert!(cache.entries.lock().bytes > only_index);
+        // A remembered answer is the one used: one planted for `api` on table a's stretch is
+        // answered as is.
+        let hash = match_hash(&api, 0, 3);
+        let planted = BooleanBuffer::from(vec![false, false, true]);
+        {
+            let mut entries = cache.entries.lock();
+            let cached = entries.by_path.get_mut("s/1.parquet").unwrap();
+            let bucket = cached.matches.get_mut(&hash).unwrap();
+            bucket[0].1 = planted;
+        }
+        assert_eq!(find(&table_a, api.clone()), [2]);
+        // A filter with a volatile function is evaluated every time, never remembered.
+        let volatile = api.clone().and(datafusion::functions::math::expr_fn::random().lt(lit(2.0)));
+        assert_eq!(find(&table_a, volatile), [0]);
+        assert_eq!(cache.entries.lock().by_path["s/1.parquet"].matches_held, 4);
+        // Past the bound per index, its matches start over; the bytes counted follow.
+        for i in 0..MATCHES_PER_INDEX {
+            find(&table_a, col("job").eq(lit(format!("j{i}"))));
+        }
+        let entries = cache.entries.lock();
+        let cached = &entries.by_path["s/1.parquet"];
+        assert_eq!(cached.matches_held, 4);
+        assert_eq!(cached.matches.values().map(Vec::len).sum::<usize>(), 4);
+        assert_eq!(entries.bytes, cached.index_bytes + cached.matches_bytes);
+        drop(entries);
+        cache.remove("s/1.parquet");
+        assert_eq!(cache.entries.lock().bytes, 0);
     }
 }
