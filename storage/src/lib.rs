@@ -32,6 +32,7 @@ mod decimal_values;
 mod filters;
 mod indexed_scan;
 pub mod lease;
+mod local_store;
 mod maintenance;
 pub mod manifest;
 pub mod metric_set;

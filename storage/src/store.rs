@@ -98,7 +98,7 @@ impl ObjectStoreConfig {
             StoreKind::Local => {
                 let dir = self.local_dir(data_dir);
                 std::fs::create_dir_all(&dir)?;
-                Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
+                Arc::new(crate::local_store::LocalStore::new(LocalFileSystem::new_with_prefix(&dir)?))
             }
             #[cfg(not(feature = "cloud"))]
             StoreKind::S3 | StoreKind::Gcs | StoreKind::Azure => return Err(self.unsupported()),
