@@ -71,7 +71,7 @@ fn read_without_waiting(_: &File, _: &Range<u64>) -> Option<Bytes> {
 
 impl std::fmt::Display for LocalStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.files.fmt(f)
+        std::fmt::Display::fmt(&self.files, f)
     }
 }
 
@@ -150,7 +150,8 @@ mod tests {
         let missing = Path::from("a/none.parquet");
         assert!(store.read_cached(&missing, &first_byte).is_none());
         assert!(matches!(store.get_ranges(&missing, &first_byte).await, Err(object_store::Error::NotFound { .. })));
-        // Everything else is the directory's.
+        // Everything else is the directory's, and so is its name.
+        assert_eq!(store.to_string(), store.files.to_string());
         assert_eq!(store.head(&location).await.unwrap().size, 100_000);
         assert_eq!(store.get(&location).await.unwrap().bytes().await.unwrap().len(), 100_000);
     }
