@@ -26,7 +26,7 @@ use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFacto
 use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::object_store::ObjectStore;
-use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::file::metadata::PageIndexPolicy;
@@ -37,7 +37,7 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::schema::{TIMESTAMP_COLUMN, VALUE_COLUMN};
-use crate::series_index::runs_selection;
+use crate::series_index::{IndexCache, runs_selection};
 
 /// A shared segment the series index chose series of.
 pub(crate) struct IndexedFile {
@@ -72,6 +72,7 @@ struct FileRead {
 /// `partitions` partitions of about equal rows.
 pub(crate) fn plan(
     store: Arc<dyn ObjectStore>,
+    indexes: Arc<IndexCache>,
     schema: &SchemaRef,
     projection: Option<&Vec<usize>>,
     files: Vec<IndexedFile>,
@@ -109,8 +110,13 @@ pub(crate) fn plan(
         .into_iter()
         .filter(|(_, files)| !files.is_empty())
         .map(|(_, files)| {
-            Arc::new(IndexedPartition { schema: schema.clone(), store: store.clone(), files, batch_rows })
-                as Arc<dyn PartitionStream>
+            Arc::new(IndexedPartition {
+                schema: schema.clone(),
+                store: store.clone(),
+                indexes: indexes.clone(),
+                files,
+                batch_rows,
+            }) as Arc<dyn PartitionStream>
         })
         .collect();
     Ok(Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), false, None)?))
@@ -150,6 +156,8 @@ fn file_labels(schema: &SchemaRef, index: &RecordBatch, series: &[usize]) -> DfR
 struct IndexedPartition {
     schema: SchemaRef,
     store: Arc<dyn ObjectStore>,
+    /// Where each file's reader metadata is kept, with its index.
+    indexes: Arc<IndexCache>,
     files: Vec<Arc<FileRead>>,
     batch_rows: usize,
 }
@@ -163,9 +171,9 @@ impl PartitionStream for IndexedPartition {
         // DataFusion's own scans cache footers here too: a segment's is read once.
         let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
         let readers = Arc::new(CachedParquetFileReaderFactory::new(self.store.clone(), cache));
-        let (schema, batch_rows) = (self.schema.clone(), self.batch_rows);
+        let (schema, batch_rows, indexes) = (self.schema.clone(), self.batch_rows, self.indexes.clone());
         let batches = futures::stream::iter(self.files.clone())
-            .then(move |file| read_file(readers.clone(), schema.clone(), file, batch_rows))
+            .then(move |file| read_file(readers.clone(), indexes.clone(), schema.clone(), file, batch_rows))
             .try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
     }
@@ -174,17 +182,27 @@ impl PartitionStream for IndexedPartition {
 /// The batches of one file: its runs' time and value, labelled.
 async fn read_file(
     readers: Arc<CachedParquetFileReaderFactory>,
+    indexes: Arc<IndexCache>,
     schema: SchemaRef,
     file: Arc<FileRead>,
     batch_rows: usize,
 ) -> DfResult<futures::stream::BoxStream<'static, DfResult<RecordBatch>>> {
     let object = PartitionedFile::new(file.path.clone(), file.size);
-    let reader: Box<dyn AsyncFileReader> = readers.create_reader(0, object, None, &ExecutionPlanMetricsSet::new())?;
-    // The offset index lets a row selection skip whole pages unread: a selective query's
-    // series are a few runs of a file, and without it every page before the last selected
-    // row was decompressed and decoded only to be skipped.
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+    let mut reader: Box<dyn AsyncFileReader> =
+        readers.create_reader(0, object, None, &ExecutionPlanMetricsSet::new())?;
+    let metadata = match indexes.reading(&file.path) {
+        Some(metadata) => metadata,
+        None => {
+            // The offset index lets a row selection skip whole pages unread: a selective
+            // query's series are a few runs of a file, and without it every page before the
+            // last selected row was decompressed and decoded only to be skipped.
+            let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+            let metadata = ArrowReaderMetadata::load_async(&mut reader, options).await?;
+            indexes.keep_reading(&file.path, metadata.clone());
+            metadata
+        }
+    };
+    let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata);
     let mask = ProjectionMask::columns(builder.parquet_schema(), [TIMESTAMP_COLUMN, VALUE_COLUMN]);
     let stream = builder
         .with_projection(mask)

@@ -239,8 +239,9 @@ struct Inner {
     rows_skipped_by_index: AtomicU64,
     /// Partition manifests of other nodes already read.
     peer_partitions: tokio::sync::Mutex<PartitionCache>,
-    /// Series indexes of shared segments read or written so far.
-    series_indexes: series_index::IndexCache,
+    /// Series indexes of shared segments read or written so far (shared with the scans that
+    /// read the segments, for their reader metadata).
+    series_indexes: Arc<series_index::IndexCache>,
     /// Active series and metric names, checked against their limits before a write is logged.
     series: Mutex<cardinality::SeriesTracker>,
     /// What accepted writes touched, for readers that keep derived state.
@@ -346,7 +347,7 @@ impl Storage {
             replayed_records = stats.records,
             "storage opened"
         );
-        let series_indexes = series_index::IndexCache::new(options.index_cache_bytes);
+        let series_indexes = Arc::new(series_index::IndexCache::new(options.index_cache_bytes));
         let storage = Storage {
             inner: Arc::new(Inner {
                 options,

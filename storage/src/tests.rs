@@ -1380,4 +1380,10 @@ async fn a_set_labelled_by_its_series_index_reads_what_its_files_hold() {
         assert_eq!((labelled.len(), indexed), (expected, true));
         assert_eq!(labelled, plain);
     }
+    // Each segment read through its index keeps its reader metadata with the index: the reads
+    // after the first took it from there, and answered the same.
+    let manifest = storage.manifest();
+    let shared: Vec<&str> = manifest.segments.iter().filter(|s| s.shared.is_some()).map(|s| s.path.as_str()).collect();
+    assert!(!shared.is_empty());
+    assert!(shared.iter().all(|path| storage.inner.series_indexes.reading(path).is_some()), "{shared:?}");
 }
