@@ -169,7 +169,6 @@ struct Cached {
     /// strings, running a regex per series) was an eighth of a 7 d query of few series.
     /// VictoriaMetrics keeps the same cache of tag filters to series ids.
     matches: HashMap<u64, Vec<(MatchKey, BooleanBuffer)>>,
-    matches_held: usize,
     /// The segment's footer as the Arrow reader takes it (its Arrow schema decoded): building it
     /// for each segment a query opens was 1.5-3 % of a query over a few series.
     reading: Option<ArrowReaderMetadata>,
@@ -182,6 +181,11 @@ struct Cached {
 impl Cached {
     fn bytes(&self) -> usize {
         self.index_bytes + self.matches_bytes + self.reading_bytes
+    }
+
+    /// Filters remembered on this index.
+    fn matches_held(&self) -> usize {
+        self.matches.values().map(Vec::len).sum()
     }
 }
 
@@ -227,15 +231,8 @@ impl IndexCache {
 
     pub(crate) fn insert(&self, path: String, index: Option<Arc<RecordBatch>>) {
         let index_bytes = index.as_ref().map_or(0, |i| i.get_array_memory_size()) + path.len();
-        let cached = Cached {
-            index,
-            matches: HashMap::new(),
-            matches_held: 0,
-            reading: None,
-            index_bytes,
-            matches_bytes: 0,
-            reading_bytes: 0,
-        };
+        let cached =
+            Cached { index, matches: HashMap::new(), reading: None, index_bytes, matches_bytes: 0, reading_bytes: 0 };
         let mut entries = self.entries.lock();
         match entries.by_path.insert(path.clone(), cached) {
             Some(replaced) => entries.bytes = entries.bytes.saturating_sub(replaced.bytes()),
@@ -279,6 +276,7 @@ impl IndexCache {
 
     /// Keeps the reader metadata of the segment at `path` while its index is held.
     pub(crate) fn keep_reading(&self, path: &str, reading: ArrowReaderMetadata) {
+        // The Arrow schema's size is not reported; ~128 bytes a field stands for it.
         let bytes = reading.metadata().memory_size() + reading.schema().fields().len() * 128;
         let mut entries = self.entries.lock();
         let Some(cached) = entries.by_path.get_mut(path) else { return };
@@ -305,9 +303,8 @@ impl IndexCache {
         let mut entries = self.entries.lock();
         let Some(cached) = entries.by_path.get_mut(path) else { return };
         let mut freed = 0;
-        if cached.matches_held >= MATCHES_PER_INDEX {
+        if cached.matches_held() >= MATCHES_PER_INDEX {
             cached.matches.clear();
-            cached.matches_held = 0;
             freed = std::mem::take(&mut cached.matches_bytes);
         }
         let bucket = cached.matches.entry(hash).or_default();
@@ -315,7 +312,6 @@ impl IndexCache {
             return;
         }
         bucket.push((key, matched));
-        cached.matches_held += 1;
         cached.matches_bytes += bytes;
         entries.bytes = entries.bytes.saturating_sub(freed) + bytes;
         self.evict(&mut entries);
@@ -366,8 +362,7 @@ pub(crate) fn matching_series(
     // of the file (sorted by table), so its filters are evaluated on its rows alone, not on
     // every series of every metric the file holds.
     let (offset, len) = runs_stretch(index, lookup.runs)?;
-    let stretch_of = |name: &str| -> DfResult<&[u64]> { Ok(&column_u64(index, name)?.values()[offset..][..len]) };
-    let first_rows = stretch_of(FIRST_ROW)?;
+    let first_rows = &column_u64(index, FIRST_ROW)?.values()[offset..][..len];
     let min_time = &column_i64(index, MIN_TIME)?.values()[offset..][..len];
     let max_time = &column_i64(index, MAX_TIME)?.values()[offset..][..len];
     // The series every label filter matched (all, until one is evaluated): a few series
@@ -924,7 +919,7 @@ mod tests {
         assert_eq!(find(&table_b, api.clone()), [3]);
         assert_eq!(find(&table_a, col("job").eq(lit("db"))), [1]);
         assert_eq!(find(&table_a, col("job").not_eq(lit("api"))), [1, 2]);
-        let held = cache.entries.lock().by_path["s/1.parquet"].matches_held;
+        let held = cache.entries.lock().by_path["s/1.parquet"].matches_held();
         assert_eq!(held, 4);
         assert!(cache.entries.lock().bytes > only_index);
         // A remembered answer is the one used: one planted for `api` on table a's stretch is
@@ -941,14 +936,14 @@ mod tests {
         // A filter with a volatile function is evaluated every time, never remembered.
         let volatile = api.clone().and(datafusion::functions::math::expr_fn::random().lt(lit(2.0)));
         assert_eq!(find(&table_a, volatile), [0]);
-        assert_eq!(cache.entries.lock().by_path["s/1.parquet"].matches_held, 4);
+        assert_eq!(cache.entries.lock().by_path["s/1.parquet"].matches_held(), 4);
         // Past the bound per index, its matches start over; the bytes counted follow.
         for i in 0..MATCHES_PER_INDEX {
             find(&table_a, col("job").eq(lit(format!("j{i}"))));
         }
         let entries = cache.entries.lock();
         let cached = &entries.by_path["s/1.parquet"];
-        assert_eq!(cached.matches_held, 4);
+        assert_eq!(cached.matches_held(), 4);
         assert_eq!(cached.matches.values().map(Vec::len).sum::<usize>(), 4);
         assert_eq!(entries.bytes, cached.index_bytes + cached.matches_bytes);
         drop(entries);
