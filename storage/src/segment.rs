@@ -76,7 +76,19 @@ enum TimeEncoding {
     Dictionary,
 }
 
-fn writer_properties(batch: &RecordBatch, table: Option<&str>, times: TimeEncoding) -> WriterProperties {
+/// How a segment compresses its value column (see [`value_codec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueCodec {
+    Zstd,
+    Lz4,
+}
+
+fn writer_properties(
+    batch: &RecordBatch,
+    table: Option<&str>,
+    times: TimeEncoding,
+    values: ValueCodec,
+) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_key_value_metadata(table.map(|table| {
             vec![datafusion::parquet::file::metadata::KeyValue::new(TABLE_KEY.to_string(), table.to_string())]
@@ -102,13 +114,17 @@ fn writer_properties(batch: &RecordBatch, table: Option<&str>, times: TimeEncodi
         };
         if let Some(encoding) = encoding {
             let path = ColumnPath::from(VALUE_COLUMN);
-            // Metric files: ZSTD where it pays, on the values; the labels (dictionary keys in
-            // runs) and timestamps (deltas) are already small, and reading a ZSTD column
-            // chunk creates a ZSTD context (11 % of a 24 h selector's time), an LZ4 one costs
-            // nothing.
+            // Metric files: ZSTD only where it pays, on the values; the labels (dictionary
+            // keys in runs) and timestamps (deltas) are already small, and reading a ZSTD
+            // column chunk creates ZSTD contexts (11 % of a 24 h selector's time), an LZ4 one
+            // costs nothing.
+            let codec = match values {
+                ValueCodec::Zstd => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
+                ValueCodec::Lz4 => Compression::LZ4_RAW,
+            };
             props = props
                 .set_compression(Compression::LZ4_RAW)
-                .set_column_compression(path.clone(), Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+                .set_column_compression(path.clone(), codec)
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, encoding);
         }
@@ -128,22 +144,39 @@ fn time_encoding(batches: &[RecordBatch], table: Option<&str>) -> Result<TimeEnc
     let Some((first, index)) = batches.first().and_then(|first| Some((first, time_column(&first.schema())?))) else {
         return Ok(TimeEncoding::Deltas);
     };
-    let times = batches.iter().map(|batch| batch.project(&[index])).collect::<Result<Vec<_>, _>>()?;
-    let size = |encoding: TimeEncoding| -> Result<usize, StorageError> {
-        let mut bytes = Vec::new();
-        let props = writer_properties(first, table, encoding);
-        let mut writer = ArrowWriter::try_new(&mut bytes, times[0].schema(), Some(props))?;
-        for batch in &times {
-            writer.write(batch)?;
-        }
-        writer.close()?;
-        Ok(bytes.len())
-    };
+    let size = |times| column_bytes(batches, index, writer_properties(first, table, times, ValueCodec::Zstd));
     Ok(if size(TimeEncoding::Dictionary)? < size(TimeEncoding::Deltas)? {
         TimeEncoding::Dictionary
     } else {
         TimeEncoding::Deltas
     })
+}
+
+/// ZSTD for the value column when it stores it in at most three quarters of LZ4's bytes,
+/// tried both ways. Reading a ZSTD column chunk costs what an LZ4 one does not: parquet 59
+/// creates a compression and a decompression context for it, each asking the CPU for its
+/// features (`cpuid`, which traps to the hypervisor of a virtual machine: 11 % of a 7 d query
+/// of a fifth of a metric's series, more than the decompression itself), and decompresses
+/// at a third of LZ4's speed. What it saves depends on the values: on doubles (their bytes
+/// split into streams) a quarter to a third; on decimal mantissas (bit-packed deltas) little
+/// or nothing, 0 % on counters rising by random steps, a fifth on counters rising steadily.
+fn value_codec(batches: &[RecordBatch], table: Option<&str>) -> Result<ValueCodec, StorageError> {
+    let paged = |first: &RecordBatch| {
+        let schema = first.schema();
+        let (index, field) = schema.column_with_name(VALUE_COLUMN)?;
+        matches!(field.data_type(), DataType::Float64 | DataType::Decimal64(..)).then_some(index)
+    };
+    let Some((first, index)) = batches.first().and_then(|first| Some((first, paged(first)?))) else {
+        return Ok(ValueCodec::Zstd);
+    };
+    let size = |values| column_bytes(batches, index, writer_properties(first, table, TimeEncoding::Deltas, values));
+    Ok(if size(ValueCodec::Zstd)? * 4 <= size(ValueCodec::Lz4)? * 3 { ValueCodec::Zstd } else { ValueCodec::Lz4 })
+}
+
+/// The bytes of a file of `batches`' column `index` alone, written with `props`.
+fn column_bytes(batches: &[RecordBatch], index: usize, props: WriterProperties) -> Result<usize, StorageError> {
+    let column = batches.iter().map(|batch| batch.project(&[index])).collect::<Result<Vec<_>, _>>()?;
+    Ok(encode(&column, props)?.0.len())
 }
 
 /// Writes one segment (of `table`, or shared by the tables its rows name), values as decimals
@@ -160,7 +193,8 @@ pub async fn write(
         return Err(StorageError::Internal("empty segment".into()));
     };
     let schema = first.schema();
-    let (bytes, metadata) = encode(&batches, writer_properties(first, table, time_encoding(&batches, table)?))?;
+    let props = writer_properties(first, table, time_encoding(&batches, table)?, value_codec(&batches, table)?);
+    let (bytes, metadata) = encode(&batches, props)?;
     let statistics = DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &schema)
         .map_err(|e| StorageError::Internal(format!("segment statistics: {e}")))?;
     let size = bytes.len() as u64;
@@ -315,7 +349,7 @@ fn value_page_ends(mantissas: &[i64]) -> Vec<usize> {
             // A block of its own: a jump among the last block's first deltas widened only it.
             (low, high, learnt) = (i64::MAX, i64::MIN, 0);
         }
-        // Deltas all alike (a counter rising at a steady rate) are left alone: ZSTD packs a
+        // Deltas all alike (a counter rising at a steady rate) are left alone: ZSTD or LZ4 packs a
         // widened block of them, a repeating bit pattern, down to little, as it does the rest.
         if !cut && learnt >= LEARNT && high > low {
             let wider = width(low.min(delta), high.max(delta)).saturating_sub(width(low, high));
@@ -386,7 +420,7 @@ mod tests {
         assert_eq!(value_page_ends(&counters(&[10; 100])), [1000]);
         // Long series after short ones are still cut apart.
         assert_eq!(value_page_ends(&counters(&[10, 10, 10, 300, 300])), [330, 630]);
-        // Series rising at steady rates: ZSTD takes care of their jumps.
+        // Series rising at steady rates: the page codec takes care of their jumps.
         let steady: Vec<i64> = (0..900).map(|i| (i % 300) * (1 + i / 300)).collect();
         assert_eq!(value_page_ends(&steady), [900]);
         // A counter reset within a long series cuts a page too; the rows after it start one.
@@ -461,7 +495,8 @@ mod tests {
         let decimals = decimal_values::encode(std::slice::from_ref(&batch)).unwrap();
         assert!(matches!(decimals[0].schema().field(1).data_type(), DataType::Decimal64(..)));
         let (bytes, _) =
-            encode(&decimals, writer_properties(&decimals[0], Some("spans"), TimeEncoding::Deltas)).unwrap();
+            encode(&decimals, writer_properties(&decimals[0], Some("spans"), TimeEncoding::Deltas, ValueCodec::Zstd))
+                .unwrap();
         assert_eq!(read_all(&bytes, None), batch);
     }
 
@@ -474,7 +509,8 @@ mod tests {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         assert!(rows > ROW_GROUP_ROWS && batches[0].num_rows() < ROW_GROUP_ROWS, "{rows}");
         let decimals = decimal_values::encode(&batches).unwrap();
-        let props = writer_properties(&decimals[0], Some("node_requests_total"), TimeEncoding::Deltas);
+        let props =
+            writer_properties(&decimals[0], Some("node_requests_total"), TimeEncoding::Deltas, ValueCodec::Zstd);
         let (paged, metadata) = encode(&decimals, props.clone()).unwrap();
         assert_eq!(metadata.num_row_groups(), 2);
         let key_values = metadata.file_metadata().key_value_metadata().unwrap();
@@ -535,7 +571,8 @@ mod tests {
         // Each column chunk's encodings and its bytes raw and stored, after reading back.
         let time_chunk = |batches: &[RecordBatch], times: TimeEncoding| {
             let decimals = decimal_values::encode(batches).unwrap();
-            let (bytes, metadata) = encode(&decimals, writer_properties(&decimals[0], None, times)).unwrap();
+            let (bytes, metadata) =
+                encode(&decimals, writer_properties(&decimals[0], None, times, ValueCodec::Zstd)).unwrap();
             assert_eq!(read_all(&bytes, None), batches[0], "rows read back as written");
             let column = metadata.row_group(0).column(1).clone();
             assert_eq!(column.column_path().string(), TIMESTAMP_COLUMN);
@@ -568,6 +605,49 @@ mod tests {
         own = RecordBatch::try_new(own.schema(), columns).unwrap();
         let own = [own];
         time_chunk(&own, time_encoding(&own, None).unwrap());
+    }
+
+    /// A written segment's value column chunks, and its rows read back.
+    async fn written(batches: &[RecordBatch]) -> (Vec<Compression>, RecordBatch) {
+        let store: Arc<dyn ObjectStore> = Arc::new(datafusion::object_store::memory::InMemory::new());
+        let path = Path::from("segment.parquet");
+        write(&store, &path, Some("gauges"), batches).await.unwrap();
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        let metadata = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap().metadata().clone();
+        let codecs = metadata.row_groups().iter().map(|group| group.column(2).compression()).collect();
+        assert_eq!(metadata.row_group(0).column(2).column_path().string(), VALUE_COLUMN);
+        (codecs, read_all(&bytes, None))
+    }
+
+    #[tokio::test]
+    async fn values_are_compressed_with_zstd_only_where_it_saves_a_quarter() {
+        let sizes = |batches: &[RecordBatch]| {
+            let encoded = decimal_values::encode(batches).unwrap();
+            let size =
+                |codec| column_bytes(&encoded, 2, writer_properties(&encoded[0], None, TimeEncoding::Deltas, codec));
+            (size(ValueCodec::Zstd).unwrap(), size(ValueCodec::Lz4).unwrap())
+        };
+        // Counters rising by random steps: bit-packed deltas, which ZSTD barely shrinks.
+        let counters = [series_batch(&[300; 200], 0)];
+        let (zstd, lz4) = sizes(&counters);
+        assert!(zstd * 4 > lz4 * 3, "counters: ZSTD {zstd} B, LZ4 {lz4} B");
+        let (codecs, read) = written(&counters).await;
+        assert_eq!(codecs, [Compression::LZ4_RAW]);
+        assert_eq!(read, counters[0], "rows read back as written");
+
+        // Gauges of a few dozen levels that no decimal holds (thirds): doubles whose byte
+        // streams ZSTD's entropy coding takes to a fraction, LZ4 to little less.
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
+        let thirds: Vec<f64> = (0..60_000).map(|_| (next() % 48) as f64 / 3.0).collect();
+        let template = series_batch(&[300; 200], 0);
+        let mut columns = template.columns().to_vec();
+        columns[2] = Arc::new(Float64Array::from(thirds));
+        let gauges = [RecordBatch::try_new(template.schema(), columns).unwrap()];
+        let (zstd, lz4) = sizes(&gauges);
+        assert!(zstd * 4 <= lz4 * 3, "gauges: ZSTD {zstd} B, LZ4 {lz4} B");
+        let (codecs, read) = written(&gauges).await;
+        assert!(matches!(codecs[..], [Compression::ZSTD(_)]), "{codecs:?}");
+        assert_eq!(read, gauges[0], "rows read back as written");
     }
 
     #[test]
