@@ -83,6 +83,19 @@ enum ValueCodec {
     Lz4,
 }
 
+/// A metric segment's value column and its encoding: doubles by their bytes (exponents
+/// together, mantissas together); decimals (see `decimal_values`) by the deltas of their
+/// mantissas, small between neighbours. `None` where the value column is of another type or
+/// there is none (fixed tables).
+fn value_encoding(schema: &Schema) -> Option<(usize, Encoding)> {
+    let (index, field) = schema.column_with_name(VALUE_COLUMN)?;
+    match field.data_type() {
+        DataType::Float64 => Some((index, Encoding::BYTE_STREAM_SPLIT)),
+        DataType::Decimal64(..) => Some((index, Encoding::DELTA_BINARY_PACKED)),
+        _ => None,
+    }
+}
+
 fn writer_properties(
     batch: &RecordBatch,
     table: Option<&str>,
@@ -104,30 +117,21 @@ fn writer_properties(
             .set_column_dictionary_enabled(path.clone(), times == TimeEncoding::Dictionary)
             .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
     }
-    if let Ok(field) = schema.field_with_name(VALUE_COLUMN) {
-        // Doubles by their bytes (exponents together, mantissas together); decimals (see
-        // `decimal_values`) by the deltas of their mantissas, small between neighbours.
-        let encoding = match field.data_type() {
-            DataType::Float64 => Some(Encoding::BYTE_STREAM_SPLIT),
-            DataType::Decimal64(..) => Some(Encoding::DELTA_BINARY_PACKED),
-            _ => None,
+    if let Some((_, encoding)) = value_encoding(&schema) {
+        let path = ColumnPath::from(VALUE_COLUMN);
+        // Metric files: ZSTD only where it pays, on the values; the labels (dictionary
+        // keys in runs) and timestamps (deltas) are already small, and reading a ZSTD
+        // column chunk creates ZSTD contexts (11 % of a 24 h selector's time), an LZ4 one
+        // costs nothing.
+        let codec = match values {
+            ValueCodec::Zstd => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
+            ValueCodec::Lz4 => Compression::LZ4_RAW,
         };
-        if let Some(encoding) = encoding {
-            let path = ColumnPath::from(VALUE_COLUMN);
-            // Metric files: ZSTD only where it pays, on the values; the labels (dictionary
-            // keys in runs) and timestamps (deltas) are already small, and reading a ZSTD
-            // column chunk creates ZSTD contexts (11 % of a 24 h selector's time), an LZ4 one
-            // costs nothing.
-            let codec = match values {
-                ValueCodec::Zstd => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
-                ValueCodec::Lz4 => Compression::LZ4_RAW,
-            };
-            props = props
-                .set_compression(Compression::LZ4_RAW)
-                .set_column_compression(path.clone(), codec)
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, encoding);
-        }
+        props = props
+            .set_compression(Compression::LZ4_RAW)
+            .set_column_compression(path.clone(), codec)
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path, encoding);
     }
     props.build()
 }
@@ -161,12 +165,8 @@ fn time_encoding(batches: &[RecordBatch], table: Option<&str>) -> Result<TimeEnc
 /// split into streams) a quarter to a third; on decimal mantissas (bit-packed deltas) little
 /// or nothing, 0 % on counters rising by random steps, a fifth on counters rising steadily.
 fn value_codec(batches: &[RecordBatch], table: Option<&str>) -> Result<ValueCodec, StorageError> {
-    let paged = |first: &RecordBatch| {
-        let schema = first.schema();
-        let (index, field) = schema.column_with_name(VALUE_COLUMN)?;
-        matches!(field.data_type(), DataType::Float64 | DataType::Decimal64(..)).then_some(index)
-    };
-    let Some((first, index)) = batches.first().and_then(|first| Some((first, paged(first)?))) else {
+    let Some((first, (index, _))) = batches.first().and_then(|first| Some((first, value_encoding(&first.schema())?)))
+    else {
         return Ok(ValueCodec::Zstd);
     };
     let size = |values| column_bytes(batches, index, writer_properties(first, table, TimeEncoding::Deltas, values));
