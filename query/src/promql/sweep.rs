@@ -777,14 +777,17 @@ impl SweepRun {
 }
 
 /// Evaluations in one part of a chunk's series evaluated in parallel: enough to outweigh
-/// handing a buffer between threads, few enough that the points waiting to be visited stay
-/// small (16 bytes each, 512 KiB a part). Parts of 4 MiB, one per thread and chunk, were each
-/// new memory to the allocator query after query (a buffer that large is placed anew, and the
-/// one freed stays resident until purged): five 1 h panels in a row grew RSS by ~35 MiB.
-const PART_EVALUATIONS: usize = 32_768;
+/// handing the part to the pool (a few µs), few enough that a 1 h panel's chunk (180 series
+/// × 241 steps) spreads evenly over the threads (32,768 made it one part of 135 series and
+/// one of 45) and that the points waiting to be visited stay small (16 bytes each, 128 KiB a
+/// part). Parts of 4 MiB, one per thread and chunk, were each new memory to the allocator
+/// query after query (a buffer that large is placed anew, and the one freed stays resident
+/// until purged): five 1 h panels in a row grew RSS by ~35 MiB.
+const PART_EVALUATIONS: usize = 8_192;
 
-/// Parts a thread of a parallel evaluation holds at most: the one it fills, the one waiting
-/// to be visited, and the one being visited (see [`for_each_value`]).
+/// Parts a parallel evaluation hands out ahead of the one it visits, per thread (see
+/// [`for_each_value`]): a thread finishing a part finds the next one waiting, and the
+/// points evaluated but not yet visited stay a few parts a thread.
 const PARTS_PER_THREAD: usize = 3;
 
 /// How `series` are split when evaluated on up to `threads` (see [`for_each_value`]): the
@@ -811,7 +814,7 @@ fn parallel_bytes(spec: &SweepSpec, series: usize, steps: usize, threads: usize)
 /// many threads (the kernels are most of a sweep's time) and their points visited part by
 /// part in series order: what `visit` sees, and so every sum it folds, is exactly what one
 /// thread would give. The lane's own thread evaluates its share of the parts and visits every
-/// part as it comes back (scoped threads: they borrow the chunk's samples).
+/// part as it comes back from the sweep's pool (scoped jobs: they borrow the chunk's samples).
 fn for_each_value(
     spec: &SweepSpec,
     series: &[SeriesSamples],
@@ -839,73 +842,92 @@ fn for_each_value(
         }
         return Ok(());
     };
+    let Some(pool) = sweep_pool() else {
+        return for_each_value(spec, series, early, steps, 1, visit);
+    };
     let parts: Vec<&[SeriesSamples]> = series.chunks(part).collect();
     let visit_part =
         |number: usize, points: &[(u32, u32, f64)], visit: &mut dyn FnMut(usize, usize, f64) -> DfResult<()>| {
             let part_start = number * part;
             points.iter().try_for_each(|&(index, at, value)| visit(part_start + index as usize, at as usize, value))
         };
-    std::thread::scope(|scope| {
-        // Thread t (1..threads) evaluates parts t, t + threads, ... in order, each into a
-        // buffer sent back to this thread, which takes parts 0, threads, ... itself and
-        // visits every part in order. A thread works at most one part ahead (the channel holds
-        // one) and reuses the buffers it gets back, so memory stays PARTS_PER_THREAD parts a
-        // thread whatever the chunk's size, and threads start once a chunk, not once a part.
-        let mut workers = Vec::new();
-        for first in 1..threads {
-            let (filled, filled_parts) = std::sync::mpsc::sync_channel::<Vec<(u32, u32, f64)>>(1);
-            let (emptied, emptied_parts) = std::sync::mpsc::channel::<Vec<(u32, u32, f64)>>();
-            let parts = &parts;
-            let thread = std::thread::Builder::new().name("vigil-sweep".into());
-            let started = thread.spawn_scoped(scope, move || {
-                for slice in parts.iter().skip(first).step_by(threads) {
-                    let mut points = emptied_parts.try_recv().unwrap_or_default();
-                    points.clear();
-                    evaluate_part(spec, slice, steps, &mut points);
-                    // The visit stopped (an error): nothing more is wanted.
-                    if filled.send(points).is_err() {
-                        return;
-                    }
+    // This thread takes parts 0, threads, 2 threads, ... itself and hands the others to the
+    // pool, at most `ahead` parts past the one it visits, so what waits to be visited stays
+    // PARTS_PER_THREAD parts a thread whatever the chunk's size; buffers visited are handed
+    // out again. A part comes back tagged with its number (parts finish out of order) and
+    // waits in its slot until its turn. The pool's jobs never wait on this thread, so
+    // queries sharing the pool cannot hold each other's parts up for good.
+    let ahead = threads * PARTS_PER_THREAD;
+    pool.in_place_scope(|scope| {
+        let (done, arrived) = std::sync::mpsc::channel::<(usize, std::thread::Result<Points>)>();
+        let mut slots: Vec<Option<Points>> = (0..ahead).map(|_| None).collect();
+        let (mut spare, mut own, mut handed) = (Vec::<Points>::new(), Points::new(), 0);
+        for (number, &slice) in parts.iter().enumerate() {
+            let upto = parts.len().min(number + ahead);
+            for (at, &part) in parts.iter().enumerate().take(upto).skip(handed) {
+                if at % threads == 0 {
+                    continue;
                 }
-            });
-            match started {
-                Ok(handle) => workers.push(Some((filled_parts, emptied, Some(handle)))),
-                // A thread that cannot start (a process limit) leaves its parts to this one.
-                Err(error) => {
-                    tracing::debug!(%error, "sweep thread did not start");
-                    workers.push(None);
-                }
+                let (done, mut points) = (done.clone(), spare.pop().unwrap_or_default());
+                scope.spawn(move |_| {
+                    // A kernel's panic is the caller's, as without the pool.
+                    let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        points.clear();
+                        evaluate_part(spec, part, steps, &mut points);
+                        points
+                    }));
+                    // The caller stopped (an error): nothing more is wanted.
+                    let _ = done.send((at, evaluated));
+                });
             }
-        }
-        let mut own = Vec::new();
-        for (number, slice) in parts.iter().enumerate() {
-            let worker = (number % threads).checked_sub(1).and_then(|w| workers[w].as_mut());
-            match worker {
-                Some((filled_parts, emptied, handle)) => {
-                    let Ok(points) = filled_parts.recv() else {
-                        // Only a kernel's panic ends a thread before its last part: it is
-                        // this thread's, as without the threads.
-                        if let Some(Err(panic)) = handle.take().map(|handle| handle.join()) {
-                            std::panic::resume_unwind(panic);
-                        }
-                        return Ok(());
-                    };
-                    visit_part(number, &points, &mut visit)?;
-                    let _ = emptied.send(points);
-                }
-                None => {
-                    own.clear();
-                    evaluate_part(spec, slice, steps, &mut own);
-                    visit_part(number, &own, &mut visit)?;
-                }
+            handed = handed.max(upto);
+            if number % threads == 0 {
+                own.clear();
+                evaluate_part(spec, slice, steps, &mut own);
+                visit_part(number, &own, &mut visit)?;
+                continue;
             }
+            let points = loop {
+                if let Some(points) = slots[number % ahead].take() {
+                    break points;
+                }
+                // This thread holds a sender, and every part handed out sends once.
+                let Ok((at, evaluated)) = arrived.recv() else {
+                    return Ok(());
+                };
+                match evaluated {
+                    Ok(points) => slots[at % ahead] = Some(points),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            };
+            visit_part(number, &points, &mut visit)?;
+            spare.push(points);
         }
         Ok(())
     })
 }
 
-/// One thread's part of [`for_each_value`]: (index in `series`, index into `steps`, value).
-fn evaluate_part(spec: &SweepSpec, series: &[SeriesSamples], steps: &[i64], points: &mut Vec<(u32, u32, f64)>) {
+/// One part's points: (series index in the part, step index, value).
+type Points = Vec<(u32, u32, f64)>;
+
+/// The threads parallel evaluations hand their parts to (see [`for_each_value`]): started
+/// on first use and kept, one fewer than the CPUs, as the lane's own thread evaluates its
+/// share too. `None` when they could not start (a process limit): evaluations stay on one.
+fn sweep_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cpus.saturating_sub(1).max(1))
+            .thread_name(|index| format!("vigil-sweep-{index}"))
+            .build()
+            .inspect_err(|error| tracing::warn!(%error, "sweep threads did not start; evaluating on one"))
+            .ok()
+    })
+    .as_ref()
+}
+
+fn evaluate_part(spec: &SweepSpec, series: &[SeriesSamples], steps: &[i64], points: &mut Points) {
     // Room for a value at every step up front (a part's at most, reserved in the query's
     // memory): grown as the values came, the buffer was copied at each doubling and ended
     // up to twice as large (a 1 h panel's rise in memory over five runs: 94-103 MiB with
@@ -1958,9 +1980,10 @@ mod tests {
 
     #[test]
     fn series_evaluated_on_several_threads_are_visited_as_on_one() {
-        // 12,000 series over 100 steps: 37 parts of 327 series (the last of 228), taken in
-        // turn by three threads, each reusing the buffers it gets back (a buffer's points
-        // from an earlier part must not be visited again).
+        // 12,000 series over 100 steps: 149 parts of 81 series (the last of 12), taken in
+        // turn by three threads (two of them the pool's, which has fewer threads on a small
+        // machine), buffers handed out again once visited (a buffer's points from an earlier
+        // part must not be visited again).
         let steps = Steps { start: 0, end: 99_000, step: 1_000 };
         let spec = spec(RangeFunction::Rate, steps, 5_000);
         let steps: Vec<i64> = steps.iter().collect();
@@ -1983,12 +2006,21 @@ mod tests {
             .unwrap();
             seen
         };
-        assert_eq!(parallel_split(&spec, series.len(), steps.len(), 3), Some((327, 3)));
+        assert_eq!(parallel_split(&spec, series.len(), steps.len(), 3), Some((81, 3)));
         let one = visits(1);
         assert!(one.len() > 400_000, "the series have values: {}", one.len());
         assert!(one.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)), "in series, then step order");
         assert_eq!(visits(2), one);
         assert_eq!(visits(3), one);
+        // More threads than the pool has, and evaluations sharing it at once: its jobs never
+        // wait on a caller, so none holds another's parts up.
+        assert_eq!(visits(64), one);
+        std::thread::scope(|scope| {
+            let sharing: Vec<_> = (0..4).map(|_| scope.spawn(|| visits(16))).collect();
+            for evaluation in sharing {
+                assert!(evaluation.join().unwrap() == one, "an evaluation sharing the pool");
+            }
+        });
         // A visit's error stops the evaluation and is returned.
         let mut visited = 0;
         let stopped = for_each_value(&spec, &series, &[], &steps, 3, |_, _, _| {
@@ -2000,17 +2032,18 @@ mod tests {
         // The instant lookup, and a chunk of one part's work, stay on one thread.
         let lookup = super::tests::spec(RangeFunction::Instant, Steps { start: 0, end: 99_000, step: 1_000 }, 5_000);
         assert_eq!(parallel_split(&lookup, series.len(), steps.len(), 3), None);
-        assert_eq!(parallel_split(&spec, 327, steps.len(), 3), None);
-        assert_eq!(parallel_bytes(&spec, series.len(), steps.len(), 3), 3 * PARTS_PER_THREAD * 327 * 100 * 16);
+        assert_eq!(parallel_split(&spec, 81, steps.len(), 3), None);
+        assert_eq!(parallel_bytes(&spec, series.len(), steps.len(), 3), 3 * PARTS_PER_THREAD * 81 * 100 * 16);
         // Many workers take only the threads the series fill, and reserve for those.
-        assert_eq!(parallel_split(&spec, 600, steps.len(), 256), Some((327, 2)));
-        assert_eq!(parallel_bytes(&spec, 600, steps.len(), 256), 2 * PARTS_PER_THREAD * 327 * 100 * 16);
+        assert_eq!(parallel_split(&spec, 162, steps.len(), 256), Some((81, 2)));
+        assert_eq!(parallel_bytes(&spec, 162, steps.len(), 256), 2 * PARTS_PER_THREAD * 81 * 100 * 16);
     }
 
     #[test]
     fn a_kernel_panic_on_a_sweep_thread_is_the_callers() {
-        // 1,000 series over 100 steps: parts of 327 series, the second a sweep thread's. Its
-        // series 400 holds times without values, so the kernel's window slice panics there.
+        // 1,000 series over 100 steps: parts of 81 series, the fifth (series 324-404) handed
+        // to the pool. Its series 400 holds times without values, so the kernel's window
+        // slice panics there.
         let steps = Steps { start: 0, end: 99_000, step: 1_000 };
         let spec = spec(RangeFunction::Rate, steps, 5_000);
         let steps: Vec<i64> = steps.iter().collect();
@@ -2021,7 +2054,7 @@ mod tests {
                 SeriesSamples { labels: vec![Some(n.to_string())], timestamps, values, ..Default::default() }
             })
             .collect();
-        assert_eq!(parallel_split(&spec, series.len(), steps.len(), 3), Some((327, 3)));
+        assert_eq!(parallel_split(&spec, series.len(), steps.len(), 3), Some((81, 3)));
         let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for_each_value(&spec, &series, &[], &steps, 3, |_, _, _| Ok(()))
         }))
