@@ -10,7 +10,8 @@
 //! The six queries of a dashboard (query_range), each over the last 1 h (step 15 s), 6 h
 //! (step 1 m), 24 h (step 5 m) and, with 7 days or more, 7 d (step 10 m): see `QUERIES`.
 //! Reports the median of 5 runs, the peak RSS during them (VmHWM reset before) and how far
-//! it rose above the RSS before, then each one's RSS at rest. Vigil is
+//! it rose above the RSS before, then each one's RSS at rest (allocated memory and mapped
+//! files apart). Vigil is
 //! restarted after its load, so its queries read Parquet segments as a running server's do.
 //! VictoriaMetrics runs with its result cache off (`-search.disableCache`), or its repeats
 //! would be free. `VIGIL_BENCH_KEEP=DIR` copies Vigil's loaded data directory there (and the
@@ -196,10 +197,19 @@ async fn main() {
         }
     }
     // Memory at rest: what each keeps once the queries are over (allocators return freed
-    // memory on their own schedule).
+    // memory on their own schedule). Split in two, as RSS counts the pages of the program's
+    // own code it has touched (each fault maps its neighbours too) beside what it allocated:
+    // the peaks above count both.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let at_rest: Vec<String> =
-        peers.all.iter().map(|p| format!("{} {:.0} MiB", p.name, rss_mib(p.pid, "VmRSS:"))).collect();
+    let at_rest: Vec<String> = peers
+        .all
+        .iter()
+        .map(|p| {
+            let (all, anonymous, files) =
+                (rss_mib(p.pid, "VmRSS:"), rss_mib(p.pid, "RssAnon:"), rss_mib(p.pid, "RssFile:"));
+            format!("{} {all:.0} MiB (allocated {anonymous:.0}, mapped files {files:.0})", p.name)
+        })
+        .collect();
     println!("\nRSS at rest after the queries: {}", at_rest.join(", "));
     peers.stop();
     vigil.stop();
