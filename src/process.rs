@@ -34,17 +34,24 @@ pub fn record_fds() {
     }
 }
 
-/// Records the resident memory (`/proc/self/statm`) and what the parts that hold memory by
-/// design account for: the write buffer and the running queries (the SLO rollups are
-/// recorded by the evaluator after each cycle). The rest is code, caches and allocator slack.
+/// Records the resident memory (`/proc/self/statm`), the part of it that is files mapped
+/// (the program's own code most of all: a fault maps its neighbours too, so code scattered
+/// over a large program maps far more than it runs; the kernel can drop these pages and read
+/// them again), and what the parts that hold memory by design account for: the write buffer
+/// and the running queries (the SLO rollups are recorded by the evaluator after each cycle).
+/// The rest is caches and allocator slack.
 pub fn record_memory(engine: &vigil_query::QueryEngine) {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
-    if let Some(pages) = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<f64>().ok())
-    {
-        metrics::gauge!("vigil_process_resident_memory_bytes").set(pages * page);
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        // Pages: size, resident, resident backed by files (or shared), ...
+        let field = |index: usize| statm.split_whitespace().nth(index)?.parse::<f64>().ok();
+        if let Some(pages) = field(1) {
+            metrics::gauge!("vigil_process_resident_memory_bytes").set(pages * page);
+        }
+        if let Some(pages) = field(2) {
+            metrics::gauge!("vigil_process_resident_file_bytes").set(pages * page);
+        }
     }
     metrics::gauge!("vigil_memory_bytes", "component" => "write_buffer").set(engine.storage().buffered_bytes() as f64);
     metrics::gauge!("vigil_memory_bytes", "component" => "queries").set(engine.memory_reserved() as f64);

@@ -263,6 +263,9 @@ async fn slo_state_survives_restarts_and_an_edit_recomputes_one_slo() {
     assert!(metric_value(&later, "vigil_memory_bytes{component=\"write_buffer\"}") > 0.0);
     let resident = metric_value(&later, "vigil_process_resident_memory_bytes");
     assert!(resident > rollups && resident > (16 << 20) as f64, "resident {resident}");
+    // Part of it is the program's code mapped, not all of it.
+    let mapped = metric_value(&later, "vigil_process_resident_file_bytes");
+    assert!(mapped > (1 << 20) as f64 && mapped < resident, "mapped files {mapped} of {resident}");
 
     std::fs::write(dir.path().join("slos.yaml"), slo_file(SLOS, Some(7))).unwrap();
     let response = vigil.client.post(vigil.url("/-/reload")).send().await.unwrap();
