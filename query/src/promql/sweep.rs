@@ -891,9 +891,10 @@ fn for_each_value(
                 if let Some(points) = slots[number % ahead].take() {
                     break points;
                 }
-                // This thread holds a sender, and every part handed out sends once.
+                // This thread holds a sender, and every part handed out sends once: a part
+                // lost is a bug, and an answer without its points would be wrong.
                 let Ok((at, evaluated)) = arrived.recv() else {
-                    return Ok(());
+                    return Err(DataFusionError::Internal(format!("sweep part {number} was never evaluated")));
                 };
                 match evaluated {
                     Ok(points) => slots[at % ahead] = Some(points),
