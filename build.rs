@@ -22,6 +22,8 @@ fn main() {
         && links_with(PACK_RELATIVE_RELOCATIONS)
     {
         println!("cargo:rustc-link-arg-bins={PACK_RELATIVE_RELOCATIONS}");
+        // The end-to-end tests check the binary for what was asked of its link.
+        println!("cargo:rustc-env=VIGIL_PACKED_RELOCATIONS=1");
     }
 }
 
