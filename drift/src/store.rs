@@ -34,8 +34,12 @@ fn ts_literal(ns: i64) -> datafusion::logical_expr::Expr {
 impl DriftEngine {
     /// The newest stored reference of every feature.
     pub(crate) async fn stored_references(&self) -> Result<BTreeMap<FeatureKey, Arc<Reference>>, DriftError> {
-        let frame = self.inner.query.context().table(FixedTable::DriftReferences.name()).await?;
         let mut loaded = BTreeMap::new();
+        // Most stores never take a reference: nothing to plan a query for at start.
+        if !self.storage().has_rows(FixedTable::DriftReferences.name()) {
+            return Ok(loaded);
+        }
+        let frame = self.inner.query.context().table(FixedTable::DriftReferences.name()).await?;
         for batch in &self.inner.query.read(frame).await? {
             for reference in Reference::from_batch(batch)? {
                 let newer =

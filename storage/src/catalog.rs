@@ -268,6 +268,16 @@ impl Storage {
         }
         found.then(|| metric_schema(columns.iter().map(String::as_str)))
     }
+
+    /// Whether a read of `name` would find rows anywhere it looks (this node's segments, its
+    /// peers', either write buffer), so a caller can skip planning a read of a table that has
+    /// none: a query plan touches megabytes of the program's code the first time.
+    pub fn has_rows(&self, name: &str) -> bool {
+        let state = self.inner.state.lock();
+        let mut manifests = std::iter::once(&state.manifest).chain(state.peers.values());
+        manifests.any(|manifest| manifest.segments_of(name).next().is_some())
+            || std::iter::once(&state.active).chain(state.persisting.as_deref()).any(|g| g.table(name).is_some())
+    }
 }
 
 /// Label figures of buffered series, largest first (see [`Storage::buffered_label_stats`]).

@@ -354,13 +354,20 @@ async fn two_nodes_on_one_store_see_each_others_segments() {
     };
     let a = Storage::open(node("a")).await.unwrap();
     let b = Storage::open(node("b")).await.unwrap();
+    assert!(!a.has_rows("up") && !a.has_rows(FixedTable::DriftReferences.name()));
     a.write(batch(vec![series("up", &[("job", "a")], [(T0, 1.0), (T0 + 1, 1.0)])])).await.unwrap();
     b.write(batch(vec![series("up", &[("job", "b")], [(T0, 0.0)])])).await.unwrap();
+    b.write(batch(vec![series("only_b", &[("job", "b")], [(T0, 0.0)])])).await.unwrap();
+    assert!(a.has_rows("up"), "rows in the write buffer");
     assert_eq!(count(&a, "SELECT count(*) FROM up").await, 2, "b's rows are in b's memory only");
     a.persist().await.unwrap();
     b.persist().await.unwrap();
     assert!(b.manifest().segments[0].path.starts_with("nodes/b/"));
+    assert!(a.has_rows("up"), "rows in a segment");
+    assert!(!a.has_rows("only_b"), "b's segments are not known to a yet");
     assert_eq!(a.refresh_peers().await.unwrap(), 1);
+    assert!(a.has_rows("only_b"), "rows in a peer's segment");
+    assert!(!a.has_rows(FixedTable::DriftReferences.name()));
     b.refresh_peers().await.unwrap();
     for node in [&a, &b] {
         assert_eq!(count(node, "SELECT count(*) FROM up").await, 3);
