@@ -17,6 +17,10 @@
 //! would be free. `VIGIL_BENCH_KEEP=DIR` copies Vigil's loaded data directory there (and the
 //! load's end time to `DIR/end`) to profile the same store by hand.
 //!
+//! The mapped part of each RSS depends on how the programs' files sit in the page cache (a
+//! binary just built or copied maps 11-14 MiB more of its code than one read from disk): for
+//! figures that compare, start from a cold cache (`sync; echo 1 > /proc/sys/vm/drop_caches`).
+//!
 //!     cargo bench --bench query      (needs /usr/bin/prometheus and /usr/bin/victoria-metrics)
 
 mod common;
