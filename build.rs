@@ -4,8 +4,8 @@
 //! A position-independent executable carries one 24-byte relocation per pointer in its
 //! read-only data (vtables, string tables): 315,000 of them, 7.2 MiB, which the dynamic loader
 //! reads whole at every start and which then stay resident beside the program's code. Packed,
-//! they are a bitmap of a few KiB, and the executable keeps its address randomisation (a static
-//! build would drop the table too, and with it ASLR). GNU ld 2.38+, lld 15+ and glibc 2.36+
+//! they are a bitmap of a few KiB, and the executable keeps its address randomisation (a
+//! position-dependent build would drop the table too, and with it ASLR). GNU ld 2.38+, lld 15+ and glibc 2.36+
 //! know the format; where the linker does not take the option, the binary links as before.
 
 use std::path::PathBuf;

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{VIGIL, Vigil, require_program};
+use crate::harness::{VIGIL, Vigil};
 use crate::remote_write_client::{WriteRequest, encode, now_ms, send, series};
 
 const FIXED_TABLES: i64 = 8;
@@ -255,7 +255,7 @@ fn the_binary_carries_its_relative_relocations_packed() {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         assert!(packed, "build.rs found no linker that packs relative relocations");
     }
-    if !require_program("/usr/bin/readelf") {
+    if !crate::harness::require_program("/usr/bin/readelf") {
         return;
     }
     let output = Command::new("/usr/bin/readelf").args(["--dynamic", VIGIL]).output().unwrap();
