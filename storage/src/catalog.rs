@@ -77,14 +77,8 @@ impl Storage {
     pub fn table_names(&self) -> Vec<String> {
         let mut names: BTreeSet<String> = FixedTable::ALL.iter().map(|t| t.name().to_string()).collect();
         let state = self.inner.state.lock();
-        names.extend(state.manifest.table_names().map(str::to_string));
-        for peer in state.peers.values() {
-            names.extend(peer.table_names().map(str::to_string));
-        }
-        names.extend(state.active.table_names().map(str::to_string));
-        if let Some(persisting) = &state.persisting {
-            names.extend(persisting.table_names().map(str::to_string));
-        }
+        names.extend(state.segments().map(|segment| segment.table.clone()));
+        names.extend(state.generations().flat_map(|generation| generation.table_names().map(str::to_string)));
         names.into_iter().collect()
     }
 
@@ -93,7 +87,7 @@ impl Storage {
     pub fn buffered_series(&self) -> Vec<(String, usize)> {
         let state = self.inner.state.lock();
         let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-        for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
+        for generation in state.generations() {
             for (name, table) in generation.tables() {
                 if let TableBuffer::Metric(metric) = table {
                     *counts.entry(name.to_string()).or_default() += metric.series_count();
@@ -114,7 +108,7 @@ impl Storage {
         let mut pairs: HashMap<(String, String), usize> = HashMap::new();
         let mut stats = LabelStats::default();
         let state = self.inner.state.lock();
-        'generations: for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
+        'generations: for generation in state.generations() {
             for (table, content) in generation.tables() {
                 let TableBuffer::Metric(metric) = content else { continue };
                 let name = crate::schema::metric_name_of_table(table);
@@ -174,8 +168,7 @@ impl Storage {
     fn with_metric_label_columns<R>(&self, f: impl FnOnce(&crate::FastHashMap<&str, BTreeSet<&str>>) -> R) -> R {
         let state = self.inner.state.lock();
         let mut tables: crate::FastHashMap<&str, BTreeSet<&str>> = Default::default();
-        let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
-        for segment in state.manifest.segments.iter().chain(peers) {
+        for segment in state.segments() {
             if FixedTable::from_name(&segment.table).is_some() {
                 continue;
             }
@@ -186,7 +179,7 @@ impl Storage {
                 }
             }
         }
-        for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
+        for generation in state.generations() {
             for (name, table) in generation.tables() {
                 if let TableBuffer::Metric(metric) = table {
                     tables.entry(name).or_default().extend(metric.label_columns());
@@ -204,7 +197,7 @@ impl Storage {
         let label = crate::schema::label_name_of_column(column);
         let mut tables = std::collections::HashSet::new();
         let state = self.inner.state.lock();
-        for generation in std::iter::once(&state.active).chain(state.persisting.as_deref()) {
+        for generation in state.generations() {
             for (name, table) in generation.tables() {
                 if let TableBuffer::Metric(metric) = table
                     && metric.label_sets().any(|labels| labels.get(label) == Some(value))
@@ -215,8 +208,7 @@ impl Storage {
         }
         let filter =
             ScanFilter { start_ns: None, end_ns: None, label_equals: vec![(column.to_string(), value.to_string())] };
-        let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
-        for segment in state.manifest.segments.iter().chain(peers) {
+        for segment in state.segments() {
             if !tables.contains(segment.table.as_str()) && !label_excludes(segment, &filter) {
                 tables.insert(segment.table.clone());
             }
@@ -252,15 +244,13 @@ impl Storage {
         let state = self.inner.state.lock();
         let mut columns: BTreeSet<String> = BTreeSet::new();
         let mut found = false;
-        let peers = state.peers.values().flat_map(|peer| peer.segments_of(name));
-        for segment in state.manifest.segments_of(name).chain(peers) {
+        for segment in state.segments_of(name) {
             found = true;
             columns.extend(
                 segment.columns.iter().filter(|c| *c != TIMESTAMP_COLUMN && *c != crate::schema::VALUE_COLUMN).cloned(),
             );
         }
-        let generations = std::iter::once(&state.active).chain(state.persisting.as_deref());
-        for generation in generations {
+        for generation in state.generations() {
             if let Some(TableBuffer::Metric(metric)) = generation.table(name) {
                 found = true;
                 columns.extend(metric.label_columns().map(str::to_string));
@@ -274,9 +264,7 @@ impl Storage {
     /// none: a query plan touches megabytes of the program's code the first time.
     pub fn has_rows(&self, name: &str) -> bool {
         let state = self.inner.state.lock();
-        let mut manifests = std::iter::once(&state.manifest).chain(state.peers.values());
-        manifests.any(|manifest| manifest.segments_of(name).next().is_some())
-            || std::iter::once(&state.active).chain(state.persisting.as_deref()).any(|g| g.table(name).is_some())
+        state.segments_of(name).next().is_some() || state.generations().any(|g| g.table(name).is_some())
     }
 }
 
@@ -370,11 +358,8 @@ impl TableProvider for VigilTable {
         // generation they came from under the same lock.
         let (segments, mut buffered, persisting) = {
             let state = self.storage.inner.state.lock();
-            let peers = state.peers.values().flat_map(|peer| peer.segments_of(&self.name));
             let segments: Vec<SegmentMeta> = state
-                .manifest
                 .segments_of(&self.name)
-                .chain(peers)
                 .filter(|s| filter.overlaps(s.min_time_ns, s.max_time_ns))
                 .filter(|s| !label_excludes(s, &filter))
                 .cloned()
@@ -524,8 +509,7 @@ impl Storage {
     /// The segments of a table on every node, as last read.
     pub fn all_segments_of(&self, table: &str) -> Vec<SegmentMeta> {
         let state = self.inner.state.lock();
-        let peers = state.peers.values().flat_map(|peer| peer.segments_of(table));
-        state.manifest.segments_of(table).chain(peers).cloned().collect()
+        state.segments_of(table).cloned().collect()
     }
 }
 

@@ -259,6 +259,25 @@ struct State {
     quarantined: Vec<(String, u64, String)>,
 }
 
+impl State {
+    /// Every node's segments, this node's first, as last read.
+    fn segments(&self) -> impl Iterator<Item = &manifest::SegmentMeta> {
+        let peers = self.peers.values().flat_map(|peer| peer.segments.iter());
+        self.manifest.segments.iter().chain(peers)
+    }
+
+    /// `table`'s segments on every node, this node's first, as last read.
+    fn segments_of<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a manifest::SegmentMeta> + 'a {
+        let peers = self.peers.values().flat_map(move |peer| peer.segments_of(table));
+        self.manifest.segments_of(table).chain(peers)
+    }
+
+    /// The write buffer's generations queries read: the active one, then the one being flushed.
+    fn generations(&self) -> impl Iterator<Item = &WriteBuffer> {
+        std::iter::once(&self.active).chain(self.persisting.as_deref())
+    }
+}
+
 impl Storage {
     /// Opens storage: loads the manifest, replays the WAL past it, starts the WAL writer.
     pub async fn open(options: StorageOptions) -> Result<Storage, StorageError> {

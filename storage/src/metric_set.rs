@@ -58,14 +58,7 @@ impl Storage {
         let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
         {
             let state = self.inner.state.lock();
-            let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
-            if state
-                .manifest
-                .segments
-                .iter()
-                .chain(peers)
-                .any(|s| s.shared.is_none() && wanted.contains(s.table.as_str()))
-            {
+            if state.segments().any(|s| s.shared.is_none() && wanted.contains(s.table.as_str())) {
                 return None;
             }
         }
@@ -137,9 +130,8 @@ impl TableProvider for MetricSet {
         // One consistent snapshot, as a table's scan takes it.
         let (files, mut buffered, persisting) = {
             let state = self.storage.inner.state.lock();
-            let peers = state.peers.values().flat_map(|peer| peer.segments.iter());
             let mut files: BTreeMap<String, Vec<SegmentMeta>> = BTreeMap::new();
-            for segment in state.manifest.segments.iter().chain(peers) {
+            for segment in state.segments() {
                 if wanted.contains(segment.table.as_str())
                     && filter.overlaps(segment.min_time_ns, segment.max_time_ns)
                     && !label_excludes(segment, &filter)
