@@ -880,7 +880,7 @@ fn for_each_value(
                     let _ = done.send((at, evaluated));
                 });
             }
-            handed = handed.max(upto);
+            handed = upto;
             if number % threads == 0 {
                 own.clear();
                 evaluate_part(spec, slice, steps, &mut own);
