@@ -36,9 +36,9 @@ pub struct LocalStore {
 }
 
 /// Files kept open for range reads, oldest closed first past [`OPEN_FILES`]. Segments are
-/// written once and never rewritten under their name, and a location this store writes,
-/// renames, copies over or deletes is closed before and after, so a kept file is the one at
-/// its path.
+/// written once and never rewritten under their name, and a location this store writes
+/// whole, renames, copies over or deletes is closed before and after, so a kept file is the
+/// one at its path.
 /// (A file another process deletes stays readable, and its space taken, until it is closed
 /// here: at most [`OPEN_FILES`] of them.)
 #[derive(Debug, Default)]
@@ -76,6 +76,15 @@ impl OpenFiles {
             }
         }
         Some(file)
+    }
+
+    /// Runs `change` of `locations` with their files closed before it and again after it (a
+    /// read in between would have kept the file it replaces).
+    async fn closed_around<T>(&self, locations: &[&Path], change: impl std::future::Future<Output = T>) -> T {
+        locations.iter().for_each(|location| self.forget(location));
+        let changed = change.await;
+        locations.iter().for_each(|location| self.forget(location));
+        changed
     }
 
     /// Closes the file at `location`, about to change or go.
@@ -149,13 +158,12 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.open.forget(location);
-        let put = self.files.put_opts(location, payload, opts).await;
-        self.open.forget(location);
-        put
+        self.open.closed_around(&[location], self.files.put_opts(location, payload, opts)).await
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        // Closed before only: the object appears when the upload completes, later. Vigil
+        // writes no segment in parts; a location it reads is written whole by `put_opts`.
         self.open.forget(location);
         self.files.put_multipart_opts(location, opts).await
     }
@@ -190,19 +198,11 @@ impl ObjectStore for LocalStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.open.forget(to);
-        let copied = self.files.copy_opts(from, to, options).await;
-        self.open.forget(to);
-        copied
+        self.open.closed_around(&[to], self.files.copy_opts(from, to, options)).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.open.forget(from);
-        self.open.forget(to);
-        let renamed = self.files.rename_opts(from, to, options).await;
-        self.open.forget(from);
-        self.open.forget(to);
-        renamed
+        self.open.closed_around(&[from, to], self.files.rename_opts(from, to, options)).await
     }
 }
 
