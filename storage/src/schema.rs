@@ -136,7 +136,8 @@ pub fn label_columns(schema: &Schema) -> impl Iterator<Item = &str> {
 /// Labels a series order puts first, after the metric: the order of VictoriaMetrics' series
 /// ids (metric, job, instance). Dashboards select by them most, and a selector on them then
 /// reads one run of rows per file, whose pages around it are skipped whole, instead of every
-/// n-th series (whose pages are all decompressed and decoded to be skipped row by row).
+/// n-th series (whose pages are all decompressed and decoded to be skipped row by row); a
+/// segment's time and value pages end where the job changes (see `segment::stretch_ends`).
 const LEADING_LABELS: [&str; 2] = ["job", "instance"];
 
 /// The label columns of a metric schema in the order that sorts its series: `job`,
@@ -150,6 +151,12 @@ pub fn series_order(schema: &Schema) -> Vec<&str> {
         (LEADING_LABELS.iter().position(|l| *l == label).unwrap_or(LEADING_LABELS.len()), *column)
     });
     columns
+}
+
+/// The label column that leads a metric schema's series order (`job`), when it has one:
+/// segments cut pages of times and values where it changes (see `segment`).
+pub fn leading_label_column(schema: &Schema) -> Option<&str> {
+    label_columns(schema).find(|column| label_name_of_column(column) == LEADING_LABELS[0])
 }
 
 /// Tables whose schema is fixed by Vigil (DESIGN §3).

@@ -203,9 +203,10 @@ pub async fn write(
     Ok((size, column_stats(&statistics, &schema)))
 }
 
-/// `batches` as a Parquet file. A decimal value column is written page by page with pages
-/// cut where its deltas jump (see [`value_page_ends`]); every other column as `ArrowWriter`
-/// writes it.
+/// `batches` as a Parquet file. A metric segment's time and value columns are written page
+/// by page: pages end where the table or the leading label changes (see [`stretch_ends`]),
+/// and a decimal value column's also where its deltas jump (see [`value_page_ends`]); every
+/// other column as `ArrowWriter` writes it.
 fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, ParquetMetaData), StorageError> {
     let Some(first) = batches.first() else {
         return Err(StorageError::Internal("empty segment".into()));
@@ -215,11 +216,10 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
     // Flat schemas only (metric tables): there a field is one Parquet leaf column and its
     // writer's index is the field's.
     let flat = schema.fields().iter().all(|field| !field.data_type().is_nested());
-    let decimal_values = schema
+    let value = schema
         .column_with_name(VALUE_COLUMN)
-        .filter(|(_, field)| flat && matches!(field.data_type(), DataType::Decimal64(..)))
-        .map(|(index, _)| index);
-    let Some(value_index) = decimal_values else {
+        .filter(|(_, field)| flat && matches!(field.data_type(), DataType::Decimal64(..) | DataType::Float64));
+    let Some((value_index, value_field)) = value else {
         let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
         for batch in batches {
             writer.write(batch)?;
@@ -227,42 +227,58 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
         let metadata = writer.close()?;
         return Ok((bytes, metadata));
     };
-    // The value column's own writers: a page after every write (each write is one page of
-    // `value_page_ends`), statistics per column chunk only (a column index entry per page
+    let decimal = matches!(value_field.data_type(), DataType::Decimal64(..));
+    let time_index = time_column(&schema);
+    // Columns whose stretches end where these change: a shared file's table, then its job.
+    let stretch_columns: Vec<usize> = [Some(crate::shared::TABLE_COLUMN), crate::schema::leading_label_column(&schema)]
+        .into_iter()
+        .flatten()
+        .filter_map(|column| schema.index_of(column).ok())
+        .collect();
+    // The paged columns' own writers: a page after every write (each write is one page),
+    // the value column's statistics per column chunk only (a column index entry per page
     // would cost more than the page's values save; nothing prunes pages by value).
     let value_path = ColumnPath::from(VALUE_COLUMN);
-    let value_props = props
+    let paged_props = props
         .clone()
         .into_builder()
         .set_data_page_row_count_limit(1)
-        .set_write_batch_size(MAX_VALUE_PAGE_ROWS)
+        .set_write_batch_size(ROW_GROUP_ROWS)
         .set_column_statistics_enabled(value_path, EnabledStatistics::Chunk)
         .build();
     let (mut file, columns) =
         ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props))?.into_serialized_writer()?;
-    let (_, value_columns) =
-        ArrowWriter::try_new(std::io::sink(), schema.clone(), Some(value_props))?.into_serialized_writer()?;
+    let (_, paged_columns) =
+        ArrowWriter::try_new(std::io::sink(), schema.clone(), Some(paged_props))?.into_serialized_writer()?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut pieces = Pieces::new(batches);
     for (row_group, start) in (0..rows).step_by(ROW_GROUP_ROWS).enumerate() {
         let group = pieces.take(ROW_GROUP_ROWS.min(rows - start));
         let mut writers = columns.create_column_writers(row_group)?;
-        writers[value_index] = value_columns.create_column_writers(row_group)?.swap_remove(value_index);
-        for (index, field) in schema.fields().iter().enumerate() {
-            for (batch, offset, len) in &group {
+        for (index, writer) in paged_columns.create_column_writers(row_group)?.into_iter().enumerate() {
+            if index == value_index || Some(index) == time_index {
+                writers[index] = writer;
+            }
+        }
+        for (batch, offset, len) in &group {
+            let stretches = stretch_ends(batch, &stretch_columns, *offset, *len)?;
+            for (index, field) in schema.fields().iter().enumerate() {
                 let column = batch.column(index);
-                if index != value_index {
-                    for leaf in compute_leaves(field, &column.slice(*offset, *len))? {
-                        writers[index].write(&leaf)?;
-                    }
-                    continue;
-                }
-                let mantissas = column
-                    .as_primitive_opt::<Decimal64Type>()
-                    .ok_or_else(|| StorageError::Internal("decimal value column of another type".into()))?;
-                let mantissas = &mantissas.values()[*offset..*offset + *len];
+                let pages = if index == value_index && decimal {
+                    let mantissas = column
+                        .as_primitive_opt::<Decimal64Type>()
+                        .ok_or_else(|| StorageError::Internal("decimal value column of another type".into()))?;
+                    let mantissas = &mantissas.values()[*offset..*offset + *len];
+                    pages_within(&stretches, |from, to| {
+                        value_page_ends(&mantissas[from..to], stretch_page_rows(to - from))
+                    })
+                } else if index == value_index || Some(index) == time_index {
+                    pages_within(&stretches, |from, to| even_page_ends(to - from))
+                } else {
+                    vec![*len]
+                };
                 let mut page_start = 0;
-                for page_end in value_page_ends(mantissas) {
+                for page_end in pages {
                     let page = column.slice(offset + page_start, page_end - page_start);
                     for leaf in compute_leaves(field, &page)? {
                         writers[index].write(&leaf)?;
@@ -279,6 +295,61 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
     }
     let metadata = file.close()?;
     Ok((bytes, metadata))
+}
+
+/// Rows a stretch holds at least before it may end (half a page): where the table or the
+/// leading label changes sooner, the stretch goes on. A reader of a job's series then
+/// decompresses and decodes no page of another job's, or at most this many rows of smaller
+/// ones' (a page of 20,000 rows cut anywhere had it decode up to a page before the job's first
+/// row, only to skip it: a tenth of a 7 d error ratio by job); and small tables and jobs do
+/// not cost a page each (a header, offset and column index entries, less for LZ4 to repeat),
+/// so a segment has about as many pages as before.
+const MIN_STRETCH_ROWS: usize = MAX_PAGE_ROWS / 2;
+
+/// Where the stretches of rows `offset..offset + len` of `batch` end (relative to `offset`,
+/// exclusive; the last is `len`): after a change of `columns`' values (table, job) once a
+/// stretch holds [`MIN_STRETCH_ROWS`].
+fn stretch_ends(batch: &RecordBatch, columns: &[usize], offset: usize, len: usize) -> Result<Vec<usize>, StorageError> {
+    if columns.is_empty() || len == 0 {
+        return Ok(vec![len]);
+    }
+    let keys: Vec<_> = columns.iter().map(|&index| batch.column(index).slice(offset, len)).collect();
+    let mut ends = Vec::new();
+    let mut start = 0;
+    for range in datafusion::arrow::compute::partition(&keys)?.ranges() {
+        if range.end < len && range.end - start >= MIN_STRETCH_ROWS {
+            ends.push(range.end);
+            start = range.end;
+        }
+    }
+    ends.push(len);
+    Ok(ends)
+}
+
+/// The page ends of stretches (ends, as [`stretch_ends`] gives them), each paged by `pages`
+/// (given a stretch's first and end row, its page ends relative to its first row).
+fn pages_within(stretch_ends: &[usize], mut pages: impl FnMut(usize, usize) -> Vec<usize>) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut from = 0;
+    for &to in stretch_ends {
+        ends.extend(pages(from, to).into_iter().map(|end| from + end));
+        from = to;
+    }
+    ends
+}
+
+/// Rows a page of a stretch of `rows` rows holds at most: the stretch in pages of equal rows,
+/// as many as pages of [`MAX_PAGE_ROWS`] fill it to the nearest (a job of 21,600 rows is one
+/// page, not one of 20,000 and one of 1,600).
+fn stretch_page_rows(rows: usize) -> usize {
+    let pages = ((rows + MAX_PAGE_ROWS / 2) / MAX_PAGE_ROWS).max(1);
+    rows.div_ceil(pages).max(1)
+}
+
+/// Pages of equal rows (see [`stretch_page_rows`]) of a stretch of `rows` rows.
+fn even_page_ends(rows: usize) -> Vec<usize> {
+    let page_rows = stretch_page_rows(rows);
+    (1..=rows.div_ceil(page_rows)).map(|page| (page * page_rows).min(rows)).collect()
 }
 
 /// Consecutive row ranges of a list of batches, taken a row group at a time.
@@ -313,9 +384,10 @@ impl<'a> Pieces<'a> {
     }
 }
 
-/// Rows one value page holds at most (Parquet's default page row limit): pages stay small
-/// enough for a row selection to skip.
-const MAX_VALUE_PAGE_ROWS: usize = 20_000;
+/// Rows a page of times or values holds, about (Parquet's default page row limit; a stretch's
+/// pages hold from half to one and a half times it): pages stay small enough for a row
+/// selection to skip.
+const MAX_PAGE_ROWS: usize = 20_000;
 
 /// What a page costs beyond its values, in bytes: its header, its offset index entry, the
 /// delta encoding's header and a ZSTD frame come to ~50, and ZSTD wins back part of a widened
@@ -323,7 +395,7 @@ const MAX_VALUE_PAGE_ROWS: usize = 20_000;
 const PAGE_COST_BYTES: u32 = 80;
 
 /// Where the value pages of a run of decimal mantissas end (exclusive; the last is
-/// `mantissas.len()`).
+/// `mantissas.len()`), none holding more than `max_rows`.
 ///
 /// DELTA_BINARY_PACKED packs a block of 128 deltas at the bit width of their spread from
 /// the block's smallest delta, so one delta far from the others (a series' first value after
@@ -334,7 +406,7 @@ const PAGE_COST_BYTES: u32 = 80;
 /// than a block share their widened blocks (short series), so the saving is reckoned over
 /// the rows since the jump before; a jump left in a page stays out of the spread the next
 /// ones are measured against, which is learnt afresh from each block's first deltas.
-fn value_page_ends(mantissas: &[i64]) -> Vec<usize> {
+fn value_page_ends(mantissas: &[i64], max_rows: usize) -> Vec<usize> {
     const BLOCK: usize = 128;
     // Deltas a page's spread is learnt from before any is taken for a jump.
     const LEARNT: usize = 16;
@@ -344,7 +416,7 @@ fn value_page_ends(mantissas: &[i64]) -> Vec<usize> {
     for (row, pair) in mantissas.windows(2).enumerate() {
         let row = row + 1;
         let delta = pair[1].wrapping_sub(pair[0]);
-        let mut cut = row - page_start >= MAX_VALUE_PAGE_ROWS;
+        let mut cut = row - page_start >= max_rows;
         if (row - page_start - 1) % BLOCK == 0 {
             // A block of its own: a jump among the last block's first deltas widened only it.
             (low, high, learnt) = (i64::MAX, i64::MIN, 0);
@@ -412,25 +484,25 @@ mod tests {
     fn value_pages_are_cut_before_jumps_that_cost_more_than_a_page() {
         // Long series of counters: every series its own page.
         let values = counters(&[300, 300, 300]);
-        assert_eq!(value_page_ends(&values), [300, 600, 900]);
+        assert_eq!(value_page_ends(&values, MAX_PAGE_ROWS), [300, 600, 900]);
         // Gauges whose series differ little: one page.
         let gauges: Vec<i64> = (0..900).map(|i| (i % 300) * 3 % 17 + (i / 300) * 5).collect();
-        assert_eq!(value_page_ends(&gauges), [900]);
+        assert_eq!(value_page_ends(&gauges, MAX_PAGE_ROWS), [900]);
         // Short series share widened blocks: cutting each would cost more than it saves.
-        assert_eq!(value_page_ends(&counters(&[10; 100])), [1000]);
+        assert_eq!(value_page_ends(&counters(&[10; 100]), MAX_PAGE_ROWS), [1000]);
         // Long series after short ones are still cut apart.
-        assert_eq!(value_page_ends(&counters(&[10, 10, 10, 300, 300])), [330, 630]);
+        assert_eq!(value_page_ends(&counters(&[10, 10, 10, 300, 300]), MAX_PAGE_ROWS), [330, 630]);
         // Series rising at steady rates: the page codec takes care of their jumps.
         let steady: Vec<i64> = (0..900).map(|i| (i % 300) * (1 + i / 300)).collect();
-        assert_eq!(value_page_ends(&steady), [900]);
+        assert_eq!(value_page_ends(&steady, MAX_PAGE_ROWS), [900]);
         // A counter reset within a long series cuts a page too; the rows after it start one.
         let mut reset = counters(&[500]);
         reset.extend(counters(&[1])[0]..counters(&[1])[0] + 200);
-        assert_eq!(value_page_ends(&reset), [500, 700]);
+        assert_eq!(value_page_ends(&reset, MAX_PAGE_ROWS), [500, 700]);
         // Pages stay small enough for a row selection to skip, and extremes do not overflow.
-        assert_eq!(value_page_ends(&vec![7; 50_000]), [20_000, 40_000, 50_000]);
-        assert_eq!(value_page_ends(&[i64::MAX, i64::MIN, i64::MAX, 0, 1, 2]), [6]);
-        assert_eq!(value_page_ends(&[5]), [1]);
+        assert_eq!(value_page_ends(&vec![7; 50_000], MAX_PAGE_ROWS), [20_000, 40_000, 50_000]);
+        assert_eq!(value_page_ends(&[i64::MAX, i64::MIN, i64::MAX, 0, 1, 2], MAX_PAGE_ROWS), [6]);
+        assert_eq!(value_page_ends(&[5], MAX_PAGE_ROWS), [1]);
     }
 
     /// A segment of series of `lengths` rows, labelled by series, one sample per 15 s.
@@ -564,6 +636,88 @@ mod tests {
             paged.len(),
             unpaged.len()
         );
+    }
+
+    /// A metric table of `jobs` (name, series), 120 samples a series a minute apart,
+    /// sorted as tables are (job, instance, time).
+    fn jobs_batch(jobs: &[(&str, usize)]) -> RecordBatch {
+        let series: Vec<(&str, String)> =
+            jobs.iter().flat_map(|&(job, count)| (0..count).map(move |k| (job, format!("host-{k:04}")))).collect();
+        let rows = |label: fn(&(&str, String)) -> String| -> DictionaryArray<Int32Type> {
+            let labels: Vec<String> = series.iter().flat_map(|s| std::iter::repeat_n(label(s), 120)).collect();
+            labels.iter().map(String::as_str).collect()
+        };
+        let times: Vec<i64> =
+            series.iter().flat_map(|_| (0..120).map(|t| 1_700_000_000_000_000_000 + t * 60_000_000_000)).collect();
+        let values = counters(&vec![120; series.len()]);
+        RecordBatch::try_new(
+            crate::schema::metric_schema(["instance", "job"]),
+            vec![
+                Arc::new(rows(|s| s.1.clone())),
+                Arc::new(rows(|s| s.0.to_string())),
+                Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC")),
+                Arc::new(Float64Array::from(values.iter().map(|&v| v as f64).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn time_and_value_pages_end_where_the_table_or_job_changes() {
+        // Table `a`: job-a rows 0..12,000, job-b (two series) 12,000..12,240, job-c
+        // 12,240..42,240; table `b`: job-a 42,240..63,840, job-d 63,840..65,040.
+        let a = jobs_batch(&[("job-a", 100), ("job-b", 2), ("job-c", 250)]);
+        let b = jobs_batch(&[("job-a", 180), ("job-d", 10)]);
+        let (_, file) = crate::shared::pack(vec![("a".into(), a), ("b".into(), b)]).unwrap().remove(0);
+        let decimals = decimal_values::encode(std::slice::from_ref(&file)).unwrap();
+        let (bytes, metadata) =
+            encode(&decimals, writer_properties(&decimals[0], None, TimeEncoding::Dictionary, ValueCodec::Lz4))
+                .unwrap();
+        assert_eq!(metadata.num_row_groups(), 1);
+        assert_eq!(read_all(&bytes, None), file, "rows read back as written");
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            bytes::Bytes::from(bytes.clone()),
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+        )
+        .unwrap();
+        let schema = file.schema();
+        let page_starts = |name: &str| -> Vec<i64> {
+            let column = schema.index_of(name).unwrap();
+            let offsets = reader.metadata().offset_index().unwrap();
+            offsets[0][column].page_locations().iter().map(|page| page.first_row_index).collect()
+        };
+        // Stretches end after a's job-a (12,000 rows), not after job-b (240 rows: it joins
+        // job-c's stretch), at the table's change, and after b's job-a. Times: a stretch in
+        // pages of equal rows, as many as pages of 20,000 fill to the nearest: 30,240 rows
+        // in two, 21,600 in one.
+        assert_eq!(page_starts(TIMESTAMP_COLUMN), [0, 12_000, 27_120, 42_240, 63_840]);
+        let values = page_starts(VALUE_COLUMN);
+        let ends: Vec<i64> = values.iter().skip(1).copied().chain([file.num_rows() as i64]).collect();
+        for cut in [12_000, 42_240, 63_840] {
+            assert!(values.contains(&cut), "value pages {values:?} do not start at {cut}");
+        }
+        assert!(values.iter().zip(&ends).all(|(start, end)| end - start <= 21_600), "{values:?}");
+
+        // A reader of job-c's rows selects whole pages.
+        let selection =
+            RowSelection::from(vec![RowSelector::skip(12_240), RowSelector::select(30_000), RowSelector::skip(22_800)]);
+        assert_eq!(read_all(&bytes, Some(selection)), file.slice(12_240, 30_000));
+    }
+
+    #[test]
+    fn stretches_are_paged_evenly_near_the_page_size() {
+        assert_eq!(even_page_ends(1), [1]);
+        assert_eq!(even_page_ends(21_600), [21_600]);
+        assert_eq!(even_page_ends(30_000), [15_000, 30_000]);
+        assert_eq!(even_page_ends(50_001), [16_667, 33_334, 50_001]);
+        for rows in [1, 9_999, 29_999, 30_000, 123_457] {
+            let ends = even_page_ends(rows);
+            let sizes: Vec<usize> =
+                ends.iter().scan(0, |start, &end| Some(end - std::mem::replace(start, end))).collect();
+            assert_eq!(ends.last(), Some(&rows));
+            assert!(sizes.iter().all(|&size| size > 0 && size * 2 <= MAX_PAGE_ROWS * 3), "{rows}: {sizes:?}");
+        }
     }
 
     #[test]
