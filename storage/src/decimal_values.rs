@@ -8,13 +8,14 @@
 //! that does not (NaN, a stale marker, ±Inf, -0.0, more digits than a double holds) keeps the
 //! column as doubles. Reading is arrow's cast to Float64, the same one a DataFusion scan
 //! applies to a file column whose type differs from the table's, so [`decode`] and every
-//! scan agree to the bit: [`exact_mantissa`] checks each value against that cast's formula.
+//! scan agree to the bit: [`exact_mantissa`] checks each value against that cast's formula,
+//! and [`doubles`] (what [`decode`] and the indexed scan use) computes the cast's very bits.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal64Array, Float64Array};
 use datafusion::arrow::compute;
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use datafusion::arrow::datatypes::{DataType, Decimal64Type, Field, Float64Type, Schema};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -134,11 +135,29 @@ pub fn encode(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, ArrowError> {
 pub fn decode(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     match batch.column_by_name(VALUE_COLUMN) {
         Some(values) if matches!(values.data_type(), DataType::Decimal64(..)) => {
-            let doubles = compute::cast(values, &DataType::Float64)?;
+            let doubles = doubles(values)?;
             with_values(&batch, doubles)
         }
         _ => Ok(batch),
     }
+}
+
+/// A value column as doubles: decimals as arrow's cast computes them (`m as f64 / 10^scale`),
+/// bit for bit, without its per-value division where the scale is 0 (`x / 1.0` is `x`):
+/// whole numbers, most counters, convert at a fraction of the cost (the cast was 4 % of a 7 d
+/// error ratio's CPU). Any other column goes through the cast.
+pub fn doubles(values: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let Some(decimals) = values.as_primitive_opt::<Decimal64Type>() else {
+        return compute::cast(values, &DataType::Float64);
+    };
+    let doubles: Float64Array = match decimals.scale() {
+        0 => decimals.unary(|mantissa| mantissa as f64),
+        scale => {
+            let power = power_of_ten(scale);
+            decimals.unary(|mantissa| mantissa as f64 / power)
+        }
+    };
+    Ok(Arc::new(doubles))
 }
 
 /// A decimal statistic of a stored value column as the double it stands for.
@@ -173,6 +192,31 @@ mod tests {
         };
         let decoded = decode(encoded[0].clone()).unwrap();
         (scale, decoded.column_by_name(VALUE_COLUMN).unwrap().as_primitive::<Float64Type>().values().to_vec())
+    }
+
+    #[test]
+    fn doubles_are_arrows_cast_bit_for_bit_at_every_scale() {
+        let mut next = crate::xorshift(0x51_7cc1_b727_220a);
+        for scale in 0..=MAX_SCALE {
+            // Mantissas of every size up to 2^53 and past it, signs, zero and nulls.
+            let mantissas: Decimal64Array = (0..2_000)
+                .map(|i| {
+                    let bits = next() >> (next() % 64);
+                    let mantissa = if i % 2 == 0 { bits as i64 } else { -(bits as i64 >> 1) };
+                    (i % 97 != 0).then_some(mantissa)
+                })
+                .collect::<Decimal64Array>()
+                .with_precision_and_scale(MAX_SCALE as u8, scale)
+                .unwrap();
+            let mantissas: ArrayRef = Arc::new(mantissas);
+            let ours = doubles(&mantissas).unwrap();
+            let arrows = compute::cast(&mantissas, &DataType::Float64).unwrap();
+            assert_eq!(ours.to_data().nulls(), arrows.to_data().nulls(), "scale {scale}");
+            let (ours, arrows) = (ours.as_primitive::<Float64Type>(), arrows.as_primitive::<Float64Type>());
+            for row in 0..ours.len() {
+                assert_eq!(ours.value(row).to_bits(), arrows.value(row).to_bits(), "scale {scale}, row {row}");
+            }
+        }
     }
 
     #[test]

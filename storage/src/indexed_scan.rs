@@ -269,6 +269,7 @@ impl Labeller {
         for (field, labels) in self.schema.fields().iter().zip(&self.file.labels) {
             let column: ArrayRef = match labels {
                 None if field.name() == TIMESTAMP_COLUMN => compute::cast(&times, field.data_type())?,
+                None if field.data_type() == &DataType::Float64 => crate::decimal_values::doubles(&values)?,
                 None => compute::cast(&values, field.data_type())?,
                 Some(labels) => match &shared {
                     Some(first) => Arc::new(first.with_values(labels.clone())),
