@@ -229,6 +229,7 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
     };
     let decimal = matches!(value_field.data_type(), DataType::Decimal64(..));
     let time_index = time_column(&schema);
+    let paged = |index: usize| index == value_index || Some(index) == time_index;
     // Columns whose stretches end where these change: a shared file's table, then its job.
     let stretch_columns: Vec<usize> = [Some(crate::shared::TABLE_COLUMN), crate::schema::leading_label_column(&schema)]
         .into_iter()
@@ -256,7 +257,7 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
         let group = pieces.take(ROW_GROUP_ROWS.min(rows - start));
         let mut writers = columns.create_column_writers(row_group)?;
         for (index, writer) in paged_columns.create_column_writers(row_group)?.into_iter().enumerate() {
-            if index == value_index || Some(index) == time_index {
+            if paged(index) {
                 writers[index] = writer;
             }
         }
@@ -272,7 +273,7 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
                     pages_within(&stretches, |from, to| {
                         value_page_ends(&mantissas[from..to], stretch_page_rows(to - from))
                     })
-                } else if index == value_index || Some(index) == time_index {
+                } else if paged(index) {
                     pages_within(&stretches, |from, to| even_page_ends(to - from))
                 } else {
                     vec![*len]
