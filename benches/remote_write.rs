@@ -16,6 +16,9 @@
 //! snapshot writes from its head, i.e. its compacted form; VictoriaMetrics: its data directory after
 //! a forced flush).
 //!
+//! `VIGIL_BENCH_KEEP=DIR` copies Vigil's data directory (fsync=interval) there after its flush,
+//! to look into where the bytes go.
+//!
 //!     cargo bench --bench remote_write   (peers from /usr/bin/prometheus, /usr/bin/victoria-metrics)
 
 mod common;
@@ -175,6 +178,10 @@ async fn bench_vigil(load: &[Vec<Vec<u8>>], fsync: &str, work: &Path) -> (Measur
         store as f64 / (1 << 20) as f64,
         parquet as f64 / (1 << 20) as f64
     );
+    if let Some(keep) = std::env::var_os("VIGIL_BENCH_KEEP").filter(|_| fsync == "interval") {
+        let status = Command::new("cp").arg("-r").arg(&data).arg(&keep).status().expect("cp");
+        assert!(status.success(), "copying the store to {keep:?}");
+    }
     (measured, store)
 }
 
@@ -258,10 +265,26 @@ async fn bench_victoria_metrics(load: &[Vec<Vec<u8>>], work: &Path) -> Option<(M
     let (mut child, base) = common::peers::start_victoria_metrics(work);
     wait_ready(&format!("{base}/health")).await;
     let measured = send_load(&reqwest::Client::new(), &format!("{base}/api/v1/write"), child.id(), load).await;
-    // Its in-memory parts go to disk on a forced flush (merges carry on in the background).
+    // Its in-memory parts go to disk on a forced flush; the figure is its whole storage
+    // directory (samples in `data`, series index in `indexdb`, as Vigil's store holds both)
+    // once it has stopped changing for 5 s (at most a minute), background merges done.
     reqwest::get(format!("{base}/internal/force_flush")).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let disk = dir_bytes(&work.join("victoria-metrics").join("data"), None);
+    let storage = work.join("victoria-metrics");
+    let (flushed, mut disk, mut unchanged) = (Instant::now(), dir_bytes(&storage, None), 0);
+    while unchanged < 5 && flushed.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = dir_bytes(&storage, None);
+        unchanged = if now == disk { unchanged + 1 } else { 0 };
+        disk = now;
+    }
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    println!(
+        "  (victoria-metrics: {:.2} MiB settled {:.0} s after its flush: samples {:.2} MiB, series index {:.2} MiB)",
+        mib(disk),
+        flushed.elapsed().as_secs_f64(),
+        mib(dir_bytes(&storage.join("data"), None)),
+        mib(dir_bytes(&storage.join("indexdb"), None))
+    );
     let _ = child.kill();
     let _ = child.wait();
     Some((measured, disk))

@@ -98,7 +98,8 @@ pub fn dir_bytes(path: &Path, suffix: Option<&str>) -> u64 {
     let mut total = 0;
     let Ok(entries) = std::fs::read_dir(path) else { return 0 };
     for entry in entries.flatten() {
-        let meta = entry.metadata().unwrap();
+        // A peer merging in the background removes files between the listing and this.
+        let Ok(meta) = entry.metadata() else { continue };
         if meta.is_dir() {
             total += dir_bytes(&entry.path(), suffix);
         } else if suffix.is_none_or(|s| entry.path().to_string_lossy().ends_with(s)) {
