@@ -128,6 +128,8 @@ async fn main() {
     vigil.stop();
     let samples = total as f64 * (points + 1) as f64;
     let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
+    // The whole store: segments, their series indexes and the manifests.
+    let vigil_store = common::dir_bytes(&vigil_data.join("segments"), None) as f64;
     println!(
         "vigil segments: {:.1} MiB, {:.3} bytes per sample (synthetic series: linear counters compress far below real data)",
         segment_bytes / 1048576.0,
@@ -151,6 +153,17 @@ async fn main() {
         );
     }
     peers.settle().await;
+    // VictoriaMetrics's whole storage directory (samples and its series index), its merges
+    // done now that the peers are quiet, against Vigil's whole store.
+    let victoria_store = common::dir_bytes(&work.path().join("victoria-metrics"), None) as f64;
+    println!(
+        "on disk, whole stores: vigil {:.1} MiB, {:.3} bytes per sample; victoria-metrics {:.1} MiB, {:.3} bytes per sample ({:.2}x)",
+        vigil_store / 1048576.0,
+        vigil_store / samples,
+        victoria_store / 1048576.0,
+        victoria_store / samples,
+        vigil_store / victoria_store
+    );
 
     let mut windows = vec![
         ("1h", end_ms - 3_600_000, 15_000),
