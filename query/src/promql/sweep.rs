@@ -1199,7 +1199,7 @@ impl SeriesSet {
 
     /// Keeps of each run only the samples an instant lookup at `times` (ms, ascending)
     /// takes: a 7 d panel at 10 min steps over samples every minute looks at one in ten, and
-    /// holding (and converting, copying, searching) the other nine was a fifth of its time.
+    /// holding (and converting, copying, searching) the other nine cost a tenth of its CPU.
     pub fn with_lookups(mut self, times: Arc<[i64]>) -> SeriesSet {
         self.lookups = Some(times);
         self
