@@ -13,8 +13,8 @@
 //! utime+stime over the ingest window), peak RSS, and bytes per sample on disk after the data
 //! is persisted (Vigil: its whole object store after its shutdown flush, Parquet segments with
 //! their series indexes and manifests; Prometheus: the block a TSDB
-//! snapshot writes from its head, i.e. its compacted form; VictoriaMetrics: its data directory after
-//! a forced flush).
+//! snapshot writes from its head, i.e. its compacted form; VictoriaMetrics: its whole storage
+//! directory, samples and series index, after a forced flush once its merges are done).
 //!
 //! `VIGIL_BENCH_KEEP=DIR` copies Vigil's data directory (fsync=interval) there after its flush,
 //! to look into where the bytes go.

@@ -1111,6 +1111,16 @@ pub struct SeriesSamples {
     early: Option<Early>,
 }
 
+impl SeriesSamples {
+    /// Notes that `chunk` appends in order from `held` on, unless it did already.
+    fn appending_in(&mut self, chunk: u64, held: usize) {
+        if self.appended_in != chunk {
+            self.appended_in = chunk;
+            self.appended_from = held;
+        }
+    }
+}
+
 /// A series' values evaluated early (see [`EarlyValues`]).
 #[derive(Debug)]
 struct Early {
@@ -1278,10 +1288,7 @@ impl SeriesSet {
             && series.fresh.is_empty()
             && lookup_samples(times, series.timestamps.last().copied(), lookups, &mut self.kept_rows)
         {
-            if series.appended_in != chunk {
-                series.appended_in = chunk;
-                series.appended_from = held;
-            }
+            series.appending_in(chunk, held);
             // Stale markers stay: the lookup stops at one (`keep_stale` holds for it).
             series.timestamps.extend(self.kept_rows.iter().map(|&row| times.ms(row)));
             series.values.extend(self.kept_rows.iter().map(|&row| vals[row]));
@@ -1300,10 +1307,7 @@ impl SeriesSet {
             self.held_samples += vals.len();
             return;
         }
-        if series.appended_in != chunk {
-            series.appended_in = chunk;
-            series.appended_from = held;
-        }
+        series.appending_in(chunk, held);
         // Stale markers (nearly no run has one) looked for without stopping at the first,
         // which compiles to vector compares.
         if keep_stale || !vals.iter().fold(false, |stale, &v| stale | is_stale(v)) {
@@ -1738,6 +1742,20 @@ mod tests {
         .unwrap()
     }
 
+    /// Rows of (job, time, value) with times in nanoseconds, as the tables keep them.
+    fn nanosecond_rows(jobs: Vec<&str>, times: Vec<Option<i64>>, values: Vec<f64>) -> RecordBatch {
+        use datafusion::arrow::array::{Float64Array, TimestampNanosecondArray};
+        let schema = Schema::new(vec![
+            Field::new("job", DataType::Utf8, true),
+            Field::new(TS, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
+            Field::new(VALUE, DataType::Float64, true),
+        ]);
+        let times = TimestampNanosecondArray::from(times).with_timezone("UTC");
+        let columns: Vec<Arc<dyn Array>> =
+            vec![Arc::new(StringArray::from(jobs)), Arc::new(times), Arc::new(Float64Array::from(values))];
+        RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+    }
+
     #[test]
     fn the_instant_lookup_picks_the_latest_sample_and_stops_at_stale_markers() {
         let spec = spec(RangeFunction::Instant, Steps { start: 10, end: 40, step: 10 }, 15);
@@ -1934,22 +1952,13 @@ mod tests {
     /// of the samples are held (each piece keeps its last; the pieces taken whole keep all).
     #[test]
     fn an_instant_lookup_finds_in_the_samples_kept_what_it_finds_in_all() {
-        use datafusion::arrow::array::{Float64Array, TimestampNanosecondArray};
         let stale = f64::from_bits(kernels::STALE_NAN_BITS);
         let ns_batch = |rows: &[(&str, i64, f64)]| {
-            let schema = Schema::new(vec![
-                Field::new("job", DataType::Utf8, true),
-                Field::new(TS, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
-                Field::new(VALUE, DataType::Float64, true),
-            ]);
-            let times =
-                TimestampNanosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()).with_timezone("UTC");
-            let columns: Vec<Arc<dyn Array>> = vec![
-                Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-                Arc::new(times),
-                Arc::new(Float64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-            ];
-            RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+            nanosecond_rows(
+                rows.iter().map(|r| r.0).collect(),
+                rows.iter().map(|r| Some(r.1)).collect(),
+                rows.iter().map(|r| r.2).collect(),
+            )
         };
         const MINUTE: i64 = 60_000;
         let mut ns_rows: Vec<(&str, i64, f64)> = Vec::new();
@@ -2010,20 +2019,9 @@ mod tests {
 
     #[test]
     fn nanosecond_times_are_read_as_milliseconds_and_constants_label_every_series() {
-        use datafusion::arrow::array::{Float64Array, TimestampNanosecondArray};
         // Times as the tables keep them: nanoseconds, two of series a in one millisecond
         // (a duplicate once converted: the later wins), one time missing.
-        let batch = |jobs: Vec<&str>, times: Vec<Option<i64>>, values: Vec<f64>| {
-            let schema = Schema::new(vec![
-                Field::new("job", DataType::Utf8, true),
-                Field::new(TS, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
-                Field::new(VALUE, DataType::Float64, true),
-            ]);
-            let times = TimestampNanosecondArray::from(times).with_timezone("UTC");
-            let columns: Vec<Arc<dyn Array>> =
-                vec![Arc::new(StringArray::from(jobs)), Arc::new(times), Arc::new(Float64Array::from(values))];
-            RecordBatch::try_new(Arc::new(schema), columns).unwrap()
-        };
+        let batch = nanosecond_rows;
         let labels = ["job".to_string()];
         let mut set = SeriesSet::new(false).with_constants(vec![Some("up".to_string())]);
         let first = batch(
