@@ -128,8 +128,6 @@ async fn main() {
     vigil.stop();
     let samples = total as f64 * (points + 1) as f64;
     let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
-    // The whole store: segments, their series indexes and the manifests.
-    let vigil_store = common::dir_bytes(&vigil_data.join("segments"), None) as f64;
     println!(
         "vigil segments: {:.1} MiB, {:.3} bytes per sample (synthetic series: linear counters compress far below real data)",
         segment_bytes / 1048576.0,
@@ -153,6 +151,12 @@ async fn main() {
         );
     }
     peers.settle().await;
+    // Vigil's whole store (segments, their series indexes, manifests), measured once the
+    // restarted server has merged the closed days (`compaction_window`; its first pass runs at
+    // start, the next a minute later, both long done while the peers ingest).
+    let (vigil_store, vigil_files) = common::live_store(&vigil_data.join("segments"));
+    let vigil_store = vigil_store as f64;
+    println!("vigil segment files after its compaction: {vigil_files}");
     // VictoriaMetrics's whole storage directory (samples and its series index), its merges
     // done now that the peers are quiet, against Vigil's whole store.
     let victoria_store = common::dir_bytes(&work.path().join("victoria-metrics"), None) as f64;

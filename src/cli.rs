@@ -335,6 +335,10 @@ pub struct StorageArgs {
     /// Rows one compaction merges at most; bounds compaction memory [default: 4000000]
     #[arg(long, env = "VIGIL_COMPACTION_MAX_ROWS")]
     pub compaction_max_rows: Option<u64>,
+    /// Merge closed partitions of one window this long into one segment (a multiple of
+    /// --partition; 0 keeps partitions apart) [default: 1d]
+    #[arg(long, env = "VIGIL_COMPACTION_WINDOW")]
+    pub compaction_window: Option<PromDuration>,
     /// Memory kept for segments' series indexes (read once, then served from memory) [default: 64MiB]
     #[arg(long, env = "VIGIL_INDEX_CACHE_SIZE")]
     pub index_cache_size: Option<ByteSize>,
@@ -504,6 +508,7 @@ impl ServeArgs {
         set(&mut storage.flush_interval, self.storage.flush_interval);
         set(&mut storage.buffer_size, self.storage.buffer_size);
         set(&mut storage.compaction_max_rows, self.storage.compaction_max_rows);
+        set(&mut storage.compaction_window, self.storage.compaction_window);
         set(&mut storage.index_cache_size, self.storage.index_cache_size);
         set(&mut storage.series_cache_size, self.storage.series_cache_size);
         set(&mut storage.wal.fsync, self.storage.wal_fsync);

@@ -360,6 +360,8 @@ pub struct StorageConfig {
     pub buffer_size: ByteSize,
     /// Rows one compaction merges (in memory) at most.
     pub compaction_max_rows: u64,
+    /// Closed partitions of one window this long merge into one segment; 0 keeps them apart.
+    pub compaction_window: PromDuration,
     /// Memory kept for segments' series indexes.
     pub index_cache_size: ByteSize,
     /// Memory for remote write's cache of the series it has decoded.
@@ -378,6 +380,7 @@ impl Default for StorageConfig {
             flush_interval: PromDuration(Duration::from_secs(600)),
             buffer_size: ByteSize::gib(1),
             compaction_max_rows: vigil_storage::StorageOptions::new(".").compaction_max_rows,
+            compaction_window: PromDuration(vigil_storage::StorageOptions::new(".").compaction_window),
             index_cache_size: ByteSize::b(vigil_storage::series_index::DEFAULT_CACHE_BYTES as u64),
             series_cache_size: ByteSize::b(vigil_ingest::series_cache::SeriesCache::DEFAULT_BYTES as u64),
             wal: WalConfig::default(),
@@ -692,6 +695,14 @@ impl Config {
                 return Err(format!("{name} is {}, under its least of {}", PromDuration(value), PromDuration(least)));
             }
         }
+        let (window, partition) = (self.storage.compaction_window.0, self.storage.partition.0);
+        if !window.is_zero() && window.as_nanos() % partition.as_nanos() != 0 {
+            return Err(format!(
+                "storage.compaction_window is {}, not a whole number of partitions of {} (0 turns it off)",
+                PromDuration(window),
+                PromDuration(partition)
+            ));
+        }
         let counts = [
             ("storage.compaction_max_rows", self.storage.compaction_max_rows, 1),
             ("alerting.max_attempts", u64::from(self.alerting.max_attempts), 1),
@@ -976,6 +987,14 @@ mod tests {
         assert!(parse("storage:\n  partition: 1m\n").is_ok(), "at the bound");
         let error = parse("storage:\n  partition: 30s\n").unwrap_err();
         assert_eq!(error.message, "storage.partition is 30s, under its least of 1m");
+        // The compaction window merges whole partitions.
+        assert!(parse("storage:\n  partition: 2h\n  compaction_window: 4h\n").is_ok());
+        assert!(parse("storage:\n  compaction_window: 0s\n").is_ok(), "0 turns it off");
+        let error = parse("storage:\n  partition: 2h\n  compaction_window: 3h\n").unwrap_err();
+        assert_eq!(
+            error.message,
+            "storage.compaction_window is 3h, not a whole number of partitions of 2h (0 turns it off)"
+        );
         let error = parse("query:\n  max_depth: 1\n").unwrap_err();
         assert_eq!(error.message, "query.max_depth is 1, under its least of 2");
         assert!(parse("evaluation_interval: 1s\n").is_ok());

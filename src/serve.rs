@@ -312,6 +312,7 @@ fn storage_options(config: &Config) -> StorageOptions {
     options.buffer_max_bytes = storage.buffer_size.as_u64() as usize;
     options.retention = storage.retention.0;
     options.compaction_max_rows = storage.compaction_max_rows;
+    options.compaction_window = storage.compaction_window.0;
     options.index_cache_bytes = usize::try_from(storage.index_cache_size.as_u64()).unwrap_or(usize::MAX);
     options.store = storage.object_store.clone();
     options.node_id = config.cluster.node_id.clone();

@@ -94,6 +94,39 @@ impl VigilProcess {
     }
 }
 
+/// Bytes and segment files of a Vigil store (`segments/`) that its manifests still name: the
+/// files a compaction replaced stay on disk for a grace period (queries planned with them may
+/// still read them), listed in each node's root manifest as pending deletes.
+pub fn live_store(segments: &Path) -> (u64, usize) {
+    let mut replaced = std::collections::HashSet::new();
+    for node in std::fs::read_dir(segments.join("nodes")).into_iter().flatten().flatten() {
+        let Ok(root) = std::fs::read(node.path().join("manifest.json")) else { continue };
+        let root: serde_json::Value = serde_json::from_slice(&root).expect("a root manifest");
+        for pending in root["pending_deletes"].as_array().into_iter().flatten() {
+            let path = pending["path"].as_str().expect("a pending delete's path");
+            replaced.insert(segments.join(path));
+            if let Some(stem) = path.strip_suffix(".parquet") {
+                replaced.insert(segments.join(format!("{stem}.series")));
+            }
+        }
+    }
+    fn walk(dir: &Path, replaced: &std::collections::HashSet<std::path::PathBuf>, out: &mut (u64, usize)) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let path = entry.path();
+            if meta.is_dir() {
+                walk(&path, replaced, out);
+            } else if !replaced.contains(&path) {
+                out.0 += meta.len();
+                out.1 += usize::from(path.extension().is_some_and(|e| e == "parquet"));
+            }
+        }
+    }
+    let mut live = (0, 0);
+    walk(segments, &replaced, &mut live);
+    live
+}
+
 pub fn dir_bytes(path: &Path, suffix: Option<&str>) -> u64 {
     let mut total = 0;
     let Ok(entries) = std::fs::read_dir(path) else { return 0 };

@@ -115,6 +115,13 @@ pub struct StorageOptions {
     /// Rows one compaction merges at most. The merge happens in memory, so this bounds its
     /// memory; a partition larger than this ends up as several segments of about this size.
     pub compaction_max_rows: u64,
+    /// Closed partitions of one window this long (from the epoch; a multiple of
+    /// `partition_duration`) merge into one segment, as Prometheus compacts its 2 h blocks:
+    /// a series' samples of a day are one run, not twelve. A window merges a window's length
+    /// after it closed (yesterday's partitions stay, for queries over the last day); one with
+    /// more rows than `compaction_max_rows` merges in halves. Zero (or one partition) keeps
+    /// partitions apart.
+    pub compaction_window: Duration,
     /// This node's name in a shared store; `None` = the one kept in `data_dir/node_id`
     /// (made up at first start).
     pub node_id: Option<String>,
@@ -141,6 +148,7 @@ impl StorageOptions {
             retention: Duration::from_secs(30 * 86400),
             compaction_max_segments: 8,
             compaction_max_rows: 4_000_000,
+            compaction_window: Duration::from_secs(24 * 3600),
             node_id: None,
             peer_refresh_interval: Duration::from_secs(15),
             cardinality: cardinality::CardinalityLimits::default(),
@@ -446,6 +454,25 @@ impl Storage {
             limits: tracker.limits().clone(),
             top_metrics: tracker.top_metrics(top),
         }
+    }
+
+    /// The time spans (inclusive, in milliseconds) of metric segments that merged partitions
+    /// (`compaction_window`) and overlap `[low_ms, high_ms]`, on this node and its peers: a
+    /// PromQL sweep reads each such segment in one chunk, not once per partition.
+    pub fn merged_spans_ms(&self, low_ms: i64, high_ms: i64) -> Vec<(i64, i64)> {
+        let partition_ns = i64::try_from(self.inner.options.partition_duration.as_nanos()).unwrap_or(i64::MAX).max(1);
+        let (own, peers) = (self.manifest(), self.peers());
+        let mut spans: Vec<(i64, i64)> = std::iter::once(&own)
+            .chain(peers.values())
+            .flat_map(|manifest| manifest.segments.iter())
+            .filter(|s| schema::FixedTable::from_name(&s.table).is_none())
+            .filter(|s| s.min_time_ns.div_euclid(partition_ns) != s.max_time_ns.div_euclid(partition_ns))
+            .map(|s| (s.min_time_ns.div_euclid(1_000_000), s.max_time_ns.div_euclid(1_000_000)))
+            .filter(|&(first, last)| first <= high_ms && last >= low_ms)
+            .collect();
+        spans.sort_unstable();
+        spans.dedup();
+        spans
     }
 
     /// The other nodes' manifests, as last read.

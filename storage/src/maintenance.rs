@@ -284,7 +284,8 @@ impl Storage {
     /// compaction a restart ran on a 10,000-series store they were 20 of the server's 64 MiB
     /// of anonymous memory at rest), and a query reads the few it needs once (~40 KB each).
     async fn write_series_index(&self, path: &str, file: &RecordBatch) {
-        let index = match series_index::build(file) {
+        let mark_every_ns = i64::try_from(self.inner.options.partition_duration.as_nanos()).unwrap_or(i64::MAX);
+        let index = match series_index::build(file, mark_every_ns) {
             Ok(index) => index,
             Err(error) => {
                 warn!(segment = path, %error, "no series index for this segment: it is filtered row by row");
@@ -362,8 +363,20 @@ impl Storage {
             groups.entry((owner, segment.partition_start_ns)).or_default().entry(segment.id).or_default().push(segment);
         }
         let max_rows = self.inner.options.compaction_max_rows;
-        let due: Vec<((&str, i64), Vec<Vec<&SegmentMeta>>)> = groups
+        // Whole windows of closed partitions first, merged into one segment each: their
+        // partitions are not merged on their own before (that would write their rows twice).
+        let window_ns = i64::try_from(self.inner.options.compaction_window.as_nanos()).unwrap_or(i64::MAX);
+        let mut due: Vec<((&str, i64), Vec<Vec<&SegmentMeta>>)> =
+            window_merges(&current.segments, partition_ns, window_ns, max_rows, now.saturating_sub(grace_ns))
+                .into_iter()
+                .take(MAX_COMPACTIONS_PER_PASS)
+                .map(|(window, files)| (("", window), files))
+                .collect();
+        let merging: BTreeSet<i64> =
+            due.iter().flat_map(|(_, files)| files.iter().map(|f| f[0].partition_start_ns)).collect();
+        let partitions = groups
             .into_iter()
+            .filter(|((owner, partition), _)| !owner.is_empty() || !merging.contains(partition))
             .filter_map(|((owner, partition), files)| {
                 let mut files: Vec<Vec<&SegmentMeta>> = files.into_values().collect();
                 let closed = partition.saturating_add(partition_ns).saturating_add(grace_ns) <= now;
@@ -372,8 +385,9 @@ impl Storage {
                 let run = files.split_off(newest_run_start(&rows, max_rows));
                 (wanted && run.len() >= 2).then_some(((owner, partition), run))
             })
-            .take(MAX_COMPACTIONS_PER_PASS)
-            .collect();
+            .take(MAX_COMPACTIONS_PER_PASS.saturating_sub(due.len()))
+            .collect::<Vec<_>>();
+        due.extend(partitions);
         if due.is_empty() {
             return Ok(0);
         }
@@ -528,6 +542,71 @@ fn newest_run_start(file_rows: &[u64], max_rows: u64) -> usize {
         rows += file_rows[start];
     }
     start
+}
+
+/// The windows of closed partitions whose metric files merge into one segment each: the
+/// window's start (its segment's partition) and its files, oldest first (each as its
+/// manifest entries). A window is `window_ns` long from the epoch and merges once it has
+/// ended a window's length before `closed_before` and holds files of two partitions or more; one with more rows
+/// than `max_rows` merges in halves (each a whole number of partitions), or not at all.
+/// A window whose files are of one partition is left to that partition's compaction.
+fn window_merges(
+    segments: &[SegmentMeta],
+    partition_ns: i64,
+    window_ns: i64,
+    max_rows: u64,
+    closed_before: i64,
+) -> Vec<(i64, Vec<Vec<&SegmentMeta>>)> {
+    if partition_ns <= 0 || window_ns < partition_ns.saturating_mul(2) || window_ns % partition_ns != 0 {
+        return Vec::new();
+    }
+    let mut files: BTreeMap<u64, Vec<&SegmentMeta>> = BTreeMap::new();
+    for segment in segments.iter().filter(|s| FixedTable::from_name(&s.table).is_none()) {
+        files.entry(segment.id).or_default().push(segment);
+    }
+    let mut windows: BTreeMap<i64, Vec<Vec<&SegmentMeta>>> = BTreeMap::new();
+    for entries in files.into_values() {
+        let start = entries[0].partition_start_ns.div_euclid(window_ns).saturating_mul(window_ns);
+        windows.entry(start).or_default().push(entries);
+    }
+    let mut due = Vec::new();
+    for (start, files) in windows {
+        plan_window(start, window_ns, files, partition_ns, max_rows, closed_before, &mut due);
+    }
+    due
+}
+
+fn plan_window<'a>(
+    start: i64,
+    length: i64,
+    files: Vec<Vec<&'a SegmentMeta>>,
+    partition_ns: i64,
+    max_rows: u64,
+    closed_before: i64,
+    due: &mut Vec<(i64, Vec<Vec<&'a SegmentMeta>>)>,
+) {
+    // A window merges a window's length after it closed: queries over the last window (a
+    // 24 h dashboard) read partitions, every row they read one they need, where a merged
+    // segment's part they need costs decoding its whole pages.
+    if files.len() < 2 || start.saturating_add(length.saturating_mul(2)) > closed_before {
+        return;
+    }
+    let rows = files.iter().fold(0u64, |rows, entries| rows.saturating_add(entries[0].file_rows()));
+    if rows <= max_rows {
+        let partitions: BTreeSet<i64> = files.iter().map(|entries| entries[0].partition_start_ns).collect();
+        if partitions.len() >= 2 {
+            due.push((start, files));
+        }
+        return;
+    }
+    let half = length / 2;
+    if half < partition_ns.saturating_mul(2) || half % partition_ns != 0 {
+        return;
+    }
+    let middle = start.saturating_add(half);
+    let (low, high) = files.into_iter().partition(|entries| entries[0].partition_start_ns < middle);
+    plan_window(start, half, low, partition_ns, max_rows, closed_before, due);
+    plan_window(middle, half, high, partition_ns, max_rows, closed_before, due);
 }
 
 /// When a file replaced now may be deleted: after the grace period for queries planned with it

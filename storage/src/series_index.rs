@@ -15,7 +15,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, ListBuilder, RecordBatch, UInt32Builder, UInt64Array,
+};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType, UInt64Type};
@@ -45,6 +47,15 @@ pub const FIRST_ROW: &str = "vigil:first_row";
 pub const ROWS: &str = "vigil:rows";
 pub const MIN_TIME: &str = "vigil:min_time";
 pub const MAX_TIME: &str = "vigil:max_time";
+/// Where a series' run crosses each time mark inside it (rows before the mark, in the run):
+/// the marks are every partition boundary (`vigil:mark_every_ns` in the index's metadata),
+/// so a scan of part of a segment that merged many partitions reads only the part of each run
+/// its time range needs. Empty for a run inside one partition, or one crossing too many.
+pub const MARKS: &str = "vigil:marks";
+const MARK_EVERY: &str = "vigil:mark_every_ns";
+/// Most marks one run keeps: a run crossing more (a window of thousands of partitions) keeps
+/// none and is read whole.
+const MAX_MARKS: i64 = 1024;
 
 /// Bytes of indexes kept in memory (a 2 h partition of 10,000 series is about 1 MiB).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -55,8 +66,9 @@ pub fn index_path(segment_path: &str) -> Path {
     Path::from(format!("{}.series", segment_path.strip_suffix(".parquet").unwrap_or(segment_path)))
 }
 
-/// The series index of a shared file batch (sorted by table, series, time).
-pub fn build(file: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+/// The series index of a shared file batch (sorted by table, series, time), each run marked
+/// where it crosses a multiple of `mark_every_ns` (the partition length).
+pub fn build(file: &RecordBatch, mark_every_ns: i64) -> Result<RecordBatch, ArrowError> {
     let schema = file.schema();
     let keys: Vec<ArrayRef> = schema
         .fields()
@@ -85,14 +97,80 @@ pub fn build(file: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let min_time = Int64Array::from_iter_values(runs.iter().map(|r| times.value(r.start)));
     let max_time = Int64Array::from_iter_values(runs.iter().map(|r| times.value(r.end - 1)));
     let rows = UInt64Array::from_iter_values(runs.iter().map(|r| r.len() as u64));
+    let every = mark_every_ns.max(1);
+    let mut marks = ListBuilder::new(UInt32Builder::new()).with_field(Field::new_list_field(DataType::UInt32, false));
+    for run in &runs {
+        let run_times = &times.values()[run.clone()];
+        let (first, last) = (run_times[0].div_euclid(every), run_times[run_times.len() - 1].div_euclid(every));
+        if last - first <= MAX_MARKS {
+            for boundary in first + 1..=last {
+                let before = run_times.partition_point(|&t| t < boundary.saturating_mul(every));
+                marks.values().append_value(before as u32);
+            }
+        }
+        marks.append(true);
+    }
+    let marks = marks.finish();
     fields.extend([
         Field::new(FIRST_ROW, DataType::UInt64, false),
         Field::new(ROWS, DataType::UInt64, false),
         Field::new(MIN_TIME, DataType::Int64, false),
         Field::new(MAX_TIME, DataType::Int64, false),
+        Field::new(MARKS, marks.data_type().clone(), false),
     ]);
-    columns.extend([Arc::new(starts) as ArrayRef, Arc::new(rows), Arc::new(min_time), Arc::new(max_time)]);
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+    columns.extend([
+        Arc::new(starts) as ArrayRef,
+        Arc::new(rows),
+        Arc::new(min_time),
+        Arc::new(max_time),
+        Arc::new(marks),
+    ]);
+    let metadata = HashMap::from([(MARK_EVERY.to_string(), every.to_string())]);
+    RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, metadata)), columns)
+}
+
+/// Each of `runs` (a series' run of `index` and its rows: the first row and how many) cut to
+/// the rows that may lie in `[start_ns, end_ns]` by the run's marks, dropping any left empty.
+/// A run without marks (one partition's, or an index written before marks) stays whole; the
+/// scan still applies the time bounds row by row.
+pub(crate) fn narrowed_by_marks(
+    index: &RecordBatch,
+    series: Vec<usize>,
+    runs: Vec<(u64, u64)>,
+    start_ns: Option<i64>,
+    end_ns: Option<i64>,
+) -> (Vec<usize>, Vec<(u64, u64)>) {
+    let every = index.schema().metadata().get(MARK_EVERY).and_then(|every| every.parse::<i64>().ok());
+    let marks = index.column_by_name(MARKS).and_then(|marks| marks.as_list_opt::<i32>());
+    let (Some(every), Some(marks), Ok(min_time)) = (every.filter(|&e| e > 0), marks, column_i64(index, MIN_TIME))
+    else {
+        return (series, runs);
+    };
+    let Some(run_marks) = marks.values().as_primitive_opt::<datafusion::arrow::datatypes::UInt32Type>() else {
+        return (series, runs);
+    };
+    let (low, high) = (start_ns.unwrap_or(i64::MIN), end_ns.unwrap_or(i64::MAX));
+    let mut kept = (Vec::with_capacity(series.len()), Vec::with_capacity(runs.len()));
+    for (i, (first_row, rows)) in series.into_iter().zip(runs) {
+        let range = marks.value_offsets()[i] as usize..marks.value_offsets()[i + 1] as usize;
+        // Mark j is where the run reaches the (j+1)-th boundary after its first sample's.
+        let first_boundary = min_time.value(i).div_euclid(every).saturating_add(1);
+        let (mut from, mut to) = (0u64, rows);
+        for (j, &before) in run_marks.values()[range].iter().enumerate() {
+            let boundary = first_boundary.saturating_add(j as i64).saturating_mul(every);
+            if boundary <= low {
+                from = u64::from(before); // every row before it is earlier than the range
+            } else if boundary > high {
+                to = u64::from(before); // every row from it on is later
+                break;
+            }
+        }
+        if from < to && to <= rows {
+            kept.0.push(i);
+            kept.1.push((first_row + from, to - from));
+        }
+    }
+    kept
 }
 
 /// Writes `index` beside the segment at `segment_path`.
@@ -122,10 +200,15 @@ async fn read(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<Option
         Err(datafusion::object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    // The reader's batches leave out the schema's metadata (the marks' spacing).
+    let schema = builder.schema().clone();
+    let reader = builder.build()?;
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    let Some(first) = batches.first() else { return Ok(None) };
-    let batch = compute::concat_batches(&first.schema(), &batches)?;
+    if batches.is_empty() {
+        return Ok(None);
+    }
+    let batch = compute::concat_batches(&schema, &batches)?;
     for (name, data_type) in [
         (FIRST_ROW, DataType::UInt64),
         (ROWS, DataType::UInt64),
@@ -373,6 +456,7 @@ pub(crate) fn matching_series(
             && name != ROWS
             && name != MIN_TIME
             && name != MAX_TIME
+            && name != MARKS
             && schema.column_with_name(name).is_some()
     };
     // Sliced and given a DataFusion schema only when a filter is evaluated, not remembered.
@@ -697,6 +781,12 @@ pub(crate) async fn shared_read(
         }
         let (first_rows, rows) = (column_u64(&index, FIRST_ROW)?, column_u64(&index, ROWS)?);
         let matching: Vec<(u64, u64)> = series.iter().map(|&i| (first_rows.value(i), rows.value(i))).collect();
+        // A segment that merged many partitions: only the part of each run the range needs.
+        let (series, matching) = if inside {
+            (series, matching)
+        } else {
+            narrowed_by_marks(&index, series, matching, scan.start_ns, scan.end_ns)
+        };
         let skipped = rows_of(&runs) - rows_of(&matching);
         storage.inner.rows_skipped_by_index.fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("vigil_storage_rows_skipped_by_series_index_total").increment(skipped);
@@ -781,7 +871,7 @@ mod tests {
         );
         let b = metric(&["instance"], &[(&["x"], 3), (&[""], 4), (&[""], 7)]);
         let files = crate::shared::pack(vec![("a".into(), a), ("b".into(), b)]).unwrap();
-        let index = build(&files[0].1).unwrap();
+        let index = build(&files[0].1, TWO_HOURS_NS).unwrap();
         assert_eq!(index.num_rows(), 5);
         let column = |name: &str| compute::cast(index.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
         let strings =
@@ -801,13 +891,66 @@ mod tests {
         assert_eq!(i64s(MAX_TIME), [2, 1, 9, 3, 7]);
     }
 
+    const TWO_HOURS_NS: i64 = 7_200_000_000_000;
+
+    #[test]
+    fn marks_cut_a_run_of_many_partitions_to_the_rows_a_range_may_need() {
+        // Partitions of 10 ns: "x" runs from 5 to 34 (crossing 10, 20 and 30), "y" stays in one.
+        let x: Vec<i64> = vec![5, 8, 10, 11, 19, 21, 22, 29, 30, 34];
+        let mut rows: Vec<(&[&str], i64)> = x.iter().map(|&t| (&["x"][..], t)).collect();
+        rows.extend([(&["y"][..], 12), (&["y"][..], 18)]);
+        let files = crate::shared::pack(vec![("a".into(), metric(&["instance"], &rows))]).unwrap();
+        let index = build(&files[0].1, 10).unwrap();
+        let marks = index.column_by_name(MARKS).unwrap().as_list::<i32>();
+        let of = |i: usize| marks.value(i).as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values().to_vec();
+        // Rows of "x" before 10, 20 and 30; "y" crosses none.
+        assert_eq!((of(0), of(1)), (vec![2, 5, 8], vec![]));
+        let all = || (vec![0, 1], vec![(0, 10), (10, 2)]);
+        let cut = |low: Option<i64>, high: Option<i64>| {
+            let (series, runs) = all();
+            narrowed_by_marks(&index, series, runs, low, high)
+        };
+        // [20, 29]: "x" from its row at 21 (the 6th: rows before the mark at 20 are earlier)
+        // to its row at 29, "y" (12..18) left out by nothing here: it has no marks, whole.
+        assert_eq!(cut(Some(20), Some(29)), (vec![0, 1], vec![(5, 3), (10, 2)]));
+        // A range inside one partition between two of the run's samples: the cut holds the
+        // rows of that partition, which the scan then filters to none.
+        assert_eq!(cut(Some(12), Some(13)).1[0], (2, 3));
+        // Bounds on marks: a row at the mark is in, one before it out.
+        assert_eq!(cut(Some(10), Some(10)).1[0], (2, 3));
+        assert_eq!(cut(Some(9), Some(9)).1[0], (0, 2));
+        // Open ends, and a range past the run's last partition: the last partition's rows.
+        assert_eq!(cut(None, None), all());
+        assert_eq!(cut(Some(31), None).1[0], (8, 2));
+        assert_eq!(cut(None, Some(9)).1[0], (0, 2));
+        // Every row the cut leaves out is outside the range, for every range.
+        let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        for low in 0..40 {
+            for high in low..40 {
+                let (series, runs) = cut(Some(low), Some(high));
+                for (whole_series, (first, count)) in [(0, (0u64, 10u64)), (1, (10, 2))] {
+                    let kept = series.iter().position(|&s| s == whole_series).map(|k| runs[k]);
+                    for row in first..first + count {
+                        let in_range = (low..=high).contains(&times[row as usize]);
+                        let read = kept.is_some_and(|(f, n)| (f..f + n).contains(&row));
+                        assert!(read || !in_range, "row {row} ({}) in [{low}, {high}] cut", times[row as usize]);
+                    }
+                }
+            }
+        }
+        // An index without marks (written before them) cuts nothing.
+        let old = index.project(&(0..index.num_columns() - 1).collect::<Vec<_>>()).unwrap();
+        let (series, runs) = all();
+        assert_eq!(narrowed_by_marks(&old, series, runs, Some(20), Some(29)), all());
+    }
+
     #[test]
     fn a_lookup_evaluates_filters_on_its_tables_stretch_and_answers_file_wide_rows() {
         let a = metric(&["instance", "job"], &[(&["x", "api"], 1), (&["x", "db"], 1), (&["y", "api"], 5)]);
         let b = metric(&["instance"], &[(&["x"], 3), (&[""], 4), (&["y"], 7)]);
         let c = metric(&["instance"], &[(&["y"], 2), (&["x"], 2), (&["x"], 3)]);
         let files = crate::shared::pack(vec![("a".into(), a), ("b".into(), b), ("c".into(), c)]).unwrap();
-        let index = build(&files[0].1).unwrap();
+        let index = build(&files[0].1, TWO_HOURS_NS).unwrap();
         let tables =
             compute::cast(index.column_by_name(crate::shared::TABLE_COLUMN).unwrap(), &DataType::Utf8).unwrap();
         let (first_rows, rows) = (column_u64(&index, FIRST_ROW).unwrap(), column_u64(&index, ROWS).unwrap());
@@ -838,7 +981,7 @@ mod tests {
     async fn an_index_out_of_file_order_is_not_used() {
         let store: Arc<dyn ObjectStore> = Arc::new(datafusion::object_store::memory::InMemory::new());
         let a = metric(&["job"], &[(&["x"], 1), (&["y"], 1), (&["z"], 1)]);
-        let index = build(&crate::shared::pack(vec![("a".into(), a)]).unwrap()[0].1).unwrap();
+        let index = build(&crate::shared::pack(vec![("a".into(), a)]).unwrap()[0].1, TWO_HOURS_NS).unwrap();
         write(&store, "s/1.parquet", &index).await.unwrap();
         assert_eq!(read(&store, "s/1.parquet").await.unwrap().map(|i| i.num_rows()), Some(3));
         // The same rows, the last two swapped.
@@ -875,7 +1018,11 @@ mod tests {
     fn the_cache_keeps_to_its_budget_and_forgets_gone_segments() {
         let cache = IndexCache::new(DEFAULT_CACHE_BYTES);
         let index = Arc::new(
-            build(&crate::shared::pack(vec![("a".into(), metric(&["job"], &[(&["x"], 1)]))]).unwrap()[0].1).unwrap(),
+            build(
+                &crate::shared::pack(vec![("a".into(), metric(&["job"], &[(&["x"], 1)]))]).unwrap()[0].1,
+                TWO_HOURS_NS,
+            )
+            .unwrap(),
         );
         let size = index.get_array_memory_size();
         let fit = DEFAULT_CACHE_BYTES / (size + 8) + 10;
@@ -897,8 +1044,9 @@ mod tests {
         use datafusion::prelude::{col, lit};
         let a = metric(&["job"], &[(&["api"], 1), (&["db"], 1), (&["web"], 1)]);
         let b = metric(&["job"], &[(&["api"], 2), (&["db"], 2)]);
-        let index =
-            Arc::new(build(&crate::shared::pack(vec![("a".into(), a), ("b".into(), b)]).unwrap()[0].1).unwrap());
+        let index = Arc::new(
+            build(&crate::shared::pack(vec![("a".into(), a), ("b".into(), b)]).unwrap()[0].1, TWO_HOURS_NS).unwrap(),
+        );
         let cache = IndexCache::new(DEFAULT_CACHE_BYTES);
         cache.insert("s/1.parquet".into(), Some(index.clone()));
         let only_index = cache.entries.lock().bytes;
@@ -964,7 +1112,7 @@ mod tests {
         // Not kept for a segment whose index is not held.
         cache.keep_reading("s/1.parquet", reading.clone());
         assert!(cache.reading("s/1.parquet").is_none());
-        cache.insert("s/1.parquet".into(), Some(Arc::new(build(&file).unwrap())));
+        cache.insert("s/1.parquet".into(), Some(Arc::new(build(&file, TWO_HOURS_NS).unwrap())));
         let only_index = cache.entries.lock().bytes;
         cache.keep_reading("s/1.parquet", reading.clone());
         cache.keep_reading("s/1.parquet", reading.clone());

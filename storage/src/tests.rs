@@ -1,5 +1,6 @@
 //! Storage round trips through a real DataFusion session.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, Float64Array, Int64Array};
@@ -18,6 +19,8 @@ fn options(dir: &std::path::Path) -> StorageOptions {
     let mut options = StorageOptions::new(dir);
     options.partition_duration = Duration::from_secs(3600);
     options.retention = Duration::ZERO;
+    // Partitions stay apart unless a test merges windows of them (`wide_options`).
+    options.compaction_window = Duration::ZERO;
     options
 }
 
@@ -1393,4 +1396,155 @@ async fn a_set_labelled_by_its_series_index_reads_what_its_files_hold() {
     let shared: Vec<&str> = manifest.segments.iter().filter(|s| s.shared.is_some()).map(|s| s.path.as_str()).collect();
     assert!(!shared.is_empty());
     assert!(shared.iter().all(|path| storage.inner.series_indexes.reading(path).is_some()), "{shared:?}");
+}
+
+/// Options merging closed one-hour partitions four hours at a time.
+fn wide_options(dir: &std::path::Path) -> StorageOptions {
+    let mut options = options(dir);
+    options.compaction_window = Duration::from_secs(4 * 3600);
+    options
+}
+
+/// The metric files of the store's manifest: (partition, rows), by partition.
+fn metric_files(storage: &Storage) -> Vec<(i64, u64)> {
+    let mut files: BTreeMap<u64, (i64, u64)> = BTreeMap::new();
+    for segment in &storage.manifest().segments {
+        files.insert(segment.id, (segment.partition_start_ns, segment.file_rows()));
+    }
+    let mut files: Vec<(i64, u64)> = files.into_values().collect();
+    files.sort_unstable();
+    files
+}
+
+#[tokio::test]
+async fn closed_partitions_of_a_window_merge_into_one_segment_read_in_part_by_their_marks() {
+    const WINDOW_NS: i64 = 4 * HOUR_NS;
+    let start = T0 - T0.rem_euclid(WINDOW_NS);
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(wide_options(dir.path())).await.unwrap();
+    // Eight hours of three series, one sample a minute, flushed hour by hour: eight files in
+    // eight partitions of two windows; then a late sample in the first hour (a ninth file),
+    // and a sample of now, whose window is still open.
+    for hour in 0..8i64 {
+        let minutes = (hour * 60)..(hour * 60 + 60);
+        let at = |m: i64| start + m * 60_000_000_000;
+        storage
+            .write(batch(
+                ["a", "b", "c"]
+                    .iter()
+                    .map(|host| series("cpu", &[("host", host)], minutes.clone().map(|m| (at(m), m as f64))))
+                    .collect(),
+            ))
+            .await
+            .unwrap();
+        storage.persist().await.unwrap();
+    }
+    storage
+        .write(batch(vec![series("cpu", &[("host", "a")], [(start + 30 * 60_000_000_000 + 30_000_000_000, -1.0)])]))
+        .await
+        .unwrap();
+    storage.persist().await.unwrap();
+    let now = crate::maintenance::now_ns();
+    storage.write(batch(vec![series("cpu", &[("host", "a")], [(now, 7.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    // And two partitions of the window before the current one: closed, but less than a
+    // window ago, so still read as partitions by queries over the last window.
+    let previous = now - now.rem_euclid(WINDOW_NS) - WINDOW_NS;
+    for at in [previous, previous + HOUR_NS] {
+        storage.write(batch(vec![series("cpu", &[("host", "b")], [(at, 1.0)])])).await.unwrap();
+        storage.persist().await.unwrap();
+    }
+    assert_eq!(metric_files(&storage).len(), 12);
+
+    let minute = 60_000_000_000i64;
+    let queries = [
+        "SELECT host, count(*) AS n, sum(value) AS s FROM cpu GROUP BY host ORDER BY host".to_string(),
+        format!(
+            "SELECT sum(value) AS s, count(*) AS n FROM cpu WHERE host = 'a' AND {}",
+            time_range(start + 90 * minute, start + 150 * minute)
+        ),
+        format!(
+            "SELECT host, sum(value) AS s FROM cpu WHERE host <> 'b' AND {} GROUP BY host ORDER BY host",
+            time_range(start + 200 * minute, start + 300 * minute)
+        ),
+        format!(
+            "SELECT value FROM cpu WHERE host = 'a' AND {} ORDER BY timestamp",
+            time_range(start + 29 * minute, start + 32 * minute)
+        ),
+        format!("SELECT count(*) FROM cpu WHERE host = 'c' AND {}", time_range(start + 479 * minute, now + 1)),
+    ];
+    let mut before = Vec::new();
+    for query in &queries {
+        before.push(sql(&storage, query).await);
+    }
+
+    // The first window's partitions (and its late sample) are one file; so are the second's;
+    // the last window's partitions and the open window's stay as they are.
+    assert_eq!(storage.compact().await.unwrap(), 2);
+    let files = metric_files(&storage);
+    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!((files[0], files[1]), ((start, 721), (start + WINDOW_NS, 720)));
+    assert_eq!(storage.compact().await.unwrap(), 0, "nothing left to merge");
+    for (query, expected) in queries.iter().zip(&before) {
+        assert_eq!(&sql(&storage, query).await, expected, "{query}");
+    }
+    // One host's hour in the middle of a window reads that host's rows of the two partitions
+    // the hour touches, not the file's 720 rows.
+    let skipped = storage.rows_skipped_by_index();
+    sql(&storage, &queries[1]).await;
+    assert_eq!(storage.rows_skipped_by_index() - skipped, 721 - 120);
+
+    // A late correction (a sample at a time already held) makes a window of two files again:
+    // it merges again, and the correction wins.
+    storage.write(batch(vec![series("cpu", &[("host", "a")], [(start + 31 * minute, -2.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(storage.compact().await.unwrap(), 1);
+    assert_eq!(metric_files(&storage).len(), 5);
+    let values = sql(&storage, &queries[3]).await;
+    let values = values[0].column(0).as_any().downcast_ref::<Float64Array>().unwrap();
+    assert_eq!(values.values().to_vec(), vec![29.0, 30.0, -1.0, -2.0]);
+    let mut merged = Vec::new();
+    for query in &queries {
+        merged.push(sql(&storage, query).await);
+    }
+    drop(storage);
+    // A restart reads the merged store the same.
+    let storage = Storage::open(wide_options(dir.path())).await.unwrap();
+    for (query, expected) in queries.iter().zip(&merged) {
+        assert_eq!(&sql(&storage, query).await, expected, "{query}");
+    }
+    storage.close().await.unwrap();
+}
+
+/// A store capped at `max_rows` a compaction, holding four closed one-hour partitions (one
+/// window of [`wide_options`]) of `hosts` series sampled every minute, one file each.
+async fn four_hour_files(max_rows: u64, hosts: &[&str]) -> (tempfile::TempDir, Storage, i64) {
+    let start = T0 - T0.rem_euclid(4 * HOUR_NS);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = wide_options(dir.path());
+    opts.compaction_max_rows = max_rows;
+    let storage = Storage::open(opts).await.unwrap();
+    for hour in 0..4i64 {
+        let minutes = (hour * 60)..(hour * 60 + 60);
+        let at = |m: i64| start + m * 60_000_000_000;
+        let all = hosts.iter().map(|host| series("cpu", &[("host", host)], minutes.clone().map(|m| (at(m), m as f64))));
+        storage.write(batch(all.collect())).await.unwrap();
+        storage.persist().await.unwrap();
+    }
+    (dir, storage, start)
+}
+
+#[tokio::test]
+async fn a_window_over_the_row_cap_merges_in_halves() {
+    // Three series of 60 rows an hour: a window's 720 rows are over the cap, half of it is not.
+    let (_dir, storage, start) = four_hour_files(400, &["a", "b", "c"]).await;
+    assert_eq!(storage.compact().await.unwrap(), 2);
+    assert_eq!(metric_files(&storage), vec![(start, 360), (start + 2 * HOUR_NS, 360)]);
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 720);
+    // One series: 240 rows a window, 120 a half; a half is two partitions, the least merged.
+    for (cap, merges, files) in [(300, 1, 1), (150, 2, 2), (100, 0, 4)] {
+        let (_dir, storage, _) = four_hour_files(cap, &["a"]).await;
+        assert_eq!(storage.compact().await.unwrap(), merges, "cap {cap}");
+        assert_eq!(metric_files(&storage).len(), files, "cap {cap}");
+    }
 }

@@ -26,7 +26,7 @@ use super::chunk_scan::{ChunkScan, TableRead};
 use super::errors::PromError;
 use super::kernels::{BinaryOp, RangeFunction};
 use super::labelsets;
-use super::sweep::{Fold, Sweep, SweepChunk, SweepLanes, SweepSpec, chunk_bounds, lane_starts};
+use super::sweep::{Fold, Sweep, SweepChunk, SweepLanes, SweepSpec, chunk_bounds, join_chunks_within, lane_starts};
 use super::udf::{
     BinaryUdf, CompareUdf, FormatValueUdf, HistogramQuantileUdf, LabelRegexUdf, LabelReplaceUdf, MathFunction, MathUdf,
     MillisecondsUdf, QuantileUdf, SampleBudget, Steps,
@@ -439,7 +439,8 @@ impl<'a> Compiler<'a> {
         } else {
             let partition_ms =
                 i64::try_from(self.engine.storage().options().partition_duration.as_millis()).unwrap_or(i64::MAX);
-            let bounds = chunk_bounds(low_ms, high_ms, partition_ms);
+            let merged = self.engine.storage().merged_spans_ms(low_ms, high_ms);
+            let bounds = join_chunks_within(chunk_bounds(low_ms, high_ms, partition_ms), &merged);
             // Lanes (chunks swept in parallel) when each step has its own window, local, and
             // a lane's lead-in reaches back at most one partition.
             let lanes = if at.is_none() && remote.is_none() && window_ms <= partition_ms {

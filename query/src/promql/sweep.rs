@@ -80,6 +80,20 @@ pub fn chunk_bounds(low_ms: i64, high_ms: i64, partition_ms: i64) -> Vec<(i64, i
     bounds
 }
 
+/// Joins neighbouring chunks that one of `spans` (inclusive; a segment that merged several
+/// partitions) reaches into both: such a segment is read once for all of its time the
+/// query needs, not once per partition.
+pub fn join_chunks_within(bounds: Vec<(i64, i64)>, spans: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut joined: Vec<(i64, i64)> = Vec::with_capacity(bounds.len());
+    for (low, high) in bounds {
+        match joined.last_mut() {
+            Some(last) if spans.iter().any(|&(first, end)| first <= last.1 && end >= low) => last.1 = high,
+            _ => joined.push((low, high)),
+        }
+    }
+    joined
+}
+
 /// Where lanes of a sweep over `chunks` chunks start (chunk indices, the first lane's 0
 /// left out): up to `lanes` runs of consecutive chunks, each swept on its own (in parallel)
 /// after reading the window before its first chunk again. That lead-in costs a re-read of
@@ -2410,6 +2424,18 @@ mod tests {
     #[test]
     fn chunks_follow_partitions_and_cover_the_span_once() {
         assert_eq!(chunk_bounds(5, 24, 10), vec![(5, 9), (10, 19), (20, 24)]);
+        // A segment spanning partitions 10..39 joins the chunks it reaches into; one inside a
+        // single chunk, or none, joins nothing.
+        let bounds = chunk_bounds(5, 54, 10);
+        assert_eq!(join_chunks_within(bounds.clone(), &[(12, 35)]), vec![(5, 9), (10, 39), (40, 49), (50, 54)]);
+        assert_eq!(
+            join_chunks_within(bounds.clone(), &[(0, 12)]),
+            vec![(5, 19), (20, 29), (30, 39), (40, 49), (50, 54)]
+        );
+        assert_eq!(join_chunks_within(bounds.clone(), &[(21, 28)]), bounds);
+        assert_eq!(join_chunks_within(bounds.clone(), &[]), bounds);
+        assert_eq!(join_chunks_within(bounds.clone(), &[(10, 19), (20, 29)]), bounds, "spans meeting, not crossing");
+        assert_eq!(join_chunks_within(bounds, &[(0, 100)]), vec![(5, 54)]);
         assert_eq!(chunk_bounds(-15, -1, 10), vec![(-15, -11), (-10, -1)]);
         assert_eq!(chunk_bounds(3, 3, 10), vec![(3, 3)]);
         assert!(chunk_bounds(4, 3, 10).is_empty());

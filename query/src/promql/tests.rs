@@ -463,6 +463,64 @@ async fn lanes_answer_as_one_sweep_does() {
     assert_eq!(lanes(&four).await, "4");
 }
 
+/// Closed partitions merged into one segment per window (`compaction_window`) answer every
+/// query as the partitions did: each merged segment is swept in one chunk, and a range
+/// starting or ending inside it (or a lane's lead-in) reads the part its marks say.
+#[tokio::test]
+async fn merged_windows_answer_as_their_partitions_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.partition_duration = std::time::Duration::from_secs(600);
+    options.compaction_window = std::time::Duration::from_secs(3600);
+    let storage = Storage::open(options).await.unwrap();
+    let counter =
+        |job: &str, code: &str, per_step: f64| two_hour_counter("requests_total", job, code, per_step, Some(200));
+    let first = vec![counter("api", "200", 3.0), counter("api", "500", 0.5), counter("web", "200", 7.0)];
+    storage.write(WriteBatch { metrics: first, rows: vec![] }).await.unwrap();
+    storage.persist().await.unwrap();
+    let engines = [1, 4].map(|workers| {
+        QueryEngine::new(storage.clone(), QueryOptions { max_workers_per_query: workers, ..QueryOptions::default() })
+            .unwrap()
+    });
+    let ranges = [
+        EvalRange::range(T0 + 3 * MINUTE, T0 + 150 * MINUTE, 37_000),
+        EvalRange::range(T0 + 25 * MINUTE, T0 + 95 * MINUTE, 15_000),
+        EvalRange::range(T0 + 61 * MINUTE, T0 + 62 * MINUTE, 15_000),
+        EvalRange::instant(T0 + 47 * MINUTE),
+    ];
+    let queries = [
+        "sum by (job) (rate(requests_total[5m]))",
+        "rate(requests_total{code=\"500\"}[2m])",
+        "increase(requests_total[10m] offset 7m)",
+        "requests_total",
+        "max_over_time(requests_total[9m])",
+        "count(requests_total)",
+    ];
+    let mut before = Vec::new();
+    for range in ranges {
+        for query in queries {
+            for engine in &engines {
+                before.push(engine.promql(query, range).await.unwrap());
+            }
+        }
+    }
+    assert!(storage.merged_spans_ms(i64::MIN, i64::MAX).is_empty());
+    assert_eq!(storage.compact().await.unwrap(), 2, "two windows of six partitions");
+    let spans = storage.merged_spans_ms(i64::MIN, i64::MAX);
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let mut after = Vec::new();
+    for range in ranges {
+        for query in queries {
+            for engine in &engines {
+                after.push(engine.promql(query, range).await.unwrap());
+            }
+        }
+    }
+    for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(a, b, "{} over range {}", queries[i / 2 % queries.len()], i / 2 / queries.len());
+    }
+}
+
 /// A query whose answer is a step sweep's output (or `topk`/`bottomk` of it) takes it as
 /// series (`SweepLanes::series`, one vector per series or group and lane) instead of rows:
 /// the answer is the one the rows give, across lanes, segments and the buffer, with ties
