@@ -366,10 +366,18 @@ impl Storage {
         // Whole windows of closed partitions first, merged into one segment each: their
         // partitions are not merged on their own before (that would write their rows twice).
         let window_ns = i64::try_from(self.inner.options.compaction_window.as_nanos()).unwrap_or(i64::MAX);
+        // A pass merges windows of `max_rows` rows in all (one at least): flushes wait for the
+        // pass, and a store filling its history (a backfill, a store from before windows)
+        // has dozens due at once; the rest wait for the next passes, a minute apart.
+        let mut window_rows = 0u64;
         let mut due: Vec<((&str, i64), Vec<Vec<&SegmentMeta>>)> =
             window_merges(&current.segments, partition_ns, window_ns, max_rows, now.saturating_sub(grace_ns))
                 .into_iter()
-                .take(MAX_COMPACTIONS_PER_PASS)
+                .take_while(|(_, files)| {
+                    let first = window_rows == 0;
+                    window_rows = files.iter().fold(window_rows, |rows, f| rows.saturating_add(f[0].file_rows()));
+                    first || window_rows <= max_rows
+                })
                 .map(|(window, files)| (("", window), files))
                 .collect();
         let merging: BTreeSet<i64> =

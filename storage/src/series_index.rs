@@ -224,6 +224,21 @@ async fn read(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<Option
     if first_rows.windows(2).any(|pair| pair[0] >= pair[1]) {
         return Err(StorageError::Internal("series index out of file order".into()));
     }
+    // Each run's marks are rows of the run, in order: a damaged list would cut rows a query needs.
+    if let Some(marks) = batch.column_by_name(MARKS).and_then(|marks| marks.as_list_opt::<i32>()) {
+        let rows = column_u64(&batch, ROWS).map_err(|e| StorageError::Internal(e.to_string()))?.values();
+        let values = marks.values().as_primitive_opt::<datafusion::arrow::datatypes::UInt32Type>();
+        let valid = values.is_some_and(|values| {
+            rows.iter().enumerate().all(|(i, &run_rows)| {
+                let (start, end) = (marks.value_offsets()[i] as usize, marks.value_offsets()[i + 1] as usize);
+                let run = &values.values()[start..end];
+                run.windows(2).all(|pair| pair[0] <= pair[1]) && run.iter().all(|&row| u64::from(row) <= run_rows)
+            })
+        });
+        if !valid {
+            return Err(StorageError::Internal("series index with marks outside their runs".into()));
+        }
+    }
     Ok(Some(batch))
 }
 
@@ -990,6 +1005,24 @@ mod tests {
         assert!(read(&store, "s/2.parquet").await.is_err());
         let cache = IndexCache::new(DEFAULT_CACHE_BYTES);
         assert!(cache.get(&store, "s/2.parquet").await.is_none(), "scanned without it");
+        // Marks outside their run, or out of order, would cut rows a query needs.
+        let rows: Vec<(&[&str], i64)> = vec![(&["x"], 5), (&["x"], 15), (&["x"], 25)];
+        let index = build(&crate::shared::pack(vec![("a".into(), metric(&["job"], &rows))]).unwrap()[0].1, 10).unwrap();
+        write(&store, "s/3.parquet", &index).await.unwrap();
+        let marks = read(&store, "s/3.parquet").await.unwrap().unwrap();
+        let marks = marks.column_by_name(MARKS).unwrap().as_list::<i32>().value(0);
+        assert_eq!(marks.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values().to_vec(), [1, 2]);
+        for bad in [vec![1, 4], vec![2, 1]] {
+            let mut list =
+                ListBuilder::new(UInt32Builder::new()).with_field(Field::new_list_field(DataType::UInt32, false));
+            list.values().append_slice(&bad);
+            list.append(true);
+            let column = index.schema().index_of(MARKS).unwrap();
+            let mut columns = index.columns().to_vec();
+            columns[column] = Arc::new(list.finish());
+            write(&store, "s/4.parquet", &RecordBatch::try_new(index.schema(), columns).unwrap()).await.unwrap();
+            assert!(read(&store, "s/4.parquet").await.is_err(), "{bad:?}");
+        }
     }
 
     #[test]

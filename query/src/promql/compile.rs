@@ -444,7 +444,7 @@ impl<'a> Compiler<'a> {
             // Lanes (chunks swept in parallel) when each step has its own window, local, and
             // a lane's lead-in reaches back at most one partition.
             let lanes = if at.is_none() && remote.is_none() && window_ms <= partition_ms {
-                lane_starts(bounds.len(), self.engine.context().copied_config().target_partitions())
+                lane_starts(&bounds, self.engine.context().copied_config().target_partitions())
             } else {
                 Vec::new()
             };

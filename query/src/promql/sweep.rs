@@ -94,16 +94,35 @@ pub fn join_chunks_within(bounds: Vec<(i64, i64)>, spans: &[(i64, i64)]) -> Vec<
     joined
 }
 
-/// Where lanes of a sweep over `chunks` chunks start (chunk indices, the first lane's 0
-/// left out): up to `lanes` runs of consecutive chunks, each swept on its own (in parallel)
-/// after reading the window before its first chunk again. That lead-in costs a re-read of
-/// the partition before, so a sweep of fewer than three chunks stays one lane.
-pub fn lane_starts(chunks: usize, lanes: usize) -> Vec<usize> {
-    if chunks < 3 || lanes < 2 {
+/// Where lanes of a sweep over `chunks` (their time bounds, in order) start (chunk indices,
+/// the first lane's 0 left out): up to `lanes` runs of consecutive chunks of about equal time
+/// each, swept on their own (in parallel) after reading the window before their first chunk
+/// again. Time, not chunks: a merged day is one chunk of twelve partitions' rows, and lanes of
+/// equal chunk counts left one lane most of a week's rows. The lead-in costs a re-read of the
+/// partition before, so a sweep of fewer than three chunks stays one lane.
+pub fn lane_starts(chunks: &[(i64, i64)], lanes: usize) -> Vec<usize> {
+    if chunks.len() < 3 || lanes < 2 {
         return Vec::new();
     }
-    let lanes = lanes.min(chunks / 2);
-    (1..lanes).map(|lane| lane * chunks / lanes).collect()
+    let lanes = lanes.min(chunks.len() / 2);
+    // Time before each chunk boundary: ends[j] is the time of chunks 0..j.
+    let mut ends = Vec::with_capacity(chunks.len() + 1);
+    ends.push(0i128);
+    for &(low, high) in chunks {
+        let last = ends[ends.len() - 1];
+        ends.push(last + (i128::from(high) - i128::from(low) + 1));
+    }
+    let total = ends[chunks.len()];
+    let mut starts: Vec<usize> = Vec::with_capacity(lanes - 1);
+    for lane in 1..lanes {
+        let target = total * lane as i128 / lanes as i128;
+        let after = starts.last().map_or(1, |&start| start + 1);
+        let nearest = (after..chunks.len()).min_by_key(|&j| (ends[j] - target).abs());
+        if let Some(start) = nearest {
+            starts.push(start);
+        }
+    }
+    starts
 }
 
 /// What to evaluate at every step.
@@ -2436,6 +2455,18 @@ mod tests {
         assert_eq!(join_chunks_within(bounds.clone(), &[]), bounds);
         assert_eq!(join_chunks_within(bounds.clone(), &[(10, 19), (20, 29)]), bounds, "spans meeting, not crossing");
         assert_eq!(join_chunks_within(bounds, &[(0, 100)]), vec![(5, 54)]);
+        // Lanes split the time, not the chunks: a long chunk is a lane's share on its own.
+        let equal: Vec<(i64, i64)> = (0..8).map(|i| (i * 10, i * 10 + 9)).collect();
+        assert_eq!(lane_starts(&equal, 2), vec![4]);
+        assert_eq!(lane_starts(&equal, 4), vec![2, 4, 6]);
+        let week = [(0, 599), (600, 609), (610, 619), (620, 629), (630, 639)];
+        assert_eq!(lane_starts(&week, 2), vec![1], "the long chunk alone, then the rest");
+        let late = [(0, 9), (10, 19), (20, 29), (30, 39), (40, 599)];
+        assert_eq!(lane_starts(&late, 2), vec![4]);
+        let longer_late = [(0, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 599)];
+        assert_eq!(lane_starts(&longer_late, 3), vec![5], "the long last chunk leaves no third lane");
+        assert!(lane_starts(&equal[..2], 4).is_empty());
+        assert!(lane_starts(&equal, 1).is_empty());
         assert_eq!(chunk_bounds(-15, -1, 10), vec![(-15, -11), (-10, -1)]);
         assert_eq!(chunk_bounds(3, 3, 10), vec![(3, 3)]);
         assert!(chunk_bounds(4, 3, 10).is_empty());
