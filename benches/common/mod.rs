@@ -110,34 +110,36 @@ pub fn live_store(segments: &Path) -> (u64, usize) {
             }
         }
     }
-    fn walk(dir: &Path, replaced: &std::collections::HashSet<std::path::PathBuf>, out: &mut (u64, usize)) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            let path = entry.path();
-            if meta.is_dir() {
-                walk(&path, replaced, out);
-            } else if !replaced.contains(&path) {
-                out.0 += meta.len();
-                out.1 += usize::from(path.extension().is_some_and(|e| e == "parquet"));
-            }
+    let mut live = (0, 0);
+    each_file(segments, &mut |path, bytes| {
+        if !replaced.contains(path) {
+            live.0 += bytes;
+            live.1 += usize::from(path.extension().is_some_and(|e| e == "parquet"));
+        }
+    });
+    live
+}
+
+/// Calls `visit` with each file under `dir` and its size. A peer merging in the background
+/// removes files between the listing and this: those are skipped.
+fn each_file(dir: &Path, visit: &mut dyn FnMut(&Path, u64)) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            each_file(&entry.path(), visit);
+        } else {
+            visit(&entry.path(), meta.len());
         }
     }
-    let mut live = (0, 0);
-    walk(segments, &replaced, &mut live);
-    live
 }
 
 pub fn dir_bytes(path: &Path, suffix: Option<&str>) -> u64 {
     let mut total = 0;
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    for entry in entries.flatten() {
-        // A peer merging in the background removes files between the listing and this.
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            total += dir_bytes(&entry.path(), suffix);
-        } else if suffix.is_none_or(|s| entry.path().to_string_lossy().ends_with(s)) {
-            total += meta.len();
+    each_file(path, &mut |file, bytes| {
+        if suffix.is_none_or(|s| file.to_string_lossy().ends_with(s)) {
+            total += bytes;
         }
-    }
+    });
     total
 }

@@ -135,6 +135,11 @@ pub struct StorageOptions {
 }
 
 impl StorageOptions {
+    /// The partition length in nanoseconds (at least one; saturating).
+    pub fn partition_ns(&self) -> i64 {
+        i64::try_from(self.partition_duration.as_nanos()).unwrap_or(i64::MAX).max(1)
+    }
+
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StorageOptions {
             data_dir: data_dir.into(),
@@ -460,7 +465,7 @@ impl Storage {
     /// (`compaction_window`) and overlap `[low_ms, high_ms]`, on this node and its peers: a
     /// PromQL sweep reads each such segment in one chunk, not once per partition.
     pub fn merged_spans_ms(&self, low_ms: i64, high_ms: i64) -> Vec<(i64, i64)> {
-        let partition_ns = i64::try_from(self.inner.options.partition_duration.as_nanos()).unwrap_or(i64::MAX).max(1);
+        let partition_ns = self.inner.options.partition_ns();
         let (own, peers) = (self.manifest(), self.peers());
         let mut spans: Vec<(i64, i64)> = std::iter::once(&own)
             .chain(peers.values())

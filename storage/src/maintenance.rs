@@ -91,7 +91,7 @@ impl Storage {
             };
         }
 
-        let partition_ns = self.inner.options.partition_duration.as_nanos() as i64;
+        let partition_ns = self.inner.options.partition_ns();
         let tables = {
             let generation = generation.clone();
             tokio::task::spawn_blocking(move || buffer::partitioned_batches(&generation, partition_ns))
@@ -284,8 +284,7 @@ impl Storage {
     /// compaction a restart ran on a 10,000-series store they were 20 of the server's 64 MiB
     /// of anonymous memory at rest), and a query reads the few it needs once (~40 KB each).
     async fn write_series_index(&self, path: &str, file: &RecordBatch) {
-        let mark_every_ns = i64::try_from(self.inner.options.partition_duration.as_nanos()).unwrap_or(i64::MAX);
-        let index = match series_index::build(file, mark_every_ns) {
+        let index = match series_index::build(file, self.inner.options.partition_ns()) {
             Ok(index) => index,
             Err(error) => {
                 warn!(segment = path, %error, "no series index for this segment: it is filtered row by row");
@@ -353,7 +352,7 @@ impl Storage {
             return Ok(0);
         }
         let current = self.manifest();
-        let partition_ns = self.inner.options.partition_duration.as_nanos() as i64;
+        let partition_ns = self.inner.options.partition_ns();
         let grace_ns = self.inner.options.flush_interval.as_nanos() as i64;
         let now = now_ns();
         // (fixed table or "" for the metric tables, partition) → its files, by id.

@@ -496,26 +496,23 @@ async fn merged_windows_answer_as_their_partitions_did() {
         "max_over_time(requests_total[9m])",
         "count(requests_total)",
     ];
-    let mut before = Vec::new();
-    for range in ranges {
-        for query in queries {
-            for engine in &engines {
-                before.push(engine.promql(query, range).await.unwrap());
+    let answers = || async {
+        let mut answers = Vec::new();
+        for range in ranges {
+            for query in queries {
+                for engine in &engines {
+                    answers.push(engine.promql(query, range).await.unwrap());
+                }
             }
         }
-    }
+        answers
+    };
+    let before = answers().await;
     assert!(storage.merged_spans_ms(i64::MIN, i64::MAX).is_empty());
     assert_eq!(storage.compact().await.unwrap(), 2, "two windows of six partitions");
     let spans = storage.merged_spans_ms(i64::MIN, i64::MAX);
     assert_eq!(spans.len(), 2, "{spans:?}");
-    let mut after = Vec::new();
-    for range in ranges {
-        for query in queries {
-            for engine in &engines {
-                after.push(engine.promql(query, range).await.unwrap());
-            }
-        }
-    }
+    let after = answers().await;
     for (i, (a, b)) in before.iter().zip(&after).enumerate() {
         assert_eq!(a, b, "{} over range {}", queries[i / 2 % queries.len()], i / 2 / queries.len());
     }
