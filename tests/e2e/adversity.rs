@@ -416,11 +416,14 @@ async fn a_disordered_request_does_not_stall_other_writers() {
         "200 000 descending samples took {big_took:?}; bystander writes: {} during it, worst {worst:?} (alone, worst {typical:?})",
         during.len()
     );
-    // No head-of-line blocking: a bystander never waits for the big request's work.
-    assert!(during.len() >= 2 || big_took < Duration::from_millis(500), "bystanders could not get through: {during:?}");
+    // No head-of-line blocking: bystanders keep completing while the big request is ingested
+    // (hundreds here); behind it, the first one sent would wait for it and only a couple could
+    // finish in its time. Counted, not timed: one bystander's latency on a loaded machine also
+    // waits for fsyncs and the scheduler (the big request's WAL entry shares a group commit).
     assert!(
-        worst < big_took.max(Duration::from_millis(50)),
-        "a bystander waited {worst:?}, as long as the big request ({big_took:?})"
+        during.len() >= 10,
+        "only {} bystander writes completed during the big request ({big_took:?}): {during:?}",
+        during.len()
     );
     assert_eq!(vigil.count("SELECT count(*) FROM descending").await, 200_000);
     // Replay of the same data on restart (no flush happened).
