@@ -350,13 +350,30 @@ impl TableProvider for VigilTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self.scan_sources(state, projection, filters, limit).await?.0)
+    }
+}
+
+impl VigilTable {
+    /// The plan [`TableProvider::scan`] answers, and how many sources it reads: segments,
+    /// and write buffer generations with rows. Each source is sorted by series, then time
+    /// (a segment as written, a generation's rows as [`crate::buffer`] hands them out), so
+    /// the rows of a scan of one source come one run per series: what lets the PromQL
+    /// sweep drop a series' samples as soon as its run has ended.
+    pub async fn scan_sources(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<(Arc<dyn ExecutionPlan>, usize)> {
         let labels = self.label_names();
         let is_label = |c: &str| labels.contains(c);
         let filter = scan_filter(filters, self.time_column(), is_label);
 
         // One consistent snapshot: a flush publishes its segments and retires the buffer
         // generation they came from under the same lock.
-        let (segments, mut buffered, persisting) = {
+        let (segments, buffered, persisting) = {
             let state = self.storage.inner.state.lock();
             let segments: Vec<SegmentMeta> = state
                 .segments_of(&self.name)
@@ -367,9 +384,14 @@ impl TableProvider for VigilTable {
             let active = self.buffered(&state.active, &filter).map_err(to_df)?;
             (segments, active, state.persisting.clone())
         };
-        if let Some(persisting) = persisting {
-            buffered.extend(self.buffered(&persisting, &filter).map_err(to_df)?);
-        }
+        let persisted = match persisting {
+            Some(persisting) => self.buffered(&persisting, &filter).map_err(to_df)?,
+            None => Vec::new(),
+        };
+        let has_rows = |batches: &[RecordBatch]| batches.iter().any(|b| b.num_rows() > 0);
+        let sources = segments.len() + usize::from(has_rows(&buffered)) + usize::from(has_rows(&persisted));
+        let mut buffered = buffered;
+        buffered.extend(persisted);
         self.storage.inner.segments_scanned.fetch_add(segments.len() as u64, Ordering::Relaxed);
         metrics::counter!("vigil_storage_segments_scanned_total").increment(segments.len() as u64);
 
@@ -390,11 +412,9 @@ impl TableProvider for VigilTable {
             parts.unfiltered.extend(scans.unfiltered);
             parts.series.extend(scans.series);
         }
-        scan_plan(state, &self.schema, &label_filters, parts)
+        Ok((scan_plan(state, &self.schema, &label_filters, parts)?, sources))
     }
-}
 
-impl VigilTable {
     async fn segment_scan(
         &self,
         state: &dyn Session,

@@ -19,6 +19,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
+use vigil_storage::catalog::VigilTable;
 
 /// The rows a sweep chunk reads: a frame planned as any other, or a local read of one table
 /// built straight from its provider. A 24 h query reads a dozen chunks, and planning each
@@ -32,11 +33,25 @@ pub enum ChunkScan {
 
 impl ChunkScan {
     pub async fn stream(self) -> DfResult<SendableRecordBatchStream> {
+        Ok(self.rows().await?.stream)
+    }
+
+    /// The scan's rows, and whether they come one run per series.
+    pub async fn rows(self) -> DfResult<ChunkRows> {
         match self {
-            ChunkScan::Frame(frame) => frame.execute_stream().await,
-            ChunkScan::Table(read) => read.stream().await,
+            ChunkScan::Frame(frame) => Ok(ChunkRows { stream: frame.execute_stream().await?, runs_once: false }),
+            ChunkScan::Table(read) => read.rows().await,
         }
     }
+}
+
+/// A chunk scan's rows as they stream.
+pub struct ChunkRows {
+    pub stream: SendableRecordBatchStream,
+    /// True when the rows are known to come one run per series, each in time order: the
+    /// read is of one source of a Vigil table (see `VigilTable::scan_sources`) in one
+    /// stream. A series whose run has ended then has no more rows in this scan.
+    pub runs_once: bool,
 }
 
 /// `SELECT projection FROM provider WHERE filters`, planned by hand: filters the provider
@@ -57,26 +72,36 @@ impl TableRead {
     /// The read's rows. A row of the table's columns as they are (a sweep's: labels, time
     /// and value) takes each batch's columns under the row's names; a `ProjectionExec`
     /// measured every batch it passed on (its output metrics), a fiftieth of a 7 d `rate`.
-    pub async fn stream(&self) -> DfResult<SendableRecordBatchStream> {
-        let (input, row) = self.input().await?;
+    pub async fn rows(&self) -> DfResult<ChunkRows> {
+        let (input, row, sources) = self.input().await?;
+        // Filters and projections keep their input's order.
+        let runs_once = sources == Some(1) && input.properties().output_partitioning().partition_count() == 1;
         let Some((schema, columns)) = columns_only(&row, &input.schema()) else {
             let plan = Arc::new(ProjectionExec::try_new(row, input)?);
-            return datafusion::physical_plan::execute_stream(plan, self.task.clone());
+            let stream = datafusion::physical_plan::execute_stream(plan, self.task.clone())?;
+            return Ok(ChunkRows { stream, runs_once });
         };
         let batches = datafusion::physical_plan::execute_stream(input, self.task.clone())?;
         let renamed = schema.clone();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        let stream = Box::pin(RecordBatchStreamAdapter::new(
             schema,
             batches.map(move |batch| {
                 let batch = batch?;
                 let columns = columns.iter().map(|&index| batch.column(index).clone()).collect();
                 Ok(RecordBatch::try_new(renamed.clone(), columns)?)
             }),
-        )))
+        ));
+        Ok(ChunkRows { stream, runs_once })
     }
 
-    /// The scan with the filters it leaves to us, and the row's expressions over its columns.
-    async fn input(&self) -> DfResult<(Arc<dyn ExecutionPlan>, Vec<(Arc<dyn PhysicalExpr>, String)>)> {
+    #[cfg(test)]
+    pub async fn stream(&self) -> DfResult<SendableRecordBatchStream> {
+        Ok(self.rows().await?.stream)
+    }
+
+    /// The scan with the filters it leaves to us, the row's expressions over its columns,
+    /// and how many sources the scan reads, when the provider says (a Vigil table does).
+    async fn input(&self) -> DfResult<(Arc<dyn ExecutionPlan>, Vec<(Arc<dyn PhysicalExpr>, String)>, Option<usize>)> {
         let schema = self.provider.schema();
         let filters: Vec<&Expr> = self.filters.iter().collect();
         let pushdown = self.provider.supports_filters_pushdown(&filters)?;
@@ -99,7 +124,13 @@ impl TableRead {
             }
         }
         let columns: Vec<usize> = columns.into_iter().collect();
-        let mut plan = self.provider.scan(self.state.as_ref(), Some(&columns), &pushed, None).await?;
+        let (mut plan, sources) = match (self.provider.as_ref() as &dyn std::any::Any).downcast_ref::<VigilTable>() {
+            Some(table) => {
+                let (plan, sources) = table.scan_sources(self.state.as_ref(), Some(&columns), &pushed, None).await?;
+                (plan, Some(sources))
+            }
+            None => (self.provider.scan(self.state.as_ref(), Some(&columns), &pushed, None).await?, None),
+        };
         let read = DFSchema::try_from(plan.schema().as_ref().clone())?;
         if let Some(predicate) = conjunction(residual) {
             plan = Arc::new(FilterExec::try_new(self.state.create_physical_expr(predicate, &read)?, plan)?);
@@ -115,7 +146,7 @@ impl TableRead {
                 Ok((self.state.create_physical_expr(expr, &read)?, name))
             })
             .collect::<DfResult<Vec<_>>>()?;
-        Ok((plan, row))
+        Ok((plan, row, sources))
     }
 
     /// The same read as a frame DataFusion plans, to compare with.

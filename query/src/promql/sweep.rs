@@ -32,7 +32,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 
-use super::chunk_scan::ChunkScan;
+use super::chunk_scan::{ChunkRows, ChunkScan};
 use super::compile::{TS, VALUE};
 use super::kernels::{self, RangeFunction, Window, is_stale};
 use super::udf::{SampleBudget, Steps, nanos_to_ms};
@@ -431,7 +431,7 @@ struct SweepRun {
     /// The next scan, planned (and started) while this one is swept: planning a chunk's scan
     /// is a fixed cost a query of many chunks would otherwise pay in series. Aborted if the
     /// query is dropped.
-    prefetched: Option<SpawnedTask<DfResult<SendableRecordBatchStream>>>,
+    prefetched: Option<SpawnedTask<DfResult<ChunkRows>>>,
     /// What the scan being read finishes (see [`Read`]).
     finishes: Option<i64>,
     /// Index of the first step not evaluated yet.
@@ -471,6 +471,9 @@ struct SweepRun {
 struct EarlyValues {
     /// The steps the scan being read finishes, when its series are evaluated early.
     steps: Option<Vec<i64>>,
+    /// Whether the scan being read comes one run per series, so a series evaluated early
+    /// drops the samples no later step needs at once (see [`ChunkRows::runs_once`]).
+    runs_once: bool,
     /// Where the window of the step after them starts: a series evaluated early has the
     /// samples before it found then, for the chunk's trim (see [`Early::cut`]).
     keep_from: Option<i64>,
@@ -531,24 +534,26 @@ impl SweepRun {
                 self.spec.budget.give_back(std::mem::take(&mut self.charged));
                 return Ok(None);
             };
-            self.begin_read(read.finishes);
-            let input = match self.prefetched.take() {
+            let rows = match self.prefetched.take() {
                 Some(task) => {
                     task.join().await.map_err(|e| DataFusionError::Execution(format!("chunk scan: {e}")))??
                 }
-                None => read.scan.stream().await?,
+                None => read.scan.rows().await?,
             };
+            self.begin_read(read.finishes, rows.runs_once);
             if let Some(next) = self.reads.front() {
                 let scan = next.scan.clone();
-                self.prefetched = Some(SpawnedTask::spawn(scan.stream()));
+                self.prefetched = Some(SpawnedTask::spawn(scan.rows()));
             }
-            self.input = Some(input);
+            self.input = Some(rows.stream);
         }
     }
 
-    /// Starts reading a scan that finishes the steps up to `finishes` (see [`Read`]).
-    fn begin_read(&mut self, finishes: Option<i64>) {
+    /// Starts reading a scan that finishes the steps up to `finishes` (see [`Read`]), whose
+    /// rows may be known to come one run per series (see [`ChunkRows::runs_once`]).
+    fn begin_read(&mut self, finishes: Option<i64>, runs_once: bool) {
         self.finishes = finishes;
+        self.early.runs_once = runs_once;
         self.series.begin_read();
         // Early evaluation is for the one-thread evaluation (see `parallel_split`).
         let one_thread = self.threads < 2 || self.spec.is_instant();
@@ -583,6 +588,13 @@ impl SweepRun {
     /// (see [`EarlyValues`]).
     fn evaluate_ended(&mut self) -> DfResult<()> {
         let (ended, reopened) = self.series.take_ended();
+        if self.early.runs_once && !reopened.is_empty() {
+            // Their samples are gone: evaluating them again would be wrong.
+            return Err(DataFusionError::Internal(format!(
+                "a scan said to hold one run per series had {} series come again",
+                reopened.len()
+            )));
+        }
         if !reopened.is_empty() {
             self.early.steps = None;
             self.take_back(reopened);
@@ -599,7 +611,14 @@ impl SweepRun {
                     .early
                     .keep_from
                     .map_or(series.timestamps.len(), |keep_from| series.timestamps.partition_point(|&t| t < keep_from));
-                series.early = Some(Early { taken, cut });
+                if self.early.runs_once {
+                    // No more of its rows in this scan: what no later step needs goes now,
+                    // not at the chunk's end (a merged day's samples of every series at once).
+                    self.series.drop_front(slot, cut);
+                    self.series.series[slot].early = Some(Early { taken, cut: 0 });
+                } else {
+                    series.early = Some(Early { taken, cut });
+                }
             }
             self.early.steps = Some(steps);
         }
@@ -1493,6 +1512,23 @@ impl SeriesSet {
         }
     }
 
+    /// Drops `slot`'s first `cut` samples, giving back the room of a long run (the room a
+    /// chunk's appends need again is kept, as at [`Self::trim`]).
+    fn drop_front(&mut self, slot: usize, cut: usize) {
+        let series = &mut self.series[slot];
+        if cut == 0 {
+            return;
+        }
+        series.timestamps.drain(..cut);
+        series.values.drain(..cut);
+        series.appended_from = series.appended_from.saturating_sub(cut);
+        self.held_samples -= cut;
+        if series.timestamps.capacity() > (4 * series.timestamps.len()).max(KEPT_CAPACITY) {
+            series.timestamps.shrink_to_fit();
+            series.values.shrink_to_fit();
+        }
+    }
+
     /// Drops samples before `from` (all of them when `None`), keeping each series' label set.
     fn trim(&mut self, from: Option<i64>) {
         let mut spare = 0;
@@ -2270,7 +2306,8 @@ mod tests {
     #[test]
     fn series_evaluated_as_their_runs_end_match_an_evaluation_of_all_their_samples() {
         // 40 series over 10 chunks, every chunk's rows cut into batches at random rows. A
-        // chunk comes as one run per series (evaluated early), as two interleaved segments
+        // chunk comes as one run per series (evaluated early, read as one segment is: their
+        // samples let go of as their runs end), as two interleaved segments
         // (series whose samples keep coming), or with runs out of time order: each series'
         // points (or each step's fold, or rows) must be those of its samples evaluated all
         // at once.
@@ -2332,7 +2369,8 @@ mod tests {
                         runs[0][a..=b].reverse();
                     }
                 }
-                run.begin_read(Some(high));
+                // Chunks of one run per series are read as a single segment is.
+                run.begin_read(Some(high), chunk % 3 == 0);
                 let mut cuts: Vec<Vec<(&str, i64, f64)>> = Vec::new();
                 for segment in &runs {
                     let mut at = 0;
@@ -2352,6 +2390,11 @@ mod tests {
                 let early = run.series.series.iter().filter(|s| s.early.is_some()).count();
                 if chunk % 3 == 0 && early > 0 {
                     early_chunks += 1;
+                    // Those evaluated early have let go of what no later step needs already.
+                    let keep_from = run.early.keep_from.unwrap_or(i64::MAX);
+                    for series in run.series.series.iter().filter(|s| s.early.is_some()) {
+                        assert!(series.timestamps.first().is_none_or(|&t| t >= keep_from), "{case}");
+                    }
                 }
                 // Only rows wait in the chunk's values; a fold's wait in its accumulators.
                 let rows_wait = !as_series && fold.is_none();

@@ -518,6 +518,55 @@ async fn merged_windows_answer_as_their_partitions_did() {
     }
 }
 
+/// A merged window read alone comes one run per series, so each series drops the samples no
+/// later step needs as soon as its run has ended: a 1 h window of 40 series (9,600 samples)
+/// is swept holding about one run and everyone's window, within a sample budget of 3,000.
+/// With a second file in the window the runs may come again, every series is held until the
+/// window's end, and the same budget refuses the query; the answers are the same throughout.
+#[tokio::test]
+async fn series_read_from_one_segment_let_go_of_their_samples_as_their_runs_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.partition_duration = std::time::Duration::from_secs(600);
+    options.compaction_window = std::time::Duration::from_secs(3600);
+    let storage = Storage::open(options).await.unwrap();
+    // Two hours at 15 s, the first hour in every series.
+    let wide: Vec<MetricSeries> = (0..40)
+        .map(|i| {
+            let per_step = 1.0 + i as f64;
+            series(
+                "wide",
+                &[("instance", &format!("host-{i:02}"))],
+                (0..480).map(move |s| (T0 + s * 15_000, s as f64 * per_step)),
+            )
+        })
+        .collect();
+    storage.write(WriteBatch { metrics: wide, rows: vec![] }).await.unwrap();
+    storage.persist().await.unwrap();
+    assert_eq!(storage.compact().await.unwrap(), 2, "two windows of six partitions");
+    let engine = |max_samples: usize| {
+        let options = QueryOptions { max_samples, max_workers_per_query: 1, ..QueryOptions::default() };
+        QueryEngine::new(storage.clone(), options).unwrap()
+    };
+    let (budgeted, unbounded) = (engine(3_000), engine(1_000_000));
+    let range = EvalRange::range(T0 + 5 * MINUTE, T0 + 119 * MINUTE, 5 * MINUTE);
+    let query = "rate(wide[5m])";
+    let answer = unbounded.promql(query, range).await.unwrap();
+    let PromResult::Matrix(swept) = &answer else { panic!("{answer:?}") };
+    assert!(swept.len() == 40 && swept.iter().all(|s| s.points.len() == 23), "{swept:?}");
+    assert_eq!(budgeted.promql(query, range).await.unwrap(), answer);
+
+    // A late sample of one series lands in the first window: a second file there.
+    let late = series("wide", &[("instance", "host-00")], [(T0 + 30 * MINUTE + 7_000, 120.5)]);
+    storage.write(WriteBatch { metrics: vec![late], rows: vec![] }).await.unwrap();
+    storage.persist().await.unwrap();
+    let error = budgeted.promql(query, range).await.unwrap_err();
+    assert!(error.to_string().contains("query.max_samples"), "{error}");
+    let with_late = unbounded.promql(query, range).await.unwrap();
+    let PromResult::Matrix(late_series) = &with_late else { panic!("{with_late:?}") };
+    assert_eq!(late_series[1..], swept[1..], "the other series answer as before");
+}
+
 /// A query whose answer is a step sweep's output (or `topk`/`bottomk` of it) takes it as
 /// series (`SweepLanes::series`, one vector per series or group and lane) instead of rows:
 /// the answer is the one the rows give, across lanes, segments and the buffer, with ties
