@@ -387,6 +387,16 @@ async fn ten_minute_partitions() -> (tempfile::TempDir, Storage) {
     (dir, storage)
 }
 
+/// A store of ten-minute partitions merged into one segment per closed hour.
+async fn hour_windows() -> (tempfile::TempDir, Storage) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.partition_duration = std::time::Duration::from_secs(600);
+    options.compaction_window = std::time::Duration::from_secs(3600);
+    let storage = Storage::open(options).await.unwrap();
+    (dir, storage)
+}
+
 /// Two hours of a counter at 15 s rising `per_step` a step, from 0 again at step `reset_at`;
 /// a stale marker at 70 min and a gap after it.
 fn two_hour_counter(metric: &str, job: &str, code: &str, per_step: f64, reset_at: Option<i64>) -> MetricSeries {
@@ -468,11 +478,7 @@ async fn lanes_answer_as_one_sweep_does() {
 /// starting or ending inside it (or a lane's lead-in) reads the part its marks say.
 #[tokio::test]
 async fn merged_windows_answer_as_their_partitions_did() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = StorageOptions::new(dir.path());
-    options.partition_duration = std::time::Duration::from_secs(600);
-    options.compaction_window = std::time::Duration::from_secs(3600);
-    let storage = Storage::open(options).await.unwrap();
+    let (_dir, storage) = hour_windows().await;
     let counter =
         |job: &str, code: &str, per_step: f64| two_hour_counter("requests_total", job, code, per_step, Some(200));
     let first = vec![counter("api", "200", 3.0), counter("api", "500", 0.5), counter("web", "200", 7.0)];
@@ -525,12 +531,8 @@ async fn merged_windows_answer_as_their_partitions_did() {
 /// window's end, and the same budget refuses the query; the answers are the same throughout.
 #[tokio::test]
 async fn series_read_from_one_segment_let_go_of_their_samples_as_their_runs_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = StorageOptions::new(dir.path());
-    options.partition_duration = std::time::Duration::from_secs(600);
-    options.compaction_window = std::time::Duration::from_secs(3600);
-    let storage = Storage::open(options).await.unwrap();
-    // Two hours at 15 s, the first hour in every series.
+    let (_dir, storage) = hour_windows().await;
+    // 40 counters, two hours at 15 s.
     let wide: Vec<MetricSeries> = (0..40)
         .map(|i| {
             let per_step = 1.0 + i as f64;
