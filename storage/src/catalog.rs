@@ -373,7 +373,7 @@ impl VigilTable {
 
         // One consistent snapshot: a flush publishes its segments and retires the buffer
         // generation they came from under the same lock.
-        let (segments, buffered, persisting) = {
+        let (segments, mut buffered, persisting) = {
             let state = self.storage.inner.state.lock();
             let segments: Vec<SegmentMeta> = state
                 .segments_of(&self.name)
@@ -384,14 +384,13 @@ impl VigilTable {
             let active = self.buffered(&state.active, &filter).map_err(to_df)?;
             (segments, active, state.persisting.clone())
         };
-        let persisted = match persisting {
-            Some(persisting) => self.buffered(&persisting, &filter).map_err(to_df)?,
-            None => Vec::new(),
-        };
         let has_rows = |batches: &[RecordBatch]| batches.iter().any(|b| b.num_rows() > 0);
-        let sources = segments.len() + usize::from(has_rows(&buffered)) + usize::from(has_rows(&persisted));
-        let mut buffered = buffered;
-        buffered.extend(persisted);
+        let mut sources = segments.len() + usize::from(has_rows(&buffered));
+        if let Some(persisting) = persisting {
+            let persisted = self.buffered(&persisting, &filter).map_err(to_df)?;
+            sources += usize::from(has_rows(&persisted));
+            buffered.extend(persisted);
+        }
         self.storage.inner.segments_scanned.fetch_add(segments.len() as u64, Ordering::Relaxed);
         metrics::counter!("vigil_storage_segments_scanned_total").increment(segments.len() as u64);
 

@@ -1164,6 +1164,23 @@ pub struct SeriesSamples {
 }
 
 impl SeriesSamples {
+    /// Drops the first `cut` samples.
+    fn drop_front(&mut self, cut: usize) {
+        if cut == 0 {
+            return;
+        }
+        self.timestamps.drain(..cut);
+        self.values.drain(..cut);
+        self.appended_from = self.appended_from.saturating_sub(cut);
+        // What a chunk appended, the next appends again: a series keeps that room (shrinking
+        // it and growing it back was two reallocations per series per chunk and vector, ~4 %
+        // of a 24 h query), unless it is large and mostly empty.
+        if self.timestamps.capacity() > (4 * self.timestamps.len()).max(KEPT_CAPACITY) {
+            self.timestamps.shrink_to_fit();
+            self.values.shrink_to_fit();
+        }
+    }
+
     /// Notes that `chunk` appends in order from `held` on, unless it did already.
     fn appending_in(&mut self, chunk: u64, held: usize) {
         if self.appended_in != chunk {
@@ -1512,21 +1529,10 @@ impl SeriesSet {
         }
     }
 
-    /// Drops `slot`'s first `cut` samples, giving back the room of a long run (the room a
-    /// chunk's appends need again is kept, as at [`Self::trim`]).
+    /// Drops `slot`'s first `cut` samples (see [`SeriesSamples::drop_front`]).
     fn drop_front(&mut self, slot: usize, cut: usize) {
-        let series = &mut self.series[slot];
-        if cut == 0 {
-            return;
-        }
-        series.timestamps.drain(..cut);
-        series.values.drain(..cut);
-        series.appended_from = series.appended_from.saturating_sub(cut);
+        self.series[slot].drop_front(cut);
         self.held_samples -= cut;
-        if series.timestamps.capacity() > (4 * series.timestamps.len()).max(KEPT_CAPACITY) {
-            series.timestamps.shrink_to_fit();
-            series.values.shrink_to_fit();
-        }
     }
 
     /// Drops samples before `from` (all of them when `None`), keeping each series' label set.
@@ -1538,19 +1544,8 @@ impl SeriesSet {
                 Some(early) => early.cut,
                 None => from.map_or(series.timestamps.len(), |from| series.timestamps.partition_point(|&t| t < from)),
             };
-            if cut > 0 {
-                series.timestamps.drain(..cut);
-                series.values.drain(..cut);
-                self.held_samples -= cut;
-                // What a chunk appended, the next appends again: a series keeps that room
-                // (shrinking it and growing it back was two reallocations per series per
-                // chunk and vector, ~4 % of a 24 h query), unless it is large and mostly
-                // empty.
-                if series.timestamps.capacity() > (4 * series.timestamps.len()).max(KEPT_CAPACITY) {
-                    series.timestamps.shrink_to_fit();
-                    series.values.shrink_to_fit();
-                }
-            }
+            series.drop_front(cut);
+            self.held_samples -= cut;
             spare += (series.timestamps.capacity() - series.timestamps.len()) * 8
                 + (series.values.capacity() - series.values.len()) * 8;
         }
