@@ -87,6 +87,17 @@ impl VigilProcess {
         self.child.id()
     }
 
+    /// Merges the server's last compaction pass found due and has not done
+    /// (`vigil_storage_compactions_pending`), or `None` before its first pass.
+    pub async fn compactions_pending(&self) -> Option<u64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http);
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("vigil_storage_compactions_pending "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+    }
+
     /// SIGTERM (flush) and wait.
     pub fn stop(mut self) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };

@@ -35,6 +35,7 @@ pub mod lease;
 mod local_store;
 mod maintenance;
 pub mod manifest;
+mod merge;
 pub mod metric_set;
 pub use maintenance::PersistSummary;
 pub mod exemplars;
@@ -250,6 +251,8 @@ struct Inner {
     segments_scanned: AtomicU64,
     /// Rows of shared segments scans did not read because the series index ruled them out.
     rows_skipped_by_index: AtomicU64,
+    /// Merges the last compaction pass found due and has not done.
+    compactions_pending: AtomicU64,
     /// Partition manifests of other nodes already read.
     peer_partitions: tokio::sync::Mutex<PartitionCache>,
     /// Series indexes of shared segments read or written so far (shared with the scans that
@@ -398,6 +401,7 @@ impl Storage {
                 flush_wanted: Notify::new(),
                 segments_scanned: AtomicU64::new(0),
                 rows_skipped_by_index: AtomicU64::new(0),
+                compactions_pending: AtomicU64::new(0),
                 peer_partitions: tokio::sync::Mutex::new(PartitionCache::default()),
                 series_indexes,
                 series: Mutex::new(series),
@@ -571,6 +575,12 @@ impl Storage {
     /// Rows of shared segments that scans left unread because the series index ruled them out.
     pub fn rows_skipped_by_index(&self) -> u64 {
         self.inner.rows_skipped_by_index.load(Ordering::Relaxed)
+    }
+
+    /// Merges (windows and partitions) the last compaction pass found due and has not done
+    /// (a pass does a row cap's worth): zero once compaction has caught up.
+    pub fn compactions_pending(&self) -> u64 {
+        self.inner.compactions_pending.load(Ordering::Relaxed)
     }
 
     /// Flushes, then stops the WAL writer after syncing it.

@@ -6,20 +6,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array, new_null_array};
-use datafusion::arrow::compute::{self, SortColumn};
+use datafusion::arrow::array::{ArrayRef, new_null_array};
+use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::object_store::ObjectStoreExt;
 use datafusion::object_store::path::Path;
 use tracing::{debug, info, warn};
 
 use crate::buffer::{self, time_values};
 use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
-use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema, series_order, time_column_of};
+use crate::schema::{FixedTable, time_column_of};
 use crate::wal::{WalError, codec};
-use crate::{Storage, StorageError, WriteBatch, decimal_values, segment, series_index, shared};
+use crate::{Storage, StorageError, WriteBatch, decimal_values, merge, segment, series_index, shared};
 
 /// Replaced segment files stay this long, for queries that planned with them.
 const DELETE_GRACE: Duration = Duration::from_secs(600);
@@ -362,25 +361,27 @@ impl Storage {
             groups.entry((owner, segment.partition_start_ns)).or_default().entry(segment.id).or_default().push(segment);
         }
         let max_rows = self.inner.options.compaction_max_rows;
-        // Whole windows of closed partitions first, merged into one segment each: their
-        // partitions are not merged on their own before (that would write their rows twice).
+        // Whole windows of closed partitions first, merged into one segment each.
         let window_ns = i64::try_from(self.inner.options.compaction_window.as_nanos()).unwrap_or(i64::MAX);
         // A pass merges windows of `max_rows` rows in all (one at least): flushes wait for the
         // pass, and a store filling its history (a backfill, a store from before windows)
         // has dozens due at once; the rest wait for the next passes, a minute apart.
-        let mut window_rows = 0u64;
-        let mut due: Vec<((&str, i64), Vec<Vec<&SegmentMeta>>)> =
-            window_merges(&current.segments, partition_ns, window_ns, max_rows, now.saturating_sub(grace_ns))
-                .into_iter()
-                .take_while(|(_, files)| {
-                    let first = window_rows == 0;
-                    window_rows = files.iter().fold(window_rows, |rows, f| rows.saturating_add(f[0].file_rows()));
-                    first || window_rows <= max_rows
-                })
-                .map(|(window, files)| (("", window), files))
-                .collect();
+        let windows = window_merges(&current.segments, partition_ns, window_ns, max_rows, now.saturating_sub(grace_ns));
+        let mut backlog = windows.len();
+        // Partitions of every due window, merged or not this pass: merging one on its own first
+        // would write its rows twice (a backfill's closed partitions, all due at once, did).
         let merging: BTreeSet<i64> =
-            due.iter().flat_map(|(_, files)| files.iter().map(|f| f[0].partition_start_ns)).collect();
+            windows.iter().flat_map(|(_, files)| files.iter().map(|f| f[0].partition_start_ns)).collect();
+        let mut window_rows = 0u64;
+        let mut due: Vec<((&str, i64), Vec<Vec<&SegmentMeta>>)> = windows
+            .into_iter()
+            .take_while(|(_, files)| {
+                let first = window_rows == 0;
+                window_rows = files.iter().fold(window_rows, |rows, f| rows.saturating_add(f[0].file_rows()));
+                first || window_rows <= max_rows
+            })
+            .map(|(window, files)| (("", window), files))
+            .collect();
         let partitions = groups
             .into_iter()
             .filter(|((owner, partition), _)| !owner.is_empty() || !merging.contains(partition))
@@ -392,9 +393,12 @@ impl Storage {
                 let run = files.split_off(newest_run_start(&rows, max_rows));
                 (wanted && run.len() >= 2).then_some(((owner, partition), run))
             })
-            .take(MAX_COMPACTIONS_PER_PASS.saturating_sub(due.len()))
             .collect::<Vec<_>>();
-        due.extend(partitions);
+        backlog += partitions.len();
+        due.extend(partitions.into_iter().take(MAX_COMPACTIONS_PER_PASS.saturating_sub(due.len())));
+        // Merges due and not done (a backfill's windows wait their turn, a pass at a time): an
+        // operator's (and the query bench's) sign that compaction has caught up.
+        self.set_compactions_pending(backlog);
         if due.is_empty() {
             return Ok(0);
         }
@@ -415,6 +419,7 @@ impl Storage {
             self.publish(manifest).await?;
             metrics::counter!("vigil_storage_compactions_total").increment(compacted as u64);
         }
+        self.set_compactions_pending(backlog.saturating_sub(compacted));
         drop(_maintenance);
         if !failed.is_empty() {
             let damaged = crate::damage::find_damaged(&self.inner.store, failed, true).await;
@@ -423,6 +428,11 @@ impl Storage {
             }
         }
         Ok(compacted)
+    }
+
+    fn set_compactions_pending(&self, pending: usize) {
+        self.inner.compactions_pending.store(pending as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("vigil_storage_compactions_pending").set(pending as f64);
     }
 
     /// Merges files of one partition (oldest first; each file as its manifest entries) into
@@ -453,7 +463,7 @@ impl Storage {
         let merged = tokio::task::spawn_blocking(move || {
             pieces
                 .into_iter()
-                .map(|(table, inputs)| Ok((table.clone(), merge_segments(&table, inputs)?)))
+                .map(|(table, inputs)| Ok((table.clone(), merge::merge_segments(&table, inputs)?)))
                 .collect::<Result<Vec<_>, StorageError>>()
         })
         .await
@@ -636,27 +646,6 @@ fn retire(manifest: &mut Manifest, doomed: impl Fn(&SegmentMeta) -> bool) -> usi
     gone.len()
 }
 
-/// Merges a partition's segments (oldest first) into one sorted batch. Metric rows that
-/// repeat a (series, timestamp) keep the newest value.
-fn merge_segments(table: &str, inputs: Vec<RecordBatch>) -> Result<RecordBatch, StorageError> {
-    let schema: SchemaRef = match FixedTable::from_name(table) {
-        Some(fixed) => fixed.schema(),
-        None => {
-            let mut columns = BTreeSet::new();
-            for input in &inputs {
-                columns.extend(label_columns(&input.schema()).map(str::to_string));
-            }
-            metric_schema(columns.iter().map(String::as_str))
-        }
-    };
-    let adapted = inputs.iter().map(|b| adapt_to(b, &schema)).collect::<Result<Vec<_>, _>>()?;
-    let merged = compute::concat_batches(&schema, &adapted)?;
-    match FixedTable::from_name(table) {
-        Some(fixed) => Ok(buffer::sort_batch_by(&merged, &[schema.index_of(fixed.time_column())?])?),
-        None => Ok(sort_and_dedupe_metric(&merged)?),
-    }
-}
-
 /// Brings a batch to `schema`: columns by name, missing ones as nulls.
 pub(crate) fn adapt_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StorageError> {
     let columns: Vec<ArrayRef> = schema
@@ -668,30 +657,6 @@ pub(crate) fn adapt_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
         })
         .collect();
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
-fn sort_and_dedupe_metric(batch: &RecordBatch) -> Result<RecordBatch, StorageError> {
-    let schema = batch.schema();
-    let mut key_columns: Vec<usize> =
-        series_order(&schema).into_iter().map(|column| schema.index_of(column)).collect::<Result<_, _>>()?;
-    key_columns.push(schema.index_of(TIMESTAMP_COLUMN)?);
-    // The input position breaks ties, so the newest of equal keys sorts last.
-    let position: ArrayRef = Arc::new(UInt64Array::from_iter_values(0..batch.num_rows() as u64));
-    let mut sort_columns: Vec<SortColumn> =
-        key_columns.iter().map(|&i| SortColumn { values: batch.column(i).clone(), options: None }).collect();
-    sort_columns.push(SortColumn { values: position, options: None });
-    let indices = compute::lexsort_to_indices(&sort_columns, None)?;
-    let sorted = compute::take_record_batch(batch, &indices)?;
-
-    let keys: Vec<ArrayRef> = key_columns.iter().map(|&i| sorted.column(i).clone()).collect();
-    let converter = RowConverter::new(keys.iter().map(|k| SortField::new(k.data_type().clone())).collect())?;
-    let rows = converter.convert_columns(&keys)?;
-    let n = sorted.num_rows();
-    let keep: BooleanArray = (0..n).map(|i| Some(i + 1 == n || rows.row(i) != rows.row(i + 1))).collect();
-    if keep.true_count() == n {
-        return Ok(sorted);
-    }
-    Ok(compute::filter_record_batch(&sorted, &keep)?)
 }
 
 #[derive(Default)]

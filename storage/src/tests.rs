@@ -1553,3 +1553,37 @@ async fn a_window_over_the_row_cap_merges_in_halves() {
         assert_eq!(metric_files(&storage).len(), files, "cap {cap}");
     }
 }
+
+/// A backfill finds many windows due at once and merges a row cap's worth a pass: the
+/// partitions of the windows left for later passes are not merged on their own meanwhile
+/// (their rows would be written twice), and the pass says how many merges it left.
+#[tokio::test]
+async fn partitions_of_windows_waiting_their_turn_are_not_merged_on_their_own() {
+    const WINDOW_NS: i64 = 4 * HOUR_NS;
+    let start = T0 - T0.rem_euclid(WINDOW_NS);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = wide_options(dir.path());
+    // Three series of 60 rows an hour: a window's 720 rows fit the cap, two windows do not.
+    opts.compaction_max_rows = 1000;
+    let storage = Storage::open(opts).await.unwrap();
+    // Eight hours, each hour's partition written by two flushes: sixteen files, two windows.
+    for half_hour in 0..16i64 {
+        let minutes = (half_hour * 30)..(half_hour * 30 + 30);
+        let at = |m: i64| start + m * 60_000_000_000;
+        let all = ["a", "b", "c"]
+            .iter()
+            .map(|host| series("cpu", &[("host", host)], minutes.clone().map(|m| (at(m), m as f64))));
+        storage.write(batch(all.collect())).await.unwrap();
+        storage.persist().await.unwrap();
+    }
+    assert_eq!(metric_files(&storage).len(), 16);
+    assert_eq!(storage.compact().await.unwrap(), 1, "one window a pass");
+    assert_eq!(storage.compactions_pending(), 1, "the second window waits");
+    let files = metric_files(&storage);
+    assert_eq!(files[0], (start, 720));
+    assert_eq!(files.len(), 9, "the second window's partitions keep their two files each: {files:?}");
+    assert_eq!(storage.compact().await.unwrap(), 1);
+    assert_eq!(storage.compactions_pending(), 0);
+    assert_eq!(metric_files(&storage), vec![(start, 720), (start + WINDOW_NS, 720)]);
+    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 1440);
+}
