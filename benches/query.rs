@@ -126,6 +126,10 @@ async fn main() {
         common::cpu_seconds(vigil.pid()) - cpu
     );
     vigil.stop();
+    if std::env::var_os("VIGIL_BENCH_LOAD_ONLY").is_some() {
+        // Vigil's load alone: what a profile of the ingest path (under `VIGIL_BENCH_BIN`) needs.
+        return;
+    }
     let samples = total as f64 * (points + 1) as f64;
     let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
     println!(
