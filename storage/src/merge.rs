@@ -26,24 +26,19 @@ use crate::schema::{FixedTable, TIMESTAMP_COLUMN, label_columns, metric_schema, 
 /// Merges one table's rows from several segments (oldest first) into one sorted batch.
 /// Metric rows that repeat a (series, timestamp) keep the newest value.
 pub(crate) fn merge_segments(table: &str, inputs: Vec<RecordBatch>) -> Result<RecordBatch, StorageError> {
-    let schema: SchemaRef = match FixedTable::from_name(table) {
-        Some(fixed) => fixed.schema(),
-        None => {
-            let mut columns = BTreeSet::new();
-            for input in &inputs {
-                columns.extend(label_columns(&input.schema()).map(str::to_string));
-            }
-            metric_schema(columns.iter().map(String::as_str))
-        }
-    };
-    let adapted = inputs.iter().map(|b| adapt_to(b, &schema)).collect::<Result<Vec<_>, _>>()?;
-    match FixedTable::from_name(table) {
-        Some(fixed) => {
-            let merged = compute::concat_batches(&schema, &adapted)?;
-            Ok(buffer::sort_batch_by(&merged, &[schema.index_of(fixed.time_column())?])?)
-        }
-        None => Ok(merge_metric(&schema, &adapted)?),
+    if let Some(fixed) = FixedTable::from_name(table) {
+        let schema = fixed.schema();
+        let adapted = inputs.iter().map(|b| adapt_to(b, &schema)).collect::<Result<Vec<_>, _>>()?;
+        let merged = compute::concat_batches(&schema, &adapted)?;
+        return Ok(buffer::sort_batch_by(&merged, &[schema.index_of(fixed.time_column())?])?);
     }
+    let mut columns = BTreeSet::new();
+    for input in &inputs {
+        columns.extend(label_columns(&input.schema()).map(str::to_string));
+    }
+    let schema = metric_schema(columns.iter().map(String::as_str));
+    let adapted = inputs.iter().map(|b| adapt_to(b, &schema)).collect::<Result<Vec<_>, _>>()?;
+    Ok(merge_metric(&schema, &adapted)?)
 }
 
 /// Merges metric batches of one schema, each sorted by series then time (oldest first).
@@ -63,11 +58,13 @@ fn merge_metric(schema: &SchemaRef, inputs: &[RecordBatch]) -> Result<RecordBatc
 }
 
 /// One series' run of rows in one input: the input (its age: later inputs are newer), the
-/// run's key among its input's run keys, and its rows in the input.
+/// run's key among its input's run keys, its rows in the input, and whether a timestamp
+/// repeats in it.
 struct Run {
     input: usize,
     key: usize,
     rows: Range<usize>,
+    repeats: bool,
 }
 
 /// The rows of the concatenated inputs in series-then-time order, duplicates dropped (the
@@ -96,12 +93,19 @@ fn merge_order(schema: &SchemaRef, inputs: &[RecordBatch]) -> Result<Option<UInt
             key_columns.iter().map(|&i| compute::take(batch.column(i), &starts, None)).collect::<Result<_, _>>()?;
         let input_keys = converter.convert_columns(&firsts)?;
         // Runs come in strictly rising keys, and each run's times never go back.
-        if (1..ranges.len()).any(|k| input_keys.row(k - 1) >= input_keys.row(k))
-            || ranges.iter().any(|r| times[input][r.clone()].windows(2).any(|pair| pair[0] > pair[1]))
-        {
+        if (1..ranges.len()).any(|k| input_keys.row(k - 1) >= input_keys.row(k)) {
             return Ok(None);
         }
-        runs.extend(ranges.into_iter().enumerate().map(|(key, rows)| Run { input, key, rows }));
+        for (key, rows) in ranges.into_iter().enumerate() {
+            let mut repeats = false;
+            for pair in times[input][rows.clone()].windows(2) {
+                if pair[0] > pair[1] {
+                    return Ok(None);
+                }
+                repeats |= pair[0] == pair[1];
+            }
+            runs.push(Run { input, key, rows, repeats });
+        }
         keys.push(input_keys);
     }
     let key_of = |run: &Run| keys[run.input].row(run.key);
@@ -132,11 +136,10 @@ fn merge_order(schema: &SchemaRef, inputs: &[RecordBatch]) -> Result<Option<UInt
 fn series_order_of(runs: &[Run], times: &[&[i64]], offsets: &[u64], order: &mut Vec<u64>) {
     let first = |run: &Run| times[run.input][run.rows.start];
     let last = |run: &Run| times[run.input][run.rows.end - 1];
-    let strictly_rising = |run: &Run| times[run.input][run.rows.clone()].windows(2).all(|pair| pair[0] < pair[1]);
     let mut by_start: Vec<&Run> = runs.iter().collect();
     by_start.sort_by_key(|run| first(run));
     // The common case: runs of disjoint times (a window's partitions), each without repeats.
-    if by_start.windows(2).all(|pair| last(pair[0]) < first(pair[1])) && runs.iter().all(strictly_rising) {
+    if by_start.windows(2).all(|pair| last(pair[0]) < first(pair[1])) && !runs.iter().any(|run| run.repeats) {
         for run in by_start {
             let at = offsets[run.input];
             order.extend(run.rows.clone().map(|row| at + row as u64));
@@ -297,6 +300,20 @@ mod tests {
             let times = time_values(merged.column(2)).unwrap().values().to_vec();
             assert!(times.len() >= 3 && times[0] <= times[1], "job-0's rows first, in time order: {times:?}");
         }
+    }
+
+    /// A run that repeats a timestamp within one input (sorted, not deduplicated) keeps its
+    /// later row, as sorting every row does, even where the inputs' times are disjoint.
+    #[test]
+    fn a_timestamp_repeated_within_an_input_keeps_its_later_row() {
+        let schema = metric_schema(["instance", "job"]);
+        let repeated = rows(&["instance", "job"], &[(0, 0, None, 1, 1.0), (0, 0, None, 1, 2.0), (0, 0, None, 2, 3.0)]);
+        let later = rows(&["instance", "job"], &[(0, 0, None, 5, 4.0)]);
+        let inputs = [repeated, later];
+        let by_runs = merge_order(&schema, &inputs).unwrap().expect("sorted inputs merge by runs");
+        let all = compute::concat_batches(&schema, &inputs).unwrap();
+        assert_eq!(by_runs, sort_order(&all).unwrap());
+        assert_eq!(by_runs.values().to_vec(), vec![1, 2, 3]);
     }
 
     /// A window's partitions hold each series' rows in disjoint times: the merge is each
