@@ -285,11 +285,7 @@ fn record_series(
     labels.remove("__name__");
     labels.extend(rule_labels.clone());
     let labels = LabelSet::new(labels.into_iter().collect()).ok()?;
-    Some(MetricSeries {
-        metric: name.to_string(),
-        labels,
-        samples: vec![Sample { timestamp_ns: now * 1_000_000, value }],
-    })
+    Some(MetricSeries { metric: name.into(), labels, samples: vec![Sample { timestamp_ns: now * 1_000_000, value }] })
 }
 
 fn generator_url(external: &str, query: &RuleQuery) -> String {

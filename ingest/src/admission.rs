@@ -104,11 +104,17 @@ impl Limits {
     pub fn admit(&self, batch: &mut WriteBatch, now_ns: i64) -> Refused {
         let range = self.accepted_times(now_ns);
         let mut refused = Refused::default();
+        // A write's series of one metric come together: a valid name is checked once a run
+        // (a refused one every time, so each refusal is counted).
+        let mut valid: Option<vigil_storage::MetricName> = None;
         batch.metrics.retain_mut(|series| {
-            if let Err(reason) = self.check_metric_name(&series.metric) {
-                refused.samples += series.samples.len();
-                refused.note(|| reason.to_string());
-                return false;
+            if valid.as_ref() != Some(&series.metric) {
+                if let Err(reason) = self.check_metric_name(&series.metric) {
+                    refused.samples += series.samples.len();
+                    refused.note(|| reason.to_string());
+                    return false;
+                }
+                valid = Some(series.metric.clone());
             }
             let before = series.samples.len();
             series.samples.retain(|sample| {
@@ -232,5 +238,18 @@ mod tests {
         assert_eq!(refused.samples, 3);
         assert_eq!(batch.metrics.len(), 1);
         assert_eq!(batch.metrics[0].metric.len(), 200);
+    }
+
+    #[test]
+    fn each_series_of_a_run_is_judged_by_its_name() {
+        // Runs of a valid and a refused name, coming apart and back.
+        let now = 1_800_000_000_000_000_000;
+        let names = ["ok", "ok", "b-c", "b-c", "ok", "b-c", "ok_too"];
+        let mut batch =
+            WriteBatch { metrics: names.iter().map(|n| series(n, &[now, now + 1])).collect(), rows: vec![] };
+        let refused = Limits::default().admit(&mut batch, now);
+        assert_eq!(refused.samples, 6, "every sample of the three series named b-c");
+        let kept: Vec<&str> = batch.metrics.iter().map(|s| s.metric.as_str()).collect();
+        assert_eq!(kept, ["ok", "ok", "ok", "ok_too"]);
     }
 }

@@ -165,7 +165,7 @@ pub fn decode(body: &[u8], limits: &Limits, cache: &SeriesCache) -> Result<Decod
             let labels = exemplar.labels.into_iter().map(|l| (l.name, l.value)).collect();
             let timestamp_ns = exemplar.timestamp.saturating_mul(1_000_000);
             exemplars.push(Exemplar::new(
-                known.metric.clone(),
+                known.metric.to_string(),
                 known.labels.clone(),
                 labels,
                 timestamp_ns,
@@ -337,7 +337,7 @@ fn check_labels(index: usize, labels: Vec<Label>, limits: &Limits) -> Result<Kno
         let named = std::iter::once(("__name__", metric.as_str()));
         invalid(describe(named.chain(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))), error.to_string())
     })?;
-    Ok(KnownSeries { metric, labels })
+    Ok(KnownSeries { metric: metric.into(), labels })
 }
 
 /// `name{a="b", ...}` for error messages, cut short (at a character boundary: labels are

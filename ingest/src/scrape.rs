@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
-use vigil_storage::{LabelSet, MetricSeries, Sample, WriteBatch};
+use vigil_storage::{LabelSet, MetricName, MetricSeries, Sample, WriteBatch};
 
 use crate::exposition::{self, Format};
 use crate::otlp::metrics::STALE_NAN;
@@ -150,7 +150,7 @@ async fn scrape_loop(state: Arc<TargetState>, ingestor: Ingestor, client: reqwes
     tokio::time::sleep(Duration::from_millis(hasher.finish() % interval_ms)).await;
     let mut ticker = tokio::time::interval(target.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut previous: HashSet<(String, LabelSet)> = HashSet::new();
+    let mut previous: HashSet<(MetricName, LabelSet)> = HashSet::new();
     loop {
         ticker.tick().await;
         previous = scrape_once(&state, &ingestor, &client, previous).await;
@@ -230,12 +230,12 @@ fn metric_relabel(series: Vec<MetricSeries>, rules: &[crate::relabel::Rule]) -> 
         .filter_map(|s| {
             let mut labels: std::collections::BTreeMap<String, String> =
                 s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            labels.insert("__name__".into(), s.metric.clone());
+            labels.insert("__name__".into(), s.metric.to_string());
             let mut labels = crate::relabel::relabel(labels, rules)?;
             let metric = labels.remove("__name__")?;
             let labels = LabelSet::new(labels.into_iter().collect()).ok()?;
             vigil_storage::write::is_valid_metric_name(&metric).then_some(MetricSeries {
-                metric,
+                metric: metric.into(),
                 labels,
                 samples: s.samples,
             })
@@ -248,8 +248,8 @@ async fn scrape_once(
     state: &TargetState,
     ingestor: &Ingestor,
     client: &reqwest::Client,
-    previous: HashSet<(String, LabelSet)>,
-) -> HashSet<(String, LabelSet)> {
+    previous: HashSet<(MetricName, LabelSet)>,
+) -> HashSet<(MetricName, LabelSet)> {
     let target = &state.target;
     let started = Instant::now();
     let timestamp_ms = now_ms();
@@ -265,7 +265,8 @@ async fn scrape_once(
         Err(error) => (Vec::new(), 0, Some(error)),
     };
     let kept = series.len();
-    let current: HashSet<(String, LabelSet)> = series.iter().map(|s| (s.metric.clone(), s.labels.clone())).collect();
+    let current: HashSet<(MetricName, LabelSet)> =
+        series.iter().map(|s| (s.metric.clone(), s.labels.clone())).collect();
     // As Prometheus: the series this scrape has that the last one lacked (all of them at first).
     let added = current.difference(&previous).count();
     for (metric, labels) in previous.difference(&current) {

@@ -12,12 +12,12 @@
 use std::collections::HashMap;
 
 use parking_lot::RwLock;
-use vigil_storage::LabelSet;
+use vigil_storage::{LabelSet, MetricName};
 
 /// A series' metric name and its other labels, checked against the limits.
 #[derive(Clone, Debug)]
 pub struct KnownSeries {
-    pub metric: String,
+    pub metric: MetricName,
     pub labels: LabelSet,
 }
 

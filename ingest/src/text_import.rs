@@ -58,7 +58,7 @@ pub fn to_series(
             .checked_mul(1_000_000)
             .ok_or_else(|| invalid(format!("timestamp {timestamp_ms} ms is out of range")))?;
         out.push(MetricSeries {
-            metric: sample.name,
+            metric: sample.name.into(),
             labels,
             samples: vec![Sample { timestamp_ns, value: sample.value }],
         });
@@ -70,7 +70,7 @@ pub fn to_series(
 pub fn exemplar(series: &MetricSeries, exemplar: ParsedExemplar) -> Exemplar {
     let default_ns = series.samples.first().map_or(0, |s| s.timestamp_ns);
     let timestamp_ns = exemplar.timestamp_ms.and_then(|ms| ms.checked_mul(1_000_000)).unwrap_or(default_ns);
-    Exemplar::new(series.metric.clone(), series.labels.clone(), exemplar.labels, timestamp_ns, exemplar.value)
+    Exemplar::new(series.metric.to_string(), series.labels.clone(), exemplar.labels, timestamp_ns, exemplar.value)
 }
 
 #[cfg(test)]

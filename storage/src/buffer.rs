@@ -131,14 +131,34 @@ impl WriteBuffer {
         self.bytes
     }
 
-    pub fn apply_series(&mut self, series: &MetricSeries) {
-        if series.samples.is_empty() {
-            return;
+    /// Adds a write's series and rows.
+    pub fn apply(&mut self, batch: &crate::WriteBatch) {
+        self.apply_metrics(&batch.metrics, MergeWinner::Incoming);
+        for rows in &batch.rows {
+            self.apply_rows(rows);
         }
-        let table = metric_table_name(&series.metric);
-        match crate::get_or_insert_with(&mut self.tables, &table, || TableBuffer::Metric(MetricBuffer::default())) {
-            TableBuffer::Metric(buffer) => self.bytes += buffer.apply(series),
-            TableBuffer::Rows(_) => {} // unreachable: metric names never map to fixed tables
+    }
+
+    #[cfg(test)]
+    pub fn apply_series(&mut self, series: &MetricSeries) {
+        self.apply_metrics(std::slice::from_ref(series), MergeWinner::Incoming);
+    }
+
+    /// A metric's table is looked up once per run of its series (see `WriteBatch::metric_runs`).
+    fn apply_metrics(&mut self, metrics: &[MetricSeries], winner: MergeWinner) {
+        for run in crate::write::metric_runs(metrics) {
+            if run.iter().all(|series| series.samples.is_empty()) {
+                continue;
+            }
+            let table = metric_table_name(&run[0].metric);
+            let make = || TableBuffer::Metric(MetricBuffer::default());
+            // Never a fixed table's buffer: metric names never map to fixed tables.
+            let TableBuffer::Metric(buffer) = crate::get_or_insert_with(&mut self.tables, &table, make) else {
+                continue;
+            };
+            for series in run.iter().filter(|series| !series.samples.is_empty()) {
+                self.bytes += buffer.apply_with(series, winner);
+            }
         }
     }
 
@@ -169,19 +189,7 @@ impl WriteBuffer {
     /// Adds rows older than what this buffer holds (a flush's kept-back tables): where both
     /// hold a sample of the same series and time, this buffer's newer value stays.
     pub fn apply_older(&mut self, batch: &crate::WriteBatch) {
-        for series in &batch.metrics {
-            if series.samples.is_empty() {
-                continue;
-            }
-            let table = metric_table_name(&series.metric);
-            let buffer = match crate::get_or_insert_with(&mut self.tables, &table, || {
-                TableBuffer::Metric(MetricBuffer::default())
-            }) {
-                TableBuffer::Metric(buffer) => buffer,
-                TableBuffer::Rows(_) => continue,
-            };
-            self.bytes += buffer.apply_with(series, MergeWinner::Held);
-        }
+        self.apply_metrics(&batch.metrics, MergeWinner::Held);
         for rows in &batch.rows {
             if let Some(batches) = self.rows_buffer(rows) {
                 batches.insert(0, rows.batch.clone());
@@ -205,12 +213,12 @@ impl WriteBuffer {
         let mut batch = crate::WriteBatch::default();
         match self.tables.get(name) {
             Some(TableBuffer::Metric(metric)) => {
-                let metric_name = crate::schema::metric_name_of_table(name);
+                let metric_name = crate::write::MetricName::from(crate::schema::metric_name_of_table(name));
                 batch.metrics = metric
                     .series
                     .iter()
                     .map(|s| MetricSeries {
-                        metric: metric_name.to_string(),
+                        metric: metric_name.clone(),
                         labels: s.labels.clone(),
                         samples: s
                             .timestamps
@@ -253,10 +261,6 @@ enum MergeWinner {
 
 impl MetricBuffer {
     /// Adds samples; returns the bytes added.
-    fn apply(&mut self, series: &MetricSeries) -> usize {
-        self.apply_with(series, MergeWinner::Incoming)
-    }
-
     fn apply_with(&mut self, series: &MetricSeries, winner: MergeWinner) -> usize {
         let mut added = 0;
         let index = match self.index.get(&series.labels) {
@@ -614,6 +618,38 @@ mod tests {
 
     fn render(batches: &[RecordBatch]) -> String {
         pretty_format_batches(batches).unwrap().to_string()
+    }
+
+    #[test]
+    fn a_write_applies_as_its_series_one_by_one() {
+        // Runs of metrics coming apart, a repeated series, and series without samples.
+        let write = crate::WriteBatch {
+            metrics: vec![
+                series("up", &[("job", "a")], &[(10, 1.0), (20, 2.0)]),
+                series("up", &[("job", "b")], &[]),
+                series("down", &[("job", "a")], &[(10, 3.0)]),
+                series("up", &[("job", "a")], &[(20, 4.0), (30, 5.0)]),
+                series("empty", &[("job", "a")], &[]),
+            ],
+            rows: vec![],
+        };
+        let mut whole = WriteBuffer::default();
+        whole.apply(&write);
+        let mut one_by_one = WriteBuffer::default();
+        for series in &write.metrics {
+            one_by_one.apply_series(series);
+        }
+        let mut names: Vec<&str> = whole.table_names().collect();
+        names.sort_unstable();
+        assert_eq!(names, ["down", "up"], "a metric without samples makes no table");
+        assert_eq!(whole.bytes(), one_by_one.bytes());
+        for name in names {
+            assert_eq!(whole.table_batch(name), one_by_one.table_batch(name), "{name}");
+        }
+        let Some(TableBuffer::Metric(up)) = whole.table("up") else { panic!("no table") };
+        assert_eq!(up.series_count(), 1);
+        let rows = up.batches(&up.schema(), &ScanFilter::default(), 100).unwrap();
+        assert!(render(&rows).contains("| a   | 1970-01-01T00:00:00.000000020Z | 4.0   |"), "{}", render(&rows));
     }
 
     #[test]

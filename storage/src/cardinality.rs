@@ -149,79 +149,91 @@ impl SeriesTracker {
     /// Records series without checking limits (WAL replay: what was acknowledged stays).
     pub fn observe(&mut self, batch: &WriteBatch) {
         let now = self.now();
-        for series in &batch.metrics {
-            let table = metric_table_name(&series.metric);
+        for run in batch.metric_runs() {
+            let table = metric_table_name(&run[0].metric);
             if !self.tables.contains(table.as_ref()) {
                 self.tables.insert(table.to_string());
             }
             let entry = crate::get_or_insert_with(&mut self.metrics, &table, MetricSeries::default);
-            if entry.last_write.insert(series.labels.hash_value(), now).is_none() {
-                self.active += 1;
+            for series in run {
+                if entry.last_write.insert(series.labels.hash_value(), now).is_none() {
+                    self.active += 1;
+                }
             }
         }
     }
 
     /// Takes out of `batch` the series the limits refuse; records the rest as active.
+    ///
+    /// A metric's table and series are looked up once per run of its series (a write's
+    /// series of one metric come together), then one hash lookup per series.
     pub fn admit(&mut self, batch: &mut WriteBatch) -> CardinalityRefusal {
         let now = self.now();
-        let limits = self.limits.clone();
+        let limits = &self.limits;
         let mut refusal = CardinalityRefusal::default();
         let mut new_series = 0usize;
-        let refuse =
-            |refusal: &mut CardinalityRefusal, limit: CardinalityLimit, samples: usize, reason: &dyn Fn() -> String| {
-                refusal.series += 1;
-                refusal.samples += samples;
-                if refusal.first.is_none() {
-                    refusal.first = Some((limit, reason()));
+        let mut refuse = |limit: CardinalityLimit, samples: usize, reason: &dyn Fn() -> String| {
+            refusal.series += 1;
+            refusal.samples += samples;
+            if refusal.first.is_none() {
+                refusal.first = Some((limit, reason()));
+            }
+            metrics::counter!("vigil_limit_refusals_total", "limit" => limit.counter_name()).increment(1);
+        };
+        let mut kept = Vec::with_capacity(batch.metrics.len());
+        for run in batch.metric_runs() {
+            let metric = &run[0].metric;
+            let table = metric_table_name(metric);
+            let mut known_table = self.tables.contains(table.as_ref());
+            if !known_table && limits.max_metric_names > 0 && self.tables.len() >= limits.max_metric_names {
+                for series in run {
+                    refuse(CardinalityLimit::MetricNames, series.samples.len(), &|| {
+                        format!(
+                            "metric {metric:.64}: storage holds {} metric names, the limit (limits.max_metric_names)",
+                            limits.max_metric_names
+                        )
+                    });
                 }
-                metrics::counter!("vigil_limit_refusals_total", "limit" => limit.counter_name()).increment(1);
-            };
-        batch.metrics.retain(|series| {
-            let table = metric_table_name(&series.metric);
-            let samples = series.samples.len();
-            let new_table = !self.tables.contains(table.as_ref());
-            if new_table && limits.max_metric_names > 0 && self.tables.len() >= limits.max_metric_names {
-                refuse(&mut refusal, CardinalityLimit::MetricNames, samples, &|| {
-                    format!(
-                        "metric {:.64}: storage holds {} metric names, the limit (limits.max_metric_names)",
-                        series.metric, limits.max_metric_names
-                    )
-                });
-                return false;
+                kept.extend(std::iter::repeat_n(false, run.len()));
+                continue;
             }
-            let hash = series.labels.hash_value();
             let entry = crate::get_or_insert_with(&mut self.metrics, &table, MetricSeries::default);
-            if let Some(seen) = entry.last_write.get_mut(&hash) {
-                *seen = now;
-                return true;
+            for series in run {
+                let hash = series.labels.hash_value();
+                if let Some(seen) = entry.last_write.get_mut(&hash) {
+                    *seen = now;
+                    kept.push(true);
+                    continue;
+                }
+                let limit = if limits.max_new_series_per_request > 0 && new_series >= limits.max_new_series_per_request
+                {
+                    Some((CardinalityLimit::NewSeriesPerRequest, limits.max_new_series_per_request))
+                } else if limits.max_series > 0 && self.active >= limits.max_series {
+                    Some((CardinalityLimit::Series, limits.max_series))
+                } else if limits.max_series_per_metric > 0 && entry.last_write.len() >= limits.max_series_per_metric {
+                    Some((CardinalityLimit::SeriesPerMetric, limits.max_series_per_metric))
+                } else {
+                    None
+                };
+                if let Some((limit, bound)) = limit {
+                    refuse(limit, series.samples.len(), &|| {
+                        format!("new series of {metric:.64} over the limit of {bound} (limits.{})", limit.setting())
+                    });
+                    kept.push(false);
+                    continue;
+                }
+                entry.last_write.insert(hash, now);
+                if !known_table {
+                    self.tables.insert(table.to_string());
+                    known_table = true;
+                }
+                self.active += 1;
+                new_series += 1;
+                kept.push(true);
             }
-            let limit = if limits.max_new_series_per_request > 0 && new_series >= limits.max_new_series_per_request {
-                Some((CardinalityLimit::NewSeriesPerRequest, limits.max_new_series_per_request))
-            } else if limits.max_series > 0 && self.active >= limits.max_series {
-                Some((CardinalityLimit::Series, limits.max_series))
-            } else if limits.max_series_per_metric > 0 && entry.last_write.len() >= limits.max_series_per_metric {
-                Some((CardinalityLimit::SeriesPerMetric, limits.max_series_per_metric))
-            } else {
-                None
-            };
-            if let Some((limit, bound)) = limit {
-                refuse(&mut refusal, limit, samples, &|| {
-                    format!(
-                        "new series of {:.64} over the limit of {bound} (limits.{})",
-                        series.metric,
-                        limit.setting()
-                    )
-                });
-                return false;
-            }
-            entry.last_write.insert(hash, now);
-            if new_table {
-                self.tables.insert(table.into_owned());
-            }
-            self.active += 1;
-            new_series += 1;
-            true
-        });
+        }
+        let mut kept = kept.into_iter();
+        batch.metrics.retain(|_| kept.next().unwrap_or(false));
         refusal
     }
 
@@ -250,7 +262,7 @@ mod tests {
             metrics: metrics
                 .iter()
                 .map(|(metric, instance)| Series {
-                    metric: metric.to_string(),
+                    metric: (*metric).into(),
                     labels: LabelSet::new(vec![("instance".into(), instance.to_string())]).unwrap(),
                     samples: vec![Sample { timestamp_ns: 1, value: 1.0 }, Sample { timestamp_ns: 2, value: 2.0 }],
                 })
@@ -286,6 +298,25 @@ mod tests {
         let refusal = tracker.admit(&mut batch);
         assert_eq!(refusal.first.map(|f| f.0), Some(CardinalityLimit::Series));
         assert_eq!((batch.metrics.len(), tracker.active_series()), (3, 5));
+    }
+
+    #[test]
+    fn a_metric_whose_series_come_apart_in_a_write_is_counted_as_one() {
+        // Runs a, b, a: the second run of `a` finds the table and series the first admitted.
+        let limits = CardinalityLimits { max_metric_names: 1, max_series_per_metric: 2, ..Default::default() };
+        let mut tracker = SeriesTracker::new(limits);
+        let mut batch = write(&[("a", "1"), ("b", "1"), ("b", "2"), ("a", "1"), ("a", "2"), ("a", "3")]);
+        let refusal = tracker.admit(&mut batch);
+        // Both of b's series refused by name (each counted), a's third by its per-metric bound.
+        assert_eq!((refusal.series, refusal.samples), (3, 6));
+        assert_eq!(refusal.first.map(|f| f.0), Some(CardinalityLimit::MetricNames));
+        let kept: Vec<String> = batch.metrics.iter().map(|s| format!("{}{}", s.metric, s.labels)).collect();
+        assert_eq!(kept, ["a{instance=\"1\"}", "a{instance=\"1\"}", "a{instance=\"2\"}"]);
+        assert_eq!((tracker.metric_names(), tracker.active_series()), (1, 2));
+        // Replay counts a metric's runs alike.
+        let mut replayed = SeriesTracker::new(CardinalityLimits::default());
+        replayed.observe(&write(&[("a", "1"), ("b", "1"), ("a", "2"), ("a", "1")]));
+        assert_eq!((replayed.metric_names(), replayed.active_series()), (2, 3));
     }
 
     #[test]

@@ -128,16 +128,23 @@ fn touched_ranges(batch: &WriteBatch, late_before_ns: Option<i64>) -> Vec<(Strin
             ranges.insert(table.into_owned(), (range, late));
         }
     };
-    for series in &batch.metrics {
-        let (Some(first), Some(last)) = (series.samples.first(), series.samples.last()) else { continue };
-        // Samples are sorted by the time they reach storage; min/max still guard the rest.
-        let range = TimeRange {
-            min_ns: first.timestamp_ns.min(last.timestamp_ns),
-            max_ns: first.timestamp_ns.max(last.timestamp_ns),
-        };
-        let late =
-            late_before_ns.map_or(0, |before| series.samples.iter().filter(|s| s.timestamp_ns < before).count() as u64);
-        touch(crate::schema::metric_table_name(&series.metric), range, late);
+    // One table lookup per run of a metric's series.
+    for run in batch.metric_runs() {
+        let (mut run_range, mut run_late) = (None::<TimeRange>, 0);
+        for series in run {
+            let (Some(first), Some(last)) = (series.samples.first(), series.samples.last()) else { continue };
+            // Samples are sorted by the time they reach storage; min/max still guard the rest.
+            let range = TimeRange {
+                min_ns: first.timestamp_ns.min(last.timestamp_ns),
+                max_ns: first.timestamp_ns.max(last.timestamp_ns),
+            };
+            run_range.get_or_insert(range).merge(range);
+            run_late += late_before_ns
+                .map_or(0, |before| series.samples.iter().filter(|s| s.timestamp_ns < before).count() as u64);
+        }
+        if let Some(range) = run_range {
+            touch(crate::schema::metric_table_name(&run[0].metric), range, run_late);
+        }
     }
     for rows in &batch.rows {
         if let Some((range, late)) = rows_range(rows.table, &rows.batch, late_before_ns) {

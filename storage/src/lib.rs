@@ -68,7 +68,7 @@ use wal::{FsyncPolicy, Wal, WalError, codec};
 /// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
 pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
 
-pub use write::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch, WriteSummary};
+pub use write::{LabelSet, MetricName, MetricSeries, Sample, TableRows, WriteBatch, WriteSummary};
 
 /// Maps looked up once per series of every write (tables, series, cardinality): foldhash, which
 /// costs a fraction of std's SipHash on label sets.
@@ -345,12 +345,7 @@ impl Storage {
                         // What was acknowledged is kept whatever the limits say now.
                         series.observe(&batch);
                         changes.record(&batch, None);
-                        for metric in &batch.metrics {
-                            active.apply_series(metric);
-                        }
-                        for rows in &batch.rows {
-                            active.apply_rows(rows);
-                        }
+                        active.apply(&batch);
                     }
                     Err(e) => {
                         warn!(seq, error = %e, "undecodable WAL record skipped");
@@ -524,12 +519,7 @@ impl Storage {
                     metrics::counter!("vigil_storage_writes_refused_total", "reason" => "wal_queue").increment(1);
                 }
             })?;
-            for series in &batch.metrics {
-                state.active.apply_series(series);
-            }
-            for rows in &batch.rows {
-                state.active.apply_rows(rows);
-            }
+            state.active.apply(&batch);
             if state.active.bytes() >= max_bytes / 2 {
                 self.inner.flush_wanted.notify_one();
             }

@@ -176,11 +176,12 @@ impl PointSeries {
     }
 
     fn push(&mut self, metric: &str, labels: LabelSet, timestamp_ns: i64, value: f64) {
-        self.series.push(MetricSeries {
-            metric: metric.to_string(),
-            labels,
-            samples: vec![Sample { timestamp_ns, value }],
-        });
+        // A metric's points come one after another: they share its name.
+        let metric = match self.series.last() {
+            Some(previous) if previous.metric == metric => previous.metric.clone(),
+            _ => metric.into(),
+        };
+        self.series.push(MetricSeries { metric, labels, samples: vec![Sample { timestamp_ns, value }] });
     }
 }
 

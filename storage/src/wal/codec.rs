@@ -78,9 +78,14 @@ pub fn decode(payload: &[u8]) -> Result<WriteBatch, CodecError> {
         return Err(CodecError::Version(version));
     }
     let series_count = input.count(2)?;
-    let mut metrics = Vec::with_capacity(series_count);
+    let mut metrics: Vec<MetricSeries> = Vec::with_capacity(series_count);
     for _ in 0..series_count {
         let metric = input.string()?;
+        // A write's series of one metric come together: they share its name.
+        let metric = match metrics.last() {
+            Some(previous) if previous.metric == *metric => previous.metric.clone(),
+            _ => metric.into(),
+        };
         let label_count = input.count(2)?;
         let mut pairs = Vec::with_capacity(label_count);
         for _ in 0..label_count {
