@@ -24,21 +24,17 @@
 //!     cargo bench --bench query      (needs /usr/bin/prometheus and /usr/bin/victoria-metrics)
 
 mod common;
+#[path = "common/dashboard_load.rs"]
+mod dashboard_load;
 
 use std::time::{Duration, Instant};
 
 use common::VigilProcess;
-use common::peers::client::{Label, Sample, TimeSeries, WriteRequest, encode};
+use common::peers::client;
 use common::peers::{Peers, measure, rss_mib, send_all};
 
 const STEP_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
-
-fn labels(pairs: &[(&str, String)]) -> Vec<Label> {
-    let mut out: Vec<Label> = pairs.iter().map(|(k, v)| Label { name: k.to_string(), value: v.clone() }).collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
 
 const QUERIES: [(&str, &str); 6] = [
     ("rate by job", "sum by (job) (rate(bench_requests_total[5m]))"),
@@ -52,54 +48,6 @@ const QUERIES: [(&str, &str); 6] = [
     ("max_over_time", "max_over_time(bench_requests_total{job=\"job-1\"}[10m])"),
 ];
 
-/// Requests of 2,000 series each, in time order: `points` samples per series.
-fn load(end_ms: i64, total: usize, points: i64) -> Vec<Vec<u8>> {
-    let start_ms = end_ms - points * STEP_MS;
-    let mut series: Vec<(Vec<Label>, f64)> = Vec::new();
-    for i in 0..total * 9 / 10 {
-        let code = ["200", "200", "200", "500", "404"][i % 5].to_string();
-        series.push((
-            labels(&[
-                ("__name__", "bench_requests_total".into()),
-                ("job", format!("job-{}", i % 10)),
-                ("instance", format!("host-{}", i / 10)),
-                ("code", code),
-            ]),
-            1.0 + (i % 7) as f64,
-        ));
-    }
-    let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
-    for i in 0..total / 100 {
-        for (b, le) in bounds.iter().enumerate() {
-            series.push((
-                labels(&[
-                    ("__name__", "bench_latency_seconds_bucket".into()),
-                    ("job", format!("job-{}", i % 10)),
-                    ("instance", format!("host-{i}")),
-                    ("le", le.to_string()),
-                ]),
-                (b + 1) as f64,
-            ));
-        }
-    }
-    let mut bodies = Vec::new();
-    for step in 0..=points {
-        let t = start_ms + step * STEP_MS;
-        for chunk in series.chunks(2_000) {
-            let timeseries = chunk
-                .iter()
-                .map(|(labels, per_step)| TimeSeries {
-                    labels: labels.clone(),
-                    samples: vec![Sample { value: per_step * step as f64, timestamp: t }],
-                    exemplars: Vec::new(),
-                })
-                .collect();
-            bodies.push(encode(&WriteRequest { timeseries }));
-        }
-    }
-    bodies
-}
-
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
@@ -108,7 +56,7 @@ async fn main() {
     let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
         / STEP_MS
         * STEP_MS;
-    let bodies = load(end_ms, total, points);
+    let bodies = dashboard_load::load(end_ms, total, points, STEP_MS);
     println!("load: {total} series x {} samples, {} requests", points + 1, bodies.len());
     let work = tempfile::tempdir().unwrap();
 

@@ -1,78 +1,34 @@
 //! The remote-write path in one process, without HTTP: decode, admission, cardinality, WAL,
-//! write buffer. The query bench's load (9 counter series in 10 of a `bench_requests_total`,
-//! the rest histogram buckets; 2,000 series a request, time-major, one sample a series a
-//! request, as Prometheus's shards send) with the server's allocator and default settings, so
-//! a change to the write path can be measured in minutes instead of a release build of the
-//! server and a run beside the peers (`cargo bench --bench remote_write` does that).
+//! write buffer. The query bench's load (`benches/common/dashboard_load.rs`: 2,000 series a
+//! request, one sample a series a request, here 15 s apart) with the server's allocator and
+//! default settings, so a change to the write path can be measured in minutes instead of a
+//! release build of the server and a run beside the peers (`cargo bench --bench remote_write`
+//! does that).
 //!
 //! `cargo bench -p vigil-ingest --bench write_path`; `VIGIL_BENCH_SERIES` (10,000) and
 //! `VIGIL_BENCH_STEPS` (240) size it. Prints CPU seconds per million samples.
 
-// A bench stops on what it set up itself failing, as the root package's benches do.
-#![allow(clippy::expect_used)]
+// A bench stops on what it set up itself failing (the tests' client it includes unwraps), as
+// the root package's benches do.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::Instant;
 
-use prost::Message;
-use vigil_ingest::remote_write::{Label, PromSample, TimeSeries, WriteRequest};
 use vigil_ingest::{Ingestor, Limits};
 use vigil_storage::{Storage, StorageOptions};
+
+// The tests' remote-write client (messages declared apart from Vigil's decoder) and the
+// query bench's load, shared with it.
+#[allow(dead_code)]
+#[path = "../../tests/e2e/remote_write_client.rs"]
+mod client;
+#[path = "../../benches/common/dashboard_load.rs"]
+mod dashboard_load;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const STEP_MS: i64 = 15_000;
-
-fn labels(pairs: &[(&str, String)]) -> Vec<Label> {
-    let mut labels: Vec<Label> = pairs.iter().map(|(n, v)| Label { name: n.to_string(), value: v.clone() }).collect();
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
-    labels
-}
-
-fn load(end_ms: i64, total: usize, steps: i64) -> Vec<Vec<u8>> {
-    let mut series: Vec<(Vec<Label>, f64)> = Vec::new();
-    for i in 0..total * 9 / 10 {
-        let code = ["200", "200", "200", "500", "404"][i % 5].to_string();
-        let pairs = [
-            ("__name__", "bench_requests_total".to_string()),
-            ("job", format!("job-{}", i % 10)),
-            ("instance", format!("host-{}", i / 10)),
-            ("code", code),
-        ];
-        series.push((labels(&pairs), 1.0 + (i % 7) as f64));
-    }
-    let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
-    for i in 0..total / 100 {
-        for (b, le) in bounds.iter().enumerate() {
-            let pairs = [
-                ("__name__", "bench_latency_seconds_bucket".to_string()),
-                ("job", format!("job-{}", i % 10)),
-                ("instance", format!("host-{i}")),
-                ("le", le.to_string()),
-            ];
-            series.push((labels(&pairs), (b + 1) as f64));
-        }
-    }
-    let start_ms = end_ms - steps * STEP_MS;
-    let mut bodies = Vec::new();
-    for step in 0..steps {
-        let timestamp = start_ms + step * STEP_MS;
-        for chunk in series.chunks(2_000) {
-            let timeseries = chunk
-                .iter()
-                .map(|(labels, per_step)| TimeSeries {
-                    labels: labels.clone(),
-                    samples: vec![PromSample { value: per_step * step as f64, timestamp }],
-                    exemplars: Vec::new(),
-                    histograms: Vec::new(),
-                })
-                .collect();
-            let raw = WriteRequest { timeseries, metadata: Vec::new() }.encode_to_vec();
-            bodies.push(snap::raw::Encoder::new().compress_vec(&raw).expect("snappy compresses"));
-        }
-    }
-    bodies
-}
 
 /// utime + stime of this process, in seconds (clock ticks of 10 ms: runs last seconds).
 fn cpu_seconds() -> f64 {
@@ -86,11 +42,11 @@ fn cpu_seconds() -> f64 {
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let steps: i64 = std::env::var("VIGIL_BENCH_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(240);
+    let steps: i64 = std::env::var("VIGIL_BENCH_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(240).max(1);
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("the clock is past 1970").as_millis()
             as i64;
-    let bodies = load(now_ms / STEP_MS * STEP_MS, total, steps);
+    let bodies = dashboard_load::load(now_ms / STEP_MS * STEP_MS, total, steps - 1, STEP_MS);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let storage = Storage::open(StorageOptions::new(dir.path())).await.expect("storage opens");
     let ingestor = Ingestor::new(storage, Limits::default());

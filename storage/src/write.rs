@@ -175,23 +175,20 @@ impl MetricName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `name`, as the same allocation as `previous` when it is the same name: decoders that
+    /// build a write's series one after another share a metric's name between its series.
+    pub fn after(previous: Option<&MetricName>, name: &str) -> MetricName {
+        match previous {
+            Some(previous) if *previous == *name => previous.clone(),
+            _ => name.into(),
+        }
+    }
 }
 
 impl std::ops::Deref for MetricName {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for MetricName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for MetricName {
-    fn borrow(&self) -> &str {
         &self.0
     }
 }
@@ -205,12 +202,6 @@ impl From<&str> for MetricName {
 impl From<String> for MetricName {
     fn from(name: String) -> Self {
         MetricName(name.into())
-    }
-}
-
-impl From<&String> for MetricName {
-    fn from(name: &String) -> Self {
-        MetricName(name.as_str().into())
     }
 }
 
@@ -399,6 +390,10 @@ mod tests {
         // A name prints as its text, and is cut short like a string.
         assert_eq!(format!("{up} {:.1} {up:?}", MetricName::from("down")), "up d \"up\"");
         assert!(up == "up" && up == *"up" && up != "up_total");
+        // A decoder's next series of the same metric shares its name; another name is its own.
+        assert!(std::ptr::eq(MetricName::after(Some(&up), "up").as_str(), up.as_str()));
+        assert_eq!(MetricName::after(Some(&up), "down"), "down");
+        assert_eq!(MetricName::after(None, "up"), up);
     }
 
     #[test]

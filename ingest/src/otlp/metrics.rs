@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use parking_lot::Mutex;
 use vigil_storage::exemplars::Exemplar;
-use vigil_storage::{LabelSet, MetricSeries, Sample};
+use vigil_storage::{LabelSet, MetricName, MetricSeries, Sample};
 
 use super::attributes::{ServiceIdentity, hex, value_text};
 use super::names::{MetricKind, format_bound, label_name, metric_name};
@@ -177,10 +177,7 @@ impl PointSeries {
 
     fn push(&mut self, metric: &str, labels: LabelSet, timestamp_ns: i64, value: f64) {
         // A metric's points come one after another: they share its name.
-        let metric = match self.series.last() {
-            Some(previous) if previous.metric == metric => previous.metric.clone(),
-            _ => metric.into(),
-        };
+        let metric = MetricName::after(self.series.last().map(|previous| &previous.metric), metric);
         self.series.push(MetricSeries { metric, labels, samples: vec![Sample { timestamp_ns, value }] });
     }
 }

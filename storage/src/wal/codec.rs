@@ -13,7 +13,7 @@
 use std::io::Cursor;
 
 use crate::schema::FixedTable;
-use crate::write::{LabelSet, MetricSeries, Sample, TableRows, WriteBatch};
+use crate::write::{LabelSet, MetricName, MetricSeries, Sample, TableRows, WriteBatch};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 
@@ -80,12 +80,7 @@ pub fn decode(payload: &[u8]) -> Result<WriteBatch, CodecError> {
     let series_count = input.count(2)?;
     let mut metrics: Vec<MetricSeries> = Vec::with_capacity(series_count);
     for _ in 0..series_count {
-        let metric = input.string()?;
-        // A write's series of one metric come together: they share its name.
-        let metric = match metrics.last() {
-            Some(previous) if previous.metric == *metric => previous.metric.clone(),
-            _ => metric.into(),
-        };
+        let metric = MetricName::after(metrics.last().map(|previous| &previous.metric), &input.string()?);
         let label_count = input.count(2)?;
         let mut pairs = Vec::with_capacity(label_count);
         for _ in 0..label_count {
