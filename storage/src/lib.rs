@@ -36,6 +36,7 @@ mod local_store;
 mod maintenance;
 pub mod manifest;
 mod merge;
+mod merge_slices;
 pub mod metric_set;
 pub use maintenance::PersistSummary;
 pub mod exemplars;
@@ -113,15 +114,16 @@ pub struct StorageOptions {
     pub retention: Duration,
     /// A partition with this many segments is compacted even while still open.
     pub compaction_max_segments: usize,
-    /// Rows one compaction merges at most. The merge happens in memory, so this bounds its
-    /// memory; a partition larger than this ends up as several segments of about this size.
+    /// Rows one compaction holds in memory at most: a partition's files merge while their rows
+    /// stay within it (a larger partition stays several segments of about this size), and a
+    /// window merges in slices of series of at most this many rows, each its own files.
     pub compaction_max_rows: u64,
     /// Closed partitions of one window this long (from the epoch; a multiple of
     /// `partition_duration`) merge into one segment, as Prometheus compacts its 2 h blocks:
     /// a series' samples of a day are one run, not twelve. A window merges a window's length
-    /// after it closed (yesterday's partitions stay, for queries over the last day); one with
-    /// more rows than `compaction_max_rows` merges in halves. Zero (or one partition) keeps
-    /// partitions apart.
+    /// after it closed (yesterday's partitions stay, for queries over the last day), whole, in
+    /// files of disjoint series of `compaction_max_rows` rows at most. Zero (or one partition)
+    /// keeps partitions apart.
     pub compaction_window: Duration,
     /// This node's name in a shared store; `None` = the one kept in `data_dir/node_id`
     /// (made up at first start).

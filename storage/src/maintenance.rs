@@ -18,7 +18,7 @@ use crate::buffer::{self, time_values};
 use crate::manifest::{self, Manifest, PendingDelete, SegmentMeta};
 use crate::schema::{FixedTable, time_column_of};
 use crate::wal::{WalError, codec};
-use crate::{Storage, StorageError, WriteBatch, decimal_values, merge, segment, series_index, shared};
+use crate::{Storage, StorageError, WriteBatch, decimal_values, merge, merge_slices, segment, series_index, shared};
 
 /// Replaced segment files stay this long, for queries that planned with them.
 const DELETE_GRACE: Duration = Duration::from_secs(600);
@@ -366,7 +366,7 @@ impl Storage {
         // A pass merges windows of `max_rows` rows in all (one at least): flushes wait for the
         // pass, and a store filling its history (a backfill, a store from before windows)
         // has dozens due at once; the rest wait for the next passes, a minute apart.
-        let windows = window_merges(&current.segments, partition_ns, window_ns, max_rows, now.saturating_sub(grace_ns));
+        let windows = window_merges(&current.segments, partition_ns, window_ns, now.saturating_sub(grace_ns));
         let mut backlog = windows.len();
         // Partitions of every due window, merged or not this pass: merging one on its own first
         // would write its rows twice (a backfill's closed partitions, all due at once, did).
@@ -391,7 +391,14 @@ impl Storage {
                 let wanted = closed || files.len() >= self.inner.options.compaction_max_segments;
                 let rows: Vec<u64> = files.iter().map(|entries| entries[0].file_rows()).collect();
                 let run = files.split_off(newest_run_start(&rows, max_rows));
-                (wanted && run.len() >= 2).then_some(((owner, partition), run))
+                // A merge of metric tables writes a file per scale group (and a window's, a file
+                // per slice of series): merging those again writes the same files, pass after
+                // pass. So a run merges only when it holds rows no merge has written yet (a
+                // flush's file) or a file of an older layout (a table's own), which it moves to
+                // shared segments.
+                let new_rows = !owner.is_empty()
+                    || run.iter().any(|entries| entries.iter().any(|e| e.level == 0 || e.shared.is_none()));
+                (wanted && run.len() >= 2 && new_rows).then_some(((owner, partition), run))
             })
             .collect::<Vec<_>>();
         backlog += partitions.len();
@@ -437,7 +444,8 @@ impl Storage {
 
     /// Merges files of one partition (oldest first; each file as its manifest entries) into
     /// new ones, in `manifest`: one segment of a fixed table (`owner`), or the shared
-    /// segments of the metric tables (`owner` empty).
+    /// segments of the metric tables (`owner` empty), in slices of series of at most
+    /// `compaction_max_rows` rows (see `merge_slices`), each written as files of its own.
     async fn merge_partition(
         &self,
         manifest: &mut Manifest,
@@ -445,39 +453,47 @@ impl Storage {
         partition: i64,
         files: &[Vec<&SegmentMeta>],
     ) -> Result<(), StorageError> {
-        // Each table's rows, oldest file first: only the rows the manifest names.
-        let mut pieces: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+        let mut inputs = Vec::with_capacity(files.len());
         for entries in files {
-            let batches = segment::read(&self.inner.store, &Path::from(entries[0].path.as_str())).await?;
-            let Some(first) = batches.first() else { continue };
-            let whole = compute::concat_batches(&first.schema(), &batches)?;
-            for entry in entries {
-                let rows = match entry.shared {
-                    Some(at) => shared::table_rows(&whole, at.first_row as usize, entry.rows as usize)?,
-                    None => whole.clone(),
-                };
-                pieces.entry(entry.table.clone()).or_default().push(rows);
+            inputs.push(
+                merge_slices::Input::open(&self.inner.store, entries.iter().map(|&e| e.clone()).collect()).await?,
+            );
+        }
+        // A fixed table's rows are sorted by time, not series: merged whole.
+        let max_rows = if owner.is_empty() { self.inner.options.compaction_max_rows } else { u64::MAX };
+        let inputs = Arc::new(inputs);
+        let slices = merge_slices::plan(&self.inner.store, &inputs, max_rows).await?;
+        let level = files.iter().flatten().map(|s| s.level).max().unwrap_or(0) + 1;
+        let mut out = Written::starting_at(manifest.next_segment_id);
+        let mut failed = None;
+        for slice in slices {
+            let inputs = inputs.clone();
+            let merged = match tokio::task::spawn_blocking(move || merge_slice(&inputs, slice)).await {
+                Ok(Ok(merged)) => merged,
+                Ok(Err(error)) => {
+                    failed = Some(error);
+                    break;
+                }
+                Err(error) => {
+                    failed = Some(StorageError::Internal(error.to_string()));
+                    break;
+                }
+            };
+            if owner.is_empty() {
+                self.write_shared_or_apart(partition, level, merged, &mut out).await;
+            } else {
+                self.write_apart(partition, level, merged, &mut out).await;
+            }
+            if let Some((table, error)) = out.kept_back.drain(..).next() {
+                failed = Some(StorageError::Internal(format!("table {table}: {error}")));
+                break;
             }
         }
-        let level = files.iter().flatten().map(|s| s.level).max().unwrap_or(0) + 1;
-        let merged = tokio::task::spawn_blocking(move || {
-            pieces
-                .into_iter()
-                .map(|(table, inputs)| Ok((table.clone(), merge::merge_segments(&table, inputs)?)))
-                .collect::<Result<Vec<_>, StorageError>>()
-        })
-        .await
-        .map_err(|e| StorageError::Internal(e.to_string()))??;
-        let mut out = Written::starting_at(manifest.next_segment_id);
-        if owner.is_empty() {
-            self.write_shared_or_apart(partition, level, merged, &mut out).await;
-        } else {
-            self.write_apart(partition, level, merged, &mut out).await;
-        }
+        // What earlier slices wrote before a failure stays an orphan no manifest names (the
+        // inputs stay live), its ids never taken again.
         manifest.next_segment_id = out.next_id;
-        if let Some((table, error)) = out.kept_back.into_iter().next() {
-            // What was written stays an orphan no manifest names: the inputs stay live.
-            return Err(StorageError::Internal(format!("table {table}: {error}")));
+        if let Some(error) = failed {
+            return Err(error);
         }
         let written = out.entries;
         let replaced: BTreeSet<&str> = files.iter().flatten().map(|s| s.path.as_str()).collect();
@@ -547,6 +563,23 @@ impl Storage {
     }
 }
 
+/// One slice of a merge (each input's rows, see `merge_slices::plan`) merged: each table's
+/// rows, from the manifest's entries of the inputs, oldest file first.
+fn merge_slice(
+    inputs: &[merge_slices::Input],
+    slice: Vec<std::ops::Range<u64>>,
+) -> Result<Vec<(String, RecordBatch)>, StorageError> {
+    let mut pieces: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    for (input, rows) in inputs.iter().zip(slice) {
+        if !rows.is_empty() {
+            for (table, rows) in input.read(rows)? {
+                pieces.entry(table).or_default().push(rows);
+            }
+        }
+    }
+    pieces.into_iter().map(|(table, inputs)| Ok((table.clone(), merge::merge_segments(&table, inputs)?))).collect()
+}
+
 /// Where the run of newest files (their rows, sorted by id) whose rows together stay within
 /// `max_rows` starts.
 /// Only a run of the newest may merge: the merged segment gets the newest id, and newer rows
@@ -561,17 +594,18 @@ fn newest_run_start(file_rows: &[u64], max_rows: u64) -> usize {
     start
 }
 
-/// The windows of closed partitions whose metric files merge into one segment each: the
-/// window's start (its segment's partition) and its files, oldest first (each as its
-/// manifest entries). A window is `window_ns` long from the epoch and merges once it has
-/// ended a window's length before `closed_before` and holds files of two partitions or more; one with more rows
-/// than `max_rows` merges in halves (each a whole number of partitions), or not at all.
-/// A window whose files are of one partition is left to that partition's compaction.
+/// The windows of closed partitions whose metric files merge: the window's start (its
+/// segments' partition) and its files, oldest first (each as its manifest entries). A window
+/// is `window_ns` long from the epoch and merges once it has ended a window's length before
+/// `closed_before` and holds files of two partitions or more, whole: a merge reads it in
+/// slices of series (see `merge_slices`), so its size is no bound. (Merging a window too large
+/// for memory in halves of time made each series a run per half, paying its costs of a file
+/// once a half.) A window whose files are of one partition is left to that partition's
+/// compaction.
 fn window_merges(
     segments: &[SegmentMeta],
     partition_ns: i64,
     window_ns: i64,
-    max_rows: u64,
     closed_before: i64,
 ) -> Vec<(i64, Vec<Vec<&SegmentMeta>>)> {
     if partition_ns <= 0 || window_ns < partition_ns.saturating_mul(2) || window_ns % partition_ns != 0 {
@@ -586,44 +620,17 @@ fn window_merges(
         let start = entries[0].partition_start_ns.div_euclid(window_ns).saturating_mul(window_ns);
         windows.entry(start).or_default().push(entries);
     }
-    let mut due = Vec::new();
-    for (start, files) in windows {
-        plan_window(start, window_ns, files, partition_ns, max_rows, closed_before, &mut due);
-    }
-    due
-}
-
-fn plan_window<'a>(
-    start: i64,
-    length: i64,
-    files: Vec<Vec<&'a SegmentMeta>>,
-    partition_ns: i64,
-    max_rows: u64,
-    closed_before: i64,
-    due: &mut Vec<(i64, Vec<Vec<&'a SegmentMeta>>)>,
-) {
-    // A window merges a window's length after it closed: queries over the last window (a
-    // 24 h dashboard) read partitions, every row they read one they need, where a merged
-    // segment's part they need costs decoding its whole pages.
-    if files.len() < 2 || start.saturating_add(length.saturating_mul(2)) > closed_before {
-        return;
-    }
-    let rows = files.iter().fold(0u64, |rows, entries| rows.saturating_add(entries[0].file_rows()));
-    if rows <= max_rows {
-        let partitions: BTreeSet<i64> = files.iter().map(|entries| entries[0].partition_start_ns).collect();
-        if partitions.len() >= 2 {
-            due.push((start, files));
-        }
-        return;
-    }
-    let half = length / 2;
-    if half < partition_ns.saturating_mul(2) || half % partition_ns != 0 {
-        return;
-    }
-    let middle = start.saturating_add(half);
-    let (low, high) = files.into_iter().partition(|entries| entries[0].partition_start_ns < middle);
-    plan_window(start, half, low, partition_ns, max_rows, closed_before, due);
-    plan_window(middle, half, high, partition_ns, max_rows, closed_before, due);
+    windows
+        .into_iter()
+        .filter(|(start, files)| {
+            // A window merges a window's length after it closed: queries over the last window (a
+            // 24 h dashboard) read partitions, every row they read one they need, where a merged
+            // segment's part they need costs decoding its whole pages.
+            let due = start.saturating_add(window_ns.saturating_mul(2)) <= closed_before;
+            let partitions: BTreeSet<i64> = files.iter().map(|entries| entries[0].partition_start_ns).collect();
+            due && partitions.len() >= 2
+        })
+        .collect()
 }
 
 /// When a file replaced now may be deleted: after the grace period for queries planned with it

@@ -41,20 +41,24 @@ pub(crate) fn merge_segments(table: &str, inputs: Vec<RecordBatch>) -> Result<Re
     Ok(merge_metric(&schema, &adapted)?)
 }
 
-/// Merges metric batches of one schema, each sorted by series then time (oldest first).
+/// Merges metric batches of one schema, each sorted by series then time (oldest first). The
+/// merged batch is built from the inputs row by row (interleaved), not from a concatenation of
+/// them: a merge holds its inputs and its output, not a third copy.
 fn merge_metric(schema: &SchemaRef, inputs: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
-    let merged = compute::concat_batches(schema, inputs)?;
-    let order = match merge_order(schema, inputs)? {
-        Some(order) => order,
-        None => {
-            tracing::debug!("a merge input is not sorted by series then time (or has no labels); sorting it whole");
-            sort_order(&merged)?
-        }
+    let Some(order) = merge_order(schema, inputs)? else {
+        tracing::debug!("a merge input is not sorted by series then time (or has no labels); sorting it whole");
+        let merged = compute::concat_batches(schema, inputs)?;
+        return compute::take_record_batch(&merged, &sort_order(&merged)?);
     };
-    if order.len() == merged.num_rows() && order.values().iter().enumerate().all(|(i, &at)| i as u64 == at) {
-        return Ok(merged);
+    // One input already in order (a table only one file of a slice holds): as it is.
+    if let [only] = inputs
+        && order.len() == only.num_rows()
+        && order.iter().enumerate().all(|(i, &(_, row))| i == row)
+    {
+        return Ok(only.clone());
     }
-    compute::take_record_batch(&merged, &order)
+    let inputs: Vec<&RecordBatch> = inputs.iter().collect();
+    compute::interleave_record_batch(&inputs, &order)
 }
 
 /// One series' run of rows in one input: the input (its age: later inputs are newer), the
@@ -67,10 +71,10 @@ struct Run {
     repeats: bool,
 }
 
-/// The rows of the concatenated inputs in series-then-time order, duplicates dropped (the
-/// newest kept), by merging the inputs' series runs; `None` when an input is not sorted, or
-/// the table has no labels (one series, which a sort by time orders as fast).
-fn merge_order(schema: &SchemaRef, inputs: &[RecordBatch]) -> Result<Option<UInt64Array>, ArrowError> {
+/// The inputs' rows (input, row) in series-then-time order, duplicates dropped (the newest
+/// kept), by merging the inputs' series runs; `None` when an input is not sorted, or the table
+/// has no labels (one series, which a sort by time orders as fast).
+fn merge_order(schema: &SchemaRef, inputs: &[RecordBatch]) -> Result<Option<Vec<(usize, usize)>>, ArrowError> {
     let key_columns: Vec<usize> =
         series_order(schema).into_iter().map(|column| schema.index_of(column)).collect::<Result<_, _>>()?;
     if key_columns.is_empty() {
@@ -111,29 +115,20 @@ fn merge_order(schema: &SchemaRef, inputs: &[RecordBatch]) -> Result<Option<UInt
     let key_of = |run: &Run| keys[run.input].row(run.key);
     runs.sort_unstable_by(|a, b| key_of(a).cmp(&key_of(b)));
 
-    // Where each input's rows start in the concatenated batch.
-    let offsets: Vec<u64> = inputs
-        .iter()
-        .scan(0u64, |at, b| {
-            let start = *at;
-            *at += b.num_rows() as u64;
-            Some(start)
-        })
-        .collect();
-    let mut order: Vec<u64> = Vec::with_capacity(inputs.iter().map(RecordBatch::num_rows).sum());
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(inputs.iter().map(RecordBatch::num_rows).sum());
     let mut group_start = 0;
     while group_start < runs.len() {
         let key = key_of(&runs[group_start]);
         let group_end = (group_start + 1..runs.len()).find(|&g| key_of(&runs[g]) != key).unwrap_or(runs.len());
-        series_order_of(&runs[group_start..group_end], &times, &offsets, &mut order);
+        series_order_of(&runs[group_start..group_end], &times, &mut order);
         group_start = group_end;
     }
-    Ok(Some(UInt64Array::from(order)))
+    Ok(Some(order))
 }
 
 /// Appends the rows of one series' runs (oldest input first) in time order, one row per
 /// timestamp: the newest input's, and in it the latest row's.
-fn series_order_of(runs: &[Run], times: &[&[i64]], offsets: &[u64], order: &mut Vec<u64>) {
+fn series_order_of(runs: &[Run], times: &[&[i64]], order: &mut Vec<(usize, usize)>) {
     let first = |run: &Run| times[run.input][run.rows.start];
     let last = |run: &Run| times[run.input][run.rows.end - 1];
     let mut by_start: Vec<&Run> = runs.iter().collect();
@@ -141,21 +136,18 @@ fn series_order_of(runs: &[Run], times: &[&[i64]], offsets: &[u64], order: &mut 
     // The common case: runs of disjoint times (a window's partitions), each without repeats.
     if by_start.windows(2).all(|pair| last(pair[0]) < first(pair[1])) && !runs.iter().any(|run| run.repeats) {
         for run in by_start {
-            let at = offsets[run.input];
-            order.extend(run.rows.clone().map(|row| at + row as u64));
+            order.extend(run.rows.clone().map(|row| (run.input, row)));
         }
         return;
     }
     // Overlapping times (a late flush into a partition): by time, then age, then position,
     // keeping the last row of each timestamp.
-    let mut rows: Vec<(i64, u64)> = runs
-        .iter()
-        .flat_map(|run| run.rows.clone().map(move |row| (times[run.input][row], offsets[run.input] + row as u64)))
-        .collect();
+    let mut rows: Vec<(i64, usize, usize)> =
+        runs.iter().flat_map(|run| run.rows.clone().map(move |row| (times[run.input][row], run.input, row))).collect();
     rows.sort_unstable();
-    for (i, &(time, row)) in rows.iter().enumerate() {
+    for (i, &(time, input, row)) in rows.iter().enumerate() {
         if rows.get(i + 1).is_none_or(|next| next.0 != time) {
-            order.push(row);
+            order.push((input, row));
         }
     }
 }
@@ -240,6 +232,18 @@ mod tests {
         RecordBatch::try_new(schema, columns).unwrap()
     }
 
+    /// A merge order as positions in the inputs concatenated (as `sort_order` of them gives).
+    fn concatenated(order: &[(usize, usize)], inputs: &[RecordBatch]) -> UInt64Array {
+        let starts: Vec<usize> = inputs
+            .iter()
+            .scan(0, |at, b| {
+                *at += b.num_rows();
+                Some(*at - b.num_rows())
+            })
+            .collect();
+        UInt64Array::from_iter_values(order.iter().map(|&(input, row)| (starts[input] + row) as u64))
+    }
+
     /// Inputs sorted as segments are (by sorting them whole), to merge.
     fn segment_of(batch: RecordBatch) -> RecordBatch {
         compute::take_record_batch(&batch, &sort_order(&batch).unwrap()).unwrap()
@@ -279,7 +283,10 @@ mod tests {
             let adapted: Vec<RecordBatch> = inputs.iter().map(|b| adapt_to(b, &schema).unwrap()).collect();
             let by_runs = merge_order(&schema, &adapted).unwrap().expect("sorted inputs merge by runs");
             let all = compute::concat_batches(&schema, &adapted).unwrap();
-            assert_eq!(by_runs, sort_order(&all).unwrap(), "seed {seed}");
+            assert_eq!(concatenated(&by_runs, &adapted), sort_order(&all).unwrap(), "seed {seed}");
+            // The merged rows, built from the inputs, are the sorted concatenation's.
+            let sorted = compute::take_record_batch(&all, &sort_order(&all).unwrap()).unwrap();
+            assert_eq!(merge_metric(&schema, &adapted).unwrap(), sorted, "seed {seed}");
         }
     }
 
@@ -312,6 +319,7 @@ mod tests {
         let inputs = [repeated, later];
         let by_runs = merge_order(&schema, &inputs).unwrap().expect("sorted inputs merge by runs");
         let all = compute::concat_batches(&schema, &inputs).unwrap();
+        let by_runs = concatenated(&by_runs, &inputs);
         assert_eq!(by_runs, sort_order(&all).unwrap());
         assert_eq!(by_runs.values().to_vec(), vec![1, 2, 3]);
     }

@@ -194,7 +194,10 @@ pub async fn delete(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<
     }
 }
 
-async fn read(store: &Arc<dyn ObjectStore>, segment_path: &str) -> Result<Option<RecordBatch>, StorageError> {
+pub(crate) async fn read(
+    store: &Arc<dyn ObjectStore>,
+    segment_path: &str,
+) -> Result<Option<RecordBatch>, StorageError> {
     let bytes = match store.get(&index_path(segment_path)).await {
         Ok(object) => object.bytes().await?,
         Err(datafusion::object_store::Error::NotFound { .. }) => return Ok(None),

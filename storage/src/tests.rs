@@ -175,6 +175,34 @@ async fn compaction_merges_a_partition_and_keeps_the_newest_duplicate() {
     storage.close().await.unwrap();
 }
 
+/// A partition whose tables store values at different scales is written as a file per scale
+/// group (whole numbers apart from two decimal places): once merged, its files are what a
+/// merge writes, and the next passes leave them alone instead of merging them again.
+#[tokio::test]
+async fn a_merged_partition_of_several_scales_is_not_merged_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(options(dir.path())).await.unwrap();
+    for flush in 0..2i64 {
+        storage
+            .write(batch(vec![
+                series("hits", &[("k", "v")], [(T0 + flush, 7.0)]),
+                series("temp", &[("k", "v")], [(T0 + flush, 21.25)]),
+            ]))
+            .await
+            .unwrap();
+        storage.persist().await.unwrap();
+    }
+    assert_eq!(metric_files(&storage).len(), 4, "a file per scale group per flush");
+    assert_eq!(storage.compact().await.unwrap(), 1);
+    let merged = metric_files(&storage);
+    assert_eq!(merged, vec![(T0, 2), (T0, 2)], "one file per scale group");
+    for pass in 0..3 {
+        assert_eq!(storage.compact().await.unwrap(), 0, "pass {pass} merged the merged files again");
+    }
+    assert_eq!(metric_files(&storage), merged);
+    storage.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn compaction_merges_at_most_its_row_cap_and_only_the_newest_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -1534,23 +1562,157 @@ async fn four_hour_files(max_rows: u64, hosts: &[&str]) -> (tempfile::TempDir, S
     (dir, storage, start)
 }
 
+/// The label values each metric file holds of `label` (the least and greatest of its
+/// entries' bounds), sorted.
+fn file_label_bounds(storage: &Storage, label: &str) -> Vec<(String, String)> {
+    let text = |bound: &Option<crate::manifest::StatValue>| match bound {
+        Some(crate::manifest::StatValue::Text(text)) => text.clone(),
+        other => panic!("{label} bound {other:?}"),
+    };
+    let mut files: BTreeMap<u64, (String, String)> = BTreeMap::new();
+    for segment in &storage.manifest().segments {
+        let Some(stats) = segment.stats.iter().find(|c| c.name == label) else { continue };
+        let (low, high) = (text(&stats.min), text(&stats.max));
+        let bounds = files.entry(segment.id).or_insert_with(|| (low.clone(), high.clone()));
+        bounds.0 = bounds.0.clone().min(low);
+        bounds.1 = bounds.1.clone().max(high);
+    }
+    let mut bounds: Vec<(String, String)> = files.into_values().collect();
+    bounds.sort_unstable();
+    bounds
+}
+
 #[tokio::test]
-async fn a_window_over_the_row_cap_merges_in_halves() {
-    // Three series of 60 rows an hour: a window's 720 rows are over the cap, half of it is not.
-    let (_dir, storage, start) = four_hour_files(400, &["a", "b", "c"]).await;
-    // A pass merges windows of the cap's rows in all: one half, then the other.
-    assert_eq!(storage.compact().await.unwrap(), 1);
-    assert_eq!(metric_files(&storage).len(), 3);
-    assert_eq!(storage.compact().await.unwrap(), 1);
-    assert_eq!(metric_files(&storage), vec![(start, 360), (start + 2 * HOUR_NS, 360)]);
-    assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 720);
-    // One series: 240 rows a window, 120 a half; a half is two partitions, the least merged.
-    for (cap, passes, files) in [(300, [1, 0], 1), (150, [1, 1], 2), (100, [0, 0], 4)] {
-        let (_dir, storage, _) = four_hour_files(cap, &["a"]).await;
-        for merges in passes {
-            assert_eq!(storage.compact().await.unwrap(), merges, "cap {cap}");
+async fn a_window_over_the_row_cap_merges_whole_in_slices_of_series() {
+    // Three series of 60 rows an hour: a window's 720 rows are over the cap. The window merges
+    // in one pass, whole: a slice of series within the cap a file, so each series is one run
+    // of the whole window (merging in halves of time made it two).
+    for (cap, files, hosts) in [
+        (400, vec![(0, 240), (0, 240), (0, 240)], vec![("a", "a"), ("b", "b"), ("c", "c")]),
+        (500, vec![(0, 240), (0, 480)], vec![("a", "b"), ("c", "c")]),
+        (720, vec![(0, 720)], vec![("a", "c")]),
+    ] {
+        let (_dir, storage, start) = four_hour_files(cap, &["a", "b", "c"]).await;
+        let before = sql(
+            &storage,
+            "SELECT host, count(*), sum(value), min(timestamp), max(timestamp) FROM cpu GROUP BY host ORDER BY host",
+        )
+        .await;
+        assert_eq!(storage.compact().await.unwrap(), 1, "cap {cap}");
+        let at_start: Vec<(i64, u64)> = files.iter().map(|&(partition, rows)| (start + partition, rows)).collect();
+        let mut merged = metric_files(&storage);
+        merged.sort_unstable_by_key(|&(_, rows)| rows);
+        assert_eq!(merged, at_start, "cap {cap}");
+        let expected: Vec<(String, String)> = hosts.iter().map(|(l, h)| (l.to_string(), h.to_string())).collect();
+        assert_eq!(
+            file_label_bounds(&storage, "host"),
+            expected,
+            "cap {cap}: files of disjoint series, in series order"
+        );
+        assert_eq!(storage.compact().await.unwrap(), 0, "cap {cap}: nothing left to merge");
+        assert_eq!(
+            sql(
+                &storage,
+                "SELECT host, count(*), sum(value), min(timestamp), max(timestamp) FROM cpu GROUP BY host ORDER BY host"
+            )
+            .await,
+            before,
+            "cap {cap}"
+        );
+    }
+    // One series is never cut: over the cap, it is a slice of its own (a day of a series
+    // scraped every second is 86,400 rows, far below any cap).
+    for cap in [300, 150, 100] {
+        let (_dir, storage, start) = four_hour_files(cap, &["a"]).await;
+        assert_eq!(storage.compact().await.unwrap(), 1, "cap {cap}");
+        assert_eq!(metric_files(&storage), vec![(start, 240)], "cap {cap}");
+        assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 240);
+    }
+}
+
+/// A window's slices hold every series whole across tables of different label columns,
+/// files with and without series indexes, and late corrections: what queries answer is what
+/// they answered before the merge, the newest value of a repeated timestamp kept.
+#[tokio::test]
+async fn slices_of_a_window_merge_keep_every_series_whole_and_the_newest_value() {
+    for drop_indexes in [false, true] {
+        let start = T0 - T0.rem_euclid(4 * HOUR_NS);
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = wide_options(dir.path());
+        opts.compaction_max_rows = 300;
+        let storage = Storage::open(opts).await.unwrap();
+        let at = |m: i64| start + m * 60_000_000_000;
+        for hour in 0..4i64 {
+            let minutes = (hour * 60)..(hour * 60 + 60);
+            let mut all: Vec<MetricSeries> = ["a", "b", "c"]
+                .iter()
+                .map(|host| series("cpu", &[("host", host)], minutes.clone().map(|m| (at(m), m as f64))))
+                .collect();
+            // A second table; from the third hour on one of its series has a label more.
+            all.push(series("up", &[("job", "api"), ("instance", "1")], minutes.clone().map(|m| (at(m), 1.0))));
+            let zone: &[(&str, &str)] = if hour >= 2 {
+                &[("job", "api"), ("instance", "2"), ("zone", "z")]
+            } else {
+                &[("job", "api"), ("instance", "2")]
+            };
+            all.push(series("up", zone, minutes.clone().map(|m| (at(m), 0.0))));
+            storage.write(batch(all)).await.unwrap();
+            storage.persist().await.unwrap();
         }
-        assert_eq!(metric_files(&storage).len(), files, "cap {cap}");
+        // Late corrections of the first hour, flushed into its partition as a file of their own.
+        storage
+            .write(batch(vec![
+                series("cpu", &[("host", "b")], [(at(5), -5.0)]),
+                series("up", &[("job", "api"), ("instance", "2")], [(at(7), 7.0)]),
+            ]))
+            .await
+            .unwrap();
+        storage.persist().await.unwrap();
+        if drop_indexes {
+            for segment in &storage.manifest().segments {
+                series_index::delete(&storage.inner.store, &segment.path).await.unwrap();
+            }
+        }
+        // Before the merge a corrected timestamp has both values (in two files): the answers
+        // compared leave those two timestamps out, and the corrections are asserted apart.
+        let untouched = format!("timestamp NOT IN ({}, {})", ts_literal(at(5)), ts_literal(at(7)));
+        let queries = [
+            format!(
+                "SELECT host, count(*) AS n, sum(value) AS s, min(timestamp), max(timestamp) FROM cpu WHERE {untouched} GROUP BY host ORDER BY host"
+            ),
+            format!(
+                "SELECT instance, zone, count(*) AS n, sum(value) AS s FROM up WHERE {untouched} GROUP BY instance, zone ORDER BY instance, zone"
+            ),
+        ];
+        let mut before = Vec::new();
+        for query in &queries {
+            before.push(sql(&storage, query).await);
+        }
+        assert_eq!(storage.compact().await.unwrap(), 1);
+        // 1,202 rows (two of them corrections) in slices within 300: cpu's a, b (with its
+        // correction: 241), c; up's instance 1; up's instance 2 (121) with instance 2 in zone z
+        // (120), the key order (job, instance, then the other labels; no zone first).
+        let mut files = metric_files(&storage);
+        files.sort_unstable_by_key(|&(_, rows)| rows);
+        assert_eq!(files, vec![(start, 240); 5], "indexes dropped: {drop_indexes}");
+        for (query, expected) in queries.iter().zip(&before) {
+            assert_eq!(&sql(&storage, query).await, expected, "{query} (indexes dropped: {drop_indexes})");
+        }
+        let corrected = format!(
+            "SELECT value FROM cpu WHERE host = 'b' AND timestamp = {} UNION ALL SELECT value FROM up WHERE instance = '2' AND timestamp = {}",
+            ts_literal(at(5)),
+            ts_literal(at(7))
+        );
+        let mut values: Vec<f64> = sql(&storage, &corrected)
+            .await
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec())
+            .collect();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, vec![-5.0, 7.0], "the corrections won, once each");
+        assert_eq!(count(&storage, "SELECT count(*) FROM cpu").await, 720);
+        assert_eq!(count(&storage, "SELECT count(*) FROM up").await, 480);
+        storage.close().await.unwrap();
     }
 }
 
