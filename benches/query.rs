@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::VigilProcess;
 use common::peers::client;
-use common::peers::{Peers, measure, rss_mib, send_all};
+use common::peers::{Peers, measure, rss_mib, send_timed};
 
 const STEP_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
@@ -66,13 +66,7 @@ async fn main() {
     let vigil_data = work.path().join("vigil");
     let vigil_args = ["--wal-fsync", "never", "--retention", "0"];
     let vigil = VigilProcess::start(&vigil_data, &vigil_args).await;
-    let (cpu, started) = (common::cpu_seconds(vigil.pid()), Instant::now());
-    send_all(&format!("http://127.0.0.1:{}/api/v1/write", vigil.http), &bodies).await;
-    println!(
-        "vigil ingested in {:.1} s, {:.1} CPU s",
-        started.elapsed().as_secs_f64(),
-        common::cpu_seconds(vigil.pid()) - cpu
-    );
+    send_timed("vigil", vigil.pid(), &format!("http://127.0.0.1:{}/api/v1/write", vigil.http), &bodies).await;
     vigil.stop();
     if std::env::var_os("VIGIL_BENCH_LOAD_ONLY").is_some() {
         // Vigil's load alone: what a profile of the ingest path (under `VIGIL_BENCH_BIN`) needs.
@@ -93,14 +87,7 @@ async fn main() {
     let vigil = VigilProcess::start(&vigil_data, &vigil_args).await;
     let peers = Peers::start(work.path(), &vigil).await;
     for peer in &peers.all[1..] {
-        let (cpu, started) = (common::cpu_seconds(peer.pid), Instant::now());
-        send_all(&format!("{}/api/v1/write", peer.base), &bodies).await;
-        println!(
-            "{} ingested in {:.1} s, {:.1} CPU s",
-            peer.name,
-            started.elapsed().as_secs_f64(),
-            common::cpu_seconds(peer.pid) - cpu
-        );
+        send_timed(peer.name, peer.pid, &format!("{}/api/v1/write", peer.base), &bodies).await;
     }
     peers.settle().await;
     // Vigil's whole store (segments, their series indexes, manifests), measured once the

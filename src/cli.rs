@@ -332,7 +332,7 @@ pub struct StorageArgs {
     /// Memory budget of the write buffer; past half a flush starts, past all writes get 503 [default: 1GiB]
     #[arg(long, env = "VIGIL_BUFFER_SIZE")]
     pub buffer_size: Option<ByteSize>,
-    /// Rows one compaction merges at most; bounds compaction memory [default: 4000000]
+    /// Rows one compaction holds in memory at most (a partition's merge, a slice of series of a window's) [default: 2000000]
     #[arg(long, env = "VIGIL_COMPACTION_MAX_ROWS")]
     pub compaction_max_rows: Option<u64>,
     /// Merge closed partitions of one window this long into one segment (a multiple of

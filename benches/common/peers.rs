@@ -12,6 +12,14 @@ use super::port;
 /// Queries run per measurement; the median is reported.
 pub const RUNS: usize = 5;
 
+/// Sends `bodies` to `url` and prints how long `name` (process `pid`) took to take them, in
+/// time and CPU.
+pub async fn send_timed(name: &str, pid: u32, url: &str, bodies: &[Vec<u8>]) {
+    let (cpu, started) = (super::cpu_seconds(pid), Instant::now());
+    send_all(url, bodies).await;
+    println!("{name} ingested in {:.1} s, {:.1} CPU s", started.elapsed().as_secs_f64(), super::cpu_seconds(pid) - cpu);
+}
+
 pub async fn send_all(url: &str, bodies: &[Vec<u8>]) {
     let client = reqwest::Client::new();
     for body in bodies {

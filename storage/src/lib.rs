@@ -155,7 +155,7 @@ impl StorageOptions {
             buffer_max_bytes: 1 << 30,
             retention: Duration::from_secs(30 * 86400),
             compaction_max_segments: 8,
-            compaction_max_rows: 4_000_000,
+            compaction_max_rows: 2_000_000,
             compaction_window: Duration::from_secs(24 * 3600),
             node_id: None,
             peer_refresh_interval: Duration::from_secs(15),

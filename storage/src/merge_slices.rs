@@ -264,8 +264,12 @@ impl Keys {
         for batch in reader {
             let batch = batch?;
             let columns: Vec<ArrayRef> = batch.columns().to_vec();
-            let ranges =
-                if columns.is_empty() { vec![0..batch.num_rows()] } else { compute::partition(&columns)?.ranges() };
+            // A table without labels is one series.
+            let ranges: Vec<Range<usize>> = if columns.is_empty() {
+                std::iter::once(0..batch.num_rows()).collect()
+            } else {
+                compute::partition(&columns)?.ranges()
+            };
             let starts = UInt64Array::from_iter_values(ranges.iter().map(|r| r.start as u64));
             let firsts = compute::take_record_batch(&batch, &starts)?;
             for (key, range) in self.convert(&firsts, table)?.into_iter().zip(ranges) {
