@@ -29,7 +29,7 @@ use datafusion::parquet::file::metadata::PageIndexPolicy;
 use crate::manifest::SegmentMeta;
 use crate::schema::{label_columns, metric_schema, series_order};
 use crate::shared::{self, TABLE_COLUMN};
-use crate::{StorageError, decimal_values, series_index};
+use crate::{StorageError, segment, series_index};
 
 /// Rows a reader decodes at a time.
 const READ_BATCH_ROWS: usize = 64 * 1024;
@@ -74,11 +74,11 @@ impl Input {
     /// in the table's own columns).
     pub(crate) fn read(&self, range: Range<u64>) -> Result<Vec<(String, RecordBatch)>, StorageError> {
         let selection = series_index::runs_selection(&[(range.start, range.end - range.start)], self.file_rows());
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.reading.clone())
-            .with_row_selection(selection)
-            .with_batch_size(READ_BATCH_ROWS)
-            .build()?;
-        let batches = reader.map(|batch| batch.and_then(decimal_values::decode)).collect::<Result<Vec<_>, _>>()?;
+        let batches = segment::rows(
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.reading.clone())
+                .with_row_selection(selection)
+                .with_batch_size(READ_BATCH_ROWS),
+        )?;
         let Some(first) = batches.first() else { return Ok(Vec::new()) };
         let rows = compute::concat_batches(&first.schema(), &batches)?;
         drop(batches);

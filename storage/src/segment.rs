@@ -446,14 +446,7 @@ fn value_page_ends(mantissas: &[i64], max_rows: usize) -> Vec<usize> {
     ends
 }
 
-/// Reads a whole segment (compaction input), values as doubles. Segments are bounded by the
-/// buffer budget, so one `get` of the object is the cheapest way to read all of it.
-pub async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Vec<RecordBatch>, StorageError> {
-    let bytes = store.get(path).await?.bytes().await?;
-    rows(ParquetRecordBatchReaderBuilder::try_new(bytes)?)
-}
-
-/// Every row of a segment opened by `builder`, values as doubles.
+/// The rows of a segment `builder` reads (all, or its row selection's), values as doubles.
 pub fn rows(builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>) -> Result<Vec<RecordBatch>, StorageError> {
     Ok(builder.build()?.map(|batch| batch.and_then(decimal_values::decode)).collect::<Result<Vec<_>, _>>()?)
 }
