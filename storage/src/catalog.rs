@@ -350,23 +350,26 @@ impl TableProvider for VigilTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self.scan_sources(state, projection, filters, limit).await?.0)
+        Ok(self.scan_sources(state, projection, filters, limit, false).await?.0)
     }
 }
 
 impl VigilTable {
-    /// The plan [`TableProvider::scan`] answers, and how many sources it reads: segments,
-    /// and write buffer generations with rows. Each source is sorted by series, then time
-    /// (a segment as written, a generation's rows as [`crate::buffer`] hands them out), so
-    /// the rows of a scan of one source come one run per series: what lets the PromQL
-    /// sweep drop a series' samples as soon as its run has ended.
+    /// The plan [`TableProvider::scan`] answers, and whether its rows come one run per
+    /// series: what lets the PromQL sweep drop a series' samples as soon as its run has
+    /// ended. Each source (a segment, a write buffer generation with rows) is sorted by
+    /// series, then time (a segment as written, a generation's rows as [`crate::buffer`]
+    /// hands them out), so a scan of one source's rows does; so does one of shared segments
+    /// of disjoint series (a merge's slices) read one after the other, which `series_once`
+    /// asks for (in one partition, where a scan would read them in several).
     pub async fn scan_sources(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
-    ) -> DfResult<(Arc<dyn ExecutionPlan>, usize)> {
+        series_once: bool,
+    ) -> DfResult<(Arc<dyn ExecutionPlan>, bool)> {
         let labels = self.label_names();
         let is_label = |c: &str| labels.contains(c);
         let filter = scan_filter(filters, self.time_column(), is_label);
@@ -396,6 +399,7 @@ impl VigilTable {
 
         let label_filters = LabelFilters::new(filters, &self.schema, projection, is_label);
         let mut parts = ScanParts { series: buffered, ..ScanParts::default() };
+        let mut indexed_once = true;
         // Segments wholly inside the time range need no filter when the time bounds are all
         // there is: read unfiltered, their manifest statistics are exact, and DataFusion answers
         // count/min/max from them without opening a file.
@@ -406,14 +410,20 @@ impl VigilTable {
             if segments.is_empty() {
                 continue;
             }
-            let scans = self.segment_scan(state, segments, &label_filters, filters, limit, &filter).await?;
+            let scans =
+                self.segment_scan(state, segments, &label_filters, filters, limit, &filter, series_once).await?;
+            indexed_once &= scans.series_once;
             parts.exact.extend(scans.exact);
             parts.unfiltered.extend(scans.unfiltered);
             parts.series.extend(scans.series);
         }
-        Ok((scan_plan(state, &self.schema, &label_filters, parts)?, sources))
+        // Several sources: only where they are all indexed files of disjoint series, in one plan.
+        let once = sources == 1
+            || (indexed_once && parts.exact.len() == 1 && parts.unfiltered.is_empty() && parts.series.is_empty());
+        Ok((scan_plan(state, &self.schema, &label_filters, parts)?, once))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn segment_scan(
         &self,
         state: &dyn Session,
@@ -422,6 +432,7 @@ impl VigilTable {
         filters: &[Expr],
         limit: Option<usize>,
         scan: &ScanFilter,
+        series_once: bool,
     ) -> DfResult<ScanParts> {
         let mut statistics = table_statistics(&segments, &self.schema);
         if !filters.is_empty() || self.reading == SegmentReading::Series {
@@ -453,7 +464,7 @@ impl VigilTable {
                 .await?,
             );
         }
-        files.plans(&self.storage, state, &self.schema, statistics, label_filters, filters, limit).await
+        files.plans(&self.storage, state, &self.schema, statistics, label_filters, filters, limit, series_once).await
     }
 }
 
@@ -503,7 +514,7 @@ pub(crate) fn scan_plan(
     label_filters: &LabelFilters,
     parts: ScanParts,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let ScanParts { mut exact, mut unfiltered, series: rows } = parts;
+    let ScanParts { mut exact, mut unfiltered, series: rows, .. } = parts;
     if !rows.is_empty() {
         unfiltered.push(MemorySourceConfig::try_new_exec(&[rows], schema.clone(), label_filters.read.clone())?);
     }

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, DictionaryArray, Int32Array, RecordBatch, UInt32Array, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Int32Array, RecordBatch, UInt32Array, new_null_array,
 };
 use datafusion::arrow::compute;
 use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimestampNanosecondType};
@@ -69,7 +69,13 @@ struct FileRead {
 }
 
 /// The plan reading `files` in `schema` (a table's), projected to `projection`, in up to
-/// `partitions` partitions of about equal rows.
+/// `partitions` partitions of about equal rows; and whether its rows come one run per series.
+///
+/// With `series_once`, files of disjoint series (the slices a merge wrote: a merged day of
+/// many series is several files) are read in one partition, one after the other, so that each
+/// series comes in one run, which lets the PromQL sweep drop its samples as its run ends
+/// instead of holding every series' whole day until the last file is read.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan(
     store: Arc<dyn ObjectStore>,
     indexes: Arc<IndexCache>,
@@ -78,29 +84,35 @@ pub(crate) fn plan(
     files: Vec<IndexedFile>,
     partitions: usize,
     batch_rows: usize,
-) -> DfResult<Arc<dyn ExecutionPlan>> {
+    series_once: bool,
+) -> DfResult<(Arc<dyn ExecutionPlan>, bool)> {
     let schema = Arc::new(match projection {
         Some(projection) => schema.project(projection)?,
         None => schema.as_ref().clone(),
     });
-    // Whole files to the partition with the fewest rows yet: a file's runs are read in order,
-    // so the sweep meets its series in the same order every time (splitting a file between
-    // partitions made `sum` add them in a varying order, the last bits of answers varying).
-    let mut streams: Vec<(u64, Vec<Arc<FileRead>>)> = vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
+    let mut reads = Vec::with_capacity(files.len());
     for file in files {
         if i32::try_from(file.series.len()).is_err() || file.series.len() != file.runs.len() {
             return Err(DataFusionError::Internal("a series index of more than 2^31 series, or not a run each".into()));
         }
         let labels = file_labels(&schema, &file.index, &file.series)?;
-        let rows: u64 = file.runs.iter().map(|r| r.1).sum();
-        let read = FileRead {
+        reads.push(FileRead {
             path: file.path,
             size: file.size,
             file_rows: file.file_rows,
             labels,
             bounds: file.bounds,
             runs: file.runs,
-        };
+        });
+    }
+    let once = series_once && (reads.len() <= 1 || series_disjoint(&reads));
+    let partitions = if once { 1 } else { partitions };
+    // Whole files to the partition with the fewest rows yet: a file's runs are read in order,
+    // so the sweep meets its series in the same order every time (splitting a file between
+    // partitions made `sum` add them in a varying order, the last bits of answers varying).
+    let mut streams: Vec<(u64, Vec<Arc<FileRead>>)> = vec![(0, Vec::new()); partitions.clamp(1, reads.len().max(1))];
+    for read in reads {
+        let rows: u64 = read.runs.iter().map(|r| r.1).sum();
         if let Some(lightest) = streams.iter_mut().min_by_key(|(rows, _)| *rows) {
             lightest.0 += rows;
             lightest.1.push(Arc::new(read));
@@ -119,7 +131,26 @@ pub(crate) fn plan(
             }) as Arc<dyn PartitionStream>
         })
         .collect();
-    Ok(Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), false, None)?))
+    Ok((Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), false, None)?), once))
+}
+
+/// True when no series (its values of the columns read) is read from two of `files`.
+fn series_disjoint(files: &[FileRead]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    for file in files {
+        let Some(columns) = file.labels.iter().flatten().map(|a| a.as_string_opt::<i32>()).collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        for series in 0..file.runs.len() {
+            let key: Vec<Option<&str>> =
+                columns.iter().map(|c| Array::is_valid(c, series).then(|| c.value(series))).collect();
+            if !seen.insert(key) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The label values of each of `schema`'s columns (`None` for time and value) per series read

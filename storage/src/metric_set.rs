@@ -169,7 +169,7 @@ impl TableProvider for MetricSet {
         }
         let statistics = Statistics::new_unknown(&self.schema);
         let mut parts =
-            shared.plans(&self.storage, state, &self.schema, statistics, &label_filters, filters, limit).await?;
+            shared.plans(&self.storage, state, &self.schema, statistics, &label_filters, filters, limit, false).await?;
         parts.series.extend(buffered);
         scan_plan(state, &self.schema, &label_filters, parts)
     }

@@ -702,6 +702,7 @@ impl ScanFiles {
         labels: &LabelFilters,
         filters: &[Expr],
         limit: Option<usize>,
+        series_once: bool,
     ) -> DfResult<ScanParts> {
         let left: Vec<Expr> = filters.iter().filter(|f| !labels.filters.contains(f)).cloned().collect();
         // Time bounds are exact filters (DataFusion applies them nowhere else): files inside
@@ -714,7 +715,7 @@ impl ScanFiles {
         let mut parts = ScanParts { series: self.series, ..ScanParts::default() };
         if !self.indexed.is_empty() {
             let config = state.config();
-            parts.exact.push(crate::indexed_scan::plan(
+            let (plan, once) = crate::indexed_scan::plan(
                 storage.inner.store.clone(),
                 storage.inner.series_indexes.clone(),
                 schema,
@@ -722,7 +723,10 @@ impl ScanFiles {
                 self.indexed,
                 config.target_partitions(),
                 config.batch_size(),
-            )?);
+                series_once,
+            )?;
+            parts.exact.push(plan);
+            parts.series_once = once;
         }
         let groups = [
             (self.whole.crossing, filters.to_vec(), false),
@@ -761,6 +765,9 @@ pub(crate) struct ScanParts {
     pub exact: Vec<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
     pub unfiltered: Vec<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
     pub series: Vec<RecordBatch>,
+    /// The indexed files' plan (in `exact`) reads them in one partition, each series in one
+    /// run (see `indexed_scan::plan`).
+    pub series_once: bool,
 }
 
 /// What a scan reads of one shared segment: the runs of `entries` (its manifest entries the

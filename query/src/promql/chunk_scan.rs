@@ -49,8 +49,9 @@ impl ChunkScan {
 pub struct ChunkRows {
     pub stream: SendableRecordBatchStream,
     /// True when the rows are known to come one run per series, each in time order: the
-    /// read is of one source of a Vigil table (see `VigilTable::scan_sources`) in one
-    /// stream. A series whose run has ended then has no more rows in this scan.
+    /// read is of one source of a Vigil table, or of its shared segments of disjoint series
+    /// one after the other (see `VigilTable::scan_sources`), in one stream. A series whose
+    /// run has ended then has no more rows in this scan.
     pub runs_once: bool,
 }
 
@@ -73,9 +74,9 @@ impl TableRead {
     /// and value) takes each batch's columns under the row's names; a `ProjectionExec`
     /// measured every batch it passed on (its output metrics), a fiftieth of a 7 d `rate`.
     pub async fn rows(&self) -> DfResult<ChunkRows> {
-        let (input, row, sources) = self.input().await?;
+        let (input, row, runs_once) = self.input().await?;
         // Filters and projections keep their input's order.
-        let runs_once = sources == Some(1) && input.properties().output_partitioning().partition_count() == 1;
+        let runs_once = runs_once && input.properties().output_partitioning().partition_count() == 1;
         let Some((schema, columns)) = columns_only(&row, &input.schema()) else {
             let plan = Arc::new(ProjectionExec::try_new(row, input)?);
             let stream = datafusion::physical_plan::execute_stream(plan, self.task.clone())?;
@@ -100,8 +101,9 @@ impl TableRead {
     }
 
     /// The scan with the filters it leaves to us, the row's expressions over its columns,
-    /// and how many sources the scan reads, when the provider says (a Vigil table does).
-    async fn input(&self) -> DfResult<(Arc<dyn ExecutionPlan>, Vec<(Arc<dyn PhysicalExpr>, String)>, Option<usize>)> {
+    /// and whether its rows come one run per series (a Vigil table says; any other is taken
+    /// not to).
+    async fn input(&self) -> DfResult<(Arc<dyn ExecutionPlan>, Vec<(Arc<dyn PhysicalExpr>, String)>, bool)> {
         let schema = self.provider.schema();
         let filters: Vec<&Expr> = self.filters.iter().collect();
         let pushdown = self.provider.supports_filters_pushdown(&filters)?;
@@ -124,12 +126,9 @@ impl TableRead {
             }
         }
         let columns: Vec<usize> = columns.into_iter().collect();
-        let (mut plan, sources) = match (self.provider.as_ref() as &dyn std::any::Any).downcast_ref::<VigilTable>() {
-            Some(table) => {
-                let (plan, sources) = table.scan_sources(self.state.as_ref(), Some(&columns), &pushed, None).await?;
-                (plan, Some(sources))
-            }
-            None => (self.provider.scan(self.state.as_ref(), Some(&columns), &pushed, None).await?, None),
+        let (mut plan, runs_once) = match (self.provider.as_ref() as &dyn std::any::Any).downcast_ref::<VigilTable>() {
+            Some(table) => table.scan_sources(self.state.as_ref(), Some(&columns), &pushed, None, true).await?,
+            None => (self.provider.scan(self.state.as_ref(), Some(&columns), &pushed, None).await?, false),
         };
         let read = DFSchema::try_from(plan.schema().as_ref().clone())?;
         if let Some(predicate) = conjunction(residual) {
@@ -146,7 +145,7 @@ impl TableRead {
                 Ok((self.state.create_physical_expr(expr, &read)?, name))
             })
             .collect::<DfResult<Vec<_>>>()?;
-        Ok((plan, row, sources))
+        Ok((plan, row, runs_once))
     }
 
     /// The same read as a frame DataFusion plans, to compare with.

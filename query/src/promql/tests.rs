@@ -408,6 +408,46 @@ fn two_hour_counter(metric: &str, job: &str, code: &str, per_step: f64, reset_at
     series(metric, &[("job", job), ("code", code)], points)
 }
 
+/// A window merged in slices of series (several files of disjoint series, see
+/// `storage::merge_slices`) is read one file after the other, each series in one run, so the
+/// sweep lets go of a series' samples as its run ends: a query holds one series' window of
+/// samples at a time, not every series' (a 7 d `rate` over 10,000 series had held whole days
+/// of all of them and was refused by the sample budget).
+#[tokio::test]
+async fn a_window_merged_in_slices_is_swept_one_series_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.partition_duration = std::time::Duration::from_secs(600);
+    options.compaction_window = std::time::Duration::from_secs(3600);
+    options.compaction_max_rows = 1_000;
+    let storage = Storage::open(options).await.unwrap();
+    // 24 series over the first hour at 15 s: 240 samples each, 5,760 in all.
+    let metrics = (0..24)
+        .map(|i| {
+            let instance = format!("host-{i:02}");
+            series("hits_total", &[("instance", &instance)], (0..240).map(|s| (T0 + s * 15_000, (s * (i + 1)) as f64)))
+        })
+        .collect();
+    storage.write(WriteBatch { metrics, rows: vec![] }).await.unwrap();
+    storage.persist().await.unwrap();
+    let range = EvalRange::range(T0 + 5 * MINUTE, T0 + 60 * MINUTE, MINUTE);
+    let query = "sum(rate(hits_total[5m]))";
+    let answer = |max_samples: usize| {
+        let storage = storage.clone();
+        async move {
+            let options = QueryOptions { max_samples, max_workers_per_query: 1, ..QueryOptions::default() };
+            QueryEngine::new(storage, options).unwrap().promql(query, range).await
+        }
+    };
+    let before = answer(usize::MAX).await.unwrap();
+    assert_eq!(storage.compact().await.unwrap(), 1, "the hour's six partitions");
+    let files: std::collections::BTreeSet<u64> = storage.manifest().segments.iter().map(|s| s.id).collect();
+    assert!(files.len() >= 5, "slices of at most 1,000 rows: four series each, {files:?}");
+    // One series' 240 samples at a time fit in 1,000; every series' hour does not.
+    assert_eq!(answer(1_000).await.unwrap(), before);
+    storage.close().await.unwrap();
+}
+
 /// A sweep over many partitions is read in lanes (spans of time swept in parallel, each
 /// reading the window before it again) and answers exactly as one lane does: range
 /// functions, the instant lookup with stale markers, offsets, folds, windows longer than a
