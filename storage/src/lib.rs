@@ -247,8 +247,11 @@ struct Inner {
     store_url: ObjectStoreUrl,
     wal: Wal,
     state: Mutex<State>,
-    /// Serialises flushes, compactions and retention: the only writers of the manifest.
+    /// Serialises the writers of the manifest: flushes, retention, and compactions as they
+    /// choose and publish their merges.
     maintenance: tokio::sync::Mutex<maintenance::MaintenanceState>,
+    /// Serialises compactions, which merge outside the maintenance lock.
+    compacting: tokio::sync::Mutex<()>,
     flush_wanted: Notify,
     segments_scanned: AtomicU64,
     /// Rows of shared segments scans did not read because the series index ruled them out.
@@ -395,6 +398,7 @@ impl Storage {
                     quarantined: Vec::new(),
                 }),
                 maintenance: tokio::sync::Mutex::new(maintenance::MaintenanceState::default()),
+                compacting: tokio::sync::Mutex::new(()),
                 flush_wanted: Notify::new(),
                 segments_scanned: AtomicU64::new(0),
                 rows_skipped_by_index: AtomicU64::new(0),

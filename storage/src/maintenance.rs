@@ -1,6 +1,8 @@
 //! Background work on segments: flush the buffer to Parquet, compact a partition's segments
 //! into one, drop segments past retention, delete replaced files after a grace period.
-//! All of it runs under one lock, so the manifest has a single writer.
+//! The manifest has one writer at a time (the maintenance lock). A compaction holds it only
+//! to choose its merges and to publish them: the merges themselves run beside flushes, which
+//! would otherwise wait a whole window's merge, and publish onto what was published meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,27 +28,42 @@ const DELETE_GRACE: Duration = Duration::from_secs(600);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 /// Partitions compacted per pass at most, so one pass stays short.
 const MAX_COMPACTIONS_PER_PASS: usize = 16;
+/// Segment ids reserved for one merge, taken when it is chosen. Its files must be newer than
+/// its inputs and older than any file flushed while it runs (a later file's rows win over a
+/// merged copy of older ones), and how many files it writes is known only once it has read
+/// its inputs (a file per slice of series and scale group, or per table where a shared file
+/// cannot be written). Ids are 64-bit: a million a merge lasts thousands of years of passes.
+const MERGE_IDS: u64 = 1 << 20;
 
 pub(crate) fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// What writing segments came to: the entries written, the tables that could not be
-/// written (with why), and the id the next file takes.
+/// written (with why), and the id the next file takes (below `end_id`).
 struct Written {
     next_id: u64,
+    end_id: u64,
     entries: Vec<SegmentMeta>,
     kept_back: Vec<(String, StorageError)>,
 }
 
 impl Written {
     fn starting_at(next_id: u64) -> Written {
-        Written { next_id, entries: Vec::new(), kept_back: Vec::new() }
+        Written::within(next_id..u64::MAX)
     }
 
-    fn take_id(&mut self) -> u64 {
+    /// Files whose ids are taken from `ids` (a merge's reserved block).
+    fn within(ids: std::ops::Range<u64>) -> Written {
+        Written { next_id: ids.start, end_id: ids.end, entries: Vec::new(), kept_back: Vec::new() }
+    }
+
+    fn take_id(&mut self) -> Result<u64, StorageError> {
+        if self.next_id >= self.end_id {
+            return Err(StorageError::Internal(format!("a merge writes at most {MERGE_IDS} files")));
+        }
         self.next_id += 1;
-        self.next_id - 1
+        Ok(self.next_id - 1)
     }
 }
 
@@ -100,7 +117,7 @@ impl Storage {
         let current = self.manifest();
         // A table that cannot be written must not hold back the others: it is kept back
         // (below) and the rest is published.
-        let mut out = Written::starting_at(current.next_segment_id);
+        let mut out = Written::starting_at(current.next_segment_id.max(maintenance.ids_reserved_through));
         // Metric tables share one file per partition; fixed tables keep their own.
         let mut metric_parts: BTreeMap<i64, Vec<(String, RecordBatch)>> = BTreeMap::new();
         for (table, parts) in tables {
@@ -129,7 +146,7 @@ impl Storage {
         }
         // A table kept back anywhere is kept back whole: what of it was written is named by
         // no manifest, so never read (compaction copies only the rows the manifest names).
-        let Written { next_id, entries: mut written, mut kept_back } = out;
+        let Written { next_id, entries: mut written, mut kept_back, .. } = out;
         let mut seen = std::collections::HashSet::new();
         kept_back.retain(|(table, _)| seen.insert(table.clone()));
         written.retain(|meta| !seen.contains(&meta.table));
@@ -256,7 +273,15 @@ impl Storage {
         };
         let mut tables: BTreeMap<String, RecordBatch> = tables.into_iter().collect();
         for (names, file) in files {
-            let id = out.take_id();
+            let id = match out.take_id() {
+                Ok(id) => id,
+                Err(error) => {
+                    let error = error.to_string();
+                    let refused = names.into_iter().map(|name| (name, StorageError::Internal(error.clone())));
+                    out.kept_back.extend(refused);
+                    continue;
+                }
+            };
             let path = shared::shared_path(&self.inner.node_id, partition, id);
             let outcome = async {
                 let (size, _) = segment::write(&self.inner.store, &path, None, std::slice::from_ref(&file)).await?;
@@ -298,7 +323,13 @@ impl Storage {
     /// Writes each table's rows of one partition as a file of its own.
     async fn write_apart(&self, partition: i64, level: u32, tables: Vec<(String, RecordBatch)>, out: &mut Written) {
         for (table, batch) in tables {
-            let id = out.take_id();
+            let id = match out.take_id() {
+                Ok(id) => id,
+                Err(error) => {
+                    out.kept_back.push((table, error));
+                    continue;
+                }
+            };
             match self.write_segment(&table, partition, id, level, &[batch]).await {
                 Ok(meta) => out.entries.push(meta),
                 Err(error) => out.kept_back.push((table, error)),
@@ -345,12 +376,53 @@ impl Storage {
     /// open ones past `compaction_max_segments`. A partition's metric tables merge into shared
     /// files (older stores' per-table files included: this is how they move to the shared
     /// layout); each fixed table merges on its own. Returns how many partitions were compacted.
+    ///
+    /// The merges run outside the maintenance lock, so flushes go on meanwhile; each publishes
+    /// only if its inputs are all still live (retention or a quarantine may have taken one),
+    /// or its files are dropped and it is chosen again by a later pass.
     pub async fn compact(&self) -> Result<usize, StorageError> {
-        let _maintenance = self.inner.maintenance.lock().await;
-        if self.manifest().root_damaged.is_some() {
+        // One compaction at a time: two would choose the same files.
+        let _compacting = self.inner.compacting.lock().await;
+        let (due, backlog) = self.choose_merges().await;
+        if due.is_empty() {
             return Ok(0);
         }
+        let mut merged = Vec::with_capacity(due.len());
+        let mut failed: Vec<SegmentMeta> = Vec::new();
+        for merge in due {
+            // One partition failing (a damaged segment) never throws away the others' work.
+            match self.merge_partition(&merge).await {
+                Ok(written) => merged.push((merge, written)),
+                Err(error) => {
+                    warn!(table = merge.owner, partition = merge.partition, %error, "compacting this partition failed; its segments are checked, the other partitions go on");
+                    failed.extend(merge.files.into_iter().flatten());
+                }
+            }
+        }
+        let compacted = self.publish_merges(merged).await?;
+        if compacted > 0 {
+            metrics::counter!("vigil_storage_compactions_total").increment(compacted as u64);
+        }
+        self.set_compactions_pending(backlog.saturating_sub(compacted));
+        if !failed.is_empty() {
+            // Inputs retired meanwhile are not quarantined: the quarantine skips files the
+            // manifest no longer names.
+            let damaged = crate::damage::find_damaged(&self.inner.store, failed, true).await;
+            if !damaged.is_empty() {
+                self.quarantine(damaged).await?;
+            }
+        }
+        Ok(compacted)
+    }
+
+    /// The merges due this pass, each with its block of segment ids reserved, under the
+    /// maintenance lock, and how many are due in all (this pass's and those left for later).
+    async fn choose_merges(&self) -> (Vec<Merge>, usize) {
+        let mut maintenance = self.inner.maintenance.lock().await;
         let current = self.manifest();
+        if current.root_damaged.is_some() {
+            return (Vec::new(), 0);
+        }
         let partition_ns = self.inner.options.partition_ns();
         let grace_ns = self.inner.options.flush_interval.as_nanos() as i64;
         let now = now_ns();
@@ -363,9 +435,10 @@ impl Storage {
         let max_rows = self.inner.options.compaction_max_rows;
         // Whole windows of closed partitions first, merged into one segment each.
         let window_ns = i64::try_from(self.inner.options.compaction_window.as_nanos()).unwrap_or(i64::MAX);
-        // A pass merges windows of `max_rows` rows in all (one at least): flushes wait for the
-        // pass, and a store filling its history (a backfill, a store from before windows)
-        // has dozens due at once; the rest wait for the next passes, a minute apart.
+        // A pass merges windows of `max_rows` rows in all (one at least): a store filling its
+        // history (a backfill, a store from before windows) has dozens due at once, and a pass
+        // kept short lets a shutdown wait for it; the rest wait for the next passes, a minute
+        // apart.
         let windows = window_merges(&current.segments, partition_ns, window_ns, now.saturating_sub(grace_ns));
         let mut backlog = windows.len();
         // Partitions of every due window, merged or not this pass: merging one on its own first
@@ -406,35 +479,18 @@ impl Storage {
         // Merges due and not done (a backfill's windows wait their turn, a pass at a time): an
         // operator's (and the query bench's) sign that compaction has caught up.
         self.set_compactions_pending(backlog);
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let mut manifest = (*current).clone();
-        let mut compacted = 0;
-        let mut failed: Vec<SegmentMeta> = Vec::new();
-        for ((owner, partition), files) in due {
-            // One partition failing (a damaged segment) never throws away the others' work.
-            match self.merge_partition(&mut manifest, owner, partition, &files).await {
-                Ok(()) => compacted += 1,
-                Err(error) => {
-                    warn!(table = owner, partition, %error, "compacting this partition failed; its segments are checked, the other partitions go on");
-                    failed.extend(files.into_iter().flatten().cloned());
-                }
-            }
-        }
-        if compacted > 0 {
-            self.publish(manifest).await?;
-            metrics::counter!("vigil_storage_compactions_total").increment(compacted as u64);
-        }
-        self.set_compactions_pending(backlog.saturating_sub(compacted));
-        drop(_maintenance);
-        if !failed.is_empty() {
-            let damaged = crate::damage::find_damaged(&self.inner.store, failed, true).await;
-            if !damaged.is_empty() {
-                self.quarantine(damaged).await?;
-            }
-        }
-        Ok(compacted)
+        let mut next_id = current.next_segment_id.max(maintenance.ids_reserved_through);
+        let due = due
+            .into_iter()
+            .map(|((owner, partition), files)| {
+                let ids = next_id..next_id.saturating_add(MERGE_IDS);
+                next_id = ids.end;
+                let files = files.into_iter().map(|entries| entries.into_iter().cloned().collect()).collect();
+                Merge { owner: owner.to_string(), partition, files, ids }
+            })
+            .collect();
+        maintenance.ids_reserved_through = next_id;
+        (due, backlog)
     }
 
     fn set_compactions_pending(&self, pending: usize) {
@@ -442,66 +498,86 @@ impl Storage {
         metrics::gauge!("vigil_storage_compactions_pending").set(pending as f64);
     }
 
-    /// Merges files of one partition (oldest first; each file as its manifest entries) into
-    /// new ones, in `manifest`: one segment of a fixed table (`owner`), or the shared
-    /// segments of the metric tables (`owner` empty), in slices of series of at most
-    /// `compaction_max_rows` rows (see `merge_slices`), each written as files of its own.
-    async fn merge_partition(
-        &self,
-        manifest: &mut Manifest,
-        owner: &str,
-        partition: i64,
-        files: &[Vec<&SegmentMeta>],
-    ) -> Result<(), StorageError> {
+    /// Merges the files of one partition (oldest first; each file as its manifest entries)
+    /// into new ones: one segment of a fixed table, or the shared segments of the metric
+    /// tables, in slices of series of at most `compaction_max_rows` rows (see
+    /// `merge_slices`), each written as files of its own. Returns the entries written.
+    async fn merge_partition(&self, merge: &Merge) -> Result<Vec<SegmentMeta>, StorageError> {
+        let Merge { owner, partition, files, ids } = merge;
         let mut inputs = Vec::with_capacity(files.len());
         for entries in files {
-            inputs.push(
-                merge_slices::Input::open(&self.inner.store, entries.iter().map(|&e| e.clone()).collect()).await?,
-            );
+            inputs.push(merge_slices::Input::open(&self.inner.store, entries.clone()).await?);
         }
         // A fixed table's rows are sorted by time, not series: merged whole.
         let max_rows = if owner.is_empty() { self.inner.options.compaction_max_rows } else { u64::MAX };
         let inputs = Arc::new(inputs);
         let slices = merge_slices::plan(&self.inner.store, &inputs, max_rows).await?;
         let level = files.iter().flatten().map(|s| s.level).max().unwrap_or(0) + 1;
-        let mut out = Written::starting_at(manifest.next_segment_id);
-        let mut failed = None;
+        let mut out = Written::within(ids.clone());
         for slice in slices {
             let inputs = inputs.clone();
-            let merged = match tokio::task::spawn_blocking(move || merge_slice(&inputs, slice)).await {
-                Ok(Ok(merged)) => merged,
-                Ok(Err(error)) => {
-                    failed = Some(error);
-                    break;
-                }
-                Err(error) => {
-                    failed = Some(StorageError::Internal(error.to_string()));
-                    break;
-                }
-            };
+            let merged = tokio::task::spawn_blocking(move || merge_slice(&inputs, slice))
+                .await
+                .map_err(|error| StorageError::Internal(error.to_string()))??;
             if owner.is_empty() {
-                self.write_shared_or_apart(partition, level, merged, &mut out).await;
+                self.write_shared_or_apart(*partition, level, merged, &mut out).await;
             } else {
-                self.write_apart(partition, level, merged, &mut out).await;
+                self.write_apart(*partition, level, merged, &mut out).await;
             }
+            // What earlier slices wrote stays an orphan no manifest names (the inputs stay
+            // live), its ids never taken again.
             if let Some((table, error)) = out.kept_back.drain(..).next() {
-                failed = Some(StorageError::Internal(format!("table {table}: {error}")));
-                break;
+                return Err(StorageError::Internal(format!("table {table}: {error}")));
             }
         }
-        // What earlier slices wrote before a failure stays an orphan no manifest names (the
-        // inputs stay live), its ids never taken again.
-        manifest.next_segment_id = out.next_id;
-        if let Some(error) = failed {
-            return Err(error);
+        Ok(out.entries)
+    }
+
+    /// Publishes merges done outside the lock onto the manifest as it is now: each one whose
+    /// inputs are all still live replaces them; the files of the others are dropped (deleted
+    /// with the replaced files). Returns how many were published.
+    async fn publish_merges(&self, merged: Vec<(Merge, Vec<SegmentMeta>)>) -> Result<usize, StorageError> {
+        if merged.is_empty() {
+            return Ok(0);
         }
-        let written = out.entries;
-        let replaced: BTreeSet<&str> = files.iter().flatten().map(|s| s.path.as_str()).collect();
-        let rows: u64 = written.iter().map(|s| s.rows).sum();
-        retire(manifest, |s| replaced.contains(s.path.as_str()));
-        info!(table = owner, partition, inputs = replaced.len(), rows, "compacted");
-        manifest.segments.extend(written);
-        Ok(())
+        let maintenance = self.inner.maintenance.lock().await;
+        let latest = self.manifest();
+        if latest.root_damaged.is_some() {
+            return Ok(0); // nothing is published until a repair; the merges' files are orphans
+        }
+        // The inputs of one pass's merges are disjoint: each is checked against the manifest as
+        // it was before any of them.
+        let live: std::collections::HashSet<(&str, &str)> =
+            latest.segments.iter().map(|s| (s.path.as_str(), s.table.as_str())).collect();
+        let mut manifest = (*latest).clone();
+        // Past every reserved id, those of merges that failed too: their files are orphans no
+        // later file may take the path of.
+        manifest.next_segment_id = manifest.next_segment_id.max(maintenance.ids_reserved_through);
+        let mut published = 0;
+        for (merge, written) in merged {
+            let inputs = merge.files.iter().flatten();
+            if inputs.clone().all(|s| live.contains(&(s.path.as_str(), s.table.as_str()))) {
+                let replaced: BTreeSet<&str> = inputs.map(|s| s.path.as_str()).collect();
+                let rows: u64 = written.iter().map(|s| s.rows).sum();
+                retire(&mut manifest, |s| replaced.contains(s.path.as_str()));
+                info!(table = merge.owner, partition = merge.partition, inputs = replaced.len(), rows, "compacted");
+                manifest.segments.extend(written);
+                published += 1;
+            } else {
+                info!(
+                    table = merge.owner,
+                    partition = merge.partition,
+                    "inputs of a merge were retired while it ran: its files are dropped"
+                );
+                let not_before_unix_ms = now_ns() / 1_000_000;
+                let paths: BTreeSet<String> = written.into_iter().map(|s| s.path).collect();
+                manifest
+                    .pending_deletes
+                    .extend(paths.into_iter().map(|path| PendingDelete { path, not_before_unix_ms }));
+            }
+        }
+        self.publish(manifest).await?;
+        Ok(published)
     }
 
     /// Drops segments whose newest row is older than the retention period.
@@ -666,6 +742,16 @@ pub(crate) fn adapt_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// A merge chosen by a compaction pass: a fixed table's partition (`owner`), or the metric
+/// tables' (`owner` empty) of a partition or window; its files, oldest first (each as its
+/// manifest entries when chosen); the segment ids reserved for what it writes.
+struct Merge {
+    owner: String,
+    partition: i64,
+    files: Vec<Vec<SegmentMeta>>,
+    ids: std::ops::Range<u64>,
+}
+
 #[derive(Default)]
 pub(crate) struct MaintenanceState {
     /// WAL sequence covered by the generation being flushed, once its rotation answered.
@@ -674,6 +760,9 @@ pub(crate) struct MaintenanceState {
     /// again; their rows join the active buffer when the flush is published.
     carried_tables: std::collections::HashSet<String>,
     carried_rows: WriteBatch,
+    /// Segment ids below this are reserved by merges chosen (see [`MERGE_IDS`]): a flush takes
+    /// its ids from here on.
+    ids_reserved_through: u64,
 }
 
 /// The maintenance loop: flush on schedule or when the buffer fills, housekeeping each minute.
@@ -687,6 +776,9 @@ pub(crate) async fn run(storage: &Storage, stop: impl std::future::Future<Output
     peer_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush_ticker.tick().await;
     peer_ticker.tick().await;
+    // Housekeeping is a task of its own: a compaction's merges take long on a large store
+    // (a minute a day of 100,000 series), and flushes go on meanwhile.
+    let mut pass: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -698,20 +790,39 @@ pub(crate) async fn run(storage: &Storage, stop: impl std::future::Future<Output
                 }
             }
             _ = housekeeping.tick() => {
-                if let Err(e) = storage.compact().await {
-                    warn!(error = %e, "compaction failed");
+                // A pass still under way at the next tick is left to finish: that tick is skipped.
+                if pass.as_ref().is_none_or(|pass| pass.is_finished()) {
+                    if let Some(Some(Err(error))) = pass.take().map(futures::FutureExt::now_or_never) {
+                        warn!(%error, "a housekeeping pass failed");
+                    }
+                    let storage = storage.clone();
+                    pass = Some(tokio::spawn(async move { housekeep(&storage).await }));
                 }
-                if let Err(e) = storage.enforce_retention().await {
-                    warn!(error = %e, "retention pass failed");
-                }
-                if let Err(e) = storage.delete_retired_files().await {
-                    warn!(error = %e, "deleting retired segment files failed");
-                }
-                storage.refresh_series_tracker();
-                storage.record_damage();
             }
         }
     }
+    // A pass under way ends before the final flush: merges publish whole or not at all.
+    if let Some(pass) = pass
+        && let Err(error) = pass.await
+    {
+        warn!(%error, "a housekeeping pass failed");
+    }
+}
+
+/// Compaction, retention, deletion of replaced files, and the series tracker's and damage
+/// reports' refresh.
+async fn housekeep(storage: &Storage) {
+    if let Err(e) = storage.compact().await {
+        warn!(error = %e, "compaction failed");
+    }
+    if let Err(e) = storage.enforce_retention().await {
+        warn!(error = %e, "retention pass failed");
+    }
+    if let Err(e) = storage.delete_retired_files().await {
+        warn!(error = %e, "deleting retired segment files failed");
+    }
+    storage.refresh_series_tracker();
+    storage.record_damage();
 }
 
 async fn flush_logged(storage: &Storage) {

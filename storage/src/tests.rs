@@ -231,6 +231,128 @@ async fn compaction_merges_at_most_its_row_cap_and_only_the_newest_segments() {
     storage.close().await.unwrap();
 }
 
+/// Two flushes of a closed partition, one series: (T0, 1), (T0 + 2, 3), then (T0, 9), (T0 + 1, 2).
+async fn two_files_of_a_closed_partition(storage: &Storage) {
+    storage.write(batch(vec![series("m", &[("k", "v")], [(T0, 1.0), (T0 + 2, 3.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+    storage.write(batch(vec![series("m", &[("k", "v")], [(T0, 9.0), (T0 + 1, 2.0)])])).await.unwrap();
+    storage.persist().await.unwrap();
+}
+
+/// A merge runs outside the maintenance lock: a flush made while it reads its inputs is
+/// published at once, and its rows (newer than every input's) still win over the merged ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_publishes_while_a_merge_runs_and_its_rows_win_over_the_merged_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, opts) = PoisonedStore::options(dir.path(), false);
+    let storage = Storage::open(opts).await.unwrap();
+    two_files_of_a_closed_partition(&storage).await;
+    let mut merging = None;
+    store
+        .hold_reads_until_one_waits(async {
+            merging = Some(tokio::spawn({
+                let storage = storage.clone();
+                async move { storage.compact().await }
+            }))
+        })
+        .await;
+    // The same partition again: a rewrite of T0 and a new sample.
+    storage.write(batch(vec![series("m", &[("k", "v")], [(T0, 5.0), (T0 + 3, 4.0)])])).await.unwrap();
+    let flushed = tokio::time::timeout(Duration::from_secs(60), storage.persist()).await;
+    assert_eq!(flushed.expect("the flush waited for the merge").unwrap().rows, 2);
+    store.release_reads();
+    assert_eq!(merging.unwrap().await.unwrap().unwrap(), 1);
+    let files = metric_files(&storage);
+    assert_eq!(files, vec![(T0, 2), (T0, 3)], "the flush's file beside the merged one");
+    // Both merge again into one: the flush's T0 wins only if its file is the newer.
+    assert_eq!(storage.compact().await.unwrap(), 1);
+    assert_eq!(metric_files(&storage), vec![(T0, 4)]);
+    let batches = sql(&storage, "SELECT value FROM m ORDER BY timestamp").await;
+    let values = batches[0].column(0).as_any().downcast_ref::<Float64Array>().unwrap();
+    assert_eq!(values.values().to_vec(), vec![5.0, 2.0, 3.0, 4.0]);
+    storage.close().await.unwrap();
+    let reopened = Storage::open(options(dir.path())).await.unwrap();
+    assert!(reopened.manifest().next_segment_id > reopened.manifest().segments.iter().map(|s| s.id).max().unwrap());
+    assert_eq!(count(&reopened, "SELECT count(*) FROM m").await, 4);
+    reopened.close().await.unwrap();
+}
+
+/// The maintenance loop flushes on schedule while its compaction pass is merging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maintenance_loop_flushes_while_a_compaction_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut opts) = PoisonedStore::options(dir.path(), false);
+    opts.flush_interval = Duration::from_millis(100);
+    let storage = Storage::open(opts).await.unwrap();
+    two_files_of_a_closed_partition(&storage).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut maintenance = None;
+    // The loop's first housekeeping pass starts at once and holds on its inputs' reads.
+    store
+        .hold_reads_until_one_waits(async {
+            maintenance = Some(tokio::spawn({
+                let storage = storage.clone();
+                async move {
+                    storage
+                        .run_maintenance(async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                }
+            }))
+        })
+        .await;
+    storage.write(batch(vec![series("m", &[("k", "v")], [(T0 + HOUR_NS, 1.0)])])).await.unwrap();
+    let flushed = tokio::time::timeout(Duration::from_secs(60), async {
+        while !storage.manifest().segments.iter().any(|s| s.partition_start_ns == T0 + HOUR_NS) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(flushed.is_ok(), "no flush while the compaction merged");
+    assert_eq!(metric_files(&storage).len(), 3, "the merge has not published yet");
+    store.release_reads();
+    stop.send(()).unwrap();
+    maintenance.unwrap().await.unwrap();
+    // The pass under way finished before the loop returned.
+    assert_eq!(metric_files(&storage), vec![(T0, 3), (T0 + HOUR_NS, 1)]);
+    storage.close().await.unwrap();
+}
+
+/// Retention retiring a merge's inputs while it runs: the merge publishes nothing (its rows
+/// would bring back what retention dropped) and its files are deleted with the retired ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_whose_inputs_were_retired_while_it_ran_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut opts) = PoisonedStore::options(dir.path(), false);
+    opts.retention = Duration::from_secs(86400);
+    let storage = Storage::open(opts).await.unwrap();
+    two_files_of_a_closed_partition(&storage).await;
+    let mut merging = None;
+    store
+        .hold_reads_until_one_waits(async {
+            merging = Some(tokio::spawn({
+                let storage = storage.clone();
+                async move { storage.compact().await }
+            }))
+        })
+        .await;
+    assert_eq!(storage.enforce_retention().await.unwrap(), 2);
+    store.release_reads();
+    assert_eq!(merging.unwrap().await.unwrap().unwrap(), 0, "nothing published");
+    let manifest = storage.manifest();
+    assert!(manifest.segments.is_empty(), "{:?}", manifest.segments);
+    // The merge's own file is due for deletion now, the retired inputs after their grace.
+    let segments = dir.path().join("segments");
+    let parquet = |dir: &std::path::Path| {
+        files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count()
+    };
+    assert_eq!(parquet(&segments), 3, "two inputs and the merge's file");
+    assert_eq!(storage.delete_retired_files().await.unwrap(), 1);
+    assert_eq!(parquet(&segments), 2, "the inputs wait for their grace period");
+    storage.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn retention_drops_whole_old_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -452,13 +574,17 @@ async fn a_single_manifest_store_moves_to_the_per_node_layout() {
     assert_eq!(count(&again, "SELECT count(*) FROM old").await, 240);
 }
 
-/// A local store whose puts fail for paths holding `poison` while `failing` is set, and that
-/// counts the bytes it serves of Parquet files.
+/// A local store whose puts fail for paths holding `poison` while `failing` is set, that
+/// counts the bytes it serves of Parquet files, and that holds reads of Parquet files while
+/// `reads_held` is set (a merge stopped part way, for what runs beside it).
 #[derive(Debug)]
 struct PoisonedStore {
     inner: LocalFileSystem,
     failing: std::sync::atomic::AtomicBool,
     parquet_bytes_read: std::sync::atomic::AtomicU64,
+    reads_held: std::sync::atomic::AtomicBool,
+    reads_waiting: std::sync::atomic::AtomicUsize,
+    reads_released: tokio::sync::Notify,
 }
 
 impl PoisonedStore {
@@ -469,10 +595,27 @@ impl PoisonedStore {
             inner: LocalFileSystem::new_with_prefix(dir.join("segments")).unwrap(),
             failing: std::sync::atomic::AtomicBool::new(failing),
             parquet_bytes_read: Default::default(),
+            reads_held: Default::default(),
+            reads_waiting: Default::default(),
+            reads_released: tokio::sync::Notify::new(),
         });
         let mut opts = options(dir);
         opts.object_store = Some(store.clone());
         (store, opts)
+    }
+
+    /// Holds reads of Parquet files from now on; returns once one is held.
+    async fn hold_reads_until_one_waits(&self, start_reading: impl std::future::Future<Output = ()>) {
+        self.reads_held.store(true, std::sync::atomic::Ordering::SeqCst);
+        start_reading.await;
+        while self.reads_waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn release_reads(&self) {
+        self.reads_held.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.reads_released.notify_waiters();
     }
 }
 
@@ -513,6 +656,19 @@ mod poisoned {
             self.inner.put_multipart_opts(location, opts).await
         }
         async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if location.as_ref().ends_with(".parquet") && self.reads_held.load(SeqCst) {
+                self.reads_waiting.fetch_add(1, SeqCst);
+                loop {
+                    // Registered before the check, so a release in between still wakes it.
+                    let released = self.reads_released.notified();
+                    if !self.reads_held.load(SeqCst) {
+                        break;
+                    }
+                    released.await;
+                }
+                self.reads_waiting.fetch_sub(1, SeqCst);
+            }
             let result = self.inner.get_opts(location, options).await?;
             if location.as_ref().ends_with(".parquet") {
                 let bytes = result.range.end - result.range.start;
