@@ -239,6 +239,18 @@ async fn two_files_of_a_closed_partition(storage: &Storage) {
     storage.persist().await.unwrap();
 }
 
+/// A compaction of `storage` started and held at its first read of a segment.
+async fn compaction_held_at_its_reads(
+    store: &PoisonedStore,
+    storage: &Storage,
+) -> tokio::task::JoinHandle<Result<usize, StorageError>> {
+    store.hold_reads();
+    let storage = storage.clone();
+    let merging = tokio::spawn(async move { storage.compact().await });
+    store.until_a_read_waits().await;
+    merging
+}
+
 /// A merge runs outside the maintenance lock: a flush made while it reads its inputs is
 /// published at once, and its rows (newer than every input's) still win over the merged ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,21 +259,13 @@ async fn a_flush_publishes_while_a_merge_runs_and_its_rows_win_over_the_merged_o
     let (store, opts) = PoisonedStore::options(dir.path(), false);
     let storage = Storage::open(opts).await.unwrap();
     two_files_of_a_closed_partition(&storage).await;
-    let mut merging = None;
-    store
-        .hold_reads_until_one_waits(async {
-            merging = Some(tokio::spawn({
-                let storage = storage.clone();
-                async move { storage.compact().await }
-            }))
-        })
-        .await;
+    let merging = compaction_held_at_its_reads(&store, &storage).await;
     // The same partition again: a rewrite of T0 and a new sample.
     storage.write(batch(vec![series("m", &[("k", "v")], [(T0, 5.0), (T0 + 3, 4.0)])])).await.unwrap();
     let flushed = tokio::time::timeout(Duration::from_secs(60), storage.persist()).await;
     assert_eq!(flushed.expect("the flush waited for the merge").unwrap().rows, 2);
     store.release_reads();
-    assert_eq!(merging.unwrap().await.unwrap().unwrap(), 1);
+    assert_eq!(merging.await.unwrap().unwrap(), 1);
     let files = metric_files(&storage);
     assert_eq!(files, vec![(T0, 2), (T0, 3)], "the flush's file beside the merged one");
     // Both merge again into one: the flush's T0 wins only if its file is the newer.
@@ -286,22 +290,19 @@ async fn the_maintenance_loop_flushes_while_a_compaction_merges() {
     let storage = Storage::open(opts).await.unwrap();
     two_files_of_a_closed_partition(&storage).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut maintenance = None;
     // The loop's first housekeeping pass starts at once and holds on its inputs' reads.
-    store
-        .hold_reads_until_one_waits(async {
-            maintenance = Some(tokio::spawn({
-                let storage = storage.clone();
-                async move {
-                    storage
-                        .run_maintenance(async {
-                            let _ = stopped.await;
-                        })
-                        .await
-                }
-            }))
-        })
-        .await;
+    store.hold_reads();
+    let maintenance = tokio::spawn({
+        let storage = storage.clone();
+        async move {
+            storage
+                .run_maintenance(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    store.until_a_read_waits().await;
     storage.write(batch(vec![series("m", &[("k", "v")], [(T0 + HOUR_NS, 1.0)])])).await.unwrap();
     let flushed = tokio::time::timeout(Duration::from_secs(60), async {
         while !storage.manifest().segments.iter().any(|s| s.partition_start_ns == T0 + HOUR_NS) {
@@ -313,7 +314,7 @@ async fn the_maintenance_loop_flushes_while_a_compaction_merges() {
     assert_eq!(metric_files(&storage).len(), 3, "the merge has not published yet");
     store.release_reads();
     stop.send(()).unwrap();
-    maintenance.unwrap().await.unwrap();
+    maintenance.await.unwrap();
     // The pass under way finished before the loop returned.
     assert_eq!(metric_files(&storage), vec![(T0, 3), (T0 + HOUR_NS, 1)]);
     storage.close().await.unwrap();
@@ -328,18 +329,10 @@ async fn a_merge_whose_inputs_were_retired_while_it_ran_is_dropped() {
     opts.retention = Duration::from_secs(86400);
     let storage = Storage::open(opts).await.unwrap();
     two_files_of_a_closed_partition(&storage).await;
-    let mut merging = None;
-    store
-        .hold_reads_until_one_waits(async {
-            merging = Some(tokio::spawn({
-                let storage = storage.clone();
-                async move { storage.compact().await }
-            }))
-        })
-        .await;
+    let merging = compaction_held_at_its_reads(&store, &storage).await;
     assert_eq!(storage.enforce_retention().await.unwrap(), 2);
     store.release_reads();
-    assert_eq!(merging.unwrap().await.unwrap().unwrap(), 0, "nothing published");
+    assert_eq!(merging.await.unwrap().unwrap(), 0, "nothing published");
     let manifest = storage.manifest();
     assert!(manifest.segments.is_empty(), "{:?}", manifest.segments);
     // The merge's own file is due for deletion now, the retired inputs after their grace.
@@ -604,10 +597,13 @@ impl PoisonedStore {
         (store, opts)
     }
 
-    /// Holds reads of Parquet files from now on; returns once one is held.
-    async fn hold_reads_until_one_waits(&self, start_reading: impl std::future::Future<Output = ()>) {
+    /// Holds reads of Parquet files from now on.
+    fn hold_reads(&self) {
         self.reads_held.store(true, std::sync::atomic::Ordering::SeqCst);
-        start_reading.await;
+    }
+
+    /// Returns once a read is held.
+    async fn until_a_read_waits(&self) {
         while self.reads_waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
