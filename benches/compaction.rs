@@ -2,7 +2,8 @@
 //! the closed days (`compaction_window`) of the query bench's load.
 //!
 //! Vigil takes N series (`VIGIL_BENCH_SERIES`, default 10,000) over D days
-//! (`VIGIL_BENCH_DAYS`, default 4) at one sample per 60 s with windows off
+//! (`VIGIL_BENCH_DAYS`, default 4) at one sample per 60 s (`VIGIL_BENCH_STEP`,
+//! `VIGIL_BENCH_VALUES` as the query bench's) with windows off
 //! (`--compaction-window 0`: partitions are merged as they close, days are not), then is
 //! started again with the default window and measured until its compaction has caught up
 //! (`vigil_storage_compactions_pending` 0): its CPU, its peak RSS (VmHWM, reset at the start),
@@ -24,7 +25,6 @@ use common::VigilProcess;
 use common::peers::client;
 use common::peers::{rss_mib, send_timed};
 
-const STEP_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
 
 #[tokio::main]
@@ -32,13 +32,18 @@ async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let days: i64 = std::env::var("VIGIL_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(4).max(3);
     let extra = std::env::var("VIGIL_BENCH_ARGS").unwrap_or_default();
-    let points = days * DAY_MS / STEP_MS;
+    let (step_ms, values) = (dashboard_load::step_ms_from_env(), dashboard_load::Values::from_env());
+    let points = days * DAY_MS / step_ms;
     let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-        / STEP_MS
-        * STEP_MS;
-    let bodies = dashboard_load::load(end_ms, total, points, STEP_MS);
+        / step_ms
+        * step_ms;
+    let bodies = dashboard_load::load(end_ms, total, points, step_ms, values);
     let samples = total as f64 * (points + 1) as f64;
-    println!("load: {total} series x {} samples, {} requests", points + 1, bodies.len());
+    println!(
+        "load: {total} series x {} samples {step_ms} ms apart, {values:?} values, {} requests",
+        points + 1,
+        bodies.len()
+    );
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("vigil");
 

@@ -2,7 +2,8 @@
 //! in the same run.
 //!
 //! Data: N series (`VIGIL_BENCH_SERIES`, default 10,000) over D days (`VIGIL_BENCH_DAYS`,
-//! default 1) at one sample per 60 s:
+//! default 1) at one sample per 60 s (`VIGIL_BENCH_STEP`, seconds), rising steadily or by random
+//! counts (`VIGIL_BENCH_VALUES=steady|noisy`, see `common/dashboard_load.rs`):
 //! 90 % request counters (`bench_requests_total{job, instance, code}`, 10 jobs) and 10 % a
 //! latency histogram (`bench_latency_seconds_bucket{job, instance, le}`, 10 buckets), sent to
 //! all three by remote write in time order.
@@ -33,7 +34,6 @@ use common::VigilProcess;
 use common::peers::client;
 use common::peers::{Peers, measure, rss_mib, send_timed};
 
-const STEP_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
 
 const QUERIES: [(&str, &str); 6] = [
@@ -52,12 +52,17 @@ const QUERIES: [(&str, &str); 6] = [
 async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let days: i64 = std::env::var("VIGIL_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
-    let points = days * DAY_MS / STEP_MS;
+    let (step_ms, values) = (dashboard_load::step_ms_from_env(), dashboard_load::Values::from_env());
+    let points = days * DAY_MS / step_ms;
     let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-        / STEP_MS
-        * STEP_MS;
-    let bodies = dashboard_load::load(end_ms, total, points, STEP_MS);
-    println!("load: {total} series x {} samples, {} requests", points + 1, bodies.len());
+        / step_ms
+        * step_ms;
+    let bodies = dashboard_load::load(end_ms, total, points, step_ms, values);
+    println!(
+        "load: {total} series x {} samples {step_ms} ms apart, {values:?} values, {} requests",
+        points + 1,
+        bodies.len()
+    );
     let work = tempfile::tempdir().unwrap();
 
     // Vigil first, then stopped and started again: a dashboard's 24 h reads flushed segments
@@ -75,7 +80,7 @@ async fn main() {
     let samples = total as f64 * (points + 1) as f64;
     let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
     println!(
-        "vigil segments: {:.1} MiB, {:.3} bytes per sample (synthetic series: linear counters compress far below real data)",
+        "vigil segments before its compaction: {:.1} MiB, {:.3} bytes per sample",
         segment_bytes / 1048576.0,
         segment_bytes / samples
     );

@@ -46,7 +46,8 @@ async fn main() {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("the clock is past 1970").as_millis()
             as i64;
-    let bodies = dashboard_load::load(now_ms / STEP_MS * STEP_MS, total, steps - 1, STEP_MS);
+    let bodies =
+        dashboard_load::load(now_ms / STEP_MS * STEP_MS, total, steps - 1, STEP_MS, dashboard_load::Values::Steady);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let storage = Storage::open(StorageOptions::new(dir.path())).await.expect("storage opens");
     let ingestor = Ingestor::new(storage, Limits::default());
