@@ -105,6 +105,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     println!("vigil compaction caught up {:.0} s after the peers' load", settling.elapsed().as_secs_f64());
+    // Then quiet, as the peers were waited for: the last merge publishes before its memory is
+    // freed, and the first panel's peak would count it.
+    peers.settle().await;
     let (vigil_store, vigil_files) = common::live_store(&vigil_data.join("segments"));
     let vigil_store = vigil_store as f64;
     println!("vigil segment files after its compaction: {vigil_files}");
