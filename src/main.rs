@@ -30,9 +30,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const THREAD_STACK_BYTES: usize = 8 << 20;
 
 /// How long an idle blocking thread lives (tokio's default: 10 s). A compaction's merges run
-/// on blocking threads (and object_store's file reads, now and then, kept some from ever
-/// idling 10 s), and what a merge frees stays resident in its thread's heap until the thread
-/// allocates again or ends: a store whose compaction had just caught up held 54 MiB
+/// on blocking threads, and what a merge frees stays resident in its thread's heap until the
+/// thread allocates again or ends: a store whose compaction had just caught up held 54 MiB
 /// allocated, 25 half a minute later; with 1 s, 14 after 3 s and 11 after 30. A thread spawned
 /// again costs microseconds.
 const BLOCKING_THREAD_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
