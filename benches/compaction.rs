@@ -25,25 +25,12 @@ use common::VigilProcess;
 use common::peers::client;
 use common::peers::{rss_mib, send_timed};
 
-const DAY_MS: i64 = 86_400_000;
-
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let days: i64 = std::env::var("VIGIL_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(4).max(3);
     let extra = std::env::var("VIGIL_BENCH_ARGS").unwrap_or_default();
-    let (step_ms, values) = (dashboard_load::step_ms_from_env(), dashboard_load::Values::from_env());
-    let points = days * DAY_MS / step_ms;
-    let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-        / step_ms
-        * step_ms;
-    let bodies = dashboard_load::load(end_ms, total, points, step_ms, values);
-    let samples = total as f64 * (points + 1) as f64;
-    println!(
-        "load: {total} series x {} samples {step_ms} ms apart, {values:?} values, {} requests",
-        points + 1,
-        bodies.len()
-    );
+    let dashboard_load::Load { bodies, samples, .. } = dashboard_load::from_env(total, days);
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("vigil");
 

@@ -52,17 +52,7 @@ const QUERIES: [(&str, &str); 6] = [
 async fn main() {
     let total: usize = std::env::var("VIGIL_BENCH_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let days: i64 = std::env::var("VIGIL_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
-    let (step_ms, values) = (dashboard_load::step_ms_from_env(), dashboard_load::Values::from_env());
-    let points = days * DAY_MS / step_ms;
-    let end_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-        / step_ms
-        * step_ms;
-    let bodies = dashboard_load::load(end_ms, total, points, step_ms, values);
-    println!(
-        "load: {total} series x {} samples {step_ms} ms apart, {values:?} values, {} requests",
-        points + 1,
-        bodies.len()
-    );
+    let dashboard_load::Load { bodies, end_ms, samples } = dashboard_load::from_env(total, days);
     let work = tempfile::tempdir().unwrap();
 
     // Vigil first, then stopped and started again: a dashboard's 24 h reads flushed segments
@@ -77,7 +67,6 @@ async fn main() {
         // Vigil's load alone: what a profile of the ingest path (under `VIGIL_BENCH_BIN`) needs.
         return;
     }
-    let samples = total as f64 * (points + 1) as f64;
     let segment_bytes = common::dir_bytes(&vigil_data.join("segments"), Some(".parquet")) as f64;
     println!(
         "vigil segments before its compaction: {:.1} MiB, {:.3} bytes per sample",

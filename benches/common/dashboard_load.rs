@@ -31,7 +31,7 @@ pub enum Values {
 #[allow(dead_code)]
 impl Values {
     /// `VIGIL_BENCH_VALUES`: `steady` (the default) or `noisy`.
-    pub fn from_env() -> Values {
+    fn from_env() -> Values {
         match std::env::var("VIGIL_BENCH_VALUES").as_deref() {
             Err(_) | Ok("steady") => Values::Steady,
             Ok("noisy") => Values::Noisy,
@@ -42,9 +42,39 @@ impl Values {
 
 /// The load's step: `VIGIL_BENCH_STEP` seconds, 60 unless set.
 #[allow(dead_code)]
-pub fn step_ms_from_env() -> i64 {
+fn step_ms_from_env() -> i64 {
     let seconds: i64 = std::env::var("VIGIL_BENCH_STEP").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     seconds.max(1) * 1000
+}
+
+/// A load ending now, as a bench sends it.
+#[allow(dead_code)]
+pub struct Load {
+    pub bodies: Vec<Vec<u8>>,
+    /// The last sample's time, on a step.
+    pub end_ms: i64,
+    /// Samples in all: what bytes per sample divide by.
+    pub samples: f64,
+}
+
+/// `total` series over `days` ending now, at the step and with the values the environment
+/// sets (`VIGIL_BENCH_STEP`, `VIGIL_BENCH_VALUES`); says what it made.
+#[allow(dead_code)]
+pub fn from_env(total: usize, days: i64) -> Load {
+    const DAY_MS: i64 = 86_400_000;
+    let (step_ms, values) = (step_ms_from_env(), Values::from_env());
+    let points = days * DAY_MS / step_ms;
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("the clock is past 1970").as_millis()
+            as i64;
+    let end_ms = now_ms / step_ms * step_ms;
+    let bodies = load(end_ms, total, points, step_ms, values);
+    println!(
+        "load: {total} series x {} samples {step_ms} ms apart, {values:?} values, {} requests",
+        points + 1,
+        bodies.len()
+    );
+    Load { bodies, end_ms, samples: total as f64 * (points + 1) as f64 }
 }
 
 /// SplitMix64: a reproducible random count per series and step, with no state to carry.
