@@ -247,8 +247,15 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
         .set_write_batch_size(ROW_GROUP_ROWS)
         .set_column_statistics_enabled(value_path, EnabledStatistics::Chunk)
         .build();
+    // The label columns (dictionary keys in runs, a few bytes a page) in a page per row group:
+    // pages of 20,000 rows (Parquet's default) cost each a header and column and offset index
+    // entries with the page's first and last label value, more than its keys (two thirds of
+    // a merged day's label bytes). No reader skips label pages: a PromQL scan reads times and
+    // values only, its series' labels from the series index, and a row selection skips by
+    // the time and value pages.
+    let label_props = props.clone().into_builder().set_data_page_row_count_limit(ROW_GROUP_ROWS).build();
     let (mut file, columns) =
-        ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props))?.into_serialized_writer()?;
+        ArrowWriter::try_new(&mut bytes, schema.clone(), Some(label_props))?.into_serialized_writer()?;
     let (_, paged_columns) =
         ArrowWriter::try_new(std::io::sink(), schema.clone(), Some(paged_props))?.into_serialized_writer()?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -600,6 +607,7 @@ mod tests {
         let long_series = lengths.iter().filter(|&&n| n >= 128).count();
         assert!(pages(2) >= long_series, "value pages: {}, series of 128 rows or more: {long_series}", pages(2));
         assert!(pages(1) < 30, "timestamp pages: {}", pages(1));
+        assert_eq!(pages(0), 2, "label pages: one per row group");
 
         // A row selection skipping whole pages and parts of pages reads the rows it names.
         let selectors = vec![
