@@ -205,8 +205,8 @@ pub async fn write(
 
 /// `batches` as a Parquet file. A metric segment's time and value columns are written page
 /// by page: pages end where the table or the leading label changes (see [`stretch_ends`]),
-/// and a decimal value column's also where its deltas jump (see [`value_page_ends`]); every
-/// other column as `ArrowWriter` writes it.
+/// and a decimal value column's also where its deltas jump (see [`value_page_ends`]); the
+/// label columns a page per row group, as `ArrowWriter` writes them.
 fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, ParquetMetaData), StorageError> {
     let Some(first) = batches.first() else {
         return Err(StorageError::Internal("empty segment".into()));
@@ -249,11 +249,12 @@ fn encode(batches: &[RecordBatch], props: WriterProperties) -> Result<(Vec<u8>, 
         .build();
     // The label columns (dictionary keys in runs, a few bytes a page) in a page per row group:
     // pages of 20,000 rows (Parquet's default) cost each a header and column and offset index
-    // entries with the page's first and last label value, more than its keys (two thirds of
-    // a merged day's label bytes). No reader skips label pages: a PromQL scan reads times and
-    // values only, its series' labels from the series index, and a row selection skips by
-    // the time and value pages.
-    let label_props = props.clone().into_builder().set_data_page_row_count_limit(ROW_GROUP_ROWS).build();
+    // entries with the page's first and last label value, more than its keys (a merged day of
+    // 2,000 series: labels and page indexes 52.6 KB in 107 pages a column, 22.3 KB in 16). A
+    // PromQL scan reads times and values only, its series' labels from the series index; a
+    // SQL read's row selection decodes a label page whole where it starts inside one, which
+    // for keys in runs is cheap.
+    let label_props = props.into_builder().set_data_page_row_count_limit(ROW_GROUP_ROWS).build();
     let (mut file, columns) =
         ArrowWriter::try_new(&mut bytes, schema.clone(), Some(label_props))?.into_serialized_writer()?;
     let (_, paged_columns) =
