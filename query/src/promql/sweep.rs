@@ -613,8 +613,9 @@ impl SweepRun {
                     .map_or(series.timestamps.len(), |keep_from| series.timestamps.partition_point(|&t| t < keep_from));
                 if self.early.runs_once {
                     // No more of its rows in this scan: what no later step needs goes now,
-                    // not at the chunk's end (a merged day's samples of every series at once).
-                    self.series.drop_front(slot, cut);
+                    // not at the chunk's end (a merged day's samples of every series at once),
+                    // and the room its run took serves the next series' run.
+                    self.series.drop_front_giving_room(slot, cut);
                     self.series.series[slot].early = Some(Early { taken, cut: 0 });
                 } else {
                     series.early = Some(Early { taken, cut });
@@ -1252,6 +1253,85 @@ pub struct SeriesSet {
     lookups: Option<Arc<[i64]>>,
     /// The rows of the run being taken that are kept (see [`Self::lookups`]).
     kept_rows: Vec<usize>,
+    /// Room for runs, lent to the series whose run does not fit its own vectors and given
+    /// back when the run was evaluated early and dropped (see [`Rooms`]).
+    rooms: Rooms,
+}
+
+/// Vectors (times, values) the runs of a scan read one run per series pass through, handed
+/// from series to series: a run that does not fit its series' vectors is taken in a large
+/// pair given back by a run before (see [`Rooms::lend`]), and once evaluated early the samples
+/// its window keeps move to a small pair, its large pair going back (see
+/// [`Rooms::give_back`]). Between chunks a series so keeps only its window's samples. Each
+/// kept the room its chunk's run had taken instead (2 h at 15 s: 480 samples in up to 1,024
+/// of room, 16 KiB a series): 50-60 MiB of a 6 h `rate` over 2,000 series in two lanes; and
+/// a merged day's run, shrunk at every trim, was grown again by reallocations at the next.
+/// A batch's runs are all taken before its ended series are evaluated, so as many pairs are
+/// in flight as a batch has runs.
+#[derive(Debug, Default)]
+struct Rooms {
+    /// Large pairs given back, to be lent.
+    large: Vec<(Vec<i64>, Vec<f64>)>,
+    /// Small pairs the large ones were lent for, to take the samples runs given back leave.
+    small: Vec<(Vec<i64>, Vec<f64>)>,
+    /// What the pairs of both hold, in bytes (counted as the sweep's memory).
+    bytes: usize,
+}
+
+impl Rooms {
+    /// Pairs of each kind kept at most (a batch of 8,192 rows has at most 128 runs of
+    /// [`MIN_ROOM`] samples); more are freed.
+    const MAX_PAIRS: usize = 256;
+
+    fn pair_bytes(pair: &(Vec<i64>, Vec<f64>)) -> usize {
+        (pair.0.capacity() + pair.1.capacity()) * 8
+    }
+
+    fn keep(&mut self, large: bool, pair: (Vec<i64>, Vec<f64>)) {
+        let pairs = if large { &mut self.large } else { &mut self.small };
+        if pairs.len() < Self::MAX_PAIRS {
+            self.bytes += Self::pair_bytes(&pair);
+            pairs.push(pair);
+        }
+    }
+
+    fn take(&mut self, large: bool) -> Option<(Vec<i64>, Vec<f64>)> {
+        let pair = if large { self.large.pop() } else { self.small.pop() }?;
+        self.bytes -= Self::pair_bytes(&pair);
+        Some(pair)
+    }
+
+    /// Moves `series`' samples to a large pair when `rows` more do not fit its own vectors
+    /// and a pair given back is larger: the run goes on after them without growing a vector.
+    fn lend(&mut self, series: &mut SeriesSamples, rows: usize) {
+        let room = series.timestamps.capacity();
+        if room - series.timestamps.len() >= rows || self.large.last().is_none_or(|pair| pair.0.capacity() <= room) {
+            return;
+        }
+        let Some(mut pair) = self.take(true) else { return };
+        move_samples(&series.timestamps, &mut pair.0);
+        move_samples(&series.values, &mut pair.1);
+        std::mem::swap(&mut series.timestamps, &mut pair.0);
+        std::mem::swap(&mut series.values, &mut pair.1);
+        self.keep(false, pair);
+    }
+
+    /// Drops `series`' first `cut` samples by moving the others to a small pair and keeping
+    /// its vectors as a large pair, when they hold much more room than the samples left need;
+    /// `false` (nothing done) otherwise.
+    fn give_back(&mut self, series: &mut SeriesSamples, cut: usize) -> bool {
+        let left = series.timestamps.len() - cut;
+        if series.timestamps.capacity() < (2 * left).max(MIN_ROOM) {
+            return false;
+        }
+        let mut pair = self.take(false).unwrap_or_default();
+        move_samples(&series.timestamps[cut..], &mut pair.0);
+        move_samples(&series.values[cut..], &mut pair.1);
+        std::mem::swap(&mut series.timestamps, &mut pair.0);
+        std::mem::swap(&mut series.values, &mut pair.1);
+        self.keep(true, pair);
+        true
+    }
 }
 
 impl SeriesSet {
@@ -1273,6 +1353,7 @@ impl SeriesSet {
             last_run: None,
             lookups: None,
             kept_rows: Vec::new(),
+            rooms: Rooms::default(),
         }
     }
 
@@ -1364,6 +1445,7 @@ impl SeriesSet {
             self.held_samples += self.kept_rows.len();
             return;
         }
+        self.rooms.lend(series, vals.len());
         let rising = times.extend_rising(&mut series.timestamps);
         let in_order = rising && series.fresh.is_empty();
         if !in_order {
@@ -1535,6 +1617,17 @@ impl SeriesSet {
         self.held_samples -= cut;
     }
 
+    /// Drops `slot`'s first `cut` samples, giving its vectors back as room for the runs
+    /// after it where they hold much more than the samples left (see [`Rooms::give_back`]).
+    fn drop_front_giving_room(&mut self, slot: usize, cut: usize) {
+        let series = &mut self.series[slot];
+        if !self.rooms.give_back(series, cut) {
+            return self.drop_front(slot, cut);
+        }
+        series.appended_from = series.appended_from.saturating_sub(cut);
+        self.held_samples -= cut;
+    }
+
     /// Drops samples before `from` (all of them when `None`), keeping each series' label set.
     fn trim(&mut self, from: Option<i64>) {
         let mut spare = 0;
@@ -1553,10 +1646,11 @@ impl SeriesSet {
     }
 
     /// Memory held, roughly: samples at 16 bytes (two vectors with headroom), the room kept
-    /// since the last trim, plus labels.
+    /// since the last trim and the rooms for runs, plus labels.
     fn held_bytes(&self) -> usize {
         self.held_samples * 16 * 2
             + self.spare_bytes
+            + self.rooms.bytes
             + self.label_bytes
             + self.series.len() * std::mem::size_of::<SeriesSamples>()
     }
@@ -1588,6 +1682,17 @@ fn unpacked_is(packed: &[u8], value: Option<&str>) -> bool {
 
 /// Samples a series' vectors keep room for between chunks, whatever they hold (16 KiB).
 const KEPT_CAPACITY: usize = 1024;
+
+/// Makes `to` hold `samples` (a series' samples moving to another of the set's vectors).
+fn move_samples<T: Copy>(samples: &[T], to: &mut Vec<T>) {
+    to.clear();
+    to.extend_from_slice(samples);
+}
+
+/// Fewest samples' room a series gives to the set's room for the next run (see
+/// [`SeriesSet::drop_front_giving_room`]): below it, copying the samples left out costs more
+/// than the room saves.
+const MIN_ROOM: usize = 64;
 
 /// Which rows start a run of one series (row 0 does): a row whose label values differ from
 /// the row before's. Dictionary keys are compared column by column in one tight loop (equal
@@ -1990,6 +2095,65 @@ mod tests {
         assert_eq!(set.series[0].timestamps.len(), 5);
         assert!(set.series[0].timestamps.capacity() < KEPT_CAPACITY, "{}", set.series[0].timestamps.capacity());
         assert_eq!(set.spare_bytes, spare(&set));
+    }
+
+    #[test]
+    fn runs_evaluated_early_hand_their_room_to_the_next_series() {
+        let job = ["job".to_string()];
+        // Runs of `count` samples from `from` of each of `jobs`, one after another in a batch.
+        let runs = |jobs: &[&'static str], count: i64, from: i64| {
+            let rows_of = |job| (from..from + count).map(move |t| (job, t, t as f64));
+            rows(&jobs.iter().flat_map(|&job| rows_of(job)).collect::<Vec<_>>())
+        };
+        let mut set = SeriesSet::new(false);
+        // A batch's three runs are taken before any is evaluated: each grows its own vectors.
+        set.ingest(&runs(&["a", "b", "c"], 500, 0), &job).unwrap();
+        let large: Vec<_> = set.series.iter().map(|s| s.timestamps.as_ptr()).collect();
+        // Evaluated and dropped but for their window's last 5 samples: these move to small
+        // vectors, the large ones are kept as room, and count as held.
+        for slot in 0..3 {
+            set.drop_front_giving_room(slot, 495);
+        }
+        for series in &set.series {
+            assert_eq!(series.timestamps, (495..500).collect::<Vec<_>>());
+            assert_eq!(series.values, (495..500).map(|t| t as f64).collect::<Vec<_>>());
+            assert!(series.timestamps.capacity() < MIN_ROOM && series.values.capacity() < MIN_ROOM);
+        }
+        assert_eq!(set.held_samples, 15);
+        assert!(set.held_bytes() >= 3 * 500 * 16, "the rooms count: {}", set.held_bytes());
+        // The next batch's runs go into those rooms, after the samples left: no vector grows.
+        set.ingest(&runs(&["a", "b", "c"], 480, 500), &job).unwrap();
+        for series in &set.series {
+            assert!(large.contains(&series.timestamps.as_ptr()));
+            assert_eq!(series.timestamps, (495..980).collect::<Vec<_>>());
+            assert_eq!(series.values, (495..980).map(|t| t as f64).collect::<Vec<_>>());
+        }
+        let small: Vec<_> = set.rooms.small.iter().map(|pair| pair.0.as_ptr()).collect();
+        assert_eq!((set.rooms.large.len(), small.len()), (0, 3));
+        // And back, into the small vectors the rooms were lent for.
+        for slot in 0..3 {
+            set.drop_front_giving_room(slot, 482);
+        }
+        for series in &set.series {
+            assert!(small.contains(&series.timestamps.as_ptr()));
+            assert_eq!(series.timestamps, vec![977, 978, 979]);
+        }
+        assert_eq!(set.held_samples, 9);
+        // A run that fits its series' own vectors stays there; one that does not moves.
+        let own = set.series[0].timestamps.as_ptr();
+        set.ingest(&runs(&["a"], 1, 980), &job).unwrap();
+        assert_eq!(set.series[0].timestamps.as_ptr(), own);
+        set.ingest(&runs(&["a"], 100, 981), &job).unwrap();
+        assert!(large.contains(&set.series[0].timestamps.as_ptr()));
+        assert_eq!(set.series[0].timestamps, (977..1081).collect::<Vec<_>>());
+        // A run too small to give its room back keeps its vectors.
+        let mut set = SeriesSet::new(false);
+        set.ingest(&runs(&["a"], 40, 0), &job).unwrap();
+        let own = set.series[0].timestamps.as_ptr();
+        set.drop_front_giving_room(0, 35);
+        assert_eq!(set.series[0].timestamps.as_ptr(), own);
+        assert_eq!(set.series[0].timestamps, (35..40).collect::<Vec<_>>());
+        assert_eq!(set.held_samples, 5);
     }
 
     #[test]
