@@ -1287,6 +1287,7 @@ impl Rooms {
         (pair.0.capacity() + pair.1.capacity()) * 8
     }
 
+    /// Keeps `pair` among the large or the small pairs (freed when they are full).
     fn keep(&mut self, large: bool, pair: (Vec<i64>, Vec<f64>)) {
         let pairs = if large { &mut self.large } else { &mut self.small };
         if pairs.len() < Self::MAX_PAIRS {
@@ -1295,6 +1296,7 @@ impl Rooms {
         }
     }
 
+    /// The last large or small pair kept, if any.
     fn take(&mut self, large: bool) -> Option<(Vec<i64>, Vec<f64>)> {
         let pair = if large { self.large.pop() } else { self.small.pop() }?;
         self.bytes -= Self::pair_bytes(&pair);
@@ -1689,9 +1691,8 @@ fn move_samples<T: Copy>(samples: &[T], to: &mut Vec<T>) {
     to.extend_from_slice(samples);
 }
 
-/// Fewest samples' room a series gives to the set's room for the next run (see
-/// [`SeriesSet::drop_front_giving_room`]): below it, copying the samples left out costs more
-/// than the room saves.
+/// Fewest samples' room a series gives back to the set's rooms for the runs after it (see
+/// [`Rooms::give_back`]): below it, moving the samples left costs more than the room saves.
 const MIN_ROOM: usize = 64;
 
 /// Which rows start a run of one series (row 0 does): a row whose label values differ from
