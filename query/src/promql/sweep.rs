@@ -1311,10 +1311,7 @@ impl Rooms {
             return;
         }
         let Some(mut pair) = self.take(true) else { return };
-        move_samples(&series.timestamps, &mut pair.0);
-        move_samples(&series.values, &mut pair.1);
-        std::mem::swap(&mut series.timestamps, &mut pair.0);
-        std::mem::swap(&mut series.values, &mut pair.1);
+        Self::exchange(series, 0, &mut pair);
         self.keep(false, pair);
     }
 
@@ -1327,12 +1324,18 @@ impl Rooms {
             return false;
         }
         let mut pair = self.take(false).unwrap_or_default();
-        move_samples(&series.timestamps[cut..], &mut pair.0);
-        move_samples(&series.values[cut..], &mut pair.1);
-        std::mem::swap(&mut series.timestamps, &mut pair.0);
-        std::mem::swap(&mut series.values, &mut pair.1);
+        Self::exchange(series, cut, &mut pair);
         self.keep(true, pair);
         true
+    }
+
+    /// Copies `series`' samples from `from` on into `pair`'s vectors (reusing their room) and
+    /// exchanges the two: the series holds them there, `pair` its vectors.
+    fn exchange(series: &mut SeriesSamples, from: usize, pair: &mut (Vec<i64>, Vec<f64>)) {
+        series.timestamps[from..].clone_into(&mut pair.0);
+        series.values[from..].clone_into(&mut pair.1);
+        std::mem::swap(&mut series.timestamps, &mut pair.0);
+        std::mem::swap(&mut series.values, &mut pair.1);
     }
 }
 
@@ -1684,12 +1687,6 @@ fn unpacked_is(packed: &[u8], value: Option<&str>) -> bool {
 
 /// Samples a series' vectors keep room for between chunks, whatever they hold (16 KiB).
 const KEPT_CAPACITY: usize = 1024;
-
-/// Makes `to` hold `samples` (a series' samples moving to another of the set's vectors).
-fn move_samples<T: Copy>(samples: &[T], to: &mut Vec<T>) {
-    to.clear();
-    to.extend_from_slice(samples);
-}
 
 /// Fewest samples' room a series gives back to the set's rooms for the runs after it (see
 /// [`Rooms::give_back`]): below it, moving the samples left costs more than the room saves.
